@@ -1,0 +1,10 @@
+# Compiler warnings and options for project code live in one INTERFACE target
+# that every project target links PRIVATE; third-party headers are SYSTEM
+# includes through their imported targets, so -Werror only judges our code.
+add_library(conveyor_options INTERFACE)
+add_library(conveyor::options ALIAS conveyor_options)
+target_compile_options(conveyor_options INTERFACE
+  -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
+  -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+  $<$<BOOL:${CONVEYOR_WARNINGS_AS_ERRORS}>:-Werror>)
+target_compile_features(conveyor_options INTERFACE cxx_std_20)

@@ -1,0 +1,36 @@
+#pragma once
+// CloudEvents 1.0 JSON envelope (structured mode) for every Conveyor event.
+// Required attributes: specversion ("1.0"), id, source, type. Conveyor also
+// sets time (RFC 3339), subject (job id), datacontenttype and the extension
+// attribute `schemaversion` so old and new services can run side by side.
+// Thread-safe: plain values.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace conveyor::bus {
+
+inline constexpr int kEventSchemaVersion = 1;
+
+struct CloudEvent {
+  std::string id;
+  std::string source;
+  std::string type;  // e.g. "io.conveyor.job.processed"
+  std::string subject;  // job id, or empty
+  std::string time;     // RFC 3339, or empty
+  std::string datacontenttype = "application/json";
+  int schemaversion = kEventSchemaVersion;
+  nlohmann::json data;  // object or null
+};
+
+// Serialises to the JSON text of the structured envelope.
+std::string encode(const CloudEvent& event);
+// Parses and validates an envelope. Throws conveyor::Error(bad_input) naming
+// what is wrong: not JSON, not an object, a required attribute missing or
+// not a string, specversion other than "1.0".
+CloudEvent decode(std::string_view text);
+
+}  // namespace conveyor::bus

@@ -1,0 +1,91 @@
+#pragma once
+// Kafka producer and consumer. librdkafka stays behind this header.
+//
+// Producer: idempotent (enable.idempotence=true, acks=all), thread-safe,
+// owned by the service runtime. Consumer: one group member; offsets are
+// committed only when the caller says the work is committed (commit()), never
+// automatically; not thread-safe, owned by the thread that polls it.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace conveyor::bus {
+
+struct Message {
+  std::string topic;
+  std::string key;
+  std::string value;
+};
+
+struct ReceivedMessage {
+  std::string topic;
+  std::int32_t partition = 0;
+  std::int64_t offset = 0;
+  std::string key;
+  std::string value;
+};
+
+struct ProducerOptions {
+  std::string brokers;  // bootstrap list host:port[,host:port]
+  std::string client_id = "conveyor";
+  int linger_ms = 1;  // each event is on the critical path: keep small
+  std::chrono::milliseconds message_timeout{30000};
+  std::map<std::string, std::string> extra;  // further librdkafka properties
+};
+
+class Producer {
+ public:
+  explicit Producer(const ProducerOptions& options);  // throws Error(invalid_config)
+  ~Producer();  // flushes for up to 5 s
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+
+  // Sends every message and waits until each has a delivery report or the
+  // timeout passes. Returns one flag per message: true when the broker acked
+  // it (acks=all). Order within a partition is preserved (idempotence).
+  std::vector<bool> send_batch(std::span<const Message> messages, std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct ConsumerOptions {
+  std::string brokers;
+  std::string group_id;
+  std::vector<std::string> topics;
+  std::string client_id = "conveyor";
+  std::string auto_offset_reset = "earliest";
+  std::map<std::string, std::string> extra;
+};
+
+class Consumer {
+ public:
+  explicit Consumer(const ConsumerOptions& options);  // throws Error(invalid_config)
+  ~Consumer();  // leaves the group without committing anything more
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  // Returns up to `max` messages, waiting at most `timeout` for the first.
+  std::vector<ReceivedMessage> poll(std::size_t max, std::chrono::milliseconds timeout);
+  // Synchronously commits the offsets of every message returned by poll() so
+  // far. Call only after the work those messages caused is committed.
+  void commit();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Topic names: "<prefix>.<suffix>", suffix one of kJobsTopic... The prefix
+// (CONVEYOR_TOPIC_PREFIX, default "conveyor") keeps test runs apart.
+inline constexpr const char* kJobsTopic = "jobs";
+inline constexpr const char* kParametersTopic = "parameters";
+inline constexpr const char* kControlTopic = "control";
+std::string topic_name(const std::string& prefix, std::string_view suffix);
+
+}  // namespace conveyor::bus

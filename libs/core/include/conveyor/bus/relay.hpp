@@ -1,0 +1,57 @@
+#pragma once
+// The outbox relay: publishes conveyor.outbox rows to Kafka and marks them
+// sent only after the broker acked them. Leader-elected with a session
+// advisory lock, so any number of relays may run and one publishes; woken by
+// pg_notify('conveyor_outbox'), with a poll interval as a fallback.
+// Owns one thread; start()/stop() from the owner's thread.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "conveyor/bus/kafka.hpp"
+
+namespace conveyor::bus {
+
+struct RelayOptions {
+  std::string database_url;
+  std::string brokers;
+  std::string topic_prefix = "conveyor";
+  std::string source = "conveyor";  // CloudEvent source
+  std::size_t batch_size = 500;
+  std::chrono::milliseconds poll_interval{1000};  // fallback when no notify arrives
+  std::chrono::milliseconds send_timeout{10000};
+  std::int64_t lock_key = 0x436f6e7665796f72;  // "Conveyor"
+};
+
+struct RelayStats {
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint64_t> failed{0};
+  std::atomic<std::uint64_t> batches{0};
+  std::atomic<bool> leader{false};
+};
+
+class Relay {
+ public:
+  explicit Relay(RelayOptions options);
+  ~Relay();  // stops
+  void start();
+  void stop();
+  // One pass outside the thread: if leadership can be taken, publishes every
+  // unsent row in batches; returns the number published. For tests and tools.
+  std::size_t run_once();
+  const RelayStats& stats() const noexcept { return stats_; }
+
+ private:
+  void loop();
+  struct Impl;
+  RelayOptions options_;
+  RelayStats stats_;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace conveyor::bus

@@ -1,0 +1,71 @@
+#pragma once
+// conveyor::db migrations — numbered SQL files with an up and a down part:
+//   <dir>/<YYYYMMDDHHMMSS>_<comment>.up.sql and .down.sql
+// Tracked in conveyor.schema_migrations (with group ids) and guarded by
+// conveyor.schema_migration_lock. `migrate` applies every pending migration
+// as one group in one transaction; `rollback` undoes the last group.
+// Not thread-safe; owned by the CLI command that runs it.
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+
+namespace conveyor::db {
+
+struct MigrationFile {
+  std::string name;     // the timestamp part, e.g. "20261122000000"
+  std::string comment;  // e.g. "initial_schema"
+  std::filesystem::path up;
+  std::filesystem::path down;
+  std::string full_name() const { return name + "_" + comment; }
+};
+
+struct AppliedMigration {
+  std::int64_t id = 0;
+  std::string name;
+  std::string comment;
+  std::int64_t group_id = 0;
+  std::string migrated_at;  // timestamptz as text
+};
+
+struct MigrationStatus {
+  bool initialized = false;  // db init was run
+  std::size_t pending = 0;
+  std::optional<std::int64_t> group_id;  // the last applied group
+  std::string last_applied;              // full name of the newest applied migration
+  bool locked = false;
+  bool up_to_date() const { return initialized && pending == 0; }
+};
+
+struct GroupResult {
+  std::int64_t group_id = 0;  // 0 when nothing was done
+  std::vector<std::string> names;  // full names, in order applied / rolled back
+};
+
+class Migrator {
+ public:
+  Migrator(std::string url, std::filesystem::path dir);
+
+  // Reads the migration files; throws Error(bad_input) naming a file without its pair.
+  std::vector<MigrationFile> files() const;
+
+  void init();  // creates schema conveyor and the tracking tables; idempotent
+  MigrationStatus status();
+  std::vector<MigrationFile> pending();
+  std::vector<AppliedMigration> applied();  // newest first
+  GroupResult migrate();                     // Error(locked) while locked
+  GroupResult rollback();                    // Error(locked) while locked
+  void lock(const std::string& by);
+  void unlock();
+
+  // Writes an empty up/down pair named <now>_<comment> in `dir`; returns the up path.
+  static std::filesystem::path create(const std::filesystem::path& dir, const std::string& comment);
+
+ private:
+  std::string url_;
+  std::filesystem::path dir_;
+};
+
+}  // namespace conveyor::db

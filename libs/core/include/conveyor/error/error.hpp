@@ -1,0 +1,42 @@
+#pragma once
+// Conveyor's error codes: one enum for the whole core, one category, and one
+// exception type carrying a code and a message meant for an operator.
+// Thread-safe: plain values.
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace conveyor {
+
+enum class errc {
+  ok = 0,
+  bad_input,           // a request, file or argument is malformed; message names the field
+  invalid_config,      // a configuration key is missing or invalid; message names the key
+  not_found,           // the named thing does not exist
+  conflict,            // unique violation, stale conditional update
+  invalid_transition,  // the status machine refused a transition
+  locked,              // migrations are locked, or another holder has a lock
+  unavailable,         // database or broker unreachable, paused system
+  timeout,             // a deadline passed
+  internal,            // a bug or an impossible state
+};
+
+const std::error_category& conveyor_category() noexcept;
+std::error_code make_error_code(errc e) noexcept;
+// Short stable name of a code ("bad_input"), for logs and problem+json `type`.
+const char* to_string(errc e) noexcept;
+
+// The one exception type the core throws for expected failures.
+class Error : public std::runtime_error {
+ public:
+  Error(errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  errc code() const noexcept { return code_; }
+
+ private:
+  errc code_;
+};
+
+}  // namespace conveyor
+
+template <>
+struct std::is_error_code_enum<conveyor::errc> : std::true_type {};

@@ -1,0 +1,51 @@
+#pragma once
+// The job status machine of DESIGN §3. This table exists once in C++ (here)
+// and once in SQL (conveyor.job_status_transition, used by the trigger
+// conveyor.check_status_change()); tests/integration/db/status_machine_test.cpp
+// proves they agree. Thread-safe: constant data.
+#include <array>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace conveyor::model {
+
+enum class JobStatus {
+  initialized,
+  configured,
+  ready,
+  queued,
+  started,
+  processed,
+  done,
+  failed,
+  internal_error,
+  external_error,
+  error_checked,
+  canceled,
+};
+
+inline constexpr std::array<JobStatus, 12> kAllStatuses = {
+    JobStatus::initialized,    JobStatus::configured,     JobStatus::ready,
+    JobStatus::queued,         JobStatus::started,        JobStatus::processed,
+    JobStatus::done,           JobStatus::failed,         JobStatus::internal_error,
+    JobStatus::external_error, JobStatus::error_checked,  JobStatus::canceled,
+};
+
+std::string_view to_string(JobStatus s) noexcept;
+// Parses a status name; nullopt for an unknown name.
+std::optional<JobStatus> parse_status(std::string_view name) noexcept;
+
+// Statuses a job may be inserted with.
+bool is_valid_initial(JobStatus to) noexcept;
+// Whether `from -> to` is in the table.
+bool is_valid_transition(JobStatus from, JobStatus to) noexcept;
+// The statuses reachable from `from` in one step, in kAllStatuses order.
+std::span<const JobStatus> allowed_from(JobStatus from) noexcept;
+// No transition leaves a terminal status except through error_checked/restart;
+// `done` is the only status with no way out at all.
+bool is_final(JobStatus s) noexcept;
+// failed, internal_error, external_error.
+bool is_error(JobStatus s) noexcept;
+
+}  // namespace conveyor::model

@@ -1,0 +1,164 @@
+#pragma once
+// conveyor::testing — the fixture library for tests, benchmarks and tools/dev.
+//
+// Gives real parts on free ports: a private PostgreSQL cluster (initdb and
+// pg_ctl from Debian's postgresql-15, run as the `postgres` user when we are
+// root), a database per test, and a conveyor-devbroker process per test.
+// Everything is torn down by destructors, so a failing test still cleans up.
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace conveyor::testing {
+
+// ---------------------------------------------------------------- processes
+
+// A child process in its own process group. Destructor: SIGTERM to the
+// group, then SIGKILL after 5 s. Not thread-safe.
+class ChildProcess {
+ public:
+  struct Options {
+    std::vector<std::string> argv;
+    std::map<std::string, std::string> env;  // added to (and overriding) our environment
+    std::filesystem::path stdout_file;       // empty: inherit
+    std::filesystem::path stderr_file;       // empty: same as stdout_file, or inherit
+    bool detach = false;  // new session, not killed by the destructor (tools/dev)
+  };
+  explicit ChildProcess(Options options);  // throws std::runtime_error naming argv[0]
+  ~ChildProcess();
+  ChildProcess(ChildProcess&&) noexcept;
+  ChildProcess& operator=(ChildProcess&&) = delete;
+
+  int pid() const noexcept { return pid_; }
+  bool running();
+  // Sends `sig` to the whole process group.
+  void signal(int sig);
+  // Waits up to `timeout` for exit; returns the exit status (128+signal when
+  // killed) or nullopt if it is still running.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  // SIGTERM, wait up to grace, then SIGKILL; returns the exit status.
+  int stop(std::chrono::milliseconds grace = std::chrono::seconds(5));
+
+ private:
+  int pid_ = -1;
+  bool detached_ = false;
+  std::optional<int> status_;
+};
+
+// Runs argv to completion; returns {exit status, stdout+stderr}.
+struct RunResult {
+  int status = -1;
+  std::string output;
+};
+RunResult run(const std::vector<std::string>& argv,
+              const std::map<std::string, std::string>& env = {},
+              std::chrono::milliseconds timeout = std::chrono::seconds(120));
+
+// A TCP port on 127.0.0.1 that was free when asked.
+int free_port();
+
+// Polls `condition` every 10 ms (backing off to 100 ms) until it returns true
+// or `timeout` passes; returns the last result. The one way tests wait.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// ---------------------------------------------------------------- postgres
+
+// A private PostgreSQL cluster in `dir` listening on 127.0.0.1:port (and a
+// unix socket in dir/run). trust authentication, superuser `postgres`.
+class PostgresCluster {
+ public:
+  struct Options {
+    std::filesystem::path dir;
+    int port = 0;             // 0: a free port
+    bool keep_running = false;  // destructor leaves it running (tools/dev)
+  };
+  explicit PostgresCluster(Options options);  // initdb if needed, then start
+  ~PostgresCluster();                         // stop unless keep_running
+  int port() const noexcept { return port_; }
+  // libpq URI for `database` on this cluster.
+  std::string url(const std::string& database = "postgres") const;
+  void stop();
+  // Stops a cluster left running in `dir` (pg_ctl stop -m fast); false if none ran.
+  static bool stop_in(const std::filesystem::path& dir);
+  static bool running_in(const std::filesystem::path& dir);
+
+ private:
+  Options options_;
+  int port_ = 0;
+  bool stopped_ = false;
+};
+
+// ---------------------------------------------------------------- broker
+
+// A conveyor-devbroker process on a free port. Destructor stops it.
+class Broker {
+ public:
+  struct Options {
+    std::filesystem::path dir;  // empty: a fresh temp dir
+    int port = 0;               // 0: a free port
+    bool detach = false;        // tools/dev: survives this process
+  };
+  Broker();
+  explicit Broker(Options options);
+  ~Broker();
+  const std::string& bootstrap() const noexcept { return bootstrap_; }
+  int pid() const;
+  void stop();
+  // Stops the broker and starts it again on the same port (messages are
+  // lost: the devbroker keeps data in memory).
+  void restart();
+
+ private:
+  void start();
+  Options options_;
+  std::unique_ptr<ChildProcess> process_;
+  std::string bootstrap_;
+};
+
+// ---------------------------------------------------------------- environment
+
+// The PostgreSQL cluster a test run shares. Comes from CONVEYOR_TESTENV_DIR
+// (written by `conveyor-stack up`, the ctest fixture) when set, else a
+// cluster started for this process and stopped at exit.
+class TestEnv {
+ public:
+  static TestEnv& get();
+  // URL of the maintenance database (postgres) of the shared cluster.
+  std::string admin_url() const;
+  std::string url(const std::string& database) const;
+};
+
+// A database of its own for one test, dropped (WITH (FORCE)) by the destructor.
+class TestDatabase {
+ public:
+  // migrate: run `db init` and every migration of the repository's migrations dir.
+  explicit TestDatabase(bool migrate = true);
+  ~TestDatabase();
+  const std::string& name() const noexcept { return name_; }
+  const std::string& url() const noexcept { return url_; }
+  // Runs literal SQL (tests only) and returns the first column of the first
+  // row as text, or "" when there is no row; throws on error with the message.
+  std::string query_value(const std::string& sql) const;
+  // Runs literal SQL; returns every row as a vector of text fields ("" for NULL).
+  std::vector<std::vector<std::string>> query(const std::string& sql) const;
+  void exec(const std::string& sql) const;
+
+ private:
+  std::string name_;
+  std::string url_;
+};
+
+// A name unique in this run, e.g. for topic prefixes: "<prefix>_<pid>_<n>_<rand>".
+std::string unique_name(const std::string& prefix);
+
+// Path of the repository's migrations directory (compile-time default).
+std::filesystem::path migrations_dir();
+// Path of the built conveyor-devbroker executable.
+std::filesystem::path devbroker_path();
+
+}  // namespace conveyor::testing
