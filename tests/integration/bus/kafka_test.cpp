@@ -1,0 +1,208 @@
+// The Kafka producer and consumer against a real broker process
+// (conveyor-devbroker: librdkafka's mock cluster over TCP), one per test.
+#include "conveyor/bus/kafka.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor::bus {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+namespace ct = conveyor::testing;
+
+// Group joins on the mock cluster take a few seconds.
+constexpr auto kWait = 30s;
+
+std::vector<Message> make_batch(const std::string& topic, int keys, int per_key,
+                                const std::string& tag) {
+  std::vector<Message> batch;
+  for (int seq = 0; seq < per_key; ++seq) {
+    for (int k = 0; k < keys; ++k) {
+      batch.push_back({topic, "job-" + std::to_string(k), tag + ":" + std::to_string(seq)});
+    }
+  }
+  return batch;
+}
+
+ProducerOptions producer_options(const std::string& brokers) {
+  ProducerOptions o;
+  o.brokers = brokers;
+  return o;
+}
+
+ConsumerOptions consumer_options(const ct::Broker& broker, const std::string& group,
+                                 const std::string& topic) {
+  ConsumerOptions o;
+  o.brokers = broker.bootstrap();
+  o.group_id = group;
+  o.topics = {topic};
+  // The mock cluster waits session.timeout.ms - 1 s to rebalance after the
+  // last member left; keep that short so the redelivery test is quick.
+  o.extra = {{"session.timeout.ms", "4000"}};
+  return o;
+}
+
+// Polls until `count` messages arrived or kWait passed.
+std::vector<ReceivedMessage> receive(Consumer& consumer, std::size_t count) {
+  std::vector<ReceivedMessage> got;
+  ct::wait_until(
+      [&] {
+        for (auto& m : consumer.poll(count - got.size(), 200ms)) got.push_back(std::move(m));
+        return got.size() >= count;
+      },
+      kWait);
+  return got;
+}
+
+bool all_true(const std::vector<bool>& flags) {
+  return std::all_of(flags.begin(), flags.end(), [](bool b) { return b; });
+}
+
+TEST(Kafka, TopicNameJoinsPrefixAndSuffix) {
+  EXPECT_EQ(topic_name("conveyor", kJobsTopic), "conveyor.jobs");
+  EXPECT_EQ(topic_name("t_1", kControlTopic), "t_1.control");
+}
+
+TEST(Kafka, ProducedBatchIsAckedAndConsumedInOrderPerKey) {
+  ct::Broker broker;
+  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  // The consumer subscribes before the topic exists, as a service does on a
+  // fresh cluster.
+  Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
+
+  Producer producer(producer_options(broker.bootstrap()));
+  auto batch = make_batch(topic, 5, 8, "a");
+  auto acked = producer.send_batch(batch, 20s);
+  ASSERT_EQ(acked.size(), batch.size());
+  EXPECT_TRUE(all_true(acked));
+
+  auto got = receive(consumer, batch.size());
+  ASSERT_EQ(got.size(), batch.size());
+  std::map<std::string, std::vector<std::string>> by_key;
+  for (const auto& m : got) {
+    EXPECT_EQ(m.topic, topic);
+    by_key[m.key].push_back(m.value);
+  }
+  ASSERT_EQ(by_key.size(), 5u);
+  for (const auto& [key, values] : by_key) {
+    std::vector<std::string> expected;
+    for (int seq = 0; seq < 8; ++seq) expected.push_back("a:" + std::to_string(seq));
+    EXPECT_EQ(values, expected) << "key " << key;
+  }
+  consumer.commit();
+}
+
+TEST(Kafka, CommittedMessagesAreNotRedeliveredButUncommittedAre) {
+  ct::Broker broker;
+  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  const std::string group = ct::unique_name("group");
+  Producer producer(producer_options(broker.bootstrap()));
+
+  auto done = make_batch(topic, 3, 2, "done");
+  ASSERT_TRUE(all_true(producer.send_batch(done, 20s)));
+  {
+    Consumer first(consumer_options(broker, group, topic));
+    ASSERT_EQ(receive(first, done.size()).size(), done.size());
+    first.commit();  // their work is committed
+
+    auto open = make_batch(topic, 2, 1, "open");
+    ASSERT_TRUE(all_true(producer.send_batch(open, 20s)));
+    ASSERT_EQ(receive(first, open.size()).size(), open.size());
+    // No commit: this member "crashes" before its work is committed.
+  }
+
+  Consumer second(consumer_options(broker, group, topic));
+  auto again = receive(second, 2);
+  ASSERT_EQ(again.size(), 2u);
+  // Nothing more may follow: the committed messages stay consumed.
+  for (auto& m : second.poll(10, 2s)) again.push_back(std::move(m));
+  std::multiset<std::string> values;
+  for (const auto& m : again) values.insert(m.value);
+  EXPECT_EQ(values, (std::multiset<std::string>{"open:0", "open:0"}));
+  std::set<std::string> keys;
+  for (const auto& m : again) keys.insert(m.key);
+  EXPECT_EQ(keys, (std::set<std::string>{"job-0", "job-1"}));
+
+  second.commit();
+  EXPECT_NO_THROW(second.commit());  // nothing new: a no-op
+}
+
+TEST(Kafka, KcatReadsWhatTheProducerSent) {
+  ct::Broker broker;
+  const std::string topic = topic_name(ct::unique_name("kafka"), kParametersTopic);
+  Producer producer(producer_options(broker.bootstrap()));
+  std::vector<Message> batch = {{topic, "k1", R"({"n":1})"}, {topic, "k2", R"({"n":2})"}};
+  ASSERT_TRUE(all_true(producer.send_batch(batch, 20s)));
+
+  auto result = ct::run(
+      {"kcat", "-b", broker.bootstrap(), "-C", "-t", topic, "-e", "-q", "-f", "%k=%s\\n"}, {}, 60s);
+  ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_THAT(result.output, HasSubstr(R"(k1={"n":1})"));
+  EXPECT_THAT(result.output, HasSubstr(R"(k2={"n":2})"));
+}
+
+// tools/dev restarts the devbroker on the same port; a running service's
+// producer must carry on (the restarted broker forgot its producer ids).
+TEST(Kafka, ProducerCarriesOnAfterBrokerRestart) {
+  ct::Broker broker;
+  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  const std::string before = broker.bootstrap();
+  Producer producer(producer_options(before));
+  ASSERT_TRUE(all_true(producer.send_batch(make_batch(topic, 2, 2, "before"), 20s)));
+
+  broker.restart();
+  ASSERT_EQ(broker.bootstrap(), before);
+  auto batch = make_batch(topic, 2, 2, "after");
+  EXPECT_TRUE(all_true(producer.send_batch(batch, 20s)));
+
+  Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
+  auto got = receive(consumer, batch.size());
+  ASSERT_EQ(got.size(), batch.size());
+  for (const auto& m : got) EXPECT_THAT(m.value, HasSubstr("after:"));
+}
+
+TEST(Kafka, UnreachableBrokerReportsEveryMessageUnsentAtTimeout) {
+  Producer producer(producer_options("127.0.0.1:" + std::to_string(ct::free_port())));
+  std::vector<Message> batch = {{"t.jobs", "k", "v1"}, {"t.jobs", "k", "v2"}};
+  auto start = std::chrono::steady_clock::now();
+  auto acked = producer.send_batch(batch, 500ms);
+  EXPECT_EQ(acked, (std::vector<bool>{false, false}));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
+TEST(Kafka, BadConfigurationNamesTheProperty) {
+  try {
+    ProducerOptions o = producer_options("127.0.0.1:1");
+    o.extra = {{"no.such.property", "1"}};
+    Producer producer(o);
+    FAIL() << "accepted an unknown property";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), errc::invalid_config);
+    EXPECT_THAT(e.what(), HasSubstr("kafka: no.such.property: "));
+  }
+  try {
+    ConsumerOptions o;
+    o.brokers = "127.0.0.1:1";
+    o.group_id = "g";
+    o.topics = {"t"};
+    o.auto_offset_reset = "sometimes";
+    Consumer consumer(o);
+    FAIL() << "accepted auto.offset.reset=sometimes";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), errc::invalid_config);
+    EXPECT_THAT(e.what(), HasSubstr("kafka: auto.offset.reset: "));
+  }
+  EXPECT_THROW(Producer(producer_options("")), Error);
+}
+
+}  // namespace
+}  // namespace conveyor::bus

@@ -1,0 +1,145 @@
+// The outbox relay with a real PostgreSQL and a real devbroker: a status
+// change made by raw SQL reaches Kafka as a CloudEvent, rows are marked sent
+// only after the broker acked, and a second relay does not publish twice.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "conveyor/bus/cloudevent.hpp"
+#include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/relay.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor::bus {
+namespace {
+
+using conveyor::testing::Broker;
+using conveyor::testing::TestDatabase;
+using conveyor::testing::wait_until;
+using namespace std::chrono_literals;
+
+RelayOptions relay_options(const TestDatabase& db, const Broker& broker, const std::string& prefix) {
+  RelayOptions o;
+  o.database_url = db.url();
+  o.brokers = broker.bootstrap();
+  o.topic_prefix = prefix;
+  o.source = "conveyor-test";
+  o.poll_interval = 200ms;
+  return o;
+}
+
+// Reads events of `topic` until `count` arrived or the timeout passes.
+std::vector<CloudEvent> read_events(Consumer& consumer, std::size_t count, std::chrono::milliseconds timeout) {
+  std::vector<CloudEvent> out;
+  wait_until(
+      [&] {
+        for (auto& m : consumer.poll(100, 100ms)) out.push_back(decode(m.value));
+        return out.size() >= count;
+      },
+      timeout);
+  return out;
+}
+
+std::unique_ptr<Consumer> consumer_for(const Broker& broker, const std::string& topic) {
+  ConsumerOptions c;
+  c.brokers = broker.bootstrap();
+  c.group_id = conveyor::testing::unique_name("grp");
+  c.topics = {topic};
+  return std::make_unique<Consumer>(c);
+}
+
+TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto id = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('sleep') RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+
+  Relay relay(relay_options(db, broker, prefix));
+  relay.start();
+  auto consumer = consumer_for(broker, topic_name(prefix, kJobsTopic));
+  auto events = read_events(*consumer, 2, 20s);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].type, "io.conveyor.job.initialized");
+  EXPECT_EQ(events[1].type, "io.conveyor.job.configured");
+  EXPECT_EQ(events[1].subject, id);
+  EXPECT_EQ(events[1].source, "conveyor-test");
+  EXPECT_EQ(events[1].data.at("from_status"), "initialized");
+  EXPECT_EQ(events[1].data.at("to_status"), "configured");
+  EXPECT_EQ(events[1].data.at("job_id").get<std::int64_t>(), std::stoll(id));
+  EXPECT_FALSE(events[1].time.empty());
+  EXPECT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+
+  // Woken by NOTIFY: a later change arrives without a restart.
+  db.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
+  auto more = read_events(*consumer, 1, 20s);
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].type, "io.conveyor.job.ready");
+  EXPECT_TRUE(relay.stats().leader);
+}
+
+TEST(Relay, RowsStayUnsentWhileTheBrokerIsDownAndGoOutWhenItReturns) {
+  TestDatabase db;
+  auto broker = std::make_unique<Broker>();
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, *broker, prefix);
+  opts.send_timeout = 1s;
+  broker->stop();
+  db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+  Relay relay(opts);
+  EXPECT_EQ(relay.run_once(), 0u);
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "1")
+      << "an event the broker did not ack is not marked sent";
+  broker->restart();
+  EXPECT_TRUE(wait_until([&] { return relay.run_once() == 1; }, 30s));
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0");
+}
+
+TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  Relay first(relay_options(db, broker, prefix));
+  Relay second(relay_options(db, broker, prefix));
+  first.start();
+  ASSERT_TRUE(wait_until([&] { return first.stats().leader.load(); }, 10s));
+  second.start();
+
+  constexpr int kJobs = 200;
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, " +
+          std::to_string(kJobs) + ")");
+  db.exec("UPDATE conveyor.job SET status = 'configured'");
+  const std::size_t expected = 2 * kJobs;
+  auto consumer = consumer_for(broker, topic_name(prefix, kJobsTopic));
+  auto events = read_events(*consumer, expected, 30s);
+  // Nothing more arrives once every row is sent.
+  ASSERT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+  for (auto& m : consumer->poll(1000, 500ms)) events.push_back(decode(m.value));
+  EXPECT_EQ(events.size(), expected);
+  std::set<std::string> ids;
+  for (const auto& e : events) ids.insert(e.id);
+  EXPECT_EQ(ids.size(), expected) << "no event published twice";
+  EXPECT_EQ(second.stats().published.load(), 0u);
+  EXPECT_FALSE(second.stats().leader.load());
+
+  // Per job, events arrive in the order the changes were made (key = job id).
+  std::map<std::string, std::vector<std::string>> by_job;
+  for (const auto& e : events) by_job[e.subject].push_back(e.type);
+  for (const auto& [job, types] : by_job) {
+    ASSERT_EQ(types.size(), 2u) << job;
+    EXPECT_EQ(types[0], "io.conveyor.job.initialized");
+    EXPECT_EQ(types[1], "io.conveyor.job.configured");
+  }
+
+  // Failover: when the leader stops, the second takes over.
+  first.stop();
+  ASSERT_TRUE(wait_until([&] { return second.stats().leader.load(); }, 10s));
+  db.exec("UPDATE conveyor.job SET status = 'ready'");
+  auto after = read_events(*consumer, kJobs, 30s);
+  EXPECT_EQ(after.size(), static_cast<std::size_t>(kJobs));
+  EXPECT_EQ(second.stats().published.load(), static_cast<std::uint64_t>(kJobs));
+}
+
+}  // namespace
+}  // namespace conveyor::bus

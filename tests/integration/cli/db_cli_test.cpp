@@ -1,0 +1,116 @@
+// The `conveyor db` commands of runbook 002, run as a real process.
+#include <gtest/gtest.h>
+
+#include "conveyor/testing/testing.hpp"
+
+namespace {
+
+using conveyor::testing::RunResult;
+using conveyor::testing::TestDatabase;
+
+class DbCli : public ::testing::Test {
+ protected:
+  RunResult conveyor(const std::vector<std::string>& args, std::map<std::string, std::string> env = {}) {
+    std::vector<std::string> argv{CONVEYOR_CLI_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    env.emplace("CONVEYOR_DATABASE_URL", db_.url());
+    env.emplace("CONVEYOR_MIGRATIONS_DIR", conveyor::testing::migrations_dir().string());
+    return conveyor::testing::run(argv, env);
+  }
+  static bool has(const RunResult& r, const std::string& text) {
+    return r.output.find(text) != std::string::npos;
+  }
+  TestDatabase db_{false};
+};
+
+TEST_F(DbCli, RunbookSequenceInitStatusMigrateAppliedRollback) {
+  auto r = conveyor({"db", "status"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "not initialized")) << r.output;
+
+  r = conveyor({"db", "init"});
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  r = conveyor({"db", "status"});
+  EXPECT_TRUE(has(r, "pending migration(s): ")) << r.output;
+  EXPECT_TRUE(has(r, "database is out-of-date")) << r.output;
+
+  r = conveyor({"db", "pending"});
+  EXPECT_TRUE(has(r, "initial_schema")) << r.output;
+  EXPECT_TRUE(has(r, "GROUP-ID")) << r.output;
+
+  r = conveyor({"db", "migrate"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "database migrated to group #1 (")) << r.output;
+
+  r = conveyor({"db", "status"});
+  EXPECT_TRUE(has(r, "pending migration(s): 0")) << r.output;
+  EXPECT_TRUE(has(r, "database version: group #1 (")) << r.output;
+  EXPECT_TRUE(has(r, "database is up-to-date")) << r.output;
+
+  r = conveyor({"db", "applied"});
+  EXPECT_TRUE(has(r, "MIGRATED-AT")) << r.output;
+  EXPECT_TRUE(has(r, "initial_schema")) << r.output;
+
+  r = conveyor({"--json", "db", "status"});
+  EXPECT_TRUE(has(r, "\"up_to_date\":true")) << r.output;
+
+  r = conveyor({"db", "rollback"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "rolled back group #1")) << r.output;
+  EXPECT_TRUE(has(conveyor({"db", "status"}), "database is out-of-date"));
+}
+
+TEST_F(DbCli, LockMakesMigrateAndRollbackRefuseWithNonZeroExit) {
+  ASSERT_EQ(conveyor({"db", "init"}).status, 0);
+  ASSERT_EQ(conveyor({"db", "lock"}).status, 0);
+  auto r = conveyor({"db", "migrate"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(has(r, "migrations are locked")) << r.output;
+  r = conveyor({"db", "rollback"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(has(r, "migrations are locked")) << r.output;
+  EXPECT_TRUE(has(conveyor({"db", "status"}), "locked"));
+  ASSERT_EQ(conveyor({"db", "unlock"}).status, 0);
+  r = conveyor({"db", "migrate"});
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+TEST_F(DbCli, CreateWritesAPairInTheMigrationsDir) {
+  auto dir = std::filesystem::temp_directory_path() / conveyor::testing::unique_name("cli-create");
+  auto r = conveyor({"db", "create", "add-gardener-project"}, {{"CONVEYOR_MIGRATIONS_DIR", dir.string()}});
+  ASSERT_EQ(r.status, 0) << r.output;
+  int ups = 0, downs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::string n = e.path().filename().string();
+    ups += n.ends_with("_add_gardener_project.up.sql");
+    downs += n.ends_with("_add_gardener_project.down.sql");
+  }
+  EXPECT_EQ(ups, 1);
+  EXPECT_EQ(downs, 1);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(DbCli, ClearErrorsForMissingDatabaseUrlAndBadConfig) {
+  auto r = conveyor({"db", "status"}, {{"CONVEYOR_DATABASE_URL", ""}});
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(has(r, "CONVEYOR_DATABASE_URL")) << r.output;
+
+  r = conveyor({"db", "status"}, {{"CONVEYOR_LOG_FORMAT", "xml"}});
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(has(r, "CONVEYOR_LOG_FORMAT")) << r.output;
+
+  r = conveyor({"db", "frobnicate"});
+  EXPECT_EQ(r.status, 2) << r.output;
+}
+
+TEST_F(DbCli, ConfigShowMasksThePassword) {
+  auto r = conveyor({"config", "show"},
+                    {{"CONVEYOR_DATABASE_URL", "postgresql://app:s3cret-pw@db.example:5432/conveyor"}});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(has(r, "s3cret-pw")) << r.output;
+  EXPECT_TRUE(has(r, "CONVEYOR_DATABASE_URL")) << r.output;
+  EXPECT_TRUE(has(r, "environment")) << r.output;
+}
+
+}  // namespace

@@ -1,0 +1,152 @@
+// conveyor::db against a real PostgreSQL: parameters, results, error
+// mapping, retries on lost connections and serialization failures, and the
+// session features the relay relies on (advisory locks, LISTEN/NOTIFY).
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor::db {
+namespace {
+
+using conveyor::testing::TestDatabase;
+using namespace std::chrono_literals;
+
+PoolOptions opts(const TestDatabase& db) {
+  PoolOptions o;
+  o.url = db.url();
+  o.size = 2;
+  o.actor = "pool-test";
+  return o;
+}
+
+TEST(Pool, ParametersAndResultsRoundTrip) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  static constexpr Statement kEcho{"echo", "SELECT $1::bigint, $2::text, $3::bool, $4::bigint[], $5::text, $6::float8"};
+  auto r = pool.transact([](Tx& tx) {
+    return tx.exec(kEcho, {std::int64_t{42}, "it's \"quoted\"", true, std::vector<std::int64_t>{1, 2, 3},
+                           nullptr, 2.5});
+  });
+  ASSERT_EQ(r.size(), 1);
+  EXPECT_EQ(r[0][0].as<std::int64_t>(), 42);
+  EXPECT_EQ(r[0][1].as_string(), "it's \"quoted\"");
+  EXPECT_TRUE(r[0][2].as_bool());
+  EXPECT_EQ(r[0][3].as_int_array(), (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_TRUE(r[0][4].is_null());
+  EXPECT_EQ(r[0][4].opt<std::string>(), std::nullopt);
+  EXPECT_DOUBLE_EQ(r[0][5].as_double(), 2.5);
+  EXPECT_THROW(r[0]["no_such_column"], Error);
+}
+
+TEST(Pool, SqlErrorsBecomeConveyorErrorsWithTheirSqlstate) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  db.exec("CREATE TABLE t (id int PRIMARY KEY, n int CHECK (n > 0))");
+  static constexpr Statement kInsert{"insert_t", "INSERT INTO t VALUES ($1, $2)"};
+  pool.transact([&](Tx& tx) { tx.exec(kInsert, {1, 1}); });
+  try {
+    pool.transact([&](Tx& tx) { tx.exec(kInsert, {1, 1}); });
+    FAIL();
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.code(), errc::conflict);
+    EXPECT_EQ(e.sqlstate(), "23505");
+    EXPECT_FALSE(e.retriable());
+  }
+  try {
+    pool.transact([&](Tx& tx) { tx.exec(kInsert, {2, -1}); });
+    FAIL();
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.code(), errc::bad_input);
+    EXPECT_EQ(e.sqlstate(), "23514");
+  }
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM t"), "1") << "failed transactions rolled back";
+}
+
+TEST(Pool, RetriesASerializationFailureByRunningTheWholeFunctionAgain) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  int calls = 0;
+  static constexpr Statement kFail{"fail_40001",
+                            "DO $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$"};
+  static constexpr Statement kOne{"one", "SELECT 1"};
+  int got = pool.transact([&](Tx& tx) {
+    if (++calls == 1) tx.exec(kFail);
+    return static_cast<int>(tx.exec(kOne)[0][0].as_int());
+  });
+  EXPECT_EQ(got, 1);
+  EXPECT_EQ(calls, 2);
+
+  TxOptions once;
+  once.max_attempts = 1;
+  calls = 0;
+  EXPECT_THROW(pool.transact([&](Tx& tx) { ++calls; tx.exec(kFail); }, once), DbError);
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Pool, SurvivesALostConnection) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  static constexpr Statement kPid{"pid", "SELECT pg_backend_pid()"};
+  auto pid = pool.transact([](Tx& tx) { return tx.exec(kPid)[0][0].as_int(); });
+  db.exec("SELECT pg_terminate_backend(" + std::to_string(pid) + ")");
+  // The next transaction finds the dead connection, drops it and retries on a new one.
+  auto pid2 = pool.transact([](Tx& tx) { return tx.exec(kPid)[0][0].as_int(); });
+  EXPECT_NE(pid, pid2);
+  EXPECT_TRUE(pool.ping());
+}
+
+TEST(Pool, RecordsTheActorForTheTransaction) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  static constexpr Statement kActor{"actor", "SELECT current_setting('conveyor.actor', true)"};
+  EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }), "pool-test");
+  TxOptions o;
+  o.actor = "someone-else";
+  EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }, o), "someone-else");
+}
+
+TEST(Pool, WaitsForAFreeConnectionAndTimesOut) {
+  TestDatabase db(false);
+  PoolOptions o = opts(db);
+  o.size = 1;
+  o.acquire_timeout = 200ms;
+  Pool pool(o);
+  std::atomic<bool> holding{false}, release{false};
+  std::thread holder([&] {
+    pool.transact([&](Tx&) {
+      holding = true;
+      conveyor::testing::wait_until([&] { return release.load(); }, 10s);
+    });
+  });
+  ASSERT_TRUE(conveyor::testing::wait_until([&] { return holding.load(); }, 10s));
+  try {
+    pool.transact([](Tx&) {});
+    ADD_FAILURE() << "the only connection is lent out";
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.code(), errc::timeout);
+  }
+  release = true;
+  holder.join();
+  EXPECT_TRUE(pool.ping());
+}
+
+TEST(Session, AdvisoryLockIsExclusiveAndNotifyWakesAListener) {
+  TestDatabase db(false);
+  Session a(db.url()), b(db.url());
+  EXPECT_TRUE(a.try_advisory_lock(77));
+  EXPECT_FALSE(b.try_advisory_lock(77));
+  a.reset();  // closing the connection releases the lock, once the server notices
+  EXPECT_TRUE(conveyor::testing::wait_until([&] { return b.try_advisory_lock(77); }, 5s));
+
+  Session listener(db.url());
+  listener.listen("test_channel");
+  EXPECT_FALSE(listener.wait_for_notification(50ms));
+  db.exec("SELECT pg_notify('test_channel', 'x')");
+  EXPECT_TRUE(conveyor::testing::wait_until([&] { return listener.wait_for_notification(100ms); }, 5s));
+}
+
+}  // namespace
+}  // namespace conveyor::db

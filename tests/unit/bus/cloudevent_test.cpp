@@ -1,0 +1,193 @@
+#include "conveyor/bus/cloudevent.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "conveyor/error/error.hpp"
+
+namespace conveyor::bus {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+CloudEvent sample() {
+  CloudEvent event;
+  event.id = "outbox-42";
+  event.source = "/conveyor/relay";
+  event.type = "io.conveyor.job.processed";
+  event.subject = "1234";
+  event.time = "2024-05-01T12:34:56.789Z";
+  event.data = {{"job_id", 1234}, {"status", "processed"}, {"params", {{"tile", "T31TCJ"}}}};
+  return event;
+}
+
+// The message of the Error that decode(text) throws; fails the test if it
+// does not throw bad_input.
+std::string rejection(const std::string& text) {
+  try {
+    decode(text);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), errc::bad_input) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "decode accepted: " << text;
+  return {};
+}
+
+// A valid envelope as JSON, to be broken one attribute at a time.
+json valid() { return json::parse(encode(sample())); }
+
+TEST(CloudEvent, RoundTripKeepsEveryAttribute) {
+  CloudEvent in = sample();
+  CloudEvent out = decode(encode(in));
+  EXPECT_EQ(out.id, in.id);
+  EXPECT_EQ(out.source, in.source);
+  EXPECT_EQ(out.type, in.type);
+  EXPECT_EQ(out.subject, in.subject);
+  EXPECT_EQ(out.time, in.time);
+  EXPECT_EQ(out.datacontenttype, "application/json");
+  EXPECT_EQ(out.schemaversion, kEventSchemaVersion);
+  EXPECT_EQ(out.data, in.data);
+}
+
+TEST(CloudEvent, EncodeWritesStructuredEnvelope) {
+  json envelope = json::parse(encode(sample()));
+  EXPECT_EQ(envelope["specversion"], "1.0");
+  EXPECT_EQ(envelope["id"], "outbox-42");
+  EXPECT_EQ(envelope["subject"], "1234");
+  EXPECT_TRUE(envelope["schemaversion"].is_number_integer());
+  EXPECT_EQ(envelope["schemaversion"], kEventSchemaVersion);
+  EXPECT_TRUE(envelope["data"].is_object());
+  EXPECT_EQ(envelope["data"]["params"]["tile"], "T31TCJ");
+}
+
+TEST(CloudEvent, EncodeOmitsEmptyOptionalAttributes) {
+  CloudEvent event = sample();
+  event.subject.clear();
+  event.time.clear();
+  event.data = nullptr;
+  json envelope = json::parse(encode(event));
+  EXPECT_FALSE(envelope.contains("subject"));
+  EXPECT_FALSE(envelope.contains("time"));
+  EXPECT_FALSE(envelope.contains("data"));
+
+  CloudEvent out = decode(envelope.dump());
+  EXPECT_EQ(out.subject, "");
+  EXPECT_EQ(out.time, "");
+  EXPECT_TRUE(out.data.is_null());
+}
+
+TEST(CloudEvent, EncodeSurvivesInvalidUtf8InData) {
+  CloudEvent event = sample();
+  event.data = {{"log", std::string("bad \xff byte")}};
+  EXPECT_NO_THROW(decode(encode(event)));
+}
+
+TEST(CloudEvent, DecodeAcceptsUnknownExtensionsAndMissingOptionals) {
+  json envelope = {{"specversion", "1.0"},
+                   {"id", "x"},
+                   {"source", "/other"},
+                   {"type", "com.example.thing"},
+                   {"traceparent", "00-abc-def-01"},
+                   {"partitionkey", 7}};
+  CloudEvent out = decode(envelope.dump());
+  EXPECT_EQ(out.id, "x");
+  EXPECT_EQ(out.schemaversion, 1);  // events from before versioning
+  EXPECT_EQ(out.datacontenttype, "application/json");
+}
+
+TEST(CloudEvent, DecodeAcceptsStringDataForTextContent) {
+  json envelope = valid();
+  envelope["datacontenttype"] = "text/plain";
+  envelope["data"] = "hello";
+  EXPECT_EQ(decode(envelope.dump()).data, "hello");
+}
+
+TEST(CloudEvent, RejectsInvalidJson) {
+  EXPECT_THAT(rejection("{\"specversion\": "), HasSubstr("not valid JSON"));
+  EXPECT_THAT(rejection(""), HasSubstr("not valid JSON"));
+}
+
+TEST(CloudEvent, RejectsNonObject) {
+  EXPECT_THAT(rejection("[1,2]"), HasSubstr("not a JSON object"));
+  EXPECT_THAT(rejection("\"text\""), HasSubstr("not a JSON object"));
+}
+
+TEST(CloudEvent, RejectsMissingRequiredAttributes) {
+  for (const char* name : {"specversion", "id", "source", "type"}) {
+    json envelope = valid();
+    envelope.erase(name);
+    EXPECT_THAT(rejection(envelope.dump()),
+                HasSubstr(std::string("missing required attribute '") + name + "'"));
+  }
+}
+
+TEST(CloudEvent, RejectsNonStringRequiredAttributes) {
+  for (const char* name : {"specversion", "id", "source", "type"}) {
+    json envelope = valid();
+    envelope[name] = 17;
+    EXPECT_THAT(rejection(envelope.dump()),
+                HasSubstr(std::string("attribute '") + name + "' must be a string"));
+  }
+}
+
+TEST(CloudEvent, RejectsEmptyRequiredAttributes) {
+  for (const char* name : {"id", "source", "type"}) {
+    json envelope = valid();
+    envelope[name] = "";
+    EXPECT_THAT(rejection(envelope.dump()),
+                HasSubstr(std::string("attribute '") + name + "' must not be empty"));
+  }
+}
+
+TEST(CloudEvent, RejectsOtherSpecVersion) {
+  json envelope = valid();
+  envelope["specversion"] = "0.3";
+  std::string message = rejection(envelope.dump());
+  EXPECT_THAT(message, HasSubstr("unsupported specversion '0.3'"));
+  EXPECT_THAT(message, HasSubstr("cloudevent: "));
+}
+
+TEST(CloudEvent, RejectsNonIntegerSchemaVersion) {
+  for (json bad : {json("1"), json(1.5), json(true), json::object()}) {
+    json envelope = valid();
+    envelope["schemaversion"] = bad;
+    EXPECT_THAT(rejection(envelope.dump()),
+                HasSubstr("attribute 'schemaversion' must be an integer"));
+  }
+  json envelope = valid();
+  envelope["schemaversion"] = 0;
+  EXPECT_THAT(rejection(envelope.dump()), HasSubstr("'schemaversion' out of range"));
+}
+
+TEST(CloudEvent, RejectsNonStringOptionalAttributes) {
+  for (const char* name : {"subject", "time", "datacontenttype"}) {
+    json envelope = valid();
+    envelope[name] = 5;
+    EXPECT_THAT(rejection(envelope.dump()),
+                HasSubstr(std::string("attribute '") + name + "' must be a string"));
+  }
+}
+
+TEST(CloudEvent, RejectsMalformedTime) {
+  json envelope = valid();
+  envelope["time"] = "yesterday";
+  EXPECT_THAT(rejection(envelope.dump()), HasSubstr("'time' is not an RFC 3339 timestamp"));
+}
+
+TEST(CloudEvent, RejectsStructuredDataForNonJsonContentType) {
+  json envelope = valid();
+  envelope["datacontenttype"] = "text/plain";
+  EXPECT_THAT(rejection(envelope.dump()), HasSubstr("'data' must be a string"));
+}
+
+TEST(CloudEvent, RejectsBinaryData) {
+  json envelope = valid();
+  envelope.erase("data");
+  envelope["data_base64"] = "aGVsbG8=";
+  EXPECT_THAT(rejection(envelope.dump()), HasSubstr("data_base64"));
+}
+
+}  // namespace
+}  // namespace conveyor::bus

@@ -1,0 +1,128 @@
+#include "conveyor/bus/cloudevent.hpp"
+
+#include <limits>
+#include <regex>
+
+#include "conveyor/error/error.hpp"
+
+namespace conveyor::bus {
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void reject(const std::string& what) {
+  throw Error(errc::bad_input, "cloudevent: " + what);
+}
+
+// A required context attribute: present, a string, not empty.
+std::string required_string(const json& envelope, const char* name) {
+  auto it = envelope.find(name);
+  if (it == envelope.end() || it->is_null()) {
+    reject(std::string("missing required attribute '") + name + "'");
+  }
+  if (!it->is_string()) {
+    reject(std::string("attribute '") + name + "' must be a string, not " + it->type_name());
+  }
+  std::string value = it->get<std::string>();
+  if (value.empty()) reject(std::string("attribute '") + name + "' must not be empty");
+  return value;
+}
+
+// An optional attribute: absent or null gives "" (the JSON format treats a
+// null attribute as absent); otherwise it must be a string.
+std::string optional_string(const json& envelope, const char* name) {
+  auto it = envelope.find(name);
+  if (it == envelope.end() || it->is_null()) return {};
+  if (!it->is_string()) {
+    reject(std::string("attribute '") + name + "' must be a string, not " + it->type_name());
+  }
+  return it->get<std::string>();
+}
+
+bool is_json_content_type(const std::string& content_type) {
+  // "application/json", "application/cloudevents+json; charset=utf-8", ...
+  std::string media = content_type.substr(0, content_type.find(';'));
+  while (!media.empty() && media.back() == ' ') media.pop_back();
+  if (media.empty() || media == "application/json" || media == "text/json") return true;
+  return media.size() >= 5 && media.compare(media.size() - 5, 5, "+json") == 0;
+}
+
+bool is_rfc3339(const std::string& time) {
+  static const std::regex pattern(
+      R"(^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$)");
+  return std::regex_match(time, pattern);
+}
+
+}  // namespace
+
+std::string encode(const CloudEvent& event) {
+  json envelope = {
+      {"specversion", "1.0"},
+      {"id", event.id},
+      {"source", event.source},
+      {"type", event.type},
+  };
+  if (!event.subject.empty()) envelope["subject"] = event.subject;
+  if (!event.time.empty()) envelope["time"] = event.time;
+  if (!event.datacontenttype.empty()) envelope["datacontenttype"] = event.datacontenttype;
+  envelope["schemaversion"] = event.schemaversion;
+  if (!event.data.is_null()) envelope["data"] = event.data;
+  // replace: a stray invalid UTF-8 byte in a job's output must not make the
+  // event unpublishable.
+  return envelope.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+CloudEvent decode(std::string_view text) {
+  json envelope;
+  try {
+    envelope = json::parse(text);
+  } catch (const json::parse_error& e) {
+    reject(std::string("not valid JSON: ") + e.what());
+  }
+  if (!envelope.is_object()) reject(std::string("not a JSON object but ") + envelope.type_name());
+
+  std::string specversion = required_string(envelope, "specversion");
+  if (specversion != "1.0") reject("unsupported specversion '" + specversion + "', expected '1.0'");
+
+  CloudEvent event;
+  event.id = required_string(envelope, "id");
+  event.source = required_string(envelope, "source");
+  event.type = required_string(envelope, "type");
+  event.subject = optional_string(envelope, "subject");
+  event.time = optional_string(envelope, "time");
+  if (!event.time.empty() && !is_rfc3339(event.time)) {
+    reject("attribute 'time' is not an RFC 3339 timestamp: '" + event.time + "'");
+  }
+  event.datacontenttype = optional_string(envelope, "datacontenttype");
+  // The JSON format says an absent datacontenttype means JSON data.
+  if (event.datacontenttype.empty()) event.datacontenttype = "application/json";
+
+  if (auto it = envelope.find("schemaversion"); it != envelope.end() && !it->is_null()) {
+    if (!it->is_number_integer()) {
+      reject(std::string("attribute 'schemaversion' must be an integer, not ") + it->type_name());
+    }
+    auto version = it->get<std::int64_t>();
+    if (version < 1 || version > std::numeric_limits<int>::max()) {
+      reject("attribute 'schemaversion' out of range: " + std::to_string(version));
+    }
+    event.schemaversion = static_cast<int>(version);
+  } else {
+    // Events from before schema versioning carry none: they are version 1.
+    event.schemaversion = 1;
+  }
+
+  if (envelope.contains("data_base64")) {
+    reject("'data_base64' is not supported: Conveyor events carry JSON data");
+  }
+  if (auto it = envelope.find("data"); it != envelope.end()) {
+    // In the JSON format, data of a non-JSON content type is carried as a string.
+    if (!is_json_content_type(event.datacontenttype) && !it->is_string() && !it->is_null()) {
+      reject("attribute 'data' must be a string for datacontenttype '" + event.datacontenttype +
+             "', not " + it->type_name());
+    }
+    event.data = *it;
+  }
+  return event;
+}
+
+}  // namespace conveyor::bus

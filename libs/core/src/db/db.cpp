@@ -1,0 +1,481 @@
+// conveyor::db implementation: the only file (with migrations.cpp) that sees libpqxx.
+#include "conveyor/db/db.hpp"
+
+#include <charconv>
+#include <condition_variable>
+#include <mutex>
+#include <pqxx/pqxx>
+#include <set>
+#include <thread>
+
+namespace conveyor::db {
+
+// ------------------------------------------------------------------- Param
+
+Param::Param(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  text_ = std::string(buf, end);
+}
+
+Param::Param(const std::vector<std::int64_t>& v) {
+  std::string s = "{";
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(v[i]);
+  }
+  text_ = s + "}";
+}
+
+Param::Param(const std::vector<std::string>& v) {
+  std::string s = "{";
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += '"';
+    for (char c : v[i]) {
+      if (c == '"' || c == '\\') s += '\\';
+      s += c;
+    }
+    s += '"';
+  }
+  text_ = s + "}";
+}
+
+struct Result::Impl {
+  pqxx::result r;
+};
+
+// ------------------------------------------------------------------- errors
+
+namespace {
+
+// The first line of a server message, without libpq's "ERROR:  " prefix.
+std::string server_message(const char* what) {
+  std::string_view m(what);
+  if (m.starts_with("ERROR:  ")) m.remove_prefix(8);
+  if (auto nl = m.find('\n'); nl != std::string_view::npos) m = m.substr(0, nl);
+  return std::string(m);
+}
+
+// The one place SQLSTATEs become conveyor error codes.
+DbError translate_sql_error(const pqxx::sql_error& e) {
+  const std::string& state = e.sqlstate();
+  std::string msg = server_message(e.what());
+  if (state == kInvalidTransitionState) return {errc::invalid_transition, msg, state, false};
+  if (state == kLockedState) return {errc::locked, msg, state, false};
+  if (state == "40001" || state == "40P01") return {errc::conflict, msg, state, true};
+  if (state == "23505") return {errc::conflict, msg, state, false};
+  if (state.starts_with("23") || state.starts_with("22")) return {errc::bad_input, msg, state, false};
+  if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03")
+    return {errc::unavailable, msg, state, true};
+  if (state == "57014") return {errc::timeout, msg, state, false};
+  return {errc::internal, msg, state, false};
+}
+
+// Runs f, turning libpqxx exceptions into DbError.
+template <typename F>
+auto translating(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const pqxx::in_doubt_error& e) {
+    throw DbError(errc::unavailable,
+                  std::string("database: connection lost during commit, outcome unknown: ") + e.what(),
+                  "08007", false);
+  } catch (const pqxx::broken_connection& e) {
+    throw DbError(errc::unavailable, std::string("database: connection lost: ") + server_message(e.what()),
+                  "08006", true);
+  } catch (const pqxx::sql_error& e) {
+    throw translate_sql_error(e);
+  } catch (const pqxx::statement_completion_unknown& e) {
+    throw DbError(errc::unavailable,
+                  std::string("database: statement outcome unknown: ") + server_message(e.what()), "40003",
+                  false);
+  } catch (const pqxx::serialization_failure& e) {
+    throw DbError(errc::conflict, server_message(e.what()), "40001", true);
+  } catch (const pqxx::deadlock_detected& e) {
+    throw DbError(errc::conflict, server_message(e.what()), "40P01", true);
+  } catch (const pqxx::transaction_rollback& e) {
+    throw DbError(errc::conflict, server_message(e.what()), "40000", true);
+  } catch (const pqxx::usage_error& e) {
+    throw DbError(errc::internal, std::string("database: usage error: ") + e.what(), "", false);
+  } catch (const pqxx::conversion_error& e) {
+    throw DbError(errc::internal, std::string("database: conversion error: ") + e.what(), "", false);
+  } catch (const pqxx::failure& e) {
+    throw DbError(errc::internal, "database: " + server_message(e.what()), "", false);
+  }
+}
+
+const pqxx::result& res(const void* p) { return static_cast<const Result::Impl*>(p)->r; }
+
+}  // namespace
+
+// ------------------------------------------------------------------- Result
+
+Result::Result() : impl_(std::make_shared<Impl>()) {}
+Result::Result(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+int Result::size() const { return static_cast<int>(impl_->r.size()); }
+Row Result::operator[](int row) const { return Row(impl_.get(), row); }
+std::int64_t Result::affected_rows() const { return static_cast<std::int64_t>(impl_->r.affected_rows()); }
+std::vector<std::string> Result::columns() const {
+  std::vector<std::string> out;
+  for (pqxx::row::size_type i = 0; i < impl_->r.columns(); ++i) out.emplace_back(impl_->r.column_name(i));
+  return out;
+}
+
+Field Row::operator[](int col) const { return Field(result_, row_, col); }
+Field Row::operator[](std::string_view column) const {
+  const auto& r = res(result_);
+  try {
+    return Field(result_, row_, static_cast<int>(r.column_number(std::string(column))));
+  } catch (const pqxx::argument_error&) {
+    throw Error(errc::internal, "database: no column '" + std::string(column) + "' in result");
+  }
+}
+int Row::size() const { return static_cast<int>(res(result_).columns()); }
+
+namespace {
+pqxx::field field_of(const void* r, int row, int col) { return res(r)[row][col]; }
+}  // namespace
+
+bool Field::is_null() const { return field_of(result_, row_, col_).is_null(); }
+std::string_view Field::view() const {
+  auto f = field_of(result_, row_, col_);
+  return std::string_view(f.c_str(), f.size());
+}
+std::string Field::as_string() const { return std::string(view()); }
+std::int64_t Field::as_int() const {
+  auto f = field_of(result_, row_, col_);
+  if (f.is_null()) throw Error(errc::internal, "database: NULL where an integer was expected");
+  return translating([&] { return f.as<long long>(); });
+}
+double Field::as_double() const {
+  auto f = field_of(result_, row_, col_);
+  if (f.is_null()) throw Error(errc::internal, "database: NULL where a number was expected");
+  return translating([&] { return f.as<double>(); });
+}
+bool Field::as_bool() const {
+  auto f = field_of(result_, row_, col_);
+  if (f.is_null()) throw Error(errc::internal, "database: NULL where a boolean was expected");
+  return translating([&] { return f.as<bool>(); });
+}
+std::vector<std::int64_t> Field::as_int_array() const {
+  std::vector<std::int64_t> out;
+  std::string_view v = view();
+  if (v.size() < 2 || v.front() != '{' || v.back() != '}') return out;
+  v = v.substr(1, v.size() - 2);
+  while (!v.empty()) {
+    auto comma = v.find(',');
+    auto item = v.substr(0, comma);
+    std::int64_t n = 0;
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), n);
+    if (ec != std::errc()) throw Error(errc::internal, "database: not an integer array: " + as_string());
+    out.push_back(n);
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------- Connection
+
+namespace {
+class Receiver final : public pqxx::notification_receiver {
+ public:
+  Receiver(pqxx::connection_base& c, const std::string& channel, bool& flag)
+      : pqxx::notification_receiver(c, channel), flag_(flag) {}
+  void operator()(const std::string&, int) override { flag_ = true; }
+
+ private:
+  bool& flag_;
+};
+}  // namespace
+
+// One libpq connection plus the statements prepared on it. Owned by a Pool
+// or a Session; used by one thread at a time.
+class Connection {
+ public:
+  Connection(const std::string& url, const std::string& application_name) {
+    translating([&] {
+      conn_ = std::make_unique<pqxx::connection>(url);
+      if (!application_name.empty()) {
+        pqxx::nontransaction n(*conn_);
+        n.exec_params("SELECT set_config('application_name', $1, false)", application_name);
+      }
+    });
+  }
+  ~Connection() {
+    receivers_.clear();  // before the connection they point at
+  }
+
+  bool is_open() const noexcept { return conn_ && conn_->is_open(); }
+  pqxx::connection& raw() { return *conn_; }
+
+  void prepare_once(const Statement& s) {
+    std::string name(s.name);
+    if (prepared_.count(name)) return;
+    conn_->prepare(name, std::string(s.sql));
+    prepared_.insert(std::move(name));
+  }
+
+  void run(const TxOptions& options, const std::string& default_actor,
+           const std::function<void(Tx&)>& fn) {
+    translating([&] {
+      switch (options.isolation) {
+        case Isolation::read_committed: {
+          pqxx::transaction<pqxx::read_committed> w(*conn_);
+          body(w, options, default_actor, fn);
+          break;
+        }
+        case Isolation::repeatable_read: {
+          pqxx::transaction<pqxx::repeatable_read> w(*conn_);
+          body(w, options, default_actor, fn);
+          break;
+        }
+        case Isolation::serializable: {
+          pqxx::transaction<pqxx::serializable> w(*conn_);
+          body(w, options, default_actor, fn);
+          break;
+        }
+      }
+    });
+  }
+
+  void listen(const std::string& channel) {
+    if (receivers_.count(channel)) return;
+    translating([&] { receivers_[channel] = std::make_unique<Receiver>(*conn_, channel, notified_); });
+  }
+
+  bool wait_for_notification(std::chrono::milliseconds timeout) {
+    return translating([&] {
+      notified_ = false;
+      long us = static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(timeout).count());
+      int n = conn_->await_notification(us / 1000000, us % 1000000);
+      // Drain whatever else is already queued, without waiting.
+      while (conn_->get_notifs() > 0) ++n;
+      return n > 0 || notified_;
+    });
+  }
+
+ private:
+  template <typename W>
+  void body(W& w, const TxOptions& options, const std::string& default_actor,
+            const std::function<void(Tx&)>& fn) {
+    Tx tx(*this, static_cast<pqxx::transaction_base*>(&w));
+    const std::string& actor = options.actor.empty() ? default_actor : options.actor;
+    if (!actor.empty()) tx.set_actor(actor);
+    fn(tx);
+    w.commit();
+  }
+
+  std::unique_ptr<pqxx::connection> conn_;
+  std::set<std::string> prepared_;
+  std::map<std::string, std::unique_ptr<Receiver>> receivers_;
+  bool notified_ = false;
+};
+
+// ------------------------------------------------------------------- Tx
+
+namespace {
+pqxx::transaction_base& work(void* p) { return *static_cast<pqxx::transaction_base*>(p); }
+}  // namespace
+
+Result Tx::exec(const Statement& s, std::initializer_list<Param> params) {
+  return exec(s, std::vector<Param>(params));
+}
+
+Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
+  return translating([&] {
+    conn_.prepare_once(s);
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p.text() ? p.text()->c_str() : nullptr);
+    auto impl = std::make_shared<Result::Impl>();
+    impl->r = work(work_).exec_prepared(std::string(s.name), pqxx::prepare::make_dynamic_params(values));
+    return Result(std::move(impl));
+  });
+}
+
+Result Tx::exec_script(std::string_view sql) {
+  return translating([&] {
+    auto impl = std::make_shared<Result::Impl>();
+    impl->r = work(work_).exec(std::string(sql));
+    return Result(std::move(impl));
+  });
+}
+
+void Tx::set_actor(std::string_view actor) {
+  translating([&] {
+    work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor));
+  });
+}
+
+// ------------------------------------------------------------------- retry
+
+namespace {
+
+// Runs one attempt per call of `attempt`; retries retriable failures with a
+// short exponential back-off. The one retry policy for database work.
+void with_retries(int max_attempts, const std::function<void()>& attempt) {
+  std::chrono::milliseconds backoff{20};
+  for (int i = 1;; ++i) {
+    try {
+      attempt();
+      return;
+    } catch (const DbError& e) {
+      if (!e.retriable() || i >= std::max(1, max_attempts)) throw;
+    }
+    std::this_thread::sleep_for(backoff);  // back-off between attempts, not synchronisation
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+  }
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------- Pool
+
+struct Pool::State {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::unique_ptr<Connection>> idle;
+  std::size_t total = 0;  // idle + lent out
+};
+
+Pool::Pool(PoolOptions options) : options_(std::move(options)), state_(std::make_unique<State>()) {
+  if (options_.size == 0) options_.size = 1;
+}
+
+Pool::~Pool() = default;
+
+namespace {
+
+// Lends one connection for the scope; a broken one is dropped on return.
+class Lease {
+ public:
+  Lease(Pool::State& st, const PoolOptions& o) : st_(st) {
+    std::unique_lock lock(st_.mu);
+    auto deadline = std::chrono::steady_clock::now() + o.acquire_timeout;
+    while (st_.idle.empty() && st_.total >= o.size) {
+      if (st_.cv.wait_until(lock, deadline) == std::cv_status::timeout && st_.idle.empty() &&
+          st_.total >= o.size) {
+        throw DbError(errc::timeout, "database: no connection free in the pool within the acquire timeout",
+                      "", false);
+      }
+    }
+    if (!st_.idle.empty()) {
+      conn_ = std::move(st_.idle.back());
+      st_.idle.pop_back();
+      return;
+    }
+    ++st_.total;
+    lock.unlock();
+    try {
+      conn_ = std::make_unique<Connection>(o.url, o.application_name);
+    } catch (...) {
+      std::lock_guard g(st_.mu);
+      --st_.total;
+      st_.cv.notify_one();
+      throw;  // rethrown, not swallowed: the caller sees why connecting failed
+    }
+  }
+  ~Lease() {
+    std::lock_guard g(st_.mu);
+    if (conn_ && conn_->is_open()) {
+      st_.idle.push_back(std::move(conn_));
+    } else {
+      --st_.total;
+    }
+    st_.cv.notify_one();
+  }
+  Connection& operator*() { return *conn_; }
+  Connection* operator->() { return conn_.get(); }
+
+ private:
+  Pool::State& st_;
+  std::unique_ptr<Connection> conn_;
+};
+
+}  // namespace
+
+void Pool::run(const TxOptions& options, const std::function<void(Tx&)>& fn) {
+  with_retries(options.max_attempts, [&] {
+    Lease lease(*state_, options_);
+    lease->run(options, options_.actor, fn);
+  });
+}
+
+bool Pool::ping() noexcept {
+  try {
+    static constexpr Statement kPing{"conveyor_ping", "SELECT 1"};
+    TxOptions o;
+    o.max_attempts = 1;
+    run(o, [](Tx& tx) { tx.exec(kPing); });
+    return true;
+  } catch (const std::exception&) {
+    return false;  // ping answers a question; the reason is not needed
+  }
+}
+
+// ------------------------------------------------------------------- Session
+
+Session::Session(std::string url, std::string application_name)
+    : url_(std::move(url)), application_name_(std::move(application_name)) {}
+
+Session::~Session() = default;
+
+namespace {
+Connection& ensure(std::unique_ptr<Connection>& c, const std::string& url, const std::string& app) {
+  if (!c || !c->is_open()) {
+    c.reset();
+    c = std::make_unique<Connection>(url, app);
+  }
+  return *c;
+}
+}  // namespace
+
+void Session::run(const TxOptions& options, const std::function<void(Tx&)>& fn) {
+  with_retries(options.max_attempts, [&] {
+    auto& c = ensure(conn_, url_, application_name_);
+    try {
+      c.run(options, "", fn);
+    } catch (const DbError&) {
+      if (!c.is_open()) conn_.reset();
+      throw;
+    }
+  });
+}
+
+bool Session::try_advisory_lock(std::int64_t key) {
+  auto& c = ensure(conn_, url_, application_name_);
+  return translating([&] {
+    pqxx::nontransaction n(c.raw());
+    return n.exec_params("SELECT pg_try_advisory_lock($1)", key)[0][0].as<bool>();
+  });
+}
+
+void Session::advisory_unlock(std::int64_t key) {
+  if (!is_open()) return;
+  translating([&] {
+    pqxx::nontransaction n(conn_->raw());
+    n.exec_params("SELECT pg_advisory_unlock($1)", key);
+  });
+}
+
+void Session::listen(std::string_view channel) {
+  ensure(conn_, url_, application_name_).listen(std::string(channel));
+}
+
+bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
+  auto& c = ensure(conn_, url_, application_name_);
+  try {
+    return c.wait_for_notification(timeout);
+  } catch (const DbError&) {
+    conn_.reset();
+    throw;
+  }
+}
+
+bool Session::is_open() const noexcept { return conn_ && conn_->is_open(); }
+
+void Session::reset() noexcept { conn_.reset(); }
+
+}  // namespace conveyor::db

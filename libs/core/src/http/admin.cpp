@@ -1,0 +1,51 @@
+#include "conveyor/http/admin.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/logging/logging.hpp"
+#include "conveyor/metrics/metrics.hpp"
+
+namespace conveyor::http {
+namespace {
+
+// "up", "down" or "not used"; a check that throws is down, and says why in the log.
+std::string check(const std::string& name, const std::function<bool()>& probe) {
+  if (!probe) return "not used";
+  try {
+    return probe() ? "up" : "down";
+  } catch (const std::exception& e) {
+    logging::get("http")->warn("readiness check {} failed: {}", name, logging::redact_url(e.what()));
+    return "down";
+  }
+}
+
+}  // namespace
+
+void add_admin_routes(Server& server, AdminOptions options) {
+  auto shared = std::make_shared<const AdminOptions>(std::move(options));
+
+  server.route("GET", "/healthz", [](const Request&) {
+    return Response::json({{"status", "ok"}});
+  });
+
+  server.route("GET", "/readyz", [shared](const Request&) {
+    const std::string db = check("database", shared->db_ready);
+    const std::string broker = check("broker", shared->broker_ready);
+    const bool ready = db != "down" && broker != "down";
+    nlohmann::json body = {{"status", ready ? "ready" : "not ready"},
+                           {"checks", {{"database", db}, {"broker", broker}}}};
+    return Response::json(body, ready ? 200 : 503);
+  });
+
+  server.route("GET", "/metrics", [shared](const Request&) {
+    const metrics::Registry& registry =
+        shared->registry != nullptr ? *shared->registry : metrics::default_registry();
+    return Response::text(registry.render(), 200, "text/plain; version=0.0.4; charset=utf-8");
+  });
+
+  server.route("GET", "/version", [shared](const Request&) {
+    return Response::json({{"service", shared->service}, {"version", shared->version}});
+  });
+}
+
+}  // namespace conveyor::http

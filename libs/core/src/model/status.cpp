@@ -1,0 +1,110 @@
+#include "conveyor/model/status.hpp"
+
+#include <cstddef>
+
+// The DESIGN §3 table. Its SQL twin is conveyor.job_status_transition in
+// deploy/migrations/20261122000000_initial_schema.up.sql; the integration test
+// tests/integration/db/status_machine_test.cpp checks that both agree.
+namespace conveyor::model {
+namespace {
+
+using S = JobStatus;
+
+constexpr std::size_t index(JobStatus s) noexcept { return static_cast<std::size_t>(s); }
+
+// Each row lists its targets in kAllStatuses order, so allowed_from() can
+// return a span into it directly.
+constexpr std::array kFromInitialized = {S::configured, S::internal_error, S::external_error,
+                                         S::canceled};
+constexpr std::array kFromConfigured = {S::ready, S::internal_error, S::canceled};
+constexpr std::array kFromReady = {S::queued, S::internal_error, S::canceled};
+constexpr std::array kFromQueued = {S::ready, S::started, S::internal_error, S::canceled};
+constexpr std::array kFromStarted = {S::ready,          S::processed,      S::failed,
+                                     S::internal_error, S::external_error, S::canceled};
+constexpr std::array kFromProcessed = {S::done, S::internal_error, S::external_error, S::canceled};
+constexpr std::array kFromError = {S::error_checked};  // failed, internal_error, external_error
+constexpr std::array kFromErrorChecked = {S::initialized, S::configured, S::ready, S::processed,
+                                          S::canceled};
+constexpr std::array kFromCanceled = {S::initialized};
+
+constexpr std::array<std::string_view, 12> kNames = {
+    "initialized", "configured", "ready",          "queued",         "started",       "processed",
+    "done",        "failed",     "internal_error", "external_error", "error_checked", "canceled",
+};
+
+constexpr bool sorted(std::span<const JobStatus> row) {
+  for (std::size_t i = 1; i < row.size(); ++i) {
+    if (index(row[i - 1]) >= index(row[i])) return false;
+  }
+  return true;
+}
+static_assert(sorted(kFromInitialized) && sorted(kFromConfigured) && sorted(kFromReady) &&
+              sorted(kFromQueued) && sorted(kFromStarted) && sorted(kFromProcessed) &&
+              sorted(kFromErrorChecked));
+static_assert(index(JobStatus::canceled) + 1 == kNames.size());
+
+}  // namespace
+
+std::string_view to_string(JobStatus s) noexcept {
+  const auto i = index(s);
+  return i < kNames.size() ? kNames[i] : std::string_view{"unknown"};
+}
+
+std::optional<JobStatus> parse_status(std::string_view name) noexcept {
+  for (JobStatus s : kAllStatuses) {
+    if (kNames[index(s)] == name) return s;
+  }
+  return std::nullopt;
+}
+
+bool is_valid_initial(JobStatus to) noexcept {
+  return to == JobStatus::initialized || to == JobStatus::canceled;
+}
+
+std::span<const JobStatus> allowed_from(JobStatus from) noexcept {
+  switch (from) {
+    case S::initialized:
+      return kFromInitialized;
+    case S::configured:
+      return kFromConfigured;
+    case S::ready:
+      return kFromReady;
+    case S::queued:
+      return kFromQueued;
+    case S::started:
+      return kFromStarted;
+    case S::processed:
+      return kFromProcessed;
+    case S::done:
+      return {};
+    case S::failed:
+    case S::internal_error:
+    case S::external_error:
+      return kFromError;
+    case S::error_checked:
+      return kFromErrorChecked;
+    case S::canceled:
+      return kFromCanceled;
+  }
+  return {};
+}
+
+bool is_valid_transition(JobStatus from, JobStatus to) noexcept {
+  for (JobStatus s : allowed_from(from)) {
+    if (s == to) return true;
+  }
+  return false;
+}
+
+// Final = the pipeline will not move the job again by itself: done, canceled
+// and the dead letters (failed, internal_error). external_error is retried
+// automatically, so it is not final. Matches conveyor.job_status.is_final.
+bool is_final(JobStatus s) noexcept {
+  return s == S::done || s == S::canceled || s == S::failed || s == S::internal_error;
+}
+
+bool is_error(JobStatus s) noexcept {
+  return s == S::failed || s == S::internal_error || s == S::external_error;
+}
+
+}  // namespace conveyor::model

@@ -215,9 +215,10 @@ class Pool {
   bool ping() noexcept;
   const PoolOptions& options() const noexcept { return options_; }
 
+  struct State;  // implementation detail of db.cpp
+
  private:
   void run(const TxOptions& options, const std::function<void(Tx&)>& fn);
-  struct State;
   PoolOptions options_;
   std::unique_ptr<State> state_;
 };

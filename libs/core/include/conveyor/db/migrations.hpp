@@ -44,6 +44,11 @@ struct GroupResult {
   std::vector<std::string> names;  // full names, in order applied / rolled back
 };
 
+// The migrations directory when CONVEYOR_MIGRATIONS_DIR is not set: the
+// source tree's deploy/migrations in a build, /usr/share/conveyor/migrations
+// in an image.
+std::filesystem::path default_migrations_dir();
+
 class Migrator {
  public:
   Migrator(std::string url, std::filesystem::path dir);

@@ -59,6 +59,10 @@ RunResult run(const std::vector<std::string>& argv,
               const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
+// Runs `sql` with psql (-X -q -A -t, ON_ERROR_STOP) against `url`. For what a
+// transaction cannot do (CREATE/DROP DATABASE); tests and tools only.
+RunResult psql(const std::string& url, const std::string& sql);
+
 // A TCP port on 127.0.0.1 that was free when asked.
 int free_port();
 
@@ -70,12 +74,15 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
 
 // A private PostgreSQL cluster in `dir` listening on 127.0.0.1:port (and a
 // unix socket in dir/run). trust authentication, superuser `postgres`.
+// Reuses a cluster already running in `dir`. Owned by one test process or
+// conveyor-stack; not thread-safe.
 class PostgresCluster {
  public:
   struct Options {
     std::filesystem::path dir;
-    int port = 0;             // 0: a free port
+    int port = 0;             // 0: the port it had last time if free, else a free port
     bool keep_running = false;  // destructor leaves it running (tools/dev)
+    bool ephemeral = false;     // fsync off: fast, but a crash may lose data (tests)
   };
   explicit PostgresCluster(Options options);  // initdb if needed, then start
   ~PostgresCluster();                         // stop unless keep_running
@@ -86,6 +93,11 @@ class PostgresCluster {
   // Stops a cluster left running in `dir` (pg_ctl stop -m fast); false if none ran.
   static bool stop_in(const std::filesystem::path& dir);
   static bool running_in(const std::filesystem::path& dir);
+  // Port of the cluster running in `dir`, from its postmaster.pid.
+  static std::optional<int> port_in(const std::filesystem::path& dir);
+  // False when we are root and the `postgres` user could not create and use
+  // `dir` (a parent directory it cannot traverse); true otherwise.
+  static bool reachable_by_postgres(const std::filesystem::path& dir);
 
  private:
   Options options_;
@@ -95,7 +107,8 @@ class PostgresCluster {
 
 // ---------------------------------------------------------------- broker
 
-// A conveyor-devbroker process on a free port. Destructor stops it.
+// A conveyor-devbroker process on a free port. Destructor stops it. Owned by
+// one test; not thread-safe.
 class Broker {
  public:
   struct Options {
@@ -118,13 +131,15 @@ class Broker {
   Options options_;
   std::unique_ptr<ChildProcess> process_;
   std::string bootstrap_;
+  bool owns_dir_ = false;  // a temp dir we made: removed by the destructor
 };
 
 // ---------------------------------------------------------------- environment
 
 // The PostgreSQL cluster a test run shares. Comes from CONVEYOR_TESTENV_DIR
 // (written by `conveyor-stack up`, the ctest fixture) when set, else a
-// cluster started for this process and stopped at exit.
+// cluster started for this process and stopped at exit. get() is safe from
+// any thread (a function-local static).
 class TestEnv {
  public:
   static TestEnv& get();
@@ -134,6 +149,8 @@ class TestEnv {
 };
 
 // A database of its own for one test, dropped (WITH (FORCE)) by the destructor.
+// Owned by one test; query/exec open a connection per call, so they may be
+// called from several threads.
 class TestDatabase {
  public:
   // migrate: run `db init` and every migration of the repository's migrations dir.

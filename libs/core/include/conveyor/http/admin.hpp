@@ -1,0 +1,31 @@
+#pragma once
+// The endpoints every Conveyor service exposes:
+//   GET /healthz  200 {"status":"ok"} while the process serves HTTP
+//   GET /readyz   200, or 503 naming the dependency that is down
+//   GET /metrics  Prometheus text format 0.0.4
+//   GET /version  {"service","version"}
+#include <functional>
+#include <string>
+
+#include "conveyor/http/server.hpp"
+
+namespace conveyor::metrics {
+class Registry;
+}
+
+namespace conveyor::http {
+
+struct AdminOptions {
+  std::string service;
+  std::string version;
+  // Readiness checks; empty means "not used by this service" (always ready).
+  // They run on a server thread per /readyz call, so keep them quick; one
+  // that throws counts as down.
+  std::function<bool()> db_ready;
+  std::function<bool()> broker_ready;
+  metrics::Registry* registry = nullptr;  // nullptr: metrics::default_registry()
+};
+
+void add_admin_routes(Server& server, AdminOptions options);
+
+}  // namespace conveyor::http

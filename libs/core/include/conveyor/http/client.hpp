@@ -1,0 +1,26 @@
+#pragma once
+// A small blocking HTTP client (webhook sinks, orchestrator APIs, tests).
+// Thread-safe: each call uses its own connection.
+#include <chrono>
+#include <map>
+#include <string>
+
+namespace conveyor::http {
+
+struct ClientResponse {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // names lower-cased
+};
+
+// `url` is http://host[:port]/path?query (https when built with TLS).
+// Any HTTP status is returned, not thrown. Throws Error(errc::timeout) when
+// the connection times out, Error(errc::unavailable) for other transport
+// failures and Error(errc::bad_input) for a malformed URL; the message names
+// the method and URL (password redacted).
+ClientResponse http_request(const std::string& method, const std::string& url,
+                            const std::string& body = "",
+                            const std::map<std::string, std::string>& headers = {},
+                            std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace conveyor::http

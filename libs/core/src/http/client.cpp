@@ -1,0 +1,95 @@
+#include "conveyor/http/client.hpp"
+
+#include <cctype>
+
+#include <httplib.h>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/logging/logging.hpp"
+
+namespace conveyor::http {
+namespace {
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+struct ParsedUrl {
+  std::string origin;  // scheme://host[:port]
+  std::string target;  // /path?query
+  std::string user;
+  std::string password;
+};
+
+ParsedUrl parse_url(const std::string& url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos || scheme_end == 0) {
+    throw Error(errc::bad_input, "not an http(s) URL: " + logging::redact_url(url));
+  }
+  const std::string scheme = lower(url.substr(0, scheme_end));
+  if (scheme != "http" && scheme != "https") {
+    throw Error(errc::bad_input, "unsupported URL scheme '" + scheme + "' in " + logging::redact_url(url));
+  }
+  const auto authority_begin = scheme_end + 3;
+  auto path_begin = url.find_first_of("/?#", authority_begin);
+  if (path_begin == std::string::npos) path_begin = url.size();
+  std::string authority = url.substr(authority_begin, path_begin - authority_begin);
+  ParsedUrl parsed;
+  if (const auto at = authority.rfind('@'); at != std::string::npos) {
+    const std::string userinfo = authority.substr(0, at);
+    authority = authority.substr(at + 1);
+    const auto colon = userinfo.find(':');
+    parsed.user = userinfo.substr(0, colon);
+    if (colon != std::string::npos) parsed.password = userinfo.substr(colon + 1);
+  }
+  if (authority.empty()) throw Error(errc::bad_input, "URL has no host: " + logging::redact_url(url));
+  parsed.origin = scheme + "://" + authority;
+  parsed.target = url.substr(path_begin);
+  if (const auto hash = parsed.target.find('#'); hash != std::string::npos) parsed.target.resize(hash);
+  if (parsed.target.empty() || parsed.target.front() != '/') parsed.target.insert(0, "/");
+  return parsed;
+}
+
+}  // namespace
+
+ClientResponse http_request(const std::string& method, const std::string& url,
+                            const std::string& body,
+                            const std::map<std::string, std::string>& headers,
+                            std::chrono::milliseconds timeout) {
+  const ParsedUrl parsed = parse_url(url);
+  httplib::Client client(parsed.origin);
+  client.set_connection_timeout(timeout);
+  client.set_read_timeout(timeout);
+  client.set_write_timeout(timeout);
+  if (!parsed.user.empty()) client.set_basic_auth(parsed.user, parsed.password);
+
+  httplib::Request request;
+  request.method = method;
+  request.path = parsed.target;
+  request.body = body;
+  bool has_content_type = false;
+  for (const auto& [name, value] : headers) {
+    request.headers.emplace(name, value);
+    has_content_type = has_content_type || lower(name) == "content-type";
+  }
+  if (!body.empty() && !has_content_type) request.headers.emplace("Content-Type", "application/json");
+
+  const auto started = std::chrono::steady_clock::now();
+  httplib::Result result = client.send(request);
+  if (!result) {
+    const auto error = result.error();
+    const std::string what = method + " " + logging::redact_url(url) + ": " + httplib::to_string(error);
+    const bool timed_out =
+        error == httplib::Error::ConnectionTimeout ||
+        (error == httplib::Error::Read && std::chrono::steady_clock::now() - started >= timeout);
+    throw Error(timed_out ? errc::timeout : errc::unavailable, what);
+  }
+  ClientResponse response;
+  response.status = result->status;
+  response.body = result->body;
+  for (const auto& [name, value] : result->headers) response.headers[lower(name)] = value;
+  return response;
+}
+
+}  // namespace conveyor::http

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Conveyor needs to build, test and run locally.
+# Only what is missing is installed; `apt-get update` runs only then.
+# Works as root (CI) or through sudo.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config g++
+  libpqxx-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev
+  libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
+  postgresql-15 kcat
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  if [[ "$status" != "install ok installed" ]]; then
+    missing+=("$p")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "deps: all ${#packages[@]} packages installed"
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+if [[ $(id -u) -eq 0 ]]; then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "deps: missing packages (${missing[*]}) and not root, no sudo: install them as root" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "deps: done"
