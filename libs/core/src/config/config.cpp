@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -409,6 +410,13 @@ std::map<std::string, std::string> process_environment() {
     env.emplace(std::string(text.substr(0, eq)), std::string(text.substr(eq + 1)));
   }
   return env;
+}
+
+std::optional<std::string> secret_from_environment(const std::string& name) {
+  if (name.rfind("CONVEYOR_", 0) != 0 || name.size() == 9) return std::nullopt;
+  const char* value = std::getenv(name.c_str());
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
 }
 
 std::string mask_secret(std::string_view value) {

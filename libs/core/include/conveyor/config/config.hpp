@@ -109,6 +109,12 @@ Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_
 // A snapshot of the process environment (the only getenv/environ use).
 std::map<std::string, std::string> process_environment();
 
+// A secret named by data rather than by a schema key (e.g. a webhook sink's
+// `secret_env`). Only CONVEYOR_* names are read, so data cannot pull an
+// arbitrary variable out of the environment; nullopt when the name is not
+// allowed or the variable is not set.
+std::optional<std::string> secret_from_environment(const std::string& name);
+
 // Masks a value for display: a URL's or libpq conninfo's password becomes
 // "****"; any other non-empty secret becomes "****".
 std::string mask_secret(std::string_view value);

@@ -1,0 +1,78 @@
+#pragma once
+// Job types as data (DESIGN §4): parsed and validated from JSON (the file
+// applied by `conveyor job-type apply`, and rows of conveyor.job_type).
+// Thread-safe: plain values.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+
+namespace conveyor::model {
+
+struct Sink {
+  std::string kind;  // "webhook" | "kafka" | "file"
+  // webhook: url (empty: system_parameters.publication_endpoint_url), secret_env
+  //          (name of the environment variable holding the HMAC secret), timeout_ms
+  // kafka:   topic
+  // file:    dir (catalog folder for the JSON manifest)
+  nlohmann::json settings = nlohmann::json::object();
+};
+
+struct JobType {
+  std::string name;
+  bool enabled = true;
+  std::vector<std::string> command;  // argv template: "{param}", "{job_id}", "{attempt}", "{output_dir}", "{inputs}"
+  std::string image;                 // empty: run the command as a process
+  int timeout_s = 3600;
+  int max_attempts = 1;
+  int retry_backoff_s = 30;
+  int priority = 0;
+  std::optional<int> concurrency_limit;
+  std::string pool = "default";
+  std::string schedule;
+  std::string catchup_policy = "latest";
+  std::optional<int> catchup_window_s;
+  nlohmann::json triggers = nlohmann::json::array();
+  std::vector<Sink> sinks;
+  nlohmann::json params_schema = nlohmann::json::object();
+  std::map<std::string, std::string> env;  // extra environment for the process
+  std::string description;
+
+  nlohmann::json to_json() const;
+};
+
+// Parses one job type; throws Error(bad_input) naming the field
+// ("job type 'x': timeout_s: must be a positive integer").
+JobType parse_job_type(const nlohmann::json& j);
+// A file: {"job_types": [ ... ]} or a bare array; names must be unique.
+std::vector<JobType> parse_job_types_file(const nlohmann::json& j);
+
+// Validates params against a JSON-schema subset: type object, properties
+// (type string|integer|number|boolean|array|object, enum, minimum, maximum,
+// minLength, maxLength), required, additionalProperties (bool). Returns the
+// problems, each naming the parameter ("params.seconds: expected an integer");
+// empty when valid.
+std::vector<std::string> validate_params(const nlohmann::json& schema, const nlohmann::json& params);
+
+struct ArgvContext {
+  nlohmann::json params = nlohmann::json::object();
+  std::int64_t job_id = 0;
+  int attempt = 0;
+  std::string output_dir;
+  std::vector<std::string> inputs;  // "{inputs}" alone in an argument expands to one argument each
+};
+// Substitutes placeholders per argument; never through a shell, so a value
+// with spaces or quotes stays one argument. A placeholder naming a missing
+// parameter throws Error(bad_input) naming it.
+std::vector<std::string> render_argv(const std::vector<std::string>& templ, const ArgvContext& ctx);
+
+// Database access for conveyor.job_type.
+std::vector<JobType> load_job_types(db::Tx& tx);
+std::optional<JobType> load_job_type(db::Tx& tx, const std::string& name);
+void upsert_job_type(db::Tx& tx, const JobType& t);
+
+}  // namespace conveyor::model

@@ -1,0 +1,45 @@
+#pragma once
+// The one row of conveyor.system_parameters as a typed snapshot. Services
+// hold a shared_ptr to an immutable snapshot (runtime::Context::parameters)
+// that the runtime replaces on the parameters event and on a timer.
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/status.hpp"
+
+namespace conveyor::model {
+
+struct SystemParameters {
+  int max_number_of_worker_instances = 4;
+  int min_number_of_worker_instances = 0;
+  int worker_concurrency = 4;
+  std::optional<std::vector<std::string>> job_types_list;  // nullopt: every enabled type
+  bool accepting_new_jobs = true;
+  std::string not_accepting_reason;
+  std::map<JobStatus, int> stall_threshold_s;  // initialized, configured, ready, queued, processed, error_checked
+  int worker_heartbeat_interval_s = 5;
+  int worker_heartbeat_timeout_s = 30;
+  std::string publication_endpoint_url;
+  int publication_max_attempts = 5;
+  nlohmann::json image_tags = nlohmann::json::object();
+  int log_retention_days = 30;
+  int job_retention_days = 90;
+  int outbox_retention_hours = 24;
+  nlohmann::json schedule_catchup_start = nlohmann::json::object();
+  int parameter_reload_interval_s = 30;
+  std::string updated_at;
+
+  // Whether the system handles this job type now (job_types_list).
+  bool handles(const std::string& job_type) const;
+  nlohmann::json to_json() const;
+};
+
+// Reads the row; throws Error(not_found) when the schema has no row (not migrated).
+SystemParameters load_system_parameters(db::Tx& tx);
+
+}  // namespace conveyor::model

@@ -1,0 +1,86 @@
+#pragma once
+// conveyor::runtime — the service main loop every Conveyor executable uses:
+// config (+ --env-file), logging, a database pool, the admin HTTP server
+// (/healthz /readyz /metrics /version), a heartbeat row in
+// conveyor.service_instance, the outbox relay (leader-elected: every service
+// runs one, one publishes), live system parameters (reloaded on the
+// parameters event and on a timer), wake-ups from job events, and SIGTERM:
+// stop taking work, finish what is in flight, commit, exit 0.
+//
+// Events only wake a service; the work itself is read from PostgreSQL (the
+// truth) with conditional updates, so a lost or duplicated event changes
+// nothing and offsets can be committed as soon as the wake-up is taken.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "conveyor/config/config.hpp"
+#include "conveyor/db/db.hpp"
+#include "conveyor/http/server.hpp"
+#include "conveyor/logging/logging.hpp"
+#include "conveyor/metrics/metrics.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::bus {
+class Producer;
+}
+
+namespace conveyor::runtime {
+
+struct ServiceSpec {
+  std::string name;  // "conveyor-creation"
+  config::Schema schema = config::core_schema();  // add the service's own keys
+  // CloudEvent types that wake this service ("io.conveyor.job.initialized").
+  // Empty: no job-event consumer. Parameter changes always wake it.
+  std::set<std::string> wake_on;
+  // Consumer group; empty: the service name (replicas share the wake-ups).
+  std::string consumer_group;
+  int default_http_port = 0;  // used when CONVEYOR_HTTP_PORT is not set; 0: any free port
+};
+
+// What a running service sees. Owned by run(); every member is thread-safe.
+class Context {
+ public:
+  virtual ~Context() = default;
+  virtual const std::string& service() const = 0;
+  virtual const std::string& instance_id() const = 0;
+  virtual const config::Config& config() const = 0;
+  virtual db::Pool& db() = 0;
+  virtual metrics::Registry& metrics() = 0;
+  virtual std::shared_ptr<spdlog::logger> log() = 0;
+  // Routes may be added in setup(); the server starts after it.
+  virtual http::Server& http() = 0;
+  // Null when CONVEYOR_KAFKA_BROKERS is empty.
+  virtual bus::Producer* producer() = 0;
+  // The latest snapshot of conveyor.system_parameters.
+  virtual std::shared_ptr<const model::SystemParameters> parameters() const = 0;
+  // Re-reads the parameters now (e.g. after this service changed them).
+  virtual void reload_parameters() = 0;
+  virtual bool stopping() const = 0;
+  // Blocks until a wake-up (event, parameters change, wake()) or `timeout`;
+  // returns false once the service is stopping.
+  virtual bool wait_for_work(std::chrono::milliseconds timeout) = 0;
+  virtual void wake() = 0;
+  // Marks the instance not ready (/readyz 503) with a reason, e.g. while draining.
+  virtual void set_ready(bool ready, const std::string& reason = "") = 0;
+};
+
+// Keys every service adds to the core schema:
+//   CONVEYOR_POLL_INTERVAL_MS (fallback scan interval, default 1000)
+//   CONVEYOR_BATCH_SIZE (rows per transaction, default 200)
+//   CONVEYOR_DB_POOL_SIZE (default 4), CONVEYOR_IMAGE_TAG (default "dev")
+//   CONVEYOR_SHUTDOWN_GRACE_MS (default 30000)
+config::Schema service_schema();
+
+// Runs a service until SIGTERM/SIGINT. `setup` runs once after everything is
+// connected and before the admin server starts (add routes, start threads);
+// `loop` runs on the main thread and must return soon after
+// ctx.stopping() turns true (typically: while (ctx.wait_for_work(poll)) {...}).
+// Returns the process exit code: 0 after a clean drain, 1 on a start-up
+// failure (logged with the reason, e.g. the config key that is wrong).
+int run(int argc, char** argv, ServiceSpec spec, const std::function<void(Context&)>& setup,
+        const std::function<void(Context&)>& loop);
+
+}  // namespace conveyor::runtime
