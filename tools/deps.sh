@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config g++
   libpqxx-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
-  postgresql-15 kcat
+  postgresql-15 kcat curl procps
 )
 
 missing=()

@@ -1,1 +1,22 @@
-int main() { return 0; }
+// conveyor-worker: wiring only; the logic is in worker_lib (src/worker.hpp).
+#include <memory>
+
+#include "conveyor/runtime/runtime.hpp"
+#include "worker.hpp"
+
+int main(int argc, char** argv) {
+  using namespace conveyor;
+  runtime::ServiceSpec spec{
+      .name = worker::kServiceName,
+      .schema = worker::schema(),
+      .wake_on = {"io.conveyor.job.queued", "io.conveyor.job.cancel_requested"},
+      .consumer_group = "conveyor-worker"};
+  std::unique_ptr<worker::Worker> w;
+  return runtime::run(
+      argc, argv, std::move(spec),
+      [&](runtime::Context& ctx) {
+        w = std::make_unique<worker::Worker>(ctx);
+        w->start();
+      },
+      [&](runtime::Context&) { w->loop(); });
+}

@@ -1,1 +1,294 @@
-int main() { return 0; }
+// conveyor-example-task: the stand-in programs behind the example job types
+// (deploy/config/job-types.json). They behave like real processing steps —
+// they print what they do, read their inputs, write outputs, fail on purpose —
+// so the whole job path can be exercised without the real science software.
+//
+//   sleep SECONDS           sleeps (fractional allowed), printing progress;
+//                           SIGTERM -> exit 143
+//   fail [CODE]             prints to stderr, exits CODE (default 3)
+//   flaky ATTEMPT           fails when ATTEMPT is 0, succeeds otherwise
+//   product --kind NAME --tile TILE --date DATE --out DIR [--input PATH]... [PATH]...
+//                           checks and reads every input (file, or directory of
+//                           files), writes DIR/<kind>_<tile>_<date>.json;
+//                           missing or unreadable input -> exit 4
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kExitUsage = 2;
+constexpr int kExitInput = 4;
+
+volatile sig_atomic_t g_signal = 0;
+
+extern "C" void on_signal(int sig) { g_signal = sig; }
+
+constexpr const char* kUsage =
+    "usage: conveyor-example-task sleep SECONDS\n"
+    "       conveyor-example-task fail [CODE]\n"
+    "       conveyor-example-task flaky ATTEMPT\n"
+    "       conveyor-example-task product --kind NAME --tile TILE --date DATE --out DIR "
+    "[--input PATH]... [PATH]...\n";
+
+int usage(const std::string& why) {
+  std::cerr << "conveyor-example-task: " << why << "\n" << kUsage;
+  return kExitUsage;
+}
+
+int sleep_cmd(const std::vector<std::string>& args) {
+  if (args.size() != 1) return usage("sleep takes one argument, SECONDS");
+  double seconds = 0;
+  try {
+    std::size_t used = 0;
+    seconds = std::stod(args[0], &used);
+    if (used != args[0].size() || !std::isfinite(seconds) || seconds < 0)
+      throw std::invalid_argument("");
+  } catch (const std::exception&) {
+    return usage("sleep: '" + args[0] + "' is not a non-negative number of seconds");
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  std::cout << "sleeping " << seconds << "s (pid " << getpid() << ")" << std::endl;
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  const auto end =
+      start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+  auto next_report = start + std::chrono::seconds(1);
+  while (clock::now() < end) {
+    if (g_signal != 0) {
+      const int sig = g_signal;
+      std::cout << "received " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << " after "
+                << std::chrono::duration<double>(clock::now() - start).count() << "s, stopping"
+                << std::endl;
+      return 128 + sig;  // 143 for SIGTERM, as a shell would report it
+    }
+    // Short steps so a signal is answered promptly.
+    std::this_thread::sleep_for(
+        std::min<clock::duration>(std::chrono::milliseconds(50), end - clock::now()));
+    if (clock::now() >= next_report && clock::now() < end) {
+      std::cout << "slept "
+                << std::chrono::duration_cast<std::chrono::seconds>(clock::now() - start).count()
+                << "s of " << seconds << "s" << std::endl;
+      next_report += std::chrono::seconds(1);
+    }
+  }
+  std::cout << "done sleeping " << seconds << "s" << std::endl;
+  return 0;
+}
+
+int fail_cmd(const std::vector<std::string>& args) {
+  int code = 3;
+  if (args.size() > 1) return usage("fail takes at most one argument, CODE");
+  if (args.size() == 1) {
+    try {
+      std::size_t used = 0;
+      code = std::stoi(args[0], &used);
+      if (used != args[0].size() || code < 1 || code > 255) throw std::invalid_argument("");
+    } catch (const std::exception&) {
+      return usage("fail: CODE must be an integer from 1 to 255, got '" + args[0] + "'");
+    }
+  }
+  std::cout << "about to fail on purpose" << std::endl;
+  std::cerr << "failing on purpose with exit code " << code << std::endl;
+  return code;
+}
+
+int flaky_cmd(const std::vector<std::string>& args) {
+  if (args.size() != 1) return usage("flaky takes one argument, ATTEMPT");
+  if (args[0] == "0") {
+    std::cerr << "attempt 0: failing on purpose (a retry will succeed)" << std::endl;
+    return 3;
+  }
+  std::cout << "attempt " << args[0] << ": succeeded" << std::endl;
+  return 0;
+}
+
+// One input as listed in the product: path, bytes read, and a checksum proving
+// it was read.
+struct InputInfo {
+  std::string path;
+  std::uintmax_t size = 0;
+  std::uint64_t fnv1a = 0;
+};
+
+bool read_file(const fs::path& p, InputInfo& info) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return false;
+  std::uint64_t h = 1469598103934665603ull;
+  char buf[8192];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      h = (h ^ static_cast<unsigned char>(buf[i])) * 1099511628211ull;
+    }
+    info.size += static_cast<std::uintmax_t>(in.gcount());
+  }
+  if (in.bad()) return false;
+  info.path = p.string();
+  info.fnv1a = h;
+  return true;
+}
+
+std::string hex(std::uint64_t v) {
+  char s[17];
+  std::snprintf(s, sizeof s, "%016llx", static_cast<unsigned long long>(v));
+  return s;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char s[32];
+  std::strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return s;
+}
+
+int product_cmd(const std::vector<std::string>& args) {
+  std::string kind, tile, date, out;
+  std::vector<std::string> inputs;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string& into) {
+      if (i + 1 >= args.size()) return false;
+      into = args[++i];
+      return true;
+    };
+    bool ok = true;
+    if (a == "--kind")
+      ok = value(kind);
+    else if (a == "--tile")
+      ok = value(tile);
+    else if (a == "--date")
+      ok = value(date);
+    else if (a == "--out")
+      ok = value(out);
+    else if (a == "--input") {
+      std::string p;
+      ok = value(p);
+      inputs.push_back(p);
+    } else if (a.rfind("--", 0) == 0)
+      return usage("product: unknown option " + a);
+    else
+      inputs.push_back(a);  // {inputs} expands to bare paths
+    if (!ok) return usage("product: " + a + " needs a value");
+  }
+  if (kind.empty() || tile.empty() || date.empty() || out.empty()) {
+    return usage("product: --kind, --tile, --date and --out are required");
+  }
+  // These become a file name: refuse anything that could leave DIR.
+  static const std::regex safe("^[A-Za-z0-9][A-Za-z0-9._-]*$");
+  const std::pair<const char*, const std::string*> named[] = {
+      {"--kind", &kind}, {"--tile", &tile}, {"--date", &date}};
+  for (const auto& [name, v] : named) {
+    if (!std::regex_match(*v, safe)) {
+      return usage(std::string("product: ") + name + " '" + *v + "' must be [A-Za-z0-9._-]");
+    }
+  }
+  std::cout << "product " << kind << " for tile " << tile << " on " << date << ": " << inputs.size()
+            << " input(s)" << std::endl;
+
+  std::vector<InputInfo> read;
+  for (const auto& in : inputs) {
+    std::error_code ec;
+    const fs::path p(in);
+    if (!fs::exists(p, ec)) {
+      std::cerr << "input not found: " << in << std::endl;
+      return kExitInput;
+    }
+    std::vector<fs::path> files;
+    if (fs::is_directory(p, ec)) {
+      // An upstream job's output directory: every regular file in it.
+      for (const auto& e : fs::directory_iterator(p, ec)) {
+        if (e.is_regular_file()) files.push_back(e.path());
+      }
+      if (ec) {
+        std::cerr << "input not readable: " << in << ": " << ec.message() << std::endl;
+        return kExitInput;
+      }
+      std::sort(files.begin(), files.end());
+    } else {
+      files.push_back(p);
+    }
+    for (const auto& f : files) {
+      InputInfo info;
+      if (!read_file(f, info)) {
+        std::cerr << "input not readable: " << f.string() << std::endl;
+        return kExitInput;
+      }
+      std::cout << "read input " << info.path << " (" << info.size << " bytes)" << std::endl;
+      read.push_back(info);
+    }
+  }
+
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) {
+    std::cerr << "cannot create output directory " << out << ": " << ec.message() << std::endl;
+    return 1;
+  }
+  nlohmann::json doc = {{"kind", kind},
+                        {"tile", tile},
+                        {"date", date},
+                        {"created_at", utc_now()},
+                        {"inputs", nlohmann::json::array()}};
+  for (const auto& r : read) {
+    doc["inputs"].push_back({{"path", r.path}, {"size", r.size}, {"fnv1a", hex(r.fnv1a)}});
+  }
+  const fs::path file = fs::path(out) / (kind + "_" + tile + "_" + date + ".json");
+  // Write then rename, so a reader never sees half a product.
+  const fs::path tmp = file.string() + ".tmp";
+  {
+    std::ofstream o(tmp, std::ios::trunc);
+    o << doc.dump(2) << "\n";
+    if (!o.flush()) {
+      std::cerr << "cannot write " << tmp.string() << std::endl;
+      return 1;
+    }
+  }
+  fs::rename(tmp, file, ec);
+  if (ec) {
+    std::cerr << "cannot write " << file.string() << ": " << ec.message() << std::endl;
+    return 1;
+  }
+  std::cout << "wrote " << file.string() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return usage("missing subcommand");
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "sleep") return sleep_cmd(args);
+  if (cmd == "fail") return fail_cmd(args);
+  if (cmd == "flaky") return flaky_cmd(args);
+  if (cmd == "product") return product_cmd(args);
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  return usage("unknown subcommand '" + cmd + "'");
+}

@@ -268,10 +268,12 @@ int up(const Args& args) {
   env << "# Written by `conveyor-stack up --dir " << args.dir.string() << "`; source it.\n"
       << "export CONVEYOR_DATABASE_URL=" << base << "/conveyor\n"
       << "export CONVEYOR_KAFKA_BROKERS=" << bootstrap << "\n"
-      << "export CONVEYOR_PG_URL_BASE=" << base << "\n"
-      << "export CONVEYOR_TEST_PG_PORT=" << cluster.port() << "\n"
-      << "export CONVEYOR_PG_DIR='" << pg_dir.string() << "'\n"
-      << "export CONVEYOR_DEVBROKER_PID=" << broker_pid.value_or(0) << "\n";
+      << "# For conveyor::testing and people, not exported: services warn about\n"
+      << "# CONVEYOR_* variables they do not know.\n"
+      << "CONVEYOR_PG_URL_BASE=" << base << "\n"
+      << "CONVEYOR_TEST_PG_PORT=" << cluster.port() << "\n"
+      << "CONVEYOR_PG_DIR='" << pg_dir.string() << "'\n"
+      << "CONVEYOR_DEVBROKER_PID=" << broker_pid.value_or(0) << "\n";
   write_atomically(args.dir / "env", env.str());
   std::cout << "env: " << (args.dir / "env").string() << "\n";
   return 0;

@@ -1,0 +1,59 @@
+#pragma once
+// conveyor-configuration (DESIGN §1): initialized -> configured (resolves the
+// job's argv, image, env, timeout, attempts, inputs and sinks from its job
+// type and the system parameters into job.config) and configured -> ready
+// once every job in depends_on is done. Events only wake it; the work is read
+// from PostgreSQL with FOR UPDATE SKIP LOCKED, so replicas split it.
+// Stateless between batches: every function is safe to call from any thread
+// with its own arguments.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/job_type.hpp"
+#include "conveyor/model/system_parameters.hpp"
+#include "conveyor/runtime/runtime.hpp"
+
+namespace conveyor::configuration {
+
+inline constexpr const char* kServiceName = "conveyor-configuration";
+
+struct Settings {
+  std::filesystem::path data_dir;  // CONVEYOR_DATA_DIR
+  int batch_size = 200;            // CONVEYOR_BATCH_SIZE
+};
+
+// <data_dir>/outputs/job-<id>/ — deterministic, so a downstream job knows the
+// folder of its inputs before the upstream job has run.
+std::string output_dir(const std::filesystem::path& data_dir, std::int64_t job_id);
+
+// "repo/tool:1.0" + tag "2.0" -> "repo/tool:2.0"; an empty image stays empty.
+std::string image_with_tag(const std::string& image, const std::string& tag);
+
+// The job.config document of issue 3 for one job (argv rendered with
+// `inputs`). Throws Error(bad_input) naming a missing parameter.
+nlohmann::json resolve_config(const model::JobType& type, const model::SystemParameters& params,
+                              const Settings& settings, std::int64_t job_id, int attempt,
+                              const nlohmann::json& job_params, const std::vector<std::string>& inputs);
+
+// initialized -> configured | internal_error for up to batch_size jobs, in one
+// transaction. Returns the number of jobs moved.
+int configure_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings);
+
+// configured -> ready (argv re-rendered with the dependencies' outputs) |
+// internal_error (dependency_failed, dependency_missing) for up to
+// batch_size jobs whose dependencies are all decided. Returns jobs moved.
+int ready_batch(db::Pool& pool, const Settings& settings);
+
+// Both steps once; returns the number of jobs moved.
+int process_batch(runtime::Context& ctx);
+
+runtime::ServiceSpec spec();
+void setup(runtime::Context& ctx);
+void loop(runtime::Context& ctx);
+
+}  // namespace conveyor::configuration

@@ -1,0 +1,177 @@
+#include "creation.hpp"
+
+#include <chrono>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/http/problem.hpp"
+#include "conveyor/model/job.hpp"
+#include "conveyor/model/job_type.hpp"
+#include "conveyor/model/system_parameters.hpp"
+#include "jobs.hpp"
+#include "parameters.hpp"
+#include "requests.hpp"
+
+namespace conveyor::creation {
+namespace {
+
+using http::Request;
+using http::Response;
+
+// 422 for requests that are well-formed but name things that do not fit
+// (problem_from knows only errc codes, none of which means 422).
+Response unprocessable(const UnprocessableError& e) {
+  Response r = http::problem(errc::bad_input, 422, http::reason_phrase(422), e.what(), e.field());
+  if (!e.problems().empty()) {
+    auto body = nlohmann::ordered_json::parse(r.body);
+    body["errors"] = e.problems();
+    r.body = body.dump();
+  }
+  return r;
+}
+
+// Wraps a handler so that UnprocessableError becomes 422; everything else
+// is left to the server's problem_from().
+http::Handler with_422(http::Handler h) {
+  return [h = std::move(h)](const Request& req) -> Response {
+    try {
+      return h(req);
+    } catch (const UnprocessableError& e) {
+      return unprocessable(e);
+    }
+  };
+}
+
+// Reads that return several queries' results see one snapshot.
+db::TxOptions snapshot() {
+  db::TxOptions o;
+  o.isolation = db::Isolation::repeatable_read;
+  return o;
+}
+
+nlohmann::json job_with_history(db::Tx& tx, const model::Job& job) {
+  nlohmann::json out = job.to_json();
+  out["history"] = nlohmann::json::array();
+  for (const auto& c : model::load_history(tx, job.id)) out["history"].push_back(c.to_json());
+  return out;
+}
+
+Response submit(runtime::Context& ctx, const Request& req) {
+  const nlohmann::json body = req.json();  // malformed: 400 via problem_from
+  const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
+
+  const auto parameters = ctx.parameters();
+  if (!parameters->accepting_new_jobs) {
+    const std::string reason = parameters->not_accepting_reason.empty()
+                                   ? "no reason given"
+                                   : parameters->not_accepting_reason;
+    throw Error(errc::unavailable, "not accepting new jobs: " + reason);
+  }
+
+  const SubmitResult result =
+      ctx.db().transact([&](db::Tx& tx) { return submit_job(tx, *parameters, request); });
+  if (result.created) {
+    ctx.metrics()
+        .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.",
+                 {{"job_type", request.job_type}})
+        .inc();
+  }
+  Response r = Response::json(result.job.to_json(), result.created ? 201 : 200);
+  r.headers["Location"] = "/v1/jobs/" + std::to_string(result.job.id.value());
+  return r;
+}
+
+Response list(runtime::Context& ctx, const Request& req) {
+  const ListQuery query = parse_list_query(req.query);
+  const JobPage page = ctx.db().transact([&](db::Tx& tx) { return list_jobs(tx, query); },
+                                         snapshot());
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& j : page.items) items.push_back(j.to_json());
+  return Response::json(
+      {{"items", items}, {"page", query.page}, {"size", query.size}, {"total", page.total}});
+}
+
+Response get(runtime::Context& ctx, const Request& req) {
+  const model::JobId id = parse_job_id(req.path_param("id"));
+  return Response::json(ctx.db().transact(
+      [&](db::Tx& tx) { return job_with_history(tx, get_job(tx, id)); },
+      snapshot()));
+}
+
+Response cancel(runtime::Context& ctx, const Request& req) {
+  const model::JobId id = parse_job_id(req.path_param("id"));
+  const CancelResult r = ctx.db().transact([&](db::Tx& tx) { return cancel_job(tx, id); });
+  return Response::json(r.job.to_json(), r.completed ? 200 : 202);
+}
+
+Response retry(runtime::Context& ctx, const Request& req) {
+  const model::JobId id = parse_job_id(req.path_param("id"));
+  return Response::json(ctx.db().transact([&](db::Tx& tx) { return retry_job(tx, id).to_json(); }));
+}
+
+Response job_types(runtime::Context& ctx) {
+  nlohmann::json items = nlohmann::json::array();
+  for (const auto& t : ctx.db().transact([](db::Tx& tx) { return model::load_job_types(tx); })) {
+    items.push_back(t.to_json());
+  }
+  return Response::json({{"items", items}});
+}
+
+Response job_type(runtime::Context& ctx, const Request& req) {
+  const std::string& name = req.path_param("name");
+  const auto t = ctx.db().transact([&](db::Tx& tx) { return model::load_job_type(tx, name); });
+  if (!t) throw Error(errc::not_found, "job type '" + name + "' does not exist");
+  return Response::json(t->to_json());
+}
+
+// Read from the database rather than the snapshot, so a client sees its own
+// change (or an operator's SQL) at once.
+nlohmann::json current_parameters(runtime::Context& ctx) {
+  return ctx.db()
+      .transact([](db::Tx& tx) { return model::load_system_parameters(tx); })
+      .to_json();
+}
+
+Response patch(runtime::Context& ctx, const Request& req) {
+  const nlohmann::json body = req.json();
+  ctx.db().transact([&](db::Tx& tx) { patch_parameters(tx, body); });
+  ctx.reload_parameters();
+  return Response::json(current_parameters(ctx));
+}
+
+}  // namespace
+
+runtime::ServiceSpec service_spec() {
+  runtime::ServiceSpec spec;
+  spec.name = kServiceName;
+  spec.schema = runtime::service_schema();
+  spec.default_http_port = 0;
+  return spec;
+}
+
+void register_routes(http::Server& server, runtime::Context& ctx) {
+  auto bind = [&ctx](Response (*fn)(runtime::Context&, const Request&)) {
+    return with_422([&ctx, fn](const Request& req) { return fn(ctx, req); });
+  };
+  server.route("POST", "/v1/jobs", bind(submit));
+  server.route("GET", "/v1/jobs", bind(list));
+  server.route("GET", "/v1/jobs/{id}", bind(get));
+  server.route("POST", "/v1/jobs/{id}/cancel", bind(cancel));
+  server.route("POST", "/v1/jobs/{id}/retry", bind(retry));
+  server.route("GET", "/v1/job-types", [&ctx](const Request&) { return job_types(ctx); });
+  server.route("GET", "/v1/job-types/{name}", bind(job_type));
+  server.route("GET", "/v1/parameters",
+               [&ctx](const Request&) { return Response::json(current_parameters(ctx)); });
+  server.route("PATCH", "/v1/parameters", bind(patch));
+}
+
+void setup(runtime::Context& ctx) { register_routes(ctx.http(), ctx); }
+
+void loop(runtime::Context& ctx) {
+  // Nothing to do between requests; wait_for_work returns false on stop.
+  while (ctx.wait_for_work(std::chrono::seconds(60))) {
+  }
+}
+
+}  // namespace conveyor::creation

@@ -1,0 +1,23 @@
+#pragma once
+// conveyor-creation: the REST API of DESIGN §6 (jobs, job types, system
+// parameters). It only writes rows; the status triggers announce the
+// changes and the stage services do the rest.
+#include "conveyor/http/server.hpp"
+#include "conveyor/runtime/runtime.hpp"
+
+namespace conveyor::creation {
+
+inline constexpr const char* kServiceName = "conveyor-creation";
+
+runtime::ServiceSpec service_spec();
+
+// Adds the /v1 routes to `server`; handlers use ctx's pool and parameters.
+// ctx must outlive the server. Handlers are thread-safe.
+void register_routes(http::Server& server, runtime::Context& ctx);
+
+// runtime::run callbacks: setup registers the routes on ctx.http(); loop
+// has no background work and waits for the stop.
+void setup(runtime::Context& ctx);
+void loop(runtime::Context& ctx);
+
+}  // namespace conveyor::creation

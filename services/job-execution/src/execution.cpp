@@ -1,0 +1,161 @@
+#include "execution.hpp"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/logging/logging.hpp"
+
+namespace conveyor::execution {
+namespace {
+
+constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
+
+// In flight = admitted and not finished: what the workers have or will have.
+constexpr db::Statement kInFlight{
+    "execution_in_flight",
+    "SELECT job_type, count(*) AS n FROM conveyor.job "
+    "WHERE status IN ('queued', 'started') GROUP BY job_type"};
+
+// Read live from job_type (not job.config) so a changed limit applies at once.
+constexpr db::Statement kLimits{
+    "execution_limits",
+    "SELECT name, concurrency_limit FROM conveyor.job_type WHERE concurrency_limit IS NOT NULL"};
+
+constexpr db::Statement kPaused{"execution_paused",
+                                "SELECT kind, name FROM conveyor.queue_state WHERE paused"};
+
+// $1 job_types_list (NULL: all), $2 excluded job types (paused or at their
+// limit), $3 paused pools, $4 how many. Excluding full types in SQL keeps a
+// long run of one limited type from hiding the jobs behind it.
+constexpr db::Statement kCandidates{
+    "execution_candidates",
+    "SELECT id, job_type FROM conveyor.job "
+    "WHERE status = 'ready' AND canceled_at IS NULL "
+    "AND (not_before IS NULL OR not_before <= now()) "
+    "AND ($1::text[] IS NULL OR job_type = ANY($1::text[])) "
+    "AND job_type <> ALL($2::text[]) "
+    "AND coalesce(config->>'pool', 'default') <> ALL($3::text[]) "
+    "ORDER BY priority DESC, created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"};
+
+constexpr db::Statement kSetQueued{
+    "execution_set_queued",
+    "UPDATE conveyor.job SET status = 'queued' WHERE id = ANY($1::bigint[]) AND status = 'ready'"};
+
+constexpr db::Statement kNextNotBefore{
+    "execution_next_not_before",
+    "SELECT ceil(extract(epoch FROM (min(not_before) - clock_timestamp())) * 1000)::bigint AS ms "
+    "FROM conveyor.job WHERE status = 'ready' AND canceled_at IS NULL AND not_before > clock_timestamp()"};
+
+db::TxOptions tx_options() {
+  db::TxOptions o;
+  o.actor = kServiceName;
+  return o;
+}
+
+}  // namespace
+
+int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch_size) {
+  const std::int64_t capacity =
+      static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
+  return pool.transact(
+      [&](db::Tx& tx) {
+        tx.exec(kAdmissionLock, {kAdmissionLockKey});
+
+        std::map<std::string, std::int64_t> in_flight;
+        std::int64_t total = 0;
+        for (const auto r : tx.exec(kInFlight)) {
+          in_flight[r["job_type"].as_string()] = r["n"].as_int();
+          total += r["n"].as_int();
+        }
+        if (total >= capacity) return 0;
+
+        std::map<std::string, std::int64_t> limits;
+        for (const auto r : tx.exec(kLimits)) limits[r["name"].as_string()] = r["concurrency_limit"].as_int();
+
+        std::set<std::string> excluded_types;
+        std::vector<std::string> paused_pools;
+        for (const auto r : tx.exec(kPaused)) {
+          if (r["kind"].as_string() == "pool") paused_pools.push_back(r["name"].as_string());
+          else excluded_types.insert(r["name"].as_string());
+        }
+        const auto full = [&](const std::string& type) {
+          const auto l = limits.find(type);
+          return l != limits.end() && in_flight[type] >= l->second;
+        };
+        for (const auto& [type, limit] : limits) {
+          if (full(type)) excluded_types.insert(type);
+        }
+
+        const std::int64_t room = std::min<std::int64_t>(batch_size, capacity - total);
+        const auto candidates =
+            tx.exec(kCandidates, {params.job_types_list,
+                                  std::vector<std::string>(excluded_types.begin(), excluded_types.end()),
+                                  paused_pools, room});
+        std::vector<std::int64_t> admit;
+        for (const auto r : candidates) {
+          if (total >= capacity) break;
+          const std::string type = r["job_type"].as_string();
+          if (full(type)) continue;  // filled up earlier in this batch
+          admit.push_back(r["id"].as_int());
+          ++in_flight[type];
+          ++total;
+        }
+        if (admit.empty()) return 0;
+        return static_cast<int>(tx.exec(kSetQueued, {admit}).affected_rows());
+      },
+      tx_options());
+}
+
+std::optional<std::chrono::milliseconds> next_not_before(db::Pool& pool) {
+  return pool.transact(
+      [](db::Tx& tx) -> std::optional<std::chrono::milliseconds> {
+        const auto r = tx.exec(kNextNotBefore);
+        if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
+        return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
+      },
+      tx_options());
+}
+
+runtime::ServiceSpec spec() {
+  runtime::ServiceSpec s;
+  s.name = kServiceName;
+  s.schema = runtime::service_schema();
+  // New work, and everything that frees a slot.
+  s.wake_on = {"io.conveyor.job.ready",    "io.conveyor.job.processed", "io.conveyor.job.failed",
+               "io.conveyor.job.canceled", "io.conveyor.job.started",   "io.conveyor.job.internal_error"};
+  return s;
+}
+
+void setup(runtime::Context& ctx) {
+  const auto p = ctx.parameters();
+  ctx.log()->info("execution: pool capacity {} x {}", p->max_number_of_worker_instances,
+                  p->worker_concurrency);
+}
+
+void loop(runtime::Context& ctx) {
+  const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+  const int batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  auto& admitted = ctx.metrics().counter("conveyor_execution_admitted_total", "jobs moved ready -> queued");
+  auto timeout = poll;
+  do {
+    timeout = poll;
+    try {
+      int n = 0;
+      do {
+        n = admit_batch(ctx.db(), *ctx.parameters(), batch);
+        admitted.inc(n);
+      } while (n > 0 && !ctx.stopping());
+      // A backed-off job becomes admissible without any event: wake for it.
+      if (const auto next = next_not_before(ctx.db())) timeout = std::min(poll, *next);
+    } catch (const Error& e) {
+      // The database may be briefly away; the next wake-up or poll retries.
+      ctx.log()->error("admission pass failed: {}", e.what());
+    }
+  } while (ctx.wait_for_work(timeout));
+}
+
+}  // namespace conveyor::execution

@@ -1,0 +1,37 @@
+#pragma once
+// conveyor-execution (DESIGN §1): admission, ready -> queued, by priority then
+// age, honouring not_before (retry back-off), job_types_list, paused job types
+// and pools (conveyor.queue_state), per-type concurrency_limit and the pool
+// capacity (max_number_of_worker_instances * worker_concurrency).
+//
+// Limits are exact across replicas because every admission transaction first
+// takes one transaction-level advisory lock: admissions are serialised, and
+// each sees the in-flight counts the previous one committed. Stateless
+// between batches; the functions are safe to call from any thread.
+#include <chrono>
+#include <cstdint>
+#include <optional>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/system_parameters.hpp"
+#include "conveyor/runtime/runtime.hpp"
+
+namespace conveyor::execution {
+
+inline constexpr const char* kServiceName = "conveyor-execution";
+// pg_advisory_xact_lock key of admission ("cvexec" in ASCII).
+inline constexpr std::int64_t kAdmissionLockKey = 0x637665786563;
+
+// ready -> queued for up to batch_size jobs in one transaction. Returns the
+// number admitted.
+int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch_size);
+
+// Time until the earliest future not_before of a ready job, if any, so the
+// loop wakes up when a backed-off job becomes admissible.
+std::optional<std::chrono::milliseconds> next_not_before(db::Pool& pool);
+
+runtime::ServiceSpec spec();
+void setup(runtime::Context& ctx);
+void loop(runtime::Context& ctx);
+
+}  // namespace conveyor::execution

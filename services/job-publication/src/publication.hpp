@@ -1,0 +1,83 @@
+#pragma once
+// conveyor-publication (DESIGN §1): processed -> done after publishing the
+// job's result to every sink in job.config.sinks:
+//   webhook  HTTP POST of the CloudEvent JSON, signed with
+//            X-Conveyor-Signature: sha256=<hex HMAC-SHA256 of the body>
+//   kafka    the CloudEvent JSON on settings.topic (as is, no prefix)
+//   file     <dir>/job-<id>.json, written atomically (tmp + rename)
+// A sink failure -> external_error (subtype sink_failed, message naming the
+// sink); this service moves external_error jobs whose back-off passed back
+// through error_checked -> processed; the publication_max_attempts-th failure
+// -> internal_error (publication_failed).
+//
+// Delivery is at-least-once: jobs are published while their rows are locked
+// (FOR UPDATE SKIP LOCKED, so replicas never publish the same job at the same
+// time), but a crash between publishing and commit, or a retry after one sink
+// of several failed, publishes again. Sinks must tolerate a rare duplicate;
+// the event id (job, attempt) is stable across such repeats to help them.
+// Stateless between batches; functions are safe to call from any thread.
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/system_parameters.hpp"
+#include "conveyor/runtime/runtime.hpp"
+
+namespace conveyor::bus {
+class Producer;
+}
+
+namespace conveyor::publication {
+
+inline constexpr const char* kServiceName = "conveyor-publication";
+
+struct Settings {
+  std::filesystem::path data_dir;  // CONVEYOR_DATA_DIR: base of relative file-sink dirs
+  int batch_size = 20;             // jobs per transaction (rows stay locked while publishing)
+  std::chrono::milliseconds backoff_base{1000};  // CONVEYOR_PUBLICATION_BACKOFF_BASE_MS
+  std::chrono::milliseconds backoff_max{60000};  // CONVEYOR_PUBLICATION_BACKOFF_MAX_MS
+  bus::Producer* producer = nullptr;             // kafka sinks; null: they fail
+};
+
+// Hex HMAC-SHA256 of `body` with `key` (the webhook signature).
+std::string hmac_sha256_hex(const std::string& key, const std::string& body);
+
+// Back-off before publication attempt n+1 after n failures:
+// min(base * 2^(n-1), max).
+std::chrono::milliseconds backoff(const Settings& settings, int failures);
+
+// The published CloudEvent JSON (type io.conveyor.job.published).
+struct JobRecord {
+  std::int64_t id = 0;
+  std::string job_type;
+  int attempt = 0;
+  nlohmann::json params;
+  nlohmann::json result;
+  std::string time;  // RFC 3339
+};
+std::string event_json(const JobRecord& job);
+
+// Publishes `body` to one sink; throws Error naming the sink and the problem.
+void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
+                     const model::SystemParameters& params, const Settings& settings);
+
+// processed -> done | external_error | internal_error for up to batch_size
+// jobs. Returns the number of jobs moved.
+int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings);
+
+// external_error (from processed) whose back-off passed -> error_checked ->
+// processed. Returns the number of jobs moved.
+int retry_batch(db::Pool& pool, const Settings& settings);
+
+// Time until the next external_error job becomes due, if any.
+std::optional<std::chrono::milliseconds> next_retry(db::Pool& pool, const Settings& settings);
+
+runtime::ServiceSpec spec();
+void setup(runtime::Context& ctx);
+void loop(runtime::Context& ctx);
+
+}  // namespace conveyor::publication

@@ -1,0 +1,96 @@
+#pragma once
+// conveyor-worker: claims `queued` jobs of its pool (FOR UPDATE SKIP LOCKED)
+// up to its concurrency, runs each as a child process in its own process
+// group under the job's timeout, writes the job's logs.txt and
+// metadata.json, heartbeats in conveyor.worker, kills jobs whose
+// canceled_at is set, and reports processed / retry (ready) / failed /
+// canceled with one conditional update from `started`.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "conveyor/config/config.hpp"
+#include "conveyor/runtime/runtime.hpp"
+#include "process.hpp"
+
+namespace conveyor::worker {
+
+inline constexpr const char* kServiceName = "conveyor-worker";
+
+// runtime::service_schema() plus the worker's keys: CONVEYOR_WORKER_NAME,
+// CONVEYOR_WORKER_CONCURRENCY, CONVEYOR_WORKER_POOL, CONVEYOR_KILL_GRACE_MS.
+config::Schema schema();
+
+// One worker instance. Created in the runtime's setup(), driven by loop() on
+// the main thread; owns one thread per running job and a monitor thread
+// (heartbeat, cancel checks). Public methods are called from the main
+// thread only; internal state shared with the threads is guarded.
+class Worker {
+ public:
+  explicit Worker(runtime::Context& ctx);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Registers the worker row (upsert by name) and starts the monitor thread.
+  void start();
+  // Claims and runs jobs until SIGTERM (ctx.stopping()) or until an
+  // operator's drain has emptied it, then drains and marks the row stopped.
+  void loop();
+
+ private:
+  struct Job;
+
+  int concurrency() const;
+  std::size_t running_count();
+  void claim();
+  void check_cancels();
+  void heartbeat();
+  void reap_finished();
+  void monitor_main();
+  void run_job(const std::shared_ptr<Job>& job);
+  void rerender_attempt(const Job& job, const std::filesystem::path& out_dir, nlohmann::json& argv);
+  void finish_job(Job& job, const ProcessOutcome& outcome, const std::string& log_dir,
+                  const std::vector<std::string>& outputs);
+  void fail_internal(Job& job, const std::string& message);
+  void shutdown();
+  void stop_threads();
+
+  runtime::Context& ctx_;
+  std::string name_;
+  std::string pool_;
+  int configured_concurrency_ = 0;  // 0: system_parameters.worker_concurrency
+  std::chrono::milliseconds kill_grace_;
+  // SIGTERM budget (the runtime exits 1 once CONVEYOR_SHUTDOWN_GRACE_MS has
+  // passed): wait this long for running jobs, then stop them with this
+  // TERM->KILL grace, leaving the rest to record the outcomes.
+  std::chrono::milliseconds drain_wait_;
+  std::chrono::milliseconds shutdown_kill_grace_;
+  std::chrono::milliseconds poll_interval_;
+  std::filesystem::path data_dir_;
+  std::map<std::string, std::string> base_env_;  // the worker's environment minus CONVEYOR_*
+  std::int64_t worker_id_ = 0;
+
+  std::atomic<bool> draining_{false};  // an operator set the row to 'draining', or SIGTERM
+  std::atomic<bool> stopped_{false};   // the row is marked stopped
+
+  std::mutex mutex_;  // guards jobs_
+  std::condition_variable job_done_;
+  std::map<std::int64_t, std::shared_ptr<Job>> jobs_;
+
+  std::mutex monitor_mutex_;
+  std::condition_variable monitor_cv_;
+  bool monitor_stop_ = false;
+  std::thread monitor_;
+};
+
+}  // namespace conveyor::worker

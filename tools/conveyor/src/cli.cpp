@@ -23,6 +23,10 @@ commands:
   db lock       refuse migrate and rollback until unlocked
   db unlock     allow migrate and rollback again
   config show   effective configuration, secrets masked, with where each value came from
+  job-type apply FILE [--yes] [--dry-run]
+                validate a job-types file, show the diff with the database, ask, apply in one transaction
+  job-type list job types in the database
+  job-type show NAME   one job type as JSON
   version       print the version
 
 Configuration: CONVEYOR_* environment variables over --env-file files (later files win).
@@ -96,6 +100,7 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "db") return db_command(ctx, rest);
     if (args[0] == "config") return config_command(ctx, rest);
+    if (args[0] == "job-type") return job_type_command(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
   } catch (const Error& e) {

@@ -32,5 +32,6 @@ void print_table(std::ostream& out, const std::vector<std::string>& headers,
 
 int db_command(Context& ctx, const std::vector<std::string>& args);
 int config_command(Context& ctx, const std::vector<std::string>& args);
+int job_type_command(Context& ctx, const std::vector<std::string>& args);
 
 }  // namespace conveyor::cli

@@ -31,9 +31,11 @@ void add_admin_routes(Server& server, AdminOptions options) {
   server.route("GET", "/readyz", [shared](const Request&) {
     const std::string db = check("database", shared->db_ready);
     const std::string broker = check("broker", shared->broker_ready);
-    const bool ready = db != "down" && broker != "down";
+    const std::string reason = shared->not_ready_reason ? shared->not_ready_reason() : "";
+    const bool ready = db != "down" && broker != "down" && reason.empty();
     nlohmann::json body = {{"status", ready ? "ready" : "not ready"},
                            {"checks", {{"database", db}, {"broker", broker}}}};
+    if (!reason.empty()) body["reason"] = reason;
     return Response::json(body, ready ? 200 : 503);
   });
 

@@ -1,0 +1,714 @@
+#include "conveyor/model/job_type.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <regex>
+#include <set>
+
+#include "conveyor/error/error.hpp"
+
+// Job types are operator-written data, so parsing is strict: every field is
+// checked and an unknown field is an error (a typo such as "timout_s" would
+// otherwise silently keep the default). Messages name the type and the field.
+namespace conveyor::model {
+namespace {
+
+using json = nlohmann::json;
+
+// Placeholders every command may use besides the type's parameters.
+const std::set<std::string, std::less<>> kBuiltins = {"job_id", "attempt", "output_dir", "inputs"};
+
+const std::vector<std::string> kFields = {
+    "name",
+    "enabled",
+    "command",
+    "image",
+    "timeout_s",
+    "max_attempts",
+    "retry_backoff_s",
+    "priority",
+    "concurrency_limit",
+    "pool",
+    "schedule",
+    "catchup_policy",
+    "catchup_window_s",
+    "triggers",
+    "sinks",
+    "params_schema",
+    "env",
+    "description",
+};
+
+const std::set<std::string, std::less<>> kParamTypes = {"string",  "integer", "number",
+                                                        "boolean", "array",   "object"};
+
+// Levenshtein distance, for "did you mean" on unknown fields.
+std::size_t distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      cur[j] =
+          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string suggestion(const std::string& unknown, const std::vector<std::string>& known) {
+  std::string best;
+  std::size_t best_d = 3;  // only near misses
+  for (const auto& k : known) {
+    const auto d = distance(unknown, k);
+    if (d < best_d) {
+      best_d = d;
+      best = k;
+    }
+  }
+  return best.empty() ? "" : " (did you mean '" + best + "'?)";
+}
+
+// j[key] when j is an object holding it, else `fallback` (json::value() trips -Wnull-dereference).
+json member(const json& j, const char* key, json fallback) {
+  if (!j.is_object()) return fallback;
+  const auto it = j.find(key);
+  return it == j.end() ? fallback : *it;
+}
+
+// Collects the context of one job type so each check can name it.
+class Parser {
+ public:
+  explicit Parser(std::string type) : type_(std::move(type)) {}
+
+  [[noreturn]] void fail(const std::string& field, const std::string& what) const {
+    throw Error(errc::bad_input, "job type '" + type_ + "': " + field + ": " + what);
+  }
+
+  int integer(const json& v, const std::string& field, long long min,
+              const std::string& what) const {
+    if (!v.is_number_integer()) fail(field, what);
+    const auto n = v.get<long long>();
+    if (n < min || n > std::numeric_limits<int>::max()) fail(field, what);
+    return static_cast<int>(n);
+  }
+  std::string string(const json& v, const std::string& field) const {
+    if (!v.is_string()) fail(field, "must be a string");
+    return v.get<std::string>();
+  }
+
+ private:
+  std::string type_;
+};
+
+const std::regex& name_re() {
+  static const std::regex re("^[a-z][a-z0-9_-]{0,62}$");  // the CHECK of conveyor.job_type.name
+  return re;
+}
+
+// "@every 1h30m" or a 5-field cron line (fields checked for their alphabet only;
+// the scheduler gives the precise error).
+bool valid_schedule(const std::string& s) {
+  static const std::regex every("^@every ([0-9]+[smhd])+$");
+  if (std::regex_match(s, every)) return true;
+  static const std::regex cron_field("^[0-9A-Za-z*/,-]+$");
+  std::vector<std::string> fields;
+  std::string cur;
+  for (char c : s + " ") {
+    if (c == ' ' || c == '\t') {
+      if (!cur.empty()) fields.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (fields.size() != 5) return false;
+  return std::all_of(fields.begin(), fields.end(),
+                     [](const std::string& f) { return std::regex_match(f, cron_field); });
+}
+
+// Placeholder names used by one template argument; throws on malformed braces.
+std::vector<std::string> placeholders(const std::string& arg,
+                                      const std::function<void(const std::string&)>& bad) {
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < arg.size(); ++i) {
+    if (arg[i] == '{') {
+      if (i + 1 < arg.size() && arg[i + 1] == '{') {
+        ++i;
+        continue;
+      }
+      const auto close = arg.find('}', i + 1);
+      if (close == std::string::npos) bad("unterminated '{' (write '{{' for a literal brace)");
+      const std::string name = arg.substr(i + 1, close - i - 1);
+      static const std::regex name_ok("^[A-Za-z_][A-Za-z0-9_]*$");
+      if (!std::regex_match(name, name_ok)) bad("'{" + name + "}' is not a valid placeholder");
+      names.push_back(name);
+      i = close;
+    } else if (arg[i] == '}') {
+      if (i + 1 < arg.size() && arg[i + 1] == '}') {
+        ++i;
+        continue;
+      }
+      bad("unmatched '}' (write '}}' for a literal brace)");
+    }
+  }
+  return names;
+}
+
+void check_params_schema(const Parser& p, const json& schema) {
+  const std::string f = "params_schema";
+  if (!schema.is_object()) p.fail(f, "must be an object");
+  if (schema.empty()) return;  // no schema: any params object
+  static const std::vector<std::string> top = {
+      "type", "properties", "required", "additionalProperties", "description", "title"};
+  for (const auto& [k, v] : schema.items()) {
+    if (std::find(top.begin(), top.end(), k) == top.end()) {
+      p.fail(f, "unsupported keyword '" + k + "'" + suggestion(k, top));
+    }
+  }
+  if (schema.contains("type") && schema["type"] != "object")
+    p.fail(f + ".type", "must be \"object\"");
+  if (schema.contains("additionalProperties") && !schema["additionalProperties"].is_boolean()) {
+    p.fail(f + ".additionalProperties", "must be true or false");
+  }
+  json props = member(schema, "properties", json::object());
+  if (!props.is_object()) p.fail(f + ".properties", "must be an object");
+  static const std::vector<std::string> prop_keys = {
+      "type", "enum", "minimum", "maximum", "minLength", "maxLength", "description", "title"};
+  for (const auto& [name, prop] : props.items()) {
+    const std::string pf = f + ".properties." + name;
+    if (kBuiltins.count(name))
+      p.fail(pf, "'" + name + "' is a built-in placeholder and cannot be a parameter");
+    static const std::regex name_ok("^[A-Za-z_][A-Za-z0-9_]*$");
+    if (!std::regex_match(name, name_ok))
+      p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
+    if (!prop.is_object()) p.fail(pf, "must be an object");
+    for (const auto& [k, v] : prop.items()) {
+      if (std::find(prop_keys.begin(), prop_keys.end(), k) == prop_keys.end()) {
+        p.fail(pf, "unsupported keyword '" + k + "'" + suggestion(k, prop_keys));
+      }
+    }
+    if (!prop.contains("type")) p.fail(pf + ".type", "required");
+    if (!prop["type"].is_string() || !kParamTypes.count(prop["type"].get<std::string>())) {
+      p.fail(pf + ".type", "must be one of string, integer, number, boolean, array, object");
+    }
+    if (prop.contains("enum") && (!prop["enum"].is_array() || prop["enum"].empty())) {
+      p.fail(pf + ".enum", "must be a non-empty array");
+    }
+    for (const char* k : {"minimum", "maximum"}) {
+      if (prop.contains(k) && !prop[k].is_number()) p.fail(pf + "." + k, "must be a number");
+    }
+    for (const char* k : {"minLength", "maxLength"}) {
+      if (prop.contains(k) &&
+          !(prop[k].is_number_unsigned() || (prop[k].is_number_integer() && prop[k] >= 0))) {
+        p.fail(pf + "." + k, "must be a non-negative integer");
+      }
+    }
+  }
+  if (schema.contains("required")) {
+    const auto& req = schema["required"];
+    if (!req.is_array()) p.fail(f + ".required", "must be an array of parameter names");
+    for (const auto& r : req) {
+      if (!r.is_string()) p.fail(f + ".required", "must be an array of parameter names");
+      if (!props.contains(r.get<std::string>())) {
+        p.fail(f + ".required", "'" + r.get<std::string>() + "' is not in properties");
+      }
+    }
+  }
+}
+
+Sink parse_sink(const Parser& p, const json& j, std::size_t index) {
+  const std::string f = "sinks[" + std::to_string(index) + "]";
+  if (!j.is_object()) p.fail(f, "must be an object with a \"kind\"");
+  if (!j.contains("kind")) p.fail(f + ".kind", "required (webhook, kafka or file)");
+  Sink s;
+  s.kind = p.string(j["kind"], f + ".kind");
+  std::vector<std::string> allowed;
+  if (s.kind == "webhook")
+    allowed = {"url", "secret_env", "timeout_ms"};
+  else if (s.kind == "kafka")
+    allowed = {"topic"};
+  else if (s.kind == "file")
+    allowed = {"dir"};
+  else
+    p.fail(f + ".kind", "'" + s.kind + "' is not a sink kind (webhook, kafka or file)");
+  for (const auto& [k, v] : j.items()) {
+    if (k == "kind") continue;
+    if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
+      p.fail(f, "unknown field '" + k + "' for a " + s.kind + " sink" + suggestion(k, allowed));
+    }
+    s.settings[k] = v;
+  }
+  const json& st = s.settings;
+  if (s.kind == "webhook") {
+    // No url: the publication service posts to system_parameters.publication_endpoint_url.
+    if (st.contains("url")) {
+      const std::string url = p.string(st["url"], f + ".url");
+      if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+        p.fail(f + ".url",
+               "must start with http:// or https:// (omit it to use publication_endpoint_url)");
+      }
+    }
+    if (st.contains("secret_env")) {
+      static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
+      if (!st["secret_env"].is_string() ||
+          !std::regex_match(st["secret_env"].get<std::string>(), env_name)) {
+        p.fail(f + ".secret_env", "must be the name of an environment variable");
+      }
+    }
+    if (st.contains("timeout_ms"))
+      p.integer(st["timeout_ms"], f + ".timeout_ms", 1, "must be a positive integer");
+  } else if (s.kind == "kafka") {
+    if (!st.contains("topic")) p.fail(f + ".topic", "required for a kafka sink");
+    static const std::regex topic_re("^[A-Za-z0-9._-]{1,249}$");
+    if (!st["topic"].is_string() || !std::regex_match(st["topic"].get<std::string>(), topic_re)) {
+      p.fail(f + ".topic", "must be a Kafka topic name ([A-Za-z0-9._-], 1 to 249 characters)");
+    }
+  } else {
+    // A relative dir is under CONVEYOR_DATA_DIR (see deploy/config/README.md).
+    if (!st.contains("dir")) p.fail(f + ".dir", "required for a file sink");
+    const std::string dir = p.string(st["dir"], f + ".dir");
+    if (dir.empty()) p.fail(f + ".dir", "must not be empty");
+    if (dir.find('{') != std::string::npos || dir.find('}') != std::string::npos) {
+      p.fail(f + ".dir",
+             "placeholders are not supported in sinks (a relative dir is under CONVEYOR_DATA_DIR)");
+    }
+  }
+  return s;
+}
+
+json trigger_json(const Parser& p, const json& triggers) {
+  // Each trigger: {"job_type": "B", "params": {...}}: create a B job when a
+  // job of this type is done.
+  if (!triggers.is_array()) p.fail("triggers", "must be an array");
+  for (std::size_t i = 0; i < triggers.size(); ++i) {
+    const std::string f = "triggers[" + std::to_string(i) + "]";
+    const auto& t = triggers[i];
+    if (!t.is_object()) p.fail(f, "must be an object with a \"job_type\"");
+    for (const auto& [k, v] : t.items()) {
+      if (k != "job_type" && k != "params") p.fail(f, "unknown field '" + k + "'");
+    }
+    if (!t.contains("job_type") || !t["job_type"].is_string() ||
+        !std::regex_match(t["job_type"].get<std::string>(), name_re())) {
+      p.fail(f + ".job_type", "must be a job type name");
+    }
+    if (t.contains("params") && !t["params"].is_object())
+      p.fail(f + ".params", "must be an object");
+  }
+  return triggers;
+}
+
+// Code points, not bytes, for minLength/maxLength.
+std::size_t utf8_length(const std::string& s) {
+  return static_cast<std::size_t>(std::count_if(
+      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+}
+
+bool has_type(const json& v, const std::string& type) {
+  if (type == "string") return v.is_string();
+  if (type == "integer") {
+    if (v.is_number_integer()) return true;
+    // JSON Schema counts 3.0 as an integer.
+    return v.is_number_float() && std::isfinite(v.get<double>()) &&
+           v.get<double>() == std::floor(v.get<double>());
+  }
+  if (type == "number") return v.is_number();
+  if (type == "boolean") return v.is_boolean();
+  if (type == "array") return v.is_array();
+  if (type == "object") return v.is_object();
+  return false;
+}
+
+std::string article(const std::string& type) {
+  return (type == "integer" || type == "array" || type == "object" ? "an " : "a ") + type;
+}
+
+std::string render_value(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  return v.dump();  // numbers as written (3, 2.5), arrays and objects as compact JSON
+}
+
+// SQL for conveyor.job_type. Empty strings are stored as NULL.
+constexpr db::Statement kSelectAll{
+    "job_type_select_all",
+    "SELECT name, enabled, command::text AS command, image, timeout_s, max_attempts, "
+    "retry_backoff_s, "
+    "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
+    "AS triggers, "
+    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description "
+    "FROM conveyor.job_type ORDER BY name"};
+constexpr db::Statement kSelectOne{
+    "job_type_select_one",
+    "SELECT name, enabled, command::text AS command, image, timeout_s, max_attempts, "
+    "retry_backoff_s, "
+    "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
+    "AS triggers, "
+    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description "
+    "FROM conveyor.job_type WHERE name = $1"};
+constexpr db::Statement kUpsert{
+    "job_type_upsert",
+    "INSERT INTO conveyor.job_type (name, enabled, command, image, timeout_s, max_attempts, "
+    "retry_backoff_s, "
+    "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers, "
+    "sinks, "
+    "params_schema, env, description) "
+    "VALUES ($1, $2, $3::jsonb, NULLIF($4, ''), $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12, "
+    "$13, $14::jsonb, "
+    "$15::jsonb, $16::jsonb, $17::jsonb, NULLIF($18, '')) "
+    "ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, command = EXCLUDED.command, "
+    "image = EXCLUDED.image, timeout_s = EXCLUDED.timeout_s, max_attempts = EXCLUDED.max_attempts, "
+    "retry_backoff_s = EXCLUDED.retry_backoff_s, priority = EXCLUDED.priority, "
+    "concurrency_limit = EXCLUDED.concurrency_limit, pool = EXCLUDED.pool, schedule = "
+    "EXCLUDED.schedule, "
+    "catchup_policy = EXCLUDED.catchup_policy, catchup_window_s = EXCLUDED.catchup_window_s, "
+    "triggers = EXCLUDED.triggers, sinks = EXCLUDED.sinks, params_schema = EXCLUDED.params_schema, "
+    "env = EXCLUDED.env, description = EXCLUDED.description"};
+
+JobType from_row(const db::Row& r) {
+  json j = json::object();
+  j["name"] = r["name"].as_string();
+  j["enabled"] = r["enabled"].as_bool();
+  j["command"] = r["command"].is_null() ? json::array() : json::parse(r["command"].view());
+  j["image"] = r["image"].as_string();
+  j["timeout_s"] = r["timeout_s"].as_int();
+  j["max_attempts"] = r["max_attempts"].as_int();
+  j["retry_backoff_s"] = r["retry_backoff_s"].as_int();
+  j["priority"] = r["priority"].as_int();
+  j["concurrency_limit"] =
+      r["concurrency_limit"].is_null() ? json() : json(r["concurrency_limit"].as_int());
+  j["pool"] = r["pool"].as_string();
+  j["schedule"] = r["schedule"].as_string();
+  j["catchup_policy"] = r["catchup_policy"].as_string();
+  j["catchup_window_s"] =
+      r["catchup_window_s"].is_null() ? json() : json(r["catchup_window_s"].as_int());
+  j["triggers"] = json::parse(r["triggers"].view());
+  j["sinks"] = json::parse(r["sinks"].view());
+  j["params_schema"] = json::parse(r["params_schema"].view());
+  j["env"] = json::parse(r["env"].view());
+  j["description"] = r["description"].as_string();
+  // Rows are validated like the file: a row edited by hand into something
+  // invalid is reported with its field rather than run half-understood.
+  return parse_job_type(j);
+}
+
+}  // namespace
+
+nlohmann::json JobType::to_json() const {
+  json sinks_j = json::array();
+  for (const auto& s : sinks) {
+    json o = s.settings.is_object() ? s.settings : json::object();
+    o["kind"] = s.kind;
+    sinks_j.push_back(std::move(o));
+  }
+  json env_j = json::object();
+  for (const auto& [k, v] : env) env_j[k] = v;
+  return {
+      {"name", name},
+      {"enabled", enabled},
+      {"command", command},
+      {"image", image},
+      {"timeout_s", timeout_s},
+      {"max_attempts", max_attempts},
+      {"retry_backoff_s", retry_backoff_s},
+      {"priority", priority},
+      {"concurrency_limit", concurrency_limit ? json(*concurrency_limit) : json()},
+      {"pool", pool},
+      {"schedule", schedule},
+      {"catchup_policy", catchup_policy},
+      {"catchup_window_s", catchup_window_s ? json(*catchup_window_s) : json()},
+      {"triggers", triggers},
+      {"sinks", sinks_j},
+      {"params_schema", params_schema},
+      {"env", env_j},
+      {"description", description},
+  };
+}
+
+JobType parse_job_type(const nlohmann::json& j) {
+  if (!j.is_object()) throw Error(errc::bad_input, "job type: must be a JSON object");
+  if (!j.contains("name") || !j["name"].is_string()) {
+    throw Error(errc::bad_input, "job type: name: required, a string");
+  }
+  JobType t;
+  t.name = j["name"].get<std::string>();
+  Parser p(t.name);
+  if (!std::regex_match(t.name, name_re())) {
+    p.fail("name", "must match ^[a-z][a-z0-9_-]{0,62}$ (lower case, digits, '-' and '_')");
+  }
+  for (const auto& [k, v] : j.items()) {
+    if (std::find(kFields.begin(), kFields.end(), k) == kFields.end()) {
+      p.fail(k, "unknown field" + suggestion(k, kFields));
+    }
+  }
+  auto has = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+
+  if (has("enabled")) {
+    if (!j["enabled"].is_boolean()) p.fail("enabled", "must be true or false");
+    t.enabled = j["enabled"].get<bool>();
+  }
+  if (has("image")) t.image = p.string(j["image"], "image");
+  if (has("command")) {
+    const auto& c = j["command"];
+    if (!c.is_array()) p.fail("command", "must be an array of strings (argv template)");
+    for (std::size_t i = 0; i < c.size(); ++i)
+      t.command.push_back(p.string(c[i], "command[" + std::to_string(i) + "]"));
+  }
+  if (t.command.empty() && t.image.empty())
+    p.fail("command", "required (a non-empty argv) when there is no image");
+  if (!t.command.empty() && t.command[0].empty())
+    p.fail("command[0]", "the program must not be empty");
+
+  if (has("timeout_s"))
+    t.timeout_s = p.integer(j["timeout_s"], "timeout_s", 1, "must be a positive integer");
+  if (has("max_attempts"))
+    t.max_attempts = p.integer(j["max_attempts"], "max_attempts", 1, "must be an integer >= 1");
+  if (has("retry_backoff_s")) {
+    t.retry_backoff_s =
+        p.integer(j["retry_backoff_s"], "retry_backoff_s", 0, "must be an integer >= 0");
+  }
+  if (has("priority")) {
+    t.priority =
+        p.integer(j["priority"], "priority", std::numeric_limits<int>::min(), "must be an integer");
+  }
+  if (has("concurrency_limit")) {
+    t.concurrency_limit = p.integer(j["concurrency_limit"], "concurrency_limit", 1,
+                                    "must be a positive integer or null (no limit)");
+  }
+  if (has("pool")) {
+    t.pool = p.string(j["pool"], "pool");
+    static const std::regex pool_re("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+    if (!std::regex_match(t.pool, pool_re)) p.fail("pool", "must be a pool name ([A-Za-z0-9._-])");
+  }
+  if (has("schedule")) {
+    t.schedule = p.string(j["schedule"], "schedule");
+    if (!t.schedule.empty() && !valid_schedule(t.schedule)) {
+      p.fail("schedule",
+             "'" + t.schedule + "' is neither '@every <N>(s|m|h|d)' nor a 5-field cron expression");
+    }
+  }
+  if (has("catchup_policy")) {
+    t.catchup_policy = p.string(j["catchup_policy"], "catchup_policy");
+    if (t.catchup_policy != "all" && t.catchup_policy != "latest" && t.catchup_policy != "none") {
+      p.fail("catchup_policy", "must be one of all, latest, none");
+    }
+  }
+  if (has("catchup_window_s")) {
+    t.catchup_window_s = p.integer(j["catchup_window_s"], "catchup_window_s", 1,
+                                   "must be a positive integer or null");
+  }
+  if (has("triggers")) t.triggers = trigger_json(p, j["triggers"]);
+  if (has("sinks")) {
+    if (!j["sinks"].is_array()) p.fail("sinks", "must be an array");
+    for (std::size_t i = 0; i < j["sinks"].size(); ++i)
+      t.sinks.push_back(parse_sink(p, j["sinks"][i], i));
+  }
+  if (has("params_schema")) {
+    check_params_schema(p, j["params_schema"]);
+    t.params_schema = j["params_schema"];
+  }
+  if (has("env")) {
+    if (!j["env"].is_object()) p.fail("env", "must be an object of strings");
+    static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
+    for (const auto& [k, v] : j["env"].items()) {
+      if (!std::regex_match(k, env_name))
+        p.fail("env." + k, "is not a valid environment variable name");
+      if (!v.is_string()) p.fail("env." + k, "must be a string");
+      t.env[k] = v.get<std::string>();
+    }
+  }
+  if (has("description")) t.description = p.string(j["description"], "description");
+
+  // Typo protection for the command: each placeholder must be a built-in or a
+  // declared parameter (when the schema declares any).
+  const json props = member(t.params_schema, "properties", json::object());
+  const bool declared = t.params_schema.contains("properties");
+  for (std::size_t i = 0; i < t.command.size(); ++i) {
+    const std::string f = "command[" + std::to_string(i) + "]";
+    for (const auto& name :
+         placeholders(t.command[i], [&](const std::string& what) { p.fail(f, what); })) {
+      if (kBuiltins.count(name) || !declared || props.contains(name)) continue;
+      p.fail(f, "placeholder {" + name +
+                    "} is neither a parameter in params_schema.properties nor one of " +
+                    "{job_id}, {attempt}, {output_dir}, {inputs}" + suggestion(name, [&] {
+                      std::vector<std::string> known(kBuiltins.begin(), kBuiltins.end());
+                      for (const auto& [k, v] : props.items()) known.push_back(k);
+                      return known;
+                    }()));
+    }
+  }
+  return t;
+}
+
+std::vector<JobType> parse_job_types_file(const nlohmann::json& j) {
+  const json* list = &j;
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      if (k != "job_types" && k != "description") {
+        throw Error(errc::bad_input,
+                    "unknown top-level field '" + k + "' (expected \"job_types\")");
+      }
+    }
+    if (!j.contains("job_types"))
+      throw Error(errc::bad_input, "job_types: required, an array of job types");
+    list = &j["job_types"];
+  }
+  if (!list->is_array()) throw Error(errc::bad_input, "job_types: must be an array of job types");
+  std::vector<JobType> out;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const auto& item = (*list)[i];
+    if (!item.is_object() || !item.contains("name")) {
+      throw Error(errc::bad_input, "job_types[" + std::to_string(i) + "]: name: required");
+    }
+    out.push_back(parse_job_type(item));
+    if (!names.insert(out.back().name).second) {
+      throw Error(errc::bad_input,
+                  "job type '" + out.back().name + "': name: defined twice in the file");
+    }
+  }
+  return out;
+}
+
+std::vector<std::string> validate_params(const nlohmann::json& schema,
+                                         const nlohmann::json& params) {
+  std::vector<std::string> problems;
+  if (!params.is_object()) {
+    problems.push_back("params: expected an object");
+    return problems;
+  }
+  if (!schema.is_object() || schema.empty()) return problems;
+  const json props = member(schema, "properties", json::object());
+  const json additional_j = member(schema, "additionalProperties", true);
+  const bool additional = !additional_j.is_boolean() || additional_j.get<bool>();
+  if (schema.contains("required") && schema["required"].is_array()) {
+    for (const auto& r : schema["required"]) {
+      if (r.is_string() &&
+          (!params.contains(r.get<std::string>()) || params[r.get<std::string>()].is_null())) {
+        problems.push_back("params." + r.get<std::string>() + ": required");
+      }
+    }
+  }
+  for (const auto& [name, value] : params.items()) {
+    const std::string f = "params." + name;
+    if (!props.contains(name)) {
+      if (!additional) problems.push_back(f + ": unknown parameter");
+      continue;
+    }
+    const json& prop = props[name];
+    if (value.is_null()) continue;  // absent; `required` reported it if needed
+    const json type_j = member(prop, "type", "");
+    const std::string type = type_j.is_string() ? type_j.get<std::string>() : "";
+    if (!type.empty() && !has_type(value, type)) {
+      problems.push_back(f + ": expected " + article(type));
+      continue;
+    }
+    if (prop.contains("enum") && prop["enum"].is_array()) {
+      const auto& e = prop["enum"];
+      if (std::find(e.begin(), e.end(), value) == e.end()) {
+        problems.push_back(f + ": must be one of " + e.dump() + " (got " + value.dump() + ")");
+      }
+    }
+    if (value.is_number()) {
+      const double d = value.get<double>();
+      if (prop.contains("minimum") && prop["minimum"].is_number() &&
+          d < prop["minimum"].get<double>()) {
+        problems.push_back(f + ": must be >= " + prop["minimum"].dump() + " (got " + value.dump() +
+                           ")");
+      }
+      if (prop.contains("maximum") && prop["maximum"].is_number() &&
+          d > prop["maximum"].get<double>()) {
+        problems.push_back(f + ": must be <= " + prop["maximum"].dump() + " (got " + value.dump() +
+                           ")");
+      }
+    }
+    if (value.is_string()) {
+      const auto len = utf8_length(value.get<std::string>());
+      if (prop.contains("minLength") && prop["minLength"].is_number() &&
+          len < prop["minLength"].get<std::size_t>()) {
+        problems.push_back(f + ": must be at least " + prop["minLength"].dump() +
+                           " character(s) long");
+      }
+      if (prop.contains("maxLength") && prop["maxLength"].is_number() &&
+          len > prop["maxLength"].get<std::size_t>()) {
+        problems.push_back(f + ": must be at most " + prop["maxLength"].dump() +
+                           " character(s) long");
+      }
+    }
+  }
+  return problems;
+}
+
+std::vector<std::string> render_argv(const std::vector<std::string>& templ,
+                                     const ArgvContext& ctx) {
+  std::vector<std::string> argv;
+  for (std::size_t i = 0; i < templ.size(); ++i) {
+    const std::string& arg = templ[i];
+    auto bad = [&](const std::string& what) {
+      throw Error(errc::bad_input,
+                  "command argument " + std::to_string(i) + " (\"" + arg + "\"): " + what);
+    };
+    if (arg == "{inputs}") {
+      argv.insert(argv.end(), ctx.inputs.begin(), ctx.inputs.end());
+      continue;
+    }
+    std::string out;
+    for (std::size_t k = 0; k < arg.size(); ++k) {
+      const char c = arg[k];
+      if ((c == '{' || c == '}') && k + 1 < arg.size() && arg[k + 1] == c) {
+        out += c;
+        ++k;
+        continue;
+      }
+      if (c == '}') bad("unmatched '}' (write '}}' for a literal brace)");
+      if (c != '{') {
+        out += c;
+        continue;
+      }
+      const auto close = arg.find('}', k + 1);
+      if (close == std::string::npos) bad("unterminated '{' (write '{{' for a literal brace)");
+      const std::string name = arg.substr(k + 1, close - k - 1);
+      k = close;
+      if (name == "job_id")
+        out += std::to_string(ctx.job_id);
+      else if (name == "attempt")
+        out += std::to_string(ctx.attempt);
+      else if (name == "output_dir")
+        out += ctx.output_dir;
+      else if (name == "inputs")
+        out += json(ctx.inputs).dump();  // inside a larger argument: a JSON array
+      else if (ctx.params.is_object() && ctx.params.contains(name) && !ctx.params[name].is_null()) {
+        out += render_value(ctx.params[name]);
+      } else {
+        bad("unknown placeholder {" + name + "}: no parameter '" + name + "' in the job's params");
+      }
+    }
+    argv.push_back(std::move(out));
+  }
+  return argv;
+}
+
+std::vector<JobType> load_job_types(db::Tx& tx) {
+  std::vector<JobType> out;
+  for (const auto row : tx.exec(kSelectAll)) out.push_back(from_row(row));
+  return out;
+}
+
+std::optional<JobType> load_job_type(db::Tx& tx, const std::string& name) {
+  const auto rows = tx.exec(kSelectOne, {name});
+  if (rows.empty()) return std::nullopt;
+  return from_row(rows[0]);
+}
+
+void upsert_job_type(db::Tx& tx, const JobType& t) {
+  const json j = t.to_json();
+  tx.exec(kUpsert, {t.name, t.enabled, j["command"].dump(), t.image, t.timeout_s, t.max_attempts,
+                    t.retry_backoff_s, t.priority, t.concurrency_limit, t.pool, t.schedule,
+                    t.catchup_policy, t.catchup_window_s, t.triggers.dump(), j["sinks"].dump(),
+                    t.params_schema.dump(), j["env"].dump(), t.description});
+}
+
+}  // namespace conveyor::model

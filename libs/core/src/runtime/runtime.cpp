@@ -1,0 +1,556 @@
+#include "conveyor/runtime/runtime.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "conveyor/bus/cloudevent.hpp"
+#include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/relay.hpp"
+#include "conveyor/error/error.hpp"
+#include "conveyor/http/admin.hpp"
+
+#ifndef CONVEYOR_VERSION
+#define CONVEYOR_VERSION "0.0.0"
+#endif
+
+namespace conveyor::runtime {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Start-up (re)claims the row: a restarted instance with a fixed
+// CONVEYOR_INSTANCE_ID starts afresh. $7 is the status to write.
+constexpr db::Statement kUpsertInstance{
+    "runtime_upsert_instance",
+    "INSERT INTO conveyor.service_instance"
+    " (id, service, host, pid, version, image_tag, started_at, last_heartbeat, status)"
+    " VALUES ($1, $2, $3, $4, $5, $6, now(), now(), $7)"
+    " ON CONFLICT (id) DO UPDATE SET service = EXCLUDED.service, host = EXCLUDED.host,"
+    " pid = EXCLUDED.pid, version = EXCLUDED.version, image_tag = EXCLUDED.image_tag,"
+    " started_at = now(), last_heartbeat = now(), status = EXCLUDED.status"};
+constexpr db::Statement kHeartbeat{
+    "runtime_heartbeat", "UPDATE conveyor.service_instance SET last_heartbeat = now() WHERE id = $1"};
+constexpr db::Statement kSetInstanceStatus{
+    "runtime_set_instance_status",
+    "UPDATE conveyor.service_instance SET status = $2, last_heartbeat = now() WHERE id = $1"};
+
+// Designated initializers that omit members trip -Wmissing-field-initializers.
+config::Key make_key(std::string name, config::Type type, std::string default_value, std::string help,
+                     std::int64_t min = INT64_MIN, std::int64_t max = INT64_MAX) {
+  config::Key key;
+  key.name = std::move(name);
+  key.type = type;
+  key.default_value = std::move(default_value);
+  key.help = std::move(help);
+  key.min = min;
+  key.max = max;
+  return key;
+}
+
+std::string host_name() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
+  return buf;
+}
+
+// SQLSTATEs of a database where `conveyor db init/migrate` never ran.
+bool not_migrated(const db::DbError& e) {
+  return e.sqlstate() == "42P01" /* undefined_table */ || e.sqlstate() == "3F000" /* invalid_schema_name */ ||
+         e.sqlstate() == "42703" /* undefined_column: an older schema */;
+}
+
+// Everything one run() owns. Its members are thread-safe as Context promises;
+// the threads it starts are joined by shutdown() (also called by the
+// destructor, so a start-up failure cleans up too).
+class Service final : public Context {
+ public:
+  explicit Service(ServiceSpec spec) : spec_(std::move(spec)) {}
+  ~Service() override { shutdown(); }
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // ---------------------------------------------------------------- Context
+  const std::string& service() const override { return spec_.name; }
+  const std::string& instance_id() const override { return instance_id_; }
+  const config::Config& config() const override { return config_; }
+  db::Pool& db() override { return *pool_; }
+  metrics::Registry& metrics() override { return registry_; }
+  std::shared_ptr<spdlog::logger> log() override { return log_; }
+  http::Server& http() override { return *server_; }
+  bus::Producer* producer() override { return producer_.get(); }
+
+  std::shared_ptr<const model::SystemParameters> parameters() const override {
+    std::lock_guard lock(params_mu_);
+    return params_;
+  }
+
+  void reload_parameters() override {
+    auto fresh = std::make_shared<const model::SystemParameters>(
+        pool_->transact([](db::Tx& tx) { return model::load_system_parameters(tx); }));
+    {
+      std::lock_guard lock(params_mu_);
+      params_ = std::move(fresh);
+    }
+    parameter_reloads_->inc();
+  }
+
+  bool stopping() const override { return stopping_.load(); }
+
+  bool wait_for_work(milliseconds timeout) override {
+    std::unique_lock lock(wake_mu_);
+    if (stopping_) return false;
+    wake_cv_.wait_for(lock, timeout, [this] { return pending_ || stopping_.load(); });
+    if (stopping_) return false;
+    if (pending_) wakeups_->inc();
+    pending_ = false;
+    return true;
+  }
+
+  void wake() override {
+    {
+      std::lock_guard lock(wake_mu_);
+      pending_ = true;
+    }
+    wake_cv_.notify_all();
+  }
+
+  void set_ready(bool ready, const std::string& reason) override {
+    std::lock_guard lock(ready_mu_);
+    not_ready_reason_ = ready ? "" : (reason.empty() ? "not ready" : reason);
+  }
+
+  // ---------------------------------------------------------------- run()
+  // Returns the exit code.
+  int run(int argc, char** argv, const std::function<void(Context&)>& setup,
+          const std::function<void(Context&)>& loop) {
+    // Before any thread exists, so every thread inherits the mask and only
+    // the signal thread sees SIGTERM/SIGINT. Not restored: run() ends the process.
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGTERM);
+    sigaddset(&signals_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+
+    try {
+      const config::EnvFileArgs args = config::split_env_file_args(argc, argv);
+      config_ = config::load(spec_.schema, args.env_files, config::process_environment());
+    } catch (const Error& e) {
+      std::fprintf(stderr, "%s: %s\n", spec_.name.c_str(), e.what());
+      return 1;
+    }
+
+    try {
+      logging::setup(logging::parse_format(config_.get_string("CONVEYOR_LOG_FORMAT")),
+                     logging::parse_level(config_.get_string("CONVEYOR_LOG_LEVEL")), spec_.name);
+      log_ = logging::get("service");
+      for (const std::string& warning : config_.warnings()) log_->warn("config: {}", warning);
+      start(setup);
+    } catch (const std::exception& e) {
+      // Reported, then the process exits 1: nothing is swallowed.
+      const std::string message = logging::redact_url(e.what());
+      if (log_) log_->error("start-up failed: {}", message);
+      std::fprintf(stderr, "%s: %s\n", spec_.name.c_str(), message.c_str());
+      shutdown();
+      return 1;
+    }
+
+    int code = 0;
+    try {
+      loop(*this);
+    } catch (const std::exception& e) {
+      log_->error("service loop failed: {}", logging::redact_url(e.what()));
+      std::fprintf(stderr, "%s: %s\n", spec_.name.c_str(), logging::redact_url(e.what()).c_str());
+      code = 1;
+    }
+    shutdown();
+    log_->info("stopped");
+    return code;
+  }
+
+ private:
+  void start(const std::function<void(Context&)>& setup) {
+    // The signal thread first: a SIGTERM during start-up stays pending
+    // (blocked) until it runs, and then makes the loop return at once.
+    signal_thread_ = std::thread([this] { signal_loop(); });
+
+    up_ = &registry_.gauge("conveyor_up", "1 while the service runs");
+    wakeups_ = &registry_.counter("conveyor_service_wakeups_total",
+                                  "wake-ups taken by the service loop (events, parameter changes)");
+    events_consumed_ = &registry_.counter("conveyor_events_consumed_total", "Kafka events read by the runtime");
+    bad_events_ = &registry_.counter("conveyor_events_invalid_total", "Kafka events that were not valid CloudEvents");
+    parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total",
+                                            "reads of conveyor.system_parameters");
+
+    db::PoolOptions pool_options;
+    pool_options.url = config_.get_string("CONVEYOR_DATABASE_URL");
+    pool_options.size = static_cast<std::size_t>(config_.get_int("CONVEYOR_DB_POOL_SIZE"));
+    pool_options.application_name = spec_.name;
+    pool_options.actor = spec_.name;
+    pool_ = std::make_unique<db::Pool>(std::move(pool_options));
+
+    const std::string configured_id = config_.get_string("CONVEYOR_INSTANCE_ID");
+    instance_id_ = configured_id.empty()
+                       ? spec_.name + "-" + host_name() + "-" + std::to_string(static_cast<long>(getpid()))
+                       : configured_id;
+
+    brokers_ = config_.get_string("CONVEYOR_KAFKA_BROKERS");
+    if (!brokers_.empty()) {
+      bus::ProducerOptions producer_options;
+      producer_options.brokers = brokers_;
+      producer_options.client_id = instance_id_;
+      producer_ = std::make_unique<bus::Producer>(producer_options);
+    }
+
+    try {
+      reload_parameters();
+    } catch (const db::DbError& e) {
+      if (not_migrated(e)) {
+        throw Error(errc::unavailable, "database not migrated: run `conveyor db migrate` (" +
+                                           std::string(e.what()) + ")");
+      }
+      throw;
+    } catch (const Error& e) {
+      if (e.code() == errc::not_found) {
+        throw Error(errc::unavailable, "database not migrated: run `conveyor db migrate` (" +
+                                           std::string(e.what()) + ")");
+      }
+      throw;
+    }
+
+    write_instance("up", true);
+
+    int port = static_cast<int>(config_.get_int("CONVEYOR_HTTP_PORT"));
+    if (config_.source("CONVEYOR_HTTP_PORT").kind == config::Source::Kind::default_value) {
+      port = spec_.default_http_port;  // 0: any free port (ServiceSpec)
+    }
+    server_ = std::make_unique<http::Server>(config_.get_string("CONVEYOR_HTTP_HOST"), port);
+    http::AdminOptions admin;
+    admin.service = spec_.name;
+    admin.version = CONVEYOR_VERSION;
+    admin.db_ready = [this] { return pool_->ping(); };
+    if (producer_) admin.broker_ready = [this] { return broker_ok_.load(); };
+    admin.registry = &registry_;
+    admin.not_ready_reason = [this] {
+      std::lock_guard lock(ready_mu_);
+      return not_ready_reason_;
+    };
+    http::add_admin_routes(*server_, std::move(admin));
+
+    setup(*this);
+
+    server_->start();
+    log_->info("{} {} listening on {}:{} as instance {}", spec_.name, CONVEYOR_VERSION, server_->host(),
+               server_->port(), instance_id_);
+
+    if (!brokers_.empty()) {
+      bus::RelayOptions relay_options;
+      relay_options.database_url = config_.get_string("CONVEYOR_DATABASE_URL");
+      relay_options.brokers = brokers_;
+      relay_options.topic_prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
+      relay_options.source = spec_.name;
+      relay_ = std::make_unique<bus::Relay>(std::move(relay_options));
+      relay_->start();
+      start_consumers();
+    }
+
+    timer_thread_ = std::thread([this] { timer_loop(); });
+    up_->set(1);
+  }
+
+  // Jobs events go to a group shared by the replicas (one of them wakes and
+  // SKIP LOCKED spreads the work anyway); parameter events to a group of
+  // this instance alone, because every replica must reload.
+  void start_consumers() {
+    const std::string prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
+    const std::string group = spec_.consumer_group.empty() ? spec_.name : spec_.consumer_group;
+    parameters_topic_ = bus::topic_name(prefix, bus::kParametersTopic);
+
+    bus::ConsumerOptions parameters;
+    parameters.brokers = brokers_;
+    parameters.group_id = group + "." + instance_id_;
+    parameters.topics = {parameters_topic_};
+    parameters.client_id = instance_id_;
+    consumer_threads_.emplace_back([this, parameters] { consume(parameters); });
+
+    if (!spec_.wake_on.empty()) {
+      bus::ConsumerOptions jobs;
+      jobs.brokers = brokers_;
+      jobs.group_id = group;
+      jobs.topics = {bus::topic_name(prefix, bus::kJobsTopic)};
+      jobs.client_id = instance_id_;
+      consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
+    }
+  }
+
+  void consume(const bus::ConsumerOptions& options) {
+    auto rlog = logging::get("runtime");
+    std::unique_ptr<bus::Consumer> consumer;
+    while (!stopping_) {
+      try {
+        if (!consumer) consumer = std::make_unique<bus::Consumer>(options);
+        const std::vector<bus::ReceivedMessage> messages = consumer->poll(256, milliseconds(200));
+        broker_ok_ = true;
+        bool wake_up = false;
+        bool reload = false;
+        for (const bus::ReceivedMessage& m : messages) {
+          events_consumed_->inc();
+          try {
+            const bus::CloudEvent event = bus::decode(m.value);
+            if (m.topic == parameters_topic_) {
+              reload = true;
+            } else if (spec_.wake_on.contains(event.type)) {
+              wake_up = true;
+            }
+          } catch (const Error& e) {
+            bad_events_->inc();
+            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset, e.what());
+          }
+        }
+        if (reload) {
+          try {
+            reload_parameters();
+            log_->info("system parameters reloaded (event)");
+          } catch (const Error& e) {
+            // The timer retries; the wake-up below still happens.
+            rlog->warn("reloading system parameters failed: {}", logging::redact_url(e.what()));
+          }
+          wake_up = true;
+        }
+        if (wake_up) wake();
+        // Events only wake: the work is read from the database, so the
+        // offsets may move as soon as the wake-up is taken.
+        if (!messages.empty()) consumer->commit();
+      } catch (const Error& e) {
+        broker_ok_ = false;
+        rlog->warn("event consumer ({}): {}", options.group_id, e.what());
+        std::unique_lock lock(exit_mu_);
+        exit_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load(); });
+      }
+    }
+  }
+
+  // Heartbeats and the parameter reload timer, until shutdown() (it keeps
+  // beating while the loop drains).
+  void timer_loop() {
+    auto rlog = logging::get("runtime");
+    const milliseconds heartbeat = config_.get_duration("CONVEYOR_HEARTBEAT_INTERVAL_MS");
+    auto reload_every = [this] { return std::chrono::seconds(std::max(1, parameters()->parameter_reload_interval_s)); };
+    auto next_heartbeat = Clock::now() + heartbeat;
+    auto next_reload = Clock::now() + reload_every();
+    std::unique_lock lock(exit_mu_);
+    while (!exit_) {
+      exit_cv_.wait_until(lock, std::min(next_heartbeat, next_reload), [this] { return exit_; });
+      if (exit_) break;
+      lock.unlock();
+      const auto now = Clock::now();
+      if (now >= next_heartbeat) {
+        try {
+          const db::Result r = pool_->transact([this](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_}); });
+          if (r.affected_rows() == 0) write_instance(stopping_ ? "draining" : "up", false);
+        } catch (const Error& e) {
+          rlog->warn("heartbeat failed: {}", logging::redact_url(e.what()));
+        }
+        next_heartbeat = now + heartbeat;
+      }
+      if (now >= next_reload) {
+        try {
+          const std::string before = parameters()->updated_at;
+          reload_parameters();
+          if (parameters()->updated_at != before) {
+            log_->info("system parameters changed (timer)");
+            wake();
+          }
+        } catch (const Error& e) {
+          rlog->warn("reloading system parameters failed: {}", logging::redact_url(e.what()));
+        }
+        next_reload = Clock::now() + reload_every();
+      }
+      lock.lock();
+    }
+  }
+
+  void signal_loop() {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals_, &sig) != 0) continue;
+      {
+        std::lock_guard lock(exit_mu_);
+        if (exit_) return;  // shutdown() woke us
+      }
+      if (stopping_) {
+        if (log_) log_->warn("signal {} received again: already draining", sig);
+        continue;
+      }
+      if (log_) log_->info("signal {} received: draining", sig);
+      begin_stop("draining");
+      if (pool_) {
+        try {
+          pool_->transact([this](db::Tx& tx) { tx.exec(kSetInstanceStatus, {instance_id_, "draining"}); });
+        } catch (const Error& e) {
+          if (log_) log_->warn("marking the instance draining failed: {}", logging::redact_url(e.what()));
+        }
+      }
+      watch_grace();
+    }
+  }
+
+  // The loop must return within CONVEYOR_SHUTDOWN_GRACE_MS of SIGTERM; after
+  // that the orchestrator would kill us anyway, so exit and say why.
+  void watch_grace() {
+    const milliseconds grace = config_.get_duration("CONVEYOR_SHUTDOWN_GRACE_MS");
+    std::unique_lock lock(exit_mu_);
+    if (exit_cv_.wait_for(lock, grace, [this] { return loop_done_; })) return;
+    if (log_) {
+      log_->error("the service did not stop within {} ms of the signal: exiting", grace.count());
+      log_->flush();
+    }
+    std::fprintf(stderr, "%s: did not stop within the shutdown grace period\n", spec_.name.c_str());
+    std::_Exit(1);
+  }
+
+  void begin_stop(const std::string& reason) {
+    set_ready(false, reason);
+    {
+      std::lock_guard lock(wake_mu_);
+      stopping_ = true;
+    }
+    wake_cv_.notify_all();
+    {
+      std::lock_guard lock(exit_mu_);
+    }
+    exit_cv_.notify_all();
+  }
+
+  void write_instance(const std::string& status, bool log_failure) {
+    try {
+      pool_->transact([&](db::Tx& tx) {
+        tx.exec(kUpsertInstance, {instance_id_, spec_.name, host_name(), static_cast<int>(getpid()),
+                                  CONVEYOR_VERSION, config_.get_string("CONVEYOR_IMAGE_TAG"), status});
+      });
+    } catch (const Error& e) {
+      if (!log_failure) throw;
+      throw Error(e.code(), std::string("registering the instance in conveyor.service_instance: ") + e.what());
+    }
+  }
+
+  // Idempotent; called after the loop returns and on start-up failure.
+  void shutdown() {
+    if (shut_down_) return;
+    shut_down_ = true;
+    {
+      std::lock_guard lock(exit_mu_);
+      loop_done_ = true;  // the grace watch is over: the loop has returned
+    }
+    begin_stop("stopping");
+    if (server_) server_->stop();
+    for (std::thread& t : consumer_threads_) {
+      if (t.joinable()) t.join();
+    }
+    if (relay_) {
+      relay_->stop();
+      // What this instance's last transactions wrote goes out now, not at
+      // the next relay's start.
+      try {
+        relay_->run_once();
+      } catch (const Error& e) {
+        if (log_) log_->warn("final outbox flush failed: {}", logging::redact_url(e.what()));
+      }
+      relay_.reset();
+    }
+    {
+      std::lock_guard lock(exit_mu_);
+      exit_ = true;
+    }
+    exit_cv_.notify_all();
+    if (timer_thread_.joinable()) timer_thread_.join();
+    if (signal_thread_.joinable()) {
+      pthread_kill(signal_thread_.native_handle(), SIGTERM);
+      signal_thread_.join();
+    }
+    if (pool_ && !instance_id_.empty()) {
+      try {
+        pool_->transact([this](db::Tx& tx) { tx.exec(kSetInstanceStatus, {instance_id_, "stopped"}); });
+      } catch (const Error& e) {
+        if (log_) log_->warn("marking the instance stopped failed: {}", logging::redact_url(e.what()));
+      }
+    }
+    if (up_) up_->set(0);
+    producer_.reset();  // flushes
+  }
+
+  ServiceSpec spec_;
+  config::Config config_;
+  std::string instance_id_;
+  std::string brokers_;
+  std::string parameters_topic_;
+  metrics::Registry& registry_ = metrics::default_registry();
+  std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<db::Pool> pool_;
+  std::unique_ptr<bus::Producer> producer_;
+  std::unique_ptr<http::Server> server_;
+  std::unique_ptr<bus::Relay> relay_;
+
+  metrics::Gauge* up_ = nullptr;
+  metrics::Counter* wakeups_ = nullptr;
+  metrics::Counter* events_consumed_ = nullptr;
+  metrics::Counter* bad_events_ = nullptr;
+  metrics::Counter* parameter_reloads_ = nullptr;
+
+  mutable std::mutex params_mu_;
+  std::shared_ptr<const model::SystemParameters> params_;
+
+  std::atomic<bool> stopping_{false};
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool pending_ = true;  // the first wait returns at once: an initial scan
+
+  std::mutex ready_mu_;
+  std::string not_ready_reason_;
+  std::atomic<bool> broker_ok_{true};
+
+  std::mutex exit_mu_;  // guards exit_, loop_done_; exit_cv_ wakes sleeping threads
+  std::condition_variable exit_cv_;
+  bool exit_ = false;
+  bool loop_done_ = false;
+  bool shut_down_ = false;  // main thread only
+
+  sigset_t signals_{};
+  std::thread signal_thread_;
+  std::thread timer_thread_;
+  std::vector<std::thread> consumer_threads_;
+};
+
+}  // namespace
+
+config::Schema service_schema() {
+  using config::Type;
+  config::Schema schema = config::core_schema();
+  schema.add(make_key("CONVEYOR_POLL_INTERVAL_MS", Type::duration_ms, "1000",
+                      "fallback scan interval when no event wakes the service", 1, 3600000));
+  schema.add(make_key("CONVEYOR_BATCH_SIZE", Type::integer, "200", "rows handled per transaction", 1, 10000));
+  schema.add(make_key("CONVEYOR_DB_POOL_SIZE", Type::integer, "4", "database connections of the pool", 1, 64));
+  schema.add(make_key("CONVEYOR_IMAGE_TAG", Type::string, "dev", "image tag this instance runs (reported only)"));
+  schema.add(make_key("CONVEYOR_SHUTDOWN_GRACE_MS", Type::duration_ms, "30000",
+                      "how long the service may drain after SIGTERM before it exits anyway", 0, 86400000));
+  schema.add(make_key("CONVEYOR_HEARTBEAT_INTERVAL_MS", Type::duration_ms, "5000",
+                      "how often conveyor.service_instance.last_heartbeat is updated", 10, 3600000));
+  return schema;
+}
+
+int run(int argc, char** argv, ServiceSpec spec, const std::function<void(Context&)>& setup,
+        const std::function<void(Context&)>& loop) {
+  Service service(std::move(spec));
+  return service.run(argc, argv, setup, loop);
+}
+
+}  // namespace conveyor::runtime

@@ -24,6 +24,9 @@ struct AdminOptions {
   std::function<bool()> db_ready;
   std::function<bool()> broker_ready;
   metrics::Registry* registry = nullptr;  // nullptr: metrics::default_registry()
+  // Non-empty answer: /readyz is 503 with this reason (e.g. "draining")
+  // whatever the checks say. Empty function: not used.
+  std::function<std::string()> not_ready_reason{};
 };
 
 void add_admin_routes(Server& server, AdminOptions options);

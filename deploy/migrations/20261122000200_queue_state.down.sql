@@ -1,0 +1,2 @@
+-- Undoes 20261122000200_queue_state.up.sql.
+DROP TABLE conveyor.queue_state;

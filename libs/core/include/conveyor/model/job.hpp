@@ -1,0 +1,66 @@
+#pragma once
+// A row of conveyor.job and its history (conveyor.job_status_change) as typed
+// values, with the JSON the REST API and the CLI show. Reading only: status
+// changes are conditional UPDATEs written by the stage that owns them.
+// Thread-safe: plain values; the functions use the caller's transaction.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/ids.hpp"
+#include "conveyor/model/status.hpp"
+
+namespace conveyor::model {
+
+struct Job {
+  JobId id;
+  std::string job_type;
+  JobStatus status = JobStatus::initialized;
+  int priority = 0;
+  int attempt = 0;
+  int max_attempts = 1;
+  nlohmann::json params = nlohmann::json::object();
+  nlohmann::json config;  // null until configured
+  nlohmann::json result;  // null until processed
+  std::vector<std::int64_t> depends_on;
+  std::optional<std::int64_t> worker_id;
+  // Timestamps are RFC 3339 in UTC ("2026-11-22T10:00:00.123456Z").
+  std::optional<std::string> canceled_at;
+  std::optional<std::string> not_before;
+  std::string created_at;
+  std::string updated_at;
+  std::optional<std::string> idempotency_key;
+  std::optional<std::string> error_subtype;
+  std::optional<std::string> error_message;
+
+  // {id, job_type, status, priority, attempt, max_attempts, params, config,
+  //  result, depends_on, worker_id, canceled_at, not_before, created_at,
+  //  updated_at, idempotency_key, error_subtype, error_message}; absent
+  // optionals are null.
+  nlohmann::json to_json() const;
+};
+
+// One row of conveyor.job_status_change.
+struct StatusChange {
+  std::int64_t id = 0;
+  std::optional<JobStatus> from_status;  // nullopt for the insert
+  JobStatus to_status = JobStatus::initialized;
+  std::string at;  // RFC 3339, UTC
+  std::string actor;
+  std::optional<std::string> error_subtype;
+  std::optional<std::string> message;
+
+  nlohmann::json to_json() const;  // {from_status, to_status, at, actor, error_subtype, message}
+};
+
+std::optional<Job> load_job(db::Tx& tx, JobId id);
+// The jobs that exist among `ids`, in the order of `ids`.
+std::vector<Job> load_jobs(db::Tx& tx, const std::vector<std::int64_t>& ids);
+// The job's status changes, oldest first.
+std::vector<StatusChange> load_history(db::Tx& tx, JobId id);
+
+}  // namespace conveyor::model

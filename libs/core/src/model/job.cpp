@@ -1,0 +1,145 @@
+#include "conveyor/model/job.hpp"
+
+#include <unordered_map>
+
+namespace conveyor::model {
+namespace {
+
+// Timestamps leave the database as RFC 3339 text in UTC, so every reader
+// shows the same instant whatever the session's time zone.
+#define CONVEYOR_RFC3339(col) \
+  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+constexpr db::Statement kLoadJobs{
+    "model_load_jobs",
+    "SELECT id, job_type, status, priority, attempt, max_attempts, params::text, config::text, "
+    "result::text, depends_on, worker_id, " CONVEYOR_RFC3339("canceled_at") " AS canceled_at, "
+    CONVEYOR_RFC3339("not_before") " AS not_before, " CONVEYOR_RFC3339("created_at")
+    " AS created_at, " CONVEYOR_RFC3339("updated_at") " AS updated_at, idempotency_key, "
+    "error_subtype, error_message "
+    "FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+
+constexpr db::Statement kLoadHistory{
+    "model_load_job_history",
+    "SELECT id, from_status, to_status, " CONVEYOR_RFC3339("at") " AS at, actor, error_subtype, "
+    "message FROM conveyor.job_status_change WHERE job_id = $1 ORDER BY id"};
+
+#undef CONVEYOR_RFC3339
+
+JobStatus status_of(const db::Field& f) {
+  const auto s = parse_status(f.view());
+  if (!s) throw Error(errc::internal, "database: unknown job status '" + f.as_string() + "'");
+  return *s;
+}
+
+nlohmann::json json_of(const db::Field& f) {
+  if (f.is_null()) return nullptr;
+  return nlohmann::json::parse(f.view());
+}
+
+template <typename T>
+nlohmann::json or_null(const std::optional<T>& v) {
+  if (!v) return nullptr;
+  return *v;
+}
+
+Job job_from_row(const db::Row& r) {
+  Job j;
+  j.id = JobId(r["id"].as_int());
+  j.job_type = r["job_type"].as_string();
+  j.status = status_of(r["status"]);
+  j.priority = r["priority"].as<int>();
+  j.attempt = r["attempt"].as<int>();
+  j.max_attempts = r["max_attempts"].as<int>();
+  j.params = json_of(r["params"]);
+  j.config = json_of(r["config"]);
+  j.result = json_of(r["result"]);
+  j.depends_on = r["depends_on"].as_int_array();
+  j.worker_id = r["worker_id"].opt<std::int64_t>();
+  j.canceled_at = r["canceled_at"].opt<std::string>();
+  j.not_before = r["not_before"].opt<std::string>();
+  j.created_at = r["created_at"].as_string();
+  j.updated_at = r["updated_at"].as_string();
+  j.idempotency_key = r["idempotency_key"].opt<std::string>();
+  j.error_subtype = r["error_subtype"].opt<std::string>();
+  j.error_message = r["error_message"].opt<std::string>();
+  return j;
+}
+
+}  // namespace
+
+nlohmann::json Job::to_json() const {
+  return {
+      {"id", id.value()},
+      {"job_type", job_type},
+      {"status", std::string(to_string(status))},
+      {"priority", priority},
+      {"attempt", attempt},
+      {"max_attempts", max_attempts},
+      {"params", params},
+      {"config", config},
+      {"result", result},
+      {"depends_on", depends_on},
+      {"worker_id", or_null(worker_id)},
+      {"canceled_at", or_null(canceled_at)},
+      {"not_before", or_null(not_before)},
+      {"created_at", created_at},
+      {"updated_at", updated_at},
+      {"idempotency_key", or_null(idempotency_key)},
+      {"error_subtype", or_null(error_subtype)},
+      {"error_message", or_null(error_message)},
+  };
+}
+
+nlohmann::json StatusChange::to_json() const {
+  return {
+      {"from_status", from_status ? nlohmann::json(std::string(to_string(*from_status))) : nullptr},
+      {"to_status", std::string(to_string(to_status))},
+      {"at", at},
+      {"actor", actor},
+      {"error_subtype", or_null(error_subtype)},
+      {"message", or_null(message)},
+  };
+}
+
+std::optional<Job> load_job(db::Tx& tx, JobId id) {
+  auto jobs = load_jobs(tx, {id.value()});
+  if (jobs.empty()) return std::nullopt;
+  return std::move(jobs.front());
+}
+
+std::vector<Job> load_jobs(db::Tx& tx, const std::vector<std::int64_t>& ids) {
+  if (ids.empty()) return {};
+  const db::Result rows = tx.exec(kLoadJobs, {ids});
+  std::unordered_map<std::int64_t, Job> by_id;
+  for (const db::Row row : rows) {
+    Job j = job_from_row(row);
+    const auto key = j.id.value();
+    by_id.emplace(key, std::move(j));
+  }
+  std::vector<Job> out;
+  out.reserve(by_id.size());
+  for (const auto id : ids) {
+    const auto it = by_id.find(id);
+    if (it != by_id.end()) out.push_back(it->second);
+  }
+  return out;
+}
+
+std::vector<StatusChange> load_history(db::Tx& tx, JobId id) {
+  std::vector<StatusChange> out;
+  for (const db::Row r : tx.exec(kLoadHistory, {id.value()})) {
+    StatusChange c;
+    c.id = r["id"].as_int();
+    if (!r["from_status"].is_null()) c.from_status = status_of(r["from_status"]);
+    c.to_status = status_of(r["to_status"]);
+    c.at = r["at"].as_string();
+    c.actor = r["actor"].as_string();
+    c.error_subtype = r["error_subtype"].opt<std::string>();
+    c.message = r["message"].opt<std::string>();
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace conveyor::model

@@ -1,0 +1,67 @@
+#pragma once
+// conveyor::testing::Stack — the whole job path as real processes for e2e
+// tests and benchmarks: a migrated database of its own, a devbroker, the
+// example job types applied with the real CLI, and the services
+// (creation, configuration, execution, publication) plus N workers, each on
+// its own free port with its log in data_dir()/<name>.log.
+// Not thread-safe; owned by one test.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor::testing {
+
+class Stack {
+ public:
+  struct Options {
+    int workers = 2;
+    std::vector<std::string> services = {"creation", "configuration", "execution", "publication"};
+    std::map<std::string, std::string> env;  // extra CONVEYOR_* for every process
+    std::filesystem::path job_types_file;    // empty: deploy/config/job-types.json
+    bool apply_job_types = true;
+  };
+  Stack();
+  explicit Stack(Options options);
+  ~Stack();
+
+  TestDatabase& db() { return *db_; }
+  Broker& broker() { return *broker_; }
+  const std::filesystem::path& data_dir() const { return data_dir_; }
+  const std::string& topic_prefix() const { return prefix_; }
+  // http://127.0.0.1:<port> of the creation service.
+  std::string api_url() const;
+  int port(const std::string& name) const;
+  // Process names: "creation", ..., "worker-1".."worker-N".
+  std::vector<std::string> names() const;
+  ChildProcess& process(const std::string& name);
+  // Starts a process by name (again): "worker-3" starts a new worker.
+  void start(const std::string& name);
+  void kill(const std::string& name, int sig);
+  // The environment every process gets (for running the CLI against this stack).
+  std::map<std::string, std::string> env() const { return env_; }
+  // Runs the conveyor CLI with this stack's environment.
+  RunResult cli(const std::vector<std::string>& args) const;
+  // The last lines of every process log (for failure messages).
+  std::string logs_tail(std::size_t lines = 30) const;
+
+ private:
+  void wait_ready(const std::string& name);
+  Options options_;
+  std::unique_ptr<TestDatabase> db_;
+  std::unique_ptr<Broker> broker_;
+  std::filesystem::path data_dir_;
+  std::string prefix_;
+  std::map<std::string, std::string> env_;
+  std::map<std::string, int> ports_;
+  std::map<std::string, std::unique_ptr<ChildProcess>> procs_;
+};
+
+// Path of a built executable of this project: "conveyor", "conveyor-creation",
+// "conveyor-worker", "conveyor-example-task"...
+std::filesystem::path executable(const std::string& name);
+
+}  // namespace conveyor::testing

@@ -1,0 +1,184 @@
+#include "parameters.hpp"
+
+#include <string>
+#include <vector>
+
+#include "conveyor/http/problem.hpp"
+
+namespace conveyor::creation {
+namespace {
+
+enum class Kind { integer, boolean, nullable_text, nullable_text_array, json_object };
+
+struct Column {
+  const char* name;
+  Kind kind;
+};
+
+// The whitelist (schema v1). id, updated_at and updated_by are not for clients.
+constexpr Column kColumns[] = {
+    {"max_number_of_worker_instances", Kind::integer},
+    {"min_number_of_worker_instances", Kind::integer},
+    {"worker_concurrency", Kind::integer},
+    {"job_types_list", Kind::nullable_text_array},
+    {"accepting_new_jobs", Kind::boolean},
+    {"not_accepting_reason", Kind::nullable_text},
+    {"stall_initialized_s", Kind::integer},
+    {"stall_configured_s", Kind::integer},
+    {"stall_ready_s", Kind::integer},
+    {"stall_queued_s", Kind::integer},
+    {"stall_processed_s", Kind::integer},
+    {"stall_error_checked_s", Kind::integer},
+    {"worker_heartbeat_interval_s", Kind::integer},
+    {"worker_heartbeat_timeout_s", Kind::integer},
+    {"publication_endpoint_url", Kind::nullable_text},
+    {"publication_max_attempts", Kind::integer},
+    {"image_tags", Kind::json_object},
+    {"log_retention_days", Kind::integer},
+    {"job_retention_days", Kind::integer},
+    {"outbox_retention_hours", Kind::integer},
+    {"schedule_catchup_start", Kind::json_object},
+    {"parameter_reload_interval_s", Kind::integer},
+};
+
+// Constraints that span columns, and the columns to blame (first one patched wins).
+struct CrossCheck {
+  const char* constraint;
+  const char* columns[2];
+};
+constexpr CrossCheck kCrossChecks[] = {
+    {"system_parameters_min_le_max_workers",
+     {"min_number_of_worker_instances", "max_number_of_worker_instances"}},
+    {"system_parameters_heartbeat_timeout_gt_interval",
+     {"worker_heartbeat_timeout_s", "worker_heartbeat_interval_s"}},
+};
+
+const char* cast_of(Kind k) {
+  switch (k) {
+    case Kind::integer:
+      return "int";
+    case Kind::boolean:
+      return "boolean";
+    case Kind::nullable_text:
+      return "text";
+    case Kind::nullable_text_array:
+      return "text[]";
+    case Kind::json_object:
+      return "jsonb";
+  }
+  return "text";
+}
+
+// One UPDATE for every column: column i is set from $(2i+2) when $(2i+1) is
+// true. Built once from the constant whitelist above, never from input.
+const std::string& patch_sql() {
+  static const std::string sql = [] {
+    std::string s = "UPDATE conveyor.system_parameters SET ";
+    int n = 1;
+    bool first = true;
+    for (const auto& c : kColumns) {
+      if (!first) s += ", ";
+      first = false;
+      s += std::string(c.name) + " = CASE WHEN $" + std::to_string(n) + "::boolean THEN $" +
+           std::to_string(n + 1) + "::" + cast_of(c.kind) + " ELSE " + c.name + " END";
+      n += 2;
+    }
+    return s + " WHERE id";
+  }();
+  return sql;
+}
+
+db::Param value_param(const Column& c, const nlohmann::json& v) {
+  const std::string field = c.name;
+  switch (c.kind) {
+    case Kind::integer:
+      if (!v.is_number_integer() || v.get<std::int64_t>() < INT32_MIN ||
+          v.get<std::int64_t>() > INT32_MAX) {
+        throw http::FieldError(field, field + ": expected an integer");
+      }
+      return v.get<std::int64_t>();
+    case Kind::boolean:
+      if (!v.is_boolean()) throw http::FieldError(field, field + ": expected true or false");
+      return v.get<bool>();
+    case Kind::nullable_text:
+      if (v.is_null()) return nullptr;
+      if (!v.is_string()) throw http::FieldError(field, field + ": expected a string or null");
+      return v.get<std::string>();
+    case Kind::nullable_text_array: {
+      if (v.is_null()) return nullptr;
+      if (!v.is_array()) {
+        throw http::FieldError(field, field + ": expected an array of strings or null");
+      }
+      std::vector<std::string> items;
+      for (const auto& e : v) {
+        if (!e.is_string()) throw http::FieldError(field, field + ": expected an array of strings");
+        items.push_back(e.get<std::string>());
+      }
+      return items;
+    }
+    case Kind::json_object:
+      if (!v.is_object()) throw http::FieldError(field, field + ": expected an object");
+      return v.dump();
+  }
+  throw http::FieldError(field, field + ": unsupported");
+}
+
+// The patched column a CHECK violation message is about.
+std::string blamed_column(const std::string& message, const nlohmann::json& patch) {
+  for (const auto& x : kCrossChecks) {
+    if (message.find(x.constraint) == std::string::npos) continue;
+    for (const char* col : x.columns) {
+      if (patch.contains(col)) return col;
+    }
+    return x.columns[0];
+  }
+  // Single-column checks are named system_parameters_<column>_check.
+  for (const auto& c : kColumns) {
+    if (patch.contains(c.name) &&
+        message.find(std::string("system_parameters_") + c.name + "_check") != std::string::npos) {
+      return c.name;
+    }
+  }
+  return patch.size() == 1 ? patch.begin().key() : std::string("body");
+}
+
+}  // namespace
+
+const std::vector<std::string>& patchable_parameters() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& c : kColumns) v.emplace_back(c.name);
+    return v;
+  }();
+  return names;
+}
+
+void patch_parameters(db::Tx& tx, const nlohmann::json& patch) {
+  if (!patch.is_object()) throw http::FieldError("body", "body: expected a JSON object");
+  for (const auto& [key, value] : patch.items()) {
+    bool known = false;
+    for (const auto& c : kColumns) known = known || key == c.name;
+    if (!known) throw http::FieldError(key, key + ": not a system parameter that can be changed");
+  }
+  std::vector<db::Param> params;
+  for (const auto& c : kColumns) {
+    const auto it = patch.find(c.name);
+    if (it == patch.end()) {
+      params.emplace_back(false);
+      params.emplace_back(nullptr);
+    } else {
+      params.emplace_back(true);
+      params.push_back(value_param(c, *it));
+    }
+  }
+  static const db::Statement statement{"creation_patch_parameters", patch_sql()};
+  try {
+    tx.exec(statement, params);
+  } catch (const db::DbError& e) {
+    if (e.code() != errc::bad_input) throw;
+    const std::string field = blamed_column(e.what(), patch);
+    throw http::FieldError(field, field + ": " + e.what());
+  }
+}
+
+}  // namespace conveyor::creation

@@ -1,0 +1,164 @@
+#include "requests.hpp"
+
+#include <charconv>
+#include <limits>
+#include <regex>
+#include <set>
+
+namespace conveyor::creation {
+namespace {
+
+// A decimal integer in [min, max]; nullopt otherwise (signs, spaces, overflow).
+std::optional<std::int64_t> parse_int(const std::string& s, std::int64_t min, std::int64_t max) {
+  std::int64_t v = 0;
+  const auto* end = s.data() + s.size();
+  const auto [ptr, ec] = std::from_chars(s.data(), end, v);
+  if (s.empty() || ec != std::errc() || ptr != end || v < min || v > max) return std::nullopt;
+  return v;
+}
+
+const char* json_type_name(const nlohmann::json& j) {
+  if (j.is_number_integer()) return "an integer";
+  if (j.is_number()) return "a number";
+  if (j.is_string()) return "a string";
+  if (j.is_boolean()) return "a boolean";
+  if (j.is_array()) return "an array";
+  if (j.is_object()) return "an object";
+  return "null";
+}
+
+[[noreturn]] void wrong_type(const std::string& field, const char* expected,
+                             const nlohmann::json& got) {
+  throw http::FieldError(field, field + ": expected " + expected + ", got " + json_type_name(got));
+}
+
+}  // namespace
+
+bool is_rfc3339(const std::string& s) {
+  static const std::regex re(
+      R"(^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$)");
+  return std::regex_match(s, re);
+}
+
+SubmitRequest parse_submit(const nlohmann::json& body,
+                           const std::optional<std::string>& idempotency_key) {
+  if (!body.is_object()) {
+    throw http::FieldError("body", std::string("body: expected a JSON object, got ") +
+                                       json_type_name(body));
+  }
+  static const std::set<std::string> known = {"job_type", "params", "priority", "depends_on",
+                                              "not_before"};
+  for (const auto& [key, value] : body.items()) {
+    if (!known.contains(key)) {
+      throw http::FieldError(key, key + ": unknown field (expected job_type, params, priority, "
+                                        "depends_on, not_before)");
+    }
+  }
+
+  SubmitRequest r;
+  const auto type = body.find("job_type");
+  if (type == body.end()) throw http::FieldError("job_type", "job_type: required");
+  if (!type->is_string()) wrong_type("job_type", "a string", *type);
+  r.job_type = type->get<std::string>();
+  if (r.job_type.empty()) throw http::FieldError("job_type", "job_type: must not be empty");
+
+  if (const auto p = body.find("params"); p != body.end() && !p->is_null()) {
+    if (!p->is_object()) wrong_type("params", "an object", *p);
+    r.params = *p;
+  }
+
+  if (const auto p = body.find("priority"); p != body.end() && !p->is_null()) {
+    if (!p->is_number_integer()) wrong_type("priority", "an integer", *p);
+    const auto v = p->get<std::int64_t>();
+    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+      throw http::FieldError("priority", "priority: out of range for a 32-bit integer");
+    }
+    r.priority = static_cast<int>(v);
+  }
+
+  if (const auto d = body.find("depends_on"); d != body.end() && !d->is_null()) {
+    if (!d->is_array()) wrong_type("depends_on", "an array of job ids", *d);
+    for (std::size_t i = 0; i < d->size(); ++i) {
+      const auto& e = (*d)[i];
+      const std::string field = "depends_on[" + std::to_string(i) + "]";
+      if (!e.is_number_integer()) wrong_type(field, "a job id (positive integer)", e);
+      // A uint64 above INT64_MAX is not an id either.
+      if (e.is_number_unsigned() && e.get<std::uint64_t>() >
+                                        static_cast<std::uint64_t>(
+                                            std::numeric_limits<std::int64_t>::max())) {
+        throw http::FieldError(field, field + ": not a job id");
+      }
+      const auto id = e.get<std::int64_t>();
+      if (id <= 0) throw http::FieldError(field, field + ": job ids are positive");
+      r.depends_on.push_back(id);
+    }
+  }
+
+  if (const auto n = body.find("not_before"); n != body.end() && !n->is_null()) {
+    if (!n->is_string()) wrong_type("not_before", "an RFC 3339 date-time string", *n);
+    auto s = n->get<std::string>();
+    if (!is_rfc3339(s)) {
+      throw http::FieldError("not_before", "not_before: '" + s +
+                                               "' is not an RFC 3339 date-time "
+                                               "(e.g. 2026-11-22T10:00:00Z)");
+    }
+    r.not_before = std::move(s);
+  }
+
+  if (idempotency_key) {
+    if (idempotency_key->empty()) {
+      throw http::FieldError("Idempotency-Key", "Idempotency-Key: must not be empty");
+    }
+    if (idempotency_key->size() > kMaxIdempotencyKey) {
+      throw http::FieldError("Idempotency-Key", "Idempotency-Key: longer than " +
+                                                    std::to_string(kMaxIdempotencyKey) +
+                                                    " characters");
+    }
+    r.idempotency_key = idempotency_key;
+  }
+  return r;
+}
+
+ListQuery parse_list_query(const std::map<std::string, std::string>& query) {
+  ListQuery q;
+  for (const auto& [key, value] : query) {
+    if (key == "status") {
+      if (value.empty()) continue;
+      q.status = model::parse_status(value);
+      if (!q.status) {
+        std::string names;
+        for (const auto s : model::kAllStatuses) {
+          names += (names.empty() ? "" : ", ") + std::string(model::to_string(s));
+        }
+        throw http::FieldError("status", "status: unknown status '" + value + "' (one of " +
+                                             names + ")");
+      }
+    } else if (key == "type") {
+      if (!value.empty()) q.job_type = value;
+    } else if (key == "page") {
+      const auto v = parse_int(value, 1, std::numeric_limits<std::int32_t>::max());
+      if (!v) throw http::FieldError("page", "page: expected an integer >= 1, got '" + value + "'");
+      q.page = *v;
+    } else if (key == "size") {
+      const auto v = parse_int(value, 1, kMaxPageSize);
+      if (!v) {
+        throw http::FieldError("size", "size: expected an integer from 1 to " +
+                                           std::to_string(kMaxPageSize) + ", got '" + value +
+                                           "'");
+      }
+      q.size = *v;
+    } else {
+      throw http::FieldError(key, key + ": unknown query parameter (expected status, type, "
+                                        "page, size)");
+    }
+  }
+  return q;
+}
+
+model::JobId parse_job_id(const std::string& segment) {
+  const auto v = parse_int(segment, 1, std::numeric_limits<std::int64_t>::max());
+  if (!v) throw http::FieldError("id", "id: '" + segment + "' is not a job id (positive integer)");
+  return model::JobId(*v);
+}
+
+}  // namespace conveyor::creation

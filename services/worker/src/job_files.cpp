@@ -1,0 +1,93 @@
+#include "job_files.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <system_error>
+
+#include "conveyor/error/error.hpp"
+
+namespace conveyor::worker {
+
+namespace fs = std::filesystem;
+
+fs::path log_dir(const fs::path& data_dir, const std::string& month, std::int64_t job_id) {
+  return data_dir / "logs" / month / ("job-" + std::to_string(job_id));
+}
+
+fs::path output_dir(const fs::path& data_dir, std::int64_t job_id) {
+  return data_dir / "outputs" / ("job-" + std::to_string(job_id));
+}
+
+std::string rfc3339_ms(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
+  const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     static_cast<int>(ms.count() % 1000));
+}
+
+bool is_secret_name(std::string_view name) {
+  std::string upper(name);
+  std::transform(upper.begin(), upper.end(), upper.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  for (std::string_view word : {"SECRET", "PASSWORD", "TOKEN", "KEY"}) {
+    if (upper.find(word) != std::string::npos) return true;
+  }
+  return false;
+}
+
+nlohmann::json redact_env(const std::map<std::string, std::string>& env) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [k, v] : env) out[k] = is_secret_name(k) ? std::string("****") : v;
+  return out;
+}
+
+std::vector<std::string> list_outputs(const fs::path& dir) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return files;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (it->is_regular_file(ec)) files.push_back(fs::absolute(it->path()).string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+LogFile::LogFile(const fs::path& path) : path_(path) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  out_.open(path, std::ios::out | std::ios::app | std::ios::binary);
+  if (!out_) {
+    throw Error(errc::internal, "cannot open the job log " + path.string() +
+                                    (ec ? ": " + ec.message() : std::string(": open failed")));
+  }
+}
+
+void LogFile::write(std::string_view stream, std::string_view line) {
+  std::lock_guard lock(mutex_);
+  out_ << rfc3339_ms(std::chrono::system_clock::now()) << ' ' << stream << ' ' << line << '\n';
+  // Flushed per line so `conveyor job logs` (tail) sees a running job's output.
+  out_.flush();
+}
+
+void write_json_file(const fs::path& path, const nlohmann::json& j) {
+  std::error_code ec;
+  fs::create_directories(path.parent_path(), ec);
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::out | std::ios::trunc);
+    if (!out) throw Error(errc::internal, "cannot write " + tmp.string());
+    out << j.dump(2) << '\n';
+    if (!out) throw Error(errc::internal, "cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(errc::internal, "cannot rename " + tmp.string() + ": " + ec.message());
+}
+
+}  // namespace conveyor::worker

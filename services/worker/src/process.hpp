@@ -1,0 +1,56 @@
+#pragma once
+// Runs one job's program as a child process: argv executed directly (never
+// through a shell) in its own process group, stdout/stderr read line by line,
+// the timeout enforced with SIGTERM then SIGKILL to the whole group, and
+// stop requests (cancel, shutdown) honoured the same way.
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace conveyor::worker {
+
+// Why a process was asked to stop before it exited by itself. Set by other
+// threads (the cancel watcher, the shutdown path); read by run_process.
+enum class StopReason : int { none = 0, canceled = 1, shutdown = 2 };
+
+struct ProcessOptions {
+  std::vector<std::string> argv;                     // argv[0] is looked up in PATH
+  std::map<std::string, std::string> env;            // the complete environment
+  std::filesystem::path cwd;                         // must exist
+  std::optional<std::chrono::milliseconds> timeout;  // nullopt: none
+  std::chrono::milliseconds kill_grace{5000};        // SIGTERM -> SIGKILL
+  // The same for StopReason::shutdown: shorter when the service's own
+  // shutdown deadline leaves less time.
+  std::chrono::milliseconds shutdown_kill_grace{5000};
+};
+
+struct ProcessOutcome {
+  int pid = -1;
+  // Set when argv[0] could not be executed; exit_code is then 127.
+  std::optional<std::string> spawn_error;
+  std::optional<int> exit_code;           // normal exit
+  std::optional<int> term_signal;         // killed by a signal
+  bool timed_out = false;                 // we killed it after the timeout
+  StopReason stopped = StopReason::none;  // we killed it on request
+  std::chrono::system_clock::time_point started;
+  std::chrono::system_clock::time_point ended;
+};
+
+// Called for every complete line (without the newline) and for a last
+// partial line; stream is "stdout" or "stderr". Called from the calling thread.
+using LineSink = std::function<void(std::string_view stream, std::string_view line)>;
+
+// Runs the process to its end on the calling thread. `stop` may be set from
+// another thread at any time. Never throws for a failure of the program
+// itself (see ProcessOutcome); throws conveyor::Error(internal) when the
+// pipes cannot be created.
+ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
+                           const LineSink& on_line);
+
+}  // namespace conveyor::worker

@@ -1,0 +1,441 @@
+// conveyor-creation as a black box: the real process against its own
+// database and broker, spoken to over real HTTP.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/http/client.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace {
+
+namespace ct = conveyor::testing;
+using conveyor::http::ClientResponse;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// The `sleep` type of the examples, with a schema to validate params against.
+constexpr const char* kInsertTypes = R"sql(
+INSERT INTO conveyor.job_type (name, command, priority, max_attempts, params_schema) VALUES
+  ('sleep', '["sleep", "{seconds}"]', 3, 2,
+   '{"type": "object", "properties": {"seconds": {"type": "integer", "minimum": 0}},
+     "required": ["seconds"], "additionalProperties": false}'),
+  ('other', '["true"]', 0, 1, '{}'),
+  ('retired', '["true"]', 0, 1, '{}');
+UPDATE conveyor.job_type SET enabled = false WHERE name = 'retired';
+)sql";
+
+class CreationApi : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_.exec(kInsertTypes);
+    log_ = std::filesystem::temp_directory_path() / (ct::unique_name("creation") + ".log");
+    port_ = ct::free_port();
+    ct::ChildProcess::Options o;
+    o.argv = {CONVEYOR_CREATION_PATH};
+    o.env = {{"CONVEYOR_DATABASE_URL", db_.url()},
+             {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+             {"CONVEYOR_TOPIC_PREFIX", ct::unique_name("creation")},
+             {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
+             {"CONVEYOR_DATA_DIR", std::filesystem::temp_directory_path().string()},
+             {"CONVEYOR_LOG_LEVEL", "debug"}};
+    o.stdout_file = log_;
+    service_ = std::make_unique<ct::ChildProcess>(o);
+    const bool up = ct::wait_until(
+        [&] {
+          try {
+            return request("GET", "/healthz").status == 200;
+          } catch (const conveyor::Error&) {
+            return false;  // not listening yet
+          }
+        },
+        30s);
+    ASSERT_TRUE(up) << "conveyor-creation did not answer /healthz; its log:\n" << service_log();
+  }
+
+  void TearDown() override {
+    if (service_) {
+      EXPECT_EQ(service_->stop(10s), 0) << "conveyor-creation did not exit cleanly:\n" << service_log();
+    }
+    if (HasFailure()) std::cerr << "conveyor-creation log:\n" << service_log();
+    std::filesystem::remove(log_);
+  }
+
+  std::string service_log() const {
+    std::ifstream in(log_);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  ClientResponse request(const std::string& method, const std::string& path,
+                         const std::string& body = "",
+                         std::map<std::string, std::string> headers = {}) {
+    if (!body.empty()) headers.emplace("Content-Type", "application/json");
+    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path,
+                                        body, headers);
+  }
+
+  // Submits and expects 201; returns the job.
+  json submit(const json& body) {
+    auto r = request("POST", "/v1/jobs", body.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return json::parse(r.body);
+  }
+
+  // Moves a job through `statuses` by SQL, as the stage services would.
+  void advance(std::int64_t id, const std::vector<std::string>& statuses) {
+    for (const auto& s : statuses) {
+      db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + std::to_string(id));
+    }
+  }
+
+  std::string status_of(std::int64_t id) {
+    return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + std::to_string(id));
+  }
+
+  // Expects a problem+json answer with `status`; returns its body.
+  static json problem(const ClientResponse& r, int status) {
+    EXPECT_EQ(r.status, status) << r.body;
+    const auto ct_it = r.headers.find("content-type");
+    EXPECT_TRUE(ct_it != r.headers.end() &&
+                ct_it->second.find("application/problem+json") != std::string::npos)
+        << r.body;
+    auto body = json::parse(r.body, nullptr, false);
+    EXPECT_FALSE(body.is_discarded()) << r.body;
+    if (body.is_discarded()) return json::object();
+    EXPECT_EQ(body.value("status", 0), status) << r.body;
+    return body;
+  }
+
+  static bool contains(const json& problem_body, const std::string& text) {
+    return problem_body.value("detail", "").find(text) != std::string::npos;
+  }
+
+  ct::TestDatabase db_;
+  ct::Broker broker_;
+  std::filesystem::path log_;
+  int port_ = 0;
+  std::unique_ptr<ct::ChildProcess> service_;
+};
+
+TEST_F(CreationApi, SubmitCreatesAnInitializedJobAndTheIdempotencyKeyReturnsIt) {
+  auto r = request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 0}})",
+                   {{"Idempotency-Key", "batch-1/item-7"}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  const json job = json::parse(r.body);
+  const auto id = job.at("id").get<std::int64_t>();
+  EXPECT_EQ(r.headers["location"], "/v1/jobs/" + std::to_string(id));
+  EXPECT_EQ(job.at("status"), "initialized");
+  EXPECT_EQ(job.at("job_type"), "sleep");
+  EXPECT_EQ(job.at("priority"), 3) << "the type's priority is the default";
+  EXPECT_EQ(job.at("params"), json({{"seconds", 0}}));
+  EXPECT_EQ(job.at("idempotency_key"), "batch-1/item-7");
+  EXPECT_TRUE(job.at("depends_on").empty());
+  EXPECT_TRUE(job.at("canceled_at").is_null());
+  EXPECT_EQ(status_of(id), "initialized");
+
+  r = request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 0}})",
+              {{"Idempotency-Key", "batch-1/item-7"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("id"), id);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1");
+
+  // Another key, explicit priority, a dependency and a start time.
+  const json second = submit({{"job_type", "sleep"},
+                              {"params", {{"seconds", 1}}},
+                              {"priority", -5},
+                              {"depends_on", {id}},
+                              {"not_before", "2030-01-02T03:04:05Z"}});
+  EXPECT_NE(second.at("id"), id);
+  EXPECT_EQ(second.at("priority"), -5);
+  EXPECT_EQ(second.at("depends_on"), json::array({id}));
+  EXPECT_EQ(second.at("not_before"), "2030-01-02T03:04:05.000000Z");
+  EXPECT_EQ(db_.query_value("SELECT depends_on::text FROM conveyor.job WHERE id = " +
+                            second.at("id").dump()),
+            "{" + std::to_string(id) + "}");
+}
+
+TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServing) {
+  json p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep",)"), 400);
+  EXPECT_TRUE(contains(p, "malformed JSON")) << p;
+
+  p = problem(request("POST", "/v1/jobs", R"([1, 2])"), 400);
+  EXPECT_EQ(p.value("field", ""), "body") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": "seconds=1"})"), 400);
+  EXPECT_EQ(p.value("field", ""), "params") << p;
+  EXPECT_TRUE(contains(p, "params: expected an object")) << p;
+
+  p = problem(request("POST", "/v1/jobs",
+                      R"({"job_type": "sleep", "params": {"seconds": 1}, "priority": "x"})"),
+              400);
+  EXPECT_EQ(p.value("field", ""), "priority") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"params": {}})"), 400);
+  EXPECT_EQ(p.value("field", ""), "job_type") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "colour": "red"})"), 400);
+  EXPECT_EQ(p.value("field", ""), "colour") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "depends_on": [1, -2]})"), 400);
+  EXPECT_EQ(p.value("field", ""), "depends_on[1]") << p;
+
+  p = problem(request("POST", "/v1/jobs",
+                      R"({"job_type": "sleep", "params": {"seconds": 1}, "not_before": "soon"})"),
+              400);
+  EXPECT_EQ(p.value("field", ""), "not_before") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}})",
+                      {{"Idempotency-Key", std::string(201, 'k')}}),
+              400);
+  EXPECT_EQ(p.value("field", ""), "Idempotency-Key") << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "nope"})"), 422);
+  EXPECT_EQ(p.value("field", ""), "job_type") << p;
+  EXPECT_TRUE(contains(p, "job_type: unknown job type 'nope'")) << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "retired"})"), 422);
+  EXPECT_TRUE(contains(p, "unknown job type 'retired'")) << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": "a"}})"),
+              422);
+  EXPECT_EQ(p.value("field", ""), "params") << p;
+  EXPECT_TRUE(contains(p, "seconds")) << p;
+  EXPECT_FALSE(p.value("errors", json::array()).empty()) << p;
+
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1},
+                                              "depends_on": [424242]})"),
+              422);
+  EXPECT_EQ(p.value("field", ""), "depends_on") << p;
+  EXPECT_TRUE(contains(p, "424242")) << p;
+
+  // The server refuses bodies over 1 MiB before any handler sees them.
+  const std::string big = R"({"job_type": "sleep", "params": {"pad": ")" +
+                          std::string(2 * 1024 * 1024, 'x') + R"("}})";
+  problem(request("POST", "/v1/jobs", big), 413);
+
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
+  EXPECT_EQ(request("GET", "/healthz").status, 200);
+  submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}});
+}
+
+TEST_F(CreationApi, ParametersGateSubmissions) {
+  auto r = request("PATCH", "/v1/parameters",
+                   R"({"accepting_new_jobs": false, "not_accepting_reason": "maintenance until 14:00"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs FROM conveyor.system_parameters"), "f");
+  EXPECT_EQ(db_.query_value("SELECT updated_by FROM conveyor.system_parameters"),
+            "conveyor-creation");
+  r = request("GET", "/v1/parameters");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("accepting_new_jobs"), false) << r.body;
+
+  json p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}})"),
+                   503);
+  EXPECT_TRUE(contains(p, "maintenance until 14:00")) << p;
+
+  // Bad patches name the column and change nothing.
+  p = problem(request("PATCH", "/v1/parameters", R"({"accepting_new_jobs": true, "id": false})"), 400);
+  EXPECT_EQ(p.value("field", ""), "id") << p;
+  p = problem(request("PATCH", "/v1/parameters", R"({"worker_concurrency": "many"})"), 400);
+  EXPECT_EQ(p.value("field", ""), "worker_concurrency") << p;
+  p = problem(request("PATCH", "/v1/parameters", R"({"worker_concurrency": 0})"), 400);
+  EXPECT_EQ(p.value("field", ""), "worker_concurrency") << p;
+  p = problem(request("PATCH", "/v1/parameters", R"({"min_number_of_worker_instances": 9})"), 400);
+  EXPECT_EQ(p.value("field", ""), "min_number_of_worker_instances") << p;
+  EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs FROM conveyor.system_parameters"), "f");
+
+  // Checks judge the final row: raising min and max together is fine.
+  r = request("PATCH", "/v1/parameters",
+              R"({"accepting_new_jobs": true, "min_number_of_worker_instances": 6,
+                  "max_number_of_worker_instances": 8, "job_types_list": ["sleep"]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(db_.query_value("SELECT min_number_of_worker_instances || '/' || "
+                            "max_number_of_worker_instances FROM conveyor.system_parameters"),
+            "6/8");
+
+  // A type outside job_types_list is refused; one inside is accepted.
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "other"})"), 422);
+  EXPECT_EQ(p.value("field", ""), "job_type") << p;
+  EXPECT_TRUE(contains(p, "job_types_list")) << p;
+  submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}});
+
+  r = request("PATCH", "/v1/parameters", R"({"job_types_list": null})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  submit({{"job_type", "other"}});
+}
+
+TEST_F(CreationApi, ListFiltersAndPaginatesNewestFirst) {
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(submit({{"job_type", "sleep"}, {"params", {{"seconds", i}}}}).at("id"));
+  }
+  ids.push_back(submit({{"job_type", "other"}}).at("id"));
+  advance(ids[0], {"configured"});
+  advance(ids[1], {"configured"});
+
+  auto r = request("GET", "/v1/jobs");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json page = json::parse(r.body);
+  EXPECT_EQ(page.at("total"), 6);
+  EXPECT_EQ(page.at("page"), 1);
+  EXPECT_EQ(page.at("size"), 50);
+  ASSERT_EQ(page.at("items").size(), 6u);
+  EXPECT_EQ(page.at("items")[0].at("id"), ids[5]);
+  EXPECT_EQ(page.at("items")[5].at("id"), ids[0]);
+
+  page = json::parse(request("GET", "/v1/jobs?status=configured").body);
+  EXPECT_EQ(page.at("total"), 2);
+  ASSERT_EQ(page.at("items").size(), 2u);
+  EXPECT_EQ(page.at("items")[0].at("id"), ids[1]);
+
+  page = json::parse(request("GET", "/v1/jobs?type=sleep&status=initialized").body);
+  EXPECT_EQ(page.at("total"), 3);
+
+  page = json::parse(request("GET", "/v1/jobs?type=sleep&size=2&page=2").body);
+  EXPECT_EQ(page.at("total"), 5);
+  ASSERT_EQ(page.at("items").size(), 2u);
+  EXPECT_EQ(page.at("items")[0].at("id"), ids[2]);
+  EXPECT_EQ(page.at("items")[1].at("id"), ids[1]);
+
+  page = json::parse(request("GET", "/v1/jobs?page=9").body);
+  EXPECT_EQ(page.at("total"), 6);
+  EXPECT_TRUE(page.at("items").empty());
+
+  json p = problem(request("GET", "/v1/jobs?status=finished"), 400);
+  EXPECT_EQ(p.value("field", ""), "status") << p;
+  p = problem(request("GET", "/v1/jobs?size=501"), 400);
+  EXPECT_EQ(p.value("field", ""), "size") << p;
+  p = problem(request("GET", "/v1/jobs?page=0"), 400);
+  EXPECT_EQ(p.value("field", ""), "page") << p;
+}
+
+TEST_F(CreationApi, GetReturnsTheJobWithItsHistory) {
+  const std::int64_t id = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(id, {"configured", "ready"});
+
+  auto r = request("GET", "/v1/jobs/" + std::to_string(id));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json job = json::parse(r.body);
+  EXPECT_EQ(job.at("status"), "ready");
+  const json& history = job.at("history");
+  ASSERT_EQ(history.size(), 3u) << history;
+  EXPECT_TRUE(history[0].at("from_status").is_null());
+  EXPECT_EQ(history[0].at("to_status"), "initialized");
+  EXPECT_EQ(history[0].at("actor"), "conveyor-creation");
+  EXPECT_EQ(history[1].at("from_status"), "initialized");
+  EXPECT_EQ(history[1].at("to_status"), "configured");
+  EXPECT_EQ(history[2].at("to_status"), "ready");
+  EXPECT_FALSE(history[2].at("at").get<std::string>().empty());
+
+  json p = problem(request("GET", "/v1/jobs/abc"), 400);
+  EXPECT_EQ(p.value("field", ""), "id") << p;
+  p = problem(request("GET", "/v1/jobs/987654"), 404);
+  EXPECT_TRUE(contains(p, "job 987654")) << p;
+}
+
+TEST_F(CreationApi, CancelStopsJobsThatAreNotRunning) {
+  const std::int64_t queued = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(queued, {"configured", "ready", "queued"});
+  auto r = request("POST", "/v1/jobs/" + std::to_string(queued) + "/cancel");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("status"), "canceled");
+  EXPECT_FALSE(json::parse(r.body).at("canceled_at").is_null());
+  EXPECT_EQ(status_of(queued), "canceled");
+  // Again: nothing more to do.
+  r = request("POST", "/v1/jobs/" + std::to_string(queued) + "/cancel");
+  EXPECT_EQ(r.status, 200) << r.body;
+
+  const std::int64_t done = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(done, {"configured", "ready", "queued", "started", "processed", "done"});
+  json p = problem(request("POST", "/v1/jobs/" + std::to_string(done) + "/cancel"), 409);
+  EXPECT_TRUE(contains(p, "job " + std::to_string(done) + " is done")) << p;
+  EXPECT_EQ(status_of(done), "done");
+
+  // A running job is left to its worker, which sees canceled_at.
+  const std::int64_t running = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(running, {"configured", "ready", "queued", "started"});
+  r = request("POST", "/v1/jobs/" + std::to_string(running) + "/cancel");
+  ASSERT_EQ(r.status, 202) << r.body;
+  EXPECT_EQ(status_of(running), "started");
+  EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " +
+                            std::to_string(running)),
+            "t");
+
+  // An error status goes through error_checked.
+  const std::int64_t failed = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(failed, {"configured", "ready", "queued", "started", "failed"});
+  r = request("POST", "/v1/jobs/" + std::to_string(failed) + "/cancel");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(db_.query_value("SELECT string_agg(to_status, ',' ORDER BY id) FROM "
+                            "conveyor.job_status_change WHERE job_id = " + std::to_string(failed) +
+                            " AND id > (SELECT max(id) FROM conveyor.job_status_change WHERE "
+                            "to_status = 'failed')"),
+            "error_checked,canceled");
+
+  problem(request("POST", "/v1/jobs/555555/cancel"), 404);
+}
+
+TEST_F(CreationApi, RetryRestartsFailedAndCanceledJobs) {
+  const std::int64_t id = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(id, {"configured", "ready", "queued", "started"});
+  db_.exec("UPDATE conveyor.job SET status = 'failed', attempt = 1, error_subtype = 'exit_code', "
+           "error_message = 'exited with 1' WHERE id = " + std::to_string(id));
+
+  auto r = request("POST", "/v1/jobs/" + std::to_string(id) + "/retry");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json job = json::parse(r.body);
+  EXPECT_EQ(job.at("status"), "initialized");
+  EXPECT_EQ(job.at("attempt"), 0);
+  EXPECT_TRUE(job.at("error_subtype").is_null());
+  EXPECT_TRUE(job.at("error_message").is_null());
+  job = json::parse(request("GET", "/v1/jobs/" + std::to_string(id)).body);
+  const json& history = job.at("history");
+  ASSERT_GE(history.size(), 3u);
+  const auto n = history.size();
+  EXPECT_EQ(history[n - 3].at("to_status"), "failed");
+  EXPECT_EQ(history[n - 3].at("error_subtype"), "exit_code");
+  EXPECT_EQ(history[n - 2].at("to_status"), "error_checked");
+  EXPECT_EQ(history[n - 1].at("to_status"), "initialized");
+
+  // Not retriable from initialized.
+  json p = problem(request("POST", "/v1/jobs/" + std::to_string(id) + "/retry"), 409);
+  EXPECT_TRUE(contains(p, "initialized")) << p;
+
+  // Failed in publication: resumes at processed, keeping the result.
+  const std::int64_t pub = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  advance(pub, {"configured", "ready", "queued", "started", "processed"});
+  db_.exec("UPDATE conveyor.job SET status = 'internal_error', error_subtype = "
+           "'publication_failed' WHERE id = " + std::to_string(pub));
+  r = request("POST", "/v1/jobs/" + std::to_string(pub) + "/retry");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("status"), "processed");
+
+  // Canceled: restarts at initialized with canceled_at cleared.
+  const std::int64_t canceled = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
+  ASSERT_EQ(request("POST", "/v1/jobs/" + std::to_string(canceled) + "/cancel").status, 200);
+  r = request("POST", "/v1/jobs/" + std::to_string(canceled) + "/retry");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("status"), "initialized");
+  EXPECT_TRUE(json::parse(r.body).at("canceled_at").is_null());
+}
+
+TEST_F(CreationApi, JobTypesAreListed) {
+  auto r = request("GET", "/v1/job-types");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json items = json::parse(r.body).at("items");
+  ASSERT_EQ(items.size(), 3u) << r.body;
+  r = request("GET", "/v1/job-types/sleep");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("name"), "sleep");
+  problem(request("GET", "/v1/job-types/nope"), 404);
+}
+
+}  // namespace

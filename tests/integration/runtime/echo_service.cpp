@@ -1,0 +1,32 @@
+// A minimal service on the runtime, for integration_runtime: its loop counts
+// the wake-ups it takes, and two routes expose what the runtime gives it.
+// With CONVEYOR_POLL_INTERVAL_MS large, every count is an event wake-up.
+#include <atomic>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/runtime/runtime.hpp"
+
+int main(int argc, char** argv) {
+  using namespace conveyor;
+  std::atomic<long> wakeups{0};
+
+  runtime::ServiceSpec spec;
+  spec.name = "conveyor-echo";
+  spec.schema = runtime::service_schema();
+  spec.wake_on = {"io.conveyor.job.configured"};
+
+  auto setup = [&](runtime::Context& ctx) {
+    ctx.http().route("GET", "/count", [&](const http::Request&) {
+      return http::Response::json({{"wakeups", wakeups.load()}});
+    });
+    ctx.http().route("GET", "/parameters", [&ctx](const http::Request&) {
+      return http::Response::json(ctx.parameters()->to_json());
+    });
+  };
+  auto loop = [&](runtime::Context& ctx) {
+    const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+    while (ctx.wait_for_work(poll)) ++wakeups;
+  };
+  return runtime::run(argc, argv, spec, setup, loop);
+}

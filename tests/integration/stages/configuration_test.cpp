@@ -1,0 +1,156 @@
+// conveyor-configuration as a real process against a real PostgreSQL and
+// devbroker: initialized -> configured -> ready with the argv rendered from
+// the job type, dependency chains waiting for their upstream outputs, and the
+// internal_error subtypes (dependency_failed, unknown_job_type,
+// invalid_params, dependency_missing).
+#include <nlohmann/json.hpp>
+
+#include "stage_fixture.hpp"
+
+namespace conveyor::stages_test {
+namespace {
+
+using nlohmann::json;
+
+class ConfigurationTest : public StageTest {
+ protected:
+  void SetUp() override {
+    StageTest::SetUp();
+    db_.exec(R"(INSERT INTO conveyor.job_type
+        (name, command, image, timeout_s, max_attempts, retry_backoff_s, concurrency_limit, sinks, params_schema, env)
+      VALUES ('tile',
+        '["tool", "--tile", "{tile}", "--job", "{job_id}", "--out", "{output_dir}", "{inputs}"]',
+        'registry:5000/tools/tile:1.0', 120, 3, 7, 2,
+        '[{"kind": "file", "dir": "catalog"}]',
+        '{"type": "object", "properties": {"tile": {"type": "string", "minLength": 1}}, "required": ["tile"]}',
+        '{"GDAL_CACHEMAX": "512"}'))");
+    db_.exec(R"(UPDATE conveyor.system_parameters SET image_tags = '{"tile": "2.5"}')");
+  }
+  json config(const std::string& id) const {
+    return json::parse(db_.query_value("SELECT config::text FROM conveyor.job WHERE id = " + id));
+  }
+  std::string out_dir(const std::string& id) const {
+    return (fs::absolute(data_dir()) / "outputs" / ("job-" + id)).string() + "/";
+  }
+  // Moves a ready job along the hot path to `final_status` as a worker and
+  // publication would, with `outputs` as its result.
+  void finish(const std::string& id, const std::string& final_status, const json& outputs = json::array()) const {
+    db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id = " + id);
+    if (final_status == "failed") {
+      db_.exec("UPDATE conveyor.job SET status = 'failed' WHERE id = " + id);
+      return;
+    }
+    json result = {{"exit_code", 0}, {"outputs", outputs}};
+    db_.exec("UPDATE conveyor.job SET status = 'processed', result = '" + result.dump() + "' WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id = " + id);
+  }
+};
+
+TEST_F(ConfigurationTest, InitializedJobBecomesReadyWithItsArgvRendered) {
+  const auto id = insert_job("tile", R"({"tile": "T31 TCH"})");
+  start(CONVEYOR_CONFIGURATION_PATH);
+  ASSERT_TRUE(reaches(id, "ready"));
+  EXPECT_EQ(history(id), ">initialized,initialized>configured,configured>ready");
+
+  const auto c = config(id);
+  // "{inputs}" with no inputs expands to no argument; a value with a space stays one argument.
+  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "T31 TCH", "--job", id, "--out", out_dir(id)}));
+  EXPECT_EQ(c.at("image"), "registry:5000/tools/tile:2.5");  // image_tags override, registry port kept
+  EXPECT_EQ(c.at("env"), json({{"GDAL_CACHEMAX", "512"}}));
+  EXPECT_EQ(c.at("timeout_s"), 120);
+  EXPECT_EQ(c.at("max_attempts"), 3);
+  EXPECT_EQ(c.at("retry_backoff_s"), 7);
+  EXPECT_EQ(c.at("concurrency_limit"), 2);
+  EXPECT_EQ(c.at("pool"), "default");
+  EXPECT_EQ(c.at("output_dir"), out_dir(id));
+  EXPECT_EQ(c.at("inputs"), json::array());
+  ASSERT_EQ(c.at("sinks").size(), 1u);
+  EXPECT_EQ(c.at("sinks")[0].at("kind"), "file");
+  EXPECT_EQ(c.at("sinks")[0].at("dir"), "catalog");
+  EXPECT_EQ(db_.query_value("SELECT max_attempts FROM conveyor.job WHERE id = " + id), "3");
+  EXPECT_EQ(db_.query_value("SELECT DISTINCT actor FROM conveyor.job_status_change WHERE from_status IS NOT NULL "
+                            "AND job_id = " + id),
+            "conveyor-configuration");
+}
+
+TEST_F(ConfigurationTest, DependentJobWaitsThenGetsTheUpstreamOutputsAsInputs) {
+  start(CONVEYOR_CONFIGURATION_PATH);
+  const auto up = insert_job("tile", R"({"tile": "A"})");
+  const auto down = insert_job("tile", R"({"tile": "B"})", "{" + up + "}");
+  ASSERT_TRUE(reaches(up, "ready"));
+  ASSERT_TRUE(reaches(down, "configured"));
+  // Before the upstream job ran, its output folder stands for its files.
+  EXPECT_EQ(config(down).at("inputs"), json({out_dir(up)}));
+
+  // A later job without dependencies is not held up by the waiting one.
+  const auto other = insert_job("tile", R"({"tile": "C"})");
+  ASSERT_TRUE(reaches(other, "ready"));
+  EXPECT_EQ(status(down), "configured");
+
+  const json outputs = {out_dir(up) + "a.tif", out_dir(up) + "b.tif"};
+  finish(up, "done", outputs);
+  ASSERT_TRUE(reaches(down, "ready"));
+  const auto c = config(down);
+  EXPECT_EQ(c.at("inputs"), outputs);
+  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "B", "--job", down, "--out", out_dir(down),
+                                outputs[0].get<std::string>(), outputs[1].get<std::string>()}));
+}
+
+TEST_F(ConfigurationTest, FailedDependencyFailsTheDownstreamJob) {
+  start(CONVEYOR_CONFIGURATION_PATH);
+  const auto up = insert_job("tile", R"({"tile": "A"})");
+  const auto down = insert_job("tile", R"({"tile": "B"})", "{" + up + "}");
+  ASSERT_TRUE(reaches(up, "ready"));
+  ASSERT_TRUE(reaches(down, "configured"));
+  finish(up, "failed");
+  ASSERT_TRUE(reaches(down, "internal_error"));
+  EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job WHERE id = " + down), "dependency_failed");
+  const auto message = db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + down);
+  EXPECT_NE(message.find(up), std::string::npos) << message;
+  EXPECT_NE(message.find("failed"), std::string::npos) << message;
+  // The history row carries the subtype too.
+  EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job_status_change WHERE to_status = "
+                            "'internal_error' AND job_id = " + down),
+            "dependency_failed");
+}
+
+TEST_F(ConfigurationTest, BadJobsEndInInternalErrorWithASubtypeNamingTheProblem) {
+  db_.exec("INSERT INTO conveyor.job_type (name, command, enabled) VALUES ('off', '[\"true\"]', false)");
+  const auto unknown = insert_job("no-such-type");
+  const auto disabled = insert_job("off");
+  const auto bad_params = insert_job("tile", R"({"tile": 5})");
+  const auto missing_dep = insert_job("tile", R"({"tile": "A"})", "{987654}");
+  const auto good = insert_job("tile", R"({"tile": "A"})");
+  start(CONVEYOR_CONFIGURATION_PATH);
+
+  ASSERT_TRUE(reaches(good, "ready"));
+  const auto subtype = [&](const std::string& id) {
+    return db_.query_value("SELECT coalesce(error_subtype, '') || ': ' || coalesce(error_message, '') "
+                           "FROM conveyor.job WHERE id = " + id);
+  };
+  ASSERT_TRUE(reaches(unknown, "internal_error"));
+  EXPECT_EQ(subtype(unknown).rfind("unknown_job_type: ", 0), 0u) << subtype(unknown);
+  EXPECT_NE(subtype(unknown).find("no-such-type"), std::string::npos) << subtype(unknown);
+  ASSERT_TRUE(reaches(disabled, "internal_error"));
+  EXPECT_EQ(subtype(disabled).rfind("unknown_job_type: ", 0), 0u) << subtype(disabled);
+  EXPECT_NE(subtype(disabled).find("disabled"), std::string::npos) << subtype(disabled);
+  ASSERT_TRUE(reaches(bad_params, "internal_error"));
+  EXPECT_EQ(subtype(bad_params).rfind("invalid_params: ", 0), 0u) << subtype(bad_params);
+  EXPECT_NE(subtype(bad_params).find("tile"), std::string::npos) << subtype(bad_params);
+  ASSERT_TRUE(reaches(missing_dep, "internal_error"));
+  EXPECT_EQ(subtype(missing_dep).rfind("dependency_missing: ", 0), 0u) << subtype(missing_dep);
+  EXPECT_NE(subtype(missing_dep).find("987654"), std::string::npos) << subtype(missing_dep);
+}
+
+TEST_F(ConfigurationTest, CanceledJobsAreLeftAlone) {
+  const auto canceled = insert_job("tile", R"({"tile": "A"})");
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + canceled);
+  const auto marker = insert_job("tile", R"({"tile": "B"})");
+  start(CONVEYOR_CONFIGURATION_PATH);
+  ASSERT_TRUE(reaches(marker, "ready"));
+  EXPECT_EQ(status(canceled), "initialized");
+}
+
+}  // namespace
+}  // namespace conveyor::stages_test

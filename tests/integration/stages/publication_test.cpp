@@ -1,0 +1,207 @@
+// conveyor-publication as a real process against a real PostgreSQL and
+// devbroker: webhook sinks (received by a test HTTP server, HMAC-SHA256
+// signed), file manifests, Kafka topics, sink failures retried through
+// external_error -> error_checked -> processed, and the attempt limit.
+#include <atomic>
+#include <mutex>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/bus/cloudevent.hpp"
+#include "conveyor/bus/kafka.hpp"
+#include "conveyor/http/server.hpp"
+#include "publication.hpp"
+#include "stage_fixture.hpp"
+
+namespace conveyor::stages_test {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kSecretVar = "CONVEYOR_TEST_WEBHOOK_SECRET";
+constexpr const char* kSecret = "s3cret-for-tests";
+
+// A webhook receiver that answers `fail_first` requests with 500, then 200.
+class Receiver {
+ public:
+  explicit Receiver(int fail_first = 0) : server_("127.0.0.1", 0), fail_first_(fail_first) {
+    server_.route("POST", "/hook", [this](const http::Request& r) {
+      std::lock_guard lock(mutex_);
+      requests_.push_back(r);
+      if (static_cast<int>(requests_.size()) <= fail_first_) return http::Response::text("no", 500);
+      return http::Response::json(json{{"ok", true}});
+    });
+    server_.start();
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_.port()) + "/hook"; }
+  std::vector<http::Request> requests() const {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  http::Server server_;
+  int fail_first_;
+  mutable std::mutex mutex_;
+  std::vector<http::Request> requests_;
+};
+
+class PublicationTest : public StageTest {
+ protected:
+  // A job that ran: processed, with `sinks` in its config as configuration wrote them.
+  std::string processed_job(const json& sinks) const {
+    const json config = {{"sinks", sinks}};
+    const json result = {{"exit_code", 0}, {"outputs", {"/data/outputs/x.tif"}}};
+    const auto id = db_.query_value(
+        "INSERT INTO conveyor.job (job_type, params, config) VALUES ('tile', '{\"tile\": \"T31\"}', '" +
+        config.dump() + "') RETURNING id");
+    for (const char* s : {"configured", "ready", "queued", "started"}) {
+      db_.exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + id);
+    }
+    db_.exec("UPDATE conveyor.job SET status = 'processed', result = '" + result.dump() + "' WHERE id = " + id);
+    return id;
+  }
+  void start_publication() {
+    start(CONVEYOR_PUBLICATION_PATH,
+          {{kSecretVar, kSecret}, {"CONVEYOR_PUBLICATION_BACKOFF_BASE_MS", "100ms"}});
+  }
+  std::string count_in_history(const std::string& id, const std::string& to) const {
+    return db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
+                           " AND to_status = '" + to + "'");
+  }
+};
+
+TEST(PublicationUnit, HmacSha256MatchesRfc4231) {
+  EXPECT_EQ(publication::hmac_sha256_hex("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(PublicationUnit, BackoffDoublesUpToTheMaximum) {
+  publication::Settings s;
+  s.backoff_base = 1000ms;
+  s.backoff_max = 60000ms;
+  EXPECT_EQ(publication::backoff(s, 1), 1000ms);
+  EXPECT_EQ(publication::backoff(s, 2), 2000ms);
+  EXPECT_EQ(publication::backoff(s, 4), 8000ms);
+  EXPECT_EQ(publication::backoff(s, 40), 60000ms);
+}
+
+TEST_F(PublicationTest, WebhookAndFileSinksThenDone) {
+  Receiver receiver;
+  const auto id = processed_job(json::array({
+      {{"kind", "webhook"}, {"url", receiver.url()}, {"secret_env", kSecretVar}},
+      {{"kind", "file"}, {"dir", "catalog"}},
+  }));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "done"));
+  EXPECT_EQ(history(id).substr(history(id).rfind(',') + 1), "processed>done");
+
+  const auto requests = receiver.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const auto& r = requests[0];
+  ASSERT_TRUE(r.header("x-conveyor-signature").has_value());
+  EXPECT_EQ(*r.header("x-conveyor-signature"), "sha256=" + publication::hmac_sha256_hex(kSecret, r.body));
+  const auto event = bus::decode(r.body);
+  EXPECT_EQ(event.type, "io.conveyor.job.published");
+  EXPECT_EQ(event.subject, id);
+  EXPECT_EQ(event.data.at("job_id").get<std::int64_t>(), std::stoll(id));
+  EXPECT_EQ(event.data.at("job_type"), "tile");
+  EXPECT_EQ(event.data.at("params"), json({{"tile", "T31"}}));
+  EXPECT_EQ(event.data.at("result").at("outputs"), json({"/data/outputs/x.tif"}));
+  EXPECT_EQ(event.data.at("attempt"), 0);
+
+  // Relative catalog dirs are under CONVEYOR_DATA_DIR.
+  const auto manifest = data_dir() / "catalog" / ("job-" + id + ".json");
+  ASSERT_TRUE(fs::exists(manifest));
+  const auto from_file = bus::decode(read_text(manifest));
+  EXPECT_EQ(from_file.id, event.id);
+  EXPECT_EQ(from_file.data.at("job_id").get<std::int64_t>(), std::stoll(id));
+  for (const auto& entry : fs::directory_iterator(data_dir() / "catalog")) {
+    EXPECT_EQ(entry.path().filename().string().rfind(".job-", 0), std::string::npos)
+        << "temporary file left behind: " << entry.path();
+  }
+}
+
+TEST_F(PublicationTest, WebhookWithoutUrlUsesTheSystemEndpoint) {
+  Receiver receiver;
+  db_.exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + receiver.url() + "'");
+  const auto id = processed_job(json::array({{{"kind", "webhook"}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "done"));
+  ASSERT_EQ(receiver.requests().size(), 1u);
+  EXPECT_FALSE(receiver.requests()[0].header("x-conveyor-signature").has_value());
+}
+
+TEST_F(PublicationTest, KafkaSinkProducesTheEventOnItsTopic) {
+  const auto topic = conveyor::testing::unique_name("catalog");
+  const auto id = processed_job(json::array({{{"kind", "kafka"}, {"topic", topic}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "done"));
+
+  bus::ConsumerOptions c;
+  c.brokers = broker_.bootstrap();
+  c.group_id = conveyor::testing::unique_name("grp");
+  c.topics = {topic};
+  bus::Consumer consumer(c);
+  std::vector<bus::ReceivedMessage> got;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (auto& m : consumer.poll(10, 100ms)) got.push_back(m);
+        return !got.empty();
+      },
+      20s));
+  EXPECT_EQ(got[0].key, id);
+  EXPECT_EQ(bus::decode(got[0].value).subject, id);
+}
+
+TEST_F(PublicationTest, SinkFailingTwiceThenSucceedingEndsDone) {
+  Receiver receiver(2);
+  const auto id = processed_job(json::array({{{"kind", "webhook"}, {"url", receiver.url()}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "done", 30s));
+  EXPECT_EQ(receiver.requests().size(), 3u);
+  EXPECT_EQ(count_in_history(id, "external_error"), "2");
+  EXPECT_EQ(count_in_history(id, "error_checked"), "2");
+  EXPECT_EQ(history(id),
+            ">initialized,initialized>configured,configured>ready,ready>queued,queued>started,started>processed,"
+            "processed>external_error,external_error>error_checked,error_checked>processed,"
+            "processed>external_error,external_error>error_checked,error_checked>processed,processed>done");
+  const auto row = db_.query("SELECT error_subtype, message FROM conveyor.job_status_change WHERE job_id = " + id +
+                             " AND to_status = 'external_error' ORDER BY id LIMIT 1");
+  ASSERT_EQ(row.size(), 1u);
+  EXPECT_EQ(row[0][0], "sink_failed");
+  EXPECT_NE(row[0][1].find("500"), std::string::npos) << row[0][1];
+  EXPECT_NE(row[0][1].find("webhook"), std::string::npos) << row[0][1];
+}
+
+TEST_F(PublicationTest, MaxAttemptsEndsInInternalError) {
+  db_.exec("UPDATE conveyor.system_parameters SET publication_max_attempts = 3");
+  Receiver receiver(1000);
+  const auto id = processed_job(json::array({{{"kind", "webhook"}, {"url", receiver.url()}}}));
+  const auto no_url = processed_job(json::array({{{"kind", "file"}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "internal_error", 30s));
+  EXPECT_EQ(receiver.requests().size(), 3u);
+  EXPECT_EQ(count_in_history(id, "external_error"), "2");
+  EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job WHERE id = " + id), "publication_failed");
+  ASSERT_TRUE(reaches(no_url, "internal_error", 30s));
+  EXPECT_NE(db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + no_url).find("file sink"),
+            std::string::npos);
+}
+
+TEST_F(PublicationTest, MissingSecretIsASinkFailureNotAnUnsignedRequest) {
+  db_.exec("UPDATE conveyor.system_parameters SET publication_max_attempts = 1");
+  Receiver receiver;
+  const auto id = processed_job(
+      json::array({{{"kind", "webhook"}, {"url", receiver.url()}, {"secret_env", "CONVEYOR_NOT_SET_ANYWHERE"}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "internal_error"));
+  EXPECT_TRUE(receiver.requests().empty());
+  EXPECT_NE(db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + id)
+                .find("CONVEYOR_NOT_SET_ANYWHERE"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace conveyor::stages_test

@@ -1,0 +1,391 @@
+// conveyor-worker as a black box: the real executable against its own
+// database and devbroker; jobs are put in `queued` by raw SQL and the test
+// watches the database, the job's files and the processes.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "conveyor/http/client.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+using testing::wait_until;
+
+std::string sql_literal(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += '\'';
+    out += c;
+  }
+  return out + "'";
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class WorkerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = fs::temp_directory_path() / testing::unique_name("worker_data");
+    fs::create_directories(data_dir_);
+    // Heartbeats every second so an operator's drain is seen quickly.
+    db_.exec("UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1");
+  }
+  void TearDown() override {
+    worker_.reset();
+    std::error_code ec;
+    fs::remove_all(data_dir_, ec);
+  }
+
+  void start_worker(std::map<std::string, std::string> extra = {}) {
+    std::string path = CONVEYOR_EXAMPLE_TASK_DIR;
+    if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
+    std::map<std::string, std::string> env = {
+        {"CONVEYOR_DATABASE_URL", db_.url()},
+        {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+        {"CONVEYOR_TOPIC_PREFIX", testing::unique_name("wt")},
+        {"CONVEYOR_DATA_DIR", data_dir_.string()},
+        {"CONVEYOR_HTTP_PORT", std::to_string(testing::free_port())},
+        {"CONVEYOR_WORKER_NAME", name_},
+        {"CONVEYOR_WORKER_CONCURRENCY", "2"},
+        {"CONVEYOR_KILL_GRACE_MS", "1000"},
+        {"CONVEYOR_POLL_INTERVAL_MS", "500"},
+        {"CONVEYOR_LOG_LEVEL", "debug"},
+        {"PATH", path},
+    };
+    for (auto& [k, v] : extra) env[k] = v;
+    http_port_ = env["CONVEYOR_HTTP_PORT"];
+    worker_ = std::make_unique<testing::ChildProcess>(testing::ChildProcess::Options{
+        .argv = {CONVEYOR_WORKER_BIN},
+        .env = env,
+        .stdout_file = data_dir_ / "worker.log",
+        .stderr_file = {},
+        .detach = false,
+    });
+    ASSERT_TRUE(wait_until(
+        [&] {
+          return db_.query_value("SELECT status FROM conveyor.worker WHERE name = " +
+                                 sql_literal(name_)) == "active";
+        },
+        30s))
+        << "worker did not register; its log:\n"
+        << read_text(data_dir_ / "worker.log");
+  }
+
+  // Inserts a job and walks it to `queued` the way the stages would.
+  std::int64_t queue_job(const json& config, int max_attempts = 1) {
+    const std::string id =
+        db_.query_value("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('test', " +
+                        std::to_string(max_attempts) + ") RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured', config = " +
+             sql_literal(config.dump()) + "::jsonb WHERE id = " + id +
+             ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id +
+             ";\nUPDATE conveyor.job SET status = 'queued' WHERE id = " + id + ";");
+    return std::stoll(id);
+  }
+
+  std::string job_field(std::int64_t id, const std::string& column) {
+    return db_.query_value("SELECT " + column +
+                           " FROM conveyor.job WHERE id = " + std::to_string(id));
+  }
+
+  bool wait_status(std::int64_t id, const std::string& status,
+                   std::chrono::milliseconds timeout = 30s) {
+    const bool ok = wait_until([&] { return job_field(id, "status") == status; }, timeout);
+    if (!ok) {
+      ADD_FAILURE() << "job " << id << " is " << job_field(id, "status") << ", expected " << status
+                    << "; worker log:\n"
+                    << read_text(data_dir_ / "worker.log");
+    }
+    return ok;
+  }
+
+  fs::path job_log_dir(std::int64_t id) {
+    const std::string month = job_field(id, "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM')");
+    return data_dir_ / "logs" / month / ("job-" + std::to_string(id));
+  }
+
+  std::string history(std::int64_t id) {
+    std::string out;
+    for (auto& row : db_.query("SELECT coalesce(from_status, '-') || '>' || to_status "
+                               "FROM conveyor.job_status_change WHERE job_id = " +
+                               std::to_string(id) + " ORDER BY id")) {
+      out += row[0] + " ";
+    }
+    return out;
+  }
+
+  static bool process_running(const std::string& pattern) {
+    return testing::run({"pgrep", "-f", pattern}).status == 0;
+  }
+
+  testing::TestDatabase db_;
+  testing::Broker broker_;
+  std::string name_ = testing::unique_name("worker");
+  fs::path data_dir_;
+  std::unique_ptr<testing::ChildProcess> worker_;
+  std::string http_port_;
+};
+
+TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"env"}},
+                             {"env", {{"API_TOKEN", "hunter2"}, {"PLAIN_SETTING", "visible"}}},
+                             {"timeout_s", 30}});
+  const auto touch = queue_job({{"argv", {"touch", "product.tif"}}});
+  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(touch, "processed"));
+
+  const json result = json::parse(job_field(id, "result::text"));
+  EXPECT_EQ(result["exit_code"], 0);
+  EXPECT_EQ(result["worker"], name_);
+  EXPECT_EQ(result["attempt"], 0);
+  EXPECT_EQ(result["log_dir"], job_log_dir(id).string());
+  EXPECT_TRUE(result["duration_ms"].is_number());
+  EXPECT_EQ(history(id),
+            "->initialized initialized>configured configured>ready ready>queued "
+            "queued>started started>processed ");
+  EXPECT_EQ(job_field(id, "worker_id"),
+            db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_)));
+
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find(" conveyor attempt 1 of 1 on worker " + name_), std::string::npos) << logs;
+  EXPECT_NE(logs.find(" stdout CONVEYOR_JOB_ID=" + std::to_string(id) + "\n"), std::string::npos)
+      << logs;
+  EXPECT_NE(logs.find(" stdout CONVEYOR_JOB_ATTEMPT=0\n"), std::string::npos) << logs;
+  EXPECT_NE(logs.find(" stdout PLAIN_SETTING=visible\n"), std::string::npos) << logs;
+  EXPECT_NE(logs.find(" conveyor exited with code 0"), std::string::npos) << logs;
+  // The worker's own configuration (database URL) is not the job's.
+  EXPECT_EQ(logs.find("CONVEYOR_DATABASE_URL"), std::string::npos) << logs;
+  // Lines start with an RFC 3339 UTC timestamp with milliseconds.
+  const std::string first = logs.substr(0, logs.find('\n'));
+  ASSERT_GE(first.size(), 24u);
+  EXPECT_EQ(first[4], '-');
+  EXPECT_EQ(first[10], 'T');
+  EXPECT_EQ(first[19], '.');
+  EXPECT_EQ(first[23], 'Z');
+
+  const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
+  EXPECT_EQ(meta["job_id"], id);
+  EXPECT_EQ(meta["job_type"], "test");
+  EXPECT_EQ(meta["argv"], json::array({"env"}));
+  EXPECT_EQ(meta["exit_code"], 0);
+  EXPECT_EQ(meta["worker"], name_);
+  EXPECT_EQ(meta["attempt"], 0);
+  EXPECT_EQ(meta["max_attempts"], 1);
+  EXPECT_EQ(meta["env"]["API_TOKEN"], "****");
+  EXPECT_EQ(meta["env"]["PLAIN_SETTING"], "visible");
+  EXPECT_EQ(meta["env"]["CONVEYOR_JOB_ID"], std::to_string(id));
+  EXPECT_TRUE(meta["started_at"].is_string());
+  EXPECT_TRUE(meta["ended_at"].is_string());
+  EXPECT_EQ(read_text(job_log_dir(id) / "metadata.json").find("hunter2"), std::string::npos);
+
+  // A file written in the working directory is listed as an output.
+  const std::string product =
+      (data_dir_ / "outputs" / ("job-" + std::to_string(touch)) / "product.tif").string();
+  const json touch_result = json::parse(job_field(touch, "result::text"));
+  EXPECT_EQ(touch_result["outputs"], json::array({product}));
+  EXPECT_TRUE(fs::exists(product));
+
+  const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.body.find("conveyor_worker_jobs_total{outcome=\"processed\"} 2"),
+            std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 2"), std::string::npos)
+      << metrics.body;
+  EXPECT_NE(metrics.body.find("conveyor_worker_running "), std::string::npos) << metrics.body;
+}
+
+TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"echo", "hello world; echo injected", "$HOME"}}});
+  ASSERT_TRUE(wait_status(id, "processed"));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find(" stdout hello world; echo injected $HOME\n"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find(" stdout injected"), std::string::npos) << logs;
+}
+
+TEST_F(WorkerTest, FailureWithAttemptsLeftIsRetriedWithBackoff) {
+  start_worker();
+  const auto id =
+      queue_job({{"argv", {"conveyor-example-task", "fail", "3"}}, {"retry_backoff_s", 60}}, 3);
+  ASSERT_TRUE(wait_status(id, "ready"));
+  EXPECT_EQ(job_field(id, "attempt"), "1");
+  EXPECT_EQ(job_field(id, "error_subtype"), "exit_code");
+  EXPECT_EQ(job_field(id, "error_message"), "exited with code 3");
+  EXPECT_EQ(job_field(id, "not_before > now() + interval '50 seconds'"), "t");
+  EXPECT_EQ(job_field(id, "not_before < now() + interval '61 seconds'"), "t");
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find(" stderr failing on purpose with exit code 3\n"), std::string::npos) << logs;
+
+  // The retry, once admitted again, appends to the same logs.txt.
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + std::to_string(id));
+  ASSERT_TRUE(wait_status(id, "ready"));
+  ASSERT_TRUE(wait_until([&] { return job_field(id, "attempt") == "2"; }, 10s));
+  // Second back-off doubles: 60 * 2^1.
+  EXPECT_EQ(job_field(id, "not_before > now() + interval '110 seconds'"), "t");
+  const std::string logs2 = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs2.find(" conveyor attempt 1 of 3"), std::string::npos) << logs2;
+  EXPECT_NE(logs2.find(" conveyor attempt 2 of 3"), std::string::npos) << logs2;
+}
+
+// A retry does not go through configuration again: "{attempt}" of the
+// type's command (config.command_template) is rendered by the worker.
+TEST_F(WorkerTest, RetryRendersTheAttemptPlaceholderAgain) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "flaky", "0"}},
+                             {"command_template", {"conveyor-example-task", "flaky", "{attempt}"}},
+                             {"retry_backoff_s", 0}},
+                            2);
+  ASSERT_TRUE(wait_status(id, "ready"));
+  ASSERT_EQ(job_field(id, "attempt"), "1");
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + std::to_string(id));
+  ASSERT_TRUE(wait_status(id, "processed"));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find(" stdout attempt 1: succeeded\n"), std::string::npos) << logs;
+  EXPECT_EQ(json::parse(job_field(id, "result::text"))["attempt"], 1);
+}
+
+TEST_F(WorkerTest, FailureWithoutAttemptsLeftFails) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "fail", "4"}}}, 1);
+  ASSERT_TRUE(wait_status(id, "failed"));
+  EXPECT_EQ(job_field(id, "attempt"), "0");
+  EXPECT_EQ(job_field(id, "error_subtype"), "exit_code");
+  EXPECT_EQ(job_field(id, "error_message"), "exited with code 4");
+  EXPECT_EQ(db_.query_value("SELECT message FROM conveyor.job_status_change WHERE job_id = " +
+                            std::to_string(id) + " AND to_status = 'failed'"),
+            "exited with code 4");
+  const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
+  EXPECT_EQ(meta["exit_code"], 4);
+}
+
+TEST_F(WorkerTest, ProgramThatCannotBeExecutedExits127WithAClearMessage) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"conveyor-no-such-program", "x"}}});
+  ASSERT_TRUE(wait_status(id, "failed"));
+  EXPECT_NE(job_field(id, "error_message").find("cannot execute 'conveyor-no-such-program'"),
+            std::string::npos)
+      << job_field(id, "error_message");
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find("cannot execute 'conveyor-no-such-program': No such file or directory"),
+            std::string::npos)
+      << logs;
+  const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
+  EXPECT_EQ(meta["exit_code"], 127);
+}
+
+TEST_F(WorkerTest, TimeoutKillsTheProcessGroup) {
+  start_worker();
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "1";
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}, {"timeout_s", 1}});
+  ASSERT_TRUE(wait_status(id, "failed", 20s));
+  EXPECT_EQ(job_field(id, "error_subtype"), "timeout");
+  EXPECT_EQ(job_field(id, "error_message"), "killed after timeout of 1 s");
+  EXPECT_FALSE(process_running("conveyor-example-task sleep " + secs));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  // The program saw SIGTERM first (it reports it), not an immediate SIGKILL.
+  EXPECT_NE(logs.find(" stdout received SIGTERM"), std::string::npos) << logs;
+}
+
+TEST_F(WorkerTest, CancelKillsTheRunningProcessAndEndsCanceled) {
+  start_worker();
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "2";
+  const std::string pattern = "conveyor-example-task sleep " + secs;
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}});
+  ASSERT_TRUE(wait_status(id, "started"));
+  ASSERT_TRUE(wait_until([&] { return process_running(pattern); }, 10s));
+
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + std::to_string(id));
+  ASSERT_TRUE(wait_status(id, "canceled", 10s));
+  EXPECT_FALSE(process_running(pattern));
+  EXPECT_NE(history(id).find("started>canceled"), std::string::npos) << history(id);
+  const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
+  EXPECT_EQ(meta["canceled"], true);
+}
+
+TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {
+  start_worker();
+  worker_->signal(SIGTERM);
+  auto status = worker_->wait(30s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 0) << read_text(data_dir_ / "worker.log");
+  EXPECT_EQ(
+      db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)),
+      "stopped");
+  EXPECT_EQ(db_.query_value("SELECT stopped_at IS NOT NULL FROM conveyor.worker WHERE name = " +
+                            sql_literal(name_)),
+            "t");
+}
+
+TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJob) {
+  start_worker({{"CONVEYOR_SHUTDOWN_GRACE_MS", "3000"}});
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "3";
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}}, 2);
+  ASSERT_TRUE(wait_status(id, "started"));
+  worker_->signal(SIGTERM);
+  auto status = worker_->wait(30s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 0) << read_text(data_dir_ / "worker.log");
+  EXPECT_EQ(job_field(id, "status"), "ready");
+  EXPECT_EQ(job_field(id, "attempt"), "1");
+  EXPECT_EQ(job_field(id, "error_message"), "worker shut down");
+  EXPECT_FALSE(process_running("conveyor-example-task sleep " + secs));
+}
+
+TEST_F(WorkerTest, OperatorDrainStopsClaimingAndExitsWhenIdle) {
+  start_worker();
+  db_.exec("UPDATE conveyor.worker SET status = 'draining' WHERE name = " + sql_literal(name_));
+  auto status = worker_->wait(30s);
+  ASSERT_TRUE(status.has_value()) << "a drained idle worker should exit";
+  EXPECT_EQ(*status, 0);
+  EXPECT_EQ(
+      db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)),
+      "stopped");
+}
+
+TEST_F(WorkerTest, HeartbeatUpdatesTheWorkerRow) {
+  start_worker();
+  const std::string first = db_.query_value(
+      "SELECT last_heartbeat FROM conveyor.worker WHERE name = " + sql_literal(name_));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return db_.query_value("SELECT last_heartbeat FROM conveyor.worker WHERE name = " +
+                               sql_literal(name_)) != first;
+      },
+      10s));
+  auto row = db_.query(
+      "SELECT pid, pool, concurrency, host IS NOT NULL, version IS NOT NULL "
+      "FROM conveyor.worker WHERE name = " +
+      sql_literal(name_));
+  ASSERT_EQ(row.size(), 1u);
+  EXPECT_EQ(row[0][0], std::to_string(worker_->pid()));
+  EXPECT_EQ(row[0][1], "default");
+  EXPECT_EQ(row[0][2], "2");
+  EXPECT_EQ(row[0][3], "t");
+  EXPECT_EQ(row[0][4], "t");
+}
+
+}  // namespace
+}  // namespace conveyor

@@ -1,0 +1,309 @@
+// Job types as data: strict parsing, the params schema subset, argv rendering.
+#include "conveyor/model/job_type.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "conveyor/error/error.hpp"
+
+namespace {
+
+using conveyor::errc;
+using conveyor::Error;
+using conveyor::model::ArgvContext;
+using conveyor::model::parse_job_type;
+using conveyor::model::parse_job_types_file;
+using conveyor::model::render_argv;
+using conveyor::model::validate_params;
+using nlohmann::json;
+
+json minimal() { return {{"name", "tool"}, {"command", {"tool", "--tile", "{tile}"}}}; }
+
+// The message of the bad_input Error parse_job_type throws for `j`.
+std::string parse_error(const json& j) {
+  try {
+    parse_job_type(j);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), errc::bad_input) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no error for " << j.dump();
+  return "";
+}
+
+TEST(JobTypeParse, MinimalTypeGetsDefaults) {
+  const auto t = parse_job_type(minimal());
+  EXPECT_EQ(t.name, "tool");
+  EXPECT_TRUE(t.enabled);
+  EXPECT_EQ(t.command, (std::vector<std::string>{"tool", "--tile", "{tile}"}));
+  EXPECT_EQ(t.timeout_s, 3600);
+  EXPECT_EQ(t.max_attempts, 1);
+  EXPECT_EQ(t.pool, "default");
+  EXPECT_FALSE(t.concurrency_limit);
+  EXPECT_TRUE(t.sinks.empty());
+}
+
+TEST(JobTypeParse, ToJsonRoundTrips) {
+  json j = minimal();
+  j["concurrency_limit"] = 2;
+  j["env"] = {{"GDAL_CACHEMAX", "512"}};
+  j["sinks"] = json::array({{{"kind", "kafka"}, {"topic", "products"}}, {{"kind", "webhook"}}});
+  j["schedule"] = "*/5 * * * *";
+  const auto t = parse_job_type(j);
+  const auto again = parse_job_type(t.to_json());
+  EXPECT_EQ(again.to_json(), t.to_json());
+  EXPECT_EQ(again.sinks.at(0).settings.at("topic"), "products");
+  EXPECT_EQ(again.env.at("GDAL_CACHEMAX"), "512");
+}
+
+TEST(JobTypeParse, ErrorsNameTheTypeAndTheField) {
+  json j = minimal();
+  j["timeout_s"] = 0;
+  auto msg = parse_error(j);
+  EXPECT_NE(msg.find("job type 'tool'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("timeout_s"), std::string::npos) << msg;
+
+  j = minimal();
+  j["max_attempts"] = "3";
+  EXPECT_NE(parse_error(j).find("max_attempts"), std::string::npos);
+
+  j = minimal();
+  j["name"] = "Bad Name";
+  EXPECT_NE(parse_error(j).find("name"), std::string::npos);
+
+  j = minimal();
+  j["catchup_policy"] = "sometimes";
+  EXPECT_NE(parse_error(j).find("catchup_policy"), std::string::npos);
+
+  j = minimal();
+  j["schedule"] = "every hour";
+  EXPECT_NE(parse_error(j).find("schedule"), std::string::npos);
+
+  j = minimal();
+  j["env"] = {{"A", 1}};
+  EXPECT_NE(parse_error(j).find("env.A"), std::string::npos);
+
+  j = minimal();
+  j.erase("command");
+  EXPECT_NE(parse_error(j).find("command"), std::string::npos);
+}
+
+TEST(JobTypeParse, UnknownFieldIsAnErrorWithASuggestion) {
+  json j = minimal();
+  j["timout_s"] = 10;
+  const auto msg = parse_error(j);
+  EXPECT_NE(msg.find("timout_s: unknown field"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'timeout_s'"), std::string::npos) << msg;
+}
+
+TEST(JobTypeParse, SinksAreValidatedPerKind) {
+  json j = minimal();
+  j["sinks"] = json::array({{{"kind", "kafka"}}});
+  EXPECT_NE(parse_error(j).find("sinks[0].topic"), std::string::npos);
+
+  j["sinks"] = json::array({{{"kind", "file"}}});
+  EXPECT_NE(parse_error(j).find("sinks[0].dir"), std::string::npos);
+
+  j["sinks"] = json::array({{{"kind", "file"}, {"dir", "{data_dir}/catalog"}}});
+  EXPECT_NE(parse_error(j).find("placeholders"), std::string::npos);
+
+  j["sinks"] = json::array({{{"kind", "ftp"}}});
+  EXPECT_NE(parse_error(j).find("sinks[0].kind"), std::string::npos);
+
+  j["sinks"] = json::array({{{"kind", "webhook"}, {"url", "ftp://x"}}});
+  EXPECT_NE(parse_error(j).find("sinks[0].url"), std::string::npos);
+
+  j["sinks"] = json::array({{{"kind", "webhook"}, {"topic", "x"}}});
+  EXPECT_NE(parse_error(j).find("unknown field 'topic'"), std::string::npos);
+
+  // A webhook without url uses publication_endpoint_url.
+  j["sinks"] = json::array({{{"kind", "webhook"}}, {{"kind", "file"}, {"dir", "catalog"}}});
+  const auto t = parse_job_type(j);
+  ASSERT_EQ(t.sinks.size(), 2u);
+  EXPECT_EQ(t.sinks[0].kind, "webhook");
+  EXPECT_FALSE(t.sinks[0].settings.contains("url"));
+  EXPECT_EQ(t.sinks[1].settings.at("dir"), "catalog");
+}
+
+TEST(JobTypeParse, CommandPlaceholdersMustBeDeclared) {
+  json j = minimal();
+  j["params_schema"] = {{"type", "object"}, {"properties", {{"tile", {{"type", "string"}}}}}};
+  EXPECT_NO_THROW(parse_job_type(j));
+  j["command"] = {"tool", "--tile", "{tlie}"};
+  const auto msg = parse_error(j);
+  EXPECT_NE(msg.find("command[2]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("{tlie}"), std::string::npos) << msg;
+
+  j["command"] = {"tool", "{unclosed"};
+  EXPECT_NE(parse_error(j).find("command[1]"), std::string::npos);
+}
+
+TEST(JobTypeParse, ParamsSchemaIsChecked) {
+  json j = minimal();
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "text"}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.type"), std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", "x"}}}}}};
+  EXPECT_NE(parse_error(j).find("unsupported keyword 'pattern'"), std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}}}}}, {"required", {"date"}}};
+  EXPECT_NE(parse_error(j).find("params_schema.required"), std::string::npos);
+  j["params_schema"] = {{"properties", {{"job_id", {{"type", "string"}}}}}};
+  EXPECT_NE(parse_error(j).find("built-in"), std::string::npos);
+}
+
+TEST(JobTypeFile, NamesMustBeUniqueAndItemsNamed) {
+  json one = minimal();
+  EXPECT_THROW(parse_job_types_file({{"job_types", {one, one}}}), Error);
+  EXPECT_EQ(parse_job_types_file(json::array({one})).size(), 1u);
+  try {
+    parse_job_types_file({{"job_types", {one, {{"command", {"x"}}}}}});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("job_types[1]: name"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_job_types_file({{"jobtypes", {one}}}), Error);
+}
+
+TEST(JobTypeFile, ShippedExampleFileParses) {
+  std::ifstream in(CONVEYOR_JOB_TYPES_FILE);
+  ASSERT_TRUE(in) << CONVEYOR_JOB_TYPES_FILE;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const auto types = parse_job_types_file(json::parse(ss.str()));
+  std::map<std::string, conveyor::model::JobType> by_name;
+  for (const auto& t : types) by_name[t.name] = t;
+  for (const char* n : {"sleep", "fail", "flaky", "fsc-rlie", "sws-wds", "gfsc"}) {
+    EXPECT_TRUE(by_name.count(n)) << n;
+  }
+  EXPECT_EQ(by_name["flaky"].max_attempts, 2);
+  EXPECT_LE(by_name["flaky"].retry_backoff_s, 1);
+  EXPECT_TRUE(validate_params(by_name["sleep"].params_schema, {{"seconds", 0.5}}).empty());
+  EXPECT_FALSE(validate_params(by_name["sleep"].params_schema, json::object()).empty());
+  // The dependent products take the upstream outputs.
+  for (const char* n : {"sws-wds", "gfsc"}) {
+    const auto& cmd = by_name[n].command;
+    EXPECT_NE(std::find(cmd.begin(), cmd.end(), "{inputs}"), cmd.end()) << n;
+  }
+  for (const auto& t : types) {
+    for (const auto& s : t.sinks) {
+      if (s.kind == "file") {
+        EXPECT_EQ(s.settings.at("dir"), "catalog") << t.name;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------ validate_params
+
+const json kSchema = {{"type", "object"},
+                      {"properties",
+                       {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", 3600}}},
+                        {"count", {{"type", "integer"}}},
+                        {"tile", {{"type", "string"}, {"minLength", 5}, {"maxLength", 5}}},
+                        {"mode", {{"type", "string"}, {"enum", {"fast", "slow"}}}},
+                        {"dry", {{"type", "boolean"}}},
+                        {"list", {{"type", "array"}}}}},
+                      {"required", {"seconds"}},
+                      {"additionalProperties", false}};
+
+bool has_problem(const std::vector<std::string>& problems, const std::string& text) {
+  for (const auto& p : problems) {
+    if (p.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+TEST(ValidateParams, AcceptsValidParams) {
+  EXPECT_TRUE(validate_params(kSchema, {{"seconds", 1.5}}).empty());
+  EXPECT_TRUE(validate_params(kSchema, {{"seconds", 3600},
+                                        {"count", 2},
+                                        {"tile", "32TLR"},
+                                        {"mode", "fast"},
+                                        {"dry", true},
+                                        {"list", {1, 2}}})
+                  .empty());
+  EXPECT_TRUE(
+      validate_params(kSchema, {{"seconds", 1}, {"count", 2.0}}).empty());  // 2.0 is an integer
+  EXPECT_TRUE(validate_params(json::object(), {{"anything", 1}}).empty());  // no schema
+}
+
+TEST(ValidateParams, ReportsEachProblemNamingTheParameter) {
+  EXPECT_TRUE(has_problem(validate_params(kSchema, json::object()), "params.seconds: required"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", "5"}}),
+                          "params.seconds: expected a number"));
+  EXPECT_TRUE(
+      has_problem(validate_params(kSchema, {{"seconds", -1}}), "params.seconds: must be >= 0"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 5000}}),
+                          "params.seconds: must be <= 3600"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"count", 1.5}}),
+                          "params.count: expected an integer"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"tile", "32T"}}),
+                          "params.tile: must be at least"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"mode", "medium"}}),
+                          "params.mode: must be one of"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"dry", "yes"}}),
+                          "params.dry: expected a boolean"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"secs", 1}}),
+                          "params.secs: unknown parameter"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, json::array()), "params: expected an object"));
+  const auto many = validate_params(kSchema, {{"count", "x"}, {"extra", 1}});
+  EXPECT_EQ(many.size(), 3u);
+}
+
+// ------------------------------------------------------------ render_argv
+
+TEST(RenderArgv, KeepsAValueWithSpacesAndShellCharactersAsOneArgument) {
+  ArgvContext ctx;
+  ctx.params = {{"name", "a b; rm -rf /"}};
+  const auto argv = render_argv({"tool", "--name", "{name}"}, ctx);
+  ASSERT_EQ(argv.size(), 3u);
+  EXPECT_EQ(argv[2], "a b; rm -rf /");
+}
+
+TEST(RenderArgv, ExpandsBuiltinsAndInputs) {
+  ArgvContext ctx;
+  ctx.job_id = 42;
+  ctx.attempt = 1;
+  ctx.output_dir = "/data/outputs/job-42/";
+  ctx.inputs = {"/in/a.json", "/in/b c.json"};
+  const auto argv = render_argv(
+      {"tool", "--job={job_id}", "{attempt}", "--out", "{output_dir}", "{inputs}", "end"}, ctx);
+  EXPECT_EQ(argv,
+            (std::vector<std::string>{"tool", "--job=42", "1", "--out", "/data/outputs/job-42/",
+                                      "/in/a.json", "/in/b c.json", "end"}));
+  ctx.inputs.clear();
+  EXPECT_EQ(render_argv({"tool", "{inputs}"}, ctx), (std::vector<std::string>{"tool"}));
+}
+
+TEST(RenderArgv, RendersValuesByType) {
+  ArgvContext ctx;
+  ctx.params = {{"n", 3},      {"x", 2.5},        {"b", false},
+                {"s", "text"}, {"a", {1, "two"}}, {"o", {{"k", 1}}}};
+  EXPECT_EQ(render_argv({"{n}", "{x}", "{b}", "{s}", "{a}", "{o}", "n={n},s={s}"}, ctx),
+            (std::vector<std::string>{"3", "2.5", "false", "text", R"([1,"two"])", R"({"k":1})",
+                                      "n=3,s=text"}));
+}
+
+TEST(RenderArgv, DoubledBracesAreLiteral) {
+  ArgvContext ctx;
+  ctx.params = {{"v", 1}};
+  EXPECT_EQ(render_argv({"{{\"v\": {v}}}"}, ctx), (std::vector<std::string>{"{\"v\": 1}"}));
+  EXPECT_EQ(render_argv({"{{v}}"}, ctx), (std::vector<std::string>{"{v}"}));
+}
+
+TEST(RenderArgv, MissingParameterIsBadInputNamingIt) {
+  ArgvContext ctx;
+  ctx.params = {{"tile", "32TLR"}};
+  try {
+    render_argv({"tool", "--date", "{date}"}, ctx);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), errc::bad_input);
+    EXPECT_NE(std::string(e.what()).find("{date}"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(render_argv({"{tile"}, ctx), Error);
+  EXPECT_THROW(render_argv({"tile}"}, ctx), Error);
+}
+
+}  // namespace
