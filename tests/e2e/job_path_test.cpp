@@ -58,6 +58,13 @@ class Webhook {
   int signatures_ = 0;
 };
 
+// A stack whose webhook sinks post to `url` (publication_endpoint_url) from the start.
+Stack::Options with_endpoint(const std::string& url) {
+  Stack::Options o;
+  o.setup_sql = "UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + url + "'";
+  return o;
+}
+
 json submit(const Stack& stack, const json& body, int expect_status = 201) {
   auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
                                         {{"Content-Type", "application/json"}});
@@ -102,8 +109,7 @@ bool all_terminal(Stack& stack) {
 
 TEST(JobPath, ThreeHundredMixedJobsEndInTheirExpectedStatus) {
   Webhook hook;
-  Stack stack;
-  stack.db().exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + hook.url() + "'");
+  Stack stack(with_endpoint(hook.url()));
 
   std::map<std::int64_t, std::string> expected;  // job id -> final status
   std::map<std::int64_t, std::string> type_of;
@@ -156,8 +162,7 @@ TEST(JobPath, ThreeHundredMixedJobsEndInTheirExpectedStatus) {
 
 TEST(JobPath, AJobInsertedByRawSqlIsDone) {
   Webhook hook;
-  Stack stack;
-  stack.db().exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + hook.url() + "'");
+  Stack stack(with_endpoint(hook.url()));
   auto id = stack.db().query_value(
       "INSERT INTO conveyor.job (job_type, params) VALUES ('sleep', '{\"seconds\": 0}') RETURNING id");
   ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 60s))
@@ -167,23 +172,26 @@ TEST(JobPath, AJobInsertedByRawSqlIsDone) {
 
 TEST(JobPath, ASinkThatFailsTwiceThenSucceedsEndsDoneThroughErrorChecked) {
   Webhook hook(2);
-  Stack stack;
-  stack.db().exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + hook.url() +
-                  "', publication_max_attempts = 5");
+  auto o = with_endpoint(hook.url());
+  o.setup_sql += "; UPDATE conveyor.system_parameters SET publication_max_attempts = 5";
+  Stack stack(o);
   auto j = submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 0}}}});
   auto id = std::to_string(j.at("id").get<std::int64_t>());
   ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 90s))
       << status_of(stack, id) << "\n" << stack.logs_tail();
   EXPECT_EQ(hook.attempts(id), 3);
-  auto history = stack.db().query("SELECT to_status FROM conveyor.job_status_change WHERE job_id = " + id +
-                                  " ORDER BY id");
+  auto history = stack.db().query(
+      "SELECT to_status, coalesce(message, ''), actor, at FROM conveyor.job_status_change WHERE job_id = " + id +
+      " ORDER BY id");
   int external = 0, checked = 0;
+  std::string trace;
   for (const auto& r : history) {
     external += r[0] == "external_error";
     checked += r[0] == "error_checked";
+    trace += r[3] + " " + r[0] + " by " + r[2] + " " + r[1] + "\n";
   }
-  EXPECT_EQ(external, 2);
-  EXPECT_EQ(checked, 2);
+  EXPECT_EQ(external, 2) << trace;
+  EXPECT_EQ(checked, 2) << trace;
   expect_valid_histories(stack);
 }
 

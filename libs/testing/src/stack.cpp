@@ -53,6 +53,7 @@ Stack::Stack(Options options) : options_(std::move(options)) {
     auto r = cli({"job-type", "apply", "--yes", file.string()});
     if (r.status != 0) throw std::runtime_error("applying job types failed: " + r.output);
   }
+  if (!options_.setup_sql.empty()) db_->exec(options_.setup_sql);
   for (const auto& s : options_.services) start(s);
   for (int i = 1; i <= options_.workers; ++i) start("worker-" + std::to_string(i));
 }

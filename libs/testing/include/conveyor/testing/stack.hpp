@@ -23,6 +23,9 @@ class Stack {
     std::map<std::string, std::string> env;  // extra CONVEYOR_* for every process
     std::filesystem::path job_types_file;    // empty: deploy/config/job-types.json
     bool apply_job_types = true;
+    // Literal SQL run after migrations and job types, before any service
+    // starts (e.g. system parameters the services must see from the start).
+    std::string setup_sql;
   };
   Stack();
   explicit Stack(Options options);
