@@ -300,9 +300,19 @@ void Worker::claim() {
     job->month = row["month"].as_string();
     ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1,
                      job->max_attempts);
-    std::lock_guard lock(mutex_);
-    jobs_.emplace(job->id, job);
-    job->thread = std::thread([this, job] { run_job(job); });
+    // A retried job can be claimed again before reap_finished() saw its first
+    // attempt end: replace that entry, and join its thread outside the lock.
+    std::shared_ptr<Job> previous;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = jobs_.find(job->id); it != jobs_.end()) {
+        previous = it->second;
+        jobs_.erase(it);
+      }
+      jobs_.emplace(job->id, job);
+      job->thread = std::thread([this, job] { run_job(job); });
+    }
+    if (previous && previous->thread.joinable()) previous->thread.join();
   }
   ctx_.metrics()
       .gauge("conveyor_worker_running", "jobs this worker is running")
