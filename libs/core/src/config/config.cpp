@@ -289,6 +289,9 @@ Schema core_schema() {
   schema.add({.name = "CONVEYOR_MIGRATIONS_DIR",
               .default_value = "",
               .help = "directory of SQL migrations; empty: the built-in one"});
+  schema.add({.name = "CONVEYOR_API_URL",
+              .default_value = "",
+              .help = "base URL of the creation service's REST API (tools/dev writes it)"});
   return schema;
 }
 
