@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -147,6 +148,13 @@ int spawn(const std::vector<std::string>& argv, const std::map<std::string, std:
 // a reparented zombie may wait for a reaper that never comes in a container).
 bool group_alive(int pgid) {
   if (::kill(-pgid, 0) != 0 && errno == ESRCH) return false;
+  return !process_group_members(pgid).empty();
+}
+
+}  // namespace
+
+std::set<int> process_group_members(int pgid) {
+  std::set<int> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
@@ -162,12 +170,10 @@ bool group_alive(int pgid) {
     long ppid = 0;
     long pgrp = 0;
     rest >> state >> ppid >> pgrp;
-    if (pgrp == pgid && state != 'Z' && state != 'X') return true;
+    if (pgrp == pgid && state != 'Z' && state != 'X') out.insert(std::stoi(name));
   }
-  return false;
+  return out;
 }
-
-}  // namespace
 
 // ---------------------------------------------------------------- ChildProcess
 

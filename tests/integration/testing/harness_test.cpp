@@ -15,26 +15,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Live (non-zombie) members of process group `pgid`, from /proc.
-std::set<long> group_members(long pgid) {
-  std::set<long> out;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    char state = 0;
-    long ppid = 0;
-    long pgrp = 0;
-    rest >> state >> ppid >> pgrp;
-    if (pgrp == pgid && state != 'Z') out.insert(std::stol(name));
-  }
-  return out;
-}
+std::set<int> group_members(int pgid) { return ct::process_group_members(pgid); }
 
 ct::ChildProcess::Options command(std::vector<std::string> argv) {
   ct::ChildProcess::Options o;
@@ -86,7 +67,7 @@ TEST(TestDatabase, TwoDatabasesAreDistinct) {
 
 TEST(ChildProcess, StopKillsTheWholeProcessGroup) {
   ct::ChildProcess p(command({"sh", "-c", "sleep 100 & sleep 100"}));
-  const long pgid = p.pid();
+  const int pgid = p.pid();
   // sh plus its two sleeps (sh may exec the last one itself: at least two).
   ASSERT_TRUE(ct::wait_until([&] { return group_members(pgid).size() >= 2; }, 10s));
   EXPECT_TRUE(p.running());
@@ -98,7 +79,7 @@ TEST(ChildProcess, StopKillsTheWholeProcessGroup) {
 }
 
 TEST(ChildProcess, DestructorStopsTheGroup) {
-  long pgid = 0;
+  int pgid = 0;
   {
     ct::ChildProcess p(command({"sh", "-c", "sleep 100 & sleep 100"}));
     pgid = p.pid();

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ RunResult run(const std::vector<std::string>& argv,
 // Runs `sql` with psql (-X -q -A -t, ON_ERROR_STOP) against `url`. For what a
 // transaction cannot do (CREATE/DROP DATABASE); tests and tools only.
 RunResult psql(const std::string& url, const std::string& sql);
+
+// Live (non-zombie) members of process group `pgid`, read from /proc.
+std::set<int> process_group_members(int pgid);
 
 // A TCP port on 127.0.0.1 that was free when asked.
 int free_port();
