@@ -14,12 +14,17 @@
 #include "conveyor/http/server.hpp"
 #include "conveyor/model/status.hpp"
 #include "conveyor/testing/stack.hpp"
+#include "e2e.hpp"
 
 namespace {
 
 using conveyor::testing::Stack;
 using conveyor::testing::wait_until;
 using json = nlohmann::json;
+using conveyor::e2e::all_terminal;
+using conveyor::e2e::expect_valid_histories;
+using conveyor::e2e::status_of;
+using conveyor::e2e::submit;
 using namespace std::chrono_literals;
 
 // A webhook receiver: records the subjects it got; the first `fail_first`
@@ -63,48 +68,6 @@ Stack::Options with_endpoint(const std::string& url) {
   Stack::Options o;
   o.setup_sql = "UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + url + "'";
   return o;
-}
-
-json submit(const Stack& stack, const json& body, int expect_status = 201) {
-  auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
-                                        {{"Content-Type", "application/json"}});
-  EXPECT_EQ(r.status, expect_status) << r.body;
-  return json::parse(r.body);
-}
-
-// Checks that the history of every job is a valid walk of DESIGN §3: starts
-// with the insert, each change starts where the previous ended, each is in
-// the table — so no transition is recorded twice.
-void expect_valid_histories(Stack& stack) {
-  auto rows = stack.db().query(
-      "SELECT job_id, coalesce(from_status, ''), to_status FROM conveyor.job_status_change ORDER BY job_id, id");
-  std::string job, last;
-  for (const auto& row : rows) {
-    if (row[0] != job) {
-      job = row[0];
-      EXPECT_EQ(row[1], "") << "job " << job << " history must start with the insert";
-      auto to = conveyor::model::parse_status(row[2]);
-      ASSERT_TRUE(to) << row[2];
-      EXPECT_TRUE(conveyor::model::is_valid_initial(*to)) << job;
-    } else {
-      EXPECT_EQ(row[1], last) << "job " << job << ": a change from " << row[1] << " after " << last;
-      auto from = conveyor::model::parse_status(row[1]);
-      auto to = conveyor::model::parse_status(row[2]);
-      ASSERT_TRUE(from && to);
-      EXPECT_TRUE(conveyor::model::is_valid_transition(*from, *to)) << job << ": " << row[1] << " -> " << row[2];
-    }
-    last = row[2];
-  }
-}
-
-std::string status_of(Stack& stack, const std::string& id) {
-  return stack.db().query_value("SELECT status FROM conveyor.job WHERE id = " + id);
-}
-
-bool all_terminal(Stack& stack) {
-  return stack.db().query_value(
-             "SELECT count(*) FROM conveyor.job WHERE status NOT IN ('done','failed','canceled','internal_error')") ==
-         "0";
 }
 
 TEST(JobPath, ThreeHundredMixedJobsEndInTheirExpectedStatus) {

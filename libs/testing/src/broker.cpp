@@ -84,9 +84,13 @@ void Broker::stop() {
 }
 
 void Broker::restart() {
-  int port = first_port(bootstrap_);
   stop();
-  if (port > 0) options_.port = port;
+  resume();
+}
+
+void Broker::resume() {
+  if (process_) return;
+  if (int port = first_port(bootstrap_); port > 0) options_.port = port;
   start();
 }
 

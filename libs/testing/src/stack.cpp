@@ -18,6 +18,8 @@ std::filesystem::path executable(const std::string& name) {
       {"conveyor-execution", CONVEYOR_BIN_EXECUTION},
       {"conveyor-publication", CONVEYOR_BIN_PUBLICATION},
       {"conveyor-worker", CONVEYOR_BIN_WORKER},
+      {"conveyor-workerpool", CONVEYOR_BIN_WORKERPOOL},
+      {"conveyor-monitor", CONVEYOR_BIN_MONITOR},
       {"conveyor-example-task", CONVEYOR_BIN_EXAMPLE_TASK},
   };
   auto it = kPaths.find(name);
@@ -59,9 +61,11 @@ Stack::Stack(Options options) : options_(std::move(options)) {
 }
 
 Stack::~Stack() {
-  // Workers first (they hold jobs), then the services, each drained by SIGTERM.
+  // Workers and worker pools first (they hold jobs), then the services, each
+  // drained by SIGTERM.
   for (auto& [name, p] : procs_) {
-    if (name.starts_with("worker-") && p) p->signal(SIGTERM);
+    const auto base = base_name(name);
+    if ((base == "worker" || base == "workerpool") && p) p->signal(SIGTERM);
   }
   for (auto& [name, p] : procs_) {
     if (p) p->stop(std::chrono::seconds(10));
@@ -93,14 +97,25 @@ ChildProcess& Stack::process(const std::string& name) {
   return *it->second;
 }
 
+// "worker-3" -> "worker", "creation-2" -> "creation", "monitor" -> "monitor".
+std::string Stack::base_name(const std::string& name) {
+  const auto dash = name.rfind('-');
+  if (dash == std::string::npos || dash + 1 == name.size()) return name;
+  for (std::size_t i = dash + 1; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return name;
+  }
+  return name.substr(0, dash);
+}
+
 void Stack::start(const std::string& name) {
-  std::string exe = name.starts_with("worker-") ? "conveyor-worker" : "conveyor-" + name;
+  const std::string base = base_name(name);
+  const std::string exe = "conveyor-" + base;
   auto env = env_;
   int port = free_port();
   ports_[name] = port;
   env["CONVEYOR_HTTP_PORT"] = std::to_string(port);
   env["CONVEYOR_INSTANCE_ID"] = name;
-  if (name.starts_with("worker-")) env["CONVEYOR_WORKER_NAME"] = prefix_ + "-" + name;
+  if (base == "worker") env["CONVEYOR_WORKER_NAME"] = prefix_ + "-" + name;
   ChildProcess::Options o;
   o.argv = {executable(exe).string()};
   o.env = env;

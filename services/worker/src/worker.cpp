@@ -72,12 +72,21 @@ constexpr db::Statement kClaim{
     "               AND coalesce(config->>'pool', 'default') = $2 "
     "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
     "  AND status = 'queued' "
+    // A worker the pool (or an operator) set draining, or the reaper marked
+    // lost, claims nothing, even before its next heartbeat notices.
+    "  AND EXISTS (SELECT 1 FROM conveyor.worker w WHERE w.id = $1 AND w.status = 'active') "
     "RETURNING id, job_type, attempt, max_attempts, coalesce(config, '{}'::jsonb)::text AS config, "
     "  params::text AS params, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month"};
 
+// Jobs to stop: their cancel was asked, or they are no longer started by this
+// worker (the reaper requeued them while it looked lost, or an operator
+// moved them): their result would be dropped anyway.
 constexpr db::Statement kCanceled{
     "worker_canceled_jobs",
-    "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[]) AND canceled_at IS NOT NULL"};
+    "SELECT j.id FROM unnest($1::bigint[]) AS r(id) "
+    "LEFT JOIN conveyor.job j ON j.id = r.id "
+    "WHERE j.id IS NULL OR j.canceled_at IS NOT NULL OR j.status <> 'started' "
+    "   OR j.worker_id IS DISTINCT FROM $2::bigint"};
 
 constexpr db::Statement kFinishProcessed{
     "worker_finish_processed",
@@ -351,7 +360,7 @@ void Worker::check_cancels() {
     }
   }
   if (ids.empty()) return;
-  auto rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(kCanceled, {ids}); });
+  auto rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(kCanceled, {ids, worker_id_}); });
   std::lock_guard lock(mutex_);
   for (auto row : rows) {
     auto it = jobs_.find(row[0].as_int());

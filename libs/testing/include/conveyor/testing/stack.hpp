@@ -2,7 +2,8 @@
 // conveyor::testing::Stack — the whole job path as real processes for e2e
 // tests and benchmarks: a migrated database of its own, a devbroker, the
 // example job types applied with the real CLI, and the services
-// (creation, configuration, execution, publication) plus N workers, each on
+// (creation, configuration, execution, publication; optionally workerpool
+// and monitor, and replicas) plus N workers, each on
 // its own free port with its log in data_dir()/<name>.log.
 // Not thread-safe; owned by one test.
 #include <filesystem>
@@ -38,11 +39,16 @@ class Stack {
   // http://127.0.0.1:<port> of the creation service.
   std::string api_url() const;
   int port(const std::string& name) const;
-  // Process names: "creation", ..., "worker-1".."worker-N".
+  // Process names: "creation", ..., "worker-1".."worker-N", "workerpool",
+  // "monitor"; a replica is "<service>-<n>" ("creation-2").
   std::vector<std::string> names() const;
   ChildProcess& process(const std::string& name);
-  // Starts a process by name (again): "worker-3" starts a new worker.
+  // Starts a process by name (again): "worker-3" starts a new worker,
+  // "execution-2" a second execution replica, "workerpool" the pool.
   void start(const std::string& name);
+  // The service a process name runs: "worker-3" -> "worker", "creation-2" ->
+  // "creation", "monitor" -> "monitor".
+  static std::string base_name(const std::string& name);
   void kill(const std::string& name, int sig);
   // The environment every process gets (for running the CLI against this stack).
   std::map<std::string, std::string> env() const { return env_; }

@@ -125,9 +125,12 @@ class Broker {
   ~Broker();
   const std::string& bootstrap() const noexcept { return bootstrap_; }
   int pid() const;
+  // Stops the broker; clients see it down until resume().
   void stop();
-  // Stops the broker and starts it again on the same port (messages are
-  // lost: the devbroker keeps data in memory).
+  // Starts a stopped broker again on the same port (messages are lost: the
+  // devbroker keeps data in memory). No-op while it runs.
+  void resume();
+  // stop() then resume().
   void restart();
 
  private:

@@ -1,0 +1,34 @@
+#pragma once
+// Workers as the database sees them (conveyor.worker) and the recovery of
+// their jobs when they stop heartbeating. Used by conveyor-workerpool (which
+// replaces lost workers) and conveyor-monitor (the reconciler): both call
+// reap_lost_workers() and whichever runs first does the work; the updates
+// are conditional, so running it twice or concurrently changes nothing more.
+// Thread-safe: the functions use the caller's transaction.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+
+namespace conveyor::model {
+
+struct ReapResult {
+  std::vector<std::string> lost_workers;  // names marked lost by this call
+  int requeued = 0;  // started jobs moved back to ready (attempt + 1)
+  int failed = 0;    // started jobs moved to internal_error (worker_lost): attempts spent
+  int canceled = 0;  // started jobs whose cancel was asked: moved to canceled
+};
+
+// 1. Marks `active` and `draining` workers whose last_heartbeat is older than
+//    `heartbeat_timeout` as `lost` (PostgreSQL's clock, not ours).
+// 2. Moves every `started` job whose worker is lost, stopped or gone:
+//    to `canceled` when canceled_at is set; else to `ready` with attempt + 1
+//    while attempt + 1 < max_attempts; else to `internal_error` with
+//    error_subtype `worker_lost`. At most `limit` jobs per call.
+// A worker that heartbeats again after being marked lost becomes active and
+// finds its jobs no longer started by it (the worker drops their results).
+ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit = 1000);
+
+}  // namespace conveyor::model
