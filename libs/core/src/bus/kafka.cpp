@@ -65,6 +65,10 @@ ConfPtr base_conf(const std::string& brokers, const std::string& client_id) {
   ConfPtr conf(rd_kafka_conf_new());
   set(conf.get(), "bootstrap.servers", brokers);
   set(conf.get(), "client.id", client_id);
+  // A broker that comes back is found within a second (librdkafka's default
+  // backs off up to 10 s between attempts, which is the whole recovery time
+  // after a short broker outage).
+  set(conf.get(), "reconnect.backoff.max.ms", "1000");
   rd_kafka_conf_set_log_cb(conf.get(), log_cb);
   rd_kafka_conf_set_error_cb(conf.get(), error_cb);
   return conf;
