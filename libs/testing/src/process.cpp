@@ -360,4 +360,11 @@ std::string unique_name(const std::string& prefix) {
   return out.str();
 }
 
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
 }  // namespace conveyor::testing

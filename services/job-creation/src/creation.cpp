@@ -7,6 +7,7 @@
 
 #include "conveyor/http/problem.hpp"
 #include "conveyor/model/job.hpp"
+#include "conveyor/model/job_control.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "jobs.hpp"
@@ -101,13 +102,13 @@ Response get(runtime::Context& ctx, const Request& req) {
 
 Response cancel(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
-  const CancelResult r = ctx.db().transact([&](db::Tx& tx) { return cancel_job(tx, id); });
+  const model::CancelResult r = ctx.db().transact([&](db::Tx& tx) { return model::cancel_job(tx, id); });
   return Response::json(r.job.to_json(), r.completed ? 200 : 202);
 }
 
 Response retry(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
-  return Response::json(ctx.db().transact([&](db::Tx& tx) { return retry_job(tx, id).to_json(); }));
+  return Response::json(ctx.db().transact([&](db::Tx& tx) { return model::retry_job(tx, id).to_json(); }));
 }
 
 Response job_types(runtime::Context& ctx) {

@@ -42,68 +42,12 @@ constexpr db::Statement kListJobIds{
     "WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR job_type = $2::text) "
     "ORDER BY id DESC LIMIT $3 OFFSET $4"};
 
-// The row stays locked until commit, so no stage moves the job under us
-// (their claims use SKIP LOCKED or conditional updates).
-constexpr db::Statement kLockJob{"creation_lock_job",
-                                 "SELECT status FROM conveyor.job WHERE id = $1 FOR UPDATE"};
-
-constexpr db::Statement kRequestCancel{
-    "creation_request_cancel",
-    "UPDATE conveyor.job SET canceled_at = now() WHERE id = $1 AND canceled_at IS NULL"};
-
-constexpr db::Statement kMoveStatus{
-    "creation_move_status",
-    "UPDATE conveyor.job SET status = $3 WHERE id = $1 AND status = $2"};
-
-// A fresh run: attempts, errors and the previous result are forgotten; the
-// configuration service writes config again.
-constexpr db::Statement kRestart{
-    "creation_restart",
-    "UPDATE conveyor.job SET status = 'initialized', attempt = 0, error_subtype = NULL, "
-    "error_message = NULL, result = NULL, worker_id = NULL, canceled_at = NULL "
-    "WHERE id = $1 AND status = $2"};
-
-// Publication failed: publish the result already there again.
-constexpr db::Statement kResumeProcessed{
-    "creation_resume_processed",
-    "UPDATE conveyor.job SET status = 'processed', error_subtype = NULL, error_message = NULL, "
-    "canceled_at = NULL WHERE id = $1 AND status = 'error_checked'"};
-
-// The current run starts at the job's last move to initialized.
-constexpr db::Statement kProcessedInCurrentRun{
-    "creation_processed_in_current_run",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.job_status_change c "
-    "WHERE c.job_id = $1 AND c.to_status = 'processed' AND c.id > coalesce("
-    "(SELECT max(s.id) FROM conveyor.job_status_change s "
-    "WHERE s.job_id = $1 AND s.to_status = 'initialized'), 0))"};
-
 std::string job_name(model::JobId id) { return "job " + std::to_string(id.value()); }
 
 model::Job must_load(db::Tx& tx, model::JobId id) {
   auto job = model::load_job(tx, id);
   if (!job) throw Error(errc::not_found, job_name(id) + " does not exist");
   return std::move(*job);
-}
-
-JobStatus lock_job(db::Tx& tx, model::JobId id) {
-  const auto rows = tx.exec(kLockJob, {id.value()});
-  if (rows.empty()) throw Error(errc::not_found, job_name(id) + " does not exist");
-  const auto status = model::parse_status(rows[0][0].view());
-  if (!status) throw Error(errc::internal, "database: unknown job status " + rows[0][0].as_string());
-  return *status;
-}
-
-// A conditional update on a row we hold locked: not matching is a bug.
-void move(db::Tx& tx, model::JobId id, JobStatus from, JobStatus to) {
-  const auto r = tx.exec(kMoveStatus, {id.value(), std::string(model::to_string(from)),
-                                       std::string(model::to_string(to))});
-  if (r.affected_rows() != 1) {
-    throw Error(errc::conflict, job_name(id) + " is no longer " + std::string(model::to_string(from)));
-  }
-}
-
-void check_affected(const db::Result& r, model::JobId id, const char* what) {
-  if (r.affected_rows() != 1) throw Error(errc::conflict, job_name(id) + ": could not " + what);
 }
 
 std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
@@ -186,60 +130,5 @@ JobPage list_jobs(db::Tx& tx, const ListQuery& query) {
 }
 
 model::Job get_job(db::Tx& tx, model::JobId id) { return must_load(tx, id); }
-
-CancelResult cancel_job(db::Tx& tx, model::JobId id) {
-  const JobStatus status = lock_job(tx, id);
-  switch (status) {
-    case JobStatus::done:
-      throw Error(errc::conflict, job_name(id) + " is done");
-    case JobStatus::canceled:
-      return {must_load(tx, id), true};
-    default:
-      break;
-  }
-  tx.exec(kRequestCancel, {id.value()});
-  switch (status) {
-    case JobStatus::started:
-      // Its worker sees canceled_at, kills the process group and ends it canceled.
-      return {must_load(tx, id), false};
-    case JobStatus::failed:
-    case JobStatus::internal_error:
-    case JobStatus::external_error:
-      move(tx, id, status, JobStatus::error_checked);
-      move(tx, id, JobStatus::error_checked, JobStatus::canceled);
-      break;
-    default:  // initialized, configured, ready, queued, processed, error_checked
-      move(tx, id, status, JobStatus::canceled);
-      break;
-  }
-  return {must_load(tx, id), true};
-}
-
-model::Job retry_job(db::Tx& tx, model::JobId id) {
-  const JobStatus status = lock_job(tx, id);
-  switch (status) {
-    case JobStatus::failed:
-    case JobStatus::internal_error:
-    case JobStatus::external_error: {
-      move(tx, id, status, JobStatus::error_checked);
-      const bool processed = tx.exec(kProcessedInCurrentRun, {id.value()})[0][0].as_bool();
-      if (processed) {
-        check_affected(tx.exec(kResumeProcessed, {id.value()}), id, "resume at processed");
-      } else {
-        check_affected(tx.exec(kRestart, {id.value(), "error_checked"}), id,
-                       "restart at initialized");
-      }
-      break;
-    }
-    case JobStatus::canceled:
-      check_affected(tx.exec(kRestart, {id.value(), "canceled"}), id, "restart at initialized");
-      break;
-    default:
-      throw Error(errc::conflict, job_name(id) + " is " + std::string(model::to_string(status)) +
-                                      ": only failed, internal_error, external_error or canceled "
-                                      "jobs can be retried");
-  }
-  return must_load(tx, id);
-}
 
 }  // namespace conveyor::creation

@@ -1,5 +1,6 @@
 #pragma once
-// The job operations behind the REST API: submit, list, get, cancel, retry.
+// The job operations behind the REST API: submit, list, get (cancel and
+// retry: model::cancel_job / model::retry_job in libs/core).
 // Each runs in the caller's transaction and moves statuses only with
 // conditional UPDATEs on a row it has locked (FOR UPDATE), so it cannot race
 // a stage service; the status triggers write history and outbox rows.
@@ -34,19 +35,7 @@ JobPage list_jobs(db::Tx& tx, const ListQuery& query);
 // Throws Error(not_found) naming the job.
 model::Job get_job(db::Tx& tx, model::JobId id);
 
-struct CancelResult {
-  model::Job job;
-  // false when the job is running: canceled_at is set and its worker stops it.
-  bool completed = true;
-};
-// Sets canceled_at and moves a job that is not running to canceled.
-// A done job: Error(conflict). An already canceled job: returned unchanged.
-CancelResult cancel_job(db::Tx& tx, model::JobId id);
-
-// Restarts a failed, internal_error, external_error or canceled job (else
-// Error(conflict) naming the status). Error statuses go through
-// error_checked to processed when the current run reached processed (it
-// failed in publication), else to initialized with attempt 0.
-model::Job retry_job(db::Tx& tx, model::JobId id);
+// Cancel and retry live in libs/core (conveyor/model/job_control.hpp),
+// shared with the reconciler in conveyor-monitor.
 
 }  // namespace conveyor::creation

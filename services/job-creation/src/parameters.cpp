@@ -31,6 +31,7 @@ constexpr Column kColumns[] = {
     {"stall_error_checked_s", Kind::integer},
     {"worker_heartbeat_interval_s", Kind::integer},
     {"worker_heartbeat_timeout_s", Kind::integer},
+    {"service_heartbeat_timeout_s", Kind::integer},
     {"publication_endpoint_url", Kind::nullable_text},
     {"publication_max_attempts", Kind::integer},
     {"image_tags", Kind::json_object},

@@ -1,8 +1,246 @@
-// PLACEHOLDER — to be written.
 #include "monitor.hpp"
 
+#include <algorithm>
+#include <map>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/logging/logging.hpp"
+#include "conveyor/model/status.hpp"
+#include "reconciler.hpp"
+#include "registry.hpp"
+
 namespace conveyor::monitor {
-runtime::ServiceSpec spec() { return {.name = "conveyor-monitor", .schema = runtime::service_schema(), .wake_on = {}, .consumer_group = "", .default_http_port = 0}; }
-void setup(runtime::Context&) {}
-void loop(runtime::Context& ctx) { while (ctx.wait_for_work(std::chrono::seconds(1))) {} }
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr db::Statement kJobsByStatus{
+    "monitor_jobs_by_status", "SELECT status, count(*) AS n FROM conveyor.job GROUP BY status"};
+constexpr db::Statement kWorkersByStatus{
+    "monitor_workers_by_status",
+    "SELECT status, count(*) AS n FROM conveyor.worker GROUP BY status"};
+// The live status, as GET /v1/services shows it.
+constexpr db::Statement kInstancesByStatus{
+    "monitor_instances_by_status",
+    "SELECT service, CASE WHEN status IN ('up', 'draining') "
+    "                      AND last_heartbeat < now() - make_interval(secs => $1::float8) "
+    "                     THEN 'down' ELSE status END AS live_status, count(*) AS n "
+    "FROM conveyor.service_instance GROUP BY 1, 2"};
+
+constexpr const char* kWorkerStatuses[] = {"active", "draining", "stopped", "lost"};
+constexpr const char* kInstanceStatuses[] = {"up", "draining", "down", "stopped"};
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+config::Schema schema() {
+  config::Schema s = runtime::service_schema();
+  config::Key gauges;
+  gauges.name = "CONVEYOR_GAUGE_INTERVAL_MS";
+  gauges.type = config::Type::duration_ms;
+  gauges.default_value = "15000";
+  gauges.help =
+      "how often the conveyor_jobs / conveyor_workers / conveyor_service_instances gauges are "
+      "recomputed";
+  gauges.min = 100;
+  gauges.max = 3'600'000;
+  s.add(std::move(gauges));
+  return s;
+}
+
+Monitor::Monitor(runtime::Context& ctx)
+    : ctx_(ctx), batch_(static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"))) {}
+
+template <typename F>
+void Monitor::part(const char* name, F&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    // The database may be briefly away: the next scan retries this part.
+    ctx_.log()->error("reconciler part '{}' failed: {}", name, logging::redact_url(e.what()));
+    ctx_.metrics()
+        .counter("conveyor_monitor_errors_total", "reconciler parts that failed, by part",
+                 {{"part", name}})
+        .inc();
+  }
+}
+
+bool Monitor::scan() {
+  const auto params = ctx_.parameters();
+  auto& metrics = ctx_.metrics();
+  auto log = ctx_.log();
+  more_ = false;
+
+  part("lost_workers", [&] {
+    const auto r = reap_workers(ctx_.db(), seconds(params->worker_heartbeat_timeout_s), batch_);
+    if (!r) return;
+    if (!r->lost_workers.empty()) {
+      log->warn("lost workers (no heartbeat for {} s): {}", params->worker_heartbeat_timeout_s,
+                join(r->lost_workers));
+      metrics
+          .counter("conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler")
+          .inc(static_cast<double>(r->lost_workers.size()));
+    }
+    const int recovered = r->requeued + r->failed + r->canceled;
+    if (recovered > 0) {
+      log->warn(
+          "jobs of lost workers: {} requeued (ready, attempt + 1), {} internal_error "
+          "(worker_lost), {} canceled",
+          r->requeued, r->failed, r->canceled);
+      const char* help = "started jobs of lost workers recovered by the reconciler, by outcome";
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "requeued"}})
+          .inc(r->requeued);
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "failed"}})
+          .inc(r->failed);
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "canceled"}})
+          .inc(r->canceled);
+    }
+    if (recovered >= batch_) more_ = true;
+  });
+
+  part("cancels", [&] {
+    const auto r = apply_cancels(ctx_.db(), batch_);
+    if (!r || r->canceled == 0) return;
+    std::string detail;
+    for (const auto& [from, n] : r->from) {
+      detail += (detail.empty() ? "" : ", ") + std::string(model::to_string(from)) + ": " +
+                std::to_string(n);
+      metrics
+          .counter("conveyor_monitor_canceled_total",
+                   "jobs the reconciler moved to canceled, by the status they left",
+                   {{"from_status", std::string(model::to_string(from))}})
+          .inc(n);
+    }
+    log->info("canceled {} job(s) whose canceled_at is set ({})", r->canceled, detail);
+    if (r->canceled >= batch_) more_ = true;
+  });
+
+  part("restarts", [&] {
+    const auto r = apply_restarts(ctx_.db(), batch_);
+    if (!r || *r == 0) return;
+    log->info(
+        "restarted {} canceled job(s) whose canceled_at was set back to null (-> initialized)", *r);
+    metrics.counter("conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler")
+        .inc(*r);
+    if (*r >= batch_) more_ = true;
+  });
+
+  part("stalled", [&] {
+    for (const auto& [status, threshold] : params->stall_threshold_s) {
+      const auto n =
+          reemit_stalled(ctx_.db(), status, seconds(threshold), batch_, params->job_types_list);
+      if (!n) return;  // another replica holds the lock: it does this part
+      if (*n == 0) continue;
+      const std::string name(model::to_string(status));
+      log->info("re-emitted the {} event of {} job(s) not moved for over {} s", name, *n,
+                threshold);
+      metrics
+          .counter("conveyor_monitor_reemitted_total",
+                   "job events re-emitted for stalled jobs, by status", {{"status", name}})
+          .inc(*n);
+      if (*n >= batch_) more_ = true;
+    }
+  });
+
+  part("instances", [&] {
+    const auto r = reconcile_instances(ctx_.db(), seconds(params->service_heartbeat_timeout_s),
+                                       kInstanceRetention);
+    if (!r) return;
+    if (!r->marked_down.empty()) {
+      log->warn("service instances down (no heartbeat for {} s): {}",
+                params->service_heartbeat_timeout_s, join(r->marked_down));
+      metrics
+          .counter("conveyor_monitor_instances_down_total",
+                   "service instances marked down by the reconciler")
+          .inc(static_cast<double>(r->marked_down.size()));
+    }
+    if (r->purged > 0)
+      log->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
+  });
+
+  metrics.counter("conveyor_monitor_scans_total", "reconciler scans").inc();
+  return more_;
+}
+
+void Monitor::update_gauges() {
+  part("gauges", [&] {
+    const auto timeout = static_cast<double>(ctx_.parameters()->service_heartbeat_timeout_s);
+    std::map<std::string, double> jobs;
+    std::map<std::string, double> workers;
+    std::map<std::pair<std::string, std::string>, double> instances;
+    ctx_.db().transact([&](db::Tx& tx) {
+      jobs.clear();
+      workers.clear();
+      instances.clear();
+      for (const db::Row r : tx.exec(kJobsByStatus))
+        jobs[r["status"].as_string()] = r["n"].as_double();
+      for (const db::Row r : tx.exec(kWorkersByStatus))
+        workers[r["status"].as_string()] = r["n"].as_double();
+      for (const db::Row r : tx.exec(kInstancesByStatus, {timeout})) {
+        instances[{r["service"].as_string(), r["live_status"].as_string()}] = r["n"].as_double();
+      }
+    });
+    auto& m = ctx_.metrics();
+    for (const auto status : model::kAllStatuses) {
+      const std::string name(model::to_string(status));
+      m.gauge("conveyor_jobs", "jobs by status", {{"status", name}}).set(jobs[name]);
+    }
+    for (const char* status : kWorkerStatuses) {
+      m.gauge("conveyor_workers", "workers (conveyor.worker rows) by status", {{"status", status}})
+          .set(workers[status]);
+    }
+    // Every status of every service seen so far, so a series drops to 0
+    // rather than freezing at its last value.
+    for (const auto& [key, n] : instances) instance_series_.insert({key.first, key.second});
+    std::set<std::string> services;
+    for (const auto& [service, status] : instance_series_) services.insert(service);
+    for (const auto& service : services) {
+      for (const char* status : kInstanceStatuses) {
+        const auto it = instances.find({service, status});
+        m.gauge("conveyor_service_instances", "service instances by service and live status",
+                {{"service", service}, {"status", status}})
+            .set(it == instances.end() ? 0.0 : it->second);
+      }
+    }
+  });
+}
+
+runtime::ServiceSpec spec() {
+  runtime::ServiceSpec s;
+  s.name = kServiceName;
+  s.schema = schema();
+  // Runbook 000 by SQL: a cancel or restart acts within about a second.
+  s.wake_on = {"io.conveyor.job.cancel_requested", "io.conveyor.job.restart_requested"};
+  return s;
+}
+
+void setup(runtime::Context& ctx) {
+  add_routes(ctx);
+  const auto p = ctx.parameters();
+  ctx.log()->info("monitor: worker heartbeat timeout {} s, service heartbeat timeout {} s",
+                  p->worker_heartbeat_timeout_s, p->service_heartbeat_timeout_s);
+}
+
+void loop(runtime::Context& ctx) {
+  const milliseconds poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+  const milliseconds gauge_every = ctx.config().get_duration("CONVEYOR_GAUGE_INTERVAL_MS");
+  Monitor monitor(ctx);
+  auto next_gauges = std::chrono::steady_clock::now();
+  milliseconds timeout = poll;
+  do {
+    const bool more = monitor.scan();
+    if (std::chrono::steady_clock::now() >= next_gauges) {
+      monitor.update_gauges();
+      next_gauges = std::chrono::steady_clock::now() + gauge_every;
+    }
+    timeout = more ? milliseconds(0) : poll;
+  } while (ctx.wait_for_work(timeout));
+}
+
 }  // namespace conveyor::monitor

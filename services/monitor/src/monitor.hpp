@@ -1,9 +1,62 @@
 #pragma once
-// PLACEHOLDER — to be written.
+// conveyor-monitor (DESIGN §1, §2): the reconciler and the service registry.
+//
+// One scan (on start, on every cancel_requested / restart_requested event,
+// on a parameters change, and every CONVEYOR_POLL_INTERVAL_MS) runs the
+// parts of reconciler.hpp in turn, each its own short transaction guarded by
+// an advisory lock so replicas share the work instead of doubling it:
+//   a. lost workers and their started jobs     (model::reap_lost_workers)
+//   b. cancels: canceled_at set -> canceled    (model::finish_cancel)
+//   c. restarts: canceled, canceled_at null -> initialized
+//   d. stalled jobs: their event re-emitted, per stall_<status>_s
+//   e. service registry: missed heartbeats -> down; old rows purged
+// and, every CONVEYOR_GAUGE_INTERVAL_MS, the gauges conveyor_jobs{status},
+// conveyor_workers{status} and conveyor_service_instances{service,status}.
+// A part that fills its batch (CONVEYOR_BATCH_SIZE) makes the next scan
+// start at once. HTTP: GET /v1/services, GET /v1/workers (registry.hpp).
+//
+// Monitor is owned by loop() and used by the main thread only.
+#include <chrono>
+#include <set>
+#include <string>
+#include <utility>
+
+#include "conveyor/config/config.hpp"
 #include "conveyor/runtime/runtime.hpp"
 
 namespace conveyor::monitor {
+
+inline constexpr const char* kServiceName = "conveyor-monitor";
+// Service instances stopped or down for longer than this are deleted.
+inline constexpr std::chrono::hours kInstanceRetention{24};
+
+// runtime::service_schema() plus CONVEYOR_GAUGE_INTERVAL_MS.
+config::Schema schema();
+
+class Monitor {
+ public:
+  explicit Monitor(runtime::Context& ctx);
+
+  // One pass over every part; returns true when a part filled its batch
+  // (more work is waiting). A part that fails is logged and counted; the
+  // others still run.
+  bool scan();
+  // Recomputes the gauges (a count over conveyor.job: not on every scan).
+  void update_gauges();
+
+ private:
+  template <typename F>
+  void part(const char* name, F&& fn);
+
+  runtime::Context& ctx_;
+  int batch_;
+  bool more_ = false;
+  // (service, status) series set before: zeroed when they disappear.
+  std::set<std::pair<std::string, std::string>> instance_series_;
+};
+
 runtime::ServiceSpec spec();
 void setup(runtime::Context& ctx);
 void loop(runtime::Context& ctx);
+
 }  // namespace conveyor::monitor

@@ -26,12 +26,7 @@ using conveyor::testing::wait_until;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+using conveyor::testing::read_text;
 
 // One echo service process with its own database, broker, port and data dir.
 class RuntimeTest : public ::testing::Test {
@@ -43,7 +38,7 @@ class RuntimeTest : public ::testing::Test {
     instance_ = conveyor::testing::unique_name("echo");
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "--- service output ---\n" << read_file(log_path()) << "\n";
+    if (HasFailure()) std::cerr << "--- service output ---\n" << read_text(log_path()) << "\n";
     service_.reset();
     std::error_code ec;
     fs::remove_all(dir_, ec);

@@ -21,12 +21,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using conveyor::testing::wait_until;
 
-inline std::string read_text(const fs::path& path) {
-  std::ifstream in(path);
-  std::stringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+using conveyor::testing::read_text;
 
 class StageTest : public ::testing::Test {
  protected:

@@ -36,12 +36,7 @@ std::string sql_literal(const std::string& s) {
   return out + "'";
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using conveyor::testing::read_text;
 
 class WorkerTest : public ::testing::Test {
  protected:

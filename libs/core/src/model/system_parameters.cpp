@@ -16,7 +16,7 @@ constexpr db::Statement kSelectParameters{
     " coalesce(not_accepting_reason, '') AS not_accepting_reason,"
     " stall_initialized_s, stall_configured_s, stall_ready_s, stall_queued_s,"
     " stall_processed_s, stall_error_checked_s,"
-    " worker_heartbeat_interval_s, worker_heartbeat_timeout_s,"
+    " worker_heartbeat_interval_s, worker_heartbeat_timeout_s, service_heartbeat_timeout_s,"
     " coalesce(publication_endpoint_url, '') AS publication_endpoint_url,"
     " publication_max_attempts, image_tags::text AS image_tags, log_retention_days,"
     " job_retention_days, outbox_retention_hours,"
@@ -52,6 +52,7 @@ nlohmann::json SystemParameters::to_json() const {
           {"stall_threshold_s", stall},
           {"worker_heartbeat_interval_s", worker_heartbeat_interval_s},
           {"worker_heartbeat_timeout_s", worker_heartbeat_timeout_s},
+          {"service_heartbeat_timeout_s", service_heartbeat_timeout_s},
           {"publication_endpoint_url", publication_endpoint_url},
           {"publication_max_attempts", publication_max_attempts},
           {"image_tags", image_tags},
@@ -82,6 +83,7 @@ SystemParameters load_system_parameters(db::Tx& tx) {
   for (const auto& [status, column] : kStallColumns) p.stall_threshold_s[status] = row[column].as<int>();
   p.worker_heartbeat_interval_s = row["worker_heartbeat_interval_s"].as<int>();
   p.worker_heartbeat_timeout_s = row["worker_heartbeat_timeout_s"].as<int>();
+  p.service_heartbeat_timeout_s = row["service_heartbeat_timeout_s"].as<int>();
   p.publication_endpoint_url = row["publication_endpoint_url"].as_string();
   p.publication_max_attempts = row["publication_max_attempts"].as<int>();
   p.image_tags = nlohmann::json::parse(row["image_tags"].as_string());

@@ -39,8 +39,12 @@ constexpr db::Statement kUpsertInstance{
     " ON CONFLICT (id) DO UPDATE SET service = EXCLUDED.service, host = EXCLUDED.host,"
     " pid = EXCLUDED.pid, version = EXCLUDED.version, image_tag = EXCLUDED.image_tag,"
     " started_at = now(), last_heartbeat = now(), status = EXCLUDED.status"};
+// An instance the monitor marked `down` (missed heartbeats) is back: $2 is
+// `up`, or `draining` once SIGTERM came.
 constexpr db::Statement kHeartbeat{
-    "runtime_heartbeat", "UPDATE conveyor.service_instance SET last_heartbeat = now() WHERE id = $1"};
+    "runtime_heartbeat",
+    "UPDATE conveyor.service_instance SET last_heartbeat = now(),"
+    " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
 constexpr db::Statement kSetInstanceStatus{
     "runtime_set_instance_status",
     "UPDATE conveyor.service_instance SET status = $2, last_heartbeat = now() WHERE id = $1"};
@@ -355,8 +359,10 @@ class Service final : public Context {
       const auto now = Clock::now();
       if (now >= next_heartbeat) {
         try {
-          const db::Result r = pool_->transact([this](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_}); });
-          if (r.affected_rows() == 0) write_instance(stopping_ ? "draining" : "up", false);
+          const char* state = stopping_ ? "draining" : "up";
+          const db::Result r =
+              pool_->transact([&](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_, state}); });
+          if (r.affected_rows() == 0) write_instance(state, false);
         } catch (const Error& e) {
           rlog->warn("heartbeat failed: {}", logging::redact_url(e.what()));
         }

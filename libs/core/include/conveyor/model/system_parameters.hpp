@@ -24,6 +24,8 @@ struct SystemParameters {
   std::map<JobStatus, int> stall_threshold_s;  // initialized, configured, ready, queued, processed, error_checked
   int worker_heartbeat_interval_s = 5;
   int worker_heartbeat_timeout_s = 30;
+  // A service instance whose heartbeat is older than this is shown `down`.
+  int service_heartbeat_timeout_s = 30;
   std::string publication_endpoint_url;
   int publication_max_attempts = 5;
   nlohmann::json image_tags = nlohmann::json::object();

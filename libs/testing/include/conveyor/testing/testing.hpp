@@ -60,6 +60,9 @@ RunResult run(const std::vector<std::string>& argv,
               const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
+// The whole content of a file; "" when it cannot be read.
+std::string read_text(const std::filesystem::path& path);
+
 // Runs `sql` with psql (-X -q -A -t, ON_ERROR_STOP) against `url`. For what a
 // transaction cannot do (CREATE/DROP DATABASE); tests and tools only.
 RunResult psql(const std::string& url, const std::string& sql);

@@ -1,0 +1,55 @@
+#pragma once
+// Operator control of one job: cancel, retry, and the restart of a canceled
+// job (runbook 000, DESIGN §3). One copy, used by the REST API
+// (conveyor-creation: POST /v1/jobs/{id}/cancel and /retry) and by the
+// reconciler (conveyor-monitor: canceled_at changes made by SQL), so a job
+// moves the same way whoever asked.
+//
+// Every function locks the job's row (SELECT ... FOR UPDATE, a no-op when the
+// caller's transaction already holds it) and then moves the status only with
+// conditional UPDATEs (`WHERE id = $1 AND status = $expected`); the status
+// triggers write the history and outbox rows. Thread-safe: stateless
+// functions using the caller's transaction.
+#include <optional>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/ids.hpp"
+#include "conveyor/model/job.hpp"
+#include "conveyor/model/status.hpp"
+
+namespace conveyor::model {
+
+struct CancelResult {
+  Job job;
+  // false when the job is running: canceled_at is set and its worker stops
+  // it (or the reconciler ends it if the worker is gone).
+  bool completed = true;
+};
+
+// Sets canceled_at and moves a job that is not running to canceled
+// (finish_cancel). A done job: Error(conflict). An already canceled job:
+// returned unchanged. A missing job: Error(not_found).
+CancelResult cancel_job(db::Tx& tx, JobId id);
+
+// Ends a job whose canceled_at is set: failed / internal_error /
+// external_error go through error_checked, every other non-final status
+// (started included) goes to canceled directly. Call it for a started job
+// only when its worker no longer runs it; a live worker kills the process
+// and records canceled itself. Returns the status the job left, or nullopt
+// when there was nothing to do (gone, done, already canceled, or
+// canceled_at is null again).
+std::optional<JobStatus> finish_cancel(db::Tx& tx, JobId id);
+
+// Restarts a failed, internal_error, external_error or canceled job (else
+// Error(conflict) naming the status). Error statuses go through
+// error_checked to processed when the current run reached processed (it
+// failed in publication), else to initialized with attempt 0 (restart_canceled
+// semantics). A missing job: Error(not_found).
+Job retry_job(db::Tx& tx, JobId id);
+
+// canceled -> initialized: a fresh run (attempt 0; errors, result, worker and
+// canceled_at cleared; the configuration service writes config again).
+// Returns false when the job is not canceled (any more).
+bool restart_canceled(db::Tx& tx, JobId id);
+
+}  // namespace conveyor::model

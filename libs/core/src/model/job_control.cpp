@@ -1,0 +1,167 @@
+#include "conveyor/model/job_control.hpp"
+
+#include <string>
+
+#include "conveyor/error/error.hpp"
+
+namespace conveyor::model {
+namespace {
+
+// The row stays locked until commit, so no stage moves the job under us
+// (their claims use SKIP LOCKED or conditional updates).
+constexpr db::Statement kLockJob{"model_job_control_lock",
+                                 "SELECT status, canceled_at IS NOT NULL AS cancel_requested FROM "
+                                 "conveyor.job WHERE id = $1 FOR UPDATE"};
+
+constexpr db::Statement kRequestCancel{
+    "model_job_control_request_cancel",
+    "UPDATE conveyor.job SET canceled_at = now() WHERE id = $1 AND canceled_at IS NULL"};
+
+constexpr db::Statement kMoveStatus{
+    "model_job_control_move", "UPDATE conveyor.job SET status = $3 WHERE id = $1 AND status = $2"};
+
+// A fresh run: attempts, errors and the previous result are forgotten; the
+// configuration service writes config again.
+constexpr db::Statement kRestart{
+    "model_job_control_restart",
+    "UPDATE conveyor.job SET status = 'initialized', attempt = 0, error_subtype = NULL, "
+    "error_message = NULL, result = NULL, worker_id = NULL, canceled_at = NULL "
+    "WHERE id = $1 AND status = $2"};
+
+// Publication failed: publish the result already there again.
+constexpr db::Statement kResumeProcessed{
+    "model_job_control_resume_processed",
+    "UPDATE conveyor.job SET status = 'processed', error_subtype = NULL, error_message = NULL, "
+    "canceled_at = NULL WHERE id = $1 AND status = 'error_checked'"};
+
+// The current run starts at the job's last move to initialized.
+constexpr db::Statement kProcessedInCurrentRun{
+    "model_job_control_processed_in_current_run",
+    "SELECT EXISTS (SELECT 1 FROM conveyor.job_status_change c "
+    "WHERE c.job_id = $1 AND c.to_status = 'processed' AND c.id > coalesce("
+    "(SELECT max(s.id) FROM conveyor.job_status_change s "
+    "WHERE s.job_id = $1 AND s.to_status = 'initialized'), 0))"};
+
+std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
+
+struct Locked {
+  JobStatus status;
+  bool cancel_requested;
+};
+
+std::optional<Locked> lock_job(db::Tx& tx, JobId id) {
+  const auto rows = tx.exec(kLockJob, {id.value()});
+  if (rows.empty()) return std::nullopt;
+  const auto status = parse_status(rows[0]["status"].view());
+  if (!status)
+    throw Error(errc::internal, "database: unknown job status " + rows[0]["status"].as_string());
+  return Locked{*status, rows[0]["cancel_requested"].as_bool()};
+}
+
+Locked must_lock(db::Tx& tx, JobId id) {
+  const auto locked = lock_job(tx, id);
+  if (!locked) throw Error(errc::not_found, job_name(id) + " does not exist");
+  return *locked;
+}
+
+Job must_load(db::Tx& tx, JobId id) {
+  auto job = load_job(tx, id);
+  if (!job) throw Error(errc::not_found, job_name(id) + " does not exist");
+  return std::move(*job);
+}
+
+// A conditional update on a row we hold locked: not matching is a bug.
+void move(db::Tx& tx, JobId id, JobStatus from, JobStatus to) {
+  const auto r =
+      tx.exec(kMoveStatus, {id.value(), std::string(to_string(from)), std::string(to_string(to))});
+  if (r.affected_rows() != 1) {
+    throw Error(errc::conflict, job_name(id) + " is no longer " + std::string(to_string(from)));
+  }
+}
+
+void check_affected(const db::Result& r, JobId id, const char* what) {
+  if (r.affected_rows() != 1) throw Error(errc::conflict, job_name(id) + ": could not " + what);
+}
+
+// Moves a locked job with canceled_at set to canceled; returns false when
+// its status has no way to canceled (done, canceled).
+bool end_canceled(db::Tx& tx, JobId id, JobStatus status) {
+  switch (status) {
+    case JobStatus::done:
+    case JobStatus::canceled:
+      return false;
+    case JobStatus::failed:
+    case JobStatus::internal_error:
+    case JobStatus::external_error:
+      move(tx, id, status, JobStatus::error_checked);
+      move(tx, id, JobStatus::error_checked, JobStatus::canceled);
+      return true;
+    default:  // initialized, configured, ready, queued, started, processed, error_checked
+      move(tx, id, status, JobStatus::canceled);
+      return true;
+  }
+}
+
+}  // namespace
+
+CancelResult cancel_job(db::Tx& tx, JobId id) {
+  const Locked locked = must_lock(tx, id);
+  switch (locked.status) {
+    case JobStatus::done:
+      throw Error(errc::conflict, job_name(id) + " is done");
+    case JobStatus::canceled:
+      return {must_load(tx, id), true};
+    default:
+      break;
+  }
+  tx.exec(kRequestCancel, {id.value()});
+  if (locked.status == JobStatus::started) {
+    // Its worker sees canceled_at, kills the process group and ends it canceled.
+    return {must_load(tx, id), false};
+  }
+  end_canceled(tx, id, locked.status);
+  return {must_load(tx, id), true};
+}
+
+std::optional<JobStatus> finish_cancel(db::Tx& tx, JobId id) {
+  const auto locked = lock_job(tx, id);
+  if (!locked || !locked->cancel_requested) return std::nullopt;
+  if (!end_canceled(tx, id, locked->status)) return std::nullopt;
+  return locked->status;
+}
+
+Job retry_job(db::Tx& tx, JobId id) {
+  const JobStatus status = must_lock(tx, id).status;
+  switch (status) {
+    case JobStatus::failed:
+    case JobStatus::internal_error:
+    case JobStatus::external_error: {
+      move(tx, id, status, JobStatus::error_checked);
+      const bool processed = tx.exec(kProcessedInCurrentRun, {id.value()})[0][0].as_bool();
+      if (processed) {
+        check_affected(tx.exec(kResumeProcessed, {id.value()}), id, "resume at processed");
+      } else {
+        check_affected(tx.exec(kRestart, {id.value(), "error_checked"}), id,
+                       "restart at initialized");
+      }
+      break;
+    }
+    case JobStatus::canceled:
+      if (!restart_canceled(tx, id))
+        throw Error(errc::conflict, job_name(id) + ": could not restart at initialized");
+      break;
+    default:
+      throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) +
+                                      ": only failed, internal_error, external_error or canceled "
+                                      "jobs can be retried");
+  }
+  return must_load(tx, id);
+}
+
+bool restart_canceled(db::Tx& tx, JobId id) {
+  const auto locked = lock_job(tx, id);
+  if (!locked || locked->status != JobStatus::canceled) return false;
+  return tx.exec(kRestart, {id.value(), "canceled"}).affected_rows() == 1;
+}
+
+}  // namespace conveyor::model

@@ -1,0 +1,101 @@
+#pragma once
+// Where the worker pool's workers run. The pool decides how many workers
+// there should be from the database; a Backend only starts, stops and
+// collects the worker processes it started itself ("own" workers). Workers
+// the pool did not start (a previous pool's, or started by hand) are seen
+// and drained through their conveyor.worker rows only.
+//
+// `local` (LocalBackend) runs workers as child processes of the pool. Nomad
+// (job scale API) and Kubernetes (deployment scale subresource) will be
+// further implementations of this interface.
+//
+// Not thread-safe: a Backend is owned and called by the pool's loop thread.
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conveyor/config/config.hpp"
+
+namespace conveyor::workerpool {
+
+using Clock = std::chrono::steady_clock;
+
+// A worker this backend started and that has not been collected yet.
+struct OwnWorker {
+  std::string name;  // its CONVEYOR_WORKER_NAME, the name of its conveyor.worker row
+  int pid = 0;       // 0 where the platform has no local pid
+  Clock::time_point spawned{};
+  bool terminating = false;  // terminate() was called: no longer counted as capacity
+};
+
+// An own worker that has ended since the previous reap().
+struct ExitedWorker {
+  std::string name;
+  int pid = 0;
+  bool success = false;  // exit code 0 (a drained or stopped worker exits 0)
+  std::string how;       // "exit code 0", "killed by SIGKILL"
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view kind() const = 0;  // "local"
+  // Starts one worker named `name`. Throws conveyor::Error when it cannot.
+  virtual void spawn(const std::string& name) = 0;
+  // The worker's row was just set `draining` (the worker stops claiming and
+  // exits by itself once idle). A backend whose platform would restart an
+  // exiting worker tells the platform here; the local backend has nothing to do.
+  virtual void drain(const std::string& name) = 0;
+  // Stops an own worker that cannot be drained (hung: marked lost while its
+  // process runs; or never registered): SIGTERM now, SIGKILL after the
+  // backend's kill grace. Never used to scale down a busy worker.
+  virtual void terminate(const std::string& name) = 0;
+  // Collects own workers that have exited (and escalates terminate()s whose
+  // grace has passed).
+  virtual std::vector<ExitedWorker> reap() = 0;
+  // Own workers still running.
+  virtual std::vector<OwnWorker> workers() const = 0;
+  // On the pool's SIGTERM: asks every own worker to stop (they drain: finish
+  // or requeue their jobs), waits for them until `deadline`, kills what is
+  // left, and collects them all.
+  virtual std::vector<ExitedWorker> shutdown(Clock::time_point deadline) = 0;
+};
+
+// What a LocalBackend needs; filled from the pool's configuration by make_backend().
+struct LocalBackendOptions {
+  std::filesystem::path executable;  // conveyor-worker
+  std::string pool;                  // CONVEYOR_WORKER_POOL of the workers
+  // The pool's environment (config::process_environment()); the workers get
+  // it minus the pool's own keys, plus their name, instance id, pool and port.
+  std::map<std::string, std::string> environment;
+  // The pool's --env-file files, passed on to every worker in the same order.
+  std::vector<std::filesystem::path> env_files;
+  std::filesystem::path log_dir;  // empty: the workers inherit the pool's stdout/stderr
+  std::chrono::milliseconds kill_grace{10000};
+  std::string instance_id;  // for the private directory of filtered env files
+};
+
+// The pool's own keys: a worker would warn about them in its environment
+// and refuse them in an env file.
+bool is_pool_only_key(std::string_view key);
+
+// The environment of a worker named `name`: `environment` minus the pool's
+// own keys and the per-process ones, plus CONVEYOR_WORKER_NAME and
+// CONVEYOR_INSTANCE_ID (= name), CONVEYOR_WORKER_POOL and CONVEYOR_HTTP_PORT=0.
+std::map<std::string, std::string> worker_environment(const std::map<std::string, std::string>& environment,
+                                                      const std::string& name, const std::string& pool);
+
+std::unique_ptr<Backend> make_local_backend(LocalBackendOptions options);
+
+// The backend CONVEYOR_WORKERPOOL_BACKEND names, built from `config`.
+// Throws Error(invalid_config) for a backend that does not exist yet
+// ("CONVEYOR_WORKERPOOL_BACKEND=nomad is not implemented yet (only: local)")
+// and when conveyor-worker cannot be found.
+std::unique_ptr<Backend> make_backend(const config::Config& config, const std::string& instance_id,
+                                      const std::vector<std::filesystem::path>& env_files);
+
+}  // namespace conveyor::workerpool

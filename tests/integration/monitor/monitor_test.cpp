@@ -1,0 +1,709 @@
+// conveyor-monitor as a black box: the real executable (one or two
+// replicas, with conveyor-configuration where a test needs a stage) against
+// a database and devbroker of the test's own. Jobs, workers and service
+// instances are put in place by raw SQL, as an operator following runbook 000
+// would; the test watches the database, the outbox and the HTTP API.
+// Also: the migration 20261122000300_reconciler (canceled_at invariant, up/down/up).
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/migrations.hpp"
+#include "conveyor/error/error.hpp"
+#include "conveyor/http/client.hpp"
+#include "conveyor/testing/stack.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace {
+
+namespace ct = conveyor::testing;
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kReconcilerMigration = "20261122000300_reconciler";
+
+using conveyor::testing::read_text;
+
+long ms_since(Clock::time_point t) {
+  return static_cast<long>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
+}
+
+// ---------------------------------------------------------------- migration
+
+bool column_exists(const ct::TestDatabase& db, const std::string& table,
+                   const std::string& column) {
+  return db.query_value(
+             "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'conveyor' "
+             "AND table_name = '" +
+             table + "' AND column_name = '" + column + "'") == "1";
+}
+
+TEST(ReconcilerMigration, AJobThatBecomesCanceledAlwaysHasCanceledAt) {
+  ct::TestDatabase db;
+  // By a status change...
+  const auto a = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + a);
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + a),
+            "t");
+  // ... even when the same statement clears it ...
+  const auto b = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'canceled', canceled_at = NULL WHERE id = " + b);
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + b),
+            "t");
+  // ... by an insert as canceled; and a given canceled_at is kept.
+  const auto c = db.query_value(
+      "INSERT INTO conveyor.job (job_type, status) VALUES ('t', 'canceled') RETURNING id");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + c),
+            "t");
+  const auto d = db.query_value(
+      "INSERT INTO conveyor.job (job_type, canceled_at) VALUES ('t', '2020-01-01T00:00:00Z') "
+      "RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + d);
+  EXPECT_EQ(db.query_value(
+                "SELECT canceled_at = '2020-01-01T00:00:00Z' FROM conveyor.job WHERE id = " + d),
+            "t");
+  // Clearing canceled_at afterwards (the restart request) is allowed, also
+  // in a statement that repeats the status.
+  db.exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + a);
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + a), "t");
+  db.exec("UPDATE conveyor.job SET status = 'canceled', canceled_at = NULL WHERE id = " + c);
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + c), "t");
+  // The status machine still comes first: done -> canceled is refused.
+  const auto e = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  for (const char* s : {"configured", "ready", "queued", "started", "processed", "done"}) {
+    db.exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + e);
+  }
+  EXPECT_THROW(db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + e),
+               std::exception);
+  // New columns, with their defaults.
+  EXPECT_EQ(db.query_value("SELECT reemitted_at IS NULL FROM conveyor.job WHERE id = " + a), "t");
+  EXPECT_EQ(db.query_value("SELECT service_heartbeat_timeout_s FROM conveyor.system_parameters"),
+            "30");
+  EXPECT_THROW(db.exec("UPDATE conveyor.system_parameters SET service_heartbeat_timeout_s = 0"),
+               std::exception);
+}
+
+TEST(ReconcilerMigration, UpDownUpBackfillsCanceledJobsAndRestoresTheTrigger) {
+  ct::TestDatabase db(false);
+  const fs::path dir = fs::temp_directory_path() / ct::unique_name("migr");
+  fs::create_directories(dir);
+  std::vector<fs::path> ours;
+  for (const auto& e : fs::directory_iterator(ct::migrations_dir())) {
+    if (e.path().filename().string().starts_with(kReconcilerMigration)) {
+      ours.push_back(e.path());
+    } else {
+      fs::copy_file(e.path(), dir / e.path().filename());
+    }
+  }
+  ASSERT_EQ(ours.size(), 2u) << "the up and down files of " << kReconcilerMigration;
+
+  conveyor::db::Migrator m(db.url(), dir);
+  m.init();
+  m.migrate();  // everything before ours
+  ASSERT_FALSE(column_exists(db, "job", "reemitted_at"));
+  // Before: a status change to canceled leaves canceled_at null.
+  const auto old = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + old);
+  ASSERT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + old), "t");
+  const auto outbox_before = db.query_value("SELECT count(*) FROM conveyor.outbox");
+
+  for (const auto& p : ours) fs::copy_file(p, dir / p.filename());
+  const auto up = m.migrate();
+  ASSERT_EQ(up.names, std::vector<std::string>{kReconcilerMigration});
+  EXPECT_TRUE(column_exists(db, "job", "reemitted_at"));
+  EXPECT_TRUE(column_exists(db, "system_parameters", "service_heartbeat_timeout_s"));
+  // Backfilled, so it is not mistaken for a restart request; and no event for it.
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + old),
+            "t");
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox"), outbox_before);
+
+  const auto down = m.rollback();
+  ASSERT_EQ(down.names, std::vector<std::string>{kReconcilerMigration});
+  EXPECT_FALSE(column_exists(db, "job", "reemitted_at"));
+  EXPECT_FALSE(column_exists(db, "system_parameters", "service_heartbeat_timeout_s"));
+  const auto after_down =
+      db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + after_down);
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + after_down),
+            "t")
+      << "canceled_at is no longer stamped";
+
+  EXPECT_EQ(m.migrate().names, std::vector<std::string>{kReconcilerMigration});
+  EXPECT_TRUE(m.status().up_to_date());
+  EXPECT_EQ(
+      db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + after_down),
+      "t");
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+// ---------------------------------------------------------------- the service
+
+class MonitorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ct::unique_name("monitor");
+    fs::create_directories(dir_);
+    prefix_ = ct::unique_name("mon");
+  }
+
+  void TearDown() override {
+    for (auto& [name, p] : procs_) {
+      EXPECT_EQ(p->stop(10s), 0) << name << " did not exit cleanly on SIGTERM";
+    }
+    if (HasFailure()) std::cerr << logs();
+    procs_.clear();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Starts `exe` ("conveyor-monitor") as process `name`; `extra` overrides
+  // the environment. Returns once /readyz answers 200.
+  void start(const std::string& name, const std::string& exe,
+             const std::map<std::string, std::string>& extra = {}) {
+    ports_[name] = ct::free_port();
+    std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", db_.url()},
+                                           {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+                                           {"CONVEYOR_TOPIC_PREFIX", prefix_},
+                                           {"CONVEYOR_HTTP_PORT", std::to_string(ports_[name])},
+                                           {"CONVEYOR_DATA_DIR", (dir_ / "data").string()},
+                                           {"CONVEYOR_INSTANCE_ID", name},
+                                           {"CONVEYOR_POLL_INTERVAL_MS", "200"},
+                                           {"CONVEYOR_GAUGE_INTERVAL_MS", "200"},
+                                           {"CONVEYOR_HEARTBEAT_INTERVAL_MS", "200"},
+                                           {"CONVEYOR_LOG_LEVEL", "debug"}};
+    if (exe != "conveyor-monitor") env.erase("CONVEYOR_GAUGE_INTERVAL_MS");
+    for (const auto& [k, v] : extra) env[k] = v;
+    ct::ChildProcess::Options o;
+    o.argv = {ct::executable(exe).string()};
+    o.env = env;
+    o.stdout_file = dir_ / (name + ".log");
+    procs_[name] = std::make_unique<ct::ChildProcess>(o);
+    const bool ready = ct::wait_until(
+        [&] {
+          if (!procs_[name]->running()) return false;
+          try {
+            return get(name, "/readyz").status == 200;
+          } catch (const conveyor::Error&) {
+            return false;  // not listening yet
+          }
+        },
+        30s);
+    ASSERT_TRUE(ready) << name << " did not become ready:\n" << logs();
+  }
+
+  void start_monitor(const std::string& name = "monitor",
+                     const std::map<std::string, std::string>& extra = {}) {
+    start(name, "conveyor-monitor", extra);
+  }
+
+  conveyor::http::ClientResponse get(const std::string& name, const std::string& path) {
+    return conveyor::http::http_request(
+        "GET", "http://127.0.0.1:" + std::to_string(ports_.at(name)) + path, "", {}, 2s);
+  }
+
+  json get_json(const std::string& name, const std::string& path) {
+    const auto r = get(name, path);
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    return json::parse(r.body);
+  }
+
+  // The value of one series on the process's /metrics (`series` as printed,
+  // e.g. conveyor_jobs{status="ready"}); -1 when absent.
+  double metric(const std::string& name, const std::string& series) {
+    std::istringstream in(get(name, "/metrics").body);
+    for (std::string line; std::getline(in, line);) {
+      if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+          line[series.size()] == ' ') {
+        return std::stod(line.substr(series.size() + 1));
+      }
+    }
+    return -1;
+  }
+
+  // Waits until the monitor has finished `n` more scans than now: whatever
+  // the reconciler would do to the state as it is now, it has done.
+  void wait_scans(const std::string& name, int n) {
+    const double start = metric(name, "conveyor_monitor_scans_total");
+    ASSERT_TRUE(ct::wait_until(
+        [&] { return metric(name, "conveyor_monitor_scans_total") >= start + n; }, 10s));
+  }
+
+  std::string q(const std::string& sql) const { return db_.query_value(sql); }
+  std::string field(const std::string& id, const std::string& column) const {
+    return q("SELECT " + column + " FROM conveyor.job WHERE id = " + id);
+  }
+  std::string status(const std::string& id) const { return field(id, "status"); }
+
+  ::testing::AssertionResult reaches(const std::string& id, const std::string& expected,
+                                     std::chrono::milliseconds timeout = 15s) const {
+    if (ct::wait_until([&] { return status(id) == expected; }, timeout))
+      return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure()
+           << "job " << id << " is " << status(id) << ", expected " << expected;
+  }
+
+  std::string insert_job(const std::string& type = "t", int max_attempts = 1) const {
+    return q("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('" + type + "', " +
+             std::to_string(max_attempts) + ") RETURNING id");
+  }
+  // Moves a job through `statuses` by SQL, as the stages would.
+  void advance(const std::string& id, const std::vector<std::string>& statuses) const {
+    for (const auto& s : statuses)
+      db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + id);
+  }
+  // The job's history as "from>to" steps, e.g. ">initialized,initialized>canceled".
+  std::string history(const std::string& id) const {
+    return q(
+        "SELECT string_agg(coalesce(from_status, '') || '>' || to_status, ',' ORDER BY id) "
+        "FROM conveyor.job_status_change WHERE job_id = " +
+        id);
+  }
+  std::string last_actor(const std::string& id) const {
+    return q("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + id +
+             " ORDER BY id DESC LIMIT 1");
+  }
+
+  std::string logs() const {
+    std::string out;
+    for (const auto& [name, p] : procs_)
+      out += "---- " + name + "\n" + read_text(dir_ / (name + ".log"));
+    return out;
+  }
+
+  ct::TestDatabase db_;
+  ct::Broker broker_;
+  fs::path dir_;
+  std::string prefix_;
+  std::map<std::string, int> ports_;
+  std::map<std::string, std::unique_ptr<ct::ChildProcess>> procs_;
+};
+
+// Runbook 000 by SQL: canceled_at = now() ends a job canceled wherever it
+// is; an errored job goes through error_checked; a done job stays done.
+// The poll interval is 10 minutes, so only the cancel_requested /
+// restart_requested events can have woken the monitor.
+TEST_F(MonitorTest, CancelBySqlEndsJobsCanceledFromEveryStageAndNullRestartsThem) {
+  start_monitor("monitor", {{"CONVEYOR_POLL_INTERVAL_MS", "600000"}});
+  const auto initialized = insert_job();
+  const auto configured = insert_job();
+  advance(configured, {"configured"});
+  const auto ready = insert_job();
+  advance(ready, {"configured", "ready"});
+  const auto queued = insert_job();
+  advance(queued, {"configured", "ready", "queued"});
+  const auto failed = insert_job();
+  advance(failed, {"configured", "ready", "queued", "started"});
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'failed', attempt = 1, error_subtype = 'exit_code', "
+      "error_message = 'exit 3', result = '{\"exit_code\": 3}' WHERE id = " +
+      failed);
+  const auto external = insert_job();
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'external_error', error_subtype = 'input' WHERE id = " +
+      external);
+  const auto processed = insert_job();
+  advance(processed, {"configured", "ready", "queued", "started", "processed"});
+  const auto checked = insert_job();
+  advance(checked, {"internal_error", "error_checked"});
+  const auto done = insert_job();
+  advance(done, {"configured", "ready", "queued", "started", "processed", "done"});
+  const std::string ids = initialized + "," + configured + "," + ready + "," + queued + "," +
+                          failed + "," + external + "," + processed + "," + checked + "," + done;
+
+  // Warm-up: the first cancel also waits for the event consumer to join its group.
+  const auto warm_up = insert_job();
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + warm_up);
+  ASSERT_TRUE(reaches(warm_up, "canceled", 15s));
+
+  const auto t = Clock::now();
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id IN (" + ids + ")");
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return q("SELECT count(*) FROM conveyor.job WHERE status = 'canceled' AND id IN (" + ids +
+                 ")") == "8";
+      },
+      10s))
+      << q("SELECT string_agg(id || ':' || status, ' ') FROM conveyor.job");
+  const long cancel_ms = ms_since(t);
+  std::cout << "[ measure  ] cancel by SQL of 8 jobs -> canceled: " << cancel_ms << " ms\n";
+  RecordProperty("cancel_ms", std::to_string(cancel_ms));
+
+  EXPECT_EQ(history(initialized), ">initialized,initialized>canceled");
+  EXPECT_EQ(history(configured), ">initialized,initialized>configured,configured>canceled");
+  EXPECT_EQ(history(ready), ">initialized,initialized>configured,configured>ready,ready>canceled");
+  EXPECT_EQ(history(queued),
+            ">initialized,initialized>configured,configured>ready,ready>queued,queued>canceled");
+  EXPECT_EQ(history(failed),
+            ">initialized,initialized>configured,configured>ready,ready>queued,queued>started,"
+            "started>failed,"
+            "failed>error_checked,error_checked>canceled");
+  EXPECT_EQ(history(external),
+            ">initialized,initialized>external_error,external_error>error_checked,"
+            "error_checked>canceled");
+  EXPECT_EQ(history(processed),
+            ">initialized,initialized>configured,configured>ready,ready>queued,"
+            "queued>started,started>processed,processed>canceled");
+  EXPECT_EQ(history(checked),
+            ">initialized,initialized>internal_error,internal_error>error_checked,"
+            "error_checked>canceled");
+  EXPECT_EQ(status(done), "done") << "a done job stays done";
+  EXPECT_EQ(last_actor(failed), "conveyor-monitor");
+
+  // A job canceled by a plain status change keeps canceled_at (the trigger
+  // sets it), so the restart below must not restart it too.
+  const auto by_status = insert_job();
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + by_status);
+
+  // Restart: canceled_at back to null -> initialized, a fresh run.
+  const auto t2 = Clock::now();
+  db_.exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + failed);
+  ASSERT_TRUE(reaches(failed, "initialized", 10s));
+  const long restart_ms = ms_since(t2);
+  std::cout << "[ measure  ] restart by SQL (canceled_at = null) -> initialized: " << restart_ms
+            << " ms\n";
+  RecordProperty("restart_ms", std::to_string(restart_ms));
+  EXPECT_EQ(field(failed, "attempt"), "0");
+  EXPECT_EQ(field(failed,
+                  "error_subtype IS NULL AND error_message IS NULL AND result IS NULL "
+                  "AND worker_id IS NULL AND canceled_at IS NULL"),
+            "t");
+  EXPECT_TRUE(history(failed).ends_with(",error_checked>canceled,canceled>initialized"))
+      << history(failed);
+  EXPECT_EQ(last_actor(failed), "conveyor-monitor");
+  // The scan that restarted `failed` saw `by_status` canceled with canceled_at set.
+  EXPECT_EQ(status(by_status), "canceled");
+  EXPECT_EQ(status(initialized), "canceled");
+}
+
+// Part a: started jobs of a worker whose heartbeat is stale go back to ready
+// (attempt + 1), to internal_error (worker_lost) when attempts are spent, or
+// to canceled when their cancel was asked. A live worker's jobs are its own.
+TEST_F(MonitorTest, StartedJobsOfAWorkerWithAStaleHeartbeatAreRecovered) {
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
+      "worker_heartbeat_timeout_s = 2");
+  const auto stale =
+      q("INSERT INTO conveyor.worker (name, host, pid, status, running, last_heartbeat) "
+        "VALUES ('stale', 'h1', 101, 'active', 3, now() - interval '1 hour') RETURNING id");
+  // A heartbeat in the future stays fresh for the whole test.
+  const auto live =
+      q("INSERT INTO conveyor.worker (name, host, pid, status, running, last_heartbeat) "
+        "VALUES ('live', 'h2', 102, 'active', 2, now() + interval '1 hour') RETURNING id");
+  auto started_on = [&](const std::string& worker, int max_attempts, bool cancel) {
+    const auto id = insert_job("t", max_attempts);
+    advance(id, {"configured", "ready", "queued"});
+    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker +
+             " WHERE id = " + id);
+    if (cancel) db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + id);
+    return id;
+  };
+  const auto retried = started_on(stale, 3, false);
+  const auto spent = started_on(stale, 1, false);
+  const auto canceled = started_on(stale, 3, true);
+  const auto live_canceled = started_on(live, 3, true);
+  const auto live_running = started_on(live, 1, false);
+
+  const auto t = Clock::now();
+  start_monitor();
+  ASSERT_TRUE(reaches(retried, "ready"));
+  ASSERT_TRUE(reaches(spent, "internal_error"));
+  ASSERT_TRUE(reaches(canceled, "canceled"));
+  std::cout << "[ measure  ] monitor start -> jobs of a stale worker recovered: " << ms_since(t)
+            << " ms\n";
+
+  EXPECT_EQ(field(retried, "attempt"), "1");
+  EXPECT_EQ(field(retried, "error_subtype"), "worker_lost");
+  EXPECT_EQ(field(spent, "error_subtype"), "worker_lost");
+  EXPECT_EQ(field(spent, "attempt"), "0");
+  EXPECT_TRUE(history(canceled).ends_with("queued>started,started>canceled")) << history(canceled);
+  EXPECT_EQ(last_actor(retried), "conveyor-monitor");
+  EXPECT_EQ(q("SELECT status FROM conveyor.worker WHERE id = " + stale), "lost");
+
+  // Two more scans later, the live worker and its jobs are untouched.
+  wait_scans("monitor", 2);
+  EXPECT_EQ(status(live_canceled), "started") << "a live worker kills a canceled job itself";
+  EXPECT_EQ(status(live_running), "started");
+  EXPECT_EQ(q("SELECT status FROM conveyor.worker WHERE id = " + live), "active");
+
+  // A worker that stops heartbeating while the monitor runs is noticed
+  // after the timeout; the cancel pending on its job is then applied.
+  db_.exec("UPDATE conveyor.worker SET last_heartbeat = now() WHERE id = " + live);
+  const auto t2 = Clock::now();
+  ASSERT_TRUE(reaches(live_canceled, "canceled"));
+  ASSERT_TRUE(reaches(live_running, "internal_error"));
+  const long lost_ms = ms_since(t2);
+  std::cout << "[ measure  ] last heartbeat -> started jobs recovered (timeout 2 s): " << lost_ms
+            << " ms\n";
+  EXPECT_GE(lost_ms, 1500) << "not before the heartbeat timeout";
+  EXPECT_EQ(q("SELECT status FROM conveyor.worker WHERE id = " + live), "lost");
+
+  const json workers = get_json("monitor", "/v1/workers")["workers"];
+  ASSERT_EQ(workers.size(), 2u) << workers.dump();
+  EXPECT_EQ(workers[0]["name"], "live");
+  EXPECT_EQ(workers[0]["status"], "lost");
+  EXPECT_EQ(workers[1]["name"], "stale");
+  EXPECT_EQ(workers[1]["host"], "h1");
+  EXPECT_EQ(workers[1]["pid"], 101);
+  EXPECT_EQ(workers[1]["pool"], "default");
+  EXPECT_GE(workers[1]["heartbeat_age_s"].get<double>(), 3000.0);
+  EXPECT_EQ(get_json("monitor", "/v1/workers?status=lost")["workers"].size(), 2u);
+  EXPECT_EQ(get_json("monitor", "/v1/workers?status=active")["workers"].size(), 0u);
+  const auto bad = get("monitor", "/v1/workers?status=alive");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(json::parse(bad.body).value("field", ""), "status");
+}
+
+// Part d: a job whose event never went out (inserted and its outbox row
+// deleted in one transaction) with conveyor-configuration polling only
+// every 10 minutes: after stall_initialized_s the monitor re-emits the
+// event and the configuration service picks the job up.
+TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET stall_initialized_s = 1, stall_configured_s = 3600, "
+      "stall_ready_s = 3600");
+  db_.exec("INSERT INTO conveyor.job_type (name, command) VALUES ('t', '[\"true\"]')");
+  start("configuration", "conveyor-configuration", {{"CONVEYOR_POLL_INTERVAL_MS", "600000"}});
+  start_monitor();
+
+  // A canary proves the configuration service reacts to events; then wait
+  // until it has read every event there is, so that no stray wake-up can
+  // configure the next job.
+  const auto canary = insert_job();
+  ASSERT_TRUE(reaches(canary, "ready"));
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        const int rows = std::stoi(
+            q("SELECT count(*) FROM conveyor.outbox WHERE topic IN ('jobs', 'parameters')"));
+        return q("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0" &&
+               metric("configuration", "conveyor_events_consumed_total") >= rows;
+      },
+      15s));
+
+  const auto t = Clock::now();
+  // One transaction (exec runs its script in one): the job, and the
+  // deletion of the event its insert wrote.
+  db_.exec(
+      "INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('t', 'lost'); "
+      "DELETE FROM conveyor.outbox WHERE key = "
+      "(SELECT id::text FROM conveyor.job WHERE idempotency_key = 'lost');");
+  const auto lost = q("SELECT id FROM conveyor.job WHERE idempotency_key = 'lost'");
+  ASSERT_EQ(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + lost + "'"), "0");
+  ASSERT_TRUE(reaches(lost, "ready", 20s));
+  const long healed_ms = ms_since(t);
+  std::cout << "[ measure  ] lost event -> re-emitted -> configured (stall_initialized_s = 1): "
+            << healed_ms << " ms\n";
+  RecordProperty("lost_event_healed_ms", std::to_string(healed_ms));
+
+  const auto reemits = db_.query(
+      "SELECT type, payload->>'reemitted', payload->>'job_id', payload->>'to_status', "
+      "payload->>'change_id', "
+      "subject FROM conveyor.outbox WHERE key = '" +
+      lost + "' AND payload ? 'reemitted' ORDER BY id");
+  ASSERT_GE(reemits.size(), 1u);
+  EXPECT_EQ(reemits[0][0], "io.conveyor.job.initialized");
+  EXPECT_EQ(reemits[0][1], "true");
+  EXPECT_EQ(reemits[0][2], lost);
+  EXPECT_EQ(reemits[0][3], "initialized");
+  EXPECT_EQ(reemits[0][4],
+            q("SELECT min(id) FROM conveyor.job_status_change WHERE job_id = " + lost));
+  EXPECT_EQ(reemits[0][5], lost);
+  EXPECT_EQ(field(lost, "reemitted_at IS NOT NULL"), "t");
+  // Configured only after the threshold, and by the re-emitted event: the
+  // re-emit is older than the move.
+  EXPECT_EQ(q("SELECT (SELECT at FROM conveyor.job_status_change WHERE job_id = " + lost +
+              " AND to_status = 'configured') - created_at >= interval '1 second' FROM "
+              "conveyor.job WHERE id = " +
+              lost),
+            "t");
+  EXPECT_EQ(q("SELECT (SELECT min(created_at) FROM conveyor.outbox WHERE key = '" + lost +
+              "' AND payload ? 'reemitted') < (SELECT at FROM conveyor.job_status_change WHERE "
+              "job_id = " +
+              lost + " AND to_status = 'configured')"),
+            "t");
+  // The re-emit is no status change: no history row for it.
+  EXPECT_EQ(history(lost), ">initialized,initialized>configured,configured>ready");
+  EXPECT_GE(metric("monitor", "conveyor_monitor_reemitted_total{status=\"initialized\"}"), 1.0);
+}
+
+// Part e and GET /v1/services: an instance whose heartbeat stopped is shown
+// down (live, then in the table); it is up again when it heartbeats; old
+// stopped/down rows are purged.
+TEST_F(MonitorTest, ServiceRegistryShowsDownInstancesAndTheirReturn) {
+  db_.exec("UPDATE conveyor.system_parameters SET service_heartbeat_timeout_s = 2");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, host, pid, version, image_tag, "
+      "started_at, "
+      "last_heartbeat, status) VALUES "
+      "('fake-1', 'conveyor-fake', 'h', 7, '1.2.3', 'abc', now() - interval '2 hours', "
+      " now() - interval '1 hour', 'up'), "
+      "('old-stopped', 'conveyor-fake', 'h', 8, '1.2.3', 'abc', now() - interval '3 days', "
+      " now() - interval '2 days', 'stopped'), "
+      "('old-down', 'conveyor-fake', 'h', 9, '1.2.3', 'abc', now() - interval '3 days', "
+      " now() - interval '2 days', 'down'), "
+      "('recent-stopped', 'conveyor-fake', 'h', 10, '1.2.3', 'abc', now() - interval '3 hours', "
+      " now() - interval '2 hours', 'stopped')");
+  start_monitor();
+  // A real service heartbeating every 200 ms.
+  start("configuration", "conveyor-configuration",
+        {{"CONVEYOR_HEARTBEAT_INTERVAL_MS", "200"}, {"CONVEYOR_IMAGE_TAG", "tag-7"}});
+
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return q("SELECT status FROM conveyor.service_instance WHERE id = 'fake-1'") == "down";
+      },
+      10s));
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return q("SELECT count(*) FROM conveyor.service_instance WHERE id LIKE 'old-%'") == "0";
+      },
+      10s))
+      << "rows stopped or down for over a day are purged";
+  EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'recent-stopped'"),
+            "stopped");
+
+  json all = get_json("monitor", "/v1/services");
+  std::map<std::string, json> by_id;
+  for (const auto& s : all["services"]) by_id[s["instance_id"].get<std::string>()] = s;
+  ASSERT_TRUE(by_id.contains("fake-1") && by_id.contains("monitor") &&
+              by_id.contains("configuration"))
+      << all.dump();
+  EXPECT_EQ(by_id["fake-1"]["status"], "down");
+  EXPECT_EQ(by_id["fake-1"]["service"], "conveyor-fake");
+  EXPECT_EQ(by_id["fake-1"]["version"], "1.2.3");
+  EXPECT_EQ(by_id["fake-1"]["pid"], 7);
+  EXPECT_NEAR(by_id["fake-1"]["uptime_s"].get<double>(), 3600.0, 5.0)
+      << "started 2 h ago, silent for 1 h";
+  EXPECT_GE(by_id["fake-1"]["heartbeat_age_s"].get<double>(), 3599.0);
+  const json& cfg = by_id["configuration"];
+  EXPECT_EQ(cfg["status"], "up");
+  EXPECT_EQ(cfg["service"], "conveyor-configuration");
+  EXPECT_EQ(cfg["image_tag"], "tag-7");
+  EXPECT_EQ(cfg["pid"], procs_["configuration"]->pid());
+  EXPECT_FALSE(cfg["version"].get<std::string>().empty());
+  EXPECT_GE(cfg["uptime_s"].get<double>(), 0.0);
+  EXPECT_LT(cfg["heartbeat_age_s"].get<double>(), 2.0);
+  EXPECT_EQ(by_id["monitor"]["status"], "up");
+
+  // Filters.
+  json fake = get_json("monitor", "/v1/services?service=conveyor-fake");
+  EXPECT_EQ(fake["services"].size(), 2u) << fake.dump();
+  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"].size(), 1u)
+      << "the conveyor- prefix may be left out";
+  json down = get_json("monitor", "/v1/services?status=down");
+  ASSERT_EQ(down["services"].size(), 1u) << down.dump();
+  EXPECT_EQ(down["services"][0]["instance_id"], "fake-1");
+  for (const std::string bad : {"/v1/services?status=sleeping", "/v1/services?service=Bad%20Name",
+                                "/v1/services?colour=red"}) {
+    const auto r = get("monitor", bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    EXPECT_NE(r.headers.at("content-type").find("application/problem+json"), std::string::npos);
+  }
+  EXPECT_EQ(json::parse(get("monitor", "/v1/services?status=sleeping").body).value("field", ""),
+            "status");
+  EXPECT_EQ(json::parse(get("monitor", "/v1/services?colour=red").body).value("field", ""),
+            "colour");
+
+  // Gauges.
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return metric("monitor",
+                      "conveyor_service_instances{service=\"conveyor-fake\",status=\"down\"}") == 1;
+      },
+      5s));
+  EXPECT_TRUE(ct::wait_until(
+      [&] {
+        return metric("monitor",
+                      "conveyor_service_instances{service=\"conveyor-configuration\","
+                      "status=\"up\"}") == 1;
+      },
+      5s));
+  EXPECT_EQ(metric("monitor", "conveyor_jobs{status=\"done\"}"), 0);
+
+  // The configuration process stops heartbeating (SIGSTOP): down, first as
+  // shown live, then in the table; it heartbeats again (SIGCONT): up.
+  procs_["configuration"]->signal(SIGSTOP);
+  const auto t = Clock::now();
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") ==
+               "down";
+      },
+      10s));
+  std::cout << "[ measure  ] heartbeat stopped -> instance down (timeout 2 s): " << ms_since(t)
+            << " ms\n";
+  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"],
+            "down");
+  procs_["configuration"]->signal(SIGCONT);
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") == "up";
+      },
+      10s));
+  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"],
+            "up");
+  // Still up after more scans: it is heartbeating.
+  wait_scans("monitor", 3);
+  EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'"), "up");
+}
+
+// Two replicas: the advisory lock and reemitted_at make one re-emit per
+// threshold period for a stalled job, not one per replica.
+TEST_F(MonitorTest, TwoReplicasReemitAStalledJobOncePerThresholdPeriod) {
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET stall_initialized_s = 1, stall_ready_s = 1, "
+      "job_types_list = '{t, p}'");
+  // Ready jobs: one stalled, three that admission holds on purpose.
+  const auto ready = insert_job("t");
+  const auto later = insert_job("t");
+  const auto paused = insert_job("p");
+  const auto unlisted = insert_job("x");
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'p', true)");
+  db_.exec("UPDATE conveyor.job SET not_before = now() + interval '1 hour' WHERE id = " + later);
+  for (const auto& id : {ready, later, paused, unlisted}) advance(id, {"configured", "ready"});
+  start_monitor("monitor-1", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
+  start_monitor("monitor-2", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
+  const auto id = insert_job();  // nothing configures it: it stalls
+  const std::string reemits =
+      "FROM conveyor.outbox WHERE key = '" + id + "' AND payload ? 'reemitted'";
+  ASSERT_TRUE(ct::wait_until([&] { return std::stoi(q("SELECT count(*) " + reemits)) >= 4; }, 15s));
+  EXPECT_EQ(status(id), "initialized");
+
+  // Consecutive re-emits at least a threshold (1 s) apart; a doubled one
+  // would be milliseconds after its twin.
+  const auto gaps =
+      db_.query("SELECT extract(epoch FROM created_at - lag(created_at) OVER (ORDER BY id)) " +
+                reemits + " ORDER BY id");
+  ASSERT_GE(gaps.size(), 4u);
+  for (std::size_t i = 1; i < gaps.size(); ++i) {
+    EXPECT_GE(std::stod(gaps[i][0]), 0.95)
+        << "re-emit " << i << " came " << gaps[i][0] << " s after the previous one";
+  }
+  // Both replicas were scanning all along.
+  EXPECT_GT(metric("monitor-1", "conveyor_monitor_scans_total"), 10);
+  EXPECT_GT(metric("monitor-2", "conveyor_monitor_scans_total"), 10);
+  EXPECT_EQ(history(id), ">initialized");
+
+  auto reemitted = [&](const std::string& job) {
+    return std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + job +
+                       "' AND payload ? 'reemitted'"));
+  };
+  EXPECT_GE(reemitted(ready), 3);
+  EXPECT_EQ(reemitted(later), 0) << "backing off (not_before)";
+  EXPECT_EQ(reemitted(paused), 0) << "its job type is paused";
+  EXPECT_EQ(reemitted(unlisted), 0) << "its job type is not in job_types_list";
+}
+
+}  // namespace
