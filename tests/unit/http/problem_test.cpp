@@ -1,5 +1,8 @@
 #include "conveyor/http/problem.hpp"
 
+#include <ostream>
+#include <string>
+
 #include <nlohmann/json.hpp>
 
 #include <gtest/gtest.h>
@@ -14,6 +17,10 @@ struct Case {
   int status;
   const char* type;
 };
+
+// gtest prints the parameter into the test's listing: the type, not the
+// struct's bytes (a pointer among them changes from run to run).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.type; }
 
 class ProblemMapping : public ::testing::TestWithParam<Case> {};
 
@@ -45,7 +52,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{errc::locked, 423, "locked"},
                       Case{errc::unavailable, 503, "unavailable"},
                       Case{errc::timeout, 504, "timeout"},
-                      Case{errc::internal, 500, "internal"}));
+                      Case{errc::internal, 500, "internal"}),
+    // Named by the problem type: stable test names (the default prints the
+    // bytes of the struct, a pointer included, which change from run to run).
+    [](const ::testing::TestParamInfo<Case>& p) { return std::string(p.param.type); });
 
 TEST(Problem, FieldErrorNamesTheField) {
   const Response r = problem_from(FieldError("priority", "priority must be an integer"));
