@@ -3,13 +3,18 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "conveyor/error/error.hpp"
@@ -118,10 +123,71 @@ void read_available(Stream& s, const LineSink& on_line) {
   }
 }
 
+// What posix_spawnp would execute for `name`: itself when it holds a '/',
+// else the first executable regular file of that name on the worker's PATH.
+// Sets errno-style `err` when there is none.
+std::optional<std::string> resolve_program(const std::string& name, int& err) {
+  auto executable = [](const std::string& path, int& e) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      e = errno;
+      return false;
+    }
+    if (!S_ISREG(st.st_mode) || ::access(path.c_str(), X_OK) != 0) {
+      e = EACCES;
+      return false;
+    }
+    return true;
+  };
+  if (name.find('/') != std::string::npos) {
+    if (executable(name, err)) return name;
+    return std::nullopt;
+  }
+  const char* path_env = std::getenv("PATH");
+  std::string_view path = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
+  err = ENOENT;
+  while (true) {
+    const auto colon = path.find(':');
+    std::string dir(path.substr(0, colon));
+    if (dir.empty()) dir = ".";
+    int e = 0;
+    const std::string candidate = dir + "/" + name;
+    if (executable(candidate, e)) return candidate;
+    if (e == EACCES) err = EACCES;  // found but not executable: say so, as execvp does
+    if (colon == std::string_view::npos) break;
+    path.remove_prefix(colon + 1);
+  }
+  return std::nullopt;
+}
+
+// This executable, for the exec_job trampoline.
+const std::string& self_executable() {
+  static const std::string self = [] {
+    std::error_code ec;
+    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return ec ? std::string() : p.string();
+  }();
+  return self;
+}
+
 int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& error) {
+  int resolve_error = 0;
+  const auto program = resolve_program(options.argv[0], resolve_error);
+  if (!program) {
+    error = "cannot execute '" + options.argv[0] + "': " + std::strerror(resolve_error);
+    return -1;
+  }
+  if (self_executable().empty()) {
+    error = "cannot execute '" + options.argv[0] + "': /proc/self/exe is unreadable";
+    return -1;
+  }
+  // conveyor-worker --exec-job <our pid> <program> <the job's argv...>
+  std::vector<std::string> trampoline = {self_executable(), std::string(kExecJobFlag),
+                                         std::to_string(::getpid()), *program};
+  trampoline.insert(trampoline.end(), options.argv.begin(), options.argv.end());
   std::vector<char*> argv;
-  argv.reserve(options.argv.size() + 1);
-  for (const auto& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.reserve(trampoline.size() + 1);
+  for (auto& a : trampoline) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   std::vector<std::string> env_strings;
@@ -155,10 +221,10 @@ int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& erro
   posix_spawnattr_setsigdefault(&sa.attr, &all);
 
   pid_t pid = -1;
-  // posix_spawnp rather than fork+execvp: safe in a multi-threaded process,
-  // reports exec failures as a return value, and never falls back to
-  // /bin/sh for a file without a #! line (execvp does).
-  int rc = ::posix_spawnp(&pid, argv[0], &fa.actions, &sa.attr, argv.data(), envp.data());
+  // posix_spawn rather than fork: safe in a multi-threaded process and
+  // reports a failure to start as a return value. The program itself is
+  // executed by the trampoline with execv: never through /bin/sh.
+  int rc = ::posix_spawn(&pid, argv[0], &fa.actions, &sa.attr, argv.data(), envp.data());
   if (rc != 0) {
     error = "cannot execute '" + options.argv[0] + "': " + std::strerror(rc);
     return -1;
@@ -263,6 +329,25 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
   }
   for (auto& s : streams) emit_lines(s, on_line, true);
   return outcome;
+}
+
+int exec_job(int argc, char** argv) {
+  // argv: [0] conveyor-worker, [1] --exec-job, [2] worker pid, [3] program, [4...] job argv
+  if (argc < 5) {
+    std::fprintf(stderr, "conveyor-worker %s: expected <worker pid> <program> <argv...>\n",
+                 std::string(kExecJobFlag).c_str());
+    return 127;
+  }
+  // The kernel kills us when the worker thread that started us ends (the
+  // worker killed -9 included); checked after the call, since the worker
+  // may have died before it.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
+      std::to_string(::getppid()) != argv[2]) {
+    return 137;
+  }
+  ::execv(argv[3], argv + 4);
+  std::fprintf(stderr, "cannot execute '%s': %s\n", argv[4], std::strerror(errno));
+  return 127;
 }
 
 }  // namespace conveyor::worker

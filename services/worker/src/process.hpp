@@ -50,7 +50,23 @@ using LineSink = std::function<void(std::string_view stream, std::string_view li
 // another thread at any time. Never throws for a failure of the program
 // itself (see ProcessOutcome); throws conveyor::Error(internal) when the
 // pipes cannot be created.
+//
+// The job's program dies with the worker: it is started through this same
+// executable (exec_job below), which asks the kernel for SIGKILL when the
+// worker thread that started it goes away (PR_SET_PDEATHSIG) and then
+// executes the program. So a worker killed -9 leaves no job running behind
+// it, while the reconciler requeues that job elsewhere.
 ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
                            const LineSink& on_line);
+
+// The first argument that makes conveyor-worker run exec_job instead of the service.
+inline constexpr std::string_view kExecJobFlag = "--exec-job";
+
+// `conveyor-worker --exec-job <worker pid> <program path> <argv...>`: sets
+// PR_SET_PDEATHSIG to SIGKILL, gives up (exit 137) if the worker is already
+// gone, then execv(program path, argv) — argv[0] as the job type wrote it.
+// Returns only on failure, with the exit code to use (127) after writing the
+// reason to stderr.
+int exec_job(int argc, char** argv);
 
 }  // namespace conveyor::worker

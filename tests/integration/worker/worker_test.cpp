@@ -320,6 +320,24 @@ TEST_F(WorkerTest, CancelKillsTheRunningProcessAndEndsCanceled) {
   EXPECT_EQ(meta["canceled"], true);
 }
 
+// A worker killed -9 takes its jobs' programs with it (PR_SET_PDEATHSIG),
+// even one that never writes (so no broken pipe would stop it): the job is
+// requeued by the reconciler, and must not keep running twice meanwhile.
+TEST_F(WorkerTest, AWorkerKilledMinusNineLeavesNoJobProcessBehind) {
+  start_worker();
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "3";
+  const std::string pattern = "^sleep " + secs + "$";
+  const auto id = queue_job({{"argv", {"sleep", secs}}});
+  ASSERT_TRUE(wait_status(id, "started"));
+  ASSERT_TRUE(wait_until([&] { return process_running(pattern); }, 10s));
+
+  ASSERT_EQ(::kill(worker_->pid(), SIGKILL), 0);
+  ASSERT_TRUE(worker_->wait(10s).has_value());
+  EXPECT_TRUE(wait_until([&] { return !process_running(pattern); }, 5s))
+      << "the job's program outlived its worker";
+  EXPECT_EQ(job_field(id, "status"), "started") << "left for the reconciler (missed heartbeats)";
+}
+
 TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {
   start_worker();
   worker_->signal(SIGTERM);
