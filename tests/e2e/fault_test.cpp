@@ -417,7 +417,8 @@ TEST(Faults, TwoReplicasOfEveryServiceOnAThousandJobs) {
       },
       240s))
       << done_count(stack) << " done\n" << stack.logs_tail();
-  std::cout << "[replicas] 1000 jobs submitted through two APIs and done in " << ms_since(t) << " ms" << std::endl;
+  std::cout << "[replicas] 1000 jobs submitted through two APIs and done in " << ms_since(t)
+            << " ms; at most " << peak_workers << " worker processes" << std::endl;
   submitter.join();
   EXPECT_LE(peak_workers, 3) << "two pools never run more than max_number_of_worker_instances workers";
   EXPECT_EQ(count(stack, "SELECT count(*) FROM conveyor.job"), 1000);

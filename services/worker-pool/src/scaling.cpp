@@ -52,7 +52,7 @@ ScalingPlan Scaler::plan(const ScalingInput& in, Clock::time_point now) {
     if (p.spawn == 0) return p;
     p.message = fmt::format("scaling up {} -> {}: {}", p.live, p.live + p.spawn, numbers);
     if (p.spawn < p.desired - p.live) {
-      p.message += fmt::format(" ({} draining still count against max)", in.draining);
+      p.message += fmt::format(" ({} draining or exiting still count against max)", in.draining);
     }
     return p;
   }

@@ -6,7 +6,8 @@
 //
 //   live < desired          -> start (desired - live) now, but never more
 //                              processes than max: draining workers still
-//                              finishing their jobs count against it
+//                              finishing their jobs, and workers still
+//                              exiting, count against it
 //   live > max              -> drain (live - max) now
 //   live > desired (<= max) -> drain (live - desired) once that has lasted the
 //                              scale-down delay without a break
@@ -39,7 +40,8 @@ struct ScalingInput {
   int max_workers = 0;
   std::vector<ActiveWorker> active;
   std::vector<std::string> pending;  // own workers started but not registered yet, oldest first
-  // Draining workers with a fresh heartbeat: not capacity, but still
+  // Draining workers with a fresh heartbeat, and own worker processes still
+  // exiting (row stopped or lost, or being stopped): not capacity, but still
   // processes, so they count against max_number_of_worker_instances.
   int draining = 0;
 };

@@ -200,9 +200,15 @@ void WorkerPool::tick() {
   std::vector<OwnWorker> own = backend_->workers();
   std::sort(own.begin(), own.end(), [](const OwnWorker& a, const OwnWorker& b) { return a.spawned < b.spawned; });
   ScalingInput in;
+  // Own processes that are on their way out (their row says stopped or
+  // lost, or we are stopping them): not capacity, but still processes.
+  int exiting = 0;
   for (const OwnWorker& w : own) {
-    if (w.terminating) continue;
     const auto row = seen.own.find(w.name);
+    if (w.terminating || (row != seen.own.end() && (row->second == "stopped" || row->second == "lost"))) {
+      ++exiting;
+    }
+    if (w.terminating) continue;
     if (row != seen.own.end()) {
       if (registered_.insert(w.name).second) failed_starts_ = 0;
       if (row->second == "lost") {
@@ -226,7 +232,7 @@ void WorkerPool::tick() {
   in.min_workers = params->min_number_of_worker_instances;
   in.max_workers = params->max_number_of_worker_instances;
   in.active = seen.active;
-  in.draining = seen.draining;
+  in.draining = seen.draining + exiting;
 
   const ScalingPlan plan = scaler_.plan(in, now);
   auto& m = ctx_.metrics();

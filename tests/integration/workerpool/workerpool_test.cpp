@@ -94,8 +94,8 @@ TEST(WorkerPoolRule, DrainingWorkersStillCountAgainstMax) {
   in.draining = 1;
   p = s.plan(in, t);
   EXPECT_EQ(p.spawn, 1);
-  EXPECT_EQ(p.message, "scaling up 1 -> 2: demand 40 jobs, concurrency 2, min 0, max 3 (1 draining still count "
-                       "against max)");
+  EXPECT_EQ(p.message, "scaling up 1 -> 2: demand 40 jobs, concurrency 2, min 0, max 3 (1 draining or exiting "
+                       "still count against max)");
 }
 
 TEST(WorkerPoolRule, AboveMaxDrainsAtOnceAndStopsStartingWorkersLast) {
