@@ -9,9 +9,8 @@
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/job_control.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "conveyor/model/submission.hpp"
 #include "conveyor/model/system_parameters.hpp"
-#include "jobs.hpp"
-#include "parameters.hpp"
 #include "requests.hpp"
 
 namespace conveyor::creation {
@@ -70,8 +69,8 @@ Response submit(runtime::Context& ctx, const Request& req) {
     throw Error(errc::unavailable, "not accepting new jobs: " + reason);
   }
 
-  const SubmitResult result =
-      ctx.db().transact([&](db::Tx& tx) { return submit_job(tx, *parameters, request); });
+  const model::SubmitResult result =
+      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); });
   if (result.created) {
     ctx.metrics()
         .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.",
@@ -85,7 +84,7 @@ Response submit(runtime::Context& ctx, const Request& req) {
 
 Response list(runtime::Context& ctx, const Request& req) {
   const ListQuery query = parse_list_query(req.query);
-  const JobPage page = ctx.db().transact([&](db::Tx& tx) { return list_jobs(tx, query); },
+  const model::JobPage page = ctx.db().transact([&](db::Tx& tx) { return model::list_jobs(tx, query); },
                                          snapshot());
   nlohmann::json items = nlohmann::json::array();
   for (const auto& j : page.items) items.push_back(j.to_json());
@@ -96,7 +95,7 @@ Response list(runtime::Context& ctx, const Request& req) {
 Response get(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
   return Response::json(ctx.db().transact(
-      [&](db::Tx& tx) { return job_with_history(tx, get_job(tx, id)); },
+      [&](db::Tx& tx) { return job_with_history(tx, model::get_job(tx, id)); },
       snapshot()));
 }
 
@@ -136,7 +135,7 @@ nlohmann::json current_parameters(runtime::Context& ctx) {
 
 Response patch(runtime::Context& ctx, const Request& req) {
   const nlohmann::json body = req.json();
-  ctx.db().transact([&](db::Tx& tx) { patch_parameters(tx, body); });
+  ctx.db().transact([&](db::Tx& tx) { model::patch_system_parameters(tx, body); });
   ctx.reload_parameters();
   return Response::json(current_parameters(ctx));
 }

@@ -8,13 +8,14 @@
 #include <system_error>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job.hpp"
 
 namespace conveyor::worker {
 
 namespace fs = std::filesystem;
 
 fs::path log_dir(const fs::path& data_dir, const std::string& month, std::int64_t job_id) {
-  return data_dir / "logs" / month / ("job-" + std::to_string(job_id));
+  return model::job_log_dir(data_dir, month, job_id);
 }
 
 fs::path output_dir(const fs::path& data_dir, std::int64_t job_id) {

@@ -1,7 +1,11 @@
 // Argument dispatch, shared output helpers and error reporting of the CLI.
 #include "cli.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
 #include <iostream>
 
 #include "conveyor/error/error.hpp"
@@ -27,8 +31,30 @@ commands:
                 validate a job-types file, show the diff with the database, ask, apply in one transaction
   job-type list job types in the database
   job-type show NAME   one job type as JSON
+  job ls [--status S] [--type T] [--page N] [--size N]
+                jobs, newest first (`job ls --status started`: what runs now)
+  job inspect ID      one job with its history
+  job submit TYPE [--params JSON | --params-file FILE] [--priority N]
+             [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]
+  job cancel ID...    stop jobs wherever they are (canceled_at = now())
+  job retry ID...     run failed, errored or canceled jobs again from the right point
+  job logs ID [--tail N]   the job's logs.txt (stdout and stderr of every attempt)
+  worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
+  worker ping NAME    OK when the worker heartbeats, exit 1 when it does not
+  worker drain NAME   the worker takes no new job and exits once idle
+  params list         every system parameter with its value
+  params get NAME     one value (JSON)
+  params set NAME=VALUE...   change parameters live, in one transaction (VALUE is JSON or text)
+  system status       accepting jobs or not, jobs by status, workers, services, outbox
+  system pause [--reason TEXT]   stop accepting new jobs (running jobs go on)
+  system unpause      accept new jobs again
+  queue list          pools and job types: ready, queued, started, paused
+  queue inspect (--type T | --pool P)   one queue in detail
+  queue pause (--type T | --pool P) [--reason TEXT]   admission holds its ready jobs
+  queue resume (--type T | --pool P)
   version       print the version
 
+Job ids may be given as a unique substring of the id.
 Configuration: CONVEYOR_* environment variables over --env-file files (later files win).
 )";
 
@@ -54,6 +80,81 @@ std::string Context::database_url() const {
                 "CONVEYOR_DATABASE_URL is not set: export it, pass --env-file FILE, or `. .conveyor/env`");
   }
   return url;
+}
+
+db::PoolOptions pool_options(const Context& ctx) {
+  db::PoolOptions o;
+  o.url = ctx.database_url();
+  o.size = 1;
+  o.application_name = "conveyor-cli";
+  const passwd* pw = ::getpwuid(::geteuid());
+  o.actor = std::string("conveyor-cli:") + (pw != nullptr ? pw->pw_name : std::to_string(::geteuid()));
+  return o;
+}
+
+std::optional<std::string> Options::get(const std::string& name) const {
+  const auto it = values.find(name);
+  if (it == values.end()) return std::nullopt;
+  return it->second;
+}
+
+Options parse_options(const std::vector<std::string>& args, const std::string& command,
+                      const std::set<std::string>& with_value, const std::set<std::string>& flags) {
+  Options o;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.size() < 2 || a[0] != '-' || (a[1] != '-' && !flags.count(a))) {
+      o.positional.push_back(a);
+      continue;
+    }
+    const auto eq = a.find('=');
+    const std::string name = a.substr(0, eq);
+    if (with_value.count(name)) {
+      if (eq != std::string::npos) {
+        o.values[name] = a.substr(eq + 1);
+      } else if (i + 1 < args.size()) {
+        o.values[name] = args[++i];
+      } else {
+        throw FieldError(name, command + ": " + name + " needs a value");
+      }
+    } else if (flags.count(name) && eq == std::string::npos) {
+      o.flags.insert(name);
+    } else {
+      std::string known;
+      for (const auto& k : with_value) known += (known.empty() ? "" : ", ") + k + " VALUE";
+      for (const auto& k : flags) known += (known.empty() ? "" : ", ") + k;
+      throw FieldError(name, command + ": unknown option " + name +
+                                 (known.empty() ? " (it takes none)" : " (expected " + known + ")"));
+    }
+  }
+  return o;
+}
+
+std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback,
+                        std::int64_t min, std::int64_t max) {
+  const auto v = o.get(name);
+  if (!v) return fallback;
+  std::int64_t n = 0;
+  const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || end != v->data() + v->size() || n < min || n > max) {
+    throw FieldError(name, name + ": expected an integer from " + std::to_string(min) + " to " +
+                               std::to_string(max) + ", got '" + *v + "'");
+  }
+  return n;
+}
+
+bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {
+  if (!::isatty(STDIN_FILENO)) {
+    std::string what = question;
+    if (!what.empty() && what.back() == '?') what.pop_back();
+    ctx.err << "conveyor: refusing to " << what
+            << " without confirmation: stdin is not a terminal; pass --yes to go ahead\n";
+    return false;
+  }
+  talk << question << " [y/N] " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer == "y" || answer == "Y" || answer == "yes";
 }
 
 void print_table(std::ostream& out, const std::vector<std::string>& headers,
@@ -101,6 +202,11 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     if (args[0] == "db") return db_command(ctx, rest);
     if (args[0] == "config") return config_command(ctx, rest);
     if (args[0] == "job-type") return job_type_command(ctx, rest);
+    if (args[0] == "job") return job_command(ctx, rest);
+    if (args[0] == "worker") return worker_command(ctx, rest);
+    if (args[0] == "params") return params_command(ctx, rest);
+    if (args[0] == "system") return system_command(ctx, rest);
+    if (args[0] == "queue") return queue_command(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
   } catch (const Error& e) {

@@ -2,11 +2,16 @@
 // The `conveyor` operator CLI as a library: main() only calls run_cli, so
 // tests drive the same code. Talks to PostgreSQL directly, so it works while
 // the services are down.
+#include <cstdint>
 #include <iosfwd>
+#include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "conveyor/config/config.hpp"
+#include "conveyor/db/db.hpp"
 
 namespace conveyor::cli {
 
@@ -30,8 +35,38 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 void print_table(std::ostream& out, const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows);
 
+// A one-connection pool for a command; status changes it makes are recorded
+// with the actor "conveyor-cli:<login name>" (the audit trail of DESIGN §8).
+db::PoolOptions pool_options(const Context& ctx);
+
+// Command-line options: `--name VALUE` or `--name=VALUE` and bare flags,
+// positional arguments kept in order. Unknown options are an error naming
+// them (Error(bad_input)), so a typo never runs a command with a default.
+struct Options {
+  std::map<std::string, std::string> values;  // "--status" -> "failed"
+  std::set<std::string> flags;                // "--yes"
+  std::vector<std::string> positional;
+  std::optional<std::string> get(const std::string& name) const;
+  bool has(const std::string& name) const { return flags.count(name) > 0; }
+};
+// `with_value` and `flags` list the accepted options; `command` names the
+// command in errors ("job ls").
+Options parse_options(const std::vector<std::string>& args, const std::string& command,
+                      const std::set<std::string>& with_value, const std::set<std::string>& flags = {});
+// An integer option within [min, max], or Error(bad_input) naming it.
+std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback,
+                        std::int64_t min, std::int64_t max);
+// Asks "<question> [y/N]" on a terminal; without one, refuses (returns false
+// and says to pass --yes). `talk` is where the question goes.
+bool confirm(Context& ctx, std::ostream& talk, const std::string& question);
+
 int db_command(Context& ctx, const std::vector<std::string>& args);
 int config_command(Context& ctx, const std::vector<std::string>& args);
 int job_type_command(Context& ctx, const std::vector<std::string>& args);
+int job_command(Context& ctx, const std::vector<std::string>& args);
+int worker_command(Context& ctx, const std::vector<std::string>& args);
+int params_command(Context& ctx, const std::vector<std::string>& args);
+int system_command(Context& ctx, const std::vector<std::string>& args);
+int queue_command(Context& ctx, const std::vector<std::string>& args);
 
 }  // namespace conveyor::cli

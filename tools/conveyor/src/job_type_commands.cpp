@@ -1,8 +1,6 @@
 // `conveyor job-type apply|list|show`: job types as data (DESIGN §4). `apply`
 // works like `terraform apply`: validate the file, show what would change,
 // ask, then write every change in one transaction.
-#include <unistd.h>
-
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -118,15 +116,6 @@ std::vector<model::JobType> read_file(const std::string& path) {
   }
 }
 
-db::PoolOptions pool_options(const Context& ctx) {
-  db::PoolOptions o;
-  o.url = ctx.database_url();
-  o.size = 1;
-  o.application_name = "conveyor-cli";
-  o.actor = "conveyor-cli";
-  return o;
-}
-
 int apply(Context& ctx, const std::vector<std::string>& args) {
   std::string file;
   bool yes = false;
@@ -165,19 +154,9 @@ int apply(Context& ctx, const std::vector<std::string>& args) {
     talk << "dry run: nothing written\n";
     return kExitOk;
   }
-  if (!yes) {
-    if (!::isatty(STDIN_FILENO)) {
-      ctx.err << "conveyor: refusing to apply " << d.changes()
-              << " change(s) without confirmation: stdin is not a terminal; pass --yes to apply\n";
-      return kExitFailed;
-    }
-    talk << "apply " << d.changes() << " change(s)? [y/N] " << std::flush;
-    std::string answer;
-    std::getline(std::cin, answer);
-    if (answer != "y" && answer != "Y" && answer != "yes") {
-      talk << "not applied: nothing written\n";
-      return kExitFailed;
-    }
+  if (!yes && !confirm(ctx, talk, "apply " + std::to_string(d.changes()) + " change(s)?")) {
+    talk << "not applied: nothing written\n";
+    return kExitFailed;
   }
   pool.transact([&](db::Tx& tx) {
     // What is written must be what was shown: someone may have applied in between.

@@ -142,4 +142,11 @@ std::vector<StatusChange> load_history(db::Tx& tx, JobId id) {
   return out;
 }
 
+std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const std::string& month,
+                                  std::int64_t job_id) {
+  return data_dir / "logs" / month / ("job-" + std::to_string(job_id));
+}
+
+std::string job_log_month(const Job& job) { return job.created_at.substr(0, 7); }
+
 }  // namespace conveyor::model

@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace conveyor {
 
@@ -34,6 +36,34 @@ class Error : public std::runtime_error {
 
  private:
   errc code_;
+};
+
+// A bad_input error about one named field of a request, argument or row, so
+// that whoever reports it can name the field (problem+json {"field": ...},
+// a CLI flag).
+class FieldError : public Error {
+ public:
+  FieldError(std::string field, const std::string& message)
+      : Error(errc::bad_input, message), field_(std::move(field)) {}
+  const std::string& field() const noexcept { return field_; }
+
+ private:
+  std::string field_;
+};
+
+// Well-formed input that names things that do not fit (an unknown job type,
+// params against the type's schema, missing dependencies): the REST API
+// answers 422, anything else that catches it as a FieldError 400. `problems`
+// lists each finding when there are several.
+class UnprocessableError : public FieldError {
+ public:
+  UnprocessableError(std::string field, const std::string& message,
+                     std::vector<std::string> problems = {})
+      : FieldError(std::move(field), message), problems_(std::move(problems)) {}
+  const std::vector<std::string>& problems() const noexcept { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
 };
 
 }  // namespace conveyor

@@ -16,16 +16,9 @@
 namespace conveyor::http {
 
 // A bad_input error about one field of a request, so the problem names it
-// ({"field": "priority"}). Throw it from handlers and request parsers.
-class FieldError : public Error {
- public:
-  FieldError(std::string field, const std::string& message)
-      : Error(errc::bad_input, message), field_(std::move(field)) {}
-  const std::string& field() const noexcept { return field_; }
-
- private:
-  std::string field_;
-};
+// ({"field": "priority"}). Throw it from handlers and request parsers. It is
+// conveyor::FieldError (error module), so the model can throw it too.
+using FieldError = conveyor::FieldError;
 
 // {"type":"https://conveyor.dev/problems/<name>","title","status","detail","field"?}
 // where <name> is the errc name for the status (bad_input, not_found...).

@@ -4,6 +4,7 @@
 // changes are conditional UPDATEs written by the stage that owns them.
 // Thread-safe: plain values; the functions use the caller's transaction.
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,5 +63,13 @@ std::optional<Job> load_job(db::Tx& tx, JobId id);
 std::vector<Job> load_jobs(db::Tx& tx, const std::vector<std::int64_t>& ids);
 // The job's status changes, oldest first.
 std::vector<StatusChange> load_history(db::Tx& tx, JobId id);
+
+// <data_dir>/logs/<YYYY-MM>/job-<id>/ (DESIGN §6: logs.txt, metadata.json),
+// YYYY-MM the month the job was created in UTC, so every attempt of a job
+// writes to one folder. Written by the worker, read by `conveyor job logs`.
+std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const std::string& month,
+                                  std::int64_t job_id);
+// The month of job_log_dir for a job: "2026-11" of its created_at.
+std::string job_log_month(const Job& job);
 
 }  // namespace conveyor::model

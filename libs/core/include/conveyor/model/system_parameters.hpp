@@ -44,4 +44,16 @@ struct SystemParameters {
 // Reads the row; throws Error(not_found) when the schema has no row (not migrated).
 SystemParameters load_system_parameters(db::Tx& tx);
 
+// The columns an operator may change (PATCH /v1/parameters, `conveyor params
+// set`), in table order; id, updated_at and updated_by are not among them.
+const std::vector<std::string>& patchable_parameters();
+
+// Applies a JSON object of column -> new value in `tx` as one fixed UPDATE
+// with every value bound as a parameter, so the row's CHECK constraints
+// (including those spanning two columns, like min <= max workers) judge the
+// final row. An unknown column, a value of the wrong type or a refused check
+// is a FieldError naming the column. The trigger records the change in
+// system_parameters_history and the outbox (io.conveyor.parameters.changed).
+void patch_system_parameters(db::Tx& tx, const nlohmann::json& patch);
+
 }  // namespace conveyor::model

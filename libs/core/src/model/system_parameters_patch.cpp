@@ -1,11 +1,12 @@
-#include "parameters.hpp"
+// PATCH /v1/parameters and `conveyor params set`: see system_parameters.hpp.
+#include "conveyor/model/system_parameters.hpp"
 
 #include <string>
 #include <vector>
 
-#include "conveyor/http/problem.hpp"
+#include "conveyor/error/error.hpp"
 
-namespace conveyor::creation {
+namespace conveyor::model {
 namespace {
 
 enum class Kind { integer, boolean, nullable_text, nullable_text_array, json_object };
@@ -95,33 +96,33 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
     case Kind::integer:
       if (!v.is_number_integer() || v.get<std::int64_t>() < INT32_MIN ||
           v.get<std::int64_t>() > INT32_MAX) {
-        throw http::FieldError(field, field + ": expected an integer");
+        throw FieldError(field, field + ": expected an integer");
       }
       return v.get<std::int64_t>();
     case Kind::boolean:
-      if (!v.is_boolean()) throw http::FieldError(field, field + ": expected true or false");
+      if (!v.is_boolean()) throw FieldError(field, field + ": expected true or false");
       return v.get<bool>();
     case Kind::nullable_text:
       if (v.is_null()) return nullptr;
-      if (!v.is_string()) throw http::FieldError(field, field + ": expected a string or null");
+      if (!v.is_string()) throw FieldError(field, field + ": expected a string or null");
       return v.get<std::string>();
     case Kind::nullable_text_array: {
       if (v.is_null()) return nullptr;
       if (!v.is_array()) {
-        throw http::FieldError(field, field + ": expected an array of strings or null");
+        throw FieldError(field, field + ": expected an array of strings or null");
       }
       std::vector<std::string> items;
       for (const auto& e : v) {
-        if (!e.is_string()) throw http::FieldError(field, field + ": expected an array of strings");
+        if (!e.is_string()) throw FieldError(field, field + ": expected an array of strings");
         items.push_back(e.get<std::string>());
       }
       return items;
     }
     case Kind::json_object:
-      if (!v.is_object()) throw http::FieldError(field, field + ": expected an object");
+      if (!v.is_object()) throw FieldError(field, field + ": expected an object");
       return v.dump();
   }
-  throw http::FieldError(field, field + ": unsupported");
+  throw FieldError(field, field + ": unsupported");
 }
 
 // The patched column a CHECK violation message is about.
@@ -154,12 +155,12 @@ const std::vector<std::string>& patchable_parameters() {
   return names;
 }
 
-void patch_parameters(db::Tx& tx, const nlohmann::json& patch) {
-  if (!patch.is_object()) throw http::FieldError("body", "body: expected a JSON object");
+void patch_system_parameters(db::Tx& tx, const nlohmann::json& patch) {
+  if (!patch.is_object()) throw FieldError("body", "body: expected a JSON object");
   for (const auto& [key, value] : patch.items()) {
     bool known = false;
     for (const auto& c : kColumns) known = known || key == c.name;
-    if (!known) throw http::FieldError(key, key + ": not a system parameter that can be changed");
+    if (!known) throw FieldError(key, key + ": not a system parameter that can be changed");
   }
   std::vector<db::Param> params;
   for (const auto& c : kColumns) {
@@ -172,14 +173,14 @@ void patch_parameters(db::Tx& tx, const nlohmann::json& patch) {
       params.push_back(value_param(c, *it));
     }
   }
-  static const db::Statement statement{"creation_patch_parameters", patch_sql()};
+  static const db::Statement statement{"model_patch_parameters", patch_sql()};
   try {
     tx.exec(statement, params);
   } catch (const db::DbError& e) {
     if (e.code() != errc::bad_input) throw;
     const std::string field = blamed_column(e.what(), patch);
-    throw http::FieldError(field, field + ": " + e.what());
+    throw FieldError(field, field + ": " + e.what());
   }
 }
 
-}  // namespace conveyor::creation
+}  // namespace conveyor::model

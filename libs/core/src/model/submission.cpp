@@ -1,4 +1,4 @@
-#include "jobs.hpp"
+#include "conveyor/model/submission.hpp"
 
 #include <algorithm>
 #include <string>
@@ -6,60 +6,58 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
 
-namespace conveyor::creation {
+namespace conveyor::model {
 namespace {
 
-using model::JobStatus;
-
 constexpr db::Statement kExistingJobs{
-    "creation_existing_jobs", "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+    "model_existing_jobs", "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
 // Checked on its own so that a value PostgreSQL refuses (2026-13-45) is
 // reported against not_before rather than as a failed insert.
-constexpr db::Statement kCheckTimestamp{"creation_check_timestamp",
+constexpr db::Statement kCheckTimestamp{"model_check_timestamp",
                                         "SELECT $1::timestamptz IS NOT NULL"};
 
 // NULL idempotency keys never conflict (NULLs are distinct in a unique constraint).
 constexpr db::Statement kInsertJob{
-    "creation_insert_job",
+    "model_insert_job",
     "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
     "idempotency_key) "
     "VALUES ($1, $2::jsonb, $3, $4, $5::bigint[], $6::timestamptz, $7) "
     "ON CONFLICT (job_type, idempotency_key) DO NOTHING RETURNING id"};
 
 constexpr db::Statement kJobByIdempotencyKey{
-    "creation_job_by_idempotency_key",
+    "model_job_by_idempotency_key",
     "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
 
 constexpr db::Statement kCountJobs{
-    "creation_count_jobs",
+    "model_count_jobs",
     "SELECT count(*) FROM conveyor.job "
     "WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR job_type = $2::text)"};
 
 constexpr db::Statement kListJobIds{
-    "creation_list_job_ids",
+    "model_list_job_ids",
     "SELECT id FROM conveyor.job "
     "WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR job_type = $2::text) "
     "ORDER BY id DESC LIMIT $3 OFFSET $4"};
 
-std::string job_name(model::JobId id) { return "job " + std::to_string(id.value()); }
+std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
 
-model::Job must_load(db::Tx& tx, model::JobId id) {
-  auto job = model::load_job(tx, id);
+Job must_load(db::Tx& tx, JobId id) {
+  auto job = load_job(tx, id);
   if (!job) throw Error(errc::not_found, job_name(id) + " does not exist");
   return std::move(*job);
 }
 
 std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
   if (!s) return std::nullopt;
-  return std::string(model::to_string(*s));
+  return std::string(to_string(*s));
 }
 
 }  // namespace
 
-SubmitResult submit_job(db::Tx& tx, const model::SystemParameters& parameters,
+SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters,
                         const SubmitRequest& request) {
-  const auto type = model::load_job_type(tx, request.job_type);
+  const auto type = load_job_type(tx, request.job_type);
   if (!type || !type->enabled) {
     throw UnprocessableError("job_type",
                              "job_type: unknown job type '" + request.job_type + "'" +
@@ -69,7 +67,7 @@ SubmitResult submit_job(db::Tx& tx, const model::SystemParameters& parameters,
     throw UnprocessableError("job_type", "job_type: job type '" + request.job_type +
                                              "' is not in system_parameters.job_types_list");
   }
-  const auto problems = model::validate_params(type->params_schema, request.params);
+  const auto problems = validate_params(type->params_schema, request.params);
   if (!problems.empty()) {
     std::string detail = "params do not match the schema of job type '" + request.job_type + "': ";
     for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
@@ -95,7 +93,7 @@ SubmitResult submit_job(db::Tx& tx, const model::SystemParameters& parameters,
       tx.exec(kCheckTimestamp, {*request.not_before});
     } catch (const db::DbError& e) {
       if (e.code() != errc::bad_input) throw;
-      throw http::FieldError("not_before", "not_before: '" + *request.not_before +
+      throw FieldError("not_before", "not_before: '" + *request.not_before +
                                                "' is not a valid date-time: " + e.what());
     }
   }
@@ -105,7 +103,7 @@ SubmitResult submit_job(db::Tx& tx, const model::SystemParameters& parameters,
                    std::max(1, type->max_attempts), request.depends_on, request.not_before,
                    request.idempotency_key});
   if (!inserted.empty()) {
-    return {must_load(tx, model::JobId(inserted[0][0].as_int())), true};
+    return {must_load(tx, JobId(inserted[0][0].as_int())), true};
   }
   // Conflict: ON CONFLICT waited for the other insert to commit, and this
   // statement's fresh snapshot sees its row.
@@ -113,10 +111,10 @@ SubmitResult submit_job(db::Tx& tx, const model::SystemParameters& parameters,
   if (existing.empty()) {
     throw Error(errc::conflict, "a job with the same Idempotency-Key was being created; try again");
   }
-  return {must_load(tx, model::JobId(existing[0][0].as_int())), false};
+  return {must_load(tx, JobId(existing[0][0].as_int())), false};
 }
 
-JobPage list_jobs(db::Tx& tx, const ListQuery& query) {
+JobPage list_jobs(db::Tx& tx, const JobQuery& query) {
   const auto status = status_text(query.status);
   JobPage page;
   page.total = tx.exec(kCountJobs, {status, query.job_type})[0][0].as_int();
@@ -125,10 +123,10 @@ JobPage list_jobs(db::Tx& tx, const ListQuery& query) {
        tx.exec(kListJobIds, {status, query.job_type, query.size, (query.page - 1) * query.size})) {
     ids.push_back(r[0].as_int());
   }
-  page.items = model::load_jobs(tx, ids);
+  page.items = load_jobs(tx, ids);
   return page;
 }
 
-model::Job get_job(db::Tx& tx, model::JobId id) { return must_load(tx, id); }
+Job get_job(db::Tx& tx, JobId id) { return must_load(tx, id); }
 
-}  // namespace conveyor::creation
+}  // namespace conveyor::model

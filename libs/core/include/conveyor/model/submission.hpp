@@ -1,0 +1,65 @@
+#pragma once
+// Creating and finding jobs: submit, list, get. One copy, used by the REST
+// API (conveyor-creation) and the operator CLI (`conveyor job submit|ls|
+// inspect`, which works while the services are down). Cancel and retry are
+// in job_control.hpp.
+//
+// Each runs in the caller's transaction; the status triggers write history
+// and outbox rows. Thread-safe: stateless functions.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/ids.hpp"
+#include "conveyor/model/job.hpp"
+#include "conveyor/model/status.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::model {
+
+inline constexpr std::size_t kMaxIdempotencyKey = 200;
+
+struct SubmitRequest {
+  std::string job_type;
+  nlohmann::json params = nlohmann::json::object();
+  std::optional<int> priority;  // nullopt: the type's priority
+  std::vector<std::int64_t> depends_on;
+  std::optional<std::string> not_before;  // RFC 3339
+  std::optional<std::string> idempotency_key;
+};
+
+struct SubmitResult {
+  Job job;
+  bool created = false;  // false: an earlier submission with the same idempotency key
+};
+
+// Validates the request against the job type, job_types_list and the
+// existing jobs (UnprocessableError naming the field), then inserts the job
+// or returns the one with the same (job_type, idempotency_key). Does not
+// look at accepting_new_jobs: the caller decides what a pause means for it.
+SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request);
+
+// Filters of a job listing; newest first.
+struct JobQuery {
+  std::optional<JobStatus> status;
+  std::optional<std::string> job_type;
+  std::int64_t page = 1;  // from 1
+  std::int64_t size = 50;
+};
+inline constexpr std::int64_t kDefaultPageSize = 50;
+inline constexpr std::int64_t kMaxPageSize = 500;
+
+struct JobPage {
+  std::vector<Job> items;
+  std::int64_t total = 0;  // matching jobs, all pages
+};
+JobPage list_jobs(db::Tx& tx, const JobQuery& query);
+
+// Throws Error(not_found) naming the job.
+Job get_job(db::Tx& tx, JobId id);
+
+}  // namespace conveyor::model

@@ -1,0 +1,365 @@
+// `conveyor job ls|inspect|submit|cancel|retry|logs`: the jobs of DESIGN §6
+// and runbooks 000, 002 and 003, straight on PostgreSQL so they work while
+// the services are down. Submit, cancel and retry are the same functions the
+// REST API calls (model::submit_job, cancel_job, retry_job), so a job moves
+// the same way whoever asked; every change is recorded in the history with
+// the actor conveyor-cli:<user>.
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.hpp"
+#include "conveyor/error/error.hpp"
+#include "conveyor/model/job.hpp"
+#include "conveyor/model/job_control.hpp"
+#include "conveyor/model/submission.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::cli {
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr const char* kJobUsage =
+    "usage: conveyor job ls [--status S] [--type T] [--page N] [--size N]\n"
+    "       conveyor job inspect ID\n"
+    "       conveyor job submit TYPE [--params JSON | --params-file FILE] [--priority N]\n"
+    "                         [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]\n"
+    "       conveyor job cancel ID...\n"
+    "       conveyor job retry ID...\n"
+    "       conveyor job logs ID [--tail N]\n"
+    "IDs may be unique substrings of job ids.\n";
+
+constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
+// Digits only reach this statement (checked before), so LIKE sees no wildcard
+// from the user.
+constexpr db::Statement kJobIdsContaining{
+    "cli_job_ids_containing",
+    "SELECT id FROM conveyor.job WHERE id::text LIKE '%' || $1 || '%' ORDER BY id DESC LIMIT 6"};
+constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyor.worker WHERE id = $1"};
+
+// "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00"
+std::string short_time(const std::optional<std::string>& t) {
+  if (!t || t->size() < 19) return t.value_or("-");
+  std::string s = t->substr(0, 19);
+  s[10] = ' ';
+  return s;
+}
+
+// An exact id wins; otherwise the one job whose id contains `arg`.
+model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
+  const bool digits = !arg.empty() && arg.size() <= 18 &&
+                      arg.find_first_not_of("0123456789") == std::string::npos;
+  if (!digits) throw FieldError("ID", "'" + arg + "' is not a job id (digits)");
+  const std::int64_t exact = std::stoll(arg);
+  if (exact > 0 && !tx.exec(kJobIdExists, {exact}).empty()) return model::JobId(exact);
+  const db::Result matches = tx.exec(kJobIdsContaining, {arg});
+  if (matches.empty()) throw Error(errc::not_found, "no job id contains '" + arg + "'");
+  if (matches.size() > 1) {
+    std::string ids;
+    for (int i = 0; i < matches.size() && i < 5; ++i) {
+      ids += (i ? ", " : "") + std::to_string(matches[i][0].as_int());
+    }
+    throw FieldError("ID", "'" + arg + "' matches several jobs (" + ids +
+                               (matches.size() > 5 ? ", ..." : "") + "): give more digits");
+  }
+  return model::JobId(matches[0][0].as_int());
+}
+
+std::vector<std::string> need_ids(const Options& o, const std::string& command) {
+  if (o.positional.empty()) {
+    throw FieldError("ID", "job " + command + ": at least one job ID is required\n" + std::string(kJobUsage));
+  }
+  return o.positional;
+}
+
+int ls(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job ls", {"--status", "--type", "--page", "--size"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "job ls: unexpected argument '" + o.positional[0] + "'");
+  model::JobQuery q;
+  if (const auto s = o.get("--status")) {
+    q.status = model::parse_status(*s);
+    if (!q.status) {
+      std::string known;
+      for (const auto st : model::kAllStatuses) known += (known.empty() ? "" : ", ") + std::string(model::to_string(st));
+      throw FieldError("--status", "--status: unknown status '" + *s + "' (one of " + known + ")");
+    }
+  }
+  q.job_type = o.get("--type");
+  q.page = int_option(o, "--page", 1, 1, 1'000'000'000);
+  q.size = int_option(o, "--size", model::kDefaultPageSize, 1, model::kMaxPageSize);
+  db::Pool pool(pool_options(ctx));
+  db::TxOptions snapshot;
+  snapshot.isolation = db::Isolation::repeatable_read;
+  const model::JobPage page = pool.transact([&](db::Tx& tx) { return model::list_jobs(tx, q); }, snapshot);
+  if (ctx.json) {
+    json items = json::array();
+    for (const auto& j : page.items) items.push_back(j.to_json());
+    ctx.out << json{{"items", items}, {"page", q.page}, {"size", q.size}, {"total", page.total}}.dump() << "\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& j : page.items) {
+    std::string error = j.error_subtype.value_or("");
+    if (j.error_message) error += (error.empty() ? "" : ": ") + *j.error_message;
+    if (error.size() > 60) error = error.substr(0, 57) + "...";
+    rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)),
+                    std::to_string(j.attempt) + "/" + std::to_string(j.max_attempts), std::to_string(j.priority),
+                    j.worker_id ? std::to_string(*j.worker_id) : "-", short_time(j.updated_at),
+                    j.canceled_at ? "yes" : "", error});
+  }
+  print_table(ctx.out, {"ID", "TYPE", "STATUS", "ATTEMPT", "PRIORITY", "WORKER", "UPDATED", "CANCEL", "ERROR"},
+              rows);
+  const std::int64_t pages = (page.total + q.size - 1) / q.size;
+  ctx.out << page.total << " job(s)";
+  if (pages > 1) ctx.out << ", page " << q.page << " of " << pages << " (--page N)";
+  ctx.out << "\n";
+  return kExitOk;
+}
+
+int inspect(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job inspect", {});
+  if (o.positional.size() != 1) throw FieldError("ID", "job inspect: one job ID is required\n" + std::string(kJobUsage));
+  db::Pool pool(pool_options(ctx));
+  db::TxOptions snapshot;
+  snapshot.isolation = db::Isolation::repeatable_read;
+  struct Seen {
+    model::Job job;
+    std::vector<model::StatusChange> history;
+    std::optional<std::string> worker;
+  };
+  const Seen seen = pool.transact(
+      [&](db::Tx& tx) {
+        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, std::nullopt};
+        s.history = model::load_history(tx, s.job.id);
+        if (s.job.worker_id) {
+          const auto w = tx.exec(kWorkerName, {*s.job.worker_id});
+          if (!w.empty()) s.worker = w[0][0].as_string();
+        }
+        return s;
+      },
+      snapshot);
+  const model::Job& j = seen.job;
+  if (ctx.json) {
+    json out = j.to_json();
+    out["history"] = json::array();
+    for (const auto& c : seen.history) out["history"].push_back(c.to_json());
+    ctx.out << out.dump() << "\n";
+    return kExitOk;
+  }
+  auto line = [&](const std::string& k, const std::string& v) {
+    ctx.out << k << std::string(k.size() < 16 ? 16 - k.size() : 1, ' ') << ": " << v << "\n";
+  };
+  line("ID", std::to_string(j.id.value()));
+  line("Type", j.job_type);
+  line("Status", std::string(model::to_string(j.status)));
+  line("Attempt", std::to_string(j.attempt) + " (max " + std::to_string(j.max_attempts) + ")");
+  line("Priority", std::to_string(j.priority));
+  line("Params", j.params.dump());
+  std::string deps;
+  for (const auto d : j.depends_on) deps += (deps.empty() ? "" : ", ") + std::to_string(d);
+  line("Depends on", deps.empty() ? "-" : deps);
+  line("Worker", j.worker_id ? std::to_string(*j.worker_id) + (seen.worker ? " (" + *seen.worker + ")" : "") : "-");
+  line("Created", short_time(j.created_at));
+  line("Updated", short_time(j.updated_at));
+  line("Not before", short_time(j.not_before));
+  line("Canceled at", short_time(j.canceled_at));
+  line("Idempotency key", j.idempotency_key.value_or("-"));
+  line("Error", j.error_subtype || j.error_message
+                    ? j.error_subtype.value_or("-") + (j.error_message ? ": " + *j.error_message : "")
+                    : "-");
+  line("Result", j.result.is_null() ? "-" : j.result.dump());
+  ctx.out << "\nhistory:\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& c : seen.history) {
+    rows.push_back({short_time(c.at),
+                    c.from_status ? std::string(model::to_string(*c.from_status)) : "(insert)",
+                    std::string(model::to_string(c.to_status)), c.actor,
+                    c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
+  }
+  print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
+  return kExitOk;
+}
+
+json read_params(const Options& o) {
+  const auto inline_params = o.get("--params");
+  const auto file = o.get("--params-file");
+  if (inline_params && file) throw FieldError("--params", "--params and --params-file: give one of them");
+  std::string text = "{}";
+  std::string source = "--params";
+  if (inline_params) text = *inline_params;
+  if (file) {
+    std::ifstream in(*file);
+    if (!in) throw FieldError("--params-file", "--params-file: cannot read " + *file);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    text = ss.str();
+    source = *file;
+  }
+  try {
+    json j = json::parse(text);
+    if (!j.is_object()) throw FieldError(file ? "--params-file" : "--params", source + ": expected a JSON object");
+    return j;
+  } catch (const json::parse_error& e) {
+    throw FieldError(file ? "--params-file" : "--params", source + ": not valid JSON: " + e.what());
+  }
+}
+
+int submit(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job submit",
+                                  {"--params", "--params-file", "--priority", "--depends-on", "--not-before",
+                                   "--idempotency-key"});
+  if (o.positional.size() != 1) throw FieldError("TYPE", "job submit: one job TYPE is required\n" + std::string(kJobUsage));
+  model::SubmitRequest r;
+  r.job_type = o.positional[0];
+  r.params = read_params(o);
+  if (o.get("--priority")) r.priority = static_cast<int>(int_option(o, "--priority", 0, INT32_MIN, INT32_MAX));
+  if (const auto deps = o.get("--depends-on")) {
+    std::stringstream ss(*deps);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 18) {
+        throw FieldError("--depends-on", "--depends-on: '" + item + "' is not a job id");
+      }
+      r.depends_on.push_back(std::stoll(item));
+    }
+  }
+  r.not_before = o.get("--not-before");
+  r.idempotency_key = o.get("--idempotency-key");
+  if (r.idempotency_key && (r.idempotency_key->empty() || r.idempotency_key->size() > model::kMaxIdempotencyKey)) {
+    throw FieldError("--idempotency-key", "--idempotency-key: 1 to " + std::to_string(model::kMaxIdempotencyKey) +
+                                              " characters");
+  }
+  db::Pool pool(pool_options(ctx));
+  const model::SubmitResult result = pool.transact([&](db::Tx& tx) {
+    const model::SystemParameters p = model::load_system_parameters(tx);
+    if (!p.accepting_new_jobs) {
+      throw Error(errc::unavailable, "not accepting new jobs: " +
+                                         (p.not_accepting_reason.empty() ? "no reason given" : p.not_accepting_reason) +
+                                         " (`conveyor system unpause` accepts them again)");
+    }
+    return model::submit_job(tx, p, r);
+  });
+  if (ctx.json) {
+    json out = result.job.to_json();
+    out["created"] = result.created;
+    ctx.out << out.dump() << "\n";
+  } else if (result.created) {
+    ctx.out << "submitted job " << result.job.id.value() << " (" << result.job.job_type << ")\n";
+  } else {
+    ctx.out << "job " << result.job.id.value() << " already exists with idempotency key '" << *r.idempotency_key
+            << "' (" << model::to_string(result.job.status) << "): nothing created\n";
+  }
+  return kExitOk;
+}
+
+// Runs `fn` on each job in its own transaction, so one refused job (done,
+// missing) does not hold back the others; exit 1 if any was refused.
+template <typename F>
+int each_job(Context& ctx, const std::vector<std::string>& ids, const std::string& command, F&& fn) {
+  db::Pool pool(pool_options(ctx));
+  json results = json::array();
+  int refused = 0;
+  for (const auto& arg : ids) {
+    try {
+      json r = pool.transact([&](db::Tx& tx) { return fn(tx, resolve_job_id(tx, arg)); });
+      if (ctx.json) results.push_back(r);
+      else ctx.out << r.at("text").get<std::string>() << "\n";
+    } catch (const Error& e) {
+      ++refused;
+      if (ctx.json) results.push_back({{"id", arg}, {"error", e.what()}});
+      else ctx.err << "conveyor: job " << command << " " << arg << ": " << e.what() << "\n";
+    }
+  }
+  if (ctx.json) ctx.out << results.dump() << "\n";
+  return refused == 0 ? kExitOk : kExitFailed;
+}
+
+int cancel(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job cancel", {});
+  return each_job(ctx, need_ids(o, "cancel"), "cancel", [](db::Tx& tx, model::JobId id) {
+    const model::JobStatus before = model::get_job(tx, id).status;
+    const model::CancelResult r = model::cancel_job(tx, id);
+    json out = r.job.to_json();
+    const std::string n = "job " + std::to_string(id.value());
+    if (!r.completed) {
+      out["text"] = n + ": cancel requested; it is running, its worker stops it (status " +
+                    std::string(model::to_string(r.job.status)) + ")";
+    } else if (before == model::JobStatus::canceled) {
+      out["text"] = n + ": already canceled";
+    } else {
+      out["text"] = n + ": " + std::string(model::to_string(before)) + " -> canceled";
+    }
+    return out;
+  });
+}
+
+int retry(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job retry", {});
+  return each_job(ctx, need_ids(o, "retry"), "retry", [](db::Tx& tx, model::JobId id) {
+    const model::JobStatus before = model::get_job(tx, id).status;
+    const model::Job j = model::retry_job(tx, id);
+    json out = j.to_json();
+    out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + " -> " +
+                  std::string(model::to_string(j.status));
+    return out;
+  });
+}
+
+int logs(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job logs", {"--tail"});
+  if (o.positional.size() != 1) throw FieldError("ID", "job logs: one job ID is required\n" + std::string(kJobUsage));
+  const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
+  db::Pool pool(pool_options(ctx));
+  const model::Job job = pool.transact([&](db::Tx& tx) { return model::get_job(tx, resolve_job_id(tx, o.positional[0])); });
+  const fs::path file =
+      model::job_log_dir(ctx.config.get_string("CONVEYOR_DATA_DIR"), model::job_log_month(job), job.id.value()) /
+      "logs.txt";
+  std::ifstream in(file);
+  if (!in) {
+    throw Error(errc::not_found, "job " + std::to_string(job.id.value()) + " (" +
+                                     std::string(model::to_string(job.status)) + ") has no log at " + file.string() +
+                                     (job.status == model::JobStatus::initialized || job.status == model::JobStatus::configured ||
+                                              job.status == model::JobStatus::ready || job.status == model::JobStatus::queued
+                                          ? ": it has not run yet"
+                                          : " (is CONVEYOR_DATA_DIR the workers' data dir?)"));
+  }
+  if (tail == 0) {
+    ctx.out << in.rdbuf();
+    return kExitOk;
+  }
+  std::deque<std::string> last;
+  std::string l;
+  while (std::getline(in, l)) {
+    last.push_back(std::move(l));
+    if (static_cast<std::int64_t>(last.size()) > tail) last.pop_front();
+  }
+  for (const auto& x : last) ctx.out << x << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int job_command(Context& ctx, const std::vector<std::string>& args) {
+  if (args.empty()) {
+    ctx.err << kJobUsage;
+    return kExitUsage;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "ls" || args[0] == "list") return ls(ctx, rest);
+  if (args[0] == "inspect" || args[0] == "show") return inspect(ctx, rest);
+  if (args[0] == "submit") return submit(ctx, rest);
+  if (args[0] == "cancel") return cancel(ctx, rest);
+  if (args[0] == "retry") return retry(ctx, rest);
+  if (args[0] == "logs") return logs(ctx, rest);
+  ctx.err << "conveyor: unknown job command '" << args[0] << "'\n" << kJobUsage;
+  return kExitUsage;
+}
+
+}  // namespace conveyor::cli

@@ -1,0 +1,393 @@
+// `conveyor system status|pause|unpause` and `conveyor queue
+// list|inspect|pause|resume`: the system-wide and per-queue switches of
+// runbooks 002 and 003. Pauses persist (they are rows, not process state):
+//   - system pause: accepting_new_jobs = false; submissions get 503 with the
+//     reason, jobs already in the system go on (runbook 003 "pausing new jobs").
+//   - queue pause: a conveyor.queue_state row (job type or pool) that
+//     admission (conveyor-execution) honours: ready jobs of it wait, running
+//     ones finish (runbook 002 "pause & resume queues").
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli.hpp"
+#include "conveyor/error/error.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::cli {
+
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kSystemUsage =
+    "usage: conveyor system status\n"
+    "       conveyor system pause [--reason TEXT]   stop accepting new jobs\n"
+    "       conveyor system unpause                 accept new jobs again\n";
+
+constexpr const char* kQueueUsage =
+    "usage: conveyor queue list\n"
+    "       conveyor queue inspect (--type T | --pool P)\n"
+    "       conveyor queue pause (--type T | --pool P) [--reason TEXT]\n"
+    "       conveyor queue resume (--type T | --pool P)\n";
+
+constexpr db::Statement kJobCounts{
+    "cli_system_job_counts",
+    "SELECT s.name, count(j.id) FROM conveyor.job_status s LEFT JOIN conveyor.job j ON j.status = s.name "
+    "GROUP BY s.name, s.position ORDER BY s.position"};
+
+constexpr db::Statement kWorkerCounts{
+    "cli_system_worker_counts",
+    "SELECT w.status, count(*), coalesce(sum(w.running), 0), coalesce(sum(w.concurrency), 0) "
+    "FROM conveyor.worker w WHERE w.status IN ('active', 'draining', 'lost') GROUP BY w.status ORDER BY w.status"};
+
+// Live state as the monitor's GET /v1/services computes it.
+constexpr db::Statement kServices{
+    "cli_system_services",
+    "SELECT s.service, count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
+    "    now() - make_interval(secs => p.service_heartbeat_timeout_s)) AS up, "
+    "  count(*) FILTER (WHERE s.status = 'down' OR (s.status IN ('up', 'draining') AND s.last_heartbeat <= "
+    "    now() - make_interval(secs => p.service_heartbeat_timeout_s))) AS down "
+    "FROM conveyor.service_instance s, conveyor.system_parameters p GROUP BY s.service ORDER BY s.service"};
+
+constexpr db::Statement kOutbox{
+    "cli_system_outbox",
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
+    "FROM conveyor.outbox WHERE sent_at IS NULL"};
+
+constexpr db::Statement kPausedQueues{
+    "cli_system_paused_queues",
+    "SELECT kind, name, coalesce(reason, '') FROM conveyor.queue_state WHERE paused ORDER BY kind, name"};
+
+// Every job type and pool there is, with the jobs waiting and running in it.
+constexpr db::Statement kQueues{
+    "cli_queues",
+    "WITH names AS ("
+    "  SELECT 'job_type' AS kind, name FROM conveyor.job_type"
+    "  UNION SELECT 'pool', pool FROM conveyor.job_type"
+    "  UNION SELECT kind, name FROM conveyor.queue_state),"
+    " counts AS ("
+    "  SELECT job_type, coalesce(config->>'pool', 'default') AS pool, status, count(*) AS n"
+    "  FROM conveyor.job WHERE status IN ('ready', 'queued', 'started') GROUP BY 1, 2, 3)"
+    "SELECT n.kind, n.name,"
+    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'ready'), 0)::bigint AS ready,"
+    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'queued'), 0)::bigint AS queued,"
+    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'started'), 0)::bigint AS started,"
+    "  coalesce(qs.paused, false) AS paused, coalesce(qs.reason, '') AS reason,"
+    "  coalesce(qs.paused_by, '') AS paused_by, coalesce(qs.paused_at::text, '') AS paused_at,"
+    "  coalesce(qs.drained_count, 0) AS drained "
+    "FROM names n"
+    " LEFT JOIN counts c ON (n.kind = 'job_type' AND c.job_type = n.name) OR (n.kind = 'pool' AND c.pool = n.name)"
+    " LEFT JOIN conveyor.queue_state qs ON qs.kind = n.kind AND qs.name = n.name "
+    "WHERE ($1::text IS NULL OR (n.kind = $1::text AND n.name = $2::text)) "
+    "GROUP BY n.kind, n.name, qs.paused, qs.reason, qs.paused_by, qs.paused_at, qs.drained_count "
+    "ORDER BY n.kind DESC, n.name"};
+
+// One queue's jobs by status, and how long its oldest ready job has waited
+// (runbook 002's "Latency"), plus the day's done and failed.
+constexpr db::Statement kQueueDetail{
+    "cli_queue_detail",
+    "SELECT count(*) FILTER (WHERE status = 'initialized') AS initialized,"
+    "  count(*) FILTER (WHERE status = 'configured') AS configured,"
+    "  count(*) FILTER (WHERE status = 'processed') AS processed,"
+    "  count(*) FILTER (WHERE status = 'external_error') AS external_error,"
+    "  count(*) FILTER (WHERE status = 'error_checked') AS error_checked,"
+    "  count(*) FILTER (WHERE status = 'done' AND updated_at > now() - interval '1 day') AS done_daily,"
+    "  count(*) FILTER (WHERE status IN ('failed', 'internal_error') AND updated_at > now() - interval '1 day')"
+    "    AS failed_daily,"
+    "  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'ready')), 0)::float8 AS latency_s "
+    "FROM conveyor.job WHERE ($1 = 'job_type' AND job_type = $2) "
+    "   OR ($1 = 'pool' AND coalesce(config->>'pool', 'default') = $2)"};
+
+constexpr db::Statement kKnownQueue{
+    "cli_queue_known",
+    "SELECT EXISTS (SELECT 1 FROM conveyor.job_type WHERE ($1 = 'job_type' AND name = $2) "
+    "                                                  OR ($1 = 'pool' AND pool = $2))"};
+
+constexpr db::Statement kPauseQueue{
+    "cli_queue_pause",
+    "INSERT INTO conveyor.queue_state (kind, name, paused, reason, paused_at, paused_by) "
+    "VALUES ($1, $2, true, $3, now(), conveyor.current_actor()) "
+    "ON CONFLICT (kind, name) DO UPDATE SET paused = true, reason = EXCLUDED.reason, "
+    "  paused_at = CASE WHEN conveyor.queue_state.paused THEN conveyor.queue_state.paused_at ELSE now() END, "
+    "  paused_by = EXCLUDED.paused_by "
+    "RETURNING (xmax = 0) AS inserted"};
+
+constexpr db::Statement kResumeQueue{
+    "cli_queue_resume",
+    "UPDATE conveyor.queue_state SET paused = false, reason = NULL, paused_at = NULL, paused_by = NULL "
+    "WHERE kind = $1 AND name = $2 AND paused RETURNING 1"};
+
+int status(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system status", {});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
+  db::Pool pool(pool_options(ctx));
+  db::TxOptions snapshot;
+  snapshot.isolation = db::Isolation::repeatable_read;
+  const json s = pool.transact(
+      [](db::Tx& tx) {
+        const model::SystemParameters p = model::load_system_parameters(tx);
+        json out = {{"accepting_new_jobs", p.accepting_new_jobs},
+                    {"not_accepting_reason", p.not_accepting_reason},
+                    {"max_number_of_worker_instances", p.max_number_of_worker_instances},
+                    {"min_number_of_worker_instances", p.min_number_of_worker_instances},
+                    {"jobs", json::object()},
+                    {"workers", json::object()},
+                    {"services", json::object()},
+                    {"paused_queues", json::array()}};
+        for (const db::Row r : tx.exec(kJobCounts)) out["jobs"][r[0].as_string()] = r[1].as_int();
+        for (const db::Row r : tx.exec(kWorkerCounts)) {
+          out["workers"][r[0].as_string()] = {{"count", r[1].as_int()}, {"running", r[2].as_int()},
+                                              {"capacity", r[3].as_int()}};
+        }
+        for (const db::Row r : tx.exec(kServices)) {
+          out["services"][r[0].as_string()] = {{"up", r[1].as_int()}, {"down", r[2].as_int()}};
+        }
+        const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
+        const db::Row ob = outbox[0];
+        out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
+        for (const db::Row r : tx.exec(kPausedQueues)) {
+          out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
+                                          {"reason", r[2].as_string()}});
+        }
+        return out;
+      },
+      snapshot);
+  if (ctx.json) {
+    ctx.out << s.dump() << "\n";
+    return kExitOk;
+  }
+  std::ostream& out = ctx.out;
+  out << "accepting new jobs : "
+      << (s["accepting_new_jobs"].get<bool>()
+              ? std::string("yes")
+              : "NO (" + (s["not_accepting_reason"].get<std::string>().empty() ? std::string("no reason given")
+                                                                                : s["not_accepting_reason"].get<std::string>()) +
+                    ")")
+      << "\n";
+  out << "jobs               :";
+  for (const auto& [name, n] : s["jobs"].items()) {
+    if (n.get<std::int64_t>() > 0) out << " " << name << " " << n.get<std::int64_t>();
+  }
+  out << "\n";
+  out << "workers            : max " << s["max_number_of_worker_instances"] << ", min "
+      << s["min_number_of_worker_instances"];
+  for (const auto& [st, w] : s["workers"].items()) {
+    out << "; " << st << " " << w["count"] << " (running " << w["running"] << " of " << w["capacity"] << ")";
+  }
+  out << "\n";
+  out << "services           :";
+  if (s["services"].empty()) out << " none registered";
+  for (const auto& [name, v] : s["services"].items()) {
+    out << " " << name << " " << v["up"] << " up";
+    if (v["down"].get<std::int64_t>() > 0) out << " (" << v["down"] << " DOWN)";
+    out << ";";
+  }
+  out << "\n";
+  out << "outbox             : " << s["outbox"]["unsent"] << " unsent";
+  if (s["outbox"]["unsent"].get<std::int64_t>() > 0) {
+    out << ", oldest " << static_cast<long long>(s["outbox"]["oldest_unsent_s"].get<double>()) << " s";
+  }
+  out << "\n";
+  out << "paused queues      :";
+  if (s["paused_queues"].empty()) out << " none";
+  for (const auto& q : s["paused_queues"]) {
+    out << " " << q["kind"].get<std::string>() << " " << q["name"].get<std::string>();
+    if (!q["reason"].get<std::string>().empty()) out << " (" << q["reason"].get<std::string>() << ")";
+    out << ";";
+  }
+  out << "\n";
+  return kExitOk;
+}
+
+int set_accepting(Context& ctx, const std::vector<std::string>& args, bool accepting) {
+  const std::string command = accepting ? "system unpause" : "system pause";
+  const Options o = parse_options(args, command, accepting ? std::set<std::string>{} : std::set<std::string>{"--reason"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "'");
+  json patch = {{"accepting_new_jobs", accepting}};
+  if (accepting) {
+    patch["not_accepting_reason"] = nullptr;
+  } else {
+    patch["not_accepting_reason"] = o.get("--reason").value_or("paused by an operator (conveyor system pause)");
+  }
+  db::Pool pool(pool_options(ctx));
+  const bool was = pool.transact([&](db::Tx& tx) {
+    const bool before = model::load_system_parameters(tx).accepting_new_jobs;
+    model::patch_system_parameters(tx, patch);
+    return before;
+  });
+  if (accepting) {
+    ctx.out << (was ? "already accepting new jobs\n" : "accepting new jobs again\n");
+  } else {
+    ctx.out << (was ? "not accepting new jobs from now on: " : "already not accepting new jobs; reason now: ")
+            << patch["not_accepting_reason"].get<std::string>()
+            << "\nsubmissions get 503 with that reason; jobs already in the system go on (`conveyor system "
+               "unpause` to accept again)\n";
+  }
+  return kExitOk;
+}
+
+int system_command_impl(Context& ctx, const std::vector<std::string>& args) {
+  if (args.empty()) {
+    ctx.err << kSystemUsage;
+    return kExitUsage;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "status") return status(ctx, rest);
+  if (args[0] == "pause") return set_accepting(ctx, rest, false);
+  if (args[0] == "unpause") return set_accepting(ctx, rest, true);
+  ctx.err << "conveyor: unknown system command '" << args[0] << "'\n" << kSystemUsage;
+  return kExitUsage;
+}
+
+// ------------------------------------------------------------------ queue
+
+struct QueueName {
+  std::string kind;  // job_type | pool
+  std::string name;
+};
+
+QueueName queue_name(const Options& o, const std::string& command) {
+  const auto type = o.get("--type");
+  const auto pool = o.get("--pool");
+  if (!o.positional.empty()) throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "' (use --type T or --pool P)");
+  if (type.has_value() == pool.has_value()) {
+    throw FieldError("--type", command + ": give exactly one of --type JOB_TYPE or --pool POOL\n" + std::string(kQueueUsage));
+  }
+  return type ? QueueName{"job_type", *type} : QueueName{"pool", *pool};
+}
+
+void require_known(db::Tx& tx, const QueueName& q) {
+  if (!tx.exec(kKnownQueue, {q.kind, q.name})[0][0].as_bool()) {
+    throw Error(errc::not_found, q.kind == "job_type"
+                                     ? "no job type named '" + q.name + "' (see `conveyor job-type list`)"
+                                     : "no job type runs in pool '" + q.name + "' (see `conveyor queue list`)");
+  }
+}
+
+json queue_row(const db::Row& r) {
+  return {{"kind", r["kind"].as_string()},       {"name", r["name"].as_string()},
+          {"ready", r["ready"].as_int()},         {"queued", r["queued"].as_int()},
+          {"started", r["started"].as_int()},     {"paused", r["paused"].as_bool()},
+          {"reason", r["reason"].as_string()},    {"paused_by", r["paused_by"].as_string()},
+          {"paused_at", r["paused_at"].as_string()}, {"drained", r["drained"].as_int()}};
+}
+
+int queue_list(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "queue list", {});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "queue list: unexpected argument '" + o.positional[0] + "'");
+  db::Pool pool(pool_options(ctx));
+  const json queues = pool.transact([](db::Tx& tx) {
+    json out = json::array();
+    for (const db::Row r : tx.exec(kQueues, {nullptr, nullptr})) out.push_back(queue_row(r));
+    return out;
+  });
+  if (ctx.json) {
+    ctx.out << queues.dump() << "\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& q : queues) {
+    std::string paused = q["paused"].get<bool>() ? "yes" : "no";
+    if (q["paused"].get<bool>() && !q["reason"].get<std::string>().empty()) paused += " (" + q["reason"].get<std::string>() + ")";
+    rows.push_back({q["kind"].get<std::string>() == "job_type" ? "type" : "pool", q["name"].get<std::string>(),
+                    std::to_string(q["ready"].get<std::int64_t>()), std::to_string(q["queued"].get<std::int64_t>()),
+                    std::to_string(q["started"].get<std::int64_t>()), paused});
+  }
+  print_table(ctx.out, {"KIND", "NAME", "READY", "QUEUED", "STARTED", "PAUSED"}, rows);
+  return kExitOk;
+}
+
+int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "queue inspect", {"--type", "--pool"});
+  const QueueName q = queue_name(o, "queue inspect");
+  db::Pool pool(pool_options(ctx));
+  db::TxOptions snapshot;
+  snapshot.isolation = db::Isolation::repeatable_read;
+  const json d = pool.transact(
+      [&](db::Tx& tx) {
+        require_known(tx, q);
+        json out = queue_row(tx.exec(kQueues, {q.kind, q.name})[0]);
+        const db::Result detail = tx.exec(kQueueDetail, {q.kind, q.name});  // a Row points into its Result
+        const db::Row r = detail[0];
+        for (const char* k : {"initialized", "configured", "processed", "external_error", "error_checked",
+                              "done_daily", "failed_daily"}) {
+          out[k] = r[k].as_int();
+        }
+        out["latency_s"] = r["latency_s"].as_double();
+        return out;
+      },
+      snapshot);
+  if (ctx.json) {
+    ctx.out << d.dump() << "\n";
+    return kExitOk;
+  }
+  auto line = [&](const std::string& k, const std::string& v) {
+    ctx.out << k << std::string(k.size() < 20 ? 20 - k.size() : 1, ' ') << ": " << v << "\n";
+  };
+  auto n = [&](const char* k) { return std::to_string(d[k].get<std::int64_t>()); };
+  line("Name", d["name"].get<std::string>());
+  line("Kind", d["kind"].get<std::string>() == "job_type" ? "job type" : "pool");
+  line("Is Paused", d["paused"].get<bool>() ? "true" : "false");
+  if (d["paused"].get<bool>()) {
+    line("Paused Reason", d["reason"].get<std::string>().empty() ? "-" : d["reason"].get<std::string>());
+    line("Paused By", d["paused_by"].get<std::string>());
+    line("Paused At", d["paused_at"].get<std::string>());
+  }
+  line("Latency", std::to_string(static_cast<long long>(d["latency_s"].get<double>())) + "s (oldest ready job)");
+  line("Initialized", n("initialized"));
+  line("Configured", n("configured"));
+  line("Ready", n("ready"));
+  line("Queued", n("queued"));
+  line("Started", n("started"));
+  line("Processed", n("processed"));
+  line("External errors", n("external_error"));
+  line("Error checked", n("error_checked"));
+  line("Done (daily)", n("done_daily"));
+  line("Failed (daily)", n("failed_daily"));
+  return kExitOk;
+}
+
+int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) {
+  const std::string command = pause ? "queue pause" : "queue resume";
+  const Options o = parse_options(args, command, pause ? std::set<std::string>{"--type", "--pool", "--reason"}
+                                                       : std::set<std::string>{"--type", "--pool"});
+  const QueueName q = queue_name(o, command);
+  db::Pool pool(pool_options(ctx));
+  const bool changed = pool.transact([&](db::Tx& tx) {
+    require_known(tx, q);
+    if (pause) {
+      tx.exec(kPauseQueue, {q.kind, q.name, o.get("--reason")});
+      return true;
+    }
+    return !tx.exec(kResumeQueue, {q.kind, q.name}).empty();
+  });
+  const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
+  if (pause) {
+    ctx.out << what << " paused: its ready jobs wait, running ones finish (`conveyor queue resume "
+            << (q.kind == "job_type" ? "--type " : "--pool ") << q.name << "`)\n";
+  } else {
+    ctx.out << what << (changed ? " resumed\n" : " was not paused\n");
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int system_command(Context& ctx, const std::vector<std::string>& args) { return system_command_impl(ctx, args); }
+
+int queue_command(Context& ctx, const std::vector<std::string>& args) {
+  if (args.empty()) {
+    ctx.err << kQueueUsage;
+    return kExitUsage;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "list" || args[0] == "ls") return queue_list(ctx, rest);
+  if (args[0] == "inspect") return queue_inspect(ctx, rest);
+  if (args[0] == "pause") return queue_pause(ctx, rest, true);
+  if (args[0] == "resume") return queue_pause(ctx, rest, false);
+  ctx.err << "conveyor: unknown queue command '" << args[0] << "'\n" << kQueueUsage;
+  return kExitUsage;
+}
+
+}  // namespace conveyor::cli
