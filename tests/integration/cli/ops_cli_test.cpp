@@ -1,0 +1,373 @@
+// The operator commands of the CLI (`conveyor job|worker|params|system|queue`,
+// DESIGN §6; runbooks 000–003) run as a real process against a migrated
+// database with the shipped job types. No service runs: the CLI must work
+// while they are down, and every assertion reads PostgreSQL afterwards.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "conveyor/testing/testing.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conveyor::testing::RunResult;
+using conveyor::testing::TestDatabase;
+using nlohmann::json;
+
+bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
+
+class OpsCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("ops-cli");
+    fs::create_directories(data_dir_);
+    const auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(data_dir_, ec);
+  }
+  RunResult conveyor(const std::vector<std::string>& args) {
+    std::vector<std::string> argv{CONVEYOR_CLI_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    RunResult r = conveyor::testing::run(argv, {{"CONVEYOR_DATABASE_URL", db_.url()},
+                                                {"CONVEYOR_DATA_DIR", data_dir_.string()}});
+    // Output is stdout and stderr together: drop the warnings about the
+    // harness's own variables (CONVEYOR_TESTENV_DIR is no CLI key).
+    std::string out;
+    std::istringstream lines(r.output);
+    for (std::string l; std::getline(lines, l);) {
+      if (l.rfind("conveyor: warning:", 0) != 0) out += l + "\n";
+    }
+    r.output = out;
+    return r;
+  }
+  json conveyor_json(std::vector<std::string> args) {
+    args.insert(args.begin(), "--json");
+    const auto r = conveyor(args);
+    EXPECT_EQ(r.status, 0) << r.output;
+    return json::parse(r.output);
+  }
+  std::string insert_job(const std::string& type = "sleep", const std::string& params = R"({"seconds": 0})") {
+    return db_.query_value("INSERT INTO conveyor.job (job_type, params) VALUES ('" + type + "', '" + params +
+                           "') RETURNING id");
+  }
+  // Walks a job along the hot path by SQL (the status trigger checks each step).
+  void walk(const std::string& id, const std::vector<std::string>& statuses) {
+    for (const auto& s : statuses) db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + id);
+  }
+  std::string status_of(const std::string& id) {
+    return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id);
+  }
+  std::string insert_worker(const std::string& name, const std::string& status, const std::string& heartbeat_age) {
+    return db_.query_value(
+        "INSERT INTO conveyor.worker (name, host, pid, concurrency, status, last_heartbeat) VALUES ('" + name +
+        "', 'hostA', " + std::to_string(1000 + ++workers_) + ", 4, '" + status + "', now() - interval '" +
+        heartbeat_age + "') RETURNING id");
+  }
+
+  TestDatabase db_;
+  fs::path data_dir_;
+  int workers_ = 0;
+};
+
+// ------------------------------------------------------------------ job
+
+TEST_F(OpsCli, JobSubmitValidatesLikeTheApiAndHonoursTheIdempotencyKey) {
+  auto r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": 2})", "--idempotency-key", "run-1"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "submitted job ")) << r.output;
+  r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": 2})", "--idempotency-key", "run-1"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "already exists with idempotency key 'run-1'")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1");
+  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change WHERE from_status IS NULL"),
+            "conveyor-cli:root");
+
+  r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": "soon"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "params.seconds")) << r.output;
+  r = conveyor({"job", "submit", "no-such-type"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "unknown job type 'no-such-type'")) << r.output;
+  r = conveyor({"job", "submit", "sleep", "--params", "{not json"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--params: not valid JSON")) << r.output;
+  r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": 1})", "--depends-on", "424242"});
+  EXPECT_TRUE(has(r, "depends_on: no such job(s): 424242")) << r.output;
+  r = conveyor({"job", "submit", "sleep", "--priorty", "3"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "unknown option --priorty")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1") << "no refused submission left a job";
+
+  const fs::path params = data_dir_ / "params.json";
+  std::ofstream(params) << R"({"seconds": 5})";
+  const json j = conveyor_json({"job", "submit", "sleep", "--params-file", params.string(), "--priority", "7"});
+  EXPECT_EQ(j.at("priority"), 7);
+  EXPECT_EQ(j.at("params").at("seconds"), 5);
+  EXPECT_EQ(j.at("created"), true);
+}
+
+TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
+  for (int i = 0; i < 5; ++i) insert_job();
+  const std::string failed = insert_job("fail", "{}");
+  walk(failed, {"configured", "ready", "queued", "started", "failed"});
+
+  json page = conveyor_json({"job", "ls", "--size", "2"});
+  EXPECT_EQ(page.at("total"), 6);
+  ASSERT_EQ(page.at("items").size(), 2u);
+  EXPECT_EQ(page.at("items")[0].at("id").get<std::int64_t>(), std::stoll(failed)) << "newest first";
+  page = conveyor_json({"job", "ls", "--status", "failed"});
+  ASSERT_EQ(page.at("items").size(), 1u);
+  EXPECT_EQ(page.at("items")[0].at("job_type"), "fail");
+  page = conveyor_json({"job", "ls", "--type", "sleep", "--page", "2", "--size", "4"});
+  EXPECT_EQ(page.at("total"), 5);
+  EXPECT_EQ(page.at("items").size(), 1u);
+
+  auto r = conveyor({"job", "ls", "--size", "4"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "6 job(s), page 1 of 2")) << r.output;
+  r = conveyor({"job", "ls", "--status", "stuck"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(has(r, "--status: unknown status 'stuck'")) << r.output;
+  r = conveyor({"job", "ls", "--size", "0"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(has(r, "--size: expected an integer from 1 to 500")) << r.output;
+
+  r = conveyor({"job", "inspect", failed});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "Status          : failed")) << r.output;
+  EXPECT_TRUE(has(r, "started      failed")) << r.output;
+  const json j = conveyor_json({"job", "inspect", failed});
+  EXPECT_EQ(j.at("history").size(), 6u);
+  EXPECT_EQ(j.at("history")[5].at("to_status"), "failed");
+}
+
+TEST_F(OpsCli, JobIdsMayBeAUniqueSubstring) {
+  for (int i = 0; i < 12; ++i) insert_job();
+  // 1..12: "0" is only in 10; "12" is an id itself.
+  EXPECT_EQ(conveyor_json({"job", "inspect", "0"}).at("id"), 10);
+  EXPECT_EQ(conveyor_json({"job", "inspect", "12"}).at("id"), 12);
+  for (int i = 0; i < 8; ++i) insert_job();
+  auto r = conveyor({"job", "inspect", "0"});  // 10 and 20 now
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "'0' matches several jobs (20, 10)")) << r.output;
+  r = conveyor({"job", "inspect", "77"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no job id contains '77'")) << r.output;
+  r = conveyor({"job", "inspect", "1;DROP"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "is not a job id")) << r.output;
+}
+
+// Runbook 000 / 003 without SQL: cancel wherever the job is, retry from the
+// right point; one refused job does not hold back the others.
+TEST_F(OpsCli, JobCancelAndRetry) {
+  const std::string waiting = insert_job();
+  const std::string done = insert_job();
+  walk(done, {"configured", "ready", "queued", "started", "processed", "done"});
+  const std::string running = insert_job();
+  const std::string worker = insert_worker("w-live", "active", "0 seconds");
+  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + running);
+  walk(running, {"configured", "ready", "queued", "started"});
+  const std::string errored = insert_job();
+  walk(errored, {"internal_error"});
+
+  auto r = conveyor({"job", "cancel", waiting, done, running, errored});
+  EXPECT_EQ(r.status, 1) << "the done job was refused: " << r.output;
+  EXPECT_TRUE(has(r, "job " + waiting + ": initialized -> canceled")) << r.output;
+  EXPECT_TRUE(has(r, "job cancel " + done + ": ")) << r.output;
+  EXPECT_TRUE(has(r, "job " + running + ": cancel requested")) << r.output;
+  EXPECT_EQ(status_of(waiting), "canceled");
+  EXPECT_EQ(status_of(done), "done") << "a done job stays done";
+  EXPECT_EQ(status_of(running), "started") << "its live worker kills it and records canceled";
+  EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + running), "t");
+  EXPECT_EQ(status_of(errored), "canceled");
+  EXPECT_EQ(db_.query_value("SELECT string_agg(to_status, ' ' ORDER BY id) FROM conveyor.job_status_change "
+                            "WHERE job_id = " + errored),
+            "initialized internal_error error_checked canceled");
+  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + waiting +
+                            " ORDER BY id DESC LIMIT 1"),
+            "conveyor-cli:root");
+
+  r = conveyor({"job", "retry", waiting});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "job " + waiting + ": canceled -> initialized")) << r.output;
+  EXPECT_EQ(status_of(waiting), "initialized");
+  r = conveyor({"job", "retry", done});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(status_of(done), "done");
+  r = conveyor({"job", "cancel"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(has(r, "at least one job ID is required")) << r.output;
+}
+
+TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
+  const std::string id = insert_job();
+  auto r = conveyor({"job", "logs", id});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "it has not run yet")) << r.output;
+
+  const std::string month = db_.query_value("SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
+                                            "FROM conveyor.job WHERE id = " + id);
+  const fs::path dir = data_dir_ / "logs" / month / ("job-" + id);
+  fs::create_directories(dir);
+  std::ofstream(dir / "logs.txt") << "line one\nline two\nline three\n";
+  r = conveyor({"job", "logs", id});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "line one\nline two\nline three\n");
+  r = conveyor({"job", "logs", id, "--tail", "2"});
+  EXPECT_EQ(r.output, "line two\nline three\n");
+}
+
+// ------------------------------------------------------------------ worker
+
+TEST_F(OpsCli, WorkerListPingAndDrain) {
+  insert_worker("w-live", "active", "1 second");
+  insert_worker("w-silent", "active", "1 hour");
+  insert_worker("w-lost", "lost", "1 hour");
+
+  auto r = conveyor({"worker", "list"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "HOST")) << r.output;
+  EXPECT_TRUE(has(r, "w-live")) << r.output;
+  EXPECT_TRUE(has(r, "active (no heartbeat)")) << "w-silent: " << r.output;
+  EXPECT_FALSE(has(r, "w-lost")) << r.output;
+  const json all = conveyor_json({"worker", "list", "--all"});
+  ASSERT_EQ(all.size(), 3u);
+
+  r = conveyor({"worker", "ping", "w-live"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "hostA/1001: OK")) << r.output;
+  r = conveyor({"worker", "ping", "hostA/1002"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "hostA/1002: NOT RESPONDING")) << r.output;
+  r = conveyor({"worker", "ping", "nobody"});
+  EXPECT_EQ(r.status, 1) << r.output;
+
+  r = conveyor({"worker", "drain", "w-live"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-live'"), "draining");
+  r = conveyor({"worker", "drain", "w-lost"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "is lost, not active")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-lost'"), "lost");
+}
+
+// ------------------------------------------------------------------ params
+
+TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
+  const std::string before = db_.query_value("SELECT count(*) FROM conveyor.system_parameters_history");
+  auto r = conveyor({"params", "set", "max_number_of_worker_instances=3", "job_types_list=[\"sleep\",\"fail\"]",
+                     "publication_endpoint_url=http://127.0.0.1:9/hook"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "max_number_of_worker_instances: 4 -> 3")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT max_number_of_worker_instances || ' ' || array_to_string(job_types_list, ',') "
+                            "|| ' ' || publication_endpoint_url FROM conveyor.system_parameters"),
+            "3 sleep,fail http://127.0.0.1:9/hook");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.system_parameters_history"),
+            std::to_string(std::stoi(before) + 1))
+      << "one change, one history row";
+  EXPECT_EQ(db_.query_value("SELECT changed_by FROM conveyor.system_parameters_history ORDER BY id DESC LIMIT 1"),
+            "conveyor-cli:root");
+  EXPECT_EQ(conveyor_json({"params", "get", "job_types_list"}), json::parse(R"(["sleep","fail"])"));
+
+  // min > max is refused as a whole: max stays 3 although it came first.
+  r = conveyor({"params", "set", "max_number_of_worker_instances=2", "min_number_of_worker_instances=5"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "min_number_of_worker_instances")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT max_number_of_worker_instances FROM conveyor.system_parameters"), "3");
+  r = conveyor({"params", "set", "worker_concurrency=many"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "worker_concurrency: expected an integer")) << r.output;
+  r = conveyor({"params", "set", "max_workers=3"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "max_workers: not a system parameter")) << r.output;
+
+  const json all = conveyor_json({"params", "list"});
+  EXPECT_EQ(all.at("max_number_of_worker_instances"), 3);
+  EXPECT_TRUE(all.contains("stall_queued_s"));
+}
+
+// ------------------------------------------------------------------ system
+
+// Runbook 003 "pausing new jobs": takes effect at once, persists, and the
+// reason reaches whoever submits.
+TEST_F(OpsCli, SystemPauseRefusesSubmissionsWithTheReasonAndUnpauseAcceptsAgain) {
+  auto r = conveyor({"system", "pause", "--reason", "planned maintenance 22:00"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs::text || ' ' || not_accepting_reason "
+                            "FROM conveyor.system_parameters"),
+            "false planned maintenance 22:00");
+  r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": 1})"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "not accepting new jobs: planned maintenance 22:00")) << r.output;
+  r = conveyor({"system", "status"});
+  EXPECT_TRUE(has(r, "accepting new jobs : NO (planned maintenance 22:00)")) << r.output;
+
+  r = conveyor({"system", "unpause"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs FROM conveyor.system_parameters"), "t");
+  r = conveyor({"job", "submit", "sleep", "--params", R"({"seconds": 1})"});
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
+  insert_job();
+  insert_job();
+  walk(insert_job("fail", "{}"), {"internal_error"});
+  insert_worker("w1", "active", "0 seconds");
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+           "('c1', 'conveyor-creation', now()), ('c2', 'conveyor-creation', now() - interval '1 hour')");
+  const json s = conveyor_json({"system", "status"});
+  EXPECT_EQ(s.at("jobs").at("initialized"), 2);
+  EXPECT_EQ(s.at("jobs").at("internal_error"), 1);
+  EXPECT_EQ(s.at("workers").at("active").at("count"), 1);
+  EXPECT_EQ(s.at("workers").at("active").at("capacity"), 4);
+  EXPECT_EQ(s.at("services").at("conveyor-creation").at("up"), 1);
+  EXPECT_EQ(s.at("services").at("conveyor-creation").at("down"), 1) << "stale heartbeat shows down";
+  EXPECT_GT(s.at("outbox").at("unsent").get<int>(), 0) << "no relay runs: the events wait";
+  const auto r = conveyor({"system", "status"});
+  EXPECT_TRUE(has(r, "conveyor-creation 1 up (1 DOWN)")) << r.output;
+}
+
+// ------------------------------------------------------------------ queue
+
+TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
+  const std::string ready = insert_job();
+  walk(ready, {"configured", "ready"});
+  auto r = conveyor({"queue", "pause", "--type", "sleep", "--reason", "bad input data"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT paused::text || ' ' || reason || ' ' || paused_by FROM conveyor.queue_state "
+                            "WHERE kind = 'job_type' AND name = 'sleep'"),
+            "true bad input data conveyor-cli:root");
+  r = conveyor({"queue", "list"});
+  EXPECT_TRUE(has(r, "yes (bad input data)")) << r.output;
+  const json q = conveyor_json({"queue", "inspect", "--type", "sleep"});
+  EXPECT_EQ(q.at("paused"), true);
+  EXPECT_EQ(q.at("ready"), 1);
+  r = conveyor({"queue", "inspect", "--pool", "default"});
+  EXPECT_TRUE(has(r, "Ready               : 1")) << r.output;
+
+  r = conveyor({"queue", "pause", "--type", "slep"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no job type named 'slep'")) << r.output;
+  r = conveyor({"queue", "pause", "--type", "sleep", "--pool", "default"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "exactly one of --type")) << r.output;
+
+  r = conveyor({"queue", "resume", "--type", "sleep"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "job type sleep resumed")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"),
+            "f");
+  r = conveyor({"queue", "resume", "--type", "sleep"});
+  EXPECT_TRUE(has(r, "was not paused")) << r.output;
+}
+
+}  // namespace
