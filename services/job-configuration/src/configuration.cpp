@@ -7,6 +7,7 @@
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/model/job.hpp"
 
 namespace conveyor::configuration {
 namespace {
@@ -103,7 +104,7 @@ std::string join(const std::vector<std::string>& items) {
 }  // namespace
 
 std::string output_dir(const std::filesystem::path& data_dir, std::int64_t job_id) {
-  return (data_dir / "outputs" / ("job-" + std::to_string(job_id))).string() + "/";
+  return model::job_output_dir(data_dir, job_id).string() + "/";
 }
 
 std::string image_with_tag(const std::string& image, const std::string& tag) {

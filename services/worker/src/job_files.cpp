@@ -19,7 +19,7 @@ fs::path log_dir(const fs::path& data_dir, const std::string& month, std::int64_
 }
 
 fs::path output_dir(const fs::path& data_dir, std::int64_t job_id) {
-  return data_dir / "outputs" / ("job-" + std::to_string(job_id));
+  return model::job_output_dir(data_dir, job_id);
 }
 
 std::string rfc3339_ms(std::chrono::system_clock::time_point t) {

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "conveyor/bus/cloudevent.hpp"
+#include "conveyor/bus/kafka.hpp"
 #include "conveyor/testing/testing.hpp"
 
 namespace {
@@ -225,6 +227,119 @@ TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
   EXPECT_EQ(r.output, "line two\nline three\n");
 }
 
+// Runbook 001's update_jobs_status: stuck jobs put back through the status
+// machine, each step in the history.
+TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {
+  const std::string stuck = insert_job();
+  walk(stuck, {"external_error"});
+  db_.exec("UPDATE conveyor.job SET error_subtype = 'sink', error_message = 'webhook 503' WHERE id = " + stuck);
+  auto r = conveyor({"job", "set-status", stuck, "--to", "error_checked,ready"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "job " + stuck + ": external_error -> error_checked -> ready")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT status || ' ' || coalesce(error_subtype, '-') FROM conveyor.job WHERE id = " +
+                            stuck),
+            "ready -") << "the error is history now";
+  EXPECT_EQ(db_.query_value("SELECT string_agg(to_status || ':' || actor, ' ' ORDER BY id) FROM "
+                            "conveyor.job_status_change WHERE job_id = " + stuck + " AND id > (SELECT min(id) "
+                            "FROM conveyor.job_status_change WHERE job_id = " + stuck + " AND to_status = "
+                            "'external_error')"),
+            "error_checked:conveyor-cli:root ready:conveyor-cli:root");
+
+  const std::string done = insert_job();
+  walk(done, {"configured", "ready", "queued", "started", "processed", "done"});
+  r = conveyor({"job", "set-status", done, "--to", "ready"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "done -> ready is not allowed by the status machine")) << r.output;
+  // The path is checked whole before anything is written.
+  r = conveyor({"job", "set-status", stuck, "--to", "queued,done"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(status_of(stuck), "ready");
+  r = conveyor({"job", "set-status", stuck, "--to", "readyy"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--to: unknown status 'readyy'")) << r.output;
+}
+
+TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
+  std::vector<std::string> errored;
+  for (int i = 0; i < 4; ++i) {
+    errored.push_back(insert_job());
+    walk(errored.back(), {"internal_error"});
+  }
+  const std::string other_type = insert_job("fail", "{}");
+  walk(other_type, {"internal_error"});
+  const std::string other_status = insert_job();
+
+  auto r = conveyor({"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "4 job(s) match (internal_error -> error_checked -> ready)")) << r.output;
+  EXPECT_TRUE(has(r, "dry run: nothing changed")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'internal_error'"), "5");
+
+  r = conveyor({"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready",
+                "--apply"});
+  EXPECT_EQ(r.status, 1) << "no terminal: refuses without --yes: " << r.output;
+  EXPECT_TRUE(has(r, "refusing to change 4 job(s)")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'internal_error'"), "5");
+
+  r = conveyor({"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready",
+                "--apply", "--yes", "--limit", "3"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "only the oldest 3 would change")) << r.output;
+  EXPECT_TRUE(has(r, "changed 3 job(s)")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT string_agg(id::text, ',' ORDER BY id) FROM conveyor.job WHERE status = 'ready'"),
+            errored[0] + "," + errored[1] + "," + errored[2]);
+  EXPECT_EQ(status_of(errored[3]), "internal_error");
+  EXPECT_EQ(status_of(other_type), "internal_error");
+  EXPECT_EQ(status_of(other_status), "initialized");
+
+  r = conveyor({"job", "patch", "--status", "internal_error", "--since", "2000-01-01T00:00:00Z", "--until",
+                "2999-01-01T00:00:00Z", "--to", "error_checked,canceled", "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "changed 2 job(s): internal_error -> error_checked -> canceled")) << r.output;
+  r = conveyor({"job", "patch", "--status", "canceled", "--until", "2000-01-01T00:00:00Z", "--to", "initialized"});
+  EXPECT_TRUE(has(r, "0 job(s) match")) << "--until bounds created_at: " << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'canceled'"), "2");
+
+  r = conveyor({"job", "patch", "--status", "done", "--to", "ready"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "done -> ready is not allowed")) << r.output;
+  r = conveyor({"job", "patch", "--to", "ready"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--status is required")) << r.output;
+}
+
+// Runbook 003's kill_job --cleanup: idempotent, outputs removed only once
+// nothing runs the job, logs kept.
+TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
+  const std::string running = insert_job();
+  const std::string worker = insert_worker("w-live", "active", "0 seconds");
+  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + running);
+  walk(running, {"configured", "ready", "queued", "started"});
+  const fs::path outputs = data_dir_ / "outputs" / ("job-" + running);
+  fs::create_directories(outputs);
+  std::ofstream(outputs / "product.tif") << "partial";
+
+  auto r = conveyor({"job", "kill", running, "--cleanup"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "outputs kept while it runs")) << r.output;
+  EXPECT_TRUE(fs::exists(outputs / "product.tif"));
+  EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + running), "t");
+
+  walk(running, {"canceled"});  // what its worker records once the process group is gone
+  r = conveyor({"job", "kill", running, "--cleanup"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "removed " + outputs.string())) << r.output;
+  EXPECT_FALSE(fs::exists(outputs));
+  r = conveyor({"job", "kill", running, "--cleanup"});
+  EXPECT_EQ(r.status, 0) << "idempotent: " << r.output;
+  EXPECT_TRUE(has(r, "no outputs to remove")) << r.output;
+
+  const std::string waiting = insert_job();
+  r = conveyor({"job", "kill", waiting});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(status_of(waiting), "canceled") << "a job that has not started never will";
+}
+
 // ------------------------------------------------------------------ worker
 
 TEST_F(OpsCli, WorkerListPingAndDrain) {
@@ -336,6 +451,40 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   EXPECT_TRUE(has(r, "conveyor-creation 1 up (1 DOWN)")) << r.output;
 }
 
+// Runbook 003 "preparing for reboot": refused while workers heartbeat; once
+// they are stopped, running and queued jobs go back to ready with their
+// attempt unchanged, as if they had not started.
+TEST_F(OpsCli, PrepareForRebootRequeuesRunningJobsOnceTheWorkersAreStopped) {
+  const std::string worker = insert_worker("w-live", "active", "0 seconds");
+  const std::string started = insert_job();
+  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + started);
+  walk(started, {"configured", "ready", "queued", "started"});
+  const std::string queued = insert_job();
+  walk(queued, {"configured", "ready", "queued"});
+  const std::string cancel_asked = insert_job();
+  walk(cancel_asked, {"configured", "ready", "queued", "started"});
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + cancel_asked);
+  const std::string untouched = insert_job();
+
+  auto r = conveyor({"system", "prepare-for-reboot", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "1 worker(s) still heartbeat (w-live)")) << r.output;
+  EXPECT_EQ(status_of(started), "started");
+
+  db_.exec("UPDATE conveyor.worker SET last_heartbeat = now() - interval '1 hour'");  // the pool was stopped
+  r = conveyor({"system", "prepare-for-reboot", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "2 job(s) back to ready, 1 canceled")) << r.output;
+  EXPECT_EQ(status_of(started), "ready");
+  EXPECT_EQ(status_of(queued), "ready");
+  EXPECT_EQ(status_of(cancel_asked), "canceled");
+  EXPECT_EQ(status_of(untouched), "initialized");
+  EXPECT_EQ(db_.query_value("SELECT attempt::text || ' ' || coalesce(worker_id::text, '-') FROM conveyor.job "
+                            "WHERE id = " + started),
+            "0 -") << "as if it had not run";
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE id = " + worker), "stopped");
+}
+
 // ------------------------------------------------------------------ queue
 
 TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
@@ -368,6 +517,51 @@ TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
             "f");
   r = conveyor({"queue", "resume", "--type", "sleep"});
   EXPECT_TRUE(has(r, "was not paused")) << r.output;
+}
+
+// ------------------------------------------------------------------ events
+
+// `events tail` against a real devbroker: what any Kafka client reads, one
+// line per event; a malformed message is skipped with a note, not fatal.
+TEST(EventsCli, TailPrintsTheJobEventsFromTheBeginningAndFiltersByJob) {
+  conveyor::testing::Broker broker;
+  const std::string prefix = conveyor::testing::unique_name("tail");
+  const std::string topic = conveyor::bus::topic_name(prefix, conveyor::bus::kJobsTopic);
+  std::vector<conveyor::bus::Message> messages;
+  for (int job = 7; job <= 9; ++job) {
+    conveyor::bus::CloudEvent e;
+    e.id = "evt-" + std::to_string(job);
+    e.source = "/conveyor/test";
+    e.type = "io.conveyor.job.done";
+    e.subject = std::to_string(job);
+    e.time = "2026-12-01T10:00:00Z";
+    e.data = {{"job_id", job}, {"from_status", "processed"}, {"to_status", "done"}, {"actor", "tester"}};
+    messages.push_back({topic, e.subject, conveyor::bus::encode(e)});
+    if (job == 7) messages.push_back({topic, "x", "not a cloud event"});
+  }
+  conveyor::bus::Producer producer({.brokers = broker.bootstrap()});
+  for (const bool acked : producer.send_batch(messages, std::chrono::seconds(20))) ASSERT_TRUE(acked);
+
+  const std::map<std::string, std::string> env{{"CONVEYOR_KAFKA_BROKERS", broker.bootstrap()},
+                                               {"CONVEYOR_TOPIC_PREFIX", prefix}};
+  auto r = conveyor::testing::run({CONVEYOR_CLI_PATH, "events", "tail", "--topic", "jobs", "--from-beginning",
+                                   "--count", "3", "--for", "60"},
+                                  env);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "2026-12-01T10:00:00Z io.conveyor.job.done job 7 processed -> done (tester)")) << r.output;
+  EXPECT_TRUE(has(r, "job 9 processed -> done")) << r.output;
+  EXPECT_TRUE(has(r, "skipping a malformed message at " + topic)) << r.output;
+
+  r = conveyor::testing::run({CONVEYOR_CLI_PATH, "--json", "events", "tail", "--from-beginning", "--job", "8",
+                              "--count", "1", "--for", "60"},
+                             env);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, R"("subject":"8")")) << r.output;
+  EXPECT_FALSE(has(r, R"("subject":"7")")) << r.output;
+
+  r = conveyor::testing::run({CONVEYOR_CLI_PATH, "events", "tail", "--topic", "job"}, env);
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--topic: expected jobs, parameters, control or all")) << r.output;
 }
 
 }  // namespace

@@ -39,6 +39,10 @@ commands:
   job cancel ID...    stop jobs wherever they are (canceled_at = now())
   job retry ID...     run failed, errored or canceled jobs again from the right point
   job logs ID [--tail N]   the job's logs.txt (stdout and stderr of every attempt)
+  job kill ID... [--cleanup]   cancel; --cleanup also removes its outputs once it no longer runs
+  job set-status ID... --to S[,S...]   move jobs through the status machine (e.g. error_checked,ready)
+  job patch --status S [--type T] [--since T] [--until T] --to S[,S...] [--apply] [--yes]
+                bulk status change: a dry run showing the count unless --apply
   worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
   worker ping NAME    OK when the worker heartbeats, exit 1 when it does not
   worker drain NAME   the worker takes no new job and exits once idle
@@ -48,10 +52,13 @@ commands:
   system status       accepting jobs or not, jobs by status, workers, services, outbox
   system pause [--reason TEXT]   stop accepting new jobs (running jobs go on)
   system unpause      accept new jobs again
+  system prepare-for-reboot [--force] [--yes]   after stopping the workers: started and queued jobs back to ready
   queue list          pools and job types: ready, queued, started, paused
   queue inspect (--type T | --pool P)   one queue in detail
   queue pause (--type T | --pool P) [--reason TEXT]   admission holds its ready jobs
   queue resume (--type T | --pool P)
+  events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
+                the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS)
   version       print the version
 
 Job ids may be given as a unique substring of the id.
@@ -207,6 +214,7 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     if (args[0] == "params") return params_command(ctx, rest);
     if (args[0] == "system") return system_command(ctx, rest);
     if (args[0] == "queue") return queue_command(ctx, rest);
+    if (args[0] == "events") return events_command(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
   } catch (const Error& e) {

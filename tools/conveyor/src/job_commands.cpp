@@ -34,6 +34,10 @@ constexpr const char* kJobUsage =
     "       conveyor job cancel ID...\n"
     "       conveyor job retry ID...\n"
     "       conveyor job logs ID [--tail N]\n"
+    "       conveyor job kill ID... [--cleanup]\n"
+    "       conveyor job set-status ID... --to STATUS[,STATUS...]\n"
+    "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] --to STATUS[,STATUS...]\n"
+    "                          [--limit N] [--apply] [--yes]\n"
     "IDs may be unique substrings of job ids.\n";
 
 constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
@@ -42,6 +46,20 @@ constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyo
 constexpr db::Statement kJobIdsContaining{
     "cli_job_ids_containing",
     "SELECT id FROM conveyor.job WHERE id::text LIKE '%' || $1 || '%' ORDER BY id DESC LIMIT 6"};
+// `job patch` selects by status, type and creation time, oldest first. The
+// apply locks each job and changes it only if it is still in that status.
+constexpr db::Statement kPatchCandidates{
+    "cli_job_patch_candidates",
+    "SELECT id FROM conveyor.job WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "
+    "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "
+    "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) "
+    "ORDER BY id LIMIT $5"};
+constexpr db::Statement kPatchCount{
+    "cli_job_patch_count",
+    "SELECT count(*) FROM conveyor.job WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "
+    "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "
+    "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz)"};
+
 constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyor.worker WHERE id = $1"};
 
 // "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00"
@@ -79,18 +97,21 @@ std::vector<std::string> need_ids(const Options& o, const std::string& command) 
   return o.positional;
 }
 
+model::JobStatus status_option(const std::string& option, const std::string& value) {
+  const auto st = model::parse_status(value);
+  if (!st) {
+    std::string known;
+    for (const auto s : model::kAllStatuses) known += (known.empty() ? "" : ", ") + std::string(model::to_string(s));
+    throw FieldError(option, option + ": unknown status '" + value + "' (one of " + known + ")");
+  }
+  return *st;
+}
+
 int ls(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job ls", {"--status", "--type", "--page", "--size"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "job ls: unexpected argument '" + o.positional[0] + "'");
   model::JobQuery q;
-  if (const auto s = o.get("--status")) {
-    q.status = model::parse_status(*s);
-    if (!q.status) {
-      std::string known;
-      for (const auto st : model::kAllStatuses) known += (known.empty() ? "" : ", ") + std::string(model::to_string(st));
-      throw FieldError("--status", "--status: unknown status '" + *s + "' (one of " + known + ")");
-    }
-  }
+  if (const auto s = o.get("--status")) q.status = status_option("--status", *s);
   q.job_type = o.get("--type");
   q.page = int_option(o, "--page", 1, 1, 1'000'000'000);
   q.size = int_option(o, "--size", model::kDefaultPageSize, 1, model::kMaxPageSize);
@@ -185,6 +206,22 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   }
   print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
   return kExitOk;
+}
+
+// "error_checked,ready" -> the path of an operator's status change.
+std::vector<model::JobStatus> status_path(const Options& o) {
+  const auto to = o.get("--to");
+  if (!to || to->empty()) throw FieldError("--to", "--to STATUS[,STATUS...] is required");
+  std::vector<model::JobStatus> path;
+  std::stringstream ss(*to);
+  for (std::string item; std::getline(ss, item, ',');) path.push_back(status_option("--to", item));
+  return path;
+}
+
+std::string path_text(const std::vector<model::JobStatus>& path) {
+  std::string t;
+  for (const auto s : path) t += " -> " + std::string(model::to_string(s));
+  return t;
 }
 
 json read_params(const Options& o) {
@@ -344,6 +381,116 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Runbook 003's kill_job: stop it (or keep it from starting); --cleanup
+// removes its outputs once nothing runs it. Idempotent: run it again later
+// with --cleanup. Logs stay: they are the record of what happened.
+int kill(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job kill", {}, {"--cleanup"});
+  const fs::path data_dir = ctx.config.get_string("CONVEYOR_DATA_DIR");
+  const bool cleanup = o.has("--cleanup");
+  return each_job(ctx, need_ids(o, "kill"), "kill", [&](db::Tx& tx, model::JobId id) {
+    const model::Job before = model::get_job(tx, id);
+    std::string n = "job " + std::to_string(id.value());
+    json out;
+    if (before.status == model::JobStatus::done) {
+      out = before.to_json();
+      out["text"] = n + ": done, nothing to kill";
+    } else {
+      const model::CancelResult r = model::cancel_job(tx, id);
+      out = r.job.to_json();
+      out["text"] = n + (r.completed ? ": " + std::string(model::to_string(before.status)) + " -> canceled"
+                                     : ": killing it (its worker stops the process group)");
+      if (cleanup && !r.completed) {
+        out["text"] = out["text"].get<std::string>() + "; outputs kept while it runs: run again with --cleanup";
+      }
+    }
+    const bool running = out.value("status", "") == "started";
+    if (cleanup && !running) {
+      std::error_code ec;
+      const fs::path dir = model::job_output_dir(data_dir, id.value());
+      const auto removed = fs::remove_all(dir, ec);
+      if (ec) throw Error(errc::unavailable, n + ": could not remove " + dir.string() + ": " + ec.message());
+      out["cleaned"] = removed > 0;
+      out["text"] = out["text"].get<std::string>() +
+                    (removed > 0 ? "; removed " + dir.string() : "; no outputs to remove");
+    }
+    return out;
+  });
+}
+
+int set_status(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job set-status", {"--to"});
+  const auto path = status_path(o);
+  return each_job(ctx, need_ids(o, "set-status"), "set-status", [&](db::Tx& tx, model::JobId id) {
+    const model::JobStatus before = model::get_job(tx, id).status;
+    json out = model::set_status(tx, id, path).to_json();
+    out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + path_text(path);
+    return out;
+  });
+}
+
+// Runbook 001's update_jobs_status in bulk, the safe way: a dry run by
+// default showing the count; --apply asks (or --yes), then changes exactly
+// the jobs counted, in one transaction, each through the status machine.
+int patch(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job patch", {"--status", "--type", "--since", "--until", "--to", "--limit"},
+                                  {"--apply", "--yes"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
+  const auto status = o.get("--status");
+  if (!status) throw FieldError("--status", "job patch: --status is required (the status the jobs are in now)");
+  const model::JobStatus from = status_option("--status", *status);
+  const auto path = status_path(o);
+  const std::int64_t limit = int_option(o, "--limit", 10'000, 1, 1'000'000);
+  // Checked before counting, so a typo in --to never shows a count for nothing.
+  model::JobStatus at = from;
+  for (const auto to : path) {
+    if (!model::is_valid_transition(at, to)) {
+      throw Error(errc::invalid_transition, std::string(model::to_string(at)) + " -> " +
+                                                std::string(model::to_string(to)) + " is not allowed by the status machine");
+    }
+    at = to;
+  }
+  const std::vector<db::Param> filter{std::string(model::to_string(from)), o.get("--type"), o.get("--since"),
+                                      o.get("--until")};
+  db::Pool pool(pool_options(ctx));
+  auto select = [&](db::Tx& tx) {
+    std::vector<db::Param> p = filter;
+    p.emplace_back(limit);
+    std::vector<std::int64_t> ids;
+    for (const db::Row r : tx.exec(kPatchCandidates, p)) ids.push_back(r[0].as_int());
+    return std::pair{ids, tx.exec(kPatchCount, filter)[0][0].as_int()};
+  };
+  const auto [ids, total] = pool.transact(select);
+  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+  const std::string what = std::string(model::to_string(from)) + path_text(path);
+  std::string sample;
+  for (std::size_t i = 0; i < ids.size() && i < 10; ++i) sample += (i ? ", " : "") + std::to_string(ids[i]);
+  talk << total << " job(s) match (" << what << ")" << (ids.empty() ? "" : ": " + sample + (ids.size() > 10 ? ", ..." : ""))
+       << "\n";
+  if (total > static_cast<std::int64_t>(ids.size())) {
+    talk << "only the oldest " << ids.size() << " would change (--limit " << limit << ")\n";
+  }
+  if (ids.empty() || !o.has("--apply")) {
+    if (ctx.json) ctx.out << json{{"matched", total}, {"ids", ids}, {"applied", false}}.dump() << "\n";
+    if (!ids.empty()) talk << "dry run: nothing changed; add --apply to change them\n";
+    return kExitOk;
+  }
+  if (!o.has("--yes") && !confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?")) {
+    talk << "not applied: nothing changed\n";
+    return kExitFailed;
+  }
+  try {
+    pool.transact([&](db::Tx& tx) {
+      for (const auto id : ids) model::set_status(tx, model::JobId(id), path, from);
+    });
+  } catch (const Error& e) {
+    throw Error(e.code(), "nothing changed: " + std::string(e.what()) + "; run the patch again to see the count now");
+  }
+  if (ctx.json) ctx.out << json{{"matched", total}, {"ids", ids}, {"applied", true}}.dump() << "\n";
+  talk << "changed " << ids.size() << " job(s): " << what << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int job_command(Context& ctx, const std::vector<std::string>& args) {
@@ -353,6 +500,9 @@ int job_command(Context& ctx, const std::vector<std::string>& args) {
   }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "ls" || args[0] == "list") return ls(ctx, rest);
+  if (args[0] == "kill") return kill(ctx, rest);
+  if (args[0] == "set-status") return set_status(ctx, rest);
+  if (args[0] == "patch") return patch(ctx, rest);
   if (args[0] == "inspect" || args[0] == "show") return inspect(ctx, rest);
   if (args[0] == "submit") return submit(ctx, rest);
   if (args[0] == "cancel") return cancel(ctx, rest);

@@ -7,12 +7,14 @@
 //     admission (conveyor-execution) honours: ready jobs of it wait, running
 //     ones finish (runbook 002 "pause & resume queues").
 #include <ostream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/system_parameters.hpp"
+#include "conveyor/model/worker.hpp"
 
 namespace conveyor::cli {
 
@@ -23,7 +25,9 @@ using nlohmann::json;
 constexpr const char* kSystemUsage =
     "usage: conveyor system status\n"
     "       conveyor system pause [--reason TEXT]   stop accepting new jobs\n"
-    "       conveyor system unpause                 accept new jobs again\n";
+    "       conveyor system unpause                 accept new jobs again\n"
+    "       conveyor system prepare-for-reboot [--force] [--yes]\n"
+    "                 after stopping the workers: running and queued jobs back to ready\n";
 
 constexpr const char* kQueueUsage =
     "usage: conveyor queue list\n"
@@ -54,6 +58,17 @@ constexpr db::Statement kOutbox{
     "cli_system_outbox",
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
     "FROM conveyor.outbox WHERE sent_at IS NULL"};
+
+constexpr db::Statement kLiveWorkers{
+    "cli_system_live_workers",
+    "SELECT w.name FROM conveyor.worker w, conveyor.system_parameters p "
+    "WHERE w.status IN ('active', 'draining') "
+    "  AND w.last_heartbeat > now() - make_interval(secs => p.worker_heartbeat_timeout_s) ORDER BY w.name"};
+
+constexpr db::Statement kRunningJobs{
+    "cli_system_running_jobs",
+    "SELECT count(*) FILTER (WHERE status = 'started'), count(*) FILTER (WHERE status = 'queued') "
+    "FROM conveyor.job WHERE status IN ('started', 'queued')"};
 
 constexpr db::Statement kPausedQueues{
     "cli_system_paused_queues",
@@ -227,6 +242,42 @@ int set_accepting(Context& ctx, const std::vector<std::string>& args, bool accep
   return kExitOk;
 }
 
+// Runbook 003: stop the workers (the worker pool drains or stops them), then
+// this; after the reboot the jobs run again as if they had not started.
+int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system prepare-for-reboot", {}, {"--force", "--yes"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "system prepare-for-reboot: unexpected argument '" + o.positional[0] + "'");
+  db::Pool pool(pool_options(ctx));
+  const auto [live, started, queued] = pool.transact([](db::Tx& tx) {
+    std::vector<std::string> names;
+    for (const db::Row r : tx.exec(kLiveWorkers)) names.push_back(r[0].as_string());
+    const db::Result counts = tx.exec(kRunningJobs);
+    return std::tuple{names, counts[0][0].as_int(), counts[0][1].as_int()};
+  });
+  if (!live.empty() && !o.has("--force")) {
+    std::string names;
+    for (std::size_t i = 0; i < live.size() && i < 10; ++i) names += (i ? ", " : "") + live[i];
+    ctx.err << "conveyor: " << live.size() << " worker(s) still heartbeat (" << names
+            << "): stop the worker pool first (`tools/dev down`, or stop conveyor-workerpool), or pass --force "
+               "to requeue their jobs anyway (they stop them)\n";
+    return kExitFailed;
+  }
+  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+  talk << started << " started and " << queued << " queued job(s) go back to ready; worker rows become stopped\n";
+  if (!o.has("--yes") && !confirm(ctx, talk, "prepare for reboot?")) {
+    talk << "not done: nothing changed\n";
+    return kExitFailed;
+  }
+  const model::RebootPreparation r = pool.transact([](db::Tx& tx) { return model::prepare_for_reboot(tx); });
+  if (ctx.json) {
+    ctx.out << json{{"requeued", r.requeued}, {"canceled", r.canceled}, {"stopped_workers", r.stopped_workers}}.dump()
+            << "\n";
+  }
+  talk << "ready for reboot: " << r.requeued << " job(s) back to ready, " << r.canceled << " canceled (cancel was asked), "
+       << r.stopped_workers.size() << " worker row(s) stopped; start the system again after the reboot\n";
+  return kExitOk;
+}
+
 int system_command_impl(Context& ctx, const std::vector<std::string>& args) {
   if (args.empty()) {
     ctx.err << kSystemUsage;
@@ -236,6 +287,7 @@ int system_command_impl(Context& ctx, const std::vector<std::string>& args) {
   if (args[0] == "status") return status(ctx, rest);
   if (args[0] == "pause") return set_accepting(ctx, rest, false);
   if (args[0] == "unpause") return set_accepting(ctx, rest, true);
+  if (args[0] == "prepare-for-reboot") return prepare_for_reboot(ctx, rest);
   ctx.err << "conveyor: unknown system command '" << args[0] << "'\n" << kSystemUsage;
   return kExitUsage;
 }

@@ -147,6 +147,10 @@ std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const s
   return data_dir / "logs" / month / ("job-" + std::to_string(job_id));
 }
 
+std::filesystem::path job_output_dir(const std::filesystem::path& data_dir, std::int64_t job_id) {
+  return data_dir / "outputs" / ("job-" + std::to_string(job_id));
+}
+
 std::string job_log_month(const Job& job) { return job.created_at.substr(0, 7); }
 
 }  // namespace conveyor::model

@@ -42,6 +42,15 @@ constexpr db::Statement kProcessedInCurrentRun{
     "(SELECT max(s.id) FROM conveyor.job_status_change s "
     "WHERE s.job_id = $1 AND s.to_status = 'initialized'), 0))"};
 
+// An operator's step out of error_checked or canceled: the error is
+// history, and canceled_at would make every stage skip the job.
+constexpr db::Statement kOperatorMove{
+    "model_job_control_operator_move",
+    "UPDATE conveyor.job SET status = $3, error_subtype = NULL, error_message = NULL, "
+    "  canceled_at = CASE WHEN $3 = 'canceled' THEN canceled_at ELSE NULL END, "
+    "  not_before = CASE WHEN $3 = 'ready' THEN NULL ELSE not_before END "
+    "WHERE id = $1 AND status = $2"};
+
 std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
 
 struct Locked {
@@ -154,6 +163,35 @@ Job retry_job(db::Tx& tx, JobId id) {
       throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) +
                                       ": only failed, internal_error, external_error or canceled "
                                       "jobs can be retried");
+  }
+  return must_load(tx, id);
+}
+
+Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path, std::optional<JobStatus> expected) {
+  if (path.empty()) throw FieldError("status", "no status to move " + job_name(id) + " to");
+  JobStatus status = must_lock(tx, id).status;
+  if (expected && status != *expected) {
+    throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) + " now, not " +
+                                    std::string(to_string(*expected)) + ": left alone");
+  }
+  JobStatus from = status;
+  for (const JobStatus to : path) {  // the whole path is checked before anything is written
+    if (!is_valid_transition(from, to)) {
+      throw Error(errc::invalid_transition, job_name(id) + ": " + std::string(to_string(from)) + " -> " +
+                                                std::string(to_string(to)) + " is not allowed by the status machine");
+    }
+    from = to;
+  }
+  for (const JobStatus to : path) {
+    const std::string f(to_string(status)), t(to_string(to));
+    if (to == JobStatus::initialized) {
+      check_affected(tx.exec(kRestart, {id.value(), f}), id, "restart at initialized");
+    } else if (status == JobStatus::error_checked || status == JobStatus::canceled) {
+      check_affected(tx.exec(kOperatorMove, {id.value(), f, t}), id, ("move to " + t).c_str());
+    } else {
+      move(tx, id, status, to);
+    }
+    status = to;
   }
   return must_load(tx, id);
 }

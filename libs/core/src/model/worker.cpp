@@ -33,7 +33,29 @@ constexpr db::Statement kRecoverJobs{
     "WHERE j.id = victim.id AND j.status = 'started' "
     "RETURNING j.status"};
 
+constexpr db::Statement kStopWorkers{
+    "model_reboot_stop_workers",
+    "UPDATE conveyor.worker SET status = 'stopped', stopped_at = now(), running = 0 "
+    "WHERE status IN ('active', 'draining') RETURNING name"};
+
+constexpr db::Statement kRequeueForReboot{
+    "model_reboot_requeue_jobs",
+    "UPDATE conveyor.job SET "
+    "  status = CASE WHEN canceled_at IS NOT NULL THEN 'canceled' ELSE 'ready' END, "
+    "  worker_id = NULL, not_before = NULL "
+    "WHERE status IN ('started', 'queued') RETURNING status"};
+
 }  // namespace
+
+RebootPreparation prepare_for_reboot(db::Tx& tx) {
+  RebootPreparation out;
+  for (const db::Row r : tx.exec(kStopWorkers)) out.stopped_workers.push_back(r[0].as_string());
+  for (const db::Row r : tx.exec(kRequeueForReboot)) {
+    if (r[0].as_string() == "canceled") ++out.canceled;
+    else ++out.requeued;
+  }
+  return out;
+}
 
 ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit) {
   ReapResult out;

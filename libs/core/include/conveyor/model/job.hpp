@@ -69,6 +69,9 @@ std::vector<StatusChange> load_history(db::Tx& tx, JobId id);
 // writes to one folder. Written by the worker, read by `conveyor job logs`.
 std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const std::string& month,
                                   std::int64_t job_id);
+// <data_dir>/outputs/job-<id>/: the files a job wrote (`{outputs}`), the
+// inputs of its downstream jobs. `conveyor job kill --cleanup` removes it.
+std::filesystem::path job_output_dir(const std::filesystem::path& data_dir, std::int64_t job_id);
 // The month of job_log_dir for a job: "2026-11" of its created_at.
 std::string job_log_month(const Job& job);
 

@@ -11,6 +11,7 @@
 // triggers write the history and outbox rows. Thread-safe: stateless
 // functions using the caller's transaction.
 #include <optional>
+#include <vector>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/ids.hpp"
@@ -46,6 +47,20 @@ std::optional<JobStatus> finish_cancel(db::Tx& tx, JobId id);
 // failed in publication), else to initialized with attempt 0 (restart_canceled
 // semantics). A missing job: Error(not_found).
 Job retry_job(db::Tx& tx, JobId id);
+
+// An operator's status change (runbook 001's update_jobs_status, `conveyor
+// job set-status|patch`): moves the job along `path` one transition at a
+// time, each checked against the status machine first (Error(
+// invalid_transition) naming both statuses, nothing written) and applied as
+// a conditional update, so the history shows every step. A move to
+// initialized is a fresh run (restart_canceled semantics); leaving
+// error_checked clears the error; leaving canceled or error_checked for
+// anything but canceled clears canceled_at, so no stage skips the job and
+// the reconciler does not cancel it again. `expected` (when given) must be
+// the job's status now, else Error(conflict): a bulk patch changes only
+// what it showed. A missing job: Error(not_found).
+Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path,
+               std::optional<JobStatus> expected = std::nullopt);
 
 // canceled -> initialized: a fresh run (attempt 0; errors, result, worker and
 // canceled_at cleared; the configuration service writes config again).

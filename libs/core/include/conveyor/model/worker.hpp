@@ -31,4 +31,19 @@ struct ReapResult {
 // finds its jobs no longer started by it (the worker drops their results).
 ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit = 1000);
 
+struct RebootPreparation {
+  std::vector<std::string> stopped_workers;  // active/draining rows now stopped
+  int requeued = 0;                          // started or queued jobs now ready, attempt unchanged
+  int canceled = 0;                          // started or queued jobs whose cancel was asked
+};
+
+// Runbook 003's prepare_for_reboot, after the workers were stopped: every
+// `started` or `queued` job goes back to `ready` as if it had not run (its
+// attempt unchanged, worker cleared; `canceled` when its cancel was asked)
+// and every active or draining worker row becomes `stopped`, so after the
+// reboot the jobs run again and nobody waits for a heartbeat timeout. A
+// worker still alive finds its jobs no longer its own and stops them. One
+// transaction: the caller's.
+RebootPreparation prepare_for_reboot(db::Tx& tx);
+
 }  // namespace conveyor::model
