@@ -539,7 +539,9 @@ TEST(EventsCli, TailPrintsTheJobEventsFromTheBeginningAndFiltersByJob) {
     messages.push_back({topic, e.subject, conveyor::bus::encode(e)});
     if (job == 7) messages.push_back({topic, "x", "not a cloud event"});
   }
-  conveyor::bus::Producer producer({.brokers = broker.bootstrap()});
+  conveyor::bus::ProducerOptions po;
+  po.brokers = broker.bootstrap();
+  conveyor::bus::Producer producer(po);
   for (const bool acked : producer.send_batch(messages, std::chrono::seconds(20))) ASSERT_TRUE(acked);
 
   const std::map<std::string, std::string> env{{"CONVEYOR_KAFKA_BROKERS", broker.bootstrap()},
