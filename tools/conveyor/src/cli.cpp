@@ -164,6 +164,20 @@ bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
+int dispatch(Context& ctx, const std::vector<std::string>& args, const std::string& noun, const char* usage,
+             std::initializer_list<SubcommandEntry> subcommands) {
+  if (args.empty()) {
+    ctx.err << usage;
+    return kExitUsage;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  for (const auto& sub : subcommands) {
+    if (args[0] == sub.name) return sub.run(ctx, rest);
+  }
+  ctx.err << "conveyor: unknown " << noun << " command '" << args[0] << "'\n" << usage;
+  return kExitUsage;
+}
+
 void print_table(std::ostream& out, const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> width(headers.size());

@@ -3,6 +3,7 @@
 // tests drive the same code. Talks to PostgreSQL directly, so it works while
 // the services are down.
 #include <cstdint>
+#include <initializer_list>
 #include <iosfwd>
 #include <map>
 #include <optional>
@@ -59,6 +60,17 @@ std::int64_t int_option(const Options& o, const std::string& name, std::int64_t 
 // Asks "<question> [y/N]" on a terminal; without one, refuses (returns false
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);
+
+// One subcommand of a noun ("job ls"): gets the arguments after its name.
+using Subcommand = int (*)(Context&, const std::vector<std::string>&);
+struct SubcommandEntry {
+  const char* name;
+  Subcommand run;
+};
+// Runs the subcommand args[0] names with the rest; no subcommand or an
+// unknown one prints `usage` and returns kExitUsage.
+int dispatch(Context& ctx, const std::vector<std::string>& args, const std::string& noun, const char* usage,
+             std::initializer_list<SubcommandEntry> subcommands);
 
 int db_command(Context& ctx, const std::vector<std::string>& args);
 int config_command(Context& ctx, const std::vector<std::string>& args);

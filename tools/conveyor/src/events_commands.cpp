@@ -116,14 +116,8 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int events_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kEventsUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "tail") return tail(ctx, rest);
-  ctx.err << "conveyor: unknown events command '" << args[0] << "'\n" << kEventsUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "events", kEventsUsage,
+                  {{"tail", tail}});
 }
 
 }  // namespace conveyor::cli

@@ -494,22 +494,8 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int job_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kJobUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "ls" || args[0] == "list") return ls(ctx, rest);
-  if (args[0] == "kill") return kill(ctx, rest);
-  if (args[0] == "set-status") return set_status(ctx, rest);
-  if (args[0] == "patch") return patch(ctx, rest);
-  if (args[0] == "inspect" || args[0] == "show") return inspect(ctx, rest);
-  if (args[0] == "submit") return submit(ctx, rest);
-  if (args[0] == "cancel") return cancel(ctx, rest);
-  if (args[0] == "retry") return retry(ctx, rest);
-  if (args[0] == "logs") return logs(ctx, rest);
-  ctx.err << "conveyor: unknown job command '" << args[0] << "'\n" << kJobUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "job", kJobUsage,
+                  {{"ls", ls}, {"list", ls}, {"inspect", inspect}, {"show", inspect}, {"submit", submit}, {"cancel", cancel}, {"retry", retry}, {"logs", logs}, {"kill", kill}, {"set-status", set_status}, {"patch", patch}});
 }
 
 }  // namespace conveyor::cli

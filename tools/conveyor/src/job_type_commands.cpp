@@ -178,7 +178,8 @@ std::vector<model::JobType> load_all(const Context& ctx) {
   return pool.transact([](db::Tx& tx) { return model::load_job_types(tx); });
 }
 
-int list(Context& ctx) {
+int list(Context& ctx, const std::vector<std::string>& args) {
+  if (!args.empty()) throw FieldError(args[0], "job-type list: unexpected argument '" + args[0] + "'");
   const auto types = load_all(ctx);
   if (ctx.json) {
     json j = json::array();
@@ -213,16 +214,7 @@ int show(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int job_type_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kJobTypeUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "apply") return apply(ctx, rest);
-  if (args[0] == "list" || args[0] == "ls") return list(ctx);
-  if (args[0] == "show") return show(ctx, rest);
-  ctx.err << "conveyor: unknown job-type command '" << args[0] << "'\n" << kJobTypeUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "job-type", kJobTypeUsage, {{"apply", apply}, {"list", list}, {"ls", list}, {"show", show}});
 }
 
 }  // namespace conveyor::cli

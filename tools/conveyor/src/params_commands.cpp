@@ -110,16 +110,8 @@ int set(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int params_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kParamsUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "list" || args[0] == "ls") return list(ctx, rest);
-  if (args[0] == "get") return get(ctx, rest);
-  if (args[0] == "set") return set(ctx, rest);
-  ctx.err << "conveyor: unknown params command '" << args[0] << "'\n" << kParamsUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "params", kParamsUsage,
+                  {{"list", list}, {"ls", list}, {"get", get}, {"set", set}});
 }
 
 }  // namespace conveyor::cli

@@ -278,19 +278,8 @@ int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int system_command_impl(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kSystemUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "status") return status(ctx, rest);
-  if (args[0] == "pause") return set_accepting(ctx, rest, false);
-  if (args[0] == "unpause") return set_accepting(ctx, rest, true);
-  if (args[0] == "prepare-for-reboot") return prepare_for_reboot(ctx, rest);
-  ctx.err << "conveyor: unknown system command '" << args[0] << "'\n" << kSystemUsage;
-  return kExitUsage;
-}
+int pause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, false); }
+int unpause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, true); }
 
 // ------------------------------------------------------------------ queue
 
@@ -424,22 +413,19 @@ int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) 
   return kExitOk;
 }
 
+int queue_pause_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, true); }
+int queue_resume_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, false); }
+
 }  // namespace
 
-int system_command(Context& ctx, const std::vector<std::string>& args) { return system_command_impl(ctx, args); }
+int system_command(Context& ctx, const std::vector<std::string>& args) {
+  return dispatch(ctx, args, "system", kSystemUsage,
+                  {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot}});
+}
 
 int queue_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kQueueUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "list" || args[0] == "ls") return queue_list(ctx, rest);
-  if (args[0] == "inspect") return queue_inspect(ctx, rest);
-  if (args[0] == "pause") return queue_pause(ctx, rest, true);
-  if (args[0] == "resume") return queue_pause(ctx, rest, false);
-  ctx.err << "conveyor: unknown queue command '" << args[0] << "'\n" << kQueueUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "queue", kQueueUsage,
+                  {{"list", queue_list}, {"ls", queue_list}, {"inspect", queue_inspect}, {"pause", queue_pause_cmd}, {"resume", queue_resume_cmd}});
 }
 
 }  // namespace conveyor::cli

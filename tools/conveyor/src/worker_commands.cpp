@@ -162,16 +162,8 @@ int drain(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int worker_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kWorkerUsage;
-    return kExitUsage;
-  }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "list" || args[0] == "ls") return list(ctx, rest);
-  if (args[0] == "ping") return ping(ctx, rest);
-  if (args[0] == "drain") return drain(ctx, rest);
-  ctx.err << "conveyor: unknown worker command '" << args[0] << "'\n" << kWorkerUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "worker", kWorkerUsage,
+                  {{"list", list}, {"ls", list}, {"ping", ping}, {"drain", drain}});
 }
 
 }  // namespace conveyor::cli
