@@ -1,10 +1,12 @@
 #include "monitor.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/model/job.hpp"
 #include "conveyor/model/status.hpp"
 #include "reconciler.hpp"
 #include "registry.hpp"
@@ -51,6 +53,14 @@ config::Schema schema() {
   gauges.min = 100;
   gauges.max = 3'600'000;
   s.add(std::move(gauges));
+  config::Key retention;
+  retention.name = "CONVEYOR_RETENTION_INTERVAL_MS";
+  retention.type = config::Type::duration_ms;
+  retention.default_value = "60000";
+  retention.help = "how often finished jobs, old worker rows and log months past their retention are deleted";
+  retention.min = 100;
+  retention.max = 86'400'000;
+  s.add(std::move(retention));
   return s;
 }
 
@@ -168,6 +178,42 @@ bool Monitor::scan() {
   return more_;
 }
 
+bool Monitor::purge() {
+  bool more = false;
+  part("retention", [&] {
+    const auto params = ctx_.parameters();
+    const auto days = [](int n) { return std::chrono::duration_cast<seconds>(std::chrono::days(n)); };
+    const auto r = purge_expired(ctx_.db(), days(params->job_retention_days), kWorkerRetention, batch_);
+    if (!r) return;  // another replica holds the lock
+    auto& metrics = ctx_.metrics();
+    const char* help = "rows and folders deleted by retention, by kind";
+    if (!r->jobs.empty()) {
+      const std::filesystem::path data_dir = ctx_.config().get_string("CONVEYOR_DATA_DIR");
+      for (const auto id : r->jobs) {
+        std::error_code ec;  // outputs live where the workers write; a missing folder is fine
+        std::filesystem::remove_all(model::job_output_dir(data_dir, id), ec);
+      }
+      ctx_.log()->info("retention: deleted {} job(s) finished more than {} day(s) ago, with their history and outputs",
+                       r->jobs.size(), params->job_retention_days);
+      metrics.counter("conveyor_monitor_purged_total", help, {{"kind", "jobs"}}).inc(static_cast<double>(r->jobs.size()));
+      more = static_cast<int>(r->jobs.size()) >= batch_;
+    }
+    if (r->workers > 0) {
+      ctx_.log()->info("retention: deleted {} worker row(s) stopped or lost for over a day", r->workers);
+      metrics.counter("conveyor_monitor_purged_total", help, {{"kind", "workers"}}).inc(r->workers);
+    }
+    const auto months = purge_log_months(ctx_.config().get_string("CONVEYOR_DATA_DIR"),
+                                         std::chrono::system_clock::now(), days(params->log_retention_days));
+    if (!months.empty()) {
+      ctx_.log()->info("retention: removed log month(s) {} (older than {} day(s))", join(months),
+                       params->log_retention_days);
+      metrics.counter("conveyor_monitor_purged_total", help, {{"kind", "log_months"}})
+          .inc(static_cast<double>(months.size()));
+    }
+  });
+  return more;
+}
+
 void Monitor::update_gauges() {
   part("gauges", [&] {
     const auto timeout = static_cast<double>(ctx_.parameters()->service_heartbeat_timeout_s);
@@ -230,14 +276,22 @@ void setup(runtime::Context& ctx) {
 void loop(runtime::Context& ctx) {
   const milliseconds poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
   const milliseconds gauge_every = ctx.config().get_duration("CONVEYOR_GAUGE_INTERVAL_MS");
+  const milliseconds retention_every = ctx.config().get_duration("CONVEYOR_RETENTION_INTERVAL_MS");
   Monitor monitor(ctx);
   auto next_gauges = std::chrono::steady_clock::now();
+  auto next_retention = std::chrono::steady_clock::now();
   milliseconds timeout = poll;
   do {
-    const bool more = monitor.scan();
+    bool more = monitor.scan();
     if (std::chrono::steady_clock::now() >= next_gauges) {
       monitor.update_gauges();
       next_gauges = std::chrono::steady_clock::now() + gauge_every;
+    }
+    if (std::chrono::steady_clock::now() >= next_retention) {
+      // A full batch: the next one at once (but after a scan, which goes first).
+      const bool backlog = monitor.purge();
+      next_retention = backlog ? std::chrono::steady_clock::now() : std::chrono::steady_clock::now() + retention_every;
+      more = more || backlog;
     }
     timeout = more ? milliseconds(0) : poll;
   } while (ctx.wait_for_work(timeout));

@@ -30,7 +30,11 @@ inline constexpr const char* kServiceName = "conveyor-monitor";
 // Service instances stopped or down for longer than this are deleted.
 inline constexpr std::chrono::hours kInstanceRetention{24};
 
-// runtime::service_schema() plus CONVEYOR_GAUGE_INTERVAL_MS.
+// Worker rows stopped or lost for longer than this are deleted.
+inline constexpr std::chrono::hours kWorkerRetention{24};
+
+// runtime::service_schema() plus CONVEYOR_GAUGE_INTERVAL_MS and
+// CONVEYOR_RETENTION_INTERVAL_MS.
 config::Schema schema();
 
 class Monitor {
@@ -43,6 +47,10 @@ class Monitor {
   bool scan();
   // Recomputes the gauges (a count over conveyor.job: not on every scan).
   void update_gauges();
+  // Retention (part f): deletes finished jobs past job_retention_days (and
+  // their outputs), old worker rows, and log months past log_retention_days.
+  // Returns true when it filled its batch. Every CONVEYOR_RETENTION_INTERVAL_MS.
+  bool purge();
 
  private:
   template <typename F>

@@ -1,5 +1,8 @@
 #include "reconciler.hpp"
 
+#include <algorithm>
+#include <cstdio>
+
 #include "conveyor/model/ids.hpp"
 #include "conveyor/model/job_control.hpp"
 
@@ -92,6 +95,24 @@ constexpr db::Statement kPurgeInstances{"monitor_purge_instances",
                                         "WHERE status IN ('stopped', 'down') AND last_heartbeat < "
                                         "now() - make_interval(secs => $1::float8)"};
 
+// The status list is job_finished_updated_idx's predicate, word for word.
+constexpr db::Statement kPurgeJobs{
+    "monitor_purge_jobs",
+    "WITH doomed AS ("
+    "  SELECT j.id FROM conveyor.job j"
+    "  WHERE j.status IN ('done', 'canceled', 'failed', 'internal_error')"
+    "    AND j.updated_at < now() - make_interval(secs => $1::float8)"
+    "    AND NOT (j.status = 'canceled' AND j.canceled_at IS NULL)"
+    "    AND NOT EXISTS (SELECT 1 FROM conveyor.job d WHERE d.depends_on @> ARRAY[j.id]"
+    "                    AND d.status NOT IN ('done', 'canceled', 'failed', 'internal_error'))"
+    "  ORDER BY j.updated_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)"
+    "DELETE FROM conveyor.job j USING doomed WHERE j.id = doomed.id RETURNING j.id"};
+
+constexpr db::Statement kPurgeWorkers{
+    "monitor_purge_workers",
+    "DELETE FROM conveyor.worker WHERE status IN ('stopped', 'lost') "
+    "AND last_heartbeat < now() - make_interval(secs => $1::float8)"};
+
 bool try_lock(db::Tx& tx, std::int64_t key) { return tx.exec(kTryLock, {key})[0][0].as_bool(); }
 
 double seconds(std::chrono::seconds s) { return static_cast<double>(s.count()); }
@@ -156,6 +177,44 @@ std::optional<InstancePass> reconcile_instances(db::Pool& pool,
     pass.purged = static_cast<int>(tx.exec(kPurgeInstances, {seconds(retention)}).affected_rows());
     return pass;
   });
+}
+
+std::optional<RetentionPass> purge_expired(db::Pool& pool, std::chrono::seconds job_retention,
+                                           std::chrono::seconds worker_retention, int limit) {
+  return pool.transact([&](db::Tx& tx) -> std::optional<RetentionPass> {
+    if (!try_lock(tx, kRetentionLockKey)) return std::nullopt;
+    RetentionPass pass;
+    for (const db::Row r : tx.exec(kPurgeJobs, {seconds(job_retention), limit})) pass.jobs.push_back(r[0].as_int());
+    pass.workers = static_cast<int>(tx.exec(kPurgeWorkers, {seconds(worker_retention)}).affected_rows());
+    return pass;
+  });
+}
+
+std::vector<std::string> purge_log_months(const std::filesystem::path& data_dir,
+                                          std::chrono::system_clock::time_point now,
+                                          std::chrono::seconds retention) {
+  namespace fs = std::filesystem;
+  using namespace std::chrono;
+  std::vector<std::string> removed;
+  std::error_code ec;
+  const fs::path logs = data_dir / "logs";
+  for (const auto& entry : fs::directory_iterator(logs, ec)) {
+    const std::string name = entry.path().filename().string();
+    int y = 0;
+    unsigned m = 0;
+    // Only YYYY-MM folders (the workers' layout); anything else is not ours.
+    if (name.size() != 7 || name[4] != '-' || std::sscanf(name.c_str(), "%4d-%2u", &y, &m) != 2 || m < 1 || m > 12 ||
+        !entry.is_directory(ec)) {
+      continue;
+    }
+    const year_month next = year{y} / month{m} + months{1};
+    const sys_days month_end{next / day{1}};
+    if (month_end + retention > now) continue;
+    fs::remove_all(entry.path(), ec);
+    if (!ec) removed.push_back(name);
+  }
+  std::sort(removed.begin(), removed.end());
+  return removed;
 }
 
 }  // namespace conveyor::monitor

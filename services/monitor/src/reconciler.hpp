@@ -11,11 +11,12 @@
 // Lock keys ("cvmon" + a letter, in ASCII, like execution's "cvexec"):
 //   kLostWorkersLockKey "cvmonL", kCancelsLockKey "cvmonC",
 //   kRestartsLockKey "cvmonR", kStalledLockKey "cvmonS",
-//   kInstancesLockKey "cvmonI".
+//   kInstancesLockKey "cvmonI", kRetentionLockKey "cvmonP".
 //
 // Stateless functions; safe to call from any thread.
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,6 +33,7 @@ inline constexpr std::int64_t kCancelsLockKey = 0x63766d6f6e43;      // "cvmonC"
 inline constexpr std::int64_t kRestartsLockKey = 0x63766d6f6e52;     // "cvmonR"
 inline constexpr std::int64_t kStalledLockKey = 0x63766d6f6e53;      // "cvmonS"
 inline constexpr std::int64_t kInstancesLockKey = 0x63766d6f6e49;    // "cvmonI"
+inline constexpr std::int64_t kRetentionLockKey = 0x63766d6f6e50;    // "cvmonP"
 
 // a. Marks workers whose heartbeat is older than `heartbeat_timeout` lost
 //    and recovers the started jobs of lost, stopped or missing workers
@@ -76,5 +78,25 @@ struct InstancePass {
 std::optional<InstancePass> reconcile_instances(db::Pool& pool,
                                                 std::chrono::seconds heartbeat_timeout,
                                                 std::chrono::seconds retention);
+
+struct RetentionPass {
+  std::vector<std::int64_t> jobs;  // ids of the jobs deleted (their history went with them)
+  int workers = 0;                 // stopped or lost worker rows deleted
+};
+// f. Retention: at most `limit` finished jobs (done, canceled, failed,
+//    internal_error) not updated for `job_retention` are deleted, oldest
+//    first, except a canceled job whose canceled_at is null (a restart
+//    request) and a job that a job still in progress depends on; and worker
+//    rows stopped or lost for longer than `worker_retention`.
+std::optional<RetentionPass> purge_expired(db::Pool& pool, std::chrono::seconds job_retention,
+                                           std::chrono::seconds worker_retention, int limit);
+
+// The month folders of <data_dir>/logs (YYYY-MM) whose month ended more than
+// `retention` ago are removed; returns their names. Only where the monitor
+// sees the workers' data dir (one host, or a shared volume); elsewhere the
+// folder is missing and nothing happens.
+std::vector<std::string> purge_log_months(const std::filesystem::path& data_dir,
+                                          std::chrono::system_clock::time_point now,
+                                          std::chrono::seconds retention);
 
 }  // namespace conveyor::monitor

@@ -706,4 +706,63 @@ TEST_F(MonitorTest, TwoReplicasReemitAStalledJobOncePerThresholdPeriod) {
   EXPECT_EQ(reemitted(unlisted), 0) << "its job type is not in job_types_list";
 }
 
+// Part f, retention: finished jobs past job_retention_days go (with their
+// history and outputs), log months past log_retention_days go; what a job in
+// progress still depends on, what is recent and what is live stays.
+TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNeeded) {
+  db_.exec("UPDATE conveyor.system_parameters SET job_retention_days = 1, log_retention_days = 1");
+  const auto old_done = insert_job();
+  advance(old_done, {"configured", "ready", "queued", "started", "processed", "done"});
+  const auto old_failed = insert_job();
+  advance(old_failed, {"configured", "ready", "queued", "started", "failed"});
+  const auto needed = insert_job();
+  advance(needed, {"configured", "ready", "queued", "started", "processed", "done"});
+  const auto child = q("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + needed +
+                       "]::bigint[]) RETURNING id");
+  const auto recent = insert_job();
+  advance(recent, {"configured", "ready", "queued", "started", "processed", "done"});
+  const auto old_waiting = insert_job();
+  // Status changes stamp updated_at; a plain UPDATE of it ages the rows.
+  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '2 days' WHERE id IN (" + old_done + ", " +
+           old_failed + ", " + needed + ", " + old_waiting + ")");
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+           "('gone', 'stopped', now() - interval '2 days'), ('live', 'active', now())");
+  const fs::path data = dir_ / "data";
+  fs::create_directories(data / "outputs" / ("job-" + old_done));
+  std::ofstream(data / "outputs" / ("job-" + old_done) / "product.tif") << "x";
+  fs::create_directories(data / "outputs" / ("job-" + recent));
+  fs::create_directories(data / "logs" / "2020-01" / "job-1");
+  std::ofstream(data / "logs" / "2020-01" / "job-1" / "logs.txt") << "old";
+  const std::string this_month = q("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')");
+  fs::create_directories(data / "logs" / this_month / ("job-" + recent));
+  fs::create_directories(data / "logs" / "not-a-month");
+
+  start_monitor("monitor", {{"CONVEYOR_RETENTION_INTERVAL_MS", "200"}});
+  ASSERT_TRUE(ct::wait_until(
+      [&] { return q("SELECT count(*) FROM conveyor.job WHERE id IN (" + old_done + ", " + old_failed + ")") == "0"; },
+      15s))
+      << logs();
+  EXPECT_EQ(q("SELECT count(*) FROM conveyor.job_status_change WHERE job_id IN (" + old_done + ", " + old_failed +
+              ")"),
+            "0")
+      << "their history went with them";
+  EXPECT_EQ(status(needed), "done") << "a job in progress depends on it";
+  EXPECT_EQ(status(child), "initialized");
+  EXPECT_EQ(status(recent), "done");
+  EXPECT_EQ(status(old_waiting), "initialized") << "not finished: never deleted";
+  EXPECT_FALSE(fs::exists(data / "outputs" / ("job-" + old_done)));
+  EXPECT_TRUE(fs::exists(data / "outputs" / ("job-" + recent)));
+  EXPECT_TRUE(ct::wait_until([&] { return !fs::exists(data / "logs" / "2020-01"); }, 10s)) << logs();
+  EXPECT_TRUE(fs::exists(data / "logs" / this_month / ("job-" + recent)));
+  EXPECT_TRUE(fs::exists(data / "logs" / "not-a-month")) << "only YYYY-MM folders are the workers'";
+  EXPECT_EQ(q("SELECT string_agg(name, ',' ORDER BY name) FROM conveyor.worker"), "live");
+  EXPECT_EQ(metric("monitor", "conveyor_monitor_purged_total{kind=\"jobs\"}"), 2);
+
+  // Once the child is finished too, the job it needed goes at the next pass.
+  advance(child, {"canceled"});
+  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '2 days' WHERE id = " + child);
+  EXPECT_TRUE(ct::wait_until([&] { return q("SELECT count(*) FROM conveyor.job WHERE id IN (" + needed + ", " + child + ")") == "0"; }, 15s))
+      << logs();
+}
+
 }  // namespace
