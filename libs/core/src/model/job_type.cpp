@@ -8,6 +8,7 @@
 #include <set>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/schedule.hpp"
 
 // Job types are operator-written data, so parsing is strict: every field is
 // checked and an unknown field is an error (a typo such as "timout_s" would
@@ -107,27 +108,6 @@ class Parser {
 const std::regex& name_re() {
   static const std::regex re("^[a-z][a-z0-9_-]{0,62}$");  // the CHECK of conveyor.job_type.name
   return re;
-}
-
-// "@every 1h30m" or a 5-field cron line (fields checked for their alphabet only;
-// the scheduler gives the precise error).
-bool valid_schedule(const std::string& s) {
-  static const std::regex every("^@every ([0-9]+[smhd])+$");
-  if (std::regex_match(s, every)) return true;
-  static const std::regex cron_field("^[0-9A-Za-z*/,-]+$");
-  std::vector<std::string> fields;
-  std::string cur;
-  for (char c : s + " ") {
-    if (c == ' ' || c == '\t') {
-      if (!cur.empty()) fields.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (fields.size() != 5) return false;
-  return std::all_of(fields.begin(), fields.end(),
-                     [](const std::string& f) { return std::regex_match(f, cron_field); });
 }
 
 // Placeholder names used by one template argument; throws on malformed braces.
@@ -485,9 +465,12 @@ JobType parse_job_type(const nlohmann::json& j) {
   }
   if (has("schedule")) {
     t.schedule = p.string(j["schedule"], "schedule");
-    if (!t.schedule.empty() && !valid_schedule(t.schedule)) {
-      p.fail("schedule",
-             "'" + t.schedule + "' is neither '@every <N>(s|m|h|d)' nor a 5-field cron expression");
+    if (!t.schedule.empty()) {
+      try {
+        Schedule::parse(t.schedule);
+      } catch (const Error& e) {
+        p.fail("schedule", e.what());
+      }
     }
   }
   if (has("catchup_policy")) {
