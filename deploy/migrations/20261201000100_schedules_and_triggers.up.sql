@@ -22,6 +22,11 @@ CREATE TABLE conveyor.schedule_state (
   created_count bigint NOT NULL DEFAULT 0 CHECK (created_count >= 0),
   skipped_count bigint NOT NULL DEFAULT 0 CHECK (skipped_count >= 0),
   last_error    text,
+  -- schedule_catchup_start[job_type] as last applied: setting it to another
+  -- date (runbook 001, after a downtime longer than the window) starts the
+  -- schedule again from that date; runs already created are not doubled
+  -- (idempotency key schedule:<slot>).
+  catchup_start_applied timestamptz,
   paused        boolean NOT NULL DEFAULT false,
   paused_reason text,
   paused_by     text,
@@ -31,8 +36,13 @@ CREATE TABLE conveyor.schedule_state (
 CREATE TABLE conveyor.trigger_pending (
   job_id     bigint PRIMARY KEY REFERENCES conveyor.job (id) ON DELETE CASCADE,
   job_type   text NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  -- A downstream job that cannot be created (params refused by its schema,
+  -- unknown type): kept as a dead letter with the reason, not retried.
+  last_error text,
+  failed_at  timestamptz
 );
+CREATE INDEX trigger_pending_todo_idx ON conveyor.trigger_pending (created_at) WHERE failed_at IS NULL;
 
 CREATE FUNCTION conveyor.record_trigger_pending() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -6,12 +6,14 @@
 #include <nlohmann/json.hpp>
 
 #include "conveyor/http/problem.hpp"
+#include "conveyor/logging/logging.hpp"
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/job_control.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/submission.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "requests.hpp"
+#include "scheduler.hpp"
 
 namespace conveyor::creation {
 namespace {
@@ -147,6 +149,8 @@ runtime::ServiceSpec service_spec() {
   spec.name = kServiceName;
   spec.schema = runtime::service_schema();
   spec.default_http_port = 0;
+  // A done job may have triggers to fire; the 1 s poll is the fallback.
+  spec.wake_on = {"io.conveyor.job.done"};
   return spec;
 }
 
@@ -169,9 +173,44 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
 void setup(runtime::Context& ctx) { register_routes(ctx.http(), ctx); }
 
 void loop(runtime::Context& ctx) {
-  // Nothing to do between requests; wait_for_work returns false on stop.
-  while (ctx.wait_for_work(std::chrono::seconds(60))) {
-  }
+  const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+  const int batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  auto log = ctx.log();
+  auto& metrics = ctx.metrics();
+  std::chrono::milliseconds timeout(0);
+  do {
+    bool more = false;
+    try {
+      if (const auto tick = run_schedules(ctx.db(), batch)) {
+        more = tick->more;
+        for (const auto& run : tick->runs) {
+          if (run.created > 0 || run.skipped > 0) {
+            log->info("schedule {}: created {} run(s), skipped {} (catch-up policy or window)", run.job_type,
+                      run.created, run.skipped);
+          }
+          if (!run.error.empty()) log->error("schedule {}: {}", run.job_type, run.error);
+          metrics.counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                          {{"job_type", run.job_type}, {"outcome", "created"}})
+              .inc(run.created);
+          metrics.counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                          {{"job_type", run.job_type}, {"outcome", "skipped"}})
+              .inc(static_cast<double>(run.skipped));
+        }
+      }
+      const TriggerTick t = run_triggers(ctx.db(), batch);
+      more = more || t.more;
+      if (t.created > 0) log->info("triggers: created {} downstream job(s)", t.created);
+      for (const auto& e : t.errors) log->error("trigger failed (kept in conveyor.trigger_pending): {}", e);
+      metrics.counter("conveyor_trigger_jobs_created_total", "downstream jobs created by triggers").inc(t.created);
+      metrics.counter("conveyor_trigger_failures_total", "upstream jobs whose triggers could not be created")
+          .inc(t.failed);
+    } catch (const Error& e) {
+      // The database may be briefly away: the next pass retries.
+      log->error("schedules and triggers: {}", logging::redact_url(e.what()));
+    }
+    metrics.counter("conveyor_creation_passes_total", "passes over schedules and triggers").inc();
+    timeout = more ? std::chrono::milliseconds(0) : poll;
+  } while (ctx.wait_for_work(timeout));
 }
 
 }  // namespace conveyor::creation

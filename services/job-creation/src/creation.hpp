@@ -1,7 +1,8 @@
 #pragma once
 // conveyor-creation: the REST API of DESIGN §6 (jobs, job types, system
-// parameters). It only writes rows; the status triggers announce the
-// changes and the stage services do the rest.
+// parameters), periodic schedules with catch-up and triggers (scheduler.hpp).
+// It only writes rows; the status triggers announce the changes and the
+// stage services do the rest.
 #include "conveyor/http/server.hpp"
 #include "conveyor/runtime/runtime.hpp"
 
@@ -16,7 +17,8 @@ runtime::ServiceSpec service_spec();
 void register_routes(http::Server& server, runtime::Context& ctx);
 
 // runtime::run callbacks: setup registers the routes on ctx.http(); loop
-// has no background work and waits for the stop.
+// runs the schedules and triggers (scheduler.hpp) every poll interval, at
+// once on a job done event, until the stop.
 void setup(runtime::Context& ctx);
 void loop(runtime::Context& ctx);
 

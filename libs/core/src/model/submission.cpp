@@ -129,4 +129,41 @@ JobPage list_jobs(db::Tx& tx, const JobQuery& query) {
 
 Job get_job(db::Tx& tx, JobId id) { return must_load(tx, id); }
 
+SubmitRequest scheduled_request(const JobType& type, TimePoint slot) {
+  SubmitRequest r;
+  r.job_type = type.name;
+  r.idempotency_key = "schedule:" + format_utc(slot);
+  const nlohmann::json props = type.params_schema.value("properties", nlohmann::json::object());
+  if (props.is_object() && props.contains("scheduled_for")) r.params["scheduled_for"] = format_utc(slot);
+  return r;
+}
+
+SubmitRequest triggered_request(const Job& upstream, const nlohmann::json& trigger, std::size_t index) {
+  SubmitRequest r;
+  r.job_type = trigger.at("job_type").get<std::string>();
+  r.depends_on = {upstream.id.value()};
+  r.idempotency_key = "trigger:" + std::to_string(upstream.id.value()) + ":" + std::to_string(index);
+  const nlohmann::json params = trigger.value("params", nlohmann::json::object());
+  for (const auto& [key, value] : params.items()) {
+    const bool placeholder = value.is_string() && value.get<std::string>().size() > 2 &&
+                             value.get<std::string>().front() == '{' && value.get<std::string>().back() == '}';
+    if (!placeholder) {
+      r.params[key] = value;
+      continue;
+    }
+    const std::string name = value.get<std::string>().substr(1, value.get<std::string>().size() - 2);
+    if (name == "job_id") {
+      r.params[key] = upstream.id.value();
+    } else if (upstream.params.contains(name)) {
+      r.params[key] = upstream.params[name];
+    } else {
+      throw FieldError("triggers[" + std::to_string(index) + "].params." + key,
+                       "trigger " + std::to_string(index) + " of job type '" + upstream.job_type + "': params." + key +
+                           " takes {" + name + "}, but job " + std::to_string(upstream.id.value()) +
+                           " has no param '" + name + "'");
+    }
+  }
+  return r;
+}
+
 }  // namespace conveyor::model

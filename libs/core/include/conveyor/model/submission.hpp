@@ -16,6 +16,8 @@
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/ids.hpp"
 #include "conveyor/model/job.hpp"
+#include "conveyor/model/job_type.hpp"
+#include "conveyor/model/schedule.hpp"
 #include "conveyor/model/status.hpp"
 #include "conveyor/model/system_parameters.hpp"
 
@@ -61,5 +63,20 @@ JobPage list_jobs(db::Tx& tx, const JobQuery& query);
 
 // Throws Error(not_found) naming the job.
 Job get_job(db::Tx& tx, JobId id);
+
+// The run of a scheduled job type for `slot`: idempotency key
+// "schedule:<slot as 2026-12-01T10:00:00Z>", so the scheduler (any replica,
+// any restart) and `conveyor schedule backfill` never create a slot twice;
+// params {} plus "scheduled_for": <slot> when the type's params_schema
+// declares that property (a string).
+SubmitRequest scheduled_request(const JobType& type, TimePoint slot);
+
+// The downstream job of trigger number `index` of a done upstream job:
+// type trigger["job_type"], depends_on [upstream] (so its outputs are the
+// inputs), idempotency key "trigger:<upstream id>:<index>", params
+// trigger["params"] where a string value "{name}" is the upstream's param
+// `name` (any JSON value; missing: Error(bad_input) naming it) and "{job_id}"
+// the upstream's id.
+SubmitRequest triggered_request(const Job& upstream, const nlohmann::json& trigger, std::size_t index);
 
 }  // namespace conveyor::model

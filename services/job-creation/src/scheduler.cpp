@@ -1,0 +1,187 @@
+#include "scheduler.hpp"
+
+#include <chrono>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/model/job_type.hpp"
+#include "conveyor/model/schedule.hpp"
+#include "conveyor/model/submission.hpp"
+
+namespace conveyor::creation {
+namespace {
+
+using model::TimePoint;
+using std::chrono::seconds;
+
+constexpr db::Statement kTryLock{"creation_scheduler_try_lock", "SELECT pg_try_advisory_xact_lock($1)"};
+constexpr db::Statement kNow{"creation_scheduler_now", "SELECT extract(epoch FROM now())::bigint"};
+
+constexpr db::Statement kLockState{
+    "creation_schedule_state_lock",
+    "SELECT extract(epoch FROM last_slot)::bigint AS last_slot, paused, "
+    "  extract(epoch FROM catchup_start_applied)::bigint AS catchup_start_applied "
+    "FROM conveyor.schedule_state WHERE job_type = $1 FOR UPDATE"};
+
+constexpr db::Statement kInsertState{
+    "creation_schedule_state_insert",
+    "INSERT INTO conveyor.schedule_state (job_type, last_slot, catchup_start_applied) "
+    "VALUES ($1, to_timestamp($2), to_timestamp($3)) ON CONFLICT (job_type) DO NOTHING"};
+
+constexpr db::Statement kUpdateState{
+    "creation_schedule_state_update",
+    "UPDATE conveyor.schedule_state SET last_slot = to_timestamp($2), next_slot = to_timestamp($3), "
+    "  last_job_id = coalesce($4, last_job_id), created_count = created_count + $5, "
+    "  skipped_count = skipped_count + $6, last_error = $7, catchup_start_applied = to_timestamp($8), "
+    "  updated_at = now() "
+    "WHERE job_type = $1"};
+
+constexpr db::Statement kPendingTriggers{
+    "creation_pending_triggers",
+    "SELECT job_id FROM conveyor.trigger_pending WHERE failed_at IS NULL ORDER BY created_at, job_id LIMIT $1"};
+constexpr db::Statement kLockPending{
+    "creation_lock_pending_trigger",
+    "SELECT 1 FROM conveyor.trigger_pending WHERE job_id = $1 AND failed_at IS NULL FOR UPDATE SKIP LOCKED"};
+constexpr db::Statement kDonePending{"creation_done_pending_trigger",
+                                     "DELETE FROM conveyor.trigger_pending WHERE job_id = $1"};
+constexpr db::Statement kFailPending{
+    "creation_fail_pending_trigger",
+    "UPDATE conveyor.trigger_pending SET failed_at = now(), last_error = $2 WHERE job_id = $1"};
+
+// A run of policy `none` is on time within this of its slot.
+constexpr seconds kOnTime{60};
+
+TimePoint at(std::int64_t epoch) { return TimePoint{seconds(epoch)}; }
+std::int64_t epoch(TimePoint t) { return t.time_since_epoch().count(); }
+
+// system_parameters.schedule_catchup_start[type]: "2026-01-01" or
+// "2026-01-01T06:00:00Z" (UTC). A bad value is reported, not fatal.
+std::optional<TimePoint> catchup_start(const model::SystemParameters& p, const std::string& type, std::string& error) {
+  if (!p.schedule_catchup_start.is_object() || !p.schedule_catchup_start.contains(type)) return std::nullopt;
+  const nlohmann::json v = p.schedule_catchup_start.at(type);
+  if (v.is_null()) return std::nullopt;
+  const std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+  try {
+    if (!v.is_string()) throw Error(errc::bad_input, "not a string");
+    return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
+  } catch (const Error&) {
+    error = "schedule_catchup_start." + type + ": '" + value + "' is not a date like 2026-01-01 or 2026-01-01T06:00:00Z";
+    return std::nullopt;
+  }
+}
+
+ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::JobType& type, TimePoint now, int batch,
+                    bool& more) {
+  ScheduleRun run;
+  run.job_type = type.name;
+  const auto state = tx.exec(kLockState, {type.name});
+  std::string start_error;
+  const auto start = catchup_start(p, type.name, start_error);
+  TimePoint last = now;
+  std::optional<std::int64_t> applied;
+  if (start) applied = epoch(*start);
+  if (state.empty()) {
+    last = start.value_or(now);  // a new schedule starts now, or where the operator said
+    tx.exec(kInsertState, {type.name, epoch(last), applied});
+  } else {
+    last = at(state[0]["last_slot"].as_int());
+    if (state[0]["paused"].as_bool()) return run;
+    const auto before = state[0]["catchup_start_applied"].opt<std::int64_t>();
+    const bool new_start = start.has_value() && (!before.has_value() || *before != epoch(*start));
+    if (new_start) last = *start;  // the operator set a new start date
+    else applied = before;
+  }
+  const model::Schedule schedule = model::Schedule::parse(type.schedule);
+  const auto policy = model::parse_catchup_policy(type.catchup_policy).value_or(model::CatchupPolicy::latest);
+  const std::optional<seconds> window =
+      type.catchup_window_s ? std::optional(seconds(*type.catchup_window_s)) : std::nullopt;
+  const model::DuePlan plan = model::plan_due(schedule, last, now, policy, window, static_cast<std::size_t>(batch), kOnTime);
+  std::optional<std::int64_t> last_job;
+  run.skipped = plan.skipped;
+  for (const TimePoint slot : plan.create) {
+    try {
+      const model::SubmitResult r = model::submit_job(tx, p, model::scheduled_request(type, slot));
+      if (r.created) {
+        ++run.created;
+        last_job = r.job.id.value();
+      }
+    } catch (const UnprocessableError& e) {
+      // Checked before any SQL ran: the transaction is still good.
+      run.error = e.what();
+      ++run.skipped;
+    }
+  }
+  if (run.error.empty()) run.error = start_error;
+  if (plan.create.size() >= static_cast<std::size_t>(batch)) more = true;
+  tx.exec(kUpdateState, {type.name, epoch(plan.last_slot), epoch(schedule.next_after(now)), last_job, run.created,
+                         run.skipped, run.error.empty() ? db::Param(nullptr) : db::Param(run.error), applied});
+  return run;
+}
+
+}  // namespace
+
+std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch) {
+  return pool.transact([&](db::Tx& tx) -> std::optional<ScheduleTick> {
+    if (!tx.exec(kTryLock, {kSchedulerLockKey})[0][0].as_bool()) return std::nullopt;
+    ScheduleTick tick;
+    const model::SystemParameters parameters = model::load_system_parameters(tx);
+    if (!parameters.accepting_new_jobs) return tick;
+    const TimePoint now = at(tx.exec(kNow)[0][0].as_int());
+    for (const auto& type : model::load_job_types(tx)) {
+      if (type.schedule.empty() || !type.enabled || !parameters.handles(type.name)) continue;
+      ScheduleRun run;
+      try {
+        run = run_one(tx, parameters, type, now, batch, tick.more);
+      } catch (const Error& e) {
+        if (e.code() != errc::bad_input) throw;  // database trouble: the whole pass again later
+        run.job_type = type.name;
+        run.error = e.what();  // an unusable schedule: the others go on
+      }
+      if (run.created > 0 || run.skipped > 0 || !run.error.empty()) tick.runs.push_back(std::move(run));
+    }
+    return tick;
+  });
+}
+
+TriggerTick run_triggers(db::Pool& pool, int batch) {
+  TriggerTick tick;
+  std::vector<std::int64_t> pending;
+  const bool accepting = pool.transact([&](db::Tx& tx) {
+    if (!model::load_system_parameters(tx).accepting_new_jobs) return false;
+    pending.clear();
+    for (const db::Row r : tx.exec(kPendingTriggers, {batch})) pending.push_back(r[0].as_int());
+    return true;
+  });
+  if (!accepting) return tick;
+  tick.more = static_cast<int>(pending.size()) >= batch;
+  for (const auto upstream_id : pending) {
+    pool.transact([&](db::Tx& tx) {
+      if (tx.exec(kLockPending, {upstream_id}).empty()) return;  // another replica has it
+      const model::SystemParameters parameters = model::load_system_parameters(tx);
+      const model::Job upstream = model::get_job(tx, model::JobId(upstream_id));
+      const auto type = model::load_job_type(tx, upstream.job_type);
+      const nlohmann::json triggers = type ? type->triggers : nlohmann::json::array();
+      std::string error;
+      int created = 0;
+      for (std::size_t i = 0; i < triggers.size(); ++i) {
+        const std::string downstream = triggers[i].value("job_type", "");
+        if (!parameters.handles(downstream)) return;  // its wave has not come: keep the row for later
+        try {
+          if (model::submit_job(tx, parameters, model::triggered_request(upstream, triggers[i], i)).created) ++created;
+        } catch (const FieldError& e) {  // refused before any SQL ran
+          error += (error.empty() ? "" : "; ") + std::string(e.what());
+        }
+      }
+      tick.created += created;
+      if (error.empty()) {
+        tx.exec(kDonePending, {upstream_id});
+      } else {
+        tx.exec(kFailPending, {upstream_id, error});
+        ++tick.failed;
+        tick.errors.push_back("job " + std::to_string(upstream_id) + ": " + error);
+      }
+    });
+  }
+  return tick;
+}
+
+}  // namespace conveyor::creation

@@ -1,0 +1,63 @@
+#pragma once
+// The background work of conveyor-creation (DESIGN §1): periodic schedules
+// with catch-up, and triggers (a done job of type A creates its type's
+// downstream jobs). Both read their work from PostgreSQL, so a lost event or
+// a restart loses nothing; job events only wake the loop.
+//
+// Schedules: one pass over the enabled job types with a `schedule`, under a
+// transaction-level advisory lock ("cvsched"), so one replica at a time
+// creates runs; each run carries the idempotency key schedule:<slot>, so
+// even two passes cannot double one. Nothing is created while
+// accepting_new_jobs is false, for a type outside job_types_list (runbook
+// 001's waves) or for a paused schedule; conveyor.schedule_state.last_slot
+// stays, so the runs missed meanwhile follow the type's catch-up policy once
+// it may run again. Setting system_parameters.schedule_catchup_start[type]
+// to a new date starts the schedule again from that date.
+//
+// Triggers: conveyor.trigger_pending rows (written with the upstream's move
+// to done), oldest first, each in its own transaction with SKIP LOCKED, so
+// replicas share them. A downstream type outside job_types_list (or the
+// system paused) leaves the row for later; a downstream job that cannot be
+// created (its schema refuses the params) marks the row failed with the
+// reason: a dead letter an operator can see and retry (failed_at = NULL).
+//
+// Stateless functions; thread-safe.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::creation {
+
+inline constexpr std::int64_t kSchedulerLockKey = 0x63767363686564;  // "cvsched"
+
+struct ScheduleRun {
+  std::string job_type;
+  int created = 0;
+  std::int64_t skipped = 0;
+  std::string error;  // why a run could not be created, or the schedule is unusable
+};
+
+struct ScheduleTick {
+  std::vector<ScheduleRun> runs;  // types that created, skipped or failed something
+  bool more = false;              // a type filled its batch: call again at once
+};
+
+// nullopt: another replica holds the lock this time.
+// Both read conveyor.system_parameters in their own transaction rather than
+// a service's snapshot, so a pause or a new wave acts on the very next pass.
+std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch);
+
+struct TriggerTick {
+  int created = 0;      // downstream jobs created
+  int failed = 0;       // pending rows marked failed
+  std::vector<std::string> errors;
+  bool more = false;
+};
+
+TriggerTick run_triggers(db::Pool& pool, int batch);
+
+}  // namespace conveyor::creation
