@@ -447,6 +447,7 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   EXPECT_EQ(s.at("services").at("conveyor-creation").at("up"), 1);
   EXPECT_EQ(s.at("services").at("conveyor-creation").at("down"), 1) << "stale heartbeat shows down";
   EXPECT_GT(s.at("outbox").at("unsent").get<int>(), 0) << "no relay runs: the events wait";
+  EXPECT_EQ(s.at("triggers").at("failed"), 0);
   const auto r = conveyor({"system", "status"});
   EXPECT_TRUE(has(r, "conveyor-creation 1 up (1 DOWN)")) << r.output;
 }
@@ -517,6 +518,57 @@ TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
             "f");
   r = conveyor({"queue", "resume", "--type", "sleep"});
   EXPECT_TRUE(has(r, "was not paused")) << r.output;
+}
+
+// ------------------------------------------------------------------ schedule
+
+TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {
+  db_.exec("UPDATE conveyor.job_type SET schedule = '0 * * * *', catchup_policy = 'all' WHERE name = 'fail'");
+  auto r = conveyor({"schedule", "list"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "fail")) << r.output;
+  EXPECT_TRUE(has(r, "not started")) << r.output;
+  EXPECT_FALSE(has(r, "sleep")) << "only scheduled types: " << r.output;
+
+  r = conveyor({"schedule", "pause", "fail", "--reason", "upstream outage"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT paused::text || ' ' || paused_reason FROM conveyor.schedule_state "
+                            "WHERE job_type = 'fail'"),
+            "true upstream outage");
+  EXPECT_TRUE(has(conveyor({"schedule", "list"}), "paused (upstream outage)"));
+  r = conveyor({"schedule", "resume", "fail"});
+  EXPECT_TRUE(has(r, "resumed")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.schedule_state WHERE job_type = 'fail'"), "f");
+  r = conveyor({"schedule", "pause", "sleep"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "has no schedule")) << r.output;
+
+  const std::string fmt = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+  const std::string from =
+      db_.query_value("SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '3 hours', " + fmt + ")");
+  const std::string to = db_.query_value("SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC'), " + fmt + ")");
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", to});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "4 slot(s) of fail")) << "both ends included: " << r.output;
+  EXPECT_TRUE(has(r, "dry run")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", to, "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "created 4 run(s)")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT string_agg(idempotency_key, ' ' ORDER BY id) FROM conveyor.job "
+                            "WHERE job_type = 'fail'").substr(0, 29),
+            "schedule:" + from);
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "created 0 run(s); 4 slot(s) already had one")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "4");
+
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", "2999-01-01"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--to: the future is the scheduler's")) << r.output;
+  r = conveyor({"schedule", "backfill", "fail", "--from", "last tuesday"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--from: 'last tuesday' is not a UTC time")) << r.output;
 }
 
 // ------------------------------------------------------------------ events

@@ -57,6 +57,10 @@ commands:
   queue inspect (--type T | --pool P)   one queue in detail
   queue pause (--type T | --pool P) [--reason TEXT]   admission holds its ready jobs
   queue resume (--type T | --pool P)
+  schedule list       scheduled job types: spec, catch-up policy, previous and next slot, runs created
+  schedule pause TYPE [--reason TEXT] / schedule resume TYPE
+  schedule backfill TYPE --from TIME [--to TIME] [--apply] [--yes]
+                the runs of every slot in the range not created yet; a dry run unless --apply
   events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
                 the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS)
   version       print the version
@@ -229,6 +233,7 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     if (args[0] == "system") return system_command(ctx, rest);
     if (args[0] == "queue") return queue_command(ctx, rest);
     if (args[0] == "events") return events_command(ctx, rest);
+    if (args[0] == "schedule") return schedule_command(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
   } catch (const Error& e) {

@@ -59,6 +59,14 @@ constexpr db::Statement kOutbox{
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
     "FROM conveyor.outbox WHERE sent_at IS NULL"};
 
+// What waits on an operator: dead letters of triggers, schedules in error.
+constexpr db::Statement kAttention{
+    "cli_system_attention",
+    "SELECT (SELECT count(*) FROM conveyor.trigger_pending WHERE failed_at IS NOT NULL), "
+    "  (SELECT count(*) FROM conveyor.trigger_pending WHERE failed_at IS NULL), "
+    "  (SELECT count(*) FROM conveyor.schedule_state WHERE last_error IS NOT NULL), "
+    "  (SELECT count(*) FROM conveyor.schedule_state WHERE paused)"};
+
 constexpr db::Statement kLiveWorkers{
     "cli_system_live_workers",
     "SELECT w.name FROM conveyor.worker w, conveyor.system_parameters p "
@@ -161,6 +169,9 @@ int status(Context& ctx, const std::vector<std::string>& args) {
         const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
         const db::Row ob = outbox[0];
         out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
+        const db::Result attention = tx.exec(kAttention);  // a Row points into its Result
+        out["triggers"] = {{"failed", attention[0][0].as_int()}, {"pending", attention[0][1].as_int()}};
+        out["schedules"] = {{"in_error", attention[0][2].as_int()}, {"paused", attention[0][3].as_int()}};
         for (const db::Row r : tx.exec(kPausedQueues)) {
           out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
                                           {"reason", r[2].as_string()}});
@@ -204,6 +215,10 @@ int status(Context& ctx, const std::vector<std::string>& args) {
     out << ", oldest " << static_cast<long long>(s["outbox"]["oldest_unsent_s"].get<double>()) << " s";
   }
   out << "\n";
+  out << "triggers           : " << s["triggers"]["pending"] << " pending, " << s["triggers"]["failed"]
+      << " failed (conveyor.trigger_pending, failed_at set)\n";
+  out << "schedules          : " << s["schedules"]["paused"] << " paused, " << s["schedules"]["in_error"]
+      << " in error (`conveyor schedule list`)\n";
   out << "paused queues      :";
   if (s["paused_queues"].empty()) out << " none";
   for (const auto& q : s["paused_queues"]) {
