@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
 using conveyor::testing::TestDatabase;
 using nlohmann::json;
+using namespace std::chrono_literals;
 
 bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
 
@@ -338,6 +339,36 @@ TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
   r = conveyor({"job", "kill", waiting});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(status_of(waiting), "canceled") << "a job that has not started never will";
+}
+
+// Runbook 003's watch-job-logs: what is appended while the job runs, then
+// it ends by itself once the job stops running.
+TEST_F(OpsCli, JobLogsFollowPrintsWhatIsAppendedUntilTheJobStopsRunning) {
+  const std::string id = insert_job();
+  walk(id, {"configured", "ready", "queued", "started"});
+  const std::string month = db_.query_value("SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
+                                            "FROM conveyor.job WHERE id = " + id);
+  const fs::path dir = data_dir_ / "logs" / month / ("job-" + id);
+  fs::create_directories(dir);
+  std::ofstream(dir / "logs.txt") << "first\n";
+  const fs::path out = data_dir_ / "follow.out";
+  conveyor::testing::ChildProcess::Options o;
+  o.argv = {CONVEYOR_CLI_PATH, "job", "logs", id, "--follow"};
+  o.env = {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}};
+  o.stdout_file = out;
+  conveyor::testing::ChildProcess follower(o);
+  ASSERT_TRUE(conveyor::testing::wait_until(
+      [&] { return conveyor::testing::read_text(out).find("first\n") != std::string::npos; }, 10s));
+  std::ofstream(dir / "logs.txt", std::ios::app) << "second\n";
+  ASSERT_TRUE(conveyor::testing::wait_until(
+      [&] { return conveyor::testing::read_text(out).find("second\n") != std::string::npos; }, 10s));
+  EXPECT_TRUE(follower.running()) << "the job still runs";
+  std::ofstream(dir / "logs.txt", std::ios::app) << "third\n";
+  walk(id, {"processed"});
+  EXPECT_EQ(follower.wait(10s), std::optional<int>(0)) << "it ends when the job stops running";
+  const std::string text = conveyor::testing::read_text(out);
+  EXPECT_NE(text.find("first\nsecond\nthird\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("job " + id + " is processed"), std::string::npos) << text;
 }
 
 // ------------------------------------------------------------------ worker

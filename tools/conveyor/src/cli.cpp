@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
+#include <csignal>
 #include <iostream>
 
 #include "conveyor/error/error.hpp"
@@ -38,7 +40,8 @@ commands:
              [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]
   job cancel ID...    stop jobs wherever they are (canceled_at = now())
   job retry ID...     run failed, errored or canceled jobs again from the right point
-  job logs ID [--tail N]   the job's logs.txt (stdout and stderr of every attempt)
+  job logs ID [--tail N] [--follow]   the job's logs.txt (stdout and stderr of every attempt);
+                --follow: what is appended, until the job stops running
   job kill ID... [--cleanup]   cancel; --cleanup also removes its outputs once it no longer runs
   job set-status ID... --to S[,S...]   move jobs through the status machine (e.g. error_checked,ready)
   job patch --status S [--type T] [--since T] [--until T] --to S[,S...] [--apply] [--yes]
@@ -92,6 +95,22 @@ std::string Context::database_url() const {
   }
   return url;
 }
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_interrupt(int) { g_interrupted = true; }
+}  // namespace
+
+InterruptGuard::InterruptGuard() {
+  g_interrupted = false;
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+}
+InterruptGuard::~InterruptGuard() {
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+}
+bool InterruptGuard::interrupted() noexcept { return g_interrupted; }
 
 db::PoolOptions pool_options(const Context& ctx) {
   db::PoolOptions o;

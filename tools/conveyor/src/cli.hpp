@@ -36,6 +36,18 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
 void print_table(std::ostream& out, const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows);
 
+// While one lives, SIGINT and SIGTERM only set a flag, so a long-running
+// command (`events tail`, `job logs --follow`) ends cleanly on Ctrl-C.
+// One at a time; not thread-safe.
+class InterruptGuard {
+ public:
+  InterruptGuard();
+  ~InterruptGuard();
+  InterruptGuard(const InterruptGuard&) = delete;
+  InterruptGuard& operator=(const InterruptGuard&) = delete;
+  static bool interrupted() noexcept;
+};
+
 // A one-connection pool for a command; status changes it makes are recorded
 // with the actor "conveyor-cli:<login name>" (the audit trail of DESIGN §8).
 db::PoolOptions pool_options(const Context& ctx);

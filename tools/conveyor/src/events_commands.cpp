@@ -4,9 +4,7 @@
 // events or after --for seconds.
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <ostream>
 
 #include <nlohmann/json.hpp>
@@ -28,9 +26,6 @@ constexpr const char* kEventsUsage =
     "                            [--job ID] [--count N] [--for SECONDS]\n"
     "Prints one line per event (--json: the CloudEvents envelope) until Ctrl-C,\n"
     "N events or SECONDS seconds.\n";
-
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop = true; }
 
 // "io.conveyor.job.done job 3 processed -> done (conveyor-publication)"
 std::string describe(const bus::CloudEvent& e) {
@@ -82,13 +77,11 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
   co.auto_offset_reset = o.has("--from-beginning") ? "earliest" : "latest";
   bus::Consumer consumer(co);
 
-  g_stop = false;
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
+  const InterruptGuard guard;
   const auto until = seconds > 0 ? Clock::now() + std::chrono::seconds(seconds) : Clock::time_point::max();
   std::int64_t shown = 0;
   if (!ctx.json) ctx.err << "tailing " << topics.size() << " topic(s) on " << brokers << " (Ctrl-C to stop)\n";
-  while (!g_stop && Clock::now() < until && (count == 0 || shown < count)) {
+  while (!InterruptGuard::interrupted() && Clock::now() < until && (count == 0 || shown < count)) {
     for (const auto& m : consumer.poll(100, std::chrono::milliseconds(200))) {
       bus::CloudEvent e;
       try {
@@ -108,8 +101,6 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
       if (count > 0 && ++shown >= count) break;
     }
   }
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
   return kExitOk;
 }
 

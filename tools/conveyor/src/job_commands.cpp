@@ -9,6 +9,7 @@
 #include <fstream>
 #include <ostream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -33,7 +34,7 @@ constexpr const char* kJobUsage =
     "                         [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]\n"
     "       conveyor job cancel ID...\n"
     "       conveyor job retry ID...\n"
-    "       conveyor job logs ID [--tail N]\n"
+    "       conveyor job logs ID [--tail N] [--follow]\n"
     "       conveyor job kill ID... [--cleanup]\n"
     "       conveyor job set-status ID... --to STATUS[,STATUS...]\n"
     "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] --to STATUS[,STATUS...]\n"
@@ -349,8 +350,45 @@ int retry(Context& ctx, const std::vector<std::string>& args) {
   });
 }
 
+bool still_running(model::JobStatus s) {
+  return s == model::JobStatus::initialized || s == model::JobStatus::configured || s == model::JobStatus::ready ||
+         s == model::JobStatus::queued || s == model::JobStatus::started;
+}
+
+// Runbook 003's watch-job-logs: what is appended, until the job stops running
+// (any status after started, a retry's ready excepted) or Ctrl-C.
+// `offset`: how much of the file was printed already.
+void follow(Context& ctx, db::Pool& pool, model::JobId id, const fs::path& file, std::streamoff offset) {
+  const InterruptGuard guard;
+  std::ifstream in;
+  auto drain = [&] {
+    if (!in.is_open()) {
+      in.open(file);
+      if (!in.is_open()) return;
+      in.seekg(offset);
+    }
+    std::string chunk(4096, '\0');
+    while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+      ctx.out.write(chunk.data(), in.gcount());
+    }
+    ctx.out.flush();
+    in.clear();  // at EOF: more may come
+  };
+  for (;;) {
+    drain();
+    const model::JobStatus s = pool.transact([&](db::Tx& tx) { return model::get_job(tx, id).status; });
+    if (!still_running(s) || InterruptGuard::interrupted()) {
+      drain();
+      if (!InterruptGuard::interrupted()) ctx.err << "job " << id.value() << " is " << model::to_string(s) << "\n";
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // polling a file and a row, not a test
+  }
+}
+
 int logs(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job logs", {"--tail"});
+  const Options o = parse_options(args, "job logs", {"--tail"}, {"--follow", "-f"});
+  const bool following = o.has("--follow") || o.has("-f");
   if (o.positional.size() != 1) throw FieldError("ID", "job logs: one job ID is required\n" + std::string(kJobUsage));
   const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
   db::Pool pool(pool_options(ctx));
@@ -359,6 +397,10 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
       model::job_log_dir(ctx.config.get_string("CONVEYOR_DATA_DIR"), model::job_log_month(job), job.id.value()) /
       "logs.txt";
   std::ifstream in(file);
+  if (!in && following && still_running(job.status)) {
+    follow(ctx, pool, job.id, file, 0);  // it has not run yet: its log appears once it does
+    return kExitOk;
+  }
   if (!in) {
     throw Error(errc::not_found, "job " + std::to_string(job.id.value()) + " (" +
                                      std::string(model::to_string(job.status)) + ") has no log at " + file.string() +
@@ -368,16 +410,22 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
                                           : " (is CONVEYOR_DATA_DIR the workers' data dir?)"));
   }
   if (tail == 0) {
-    ctx.out << in.rdbuf();
-    return kExitOk;
+    if (in.peek() != std::ifstream::traits_type::eof()) ctx.out << in.rdbuf();
+  } else {
+    std::deque<std::string> last;
+    std::string l;
+    while (std::getline(in, l)) {
+      last.push_back(std::move(l));
+      if (static_cast<std::int64_t>(last.size()) > tail) last.pop_front();
+    }
+    for (const auto& x : last) ctx.out << x << "\n";
   }
-  std::deque<std::string> last;
-  std::string l;
-  while (std::getline(in, l)) {
-    last.push_back(std::move(l));
-    if (static_cast<std::int64_t>(last.size()) > tail) last.pop_front();
+  if (following) {
+    in.clear();
+    const std::streamoff printed = in.rdbuf()->pubseekoff(0, std::ios::cur, std::ios::in);
+    in.close();
+    follow(ctx, pool, job.id, file, printed);
   }
-  for (const auto& x : last) ctx.out << x << "\n";
   return kExitOk;
 }
 
