@@ -551,6 +551,40 @@ TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
   EXPECT_TRUE(has(r, "was not paused")) << r.output;
 }
 
+// Runbook 002's queue drain: the queue's jobs that are not running are
+// canceled (counted in queue_state), running and other queues' jobs stay.
+TEST_F(OpsCli, QueueDrainCancelsWhatIsNotRunningAfterADryRun) {
+  const std::string waiting = insert_job();
+  const std::string ready = insert_job();
+  walk(ready, {"configured", "ready"});
+  const std::string failed = insert_job();
+  walk(failed, {"configured", "ready", "queued", "started", "failed"});
+  const std::string running = insert_job();
+  walk(running, {"configured", "ready", "queued", "started"});
+  const std::string other = insert_job("fail", "{}");
+
+  auto r = conveyor({"queue", "drain", "--type", "sleep"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "2 job(s) of job type sleep in initialized,configured,ready,queued")) << r.output;
+  EXPECT_EQ(status_of(waiting), "initialized") << "a dry run";
+  r = conveyor({"queue", "drain", "--type", "sleep", "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "drained 2 job(s)")) << r.output;
+  EXPECT_EQ(status_of(waiting), "canceled");
+  EXPECT_EQ(status_of(ready), "canceled");
+  EXPECT_EQ(status_of(failed), "failed");
+  EXPECT_EQ(status_of(running), "started");
+  EXPECT_EQ(status_of(other), "initialized");
+  r = conveyor({"queue", "drain", "--pool", "default", "--status", "failed", "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(status_of(failed), "canceled") << "through error_checked";
+  EXPECT_EQ(db_.query_value("SELECT drained_count FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"),
+            "2");
+  r = conveyor({"queue", "drain", "--type", "sleep", "--status", "started"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "'started' cannot be drained")) << r.output;
+}
+
 // ------------------------------------------------------------------ schedule
 
 TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {

@@ -60,6 +60,8 @@ commands:
   queue inspect (--type T | --pool P)   one queue in detail
   queue pause (--type T | --pool P) [--reason TEXT]   admission holds its ready jobs
   queue resume (--type T | --pool P)
+  queue drain (--type T | --pool P) [--status S,...] [--apply] [--yes]
+                cancel the queue's jobs that are not running; a dry run showing the count unless --apply
   schedule list       scheduled job types: spec, catch-up policy, previous and next slot, runs created
   schedule pause TYPE [--reason TEXT] / schedule resume TYPE
   schedule backfill TYPE --from TIME [--to TIME] [--apply] [--yes]

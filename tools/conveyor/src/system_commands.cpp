@@ -7,12 +7,15 @@
 //     admission (conveyor-execution) honours: ready jobs of it wait, running
 //     ones finish (runbook 002 "pause & resume queues").
 #include <ostream>
+#include <set>
+#include <sstream>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job_control.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/model/worker.hpp"
 
@@ -33,7 +36,11 @@ constexpr const char* kQueueUsage =
     "usage: conveyor queue list\n"
     "       conveyor queue inspect (--type T | --pool P)\n"
     "       conveyor queue pause (--type T | --pool P) [--reason TEXT]\n"
-    "       conveyor queue resume (--type T | --pool P)\n";
+    "       conveyor queue resume (--type T | --pool P)\n"
+    "       conveyor queue drain (--type T | --pool P) [--status S,S...] [--apply] [--yes]\n"
+    "                 cancel the queue's jobs that are not running (default statuses: initialized,\n"
+    "                 configured, ready, queued; also failed, internal_error, external_error,\n"
+    "                 error_checked); a dry run unless --apply\n";
 
 constexpr db::Statement kJobCounts{
     "cli_system_job_counts",
@@ -135,6 +142,20 @@ constexpr db::Statement kPauseQueue{
     "  paused_at = CASE WHEN conveyor.queue_state.paused THEN conveyor.queue_state.paused_at ELSE now() END, "
     "  paused_by = EXCLUDED.paused_by "
     "RETURNING (xmax = 0) AS inserted"};
+
+// A pool's jobs: the pool their configuration chose, or their type's.
+constexpr db::Statement kDrainCandidates{
+    "cli_queue_drain_candidates",
+    "SELECT j.id FROM conveyor.job j LEFT JOIN conveyor.job_type t ON t.name = j.job_type "
+    "WHERE j.status = ANY($3::text[]) AND j.canceled_at IS NULL "
+    "  AND (($1 = 'job_type' AND j.job_type = $2) "
+    "    OR ($1 = 'pool' AND coalesce(j.config->>'pool', t.pool, 'default') = $2)) "
+    "ORDER BY j.id LIMIT 100001"};
+
+constexpr db::Statement kCountDrained{
+    "cli_queue_count_drained",
+    "INSERT INTO conveyor.queue_state (kind, name, drained_count) VALUES ($1, $2, $3) "
+    "ON CONFLICT (kind, name) DO UPDATE SET drained_count = conveyor.queue_state.drained_count + EXCLUDED.drained_count"};
 
 constexpr db::Statement kResumeQueue{
     "cli_queue_resume",
@@ -428,6 +449,60 @@ int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) 
   return kExitOk;
 }
 
+int queue_drain(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "queue drain", {"--type", "--pool", "--status"}, {"--apply", "--yes"});
+  const QueueName q = queue_name(o, "queue drain");
+  std::vector<std::string> statuses = {"initialized", "configured", "ready", "queued"};
+  if (const auto given = o.get("--status")) {
+    static const std::set<std::string> drainable = {"initialized", "configured",     "ready",          "queued",
+                                                    "failed",      "internal_error", "external_error", "error_checked"};
+    statuses.clear();
+    std::stringstream ss(*given);
+    for (std::string st; std::getline(ss, st, ',');) {
+      if (!drainable.count(st)) {
+        throw FieldError("--status", "--status: '" + st +
+                                         "' cannot be drained (initialized, configured, ready, queued, failed, "
+                                         "internal_error, external_error, error_checked; a running job: `conveyor job "
+                                         "cancel`)");
+      }
+      statuses.push_back(st);
+    }
+  }
+  db::Pool pool(pool_options(ctx));
+  const std::vector<std::int64_t> ids = pool.transact([&](db::Tx& tx) {
+    require_known(tx, q);
+    std::vector<std::int64_t> out;
+    for (const db::Row r : tx.exec(kDrainCandidates, {q.kind, q.name, statuses})) out.push_back(r[0].as_int());
+    return out;
+  });
+  if (ids.size() > 100'000) throw FieldError("--status", "queue drain: more than 100000 jobs: drain one status at a time");
+  std::string list;
+  for (const auto& st : statuses) list += (list.empty() ? "" : ",") + st;
+  const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
+  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+  talk << ids.size() << " job(s) of " << what << " in " << list << "\n";
+  if (ids.empty() || !o.has("--apply")) {
+    if (!ids.empty()) talk << "dry run: nothing changed; add --apply to cancel them\n";
+    if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", 0}}.dump() << "\n";
+    return kExitOk;
+  }
+  if (!o.has("--yes") && !confirm(ctx, talk, "cancel " + std::to_string(ids.size()) + " job(s)?")) {
+    talk << "not applied: nothing changed\n";
+    return kExitFailed;
+  }
+  const std::int64_t drained = pool.transact([&](db::Tx& tx) {
+    std::int64_t n = 0;
+    for (const auto id : ids) {
+      if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
+    }
+    tx.exec(kCountDrained, {q.kind, q.name, n});
+    return n;
+  });
+  if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", drained}}.dump() << "\n";
+  talk << "drained " << drained << " job(s) of " << what << " (canceled; `conveyor job retry` brings one back)\n";
+  return kExitOk;
+}
+
 int queue_pause_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, true); }
 int queue_resume_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, false); }
 
@@ -440,7 +515,7 @@ int system_command(Context& ctx, const std::vector<std::string>& args) {
 
 int queue_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "queue", kQueueUsage,
-                  {{"list", queue_list}, {"ls", queue_list}, {"inspect", queue_inspect}, {"pause", queue_pause_cmd}, {"resume", queue_resume_cmd}});
+                  {{"list", queue_list}, {"ls", queue_list}, {"inspect", queue_inspect}, {"pause", queue_pause_cmd}, {"resume", queue_resume_cmd}, {"drain", queue_drain}});
 }
 
 }  // namespace conveyor::cli
