@@ -6,9 +6,9 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config g++
-  libpqxx-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev
+  libpqxx-dev libpq-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
-  postgresql-15 kcat curl procps
+  postgresql-15 postgresql-client-15 kcat curl procps
 )
 
 missing=()

@@ -517,6 +517,45 @@ TEST_F(OpsCli, PrepareForRebootRequeuesRunningJobsOnceTheWorkersAreStopped) {
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE id = " + worker), "stopped");
 }
 
+// Runbook 002's backup & restore; runbook 001's reset from a backup.
+TEST_F(OpsCli, SystemBackupAndRestoreIntoAnEmptyDatabaseThenWithClean) {
+  for (int i = 0; i < 3; ++i) insert_job();
+  const fs::path file = data_dir_ / "conveyor.dump";
+  auto r = conveyor({"system", "backup", file.string()});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "backup written to " + file.string())) << r.output;
+  EXPECT_FALSE(has(r, db_.url())) << "the connection string (and its password) is never printed";
+  ASSERT_GT(fs::file_size(file), 0u);
+
+  TestDatabase other(false);  // empty: what a rebuilt server has
+  auto restore = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{CONVEYOR_CLI_PATH, "system", "restore"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return conveyor::testing::run(argv, {{"CONVEYOR_DATABASE_URL", other.url()}});
+  };
+  r = restore({file.string()});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "3");
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job_status_change"), "3");
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.schema_migrations"),
+            db_.query_value("SELECT count(*) FROM conveyor.schema_migrations"));
+
+  // Again into a database that is not empty: refused whole without --clean...
+  insert_job();
+  r = conveyor({"system", "backup", file.string()});
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = restore({file.string()});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "nothing was changed")) << r.output;
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "3");
+  // ... and replaced with it.
+  r = restore({file.string(), "--clean", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "4");
+  r = restore({(data_dir_ / "missing.dump").string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+}
+
 // ------------------------------------------------------------------ queue
 
 TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {

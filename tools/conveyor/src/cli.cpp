@@ -55,6 +55,8 @@ commands:
   system status       accepting jobs or not, jobs by status, workers, services, outbox
   system pause [--reason TEXT]   stop accepting new jobs (running jobs go on)
   system unpause      accept new jobs again
+  system backup FILE  pg_dump of the database (custom format, compressed)
+  system restore FILE [--clean] [--yes]   pg_restore in one transaction (--clean: replace what is there)
   system prepare-for-reboot [--force] [--yes]   after stopping the workers: started and queued jobs back to ready
   queue list          pools and job types: ready, queued, started, paused
   queue inspect (--type T | --pool P)   one queue in detail

@@ -6,6 +6,14 @@
 //   - queue pause: a conveyor.queue_state row (job type or pool) that
 //     admission (conveyor-execution) honours: ready jobs of it wait, running
 //     ones finish (runbook 002 "pause & resume queues").
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <ostream>
 #include <set>
 #include <sstream>
@@ -29,6 +37,8 @@ constexpr const char* kSystemUsage =
     "usage: conveyor system status\n"
     "       conveyor system pause [--reason TEXT]   stop accepting new jobs\n"
     "       conveyor system unpause                 accept new jobs again\n"
+    "       conveyor system backup FILE            pg_dump of the database (custom format, compressed)\n"
+    "       conveyor system restore FILE [--clean] [--yes]   pg_restore of a backup (--clean: replace what is there)\n"
     "       conveyor system prepare-for-reboot [--force] [--yes]\n"
     "                 after stopping the workers: running and queued jobs back to ready\n";
 
@@ -508,9 +518,90 @@ int queue_resume_cmd(Context& ctx, const std::vector<std::string>& args) { retur
 
 }  // namespace
 
+// Runs a PostgreSQL client program with argv as given (never a shell) and
+// the connection in PG* variables (db::libpq_environment), not on its
+// command line where a password would show; output passed through.
+// Returns the exit status.
+int run_program(const Context& ctx, const std::vector<std::string>& argv) {
+  const auto pg = db::libpq_environment(ctx.database_url());
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    if (kv.rfind("PG", 0) != 0) env.push_back(kv);  // only the database the CLI uses
+  }
+  for (const auto& [k, v] : pg) env.push_back(k + "=" + v);
+  std::vector<char*> cenv;
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = 0;
+  if (const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), cenv.data()); rc != 0) {
+    throw Error(errc::unavailable, argv[0] + ": cannot start: " + std::strerror(rc) + " (install postgresql-client-15)");
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw Error(errc::internal, argv[0] + ": waitpid: " + std::strerror(errno));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Runbook 002 "backup & restore", runbook 001 "reset the database content
+// from a backup". The custom format is compressed and lets pg_restore
+// replace objects (--clean) without dropping the schema by hand.
+int backup(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system backup", {});
+  if (o.positional.size() != 1) throw FieldError("FILE", "system backup: one FILE is required\n" + std::string(kSystemUsage));
+  const std::string& file = o.positional[0];
+  const auto start = std::chrono::steady_clock::now();
+  const int rc = run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + file});
+  if (rc != 0) throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): " + file + " is not a backup");
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(file, ec);
+  ctx.out << "backup written to " << file << " (" << (ec ? 0 : size) << " bytes, "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count()
+          << " ms); restore with `conveyor system restore " << file << "`\n";
+  return kExitOk;
+}
+
+int restore(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system restore", {}, {"--clean", "--yes"});
+  if (o.positional.size() != 1) throw FieldError("FILE", "system restore: one FILE is required\n" + std::string(kSystemUsage));
+  const std::string& file = o.positional[0];
+  if (!std::filesystem::is_regular_file(file)) throw FieldError("FILE", "system restore: " + file + " is not a file");
+  const bool clean = o.has("--clean");
+  if (clean && !o.has("--yes") &&
+      !confirm(ctx, ctx.out, "replace the database's Conveyor objects with the backup " + file + "?")) {
+    ctx.out << "not restored: nothing changed\n";
+    return kExitFailed;
+  }
+  const auto pg = db::libpq_environment(ctx.database_url());
+  const auto dbname = pg.find("PGDATABASE");
+  if (dbname == pg.end()) throw Error(errc::invalid_config, "CONVEYOR_DATABASE_URL names no database to restore into");
+  // pg_restore needs the database named; the rest of the connection comes from PG*.
+  std::vector<std::string> argv = {"pg_restore", "--no-owner", "--single-transaction", "--exit-on-error",
+                                   "--dbname=" + dbname->second};
+  if (clean) {
+    argv.push_back("--clean");
+    argv.push_back("--if-exists");
+  }
+  argv.push_back(file);
+  const int rc = run_program(ctx, argv);
+  if (rc != 0) {
+    throw Error(errc::unavailable, "pg_restore failed (exit " + std::to_string(rc) +
+                                       "); it ran in one transaction, so nothing was changed" +
+                                       (clean ? "" : " (a database that is not empty needs --clean)"));
+  }
+  ctx.out << "restored " << file << "; start the services again (after a long stop: runbook 001's waves, "
+          << "`conveyor params set job_types_list=...`)\n";
+  return kExitOk;
+}
+
 int system_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "system", kSystemUsage,
-                  {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot}});
+                  {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot},
+                   {"backup", backup}, {"restore", restore}});
 }
 
 int queue_command(Context& ctx, const std::vector<std::string>& args) {

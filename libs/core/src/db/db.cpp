@@ -4,6 +4,8 @@
 #include <charconv>
 #include <condition_variable>
 #include <mutex>
+#include <libpq-fe.h>
+
 #include <pqxx/pqxx>
 #include <set>
 #include <thread>
@@ -477,5 +479,20 @@ bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
 bool Session::is_open() const noexcept { return conn_ && conn_->is_open(); }
 
 void Session::reset() noexcept { conn_.reset(); }
+
+std::map<std::string, std::string> libpq_environment(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (options == nullptr) {
+    if (error != nullptr) PQfreemem(error);
+    throw Error(errc::invalid_config, "CONVEYOR_DATABASE_URL: not a libpq connection string or URI");
+  }
+  std::map<std::string, std::string> env;
+  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
+    if (o->val != nullptr && o->envvar != nullptr && o->val[0] != '\0') env[o->envvar] = o->val;
+  }
+  PQconninfoFree(options);
+  return env;
+}
 
 }  // namespace conveyor::db

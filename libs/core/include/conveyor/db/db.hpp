@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -260,5 +261,13 @@ class Session {
   std::string application_name_;
   std::unique_ptr<Connection> conn_;
 };
+
+// The PG* environment variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
+// PGPASSWORD, PGSSLMODE...) that say what `url` (a URI or a key=value
+// conninfo) says, for running pg_dump / pg_restore / psql without putting a
+// password on a command line, where any user could read it. Throws
+// Error(invalid_config) for a string libpq cannot parse (the message never
+// repeats the string: it may hold a password).
+std::map<std::string, std::string> libpq_environment(const std::string& url);
 
 }  // namespace conveyor::db
