@@ -556,6 +556,31 @@ TEST_F(OpsCli, SystemBackupAndRestoreIntoAnEmptyDatabaseThenWithClean) {
   EXPECT_EQ(r.status, 2) << r.output;
 }
 
+// Runbook 001 after a long downtime: job types in waves of dependencies
+// (here learnt from the jobs' depends_on), started one wave at a time.
+TEST_F(OpsCli, SystemWavesOrdersTypesByDependencyAndStartsThemWaveByWave) {
+  const std::string fsc = insert_job("fsc-rlie", R"({"tile": "T1", "date": "2026-11-30"})");
+  const std::string sws = db_.query_value(
+      "INSERT INTO conveyor.job (job_type, params, depends_on) VALUES ('sws-wds', '{\"tile\": \"T1\", "
+      "\"date\": \"2026-11-30\"}', ARRAY[" + fsc + "]::bigint[]) RETURNING id");
+  db_.exec("INSERT INTO conveyor.job (job_type, params, depends_on) VALUES ('gfsc', '{\"tile\": \"T1\", "
+           "\"date\": \"2026-11-30\"}', ARRAY[" + sws + "]::bigint[])");
+  auto r = conveyor({"system", "waves"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "wave 1: fail, flaky, fsc-rlie, sleep\n")) << r.output;
+  EXPECT_TRUE(has(r, "wave 2: sws-wds   (after fsc-rlie)")) << r.output;
+  EXPECT_TRUE(has(r, "wave 3: gfsc   (after sws-wds)")) << r.output;
+  r = conveyor({"system", "waves", "--start", "2"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT array_to_string(job_types_list, ',') FROM conveyor.system_parameters"),
+            "fail,flaky,fsc-rlie,sleep,sws-wds");
+  r = conveyor({"system", "waves", "--start", "4"});
+  EXPECT_EQ(r.status, 2) << "there are 3 waves: " << r.output;
+  r = conveyor({"system", "waves", "--all"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT job_types_list IS NULL FROM conveyor.system_parameters"), "t");
+}
+
 // ------------------------------------------------------------------ queue
 
 TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {

@@ -13,7 +13,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <ostream>
 #include <set>
 #include <sstream>
@@ -24,6 +26,7 @@
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_control.hpp"
+#include "conveyor/model/job_type.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/model/worker.hpp"
 
@@ -39,6 +42,7 @@ constexpr const char* kSystemUsage =
     "       conveyor system unpause                 accept new jobs again\n"
     "       conveyor system backup FILE            pg_dump of the database (custom format, compressed)\n"
     "       conveyor system restore FILE [--clean] [--yes]   pg_restore of a backup (--clean: replace what is there)\n"
+    "       conveyor system waves [--start N | --all]   runbook 001's restart in waves of dependent job types\n"
     "       conveyor system prepare-for-reboot [--force] [--yes]\n"
     "                 after stopping the workers: running and queued jobs back to ready\n";
 
@@ -598,10 +602,107 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Upstream -> downstream job types: the triggers, and what the jobs of the
+// last 30 days say (depends_on across types).
+constexpr db::Statement kObservedEdges{
+    "cli_system_wave_edges",
+    "SELECT DISTINCT u.job_type, d.job_type FROM conveyor.job d JOIN conveyor.job u ON u.id = ANY(d.depends_on) "
+    "WHERE d.depends_on <> '{}' AND d.created_at > now() - interval '30 days' AND u.job_type <> d.job_type"};
+
+// Runbook 001 "starting the system after a long downtime": the job types in
+// waves by their dependencies (wave 1: nothing upstream; wave k: everything
+// upstream is in earlier waves); --start N sets job_types_list to waves
+// 1..N, so the later ones wait until the earlier caught up; --all handles
+// every type again.
+int waves(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system waves", {"--start"}, {"--all"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "system waves: unexpected argument '" + o.positional[0] + "'");
+  if (o.get("--start") && o.has("--all")) throw FieldError("--start", "system waves: --start N or --all, not both");
+  db::Pool pool(pool_options(ctx));
+  struct Graph {
+    std::vector<std::string> types;
+    std::map<std::string, std::set<std::string>> upstream;
+    std::optional<std::vector<std::string>> handled;
+  };
+  const Graph g = pool.transact([](db::Tx& tx) {
+    Graph out;
+    for (const auto& t : model::load_job_types(tx)) {
+      if (!t.enabled) continue;
+      out.types.push_back(t.name);
+      for (const auto& trig : t.triggers) out.upstream[trig.value("job_type", "")].insert(t.name);
+    }
+    for (const db::Row r : tx.exec(kObservedEdges)) out.upstream[r[1].as_string()].insert(r[0].as_string());
+    out.handled = model::load_system_parameters(tx).job_types_list;
+    return out;
+  });
+  // Layers: a type joins the first wave after all of its upstream types.
+  std::vector<std::vector<std::string>> layers;
+  std::set<std::string> placed;
+  std::vector<std::string> left = g.types;
+  while (!left.empty()) {
+    std::vector<std::string> layer, rest;
+    for (const auto& t : left) {
+      bool ready = true;
+      const auto it = g.upstream.find(t);
+      if (it != g.upstream.end()) {
+        for (const auto& u : it->second) {
+          const bool known = std::find(g.types.begin(), g.types.end(), u) != g.types.end();
+          if (known && !placed.count(u)) ready = false;
+        }
+      }
+      (ready ? layer : rest).push_back(t);
+    }
+    if (layer.empty()) {  // a cycle: what is left goes last, together
+      layers.push_back(rest);
+      break;
+    }
+    for (const auto& t : layer) placed.insert(t);
+    layers.push_back(layer);
+    left = rest;
+  }
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  };
+  if (o.get("--start") || o.has("--all")) {
+    json value = nullptr;
+    std::string what = "every job type";
+    if (!o.has("--all")) {
+      const auto n = int_option(o, "--start", 1, 1, static_cast<std::int64_t>(std::max<std::size_t>(1, layers.size())));
+      std::vector<std::string> list;
+      for (std::int64_t i = 0; i < n; ++i) list.insert(list.end(), layers[static_cast<std::size_t>(i)].begin(), layers[static_cast<std::size_t>(i)].end());
+      std::sort(list.begin(), list.end());
+      value = list;
+      what = "waves 1.." + std::to_string(n) + ": " + join(list);
+    }
+    pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, {{"job_types_list", value}}); });
+    ctx.out << "job_types_list set to " << what << "\n";
+    return kExitOk;
+  }
+  if (ctx.json) {
+    ctx.out << json{{"waves", layers}, {"job_types_list", g.handled ? json(*g.handled) : json()}}.dump() << "\n";
+    return kExitOk;
+  }
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    std::set<std::string> after;
+    for (const auto& t : layers[i]) {
+      const auto it = g.upstream.find(t);
+      if (it != g.upstream.end()) after.insert(it->second.begin(), it->second.end());
+    }
+    ctx.out << "wave " << i + 1 << ": " << join(layers[i])
+            << (after.empty() ? "" : "   (after " + join(std::vector<std::string>(after.begin(), after.end())) + ")")
+            << "\n";
+  }
+  ctx.out << "job_types_list now: " << (g.handled ? join(*g.handled) : std::string("every job type")) << "\n"
+          << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end\n";
+  return kExitOk;
+}
+
 int system_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "system", kSystemUsage,
                   {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot},
-                   {"backup", backup}, {"restore", restore}});
+                   {"backup", backup}, {"restore", restore}, {"waves", waves}});
 }
 
 int queue_command(Context& ctx, const std::vector<std::string>& args) {
