@@ -1,31 +1,30 @@
-// `conveyor system status|pause|unpause` and `conveyor queue
-// list|inspect|pause|resume`: the system-wide and per-queue switches of
-// runbooks 002 and 003. Pauses persist (they are rows, not process state):
-//   - system pause: accepting_new_jobs = false; submissions get 503 with the
-//     reason, jobs already in the system go on (runbook 003 "pausing new jobs").
-//   - queue pause: a conveyor.queue_state row (job type or pool) that
-//     admission (conveyor-execution) honours: ready jobs of it wait, running
-//     ones finish (runbook 002 "pause & resume queues").
+// `conveyor system status|pause|unpause|prepare-for-reboot|waves|backup|restore`:
+// the system-wide switches and procedures of runbooks 001, 002 and 003.
+//   - pause: accepting_new_jobs = false (a row, so it persists); submissions
+//     get 503 with the reason, jobs already in the system go on (runbook 003).
+//   - prepare-for-reboot: after the workers stopped, running and queued jobs
+//     back to ready (runbook 003).
+//   - waves: job_types_list by dependency layers (runbook 001).
+//   - backup / restore: pg_dump / pg_restore (runbooks 001 and 002).
+// Queues (job types, pools): queue_commands.cpp.
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <ostream>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
 
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
-#include "conveyor/model/job_control.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/model/worker.hpp"
@@ -45,16 +44,6 @@ constexpr const char* kSystemUsage =
     "       conveyor system waves [--start N | --all]   runbook 001's restart in waves of dependent job types\n"
     "       conveyor system prepare-for-reboot [--force] [--yes]\n"
     "                 after stopping the workers: running and queued jobs back to ready\n";
-
-constexpr const char* kQueueUsage =
-    "usage: conveyor queue list\n"
-    "       conveyor queue inspect (--type T | --pool P)\n"
-    "       conveyor queue pause (--type T | --pool P) [--reason TEXT]\n"
-    "       conveyor queue resume (--type T | --pool P)\n"
-    "       conveyor queue drain (--type T | --pool P) [--status S,S...] [--apply] [--yes]\n"
-    "                 cancel the queue's jobs that are not running (default statuses: initialized,\n"
-    "                 configured, ready, queued; also failed, internal_error, external_error,\n"
-    "                 error_checked); a dry run unless --apply\n";
 
 constexpr db::Statement kJobCounts{
     "cli_system_job_counts",
@@ -104,78 +93,6 @@ constexpr db::Statement kPausedQueues{
     "SELECT kind, name, coalesce(reason, '') FROM conveyor.queue_state WHERE paused ORDER BY kind, name"};
 
 // Every job type and pool there is, with the jobs waiting and running in it.
-constexpr db::Statement kQueues{
-    "cli_queues",
-    "WITH names AS ("
-    "  SELECT 'job_type' AS kind, name FROM conveyor.job_type"
-    "  UNION SELECT 'pool', pool FROM conveyor.job_type"
-    "  UNION SELECT kind, name FROM conveyor.queue_state),"
-    " counts AS ("
-    "  SELECT job_type, coalesce(config->>'pool', 'default') AS pool, status, count(*) AS n"
-    "  FROM conveyor.job WHERE status IN ('ready', 'queued', 'started') GROUP BY 1, 2, 3)"
-    "SELECT n.kind, n.name,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'ready'), 0)::bigint AS ready,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'queued'), 0)::bigint AS queued,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'started'), 0)::bigint AS started,"
-    "  coalesce(qs.paused, false) AS paused, coalesce(qs.reason, '') AS reason,"
-    "  coalesce(qs.paused_by, '') AS paused_by, coalesce(qs.paused_at::text, '') AS paused_at,"
-    "  coalesce(qs.drained_count, 0) AS drained "
-    "FROM names n"
-    " LEFT JOIN counts c ON (n.kind = 'job_type' AND c.job_type = n.name) OR (n.kind = 'pool' AND c.pool = n.name)"
-    " LEFT JOIN conveyor.queue_state qs ON qs.kind = n.kind AND qs.name = n.name "
-    "WHERE ($1::text IS NULL OR (n.kind = $1::text AND n.name = $2::text)) "
-    "GROUP BY n.kind, n.name, qs.paused, qs.reason, qs.paused_by, qs.paused_at, qs.drained_count "
-    "ORDER BY n.kind DESC, n.name"};
-
-// One queue's jobs by status, and how long its oldest ready job has waited
-// (runbook 002's "Latency"), plus the day's done and failed.
-constexpr db::Statement kQueueDetail{
-    "cli_queue_detail",
-    "SELECT count(*) FILTER (WHERE status = 'initialized') AS initialized,"
-    "  count(*) FILTER (WHERE status = 'configured') AS configured,"
-    "  count(*) FILTER (WHERE status = 'processed') AS processed,"
-    "  count(*) FILTER (WHERE status = 'external_error') AS external_error,"
-    "  count(*) FILTER (WHERE status = 'error_checked') AS error_checked,"
-    "  count(*) FILTER (WHERE status = 'done' AND updated_at > now() - interval '1 day') AS done_daily,"
-    "  count(*) FILTER (WHERE status IN ('failed', 'internal_error') AND updated_at > now() - interval '1 day')"
-    "    AS failed_daily,"
-    "  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'ready')), 0)::float8 AS latency_s "
-    "FROM conveyor.job WHERE ($1 = 'job_type' AND job_type = $2) "
-    "   OR ($1 = 'pool' AND coalesce(config->>'pool', 'default') = $2)"};
-
-constexpr db::Statement kKnownQueue{
-    "cli_queue_known",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.job_type WHERE ($1 = 'job_type' AND name = $2) "
-    "                                                  OR ($1 = 'pool' AND pool = $2))"};
-
-constexpr db::Statement kPauseQueue{
-    "cli_queue_pause",
-    "INSERT INTO conveyor.queue_state (kind, name, paused, reason, paused_at, paused_by) "
-    "VALUES ($1, $2, true, $3, now(), conveyor.current_actor()) "
-    "ON CONFLICT (kind, name) DO UPDATE SET paused = true, reason = EXCLUDED.reason, "
-    "  paused_at = CASE WHEN conveyor.queue_state.paused THEN conveyor.queue_state.paused_at ELSE now() END, "
-    "  paused_by = EXCLUDED.paused_by "
-    "RETURNING (xmax = 0) AS inserted"};
-
-// A pool's jobs: the pool their configuration chose, or their type's.
-constexpr db::Statement kDrainCandidates{
-    "cli_queue_drain_candidates",
-    "SELECT j.id FROM conveyor.job j LEFT JOIN conveyor.job_type t ON t.name = j.job_type "
-    "WHERE j.status = ANY($3::text[]) AND j.canceled_at IS NULL "
-    "  AND (($1 = 'job_type' AND j.job_type = $2) "
-    "    OR ($1 = 'pool' AND coalesce(j.config->>'pool', t.pool, 'default') = $2)) "
-    "ORDER BY j.id LIMIT 100001"};
-
-constexpr db::Statement kCountDrained{
-    "cli_queue_count_drained",
-    "INSERT INTO conveyor.queue_state (kind, name, drained_count) VALUES ($1, $2, $3) "
-    "ON CONFLICT (kind, name) DO UPDATE SET drained_count = conveyor.queue_state.drained_count + EXCLUDED.drained_count"};
-
-constexpr db::Statement kResumeQueue{
-    "cli_queue_resume",
-    "UPDATE conveyor.queue_state SET paused = false, reason = NULL, paused_at = NULL, paused_by = NULL "
-    "WHERE kind = $1 AND name = $2 AND paused RETURNING 1"};
-
 int status(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system status", {});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
@@ -331,196 +248,6 @@ int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
 int pause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, false); }
 int unpause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, true); }
 
-// ------------------------------------------------------------------ queue
-
-struct QueueName {
-  std::string kind;  // job_type | pool
-  std::string name;
-};
-
-QueueName queue_name(const Options& o, const std::string& command) {
-  const auto type = o.get("--type");
-  const auto pool = o.get("--pool");
-  if (!o.positional.empty()) throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "' (use --type T or --pool P)");
-  if (type.has_value() == pool.has_value()) {
-    throw FieldError("--type", command + ": give exactly one of --type JOB_TYPE or --pool POOL\n" + std::string(kQueueUsage));
-  }
-  return type ? QueueName{"job_type", *type} : QueueName{"pool", *pool};
-}
-
-void require_known(db::Tx& tx, const QueueName& q) {
-  if (!tx.exec(kKnownQueue, {q.kind, q.name})[0][0].as_bool()) {
-    throw Error(errc::not_found, q.kind == "job_type"
-                                     ? "no job type named '" + q.name + "' (see `conveyor job-type list`)"
-                                     : "no job type runs in pool '" + q.name + "' (see `conveyor queue list`)");
-  }
-}
-
-json queue_row(const db::Row& r) {
-  return {{"kind", r["kind"].as_string()},       {"name", r["name"].as_string()},
-          {"ready", r["ready"].as_int()},         {"queued", r["queued"].as_int()},
-          {"started", r["started"].as_int()},     {"paused", r["paused"].as_bool()},
-          {"reason", r["reason"].as_string()},    {"paused_by", r["paused_by"].as_string()},
-          {"paused_at", r["paused_at"].as_string()}, {"drained", r["drained"].as_int()}};
-}
-
-int queue_list(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "queue list", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "queue list: unexpected argument '" + o.positional[0] + "'");
-  db::Pool pool(pool_options(ctx));
-  const json queues = pool.transact([](db::Tx& tx) {
-    json out = json::array();
-    for (const db::Row r : tx.exec(kQueues, {nullptr, nullptr})) out.push_back(queue_row(r));
-    return out;
-  });
-  if (ctx.json) {
-    ctx.out << queues.dump() << "\n";
-    return kExitOk;
-  }
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& q : queues) {
-    std::string paused = q["paused"].get<bool>() ? "yes" : "no";
-    if (q["paused"].get<bool>() && !q["reason"].get<std::string>().empty()) paused += " (" + q["reason"].get<std::string>() + ")";
-    rows.push_back({q["kind"].get<std::string>() == "job_type" ? "type" : "pool", q["name"].get<std::string>(),
-                    std::to_string(q["ready"].get<std::int64_t>()), std::to_string(q["queued"].get<std::int64_t>()),
-                    std::to_string(q["started"].get<std::int64_t>()), paused});
-  }
-  print_table(ctx.out, {"KIND", "NAME", "READY", "QUEUED", "STARTED", "PAUSED"}, rows);
-  return kExitOk;
-}
-
-int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "queue inspect", {"--type", "--pool"});
-  const QueueName q = queue_name(o, "queue inspect");
-  db::Pool pool(pool_options(ctx));
-  db::TxOptions snapshot;
-  snapshot.isolation = db::Isolation::repeatable_read;
-  const json d = pool.transact(
-      [&](db::Tx& tx) {
-        require_known(tx, q);
-        json out = queue_row(tx.exec(kQueues, {q.kind, q.name})[0]);
-        const db::Result detail = tx.exec(kQueueDetail, {q.kind, q.name});  // a Row points into its Result
-        const db::Row r = detail[0];
-        for (const char* k : {"initialized", "configured", "processed", "external_error", "error_checked",
-                              "done_daily", "failed_daily"}) {
-          out[k] = r[k].as_int();
-        }
-        out["latency_s"] = r["latency_s"].as_double();
-        return out;
-      },
-      snapshot);
-  if (ctx.json) {
-    ctx.out << d.dump() << "\n";
-    return kExitOk;
-  }
-  auto line = [&](const std::string& k, const std::string& v) {
-    ctx.out << k << std::string(k.size() < 20 ? 20 - k.size() : 1, ' ') << ": " << v << "\n";
-  };
-  auto n = [&](const char* k) { return std::to_string(d[k].get<std::int64_t>()); };
-  line("Name", d["name"].get<std::string>());
-  line("Kind", d["kind"].get<std::string>() == "job_type" ? "job type" : "pool");
-  line("Is Paused", d["paused"].get<bool>() ? "true" : "false");
-  if (d["paused"].get<bool>()) {
-    line("Paused Reason", d["reason"].get<std::string>().empty() ? "-" : d["reason"].get<std::string>());
-    line("Paused By", d["paused_by"].get<std::string>());
-    line("Paused At", d["paused_at"].get<std::string>());
-  }
-  line("Latency", std::to_string(static_cast<long long>(d["latency_s"].get<double>())) + "s (oldest ready job)");
-  line("Initialized", n("initialized"));
-  line("Configured", n("configured"));
-  line("Ready", n("ready"));
-  line("Queued", n("queued"));
-  line("Started", n("started"));
-  line("Processed", n("processed"));
-  line("External errors", n("external_error"));
-  line("Error checked", n("error_checked"));
-  line("Done (daily)", n("done_daily"));
-  line("Failed (daily)", n("failed_daily"));
-  return kExitOk;
-}
-
-int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) {
-  const std::string command = pause ? "queue pause" : "queue resume";
-  const Options o = parse_options(args, command, pause ? std::set<std::string>{"--type", "--pool", "--reason"}
-                                                       : std::set<std::string>{"--type", "--pool"});
-  const QueueName q = queue_name(o, command);
-  db::Pool pool(pool_options(ctx));
-  const bool changed = pool.transact([&](db::Tx& tx) {
-    require_known(tx, q);
-    if (pause) {
-      tx.exec(kPauseQueue, {q.kind, q.name, o.get("--reason")});
-      return true;
-    }
-    return !tx.exec(kResumeQueue, {q.kind, q.name}).empty();
-  });
-  const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
-  if (pause) {
-    ctx.out << what << " paused: its ready jobs wait, running ones finish (`conveyor queue resume "
-            << (q.kind == "job_type" ? "--type " : "--pool ") << q.name << "`)\n";
-  } else {
-    ctx.out << what << (changed ? " resumed\n" : " was not paused\n");
-  }
-  return kExitOk;
-}
-
-int queue_drain(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "queue drain", {"--type", "--pool", "--status"}, {"--apply", "--yes"});
-  const QueueName q = queue_name(o, "queue drain");
-  std::vector<std::string> statuses = {"initialized", "configured", "ready", "queued"};
-  if (const auto given = o.get("--status")) {
-    static const std::set<std::string> drainable = {"initialized", "configured",     "ready",          "queued",
-                                                    "failed",      "internal_error", "external_error", "error_checked"};
-    statuses.clear();
-    std::stringstream ss(*given);
-    for (std::string st; std::getline(ss, st, ',');) {
-      if (!drainable.count(st)) {
-        throw FieldError("--status", "--status: '" + st +
-                                         "' cannot be drained (initialized, configured, ready, queued, failed, "
-                                         "internal_error, external_error, error_checked; a running job: `conveyor job "
-                                         "cancel`)");
-      }
-      statuses.push_back(st);
-    }
-  }
-  db::Pool pool(pool_options(ctx));
-  const std::vector<std::int64_t> ids = pool.transact([&](db::Tx& tx) {
-    require_known(tx, q);
-    std::vector<std::int64_t> out;
-    for (const db::Row r : tx.exec(kDrainCandidates, {q.kind, q.name, statuses})) out.push_back(r[0].as_int());
-    return out;
-  });
-  if (ids.size() > 100'000) throw FieldError("--status", "queue drain: more than 100000 jobs: drain one status at a time");
-  std::string list;
-  for (const auto& st : statuses) list += (list.empty() ? "" : ",") + st;
-  const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
-  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
-  talk << ids.size() << " job(s) of " << what << " in " << list << "\n";
-  if (ids.empty() || !o.has("--apply")) {
-    if (!ids.empty()) talk << "dry run: nothing changed; add --apply to cancel them\n";
-    if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", 0}}.dump() << "\n";
-    return kExitOk;
-  }
-  if (!o.has("--yes") && !confirm(ctx, talk, "cancel " + std::to_string(ids.size()) + " job(s)?")) {
-    talk << "not applied: nothing changed\n";
-    return kExitFailed;
-  }
-  const std::int64_t drained = pool.transact([&](db::Tx& tx) {
-    std::int64_t n = 0;
-    for (const auto id : ids) {
-      if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
-    }
-    tx.exec(kCountDrained, {q.kind, q.name, n});
-    return n;
-  });
-  if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", drained}}.dump() << "\n";
-  talk << "drained " << drained << " job(s) of " << what << " (canceled; `conveyor job retry` brings one back)\n";
-  return kExitOk;
-}
-
-int queue_pause_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, true); }
-int queue_resume_cmd(Context& ctx, const std::vector<std::string>& args) { return queue_pause(ctx, args, false); }
-
-}  // namespace
 
 // Runs a PostgreSQL client program with argv as given (never a shell) and
 // the connection in PG* variables (db::libpq_environment), not on its
@@ -629,7 +356,9 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
     for (const auto& t : model::load_job_types(tx)) {
       if (!t.enabled) continue;
       out.types.push_back(t.name);
-      for (const auto& trig : t.triggers) out.upstream[trig.value("job_type", "")].insert(t.name);
+      for (const auto& trig : t.triggers) {  // validated when applied: {"job_type": "b", ...}
+        if (trig.contains("job_type")) out.upstream[trig.at("job_type").get<std::string>()].insert(t.name);
+      }
     }
     for (const db::Row r : tx.exec(kObservedEdges)) out.upstream[r[1].as_string()].insert(r[0].as_string());
     out.handled = model::load_system_parameters(tx).job_types_list;
@@ -699,15 +428,12 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+}  // namespace
+
 int system_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "system", kSystemUsage,
                   {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot},
                    {"backup", backup}, {"restore", restore}, {"waves", waves}});
-}
-
-int queue_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "queue", kQueueUsage,
-                  {{"list", queue_list}, {"ls", queue_list}, {"inspect", queue_inspect}, {"pause", queue_pause_cmd}, {"resume", queue_resume_cmd}, {"drain", queue_drain}});
 }
 
 }  // namespace conveyor::cli
