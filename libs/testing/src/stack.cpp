@@ -21,6 +21,7 @@ std::filesystem::path executable(const std::string& name) {
       {"conveyor-workerpool", CONVEYOR_BIN_WORKERPOOL},
       {"conveyor-monitor", CONVEYOR_BIN_MONITOR},
       {"conveyor-example-task", CONVEYOR_BIN_EXAMPLE_TASK},
+      {"conveyor-webhook-sink", CONVEYOR_BIN_WEBHOOK_SINK},
   };
   auto it = kPaths.find(name);
   if (it == kPaths.end()) throw std::runtime_error("unknown executable " + name);

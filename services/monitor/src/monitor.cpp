@@ -4,10 +4,13 @@
 #include <filesystem>
 #include <map>
 
+#include "alerts.hpp"
 #include "conveyor/error/error.hpp"
+#include "conveyor/http/client.hpp"
 #include "conveyor/logging/logging.hpp"
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/status.hpp"
+#include "dashboard.hpp"
 #include "reconciler.hpp"
 #include "registry.hpp"
 
@@ -61,11 +64,20 @@ config::Schema schema() {
   retention.min = 100;
   retention.max = 86'400'000;
   s.add(std::move(retention));
+  config::Key hook;
+  hook.name = "CONVEYOR_ALERT_WEBHOOK_URL";
+  hook.type = config::Type::url;
+  hook.default_value = "";
+  hook.secret = true;  // may carry a token
+  hook.help = "where alerts are POSTed when they start or stop firing (JSON); empty: logs and metrics only";
+  s.add(std::move(hook));
   return s;
 }
 
 Monitor::Monitor(runtime::Context& ctx)
-    : ctx_(ctx), batch_(static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"))) {}
+    : ctx_(ctx),
+      batch_(static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"))),
+      alert_webhook_(ctx.config().get_string("CONVEYOR_ALERT_WEBHOOK_URL")) {}
 
 template <typename F>
 void Monitor::part(const char* name, F&& fn) {
@@ -178,6 +190,53 @@ bool Monitor::scan() {
   return more_;
 }
 
+void Monitor::check_alerts() {
+  part("alerts", [&] {
+    const auto firing = ctx_.db().transact(
+        [&](db::Tx& tx) { return evaluate_alerts(tx, model::load_system_parameters(tx)); });
+    std::map<std::string, std::pair<std::string, std::string>> now;
+    for (const auto& a : firing) now[a.name] = {a.summary, a.severity};
+    auto& metrics = ctx_.metrics();
+    std::vector<nlohmann::json> changes;
+    for (const auto& [name, v] : now) {
+      const auto before = firing_.find(name);
+      if (before == firing_.end()) {
+        (v.second == "info" ? ctx_.log()->info("alert {} firing: {}", name, v.first)
+                            : ctx_.log()->warn("alert {} ({}) firing: {}", name, v.second, v.first));
+        changes.push_back({{"status", "firing"}, {"name", name}, {"severity", v.second}, {"summary", v.first}});
+      }
+    }
+    for (const auto& [name, v] : firing_) {
+      if (!now.count(name)) {
+        ctx_.log()->info("alert {} resolved", name);
+        changes.push_back({{"status", "resolved"}, {"name", name}, {"severity", v.second}, {"summary", v.first}});
+      }
+      metrics.gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+                    {{"alert", name}, {"severity", v.second}})
+          .set(now.count(name) ? 1 : 0);
+    }
+    for (const auto& [name, v] : now) {
+      metrics.gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+                    {{"alert", name}, {"severity", v.second}})
+          .set(1);
+    }
+    firing_ = std::move(now);
+    if (alert_webhook_.empty()) return;
+    for (const auto& change : changes) {
+      try {
+        const auto r = http::http_request("POST", alert_webhook_, change.dump(),
+                                          {{"Content-Type", "application/json"}}, std::chrono::seconds(2));
+        if (r.status >= 300) throw Error(errc::unavailable, "answered " + std::to_string(r.status));
+      } catch (const Error& e) {
+        ctx_.log()->error("alert webhook: {} not delivered: {}", change["name"].get<std::string>(),
+                          logging::redact_url(e.what()));
+        metrics.counter("conveyor_monitor_alert_webhook_failures_total", "alert changes the webhook did not take")
+            .inc();
+      }
+    }
+  });
+}
+
 bool Monitor::purge() {
   bool more = false;
   part("retention", [&] {
@@ -268,6 +327,7 @@ runtime::ServiceSpec spec() {
 
 void setup(runtime::Context& ctx) {
   add_routes(ctx);
+  add_dashboard_routes(ctx);
   const auto p = ctx.parameters();
   ctx.log()->info("monitor: worker heartbeat timeout {} s, service heartbeat timeout {} s",
                   p->worker_heartbeat_timeout_s, p->service_heartbeat_timeout_s);
@@ -285,6 +345,7 @@ void loop(runtime::Context& ctx) {
     bool more = monitor.scan();
     if (std::chrono::steady_clock::now() >= next_gauges) {
       monitor.update_gauges();
+      monitor.check_alerts();
       next_gauges = std::chrono::steady_clock::now() + gauge_every;
     }
     if (std::chrono::steady_clock::now() >= next_retention) {

@@ -21,6 +21,9 @@
 #include <string>
 #include <utility>
 
+#include <map>
+#include <string>
+
 #include "conveyor/config/config.hpp"
 #include "conveyor/runtime/runtime.hpp"
 
@@ -33,8 +36,8 @@ inline constexpr std::chrono::hours kInstanceRetention{24};
 // Worker rows stopped or lost for longer than this are deleted.
 inline constexpr std::chrono::hours kWorkerRetention{24};
 
-// runtime::service_schema() plus CONVEYOR_GAUGE_INTERVAL_MS and
-// CONVEYOR_RETENTION_INTERVAL_MS.
+// runtime::service_schema() plus CONVEYOR_GAUGE_INTERVAL_MS,
+// CONVEYOR_RETENTION_INTERVAL_MS and CONVEYOR_ALERT_WEBHOOK_URL.
 config::Schema schema();
 
 class Monitor {
@@ -47,6 +50,9 @@ class Monitor {
   bool scan();
   // Recomputes the gauges (a count over conveyor.job: not on every scan).
   void update_gauges();
+  // Evaluates the alerts (alerts.hpp); logs, counts and posts to
+  // CONVEYOR_ALERT_WEBHOOK_URL each one that starts or stops firing.
+  void check_alerts();
   // Retention (part f): deletes finished jobs past job_retention_days (and
   // their outputs), old worker rows, and log months past log_retention_days.
   // Returns true when it filled its batch. Every CONVEYOR_RETENTION_INTERVAL_MS.
@@ -59,6 +65,9 @@ class Monitor {
   runtime::Context& ctx_;
   int batch_;
   bool more_ = false;
+  // Alerts firing at the last check, by name (summary, severity).
+  std::map<std::string, std::pair<std::string, std::string>> firing_;
+  std::string alert_webhook_;
   // (service, status) series set before: zeroed when they disappear.
   std::set<std::pair<std::string, std::string>> instance_series_;
 };

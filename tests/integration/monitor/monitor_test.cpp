@@ -765,4 +765,71 @@ TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNee
       << logs();
 }
 
+// Alerts (runbook 004: what pages the person on call): conditions on the
+// database, logged and posted to CONVEYOR_ALERT_WEBHOOK_URL when they start
+// and stop firing, on /v1/alerts, /metrics and the dashboard at /.
+TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
+  const int hook_port = ct::free_port();
+  const fs::path received = dir_ / "alerts.jsonl";
+  ct::ChildProcess::Options ho;
+  ho.argv = {ct::executable("conveyor-webhook-sink").string(), "--port", std::to_string(hook_port), "--out",
+             received.string()};
+  ho.stdout_file = dir_ / "sink.log";
+  ct::ChildProcess sink(ho);
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        try {
+          conveyor::http::http_request("GET", "http://127.0.0.1:" + std::to_string(hook_port) + "/", "", {}, 1s);
+          return true;  // any answer: it listens
+        } catch (const conveyor::Error&) {
+          return false;
+        }
+      },
+      10s));
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+           "('execution-9', 'conveyor-execution', now() - interval '10 minutes')");
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-lost', 'lost', now() - "
+           "interval '5 minutes')");
+  db_.exec("UPDATE conveyor.system_parameters SET accepting_new_jobs = false, not_accepting_reason = "
+           "'maintenance <tonight>'");
+  start_monitor("monitor",
+                {{"CONVEYOR_ALERT_WEBHOOK_URL", "http://127.0.0.1:" + std::to_string(hook_port) + "/hook"}});
+
+  const json alerts = get_json("monitor", "/v1/alerts").at("alerts");
+  std::vector<std::string> names;
+  for (const auto& a : alerts) names.push_back(a.at("name"));
+  EXPECT_EQ(names, (std::vector<std::string>{"service_down", "service_missing", "workers_lost", "not_accepting"}));
+  EXPECT_EQ(alerts[0].at("severity"), "critical");
+  EXPECT_NE(alerts[0].at("summary").get<std::string>().find("conveyor-execution/execution-9"), std::string::npos);
+
+  ASSERT_TRUE(ct::wait_until(
+      [&] { return metric("monitor", R"(conveyor_alerts_firing{alert="service_down",severity="critical"})") == 1; },
+      10s))
+      << logs();
+  ASSERT_TRUE(ct::wait_until([&] { return read_text(received).find(R"("name":"workers_lost")") != std::string::npos; },
+                             10s))
+      << logs();
+  EXPECT_NE(read_text(received).find(R"("status":"firing")"), std::string::npos);
+
+  const auto page = get("monitor", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("<title>Conveyor</title>"), std::string::npos);
+  EXPECT_NE(page.body.find("maintenance &lt;tonight&gt;"), std::string::npos) << "escaped, never raw HTML";
+  EXPECT_EQ(page.body.find("<tonight>"), std::string::npos);
+  EXPECT_NE(page.body.find("execution-9"), std::string::npos);
+  EXPECT_NE(page.body.find("w-lost"), std::string::npos);
+
+  db_.exec("UPDATE conveyor.system_parameters SET accepting_new_jobs = true");
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        const std::string r = read_text(received);
+        return r.find(R"("name":"not_accepting","severity":"info","status":"resolved")") != std::string::npos;
+      },
+      10s))
+      << read_text(received) << logs();
+  EXPECT_TRUE(ct::wait_until(
+      [&] { return metric("monitor", R"(conveyor_alerts_firing{alert="not_accepting",severity="info"})") == 0; }, 10s));
+  EXPECT_EQ(sink.stop(5s), 0);
+}
+
 }  // namespace

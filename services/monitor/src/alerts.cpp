@@ -1,0 +1,135 @@
+#include "alerts.hpp"
+
+#include <algorithm>
+
+#include "conveyor/model/status.hpp"
+
+namespace conveyor::monitor {
+namespace {
+
+constexpr db::Statement kDownInstances{
+    "monitor_alert_down_instances",
+    "SELECT service || '/' || id, extract(epoch FROM now() - last_heartbeat)::bigint FROM conveyor.service_instance "
+    "WHERE status = 'down' OR (status IN ('up', 'draining') "
+    "  AND last_heartbeat < now() - make_interval(secs => $1::float8)) ORDER BY service, id"};
+
+// Workers come and go with the pool (min may be 0): not a missing service.
+constexpr db::Statement kMissingServices{
+    "monitor_alert_missing_services",
+    "SELECT service FROM conveyor.service_instance WHERE service <> 'conveyor-worker' GROUP BY service "
+    "HAVING count(*) FILTER (WHERE status IN ('up', 'draining') "
+    "  AND last_heartbeat >= now() - make_interval(secs => $1::float8)) = 0 ORDER BY service"};
+
+constexpr db::Statement kOutbox{
+    "monitor_alert_outbox",
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint FROM conveyor.outbox "
+    "WHERE sent_at IS NULL AND created_at < now() - interval '60 seconds'"};
+
+// Re-emitted (so stalled and not held on purpose) and still not moved.
+constexpr db::Statement kStuckJobs{
+    "monitor_alert_stuck_jobs",
+    "SELECT count(*), min(j.id), (array_agg(j.status ORDER BY j.id))[1] FROM conveyor.job j "
+    "JOIN unnest($1::text[], $2::bigint[]) AS t(status, secs) ON t.status = j.status "
+    "WHERE j.status NOT IN ('done', 'canceled', 'failed') AND j.reemitted_at > j.updated_at "
+    "  AND j.updated_at < now() - make_interval(secs => 2 * t.secs)"};
+
+constexpr db::Statement kLostWorkers{
+    "monitor_alert_lost_workers",
+    "SELECT count(*), coalesce(string_agg(name, ', ' ORDER BY name), '') FROM ("
+    "  SELECT name FROM conveyor.worker WHERE status = 'lost' AND last_heartbeat > now() - interval '1 hour' "
+    "  ORDER BY name LIMIT 50) w"};
+
+constexpr db::Statement kTriggerFailures{
+    "monitor_alert_trigger_failures",
+    "SELECT count(*), min(job_id) FROM conveyor.trigger_pending WHERE failed_at IS NOT NULL"};
+
+constexpr db::Statement kScheduleErrors{
+    "monitor_alert_schedule_errors",
+    "SELECT coalesce(string_agg(job_type, ', ' ORDER BY job_type), '') FROM conveyor.schedule_state "
+    "WHERE last_error IS NOT NULL"};
+
+std::string first(const std::vector<std::string>& items, std::size_t n = 5) {
+  std::string s;
+  for (std::size_t i = 0; i < items.size() && i < n; ++i) s += (i ? ", " : "") + items[i];
+  if (items.size() > n) s += ", ...";
+  return s;
+}
+
+int rank(const std::string& severity) { return severity == "critical" ? 0 : severity == "warning" ? 1 : 2; }
+
+}  // namespace
+
+std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p) {
+  std::vector<Alert> out;
+  const double timeout = p.service_heartbeat_timeout_s;
+
+  std::vector<std::string> down;
+  for (const db::Row r : tx.exec(kDownInstances, {timeout})) {
+    down.push_back(r[0].as_string() + " (" + std::to_string(r[1].as_int()) + " s)");
+  }
+  if (!down.empty()) {
+    out.push_back({"service_down", "critical",
+                   std::to_string(down.size()) + " service instance(s) stopped heartbeating: " + first(down)});
+  }
+  std::vector<std::string> missing;
+  for (const db::Row r : tx.exec(kMissingServices, {timeout})) missing.push_back(r[0].as_string());
+  if (!missing.empty()) {
+    out.push_back({"service_missing", "critical", "no live instance of " + first(missing, 10)});
+  }
+  {
+    const db::Result r = tx.exec(kOutbox);  // a Row points into its Result
+    if (r[0][0].as_int() > 0) {
+      out.push_back({"outbox_stuck", "critical",
+                     std::to_string(r[0][0].as_int()) + " event(s) unsent for over 60 s (oldest " +
+                         std::to_string(r[0][1].as_int()) + " s): is the broker reachable?"});
+    }
+  }
+  {
+    std::vector<std::string> statuses;
+    std::vector<std::int64_t> secs;
+    for (const auto& [status, s] : p.stall_threshold_s) {
+      statuses.emplace_back(model::to_string(status));
+      secs.push_back(s);
+    }
+    const db::Result r = tx.exec(kStuckJobs, {statuses, secs});
+    if (r[0][0].as_int() > 0) {
+      out.push_back({"jobs_stuck", "warning",
+                     std::to_string(r[0][0].as_int()) +
+                         " job(s) still not moving after their event was re-emitted (first: job " +
+                         std::to_string(r[0][1].as_int()) + ", " + r[0][2].as_string() +
+                         "): is the service of that stage running?"});
+    }
+  }
+  {
+    const db::Result r = tx.exec(kLostWorkers);
+    if (r[0][0].as_int() > 0) {
+      out.push_back({"workers_lost", "warning",
+                     std::to_string(r[0][0].as_int()) + " worker(s) lost in the last hour: " + r[0][1].as_string()});
+    }
+  }
+  {
+    const db::Result r = tx.exec(kTriggerFailures);
+    if (r[0][0].as_int() > 0) {
+      out.push_back({"trigger_failed", "warning",
+                     std::to_string(r[0][0].as_int()) + " done job(s) whose downstream jobs could not be created "
+                                                        "(first: job " + std::to_string(r[0][1].as_int()) +
+                         "; conveyor.trigger_pending.last_error)"});
+    }
+  }
+  {
+    const db::Result r = tx.exec(kScheduleErrors);
+    if (!r[0][0].as_string().empty()) {
+      out.push_back({"schedule_error", "warning",
+                     "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
+    }
+  }
+  if (!p.accepting_new_jobs) {
+    out.push_back({"not_accepting", "info",
+                   "not accepting new jobs: " +
+                       (p.not_accepting_reason.empty() ? std::string("no reason given") : p.not_accepting_reason)});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const Alert& a, const Alert& b) { return rank(a.severity) < rank(b.severity); });
+  return out;
+}
+
+}  // namespace conveyor::monitor

@@ -1,0 +1,40 @@
+#pragma once
+// Alerts of conveyor-monitor (DESIGN §1 "alerts"; runbook 004: what pages the
+// person on call). Each alert is a condition on PostgreSQL, evaluated afresh
+// (no state), so every monitor replica and `GET /v1/alerts` agree:
+//
+//   service_down     critical  an instance stopped heartbeating (up/draining
+//                              older than service_heartbeat_timeout_s, or down)
+//   service_missing  critical  a service (workers aside) with no live instance
+//   outbox_stuck     critical  events unsent for over 60 s (broker away?)
+//   jobs_stuck       warning   jobs re-emitted for being stalled that still
+//                              have not moved after twice their threshold
+//   workers_lost     warning   workers marked lost in the last hour
+//   trigger_failed   warning   downstream jobs that could not be created
+//   schedule_error   warning   schedules whose last pass failed
+//   not_accepting    info      accepting_new_jobs is false
+//
+// The monitor's loop logs each alert when it starts and stops firing, sets
+// the gauge conveyor_alerts_firing{alert,severity}, and POSTs the change to
+// CONVEYOR_ALERT_WEBHOOK_URL when set. Thread-safe: stateless functions.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/system_parameters.hpp"
+
+namespace conveyor::monitor {
+
+struct Alert {
+  std::string name;
+  std::string severity;  // critical | warning | info
+  std::string summary;   // for a person: what and how many, the first names
+  nlohmann::json to_json() const { return {{"name", name}, {"severity", severity}, {"summary", summary}}; }
+};
+
+// Firing now, most severe first.
+std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& parameters);
+
+}  // namespace conveyor::monitor
