@@ -301,6 +301,19 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
   EXPECT_TRUE(has(r, "0 job(s) match")) << "--until bounds created_at: " << r.output;
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'canceled'"), "2");
 
+  // Runbook 001's selections: by ids, and by a field of the params.
+  const std::string tile_a = insert_job("sleep", R"({"seconds": 0, "tile": "T31TCH"})");
+  const std::string tile_b = insert_job("sleep", R"({"seconds": 0, "tile": "T32ULU"})");
+  r = conveyor({"job", "patch", "--status", "initialized", "--param", "tile=T31TCH", "--to", "canceled", "--apply",
+                "--yes"});
+  EXPECT_TRUE(has(r, "changed 1 job(s)")) << r.output;
+  EXPECT_EQ(status_of(tile_a), "canceled");
+  EXPECT_EQ(status_of(tile_b), "initialized");
+  r = conveyor({"job", "patch", "--status", "initialized", "--ids", tile_b + "," + other_status, "--to", "canceled"});
+  EXPECT_TRUE(has(r, "2 job(s) match")) << r.output;
+  r = conveyor({"job", "patch", "--status", "initialized", "--ids", "12;x", "--to", "canceled"});
+  EXPECT_EQ(r.status, 2) << r.output;
+
   r = conveyor({"job", "patch", "--status", "done", "--to", "ready"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "done -> ready is not allowed")) << r.output;

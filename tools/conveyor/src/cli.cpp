@@ -44,7 +44,7 @@ commands:
                 --follow: what is appended, until the job stops running
   job kill ID... [--cleanup]   cancel; --cleanup also removes its outputs once it no longer runs
   job set-status ID... --to S[,S...]   move jobs through the status machine (e.g. error_checked,ready)
-  job patch --status S [--type T] [--since T] [--until T] --to S[,S...] [--apply] [--yes]
+  job patch --status S [--type T] [--since T] [--until T] [--ids ID,...] [--param K=V] --to S[,S...] [--apply] [--yes]
                 bulk status change: a dry run showing the count unless --apply
   worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
   worker ping NAME    OK when the worker heartbeats, exit 1 when it does not

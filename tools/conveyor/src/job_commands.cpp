@@ -37,8 +37,8 @@ constexpr const char* kJobUsage =
     "       conveyor job logs ID [--tail N] [--follow]\n"
     "       conveyor job kill ID... [--cleanup]\n"
     "       conveyor job set-status ID... --to STATUS[,STATUS...]\n"
-    "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] --to STATUS[,STATUS...]\n"
-    "                          [--limit N] [--apply] [--yes]\n"
+    "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] [--ids ID,ID]\n"
+    "                          [--param KEY=VALUE] --to STATUS[,STATUS...] [--limit N] [--apply] [--yes]\n"
     "IDs may be unique substrings of job ids.\n";
 
 constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
@@ -49,17 +49,19 @@ constexpr db::Statement kJobIdsContaining{
     "SELECT id FROM conveyor.job WHERE id::text LIKE '%' || $1 || '%' ORDER BY id DESC LIMIT 6"};
 // `job patch` selects by status, type and creation time, oldest first. The
 // apply locks each job and changes it only if it is still in that status.
+// $1 status, $2 type, $3/$4 created_at range, $5 ids, $6/$7 a param's value
+// as text (runbook 001 selects by ids and by fields of the job's JSON).
+#define CONVEYOR_PATCH_WHERE                                                   \
+  "WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "           \
+  "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "          \
+  "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) "           \
+  "  AND ($5::bigint[] IS NULL OR id = ANY($5::bigint[])) "                    \
+  "  AND ($6::text IS NULL OR params->>$6::text = $7::text) "
 constexpr db::Statement kPatchCandidates{
-    "cli_job_patch_candidates",
-    "SELECT id FROM conveyor.job WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "
-    "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "
-    "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) "
-    "ORDER BY id LIMIT $5"};
-constexpr db::Statement kPatchCount{
-    "cli_job_patch_count",
-    "SELECT count(*) FROM conveyor.job WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "
-    "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "
-    "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz)"};
+    "cli_job_patch_candidates", "SELECT id FROM conveyor.job " CONVEYOR_PATCH_WHERE "ORDER BY id LIMIT $8"};
+constexpr db::Statement kPatchCount{"cli_job_patch_count",
+                                    "SELECT count(*) FROM conveyor.job " CONVEYOR_PATCH_WHERE};
+#undef CONVEYOR_PATCH_WHERE
 
 constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyor.worker WHERE id = $1"};
 
@@ -481,7 +483,8 @@ int set_status(Context& ctx, const std::vector<std::string>& args) {
 // default showing the count; --apply asks (or --yes), then changes exactly
 // the jobs counted, in one transaction, each through the status machine.
 int patch(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job patch", {"--status", "--type", "--since", "--until", "--to", "--limit"},
+  const Options o = parse_options(args, "job patch",
+                                  {"--status", "--type", "--since", "--until", "--to", "--limit", "--ids", "--param"},
                                   {"--apply", "--yes"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
   const auto status = o.get("--status");
@@ -498,8 +501,26 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
     }
     at = to;
   }
+  std::optional<std::vector<std::int64_t>> only_ids;
+  if (const auto list = o.get("--ids")) {
+    only_ids.emplace();
+    std::stringstream ss(*list);
+    for (std::string item; std::getline(ss, item, ',');) {
+      if (item.empty() || item.size() > 18 || item.find_first_not_of("0123456789") != std::string::npos) {
+        throw FieldError("--ids", "--ids: '" + item + "' is not a job id");
+      }
+      only_ids->push_back(std::stoll(item));
+    }
+  }
+  std::optional<std::string> param_key, param_value;
+  if (const auto kv = o.get("--param")) {
+    const auto eq = kv->find('=');
+    if (eq == std::string::npos || eq == 0) throw FieldError("--param", "--param: expected KEY=VALUE, got '" + *kv + "'");
+    param_key = kv->substr(0, eq);
+    param_value = kv->substr(eq + 1);
+  }
   const std::vector<db::Param> filter{std::string(model::to_string(from)), o.get("--type"), o.get("--since"),
-                                      o.get("--until")};
+                                      o.get("--until"), only_ids, param_key, param_value};
   db::Pool pool(pool_options(ctx));
   auto select = [&](db::Tx& tx) {
     std::vector<db::Param> p = filter;
