@@ -64,6 +64,13 @@ class OpsCli : public ::testing::Test {
   void walk(const std::string& id, const std::vector<std::string>& statuses) {
     for (const auto& s : statuses) db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + id);
   }
+  // A sleep job `started` on `worker` (a conveyor.worker id), as a worker's claim leaves it.
+  std::string started_job(const std::string& worker) {
+    const std::string id = insert_job();
+    db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + id);
+    walk(id, {"configured", "ready", "queued", "started"});
+    return id;
+  }
   std::string status_of(const std::string& id) {
     return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id);
   }
@@ -174,10 +181,7 @@ TEST_F(OpsCli, JobCancelAndRetry) {
   const std::string waiting = insert_job();
   const std::string done = insert_job();
   walk(done, {"configured", "ready", "queued", "started", "processed", "done"});
-  const std::string running = insert_job();
-  const std::string worker = insert_worker("w-live", "active", "0 seconds");
-  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + running);
-  walk(running, {"configured", "ready", "queued", "started"});
+  const std::string running = started_job(insert_worker("w-live", "active", "0 seconds"));
   const std::string errored = insert_job();
   walk(errored, {"internal_error"});
 
@@ -325,10 +329,7 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
 // Runbook 003's kill_job --cleanup: idempotent, outputs removed only once
 // nothing runs the job, logs kept.
 TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
-  const std::string running = insert_job();
-  const std::string worker = insert_worker("w-live", "active", "0 seconds");
-  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + running);
-  walk(running, {"configured", "ready", "queued", "started"});
+  const std::string running = started_job(insert_worker("w-live", "active", "0 seconds"));
   const fs::path outputs = data_dir_ / "outputs" / ("job-" + running);
   fs::create_directories(outputs);
   std::ofstream(outputs / "product.tif") << "partial";
@@ -501,9 +502,7 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
 // attempt unchanged, as if they had not started.
 TEST_F(OpsCli, PrepareForRebootRequeuesRunningJobsOnceTheWorkersAreStopped) {
   const std::string worker = insert_worker("w-live", "active", "0 seconds");
-  const std::string started = insert_job();
-  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + started);
-  walk(started, {"configured", "ready", "queued", "started"});
+  const std::string started = started_job(worker);
   const std::string queued = insert_job();
   walk(queued, {"configured", "ready", "queued"});
   const std::string cancel_asked = insert_job();
