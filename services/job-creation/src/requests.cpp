@@ -1,8 +1,9 @@
 #include "requests.hpp"
 
+#include "conveyor/text/text.hpp"
+
 #include <charconv>
 #include <limits>
-#include <regex>
 #include <set>
 
 namespace conveyor::creation {
@@ -32,13 +33,23 @@ const char* json_type_name(const nlohmann::json& j) {
   throw http::FieldError(field, field + ": expected " + expected + ", got " + json_type_name(got));
 }
 
+// An integer JSON value in [min, max]. nlohmann keeps integers above
+// INT64_MAX as unsigned; get<int64_t>() would wrap them to negatives.
+std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::int64_t min,
+                        std::int64_t max) {
+  const bool too_large = j.is_number_unsigned() &&
+                         j.get<std::uint64_t>() > static_cast<std::uint64_t>(max);
+  const std::int64_t v = too_large ? max : j.get<std::int64_t>();
+  if (too_large || v < min || v > max) {
+    throw http::FieldError(field, field + ": " + j.dump() + " is out of range (" +
+                                      std::to_string(min) + " to " + std::to_string(max) + ")");
+  }
+  return v;
+}
+
 }  // namespace
 
-bool is_rfc3339(const std::string& s) {
-  static const std::regex re(
-      R"(^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$)");
-  return std::regex_match(s, re);
-}
+bool is_rfc3339(const std::string& s) { return text::is_rfc3339(s, /*allow_space=*/true); }
 
 SubmitRequest parse_submit(const nlohmann::json& body,
                            const std::optional<std::string>& idempotency_key) {
@@ -69,11 +80,8 @@ SubmitRequest parse_submit(const nlohmann::json& body,
 
   if (const auto p = body.find("priority"); p != body.end() && !p->is_null()) {
     if (!p->is_number_integer()) wrong_type("priority", "an integer", *p);
-    const auto v = p->get<std::int64_t>();
-    if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
-      throw http::FieldError("priority", "priority: out of range for a 32-bit integer");
-    }
-    r.priority = static_cast<int>(v);
+    r.priority = static_cast<int>(integer_in(*p, "priority", std::numeric_limits<int>::min(),
+                                             std::numeric_limits<int>::max()));
   }
 
   if (const auto d = body.find("depends_on"); d != body.end() && !d->is_null()) {
@@ -82,15 +90,8 @@ SubmitRequest parse_submit(const nlohmann::json& body,
       const auto& e = (*d)[i];
       const std::string field = "depends_on[" + std::to_string(i) + "]";
       if (!e.is_number_integer()) wrong_type(field, "a job id (positive integer)", e);
-      // A uint64 above INT64_MAX is not an id either.
-      if (e.is_number_unsigned() && e.get<std::uint64_t>() >
-                                        static_cast<std::uint64_t>(
-                                            std::numeric_limits<std::int64_t>::max())) {
-        throw http::FieldError(field, field + ": not a job id");
-      }
-      const auto id = e.get<std::int64_t>();
-      if (id <= 0) throw http::FieldError(field, field + ": job ids are positive");
-      r.depends_on.push_back(id);
+      r.depends_on.push_back(
+          integer_in(e, field, 1, std::numeric_limits<std::int64_t>::max()));
     }
   }
 

@@ -112,9 +112,13 @@ bool Monitor::scan() {
     const int recovered = r->requeued + r->failed + r->canceled;
     if (recovered > 0) {
       log->warn(
-          "jobs of lost workers: {} requeued (ready, attempt + 1), {} internal_error "
-          "(worker_lost), {} canceled",
-          r->requeued, r->failed, r->canceled);
+          "jobs of lost workers, or that their live worker no longer runs ({} of them): {} "
+          "requeued (ready, attempt + 1), {} internal_error, {} canceled",
+          r->orphaned, r->requeued, r->failed, r->canceled);
+      metrics
+          .counter("conveyor_monitor_orphaned_jobs_total",
+                   "started jobs that their live worker no longer ran, recovered")
+          .inc(r->orphaned);
       const char* help = "started jobs of lost workers recovered by the reconciler, by outcome";
       metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "requeued"}})
           .inc(r->requeued);

@@ -49,9 +49,13 @@ constexpr db::Statement kRequeueOrphans{
     "  error_subtype = 'worker_restarted', error_message = 'worker restarted while the job ran' "
     "WHERE worker_id = $1 AND status = 'started'"};
 
+// $4: the jobs this worker runs, read inside this transaction, so that
+// running_jobs_at (its now()) is never later than the list (the reconciler
+// recovers started jobs missing from it; model::reap_lost_workers).
 constexpr db::Statement kHeartbeat{
     "worker_heartbeat",
     "UPDATE conveyor.worker SET last_heartbeat = now(), running = $2, concurrency = $3, "
+    "  running_jobs = $4::bigint[], running_jobs_at = now(), "
     "  status = CASE WHEN status = 'lost' THEN 'active' ELSE status END "
     "WHERE id = $1 RETURNING status"};
 
@@ -375,9 +379,14 @@ void Worker::check_cancels() {
 // ---------------------------------------------------------------- monitor
 
 void Worker::heartbeat() {
-  const auto running = static_cast<int>(running_count());
   auto rows = ctx_.db().transact([&](db::Tx& tx) {
-    return tx.exec(kHeartbeat, {worker_id_, running, concurrency()});
+    std::vector<std::int64_t> running;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [id, job] : jobs_) running.push_back(id);
+    }
+    return tx.exec(kHeartbeat, {worker_id_, static_cast<int>(running.size()), concurrency(),
+                                running});
   });
   if (rows.empty()) {
     ctx_.log()->warn("worker row {} is gone; heartbeats are lost until restart", worker_id_);
@@ -529,24 +538,18 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
       std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
           .count();
   std::string outcome_label;
-  db::Result rows;
+  std::optional<db::Result> written;
   if (outcome.stopped == StopReason::canceled) {
-    rows = ctx_.db().transact([&](db::Tx& tx) {
-      return tx.exec(kFinishCanceled, {job.id, worker_id_});
-    });
+    written = write_outcome(job, kFinishCanceled, {job.id, worker_id_});
     outcome_label = "canceled";
   } else if (outcome.stopped == StopReason::shutdown) {
-    rows = ctx_.db().transact([&](db::Tx& tx) {
-      return tx.exec(kFinishRequeue, {job.id, worker_id_});
-    });
+    written = write_outcome(job, kFinishRequeue, {job.id, worker_id_});
     outcome_label = "requeued";
   } else if (!outcome.timed_out && outcome.exit_code == 0) {
     json result = {{"exit_code", 0},  {"outputs", outputs},
                    {"log_dir", logs}, {"duration_ms", duration_ms},
                    {"worker", name_}, {"attempt", job.attempt}};
-    rows = ctx_.db().transact([&](db::Tx& tx) {
-      return tx.exec(kFinishProcessed, {job.id, worker_id_, result.dump()});
-    });
+    written = write_outcome(job, kFinishProcessed, {job.id, worker_id_, result.dump()});
     outcome_label = "processed";
   } else {
     std::string subtype = "exit_code";
@@ -566,21 +569,21 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
     if (auto b = job.config.find("retry_backoff_s"); b != job.config.end() && b->is_number()) {
       backoff_s = std::max(0.0, b->get<double>());
     }
-    rows = ctx_.db().transact([&](db::Tx& tx) {
-      return tx.exec(kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message});
-    });
-    outcome_label = rows.empty() ? "failed" : rows[0][0].as_string();
+    written = write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message});
+    outcome_label = !written || written->empty() ? "failed" : (*written)[0][0].as_string();
     if (outcome_label == "ready") outcome_label = "retried";
   }
-  if (rows.empty()) {
+  if (!written) {
+    outcome_label = "unrecorded";
+  } else if (written->empty()) {
     // The reconciler requeued it (we looked lost) or an operator moved it:
     // its status is no longer ours to set.
     ctx_.log()->warn("job {} is no longer started by worker {}; its result is dropped", job.id,
                      name_);
     outcome_label = "dropped";
   } else {
-    ctx_.log()->info("job {} ({}) ended {} after {} ms", job.id, job.type, rows[0][0].as_string(),
-                     duration_ms);
+    ctx_.log()->info("job {} ({}) ended {} after {} ms", job.id, job.type,
+                     (*written)[0][0].as_string(), duration_ms);
   }
   ctx_.metrics()
       .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
@@ -589,17 +592,65 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
 }
 
 void Worker::fail_internal(Job& job, const std::string& message) {
-  try {
-    auto rows = ctx_.db().transact([&](db::Tx& tx) {
-      return tx.exec(kFinishInternal, {job.id, worker_id_, std::string("worker_error"), message});
-    });
-    ctx_.metrics()
-        .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
-                 {{"outcome", rows.empty() ? "dropped" : "internal_error"}})
-        .inc();
-  } catch (const std::exception& e) {
-    // Left `started`: the reconciler recovers it once this worker stops heartbeating.
-    ctx_.log()->error("job {}: cannot record internal_error: {}", job.id, e.what());
+  const auto written =
+      write_outcome(job, kFinishInternal, {job.id, worker_id_, std::string("worker_error"), message});
+  ctx_.metrics()
+      .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
+               {{"outcome", !written ? "unrecorded" : written->empty() ? "dropped" : "internal_error"}})
+      .inc();
+}
+
+// A job's outcome is written until it is committed: a database restart
+// while jobs run must not leave them `started` while this worker lives on
+// (issue 9). The statements are conditional on the job still being started
+// by this worker, so a retry after a commit whose outcome was unknown
+// changes nothing. Gives up only on an error that retrying cannot mend, or
+// past the deadline stop_threads() sets; the reconciler then recovers the job
+// (model::reap_lost_workers: missing from running_jobs, or this worker lost).
+std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statement& statement,
+                                                const std::vector<db::Param>& params) {
+  std::chrono::milliseconds backoff{100};
+  bool in_doubt = false;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      db::Result rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(statement, params); });
+      if (attempt > 1) {
+        ctx_.log()->info("job {}: outcome recorded after {} attempts{}", job.id, attempt,
+                         rows.empty() && in_doubt ? " (an earlier commit had gone through)" : "");
+      }
+      return rows;
+    } catch (const db::DbError& e) {
+      in_doubt = in_doubt || e.sqlstate() == "08007";
+      const bool transient =
+          e.retriable() || e.code() == errc::unavailable || e.code() == errc::timeout;
+      if (!transient) {
+        ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it",
+                          job.id, e.what());
+        return std::nullopt;
+      }
+      if (attempt == 1 || attempt % 20 == 0) {
+        ctx_.log()->warn("job {}: recording its outcome failed (attempt {}), retrying: {}", job.id,
+                         attempt, e.what());
+      }
+      ctx_.metrics()
+          .counter("conveyor_worker_outcome_retries_total",
+                   "failed attempts to record a job's outcome, retried")
+          .inc();
+    } catch (const std::exception& e) {
+      ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it",
+                        job.id, e.what());
+      return std::nullopt;
+    }
+    std::unique_lock lock(outcome_mutex_);
+    const auto wake = std::chrono::steady_clock::now() + backoff;
+    outcome_cv_.wait_until(lock, outcome_deadline_ ? std::min(wake, *outcome_deadline_) : wake);
+    if (outcome_deadline_ && std::chrono::steady_clock::now() >= *outcome_deadline_) {
+      ctx_.log()->error("job {}: outcome not recorded before the worker stopped; the reconciler "
+                        "will recover it",
+                        job.id);
+      return std::nullopt;
+    }
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
 }
 
@@ -643,6 +694,13 @@ void Worker::shutdown() {
 }
 
 void Worker::stop_threads() {
+  {
+    // Jobs stopped now still get a moment to record that they were requeued.
+    std::lock_guard lock(outcome_mutex_);
+    outcome_deadline_ = std::chrono::steady_clock::now() + shutdown_kill_grace_ +
+                        std::chrono::milliseconds(1000);
+  }
+  outcome_cv_.notify_all();
   std::vector<std::shared_ptr<Job>> jobs;
   {
     std::lock_guard lock(mutex_);

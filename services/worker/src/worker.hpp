@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -62,6 +63,8 @@ class Worker {
   void finish_job(Job& job, const ProcessOutcome& outcome, const std::string& log_dir,
                   const std::vector<std::string>& outputs);
   void fail_internal(Job& job, const std::string& message);
+  std::optional<db::Result> write_outcome(const Job& job, const db::Statement& statement,
+                                          const std::vector<db::Param>& params);
   void shutdown();
   void stop_threads();
 
@@ -86,6 +89,13 @@ class Worker {
   std::mutex mutex_;  // guards jobs_
   std::condition_variable job_done_;
   std::map<std::int64_t, std::shared_ptr<Job>> jobs_;
+
+  // Outcomes are retried until committed; stop_threads() sets a deadline
+  // after which a retry gives up (the reconciler recovers the job once this
+  // worker's heartbeat has stopped).
+  std::mutex outcome_mutex_;
+  std::condition_variable outcome_cv_;
+  std::optional<std::chrono::steady_clock::time_point> outcome_deadline_;
 
   std::mutex monitor_mutex_;
   std::condition_variable monitor_cv_;

@@ -427,6 +427,56 @@ TEST_F(CreationApi, RetryRestartsFailedAndCanceledJobs) {
   EXPECT_TRUE(json::parse(r.body).at("canceled_at").is_null());
 }
 
+// Issue 9: requests that crashed conveyor-creation or slipped past its checks.
+TEST_F(CreationApi, HostileBodiesAreRefusedAndTheServiceLives) {
+  auto nest = [](int depth) {
+    std::string s;
+    for (int i = 0; i < depth; ++i) s += "{\"a\":";
+    s += "1";
+    for (int i = 0; i < depth; ++i) s += "}";
+    return s;
+  };
+  // Deeply nested params (the recursive copy crashed the service).
+  const std::string deep = R"({"job_type": "other", "params": )" + nest(50000) + "}";
+  ASSERT_LT(deep.size(), 300u * 1024);
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs", deep), 400), "nested deeper than 64"));
+  // ... and nested image_tags in PATCH /v1/parameters.
+  EXPECT_TRUE(contains(
+      problem(request("PATCH", "/v1/parameters", R"({"image_tags": )" + nest(50000) + "}"), 400),
+      "nested deeper than 64"));
+  const json shallow = problem(request("PATCH", "/v1/parameters", R"({"image_tags": {"tile": {"v": 1}}})"), 400);
+  EXPECT_EQ(shallow.value("field", ""), "image_tags") << shallow.dump();
+  EXPECT_TRUE(contains(shallow, "image_tags.tile: expected a string")) << shallow.dump();
+
+  // A priority of 2^64 - k was stored as -k.
+  for (const char* p : {"18446744073709551615", "18446744073709551000", "2147483648", "-2147483649"}) {
+    const json body = problem(
+        request("POST", "/v1/jobs", std::string(R"({"job_type": "other", "priority": )") + p + "}"), 400);
+    EXPECT_EQ(body.value("field", ""), "priority") << p << ": " << body.dump();
+  }
+  // A NUL inside a string truncated it ("sleep\u0000x" submitted "sleep").
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs",
+                                       R"({"job_type": "other\u0000x", "params": {}})"),
+                               400),
+                       "NUL character"));
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs",
+                                       R"({"job_type": "other", "params": {"k\u0000": 1}})"),
+                               400),
+                       "NUL character"));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0") << "nothing was stored";
+
+  // Non-JSON content types are refused (and with them simple cross-site posts).
+  const auto text = conveyor::http::http_request(
+      "POST", "http://127.0.0.1:" + std::to_string(port_) + "/v1/jobs",
+      R"({"job_type": "other"})", {{"Content-Type", "text/plain"}});
+  problem(text, 415);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
+
+  // Still serving, and a good submission still works.
+  EXPECT_EQ(request("GET", "/healthz").status, 200);
+  submit({{"job_type", "other"}, {"priority", 2147483647}});
+}
+
 TEST_F(CreationApi, JobTypesAreListed) {
   auto r = request("GET", "/v1/job-types");
   ASSERT_EQ(r.status, 200) << r.body;

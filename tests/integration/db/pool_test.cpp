@@ -65,6 +65,39 @@ TEST(Pool, SqlErrorsBecomeConveyorErrorsWithTheirSqlstate) {
   EXPECT_EQ(db.query_value("SELECT count(*) FROM t"), "1") << "failed transactions rolled back";
 }
 
+// Issue 9: a NUL in a value would be cut short by libpq ("sleep\0x" stored
+// as "sleep"); every statement refuses it.
+TEST(Pool, ValuesWithANulAreRefusedNotTruncated) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  static constexpr Statement kEcho{"echo_text", "SELECT $1::text"};
+  try {
+    pool.transact([&](Tx& tx) { tx.exec(kEcho, {std::string("sleep\0x", 7)}); });
+    FAIL() << "a value with a NUL was sent";
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.code(), errc::bad_input);
+    EXPECT_EQ(e.sqlstate(), "22021");
+  }
+  EXPECT_EQ(pool.transact([&](Tx& tx) { return tx.exec(kEcho, {"sleep"})[0][0].as_string(); }), "sleep");
+}
+
+// Issue 9: JSON nested too deep for PostgreSQL (SQLSTATE 54001, stack depth
+// limit exceeded) is the input's fault: bad_input (400), not internal (500).
+TEST(Pool, ProgramLimitErrorsAreBadInput) {
+  TestDatabase db(false);
+  Pool pool(opts(db));
+  static constexpr Statement kCast{"cast_jsonb", "SELECT $1::jsonb"};
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  try {
+    pool.transact([&](Tx& tx) { tx.exec(kCast, {deep}); });
+    FAIL() << "PostgreSQL took 200,000 levels of nesting";
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.sqlstate(), "54001") << e.what();
+    EXPECT_EQ(e.code(), errc::bad_input) << e.what();
+    EXPECT_NE(std::string(e.what()).find("exceeds a database limit"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Pool, RetriesASerializationFailureByRunningTheWholeFunctionAgain) {
   TestDatabase db(false);
   Pool pool(opts(db));

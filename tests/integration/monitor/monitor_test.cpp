@@ -466,6 +466,61 @@ TEST_F(MonitorTest, StartedJobsOfAWorkerWithAStaleHeartbeatAreRecovered) {
   EXPECT_EQ(json::parse(bad.body).value("field", ""), "status");
 }
 
+// Issue 9: a worker that lives on but no longer runs a started job (its
+// outcome could not be written, or a claim whose commit it never saw) has
+// that job recovered: each heartbeat reports the jobs it runs.
+TEST_F(MonitorTest, StartedJobsThatTheirLiveWorkerNoLongerRunsAreRecovered) {
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
+      "worker_heartbeat_timeout_s = 2");
+  // Heartbeats in the future stay fresh for the whole test.
+  const auto live =
+      q("INSERT INTO conveyor.worker (name, host, pid, status, running, last_heartbeat) "
+        "VALUES ('live', 'h1', 101, 'active', 1, now() + interval '1 hour') RETURNING id");
+  const auto old_version =
+      q("INSERT INTO conveyor.worker (name, host, pid, status, running, last_heartbeat) "
+        "VALUES ('old', 'h2', 102, 'active', 1, now() + interval '1 hour') RETURNING id");
+  auto started_on = [&](const std::string& worker, int max_attempts) {
+    const auto id = insert_job("t", max_attempts);
+    advance(id, {"configured", "ready", "queued"});
+    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker +
+             " WHERE id = " + id);
+    return id;
+  };
+  const auto orphan = started_on(live, 3);
+  const auto spent = started_on(live, 1);
+  const auto running = started_on(live, 3);
+  const auto unreported = started_on(old_version, 3);  // a worker that reports nothing
+  // The live worker reports `running` only, at a heartbeat well after the
+  // jobs started; `recent` started right before that heartbeat (within the
+  // timeout), so its worker may not have listed it yet.
+  db_.exec("UPDATE conveyor.worker SET running_jobs = ARRAY[" + running +
+           "]::bigint[], running_jobs_at = now() + interval '1 hour' WHERE id = " + live);
+  const auto recent_worker =
+      q("INSERT INTO conveyor.worker (name, host, pid, status, running, last_heartbeat, "
+        "running_jobs, running_jobs_at) VALUES ('recent', 'h3', 103, 'active', 0, "
+        "now() + interval '1 hour', '{}', now() + interval '1 second') RETURNING id");
+  const auto recent = started_on(recent_worker, 3);
+
+  start_monitor();
+  ASSERT_TRUE(reaches(orphan, "ready"));
+  ASSERT_TRUE(reaches(spent, "internal_error"));
+  EXPECT_EQ(field(orphan, "attempt"), "1");
+  EXPECT_EQ(field(orphan, "error_subtype"), "worker_not_running");
+  EXPECT_EQ(field(spent, "error_subtype"), "worker_not_running");
+  EXPECT_EQ(last_actor(orphan), "conveyor-monitor");
+
+  wait_scans("monitor", 2);
+  EXPECT_EQ(status(running), "started") << "reported by its worker";
+  EXPECT_EQ(status(unreported), "started") << "its worker reports nothing (an older version)";
+  EXPECT_EQ(status(recent), "started") << "started within the heartbeat timeout of the report";
+  EXPECT_EQ(q("SELECT status FROM conveyor.worker WHERE id = " + live), "active");
+  EXPECT_EQ(q("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + orphan +
+              " AND from_status = 'started' AND to_status = 'ready'"),
+            "1")
+      << "recovered once";
+}
+
 // Part d: a job whose event never went out (inserted and its outbox row
 // deleted in one transaction) with conveyor-configuration polling only
 // every 10 minutes: after stall_initialized_s the monitor re-emits the

@@ -188,6 +188,10 @@ TEST_F(ConfigTest, MaskSecretHandlesConninfoAndUrls) {
   EXPECT_EQ(mask_secret("postgresql://localhost/x"), "postgresql://localhost/x");
   EXPECT_EQ(mask_secret("plain-token"), "****");
   EXPECT_EQ(mask_secret(""), "");
+  // Issue 9: `config show` printed the client key's passphrase.
+  EXPECT_EQ(mask_secret("postgresql://app@db/x?sslpassword=k3y&sslmode=verify-full"),
+            "postgresql://app@db/x?sslpassword=****&sslmode=verify-full");
+  EXPECT_EQ(mask_secret("host=db sslkey=/k sslpassword=k3y"), "host=db sslkey=/k sslpassword=****");
 }
 
 TEST_F(ConfigTest, ServiceKeysOfEveryType) {

@@ -77,11 +77,20 @@ TEST_F(ServerTest, AdminRoutes) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(json_of(r)["status"], "ready");
 
+  // Without the broker a service works on its database poll: ready, degraded.
   broker_up_ = false;
   r = http_request("GET", url("/readyz"));
-  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(json_of(r)["status"], "degraded");
   EXPECT_EQ(json_of(r)["checks"]["broker"], "down");
   EXPECT_EQ(json_of(r)["checks"]["database"], "up");
+
+  // Without the database it can do nothing: not ready.
+  db_up_ = false;
+  r = http_request("GET", url("/readyz"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(json_of(r)["status"], "not ready");
+  EXPECT_EQ(json_of(r)["checks"]["database"], "down");
 
   r = http_request("GET", url("/metrics"));
   EXPECT_EQ(r.status, 200);

@@ -68,6 +68,13 @@ TEST(Logging, RedactUrl) {
             "postgresql://u:****@h:5432/db?sslmode=require");
   EXPECT_EQ(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
   EXPECT_EQ(redact_url("host=h password=p user=u"), "host=h password=**** user=u");
+  // Issue 9: the client key's passphrase is a secret too, and libpq allows
+  // spaces around '='.
+  EXPECT_EQ(redact_url("host=h sslpassword=s3cret sslkey=/k"), "host=h sslpassword=**** sslkey=/k");
+  EXPECT_EQ(redact_url("host=h password = 'a b' user=u"), "host=h password = **** user=u");
+  EXPECT_EQ(redact_url("postgresql://h/db?sslpassword=s3cret&sslmode=verify-full"),
+            "postgresql://h/db?sslpassword=****&sslmode=verify-full");
+  EXPECT_EQ(redact_url("mypassword=visible"), "mypassword=visible") << "not a libpq keyword";
 }
 
 }  // namespace

@@ -61,7 +61,14 @@ constexpr db::Statement kServices{
     "SELECT s.service, count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
     "    now() - make_interval(secs => p.service_heartbeat_timeout_s)) AS up, "
     "  count(*) FILTER (WHERE s.status = 'down' OR (s.status IN ('up', 'draining') AND s.last_heartbeat <= "
-    "    now() - make_interval(secs => p.service_heartbeat_timeout_s))) AS down "
+    "    now() - make_interval(secs => p.service_heartbeat_timeout_s))) AS down, "
+    // The broker as each live instance saw it at its last heartbeat.
+    "  count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
+    "    now() - make_interval(secs => p.service_heartbeat_timeout_s) AND s.broker = 'down') "
+    "    AS broker_down, "
+    "  count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
+    "    now() - make_interval(secs => p.service_heartbeat_timeout_s) AND s.broker = 'up') "
+    "    AS broker_up "
     "FROM conveyor.service_instance s, conveyor.system_parameters p GROUP BY s.service ORDER BY s.service"};
 
 constexpr db::Statement kOutbox{
@@ -115,9 +122,19 @@ int status(Context& ctx, const std::vector<std::string>& args) {
           out["workers"][r[0].as_string()] = {{"count", r[1].as_int()}, {"running", r[2].as_int()},
                                               {"capacity", r[3].as_int()}};
         }
+        std::int64_t broker_up = 0, broker_down = 0;
         for (const db::Row r : tx.exec(kServices)) {
-          out["services"][r[0].as_string()] = {{"up", r[1].as_int()}, {"down", r[2].as_int()}};
+          out["services"][r[0].as_string()] = {{"up", r[1].as_int()}, {"down", r[2].as_int()},
+                                               {"broker_down", r[3].as_int()}};
+          broker_down += r[3].as_int();
+          broker_up += r[4].as_int();
         }
+        // The CLI reached the database to say any of this; the broker is
+        // reported as the live services see it (their heartbeats).
+        out["database"] = "up";
+        out["broker"] = {{"state", broker_down > 0 ? "down" : broker_up > 0 ? "up" : "unknown"},
+                         {"instances_up", broker_up},
+                         {"instances_down", broker_down}};
         const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
         const db::Row ob = outbox[0];
         out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
@@ -160,6 +177,17 @@ int status(Context& ctx, const std::vector<std::string>& args) {
     out << " " << name << " " << v["up"] << " up";
     if (v["down"].get<std::int64_t>() > 0) out << " (" << v["down"] << " DOWN)";
     out << ";";
+  }
+  out << "\n";
+  out << "database           : up\n";
+  out << "broker             : ";
+  if (s["broker"]["state"] == "down") {
+    out << "DOWN (" << s["broker"]["instances_down"] << " live instance(s) cannot reach it; "
+        << "services work on their database poll)";
+  } else if (s["broker"]["state"] == "up") {
+    out << "up (as " << s["broker"]["instances_up"] << " live instance(s) see it)";
+  } else {
+    out << "unknown (no live instance reports it)";
   }
   out << "\n";
   out << "outbox             : " << s["outbox"]["unsent"] << " unsent";

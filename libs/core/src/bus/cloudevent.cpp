@@ -1,9 +1,9 @@
 #include "conveyor/bus/cloudevent.hpp"
 
 #include <limits>
-#include <regex>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/text/text.hpp"
 
 namespace conveyor::bus {
 namespace {
@@ -47,12 +47,6 @@ bool is_json_content_type(const std::string& content_type) {
   return media.size() >= 5 && media.compare(media.size() - 5, 5, "+json") == 0;
 }
 
-bool is_rfc3339(const std::string& time) {
-  static const std::regex pattern(
-      R"(^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$)");
-  return std::regex_match(time, pattern);
-}
-
 }  // namespace
 
 std::string encode(const CloudEvent& event) {
@@ -72,12 +66,15 @@ std::string encode(const CloudEvent& event) {
   return envelope.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-CloudEvent decode(std::string_view text) {
+CloudEvent decode(std::string_view message) {
   json envelope;
   try {
-    envelope = json::parse(text);
-  } catch (const json::parse_error& e) {
-    reject(std::string("not valid JSON: ") + e.what());
+    text::JsonLimits limits;
+    limits.max_bytes = kMaxEventBytes;
+    limits.max_depth = kMaxEventDepth;
+    envelope = text::parse_json(message, limits);
+  } catch (const Error& e) {
+    reject(e.what());
   }
   if (!envelope.is_object()) reject(std::string("not a JSON object but ") + envelope.type_name());
 
@@ -90,8 +87,9 @@ CloudEvent decode(std::string_view text) {
   event.type = required_string(envelope, "type");
   event.subject = optional_string(envelope, "subject");
   event.time = optional_string(envelope, "time");
-  if (!event.time.empty() && !is_rfc3339(event.time)) {
-    reject("attribute 'time' is not an RFC 3339 timestamp: '" + event.time + "'");
+  if (!event.time.empty() && !text::is_rfc3339(event.time)) {
+    reject("attribute 'time' is not an RFC 3339 timestamp: '" + event.time.substr(0, 64) +
+           (event.time.size() > 64 ? "...'" : "'"));
   }
   event.datacontenttype = optional_string(envelope, "datacontenttype");
   // The JSON format says an absent datacontenttype means JSON data.
@@ -120,7 +118,7 @@ CloudEvent decode(std::string_view text) {
       reject("attribute 'data' must be a string for datacontenttype '" + event.datacontenttype +
              "', not " + it->type_name());
     }
-    event.data = *it;
+    event.data = std::move(*it);  // depth is bounded by the parse; no copy anyway
   }
   return event;
 }

@@ -5,8 +5,11 @@
 #include <librdkafka/rdkafka.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
+
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "conveyor/error/error.hpp"
@@ -214,6 +217,36 @@ std::vector<bool> Producer::send_batch(std::span<const Message> messages,
 
 struct Consumer::Impl {
   rd_kafka_t* rk = nullptr;
+  std::size_t max_message_bytes = 0;
+  std::atomic<bool> broker_up{true};  // until librdkafka says otherwise
+
+  // librdkafka's statistics JSON (trusted: it is our own library's output):
+  // up when a broker with a node id (a real member, not the bootstrap
+  // address) is in state UP; before any is known, the bootstrap's state.
+  static int stats_cb(rd_kafka_t* /*rk*/, char* json, size_t len, void* opaque) {
+    auto* self = static_cast<Impl*>(opaque);
+    const nlohmann::json stats = nlohmann::json::parse(json, json + len, nullptr, false);
+    const auto brokers = stats.is_object() ? stats.find("brokers") : stats.end();
+    if (brokers == stats.end() || !brokers->is_object()) return 0;
+    bool member_known = false, member_up = false, bootstrap_up = false;
+    for (const auto& [name, b] : brokers->items()) {
+      if (!b.is_object()) continue;
+      const bool up = b.value("state", "") == "UP";
+      if (b.value("nodeid", -1) >= 0) {
+        member_known = true;
+        member_up = member_up || up;
+      } else if (name.find("/internal") == std::string::npos) {
+        bootstrap_up = bootstrap_up || up;
+      }
+    }
+    self->broker_up = member_known ? member_up : bootstrap_up;
+    return 0;  // librdkafka frees the JSON
+  }
+
+  static void error_cb(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) static_cast<Impl*>(opaque)->broker_up = false;
+    bus::error_cb(rk, err, reason, opaque);
+  }
   // Next offset (last returned + 1) per partition, not yet committed.
   std::map<std::pair<std::string, std::int32_t>, std::int64_t> pending;
 };
@@ -233,7 +266,13 @@ Consumer::Consumer(const ConsumerOptions& options) : impl_(std::make_unique<Impl
   set(conf.get(), "heartbeat.interval.ms", "1000");
   // A consumer may start before the first event of its topic was produced.
   set(conf.get(), "allow.auto.create.topics", "true");
+  // Broker state for readiness (broker_up()), within a second or two.
+  set(conf.get(), "statistics.interval.ms", "1000");
   for (const auto& [name, value] : options.extra) set(conf.get(), name, value);
+  impl_->max_message_bytes = options.max_message_bytes;
+  rd_kafka_conf_set_opaque(conf.get(), impl_.get());
+  rd_kafka_conf_set_stats_cb(conf.get(), Impl::stats_cb);
+  rd_kafka_conf_set_error_cb(conf.get(), Impl::error_cb);
   impl_->rk = new_handle(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(impl_->rk);
 
@@ -289,7 +328,9 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
     m.partition = msg->partition;
     m.offset = msg->offset;
     if (msg->key != nullptr) m.key.assign(static_cast<const char*>(msg->key), msg->key_len);
-    if (msg->payload != nullptr) {
+    m.size = msg->len;
+    m.oversized = msg->len > impl_->max_message_bytes;
+    if (msg->payload != nullptr && !m.oversized) {
       m.value.assign(static_cast<const char*>(msg->payload), msg->len);
     }
     rd_kafka_message_destroy(msg);
@@ -299,6 +340,8 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
   }
   return out;
 }
+
+bool Consumer::broker_up() const noexcept { return impl_->broker_up.load(); }
 
 void Consumer::commit() {
   if (impl_->pending.empty()) return;

@@ -68,6 +68,11 @@ DbError translate_sql_error(const pqxx::sql_error& e) {
   if (state == "40001" || state == "40P01") return {errc::conflict, msg, state, true};
   if (state == "23505") return {errc::conflict, msg, state, false};
   if (state.starts_with("23") || state.starts_with("22")) return {errc::bad_input, msg, state, false};
+  // Class 54, program limit exceeded: a value too deep or too large for
+  // PostgreSQL (e.g. 54001 for deeply nested jsonb) is the input's fault.
+  if (state.starts_with("54")) {
+    return {errc::bad_input, "input exceeds a database limit: " + msg, state, false};
+  }
   if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03")
     return {errc::unavailable, msg, state, true};
   if (state == "57014") return {errc::timeout, msg, state, false};
@@ -290,7 +295,15 @@ Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
     conn_.prepare_once(s);
     std::vector<const char*> values;
     values.reserve(params.size());
-    for (const auto& p : params) values.push_back(p.text() ? p.text()->c_str() : nullptr);
+    for (const auto& p : params) {
+      // libpq sends C strings: a NUL would silently cut the value short
+      // ("sleep\0x" stored as "sleep"). Refuse it, whoever passes it.
+      if (p.text() && p.text()->find('\0') != std::string::npos) {
+        throw DbError(errc::bad_input, "a value contains a NUL character, which PostgreSQL cannot store",
+                      "22021", false);
+      }
+      values.push_back(p.text() ? p.text()->c_str() : nullptr);
+    }
     auto impl = std::make_shared<Result::Impl>();
     impl->r = work(work_).exec_prepared(std::string(s.name), pqxx::prepare::make_dynamic_params(values));
     return Result(std::move(impl));

@@ -32,8 +32,12 @@ void add_admin_routes(Server& server, AdminOptions options) {
     const std::string db = check("database", shared->db_ready);
     const std::string broker = check("broker", shared->broker_ready);
     const std::string reason = shared->not_ready_reason ? shared->not_ready_reason() : "";
-    const bool ready = db != "down" && broker != "down" && reason.empty();
-    nlohmann::json body = {{"status", ready ? "ready" : "not ready"},
+    // Without the broker a service still works, on its database poll (events
+    // only make it faster): it stays ready, and says it is degraded. Without
+    // the database it can do nothing: not ready.
+    const bool ready = db != "down" && reason.empty();
+    const char* status = !ready ? "not ready" : broker == "down" ? "degraded" : "ready";
+    nlohmann::json body = {{"status", status},
                            {"checks", {{"database", db}, {"broker", broker}}}};
     if (!reason.empty()) body["reason"] = reason;
     return Response::json(body, ready ? 200 : 503);

@@ -1,9 +1,24 @@
 #include "conveyor/http/server.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -14,6 +29,7 @@
 #include "conveyor/http/problem.hpp"
 #include "conveyor/logging/logging.hpp"
 #include "conveyor/metrics/metrics.hpp"
+#include "conveyor/text/text.hpp"
 
 namespace conveyor::http {
 namespace {
@@ -68,6 +84,371 @@ struct Route {
 // sees it counted in /metrics.
 thread_local bool request_counted = false;
 
+using Clock = std::chrono::steady_clock;
+
+// The one stream of a connection, owned by the thread serving it. It reads
+// ahead into a buffer kept across the requests of the connection, enforces
+// the header and body deadlines and byte limits, and drops Range header
+// lines (Conveyor serves no byte ranges, and httplib's Range parser is a
+// backtracking regex). Not thread-safe.
+class ConnectionStream final : public httplib::Stream {
+ public:
+  enum class Failure { none, timeout, headers_too_large, body_too_large, closed };
+
+  ConnectionStream(socket_t fd, const Server::Options& o, std::function<bool()> stopping)
+      : fd_(fd), options_(o), stopping_(std::move(stopping)) {}
+
+  // Waits for the first byte of the next request; false when the connection
+  // idled past the keep-alive timeout, closed, or the server stops.
+  bool wait_next_request() {
+    if (pos_ < end_) return true;
+    return wait(POLLIN, Clock::now() + options_.keep_alive_timeout);
+  }
+
+  void begin_request() {
+    header_phase_ = true;
+    first_line_ = true;
+    header_bytes_ = 0;
+    body_bytes_ = 0;
+    line_.clear();
+    line_pos_ = 0;
+    failure_ = Failure::none;
+    deadline_ = Clock::now() + options_.header_timeout;
+  }
+
+  Failure failure() const noexcept { return failure_; }
+
+  bool is_readable() const override {
+    return line_pos_ < line_.size() || pos_ < end_ ||
+           const_cast<ConnectionStream*>(this)->wait(POLLIN, next_read_deadline());
+  }
+  bool is_writable() const override {
+    return const_cast<ConnectionStream*>(this)->wait(POLLOUT,
+                                                     Clock::now() + options_.write_timeout);
+  }
+
+  ssize_t read(char* ptr, size_t size) override {
+    if (header_phase_ || line_pos_ < line_.size()) {
+      while (line_pos_ >= line_.size()) {
+        if (!header_phase_) break;
+        if (!next_header_line()) return -1;
+      }
+      if (line_pos_ < line_.size()) {
+        const std::size_t n = std::min(size, line_.size() - line_pos_);
+        std::memcpy(ptr, line_.data() + line_pos_, n);
+        line_pos_ += n;
+        return static_cast<ssize_t>(n);
+      }
+    }
+    // Chunked framing costs a few bytes per chunk: allow the body twice over.
+    const std::size_t cap = 2 * options_.max_body_bytes + 64 * 1024;
+    if (body_bytes_ >= cap) {
+      failure_ = Failure::body_too_large;
+      return -1;
+    }
+    if (pos_ >= end_ && !fill()) return -1;
+    const std::size_t n = std::min({size, end_ - pos_, cap - body_bytes_});
+    std::memcpy(ptr, buffer_.data() + pos_, n);
+    pos_ += n;
+    body_bytes_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!wait(POLLOUT, Clock::now() + options_.write_timeout)) return -1;
+    return ::send(fd_, ptr, size, MSG_NOSIGNAL);
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address(::getsockname, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+ private:
+  static constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+
+  Clock::time_point next_read_deadline() const {
+    return std::min(deadline_, Clock::now() + options_.read_timeout);
+  }
+
+  // Polls in short slices so that a stopping server is noticed.
+  bool wait(short events, Clock::time_point until) {
+    for (;;) {
+      if (stopping_()) {
+        failure_ = Failure::closed;
+        return false;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+      if (left.count() <= 0) {
+        failure_ = Failure::timeout;
+        return false;
+      }
+      pollfd p{fd_, events, 0};
+      const int r = ::poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 200)));
+      if (r > 0) return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+      if (r < 0 && errno != EINTR) {
+        failure_ = Failure::closed;
+        return false;
+      }
+    }
+  }
+
+  bool fill() {
+    pos_ = end_ = 0;
+    if (!wait(POLLIN, next_read_deadline())) return false;
+    const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
+    if (n <= 0) {
+      failure_ = Failure::closed;
+      return false;
+    }
+    end_ = static_cast<std::size_t>(n);
+    return true;
+  }
+
+  // Reads one header line into line_, skipping Range lines; the blank line
+  // ends the header phase (and starts the body deadline).
+  bool next_header_line() {
+    for (;;) {
+      line_.clear();
+      line_pos_ = 0;
+      for (;;) {
+        if (pos_ >= end_ && !fill()) return false;
+        const char c = buffer_[pos_++];
+        line_.push_back(c);
+        if (++header_bytes_ > kMaxHeaderBytes) {
+          failure_ = Failure::headers_too_large;
+          return false;
+        }
+        if (c == '\n') break;
+      }
+      if (first_line_) {
+        first_line_ = false;
+        return true;
+      }
+      if (line_ == "\r\n" || line_ == "\n") {
+        header_phase_ = false;
+        deadline_ = Clock::now() + options_.body_timeout;
+        return true;
+      }
+      if (line_.size() >= 6 && strncasecmp(line_.c_str(), "range:", 6) == 0) continue;
+      return true;
+    }
+  }
+
+  void address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    ip.clear();
+    port = 0;
+    if (get(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+    char text[INET6_ADDRSTRLEN] = {};
+    if (addr.ss_family == AF_INET) {
+      const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+      ::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+      port = ntohs(a->sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+      ::inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+      port = ntohs(a->sin6_port);
+    }
+    ip = text;
+  }
+
+  socket_t fd_;
+  const Server::Options& options_;
+  std::function<bool()> stopping_;
+  std::array<char, 16 * 1024> buffer_{};
+  std::size_t pos_ = 0;
+  std::size_t end_ = 0;
+  std::string line_;
+  std::size_t line_pos_ = 0;
+  bool header_phase_ = false;
+  bool first_line_ = false;
+  std::size_t header_bytes_ = 0;
+  std::size_t body_bytes_ = 0;
+  Clock::time_point deadline_{};
+  Failure failure_ = Failure::none;
+};
+
+// What the serving thread learns about the request it serves: its stream
+// (to tell a timeout from a malformed request) and whether the connection
+// must close after the answer (a body was left unread).
+struct Serving {
+  ConnectionStream* stream = nullptr;
+  bool close_after = false;
+};
+thread_local Serving serving;
+
+// Runs each connection on a thread of its own: idle threads wait for the
+// next connection, and up to `max` are started on demand, so slow clients
+// never starve the others (health checks included). Threads above `min`
+// leave after 30 s idle.
+class ElasticPool final : public httplib::TaskQueue {
+ public:
+  ElasticPool(std::size_t min, std::size_t max) : min_(min), max_(std::max(min, max)) {
+    std::lock_guard lock(mu_);
+    for (std::size_t i = 0; i < min_; ++i) spawn();
+  }
+  ~ElasticPool() override = default;
+
+  void enqueue(std::function<void()> fn) override {
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard lock(mu_);
+      jobs_.push_back(std::move(fn));
+      if (idle_ < jobs_.size() && live_ < max_) spawn();
+      finished = take_finished();
+    }
+    cv_.notify_one();
+    for (auto& t : finished) t.join();
+  }
+
+  void shutdown() override {
+    std::map<int, std::thread> threads;
+    std::vector<std::thread> finished;
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      threads.swap(threads_);
+      finished = take_finished();
+    }
+    cv_.notify_all();
+    for (auto& [id, t] : threads) t.join();
+    for (auto& t : finished) t.join();
+  }
+
+ private:
+  void spawn() {  // mu_ held
+    const int id = next_id_++;
+    ++live_;
+    threads_.emplace(id, std::thread([this, id] { work(id); }));
+  }
+
+  std::vector<std::thread> take_finished() {  // mu_ held
+    std::vector<std::thread> out;
+    for (const int id : finished_) {
+      if (auto it = threads_.find(id); it != threads_.end()) {
+        out.push_back(std::move(it->second));
+        threads_.erase(it);
+      }
+    }
+    finished_.clear();
+    return out;
+  }
+
+  void work(int id) {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      ++idle_;
+      const bool woken = cv_.wait_for(lock, std::chrono::seconds(30),
+                                      [this] { return stopping_ || !jobs_.empty(); });
+      --idle_;
+      if (!jobs_.empty()) {
+        std::function<void()> fn = std::move(jobs_.front());
+        jobs_.pop_front();
+        lock.unlock();
+        fn();
+        lock.lock();
+        continue;
+      }
+      if (stopping_ || (!woken && live_ > min_)) break;
+    }
+    --live_;
+    finished_.push_back(id);
+  }
+
+  const std::size_t min_;
+  const std::size_t max_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::map<int, std::thread> threads_;
+  std::vector<int> finished_;
+  std::size_t live_ = 0;
+  std::size_t idle_ = 0;
+  int next_id_ = 0;
+  bool stopping_ = false;
+};
+
+// httplib's server with our connection loop: a connection cap, deadlines
+// and limits through ConnectionStream. process_request() is httplib's own
+// request parser and router.
+class GuardedServer final : public httplib::Server {
+ public:
+  explicit GuardedServer(const conveyor::http::Server::Options& o) : options_(o) {}
+  std::atomic<std::size_t> rejected{0};
+
+ private:
+  bool process_and_close_socket(socket_t sock) override {
+    struct Count {
+      std::atomic<std::size_t>& n;
+      explicit Count(std::atomic<std::size_t>& a) : n(a) { ++n; }
+      ~Count() { --n; }
+    } count(active_);
+    bool ret = false;
+    if (active_.load() > options_.max_connections) {
+      ++rejected;
+      reject(sock);
+    } else {
+      ConnectionStream stream(sock, options_, [this] { return svr_sock_ == INVALID_SOCKET; });
+      std::size_t left = keep_alive_max_count_;
+      while (left > 0 && svr_sock_ != INVALID_SOCKET && stream.wait_next_request()) {
+        stream.begin_request();
+        serving = Serving{&stream, false};
+        bool closed = false;
+        ret = process_request(stream, left == 1, closed, nullptr);
+        const bool close_after = serving.close_after;
+        serving = Serving{};
+        if (!ret || closed || close_after || stream.failure() != ConnectionStream::Failure::none) {
+          break;
+        }
+        --left;
+      }
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ret;
+  }
+
+  // Over the cap: a short 503 without reading the request, then close.
+  void reject(socket_t sock) {
+    const Response r = problem(503, reason_phrase(503),
+                               "too many connections (" + std::to_string(options_.max_connections) +
+                                   "); try again");
+    const std::string head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " +
+                             r.content_type + "\r\nContent-Length: " +
+                             std::to_string(r.body.size()) +
+                             "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+    const std::string all = head + r.body;
+    (void)::send(sock, all.data(), all.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+
+  const conveyor::http::Server::Options& options_;
+  std::atomic<std::size_t> active_{0};
+};
+
+bool is_json_media_type(std::string_view content_type) {
+  std::string media = lower(content_type.substr(0, content_type.find(';')));
+  while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.pop_back();
+  return media == "application/json" ||
+         (media.size() > 5 && media.compare(media.size() - 5, 5, "+json") == 0);
+}
+
+bool takes_body(std::string_view method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+}
+
+// Metric labels come from fixed sets only: an invented method is "other".
+std::string method_label(std::string_view method) {
+  for (const char* known : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
+    if (method == known) return known;
+  }
+  return "other";
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ Request
@@ -91,7 +472,11 @@ const std::string& Request::path_param(const std::string& name) const {
   return it->second;
 }
 
-nlohmann::json Request::json() const { return nlohmann::json::parse(body); }
+nlohmann::json Request::json() const {
+  text::JsonLimits limits;
+  limits.max_bytes = body.size();  // the server already bounded the body
+  return text::parse_json(body, limits);
+}
 
 Response Response::json(const nlohmann::json& body, int status) {
   Response response;
@@ -114,7 +499,7 @@ struct Server::Impl {
   std::string host;
   int requested_port;
   Options options;
-  httplib::Server server;
+  GuardedServer server;
   std::vector<Route> routes;
   std::thread thread;
   std::atomic<int> port{0};
@@ -127,9 +512,10 @@ struct Server::Impl {
       : host(std::move(h)),
         requested_port(p),
         options(o),
+        server(options),
         registry(o.registry != nullptr ? o.registry : &metrics::default_registry()) {}
 
-  void dispatch(const httplib::Request& in, httplib::Response& out) {
+  void dispatch(const httplib::Request& in, httplib::Response& out, const std::string& body) {
     const auto started_at = std::chrono::steady_clock::now();
     const std::vector<std::string> segments = split_path(in.path);
     // HEAD is served by the GET route (httplib drops the body).
@@ -159,11 +545,19 @@ struct Server::Impl {
                            "method " + in.method + " is not allowed on " + in.path);
         response.headers["Allow"] = allow;
       }
+    } else if (takes_body(method) &&
+               (in.has_header("Content-Type") ? !is_json_media_type(in.get_header_value("Content-Type"))
+                                              : !body.empty())) {
+      const std::string type = in.get_header_value("Content-Type");
+      response = problem(415, reason_phrase(415),
+                         (type.empty() ? std::string("a request body without a Content-Type")
+                                       : "Content-Type '" + type.substr(0, 100) + "'") +
+                             " is not accepted on " + best->pattern + ": send application/json");
     } else {
       Request request;
       request.method = in.method;
       request.path = in.path;
-      request.body = in.body;
+      request.body = body;
       request.route = best->pattern;
       for (const auto& [name, value] : in.headers) request.headers[lower(name)] = value;
       for (const auto& [name, value] : in.params) request.query[name] = value;
@@ -183,7 +577,7 @@ struct Server::Impl {
       registry
           ->histogram("conveyor_http_request_duration_seconds",
                       "Time spent in HTTP handlers, by route pattern.", metrics::default_buckets(),
-                      {{"method", method}, {"route", best->pattern}})
+                      {{"method", method_label(method)}, {"route", best->pattern}})
           .observe(elapsed.count());
     }
 
@@ -198,19 +592,46 @@ struct Server::Impl {
     registry
         ->counter("conveyor_http_requests_total", "HTTP requests answered, by status code.",
                   {{"code", std::to_string(status)},
-                   {"method", method.empty() ? "unknown" : method},
+                   {"method", method_label(method)},
                    {"route", route}})
         .inc();
   }
 
   // Answers errors httplib produces before our dispatcher runs (body too
-  // large, unparsable request line, unsupported method) as problem+json.
+  // large, unparsable request line, unsupported method, a deadline or limit
+  // of the connection stream) as problem+json.
   httplib::Server::HandlerResponse on_error(const httplib::Request& in, httplib::Response& out) {
     if (!out.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string detail;
+    if (out.status == 400 && serving.stream != nullptr) {
+      switch (serving.stream->failure()) {
+        case ConnectionStream::Failure::timeout:
+          out.status = 408;
+          break;
+        case ConnectionStream::Failure::headers_too_large:
+          out.status = 431;
+          break;
+        case ConnectionStream::Failure::body_too_large:
+          out.status = 413;
+          break;
+        default:
+          break;
+      }
+    }
     switch (out.status) {
+      case 408:
+        detail = "the request did not arrive within " +
+                 std::to_string(options.header_timeout.count()) + " ms (headers) / " +
+                 std::to_string(options.body_timeout.count()) + " ms (body)";
+        break;
       case 413:
         detail = "request body is larger than " + std::to_string(options.max_body_bytes) + " bytes";
+        break;
+      case 414:
+        detail = "request line too long";
+        break;
+      case 431:
+        detail = "request headers are larger than 64 KiB";
         break;
       case 404:
         detail = "no route for " + in.path;
@@ -221,10 +642,73 @@ struct Server::Impl {
       default:
         detail = reason_phrase(out.status);
     }
+    if (out.status != 404) serving.close_after = true;
     const Response response = problem(out.status, reason_phrase(out.status), detail);
     out.set_content(response.body, response.content_type);
     if (!request_counted) count(in.method, out.status, "unmatched");
     return httplib::Server::HandlerResponse::Handled;
+  }
+
+  // Runs once the request line and headers are read, before any body.
+  httplib::Server::HandlerResponse before_body(const httplib::Request& in, httplib::Response& out) {
+    request_counted = false;  // in case a failed write skipped the logger last time
+    const std::string encoding = lower(in.get_header_value("Content-Encoding"));
+    if (!encoding.empty() && encoding != "identity") {
+      // Never inflate: a small compressed body can grow to gigabytes.
+      serving.close_after = true;
+      reply(in, out, problem(415, reason_phrase(415),
+                             "Content-Encoding '" + encoding.substr(0, 100) +
+                                 "' is not accepted: send the body uncompressed"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // A request without Content-Length or Transfer-Encoding has no body
+    // (RFC 9112 §6.3); httplib would read one until the client closes.
+    if (takes_body(in.method) && !in.has_header("Content-Length") &&
+        !in.has_header("Transfer-Encoding")) {
+      dispatch(in, out, std::string());
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+
+  // Reads the body through httplib's content reader, stopping as soon as it
+  // grows past the limit, then dispatches.
+  void with_body(const httplib::Request& in, httplib::Response& out,
+                 const httplib::ContentReader& reader) {
+    std::string body;
+    bool too_large = false;
+    const bool read = reader([&](const char* data, std::size_t n) {
+      if (body.size() + n > options.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    if (read) {
+      dispatch(in, out, body);
+      return;
+    }
+    // The rest of the body is unread: this connection cannot carry another request.
+    serving.close_after = true;
+    const auto failure =
+        serving.stream != nullptr ? serving.stream->failure() : ConnectionStream::Failure::none;
+    int status = 400;
+    if (too_large || out.status == 413 || failure == ConnectionStream::Failure::body_too_large) {
+      status = 413;
+    } else if (failure == ConnectionStream::Failure::timeout) {
+      status = 408;
+    }
+    out.status = status;
+    out.body.clear();
+    on_error(in, out);
+  }
+
+  void reply(const httplib::Request& in, httplib::Response& out, const Response& response) {
+    out.status = response.status;
+    for (const auto& [name, value] : response.headers) out.set_header(name, value);
+    out.set_content(response.body, response.content_type);
+    count(in.method, response.status, "unmatched");
   }
 
   // Runs after the response was written.
@@ -260,10 +744,11 @@ void Server::start() {
   httplib::Server& server = impl.server;
 
   const std::size_t threads = std::max<std::size_t>(1, impl.options.threads);
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // One more thread than connections allowed, so that the connection over
+  // the cap is answered 503 at once.
+  const std::size_t max_threads = std::max(threads, impl.options.max_connections + 1);
+  server.new_task_queue = [threads, max_threads] { return new ElasticPool(threads, max_threads); };
   server.set_payload_max_length(impl.options.max_body_bytes);
-  // Short keep-alive so stop() does not wait long for idle client connections.
-  server.set_keep_alive_timeout(1);
   // httplib's default adds SO_REUSEPORT, which would let a second process
   // silently share our port; SO_REUSEADDR alone allows quick restarts only.
   server.set_socket_options([](socket_t sock) {
@@ -271,23 +756,24 @@ void Server::start() {
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
 
-  auto dispatch = [&impl](const httplib::Request& in, httplib::Response& out) {
-    impl.dispatch(in, out);
+  auto plain = [&impl](const httplib::Request& in, httplib::Response& out) {
+    impl.dispatch(in, out, in.body);
   };
+  auto reading = [&impl](const httplib::Request& in, httplib::Response& out,
+                         const httplib::ContentReader& reader) { impl.with_body(in, out, reader); };
   const char* any = ".*";
-  server.Get(any, dispatch);
-  server.Post(any, dispatch);
-  server.Put(any, dispatch);
-  server.Patch(any, dispatch);
-  server.Delete(any, dispatch);
-  server.Options(any, dispatch);
+  server.Get(any, plain);
+  server.Post(any, reading);
+  server.Put(any, reading);
+  server.Patch(any, reading);
+  server.Delete(any, reading);
+  server.Options(any, plain);
   server.set_error_handler(httplib::Server::HandlerWithResponse(
       [&impl](const httplib::Request& in, httplib::Response& out) {
         return impl.on_error(in, out);
       }));
-  server.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
-    request_counted = false;  // in case a failed write skipped the logger last time
-    return httplib::Server::HandlerResponse::Unhandled;
+  server.set_pre_routing_handler([&impl](const httplib::Request& in, httplib::Response& out) {
+    return impl.before_body(in, out);
   });
   server.set_logger([&impl](const httplib::Request& in, const httplib::Response& out) {
     impl.on_logged(in, out);

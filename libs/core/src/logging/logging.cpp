@@ -181,31 +181,41 @@ std::string redact_url(std::string_view text) {
       }
     }
   }
-  // password=value: libpq keyword/value strings and URI query parameters.
-  constexpr std::string_view key = "password=";
-  std::size_t pos = 0;
-  while ((pos = out.find(key, pos)) != std::string::npos) {
-    const bool at_word_start = pos == 0 || out[pos - 1] == ' ' || out[pos - 1] == '?' ||
-                               out[pos - 1] == '&' || out[pos - 1] == '\t';
-    const auto value_begin = pos + key.size();
-    if (!at_word_start) {
-      pos = value_begin;
-      continue;
-    }
-    std::size_t value_end;
-    if (value_begin < out.size() && out[value_begin] == '\'') {
-      // Quoted conninfo value; \' escapes a quote inside it.
-      value_end = value_begin + 1;
-      while (value_end < out.size() && out[value_end] != '\'') {
-        value_end += out[value_end] == '\\' ? 2 : 1;
+  // password=value and sslpassword=value (the client key's passphrase):
+  // libpq keyword/value strings (spaces allowed around '=') and URI query
+  // parameters.
+  for (const std::string_view key : {std::string_view("password"), std::string_view("sslpassword")}) {
+    std::size_t pos = 0;
+    while ((pos = out.find(key, pos)) != std::string::npos) {
+      const bool at_word_start = pos == 0 || out[pos - 1] == ' ' || out[pos - 1] == '?' ||
+                                 out[pos - 1] == '&' || out[pos - 1] == '\t';
+      std::size_t value_begin = pos + key.size();
+      while (value_begin < out.size() && (out[value_begin] == ' ' || out[value_begin] == '\t')) {
+        ++value_begin;
       }
-      value_end = std::min(value_end + 1, out.size());
-    } else {
-      value_end = out.find_first_of(" \t&#", value_begin);
-      if (value_end == std::string::npos) value_end = out.size();
+      if (!at_word_start || value_begin >= out.size() || out[value_begin] != '=') {
+        pos += key.size();
+        continue;
+      }
+      ++value_begin;
+      while (value_begin < out.size() && (out[value_begin] == ' ' || out[value_begin] == '\t')) {
+        ++value_begin;
+      }
+      std::size_t value_end;
+      if (value_begin < out.size() && out[value_begin] == '\'') {
+        // Quoted conninfo value; \' escapes a quote inside it.
+        value_end = value_begin + 1;
+        while (value_end < out.size() && out[value_end] != '\'') {
+          value_end += out[value_end] == '\\' ? 2 : 1;
+        }
+        value_end = std::min(value_end + 1, out.size());
+      } else {
+        value_end = out.find_first_of(" \t&#", value_begin);
+        if (value_end == std::string::npos) value_end = out.size();
+      }
+      out.replace(value_begin, value_end - value_begin, "****");
+      pos = value_begin + 4;
     }
-    out.replace(value_begin, value_end - value_begin, "****");
-    pos = value_begin + 4;
   }
   return out;
 }

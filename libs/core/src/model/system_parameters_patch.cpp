@@ -119,7 +119,14 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
       return items;
     }
     case Kind::json_object:
+      // Both objects map a job type to one string (an image tag, a date).
       if (!v.is_object()) throw FieldError(field, field + ": expected an object");
+      for (const auto& [key, value] : v.items()) {
+        if (!value.is_string()) {
+          throw FieldError(field, field + "." + key + ": expected a string, got " +
+                                      value.type_name());
+        }
+      }
       return v.dump();
   }
   throw FieldError(field, field + ": unsupported");

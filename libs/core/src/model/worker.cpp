@@ -33,6 +33,33 @@ constexpr db::Statement kRecoverJobs{
     "WHERE j.id = victim.id AND j.status = 'started' "
     "RETURNING j.status"};
 
+// Started jobs of a live worker that its heartbeats have not reported as
+// running since before the heartbeat timeout: their outcome was lost (a
+// claim whose commit the worker never saw, an outcome it could not write).
+// started_at comes from the history, so nothing else that touches the job
+// row (a cancel request, a re-emit) delays or hastens this.
+constexpr db::Statement kRecoverOrphans{
+    "model_recover_orphaned_jobs",
+    "UPDATE conveyor.job j SET "
+    "  status = CASE WHEN j.canceled_at IS NOT NULL THEN 'canceled' "
+    "                WHEN j.attempt + 1 < j.max_attempts THEN 'ready' "
+    "                ELSE 'internal_error' END, "
+    "  attempt = CASE WHEN j.canceled_at IS NULL AND j.attempt + 1 < j.max_attempts "
+    "                 THEN j.attempt + 1 ELSE j.attempt END, "
+    "  not_before = NULL, "
+    "  error_subtype = 'worker_not_running', "
+    "  error_message = 'worker ' || victim.name || ' is alive but no longer runs the job' "
+    "FROM (SELECT c.id, w.name FROM conveyor.job c "
+    "      JOIN conveyor.worker w ON w.id = c.worker_id "
+    "      WHERE c.status = 'started' AND w.status IN ('active', 'draining') "
+    "        AND w.running_jobs_at IS NOT NULL AND NOT (c.id = ANY (w.running_jobs)) "
+    "        AND (SELECT max(h.at) FROM conveyor.job_status_change h "
+    "             WHERE h.job_id = c.id AND h.to_status = 'started') "
+    "            < w.running_jobs_at - make_interval(secs => $1::float8) "
+    "      ORDER BY c.id LIMIT $2 FOR UPDATE OF c SKIP LOCKED) victim "
+    "WHERE j.id = victim.id AND j.status = 'started' "
+    "RETURNING j.status"};
+
 constexpr db::Statement kStopWorkers{
     "model_reboot_stop_workers",
     "UPDATE conveyor.worker SET status = 'stopped', stopped_at = now(), running = 0 "
@@ -62,16 +89,22 @@ ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout,
   for (auto row : tx.exec(kMarkLost, {static_cast<double>(heartbeat_timeout.count())})) {
     out.lost_workers.push_back(row[0].as_string());
   }
-  for (auto row : tx.exec(kRecoverJobs, {limit})) {
-    const auto status = row[0].view();
-    if (status == "ready") {
-      ++out.requeued;
-    } else if (status == "canceled") {
-      ++out.canceled;
-    } else {
-      ++out.failed;
+  auto tally = [&out](const db::Result& rows) {
+    for (auto row : rows) {
+      const auto status = row[0].view();
+      if (status == "ready") {
+        ++out.requeued;
+      } else if (status == "canceled") {
+        ++out.canceled;
+      } else {
+        ++out.failed;
+      }
     }
-  }
+    return rows.size();
+  };
+  tally(tx.exec(kRecoverJobs, {limit}));
+  out.orphaned = static_cast<int>(
+      tally(tx.exec(kRecoverOrphans, {static_cast<double>(heartbeat_timeout.count()), limit})));
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -41,9 +42,10 @@ constexpr db::Statement kUpsertInstance{
     " started_at = now(), last_heartbeat = now(), status = EXCLUDED.status"};
 // An instance the monitor marked `down` (missed heartbeats) is back: $2 is
 // `up`, or `draining` once SIGTERM came.
+// $3: the broker as this instance sees it ('up', 'down'; NULL without one).
 constexpr db::Statement kHeartbeat{
     "runtime_heartbeat",
-    "UPDATE conveyor.service_instance SET last_heartbeat = now(),"
+    "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = $3,"
     " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
 constexpr db::Statement kSetInstanceStatus{
     "runtime_set_instance_status",
@@ -296,6 +298,11 @@ class Service final : public Context {
     }
   }
 
+  // Events only wake the service: the work is read from the database. So a
+  // message that cannot be read (too large, too deep, not a CloudEvent) is
+  // skipped, logged and counted, and its offset committed with the rest:
+  // nothing is lost, and no message can stop a service or make it crash
+  // again on each restart.
   void consume(const bus::ConsumerOptions& options) {
     auto rlog = logging::get("runtime");
     std::unique_ptr<bus::Consumer> consumer;
@@ -303,28 +310,36 @@ class Service final : public Context {
       try {
         if (!consumer) consumer = std::make_unique<bus::Consumer>(options);
         const std::vector<bus::ReceivedMessage> messages = consumer->poll(256, milliseconds(200));
-        broker_ok_ = true;
+        note_broker(consumer->broker_up());
         bool wake_up = false;
         bool reload = false;
         for (const bus::ReceivedMessage& m : messages) {
           events_consumed_->inc();
           try {
+            if (m.oversized) {
+              throw Error(errc::bad_input, "message of " + std::to_string(m.size) +
+                                               " bytes is larger than the limit of " +
+                                               std::to_string(options.max_message_bytes));
+            }
             const bus::CloudEvent event = bus::decode(m.value);
             if (m.topic == parameters_topic_) {
               reload = true;
             } else if (spec_.wake_on.contains(event.type)) {
               wake_up = true;
             }
-          } catch (const Error& e) {
+          } catch (const std::exception& e) {
             bad_events_->inc();
-            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset, e.what());
+            std::string what = e.what();
+            if (what.size() > 300) what = what.substr(0, 300) + "...";
+            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset,
+                       what);
           }
         }
         if (reload) {
           try {
             reload_parameters();
             log_->info("system parameters reloaded (event)");
-          } catch (const Error& e) {
+          } catch (const std::exception& e) {
             // The timer retries; the wake-up below still happens.
             rlog->warn("reloading system parameters failed: {}", logging::redact_url(e.what()));
           }
@@ -334,8 +349,8 @@ class Service final : public Context {
         // Events only wake: the work is read from the database, so the
         // offsets may move as soon as the wake-up is taken.
         if (!messages.empty()) consumer->commit();
-      } catch (const Error& e) {
-        broker_ok_ = false;
+      } catch (const std::exception& e) {
+        note_broker(consumer ? consumer->broker_up() : false);
         rlog->warn("event consumer ({}): {}", options.group_id, e.what());
         std::unique_lock lock(exit_mu_);
         exit_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load(); });
@@ -353,15 +368,21 @@ class Service final : public Context {
     auto next_reload = Clock::now() + reload_every();
     std::unique_lock lock(exit_mu_);
     while (!exit_) {
-      exit_cv_.wait_until(lock, std::min(next_heartbeat, next_reload), [this] { return exit_; });
+      exit_cv_.wait_until(lock, std::min(next_heartbeat, next_reload),
+                          [this] { return exit_ || heartbeat_now_; });
       if (exit_) break;
+      if (heartbeat_now_) {
+        // The broker state changed: tell the registry now, not at the next beat.
+        heartbeat_now_ = false;
+        next_heartbeat = Clock::now();
+      }
       lock.unlock();
       const auto now = Clock::now();
       if (now >= next_heartbeat) {
         try {
           const char* state = stopping_ ? "draining" : "up";
           const db::Result r =
-              pool_->transact([&](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_, state}); });
+              pool_->transact([&](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_, state, broker_state()}); });
           if (r.affected_rows() == 0) write_instance(state, false);
         } catch (const Error& e) {
           rlog->warn("heartbeat failed: {}", logging::redact_url(e.what()));
@@ -383,6 +404,27 @@ class Service final : public Context {
       }
       lock.lock();
     }
+  }
+
+  // Readiness and the registry follow the broker as librdkafka sees it; a
+  // change is logged once and written to the registry at once.
+  void note_broker(bool up) {
+    if (broker_ok_.exchange(up) == up) return;
+    if (up) {
+      log_->info("broker reachable again");
+    } else {
+      log_->warn("broker unreachable: working on the database poll until it is back (degraded)");
+    }
+    {
+      std::lock_guard lock(exit_mu_);
+      heartbeat_now_ = true;
+    }
+    exit_cv_.notify_all();
+  }
+
+  std::optional<std::string> broker_state() const {
+    if (brokers_.empty()) return std::nullopt;
+    return std::string(broker_ok_ ? "up" : "down");
   }
 
   void signal_loop() {
@@ -527,6 +569,7 @@ class Service final : public Context {
   std::mutex exit_mu_;  // guards exit_, loop_done_; exit_cv_ wakes sleeping threads
   std::condition_variable exit_cv_;
   bool exit_ = false;
+  bool heartbeat_now_ = false;  // guarded by exit_mu_
   bool loop_done_ = false;
   bool shut_down_ = false;  // main thread only
 

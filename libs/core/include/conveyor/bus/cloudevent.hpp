@@ -14,6 +14,10 @@
 namespace conveyor::bus {
 
 inline constexpr int kEventSchemaVersion = 1;
+// Limits on a received envelope, checked before it is parsed: larger or
+// deeper messages are refused (decode throws), never recursed into.
+inline constexpr std::size_t kMaxEventBytes = 1024 * 1024;
+inline constexpr int kMaxEventDepth = 100;
 
 struct CloudEvent {
   std::string id;
@@ -29,8 +33,11 @@ struct CloudEvent {
 // Serialises to the JSON text of the structured envelope.
 std::string encode(const CloudEvent& event);
 // Parses and validates an envelope. Throws conveyor::Error(bad_input) naming
-// what is wrong: not JSON, not an object, a required attribute missing or
-// not a string, specversion other than "1.0".
+// what is wrong: larger than kMaxEventBytes, nested deeper than
+// kMaxEventDepth, not JSON, not an object, a required attribute missing or
+// not a string, specversion other than "1.0", a `time` that is not RFC 3339.
+// Linear in the size of the text; nothing recursive runs before the limits
+// are checked.
 CloudEvent decode(std::string_view text);
 
 }  // namespace conveyor::bus

@@ -26,7 +26,9 @@ struct ReceivedMessage {
   std::int32_t partition = 0;
   std::int64_t offset = 0;
   std::string key;
-  std::string value;
+  std::string value;       // empty when oversized
+  std::size_t size = 0;    // of the value as the broker sent it
+  bool oversized = false;  // larger than ConsumerOptions::max_message_bytes: not copied
 };
 
 struct ProducerOptions {
@@ -60,6 +62,9 @@ struct ConsumerOptions {
   std::vector<std::string> topics;
   std::string client_id = "conveyor";
   std::string auto_offset_reset = "earliest";
+  // A larger message is returned with `oversized` set and its value not
+  // copied, so the caller can count and skip it (and commit past it).
+  std::size_t max_message_bytes = 1024 * 1024;
   std::map<std::string, std::string> extra;
 };
 
@@ -75,6 +80,10 @@ class Consumer {
   // Synchronously commits the offsets of every message returned by poll() so
   // far. Call only after the work those messages caused is committed.
   void commit();
+  // Whether the broker is reachable as librdkafka sees it: its statistics
+  // (every second, served by poll()) say some broker connection is UP, and
+  // no "all brokers down" error came since. Thread-safe.
+  bool broker_up() const noexcept;
 
  private:
   struct Impl;

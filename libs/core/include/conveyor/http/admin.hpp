@@ -1,7 +1,9 @@
 #pragma once
 // The endpoints every Conveyor service exposes:
 //   GET /healthz  200 {"status":"ok"} while the process serves HTTP
-//   GET /readyz   200, or 503 naming the dependency that is down
+//   GET /readyz   200 "ready"; 200 "degraded" when only the broker is down
+//                 (the service works on its database poll); 503 "not ready"
+//                 when the database is down or the service is draining
 //   GET /metrics  Prometheus text format 0.0.4
 //   GET /version  {"service","version"}
 #include <functional>

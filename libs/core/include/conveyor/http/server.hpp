@@ -7,6 +7,13 @@
 // ("/v1/jobs/{id}/cancel"). No route for the path: 404; a route for the path
 // but not the method: 405. Every error answer is application/problem+json.
 // A handler's exception is mapped by problem_from() (problem.hpp).
+//
+// Hostile clients: bodies are bounded as they stream (413), Content-Encoding
+// is refused (415), a POST/PUT/PATCH/DELETE with a body must say it is JSON
+// (415; this also stops simple cross-site form posts), headers and bodies
+// have deadlines (408), connections are capped (503), Range is ignored, and
+// metric labels come from fixed sets only.
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -64,8 +71,25 @@ using Handler = std::function<Response(const Request&)>;
 class Server {
  public:
   struct Options {
-    std::size_t max_body_bytes = 1024 * 1024;  // larger bodies get 413
+    // Larger bodies get 413. The limit applies to the body as received,
+    // chunked or not; a Content-Encoding (gzip, br) is refused with 415, so
+    // nothing is ever inflated.
+    std::size_t max_body_bytes = 1024 * 1024;
+    // Threads kept while idle; more are started on demand, one per open
+    // connection up to max_connections, and leave after a while idle.
     std::size_t threads = 8;
+    // Connections served at once; one more is answered 503 and closed.
+    std::size_t max_connections = 256;
+    // A request's line and headers must arrive within header_timeout of its
+    // first byte (408 otherwise), its body within body_timeout of the end of
+    // the headers; a read waits at most read_timeout for the next bytes.
+    // Slow clients (slowloris) hold a connection for a bounded time only.
+    std::chrono::milliseconds header_timeout{10000};
+    std::chrono::milliseconds body_timeout{30000};
+    std::chrono::milliseconds read_timeout{5000};
+    std::chrono::milliseconds write_timeout{5000};
+    // An idle keep-alive connection is closed after this.
+    std::chrono::milliseconds keep_alive_timeout{5000};
     // Where conveyor_http_requests_total and the latency histogram go;
     // nullptr: metrics::default_registry().
     metrics::Registry* registry = nullptr;

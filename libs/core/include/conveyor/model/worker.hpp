@@ -19,6 +19,7 @@ struct ReapResult {
   int requeued = 0;  // started jobs moved back to ready (attempt + 1)
   int failed = 0;    // started jobs moved to internal_error (worker_lost): attempts spent
   int canceled = 0;  // started jobs whose cancel was asked: moved to canceled
+  int orphaned = 0;  // of those three, jobs of live workers that no longer ran them (step 3)
 };
 
 // 1. Marks `active` and `draining` workers whose last_heartbeat is older than
@@ -27,6 +28,10 @@ struct ReapResult {
 //    to `canceled` when canceled_at is set; else to `ready` with attempt + 1
 //    while attempt + 1 < max_attempts; else to `internal_error` with
 //    error_subtype `worker_lost`. At most `limit` jobs per call.
+// 3. Moves the same way every `started` job of a live (active or draining)
+//    worker that has been missing from the worker's reported running_jobs
+//    since before running_jobs_at - heartbeat_timeout (error_subtype
+//    `worker_not_running`): its outcome was lost while the worker lived on.
 // A worker that heartbeats again after being marked lost becomes active and
 // finds its jobs no longer started by it (the worker drops their results).
 ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit = 1000);
