@@ -515,7 +515,9 @@ struct Server::Impl {
         server(options),
         registry(o.registry != nullptr ? o.registry : &metrics::default_registry()) {}
 
-  void dispatch(const httplib::Request& in, httplib::Response& out, const std::string& body) {
+  // `body_declared`: the request announced a body (it may not have been read).
+  void dispatch(const httplib::Request& in, httplib::Response& out, const std::string& body,
+                bool body_declared) {
     const auto started_at = std::chrono::steady_clock::now();
     const std::vector<std::string> segments = split_path(in.path);
     // HEAD is served by the GET route (httplib drops the body).
@@ -547,7 +549,7 @@ struct Server::Impl {
       }
     } else if (takes_body(method) &&
                (in.has_header("Content-Type") ? !is_json_media_type(in.get_header_value("Content-Type"))
-                                              : !body.empty())) {
+                                              : body_declared)) {
       const std::string type = in.get_header_value("Content-Type");
       response = problem(415, reason_phrase(415),
                          (type.empty() ? std::string("a request body without a Content-Type")
@@ -661,11 +663,20 @@ struct Server::Impl {
                                  "' is not accepted: send the body uncompressed"));
       return httplib::Server::HandlerResponse::Handled;
     }
+    if (!takes_body(in.method)) return httplib::Server::HandlerResponse::Unhandled;
     // A request without Content-Length or Transfer-Encoding has no body
     // (RFC 9112 §6.3); httplib would read one until the client closes.
-    if (takes_body(in.method) && !in.has_header("Content-Length") &&
-        !in.has_header("Transfer-Encoding")) {
-      dispatch(in, out, std::string());
+    const bool declared = in.has_header("Transfer-Encoding") ||
+                          (in.has_header("Content-Length") && in.get_header_value("Content-Length") != "0");
+    if (!declared) {
+      dispatch(in, out, std::string(), false);
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // A body that is not JSON is refused before httplib reads it (it would
+    // parse forms and multipart itself): dispatch answers 404, 405 or 415.
+    if (!is_json_media_type(in.get_header_value("Content-Type"))) {
+      serving.close_after = true;
+      dispatch(in, out, std::string(), true);
       return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -686,7 +697,7 @@ struct Server::Impl {
       return true;
     });
     if (read) {
-      dispatch(in, out, body);
+      dispatch(in, out, body, true);
       return;
     }
     // The rest of the body is unread: this connection cannot carry another request.
@@ -757,7 +768,7 @@ void Server::start() {
   });
 
   auto plain = [&impl](const httplib::Request& in, httplib::Response& out) {
-    impl.dispatch(in, out, in.body);
+    impl.dispatch(in, out, in.body, !in.body.empty());
   };
   auto reading = [&impl](const httplib::Request& in, httplib::Response& out,
                          const httplib::ContentReader& reader) { impl.with_body(in, out, reader); };
