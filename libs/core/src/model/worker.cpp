@@ -10,10 +10,17 @@ constexpr db::Statement kMarkLost{
     "  AND last_heartbeat < now() - make_interval(secs => $1::float8) "
     "RETURNING name"};
 
+// The started jobs that no worker runs any more, in one statement (one
+// rule for what becomes of them): those of workers that are lost, stopped
+// or gone (`worker_lost`), and those of live workers that have not reported
+// them as running since before running_jobs_at - heartbeat timeout
+// (`worker_not_running`: an outcome the worker could not write, a claim
+// whose commit it never saw). started_at comes from the history, so nothing
+// else that touches the job row (a cancel request, a re-emit) moves it.
 // The job rows are locked SKIP LOCKED: a job a live transaction is moving
 // right now is left for the next call.
 constexpr db::Statement kRecoverJobs{
-    "model_recover_jobs_of_lost_workers",
+    "model_recover_jobs_no_worker_runs",
     "UPDATE conveyor.job j SET "
     "  status = CASE WHEN j.canceled_at IS NOT NULL THEN 'canceled' "
     "                WHEN j.attempt + 1 < j.max_attempts THEN 'ready' "
@@ -21,44 +28,25 @@ constexpr db::Statement kRecoverJobs{
     "  attempt = CASE WHEN j.canceled_at IS NULL AND j.attempt + 1 < j.max_attempts "
     "                 THEN j.attempt + 1 ELSE j.attempt END, "
     "  not_before = NULL, "
-    "  error_subtype = 'worker_lost', "
-    "  error_message = 'worker ' || coalesce(w.name, '#' || j.worker_id::text, '(none)') || "
-    "                  ' stopped heartbeating while the job ran' "
-    "FROM (SELECT c.id, c.worker_id FROM conveyor.job c "
-    "      LEFT JOIN conveyor.worker cw ON cw.id = c.worker_id "
+    "  error_subtype = victim.subtype, "
+    "  error_message = 'worker ' || coalesce(victim.name, '#' || victim.worker_id::text, '(none)') || "
+    "    CASE WHEN victim.subtype = 'worker_lost' THEN ' stopped heartbeating while the job ran' "
+    "         ELSE ' is alive but no longer runs the job' END "
+    "FROM (SELECT c.id, c.worker_id, w.name, "
+    "             CASE WHEN w.status IN ('active', 'draining') THEN 'worker_not_running' "
+    "                  ELSE 'worker_lost' END AS subtype "
+    "      FROM conveyor.job c "
+    "      LEFT JOIN conveyor.worker w ON w.id = c.worker_id "
     "      WHERE c.status = 'started' "
-    "        AND (cw.id IS NULL OR cw.status IN ('lost', 'stopped')) "
+    "        AND (w.id IS NULL OR w.status IN ('lost', 'stopped') "
+    "             OR (w.status IN ('active', 'draining') AND w.running_jobs_at IS NOT NULL "
+    "                 AND NOT (c.id = ANY (w.running_jobs)) "
+    "                 AND (SELECT max(h.at) FROM conveyor.job_status_change h "
+    "                      WHERE h.job_id = c.id AND h.to_status = 'started') "
+    "                     < w.running_jobs_at - make_interval(secs => $2::float8))) "
     "      ORDER BY c.id LIMIT $1 FOR UPDATE OF c SKIP LOCKED) victim "
-    "LEFT JOIN conveyor.worker w ON w.id = victim.worker_id "
     "WHERE j.id = victim.id AND j.status = 'started' "
-    "RETURNING j.status"};
-
-// Started jobs of a live worker that its heartbeats have not reported as
-// running since before the heartbeat timeout: their outcome was lost (a
-// claim whose commit the worker never saw, an outcome it could not write).
-// started_at comes from the history, so nothing else that touches the job
-// row (a cancel request, a re-emit) delays or hastens this.
-constexpr db::Statement kRecoverOrphans{
-    "model_recover_orphaned_jobs",
-    "UPDATE conveyor.job j SET "
-    "  status = CASE WHEN j.canceled_at IS NOT NULL THEN 'canceled' "
-    "                WHEN j.attempt + 1 < j.max_attempts THEN 'ready' "
-    "                ELSE 'internal_error' END, "
-    "  attempt = CASE WHEN j.canceled_at IS NULL AND j.attempt + 1 < j.max_attempts "
-    "                 THEN j.attempt + 1 ELSE j.attempt END, "
-    "  not_before = NULL, "
-    "  error_subtype = 'worker_not_running', "
-    "  error_message = 'worker ' || victim.name || ' is alive but no longer runs the job' "
-    "FROM (SELECT c.id, w.name FROM conveyor.job c "
-    "      JOIN conveyor.worker w ON w.id = c.worker_id "
-    "      WHERE c.status = 'started' AND w.status IN ('active', 'draining') "
-    "        AND w.running_jobs_at IS NOT NULL AND NOT (c.id = ANY (w.running_jobs)) "
-    "        AND (SELECT max(h.at) FROM conveyor.job_status_change h "
-    "             WHERE h.job_id = c.id AND h.to_status = 'started') "
-    "            < w.running_jobs_at - make_interval(secs => $1::float8) "
-    "      ORDER BY c.id LIMIT $2 FOR UPDATE OF c SKIP LOCKED) victim "
-    "WHERE j.id = victim.id AND j.status = 'started' "
-    "RETURNING j.status"};
+    "RETURNING j.status, victim.subtype"};
 
 constexpr db::Statement kStopWorkers{
     "model_reboot_stop_workers",
@@ -86,25 +74,19 @@ RebootPreparation prepare_for_reboot(db::Tx& tx) {
 
 ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit) {
   ReapResult out;
-  for (auto row : tx.exec(kMarkLost, {static_cast<double>(heartbeat_timeout.count())})) {
-    out.lost_workers.push_back(row[0].as_string());
-  }
-  auto tally = [&out](const db::Result& rows) {
-    for (auto row : rows) {
-      const auto status = row[0].view();
-      if (status == "ready") {
-        ++out.requeued;
-      } else if (status == "canceled") {
-        ++out.canceled;
-      } else {
-        ++out.failed;
-      }
+  const double timeout_s = static_cast<double>(heartbeat_timeout.count());
+  for (auto row : tx.exec(kMarkLost, {timeout_s})) out.lost_workers.push_back(row[0].as_string());
+  for (auto row : tx.exec(kRecoverJobs, {limit, timeout_s})) {
+    const auto status = row[0].view();
+    if (status == "ready") {
+      ++out.requeued;
+    } else if (status == "canceled") {
+      ++out.canceled;
+    } else {
+      ++out.failed;
     }
-    return rows.size();
-  };
-  tally(tx.exec(kRecoverJobs, {limit}));
-  out.orphaned = static_cast<int>(
-      tally(tx.exec(kRecoverOrphans, {static_cast<double>(heartbeat_timeout.count()), limit})));
+    if (row[1].view() == "worker_not_running") ++out.orphaned;
+  }
   return out;
 }
 
