@@ -8,10 +8,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <iostream>
 #include <sstream>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "conveyor/bus/kafka.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/testing.hpp"
@@ -150,6 +153,102 @@ TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {
   db_.exec("UPDATE conveyor.system_parameters SET worker_concurrency = 7");
   // Well under the 30 s reload timer: the parameters event did it.
   EXPECT_TRUE(wait_until([&] { return concurrency() == 7; }, 15s));
+}
+
+// Issue 9: one poisoned message on each topic killed every service, and
+// again on each restart (consumers start from the earliest offset). Now each
+// is skipped, logged, counted and committed, and the next event still wakes.
+TEST_F(RuntimeTest, PoisonedEventsAreSkippedCountedAndCommitted) {
+  start();
+  ASSERT_TRUE(wait_until([&] { return wakeups() >= 1; }, 10s));
+  auto invalid = [&] {
+    const std::string m = http_request("GET", url("/metrics")).body;
+    const std::string name = "\nconveyor_events_invalid_total ";  // the sample, not the HELP line
+    const auto at = m.find(name);
+    return at == std::string::npos ? -1L : std::stol(m.substr(at + name.size()));
+  };
+  const std::string head = R"({"specversion":"1.0","id":"p","source":"fuzz","type":"io.conveyor.job.configured",)";
+  std::string deep = head + R"("data":)";
+  for (int i = 0; i < 150000; ++i) deep += "[";
+  for (int i = 0; i < 150000; ++i) deep += "]";
+  deep += "}";
+  const std::vector<std::string> poison = {
+      head + R"("time":"2026-01-01T00:00:00.)" + std::string(200000, '9') + R"(Z"})",
+      deep,
+      std::string(2 * 1024 * 1024, '{'),  // over the 1 MiB message limit
+      "not json at all",
+      head + R"("data":{"job_id":1}, "time": 5})",
+  };
+  conveyor::bus::ProducerOptions po;
+  po.brokers = broker_.bootstrap();
+  po.extra = {{"message.max.bytes", "10000000"}};  // the 2 MiB message must reach the broker
+  conveyor::bus::Producer producer(po);
+  std::vector<conveyor::bus::Message> messages;
+  for (const char* topic : {conveyor::bus::kJobsTopic, conveyor::bus::kParametersTopic}) {
+    for (const auto& p : poison) {
+      messages.push_back({conveyor::bus::topic_name(prefix_, topic), "1", p});
+    }
+  }
+  for (const bool acked : producer.send_batch(messages, 20s)) ASSERT_TRUE(acked);
+
+  const long expected = static_cast<long>(messages.size());
+  ASSERT_TRUE(wait_until([&] { return invalid() >= expected; }, 30s))
+      << "conveyor_events_invalid_total is " << invalid() << ", expected " << expected;
+  EXPECT_TRUE(service_->running()) << "the service died on a poisoned event";
+  EXPECT_EQ(http_request("GET", url("/healthz")).status, 200);
+
+  // A valid event after the poison still wakes the loop.
+  const long before = wakeups();
+  const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+  EXPECT_TRUE(wait_until([&] { return wakeups() > before; }, 20s));
+
+  // The offsets were committed: a restart does not read the poison again.
+  service_->stop(10s);
+  start();
+  ASSERT_TRUE(wait_until([&] { return wakeups() >= 1; }, 10s));
+  const long after_restart = invalid();
+  EXPECT_EQ(after_restart, 0) << "the restarted service read poison again";
+  EXPECT_TRUE(service_->running());
+}
+
+// Issue 9: with the broker stopped, /readyz said "broker":"up" for 97 s and
+// longer. It follows librdkafka's view within seconds, stays ready (the
+// service works on its database poll) and says it is degraded; the registry
+// row says it too.
+TEST_F(RuntimeTest, ReadinessFollowsTheBrokerWithinSeconds) {
+  start();
+  auto readyz = [&] { return nlohmann::json::parse(http_request("GET", url("/readyz")).body); };
+  ASSERT_TRUE(wait_until([&] { return readyz().value("status", "") == "ready"; }, 20s));
+  broker_.stop();
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return readyz()["checks"].value("broker", "") == "down"; }, 10s))
+      << readyz().dump();
+  std::cout << "[recovery] broker stopped -> readyz says down: "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stopped).count()
+            << " ms" << std::endl;
+  const auto r = http_request("GET", url("/readyz"));
+  EXPECT_EQ(r.status, 200) << "ready, degraded: it works on the database poll";
+  EXPECT_EQ(nlohmann::json::parse(r.body).value("status", ""), "degraded");
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") ==
+               "down";
+      },
+      10s));
+
+  broker_.resume();
+  const auto resumed = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return readyz().value("status", "") == "ready"; }, 20s)) << readyz().dump();
+  std::cout << "[recovery] broker back -> readyz says ready: "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - resumed).count()
+            << " ms" << std::endl;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") ==
+               "up";
+      },
+      10s));
 }
 
 TEST_F(RuntimeTest, SigtermDrainsAndExitsZero) {
