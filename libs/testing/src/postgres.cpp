@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/testing/testing.hpp"
@@ -161,7 +162,6 @@ PostgresCluster::PostgresCluster(Options options) : options_(std::move(options))
   }
   const fs::path data = dir / "data";
   const fs::path run_dir = dir / "run";
-  const fs::path log = dir / "postgres.log";
   fs::create_directories(dir);
   fs::create_directories(run_dir);
   chown_to_postgres(dir);
@@ -190,13 +190,6 @@ PostgresCluster::PostgresCluster(Options options) : options_(std::move(options))
   int stored = 0;
   if (std::ifstream in(port_file); in) in >> stored;
 
-  std::string socket_dir = run_dir.string();
-  // sun_path holds 107 bytes; beyond that PostgreSQL cannot create the socket.
-  if ((run_dir / ".s.PGSQL.65535.lock").string().size() > 100) socket_dir.clear();
-  if (socket_dir.find('\'') != std::string::npos) {
-    throw Error(errc::bad_input, "PostgresCluster: dir may not contain a quote: " + dir.string());
-  }
-
   std::string last_error;
   for (int attempt = 0; attempt < 5; ++attempt) {
     int port = options_.port;
@@ -205,25 +198,76 @@ PostgresCluster::PostgresCluster(Options options) : options_(std::move(options))
       chosen = true;
       port = (attempt == 0 && stored > 0) ? stored : free_port();
     }
-    std::string opts = "-p " + std::to_string(port) + " -k '" + socket_dir +
-                       "' -c listen_addresses=127.0.0.1 -c max_connections=200";
-    if (options_.ephemeral) {
-      opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
-    }
-    auto r = run(pg_command("pg_ctl", {"-D", data.string(), "-l", log.string(), "-w", "-t", "60",
-                                       "-o", opts, "start"}));
-    if (r.status == 0) {
+    if (launch(port, &last_error)) {
       port_ = port;
       std::ofstream(port_file) << port << "\n";
       return;
     }
-    std::string log_text = tail(read_file(log));
-    last_error = "pg_ctl start failed (exit " + std::to_string(r.status) + "): " + tail(r.output) +
-                 "\n" + dir.string() + "/postgres.log:\n" + log_text;
     // Another process took the port between free_port() and the bind: try another.
-    if (!chosen || log_text.find("Address already in use") == std::string::npos) break;
+    if (!chosen || last_error.find("Address already in use") == std::string::npos) break;
   }
   throw Error(errc::unavailable, "cannot start PostgreSQL in " + dir.string() + ": " + last_error);
+}
+
+bool PostgresCluster::launch(int port, std::string* error) {
+  const fs::path& dir = options_.dir;
+  const fs::path run_dir = dir / "run";
+  std::string socket_dir = run_dir.string();
+  // sun_path holds 107 bytes; beyond that PostgreSQL cannot create the socket.
+  if ((run_dir / ".s.PGSQL.65535.lock").string().size() > 100) socket_dir.clear();
+  if (socket_dir.find('\'') != std::string::npos) {
+    throw Error(errc::bad_input, "PostgresCluster: dir may not contain a quote: " + dir.string());
+  }
+  std::string opts = "-p " + std::to_string(port) + " -k '" + socket_dir +
+                     "' -c listen_addresses=127.0.0.1 -c max_connections=200";
+  if (options_.ephemeral) {
+    opts += " -c fsync=off -c full_page_writes=off";
+    if (!options_.durable_commits) opts += " -c synchronous_commit=off";
+  }
+  auto r = run(pg_command("pg_ctl", {"-D", (dir / "data").string(), "-l", log_file().string(), "-w",
+                                     "-t", "60", "-o", opts, "start"}));
+  if (r.status == 0) return true;
+  *error = "pg_ctl start failed (exit " + std::to_string(r.status) + "): " + tail(r.output) + "\n" +
+           log_file().string() + ":\n" + tail(read_file(log_file()));
+  return false;
+}
+
+void PostgresCluster::start(std::chrono::milliseconds port_wait) {
+  if (running()) {
+    stopped_ = false;
+    return;
+  }
+  std::string error;
+  const auto deadline = std::chrono::steady_clock::now() + port_wait;
+  bool started = false;
+  while (!(started = launch(port_, &error))) {
+    // Only a port held by someone else is worth waiting for.
+    if (error.find("Address already in use") == std::string::npos ||
+        std::chrono::steady_clock::now() >= deadline) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // retry pacing
+  }
+  if (!started) {
+    throw Error(errc::unavailable, "cannot start PostgreSQL again in " + options_.dir.string() + " on port " +
+                                       std::to_string(port_) + ": " + error);
+  }
+  stopped_ = false;
+}
+
+bool PostgresCluster::running() const { return running_in(options_.dir); }
+
+fs::path PostgresCluster::log_file() const { return options_.dir / "postgres.log"; }
+
+void PostgresCluster::stop(StopMode mode) {
+  stopped_ = true;
+  if (!running()) return;
+  const char* m = mode == StopMode::immediate ? "immediate" : "fast";
+  auto r = run(pg_command("pg_ctl", {"-D", (options_.dir / "data").string(), "-m", m, "-w", "-t", "60", "stop"}));
+  if (r.status != 0 && running()) {
+    throw Error(errc::unavailable, std::string("pg_ctl stop -m ") + m + " in " + options_.dir.string() +
+                                       " failed: " + tail(r.output));
+  }
 }
 
 PostgresCluster::~PostgresCluster() {

@@ -338,6 +338,32 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+int free_restartable_port() {
+  // Ports below the ephemeral range: [10000, low) where low is the range's
+  // start (32768 by default), picked at random and checked by binding.
+  int low = 32768;
+  if (std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range"); in) in >> low;
+  const int first = 10000;
+  if (low - first < 1000) {
+    throw Error(errc::unavailable, "no room below the ephemeral port range (starts at " + std::to_string(low) + ")");
+  }
+  static thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_int_distribution<int> pick(first, low - 1);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = pick(rng);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw Error(errc::unavailable, std::string("socket: ") + std::strerror(errno));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  throw Error(errc::unavailable, "no free port found in [" + std::to_string(first) + ", " + std::to_string(low) + ")");
+}
+
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
   auto deadline = Clock::now() + timeout;
   auto pause = std::chrono::milliseconds(10);

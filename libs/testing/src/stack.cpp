@@ -31,11 +31,26 @@ std::filesystem::path executable(const std::string& name) {
 Stack::Stack() : Stack(Options{}) {}
 
 Stack::Stack(Options options) : options_(std::move(options)) {
-  db_ = std::make_unique<TestDatabase>(true);
-  broker_ = std::make_unique<Broker>();
   prefix_ = unique_name("e2e");
   data_dir_ = std::filesystem::temp_directory_path() / unique_name("conveyor-e2e");
   std::filesystem::create_directories(data_dir_);
+  if (options_.private_postgres) {
+    // The postgres user (we may be root) must traverse data_dir_.
+    std::filesystem::permissions(data_dir_, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
+                                                std::filesystem::perms::others_exec);
+    PostgresCluster::Options po;
+    po.dir = data_dir_ / "postgres";
+    po.port = free_restartable_port();
+    po.ephemeral = true;        // fsync off: only a machine crash could lose data
+    po.durable_commits = true;  // but an immediate stop (a PostgreSQL crash) loses no commit
+    postgres_ = std::make_unique<PostgresCluster>(po);
+    db_ = std::make_unique<TestDatabase>(*postgres_, true);
+  } else {
+    db_ = std::make_unique<TestDatabase>(true);
+  }
+  Broker::Options bo;
+  bo.port = options_.broker_port;
+  broker_ = std::make_unique<Broker>(bo);
   std::string path = executable("conveyor-example-task").parent_path().string();
   if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
   env_ = {
@@ -74,8 +89,14 @@ Stack::~Stack() {
   procs_.clear();
   broker_.reset();
   db_.reset();
+  postgres_.reset();
   std::error_code ec;
   std::filesystem::remove_all(data_dir_, ec);
+}
+
+PostgresCluster& Stack::postgres() {
+  if (!postgres_) throw std::runtime_error("this stack has no private PostgreSQL cluster (Options::private_postgres)");
+  return *postgres_;
 }
 
 std::string Stack::api_url() const { return "http://127.0.0.1:" + std::to_string(port("creation")); }
@@ -160,6 +181,13 @@ std::string Stack::logs_tail(std::size_t lines) const {
     std::vector<std::string> all;
     for (std::string l; std::getline(in, l);) all.push_back(l);
     out << "---- " << name << "\n";
+    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) out << all[i] << "\n";
+  }
+  if (postgres_) {
+    std::ifstream in(postgres_->log_file());
+    std::vector<std::string> all;
+    for (std::string l; std::getline(in, l);) all.push_back(l);
+    out << "---- postgres (" << postgres_->log_file().string() << ")\n";
     for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) out << all[i] << "\n";
   }
   return out.str();

@@ -117,8 +117,8 @@ std::string quote_ident(const std::string& name) {
   return out + "\"";
 }
 
-void admin_sql(const std::string& sql) {
-  auto r = psql(TestEnv::get().admin_url(), sql);
+void admin_sql(const std::string& admin_url, const std::string& sql) {
+  auto r = psql(admin_url, sql);
   if (r.status != 0) {
     throw Error(errc::unavailable, "psql `" + sql + "` failed (exit " + std::to_string(r.status) +
                                        "): " + r.output);
@@ -152,22 +152,32 @@ fs::path migrations_dir() {
 
 TestDatabase::TestDatabase(bool migrate) : name_(unique_name("test")) {
   auto& env = TestEnv::get();
-  admin_sql("CREATE DATABASE " + quote_ident(name_));
+  admin_url_ = env.admin_url();
   url_ = env.url(name_);
+  create(migrate);
+}
+
+TestDatabase::TestDatabase(const PostgresCluster& cluster, bool migrate)
+    : name_(unique_name("test")), admin_url_(cluster.url("postgres")), url_(cluster.url(name_)) {
+  create(migrate);
+}
+
+void TestDatabase::create(bool migrate) {
+  admin_sql(admin_url_, "CREATE DATABASE " + quote_ident(name_));
   if (!migrate) return;
   try {
     db::Migrator migrator(url_, migrations_dir());
     migrator.init();
     migrator.migrate();
   } catch (const std::exception&) {
-    admin_sql("DROP DATABASE IF EXISTS " + quote_ident(name_) + " WITH (FORCE)");
+    admin_sql(admin_url_, "DROP DATABASE IF EXISTS " + quote_ident(name_) + " WITH (FORCE)");
     throw;
   }
 }
 
 TestDatabase::~TestDatabase() {
   try {
-    admin_sql("DROP DATABASE IF EXISTS " + quote_ident(name_) + " WITH (FORCE)");
+    admin_sql(admin_url_, "DROP DATABASE IF EXISTS " + quote_ident(name_) + " WITH (FORCE)");
   } catch (const std::exception& e) {
     std::cerr << "conveyor::testing: dropping database " << name_ << ": " << e.what() << "\n";
   }

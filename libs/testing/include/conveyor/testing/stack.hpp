@@ -27,12 +27,22 @@ class Stack {
     // Literal SQL run after migrations and job types, before any service
     // starts (e.g. system parameters the services must see from the start).
     std::string setup_sql;
+    // A PostgreSQL cluster of the stack's own (in data_dir()/postgres, on a
+    // free_restartable_port()) instead of a database on the shared test
+    // cluster, so that the test may stop and start it (postgres()) without
+    // disturbing other tests. Slower to start (initdb).
+    bool private_postgres = false;
+    // The broker's port; 0: a free port. A free_restartable_port() keeps
+    // broker().resume() from finding its port taken after a long stop.
+    int broker_port = 0;
   };
   Stack();
   explicit Stack(Options options);
   ~Stack();
 
   TestDatabase& db() { return *db_; }
+  // The private cluster (Options::private_postgres); throws without one.
+  PostgresCluster& postgres();
   Broker& broker() { return *broker_; }
   const std::filesystem::path& data_dir() const { return data_dir_; }
   const std::string& topic_prefix() const { return prefix_; }
@@ -54,12 +64,14 @@ class Stack {
   std::map<std::string, std::string> env() const { return env_; }
   // Runs the conveyor CLI with this stack's environment.
   RunResult cli(const std::vector<std::string>& args) const;
-  // The last lines of every process log (for failure messages).
+  // The last lines of every process log (for failure messages), and of the
+  // private cluster's server log.
   std::string logs_tail(std::size_t lines = 30) const;
 
  private:
   void wait_ready(const std::string& name);
   Options options_;
+  std::unique_ptr<PostgresCluster> postgres_;  // private_postgres only
   std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<Broker> broker_;
   std::filesystem::path data_dir_;

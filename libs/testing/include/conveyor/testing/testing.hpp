@@ -73,6 +73,13 @@ std::set<int> process_group_members(int pgid);
 // A TCP port on 127.0.0.1 that was free when asked.
 int free_port();
 
+// A TCP port on 127.0.0.1 that was free when asked and lies below the
+// kernel's ephemeral range (net.ipv4.ip_local_port_range), so that neither
+// free_port() nor the source port of an outgoing connection takes it while
+// its server is down: for a server a test stops and starts again on the same
+// port (PostgresCluster::start, Broker::resume).
+int free_restartable_port();
+
 // Polls `condition` every 10 ms (backing off to 100 ms) until it returns true
 // or `timeout` passes; returns the last result. The one way tests wait.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
@@ -90,13 +97,32 @@ class PostgresCluster {
     int port = 0;             // 0: the port it had last time if free, else a free port
     bool keep_running = false;  // destructor leaves it running (tools/dev)
     bool ephemeral = false;     // fsync off: fast, but a crash may lose data (tests)
+    // With ephemeral: synchronous_commit stays on, so that stop(immediate) (a
+    // crash of PostgreSQL, not of the machine) loses no acknowledged commit.
+    bool durable_commits = false;
   };
+  // pg_ctl stop -m <mode>: fast (clients disconnected, checkpoint) or
+  // immediate (every process quits at once; crash recovery at the next start).
+  enum class StopMode { fast, immediate };
   explicit PostgresCluster(Options options);  // initdb if needed, then start
   ~PostgresCluster();                         // stop unless keep_running
   int port() const noexcept { return port_; }
   // libpq URI for `database` on this cluster.
   std::string url(const std::string& database = "postgres") const;
+  // Stops it (fast); the destructor then does nothing.
   void stop();
+  // Stops it with `mode` (pg_ctl -w: returns once the postmaster is gone);
+  // start() brings it back.
+  void stop(StopMode mode);
+  // Starts a stopped cluster again on the same port (pg_ctl -w: returns once
+  // it accepts connections, crash recovery included). Retries for up to
+  // `port_wait` while something else holds the port; throws after that.
+  // No-op while it runs.
+  void start(std::chrono::milliseconds port_wait = std::chrono::seconds(10));
+  bool running() const;
+  const std::filesystem::path& dir() const noexcept { return options_.dir; }
+  // Its server log (dir/postgres.log).
+  std::filesystem::path log_file() const;
   // Stops a cluster left running in `dir` (pg_ctl stop -m fast); false if none ran.
   static bool stop_in(const std::filesystem::path& dir);
   static bool running_in(const std::filesystem::path& dir);
@@ -107,6 +133,8 @@ class PostgresCluster {
   static bool reachable_by_postgres(const std::filesystem::path& dir);
 
  private:
+  // pg_ctl start on `port`; the pg_ctl output and server log tail in *error.
+  bool launch(int port, std::string* error);
   Options options_;
   int port_ = 0;
   bool stopped_ = false;
@@ -165,6 +193,8 @@ class TestDatabase {
  public:
   // migrate: run `db init` and every migration of the repository's migrations dir.
   explicit TestDatabase(bool migrate = true);
+  // The same on another cluster than the shared one (a Stack's private one).
+  explicit TestDatabase(const PostgresCluster& cluster, bool migrate = true);
   ~TestDatabase();
   const std::string& name() const noexcept { return name_; }
   const std::string& url() const noexcept { return url_; }
@@ -176,7 +206,9 @@ class TestDatabase {
   void exec(const std::string& sql) const;
 
  private:
+  void create(bool migrate);
   std::string name_;
+  std::string admin_url_;  // the maintenance database of its cluster
   std::string url_;
 };
 
