@@ -31,11 +31,10 @@ std::filesystem::path executable(const std::string& name) {
 Stack::Stack() : Stack(Options{}) {}
 
 Stack::Stack(Options options) : options_(std::move(options)) {
-  prefix_ = unique_name("e2e");
   data_dir_ = std::filesystem::temp_directory_path() / unique_name("conveyor-e2e");
-  std::filesystem::create_directories(data_dir_);
   if (options_.private_postgres) {
-    // The postgres user (we may be root) must traverse data_dir_.
+    // The cluster lives in data_dir_, which the postgres user (we may be root) must traverse.
+    std::filesystem::create_directories(data_dir_);
     std::filesystem::permissions(data_dir_, std::filesystem::perms::owner_all | std::filesystem::perms::group_exec |
                                                 std::filesystem::perms::others_exec);
     PostgresCluster::Options po;
@@ -51,6 +50,8 @@ Stack::Stack(Options options) : options_(std::move(options)) {
   Broker::Options bo;
   bo.port = options_.broker_port;
   broker_ = std::make_unique<Broker>(bo);
+  prefix_ = unique_name("e2e");
+  std::filesystem::create_directories(data_dir_);
   std::string path = executable("conveyor-example-task").parent_path().string();
   if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
   env_ = {
