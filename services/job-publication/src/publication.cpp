@@ -218,13 +218,18 @@ void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std
   else sink_failure("unknown sink kind '" + kind + "'");
 }
 
-int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings) {
+int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
+                  Delivered* delivered) {
   // Publishing happens inside the transaction so the row locks keep other
-  // replicas off these jobs; a retried transaction publishes again
-  // (at-least-once, see the header).
-  return pool.transact(
+  // replicas off these jobs. What every sink took is remembered in
+  // `delivered` until the move to done is committed, so a retried
+  // transaction (or the next pass after the database is back) does not
+  // publish it again (see the header).
+  std::vector<std::pair<std::int64_t, int>> done_now;
+  const int n = pool.transact(
       [&](db::Tx& tx) {
         int moved = 0;
+        done_now.clear();
         for (const auto row : tx.exec(kSelectProcessed, {settings.batch_size})) {
           JobRecord job;
           job.id = row["id"].as_int();
@@ -235,6 +240,12 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
           job.time = row["now"].as_string();
           const auto config =
               row["config"].is_null() ? nlohmann::json::object() : nlohmann::json::parse(row["config"].view());
+          const std::pair<std::int64_t, int> key{job.id, job.attempt};
+          if (delivered != nullptr && delivered->contains(key)) {
+            moved += static_cast<int>(tx.exec(kSetDone, {job.id}).affected_rows());
+            done_now.push_back(key);
+            continue;
+          }
           const std::string body = event_json(job);
 
           std::vector<std::string> failures;
@@ -251,7 +262,9 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
             }
           }
           if (failures.empty()) {
+            if (delivered != nullptr) delivered->insert(key);
             moved += static_cast<int>(tx.exec(kSetDone, {job.id}).affected_rows());
+            done_now.push_back(key);
             continue;
           }
           std::string message;
@@ -272,6 +285,13 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
         return moved;
       },
       tx_options());
+  if (delivered != nullptr) {
+    for (const auto& key : done_now) delivered->erase(key);
+    // Entries whose job another replica or an operator moved meanwhile are
+    // never erased above; forget them before they add up.
+    if (delivered->size() > 100000) delivered->clear();
+  }
+  return n;
 }
 
 int retry_batch(db::Pool& pool, const Settings& settings) {
@@ -342,13 +362,14 @@ void loop(runtime::Context& ctx) {
   auto& moved_total = ctx.metrics().counter("conveyor_publication_jobs_total",
                                             "jobs moved out of processed or external_error by publication");
   auto timeout = poll;
+  Delivered delivered;  // survives a failed pass: see publish_batch
   do {
     timeout = poll;
     try {
       int n = 0;
       do {
         n = retry_batch(ctx.db(), settings);
-        n += publish_batch(ctx.db(), *ctx.parameters(), settings);
+        n += publish_batch(ctx.db(), *ctx.parameters(), settings, &delivered);
         moved_total.inc(n);
       } while (n > 0 && !ctx.stopping());
       // Back-offs end without any event: wake for the next one.

@@ -12,11 +12,16 @@
 //
 // Delivery is at-least-once: jobs are published while their rows are locked
 // (FOR UPDATE SKIP LOCKED, so replicas never publish the same job at the same
-// time), but a crash between publishing and commit, or a retry after one sink
-// of several failed, publishes again. Sinks must tolerate a rare duplicate;
-// the event id (job, attempt) is stable across such repeats to help them.
-// Stateless between batches; functions are safe to call from any thread.
+// time). A database failure between delivery and commit does not publish
+// again: the loop remembers what every sink took (Delivered) and the next
+// pass only records `done`. A crash of this process in that window, or a
+// retry after one sink of several failed, does publish again. Sinks must
+// tolerate a rare duplicate; the event id (job, attempt) is stable across
+// such repeats to help them. Functions are safe to call from any thread;
+// a Delivered belongs to one of them.
 #include <chrono>
+#include <set>
+#include <utility>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -65,9 +70,16 @@ std::string event_json(const JobRecord& job);
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings);
 
+// Jobs (id, attempt) whose every sink took their event but whose move to
+// `done` is not committed yet; kept across failed transactions by the loop.
+// Not thread-safe: owned by the thread that publishes.
+using Delivered = std::set<std::pair<std::int64_t, int>>;
+
 // processed -> done | external_error | internal_error for up to batch_size
-// jobs. Returns the number of jobs moved.
-int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings);
+// jobs. Returns the number of jobs moved. With `delivered`, a job found
+// there is moved to done without publishing it again.
+int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
+                  Delivered* delivered = nullptr);
 
 // external_error (from processed) whose back-off passed -> error_checked ->
 // processed. Returns the number of jobs moved.
