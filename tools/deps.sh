@@ -9,6 +9,7 @@ packages=(
   libpqxx-dev libpq-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
   postgresql-15 postgresql-client-15 kcat curl procps
+  zlib1g-dev libbrotli-dev  # the fuzz test builds compression bombs (tests/fuzz)
 )
 
 missing=()

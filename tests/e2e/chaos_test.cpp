@@ -177,33 +177,10 @@ class WebhookReceiver {
 
 // `sleep` (0-0.3 s here) with five attempts (each lost worker costs one),
 // published to the receiver and to a file catalog.
-class JobTypesFile {
- public:
+struct JobTypesFile : conveyor::e2e::SleepTypeFile {
   explicit JobTypesFile(const std::string& webhook_url)
-      : path_(std::filesystem::temp_directory_path() / (conveyor::testing::unique_name("chaos-types") + ".json")) {
-    json sleep = {
-        {"name", "sleep"},
-        {"description", "sleeps params.seconds"},
-        {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
-        {"timeout_s", 60},
-        {"max_attempts", 5},
-        {"retry_backoff_s", 1},
-        {"params_schema",
-         {{"type", "object"},
-          {"properties", {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", 60}}}}},
-          {"required", {"seconds"}}}},
-        {"sinks", {{{"kind", "webhook"}, {"url", webhook_url}}, {{"kind", "file"}, {"dir", "catalog"}}}},
-    };
-    std::ofstream(path_) << json{{"job_types", {sleep}}}.dump(2);
-  }
-  ~JobTypesFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
+      : SleepTypeFile(60, 5, json::array({json{{"kind", "webhook"}, {"url", webhook_url}},
+                                          conveyor::e2e::file_sink()})) {}
 };
 
 // ---------------------------------------------------------------- submitting

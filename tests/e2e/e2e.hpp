@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <utility>
@@ -17,6 +19,42 @@
 namespace conveyor::e2e {
 
 using json = nlohmann::json;
+
+// A job-types file with one type, `sleep` (conveyor-example-task sleeps
+// params.seconds, 0 to timeout_s), for a Stack's Options::job_types_file.
+// Removed by the destructor.
+class SleepTypeFile {
+ public:
+  SleepTypeFile(int timeout_s, int max_attempts, json sinks)
+      : path_(std::filesystem::temp_directory_path() / (testing::unique_name("sleep-type") + ".json")) {
+    json sleep = {
+        {"name", "sleep"},
+        {"description", "sleeps params.seconds"},
+        {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
+        {"timeout_s", timeout_s},
+        {"max_attempts", max_attempts},
+        {"retry_backoff_s", 1},
+        {"params_schema",
+         {{"type", "object"},
+          {"properties", {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", timeout_s}}}}},
+          {"required", {"seconds"}}}},
+        {"sinks", std::move(sinks)},
+    };
+    std::ofstream(path_) << json{{"job_types", {sleep}}}.dump(2);
+  }
+  ~SleepTypeFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  SleepTypeFile(const SleepTypeFile&) = delete;
+  SleepTypeFile& operator=(const SleepTypeFile&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline json file_sink() { return json{{"kind", "file"}, {"dir", "catalog"}}; }
 
 inline json submit(const testing::Stack& stack, const json& body, int expect_status = 201) {
   auto r = http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),

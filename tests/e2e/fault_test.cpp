@@ -45,33 +45,8 @@ void report(const std::string& what, long long ms) {
 
 // `sleep` with three attempts (a lost worker costs one) and only a file sink,
 // so nothing here depends on a webhook receiver.
-class JobTypesFile {
- public:
-  JobTypesFile() : path_(std::filesystem::temp_directory_path() /
-                         (conveyor::testing::unique_name("fault-types") + ".json")) {
-    json sleep = {
-        {"name", "sleep"},
-        {"description", "sleeps params.seconds"},
-        {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
-        {"timeout_s", 3600},
-        {"max_attempts", 3},
-        {"retry_backoff_s", 1},
-        {"params_schema",
-         {{"type", "object"},
-          {"properties", {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", 3600}}}}},
-          {"required", {"seconds"}}}},
-        {"sinks", {{{"kind", "file"}, {"dir", "catalog"}}}},
-    };
-    std::ofstream(path_) << json{{"job_types", {sleep}}}.dump(2);
-  }
-  ~JobTypesFile() {
-    std::error_code ec;
-    std::filesystem::remove(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
+struct JobTypesFile : conveyor::e2e::SleepTypeFile {
+  JobTypesFile() : SleepTypeFile(3600, 3, json::array({conveyor::e2e::file_sink()})) {}
 };
 
 // The whole system with a worker pool instead of fixed workers, and the

@@ -663,6 +663,13 @@ struct Server::Impl {
                                  "' is not accepted: send the body uncompressed"));
       return httplib::Server::HandlerResponse::Handled;
     }
+    // A method we serve nowhere (an invented one, HTTP/2's PRI) is answered
+    // now, without reading anything more: 404 or 405 from dispatch.
+    if (method_label(in.method) == "other") {
+      serving.close_after = true;
+      dispatch(in, out, std::string(), false);
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (!takes_body(in.method)) return httplib::Server::HandlerResponse::Unhandled;
     // A request without Content-Length or Transfer-Encoding has no body
     // (RFC 9112 §6.3); httplib would read one until the client closes.
