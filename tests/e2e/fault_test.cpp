@@ -302,6 +302,11 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
   JobTypesFile types;
   Stack::Options o = elastic(types, 2, 4);
   o.private_postgres = true;
+  // The production default: a 10 s outage is shorter than the heartbeat
+  // timeout, so the workers are not declared lost meanwhile and what is
+  // measured is that their outcomes are kept (the 3 s timeout of the other
+  // tests would requeue the jobs as worker_lost when the database is back).
+  o.setup_sql += "; UPDATE conveyor.system_parameters SET worker_heartbeat_timeout_s = 30";
   Stack stack(o);
   using Mode = conveyor::testing::PostgresCluster::StopMode;
   for (const Mode mode : {Mode::fast, Mode::immediate}) {
