@@ -357,10 +357,14 @@ void Worker::reap_finished() {
 
 void Worker::check_cancels() {
   std::vector<std::int64_t> ids;
+  std::map<std::int64_t, std::shared_ptr<Job>> asked;
   {
     std::lock_guard lock(mutex_);
     for (auto& [id, job] : jobs_) {
-      if (!job->finished && job->stop == StopReason::none) ids.push_back(id);
+      if (!job->finished && job->stop == StopReason::none) {
+        ids.push_back(id);
+        asked.emplace(id, job);
+      }
     }
   }
   if (ids.empty()) return;
@@ -368,7 +372,11 @@ void Worker::check_cancels() {
   std::lock_guard lock(mutex_);
   for (auto row : rows) {
     auto it = jobs_.find(row[0].as_int());
-    if (it == jobs_.end()) continue;
+    // Only the run that was asked about: if this worker claimed the job
+    // again meanwhile (the reconciler had requeued it), the answer was about
+    // the old run, and stopping the new one would cancel a job nobody
+    // canceled.
+    if (it == jobs_.end() || it->second != asked[it->first]) continue;
     StopReason expected = StopReason::none;
     if (it->second->stop.compare_exchange_strong(expected, StopReason::canceled)) {
       ctx_.log()->info("job {} canceled: stopping its process group", it->first);
