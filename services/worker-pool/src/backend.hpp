@@ -5,9 +5,11 @@
 // the pool did not start (a previous pool's, or started by hand) are seen
 // and drained through their conveyor.worker rows only.
 //
-// `local` (LocalBackend) runs workers as child processes of the pool. Nomad
-// (job scale API) and Kubernetes (deployment scale subresource) will be
-// further implementations of this interface.
+// `local` runs workers as child processes of the pool; `kubernetes` as one
+// Pod each (kubernetes_backend.cpp); `nomad` as one dispatch each of a
+// parameterized job (nomad_backend.cpp). The cluster backends list their
+// workers from the orchestrator every reap(), so they also adopt the workers
+// an earlier pool started, and leave them running on shutdown().
 //
 // Not thread-safe: a Backend is owned and called by the pool's loop thread.
 #include <chrono>
@@ -18,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster_api.hpp"
 #include "conveyor/config/config.hpp"
 
 namespace conveyor::workerpool {
@@ -43,7 +46,7 @@ struct ExitedWorker {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string_view kind() const = 0;  // "local"
+  virtual std::string_view kind() const = 0;  // "local", "kubernetes", "nomad"
   // Starts one worker named `name`. Throws conveyor::Error when it cannot.
   virtual void spawn(const std::string& name) = 0;
   // The worker's row was just set `draining` (the worker stops claiming and
@@ -91,10 +94,38 @@ std::map<std::string, std::string> worker_environment(const std::map<std::string
 
 std::unique_ptr<Backend> make_local_backend(LocalBackendOptions options);
 
+struct KubernetesBackendOptions {
+  ApiEndpoint api;                // the API server, bearer token, CA
+  std::string namespace_name;     // where the pool's pods and the PodTemplate live
+  std::string pod_template;       // PodTemplate name (CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE)
+  std::string pool;               // CONVEYOR_WORKER_POOL
+  std::chrono::milliseconds kill_grace{10000};  // gracePeriodSeconds of a DELETE
+  std::filesystem::path private_dir;  // files written from a kubeconfig; removed with the backend
+};
+std::unique_ptr<Backend> make_kubernetes_backend(KubernetesBackendOptions options);
+
+struct NomadBackendOptions {
+  ApiEndpoint api;  // NOMAD address, X-Nomad-Token
+  std::string namespace_name = "default";
+  std::string region;  // empty: the agent's
+  std::string job;     // the parameterized worker job (CONVEYOR_WORKERPOOL_NOMAD_JOB)
+  std::string pool;
+};
+std::unique_ptr<Backend> make_nomad_backend(NomadBackendOptions options);
+
+// Where the kubernetes backend finds its API server: CONVEYOR_KUBECONFIG
+// (the JSON form of a kubeconfig: its current context's server, CA, token
+// or client certificate, namespace), else in-cluster (KUBERNETES_SERVICE_HOST
+// and _PORT, the service account's token, CA and namespace under
+// CONVEYOR_WORKERPOOL_KUBERNETES_SERVICE_ACCOUNT_DIR). Throws
+// Error(invalid_config) naming the key or file that is wrong. Data fields of
+// the kubeconfig (certificate-authority-data, ...) are written to 0600
+// files in a private 0700 directory (private_dir).
+KubernetesBackendOptions kubernetes_options(const config::Config& config);
+NomadBackendOptions nomad_options(const config::Config& config);
 // The backend CONVEYOR_WORKERPOOL_BACKEND names, built from `config`.
-// Throws Error(invalid_config) for a backend that does not exist yet
-// ("CONVEYOR_WORKERPOOL_BACKEND=nomad is not implemented yet (only: local)")
-// and when conveyor-worker cannot be found.
+// Throws Error(invalid_config) naming what is wrong (conveyor-worker not
+// found for `local`; no API server, a bad kubeconfig for `kubernetes`).
 std::unique_ptr<Backend> make_backend(const config::Config& config, const std::string& instance_id,
                                       const std::vector<std::filesystem::path>& env_files);
 

@@ -44,6 +44,12 @@ constexpr db::Statement kWorkers{
 constexpr db::Statement kDrain{
     "workerpool_drain", "UPDATE conveyor.worker SET status = 'draining' WHERE id = $1 AND status = 'active'"};
 
+// "worker NAME (pid N)" for a process of this host, "worker NAME" for a
+// pod or a dispatch.
+std::string who(const std::string& name, int pid) {
+  return pid > 0 ? fmt::format("worker {} (pid {})", name, pid) : "worker " + name;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- configuration
@@ -57,8 +63,52 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKERPOOL_BACKEND",
          .type = Type::enumeration,
          .default_value = "local",
-         .help = "where workers run: local (child processes); nomad and kubernetes come later",
+         .help = "where workers run: local (child processes), kubernetes (one Pod each), nomad (one dispatch "
+                 "each of a parameterized job)",
          .allowed = {"local", "nomad", "kubernetes"}});
+  s.add({.name = "CONVEYOR_WORKERPOOL_API_TIMEOUT_MS",
+         .type = Type::duration_ms,
+         .default_value = "10000",
+         .help = "kubernetes/nomad: timeout of one call to the orchestrator's API",
+         .min = 100,
+         .max = 300'000});
+  s.add({.name = "CONVEYOR_KUBECONFIG",
+         .default_value = "",
+         .help = "kubernetes: a kubeconfig in JSON form (kubectl config view --raw --minify --flatten -o json); "
+                 "empty: in-cluster (service account)"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_KUBERNETES_NAMESPACE",
+         .default_value = "",
+         .help = "kubernetes: namespace of the worker pods; empty: the service account's (or the kubeconfig "
+                 "context's)"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE",
+         .default_value = "conveyor-worker",
+         .help = "kubernetes: the PodTemplate every worker pod is made from"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_KUBERNETES_SERVICE_ACCOUNT_DIR",
+         .default_value = "/var/run/secrets/kubernetes.io/serviceaccount",
+         .help = "kubernetes, in-cluster: where the service account's token, ca.crt and namespace are"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_ADDR",
+         .type = Type::url,
+         .default_value = "http://127.0.0.1:4646",
+         .help = "nomad: the HTTP API of a Nomad agent"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_TOKEN",
+         .default_value = "",
+         .secret = true,
+         .help = "nomad: ACL token (X-Nomad-Token); or CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE",
+         .default_value = "",
+         .help = "nomad: a file holding the ACL token, read at every call (a rotated token is picked up)"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_CA_FILE",
+         .default_value = "",
+         .help = "nomad: PEM CA bundle for an https NOMAD address; empty: the system's"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_JOB",
+         .default_value = "conveyor-worker",
+         .help = "nomad: the parameterized worker job dispatched once per worker (deploy/nomad/worker.nomad.hcl)"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_NAMESPACE",
+         .default_value = "default",
+         .help = "nomad: namespace of the worker job"});
+  s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_REGION",
+         .default_value = "",
+         .help = "nomad: region of the worker job; empty: the agent's"});
   s.add({.name = "CONVEYOR_WORKER_EXECUTABLE",
          .default_value = "",
          .help = "conveyor-worker to start; empty: next to conveyor-workerpool, else ../worker/, else PATH"});
@@ -212,16 +262,16 @@ void WorkerPool::tick() {
     if (row != seen.own.end()) {
       if (registered_.insert(w.name).second) failed_starts_ = 0;
       if (row->second == "lost") {
-        ctx_.log()->warn("worker {} (pid {}) is marked lost but its process still runs (hung): stopping it",
-                         w.name, w.pid);
+        ctx_.log()->warn("{} is marked lost but its process still runs (hung): stopping it",
+                         who(w.name, w.pid));
         backend_->terminate(w.name);
       }
       continue;
     }
     const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.spawned);
     if (age > start_timeout_) {
-      ctx_.log()->warn("worker {} (pid {}) has not registered {} ms after its start: stopping it", w.name,
-                       w.pid, age.count());
+      ctx_.log()->warn("{} has not registered {} ms after its start: stopping it", who(w.name, w.pid),
+                       age.count());
       backend_->terminate(w.name);
       continue;
     }
@@ -305,10 +355,10 @@ void WorkerPool::collect_exits() {
   for (const ExitedWorker& e : backend_->reap()) {
     const bool registered = registered_.erase(e.name) > 0;
     if (e.success) {
-      ctx_.log()->info("worker {} (pid {}) exited: {}", e.name, e.pid, e.how);
+      ctx_.log()->info("{} exited: {}", who(e.name, e.pid), e.how);
       continue;
     }
-    ctx_.log()->warn("worker {} (pid {}) exited: {}{}", e.name, e.pid, e.how,
+    ctx_.log()->warn("{} exited: {}{}", who(e.name, e.pid), e.how,
                      registered ? "" : " before it registered");
     if (!registered) failed_start();
   }
@@ -420,7 +470,7 @@ void WorkerPool::shutdown() {
   const auto reserve = std::min(std::chrono::milliseconds(500), grace / 8);
   const auto deadline = Clock::now() + grace - reserve;
   for (const ExitedWorker& e : backend_->shutdown(deadline)) {
-    ctx_.log()->info("worker {} (pid {}) stopped: {}", e.name, e.pid, e.how);
+    ctx_.log()->info("{} stopped: {}", who(e.name, e.pid), e.how);
   }
 }
 

@@ -438,19 +438,36 @@ TEST_F(WorkerPoolTest, WorkersGetTheEnvFilesWithoutThePoolKeys) {
       << "SIGTERM to the pool stops its workers";
 }
 
-// Nomad and Kubernetes come later: asking for them fails at start, clearly.
-TEST(WorkerPoolStart, AnUnimplementedBackendFailsWithAClearMessage) {
+// A cluster backend without what it needs fails at start, naming it: no
+// API server for `kubernetes`, a kubeconfig in YAML (only the JSON form is
+// read), and both Nomad token keys at once.
+TEST(WorkerPoolStart, AClusterBackendWithoutItsSettingsFailsWithAClearMessage) {
   testing::TestDatabase db;
-  const auto r = testing::run({testing::executable("conveyor-workerpool").string()},
-                              {{"CONVEYOR_DATABASE_URL", db.url()},
-                               {"CONVEYOR_KAFKA_BROKERS", ""},
-                               {"CONVEYOR_HTTP_PORT", "0"},
-                               {"CONVEYOR_WORKERPOOL_BACKEND", "nomad"}},
-                              30s);
+  const fs::path dir = fs::temp_directory_path() / testing::unique_name("workerpool-start");
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.yaml") << "apiVersion: v1\nkind: Config\nclusters: []\n";
+  const std::map<std::string, std::string> base = {
+      {"CONVEYOR_DATABASE_URL", db.url()}, {"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_HTTP_PORT", "0"},
+      {"KUBERNETES_SERVICE_HOST", ""}};
+  const auto start = [&](std::map<std::string, std::string> env) {
+    for (const auto& [k, v] : base) env.emplace(k, v);
+    return testing::run({testing::executable("conveyor-workerpool").string()}, env, 30s);
+  };
+  auto r = start({{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"}});
   EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_NE(r.output.find("CONVEYOR_WORKERPOOL_BACKEND=nomad is not implemented yet (only: local)"),
+  EXPECT_NE(r.output.find("not in a cluster (KUBERNETES_SERVICE_HOST is not set) and CONVEYOR_KUBECONFIG is empty"),
             std::string::npos)
       << r.output;
+  r = start({{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"}, {"CONVEYOR_KUBECONFIG", (dir / "config.yaml").string()}});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("kubectl config view --raw --minify --flatten -o json"), std::string::npos) << r.output;
+  r = start({{"CONVEYOR_WORKERPOOL_BACKEND", "nomad"},
+             {"CONVEYOR_WORKERPOOL_NOMAD_TOKEN", "s3cr3t-token"},
+             {"CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE", (dir / "token").string()}});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("both set: set one"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("s3cr3t-token"), std::string::npos) << "a secret is never logged";
+  fs::remove_all(dir);
 }
 
 }  // namespace

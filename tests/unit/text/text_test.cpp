@@ -89,3 +89,24 @@ TEST(Rfc3339, AcceptsTheFormAndRefusesTheRest) {
 
 }  // namespace
 }  // namespace conveyor::text
+
+namespace conveyor::text {
+namespace {
+
+TEST(Base64, DecodesPaddedUnpaddedAndWrappedText) {
+  EXPECT_EQ(base64_decode("aGVsbG8="), "hello");
+  EXPECT_EQ(base64_decode("aGVsbG8"), "hello");
+  EXPECT_EQ(base64_decode("aGVs\nbG8h"), "hello!");
+  EXPECT_EQ(base64_decode(""), "");
+  EXPECT_EQ(base64_decode("/+8="), std::string("\xff\xef"));
+}
+
+TEST(Base64, RefusesWhatIsNotBase64) {
+  EXPECT_EQ(base64_decode("aGVsbG8*"), std::nullopt);
+  EXPECT_EQ(base64_decode("a"), std::nullopt) << "a lone digit is no byte";
+  EXPECT_EQ(base64_decode("aG=Vs"), std::nullopt) << "data after padding";
+  EXPECT_EQ(base64_decode("aGVsbG8==="), std::nullopt);
+}
+
+}  // namespace
+}  // namespace conveyor::text

@@ -57,8 +57,16 @@ ClientResponse http_request(const std::string& method, const std::string& url,
                             const std::string& body,
                             const std::map<std::string, std::string>& headers,
                             std::chrono::milliseconds timeout) {
+  return http_request(method, url, body, headers, timeout, TlsOptions{});
+}
+
+ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
+                            const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout,
+                            const TlsOptions& tls) {
   const ParsedUrl parsed = parse_url(url);
-  httplib::Client client(parsed.origin);
+  httplib::Client client(parsed.origin, tls.client_cert_file, tls.client_key_file);
+  if (!tls.ca_file.empty()) client.set_ca_cert_path(tls.ca_file.c_str());
+  client.enable_server_certificate_verification(tls.verify);
   client.set_connection_timeout(timeout);
   client.set_read_timeout(timeout);
   client.set_write_timeout(timeout);

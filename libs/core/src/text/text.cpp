@@ -1,5 +1,6 @@
 #include "conveyor/text/text.hpp"
 
+#include <cstdint>
 #include <string>
 
 #include "conveyor/error/error.hpp"
@@ -103,6 +104,36 @@ bool is_rfc3339(std::string_view s, bool allow_space, std::size_t max_fraction_d
   if (s[i] != '+' && s[i] != '-') return false;
   return s.size() == i + 6 && digits(s, i + 1, 2) && s[i + 3] == ':' && digits(s, i + 4, 2) &&
          in(number(s, i + 1, 2), 0, 23) && in(number(s, i + 4, 2), 0, 59);
+}
+
+std::optional<std::string> base64_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() / 4 * 3);
+  std::uint32_t acc = 0;
+  int bits = 0;
+  int digits = 0;  // base64 digits of the current quantum
+  std::size_t pad = 0;
+  for (const char c : s) {
+    int v = -1;
+    if (c >= 'A' && c <= 'Z') v = c - 'A';
+    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9') v = c - '0' + 52;
+    else if (c == '+') v = 62;
+    else if (c == '/') v = 63;
+    else if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
+    else if (c == '=') { ++pad; continue; }
+    else return std::nullopt;
+    if (pad > 0) return std::nullopt;  // data after padding
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    digits = (digits + 1) % 4;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  if (digits == 1 || pad > 2 || (pad > 0 && (digits + pad) % 4 != 0)) return std::nullopt;
+  return out;
 }
 
 }  // namespace conveyor::text

@@ -13,7 +13,15 @@ struct ClientResponse {
   std::map<std::string, std::string> headers;  // names lower-cased
 };
 
-// `url` is http://host[:port]/path?query (https when built with TLS).
+// TLS settings of an https request (ignored for http).
+struct TlsOptions {
+  std::string ca_file;           // PEM bundle to trust; empty: the system's
+  bool verify = true;            // false: no server certificate check (never the default)
+  std::string client_cert_file;  // PEM, with client_key_file: mutual TLS
+  std::string client_key_file;
+};
+
+// `url` is http://host[:port]/path?query or https://….
 // Any HTTP status is returned, not thrown. Throws Error(errc::timeout) when
 // the connection times out, Error(errc::unavailable) for other transport
 // failures and Error(errc::bad_input) for a malformed URL; the message names
@@ -22,5 +30,8 @@ ClientResponse http_request(const std::string& method, const std::string& url,
                             const std::string& body = "",
                             const std::map<std::string, std::string>& headers = {},
                             std::chrono::milliseconds timeout = std::chrono::seconds(10));
+ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
+                            const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout,
+                            const TlsOptions& tls);
 
 }  // namespace conveyor::http

@@ -4,6 +4,8 @@
 // is linear in its input and uses no recursion and no backtracking regex.
 // Thread-safe: free functions on values.
 #include <cstddef>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -32,5 +34,10 @@ nlohmann::json parse_json(std::string_view text, const JsonLimits& limits = {});
 // of fraction. Field ranges are checked loosely (month 01-12, day 01-31,
 // hour 00-23, minute 00-59, second 00-60).
 bool is_rfc3339(std::string_view s, bool allow_space = false, std::size_t max_fraction_digits = 9);
+
+// Decodes standard base64 (RFC 4648 §4, '=' padding optional; ASCII
+// whitespace ignored, as in PEM and kubeconfig "*-data" fields). nullopt for
+// any other character or a truncated quantum.
+std::optional<std::string> base64_decode(std::string_view s);
 
 }  // namespace conveyor::text
