@@ -10,6 +10,7 @@ packages=(
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
   postgresql-15 postgresql-client-15 kcat curl procps
   zlib1g-dev libbrotli-dev  # the fuzz test builds compression bombs (tests/fuzz)
+  openssl  # the workerpool cluster test makes a TLS certificate for its fake API server
 )
 
 missing=()
