@@ -1,11 +1,6 @@
 #include "backend.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -57,11 +52,6 @@ std::string trimmed(std::string s) {
   return s;
 }
 
-std::string str(const Json& j, const char* key) {
-  const auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
 // A header supplier that reads a bearer token file at every call (projected
 // service-account tokens rotate). A file that cannot be read sends no token:
 // the API answers 401, which names the problem in the log.
@@ -85,33 +75,19 @@ std::function<std::map<std::string, std::string>()> fixed_header(std::string hea
 Json named(const Json& config, const char* list, const std::string& name, const char* inner,
            const std::string& file) {
   for (const Json& e : config.value(list, Json::array())) {
-    if (str(e, "name") == name && e.contains(inner) && e[inner].is_object()) return e[inner];
+    if (json_string(e, "name") == name && e.contains(inner) && e[inner].is_object()) return e[inner];
   }
   throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): no " + std::string(list) + " entry named '" +
                                         name + "'");
 }
 
-class PrivateDir {
- public:
+// Files written from a kubeconfig's data fields, in one private directory.
+struct PrivateDir {
   fs::path path;
   fs::path write(const std::string& name, const std::string& content) {
-    if (path.empty()) {
-      std::string templ = (fs::temp_directory_path() / "conveyor-workerpool-kube-XXXXXX").string();
-      if (::mkdtemp(templ.data()) == nullptr) {
-        throw Error(errc::unavailable, "cannot create a private directory for kubeconfig data: " +
-                                           std::string(std::strerror(errno)));
-      }
-      path = templ;
-    }
-    const fs::path file = path / name;
-    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || ::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
-      const std::string reason = std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      throw Error(errc::unavailable, "cannot write " + file.string() + ": " + reason);
-    }
-    ::close(fd);
-    return file;
+    if (path.empty()) path = make_private_dir("conveyor-workerpool-kube-", "kubeconfig data");
+    write_private_file(path / name, content);
+    return path / name;
   }
 };
 
@@ -119,12 +95,12 @@ class PrivateDir {
 // decoded `<key>-data` field written to a private file.
 std::string kube_file(const Json& obj, const std::string& key, const fs::path& dir, PrivateDir& priv,
                       const std::string& file) {
-  if (const std::string data = str(obj, (key + "-data").c_str()); !data.empty()) {
+  if (const std::string data = json_string(obj, (key + "-data").c_str()); !data.empty()) {
     const auto decoded = text::base64_decode(data);
     if (!decoded) throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): " + key + "-data is not base64");
     return priv.write(key + ".pem", *decoded).string();
   }
-  const std::string path = str(obj, key.c_str());
+  const std::string path = json_string(obj, key.c_str());
   if (path.empty()) return {};
   return fs::path(path).is_absolute() ? path : (dir / path).string();
 }
@@ -140,33 +116,33 @@ KubernetesBackendOptions from_kubeconfig(const std::string& file) {
                 "CONVEYOR_KUBECONFIG (" + file + ") is not JSON (" + e.what() +
                     "); give the JSON form of the kubeconfig: kubectl config view --raw --minify --flatten -o json");
   }
-  std::string context_name = str(config, "current-context");
+  std::string context_name = json_string(config, "current-context");
   if (context_name.empty()) throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): no current-context");
   const Json context = named(config, "contexts", context_name, "context", file);
-  const Json cluster = named(config, "clusters", str(context, "cluster"), "cluster", file);
-  const Json user = named(config, "users", str(context, "user"), "user", file);
+  const Json cluster = named(config, "clusters", json_string(context, "cluster"), "cluster", file);
+  const Json user = named(config, "users", json_string(context, "user"), "user", file);
   const fs::path dir = fs::path(file).parent_path();
   PrivateDir priv;
   KubernetesBackendOptions o;
   o.api.name = "kubernetes API";
-  o.api.base_url = str(cluster, "server");
+  o.api.base_url = json_string(cluster, "server");
   while (!o.api.base_url.empty() && o.api.base_url.back() == '/') o.api.base_url.pop_back();
   if (o.api.base_url.empty()) throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): cluster has no server");
   o.api.tls.ca_file = kube_file(cluster, "certificate-authority", dir, priv, file);
   o.api.tls.verify = !cluster.value("insecure-skip-tls-verify", false);
   o.api.tls.client_cert_file = kube_file(user, "client-certificate", dir, priv, file);
   o.api.tls.client_key_file = kube_file(user, "client-key", dir, priv, file);
-  if (const std::string token = str(user, "token"); !token.empty()) {
+  if (const std::string token = json_string(user, "token"); !token.empty()) {
     o.api.auth_headers = fixed_header("Authorization", "Bearer " + token);
-  } else if (const std::string token_file = str(user, "tokenFile"); !token_file.empty()) {
+  } else if (const std::string token_file = json_string(user, "tokenFile"); !token_file.empty()) {
     o.api.auth_headers = bearer_from_file(fs::path(token_file).is_absolute() ? fs::path(token_file) : dir / token_file,
                                           "Authorization", "Bearer ");
   } else if (o.api.tls.client_cert_file.empty()) {
-    throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): user '" + str(context, "user") +
+    throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): user '" + json_string(context, "user") +
                                           "' has neither token, tokenFile nor client certificate (exec and "
                                           "auth-provider plugins are not supported)");
   }
-  o.namespace_name = str(context, "namespace");
+  o.namespace_name = json_string(context, "namespace");
   o.private_dir = priv.path;
   return o;
 }

@@ -137,4 +137,22 @@ std::optional<fs::path> find_executable(const std::string& configured, const std
   return std::nullopt;
 }
 
+std::filesystem::path make_private_dir(const std::string& prefix, const std::string& what) {
+  std::string templ = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(templ.data()) == nullptr) {
+    throw Error(errc::unavailable, "cannot create a directory for " + what + ": " + std::strerror(errno));
+  }
+  return templ;
+}
+
+void write_private_file(const std::filesystem::path& file, const std::string& content) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+    const std::string reason = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    throw Error(errc::unavailable, "cannot write " + file.string() + ": " + reason);
+  }
+  ::close(fd);
+}
+
 }  // namespace conveyor::workerpool

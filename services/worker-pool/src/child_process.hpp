@@ -53,4 +53,10 @@ std::optional<std::filesystem::path> find_executable(const std::string& configur
                                                      const std::filesystem::path& self,
                                                      const std::string& path);
 
+// A new 0700 directory under $TMPDIR named <prefix>XXXXXX; `what` names its
+// purpose in the error. Throws Error(unavailable).
+std::filesystem::path make_private_dir(const std::string& prefix, const std::string& what);
+// Writes `content` to `file` with mode 0600. Throws Error(unavailable).
+void write_private_file(const std::filesystem::path& file, const std::string& content);
+
 }  // namespace conveyor::workerpool

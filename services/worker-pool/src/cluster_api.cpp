@@ -93,6 +93,11 @@ std::chrono::milliseconds Backoff::failed(Clock::time_point now) {
   return wait;
 }
 
+std::string json_string(const Json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 std::string dns_name(std::string_view name) {
   std::string out;
   for (const unsigned char c : name) {

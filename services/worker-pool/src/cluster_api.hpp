@@ -83,6 +83,9 @@ class Backoff {
   std::optional<Clock::time_point> until_;
 };
 
+// j[key] when it is a string, else "".
+std::string json_string(const Json& j, const char* key);
+
 // A DNS-1123 subdomain from a worker name: lower case, [a-z0-9.-] only,
 // starting and ending alphanumeric, at most 253 characters.
 std::string dns_name(std::string_view name);

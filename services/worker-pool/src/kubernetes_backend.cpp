@@ -6,20 +6,15 @@
 //   GET    /api/v1/namespaces/{ns}/podtemplates/{template}   the worker pod's shape
 //   POST   /api/v1/namespaces/{ns}/pods                      one worker
 //   GET    /api/v1/namespaces/{ns}/pods?labelSelector=...    the pool's pods, every tick
-//   DELETE /api/v1/namespaces/{ns}/pods/{name}               an exited pod, or a lost worker's
+//   DELETE /api/v1/namespaces/{ns}/pods/{name}               an ended pod, or a lost worker's
 // A drained worker exits 0 and its pod completes (phase Succeeded); the pool
-// deletes only the pods of workers that exited or were lost, never a
-// running worker's to scale down. Pods of an earlier pool (a restart, a new
-// image) are adopted from the list by their labels.
-#include <fstream>
+// deletes only the pods of workers that ended or were lost, never a running
+// worker's to scale down.
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 
-#include "backend.hpp"
-#include "cluster_api.hpp"
-#include "conveyor/logging/logging.hpp"
+#include "cluster_backend.hpp"
 
 namespace conveyor::workerpool {
 
@@ -44,29 +39,25 @@ std::string label_value(std::string_view s) {
   return out.empty() ? "pool" : out;
 }
 
-std::string str(const Json& j, const char* key) {
-  const auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-// "exit code 137 (OOMKilled)" from a finished pod's container statuses.
+// "exit code 137 (OOMKilled)" from an ended pod's container statuses.
 std::string termination(const Json& pod) {
   const Json status = pod.value("status", Json::object());
   for (const auto& cs : status.value("containerStatuses", Json::array())) {
     const Json t = cs.value("state", Json::object()).value("terminated", Json::object());
     if (t.empty()) continue;
     std::string out = fmt::format("exit code {}", t.value("exitCode", -1));
-    if (const std::string reason = str(t, "reason"); !reason.empty()) out += " (" + reason + ")";
+    if (const std::string reason = json_string(t, "reason"); !reason.empty()) out += " (" + reason + ")";
     return out;
   }
-  const std::string reason = str(status, "reason");
-  const std::string message = str(status, "message");
+  const std::string reason = json_string(status, "reason");
+  const std::string message = json_string(status, "message");
   return reason.empty() ? std::string("no container status") : reason + (message.empty() ? "" : ": " + message);
 }
 
-class KubernetesBackend final : public Backend {
+class KubernetesBackend final : public ClusterBackend {
  public:
-  explicit KubernetesBackend(KubernetesBackendOptions o) : o_(std::move(o)), api_(o_.api) {
+  explicit KubernetesBackend(KubernetesBackendOptions o)
+      : ClusterBackend(o.api.name, "pod"), o_(std::move(o)), api_(o_.api) {
     const std::string ns = url_encode(o_.namespace_name);
     pods_path_ = "/api/v1/namespaces/" + ns + "/pods";
     template_path_ = "/api/v1/namespaces/" + ns + "/podtemplates/" + url_encode(o_.pod_template);
@@ -92,119 +83,60 @@ class KubernetesBackend final : public Backend {
     // A timeout may hide a pod that was created: the next list adopts it
     // (its annotation names the worker), so nothing is started twice.
     api_.call("POST", pods_path_, &pod, {201, 200, 202});
-    pods_[pod_name] = Pod{name, Clock::now(), false};
+    units_[pod_name] = Unit{name, Clock::now(), false};
     log_->info("started worker {} (pod {})", name, pod_name);
   }
 
-  void drain(const std::string& name) override {
-    // The worker sees its row `draining`, finishes its jobs and exits 0:
-    // its pod completes (Succeeded) and reap() deletes it.
-    log_->debug("worker {} drains by itself; its pod completes when it exits", name);
-  }
-
-  void terminate(const std::string& name) override {
-    for (auto& [pod_name, p] : pods_) {
-      if (p.worker != name || p.terminating) continue;
-      p.terminating = true;
-      log_->warn("stopping worker {}: deleting pod {} (SIGTERM, SIGKILL after {} s)", name, pod_name, grace_s());
-      delete_pod(pod_name, "stop");
-      return;
-    }
-  }
-
-  std::vector<ExitedWorker> reap() override {
+ private:
+  std::vector<ExitedWorker> list() override {
+    const Json list = api_.call("GET", pods_path_ + "?labelSelector=" + url_encode(selector_));
     std::vector<ExitedWorker> out;
-    if (!backoff_.ready()) return out;
-    Json list;
-    try {
-      retry_deletes();
-      const std::string path = pods_path_ + "?labelSelector=" + url_encode(selector_);
-      list = api_.call("GET", path);
-      if (backoff_.failures() > 0) log_->info("kubernetes API answers again (after {} failed call(s))", backoff_.failures());
-      backoff_.succeeded();
-    } catch (const Error& e) {
-      const auto wait = backoff_.failed();
-      log_->warn("{} (failure {} in a row; next try in {} ms)", e.what(), backoff_.failures(), wait.count());
-      return out;
-    }
     std::set<std::string> listed;
     for (const Json& pod : list.value("items", Json::array())) {
       const Json meta = pod.value("metadata", Json::object());
-      const std::string pod_name = str(meta, "name");
+      const std::string pod_name = json_string(meta, "name");
       if (pod_name.empty()) continue;
-      listed.insert(pod_name);
       const Json annotations = meta.value("annotations", Json::object());
-      std::string worker = str(annotations, kWorkerNameAnnotation);
+      if (const std::string pool = json_string(annotations, kPoolAnnotation); !pool.empty() && pool != o_.pool) continue;
+      listed.insert(pod_name);
+      std::string worker = json_string(annotations, kWorkerNameAnnotation);
       if (worker.empty()) worker = pod_name;
-      if (const std::string pool = str(annotations, kPoolAnnotation); !pool.empty() && pool != o_.pool) continue;
-      const std::string phase = str(pod.value("status", Json::object()), "phase");
-      const bool finished = phase == "Succeeded" || phase == "Failed";
-      auto it = pods_.find(pod_name);
-      if (it == pods_.end()) {
-        if (finished) {
-          if (!deletes_.contains(pod_name)) {
-            log_->info("pod {} of worker {} ({}) is from an earlier pool: deleting it", pod_name, worker, phase);
-            delete_pod(pod_name, "cleanup");
-          }
-          continue;
+      const std::string phase = json_string(pod.value("status", Json::object()), "phase");
+      const bool ended = phase == "Succeeded" || phase == "Failed";
+      const auto it = units_.find(pod_name);
+      if (it == units_.end()) {
+        if (!ended) {
+          const bool deleting = meta.contains("deletionTimestamp");
+          units_[pod_name] = Unit{worker, Clock::now(), deleting};
+          log_->info("adopted worker {} (pod {}, {}{})", worker, pod_name, phase, deleting ? ", being deleted" : "");
+        } else if (!removal_pending(pod_name)) {
+          log_->info("pod {} of worker {} ended ({}) under an earlier pool: deleting it", pod_name, worker, phase);
+          request_removal(pod_name);
         }
-        const bool deleting = meta.contains("deletionTimestamp");
-        pods_[pod_name] = Pod{worker, Clock::now(), deleting};
-        log_->info("adopted worker {} (pod {}, {}{})", worker, pod_name, phase, deleting ? ", being deleted" : "");
         continue;
       }
-      if (!finished) continue;
+      if (!ended) continue;
       out.push_back(ExitedWorker{worker, 0, phase == "Succeeded",
                                  fmt::format("pod {} {}: {}", pod_name, phase, termination(pod))});
-      pods_.erase(it);
-      delete_pod(pod_name, "cleanup");
+      units_.erase(it);
+      request_removal(pod_name);
     }
-    for (auto it = pods_.begin(); it != pods_.end();) {
-      if (listed.contains(it->first)) {
-        ++it;
-        continue;
-      }
-      out.push_back(ExitedWorker{it->second.worker, 0, false,
-                                 it->second.terminating
-                                     ? fmt::format("pod {} deleted", it->first)
-                                     : fmt::format("pod {} is gone (deleted or evicted outside the pool)", it->first)});
-      deletes_.erase(it->first);
-      it = pods_.erase(it);
-    }
-    // Exited pods whose delete is pending but which no longer exist.
-    for (auto it = deletes_.begin(); it != deletes_.end();) {
-      it = listed.contains(it->first) ? std::next(it) : deletes_.erase(it);
-    }
+    for (auto& e : forget_unlisted(listed)) out.push_back(std::move(e));
     return out;
   }
 
-  std::vector<OwnWorker> workers() const override {
-    std::vector<OwnWorker> out;
-    for (const auto& [pod_name, p] : pods_) out.push_back(OwnWorker{p.worker, 0, p.spawned, p.terminating});
-    return out;
-  }
-
-  std::vector<ExitedWorker> shutdown(Clock::time_point) override {
-    // Pods are not children of the pool: they keep running and draining on
-    // their own, and the next pool (a restart, a new image, the standby)
-    // adopts them from the list. Stopping them here would interrupt every
-    // job at each rolling update of the pool.
-    if (!pods_.empty()) {
-      log_->info("leaving {} worker pod(s) running: the next pool adopts them", pods_.size());
+  void remove(const std::string& pod_name) override {
+    const Json options = {{"apiVersion", "v1"}, {"kind", "DeleteOptions"}, {"gracePeriodSeconds", grace_s()}};
+    try {
+      api_.call("DELETE", pods_path_ + "/" + url_encode(pod_name), &options, {200, 202});
+    } catch (const ApiError& e) {
+      if (e.status() != 404) throw;  // 404: gone already
     }
-    return {};
   }
 
- private:
-  struct Pod {
-    std::string worker;
-    Clock::time_point spawned{};
-    bool terminating = false;
-  };
+  std::string stop_note() const override { return fmt::format("SIGTERM, SIGKILL after {} s", grace_s()); }
 
-  long grace_s() const {
-    return static_cast<long>((o_.kill_grace.count() + 999) / 1000);
-  }
+  long grace_s() const { return static_cast<long>((o_.kill_grace.count() + 999) / 1000); }
 
   // The PodTemplate's pod with our name, labels, annotations, restart
   // policy and the worker's identity in the `worker` container (else the first).
@@ -214,13 +146,11 @@ class KubernetesBackend final : public Backend {
       try {
         template_ = api_.call("GET", template_path_);
       } catch (const ApiError& e) {
-        if (e.status() == 404) {
-          throw Error(errc::invalid_config,
-                      fmt::format("{} (CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE={}: apply the PodTemplate of "
-                                  "deploy/kubernetes, or name the one you have)",
-                                  e.what(), o_.pod_template));
-        }
-        throw;
+        if (e.status() != 404) throw;
+        throw Error(errc::invalid_config,
+                    fmt::format("{} (CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE={}: apply the PodTemplate of "
+                                "deploy/kubernetes, or name the one you have)",
+                                e.what(), o_.pod_template));
       }
       template_read_ = now;
     }
@@ -229,60 +159,38 @@ class KubernetesBackend final : public Backend {
     if (!spec.contains("containers") || !spec["containers"].is_array() || spec["containers"].empty()) {
       throw Error(errc::invalid_config, "PodTemplate " + o_.pod_template + " has no containers");
     }
-    Json meta = tmpl.value("metadata", Json::object());
-    Json pod_meta = Json::object();
-    pod_meta["name"] = dns_name(name);
-    pod_meta["namespace"] = o_.namespace_name;
+    const Json meta = tmpl.value("metadata", Json::object());
     Json labels = meta.value("labels", Json::object());
     labels[kNameLabel] = "conveyor-worker";
     labels[kManagedByLabel] = "conveyor-workerpool";
     labels[kPoolLabel] = label_value(o_.pool);
-    pod_meta["labels"] = labels;
     Json annotations = meta.value("annotations", Json::object());
     annotations[kWorkerNameAnnotation] = name;
     annotations[kPoolAnnotation] = o_.pool;
-    pod_meta["annotations"] = annotations;
     // The pool replaces workers; the kubelet must not restart one (a
     // drained worker that exits 0 is done).
     spec["restartPolicy"] = "Never";
     Json* container = &spec["containers"][0];
     for (Json& c : spec["containers"]) {
-      if (str(c, "name") == "worker") container = &c;
+      if (json_string(c, "name") == "worker") container = &c;
     }
-    Json env = Json::array();
     static const std::set<std::string> ours = {"CONVEYOR_WORKER_NAME", "CONVEYOR_INSTANCE_ID", "CONVEYOR_WORKER_POOL"};
+    Json env = Json::array();
     for (const Json& e : container->value("env", Json::array())) {
-      if (!ours.contains(str(e, "name"))) env.push_back(e);
+      if (!ours.contains(json_string(e, "name"))) env.push_back(e);
     }
     env.push_back({{"name", "CONVEYOR_WORKER_NAME"}, {"value", name}});
     env.push_back({{"name", "CONVEYOR_INSTANCE_ID"}, {"value", name}});
     env.push_back({{"name", "CONVEYOR_WORKER_POOL"}, {"value", o_.pool}});
     (*container)["env"] = env;
-    return Json{{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", pod_meta}, {"spec", spec}};
-  }
-
-  // DELETE a pod; 404 is done already. A failure is retried by reap().
-  void delete_pod(const std::string& pod_name, const std::string& why) {
-    const Json options = {{"apiVersion", "v1"}, {"kind", "DeleteOptions"}, {"gracePeriodSeconds", grace_s()}};
-    try {
-      api_.call("DELETE", pods_path_ + "/" + url_encode(pod_name), &options, {200, 202});
-      deletes_.erase(pod_name);
-    } catch (const ApiError& e) {
-      if (e.status() == 404) {
-        deletes_.erase(pod_name);
-        return;
-      }
-      log_->warn("{} (will try again)", e.what());
-      deletes_[pod_name] = why;
-    } catch (const Error& e) {
-      log_->warn("{} (will try again)", e.what());
-      deletes_[pod_name] = why;
-    }
-  }
-
-  void retry_deletes() {
-    const auto pending = deletes_;
-    for (const auto& [pod_name, why] : pending) delete_pod(pod_name, why);
+    return Json{{"apiVersion", "v1"},
+                {"kind", "Pod"},
+                {"metadata",
+                 {{"name", dns_name(name)},
+                  {"namespace", o_.namespace_name},
+                  {"labels", labels},
+                  {"annotations", annotations}}},
+                {"spec", spec}};
   }
 
   KubernetesBackendOptions o_;
@@ -292,10 +200,6 @@ class KubernetesBackend final : public Backend {
   std::string selector_;
   std::optional<Json> template_;
   Clock::time_point template_read_{};
-  std::map<std::string, Pod> pods_;               // pod name -> worker, not yet exited
-  std::map<std::string, std::string> deletes_;    // pod name -> why, DELETE to retry
-  Backoff backoff_;
-  std::shared_ptr<spdlog::logger> log_ = logging::get("backend");
 };
 
 }  // namespace

@@ -186,21 +186,10 @@ class LocalBackend final : public Backend {
     }
     if (!filtered) return file;
     if (private_dir_.empty()) {
-      std::string templ = (fs::temp_directory_path() / ("conveyor-workerpool-" + options_.instance_id + "-XXXXXX")).string();
-      if (::mkdtemp(templ.data()) == nullptr) {
-        throw Error(errc::unavailable, "cannot create a directory for the workers' env files: " +
-                                           std::string(std::strerror(errno)));
-      }
-      private_dir_ = templ;
+      private_dir_ = make_private_dir("conveyor-workerpool-" + options_.instance_id + "-", "the workers' env files");
     }
     const fs::path copy = private_dir_ / (std::to_string(env_files_.size() + 1) + "-" + file.filename().string());
-    const int fd = ::open(copy.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || ::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
-      const std::string reason = std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      throw Error(errc::unavailable, "cannot write " + copy.string() + ": " + reason);
-    }
-    ::close(fd);
+    write_private_file(copy, text);
     log_->info("env file {} sets conveyor-workerpool keys: workers get {} without them", file.string(),
                copy.string());
     return copy;

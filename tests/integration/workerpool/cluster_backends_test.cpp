@@ -21,6 +21,7 @@
 
 #include "conveyor/testing/fake_cluster.hpp"
 #include "conveyor/testing/stack.hpp"
+#include "sleep_job_type.hpp"
 
 namespace conveyor::testing {
 namespace {
@@ -29,24 +30,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-fs::path write_job_types(const fs::path& dir) {
-  const json sleep = {
-      {"name", "sleep"},
-      {"description", "sleeps params.seconds"},
-      {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
-      {"timeout_s", 120},
-      {"max_attempts", 2},
-      {"retry_backoff_s", 0},
-      {"params_schema",
-       {{"type", "object"},
-        {"properties", {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", 60}}}}},
-        {"required", {"seconds"}}}},
-  };
-  fs::create_directories(dir);
-  const fs::path file = dir / "job-types.json";
-  std::ofstream(file) << json{{"job_types", {sleep}}}.dump(2);
-  return file;
-}
 
 // The worker pod's shape, as deploy/kubernetes ships it (reduced to what a
 // worker needs here): its configuration from a ConfigMap by envFrom.
@@ -86,7 +69,7 @@ class ClusterPoolTest : public ::testing::Test {
     Stack::Options o;
     o.workers = 0;
     o.services = {"configuration", "execution", "publication"};
-    o.job_types_file = write_job_types(dir_);
+    o.job_types_file = testing::write_sleep_job_type(dir_);
     env["CONVEYOR_POLL_INTERVAL_MS"] = "500";
     env["CONVEYOR_WORKERPOOL_SCALE_DOWN_DELAY_MS"] = "1000";
     env["CONVEYOR_WORKERPOOL_KILL_GRACE_MS"] = "1000";
@@ -275,6 +258,7 @@ TEST_F(ClusterPoolTest, KubernetesApiErrorsAreLoggedWithBackoffAndThePoolRecover
   EXPECT_NE(log.find("403 Forbidden: injected fault"), std::string::npos) << log;
   EXPECT_NE(log.find("409 Conflict"), std::string::npos) << log;
   EXPECT_NE(log.find("503 Service Unavailable"), std::string::npos) << log;
+  EXPECT_NE(log.find("timed out after 1000 ms"), std::string::npos) << log;
   EXPECT_NE(log.find("next try in"), std::string::npos) << log;
   EXPECT_NE(log.find("worker start(s) in a row failed"), std::string::npos) << "spawns back off too: " << log;
   EXPECT_TRUE(pool_running());
@@ -404,6 +388,7 @@ TEST_F(ClusterPoolTest, NomadApiErrorsAreLoggedWithBackoffAndThePoolRecovers) {
   EXPECT_NE(log.find("403 Forbidden: injected fault"), std::string::npos) << log;
   EXPECT_NE(log.find("500 Internal Server Error"), std::string::npos) << log;
   EXPECT_NE(log.find("502 Bad Gateway"), std::string::npos) << log;
+  EXPECT_NE(log.find("timed out after 1000 ms"), std::string::npos) << log;
   EXPECT_NE(log.find("next try in"), std::string::npos) << log;
   EXPECT_TRUE(pool_running());
 }

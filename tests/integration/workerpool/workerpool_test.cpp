@@ -21,6 +21,7 @@
 #include "backend.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/stack.hpp"
+#include "sleep_job_type.hpp"
 #include "scaling.hpp"
 #include "workerpool.hpp"
 
@@ -155,25 +156,6 @@ TEST(WorkerPoolRule, WorkersGetThePoolsEnvironmentWithoutItsOwnKeys) {
 
 // ---------------------------------------------------------------- the service
 
-// `sleep` with two attempts (a lost worker costs one) and no sinks.
-fs::path write_job_types(const fs::path& dir) {
-  const json sleep = {
-      {"name", "sleep"},
-      {"description", "sleeps params.seconds"},
-      {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
-      {"timeout_s", 120},
-      {"max_attempts", 2},
-      {"retry_backoff_s", 0},
-      {"params_schema",
-       {{"type", "object"},
-        {"properties", {{"seconds", {{"type", "number"}, {"minimum", 0}, {"maximum", 60}}}}},
-        {"required", {"seconds"}}}},
-  };
-  fs::create_directories(dir);
-  const fs::path file = dir / "job-types.json";
-  std::ofstream(file) << json{{"job_types", {sleep}}}.dump(2);
-  return file;
-}
 
 using conveyor::testing::read_text;
 
@@ -192,7 +174,7 @@ class WorkerPoolTest : public ::testing::Test {
     Stack::Options o;
     o.workers = 0;
     o.services = std::move(services);
-    o.job_types_file = write_job_types(dir_);
+    o.job_types_file = testing::write_sleep_job_type(dir_);
     o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "500"},
              {"CONVEYOR_WORKERPOOL_SCALE_DOWN_DELAY_MS", "1000"},
              {"CONVEYOR_SHUTDOWN_GRACE_MS", "10000"}};

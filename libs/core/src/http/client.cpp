@@ -87,10 +87,12 @@ ClientResponse http_request(const std::string& method, const std::string& url, c
   httplib::Result result = client.send(request);
   if (!result) {
     const auto error = result.error();
-    const std::string what = method + " " + logging::redact_url(url) + ": " + httplib::to_string(error);
     const bool timed_out =
         error == httplib::Error::ConnectionTimeout ||
         (error == httplib::Error::Read && std::chrono::steady_clock::now() - started >= timeout);
+    const std::string what = method + " " + logging::redact_url(url) + ": " +
+                             (timed_out ? "timed out after " + std::to_string(timeout.count()) + " ms"
+                                        : httplib::to_string(error));
     throw Error(timed_out ? errc::timeout : errc::unavailable, what);
   }
   ClientResponse response;
