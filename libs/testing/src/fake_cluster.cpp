@@ -508,16 +508,18 @@ FakeNomad::FakeNomad(Options options)
     record(req.method, req.path, 200, "");
   });
 
-  s.Get("/v1/job/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+  // Nomad answers an unknown job with 404 and plain text.
+  const auto not_found = [this](const httplib::Request& req, httplib::Response& res) {
+    res.status = 404;
+    res.set_content("job not found", "text/plain");
+    record(req.method, req.path, 404, "");
+  };
+
+  s.Get("/v1/job/(.+)", [this, not_found](const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mu_);
     const std::string id = req.matches[1];
     const auto it = dispatched_.find(id);
-    if (it == dispatched_.end()) {
-      res.status = 404;
-      res.set_content("job not found", "text/plain");
-      record(req.method, req.path, 404, "");
-      return;
-    }
+    if (it == dispatched_.end()) return not_found(req, res);
     json job = stub(id);
     job.erase("JobSummary");
     job["Meta"] = it->second.meta;
@@ -526,16 +528,11 @@ FakeNomad::FakeNomad(Options options)
     record(req.method, req.path, 200, "");
   });
 
-  s.Delete("/v1/job/(.+)", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Delete("/v1/job/(.+)", [this, not_found](const httplib::Request& req, httplib::Response& res) {
     std::lock_guard lock(mu_);
     const std::string id = req.matches[1];
     const auto it = dispatched_.find(id);
-    if (it == dispatched_.end()) {
-      res.status = 404;
-      res.set_content("job not found", "text/plain");
-      record(req.method, req.path, 404, "");
-      return;
-    }
+    if (it == dispatched_.end()) return not_found(req, res);
     const std::string status = stub(id)["Status"];
     it->second.stopped = true;
     const auto job = jobs_.find(it->second.parent);
