@@ -13,6 +13,16 @@ packages=(
   openssl  # the workerpool cluster test makes a TLS certificate for its fake API server
 )
 
+# The deploy checks (tests/deploy/check.sh, ctest label `deploy`): these are
+# installed only when the command is missing, because the machine image may
+# bring them from other packages (nodejs with its own npm; kubectl from
+# another repository), and asking apt for Debian's package then would
+# conflict with them. Debian 12's kubectl (kubernetes-client 1.20) embeds a
+# kustomize too old for the overlays; check.sh says so if it is the one found.
+commands=(
+  kubectl:kubernetes-client node:nodejs npm:npm docker-compose:docker-compose
+)
+
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -20,9 +30,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+for c in "${commands[@]}"; do
+  command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c#*:}")
+done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "deps: all ${#packages[@]} packages installed"
+  echo "deps: all ${#packages[@]} packages and ${#commands[@]} commands installed"
   exit 0
 fi
 

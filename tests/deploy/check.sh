@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Offline validation of the deployments (issue 10): deploy/kubernetes,
+# deploy/nomad and compose.yaml. No cluster, no Nomad agent, no container
+# engine: what runs is kubectl kustomize, docker-compose config and the npm
+# validators pinned in tests/deploy/package-lock.json.
+#
+#   tests/deploy/check.sh [WORK_DIR]     (ctest: tools/test -L deploy)
+#
+# WORK_DIR (default build/deploy-check) holds the npm packages (npm ci, only
+# when the lockfile changed), the renders and the negative test inputs.
+# Prints one "ok - ..." / "not ok - ..." line per check, then
+# "deploy: N passed, M failed"; exits 1 when one failed.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=${1:-${CONVEYOR_DEPLOY_CHECK_DIR:-$root/build/deploy-check}}
+mkdir -p "$work"
+work=$(cd "$work" && pwd)
+tool=$here/lib/main.js
+k8s_dir=$root/deploy/kubernetes
+nomad_dir=$root/deploy/nomad
+overlays=(dev production)
+
+passed=0
+failed=0
+pass() { echo "ok - $*"; passed=$((passed + 1)); }
+fail() { echo "not ok - $1"; shift; for l in "$@"; do echo "    $l"; done; failed=$((failed + 1)); }
+
+# Runs a node check command; its "ok"/"not ok" lines count.
+checks() {
+  local out rc=0
+  out=$(node "$tool" "$@" 2>&1) || rc=$?
+  echo "$out"
+  passed=$((passed + $(grep -c '^ok - ' <<<"$out" || true)))
+  failed=$((failed + $(grep -c '^not ok - ' <<<"$out" || true)))
+  if [[ $rc -ne 0 ]] && ! grep -q '^not ok - ' <<<"$out"; then
+    fail "node $1 exited $rc without a result"
+  fi
+}
+
+# A negative self-test: the command must fail, and say what is expected.
+expect_caught() {
+  local what=$1 needle=$2 out rc=0
+  shift 2
+  out=$("$@" 2>&1) || rc=$?
+  if [[ $rc -ne 0 ]] && grep -qF -- "$needle" <<<"$out"; then
+    pass "negative: $what is caught ($(grep -F -m1 -- "$needle" <<<"$out" | sed 's/^ *//' | cut -c1-150))"
+  else
+    fail "negative: $what was not caught (exit $rc; expected a message with '$needle')" "$(head -5 <<<"$out")"
+  fi
+}
+
+# sed that must change its file (else the negative test would prove nothing).
+mutate() {
+  local file=$1
+  shift
+  cp "$file" "$file.orig"
+  sed -i "$@" "$file"
+  if cmp -s "$file" "$file.orig"; then
+    echo "mutation $* did not change $file" >&2
+    return 1
+  fi
+}
+
+# --- tools ------------------------------------------------------------------
+have_tools() { command -v kubectl && command -v node && command -v npm && command -v docker-compose; } >/dev/null 2>&1
+if ! have_tools; then
+  echo "deploy: kubectl, node, npm or docker-compose missing: tools/deps.sh"
+  "$root/tools/deps.sh"
+fi
+if ! have_tools; then
+  fail "tools: kubectl, node, npm and docker-compose are needed (tools/deps.sh did not provide them all)"
+  echo "deploy: $passed passed, $failed failed"
+  exit 1
+fi
+kustomize_version=$(kubectl version --client -o json 2>/dev/null | node -e \
+  'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).kustomizeVersion||"")}catch(e){console.log("")}})')
+kubectl_version=$(kubectl version --client -o json 2>/dev/null | node -e \
+  'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{console.log(JSON.parse(s).clientVersion.gitVersion)}catch(e){console.log("?")}})')
+if [[ ! $kustomize_version =~ ^v([0-9]+) ]] || ((BASH_REMATCH[1] < 5)); then
+  fail "tools: kubectl $kubectl_version embeds kustomize '${kustomize_version:-none}'; the overlays need kustomize 5 or later (kubectl 1.27 or later; Debian 12's kubernetes-client is 1.20)"
+  echo "deploy: $passed passed, $failed failed"
+  exit 1
+fi
+echo "deploy: kubectl $kubectl_version (kustomize $kustomize_version), node $(node --version), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
+
+# Pinned validators: npm ci again only when the lockfile (or node) changed.
+npm_dir=$work/npm
+mkdir -p "$npm_dir"
+stamp=$( (cat "$here/package.json" "$here/package-lock.json"; node --version) | sha256sum | cut -c1-16)
+if [[ ! -f $npm_dir/.stamp || $(cat "$npm_dir/.stamp") != "$stamp" || ! -d $npm_dir/node_modules ]]; then
+  cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
+  rm -rf "$npm_dir/node_modules"
+  echo "deploy: npm ci in $npm_dir"
+  (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  echo "$stamp" >"$npm_dir/.stamp"
+fi
+export NODE_PATH=$npm_dir/node_modules
+
+# Configuration keys the executables know (from the sources), and the keys
+# of the worker-pool backends that issue 10 item 3 adds (contract of this
+# deployment; listed until the backend code that reads them is merged).
+known=$work/known-keys.txt
+pending=(CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE CONVEYOR_WORKERPOOL_NOMAD_ADDR
+         CONVEYOR_WORKERPOOL_NOMAD_JOB CONVEYOR_WORKERPOOL_NOMAD_NAMESPACE CONVEYOR_WORKERPOOL_NOMAD_TOKEN)
+grep -rhoE '"CONVEYOR_[A-Z0-9_]+"' "$root/libs" "$root/services" "$root/tools" | tr -d '"' | sort -u >"$known"
+not_yet=()
+for k in "${pending[@]}"; do
+  grep -qx "$k" "$known" || not_yet+=("$k")
+done
+printf '%s\n' "${not_yet[@]}" >>"$known"
+[[ ${#not_yet[@]} -eq 0 ]] || echo "deploy: keys of the backend contract not in the sources yet, accepted: ${not_yet[*]}"
+
+# --- Kubernetes -------------------------------------------------------------
+render=$work/render
+rm -rf "$render" "$work/ts"
+mkdir -p "$render"
+for o in base "${overlays[@]}"; do
+  dir=$k8s_dir/overlays/$o
+  [[ $o == base ]] && dir=$k8s_dir/base
+  if err=$(kubectl kustomize "$dir" 2>&1 >"$render/$o.yaml"); then
+    pass "kustomize: ${dir#"$root"/} builds ($(grep -c '^kind:' "$render/$o.yaml") objects)"
+  else
+    fail "kustomize: ${dir#"$root"/} does not build" "$err"
+  fi
+done
+[[ -s $render/dev.yaml ]] &&
+  checks k8s --name dev --render "$render/dev.yaml" --known "$known" --work "$npm_dir/ts" --pvc-access ReadWriteOnce
+[[ -s $render/production.yaml ]] &&
+  checks k8s --name production --render "$render/production.yaml" --known "$known" --work "$npm_dir/ts" \
+    --pvc-access ReadWriteMany --no-secrets --external Secret/conveyor-database
+
+# Patch one image by tag, in a copy of deploy/kubernetes, as an operator
+# would with `kustomize edit set image`; without a kustomize binary (kubectl
+# has no `edit`), main.js set-image makes the same change to the images list.
+set_image() {
+  local overlay_dir=$1 spec=$2
+  if command -v kustomize >/dev/null 2>&1; then
+    (cd "$overlay_dir" && kustomize edit set image "$spec")
+  else
+    node "$tool" set-image --kustomization "$overlay_dir/kustomization.yaml" --image "$spec"
+  fi
+}
+command -v kustomize >/dev/null 2>&1 || echo "deploy: no kustomize binary: images are set by main.js set-image (the kustomization's images: list)"
+for o in "${overlays[@]}"; do
+  [[ -s $render/$o.yaml ]] || continue
+  registry=$(node -e 'const Y=require("yaml");const k=Y.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+    console.log(k.images.find(i=>i.name==="conveyor-creation").newName.replace(/\/conveyor-creation$/,""))' \
+    "$k8s_dir/overlays/$o/kustomization.yaml")
+  for target in "conveyor-creation Deployment/conveyor-creation spec.template.spec.containers[0].image" \
+                "conveyor-worker PodTemplate/conveyor-worker template.spec.containers[0].image"; do
+    read -r image object field <<<"$target"
+    copy=$work/kpatch/$o-$image
+    rm -rf "$copy"
+    mkdir -p "$copy"
+    cp -r "$k8s_dir/." "$copy/"
+    set_image "$copy/overlays/$o" "$image=$registry/$image:git-patched"
+    if kubectl kustomize "$copy/overlays/$o" >"$copy/after.yaml" 2>"$copy/err"; then
+      checks k8s-patch --name "kustomize $o, $image" --before "$render/$o.yaml" --after "$copy/after.yaml" \
+        --object "$object" --path "$field"
+    else
+      fail "kustomize $o: the copy with $image patched does not build" "$(cat "$copy/err")"
+    fi
+  done
+done
+
+# --- compose ----------------------------------------------------------------
+# `docker-compose config` interpolates and prints the effective file; it
+# needs no engine. The environment is emptied of the tag variables first.
+compose_config() {
+  env -i PATH="$PATH" HOME="${HOME:-/root}" "$@" docker-compose -f "$root/compose.yaml" --project-name conveyor config
+}
+mkdir -p "$work/compose"
+if compose_config >"$work/compose/before.yaml" 2>"$work/compose/err" &&
+   compose_config CONVEYOR_CREATION_TAG=git-patched >"$work/compose/after.yaml" 2>>"$work/compose/err"; then
+  pass "compose: compose.yaml is valid for docker-compose config ($(docker-compose version --short 2>/dev/null))"
+  checks compose-patch --before "$work/compose/before.yaml" --after "$work/compose/after.yaml" --service creation
+else
+  fail "compose: docker-compose config fails on compose.yaml" "$(cat "$work/compose/err")"
+fi
+
+# --- Nomad ------------------------------------------------------------------
+checks nomad --dir "$nomad_dir" --known "$known"
+checks nomad-patch --dir "$nomad_dir" --file creation --tag git-patched
+
+# --- negative self-tests: the checks catch what they claim to ---------------
+neg=$work/negative
+rm -rf "$neg"
+mkdir -p "$neg"
+cat >"$neg/unknown-kind.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deploymnet
+metadata:
+  name: typo
+EOF
+cat >"$neg/wrong-type.yaml" <<'EOF'
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: wrong-type
+spec:
+  replicas: two
+  selector:
+    matchLabels: {app: x}
+  template:
+    metadata:
+      labels: {app: x}
+    spec:
+      containers:
+        - name: x
+          image: x
+EOF
+k8s_neg() { node "$tool" k8s --name "neg-$1" --render "$2" --known "$known" --work "$npm_dir/ts" --checks "$3"; }
+expect_caught "an unknown kind (Deploymnet)" "unknown kind" k8s_neg unknown-kind "$neg/unknown-kind.yaml" schema
+expect_caught "a wrongly typed field (replicas: two)" "must be integer" k8s_neg wrong-type "$neg/wrong-type.yaml" schema
+if [[ -s $render/dev.yaml ]]; then
+  cp "$render/dev.yaml" "$neg/misspelt.yaml"
+  mutate "$neg/misspelt.yaml" '0,/readinessProbe:/s//readinesProbe:/'
+  expect_caught "a misspelt field (readinesProbe)" "readinesProbe" k8s_neg misspelt "$neg/misspelt.yaml" strict
+  cp "$render/dev.yaml" "$neg/probe.yaml"
+  mutate "$neg/probe.yaml" 's#path: /readyz#path: /ready#'
+  expect_caught "a readiness probe off /readyz" "readinessProbe must be httpGet /readyz" k8s_neg probe "$neg/probe.yaml" policy
+  cp "$render/dev.yaml" "$neg/root.yaml"
+  mutate "$neg/root.yaml" '0,/runAsUser: 10001/s//runAsUser: 0/'
+  expect_caught "a Conveyor pod running as root" "runs as uid 0" k8s_neg root "$neg/root.yaml" policy
+  cp "$render/dev.yaml" "$neg/rbac.yaml"
+  mutate "$neg/rbac.yaml" 's/^  - podtemplates$/  - podtemplates\n  - secrets/'
+  expect_caught "a Role that also reads secrets" "rules must be exactly" k8s_neg rbac "$neg/rbac.yaml" policy
+  cp "$render/dev.yaml" "$neg/refs.yaml"
+  mutate "$neg/refs.yaml" 's/claimName: conveyor-data$/claimName: conveyor-dat/'
+  expect_caught "a claim of a PVC that does not exist" "PersistentVolumeClaim conveyor-dat not found" k8s_neg refs "$neg/refs.yaml" refs
+  cp "$render/dev.yaml" "$neg/key.yaml"
+  mutate "$neg/key.yaml" 's/CONVEYOR_KAFKA_BROKERS:/CONVEYOR_KAFKA_BROKER:/'
+  expect_caught "a misspelt configuration key" "unknown configuration key CONVEYOR_KAFKA_BROKER" k8s_neg key "$neg/key.yaml" keys
+  cp "$render/dev.yaml" "$neg/two-images.yaml"
+  mutate "$neg/two-images.yaml" 's#\(image: .*/conveyor-\(creation\|configuration\)\):dev#\1:git-patched#'
+  expect_caught "a kustomize patch that changes two services" "changed too" \
+    node "$tool" k8s-patch --name neg --before "$render/dev.yaml" --after "$neg/two-images.yaml" \
+    --object Deployment/conveyor-creation --path 'spec.template.spec.containers[0].image'
+fi
+if [[ -s $work/compose/before.yaml ]]; then
+  cp "$work/compose/before.yaml" "$neg/compose-after.yaml"
+  mutate "$neg/compose-after.yaml" 's#\(conveyor-\(creation\|execution\)\):dev#\1:git-patched#'
+  expect_caught "a compose patch that changes two services" "changed too" \
+    node "$tool" compose-patch --before "$work/compose/before.yaml" --after "$neg/compose-after.yaml" --service creation
+fi
+nomad_neg() { # name sed-expression expected-message
+  mkdir -p "$neg/nomad-$1"
+  cp "$nomad_dir/creation.nomad.hcl" "$neg/nomad-$1/creation.nomad.hcl"
+  mutate "$neg/nomad-$1/creation.nomad.hcl" "$2"
+  expect_caught "$4" "$3" node "$tool" nomad --dir "$neg/nomad-$1" --known "$known" --only "$neg/nomad-$1/creation.nomad.hcl"
+}
+nomad_neg untagged 's#:\${var.image_tag}"#:git-1a2b3c"#' "does not interpolate var.image_tag" "a Nomad image with a fixed tag"
+nomad_neg no-check 's#path     = "/readyz"#path     = "/status"#' "an http check on /readyz is required" "a Nomad service without a /readyz check"
+nomad_neg no-kill-timeout '/kill_timeout = "45s"/d' "kill_timeout must be at least" "a Nomad task without kill_timeout"
+nomad_neg no-resources '/resources {/,/^      }/d' "resources with cpu and memory are required" "a Nomad task without resources"
+nomad_neg secret 's#CONVEYOR_HTTP_PORT         = "8080"#CONVEYOR_DATABASE_URL = "postgresql://conveyor:hunter2@db:5432/conveyor"#' \
+  "is a secret" "a database URL written in a Nomad file"
+nomad_neg syntax 's#^job "conveyor-creation" {#job "conveyor-creation" {{#' "HCL parse error" "a Nomad file that is not HCL"
+
+echo "deploy: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
