@@ -55,11 +55,7 @@ mutate() {
   local file=$1
   shift
   cp "$file" "$file.orig"
-  sed -i "$@" "$file"
-  if cmp -s "$file" "$file.orig"; then
-    echo "mutation $* did not change $file" >&2
-    return 1
-  fi
+  sed -i "$@" "$file" && ! cmp -s "$file" "$file.orig"
 }
 
 # --- tools ------------------------------------------------------------------
@@ -213,42 +209,55 @@ EOF
 k8s_neg() { node "$tool" k8s --name "neg-$1" --render "$2" --known "$known" --work "$npm_dir/ts" --checks "$3"; }
 expect_caught "an unknown kind (Deploymnet)" "unknown kind" k8s_neg unknown-kind "$neg/unknown-kind.yaml" schema
 expect_caught "a wrongly typed field (replicas: two)" "must be integer" k8s_neg wrong-type "$neg/wrong-type.yaml" schema
+
+# A copy of the dev render, broken by one sed expression, must fail CHECK
+# with a message holding NEEDLE.
+render_neg() { # name check sed-expression needle description
+  local file=$neg/$1.yaml
+  cp "$render/dev.yaml" "$file"
+  if mutate "$file" "$3"; then
+    expect_caught "$5" "$4" k8s_neg "$1" "$file" "$2"
+  else
+    fail "negative: $5: the mutation did not apply"
+  fi
+}
 if [[ -s $render/dev.yaml ]]; then
-  cp "$render/dev.yaml" "$neg/misspelt.yaml"
-  mutate "$neg/misspelt.yaml" '0,/readinessProbe:/s//readinesProbe:/'
-  expect_caught "a misspelt field (readinesProbe)" "readinesProbe" k8s_neg misspelt "$neg/misspelt.yaml" strict
-  cp "$render/dev.yaml" "$neg/probe.yaml"
-  mutate "$neg/probe.yaml" 's#path: /readyz#path: /ready#'
-  expect_caught "a readiness probe off /readyz" "readinessProbe must be httpGet /readyz" k8s_neg probe "$neg/probe.yaml" policy
-  cp "$render/dev.yaml" "$neg/root.yaml"
-  mutate "$neg/root.yaml" '0,/runAsUser: 10001/s//runAsUser: 0/'
-  expect_caught "a Conveyor pod running as root" "runs as uid 0" k8s_neg root "$neg/root.yaml" policy
-  cp "$render/dev.yaml" "$neg/rbac.yaml"
-  mutate "$neg/rbac.yaml" 's/^  - podtemplates$/  - podtemplates\n  - secrets/'
-  expect_caught "a Role that also reads secrets" "rules must be exactly" k8s_neg rbac "$neg/rbac.yaml" policy
-  cp "$render/dev.yaml" "$neg/refs.yaml"
-  mutate "$neg/refs.yaml" 's/claimName: conveyor-data$/claimName: conveyor-dat/'
-  expect_caught "a claim of a PVC that does not exist" "PersistentVolumeClaim conveyor-dat not found" k8s_neg refs "$neg/refs.yaml" refs
-  cp "$render/dev.yaml" "$neg/key.yaml"
-  mutate "$neg/key.yaml" 's/CONVEYOR_KAFKA_BROKERS:/CONVEYOR_KAFKA_BROKER:/'
-  expect_caught "a misspelt configuration key" "unknown configuration key CONVEYOR_KAFKA_BROKER" k8s_neg key "$neg/key.yaml" keys
+  render_neg misspelt strict '0,/readinessProbe:/s//readinesProbe:/' "readinesProbe" "a misspelt field (readinesProbe)"
+  render_neg probe policy 's#path: /readyz#path: /ready#' "readinessProbe must be httpGet /readyz" "a readiness probe off /readyz"
+  render_neg root policy '0,/runAsUser: 10001/s//runAsUser: 0/' "runs as uid 0" "a Conveyor pod running as root"
+  render_neg rbac policy 's/^  - podtemplates$/  - podtemplates\n  - secrets/' "rules must be exactly" "a Role that also reads secrets"
+  render_neg refs refs 's/claimName: conveyor-data$/claimName: conveyor-dat/' "PersistentVolumeClaim conveyor-dat not found" \
+    "a claim of a PVC that does not exist"
+  render_neg key keys 's/CONVEYOR_KAFKA_BROKERS:/CONVEYOR_KAFKA_BROKER:/' "unknown configuration key CONVEYOR_KAFKA_BROKER" \
+    "a misspelt configuration key"
   cp "$render/dev.yaml" "$neg/two-images.yaml"
-  mutate "$neg/two-images.yaml" 's#\(image: .*/conveyor-\(creation\|configuration\)\):dev#\1:git-patched#'
-  expect_caught "a kustomize patch that changes two services" "changed too" \
-    node "$tool" k8s-patch --name neg --before "$render/dev.yaml" --after "$neg/two-images.yaml" \
-    --object Deployment/conveyor-creation --path 'spec.template.spec.containers[0].image'
+  if mutate "$neg/two-images.yaml" 's#\(image: .*/conveyor-\(creation\|configuration\)\):dev#\1:git-patched#'; then
+    expect_caught "a kustomize patch that changes two services" "changed too" \
+      node "$tool" k8s-patch --name neg --before "$render/dev.yaml" --after "$neg/two-images.yaml" \
+      --object Deployment/conveyor-creation --path 'spec.template.spec.containers[0].image'
+  else
+    fail "negative: a kustomize patch that changes two services: the mutation did not apply"
+  fi
 fi
 if [[ -s $work/compose/before.yaml ]]; then
   cp "$work/compose/before.yaml" "$neg/compose-after.yaml"
-  mutate "$neg/compose-after.yaml" 's#\(conveyor-\(creation\|execution\)\):dev#\1:git-patched#'
-  expect_caught "a compose patch that changes two services" "changed too" \
-    node "$tool" compose-patch --before "$work/compose/before.yaml" --after "$neg/compose-after.yaml" --service creation
+  if mutate "$neg/compose-after.yaml" 's#\(conveyor-\(creation\|execution\)\):dev#\1:git-patched#'; then
+    expect_caught "a compose patch that changes two services" "changed too" \
+      node "$tool" compose-patch --before "$work/compose/before.yaml" --after "$neg/compose-after.yaml" --service creation
+  else
+    fail "negative: a compose patch that changes two services: the mutation did not apply"
+  fi
 fi
-nomad_neg() { # name sed-expression expected-message
-  mkdir -p "$neg/nomad-$1"
-  cp "$nomad_dir/creation.nomad.hcl" "$neg/nomad-$1/creation.nomad.hcl"
-  mutate "$neg/nomad-$1/creation.nomad.hcl" "$2"
-  expect_caught "$4" "$3" node "$tool" nomad --dir "$neg/nomad-$1" --known "$known" --only "$neg/nomad-$1/creation.nomad.hcl"
+# creation.nomad.hcl broken by one sed expression must fail with NEEDLE.
+nomad_neg() { # name sed-expression needle description
+  local dir=$neg/nomad-$1
+  mkdir -p "$dir"
+  cp "$nomad_dir/creation.nomad.hcl" "$dir/creation.nomad.hcl"
+  if mutate "$dir/creation.nomad.hcl" "$2"; then
+    expect_caught "$4" "$3" node "$tool" nomad --dir "$dir" --known "$known" --only "$dir/creation.nomad.hcl"
+  else
+    fail "negative: $4: the mutation did not apply"
+  fi
 }
 nomad_neg untagged 's#:\${var.image_tag}"#:git-1a2b3c"#' "does not interpolate var.image_tag" "a Nomad image with a fixed tag"
 nomad_neg no-check 's#path     = "/readyz"#path     = "/status"#' "an http check on /readyz is required" "a Nomad service without a /readyz check"
