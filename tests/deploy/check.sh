@@ -88,7 +88,11 @@ if [[ ! -f $npm_dir/.stamp || $(cat "$npm_dir/.stamp") != "$stamp" || ! -d $npm_
   cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
   rm -rf "$npm_dir/node_modules"
   echo "deploy: npm ci in $npm_dir"
-  (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  if ! err=$(cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1 >/dev/null); then
+    fail "tools: npm ci of tests/deploy/package-lock.json failed (is the npm registry reachable?)" "$(tail -5 <<<"$err")"
+    echo "deploy: $passed passed, $failed failed"
+    exit 1
+  fi
   echo "$stamp" >"$npm_dir/.stamp"
 fi
 export NODE_PATH=$npm_dir/node_modules
