@@ -228,6 +228,8 @@ render_neg() { # name check sed-expression needle description
 if [[ -s $render/dev.yaml ]]; then
   render_neg misspelt strict '0,/readinessProbe:/s//readinesProbe:/' "readinesProbe" "a misspelt field (readinesProbe)"
   render_neg probe policy 's#path: /readyz#path: /ready#' "readinessProbe must be httpGet /readyz" "a readiness probe off /readyz"
+  render_neg untagged policy 's#image: localhost/conveyor-execution:dev#image: localhost/conveyor-execution#' "has no tag" \
+    "a Conveyor image without a tag"
   render_neg root policy '0,/runAsUser: 10001/s//runAsUser: 0/' "runs as uid 0" "a Conveyor pod running as root"
   render_neg rbac policy 's/^  - podtemplates$/  - podtemplates\n  - secrets/' "rules must be exactly" "a Role that also reads secrets"
   render_neg refs refs 's/claimName: conveyor-data$/claimName: conveyor-dat/' "PersistentVolumeClaim conveyor-dat not found" \

@@ -200,6 +200,9 @@ function conveyorPod(id, spec, report, { token }) {
   const volumes = Object.fromEntries((spec.volumes || []).map((v) => [v.name, v]));
   for (const c of spec.containers || []) {
     const where = `${id} container ${c.name}`;
+    // A tag (the git hash in production), so a patch is a tag change.
+    const tag = /:([^/:@]+)$/.exec(String(c.image).split('@')[0]);
+    report.expect(tag && tag[1] !== 'latest', where, `image ${c.image} has no tag (or :latest): set it in the overlay's images:`);
     report.expect((c.securityContext || {}).readOnlyRootFilesystem === true, where, 'readOnlyRootFilesystem must be true');
     const tmp = (c.volumeMounts || []).find((m) => m.mountPath === '/tmp');
     report.expect(tmp && volumes[tmp.name] && volumes[tmp.name].emptyDir, where, '/tmp must be an emptyDir (the root is read-only)');
