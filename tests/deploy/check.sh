@@ -97,19 +97,10 @@ if [[ ! -f $npm_dir/.stamp || $(cat "$npm_dir/.stamp") != "$stamp" || ! -d $npm_
 fi
 export NODE_PATH=$npm_dir/node_modules
 
-# Configuration keys the executables know (from the sources), and the keys
-# of the worker-pool backends that issue 10 item 3 adds (contract of this
-# deployment; listed until the backend code that reads them is merged).
+# Configuration keys the executables know: every "CONVEYOR_..." literal of
+# the sources.
 known=$work/known-keys.txt
-pending=(CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE CONVEYOR_WORKERPOOL_NOMAD_ADDR
-         CONVEYOR_WORKERPOOL_NOMAD_JOB CONVEYOR_WORKERPOOL_NOMAD_NAMESPACE CONVEYOR_WORKERPOOL_NOMAD_TOKEN)
 grep -rhoE '"CONVEYOR_[A-Z0-9_]+"' "$root/libs" "$root/services" "$root/tools" | tr -d '"' | sort -u >"$known"
-not_yet=()
-for k in "${pending[@]}"; do
-  grep -qx "$k" "$known" || not_yet+=("$k")
-done
-printf '%s\n' "${not_yet[@]}" >>"$known"
-[[ ${#not_yet[@]} -eq 0 ]] || echo "deploy: keys of the backend contract not in the sources yet, accepted: ${not_yet[*]}"
 
 # --- Kubernetes -------------------------------------------------------------
 render=$work/render
