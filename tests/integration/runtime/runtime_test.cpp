@@ -270,6 +270,47 @@ TEST_F(RuntimeTest, ABadConfigValueExitsOneNamingTheKey) {
   EXPECT_NE(result.output.find("conveyor-echo:"), std::string::npos) << result.output;
 }
 
+// `--check` (the images' health probe) reads the service's configuration,
+// asks the running instance's /readyz and never starts a service itself.
+TEST_F(RuntimeTest, CheckProbesTheRunningInstanceAndNeverStartsOne) {
+  // Nothing running: not ready, at once, and no instance was registered.
+  auto before = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--check"}, env(), 30s);
+  EXPECT_EQ(before.status, 1) << before.output;
+  EXPECT_NE(before.output.find("conveyor-echo --check: not ready: GET http://127.0.0.1:" + std::to_string(port_) +
+                               "/readyz"),
+            std::string::npos)
+      << before.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance WHERE id = '" + instance_ + "'"), "0");
+
+  start();
+  ASSERT_TRUE(wait_until([&] { return http_request("GET", url("/readyz")).status == 200; }, 10s));
+  // The same configuration through an --env-file (the port) and the environment.
+  const fs::path env_file = dir_ / "check.env";
+  std::ofstream(env_file) << "CONVEYOR_HTTP_PORT=" << port_ << "\n";
+  auto e = env();
+  e.erase("CONVEYOR_HTTP_PORT");
+  auto ready = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--env-file", env_file.string(), "--check"}, e, 30s);
+  EXPECT_EQ(ready.status, 0) << ready.output;
+  EXPECT_EQ(ready.output,
+            "conveyor-echo --check: ready: GET http://127.0.0.1:" + std::to_string(port_) + "/readyz answered 200\n");
+
+  // Port 0 (a free port chosen at start-up) cannot be probed.
+  auto bad = e;
+  bad["CONVEYOR_HTTP_PORT"] = "0";
+  auto zero = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--check"}, bad, 30s);
+  EXPECT_EQ(zero.status, 1);
+  EXPECT_NE(zero.output.find("CONVEYOR_HTTP_PORT is 0"), std::string::npos) << zero.output;
+  // A wrong configuration fails the probe like it fails the service, naming the key.
+  bad["CONVEYOR_HTTP_PORT"] = "abc";
+  auto invalid = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--check"}, bad, 30s);
+  EXPECT_EQ(invalid.status, 1);
+  EXPECT_NE(invalid.output.find("cannot check: invalid configuration (1 problem): CONVEYOR_HTTP_PORT (from environment)"),
+            std::string::npos)
+      << invalid.output;
+  // Still exactly the one instance the test started.
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance"), "1");
+}
+
 TEST(RuntimeStartup, AnUnmigratedDatabaseFailsWithAClearMessage) {
   TestDatabase db(/*migrate=*/false);
   auto result = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH},

@@ -19,6 +19,7 @@
 #include "conveyor/bus/relay.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/admin.hpp"
+#include "conveyor/runtime/check.hpp"
 
 #ifndef CONVEYOR_VERSION
 #define CONVEYOR_VERSION "0.0.0"
@@ -235,11 +236,8 @@ class Service final : public Context {
 
     write_instance("up", true);
 
-    int port = static_cast<int>(config_.get_int("CONVEYOR_HTTP_PORT"));
-    if (config_.source("CONVEYOR_HTTP_PORT").kind == config::Source::Kind::default_value) {
-      port = spec_.default_http_port;  // 0: any free port (ServiceSpec)
-    }
-    server_ = std::make_unique<http::Server>(config_.get_string("CONVEYOR_HTTP_HOST"), port);
+    server_ = std::make_unique<http::Server>(config_.get_string("CONVEYOR_HTTP_HOST"),
+                                             http_port(config_, spec_.default_http_port));
     http::AdminOptions admin;
     admin.service = spec_.name;
     admin.version = CONVEYOR_VERSION;
@@ -598,6 +596,8 @@ config::Schema service_schema() {
 
 int run(int argc, char** argv, ServiceSpec spec, const std::function<void(Context&)>& setup,
         const std::function<void(Context&)>& loop) {
+  // The health probe: same configuration, asks the running instance, never starts one.
+  if (wants_check(argc, argv)) return check_main(argc, argv, spec.name, spec.schema, spec.default_http_port);
   Service service(std::move(spec));
   return service.run(argc, argv, setup, loop);
 }
