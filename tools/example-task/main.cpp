@@ -7,6 +7,8 @@
 //                           SIGTERM -> exit 143
 //   fail [CODE]             prints to stderr, exits CODE (default 3)
 //   flaky ATTEMPT           fails when ATTEMPT is 0, succeeds otherwise
+//   alloc MB [SECONDS]      allocates MB MiB and writes every page (so it is
+//                           resident), holds it SECONDS (default 0), exits 0
 //   product --kind NAME --tile TILE --date DATE --out DIR [--input PATH]... [PATH]...
 //                           checks and reads every input (file, or directory of
 //                           files), writes DIR/<kind>_<tile>_<date>.json;
@@ -44,6 +46,7 @@ constexpr const char* kUsage =
     "usage: conveyor-example-task sleep SECONDS\n"
     "       conveyor-example-task fail [CODE]\n"
     "       conveyor-example-task flaky ATTEMPT\n"
+    "       conveyor-example-task alloc MB [SECONDS]\n"
     "       conveyor-example-task product --kind NAME --tile TILE --date DATE --out DIR "
     "[--input PATH]... [PATH]...\n";
 
@@ -277,6 +280,34 @@ int product_cmd(const std::vector<std::string>& args) {
 
 }  // namespace
 
+// A job of known memory use (issue 11: peak RSS per attempt).
+int alloc_cmd(const std::vector<std::string>& args) {
+  if (args.empty() || args.size() > 2) return usage("alloc takes MB and optionally SECONDS");
+  long long mb = 0;
+  double seconds = 0;
+  try {
+    std::size_t used = 0;
+    mb = std::stoll(args[0], &used);
+    if (used != args[0].size() || mb < 0 || mb > 1024 * 1024) throw std::invalid_argument("mb");
+    if (args.size() == 2) {
+      seconds = std::stod(args[1], &used);
+      if (used != args[1].size() || !(seconds >= 0) || seconds > 3600) throw std::invalid_argument("s");
+    }
+  } catch (const std::exception&) {
+    return usage("alloc: MB must be an integer (0..1048576), SECONDS a number (0..3600)");
+  }
+  const std::size_t bytes = static_cast<std::size_t>(mb) * 1024 * 1024;
+  std::vector<char> block(bytes);
+  for (std::size_t i = 0; i < bytes; i += 4096) block[i] = static_cast<char>(i / 4096);
+  std::cout << "allocated " << mb << " MiB" << std::endl;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  // Read it back so the writes cannot be optimised away.
+  long long sum = 0;
+  for (std::size_t i = 0; i < bytes; i += 4096) sum += block[i];
+  std::cout << "released " << mb << " MiB (" << sum % 7 << ")" << std::endl;
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return usage("missing subcommand");
@@ -286,6 +317,7 @@ int main(int argc, char** argv) {
   if (cmd == "fail") return fail_cmd(args);
   if (cmd == "flaky") return flaky_cmd(args);
   if (cmd == "product") return product_cmd(args);
+  if (cmd == "alloc") return alloc_cmd(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;
     return 0;

@@ -109,12 +109,13 @@ std::string output_dir(const std::filesystem::path& data_dir, std::int64_t job_i
 
 std::string image_with_tag(const std::string& image, const std::string& tag) {
   if (image.empty() || tag.empty()) return image;
+  // A digest pins one image: the tag replaces it ("repo@sha256:..." -> "repo:tag").
+  std::string base = image.substr(0, image.find('@'));
   // A ':' after the last '/' is a tag; one before it is a registry port.
-  const auto slash = image.rfind('/');
-  const auto colon = image.rfind(':');
-  std::string base = image;
+  const auto slash = base.rfind('/');
+  const auto colon = base.rfind(':');
   if (colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
-    base = image.substr(0, colon);
+    base.resize(colon);
   }
   return base + ":" + tag;
 }
@@ -126,7 +127,8 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
   argv_ctx.params = job_params;
   argv_ctx.job_id = job_id;
   argv_ctx.attempt = attempt;
-  argv_ctx.output_dir = output_dir(settings.data_dir, job_id);
+  const std::string host_output_dir = output_dir(settings.data_dir, job_id);
+  argv_ctx.output_dir = model::argv_output_dir(type.image, host_output_dir);
   argv_ctx.inputs = inputs;
 
   std::string image = type.image;
@@ -150,12 +152,14 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
       {"argv", model::render_argv(type.command, argv_ctx)},
       {"command_template", type.command},
       {"image", image},
+      {"resources", type.resources.to_json()},
+      {"network", type.network},
       {"env", env},
       {"timeout_s", type.timeout_s},
       {"max_attempts", type.max_attempts},
       {"retry_backoff_s", type.retry_backoff_s},
       {"inputs", inputs},
-      {"output_dir", argv_ctx.output_dir},
+      {"output_dir", host_output_dir},
       {"sinks", sinks},
       {"pool", type.pool},
       {"concurrency_limit",
@@ -287,7 +291,9 @@ int ready_batch(db::Pool& pool, const Settings& settings) {
           argv_ctx.params = nlohmann::json::parse(row["params"].view());
           argv_ctx.job_id = id;
           argv_ctx.attempt = static_cast<int>(row["attempt"].as_int());
-          argv_ctx.output_dir = config.value("output_dir", output_dir(settings.data_dir, id));
+          argv_ctx.output_dir = model::argv_output_dir(
+              config.value("image", std::string()),
+              config.value("output_dir", output_dir(settings.data_dir, id)));
           argv_ctx.inputs = inputs;
           std::vector<std::string> templ;
           if (config.contains("command_template") && config["command_template"].is_array()) {

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -272,8 +273,12 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
   std::array<Stream, 2> streams{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}};
 
   auto terminate = [&](Clock::time_point now, std::chrono::milliseconds grace) {
-    ::kill(-pid, SIGTERM);
-    kill_at = now + grace;
+    if (options.terminate) {
+      options.terminate(grace);
+    } else {
+      ::kill(-pid, SIGTERM);
+    }
+    kill_at = now + grace + options.kill_margin;
   };
 
   while (true) {
@@ -301,8 +306,15 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
           info.si_pid == pid) {
         ::kill(-pid, SIGKILL);
         int status = 0;
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        struct rusage ru {};
+        while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
         }
+        outcome.usage.cpu_user_s =
+            static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6;
+        outcome.usage.cpu_system_s =
+            static_cast<double>(ru.ru_stime.tv_sec) + static_cast<double>(ru.ru_stime.tv_usec) / 1e6;
+        outcome.usage.max_rss_kb = static_cast<std::int64_t>(ru.ru_maxrss);  // KiB on Linux
+        outcome.usage.source = "rusage";
         if (WIFEXITED(status)) outcome.exit_code = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) outcome.term_signal = WTERMSIG(status);
         outcome.ended = std::chrono::system_clock::now();
@@ -320,6 +332,7 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
         outcome.timed_out = true;
         terminate(now, options.kill_grace);
       } else if (kill_at && !killed && now >= *kill_at) {
+        if (options.kill) options.kill();
         ::kill(-pid, SIGKILL);
         killed = true;
       }

@@ -5,6 +5,7 @@
 // stop requests (cancel, shutdown) honoured the same way.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -28,6 +29,25 @@ struct ProcessOptions {
   // The same for StopReason::shutdown: shorter when the service's own
   // shutdown deadline leaves less time.
   std::chrono::milliseconds shutdown_kill_grace{5000};
+  // How to stop the job when it is more than this process group (a
+  // container outlives the `podman run` client). Unset: SIGTERM, then
+  // SIGKILL after the grace, to the process group. Set: terminate(grace)
+  // instead of SIGTERM, and kill() then SIGKILL to the group once the grace
+  // and kill_margin have passed. Called on the run_process thread: they
+  // must return at once (start what they do in the background).
+  std::function<void(std::chrono::milliseconds grace)> terminate;
+  std::function<void()> kill;
+  std::chrono::milliseconds kill_margin{0};
+};
+
+// What an attempt cost. Process jobs: wait4's rusage (the program and the
+// children it waited for). Container jobs: the container's cgroup. Unset
+// when it could not be read.
+struct Usage {
+  std::optional<double> cpu_user_s;
+  std::optional<double> cpu_system_s;
+  std::optional<std::int64_t> max_rss_kb;
+  std::string source;  // "rusage" | "cgroup" | "" (none)
 };
 
 struct ProcessOutcome {
@@ -40,6 +60,7 @@ struct ProcessOutcome {
   StopReason stopped = StopReason::none;  // we killed it on request
   std::chrono::system_clock::time_point started;
   std::chrono::system_clock::time_point ended;
+  Usage usage;
 };
 
 // Called for every complete line (without the newline) and for a last

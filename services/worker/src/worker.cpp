@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <system_error>
 
 #include "conveyor/db/db.hpp"
@@ -45,9 +46,13 @@ constexpr db::Statement kRegister{
 // the reaper's heartbeat timeout.
 constexpr db::Statement kRequeueOrphans{
     "worker_requeue_orphans",
-    "UPDATE conveyor.job SET status = 'ready', attempt = attempt + 1, "
-    "  error_subtype = 'worker_restarted', error_message = 'worker restarted while the job ran' "
-    "WHERE worker_id = $1 AND status = 'started'"};
+    "WITH orphans AS ("
+    "  UPDATE conveyor.job SET status = 'ready', attempt = attempt + 1, "
+    "    error_subtype = 'worker_restarted', error_message = 'worker restarted while the job ran' "
+    "  WHERE worker_id = $1 AND status = 'started' RETURNING id, attempt - 1 AS attempt) "
+    "UPDATE conveyor.job_attempt a SET ended_at = now(), outcome = 'lost' "
+    "FROM orphans o WHERE a.job_id = o.id AND a.attempt = o.attempt AND a.ended_at IS NULL "
+    "RETURNING a.job_id"};
 
 // $4: the jobs this worker runs, read inside this transaction, so that
 // running_jobs_at (its now()) is never later than the list (the reconciler
@@ -68,8 +73,11 @@ constexpr db::Statement kMarkStopped{
     "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
     "  last_heartbeat = now() WHERE id = $1"};
 
+// Claims and opens a row in conveyor.job_attempt for each claimed job ($4:
+// the worker's name).
 constexpr db::Statement kClaim{
     "worker_claim",
+    "WITH claimed AS ("
     "UPDATE conveyor.job SET status = 'started', worker_id = $1 "
     "WHERE id IN (SELECT id FROM conveyor.job "
     "             WHERE status = 'queued' AND canceled_at IS NULL "
@@ -79,8 +87,38 @@ constexpr db::Statement kClaim{
     // A worker the pool (or an operator) set draining, or the reaper marked
     // lost, claims nothing, even before its next heartbeat notices.
     "  AND EXISTS (SELECT 1 FROM conveyor.worker w WHERE w.id = $1 AND w.status = 'active') "
-    "RETURNING id, job_type, attempt, max_attempts, coalesce(config, '{}'::jsonb)::text AS config, "
-    "  params::text AS params, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month"};
+    "RETURNING id, job_type, attempt, max_attempts, config, params, created_at), "
+    // A run of the job still open (prepare-for-reboot requeues without
+    // closing it) ended when this one began.
+    "earlier AS ("
+    "  UPDATE conveyor.job_attempt a SET ended_at = now(), outcome = 'lost' "
+    "  FROM claimed c WHERE a.job_id = c.id AND a.ended_at IS NULL), "
+    "attempts AS ("
+    "  INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker_id, worker, image, "
+    "                                    started_at) "
+    "  SELECT id, attempt, job_type, $1, $4, NULLIF(config->>'image', ''), now() FROM claimed) "
+    "SELECT id, job_type, attempt, max_attempts, coalesce(config, '{}'::jsonb)::text AS config, "
+    "  params::text AS params, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month "
+    "FROM claimed"};
+
+// Closes an attempt's row with what it cost; in the transaction that
+// records the job's outcome. $3: the status the attempt left the job in.
+constexpr db::Statement kCloseAttempt{
+    "worker_close_attempt",
+    "UPDATE conveyor.job_attempt SET ended_at = now(), outcome = $3, exit_code = $4, "
+    "  image_digest = coalesce($5, image_digest), wall_ms = $6, cpu_user_ms = $7, "
+    "  cpu_system_ms = $8, max_rss_kb = $9 "
+    "WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"};
+
+// Which of the containers found on this host no `started` attempt owns.
+constexpr db::Statement kStaleContainers{
+    "worker_stale_containers",
+    "SELECT c.job_id, c.attempt FROM unnest($1::bigint[], $2::bigint[]) AS c(job_id, attempt) "
+    "WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = c.job_id "
+    "                  AND j.status = 'started' AND j.attempt = c.attempt)"};
+
+constexpr db::Statement kInstallation{"worker_installation",
+                                      "SELECT id FROM conveyor.installation"};
 
 // Jobs to stop: their cancel was asked, or they are no longer started by this
 // worker (the reaper requeued them while it looked lost, or an operator
@@ -162,6 +200,31 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKER_POOL",
          .default_value = "default",
          .help = "the pool whose jobs (config.pool) this worker claims"});
+  s.add({.name = "CONVEYOR_CONTAINER_RUNTIME",
+         .default_value = "",
+         .help = "podman or docker (or a path to one) for jobs whose type has an image; empty: "
+                 "podman when on PATH, else docker"});
+  s.add({.name = "CONVEYOR_CONTAINER_USER",
+         .default_value = "",
+         .help = "uid:gid that container jobs run as (never 0); empty: 10001:10001 for a worker "
+                 "running as root, else the worker's own uid:gid"});
+  s.add({.name = "CONVEYOR_CONTAINER_PULL_TIMEOUT_MS",
+         .type = config::Type::duration_ms,
+         .default_value = "600000",
+         .help = "longest wait for an image pull; longer ends the attempt internal_error/image_pull",
+         .min = 1000,
+         .max = 86'400'000});
+  s.add({.name = "CONVEYOR_CONTAINER_SWEEP_INTERVAL_MS",
+         .type = config::Type::duration_ms,
+         .default_value = "30000",
+         .help = "how often the worker removes containers of this installation that no started "
+                 "attempt owns (left by a worker killed -9); 0: only at start",
+         .min = 0,
+         .max = 86'400'000});
+  s.add({.name = "CONVEYOR_CONTAINER_CGROUP_PARENT",
+         .default_value = "conveyor-jobs",
+         .help = "cgroupfs parent of each container job's own cgroup, read for its CPU and peak "
+                 "memory; empty: no cgroup (no usage figures for container jobs)"});
   s.add({.name = "CONVEYOR_KILL_GRACE_MS",
          .type = config::Type::duration_ms,
          .default_value = "5000",
@@ -236,6 +299,43 @@ Worker::Worker(runtime::Context& ctx) : ctx_(ctx) {
   for (auto& [k, v] : config::process_environment()) {
     if (k.rfind("CONVEYOR_", 0) != 0) base_env_.emplace(k, v);
   }
+  setup_containers();
+}
+
+// The runtime and the user of container jobs, decided once at start.
+void Worker::setup_containers() {
+  const auto& cfg = ctx_.config();
+  sweep_interval_ = cfg.get_duration("CONVEYOR_CONTAINER_SWEEP_INTERVAL_MS");
+  cgroup_base_ = cfg.get_string("CONVEYOR_CONTAINER_CGROUP_PARENT");
+  std::string user = cfg.get_string("CONVEYOR_CONTAINER_USER");
+  const bool root = ::geteuid() == 0;
+  if (user.empty()) {
+    user = root ? "10001:10001" : fmt::format("{}:{}", ::geteuid(), ::getegid());
+  }
+  unsigned long uid = 0;
+  unsigned long gid = 0;
+  if (std::sscanf(user.c_str(), "%lu:%lu", &uid, &gid) != 2 ||
+      user != fmt::format("{}:{}", uid, gid)) {
+    throw Error(errc::bad_input,
+                "CONVEYOR_CONTAINER_USER: expected uid:gid in numbers (e.g. 10001:10001), got '" +
+                    user + "'");
+  }
+  if (uid == 0) {
+    throw Error(errc::bad_input, "CONVEYOR_CONTAINER_USER: container jobs never run as root (uid 0)");
+  }
+  container_user_ = user;
+  // A worker running as root gives each output dir to that user; a rootless
+  // worker maps its own uid into the container instead.
+  if (root) chown_outputs_to_ = std::pair<uid_t, gid_t>(uid, gid);
+  auto runtime = find_runtime(cfg.get_string("CONVEYOR_CONTAINER_RUNTIME"), runtime_why_);
+  if (runtime) {
+    RuntimeCalls calls;
+    calls.runtime = *runtime;
+    calls.env = base_env_;
+    calls.pull_timeout = cfg.get_duration("CONVEYOR_CONTAINER_PULL_TIMEOUT_MS");
+    container_keep_id_ = !root && runtime->kind == "podman";
+    runtime_ = std::move(calls);
+  }
 }
 
 Worker::~Worker() { stop_threads(); }
@@ -256,6 +356,7 @@ void Worker::start() {
     auto id = tx.exec(kRegister, {name_, hostname(), pid, pool_, concurrency(),
                                   std::string(CONVEYOR_WORKER_VERSION)})[0][0]
                   .as_int();
+    installation_ = tx.exec(kInstallation, {})[0][0].as_string();
     auto orphans = tx.exec(kRequeueOrphans, {id}).affected_rows();
     if (orphans > 0) {
       ctx_.log()->warn("requeued {} job(s) left started by an earlier run of worker {}", orphans,
@@ -267,6 +368,12 @@ void Worker::start() {
                    worker_id_, pool_, concurrency(),
                    configured_concurrency_ == 0 ? " (from system_parameters)" : "",
                    data_dir_.string());
+  if (runtime_) {
+    ctx_.log()->info("container jobs run with {} as user {}", runtime_->runtime.program,
+                     container_user_);
+  } else {
+    ctx_.log()->info("container jobs cannot run here: {}", runtime_why_);
+  }
   ctx_.metrics().gauge("conveyor_worker_running", "jobs this worker is running").set(0);
   monitor_ = std::thread([this] { monitor_main(); });
 }
@@ -300,7 +407,7 @@ void Worker::claim() {
   const int free = concurrency() - static_cast<int>(running_count());
   if (free <= 0) return;
   auto rows = ctx_.db().transact([&](db::Tx& tx) {
-    return tx.exec(kClaim, {worker_id_, pool_, free});
+    return tx.exec(kClaim, {worker_id_, pool_, free, name_});
   });
   for (auto row : rows) {
     auto job = std::make_shared<Job>();
@@ -407,8 +514,41 @@ void Worker::heartbeat() {
   }
 }
 
+// Removes this installation's containers that no started attempt owns: a
+// worker killed -9 leaves its containers running, and the job runs again
+// elsewhere once it is requeued. Runs on the monitor thread.
+void Worker::sweep_containers() {
+  if (!runtime_) return;
+  const auto found = list_containers(*runtime_, installation_);
+  if (found.empty()) return;
+  std::vector<std::int64_t> ids;
+  std::vector<std::int64_t> attempts;
+  for (const auto& c : found) {
+    ids.push_back(c.job_id);
+    attempts.push_back(c.attempt);
+  }
+  const auto rows = ctx_.db().transact(
+      [&](db::Tx& tx) { return tx.exec(kStaleContainers, {ids, attempts}); });
+  std::set<std::pair<std::int64_t, int>> stale;
+  for (auto row : rows) stale.emplace(row[0].as_int(), static_cast<int>(row[1].as_int()));
+  std::vector<LabeledContainer> victims;
+  for (const auto& c : found) {
+    if (stale.count({c.job_id, c.attempt})) victims.push_back(c);
+  }
+  if (victims.empty()) return;
+  const auto removed = remove_containers(*runtime_, victims, cgroup_base_, installation_);
+  for (const auto& name : removed) {
+    ctx_.log()->warn("removed container {}: no started attempt owns it (its worker died?)", name);
+  }
+  ctx_.metrics()
+      .counter("conveyor_worker_stale_containers_removed_total",
+               "containers of this installation removed because no started attempt owned them")
+      .inc(static_cast<double>(removed.size()));
+}
+
 void Worker::monitor_main() {
   auto next_heartbeat = Clock::now();
+  std::optional<Clock::time_point> next_sweep = Clock::now();
   std::unique_lock lock(monitor_mutex_);
   while (!monitor_stop_) {
     lock.unlock();
@@ -421,6 +561,15 @@ void Worker::monitor_main() {
       }
     } catch (const std::exception& e) {
       ctx_.log()->error("worker heartbeat/cancel check failed: {}", e.what());
+    }
+    if (next_sweep && Clock::now() >= *next_sweep) {
+      try {
+        sweep_containers();
+      } catch (const std::exception& e) {
+        ctx_.log()->error("sweeping stale containers failed: {}", e.what());
+      }
+      next_sweep.reset();
+      if (sweep_interval_.count() > 0) next_sweep = Clock::now() + sweep_interval_;
     }
     lock.lock();
     // Cancel requests are also checked on every wake-up of the main loop
@@ -446,9 +595,14 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
 
     ProcessOptions options;
     if (!job->config.is_object()) throw Error(errc::bad_input, "job config is not an object");
+    const std::string image = job->config.value("image", std::string());
+    // What the job's program sees as its output dir: the host's, or the
+    // mount point inside its container.
+    const std::string seen_out_dir = model::argv_output_dir(image, out_dir.string());
     json argv = job->config.value("argv", json());
-    rerender_attempt(*job, out_dir, argv);
-    if (!argv.is_array() || argv.empty()) {
+    rerender_attempt(*job, seen_out_dir, argv);
+    // A container job without a command runs its image's own entrypoint.
+    if (!argv.is_array() || (argv.empty() && image.empty())) {
       throw Error(errc::bad_input, "job config has no argv (an array of strings)");
     }
     for (const auto& a : argv) {
@@ -463,7 +617,7 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
     }
     job_env["CONVEYOR_JOB_ID"] = std::to_string(job->id);
     job_env["CONVEYOR_JOB_ATTEMPT"] = std::to_string(job->attempt);
-    job_env["CONVEYOR_OUTPUT_DIR"] = out_dir.string();
+    job_env["CONVEYOR_OUTPUT_DIR"] = seen_out_dir;
     options.env = base_env_;
     for (const auto& [k, v] : job_env) options.env[k] = v;
     options.cwd = out_dir;
@@ -475,11 +629,57 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
           static_cast<std::int64_t>(std::llround(t->get<double>() * 1000.0)));
     }
 
-    log.write("conveyor", fmt::format("attempt {} of {} on worker {}: {}", job->attempt + 1,
-                                      job->max_attempts, name_, argv.dump()));
-    ProcessOutcome outcome = run_process(
-        options, job->stop,
-        [&](std::string_view stream, std::string_view line) { log.write(stream, line); });
+    json meta = {
+        {"job_id", job->id},
+        {"job_type", job->type},
+        {"argv", argv},
+        {"image", image},
+        {"attempt", job->attempt},
+        {"max_attempts", job->max_attempts},
+        {"worker", name_},
+        {"worker_id", worker_id_},
+        {"output_dir", out_dir.string()},
+        {"env", redact_env(job_env)},
+        {"params", job->params},
+    };
+    log.write("conveyor", fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1,
+                                      job->max_attempts, name_,
+                                      image.empty() ? "" : "image " + image + " ", argv.dump()));
+    const auto on_line = [&](std::string_view stream, std::string_view line) {
+      log.write(stream, line);
+    };
+    std::optional<std::string> image_digest;
+    ProcessOutcome outcome;
+    try {
+      if (image.empty()) {
+        outcome = run_process(options, job->stop, on_line);
+      } else {
+        outcome = run_in_container(*job, out_dir, options.argv, job_env, options, log, meta);
+        image_digest = meta.value("image_digest", std::string());
+      }
+    } catch (const ContainerError& e) {
+      if (const StopReason stop = job->stop.load(); stop != StopReason::none) {
+        // Canceled or shut down while the image was pulled: that, not a failure.
+        outcome.stopped = stop;
+        outcome.started = outcome.ended = std::chrono::system_clock::now();
+        log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
+                                                           : "the worker shut down before the container started");
+        finish_job(*job, outcome, logs.string(), {}, AttemptCost{});
+        job->finished = true;
+        job_done_.notify_all();
+        ctx_.wake();
+        return;
+      }
+      log.write("conveyor", e.what());
+      meta["message"] = e.what();
+      write_json_file(logs / "metadata.json", meta);
+      ctx_.log()->error("job {}: {}", job->id, e.what());
+      fail_internal(*job, e.subtype(), e.what(), image_digest);
+      job->finished = true;
+      job_done_.notify_all();
+      ctx_.wake();
+      return;
+    }
     if (outcome.spawn_error) log.write("conveyor", *outcome.spawn_error + " (exit code 127)");
 
     std::string ending;
@@ -501,63 +701,138 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
     const auto duration_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
             .count();
-    json meta = {
-        {"job_id", job->id},
-        {"job_type", job->type},
-        {"argv", argv},
-        {"image", job->config.value("image", json(""))},
-        {"attempt", job->attempt},
-        {"max_attempts", job->max_attempts},
+    const AttemptCost cost = attempt_cost(outcome, image_digest);
+    meta.update({
         {"exit_code", outcome.exit_code ? json(*outcome.exit_code) : json(nullptr)},
         {"signal",
          outcome.term_signal ? json(describe_signal(*outcome.term_signal)) : json(nullptr)},
         {"timed_out", outcome.timed_out},
         {"canceled", outcome.stopped == StopReason::canceled},
         {"message", ending},
-        {"worker", name_},
-        {"worker_id", worker_id_},
         {"started_at", rfc3339_ms(outcome.started)},
         {"ended_at", rfc3339_ms(outcome.ended)},
         {"duration_ms", duration_ms},
-        {"output_dir", out_dir.string()},
+        {"usage", usage_json(cost, outcome.usage.source)},
         {"outputs", outputs},
-        {"env", redact_env(job_env)},
-        {"params", job->params},
-    };
+    });
     write_json_file(logs / "metadata.json", meta);
 
     ctx_.metrics()
         .histogram("conveyor_worker_job_duration_seconds", "run time of job processes",
                    {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400})
         .observe(static_cast<double>(duration_ms) / 1000.0);
-    finish_job(*job, outcome, logs.string(), outputs);
+    finish_job(*job, outcome, logs.string(), outputs, cost);
   } catch (const std::exception& e) {
     ctx_.log()->error("job {}: {}", job->id, e.what());
-    fail_internal(*job, e.what());
+    fail_internal(*job, "worker_error", e.what(), std::nullopt);
   }
   job->finished = true;
   job_done_.notify_all();
   ctx_.wake();  // a slot is free: claim again
 }
 
+// The container path of run_job: removes what an earlier attempt of this
+// job left on this host, resolves the image (pulling it), gives the output
+// dir to the container's user, then runs it. Records the image in `meta`.
+ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
+                                        const std::vector<std::string>& argv,
+                                        const std::map<std::string, std::string>& env,
+                                        const ProcessOptions& options, LogFile& log, json& meta) {
+  if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
+  const std::string image = job.config.value("image", std::string());
+  // Nothing runs twice: whatever container an earlier run of this job left
+  // (a worker killed -9, a reboot) goes before this attempt starts.
+  const auto earlier = list_containers(*runtime_, installation_, job.id);
+  for (const auto& name : remove_containers(*runtime_, earlier, cgroup_base_, installation_)) {
+    log.write("conveyor", "removed container " + name + " left by an earlier run of this job");
+    ctx_.log()->warn("job {}: removed container {} left by an earlier run", job.id, name);
+  }
+  const ImageInfo info = resolve_image(*runtime_, image, job.stop);
+  meta["image_id"] = info.id;
+  meta["image_digest"] = info.digest;
+  meta["container"] = container_name(job.id, job.attempt);
+  meta["runtime"] = runtime_->runtime.program;
+  log.write("conveyor", fmt::format("container {} from {} ({})", container_name(job.id, job.attempt),
+                                    image, info.digest));
+  if (chown_outputs_to_) {
+    if (::chown(out_dir.c_str(), chown_outputs_to_->first, chown_outputs_to_->second) != 0) {
+      throw Error(errc::internal, fmt::format("cannot give {} to the container's user {}: {}",
+                                              out_dir.string(), container_user_,
+                                              std::strerror(errno)));
+    }
+  }
+  ContainerSpec spec;
+  spec.installation = installation_;
+  spec.job_id = job.id;
+  spec.attempt = job.attempt;
+  spec.job_type = job.type;
+  spec.worker = name_;
+  spec.image = info.id;
+  spec.argv = argv;
+  spec.env = env;
+  spec.host_output_dir = out_dir;
+  if (auto in = job.config.find("inputs"); in != job.config.end() && in->is_array()) {
+    for (const auto& p : *in) {
+      if (p.is_string()) spec.inputs.push_back(p.get<std::string>());
+    }
+  }
+  if (auto r = job.config.find("resources"); r != job.config.end() && r->is_object()) {
+    spec.resources.cpus = r->value("cpus", 0.0);
+    spec.resources.memory_mb = r->value("memory_mb", std::int64_t{0});
+  }
+  spec.network = job.config.value("network", false);
+  spec.user = container_user_;
+  spec.keep_id = container_keep_id_;
+  spec.cgroup_parent = container_cgroup(cgroup_base_, installation_, job.id, job.attempt);
+  return run_container(*runtime_, spec, options, job.stop,
+                       [&](std::string_view stream, std::string_view line) {
+                         log.write(stream, line);
+                       });
+}
+
+AttemptCost attempt_cost(const ProcessOutcome& outcome, const std::optional<std::string>& digest) {
+  AttemptCost c;
+  c.exit_code = outcome.exit_code;
+  if (digest && !digest->empty()) c.image_digest = *digest;
+  c.wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
+                  .count();
+  auto ms = [](const std::optional<double>& s) -> std::optional<std::int64_t> {
+    if (!s) return std::nullopt;
+    return static_cast<std::int64_t>(std::llround(*s * 1000.0));
+  };
+  c.cpu_user_ms = ms(outcome.usage.cpu_user_s);
+  c.cpu_system_ms = ms(outcome.usage.cpu_system_s);
+  c.max_rss_kb = outcome.usage.max_rss_kb;
+  return c;
+}
+
+nlohmann::json usage_json(const AttemptCost& c, const std::string& source) {
+  auto opt = [](const std::optional<std::int64_t>& v) { return v ? json(*v) : json(nullptr); };
+  return {{"wall_ms", opt(c.wall_ms)},
+          {"cpu_user_ms", opt(c.cpu_user_ms)},
+          {"cpu_system_ms", opt(c.cpu_system_ms)},
+          {"max_rss_kb", opt(c.max_rss_kb)},
+          {"source", source.empty() ? json(nullptr) : json(source)}};
+}
+
 void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::string& logs,
-                        const std::vector<std::string>& outputs) {
+                        const std::vector<std::string>& outputs, const AttemptCost& cost) {
   const auto duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
           .count();
   std::string outcome_label;
   std::optional<db::Result> written;
   if (outcome.stopped == StopReason::canceled) {
-    written = write_outcome(job, kFinishCanceled, {job.id, worker_id_});
+    written = write_outcome(job, kFinishCanceled, {job.id, worker_id_}, cost);
     outcome_label = "canceled";
   } else if (outcome.stopped == StopReason::shutdown) {
-    written = write_outcome(job, kFinishRequeue, {job.id, worker_id_});
+    written = write_outcome(job, kFinishRequeue, {job.id, worker_id_}, cost);
     outcome_label = "requeued";
   } else if (!outcome.timed_out && outcome.exit_code == 0) {
     json result = {{"exit_code", 0},  {"outputs", outputs},
                    {"log_dir", logs}, {"duration_ms", duration_ms},
                    {"worker", name_}, {"attempt", job.attempt}};
-    written = write_outcome(job, kFinishProcessed, {job.id, worker_id_, result.dump()});
+    written = write_outcome(job, kFinishProcessed, {job.id, worker_id_, result.dump()}, cost);
     outcome_label = "processed";
   } else {
     std::string subtype = "exit_code";
@@ -577,7 +852,8 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
     if (auto b = job.config.find("retry_backoff_s"); b != job.config.end() && b->is_number()) {
       backoff_s = std::max(0.0, b->get<double>());
     }
-    written = write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message});
+    written =
+        write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost);
     outcome_label = !written || written->empty() ? "failed" : (*written)[0][0].as_string();
     if (outcome_label == "ready") outcome_label = "retried";
   }
@@ -599,9 +875,12 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
       .inc();
 }
 
-void Worker::fail_internal(Job& job, const std::string& message) {
+void Worker::fail_internal(Job& job, const std::string& subtype, const std::string& message,
+                           const std::optional<std::string>& image_digest) {
+  AttemptCost cost;
+  cost.image_digest = image_digest;
   const auto written =
-      write_outcome(job, kFinishInternal, {job.id, worker_id_, std::string("worker_error"), message});
+      write_outcome(job, kFinishInternal, {job.id, worker_id_, subtype, message}, cost);
   ctx_.metrics()
       .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
                {{"outcome", !written ? "unrecorded" : written->empty() ? "dropped" : "internal_error"}})
@@ -616,12 +895,22 @@ void Worker::fail_internal(Job& job, const std::string& message) {
 // past the deadline stop_threads() sets; the reconciler then recovers the job
 // (model::reap_lost_workers: missing from running_jobs, or this worker lost).
 std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statement& statement,
-                                                const std::vector<db::Param>& params) {
+                                                const std::vector<db::Param>& params,
+                                                const AttemptCost& cost) {
   std::chrono::milliseconds backoff{100};
   bool in_doubt = false;
   for (int attempt = 1;; ++attempt) {
     try {
-      db::Result rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(statement, params); });
+      db::Result rows = ctx_.db().transact([&](db::Tx& tx) {
+        auto r = tx.exec(statement, params);
+        // The attempt's row, in the same transaction: the status it led to.
+        if (!r.empty()) {
+          tx.exec(kCloseAttempt, {job.id, job.attempt, r[0][0].as_string(), cost.exit_code,
+                                  cost.image_digest, cost.wall_ms, cost.cpu_user_ms,
+                                  cost.cpu_system_ms, cost.max_rss_kb});
+        }
+        return r;
+      });
       if (attempt > 1) {
         ctx_.log()->info("job {}: outcome recorded after {} attempts{}", job.id, attempt,
                          rows.empty() && in_doubt ? " (an earlier commit had gone through)" : "");

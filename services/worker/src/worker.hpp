@@ -5,6 +5,8 @@
 // metadata.json, heartbeats in conveyor.worker, kills jobs whose
 // canceled_at is set, and reports processed / retry (ready) / failed /
 // canceled with one conditional update from `started`.
+#include <sys/types.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -21,9 +23,24 @@
 
 #include "conveyor/config/config.hpp"
 #include "conveyor/runtime/runtime.hpp"
+#include "container.hpp"
 #include "process.hpp"
 
 namespace conveyor::worker {
+
+class LogFile;
+
+// What one attempt cost, for conveyor.job_attempt and metadata.json.
+struct AttemptCost {
+  std::optional<int> exit_code;
+  std::optional<std::string> image_digest;
+  std::optional<std::int64_t> wall_ms;
+  std::optional<std::int64_t> cpu_user_ms;
+  std::optional<std::int64_t> cpu_system_ms;
+  std::optional<std::int64_t> max_rss_kb;
+};
+AttemptCost attempt_cost(const ProcessOutcome& outcome, const std::optional<std::string>& digest);
+nlohmann::json usage_json(const AttemptCost& cost, const std::string& source);
 
 inline constexpr const char* kServiceName = "conveyor-worker";
 
@@ -61,12 +78,21 @@ class Worker {
   void run_job(const std::shared_ptr<Job>& job);
   void rerender_attempt(const Job& job, const std::filesystem::path& out_dir, nlohmann::json& argv);
   void finish_job(Job& job, const ProcessOutcome& outcome, const std::string& log_dir,
-                  const std::vector<std::string>& outputs);
-  void fail_internal(Job& job, const std::string& message);
+                  const std::vector<std::string>& outputs, const AttemptCost& cost);
+  void fail_internal(Job& job, const std::string& subtype, const std::string& message,
+                     const std::optional<std::string>& image_digest);
   std::optional<db::Result> write_outcome(const Job& job, const db::Statement& statement,
-                                          const std::vector<db::Param>& params);
+                                          const std::vector<db::Param>& params,
+                                          const AttemptCost& cost);
   void shutdown();
   void stop_threads();
+  // Container jobs (container.hpp).
+  void setup_containers();
+  void sweep_containers();
+  ProcessOutcome run_in_container(Job& job, const std::filesystem::path& out_dir,
+                                  const std::vector<std::string>& argv,
+                                  const std::map<std::string, std::string>& env,
+                                  const ProcessOptions& options, LogFile& log, nlohmann::json& meta);
 
   runtime::Context& ctx_;
   std::string name_;
@@ -82,6 +108,18 @@ class Worker {
   std::filesystem::path data_dir_;
   std::map<std::string, std::string> base_env_;  // the worker's environment minus CONVEYOR_*
   std::int64_t worker_id_ = 0;
+
+  // Container jobs: the runtime (none found: image jobs end internal_error
+  // with why), this installation's id (the containers' label), the user
+  // they run as, their cgroups' parent, and the sweep's cadence.
+  std::optional<RuntimeCalls> runtime_;
+  std::string runtime_why_;
+  std::string installation_;
+  std::string container_user_;
+  bool container_keep_id_ = false;
+  std::optional<std::pair<uid_t, gid_t>> chown_outputs_to_;
+  std::string cgroup_base_;
+  std::chrono::milliseconds sweep_interval_{0};
 
   std::atomic<bool> draining_{false};  // an operator set the row to 'draining', or SIGTERM
   std::atomic<bool> stopped_{false};   // the row is marked stopped

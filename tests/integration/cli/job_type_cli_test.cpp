@@ -161,7 +161,11 @@ TEST_F(JobTypeCli, WithoutYesAndNoTerminalItRefuses) {
 TEST_F(JobTypeCli, TheShippedExampleFileApplies) {
   auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(count_types(), 6);
+  EXPECT_EQ(count_types(), 12);  // six process types and their container variants
+  EXPECT_EQ(db_.query_value("SELECT image || ' ' || (resources->>'cpus')::float8 || ' ' || "
+                            "(resources->>'memory_mb') || ' ' || network FROM conveyor.job_type "
+                            "WHERE name = 'fsc-rlie-container'"),
+            "localhost/conveyor-example-task:dev 1 256 false");
   EXPECT_EQ(db_.query_value("SELECT max_attempts FROM conveyor.job_type WHERE name = 'flaky'"),
             "2");
 }

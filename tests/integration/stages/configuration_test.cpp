@@ -55,7 +55,9 @@ TEST_F(ConfigurationTest, InitializedJobBecomesReadyWithItsArgvRendered) {
 
   const auto c = config(id);
   // "{inputs}" with no inputs expands to no argument; a value with a space stays one argument.
-  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "T31 TCH", "--job", id, "--out", out_dir(id)}));
+  // The type has an image: "{output_dir}" is where the container sees the
+  // job's output dir (config.output_dir stays the host's).
+  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "T31 TCH", "--job", id, "--out", "/conveyor/output/"}));
   EXPECT_EQ(c.at("image"), "registry:5000/tools/tile:2.5");  // image_tags override, registry port kept
   EXPECT_EQ(c.at("env"), json({{"GDAL_CACHEMAX", "512"}}));
   EXPECT_EQ(c.at("timeout_s"), 120);
@@ -93,7 +95,7 @@ TEST_F(ConfigurationTest, DependentJobWaitsThenGetsTheUpstreamOutputsAsInputs) {
   ASSERT_TRUE(reaches(down, "ready"));
   const auto c = config(down);
   EXPECT_EQ(c.at("inputs"), outputs);
-  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "B", "--job", down, "--out", out_dir(down),
+  EXPECT_EQ(c.at("argv"), json({"tool", "--tile", "B", "--job", down, "--out", "/conveyor/output/",
                                 outputs[0].get<std::string>(), outputs[1].get<std::string>()}));
 }
 

@@ -90,6 +90,51 @@ TEST(JobTypeParse, ErrorsNameTheTypeAndTheField) {
   EXPECT_NE(parse_error(j).find("command"), std::string::npos);
 }
 
+TEST(JobTypeParse, AContainerTypeHasResourcesAndANetworkSwitch) {
+  json j = minimal();
+  j["image"] = "registry.example:5000/tools/tile:1.0";
+  j["resources"] = {{"cpus", 1.5}, {"memory_mb", 512}};
+  j["network"] = true;
+  const auto t = parse_job_type(j);
+  EXPECT_EQ(t.resources.cpus, 1.5);
+  EXPECT_EQ(t.resources.memory_mb, 512);
+  EXPECT_TRUE(t.network);
+  EXPECT_EQ(parse_job_type(t.to_json()).to_json(), t.to_json());
+  // Without command, the image's own entrypoint runs.
+  json bare = {{"name", "bare"}, {"image", "tool:1"}};
+  EXPECT_TRUE(parse_job_type(bare).command.empty());
+  EXPECT_FALSE(parse_job_type(bare).network);
+  EXPECT_TRUE(parse_job_type(bare).resources.empty());
+}
+
+TEST(JobTypeParse, ContainerFieldsAreRefusedWhereTheyMeanNothingOrAreUnsafe) {
+  json j = minimal();
+  j["resources"] = {{"memory_mb", 512}};
+  EXPECT_NE(parse_error(j).find("resources: limits apply to container jobs only"), std::string::npos);
+  j = minimal();
+  j["network"] = true;
+  EXPECT_NE(parse_error(j).find("network: applies to container jobs only"), std::string::npos);
+  j = minimal();
+  j["image"] = "tool:1";
+  j["resources"] = {{"memory", 512}};
+  EXPECT_NE(parse_error(j).find("resources.memory: unknown field"), std::string::npos);
+  j["resources"] = {{"cpus", 0}};
+  EXPECT_NE(parse_error(j).find("resources.cpus"), std::string::npos);
+  j["resources"] = {{"memory_mb", 2}};
+  EXPECT_NE(parse_error(j).find("resources.memory_mb"), std::string::npos);
+  // An image is an argument of `podman run`, never an option.
+  j = minimal();
+  j["image"] = "--privileged";
+  EXPECT_NE(parse_error(j).find("image: must be an image reference"), std::string::npos);
+  j["image"] = "tool:1 --privileged";
+  EXPECT_NE(parse_error(j).find("image"), std::string::npos);
+}
+
+TEST(JobTypeParse, OutputDirPlaceholderIsTheMountPointForContainerJobs) {
+  EXPECT_EQ(conveyor::model::argv_output_dir("", "/data/outputs/job-1/"), "/data/outputs/job-1/");
+  EXPECT_EQ(conveyor::model::argv_output_dir("tool:1", "/data/outputs/job-1/"), "/conveyor/output/");
+}
+
 TEST(JobTypeParse, UnknownFieldIsAnErrorWithASuggestion) {
   json j = minimal();
   j["timout_s"] = 10;

@@ -35,7 +35,8 @@ commands:
   job-type show NAME   one job type as JSON
   job ls [--status S] [--type T] [--page N] [--size N]
                 jobs, newest first (`job ls --status started`: what runs now)
-  job inspect ID      one job with its history
+  job inspect ID      one job with its history and its attempts (image, digest, CPU, memory)
+  job stats [--type T] [--since D]   count, median and p95 of wall time, CPU and peak memory per type
   job submit TYPE [--params JSON | --params-file FILE] [--priority N]
              [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]
   job cancel ID...    stop jobs wherever they are (canceled_at = now())

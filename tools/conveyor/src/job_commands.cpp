@@ -1,12 +1,15 @@
-// `conveyor job ls|inspect|submit|cancel|retry|logs`: the jobs of DESIGN §6
-// and runbooks 000, 002 and 003, straight on PostgreSQL so they work while
-// the services are down. Submit, cancel and retry are the same functions the
-// REST API calls (model::submit_job, cancel_job, retry_job), so a job moves
-// the same way whoever asked; every change is recorded in the history with
-// the actor conveyor-cli:<user>.
+// `conveyor job ls|inspect|submit|cancel|retry|logs|stats`: the jobs of
+// DESIGN §6 and runbooks 000, 002 and 003, straight on PostgreSQL so they
+// work while the services are down. Submit, cancel and retry are the same
+// functions the REST API calls (model::submit_job, cancel_job, retry_job), so
+// a job moves the same way whoever asked; every change is recorded in the
+// history with the actor conveyor-cli:<user>.
+#include <charconv>
+#include <cmath>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <ostream>
 #include <sstream>
 #include <thread>
@@ -39,7 +42,9 @@ constexpr const char* kJobUsage =
     "       conveyor job set-status ID... --to STATUS[,STATUS...]\n"
     "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] [--ids ID,ID]\n"
     "                          [--param KEY=VALUE] --to STATUS[,STATUS...] [--limit N] [--apply] [--yes]\n"
-    "IDs may be unique substrings of job ids.\n";
+    "       conveyor job stats [--type T] [--since DURATION]\n"
+    "IDs may be unique substrings of job ids. DURATION: a number and s, m, h or d (30m, 24h, 7d).\n"
+    "job stats: median and p95 of the wall time, CPU and peak memory of finished attempts, by job type.\n";
 
 constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
 // Digits only reach this statement (checked before), so LIKE sees no wildcard
@@ -65,12 +70,140 @@ constexpr db::Statement kPatchCount{"cli_job_patch_count",
 
 constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyor.worker WHERE id = $1"};
 
+// Every attempt of a job (conveyor.job_attempt, written by the worker), in order.
+constexpr db::Statement kJobAttempts{
+    "cli_job_attempts",
+    "SELECT attempt, worker_id, worker, image, image_digest, "
+    "  to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS started_at, "
+    "  to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ended_at, "
+    "  outcome, exit_code, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb "
+    "FROM conveyor.job_attempt WHERE job_id = $1 ORDER BY attempt"};
+
+// `job stats`: the finished attempts of each job type ($1: one type or all;
+// $2: ended within the last $2 seconds, or all). percentile_cont skips NULLs,
+// so an attempt whose usage could not be read counts but is in no percentile.
+constexpr db::Statement kAttemptStats{
+    "cli_job_attempt_stats",
+    "SELECT job_type, count(*) AS attempts, "
+    "  percentile_cont(0.5) WITHIN GROUP (ORDER BY wall_ms) AS wall_p50, "
+    "  percentile_cont(0.95) WITHIN GROUP (ORDER BY wall_ms) AS wall_p95, "
+    "  percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu_user_ms + cpu_system_ms) AS cpu_p50, "
+    "  percentile_cont(0.95) WITHIN GROUP (ORDER BY cpu_user_ms + cpu_system_ms) AS cpu_p95, "
+    "  percentile_cont(0.5) WITHIN GROUP (ORDER BY max_rss_kb) AS rss_p50, "
+    "  percentile_cont(0.95) WITHIN GROUP (ORDER BY max_rss_kb) AS rss_p95 "
+    "FROM conveyor.job_attempt "
+    "WHERE ended_at IS NOT NULL AND ($1::text IS NULL OR job_type = $1::text) "
+    "  AND ($2::bigint IS NULL OR ended_at >= now() - make_interval(secs => $2::bigint)) "
+    "GROUP BY job_type ORDER BY job_type"};
+
 // "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00"
 std::string short_time(const std::optional<std::string>& t) {
   if (!t || t->size() < 19) return t.value_or("-");
   std::string s = t->substr(0, 19);
   s[10] = ' ';
   return s;
+}
+
+std::string fixed(double v, int decimals) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(decimals) << v;
+  return s.str();
+}
+
+// 850 -> "850ms", 12345 -> "12.3s", 245000 -> "4m05s", 7380000 -> "2h03m"
+std::string human_ms(double ms) {
+  if (ms < 999.5) return fixed(ms, 0) + "ms";
+  if (ms < 59'950) return fixed(ms / 1000, 1) + "s";
+  const std::int64_t s = std::llround(ms / 1000);
+  auto two = [](std::int64_t n) { return (n < 10 ? "0" : "") + std::to_string(n); };
+  if (s < 3600) return std::to_string(s / 60) + "m" + two(s % 60) + "s";
+  return std::to_string(s / 3600) + "h" + two(s / 60 % 60) + "m";
+}
+
+// KiB (max_rss_kb) -> "812 KiB", "212.4 MiB", "1.5 GiB"
+std::string human_kib(double kib) {
+  if (kib < 1024) return fixed(kib, 0) + " KiB";
+  if (kib < 1024 * 1024) return fixed(kib / 1024, 1) + " MiB";
+  return fixed(kib / (1024 * 1024), 1) + " GiB";
+}
+
+template <typename T, typename F>
+std::string or_dash(const std::optional<T>& v, F&& format) {
+  return v ? format(*v) : "-";
+}
+
+// "--since 24h": a whole number of s, m, h or d, in seconds (at most ~100 years).
+std::int64_t duration_option(const std::string& option, const std::string& value) {
+  constexpr std::int64_t kMaxSeconds = 100LL * 365 * 86'400;
+  std::int64_t n = 0;
+  const char* const last = value.data() + value.size();
+  const auto [end, ec] = std::from_chars(value.data(), last, n);
+  const std::string unit(end, last);
+  const std::int64_t factor = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86'400 : 0;
+  if (ec != std::errc() || n <= 0 || factor == 0 || n > kMaxSeconds / factor) {
+    throw FieldError(option, option + ": expected a duration such as 30m, 24h or 7d (a positive whole number of "
+                                      "s, m, h or d), got '" + value + "'");
+  }
+  return n * factor;
+}
+
+// One row of conveyor.job_attempt: where one attempt of a job ran, how it
+// ended and what it cost (usage NULL when the worker could not read it).
+struct Attempt {
+  int attempt = 0;
+  std::optional<std::int64_t> worker_id;
+  std::optional<std::string> worker;
+  std::optional<std::string> image;
+  std::optional<std::string> image_digest;
+  std::string started_at;
+  std::optional<std::string> ended_at;
+  std::optional<std::string> outcome;  // the status it left the job in, or "lost"
+  std::optional<std::int64_t> exit_code;
+  std::optional<std::int64_t> wall_ms;
+  std::optional<std::int64_t> cpu_user_ms;
+  std::optional<std::int64_t> cpu_system_ms;
+  std::optional<std::int64_t> max_rss_kb;
+
+  std::optional<std::int64_t> cpu_ms() const {
+    if (!cpu_user_ms || !cpu_system_ms) return std::nullopt;
+    return *cpu_user_ms + *cpu_system_ms;
+  }
+  json to_json() const {
+    auto j = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+    return {{"attempt", attempt},
+            {"worker_id", j(worker_id)},
+            {"worker", j(worker)},
+            {"image", j(image)},
+            {"image_digest", j(image_digest)},
+            {"started_at", started_at},
+            {"ended_at", j(ended_at)},
+            {"outcome", j(outcome)},
+            {"exit_code", j(exit_code)},
+            {"wall_ms", j(wall_ms)},
+            {"cpu_user_ms", j(cpu_user_ms)},
+            {"cpu_system_ms", j(cpu_system_ms)},
+            {"max_rss_kb", j(max_rss_kb)}};
+  }
+};
+
+std::vector<Attempt> load_attempts(db::Tx& tx, model::JobId id) {
+  std::vector<Attempt> attempts;
+  for (const db::Row r : tx.exec(kJobAttempts, {id.value()})) {
+    attempts.push_back({.attempt = r["attempt"].as<int>(),
+                        .worker_id = r["worker_id"].opt<std::int64_t>(),
+                        .worker = r["worker"].opt<std::string>(),
+                        .image = r["image"].opt<std::string>(),
+                        .image_digest = r["image_digest"].opt<std::string>(),
+                        .started_at = r["started_at"].as_string(),
+                        .ended_at = r["ended_at"].opt<std::string>(),
+                        .outcome = r["outcome"].opt<std::string>(),
+                        .exit_code = r["exit_code"].opt<std::int64_t>(),
+                        .wall_ms = r["wall_ms"].opt<std::int64_t>(),
+                        .cpu_user_ms = r["cpu_user_ms"].opt<std::int64_t>(),
+                        .cpu_system_ms = r["cpu_system_ms"].opt<std::int64_t>(),
+                        .max_rss_kb = r["max_rss_kb"].opt<std::int64_t>()});
+  }
+  return attempts;
 }
 
 // An exact id wins; otherwise the one job whose id contains `arg`.
@@ -156,12 +289,14 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   struct Seen {
     model::Job job;
     std::vector<model::StatusChange> history;
+    std::vector<Attempt> attempts;
     std::optional<std::string> worker;
   };
   const Seen seen = pool.transact(
       [&](db::Tx& tx) {
-        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, std::nullopt};
+        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, {}, std::nullopt};
         s.history = model::load_history(tx, s.job.id);
+        s.attempts = load_attempts(tx, s.job.id);
         if (s.job.worker_id) {
           const auto w = tx.exec(kWorkerName, {*s.job.worker_id});
           if (!w.empty()) s.worker = w[0][0].as_string();
@@ -174,6 +309,8 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
     json out = j.to_json();
     out["history"] = json::array();
     for (const auto& c : seen.history) out["history"].push_back(c.to_json());
+    out["attempts"] = json::array();
+    for (const auto& a : seen.attempts) out["attempts"].push_back(a.to_json());
     ctx.out << out.dump() << "\n";
     return kExitOk;
   }
@@ -208,6 +345,19 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
                     c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
   }
   print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
+  // Numbered as stored, like the Attempt field above (the first is 0).
+  ctx.out << "\nattempts:\n";
+  rows.clear();
+  for (const auto& a : seen.attempts) {
+    const std::string worker = a.worker ? *a.worker : or_dash(a.worker_id, [](auto id) { return std::to_string(id); });
+    rows.push_back({std::to_string(a.attempt), worker, short_time(a.started_at), short_time(a.ended_at),
+                    a.outcome.value_or(a.ended_at ? "-" : "(running)"),
+                    or_dash(a.exit_code, [](auto c) { return std::to_string(c); }),
+                    or_dash(a.wall_ms, human_ms), or_dash(a.cpu_ms(), human_ms), or_dash(a.max_rss_kb, human_kib),
+                    a.image ? *a.image + (a.image_digest ? " (" + *a.image_digest + ")" : "") : "-"});
+  }
+  print_table(ctx.out, {"ATTEMPT", "WORKER", "STARTED", "ENDED", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK MEM", "IMAGE"},
+              rows);
   return kExitOk;
 }
 
@@ -560,11 +710,59 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// What finished attempts cost, by job type: one query, the percentiles
+// computed by PostgreSQL.
+int stats(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job stats", {"--type", "--since"});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "job stats: unexpected argument '" + o.positional[0] + "'");
+  const auto type = o.get("--type");
+  const auto since = o.get("--since");
+  const std::optional<std::int64_t> since_s =
+      since ? std::optional(duration_option("--since", *since)) : std::nullopt;
+  db::Pool pool(pool_options(ctx));
+  const db::Result result = pool.transact([&](db::Tx& tx) { return tx.exec(kAttemptStats, {type, since_s}); });
+
+  if (ctx.json) {
+    json items = json::array();
+    for (const db::Row r : result) {
+      auto value = [&](const char* column) { return r[column].is_null() ? json(nullptr) : json(r[column].as_double()); };
+      auto pair = [&](const char* p50, const char* p95) { return json{{"p50", value(p50)}, {"p95", value(p95)}}; };
+      items.push_back({{"job_type", r["job_type"].as_string()},
+                       {"attempts", r["attempts"].as_int()},
+                       {"wall_ms", pair("wall_p50", "wall_p95")},
+                       {"cpu_ms", pair("cpu_p50", "cpu_p95")},
+                       {"max_rss_kb", pair("rss_p50", "rss_p95")}});
+    }
+    ctx.out << json{{"items", items}, {"type", type ? json(*type) : json(nullptr)},
+                    {"since", since ? json(*since) : json(nullptr)}}.dump()
+            << "\n";
+    return kExitOk;
+  }
+  const std::string scope = (type ? " of type " + *type : "") + (since ? " (since " + *since + ")" : "");
+  if (result.empty()) {
+    ctx.out << "no finished attempts" << scope << "\n";
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  std::int64_t total = 0;
+  for (const db::Row r : result) {
+    auto cell = [&](const char* column, auto format) { return or_dash(r[column].opt<double>(), format); };
+    total += r["attempts"].as_int();
+    rows.push_back({r["job_type"].as_string(), std::to_string(r["attempts"].as_int()),
+                    cell("wall_p50", human_ms), cell("wall_p95", human_ms), cell("cpu_p50", human_ms),
+                    cell("cpu_p95", human_ms), cell("rss_p50", human_kib), cell("rss_p95", human_kib)});
+  }
+  print_table(ctx.out, {"TYPE", "ATTEMPTS", "WALL P50", "WALL P95", "CPU P50", "CPU P95", "MEM P50", "MEM P95"},
+              rows);
+  ctx.out << total << " finished attempt(s)" << scope << "; CPU is user + system, MEM the peak resident set\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int job_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "job", kJobUsage,
-                  {{"ls", ls}, {"list", ls}, {"inspect", inspect}, {"show", inspect}, {"submit", submit}, {"cancel", cancel}, {"retry", retry}, {"logs", logs}, {"kill", kill}, {"set-status", set_status}, {"patch", patch}});
+                  {{"ls", ls}, {"list", ls}, {"inspect", inspect}, {"show", inspect}, {"submit", submit}, {"cancel", cancel}, {"retry", retry}, {"logs", logs}, {"kill", kill}, {"set-status", set_status}, {"patch", patch}, {"stats", stats}});
 }
 
 }  // namespace conveyor::cli

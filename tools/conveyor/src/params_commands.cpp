@@ -22,6 +22,7 @@ constexpr const char* kParamsUsage =
     "usage: conveyor params list\n"
     "       conveyor params get NAME\n"
     "       conveyor params set NAME=VALUE [NAME=VALUE...]\n"
+    "       conveyor params set NAME VALUE\n"
     "VALUE is JSON (3, true, null, '[\"sleep\", \"gfsc\"]') or else taken as text.\n";
 
 constexpr db::Statement kRow{"cli_params_row", "SELECT to_jsonb(p)::text FROM conveyor.system_parameters p"};
@@ -77,12 +78,22 @@ int get(Context& ctx, const std::vector<std::string>& args) {
 int set(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "params set", {});
   if (o.positional.empty()) throw FieldError("NAME=VALUE", "params set: NAME=VALUE is required\n" + std::string(kParamsUsage));
+  // NAME=VALUE pairs, or one parameter as NAME VALUE (runbook 001:
+  // `params set image_tags '{"fsc-rlie":"v2"}'`).
+  std::vector<std::pair<std::string, std::string>> pairs;
+  if (o.positional.size() == 2 && is_parameter(o.positional[0])) {
+    pairs.emplace_back(o.positional[0], o.positional[1]);
+  } else {
+    for (const auto& a : o.positional) {
+      const auto eq = a.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw FieldError(a, "params set: expected NAME=VALUE (or NAME VALUE for one parameter), got '" + a + "'");
+      }
+      pairs.emplace_back(a.substr(0, eq), a.substr(eq + 1));
+    }
+  }
   json patch = json::object();
-  for (const auto& a : o.positional) {
-    const auto eq = a.find('=');
-    if (eq == std::string::npos || eq == 0) throw FieldError(a, "params set: expected NAME=VALUE, got '" + a + "'");
-    const std::string name = a.substr(0, eq);
-    const std::string value = a.substr(eq + 1);
+  for (const auto& [name, value] : pairs) {
     if (patch.contains(name)) throw FieldError(name, name + ": given twice");
     patch[name] = json::parse(value, nullptr, /*allow_exceptions=*/false);
     if (patch[name].is_discarded()) patch[name] = value;  // not JSON: text

@@ -26,6 +26,8 @@ const std::vector<std::string> kFields = {
     "enabled",
     "command",
     "image",
+    "resources",
+    "network",
     "timeout_s",
     "max_attempts",
     "retry_backoff_s",
@@ -319,7 +321,8 @@ constexpr db::Statement kSelectAll{
     "retry_backoff_s, "
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
     "AS triggers, "
-    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description "
+    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description, "
+    "resources::text AS resources, network "
     "FROM conveyor.job_type ORDER BY name"};
 constexpr db::Statement kSelectOne{
     "job_type_select_one",
@@ -327,7 +330,8 @@ constexpr db::Statement kSelectOne{
     "retry_backoff_s, "
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
     "AS triggers, "
-    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description "
+    "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description, "
+    "resources::text AS resources, network "
     "FROM conveyor.job_type WHERE name = $1"};
 constexpr db::Statement kUpsert{
     "job_type_upsert",
@@ -335,10 +339,10 @@ constexpr db::Statement kUpsert{
     "retry_backoff_s, "
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers, "
     "sinks, "
-    "params_schema, env, description) "
+    "params_schema, env, description, resources, network) "
     "VALUES ($1, $2, $3::jsonb, NULLIF($4, ''), $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12, "
     "$13, $14::jsonb, "
-    "$15::jsonb, $16::jsonb, $17::jsonb, NULLIF($18, '')) "
+    "$15::jsonb, $16::jsonb, $17::jsonb, NULLIF($18, ''), $19::jsonb, $20) "
     "ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, command = EXCLUDED.command, "
     "image = EXCLUDED.image, timeout_s = EXCLUDED.timeout_s, max_attempts = EXCLUDED.max_attempts, "
     "retry_backoff_s = EXCLUDED.retry_backoff_s, priority = EXCLUDED.priority, "
@@ -346,7 +350,8 @@ constexpr db::Statement kUpsert{
     "EXCLUDED.schedule, "
     "catchup_policy = EXCLUDED.catchup_policy, catchup_window_s = EXCLUDED.catchup_window_s, "
     "triggers = EXCLUDED.triggers, sinks = EXCLUDED.sinks, params_schema = EXCLUDED.params_schema, "
-    "env = EXCLUDED.env, description = EXCLUDED.description"};
+    "env = EXCLUDED.env, description = EXCLUDED.description, resources = EXCLUDED.resources, "
+    "network = EXCLUDED.network"};
 
 JobType from_row(const db::Row& r) {
   json j = json::object();
@@ -370,12 +375,25 @@ JobType from_row(const db::Row& r) {
   j["params_schema"] = json::parse(r["params_schema"].view());
   j["env"] = json::parse(r["env"].view());
   j["description"] = r["description"].as_string();
+  j["resources"] = json::parse(r["resources"].view());
+  j["network"] = r["network"].as_bool();
   // Rows are validated like the file: a row edited by hand into something
   // invalid is reported with its field rather than run half-understood.
   return parse_job_type(j);
 }
 
 }  // namespace
+
+nlohmann::json Resources::to_json() const {
+  json j = json::object();
+  if (cpus > 0) j["cpus"] = cpus;
+  if (memory_mb > 0) j["memory_mb"] = memory_mb;
+  return j;
+}
+
+std::string argv_output_dir(const std::string& image, const std::string& host_output_dir) {
+  return image.empty() ? host_output_dir : std::string(kContainerOutputDir);
+}
 
 nlohmann::json JobType::to_json() const {
   json sinks_j = json::array();
@@ -391,6 +409,8 @@ nlohmann::json JobType::to_json() const {
       {"enabled", enabled},
       {"command", command},
       {"image", image},
+      {"resources", resources.to_json()},
+      {"network", network},
       {"timeout_s", timeout_s},
       {"max_attempts", max_attempts},
       {"retry_backoff_s", retry_backoff_s},
@@ -430,7 +450,40 @@ JobType parse_job_type(const nlohmann::json& j) {
     if (!j["enabled"].is_boolean()) p.fail("enabled", "must be true or false");
     t.enabled = j["enabled"].get<bool>();
   }
-  if (has("image")) t.image = p.string(j["image"], "image");
+  if (has("image")) {
+    t.image = p.string(j["image"], "image");
+    // It becomes an argument of `podman run`: a reference, never an option.
+    static const std::regex image_re("^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$");
+    if (!t.image.empty() && !std::regex_match(t.image, image_re)) {
+      p.fail("image", "must be an image reference such as registry.example/tool:1.0 "
+                      "(letters, digits and . _ / : @ + -, not starting with '-')");
+    }
+  }
+  if (has("resources")) {
+    const auto& r = j["resources"];
+    if (!r.is_object()) p.fail("resources", "must be an object such as {\"cpus\": 1, \"memory_mb\": 512}");
+    for (const auto& [k, v] : r.items()) {
+      if (k == "cpus") {
+        if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 1024)
+          p.fail("resources.cpus", "must be a number of CPUs, more than 0 and at most 1024");
+        t.resources.cpus = v.get<double>();
+      } else if (k == "memory_mb") {
+        if (!v.is_number_integer() || v.get<long long>() < 6 || v.get<long long>() > (1LL << 30))
+          p.fail("resources.memory_mb", "must be an integer number of MiB, at least 6");
+        t.resources.memory_mb = v.get<std::int64_t>();
+      } else {
+        p.fail("resources." + k, "unknown field (known: cpus, memory_mb)");
+      }
+    }
+  }
+  if (has("network")) {
+    if (!j["network"].is_boolean()) p.fail("network", "must be true or false");
+    t.network = j["network"].get<bool>();
+  }
+  if (t.image.empty() && !t.resources.empty())
+    p.fail("resources", "limits apply to container jobs only: set image, or remove resources");
+  if (t.image.empty() && t.network)
+    p.fail("network", "applies to container jobs only (a process job has the host's network)");
   if (has("command")) {
     const auto& c = j["command"];
     if (!c.is_array()) p.fail("command", "must be an array of strings (argv template)");
@@ -691,7 +744,8 @@ void upsert_job_type(db::Tx& tx, const JobType& t) {
   tx.exec(kUpsert, {t.name, t.enabled, j["command"].dump(), t.image, t.timeout_s, t.max_attempts,
                     t.retry_backoff_s, t.priority, t.concurrency_limit, t.pool, t.schedule,
                     t.catchup_policy, t.catchup_window_s, t.triggers.dump(), j["sinks"].dump(),
-                    t.params_schema.dump(), j["env"].dump(), t.description});
+                    t.params_schema.dump(), j["env"].dump(), t.description,
+                    j["resources"].dump(), t.network});
 }
 
 }  // namespace conveyor::model

@@ -21,6 +21,7 @@ constexpr db::Statement kMarkLost{
 // right now is left for the next call.
 constexpr db::Statement kRecoverJobs{
     "model_recover_jobs_no_worker_runs",
+    "WITH recovered AS ("
     "UPDATE conveyor.job j SET "
     "  status = CASE WHEN j.canceled_at IS NOT NULL THEN 'canceled' "
     "                WHEN j.attempt + 1 < j.max_attempts THEN 'ready' "
@@ -32,7 +33,7 @@ constexpr db::Statement kRecoverJobs{
     "  error_message = 'worker ' || coalesce(victim.name, '#' || victim.worker_id::text, '(none)') || "
     "    CASE WHEN victim.subtype = 'worker_lost' THEN ' stopped heartbeating while the job ran' "
     "         ELSE ' is alive but no longer runs the job' END "
-    "FROM (SELECT c.id, c.worker_id, w.name, "
+    "FROM (SELECT c.id, c.worker_id, w.name, c.attempt, "
     "             CASE WHEN w.status IN ('active', 'draining') THEN 'worker_not_running' "
     "                  ELSE 'worker_lost' END AS subtype "
     "      FROM conveyor.job c "
@@ -46,7 +47,12 @@ constexpr db::Statement kRecoverJobs{
     "                     < w.running_jobs_at - make_interval(secs => $2::float8))) "
     "      ORDER BY c.id LIMIT $1 FOR UPDATE OF c SKIP LOCKED) victim "
     "WHERE j.id = victim.id AND j.status = 'started' "
-    "RETURNING j.status, victim.subtype"};
+    "RETURNING j.id, j.status, victim.subtype, victim.attempt), "
+    // The attempt that no worker runs any more: lost (conveyor.job_attempt).
+    "closed AS ("
+    "  UPDATE conveyor.job_attempt a SET ended_at = now(), outcome = 'lost' "
+    "  FROM recovered r WHERE a.job_id = r.id AND a.attempt = r.attempt AND a.ended_at IS NULL) "
+    "SELECT status, subtype FROM recovered"};
 
 constexpr db::Statement kStopWorkers{
     "model_reboot_stop_workers",

@@ -2,6 +2,7 @@
 // Job types as data (DESIGN §4): parsed and validated from JSON (the file
 // applied by `conveyor job-type apply`, and rows of conveyor.job_type).
 // Thread-safe: plain values.
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,11 +23,26 @@ struct Sink {
   nlohmann::json settings = nlohmann::json::object();
 };
 
+// A container job's limits (JobType::resources); 0: no limit. Container
+// jobs only: a process job type that sets them is refused.
+struct Resources {
+  double cpus = 0;              // CPUs, fractions allowed ("--cpus")
+  std::int64_t memory_mb = 0;   // MiB ("--memory"); at least 6, the runtimes' minimum
+  bool empty() const { return cpus == 0 && memory_mb == 0; }
+  nlohmann::json to_json() const;
+};
+
+// Where a container job sees its output dir: the host's output dir is
+// bind-mounted here, and "{output_dir}" renders to it.
+inline constexpr const char* kContainerOutputDir = "/conveyor/output/";
+
 struct JobType {
   std::string name;
   bool enabled = true;
   std::vector<std::string> command;  // argv template: "{param}", "{job_id}", "{attempt}", "{output_dir}", "{inputs}"
   std::string image;                 // empty: run the command as a process
+  Resources resources;               // container jobs only
+  bool network = false;              // container jobs only: the runtime's default network
   int timeout_s = 3600;
   int max_attempts = 1;
   int retry_backoff_s = 30;
@@ -65,6 +81,10 @@ struct ArgvContext {
   std::string output_dir;
   std::vector<std::string> inputs;  // "{inputs}" alone in an argument expands to one argument each
 };
+// What "{output_dir}" renders to for a job: the host dir for a process, the
+// mount point kContainerOutputDir for a job with an image.
+std::string argv_output_dir(const std::string& image, const std::string& host_output_dir);
+
 // Substitutes placeholders per argument; never through a shell, so a value
 // with spaces or quotes stays one argument. A placeholder naming a missing
 // parameter throws Error(bad_input) naming it.
