@@ -180,9 +180,30 @@ TEST(ContainerJobs, AWorkerKilledMinusNineLeavesNoContainerAndTheJobIsDoneOnce) 
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                                    " AND to_status = 'processed'"),
             "1");
-  EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY attempt) "
+  EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY id) "
                                    "FROM conveyor.job_attempt WHERE job_id = " + id),
             "0:lost 1:processed");
+}
+
+TEST(ContainerJobs, AWorkerThatDrainsStopsItsContainerAndTheJobRunsAgain) {
+  auto o = options();
+  o.env["CONVEYOR_SHUTDOWN_GRACE_MS"] = "4000";  // waits ~1.5 s for the job, then stops it
+  Stack stack(o);
+  const auto id = id_of(submit(stack, {{"job_type", "sleep-container"}, {"params", {{"seconds", 8}}}}));
+  ASSERT_TRUE(wait_container_running(id)) << stack.logs_tail();
+  stack.process("worker-1").signal(SIGTERM);
+  EXPECT_EQ(stack.process("worker-1").wait(20s), std::optional<int>(0)) << stack.logs_tail();
+  EXPECT_EQ(containers_of(id), "");
+  // Requeued (execution may have admitted it again already), not failed.
+  EXPECT_EQ(stack.db().query_value("SELECT (status IN ('ready', 'queued')) || ' ' || attempt || ' ' || "
+                                   "error_subtype FROM conveyor.job WHERE id = " + id),
+            "true 1 worker_shutdown");
+  stack.start("worker-1");
+  ASSERT_TRUE(wait_status(stack, id, "done", 60s));
+  EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY id) "
+                                   "FROM conveyor.job_attempt WHERE job_id = " + id),
+            "0:ready 1:processed");
+  EXPECT_EQ(containers_of(id), "");
 }
 
 TEST(ContainerJobs, ChangingImageTagsLiveRunsTheNextJobOnTheNewTagWhileTheRunningOneKeepsItsOwn) {

@@ -98,7 +98,9 @@ constexpr db::Statement kClaim{
     "                                    started_at) "
     "  SELECT id, attempt, job_type, $1, $4, NULLIF(config->>'image', ''), now() FROM claimed) "
     "SELECT id, job_type, attempt, max_attempts, coalesce(config, '{}'::jsonb)::text AS config, "
-    "  params::text AS params, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month "
+    "  params::text AS params, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month, "
+    // The statement's snapshot: runs before this one (a container could be left).
+    "  EXISTS (SELECT 1 FROM conveyor.job_attempt a WHERE a.job_id = claimed.id) AS ran_before "
     "FROM claimed"};
 
 // Closes an attempt's row with what it cost; in the transaction that
@@ -244,6 +246,7 @@ struct Worker::Job {
   json config;
   json params;
   std::string month;
+  bool ran_before = false;  // an earlier run of this job was claimed (by any worker)
   std::atomic<StopReason> stop{StopReason::none};
   std::atomic<bool> finished{false};
   std::thread thread;
@@ -418,6 +421,7 @@ void Worker::claim() {
     job->config = json::parse(row["config"].view(), nullptr, false);
     job->params = json::parse(row["params"].view(), nullptr, false);
     job->month = row["month"].as_string();
+    job->ran_before = row["ran_before"].as_bool();
     ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1,
                      job->max_attempts);
     // A retried job can be claimed again before reap_finished() saw its first
@@ -741,11 +745,14 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
   if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
   const std::string image = job.config.value("image", std::string());
   // Nothing runs twice: whatever container an earlier run of this job left
-  // (a worker killed -9, a reboot) goes before this attempt starts.
-  const auto earlier = list_containers(*runtime_, installation_, job.id);
-  for (const auto& name : remove_containers(*runtime_, earlier, cgroup_base_, installation_)) {
-    log.write("conveyor", "removed container " + name + " left by an earlier run of this job");
-    ctx_.log()->warn("job {}: removed container {} left by an earlier run", job.id, name);
+  // (a worker killed -9, a reboot) goes before this attempt starts. A first
+  // run has none to look for.
+  if (job.ran_before) {
+    const auto earlier = list_containers(*runtime_, installation_, job.id);
+    for (const auto& name : remove_containers(*runtime_, earlier, cgroup_base_, installation_)) {
+      log.write("conveyor", "removed container " + name + " left by an earlier run of this job");
+      ctx_.log()->warn("job {}: removed container {} left by an earlier run", job.id, name);
+    }
   }
   const ImageInfo info = resolve_image(*runtime_, image, job.stop);
   meta["image_id"] = info.id;
