@@ -393,4 +393,18 @@ std::string read_text(const std::filesystem::path& path) {
   return out.str();
 }
 
+RunResult run_cli(const std::string& cli, const std::vector<std::string>& args,
+                  const std::map<std::string, std::string>& env) {
+  std::vector<std::string> argv{cli};
+  argv.insert(argv.end(), args.begin(), args.end());
+  RunResult r = run(argv, env);
+  std::string out;
+  std::istringstream lines(r.output);
+  for (std::string l; std::getline(lines, l);) {
+    if (l.rfind("conveyor: warning:", 0) != 0) out += l + "\n";
+  }
+  r.output = out;
+  return r;
+}
+
 }  // namespace conveyor::testing

@@ -36,19 +36,9 @@ class OpsCli : public ::testing::Test {
     fs::remove_all(data_dir_, ec);
   }
   RunResult conveyor(const std::vector<std::string>& args) {
-    std::vector<std::string> argv{CONVEYOR_CLI_PATH};
-    argv.insert(argv.end(), args.begin(), args.end());
-    RunResult r = conveyor::testing::run(argv, {{"CONVEYOR_DATABASE_URL", db_.url()},
-                                                {"CONVEYOR_DATA_DIR", data_dir_.string()}});
-    // Output is stdout and stderr together: drop the warnings about the
-    // harness's own variables (CONVEYOR_TESTENV_DIR is no CLI key).
-    std::string out;
-    std::istringstream lines(r.output);
-    for (std::string l; std::getline(lines, l);) {
-      if (l.rfind("conveyor: warning:", 0) != 0) out += l + "\n";
-    }
-    r.output = out;
-    return r;
+    return conveyor::testing::run_cli(
+        CONVEYOR_CLI_PATH, args,
+        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
   }
   json conveyor_json(std::vector<std::string> args) {
     args.insert(args.begin(), "--json");

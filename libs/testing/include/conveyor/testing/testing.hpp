@@ -60,6 +60,12 @@ RunResult run(const std::vector<std::string>& argv,
               const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
+// Runs the conveyor CLI (`cli` is its path) with `args` and `env`; the output
+// without the CLI's "conveyor: warning:" lines (it warns about the harness's
+// own variables, such as CONVEYOR_TESTENV_DIR, which are no CLI keys).
+RunResult run_cli(const std::string& cli, const std::vector<std::string>& args,
+                  const std::map<std::string, std::string>& env);
+
 // The whole content of a file; "" when it cannot be read.
 std::string read_text(const std::filesystem::path& path);
 
