@@ -145,6 +145,28 @@ TEST(ContainerJobs, AContainerChainIsDoneWithItsOutputInTheCatalogAndItsLogs) {
   EXPECT_EQ(containers_of(up), "");
 }
 
+TEST(ContainerJobs, TheContainerGetsTheTypesEnvironmentNoNetworkAndANonRootUser) {
+  // A type of the test's own, on the base image: a shell prints what the
+  // container sees.
+  Stack stack(options(R"SQL(
+    INSERT INTO conveyor.job_type (name, image, command, env, params_schema) VALUES
+      ('inside', 'localhost/debian:bookworm',
+       '["sh", "-c", "echo env=$GREETING job=$CONVEYOR_JOB_ID out=$CONVEYOR_OUTPUT_DIR; echo uid=$(id -u); echo net=$(ls /sys/class/net); echo pwd=$(pwd); touch {output_dir}made-inside"]',
+       '{"GREETING": "hello world"}', '{"type": "object"}');
+  )SQL"));
+  const auto id = id_of(submit(stack, {{"job_type", "inside"}, {"params", json::object()}}));
+  ASSERT_TRUE(wait_status(stack, id, "done"));
+  const auto logs = conveyor::testing::read_text(log_dir(stack, id) / "logs.txt");
+  EXPECT_NE(logs.find("env=hello world job=" + id + " out=/conveyor/output/"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("uid=10001"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("net=lo\n"), std::string::npos) << logs;  // --network none: loopback only
+  EXPECT_NE(logs.find("pwd=/conveyor/output"), std::string::npos) << logs;
+  EXPECT_TRUE(fs::exists(stack.data_dir() / "outputs" / ("job-" + id) / "made-inside"));
+  // The value was never on a command line of the host (it went through an
+  // environment file, removed after the run).
+  EXPECT_EQ(metadata(stack, id)["env"].value("GREETING", ""), "hello world");
+}
+
 TEST(ContainerJobs, ACancelBySqlStopsTheContainerAndEndsCanceled) {
   Stack stack(options());
   const auto id = id_of(submit(stack, {{"job_type", "sleep-container"}, {"params", {{"seconds", 120}}}}));

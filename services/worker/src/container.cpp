@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <deque>
 #include <fstream>
@@ -148,6 +150,51 @@ std::optional<std::int64_t> number_file(const fs::path& p) {
   }
 }
 
+// KEY=VALUE lines of the variables without a newline, in a file only this
+// user can read (mkstemp: 0600), removed when it goes out of scope.
+class EnvFile {
+ public:
+  explicit EnvFile(const std::map<std::string, std::string>& env) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/conveyor-job-env.XXXXXX";
+    const int fd = ::mkstemp(templ.data());
+    if (fd < 0) {
+      throw ContainerError("container_runtime",
+                           "cannot create the container's environment file in " + templ + ": " +
+                               std::strerror(errno));
+    }
+    path_ = templ;
+    std::string text;
+    for (const auto& [k, v] : env) {
+      if (v.find('\n') == std::string::npos) text += k + "=" + v + "\n";
+    }
+    const char* p = text.data();
+    std::size_t left = text.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(fd);
+        throw ContainerError("container_runtime", "cannot write the container's environment file " +
+                                                      path_.string() + ": " + std::strerror(errno));
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+  }
+  ~EnvFile() {
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+  }
+  EnvFile(const EnvFile&) = delete;
+  EnvFile& operator=(const EnvFile&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
 bool cgroup_v2() { return fs::exists("/sys/fs/cgroup/cgroup.controllers"); }
 
 // Removes a cgroup directory tree, children first (only empty cgroups go).
@@ -264,7 +311,12 @@ std::vector<std::string> run_arguments(const ContainerSpec& s) {
   }
   a.push_back("--workdir");
   a.push_back(out);
+  if (!s.env_file.empty()) {
+    a.push_back("--env-file");
+    a.push_back(s.env_file.string());
+  }
   for (const auto& [k, v] : s.env) {
+    if (!s.env_file.empty() && v.find('\n') == std::string::npos) continue;
     a.push_back("--env");
     a.push_back(k + "=" + v);
   }
@@ -297,9 +349,13 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
                              const ProcessOptions& process, const std::atomic<StopReason>& stop,
                              const LineSink& on_line) {
   const std::string name = container_name(spec.job_id, spec.attempt);
+  // The environment file: private to this worker's user, removed after the run.
+  ContainerSpec with_file = spec;
+  EnvFile env_file(spec.env);
+  with_file.env_file = env_file.path();
   ProcessOptions o = process;
   o.argv = {calls.runtime.program};
-  const auto args = run_arguments(spec);
+  const auto args = run_arguments(with_file);
   o.argv.insert(o.argv.end(), args.begin(), args.end());
   o.env = calls.env;
 

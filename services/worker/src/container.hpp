@@ -66,6 +66,11 @@ struct ContainerSpec {
   std::string image;                      // what to run: the image id from resolve_image
   std::vector<std::string> argv;          // empty: the image's own entrypoint and command
   std::map<std::string, std::string> env; // the container's whole environment (besides the image's)
+  // Set: the variables of `env` go through this file (--env-file), so that
+  // their values are not in the runtime client's command line, which every
+  // user of the host can read in /proc. A value with a newline cannot be in
+  // the file and stays --env. run_container writes it (mode 0600).
+  std::filesystem::path env_file;
   std::filesystem::path host_output_dir;  // mounted read-write at model::kContainerOutputDir
   std::vector<std::string> inputs;        // host paths, mounted read-only at the same path
   model::Resources resources;

@@ -70,6 +70,16 @@ TEST(ContainerArgs, MountsOutputReadWriteAndInputsReadOnlyOnce) {
   EXPECT_EQ(after(a, "--env"), "GDAL_CACHEMAX=512");
 }
 
+TEST(ContainerArgs, WithAnEnvFileNoValueIsOnTheCommandLineButOneWithANewline) {
+  auto s = spec();
+  s.env = {{"TOKEN", "s3cret"}, {"MULTI", "a\nb"}};
+  s.env_file = "/tmp/conveyor-job-env.abc";
+  const auto a = run_arguments(s);
+  EXPECT_EQ(after(a, "--env-file"), "/tmp/conveyor-job-env.abc");
+  EXPECT_EQ(count(a, "TOKEN=s3cret"), 0u);
+  EXPECT_EQ(after(a, "--env"), "MULTI=a\nb");
+}
+
 TEST(ContainerArgs, TheCommandFollowsTheImageEachArgumentWhole) {
   const auto a = run_arguments(spec());
   auto image = std::find(a.begin(), a.end(), "sha256:abc");
