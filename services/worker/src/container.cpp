@@ -466,6 +466,14 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls,
   return removed;
 }
 
+std::string cgroup_manager(const RuntimeCalls& calls) {
+  const auto r = call(calls, {"info", "--format", calls.runtime.kind == "docker"
+                                                      ? "{{.CgroupDriver}}"
+                                                      : "{{.Host.CgroupManager}}"});
+  if (!r.ok() || r.out.empty()) return {};
+  return r.out.front();
+}
+
 Usage take_cgroup_usage(const std::string& cgroup) {
   Usage u;
   const std::string rel = !cgroup.empty() && cgroup.front() == '/' ? cgroup.substr(1) : cgroup;

@@ -138,6 +138,11 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls,
                                            const std::string& cgroup_base,
                                            const std::string& installation);
 
+// The runtime's cgroup manager ("cgroupfs", "systemd"), "" when it cannot be
+// asked. A cgroup parent path (ContainerSpec::cgroup_parent) works with
+// cgroupfs only; systemd wants slice names.
+std::string cgroup_manager(const RuntimeCalls& calls);
+
 // Reads cpu and peak memory of a cgroup (v1: cpuacct.stat and
 // memory.max_usage_in_bytes; v2: cpu.stat and memory.peak), then removes it.
 Usage take_cgroup_usage(const std::string& cgroup);

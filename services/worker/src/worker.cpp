@@ -337,6 +337,16 @@ void Worker::setup_containers() {
     calls.env = base_env_;
     calls.pull_timeout = cfg.get_duration("CONVEYOR_CONTAINER_PULL_TIMEOUT_MS");
     container_keep_id_ = !root && runtime->kind == "podman";
+    if (!cgroup_base_.empty()) {
+      const auto manager = cgroup_manager(calls);
+      if (manager != "cgroupfs") {
+        ctx_.log()->info("{} uses the '{}' cgroup manager: container jobs get no cgroup of their "
+                         "own (CONVEYOR_CONTAINER_CGROUP_PARENT needs cgroupfs), so no CPU or "
+                         "memory figures",
+                         runtime->program, manager.empty() ? "unknown" : manager);
+        cgroup_base_.clear();
+      }
+    }
     runtime_ = std::move(calls);
   }
 }
