@@ -4,6 +4,7 @@
 // that the ctest fixture container_task_image builds (tools/containers task-image).
 // Every check of a container asks podman itself, by the labels the worker set.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <csignal>
 #include <cstdlib>
@@ -141,7 +142,9 @@ TEST(ContainerJobs, AContainerChainIsDoneWithItsOutputInTheCatalogAndItsLogs) {
                                    "(wall_ms IS NOT NULL) FROM conveyor.job_attempt WHERE job_id = " + up),
             kImage + " " + meta.value("image_digest", "") + " processed true");
   // Output files belong to the container's user, not root.
-  EXPECT_EQ(fs::status(product).permissions() & fs::perms::owner_write, fs::perms::owner_write);
+  struct stat st {};
+  ASSERT_EQ(::stat(product.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 10001u);
   EXPECT_EQ(containers_of(up), "");
 }
 
@@ -151,10 +154,17 @@ TEST(ContainerJobs, TheContainerGetsTheTypesEnvironmentNoNetworkAndANonRootUser)
   Stack stack(options(R"SQL(
     INSERT INTO conveyor.job_type (name, image, command, env, params_schema) VALUES
       ('inside', 'localhost/debian:bookworm',
-       '["sh", "-c", "echo env=$GREETING job=$CONVEYOR_JOB_ID out=$CONVEYOR_OUTPUT_DIR; echo uid=$(id -u); echo net=$(ls /sys/class/net); echo pwd=$(pwd); touch {output_dir}made-inside"]',
+       '["sh", "-c", "echo env=$GREETING job=$CONVEYOR_JOB_ID out=$CONVEYOR_OUTPUT_DIR; echo uid=$(id -u); echo net=$(ls /sys/class/net); echo pwd=$(pwd); touch {output_dir}made-inside; sleep 2"]',
        '{"GREETING": "hello world"}', '{"type": "object"}');
   )SQL"));
   const auto id = id_of(submit(stack, {{"job_type", "inside"}, {"params", json::object()}}));
+  ASSERT_TRUE(wait_container_running(id)) << stack.logs_tail();
+  // While it runs, no command line on the host holds the value: it went
+  // through an environment file (removed after the run).
+  for (const auto& p : fs::directory_iterator("/proc")) {
+    const auto cmdline = conveyor::testing::read_text(p.path() / "cmdline");
+    EXPECT_EQ(cmdline.find("hello world"), std::string::npos) << p.path();
+  }
   ASSERT_TRUE(wait_status(stack, id, "done"));
   const auto logs = conveyor::testing::read_text(log_dir(stack, id) / "logs.txt");
   EXPECT_NE(logs.find("env=hello world job=" + id + " out=/conveyor/output/"), std::string::npos) << logs;
@@ -162,9 +172,47 @@ TEST(ContainerJobs, TheContainerGetsTheTypesEnvironmentNoNetworkAndANonRootUser)
   EXPECT_NE(logs.find("net=lo\n"), std::string::npos) << logs;  // --network none: loopback only
   EXPECT_NE(logs.find("pwd=/conveyor/output"), std::string::npos) << logs;
   EXPECT_TRUE(fs::exists(stack.data_dir() / "outputs" / ("job-" + id) / "made-inside"));
-  // The value was never on a command line of the host (it went through an
-  // environment file, removed after the run).
   EXPECT_EQ(metadata(stack, id)["env"].value("GREETING", ""), "hello world");
+  EXPECT_TRUE(fs::is_empty(stack.data_dir() / "run" / "job-env"));
+}
+
+TEST(ContainerJobs, AProgramThatExits125FailsWithItsExitCodeLikeAProcess) {
+  // 125 is also what the runtime exits with when it cannot run a container;
+  // a program's own 125 is still the program's.
+  Stack stack(options(R"SQL(
+    INSERT INTO conveyor.job_type (name, image, command, params_schema) VALUES
+      ('exits-125', 'localhost/debian:bookworm', '["sh", "-c", "echo about to fail >&2; exit 125"]',
+       '{"type": "object"}');
+  )SQL"));
+  const auto id = id_of(submit(stack, {{"job_type", "exits-125"}, {"params", json::object()}}));
+  ASSERT_TRUE(wait_status(stack, id, "failed"));
+  EXPECT_EQ(stack.db().query_value("SELECT error_subtype || ': ' || error_message FROM conveyor.job WHERE id = " + id),
+            "exit_code: exited with code 125");
+}
+
+TEST(ContainerJobs, AWorkerWithoutAContainerRuntimeLeavesContainerJobsToOthers) {
+  auto o = options();
+  o.env["CONVEYOR_CONTAINER_RUNTIME"] = "/nonexistent/podman";
+  Stack stack(o);
+  const auto in_container = id_of(submit(stack, {{"job_type", "sleep-container"}, {"params", {{"seconds", 0}}}}));
+  // (alloc: a process type without a webhook sink, which needs an endpoint)
+  const auto as_process = id_of(submit(stack, {{"job_type", "alloc"}, {"params", {{"mb", 0}}}}));
+  ASSERT_TRUE(wait_status(stack, as_process, "done"));
+  EXPECT_EQ(status_of(stack, in_container), "queued") << "claimed by a worker that cannot run it";
+  // A worker that can run it takes it.
+  auto env = stack.env();
+  env.erase("CONVEYOR_CONTAINER_RUNTIME");
+  env["CONVEYOR_WORKER_NAME"] = conveyor::testing::unique_name("with-podman");
+  env["CONVEYOR_HTTP_PORT"] = std::to_string(conveyor::testing::free_port());
+  conveyor::testing::ChildProcess with_podman(conveyor::testing::ChildProcess::Options{
+      .argv = {conveyor::testing::executable("conveyor-worker").string()},
+      .env = env,
+      .stdout_file = stack.data_dir() / "with-podman.log",
+      .stderr_file = {},
+      .detach = false,
+  });
+  EXPECT_TRUE(wait_status(stack, in_container, "done"))
+      << conveyor::testing::read_text(stack.data_dir() / "with-podman.log");
 }
 
 TEST(ContainerJobs, ACancelBySqlStopsTheContainerAndEndsCanceled) {
@@ -188,17 +236,27 @@ TEST(ContainerJobs, ATimeoutEndsTheJobAsForAProcessAndRemovesTheContainer) {
 }
 
 TEST(ContainerJobs, AWorkerKilledMinusNineLeavesNoContainerAndTheJobIsDoneOnce) {
-  Stack stack(options());
-  const auto id = id_of(submit(stack, {{"job_type", "sleep-container"}, {"params", {{"seconds", 6}}}}));
+  // Attempt 0 would run for two minutes, attempt 1 at once: the job can only
+  // be done in time if attempt 0's container is found and removed.
+  Stack stack(options(R"SQL(
+    INSERT INTO conveyor.job_type (name, image, command, max_attempts, params_schema) VALUES
+      ('slow-first', 'localhost/debian:bookworm',
+       '["sh", "-c", "echo attempt {attempt} begins; if [ {attempt} = 0 ]; then sleep 120; fi; echo attempt {attempt} ends"]',
+       3, '{"type": "object"}');
+  )SQL"));
+  const auto id = id_of(submit(stack, {{"job_type", "slow-first"}, {"params", json::object()}}));
   ASSERT_TRUE(wait_container_running(id)) << stack.logs_tail();
   stack.kill("worker-1", SIGKILL);
   // The container outlives its worker: podman still runs it.
-  EXPECT_NE(containers_of(id), "");
+  EXPECT_EQ(containers_of(id), "conveyor-job-" + id + "-0");
   // The worker comes back under its name: it requeues what it left started,
   // removes the container no started attempt owns, and runs the job again.
   stack.start("worker-1");
-  ASSERT_TRUE(wait_status(stack, id, "done", 90s));
-  EXPECT_EQ(containers_of(id), "");
+  ASSERT_TRUE(wait_status(stack, id, "done", 60s));
+  EXPECT_EQ(containers_of(id), "") << "attempt 0's container still runs";
+  const auto logs = conveyor::testing::read_text(log_dir(stack, id) / "logs.txt");
+  EXPECT_NE(logs.find("stdout attempt 1 ends"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("stdout attempt 0 ends"), std::string::npos) << logs;
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                                    " AND to_status = 'processed'"),
             "1");
@@ -301,9 +359,14 @@ TEST(ContainerJobs, AJobThatAllocates200MbShowsItsPeakMemoryInMetadataAndJobStat
     EXPECT_GE(std::stoll(stack.db().query_value("SELECT max_rss_kb FROM conveyor.job_attempt WHERE job_id = " + id)),
               at_least);
   }
-  auto stats = stack.cli({"job", "stats", "--type", "alloc-container", "--json"});
-  ASSERT_EQ(stats.status, 0) << stats.output;
-  EXPECT_NE(stats.output.find("alloc-container"), std::string::npos) << stats.output;
+  for (const std::string type : {"alloc-container", "alloc"}) {
+    auto stats = stack.cli({"--json", "job", "stats", "--type", type});
+    ASSERT_EQ(stats.status, 0) << stats.output;
+    const auto doc = json::parse(stats.output.substr(stats.output.rfind("\n{") + 1));
+    ASSERT_EQ(doc["items"].size(), 1u) << stats.output;
+    EXPECT_EQ(doc["items"][0].value("job_type", ""), type);
+    EXPECT_GE(doc["items"][0]["max_rss_kb"].value("p50", 0.0), static_cast<double>(at_least)) << stats.output;
+  }
   auto human = stack.cli({"job", "stats", "--type", "alloc-container"});
   ASSERT_EQ(human.status, 0) << human.output;
   EXPECT_NE(human.output.find("MiB"), std::string::npos) << human.output;

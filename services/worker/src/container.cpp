@@ -70,9 +70,45 @@ CallResult call(const RuntimeCalls& calls, std::vector<std::string> args,
   return r;
 }
 
-CallResult call(const RuntimeCalls& calls, std::vector<std::string> args) {
+const std::atomic<StopReason>& never_stop() {
   static const std::atomic<StopReason> never{StopReason::none};
-  return call(calls, std::move(args), calls.call_timeout, never);
+  return never;
+}
+
+CallResult call(const RuntimeCalls& calls, std::vector<std::string> args,
+                const std::atomic<StopReason>& stop = never_stop()) {
+  return call(calls, std::move(args), calls.call_timeout, stop);
+}
+
+// `rm` of containers by id or name, forced, without the stop timeout:
+// podman's flags, or docker's (which has no --ignore or --time).
+std::vector<std::string> rm_args(const RuntimeCalls& calls) {
+  if (calls.runtime.kind == "docker") return {"rm", "--force"};
+  return {"rm", "--force", "--ignore", "--time", "0"};
+}
+
+// A container that is already gone is what rm wanted.
+bool rm_ok(const CallResult& r) {
+  if (r.ok()) return true;
+  for (const auto& l : r.err) {
+    if (l.find("No such container") != std::string::npos ||
+        l.find("no such container") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A --mount value: the runtimes split it at commas, so a path with one
+// cannot be mounted (one with ':' can, unlike --volume).
+std::string bind_mount(const std::string& source, const std::string& target, bool read_only) {
+  for (const auto* p : {&source, &target}) {
+    if (p->find(',') != std::string::npos || p->find('\n') != std::string::npos) {
+      throw ContainerError("container_runtime",
+                           "cannot mount '" + *p + "' into the container: the path holds a comma or a newline");
+    }
+  }
+  return "type=bind,source=" + source + ",target=" + target + (read_only ? ",readonly" : "");
 }
 
 std::string joined(const std::vector<std::string>& lines) {
@@ -81,10 +117,10 @@ std::string joined(const std::vector<std::string>& lines) {
   return s;
 }
 
-// `image inspect --format json` of podman and docker: an array of objects.
+// `image inspect` of podman and docker: an array of objects.
 std::optional<ImageInfo> inspect_image(const RuntimeCalls& calls, const std::string& reference,
                                        std::string& error) {
-  auto r = call(calls, {"image", "inspect", "--format", "json", reference});
+  auto r = call(calls, {"image", "inspect", reference});  // a JSON array, podman and docker
   if (!r.ok()) {
     error = r.error_text();
     return std::nullopt;
@@ -154,9 +190,13 @@ std::optional<std::int64_t> number_file(const fs::path& p) {
 // user can read (mkstemp: 0600), removed when it goes out of scope.
 class EnvFile {
  public:
-  explicit EnvFile(const std::map<std::string, std::string>& env) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/conveyor-job-env.XXXXXX";
+  EnvFile(const std::map<std::string, std::string>& env, const std::filesystem::path& dir) {
+    std::string base = dir.string();
+    if (base.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      base = tmp && *tmp ? tmp : "/tmp";
+    }
+    std::string templ = base + "/" + kEnvFilePrefix + "XXXXXX";
     const int fd = ::mkstemp(templ.data());
     if (fd < 0) {
       throw ContainerError("container_runtime",
@@ -175,6 +215,7 @@ class EnvFile {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         ::close(fd);
+        ::unlink(path_.c_str());
         throw ContainerError("container_runtime", "cannot write the container's environment file " +
                                                       path_.string() + ": " + std::strerror(errno));
       }
@@ -300,14 +341,16 @@ std::vector<std::string> run_arguments(const ContainerSpec& s) {
   }
   std::string out = model::kContainerOutputDir;
   if (out.size() > 1 && out.back() == '/') out.pop_back();
-  a.push_back("--volume");
-  a.push_back(s.host_output_dir.string() + ":" + out + ":rw");
+  std::string host_out = s.host_output_dir.string();
+  while (host_out.size() > 1 && host_out.back() == '/') host_out.pop_back();
+  a.push_back("--mount");
+  a.push_back(bind_mount(host_out, out, false));
   std::set<std::string> mounted;
   for (std::string in : s.inputs) {
     while (in.size() > 1 && in.back() == '/') in.pop_back();
     if (in.empty() || !mounted.insert(in).second) continue;
-    a.push_back("--volume");
-    a.push_back(in + ":" + in + ":ro");
+    a.push_back("--mount");
+    a.push_back(bind_mount(in, in, true));
   }
   a.push_back("--workdir");
   a.push_back(out);
@@ -345,13 +388,46 @@ ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference,
   return *info;
 }
 
+namespace {
+
+// The threads run_container starts for stop requests: joined when it ends,
+// whatever way it ends. A helper never throws (a failure is logged in the
+// attempt's outcome by what follows: the kill, then rm).
+class Helpers {
+ public:
+  ~Helpers() { join(); }
+  void start(std::function<void()> f) {
+    std::lock_guard lock(mutex_);
+    threads_.emplace_back([f = std::move(f)] {
+      try {
+        f();
+      } catch (...) {
+      }
+    });
+  }
+  void join() {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mutex_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace
+
 ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec,
                              const ProcessOptions& process, const std::atomic<StopReason>& stop,
                              const LineSink& on_line) {
   const std::string name = container_name(spec.job_id, spec.attempt);
   // The environment file: private to this worker's user, removed after the run.
+  EnvFile env_file(spec.env, spec.env_dir);
   ContainerSpec with_file = spec;
-  EnvFile env_file(spec.env);
   with_file.env_file = env_file.path();
   ProcessOptions o = process;
   o.argv = {calls.runtime.program};
@@ -360,22 +436,31 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   o.env = calls.env;
 
   // Stop requests run the runtime in the background: the run loop keeps
-  // reading the container's output meanwhile.
-  std::mutex helpers_mutex;
-  std::vector<std::thread> helpers;
-  auto background = [&](std::vector<std::string> a) {
-    std::lock_guard lock(helpers_mutex);
-    helpers.emplace_back([&calls, a = std::move(a)]() mutable { call(calls, std::move(a)); });
-  };
+  // reading the container's output meanwhile. A stop asked while the
+  // container is still being created finds no container: it is asked again
+  // until it is done or the client has exited.
+  std::atomic<bool> client_exited{false};
+  Helpers helpers;
   o.terminate = [&](std::chrono::milliseconds grace) {
-    const auto seconds = std::max<std::int64_t>(
-        0, static_cast<std::int64_t>(std::ceil(static_cast<double>(grace.count()) / 1000.0)));
-    background({"stop", "--time", std::to_string(seconds), name});
+    // Whole seconds, rounded down: the container is killed within the grace.
+    const auto seconds = std::max<std::int64_t>(0, grace.count() / 1000);
+    helpers.start([&calls, &client_exited, name, seconds] {
+      for (int i = 0; i < 50 && !client_exited; ++i) {
+        if (call(calls, {"stop", "--time", std::to_string(seconds), name}).ok()) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
   };
-  o.kill = [&] { background({"rm", "--force", "--time", "0", name}); };
-  // The runtime's own stop timer kills the container after the grace; the
+  o.kill = [&] {
+    helpers.start([&calls, name] {
+      auto a = rm_args(calls);
+      a.push_back(name);
+      call(calls, std::move(a));
+    });
+  };
+  // The runtime's own stop timer kills the container within the grace; the
   // client is killed (and the container removed) only if it still waits.
-  o.kill_margin = std::chrono::milliseconds(5000);
+  o.kill_margin = std::chrono::milliseconds(1500);
 
   std::deque<std::string> last_err;  // what the runtime said, should it fail itself
   ProcessOutcome outcome = run_process(o, stop, [&](std::string_view stream, std::string_view line) {
@@ -385,36 +470,43 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
       if (last_err.size() > 3) last_err.pop_front();
     }
   });
-  {
-    std::lock_guard lock(helpers_mutex);
-    for (auto& t : helpers) t.join();
-    helpers.clear();
-  }
+  client_exited = true;
+  helpers.join();
   // Gone already after a normal end (--rm). Anything else may have left it.
   const bool abnormal = outcome.timed_out || outcome.stopped != StopReason::none ||
                         outcome.term_signal || outcome.exit_code.value_or(0) >= 125;
-  if (abnormal) call(calls, {"rm", "--force", "--ignore", "--time", "0", name});
+  if (abnormal) {
+    auto a = rm_args(calls);
+    a.push_back(name);
+    call(calls, std::move(a));
+  }
   if (!spec.cgroup_parent.empty()) {
     outcome.usage = take_cgroup_usage(spec.cgroup_parent);
   } else {
     outcome.usage = Usage{};
   }
   // 125: the runtime could not create or start the container (podman and
-  // docker alike); 126 and 127 are the container's command not executable or
-  // not found, which mean what they mean for a process.
-  if (outcome.exit_code == 125 && !outcome.timed_out && outcome.stopped == StopReason::none) {
+  // docker alike), and says so on stderr ("Error: ..."; docker: "docker:
+  // Error ..."). A program of the container that exits 125 itself is an
+  // exit code like any other. 126 and 127 (the container's command not
+  // executable, not found) mean what they mean for a process.
+  const bool runtime_said_error =
+      !last_err.empty() && (last_err.back().rfind("Error: ", 0) == 0 ||
+                            last_err.back().rfind("docker: Error", 0) == 0);
+  if (outcome.exit_code == 125 && runtime_said_error && !outcome.timed_out &&
+      outcome.stopped == StopReason::none) {
     std::string said;
     for (const auto& l : last_err) said += (said.empty() ? "" : "; ") + l;
     throw ContainerError("container_runtime",
-                         "the container runtime could not run the container (exit 125)" +
-                             (said.empty() ? std::string() : ": " + said));
+                         "the container runtime could not run the container (exit 125): " + said);
   }
   return outcome;
 }
 
 std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
                                               const std::string& installation,
-                                              std::optional<std::int64_t> job_id) {
+                                              std::optional<std::int64_t> job_id,
+                                              const std::atomic<StopReason>* stop) {
   std::vector<std::string> args = {"ps", "--all", "--no-trunc", "--filter",
                                    std::string("label=") + kLabelInstallation + "=" + installation};
   if (job_id) {
@@ -423,10 +515,15 @@ std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
   }
   // One line per container: id, name, job id, attempt (the Go template
   // syntax podman and docker share).
+  // The label lookup differs: podman's .Labels is a map, docker's a string
+  // with a .Label function.
+  auto label = [&](const char* key) {
+    return calls.runtime.kind == "docker" ? std::string("{{.Label \"") + key + "\"}}"
+                                          : std::string("{{index .Labels \"") + key + "\"}}";
+  };
   args.push_back("--format");
-  args.push_back(std::string("{{.ID}} {{.Names}} {{index .Labels \"") + kLabelJobId +
-                 "\"}} {{index .Labels \"" + kLabelAttempt + "\"}}");
-  auto r = call(calls, std::move(args));
+  args.push_back("{{.ID}} {{.Names}} " + label(kLabelJobId) + " " + label(kLabelAttempt));
+  auto r = call(calls, std::move(args), stop ? *stop : never_stop());
   if (!r.ok()) {
     throw ContainerError("container_runtime", "cannot list containers: " + r.error_text());
   }
@@ -450,13 +547,14 @@ std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
 std::vector<std::string> remove_containers(const RuntimeCalls& calls,
                                            const std::vector<LabeledContainer>& containers,
                                            const std::string& cgroup_base,
-                                           const std::string& installation) {
+                                           const std::string& installation,
+                                           const std::atomic<StopReason>* stop) {
   std::vector<std::string> removed;
   if (containers.empty()) return removed;
-  std::vector<std::string> args = {"rm", "--force", "--ignore", "--time", "0"};
+  std::vector<std::string> args = rm_args(calls);
   for (const auto& c : containers) args.push_back(c.id);
-  auto r = call(calls, std::move(args));
-  if (!r.ok()) {
+  auto r = call(calls, std::move(args), stop ? *stop : never_stop());
+  if (!rm_ok(r)) {
     throw ContainerError("container_runtime", "cannot remove containers: " + r.error_text());
   }
   for (const auto& c : containers) {

@@ -7,9 +7,9 @@
 //
 // A container outlives its `run` client: cancel, timeout and drain stop it
 // with `<runtime> stop -t <grace>`, then `rm -f`; a worker killed -9 leaves
-// it running, and sweep_stale() (every worker, at start and then
-// periodically, and before each container it starts) removes what no
-// `started` attempt owns any more. Labels carry the installation, so a
+// it running: every worker, at start and then periodically, removes what no
+// `started` attempt owns any more, and before a job's second or later run
+// starts, whatever container an earlier run of that job left. Labels carry the installation, so a
 // worker never touches another installation's containers on a shared host.
 #include <atomic>
 #include <chrono>
@@ -71,6 +71,7 @@ struct ContainerSpec {
   // user of the host can read in /proc. A value with a newline cannot be in
   // the file and stays --env. run_container writes it (mode 0600).
   std::filesystem::path env_file;
+  std::filesystem::path env_dir;  // where run_container writes it; empty: $TMPDIR or /tmp
   std::filesystem::path host_output_dir;  // mounted read-write at model::kContainerOutputDir
   std::vector<std::string> inputs;        // host paths, mounted read-only at the same path
   model::Resources resources;
@@ -127,16 +128,22 @@ struct LabeledContainer {
   std::int64_t job_id = 0;
   int attempt = 0;
 };
-// The containers of `installation` (by label), running or not.
+// The containers of `installation` (by label), running or not; those of
+// one job when job_id is given. `stop` (set) aborts the runtime call.
 std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
                                               const std::string& installation,
-                                              std::optional<std::int64_t> job_id = std::nullopt);
-// Removes them (rm -f -t 0), with their cgroups under `cgroup_base`.
+                                              std::optional<std::int64_t> job_id = std::nullopt,
+                                              const std::atomic<StopReason>* stop = nullptr);
+// Removes them (rm --force), with their cgroups under `cgroup_base`.
 // Returns the names removed.
 std::vector<std::string> remove_containers(const RuntimeCalls& calls,
                                            const std::vector<LabeledContainer>& containers,
                                            const std::string& cgroup_base,
-                                           const std::string& installation);
+                                           const std::string& installation,
+                                           const std::atomic<StopReason>* stop = nullptr);
+
+// Environment files (ContainerSpec::env_dir) are named <prefix>XXXXXX.
+inline constexpr const char* kEnvFilePrefix = "conveyor-job-env.";
 
 // The runtime's cgroup manager ("cgroupfs", "systemd"), "" when it cannot be
 // asked. A cgroup parent path (ContainerSpec::cgroup_parent) works with

@@ -49,10 +49,11 @@ constexpr db::Statement kRequeueOrphans{
     "WITH orphans AS ("
     "  UPDATE conveyor.job SET status = 'ready', attempt = attempt + 1, "
     "    error_subtype = 'worker_restarted', error_message = 'worker restarted while the job ran' "
-    "  WHERE worker_id = $1 AND status = 'started' RETURNING id, attempt - 1 AS attempt) "
-    "UPDATE conveyor.job_attempt a SET ended_at = now(), outcome = 'lost' "
-    "FROM orphans o WHERE a.job_id = o.id AND a.attempt = o.attempt AND a.ended_at IS NULL "
-    "RETURNING a.job_id"};
+    "  WHERE worker_id = $1 AND status = 'started' RETURNING id, attempt - 1 AS attempt), "
+    "closed AS ("
+    "  UPDATE conveyor.job_attempt a SET ended_at = now(), outcome = 'lost' "
+    "  FROM orphans o WHERE a.job_id = o.id AND a.attempt = o.attempt AND a.ended_at IS NULL) "
+    "SELECT id FROM orphans"};
 
 // $4: the jobs this worker runs, read inside this transaction, so that
 // running_jobs_at (its now()) is never later than the list (the reconciler
@@ -82,6 +83,8 @@ constexpr db::Statement kClaim{
     "WHERE id IN (SELECT id FROM conveyor.job "
     "             WHERE status = 'queued' AND canceled_at IS NULL "
     "               AND coalesce(config->>'pool', 'default') = $2 "
+    // A worker without a container runtime leaves container jobs to others.
+    "               AND ($5::boolean OR coalesce(config->>'image', '') = '') "
     "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
     "  AND status = 'queued' "
     // A worker the pool (or an operator) set draining, or the reaper marked
@@ -323,8 +326,10 @@ void Worker::setup_containers() {
                 "CONVEYOR_CONTAINER_USER: expected uid:gid in numbers (e.g. 10001:10001), got '" +
                     user + "'");
   }
-  if (uid == 0) {
-    throw Error(errc::bad_input, "CONVEYOR_CONTAINER_USER: container jobs never run as root (uid 0)");
+  if (uid == 0 || gid == 0) {
+    throw Error(errc::bad_input,
+                "CONVEYOR_CONTAINER_USER: container jobs never run as root (uid 0) or in its group "
+                "(gid 0), got '" + user + "'");
   }
   container_user_ = user;
   // A worker running as root gives each output dir to that user; a rootless
@@ -370,7 +375,7 @@ void Worker::start() {
                                   std::string(CONVEYOR_WORKER_VERSION)})[0][0]
                   .as_int();
     installation_ = tx.exec(kInstallation, {})[0][0].as_string();
-    auto orphans = tx.exec(kRequeueOrphans, {id}).affected_rows();
+    const auto orphans = tx.exec(kRequeueOrphans, {id}).size();
     if (orphans > 0) {
       ctx_.log()->warn("requeued {} job(s) left started by an earlier run of worker {}", orphans,
                        name_);
@@ -389,6 +394,7 @@ void Worker::start() {
   }
   ctx_.metrics().gauge("conveyor_worker_running", "jobs this worker is running").set(0);
   monitor_ = std::thread([this] { monitor_main(); });
+  if (runtime_) sweeper_ = std::thread([this] { sweeper_main(); });
 }
 
 // ---------------------------------------------------------------- main loop
@@ -420,7 +426,7 @@ void Worker::claim() {
   const int free = concurrency() - static_cast<int>(running_count());
   if (free <= 0) return;
   auto rows = ctx_.db().transact([&](db::Tx& tx) {
-    return tx.exec(kClaim, {worker_id_, pool_, free, name_});
+    return tx.exec(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
   });
   for (auto row : rows) {
     auto job = std::make_shared<Job>();
@@ -533,7 +539,7 @@ void Worker::heartbeat() {
 // elsewhere once it is requeued. Runs on the monitor thread.
 void Worker::sweep_containers() {
   if (!runtime_) return;
-  const auto found = list_containers(*runtime_, installation_);
+  const auto found = list_containers(*runtime_, installation_, std::nullopt, &sweep_stop_);
   if (found.empty()) return;
   std::vector<std::int64_t> ids;
   std::vector<std::int64_t> attempts;
@@ -550,7 +556,8 @@ void Worker::sweep_containers() {
     if (stale.count({c.job_id, c.attempt})) victims.push_back(c);
   }
   if (victims.empty()) return;
-  const auto removed = remove_containers(*runtime_, victims, cgroup_base_, installation_);
+  const auto removed =
+      remove_containers(*runtime_, victims, cgroup_base_, installation_, &sweep_stop_);
   for (const auto& name : removed) {
     ctx_.log()->warn("removed container {}: no started attempt owns it (its worker died?)", name);
   }
@@ -560,9 +567,46 @@ void Worker::sweep_containers() {
       .inc(static_cast<double>(removed.size()));
 }
 
+// The sweeper thread: at start, then every sweep_interval_. Its own thread,
+// because a runtime call can take long (a storage lock held by a pull) and
+// must not delay heartbeats or cancels; stop_threads() aborts the call.
+void Worker::sweeper_main() {
+  std::unique_lock lock(monitor_mutex_);
+  while (!monitor_stop_) {
+    lock.unlock();
+    try {
+      remove_stale_env_files();
+      sweep_containers();
+    } catch (const std::exception& e) {
+      ctx_.log()->error("sweeping stale containers failed: {}", e.what());
+    }
+    lock.lock();
+    if (sweep_interval_.count() == 0) break;
+    monitor_cv_.wait_for(lock, sweep_interval_, [this] { return monitor_stop_; });
+  }
+}
+
+// <data dir>/run/job-env: the containers' environment files, readable by
+// this worker's user only.
+std::filesystem::path Worker::env_dir() const { return data_dir_ / "run" / "job-env"; }
+
+// Environment files a killed worker left (podman read each one when it
+// created the container; a minute is ample).
+void Worker::remove_stale_env_files() {
+  std::error_code ec;
+  fs::create_directories(env_dir(), ec);
+  fs::permissions(env_dir(), fs::perms::owner_all, ec);
+  const auto now = fs::file_time_type::clock::now();
+  for (const auto& e : fs::directory_iterator(env_dir(), ec)) {
+    if (e.path().filename().string().rfind(kEnvFilePrefix, 0) != 0) continue;
+    std::error_code ec2;
+    const auto t = fs::last_write_time(e.path(), ec2);
+    if (!ec2 && now - t > std::chrono::minutes(1)) fs::remove(e.path(), ec2);
+  }
+}
+
 void Worker::monitor_main() {
   auto next_heartbeat = Clock::now();
-  std::optional<Clock::time_point> next_sweep = Clock::now();
   std::unique_lock lock(monitor_mutex_);
   while (!monitor_stop_) {
     lock.unlock();
@@ -576,15 +620,7 @@ void Worker::monitor_main() {
     } catch (const std::exception& e) {
       ctx_.log()->error("worker heartbeat/cancel check failed: {}", e.what());
     }
-    if (next_sweep && Clock::now() >= *next_sweep) {
-      try {
-        sweep_containers();
-      } catch (const std::exception& e) {
-        ctx_.log()->error("sweeping stale containers failed: {}", e.what());
-      }
-      next_sweep.reset();
-      if (sweep_interval_.count() > 0) next_sweep = Clock::now() + sweep_interval_;
-    }
+
     lock.lock();
     // Cancel requests are also checked on every wake-up of the main loop
     // (cancel_requested events); this is the fallback cadence.
@@ -685,6 +721,9 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
         return;
       }
       log.write("conveyor", e.what());
+      if (auto d = meta.find("image_digest"); d != meta.end() && d->is_string()) {
+        image_digest = d->get<std::string>();
+      }
       meta["message"] = e.what();
       write_json_file(logs / "metadata.json", meta);
       ctx_.log()->error("job {}: {}", job->id, e.what());
@@ -773,9 +812,9 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
                                     image, info.digest));
   if (chown_outputs_to_) {
     if (::chown(out_dir.c_str(), chown_outputs_to_->first, chown_outputs_to_->second) != 0) {
-      throw Error(errc::internal, fmt::format("cannot give {} to the container's user {}: {}",
-                                              out_dir.string(), container_user_,
-                                              std::strerror(errno)));
+      throw ContainerError("container_runtime",
+                           fmt::format("cannot give {} to the container's user {}: {}",
+                                       out_dir.string(), container_user_, std::strerror(errno)));
     }
   }
   ContainerSpec spec;
@@ -801,6 +840,7 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
   spec.user = container_user_;
   spec.keep_id = container_keep_id_;
   spec.cgroup_parent = container_cgroup(cgroup_base_, installation_, job.id, job.attempt);
+  spec.env_dir = env_dir();
   return run_container(*runtime_, spec, options, job.stop,
                        [&](std::string_view stream, std::string_view line) {
                          log.write(stream, line);
@@ -1035,8 +1075,10 @@ void Worker::stop_threads() {
     std::lock_guard lock(monitor_mutex_);
     monitor_stop_ = true;
   }
+  sweep_stop_ = StopReason::shutdown;
   monitor_cv_.notify_all();
   if (monitor_.joinable()) monitor_.join();
+  if (sweeper_.joinable()) sweeper_.join();
 }
 
 }  // namespace conveyor::worker

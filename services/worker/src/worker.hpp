@@ -89,6 +89,9 @@ class Worker {
   // Container jobs (container.hpp).
   void setup_containers();
   void sweep_containers();
+  void sweeper_main();
+  std::filesystem::path env_dir() const;
+  void remove_stale_env_files();
   ProcessOutcome run_in_container(Job& job, const std::filesystem::path& out_dir,
                                   const std::vector<std::string>& argv,
                                   const std::map<std::string, std::string>& env,
@@ -139,6 +142,8 @@ class Worker {
   std::condition_variable monitor_cv_;
   bool monitor_stop_ = false;
   std::thread monitor_;
+  std::thread sweeper_;  // container sweeps (runtime calls), on monitor_cv_ too
+  std::atomic<StopReason> sweep_stop_{StopReason::none};
 };
 
 }  // namespace conveyor::worker

@@ -63,9 +63,11 @@ TEST(ContainerArgs, NameLabelsUserAndNoNetworkByDefault) {
 
 TEST(ContainerArgs, MountsOutputReadWriteAndInputsReadOnlyOnce) {
   const auto a = run_arguments(spec());
-  EXPECT_EQ(count(a, "/data/outputs/job-391/:/conveyor/output:rw"), 1u);
-  EXPECT_EQ(count(a, "/data/outputs/job-7/a.json:/data/outputs/job-7/a.json:ro"), 1u);
-  EXPECT_EQ(count(a, "/data/outputs/job-8:/data/outputs/job-8:ro"), 1u);
+  EXPECT_EQ(count(a, "type=bind,source=/data/outputs/job-391,target=/conveyor/output"), 1u);
+  EXPECT_EQ(count(a, "type=bind,source=/data/outputs/job-7/a.json,target=/data/outputs/job-7/a.json,readonly"), 1u);
+  EXPECT_EQ(count(a, "type=bind,source=/data/outputs/job-8,target=/data/outputs/job-8,readonly"), 1u);
+  EXPECT_EQ(count(a, "--mount"), 3u);
+  EXPECT_EQ(count(a, "--volume"), 0u);
   EXPECT_EQ(after(a, "--workdir"), "/conveyor/output");
   EXPECT_EQ(after(a, "--env"), "GDAL_CACHEMAX=512");
 }
@@ -78,6 +80,22 @@ TEST(ContainerArgs, WithAnEnvFileNoValueIsOnTheCommandLineButOneWithANewline) {
   EXPECT_EQ(after(a, "--env-file"), "/tmp/conveyor-job-env.abc");
   EXPECT_EQ(count(a, "TOKEN=s3cret"), 0u);
   EXPECT_EQ(after(a, "--env"), "MULTI=a\nb");
+}
+
+TEST(ContainerArgs, APathWithAColonMountsAndOneWithACommaIsRefusedByName) {
+  auto s = spec();
+  s.inputs = {"/data/outputs/job-7/fsc_2026-01-01T10:00:00.json"};
+  EXPECT_EQ(count(run_arguments(s), "type=bind,source=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,"
+                                    "target=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,readonly"),
+            1u);
+  s.inputs = {"/data/outputs/job-7/a,b.json"};
+  try {
+    run_arguments(s);
+    ADD_FAILURE() << "a comma in a mounted path must be refused";
+  } catch (const conveyor::worker::ContainerError& e) {
+    EXPECT_EQ(e.subtype(), "container_runtime");
+    EXPECT_NE(std::string(e.what()).find("/data/outputs/job-7/a,b.json"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ContainerArgs, TheCommandFollowsTheImageEachArgumentWhole) {

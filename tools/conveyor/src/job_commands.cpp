@@ -77,7 +77,7 @@ constexpr db::Statement kJobAttempts{
     "  to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS started_at, "
     "  to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ended_at, "
     "  outcome, exit_code, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb "
-    "FROM conveyor.job_attempt WHERE job_id = $1 ORDER BY attempt"};
+    "FROM conveyor.job_attempt WHERE job_id = $1 ORDER BY id"};
 
 // `job stats`: the finished attempts of each job type ($1: one type or all;
 // $2: ended within the last $2 seconds, or all). percentile_cont skips NULLs,
