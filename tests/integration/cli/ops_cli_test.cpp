@@ -439,6 +439,14 @@ TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "max_workers: not a system parameter")) << r.output;
 
+  // One parameter as NAME VALUE (runbook 001's image tag roll-out).
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie": "v2"})"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie": "v2"})"));
+  r = conveyor({"params", "set", "image_tags", "{}", "worker_concurrency=2"});
+  EXPECT_EQ(r.status, 2) << r.output;  // three words: NAME=VALUE pairs only
+  EXPECT_TRUE(has(r, "expected NAME=VALUE (or NAME VALUE for one parameter), got 'image_tags'")) << r.output;
+
   const json all = conveyor_json({"params", "list"});
   EXPECT_EQ(all.at("max_number_of_worker_instances"), 3);
   EXPECT_TRUE(all.contains("stall_queued_s"));
