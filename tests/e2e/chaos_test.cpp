@@ -188,7 +188,7 @@ struct JobTypesFile : conveyor::e2e::SleepTypeFile {
 // The creation service's URL: it changes when creation is started again.
 class ApiUrl {
  public:
-  explicit ApiUrl(std::string url) : url_(std::move(url)) {}
+  ApiUrl(std::string url, std::string token) : url_(std::move(url)), token_(std::move(token)) {}
   std::string get() const {
     std::lock_guard g(mu_);
     return url_;
@@ -197,10 +197,13 @@ class ApiUrl {
     std::lock_guard g(mu_);
     url_ = std::move(url);
   }
+  // The stack's operator token (it does not change).
+  const std::string& token() const { return token_; }
 
  private:
   mutable std::mutex mu_;
   std::string url_;
+  const std::string token_;
 };
 
 struct PostResult {
@@ -219,7 +222,10 @@ PostResult post_job(const ApiUrl& api, const json& body, const std::string& key,
   while (true) {
     try {
       auto r = conveyor::http::http_request("POST", api.get() + "/v1/jobs", body.dump(),
-                                            {{"Content-Type", "application/json"}, {"Idempotency-Key", key}}, 3s);
+                                            {{"Content-Type", "application/json"},
+                                             {"Authorization", "Bearer " + api.token()},
+                                             {"Idempotency-Key", key}},
+                                            3s);
       if (r.status == 200 || r.status == 201) {
         out.id = json::parse(r.body).at("id").get<std::int64_t>();
         return out;
@@ -841,7 +847,7 @@ TEST(Chaos, SteadyJobStreamUnderSeededFaults) {
 
   Log log;
   log.start();
-  ApiUrl api(stack.api_url());
+  ApiUrl api(stack.api_url(), stack.api_token());
   Driver driver(stack, api, log, settings.seed);
   Planner planner(driver.rng(), settings.kinds);
   Submitter submitter(api, settings.seed ^ 0x5eed5eed5eed5eedULL, "chaos-");

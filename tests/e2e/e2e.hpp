@@ -58,7 +58,7 @@ inline json file_sink() { return json{{"kind", "file"}, {"dir", "catalog"}}; }
 
 inline json submit(const testing::Stack& stack, const json& body, int expect_status = 201) {
   auto r = http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
-                              {{"Content-Type", "application/json"}});
+                              stack.api_headers(true));
   EXPECT_EQ(r.status, expect_status) << r.body;
   return json::parse(r.body);
 }

@@ -111,8 +111,8 @@ void expect_no_transition_twice(Stack& stack) {
 // it is answered, so a restart of creation loses and duplicates nothing.
 class Submitter {
  public:
-  Submitter(std::vector<std::string> api_urls, int n, std::string key_prefix)
-      : urls_(std::move(api_urls)), n_(n), prefix_(std::move(key_prefix)) {
+  Submitter(std::vector<std::string> api_urls, std::string token, int n, std::string key_prefix)
+      : urls_(std::move(api_urls)), token_(std::move(token)), n_(n), prefix_(std::move(key_prefix)) {
     thread_ = std::thread([this] { main(); });
   }
   ~Submitter() {
@@ -140,6 +140,7 @@ class Submitter {
         try {
           auto r = conveyor::http::http_request("POST", url + "/v1/jobs", body,
                                                 {{"Content-Type", "application/json"},
+                                                 {"Authorization", "Bearer " + token_},
                                                  {"Idempotency-Key", prefix_ + std::to_string(i)}},
                                                 2s);
           if (r.status == 200 || r.status == 201) break;
@@ -154,6 +155,7 @@ class Submitter {
   }
   std::mutex mu_;
   std::vector<std::string> urls_;
+  const std::string token_;
   int n_;
   std::string prefix_;
   std::atomic<int> submitted_{0};
@@ -348,7 +350,7 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
 TEST(Faults, KillingEachServiceDuringAThousandJobRunLosesNothing) {
   JobTypesFile types;
   Stack stack(elastic(types, 2, 4));
-  Submitter submitter({stack.api_url()}, 1000, "kill-each-");
+  Submitter submitter({stack.api_url()}, stack.api_token(), 1000, "kill-each-");
 
   struct Kill {
     std::string service;
@@ -440,7 +442,7 @@ TEST(Faults, TwoReplicasOfEveryServiceOnAThousandJobs) {
   Stack stack(o);
   const std::string api2 = "http://127.0.0.1:" + std::to_string(stack.port("creation-2"));
   auto t = Clock::now();
-  Submitter submitter({stack.api_url(), api2}, 1000, "replicas-");
+  Submitter submitter({stack.api_url(), api2}, stack.api_token(), 1000, "replicas-");
   int peak_workers = 0;
   ASSERT_TRUE(wait_until(
       [&] {

@@ -165,7 +165,7 @@ TEST(JobPath, BadRequestsGetProblemJsonAndTheServiceKeepsServing) {
   Stack stack(o);
   auto post = [&](const std::string& body) {
     return conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body,
-                                        {{"Content-Type", "application/json"}});
+                                        stack.api_headers(true));
   };
   struct Case {
     std::string body;
@@ -203,7 +203,7 @@ TEST(JobPath, CancellingARunningJobThroughTheApiKillsItsProcess) {
   auto pgrep = [&] { return conveyor::testing::run({"pgrep", "-f", "conveyor-example-task sleep 300"}); };
   ASSERT_TRUE(wait_until([&] { return pgrep().status == 0; }, 10s)) << "the job's process runs";
   auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs/" + id + "/cancel", "{}",
-                                        {{"Content-Type", "application/json"}});
+                                        stack.api_headers(true));
   EXPECT_LT(r.status, 300) << r.body;
   EXPECT_TRUE(wait_until([&] { return status_of(stack, id) == "canceled"; }, 30s)) << stack.logs_tail();
   EXPECT_TRUE(wait_until([&] { return pgrep().status != 0; }, 10s)) << "the process is gone";

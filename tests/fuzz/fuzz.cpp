@@ -1,5 +1,7 @@
 #include "fuzz.hpp"
 
+#include <strings.h>
+
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -231,7 +233,17 @@ std::string Runner::reproduce(std::optional<std::size_t> index) const {
 
 bool Runner::run(std::size_t index, const Case& c) {
   const auto t0 = Clock::now();
-  const std::string bytes = serialise(c.request);
+  // A structured request carries the stack's operator token unless the case
+  // sets its own Authorization: the fuzzed bytes reach the handlers, not
+  // only the guard (issue 12). Raw cases are sent exactly as written.
+  RawRequest request = c.request;
+  const bool has_auth = std::any_of(request.headers.begin(), request.headers.end(), [](const auto& h) {
+    return strcasecmp(h.first.c_str(), "authorization") == 0;
+  });
+  if (request.raw.empty() && !has_auth) {
+    request.headers.emplace_back("Authorization", "Bearer " + stack_.api_token());
+  }
+  const std::string bytes = serialise(request);
   ExchangeOptions o;
   o.timeout = c.timeout;
   o.head_request = c.request.raw.empty() && c.request.method == "HEAD";

@@ -811,7 +811,7 @@ TEST(Fuzz, PoisonEvents) {
     const auto r = conveyor::http::http_request(
         "POST", stack.api_url() + "/v1/jobs",
         "{\"job_type\":\"fuzz-any\",\"params\":{\"i\":" + std::to_string(i) + "}}",
-        {{"Content-Type", "application/json"}});
+        stack.api_headers(true));
     ASSERT_EQ(r.status, 201) << r.body;
     ids.push_back(std::to_string(json::parse(r.body).at("id").get<std::int64_t>()));
   }

@@ -42,7 +42,7 @@ double percentile(std::vector<double> v, double p) {
 
 std::int64_t submit(const Stack& stack, const std::string& body) {
   auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body,
-                                        {{"Content-Type", "application/json"}});
+                                        stack.api_headers(true));
   if (r.status != 201) throw std::runtime_error("submit failed: " + std::to_string(r.status) + " " + r.body);
   return nlohmann::json::parse(r.body).at("id").get<std::int64_t>();
 }

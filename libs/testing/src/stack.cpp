@@ -73,6 +73,7 @@ Stack::Stack(Options options) : options_(std::move(options)) {
     if (r.status != 0) throw std::runtime_error("applying job types failed: " + r.output);
   }
   if (!options_.setup_sql.empty()) db_->exec(options_.setup_sql);
+  api_token_ = create_api_token(db_->url(), "e2e-operator", "operator");
   for (const auto& s : options_.services) start(s);
   for (int i = 1; i <= options_.workers; ++i) start("worker-" + std::to_string(i));
 }
@@ -98,6 +99,10 @@ Stack::~Stack() {
 PostgresCluster& Stack::postgres() {
   if (!postgres_) throw std::runtime_error("this stack has no private PostgreSQL cluster (Options::private_postgres)");
   return *postgres_;
+}
+
+std::map<std::string, std::string> Stack::api_headers(bool json_body) const {
+  return bearer(api_token_, json_body);
 }
 
 std::string Stack::api_url() const { return "http://127.0.0.1:" + std::to_string(port("creation")); }

@@ -15,6 +15,9 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/testing/testing.hpp"
 
+#include "conveyor/auth/auth.hpp"
+#include "conveyor/db/db.hpp"
+
 namespace fs = std::filesystem;
 
 namespace conveyor::testing {
@@ -206,6 +209,23 @@ std::string TestDatabase::query_value(const std::string& sql) const {
 void TestDatabase::exec(const std::string& sql) const {
   db::Session session(url_, "conveyor-test");
   session.transact([&](db::Tx& tx) { tx.exec_script(sql); });
+}
+
+std::string create_api_token(const std::string& url, const std::string& name, const std::string& role) {
+  const auto r = auth::parse_role(role);
+  if (!r) throw std::runtime_error("create_api_token: no role '" + role + "'");
+  db::PoolOptions o;
+  o.url = url;
+  o.size = 1;
+  o.application_name = "conveyor-testing";
+  db::Pool pool(o);
+  return pool.transact([&](db::Tx& tx) { return auth::create_token(tx, name, *r, std::nullopt); });
+}
+
+std::map<std::string, std::string> bearer(const std::string& token, bool json_body) {
+  std::map<std::string, std::string> h{{"Authorization", "Bearer " + token}};
+  if (json_body) h["Content-Type"] = "application/json";
+  return h;
 }
 
 }  // namespace conveyor::testing

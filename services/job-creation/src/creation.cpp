@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "conveyor/auth/auth.hpp"
 #include "conveyor/http/problem.hpp"
 #include "conveyor/logging/logging.hpp"
 #include "conveyor/model/job.hpp"
@@ -59,7 +60,54 @@ nlohmann::json job_with_history(db::Tx& tx, const model::Job& job) {
   return out;
 }
 
+// What a request changes is recorded as its token's doing (api:<name>).
+db::TxOptions as_requester(const Request& req) {
+  db::TxOptions o;
+  o.actor = auth::request_actor(req);
+  return o;
+}
+
+constexpr db::Statement kSubmittedBy{
+    "creation_submitted_by", "SELECT submitted_by FROM conveyor.job WHERE id = $1"};
+
+// A submitter may cancel and retry only the jobs it submitted; readers
+// never get here (the guard), operators may touch any job. An unknown job
+// is left to the model (404).
+void require_owner(db::Tx& tx, const Request& req, model::JobId id) {
+  const auto who = auth::identity_of(req);
+  if (!who || who->role != auth::Role::submitter) return;
+  const auto rows = tx.exec(kSubmittedBy, {id.value()});
+  if (rows.empty()) return;
+  const std::string owner = rows[0]["submitted_by"].as_string();
+  if (owner != auth::actor_of(who->name)) {
+    throw Error(errc::forbidden,
+                "token '" + who->name + "' (submitter) may cancel or retry only the jobs it "
+                "submitted; job " + std::to_string(id.value()) + " was submitted by " +
+                (owner.empty() ? std::string("someone else") : owner));
+  }
+}
+
+// One bucket per token: `CONVEYOR_SUBMIT_RATE` submissions a second, in
+// bursts of up to `CONVEYOR_SUBMIT_BURST` (0: no limit).
+auth::RateLimiter& submit_limiter(runtime::Context& ctx) {
+  static auth::RateLimiter limiter(
+      static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_RATE")),
+      static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_BURST")));
+  return limiter;
+}
+
 Response submit(runtime::Context& ctx, const Request& req) {
+  if (const std::int64_t wait = submit_limiter(ctx).take(req.principal); wait > 0) {
+    ctx.metrics()
+        .counter("conveyor_http_rate_limited_total", "Submissions refused by the per-token rate limit.")
+        .inc();
+    Response r = http::problem(429, http::reason_phrase(429),
+                               "token '" + req.principal + "' submits faster than " +
+                                   std::to_string(ctx.config().get_int("CONVEYOR_SUBMIT_RATE")) +
+                                   " jobs a second; try again in " + std::to_string(wait) + " s");
+    r.headers["Retry-After"] = std::to_string(wait);
+    return r;
+  }
   const nlohmann::json body = req.json();  // malformed: 400 via problem_from
   const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
 
@@ -72,7 +120,8 @@ Response submit(runtime::Context& ctx, const Request& req) {
   }
 
   const model::SubmitResult result =
-      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); });
+      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); },
+                        as_requester(req));
   if (result.created) {
     ctx.metrics()
         .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.",
@@ -103,13 +152,23 @@ Response get(runtime::Context& ctx, const Request& req) {
 
 Response cancel(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
-  const model::CancelResult r = ctx.db().transact([&](db::Tx& tx) { return model::cancel_job(tx, id); });
+  const model::CancelResult r = ctx.db().transact(
+      [&](db::Tx& tx) {
+        require_owner(tx, req, id);
+        return model::cancel_job(tx, id);
+      },
+      as_requester(req));
   return Response::json(r.job.to_json(), r.completed ? 200 : 202);
 }
 
 Response retry(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
-  return Response::json(ctx.db().transact([&](db::Tx& tx) { return model::retry_job(tx, id).to_json(); }));
+  return Response::json(ctx.db().transact(
+      [&](db::Tx& tx) {
+        require_owner(tx, req, id);
+        return model::retry_job(tx, id).to_json();
+      },
+      as_requester(req)));
 }
 
 Response job_types(runtime::Context& ctx) {
@@ -137,7 +196,7 @@ nlohmann::json current_parameters(runtime::Context& ctx) {
 
 Response patch(runtime::Context& ctx, const Request& req) {
   const nlohmann::json body = req.json();
-  ctx.db().transact([&](db::Tx& tx) { model::patch_system_parameters(tx, body); });
+  ctx.db().transact([&](db::Tx& tx) { model::patch_system_parameters(tx, body); }, as_requester(req));
   ctx.reload_parameters();
   return Response::json(current_parameters(ctx));
 }
@@ -149,6 +208,18 @@ runtime::ServiceSpec service_spec() {
   spec.name = kServiceName;
   spec.schema = runtime::service_schema();
   spec.default_http_port = 0;
+  spec.schema.add({.name = "CONVEYOR_SUBMIT_RATE",
+                   .type = config::Type::integer,
+                   .default_value = "200",
+                   .help = "submissions a second allowed per API token (token bucket); 0: no limit",
+                   .min = 0,
+                   .max = 1000000});
+  spec.schema.add({.name = "CONVEYOR_SUBMIT_BURST",
+                   .type = config::Type::integer,
+                   .default_value = "1000",
+                   .help = "submissions a token may make at once before CONVEYOR_SUBMIT_RATE applies",
+                   .min = 1,
+                   .max = 1000000});
   // A done job may have triggers to fire; the 1 s poll is the fallback.
   spec.wake_on = {"io.conveyor.job.done"};
   return spec;

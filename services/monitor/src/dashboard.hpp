@@ -4,6 +4,11 @@
 // alerts firing, jobs by status, the service instances and the workers, read
 // from PostgreSQL on each request. `GET /v1/alerts` gives the alerts as JSON.
 // Every value is HTML-escaped. Thread-safe: reads only.
+//
+// Who may look (issue 12): every route but /login needs a reader token,
+// as a bearer header or as the HttpOnly, SameSite=Strict session cookie that
+// `POST /login` ({"token": "..."}, from the form at GET /login) sets; a
+// browser without one is sent to /login. `POST /logout` clears the cookie.
 #include <string>
 
 #include "conveyor/runtime/runtime.hpp"
@@ -13,7 +18,10 @@ namespace conveyor::monitor {
 // "<a & b>" -> "&lt;a &amp; b&gt;" (also " and ').
 std::string html_escape(const std::string& text);
 
-// Adds GET / and GET /v1/alerts to ctx.http().
+// The session cookie's name (runtime::ServiceSpec::auth_cookie).
+inline constexpr const char* kSessionCookie = "conveyor_session";
+
+// Adds GET /, GET /v1/alerts and the login routes to ctx.http().
 void add_dashboard_routes(runtime::Context& ctx);
 
 }  // namespace conveyor::monitor

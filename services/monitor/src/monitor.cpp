@@ -324,6 +324,7 @@ runtime::ServiceSpec spec() {
   runtime::ServiceSpec s;
   s.name = kServiceName;
   s.schema = schema();
+  s.auth_cookie = kSessionCookie;
   // Runbook 000 by SQL: a cancel or restart acts within about a second.
   s.wake_on = {"io.conveyor.job.cancel_requested", "io.conveyor.job.restart_requested"};
   return s;

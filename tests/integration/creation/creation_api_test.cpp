@@ -78,6 +78,9 @@ class CreationApi : public ::testing::Test {
                          const std::string& body = "",
                          std::map<std::string, std::string> headers = {}) {
     if (!body.empty()) headers.emplace("Content-Type", "application/json");
+    // An operator token unless the test sends its own (issue 12).
+    if (token_.empty()) token_ = ct::create_api_token(db_.url(), "creation-test-operator", "operator");
+    headers.emplace("Authorization", "Bearer " + token_);
     return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path,
                                         body, headers);
   }
@@ -122,6 +125,7 @@ class CreationApi : public ::testing::Test {
   ct::Broker broker_;
   std::filesystem::path log_;
   int port_ = 0;
+  std::string token_;  // an operator token, made on first request
   std::unique_ptr<ct::ChildProcess> service_;
 };
 
@@ -231,8 +235,9 @@ TEST_F(CreationApi, ParametersGateSubmissions) {
                    R"({"accepting_new_jobs": false, "not_accepting_reason": "maintenance until 14:00"})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs FROM conveyor.system_parameters"), "f");
+  // The change is the token's doing (issue 12), not the service's.
   EXPECT_EQ(db_.query_value("SELECT updated_by FROM conveyor.system_parameters"),
-            "conveyor-creation");
+            "api:creation-test-operator");
   r = request("GET", "/v1/parameters");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(r.body).at("accepting_new_jobs"), false) << r.body;
@@ -329,7 +334,7 @@ TEST_F(CreationApi, GetReturnsTheJobWithItsHistory) {
   ASSERT_EQ(history.size(), 3u) << history;
   EXPECT_TRUE(history[0].at("from_status").is_null());
   EXPECT_EQ(history[0].at("to_status"), "initialized");
-  EXPECT_EQ(history[0].at("actor"), "conveyor-creation");
+  EXPECT_EQ(history[0].at("actor"), "api:creation-test-operator");
   EXPECT_EQ(history[1].at("from_status"), "initialized");
   EXPECT_EQ(history[1].at("to_status"), "configured");
   EXPECT_EQ(history[2].at("to_status"), "ready");

@@ -209,9 +209,12 @@ class MonitorTest : public ::testing::Test {
     start(name, "conveyor-monitor", extra);
   }
 
+  // Sends a reader token (issue 12: every monitor route but /healthz,
+  // /readyz, /version and /metrics needs one).
   conveyor::http::ClientResponse get(const std::string& name, const std::string& path) {
+    if (token_.empty()) token_ = ct::create_api_token(db_.url(), "monitor-test-reader", "reader");
     return conveyor::http::http_request(
-        "GET", "http://127.0.0.1:" + std::to_string(ports_.at(name)) + path, "", {}, 2s);
+        "GET", "http://127.0.0.1:" + std::to_string(ports_.at(name)) + path, "", ct::bearer(token_), 2s);
   }
 
   json get_json(const std::string& name, const std::string& path) {
@@ -288,6 +291,7 @@ class MonitorTest : public ::testing::Test {
   fs::path dir_;
   std::string prefix_;
   std::map<std::string, int> ports_;
+  std::string token_;  // a reader token, made on first use
   std::map<std::string, std::unique_ptr<ct::ChildProcess>> procs_;
 };
 

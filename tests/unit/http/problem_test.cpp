@@ -50,6 +50,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{errc::conflict, 409, "conflict"},
                       Case{errc::invalid_transition, 409, "invalid_transition"},
                       Case{errc::locked, 423, "locked"},
+                      Case{errc::forbidden, 403, "forbidden"},
                       Case{errc::unavailable, 503, "unavailable"},
                       Case{errc::timeout, 504, "timeout"},
                       Case{errc::internal, 500, "internal"}),

@@ -39,6 +39,8 @@ const char* to_string(errc e) noexcept {
       return "locked";
     case errc::unavailable:
       return "unavailable";
+    case errc::forbidden:
+      return "forbidden";
     case errc::timeout:
       return "timeout";
     case errc::internal:

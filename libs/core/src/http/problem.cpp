@@ -15,6 +15,10 @@ std::string type_name_for(int status) {
   switch (status) {
     case 400:
       return "bad_input";
+    case 401:
+      return "unauthorized";
+    case 403:
+      return "forbidden";
     case 404:
       return "not_found";
     case 405:
@@ -25,6 +29,8 @@ std::string type_name_for(int status) {
       return "payload_too_large";
     case 423:
       return "locked";
+    case 429:
+      return "too_many_requests";
     case 503:
       return "unavailable";
     case 504:
@@ -63,6 +69,8 @@ int status_for(errc code) noexcept {
       return 409;
     case errc::locked:
       return 423;
+    case errc::forbidden:
+      return 403;
     case errc::unavailable:
       return 503;
     case errc::timeout:

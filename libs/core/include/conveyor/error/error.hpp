@@ -18,6 +18,7 @@ enum class errc {
   conflict,            // unique violation, stale conditional update
   invalid_transition,  // the status machine refused a transition
   locked,              // migrations are locked, or another holder has a lock
+  forbidden,           // the caller is known but may not do this (an API token's role)
   unavailable,         // database or broker unreachable, paused system
   timeout,             // a deadline passed
   internal,            // a bug or an impossible state

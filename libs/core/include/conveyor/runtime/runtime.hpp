@@ -38,6 +38,11 @@ struct ServiceSpec {
   // Consumer group; empty: the service name (replicas share the wake-ups).
   std::string consumer_group;
   int default_http_port = 0;  // used when CONVEYOR_HTTP_PORT is not set; 0: any free port
+  // Every route but /healthz, /readyz, /version (and /metrics unless
+  // CONVEYOR_METRICS_REQUIRE_TOKEN) needs a token (auth.hpp). A service
+  // with a browser login names its cookie here; the REST API takes the
+  // Authorization header only (a cookie would be sent cross-port).
+  std::string auth_cookie{};
 };
 
 // What a running service sees. Owned by run(); every member is thread-safe.

@@ -48,6 +48,11 @@ class Stack {
   const std::string& topic_prefix() const { return prefix_; }
   // http://127.0.0.1:<port> of the creation service.
   std::string api_url() const;
+  // An operator token of this stack's database (made before any service
+  // starts), and the headers that send it: {"Authorization": "Bearer ..."},
+  // plus Content-Type: application/json when `json_body`.
+  const std::string& api_token() const { return api_token_; }
+  std::map<std::string, std::string> api_headers(bool json_body = false) const;
   int port(const std::string& name) const;
   // Process names: "creation", ..., "worker-1".."worker-N", "workerpool",
   // "monitor"; a replica is "<service>-<n>" ("creation-2").
@@ -77,6 +82,7 @@ class Stack {
   std::filesystem::path data_dir_;
   std::string prefix_;
   std::map<std::string, std::string> env_;
+  std::string api_token_;
   std::map<std::string, int> ports_;
   std::map<std::string, std::unique_ptr<ChildProcess>> procs_;
 };

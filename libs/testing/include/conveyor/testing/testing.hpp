@@ -218,6 +218,13 @@ class TestDatabase {
   std::string url_;
 };
 
+// Creates an API token named `name` with `role` ("reader", "submitter",
+// "operator") in the database at `url` (auth::create_token) and returns it.
+std::string create_api_token(const std::string& url, const std::string& name, const std::string& role);
+// {"Authorization": "Bearer <token>"}, plus Content-Type: application/json
+// when `json_body`.
+std::map<std::string, std::string> bearer(const std::string& token, bool json_body = false);
+
 // A name unique in this run, e.g. for topic prefixes: "<prefix>_<pid>_<n>_<rand>".
 std::string unique_name(const std::string& prefix);
 

@@ -1,0 +1,3 @@
+ALTER TABLE conveyor.system_parameters DROP COLUMN sink_allowed_hosts;
+ALTER TABLE conveyor.job DROP COLUMN submitted_by;
+DROP TABLE conveyor.api_token;

@@ -1,0 +1,354 @@
+#include "conveyor/auth/auth.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cmath>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/error/error.hpp"
+#include "conveyor/http/problem.hpp"
+#include "conveyor/logging/logging.hpp"
+
+namespace conveyor::auth {
+namespace {
+
+#define CONVEYOR_AUTH_RFC3339(col) \
+  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+constexpr db::Statement kInsertToken{
+    "auth_insert_token",
+    "INSERT INTO conveyor.api_token (name, token_sha256, role, expires_at) "
+    "VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision)) "
+    "ON CONFLICT (name) DO NOTHING RETURNING name"};
+
+constexpr db::Statement kListTokens{
+    "auth_list_tokens",
+    "SELECT name, role, " CONVEYOR_AUTH_RFC3339("created_at") " AS created_at, created_by, "
+    CONVEYOR_AUTH_RFC3339("expires_at") " AS expires_at, "
+    CONVEYOR_AUTH_RFC3339("revoked_at") " AS revoked_at, "
+    CONVEYOR_AUTH_RFC3339("last_used_at") " AS last_used_at, "
+    "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
+    "     WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' "
+    "     ELSE 'active' END AS state "
+    "FROM conveyor.api_token ORDER BY name"};
+
+constexpr db::Statement kRevokeToken{
+    "auth_revoke_token",
+    "UPDATE conveyor.api_token SET revoked_at = now() "
+    "WHERE name = $1 AND revoked_at IS NULL RETURNING name"};
+
+// One round trip: the token's row and its state, and last_used_at brought
+// up to date when it is more than a minute old (a write per request would
+// make every GET a write).
+constexpr db::Statement kCheckToken{
+    "auth_check_token",
+    "WITH t AS (SELECT name, role, revoked_at IS NOT NULL AS revoked, "
+    "                  expires_at IS NOT NULL AND expires_at <= now() AS expired, "
+    "                  " CONVEYOR_AUTH_RFC3339("expires_at") " AS expires_at "
+    "           FROM conveyor.api_token WHERE token_sha256 = $1), "
+    "u AS (UPDATE conveyor.api_token SET last_used_at = now() "
+    "      WHERE token_sha256 = $1 AND revoked_at IS NULL "
+    "        AND (expires_at IS NULL OR expires_at > now()) "
+    "        AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') "
+    "      RETURNING 1) "
+    "SELECT name, role, revoked, expired, expires_at, (SELECT count(*) FROM u) AS touched FROM t"};
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto ok = [](char c, bool first) {
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    return alnum || (!first && (c == '.' || c == '_' || c == '-'));
+  };
+  if (!ok(name[0], true)) return false;
+  return std::all_of(name.begin() + 1, name.end(), [&](char c) { return ok(c, false); });
+}
+
+std::string base64url(const unsigned char* data, std::size_t n) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    acc = (acc << 8) | data[i];
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out.push_back(kAlphabet[(acc >> bits) & 0x3f]);
+    }
+  }
+  if (bits > 0) out.push_back(kAlphabet[(acc << (6 - bits)) & 0x3f]);
+  return out;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// The value of cookie `name` in a Cookie header, or "".
+std::string cookie_value(std::string_view header, std::string_view name) {
+  std::size_t pos = 0;
+  while (pos < header.size()) {
+    std::size_t end = header.find(';', pos);
+    if (end == std::string_view::npos) end = header.size();
+    const std::string pair = trim(header.substr(pos, end - pos));
+    const auto eq = pair.find('=');
+    if (eq != std::string::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+    pos = end + 1;
+  }
+  return "";
+}
+
+http::Response unauthorized(const std::string& detail) {
+  http::Response r = http::problem(401, http::reason_phrase(401), detail);
+  r.headers["WWW-Authenticate"] = "Bearer realm=\"conveyor\"";
+  return r;
+}
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
+
+std::string_view to_string(Role role) {
+  switch (role) {
+    case Role::reader:
+      return "reader";
+    case Role::submitter:
+      return "submitter";
+    case Role::operator_:
+      return "operator";
+  }
+  return "reader";
+}
+
+std::optional<Role> parse_role(std::string_view text) {
+  if (text == "reader") return Role::reader;
+  if (text == "submitter") return Role::submitter;
+  if (text == "operator") return Role::operator_;
+  return std::nullopt;
+}
+
+std::string new_token() {
+  std::array<unsigned char, 32> bytes{};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    throw Error(errc::internal, "no random bytes for a token (OpenSSL RAND_bytes failed)");
+  }
+  return "cvt_" + base64url(bytes.data(), bytes.size());
+}
+
+std::string token_sha256(std::string_view token) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int size = 0;
+  if (EVP_Digest(token.data(), token.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1) {
+    throw Error(errc::internal, "SHA-256 failed");
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (unsigned int i = 0; i < size; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+std::string actor_of(std::string_view token_name) { return "api:" + std::string(token_name); }
+
+std::string create_token(db::Tx& tx, const std::string& name, Role role,
+                         std::optional<std::chrono::seconds> expires_in) {
+  if (!valid_name(name)) {
+    throw FieldError("name", "token name '" + name.substr(0, 80) +
+                                 "' is not valid: lower-case letters, digits, '.', '_' and '-', "
+                                 "starting with a letter or digit, at most 63 characters");
+  }
+  if (expires_in && expires_in->count() <= 0) {
+    throw FieldError("expires", "a token's lifetime must be positive");
+  }
+  const std::string token = new_token();
+  std::optional<std::int64_t> seconds;
+  if (expires_in) seconds = expires_in->count();
+  const auto r = tx.exec(kInsertToken, {name, token_sha256(token), std::string(to_string(role)), seconds});
+  if (r.empty()) {
+    throw Error(errc::conflict, "a token named '" + name +
+                                    "' exists already (names are never reused, even once "
+                                    "revoked, so that the history's actor stays unambiguous)");
+  }
+  return token;
+}
+
+std::vector<TokenInfo> list_tokens(db::Tx& tx) {
+  std::vector<TokenInfo> out;
+  for (const auto row : tx.exec(kListTokens)) {
+    TokenInfo t;
+    t.name = row["name"].as_string();
+    t.role = parse_role(row["role"].view()).value_or(Role::reader);
+    t.created_at = row["created_at"].as_string();
+    t.created_by = row["created_by"].as_string();
+    t.expires_at = row["expires_at"].opt<std::string>();
+    t.revoked_at = row["revoked_at"].opt<std::string>();
+    t.last_used_at = row["last_used_at"].opt<std::string>();
+    t.state = row["state"].as_string();
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+bool revoke_token(db::Tx& tx, const std::string& name) {
+  return !tx.exec(kRevokeToken, {name}).empty();
+}
+
+std::chrono::seconds parse_expiry(std::string_view text) {
+  const std::string t(text);
+  std::size_t digits = 0;
+  while (digits < t.size() && std::isdigit(static_cast<unsigned char>(t[digits]))) ++digits;
+  const std::string unit = t.substr(digits);
+  std::int64_t factor = 0;
+  if (unit.empty() || unit == "s") factor = 1;
+  else if (unit == "m") factor = 60;
+  else if (unit == "h") factor = 3600;
+  else if (unit == "d") factor = 86400;
+  if (digits == 0 || digits > 9 || factor == 0) {
+    throw FieldError("expires", "'" + t.substr(0, 40) +
+                                    "' is not a lifetime: use a number and s, m, h or d (e.g. 30d)");
+  }
+  const std::int64_t n = std::stoll(t.substr(0, digits));
+  if (n <= 0) throw FieldError("expires", "a token's lifetime must be positive");
+  return std::chrono::seconds(n * factor);
+}
+
+std::optional<Role> required_role(std::string_view method, std::string_view route,
+                                  bool metrics_open) {
+  if (route == "/healthz" || route == "/readyz" || route == "/version") return std::nullopt;
+  if (route == "/metrics") return metrics_open ? std::nullopt : std::optional<Role>(Role::reader);
+  // The monitor's login page and form: open, or no one could log in.
+  if (route == "/login") return std::nullopt;
+  if (method == "GET" || method == "HEAD") return Role::reader;
+  if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" ||
+                           route == "/v1/jobs/{id}/retry")) {
+    return Role::submitter;  // the handlers check a submitter's ownership
+  }
+  if (method == "POST" && route == "/logout") return std::nullopt;
+  return Role::operator_;  // parameters, queues, job types and anything new
+}
+
+std::optional<Identity> identity_of(const http::Request& request) {
+  if (request.principal.empty()) return std::nullopt;
+  const auto role = parse_role(request.role);
+  if (!role) return std::nullopt;
+  return Identity{request.principal, *role};
+}
+
+std::string request_actor(const http::Request& request) {
+  return request.principal.empty() ? std::string() : actor_of(request.principal);
+}
+
+std::optional<http::Response> authenticate(db::Pool& pool, std::string_view token, Role need,
+                                           std::string_view what, bool from_cookie,
+                                           Identity* out) {
+  // Bounded before hashing or querying: a token is 47 characters.
+  if (token.size() > 256 || !starts_with(token, "cvt_")) {
+    return unauthorized("the token is not a Conveyor API token (they start with cvt_)");
+  }
+  const auto rows = pool.transact(
+      [&](db::Tx& tx) { return tx.exec(kCheckToken, {token_sha256(token)}); });
+  if (rows.empty()) {
+    logging::get("auth")->warn("{}: refused an unknown token", what);
+    return unauthorized(from_cookie ? "the login has no valid token any more: log in again"
+                                    : "the token is not known (mistyped, or from another "
+                                      "installation)");
+  }
+  const auto row = rows[0];
+  const std::string name = row["name"].as_string();
+  if (row["revoked"].as_bool()) {
+    logging::get("auth")->warn("{}: refused token '{}': revoked", what, name);
+    return unauthorized("token '" + name + "' was revoked");
+  }
+  if (row["expired"].as_bool()) {
+    return unauthorized("token '" + name + "' expired at " + row["expires_at"].as_string());
+  }
+  const Role role = parse_role(row["role"].view()).value_or(Role::reader);
+  if (!allows(role, need)) {
+    return http::problem(403, http::reason_phrase(403),
+                         "token '" + name + "' has the role " + std::string(to_string(role)) +
+                             "; " + std::string(what) + " needs " + std::string(to_string(need)) +
+                             (need == Role::operator_ ? "" : " or higher"));
+  }
+  if (out != nullptr) *out = Identity{name, role};
+  return std::nullopt;
+}
+
+http::Guard make_guard(db::Pool& pool, GuardOptions options) {
+  return [&pool, options](http::Request& request) -> std::optional<http::Response> {
+    const auto need = required_role(request.method, request.route, options.metrics_open);
+    if (!need) return std::nullopt;
+
+    std::string token;
+    bool from_cookie = false;
+    if (const auto header = request.header("Authorization")) {
+      const std::string value = trim(*header);
+      if (lower(value.substr(0, 7)) != "bearer ") {
+        return unauthorized(
+            "the Authorization header must be 'Bearer <token>' (other schemes are not accepted)");
+      }
+      token = trim(std::string_view(value).substr(7));
+    } else if (!options.cookie_name.empty()) {
+      if (const auto cookie = request.header("Cookie")) {
+        token = cookie_value(*cookie, options.cookie_name);
+        from_cookie = !token.empty();
+      }
+    }
+    if (token.empty()) {
+      // A browser asking for a page of a service with a login goes there.
+      const auto accept = request.header("Accept");
+      if (!options.cookie_name.empty() && request.method == "GET" && accept &&
+          accept->find("text/html") != std::string::npos) {
+        http::Response r = http::Response::text("log in at /login\n", 303);
+        r.headers["Location"] = "/login";
+        return r;
+      }
+      return unauthorized(
+          "this route needs a token: send 'Authorization: Bearer <token>' (create one with "
+          "`conveyor token create NAME --role " + std::string(to_string(*need)) + "`)");
+    }
+    Identity who;
+    const std::string what = request.method + " " + request.route;
+    if (auto refused = authenticate(pool, token, *need, what, from_cookie, &who)) return refused;
+    request.principal = who.name;
+    request.role = std::string(to_string(who.role));
+    return std::nullopt;
+  };
+}
+
+RateLimiter::RateLimiter(double rate, double burst) : rate_(rate), burst_(std::max(1.0, burst)) {}
+
+std::int64_t RateLimiter::take(const std::string& key) {
+  if (rate_ <= 0) return 0;  // no limit
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = buckets_.try_emplace(key, Bucket{burst_, now});
+  Bucket& b = it->second;
+  const std::chrono::duration<double> elapsed = now - b.at;
+  b.tokens = std::min(burst_, b.tokens + elapsed.count() * rate_);
+  b.at = now;
+  if (b.tokens >= 1.0) {
+    b.tokens -= 1.0;
+    return 0;
+  }
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil((1.0 - b.tokens) / rate_)));
+}
+
+}  // namespace conveyor::auth
