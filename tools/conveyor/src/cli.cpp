@@ -72,6 +72,10 @@ commands:
                 the runs of every slot in the range not created yet; a dry run unless --apply
   events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
                 the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS)
+  token create NAME --role reader|submitter|operator [--expires 30d]
+                a REST API token, printed once on stdout (only its SHA-256 is stored)
+  token list          API tokens: role, state (active, expired, revoked), created, expires, last used
+  token revoke NAME   the token gets 401 from now on
   version       print the version
 
 Job ids may be given as a unique substring of the id.
@@ -259,6 +263,7 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     if (args[0] == "queue") return queue_command(ctx, rest);
     if (args[0] == "events") return events_command(ctx, rest);
     if (args[0] == "schedule") return schedule_command(ctx, rest);
+    if (args[0] == "token") return token_command(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
   } catch (const Error& e) {

@@ -94,5 +94,6 @@ int system_command(Context& ctx, const std::vector<std::string>& args);
 int queue_command(Context& ctx, const std::vector<std::string>& args);
 int events_command(Context& ctx, const std::vector<std::string>& args);
 int schedule_command(Context& ctx, const std::vector<std::string>& args);
+int token_command(Context& ctx, const std::vector<std::string>& args);
 
 }  // namespace conveyor::cli
