@@ -1,15 +1,16 @@
 #include "publication.hpp"
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdio>
 #include <fstream>
+#include <string_view>
 #include <vector>
-
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
@@ -97,11 +98,19 @@ std::string setting(const nlohmann::json& sink, const char* key) {
 
 [[noreturn]] void sink_failure(const std::string& what) { throw Error(errc::unavailable, what); }
 
-void publish_webhook(const nlohmann::json& sink, const std::string& body,
+void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params) {
   std::string url = setting(sink, "url");
-  if (url.empty()) url = params.publication_endpoint_url;
+  std::string source = "settings.url";
+  if (url.empty()) {
+    url = params.publication_endpoint_url;
+    source = "publication_endpoint_url";
+  }
   if (url.empty()) sink_failure("webhook sink: no webhook url (neither settings.url nor publication_endpoint_url)");
+  if (const auto refused = sink_refusal(url, params)) {
+    log()->warn("job {}: webhook sink ({}): {}", job.id, source, *refused);
+    sink_failure("webhook sink (" + source + "): " + *refused);
+  }
   const std::string shown = logging::redact_url(url);
 
   std::map<std::string, std::string> headers{{"Content-Type", "application/cloudevents+json"}};
@@ -169,6 +178,73 @@ void publish_file(const nlohmann::json& sink, const JobRecord& job, const std::s
 
 }  // namespace
 
+std::optional<std::string> webhook_host(const std::string& url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos || scheme_end == 0) return std::nullopt;
+  std::string scheme = url.substr(0, scheme_end);
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (scheme != "http" && scheme != "https") return std::nullopt;
+  const auto authority_begin = scheme_end + 3;
+  auto authority_end = url.find_first_of("/?#", authority_begin);
+  if (authority_end == std::string::npos) authority_end = url.size();
+  std::string_view authority(url);
+  authority = authority.substr(authority_begin, authority_end - authority_begin);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos)
+    authority.remove_prefix(at + 1);
+  std::string_view host;
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = authority.substr(1, close - 1);
+    const auto rest = authority.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return std::nullopt;
+      port = rest.substr(1);
+      if (port.empty()) return std::nullopt;
+    }
+    const bool v6_chars = !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+      return c == ':' || c == '.' || std::isxdigit(static_cast<unsigned char>(c));
+    });
+    if (!v6_chars) return std::nullopt;
+  } else {
+    const auto colon = authority.find(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) return std::nullopt;
+    }
+    // What getaddrinfo would take for the name the client connects to: no
+    // NUL (it would cut the name), no percent-encoding, no backslash, no space.
+    const bool name_chars = !host.empty() && std::all_of(host.begin(), host.end(), [](char c) {
+      return c == '.' || c == '-' || c == '_' || std::isalnum(static_cast<unsigned char>(c));
+    });
+    if (!name_chars) return std::nullopt;
+  }
+  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c));
+      })) {
+    return std::nullopt;
+  }
+  std::string canonical = model::canonical_host(host);
+  if (canonical.empty()) return std::nullopt;
+  return canonical;
+}
+
+std::optional<std::string> sink_refusal(const std::string& url,
+                                        const model::SystemParameters& params) {
+  if (!params.sink_allowed_hosts || params.sink_allowed_hosts->empty()) return std::nullopt;
+  const auto host = webhook_host(url);
+  if (!host) {
+    return std::string(
+        "delivery refused: the URL's host cannot be read (an http or https URL with a plain "
+        "host name or [IPv6 address] and a numeric port), and sink_allowed_hosts is set");
+  }
+  if (params.sink_host_allowed(*host)) return std::nullopt;
+  return "delivery to host '" + *host + "' refused: it is not in sink_allowed_hosts";
+}
+
 std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int length = 0;
@@ -212,7 +288,8 @@ std::string event_json(const JobRecord& job) {
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings) {
   const std::string kind = setting(sink, "kind");
-  if (kind == "webhook") publish_webhook(sink, body, params);
+  if (kind == "webhook")
+    publish_webhook(sink, job, body, params);
   else if (kind == "kafka") publish_kafka(sink, job, body, settings);
   else if (kind == "file") publish_file(sink, job, body, settings);
   else sink_failure("unknown sink kind '" + kind + "'");

@@ -5,6 +5,8 @@
 //            X-Conveyor-Signature: sha256=<hex HMAC-SHA256 of the body>
 //   kafka    the CloudEvent JSON on settings.topic (as is, no prefix)
 //   file     <dir>/job-<id>.json, written atomically (tmp + rename)
+// Webhooks reach only the hosts of system parameter sink_allowed_hosts
+// (when set), checked before each delivery.
 // A sink failure -> external_error (subtype sink_failed, message naming the
 // sink); this service moves external_error jobs whose back-off passed back
 // through error_checked -> processed; the publication_max_attempts-th failure
@@ -66,7 +68,24 @@ struct JobRecord {
 };
 std::string event_json(const JobRecord& job);
 
+// The host a webhook request to `url` reaches, read the way
+// http::http_request reads the URL (the authority ends at the first '/',
+// '?' or '#' after "://"; userinfo ends at its last '@'): lower-case,
+// without port or one trailing dot, an IPv6 address without brackets.
+// nullopt when the URL is not http(s) or its authority is not host[:port]
+// or [IPv6][:port] with a plain host name (letters, digits, '.', '-', '_').
+std::optional<std::string> webhook_host(const std::string& url);
+
+// Why params.sink_allowed_hosts refuses a delivery to `url` (naming the
+// host, never the URL, whose path or userinfo may hold a secret); nullopt
+// when the delivery may go. An empty or unset list allows every URL.
+std::optional<std::string> sink_refusal(const std::string& url,
+                                        const model::SystemParameters& params);
+
 // Publishes `body` to one sink; throws Error naming the sink and the problem.
+// A webhook refused by sink_allowed_hosts is a sink failure like any other
+// (retried with back-off until publication_max_attempts), so an operator
+// who corrects the list in time lets it through.
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings);
 

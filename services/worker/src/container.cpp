@@ -4,9 +4,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -204,10 +205,7 @@ class EnvFile {
                                std::strerror(errno));
     }
     path_ = templ;
-    std::string text;
-    for (const auto& [k, v] : env) {
-      if (v.find('\n') == std::string::npos) text += k + "=" + v + "\n";
-    }
+    const std::string text = env_file_text(env);
     const char* p = text.data();
     std::size_t left = text.size();
     while (left > 0) {
@@ -235,6 +233,18 @@ class EnvFile {
  private:
   std::filesystem::path path_;
 };
+
+// podman passes these of its own environment into every container
+// (--http-proxy, on by default); a proxy URL may hold a password.
+constexpr const char* kProxyVariables[] = {"http_proxy", "https_proxy", "ftp_proxy", "no_proxy",
+                                           "HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY"};
+
+bool env_name(std::string_view k) {
+  if (k.empty() || std::isdigit(static_cast<unsigned char>(k.front()))) return false;
+  return std::all_of(k.begin(), k.end(), [](char c) {
+    return c == '_' || std::isalnum(static_cast<unsigned char>(c));
+  });
+}
 
 bool cgroup_v2() { return fs::exists("/sys/fs/cgroup/cgroup.controllers"); }
 
@@ -294,6 +304,23 @@ std::optional<ContainerRuntime> find_runtime(const std::string& configured, std:
   why = "no container runtime: neither podman nor docker is on PATH (install podman, or set "
         "CONVEYOR_CONTAINER_RUNTIME)";
   return std::nullopt;
+}
+
+std::map<std::string, std::string> runtime_client_environment(
+    const std::map<std::string, std::string>& worker_env) {
+  std::map<std::string, std::string> env;
+  for (const auto& [k, v] : worker_env) {
+    if (k.rfind("CONVEYOR_", 0) != 0 && k.rfind("PG", 0) != 0) env.emplace(k, v);
+  }
+  return env;
+}
+
+std::string env_file_text(const std::map<std::string, std::string>& env) {
+  std::string text;
+  for (const auto& [k, v] : env) {
+    if (env_name(k) && v.find('\n') == std::string::npos) text += k + "=" + v + "\n";
+  }
+  return text;
 }
 
 std::string container_name(std::int64_t job_id, int attempt) {
@@ -433,7 +460,10 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   o.argv = {calls.runtime.program};
   const auto args = run_arguments(with_file);
   o.argv.insert(o.argv.end(), args.begin(), args.end());
+  // The container's environment is the env file's: the client's proxy
+  // settings stay out of it (a job that needs a proxy has its type say so).
   o.env = calls.env;
+  for (const char* k : kProxyVariables) o.env.erase(k);
 
   // Stop requests run the runtime in the background: the run loop keeps
   // reading the container's output meanwhile. A stop asked while the

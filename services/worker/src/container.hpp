@@ -142,6 +142,20 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls,
                                            const std::string& installation,
                                            const std::atomic<StopReason>* stop = nullptr);
 
+// The environment of the runtime client (podman, docker) the worker runs:
+// the worker's own without its configuration (CONVEYOR_*) and database
+// settings (PG*). The client needs the rest (XDG_RUNTIME_DIR, DOCKER_HOST,
+// CONTAINERS_CONF, proxies for pulls); none of it reaches a container,
+// whose environment is the env file's (see run_container).
+std::map<std::string, std::string> runtime_client_environment(
+    const std::map<std::string, std::string>& worker_env);
+
+// The text of a container's environment file: KEY=VALUE lines of the
+// variables of `env` whose value has no newline (those go on the command
+// line, see ContainerSpec::env_file) and whose name is a variable name (a
+// line without '=' would copy the client's own variable into the container).
+std::string env_file_text(const std::map<std::string, std::string>& env);
+
 // Environment files (ContainerSpec::env_dir) are named <prefix>XXXXXX.
 inline constexpr const char* kEnvFilePrefix = "conveyor-job-env.";
 

@@ -344,6 +344,42 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
   return outcome;
 }
 
+std::map<std::string, std::string> job_base_environment(
+    const std::map<std::string, std::string>& worker_env) {
+  std::map<std::string, std::string> env;
+  const auto path = worker_env.find("PATH");
+  env["PATH"] = path != worker_env.end() && !path->second.empty() ? path->second
+                                                                  : "/usr/local/bin:/usr/bin:/bin";
+  // Programs (and their libraries) expect a HOME; the worker's is where its
+  // user's tools are installed. "/" when the worker has none.
+  const auto home = worker_env.find("HOME");
+  env["HOME"] = home != worker_env.end() && !home->second.empty() ? home->second : "/";
+  for (const char* name : {"LANG", "LC_ALL", "TZ", "TMPDIR"}) {
+    if (const auto it = worker_env.find(name); it != worker_env.end()) env[name] = it->second;
+  }
+  return env;
+}
+
+bool reserved_job_env_name(std::string_view name) {
+  return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_";
+}
+
+std::map<std::string, std::string> job_environment(
+    const std::map<std::string, std::string>& base,
+    const std::map<std::string, std::string>& type_env,
+    const std::map<std::string, std::string>& own, std::vector<std::string>* refused) {
+  std::map<std::string, std::string> env = base;
+  for (const auto& [k, v] : type_env) {
+    if (reserved_job_env_name(k)) {
+      if (refused != nullptr) refused->push_back(k);
+      continue;
+    }
+    env[k] = v;
+  }
+  for (const auto& [k, v] : own) env[k] = v;
+  return env;
+}
+
 int exec_job(int argc, char** argv) {
   // argv: [0] conveyor-worker, [1] --exec-job, [2] worker pid, [3] program, [4...] job argv
   if (argc < 5) {

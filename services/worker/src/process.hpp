@@ -80,6 +80,28 @@ using LineSink = std::function<void(std::string_view stream, std::string_view li
 ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
                            const LineSink& on_line);
 
+// The environment a job's program starts from, taken from the worker's own
+// (`worker_env`): PATH (a default when unset), HOME (the worker's, else
+// "/"), and LANG, LC_ALL, TZ and TMPDIR when set. Nothing else of the
+// worker's reaches a job: not its configuration (CONVEYOR_*: the database
+// URL, API tokens, TLS files), not its database settings (PG*), not any
+// other secret it was started with. The job type's `env` and the job's own
+// variables go on top (job_environment).
+std::map<std::string, std::string> job_base_environment(
+    const std::map<std::string, std::string>& worker_env);
+
+// Whether a job type's `env` may not set `name`: PG* (libpq reads them) and
+// CONVEYOR_* (Conveyor's own, the job's CONVEYOR_JOB_ID etc. included).
+bool reserved_job_env_name(std::string_view name);
+
+// `base`, then the type's `type_env` without its reserved names (their names
+// go to `refused`, when given), then `own` (CONVEYOR_JOB_ID, ...), each
+// layer winning over the one before.
+std::map<std::string, std::string> job_environment(
+    const std::map<std::string, std::string>& base,
+    const std::map<std::string, std::string>& type_env,
+    const std::map<std::string, std::string>& own, std::vector<std::string>* refused = nullptr);
+
 // The first argument that makes conveyor-worker run exec_job instead of the service.
 inline constexpr std::string_view kExecJobFlag = "--exec-job";
 

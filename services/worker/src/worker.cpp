@@ -1,10 +1,12 @@
 #include "worker.hpp"
 
 #include <fmt/format.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstring>
@@ -300,10 +302,18 @@ Worker::Worker(runtime::Context& ctx) : ctx_(ctx) {
   }
   poll_interval_ = cfg.get_duration("CONVEYOR_POLL_INTERVAL_MS");
   data_dir_ = fs::absolute(cfg.get_string("CONVEYOR_DATA_DIR"));
-  // Jobs inherit the worker's environment but not its own configuration
-  // (the database URL and other secrets of the worker are not the job's).
-  for (auto& [k, v] : config::process_environment()) {
-    if (k.rfind("CONVEYOR_", 0) != 0) base_env_.emplace(k, v);
+  // A job gets a minimal environment, not the worker's: the database URL,
+  // API token and other secrets of the worker are not the job's.
+  base_env_ = job_base_environment(config::process_environment());
+  // A process job runs as the worker's user, who may read
+  // /proc/<worker>/environ (those same secrets) and attach to the worker.
+  // Not dumpable: both are refused to anyone but root (and the worker leaves
+  // no core dump). The job's own exec makes it dumpable again.
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    ctx.log()->warn(
+        "cannot make the worker non-dumpable ({}): a process job could read the "
+        "worker's environment in /proc",
+        std::strerror(errno));
   }
   setup_containers();
 }
@@ -339,7 +349,7 @@ void Worker::setup_containers() {
   if (runtime) {
     RuntimeCalls calls;
     calls.runtime = *runtime;
-    calls.env = base_env_;
+    calls.env = runtime_client_environment(config::process_environment());
     calls.pull_timeout = cfg.get_duration("CONVEYOR_CONTAINER_PULL_TIMEOUT_MS");
     container_keep_id_ = !root && runtime->kind == "podman";
     if (!cgroup_base_.empty()) {
@@ -659,17 +669,23 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
       if (!a.is_string()) throw Error(errc::bad_input, "job config argv holds a non-string");
       options.argv.push_back(a.get<std::string>());
     }
-    std::map<std::string, std::string> job_env;
+    std::map<std::string, std::string> type_env;
     if (auto it = job->config.find("env"); it != job->config.end() && it->is_object()) {
       for (const auto& [k, v] : it->items()) {
-        job_env[k] = v.is_string() ? v.get<std::string>() : v.dump();
+        type_env[k] = v.is_string() ? v.get<std::string>() : v.dump();
       }
     }
-    job_env["CONVEYOR_JOB_ID"] = std::to_string(job->id);
-    job_env["CONVEYOR_JOB_ATTEMPT"] = std::to_string(job->attempt);
-    job_env["CONVEYOR_OUTPUT_DIR"] = seen_out_dir;
-    options.env = base_env_;
-    for (const auto& [k, v] : job_env) options.env[k] = v;
+    const std::map<std::string, std::string> own = {
+        {"CONVEYOR_JOB_ID", std::to_string(job->id)},
+        {"CONVEYOR_JOB_ATTEMPT", std::to_string(job->attempt)},
+        {"CONVEYOR_OUTPUT_DIR", seen_out_dir},
+    };
+    // The type's env without PG* and CONVEYOR_* (reserved), and the job's
+    // own variables: a container's whole environment besides its image's;
+    // a process gets the minimal base under them.
+    std::vector<std::string> refused_env;
+    const auto job_env = job_environment({}, type_env, own, &refused_env);
+    options.env = job_environment(base_env_, type_env, own);
     options.cwd = out_dir;
     options.kill_grace = kill_grace_;
     options.shutdown_kill_grace = shutdown_kill_grace_;
@@ -695,6 +711,18 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
     log.write("conveyor", fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1,
                                       job->max_attempts, name_,
                                       image.empty() ? "" : "image " + image + " ", argv.dump()));
+    if (!refused_env.empty()) {
+      // Names only: a value may be a secret.
+      std::string names;
+      for (const auto& n : refused_env) names += (names.empty() ? "" : ", ") + n;
+      log.write(
+          "conveyor",
+          "env " + names + " not set: PG* and CONVEYOR_* variables are not the job type's to set");
+      ctx_.log()->warn(
+          "job {}: its type's env sets {}, which a job does not get (PG* and "
+          "CONVEYOR_* are reserved)",
+          job->id, names);
+    }
     const auto on_line = [&](std::string_view stream, std::string_view line) {
       log.write(stream, line);
     };

@@ -1,17 +1,21 @@
 // conveyor-publication as a real process against a real PostgreSQL and
 // devbroker: webhook sinks (received by a test HTTP server, HMAC-SHA256
 // signed), file manifests, Kafka topics, sink failures retried through
-// external_error -> error_checked -> processed, and the attempt limit.
+// external_error -> error_checked -> processed, the attempt limit, and
+// deliveries refused by sink_allowed_hosts.
+#include "publication.hpp"
+
 #include <atomic>
 #include <mutex>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
+#include "conveyor/db/db.hpp"
+#include "conveyor/error/error.hpp"
 #include "conveyor/http/server.hpp"
-#include "publication.hpp"
+#include "conveyor/model/system_parameters.hpp"
 #include "stage_fixture.hpp"
 
 namespace conveyor::stages_test {
@@ -201,6 +205,86 @@ TEST_F(PublicationTest, MissingSecretIsASinkFailureNotAnUnsignedRequest) {
   EXPECT_NE(db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + id)
                 .find("CONVEYOR_NOT_SET_ANYWHERE"),
             std::string::npos);
+}
+
+db::PoolOptions pool_options(const std::string& url) {
+  db::PoolOptions o;
+  o.url = url;
+  o.size = 1;
+  return o;
+}
+
+// sink_allowed_hosts set through the same path as PATCH /v1/parameters.
+void patch_parameters(const std::string& url, const json& patch) {
+  db::Pool pool(pool_options(url));
+  pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, patch); });
+}
+
+TEST_F(PublicationTest, AWebhookToAHostOutsideTheAllowListIsRefusedAndLogged) {
+  // An entry is a host, not a URL: refused, naming the parameter.
+  try {
+    patch_parameters(db_.url(), {{"sink_allowed_hosts", {"https://hooks.example.org:443"}}});
+    ADD_FAILURE() << "an entry with a scheme and a port was accepted";
+  } catch (const FieldError& e) {
+    EXPECT_EQ(e.field(), "sink_allowed_hosts") << e.what();
+  }
+  patch_parameters(db_.url(), {{"sink_allowed_hosts", {"hooks.example.org", ".example.net"}},
+                               {"publication_max_attempts", 1}});
+  {
+    db::Pool pool(pool_options(db_.url()));
+    const auto p = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+    ASSERT_TRUE(p.sink_allowed_hosts.has_value());
+    EXPECT_EQ(*p.sink_allowed_hosts,
+              (std::vector<std::string>{"hooks.example.org", ".example.net"}));
+    EXPECT_EQ(p.to_json().at("sink_allowed_hosts"), json({"hooks.example.org", ".example.net"}));
+  }
+  Receiver receiver;
+  db_.exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + receiver.url() +
+           "'");
+  // The allowed name as userinfo: the request would go to 127.0.0.1.
+  const std::string port = receiver.url().substr(std::string("http://127.0.0.1:").size());
+  const auto by_url = processed_job(json::array(
+      {{{"kind", "webhook"}, {"url", "http://hooks.example.org:s3cret@127.0.0.1:" + port}}}));
+  const auto by_endpoint = processed_job(json::array({{{"kind", "webhook"}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(by_url, "internal_error"));
+  ASSERT_TRUE(reaches(by_endpoint, "internal_error"));
+  EXPECT_TRUE(receiver.requests().empty());
+
+  for (const auto& [id, source] :
+       {std::pair{by_url, "settings.url"}, std::pair{by_endpoint, "publication_endpoint_url"}}) {
+    const auto row =
+        db_.query("SELECT error_subtype, error_message FROM conveyor.job WHERE id = " + id);
+    ASSERT_EQ(row.size(), 1u);
+    EXPECT_EQ(row[0][0], "publication_failed");
+    EXPECT_NE(
+        row[0][1].find(std::string("webhook sink (") + source +
+                       "): delivery to host '127.0.0.1' refused: it is not in sink_allowed_hosts"),
+        std::string::npos)
+        << row[0][1];
+    EXPECT_EQ(row[0][1].find("s3cret"), std::string::npos) << row[0][1];
+  }
+  // The service's log says which host was refused, for which job, and why.
+  const std::string log = read_text(log_path());
+  EXPECT_NE(log.find("job " + by_url +
+                     ": webhook sink (settings.url): delivery to host '127.0.0.1' refused"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("job " + by_endpoint +
+                     ": webhook sink (publication_endpoint_url): delivery to host "
+                     "'127.0.0.1' refused"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("s3cret"), std::string::npos);
+}
+
+TEST_F(PublicationTest, AWebhookToAHostInTheAllowListIsDelivered) {
+  patch_parameters(db_.url(), {{"sink_allowed_hosts", {".example.net", "127.0.0.1."}}});
+  Receiver receiver;
+  const auto id = processed_job(json::array({{{"kind", "webhook"}, {"url", receiver.url()}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "done"));
+  EXPECT_EQ(receiver.requests().size(), 1u);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -52,7 +53,9 @@ class WorkerTest : public ::testing::Test {
     fs::remove_all(data_dir_, ec);
   }
 
-  void start_worker(std::map<std::string, std::string> extra = {}) {
+  // `argv_prefix` runs the worker through another program (setpriv).
+  void start_worker(std::map<std::string, std::string> extra = {},
+                    std::vector<std::string> argv_prefix = {}) {
     std::string path = CONVEYOR_EXAMPLE_TASK_DIR;
     if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
     std::map<std::string, std::string> env = {
@@ -70,8 +73,9 @@ class WorkerTest : public ::testing::Test {
     };
     for (auto& [k, v] : extra) env[k] = v;
     http_port_ = env["CONVEYOR_HTTP_PORT"];
+    argv_prefix.push_back(CONVEYOR_WORKER_BIN);
     worker_ = std::make_unique<testing::ChildProcess>(testing::ChildProcess::Options{
-        .argv = {CONVEYOR_WORKER_BIN},
+        .argv = argv_prefix,
         .env = env,
         .stdout_file = data_dir_ / "worker.log",
         .stderr_file = {},
@@ -210,6 +214,132 @@ TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
   EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 2"), std::string::npos)
       << metrics.body;
   EXPECT_NE(metrics.body.find("conveyor_worker_running "), std::string::npos) << metrics.body;
+}
+
+// The variables a job printed with `env`, from its logs.txt ("<time> stdout K=V").
+std::map<std::string, std::string> printed_env(const std::string& logs) {
+  std::map<std::string, std::string> env;
+  std::istringstream in(logs);
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto at = line.find(" stdout ");
+    if (at == std::string::npos) continue;
+    const std::string kv = line.substr(at + 8);
+    const auto eq = kv.find('=');
+    if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return env;
+}
+
+// What the worker is started with that no job may see (issue 12).
+const std::map<std::string, std::string> kWorkerSecrets = {
+    {"PGPASSWORD", "pg-secret-of-the-worker"},
+    {"PGUSER", "conveyor_worker"},
+    {"CONVEYOR_API_TOKEN", "cvt_secret-of-the-worker"},
+    {"SECRET_X", "x-secret-of-the-worker"},
+    {"https_proxy", "http://user:proxy-secret-of-the-worker@proxy.invalid:3128"},
+    {"TZ", "UTC"},
+};
+
+// The type's env: one variable for the job, and names it may not set.
+const json kTypeEnv = {{"TYPE_SETTING", "from-the-type"},
+                       {"PGPASSWORD", "pg-set-by-the-type"},
+                       {"CONVEYOR_DATABASE_URL", "postgresql://set-by-the-type"}};
+
+// Asserts that `env` (what the job printed) holds nothing of the worker's.
+void expect_clean_job_env(const std::map<std::string, std::string>& env, const std::string& logs) {
+  EXPECT_EQ(env.count("TYPE_SETTING") ? env.at("TYPE_SETTING") : "", "from-the-type") << logs;
+  EXPECT_EQ(env.count("CONVEYOR_JOB_ID"), 1u) << logs;
+  EXPECT_EQ(env.count("CONVEYOR_JOB_ATTEMPT"), 1u) << logs;
+  EXPECT_EQ(env.count("CONVEYOR_OUTPUT_DIR"), 1u) << logs;
+  for (const auto& [k, v] : env) {
+    EXPECT_NE(k.rfind("PG", 0), 0u) << "the job got " << k << "\n" << logs;
+    if (k.rfind("CONVEYOR_", 0) == 0) {
+      EXPECT_TRUE(k == "CONVEYOR_JOB_ID" || k == "CONVEYOR_JOB_ATTEMPT" ||
+                  k == "CONVEYOR_OUTPUT_DIR")
+          << "the job got " << k << "\n"
+          << logs;
+    }
+  }
+  EXPECT_EQ(env.count("SECRET_X"), 0u) << logs;
+  EXPECT_EQ(env.count("https_proxy"), 0u) << logs;
+  for (const char* secret : {"secret-of-the-worker", "set-by-the-type"}) {
+    EXPECT_EQ(logs.find(secret), std::string::npos) << secret << " in\n" << logs;
+  }
+  // The type's refused names are said, without their values.
+  EXPECT_NE(logs.find(" conveyor env CONVEYOR_DATABASE_URL, PGPASSWORD not set"), std::string::npos)
+      << logs;
+}
+
+TEST_F(WorkerTest, AJobsEnvironmentHoldsNothingOfTheWorkersButThePathAndLocale) {
+  start_worker(kWorkerSecrets);  // its CONVEYOR_DATABASE_URL is set too
+  const auto id = queue_job({{"argv", {"env"}}, {"env", kTypeEnv}});
+  ASSERT_TRUE(wait_status(id, "processed"));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  const auto env = printed_env(logs);
+  expect_clean_job_env(env, logs);
+  // Exactly the minimal base, the type's variable and the job's own.
+  std::set<std::string> expected = {"CONVEYOR_JOB_ATTEMPT",
+                                    "CONVEYOR_JOB_ID",
+                                    "CONVEYOR_OUTPUT_DIR",
+                                    "HOME",
+                                    "PATH",
+                                    "TYPE_SETTING",
+                                    "TZ"};
+  // The test runner's locale and TMPDIR reach the worker, and so its jobs.
+  for (const char* k : {"LANG", "LC_ALL", "TMPDIR"}) {
+    if (std::getenv(k) != nullptr) expected.insert(k);
+  }
+  std::set<std::string> names;
+  for (const auto& [k, v] : env) names.insert(k);
+  EXPECT_EQ(names, expected) << logs;
+  EXPECT_EQ(env.at("CONVEYOR_JOB_ID"), std::to_string(id));
+  EXPECT_EQ(env.at("TZ"), "UTC");
+  EXPECT_EQ(read_text(data_dir_ / "worker.log").find("set-by-the-type"), std::string::npos);
+}
+
+TEST_F(WorkerTest, AProcessJobCannotReadTheWorkersEnvironmentInProc) {
+  // A process job runs as the worker's user. Root may read any process's
+  // environment, so when the test runs as root the worker runs as nobody.
+  std::vector<std::string> as_user;
+  if (::geteuid() == 0) {
+    as_user = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"};
+    fs::permissions(data_dir_, fs::perms::all);
+  }
+  auto extra = kWorkerSecrets;
+  extra["CONVEYOR_CONTAINER_RUNTIME"] = "/nonexistent/podman";  // no rootless podman for nobody
+  start_worker(extra, as_user);
+  const auto id = queue_job(
+      {{"argv", {"/bin/sh", "-c", "echo ppid=$PPID; tr '\\0' '\\n' < /proc/$PPID/environ"}}});
+  ASSERT_TRUE(wait_status(id, "failed"));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  // Its parent is the worker, whose environment it may not read.
+  EXPECT_NE(logs.find(" stdout ppid=" + std::to_string(worker_->pid()) + "\n"), std::string::npos)
+      << logs;
+  EXPECT_NE(logs.find("Permission denied"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("secret-of-the-worker"), std::string::npos) << logs;
+  EXPECT_EQ(logs.find("CONVEYOR_DATABASE_URL"), std::string::npos) << logs;
+}
+
+TEST_F(WorkerTest, AContainerJobsEnvironmentHoldsNothingOfTheWorkers) {
+  // podman and the Debian base image the container tests use (tools/containers).
+  const std::string image = "localhost/debian:bookworm";
+  const std::map<std::string, std::string> podman_env = {
+      {"CONTAINERS_CONF", std::string(CONVEYOR_SOURCE_DIR) + "/deploy/podman/containers.conf"}};
+  auto probe = podman_env;
+  if (const char* p = std::getenv("PATH")) probe["PATH"] = p;
+  if (testing::run({"podman", "image", "exists", image}, probe, 60s).status != 0) {
+    GTEST_SKIP() << "podman or the image " << image << " is not here";
+  }
+  auto extra = kWorkerSecrets;
+  for (const auto& [k, v] : podman_env) extra[k] = v;
+  start_worker(extra);
+  const auto id = queue_job({{"image", image}, {"argv", {"env"}}, {"env", kTypeEnv}});
+  ASSERT_TRUE(wait_status(id, "processed", 120s));
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  const auto env = printed_env(logs);
+  expect_clean_job_env(env, logs);
+  EXPECT_EQ(env.at("CONVEYOR_OUTPUT_DIR"), "/conveyor/output/");
 }
 
 TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {

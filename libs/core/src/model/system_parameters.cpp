@@ -1,6 +1,10 @@
 #include "conveyor/model/system_parameters.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <array>
+#include <cctype>
 
 #include "conveyor/error/error.hpp"
 
@@ -18,6 +22,7 @@ constexpr db::Statement kSelectParameters{
     " stall_processed_s, stall_error_checked_s,"
     " worker_heartbeat_interval_s, worker_heartbeat_timeout_s, service_heartbeat_timeout_s,"
     " coalesce(publication_endpoint_url, '') AS publication_endpoint_url,"
+    " array_to_json(sink_allowed_hosts)::text AS sink_allowed_hosts,"
     " publication_max_attempts, image_tags::text AS image_tags, log_retention_days,"
     " job_retention_days, outbox_retention_hours,"
     " schedule_catchup_start::text AS schedule_catchup_start, parameter_reload_interval_s,"
@@ -31,7 +36,117 @@ constexpr std::pair<JobStatus, std::string_view> kStallColumns[] = {
     {JobStatus::processed, "stall_processed_s"},       {JobStatus::error_checked, "stall_error_checked_s"},
 };
 
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Only digits and dots: an IPv4 address (or a number inet_aton would take
+// for one), never a DNS name under a suffix.
+bool numeric_host(std::string_view h) {
+  return !h.empty() && std::all_of(h.begin(), h.end(), [](char c) {
+    return c == '.' || std::isdigit(static_cast<unsigned char>(c));
+  });
+}
+
 }  // namespace
+
+std::string canonical_host(std::string_view host) {
+  std::string h = lower(host);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.find(':') != std::string::npos) {
+    in6_addr addr{};
+    std::array<char, INET6_ADDRSTRLEN> text{};
+    if (::inet_pton(AF_INET6, h.c_str(), &addr) == 1 &&
+        ::inet_ntop(AF_INET6, &addr, text.data(), text.size()) != nullptr) {
+      return text.data();
+    }
+    return h;
+  }
+  if (h.size() > 1 && h.back() == '.') h.pop_back();
+  return h;
+}
+
+bool valid_sink_host_entry(std::string_view entry, std::string& why) {
+  const std::string kForm =
+      "an entry is a host name (hooks.example.org), an IP address, or .example.org for every host "
+      "under example.org; no scheme, port or path";
+  if (entry.empty()) {
+    why = "is empty";
+    return false;
+  }
+  if (entry.size() > 255) {
+    why = "is longer than a host name can be";
+    return false;
+  }
+  if (entry.find('*') != std::string_view::npos) {
+    why = "holds a wildcard: write .example.org for every host under example.org";
+    return false;
+  }
+  if (entry.front() == '[' || entry.find(':') != std::string_view::npos) {
+    std::string h(entry);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    in6_addr addr{};
+    if (::inet_pton(AF_INET6, h.c_str(), &addr) != 1) {
+      why = "is neither a host name nor an IPv6 address (" + kForm + ")";
+      return false;
+    }
+    return true;
+  }
+  std::string_view name = entry;
+  const bool suffix = name.front() == '.';
+  if (suffix) name.remove_prefix(1);
+  if (!name.empty() && name.back() == '.') name.remove_suffix(1);
+  if (name.empty()) {
+    why = "names no host (" + kForm + ")";
+    return false;
+  }
+  std::size_t start = 0;
+  std::string_view last;
+  while (true) {
+    const auto dot = name.find('.', start);
+    const auto label =
+        name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    const bool ok =
+        !label.empty() && label.size() <= 63 && std::all_of(label.begin(), label.end(), [](char c) {
+          return c == '-' || c == '_' || std::isalnum(static_cast<unsigned char>(c));
+        });
+    if (!ok) {
+      why = "is not a host name (" + kForm + ")";
+      return false;
+    }
+    last = label;
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (suffix && numeric_host(last)) {
+    why = "is a suffix of an address: a suffix matches host names, list addresses whole";
+    return false;
+  }
+  return true;
+}
+
+bool SystemParameters::sink_host_allowed(std::string_view host) const {
+  if (!sink_allowed_hosts || sink_allowed_hosts->empty()) return true;
+  const std::string h = canonical_host(host);
+  if (h.empty()) return false;
+  // A suffix names DNS names under it, never an address.
+  const bool address = numeric_host(h) || h.find(':') != std::string::npos;
+  for (const auto& entry : *sink_allowed_hosts) {
+    if (!entry.empty() && entry.front() == '.') {
+      std::string suffix = lower(entry);
+      if (suffix.size() > 1 && suffix.back() == '.') suffix.pop_back();
+      if (!address && suffix.size() > 1 && h.size() > suffix.size() &&
+          h.compare(h.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        return true;
+      }
+    } else if (!entry.empty() && canonical_host(entry) == h) {
+      return true;
+    }
+  }
+  return false;
+}
 
 bool SystemParameters::handles(const std::string& job_type) const {
   if (!job_types_list) return true;
@@ -55,6 +170,8 @@ nlohmann::json SystemParameters::to_json() const {
           {"service_heartbeat_timeout_s", service_heartbeat_timeout_s},
           {"publication_endpoint_url", publication_endpoint_url},
           {"publication_max_attempts", publication_max_attempts},
+          {"sink_allowed_hosts",
+           sink_allowed_hosts ? nlohmann::json(*sink_allowed_hosts) : nlohmann::json(nullptr)},
           {"image_tags", image_tags},
           {"log_retention_days", log_retention_days},
           {"job_retention_days", job_retention_days},
@@ -86,6 +203,10 @@ SystemParameters load_system_parameters(db::Tx& tx) {
   p.service_heartbeat_timeout_s = row["service_heartbeat_timeout_s"].as<int>();
   p.publication_endpoint_url = row["publication_endpoint_url"].as_string();
   p.publication_max_attempts = row["publication_max_attempts"].as<int>();
+  if (!row["sink_allowed_hosts"].is_null()) {
+    p.sink_allowed_hosts = nlohmann::json::parse(row["sink_allowed_hosts"].as_string())
+                               .get<std::vector<std::string>>();
+  }
   p.image_tags = nlohmann::json::parse(row["image_tags"].as_string());
   p.log_retention_days = row["log_retention_days"].as<int>();
   p.job_retention_days = row["job_retention_days"].as<int>();

@@ -9,7 +9,8 @@
 namespace conveyor::model {
 namespace {
 
-enum class Kind { integer, boolean, nullable_text, nullable_text_array, json_object };
+// host_list: a nullable text array whose entries are sink_allowed_hosts entries.
+enum class Kind { integer, boolean, nullable_text, nullable_text_array, host_list, json_object };
 
 struct Column {
   const char* name;
@@ -35,6 +36,7 @@ constexpr Column kColumns[] = {
     {"service_heartbeat_timeout_s", Kind::integer},
     {"publication_endpoint_url", Kind::nullable_text},
     {"publication_max_attempts", Kind::integer},
+    {"sink_allowed_hosts", Kind::host_list},
     {"image_tags", Kind::json_object},
     {"log_retention_days", Kind::integer},
     {"job_retention_days", Kind::integer},
@@ -64,6 +66,7 @@ const char* cast_of(Kind k) {
     case Kind::nullable_text:
       return "text";
     case Kind::nullable_text_array:
+    case Kind::host_list:
       return "text[]";
     case Kind::json_object:
       return "jsonb";
@@ -106,7 +109,8 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
       if (v.is_null()) return nullptr;
       if (!v.is_string()) throw FieldError(field, field + ": expected a string or null");
       return v.get<std::string>();
-    case Kind::nullable_text_array: {
+    case Kind::nullable_text_array:
+    case Kind::host_list: {
       if (v.is_null()) return nullptr;
       if (!v.is_array()) {
         throw FieldError(field, field + ": expected an array of strings or null");
@@ -115,6 +119,10 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
       for (const auto& e : v) {
         if (!e.is_string()) throw FieldError(field, field + ": expected an array of strings");
         items.push_back(e.get<std::string>());
+        std::string why;
+        if (c.kind == Kind::host_list && !valid_sink_host_entry(items.back(), why)) {
+          throw FieldError(field, field + ": '" + items.back().substr(0, 100) + "' " + why);
+        }
       }
       return items;
     }

@@ -3,11 +3,11 @@
 // hold a shared_ptr to an immutable snapshot (runtime::Context::parameters)
 // that the runtime replaces on the parameters event and on a timer.
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/status.hpp"
@@ -28,6 +28,10 @@ struct SystemParameters {
   int service_heartbeat_timeout_s = 30;
   std::string publication_endpoint_url;
   int publication_max_attempts = 5;
+  // Hosts webhook deliveries may reach (publication_endpoint_url and every
+  // sink's url). nullopt or empty: any host. An entry is a host name, or a
+  // suffix starting with '.' for every host under it; no port.
+  std::optional<std::vector<std::string>> sink_allowed_hosts;
   nlohmann::json image_tags = nlohmann::json::object();
   int log_retention_days = 30;
   int job_retention_days = 90;
@@ -38,8 +42,22 @@ struct SystemParameters {
 
   // Whether the system handles this job type now (job_types_list).
   bool handles(const std::string& job_type) const;
+  // Whether a webhook may be delivered to `host` (the URL's host, without
+  // port; an IPv6 address with or without brackets). Letter case and one
+  // trailing dot do not matter, on either side.
+  bool sink_host_allowed(std::string_view host) const;
   nlohmann::json to_json() const;
 };
+
+// A host as sink_allowed_hosts entries and URL hosts are compared:
+// lower-case, without one trailing dot, an IPv6 address without brackets and
+// in its shortest form ("[0:0::1]" -> "::1").
+std::string canonical_host(std::string_view host);
+
+// Whether `entry` can be a sink_allowed_hosts entry (a host name, an IP
+// address, or ".suffix"); when not, `why` says what is wrong. No scheme,
+// port, path, wildcard or space.
+bool valid_sink_host_entry(std::string_view entry, std::string& why);
 
 // Reads the row; throws Error(not_found) when the schema has no row (not migrated).
 SystemParameters load_system_parameters(db::Tx& tx);
