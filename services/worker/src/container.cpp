@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "conveyor/model/job_type.hpp"
 #include "conveyor/text/text.hpp"
 
 namespace conveyor::worker {
@@ -310,7 +311,7 @@ std::map<std::string, std::string> runtime_client_environment(
     const std::map<std::string, std::string>& worker_env) {
   std::map<std::string, std::string> env;
   for (const auto& [k, v] : worker_env) {
-    if (k.rfind("CONVEYOR_", 0) != 0 && k.rfind("PG", 0) != 0) env.emplace(k, v);
+    if (!model::reserved_env_name(k)) env.emplace(k, v);
   }
   return env;
 }

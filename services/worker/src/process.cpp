@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job_type.hpp"
 
 namespace conveyor::worker {
 namespace {
@@ -360,17 +361,13 @@ std::map<std::string, std::string> job_base_environment(
   return env;
 }
 
-bool reserved_job_env_name(std::string_view name) {
-  return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_";
-}
-
 std::map<std::string, std::string> job_environment(
     const std::map<std::string, std::string>& base,
     const std::map<std::string, std::string>& type_env,
     const std::map<std::string, std::string>& own, std::vector<std::string>* refused) {
   std::map<std::string, std::string> env = base;
   for (const auto& [k, v] : type_env) {
-    if (reserved_job_env_name(k)) {
+    if (model::reserved_env_name(k)) {
       if (refused != nullptr) refused->push_back(k);
       continue;
     }

@@ -90,10 +90,6 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
 std::map<std::string, std::string> job_base_environment(
     const std::map<std::string, std::string>& worker_env);
 
-// Whether a job type's `env` may not set `name`: PG* (libpq reads them) and
-// CONVEYOR_* (Conveyor's own, the job's CONVEYOR_JOB_ID etc. included).
-bool reserved_job_env_name(std::string_view name);
-
 // `base`, then the type's `type_env` without its reserved names (their names
 // go to `refused`, when given), then `own` (CONVEYOR_JOB_ID, ...), each
 // layer winning over the one before.

@@ -109,7 +109,7 @@ class Worker {
   std::chrono::milliseconds shutdown_kill_grace_;
   std::chrono::milliseconds poll_interval_;
   std::filesystem::path data_dir_;
-  std::map<std::string, std::string> base_env_;  // the worker's environment minus CONVEYOR_*
+  std::map<std::string, std::string> base_env_;  // a job's minimal base environment (job_base_environment)
   std::int64_t worker_id_ = 0;
 
   // Container jobs: the runtime (none found: image jobs end internal_error

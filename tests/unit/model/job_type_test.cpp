@@ -85,6 +85,13 @@ TEST(JobTypeParse, ErrorsNameTheTypeAndTheField) {
   j["env"] = {{"A", 1}};
   EXPECT_NE(parse_error(j).find("env.A"), std::string::npos);
 
+  // The worker's database settings and Conveyor's own never reach a job (issue 12).
+  for (const char* reserved : {"PGPASSWORD", "PGHOST", "CONVEYOR_DATABASE_URL", "CONVEYOR_JOB_ID"}) {
+    j = minimal();
+    j["env"] = {{reserved, "x"}};
+    EXPECT_NE(parse_error(j).find(std::string("env.") + reserved + ": is reserved"), std::string::npos) << reserved;
+  }
+
   j = minimal();
   j.erase("command");
   EXPECT_NE(parse_error(j).find("command"), std::string::npos);

@@ -6,12 +6,14 @@
 #include "container.hpp"
 #include "process.hpp"
 
+#include "conveyor/model/job_type.hpp"
+
 namespace {
 
 using conveyor::worker::env_file_text;
 using conveyor::worker::job_base_environment;
 using conveyor::worker::job_environment;
-using conveyor::worker::reserved_job_env_name;
+using conveyor::model::reserved_env_name;
 using conveyor::worker::runtime_client_environment;
 using Env = std::map<std::string, std::string>;
 
@@ -44,13 +46,13 @@ TEST(JobEnvironment, TheBaseIsMinimal) {
 }
 
 TEST(JobEnvironment, TheTypeCannotSetPgOrConveyorNames) {
-  EXPECT_TRUE(reserved_job_env_name("PGPASSWORD"));
-  EXPECT_TRUE(reserved_job_env_name("PG"));
-  EXPECT_TRUE(reserved_job_env_name("CONVEYOR_API_TOKEN"));
-  EXPECT_TRUE(reserved_job_env_name("CONVEYOR_JOB_ID"));
-  EXPECT_FALSE(reserved_job_env_name("GDAL_CACHEMAX"));
-  EXPECT_FALSE(reserved_job_env_name("CONVEYOR"));
-  EXPECT_FALSE(reserved_job_env_name("pgpassword"));
+  EXPECT_TRUE(reserved_env_name("PGPASSWORD"));
+  EXPECT_TRUE(reserved_env_name("PG"));
+  EXPECT_TRUE(reserved_env_name("CONVEYOR_API_TOKEN"));
+  EXPECT_TRUE(reserved_env_name("CONVEYOR_JOB_ID"));
+  EXPECT_FALSE(reserved_env_name("GDAL_CACHEMAX"));
+  EXPECT_FALSE(reserved_env_name("CONVEYOR"));
+  EXPECT_FALSE(reserved_env_name("pgpassword"));
 
   std::vector<std::string> refused;
   const Env env = job_environment(job_base_environment(kWorker),

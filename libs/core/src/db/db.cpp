@@ -61,7 +61,11 @@ std::string server_message(const char* what) {
 
 // The one place SQLSTATEs become conveyor error codes.
 DbError translate_sql_error(const pqxx::sql_error& e) {
-  const std::string& state = e.sqlstate();
+  std::string state = e.sqlstate();
+  // libpqxx 6.4 throws insufficient_privilege without its SQLSTATE. A
+  // service role missing a grant is a deployment error: internal, with
+  // the server's message ("permission denied for table job") in the log.
+  if (state.empty() && dynamic_cast<const pqxx::insufficient_privilege*>(&e) != nullptr) state = "42501";
   std::string msg = server_message(e.what());
   if (state == kInvalidTransitionState) return {errc::invalid_transition, msg, state, false};
   if (state == kLockedState) return {errc::locked, msg, state, false};

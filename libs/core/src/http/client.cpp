@@ -1,6 +1,10 @@
 #include "conveyor/http/client.hpp"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cctype>
+#include <ctime>
 
 #include <httplib.h>
 
@@ -51,6 +55,40 @@ ParsedUrl parse_url(const std::string& url) {
   return parsed;
 }
 
+// Keeps SIGPIPE from ending the process while this thread talks TLS: httplib
+// hands OpenSSL a plain socket BIO, which write()s (no MSG_NOSIGNAL), so a
+// server that resets the connection mid-request would raise SIGPIPE. The
+// signal is blocked for this thread and one it raised is discarded.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    was_pending_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1;
+    blocked_ = pthread_sigmask(SIG_BLOCK, &pipe_, &old_) == 0;
+  }
+  ~SigpipeBlocked() {
+    if (!blocked_) return;
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (!was_pending_ && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      const timespec now{0, 0};
+      (void)sigtimedwait(&pipe_, nullptr, &now);
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t old_{};
+  bool was_pending_ = false;
+  bool blocked_ = false;
+};
+
 }  // namespace
 
 ClientResponse http_request(const std::string& method, const std::string& url,
@@ -84,7 +122,11 @@ ClientResponse http_request(const std::string& method, const std::string& url, c
   if (!body.empty() && !has_content_type) request.headers.emplace("Content-Type", "application/json");
 
   const auto started = std::chrono::steady_clock::now();
-  httplib::Result result = client.send(request);
+  httplib::Result result = [&] {
+    if (parsed.origin.rfind("https:", 0) != 0) return client.send(request);
+    const SigpipeBlocked quiet;
+    return client.send(request);
+  }();
   if (!result) {
     const auto error = result.error();
     const bool timed_out =

@@ -1,6 +1,7 @@
 #include "conveyor/http/server.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <strings.h>
@@ -13,17 +14,25 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/problem.hpp"
@@ -86,11 +95,154 @@ thread_local bool request_counted = false;
 
 using Clock = std::chrono::steady_clock;
 
+// ---------------------------------------------------------------------- TLS
+
+struct SslFree {
+  void operator()(SSL* ssl) const { SSL_free(ssl); }
+};
+struct SslCtxFree {
+  void operator()(SSL_CTX* ctx) const { SSL_CTX_free(ctx); }
+};
+using TlsContext = std::unique_ptr<SSL_CTX, SslCtxFree>;
+
+// OpenSSL's reasons for the last failure (e.g. "no start line"), clearing
+// its error queue; never any key material.
+std::string openssl_reason() {
+  std::string out;
+  while (const unsigned long e = ERR_get_error()) {
+    const char* reason = ERR_reason_error_string(e);
+    if (!out.empty()) out += "; ";
+    out += reason != nullptr ? reason : "error " + std::to_string(e);
+  }
+  return out.empty() ? "no detail from OpenSSL" : out;
+}
+
+// A socket BIO that sends with MSG_NOSIGNAL. OpenSSL's own socket BIO uses
+// write(), and a write to a connection the peer has reset raises SIGPIPE,
+// whose default action ends the process. The socket is non-blocking; the
+// BIO never closes it (the server does).
+int socket_of(BIO* bio) {
+  return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
+}
+
+bool retryable(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
+
+int bio_write(BIO* bio, const char* data, int size) {
+  BIO_clear_retry_flags(bio);
+  const ssize_t n = ::send(socket_of(bio), data, static_cast<std::size_t>(size), MSG_NOSIGNAL);
+  if (n < 0 && retryable(errno)) BIO_set_retry_write(bio);
+  return static_cast<int>(n);
+}
+
+int bio_read(BIO* bio, char* data, int size) {
+  BIO_clear_retry_flags(bio);
+  const ssize_t n = ::recv(socket_of(bio), data, static_cast<std::size_t>(size), 0);
+  if (n < 0 && retryable(errno)) BIO_set_retry_read(bio);
+  if (n == 0) BIO_set_flags(bio, BIO_FLAGS_IN_EOF);
+  return static_cast<int>(n);
+}
+
+long bio_ctrl(BIO* bio, int command, long, void*) {
+  switch (command) {
+    case BIO_CTRL_FLUSH:
+      return 1;  // nothing is buffered here
+    case BIO_CTRL_EOF:
+      return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0 ? 1 : 0;
+    default:
+      return 0;
+  }
+}
+
+int bio_create(BIO* bio) {
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+BIO_METHOD* socket_bio_method() {
+  static BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "conveyor socket");
+    if (m != nullptr) {
+      BIO_meth_set_write(m, bio_write);
+      BIO_meth_set_read(m, bio_read);
+      BIO_meth_set_ctrl(m, bio_ctrl);
+      BIO_meth_set_create(m, bio_create);
+    }
+    return m;
+  }();
+  return method;
+}
+
+// The service configuration keys are named in the errors: the runtime
+// fills these options from them, and that is what an operator must fix.
+constexpr const char* kCertKey = "CONVEYOR_TLS_CERT_FILE";
+constexpr const char* kKeyKey = "CONVEYOR_TLS_KEY_FILE";
+
+void require_readable(const char* key, const std::string& path) {
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (file == nullptr) {
+    const std::string why = std::error_code(errno, std::generic_category()).message();
+    throw Error(errc::invalid_config, std::string(key) + ": cannot read " + path + ": " + why);
+  }
+  std::fclose(file);
+}
+
+// The server's TLS context, made once at construction so that a missing or
+// bad certificate stops the service at start-up, not at its first client.
+// nullptr: plain HTTP.
+TlsContext make_tls_context(const Server::Options& o) {
+  if (o.tls_cert_file.empty() && o.tls_key_file.empty()) return nullptr;
+  if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
+    throw Error(errc::invalid_config, std::string(o.tls_cert_file.empty() ? kKeyKey : kCertKey) +
+                                          " is set but " +
+                                          (o.tls_cert_file.empty() ? kCertKey : kKeyKey) +
+                                          " is not: set both (HTTPS) or neither (plain HTTP)");
+  }
+  require_readable(kCertKey, o.tls_cert_file);
+  require_readable(kKeyKey, o.tls_key_file);
+  ERR_clear_error();
+  TlsContext ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx || socket_bio_method() == nullptr) {
+    throw Error(errc::internal, "cannot set up TLS: " + openssl_reason());
+  }
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  // TLS 1.2: forward-secret AEAD suites only (TLS 1.3's are all of that kind).
+  SSL_CTX_set_cipher_list(ctx.get(),
+                          "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                          "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                          "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
+  SSL_CTX_set_options(
+      ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // A response is written piece by piece (httplib retries the rest).
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE);
+  // An encrypted key would make OpenSSL ask for a passphrase on the
+  // terminal: refuse it instead.
+  SSL_CTX_set_default_passwd_cb(ctx.get(), [](char*, int, int, void*) { return 0; });
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.tls_cert_file.c_str()) != 1) {
+    throw Error(errc::invalid_config, std::string(kCertKey) + ": " + o.tls_cert_file +
+                                          " holds no usable PEM certificate (" + openssl_reason() +
+                                          ")");
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), o.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    throw Error(errc::invalid_config, std::string(kKeyKey) + ": " + o.tls_key_file +
+                                          " holds no usable unencrypted PEM private key (" +
+                                          openssl_reason() + ")");
+  }
+  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+    throw Error(errc::invalid_config, std::string(kKeyKey) + ": the key in " + o.tls_key_file +
+                                          " does not belong to the certificate in " + kCertKey +
+                                          " (" + o.tls_cert_file + ")");
+  }
+  ERR_clear_error();
+  return ctx;
+}
+
 // The one stream of a connection, owned by the thread serving it. It reads
 // ahead into a buffer kept across the requests of the connection, enforces
 // the header and body deadlines and byte limits, and drops Range header
 // lines (Conveyor serves no byte ranges, and httplib's Range parser is a
-// backtracking regex). Not thread-safe.
+// backtracking regex). With TLS (start_tls) the same happens on the
+// decrypted bytes: the socket is non-blocking and every OpenSSL call waits
+// on poll() under the same deadlines. Not thread-safe.
 class ConnectionStream final : public httplib::Stream {
  public:
   enum class Failure { none, timeout, headers_too_large, body_too_large, closed };
@@ -101,7 +253,7 @@ class ConnectionStream final : public httplib::Stream {
   // Waits for the first byte of the next request; false when the connection
   // idled past the keep-alive timeout, closed, or the server stops.
   bool wait_next_request() {
-    if (pos_ < end_) return true;
+    if (pos_ < end_ || tls_pending()) return true;
     return wait(POLLIN, Clock::now() + options_.keep_alive_timeout);
   }
 
@@ -118,8 +270,36 @@ class ConnectionStream final : public httplib::Stream {
 
   Failure failure() const noexcept { return failure_; }
 
+  // The server side of a TLS handshake, which must finish by `until`; after
+  // it every read and write goes through TLS. False when it failed (a plain
+  // HTTP request, a bad or slow client): the connection is to be closed.
+  bool start_tls(SSL_CTX* ctx, Clock::time_point until) {
+    const int flags = ::fcntl(fd_, F_GETFL, 0);
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK) != 0) return false;
+    ssl_.reset(SSL_new(ctx));
+    BIO* bio = BIO_new(socket_bio_method());
+    if (!ssl_ || bio == nullptr) {
+      BIO_free(bio);
+      tls_broken_ = true;
+      return false;
+    }
+    BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(fd_)));
+    SSL_set_bio(ssl_.get(), bio, bio);
+    SSL_set_accept_state(ssl_.get());
+    return tls_call(until, [this] { return SSL_do_handshake(ssl_.get()); }) > 0;
+  }
+
+  // Sends TLS close_notify (one attempt, not waiting for the peer's) when
+  // the session is sound, before the server closes the socket.
+  void finish_tls() {
+    if (!ssl_ || tls_broken_ || SSL_is_init_finished(ssl_.get()) != 1) return;
+    ERR_clear_error();
+    (void)SSL_shutdown(ssl_.get());
+    ERR_clear_error();
+  }
+
   bool is_readable() const override {
-    return line_pos_ < line_.size() || pos_ < end_ ||
+    return line_pos_ < line_.size() || pos_ < end_ || tls_pending() ||
            const_cast<ConnectionStream*>(this)->wait(POLLIN, next_read_deadline());
   }
   bool is_writable() const override {
@@ -155,6 +335,14 @@ class ConnectionStream final : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
+    if (ssl_) {
+      if (tls_broken_) return -1;  // nothing more may go out after a fatal TLS error
+      if (size == 0) return 0;
+      const int n = static_cast<int>(std::min<std::size_t>(size, INT_MAX));
+      const int written = tls_call(Clock::now() + options_.write_timeout,
+                                   [&] { return SSL_write(ssl_.get(), ptr, n); });
+      return written > 0 ? written : -1;
+    }
     if (!wait(POLLOUT, Clock::now() + options_.write_timeout)) return -1;
     return ::send(fd_, ptr, size, MSG_NOSIGNAL);
   }
@@ -196,8 +384,54 @@ class ConnectionStream final : public httplib::Stream {
     }
   }
 
+  // Decrypted bytes OpenSSL holds already (no poll() would see them).
+  bool tls_pending() const { return ssl_ && SSL_has_pending(ssl_.get()) == 1; }
+
+  // Runs one OpenSSL call on the non-blocking socket until it succeeds,
+  // waiting for the socket as it asks, but not past `until`. Returns the
+  // call's result; <= 0 on failure (failure_ says which).
+  template <typename Call>
+  int tls_call(Clock::time_point until, Call call) {
+    for (;;) {
+      ERR_clear_error();  // SSL_get_error() reads the thread's error queue
+      const int r = call();
+      if (r > 0) return r;
+      switch (SSL_get_error(ssl_.get(), r)) {
+        case SSL_ERROR_WANT_READ:
+          if (!wait(POLLIN, until)) return -1;
+          break;
+        case SSL_ERROR_WANT_WRITE:
+          if (!wait(POLLOUT, until)) return -1;
+          break;
+        case SSL_ERROR_ZERO_RETURN:  // the peer's close_notify
+          failure_ = Failure::closed;
+          return 0;
+        default:  // a protocol error or a reset: no close_notify after it
+          if (!tls_broken_) {
+            logging::get("http")->debug("TLS connection failed: {}", openssl_reason());
+          }
+          ERR_clear_error();
+          tls_broken_ = true;
+          failure_ = Failure::closed;
+          return -1;
+      }
+    }
+  }
+
   bool fill() {
     pos_ = end_ = 0;
+    if (ssl_) {
+      if (tls_broken_) {
+        failure_ = Failure::closed;
+        return false;
+      }
+      const int n = tls_call(next_read_deadline(), [this] {
+        return SSL_read(ssl_.get(), buffer_.data(), static_cast<int>(buffer_.size()));
+      });
+      if (n <= 0) return false;
+      end_ = static_cast<std::size_t>(n);
+      return true;
+    }
     if (!wait(POLLIN, next_read_deadline())) return false;
     const ssize_t n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
     if (n <= 0) {
@@ -271,6 +505,8 @@ class ConnectionStream final : public httplib::Stream {
   std::size_t body_bytes_ = 0;
   Clock::time_point deadline_{};
   Failure failure_ = Failure::none;
+  std::unique_ptr<SSL, SslFree> ssl_;  // null: plain HTTP
+  bool tls_broken_ = false;            // a fatal TLS error: no SSL_shutdown
 };
 
 // What the serving thread learns about the request it serves: its stream
@@ -378,7 +614,8 @@ class ElasticPool final : public httplib::TaskQueue {
 // request parser and router.
 class GuardedServer final : public httplib::Server {
  public:
-  explicit GuardedServer(const conveyor::http::Server::Options& o) : options_(o) {}
+  // `tls`: null for plain HTTP; else owned by the caller and outliving this.
+  GuardedServer(const conveyor::http::Server::Options& o, SSL_CTX* tls) : options_(o), tls_(tls) {}
   std::atomic<std::size_t> rejected{0};
 
  private:
@@ -394,7 +631,11 @@ class GuardedServer final : public httplib::Server {
       reject(sock);
     } else {
       ConnectionStream stream(sock, options_, [this] { return svr_sock_ == INVALID_SOCKET; });
-      std::size_t left = keep_alive_max_count_;
+      // A handshake that does not finish within the header deadline (a
+      // slow or silent client, plain HTTP on this port) closes the connection.
+      const bool secured =
+          tls_ == nullptr || stream.start_tls(tls_, Clock::now() + options_.header_timeout);
+      std::size_t left = secured ? keep_alive_max_count_ : 0;
       while (left > 0 && svr_sock_ != INVALID_SOCKET && stream.wait_next_request()) {
         stream.begin_request();
         serving = Serving{&stream, false};
@@ -407,6 +648,7 @@ class GuardedServer final : public httplib::Server {
         }
         --left;
       }
+      stream.finish_tls();
     }
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
@@ -423,10 +665,23 @@ class GuardedServer final : public httplib::Server {
                              std::to_string(r.body.size()) +
                              "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
     const std::string all = head + r.body;
-    (void)::send(sock, all.data(), all.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (tls_ == nullptr) {
+      (void)::send(sock, all.data(), all.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      return;
+    }
+    // Over TLS the answer needs a handshake first; a short one, as this
+    // thread is the one kept for answering connections over the cap.
+    ConnectionStream stream(sock, options_, [this] { return svr_sock_ == INVALID_SOCKET; });
+    const auto until =
+        Clock::now() + std::min<Clock::duration>(options_.header_timeout, std::chrono::seconds(2));
+    if (stream.start_tls(tls_, until)) {
+      (void)stream.write(all.data(), all.size());
+      stream.finish_tls();
+    }
   }
 
   const conveyor::http::Server::Options& options_;
+  SSL_CTX* const tls_;
   std::atomic<std::size_t> active_{0};
 };
 
@@ -499,8 +754,10 @@ struct Server::Impl {
   std::string host;
   int requested_port;
   Options options;
+  TlsContext tls;  // before `server`, which uses it
   GuardedServer server;
   std::vector<Route> routes;
+  Guard guard;
   std::thread thread;
   std::atomic<int> port{0};
   std::atomic<bool> loop_exited{false};
@@ -512,7 +769,8 @@ struct Server::Impl {
       : host(std::move(h)),
         requested_port(p),
         options(o),
-        server(options),
+        tls(make_tls_context(options)),
+        server(options, tls.get()),
         registry(o.registry != nullptr ? o.registry : &metrics::default_registry()) {}
 
   // `body_declared`: the request announced a body (it may not have been read).
@@ -565,7 +823,9 @@ struct Server::Impl {
       for (const auto& [name, value] : in.params) request.query[name] = value;
       best->matches(segments, &request.path_params);
       try {
-        response = best->handler(request);
+        std::optional<Response> refused;
+        if (guard) refused = guard(request);
+        response = refused ? std::move(*refused) : best->handler(request);
       } catch (const std::exception& e) {
         response = problem_from(e);
       } catch (...) {
@@ -755,6 +1015,11 @@ void Server::route(const std::string& method, const std::string& pattern, Handle
   impl_->routes.push_back(std::move(r));
 }
 
+void Server::set_guard(Guard guard) {
+  if (impl_->started) throw Error(errc::internal, "guard set after start()");
+  impl_->guard = std::move(guard);
+}
+
 void Server::start() {
   if (impl_->stopped) throw Error(errc::internal, "http::Server cannot be restarted after stop()");
   if (impl_->started) return;
@@ -819,7 +1084,8 @@ void Server::start() {
   // stop() is a no-op until the accept loop has marked itself running, so
   // wait for that (a few microseconds) to make start();stop() safe.
   while (!server.is_running() && !impl.loop_exited) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  logging::get("http")->info("listening on {}:{}", impl.host, bound);
+  logging::get("http")->info("listening on {}:{}{}", impl.host, bound,
+                             impl.tls ? " (HTTPS only)" : "");
 }
 
 int Server::port() const { return impl_->port; }

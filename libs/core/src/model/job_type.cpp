@@ -391,6 +391,10 @@ nlohmann::json Resources::to_json() const {
   return j;
 }
 
+bool reserved_env_name(std::string_view name) {
+  return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_";
+}
+
 std::string argv_output_dir(const std::string& image, const std::string& host_output_dir) {
   return image.empty() ? host_output_dir : std::string(kContainerOutputDir);
 }
@@ -552,6 +556,9 @@ JobType parse_job_type(const nlohmann::json& j) {
     for (const auto& [k, v] : j["env"].items()) {
       if (!std::regex_match(k, env_name))
         p.fail("env." + k, "is not a valid environment variable name");
+      else if (reserved_env_name(k))
+        p.fail("env." + k, "is reserved: PG* and CONVEYOR_* variables never reach a job "
+                           "(the worker's database settings and Conveyor's own)");
       if (!v.is_string()) p.fail("env." + k, "must be a string");
       t.env[k] = v.get<std::string>();
     }

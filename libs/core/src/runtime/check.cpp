@@ -27,6 +27,29 @@ std::string one_line(std::string_view text, std::size_t limit = 300) {
   return out;
 }
 
+// Whether the service's HTTP server speaks HTTPS (runtime::run sets the
+// server's TLS files from these keys; only both together start a service).
+bool serves_tls(const config::Config& config) {
+  return !config.get_string("CONVEYOR_TLS_CERT_FILE").empty();
+}
+
+// The probe asks its own instance on this machine. On a loopback address it
+// does not check the certificate: a service's certificate names its public
+// host, not 127.0.0.1, and /readyz carries no secret either way. Any other
+// address is verified against the system's trust store.
+bool loopback(const std::string& host) {
+  return host == "[::1]" || host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+// The host the probe asks: CONVEYOR_HTTP_HOST, 127.0.0.1 for a wildcard,
+// an IPv6 address in brackets.
+std::string probe_host(const config::Config& config) {
+  std::string host = config.get_string("CONVEYOR_HTTP_HOST");
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") host = "127.0.0.1";
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  return host;
+}
+
 }  // namespace
 
 int http_port(const config::Config& config, int default_http_port) {
@@ -43,10 +66,8 @@ std::string readyz_url(const config::Config& config, int default_http_port) {
         "CONVEYOR_HTTP_PORT is 0 (a free port chosen at start-up, known only to the running "
         "process): set a fixed port to check this service");
   }
-  std::string host = config.get_string("CONVEYOR_HTTP_HOST");
-  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") host = "127.0.0.1";
-  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
-  return "http://" + host + ":" + std::to_string(port) + "/readyz";
+  return std::string(serves_tls(config) ? "https" : "http") + "://" + probe_host(config) + ":" +
+         std::to_string(port) + "/readyz";
 }
 
 CheckResult check_ready(const config::Config& config, int default_http_port,
@@ -54,7 +75,9 @@ CheckResult check_ready(const config::Config& config, int default_http_port,
   std::string url;
   try {
     url = readyz_url(config, default_http_port);
-    const http::ClientResponse response = http::http_request("GET", url, "", {}, timeout);
+    http::TlsOptions tls;
+    tls.verify = !loopback(probe_host(config));
+    const http::ClientResponse response = http::http_request("GET", url, "", {}, timeout, tls);
     if (response.status == 200) return {true, "ready: GET " + url + " answered 200"};
     return {false, "not ready: GET " + url + " answered " + std::to_string(response.status) + ": " +
                        one_line(response.body)};

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "conveyor/auth/auth.hpp"
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
 #include "conveyor/bus/relay.hpp"
@@ -236,8 +237,11 @@ class Service final : public Context {
 
     write_instance("up", true);
 
+    http::Server::Options server_options;
+    server_options.tls_cert_file = config_.get_string("CONVEYOR_TLS_CERT_FILE");
+    server_options.tls_key_file = config_.get_string("CONVEYOR_TLS_KEY_FILE");
     server_ = std::make_unique<http::Server>(config_.get_string("CONVEYOR_HTTP_HOST"),
-                                             http_port(config_, spec_.default_http_port));
+                                             http_port(config_, spec_.default_http_port), server_options);
     http::AdminOptions admin;
     admin.service = spec_.name;
     admin.version = CONVEYOR_VERSION;
@@ -249,6 +253,10 @@ class Service final : public Context {
       return not_ready_reason_;
     };
     http::add_admin_routes(*server_, std::move(admin));
+    auth::GuardOptions guard;
+    guard.metrics_open = !config_.get_bool("CONVEYOR_METRICS_REQUIRE_TOKEN");
+    guard.cookie_name = spec_.auth_cookie;
+    server_->set_guard(auth::make_guard(*pool_, std::move(guard)));
 
     setup(*this);
 
@@ -589,6 +597,12 @@ config::Schema service_schema() {
   schema.add(make_key("CONVEYOR_IMAGE_TAG", Type::string, "dev", "image tag this instance runs (reported only)"));
   schema.add(make_key("CONVEYOR_SHUTDOWN_GRACE_MS", Type::duration_ms, "30000",
                       "how long the service may drain after SIGTERM before it exits anyway", 0, 86400000));
+  schema.add(make_key("CONVEYOR_METRICS_REQUIRE_TOKEN", Type::boolean, "false",
+                      "whether GET /metrics needs a reader token (open by default, for scrapers)"));
+  schema.add(make_key("CONVEYOR_TLS_CERT_FILE", Type::string, "",
+                      "PEM certificate (chain) of the HTTP server; with CONVEYOR_TLS_KEY_FILE it serves only HTTPS"));
+  schema.add(make_key("CONVEYOR_TLS_KEY_FILE", Type::string, "",
+                      "PEM private key (unencrypted) of CONVEYOR_TLS_CERT_FILE; both or neither"));
   schema.add(make_key("CONVEYOR_HEARTBEAT_INTERVAL_MS", Type::duration_ms, "5000",
                       "how often conveyor.service_instance.last_heartbeat is updated", 10, 3600000));
   return schema;

@@ -38,6 +38,10 @@ struct Request {
   std::map<std::string, std::string> query;        // decoded; last value wins
   std::map<std::string, std::string> path_params;  // from "{name}" segments
   std::string route;                               // the matched pattern
+  // Who sent it, as the server's guard found out (auth.hpp); both empty
+  // on an open route or a server without a guard.
+  std::string principal;  // a token's name
+  std::string role;       // "reader", "submitter", "operator"
 
   // Case-insensitive header lookup.
   std::optional<std::string> header(std::string_view name) const;
@@ -63,6 +67,10 @@ struct Response {
 };
 
 using Handler = std::function<Response(const Request&)>;
+// Runs before every route's handler: nullopt lets the request through (it
+// may fill in principal and role); a Response is answered instead (401,
+// 403). An exception is answered as from a handler (problem_from).
+using Guard = std::function<std::optional<Response>(Request&)>;
 
 // Owns a listening socket and its worker threads. Routes must be added
 // before start(); after that, route() throws. Handlers run concurrently on
@@ -93,15 +101,29 @@ class Server {
     // Where conveyor_http_requests_total and the latency histogram go;
     // nullptr: metrics::default_registry().
     metrics::Registry* registry = nullptr;
+    // HTTPS: PEM files of the certificate (a chain, leaf first) and of its
+    // unencrypted private key; a service sets them from
+    // CONVEYOR_TLS_CERT_FILE and CONVEYOR_TLS_KEY_FILE, the names its
+    // errors use. Both set: the server speaks only TLS (1.2 or later), with
+    // every deadline and limit above (the handshake must finish within
+    // header_timeout); a plain HTTP request gets no answer and is closed.
+    // Both empty: plain HTTP.
+    std::string tls_cert_file;
+    std::string tls_key_file;
   };
 
   Server(std::string host, int port);  // port 0: any free port
+  // Throws Error(invalid_config) when only one of the TLS files is set, or
+  // one cannot be read, holds no PEM certificate or key, or they do not match.
   Server(std::string host, int port, Options options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
   void route(const std::string& method, const std::string& pattern, Handler handler);
+  // Checks every request before its handler (auth::make_guard). Set before
+  // start(); after that, throws.
+  void set_guard(Guard guard);
   // Binds and listens, then serves on background threads. Returns once the
   // socket accepts connections. Throws Error(unavailable) if it cannot bind.
   void start();

@@ -81,6 +81,12 @@ struct ArgvContext {
   std::string output_dir;
   std::vector<std::string> inputs;  // "{inputs}" alone in an argument expands to one argument each
 };
+// Whether a job type's `env` may not set `name`: PG* (libpq reads them)
+// and CONVEYOR_* (Conveyor's own, the job's CONVEYOR_JOB_ID etc. included).
+// parse_job_type refuses them; the worker drops them too, for rows written
+// before the rule or by SQL.
+bool reserved_env_name(std::string_view name);
+
 // What "{output_dir}" renders to for a job: the host dir for a process, the
 // mount point kContainerOutputDir for a job with an image.
 std::string argv_output_dir(const std::string& image, const std::string& host_output_dir);
