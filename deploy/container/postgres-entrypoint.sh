@@ -1,6 +1,8 @@
 #!/bin/sh
 # Entrypoint of Containerfile.postgres: initialises PGDATA on first start
-# (user, password, database from POSTGRES_*), then exec's postgres as PID 1.
+# (user, password, database from POSTGRES_*; the password may come from the
+# file POSTGRES_PASSWORD_FILE names, as with the official image), then exec's
+# postgres as PID 1.
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}"
 user=${POSTGRES_USER:-postgres}
@@ -11,7 +13,11 @@ mkdir -p "$PGDATA" /run/postgresql
 chown postgres:postgres "$PGDATA" /run/postgresql
 chmod 0700 "$PGDATA"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
+  if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    [ -z "${POSTGRES_PASSWORD:-}" ] || { echo "postgres-entrypoint: set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both" >&2; exit 1; }
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+  fi
+  : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE must be set}"
   pwfile=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
   chown postgres "$pwfile"

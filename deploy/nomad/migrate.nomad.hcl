@@ -57,7 +57,10 @@ job "conveyor-migrate" {
 
       config {
         image           = "${var.registry}/conveyor:${var.image_tag}"
-        entrypoint      = ["/bin/sh", "-c", "conveyor db init && exec conveyor db migrate"]
+        # As the owner: migrations, then one login per service, member of its
+        # role, with the password of the Variable's <service>_password
+        # (idempotent: a re-run sets the same passwords again).
+        entrypoint = ["/bin/sh", "-c", "conveyor db init && conveyor db migrate && for s in creation configuration execution publication monitor workerpool worker; do conveyor db grant-login \"conveyor_$${s}_login\" --role \"conveyor_$s\" --password-file \"$NOMAD_SECRETS_DIR/$s-password\" || exit 1; done"]
         readonly_rootfs = true
         cap_drop        = ["ALL"]
         security_opt    = ["no-new-privileges"]
@@ -73,17 +76,67 @@ job "conveyor-migrate" {
       }
 
       env {
-        CONVEYOR_LOG_FORMAT = "json"
+        CONVEYOR_DATABASE_URL_FILE = "${NOMAD_SECRETS_DIR}/database-url"
+        CONVEYOR_LOG_FORMAT        = "json"
       }
 
+      # The owner's URL and each service login's password: the Variable
+      # nomad/jobs/conveyor-migrate, which only this job can read
+      # (deploy/nomad/README.md), rendered as files, never into env.
       template {
-        destination = "secrets/conveyor.env"
-        env         = true
+        destination = "secrets/database-url"
         change_mode = "noop"
         data        = <<-EOT
-          {{- with nomadVar "nomad/jobs" }}
-          CONVEYOR_DATABASE_URL={{ .database_url }}
-          {{- end }}
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .database_url }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/creation-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .creation_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/configuration-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .configuration_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/execution-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .execution_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/publication-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .publication_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/monitor-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .monitor_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/workerpool-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .workerpool_password }}{{ end }}
+        EOT
+      }
+      template {
+        destination = "secrets/worker-password"
+        change_mode = "noop"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-migrate" }}{{ .worker_password }}{{ end }}
         EOT
       }
 

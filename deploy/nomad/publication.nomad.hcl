@@ -125,6 +125,7 @@ job "conveyor-publication" {
       }
 
       env {
+        CONVEYOR_DATABASE_URL_FILE = "${NOMAD_SECRETS_DIR}/database-url"
         # 0.0.0.0: in its container the service must listen on the
         # container's address for the port mapping and the checks.
         CONVEYOR_HTTP_HOST         = "0.0.0.0"
@@ -136,16 +137,26 @@ job "conveyor-publication" {
         CONVEYOR_IMAGE_TAG         = "${var.image_tag}"
       }
 
-      # Secrets never sit in this file: the database URL (and the broker
-      # list) come from the Nomad Variable nomad/jobs of the namespace, which
-      # only the jobs of that namespace can read.
+      # Its own database login (conveyor_publication_login, member of conveyor_publication):
+      # the Variable nomad/jobs/conveyor-publication, which only this job can read, rendered
+      # as a file (CONVEYOR_DATABASE_URL_FILE), not into the environment.
+      template {
+        destination = "secrets/database-url"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-publication" }}{{ .database_url }}{{ end }}
+        EOT
+      }
+
+      # Secrets never sit in this file. The broker list comes from the Nomad
+      # Variable nomad/jobs of the namespace, which only the jobs of that
+      # namespace can read; the database login from the job's own (above).
       template {
         destination = "secrets/conveyor.env"
         env         = true
         change_mode = "restart"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs" }}
-          CONVEYOR_DATABASE_URL={{ .database_url }}
           CONVEYOR_KAFKA_BROKERS={{ .kafka_brokers }}
           {{- end }}
         EOT

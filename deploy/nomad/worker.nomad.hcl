@@ -101,6 +101,7 @@ job "conveyor-worker" {
       }
 
       env {
+        CONVEYOR_DATABASE_URL_FILE = "${NOMAD_SECRETS_DIR}/database-url"
         CONVEYOR_WORKER_NAME       = "${NOMAD_META_worker_name}"
         CONVEYOR_INSTANCE_ID       = "${NOMAD_META_worker_name}"
         CONVEYOR_WORKER_POOL       = "${NOMAD_META_pool}"
@@ -113,6 +114,17 @@ job "conveyor-worker" {
         CONVEYOR_IMAGE_TAG         = "${var.image_tag}"
       }
 
+      # Its own database login (conveyor_worker_login, member of conveyor_worker):
+      # the Variable nomad/jobs/conveyor-worker, which only this job can read, rendered
+      # as a file (CONVEYOR_DATABASE_URL_FILE), not into the environment.
+      template {
+        destination = "secrets/database-url"
+        change_mode = "restart"
+        data        = <<-EOT
+          {{- with nomadVar "nomad/jobs/conveyor-worker" }}{{ .database_url }}{{ end }}
+        EOT
+      }
+
       # A dispatched job's workload identity is its parent's
       # (conveyor-worker): it reads nomad/jobs like every job of the
       # namespace, never the pool's token at nomad/jobs/conveyor-workerpool.
@@ -122,7 +134,6 @@ job "conveyor-worker" {
         change_mode = "noop"
         data        = <<-EOT
           {{- with nomadVar "nomad/jobs" }}
-          CONVEYOR_DATABASE_URL={{ .database_url }}
           CONVEYOR_KAFKA_BROKERS={{ .kafka_brokers }}
           {{- end }}
         EOT

@@ -100,7 +100,9 @@ export NODE_PATH=$npm_dir/node_modules
 # Configuration keys the executables know: every "CONVEYOR_..." literal of
 # the sources.
 known=$work/known-keys.txt
-grep -rhoE '"CONVEYOR_[A-Z0-9_]+"' "$root/libs" "$root/services" "$root/tools" | tr -d '"' | sort -u >"$known"
+# A secret key may come as <KEY>_FILE (libs/core config): the database URLs do.
+grep -rhoE '"CONVEYOR_[A-Z0-9_]+"' "$root/libs" "$root/services" "$root/tools" | tr -d '"' |
+  sed '/DATABASE_URL$/p; s/DATABASE_URL$/DATABASE_URL_FILE/' | sort -u >"$known"
 
 # --- Kubernetes -------------------------------------------------------------
 render=$work/render
@@ -116,7 +118,8 @@ for o in base "${overlays[@]}"; do
   fi
 done
 [[ -s $render/dev.yaml ]] &&
-  checks k8s --name dev --render "$render/dev.yaml" --known "$known" --work "$npm_dir/ts" --pvc-access ReadWriteOnce
+  checks k8s --name dev --render "$render/dev.yaml" --known "$known" --work "$npm_dir/ts" --pvc-access ReadWriteOnce \
+    --external Secret/conveyor-database
 [[ -s $render/production.yaml ]] &&
   checks k8s --name production --render "$render/production.yaml" --known "$known" --work "$npm_dir/ts" \
     --pvc-access ReadWriteMany --no-secrets --external Secret/conveyor-database
@@ -166,12 +169,16 @@ if compose_config >"$work/compose/before.yaml" 2>"$work/compose/err" &&
    compose_config CONVEYOR_CREATION_TAG=git-patched >"$work/compose/after.yaml" 2>>"$work/compose/err"; then
   pass "compose: compose.yaml is valid for docker-compose config ($(docker-compose version --short 2>/dev/null))"
   checks compose-patch --before "$work/compose/before.yaml" --after "$work/compose/after.yaml" --service creation
+  checks compose --config "$work/compose/before.yaml"
 else
   fail "compose: docker-compose config fails on compose.yaml" "$(cat "$work/compose/err")"
 fi
 
 # --- Nomad ------------------------------------------------------------------
 checks nomad --dir "$nomad_dir" --known "$known"
+
+# --- credentials (issue 12): no password in any deployment file --------------
+checks no-credentials --root "$root" deploy compose.yaml compose.local.yaml
 checks nomad-patch --dir "$nomad_dir" --file creation --tag git-patched
 
 # --- negative self-tests: the checks catch what they claim to ---------------
@@ -227,6 +234,12 @@ if [[ -s $render/dev.yaml ]]; then
     "a claim of a PVC that does not exist"
   render_neg key keys 's/CONVEYOR_KAFKA_BROKERS:/CONVEYOR_KAFKA_BROKER:/' "unknown configuration key CONVEYOR_KAFKA_BROKER" \
     "a misspelt configuration key"
+  render_neg other-login policy '0,/key: creation-database-url/s//key: monitor-database-url/' \
+    "must project only the key creation-database-url" "a service mounting another service's database login"
+  render_neg whole-secret policy '0,/- configMapRef:/s//- secretRef:/' \
+    "envFrom a Secret" "a service given the whole database Secret"
+  render_neg pg-nodeport policy '/^  name: postgres$/,/^---$/s/^  type: ClusterIP$/  type: NodePort/' "exposed outside the cluster" \
+    "a NodePort Service in front of PostgreSQL"
   cp "$render/dev.yaml" "$neg/two-images.yaml"
   if mutate "$neg/two-images.yaml" 's#\(image: .*/conveyor-\(creation\|configuration\)\):dev#\1:git-patched#'; then
     expect_caught "a kustomize patch that changes two services" "changed too" \
@@ -244,6 +257,26 @@ if [[ -s $work/compose/before.yaml ]]; then
   else
     fail "negative: a compose patch that changes two services: the mutation did not apply"
   fi
+  compose_neg() { # name sed-expression needle description
+    cp "$work/compose/before.yaml" "$neg/compose-$1.yaml"
+    if mutate "$neg/compose-$1.yaml" "$2"; then
+      expect_caught "$4" "$3" node "$tool" compose --config "$neg/compose-$1.yaml"
+    else
+      fail "negative: $4: the mutation did not apply"
+    fi
+  }
+  compose_neg pg-public 's#127.0.0.1:5432:5432#5432:5432#; s#host_ip: 127.0.0.1#host_ip: 0.0.0.0#' \
+    "PostgreSQL must be on 127.0.0.1 only" "PostgreSQL published on every interface"
+  compose_neg shared-login 's#/run/secrets/creation-database-url#/run/secrets/owner-database-url#' \
+    "its database URL must be its own secret" "a compose service logging in as the owner"
+fi
+mkdir -p "$neg/credentials/deploy"
+cp "$root/compose.yaml" "$neg/credentials/compose.yaml"
+if mutate "$neg/credentials/compose.yaml" 's#POSTGRES_PASSWORD_FILE: /run/secrets/postgres-password#POSTGRES_PASSWORD: hunter2#'; then
+  expect_caught "a password written in compose.yaml" "a password is written in the file" \
+    node "$tool" no-credentials --root "$neg/credentials" deploy compose.yaml
+else
+  fail "negative: a password written in compose.yaml: the mutation did not apply"
 fi
 # creation.nomad.hcl broken by one sed expression must fail with NEEDLE.
 nomad_neg() { # name sed-expression needle description
@@ -262,6 +295,8 @@ nomad_neg no-kill-timeout '/kill_timeout = "45s"/d' "kill_timeout must be at lea
 nomad_neg no-resources '/resources {/,/^      }/d' "resources with cpu and memory are required" "a Nomad task without resources"
 nomad_neg secret 's#CONVEYOR_HTTP_PORT         = "8080"#CONVEYOR_DATABASE_URL = "postgresql://conveyor:hunter2@db:5432/conveyor"#' \
   "is a secret" "a database URL written in a Nomad file"
+nomad_neg shared-login 's#nomadVar "nomad/jobs/conveyor-creation" }}{{ .database_url }}#nomadVar "nomad/jobs" }}{{ .database_url }}#' \
+  "the job's own Variable" "a Nomad service reading the shared database login"
 nomad_neg syntax 's#^job "conveyor-creation" {#job "conveyor-creation" {{#' "HCL parse error" "a Nomad file that is not HCL"
 
 echo "deploy: $passed passed, $failed failed"

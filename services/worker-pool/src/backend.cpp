@@ -7,6 +7,7 @@
 
 #include "child_process.hpp"
 #include "conveyor/error/error.hpp"
+#include "conveyor/logging/logging.hpp"
 #include "conveyor/text/text.hpp"
 
 namespace conveyor::workerpool {
@@ -15,15 +16,26 @@ namespace fs = std::filesystem;
 
 bool is_pool_only_key(std::string_view key) {
   return key.starts_with("CONVEYOR_WORKERPOOL_") || key == "CONVEYOR_WORKER_EXECUTABLE" ||
-         key == "CONVEYOR_KUBECONFIG";
+         key == "CONVEYOR_KUBECONFIG" || key == "CONVEYOR_WORKER_DATABASE_URL" ||
+         key == "CONVEYOR_WORKER_DATABASE_URL_FILE";
 }
 
 std::map<std::string, std::string> worker_environment(const std::map<std::string, std::string>& environment,
-                                                      const std::string& name, const std::string& pool) {
+                                                      const std::string& name, const std::string& pool,
+                                                      const WorkerDatabase& database) {
   std::map<std::string, std::string> env;
   for (const auto& [key, value] : environment) {
     if (is_pool_only_key(key)) continue;
     env.emplace(key, value);
+  }
+  // The workers log in as the worker role, not as the pool's: exactly one of
+  // the two forms, so the worker's config never sees both.
+  if (!database.file.empty()) {
+    env.erase("CONVEYOR_DATABASE_URL");
+    env["CONVEYOR_DATABASE_URL_FILE"] = database.file.string();
+  } else if (!database.url.empty()) {
+    env.erase("CONVEYOR_DATABASE_URL_FILE");
+    env["CONVEYOR_DATABASE_URL"] = database.url;
   }
   // Per process: each worker gets its own (a free HTTP port, its name as
   // instance id), never the pool's.
@@ -213,6 +225,15 @@ NomadBackendOptions nomad_options(const config::Config& config) {
   return o;
 }
 
+WorkerDatabase worker_database(const config::Config& config, bool* shared) {
+  const std::string key = "CONVEYOR_WORKER_DATABASE_URL";
+  *shared = config.get_string(key).empty();
+  if (*shared) return {};  // the workers inherit the pool's environment and env files
+  const config::Source source = config.source(key);
+  if (source.kind == config::Source::Kind::secret_file) return {{}, source.file};
+  return {config.get_string(key), {}};
+}
+
 std::unique_ptr<Backend> make_backend(const config::Config& config, const std::string& instance_id,
                                       const std::vector<std::filesystem::path>& env_files) {
   const std::string kind = config.get_string("CONVEYOR_WORKERPOOL_BACKEND");
@@ -220,6 +241,13 @@ std::unique_ptr<Backend> make_backend(const config::Config& config, const std::s
   if (kind == "nomad") return make_nomad_backend(nomad_options(config));
   LocalBackendOptions o;
   o.environment = config::process_environment();
+  bool shared = false;
+  o.database = worker_database(config, &shared);
+  if (shared) {
+    logging::get("backend")->warn(
+        "CONVEYOR_WORKER_DATABASE_URL is empty: the workers connect as the pool's own database login; give them a "
+        "login of conveyor_worker (conveyor db grant-login NAME --role conveyor_worker)");
+  }
   const std::string configured = config.get_string("CONVEYOR_WORKER_EXECUTABLE");
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);

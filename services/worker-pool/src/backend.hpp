@@ -69,12 +69,22 @@ class Backend {
 };
 
 // What a LocalBackend needs; filled from the pool's configuration by make_backend().
+// The database URL of the workers (CONVEYOR_WORKER_DATABASE_URL, else the pool's).
+struct WorkerDatabase {
+  std::string url;                  // used when `file` is empty
+  std::filesystem::path file;       // a secret file holding the URL
+};
+
 struct LocalBackendOptions {
   std::filesystem::path executable;  // conveyor-worker
   std::string pool;                  // CONVEYOR_WORKER_POOL of the workers
   // The pool's environment (config::process_environment()); the workers get
   // it minus the pool's own keys, plus their name, instance id, pool and port.
   std::map<std::string, std::string> environment;
+  // How the workers reach the database, as the worker role: passed to them
+  // as CONVEYOR_DATABASE_URL, or as CONVEYOR_DATABASE_URL_FILE when the pool
+  // read it from a file (so the secret is not copied into the environment).
+  WorkerDatabase database;
   // The pool's --env-file files, passed on to every worker in the same order.
   std::vector<std::filesystem::path> env_files;
   std::filesystem::path log_dir;  // empty: the workers inherit the pool's stdout/stderr
@@ -88,9 +98,16 @@ bool is_pool_only_key(std::string_view key);
 
 // The environment of a worker named `name`: `environment` minus the pool's
 // own keys and the per-process ones, plus CONVEYOR_WORKER_NAME and
-// CONVEYOR_INSTANCE_ID (= name), CONVEYOR_WORKER_POOL and CONVEYOR_HTTP_PORT=0.
+// CONVEYOR_INSTANCE_ID (= name), CONVEYOR_WORKER_POOL, CONVEYOR_HTTP_PORT=0
+// and the worker's database (`database`; the pool's CONVEYOR_DATABASE_URL and
+// CONVEYOR_DATABASE_URL_FILE are replaced; nothing when `database` is empty).
 std::map<std::string, std::string> worker_environment(const std::map<std::string, std::string>& environment,
-                                                      const std::string& name, const std::string& pool);
+                                                      const std::string& name, const std::string& pool,
+                                                      const WorkerDatabase& database = {});
+// CONVEYOR_WORKER_DATABASE_URL of `config` (as its file when it was read from
+// one); empty, with `*shared` set, when it is not set: the workers then
+// inherit the pool's own database URL.
+WorkerDatabase worker_database(const config::Config& config, bool* shared);
 
 std::unique_ptr<Backend> make_local_backend(LocalBackendOptions options);
 

@@ -74,7 +74,7 @@ class LocalBackend final : public Backend {
       o.args.push_back("--env-file");
       o.args.push_back(f.string());
     }
-    o.env = worker_environment(options_.environment, name, options_.pool);
+    o.env = worker_environment(options_.environment, name, options_.pool, options_.database);
     if (!options_.log_dir.empty()) o.log_file = options_.log_dir / (name + ".log");
     const int pid = spawn_child(o);
     children_[name] = Child{pid, Clock::now(), std::nullopt, false};

@@ -112,6 +112,11 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKER_EXECUTABLE",
          .default_value = "",
          .help = "conveyor-worker to start; empty: next to conveyor-workerpool, else ../worker/, else PATH"});
+  s.add({.name = "CONVEYOR_WORKER_DATABASE_URL",
+         .default_value = "",
+         .secret = true,
+         .help = "local: the database URL of the workers it starts (a login of conveyor_worker), or "
+                 "CONVEYOR_WORKER_DATABASE_URL_FILE; empty: the pool's own, with a warning"});
   s.add({.name = "CONVEYOR_WORKER_CONCURRENCY",
          .type = Type::integer,
          .default_value = "0",

@@ -215,6 +215,60 @@ function dataVolume(spec, container) {
   return (spec.volumes || []).find((v) => v.name === m.name) || null;
 }
 
+// The database URL of a pod's container (issue 12): from the Secret
+// conveyor-database's key `key`, as a mounted file (CONVEYOR_DATABASE_URL_FILE)
+// or a secretKeyRef, never a value and never envFrom the whole Secret. With
+// `onlyOwn`, every volume of that Secret in the pod projects that key alone,
+// so a service cannot read another's login.
+function databaseFromKey(id, spec, c, key, report, onlyOwn) {
+  report.expect(!(c.envFrom || []).some((e) => e.secretRef), id,
+    'envFrom a Secret: the pod would get every database login; mount its own key instead');
+  const env = c.env || [];
+  const direct = env.find((e) => e.name === 'CONVEYOR_DATABASE_URL');
+  const file = env.find((e) => e.name === 'CONVEYOR_DATABASE_URL_FILE');
+  const secretVolumes = (spec.volumes || []).filter((v) => v.secret && v.secret.secretName === 'conveyor-database');
+  if (onlyOwn) {
+    for (const v of secretVolumes) {
+      const keys = (v.secret.items || []).map((i) => i.key);
+      report.expect(keys.length === 1 && keys[0] === key, id,
+        `volume ${v.name} must project only the key ${key} of the Secret conveyor-database (items), has ${keys.join(', ') || 'every key'}`);
+    }
+  }
+  if (direct) {
+    const ref = direct.valueFrom && direct.valueFrom.secretKeyRef;
+    report.expect(!file, id, 'CONVEYOR_DATABASE_URL and CONVEYOR_DATABASE_URL_FILE are both set');
+    report.expect(ref && ref.name === 'conveyor-database' && ref.key === key, id,
+      `CONVEYOR_DATABASE_URL must come from the Secret conveyor-database key ${key}, not a value`);
+    return;
+  }
+  if (!report.expect(file && typeof file.value === 'string', id,
+    `its database URL (CONVEYOR_DATABASE_URL_FILE: the key ${key} of the Secret conveyor-database, mounted) is missing`)) return;
+  const mount = (c.volumeMounts || []).find((m) => file.value.startsWith(m.mountPath.replace(/\/?$/, '/')));
+  const vol = mount && secretVolumes.find((v) => v.name === mount.name);
+  const rel = mount && file.value.slice(mount.mountPath.replace(/\/?$/, '/').length);
+  report.expect(vol && (vol.secret.items || []).some((i) => i.key === key && i.path === rel), id,
+    `CONVEYOR_DATABASE_URL_FILE=${file.value} must be the key ${key} of the Secret conveyor-database, mounted`);
+}
+
+// PostgreSQL reachable only inside the cluster: no NodePort/LoadBalancer
+// Service in front of port 5432, no hostPort, no hostNetwork.
+function postgresNotExposed(objects, report) {
+  for (const o of objects) {
+    const id = objectId(o);
+    if (o.kind === 'Service') {
+      const type = (o.spec && o.spec.type) || 'ClusterIP';
+      const pg = (o.spec.ports || []).some((p) => p.port === 5432 || p.targetPort === 5432 || p.targetPort === 'postgres');
+      if (pg) report.expect(type === 'ClusterIP' && !(o.spec.externalIPs || []).length, id, `PostgreSQL exposed outside the cluster (type ${type})`);
+    }
+    const spec = podSpec(o);
+    if (!spec) continue;
+    for (const c of allContainers(spec)) {
+      for (const p of c.ports || []) report.expect(!p.hostPort, id, `container ${c.name} publishes hostPort ${p.hostPort}`);
+    }
+    report.expect(!spec.hostNetwork, id, 'hostNetwork: its ports would be on every interface of the node');
+  }
+}
+
 function expectProbe(where, probe, pathWanted, report, name) {
   const get = probe && probe.httpGet;
   report.expect(get && get.path === pathWanted && (get.port === 8080 || get.port === 'http'), where,
@@ -257,7 +311,7 @@ function policyCheck(objects, report, opts) {
     report.expect(envValue(c, 'CONVEYOR_SHUTDOWN_GRACE_MS') === '30000', id, 'CONVEYOR_SHUTDOWN_GRACE_MS must be 30000');
     const from = (c.envFrom || []).map((e) => (e.configMapRef ? `cm:${e.configMapRef.name}` : `secret:${e.secretRef && e.secretRef.name}`));
     report.expect(from.some((f) => f.startsWith('cm:conveyor-config')), id, 'envFrom ConfigMap conveyor-config missing');
-    report.expect(from.some((f) => f.startsWith('secret:conveyor-database')), id, 'envFrom Secret conveyor-database missing');
+    databaseFromKey(id, spec, c, `${svc}-database-url`, report, true);
     const data = dataVolume(spec, c);
     if (report.expect(data, id, 'nothing mounted at /var/lib/conveyor (CONVEYOR_DATA_DIR)')) {
       if (SHARED_DATA.has(svc)) {
@@ -328,7 +382,8 @@ function policyCheck(objects, report, opts) {
         report.expect(envValue(c, k) === undefined, id, `${k} is set by the backend per pod, not in the template`);
       }
       const from = (c.envFrom || []).map((e) => (e.configMapRef ? 'cm' : 'secret'));
-      report.expect(from.includes('cm') && from.includes('secret'), id, 'envFrom the ConfigMap and the Secret expected');
+      report.expect(from.includes('cm'), id, 'envFrom the ConfigMap expected');
+      databaseFromKey(id, spec, c, 'worker-database-url', report, true);
       const data = dataVolume(spec, c);
       report.expect(data && data.persistentVolumeClaim && data.persistentVolumeClaim.claimName === 'conveyor-data', id,
         'the PVC conveyor-data must be mounted at /var/lib/conveyor');
@@ -345,7 +400,23 @@ function policyCheck(objects, report, opts) {
     const c = spec.containers[0];
     report.expect(imageBase(c.image) === 'conveyor', id, `image ${c.image} is not the CLI image conveyor`);
     const cmd = [...(c.command || []), ...(c.args || [])].join(' ');
-    report.expect(/conveyor db init && exec conveyor db migrate/.test(cmd), id, `must run db init then db migrate, runs: ${cmd}`);
+    report.expect(/conveyor db init && conveyor db migrate &&/.test(cmd), id, `must run db init then db migrate, runs: ${cmd}`);
+    // As the owner, then one login per service into its role (issue 12).
+    databaseFromKey(id, spec, c, 'owner-database-url', report, false);
+    const projected = new Set((spec.volumes || []).filter((v) => v.secret && v.secret.secretName === 'conveyor-database')
+      .flatMap((v) => (v.secret.items || []).map((i) => i.key)));
+    report.expect(/conveyor db grant-login "conveyor_\$\{s\}_login" --role "conveyor_\$s"/.test(cmd), id,
+      'must run conveyor db grant-login conveyor_<s>_login --role conveyor_<s> for each service s');
+    for (const svc of [...SERVICES, 'worker']) {
+      report.expect(new RegExp(`for s in [a-z ]*\\b${svc}\\b[a-z ]*; do`).test(cmd) && projected.has(`${svc}-password`), id,
+        `no login for ${svc}: the loop must cover it, with the Secret's key ${svc}-password mounted`);
+    }
+  }
+  postgresNotExposed(objects, report);
+  // No credential from git: every Secret is made outside the repository
+  // (overlays/dev/make-secrets, or the operator in production).
+  for (const o of objects) {
+    report.expect(o.kind !== 'Secret', objectId(o), 'a Secret in the render carries values from git: create it outside the repository');
   }
 
   // Services for the API and the dashboard.

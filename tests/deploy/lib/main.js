@@ -7,6 +7,8 @@
 //       [--external Kind/name]... [--pvc-access MODE] [--no-secrets]
 //   k8s-patch --name N --before FILE --after FILE --object Kind/name --path PATH
 //   compose-patch --before FILE --after FILE --service NAME
+//   compose --config FILE
+//   no-credentials --root DIR FILE_OR_DIR...
 //   nomad --dir DIR --known FILE [--only FILE]...
 //   nomad-patch --dir DIR --file NAME --tag TAG
 //   set-image --kustomization FILE --image NAME=NEWNAME:TAG
@@ -15,6 +17,7 @@ const path = require('path');
 const { Report, readYamlStream, readYaml, objectId, diffPaths } = require('./common');
 const k8s = require('./k8s');
 const nomad = require('./nomad');
+const compose = require('./compose');
 
 function parseArgs(argv) {
   const out = { _: [] };
@@ -165,6 +168,54 @@ function cmdComposePatch(a) {
   emit(`compose: CONVEYOR_${a.service.toUpperCase()}_TAG changes the service ${a.service} and nothing else (changed: ${changed.join('; ') || 'none'})`, r);
 }
 
+function cmdCompose(a) {
+  const r = new Report();
+  compose.policyCheck(readYaml(a.config), r);
+  emit('compose: PostgreSQL on 127.0.0.1 only, its password and every database URL from secret files, ' +
+    'each service its own login, migrate grants them', r);
+}
+
+// A password written in a deployment file: the part after user: in a
+// postgres URL, a PASSWORD-like variable (POSTGRES_PASSWORD=..., KEY: ...)
+// set to a value, a YAML key `password:` with a value, or a conninfo
+// password=... . References (${...}, $VAR, {{ ... }}, $(...), <...>, ****)
+// are not values, nor is a *_FILE variable (it names a file).
+const PLACEHOLDER = /^(\$|\{\{|<|\*+$|\?|-$)/;
+function credentials(text) {
+  const found = [];
+  for (const m of text.matchAll(/postgres(?:ql)?:\/\/[^/\s:@'"]+:([^@\s'"]+)@/g)) {
+    if (!PLACEHOLDER.test(m[1])) found.push(m[0]);
+  }
+  const patterns = [
+    /(?:^|[\s"'{,])([A-Z][A-Z0-9_]*PASSWORD)["']?\s*[:=]\s*["']?([^\s"'#,}]+)/gm,
+    /^\s*-?\s*(password)\s*:\s*["']?([^\s"'#]+)/gm,
+    /(?:^|[\s"'])(password)=["']?([^\s"'#&]+)/gm,
+  ];
+  for (const re of patterns) {
+    for (const m of text.matchAll(re)) {
+      if (!PLACEHOLDER.test(m[2])) found.push(`${m[1]}=${m[2]}`);
+    }
+  }
+  return found;
+}
+
+function cmdNoCredentials(a) {
+  const r = new Report();
+  const files = [];
+  const walk = (p) => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) for (const e of fs.readdirSync(p).sort()) walk(path.join(p, e));
+    else if (!/\.md$/.test(p)) files.push(p);
+  };
+  for (const p of a._) walk(path.resolve(a.root, p));
+  for (const f of files) {
+    for (const c of credentials(fs.readFileSync(f, 'utf8'))) {
+      r.fail(path.relative(a.root, f), `a password is written in the file: ${c.replace(/(:|=)[^@=:]+(@?)$/, '$1****$2')}`);
+    }
+  }
+  emit(`deploy: no password in any of ${files.length} deployment files (${a._.join(', ')})`, r);
+}
+
 async function loadNomad(dir, only) {
   const files = only.length ? only : fs.readdirSync(dir).filter((f) => f.endsWith('.nomad.hcl')).sort().map((f) => path.join(dir, f));
   const docs = new Map();
@@ -254,7 +305,8 @@ async function main() {
   const [cmd, ...rest] = process.argv.slice(2);
   const a = parseArgs(rest);
   const commands = {
-    'k8s': cmdK8s, 'k8s-patch': cmdK8sPatch, 'compose-patch': cmdComposePatch,
+    'k8s': cmdK8s, 'k8s-patch': cmdK8sPatch, 'compose-patch': cmdComposePatch, 'compose': cmdCompose,
+    'no-credentials': cmdNoCredentials,
     'nomad': cmdNomad, 'nomad-patch': cmdNomadPatch, 'set-image': cmdSetImage,
   };
   if (!commands[cmd]) {

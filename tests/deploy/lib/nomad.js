@@ -134,18 +134,28 @@ function checkJobFile(file, doc, report, known) {
     const env = Object.assign({}, ...bodies(t.tb, 'env'));
     for (const [k, v] of Object.entries(env)) {
       if (k.startsWith('CONVEYOR_')) report.expect(known.has(k), where, `unknown configuration key ${k}`);
-      report.expect(!SECRET_KEY.test(k), where, `${k} is a secret: it belongs in a template from a Nomad Variable, not in env`);
+      // <KEY>_FILE naming a rendered secret is how a secret gets in (issue 12).
+      const secretFile = /_FILE$/.test(k) && String(v).startsWith('${NOMAD_SECRETS_DIR}/');
+      report.expect(!SECRET_KEY.test(k) || secretFile, where, `${k} is a secret: it belongs in a template from a Nomad Variable, not in env`);
       report.expect(!SECRET_VALUE.test(String(v)), where, `env ${k} holds what looks like a credential`);
     }
     for (const s of JSON.stringify(cfg).match(/postgres(ql)?:\/\/[^"]*/g) || []) {
       report.fail(where, `config holds a database URL (${s})`);
     }
     const templates = bodies(t.tb, 'template');
-    const dbTemplate = templates.find((tp) => /CONVEYOR_DATABASE_URL=/.test(tp.data || ''));
-    if (report.expect(dbTemplate, where, 'CONVEYOR_DATABASE_URL must come from a template')) {
-      report.expect(dbTemplate.env === true, where, 'the template with CONVEYOR_DATABASE_URL must have env = true');
-      report.expect(/nomadVar\s+"nomad\/jobs/.test(dbTemplate.data), where, 'CONVEYOR_DATABASE_URL must be read from a Nomad Variable (nomadVar "nomad/jobs...")');
-      report.expect(/^secrets\//.test(dbTemplate.destination || ''), where, 'the secret template must render under secrets/');
+    // Each job its own database login (issue 12): CONVEYOR_DATABASE_URL_FILE
+    // names a template under secrets/ that reads the job's own Variable
+    // nomad/jobs/<job> (which no other job can read), never the shared one.
+    report.expect(!templates.some((tp) => /CONVEYOR_DATABASE_URL=/.test(tp.data || '')), where,
+      'CONVEYOR_DATABASE_URL in an env template: every job would share one login; use the job\'s own Variable and CONVEYOR_DATABASE_URL_FILE');
+    const urlFile = String(env.CONVEYOR_DATABASE_URL_FILE || '');
+    const dest = urlFile.replace(/^\$\{NOMAD_SECRETS_DIR\}\//, 'secrets/');
+    const dbTemplate = templates.find((tp) => tp.destination === dest);
+    if (report.expect(urlFile.startsWith('${NOMAD_SECRETS_DIR}/') && dbTemplate, where,
+      'CONVEYOR_DATABASE_URL_FILE must name a template rendered under ${NOMAD_SECRETS_DIR}/')) {
+      report.expect(dbTemplate.env !== true, where, 'the database URL template must be a file, not env = true');
+      report.expect(new RegExp(`nomadVar\\s+"nomad/jobs/${jobName}"\\s*\\}\\}\\{\\{\\s*\\.database_url\\s*\\}\\}`).test(dbTemplate.data || ''), where,
+        `the database URL must be the database_url of the job's own Variable nomad/jobs/${jobName}`);
     }
     for (const tp of templates) {
       for (const line of String(tp.data || '').split('\n')) {
@@ -162,7 +172,23 @@ function checkJobFile(file, doc, report, known) {
         'a service with an http check on /readyz is required');
     }
   }
+  if (kind === 'migrate') checkMigrateLogins(file, raw[0], jobName, report);
   return { kind, jobName, jb, doc };
+}
+
+// The migrate job creates every service's login (conveyor db grant-login),
+// each password rendered from its own Variable into a file.
+function checkMigrateLogins(file, t, jobName, report) {
+  const cmd = [].concat((one(t.tb, 'config') || {}).entrypoint || [], (one(t.tb, 'config') || {}).args || []).join(' ');
+  report.expect(/conveyor db migrate/.test(cmd) && /conveyor db grant-login "conveyor_\$\$\{s\}_login" --role "conveyor_\$s"/.test(cmd), file,
+    'must run conveyor db migrate, then conveyor db grant-login conveyor_<s>_login --role conveyor_<s> for each service s');
+  const templates = bodies(t.tb, 'template');
+  for (const svc of [...SERVICES, 'worker']) {
+    const tp = templates.find((x) => x.destination === `secrets/${svc}-password`);
+    report.expect(new RegExp(`for s in [a-z ]*\\b${svc}\\b[a-z ]*; do`).test(cmd) && tp && tp.env !== true &&
+      new RegExp(`nomadVar\\s+"nomad/jobs/${jobName}".*\\.${svc}_password\\b`).test(tp.data || ''), file,
+    `no login for ${svc}: the loop must cover it, its password a file secrets/${svc}-password from nomad/jobs/${jobName}`);
+  }
 }
 
 function checkWorkerContract(file, jb, report) {

@@ -219,6 +219,137 @@ TEST_F(ConfigTest, ServiceKeysOfEveryType) {
   EXPECT_THAT(message, HasSubstr("CONVEYOR_SINK_URL (from environment): expected a URL"));
 }
 
+// ---------------------------------------------------------------- <KEY>_FILE
+
+TEST_F(ConfigTest, SecretKeyIsReadFromTheFileItsFileKeyNames) {
+  const auto secret = write("db-url", "postgresql://svc:s3cret@db.example/conveyor\n");
+  const std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL_FILE", secret.string()}};
+  const Config c = load(core_schema(), {}, env);
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://svc:s3cret@db.example/conveyor");
+  EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").kind, Source::Kind::secret_file);
+  EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").file, secret);
+  const std::string from = "file " + secret.string() + " (CONVEYOR_DATABASE_URL_FILE from environment)";
+  EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").to_string(), from);
+  std::map<std::string, std::pair<std::string, std::string>> rows;
+  for (const auto& [key, value, source] : c.show()) rows[key] = {value, source};
+  EXPECT_EQ(rows["CONVEYOR_DATABASE_URL"].first, "postgresql://svc:****@db.example/conveyor");
+  EXPECT_EQ(rows["CONVEYOR_DATABASE_URL"].second, from);
+  EXPECT_EQ(rows.count("CONVEYOR_DATABASE_URL_FILE"), 0u);  // not a key of its own
+  EXPECT_TRUE(c.warnings().empty());
+}
+
+TEST_F(ConfigTest, SecretFileStripsOnlyTrailingNewlines) {
+  Schema schema = core_schema();
+  schema.add({.name = "CONVEYOR_WEBHOOK_TOKEN", .default_value = "", .secret = true});
+  const auto token = write("token", " tok en \r\n\n");
+  auto env = db_env_;
+  env["CONVEYOR_WEBHOOK_TOKEN_FILE"] = token.string();
+  EXPECT_EQ(load(schema, {}, env).get_string("CONVEYOR_WEBHOOK_TOKEN"), " tok en ");
+}
+
+TEST_F(ConfigTest, EnvFileNamesASecretFileRelativeToItself) {
+  std::filesystem::create_directories(dir_ / "secrets");
+  write("secrets/db-url", "postgresql://svc@db/conveyor");
+  const auto f = write("04_local.env", "# secrets beside this file\nCONVEYOR_DATABASE_URL_FILE=secrets/db-url\n");
+  const Config c = load(core_schema(), {f}, {});
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://svc@db/conveyor");
+  EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").to_string(),
+            "file " + (dir_ / "secrets/db-url").string() + " (CONVEYOR_DATABASE_URL_FILE from " + f.string() +
+                ":2)");
+}
+
+TEST_F(ConfigTest, KeyAndItsFileKeyInOneLayerAreAnError) {
+  const auto secret = write("db-url", "postgresql://svc@db/conveyor\n");
+  std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", "postgresql://other@db/conveyor"},
+                                         {"CONVEYOR_DATABASE_URL_FILE", secret.string()}};
+  EXPECT_THAT(load_error(core_schema(), {}, env),
+              HasSubstr("CONVEYOR_DATABASE_URL (from environment) and CONVEYOR_DATABASE_URL_FILE (from "
+                        "environment) are both set: set one"));
+
+  const auto f = write("both.env", "CONVEYOR_DATABASE_URL=postgresql://a@db/x\nCONVEYOR_DATABASE_URL_FILE=" +
+                                       secret.string() + "\n");
+  EXPECT_THAT(load_error(core_schema(), {f}, {}),
+              HasSubstr("CONVEYOR_DATABASE_URL (from " + f.string() + ":1) and CONVEYOR_DATABASE_URL_FILE (from " +
+                        f.string() + ":2) are both set: set one"));
+}
+
+TEST_F(ConfigTest, AcrossLayersTheHigherLayerWinsInEitherForm) {
+  const auto secret = write("db-url", "postgresql://from-file@db/conveyor\n");
+  const auto by_value = write("1.env", "CONVEYOR_DATABASE_URL=postgresql://env-file@db/conveyor\n");
+  const auto by_file = write("2.env", "CONVEYOR_DATABASE_URL_FILE=" + secret.string() + "\n");
+  // The environment's file beats an env file's value...
+  Config c = load(core_schema(), {by_value}, {{"CONVEYOR_DATABASE_URL_FILE", secret.string()}});
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://from-file@db/conveyor");
+  // ...the environment's value beats an env file's file...
+  c = load(core_schema(), {by_file}, {{"CONVEYOR_DATABASE_URL", "postgresql://env@db/conveyor"}});
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://env@db/conveyor");
+  EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").to_string(), "environment");
+  // ...and a later env file beats an earlier one.
+  c = load(core_schema(), {by_value, by_file}, {});
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://from-file@db/conveyor");
+  c = load(core_schema(), {by_file, by_value}, {});
+  EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://env-file@db/conveyor");
+}
+
+TEST_F(ConfigTest, UnreadableSecretFileNamesKeyAndPathNeverContent) {
+  const auto missing = dir_ / "nope";
+  std::string message = load_error(core_schema(), {}, {{"CONVEYOR_DATABASE_URL_FILE", missing.string()}});
+  EXPECT_THAT(message, HasSubstr("CONVEYOR_DATABASE_URL_FILE (from environment): cannot read " + missing.string()));
+  EXPECT_THAT(message, Not(HasSubstr("required but not set")));  // one problem, not two
+
+  message = load_error(core_schema(), {}, {{"CONVEYOR_DATABASE_URL_FILE", dir_.string()}});
+  EXPECT_THAT(message, HasSubstr("cannot read " + dir_.string() + ": not a regular file"));
+
+  const auto empty = write("empty", "\n");
+  message = load_error(core_schema(), {}, {{"CONVEYOR_DATABASE_URL_FILE", empty.string()}});
+  EXPECT_THAT(message, HasSubstr("cannot read " + empty.string() + ": the file is empty"));
+
+  // A value from a file that fails validation is not echoed either.
+  Schema schema = core_schema();
+  schema.add({.name = "CONVEYOR_PIN", .type = Type::integer, .default_value = "0", .secret = true});
+  const auto pin = write("pin", "hunter2\n");
+  auto env = db_env_;
+  env["CONVEYOR_PIN_FILE"] = pin.string();
+  message = load_error(schema, {}, env);
+  EXPECT_THAT(message, HasSubstr("CONVEYOR_PIN (from file " + pin.string() +
+                                 " (CONVEYOR_PIN_FILE from environment)): expected an integer"));
+  EXPECT_THAT(message, Not(HasSubstr("hunter2")));
+}
+
+TEST_F(ConfigTest, OnlySecretKeysAreReadFromFiles) {
+  const auto port = write("port", "9000\n");
+  auto env = db_env_;
+  env["CONVEYOR_HTTP_PORT_FILE"] = port.string();
+  const Config c = load(core_schema(), {}, env);
+  EXPECT_EQ(c.get_int("CONVEYOR_HTTP_PORT"), 8080);
+  ASSERT_EQ(c.warnings().size(), 1u);
+  EXPECT_THAT(c.warnings()[0], HasSubstr("CONVEYOR_HTTP_PORT_FILE (from environment): unknown key, ignored; "
+                                         "CONVEYOR_HTTP_PORT is not a secret"));
+
+  const auto f = write("port.env", "CONVEYOR_HTTP_PORT_FILE=" + port.string() + "\n");
+  EXPECT_THAT(load_error(core_schema(), {f}, db_env_),
+              HasSubstr("CONVEYOR_HTTP_PORT_FILE (from " + f.string() + ":1): unknown key; CONVEYOR_HTTP_PORT is "
+                        "not a secret"));
+  // A typo of a file key is still suggested.
+  env = db_env_;
+  env["CONVEYOR_DATABASE_URL_FIEL"] = port.string();
+  const Config typo = load(core_schema(), {}, env);
+  ASSERT_EQ(typo.warnings().size(), 1u);
+  EXPECT_THAT(typo.warnings()[0], HasSubstr("did you mean CONVEYOR_DATABASE_URL_FILE?"));
+}
+
+TEST_F(ConfigTest, ASchemasOwnFileKeyStaysAnOrdinaryKey) {
+  // e.g. the worker pool's CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE, re-read at every call.
+  Schema schema = core_schema();
+  schema.add({.name = "CONVEYOR_TOKEN", .default_value = "", .secret = true})
+      .add({.name = "CONVEYOR_TOKEN_FILE", .default_value = ""});
+  auto env = db_env_;
+  env["CONVEYOR_TOKEN_FILE"] = (dir_ / "not-read").string();
+  const Config c = load(schema, {}, env);
+  EXPECT_EQ(c.get_string("CONVEYOR_TOKEN"), "");
+  EXPECT_EQ(c.get_string("CONVEYOR_TOKEN_FILE"), (dir_ / "not-read").string());
+}
+
 TEST_F(ConfigTest, AccessorsRejectKeysOutsideTheSchema) {
   const Config c = load(core_schema(), {}, db_env_);
   EXPECT_THROW(c.get_string("CONVEYOR_NOPE"), Error);

@@ -28,6 +28,8 @@ commands:
   db rollback   undo the last group
   db lock       refuse migrate and rollback until unlocked
   db unlock     allow migrate and rollback again
+  db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)
+                a service's login role, member of its least-privilege role (run as the owner)
   config show   effective configuration, secrets masked, with where each value came from
   job-type apply FILE [--yes] [--dry-run]
                 validate a job-types file, show the diff with the database, ask, apply in one transaction

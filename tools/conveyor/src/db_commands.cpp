@@ -1,9 +1,18 @@
-// `conveyor db ...`: the migration commands of runbook 002.
+// `conveyor db ...`: the migration commands of runbook 002, and grant-login
+// (a service's own login role, member of its NOLOGIN role).
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <sstream>
 
 #include "cli.hpp"
 #include "conveyor/db/migrations.hpp"
@@ -13,7 +22,8 @@ namespace conveyor::cli {
 namespace {
 
 constexpr const char* kDbUsage =
-    "usage: conveyor db init|status|pending|applied|create NAME|migrate|rollback|lock|unlock\n";
+    "usage: conveyor db init|status|pending|applied|create NAME|migrate|rollback|lock|unlock\n"
+    "       conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n";
 
 std::filesystem::path migrations_dir(const Context& ctx) {
   std::string dir = ctx.config.get_string("CONVEYOR_MIGRATIONS_DIR");
@@ -96,6 +106,178 @@ int applied(Context& ctx, db::Migrator& m) {
   return kExitOk;
 }
 
+// ---------------------------------------------------------------- grant-login
+
+// The NOLOGIN roles of the service-roles migration: a login made here is a
+// member of exactly one of them.
+constexpr std::array<std::string_view, 8> kServiceRoles = {
+    "conveyor_creation",    "conveyor_configuration", "conveyor_execution", "conveyor_worker",
+    "conveyor_publication", "conveyor_workerpool",    "conveyor_monitor",   "conveyor_reader"};
+
+bool is_service_role(std::string_view name) {
+  return std::find(kServiceRoles.begin(), kServiceRoles.end(), name) != kServiceRoles.end();
+}
+
+// A login name we are willing to create: a plain lower-case identifier, so
+// it never needs quoting in a URL or pg_hba.conf, and not a reserved pg_ name.
+bool valid_login_name(std::string_view name) {
+  if (name.empty() || name.size() > 63 || name.starts_with("pg_")) return false;
+  if (!(std::islower(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+// The password in FILE without its trailing newline(s). Printable ASCII only:
+// the SCRAM verifier is computed here, and for such passwords SASLprep (what
+// the server applies) changes nothing.
+std::string read_password_file(const std::filesystem::path& file) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec) || std::filesystem::file_size(file, ec) > 4096 || ec) {
+    throw Error(errc::bad_input, "--password-file " + file.string() + ": not a readable file of at most 4 KiB");
+  }
+  std::ifstream in(file, std::ios::binary);
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (!in) throw Error(errc::bad_input, "--password-file " + file.string() + ": cannot read it");
+  std::string password = std::move(buffer).str();
+  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) password.pop_back();
+  if (password.empty()) throw Error(errc::bad_input, "--password-file " + file.string() + ": the file is empty");
+  if (!std::all_of(password.begin(), password.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) {
+    throw Error(errc::bad_input, "--password-file " + file.string() +
+                                     ": the password must be printable ASCII (e.g. openssl rand -base64 32)");
+  }
+  return password;
+}
+
+std::string base64(const unsigned char* data, std::size_t size) {
+  std::string out(4 * ((size + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(size));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677,
+// the format of PQencryptPasswordConn): the server receives this, never the
+// password, so the password cannot reach its log or an error's context.
+std::string scram_sha256_verifier(const std::string& password) {
+  constexpr int kIterations = 4096;
+  std::array<unsigned char, 16> salt{};
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> salted{}, client_key{}, stored_key{}, server_key{};
+  unsigned int length = 0;
+  const bool ok =
+      RAND_bytes(salt.data(), salt.size()) == 1 &&
+      PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt.data(), salt.size(),
+                        kIterations, EVP_sha256(), salted.size(), salted.data()) == 1 &&
+      HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Client Key"), 10,
+           client_key.data(), &length) != nullptr &&
+      SHA256(client_key.data(), client_key.size(), stored_key.data()) != nullptr &&
+      HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Server Key"), 10,
+           server_key.data(), &length) != nullptr;
+  OPENSSL_cleanse(salted.data(), salted.size());
+  if (!ok) throw Error(errc::internal, "cannot compute the SCRAM-SHA-256 verifier (OpenSSL)");
+  return "SCRAM-SHA-256$" + std::to_string(kIterations) + ":" + base64(salt.data(), salt.size()) + "$" +
+         base64(stored_key.data(), stored_key.size()) + ":" + base64(server_key.data(), server_key.size());
+}
+
+// Roles are cluster-wide while advisory locks are per database: the lock
+// serialises grant-login runs on one database (two migrate jobs), and the
+// exception handler below covers a CREATE ROLE racing from elsewhere.
+constexpr db::Statement kGrantLoginLock{
+    "cli_grant_login_lock", "SELECT pg_advisory_xact_lock(hashtext('conveyor.db.grant-login'))"};
+constexpr db::Statement kRoleInfo{
+    "cli_grant_login_role_info",
+    "SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls AS powerful, "
+    "rolname = current_user AS is_me FROM pg_roles WHERE rolname = $1"};
+// Utility statements take no parameters: the values travel as parameters
+// into transaction-local settings, and the DO block quotes them itself
+// (format %I for identifiers, %L for the verifier).
+constexpr db::Statement kGrantLoginSettings{
+    "cli_grant_login_settings",
+    "SELECT set_config('conveyor.grant_login', $1, true), set_config('conveyor.grant_role', $2, true), "
+    "set_config('conveyor.grant_verifier', $3, true)"};
+constexpr db::Statement kGrantLogin{"cli_grant_login", R"sql(
+DO $grant$
+DECLARE
+  login text := current_setting('conveyor.grant_login');
+  service text := current_setting('conveyor.grant_role');
+  verifier text := nullif(current_setting('conveyor.grant_verifier'), '');
+  other text;
+BEGIN
+  BEGIN
+    EXECUTE format('CREATE ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                   'NOBYPASSRLS PASSWORD %L', login, verifier);
+  EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    EXECUTE format('ALTER ROLE %I LOGIN INHERIT PASSWORD %L', login, verifier);
+  END;
+  -- One login, one service: drop a membership of another service's role.
+  FOR other IN
+    SELECT r.rolname FROM pg_auth_members m
+      JOIN pg_roles r ON r.oid = m.roleid JOIN pg_roles u ON u.oid = m.member
+     WHERE u.rolname = login AND r.rolname <> service
+       AND r.rolname IN ('conveyor_creation', 'conveyor_configuration', 'conveyor_execution', 'conveyor_worker',
+                         'conveyor_publication', 'conveyor_workerpool', 'conveyor_monitor', 'conveyor_reader')
+  LOOP
+    EXECUTE format('REVOKE %I FROM %I', other, login);
+  END LOOP;
+  EXECUTE format('GRANT %I TO %I', service, login);
+END
+$grant$)sql"};
+constexpr db::Statement kIsMember{"cli_grant_login_is_member", "SELECT pg_has_role($1, $2, 'MEMBER')"};
+
+int grant_login(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "db grant-login", {"--role", "--password-file"}, {"--no-password"});
+  if (o.positional.size() != 1 || !o.get("--role") || (o.get("--password-file").has_value() == o.has("--no-password"))) {
+    ctx.err << "usage: conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n";
+    return kExitUsage;
+  }
+  const std::string login = o.positional[0];
+  const std::string role = *o.get("--role");
+  if (!is_service_role(role)) {
+    std::string roles;
+    for (auto r : kServiceRoles) roles += (roles.empty() ? "" : ", ") + std::string(r);
+    throw Error(errc::bad_input, "--role '" + role + "': expected one of " + roles);
+  }
+  if (!valid_login_name(login) || is_service_role(login)) {
+    throw Error(errc::bad_input, "login '" + login +
+                                     "': expected lower-case letters, digits and '_' (at most 63, not starting "
+                                     "with a digit or pg_), and not one of the service roles themselves");
+  }
+  std::string verifier;  // "": no password (PASSWORD NULL)
+  if (const auto file = o.get("--password-file")) verifier = scram_sha256_verifier(read_password_file(*file));
+
+  db::Pool pool(pool_options(ctx));
+  const bool created = pool.transact([&](db::Tx& tx) {
+    tx.exec(kGrantLoginLock);
+    if (tx.exec(kRoleInfo, {role}).empty()) {
+      throw Error(errc::not_found, "role " + role + " does not exist: run `conveyor db migrate` first");
+    }
+    const db::Result existing = tx.exec(kRoleInfo, {login});
+    if (!existing.empty() && (existing[0]["powerful"].as_bool() || existing[0]["is_me"].as_bool())) {
+      throw Error(errc::conflict, "refusing to change role " + login +
+                                      ": it is the role running this command, or it has SUPERUSER, CREATEROLE, "
+                                      "CREATEDB, REPLICATION or BYPASSRLS");
+    }
+    tx.exec(kGrantLoginSettings, {login, role, verifier});
+    tx.exec(kGrantLogin);
+    if (!tx.exec(kIsMember, {login, role})[0][0].as_bool()) {
+      throw Error(errc::internal, login + " is not a member of " + role + " after GRANT");
+    }
+    return existing.empty();
+  });
+  const std::string password = verifier.empty() ? "no password" : "password from " + *o.get("--password-file");
+  if (ctx.json) {
+    ctx.out << nlohmann::json{{"login", login}, {"role", role}, {"created", created},
+                              {"password", !verifier.empty()}}
+                   .dump()
+            << "\n";
+  } else {
+    ctx.out << "login " << login << (created ? " created" : " updated") << ": member of " << role << " only, "
+            << password << "\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int db_command(Context& ctx, const std::vector<std::string>& args) {
@@ -104,6 +286,7 @@ int db_command(Context& ctx, const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const std::string& cmd = args[0];
+  if (cmd == "grant-login") return grant_login(ctx, std::vector<std::string>(args.begin() + 1, args.end()));
   auto dir = migrations_dir(ctx);
   if (cmd == "create") {
     if (args.size() != 2) {

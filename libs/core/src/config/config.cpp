@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -137,9 +139,87 @@ std::string validate(const Key& key, const std::string& raw, std::int64_t& numbe
 }
 
 struct Value {
-  std::string raw;
+  std::string raw;  // Source::Kind::secret_file: not read yet, see resolve_secret_file()
   Source source;
+  std::string file_where;  // Source::Kind::secret_file: where <KEY>_FILE was set
 };
+
+constexpr std::string_view kFileSuffix = "_FILE";
+
+// The secret key that `name` reads from a file (`name` is <KEY>_FILE), or
+// nullptr. A schema that declares <KEY>_FILE itself keeps it as its own key.
+const Key* secret_file_target(const Schema& schema, std::string_view name) {
+  if (!name.ends_with(kFileSuffix) || schema.find(name) != nullptr) return nullptr;
+  const Key* key = schema.find(name.substr(0, name.size() - kFileSuffix.size()));
+  return key != nullptr && key->secret ? key : nullptr;
+}
+
+// Why an unknown <KEY>_FILE name is unknown, when KEY is a key that is not secret.
+std::string not_secret_hint(const Schema& schema, std::string_view name) {
+  if (!name.ends_with(kFileSuffix)) return "";
+  const Key* key = schema.find(name.substr(0, name.size() - kFileSuffix.size()));
+  if (key == nullptr || key->secret) return "";
+  return "; " + key->name + " is not a secret and is not read from a file";
+}
+
+// What one layer (an env file, or the environment) set, to refuse KEY and
+// KEY_FILE side by side: nothing says which of the two was meant.
+struct LayerKeys {
+  std::map<std::string, std::string> direct;   // KEY -> where
+  std::map<std::string, std::string> by_file;  // KEY -> where KEY_FILE was set
+  void check(std::vector<std::string>& problems) const {
+    for (const auto& [name, where] : by_file) {
+      auto it = direct.find(name);
+      if (it == direct.end()) continue;
+      problems.push_back(name + " (from " + it->second + ") and " + name + std::string(kFileSuffix) +
+                         " (from " + where + ") are both set: set one");
+    }
+  }
+};
+
+// Records a value of `layer`: KEY=value, or KEY_FILE=path for a secret key.
+void set_value(const Schema& schema, const std::string& name, const std::string& value, Source source,
+               const std::filesystem::path& relative_to, std::map<std::string, Value>& values,
+               LayerKeys& layer) {
+  const std::string where = source.to_string();
+  if (const Key* key = secret_file_target(schema, name)) {
+    if (value.empty()) return;  // KEY_FILE= : not set
+    std::filesystem::path path(value);
+    if (path.is_relative() && !relative_to.empty()) path = relative_to / path;
+    Source file_source{Source::Kind::secret_file, path, 0, name + " from " + where};
+    values[key->name] = Value{"", std::move(file_source), where};
+    layer.by_file[key->name] = where;
+    return;
+  }
+  values[name] = Value{value, std::move(source), {}};
+  layer.direct[name] = where;
+}
+
+// Reads a secret file into value.raw (trailing newlines stripped); returns
+// "" or the problem. The problem names the file, never its content.
+std::string resolve_secret_file(const Key& key, Value& value) {
+  const std::filesystem::path& path = value.source.file;
+  const std::string prefix = key.name + std::string(kFileSuffix) + " (from " + value.file_where +
+                             "): cannot read " + path.string() + ": ";
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec) return prefix + ec.message();
+  if (!std::filesystem::is_regular_file(status)) return prefix + "not a regular file";
+  constexpr std::uintmax_t kMaxBytes = 1u << 20;  // a secret, not a data file
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return prefix + ec.message();
+  if (size > kMaxBytes) return prefix + "larger than 1 MiB";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return prefix + std::strerror(errno);
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) return prefix + "read error";
+  std::string content = std::move(buffer).str();
+  while (!content.empty() && (content.back() == '\n' || content.back() == '\r')) content.pop_back();
+  if (content.empty()) return prefix + "the file is empty";
+  value.raw = std::move(content);
+  return "";
+}
 
 // Unquotes a value from an env file; returns false on an unterminated quote.
 bool unquote(std::string_view text, std::string& out) {
@@ -182,6 +262,7 @@ void read_env_file(const std::filesystem::path& file, const Schema& schema,
     problems.push_back(file.string() + ": cannot read env file");
     return;
   }
+  LayerKeys layer;
   std::string line;
   int number = 0;
   while (std::getline(in, line)) {
@@ -203,15 +284,22 @@ void read_env_file(const std::filesystem::path& file, const Schema& schema,
     }
     // Other variables (e.g. for compose or PostgreSQL tools) may share the file.
     if (name.rfind(kPrefix, 0) != 0) continue;
-    if (schema.find(name) == nullptr) {
+    if (schema.find(name) == nullptr && secret_file_target(schema, name) == nullptr) {
       std::string problem = name + " (from " + where + "): unknown key";
+      const std::string hint = not_secret_hint(schema, name);
       const std::string suggestion = closest_match(name, known);
-      if (!suggestion.empty()) problem += "; did you mean " + suggestion + "?";
+      if (!hint.empty()) {
+        problem += hint;
+      } else if (!suggestion.empty()) {
+        problem += "; did you mean " + suggestion + "?";
+      }
       problems.push_back(problem);
       continue;
     }
-    values[name] = Value{value, Source{Source::Kind::file, file, number}};
+    set_value(schema, name, value, Source{Source::Kind::file, file, number, {}}, file.parent_path(), values,
+              layer);
   }
+  layer.check(problems);
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -303,6 +391,8 @@ std::string Source::to_string() const {
       return file.string() + ":" + std::to_string(line);
     case Kind::environment:
       return "environment";
+    case Kind::secret_file:
+      return "file " + file.string() + " (" + named_by + ")";
   }
   return "default";
 }
@@ -312,31 +402,50 @@ Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_
   std::vector<std::string> problems;
   Config config;
   std::vector<std::string> known;
-  for (const Key& key : schema.keys()) known.push_back(key.name);
+  for (const Key& key : schema.keys()) {
+    known.push_back(key.name);
+    if (secret_file_target(schema, key.name + std::string(kFileSuffix))) {
+      known.push_back(key.name + std::string(kFileSuffix));
+    }
+  }
 
   std::map<std::string, Value> values;
   for (const Key& key : schema.keys()) {
-    if (key.default_value) values[key.name] = Value{*key.default_value, Source{}};
+    if (key.default_value) values[key.name] = Value{*key.default_value, Source{}, {}};
   }
   for (const auto& file : env_files) read_env_file(file, schema, values, problems, known);
+  LayerKeys environment_layer;
   for (const auto& [name, value] : environment) {
     if (name.rfind(kPrefix, 0) != 0) continue;
-    if (schema.find(name) == nullptr) {
+    if (schema.find(name) == nullptr && secret_file_target(schema, name) == nullptr) {
       // The environment is shared with other tools, so only warn.
       std::string warning = name + " (from environment): unknown key, ignored";
+      const std::string hint = not_secret_hint(schema, name);
       const std::string suggestion = closest_match(name, known);
-      if (!suggestion.empty()) warning += "; did you mean " + suggestion + "?";
+      if (!hint.empty()) {
+        warning += hint;
+      } else if (!suggestion.empty()) {
+        warning += "; did you mean " + suggestion + "?";
+      }
       config.warnings_.push_back(warning);
       continue;
     }
-    values[name] = Value{value, Source{Source::Kind::environment, {}, 0}};
+    set_value(schema, name, value, Source{Source::Kind::environment, {}, 0, {}}, {}, values,
+              environment_layer);
   }
+  environment_layer.check(problems);
 
   for (const Key& key : schema.keys()) {
     auto it = values.find(key.name);
     if (it == values.end()) {
       problems.push_back(key.name + ": required but not set");
       continue;
+    }
+    if (it->second.source.kind == Source::Kind::secret_file) {
+      if (std::string problem = resolve_secret_file(key, it->second); !problem.empty()) {
+        problems.push_back(std::move(problem));
+        continue;
+      }
     }
     Config::Entry entry{key, it->second.raw, it->second.source};
     const std::string problem = validate(key, entry.raw, entry.number, entry.flag);

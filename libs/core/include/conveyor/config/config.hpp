@@ -3,6 +3,13 @@
 //
 // Values come from CONVEYOR_* variables, layered (lowest first):
 //   schema defaults < --env-file files, in order (later wins) < the process environment.
+// A key marked `secret` may instead be given as <KEY>_FILE=/path in any layer
+// (a Kubernetes/compose/Nomad secret file): the value is the file's content
+// without its trailing newline(s). Within one layer (one env file, or the
+// environment) setting both KEY and KEY_FILE is an error; across layers the
+// higher layer wins as for any key. A relative path in an env file is taken
+// relative to that file's directory. A schema that declares <KEY>_FILE itself
+// (to re-read a rotated file) keeps that key as an ordinary one.
 // A Schema lists typed keys; load() validates every key at start-up and
 // reports ALL problems in one conveyor::Error(errc::invalid_config), each
 // naming the key and where its value came from. This module is the only
@@ -32,7 +39,7 @@ struct Key {
   std::string name{};
   Type type = Type::string;
   std::optional<std::string> default_value{};  // nullopt: required
-  bool secret = false;                         // masked by Config::show()
+  bool secret = false;  // masked by Config::show(); may be read from <name>_FILE
   std::string help{};
   std::int64_t min = INT64_MIN;  // integer and duration_ms (in ms)
   std::int64_t max = INT64_MAX;
@@ -60,11 +67,14 @@ Schema core_schema();
 
 // Where a value came from.
 struct Source {
-  enum class Kind { default_value, file, environment };
+  // secret_file: the value is the content of `file`, named by <KEY>_FILE.
+  enum class Kind { default_value, file, environment, secret_file };
   Kind kind = Kind::default_value;
-  std::filesystem::path file;  // Kind::file
+  std::filesystem::path file;  // Kind::file: the env file; Kind::secret_file: the secret file
   int line = 0;                // Kind::file, 1-based
-  // "default", "/etc/conveyor/04_local.env:3" or "environment".
+  std::string named_by;        // Kind::secret_file: "CONVEYOR_X_FILE (from environment)"
+  // "default", "/etc/conveyor/04_local.env:3", "environment" or
+  // "file /run/secrets/db-url (CONVEYOR_DATABASE_URL_FILE from environment)".
   std::string to_string() const;
 };
 
