@@ -16,6 +16,19 @@ CREATE TABLE conveyor.api_token (
   last_used_at timestamptz
 );
 
+-- The monitor console's login sessions: POST /login with a token makes one,
+-- and the browser holds only a random session id (cvs_...), whose SHA-256
+-- is kept here, never the token. A session acts with its token's role and
+-- ends at expires_at (at most 12 hours, never after the token's own
+-- expiry), at logout, or when its token is revoked or expires.
+CREATE TABLE conveyor.console_session (
+  session_sha256 text PRIMARY KEY CHECK (session_sha256 ~ '^[0-9a-f]{64}$'),
+  token_name     text NOT NULL REFERENCES conveyor.api_token (name) ON DELETE CASCADE,
+  created_at     timestamptz NOT NULL DEFAULT now(),
+  expires_at     timestamptz NOT NULL
+);
+CREATE INDEX console_session_expires_idx ON conveyor.console_session (expires_at);
+
 -- Who submitted a job: the transaction's actor (`api:<token name>` for the
 -- REST API, the CLI's or a scheduler's actor otherwise). A submitter token
 -- may cancel and retry only the jobs whose submitted_by is its own actor.

@@ -183,6 +183,8 @@ GRANT UPDATE (ended_at, outcome) ON conveyor.job_attempt TO conveyor_monitor;
 GRANT DELETE ON conveyor.service_instance TO conveyor_monitor;
 GRANT SELECT ON conveyor.queue_state, conveyor.trigger_pending, conveyor.schedule_state
   TO conveyor_monitor;
+-- The console's login sessions (POST /login, /logout, the cookie's check).
+GRANT SELECT, INSERT, DELETE ON conveyor.console_session TO conveyor_monitor;
 
 -- ------------------------------------------------------------------ conveyor_reader
 -- Read-only, for dashboards and psql: every table, but not the tokens' hashes.
@@ -195,6 +197,7 @@ GRANT SELECT ON
   TO conveyor_reader;
 GRANT SELECT (name, role, created_at, created_by, expires_at, revoked_at, last_used_at)
   ON conveyor.api_token TO conveyor_reader;
+GRANT SELECT (token_name, created_at, expires_at) ON conveyor.console_session TO conveyor_reader;
 
 -- ------------------------------------------------------------------ rows a worker may change
 -- A worker changes only jobs that are queued (its claim) or started (its

@@ -125,10 +125,20 @@ TEST_F(Auth, EachRoleGetsWhatItMayAndNoMore) {
   }
   EXPECT_EQ(stack.db().query_value("SELECT coalesce(publication_endpoint_url, '') FROM conveyor.system_parameters"),
             "");
-  EXPECT_EQ(api(stack, "PATCH", "/v1/parameters", ops, R"({"publication_endpoint_url": "http://hooks.example/in"})")
+  EXPECT_EQ(api(stack, "PATCH", "/v1/parameters", ops,
+                R"({"publication_endpoint_url": "http://hook:s3cret@hooks.example/in"})")
                 .status,
             200);
   EXPECT_EQ(stack.db().query_value("SELECT updated_by FROM conveyor.system_parameters"), "api:ops");
+  // Only an operator reads a sink URL's credentials back.
+  EXPECT_EQ(json::parse(api(stack, "GET", "/v1/parameters", ops).body).at("publication_endpoint_url"),
+            "http://hook:s3cret@hooks.example/in");
+  for (const auto& t : {reader, alice}) {
+    const std::string shown =
+        json::parse(api(stack, "GET", "/v1/parameters", t).body).at("publication_endpoint_url");
+    EXPECT_THAT(shown, Not(HasSubstr("s3cret")));
+    EXPECT_THAT(shown, HasSubstr("hooks.example"));
+  }
 
   // Cancel and retry: a submitter only its own jobs; a reader none; an operator any.
   EXPECT_EQ(api(stack, "POST", "/v1/jobs/" + alices + "/cancel", reader).status, 403);
@@ -243,27 +253,51 @@ TEST_F(Auth, TheMonitorNeedsAReaderAndItsLoginSetsAStrictCookie) {
                 .status,
             415);
 
-  const auto login = monitor("POST", "/login", "", json{{"token", reader}}.dump());
-  ASSERT_EQ(login.status, 200) << login.body;
-  ASSERT_EQ(login.headers.count("set-cookie"), 1u);
-  const std::string cookie = login.headers.at("set-cookie");
-  EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
-  EXPECT_THAT(cookie, HasSubstr("SameSite=Strict"));
-  EXPECT_THAT(cookie, HasSubstr("Path=/"));
-  const std::string pair = cookie.substr(0, cookie.find(';'));
+  auto log_in = [&] {
+    const auto login = monitor("POST", "/login", "", json{{"token", reader}}.dump());
+    EXPECT_EQ(login.status, 200) << login.body;
+    EXPECT_EQ(login.headers.count("set-cookie"), 1u);
+    const std::string cookie = login.headers.count("set-cookie") ? login.headers.at("set-cookie") : "";
+    EXPECT_THAT(cookie, HasSubstr("HttpOnly"));
+    EXPECT_THAT(cookie, HasSubstr("SameSite=Strict"));
+    EXPECT_THAT(cookie, HasSubstr("Path=/"));
+    return cookie.substr(0, cookie.find(';'));  // "conveyor_session=cvs_..."
+  };
+  const std::string pair = log_in();
+  // The browser holds a session id, not the token: a copied cookie is no API token.
+  EXPECT_THAT(pair, HasSubstr("=cvs_"));
+  EXPECT_THAT(pair, Not(HasSubstr(reader)));
+  const std::string session = pair.substr(pair.find('=') + 1);
+  EXPECT_EQ(call(stack, "creation", "GET", "/v1/jobs", session).status, 401);
+  EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.console_session WHERE token_name = 'wall-screen' "
+                                   "AND session_sha256 = '" + conveyor::auth::token_sha256(session) + "'"),
+            "1");
   const auto page = monitor("GET", "/", "", "", {{"Cookie", pair}, {"Accept", "text/html"}});
   EXPECT_EQ(page.status, 200);
   EXPECT_THAT(page.body, HasSubstr("<h1>Conveyor</h1>"));
   EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}}).status, 200);
+  // A proxy's own Authorization scheme does not hide the session.
+  EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}, {"Authorization", "Basic eDp5"}}).status, 200);
   // The REST API does not take the cookie (it would be sent cross-port).
   EXPECT_EQ(call(stack, "creation", "GET", "/v1/jobs", "", "", {{"Cookie", pair}}).status, 401);
 
-  // Revoked: the session ends with the token.
-  ASSERT_EQ(stack.cli({"token", "revoke", "wall-screen"}).status, 0);
-  EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}}).status, 401);
-  const auto out = monitor("POST", "/logout", "");
+  // Logout ends the session on the server, not only in the browser.
+  const auto out = monitor("POST", "/logout", "", "", {{"Cookie", pair}});
   EXPECT_EQ(out.status, 200);
   EXPECT_THAT(out.headers.count("set-cookie") ? out.headers.at("set-cookie") : "", HasSubstr("Max-Age=0"));
+  EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}}).status, 401);
+
+  // The server ends a session at its time, whatever the browser keeps.
+  const std::string second = log_in();
+  stack.db().exec("UPDATE conveyor.console_session SET expires_at = now() - interval '1 second'");
+  EXPECT_THAT(json::parse(monitor("GET", "/v1/alerts", "", "", {{"Cookie", second}}).body).value("detail", ""),
+              HasSubstr("expired"));
+
+  // Revoked: every session of the token ends with it.
+  const std::string third = log_in();
+  ASSERT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", third}}).status, 200);
+  ASSERT_EQ(stack.cli({"token", "revoke", "wall-screen"}).status, 0);
+  EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", third}}).status, 401);
 
   EXPECT_THAT(ct::read_text(stack.data_dir() / "monitor.log"), Not(HasSubstr(reader)));
 }

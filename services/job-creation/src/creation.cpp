@@ -171,10 +171,28 @@ Response retry(runtime::Context& ctx, const Request& req) {
       as_requester(req)));
 }
 
-Response job_types(runtime::Context& ctx) {
+// Sink URLs may carry credentials (user:password@, ?password=): only an
+// operator sees them whole; readers and submitters get them redacted.
+bool sees_sink_secrets(const Request& req) {
+  const auto who = auth::identity_of(req);
+  return who && who->role == auth::Role::operator_;
+}
+
+nlohmann::json job_type_for(const Request& req, const model::JobType& t) {
+  nlohmann::json j = t.to_json();
+  if (sees_sink_secrets(req)) return j;
+  for (auto& sink : j["sinks"]) {
+    if (sink.contains("url") && sink["url"].is_string()) {
+      sink["url"] = logging::redact_url(sink["url"].get<std::string>());
+    }
+  }
+  return j;
+}
+
+Response job_types(runtime::Context& ctx, const Request& req) {
   nlohmann::json items = nlohmann::json::array();
   for (const auto& t : ctx.db().transact([](db::Tx& tx) { return model::load_job_types(tx); })) {
-    items.push_back(t.to_json());
+    items.push_back(job_type_for(req, t));
   }
   return Response::json({{"items", items}});
 }
@@ -183,22 +201,27 @@ Response job_type(runtime::Context& ctx, const Request& req) {
   const std::string& name = req.path_param("name");
   const auto t = ctx.db().transact([&](db::Tx& tx) { return model::load_job_type(tx, name); });
   if (!t) throw Error(errc::not_found, "job type '" + name + "' does not exist");
-  return Response::json(t->to_json());
+  return Response::json(job_type_for(req, *t));
 }
 
 // Read from the database rather than the snapshot, so a client sees its own
 // change (or an operator's SQL) at once.
-nlohmann::json current_parameters(runtime::Context& ctx) {
-  return ctx.db()
-      .transact([](db::Tx& tx) { return model::load_system_parameters(tx); })
-      .to_json();
+nlohmann::json current_parameters(runtime::Context& ctx, const Request& req) {
+  nlohmann::json j = ctx.db()
+                         .transact([](db::Tx& tx) { return model::load_system_parameters(tx); })
+                         .to_json();
+  if (!sees_sink_secrets(req) && j.contains("publication_endpoint_url") &&
+      j["publication_endpoint_url"].is_string()) {
+    j["publication_endpoint_url"] = logging::redact_url(j["publication_endpoint_url"].get<std::string>());
+  }
+  return j;
 }
 
 Response patch(runtime::Context& ctx, const Request& req) {
   const nlohmann::json body = req.json();
   ctx.db().transact([&](db::Tx& tx) { model::patch_system_parameters(tx, body); }, as_requester(req));
   ctx.reload_parameters();
-  return Response::json(current_parameters(ctx));
+  return Response::json(current_parameters(ctx, req));
 }
 
 }  // namespace
@@ -234,10 +257,10 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
   server.route("GET", "/v1/jobs/{id}", bind(get));
   server.route("POST", "/v1/jobs/{id}/cancel", bind(cancel));
   server.route("POST", "/v1/jobs/{id}/retry", bind(retry));
-  server.route("GET", "/v1/job-types", [&ctx](const Request&) { return job_types(ctx); });
+  server.route("GET", "/v1/job-types", bind(job_types));
   server.route("GET", "/v1/job-types/{name}", bind(job_type));
   server.route("GET", "/v1/parameters",
-               [&ctx](const Request&) { return Response::json(current_parameters(ctx)); });
+               [&ctx](const Request& req) { return Response::json(current_parameters(ctx, req)); });
   server.route("PATCH", "/v1/parameters", bind(patch));
 }
 

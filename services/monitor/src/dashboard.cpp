@@ -168,13 +168,18 @@ void add_login_routes(runtime::Context& ctx) {
     if (auto refused = auth::authenticate(ctx.db(), token, auth::Role::reader, "the console", false, &who)) {
       return *refused;
     }
+    // The browser keeps a session id, never the token: a copied cookie is
+    // no API token, and the server ends it after 12 hours whatever the
+    // browser does.
+    const std::string session = auth::create_session(ctx.db(), who.name, std::chrono::seconds(kSessionSeconds));
     ctx.log()->info("console: token '{}' ({}) logged in", who.name, auth::to_string(who.role));
     http::Response r = http::Response::json({{"name", who.name}, {"role", std::string(auth::to_string(who.role))}});
-    r.headers["Set-Cookie"] = session_cookie(token, kSessionSeconds, tls_enabled(ctx));
+    r.headers["Set-Cookie"] = session_cookie(session, kSessionSeconds, tls_enabled(ctx));
     r.headers["Cache-Control"] = "no-store";
     return r;
   });
-  ctx.http().route("POST", "/logout", [&ctx](const http::Request&) {
+  ctx.http().route("POST", "/logout", [&ctx](const http::Request& req) {
+    auth::end_session(ctx.db(), auth::session_of(req, kSessionCookie));
     http::Response r = http::Response::json({{"logged_out", true}});
     r.headers["Set-Cookie"] = session_cookie("", 0, tls_enabled(ctx));
     return r;
@@ -184,7 +189,9 @@ void add_login_routes(runtime::Context& ctx) {
 void add_dashboard_routes(runtime::Context& ctx) {
   add_login_routes(ctx);
   ctx.http().route("GET", "/", [&ctx](const http::Request&) {
-    return http::Response::text(page(read(ctx)), 200, "text/html; charset=utf-8");
+    http::Response r = http::Response::text(page(read(ctx)), 200, "text/html; charset=utf-8");
+    r.headers["X-Frame-Options"] = "DENY";
+    return r;
   });
   ctx.http().route("GET", "/v1/alerts", [&ctx](const http::Request&) {
     nlohmann::json alerts = nlohmann::json::array();

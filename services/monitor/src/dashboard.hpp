@@ -7,8 +7,10 @@
 //
 // Who may look (issue 12): every route but /login needs a reader token,
 // as a bearer header or as the HttpOnly, SameSite=Strict session cookie that
-// `POST /login` ({"token": "..."}, from the form at GET /login) sets; a
-// browser without one is sent to /login. `POST /logout` clears the cookie.
+// `POST /login` ({"token": "..."}, from the form at GET /login) sets: a
+// session id (conveyor.console_session), not the token, valid 12 hours at
+// most and only while its token is; a browser without one is sent to
+// /login. `POST /logout` ends the session and clears the cookie.
 #include <string>
 
 #include "conveyor/runtime/runtime.hpp"

@@ -171,6 +171,18 @@ TEST_F(GrantLogin, RefusesOtherRolesBadNamesAndPowerfulRoles) {
   refused({login, "--role", "conveyor_reader", "--password-file", (dir_ / "missing").string()}, "--password-file");
   refused({login, "--role", "conveyor_reader", "--password-file", password_file("empty", "")}, "the file is empty");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM pg_roles WHERE rolname = '" + login + "'"), "0");
+
+  // An existing role that owns objects, or belongs to another role, would
+  // carry more than one service's grants: refused, and left as it was.
+  const std::string owner = new_login();
+  db_.exec("CREATE ROLE " + owner + " LOGIN; CREATE TABLE public." + owner + "_t (x int); ALTER TABLE public." +
+           owner + "_t OWNER TO " + owner);
+  refused({owner, "--role", "conveyor_reader", "--password-file", file}, "owns objects");
+  db_.exec("DROP TABLE public." + owner + "_t");
+  const std::string member = new_login();
+  db_.exec("CREATE ROLE " + member + " LOGIN IN ROLE pg_read_all_data");
+  refused({member, "--role", "conveyor_reader", "--password-file", file}, "member of a role other than");
+  EXPECT_EQ(db_.query_value("SELECT pg_has_role('" + member + "', 'conveyor_reader', 'MEMBER')"), "f");
 }
 
 // The verifier is computed by the CLI: prove the server accepts the

@@ -536,6 +536,9 @@ TEST_F(ServiceRoles, ReaderReadsEveryTableAndWritesNone) {
     if (t[0] == "api_token") {
       s->expect_allowed("SELECT name, role, created_at, created_by, expires_at, revoked_at, last_used_at FROM " + table);
       s->expect_denied("SELECT token_sha256 FROM " + table);
+    } else if (t[0] == "console_session") {
+      s->expect_allowed("SELECT token_name, created_at, expires_at FROM " + table);
+      s->expect_denied("SELECT session_sha256 FROM " + table);
     } else {
       s->expect_allowed("SELECT * FROM " + table + " LIMIT 1");
     }

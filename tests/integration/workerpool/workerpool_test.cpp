@@ -154,6 +154,26 @@ TEST(WorkerPoolRule, WorkersGetThePoolsEnvironmentWithoutItsOwnKeys) {
                                                      {"CONVEYOR_WORKER_POOL", "gpu"}}));
 }
 
+TEST(WorkerPoolRule, WorkersLogInWithTheirOwnDatabaseUrl) {
+  const std::map<std::string, std::string> pool{{"CONVEYOR_DATABASE_URL", "postgresql://pool@db/c"},
+                                                {"CONVEYOR_WORKER_DATABASE_URL", "postgresql://worker@db/c"}};
+  // As a URL: the pool's is replaced, and the pool-only key does not reach the worker.
+  auto env = worker_environment(pool, "w-1", "default", {"postgresql://worker@db/c", {}});
+  EXPECT_EQ(env.at("CONVEYOR_DATABASE_URL"), "postgresql://worker@db/c");
+  EXPECT_EQ(env.count("CONVEYOR_WORKER_DATABASE_URL"), 0u);
+  // As a file (the pool read it from CONVEYOR_WORKER_DATABASE_URL_FILE): the
+  // worker gets the file, never the secret in its environment.
+  env = worker_environment({{"CONVEYOR_DATABASE_URL", "postgresql://pool@db/c"},
+                            {"CONVEYOR_WORKER_DATABASE_URL_FILE", "/run/secrets/worker-url"}},
+                           "w-2", "default", {{}, "/run/secrets/worker-url"});
+  EXPECT_EQ(env.count("CONVEYOR_DATABASE_URL"), 0u);
+  EXPECT_EQ(env.at("CONVEYOR_DATABASE_URL_FILE"), "/run/secrets/worker-url");
+  EXPECT_EQ(env.count("CONVEYOR_WORKER_DATABASE_URL_FILE"), 0u);
+  // Not configured: the pool's own login (make_backend warns).
+  env = worker_environment(pool, "w-3", "default");
+  EXPECT_EQ(env.at("CONVEYOR_DATABASE_URL"), "postgresql://pool@db/c");
+}
+
 // ---------------------------------------------------------------- the service
 
 

@@ -188,7 +188,18 @@ constexpr db::Statement kGrantLoginLock{
 constexpr db::Statement kRoleInfo{
     "cli_grant_login_role_info",
     "SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls AS powerful, "
-    "rolname = current_user AS is_me FROM pg_roles WHERE rolname = $1"};
+    "rolname = current_user AS is_me, "
+    // A login that owns objects or belongs to roles other than the eight
+    // would carry more than its service's grants: refused, not reused.
+    "EXISTS (SELECT 1 FROM pg_class WHERE relowner = r.oid) OR "
+    "EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid) OR "
+    "EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid) OR "
+    "EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid) AS owns, "
+    "EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+    "        WHERE m.member = r.oid AND g.rolname NOT IN ('conveyor_creation', 'conveyor_configuration', "
+    "          'conveyor_execution', 'conveyor_worker', 'conveyor_publication', 'conveyor_workerpool', "
+    "          'conveyor_monitor', 'conveyor_reader')) AS other_member "
+    "FROM pg_roles r WHERE rolname = $1"};
 // Utility statements take no parameters: the values travel as parameters
 // into transaction-local settings, and the DO block quotes them itself
 // (format %I for identifiers, %L for the verifier).
@@ -257,6 +268,12 @@ int grant_login(Context& ctx, const std::vector<std::string>& args) {
       throw Error(errc::conflict, "refusing to change role " + login +
                                       ": it is the role running this command, or it has SUPERUSER, CREATEROLE, "
                                       "CREATEDB, REPLICATION or BYPASSRLS");
+    }
+    if (!existing.empty() && (existing[0]["owns"].as_bool() || existing[0]["other_member"].as_bool())) {
+      throw Error(errc::conflict, "refusing to change role " + login +
+                                      ": it owns objects (tables, schemas, databases or functions here) or is a "
+                                      "member of a role other than the eight service roles, so it would carry "
+                                      "more than " + role + "'s grants; choose a new login name");
     }
     tx.exec(kGrantLoginSettings, {login, role, verifier});
     tx.exec(kGrantLogin);

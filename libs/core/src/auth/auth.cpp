@@ -57,6 +57,77 @@ constexpr db::Statement kCheckToken{
     "      RETURNING 1) "
     "SELECT name, role, revoked, expired, expires_at, (SELECT count(*) FROM u) AS touched FROM t"};
 
+// A console session for a token, at most `ttl` long and never past the
+// token's own expiry; expired sessions are swept on the way.
+constexpr db::Statement kInsertSession{
+    "auth_insert_session",
+    "WITH swept AS (DELETE FROM conveyor.console_session WHERE expires_at < now()) "
+    "INSERT INTO conveyor.console_session (session_sha256, token_name, expires_at) "
+    "SELECT $1, name, CASE WHEN expires_at IS NULL "
+    "                      THEN now() + make_interval(secs => $3::double precision) "
+    "                      ELSE least(expires_at, now() + make_interval(secs => $3::double precision)) END "
+    "FROM conveyor.api_token WHERE name = $2 RETURNING token_name"};
+
+constexpr db::Statement kCheckSession{
+    "auth_check_session",
+    "SELECT t.name, t.role, t.revoked_at IS NOT NULL AS revoked, "
+    "       s.expires_at <= now() OR (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired, "
+    "       " CONVEYOR_AUTH_RFC3339("s.expires_at") " AS expires_at "
+    "FROM conveyor.console_session s JOIN conveyor.api_token t ON t.name = s.token_name "
+    "WHERE s.session_sha256 = $1"};
+
+constexpr db::Statement kDeleteSession{
+    "auth_delete_session", "DELETE FROM conveyor.console_session WHERE session_sha256 = $1"};
+
+constexpr std::string_view kTokenPrefix = "cvt_";
+constexpr std::string_view kSessionPrefix = "cvs_";
+
+// "<prefix>" and 43 characters of base64url: 256 random bits.
+std::string random_secret(std::string_view prefix);
+
+// Hashes that were looked up and not found, remembered for a while, so a
+// flood of made-up tokens costs no database round trip after the first of
+// each (and a flood of distinct ones is bounded by the pool anyway). A
+// created token is never in it: it is random and was never presented.
+class UnknownHashes {
+ public:
+  bool contains(const std::string& hash) {
+    std::lock_guard lock(mu_);
+    const auto it = seen_.find(hash);
+    return it != seen_.end() && std::chrono::steady_clock::now() < it->second;
+  }
+  void add(const std::string& hash) {
+    std::lock_guard lock(mu_);
+    if (seen_.size() >= 4096) seen_.clear();
+    seen_[hash] = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  }
+  // At most one log line a second for refusals of unknown tokens; the
+  // number left out is told in the next one.
+  std::optional<std::int64_t> may_log() {
+    std::lock_guard lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_log_ < std::chrono::seconds(1)) {
+      ++suppressed_;
+      return std::nullopt;
+    }
+    last_log_ = now;
+    const std::int64_t left_out = suppressed_;
+    suppressed_ = 0;
+    return left_out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::chrono::steady_clock::time_point> seen_;
+  std::chrono::steady_clock::time_point last_log_{};
+  std::int64_t suppressed_ = 0;
+};
+
+UnknownHashes& unknown_hashes() {
+  static UnknownHashes cache;
+  return cache;
+}
+
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
   auto ok = [](char c, bool first) {
@@ -142,13 +213,17 @@ std::optional<Role> parse_role(std::string_view text) {
   return std::nullopt;
 }
 
-std::string new_token() {
+namespace {
+std::string random_secret(std::string_view prefix) {
   std::array<unsigned char, 32> bytes{};
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
-    throw Error(errc::internal, "no random bytes for a token (OpenSSL RAND_bytes failed)");
+    throw Error(errc::internal, "no random bytes for a secret (OpenSSL RAND_bytes failed)");
   }
-  return "cvt_" + base64url(bytes.data(), bytes.size());
+  return std::string(prefix) + base64url(bytes.data(), bytes.size());
 }
+}  // namespace
+
+std::string new_token() { return random_secret(kTokenPrefix); }
 
 std::string token_sha256(std::string_view token) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
@@ -227,21 +302,25 @@ std::chrono::seconds parse_expiry(std::string_view text) {
   }
   const std::int64_t n = std::stoll(t.substr(0, digits));
   if (n <= 0) throw FieldError("expires", "a token's lifetime must be positive");
+  constexpr std::int64_t kTenYears = 10LL * 366 * 86400;
+  if (n * factor > kTenYears) throw FieldError("expires", "'" + t + "' is longer than ten years");
   return std::chrono::seconds(n * factor);
 }
 
 std::optional<Role> required_role(std::string_view method, std::string_view route,
-                                  bool metrics_open) {
+                                  bool metrics_open, bool console) {
   if (route == "/healthz" || route == "/readyz" || route == "/version") return std::nullopt;
   if (route == "/metrics") return metrics_open ? std::nullopt : std::optional<Role>(Role::reader);
-  // The monitor's login page and form: open, or no one could log in.
-  if (route == "/login") return std::nullopt;
+  // The console's login page, form and logout: open where there is a
+  // console (or no one could log in), an operator's anywhere else.
+  if (route == "/login" || (method == "POST" && route == "/logout")) {
+    return console ? std::nullopt : std::optional<Role>(Role::operator_);
+  }
   if (method == "GET" || method == "HEAD") return Role::reader;
   if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" ||
                            route == "/v1/jobs/{id}/retry")) {
     return Role::submitter;  // the handlers check a submitter's ownership
   }
-  if (method == "POST" && route == "/logout") return std::nullopt;
   return Role::operator_;  // parameters, queues, job types and anything new
 }
 
@@ -260,13 +339,20 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
                                            std::string_view what, bool from_cookie,
                                            Identity* out) {
   // Bounded before hashing or querying: a token is 47 characters.
-  if (token.size() > 256 || !starts_with(token, "cvt_")) {
+  if (token.size() > 256 || !starts_with(token, kTokenPrefix)) {
     return unauthorized("the token is not a Conveyor API token (they start with cvt_)");
   }
-  const auto rows = pool.transact(
-      [&](db::Tx& tx) { return tx.exec(kCheckToken, {token_sha256(token)}); });
+  const std::string hash = token_sha256(token);
+  auto& unknown = unknown_hashes();
+  const bool known_unknown = unknown.contains(hash);
+  const auto rows = known_unknown ? db::Result()
+                                  : pool.transact([&](db::Tx& tx) { return tx.exec(kCheckToken, {hash}); });
   if (rows.empty()) {
-    logging::get("auth")->warn("{}: refused an unknown token", what);
+    if (!known_unknown) unknown.add(hash);
+    if (const auto left_out = unknown.may_log()) {
+      logging::get("auth")->warn("{}: refused an unknown token ({} more refusals of unknown tokens not logged)",
+                                 what, *left_out);
+    }
     return unauthorized(from_cookie ? "the login has no valid token any more: log in again"
                                     : "the token is not known (mistyped, or from another "
                                       "installation)");
@@ -291,31 +377,81 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
   return std::nullopt;
 }
 
+std::string create_session(db::Pool& pool, const std::string& token_name, std::chrono::seconds ttl) {
+  const std::string session = random_secret(kSessionPrefix);
+  const auto rows = pool.transact([&](db::Tx& tx) {
+    return tx.exec(kInsertSession, {token_sha256(session), token_name, static_cast<std::int64_t>(ttl.count())});
+  });
+  if (rows.empty()) throw Error(errc::not_found, "token '" + token_name + "' does not exist");
+  return session;
+}
+
+void end_session(db::Pool& pool, std::string_view session) {
+  if (session.size() > 256 || !starts_with(session, kSessionPrefix)) return;
+  pool.transact([&](db::Tx& tx) { tx.exec(kDeleteSession, {token_sha256(session)}); });
+}
+
+std::string session_of(const http::Request& request, std::string_view cookie_name) {
+  const auto cookie = request.header("Cookie");
+  if (!cookie || cookie_name.empty()) return "";
+  return cookie_value(*cookie, cookie_name);
+}
+
+namespace {
+
+// A console session's identity, or the 401 that ends it.
+std::optional<http::Response> authenticate_session(db::Pool& pool, std::string_view session, Role need,
+                                                   std::string_view what, Identity* out) {
+  if (session.size() > 256 || !starts_with(session, kSessionPrefix)) {
+    return unauthorized("the session cookie is not one of ours: log in again at /login");
+  }
+  const auto rows = pool.transact(
+      [&](db::Tx& tx) { return tx.exec(kCheckSession, {token_sha256(session)}); });
+  if (rows.empty()) return unauthorized("the session has ended: log in again at /login");
+  const auto row = rows[0];
+  const std::string name = row["name"].as_string();
+  if (row["revoked"].as_bool()) return unauthorized("token '" + name + "' was revoked: the session has ended");
+  if (row["expired"].as_bool()) return unauthorized("the session of token '" + name + "' has expired: log in again");
+  const Role role = parse_role(row["role"].view()).value_or(Role::reader);
+  if (!allows(role, need)) {
+    return http::problem(403, http::reason_phrase(403),
+                         "the session of token '" + name + "' has the role " + std::string(to_string(role)) + "; " +
+                             std::string(what) + " needs " + std::string(to_string(need)));
+  }
+  if (out != nullptr) *out = Identity{name, role};
+  return std::nullopt;
+}
+
+}  // namespace
+
 http::Guard make_guard(db::Pool& pool, GuardOptions options) {
   return [&pool, options](http::Request& request) -> std::optional<http::Response> {
-    const auto need = required_role(request.method, request.route, options.metrics_open);
+    const bool console = !options.cookie_name.empty();
+    const auto need = required_role(request.method, request.route, options.metrics_open, console);
     if (!need) return std::nullopt;
 
+    // A bearer token first; else, where there is a console, its session
+    // cookie (also behind a proxy that adds its own Authorization scheme).
     std::string token;
-    bool from_cookie = false;
-    if (const auto header = request.header("Authorization")) {
+    const auto header = request.header("Authorization");
+    if (header) {
       const std::string value = trim(*header);
-      if (lower(value.substr(0, 7)) != "bearer ") {
-        return unauthorized(
-            "the Authorization header must be 'Bearer <token>' (other schemes are not accepted)");
-      }
-      token = trim(std::string_view(value).substr(7));
-    } else if (!options.cookie_name.empty()) {
-      if (const auto cookie = request.header("Cookie")) {
-        token = cookie_value(*cookie, options.cookie_name);
-        from_cookie = !token.empty();
-      }
+      if (lower(value.substr(0, 7)) == "bearer ") token = trim(std::string_view(value).substr(7));
     }
-    if (token.empty()) {
+    const std::string session = token.empty() ? session_of(request, options.cookie_name) : "";
+    const std::string what = request.method + " " + request.route;
+    Identity who;
+    if (!token.empty()) {
+      if (auto refused = authenticate(pool, token, *need, what, false, &who)) return refused;
+    } else if (!session.empty()) {
+      if (auto refused = authenticate_session(pool, session, *need, what, &who)) return refused;
+    } else if (header) {
+      return unauthorized(
+          "the Authorization header must be 'Bearer <token>' (other schemes are not accepted)");
+    } else {
       // A browser asking for a page of a service with a login goes there.
       const auto accept = request.header("Accept");
-      if (!options.cookie_name.empty() && request.method == "GET" && accept &&
-          accept->find("text/html") != std::string::npos) {
+      if (console && request.method == "GET" && accept && accept->find("text/html") != std::string::npos) {
         http::Response r = http::Response::text("log in at /login\n", 303);
         r.headers["Location"] = "/login";
         return r;
@@ -324,9 +460,6 @@ http::Guard make_guard(db::Pool& pool, GuardOptions options) {
           "this route needs a token: send 'Authorization: Bearer <token>' (create one with "
           "`conveyor token create NAME --role " + std::string(to_string(*need)) + "`)");
     }
-    Identity who;
-    const std::string what = request.method + " " + request.route;
-    if (auto refused = authenticate(pool, token, *need, what, from_cookie, &who)) return refused;
     request.principal = who.name;
     request.role = std::string(to_string(who.role));
     return std::nullopt;

@@ -88,9 +88,10 @@ struct Identity {
 };
 
 // The role a request needs: nullopt when the route is open to anyone.
-// `metrics_open`: whether /metrics needs no token.
+// `metrics_open`: whether /metrics needs no token; `console`: whether the
+// service has a browser login (/login, POST /logout open).
 std::optional<Role> required_role(std::string_view method, std::string_view route,
-                                  bool metrics_open);
+                                  bool metrics_open, bool console = false);
 
 // The Identity the server's guard put on a request (nullopt: an open route).
 std::optional<Identity> identity_of(const http::Request& request);
@@ -107,8 +108,20 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
                                            std::string_view what, bool from_cookie = false,
                                            Identity* out = nullptr);
 
-// Builds the server's guard: reads the bearer token (or the cookie named
-// `cookie_name`, when not empty), looks it up, and answers 401 (no token,
+// The console's login (the monitor). A session is made for a token that
+// authenticate() accepted and returned as "cvs_..." (the browser's cookie;
+// only its SHA-256 is stored, in conveyor.console_session). It acts with
+// its token's role, ends after `ttl` or at the token's own expiry, and
+// ends at once when the token is revoked. Throws Error(not_found) for an
+// unknown token name.
+std::string create_session(db::Pool& pool, const std::string& token_name, std::chrono::seconds ttl);
+// Ends a session now (logout); nothing for an unknown one.
+void end_session(db::Pool& pool, std::string_view session);
+// The value of the session cookie `cookie_name` of a request, or "".
+std::string session_of(const http::Request& request, std::string_view cookie_name);
+
+// Builds the server's guard: reads the bearer token (or the console
+// session in the cookie named `cookie_name`, when not empty), looks it up, and answers 401 (no token,
 // unknown, expired or revoked) or 403 (role too low) as problem+json naming
 // what is missing. On success it sets request.principal and request.role.
 // Looks tokens up in `pool` (last_used_at is refreshed at most once a minute).
