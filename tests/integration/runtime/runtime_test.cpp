@@ -62,6 +62,12 @@ class RuntimeTest : public ::testing::Test {
 
   fs::path log_path() const { return dir_ / "service.log"; }
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  // A service's own routes need a token (issue 12; the admin routes do not).
+  std::map<std::string, std::string> reader() const {
+    if (token_.empty()) token_ = conveyor::testing::create_api_token(db_.url(), "runtime-test-reader", "reader");
+    return conveyor::testing::bearer(token_);
+  }
+  mutable std::string token_;
 
   void start() {
     ChildProcess::Options o;
@@ -82,7 +88,7 @@ class RuntimeTest : public ::testing::Test {
   }
 
   long wakeups() const {
-    return nlohmann::json::parse(http_request("GET", url("/count")).body).at("wakeups").get<long>();
+    return nlohmann::json::parse(http_request("GET", url("/count"), "", reader()).body).at("wakeups").get<long>();
   }
 
   TestDatabase db_;
@@ -147,7 +153,9 @@ TEST_F(RuntimeTest, AJobEventOfAWatchedTypeWakesTheLoop) {
 TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {
   start();
   auto concurrency = [&] {
-    return nlohmann::json::parse(http_request("GET", url("/parameters")).body).at("worker_concurrency").get<int>();
+    return nlohmann::json::parse(http_request("GET", url("/parameters"), "", reader()).body)
+        .at("worker_concurrency")
+        .get<int>();
   };
   ASSERT_EQ(concurrency(), 4);
   db_.exec("UPDATE conveyor.system_parameters SET worker_concurrency = 7");
