@@ -1,10 +1,12 @@
 # Every third-party library comes from a Debian package and is found as an
 # imported target here; the one module that wraps it links it PRIVATE.
 #   apt-get install libpqxx-dev libpq-dev librdkafka-dev libcpp-httplib-dev
-#                   nlohmann-json3-dev libspdlog-dev libgtest-dev libgmock-dev
+#                   nlohmann-json3-dev libspdlog-dev libgtest-dev libgmock-dev libvalijson-dev
 find_package(PkgConfig REQUIRED)
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
+# JSON Schema validation of job params (libs/core model/job_type.cpp); header-only.
+find_package(valijson REQUIRED)
 find_package(spdlog 1.10 REQUIRED)
 # HMAC-SHA256 signatures of webhook sinks (services/job-publication).
 find_package(OpenSSL REQUIRED)

@@ -196,8 +196,9 @@ TEST(JobTypeParse, ParamsSchemaIsChecked) {
   json j = minimal();
   j["params_schema"] = {{"properties", {{"tile", {{"type", "text"}}}}}};
   EXPECT_NE(parse_error(j).find("params_schema.properties.tile.type"), std::string::npos);
-  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", "x"}}}}}};
-  EXPECT_NE(parse_error(j).find("unsupported keyword 'pattern'"), std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"patern", "x"}}}}}};
+  EXPECT_NE(parse_error(j).find("unsupported keyword 'patern' (did you mean 'pattern'?)"),
+            std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}}}}}, {"required", {"date"}}};
   EXPECT_NE(parse_error(j).find("params_schema.required"), std::string::npos);
   j["params_schema"] = {{"properties", {{"job_id", {{"type", "string"}}}}}};
@@ -244,6 +245,27 @@ TEST(JobTypeFile, ShippedExampleFileParses) {
       }
     }
   }
+}
+
+TEST(JobTypeParse, FullJsonSchemaBelowEachParameterIsCheckedWhenApplied) {
+  json j = minimal();
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", "([a-z]"}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: not a valid regular expression"),
+            std::string::npos);
+  j["params_schema"] = {
+      {"properties", {{"tile", {{"type", "string"}, {"pattern", std::string(300, 'a')}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: at most 256 characters"),
+            std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"format", "email"}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.format: must be one of date"),
+            std::string::npos);
+  j["params_schema"] = {
+      {"properties",
+       {{"tile", {{"type", "object"}, {"properties", {{"x", {{"type", "integer"}, {"maxium", 3}}}}}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.properties.x: unsupported keyword 'maxium'"),
+            std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"default", 5}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.default: params.tile:"), std::string::npos);
 }
 
 // ------------------------------------------------------------ validate_params
@@ -301,6 +323,52 @@ TEST(ValidateParams, ReportsEachProblemNamingTheParameter) {
   EXPECT_TRUE(has_problem(validate_params(kSchema, json::array()), "params: expected an object"));
   const auto many = validate_params(kSchema, {{"count", "x"}, {"extra", 1}});
   EXPECT_EQ(many.size(), 3u);
+}
+
+// Issue 13 (12e): these keywords were refused by the hand-written subset; the
+// schema is now JSON Schema (draft 7, valijson) below each parameter.
+TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
+  json j = minimal();
+  j["params_schema"] = {
+      {"type", "object"},
+      {"properties",
+       {{"tile", {{"type", "string"}, {"pattern", "^[0-9]{2}[A-Z]{3}$"}, {"default", "32TLR"}}},
+        {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}, {"minItems", 1}}},
+        {"area",
+         {{"type", "object"},
+          {"properties",
+           {{"west", {{"type", "number"}, {"minimum", -180}}},
+            {"corners", {{"type", "array"}, {"items", {{"type", "integer"}}}}}}},
+          {"required", {"west"}},
+          {"additionalProperties", false}}}}},
+      {"required", {"tile"}}};
+  const json schema = parse_job_type(j).params_schema;  // accepted now
+
+  EXPECT_TRUE(validate_params(schema, {{"tile", "32TLR"},
+                                       {"dates", {"2026-11-30", "2026-12-01"}},
+                                       {"area", {{"west", 5.5}, {"corners", {1, 2.0}}}}})
+                  .empty());
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32tlr"}}), "params.tile: failed to match regex"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-11-30", "yesterday"}}}),
+                          "params.dates[1]: string should be a valid date"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-13-01"}}}),
+                          "params.dates[0]"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {3}}}), "params.dates[0]"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", json::array()}}),
+                          "params.dates:"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", -200}}}}),
+                          "params.area.west:"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"corners", {1}}}}}),
+                          "params.area:"));  // west is required
+  EXPECT_TRUE(has_problem(
+      validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"corners", {1, "two"}}}}}),
+      "params.area.corners[1]:"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"north", 2}}}}),
+                          "params.area:"));  // additionalProperties false
+  // The project's own messages are unchanged and not repeated by the validator.
+  const auto own = validate_params(schema, {{"tile", 5}});
+  ASSERT_EQ(own.size(), 1u) << own.front();
+  EXPECT_EQ(own.front(), "params.tile: expected a string");
 }
 
 // ------------------------------------------------------------ render_argv

@@ -1,11 +1,19 @@
 #include "conveyor/model/job_type.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <regex>
 #include <set>
+
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validation_results.hpp>
+#include <valijson/validator.hpp>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/schedule.hpp"
@@ -140,12 +148,104 @@ std::vector<std::string> placeholders(const std::string& arg,
   return names;
 }
 
+// Every keyword of JSON Schema draft 7 that valijson enforces, and the
+// annotations it ignores; anything else is a typo (e.g. "patern") that would
+// otherwise silently check nothing.
+const std::vector<std::string> kSchemaKeywords = {
+    "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minLength", "maxLength", "pattern", "format", "items", "additionalItems",
+    "minItems", "maxItems", "uniqueItems", "contains", "properties", "patternProperties",
+    "additionalProperties", "required", "minProperties", "maxProperties", "propertyNames",
+    "dependencies", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref",
+    "definitions", "default", "examples", "description", "title", "$comment"};
+
+// valijson 1.0 checks only these formats; any other would be accepted unchecked.
+const std::vector<std::string> kFormats = {"date", "time", "date-time"};
+
+// `pattern` runs through std::regex, whose backtracking recurses per
+// character of the pattern: a long one can exhaust the stack.
+constexpr std::size_t kMaxPatternLength = 256;
+
+void check_pattern(const Parser& p, const std::string& f, const json& v) {
+  if (!v.is_string()) p.fail(f, "must be a string (a regular expression)");
+  const auto& pattern = v.get_ref<const std::string&>();
+  if (pattern.size() > kMaxPatternLength) {
+    p.fail(f, "at most " + std::to_string(kMaxPatternLength) + " characters");
+  }
+  try {
+    std::regex re(pattern);
+  } catch (const std::regex_error& e) {
+    p.fail(f, "not a valid regular expression (ECMAScript): " + std::string(e.what()));
+  }
+}
+
+// The keywords of one (sub)schema, and the subschemas below it.
+void check_subschema(const Parser& p, const std::string& f, const json& schema) {
+  if (schema.is_boolean()) return;  // draft 7: true accepts anything, false nothing
+  if (!schema.is_object()) p.fail(f, "must be a JSON Schema (an object)");
+  for (const auto& [k, v] : schema.items()) {
+    if (std::find(kSchemaKeywords.begin(), kSchemaKeywords.end(), k) == kSchemaKeywords.end()) {
+      p.fail(f, "unsupported keyword '" + k + "'" + suggestion(k, kSchemaKeywords));
+    }
+  }
+  if (schema.contains("pattern")) check_pattern(p, f + ".pattern", schema["pattern"]);
+  if (schema.contains("format")) {
+    const json& fm = schema["format"];
+    if (!fm.is_string() || std::find(kFormats.begin(), kFormats.end(), fm.get<std::string>()) == kFormats.end()) {
+      p.fail(f + ".format", "must be one of date, time, date-time (others are not checked)");
+    }
+  }
+  for (const char* k : {"items", "additionalItems", "contains", "propertyNames", "not", "if", "then",
+                        "else", "additionalProperties"}) {
+    if (!schema.contains(k)) continue;
+    const json& sub = schema[k];
+    if (sub.is_array() && std::string(k) == "items") {
+      for (std::size_t i = 0; i < sub.size(); ++i) check_subschema(p, f + ".items[" + std::to_string(i) + "]", sub[i]);
+    } else {
+      check_subschema(p, f + "." + k, sub);
+    }
+  }
+  for (const char* k : {"allOf", "anyOf", "oneOf"}) {
+    if (!schema.contains(k)) continue;
+    if (!schema[k].is_array() || schema[k].empty()) p.fail(f + "." + k, "must be a non-empty array of schemas");
+    for (std::size_t i = 0; i < schema[k].size(); ++i) {
+      check_subschema(p, f + "." + k + "[" + std::to_string(i) + "]", schema[k][i]);
+    }
+  }
+  for (const char* k : {"properties", "patternProperties", "definitions"}) {
+    if (!schema.contains(k)) continue;
+    if (!schema[k].is_object()) p.fail(f + "." + k, "must be an object of schemas");
+    for (const auto& [name, sub] : schema[k].items()) {
+      if (std::string(k) == "patternProperties") check_pattern(p, f + "." + k + "." + name, name);
+      check_subschema(p, f + "." + k + "." + name, sub);
+    }
+  }
+}
+
+// The whole schema as valijson reads it, or the reason it cannot.
+std::string compile_error(const json& schema) {
+  try {
+    valijson::Schema compiled;
+    valijson::SchemaParser parser;
+    valijson::adapters::NlohmannJsonAdapter adapter(schema);
+    parser.populateSchema(adapter, compiled);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::vector<std::string> schema_problems(const json& schema, const json& value);
+
 void check_params_schema(const Parser& p, const json& schema) {
   const std::string f = "params_schema";
   if (!schema.is_object()) p.fail(f, "must be an object");
   if (schema.empty()) return;  // no schema: any params object
-  static const std::vector<std::string> top = {
-      "type", "properties", "required", "additionalProperties", "description", "title"};
+  // The top level stays the project's own: an object of named parameters
+  // (they become command placeholders); below each parameter, JSON Schema.
+  static const std::vector<std::string> top = {"type",        "properties", "required",
+                                               "additionalProperties", "description",
+                                               "title",       "definitions", "$comment"};
   for (const auto& [k, v] : schema.items()) {
     if (std::find(top.begin(), top.end(), k) == top.end()) {
       p.fail(f, "unsupported keyword '" + k + "'" + suggestion(k, top));
@@ -158,8 +258,6 @@ void check_params_schema(const Parser& p, const json& schema) {
   }
   json props = member(schema, "properties", json::object());
   if (!props.is_object()) p.fail(f + ".properties", "must be an object");
-  static const std::vector<std::string> prop_keys = {
-      "type", "enum", "minimum", "maximum", "minLength", "maxLength", "description", "title"};
   for (const auto& [name, prop] : props.items()) {
     const std::string pf = f + ".properties." + name;
     if (kBuiltins.count(name))
@@ -168,11 +266,6 @@ void check_params_schema(const Parser& p, const json& schema) {
     if (!std::regex_match(name, name_ok))
       p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
     if (!prop.is_object()) p.fail(pf, "must be an object");
-    for (const auto& [k, v] : prop.items()) {
-      if (std::find(prop_keys.begin(), prop_keys.end(), k) == prop_keys.end()) {
-        p.fail(pf, "unsupported keyword '" + k + "'" + suggestion(k, prop_keys));
-      }
-    }
     if (!prop.contains("type")) p.fail(pf + ".type", "required");
     if (!prop["type"].is_string() || !kParamTypes.count(prop["type"].get<std::string>())) {
       p.fail(pf + ".type", "must be one of string, integer, number, boolean, array, object");
@@ -189,6 +282,13 @@ void check_params_schema(const Parser& p, const json& schema) {
         p.fail(pf + "." + k, "must be a non-negative integer");
       }
     }
+    check_subschema(p, pf, prop);
+  }
+  if (schema.contains("definitions")) {
+    if (!schema["definitions"].is_object()) p.fail(f + ".definitions", "must be an object of schemas");
+    for (const auto& [name, sub] : schema["definitions"].items()) {
+      check_subschema(p, f + ".definitions." + name, sub);
+    }
   }
   if (schema.contains("required")) {
     const auto& req = schema["required"];
@@ -198,6 +298,16 @@ void check_params_schema(const Parser& p, const json& schema) {
       if (!props.contains(r.get<std::string>())) {
         p.fail(f + ".required", "'" + r.get<std::string>() + "' is not in properties");
       }
+    }
+  }
+  if (const std::string e = compile_error(schema); !e.empty()) p.fail(f, e);
+  // A default is a value the job gets: it must pass its own parameter's schema.
+  for (const auto& [name, prop] : props.items()) {
+    if (!prop.contains("default")) continue;
+    json one = schema;
+    one.erase("required");
+    for (const auto& problem : schema_problems(one, json{{name, prop["default"]}})) {
+      p.fail(f + ".properties." + name + ".default", problem);
     }
   }
 }
@@ -306,6 +416,93 @@ bool has_type(const json& v, const std::string& type) {
 
 std::string article(const std::string& type) {
   return (type == "integer" || type == "array" || type == "object" ? "an " : "a ") + type;
+}
+
+// JSON Schema counts 3.0 as an integer; valijson's nlohmann adapter does not,
+// so the validator sees integral numbers as integers.
+json integral_numbers(const json& v) {
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 9.0e15) {
+      return static_cast<std::int64_t>(d);
+    }
+    return v;
+  }
+  json out = v;
+  if (v.is_object() || v.is_array()) {
+    for (auto& [k, item] : out.items()) item = integral_numbers(item);
+  }
+  return out;
+}
+
+// valijson's path ["<root>", "[tile]", "[0]"] as "params.tile[0]".
+std::string params_path(const std::vector<std::string>& context) {
+  std::string path = "params";
+  for (const auto& c : context) {
+    if (c.size() < 2 || c.front() != '[' || c.back() != ']') continue;  // "<root>"
+    const std::string inner = c.substr(1, c.size() - 2);
+    const bool index = !inner.empty() && std::all_of(inner.begin(), inner.end(), ::isdigit);
+    path += index ? c : "." + inner;
+  }
+  return path;
+}
+
+// valijson's sentence ("Failed to match regex specified by 'pattern'
+// constraint.") in the style of the other messages.
+std::string reworded(std::string description) {
+  if (!description.empty()) description[0] = static_cast<char>(std::tolower(description[0]));
+  if (!description.empty() && description.back() == '.') description.pop_back();
+  static const std::regex trailing_zeros("([0-9])\\.0+\\b");  // "-180.000000" -> "-180"
+  return std::regex_replace(description, trailing_zeros, "$1");
+}
+
+// Every violation of `schema` by `value`, as "params.<path>: <what>", without
+// valijson's summaries of the enclosing object or array ("Failed to validate
+// item #1 ...") when the violation itself is reported.
+std::vector<std::string> schema_problems(const json& schema, const json& value) {
+  valijson::Schema compiled;
+  valijson::SchemaParser parser;
+  valijson::adapters::NlohmannJsonAdapter schema_adapter(schema);
+  std::vector<std::string> problems;
+  try {
+    parser.populateSchema(schema_adapter, compiled);
+  } catch (const std::exception& e) {
+    problems.push_back("params: the type's params_schema cannot be used: " + std::string(e.what()));
+    return problems;
+  }
+  const json target = integral_numbers(value);
+  valijson::adapters::NlohmannJsonAdapter target_adapter(target);
+  valijson::ValidationResults results;
+  valijson::Validator validator;
+  if (validator.validate(compiled, target_adapter, &results)) return problems;
+  std::vector<valijson::ValidationResults::Error> errors(results.begin(), results.end());
+  const auto is_summary = [](const valijson::ValidationResults::Error& e) {
+    for (const char* s : {"Failed to validate item #", "Failed to validate against schema associated with",
+                          "Failed to validate against additional properties schema",
+                          "Failed to validate against child schema #"}) {
+      if (e.description.rfind(s, 0) == 0) return true;
+    }
+    return false;
+  };
+  const auto wrong_type_at = [&](const std::vector<std::string>& context) {
+    return std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
+      return o.context == context && o.description.rfind("Value type not permitted", 0) == 0;
+    });
+  };
+  for (const auto& e : errors) {
+    // valijson checks a format on a value of the wrong type too; the type is the problem.
+    if (e.description.rfind("String should be a valid", 0) == 0 && wrong_type_at(e.context)) continue;
+    const bool summarises_another = is_summary(e) && std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
+      return !is_summary(o) && o.context.size() >= e.context.size() &&
+             std::equal(e.context.begin(), e.context.end(), o.context.begin());
+    });
+    if (summarises_another) continue;
+    std::string problem = params_path(e.context) + ": " + reworded(e.description);
+    if (std::find(problems.begin(), problems.end(), problem) == problems.end()) {
+      problems.push_back(std::move(problem));
+    }
+  }
+  return problems;
 }
 
 std::string render_value(const json& v) {
@@ -618,6 +815,9 @@ std::vector<JobType> parse_job_types_file(const nlohmann::json& j) {
 
 std::vector<std::string> validate_params(const nlohmann::json& schema,
                                          const nlohmann::json& params) {
+  // The project's own messages for the common keywords first (type, enum,
+  // bounds, lengths, required, unknown names), then JSON Schema in full
+  // (valijson) for the rest: pattern, format, items, nested objects, ...
   std::vector<std::string> problems;
   if (!params.is_object()) {
     problems.push_back("params: expected an object");
@@ -682,6 +882,20 @@ std::vector<std::string> validate_params(const nlohmann::json& schema,
       }
     }
   }
+  // A parameter already reported above is not reported twice; a null one is
+  // absent, as above.
+  json rest = json::object();
+  for (const auto& [name, value] : params.items()) {
+    const std::string f = "params." + name;
+    const bool reported = std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
+      return p.compare(0, f.size() + 1, f + ":") == 0;
+    });
+    if (!value.is_null() && !reported && props.contains(name)) rest[name] = value;
+  }
+  json full = schema;
+  full.erase("required");  // reported above, with null counted as absent
+  full["additionalProperties"] = true;
+  for (auto& p : schema_problems(full, rest)) problems.push_back(std::move(p));
   return problems;
 }
 

@@ -67,11 +67,12 @@ JobType parse_job_type(const nlohmann::json& j);
 // A file: {"job_types": [ ... ]} or a bare array; names must be unique.
 std::vector<JobType> parse_job_types_file(const nlohmann::json& j);
 
-// Validates params against a JSON-schema subset: type object, properties
-// (type string|integer|number|boolean|array|object, enum, minimum, maximum,
-// minLength, maxLength), required, additionalProperties (bool). Returns the
-// problems, each naming the parameter ("params.seconds: expected an integer");
-// empty when valid.
+// Validates params against the type's schema: at the top an object of named
+// parameters (properties, required, additionalProperties as a bool), each
+// parameter a JSON Schema draft 7 (valijson: pattern, format date|time|
+// date-time, items, nested objects, ...). Returns the problems, each naming
+// the parameter ("params.seconds: expected an integer", "params.area.west:
+// ..."); empty when valid. A null parameter counts as absent.
 std::vector<std::string> validate_params(const nlohmann::json& schema, const nlohmann::json& params);
 
 struct ArgvContext {
