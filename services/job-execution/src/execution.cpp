@@ -29,8 +29,10 @@ constexpr db::Statement kPaused{"execution_paused",
                                 "SELECT kind, name FROM conveyor.queue_state WHERE paused"};
 
 // $1 job_types_list (NULL: all), $2 excluded job types (paused or at their
-// limit), $3 paused pools, $4 how many. Excluding full types in SQL keeps a
-// long run of one limited type from hiding the jobs behind it.
+// limit), $3 paused pools, $4 how many, $5 priority_aging_per_minute.
+// Excluding full types in SQL keeps a long run of one limited type from
+// hiding the jobs behind it. The order is conveyor.effective_priority (the
+// one aging rule); at rate 0 it is priority DESC, created_at, id.
 constexpr db::Statement kCandidates{
     "execution_candidates",
     "SELECT id, job_type FROM conveyor.job "
@@ -39,7 +41,8 @@ constexpr db::Statement kCandidates{
     "AND ($1::text[] IS NULL OR job_type = ANY($1::text[])) "
     "AND job_type <> ALL($2::text[]) "
     "AND coalesce(config->>'pool', 'default') <> ALL($3::text[]) "
-    "ORDER BY priority DESC, created_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"};
+    "ORDER BY conveyor.effective_priority(priority, created_at, $5::float8) DESC, created_at, id "
+    "LIMIT $4 FOR UPDATE SKIP LOCKED"};
 
 constexpr db::Statement kSetQueued{
     "execution_set_queued",
@@ -94,7 +97,7 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
         const auto candidates =
             tx.exec(kCandidates, {params.job_types_list,
                                   std::vector<std::string>(excluded_types.begin(), excluded_types.end()),
-                                  paused_pools, room});
+                                  paused_pools, room, params.priority_aging_per_minute});
         std::vector<std::int64_t> admit;
         for (const auto r : candidates) {
           if (total >= capacity) break;

@@ -26,6 +26,7 @@ constexpr db::Statement kSelectParameters{
     " publication_max_attempts, image_tags::text AS image_tags, log_retention_days,"
     " job_retention_days, outbox_retention_hours,"
     " schedule_catchup_start::text AS schedule_catchup_start, parameter_reload_interval_s,"
+    " priority_aging_per_minute,"
     " to_json(updated_at) #>> '{}' AS updated_at"
     " FROM conveyor.system_parameters WHERE id"};
 
@@ -178,6 +179,7 @@ nlohmann::json SystemParameters::to_json() const {
           {"outbox_retention_hours", outbox_retention_hours},
           {"schedule_catchup_start", schedule_catchup_start},
           {"parameter_reload_interval_s", parameter_reload_interval_s},
+          {"priority_aging_per_minute", priority_aging_per_minute},
           {"updated_at", updated_at}};
 }
 
@@ -213,6 +215,7 @@ SystemParameters load_system_parameters(db::Tx& tx) {
   p.outbox_retention_hours = row["outbox_retention_hours"].as<int>();
   p.schedule_catchup_start = nlohmann::json::parse(row["schedule_catchup_start"].as_string());
   p.parameter_reload_interval_s = row["parameter_reload_interval_s"].as<int>();
+  p.priority_aging_per_minute = row["priority_aging_per_minute"].as<double>();
   p.updated_at = row["updated_at"].as_string();
   return p;
 }

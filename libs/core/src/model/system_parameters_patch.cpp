@@ -10,7 +10,7 @@ namespace conveyor::model {
 namespace {
 
 // host_list: a nullable text array whose entries are sink_allowed_hosts entries.
-enum class Kind { integer, boolean, nullable_text, nullable_text_array, host_list, json_object };
+enum class Kind { integer, number, boolean, nullable_text, nullable_text_array, host_list, json_object };
 
 struct Column {
   const char* name;
@@ -43,6 +43,7 @@ constexpr Column kColumns[] = {
     {"outbox_retention_hours", Kind::integer},
     {"schedule_catchup_start", Kind::json_object},
     {"parameter_reload_interval_s", Kind::integer},
+    {"priority_aging_per_minute", Kind::number},
 };
 
 // Constraints that span columns, and the columns to blame (first one patched wins).
@@ -61,6 +62,8 @@ const char* cast_of(Kind k) {
   switch (k) {
     case Kind::integer:
       return "int";
+    case Kind::number:
+      return "float8";
     case Kind::boolean:
       return "boolean";
     case Kind::nullable_text:
@@ -102,6 +105,10 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
         throw FieldError(field, field + ": expected an integer");
       }
       return v.get<std::int64_t>();
+    case Kind::number:
+      // JSON has no NaN or infinity; the CHECK judges the range.
+      if (!v.is_number()) throw FieldError(field, field + ": expected a number");
+      return v.get<double>();
     case Kind::boolean:
       if (!v.is_boolean()) throw FieldError(field, field + ": expected true or false");
       return v.get<bool>();

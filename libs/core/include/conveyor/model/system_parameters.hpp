@@ -38,6 +38,9 @@ struct SystemParameters {
   int outbox_retention_hours = 24;
   nlohmann::json schedule_catchup_start = nlohmann::json::object();
   int parameter_reload_interval_s = 30;
+  // Admission ages ready jobs: priority + this much per minute waited
+  // (conveyor.effective_priority). 0: strict priority, then age.
+  double priority_aging_per_minute = 0;
   std::string updated_at;
 
   // Whether the system handles this job type now (job_types_list).
