@@ -253,7 +253,7 @@ int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
     std::string names;
     for (std::size_t i = 0; i < live.size() && i < 10; ++i) names += (i ? ", " : "") + live[i];
     ctx.err << "conveyor: " << live.size() << " worker(s) still heartbeat (" << names
-            << "): stop the worker pool first (`tools/dev down`, or stop conveyor-workerpool), or pass --force "
+            << "): stop the worker pool first (`tools/dev stop`, or stop conveyor-workerpool), or pass --force "
                "to requeue their jobs anyway (they stop them)\n";
     return kExitFailed;
   }
@@ -352,7 +352,7 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
                                        "); it ran in one transaction, so nothing was changed" +
                                        (clean ? "" : " (a database that is not empty needs --clean)"));
   }
-  ctx.out << "restored " << file << "; start the services again (after a long stop: runbook 001's waves, "
+  ctx.out << "restored " << file << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
           << "`conveyor params set job_types_list=...`)\n";
   return kExitOk;
 }
