@@ -2,7 +2,7 @@
 # tests/dev/dev_test.sh BUILD_DIR: tools/dev as the README and the runbooks
 # use it (issue 13, items 2 and 3), each procedure run as written:
 #   logs_honours_count        `tools/dev logs NAME N`, `-n N`; a bad count exits 2
-#   stop_and_start_by_name    `tools/dev stop|start NAME`; unknown names refused
+#   stop_and_start_by_name    `tools/dev stop|start NAME`, unknown names refused; `status`
 #   reboot_sequence           jobs, `tools/dev stop`, `conveyor system prepare-for-reboot --yes`,
 #                             `tools/dev start`: every job ends done
 #   restore_sequence          `conveyor system backup`, `tools/dev stop`,
@@ -17,6 +17,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:?usage: tests/dev/dev_test.sh BUILD_DIR}" && pwd)
 state=$(mktemp -d /tmp/conveyor-dev-test.XXXXXX)
+# Reachable by the postgres user, so the cluster lives inside it (else
+# conveyor-stack puts it in a /tmp/conveyor-<hash> that the cleanup would miss).
+chmod 755 "$state"
 export DEV_STATE_DIR=$state DEV_BUILD_DIR=$build DEV_PORT_BASE=${DEV_PORT_BASE:-28080} DEV_NO_BUILD=1
 cli=$build/tools/conveyor/conveyor
 out=$state/out.txt err=$state/err.txt
@@ -109,12 +112,17 @@ stop_and_start_by_name() {
     pid_alive "$s" || fail "$s stopped with stop execution"
   done
   sql 'SELECT 1' >/dev/null || fail "PostgreSQL is not reachable after stop execution"
+  run dev status
+  expect_rc 3 "status with execution stopped" &&
+    { grep -q '^execution: stopped' "$out" || fail "status does not show execution stopped: $(cat "$out")"; }
   run dev start nosuch
   expect_rc 2 "start nosuch"
   run dev start execution
   expect_rc 0 "start execution" || return
   pid_alive execution || fail "execution does not run after start execution"
   grep -q "creation pid" "$out" && fail "start execution started creation again"
+  run dev status
+  expect_rc 0 "status with everything running"
   return 0
 }
 
