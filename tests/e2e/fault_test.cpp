@@ -243,8 +243,8 @@ TEST(Faults, LoweringAndRaisingMaxWorkersLive) {
   expect_no_transition_twice(stack);
 }
 
-// A worker killed -9 mid-run: its jobs go back to ready once its heartbeat is
-// 3 s overdue (not after the jobs' one-hour timeout) and finish elsewhere.
+// A worker killed -9 mid-run: its jobs go back to ready as soon as the pool
+// reaps it (not after the jobs' one-hour timeout) and finish elsewhere.
 TEST(Faults, AWorkerKilledDuringARunHasItsJobsRequeued) {
   JobTypesFile types;
   Stack stack(elastic(types, 2, 2));
@@ -274,14 +274,9 @@ TEST(Faults, AWorkerKilledDuringARunHasItsJobsRequeued) {
       30s))
       << stack.logs_tail();
   report("worker killed -9 -> its jobs requeued", ms_since(t));
-  // On missed heartbeats: not before the worker's last heartbeat was 3 s old
-  // (PostgreSQL's clock on both sides), and not after the jobs' 1 h timeout.
-  EXPECT_EQ(stack.db().query_value(
-                "SELECT bool_and(c.at >= w.last_heartbeat + interval '3 seconds') "
-                "FROM conveyor.job_status_change c, conveyor.worker w WHERE w.id = " + worker_id +
-                " AND c.job_id IN (" + ids + ") AND c.from_status = 'started' AND c.to_status = 'ready'"),
-            "t")
-      << "requeued on missed heartbeats (timeout 3 s), not at once";
+  // The pool is the worker's parent: it sees the exit at its next tick and
+  // marks the worker lost at once (issue 13), without waiting for the 3 s
+  // heartbeat timeout (tests/integration/workerpool proves that with 60 s).
   EXPECT_EQ(stack.db().query_value("SELECT status FROM conveyor.worker WHERE id = " + worker_id), "lost");
 
   ASSERT_TRUE(wait_until([&] { return done_count(stack) == 8; }, 90s)) << stack.logs_tail();

@@ -47,6 +47,12 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view kind() const = 0;  // "local", "kubernetes", "nomad"
+  // Whether an exit reap() reports means the worker's process has certainly
+  // ended (the pool is its parent: waitpid). Then the pool marks its row
+  // lost at once (model::mark_workers_gone). The cluster backends say no:
+  // an orchestrator may report a worker gone whose node is only unreachable,
+  // so their workers are left to the heartbeat rule.
+  virtual bool exits_are_certain() const { return false; }
   // Starts one worker named `name`. Throws conveyor::Error when it cannot.
   virtual void spawn(const std::string& name) = 0;
   // The worker's row was just set `draining` (the worker stops claiming and

@@ -66,6 +66,7 @@ class LocalBackend final : public Backend {
   LocalBackend& operator=(const LocalBackend&) = delete;
 
   std::string_view kind() const override { return "local"; }
+  bool exits_are_certain() const override { return true; }
 
   void spawn(const std::string& name) override {
     SpawnOptions o;

@@ -44,6 +44,8 @@ constexpr db::Statement kWorkers{
 constexpr db::Statement kDrain{
     "workerpool_drain", "UPDATE conveyor.worker SET status = 'draining' WHERE id = $1 AND status = 'active'"};
 
+constexpr const char* kLostHelp = "workers this process marked lost (its own worker exited, or heartbeat timeout)";
+
 // "worker NAME (pid N)" for a process of this host, "worker NAME" for a
 // pod or a dispatch.
 std::string who(const std::string& name, int pid) {
@@ -208,7 +210,7 @@ WorkerPool::WorkerPool(runtime::Context& ctx, std::unique_ptr<Backend> backend)
   m.gauge("conveyor_workerpool_demand_jobs", "jobs of the pool that are queued or started");
   m.counter("conveyor_workerpool_spawned_total", "workers started by this process");
   m.counter("conveyor_workerpool_drained_total", "workers set draining by this process");
-  m.counter("conveyor_workerpool_lost_total", "workers this process marked lost (heartbeat timeout)");
+  m.counter("conveyor_workerpool_lost_total", kLostHelp);
   m.gauge("conveyor_workerpool_leader", "1 while this process is the pool's leader");
   ctx_.log()->info("worker pool '{}' ({} backend, lock key {}): standing by until it holds the lead",
                    pool_, backend_->kind(), lock_key_);
@@ -359,6 +361,7 @@ void WorkerPool::give_up_leadership(const std::string& why) {
 void WorkerPool::collect_exits() {
   for (const ExitedWorker& e : backend_->reap()) {
     const bool registered = registered_.erase(e.name) > 0;
+    if (backend_->exits_are_certain()) gone_.insert(e.name);
     if (e.success) {
       ctx_.log()->info("{} exited: {}", who(e.name, e.pid), e.how);
       continue;
@@ -367,6 +370,34 @@ void WorkerPool::collect_exits() {
                      registered ? "" : " before it registered");
     if (!registered) failed_start();
   }
+  mark_gone();
+}
+
+// Our own worker's process has ended (we are its parent): its row must not
+// count as capacity until the heartbeat timeout. Marked lost now, with its
+// jobs recovered by the reconciler's rule, before observe() counts the
+// workers, so this tick already starts the replacement. A clean exit left
+// its row stopped and changes nothing. Kept for the next tick when the
+// database is away; the heartbeat rule is the fallback.
+void WorkerPool::mark_gone() {
+  if (gone_.empty()) return;
+  const std::vector<std::string> names(gone_.begin(), gone_.end());
+  const auto timeout = std::chrono::seconds(ctx_.parameters()->worker_heartbeat_timeout_s);
+  model::ReapResult r;
+  try {
+    r = ctx_.db().transact([&](db::Tx& tx) { return model::mark_workers_gone(tx, names, timeout); });
+  } catch (const Error& e) {
+    ctx_.log()->warn("cannot mark {} exited worker(s) lost yet (tried again next tick): {}", names.size(), e.what());
+    return;
+  }
+  gone_.clear();
+  if (r.lost_workers.empty()) return;
+  std::string list;
+  for (const auto& n : r.lost_workers) list += (list.empty() ? "" : ", ") + n;
+  ctx_.log()->warn("marked {} exited worker(s) lost at once: {}; their jobs: {} requeued (attempt + 1), {} "
+                   "internal_error (worker_lost, attempts spent), {} canceled",
+                   r.lost_workers.size(), list, r.requeued, r.failed, r.canceled);
+  ctx_.metrics().counter("conveyor_workerpool_lost_total", kLostHelp).inc(static_cast<double>(r.lost_workers.size()));
 }
 
 // A worker that cannot start (bad configuration, database refused) would
@@ -390,7 +421,7 @@ void WorkerPool::reap_lost() {
     ctx_.log()->warn("marked {} worker(s) lost: no heartbeat for {} s: {}", r.lost_workers.size(),
                      timeout.count(), names);
     ctx_.metrics()
-        .counter("conveyor_workerpool_lost_total", "workers this process marked lost (heartbeat timeout)")
+        .counter("conveyor_workerpool_lost_total", kLostHelp)
         .inc(static_cast<double>(r.lost_workers.size()));
   }
   if (r.requeued + r.failed + r.canceled > 0) {
@@ -476,7 +507,9 @@ void WorkerPool::shutdown() {
   const auto deadline = Clock::now() + grace - reserve;
   for (const ExitedWorker& e : backend_->shutdown(deadline)) {
     ctx_.log()->info("{} stopped: {}", who(e.name, e.pid), e.how);
+    if (backend_->exits_are_certain()) gone_.insert(e.name);
   }
+  mark_gone();  // those killed at the deadline left their rows active
 }
 
 }  // namespace conveyor::workerpool

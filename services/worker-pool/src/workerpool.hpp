@@ -4,7 +4,8 @@
 // from the pool's demand (queued + started jobs) and worker_concurrency;
 // scales down by draining, never by killing a busy worker; marks workers
 // whose heartbeat stopped as lost (model::reap_lost_workers, which also
-// requeues their jobs) and replaces them. See scaling.hpp for the rule and
+// requeues their jobs), and its own local workers at once when their process
+// exits (model::mark_workers_gone), and replaces them. See scaling.hpp for the rule and
 // backend.hpp for where workers run.
 //
 // One pool process per pool name acts at a time: the leader holds a
@@ -74,6 +75,7 @@ class WorkerPool {
   bool hold_leadership();
   void give_up_leadership(const std::string& why);
   void collect_exits();
+  void mark_gone();
   void failed_start();
   void reap_lost();
   Observed observe(const model::SystemParameters& params);
@@ -94,6 +96,7 @@ class WorkerPool {
   Scaler scaler_;
   std::uint64_t seq_ = 0;              // names of own workers: <instance>-<pid>-<seq>
   std::set<std::string> registered_;   // own workers seen with a conveyor.worker row
+  std::set<std::string> gone_;         // own workers that exited, their rows not yet marked lost
   int failed_starts_ = 0;              // consecutive own workers that died before registering
   std::optional<Clock::time_point> hold_spawns_until_;
 };

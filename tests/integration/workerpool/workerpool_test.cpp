@@ -1,7 +1,7 @@
 // conveyor-workerpool: the scaling rule as plain logic, then the real
 // executable with the job path (configuration, execution, publication) on
 // its own database and broker: scale up to max under a backlog and back down
-// to min, replacement of a killed worker, a lowered and raised max, a job of
+// to min, replacement of a hung and of a killed worker, a lowered and raised max, a job of
 // a killed worker requeued, two pools with one leader, env files, and a
 // backend that does not exist yet. Jobs are plain INSERTs of a `sleep` type.
 #include <gtest/gtest.h>
@@ -187,19 +187,23 @@ class WorkerPoolTest : public ::testing::Test {
     fs::remove_all(dir_, ec);
   }
 
-  // Heartbeats every second, a worker lost after 3 s of silence, one job
-  // per worker, and a 1 s scale-down delay.
-  void start(int min, int max, std::vector<std::string> services = {"configuration", "execution", "publication",
-                                                                   "workerpool"}) {
+  // Heartbeats every second, a worker lost after 3 s of silence (or
+  // `heartbeat_timeout_s`), one job per worker, a 1 s scale-down delay, and
+  // a hung worker killed 2 s after its SIGTERM.
+  void start(int min, int max,
+             std::vector<std::string> services = {"configuration", "execution", "publication", "workerpool"},
+             int heartbeat_timeout_s = 3) {
     Stack::Options o;
     o.workers = 0;
     o.services = std::move(services);
     o.job_types_file = testing::write_sleep_job_type(dir_);
     o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "500"},
              {"CONVEYOR_WORKERPOOL_SCALE_DOWN_DELAY_MS", "1000"},
+             {"CONVEYOR_WORKERPOOL_KILL_GRACE_MS", "2000"},
              {"CONVEYOR_SHUTDOWN_GRACE_MS", "10000"}};
     o.setup_sql = "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
-                  "worker_heartbeat_timeout_s = 3, worker_concurrency = 1, min_number_of_worker_instances = " +
+                  "worker_heartbeat_timeout_s = " + std::to_string(heartbeat_timeout_s) +
+                  ", worker_concurrency = 1, min_number_of_worker_instances = " +
                   std::to_string(min) + ", max_number_of_worker_instances = " + std::to_string(max);
     stack_ = std::make_unique<Stack>(std::move(o));
   }
@@ -280,16 +284,18 @@ TEST_F(WorkerPoolTest, BacklogScalesUpToMaxNeverBeyondThenDownToMin) {
   EXPECT_NE(log_of("workerpool").find("scaling up 0 -> "), std::string::npos);
 }
 
-// min_number_of_worker_instances is kept with no work at all; a worker
-// killed -9 is marked lost after the heartbeat timeout and replaced.
-TEST_F(WorkerPoolTest, KeepsMinWorkersAndReplacesAKilledOne) {
+// min_number_of_worker_instances is kept with no work at all; a hung
+// worker (SIGSTOP: alive, silent, so the pool sees no exit) is marked lost
+// after the heartbeat timeout, stopped and replaced: the heartbeat rule is
+// the fallback when the process does not end.
+TEST_F(WorkerPoolTest, KeepsMinWorkersAndReplacesAHungOne) {
   start(2, 4, {"workerpool"});
   ASSERT_TRUE(wait_until([&] { return active() == 2 && processes() == 2; }, 20s)) << stack().logs_tail();
   const auto victim = stack().db().query("SELECT name, pid FROM conveyor.worker WHERE status = 'active' LIMIT 1");
   ASSERT_EQ(victim.size(), 1u);
   const std::string name = victim[0][0];
   const auto t = SteadyClock::now();
-  ASSERT_EQ(::kill(std::stoi(victim[0][1]), SIGKILL), 0);
+  ASSERT_EQ(::kill(std::stoi(victim[0][1]), SIGSTOP), 0);
 
   const auto status = [&] {
     return stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + name + "'");
@@ -299,11 +305,53 @@ TEST_F(WorkerPoolTest, KeepsMinWorkersAndReplacesAKilledOne) {
   EXPECT_GE(lost_ms, 1500) << "lost on missed heartbeats (timeout 3 s)";
   ASSERT_TRUE(wait_until([&] { return active() == 2 && processes() == 2; }, 15s)) << stack().logs_tail();
   const auto back_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t).count();
-  std::cout << "[workerpool] killed worker marked lost after " << lost_ms << " ms; back to 2 after " << back_ms
+  std::cout << "[workerpool] hung worker marked lost after " << lost_ms << " ms; back to 2 after " << back_ms
             << " ms\n";
   EXPECT_EQ(count("SELECT count(*) FROM conveyor.worker"), 3) << "one replacement, no more";
   EXPECT_EQ(metric("workerpool", "conveyor_workerpool_lost_total"), 1);
-  EXPECT_NE(log_of("workerpool").find("exited: killed by SIGKILL"), std::string::npos);
+  EXPECT_NE(log_of("workerpool").find("is marked lost but its process still runs (hung)"), std::string::npos);
+}
+
+// Issue 13: a worker killed -9 is the pool's own child: its exit is seen at
+// the next tick, its row is lost at once (not after the 60 s heartbeat
+// timeout), its running job is recovered by the reconciler's rule, and the
+// same tick starts a replacement, which runs the job to done.
+TEST_F(WorkerPoolTest, AWorkerKilledWithSigkillIsReplacedBeforeTheHeartbeatTimeout) {
+  start(1, 1, {"configuration", "execution", "publication", "workerpool"}, 60);
+  insert_sleeps(1, 3);
+  ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 1; },
+                         20s))
+      << stack().logs_tail();
+  const auto victim = stack().db().query(
+      "SELECT w.name, w.pid FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id");
+  ASSERT_EQ(victim.size(), 1u);
+  const std::string name = victim[0][0];
+  const auto t = SteadyClock::now();
+  ASSERT_EQ(::kill(std::stoi(victim[0][1]), SIGKILL), 0);
+
+  // Well within the 60 s timeout: the row lost, the job back to ready
+  // (attempt 1), and another worker active.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + name + "'") ==
+                   "lost" &&
+               count("SELECT count(*) FROM conveyor.job_status_change WHERE from_status = 'started' AND "
+                     "to_status = 'ready'") == 1 &&
+               count("SELECT count(*) FROM conveyor.worker WHERE status = 'active' AND name <> '" + name + "'") ==
+                   1;
+      },
+      10s))
+      << stack().logs_tail();
+  const auto replaced_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t).count();
+  EXPECT_EQ(stack().db().query_value("SELECT attempt FROM conveyor.job"), "1");
+  ASSERT_TRUE(wait_until([&] { return done() == 1; }, 30s)) << stack().logs_tail();
+  const auto done_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t).count();
+  std::cout << "[workerpool] worker killed -9: lost, job requeued and replaced after " << replaced_ms
+            << " ms (heartbeat timeout 60 s); job done after " << done_ms << " ms\n";
+  EXPECT_LT(done_ms, 40'000) << "done before the heartbeat timeout would even have marked the worker lost";
+  EXPECT_EQ(count("SELECT count(*) FROM conveyor.worker"), 2) << "the killed worker and its replacement";
+  EXPECT_EQ(metric("workerpool", "conveyor_workerpool_lost_total"), 1);
+  EXPECT_NE(log_of("workerpool").find("marked 1 exited worker(s) lost at once"), std::string::npos);
 }
 
 // Runbook 001's `UPDATE conveyor.system_parameters SET max_number_of_worker_instances = ...`

@@ -10,6 +10,15 @@ constexpr db::Statement kMarkLost{
     "  AND last_heartbeat < now() - make_interval(secs => $1::float8) "
     "RETURNING name"};
 
+// Workers whose process is known to have ended (the pool reaped its own
+// child): lost at once, whatever their heartbeat. A row already stopped or
+// lost (a clean exit, the heartbeat rule first) is left as it is.
+constexpr db::Statement kMarkGone{
+    "model_mark_workers_gone",
+    "UPDATE conveyor.worker SET status = 'lost' "
+    "WHERE status IN ('active', 'draining') AND name = ANY($1::text[]) "
+    "RETURNING name"};
+
 // The started jobs that no worker runs any more, in one statement (one
 // rule for what becomes of them): those of workers that are lost, stopped
 // or gone (`worker_lost`), and those of live workers that have not reported
@@ -31,7 +40,7 @@ constexpr db::Statement kRecoverJobs{
     "  not_before = NULL, "
     "  error_subtype = victim.subtype, "
     "  error_message = 'worker ' || coalesce(victim.name, '#' || victim.worker_id::text, '(none)') || "
-    "    CASE WHEN victim.subtype = 'worker_lost' THEN ' stopped heartbeating while the job ran' "
+    "    CASE WHEN victim.subtype = 'worker_lost' THEN ' was lost (no heartbeat, or its process ended) while the job ran' "
     "         ELSE ' is alive but no longer runs the job' END "
     "FROM (SELECT c.id, c.worker_id, w.name, c.attempt, "
     "             CASE WHEN w.status IN ('active', 'draining') THEN 'worker_not_running' "
@@ -78,10 +87,11 @@ RebootPreparation prepare_for_reboot(db::Tx& tx) {
   return out;
 }
 
-ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit) {
-  ReapResult out;
-  const double timeout_s = static_cast<double>(heartbeat_timeout.count());
-  for (auto row : tx.exec(kMarkLost, {timeout_s})) out.lost_workers.push_back(row[0].as_string());
+namespace {
+
+// Step 2 and 3 of reap_lost_workers(): the one rule for the started jobs no
+// worker runs any more, whoever found the worker gone.
+void recover_jobs(db::Tx& tx, double timeout_s, int limit, ReapResult& out) {
   for (auto row : tx.exec(kRecoverJobs, {limit, timeout_s})) {
     const auto status = row[0].view();
     if (status == "ready") {
@@ -93,6 +103,24 @@ ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout,
     }
     if (row[1].view() == "worker_not_running") ++out.orphaned;
   }
+}
+
+}  // namespace
+
+ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit) {
+  ReapResult out;
+  const double timeout_s = static_cast<double>(heartbeat_timeout.count());
+  for (auto row : tx.exec(kMarkLost, {timeout_s})) out.lost_workers.push_back(row[0].as_string());
+  recover_jobs(tx, timeout_s, limit, out);
+  return out;
+}
+
+ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names,
+                             std::chrono::seconds heartbeat_timeout, int limit) {
+  ReapResult out;
+  if (names.empty()) return out;
+  for (auto row : tx.exec(kMarkGone, {names})) out.lost_workers.push_back(row[0].as_string());
+  recover_jobs(tx, static_cast<double>(heartbeat_timeout.count()), limit, out);
   return out;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // Workers as the database sees them (conveyor.worker) and the recovery of
-// their jobs when they stop heartbeating. Used by conveyor-workerpool (which
-// replaces lost workers) and conveyor-monitor (the reconciler): both call
+// their jobs when they stop heartbeating or their process is seen to exit.
+// Used by conveyor-workerpool (which replaces lost workers, and marks its own
+// exited ones with mark_workers_gone()) and conveyor-monitor (the reconciler): both call
 // reap_lost_workers() and whichever runs first does the work; the updates
 // are conditional, so running it twice or concurrently changes nothing more.
 // Thread-safe: the functions use the caller's transaction.
@@ -35,6 +36,15 @@ struct ReapResult {
 // A worker that heartbeats again after being marked lost becomes active and
 // finds its jobs no longer started by it (the worker drops their results).
 ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout, int limit = 1000);
+
+// For workers whose process is known to have ended (conveyor-workerpool
+// reaped its own child, e.g. one killed -9): marks the `active` and
+// `draining` rows of `names` as `lost` at once, without waiting for the
+// heartbeat timeout, then recovers started jobs exactly as steps 2 and 3 of
+// reap_lost_workers() do (same statement; `heartbeat_timeout` is step 3's).
+// Rows already stopped or lost are left alone, so a clean exit changes nothing.
+ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names,
+                             std::chrono::seconds heartbeat_timeout, int limit = 1000);
 
 struct RebootPreparation {
   std::vector<std::string> stopped_workers;  // active/draining rows now stopped
