@@ -173,13 +173,14 @@ TEST_F(JobStatsCli, InspectListsTheAttemptsWithImageAndDigest) {
   EXPECT_TRUE(has(r, "\nattempts:\n")) << r.output;
   EXPECT_EQ(row(r, "ATTEMPT"), "ATTEMPT | WORKER | STARTED | ENDED | OUTCOME | EXIT | WALL | CPU | PEAK MEM | IMAGE")
       << r.output;
-  EXPECT_EQ(row(r, "0"), "0 | worker-a | 2026-12-03 10:00:00 | 2026-12-03 10:00:03 | ready | 1 | 3.0s | 1.0s | "
-                         "1.0 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
+  // Counted from 1 as people count (stored from 0), times with their zone.
+  EXPECT_EQ(row(r, "1"), "1 | worker-a | 2026-12-03 10:00:00 UTC | 2026-12-03 10:00:03 UTC | ready | 1 | 3.0s | "
+                         "1.0s | 1.0 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
       << r.output;
-  EXPECT_EQ(row(r, "1"), "1 | worker-b | 2026-12-03 10:01:00 | 2026-12-03 10:02:01 | processed | 0 | 1m01s | "
-                         "50.0s | 212.4 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
+  EXPECT_EQ(row(r, "2"), "2 | worker-b | 2026-12-03 10:01:00 UTC | 2026-12-03 10:02:01 UTC | processed | 0 | "
+                         "1m01s | 50.0s | 212.4 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
       << r.output;
-  EXPECT_EQ(row(r, "2"), "2 | worker-c | 2026-12-03 10:03:00 | - | (running) | - | - | - | - | "
+  EXPECT_EQ(row(r, "3"), "3 | worker-c | 2026-12-03 10:03:00 UTC | - | (running) | - | - | - | - | "
                          "registry.example/gfsc:2.1")
       << r.output;
 

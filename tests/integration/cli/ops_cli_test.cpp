@@ -23,6 +23,18 @@ using namespace std::chrono_literals;
 
 bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
 
+// A line of a table in the output whose first words are `words`.
+bool has_row(const RunResult& r, const std::vector<std::string>& words) {
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream in(line);
+    std::vector<std::string> first;
+    for (std::string w; first.size() < words.size() && in >> w;) first.push_back(w);
+    if (first == words) return true;
+  }
+  return false;
+}
+
 class OpsCli : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -139,30 +151,150 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--size: expected an integer from 1 to 500")) << r.output;
 
+  // Attempts as people count them (stored from 0: the attempt it is on), times with their zone.
+  const std::string second_try = page.at("items")[0].at("id").dump();  // the oldest sleep job
+  db_.exec("UPDATE conveyor.job SET attempt = 1, max_attempts = 3 WHERE id = " + second_try);
+  r = conveyor({"job", "ls"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has_row(r, {"ID", "TYPE", "STATUS", "ATTEMPT", "PRIORITY", "WORKER", "UPDATED"})) << r.output;
+  EXPECT_TRUE(has_row(r, {failed, "fail", "failed", "1", "of", "1", "0", "-"})) << r.output;
+  EXPECT_TRUE(has_row(r, {second_try, "sleep", "initialized", "2", "of", "3"})) << r.output;
+  EXPECT_FALSE(has(r, "0/1")) << r.output;
+  const std::string updated = db_.query_value(
+      "SELECT to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM conveyor.job WHERE id = " + failed);
+  EXPECT_TRUE(has(r, updated + " UTC")) << r.output;
+
   r = conveyor({"job", "inspect", failed});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "Status          : failed")) << r.output;
+  EXPECT_TRUE(has(r, "Attempt         : 1 of 1\n")) << r.output;
+  EXPECT_TRUE(has(r, "Updated         : " + updated + " UTC\n")) << r.output;
   EXPECT_TRUE(has(r, "started      failed")) << r.output;
   const json j = conveyor_json({"job", "inspect", failed});
   EXPECT_EQ(j.at("history").size(), 6u);
   EXPECT_EQ(j.at("history")[5].at("to_status"), "failed");
 }
 
-TEST_F(OpsCli, JobIdsMayBeAUniqueSubstring) {
-  for (int i = 0; i < 12; ++i) insert_job();
-  // 1..12: "0" is only in 10; "12" is an id itself.
-  EXPECT_EQ(conveyor_json({"job", "inspect", "0"}).at("id"), 10);
-  EXPECT_EQ(conveyor_json({"job", "inspect", "12"}).at("id"), 12);
-  for (int i = 0; i < 8; ++i) insert_job();
-  auto r = conveyor({"job", "inspect", "0"});  // 10 and 20 now
-  EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_TRUE(has(r, "'0' matches several jobs (20, 10)")) << r.output;
-  r = conveyor({"job", "inspect", "77"});
+// Issue 13: job ids are dense, so every substring of an id is another job's
+// id. `job kill 91` reaches job 91 only, and an id no job has is not found,
+// never guessed from the ids that contain it.
+TEST_F(OpsCli, JobIdsMustMatchExactly) {
+  db_.exec("SELECT setval(pg_get_serial_sequence('conveyor.job', 'id'), 90)");
+  const std::string j91 = insert_job();
+  db_.exec("SELECT setval(pg_get_serial_sequence('conveyor.job', 'id'), 390)");
+  const std::string j391 = insert_job();
+  ASSERT_EQ(j91 + " " + j391, "91 391");
+
+  auto r = conveyor({"job", "kill", "91", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "job 91: initialized -> canceled")) << r.output;
+  EXPECT_EQ(status_of("91"), "canceled");
+  EXPECT_EQ(status_of("391"), "initialized") << "391 contains 91 but was not named";
+
+  // "39" is only in 391, "1" in both: neither names a job.
+  r = conveyor({"job", "kill", "39", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_TRUE(has(r, "no job id contains '77'")) << r.output;
+  EXPECT_TRUE(has(r, "no job with id 39")) << r.output;
+  EXPECT_EQ(status_of("391"), "initialized");
+  r = conveyor({"job", "inspect", "9"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no job with id 9")) << r.output;
+  r = conveyor({"job", "inspect", "1"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no job with id 1")) << r.output;
+  EXPECT_EQ(conveyor_json({"job", "inspect", "391"}).at("id"), 391);
+  r = conveyor({"job", "logs", "39"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no job with id 39")) << r.output;
   r = conveyor({"job", "inspect", "1;DROP"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "is not a job id")) << r.output;
+}
+
+// Issue 13: cancel, kill, set-status and worker drain show what they will
+// touch and ask; without a terminal and without --yes they refuse, exit 1
+// and change nothing. --yes goes ahead.
+TEST_F(OpsCli, DestructiveCommandsListTheJobsAndAskUnlessYes) {
+  const std::string waiting = insert_job();
+  const std::string errored = insert_job("fail", "{}");
+  walk(errored, {"internal_error"});
+  insert_worker("w-live", "active", "0 seconds");
+  const std::string history = "SELECT count(*) FROM conveyor.job_status_change";
+  const std::string changes_before = db_.query_value(history);
+
+  // stdin is /dev/null here: no terminal.
+  auto r = conveyor({"job", "kill", waiting});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "job kill will touch:")) << r.output;
+  EXPECT_TRUE(has_row(r, {"ID", "TYPE", "STATUS", "CREATED"})) << r.output;
+  EXPECT_TRUE(has_row(r, {waiting, "sleep", "initialized"})) << r.output;
+  EXPECT_TRUE(has(r, " UTC\n")) << "the creation time with its zone: " << r.output;
+  EXPECT_TRUE(has(r, "refusing to kill 1 job(s) without confirmation: stdin is not a terminal; pass --yes"))
+      << r.output;
+  EXPECT_TRUE(has(r, "not applied: nothing changed")) << r.output;
+
+  r = conveyor({"job", "cancel", waiting, errored});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has_row(r, {waiting, "sleep", "initialized"})) << r.output;
+  EXPECT_TRUE(has_row(r, {errored, "fail", "internal_error"})) << r.output;
+  EXPECT_TRUE(has(r, "refusing to cancel 2 job(s)")) << r.output;
+
+  // An id that is no job's is named, and the others are still only listed.
+  r = conveyor({"job", "set-status", errored, "424242", "--to", "error_checked,ready"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "job set-status 424242: no job with id 424242")) << r.output;
+  EXPECT_TRUE(has(r, "refusing to change the status of 1 job(s)")) << r.output;
+
+  r = conveyor({"worker", "drain", "w-live"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "worker drain will touch:")) << r.output;
+  EXPECT_TRUE(has_row(r, {"w-live", "hostA/1001", "default", "active"})) << r.output;
+  EXPECT_TRUE(has(r, "refusing to drain worker w-live")) << r.output;
+
+  EXPECT_EQ(status_of(waiting), "initialized");
+  EXPECT_EQ(status_of(errored), "internal_error");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE canceled_at IS NOT NULL"), "0");
+  EXPECT_EQ(db_.query_value(history), changes_before) << "nothing was changed";
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-live'"), "active");
+
+  // --json: the listing and the refusal go to stderr, still refused.
+  r = conveyor({"--json", "job", "cancel", waiting});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(status_of(waiting), "initialized");
+
+  r = conveyor({"job", "set-status", errored, "--to", "error_checked,ready", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(has(r, "will touch")) << "--yes does not ask: " << r.output;
+  EXPECT_EQ(status_of(errored), "ready");
+  r = conveyor({"job", "kill", waiting, "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(status_of(waiting), "canceled");
+  r = conveyor({"job", "cancel", errored, "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(status_of(errored), "canceled");
+  r = conveyor({"worker", "drain", "w-live", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-live'"), "draining");
+}
+
+// On a terminal the same commands ask, and only "y" goes ahead (a pseudo
+// terminal from util-linux `script`, the answer typed on its input).
+TEST_F(OpsCli, OnATerminalDestructiveCommandsAskAndOnlyYesGoesAhead) {
+  const std::string job = insert_job();
+  auto on_terminal = [&](const std::string& answer, const std::string& command) {
+    return conveyor::testing::run(
+        {"sh", "-c", "printf '" + answer + "\\n' | script -qec \"$0 " + command + "\" /dev/null", CONVEYOR_CLI_PATH},
+        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
+  };
+  auto r = on_terminal("n", "job kill " + job);
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "kill 1 job(s)? [y/N]")) << r.output;
+  EXPECT_TRUE(has(r, "not applied: nothing changed")) << r.output;
+  EXPECT_EQ(status_of(job), "initialized");
+  r = on_terminal("y", "job kill " + job);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "job " + job + ": initialized -> canceled")) << r.output;
+  EXPECT_EQ(status_of(job), "canceled");
 }
 
 // Runbook 000 / 003 without SQL: cancel wherever the job is, retry from the
@@ -175,7 +307,7 @@ TEST_F(OpsCli, JobCancelAndRetry) {
   const std::string errored = insert_job();
   walk(errored, {"internal_error"});
 
-  auto r = conveyor({"job", "cancel", waiting, done, running, errored});
+  auto r = conveyor({"job", "cancel", waiting, done, running, errored, "--yes"});
   EXPECT_EQ(r.status, 1) << "the done job was refused: " << r.output;
   EXPECT_TRUE(has(r, "job " + waiting + ": initialized -> canceled")) << r.output;
   EXPECT_TRUE(has(r, "job cancel " + done + ": ")) << r.output;
@@ -228,7 +360,7 @@ TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {
   const std::string stuck = insert_job();
   walk(stuck, {"external_error"});
   db_.exec("UPDATE conveyor.job SET error_subtype = 'sink', error_message = 'webhook 503' WHERE id = " + stuck);
-  auto r = conveyor({"job", "set-status", stuck, "--to", "error_checked,ready"});
+  auto r = conveyor({"job", "set-status", stuck, "--to", "error_checked,ready", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "job " + stuck + ": external_error -> error_checked -> ready")) << r.output;
   EXPECT_EQ(db_.query_value("SELECT status || ' ' || coalesce(error_subtype, '-') FROM conveyor.job WHERE id = " +
@@ -242,14 +374,14 @@ TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {
 
   const std::string done = insert_job();
   walk(done, {"configured", "ready", "queued", "started", "processed", "done"});
-  r = conveyor({"job", "set-status", done, "--to", "ready"});
+  r = conveyor({"job", "set-status", done, "--to", "ready", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "done -> ready is not allowed by the status machine")) << r.output;
   // The path is checked whole before anything is written.
-  r = conveyor({"job", "set-status", stuck, "--to", "queued,done"});
+  r = conveyor({"job", "set-status", stuck, "--to", "queued,done", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_EQ(status_of(stuck), "ready");
-  r = conveyor({"job", "set-status", stuck, "--to", "readyy"});
+  r = conveyor({"job", "set-status", stuck, "--to", "readyy", "--yes"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "--to: unknown status 'readyy'")) << r.output;
 }
@@ -324,23 +456,23 @@ TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
   fs::create_directories(outputs);
   std::ofstream(outputs / "product.tif") << "partial";
 
-  auto r = conveyor({"job", "kill", running, "--cleanup"});
+  auto r = conveyor({"job", "kill", running, "--cleanup", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "outputs kept while it runs")) << r.output;
   EXPECT_TRUE(fs::exists(outputs / "product.tif"));
   EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + running), "t");
 
   walk(running, {"canceled"});  // what its worker records once the process group is gone
-  r = conveyor({"job", "kill", running, "--cleanup"});
+  r = conveyor({"job", "kill", running, "--cleanup", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "removed " + outputs.string())) << r.output;
   EXPECT_FALSE(fs::exists(outputs));
-  r = conveyor({"job", "kill", running, "--cleanup"});
+  r = conveyor({"job", "kill", running, "--cleanup", "--yes"});
   EXPECT_EQ(r.status, 0) << "idempotent: " << r.output;
   EXPECT_TRUE(has(r, "no outputs to remove")) << r.output;
 
   const std::string waiting = insert_job();
-  r = conveyor({"job", "kill", waiting});
+  r = conveyor({"job", "kill", waiting, "--yes"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(status_of(waiting), "canceled") << "a job that has not started never will";
 }
@@ -400,7 +532,7 @@ TEST_F(OpsCli, WorkerListPingAndDrain) {
   r = conveyor({"worker", "ping", "nobody"});
   EXPECT_EQ(r.status, 1) << r.output;
 
-  r = conveyor({"worker", "drain", "w-live"});
+  r = conveyor({"worker", "drain", "w-live", "--yes"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-live'"), "draining");
   r = conveyor({"worker", "drain", "w-lost"});
@@ -645,6 +777,11 @@ TEST_F(OpsCli, QueueDrainCancelsWhatIsNotRunningAfterADryRun) {
   auto r = conveyor({"queue", "drain", "--type", "sleep"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "2 job(s) of job type sleep in initialized,configured,ready,queued")) << r.output;
+  EXPECT_TRUE(has_row(r, {waiting, "sleep", "initialized"})) << "the jobs it would cancel are listed: " << r.output;
+  EXPECT_TRUE(has_row(r, {ready, "sleep", "ready"})) << r.output;
+  r = conveyor({"queue", "drain", "--type", "sleep", "--apply"});
+  EXPECT_EQ(r.status, 1) << "no terminal: refused without --yes: " << r.output;
+  EXPECT_TRUE(has(r, "refusing to cancel 2 job(s)")) << r.output;
   EXPECT_EQ(status_of(waiting), "initialized") << "a dry run";
   r = conveyor({"queue", "drain", "--type", "sleep", "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job.hpp"
 
 namespace conveyor::cli {
 
@@ -41,17 +42,17 @@ commands:
   job stats [--type T] [--since D]   count, median and p95 of wall time, CPU and peak memory per type
   job submit TYPE [--params JSON | --params-file FILE] [--priority N]
              [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]
-  job cancel ID...    stop jobs wherever they are (canceled_at = now())
+  job cancel ID... [--yes]   stop jobs wherever they are (canceled_at = now())
   job retry ID...     run failed, errored or canceled jobs again from the right point
   job logs ID [--tail N] [--follow]   the job's logs.txt (stdout and stderr of every attempt);
                 --follow: what is appended, until the job stops running
-  job kill ID... [--cleanup]   cancel; --cleanup also removes its outputs once it no longer runs
-  job set-status ID... --to S[,S...]   move jobs through the status machine (e.g. error_checked,ready)
+  job kill ID... [--cleanup] [--yes]   cancel; --cleanup also removes its outputs once it no longer runs
+  job set-status ID... --to S[,S...] [--yes]   move jobs through the status machine (e.g. error_checked,ready)
   job patch --status S [--type T] [--since T] [--until T] [--ids ID,...] [--param K=V] --to S[,S...] [--apply] [--yes]
                 bulk status change: a dry run showing the count unless --apply
   worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
   worker ping NAME    OK when the worker heartbeats, exit 1 when it does not
-  worker drain NAME   the worker takes no new job and exits once idle
+  worker drain NAME [--yes]   the worker takes no new job and exits once idle
   params list         every system parameter with its value
   params get NAME     one value (JSON)
   params set NAME=VALUE...   change parameters live, in one transaction (VALUE is JSON or text)
@@ -80,7 +81,9 @@ commands:
   token revoke NAME   the token gets 401 from now on
   version       print the version
 
-Job ids may be given as a unique substring of the id.
+Job ids are exact (digits). Commands that change jobs or workers (job cancel, kill, set-status,
+patch --apply, queue drain --apply, worker drain) list what they will touch and ask first; --yes
+answers for scripts, and without a terminal they refuse unless --yes is given.
 Configuration: CONVEYOR_* environment variables over --env-file files (later files win).
 )";
 
@@ -197,6 +200,26 @@ bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {
   std::string answer;
   std::getline(std::cin, answer);
   return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+std::string display_time(const std::optional<std::string>& t) {
+  if (!t || t->size() < 19) return t.value_or("-");
+  std::string s = t->substr(0, 19);
+  s[10] = ' ';
+  // The model writes every time in UTC (a trailing Z); say so rather than
+  // leave the reader to guess at 3 a.m. whether it is local time.
+  return s + (t->back() == 'Z' ? " UTC" : "");
+}
+
+void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& ids, std::size_t limit) {
+  const std::vector<std::int64_t> shown(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(limit, ids.size())));
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& j : model::load_jobs(tx, shown)) {
+    rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)),
+                    display_time(j.created_at)});
+  }
+  print_table(out, {"ID", "TYPE", "STATUS", "CREATED"}, rows);
+  if (ids.size() > shown.size()) out << "... and " << ids.size() - shown.size() << " more\n";
 }
 
 int dispatch(Context& ctx, const std::vector<std::string>& args, const std::string& noun, const char* usage,

@@ -73,6 +73,14 @@ std::int64_t int_option(const Options& o, const std::string& name, std::int64_t 
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);
 
+// An RFC 3339 UTC time as the tables show it, with its zone:
+// "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00 UTC"; none -> "-".
+std::string display_time(const std::optional<std::string>& rfc3339);
+// What a destructive command (job cancel|kill|set-status, queue drain) will
+// touch, before it asks: ID TYPE STATUS CREATED of the first `limit` jobs,
+// then how many more there are. Ids that name no job are left out.
+void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& ids, std::size_t limit = 20);
+
 // One subcommand of a noun ("job ls"): gets the arguments after its name.
 using Subcommand = int (*)(Context&, const std::vector<std::string>&);
 struct SubcommandEntry {

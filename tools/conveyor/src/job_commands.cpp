@@ -35,23 +35,19 @@ constexpr const char* kJobUsage =
     "       conveyor job inspect ID\n"
     "       conveyor job submit TYPE [--params JSON | --params-file FILE] [--priority N]\n"
     "                         [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]\n"
-    "       conveyor job cancel ID...\n"
+    "       conveyor job cancel ID... [--yes]\n"
     "       conveyor job retry ID...\n"
     "       conveyor job logs ID [--tail N] [--follow]\n"
-    "       conveyor job kill ID... [--cleanup]\n"
-    "       conveyor job set-status ID... --to STATUS[,STATUS...]\n"
+    "       conveyor job kill ID... [--cleanup] [--yes]\n"
+    "       conveyor job set-status ID... --to STATUS[,STATUS...] [--yes]\n"
     "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] [--ids ID,ID]\n"
     "                          [--param KEY=VALUE] --to STATUS[,STATUS...] [--limit N] [--apply] [--yes]\n"
     "       conveyor job stats [--type T] [--since DURATION]\n"
-    "IDs may be unique substrings of job ids. DURATION: a number and s, m, h or d (30m, 24h, 7d).\n"
+    "IDs are exact job ids. cancel, kill and set-status list the jobs and ask first (--yes: do not ask;\n"
+    "without a terminal they refuse unless --yes). DURATION: a number and s, m, h or d (30m, 24h, 7d).\n"
     "job stats: median and p95 of the wall time, CPU and peak memory of finished attempts, by job type.\n";
 
 constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
-// Digits only reach this statement (checked before), so LIKE sees no wildcard
-// from the user.
-constexpr db::Statement kJobIdsContaining{
-    "cli_job_ids_containing",
-    "SELECT id FROM conveyor.job WHERE id::text LIKE '%' || $1 || '%' ORDER BY id DESC LIMIT 6"};
 // `job patch` selects by status, type and creation time, oldest first. The
 // apply locks each job and changes it only if it is still in that status.
 // $1 status, $2 type, $3/$4 created_at range, $5 ids, $6/$7 a param's value
@@ -96,12 +92,13 @@ constexpr db::Statement kAttemptStats{
     "  AND ($2::bigint IS NULL OR ended_at >= now() - make_interval(secs => $2::bigint)) "
     "GROUP BY job_type ORDER BY job_type"};
 
-// "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00"
-std::string short_time(const std::optional<std::string>& t) {
-  if (!t || t->size() < 19) return t.value_or("-");
-  std::string s = t->substr(0, 19);
-  s[10] = ' ';
-  return s;
+// "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00 UTC"
+std::string short_time(const std::optional<std::string>& t) { return display_time(t); }
+
+// The job's attempt as people count: stored from 0 (the attempt it is on, or
+// will run next), shown from 1 against its maximum: "1 of 3".
+std::string attempt_text(const model::Job& j) {
+  return std::to_string(j.attempt + 1) + " of " + std::to_string(j.max_attempts);
 }
 
 std::string fixed(double v, int decimals) {
@@ -206,24 +203,17 @@ std::vector<Attempt> load_attempts(db::Tx& tx, model::JobId id) {
   return attempts;
 }
 
-// An exact id wins; otherwise the one job whose id contains `arg`.
+// Exact ids only. Job ids are dense, so every substring of an id is another
+// job's id: `job kill 91` meant for 391 must not reach job 91 (issue 13).
 model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
   const bool digits = !arg.empty() && arg.size() <= 18 &&
                       arg.find_first_not_of("0123456789") == std::string::npos;
   if (!digits) throw FieldError("ID", "'" + arg + "' is not a job id (digits)");
   const std::int64_t exact = std::stoll(arg);
-  if (exact > 0 && !tx.exec(kJobIdExists, {exact}).empty()) return model::JobId(exact);
-  const db::Result matches = tx.exec(kJobIdsContaining, {arg});
-  if (matches.empty()) throw Error(errc::not_found, "no job id contains '" + arg + "'");
-  if (matches.size() > 1) {
-    std::string ids;
-    for (int i = 0; i < matches.size() && i < 5; ++i) {
-      ids += (i ? ", " : "") + std::to_string(matches[i][0].as_int());
-    }
-    throw FieldError("ID", "'" + arg + "' matches several jobs (" + ids +
-                               (matches.size() > 5 ? ", ..." : "") + "): give more digits");
+  if (exact <= 0 || tx.exec(kJobIdExists, {exact}).empty()) {
+    throw Error(errc::not_found, "no job with id " + arg + " (ids are exact; `conveyor job ls` lists them)");
   }
-  return model::JobId(matches[0][0].as_int());
+  return model::JobId(exact);
 }
 
 std::vector<std::string> need_ids(const Options& o, const std::string& command) {
@@ -267,7 +257,7 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
     if (j.error_message) error += (error.empty() ? "" : ": ") + *j.error_message;
     if (error.size() > 60) error = error.substr(0, 57) + "...";
     rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)),
-                    std::to_string(j.attempt) + "/" + std::to_string(j.max_attempts), std::to_string(j.priority),
+                    attempt_text(j), std::to_string(j.priority),
                     j.worker_id ? std::to_string(*j.worker_id) : "-", short_time(j.updated_at),
                     j.canceled_at ? "yes" : "", error});
   }
@@ -320,7 +310,7 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   line("ID", std::to_string(j.id.value()));
   line("Type", j.job_type);
   line("Status", std::string(model::to_string(j.status)));
-  line("Attempt", std::to_string(j.attempt) + " (max " + std::to_string(j.max_attempts) + ")");
+  line("Attempt", attempt_text(j));
   line("Priority", std::to_string(j.priority));
   line("Params", j.params.dump());
   std::string deps;
@@ -345,12 +335,12 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
                     c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
   }
   print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
-  // Numbered as stored, like the Attempt field above (the first is 0).
+  // Counted from 1 like the Attempt field above (stored from 0; --json keeps the stored number).
   ctx.out << "\nattempts:\n";
   rows.clear();
   for (const auto& a : seen.attempts) {
     const std::string worker = a.worker ? *a.worker : or_dash(a.worker_id, [](auto id) { return std::to_string(id); });
-    rows.push_back({std::to_string(a.attempt), worker, short_time(a.started_at), short_time(a.ended_at),
+    rows.push_back({std::to_string(a.attempt + 1), worker, short_time(a.started_at), short_time(a.ended_at),
                     a.outcome.value_or(a.ended_at ? "-" : "(running)"),
                     or_dash(a.exit_code, [](auto c) { return std::to_string(c); }),
                     or_dash(a.wall_ms, human_ms), or_dash(a.cpu_ms(), human_ms), or_dash(a.max_rss_kb, human_kib),
@@ -449,22 +439,69 @@ int submit(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// What a destructive command asks before it acts ("kill" -> "kill 2 job(s)?"),
+// or nothing when --yes answered it.
+std::optional<std::string> ask_unless_yes(const Options& o, const std::string& verb) {
+  return o.has("--yes") ? std::nullopt : std::optional<std::string>(verb);
+}
+
 // Runs `fn` on each job in its own transaction, so one refused job (done,
 // missing) does not hold back the others; exit 1 if any was refused.
+// With `ask` (a destructive command without --yes) it first lists the jobs it
+// will touch and asks; refused (or no terminal), nothing changes and exit 1.
 template <typename F>
-int each_job(Context& ctx, const std::vector<std::string>& ids, const std::string& command, F&& fn) {
+int each_job(Context& ctx, const std::vector<std::string>& ids, const std::string& command, F&& fn,
+             const std::optional<std::string>& ask = std::nullopt) {
   db::Pool pool(pool_options(ctx));
   json results = json::array();
   int refused = 0;
-  for (const auto& arg : ids) {
+  auto refuse = [&](const std::string& arg, const std::string& why) {
+    ++refused;
+    if (ctx.json) results.push_back({{"id", arg}, {"error", why}});
+    else ctx.err << "conveyor: job " << command << " " << arg << ": " << why << "\n";
+  };
+  std::vector<std::string> todo = ids;
+  if (ask) {
+    struct Seen {
+      std::vector<std::string> found;                            // as given, each an existing job's id
+      std::vector<std::pair<std::string, std::string>> missing;  // arg, why
+      std::string table;
+    };
+    const Seen seen = pool.transact([&](db::Tx& tx) {
+      Seen s;
+      std::vector<std::int64_t> found_ids;
+      for (const auto& arg : ids) {
+        try {
+          found_ids.push_back(resolve_job_id(tx, arg).value());
+          s.found.push_back(arg);
+        } catch (const Error& e) {
+          if (e.code() != errc::not_found && e.code() != errc::bad_input) throw;
+          s.missing.emplace_back(arg, e.what());
+        }
+      }
+      std::ostringstream table;
+      if (!found_ids.empty()) print_jobs(table, tx, found_ids);
+      s.table = table.str();
+      return s;
+    });
+    for (const auto& [arg, why] : seen.missing) refuse(arg, why);
+    todo = seen.found;
+    if (!todo.empty()) {
+      std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+      talk << "job " << command << " will touch:\n" << seen.table;
+      if (!confirm(ctx, talk, *ask + " " + std::to_string(todo.size()) + " job(s)?")) {
+        talk << "not applied: nothing changed\n";
+        return kExitFailed;
+      }
+    }
+  }
+  for (const auto& arg : todo) {
     try {
       json r = pool.transact([&](db::Tx& tx) { return fn(tx, resolve_job_id(tx, arg)); });
       if (ctx.json) results.push_back(r);
       else ctx.out << r.at("text").get<std::string>() << "\n";
     } catch (const Error& e) {
-      ++refused;
-      if (ctx.json) results.push_back({{"id", arg}, {"error", e.what()}});
-      else ctx.err << "conveyor: job " << command << " " << arg << ": " << e.what() << "\n";
+      refuse(arg, e.what());
     }
   }
   if (ctx.json) ctx.out << results.dump() << "\n";
@@ -472,7 +509,7 @@ int each_job(Context& ctx, const std::vector<std::string>& ids, const std::strin
 }
 
 int cancel(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job cancel", {});
+  const Options o = parse_options(args, "job cancel", {}, {"--yes"});
   return each_job(ctx, need_ids(o, "cancel"), "cancel", [](db::Tx& tx, model::JobId id) {
     const model::JobStatus before = model::get_job(tx, id).status;
     const model::CancelResult r = model::cancel_job(tx, id);
@@ -487,7 +524,7 @@ int cancel(Context& ctx, const std::vector<std::string>& args) {
       out["text"] = n + ": " + std::string(model::to_string(before)) + " -> canceled";
     }
     return out;
-  });
+  }, ask_unless_yes(o, "cancel"));
 }
 
 int retry(Context& ctx, const std::vector<std::string>& args) {
@@ -585,7 +622,7 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
 // removes its outputs once nothing runs it. Idempotent: run it again later
 // with --cleanup. Logs stay: they are the record of what happened.
 int kill(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job kill", {}, {"--cleanup"});
+  const Options o = parse_options(args, "job kill", {}, {"--cleanup", "--yes"});
   const fs::path data_dir = ctx.config.get_string("CONVEYOR_DATA_DIR");
   const bool cleanup = o.has("--cleanup");
   return each_job(ctx, need_ids(o, "kill"), "kill", [&](db::Tx& tx, model::JobId id) {
@@ -615,18 +652,18 @@ int kill(Context& ctx, const std::vector<std::string>& args) {
                     (removed > 0 ? "; removed " + dir.string() : "; no outputs to remove");
     }
     return out;
-  });
+  }, ask_unless_yes(o, "kill"));
 }
 
 int set_status(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job set-status", {"--to"});
+  const Options o = parse_options(args, "job set-status", {"--to"}, {"--yes"});
   const auto path = status_path(o);
   return each_job(ctx, need_ids(o, "set-status"), "set-status", [&](db::Tx& tx, model::JobId id) {
     const model::JobStatus before = model::get_job(tx, id).status;
     json out = model::set_status(tx, id, path).to_json();
     out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + path_text(path);
     return out;
-  });
+  }, ask_unless_yes(o, "change the status of"));
 }
 
 // Runbook 001's update_jobs_status in bulk, the safe way: a dry run by

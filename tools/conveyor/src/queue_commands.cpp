@@ -253,18 +253,23 @@ int queue_drain(Context& ctx, const std::vector<std::string>& args) {
     }
   }
   db::Pool pool(pool_options(ctx));
-  const std::vector<std::int64_t> ids = pool.transact([&](db::Tx& tx) {
+  // The jobs it would cancel, listed in the same snapshot as counted.
+  const auto selected = pool.transact([&](db::Tx& tx) {
     require_known(tx, q);
     std::vector<std::int64_t> out;
     for (const db::Row r : tx.exec(kDrainCandidates, {q.kind, q.name, statuses})) out.push_back(r[0].as_int());
-    return out;
+    std::ostringstream listed;
+    if (!out.empty() && out.size() <= 100'000) print_jobs(listed, tx, out);
+    return std::pair{out, listed.str()};
   });
+  const std::vector<std::int64_t>& ids = selected.first;
+  const std::string& table = selected.second;
   if (ids.size() > 100'000) throw FieldError("--status", "queue drain: more than 100000 jobs: drain one status at a time");
   std::string list;
   for (const auto& st : statuses) list += (list.empty() ? "" : ",") + st;
   const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
-  talk << ids.size() << " job(s) of " << what << " in " << list << "\n";
+  talk << ids.size() << " job(s) of " << what << " in " << list << "\n" << table;
   if (ids.empty() || !o.has("--apply")) {
     if (!ids.empty()) talk << "dry run: nothing changed; add --apply to cancel them\n";
     if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", 0}}.dump() << "\n";

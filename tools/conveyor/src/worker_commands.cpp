@@ -19,7 +19,8 @@ using nlohmann::json;
 constexpr const char* kWorkerUsage =
     "usage: conveyor worker list [--pool P] [--all]\n"
     "       conveyor worker ping NAME      (NAME, or HOST/PID as `worker list` shows it)\n"
-    "       conveyor worker drain NAME     the worker claims no new job and exits once idle\n";
+    "       conveyor worker drain NAME [--yes]   the worker claims no new job and exits once idle;\n"
+    "                                    it lists the worker and asks first (--yes: do not ask)\n";
 
 // `alive`: active or draining with a heartbeat younger than the timeout.
 constexpr db::Statement kWorkers{
@@ -139,9 +140,21 @@ int ping(Context& ctx, const std::vector<std::string>& args) {
 }
 
 int drain(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "worker drain", {});
+  const Options o = parse_options(args, "worker drain", {}, {"--yes"});
   db::Pool pool(pool_options(ctx));
   const WorkerRow w = one(pool, "drain", o.positional);
+  // Like the job commands that change things: show what it touches, then ask.
+  if (!o.has("--yes") && w.status == "active") {
+    std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+    talk << "worker drain will touch:\n";
+    print_table(talk, {"NAME", "HOST/PID", "POOL", "STATUS", "RUNNING", "UPTIME"},
+                {{w.name, w.host + "/" + std::to_string(w.pid), w.pool, w.status, std::to_string(w.running),
+                  duration(w.uptime_s)}});
+    if (!confirm(ctx, talk, "drain worker " + w.name + "?")) {
+      talk << "not applied: nothing changed\n";
+      return kExitFailed;
+    }
+  }
   const auto running = pool.transact([&](db::Tx& tx) -> std::optional<std::int64_t> {
     const auto r = tx.exec(kDrain, {w.id});
     if (r.empty()) return std::nullopt;
