@@ -31,6 +31,8 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM  # so that the EXIT trap stops what was started
+trap 'exit 130' INT
 
 current="" failed=()
 fail() {
