@@ -26,6 +26,7 @@
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "conveyor/model/sequences.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/model/worker.hpp"
 
@@ -338,6 +339,12 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   const auto pg = db::libpq_environment(ctx.database_url());
   const auto dbname = pg.find("PGDATABASE");
   if (dbname == pg.end()) throw Error(errc::invalid_config, "CONVEYOR_DATABASE_URL names no database to restore into");
+  // Every id handed out so far, so none is handed out again after the restore
+  // (issue 13): the sequences as they are now, and the job folders on disk.
+  model::SequenceMarks floors =
+      db::Pool(pool_options(ctx)).transact([](db::Tx& tx) { return model::sequence_marks(tx); });
+  auto& job_floor = floors[model::kJobIdSequence];
+  job_floor = std::max(job_floor, model::highest_job_id_on_disk(ctx.config.get_string("CONVEYOR_DATA_DIR")));
   // pg_restore needs the database named; the rest of the connection comes from PG*.
   std::vector<std::string> argv = {"pg_restore", "--no-owner", "--single-transaction", "--exit-on-error",
                                    "--dbname=" + dbname->second};
@@ -352,8 +359,13 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
                                        "); it ran in one transaction, so nothing was changed" +
                                        (clean ? "" : " (a database that is not empty needs --clean)"));
   }
+  const auto advanced =
+      db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) { return model::advance_sequences(tx, floors); });
   ctx.out << "restored " << file << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
           << "`conveyor params set job_types_list=...`)\n";
+  for (const model::SequenceAdvance& a : advanced) {
+    if (a.sequence == model::kJobIdSequence) ctx.out << "job ids continue from " << a.last_value + 1 << "\n";
+  }
   return kExitOk;
 }
 
