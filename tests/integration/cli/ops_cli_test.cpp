@@ -406,6 +406,8 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
                 "--apply"});
   EXPECT_EQ(r.status, 1) << "no terminal: refuses without --yes: " << r.output;
   EXPECT_TRUE(has(r, "refusing to change 4 job(s)")) << r.output;
+  EXPECT_TRUE(has(r, "job patch will touch:")) << r.output;
+  EXPECT_TRUE(has_row(r, {errored[0], "sleep", "internal_error"})) << "listed before it asks: " << r.output;
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'internal_error'"), "5");
 
   r = conveyor({"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready",

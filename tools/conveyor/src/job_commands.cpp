@@ -731,9 +731,17 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
     if (!ids.empty()) talk << "dry run: nothing changed; add --apply to change them\n";
     return kExitOk;
   }
-  if (!o.has("--yes") && !confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?")) {
-    talk << "not applied: nothing changed\n";
-    return kExitFailed;
+  if (!o.has("--yes")) {
+    // Before it asks, the jobs it would change, as the other destructive commands show them.
+    talk << "job patch will touch:\n" << pool.transact([&](db::Tx& tx) {
+      std::ostringstream table;
+      print_jobs(table, tx, ids);
+      return table.str();
+    });
+    if (!confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?")) {
+      talk << "not applied: nothing changed\n";
+      return kExitFailed;
+    }
   }
   try {
     pool.transact([&](db::Tx& tx) {
