@@ -48,8 +48,10 @@ commands:
                 --follow: what is appended, until the job stops running
   job kill ID... [--cleanup] [--yes]   cancel; --cleanup also removes its outputs once it no longer runs
   job set-status ID... --to S[,S...] [--yes]   move jobs through the status machine (e.g. error_checked,ready)
-  job patch --status S [--type T] [--since T] [--until T] [--ids ID,...] [--param K=V] --to S[,S...] [--apply] [--yes]
-                bulk status change: a dry run showing the count unless --apply
+  job patch --status S [--type T] [--since T] [--until T] [--ids ID,...] [--param K=V] [--to S[,S...]]
+            [--set-param K=V]... [--params-file FILE] [--apply] [--yes]
+                bulk status or params change: a dry run showing the count unless --apply;
+                new params are checked against the type's schema and recorded (job inspect)
   worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
   worker ping NAME    OK when the worker heartbeats, exit 1 when it does not
   worker drain NAME [--yes]   the worker takes no new job and exits once idle
@@ -156,9 +158,9 @@ Options parse_options(const std::vector<std::string>& args, const std::string& c
     const std::string name = a.substr(0, eq);
     if (with_value.count(name)) {
       if (eq != std::string::npos) {
-        o.values[name] = a.substr(eq + 1);
+        o.repeated[name].push_back(o.values[name] = a.substr(eq + 1));
       } else if (i + 1 < args.size()) {
-        o.values[name] = args[++i];
+        o.repeated[name].push_back(o.values[name] = args[++i]);
       } else {
         throw FieldError(name, command + ": " + name + " needs a value");
       }

@@ -56,11 +56,16 @@ db::PoolOptions pool_options(const Context& ctx);
 // positional arguments kept in order. Unknown options are an error naming
 // them (Error(bad_input)), so a typo never runs a command with a default.
 struct Options {
-  std::map<std::string, std::string> values;  // "--status" -> "failed"
+  std::map<std::string, std::string> values;  // "--status" -> "failed" (given twice: the last)
+  std::map<std::string, std::vector<std::string>> repeated;  // every value, in order (--set-param)
   std::set<std::string> flags;                // "--yes"
   std::vector<std::string> positional;
   std::optional<std::string> get(const std::string& name) const;
   bool has(const std::string& name) const { return flags.count(name) > 0; }
+  std::vector<std::string> get_all(const std::string& name) const {
+    const auto it = repeated.find(name);
+    return it == repeated.end() ? std::vector<std::string>{} : it->second;
+  }
 };
 // `with_value` and `flags` list the accepted options; `command` names the
 // command in errors ("job ls").

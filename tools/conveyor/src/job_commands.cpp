@@ -41,11 +41,15 @@ constexpr const char* kJobUsage =
     "       conveyor job kill ID... [--cleanup] [--yes]\n"
     "       conveyor job set-status ID... --to STATUS[,STATUS...] [--yes]\n"
     "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] [--ids ID,ID]\n"
-    "                          [--param KEY=VALUE] --to STATUS[,STATUS...] [--limit N] [--apply] [--yes]\n"
+    "                          [--param KEY=VALUE] [--to STATUS[,STATUS...]] [--set-param KEY=VALUE]...\n"
+    "                          [--params-file FILE] [--limit N] [--apply] [--yes]\n"
     "       conveyor job stats [--type T] [--since DURATION]\n"
     "IDs are exact job ids. cancel, kill and set-status list the jobs and ask first (--yes: do not ask;\n"
     "without a terminal they refuse unless --yes). DURATION: a number and s, m, h or d (30m, 24h, 7d).\n"
-    "job stats: median and p95 of the wall time, CPU and peak memory of finished attempts, by job type.\n";
+    "job stats: median and p95 of the wall time, CPU and peak memory of finished attempts, by job type.\n"
+    "job patch --set-param/--params-file: new params (VALUE is JSON, else text), merged as a JSON merge patch\n"
+    "(null removes a key), checked against the type's schema, recorded in the job's changes (job inspect);\n"
+    "only for jobs initialized, failed, errored or canceled, or with a --to path ending at initialized.\n";
 
 constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyor.job WHERE id = $1"};
 // `job patch` selects by status, type and creation time, oldest first. The
@@ -279,13 +283,15 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   struct Seen {
     model::Job job;
     std::vector<model::StatusChange> history;
+    std::vector<model::AuditEntry> audit;
     std::vector<Attempt> attempts;
     std::optional<std::string> worker;
   };
   const Seen seen = pool.transact(
       [&](db::Tx& tx) {
-        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, {}, std::nullopt};
+        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, {}, {}, std::nullopt};
         s.history = model::load_history(tx, s.job.id);
+        s.audit = model::load_audit(tx, s.job.id);
         s.attempts = load_attempts(tx, s.job.id);
         if (s.job.worker_id) {
           const auto w = tx.exec(kWorkerName, {*s.job.worker_id});
@@ -299,6 +305,8 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
     json out = j.to_json();
     out["history"] = json::array();
     for (const auto& c : seen.history) out["history"].push_back(c.to_json());
+    out["audit"] = json::array();
+    for (const auto& a : seen.audit) out["audit"].push_back(a.to_json());
     out["attempts"] = json::array();
     for (const auto& a : seen.attempts) out["attempts"].push_back(a.to_json());
     ctx.out << out.dump() << "\n";
@@ -335,6 +343,13 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
                     c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
   }
   print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
+  // conveyor.job_audit: edits of params and config, by the CLI or by SQL.
+  ctx.out << "\nchanges:\n";
+  rows.clear();
+  for (const auto& a : seen.audit) {
+    rows.push_back({short_time(a.at), a.actor, a.field, a.old_value.dump() + " -> " + a.new_value.dump()});
+  }
+  print_table(ctx.out, {"AT", "ACTOR", "FIELD", "OLD -> NEW"}, rows);
   // Counted from 1 like the Attempt field above (stored from 0; --json keeps the stored number).
   ctx.out << "\nattempts:\n";
   rows.clear();
@@ -666,18 +681,64 @@ int set_status(Context& ctx, const std::vector<std::string>& args) {
   }, ask_unless_yes(o, "change the status of"));
 }
 
+// `--set-param KEY=VALUE` (repeatable; VALUE is JSON, else text, as in
+// `params set`) over `--params-file FILE`: one JSON merge patch for the
+// jobs' params ({} when neither is given).
+json params_change(const Options& o) {
+  json change = read_params(o);
+  std::set<std::string> seen;
+  for (const auto& kv : o.get_all("--set-param")) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw FieldError("--set-param", "--set-param: expected KEY=VALUE, got '" + kv + "'");
+    }
+    const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+    if (!seen.insert(key).second) throw FieldError("--set-param", "--set-param: " + key + " given twice");
+    change[key] = json::parse(value, nullptr, /*allow_exceptions=*/false);
+    if (change[key].is_discarded()) change[key] = value;  // not JSON: text
+  }
+  return change;
+}
+
+// "params.seconds: 0 -> 1; params.mode: (absent) -> \"fast\"": the top-level
+// keys whose value differs.
+std::string params_diff(const json& before, const json& after) {
+  std::set<std::string> keys;
+  for (const auto& [k, v] : before.items()) keys.insert(k);
+  for (const auto& [k, v] : after.items()) keys.insert(k);
+  std::string text;
+  for (const auto& k : keys) {
+    const json* b = before.contains(k) ? &before[k] : nullptr;
+    const json* a = after.contains(k) ? &after[k] : nullptr;
+    if (b && a && *b == *a) continue;
+    text += (text.empty() ? "" : "; ") + ("params." + k) + ": " + (b ? b->dump() : "(absent)") + " -> " +
+            (a ? a->dump() : "(absent)");
+  }
+  return text.empty() ? "params unchanged" : text;
+}
+
 // Runbook 001's update_jobs_status in bulk, the safe way: a dry run by
 // default showing the count; --apply asks (or --yes), then changes exactly
 // the jobs counted, in one transaction, each through the status machine.
+// --set-param/--params-file also change their params (runbook 001's fix of
+// a job's JSON), after the status path, checked against the type's schema
+// in the dry run already; the audit trigger records each change.
 int patch(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job patch",
-                                  {"--status", "--type", "--since", "--until", "--to", "--limit", "--ids", "--param"},
+                                  {"--status", "--type", "--since", "--until", "--to", "--limit", "--ids", "--param",
+                                   "--set-param", "--params-file"},
                                   {"--apply", "--yes"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
   const auto status = o.get("--status");
   if (!status) throw FieldError("--status", "job patch: --status is required (the status the jobs are in now)");
   const model::JobStatus from = status_option("--status", *status);
-  const auto path = status_path(o);
+  const json change = params_change(o);
+  const bool edits_params = !change.empty();
+  if (!o.get("--to") && !edits_params) {
+    throw FieldError("--to", "job patch: nothing to change: give --to STATUS[,STATUS...], --set-param KEY=VALUE "
+                             "or --params-file FILE");
+  }
+  const auto path = o.get("--to") ? status_path(o) : std::vector<model::JobStatus>{};
   const std::int64_t limit = int_option(o, "--limit", 10'000, 1, 1'000'000);
   // Checked before counting, so a typo in --to never shows a count for nothing.
   model::JobStatus at = from;
@@ -687,6 +748,13 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
                                                 std::string(model::to_string(to)) + " is not allowed by the status machine");
     }
     at = to;
+  }
+  // The params are written at the end of the path: that status must let them change.
+  if (edits_params) {
+    if (const auto reason = model::params_frozen_reason(at)) {
+      throw Error(errc::conflict, "job patch: the params of a " + std::string(model::to_string(at)) +
+                                      " job cannot change: " + *reason);
+    }
   }
   std::optional<std::vector<std::int64_t>> only_ids;
   if (const auto list = o.get("--ids")) {
@@ -718,7 +786,8 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   };
   const auto [ids, total] = pool.transact(select);
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
-  const std::string what = std::string(model::to_string(from)) + path_text(path);
+  const std::string what = std::string(model::to_string(from)) + path_text(path) +
+                           (edits_params ? (path.empty() ? ", params " : "; params ") + change.dump() : "");
   std::string sample;
   for (std::size_t i = 0; i < ids.size() && i < 10; ++i) sample += (i ? ", " : "") + std::to_string(ids[i]);
   talk << total << " job(s) match (" << what << ")" << (ids.empty() ? "" : ": " + sample + (ids.size() > 10 ? ", ..." : ""))
@@ -726,8 +795,42 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   if (total > static_cast<std::int64_t>(ids.size())) {
     talk << "only the oldest " << ids.size() << " would change (--limit " << limit << ")\n";
   }
+  // New params: each job's, checked against its type's schema now, so the
+  // dry run already shows what --apply would refuse (the apply checks again
+  // under the row locks).
+  json params_json = json::array();
+  if (edits_params && !ids.empty()) {
+    std::vector<std::string> refused;
+    pool.transact([&](db::Tx& tx) {
+      params_json = json::array();
+      refused.clear();
+      for (const auto& j : model::load_jobs(tx, ids)) {
+        try {
+          const json after = model::patched_params(tx, j, change);
+          params_json.push_back({{"id", j.id.value()}, {"old", j.params}, {"new", after}});
+        } catch (const Error& e) {
+          if (e.code() != errc::bad_input && e.code() != errc::not_found) throw;
+          refused.push_back(e.what());
+        }
+      }
+    });
+    for (std::size_t i = 0; i < params_json.size() && i < 10; ++i) {
+      talk << "  job " << params_json[i]["id"] << ": " << params_diff(params_json[i]["old"], params_json[i]["new"])
+           << "\n";
+    }
+    if (params_json.size() > 10) talk << "  ... and " << params_json.size() - 10 << " more\n";
+    if (!refused.empty()) {
+      for (std::size_t i = 0; i < refused.size() && i < 10; ++i) ctx.err << "conveyor: " << refused[i] << "\n";
+      throw Error(errc::bad_input, "job patch: nothing changed: the new params of " + std::to_string(refused.size()) +
+                                       " job(s) do not match their type's schema (see above)");
+    }
+  }
   if (ids.empty() || !o.has("--apply")) {
-    if (ctx.json) ctx.out << json{{"matched", total}, {"ids", ids}, {"applied", false}}.dump() << "\n";
+    if (ctx.json) {
+      json out{{"matched", total}, {"ids", ids}, {"applied", false}};
+      if (edits_params) out["params"] = params_json;
+      ctx.out << out.dump() << "\n";
+    }
     if (!ids.empty()) talk << "dry run: nothing changed; add --apply to change them\n";
     return kExitOk;
   }
@@ -745,12 +848,19 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   }
   try {
     pool.transact([&](db::Tx& tx) {
-      for (const auto id : ids) model::set_status(tx, model::JobId(id), path, from);
+      for (const auto id : ids) {
+        if (!path.empty()) model::set_status(tx, model::JobId(id), path, from);
+        if (edits_params) model::patch_params(tx, model::JobId(id), change, at);
+      }
     });
   } catch (const Error& e) {
     throw Error(e.code(), "nothing changed: " + std::string(e.what()) + "; run the patch again to see the count now");
   }
-  if (ctx.json) ctx.out << json{{"matched", total}, {"ids", ids}, {"applied", true}}.dump() << "\n";
+  if (ctx.json) {
+    json out{{"matched", total}, {"ids", ids}, {"applied", true}};
+    if (edits_params) out["params"] = params_json;
+    ctx.out << out.dump() << "\n";
+  }
   talk << "changed " << ids.size() << " job(s): " << what << "\n";
   return kExitOk;
 }

@@ -24,6 +24,11 @@ constexpr db::Statement kLoadHistory{
     "SELECT id, from_status, to_status, " CONVEYOR_RFC3339("at") " AS at, actor, error_subtype, "
     "message FROM conveyor.job_status_change WHERE job_id = $1 ORDER BY id"};
 
+constexpr db::Statement kLoadAudit{
+    "model_load_job_audit",
+    "SELECT id, " CONVEYOR_RFC3339("at") " AS at, actor, field, old_value::text AS old_value, "
+    "new_value::text AS new_value FROM conveyor.job_audit WHERE job_id = $1 ORDER BY id"};
+
 #undef CONVEYOR_RFC3339
 
 JobStatus status_of(const db::Field& f) {
@@ -102,6 +107,16 @@ nlohmann::json StatusChange::to_json() const {
   };
 }
 
+nlohmann::json AuditEntry::to_json() const {
+  return {
+      {"at", at},
+      {"actor", actor},
+      {"field", field},
+      {"old_value", old_value},
+      {"new_value", new_value},
+  };
+}
+
 std::optional<Job> load_job(db::Tx& tx, JobId id) {
   auto jobs = load_jobs(tx, {id.value()});
   if (jobs.empty()) return std::nullopt;
@@ -138,6 +153,19 @@ std::vector<StatusChange> load_history(db::Tx& tx, JobId id) {
     c.error_subtype = r["error_subtype"].opt<std::string>();
     c.message = r["message"].opt<std::string>();
     out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::vector<AuditEntry> load_audit(db::Tx& tx, JobId id) {
+  std::vector<AuditEntry> out;
+  for (const db::Row r : tx.exec(kLoadAudit, {id.value()})) {
+    out.push_back({.id = r["id"].as_int(),
+                   .at = r["at"].as_string(),
+                   .actor = r["actor"].as_string(),
+                   .field = r["field"].as_string(),
+                   .old_value = json_of(r["old_value"]),
+                   .new_value = json_of(r["new_value"])});
   }
   return out;
 }

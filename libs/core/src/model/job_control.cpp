@@ -3,6 +3,7 @@
 #include <string>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job_type.hpp"
 
 namespace conveyor::model {
 namespace {
@@ -50,6 +51,10 @@ constexpr db::Statement kOperatorMove{
     "  canceled_at = CASE WHEN $3 = 'canceled' THEN canceled_at ELSE NULL END, "
     "  not_before = CASE WHEN $3 = 'ready' THEN NULL ELSE not_before END "
     "WHERE id = $1 AND status = $2"};
+
+constexpr db::Statement kSetParams{
+    "model_job_control_set_params",
+    "UPDATE conveyor.job SET params = $2::jsonb WHERE id = $1 AND status = $3"};
 
 std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
 
@@ -194,6 +199,70 @@ Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path, std::op
     status = to;
   }
   return must_load(tx, id);
+}
+
+std::optional<std::string> params_frozen_reason(JobStatus status) {
+  switch (status) {
+    case JobStatus::initialized:
+    case JobStatus::failed:
+    case JobStatus::internal_error:
+    case JobStatus::external_error:
+    case JobStatus::error_checked:
+    case JobStatus::canceled:
+      return std::nullopt;
+    case JobStatus::configured:
+    case JobStatus::ready:
+      return "its command was already rendered from its params (at configured); start it afresh in the "
+             "same change (job patch ... --to canceled,initialized) so configuration renders the new ones";
+    case JobStatus::queued:
+    case JobStatus::started:
+      return "it is admitted and a worker runs its command as configured from its params; cancel it "
+             "first (job cancel), then patch the canceled job";
+    case JobStatus::processed:
+    case JobStatus::done:
+      return "it has run: its params are the record of that run";
+  }
+  return "unknown status";
+}
+
+nlohmann::json patched_params(db::Tx& tx, const Job& job, const nlohmann::json& patch) {
+  if (!patch.is_object()) throw FieldError("params", "params: the change must be a JSON object");
+  nlohmann::json params = job.params.is_object() ? job.params : nlohmann::json::object();
+  params.merge_patch(patch);
+  const auto type = load_job_type(tx, job.job_type);
+  if (!type) {
+    throw Error(errc::not_found, job_name(job.id) + ": its job type '" + job.job_type +
+                                     "' no longer exists, so new params cannot be checked");
+  }
+  const auto problems = validate_params(type->params_schema, params);
+  if (!problems.empty()) {
+    std::string detail = job_name(job.id) + ": the new params do not match the schema of job type '" +
+                         job.job_type + "': ";
+    for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
+    throw UnprocessableError("params", detail, problems);
+  }
+  return params;
+}
+
+ParamsChange patch_params(db::Tx& tx, JobId id, const nlohmann::json& patch, std::optional<JobStatus> expected) {
+  const JobStatus status = must_lock(tx, id).status;
+  if (expected && status != *expected) {
+    throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) + " now, not " +
+                                    std::string(to_string(*expected)) + ": left alone");
+  }
+  if (const auto reason = params_frozen_reason(status)) {
+    throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) +
+                                    ": its params cannot change: " + *reason);
+  }
+  ParamsChange change{must_load(tx, id), {}, false};
+  const nlohmann::json params = patched_params(tx, change.before, patch);
+  change.changed = params != change.before.params;
+  if (change.changed) {
+    check_affected(tx.exec(kSetParams, {id.value(), params.dump(), std::string(to_string(status))}), id,
+                   "change its params");
+  }
+  change.after = must_load(tx, id);
+  return change;
 }
 
 bool restart_canceled(db::Tx& tx, JobId id) {

@@ -58,11 +58,27 @@ struct StatusChange {
   nlohmann::json to_json() const;  // {from_status, to_status, at, actor, error_subtype, message}
 };
 
+// One row of conveyor.job_audit: a change of a job's params or config (by
+// the CLI's `job patch --set-param`, psql, or a service), recorded by the
+// trigger conveyor.record_job_audit.
+struct AuditEntry {
+  std::int64_t id = 0;
+  std::string at;  // RFC 3339, UTC
+  std::string actor;
+  std::string field;  // "params", "config"
+  nlohmann::json old_value;
+  nlohmann::json new_value;
+
+  nlohmann::json to_json() const;  // {at, actor, field, old_value, new_value}
+};
+
 std::optional<Job> load_job(db::Tx& tx, JobId id);
 // The jobs that exist among `ids`, in the order of `ids`.
 std::vector<Job> load_jobs(db::Tx& tx, const std::vector<std::int64_t>& ids);
 // The job's status changes, oldest first.
 std::vector<StatusChange> load_history(db::Tx& tx, JobId id);
+// The job's audited changes, oldest first.
+std::vector<AuditEntry> load_audit(db::Tx& tx, JobId id);
 
 // <data_dir>/logs/<YYYY-MM>/job-<id>/ (DESIGN §6: logs.txt, metadata.json),
 // YYYY-MM the month the job was created in UTC, so every attempt of a job

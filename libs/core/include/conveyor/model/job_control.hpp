@@ -1,6 +1,6 @@
 #pragma once
-// Operator control of one job: cancel, retry, and the restart of a canceled
-// job (runbook 000, DESIGN §3). One copy, used by the REST API
+// Operator control of one job: cancel, retry, the restart of a canceled
+// job (runbook 000, DESIGN §3) and the edit of its params (runbook 001). One copy, used by the REST API
 // (conveyor-creation: POST /v1/jobs/{id}/cancel and /retry) and by the
 // reconciler (conveyor-monitor: canceled_at changes made by SQL), so a job
 // moves the same way whoever asked.
@@ -11,7 +11,10 @@
 // triggers write the history and outbox rows. Thread-safe: stateless
 // functions using the caller's transaction.
 #include <optional>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/ids.hpp"
@@ -61,6 +64,37 @@ Job retry_job(db::Tx& tx, JobId id);
 // what it showed. A missing job: Error(not_found).
 Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path,
                std::optional<JobStatus> expected = std::nullopt);
+
+// Why a job in `status` may not have its params changed, or nullopt when it
+// may. Params are read when configuration renders the job's command
+// (initialized -> configured): they may change while the job is initialized,
+// or in a status it leaves only through a fresh run (failed, internal_error,
+// external_error, error_checked, canceled: a retry starts at initialized).
+// configured and ready jobs have their command rendered already; queued and
+// started ones are with a worker; processed and done ones have run.
+std::optional<std::string> params_frozen_reason(JobStatus status);
+
+// The params `job` would have after `patch`, a JSON merge patch (RFC 7386:
+// keys replace the job's, a null removes one, nested objects merge), checked
+// against its type's schema: UnprocessableError("params") listing every
+// problem as "params.<key>: ...". A type that no longer exists:
+// Error(not_found). Writes nothing and does not look at the status.
+nlohmann::json patched_params(db::Tx& tx, const Job& job, const nlohmann::json& patch);
+
+struct ParamsChange {
+  Job before;
+  Job after;
+  bool changed = false;  // false: the patch left the params as they were
+};
+
+// An operator's edit of a job's params (runbook 001, `conveyor job patch
+// --set-param|--params-file`): locks the job, refuses its status when
+// params_frozen_reason says so (Error(conflict) with the reason) or when it
+// is not `expected` (as set_status), then writes patched_params when they
+// differ. The trigger conveyor.record_job_audit records the change with the
+// transaction's actor. A missing job: Error(not_found).
+ParamsChange patch_params(db::Tx& tx, JobId id, const nlohmann::json& patch,
+                          std::optional<JobStatus> expected = std::nullopt);
 
 // canceled -> initialized: a fresh run (attempt 0; errors, result, worker and
 // canceled_at cleared; the configuration service writes config again).
