@@ -7,18 +7,19 @@
 namespace conveyor::monitor {
 namespace {
 
+// Both from the one live-status rule (conveyor.service_instance_live and
+// conveyor.service_health, migration 20261210000100_service_health): a
+// worker the pool replaced is history, not down.
 constexpr db::Statement kDownInstances{
     "monitor_alert_down_instances",
-    "SELECT service || '/' || id, extract(epoch FROM now() - last_heartbeat)::bigint FROM conveyor.service_instance "
-    "WHERE status = 'down' OR (status IN ('up', 'draining') "
-    "  AND last_heartbeat < now() - make_interval(secs => $1::float8)) ORDER BY service, id"};
+    "SELECT service || '/' || id, extract(epoch FROM now() - last_heartbeat)::bigint "
+    "FROM conveyor.service_instance_live WHERE live_status = 'down' ORDER BY service, id"};
 
-// Workers come and go with the pool (min may be 0): not a missing service.
+// No live instance: a stopped service too. Workers with none live and none
+// down are idle, not missing (the pool's min may be 0).
 constexpr db::Statement kMissingServices{
     "monitor_alert_missing_services",
-    "SELECT service FROM conveyor.service_instance WHERE service <> 'conveyor-worker' GROUP BY service "
-    "HAVING count(*) FILTER (WHERE status IN ('up', 'draining') "
-    "  AND last_heartbeat >= now() - make_interval(secs => $1::float8)) = 0 ORDER BY service"};
+    "SELECT service FROM conveyor.service_health WHERE state = 'down' ORDER BY service"};
 
 constexpr db::Statement kOutbox{
     "monitor_alert_outbox",
@@ -61,10 +62,8 @@ int rank(const std::string& severity) { return severity == "critical" ? 0 : seve
 
 std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p) {
   std::vector<Alert> out;
-  const double timeout = p.service_heartbeat_timeout_s;
-
   std::vector<std::string> down;
-  for (const db::Row r : tx.exec(kDownInstances, {timeout})) {
+  for (const db::Row r : tx.exec(kDownInstances)) {
     down.push_back(r[0].as_string() + " (" + std::to_string(r[1].as_int()) + " s)");
   }
   if (!down.empty()) {
@@ -72,7 +71,7 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
                    std::to_string(down.size()) + " service instance(s) stopped heartbeating: " + first(down)});
   }
   std::vector<std::string> missing;
-  for (const db::Row r : tx.exec(kMissingServices, {timeout})) missing.push_back(r[0].as_string());
+  for (const db::Row r : tx.exec(kMissingServices)) missing.push_back(r[0].as_string());
   if (!missing.empty()) {
     out.push_back({"service_missing", "critical", "no live instance of " + first(missing, 10)});
   }

@@ -3,9 +3,12 @@
 // person on call). Each alert is a condition on PostgreSQL, evaluated afresh
 // (no state), so every monitor replica and `GET /v1/alerts` agree:
 //
-//   service_down     critical  an instance stopped heartbeating (up/draining
-//                              older than service_heartbeat_timeout_s, or down)
-//   service_missing  critical  a service (workers aside) with no live instance
+//   service_down     critical  an instance is down (conveyor.service_instance_live:
+//                              heartbeat older than service_heartbeat_timeout_s,
+//                              or marked down; a worker the pool replaced is not)
+//   service_missing  critical  a service with no live instance, a stopped one
+//                              too (conveyor.service_health state down; idle
+//                              workers are not missing)
 //   outbox_stuck     critical  events unsent for over 60 s (broker away?)
 //   jobs_stuck       warning   jobs re-emitted for being stalled that still
 //                              have not moved after twice their threshold

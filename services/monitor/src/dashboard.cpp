@@ -20,6 +20,7 @@ struct Snapshot {
   std::vector<Alert> alerts;
   std::vector<std::pair<std::string, std::int64_t>> jobs;
   nlohmann::json services;
+  nlohmann::json health;  // one row per service: state, live, down, replaced
   nlohmann::json workers;
   bool accepting = true;
 };
@@ -33,7 +34,9 @@ Snapshot read(runtime::Context& ctx) {
         Snapshot s;
         s.alerts = evaluate_alerts(tx, fresh);
         for (const db::Row r : tx.exec(kJobCounts)) s.jobs.emplace_back(r[0].as_string(), r[1].as_int());
-        s.services = list_services(tx, ServiceQuery{}, std::chrono::seconds(fresh.service_heartbeat_timeout_s))["services"];
+        const nlohmann::json listed = list_services(tx, ServiceQuery{});
+        s.services = listed["services"];
+        s.health = listed["health"];
         WorkerQuery active;
         s.workers = list_workers(tx, active)["workers"];
         s.accepting = fresh.accepting_new_jobs;
@@ -55,6 +58,7 @@ std::string page(const Snapshot& s) {
        "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
        "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f3f3f3}"
        ".critical{background:#fdd}.warning{background:#ffd}.info{background:#eef}.down,.lost{color:#b00}"
+       ".degraded{color:#a60}"
        "</style></head><body><h1>Conveyor</h1>";
   h << "<p>accepting new jobs: <b>" << (s.accepting ? "yes" : "no") << "</b></p>";
   h << "<h2>Alerts (" << s.alerts.size() << ")</h2>";
@@ -73,9 +77,18 @@ std::string page(const Snapshot& s) {
   h << "</tr><tr>";
   for (const auto& [status, n] : s.jobs) h << "<td>" << n << "</td>";
   h << "</tr></table>";
-  h << "<h2>Services</h2><table><tr><th>service</th><th>instance</th><th>status</th><th>version</th>"
-       "<th>image tag</th><th>host/pid</th><th>uptime s</th><th>heartbeat age s</th></tr>";
+  h << "<h2>Services</h2><table><tr><th>service</th><th>state</th><th>live</th><th>down</th>"
+       "<th>replaced (history)</th></tr>";
+  for (const auto& v : s.health) {
+    h << "<tr><td>" << cell(v["service"]) << "</td><td class=\"" << cell(v["state"]) << "\">" << cell(v["state"])
+      << "</td><td>" << cell(v["live"]) << "</td><td>" << cell(v["down"]) << "</td><td>" << cell(v["replaced"])
+      << "</td></tr>";
+  }
+  h << "</table><h2>Service instances</h2><table><tr><th>service</th><th>instance</th><th>status</th>"
+       "<th>version</th><th>image tag</th><th>host/pid</th><th>uptime s</th><th>heartbeat age s</th></tr>";
   for (const auto& i : s.services) {
+    // Workers the pool replaced are history (GET /v1/services?status=replaced).
+    if (i["status"] == "replaced") continue;
     h << "<tr><td>" << cell(i["service"]) << "</td><td>" << cell(i["instance_id"]) << "</td><td class=\""
       << cell(i["status"]) << "\">" << cell(i["status"]) << "</td><td>" << cell(i["version"]) << "</td><td>"
       << cell(i["image_tag"]) << "</td><td>" << cell(i["host"]) << "/" << cell(i["pid"]) << "</td><td>"

@@ -28,13 +28,10 @@ constexpr db::Statement kWorkersByStatus{
 // The live status, as GET /v1/services shows it.
 constexpr db::Statement kInstancesByStatus{
     "monitor_instances_by_status",
-    "SELECT service, CASE WHEN status IN ('up', 'draining') "
-    "                      AND last_heartbeat < now() - make_interval(secs => $1::float8) "
-    "                     THEN 'down' ELSE status END AS live_status, count(*) AS n "
-    "FROM conveyor.service_instance GROUP BY 1, 2"};
+    "SELECT service, live_status, count(*) AS n FROM conveyor.service_instance_live GROUP BY 1, 2"};
 
 constexpr const char* kWorkerStatuses[] = {"active", "draining", "stopped", "lost"};
-constexpr const char* kInstanceStatuses[] = {"up", "draining", "down", "stopped"};
+constexpr const char* kInstanceStatuses[] = {"up", "draining", "down", "stopped", "replaced"};
 
 std::string join(const std::vector<std::string>& items) {
   std::string out;
@@ -279,7 +276,6 @@ bool Monitor::purge() {
 
 void Monitor::update_gauges() {
   part("gauges", [&] {
-    const auto timeout = static_cast<double>(ctx_.parameters()->service_heartbeat_timeout_s);
     std::map<std::string, double> jobs;
     std::map<std::string, double> workers;
     std::map<std::pair<std::string, std::string>, double> instances;
@@ -291,7 +287,7 @@ void Monitor::update_gauges() {
         jobs[r["status"].as_string()] = r["n"].as_double();
       for (const db::Row r : tx.exec(kWorkersByStatus))
         workers[r["status"].as_string()] = r["n"].as_double();
-      for (const db::Row r : tx.exec(kInstancesByStatus, {timeout})) {
+      for (const db::Row r : tx.exec(kInstancesByStatus)) {
         instances[{r["service"].as_string(), r["live_status"].as_string()}] = r["n"].as_double();
       }
     });

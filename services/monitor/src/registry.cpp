@@ -14,22 +14,26 @@ namespace {
 #define CONVEYOR_RFC3339(col) \
   "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
-// $1 heartbeat timeout (s), $2 service (NULL: all; "creation" also matches
-// "conveyor-creation"), $3 live status (NULL: all).
+// $1 service (NULL: all; "creation" also matches "conveyor-creation"), $2
+// live status (NULL: all). live_status is conveyor.service_instance_live's
+// one rule (migration 20261210000100_service_health).
 constexpr db::Statement kListServices{
     "monitor_list_services",
-    "SELECT id, service, host, pid, version, image_tag, live_status, status AS recorded_status, "
+    "SELECT id, service, host, pid, version, image_tag, live_status, recorded_status, "
     CONVEYOR_RFC3339("started_at") " AS started_at, " CONVEYOR_RFC3339("last_heartbeat") " AS last_heartbeat, "
     "round(extract(epoch FROM (CASE WHEN live_status IN ('up', 'draining') THEN now() ELSE last_heartbeat END)"
     "      - started_at)::numeric, 3)::float8 AS uptime_s, "
     "round(extract(epoch FROM now() - last_heartbeat)::numeric, 3)::float8 AS heartbeat_age_s "
-    "FROM (SELECT i.*, CASE WHEN i.status IN ('up', 'draining') "
-    "                        AND i.last_heartbeat < now() - make_interval(secs => $1::float8) "
-    "                       THEN 'down' ELSE i.status END AS live_status "
-    "      FROM conveyor.service_instance i "
-    "      WHERE $2::text IS NULL OR i.service = $2::text OR i.service = 'conveyor-' || $2::text) s "
-    "WHERE $3::text IS NULL OR live_status = $3::text "
+    "FROM conveyor.service_instance_live "
+    "WHERE ($1::text IS NULL OR service = $1::text OR service = 'conveyor-' || $1::text) "
+    "  AND ($2::text IS NULL OR live_status = $2::text) "
     "ORDER BY service, id"};
+
+// $1 as kListServices'.
+constexpr db::Statement kServiceHealth{
+    "monitor_service_health",
+    "SELECT service, state, live, down, replaced, stopped FROM conveyor.service_health "
+    "WHERE $1::text IS NULL OR service = $1::text OR service = 'conveyor-' || $1::text ORDER BY service"};
 
 constexpr db::Statement kListWorkers{
     "monitor_list_workers",
@@ -42,7 +46,7 @@ constexpr db::Statement kListWorkers{
 
 #undef CONVEYOR_RFC3339
 
-constexpr std::array<std::string_view, 4> kInstanceStatuses = {"up", "draining", "down", "stopped"};
+constexpr std::array<std::string_view, 5> kInstanceStatuses = {"up", "draining", "down", "stopped", "replaced"};
 constexpr std::array<std::string_view, 4> kWorkerStatuses = {"active", "draining", "stopped",
                                                              "lost"};
 
@@ -118,11 +122,9 @@ WorkerQuery parse_worker_query(const std::map<std::string, std::string>& query) 
   return q;
 }
 
-nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query,
-                             std::chrono::seconds heartbeat_timeout) {
+nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query) {
   nlohmann::json services = nlohmann::json::array();
-  for (const db::Row r : tx.exec(kListServices, {static_cast<double>(heartbeat_timeout.count()),
-                                                 query.service, query.status})) {
+  for (const db::Row r : tx.exec(kListServices, {query.service, query.status})) {
     services.push_back({{"service", r["service"].as_string()},
                         {"instance_id", r["id"].as_string()},
                         {"host", text_or_null(r["host"])},
@@ -136,7 +138,16 @@ nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query,
                         {"uptime_s", r["uptime_s"].as_double()},
                         {"heartbeat_age_s", r["heartbeat_age_s"].as_double()}});
   }
-  return {{"services", services}};
+  nlohmann::json health = nlohmann::json::array();
+  for (const db::Row r : tx.exec(kServiceHealth, {query.service})) {
+    health.push_back({{"service", r["service"].as_string()},
+                      {"state", r["state"].as_string()},
+                      {"live", r["live"].as_int()},
+                      {"down", r["down"].as_int()},
+                      {"replaced", r["replaced"].as_int()},
+                      {"stopped", r["stopped"].as_int()}});
+  }
+  return {{"services", services}, {"health", health}};
 }
 
 nlohmann::json list_workers(db::Tx& tx, const WorkerQuery& query) {
@@ -161,9 +172,7 @@ nlohmann::json list_workers(db::Tx& tx, const WorkerQuery& query) {
 void add_routes(runtime::Context& ctx) {
   ctx.http().route("GET", "/v1/services", [&ctx](const http::Request& req) {
     const ServiceQuery query = parse_service_query(req.query);
-    const auto timeout = std::chrono::seconds(ctx.parameters()->service_heartbeat_timeout_s);
-    return http::Response::json(
-        ctx.db().transact([&](db::Tx& tx) { return list_services(tx, query, timeout); }));
+    return http::Response::json(ctx.db().transact([&](db::Tx& tx) { return list_services(tx, query); }));
   });
   ctx.http().route("GET", "/v1/workers", [&ctx](const http::Request& req) {
     const WorkerQuery query = parse_worker_query(req.query);

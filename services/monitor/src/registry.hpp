@@ -20,7 +20,7 @@ namespace conveyor::monitor {
 
 struct ServiceQuery {
   std::optional<std::string> service;  // "conveyor-creation" or "creation"
-  std::optional<std::string> status;   // up, draining, down, stopped (the live status)
+  std::optional<std::string> status;   // up, draining, down, stopped, replaced (the live status)
 };
 // Throws http::FieldError naming the parameter.
 ServiceQuery parse_service_query(const std::map<std::string, std::string>& query);
@@ -32,11 +32,15 @@ struct WorkerQuery {
 WorkerQuery parse_worker_query(const std::map<std::string, std::string>& query);
 
 // {"services": [{service, instance_id, host, pid, version, image_tag, status,
-//   recorded_status, started_at, last_heartbeat, uptime_s, heartbeat_age_s}]}
-// ordered by service then instance id. uptime_s runs to now for a live
-// instance and to its last heartbeat for a down or stopped one.
-nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query,
-                             std::chrono::seconds heartbeat_timeout);
+//   recorded_status, started_at, last_heartbeat, uptime_s, heartbeat_age_s}],
+//  "health": [{service, state, live, down, replaced, stopped}]}
+// ordered by service then instance id. status is the live status of
+// conveyor.service_instance_live (up, draining, down, stopped, replaced: a
+// worker the pool replaced, history); health is conveyor.service_health
+// (state up, degraded, down, idle) of the services the query selects.
+// uptime_s runs to now for a live instance and to its last heartbeat for
+// the others.
+nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query);
 
 // {"workers": [{id, name, pool, host, pid, status, running, concurrency,
 //   started_at, last_heartbeat, heartbeat_age_s, version}]} ordered by name.

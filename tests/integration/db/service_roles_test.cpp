@@ -552,6 +552,43 @@ TEST_F(ServiceRoles, ReaderReadsEveryTableAndWritesNone) {
   s->expect_denied("SELECT nextval('conveyor.job_id_seq')");
 }
 
+// Issue 13: the pool marks its own exited worker lost at once and recovers
+// its job with the grants it already had (UPDATE (status) of worker).
+TEST_F(ServiceRoles, WorkerPoolMarksItsExitedWorkerLostAndRecoversItsJob) {
+  const std::string id = job(kToQueued);
+  db_.exec("INSERT INTO conveyor.worker (name, status) VALUES ('killed', 'active');"
+           "UPDATE conveyor.job SET status = 'started', worker_id = (SELECT id FROM conveyor.worker WHERE name = 'killed') "
+           "WHERE id = " + id + ";"
+           "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker) VALUES (" + id + ", 0, 'plain', 'killed')");
+  db::PoolOptions po;
+  po.url = url_of("conveyor_workerpool");
+  po.size = 1;
+  db::Pool pool(po);
+  const auto gone = pool.transact([](db::Tx& tx) {
+    return model::mark_workers_gone(tx, {"killed"}, std::chrono::seconds(30));
+  });
+  EXPECT_EQ(gone.lost_workers, std::vector<std::string>{"killed"});
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'killed'"), "lost");
+  EXPECT_EQ(field(id, "status"), "internal_error");  // max_attempts 1
+  EXPECT_EQ(db_.query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "lost");
+}
+
+// Issue 13: conveyor.service_instance_live and conveyor.service_health are
+// read by the monitor (registry, alerts, gauges) and by readers; the other
+// services do not read them.
+TEST_F(ServiceRoles, TheServiceHealthViewsAreReadByTheMonitorAndTheReader) {
+  db_.exec("INSERT INTO conveyor.service_instance (id, service) VALUES ('c1', 'conveyor-creation')");
+  for (const char* role : {"conveyor_monitor", "conveyor_reader"}) {
+    auto s = as(role);
+    EXPECT_EQ(s->value("SELECT state || ' ' || live FROM conveyor.service_health "
+                       "WHERE service = 'conveyor-creation'"),
+              "up 1")
+        << role;
+    EXPECT_EQ(s->value("SELECT live_status FROM conveyor.service_instance_live WHERE id = 'c1'"), "up") << role;
+  }
+  as("conveyor_worker")->expect_denied("SELECT * FROM conveyor.service_health");
+}
+
 // The down migration revokes what the up migration granted here and keeps
 // the roles (other databases of the cluster use them); up again restores it.
 TEST(ServiceRolesMigration, DownRevokesInThisDatabaseAndKeepsTheRoles) {

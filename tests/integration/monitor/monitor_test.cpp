@@ -894,4 +894,73 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
   EXPECT_EQ(sink.stop(5s), 0);
 }
 
+// Issue 13: a worker the pool replaced (its row lost, its instance silent
+// and marked down by the reconciler) is history: GET /v1/services shows it
+// `replaced`, and no critical alert keeps firing for it (before, service_down
+// fired until retention purged the row a day later).
+TEST_F(MonitorTest, AReplacedWorkerRaisesNoServiceDownAlert) {
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+           "('w-killed', 'lost', now() - interval '10 minutes')");
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+           "('w-killed', 'conveyor-worker', now() - interval '10 minutes')");
+  start_monitor();
+  wait_scans("monitor", 2);
+  EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'w-killed'"), "down")
+      << "the reconciler still records the silent instance down";
+
+  const json alerts = get_json("monitor", "/v1/alerts").at("alerts");
+  for (const auto& a : alerts) {
+    EXPECT_NE(a.at("severity"), "critical") << alerts.dump();
+    EXPECT_NE(a.at("name"), "service_down") << alerts.dump();
+  }
+  const json services = get_json("monitor", "/v1/services?service=worker");
+  ASSERT_EQ(services.at("services").size(), 1u) << services.dump();
+  EXPECT_EQ(services["services"][0]["status"], "replaced");
+  ASSERT_EQ(services.at("health").size(), 1u) << services.dump();
+  EXPECT_EQ(services["health"][0]["state"], "idle") << "no live worker, none down: the pool may be at min 0";
+  EXPECT_EQ(services["health"][0]["replaced"], 1);
+  EXPECT_EQ(services["health"][0]["down"], 0);
+  EXPECT_EQ(get_json("monitor", "/v1/services?status=down").at("services").size(), 0u);
+  EXPECT_TRUE(ct::wait_until(
+      [&] {
+        return metric("monitor", R"(conveyor_service_instances{service="conveyor-worker",status="replaced"})") == 1;
+      },
+      5s));
+  EXPECT_EQ(metric("monitor", R"(conveyor_service_instances{service="conveyor-worker",status="down"})"), 0);
+  const auto page = get("monitor", "/");
+  EXPECT_NE(page.body.find("<td>conveyor-worker</td><td class=\"idle\">idle</td>"), std::string::npos) << page.body;
+}
+
+// A service whose every instance stopped has no live instance: DOWN (0
+// live) on GET /v1/services, and service_missing fires. A service with a
+// live and a silent instance is degraded, and only the silent one is down.
+TEST_F(MonitorTest, AStoppedServiceIsDownAndAlerts) {
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) VALUES "
+           "('execution-1', 'conveyor-execution', 'stopped', now() - interval '1 minute'), "
+           "('creation-1', 'conveyor-creation', 'up', now() + interval '1 hour'), "
+           "('creation-2', 'conveyor-creation', 'up', now() - interval '10 minutes')");
+  start_monitor();
+  const json services = get_json("monitor", "/v1/services");
+  std::map<std::string, json> health;
+  for (const auto& h : services.at("health")) health[h.at("service").get<std::string>()] = h;
+  ASSERT_TRUE(health.contains("conveyor-execution") && health.contains("conveyor-creation")) << services.dump();
+  EXPECT_EQ(health["conveyor-execution"]["state"], "down");
+  EXPECT_EQ(health["conveyor-execution"]["live"], 0);
+  EXPECT_EQ(health["conveyor-execution"]["stopped"], 1);
+  EXPECT_EQ(health["conveyor-creation"]["state"], "degraded");
+  EXPECT_EQ(health["conveyor-creation"]["live"], 1);
+  EXPECT_EQ(health["conveyor-creation"]["down"], 1);
+  EXPECT_EQ(health["conveyor-monitor"]["state"], "up");
+
+  const json alerts = get_json("monitor", "/v1/alerts").at("alerts");
+  std::map<std::string, std::string> summary;
+  for (const auto& a : alerts) summary[a.at("name").get<std::string>()] = a.at("summary").get<std::string>();
+  ASSERT_TRUE(summary.contains("service_missing")) << alerts.dump();
+  EXPECT_NE(summary["service_missing"].find("conveyor-execution"), std::string::npos) << alerts.dump();
+  EXPECT_EQ(summary["service_missing"].find("conveyor-creation"), std::string::npos) << "degraded, not missing";
+  ASSERT_TRUE(summary.contains("service_down")) << alerts.dump();
+  EXPECT_NE(summary["service_down"].find("conveyor-creation/creation-2"), std::string::npos) << alerts.dump();
+  EXPECT_EQ(summary["service_down"].find("execution-1"), std::string::npos) << "stopped is not down";
+}
+
 }  // namespace

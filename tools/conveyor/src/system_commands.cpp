@@ -57,20 +57,13 @@ constexpr db::Statement kWorkerCounts{
     "FROM conveyor.worker w WHERE w.status IN ('active', 'draining', 'lost') GROUP BY w.status ORDER BY w.status"};
 
 // Live state as the monitor's GET /v1/services computes it.
+// Each service's health by the one live-status rule
+// (conveyor.service_health, migration 20261210000100_service_health), with
+// the broker as each live instance saw it at its last heartbeat.
 constexpr db::Statement kServices{
     "cli_system_services",
-    "SELECT s.service, count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
-    "    now() - make_interval(secs => p.service_heartbeat_timeout_s)) AS up, "
-    "  count(*) FILTER (WHERE s.status = 'down' OR (s.status IN ('up', 'draining') AND s.last_heartbeat <= "
-    "    now() - make_interval(secs => p.service_heartbeat_timeout_s))) AS down, "
-    // The broker as each live instance saw it at its last heartbeat.
-    "  count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
-    "    now() - make_interval(secs => p.service_heartbeat_timeout_s) AND s.broker = 'down') "
-    "    AS broker_down, "
-    "  count(*) FILTER (WHERE s.status IN ('up', 'draining') AND s.last_heartbeat > "
-    "    now() - make_interval(secs => p.service_heartbeat_timeout_s) AND s.broker = 'up') "
-    "    AS broker_up "
-    "FROM conveyor.service_instance s, conveyor.system_parameters p GROUP BY s.service ORDER BY s.service"};
+    "SELECT service, state, live, down, replaced, stopped, broker_down, broker_up "
+    "FROM conveyor.service_health ORDER BY service"};
 
 constexpr db::Statement kOutbox{
     "cli_system_outbox",
@@ -125,10 +118,14 @@ int status(Context& ctx, const std::vector<std::string>& args) {
         }
         std::int64_t broker_up = 0, broker_down = 0;
         for (const db::Row r : tx.exec(kServices)) {
-          out["services"][r[0].as_string()] = {{"up", r[1].as_int()}, {"down", r[2].as_int()},
-                                               {"broker_down", r[3].as_int()}};
-          broker_down += r[3].as_int();
-          broker_up += r[4].as_int();
+          // "up" stays the count of live instances, as before.
+          out["services"][r["service"].as_string()] = {
+              {"state", r["state"].as_string()},   {"up", r["live"].as_int()},
+              {"live", r["live"].as_int()},         {"down", r["down"].as_int()},
+              {"replaced", r["replaced"].as_int()}, {"stopped", r["stopped"].as_int()},
+              {"broker_down", r["broker_down"].as_int()}};
+          broker_down += r["broker_down"].as_int();
+          broker_up += r["broker_up"].as_int();
         }
         // The CLI reached the database to say any of this; the broker is
         // reported as the live services see it (their heartbeats).
@@ -174,10 +171,15 @@ int status(Context& ctx, const std::vector<std::string>& args) {
   out << "\n";
   out << "services           :";
   if (s["services"].empty()) out << " none registered";
+  // up (2 live) / DEGRADED (1 live, 1 down) / DOWN (0 live); workers the
+  // pool replaced are history, idle workers (none live, none down) normal.
   for (const auto& [name, v] : s["services"].items()) {
-    out << " " << name << " " << v["up"] << " up";
-    if (v["down"].get<std::int64_t>() > 0) out << " (" << v["down"] << " DOWN)";
-    out << ";";
+    const std::string state = v["state"].get<std::string>();
+    out << "\n  " << name << " "
+        << (state == "degraded" ? "DEGRADED" : state == "down" ? "DOWN" : state) << " (" << v["live"] << " live";
+    if (v["down"].get<std::int64_t>() > 0) out << ", " << v["down"] << " down";
+    if (v["replaced"].get<std::int64_t>() > 0) out << ", " << v["replaced"] << " replaced (history)";
+    out << ")";
   }
   out << "\n";
   out << "database           : up\n";

@@ -1,0 +1,2 @@
+DROP VIEW conveyor.service_health;
+DROP VIEW conveyor.service_instance_live;
