@@ -146,6 +146,10 @@ TEST_F(ExecutionTest, AgingAdmitsALowPriorityJobWithinItsBound) {
   // Waited 9 minutes: effective priority 9, still below every new job of 10.
   db_.exec("UPDATE conveyor.job SET created_at = now() - interval '9 minutes' WHERE id = " + low);
   ready_job("free", 10);
+  // The aged order keeps admission's filters: a paused type waits however high or old.
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'other', true)");
+  const auto paused = ready_job("other", 20);
+  db_.exec("UPDATE conveyor.job SET created_at = now() - interval '1 day' WHERE id = " + paused);
   start(CONVEYOR_EXECUTION_PATH);
 
   // A steady stream: each admitted high job is replaced by a new one, so a
@@ -171,6 +175,7 @@ TEST_F(ExecutionTest, AgingAdmitsALowPriorityJobWithinItsBound) {
   ASSERT_TRUE(reaches(low, "queued"));
   EXPECT_EQ(queued_id(), low);
   EXPECT_EQ(count("free", "ready"), 2) << "both high jobs still wait behind the aged one";
+  EXPECT_EQ(status(paused), "ready");
   // The rule is one SQL function; at rate 0 it is the plain priority.
   EXPECT_EQ(db_.query_value("SELECT conveyor.effective_priority(7, now() - interval '1 hour', 0)"), "7");
   EXPECT_EQ(db_.query_value("SELECT conveyor.effective_priority(0, now() - interval '11 minutes', 1)"), "11");
