@@ -17,7 +17,9 @@ namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
 using conveyor::testing::TestDatabase;
 
-bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
+bool has(const RunResult& r, const std::string& text) {
+  return r.output.find(text) != std::string::npos;
+}
 
 class RestoreIdsCli : public ::testing::Test {
  protected:
@@ -37,8 +39,9 @@ class RestoreIdsCli : public ::testing::Test {
         {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
   }
   std::int64_t insert_job() {
-    return std::stoll(db_.query_value(
-        "INSERT INTO conveyor.job (job_type, params) VALUES ('sleep', '{\"seconds\": 0}') RETURNING id"));
+    return std::stoll(
+        db_.query_value("INSERT INTO conveyor.job (job_type, params) VALUES ('sleep', "
+                        "'{\"seconds\": 0}') RETURNING id"));
   }
   std::int64_t number(const std::string& sql) { return std::stoll(db_.query_value(sql)); }
 
@@ -65,13 +68,15 @@ TEST_F(RestoreIdsCli, SystemRestoreCleanNeverReusesAnId) {
 
   r = conveyor({"system", "restore", file.string(), "--clean", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3") << "the backup's jobs are back";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3")
+      << "the backup's jobs are back";
   EXPECT_TRUE(has(r, "job ids continue from " + std::to_string(on_disk + 1))) << r.output;
 
   const std::int64_t job = insert_job();
   EXPECT_GT(job, max_job) << "a removed job's id was handed out again";
   EXPECT_EQ(job, on_disk + 1) << "the id of a job folder on disk was handed out again";
-  EXPECT_GT(number("SELECT max(id) FROM conveyor.job_status_change WHERE job_id = " + std::to_string(job)),
+  EXPECT_GT(number("SELECT max(id) FROM conveyor.job_status_change WHERE job_id = " +
+                   std::to_string(job)),
             max_change);
   EXPECT_GT(number("SELECT max(id) FROM conveyor.outbox"), max_outbox);
 

@@ -250,8 +250,9 @@ TEST(JobTypeFile, ShippedExampleFileParses) {
 TEST(JobTypeParse, FullJsonSchemaBelowEachParameterIsCheckedWhenApplied) {
   json j = minimal();
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", "([a-z]"}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: not a valid regular expression"),
-            std::string::npos);
+  EXPECT_NE(
+      parse_error(j).find("params_schema.properties.tile.pattern: not a valid regular expression"),
+      std::string::npos);
   j["params_schema"] = {
       {"properties", {{"tile", {{"type", "string"}, {"pattern", std::string(300, 'a')}}}}}};
   EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: at most 256 characters"),
@@ -261,11 +262,14 @@ TEST(JobTypeParse, FullJsonSchemaBelowEachParameterIsCheckedWhenApplied) {
             std::string::npos);
   j["params_schema"] = {
       {"properties",
-       {{"tile", {{"type", "object"}, {"properties", {{"x", {{"type", "integer"}, {"maxium", 3}}}}}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.properties.x: unsupported keyword 'maxium'"),
+       {{"tile",
+         {{"type", "object"}, {"properties", {{"x", {{"type", "integer"}, {"maxium", 3}}}}}}}}}};
+  EXPECT_NE(parse_error(j).find(
+                "params_schema.properties.tile.properties.x: unsupported keyword 'maxium'"),
             std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"default", 5}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.default: params.tile:"), std::string::npos);
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.default: params.tile:"),
+            std::string::npos);
 }
 
 // ------------------------------------------------------------ validate_params
@@ -333,7 +337,8 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
       {"type", "object"},
       {"properties",
        {{"tile", {{"type", "string"}, {"pattern", "^[0-9]{2}[A-Z]{3}$"}, {"default", "32TLR"}}},
-        {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}, {"minItems", 1}}},
+        {"dates",
+         {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}, {"minItems", 1}}},
         {"area",
          {{"type", "object"},
           {"properties",
@@ -348,23 +353,29 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
                                        {"dates", {"2026-11-30", "2026-12-01"}},
                                        {"area", {{"west", 5.5}, {"corners", {1, 2.0}}}}})
                   .empty());
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32tlr"}}), "params.tile: failed to match regex"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-11-30", "yesterday"}}}),
-                          "params.dates[1]: string should be a valid date"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32tlr"}}),
+                          "params.tile: failed to match regex"));
+  EXPECT_TRUE(has_problem(
+      validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-11-30", "yesterday"}}}),
+      "params.dates[1]: string should be a valid date"));
   EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-13-01"}}}),
                           "params.dates[0]"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {3}}}), "params.dates[0]"));
+  EXPECT_TRUE(
+      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {3}}}), "params.dates[0]"));
   EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", json::array()}}),
                           "params.dates:"));
   EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", -200}}}}),
                           "params.area.west:"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"corners", {1}}}}}),
-                          "params.area:"));  // west is required
+  EXPECT_TRUE(
+      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"corners", {1}}}}}),
+                  "params.area:"));  // west is required
   EXPECT_TRUE(has_problem(
-      validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"corners", {1, "two"}}}}}),
+      validate_params(schema,
+                      {{"tile", "32TLR"}, {"area", {{"west", 1}, {"corners", {1, "two"}}}}}),
       "params.area.corners[1]:"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"north", 2}}}}),
-                          "params.area:"));  // additionalProperties false
+  EXPECT_TRUE(has_problem(
+      validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"north", 2}}}}),
+      "params.area:"));  // additionalProperties false
   // The project's own messages are unchanged and not repeated by the validator.
   const auto own = validate_params(schema, {{"tile", 5}});
   ASSERT_EQ(own.size(), 1u) << own.front();

@@ -8,7 +8,6 @@
 #include <limits>
 #include <regex>
 #include <set>
-
 #include <valijson/adapters/nlohmann_json_adapter.hpp>
 #include <valijson/schema.hpp>
 #include <valijson/schema_parser.hpp>
@@ -151,6 +150,7 @@ std::vector<std::string> placeholders(const std::string& arg,
 // Every keyword of JSON Schema draft 7 that valijson enforces, and the
 // annotations it ignores; anything else is a typo (e.g. "patern") that would
 // otherwise silently check nothing.
+// clang-format off
 const std::vector<std::string> kSchemaKeywords = {
     "type", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
     "multipleOf", "minLength", "maxLength", "pattern", "format", "items", "additionalItems",
@@ -158,6 +158,7 @@ const std::vector<std::string> kSchemaKeywords = {
     "additionalProperties", "required", "minProperties", "maxProperties", "propertyNames",
     "dependencies", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref",
     "definitions", "default", "examples", "description", "title", "$comment"};
+// clang-format on
 
 // valijson 1.0 checks only these formats; any other would be accepted unchecked.
 const std::vector<std::string> kFormats = {"date", "time", "date-time"};
@@ -191,23 +192,26 @@ void check_subschema(const Parser& p, const std::string& f, const json& schema) 
   if (schema.contains("pattern")) check_pattern(p, f + ".pattern", schema["pattern"]);
   if (schema.contains("format")) {
     const json& fm = schema["format"];
-    if (!fm.is_string() || std::find(kFormats.begin(), kFormats.end(), fm.get<std::string>()) == kFormats.end()) {
+    if (!fm.is_string() ||
+        std::find(kFormats.begin(), kFormats.end(), fm.get<std::string>()) == kFormats.end()) {
       p.fail(f + ".format", "must be one of date, time, date-time (others are not checked)");
     }
   }
-  for (const char* k : {"items", "additionalItems", "contains", "propertyNames", "not", "if", "then",
-                        "else", "additionalProperties"}) {
+  for (const char* k : {"items", "additionalItems", "contains", "propertyNames", "not", "if",
+                        "then", "else", "additionalProperties"}) {
     if (!schema.contains(k)) continue;
     const json& sub = schema[k];
     if (sub.is_array() && std::string(k) == "items") {
-      for (std::size_t i = 0; i < sub.size(); ++i) check_subschema(p, f + ".items[" + std::to_string(i) + "]", sub[i]);
+      for (std::size_t i = 0; i < sub.size(); ++i)
+        check_subschema(p, f + ".items[" + std::to_string(i) + "]", sub[i]);
     } else {
       check_subschema(p, f + "." + k, sub);
     }
   }
   for (const char* k : {"allOf", "anyOf", "oneOf"}) {
     if (!schema.contains(k)) continue;
-    if (!schema[k].is_array() || schema[k].empty()) p.fail(f + "." + k, "must be a non-empty array of schemas");
+    if (!schema[k].is_array() || schema[k].empty())
+      p.fail(f + "." + k, "must be a non-empty array of schemas");
     for (std::size_t i = 0; i < schema[k].size(); ++i) {
       check_subschema(p, f + "." + k + "[" + std::to_string(i) + "]", schema[k][i]);
     }
@@ -243,9 +247,9 @@ void check_params_schema(const Parser& p, const json& schema) {
   if (schema.empty()) return;  // no schema: any params object
   // The top level stays the project's own: an object of named parameters
   // (they become command placeholders); below each parameter, JSON Schema.
-  static const std::vector<std::string> top = {"type",        "properties", "required",
-                                               "additionalProperties", "description",
-                                               "title",       "definitions", "$comment"};
+  static const std::vector<std::string> top = {
+      "type",        "properties", "required",    "additionalProperties",
+      "description", "title",      "definitions", "$comment"};
   for (const auto& [k, v] : schema.items()) {
     if (std::find(top.begin(), top.end(), k) == top.end()) {
       p.fail(f, "unsupported keyword '" + k + "'" + suggestion(k, top));
@@ -285,7 +289,8 @@ void check_params_schema(const Parser& p, const json& schema) {
     check_subschema(p, pf, prop);
   }
   if (schema.contains("definitions")) {
-    if (!schema["definitions"].is_object()) p.fail(f + ".definitions", "must be an object of schemas");
+    if (!schema["definitions"].is_object())
+      p.fail(f + ".definitions", "must be an object of schemas");
     for (const auto& [name, sub] : schema["definitions"].items()) {
       check_subschema(p, f + ".definitions." + name, sub);
     }
@@ -477,9 +482,10 @@ std::vector<std::string> schema_problems(const json& schema, const json& value) 
   if (validator.validate(compiled, target_adapter, &results)) return problems;
   std::vector<valijson::ValidationResults::Error> errors(results.begin(), results.end());
   const auto is_summary = [](const valijson::ValidationResults::Error& e) {
-    for (const char* s : {"Failed to validate item #", "Failed to validate against schema associated with",
-                          "Failed to validate against additional properties schema",
-                          "Failed to validate against child schema #"}) {
+    for (const char* s :
+         {"Failed to validate item #", "Failed to validate against schema associated with",
+          "Failed to validate against additional properties schema",
+          "Failed to validate against child schema #"}) {
       if (e.description.rfind(s, 0) == 0) return true;
     }
     return false;
@@ -491,11 +497,13 @@ std::vector<std::string> schema_problems(const json& schema, const json& value) 
   };
   for (const auto& e : errors) {
     // valijson checks a format on a value of the wrong type too; the type is the problem.
-    if (e.description.rfind("String should be a valid", 0) == 0 && wrong_type_at(e.context)) continue;
-    const bool summarises_another = is_summary(e) && std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
-      return !is_summary(o) && o.context.size() >= e.context.size() &&
-             std::equal(e.context.begin(), e.context.end(), o.context.begin());
-    });
+    if (e.description.rfind("String should be a valid", 0) == 0 && wrong_type_at(e.context))
+      continue;
+    const bool summarises_another =
+        is_summary(e) && std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
+          return !is_summary(o) && o.context.size() >= e.context.size() &&
+                 std::equal(e.context.begin(), e.context.end(), o.context.begin());
+        });
     if (summarises_another) continue;
     std::string problem = params_path(e.context) + ": " + reworded(e.description);
     if (std::find(problems.begin(), problems.end(), problem) == problems.end()) {
@@ -729,9 +737,7 @@ JobType parse_job_type(const nlohmann::json& j) {
   }
   if (has("catchup_policy")) {
     t.catchup_policy = p.string(j["catchup_policy"], "catchup_policy");
-    if (t.catchup_policy != "all" && t.catchup_policy != "latest" && t.catchup_policy != "none") {
-      p.fail("catchup_policy", "must be one of all, latest, none");
-    }
+    if (!parse_catchup_policy(t.catchup_policy)) p.fail("catchup_policy", "must be one of all, latest, none, collapse");
   }
   if (has("catchup_window_s")) {
     t.catchup_window_s = p.integer(j["catchup_window_s"], "catchup_window_s", 1,

@@ -34,14 +34,16 @@ constexpr db::Statement kAdvanceSequences{
     "), target AS ("
     "  SELECT seq.*, greatest("
     "    coalesce(seq.restored, 0),"
-    "    coalesce((SELECT max(f.v) FROM unnest($1::text[], $2::bigint[]) AS f(n, v) WHERE f.n = seq.name), 0),"
+    "    coalesce((SELECT max(f.v) FROM unnest($1::text[], $2::bigint[]) AS f(n, v) "
+    "              WHERE f.n = seq.name), 0),"
     "    coalesce(CASE WHEN seq.column_name IS NOT NULL THEN (xpath('/row/m/text()', query_to_xml("
     "      format('SELECT max(%I)::bigint AS m FROM %s', seq.column_name, seq.table_oid::regclass),"
     "      false, true, '')))[1]::text::bigint END, 0)) AS value "
     "  FROM seq"
     ") "
     "SELECT name, coalesce(restored, 0), "
-    "       CASE WHEN value > coalesce(restored, 0) THEN setval(seq_oid, value, true) ELSE value END "
+    "       CASE WHEN value > coalesce(restored, 0) THEN setval(seq_oid, value, true) "
+    "            ELSE value END "
     "FROM target ORDER BY name"};
 
 // "job-42" -> 42; anything else -> 0.
@@ -77,7 +79,8 @@ SequenceMarks sequence_marks(db::Tx& tx) {
 std::int64_t highest_job_id_on_disk(const fs::path& data_dir) {
   std::int64_t highest = highest_in(data_dir / "outputs");
   std::error_code ec;
-  for (fs::directory_iterator month(data_dir / "logs", ec), end; !ec && month != end; month.increment(ec)) {
+  for (fs::directory_iterator month(data_dir / "logs", ec), end; !ec && month != end;
+       month.increment(ec)) {
     highest = std::max(highest, highest_in(month->path()));
   }
   return highest;
@@ -92,7 +95,8 @@ std::vector<SequenceAdvance> advance_sequences(db::Tx& tx, const SequenceMarks& 
   }
   std::vector<SequenceAdvance> out;
   for (const db::Row r : tx.exec(kAdvanceSequences, {names, values})) {
-    out.push_back({.sequence = r[0].as_string(), .restored = r[1].as_int(), .last_value = r[2].as_int()});
+    out.push_back(
+        {.sequence = r[0].as_string(), .restored = r[1].as_int(), .last_value = r[2].as_int()});
   }
   return out;
 }
