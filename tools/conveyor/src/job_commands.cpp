@@ -821,8 +821,8 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
     if (params_json.size() > 10) talk << "  ... and " << params_json.size() - 10 << " more\n";
     if (!refused.empty()) {
       for (std::size_t i = 0; i < refused.size() && i < 10; ++i) ctx.err << "conveyor: " << refused[i] << "\n";
-      throw Error(errc::bad_input, "job patch: nothing changed: the new params of " + std::to_string(refused.size()) +
-                                       " job(s) do not match their type's schema (see above)");
+      throw Error(errc::bad_input, "job patch: nothing changed: " + std::to_string(refused.size()) +
+                                       " job(s) cannot take the new params (see above)");
     }
   }
   if (ids.empty() || !o.has("--apply")) {
