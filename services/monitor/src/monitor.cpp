@@ -10,6 +10,7 @@
 #include "conveyor/logging/logging.hpp"
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/status.hpp"
+#include "conveyor/model/waves.hpp"
 #include "dashboard.hpp"
 #include "reconciler.hpp"
 #include "registry.hpp"
@@ -185,6 +186,22 @@ bool Monitor::scan() {
     }
     if (r->purged > 0)
       log->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
+  });
+
+  // Runbook 001's restart in waves (`conveyor system waves --auto`): the next
+  // wave once the current one drained to the run's threshold.
+  part("waves", [&] {
+    const auto step = ctx_.db().transact([](db::Tx& tx) { return model::advance_waves(tx); });
+    if (!step) return;
+    if (step->done) {
+      log->info("wave run {}: wave {} drained (backlog {}); done, every job type admitted again",
+                step->run_id, step->from, step->backlog);
+    } else {
+      log->info("wave run {}: wave {} drained (backlog {}); wave {} admitted", step->run_id, step->from,
+                step->backlog, step->to);
+      more_ = true;  // the next wave may be drained already
+    }
+    metrics.counter("conveyor_monitor_wave_steps_total", "waves advanced by the monitor").inc();
   });
 
   metrics.counter("conveyor_monitor_scans_total", "reconciler scans").inc();
