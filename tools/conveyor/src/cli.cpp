@@ -9,6 +9,8 @@
 #include <charconv>
 #include <csignal>
 #include <iostream>
+#include <sstream>
+#include <string_view>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job.hpp"
@@ -89,6 +91,12 @@ answers for scripts, and without a terminal they refuse unless --yes is given.
 Configuration: CONVEYOR_* environment variables over --env-file files (later files win).
 )";
 
+// Set while `conveyor __complete` asks a command what it accepts.
+bool g_listing = false;
+// The configuration could not be loaded, but help was asked for: help is
+// printed without it, and a command that needs the database gets this error.
+std::exception_ptr g_config_error;
+
 config::Schema cli_schema() {
   auto schema = config::core_schema();
   // The CLI starts without a database for `db create`, `config show` and help;
@@ -105,6 +113,7 @@ config::Schema cli_schema() {
 }  // namespace
 
 std::string Context::database_url() const {
+  if (g_config_error) std::rethrow_exception(g_config_error);
   std::string url = config.get_string("CONVEYOR_DATABASE_URL");
   if (url.empty()) {
     throw Error(errc::invalid_config,
@@ -147,9 +156,11 @@ std::optional<std::string> Options::get(const std::string& name) const {
 
 Options parse_options(const std::vector<std::string>& args, const std::string& command,
                       const std::set<std::string>& with_value, const std::set<std::string>& flags) {
+  if (g_listing) throw CompletionListed{std::vector<std::string>(flags.begin(), flags.end()), with_value};
   Options o;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
+    if (a == "--help" || a == "-h") throw HelpRequested{};
     if (a.size() < 2 || a[0] != '-' || (a[1] != '-' && !flags.count(a))) {
       o.positional.push_back(a);
       continue;
@@ -224,17 +235,87 @@ void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& 
   if (ids.size() > shown.size()) out << "... and " << ids.size() - shown.size() << " more\n";
 }
 
+namespace {
+
+bool is_help(const std::string& a) { return a == "--help" || a == "-h" || a == "help"; }
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+// The verb a usage line is about: "       conveyor job ls [--status S]" -> "ls";
+// "" when the line names no command of `noun` (a continuation or a note).
+std::string usage_verb(const std::string& line, const std::string& noun) {
+  std::string_view v = line;
+  if (v.starts_with("usage: ")) v.remove_prefix(7);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  const std::string lead = "conveyor " + noun + " ";
+  if (!v.starts_with(lead)) return "";
+  v.remove_prefix(lead.size());
+  return std::string(v.substr(0, v.find_first_of(" |")));
+}
+
+// The lines of a noun's usage for one verb (any of `names`: aliases share a
+// function), with their continuation lines and the noun's closing notes;
+// the whole usage when none names the verb.
+std::string verb_usage(const std::string& noun, const char* usage, const std::set<std::string>& names) {
+  const auto lines = split_lines(usage);
+  std::string text;
+  std::string notes;
+  bool in_verb = false;
+  bool in_notes = false;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    const std::string verb = usage_verb(l, noun);
+    if (!verb.empty()) {
+      in_verb = names.count(verb) > 0;
+      if (in_verb) text += (text.empty() ? "usage: " : "       ") + l.substr(l.find("conveyor ")) + "\n";
+      continue;
+    }
+    if (i > 0 && !l.empty() && l[0] != ' ') in_notes = true;
+    if (in_notes) notes += l + "\n";
+    else if (in_verb) text += l + "\n";
+  }
+  return text.empty() ? std::string(usage) : text + notes;
+}
+
+}  // namespace
+
 int dispatch(Context& ctx, const std::vector<std::string>& args, const std::string& noun, const char* usage,
              std::initializer_list<SubcommandEntry> subcommands) {
+  if (g_listing && args.empty()) {
+    CompletionListed verbs;
+    for (const auto& sub : subcommands) verbs.words.emplace_back(sub.name);
+    throw verbs;
+  }
   if (args.empty()) {
     ctx.err << usage;
     return kExitUsage;
   }
-  const std::vector<std::string> rest(args.begin() + 1, args.end());
-  for (const auto& sub : subcommands) {
-    if (args[0] == sub.name) return sub.run(ctx, rest);
+  // `NOUN help VERB` is `NOUN VERB --help`.
+  std::vector<std::string> wanted = args;
+  if (is_help(args[0]) && args.size() > 1) wanted = {args[1], "--help"};
+  if (is_help(wanted[0])) {
+    ctx.out << usage;
+    return kExitOk;
   }
-  ctx.err << "conveyor: unknown " << noun << " command '" << args[0] << "'\n" << usage;
+  const std::vector<std::string> rest(wanted.begin() + 1, wanted.end());
+  for (const auto& sub : subcommands) {
+    if (wanted[0] != sub.name) continue;
+    try {
+      return sub.run(ctx, rest);
+    } catch (const HelpRequested&) {
+      std::set<std::string> names;
+      for (const auto& alias : subcommands)
+        if (alias.run == sub.run) names.insert(alias.name);
+      ctx.out << verb_usage(noun, usage, names);
+      return kExitOk;
+    }
+  }
+  ctx.err << "conveyor: unknown " << noun << " command '" << wanted[0] << "'\n" << usage;
   return kExitUsage;
 }
 
@@ -260,8 +341,123 @@ void print_table(std::ostream& out, const std::vector<std::string>& headers,
   for (const auto& row : rows) line(row);
 }
 
+namespace {
+
+// Every noun: run_cli runs them, help and completion list them from here.
+constexpr SubcommandEntry kNouns[] = {
+    {"db", db_command},         {"config", config_command}, {"job-type", job_type_command},
+    {"job", job_command},       {"worker", worker_command}, {"params", params_command},
+    {"system", system_command}, {"queue", queue_command},   {"events", events_command},
+    {"schedule", schedule_command}, {"token", token_command}};
+
+const SubcommandEntry* find_noun(const std::string& name) {
+  for (const auto& n : kNouns)
+    if (name == n.name) return &n;
+  return nullptr;
+}
+
+// The scripts only ask `conveyor __complete` (the same binary the user
+// typed), so they never go stale as commands and options change.
+constexpr const char* kBashCompletion = R"sh(# bash completion for conveyor: source <(conveyor completion bash)
+_conveyor() {
+  local IFS=$'\n'
+  COMPREPLY=($("${COMP_WORDS[0]}" __complete "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null))
+}
+complete -o default -F _conveyor conveyor
+)sh";
+constexpr const char* kZshCompletion = R"sh(#compdef conveyor
+# zsh completion for conveyor: source <(conveyor completion zsh), after compinit
+_conveyor() {
+  local -a candidates
+  candidates=(${(f)"$(${words[1]} __complete "${(@)words[2,CURRENT]}" 2>/dev/null)"})
+  if (( ${#candidates} )); then compadd -- $candidates; else _files; fi
+}
+if (( $+functions[compdef] )); then compdef _conveyor conveyor; fi
+)sh";
+
+// What a noun accepts, asked without running it: its verbs (verb empty) or
+// the verb's options. Nothing when the command does not say before it would
+// need the database (the configuration here is empty, so it cannot connect).
+CompletionListed list_accepted(const SubcommandEntry& noun, const std::optional<std::string>& verb) {
+  std::ostream nowhere(nullptr);
+  Context ctx{config::load(cli_schema(), {}, {}), false, nowhere, nowhere};
+  g_listing = true;
+  try {
+    noun.run(ctx, verb ? std::vector<std::string>{*verb} : std::vector<std::string>{});
+  } catch (const CompletionListed& listed) {
+    g_listing = false;
+    return listed;
+  } catch (...) {
+  }
+  g_listing = false;
+  return {};
+}
+
+// `conveyor __complete WORD... CURRENT`: the words typed after `conveyor`,
+// the last one being completed (may be empty); prints the candidates
+// starting with it, one a line. No candidate: the shell completes file names.
+int complete(const std::vector<std::string>& words, std::ostream& out) {
+  const std::string current = words.empty() ? "" : words.back();
+  std::vector<std::string> before;
+  for (std::size_t i = 0; i + 1 < words.size(); ++i) {
+    if (words[i] == "--json" || words[i].starts_with("--env-file=")) continue;
+    if (words[i] == "--env-file") {
+      ++i;
+      continue;
+    }
+    before.push_back(words[i]);
+  }
+  if (words.size() >= 2 && words[words.size() - 2] == "--env-file") return kExitOk;  // a file name
+  std::vector<std::string> candidates;
+  const bool option = current.starts_with("-");
+  const auto verbs_of = [&](const std::string& name) {
+    if (const auto* noun = find_noun(name)) {
+      for (auto& v : list_accepted(*noun, std::nullopt).words) candidates.push_back(v);
+    }
+  };
+  if (before.empty()) {
+    for (const auto& n : kNouns) candidates.emplace_back(n.name);
+    candidates.insert(candidates.end(), {"help", "version", "completion"});
+    if (option) candidates.insert(candidates.end(), {"--json", "--env-file", "--help", "--version"});
+  } else if (before[0] == "completion") {
+    if (before.size() == 1) candidates = {"bash", "zsh"};
+  } else if (before[0] == "help") {
+    if (before.size() == 1) {
+      for (const auto& n : kNouns) candidates.emplace_back(n.name);
+    } else if (before.size() == 2) {
+      verbs_of(before[1]);
+    }
+  } else if (const auto* noun = find_noun(before[0])) {
+    if (before.size() == 1) {
+      verbs_of(before[0]);
+      candidates.push_back(option ? "--help" : "help");
+    } else if (before.size() == 2 && is_help(before[1])) {
+      verbs_of(before[0]);
+    } else {
+      const CompletionListed accepted = list_accepted(*noun, before[1]);
+      // After an option that takes a value: the value (files by default).
+      if (before.size() > 2 && accepted.with_value.count(before.back())) return kExitOk;
+      if (option) {
+        candidates = accepted.words;
+        candidates.insert(candidates.end(), accepted.with_value.begin(), accepted.with_value.end());
+        candidates.push_back("--help");
+      }
+    }
+  }
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  for (const auto& c : candidates)
+    if (c.starts_with(current)) out << c << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
 int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::ostream& err) {
   try {
+    if (!raw_args.empty() && raw_args[0] == "__complete") {
+      return complete(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), out);
+    }
     auto split = config::split_env_file_args(raw_args);
     std::vector<std::string> args;
     bool json = false;
@@ -269,30 +465,49 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
       if (a == "--json") json = true;
       else args.push_back(a);
     }
-    if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    // `help NOUN [VERB]` is `NOUN [VERB] --help`.
+    if (args.size() > 1 && is_help(args[0]) && find_noun(args[1])) {
+      args.erase(args.begin());
+      args.emplace_back("--help");
+    }
+    if (args.empty() || is_help(args[0])) {
       (args.empty() ? err : out) << kUsage;
       return args.empty() ? kExitUsage : kExitOk;
+    }
+    if (args[0] == "completion") {
+      if (args.size() == 2 && args[1] == "bash") return out << kBashCompletion, kExitOk;
+      if (args.size() == 2 && args[1] == "zsh") return out << kZshCompletion, kExitOk;
+      if (args.size() == 2 && is_help(args[1])) return out << "usage: conveyor completion bash|zsh\n", kExitOk;
+      err << "usage: conveyor completion bash|zsh   (bash: source <(conveyor completion bash))\n";
+      return kExitUsage;
     }
     if (args[0] == "version" || args[0] == "--version") {
       out << "conveyor " << CONVEYOR_CLI_VERSION << "\n";
       return kExitOk;
     }
-    Context ctx{config::load(cli_schema(), split.env_files, config::process_environment()), json, out, err};
-    for (const auto& w : ctx.config.warnings()) err << "conveyor: warning: " << w << "\n";
+    // Help needs no configuration: when it cannot be loaded, help still
+    // prints, and a command that goes on to need the database reports why.
+    const bool wants_help = std::any_of(args.begin(), args.end(), is_help);
+    g_config_error = nullptr;
+    auto loaded = [&] {
+      try {
+        return config::load(cli_schema(), split.env_files, config::process_environment());
+      } catch (const Error&) {
+        if (!wants_help) throw;
+        g_config_error = std::current_exception();
+        return config::load(cli_schema(), {}, {});
+      }
+    };
+    Context ctx{loaded(), json, out, err};
+    if (!g_config_error)
+      for (const auto& w : ctx.config.warnings()) err << "conveyor: warning: " << w << "\n";
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    if (args[0] == "db") return db_command(ctx, rest);
-    if (args[0] == "config") return config_command(ctx, rest);
-    if (args[0] == "job-type") return job_type_command(ctx, rest);
-    if (args[0] == "job") return job_command(ctx, rest);
-    if (args[0] == "worker") return worker_command(ctx, rest);
-    if (args[0] == "params") return params_command(ctx, rest);
-    if (args[0] == "system") return system_command(ctx, rest);
-    if (args[0] == "queue") return queue_command(ctx, rest);
-    if (args[0] == "events") return events_command(ctx, rest);
-    if (args[0] == "schedule") return schedule_command(ctx, rest);
-    if (args[0] == "token") return token_command(ctx, rest);
+    if (const auto* noun = find_noun(args[0])) return noun->run(ctx, rest);
     err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
     return kExitUsage;
+  } catch (const HelpRequested&) {  // a command outside dispatch: the overall usage
+    out << kUsage;
+    return kExitOk;
   } catch (const Error& e) {
     err << "conveyor: error: " << e.what() << "\n";
     return e.code() == errc::bad_input ? kExitUsage : kExitFailed;

@@ -68,7 +68,8 @@ struct Options {
   }
 };
 // `with_value` and `flags` list the accepted options; `command` names the
-// command in errors ("job ls").
+// command in errors ("job ls"). --help or -h where an option may stand throws
+// HelpRequested, which dispatch answers with the command's usage.
 Options parse_options(const std::vector<std::string>& args, const std::string& command,
                       const std::set<std::string>& with_value, const std::set<std::string>& flags = {});
 // An integer option within [min, max], or Error(bad_input) naming it.
@@ -86,6 +87,16 @@ std::string display_time(const std::optional<std::string>& rfc3339);
 // then how many more there are. Ids that name no job are left out.
 void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& ids, std::size_t limit = 20);
 
+// `conveyor NOUN VERB --help`: thrown by parse_options, caught by dispatch.
+struct HelpRequested {};
+// Thrown instead of running a command while `conveyor __complete` asks what
+// it accepts: dispatch lists its verbs, parse_options the verb's options.
+// Both happen before any database access, so completion never connects.
+struct CompletionListed {
+  std::vector<std::string> words;     // verbs, or options taking no value
+  std::set<std::string> with_value;   // options taking a value
+};
+
 // One subcommand of a noun ("job ls"): gets the arguments after its name.
 using Subcommand = int (*)(Context&, const std::vector<std::string>&);
 struct SubcommandEntry {
@@ -93,7 +104,9 @@ struct SubcommandEntry {
   Subcommand run;
 };
 // Runs the subcommand args[0] names with the rest; no subcommand or an
-// unknown one prints `usage` and returns kExitUsage.
+// unknown one prints `usage` and returns kExitUsage. `NOUN --help|-h|help`
+// prints `usage` on stdout; `NOUN VERB --help` and `NOUN help VERB` print
+// the lines of `usage` for that verb (and the notes after them).
 int dispatch(Context& ctx, const std::vector<std::string>& args, const std::string& noun, const char* usage,
              std::initializer_list<SubcommandEntry> subcommands);
 

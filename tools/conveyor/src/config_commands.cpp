@@ -6,9 +6,15 @@
 
 namespace conveyor::cli {
 
-int config_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.size() != 1 || args[0] != "show") {
-    ctx.err << "usage: conveyor config show\n";
+namespace {
+
+constexpr const char* kConfigUsage =
+    "usage: conveyor config show   effective configuration, secrets masked, with where each value came from\n";
+
+int show(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "config show", {});
+  if (!o.positional.empty()) {
+    ctx.err << kConfigUsage;
     return kExitUsage;
   }
   auto shown = ctx.config.show();
@@ -22,6 +28,12 @@ int config_command(Context& ctx, const std::vector<std::string>& args) {
   for (const auto& [key, value, source] : shown) rows.push_back({key, value, source});
   print_table(ctx.out, {"KEY", "VALUE", "SOURCE"}, rows);
   return kExitOk;
+}
+
+}  // namespace
+
+int config_command(Context& ctx, const std::vector<std::string>& args) {
+  return dispatch(ctx, args, "config", kConfigUsage, {{"show", show}});
 }
 
 }  // namespace conveyor::cli

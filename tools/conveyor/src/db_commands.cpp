@@ -22,8 +22,17 @@ namespace conveyor::cli {
 namespace {
 
 constexpr const char* kDbUsage =
-    "usage: conveyor db init|status|pending|applied|create NAME|migrate|rollback|lock|unlock\n"
-    "       conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n";
+    "usage: conveyor db init         create the migration tables\n"
+    "       conveyor db status       pending count, current version, up to date or not\n"
+    "       conveyor db pending      list migrations not yet applied\n"
+    "       conveyor db applied      list applied migrations with group ids and times\n"
+    "       conveyor db create NAME  write an empty up/down migration pair named NAME\n"
+    "       conveyor db migrate      apply every pending migration as one group, in one transaction\n"
+    "       conveyor db rollback     undo the last group\n"
+    "       conveyor db lock         refuse migrate and rollback until unlocked\n"
+    "       conveyor db unlock       allow migrate and rollback again\n"
+    "       conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n"
+    "                 a service's login role, member of its least-privilege role (run as the owner)\n";
 
 std::filesystem::path migrations_dir(const Context& ctx) {
   std::string dir = ctx.config.get_string("CONVEYOR_MIGRATIONS_DIR");
@@ -295,70 +304,109 @@ int grant_login(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// The migration verbs take no argument (create: NAME); each parses its
+// options first, so help and completion never touch the database.
+std::filesystem::path no_arguments(Context& ctx, const std::vector<std::string>& args, const std::string& verb) {
+  const Options o = parse_options(args, "db " + verb, {});
+  if (!o.positional.empty()) {
+    throw FieldError(o.positional[0], "db " + verb + ": unexpected argument '" + o.positional[0] + "'");
+  }
+  return migrations_dir(ctx);
+}
+
+int init_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "init");
+  db::Migrator m(ctx.database_url(), dir);
+  m.init();
+  ctx.out << "migration tables ready (conveyor.schema_migrations, conveyor.schema_migration_lock)\n";
+  return kExitOk;
+}
+
+int status_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "status");
+  db::Migrator m(ctx.database_url(), dir);
+  return status(ctx, m);
+}
+
+int pending_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "pending");
+  db::Migrator m(ctx.database_url(), dir);
+  return pending(ctx, m);
+}
+
+int applied_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "applied");
+  db::Migrator m(ctx.database_url(), dir);
+  return applied(ctx, m);
+}
+
+int create_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "db create", {});
+  if (o.positional.size() != 1) {
+    ctx.err << "usage: conveyor db create NAME\n";
+    return kExitUsage;
+  }
+  auto up = db::Migrator::create(migrations_dir(ctx), o.positional[0]);
+  auto down = up;
+  down.replace_filename(up.filename().string().substr(0, up.filename().string().size() - 7) + ".down.sql");
+  ctx.out << "created migration " << up.string() << " and " << down.filename().string() << "\n";
+  return kExitOk;
+}
+
+int migrate_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "migrate");
+  db::Migrator m(ctx.database_url(), dir);
+  auto r = m.migrate();
+  if (r.names.empty()) {
+    ctx.out << "no pending migrations: database is up-to-date\n";
+  } else {
+    ctx.out << "database migrated to group #" << r.group_id << " (" << join_names(r.names) << ")\n";
+  }
+  return kExitOk;
+}
+
+int rollback_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "rollback");
+  db::Migrator m(ctx.database_url(), dir);
+  auto r = m.rollback();
+  if (r.names.empty()) {
+    ctx.out << "nothing to roll back\n";
+  } else {
+    ctx.out << "rolled back group #" << r.group_id << " (" << join_names(r.names) << ")\n";
+  }
+  return kExitOk;
+}
+
+int lock_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "lock");
+  db::Migrator m(ctx.database_url(), dir);
+  m.lock(whoami());
+  ctx.out << "migrations locked: migrate and rollback refuse until `conveyor db unlock`\n";
+  return kExitOk;
+}
+
+int unlock_cmd(Context& ctx, const std::vector<std::string>& args) {
+  const auto dir = no_arguments(ctx, args, "unlock");
+  db::Migrator m(ctx.database_url(), dir);
+  m.unlock();
+  ctx.out << "migrations unlocked\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int db_command(Context& ctx, const std::vector<std::string>& args) {
-  if (args.empty()) {
-    ctx.err << kDbUsage;
-    return kExitUsage;
-  }
-  const std::string& cmd = args[0];
-  if (cmd == "grant-login") return grant_login(ctx, std::vector<std::string>(args.begin() + 1, args.end()));
-  auto dir = migrations_dir(ctx);
-  if (cmd == "create") {
-    if (args.size() != 2) {
-      ctx.err << "usage: conveyor db create NAME\n";
-      return kExitUsage;
-    }
-    auto up = db::Migrator::create(dir, args[1]);
-    auto down = up;
-    down.replace_filename(up.filename().string().substr(0, up.filename().string().size() - 7) + ".down.sql");
-    ctx.out << "created migration " << up.string() << " and " << down.filename().string() << "\n";
-    return kExitOk;
-  }
-  if (args.size() != 1) {
-    ctx.err << kDbUsage;
-    return kExitUsage;
-  }
-  db::Migrator m(ctx.database_url(), dir);
-  if (cmd == "init") {
-    m.init();
-    ctx.out << "migration tables ready (conveyor.schema_migrations, conveyor.schema_migration_lock)\n";
-    return kExitOk;
-  }
-  if (cmd == "status") return status(ctx, m);
-  if (cmd == "pending") return pending(ctx, m);
-  if (cmd == "applied") return applied(ctx, m);
-  if (cmd == "migrate") {
-    auto r = m.migrate();
-    if (r.names.empty()) {
-      ctx.out << "no pending migrations: database is up-to-date\n";
-    } else {
-      ctx.out << "database migrated to group #" << r.group_id << " (" << join_names(r.names) << ")\n";
-    }
-    return kExitOk;
-  }
-  if (cmd == "rollback") {
-    auto r = m.rollback();
-    if (r.names.empty()) {
-      ctx.out << "nothing to roll back\n";
-    } else {
-      ctx.out << "rolled back group #" << r.group_id << " (" << join_names(r.names) << ")\n";
-    }
-    return kExitOk;
-  }
-  if (cmd == "lock") {
-    m.lock(whoami());
-    ctx.out << "migrations locked: migrate and rollback refuse until `conveyor db unlock`\n";
-    return kExitOk;
-  }
-  if (cmd == "unlock") {
-    m.unlock();
-    ctx.out << "migrations unlocked\n";
-    return kExitOk;
-  }
-  ctx.err << "conveyor db: unknown command '" << cmd << "'\n" << kDbUsage;
-  return kExitUsage;
+  return dispatch(ctx, args, "db", kDbUsage,
+                  {{"init", init_cmd},
+                   {"status", status_cmd},
+                   {"pending", pending_cmd},
+                   {"applied", applied_cmd},
+                   {"create", create_cmd},
+                   {"migrate", migrate_cmd},
+                   {"rollback", rollback_cmd},
+                   {"lock", lock_cmd},
+                   {"unlock", unlock_cmd},
+                   {"grant-login", grant_login}});
 }
 
 }  // namespace conveyor::cli

@@ -117,21 +117,11 @@ std::vector<model::JobType> read_file(const std::string& path) {
 }
 
 int apply(Context& ctx, const std::vector<std::string>& args) {
-  std::string file;
-  bool yes = false;
-  bool dry_run = false;
-  for (const auto& a : args) {
-    if (a == "--yes" || a == "-y")
-      yes = true;
-    else if (a == "--dry-run")
-      dry_run = true;
-    else if (!a.empty() && a[0] == '-')
-      throw Error(errc::bad_input, "job-type apply: unknown option " + a);
-    else if (file.empty())
-      file = a;
-    else
-      throw Error(errc::bad_input, "job-type apply: one FILE only");
-  }
+  const Options o = parse_options(args, "job-type apply", {}, {"--yes", "-y", "--dry-run"});
+  if (o.positional.size() > 1) throw Error(errc::bad_input, "job-type apply: one FILE only");
+  const std::string file = o.positional.empty() ? "" : o.positional[0];
+  const bool yes = o.has("--yes") || o.has("-y");
+  const bool dry_run = o.has("--dry-run");
   if (file.empty())
     throw Error(errc::bad_input, "job-type apply: FILE is required\n" + std::string(kJobTypeUsage));
 
@@ -179,7 +169,10 @@ std::vector<model::JobType> load_all(const Context& ctx) {
 }
 
 int list(Context& ctx, const std::vector<std::string>& args) {
-  if (!args.empty()) throw FieldError(args[0], "job-type list: unexpected argument '" + args[0] + "'");
+  const Options o = parse_options(args, "job-type list", {});
+  if (!o.positional.empty()) {
+    throw FieldError(o.positional[0], "job-type list: unexpected argument '" + o.positional[0] + "'");
+  }
   const auto types = load_all(ctx);
   if (ctx.json) {
     json j = json::array();
@@ -202,11 +195,13 @@ int list(Context& ctx, const std::vector<std::string>& args) {
 }
 
 int show(Context& ctx, const std::vector<std::string>& args) {
-  if (args.size() != 1)
+  const Options o = parse_options(args, "job-type show", {});
+  if (o.positional.size() != 1)
     throw Error(errc::bad_input, "job-type show: NAME is required\n" + std::string(kJobTypeUsage));
+  const std::string name = o.positional[0];
   db::Pool pool(pool_options(ctx));
-  const auto t = pool.transact([&](db::Tx& tx) { return model::load_job_type(tx, args[0]); });
-  if (!t) throw Error(errc::not_found, "job type '" + args[0] + "' does not exist");
+  const auto t = pool.transact([&](db::Tx& tx) { return model::load_job_type(tx, name); });
+  if (!t) throw Error(errc::not_found, "job type '" + name + "' does not exist");
   ctx.out << (ctx.json ? t->to_json().dump() : t->to_json().dump(2)) << "\n";
   return kExitOk;
 }
