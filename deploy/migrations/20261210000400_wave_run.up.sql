@@ -29,10 +29,10 @@ COMMENT ON TABLE conveyor.wave_run IS
   'runbook 001 restarts in waves, advanced by conveyor-monitor (conveyor system waves --auto)';
 
 -- The monitor advances a run: it reads and updates the row and sets
--- job_types_list (model::patch_system_parameters; its trigger writes the
--- history and the outbox, which the monitor may already insert into).
+-- job_types_list, that column only: no other parameter (the row's trigger
+-- writes the history and the outbox, which the monitor may already insert into).
 GRANT SELECT, UPDATE (current, state, updated_at) ON conveyor.wave_run TO conveyor_monitor;
-GRANT UPDATE ON conveyor.system_parameters TO conveyor_monitor;
+GRANT UPDATE (job_types_list) ON conveyor.system_parameters TO conveyor_monitor;
 GRANT INSERT ON conveyor.system_parameters_history TO conveyor_monitor;
 GRANT USAGE ON SEQUENCE conveyor.system_parameters_history_id_seq TO conveyor_monitor;
 GRANT SELECT ON conveyor.wave_run TO conveyor_reader;

@@ -8,7 +8,6 @@
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
-#include "conveyor/model/system_parameters.hpp"
 
 namespace conveyor::model {
 namespace {
@@ -72,7 +71,15 @@ std::int64_t backlog_of(db::Tx& tx, const std::vector<std::string>& types) {
   return tx.exec(kBacklog, {types})[0][0].as_int();
 }
 
-void admit(db::Tx& tx, const json& list) { patch_system_parameters(tx, {{"job_types_list", list}}); }
+// job_types_list alone, so the monitor needs UPDATE on that one column
+// (migration 20261210000400) and no other parameter. The row's CHECKs judge
+// it and its trigger records the history and the parameters event, as for
+// patch_system_parameters; the names come from job_type_waves.
+constexpr db::Statement kSetTypesList{
+    "model_wave_set_job_types_list",
+    "UPDATE conveyor.system_parameters SET job_types_list = $1::text[] WHERE id"};
+
+void admit(db::Tx& tx, const std::optional<std::vector<std::string>>& list) { tx.exec(kSetTypesList, {list}); }
 
 }  // namespace
 
@@ -178,7 +185,7 @@ std::optional<WaveStep> advance_waves(db::Tx& tx) {
   step.backlog = backlog_of(tx, w.waves[static_cast<std::size_t>(w.current - 1)]);
   if (step.backlog > w.threshold) return std::nullopt;
   if (static_cast<std::size_t>(w.current) >= w.waves.size()) {
-    admit(tx, nullptr);  // every type again, as before the restart
+    admit(tx, std::nullopt);  // every type again, as before the restart
     tx.exec(kMoveRun, {w.id, w.current, "done"});
     step.done = true;
     return step;

@@ -10,8 +10,9 @@
 // advance_waves on each scan, which moves to the next wave once the current
 // wave's backlog (its jobs in initialized..started) is at or below the run's
 // threshold, and after the last wave sets job_types_list back to NULL (every
-// type) and the run to done. job_types_list is always written through
-// patch_system_parameters, so its checks and history are the usual ones.
+// type) and the run to done. job_types_list is written by one UPDATE of that
+// column only (the monitor may change no other parameter); the row's CHECKs
+// and its history trigger are the same as for patch_system_parameters.
 // Thread-safe: the functions use the caller's transaction.
 #include <cstdint>
 #include <optional>
