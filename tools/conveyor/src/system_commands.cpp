@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <ostream>
 #include <set>
@@ -28,6 +29,7 @@
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/sequences.hpp"
 #include "conveyor/model/system_parameters.hpp"
+#include "conveyor/model/waves.hpp"
 #include "conveyor/model/worker.hpp"
 
 namespace conveyor::cli {
@@ -42,7 +44,8 @@ constexpr const char* kSystemUsage =
     "       conveyor system unpause                 accept new jobs again\n"
     "       conveyor system backup FILE            pg_dump of the database (custom format, compressed)\n"
     "       conveyor system restore FILE [--clean] [--yes]   pg_restore of a backup (--clean: replace what is there)\n"
-    "       conveyor system waves [--start N | --all]   runbook 001's restart in waves of dependent job types\n"
+    "       conveyor system waves [--start N | --all | --auto [--threshold N] | --stop]\n"
+    "                 runbook 001's restart in waves of dependent job types (--auto: the monitor advances them)\n"
     "       conveyor system prepare-for-reboot [--force] [--yes]\n"
     "                 after stopping the workers: running and queued jobs back to ready\n";
 
@@ -143,6 +146,12 @@ int status(Context& ctx, const std::vector<std::string>& args) {
           out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
                                           {"reason", r[2].as_string()}});
         }
+        // A wave run conveyor-monitor advances (`system waves --auto`).
+        const auto run = model::load_wave_run(tx);
+        out["waves"] = run && run->state == "running"
+                           ? json{{"current", run->current}, {"of", run->waves.size()}, {"backlog", run->backlog},
+                                  {"threshold", run->threshold}, {"run", run->id}}
+                           : json();
         return out;
       },
       snapshot);
@@ -210,6 +219,10 @@ int status(Context& ctx, const std::vector<std::string>& args) {
     out << ";";
   }
   out << "\n";
+  if (!s["waves"].is_null()) {
+    out << "waves              : " << s["waves"]["current"] << " of " << s["waves"]["of"] << " (auto; backlog "
+        << s["waves"]["backlog"] << ", next wave at " << s["waves"]["threshold"] << " or less)\n";
+  }
   return kExitOk;
 }
 
@@ -371,102 +384,108 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-// Upstream -> downstream job types: the triggers, and what the jobs of the
-// last 30 days say (depends_on across types).
-constexpr db::Statement kObservedEdges{
-    "cli_system_wave_edges",
-    "SELECT DISTINCT u.job_type, d.job_type FROM conveyor.job d JOIN conveyor.job u ON u.id = ANY(d.depends_on) "
-    "WHERE d.depends_on <> '{}' AND d.created_at > now() - interval '30 days' AND u.job_type <> d.job_type"};
-
 // Runbook 001 "starting the system after a long downtime": the job types in
-// waves by their dependencies (wave 1: nothing upstream; wave k: everything
-// upstream is in earlier waves); --start N sets job_types_list to waves
-// 1..N, so the later ones wait until the earlier caught up; --all handles
-// every type again.
+// waves by their dependencies (model::job_type_waves); --start N sets
+// job_types_list to waves 1..N, so the later ones wait until the earlier
+// caught up; --all handles every type again. --auto records a wave run that
+// conveyor-monitor advances by itself (model::advance_waves); --stop ends it.
 int waves(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "system waves", {"--start"}, {"--all"});
+  const Options o = parse_options(args, "system waves", {"--start", "--threshold"}, {"--all", "--auto", "--stop"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "system waves: unexpected argument '" + o.positional[0] + "'");
-  if (o.get("--start") && o.has("--all")) throw FieldError("--start", "system waves: --start N or --all, not both");
+  const int modes = (o.get("--start") ? 1 : 0) + (o.has("--all") ? 1 : 0) + (o.has("--auto") ? 1 : 0) + (o.has("--stop") ? 1 : 0);
+  if (modes > 1) throw FieldError("--start", "system waves: one of --start N, --all, --auto, --stop");
+  if (o.get("--threshold") && !o.has("--auto")) throw FieldError("--threshold", "system waves: --threshold goes with --auto");
   db::Pool pool(pool_options(ctx));
-  struct Graph {
-    std::vector<std::string> types;
-    std::map<std::string, std::set<std::string>> upstream;
-    std::optional<std::vector<std::string>> handled;
-  };
-  const Graph g = pool.transact([](db::Tx& tx) {
-    Graph out;
-    for (const auto& t : model::load_job_types(tx)) {
-      if (!t.enabled) continue;
-      out.types.push_back(t.name);
-      for (const auto& trig : t.triggers) {  // validated when applied: {"job_type": "b", ...}
-        if (trig.contains("job_type")) out.upstream[trig.at("job_type").get<std::string>()].insert(t.name);
-      }
-    }
-    for (const db::Row r : tx.exec(kObservedEdges)) out.upstream[r[1].as_string()].insert(r[0].as_string());
-    out.handled = model::load_system_parameters(tx).job_types_list;
-    return out;
-  });
-  // Layers: a type joins the first wave after all of its upstream types.
-  std::vector<std::vector<std::string>> layers;
-  std::set<std::string> placed;
-  std::vector<std::string> left = g.types;
-  while (!left.empty()) {
-    std::vector<std::string> layer, rest;
-    for (const auto& t : left) {
-      bool ready = true;
-      const auto it = g.upstream.find(t);
-      if (it != g.upstream.end()) {
-        for (const auto& u : it->second) {
-          const bool known = std::find(g.types.begin(), g.types.end(), u) != g.types.end();
-          if (known && !placed.count(u)) ready = false;
-        }
-      }
-      (ready ? layer : rest).push_back(t);
-    }
-    if (layer.empty()) {  // a cycle: what is left goes last, together
-      layers.push_back(rest);
-      break;
-    }
-    for (const auto& t : layer) placed.insert(t);
-    layers.push_back(layer);
-    left = rest;
-  }
   auto join = [](const std::vector<std::string>& v) {
     std::string s;
     for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
     return s;
   };
+  auto run_json = [](const model::WaveRun& r) {
+    return json{{"id", r.id},         {"waves", r.waves},           {"current", r.current},
+                {"threshold", r.threshold}, {"state", r.state},     {"backlog", r.backlog},
+                {"started_by", r.started_by}, {"started_at", r.started_at}, {"updated_at", r.updated_at}};
+  };
+  if (o.has("--auto")) {
+    const std::int64_t threshold = int_option(o, "--threshold", 0, 0, std::numeric_limits<std::int64_t>::max());
+    const model::WaveRun r = pool.transact([&](db::Tx& tx) { return model::start_waves(tx, threshold); });
+    if (ctx.json) {
+      ctx.out << run_json(r).dump() << "\n";
+      return kExitOk;
+    }
+    ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted ("
+            << join(r.waves[0]) << "); conveyor-monitor moves to the next wave once this one's jobs in "
+            << "initialized..started are at most " << r.threshold << ", and admits every job type after the last\n";
+    return kExitOk;
+  }
+  if (o.has("--stop")) {
+    const auto r = pool.transact([](db::Tx& tx) { return model::stop_waves(tx); });
+    if (!r) {
+      ctx.err << "system waves --stop: no wave run is running\n";
+      return kExitFailed;
+    }
+    if (ctx.json) {
+      ctx.out << run_json(*r).dump() << "\n";
+      return kExitOk;
+    }
+    ctx.out << "wave run " << r->id << " stopped at wave " << r->current << " of " << r->waves.size()
+            << "; job_types_list stays " << join(model::admitted_types(r->waves, static_cast<std::size_t>(r->current)))
+            << " (`conveyor system waves --start N` or `--all` from here)\n";
+    return kExitOk;
+  }
+  struct Seen {
+    model::JobTypeWaves layers;
+    std::optional<std::vector<std::string>> handled;
+    std::optional<model::WaveRun> run;
+  };
+  const Seen g = pool.transact([](db::Tx& tx) {
+    return Seen{model::job_type_waves(tx), model::load_system_parameters(tx).job_types_list, model::load_wave_run(tx)};
+  });
+  const auto& layers = g.layers.waves;
   if (o.get("--start") || o.has("--all")) {
     json value = nullptr;
     std::string what = "every job type";
     if (!o.has("--all")) {
       const auto n = int_option(o, "--start", 1, 1, static_cast<std::int64_t>(std::max<std::size_t>(1, layers.size())));
-      std::vector<std::string> list;
-      for (std::int64_t i = 0; i < n; ++i) list.insert(list.end(), layers[static_cast<std::size_t>(i)].begin(), layers[static_cast<std::size_t>(i)].end());
-      std::sort(list.begin(), list.end());
+      const std::vector<std::string> list = model::admitted_types(layers, static_cast<std::size_t>(n));
       value = list;
       what = "waves 1.." + std::to_string(n) + ": " + join(list);
     }
     pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, {{"job_types_list", value}}); });
     ctx.out << "job_types_list set to " << what << "\n";
+    if (g.run && g.run->state == "running") {
+      ctx.out << "note: wave run " << g.run->id << " is running and will set job_types_list at its next wave "
+              << "(`conveyor system waves --stop` to take over by hand)\n";
+    }
     return kExitOk;
   }
   if (ctx.json) {
-    ctx.out << json{{"waves", layers}, {"job_types_list", g.handled ? json(*g.handled) : json()}}.dump() << "\n";
+    ctx.out << json{{"waves", layers},
+                    {"job_types_list", g.handled ? json(*g.handled) : json()},
+                    {"run", g.run ? run_json(*g.run) : json()}}
+                   .dump()
+            << "\n";
     return kExitOk;
   }
   for (std::size_t i = 0; i < layers.size(); ++i) {
     std::set<std::string> after;
     for (const auto& t : layers[i]) {
-      const auto it = g.upstream.find(t);
-      if (it != g.upstream.end()) after.insert(it->second.begin(), it->second.end());
+      for (const auto& [type, ups] : g.layers.upstream) {
+        if (type == t) after.insert(ups.begin(), ups.end());
+      }
     }
     ctx.out << "wave " << i + 1 << ": " << join(layers[i])
             << (after.empty() ? "" : "   (after " + join(std::vector<std::string>(after.begin(), after.end())) + ")")
             << "\n";
   }
-  ctx.out << "job_types_list now: " << (g.handled ? join(*g.handled) : std::string("every job type")) << "\n"
-          << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end\n";
+  ctx.out << "job_types_list now: " << (g.handled ? join(*g.handled) : std::string("every job type")) << "\n";
+  if (g.run) {
+    ctx.out << "wave run " << g.run->id << ": " << g.run->state << ", wave " << g.run->current << " of "
+            << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
+            << "), started by " << g.run->started_by << " at " << g.run->started_at << "\n";
+  }
+  ctx.out << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
+          << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";
   return kExitOk;
 }
 

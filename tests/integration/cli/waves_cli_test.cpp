@@ -1,0 +1,104 @@
+// `conveyor system waves --auto` / `--stop` (issue 13, item 8): --auto records
+// a wave run and admits wave 1 only (job_types_list through the parameters'
+// one rule, so the history has it); a second --auto is refused while one
+// runs; status shows the wave; --stop ends the run and leaves the list to the
+// operator. The CLI runs as a real process against a migrated database; no
+// service runs (the monitor's advancing is in tests/e2e/waves_test.cpp).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "conveyor/testing/testing.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using conveyor::testing::RunResult;
+using conveyor::testing::TestDatabase;
+using nlohmann::json;
+
+bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
+
+class WavesCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("waves-cli");
+    fs::create_directories(data_dir_);
+    // a -> b -> c by triggers: three waves.
+    db_.exec(R"(INSERT INTO conveyor.job_type (name, command, triggers) VALUES
+      ('wa', '["true"]', '[{"job_type": "wb"}]'),
+      ('wb', '["true"]', '[{"job_type": "wc"}]'),
+      ('wc', '["true"]', '[]'))");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(data_dir_, ec);
+  }
+  RunResult conveyor(const std::vector<std::string>& args) {
+    return conveyor::testing::run_cli(
+        CONVEYOR_CLI_PATH, args,
+        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
+  }
+  std::string types_list() {
+    return db_.query_value("SELECT coalesce(job_types_list::text, 'NULL') FROM conveyor.system_parameters");
+  }
+
+  TestDatabase db_;
+  fs::path data_dir_;
+};
+
+TEST_F(WavesCli, WavesAutoStartsWaveOneAndStopStops) {
+  auto r = conveyor({"system", "waves"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "wave 1: wa")) << r.output;
+  EXPECT_TRUE(has(r, "wave 3: wc   (after wb)")) << r.output;
+
+  r = conveyor({"system", "waves", "--auto", "--threshold", "5"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "wave 1 of 3 admitted (wa)")) << r.output;
+  EXPECT_EQ(types_list(), "{wa}");
+  EXPECT_EQ(db_.query_value("SELECT current || ' ' || threshold || ' ' || state FROM conveyor.wave_run"), "1 5 running");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.system_parameters_history "
+                            "WHERE 'job_types_list' = ANY(changed_keys) AND new_values->'job_types_list' = '[\"wa\"]'"),
+            "1")
+      << "the wave is set through the parameters, with its history";
+
+  r = conveyor({"system", "waves", "--auto"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "already running")) << r.output;
+
+  r = conveyor({"system", "status"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "1 of 3 (auto")) << r.output;
+  r = conveyor({"--json", "system", "status"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(json::parse(r.output).at("waves").at("current"), 1) << r.output;
+
+  r = conveyor({"system", "waves"});
+  EXPECT_TRUE(has(r, "running, wave 1 of 3")) << r.output;
+
+  r = conveyor({"system", "waves", "--stop"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "stopped at wave 1 of 3")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT state FROM conveyor.wave_run"), "stopped");
+  EXPECT_EQ(types_list(), "{wa}") << "the operator takes over from where the run stopped";
+  r = conveyor({"system", "status"});
+  EXPECT_FALSE(has(r, "(auto")) << r.output;
+
+  r = conveyor({"system", "waves", "--stop"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "no wave run is running")) << r.output;
+
+  r = conveyor({"system", "waves", "--threshold", "3"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  r = conveyor({"system", "waves", "--auto", "--threshold", "-1"});
+  EXPECT_NE(r.status, 0) << r.output;
+
+  // A new run may start once the last one stopped.
+  r = conveyor({"system", "waves", "--auto"});
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+}  // namespace
