@@ -87,4 +87,32 @@ TEST_F(RestoreIdsCli, SystemRestoreCleanNeverReusesAnId) {
   EXPECT_EQ(insert_job(), job + 1);
 }
 
+// A backup taken while a worker ran holds its row as active and its job as
+// started. Restored as they are, the pool would count that ghost as capacity
+// until its heartbeat timed out, and the job would wait for the reconciler.
+// The restore treats them as before a reboot: the row stopped, the job ready
+// with its attempt unchanged.
+TEST_F(RestoreIdsCli, RestoreStopsTheBackupsWorkerRowsAndRequeuesTheirJobs) {
+  const std::string worker = db_.query_value(
+      "INSERT INTO conveyor.worker (name, host, pid, concurrency, status, last_heartbeat) "
+      "VALUES ('w-at-backup', 'hostA', 4242, 2, 'active', now()) RETURNING id");
+  const std::string job = std::to_string(insert_job());
+  db_.exec("UPDATE conveyor.job SET worker_id = " + worker + " WHERE id = " + job);
+  for (const char* status : {"configured", "ready", "queued", "started"}) {
+    db_.exec("UPDATE conveyor.job SET status = '" + std::string(status) + "' WHERE id = " + job);
+  }
+  const fs::path file = data_dir_ / "running.dump";
+  auto r = conveyor({"system", "backup", file.string()});
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  r = conveyor({"system", "restore", file.string(), "--clean", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "1 running worker row(s) marked stopped; 1 started or queued job(s) back to ready"))
+      << r.output;
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-at-backup'"), "stopped");
+  EXPECT_EQ(db_.query_value("SELECT status || ' ' || attempt || ' ' || coalesce(worker_id::text, '-') "
+                            "FROM conveyor.job WHERE id = " + job),
+            "ready 0 -");
+}
+
 }  // namespace

@@ -374,8 +374,20 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
                                        "); it ran in one transaction, so nothing was changed" +
                                        (clean ? "" : " (a database that is not empty needs --clean)"));
   }
-  const auto advanced =
-      db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) { return model::advance_sequences(tx, floors); });
+  // The backup's worker rows and their started or queued jobs belong to
+  // processes of the time of the backup, which run no more (the services are
+  // stopped for a restore): the same rule as before a reboot, so after
+  // `start` the jobs run again and no pool counts a ghost worker as capacity
+  // until its heartbeat times out.
+  model::RebootPreparation ghosts;
+  const auto advanced = db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) {
+    ghosts = model::prepare_for_reboot(tx);
+    return model::advance_sequences(tx, floors);
+  });
+  if (!ghosts.stopped_workers.empty() || ghosts.requeued > 0 || ghosts.canceled > 0) {
+    ctx.out << "the backup's " << ghosts.stopped_workers.size() << " running worker row(s) marked stopped; "
+            << ghosts.requeued << " started or queued job(s) back to ready, " << ghosts.canceled << " canceled\n";
+  }
   ctx.out << "restored " << file << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
           << "`conveyor params set job_types_list=...`)\n";
   for (const model::SequenceAdvance& a : advanced) {
