@@ -243,6 +243,12 @@ runtime::ServiceSpec service_spec() {
                    .help = "submissions a token may make at once before CONVEYOR_SUBMIT_RATE applies",
                    .min = 1,
                    .max = 1000000});
+  spec.schema.add({.name = "CONVEYOR_BACKFILL_BATCH_SIZE",
+                   .type = config::Type::integer,
+                   .default_value = "100",
+                   .help = "slots of a backfill request created per pass (one batch per poll interval)",
+                   .min = 1,
+                   .max = 100000});
   // A done job may have triggers to fire; the 1 s poll is the fallback.
   spec.wake_on = {"io.conveyor.job.done"};
   return spec;
@@ -269,6 +275,7 @@ void setup(runtime::Context& ctx) { register_routes(ctx.http(), ctx); }
 void loop(runtime::Context& ctx) {
   const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
   const int batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  const int backfill_batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BACKFILL_BATCH_SIZE"));
   auto log = ctx.log();
   auto& metrics = ctx.metrics();
   std::chrono::milliseconds timeout(0);
@@ -290,6 +297,14 @@ void loop(runtime::Context& ctx) {
                           {{"job_type", run.job_type}, {"outcome", "skipped"}})
               .inc(static_cast<double>(run.skipped));
         }
+      }
+      // One batch of one backfill request per pass: the poll interval throttles them.
+      if (const auto b = run_backfills(ctx.db(), backfill_batch)) {
+        log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id,
+                  b->job_type, b->created, b->skipped, b->state);
+        if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
+        metrics.counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
+            .inc(b->created);
       }
       const TriggerTick t = run_triggers(ctx.db(), batch);
       more = more || t.more;

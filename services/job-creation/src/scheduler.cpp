@@ -47,6 +47,22 @@ constexpr db::Statement kFailPending{
     "creation_fail_pending_trigger",
     "UPDATE conveyor.trigger_pending SET failed_at = now(), last_error = $2 WHERE job_id = $1"};
 
+// The oldest open requests; the first whose type the system handles now is
+// done (a type outside job_types_list waits for its wave, the others go on).
+constexpr db::Statement kOpenBackfills{
+    "creation_open_backfills",
+    "SELECT id, job_type, policy, extract(epoch FROM from_slot)::bigint AS from_slot, "
+    "  extract(epoch FROM to_slot)::bigint AS to_slot, extract(epoch FROM next_after)::bigint AS next_after "
+    "FROM conveyor.backfill_request WHERE state IN ('pending', 'running') "
+    "ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED"};
+
+constexpr db::Statement kAdvanceBackfill{
+    "creation_advance_backfill",
+    "UPDATE conveyor.backfill_request SET next_after = to_timestamp($2), created_count = created_count + $3, "
+    "  skipped_count = skipped_count + $4, state = $5, last_error = $6, updated_at = now(), "
+    "  finished_at = CASE WHEN $5 IN ('done', 'failed') THEN now() END "
+    "WHERE id = $1"};
+
 // A run of policy `none` is on time within this of its slot.
 constexpr seconds kOnTime{60};
 
@@ -110,6 +126,18 @@ ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::J
       ++run.skipped;
     }
   }
+  if (plan.collapsed) {
+    try {
+      const model::SubmitResult r = model::submit_job(tx, p, model::collapsed_request(type, *plan.collapsed));
+      if (r.created) {
+        ++run.created;
+        last_job = r.job.id.value();
+      }
+    } catch (const UnprocessableError& e) {
+      run.error = e.what();
+      run.skipped += plan.collapsed->count;
+    }
+  }
   if (run.error.empty()) run.error = start_error;
   if (plan.create.size() >= static_cast<std::size_t>(batch)) more = true;
   tx.exec(kUpdateState, {type.name, epoch(plan.last_slot), epoch(schedule.next_after(now)), last_job, run.created,
@@ -138,6 +166,60 @@ std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch) {
       }
       if (run.created > 0 || run.skipped > 0 || !run.error.empty()) tick.runs.push_back(std::move(run));
     }
+    return tick;
+  });
+}
+
+std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch) {
+  return pool.transact([&](db::Tx& tx) -> std::optional<BackfillTick> {
+    const model::SystemParameters parameters = model::load_system_parameters(tx);
+    if (!parameters.accepting_new_jobs) return std::nullopt;
+    std::optional<db::Row> request;
+    const auto open = tx.exec(kOpenBackfills);
+    for (const db::Row r : open) {
+      if (parameters.handles(r["job_type"].as_string())) {
+        request = r;
+        break;
+      }
+    }
+    if (!request) return std::nullopt;
+    BackfillTick tick;
+    tick.request_id = (*request)["id"].as_int();
+    tick.job_type = (*request)["job_type"].as_string();
+    const TimePoint from = at((*request)["from_slot"].as_int());
+    const TimePoint to = at((*request)["to_slot"].as_int());
+    TimePoint cursor = at((*request)["next_after"].as_int());
+    tick.state = "running";
+    try {
+      const auto type = model::load_job_type(tx, tick.job_type);
+      if (!type || type->schedule.empty()) throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
+      const model::Schedule schedule = model::Schedule::parse(type->schedule);
+      if ((*request)["policy"].as_string() == "collapse") {
+        const model::SlotRange range = model::slots_between(schedule, from, to);
+        if (range.count > 0) {
+          if (model::submit_job(tx, parameters, model::collapsed_request(*type, range)).created) ++tick.created;
+          else ++tick.skipped;
+        }
+        cursor = to;
+      } else {
+        for (int n = 0; n < batch; ++n) {
+          const TimePoint slot = schedule.next_after(cursor);
+          if (slot > to) break;
+          if (model::submit_job(tx, parameters, model::scheduled_request(*type, slot)).created) ++tick.created;
+          else ++tick.skipped;
+          cursor = slot;
+        }
+      }
+      if (cursor >= to || schedule.next_after(cursor) > to) tick.state = "done";
+    } catch (const Error& e) {
+      // Refused before any SQL ran (the schema, an unusable schedule): the
+      // runs of this batch so far stay, the request stops with the reason.
+      if (e.code() != errc::bad_input) throw;
+      tick.state = "failed";
+      tick.error = e.what();
+    }
+    tx.exec(kAdvanceBackfill, {tick.request_id, epoch(cursor), tick.created, tick.skipped, tick.state,
+                               tick.error.empty() ? db::Param(nullptr) : db::Param(tick.error)});
     return tick;
   });
 }

@@ -21,6 +21,17 @@
 // created (its schema refuses the params) marks the row failed with the
 // reason: a dead letter an operator can see and retry (failed_at = NULL).
 //
+// Backfills (issue 13, item 11): conveyor.backfill_request rows, written by
+// `conveyor schedule backfill --apply`. Each call takes the oldest open
+// request of a type the system handles now (FOR UPDATE SKIP LOCKED, so
+// replicas share them) and does one batch of it in one transaction: policy
+// `all` creates the runs of up to `batch` slots after its cursor with the
+// schedule's keys (schedule:<slot>; a slot that has a run is counted as
+// skipped) and moves the cursor; policy `collapse` creates the one run of the
+// whole range. A crash loses at most the batch in flight, which was not
+// committed: the next call resumes after the last committed slot. A run the
+// type's schema refuses fails the request (last_error), with what it created.
+//
 // Stateless functions; thread-safe.
 #include <cstdint>
 #include <optional>
@@ -50,6 +61,18 @@ struct ScheduleTick {
 // Both read conveyor.system_parameters in their own transaction rather than
 // a service's snapshot, so a pause or a new wave acts on the very next pass.
 std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch);
+
+struct BackfillTick {
+  std::int64_t request_id = 0;
+  std::string job_type;
+  int created = 0;
+  std::int64_t skipped = 0;  // slots that already had a run
+  std::string state;         // the request's state after this batch
+  std::string error;         // why it failed
+};
+
+// nullopt: no open request (or the system is not accepting new jobs).
+std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch);
 
 struct TriggerTick {
   int created = 0;      // downstream jobs created

@@ -4,6 +4,7 @@
 // stage (or an operator) would, and every assertion reads PostgreSQL.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -57,6 +58,15 @@ class Scheduler : public ::testing::Test {
     };
     const double start = passes();
     ASSERT_TRUE(wait_until([&] { return passes() >= start + n; }, 20s));
+  }
+  // A backfill request's column, by id.
+  static std::string backfill(Stack& s, const std::string& id, const std::string& column) {
+    return s.db().query_value("SELECT " + column + " FROM conveyor.backfill_request WHERE id = " + id);
+  }
+  // The full hour `hours_ago` before the current one, as the CLI takes it.
+  static std::string hour(Stack& s, int hours_ago) {
+    return s.db().query_value("SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '" +
+                              std::to_string(hours_ago) + " hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
   }
   static int count(Stack& s, const std::string& where) {
     return std::stoi(s.db().query_value("SELECT count(*) FROM conveyor.job WHERE " + where));
@@ -179,6 +189,137 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.trigger_pending WHERE job_id = " + waiting), "1");
   stack.db().exec("UPDATE conveyor.system_parameters SET job_types_list = NULL");
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 2; }, 20s)) << stack.logs_tail();
+}
+
+// Issue 13, item 11: a backfill is a request conveyor-creation works through
+// in batches; killed with -9 mid-way and started again, it goes on from its
+// last committed batch: every slot has exactly one run, none doubled, and a
+// slot that already had one (here: made by the scheduler) is skipped.
+TEST_F(Scheduler, BackfillWorksInBatchesAndResumesAfterACrash) {
+  auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}})}));
+  // Slow passes, so that the kill lands between two batches of 10.
+  o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "1500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
+  Stack stack(o);
+  const std::string from = hour(stack, 60), to = hour(stack, 26);  // 35 hourly slots, both ends included
+  const std::string in_range = "job_type = 'hourly' AND idempotency_key BETWEEN 'schedule:" + from +
+                               "' AND 'schedule:" + to + "'";
+  for (int h : {60, 50, 40}) {  // three slots already have their run
+    stack.db().exec("INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('hourly', 'schedule:" +
+                    hour(stack, h) + "')");
+  }
+  auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("35 slot(s) of hourly"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("dry run"), std::string::npos) << r.output;
+  EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.backfill_request"), "0");
+
+  r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to, "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("backfill 1 requested"), std::string::npos) << r.output;
+  EXPECT_EQ(backfill(stack, "1", "slot_count::text || ' ' || (requested_by <> '')"), "35 true");
+
+  // The first batch committed, not the whole range: kill -9 now.
+  ASSERT_TRUE(wait_until([&] { return std::stoi(backfill(stack, "1", "created_count + skipped_count")) >= 10; }, 30s))
+      << stack.logs_tail();
+  stack.kill("creation", SIGKILL);
+  const int done_at_kill = std::stoi(backfill(stack, "1", "created_count + skipped_count"));
+  EXPECT_LT(done_at_kill, 35) << "batched, not one transaction";
+  EXPECT_EQ(backfill(stack, "1", "state"), "running");
+  EXPECT_EQ(count(stack, in_range), std::stoi(backfill(stack, "1", "created_count")) + 3)
+      << "the cursor moved with the runs it created";
+  r = stack.cli({"schedule", "list"});
+  EXPECT_NE(r.output.find(std::to_string(done_at_kill) + "/35"), std::string::npos) << "progress shown: " << r.output;
+
+  stack.start("creation");
+  ASSERT_TRUE(wait_until([&] { return backfill(stack, "1", "state") == "done"; }, 60s)) << stack.logs_tail();
+  EXPECT_EQ(count(stack, in_range), 35);
+  EXPECT_EQ(stack.db().query_value("SELECT count(DISTINCT idempotency_key) FROM conveyor.job WHERE " + in_range), "35");
+  EXPECT_EQ(backfill(stack, "1", "created_count::text || ' ' || skipped_count || ' ' || (finished_at IS NOT NULL)"),
+            "32 3 true");
+  // One transaction per batch: the 32 runs were created at (at least) 4 distinct times.
+  EXPECT_GE(std::stoi(stack.db().query_value("SELECT count(DISTINCT created_at) FROM conveyor.job WHERE " + in_range +
+                                             " AND id > 3")),
+            4);
+  // A finished request is left out of the open list, shown with --all.
+  r = stack.cli({"schedule", "list"});
+  EXPECT_EQ(r.output.find("BACKFILL  TYPE"), std::string::npos) << r.output;
+  EXPECT_NE(stack.cli({"schedule", "backfills", "--all"}).output.find("35/35"), std::string::npos);
+}
+
+// Policy collapse: the slots of a range as one run whose params carry it,
+// both as a schedule's catch-up policy and as a backfill's.
+TEST_F(Scheduler, CollapseCreatesOneRunCarryingTheRange) {
+  json props = {{"scheduled_from", {{"type", "string"}}},
+                {"scheduled_to", {{"type", "string"}}},
+                {"slot_count", {{"type", "integer"}}}};
+  json schema = {{"type", "object"}, {"properties", props}, {"additionalProperties", false}};
+  // Catch-up after a stop: the five hourly slots since the start date are due.
+  const std::string setup =
+      "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object('collapsed', "
+      "to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '5 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))";
+  Stack stack(options(
+      json::array({type("collapsed", {{"schedule", "0 * * * *"}, {"catchup_policy", "collapse"}, {"params_schema", schema}})}),
+      setup));
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'collapsed'") >= 1; }, 20s)) << stack.logs_tail();
+  // (The hour may have turned meanwhile; the run's own range is what counts.)
+  EXPECT_EQ(stack.db().query_value("SELECT idempotency_key = 'backfill:' || (params->>'scheduled_from') || '..' || "
+                                   "(params->>'scheduled_to') FROM conveyor.job WHERE job_type = 'collapsed'"),
+            "t");
+  EXPECT_EQ(stack.db().query_value("SELECT params->>'slot_count' FROM conveyor.job WHERE job_type = 'collapsed'"), "5");
+  EXPECT_EQ(stack.db().query_value("SELECT params->>'scheduled_from' FROM conveyor.job WHERE job_type = 'collapsed'"),
+            hour(stack, 4));
+  wait_passes(stack, 3);
+  EXPECT_EQ(count(stack, "job_type = 'collapsed'"), 1) << "the catch-up is one run";
+
+  // A backfill with --policy collapse: a day of slots, one run.
+  const std::string from = hour(stack, 48), to = hour(stack, 25);
+  auto r = stack.cli({"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("24 slot(s)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("key backfill:" + from + ".." + to), std::string::npos) << r.output;
+  r = stack.cli({"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply",
+                 "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(wait_until([&] { return backfill(stack, "1", "state") == "done"; }, 20s)) << stack.logs_tail();
+  EXPECT_EQ(backfill(stack, "1", "created_count::text || ' ' || skipped_count"), "1 0");
+  EXPECT_EQ(stack.db().query_value("SELECT params = jsonb_build_object('scheduled_from', '" + from +
+                                   "'::text, 'scheduled_to', '" + to + "'::text, 'slot_count', 24) "
+                                   "FROM conveyor.job WHERE idempotency_key = 'backfill:" + from + ".." + to + "'"),
+            "t");
+  EXPECT_EQ(count(stack, "job_type = 'collapsed' AND idempotency_key LIKE 'schedule:%'"), 0) << "no run per slot";
+
+  // The same range again: its run exists, nothing is doubled.
+  r = stack.cli({"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply",
+                 "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(wait_until([&] { return backfill(stack, "2", "state") == "done"; }, 20s)) << stack.logs_tail();
+  EXPECT_EQ(backfill(stack, "2", "created_count::text || ' ' || skipped_count"), "0 1");
+  EXPECT_EQ(count(stack, "job_type = 'collapsed' AND idempotency_key LIKE 'backfill:%'"), 2);
+}
+
+TEST_F(Scheduler, ACanceledBackfillStops) {
+  auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}})}));
+  o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "1500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
+  Stack stack(o);
+  const std::string from = hour(stack, 100), to = hour(stack, 51);  // 50 slots
+  auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to, "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  ASSERT_TRUE(wait_until([&] { return std::stoi(backfill(stack, "1", "created_count")) >= 10; }, 30s))
+      << stack.logs_tail();
+  r = stack.cli({"schedule", "cancel-backfill", "1"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("backfill 1 canceled"), std::string::npos) << r.output;
+  const std::string created = backfill(stack, "1", "created_count");
+  EXPECT_LT(std::stoi(created), 50);
+  wait_passes(stack, 3);  // passes go on: none takes the canceled request
+  EXPECT_EQ(backfill(stack, "1", "state || ' ' || created_count || ' ' || (canceled_by <> '')"), "canceled " + created + " true");
+  EXPECT_EQ(std::to_string(count(stack, "job_type = 'hourly' AND idempotency_key <= 'schedule:" + to + "'")), created);
+
+  r = stack.cli({"schedule", "cancel-backfill", "1"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("backfill 1 is canceled: nothing to cancel"), std::string::npos) << r.output;
+  r = stack.cli({"schedule", "cancel-backfill", "99"});
+  EXPECT_NE(r.output.find("backfill 99 does not exist"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -75,8 +75,10 @@ commands:
                 cancel the queue's jobs that are not running; a dry run showing the count unless --apply
   schedule list       scheduled job types: spec, catch-up policy, previous and next slot, runs created
   schedule pause TYPE [--reason TEXT] / schedule resume TYPE
-  schedule backfill TYPE --from TIME [--to TIME] [--apply] [--yes]
-                the runs of every slot in the range not created yet; a dry run unless --apply
+  schedule backfill TYPE --from TIME [--to TIME] [--policy all|collapse] [--apply] [--yes]
+                the runs of every slot in the range not created yet (collapse: one run for the range);
+                a dry run unless --apply, which requests them from conveyor-creation (batched, resumable)
+  schedule backfills [--all] / schedule cancel-backfill ID
   events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
                 the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS)
   token create NAME --role reader|submitter|operator [--expires 30d]

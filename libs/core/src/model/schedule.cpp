@@ -184,6 +184,7 @@ std::optional<CatchupPolicy> parse_catchup_policy(std::string_view name) noexcep
   if (name == "all") return CatchupPolicy::all;
   if (name == "latest") return CatchupPolicy::latest;
   if (name == "none") return CatchupPolicy::none;
+  if (name == "collapse") return CatchupPolicy::collapse;
   return std::nullopt;
 }
 
@@ -204,12 +205,13 @@ DuePlan plan_due(const Schedule& schedule, TimePoint after, TimePoint now, Catch
     }
     from = std::max(from, edge);
   }
-  std::optional<TimePoint> newest;
+  std::optional<TimePoint> oldest, newest;
   std::int64_t due = 0;
   for (TimePoint t = from;;) {
     const TimePoint n = schedule.next_after(t);
     if (n > now) break;
     ++due;
+    if (!oldest) oldest = n;
     newest = n;
     if (policy == CatchupPolicy::all) {
       plan.create.push_back(n);
@@ -221,6 +223,11 @@ DuePlan plan_due(const Schedule& schedule, TimePoint after, TimePoint now, Catch
   if (!newest) return plan;
   if (policy == CatchupPolicy::all) return plan;
   plan.last_slot = *newest;
+  if (policy == CatchupPolicy::collapse) {
+    if (due == 1) plan.create.push_back(*newest);  // on time: the plain run of its slot
+    else plan.collapsed = SlotRange{*oldest, *newest, due};
+    return plan;
+  }
   const bool on_time_now = now - *newest <= on_time;
   if (policy == CatchupPolicy::latest || on_time_now) {
     plan.create.push_back(*newest);
@@ -229,6 +236,16 @@ DuePlan plan_due(const Schedule& schedule, TimePoint after, TimePoint now, Catch
     plan.skipped += due;
   }
   return plan;
+}
+
+SlotRange slots_between(const Schedule& schedule, TimePoint from, TimePoint to) {
+  SlotRange r{from, from, 0};
+  for (TimePoint t = schedule.next_after(from - seconds(1)); t <= to; t = schedule.next_after(t)) {
+    if (r.count == 0) r.first = t;
+    r.last = t;
+    ++r.count;
+  }
+  return r;
 }
 
 std::string format_utc(TimePoint t) {

@@ -138,6 +138,19 @@ SubmitRequest scheduled_request(const JobType& type, TimePoint slot) {
   return r;
 }
 
+SubmitRequest collapsed_request(const JobType& type, const SlotRange& range) {
+  SubmitRequest r;
+  r.job_type = type.name;
+  r.idempotency_key = "backfill:" + format_utc(range.first) + ".." + format_utc(range.last);
+  const nlohmann::json props = type.params_schema.value("properties", nlohmann::json::object());
+  if (!props.is_object()) return r;
+  if (props.contains("scheduled_from")) r.params["scheduled_from"] = format_utc(range.first);
+  if (props.contains("scheduled_to")) r.params["scheduled_to"] = format_utc(range.last);
+  if (props.contains("slot_count")) r.params["slot_count"] = range.count;
+  if (props.contains("scheduled_for")) r.params["scheduled_for"] = format_utc(range.last);
+  return r;
+}
+
 SubmitRequest triggered_request(const Job& upstream, const nlohmann::json& trigger, std::size_t index) {
   SubmitRequest r;
   r.job_type = trigger.at("job_type").get<std::string>();

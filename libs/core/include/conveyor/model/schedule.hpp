@@ -47,12 +47,22 @@ class Schedule {
 // What a schedule does with the slots it missed (downtime, a pause, a job
 // type outside job_types_list): `all` creates every missed run, oldest first
 // (in batches); `latest` one run for the newest missed slot (the others are
-// skipped: one collapsed run); `none` only a slot that is on time.
-enum class CatchupPolicy { all, latest, none };
+// skipped); `none` only a slot that is on time; `collapse` one run that
+// carries the whole missed range (model::collapsed_request: its first and last
+// slot and their count), or the plain run of the slot when only one is due.
+enum class CatchupPolicy { all, latest, none, collapse };
 std::optional<CatchupPolicy> parse_catchup_policy(std::string_view name) noexcept;
+
+// The slots [first, last] of a schedule as one run (policy collapse).
+struct SlotRange {
+  TimePoint first;
+  TimePoint last;
+  std::int64_t count = 0;
+};
 
 struct DuePlan {
   std::vector<TimePoint> create;  // slots to create a job for, oldest first
+  std::optional<SlotRange> collapsed;  // collapse: one run for these due slots (not in `create`)
   std::int64_t skipped = 0;       // due slots not created (policy, window)
   // The new last slot: the newest due slot dealt with (created or skipped);
   // `after` when nothing is due. With `all` and a full batch, the last
@@ -68,6 +78,11 @@ struct DuePlan {
 DuePlan plan_due(const Schedule& schedule, TimePoint after, TimePoint now, CatchupPolicy policy,
                  std::optional<std::chrono::seconds> window, std::size_t max_create,
                  std::chrono::seconds on_time);
+
+// The slots of `schedule` in [from, to]: how many, the first and the last
+// (count 0: none). Walks them all, without keeping them: a year of a
+// one-second schedule takes about a second.
+SlotRange slots_between(const Schedule& schedule, TimePoint from, TimePoint to);
 
 // "2026-12-01T10:00:00Z" (what the scheduler puts in idempotency keys and
 // params) and back; parse throws Error(bad_input).

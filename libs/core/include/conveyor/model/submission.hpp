@@ -71,6 +71,14 @@ Job get_job(db::Tx& tx, JobId id);
 // declares that property (a string).
 SubmitRequest scheduled_request(const JobType& type, TimePoint slot);
 
+// One run for the slots [range.first, range.last] of a scheduled job type
+// (catch-up policy or backfill `collapse`): idempotency key
+// "backfill:<first>..<last>", so the same range is never collapsed twice;
+// params {} plus, each when the type's params_schema declares it,
+// "scheduled_from": <first>, "scheduled_to": <last>, "slot_count": <count>
+// and "scheduled_for": <last> (a type that expects one slot gets the newest).
+SubmitRequest collapsed_request(const JobType& type, const SlotRange& range);
+
 // The downstream job of trigger number `index` of a done upstream job:
 // type trigger["job_type"], depends_on [upstream] (so its outputs are the
 // inputs), idempotency key "trigger:<upstream id>:<index>", params
