@@ -28,13 +28,13 @@ constexpr db::Statement kLimits{
 constexpr db::Statement kPaused{"execution_paused",
                                 "SELECT kind, name FROM conveyor.queue_state WHERE paused"};
 
-// The filters every candidate passes. $1 job_types_list (NULL: all), $2
+// The filters every candidate passes: conveyor.job_admissible (not
+// canceled, not held, not_before passed), $1 job_types_list (NULL: all), $2
 // excluded job types (paused or at their limit), $3 paused pools. Excluding
 // full types in SQL keeps a long run of one limited type from hiding the
 // jobs behind it.
 #define CONVEYOR_CANDIDATE_FILTER(j)                                          \
-  j ".status = 'ready' AND " j ".canceled_at IS NULL "                        \
-  "AND (" j ".not_before IS NULL OR " j ".not_before <= now()) "              \
+  j ".status = 'ready' AND conveyor.job_admissible(" j ") "                   \
   "AND ($1::text[] IS NULL OR " j ".job_type = ANY($1::text[])) "             \
   "AND " j ".job_type <> ALL($2::text[]) "                                    \
   "AND coalesce(" j ".config->>'pool', 'default') <> ALL($3::text[]) "
@@ -76,10 +76,13 @@ constexpr db::Statement kSetQueued{
     "execution_set_queued",
     "UPDATE conveyor.job SET status = 'queued' WHERE id = ANY($1::bigint[]) AND status = 'ready'"};
 
+// The next back-off to end among ready jobs that are admissible then (a held
+// or canceled one is not: no timer for it).
 constexpr db::Statement kNextNotBefore{
     "execution_next_not_before",
-    "SELECT ceil(extract(epoch FROM (min(not_before) - clock_timestamp())) * 1000)::bigint AS ms "
-    "FROM conveyor.job WHERE status = 'ready' AND canceled_at IS NULL AND not_before > clock_timestamp()"};
+    "SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint AS ms "
+    "FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
+    "AND conveyor.job_admissible(j, j.not_before)"};
 
 db::TxOptions tx_options() {
   db::TxOptions o;
@@ -157,9 +160,10 @@ runtime::ServiceSpec spec() {
   runtime::ServiceSpec s;
   s.name = kServiceName;
   s.schema = runtime::service_schema();
-  // New work, and everything that frees a slot.
+  // New work (a ready or released job), and everything that frees a slot.
   s.wake_on = {"io.conveyor.job.ready",    "io.conveyor.job.processed", "io.conveyor.job.failed",
-               "io.conveyor.job.canceled", "io.conveyor.job.started",   "io.conveyor.job.internal_error"};
+               "io.conveyor.job.canceled", "io.conveyor.job.started",   "io.conveyor.job.internal_error",
+               "io.conveyor.job.released"};
   return s;
 }
 

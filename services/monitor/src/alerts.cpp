@@ -26,12 +26,14 @@ constexpr db::Statement kOutbox{
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint FROM conveyor.outbox "
     "WHERE sent_at IS NULL AND created_at < now() - interval '60 seconds'"};
 
-// Re-emitted (so stalled and not held on purpose) and still not moved.
+// Re-emitted (so stalled and not held on purpose) and still not moved. A
+// ready job admission may not take (held, backing off) is waiting, not stuck.
 constexpr db::Statement kStuckJobs{
     "monitor_alert_stuck_jobs",
     "SELECT count(*), min(j.id), (array_agg(j.status ORDER BY j.id))[1] FROM conveyor.job j "
     "JOIN unnest($1::text[], $2::bigint[]) AS t(status, secs) ON t.status = j.status "
     "WHERE j.status NOT IN ('done', 'canceled', 'failed') AND j.reemitted_at > j.updated_at "
+    "  AND (j.status <> 'ready' OR conveyor.job_admissible(j)) "
     "  AND j.updated_at < now() - make_interval(secs => 2 * t.secs)"};
 
 constexpr db::Statement kLostWorkers{

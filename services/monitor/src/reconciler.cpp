@@ -32,8 +32,9 @@ constexpr db::Statement kRestartCandidates{
 
 // One statement: pick, stamp reemitted_at, write the outbox rows. The
 // redundant NOT IN lets the planner use the partial index job_active_idx.
-// Ready jobs that admission holds on purpose (back-off not_before, a type
-// outside job_types_list $4, a paused type or pool) are waiting, not stalled.
+// Ready jobs that admission leaves on purpose (not conveyor.job_admissible:
+// held, or a back-off not_before; a type outside job_types_list $4, a paused
+// type or pool) are waiting, not stalled.
 // The payload repeats the job's last status change (as the status trigger
 // wrote it) so consumers see the same change_id, plus who re-emitted it.
 constexpr db::Statement kReemitStalled{
@@ -45,7 +46,7 @@ constexpr db::Statement kReemitStalled{
     "    AND j.updated_at < now() - make_interval(secs => $2::float8)"
     "    AND (j.reemitted_at IS NULL OR j.reemitted_at < now() - make_interval(secs => $2::float8))"
     "    AND ($1 <> 'ready' OR ("
-    "         (j.not_before IS NULL OR j.not_before <= now())"
+    "         conveyor.job_admissible(j)"
     "         AND ($4::text[] IS NULL OR j.job_type = ANY($4::text[]))"
     "         AND NOT EXISTS (SELECT 1 FROM conveyor.queue_state qs WHERE qs.paused"
     "             AND ((qs.kind = 'job_type' AND qs.name = j.job_type)"

@@ -963,4 +963,44 @@ TEST_F(MonitorTest, AStoppedServiceIsDownAndAlerts) {
   EXPECT_EQ(summary["service_down"].find("execution-1"), std::string::npos) << "stopped is not down";
 }
 
+// Issue 13, item 9: a held ready job is waiting on purpose, not stalled
+// (conveyor.job_admissible): the reconciler does not re-emit it and the
+// jobs_stuck alert does not count it, even though it went quiet an hour ago
+// and was re-emitted before it was held. Released, it is re-emitted.
+TEST_F(MonitorTest, AHeldJobIsNotReemitted) {
+  db_.exec("UPDATE conveyor.system_parameters SET stall_ready_s = 1");
+  const auto held = insert_job("t");
+  const auto stalled = insert_job("t");
+  for (const auto& id : {held, stalled}) advance(id, {"configured", "ready"});
+  db_.exec("UPDATE conveyor.job SET held_at = now(), reemitted_at = now() - interval '30 minutes' WHERE id = " + held);
+  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '1 hour' WHERE id IN (" + held + ", " + stalled + ")");
+  start_monitor("monitor", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
+
+  auto reemitted = [&](const std::string& job) {
+    return std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + job + "' AND payload ? 'reemitted'"));
+  };
+  // Two re-emits of the other job, a threshold apart: several scans saw both.
+  ASSERT_TRUE(ct::wait_until([&] { return reemitted(stalled) >= 2; }, 15s)) << logs();
+  EXPECT_EQ(reemitted(held), 0) << "a held job is waiting, not stalled";
+
+  // Only the stalled job is stuck (re-emitted and still not moving).
+  std::string stuck;
+  json alerts;
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        alerts = get_json("monitor", "/v1/alerts").at("alerts");
+        for (const auto& a : alerts) {
+          if (a.at("name") == "jobs_stuck") stuck = a.at("summary").get<std::string>();
+        }
+        return !stuck.empty();
+      },
+      10s))
+      << alerts.dump();
+  EXPECT_EQ(stuck.rfind("1 job(s)", 0), 0u) << stuck;
+  EXPECT_NE(stuck.find("job " + stalled), std::string::npos) << stuck;
+
+  db_.exec("UPDATE conveyor.job SET held_at = NULL WHERE id = " + held);
+  EXPECT_TRUE(ct::wait_until([&] { return reemitted(held) >= 1; }, 10s)) << "released, it is stalled again";
+}
+
 }  // namespace

@@ -135,6 +135,30 @@ TEST_F(ExecutionTest, NotBeforeIsRespectedAndWakesTheLoopWithoutPolling) {
             "true");
 }
 
+// Issue 13, item 9: a held job is skipped like a canceled one
+// (conveyor.job_admissible), however high its priority; clearing held_at
+// (here by SQL, as `conveyor job release` does) emits
+// io.conveyor.job.released, which wakes admission: the poll interval is an
+// hour, so nothing else could admit it in time.
+TEST_F(ExecutionTest, AHeldReadyJobIsNotAdmittedUntilReleased) {
+  const auto held = ready_job("free", 10);
+  db_.exec("UPDATE conveyor.job SET held_at = now() WHERE id = " + held);
+  const auto marker = ready_job("free", 0);
+  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_POLL_INTERVAL_MS", "1h"}});
+  ASSERT_TRUE(reaches(marker, "queued"));
+  EXPECT_EQ(status(held), "ready") << "admitted while held";
+
+  // A second pass (woken by the new job's event) still leaves it.
+  const auto marker2 = ready_job("free", 0);
+  ASSERT_TRUE(reaches(marker2, "queued"));
+  EXPECT_EQ(status(held), "ready") << "admitted while held";
+
+  db_.exec("UPDATE conveyor.job SET held_at = NULL WHERE id = " + held);
+  ASSERT_TRUE(reaches(held, "queued", 15s));
+  EXPECT_EQ(db_.query_value("SELECT string_agg(field, ',' ORDER BY id) FROM conveyor.job_audit WHERE job_id = " + held),
+            "hold,release");
+}
+
 // Issue 13, item 10. Rate 1 per minute: a priority-0 job overtakes the
 // priority-10 jobs once it has waited 10 minutes, however many of them keep
 // arriving. Back-dating created_at stands in for the wait, so the test is

@@ -14,6 +14,7 @@ constexpr db::Statement kLoadJobs{
     "model_load_jobs",
     "SELECT id, job_type, status, priority, attempt, max_attempts, params::text, config::text, "
     "result::text, depends_on, worker_id, " CONVEYOR_RFC3339("canceled_at") " AS canceled_at, "
+    CONVEYOR_RFC3339("held_at") " AS held_at, "
     CONVEYOR_RFC3339("not_before") " AS not_before, " CONVEYOR_RFC3339("created_at")
     " AS created_at, " CONVEYOR_RFC3339("updated_at") " AS updated_at, idempotency_key, "
     "error_subtype, error_message "
@@ -62,6 +63,7 @@ Job job_from_row(const db::Row& r) {
   j.depends_on = r["depends_on"].as_int_array();
   j.worker_id = r["worker_id"].opt<std::int64_t>();
   j.canceled_at = r["canceled_at"].opt<std::string>();
+  j.held_at = r["held_at"].opt<std::string>();
   j.not_before = r["not_before"].opt<std::string>();
   j.created_at = r["created_at"].as_string();
   j.updated_at = r["updated_at"].as_string();
@@ -87,6 +89,7 @@ nlohmann::json Job::to_json() const {
       {"depends_on", depends_on},
       {"worker_id", or_null(worker_id)},
       {"canceled_at", or_null(canceled_at)},
+      {"held_at", or_null(held_at)},
       {"not_before", or_null(not_before)},
       {"created_at", created_at},
       {"updated_at", updated_at},

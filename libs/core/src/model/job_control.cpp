@@ -265,6 +265,62 @@ ParamsChange patch_params(db::Tx& tx, JobId id, const nlohmann::json& patch, std
   return change;
 }
 
+namespace {
+
+constexpr db::Statement kLockForHold{
+    "model_job_control_lock_for_hold",
+    "SELECT status, held_at IS NOT NULL AS held FROM conveyor.job WHERE id = $1 FOR UPDATE"};
+
+constexpr db::Statement kSetHeld{"model_job_control_hold",
+                                 "UPDATE conveyor.job SET held_at = now() WHERE id = $1 AND held_at IS NULL"};
+
+constexpr db::Statement kClearHeld{
+    "model_job_control_release",
+    "UPDATE conveyor.job SET held_at = NULL WHERE id = $1 AND held_at IS NOT NULL"};
+
+struct HoldState {
+  JobStatus status;
+  bool held;
+};
+
+HoldState lock_for_hold(db::Tx& tx, JobId id) {
+  const auto rows = tx.exec(kLockForHold, {id.value()});
+  if (rows.empty()) throw Error(errc::not_found, job_name(id) + " does not exist");
+  const auto status = parse_status(rows[0]["status"].view());
+  if (!status) throw Error(errc::internal, "database: unknown job status " + rows[0]["status"].as_string());
+  return {*status, rows[0]["held"].as_bool()};
+}
+
+}  // namespace
+
+HoldChange hold_job(db::Tx& tx, JobId id) {
+  const HoldState state = lock_for_hold(tx, id);
+  const std::string is = job_name(id) + " is " + std::string(to_string(state.status));
+  switch (state.status) {
+    case JobStatus::queued:
+    case JobStatus::started:
+    case JobStatus::processed:
+      throw Error(errc::conflict, is + ": already admitted, a hold would not stop it (cancel it instead)");
+    case JobStatus::done:
+    case JobStatus::canceled:
+    case JobStatus::failed:
+    case JobStatus::internal_error:
+      throw Error(errc::conflict, is + ": it is not waiting for admission (retry it first to run it again)");
+    default:  // initialized, configured, ready, external_error, error_checked
+      break;
+  }
+  if (state.held) return {must_load(tx, id), false};
+  check_affected(tx.exec(kSetHeld, {id.value()}), id, "hold it");
+  return {must_load(tx, id), true};
+}
+
+HoldChange release_job(db::Tx& tx, JobId id) {
+  const HoldState state = lock_for_hold(tx, id);
+  if (!state.held) return {must_load(tx, id), false};
+  check_affected(tx.exec(kClearHeld, {id.value()}), id, "release it");
+  return {must_load(tx, id), true};
+}
+
 bool restart_canceled(db::Tx& tx, JobId id) {
   const auto locked = lock_job(tx, id);
   if (!locked || locked->status != JobStatus::canceled) return false;

@@ -31,6 +31,8 @@ struct Job {
   std::optional<std::int64_t> worker_id;
   // Timestamps are RFC 3339 in UTC ("2026-11-22T10:00:00.123456Z").
   std::optional<std::string> canceled_at;
+  // Set by `conveyor job hold`: admission skips the job until it is cleared.
+  std::optional<std::string> held_at;
   std::optional<std::string> not_before;
   std::string created_at;
   std::string updated_at;
@@ -39,7 +41,7 @@ struct Job {
   std::optional<std::string> error_message;
 
   // {id, job_type, status, priority, attempt, max_attempts, params, config,
-  //  result, depends_on, worker_id, canceled_at, not_before, created_at,
+  //  result, depends_on, worker_id, canceled_at, held_at, not_before, created_at,
   //  updated_at, idempotency_key, error_subtype, error_message}; absent
   // optionals are null.
   nlohmann::json to_json() const;

@@ -96,6 +96,28 @@ struct ParamsChange {
 ParamsChange patch_params(db::Tx& tx, JobId id, const nlohmann::json& patch,
                           std::optional<JobStatus> expected = std::nullopt);
 
+struct HoldChange {
+  Job job;
+  bool changed = false;  // false: already held (hold_job) or not held (release_job)
+};
+
+// Holds a job that admission has not taken: sets held_at, and admission
+// skips it (conveyor.job_admissible) until release_job. The job still moves
+// up to ready and waits there. Idempotent: a held job is left as it is
+// (changed false). Refused with Error(conflict): a job already admitted
+// (queued, started, processed: holding it would not stop it; cancel it
+// instead) and a final one (done, canceled, failed, internal_error: not
+// waiting for admission; retry it first). A missing job: Error(not_found).
+// The trigger conveyor.record_job_audit records field 'hold' with the
+// transaction's actor.
+HoldChange hold_job(db::Tx& tx, JobId id);
+
+// Clears held_at, in any status (a held job that was canceled meanwhile must
+// still be releasable before a restart). Idempotent: a job that is not held
+// is left as it is (changed false). Recorded as field 'release'; the
+// io.conveyor.job.released event wakes admission.
+HoldChange release_job(db::Tx& tx, JobId id);
+
 // canceled -> initialized: a fresh run (attempt 0; errors, result, worker and
 // canceled_at cleared; the configuration service writes config again).
 // Returns false when the job is not canceled (any more).
