@@ -835,16 +835,27 @@ TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {
   EXPECT_TRUE(has(r, "4 slot(s) of fail")) << "both ends included: " << r.output;
   EXPECT_TRUE(has(r, "dry run")) << r.output;
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
+  // --apply requests the runs: conveyor-creation creates them in batches
+  // (tests/integration/creation/scheduler_test.cpp); here the request is shown and canceled.
   r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", to, "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_TRUE(has(r, "created 4 run(s)")) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT string_agg(idempotency_key, ' ' ORDER BY id) FROM conveyor.job "
-                            "WHERE job_type = 'fail'").substr(0, 29),
-            "schedule:" + from);
-  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--apply", "--yes"});
+  EXPECT_TRUE(has(r, "backfill 1 requested")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT job_type || ' ' || slot_count || ' ' || policy || ' ' || state "
+                            "FROM conveyor.backfill_request"),
+            "fail 4 all pending");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0") << "the CLI creates no job itself";
+  r = conveyor({"schedule", "list"});
+  EXPECT_TRUE(has(r, "0/4")) << "the open request with its progress: " << r.output;
+  r = conveyor({"schedule", "cancel-backfill", "1"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_TRUE(has(r, "created 0 run(s); 4 slot(s) already had one")) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "4");
+  EXPECT_TRUE(has(r, "backfill 1 canceled")) << r.output;
+  EXPECT_TRUE(has(conveyor({"schedule", "backfills"}), "no open backfill requests")) << r.output;
+  EXPECT_TRUE(has(conveyor({"schedule", "backfills", "--all"}), "canceled")) << r.output;
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", to, "--policy", "collapse"});
+  EXPECT_TRUE(has(r, "key backfill:" + from + ".." + to)) << r.output;
+  r = conveyor({"schedule", "backfill", "fail", "--from", from, "--policy", "each"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--policy: 'each' is not all")) << r.output;
 
   r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", "2999-01-01"});
   EXPECT_EQ(r.status, 2) << r.output;

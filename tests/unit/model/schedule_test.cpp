@@ -108,6 +108,34 @@ TEST(CatchUp, NoneCreatesOnlyASlotThatIsOnTime) {
   EXPECT_EQ(p.skipped, 4);
 }
 
+// Issue 13, item 11: the missed range as one run; a single due slot stays a plain run.
+TEST(CatchUp, CollapseMakesOneRunOfTheWholeMissedRange) {
+  const auto p = plan_due(Schedule::parse("@every 1h"), parse_utc("2026-12-01T10:00:00Z"),
+                          parse_utc("2026-12-01T15:30:00Z"), CatchupPolicy::collapse, std::nullopt, 2, 60s);
+  EXPECT_TRUE(p.create.empty());
+  ASSERT_TRUE(p.collapsed.has_value());
+  EXPECT_EQ(format_utc(p.collapsed->first), "2026-12-01T11:00:00Z");
+  EXPECT_EQ(format_utc(p.collapsed->last), "2026-12-01T15:00:00Z");
+  EXPECT_EQ(p.collapsed->count, 5) << "the batch bound is for `all` only";
+  EXPECT_EQ(p.skipped, 0);
+  EXPECT_EQ(format_utc(p.last_slot), "2026-12-01T15:00:00Z");
+  const auto on_time = plan(CatchupPolicy::collapse, "2026-12-01T11:00:10Z");
+  EXPECT_EQ(on_time.create, (Slots{"11:00"}));
+  EXPECT_EQ(conveyor::model::parse_catchup_policy("collapse"), CatchupPolicy::collapse);
+}
+
+TEST(Slots, BetweenCountsBothEndsWithoutKeepingThem) {
+  const auto r = conveyor::model::slots_between(Schedule::parse("0 * * * *"), parse_utc("2026-12-01T10:00:00Z"),
+                                                parse_utc("2026-12-02T10:00:00Z"));
+  EXPECT_EQ(r.count, 25);
+  EXPECT_EQ(format_utc(r.first), "2026-12-01T10:00:00Z");
+  EXPECT_EQ(format_utc(r.last), "2026-12-02T10:00:00Z");
+  EXPECT_EQ(conveyor::model::slots_between(Schedule::parse("0 * * * *"), parse_utc("2026-12-01T10:01:00Z"),
+                                           parse_utc("2026-12-01T10:59:00Z"))
+                .count,
+            0);
+}
+
 TEST(CatchUp, TheWindowSkipsSlotsTooOldWhateverThePolicy) {
   const auto p = plan(CatchupPolicy::all, "2026-12-01T15:30:00Z", std::chrono::hours(2));
   EXPECT_EQ(p.create, (Slots{"14:00", "15:00"}));
