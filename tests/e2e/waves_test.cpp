@@ -116,7 +116,15 @@ TEST(Waves, ThreeWaveChainAdvancesByItself) {
   };
   EXPECT_EQ(queued_before("wb", wave2), "0") << "a wb job was queued before wave 2";
   EXPECT_EQ(queued_before("wc", wave3), "0") << "a wc job was queued before wave 3";
-  EXPECT_GE(std::stoi(stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE job_type = 'wc'")), 1);
+  // And the whole chain ran: 8 wa, 6 + 8 wb, one wc for each wb.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return stack.db().query_value(
+                   "SELECT count(*) FROM conveyor.job WHERE job_type = 'wc' AND status = 'done'") == "14";
+      },
+      60s))
+      << stack.db().query_value("SELECT string_agg(job_type || ' ' || status || ' ' || n, ', ') FROM ("
+                                "SELECT job_type, status, count(*) AS n FROM conveyor.job GROUP BY 1, 2) c");
 
   const auto status = stack.cli({"system", "status"});
   EXPECT_EQ(status.output.find("(auto"), std::string::npos) << "a finished run is not shown: " << status.output;
