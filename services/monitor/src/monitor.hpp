@@ -10,6 +10,9 @@
 //   c. restarts: canceled, canceled_at null -> initialized
 //   d. stalled jobs: their event re-emitted, per stall_<status>_s
 //   e. service registry: missed heartbeats -> down; old rows purged
+//   f. waves: the running wave run (`conveyor system waves --auto`) to its
+//      next wave once the current one drained (model::advance_waves; the
+//      run's row is locked SKIP LOCKED instead of an advisory lock)
 // and, every CONVEYOR_GAUGE_INTERVAL_MS, the gauges conveyor_jobs{status},
 // conveyor_workers{status} and conveyor_service_instances{service,status}.
 // A part that fills its batch (CONVEYOR_BATCH_SIZE) makes the next scan
