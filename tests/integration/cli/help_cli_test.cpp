@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -111,7 +112,7 @@ TEST(HelpCli, EveryNounAndVerbHasHelp) {
   EXPECT_TRUE(has(unknown.output, "unknown option --bogus")) << unknown.output;
 }
 
-class CompletionCli : public ::testing::Test {
+class ShellCli : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("help-cli");
@@ -142,7 +143,7 @@ class CompletionCli : public ::testing::Test {
   fs::path dir_;
 };
 
-TEST_F(CompletionCli, CompletionScriptsListEveryCommand) {
+TEST_F(ShellCli, CompletionScriptsListEveryCommand) {
   const fs::path bash = script("bash");
   const RunResult syntax = conveyor::testing::run({"/bin/bash", "-n", bash.string()});
   EXPECT_EQ(syntax.status, 0) << syntax.output;
@@ -177,6 +178,32 @@ TEST_F(CompletionCli, CompletionScriptsListEveryCommand) {
                                                 zsh.string()});
     EXPECT_EQ(z.status, 0) << z.output;
   }
+}
+
+// Long operations show progress on a terminal only (script(1) gives the CLI
+// one): the line is drawn at once and cleared at the end; piped, nothing.
+TEST_F(ShellCli, LongOperationsShowProgressOnATerminalOnly) {
+  if (!fs::exists("/usr/bin/script")) GTEST_SKIP() << "script(1) is not installed";
+  conveyor::testing::TestDatabase db(/*migrate=*/false);
+  const std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", db.url()}};
+  const auto on_terminal = [&](const std::string& command) {
+    return conveyor::testing::run({"/usr/bin/script", "-qec", "'" CONVEYOR_CLI_PATH "' " + command, "/dev/null"}, env);
+  };
+  ASSERT_EQ(conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"db", "init"}, env).status, 0);
+  const RunResult migrate = on_terminal("db migrate");
+  EXPECT_EQ(migrate.status, 0) << migrate.output;
+  EXPECT_TRUE(has(migrate.output, "\rdb migrate: 0 s")) << migrate.output;
+  EXPECT_TRUE(has(migrate.output, "\r\x1b[Kdatabase migrated")) << "the line is cleared: " << migrate.output;
+
+  const RunResult backup = on_terminal("system backup '" + (dir_ / "a.dump").string() + "'");
+  EXPECT_EQ(backup.status, 0) << backup.output;
+  EXPECT_TRUE(has(backup.output, "\rsystem backup: 0 s")) << backup.output;
+
+  const RunResult piped =
+      conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"system", "backup", (dir_ / "b.dump").string()}, env);
+  EXPECT_EQ(piped.status, 0) << piped.output;
+  EXPECT_TRUE(has(piped.output, "backup written")) << piped.output;
+  EXPECT_FALSE(has(piped.output, "system backup:")) << piped.output;
 }
 
 }  // namespace

@@ -7,10 +7,14 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <iostream>
+#include <mutex>
 #include <sstream>
 #include <string_view>
+#include <thread>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job.hpp"
@@ -139,6 +143,52 @@ InterruptGuard::~InterruptGuard() {
   std::signal(SIGTERM, SIG_DFL);
 }
 bool InterruptGuard::interrupted() noexcept { return g_interrupted; }
+
+struct Progress::State {
+  std::string label;
+  std::function<std::string()> detail;
+  std::string fixed;  // set(): replaces detail()
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool done = false;
+  std::thread drawer;
+};
+
+Progress::Progress(std::string label, std::function<std::string()> detail) {
+  if (!::isatty(STDERR_FILENO)) return;
+  state_ = std::make_unique<State>();
+  state_->label = std::move(label);
+  state_->detail = std::move(detail);
+  state_->drawer = std::thread([s = state_.get()] {
+    const auto start = std::chrono::steady_clock::now();
+    std::unique_lock lock(s->mutex);
+    do {
+      const auto seconds =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start).count();
+      std::string text = !s->fixed.empty() ? s->fixed : s->detail ? s->detail() : "";
+      // \r and erase-to-end-of-line: one line, redrawn in place.
+      std::cerr << "\r" << s->label << ": " << seconds << " s" << (text.empty() ? "" : " " + text) << "\x1b[K"
+                << std::flush;
+    } while (!s->wake.wait_for(lock, std::chrono::milliseconds(500), [s] { return s->done; }));
+    std::cerr << "\r\x1b[K" << std::flush;
+  });
+}
+
+Progress::~Progress() {
+  if (!state_) return;
+  {
+    std::lock_guard lock(state_->mutex);
+    state_->done = true;
+  }
+  state_->wake.notify_all();
+  state_->drawer.join();
+}
+
+void Progress::set(std::string detail) {
+  if (!state_) return;
+  std::lock_guard lock(state_->mutex);
+  state_->fixed = std::move(detail);
+}
 
 db::PoolOptions pool_options(const Context& ctx) {
   db::PoolOptions o;

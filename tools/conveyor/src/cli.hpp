@@ -3,9 +3,11 @@
 // tests drive the same code. Talks to PostgreSQL directly, so it works while
 // the services are down.
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iosfwd>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -46,6 +48,24 @@ class InterruptGuard {
   InterruptGuard(const InterruptGuard&) = delete;
   InterruptGuard& operator=(const InterruptGuard&) = delete;
   static bool interrupted() noexcept;
+};
+
+// While one lives and stderr is a terminal, "LABEL: 12 s DETAIL" is redrawn
+// on stderr at once and then twice a second, so a long pg_dump, migrate or
+// bulk apply shows it is alive; the line is cleared at the end. Off a
+// terminal it prints nothing: scripts and --json output stay as they were.
+// `detail` (may be empty) is called from the drawing thread.
+class Progress {
+ public:
+  explicit Progress(std::string label, std::function<std::string()> detail = {});
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  void set(std::string detail);  // "120 of 4000 jobs": shown instead of detail()
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // A one-connection pool for a command; status changes it makes are recorded

@@ -356,7 +356,10 @@ int create_cmd(Context& ctx, const std::vector<std::string>& args) {
 int migrate_cmd(Context& ctx, const std::vector<std::string>& args) {
   const auto dir = no_arguments(ctx, args, "migrate");
   db::Migrator m(ctx.database_url(), dir);
-  auto r = m.migrate();
+  const auto r = [&] {
+    Progress progress("db migrate");
+    return m.migrate();
+  }();
   if (r.names.empty()) {
     ctx.out << "no pending migrations: database is up-to-date\n";
   } else {

@@ -889,10 +889,13 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
     }
   }
   try {
+    Progress progress("job patch");
     pool.transact([&](db::Tx& tx) {
+      std::size_t done = 0;
       for (const auto id : ids) {
         if (!path.empty()) model::set_status(tx, model::JobId(id), path, from);
         if (edits_params) model::patch_params(tx, model::JobId(id), change, at);
+        progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
       }
     });
   } catch (const Error& e) {

@@ -279,14 +279,19 @@ int queue_drain(Context& ctx, const std::vector<std::string>& args) {
     talk << "not applied: nothing changed\n";
     return kExitFailed;
   }
-  const std::int64_t drained = pool.transact([&](db::Tx& tx) {
-    std::int64_t n = 0;
-    for (const auto id : ids) {
-      if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
-    }
-    tx.exec(kCountDrained, {q.kind, q.name, n});
-    return n;
-  });
+  const std::int64_t drained = [&] {
+    Progress progress("queue drain");
+    return pool.transact([&](db::Tx& tx) {
+      std::int64_t n = 0;
+      std::size_t done = 0;
+      for (const auto id : ids) {
+        if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
+        progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
+      }
+      tx.exec(kCountDrained, {q.kind, q.name, n});
+      return n;
+    });
+  }();
   if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", drained}}.dump() << "\n";
   talk << "drained " << drained << " job(s) of " << what << " (canceled; `conveyor job retry` brings one back)\n";
   return kExitOk;

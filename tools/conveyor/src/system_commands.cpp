@@ -330,7 +330,14 @@ int backup(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.size() != 1) throw FieldError("FILE", "system backup: one FILE is required\n" + std::string(kSystemUsage));
   const std::string& file = o.positional[0];
   const auto start = std::chrono::steady_clock::now();
-  const int rc = run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + file});
+  const int rc = [&] {
+    Progress progress("system backup", [&file] {
+      std::error_code size_ec;
+      const auto written = std::filesystem::file_size(file, size_ec);
+      return size_ec ? std::string() : std::to_string(written / 1024) + " KiB written";
+    });
+    return run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + file});
+  }();
   if (rc != 0) throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): " + file + " is not a backup");
   std::error_code ec;
   const auto size = std::filesystem::file_size(file, ec);
@@ -368,7 +375,10 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
     argv.push_back("--if-exists");
   }
   argv.push_back(file);
-  const int rc = run_program(ctx, argv);
+  const int rc = [&] {
+    Progress progress("system restore");
+    return run_program(ctx, argv);
+  }();
   if (rc != 0) {
     throw Error(errc::unavailable, "pg_restore failed (exit " + std::to_string(rc) +
                                        "); it ran in one transaction, so nothing was changed" +
