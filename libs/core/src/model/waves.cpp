@@ -57,7 +57,12 @@ constexpr db::Statement kBacklog{
 WaveRun to_run(const db::Row r) {
   WaveRun w;
   w.id = r[0].as_int();
-  w.waves = json::parse(r[1].as_string()).get<std::vector<std::vector<std::string>>>();
+  try {
+    w.waves = json::parse(r[1].as_string()).get<std::vector<std::vector<std::string>>>();
+  } catch (const json::exception& e) {  // written by hand? the monitor must not die of it
+    throw Error(errc::internal, "conveyor.wave_run " + std::to_string(w.id) +
+                                    ": waves must be an array of arrays of job type names (" + e.what() + ")");
+  }
   w.current = static_cast<int>(r[2].as_int());
   w.threshold = r[3].as_int();
   w.state = r[4].as_string();
