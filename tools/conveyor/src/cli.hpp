@@ -113,8 +113,8 @@ struct HelpRequested {};
 // it accepts: dispatch lists its verbs, parse_options the verb's options.
 // Both happen before any database access, so completion never connects.
 struct CompletionListed {
-  std::vector<std::string> words;     // verbs, or options taking no value
-  std::set<std::string> with_value;   // options taking a value
+  std::vector<std::string> words;    // verbs, or options taking no value
+  std::set<std::string> with_value;  // options taking a value
 };
 
 // One subcommand of a noun ("job ls"): gets the arguments after its name.
