@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "conveyor/db/db.hpp"
+#include "conveyor/model/waves.hpp"
 #include "conveyor/testing/testing.hpp"
 
 namespace {
@@ -99,6 +101,46 @@ TEST_F(WavesCli, WavesAutoStartsWaveOneAndStopStops) {
   // A new run may start once the last one stopped.
   r = conveyor({"system", "waves", "--auto"});
   EXPECT_EQ(r.status, 0) << r.output;
+}
+
+// The monitor's step (model::advance_waves), run as the monitor's database
+// role: it holds while the current wave's backlog is above the threshold,
+// then admits the next wave, and after the last one sets job_types_list back
+// to NULL and the run to done. The role may do exactly that (migration
+// 20261210000400 grants UPDATE on job_types_list only).
+TEST_F(WavesCli, TheMonitorsRoleAdvancesTheRunWaveByWaveToEveryType) {
+  const std::string held = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('wa') RETURNING id");
+  ASSERT_EQ(conveyor({"system", "waves", "--auto"}).status, 0);
+  conveyor::db::Session monitor(db_.url());
+  auto step = [&] {
+    return monitor.transact([](conveyor::db::Tx& tx) {
+      tx.exec_script("SET LOCAL ROLE conveyor_monitor");
+      return conveyor::model::advance_waves(tx);
+    });
+  };
+  EXPECT_FALSE(step()) << "wa has a job waiting: wave 1 is not drained (threshold 0)";
+  EXPECT_EQ(types_list(), "{wa}");
+
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + held);
+  auto s = step();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->from, 1);
+  EXPECT_EQ(s->to, 2);
+  EXPECT_EQ(types_list(), "{wa,wb}");
+  s = step();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->to, 3);
+  EXPECT_EQ(types_list(), "{wa,wb,wc}");
+  s = step();
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->done);
+  EXPECT_EQ(types_list(), "NULL");
+  EXPECT_EQ(db_.query_value("SELECT state FROM conveyor.wave_run"), "done");
+  EXPECT_FALSE(step()) << "no run is running";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.system_parameters_history "
+                            "WHERE 'job_types_list' = ANY(changed_keys)"),
+            "4")
+      << "wave 1, 2, 3 and NULL, each in the history";
 }
 
 }  // namespace
