@@ -203,6 +203,11 @@ TEST_F(ExecutionTest, AgingAdmitsALowPriorityJobWithinItsBound) {
   // The rule is one SQL function; at rate 0 it is the plain priority.
   EXPECT_EQ(db_.query_value("SELECT conveyor.effective_priority(7, now() - interval '1 hour', 0)"), "7");
   EXPECT_EQ(db_.query_value("SELECT conveyor.effective_priority(0, now() - interval '11 minutes', 1)"), "11");
+  // A rate below 0, NaN or infinite would make the order meaningless: the row refuses it.
+  for (const char* bad : {"-1", "'NaN'", "'Infinity'"}) {
+    EXPECT_ANY_THROW(db_.exec(std::string("UPDATE conveyor.system_parameters SET priority_aging_per_minute = ") + bad))
+        << bad;
+  }
 }
 
 // Issue 13, item 10 and DESIGN section 8: a per-type concurrency limit is
