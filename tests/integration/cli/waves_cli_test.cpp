@@ -143,4 +143,77 @@ TEST_F(WavesCli, TheMonitorsRoleAdvancesTheRunWaveByWaveToEveryType) {
       << "wave 1, 2, 3 and NULL, each in the history";
 }
 
+// A wave's backlog counts only jobs that can still progress: a ready job
+// that is held, or of a paused type or pool, waits for an operator and would
+// keep the run at its wave forever. A back-off (not_before) ends by itself,
+// so that job still counts.
+TEST_F(WavesCli, HeldOrPausedReadyJobsDoNotHoldTheRunBack) {
+  auto ready_job = [&](const std::string& pool, const std::string& not_before) {
+    const std::string id =
+        db_.query_value("INSERT INTO conveyor.job (job_type, not_before, config) VALUES ('wa', " +
+                        not_before + ", '{\"pool\": \"" + pool + "\"}') RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
+    return id;
+  };
+  const std::string held = ready_job("default", "NULL");
+  const std::string in_paused_pool = ready_job("gpu", "NULL");
+  const std::string backing_off = ready_job("default", "now() + interval '1 hour'");
+  db_.exec("UPDATE conveyor.job SET held_at = now() WHERE id = " + held);
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('pool', 'gpu', true)");
+  ASSERT_EQ(conveyor({"system", "waves", "--auto"}).status, 0);
+  conveyor::db::Session monitor(db_.url());
+  auto step = [&] {
+    return monitor.transact([](conveyor::db::Tx& tx) {
+      tx.exec_script("SET LOCAL ROLE conveyor_monitor");
+      return conveyor::model::advance_waves(tx);
+    });
+  };
+  auto s = step();
+  EXPECT_FALSE(s) << "the backing-off job will be admitted: wave 1 is not drained";
+  EXPECT_EQ(types_list(), "{wa}");
+
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + backing_off);
+  s = step();
+  ASSERT_TRUE(s) << "only a held job and one in a paused pool are left: they never drain";
+  EXPECT_EQ(s->backlog, 0);
+  EXPECT_EQ(s->to, 2);
+  EXPECT_EQ(types_list(), "{wa,wb}");
+
+  // A paused job type is the same; wave 2's job of type wb waits paused.
+  const std::string id =
+      db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('wb') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+  db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
+  EXPECT_FALSE(step()) << "wb's ready job counts while wb is not paused";
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'wb', true)");
+  s = step();
+  ASSERT_TRUE(s) << "wb is paused: its ready job does not hold wave 3 back";
+  EXPECT_EQ(s->to, 3);
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + held), "ready");
+}
+
+// While a run is active, --start N and --all are refused: the monitor would
+// overwrite the operator's job_types_list at its next wave.
+TEST_F(WavesCli, StartOrAllDuringAnActiveRunIsRefused) {
+  ASSERT_EQ(conveyor({"system", "waves", "--auto"}).status, 0);
+  const std::string history = "SELECT count(*) FROM conveyor.system_parameters_history";
+  const std::string before = db_.query_value(history);
+
+  auto r = conveyor({"system", "waves", "--start", "2"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "a wave run is active (started by ")) << r.output;
+  EXPECT_TRUE(has(r, "stop it first: conveyor system waves --stop")) << r.output;
+  r = conveyor({"system", "waves", "--all"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(types_list(), "{wa}");
+  EXPECT_EQ(db_.query_value(history), before) << "no parameter changed";
+  EXPECT_EQ(db_.query_value("SELECT current || ' ' || state FROM conveyor.wave_run"), "1 running");
+
+  ASSERT_EQ(conveyor({"system", "waves", "--stop"}).status, 0);
+  r = conveyor({"system", "waves", "--start", "2"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(types_list(), "{wa,wb}") << "after --stop the operator takes over";
+}
+
 }  // namespace

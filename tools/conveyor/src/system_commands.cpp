@@ -465,6 +465,13 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
   });
   const auto& layers = g.layers.waves;
   if (o.get("--start") || o.has("--all")) {
+    // The monitor would overwrite the operator's list at its next wave.
+    if (g.run && g.run->state == "running") {
+      ctx.err << "system waves: a wave run is active (started by " << g.run->started_by << " at "
+              << g.run->started_at << ", wave " << g.run->current << " of " << g.run->waves.size()
+              << "); stop it first: conveyor system waves --stop\n";
+      return kExitFailed;
+    }
     json value = nullptr;
     std::string what = "every job type";
     if (!o.has("--all")) {
@@ -475,10 +482,6 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
     }
     pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, {{"job_types_list", value}}); });
     ctx.out << "job_types_list set to " << what << "\n";
-    if (g.run && g.run->state == "running") {
-      ctx.out << "note: wave run " << g.run->id << " is running and will set job_types_list at its next wave "
-              << "(`conveyor system waves --stop` to take over by hand)\n";
-    }
     return kExitOk;
   }
   if (ctx.json) {

@@ -47,12 +47,22 @@ constexpr db::Statement kMoveRun{
     "model_wave_run_move",
     "UPDATE conveyor.wave_run SET current = $2, state = $3, updated_at = now() WHERE id = $1"};
 
-// The backlog of a wave: its jobs not yet processed (a job whose cancel is
-// pending is on its way out and does not hold the next wave back).
+// The backlog of a wave: its jobs not yet processed that can still progress.
+// Left out, as they would never drain and the run would never advance: a job
+// whose cancel is pending (on its way out), and a ready job admission leaves
+// on purpose: held (conveyor.job_admissible at 'infinity': a back-off
+// not_before ends, so that job still counts) or of a paused type or pool
+// (the paused-queue rule of the monitor's kReemitStalled and admission's
+// kPaused; no SQL function holds it yet).
 constexpr db::Statement kBacklog{
     "model_wave_backlog",
-    "SELECT count(*) FROM conveyor.job WHERE job_type = ANY($1::text[]) "
-    "AND status IN ('initialized', 'configured', 'ready', 'queued', 'started') AND canceled_at IS NULL"};
+    "SELECT count(*) FROM conveyor.job j WHERE j.job_type = ANY($1::text[]) "
+    "AND j.status IN ('initialized', 'configured', 'ready', 'queued', 'started') "
+    "AND j.canceled_at IS NULL "
+    "AND (j.status <> 'ready' OR (conveyor.job_admissible(j, 'infinity') "
+    "  AND NOT EXISTS (SELECT 1 FROM conveyor.queue_state qs WHERE qs.paused "
+    "    AND ((qs.kind = 'job_type' AND qs.name = j.job_type) "
+    "      OR (qs.kind = 'pool' AND qs.name = coalesce(j.config->>'pool', 'default'))))))"};
 
 WaveRun to_run(const db::Row r) {
   WaveRun w;

@@ -8,7 +8,8 @@
 // A wave run (conveyor.wave_run, migration 20261210000400_wave_run) admits
 // waves 1..current through job_types_list; conveyor-monitor calls
 // advance_waves on each scan, which moves to the next wave once the current
-// wave's backlog (its jobs in initialized..started) is at or below the run's
+// wave's backlog (its jobs in initialized..started, less ready ones that
+// are held or of a paused type or pool: those never drain) is at or below the run's
 // threshold, and after the last wave sets job_types_list back to NULL (every
 // type) and the run to done. job_types_list is written by one UPDATE of that
 // column only (the monitor may change no other parameter); the row's CHECKs
