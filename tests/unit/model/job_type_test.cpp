@@ -382,6 +382,40 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
   EXPECT_EQ(own.front(), "params.tile: expected a string");
 }
 
+// std::regex recurses once per character of the value: before this check a
+// 200,000-character tile (or date) crashed the process that validated it, so
+// one submitted job could take conveyor-creation down.
+TEST(ValidateParams, AValueTooLongForARegexIsRefusedNotMatched) {
+  json j = minimal();
+  j["params_schema"] = {
+      {"type", "object"},
+      {"properties",
+       {{"tile", {{"type", "string"}, {"pattern", "^[a-z]+$"}}},
+        {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}}},
+        {"note", {{"type", "string"}}}}}};
+  const json schema = parse_job_type(j).params_schema;
+  const std::string huge(200000, 'a');
+  const std::string digits(200000, '1');
+
+  auto problems = validate_params(schema, {{"tile", huge}});
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems.front(), "params.tile: longer than 4096 bytes, the most a pattern or format is checked on");
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"dates", {"2026-12-03", digits}}}),
+                          "params.dates[1]: longer than 4096 bytes"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "abc"}, {"note", {{std::string(5000, 'k'), 1}}}}),
+                          "params.note"));  // a non-string note is refused either way
+  // Within the bound, the pattern is applied; a long value a regex never reads is fine.
+  EXPECT_TRUE(validate_params(schema, {{"tile", std::string(4096, 'a')}}).empty());
+  EXPECT_TRUE(validate_params(schema, {{"tile", "abc"}, {"note", huge}}).empty());
+
+  // A schema that reads nothing with a regex takes any length.
+  json plain = minimal();
+  plain["params_schema"] = {
+      {"type", "object"},
+      {"properties", {{"tile", {{"type", "string"}}}, {"note", {{"type", "string"}}}}}};
+  EXPECT_TRUE(validate_params(parse_job_type(plain).params_schema, {{"tile", huge}, {"note", huge}}).empty());
+}
+
 // ------------------------------------------------------------ render_argv
 
 TEST(RenderArgv, KeepsAValueWithSpacesAndShellCharactersAsOneArgument) {

@@ -180,6 +180,50 @@ void check_pattern(const Parser& p, const std::string& f, const json& v) {
   }
 }
 
+// libstdc++'s std::regex (valijson's only engine, for `pattern`,
+// `patternProperties` and `format`) recurses once per character of the
+// *input*: a 100,000-character string crashed the process. A value that a
+// regular expression would read is therefore refused above this length
+// before valijson sees it; a schema without such keywords takes any length.
+constexpr std::size_t kMaxRegexInputLength = 4096;
+
+// Whether any (sub)schema of `schema` runs a regular expression on values.
+bool reads_with_regex(const json& schema) {
+  if (schema.is_array()) {
+    return std::any_of(schema.begin(), schema.end(), [](const json& s) { return reads_with_regex(s); });
+  }
+  if (!schema.is_object()) return false;
+  for (const auto& [k, v] : schema.items()) {
+    if (k == "pattern" || k == "patternProperties" || k == "format") return true;
+    if (reads_with_regex(v)) return true;
+  }
+  return false;
+}
+
+// The first string value or object key below `value` longer than
+// kMaxRegexInputLength, as a problem naming its path, or "".
+std::string too_long_for_regex(const json& value, const std::string& path) {
+  if (value.is_string()) {
+    if (value.get_ref<const std::string&>().size() <= kMaxRegexInputLength) return "";
+    return path + ": longer than " + std::to_string(kMaxRegexInputLength) +
+           " bytes, the most a pattern or format is checked on";
+  }
+  if (value.is_object()) {
+    for (const auto& [k, v] : value.items()) {
+      if (k.size() > kMaxRegexInputLength) {
+        return path + ": a key longer than " + std::to_string(kMaxRegexInputLength) + " bytes";
+      }
+      if (auto p = too_long_for_regex(v, path + "." + k); !p.empty()) return p;
+    }
+  }
+  if (value.is_array()) {
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      if (auto p = too_long_for_regex(value[i], path + "[" + std::to_string(i) + "]"); !p.empty()) return p;
+    }
+  }
+  return "";
+}
+
 // The keywords of one (sub)schema, and the subschemas below it.
 void check_subschema(const Parser& p, const std::string& f, const json& schema) {
   if (schema.is_boolean()) return;  // draft 7: true accepts anything, false nothing
@@ -897,6 +941,20 @@ std::vector<std::string> validate_params(const nlohmann::json& schema,
       return p.compare(0, f.size() + 1, f + ":") == 0;
     });
     if (!value.is_null() && !reported && props.contains(name)) rest[name] = value;
+  }
+  // A parameter's own schema, or a shared definition it may $ref.
+  json outside_properties = schema;
+  outside_properties.erase("properties");
+  const bool shared_regex = reads_with_regex(outside_properties);
+  for (auto it = rest.begin(); it != rest.end();) {
+    if (shared_regex || reads_with_regex(props[it.key()])) {
+      if (auto p = too_long_for_regex(it.value(), "params." + it.key()); !p.empty()) {
+        problems.push_back(std::move(p));
+        it = rest.erase(it);
+        continue;
+      }
+    }
+    ++it;
   }
   json full = schema;
   full.erase("required");  // reported above, with null counted as absent
