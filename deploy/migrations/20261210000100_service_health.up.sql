@@ -7,9 +7,10 @@
 --   up, draining  its recorded status, with a heartbeat younger than
 --                 system_parameters.service_heartbeat_timeout_s
 --   stopped       it deregistered (a clean stop)
---   replaced      a conveyor-worker instance that is not live and whose
---                 conveyor.worker row (same name) is lost or stopped: the
---                 pool has replaced it (or drained it); history, not a fault
+--   replaced      a conveyor-worker instance whose conveyor.worker row
+--                 (same name) is lost or stopped, whatever its heartbeat
+--                 (the pool saw it die, or drained it), or a dead one whose
+--                 row retention already removed: history, not a fault
 --   down          anything else: stale heartbeat, or marked down by the
 --                 reconciler
 --
@@ -20,11 +21,16 @@ CREATE VIEW conveyor.service_instance_live AS
 SELECT i.id, i.service, i.host, i.pid, i.version, i.image_tag, i.started_at, i.last_heartbeat,
        i.broker, i.status AS recorded_status,
        CASE
+         -- First: the pool marks a worker it saw die lost at once, while the
+         -- instance's last heartbeat is still fresh.
+         WHEN w.status IN ('lost', 'stopped') THEN 'replaced'
          WHEN i.status IN ('up', 'draining')
               AND i.last_heartbeat >= now() - make_interval(secs => p.service_heartbeat_timeout_s::float8)
            THEN i.status
          WHEN i.status = 'stopped' THEN 'stopped'
-         WHEN w.status IN ('lost', 'stopped') THEN 'replaced'
+         -- Retention purged its worker row (24 h after its last heartbeat)
+         -- before this instance row: still history, not a fault.
+         WHEN i.service = 'conveyor-worker' AND w.id IS NULL THEN 'replaced'
          ELSE 'down'
        END AS live_status
 FROM conveyor.service_instance i

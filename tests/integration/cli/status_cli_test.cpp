@@ -70,6 +70,11 @@ TEST_F(StatusCli, SystemStatusShowsUpDegradedDownAndReplacedWorkersAsHistory) {
   worker("w-killed-1", "lost", "up", "1 hour");
   worker("w-killed-2", "lost", "down", "1 hour");
   worker("w-drained", "stopped", "down", "1 hour");
+  // Killed -9 a moment ago: the pool marked its row lost at once, while the
+  // instance's heartbeat is still fresh.
+  worker("w-killed-now", "lost", "up", "0 seconds");
+  // Retention removed its worker row before its instance row.
+  instance("w-purged", "conveyor-worker", "down", "2 days");
 
   const json s = status_json();
   const json& services = s.at("services");
@@ -82,14 +87,14 @@ TEST_F(StatusCli, SystemStatusShowsUpDegradedDownAndReplacedWorkersAsHistory) {
   EXPECT_EQ(services.at("conveyor-worker").at("state"), "up");
   EXPECT_EQ(services.at("conveyor-worker").at("live"), 1);
   EXPECT_EQ(services.at("conveyor-worker").at("down"), 0) << "replaced workers are not down";
-  EXPECT_EQ(services.at("conveyor-worker").at("replaced"), 3);
+  EXPECT_EQ(services.at("conveyor-worker").at("replaced"), 5);
 
   const auto r = conveyor({"system", "status"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "conveyor-creation DEGRADED (1 live, 1 down)")) << r.output;
   EXPECT_TRUE(has(r, "conveyor-execution up (1 live)")) << r.output;
   EXPECT_TRUE(has(r, "conveyor-monitor DOWN (0 live)")) << r.output;
-  EXPECT_TRUE(has(r, "conveyor-worker up (1 live, 3 replaced (history))")) << r.output;
+  EXPECT_TRUE(has(r, "conveyor-worker up (1 live, 5 replaced (history))")) << r.output;
   EXPECT_FALSE(has(r, "conveyor-worker DEGRADED")) << r.output;
 }
 
