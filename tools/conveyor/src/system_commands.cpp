@@ -437,7 +437,8 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
     }
     ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted ("
             << join(r.waves[0]) << "); conveyor-monitor moves to the next wave once this one's jobs in "
-            << "initialized..started are at most " << r.threshold << ", and admits every job type after the last\n";
+            << "initialized..started (held or paused ready ones aside) are at most " << r.threshold
+            << ", and admits every job type after the last\n";
     return kExitOk;
   }
   if (o.has("--stop")) {
