@@ -1,6 +1,7 @@
 #include "creation.hpp"
 
 #include <chrono>
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -279,6 +280,7 @@ void loop(runtime::Context& ctx) {
   auto log = ctx.log();
   auto& metrics = ctx.metrics();
   std::chrono::milliseconds timeout(0);
+  std::map<std::int64_t, int> backfill_failures;  // batches rolled back in a row, by request
   do {
     bool more = false;
     try {
@@ -298,14 +300,6 @@ void loop(runtime::Context& ctx) {
               .inc(static_cast<double>(run.skipped));
         }
       }
-      // One batch of one backfill request per pass: the poll interval throttles them.
-      if (const auto b = run_backfills(ctx.db(), backfill_batch)) {
-        log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id,
-                  b->job_type, b->created, b->skipped, b->state);
-        if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
-        metrics.counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
-            .inc(b->created);
-      }
       const TriggerTick t = run_triggers(ctx.db(), batch);
       more = more || t.more;
       if (t.created > 0) log->info("triggers: created {} downstream job(s)", t.created);
@@ -316,6 +310,37 @@ void loop(runtime::Context& ctx) {
     } catch (const Error& e) {
       // The database may be briefly away: the next pass retries.
       log->error("schedules and triggers: {}", logging::redact_url(e.what()));
+    }
+    // Backfills in their own try: a request whose batch keeps failing must
+    // not stop the schedules and triggers above.
+    try {
+      // One batch of one backfill request per pass: the poll interval throttles them.
+      if (const auto b = run_backfills(ctx.db(), backfill_batch)) {
+        if (b->rolled_back) {
+          const int failures = ++backfill_failures[b->request_id];
+          log->error("backfill {} of {}: batch rolled back ({} of {} in a row): {}", b->request_id, b->job_type,
+                     failures, kBackfillMaxFailures, logging::redact_url(b->error));
+          metrics.counter("conveyor_backfill_failures_total", "backfill batches rolled back by an error",
+                          {{"job_type", b->job_type}})
+              .inc();
+          if (failures >= kBackfillMaxFailures) {
+            const std::string reason = "failed " + std::to_string(failures) + " batches in a row: " + b->error;
+            if (fail_backfill(ctx.db(), b->request_id, reason)) {
+              log->error("backfill {} of {} marked failed: {}", b->request_id, b->job_type, reason);
+            }
+            backfill_failures.erase(b->request_id);
+          }
+        } else {
+          backfill_failures.erase(b->request_id);
+          log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id,
+                    b->job_type, b->created, b->skipped, b->state);
+          if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
+          metrics.counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
+              .inc(b->created);
+        }
+      }
+    } catch (const Error& e) {
+      log->error("backfills: {}", logging::redact_url(e.what()));
     }
     metrics.counter("conveyor_creation_passes_total", "passes over schedules and triggers").inc();
     timeout = more ? std::chrono::milliseconds(0) : poll;

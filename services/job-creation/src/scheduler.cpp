@@ -47,14 +47,18 @@ constexpr db::Statement kFailPending{
     "creation_fail_pending_trigger",
     "UPDATE conveyor.trigger_pending SET failed_at = now(), last_error = $2 WHERE job_id = $1"};
 
-// The oldest open requests; the first whose type the system handles now is
-// done (a type outside job_types_list waits for its wave, the others go on).
+// The oldest open requests, unlocked: candidates. The first whose type the
+// system handles now (a type outside job_types_list waits for its wave) and
+// that no one else holds is done; only that row is locked, so other replicas
+// and `schedule cancel-backfill` are kept waiting on one request, not twenty.
 constexpr db::Statement kOpenBackfills{
     "creation_open_backfills",
+    "SELECT id, job_type FROM conveyor.backfill_request WHERE state IN ('pending', 'running') ORDER BY id LIMIT 20"};
+constexpr db::Statement kLockBackfill{
+    "creation_lock_backfill",
     "SELECT id, job_type, policy, extract(epoch FROM from_slot)::bigint AS from_slot, "
     "  extract(epoch FROM to_slot)::bigint AS to_slot, extract(epoch FROM next_after)::bigint AS next_after "
-    "FROM conveyor.backfill_request WHERE state IN ('pending', 'running') "
-    "ORDER BY id LIMIT 20 FOR UPDATE SKIP LOCKED"};
+    "FROM conveyor.backfill_request WHERE id = $1 AND state IN ('pending', 'running') FOR UPDATE SKIP LOCKED"};
 
 constexpr db::Statement kAdvanceBackfill{
     "creation_advance_backfill",
@@ -62,6 +66,13 @@ constexpr db::Statement kAdvanceBackfill{
     "  skipped_count = skipped_count + $4, state = $5, last_error = $6, updated_at = now(), "
     "  finished_at = CASE WHEN $5 IN ('done', 'failed') THEN now() END "
     "WHERE id = $1"};
+
+// SKIP LOCKED: a request another replica is working on is left to it.
+constexpr db::Statement kFailBackfill{
+    "creation_fail_backfill",
+    "UPDATE conveyor.backfill_request SET state = 'failed', last_error = $2, updated_at = now(), finished_at = now() "
+    "WHERE id = (SELECT id FROM conveyor.backfill_request WHERE id = $1 AND state IN ('pending', 'running') "
+    "  FOR UPDATE SKIP LOCKED)"};
 
 // A run of policy `none` is on time within this of its slot.
 constexpr seconds kOnTime{60};
@@ -171,57 +182,79 @@ std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch) {
 }
 
 std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch) {
-  return pool.transact([&](db::Tx& tx) -> std::optional<BackfillTick> {
-    const model::SystemParameters parameters = model::load_system_parameters(tx);
-    if (!parameters.accepting_new_jobs) return std::nullopt;
-    std::optional<db::Row> request;
-    const auto open = tx.exec(kOpenBackfills);
-    for (const db::Row r : open) {
-      if (parameters.handles(r["job_type"].as_string())) {
-        request = r;
+  // The request being worked on, known outside the transaction: a batch that
+  // rolls back is reported against it rather than thrown, so the caller can
+  // count its failures and go on with the schedules and triggers.
+  std::optional<BackfillTick> current;
+  try {
+    return pool.transact([&](db::Tx& tx) -> std::optional<BackfillTick> {
+      current.reset();
+      const model::SystemParameters parameters = model::load_system_parameters(tx);
+      if (!parameters.accepting_new_jobs) return std::nullopt;
+      std::optional<db::Result> locked;  // owns the row `request` points into
+      std::optional<db::Row> request;
+      for (const db::Row r : tx.exec(kOpenBackfills)) {
+        if (!parameters.handles(r["job_type"].as_string())) continue;
+        locked = tx.exec(kLockBackfill, {r["id"].as_int()});
+        if (locked->empty()) continue;  // another replica has it, or it was canceled meanwhile
+        request = (*locked)[0];
         break;
       }
-    }
-    if (!request) return std::nullopt;
-    BackfillTick tick;
-    tick.request_id = (*request)["id"].as_int();
-    tick.job_type = (*request)["job_type"].as_string();
-    const TimePoint from = at((*request)["from_slot"].as_int());
-    const TimePoint to = at((*request)["to_slot"].as_int());
-    TimePoint cursor = at((*request)["next_after"].as_int());
-    tick.state = "running";
-    try {
-      const auto type = model::load_job_type(tx, tick.job_type);
-      if (!type || type->schedule.empty()) throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
-      const model::Schedule schedule = model::Schedule::parse(type->schedule);
-      if ((*request)["policy"].as_string() == "collapse") {
-        const model::SlotRange range = model::slots_between(schedule, from, to);
-        if (range.count > 0) {
-          if (model::submit_job(tx, parameters, model::collapsed_request(*type, range)).created) ++tick.created;
-          else ++tick.skipped;
+      if (!request) return std::nullopt;
+      BackfillTick tick;
+      tick.request_id = (*request)["id"].as_int();
+      tick.job_type = (*request)["job_type"].as_string();
+      current = tick;
+      const TimePoint from = at((*request)["from_slot"].as_int());
+      const TimePoint to = at((*request)["to_slot"].as_int());
+      TimePoint cursor = at((*request)["next_after"].as_int());
+      tick.state = "running";
+      try {
+        const auto type = model::load_job_type(tx, tick.job_type);
+        if (!type || type->schedule.empty()) throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
+        const model::Schedule schedule = model::Schedule::parse(type->schedule);
+        if ((*request)["policy"].as_string() == "collapse") {
+          const model::SlotRange range = model::slots_between(schedule, from, to);
+          if (range.count > 0) {
+            if (model::submit_job(tx, parameters, model::collapsed_request(*type, range)).created) ++tick.created;
+            else ++tick.skipped;
+          }
+          cursor = to;
+        } else {
+          for (int n = 0; n < batch; ++n) {
+            const TimePoint slot = schedule.next_after(cursor);
+            if (slot > to) break;
+            if (model::submit_job(tx, parameters, model::scheduled_request(*type, slot)).created) ++tick.created;
+            else ++tick.skipped;
+            cursor = slot;
+          }
         }
-        cursor = to;
-      } else {
-        for (int n = 0; n < batch; ++n) {
-          const TimePoint slot = schedule.next_after(cursor);
-          if (slot > to) break;
-          if (model::submit_job(tx, parameters, model::scheduled_request(*type, slot)).created) ++tick.created;
-          else ++tick.skipped;
-          cursor = slot;
-        }
+        if (cursor >= to || schedule.next_after(cursor) > to) tick.state = "done";
+      } catch (const Error& e) {
+        // Refused before any SQL ran (the schema, an unusable schedule): the
+        // runs of this batch so far stay, the request stops with the reason.
+        if (e.code() != errc::bad_input) throw;
+        tick.state = "failed";
+        tick.error = e.what();
       }
-      if (cursor >= to || schedule.next_after(cursor) > to) tick.state = "done";
-    } catch (const Error& e) {
-      // Refused before any SQL ran (the schema, an unusable schedule): the
-      // runs of this batch so far stay, the request stops with the reason.
-      if (e.code() != errc::bad_input) throw;
-      tick.state = "failed";
-      tick.error = e.what();
-    }
-    tx.exec(kAdvanceBackfill, {tick.request_id, epoch(cursor), tick.created, tick.skipped, tick.state,
-                               tick.error.empty() ? db::Param(nullptr) : db::Param(tick.error)});
-    return tick;
-  });
+      tx.exec(kAdvanceBackfill, {tick.request_id, epoch(cursor), tick.created, tick.skipped, tick.state,
+                                 tick.error.empty() ? db::Param(nullptr) : db::Param(tick.error)});
+      return tick;
+    });
+  } catch (const Error& e) {
+    // The database away is no fault of the request: the caller's pass fails.
+    if (!current || e.code() == errc::unavailable) throw;
+    current->state = "running";
+    current->created = 0;
+    current->skipped = 0;
+    current->rolled_back = true;
+    current->error = e.what();
+    return current;
+  }
+}
+
+bool fail_backfill(db::Pool& pool, std::int64_t request_id, const std::string& error) {
+  return pool.transact([&](db::Tx& tx) { return tx.exec(kFailBackfill, {request_id, error}).affected_rows() > 0; });
 }
 
 TriggerTick run_triggers(db::Pool& pool, int batch) {

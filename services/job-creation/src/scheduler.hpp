@@ -31,6 +31,12 @@
 // whole range. A crash loses at most the batch in flight, which was not
 // committed: the next call resumes after the last committed slot. A run the
 // type's schema refuses fails the request (last_error), with what it created.
+// Any other error in a batch (a conflict, a database error) rolls the batch
+// back and is returned as rolled_back, not thrown, so the schedules and
+// triggers of the pass still run; the caller fails the request with
+// fail_backfill after kBackfillMaxFailures such batches in a row. Only the
+// request worked on is locked: candidates are read unlocked, then each is
+// locked by id with SKIP LOCKED until one is free.
 //
 // Stateless functions; thread-safe.
 #include <cstdint>
@@ -69,10 +75,19 @@ struct BackfillTick {
   std::int64_t skipped = 0;  // slots that already had a run
   std::string state;         // the request's state after this batch
   std::string error;         // why it failed
+  bool rolled_back = false;  // the batch failed and was rolled back: nothing of it committed
 };
 
+// Batches of one request that may fail in a row before it is marked failed.
+inline constexpr int kBackfillMaxFailures = 5;
+
 // nullopt: no open request (or the system is not accepting new jobs).
+// Throws only when the database is unavailable or no request was taken yet.
 std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch);
+
+// Marks an open request failed with `error`, in its own transaction; false
+// when it is no longer open (finished, canceled) or another replica holds it.
+bool fail_backfill(db::Pool& pool, std::int64_t request_id, const std::string& error);
 
 struct TriggerTick {
   int created = 0;      // downstream jobs created

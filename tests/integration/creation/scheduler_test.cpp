@@ -7,8 +7,12 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
+#include <utility>
 
+#include "conveyor/db/db.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/stack.hpp"
 
@@ -68,10 +72,54 @@ class Scheduler : public ::testing::Test {
     return s.db().query_value("SELECT to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '" +
                               std::to_string(hours_ago) + " hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')");
   }
+  // The full hours `from_ago` and `to_ago` before the current one, read in one
+  // query, so the hour cannot turn between them.
+  static std::pair<std::string, std::string> hours(Stack& s, int from_ago, int to_ago) {
+    const auto row = s.db().query(
+        "SELECT to_char(h - make_interval(hours => " + std::to_string(from_ago) + "), f), "
+        "to_char(h - make_interval(hours => " + std::to_string(to_ago) + "), f) "
+        "FROM (SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') AS h, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"' AS f) x");
+    return {row.at(0).at(0), row.at(0).at(1)};
+  }
   static int count(Stack& s, const std::string& where) {
     return std::stoi(s.db().query_value("SELECT count(*) FROM conveyor.job WHERE " + where));
   }
   fs::path file_;
+};
+
+// Holds a backfill request's row lock (SELECT ... FOR UPDATE) in a test
+// transaction on its own connection until release(): conveyor-creation's
+// SKIP LOCKED leaves the request alone meanwhile, so its progress is frozen
+// without relying on timing. Taking the lock waits for a batch in flight.
+class RowHold {
+ public:
+  RowHold(const std::string& url, const std::string& id) {
+    std::promise<void> held;
+    auto held_future = held.get_future();
+    thread_ = std::thread([this, url, id, held = std::move(held)]() mutable {
+      conveyor::db::Session session(url, "scheduler-test-hold");
+      bool told = false;
+      session.transact([&](conveyor::db::Tx& tx) {
+        tx.exec_script("SELECT 1 FROM conveyor.backfill_request WHERE id = " + id + " FOR UPDATE");
+        if (!told) held.set_value();
+        told = true;
+        release_.get_future().wait();
+      });
+    });
+    held_future.wait();
+  }
+  RowHold(const RowHold&) = delete;
+  RowHold& operator=(const RowHold&) = delete;
+  ~RowHold() { release(); }
+  void release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::thread thread_;
 };
 
 TEST_F(Scheduler, AnEveryScheduleCreatesOneRunPerSlotWithItsSlotInTheKeyAndParams) {
@@ -197,10 +245,10 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
 // slot that already had one (here: made by the scheduler) is skipped.
 TEST_F(Scheduler, BackfillWorksInBatchesAndResumesAfterACrash) {
   auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}})}));
-  // Slow passes, so that the kill lands between two batches of 10.
+  // Slow passes, so that the row hold below lands between two batches of 10.
   o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "1500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
   Stack stack(o);
-  const std::string from = hour(stack, 60), to = hour(stack, 26);  // 35 hourly slots, both ends included
+  const auto [from, to] = hours(stack, 60, 26);  // 35 hourly slots, both ends included
   const std::string in_range = "job_type = 'hourly' AND idempotency_key BETWEEN 'schedule:" + from +
                                "' AND 'schedule:" + to + "'";
   for (int h : {60, 50, 40}) {  // three slots already have their run
@@ -218,11 +266,17 @@ TEST_F(Scheduler, BackfillWorksInBatchesAndResumesAfterACrash) {
   EXPECT_NE(r.output.find("backfill 1 requested"), std::string::npos) << r.output;
   EXPECT_EQ(backfill(stack, "1", "slot_count::text || ' ' || (requested_by <> '')"), "35 true");
 
-  // The first batch committed, not the whole range: kill -9 now.
+  // The first batch committed, not the whole range: hold the request so no
+  // batch starts, kill -9 now, then let go.
   ASSERT_TRUE(wait_until([&] { return std::stoi(backfill(stack, "1", "created_count + skipped_count")) >= 10; }, 30s))
       << stack.logs_tail();
-  stack.kill("creation", SIGKILL);
+  RowHold hold(stack.db().url(), "1");
   const int done_at_kill = std::stoi(backfill(stack, "1", "created_count + skipped_count"));
+  wait_passes(stack, 2);
+  EXPECT_EQ(std::stoi(backfill(stack, "1", "created_count + skipped_count")), done_at_kill)
+      << "a held request is skipped, not waited for";
+  stack.kill("creation", SIGKILL);
+  hold.release();
   EXPECT_LT(done_at_kill, 35) << "batched, not one transaction";
   EXPECT_EQ(backfill(stack, "1", "state"), "running");
   EXPECT_EQ(count(stack, in_range), std::stoi(backfill(stack, "1", "created_count")) + 3)
@@ -301,12 +355,23 @@ TEST_F(Scheduler, ACanceledBackfillStops) {
   auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}})}));
   o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "1500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
   Stack stack(o);
-  const std::string from = hour(stack, 100), to = hour(stack, 51);  // 50 slots
+  const auto [from, to] = hours(stack, 100, 51);  // 50 slots
   auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to, "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   ASSERT_TRUE(wait_until([&] { return std::stoi(backfill(stack, "1", "created_count")) >= 10; }, 30s))
       << stack.logs_tail();
-  r = stack.cli({"schedule", "cancel-backfill", "1"});
+  // Held, the request makes no progress; the cancel waits for the hold and
+  // lands as soon as it is let go, before another batch can start.
+  RowHold hold(stack.db().url(), "1");
+  auto cancel = std::async(std::launch::async, [&] { return stack.cli({"schedule", "cancel-backfill", "1"}); });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return stack.db().query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                      "AND wait_event_type = 'Lock'") != "0";
+      },
+      20s));
+  hold.release();
+  r = cancel.get();
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("backfill 1 canceled"), std::string::npos) << r.output;
   const std::string created = backfill(stack, "1", "created_count");
@@ -320,6 +385,42 @@ TEST_F(Scheduler, ACanceledBackfillStops) {
   EXPECT_NE(r.output.find("backfill 1 is canceled: nothing to cancel"), std::string::npos) << r.output;
   r = stack.cli({"schedule", "cancel-backfill", "99"});
   EXPECT_NE(r.output.find("backfill 99 does not exist"), std::string::npos) << r.output;
+}
+
+// Issue 13, item 11 (review): a batch that fails with anything but a refused
+// run (here a database error raised on one slot's insert) rolls back and is
+// retried; meanwhile the pass goes on with the triggers, and after
+// kBackfillMaxFailures (5) failed batches in a row the request is failed with
+// the error.
+TEST_F(Scheduler, ABackfillThatKeepsFailingIsFailedAndDoesNotStopTheTriggers) {
+  auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}}),
+                                type("up", {{"triggers", {{{"job_type", "down"}, {"params", json::object()}}}}}),
+                                type("down")}));
+  o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
+  Stack stack(o);
+  const auto [from, to] = hours(stack, 30, 21);  // 10 slots
+  stack.db().exec(
+      "CREATE FUNCTION conveyor.test_refuse_slot() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "IF NEW.idempotency_key = 'schedule:" + from + "' THEN RAISE EXCEPTION 'test: slot refused'; END IF; "
+      "RETURN NEW; END $$");
+  stack.db().exec("CREATE TRIGGER test_refuse_slot BEFORE INSERT ON conveyor.job FOR EACH ROW "
+                  "EXECUTE FUNCTION conveyor.test_refuse_slot()");
+  auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to, "--apply", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+
+  const std::string up = stack.db().query_value("INSERT INTO conveyor.job (job_type) VALUES ('up') RETURNING id");
+  for (const char* s : {"configured", "ready", "queued", "started", "processed", "done"})
+    stack.db().exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + up);
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 1; }, 20s))
+      << "triggers run while the backfill fails: " << stack.logs_tail();
+
+  ASSERT_TRUE(wait_until([&] { return backfill(stack, "1", "state") == "failed"; }, 30s)) << stack.logs_tail();
+  const std::string error = backfill(stack, "1", "last_error");
+  EXPECT_NE(error.find("failed 5 batches in a row"), std::string::npos) << error;
+  EXPECT_NE(error.find("test: slot refused"), std::string::npos) << error;
+  EXPECT_EQ(backfill(stack, "1", "created_count::text || ' ' || (finished_at IS NOT NULL)"), "0 true")
+      << "each failed batch rolled back";
+  EXPECT_EQ(count(stack, "job_type = 'hourly' AND idempotency_key <= 'schedule:" + to + "'"), 0);
 }
 
 }  // namespace
