@@ -251,10 +251,10 @@ TEST_F(Scheduler, BackfillWorksInBatchesAndResumesAfterACrash) {
   const auto [from, to] = hours(stack, 60, 26);  // 35 hourly slots, both ends included
   const std::string in_range = "job_type = 'hourly' AND idempotency_key BETWEEN 'schedule:" + from +
                                "' AND 'schedule:" + to + "'";
-  for (int h : {60, 50, 40}) {  // three slots already have their run
-    stack.db().exec("INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('hourly', 'schedule:" +
-                    hour(stack, h) + "')");
-  }
+  // Three slots already have their run: the first, the 11th and the 21st (from `from`, not now()).
+  stack.db().exec("INSERT INTO conveyor.job (job_type, idempotency_key) SELECT 'hourly', 'schedule:' || "
+                  "to_char(('" + from + "'::timestamptz AT TIME ZONE 'UTC') + make_interval(hours => n), "
+                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM unnest(ARRAY[0, 10, 20]) n");
   auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("35 slot(s) of hourly"), std::string::npos) << r.output;
