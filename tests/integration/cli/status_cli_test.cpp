@@ -75,6 +75,8 @@ TEST_F(StatusCli, SystemStatusShowsUpDegradedDownAndReplacedWorkersAsHistory) {
   worker("w-killed-now", "lost", "up", "0 seconds");
   // Retention removed its worker row before its instance row.
   instance("w-purged", "conveyor-worker", "down", "2 days");
+  // A lost row keeps the last `running` it reported; its jobs were recovered.
+  db_.exec("UPDATE conveyor.worker SET running = 1 WHERE status = 'lost'");
 
   const json s = status_json();
   const json& services = s.at("services");
@@ -88,6 +90,7 @@ TEST_F(StatusCli, SystemStatusShowsUpDegradedDownAndReplacedWorkersAsHistory) {
   EXPECT_EQ(services.at("conveyor-worker").at("live"), 1);
   EXPECT_EQ(services.at("conveyor-worker").at("down"), 0) << "replaced workers are not down";
   EXPECT_EQ(services.at("conveyor-worker").at("replaced"), 5);
+  EXPECT_EQ(s.at("workers").at("lost").at("running"), 0) << "a lost worker runs nothing";
 
   const auto r = conveyor({"system", "status"});
   ASSERT_EQ(r.status, 0) << r.output;
@@ -96,6 +99,7 @@ TEST_F(StatusCli, SystemStatusShowsUpDegradedDownAndReplacedWorkersAsHistory) {
   EXPECT_TRUE(has(r, "conveyor-monitor DOWN (0 live)")) << r.output;
   EXPECT_TRUE(has(r, "conveyor-worker up (1 live, 5 replaced (history))")) << r.output;
   EXPECT_FALSE(has(r, "conveyor-worker DEGRADED")) << r.output;
+  EXPECT_TRUE(has(r, "; lost 3\n")) << r.output;
 }
 
 // A worker whose instance is stale while its row is still active (not yet

@@ -67,7 +67,8 @@ commands:
   system status       accepting jobs or not, jobs by status, workers, services, outbox
   system pause [--reason TEXT]   stop accepting new jobs (running jobs go on)
   system unpause      accept new jobs again
-  system waves [--start N | --all]   job types in waves by their dependencies; --start N handles waves 1..N
+  system waves [--start N | --all | --auto [--threshold N] | --stop]   job types in waves by their dependencies;
+                                     --start N handles waves 1..N; --auto lets the monitor advance them
   system backup FILE  pg_dump of the database (custom format, compressed)
   system restore FILE [--clean] [--yes]   pg_restore in one transaction (--clean: replace what is there)
   system prepare-for-reboot [--force] [--yes]   after stopping the workers: started and queued jobs back to ready

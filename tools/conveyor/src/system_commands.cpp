@@ -56,7 +56,11 @@ constexpr db::Statement kJobCounts{
 
 constexpr db::Statement kWorkerCounts{
     "cli_system_worker_counts",
-    "SELECT w.status, count(*), coalesce(sum(w.running), 0), coalesce(sum(w.concurrency), 0) "
+    // A lost worker runs nothing: its jobs were recovered when it was marked
+    // lost, whatever its row's last `running` said.
+    "SELECT w.status, count(*), "
+    "       CASE WHEN w.status = 'lost' THEN 0 ELSE coalesce(sum(w.running), 0) END, "
+    "       coalesce(sum(w.concurrency), 0) "
     "FROM conveyor.worker w WHERE w.status IN ('active', 'draining', 'lost') GROUP BY w.status ORDER BY w.status"};
 
 // Live state as the monitor's GET /v1/services computes it.
@@ -175,7 +179,8 @@ int status(Context& ctx, const std::vector<std::string>& args) {
   out << "workers            : max " << s["max_number_of_worker_instances"] << ", min "
       << s["min_number_of_worker_instances"];
   for (const auto& [st, w] : s["workers"].items()) {
-    out << "; " << st << " " << w["count"] << " (running " << w["running"] << " of " << w["capacity"] << ")";
+    out << "; " << st << " " << w["count"];
+    if (st != "lost") out << " (running " << w["running"] << " of " << w["capacity"] << ")";
   }
   out << "\n";
   out << "services           :";
