@@ -370,6 +370,7 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   // (issue 13): the sequences as they are now, and the job folders on disk.
   model::SequenceMarks floors =
       db::Pool(pool_options(ctx)).transact([](db::Tx& tx) { return model::sequence_marks(tx); });
+  const bool empty_database = floors.empty();  // no Conveyor sequence: nothing to --clean
   auto& job_floor = floors[model::kJobIdSequence];
   job_floor = std::max(job_floor, model::highest_job_id_on_disk(ctx.config.get_string("CONVEYOR_DATA_DIR")));
   // pg_restore needs the database named; the rest of the connection comes from PG*.
@@ -387,7 +388,11 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   if (rc != 0) {
     throw Error(errc::unavailable, "pg_restore failed (exit " + std::to_string(rc) +
                                        "); it ran in one transaction, so nothing was changed" +
-                                       (clean ? "" : " (a database that is not empty needs --clean)"));
+                                       (empty_database
+                                            ? " (into a new cluster: if a role conveyor_... does not exist, run "
+                                              "`conveyor db migrate` on any database of this cluster first; it "
+                                              "creates the service roles the backup's grants name)"
+                                            : clean ? "" : " (a database that is not empty needs --clean)"));
   }
   // The backup's worker rows and their started or queued jobs belong to
   // processes of the time of the backup, which run no more (the services are
