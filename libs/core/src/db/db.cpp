@@ -192,12 +192,12 @@ std::vector<std::int64_t> Field::as_int_array() const {
 namespace {
 class Receiver final : public pqxx::notification_receiver {
  public:
-  Receiver(pqxx::connection_base& c, const std::string& channel, bool& flag)
-      : pqxx::notification_receiver(c, channel), flag_(flag) {}
-  void operator()(const std::string&, int) override { flag_ = true; }
+  Receiver(pqxx::connection_base& c, const std::string& channel, std::vector<Notification>& received)
+      : pqxx::notification_receiver(c, channel), received_(received) {}
+  void operator()(const std::string& payload, int) override { received_.push_back({channel(), payload}); }
 
  private:
-  bool& flag_;
+  std::vector<Notification>& received_;
 };
 }  // namespace
 
@@ -253,17 +253,20 @@ class Connection {
 
   void listen(const std::string& channel) {
     if (receivers_.count(channel)) return;
-    translating([&] { receivers_[channel] = std::make_unique<Receiver>(*conn_, channel, notified_); });
+    translating([&] { receivers_[channel] = std::make_unique<Receiver>(*conn_, channel, received_); });
   }
 
-  bool wait_for_notification(std::chrono::milliseconds timeout) {
+  std::vector<Notification> wait_for_notifications(std::chrono::milliseconds timeout) {
     return translating([&] {
-      notified_ = false;
+      received_.clear();
       long us = static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(timeout).count());
-      int n = conn_->await_notification(us / 1000000, us % 1000000);
+      conn_->await_notification(us / 1000000, us % 1000000);
       // Drain whatever else is already queued, without waiting.
-      while (conn_->get_notifs() > 0) ++n;
-      return n > 0 || notified_;
+      while (conn_->get_notifs() > 0) {
+      }
+      std::vector<Notification> out;
+      out.swap(received_);
+      return out;
     });
   }
 
@@ -281,7 +284,7 @@ class Connection {
   std::unique_ptr<pqxx::connection> conn_;
   std::set<std::string> prepared_;
   std::map<std::string, std::unique_ptr<Receiver>> receivers_;
-  bool notified_ = false;
+  std::vector<Notification> received_;  // filled by the receivers during a wait
 };
 
 // ------------------------------------------------------------------- Tx
@@ -484,9 +487,13 @@ void Session::listen(std::string_view channel) {
 }
 
 bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
+  return !wait_for_notifications(timeout).empty();
+}
+
+std::vector<Notification> Session::wait_for_notifications(std::chrono::milliseconds timeout) {
   auto& c = ensure(conn_, url_, application_name_);
   try {
-    return c.wait_for_notification(timeout);
+    return c.wait_for_notifications(timeout);
   } catch (const DbError&) {
     conn_.reset();
     throw;

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -49,6 +50,19 @@ constexpr db::Statement kHeartbeat{
     "runtime_heartbeat",
     "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = $3,"
     " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
+// NOTIFYs of the job status trigger: one per new status of a statement,
+// the payload the status ("queued"). A stage wakes on the statuses it acts on.
+constexpr const char* kJobStatusChannel = "conveyor_job_status";
+constexpr std::string_view kJobEventPrefix = "io.conveyor.job.";
+// Events only wake, so their offsets may lag: committed at most this often
+// (and on the way out), not after every poll.
+constexpr milliseconds kCommitInterval{1000};
+// Reconnect back-off of the LISTEN connection after it was lost.
+constexpr milliseconds kListenRetryMin{100};
+constexpr milliseconds kListenRetryMax{5000};
+// How long one wait for a notification may block shutdown.
+constexpr milliseconds kListenSlice{250};
+
 constexpr db::Statement kSetInstanceStatus{
     "runtime_set_instance_status",
     "UPDATE conveyor.service_instance SET status = $2, last_heartbeat = now() WHERE id = $1"};
@@ -194,6 +208,10 @@ class Service final : public Context {
     up_ = &registry_.gauge("conveyor_up", "1 while the service runs");
     wakeups_ = &registry_.counter("conveyor_service_wakeups_total",
                                   "wake-ups taken by the service loop (events, parameter changes)");
+    notify_wakeups_ = &registry_.counter("conveyor_notify_wakeups_total",
+                                         "wake-ups from PostgreSQL NOTIFY of a watched job status");
+    listen_reconnects_ = &registry_.counter("conveyor_listen_reconnects_total",
+                                            "times the LISTEN connection was opened again after a loss");
     events_consumed_ = &registry_.counter("conveyor_events_consumed_total", "Kafka events read by the runtime");
     bad_events_ = &registry_.counter("conveyor_events_invalid_total", "Kafka events that were not valid CloudEvents");
     parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total",
@@ -275,6 +293,11 @@ class Service final : public Context {
       start_consumers();
     }
 
+    // The millisecond path: a NOTIFY of a watched status wakes the loop
+    // without Kafka (which then only confirms, or stands in while the
+    // database connection is re-made).
+    if (!spec_.wake_on.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
+
     timer_thread_ = std::thread([this] { timer_loop(); });
     up_->set(1);
   }
@@ -312,6 +335,8 @@ class Service final : public Context {
   void consume(const bus::ConsumerOptions& options) {
     auto rlog = logging::get("runtime");
     std::unique_ptr<bus::Consumer> consumer;
+    auto next_commit = Clock::now() + kCommitInterval;
+    bool uncommitted = false;
     while (!stopping_) {
       try {
         if (!consumer) consumer = std::make_unique<bus::Consumer>(options);
@@ -353,13 +378,74 @@ class Service final : public Context {
         }
         if (wake_up) wake();
         // Events only wake: the work is read from the database, so the
-        // offsets may move as soon as the wake-up is taken.
-        if (!messages.empty()) consumer->commit();
+        // offsets may move as soon as the wake-up is taken, and a commit
+        // lost in a crash only repeats wake-ups. So not after every poll
+        // (a broker round trip each), but at most once per interval.
+        uncommitted = uncommitted || !messages.empty();
+        if (uncommitted && Clock::now() >= next_commit) {
+          uncommitted = false;
+          next_commit = Clock::now() + kCommitInterval;
+          consumer->commit();
+        }
       } catch (const std::exception& e) {
         note_broker(consumer ? consumer->broker_up() : false);
         rlog->warn("event consumer ({}): {}", options.group_id, e.what());
         std::unique_lock lock(exit_mu_);
         exit_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load(); });
+      }
+    }
+    if (consumer && uncommitted) {
+      try {
+        consumer->commit();
+      } catch (const std::exception& e) {
+        rlog->warn("event consumer ({}): final commit: {}", options.group_id, e.what());
+      }
+    }
+  }
+
+  // LISTEN on a connection of its own, until stopping: a notification whose
+  // status is in wake_on wakes the loop. A lost connection (terminated
+  // backend, PostgreSQL restart) is re-made with back-off, and the loop is
+  // woken once after, for what changed meanwhile. Waits in short slices so
+  // shutdown never waits long for it.
+  void listen_loop() {
+    auto rlog = logging::get("runtime");
+    db::Session session(config_.get_string("CONVEYOR_DATABASE_URL"), spec_.name + "-listen");
+    bool listening = false;
+    bool lost = false;
+    milliseconds retry = kListenRetryMin;
+    while (!stopping_) {
+      try {
+        if (!listening || !session.is_open()) {
+          session.reset();  // a re-made connection has no LISTEN: start afresh
+          session.listen(kJobStatusChannel);
+          listening = true;
+          retry = kListenRetryMin;
+          if (lost) {
+            listen_reconnects_->inc();
+            rlog->info("listening to {} again", kJobStatusChannel);
+          }
+          lost = false;
+          wake();
+        }
+        for (const db::Notification& n : session.wait_for_notifications(kListenSlice)) {
+          if (spec_.wake_on.contains(std::string(kJobEventPrefix) + n.payload)) {
+            notify_wakeups_->inc();
+            wake();
+            break;
+          }
+        }
+      } catch (const std::exception& e) {
+        listening = false;
+        session.reset();
+        if (!lost) {
+          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)",
+                     kJobStatusChannel, logging::redact_url(e.what()));
+        }
+        lost = true;
+        std::unique_lock lock(exit_mu_);
+        exit_cv_.wait_for(lock, retry, [this] { return stopping_.load(); });
+        retry = std::min(retry * 2, kListenRetryMax);
       }
     }
   }
@@ -510,6 +596,7 @@ class Service final : public Context {
     for (std::thread& t : consumer_threads_) {
       if (t.joinable()) t.join();
     }
+    if (listen_thread_.joinable()) listen_thread_.join();
     if (relay_) {
       relay_->stop();
       // What this instance's last transactions wrote goes out now, not at
@@ -557,6 +644,8 @@ class Service final : public Context {
   metrics::Gauge* up_ = nullptr;
   metrics::Counter* wakeups_ = nullptr;
   metrics::Counter* events_consumed_ = nullptr;
+  metrics::Counter* notify_wakeups_ = nullptr;
+  metrics::Counter* listen_reconnects_ = nullptr;
   metrics::Counter* bad_events_ = nullptr;
   metrics::Counter* parameter_reloads_ = nullptr;
 
@@ -582,6 +671,7 @@ class Service final : public Context {
   sigset_t signals_{};
   std::thread signal_thread_;
   std::thread timer_thread_;
+  std::thread listen_thread_;
   std::vector<std::thread> consumer_threads_;
 };
 

@@ -224,6 +224,12 @@ class Pool {
   std::unique_ptr<State> state_;
 };
 
+// One NOTIFY as a listener received it.
+struct Notification {
+  std::string channel;
+  std::string payload;
+};
+
 // One dedicated connection for session-level state. Single-threaded.
 class Session {
  public:
@@ -251,6 +257,8 @@ class Session {
   // Waits up to `timeout` for a notification on a listened channel; true if
   // at least one arrived. All pending notifications are consumed.
   bool wait_for_notification(std::chrono::milliseconds timeout);
+  // The same, returning every notification received (channel and payload).
+  std::vector<Notification> wait_for_notifications(std::chrono::milliseconds timeout);
   bool is_open() const noexcept;
   // Drops the connection (and with it locks and LISTENs); the next call reconnects.
   void reset() noexcept;

@@ -7,9 +7,15 @@
 // parameters event and on a timer), wake-ups from job events, and SIGTERM:
 // stop taking work, finish what is in flight, commit, exit 0.
 //
+// Wake-ups come from PostgreSQL first: a service with wake_on LISTENs on
+// conveyor_job_status (one NOTIFY per new status, payload the status) on a
+// connection of its own, re-made with back-off when lost; its Kafka event
+// wakes it too, whichever comes first, and the poll stays as the fallback.
+// Stage services run their loop as a StageLoop (stage_loop.hpp).
+//
 // Events only wake a service; the work itself is read from PostgreSQL (the
 // truth) with conditional updates, so a lost or duplicated event changes
-// nothing and offsets can be committed as soon as the wake-up is taken.
+// nothing and offsets can be committed lazily (at most once a second).
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -32,8 +38,9 @@ namespace conveyor::runtime {
 struct ServiceSpec {
   std::string name;  // "conveyor-creation"
   config::Schema schema = config::core_schema();  // add the service's own keys
-  // CloudEvent types that wake this service ("io.conveyor.job.initialized").
-  // Empty: no job-event consumer. Parameter changes always wake it.
+  // CloudEvent types that wake this service ("io.conveyor.job.initialized"),
+  // from Kafka and, for status events, from NOTIFY. Empty: no job-event
+  // consumer and no LISTEN. Parameter changes always wake it.
   std::set<std::string> wake_on;
   // Consumer group; empty: the service name (replicas share the wake-ups).
   std::string consumer_group;

@@ -1,0 +1,92 @@
+#pragma once
+// conveyor::runtime::StageLoop — the one loop every stage service runs
+// (configuration, execution, publication): a pass claims a batch of jobs
+// (FOR UPDATE SKIP LOCKED, ordered, at most CONVEYOR_BATCH_SIZE) and applies
+// the stage's transition to the whole batch in the same transaction; passes
+// repeat while one moved something; then the loop waits for a wake-up
+// (PostgreSQL NOTIFY or a Kafka event, whichever comes first, see
+// runtime.hpp), the fallback poll, or the moment a step says work becomes
+// due. A failed pass (lost connection, PostgreSQL restart) is logged and
+// retried at the next wake-up or poll; it never ends the service.
+//
+// A stage keeps only what is its own: what "eligible" means (the claim) and
+// what the transition computes (apply, a function over the claimed batch).
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/metrics/metrics.hpp"
+#include "conveyor/model/system_parameters.hpp"
+#include "conveyor/runtime/runtime.hpp"
+
+namespace conveyor::runtime {
+
+// What one pass of a step sees; valid during the pass.
+struct Pass {
+  Context& ctx;
+  int batch_size;                              // rows one pass may claim
+  const model::SystemParameters& parameters;   // one snapshot per pass
+};
+
+// The statement that claims a batch (ordered, LIMIT, FOR UPDATE SKIP
+// LOCKED) and its parameters.
+struct Claim {
+  db::Statement statement;
+  std::vector<db::Param> params;
+};
+
+struct StageStep {
+  std::string name;  // "configure": logs and the metric label
+  // Inside the pass's transaction: what to claim now; nullopt when nothing
+  // can be (e.g. no capacity left). May run statements first (locks, counts).
+  std::function<std::optional<Claim>(db::Tx&, const Pass&)> claim;
+  // Inside the same transaction, when the claim returned rows: the
+  // transition over the whole batch, as one set-based statement where the
+  // stage allows. Returns the number of jobs moved.
+  std::function<int(db::Tx&, const db::Result&, const Pass&)> apply;
+  // Instead of claim + apply in one transaction: a pass of the step's own
+  // (publication claims, commits, delivers, then records). Returns jobs moved.
+  std::function<int(const Pass&)> run{};
+  // Optional: time until work becomes due with no event (a back-off ending),
+  // asked once the passes found nothing more to do.
+  std::function<std::optional<std::chrono::milliseconds>(Context&)> next_due{};
+};
+
+struct StageLoopOptions {
+  std::string name;                  // "configuration": in log lines
+  std::vector<StageStep> steps;      // run in this order in every pass
+  int batch_size = 0;                // 0: CONVEYOR_BATCH_SIZE
+  // Counts the jobs each pass moved; null: not counted.
+  metrics::Counter* moved = nullptr;
+};
+
+class StageLoop {
+ public:
+  explicit StageLoop(StageLoopOptions options);
+
+  // One pass of every step (each in its own transaction, the service's
+  // name as actor). Returns the jobs moved; throws on a database error.
+  int pass(Context& ctx);
+
+  // The service loop: passes until one moves nothing, then waits for a
+  // wake-up, the poll (CONVEYOR_POLL_INTERVAL_MS) or the earliest next_due.
+  // Returns once ctx.stopping(). Errors are logged and retried next pass.
+  void run(Context& ctx);
+
+  // The wait after an idle pass: the poll, or sooner when a step's work
+  // becomes due sooner.
+  std::chrono::milliseconds next_wait(Context& ctx, std::chrono::milliseconds poll);
+
+ private:
+  int run_step(Context& ctx, const StageStep& step, const Pass& pass);
+  StageLoopOptions options_;
+};
+
+// The transaction options of a stage: the service's name as actor of every
+// status change it makes.
+db::TxOptions stage_tx_options(const Context& ctx);
+
+}  // namespace conveyor::runtime

@@ -1,0 +1,78 @@
+#include "conveyor/runtime/stage_loop.hpp"
+
+#include <algorithm>
+
+#include "conveyor/error/error.hpp"
+#include "conveyor/logging/logging.hpp"
+
+namespace conveyor::runtime {
+
+using std::chrono::milliseconds;
+
+db::TxOptions stage_tx_options(const Context& ctx) {
+  db::TxOptions o;
+  o.actor = ctx.service();
+  return o;
+}
+
+StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)) {
+  for (const StageStep& step : options_.steps) {
+    if (!step.run && (!step.claim || !step.apply)) {
+      throw Error(errc::internal, "stage step '" + step.name + "' needs claim and apply, or run");
+    }
+  }
+}
+
+int StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass) {
+  if (step.run) return step.run(pass);
+  return ctx.db().transact(
+      [&](db::Tx& tx) {
+        const std::optional<Claim> claim = step.claim(tx, pass);
+        if (!claim) return 0;
+        const db::Result rows = tx.exec(claim->statement, claim->params);
+        if (rows.empty()) return 0;
+        return step.apply(tx, rows, pass);
+      },
+      stage_tx_options(ctx));
+}
+
+int StageLoop::pass(Context& ctx) {
+  const int batch_size = options_.batch_size > 0 ? options_.batch_size
+                                                 : static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  // One snapshot for the whole pass: every step sees the same parameters.
+  const auto parameters = ctx.parameters();
+  const Pass pass{ctx, batch_size, *parameters};
+  int moved = 0;
+  for (const StageStep& step : options_.steps) moved += run_step(ctx, step, pass);
+  if (options_.moved != nullptr && moved > 0) options_.moved->inc(moved);
+  return moved;
+}
+
+milliseconds StageLoop::next_wait(Context& ctx, milliseconds poll) {
+  milliseconds wait = poll;
+  for (const StageStep& step : options_.steps) {
+    if (!step.next_due) continue;
+    if (const auto due = step.next_due(ctx)) wait = std::min(wait, std::max(*due, milliseconds(1)));
+  }
+  return wait;
+}
+
+void StageLoop::run(Context& ctx) {
+  const milliseconds poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+  milliseconds wait = poll;
+  do {
+    wait = poll;
+    try {
+      // A full batch may have left more behind: pass again until one is idle.
+      while (pass(ctx) > 0 && !ctx.stopping()) {
+      }
+      wait = next_wait(ctx, poll);
+    } catch (const std::exception& e) {
+      // The database may be briefly away (a restart, a lost connection): the
+      // next wake-up or poll retries; nothing was half-applied.
+      ctx.log()->error("{} pass failed: {}", options_.name, logging::redact_url(e.what()));
+    }
+  } while (ctx.wait_for_work(wait));
+}
+
+}  // namespace conveyor::runtime
