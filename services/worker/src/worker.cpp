@@ -17,6 +17,7 @@
 #include "conveyor/db/db.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "conveyor/model/worker.hpp"
 #include "job_files.hpp"
 
 #ifndef CONVEYOR_WORKER_VERSION
@@ -162,15 +163,6 @@ constexpr db::Statement kFinishFailure{
 constexpr db::Statement kFinishCanceled{
     "worker_finish_canceled",
     "UPDATE conveyor.job SET status = 'canceled' "
-    "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
-
-// Shutdown: the job did not fail, the worker left; it runs again elsewhere.
-constexpr db::Statement kFinishRequeue{
-    "worker_finish_requeue",
-    "UPDATE conveyor.job SET "
-    "  status = CASE WHEN canceled_at IS NOT NULL THEN 'canceled' ELSE 'ready' END, "
-    "  attempt = CASE WHEN canceled_at IS NOT NULL THEN attempt ELSE attempt + 1 END, "
-    "  error_subtype = 'worker_shutdown', error_message = 'worker shut down' "
     "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
 constexpr db::Statement kFinishInternal{
@@ -911,7 +903,10 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
     written = write_outcome(job, kFinishCanceled, {job.id, worker_id_}, cost);
     outcome_label = "canceled";
   } else if (outcome.stopped == StopReason::shutdown) {
-    written = write_outcome(job, kFinishRequeue, {job.id, worker_id_}, cost);
+    // The job did not fail, the worker left: it runs again elsewhere without
+    // using a retry (the rule prepare-for-reboot follows too).
+    written = write_outcome(job, model::kRequeueStoppedRuns,
+                            {job.id, worker_id_, "worker_shutdown", "worker shut down"}, cost);
     outcome_label = "requeued";
   } else if (!outcome.timed_out && outcome.exit_code == 0) {
     json result = {{"exit_code", 0},  {"outputs", outputs},

@@ -482,19 +482,39 @@ TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {
             "t");
 }
 
-TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJob) {
+// The job did not fail, its worker left: it goes back to ready without using
+// a retry (the rule prepare-for-reboot follows too), so a job with a single
+// attempt still runs once more and ends "attempt 1 of 1".
+TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJobWithoutUsingARetry) {
   start_worker({{"CONVEYOR_SHUTDOWN_GRACE_MS", "3000"}});
   const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "3";
-  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}}, 2);
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}}, 1);
   ASSERT_TRUE(wait_status(id, "started"));
   worker_->signal(SIGTERM);
   auto status = worker_->wait(30s);
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(*status, 0) << read_text(data_dir_ / "worker.log");
   EXPECT_EQ(job_field(id, "status"), "ready");
-  EXPECT_EQ(job_field(id, "attempt"), "1");
+  EXPECT_EQ(job_field(id, "attempt"), "0");
+  EXPECT_EQ(job_field(id, "worker_id IS NULL"), "t");
+  EXPECT_EQ(job_field(id, "error_subtype"), "worker_shutdown");
   EXPECT_EQ(job_field(id, "error_message"), "worker shut down");
   EXPECT_FALSE(process_running("conveyor-example-task sleep " + secs));
+
+  // The next run (a short one) completes on the same, single attempt.
+  const std::string sid = std::to_string(id);
+  db_.exec("UPDATE conveyor.job SET status = 'queued', "
+           "config = jsonb_set(config, '{argv}', '[\"conveyor-example-task\", \"sleep\", \"0\"]') "
+           "WHERE id = " + sid);
+  start_worker();
+  ASSERT_TRUE(wait_status(id, "processed"));
+  EXPECT_EQ(job_field(id, "attempt"), "0");
+  EXPECT_EQ(json::parse(job_field(id, "result::text"))["attempt"], 0);
+  // Both runs are in the history under the same attempt number: the stopped
+  // one closed as ready, then the one that completed.
+  EXPECT_EQ(db_.query_value("SELECT string_agg(attempt || ':' || outcome, ',' ORDER BY id) "
+                            "FROM conveyor.job_attempt WHERE job_id = " + sid),
+            "0:ready,0:processed");
 }
 
 TEST_F(WorkerTest, OperatorDrainStopsClaimingAndExitsWhenIdle) {

@@ -68,19 +68,26 @@ constexpr db::Statement kStopWorkers{
     "UPDATE conveyor.worker SET status = 'stopped', stopped_at = now(), running = 0 "
     "WHERE status IN ('active', 'draining') RETURNING name"};
 
-constexpr db::Statement kRequeueForReboot{
-    "model_reboot_requeue_jobs",
+}  // namespace
+
+// A queued job (claimed by nobody yet) keeps its error columns: it had no run to stop.
+const db::Statement kRequeueStoppedRuns{
+    "model_requeue_stopped_runs",
     "UPDATE conveyor.job SET "
     "  status = CASE WHEN canceled_at IS NOT NULL THEN 'canceled' ELSE 'ready' END, "
-    "  worker_id = NULL, not_before = NULL "
-    "WHERE status IN ('started', 'queued') RETURNING status"};
-
-}  // namespace
+    "  worker_id = NULL, not_before = NULL, "
+    "  error_subtype = CASE WHEN status = 'started' THEN $3 ELSE error_subtype END, "
+    "  error_message = CASE WHEN status = 'started' THEN $4 ELSE error_message END "
+    "WHERE status IN ('started', 'queued') "
+    "  AND ($1::bigint IS NULL OR id = $1) AND ($2::bigint IS NULL OR worker_id = $2) "
+    "RETURNING status"};
 
 RebootPreparation prepare_for_reboot(db::Tx& tx) {
   RebootPreparation out;
   for (const db::Row r : tx.exec(kStopWorkers)) out.stopped_workers.push_back(r[0].as_string());
-  for (const db::Row r : tx.exec(kRequeueForReboot)) {
+  for (const db::Row r : tx.exec(kRequeueStoppedRuns,
+                                 {nullptr, nullptr, "reboot",
+                                  "requeued by conveyor system prepare-for-reboot"})) {
     if (r[0].as_string() == "canceled") ++out.canceled;
     else ++out.requeued;
   }

@@ -46,6 +46,19 @@ ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout,
 ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names,
                              std::chrono::seconds heartbeat_timeout, int limit = 1000);
 
+// The one rule for a run stopped on purpose, not by a fault of the job: a
+// worker's own shutdown and prepare_for_reboot() both use this statement (a
+// lost worker is another rule: reap_lost_workers(), attempt + 1, because the
+// job may be what killed it). The job goes back to `ready` as if the run had
+// not happened: attempt unchanged, so no retry is used (the next run's
+// job_attempt row carries the same number as the stopped one's; the worker
+// closes its row with what it cost, after a reboot the next claim closes it
+// as `lost`); worker and back-off cleared; `canceled` instead when its cancel was asked. A started
+// job's error_subtype and error_message say why. Returns each job's new status.
+// $1: the job id, or NULL for all; $2: the worker id, or NULL for all;
+// $3: error_subtype; $4: error_message.
+extern const db::Statement kRequeueStoppedRuns;
+
 struct RebootPreparation {
   std::vector<std::string> stopped_workers;  // active/draining rows now stopped
   int requeued = 0;                          // started or queued jobs now ready, attempt unchanged
