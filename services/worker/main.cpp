@@ -2,13 +2,10 @@
 #include <memory>
 
 #include "conveyor/runtime/runtime.hpp"
-#include "process.hpp"
 #include "worker.hpp"
 
 int main(int argc, char** argv) {
   using namespace conveyor;
-  // A job's program, started through the worker itself (see process.hpp).
-  if (argc > 1 && argv[1] == worker::kExecJobFlag) return worker::exec_job(argc, argv);
   runtime::ServiceSpec spec{
       .name = worker::kServiceName,
       .schema = worker::schema(),

@@ -2,21 +2,23 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <spawn.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <thread>
+#include <optional>
+#include <vector>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
@@ -61,26 +63,19 @@ void make_pipe(Pipe& p) {
     throw Error(errc::internal,
                 std::string("cannot create a pipe for the job's output: ") + std::strerror(errno));
   }
+  // Never 0-2 (a worker started with a closed stdio): the child's dup2
+  // onto 0-2 must not overwrite the other end.
+  for (auto& fd : fds) {
+    if (fd < 3) {
+      const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
+      ::close(fd);
+      fd = moved;
+    }
+  }
   *p.read.out() = fds[0];
   *p.write.out() = fds[1];
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
 }
-
-// RAII wrappers of the posix_spawn attribute objects.
-struct SpawnAttr {
-  posix_spawnattr_t attr{};
-  SpawnAttr() { posix_spawnattr_init(&attr); }
-  ~SpawnAttr() { posix_spawnattr_destroy(&attr); }
-  SpawnAttr(const SpawnAttr&) = delete;
-  SpawnAttr& operator=(const SpawnAttr&) = delete;
-};
-struct SpawnActions {
-  posix_spawn_file_actions_t actions{};
-  SpawnActions() { posix_spawn_file_actions_init(&actions); }
-  ~SpawnActions() { posix_spawn_file_actions_destroy(&actions); }
-  SpawnActions(const SpawnActions&) = delete;
-  SpawnActions& operator=(const SpawnActions&) = delete;
-};
 
 struct Stream {
   const char* name;
@@ -162,16 +157,109 @@ std::optional<std::string> resolve_program(const std::string& name, int& err) {
   return std::nullopt;
 }
 
-// This executable, for the exec_job trampoline.
-const std::string& self_executable() {
-  static const std::string self = [] {
-    std::error_code ec;
-    auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-    return ec ? std::string() : p.string();
-  }();
-  return self;
+// Everything the child needs, prepared by the parent: between clone and
+// execve the child shares the parent's memory (CLONE_VM) and may not
+// allocate, lock or throw, so it only makes system calls on these.
+struct ChildArgs {
+  const char* program = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  const char* cwd = nullptr;
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+  pid_t parent = 0;
+  // Written by the child when it cannot execute the program; the parent
+  // reads them once clone returns (CLONE_VFORK: after execve or _exit).
+  int failed_errno = 0;
+  const char* failed_step = nullptr;
+};
+
+[[noreturn]] void child_fail(ChildArgs* a, const char* step) {
+  a->failed_errno = errno;
+  a->failed_step = step;
+  ::_exit(127);
 }
 
+// Runs in the child, on its own small stack, before execve. Own process
+// group (pgid = pid: a timeout or cancel kills the whole tree the job
+// started); SIGKILL when the worker thread that started it goes away (the
+// worker killed -9 included: checked after prctl, since the worker may have
+// died before it); default signal dispositions and an empty mask, whatever
+// the worker's threads block or ignore; stdin /dev/null, stdout/stderr the
+// pipes, no other descriptor of the worker's.
+int child_main(void* arg) {
+  auto* a = static_cast<ChildArgs*>(arg);
+  if (::setpgid(0, 0) != 0) child_fail(a, "setpgid");
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a, "prctl");
+  if (::getppid() != a->parent) ::_exit(137);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // EINVAL for some: fine
+  sigset_t empty;
+  sigemptyset(&empty);
+  ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+  const int null_fd = ::open("/dev/null", O_RDONLY);
+  if (null_fd < 0) child_fail(a, "open /dev/null");
+  if (::dup2(null_fd, 0) < 0 || ::dup2(a->stdout_fd, 1) < 0 || ::dup2(a->stderr_fd, 2) < 0) {
+    child_fail(a, "dup2");
+  }
+  ::close_range(3, ~0U, 0);
+  if (::chdir(a->cwd) != 0) child_fail(a, "chdir");
+  ::execve(a->program, a->argv, a->envp);
+  child_fail(a, "execve");
+}
+
+// NUL-terminated pointers into `strings`, for execve.
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// The child's stack: clone needs one of its own while the parent's is in use.
+class ChildStack {
+ public:
+  static constexpr std::size_t kSize = 64 * 1024;
+  ChildStack()
+      : base_(::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                     -1, 0)) {}
+  ~ChildStack() {
+    if (base_ != MAP_FAILED) ::munmap(base_, kSize);
+  }
+  ChildStack(const ChildStack&) = delete;
+  ChildStack& operator=(const ChildStack&) = delete;
+  bool ok() const { return base_ != MAP_FAILED; }
+  void* top() const { return static_cast<char*>(base_) + kSize; }  // stacks grow down
+
+ private:
+  void* base_;
+};
+
+// Blocks every signal on this thread while the child borrows its memory: a
+// handler must not run in the child (it would act on the worker's state).
+class AllSignalsBlocked {
+ public:
+  AllSignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &saved_);
+  }
+  ~AllSignalsBlocked() { ::pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  AllSignalsBlocked(const AllSignalsBlocked&) = delete;
+  AllSignalsBlocked& operator=(const AllSignalsBlocked&) = delete;
+
+ private:
+  sigset_t saved_{};
+};
+
+// Starts the job's program directly (no shell, no trampoline):
+// clone(CLONE_VM | CLONE_VFORK) costs no copy of the worker's address
+// space, and this thread sleeps until the child has executed the program
+// or given up, so what the child reports in ChildArgs is known on return.
+// The caller's thread is the child's parent for PR_SET_PDEATHSIG: it must
+// live as long as the program (run_process does: it returns after the exit).
 int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& error) {
   int resolve_error = 0;
   const auto program = resolve_program(options.argv[0], resolve_error);
@@ -179,60 +267,164 @@ int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& erro
     error = "cannot execute '" + options.argv[0] + "': " + std::strerror(resolve_error);
     return -1;
   }
-  if (self_executable().empty()) {
-    error = "cannot execute '" + options.argv[0] + "': /proc/self/exe is unreadable";
-    return -1;
-  }
-  // conveyor-worker --exec-job <our pid> <program> <the job's argv...>
-  std::vector<std::string> trampoline = {self_executable(), std::string(kExecJobFlag),
-                                         std::to_string(::getpid()), *program};
-  trampoline.insert(trampoline.end(), options.argv.begin(), options.argv.end());
-  std::vector<char*> argv;
-  argv.reserve(trampoline.size() + 1);
-  for (auto& a : trampoline) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
+  std::vector<std::string> argv_strings = options.argv;
   std::vector<std::string> env_strings;
   env_strings.reserve(options.env.size());
   for (const auto& [k, v] : options.env) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  envp.reserve(env_strings.size() + 1);
-  for (auto& e : env_strings) envp.push_back(e.data());
-  envp.push_back(nullptr);
-
-  SpawnActions fa;
-  posix_spawn_file_actions_addopen(&fa.actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa.actions, out.write.get(), 1);
-  posix_spawn_file_actions_adddup2(&fa.actions, err.write.get(), 2);
-  // The worker's own descriptors (database, broker, other jobs) stay ours.
-  posix_spawn_file_actions_addclosefrom_np(&fa.actions, 3);
-  posix_spawn_file_actions_addchdir_np(&fa.actions, options.cwd.c_str());
-
-  SpawnAttr sa;
-  // Own process group (pgid = pid), so a timeout or cancel kills the whole
-  // tree the job started; default signal dispositions and an empty mask,
-  // whatever the worker's threads block or ignore.
-  sigset_t empty;
-  sigemptyset(&empty);
-  sigset_t all;
-  sigfillset(&all);
-  posix_spawnattr_setflags(&sa.attr,
-                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&sa.attr, 0);
-  posix_spawnattr_setsigmask(&sa.attr, &empty);
-  posix_spawnattr_setsigdefault(&sa.attr, &all);
-
+  const auto argv = c_strings(argv_strings);
+  const auto envp = c_strings(env_strings);
+  ChildArgs args{.program = program->c_str(), .argv = argv.data(), .envp = envp.data(),
+                 .cwd = options.cwd.c_str(), .stdout_fd = out.write.get(),
+                 .stderr_fd = err.write.get(), .parent = ::getpid()};
+  ChildStack stack;
+  if (!stack.ok()) {
+    error = "cannot execute '" + options.argv[0] + "': no memory for its start";
+    return -1;
+  }
   pid_t pid = -1;
-  // posix_spawn rather than fork: safe in a multi-threaded process and
-  // reports a failure to start as a return value. The program itself is
-  // executed by the trampoline with execv: never through /bin/sh.
-  int rc = ::posix_spawn(&pid, argv[0], &fa.actions, &sa.attr, argv.data(), envp.data());
-  if (rc != 0) {
-    error = "cannot execute '" + options.argv[0] + "': " + std::strerror(rc);
+  {
+    AllSignalsBlocked blocked;
+    pid = ::clone(child_main, stack.top(), CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
+  }
+  if (pid < 0) {
+    error = "cannot execute '" + options.argv[0] + "': " + std::strerror(errno);
+    return -1;
+  }
+  if (args.failed_step != nullptr) {
+    ::waitpid(pid, nullptr, 0);  // it exited 127 already
+    const std::string why = std::strerror(args.failed_errno);
+    error = std::strcmp(args.failed_step, "execve") == 0
+                ? "cannot execute '" + options.argv[0] + "': " + why
+                : "cannot execute '" + options.argv[0] + "' (" + args.failed_step + "): " + why;
     return -1;
   }
   return pid;
 }
+
+}  // namespace
+
+namespace {
+
+// One started program, watched by run_process until it has exited and its
+// output is read.
+class Watch {
+ public:
+  Watch(const ProcessOptions& options, int pid, Pipe& out, Pipe& err, ProcessOutcome& outcome)
+      : options_(options), pid_(pid), outcome_(outcome),
+        streams_{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}} {
+    // The exit wakes poll() through a pidfd. Without one (a kernel before
+    // 5.3) the exit is noticed on a short tick once the pipes are closed.
+    *pidfd_.out() = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (options.timeout) deadline_ = Clock::now() + *options.timeout;
+  }
+
+  // Waits for the next event (output, exit, a deadline, or the stop tick)
+  // and handles it. Returns false once there is nothing left to watch.
+  bool step(const std::atomic<StopReason>& stop, const LineSink& on_line) {
+    wait_event();
+    ++outcome_.wakeups;
+    for (auto& s : streams_) read_available(s, on_line);
+    const auto now = Clock::now();
+    if (!exited_) reap_if_exited(now);
+    if (!exited_) enforce_limits(now, stop.load());
+    return !(exited_ && (!streams_open() || now >= drain_until_));
+  }
+
+  void flush(const LineSink& on_line) {
+    for (auto& s : streams_) emit_lines(s, on_line, true);
+  }
+
+ private:
+  bool streams_open() const { return streams_[0].fd->get() >= 0 || streams_[1].fd->get() >= 0; }
+
+  // Stop requests (cancel, shutdown) come from other threads through an
+  // atomic: they are looked at on this tick.
+  static constexpr std::chrono::milliseconds kStopTick{100};
+  // Only without a pidfd: how often a closed-pipe child is checked for exit.
+  static constexpr std::chrono::milliseconds kExitTick{5};
+
+  void wait_event() {
+    std::array<pollfd, 3> pfds{};
+    nfds_t n = 0;
+    for (auto& s : streams_) {
+      if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
+    }
+    if (!exited_ && pidfd_.get() >= 0) pfds[n++] = pollfd{pidfd_.get(), POLLIN, 0};
+    auto wait = kStopTick;
+    if (!exited_ && pidfd_.get() < 0 && !streams_open()) wait = kExitTick;
+    const auto now = Clock::now();
+    for (const auto& at : {deadline_, kill_at_, exited_ ? std::optional(drain_until_) : std::nullopt}) {
+      if (at) {
+        wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
+                                  std::max(*at - now, Clock::duration::zero())));
+      }
+    }
+    ::poll(pfds.data(), n, static_cast<int>(wait.count()));
+  }
+
+  void reap_if_exited(Clock::time_point now) {
+    siginfo_t info{};
+    // WNOWAIT: the exited leader stays a zombie while we kill what is left
+    // of its group, so the group id cannot be reused in between.
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid != pid_) {
+      return;
+    }
+    ::kill(-pid_, SIGKILL);
+    int status = 0;
+    struct rusage ru {};
+    while (::wait4(pid_, &status, 0, &ru) < 0 && errno == EINTR) {
+    }
+    auto seconds = [](const timeval& t) {
+      return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
+    outcome_.usage.cpu_user_s = seconds(ru.ru_utime);
+    outcome_.usage.cpu_system_s = seconds(ru.ru_stime);
+    outcome_.usage.max_rss_kb = static_cast<std::int64_t>(ru.ru_maxrss);  // KiB on Linux
+    outcome_.usage.source = "rusage";
+    if (WIFEXITED(status)) outcome_.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) outcome_.term_signal = WTERMSIG(status);
+    outcome_.ended = std::chrono::system_clock::now();
+    exited_ = true;
+    pidfd_.reset();
+    drain_until_ = now + std::chrono::seconds(2);
+  }
+
+  void enforce_limits(Clock::time_point now, StopReason requested) {
+    if (!kill_at_ && requested != StopReason::none) {
+      outcome_.stopped = requested;
+      terminate(now, requested == StopReason::shutdown ? options_.shutdown_kill_grace
+                                                       : options_.kill_grace);
+    } else if (!kill_at_ && deadline_ && now >= *deadline_) {
+      outcome_.timed_out = true;
+      terminate(now, options_.kill_grace);
+    } else if (kill_at_ && !killed_ && now >= *kill_at_) {
+      if (options_.kill) options_.kill();
+      ::kill(-pid_, SIGKILL);
+      killed_ = true;
+    }
+  }
+
+  void terminate(Clock::time_point now, std::chrono::milliseconds grace) {
+    if (options_.terminate) {
+      options_.terminate(grace);
+    } else {
+      ::kill(-pid_, SIGTERM);
+    }
+    kill_at_ = now + grace + options_.kill_margin;
+  }
+
+  const ProcessOptions& options_;
+  const int pid_;
+  ProcessOutcome& outcome_;
+  std::array<Stream, 2> streams_;
+  Fd pidfd_;
+  std::optional<Clock::time_point> deadline_;
+  std::optional<Clock::time_point> kill_at_;
+  bool killed_ = false;
+  bool exited_ = false;
+  Clock::time_point drain_until_{};
+};
 
 }  // namespace
 
@@ -246,7 +438,6 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
     outcome.ended = std::chrono::system_clock::now();
     return outcome;
   }
-
   Pipe out;
   Pipe err;
   make_pipe(out);
@@ -262,86 +453,10 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
     return outcome;
   }
   outcome.pid = pid;
-
-  const auto start = Clock::now();
-  std::optional<Clock::time_point> deadline;
-  if (options.timeout) deadline = start + *options.timeout;
-  std::optional<Clock::time_point> kill_at;
-  bool killed = false;
-  bool exited = false;
-  Clock::time_point drain_until{};
-
-  std::array<Stream, 2> streams{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}};
-
-  auto terminate = [&](Clock::time_point now, std::chrono::milliseconds grace) {
-    if (options.terminate) {
-      options.terminate(grace);
-    } else {
-      ::kill(-pid, SIGTERM);
-    }
-    kill_at = now + grace + options.kill_margin;
-  };
-
-  while (true) {
-    std::array<pollfd, 2> pfds{};
-    nfds_t n = 0;
-    for (auto& s : streams) {
-      if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
-    }
-    // With the pipes open, output or EOF wakes us; once they are closed
-    // only the exit is left to notice, so tick faster.
-    const int tick_ms = n > 0 ? 100 : 5;
-    if (n > 0) {
-      ::poll(pfds.data(), n, tick_ms);
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(tick_ms));
-    }
-    for (auto& s : streams) read_available(s, on_line);
-
-    const auto now = Clock::now();
-    if (!exited) {
-      siginfo_t info{};
-      // WNOWAIT: the exited leader stays a zombie while we kill what is left
-      // of its group, so the group id cannot be reused in between.
-      if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-          info.si_pid == pid) {
-        ::kill(-pid, SIGKILL);
-        int status = 0;
-        struct rusage ru {};
-        while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
-        }
-        outcome.usage.cpu_user_s =
-            static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6;
-        outcome.usage.cpu_system_s =
-            static_cast<double>(ru.ru_stime.tv_sec) + static_cast<double>(ru.ru_stime.tv_usec) / 1e6;
-        outcome.usage.max_rss_kb = static_cast<std::int64_t>(ru.ru_maxrss);  // KiB on Linux
-        outcome.usage.source = "rusage";
-        if (WIFEXITED(status)) outcome.exit_code = WEXITSTATUS(status);
-        if (WIFSIGNALED(status)) outcome.term_signal = WTERMSIG(status);
-        outcome.ended = std::chrono::system_clock::now();
-        exited = true;
-        drain_until = now + std::chrono::seconds(2);
-      }
-    }
-    if (!exited) {
-      const StopReason requested = stop.load();
-      if (!kill_at && requested != StopReason::none) {
-        outcome.stopped = requested;
-        terminate(now, requested == StopReason::shutdown ? options.shutdown_kill_grace
-                                                         : options.kill_grace);
-      } else if (!kill_at && deadline && now >= *deadline) {
-        outcome.timed_out = true;
-        terminate(now, options.kill_grace);
-      } else if (kill_at && !killed && now >= *kill_at) {
-        if (options.kill) options.kill();
-        ::kill(-pid, SIGKILL);
-        killed = true;
-      }
-    }
-    const bool streams_open = streams[0].fd->get() >= 0 || streams[1].fd->get() >= 0;
-    if (exited && (!streams_open || now >= drain_until)) break;
+  Watch watch(options, pid, out, err, outcome);
+  while (watch.step(stop, on_line)) {
   }
-  for (auto& s : streams) emit_lines(s, on_line, true);
+  watch.flush(on_line);
   return outcome;
 }
 
@@ -375,25 +490,6 @@ std::map<std::string, std::string> job_environment(
   }
   for (const auto& [k, v] : own) env[k] = v;
   return env;
-}
-
-int exec_job(int argc, char** argv) {
-  // argv: [0] conveyor-worker, [1] --exec-job, [2] worker pid, [3] program, [4...] job argv
-  if (argc < 5) {
-    std::fprintf(stderr, "conveyor-worker %s: expected <worker pid> <program> <argv...>\n",
-                 std::string(kExecJobFlag).c_str());
-    return 127;
-  }
-  // The kernel kills us when the worker thread that started us ends (the
-  // worker killed -9 included); checked after the call, since the worker
-  // may have died before it.
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 ||
-      std::to_string(::getppid()) != argv[2]) {
-    return 137;
-  }
-  ::execv(argv[3], argv + 4);
-  std::fprintf(stderr, "cannot execute '%s': %s\n", argv[4], std::strerror(errno));
-  return 127;
 }
 
 }  // namespace conveyor::worker

@@ -58,9 +58,17 @@ struct ProcessOutcome {
   std::optional<int> term_signal;         // killed by a signal
   bool timed_out = false;                 // we killed it after the timeout
   StopReason stopped = StopReason::none;  // we killed it on request
+  // Why the job failed, when its runner knows better than an exit code
+  // (a resident program's "failed" result, its death, a protocol error).
+  std::string error_subtype{};
+  std::string error_message{};
   std::chrono::system_clock::time_point started;
   std::chrono::system_clock::time_point ended;
   Usage usage;
+  // How often the wait for the program woke up (output, exit, deadlines,
+  // the stop tick): a sleeping program with closed pipes costs a few, not
+  // one every 5 ms.
+  int wakeups = 0;
 };
 
 // Called for every complete line (without the newline) and for a last
@@ -72,11 +80,14 @@ using LineSink = std::function<void(std::string_view stream, std::string_view li
 // itself (see ProcessOutcome); throws conveyor::Error(internal) when the
 // pipes cannot be created.
 //
-// The job's program dies with the worker: it is started through this same
-// executable (exec_job below), which asks the kernel for SIGKILL when the
-// worker thread that started it goes away (PR_SET_PDEATHSIG) and then
-// executes the program. So a worker killed -9 leaves no job running behind
-// it, while the reconciler requeues that job elsewhere.
+// The program is started directly with clone(CLONE_VM | CLONE_VFORK) and
+// execve (no shell, no trampoline: a few hundred microseconds of the
+// worker's CPU). The job's program dies with the worker: before execve the
+// child asks the kernel for SIGKILL when the thread that started it goes
+// away (PR_SET_PDEATHSIG; this thread, which lives until the program has
+// exited). So a worker killed -9 leaves no job running behind it, while the
+// reconciler requeues that job elsewhere. The exit wakes the wait through a
+// pidfd: no tick once the program's pipes are closed.
 ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
                            const LineSink& on_line);
 
@@ -97,15 +108,5 @@ std::map<std::string, std::string> job_environment(
     const std::map<std::string, std::string>& base,
     const std::map<std::string, std::string>& type_env,
     const std::map<std::string, std::string>& own, std::vector<std::string>* refused = nullptr);
-
-// The first argument that makes conveyor-worker run exec_job instead of the service.
-inline constexpr std::string_view kExecJobFlag = "--exec-job";
-
-// `conveyor-worker --exec-job <worker pid> <program path> <argv...>`: sets
-// PR_SET_PDEATHSIG to SIGKILL, gives up (exit 137) if the worker is already
-// gone, then execv(program path, argv) — argv[0] as the job type wrote it.
-// Returns only on failure, with the exit code to use (127) after writing the
-// reason to stderr.
-int exec_job(int argc, char** argv);
 
 }  // namespace conveyor::worker
