@@ -22,15 +22,20 @@ constexpr db::Statement kSelectInitialized{
 constexpr db::Statement kExistingIds{
     "configuration_existing_ids", "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
-constexpr db::Statement kSetConfigured{
-    "configuration_set_configured",
-    "UPDATE conveyor.job SET status = 'configured', config = $2::jsonb, max_attempts = $3 "
-    "WHERE id = $1 AND status = 'initialized'"};
-
-constexpr db::Statement kSetInternalError{
-    "configuration_set_internal_error",
-    "UPDATE conveyor.job SET status = 'internal_error', error_subtype = $3, error_message = $4 "
-    "WHERE id = $1 AND status = $2"};
+// A whole batch's outcome in one statement: per job (arrays in step) the
+// new status, and the config and max_attempts to write ('' and 0: keep),
+// the error subtype and message of an internal_error. $7: the status the
+// batch was claimed in (a job moved meanwhile is left alone).
+constexpr db::Statement kApplyBatch{
+    "configuration_apply_batch",
+    "UPDATE conveyor.job j SET status = v.to_status,"
+    " config = coalesce(nullif(v.config, '')::jsonb, j.config),"
+    " max_attempts = coalesce(nullif(v.max_attempts, 0)::int, j.max_attempts),"
+    " error_subtype = CASE WHEN v.to_status = 'internal_error' THEN v.subtype ELSE j.error_subtype END,"
+    " error_message = CASE WHEN v.to_status = 'internal_error' THEN v.message ELSE j.error_message END "
+    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
+    " AS v(id, to_status, config, max_attempts, subtype, message) "
+    "WHERE j.id = v.id AND j.status = $7"};
 
 // Configured jobs whose dependencies are all decided (done, or ended in a way
 // that fails the job, or missing). Filtering in SQL keeps jobs that wait on
@@ -48,23 +53,52 @@ constexpr db::Statement kDependencies{
     "configuration_dependencies",
     "SELECT id, status, result::text AS result FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
-constexpr db::Statement kSetReady{
-    "configuration_set_ready",
-    "UPDATE conveyor.job SET status = 'ready', config = $2::jsonb "
-    "WHERE id = $1 AND status = 'configured'"};
-
 std::shared_ptr<spdlog::logger> log() { return logging::get("configuration"); }
 
-db::TxOptions tx_options() {
-  db::TxOptions o;
-  o.actor = kServiceName;
-  return o;
-}
+// What one batch does to its jobs, collected row by row and written by one
+// statement (kApplyBatch).
+class BatchMoves {
+ public:
+  explicit BatchMoves(const char* from) : from_(from) {}
+  void move(std::int64_t id, const char* to, const nlohmann::json& config, std::int64_t max_attempts = 0) {
+    add(id, to, config.dump(), max_attempts, "", "");
+  }
+  void fail(std::int64_t id, const std::string& subtype, const std::string& message) {
+    log()->warn("job {}: {} -> internal_error ({}): {}", id, from_, subtype, message);
+    add(id, "internal_error", "", 0, subtype, message);
+  }
+  int apply(db::Tx& tx) const {
+    if (ids_.empty()) return 0;
+    return static_cast<int>(
+        tx.exec(kApplyBatch, {ids_, statuses_, configs_, max_attempts_, subtypes_, messages_, from_})
+            .affected_rows());
+  }
 
-void fail_job(db::Tx& tx, std::int64_t id, const char* from, const std::string& subtype,
-              const std::string& message) {
-  log()->warn("job {}: {} -> internal_error ({}): {}", id, from, subtype, message);
-  tx.exec(kSetInternalError, {id, from, subtype, message});
+ private:
+  void add(std::int64_t id, const char* to, std::string config, std::int64_t max_attempts, const std::string& subtype,
+           const std::string& message) {
+    ids_.push_back(id);
+    statuses_.emplace_back(to);
+    configs_.push_back(std::move(config));
+    max_attempts_.push_back(max_attempts);
+    subtypes_.push_back(subtype);
+    messages_.push_back(message);
+  }
+  const char* from_;
+  std::vector<std::int64_t> ids_, max_attempts_;
+  std::vector<std::string> statuses_, configs_, subtypes_, messages_;
+};
+
+// The ids among every depends_on of the batch that exist: one query per batch.
+std::set<std::int64_t> existing_dependencies(db::Tx& tx, const db::Result& rows) {
+  std::vector<std::int64_t> all;
+  for (const auto row : rows) {
+    for (const auto dep : row["depends_on"].as_int_array()) all.push_back(dep);
+  }
+  std::set<std::int64_t> existing;
+  if (all.empty()) return existing;
+  for (const auto r : tx.exec(kExistingIds, {all})) existing.insert(r["id"].as_int());
+  return existing;
 }
 
 // A job type as read for one batch: the type, or why it cannot be used.
@@ -167,171 +201,166 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
   };
 }
 
-int configure_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings) {
-  return pool.transact(
-      [&](db::Tx& tx) {
-        int moved = 0;
-        std::map<std::string, CachedType> types;  // per batch: a changed type applies to the next
-        const auto rows = tx.exec(kSelectInitialized, {settings.batch_size});
-        for (const auto row : rows) {
-          const std::int64_t id = row["id"].as_int();
-          const std::string type_name = row["job_type"].as_string();
-          const auto job_params = nlohmann::json::parse(row["params"].view());
-          const auto depends_on = row["depends_on"].as_int_array();
-          const int attempt = static_cast<int>(row["attempt"].as_int());
+namespace {
 
-          auto it = types.find(type_name);
-          if (it == types.end()) it = types.emplace(type_name, lookup_type(tx, type_name)).first;
-          const CachedType& cached = it->second;
-          if (!cached.type) {
-            fail_job(tx, id, "initialized", "unknown_job_type", cached.problem);
-            ++moved;
-            continue;
-          }
-          const auto problems = model::validate_params(cached.type->params_schema, job_params);
-          if (!problems.empty()) {
-            fail_job(tx, id, "initialized", "invalid_params",
-                     "invalid params for job type '" + type_name + "': " + join(problems));
-            ++moved;
-            continue;
-          }
-          if (!depends_on.empty()) {
-            std::set<std::int64_t> existing;
-            for (const auto r : tx.exec(kExistingIds, {depends_on})) existing.insert(r["id"].as_int());
-            std::vector<std::string> missing;
-            for (const auto dep : depends_on) {
-              if (dep == id || !existing.count(dep)) missing.push_back(std::to_string(dep));
-            }
-            if (!missing.empty()) {
-              std::string list;
-              for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
-              fail_job(tx, id, "initialized", "dependency_missing",
-                       "depends_on names jobs that do not exist: " + list);
-              ++moved;
-              continue;
-            }
-          }
-          // Upstream outputs are only known once they are done; until then
-          // the inputs are their output folders (re-rendered at ready).
-          std::vector<std::string> inputs;
-          for (const auto dep : depends_on) inputs.push_back(output_dir(settings.data_dir, dep));
-          nlohmann::json config;
-          try {
-            config = resolve_config(*cached.type, params, settings, id, attempt, job_params, inputs);
-          } catch (const Error& e) {
-            if (e.code() != errc::bad_input) throw;
-            fail_job(tx, id, "initialized", "invalid_params", e.what());
-            ++moved;
-            continue;
-          }
-          moved += static_cast<int>(
-              tx.exec(kSetConfigured, {id, config.dump(), cached.type->max_attempts}).affected_rows());
-        }
-        return moved;
-      },
-      tx_options());
+// One initialized job: its config, or the internal_error that says why not.
+void configure_job(db::Tx& tx, const db::Row& row, std::map<std::string, CachedType>& types,
+                   const std::set<std::int64_t>& existing, const model::SystemParameters& params,
+                   const Settings& settings, BatchMoves& moves) {
+  const std::int64_t id = row["id"].as_int();
+  const std::string type_name = row["job_type"].as_string();
+  const auto job_params = nlohmann::json::parse(row["params"].view());
+  const auto depends_on = row["depends_on"].as_int_array();
+  const int attempt = static_cast<int>(row["attempt"].as_int());
+
+  auto it = types.find(type_name);
+  if (it == types.end()) it = types.emplace(type_name, lookup_type(tx, type_name)).first;
+  const CachedType& cached = it->second;
+  if (!cached.type) return moves.fail(id, "unknown_job_type", cached.problem);
+  const auto problems = model::validate_params(cached.type->params_schema, job_params);
+  if (!problems.empty()) {
+    return moves.fail(id, "invalid_params", "invalid params for job type '" + type_name + "': " + join(problems));
+  }
+  std::string missing;
+  for (const auto dep : depends_on) {
+    if (dep == id || !existing.contains(dep)) missing += (missing.empty() ? "" : ", ") + std::to_string(dep);
+  }
+  if (!missing.empty()) {
+    return moves.fail(id, "dependency_missing", "depends_on names jobs that do not exist: " + missing);
+  }
+  // Upstream outputs are only known once they are done; until then
+  // the inputs are their output folders (re-rendered at ready).
+  std::vector<std::string> inputs;
+  for (const auto dep : depends_on) inputs.push_back(output_dir(settings.data_dir, dep));
+  try {
+    moves.move(id, "configured", resolve_config(*cached.type, params, settings, id, attempt, job_params, inputs),
+               cached.type->max_attempts);
+  } catch (const Error& e) {
+    if (e.code() != errc::bad_input) throw;
+    moves.fail(id, "invalid_params", e.what());
+  }
 }
 
-int ready_batch(db::Pool& pool, const Settings& settings) {
-  return pool.transact(
-      [&](db::Tx& tx) {
-        int moved = 0;
-        const auto rows = tx.exec(kSelectDecided, {settings.batch_size});
-        for (const auto row : rows) {
-          const std::int64_t id = row["id"].as_int();
-          const auto depends_on = row["depends_on"].as_int_array();
-          auto config = row["config"].is_null() ? nlohmann::json::object()
-                                                : nlohmann::json::parse(row["config"].view());
-          if (depends_on.empty()) {
-            moved += static_cast<int>(tx.exec(kSetReady, {id, config.dump()}).affected_rows());
-            continue;
-          }
-          struct Dep {
-            std::string status;
-            nlohmann::json result;
-          };
-          std::map<std::int64_t, Dep> deps;
-          for (const auto r : tx.exec(kDependencies, {depends_on})) {
-            deps[r["id"].as_int()] = Dep{r["status"].as_string(),
-                                         r["result"].is_null() ? nlohmann::json()
-                                                               : nlohmann::json::parse(r["result"].view())};
-          }
-          std::string failure;
-          std::string failure_subtype;
-          std::vector<std::string> inputs;
-          std::set<std::string> seen;
-          for (const auto dep : depends_on) {
-            const auto d = deps.find(dep);
-            if (d == deps.end()) {
-              failure_subtype = "dependency_missing";
-              failure = "dependency job " + std::to_string(dep) + " no longer exists";
-              break;
-            }
-            if (d->second.status != "done") {
-              failure_subtype = "dependency_failed";
-              failure = "dependency job " + std::to_string(dep) + " ended " + d->second.status;
-              break;
-            }
-            const auto& result = d->second.result;
-            if (result.is_object() && result.contains("outputs") && result["outputs"].is_array()) {
-              for (const auto& out : result["outputs"]) {
-                if (out.is_string() && seen.insert(out.get<std::string>()).second) {
-                  inputs.push_back(out.get<std::string>());
-                }
-              }
-            }
-          }
-          if (!failure.empty()) {
-            fail_job(tx, id, "configured", failure_subtype, failure);
-            ++moved;
-            continue;
-          }
-          // Re-render with the upstream files now that they exist.
-          model::ArgvContext argv_ctx;
-          argv_ctx.params = nlohmann::json::parse(row["params"].view());
-          argv_ctx.job_id = id;
-          argv_ctx.attempt = static_cast<int>(row["attempt"].as_int());
-          argv_ctx.output_dir = model::argv_output_dir(
-              config.value("image", std::string()),
-              config.value("output_dir", output_dir(settings.data_dir, id)));
-          argv_ctx.inputs = inputs;
-          std::vector<std::string> templ;
-          if (config.contains("command_template") && config["command_template"].is_array()) {
-            templ = config["command_template"].get<std::vector<std::string>>();
-          }
-          try {
-            if (!templ.empty()) config["argv"] = model::render_argv(templ, argv_ctx);
-          } catch (const Error& e) {
-            if (e.code() != errc::bad_input) throw;
-            fail_job(tx, id, "configured", "invalid_params", e.what());
-            ++moved;
-            continue;
-          }
-          config["inputs"] = inputs;
-          moved += static_cast<int>(tx.exec(kSetReady, {id, config.dump()}).affected_rows());
-        }
-        return moved;
-      },
-      tx_options());
+struct Dependency {
+  std::string status;
+  nlohmann::json result;
+};
+
+// Every dependency of the batch's jobs: one query per batch.
+std::map<std::int64_t, Dependency> batch_dependencies(db::Tx& tx, const db::Result& rows) {
+  std::vector<std::int64_t> all;
+  for (const auto row : rows) {
+    for (const auto dep : row["depends_on"].as_int_array()) all.push_back(dep);
+  }
+  std::map<std::int64_t, Dependency> deps;
+  if (all.empty()) return deps;
+  for (const auto r : tx.exec(kDependencies, {all})) {
+    deps[r["id"].as_int()] = Dependency{
+        r["status"].as_string(), r["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(r["result"].view())};
+  }
+  return deps;
 }
 
-int process_batch(runtime::Context& ctx) {
+// One configured job whose dependencies are decided: ready with its argv
+// re-rendered with their outputs, or the internal_error that says why not.
+void ready_job(const db::Row& row, const std::map<std::int64_t, Dependency>& deps, const Settings& settings,
+               BatchMoves& moves) {
+  const std::int64_t id = row["id"].as_int();
+  const auto depends_on = row["depends_on"].as_int_array();
+  auto config = row["config"].is_null() ? nlohmann::json::object() : nlohmann::json::parse(row["config"].view());
+  if (depends_on.empty()) return moves.move(id, "ready", config);
+  std::vector<std::string> inputs;
+  std::set<std::string> seen;
+  for (const auto dep : depends_on) {
+    const auto d = deps.find(dep);
+    if (d == deps.end()) {
+      return moves.fail(id, "dependency_missing", "dependency job " + std::to_string(dep) + " no longer exists");
+    }
+    if (d->second.status != "done") {
+      return moves.fail(id, "dependency_failed",
+                        "dependency job " + std::to_string(dep) + " ended " + d->second.status);
+    }
+    const auto& result = d->second.result;
+    if (result.is_object() && result.contains("outputs") && result["outputs"].is_array()) {
+      for (const auto& out : result["outputs"]) {
+        if (out.is_string() && seen.insert(out.get<std::string>()).second) inputs.push_back(out.get<std::string>());
+      }
+    }
+  }
+  // Re-render with the upstream files now that they exist.
+  model::ArgvContext argv_ctx;
+  argv_ctx.params = nlohmann::json::parse(row["params"].view());
+  argv_ctx.job_id = id;
+  argv_ctx.attempt = static_cast<int>(row["attempt"].as_int());
+  argv_ctx.output_dir = model::argv_output_dir(config.value("image", std::string()),
+                                               config.value("output_dir", output_dir(settings.data_dir, id)));
+  argv_ctx.inputs = inputs;
+  std::vector<std::string> templ;
+  if (config.contains("command_template") && config["command_template"].is_array()) {
+    templ = config["command_template"].get<std::vector<std::string>>();
+  }
+  try {
+    if (!templ.empty()) config["argv"] = model::render_argv(templ, argv_ctx);
+  } catch (const Error& e) {
+    if (e.code() != errc::bad_input) throw;
+    return moves.fail(id, "invalid_params", e.what());
+  }
+  config["inputs"] = inputs;
+  moves.move(id, "ready", config);
+}
+
+}  // namespace
+
+int configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
+                      const Settings& settings) {
+  std::map<std::string, CachedType> types;  // per batch: a changed type applies to the next
+  const std::set<std::int64_t> existing = existing_dependencies(tx, rows);
+  BatchMoves moves("initialized");
+  for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);
+  return moves.apply(tx);
+}
+
+int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings) {
+  const auto deps = batch_dependencies(tx, rows);
+  BatchMoves moves("configured");
+  for (const auto row : rows) ready_job(row, deps, settings, moves);
+  return moves.apply(tx);
+}
+
+runtime::StageLoop stage_loop(runtime::Context& ctx) {
   Settings settings;
   settings.data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
   settings.batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
-  const auto params = ctx.parameters();
-  const int configured = configure_batch(ctx.db(), *params, settings);
-  const int readied = ready_batch(ctx.db(), settings);
-  if (configured > 0) {
-    ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration",
-                          {{"step", "configure"}}).inc(configured);
-  }
-  if (readied > 0) {
-    ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration",
-                          {{"step", "ready"}}).inc(readied);
-  }
-  return configured + readied;
+  auto moved = [&ctx](const char* step) {
+    return &ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration",
+                                  {{"step", step}});
+  };
+  runtime::StageStep configure;
+  configure.name = "configure";
+  configure.claim = [](db::Tx&, const runtime::Pass& pass) {
+    return runtime::Claim{kSelectInitialized, {pass.batch_size}};
+  };
+  configure.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
+    return configure_claimed(tx, rows, pass.parameters, settings);
+  };
+  configure.moved = moved("configure");
+  runtime::StageStep ready;
+  ready.name = "ready";
+  ready.claim = [](db::Tx&, const runtime::Pass& pass) {
+    return runtime::Claim{kSelectDecided, {pass.batch_size}};
+  };
+  ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
+    return ready_claimed(tx, rows, settings);
+  };
+  ready.moved = moved("ready");
+  runtime::StageLoopOptions options;
+  options.name = "configuration";
+  options.steps = {std::move(configure), std::move(ready)};
+  options.batch_size = settings.batch_size;
+  return runtime::StageLoop(std::move(options));
 }
+
+int process_batch(runtime::Context& ctx) { return stage_loop(ctx).pass(ctx); }
 
 runtime::ServiceSpec spec() {
   runtime::ServiceSpec s;
@@ -347,17 +376,6 @@ void setup(runtime::Context& ctx) {
   ctx.log()->info("configuration: data dir {}", ctx.config().get_string("CONVEYOR_DATA_DIR"));
 }
 
-void loop(runtime::Context& ctx) {
-  const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
-  do {
-    try {
-      while (process_batch(ctx) > 0 && !ctx.stopping()) {
-      }
-    } catch (const Error& e) {
-      // The database may be briefly away; the next wake-up or poll retries.
-      ctx.log()->error("configuration pass failed: {}", e.what());
-    }
-  } while (ctx.wait_for_work(poll));
-}
+void loop(runtime::Context& ctx) { stage_loop(ctx).run(ctx); }
 
 }  // namespace conveyor::configuration

@@ -17,6 +17,7 @@
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/runtime/runtime.hpp"
+#include "conveyor/runtime/stage_loop.hpp"
 
 namespace conveyor::configuration {
 
@@ -40,14 +41,19 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
                               const Settings& settings, std::int64_t job_id, int attempt,
                               const nlohmann::json& job_params, const std::vector<std::string>& inputs);
 
-// initialized -> configured | internal_error for up to batch_size jobs, in one
-// transaction. Returns the number of jobs moved.
-int configure_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings);
+// initialized -> configured | internal_error for the claimed `rows`
+// (kSelectInitialized), written by one statement. Returns the jobs moved.
+int configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
+                      const Settings& settings);
 
 // configured -> ready (argv re-rendered with the dependencies' outputs) |
-// internal_error (dependency_failed, dependency_missing) for up to
-// batch_size jobs whose dependencies are all decided. Returns jobs moved.
-int ready_batch(db::Pool& pool, const Settings& settings);
+// internal_error (dependency_failed, dependency_missing) for the claimed
+// `rows` (jobs whose dependencies are all decided), written by one
+// statement. Returns the jobs moved.
+int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings);
+
+// The service's StageLoop: the configure step, then the ready step.
+runtime::StageLoop stage_loop(runtime::Context& ctx);
 
 // Both steps once; returns the number of jobs moved.
 int process_batch(runtime::Context& ctx);

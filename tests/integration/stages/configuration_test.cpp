@@ -154,5 +154,44 @@ TEST_F(ConfigurationTest, CanceledJobsAreLeftAlone) {
   EXPECT_EQ(status(canceled), "initialized");
 }
 
+// Issue 14, item 2: a stage wakes from PostgreSQL NOTIFY, not from Kafka
+// or the poll. No broker at all and a one-minute poll: a job inserted once
+// the service listens still moves within seconds.
+class StageWakeTest : public ConfigurationTest {
+ protected:
+  // The pid of the service's LISTEN connection ("" while there is none).
+  std::string listener_pid() const {
+    return db_.query_value(
+        "SELECT coalesce(max(pid)::text, '') FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'conveyor-configuration-listen' AND query ILIKE 'LISTEN%'");
+  }
+  void start_without_broker() {
+    start(CONVEYOR_CONFIGURATION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
+  }
+};
+
+TEST_F(StageWakeTest, AJobMovesOnNotifyWithNoBrokerAndNoPoll) {
+  const auto first = insert_job("tile", R"({"tile": "A"})");
+  start_without_broker();
+  ASSERT_TRUE(reaches(first, "ready"));  // the start-up scan
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+
+  const auto woken = insert_job("tile", R"({"tile": "B"})");
+  EXPECT_TRUE(reaches(woken, "ready", 5s)) << "not woken by NOTIFY (the poll is 60 s)";
+}
+
+TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
+  start_without_broker();
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+  const std::string before = listener_pid();
+  db_.query_value("SELECT pg_terminate_backend(" + before + ")::text");
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty() && listener_pid() != before; }, 10s))
+      << "no new LISTEN connection after backend " << before << " was terminated";
+
+  const auto woken = insert_job("tile", R"({"tile": "C"})");
+  EXPECT_TRUE(reaches(woken, "ready", 5s)) << "not woken by NOTIFY after the reconnect (the poll is 60 s)";
+  EXPECT_NE(read_text(log_path()).find("listening to conveyor_job_status again"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace conveyor::stages_test
