@@ -10,11 +10,14 @@
 // between batches; the functions are safe to call from any thread.
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <string>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/runtime/runtime.hpp"
+#include "conveyor/runtime/stage_loop.hpp"
 
 namespace conveyor::execution {
 
@@ -22,9 +25,30 @@ inline constexpr const char* kServiceName = "conveyor-execution";
 // pg_advisory_xact_lock key of admission ("cvexec" in ASCII).
 inline constexpr std::int64_t kAdmissionLockKey = 0x637665786563;
 
+// One admission pass, split as the StageLoop runs it: claim takes the
+// admission lock, reads the in-flight counts and limits and says which ready
+// jobs to claim (nullopt: the pool is full); apply admits the claimed
+// candidates that still fit, in one statement. Not thread-safe: one pass at
+// a time.
+class Admission {
+ public:
+  std::optional<runtime::Claim> claim(db::Tx& tx, const model::SystemParameters& params, int batch_size);
+  int apply(db::Tx& tx, const db::Result& candidates);
+
+ private:
+  bool full(const std::string& type);
+  std::int64_t capacity_ = 0;
+  std::int64_t total_ = 0;
+  std::map<std::string, std::int64_t> in_flight_;
+  std::map<std::string, std::int64_t> limits_;
+};
+
 // ready -> queued for up to batch_size jobs in one transaction. Returns the
 // number admitted.
 int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch_size);
+
+// The service's StageLoop: one admit step, woken early for the next back-off end.
+runtime::StageLoop stage_loop(runtime::Context& ctx);
 
 // Time until the earliest future not_before of a ready job, if any, so the
 // loop wakes up when a backed-off job becomes admissible.
