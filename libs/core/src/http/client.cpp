@@ -98,13 +98,12 @@ ClientResponse http_request(const std::string& method, const std::string& url,
   return http_request(method, url, body, headers, timeout, TlsOptions{});
 }
 
-ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
-                            const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout,
-                            const TlsOptions& tls) {
-  const ParsedUrl parsed = parse_url(url);
-  httplib::Client client(parsed.origin, tls.client_cert_file, tls.client_key_file);
-  if (!tls.ca_file.empty()) client.set_ca_cert_path(tls.ca_file.c_str());
-  client.enable_server_certificate_verification(tls.verify);
+namespace {
+
+// Sends one request on `client` (whose connection may be kept alive).
+ClientResponse send_on(httplib::Client& client, const ParsedUrl& parsed, const std::string& method,
+                       const std::string& url, const std::string& body,
+                       const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout) {
   client.set_connection_timeout(timeout);
   client.set_read_timeout(timeout);
   client.set_write_timeout(timeout);
@@ -142,6 +141,50 @@ ClientResponse http_request(const std::string& method, const std::string& url, c
   response.body = result->body;
   for (const auto& [name, value] : result->headers) response.headers[lower(name)] = value;
   return response;
+}
+
+}  // namespace
+
+ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
+                            const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout,
+                            const TlsOptions& tls) {
+  const ParsedUrl parsed = parse_url(url);
+  httplib::Client client(parsed.origin, tls.client_cert_file, tls.client_key_file);
+  if (!tls.ca_file.empty()) client.set_ca_cert_path(tls.ca_file.c_str());
+  client.enable_server_certificate_verification(tls.verify);
+  return send_on(client, parsed, method, url, body, headers, timeout);
+}
+
+struct KeepAliveClient::Impl {
+  // One client per origin; the user (basic auth) is part of the key so one
+  // endpoint's credentials never travel with another's request.
+  std::map<std::string, std::unique_ptr<httplib::Client>> clients;
+};
+
+KeepAliveClient::KeepAliveClient() : impl_(std::make_unique<Impl>()) {}
+KeepAliveClient::~KeepAliveClient() = default;
+
+ClientResponse KeepAliveClient::request(const std::string& method, const std::string& url, const std::string& body,
+                                        const std::map<std::string, std::string>& headers,
+                                        std::chrono::milliseconds timeout) {
+  const ParsedUrl parsed = parse_url(url);
+  const std::string key = parsed.user + ":" + parsed.password + "@" + parsed.origin;
+  auto it = impl_->clients.find(key);
+  if (it == impl_->clients.end()) {
+    // Bounded: a sink per job could name endless origins.
+    if (impl_->clients.size() >= 64) impl_->clients.clear();
+    auto client = std::make_unique<httplib::Client>(parsed.origin);
+    client->set_keep_alive(true);
+    client->enable_server_certificate_verification(true);
+    it = impl_->clients.emplace(key, std::move(client)).first;
+  }
+  try {
+    return send_on(*it->second, parsed, method, url, body, headers, timeout);
+  } catch (const Error&) {
+    // A broken kept-alive connection is not reused.
+    impl_->clients.erase(it);
+    throw;
+  }
 }
 
 }  // namespace conveyor::http

@@ -43,8 +43,11 @@ int StageLoop::pass(Context& ctx) {
   const auto parameters = ctx.parameters();
   const Pass pass{ctx, batch_size, *parameters};
   int moved = 0;
-  for (const StageStep& step : options_.steps) moved += run_step(ctx, step, pass);
-  if (options_.moved != nullptr && moved > 0) options_.moved->inc(moved);
+  for (const StageStep& step : options_.steps) {
+    const int n = run_step(ctx, step, pass);
+    if (step.moved != nullptr && n > 0) step.moved->inc(n);
+    moved += n;
+  }
   return moved;
 }
 

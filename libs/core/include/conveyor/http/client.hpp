@@ -1,8 +1,10 @@
 #pragma once
 // A small blocking HTTP client (webhook sinks, orchestrator APIs, tests).
-// Thread-safe: each call uses its own connection.
+// http_request is thread-safe: each call uses its own connection;
+// KeepAliveClient keeps connections for one thread.
 #include <chrono>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace conveyor::http {
@@ -33,5 +35,22 @@ ClientResponse http_request(const std::string& method, const std::string& url,
 ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
                             const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout,
                             const TlsOptions& tls);
+
+// The same requests on kept-alive connections, one per origin, reused from
+// one request to the next (webhook deliveries to one endpoint pay the TCP
+// and TLS handshakes once). Not thread-safe: one per thread.
+class KeepAliveClient {
+ public:
+  KeepAliveClient();
+  ~KeepAliveClient();
+  KeepAliveClient(const KeepAliveClient&) = delete;
+  KeepAliveClient& operator=(const KeepAliveClient&) = delete;
+  ClientResponse request(const std::string& method, const std::string& url, const std::string& body,
+                         const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace conveyor::http

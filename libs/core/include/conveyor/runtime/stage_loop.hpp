@@ -53,14 +53,14 @@ struct StageStep {
   // Optional: time until work becomes due with no event (a back-off ending),
   // asked once the passes found nothing more to do.
   std::function<std::optional<std::chrono::milliseconds>(Context&)> next_due{};
+  // Counts the jobs this step moved; null: not counted.
+  metrics::Counter* moved = nullptr;
 };
 
 struct StageLoopOptions {
   std::string name;                  // "configuration": in log lines
   std::vector<StageStep> steps;      // run in this order in every pass
   int batch_size = 0;                // 0: CONVEYOR_BATCH_SIZE
-  // Counts the jobs each pass moved; null: not counted.
-  metrics::Counter* moved = nullptr;
 };
 
 class StageLoop {
