@@ -11,22 +11,20 @@
 #include <vector>
 
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 using conveyor::testing::RunResult;
-using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
 using nlohmann::json;
 
-bool has(const RunResult& r, const std::string& part) { return r.output.find(part) != std::string::npos; }
-
-class JobHoldCli : public ::testing::Test {
+class JobHoldCli : public CliTest {
  protected:
   void SetUp() override {
+    CliTest::SetUp();
     db_.exec("INSERT INTO conveyor.job_type (name, command) VALUES ('t', '[\"true\"]')");
-  }
-  RunResult conveyor(const std::vector<std::string>& args) const {
-    return conveyor::testing::run_cli(CONVEYOR_CLI_PATH, args, {{"CONVEYOR_DATABASE_URL", db_.url()}});
   }
   // A job moved along `statuses` by SQL, as the stages would.
   std::string job(const std::vector<std::string>& statuses) const {
@@ -37,8 +35,6 @@ class JobHoldCli : public ::testing::Test {
   std::string held_at(const std::string& id) const {
     return db_.query_value("SELECT coalesce(held_at::text, 'NULL') FROM conveyor.job WHERE id = " + id);
   }
-
-  TestDatabase db_;
 };
 
 TEST_F(JobHoldCli, JobHoldAndReleaseAreRecorded) {

@@ -11,50 +11,22 @@
 #include <vector>
 
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 using conveyor::testing::RunResult;
-using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
+using conveyor::testing::cli::row;
 using nlohmann::json;
 
-bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
-
-// The table row whose first cell is `first`, its cells joined by " | "
-// (print_table separates cells by two spaces or more), or "" when none is.
-std::string row(const RunResult& r, const std::string& first) {
-  std::istringstream lines(r.output);
-  for (std::string l; std::getline(lines, l);) {
-    std::vector<std::string> cells;
-    std::string cell;
-    int spaces = 0;
-    for (const char c : l + "  ") {
-      if (c == ' ') {
-        ++spaces;
-        continue;
-      }
-      if (spaces >= 2 && !cell.empty()) cells.push_back(cell), cell.clear();
-      else if (spaces == 1 && !cell.empty()) cell += ' ';
-      spaces = 0;
-      cell += c;
-    }
-    if (!cell.empty()) cells.push_back(cell);
-    if (cells.empty() || cells[0] != first) continue;
-    std::string joined;
-    for (const auto& x : cells) joined += (joined.empty() ? "" : " | ") + x;
-    return joined;
-  }
-  return "";
-}
-
-class JobStatsCli : public ::testing::Test {
+class JobStatsCli : public CliTest {
  protected:
   void SetUp() override {
+    CliTest::SetUp();
     const auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
     ASSERT_EQ(r.status, 0) << r.output;
-  }
-  RunResult conveyor(const std::vector<std::string>& args) {
-    return conveyor::testing::run_cli(CONVEYOR_CLI_PATH, args, {{"CONVEYOR_DATABASE_URL", db_.url()}});
   }
   json conveyor_json(std::vector<std::string> args) {
     args.insert(args.begin(), "--json");
@@ -89,8 +61,6 @@ class JobStatsCli : public ::testing::Test {
     add_attempt(insert_job("fail"), 0, "3 days", "10000, 800, 200, 1024", "failed");
     add_attempt(insert_job("fail"), 0, "3 days", "20000, 2500, 500, 3072", "failed");
   }
-
-  TestDatabase db_;
 };
 
 TEST_F(JobStatsCli, StatsGiveCountMedianAndP95OfEachJobType) {

@@ -10,33 +10,21 @@
 #include <string>
 
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
-using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
 
-bool has(const RunResult& r, const std::string& text) {
-  return r.output.find(text) != std::string::npos;
-}
-
-class RestoreIdsCli : public ::testing::Test {
+class RestoreIdsCli : public CliTest {
  protected:
   void SetUp() override {
-    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("restore-ids");
-    fs::create_directories(data_dir_);
+    CliTest::SetUp();
     const auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
     ASSERT_EQ(r.status, 0) << r.output;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(data_dir_, ec);
-  }
-  RunResult conveyor(const std::vector<std::string>& args) {
-    return conveyor::testing::run_cli(
-        CONVEYOR_CLI_PATH, args,
-        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
   }
   std::int64_t insert_job() {
     return std::stoll(
@@ -44,9 +32,6 @@ class RestoreIdsCli : public ::testing::Test {
                         "'{\"seconds\": 0}') RETURNING id"));
   }
   std::int64_t number(const std::string& sql) { return std::stoll(db_.query_value(sql)); }
-
-  TestDatabase db_;
-  fs::path data_dir_;
 };
 
 TEST_F(RestoreIdsCli, SystemRestoreCleanNeverReusesAnId) {

@@ -10,31 +10,18 @@
 #include <string>
 
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
-using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
 using nlohmann::json;
 
-bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
-
-class StatusCli : public ::testing::Test {
+class StatusCli : public CliTest {
  protected:
-  void SetUp() override {
-    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("status-cli");
-    fs::create_directories(data_dir_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(data_dir_, ec);
-  }
-  RunResult conveyor(const std::vector<std::string>& args) {
-    return conveyor::testing::run_cli(
-        CONVEYOR_CLI_PATH, args,
-        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
-  }
   json status_json() {
     const auto r = conveyor({"--json", "system", "status"});
     EXPECT_EQ(r.status, 0) << r.output;
@@ -53,9 +40,6 @@ class StatusCli : public ::testing::Test {
              "', 'hostA', 1, 1, '" + worker_status + "', now() - interval '" + age + "')");
     instance(name, "conveyor-worker", instance_status, age);
   }
-
-  TestDatabase db_;
-  fs::path data_dir_;
 };
 
 // The incident of the issue: the pool replaced killed workers (their rows

@@ -14,44 +14,19 @@
 
 #include "conveyor/auth/auth.hpp"
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
 using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::row;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 bool has(const RunResult& r, const std::string& part) { return has(r.output, part); }
-
-// The table row whose first cell is `first`, its cells joined by " | "
-// (print_table separates cells by two spaces or more), or "" when none is.
-std::string row(const RunResult& r, const std::string& first) {
-  std::istringstream lines(r.output);
-  for (std::string l; std::getline(lines, l);) {
-    std::vector<std::string> cells;
-    std::string cell;
-    int spaces = 0;
-    for (const char c : l + "  ") {
-      if (c == ' ') {
-        ++spaces;
-        continue;
-      }
-      if (spaces >= 2 && !cell.empty()) cells.push_back(cell), cell.clear();
-      else if (spaces == 1 && !cell.empty()) cell += ' ';
-      spaces = 0;
-      cell += c;
-    }
-    if (!cell.empty()) cells.push_back(cell);
-    if (cells.empty() || cells[0] != first) continue;
-    std::string joined;
-    for (const auto& x : cells) joined += (joined.empty() ? "" : " | ") + x;
-    return joined;
-  }
-  return "";
-}
 
 // A CLI run with stdout and stderr kept apart.
 struct SplitRun {

@@ -13,42 +13,29 @@
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/waves.hpp"
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
-using conveyor::testing::TestDatabase;
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
 using nlohmann::json;
 
-bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
-
-class WavesCli : public ::testing::Test {
+class WavesCli : public CliTest {
  protected:
   void SetUp() override {
-    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("waves-cli");
-    fs::create_directories(data_dir_);
+    CliTest::SetUp();
     // a -> b -> c by triggers: three waves.
     db_.exec(R"(INSERT INTO conveyor.job_type (name, command, triggers) VALUES
       ('wa', '["true"]', '[{"job_type": "wb"}]'),
       ('wb', '["true"]', '[{"job_type": "wc"}]'),
       ('wc', '["true"]', '[]'))");
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(data_dir_, ec);
-  }
-  RunResult conveyor(const std::vector<std::string>& args) {
-    return conveyor::testing::run_cli(
-        CONVEYOR_CLI_PATH, args,
-        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
-  }
   std::string types_list() {
     return db_.query_value("SELECT coalesce(job_types_list::text, 'NULL') FROM conveyor.system_parameters");
   }
-
-  TestDatabase db_;
-  fs::path data_dir_;
 };
 
 TEST_F(WavesCli, WavesAutoStartsWaveOneAndStopStops) {
