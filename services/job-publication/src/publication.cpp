@@ -49,11 +49,10 @@ constexpr db::Statement kSetError{
 
 // external_error jobs that came from processed (other external errors
 // belong to other stages), with when their back-off ends:
-// last change + min(base * 2^(n-1), max) for n publication failures.
-// $1 base ms, $2 max ms.
+// last change + conveyor.retry_backoff (min(base * 2^(n-1), max)) for n
+// publication failures. $1 base ms, $2 max ms.
 #define CONVEYOR_PUBLICATION_DUE_SQL                                                              \
-  "SELECT j.id, lc.at + least($2::bigint, ($1::bigint * "                                       \
-  "         power(2, least(greatest(f.n - 1, 0), 30)))::bigint) * interval '1 millisecond' AS due " \
+  "SELECT j.id, lc.at + conveyor.retry_backoff($1::bigint / 1000.0, f.n::int, $2::bigint / 1000.0) AS due " \
   "FROM conveyor.job j "                                                                          \
   "CROSS JOIN LATERAL (SELECT count(*) AS n FROM conveyor.job_status_change c "                   \
   "  WHERE c.job_id = j.id AND c.from_status = 'processed' AND c.to_status = 'external_error') f " \

@@ -27,13 +27,15 @@ constexpr db::Statement kOutbox{
     "WHERE sent_at IS NULL AND created_at < now() - interval '60 seconds'"};
 
 // Re-emitted (so stalled and not held on purpose) and still not moved. A
-// ready job admission may not take (held, backing off) is waiting, not stuck.
+// ready job admission may not take (conveyor.job_admission_eligible: held,
+// backing off, of an unhandled or paused type or pool) is waiting, not stuck.
 constexpr db::Statement kStuckJobs{
     "monitor_alert_stuck_jobs",
     "SELECT count(*), min(j.id), (array_agg(j.status ORDER BY j.id))[1] FROM conveyor.job j "
     "JOIN unnest($1::text[], $2::bigint[]) AS t(status, secs) ON t.status = j.status "
     "WHERE j.status NOT IN ('done', 'canceled', 'failed') AND j.reemitted_at > j.updated_at "
-    "  AND (j.status <> 'ready' OR conveyor.job_admissible(j)) "
+    "  AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, now(), "
+    "       (SELECT p.job_types_list FROM conveyor.system_parameters p))) "
     "  AND j.updated_at < now() - make_interval(secs => 2 * t.secs)"};
 
 constexpr db::Statement kLostWorkers{

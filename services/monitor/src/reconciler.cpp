@@ -32,11 +32,12 @@ constexpr db::Statement kRestartCandidates{
 
 // One statement: pick, stamp reemitted_at, write the outbox rows. The
 // redundant NOT IN lets the planner use the partial index job_active_idx.
-// Ready jobs that admission leaves on purpose (not conveyor.job_admissible:
-// held, or a back-off not_before; a type outside job_types_list $4, a paused
-// type or pool) are waiting, not stalled.
-// The payload repeats the job's last status change (as the status trigger
-// wrote it) so consumers see the same change_id, plus who re-emitted it.
+// Ready jobs that admission leaves on purpose (not
+// conveyor.job_admission_eligible, admission's own rule: held, a back-off
+// not_before, a type outside job_types_list $4, a paused type or pool) are
+// waiting, not stalled.
+// The payload is the job's last status change as the status trigger wrote it
+// (conveyor.job_event_payload, same change_id), plus who re-emitted it.
 constexpr db::Statement kReemitStalled{
     "monitor_reemit_stalled",
     "WITH stalled AS ("
@@ -45,12 +46,7 @@ constexpr db::Statement kReemitStalled{
     "    AND j.canceled_at IS NULL"
     "    AND j.updated_at < now() - make_interval(secs => $2::float8)"
     "    AND (j.reemitted_at IS NULL OR j.reemitted_at < now() - make_interval(secs => $2::float8))"
-    "    AND ($1 <> 'ready' OR ("
-    "         conveyor.job_admissible(j)"
-    "         AND ($4::text[] IS NULL OR j.job_type = ANY($4::text[]))"
-    "         AND NOT EXISTS (SELECT 1 FROM conveyor.queue_state qs WHERE qs.paused"
-    "             AND ((qs.kind = 'job_type' AND qs.name = j.job_type)"
-    "               OR (qs.kind = 'pool' AND qs.name = coalesce(j.config->>'pool', 'default'))))))"
+    "    AND ($1 <> 'ready' OR conveyor.job_admission_eligible(j, now(), $4::text[]))"
     "  ORDER BY j.updated_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED),"
     " marked AS ("
     "  UPDATE conveyor.job j SET reemitted_at = now() FROM stalled s"
@@ -59,18 +55,9 @@ constexpr db::Statement kReemitStalled{
     " emitted AS ("
     "  INSERT INTO conveyor.outbox (topic, key, type, subject, payload)"
     "  SELECT 'jobs', m.id::text, 'io.conveyor.job.' || m.status, m.id::text,"
-    "    jsonb_build_object("
-    "      'schema_version', 1,"
-    "      'job_id', m.id,"
-    "      'job_type', m.job_type,"
-    "      'from_status', c.from_status,"
-    "      'to_status', m.status,"
-    "      'attempt', m.attempt,"
-    "      'priority', m.priority,"
-    "      'change_id', c.id,"
-    "      'at', c.at,"
-    "      'actor', c.actor,"
-    "      'error_subtype', c.error_subtype,"
+    "    conveyor.job_event_payload(m.id, m.job_type, c.from_status, m.status, m.attempt, m.priority,"
+    "                               c.id, c.at, c.actor, c.error_subtype)"
+    "    || jsonb_build_object("
     "      'reemitted', true,"
     "      'reemitted_at', now(),"
     "      'reemitted_by', conveyor.current_actor())"

@@ -28,7 +28,7 @@ constexpr db::Statement kHoldsLock{
 constexpr db::Statement kDemand{
     "workerpool_demand",
     "SELECT count(*) FROM conveyor.job "
-    "WHERE status IN ('queued', 'started') AND coalesce(config->>'pool', 'default') = $1"};
+    "WHERE status IN ('queued', 'started') AND conveyor.job_pool(config) = $1"};
 
 // The pool's live and draining rows, plus the rows of our own workers
 // whatever their state (to tell registered from still starting, and to
@@ -42,7 +42,7 @@ constexpr db::Statement kWorkers{
 
 // Scale-down: the worker claims nothing more and exits once idle.
 constexpr db::Statement kDrain{
-    "workerpool_drain", "UPDATE conveyor.worker SET status = 'draining' WHERE id = $1 AND status = 'active'"};
+    "workerpool_drain", "SELECT * FROM conveyor.drain_worker($1)"};
 
 constexpr const char* kLostHelp = "workers this process marked lost (its own worker exited, or heartbeat timeout)";
 

@@ -68,9 +68,8 @@ constexpr db::Statement kHeartbeat{
     "  status = CASE WHEN status = 'lost' THEN 'active' ELSE status END "
     "WHERE id = $1 RETURNING status"};
 
-constexpr db::Statement kMarkDraining{"worker_mark_draining",
-                                      "UPDATE conveyor.worker SET status = 'draining' WHERE id = "
-                                      "$1 AND status IN ('active', 'lost')"};
+// By itself: alive, so from lost too (conveyor.drain_worker).
+constexpr db::Statement kMarkDraining{"worker_mark_draining", "SELECT * FROM conveyor.drain_worker($1, true)"};
 
 constexpr db::Statement kMarkStopped{
     "worker_mark_stopped",
@@ -85,7 +84,7 @@ constexpr db::Statement kClaim{
     "UPDATE conveyor.job SET status = 'started', worker_id = $1 "
     "WHERE id IN (SELECT id FROM conveyor.job "
     "             WHERE status = 'queued' AND canceled_at IS NULL "
-    "               AND coalesce(config->>'pool', 'default') = $2 "
+    "               AND conveyor.job_pool(config) = $2 "
     // A worker without a container runtime leaves container jobs to others.
     "               AND ($5::boolean OR coalesce(config->>'image', '') = '') "
     "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
@@ -144,8 +143,8 @@ constexpr db::Statement kFinishProcessed{
     "  error_subtype = NULL, error_message = NULL "
     "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
-// Retry while attempts remain (back-off retry_backoff_s * 2^attempt, capped
-// at an hour), else failed. A job whose cancel was asked meanwhile ends
+// Retry while attempts remain (conveyor.retry_backoff: retry_backoff_s *
+// 2^attempt, capped at an hour), else failed. A job whose cancel was asked meanwhile ends
 // canceled instead of going round again.
 constexpr db::Statement kFinishFailure{
     "worker_finish_failure",
@@ -153,7 +152,7 @@ constexpr db::Statement kFinishFailure{
     "  status = CASE WHEN canceled_at IS NOT NULL THEN 'canceled' "
     "                WHEN attempt + 1 < max_attempts THEN 'ready' ELSE 'failed' END, "
     "  not_before = CASE WHEN canceled_at IS NULL AND attempt + 1 < max_attempts "
-    "    THEN now() + make_interval(secs => least(3600.0, $3::float8 * power(2.0, attempt))) "
+    "    THEN now() + conveyor.retry_backoff($3::float8, attempt + 1, 3600) "
     "    ELSE not_before END, "
     "  attempt = CASE WHEN canceled_at IS NULL AND attempt + 1 < max_attempts "
     "    THEN attempt + 1 ELSE attempt END, "

@@ -36,7 +36,7 @@ constexpr db::Statement kQueues{
     "  UNION SELECT 'pool', pool FROM conveyor.job_type"
     "  UNION SELECT kind, name FROM conveyor.queue_state),"
     " counts AS ("
-    "  SELECT job_type, coalesce(config->>'pool', 'default') AS pool, status, count(*) AS n"
+    "  SELECT job_type, conveyor.job_pool(config) AS pool, status, count(*) AS n"
     "  FROM conveyor.job WHERE status IN ('ready', 'queued', 'started') GROUP BY 1, 2, 3)"
     "SELECT n.kind, n.name,"
     "  coalesce(sum(c.n) FILTER (WHERE c.status = 'ready'), 0)::bigint AS ready,"
@@ -66,7 +66,7 @@ constexpr db::Statement kQueueDetail{
     "    AS failed_daily,"
     "  coalesce(extract(epoch FROM now() - min(updated_at) FILTER (WHERE status = 'ready')), 0)::float8 AS latency_s "
     "FROM conveyor.job WHERE ($1 = 'job_type' AND job_type = $2) "
-    "   OR ($1 = 'pool' AND coalesce(config->>'pool', 'default') = $2)"};
+    "   OR ($1 = 'pool' AND conveyor.job_pool(config) = $2)"};
 
 constexpr db::Statement kKnownQueue{
     "cli_queue_known",
@@ -88,7 +88,7 @@ constexpr db::Statement kDrainCandidates{
     "SELECT j.id FROM conveyor.job j LEFT JOIN conveyor.job_type t ON t.name = j.job_type "
     "WHERE j.status = ANY($3::text[]) AND j.canceled_at IS NULL "
     "  AND (($1 = 'job_type' AND j.job_type = $2) "
-    "    OR ($1 = 'pool' AND coalesce(j.config->>'pool', t.pool, 'default') = $2)) "
+    "    OR ($1 = 'pool' AND conveyor.job_pool(j.config, t.pool) = $2)) "
     "ORDER BY j.id LIMIT 100001"};
 
 constexpr db::Statement kCountDrained{

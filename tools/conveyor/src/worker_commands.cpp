@@ -39,7 +39,7 @@ constexpr db::Statement kWorkers{
 
 constexpr db::Statement kDrain{
     "cli_worker_drain",
-    "UPDATE conveyor.worker SET status = 'draining' WHERE id = $1 AND status = 'active' RETURNING running"};
+    "SELECT * FROM conveyor.drain_worker($1) AS running"};
 
 // 3725.4 -> "1h2m5s"
 std::string duration(double seconds) {

@@ -50,19 +50,16 @@ constexpr db::Statement kMoveRun{
 // The backlog of a wave: its jobs not yet processed that can still progress.
 // Left out, as they would never drain and the run would never advance: a job
 // whose cancel is pending (on its way out), and a ready job admission leaves
-// on purpose: held (conveyor.job_admissible at 'infinity': a back-off
-// not_before ends, so that job still counts) or of a paused type or pool
-// (the paused-queue rule of the monitor's kReemitStalled and admission's
-// kPaused; no SQL function holds it yet).
+// on purpose (conveyor.job_admission_eligible, admission's own rule): held
+// or of a paused type or pool. It is asked at 'infinity': a back-off
+// not_before ends, so that job still counts; the wave's types are the run's
+// choice, so job_types_list is not applied (NULL).
 constexpr db::Statement kBacklog{
     "model_wave_backlog",
     "SELECT count(*) FROM conveyor.job j WHERE j.job_type = ANY($1::text[]) "
     "AND j.status IN ('initialized', 'configured', 'ready', 'queued', 'started') "
     "AND j.canceled_at IS NULL "
-    "AND (j.status <> 'ready' OR (conveyor.job_admissible(j, 'infinity') "
-    "  AND NOT EXISTS (SELECT 1 FROM conveyor.queue_state qs WHERE qs.paused "
-    "    AND ((qs.kind = 'job_type' AND qs.name = j.job_type) "
-    "      OR (qs.kind = 'pool' AND qs.name = coalesce(j.config->>'pool', 'default'))))))"};
+    "AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, 'infinity', NULL))"};
 
 WaveRun to_run(const db::Row r) {
   WaveRun w;

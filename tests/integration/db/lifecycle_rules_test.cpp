@@ -1,0 +1,262 @@
+// Each lifecycle rule once (issue 14, item 3; migration
+// 20261215000000_lifecycle_rules): the SQL functions every caller uses, and
+// history and outbox written by statement-level triggers with the same rows
+// the row trigger wrote.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+#include "conveyor/testing/testing.hpp"
+
+namespace conveyor {
+namespace {
+
+using namespace std::chrono_literals;
+
+class LifecycleRulesTest : public ::testing::Test {
+ protected:
+  // A job moved to `status` along the hot path (triggers on), of type `type`
+  // with config `config` (JSON text, or "NULL").
+  std::string ready_job(const std::string& type, const std::string& config = "'{}'") {
+    const std::string id =
+        db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type + "') RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured', config = " + config + " WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
+    return id;
+  }
+
+  // Whether admission may take the job at `as_of` for job_types_list `types`.
+  std::string eligible(const std::string& id, const std::string& as_of = "now()",
+                       const std::string& types = "NULL") {
+    return db_.query_value("SELECT conveyor.job_admission_eligible(j, " + as_of + ", " + types +
+                           ") FROM conveyor.job j WHERE id = " + id);
+  }
+
+  testing::TestDatabase db_;
+};
+
+TEST_F(LifecycleRulesTest, JobPoolIsTheConfigsThenTheTypesThenDefault) {
+  EXPECT_EQ(db_.query_value("SELECT conveyor.job_pool('{\"pool\": \"gpu\"}'::jsonb)"), "gpu");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.job_pool('{\"pool\": \"gpu\"}'::jsonb, 'cpu')"), "gpu");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.job_pool('{}'::jsonb, 'cpu')"), "cpu");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.job_pool(NULL, 'cpu')"), "cpu") << "not configured yet";
+  EXPECT_EQ(db_.query_value("SELECT conveyor.job_pool('{}'::jsonb)"), "default");
+  EXPECT_EQ(db_.query_value("SELECT provolatile FROM pg_proc WHERE oid = 'conveyor.job_pool'::regproc"), "i")
+      << "IMMUTABLE: usable in an index expression";
+}
+
+TEST_F(LifecycleRulesTest, AdmissionRefusesHeldPausedBackedOffCanceledAndUnhandledJobs) {
+  const auto plain = ready_job("a");
+  const auto held = ready_job("a");
+  const auto paused_type = ready_job("b");
+  const auto paused_pool = ready_job("a", "'{\"pool\": \"gpu\"}'");
+  const auto backed_off = ready_job("a");
+  const auto canceled = ready_job("a");
+  db_.exec("UPDATE conveyor.job SET held_at = now() WHERE id = " + held);
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'b', true), "
+           "('pool', 'gpu', true), ('pool', 'default', false)");
+  db_.exec("UPDATE conveyor.job SET not_before = now() + interval '1 hour' WHERE id = " + backed_off);
+  // canceled_at set on a ready job: the cancel is pending, admission leaves it.
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + canceled);
+
+  EXPECT_EQ(eligible(plain), "t");
+  EXPECT_EQ(eligible(held), "f") << "held";
+  EXPECT_EQ(eligible(paused_type), "f") << "its job type is paused";
+  EXPECT_EQ(eligible(paused_pool), "f") << "its pool is paused";
+  EXPECT_EQ(eligible(backed_off), "f") << "before not_before";
+  EXPECT_EQ(eligible(backed_off, "now() + interval '2 hours'"), "t") << "after not_before";
+  EXPECT_EQ(eligible(canceled), "f") << "cancel pending";
+  EXPECT_EQ(eligible(plain, "now()", "ARRAY['b']"), "f") << "not in job_types_list";
+  EXPECT_EQ(eligible(plain, "now()", "ARRAY['a', 'b']"), "t");
+
+  // A pool resumed: its job is eligible again, at once.
+  db_.exec("UPDATE conveyor.queue_state SET paused = false WHERE kind = 'pool' AND name = 'gpu'");
+  EXPECT_EQ(eligible(paused_pool), "t");
+
+  // Only a ready job is admissible.
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + plain);
+  EXPECT_EQ(eligible(plain), "f") << "queued already";
+}
+
+// The rule is one function: no caller keeps its own copy of the paused-queue
+// test. Execution, the reconciler, the alerts and the waves' backlog read it
+// through conveyor.job_admission_eligible, which the planner inlines into
+// each of their queries (so admission still walks job_ready_idx).
+TEST_F(LifecycleRulesTest, AdmissionRuleIsInlinedAndUsesTheReadyIndex) {
+  // A few thousand jobs, few of them ready, as in a running system.
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 'a' FROM generate_series(1, 3000)");
+  for (int i = 0; i < 20; ++i) ready_job("a");
+  db_.exec("ANALYZE conveyor.job");
+  const auto plan = db_.query(
+      "EXPLAIN SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
+      "AND conveyor.job_admission_eligible(j, now(), NULL) "
+      "ORDER BY j.priority DESC, j.created_at, j.id LIMIT 10");
+  std::string text;
+  for (const auto& row : plan) text += row[0] + "\n";
+  EXPECT_NE(text.find("job_ready_idx"), std::string::npos) << text;
+  EXPECT_EQ(text.find("job_admission_eligible"), std::string::npos) << "inlined:\n" << text;
+}
+
+// Statement-level triggers: one multi-row UPDATE writes exactly one history
+// row and one event per job whose status changed, with the row trigger's
+// actor, statuses, error fields and change_id; rows whose status did not
+// change, and updates of other columns, write nothing.
+TEST_F(LifecycleRulesTest, OneStatementWritesOneHistoryRowAndOneEventPerChangedJob) {
+  db_.exec("INSERT INTO conveyor.job (job_type, priority) SELECT 't', g FROM generate_series(1, 20) g");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id <= 10");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change"), "30");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE topic = 'jobs'"), "30");
+
+  // Half change status, half already are where they are asked to be.
+  db_.exec("SET LOCAL conveyor.actor = 'bob'; "
+           "UPDATE conveyor.job SET status = 'internal_error', error_subtype = 'boom', "
+           "error_message = 'it broke' WHERE id <= 10; "
+           "UPDATE conveyor.job SET status = CASE WHEN id <= 15 THEN 'configured' ELSE status END "
+           "WHERE id > 10");
+  db_.exec("UPDATE conveyor.job SET priority = priority + 1, reemitted_at = now()");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change"), "45");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE topic = 'jobs'"), "45");
+
+  // History and event agree row by row, as the row trigger wrote them.
+  const auto rows = db_.query(
+      "SELECT h.job_id, coalesce(h.from_status, ''), h.to_status, h.actor, coalesce(h.error_subtype, ''), "
+      "       coalesce(h.message, ''), o.type, o.key, o.subject, o.payload::text, h.id, "
+      "       lag(h.to_status) OVER (PARTITION BY h.job_id ORDER BY h.id) "
+      "FROM conveyor.job_status_change h "
+      "JOIN conveyor.outbox o ON o.topic = 'jobs' AND (o.payload->>'change_id')::bigint = h.id "
+      "ORDER BY h.id");
+  ASSERT_EQ(rows.size(), 45u);
+  std::multiset<std::string> changes;
+  for (const auto& r : rows) {
+    const auto p = nlohmann::json::parse(r[9]);
+    changes.insert(r[0]);
+    EXPECT_EQ(r[6], "io.conveyor.job." + r[2]);
+    EXPECT_EQ(r[7], r[0]);
+    EXPECT_EQ(r[8], r[0]);
+    EXPECT_EQ(p.at("schema_version"), 1);
+    EXPECT_EQ(std::to_string(p.at("job_id").get<long long>()), r[0]);
+    EXPECT_EQ(p.at("job_type"), "t");
+    EXPECT_EQ(p.at("to_status"), r[2]);
+    EXPECT_EQ(r[1], r[11]) << "from the old row of the same job";
+    if (r[2] == "initialized") {
+      EXPECT_TRUE(p.at("from_status").is_null()) << "the insert";
+    } else {
+      EXPECT_EQ(p.at("from_status"), r[1]);
+    }
+    EXPECT_EQ(std::to_string(p.at("change_id").get<long long>()), r[10]);
+    EXPECT_EQ(std::to_string(p.at("priority").get<int>()), r[0]) << "the row as changed, before the +1";
+    EXPECT_TRUE(p.at("at").is_string());
+    const bool by_bob = r[2] == "internal_error" || (r[2] == "configured" && std::stoi(r[0]) > 10);
+    EXPECT_EQ(r[3], by_bob ? "bob" : "postgres");
+    EXPECT_EQ(p.at("actor"), r[3]);
+    if (r[2] == "internal_error") {
+      EXPECT_EQ(r[4], "boom");
+      EXPECT_EQ(r[5], "it broke");
+      EXPECT_EQ(p.at("error_subtype"), "boom");
+    } else {
+      EXPECT_EQ(r[4], "") << "not an error status: no subtype";
+      EXPECT_TRUE(p.at("error_subtype").is_null());
+    }
+  }
+  for (int id = 1; id <= 20; ++id) {
+    EXPECT_EQ(changes.count(std::to_string(id)), id <= 10 ? 3u : id <= 15 ? 2u : 1u) << "job " << id;
+  }
+
+  // No row-level trigger writes history any more.
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'conveyor.job'::regclass "
+                            "AND tgfoid = 'conveyor.record_status_changes'::regproc "
+                            "AND tgtype & 1 = 0 AND tgnewtable IS NOT NULL"),
+            "2");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM pg_trigger WHERE tgname = 'job_record_status_change'"), "0");
+}
+
+// Listeners only need a wake-up: one conveyor_outbox notification per
+// statement, and conveyor_job_status once per new status, naming it.
+TEST_F(LifecycleRulesTest, AStatementNotifiesOncePerNewStatus) {
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 't' FROM generate_series(1, 6)");
+  db::Session listener(db_.url());
+  listener.listen("conveyor_job_status");
+  listener.listen("conveyor_outbox");
+  (void)listener.wait_for_notifications(0ms);
+
+  db_.exec("UPDATE conveyor.job SET status = CASE WHEN id <= 4 THEN 'configured' ELSE 'canceled' END");
+  std::vector<db::Notification> got;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (got.size() < 3 && std::chrono::steady_clock::now() < deadline) {
+    for (auto& n : listener.wait_for_notifications(1s)) got.push_back(n);
+  }
+  // Anything else would have arrived with these (one transaction).
+  for (auto& n : listener.wait_for_notifications(200ms)) got.push_back(n);
+
+  std::multiset<std::string> seen;
+  for (const auto& n : got) seen.insert(n.channel + ":" + n.payload);
+  EXPECT_EQ(seen, (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status:configured",
+                                              "conveyor_job_status:canceled"}));
+}
+
+// One back-off formula for the worker's retries (base retry_backoff_s, cap an
+// hour) and publication's (its base and max): base * 2^(failures - 1), capped.
+TEST_F(LifecycleRulesTest, RetryBackoffDoublesPerFailureUpToTheCap) {
+  const auto secs = [&](const std::string& args) {
+    return db_.query_value("SELECT extract(epoch FROM conveyor.retry_backoff(" + args + "))::float8");
+  };
+  EXPECT_EQ(secs("30, 1, 3600"), "30") << "first failure: the base";
+  EXPECT_EQ(secs("30, 2, 3600"), "60");
+  EXPECT_EQ(secs("30, 4, 3600"), "240");
+  EXPECT_EQ(secs("30, 10, 3600"), "3600") << "capped";
+  EXPECT_EQ(secs("1, 1000000, 60"), "60") << "a huge count neither overflows nor passes the cap";
+  EXPECT_EQ(secs("0.5, 3, 60"), "2") << "publication passes milliseconds / 1000";
+  EXPECT_EQ(secs("0, 3, 3600"), "0") << "no back-off configured";
+  EXPECT_EQ(secs("30, 0, 3600"), "30") << "never below the base";
+}
+
+// One drain rule for the pool's scale-down, `conveyor worker drain` and a
+// worker's own shutdown.
+TEST_F(LifecycleRulesTest, DrainWorkerDrainsOnlyAnActiveWorkerUnlessItDrainsItself) {
+  const auto active = db_.query_value(
+      "INSERT INTO conveyor.worker (name, status, running) VALUES ('w-active', 'active', 3) RETURNING id");
+  const auto lost =
+      db_.query_value("INSERT INTO conveyor.worker (name, status) VALUES ('w-lost', 'lost') RETURNING id");
+  const auto stopped =
+      db_.query_value("INSERT INTO conveyor.worker (name, status) VALUES ('w-stopped', 'stopped') RETURNING id");
+  const auto status = [&](const std::string& id) {
+    return db_.query_value("SELECT status FROM conveyor.worker WHERE id = " + id);
+  };
+
+  EXPECT_EQ(db_.query("SELECT * FROM conveyor.drain_worker(" + active + ")"),
+            (std::vector<std::vector<std::string>>{{"3"}}))
+      << "returns its running count";
+  EXPECT_EQ(status(active), "draining");
+  EXPECT_TRUE(db_.query("SELECT * FROM conveyor.drain_worker(" + active + ")").empty()) << "already draining";
+  EXPECT_TRUE(db_.query("SELECT * FROM conveyor.drain_worker(" + lost + ")").empty()) << "the pool leaves a lost one";
+  EXPECT_EQ(status(lost), "lost");
+  EXPECT_TRUE(db_.query("SELECT * FROM conveyor.drain_worker(" + stopped + ", true)").empty());
+  EXPECT_EQ(status(stopped), "stopped");
+  EXPECT_EQ(db_.query("SELECT * FROM conveyor.drain_worker(" + lost + ", true)").size(), 1u)
+      << "a lost worker that is alive drains itself";
+  EXPECT_EQ(status(lost), "draining");
+}
+
+// Only the indexes the hot path needs (migration 20261215000100_job_indexes):
+// every index is one more write per non-HOT status change.
+TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
+  std::set<std::string> names;
+  for (const auto& r : db_.query("SELECT indexrelid::regclass::text FROM pg_index "
+                                 "WHERE indrelid = 'conveyor.job'::regclass")) {
+    names.insert(r[0]);
+  }
+  EXPECT_EQ(names, (std::set<std::string>{
+                       "conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
+                       "conveyor.job_ready_idx", "conveyor.job_queued_idx", "conveyor.job_active_idx",
+                       "conveyor.job_started_worker_idx", "conveyor.job_restart_requested_idx",
+                       "conveyor.job_cancel_pending_idx", "conveyor.job_finished_updated_idx",
+                       "conveyor.job_depends_on_idx"}));
+}
+
+}  // namespace
+}  // namespace conveyor
