@@ -22,30 +22,39 @@
 namespace conveyor::publication {
 namespace {
 
-constexpr db::Statement kSelectProcessed{
-    "publication_select_processed",
-    R"(SELECT id, job_type, attempt, params::text AS params, config::text AS config,
-              result::text AS result,
-              to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now
-       FROM conveyor.job
-       WHERE status = 'processed' AND canceled_at IS NULL
-       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"};
+// Claims a batch of processed jobs for $2 ms for instance $3: other replicas
+// skip them while they are delivered outside any transaction; a claim never
+// recorded (this process died) ends and the job is delivered again.
+// `failures`: the publication attempts so far (external_error rows that
+// left processed).
+constexpr db::Statement kClaimProcessed{
+    "publication_claim_processed",
+    R"(UPDATE conveyor.job j SET publication_claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond',
+                                publication_claimed_by = $3
+       FROM (SELECT id FROM conveyor.job
+             WHERE status = 'processed' AND canceled_at IS NULL
+               AND (publication_claimed_until IS NULL OR publication_claimed_until <= clock_timestamp())
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+       WHERE j.id = c.id
+       RETURNING j.id, j.job_type, j.attempt, j.params::text AS params, j.config::text AS config,
+                 j.result::text AS result,
+                 to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now,
+                 (SELECT count(*) FROM conveyor.job_status_change f
+                  WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
+                   AS failures)"};
 
-// Publication attempts so far = external_error rows that left processed.
-constexpr db::Statement kPublicationFailures{
-    "publication_failures",
-    "SELECT count(*) AS n FROM conveyor.job_status_change "
-    "WHERE job_id = $1 AND from_status = 'processed' AND to_status = 'external_error'"};
-
-constexpr db::Statement kSetDone{
-    "publication_set_done",
-    "UPDATE conveyor.job SET status = 'done', error_subtype = NULL, error_message = NULL "
-    "WHERE id = $1 AND status = 'processed'"};
-
-constexpr db::Statement kSetError{
-    "publication_set_error",
-    "UPDATE conveyor.job SET status = $2, error_subtype = $3, error_message = $4 "
-    "WHERE id = $1 AND status = 'processed'"};
+// The outcomes of a batch's deliveries in one statement: per job (arrays in
+// step) its attempt, new status (done, external_error, internal_error) and
+// the error subtype and message ('' for done). Only a job still processed in
+// the same attempt moves: one moved meanwhile (canceled, recovered) is left
+// alone.
+constexpr db::Statement kRecordOutcomes{
+    "publication_record_outcomes",
+    "UPDATE conveyor.job j SET status = v.to_status, error_subtype = nullif(v.subtype, ''),"
+    " error_message = nullif(v.message, ''), publication_claimed_until = NULL "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[])"
+    " AS v(id, attempt, to_status, subtype, message) "
+    "WHERE j.id = v.id AND j.attempt = v.attempt AND j.status = 'processed'"};
 
 // external_error jobs that came from processed (other external errors
 // belong to other stages), with when their back-off ends:
@@ -73,13 +82,23 @@ constexpr db::Statement kNextRetry{
 
 #undef CONVEYOR_PUBLICATION_DUE_SQL
 
+// What an earlier run of this instance ($1) claimed and never recorded (it
+// was killed mid-delivery) is free again at its start, not at the claim's end.
+constexpr db::Statement kReleaseOwnClaims{
+    "publication_release_own_claims",
+    "UPDATE conveyor.job SET publication_claimed_until = NULL "
+    "WHERE publication_claimed_by = $1 AND publication_claimed_until IS NOT NULL"};
+
+// external_error -> error_checked -> processed for a batch (two statements,
+// the status machine's two steps).
 constexpr db::Statement kSetErrorChecked{
     "publication_set_error_checked",
-    "UPDATE conveyor.job SET status = 'error_checked' WHERE id = $1 AND status = 'external_error'"};
+    "UPDATE conveyor.job SET status = 'error_checked' WHERE id = ANY($1::bigint[]) AND status = 'external_error' "
+    "RETURNING id"};
 
 constexpr db::Statement kSetProcessedAgain{
     "publication_set_processed_again",
-    "UPDATE conveyor.job SET status = 'processed' WHERE id = $1 AND status = 'error_checked'"};
+    "UPDATE conveyor.job SET status = 'processed' WHERE id = ANY($1::bigint[]) AND status = 'error_checked'"};
 
 std::shared_ptr<spdlog::logger> log() { return logging::get("publication"); }
 
@@ -98,7 +117,7 @@ std::string setting(const nlohmann::json& sink, const char* key) {
 [[noreturn]] void sink_failure(const std::string& what) { throw Error(errc::unavailable, what); }
 
 void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                     const model::SystemParameters& params) {
+                     const model::SystemParameters& params, http::KeepAliveClient* client) {
   std::string url = setting(sink, "url");
   std::string source = "settings.url";
   if (url.empty()) {
@@ -129,7 +148,8 @@ void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std
   }
   http::ClientResponse response;
   try {
-    response = http::http_request("POST", url, body, headers, timeout);
+    response = client != nullptr ? client->request("POST", url, body, headers, timeout)
+                                 : http::http_request("POST", url, body, headers, timeout);
   } catch (const Error& e) {
     sink_failure("webhook sink " + shown + ": " + e.what());
   }
@@ -288,104 +308,106 @@ void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std
                      const model::SystemParameters& params, const Settings& settings) {
   const std::string kind = setting(sink, "kind");
   if (kind == "webhook")
-    publish_webhook(sink, job, body, params);
+    publish_webhook(sink, job, body, params, settings.http);
   else if (kind == "kafka") publish_kafka(sink, job, body, settings);
   else if (kind == "file") publish_file(sink, job, body, settings);
   else sink_failure("unknown sink kind '" + kind + "'");
 }
 
-int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
-                  Delivered* delivered) {
-  // Publishing happens inside the transaction so the row locks keep other
-  // replicas off these jobs. What every sink took is remembered in
-  // `delivered` until the move to done is committed, so a retried
-  // transaction (or the next pass after the database is back) does not
-  // publish it again (see the header).
-  std::vector<std::pair<std::int64_t, int>> done_now;
-  const int n = pool.transact(
-      [&](db::Tx& tx) {
-        int moved = 0;
-        done_now.clear();
-        for (const auto row : tx.exec(kSelectProcessed, {settings.batch_size})) {
-          JobRecord job;
-          job.id = row["id"].as_int();
-          job.job_type = row["job_type"].as_string();
-          job.attempt = static_cast<int>(row["attempt"].as_int());
-          job.params = nlohmann::json::parse(row["params"].view());
-          job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
-          job.time = row["now"].as_string();
-          const auto config =
-              row["config"].is_null() ? nlohmann::json::object() : nlohmann::json::parse(row["config"].view());
-          const std::pair<std::int64_t, int> key{job.id, job.attempt};
-          if (delivered != nullptr && delivered->contains(key)) {
-            moved += static_cast<int>(tx.exec(kSetDone, {job.id}).affected_rows());
-            done_now.push_back(key);
-            continue;
-          }
-          const std::string body = event_json(job);
+namespace {
 
-          std::vector<std::string> failures;
-          if (const auto sinks = config.find("sinks"); sinks != config.end() && sinks->is_array()) {
-            for (const auto& sink : *sinks) {
-              try {
-                publish_to_sink(sink, job, body, params, settings);
-              } catch (const Error& e) {
-                failures.emplace_back(e.what());
-              } catch (const std::exception& e) {
-                // Filesystem and JSON errors of one sink fail that sink, not the batch.
-                failures.emplace_back(std::string(setting(sink, "kind")) + " sink: " + e.what());
-              }
-            }
-          }
-          if (failures.empty()) {
-            if (delivered != nullptr) delivered->insert(key);
-            moved += static_cast<int>(tx.exec(kSetDone, {job.id}).affected_rows());
-            done_now.push_back(key);
-            continue;
-          }
-          std::string message;
-          for (const auto& f : failures) message += (message.empty() ? "" : "; ") + f;
-          const auto previous = tx.exec(kPublicationFailures, {job.id})[0]["n"].as_int();
-          const auto attempt_no = previous + 1;
-          if (attempt_no >= params.publication_max_attempts) {
-            message = "publication failed " + std::to_string(attempt_no) + " times (publication_max_attempts " +
-                      std::to_string(params.publication_max_attempts) + "): " + message;
-            log()->warn("job {}: processed -> internal_error: {}", job.id, message);
-            tx.exec(kSetError, {job.id, "internal_error", "publication_failed", message});
-          } else {
-            log()->warn("job {}: processed -> external_error (attempt {}): {}", job.id, attempt_no, message);
-            tx.exec(kSetError, {job.id, "external_error", "sink_failed", message});
-          }
-          ++moved;
-        }
-        return moved;
-      },
-      tx_options());
-  if (delivered != nullptr) {
-    for (const auto& key : done_now) delivered->erase(key);
-    // Entries whose job another replica or an operator moved meanwhile are
-    // never erased above; forget them before they add up.
-    if (delivered->size() > 100000) delivered->clear();
+// One claimed job delivered to every sink: done, or the error its failures
+// make (external_error, or internal_error at publication_max_attempts).
+Outcome deliver(const db::Row& row, const model::SystemParameters& params, const Settings& settings) {
+  JobRecord job;
+  job.id = row["id"].as_int();
+  job.job_type = row["job_type"].as_string();
+  job.attempt = static_cast<int>(row["attempt"].as_int());
+  job.params = nlohmann::json::parse(row["params"].view());
+  job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
+  job.time = row["now"].as_string();
+  const auto config = row["config"].is_null() ? nlohmann::json::object() : nlohmann::json::parse(row["config"].view());
+  const std::string body = event_json(job);
+
+  std::vector<std::string> failures;
+  if (const auto sinks = config.find("sinks"); sinks != config.end() && sinks->is_array()) {
+    for (const auto& sink : *sinks) {
+      try {
+        publish_to_sink(sink, job, body, params, settings);
+      } catch (const Error& e) {
+        failures.emplace_back(e.what());
+      } catch (const std::exception& e) {
+        // Filesystem and JSON errors of one sink fail that sink, not the batch.
+        failures.emplace_back(std::string(setting(sink, "kind")) + " sink: " + e.what());
+      }
+    }
   }
-  return n;
+  if (failures.empty()) return {job.id, job.attempt, "done", "", ""};
+  std::string message;
+  for (const auto& f : failures) message += (message.empty() ? "" : "; ") + f;
+  const auto attempt_no = row["failures"].as_int() + 1;
+  if (attempt_no >= params.publication_max_attempts) {
+    message = "publication failed " + std::to_string(attempt_no) + " times (publication_max_attempts " +
+              std::to_string(params.publication_max_attempts) + "): " + message;
+    log()->warn("job {}: processed -> internal_error: {}", job.id, message);
+    return {job.id, job.attempt, "internal_error", "publication_failed", message};
+  }
+  log()->warn("job {}: processed -> external_error (attempt {}): {}", job.id, attempt_no, message);
+  return {job.id, job.attempt, "external_error", "sink_failed", message};
 }
 
-int retry_batch(db::Pool& pool, const Settings& settings) {
-  return pool.transact(
+// Writes `outcomes` in one statement and forgets them once committed.
+// Returns the jobs moved.
+int record(db::Pool& pool, std::vector<Outcome>& outcomes) {
+  if (outcomes.empty()) return 0;
+  std::vector<std::int64_t> ids, attempts;
+  std::vector<std::string> statuses, subtypes, messages;
+  for (const Outcome& o : outcomes) {
+    ids.push_back(o.id);
+    attempts.push_back(o.attempt);
+    statuses.push_back(o.status);
+    subtypes.push_back(o.subtype);
+    messages.push_back(o.message);
+  }
+  const auto moved = pool.transact(
       [&](db::Tx& tx) {
-        int moved = 0;
-        const auto due = tx.exec(kRetryDue, {settings.backoff_base.count(), settings.backoff_max.count(),
-                                             settings.batch_size});
-        for (const auto row : due) {
-          const std::int64_t id = row["id"].as_int();
-          if (tx.exec(kSetErrorChecked, {id}).affected_rows() == 1 &&
-              tx.exec(kSetProcessedAgain, {id}).affected_rows() == 1) {
-            ++moved;
-          }
-        }
-        return moved;
+        return tx.exec(kRecordOutcomes, {ids, attempts, statuses, subtypes, messages}).affected_rows();
       },
       tx_options());
+  outcomes.clear();
+  return static_cast<int>(moved);
+}
+
+}  // namespace
+
+int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
+                  std::vector<Outcome>& unrecorded) {
+  // What a failed pass delivered but could not record is recorded first,
+  // without delivering it again (its claim still keeps others off it).
+  int moved = record(pool, unrecorded);
+  const db::Result claimed = pool.transact(
+      [&](db::Tx& tx) {
+        return tx.exec(kClaimProcessed,
+                       {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
+      },
+      tx_options());
+  if (claimed.empty()) return moved;
+  // Delivered outside any transaction: no row lock is held while a sink answers.
+  std::vector<db::Row> rows;
+  for (const auto row : claimed) rows.push_back(row);
+  std::sort(rows.begin(), rows.end(), [](const db::Row& a, const db::Row& b) { return a["id"].as_int() < b["id"].as_int(); });
+  for (const db::Row& row : rows) unrecorded.push_back(deliver(row, params, settings));
+  moved += record(pool, unrecorded);
+  return moved;
+}
+
+int retry_claimed(db::Tx& tx, const db::Result& due) {
+  std::vector<std::int64_t> ids;
+  for (const auto row : due) ids.push_back(row["id"].as_int());
+  std::vector<std::int64_t> checked;
+  for (const auto row : tx.exec(kSetErrorChecked, {ids})) checked.push_back(row["id"].as_int());
+  if (checked.empty()) return 0;
+  return static_cast<int>(tx.exec(kSetProcessedAgain, {checked}).affected_rows());
 }
 
 std::optional<std::chrono::milliseconds> next_retry(db::Pool& pool, const Settings& settings) {
@@ -405,9 +427,15 @@ runtime::ServiceSpec spec() {
   s.schema.add({.name = "CONVEYOR_PUBLICATION_BATCH_SIZE",
                 .type = config::Type::integer,
                 .default_value = "20",
-                .help = "jobs per publication transaction (their rows stay locked while publishing)",
+                .help = "jobs claimed per publication pass (delivered outside the transaction)",
                 .min = 1,
                 .max = 10000});
+  s.schema.add({.name = "CONVEYOR_PUBLICATION_CLAIM_MS",
+                .type = config::Type::duration_ms,
+                .default_value = "5min",
+                .help = "how long claimed jobs are kept from other replicas while they are delivered; a claim "
+                        "never recorded (the process died) ends then and the jobs are delivered again",
+                .min = 1000});
   s.schema.add({.name = "CONVEYOR_PUBLICATION_BACKOFF_BASE_MS",
                 .type = config::Type::duration_ms,
                 .default_value = "1s",
@@ -423,38 +451,51 @@ runtime::ServiceSpec spec() {
 }
 
 void setup(runtime::Context& ctx) {
+  const auto released = ctx.db().transact(
+      [&](db::Tx& tx) { return tx.exec(kReleaseOwnClaims, {ctx.instance_id()}).affected_rows(); }, tx_options());
+  if (released > 0) ctx.log()->info("publication: {} job(s) claimed by this instance's last run are free again", released);
   ctx.log()->info("publication: data dir {}, kafka sinks {}", ctx.config().get_string("CONVEYOR_DATA_DIR"),
                   ctx.producer() != nullptr ? "enabled" : "disabled (no broker)");
 }
 
-void loop(runtime::Context& ctx) {
-  Settings settings;
-  settings.data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
-  settings.batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_PUBLICATION_BATCH_SIZE"));
-  settings.backoff_base = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_BASE_MS");
-  settings.backoff_max = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_MAX_MS");
-  settings.producer = ctx.producer();
-  const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
-  auto& moved_total = ctx.metrics().counter("conveyor_publication_jobs_total",
-                                            "jobs moved out of processed or external_error by publication");
-  auto timeout = poll;
-  Delivered delivered;  // survives a failed pass: see publish_batch
-  do {
-    timeout = poll;
-    try {
-      int n = 0;
-      do {
-        n = retry_batch(ctx.db(), settings);
-        n += publish_batch(ctx.db(), *ctx.parameters(), settings, &delivered);
-        moved_total.inc(n);
-      } while (n > 0 && !ctx.stopping());
-      // Back-offs end without any event: wake for the next one.
-      if (const auto next = next_retry(ctx.db(), settings)) timeout = std::min(poll, *next);
-    } catch (const Error& e) {
-      // The database may be briefly away; the next wake-up or poll retries.
-      ctx.log()->error("publication pass failed: {}", e.what());
-    }
-  } while (ctx.wait_for_work(timeout));
+runtime::StageLoop stage_loop(runtime::Context& ctx) {
+  auto settings = std::make_shared<Settings>();
+  settings->data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
+  settings->batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_PUBLICATION_BATCH_SIZE"));
+  settings->claim = ctx.config().get_duration("CONVEYOR_PUBLICATION_CLAIM_MS");
+  settings->backoff_base = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_BASE_MS");
+  settings->backoff_max = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_MAX_MS");
+  settings->producer = ctx.producer();
+  settings->instance = ctx.instance_id();
+  // Owned by the loop's thread, like the claims it delivers.
+  auto client = std::make_shared<http::KeepAliveClient>();
+  settings->http = client.get();
+  auto& moved = ctx.metrics().counter("conveyor_publication_jobs_total",
+                                      "jobs moved out of processed or external_error by publication");
+  runtime::StageStep retry;
+  retry.name = "retry";
+  retry.claim = [settings](db::Tx&, const runtime::Pass& pass) {
+    return runtime::Claim{kRetryDue, {settings->backoff_base.count(), settings->backoff_max.count(), pass.batch_size}};
+  };
+  retry.apply = [](db::Tx& tx, const db::Result& due, const runtime::Pass&) { return retry_claimed(tx, due); };
+  // Back-offs end without any event: wake for the next one.
+  retry.next_due = [settings](runtime::Context& c) { return next_retry(c.db(), *settings); };
+  retry.moved = &moved;
+  runtime::StageStep publish;
+  publish.name = "publish";
+  // Delivered but not recorded yet (a failed pass): recorded by the next one.
+  auto unrecorded = std::make_shared<std::vector<Outcome>>();
+  publish.run = [settings, client, unrecorded](const runtime::Pass& pass) {
+    return publish_batch(pass.ctx.db(), pass.parameters, *settings, *unrecorded);
+  };
+  publish.moved = &moved;
+  runtime::StageLoopOptions options;
+  options.name = "publication";
+  options.steps = {std::move(retry), std::move(publish)};
+  options.batch_size = settings->batch_size;
+  return runtime::StageLoop(std::move(options));
 }
+
+void loop(runtime::Context& ctx) { stage_loop(ctx).run(ctx); }
 
 }  // namespace conveyor::publication

@@ -12,30 +12,37 @@
 // through error_checked -> processed; the publication_max_attempts-th failure
 // -> internal_error (publication_failed).
 //
-// Delivery is at-least-once: jobs are published while their rows are locked
-// (FOR UPDATE SKIP LOCKED, so replicas never publish the same job at the same
-// time). A database failure between delivery and commit does not publish
-// again: the loop remembers what every sink took (Delivered) and the next
-// pass only records `done`. A crash of this process in that window, or a
-// retry after one sink of several failed, does publish again. Sinks must
-// tolerate a rare duplicate; the event id (job, attempt) is stable across
-// such repeats to help them. Functions are safe to call from any thread;
-// a Delivered belongs to one of them.
+// Delivery is at-least-once and holds no row lock: a pass claims a batch of
+// processed jobs (FOR UPDATE SKIP LOCKED, then publication_claimed_until for
+// CONVEYOR_PUBLICATION_CLAIM_MS, so replicas skip them), commits, delivers
+// (webhooks on kept-alive connections), then records every outcome in one
+// statement conditional on the job still being processed in that attempt.
+// A database failure after delivery does not publish again: the outcomes
+// are kept and recorded by the next pass. A crash of this process in that
+// window (the claim then ends), or a retry after one sink of several failed,
+// does publish again. Sinks must tolerate a rare duplicate; the event id
+// (job, attempt) is stable across such repeats to help them. Functions are
+// safe to call from any thread with their own arguments.
 #include <chrono>
 #include <set>
 #include <utility>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/runtime/runtime.hpp"
+#include "conveyor/runtime/stage_loop.hpp"
 
 namespace conveyor::bus {
 class Producer;
+}
+namespace conveyor::http {
+class KeepAliveClient;
 }
 
 namespace conveyor::publication {
@@ -44,10 +51,13 @@ inline constexpr const char* kServiceName = "conveyor-publication";
 
 struct Settings {
   std::filesystem::path data_dir;  // CONVEYOR_DATA_DIR: base of relative file-sink dirs
-  int batch_size = 20;             // jobs per transaction (rows stay locked while publishing)
+  int batch_size = 20;             // jobs claimed per pass
+  std::chrono::milliseconds claim{300000};       // CONVEYOR_PUBLICATION_CLAIM_MS
+  std::string instance;                          // the claimer's instance id
   std::chrono::milliseconds backoff_base{1000};  // CONVEYOR_PUBLICATION_BACKOFF_BASE_MS
   std::chrono::milliseconds backoff_max{60000};  // CONVEYOR_PUBLICATION_BACKOFF_MAX_MS
   bus::Producer* producer = nullptr;             // kafka sinks; null: they fail
+  http::KeepAliveClient* http = nullptr;         // webhook connections; null: one per request
 };
 
 // Hex HMAC-SHA256 of `body` with `key` (the webhook signature).
@@ -89,20 +99,30 @@ std::optional<std::string> sink_refusal(const std::string& url,
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings);
 
-// Jobs (id, attempt) whose every sink took their event but whose move to
-// `done` is not committed yet; kept across failed transactions by the loop.
-// Not thread-safe: owned by the thread that publishes.
-using Delivered = std::set<std::pair<std::int64_t, int>>;
+// What delivering one claimed job came to: done, or external_error /
+// internal_error with the subtype and message.
+struct Outcome {
+  std::int64_t id = 0;
+  int attempt = 0;
+  std::string status;
+  std::string subtype;
+  std::string message;
+};
 
-// processed -> done | external_error | internal_error for up to batch_size
-// jobs. Returns the number of jobs moved. With `delivered`, a job found
-// there is moved to done without publishing it again.
+// One publication pass: records `unrecorded` (outcomes a failed pass
+// delivered but did not record), claims up to batch_size processed jobs,
+// delivers them outside any transaction and records the outcomes in one
+// statement. What cannot be recorded stays in `unrecorded` (then this
+// throws). Returns the jobs moved.
 int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
-                  Delivered* delivered = nullptr);
+                  std::vector<Outcome>& unrecorded);
 
-// external_error (from processed) whose back-off passed -> error_checked ->
-// processed. Returns the number of jobs moved.
-int retry_batch(db::Pool& pool, const Settings& settings);
+// external_error (from processed) whose back-off passed, claimed as `due`
+// (kRetryDue) -> error_checked -> processed. Returns the jobs moved.
+int retry_claimed(db::Tx& tx, const db::Result& due);
+
+// The service's StageLoop: the retry step, then the publish step.
+runtime::StageLoop stage_loop(runtime::Context& ctx);
 
 // Time until the next external_error job becomes due, if any.
 std::optional<std::chrono::milliseconds> next_retry(db::Pool& pool, const Settings& settings);

@@ -426,6 +426,9 @@ TEST_F(ServiceRoles, PublicationEndsProcessedJobsAndFiresTriggers) {
                     "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED");
   s->expect_allowed("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                     " AND from_status = 'processed' AND to_status = 'external_error'");
+  // The claim that keeps other replicas off a job while it is delivered.
+  s->expect_allowed("UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes', "
+                    "publication_claimed_by = 'p1' WHERE id = " + id);
   s->expect_allowed("UPDATE conveyor.job SET status = 'done', error_subtype = NULL, error_message = NULL "
                     "WHERE id = " + id + " AND status = 'processed'");
   EXPECT_EQ(field(id, "status"), "done");

@@ -6,6 +6,7 @@
 #include "publication.hpp"
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -125,6 +126,43 @@ TEST_F(PublicationTest, WebhookAndFileSinksThenDone) {
     EXPECT_EQ(entry.path().filename().string().rfind(".job-", 0), std::string::npos)
         << "temporary file left behind: " << entry.path();
   }
+}
+
+// Issue 14, item 4: the webhook is posted outside the row-locking
+// transaction. While the receiver holds the request, the job's row can be
+// locked at once by anyone else (NOWAIT); the job is done once it answers.
+TEST_F(PublicationTest, AWebhookIsDeliveredWithoutHoldingTheJobsRowLock) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool arrived = false;
+  bool release = false;
+  http::Server server("127.0.0.1", 0);
+  server.route("POST", "/hook", [&](const http::Request&) {
+    std::unique_lock lock(mutex);
+    arrived = true;
+    cv.notify_all();
+    cv.wait_for(lock, 30s, [&] { return release; });
+    return http::Response::json(json{{"ok", true}});
+  });
+  server.start();
+  const auto id = processed_job(json::array(
+      {{{"kind", "webhook"}, {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"}}}));
+  start_publication();
+  {
+    std::unique_lock lock(mutex);
+    ASSERT_TRUE(cv.wait_for(lock, 20s, [&] { return arrived; })) << "the webhook was never posted";
+  }
+  // Throws (55P03, lock_not_available) if publication holds the row.
+  EXPECT_NO_THROW(db_.query_value("SELECT id::text FROM conveyor.job WHERE id = " + id + " FOR UPDATE NOWAIT"));
+  EXPECT_EQ(status(id), "processed");
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(reaches(id, "done"));
+  EXPECT_EQ(count_in_history(id, "done"), "1");
+  server.stop();
 }
 
 TEST_F(PublicationTest, WebhookWithoutUrlUsesTheSystemEndpoint) {
