@@ -186,6 +186,7 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
       {"argv", model::render_argv(type.command, argv_ctx)},
       {"command_template", type.command},
       {"image", image},
+      {"runner", type.runner},
       {"resources", type.resources.to_json()},
       {"network", type.network},
       {"env", env},

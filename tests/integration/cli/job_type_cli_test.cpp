@@ -161,7 +161,12 @@ TEST_F(JobTypeCli, WithoutYesAndNoTerminalItRefuses) {
 TEST_F(JobTypeCli, TheShippedExampleFileApplies) {
   auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(count_types(), 12);  // six process types and their container variants
+  // six process types, their container variants, and sleep-resident
+  EXPECT_EQ(count_types(), 13);
+  EXPECT_EQ(db_.query_value("SELECT string_agg(name || ' ' || runner, ',' ORDER BY name) "
+                            "FROM conveyor.job_type "
+                            "WHERE name LIKE 'sleep%' AND name NOT LIKE '%container'"),
+            "sleep process,sleep-resident resident");
   EXPECT_EQ(db_.query_value("SELECT image || ' ' || (resources->>'cpus')::float8 || ' ' || "
                             "(resources->>'memory_mb') || ' ' || network FROM conveyor.job_type "
                             "WHERE name = 'fsc-rlie-container'"),

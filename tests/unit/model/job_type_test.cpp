@@ -230,6 +230,7 @@ TEST(JobTypeFile, ShippedExampleFileParses) {
     EXPECT_TRUE(by_name.count(n)) << n;
   }
   EXPECT_EQ(by_name["flaky"].max_attempts, 2);
+  EXPECT_EQ(by_name["sleep-resident"].runner, "resident");
   EXPECT_LE(by_name["flaky"].retry_backoff_s, 1);
   EXPECT_TRUE(validate_params(by_name["sleep"].params_schema, {{"seconds", 0.5}}).empty());
   EXPECT_FALSE(validate_params(by_name["sleep"].params_schema, json::object()).empty());
@@ -472,3 +473,25 @@ TEST(RenderArgv, MissingParameterIsBadInputNamingIt) {
 }
 
 }  // namespace
+
+TEST(JobTypeParse, ARunnerIsProcessOrResidentAndAResidentCommandHasNoPerJobPlaceholder) {
+  EXPECT_EQ(parse_job_type(minimal()).runner, "process");
+  json j = {{"name", "warm"}, {"command", {"tool", "--serve"}}, {"runner", "resident"}};
+  const auto t = parse_job_type(j);
+  EXPECT_EQ(t.runner, "resident");
+  EXPECT_EQ(parse_job_type(t.to_json()).to_json(), t.to_json());
+  j["runner"] = "daemon";
+  EXPECT_NE(parse_error(j).find("job type 'warm': runner: must be \"process\""), std::string::npos)
+      << parse_error(j);
+  j["runner"] = "resident";
+  j["command"] = {"tool", "--tile", "{job_id}"};
+  EXPECT_NE(parse_error(j).find("command[2]: placeholder {job_id}: a resident type's command is "
+                                "started once for many jobs"),
+            std::string::npos)
+      << parse_error(j);
+  j["command"] = {"tool"};
+  j["image"] = "tool:1";
+  EXPECT_NE(parse_error(j).find("runner: \"resident\" runs a process on the worker"),
+            std::string::npos)
+      << parse_error(j);
+}

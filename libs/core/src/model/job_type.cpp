@@ -33,6 +33,7 @@ const std::vector<std::string> kFields = {
     "enabled",
     "command",
     "image",
+    "runner",
     "resources",
     "network",
     "timeout_s",
@@ -571,7 +572,7 @@ constexpr db::Statement kSelectAll{
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
     "AS triggers, "
     "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description, "
-    "resources::text AS resources, network "
+    "resources::text AS resources, network, runner "
     "FROM conveyor.job_type ORDER BY name"};
 constexpr db::Statement kSelectOne{
     "job_type_select_one",
@@ -580,7 +581,7 @@ constexpr db::Statement kSelectOne{
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
     "AS triggers, "
     "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description, "
-    "resources::text AS resources, network "
+    "resources::text AS resources, network, runner "
     "FROM conveyor.job_type WHERE name = $1"};
 constexpr db::Statement kUpsert{
     "job_type_upsert",
@@ -588,10 +589,10 @@ constexpr db::Statement kUpsert{
     "retry_backoff_s, "
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers, "
     "sinks, "
-    "params_schema, env, description, resources, network) "
+    "params_schema, env, description, resources, network, runner) "
     "VALUES ($1, $2, $3::jsonb, NULLIF($4, ''), $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12, "
     "$13, $14::jsonb, "
-    "$15::jsonb, $16::jsonb, $17::jsonb, NULLIF($18, ''), $19::jsonb, $20) "
+    "$15::jsonb, $16::jsonb, $17::jsonb, NULLIF($18, ''), $19::jsonb, $20, $21) "
     "ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, command = EXCLUDED.command, "
     "image = EXCLUDED.image, timeout_s = EXCLUDED.timeout_s, max_attempts = EXCLUDED.max_attempts, "
     "retry_backoff_s = EXCLUDED.retry_backoff_s, priority = EXCLUDED.priority, "
@@ -600,7 +601,7 @@ constexpr db::Statement kUpsert{
     "catchup_policy = EXCLUDED.catchup_policy, catchup_window_s = EXCLUDED.catchup_window_s, "
     "triggers = EXCLUDED.triggers, sinks = EXCLUDED.sinks, params_schema = EXCLUDED.params_schema, "
     "env = EXCLUDED.env, description = EXCLUDED.description, resources = EXCLUDED.resources, "
-    "network = EXCLUDED.network"};
+    "network = EXCLUDED.network, runner = EXCLUDED.runner"};
 
 JobType from_row(const db::Row& r) {
   json j = json::object();
@@ -626,6 +627,7 @@ JobType from_row(const db::Row& r) {
   j["description"] = r["description"].as_string();
   j["resources"] = json::parse(r["resources"].view());
   j["network"] = r["network"].as_bool();
+  j["runner"] = r["runner"].as_string();
   // Rows are validated like the file: a row edited by hand into something
   // invalid is reported with its field rather than run half-understood.
   return parse_job_type(j);
@@ -662,6 +664,7 @@ nlohmann::json JobType::to_json() const {
       {"enabled", enabled},
       {"command", command},
       {"image", image},
+      {"runner", runner},
       {"resources", resources.to_json()},
       {"network", network},
       {"timeout_s", timeout_s},
@@ -737,6 +740,15 @@ JobType parse_job_type(const nlohmann::json& j) {
     p.fail("resources", "limits apply to container jobs only: set image, or remove resources");
   if (t.image.empty() && t.network)
     p.fail("network", "applies to container jobs only (a process job has the host's network)");
+  if (has("runner")) {
+    t.runner = p.string(j["runner"], "runner");
+    if (t.runner != "process" && t.runner != "resident") {
+      p.fail("runner", "must be \"process\" (a process per job) or \"resident\" (one program "
+                       "per worker, fed jobs as JSON lines), got \"" + t.runner + "\"");
+    }
+    if (t.runner == "resident" && !t.image.empty())
+      p.fail("runner", "\"resident\" runs a process on the worker: remove image, or use \"process\"");
+  }
   if (has("command")) {
     const auto& c = j["command"];
     if (!c.is_array()) p.fail("command", "must be an array of strings (argv template)");
@@ -820,6 +832,13 @@ JobType parse_job_type(const nlohmann::json& j) {
     const std::string f = "command[" + std::to_string(i) + "]";
     for (const auto& name :
          placeholders(t.command[i], [&](const std::string& what) { p.fail(f, what); })) {
+      // A resident program starts once for many jobs: nothing of one job
+      // can be in its command (each job's params come on its stdin).
+      if (t.runner == "resident") {
+        p.fail(f, "placeholder {" + name + "}: a resident type's command is started once for "
+                  "many jobs, so it takes no per-job placeholders (each job's params, id and "
+                  "output dir come on the program's stdin)");
+      }
       if (kBuiltins.count(name) || !declared || props.contains(name)) continue;
       p.fail(f, "placeholder {" + name +
                     "} is neither a parameter in params_schema.properties nor one of " +
@@ -1030,7 +1049,7 @@ void upsert_job_type(db::Tx& tx, const JobType& t) {
                     t.retry_backoff_s, t.priority, t.concurrency_limit, t.pool, t.schedule,
                     t.catchup_policy, t.catchup_window_s, t.triggers.dump(), j["sinks"].dump(),
                     t.params_schema.dump(), j["env"].dump(), t.description,
-                    j["resources"].dump(), t.network});
+                    j["resources"].dump(), t.network, t.runner});
 }
 
 }  // namespace conveyor::model

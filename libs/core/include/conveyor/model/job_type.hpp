@@ -41,6 +41,9 @@ struct JobType {
   bool enabled = true;
   std::vector<std::string> command;  // argv template: "{param}", "{job_id}", "{attempt}", "{output_dir}", "{inputs}"
   std::string image;                 // empty: run the command as a process
+  // "process": the command runs once per job. "resident": each worker starts
+  // it once and hands it jobs as JSON lines (README, "Resident job programs").
+  std::string runner = "process";
   Resources resources;               // container jobs only
   bool network = false;              // container jobs only: the runtime's default network
   int timeout_s = 3600;

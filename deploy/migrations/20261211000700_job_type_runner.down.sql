@@ -1,0 +1,1 @@
+ALTER TABLE conveyor.job_type DROP COLUMN runner;
