@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config g++
-  libpqxx-dev libpq-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev libvalijson-dev
+  libpqxx-dev libpq-dev librdkafka-dev libcpp-httplib-dev nlohmann-json3-dev libvalijson-dev libcli11-dev
   libspdlog-dev libfmt-dev libgtest-dev libgmock-dev libssl-dev
   postgresql-15 postgresql-client-15 kcat curl procps
   zlib1g-dev libbrotli-dev  # the fuzz test builds compression bombs (tests/fuzz)

@@ -16,6 +16,13 @@
 #include <string_view>
 #include <thread>
 
+// GCC 12 at -O2 sees a null dereference in libstdc++'s string move inlined
+// into CLI11 2.1's detail::split (a false positive: -Wnull-dereference).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#include <CLI/CLI.hpp>
+#pragma GCC diagnostic pop
+
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job.hpp"
 
@@ -207,37 +214,83 @@ std::optional<std::string> Options::get(const std::string& name) const {
   return it->second;
 }
 
+namespace {
+
+// "--status=failed" -> "--status"
+std::string option_name(const std::string& token) { return token.substr(0, token.find('=')); }
+
+bool is_help_flag(const std::string& a) { return a == "--help" || a == "-h"; }
+
+[[noreturn]] void refuse_unknown(const std::string& command, const std::string& name,
+                                 const std::set<std::string>& with_value, const std::set<std::string>& flags) {
+  std::string known;
+  for (const auto& k : with_value) known += (known.empty() ? "" : ", ") + k + " VALUE";
+  for (const auto& k : flags) known += (known.empty() ? "" : ", ") + k;
+  throw FieldError(name, command + ": unknown option " + name +
+                             (known.empty() ? " (it takes none)" : " (expected " + known + ")"));
+}
+
+}  // namespace
+
+// CLI11 parses; this maps its results and errors onto Options and messages
+// that name the command and the option. CLI11's generated help is never
+// printed: its help flag only ends in HelpRequested, and dispatch prints the
+// verb's lines of the noun's curated usage, which carry the notes and
+// examples (what a dry run shows, which statuses a move accepts) that a
+// generated option list cannot.
 Options parse_options(const std::vector<std::string>& args, const std::string& command,
                       const std::set<std::string>& with_value, const std::set<std::string>& flags) {
   if (g_listing) throw CompletionListed{std::vector<std::string>(flags.begin(), flags.end()), with_value};
-  Options o;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--help" || a == "-h") throw HelpRequested{};
-    if (a.size() < 2 || a[0] != '-' || (a[1] != '-' && !flags.count(a))) {
-      o.positional.push_back(a);
-      continue;
-    }
-    const auto eq = a.find('=');
-    const std::string name = a.substr(0, eq);
-    if (with_value.count(name)) {
-      if (eq != std::string::npos) {
-        o.repeated[name].push_back(o.values[name] = a.substr(eq + 1));
-      } else if (i + 1 < args.size()) {
-        o.repeated[name].push_back(o.values[name] = args[++i]);
-      } else {
-        throw FieldError(name, command + ": " + name + " needs a value");
-      }
-    } else if (flags.count(name) && eq == std::string::npos) {
-      o.flags.insert(name);
-    } else {
-      std::string known;
-      for (const auto& k : with_value) known += (known.empty() ? "" : ", ") + k + " VALUE";
-      for (const auto& k : flags) known += (known.empty() ? "" : ", ") + k;
-      throw FieldError(name, command + ": unknown option " + name +
-                                 (known.empty() ? " (it takes none)" : " (expected " + known + ")"));
-    }
+  CLI::App app(command);
+  // Unknown options are collected, not thrown as CLI11's ExtrasError, so the
+  // message below can list what the command accepts.
+  app.allow_extras();
+  std::map<std::string, CLI::Option*> valued;
+  std::map<std::string, CLI::Option*> switches;
+  for (const auto& name : with_value) {
+    // One value per occurrence; every occurrence kept (--set-param K=V --set-param ...).
+    valued[name] = app.add_option(name)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   }
+  for (const auto& name : flags) switches[name] = app.add_flag(name);
+  // Every positional, in order. A count (not CLI11's open-ended vector) so a
+  // positional such as "[1,2]" is not split into list items.
+  CLI::Option* positional = app.add_option("args")
+                                ->expected(static_cast<int>(args.size()))
+                                ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  try {
+    app.parse(std::vector<std::string>(args.rbegin(), args.rend()));  // CLI11 takes them reversed
+  } catch (const CLI::CallForHelp&) {
+    throw HelpRequested{};
+  } catch (const CLI::ParseError& e) {
+    // --help wins over a mistake elsewhere on the line, as it would before it.
+    if (std::any_of(args.begin(), args.end(), is_help_flag)) throw HelpRequested{};
+    // CLI11 reports a missing value only once the arguments ran out, so the
+    // option that needed it is the last one.
+    const std::string last = args.empty() ? "" : option_name(args.back());
+    if (dynamic_cast<const CLI::ArgumentMismatch*>(&e) != nullptr && valued.count(last)) {
+      throw FieldError(last, command + ": " + last + " needs a value");
+    }
+    throw Error(errc::bad_input, command + ": " + e.what());
+  }
+  for (const auto& token : app.remaining()) {
+    if (token != "--") refuse_unknown(command, option_name(token), with_value, flags);  // "--" ends the options
+  }
+  Options o;
+  for (const auto& [name, option] : valued) {
+    if (option->results().empty()) continue;
+    o.repeated[name] = option->results();
+    o.values[name] = option->results().back();
+  }
+  for (const auto& [name, option] : switches) {
+    if (option->count() == 0) continue;
+    // CLI11 accepts --flag=VALUE (a bare flag gives "true"); a flag here is
+    // only ever given or not, so `--yes=1` or `--yes=false` is refused.
+    for (const auto& r : option->results()) {
+      if (r != "true") throw FieldError(name, command + ": " + name + " takes no value, got '" + r + "'");
+    }
+    o.flags.insert(name);
+  }
+  o.positional = positional->results();
   return o;
 }
 
@@ -290,7 +343,7 @@ void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& 
 
 namespace {
 
-bool is_help(const std::string& a) { return a == "--help" || a == "-h" || a == "help"; }
+bool is_help(const std::string& a) { return is_help_flag(a) || a == "help"; }
 
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
