@@ -13,6 +13,14 @@
 //                           checks and reads every input (file, or directory of
 //                           files), writes DIR/<kind>_<tile>_<date>.json;
 //                           missing or unreadable input -> exit 4
+//   --resident              a resident job program (README, "Resident job
+//                           programs"): reads job lines on stdin, "sleeps"
+//                           params.seconds per job without holding up the
+//                           others, answers cancels, writes one result line
+//                           per job and <out_dir>/resident.json. Test hooks in
+//                           params: fail (an error text), crash, malformed,
+//                           oversized, ignore_cancel, stray (a non-JSON line)
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -25,6 +33,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
@@ -48,7 +57,8 @@ constexpr const char* kUsage =
     "       conveyor-example-task flaky ATTEMPT\n"
     "       conveyor-example-task alloc MB [SECONDS]\n"
     "       conveyor-example-task product --kind NAME --tile TILE --date DATE --out DIR "
-    "[--input PATH]... [PATH]...\n";
+    "[--input PATH]... [PATH]...\n"
+    "       conveyor-example-task --resident\n";
 
 int usage(const std::string& why) {
   std::cerr << "conveyor-example-task: " << why << "\n" << kUsage;
@@ -308,6 +318,136 @@ int alloc_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
+namespace {
+
+// --resident: one event loop; a job's "sleep" is a due time, so one slow job
+// holds up no other.
+struct ResidentJob {
+  std::int64_t id = 0;
+  std::chrono::steady_clock::time_point due;
+  std::string out_dir;
+  nlohmann::json params;
+  std::size_t in_flight_at_start = 0;  // jobs in flight when it arrived, itself included
+};
+
+void emit(const nlohmann::json& message) {
+  std::cout << message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n"
+            << std::flush;
+}
+
+void job_log(std::int64_t id, const std::string& text) { emit({{"id", id}, {"log", text}}); }
+
+int resident_served = 0;
+
+void complete(const ResidentJob& job) {
+  const auto& p = job.params;
+  if (p.value("malformed", false)) {
+    std::cout << "{\"id\":" << job.id << ",\"status\":" << std::endl;  // cut short
+    return;
+  }
+  if (p.value("oversized", false)) {
+    std::cout << "{\"id\":" << job.id << ",\"status\":\"done\",\"outputs\":\""
+              << std::string(2 * 1024 * 1024, 'x') << "\"}" << std::endl;
+    return;
+  }
+  if (auto f = p.find("fail"); f != p.end() && f->is_string()) {
+    emit({{"id", job.id}, {"status", "failed"}, {"error", f->get<std::string>()}});
+    return;
+  }
+  ++resident_served;
+  const nlohmann::json outputs = {{"pid", getpid()},
+                                  {"served", resident_served},
+                                  {"in_flight", job.in_flight_at_start}};
+  std::error_code ec;
+  if (!job.out_dir.empty() && fs::is_directory(job.out_dir, ec)) {
+    std::ofstream(fs::path(job.out_dir) / "resident.json") << outputs.dump() << "\n";
+  }
+  job_log(job.id, "done");
+  emit({{"id", job.id}, {"status", "done"}, {"outputs", outputs}});
+}
+
+// One line from the worker: a job, or a cancel.
+void take(const std::string& line, std::map<std::int64_t, ResidentJob>& jobs) {
+  const auto m = nlohmann::json::parse(line, nullptr, false);
+  if (!m.is_object()) {
+    std::cerr << "not a JSON object: " << line.substr(0, 200) << std::endl;
+    return;
+  }
+  if (auto c = m.find("cancel"); c != m.end() && c->is_number_integer()) {
+    const auto it = jobs.find(c->get<std::int64_t>());
+    if (it == jobs.end() || it->second.params.value("ignore_cancel", false)) return;
+    emit({{"id", it->first},
+          {"status", "failed"},
+          {"error", "stopped: " + m.value("reason", std::string("canceled"))}});
+    jobs.erase(it);
+    return;
+  }
+  ResidentJob job;
+  job.id = m.value("id", std::int64_t{0});
+  job.out_dir = m.value("out_dir", std::string());
+  job.params = m.value("params", nlohmann::json::object());
+  double seconds = 0;
+  if (auto s = job.params.find("seconds"); s != job.params.end() && s->is_number()) {
+    seconds = std::max(0.0, s->get<double>());
+  }
+  job.due = std::chrono::steady_clock::now() +
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                std::chrono::duration<double>(seconds));
+  job.in_flight_at_start = jobs.size() + 1;
+  job_log(job.id, "sleeping " + std::to_string(seconds) + "s (pid " + std::to_string(getpid()) +
+                      ", " + std::to_string(job.in_flight_at_start) + " in flight)");
+  if (auto s = job.params.find("stray"); s != job.params.end() && s->is_string()) {
+    std::cout << s->get<std::string>() << std::endl;
+  }
+  if (job.params.value("crash", false)) {
+    std::cerr << "crashing on purpose (job " << job.id << ")" << std::endl;
+    std::abort();
+  }
+  jobs.emplace(job.id, std::move(job));
+}
+
+int resident_cmd() {
+  std::map<std::int64_t, ResidentJob> jobs;
+  std::string buffer;
+  bool open = true;
+  while (open || !jobs.empty()) {
+    // Due jobs first, then wait for input until the next one is due.
+    const auto now = std::chrono::steady_clock::now();
+    auto next = now + std::chrono::hours(1);
+    for (auto it = jobs.begin(); it != jobs.end();) {
+      if (it->second.due <= now) {
+        complete(it->second);
+        it = jobs.erase(it);
+      } else {
+        next = std::min(next, it->second.due);
+        ++it;
+      }
+    }
+    if (!open) {
+      std::this_thread::sleep_until(next);
+      continue;
+    }
+    pollfd p{0, POLLIN, 0};
+    const auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    if (::poll(&p, 1, static_cast<int>(std::min<long long>(wait, 60'000))) <= 0) continue;
+    char chunk[65536];
+    const ssize_t n = ::read(0, chunk, sizeof chunk);
+    if (n <= 0) {
+      open = false;  // the worker is stopping: finish what is in flight, then exit
+      continue;
+    }
+    buffer.append(chunk, static_cast<std::size_t>(n));
+    for (std::size_t nl; (nl = buffer.find('\n')) != std::string::npos;) {
+      take(buffer.substr(0, nl), jobs);
+      buffer.erase(0, nl + 1);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return usage("missing subcommand");
@@ -318,6 +458,7 @@ int main(int argc, char** argv) {
   if (cmd == "flaky") return flaky_cmd(args);
   if (cmd == "product") return product_cmd(args);
   if (cmd == "alloc") return alloc_cmd(args);
+  if (cmd == "--resident" || cmd == "resident") return resident_cmd();
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;
     return 0;

@@ -720,7 +720,13 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
     std::optional<std::string> image_digest;
     ProcessOutcome outcome;
     try {
-      if (image.empty()) {
+      if (job->config.value("runner", std::string()) == "resident") {
+        outcome = residents_.run(options,
+                                 {.id = job->id, .attempt = job->attempt, .type = job->type,
+                                  .params = job->params, .out_dir = out_dir,
+                                  .program_dir = data_dir_ / "run" / "resident", .log = ctx_.log()},
+                                 job->stop, on_line);
+      } else if (image.empty()) {
         outcome = run_process(options, job->stop, on_line);
       } else {
         outcome = run_in_container(*job, out_dir, options.argv, job_env, options, log, meta);
@@ -762,6 +768,8 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
       ending = "killed: the job was canceled";
     } else if (outcome.stopped == StopReason::shutdown) {
       ending = "killed: the worker shut down";
+    } else if (!outcome.error_message.empty()) {
+      ending = outcome.error_message;
     } else if (outcome.exit_code) {
       ending = fmt::format("exited with code {}", *outcome.exit_code);
     } else if (outcome.term_signal) {
@@ -920,6 +928,9 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
       subtype = "timeout";
       message = fmt::format("killed after timeout of {} s",
                             job.config.value("timeout_s", json(0)).dump());
+    } else if (!outcome.error_message.empty()) {
+      subtype = outcome.error_subtype;  // a resident job's result or its program's death
+      message = outcome.error_message;
     } else if (outcome.spawn_error) {
       message = *outcome.spawn_error + " (exit code 127)";
     } else if (outcome.exit_code) {

@@ -25,6 +25,7 @@
 #include "conveyor/runtime/runtime.hpp"
 #include "container.hpp"
 #include "process.hpp"
+#include "resident.hpp"
 
 namespace conveyor::worker {
 
@@ -143,6 +144,7 @@ class Worker {
   bool monitor_stop_ = false;
   std::thread monitor_;
   std::thread sweeper_;  // container sweeps (runtime calls), on monitor_cv_ too
+  ResidentPool residents_;  // the programs of "runner": "resident" types
   std::atomic<StopReason> sweep_stop_{StopReason::none};
 };
 
