@@ -658,6 +658,10 @@ TEST_F(OpsCli, PrepareForRebootRequeuesRunningJobsOnceTheWorkersAreStopped) {
   EXPECT_EQ(db_.query_value("SELECT attempt::text || ' ' || coalesce(worker_id::text, '-') FROM conveyor.job "
                             "WHERE id = " + started),
             "0 -") << "as if it had not run";
+  // The same rule as a worker's own shutdown (model::kRequeueStoppedRuns):
+  // the run that was stopped says why; a job that had not started keeps its fields.
+  EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job WHERE id = " + started), "reboot");
+  EXPECT_EQ(db_.query_value("SELECT coalesce(error_subtype, '-') FROM conveyor.job WHERE id = " + queued), "-");
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE id = " + worker), "stopped");
 }
 
