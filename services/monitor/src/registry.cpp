@@ -10,10 +10,7 @@
 namespace conveyor::monitor {
 namespace {
 
-// Timestamps leave the database as RFC 3339 text in UTC (as model/job.cpp).
-#define CONVEYOR_RFC3339(col) \
-  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
+// Timestamps leave the database as RFC 3339 text in UTC (CONVEYOR_RFC3339, db.hpp).
 // $1 service (NULL: all; "creation" also matches "conveyor-creation"), $2
 // live status (NULL: all). live_status is conveyor.service_instance_live's
 // one rule (migration 20261210000100_service_health).
@@ -43,8 +40,6 @@ constexpr db::Statement kListWorkers{
     "FROM conveyor.worker "
     "WHERE ($1::text IS NULL OR pool = $1::text) AND ($2::text IS NULL OR status = $2::text) "
     "ORDER BY name"};
-
-#undef CONVEYOR_RFC3339
 
 constexpr std::array<std::string_view, 5> kInstanceStatuses = {"up", "draining", "down", "stopped", "replaced"};
 constexpr std::array<std::string_view, 4> kWorkerStatuses = {"active", "draining", "stopped",

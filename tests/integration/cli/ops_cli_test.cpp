@@ -749,6 +749,10 @@ TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
   const json q = conveyor_json({"queue", "inspect", "--type", "sleep"});
   EXPECT_EQ(q.at("paused"), true);
   EXPECT_EQ(q.at("ready"), 1);
+  // The pause time in UTC and saying so, as `job ls` prints times.
+  db_.exec("UPDATE conveyor.queue_state SET paused_at = '2026-11-22 11:00:00+01' WHERE name = 'sleep'");
+  r = conveyor({"queue", "inspect", "--type", "sleep"});
+  EXPECT_TRUE(has(r, "Paused At           : 2026-11-22 10:00:00 UTC\n")) << r.output;
   r = conveyor({"queue", "inspect", "--pool", "default"});
   EXPECT_TRUE(has(r, "Ready               : 1")) << r.output;
 
@@ -822,7 +826,10 @@ TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {
   EXPECT_EQ(db_.query_value("SELECT paused::text || ' ' || paused_reason FROM conveyor.schedule_state "
                             "WHERE job_type = 'fail'"),
             "true upstream outage");
-  EXPECT_TRUE(has(conveyor({"schedule", "list"}), "paused (upstream outage)"));
+  db_.exec("UPDATE conveyor.schedule_state SET last_slot = '2026-11-22 11:00:00+01' WHERE job_type = 'fail'");
+  r = conveyor({"schedule", "list"});
+  EXPECT_TRUE(has(r, "paused (upstream outage)")) << r.output;
+  EXPECT_TRUE(has(r, " 2026-11-22 10:00:00 UTC ")) << "the last slot in UTC, saying so: " << r.output;
   r = conveyor({"schedule", "resume", "fail"});
   EXPECT_TRUE(has(r, "resumed")) << r.output;
   EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.schedule_state WHERE job_type = 'fail'"), "f");

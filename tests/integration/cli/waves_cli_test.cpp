@@ -187,9 +187,14 @@ TEST_F(WavesCli, StartOrAllDuringAnActiveRunIsRefused) {
   const std::string history = "SELECT count(*) FROM conveyor.system_parameters_history";
   const std::string before = db_.query_value(history);
 
-  auto r = conveyor({"system", "waves", "--start", "2"});
+  // Its start time in UTC and saying so, as `job ls` prints times.
+  db_.exec("UPDATE conveyor.wave_run SET started_at = '2026-11-22 11:00:00+01'");
+  auto r = conveyor({"system", "waves"});
+  EXPECT_TRUE(has(r, " at 2026-11-22 10:00:00 UTC\n")) << r.output;
+  r = conveyor({"system", "waves", "--start", "2"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "a wave run is active (started by ")) << r.output;
+  EXPECT_TRUE(has(r, " at 2026-11-22 10:00:00 UTC, wave 1 of ")) << r.output;
   EXPECT_TRUE(has(r, "stop it first: conveyor system waves --stop")) << r.output;
   r = conveyor({"system", "waves", "--all"});
   EXPECT_EQ(r.status, 1) << r.output;

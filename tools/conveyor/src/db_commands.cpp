@@ -109,7 +109,7 @@ int applied(Context& ctx, db::Migrator& m) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& a : list) {
-    rows.push_back({std::to_string(a.id), a.name, a.comment, std::to_string(a.group_id), a.migrated_at});
+    rows.push_back({std::to_string(a.id), a.name, a.comment, std::to_string(a.group_id), display_time(a.migrated_at)});
   }
   print_table(ctx.out, {"ID", "NAME", "COMMENT", "GROUP-ID", "MIGRATED-AT"}, rows);
   return kExitOk;

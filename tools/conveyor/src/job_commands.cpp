@@ -76,8 +76,8 @@ constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyo
 constexpr db::Statement kJobAttempts{
     "cli_job_attempts",
     "SELECT attempt, worker_id, worker, image, image_digest, "
-    "  to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS started_at, "
-    "  to_char(ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS ended_at, "
+    "  " CONVEYOR_RFC3339("started_at") " AS started_at, "
+    "  " CONVEYOR_RFC3339("ended_at") " AS ended_at, "
     "  outcome, exit_code, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb "
     "FROM conveyor.job_attempt WHERE job_id = $1 ORDER BY id"};
 

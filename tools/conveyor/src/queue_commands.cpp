@@ -43,7 +43,7 @@ constexpr db::Statement kQueues{
     "  coalesce(sum(c.n) FILTER (WHERE c.status = 'queued'), 0)::bigint AS queued,"
     "  coalesce(sum(c.n) FILTER (WHERE c.status = 'started'), 0)::bigint AS started,"
     "  coalesce(qs.paused, false) AS paused, coalesce(qs.reason, '') AS reason,"
-    "  coalesce(qs.paused_by, '') AS paused_by, coalesce(qs.paused_at::text, '') AS paused_at,"
+    "  coalesce(qs.paused_by, '') AS paused_by, coalesce(" CONVEYOR_RFC3339("qs.paused_at") ", '') AS paused_at,"
     "  coalesce(qs.drained_count, 0) AS drained "
     "FROM names n"
     " LEFT JOIN counts c ON (n.kind = 'job_type' AND c.job_type = n.name) OR (n.kind = 'pool' AND c.pool = n.name)"
@@ -193,7 +193,7 @@ int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
   if (d["paused"].get<bool>()) {
     line("Paused Reason", d["reason"].get<std::string>().empty() ? "-" : d["reason"].get<std::string>());
     line("Paused By", d["paused_by"].get<std::string>());
-    line("Paused At", d["paused_at"].get<std::string>());
+    line("Paused At", display_time(d["paused_at"].get<std::string>()));
   }
   line("Latency", std::to_string(static_cast<long long>(d["latency_s"].get<double>())) + "s (oldest ready job)");
   line("Initialized", n("initialized"));

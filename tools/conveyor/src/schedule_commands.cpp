@@ -145,8 +145,8 @@ int list(Context& ctx, const std::vector<std::string>& args) {
     rows.push_back({r["job_type"].get<std::string>(), r["schedule"].get<std::string>(),
                     r["catchup_policy"].get<std::string>() +
                         (r["catchup_window_s"].is_null() ? "" : " (" + std::to_string(r["catchup_window_s"].get<int>()) + "s)"),
-                    st.is_null() ? "N/A" : st["last_slot"].get<std::string>(),
-                    st.is_null() || st["next_slot"].get<std::string>().empty() ? "N/A" : st["next_slot"].get<std::string>(),
+                    st.is_null() ? "N/A" : display_time(st["last_slot"].get<std::string>()),
+                    st.is_null() || st["next_slot"].get<std::string>().empty() ? "N/A" : display_time(st["next_slot"].get<std::string>()),
                     st.is_null() ? "0" : std::to_string(st["created"].get<std::int64_t>()),
                     st.is_null() ? "0" : std::to_string(st["skipped"].get<std::int64_t>()), status});
   }

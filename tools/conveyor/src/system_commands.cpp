@@ -479,7 +479,7 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
     // The monitor would overwrite the operator's list at its next wave.
     if (g.run && g.run->state == "running") {
       ctx.err << "system waves: a wave run is active (started by " << g.run->started_by << " at "
-              << g.run->started_at << ", wave " << g.run->current << " of " << g.run->waves.size()
+              << display_time(g.run->started_at) << ", wave " << g.run->current << " of " << g.run->waves.size()
               << "); stop it first: conveyor system waves --stop\n";
       return kExitFailed;
     }
@@ -518,7 +518,7 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
   if (g.run) {
     ctx.out << "wave run " << g.run->id << ": " << g.run->state << ", wave " << g.run->current << " of "
             << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
-            << "), started by " << g.run->started_by << " at " << g.run->started_at << "\n";
+            << "), started by " << g.run->started_by << " at " << display_time(g.run->started_at) << "\n";
   }
   ctx.out << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
           << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";

@@ -16,9 +16,6 @@
 namespace conveyor::auth {
 namespace {
 
-#define CONVEYOR_AUTH_RFC3339(col) \
-  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
 constexpr db::Statement kInsertToken{
     "auth_insert_token",
     "INSERT INTO conveyor.api_token (name, token_sha256, role, expires_at) "
@@ -27,10 +24,10 @@ constexpr db::Statement kInsertToken{
 
 constexpr db::Statement kListTokens{
     "auth_list_tokens",
-    "SELECT name, role, " CONVEYOR_AUTH_RFC3339("created_at") " AS created_at, created_by, "
-    CONVEYOR_AUTH_RFC3339("expires_at") " AS expires_at, "
-    CONVEYOR_AUTH_RFC3339("revoked_at") " AS revoked_at, "
-    CONVEYOR_AUTH_RFC3339("last_used_at") " AS last_used_at, "
+    "SELECT name, role, " CONVEYOR_RFC3339("created_at") " AS created_at, created_by, "
+    CONVEYOR_RFC3339("expires_at") " AS expires_at, "
+    CONVEYOR_RFC3339("revoked_at") " AS revoked_at, "
+    CONVEYOR_RFC3339("last_used_at") " AS last_used_at, "
     "CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
     "     WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired' "
     "     ELSE 'active' END AS state "
@@ -48,7 +45,7 @@ constexpr db::Statement kCheckToken{
     "auth_check_token",
     "WITH t AS (SELECT name, role, revoked_at IS NOT NULL AS revoked, "
     "                  expires_at IS NOT NULL AND expires_at <= now() AS expired, "
-    "                  " CONVEYOR_AUTH_RFC3339("expires_at") " AS expires_at "
+    "                  " CONVEYOR_RFC3339("expires_at") " AS expires_at "
     "           FROM conveyor.api_token WHERE token_sha256 = $1), "
     "u AS (UPDATE conveyor.api_token SET last_used_at = now() "
     "      WHERE token_sha256 = $1 AND revoked_at IS NULL "
@@ -72,7 +69,7 @@ constexpr db::Statement kCheckSession{
     "auth_check_session",
     "SELECT t.name, t.role, t.revoked_at IS NOT NULL AS revoked, "
     "       s.expires_at <= now() OR (t.expires_at IS NOT NULL AND t.expires_at <= now()) AS expired, "
-    "       " CONVEYOR_AUTH_RFC3339("s.expires_at") " AS expires_at "
+    "       " CONVEYOR_RFC3339("s.expires_at") " AS expires_at "
     "FROM conveyor.console_session s JOIN conveyor.api_token t ON t.name = s.token_name "
     "WHERE s.session_sha256 = $1"};
 

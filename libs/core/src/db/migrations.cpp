@@ -26,7 +26,7 @@ constexpr Statement kIsInitialized{
     "AND to_regclass('conveyor.schema_migration_lock') IS NOT NULL"};
 constexpr Statement kApplied{
     "migrations_applied",
-    "SELECT id, name, comment, group_id, migrated_at::text FROM conveyor.schema_migrations "
+    "SELECT id, name, comment, group_id, " CONVEYOR_RFC3339("migrated_at") " FROM conveyor.schema_migrations "
     "ORDER BY id DESC"};
 constexpr Statement kLockState{
     "migrations_lock_state",

@@ -5,11 +5,7 @@
 namespace conveyor::model {
 namespace {
 
-// Timestamps leave the database as RFC 3339 text in UTC, so every reader
-// shows the same instant whatever the session's time zone.
-#define CONVEYOR_RFC3339(col) \
-  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-
+// Timestamps leave the database as RFC 3339 text in UTC (CONVEYOR_RFC3339, db.hpp).
 constexpr db::Statement kLoadJobs{
     "model_load_jobs",
     "SELECT id, job_type, status, priority, attempt, max_attempts, params::text, config::text, "
@@ -29,8 +25,6 @@ constexpr db::Statement kLoadAudit{
     "model_load_job_audit",
     "SELECT id, " CONVEYOR_RFC3339("at") " AS at, actor, field, old_value::text AS old_value, "
     "new_value::text AS new_value FROM conveyor.job_audit WHERE job_id = $1 ORDER BY id"};
-
-#undef CONVEYOR_RFC3339
 
 JobStatus status_of(const db::Field& f) {
   const auto s = parse_status(f.view());

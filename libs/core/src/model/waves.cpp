@@ -23,25 +23,25 @@ constexpr db::Statement kObservedEdges{
 
 constexpr db::Statement kLoadRun{
     "model_wave_run_load",
-    "SELECT id, waves::text, current, threshold, state, started_by, started_at::text, updated_at::text "
+    "SELECT id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at") " "
     "FROM conveyor.wave_run ORDER BY (state = 'running') DESC, id DESC LIMIT 1"};
 
 // The running run, locked; a second monitor replica skips it.
 constexpr db::Statement kLockRunning{
     "model_wave_run_lock",
-    "SELECT id, waves::text, current, threshold, state, started_by, started_at::text, updated_at::text "
+    "SELECT id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at") " "
     "FROM conveyor.wave_run WHERE state = 'running' FOR UPDATE SKIP LOCKED"};
 
 constexpr db::Statement kInsertRun{
     "model_wave_run_insert",
     "INSERT INTO conveyor.wave_run (waves, threshold) VALUES ($1::jsonb, $2) "
     "ON CONFLICT ((true)) WHERE state = 'running' DO NOTHING "
-    "RETURNING id, waves::text, current, threshold, state, started_by, started_at::text, updated_at::text"};
+    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at")};
 
 constexpr db::Statement kStopRun{
     "model_wave_run_stop",
     "UPDATE conveyor.wave_run SET state = 'stopped', updated_at = now() WHERE state = 'running' "
-    "RETURNING id, waves::text, current, threshold, state, started_by, started_at::text, updated_at::text"};
+    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at")};
 
 constexpr db::Statement kMoveRun{
     "model_wave_run_move",

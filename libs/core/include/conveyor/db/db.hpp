@@ -23,6 +23,13 @@
 
 #include "conveyor/error/error.hpp"
 
+// A timestamptz column as RFC 3339 text in UTC ("2026-11-22T10:00:00.000000Z"),
+// for SQL written as string literals: every reader sees the same instant
+// whatever the session's time zone (the CLI's display_time() shows it as
+// "2026-11-22 10:00:00 UTC"). `col` is a string literal: a column name.
+#define CONVEYOR_RFC3339(col) \
+  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 namespace conveyor::db {
 
 // A named SQL statement, prepared once per connection on first use.
