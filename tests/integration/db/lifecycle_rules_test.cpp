@@ -242,6 +242,30 @@ TEST_F(LifecycleRulesTest, DrainWorkerDrainsOnlyAnActiveWorkerUnlessItDrainsItse
   EXPECT_EQ(status(lost), "draining");
 }
 
+// Each role calls the rules its service uses (the functions run with the
+// caller's grants): admission's rule as execution and the monitor, the drain
+// as the pool and the worker, a status change's triggers as every mover.
+TEST_F(LifecycleRulesTest, EachServiceRoleMayCallItsRules) {
+  ready_job("a", "'{\"pool\": \"gpu\"}'");
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('pool', 'gpu', true)");
+  const auto w1 = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('w1') RETURNING id");
+  const auto w2 = db_.query_value("INSERT INTO conveyor.worker (name, status) VALUES ('w2', 'lost') RETURNING id");
+  const auto as = [&](const std::string& role, const std::string& sql) {
+    return db_.query_value("SET ROLE " + role + "; " + sql);
+  };
+  const std::string eligible =
+      "SELECT count(*) FILTER (WHERE conveyor.job_admission_eligible(j, now(), NULL)) FROM conveyor.job j";
+  EXPECT_EQ(as("conveyor_execution", eligible), "0") << "its pool is paused";
+  EXPECT_EQ(as("conveyor_monitor", eligible), "0");
+  EXPECT_EQ(as("conveyor_workerpool", "SELECT count(*) FROM conveyor.drain_worker(" + w1 + ")"), "1");
+  EXPECT_EQ(as("conveyor_worker", "SELECT count(*) FROM conveyor.drain_worker(" + w2 + ", true)"), "1");
+  EXPECT_EQ(as("conveyor_execution", "UPDATE conveyor.job SET status = 'queued' RETURNING status"), "queued")
+      << "the statement triggers write history and outbox as the mover";
+  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change ORDER BY id DESC LIMIT 1"),
+            "postgres")
+      << "session_user, as the row trigger recorded it";
+}
+
 // Only the indexes the hot path needs (migration 20261215000100_job_indexes):
 // every index is one more write per non-HOT status change.
 TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {

@@ -265,6 +265,19 @@ class MonitorTest : public ::testing::Test {
     return q("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('" + type + "', " +
              std::to_string(max_attempts) + ") RETURNING id");
   }
+  // The monitor's jobs_stuck alert summary once it is raised ("" if not within 10 s).
+  std::string stuck_alert() {
+    std::string stuck;
+    (void)ct::wait_until(
+        [&] {
+          for (const auto& a : get_json("monitor", "/v1/alerts").at("alerts")) {
+            if (a.at("name") == "jobs_stuck") stuck = a.at("summary").get<std::string>();
+          }
+          return !stuck.empty();
+        },
+        10s);
+    return stuck;
+  }
   // Moves a job through `statuses` by SQL, as the stages would.
   void advance(const std::string& id, const std::vector<std::string>& statuses) const {
     for (const auto& s : statuses)
@@ -555,12 +568,16 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
       15s));
 
   const auto t = Clock::now();
-  // One transaction (exec runs its script in one): the job, and the
-  // deletion of the event its insert wrote.
+  // One transaction (exec runs its script in one): the job with its history
+  // row but neither its event nor the NOTIFY that wakes the stages (the
+  // status trigger is off for the insert; the history row is written as it
+  // would have written it), so nothing but the reemit can move it.
   db_.exec(
+      "ALTER TABLE conveyor.job DISABLE TRIGGER job_record_status_insert; "
       "INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('t', 'lost'); "
-      "DELETE FROM conveyor.outbox WHERE key = "
-      "(SELECT id::text FROM conveyor.job WHERE idempotency_key = 'lost');");
+      "ALTER TABLE conveyor.job ENABLE TRIGGER job_record_status_insert; "
+      "INSERT INTO conveyor.job_status_change (job_id, from_status, to_status, actor) "
+      "SELECT id, NULL, status, conveyor.current_actor() FROM conveyor.job WHERE idempotency_key = 'lost';");
   const auto lost = q("SELECT id FROM conveyor.job WHERE idempotency_key = 'lost'");
   ASSERT_EQ(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + lost + "'"), "0");
   ASSERT_TRUE(reaches(lost, "ready", 20s));
@@ -984,23 +1001,39 @@ TEST_F(MonitorTest, AHeldJobIsNotReemitted) {
   EXPECT_EQ(reemitted(held), 0) << "a held job is waiting, not stalled";
 
   // Only the stalled job is stuck (re-emitted and still not moving).
-  std::string stuck;
-  json alerts;
-  ASSERT_TRUE(ct::wait_until(
-      [&] {
-        alerts = get_json("monitor", "/v1/alerts").at("alerts");
-        for (const auto& a : alerts) {
-          if (a.at("name") == "jobs_stuck") stuck = a.at("summary").get<std::string>();
-        }
-        return !stuck.empty();
-      },
-      10s))
-      << alerts.dump();
+  const std::string stuck = stuck_alert();
+  ASSERT_FALSE(stuck.empty()) << "no jobs_stuck alert";
   EXPECT_EQ(stuck.rfind("1 job(s)", 0), 0u) << stuck;
   EXPECT_NE(stuck.find("job " + stalled), std::string::npos) << stuck;
 
   db_.exec("UPDATE conveyor.job SET held_at = NULL WHERE id = " + held);
   EXPECT_TRUE(ct::wait_until([&] { return reemitted(held) >= 1; }, 10s)) << "released, it is stalled again";
+}
+
+// Issue 14: the reconciler and the jobs_stuck alert ask admission's own rule
+// (conveyor.job_admission_eligible). A ready job of a paused pool, re-emitted
+// before the pause, is waiting on purpose: neither re-emitted again nor
+// counted as stuck (the alert used to count it: it knew only held jobs).
+TEST_F(MonitorTest, AReadyJobOfAPausedPoolIsNeitherReemittedNorStuck) {
+  db_.exec("UPDATE conveyor.system_parameters SET stall_ready_s = 1");
+  const auto paused = insert_job("t");
+  const auto stalled = insert_job("t");
+  for (const auto& id : {paused, stalled}) advance(id, {"configured", "ready"});
+  db_.exec("UPDATE conveyor.job SET config = '{\"pool\": \"gpu\"}' WHERE id = " + paused);
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('pool', 'gpu', true)");
+  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '1 hour', "
+           "reemitted_at = now() - interval '30 minutes' WHERE id IN (" + paused + ", " + stalled + ")");
+  start_monitor("monitor", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
+
+  auto reemitted = [&](const std::string& job) {
+    return std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + job + "' AND payload ? 'reemitted'"));
+  };
+  ASSERT_TRUE(ct::wait_until([&] { return reemitted(stalled) >= 1; }, 15s)) << logs();
+  const std::string stuck = stuck_alert();
+  ASSERT_FALSE(stuck.empty()) << "no jobs_stuck alert";
+  EXPECT_EQ(stuck.rfind("1 job(s)", 0), 0u) << "the paused pool's job is not stuck: " << stuck;
+  EXPECT_NE(stuck.find("job " + stalled), std::string::npos) << stuck;
+  EXPECT_EQ(reemitted(paused), 0) << "a paused pool's job is waiting, not stalled";
 }
 
 }  // namespace
