@@ -350,16 +350,25 @@ class Watch {
       if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
     }
     if (!exited_ && pidfd_.get() >= 0) pfds[n++] = pollfd{pidfd_.get(), POLLIN, 0};
+    ::poll(pfds.data(), n, static_cast<int>(wait_ms().count()));
+  }
+
+  // Until the next thing to act on: the timeout, the SIGKILL after the
+  // grace, the end of the output drain; at most the stop tick.
+  std::chrono::milliseconds wait_ms() const {
     auto wait = kStopTick;
     if (!exited_ && pidfd_.get() < 0 && !streams_open()) wait = kExitTick;
-    const auto now = Clock::now();
-    for (const auto& at : {deadline_, kill_at_, exited_ ? std::optional(drain_until_) : std::nullopt}) {
-      if (at) {
-        wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
-                                  std::max(*at - now, Clock::duration::zero())));
-      }
+    std::optional<Clock::time_point> next;
+    if (exited_) {
+      next = drain_until_;
+    } else if (!kill_at_) {
+      next = deadline_;
+    } else if (!killed_) {
+      next = kill_at_;
     }
-    ::poll(pfds.data(), n, static_cast<int>(wait.count()));
+    if (!next) return wait;
+    const auto left = std::max(*next - Clock::now(), Clock::duration::zero());
+    return std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(left));
   }
 
   void reap_if_exited(Clock::time_point now) {

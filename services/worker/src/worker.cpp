@@ -244,6 +244,9 @@ struct Worker::Job {
   std::string month;
   bool ran_before = false;  // an earlier run of this job was claimed (by any worker)
   std::atomic<StopReason> stop{StopReason::none};
+  // Its program has exited: the slot is free for the next job while this
+  // one's files and outcome are still being written.
+  std::atomic<bool> slot_free{false};
   std::atomic<bool> finished{false};
   std::thread thread;
 };
@@ -369,6 +372,19 @@ std::size_t Worker::running_count() {
   return jobs_.size();
 }
 
+int Worker::busy_slots() {
+  std::lock_guard lock(mutex_);
+  return static_cast<int>(std::count_if(jobs_.begin(), jobs_.end(), [](const auto& kv) {
+    return !kv.second->slot_free && !kv.second->finished;
+  }));
+}
+
+// Called the moment a job's program has exited: the claim loop fills the
+// slot at once instead of after the outcome is written.
+void Worker::free_slot(Job& job) {
+  if (!job.slot_free.exchange(true)) ctx_.wake();
+}
+
 void Worker::start() {
   const int pid = static_cast<int>(::getpid());
   worker_id_ = ctx_.db().transact([&](db::Tx& tx) {
@@ -424,7 +440,7 @@ void Worker::loop() {
 }
 
 void Worker::claim() {
-  const int free = concurrency() - static_cast<int>(running_count());
+  const int free = concurrency() - busy_slots();
   if (free <= 0) return;
   auto rows = ctx_.db().transact([&](db::Tx& tx) {
     return tx.exec(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
@@ -758,6 +774,11 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
       ctx_.wake();
       return;
     }
+    free_slot(*job);
+    ctx_.metrics()
+        .counter("conveyor_worker_process_wakeups_total",
+                 "wake-ups of the waits for job programs (output, exit, deadlines, stop checks)")
+        .inc(outcome.wakeups);
     if (outcome.spawn_error) log.write("conveyor", *outcome.spawn_error + " (exit code 127)");
 
     std::string ending;

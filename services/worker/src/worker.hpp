@@ -70,7 +70,9 @@ class Worker {
   struct Job;
 
   int concurrency() const;
-  std::size_t running_count();
+  std::size_t running_count();  // jobs this worker has started and not yet finished
+  int busy_slots();             // of those, the ones whose program still runs
+  void free_slot(Job& job);
   void claim();
   void check_cancels();
   void heartbeat();

@@ -10,13 +10,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 
+#include "conveyor/db/db.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/testing.hpp"
 
@@ -466,6 +469,92 @@ TEST_F(WorkerTest, AWorkerKilledMinusNineLeavesNoJobProcessBehind) {
   EXPECT_TRUE(wait_until([&] { return !process_running(pattern); }, 5s))
       << "the job's program outlived its worker";
   EXPECT_EQ(job_field(id, "status"), "started") << "left for the reconciler (missed heartbeats)";
+}
+
+// Holds a job's row lock (SELECT ... FOR UPDATE) in a transaction on its own
+// connection until release(): the worker's outcome for that job waits on it,
+// so "the program has exited but its outcome is not written" lasts as long
+// as the test needs, without relying on timing.
+class RowHold {
+ public:
+  RowHold(const std::string& url, std::int64_t id) {
+    std::promise<void> held;
+    auto held_future = held.get_future();
+    thread_ = std::thread([this, url, id, held = std::move(held)]() mutable {
+      db::Session session(url, "worker-test-hold");
+      bool told = false;
+      session.transact([&](db::Tx& tx) {
+        tx.exec_script("SELECT 1 FROM conveyor.job WHERE id = " + std::to_string(id) +
+                       " FOR UPDATE");
+        if (!told) held.set_value();
+        told = true;
+        release_.get_future().wait();
+      });
+    });
+    held_future.wait();
+  }
+  RowHold(const RowHold&) = delete;
+  RowHold& operator=(const RowHold&) = delete;
+  ~RowHold() { release(); }
+  void release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  std::promise<void> release_;
+  std::thread thread_;
+};
+
+// Issue 14: a slot is free the moment its program exits. With concurrency 1,
+// the second job starts while the first one's outcome is still held up
+// (its row locked by the test); before, the slot stayed taken until the
+// outcome was committed.
+TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten) {
+  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "1"}});
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "5";
+  const auto first = queue_job({{"argv", {"sleep", secs}}});
+  ASSERT_TRUE(wait_status(first, "started"));
+  ASSERT_TRUE(wait_until([&] { return process_running("^sleep " + secs + "$"); }, 10s));
+  const auto second = queue_job({{"argv", {"true"}}});
+  {
+    RowHold hold(db_.url(), first);
+    ASSERT_EQ(testing::run({"pkill", "-x", "-f", "sleep " + secs}).status, 0);
+    EXPECT_TRUE(wait_status(second, "processed"))
+        << "the second job waited for the first one's outcome";
+    EXPECT_EQ(job_field(first, "status"), "started") << "the first outcome was held up";
+  }
+  ASSERT_TRUE(wait_status(first, "failed"));
+  EXPECT_EQ(job_field(first, "error_message"), "killed by SIGTERM");
+}
+
+// Issue 14: the worker waits for a program's exit on the exit itself (a
+// pidfd), not on a 5 ms tick once the program's output is closed: a job
+// that closes its output and sleeps for a second costs its stop checks (one
+// per 100 ms) and the exit (the tick cost about 200).
+TEST_F(WorkerTest, AProgramThatClosedItsOutputIsWaitedForWithoutATick) {
+  start_worker();
+  const auto id = queue_job({{"argv", {"sh", "-c", "exec >&- 2>&-; sleep 1"}}});
+  ASSERT_TRUE(wait_status(id, "processed"));
+  const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  const std::string name = "\nconveyor_worker_process_wakeups_total ";  // the sample, not # HELP
+  const auto at = metrics.body.find(name);
+  ASSERT_NE(at, std::string::npos) << metrics.body;
+  EXPECT_LE(std::stod(metrics.body.substr(at + name.size())), 50.0);
+}
+
+// The worker's capacity is the system parameter when it is given none of
+// its own, and follows it while it runs (heartbeats report it).
+TEST_F(WorkerTest, ConcurrencyComesFromTheSystemParametersAndFollowsThem) {
+  db_.exec("UPDATE conveyor.system_parameters SET worker_concurrency = 3");
+  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "0"}});
+  const std::string row = "SELECT concurrency FROM conveyor.worker WHERE name = " + sql_literal(name_);
+  EXPECT_EQ(db_.query_value(row), "3");
+  db_.exec("UPDATE conveyor.system_parameters SET worker_concurrency = 7");
+  EXPECT_TRUE(wait_until([&] { return db_.query_value(row) == "7"; }, 20s))
+      << "still " << db_.query_value(row);
 }
 
 TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {

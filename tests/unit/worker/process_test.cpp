@@ -135,6 +135,18 @@ TEST(RunProcess, ATimeoutKillsTheWholeGroupAndRusageIsRecorded) {
   EXPECT_TRUE(r.outcome.usage.cpu_user_s.has_value());
 }
 
+// A program that ignores SIGTERM gets SIGKILL once the grace is over; the
+// wait sleeps until then instead of spinning on the passed timeout.
+TEST(RunProcess, AProgramIgnoringSigtermIsKilledAfterTheGraceWithoutSpinning) {
+  auto o = options_for({"sh", "-c", "trap '' TERM; sleep 30"});
+  o.timeout = 200ms;
+  o.kill_grace = 300ms;
+  const auto r = run(o);
+  EXPECT_TRUE(r.outcome.timed_out);
+  EXPECT_EQ(r.outcome.term_signal, SIGKILL);
+  EXPECT_LE(r.outcome.wakeups, 20);
+}
+
 // The program's exit wakes the wait at once (a pidfd): a program that
 // closes its output and then sleeps half a second costs the stop checks
 // (one per 100 ms) and the exit. The 5 ms tick this replaced cost about a
