@@ -6,9 +6,11 @@
 // it. Every assertion reads PostgreSQL afterwards.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "conveyor/testing/testing.hpp"
 
@@ -163,9 +165,12 @@ TEST_F(JobPatchCli, APsqlUpdateOfParamsIsAuditedAndInspectShowsIt) {
   // edit; a later change is recorded.
   db_.exec("UPDATE conveyor.job SET config = '{\"argv\": [\"sleep\", \"8\"]}' WHERE id = " + id);
   db_.exec("UPDATE conveyor.job SET config = '{\"argv\": [\"sleep\", \"9\"]}' WHERE id = " + id);
+  // A long value: inspect cuts it, --json keeps it whole.
+  const std::string long_note(300, 'n');
+  db_.exec("UPDATE conveyor.job SET params = '{\"seconds\": 8, \"note\": \"" + long_note + "\"}' WHERE id = " + id);
 
   const auto rows = db_.query("SELECT field, actor FROM conveyor.job_audit WHERE job_id = " + id + " ORDER BY id");
-  ASSERT_EQ(rows.size(), 3u);
+  ASSERT_EQ(rows.size(), 4u);
   EXPECT_EQ(rows[0], (std::vector<std::string>{"params", db_user}));
   EXPECT_EQ(rows[1], (std::vector<std::string>{"params", "runbook-001:alice"}));
   EXPECT_EQ(rows[2], (std::vector<std::string>{"config", db_user}));
@@ -173,14 +178,26 @@ TEST_F(JobPatchCli, APsqlUpdateOfParamsIsAuditedAndInspectShowsIt) {
   RunResult r = conveyor({"job", "inspect", id});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "changes:")) << r.output;
-  EXPECT_TRUE(has(r, R"({"seconds":0} -> {"seconds":7})")) << r.output;
-  EXPECT_TRUE(has(r, "runbook-001:alice")) << r.output;
-  EXPECT_TRUE(has(r, R"({"argv":["sleep","8"]} -> {"argv":["sleep","9"]})")) << r.output;
+  // One line per change (when, who, what), then each changed key.
+  EXPECT_TRUE(has(r, "  runbook-001:alice  params\n    params.seconds: 7 -> 8\n")) << r.output;
+  EXPECT_TRUE(has(r, "  " + db_user + "  params\n    params.seconds: 0 -> 7\n")) << r.output;
+  EXPECT_TRUE(has(r, "    config.argv: [\"sleep\",\"8\"] -> [\"sleep\",\"9\"]\n")) << r.output;
+  EXPECT_TRUE(has(r, "    params.note: (absent) -> \"nnnn")) << r.output;
+  EXPECT_TRUE(has(r, "n…\n")) << "a long value is cut: " << r.output;
+  const std::string changes = r.output.substr(r.output.find("changes:"), r.output.find("attempts:") - r.output.find("changes:"));
+  EXPECT_EQ(changes.find(long_note), std::string::npos) << changes;
+  std::istringstream lines(changes);
+  for (std::string l; std::getline(lines, l);) {
+    // Columns, not bytes: "…" is one column in three bytes.
+    const std::size_t columns = l.size() - 2 * static_cast<std::size_t>(std::count(l.begin(), l.end(), '\xE2'));
+    EXPECT_LE(columns, 100u) << l;
+  }
 
   r = conveyor({"--json", "job", "inspect", id});
   ASSERT_EQ(r.status, 0) << r.output;
   const json j = json::parse(r.output);
-  ASSERT_EQ(j.at("audit").size(), 3u) << r.output;
+  ASSERT_EQ(j.at("audit").size(), 4u) << r.output;
+  EXPECT_EQ(j["audit"][3]["new_value"]["note"], long_note);
   EXPECT_EQ(j["audit"][0]["field"], "params");
   EXPECT_EQ(j["audit"][0]["actor"], db_user);
   EXPECT_EQ(j["audit"][0]["old_value"], json({{"seconds", 0}}));

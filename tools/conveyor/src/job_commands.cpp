@@ -101,6 +101,42 @@ constexpr db::Statement kAttemptStats{
 // "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00 UTC"
 std::string short_time(const std::optional<std::string>& t) { return display_time(t); }
 
+// "params.seconds: 5 -> 1", one per top-level key whose value differs (keys
+// in order; "(absent)" for a key on one side only); a value that is not an
+// object on both sides gives one "FIELD: OLD -> NEW". With `width`, values
+// are cut with "…" (at a UTF-8 character's start) so that a line is at most
+// about that long (each value keeps 12 characters at least).
+std::vector<std::string> value_changes(const std::string& field, const json& before, const json& after,
+                                       std::size_t width = 0) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& name, const json* b, const json* a) {
+    const std::size_t used = name.size() + 2 + 4;  // "NAME: " and " -> "
+    const std::size_t max_value = width == 0 ? 0 : std::max<std::size_t>(12, (width - std::min(width, used)) / 2);
+    auto shown = [&](const json* v) {
+      std::string s = v ? v->dump() : "(absent)";
+      if (max_value == 0 || s.size() <= max_value) return s;
+      std::size_t cut = max_value - 1;
+      while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+      return s.substr(0, cut) + "…";
+    };
+    out.push_back(name + ": " + shown(b) + " -> " + shown(a));
+  };
+  if (!before.is_object() || !after.is_object()) {
+    if (before != after) add(field, &before, &after);
+    return out;
+  }
+  std::set<std::string> keys;
+  for (const auto& [k, v] : before.items()) keys.insert(k);
+  for (const auto& [k, v] : after.items()) keys.insert(k);
+  for (const auto& k : keys) {
+    const json* b = before.contains(k) ? &before[k] : nullptr;
+    const json* a = after.contains(k) ? &after[k] : nullptr;
+    if (b && a && *b == *a) continue;
+    add(field + "." + k, b, a);
+  }
+  return out;
+}
+
 // The job's attempt as people count: stored from 0 (the attempt it is on, or
 // will run next), shown from 1 against its maximum: "1 of 3".
 std::string attempt_text(const model::Job& j) {
@@ -349,12 +385,14 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   }
   print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
   // conveyor.job_audit: edits of params and config, by the CLI or by SQL.
+  // One line per change, then its changed keys, each value cut to keep a line
+  // within 100 columns (--json has them whole).
   ctx.out << "\nchanges:\n";
-  rows.clear();
+  if (seen.audit.empty()) ctx.out << "  -\n";
   for (const auto& a : seen.audit) {
-    rows.push_back({short_time(a.at), a.actor, a.field, a.old_value.dump() + " -> " + a.new_value.dump()});
+    ctx.out << "  " << short_time(a.at) << "  " << a.actor << "  " << a.field << "\n";
+    for (const auto& c : value_changes(a.field, a.old_value, a.new_value, 96)) ctx.out << "    " << c << "\n";
   }
-  print_table(ctx.out, {"AT", "ACTOR", "FIELD", "OLD -> NEW"}, rows);
   // Counted from 1 like the Attempt field above (stored from 0; --json keeps the stored number).
   ctx.out << "\nattempts:\n";
   rows.clear();
@@ -745,17 +783,8 @@ json params_change(const Options& o) {
 // "params.seconds: 0 -> 1; params.mode: (absent) -> \"fast\"": the top-level
 // keys whose value differs.
 std::string params_diff(const json& before, const json& after) {
-  std::set<std::string> keys;
-  for (const auto& [k, v] : before.items()) keys.insert(k);
-  for (const auto& [k, v] : after.items()) keys.insert(k);
   std::string text;
-  for (const auto& k : keys) {
-    const json* b = before.contains(k) ? &before[k] : nullptr;
-    const json* a = after.contains(k) ? &after[k] : nullptr;
-    if (b && a && *b == *a) continue;
-    text += (text.empty() ? "" : "; ") + ("params." + k) + ": " + (b ? b->dump() : "(absent)") + " -> " +
-            (a ? a->dump() : "(absent)");
-  }
+  for (const auto& c : value_changes("params", before, after)) text += (text.empty() ? "" : "; ") + c;
   return text.empty() ? "params unchanged" : text;
 }
 
