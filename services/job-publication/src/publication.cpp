@@ -432,7 +432,7 @@ runtime::ServiceSpec spec() {
                 .max = 10000});
   s.schema.add({.name = "CONVEYOR_PUBLICATION_CLAIM_MS",
                 .type = config::Type::duration_ms,
-                .default_value = "5min",
+                .default_value = "5m",
                 .help = "how long claimed jobs are kept from other replicas while they are delivered; a claim "
                         "never recorded (the process died) ends then and the jobs are delivered again",
                 .min = 1000});
