@@ -82,12 +82,15 @@ constexpr db::Statement kClaim{
     "worker_claim",
     "WITH claimed AS ("
     "UPDATE conveyor.job SET status = 'started', worker_id = $1 "
-    "WHERE id IN (SELECT id FROM conveyor.job "
+    // ARRAY(...), not IN (...): as a semi join's inner side the LIMIT ...
+    // SKIP LOCKED subquery is run again per outer row and claimed every
+    // queued job, past the worker's concurrency (found by ResidentTest).
+    "WHERE id = ANY(ARRAY(SELECT id FROM conveyor.job "
     "             WHERE status = 'queued' AND canceled_at IS NULL "
     "               AND conveyor.job_pool(config) = $2 "
     // A worker without a container runtime leaves container jobs to others.
     "               AND ($5::boolean OR coalesce(config->>'image', '') = '') "
-    "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)) "
     "  AND status = 'queued' "
     // A worker the pool (or an operator) set draining, or the reaper marked
     // lost, claims nothing, even before its next heartbeat notices.
