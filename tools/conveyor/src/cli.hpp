@@ -72,9 +72,11 @@ class Progress {
 // with the actor "conveyor-cli:<login name>" (the audit trail of DESIGN §8).
 db::PoolOptions pool_options(const Context& ctx);
 
-// Command-line options: `--name VALUE` or `--name=VALUE` and bare flags,
-// positional arguments kept in order. Unknown options are an error naming
-// them (Error(bad_input)), so a typo never runs a command with a default.
+// Command-line options, parsed by CLI11: `--name VALUE` or `--name=VALUE`
+// and bare flags, positional arguments kept in order, `--` ends the options.
+// Unknown options, a missing value and a flag given a value are errors
+// naming the command and the option (Error(bad_input), exit 2), so a typo
+// never runs a command with a default.
 struct Options {
   std::map<std::string, std::string> values;  // "--status" -> "failed" (given twice: the last)
   std::map<std::string, std::vector<std::string>> repeated;  // every value, in order (--set-param)
