@@ -12,6 +12,7 @@
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
 #include "conveyor/testing/testing.hpp"
+#include "cli_test.hpp"
 
 namespace {
 
@@ -21,7 +22,8 @@ using conveyor::testing::TestDatabase;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
+using conveyor::testing::cli::CliTest;
+using conveyor::testing::cli::has;
 
 // A line of a table in the output whose first words are `words`.
 bool has_row(const RunResult& r, const std::vector<std::string>& words) {
@@ -35,22 +37,12 @@ bool has_row(const RunResult& r, const std::vector<std::string>& words) {
   return false;
 }
 
-class OpsCli : public ::testing::Test {
+class OpsCli : public CliTest {
  protected:
   void SetUp() override {
-    data_dir_ = fs::temp_directory_path() / conveyor::testing::unique_name("ops-cli");
-    fs::create_directories(data_dir_);
+    CliTest::SetUp();
     const auto r = conveyor({"job-type", "apply", CONVEYOR_JOB_TYPES_FILE, "--yes"});
     ASSERT_EQ(r.status, 0) << r.output;
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(data_dir_, ec);
-  }
-  RunResult conveyor(const std::vector<std::string>& args) {
-    return conveyor::testing::run_cli(
-        CONVEYOR_CLI_PATH, args,
-        {{"CONVEYOR_DATABASE_URL", db_.url()}, {"CONVEYOR_DATA_DIR", data_dir_.string()}});
   }
   json conveyor_json(std::vector<std::string> args) {
     args.insert(args.begin(), "--json");
@@ -83,8 +75,6 @@ class OpsCli : public ::testing::Test {
         heartbeat_age + "') RETURNING id");
   }
 
-  TestDatabase db_;
-  fs::path data_dir_;
   int workers_ = 0;
 };
 
