@@ -1,97 +1,520 @@
-// conveyor-bench [--jobs N] [--latency-jobs M] [--workers W] [--submitters S] [--type T]
+// conveyor-bench: measures the job path end to end on real processes and
+// prints the figures (a table, or --json). Not a test: nothing asserts.
 //
-// Starts the whole job path (Stack: its own PostgreSQL database, devbroker,
-// services, W workers), then
-//  1. throughput: submits N `sleep 0` jobs through the REST API from S
-//     threads and reports jobs/s from the first submission to the last `done`;
-//  2. latency at low load: submits M jobs one at a time, each after the
-//     previous is done, and reports median and p99 of created_at → done
-//     (both timestamps taken by PostgreSQL).
-// Publication posts to a local conveyor-webhook-sink and writes file manifests.
-// --type: the job type of every job (default sleep; sleep-container runs the
-// same program as a container, so the two runs give a container job's
-// overhead). --jobs 0 skips the throughput part. CONTAINERS_CONF and
-// DOCKER_HOST are passed on to the workers (their runtime's settings).
-#include <algorithm>
+// It starts a whole stack of its own (conveyor::testing::Stack): a private
+// PostgreSQL cluster, durable unless --fast-db, a devbroker, the four
+// services and --workers workers, from this build or from --bin-dir. Then,
+// for each workload (a `sleep 0` process job, a resident no-op job, a chain
+// of three job types each depending on the previous):
+//  1. throughput: --jobs jobs submitted at once through the REST API by
+//     --submitters threads; jobs done / (first created_at .. last done);
+//  2. latency: jobs submitted open loop at --rate jobs/s for --duration (on
+//     schedule, whatever is done); p50/p95/p99 of created_at -> done, both
+//     PostgreSQL's clock (a chain: its first job's created_at -> its last
+//     job's done);
+//  3. the CPU milliseconds per job of every process in each phase, from
+//     /proc, and each process's peak memory.
+// It waits for jobs on one database connection, one query per poll.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "conveyor/db/db.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/http/server.hpp"
 #include "conveyor/testing/stack.hpp"
+#include "proc.hpp"
 
 namespace {
 
-using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 using conveyor::testing::Stack;
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  auto idx = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(idx, v.size() - 1)];
-}
-
-std::int64_t submit(const Stack& stack, const std::string& body) {
-  auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body,
-                                        stack.api_headers(true));
-  if (r.status != 201) throw std::runtime_error("submit failed: " + std::to_string(r.status) + " " + r.body);
-  return nlohmann::json::parse(r.body).at("id").get<std::int64_t>();
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  int jobs = 1000, latency_jobs = 50, workers = 2, submitters = 4;
+struct Settings {
+  std::string workload = "all";
+  int jobs = 1000;
+  double rate = 100;
+  std::string duration = "20s";
+  double duration_s = 20;
+  int workers = 2;
+  int submitters = 4;
   std::string type = "sleep";
-  const char* kUsage =
-      "usage: conveyor-bench [--jobs N] [--latency-jobs M] [--workers W] [--submitters S] [--type T]\n";
-  if (argc % 2 == 0) {
-    std::cerr << kUsage;
+  bool fast_db = false;
+  bool json = false;
+  std::string bin_dir;
+  std::string migrations_dir;
+  std::string job_types;
+  double timeout_s = 600;
+};
+
+// "20s", "500ms", "2m" or a bare number of seconds.
+double parse_duration(const std::string& text) {
+  std::size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw CLI::ValidationError("--duration", "expected a duration such as 20s, 500ms or 2m, got '" + text + "'");
+  }
+  const std::string unit = text.substr(used);
+  if (v < 0) throw CLI::ValidationError("--duration", "must not be negative: '" + text + "'");
+  if (unit.empty() || unit == "s") return v;
+  if (unit == "ms") return v / 1000;
+  if (unit == "m") return v * 60;
+  throw CLI::ValidationError("--duration", "unknown unit '" + unit + "' in '" + text + "' (use ms, s or m)");
+}
+
+// Parses argv into `s`; returns an exit code when the program should stop
+// here (0 after --help, 2 for a bad command line).
+std::optional<int> parse_args(int argc, char** argv, Settings& s) {
+  CLI::App app{"conveyor-bench: throughput, latency at a fixed rate, CPU per job and peak memory of the job path, "
+               "on a stack of its own (private PostgreSQL, devbroker, services, workers)."};
+  app.add_option("--workload", s.workload, "process, resident, chain or all")
+      ->check(CLI::IsMember({"process", "resident", "chain", "all"}))->capture_default_str();
+  app.add_option("--jobs", s.jobs, "throughput phase: jobs submitted at once (0: skip the phase)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--rate", s.rate, "latency phase: jobs per second, submitted on schedule (open loop)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--duration", s.duration, "latency phase length: 20s, 500ms, 2m (0: skip the phase)")
+      ->capture_default_str();
+  app.add_option("--workers", s.workers, "conveyor-worker processes")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--submitters", s.submitters, "submitting threads")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
+  app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
+  app.add_flag("--json", s.json, "print the report as JSON instead of tables");
+  app.add_option("--bin-dir", s.bin_dir, "run the conveyor-* executables (and devbroker) of this directory")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--migrations-dir", s.migrations_dir,
+                 "migrations to apply (default: this build's, or BIN_DIR/../deploy/migrations with --bin-dir)")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--job-types", s.job_types, "job types file (default: MIGRATIONS_DIR/../config/job-types.json)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--timeout", s.timeout_s, "seconds to wait for a phase's jobs to finish")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  try {
+    app.parse(argc, argv);
+    s.duration_s = parse_duration(s.duration);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "conveyor-bench: " << e.what() << "\nrun conveyor-bench --help for the options\n";
     return 2;
   }
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    const std::string value = argv[i + 1];
-    if (a == "--type") {
-      type = value;
-      continue;
+  return std::nullopt;
+}
+
+// What one unit of a workload submits: one job, or a chain where each job
+// depends on the one before.
+struct Workload {
+  std::string name;
+  std::vector<std::string> types;
+  Json params;  // the params of every job; "{n}" in a string value becomes the unit's number
+};
+
+// The job ids of one unit: its first job and its last.
+struct Unit {
+  std::int64_t first = 0;
+  std::int64_t last = 0;
+};
+
+Json unit_params(const Json& params, int n) {
+  Json out = params;
+  for (auto& [k, v] : out.items()) {
+    if (v.is_string() && v.get<std::string>() == "{n}") v = "B" + std::to_string(n);
+  }
+  return out;
+}
+
+Unit submit_unit(const Stack& stack, const Workload& w, int n) {
+  Unit u;
+  for (const auto& type : w.types) {
+    Json body{{"job_type", type}, {"params", unit_params(w.params, n)}};
+    if (u.last != 0) body["depends_on"] = {u.last};
+    auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
+                                          stack.api_headers(true), std::chrono::seconds(30));
+    if (r.status != 201) {
+      throw std::runtime_error("submitting a " + type + " job failed: HTTP " + std::to_string(r.status) + " " + r.body);
     }
-    int v = 0;
-    try {
-      std::size_t used = 0;
-      v = std::stoi(value, &used);
-      if (used != value.size() || v < 0) throw std::invalid_argument(value);
-    } catch (const std::exception&) {
-      std::cerr << "conveyor-bench: " << a << ": expected a whole number >= 0, got '" << value << "'\n" << kUsage;
-      return 2;
-    }
-    if (a == "--jobs") jobs = v;
-    else if (a == "--latency-jobs") latency_jobs = v;
-    else if (a == "--workers") workers = v;
-    else if (a == "--submitters") submitters = v;
-    else {
-      std::cerr << kUsage;
-      return 2;
+    u.last = Json::parse(r.body).at("id").get<std::int64_t>();
+    if (u.first == 0) u.first = u.last;
+  }
+  return u;
+}
+
+// Submits `count` units from `threads` threads: all at once when `rate` is
+// 0, else unit i at start + i / rate (open loop: a late unit does not delay
+// the schedule of the next). Returns the units and the submission time.
+std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Workload& w, int count, double rate,
+                                                  int threads) {
+  std::vector<Unit> units(static_cast<std::size_t>(count));
+  std::atomic<int> next{0};
+  std::mutex error_mutex;
+  std::string error;
+  const auto start = Clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+        if (rate > 0) {
+          // Pacing the schedule (not waiting for a condition): the open loop.
+          std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                    std::chrono::duration<double>(i / rate)));
+        }
+        try {
+          units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i);
+        } catch (const std::exception& e) {
+          std::lock_guard lock(error_mutex);
+          error = e.what();
+          next = count;
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  if (!error.empty()) throw std::runtime_error(error);
+  return {units, std::chrono::duration<double>(Clock::now() - start).count()};
+}
+
+// ---------------------------------------------------------------- database
+
+constexpr conveyor::db::Statement kFinishedCount{
+    "bench_finished",
+    "SELECT count(*) FILTER (WHERE status IN ('done', 'failed', 'canceled', 'internal_error')), "
+    "count(*) FILTER (WHERE status = 'done') FROM conveyor.job WHERE id BETWEEN $1 AND $2"};
+
+// Per unit: first job's created_at -> last job's done, PostgreSQL's clock.
+constexpr conveyor::db::Statement kUnitTimes{
+    "bench_unit_times",
+    "SELECT count(d.at), extract(epoch FROM max(d.at) - min(f.created_at)), "
+    "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.at - f.created_at) * 1000), "
+    "percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM d.at - f.created_at) * 1000), "
+    "percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.at - f.created_at) * 1000), "
+    "max(extract(epoch FROM d.at - f.created_at) * 1000) "
+    "FROM unnest($1::bigint[], $2::bigint[]) AS u(first_id, last_id) "
+    "JOIN conveyor.job f ON f.id = u.first_id "
+    "LEFT JOIN conveyor.job_status_change d ON d.job_id = u.last_id AND d.to_status = 'done'"};
+
+struct Finished {
+  std::int64_t finished = 0;  // done, failed, canceled or internal_error
+  std::int64_t done = 0;
+};
+
+Finished finished_jobs(conveyor::db::Session& db, std::int64_t first, std::int64_t last) {
+  return db.transact([&](conveyor::db::Tx& tx) {
+    auto r = tx.exec(kFinishedCount, {first, last});
+    return Finished{r[0][0].as_int(), r[0][1].as_int()};
+  });
+}
+
+// The result of one phase of one workload.
+struct Phase {
+  std::string name;  // throughput, latency
+  int units = 0;
+  std::int64_t jobs = 0;
+  std::int64_t done = 0;
+  double submit_s = 0;
+  double span_s = 0;  // first created_at -> last done
+  double p50 = 0, p95 = 0, p99 = 0, max = 0;
+  bool timed_out = false;
+  std::map<std::string, double> cpu_ms;  // CPU of each process over the phase
+};
+
+void read_unit_times(conveyor::db::Session& db, const std::vector<Unit>& units, Phase& p) {
+  std::vector<std::int64_t> firsts, lasts;
+  for (const auto& u : units) {
+    firsts.push_back(u.first);
+    lasts.push_back(u.last);
+  }
+  db.transact([&](conveyor::db::Tx& tx) {
+    auto r = tx.exec(kUnitTimes, {firsts, lasts});
+    auto num = [&](int c) { return r[0][c].is_null() ? 0.0 : r[0][c].as_double(); };
+    p.span_s = num(1);
+    p.p50 = num(2);
+    p.p95 = num(3);
+    p.p99 = num(4);
+    p.max = num(5);
+  });
+}
+
+// ---------------------------------------------------------------- CPU
+
+// The processes measured, by report name, and their CPU at one moment.
+struct CpuReading {
+  std::map<std::string, double> ms;
+};
+
+int postmaster_pid(Stack& stack) {
+  std::ifstream in(stack.postgres().dir() / "data" / "postmaster.pid");
+  int pid = 0;
+  in >> pid;
+  return pid;
+}
+
+CpuReading read_cpu(Stack& stack) {
+  conveyor::bench::ProcSnapshot snap;
+  CpuReading r;
+  double children = 0;
+  for (const auto& name : stack.names()) {
+    const int pid = stack.process(name).pid();
+    r.ms[name] = snap.own_ms(pid);
+    children += snap.tree_ms(pid) - snap.own_ms(pid);
+  }
+  r.ms["devbroker"] = snap.tree_ms(stack.broker().pid());
+  r.ms["postgres"] = snap.tree_ms(postmaster_pid(stack));
+  r.ms["job processes"] = children;
+  r.ms["bench"] = snap.own_ms(static_cast<int>(::getpid()));
+  return r;
+}
+
+std::map<std::string, double> cpu_between(const CpuReading& before, const CpuReading& after) {
+  std::map<std::string, double> out;
+  for (const auto& [name, ms] : after.ms) {
+    auto it = before.ms.find(name);
+    out[name] = ms - (it == before.ms.end() ? 0 : it->second);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- phases
+
+Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, const std::string& name, int units,
+                double rate, const Settings& s) {
+  Phase p;
+  p.name = name;
+  p.units = units;
+  const auto before = read_cpu(stack);
+  auto [submitted, submit_s] = submit_units(stack, w, units, rate, s.submitters);
+  p.submit_s = submit_s;
+  std::int64_t first = submitted.front().first, last = submitted.front().last;
+  for (const auto& u : submitted) {
+    first = std::min(first, u.first);
+    last = std::max(last, u.last);
+  }
+  p.jobs = static_cast<std::int64_t>(submitted.size() * w.types.size());
+  Finished f;
+  const bool all = conveyor::testing::wait_until(
+      [&] {
+        f = finished_jobs(db, first, last);
+        return f.finished >= p.jobs;
+      },
+      std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_s * 1000)));
+  p.cpu_ms = cpu_between(before, read_cpu(stack));
+  p.timed_out = !all;
+  p.done = f.done;
+  read_unit_times(db, submitted, p);
+  return p;
+}
+
+Json phase_json(const Phase& p) {
+  Json cpu = Json::object();
+  for (const auto& [name, ms] : p.cpu_ms) cpu[name] = p.jobs > 0 ? ms / static_cast<double>(p.jobs) : 0.0;
+  return {{"units", p.units},       {"jobs", p.jobs},
+          {"done", p.done},         {"timed_out", p.timed_out},
+          {"submit_s", p.submit_s}, {"span_s", p.span_s},
+          {"jobs_per_s", p.span_s > 0 ? static_cast<double>(p.done) / p.span_s : 0.0},
+          {"latency_ms", {{"p50", p.p50}, {"p95", p.p95}, {"p99", p.p99}, {"max", p.max}}},
+          {"cpu_ms_per_job", cpu}};
+}
+
+// Runs one workload: a warm-up unit, the throughput phase, the latency phase.
+Json run_workload(Stack& stack, conveyor::db::Session& db, const Workload& w, const Settings& s) {
+  Json out{{"workload", w.name}, {"job_types", w.types}};
+  const auto warm = submit_unit(stack, w, -1);  // warm-up: consumer groups joined, programs started
+  const bool warmed = conveyor::testing::wait_until(
+      [&] { return finished_jobs(db, warm.first, warm.last).finished >= static_cast<std::int64_t>(w.types.size()); },
+      std::chrono::seconds(120));
+  if (!warmed) throw std::runtime_error("the " + w.name + " warm-up did not finish within 120 s:\n" + stack.logs_tail());
+  const double per_unit = static_cast<double>(w.types.size());
+  if (s.jobs > 0) {
+    const int units = std::max(1, static_cast<int>(std::lround(s.jobs / per_unit)));
+    out["throughput"] = phase_json(run_phase(stack, db, w, "throughput", units, 0, s));
+  }
+  if (s.duration_s > 0) {
+    const double unit_rate = s.rate / per_unit;
+    const int units = std::max(1, static_cast<int>(std::lround(unit_rate * s.duration_s)));
+    auto latency = phase_json(run_phase(stack, db, w, "latency", units, unit_rate, s));
+    latency["rate_jobs_per_s"] = s.rate;
+    latency["duration_s"] = s.duration_s;
+    out["latency"] = latency;
+  }
+  Json rss = Json::object();
+  for (const auto& name : stack.names()) rss[name] = conveyor::bench::peak_rss_mib(stack.process(name).pid());
+  rss["devbroker"] = conveyor::bench::peak_rss_mib(stack.broker().pid());
+  out["peak_rss_mib"] = rss;
+  return out;
+}
+
+// ---------------------------------------------------------------- workloads
+
+Json read_json(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw std::runtime_error("cannot read " + file.string());
+  return Json::parse(in);
+}
+
+const Json* find_type(const Json& types, const std::string& name) {
+  if (!types.contains("job_types")) return nullptr;
+  for (const auto& t : types["job_types"]) {
+    if (t.value("name", "") == name) return &t;
+  }
+  return nullptr;
+}
+
+// The workloads asked for that the job types file can run; says on stderr
+// why any other is skipped, and records it in `skipped`.
+std::vector<Workload> pick_workloads(const Settings& s, const Json& types, Json& skipped) {
+  std::vector<Workload> out;
+  auto want = [&](const std::string& w) { return s.workload == "all" || s.workload == w; };
+  auto skip = [&](const std::string& w, const std::string& why) {
+    std::cerr << "conveyor-bench: " << w << " workload skipped: " << why << "\n";
+    skipped.push_back({{"workload", w}, {"reason", why}});
+  };
+  if (want("process")) {
+    if (find_type(types, s.type)) out.push_back({"process", {s.type}, {{"seconds", 0}}});
+    else skip("process", "no " + s.type + " job type");
+  }
+  if (want("resident")) {
+    if (const Json* t = find_type(types, "sleep-resident")) {
+      // Its params: seconds 0 when it takes seconds, else none.
+      const bool seconds = t->value("params_schema", Json::object()).value("properties", Json::object()).contains("seconds");
+      out.push_back({"resident", {"sleep-resident"}, seconds ? Json{{"seconds", 0}} : Json::object()});
+    } else {
+      skip("resident", "no sleep-resident job type");
     }
   }
+  if (want("chain")) {
+    const std::vector<std::string> chain = {"fsc-rlie", "sws-wds", "gfsc"};
+    bool all = true;
+    for (const auto& t : chain) all = all && find_type(types, t) != nullptr;
+    if (all) out.push_back({"chain", chain, {{"tile", "{n}"}, {"date", "2026-01-01"}}});
+    else skip("chain", "the job types file lacks one of fsc-rlie, sws-wds, gfsc");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- report
+
+void print_phase_line(const Json& p, const std::string& what) {
+  std::printf("  %-10s %5lld jobs, %5lld done%s: %7.1f jobs/s over %6.2f s (submission %.2f s); "
+              "latency p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+              what.c_str(), p["jobs"].get<long long>(), p["done"].get<long long>(),
+              p["timed_out"].get<bool>() ? " [TIMED OUT]" : "", p["jobs_per_s"].get<double>(),
+              p["span_s"].get<double>(), p["submit_s"].get<double>(), p["latency_ms"]["p50"].get<double>(),
+              p["latency_ms"]["p95"].get<double>(), p["latency_ms"]["p99"].get<double>(),
+              p["latency_ms"]["max"].get<double>());
+}
+
+// One line per process: CPU ms per job in each phase, peak memory.
+void print_cpu_table(const Json& w) {
+  const Json none = Json::object();
+  const Json& t = w.contains("throughput") ? w["throughput"]["cpu_ms_per_job"] : none;
+  const Json& l = w.contains("latency") ? w["latency"]["cpu_ms_per_job"] : none;
+  const Json& names = t.empty() ? l : t;
+  std::printf("  %-22s %18s %18s %14s\n", "process", "CPU ms/job (thr.)", "CPU ms/job (lat.)", "peak RSS MiB");
+  double total_t = 0, total_l = 0;
+  for (const auto& [name, v] : names.items()) {
+    const double tv = t.value(name, 0.0), lv = l.value(name, 0.0);
+    if (name != "bench" && name != "job processes") {
+      total_t += tv;
+      total_l += lv;
+    }
+    char mem[32] = "-";
+    if (w["peak_rss_mib"].contains(name)) std::snprintf(mem, sizeof mem, "%.1f", w["peak_rss_mib"][name].get<double>());
+    std::printf("  %-22s %18.2f %18.2f %14s\n", name.c_str(), tv, lv, mem);
+  }
+  std::printf("  %-22s %18.2f %18.2f\n", "total (no jobs, bench)", total_t, total_l);
+}
+
+void print_report(const Json& report) {
+  const auto& st = report["settings"];
+  std::printf("conveyor-bench: %d cores, load %s; PostgreSQL %s; %d workers; executables %s\n",
+              report["machine"]["nproc"].get<int>(), report["machine"]["loadavg_at_start"].get<std::string>().c_str(),
+              st["durable_postgres"].get<bool>() ? "durable (fsync on, synchronous_commit on)"
+                                                 : "--fast-db (fsync off, synchronous_commit off)",
+              st["workers"].get<int>(), st["bin_dir"].get<std::string>().c_str());
+  for (const auto& w : report["workloads"]) {
+    std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
+    if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
+    if (w.contains("latency")) {
+      print_phase_line(w["latency"], "at " + std::to_string(std::lround(w["latency"]["rate_jobs_per_s"].get<double>())) + "/s");
+    }
+    print_cpu_table(w);
+  }
+  for (const auto& s : report["skipped"]) {
+    std::printf("\n%s workload skipped: %s\n", s["workload"].get<std::string>().c_str(),
+                s["reason"].get<std::string>().c_str());
+  }
+}
+
+std::string loadavg() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+// ---------------------------------------------------------------- main
+
+// Fills in the defaults that depend on other options: the migrations and
+// job types of --bin-dir's build.
+void resolve_paths(Settings& s) {
+  if (s.migrations_dir.empty() && !s.bin_dir.empty()) {
+    const fs::path beside = fs::path(s.bin_dir) / ".." / "deploy" / "migrations";
+    if (fs::is_directory(beside)) s.migrations_dir = fs::canonical(beside).string();
+  }
+  // Stack and TestDatabase read the migrations from CONVEYOR_MIGRATIONS_DIR.
+  if (!s.migrations_dir.empty()) ::setenv("CONVEYOR_MIGRATIONS_DIR", s.migrations_dir.c_str(), 1);
+  if (s.migrations_dir.empty()) s.migrations_dir = conveyor::testing::migrations_dir().string();
+  if (s.job_types.empty()) s.job_types = (fs::path(s.migrations_dir).parent_path() / "config" / "job-types.json").string();
+}
+
+Json settings_json(const Settings& s) {
+  return {{"workload", s.workload},     {"jobs", s.jobs},
+          {"rate", s.rate},             {"duration_s", s.duration_s},
+          {"workers", s.workers},       {"submitters", s.submitters},
+          {"durable_postgres", !s.fast_db},
+          {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
+          {"migrations_dir", s.migrations_dir}, {"job_types", s.job_types}};
+}
+
+int run(Settings& s) {
+  resolve_paths(s);
+  Json report{{"settings", settings_json(s)},
+              {"machine", {{"nproc", static_cast<int>(std::thread::hardware_concurrency())},
+                           {"loadavg_at_start", loadavg()}}},
+              {"workloads", Json::array()},
+              {"skipped", Json::array()}};
+  const auto workloads = pick_workloads(s, read_json(s.job_types), report["skipped"]);
   // A webhook receiver in this process, as the endpoint of every webhook sink.
   conveyor::http::Server hook("127.0.0.1", 0);
   hook.route("POST", "/hook", [](const conveyor::http::Request&) {
-    return conveyor::http::Response::json(nlohmann::json::object());
+    return conveyor::http::Response::json(Json::object());
   });
   hook.start();
-
   Stack::Options o;
-  o.workers = workers;
+  o.workers = s.workers;
+  o.private_postgres = true;
+  o.postgres_durability = s.fast_db ? Stack::Options::Durability::none : Stack::Options::Durability::full;
+  o.bin_dir = s.bin_dir;
+  o.job_types_file = s.job_types;
   o.env["CONVEYOR_LOG_LEVEL"] = "warn";
   for (const char* k : {"CONTAINERS_CONF", "DOCKER_HOST", "HOME"}) {
     if (const char* v = std::getenv(k)) o.env[k] = v;
@@ -99,80 +522,26 @@ int main(int argc, char** argv) {
   o.setup_sql = "UPDATE conveyor.system_parameters SET publication_endpoint_url = 'http://127.0.0.1:" +
                 std::to_string(hook.port()) + "/hook'";
   Stack stack(o);
-  auto& db = stack.db();
-  const std::string body =
-      nlohmann::json{{"job_type", type}, {"params", {{"seconds", 0}}}}.dump();
-  auto open_jobs = [&] {
-    return std::stoll(db.query_value("SELECT count(*) FROM conveyor.job WHERE status NOT IN ('done','failed','canceled','internal_error')"));
-  };
+  conveyor::db::Session db(stack.db().url(), "conveyor-bench");  // the one connection that polls
+  for (const auto& w : workloads) report["workloads"].push_back(run_workload(stack, db, w, s));
+  if (s.json) std::cout << report.dump(2) << "\n";
+  else print_report(report);
+  bool timed_out = false;
+  for (const auto& w : report["workloads"]) {
+    for (const char* p : {"throughput", "latency"}) timed_out = timed_out || (w.contains(p) && w[p]["timed_out"].get<bool>());
+  }
+  return timed_out ? 1 : 0;
+}
 
-  // Warm-up: consumer groups joined, connections open.
-  submit(stack, body);
-  conveyor::testing::wait_until([&] { return open_jobs() == 0; }, 60s);
+}  // namespace
 
-  // 1. Throughput.
-  if (jobs > 0) {
-    std::int64_t before = std::stoll(db.query_value("SELECT coalesce(max(id), 0) FROM conveyor.job"));
-    auto t0 = std::chrono::steady_clock::now();
-    std::atomic<int> next{0};
-    std::vector<std::thread> threads;
-    for (int s = 0; s < submitters; ++s) {
-      threads.emplace_back([&] {
-        while (next.fetch_add(1) < jobs) submit(stack, body);
-      });
+int main(int argc, char** argv) {
+  Settings s;
+  if (auto rc = parse_args(argc, argv, s)) return *rc;
+  try {
+    return run(s);
+  } catch (const std::exception& e) {
+    std::cerr << "conveyor-bench: " << e.what() << "\n";
+    return 1;
   }
-  for (auto& t : threads) t.join();
-  auto t_submitted = std::chrono::steady_clock::now();
-  bool finished = conveyor::testing::wait_until([&] { return open_jobs() == 0; }, 600s);
-  auto t1 = std::chrono::steady_clock::now();
-  auto secs = std::chrono::duration<double>(t1 - t0).count();
-  auto sub_secs = std::chrono::duration<double>(t_submitted - t0).count();
-  auto done = db.query_value("SELECT count(*) FROM conveyor.job WHERE id > " + std::to_string(before) +
-                             " AND status = 'done'");
-  std::printf("throughput: %d %s 0 s jobs, %d workers: %s done in %.2f s = %.1f jobs/s "
-              "(submission alone %.2f s = %.1f jobs/s)%s\n",
-              jobs, type.c_str(), workers, done.c_str(), secs, jobs / secs, sub_secs, jobs / sub_secs,
-              finished ? "" : " [TIMED OUT]");
-  auto sql_span = db.query_value(
-      "SELECT extract(epoch FROM max(c.at) - min(j.created_at)) FROM conveyor.job j "
-      "JOIN conveyor.job_status_change c ON c.job_id = j.id AND c.to_status = 'done' WHERE j.id > " +
-      std::to_string(before));
-  std::printf("throughput (database clock, first created_at to last done): %s s\n", sql_span.c_str());
-  if (!finished) return 1;
-  }
-
-  // 2. Latency at low load.
-  std::vector<double> ms;
-  for (int i = 0; i < latency_jobs; ++i) {
-    auto id = std::to_string(submit(stack, body));
-    conveyor::testing::wait_until(
-        [&] { return db.query_value("SELECT status FROM conveyor.job WHERE id = " + id) == "done"; }, 60s);
-    auto v = db.query_value(
-        "SELECT extract(epoch FROM c.at - j.created_at) * 1000 FROM conveyor.job j JOIN conveyor.job_status_change c "
-        "ON c.job_id = j.id AND c.to_status = 'done' WHERE j.id = " + id);
-    if (!v.empty()) ms.push_back(std::stod(v));
-  }
-  std::printf("latency submit->done at low load (%zu %s jobs, one at a time): median %.1f ms, p99 %.1f ms, max %.1f ms\n",
-              ms.size(), type.c_str(), percentile(ms, 0.5), percentile(ms, 0.99), percentile(ms, 1.0));
-  // The attempt itself, as the worker measured it (spawn or container start
-  // to exit), and what it cost.
-  auto attempts = db.query(
-      "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY wall_ms), "
-      "percentile_cont(0.5) WITHIN GROUP (ORDER BY cpu_user_ms + cpu_system_ms), "
-      "percentile_cont(0.5) WITHIN GROUP (ORDER BY max_rss_kb) FROM conveyor.job_attempt "
-      "WHERE job_id > (SELECT max(id) - " + std::to_string(latency_jobs) + " FROM conveyor.job)");
-  if (!attempts.empty() && !attempts[0][0].empty()) {
-    std::printf("  median attempt: wall %s ms, cpu %s ms, peak memory %s KiB\n", attempts[0][0].c_str(),
-                attempts[0][1].empty() ? "-" : attempts[0][1].c_str(),
-                attempts[0][2].empty() ? "-" : attempts[0][2].c_str());
-  }
-  // Per stage, from the history, for the low-load jobs.
-  auto stages = db.query(
-      "SELECT c.to_status, percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM c.at - p.at) * 1000) "
-      "FROM conveyor.job_status_change c JOIN conveyor.job_status_change p "
-      "ON p.job_id = c.job_id AND p.id = (SELECT max(id) FROM conveyor.job_status_change x WHERE x.job_id = c.job_id AND x.id < c.id) "
-      "WHERE c.job_id > (SELECT max(id) - " + std::to_string(latency_jobs) + " FROM conveyor.job) "
-      "GROUP BY c.to_status ORDER BY min(c.id)");
-  for (const auto& row : stages) std::printf("  median time to %-11s %8.1f ms\n", row[0].c_str(), std::stod(row[1]));
-  return 0;
 }

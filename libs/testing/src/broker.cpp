@@ -99,8 +99,9 @@ void Broker::start() {
   const fs::path log = options_.dir / "devbroker.log";
   std::error_code ec;
   fs::remove(file, ec);
+  const fs::path exe = options_.executable.empty() ? devbroker_path() : options_.executable;
   ChildProcess::Options o;
-  o.argv = {devbroker_path().string(), "--bootstrap-file", file.string()};
+  o.argv = {exe.string(), "--bootstrap-file", file.string()};
   if (options_.port != 0) {
     o.argv.push_back("--port");
     o.argv.push_back(std::to_string(options_.port));
@@ -120,7 +121,7 @@ void Broker::start() {
     std::string why = exited ? "exited" : "wrote no " + file.string() + " within 10 s";
     process_->stop();
     process_.reset();
-    throw Error(errc::unavailable, "conveyor-devbroker (" + devbroker_path().string() + ") " +
+    throw Error(errc::unavailable, "conveyor-devbroker (" + exe.string() + ") " +
                                        why + "; log " + log.string() + ":\n" + read_trimmed(log));
   }
   bootstrap_ = read_trimmed(file);

@@ -30,6 +30,10 @@ std::filesystem::path executable(const std::string& name) {
 
 Stack::Stack() : Stack(Options{}) {}
 
+std::filesystem::path Stack::exe(const std::string& name) const {
+  return options_.bin_dir.empty() ? executable(name) : options_.bin_dir / name;
+}
+
 Stack::Stack(Options options) : options_(std::move(options)) {
   data_dir_ = std::filesystem::temp_directory_path() / unique_name("conveyor-e2e");
   if (options_.private_postgres) {
@@ -40,8 +44,9 @@ Stack::Stack(Options options) : options_(std::move(options)) {
     PostgresCluster::Options po;
     po.dir = data_dir_ / "postgres";
     po.port = free_restartable_port();
-    po.ephemeral = true;        // fsync off: only a machine crash could lose data
-    po.durable_commits = true;  // but an immediate stop (a PostgreSQL crash) loses no commit
+    po.ephemeral = options_.postgres_durability != Options::Durability::full;  // fsync off
+    // synchronous_commit on: an immediate stop (a PostgreSQL crash) loses no commit.
+    po.durable_commits = options_.postgres_durability != Options::Durability::none;
     postgres_ = std::make_unique<PostgresCluster>(po);
     db_ = std::make_unique<TestDatabase>(*postgres_, true);
   } else {
@@ -49,10 +54,11 @@ Stack::Stack(Options options) : options_(std::move(options)) {
   }
   Broker::Options bo;
   bo.port = options_.broker_port;
+  if (!options_.bin_dir.empty()) bo.executable = exe("conveyor-devbroker");
   broker_ = std::make_unique<Broker>(bo);
   prefix_ = unique_name("e2e");
   std::filesystem::create_directories(data_dir_);
-  std::string path = executable("conveyor-example-task").parent_path().string();
+  std::string path = exe("conveyor-example-task").parent_path().string();
   if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
   env_ = {
       {"CONVEYOR_DATABASE_URL", db_->url()},
@@ -137,7 +143,7 @@ std::string Stack::base_name(const std::string& name) {
 
 void Stack::start(const std::string& name) {
   const std::string base = base_name(name);
-  const std::string exe = "conveyor-" + base;
+  const std::string program = "conveyor-" + base;
   auto env = env_;
   int port = free_port();
   ports_[name] = port;
@@ -145,7 +151,7 @@ void Stack::start(const std::string& name) {
   env["CONVEYOR_INSTANCE_ID"] = name;
   if (base == "worker") env["CONVEYOR_WORKER_NAME"] = prefix_ + "-" + name;
   ChildProcess::Options o;
-  o.argv = {executable(exe).string()};
+  o.argv = {exe(program).string()};
   o.env = env;
   o.stdout_file = data_dir_ / (name + ".log");
   procs_[name].reset();  // a previous incarnation is stopped first
@@ -175,7 +181,7 @@ void Stack::wait_ready(const std::string& name) {
 }
 
 RunResult Stack::cli(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv{executable("conveyor").string()};
+  std::vector<std::string> argv{exe("conveyor").string()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv, env_);
 }

@@ -32,6 +32,15 @@ class Stack {
     // cluster, so that the test may stop and start it (postgres()) without
     // disturbing other tests. Slower to start (initdb).
     bool private_postgres = false;
+    // How durable the private cluster is. tests: fsync off, synchronous_commit
+    // on (a PostgreSQL crash loses no commit; only a machine crash could);
+    // full: both on, as in production (conveyor-bench); none: both off
+    // (conveyor-bench --fast-db).
+    enum class Durability { tests, full, none };
+    Durability postgres_durability = Durability::tests;
+    // Where the conveyor-* executables and conveyor-devbroker are; empty: this
+    // build's (executable()). conveyor-bench --bin-dir runs another build.
+    std::filesystem::path bin_dir{};
     // The broker's port; 0: a free port. A free_restartable_port() keeps
     // broker().resume() from finding its port taken after a long stop.
     int broker_port = 0;
@@ -75,6 +84,8 @@ class Stack {
 
  private:
   void wait_ready(const std::string& name);
+  // `name` in Options::bin_dir, or this build's executable(name).
+  std::filesystem::path exe(const std::string& name) const;
   Options options_;
   std::unique_ptr<PostgresCluster> postgres_;  // private_postgres only
   std::unique_ptr<TestDatabase> db_;

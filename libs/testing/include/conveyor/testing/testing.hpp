@@ -156,6 +156,7 @@ class Broker {
     std::filesystem::path dir;  // empty: a fresh temp dir
     int port = 0;               // 0: a free port
     bool detach = false;        // tools/dev: survives this process
+    std::filesystem::path executable{};  // empty: devbroker_path()
   };
   Broker();
   explicit Broker(Options options);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Smoke test of conveyor-bench (tests/bench/CMakeLists.txt): bench_test.sh BENCH
+set -euo pipefail
+bench=$1
+fail() { echo "bench_test: $*" >&2; exit 1; }
+
+# --help: usage on stdout, exit 0, quickly, and no stack started (no
+# PostgreSQL or devbroker child, no temp dir of a stack).
+before=$(ls -d /tmp/conveyor-e2e* 2>/dev/null | wc -l)
+start=$SECONDS
+out=$("$bench" --help) || fail "--help exited $?"
+[[ $out == *"--workload"* && $out == *"--fast-db"* && $out == *"--json"* ]] || fail "--help printed no usage: $out"
+(( SECONDS - start < 5 )) || fail "--help took $((SECONDS - start)) s: it ran something"
+after=$(ls -d /tmp/conveyor-e2e* 2>/dev/null | wc -l)
+(( after <= before )) || fail "--help made a stack directory under /tmp"
+
+# An unknown option: exit 2 and its name on stderr.
+set +e
+err=$("$bench" --no-such-option 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc -eq 2 ]] || fail "an unknown option exited $rc, not 2"
+[[ $err == *"--no-such-option"* ]] || fail "the error does not name the option: $err"
+
+# A tiny run: every field of the report.
+json=$("$bench" --workload process --jobs 20 --rate 50 --duration 2s --json) || fail "the tiny run exited $?"
+python3 - "$json" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["settings"]["durable_postgres"] is True, r["settings"]
+assert r["machine"]["nproc"] >= 1
+[w] = r["workloads"]
+assert w["workload"] == "process", w
+for phase, jobs in (("throughput", 20), ("latency", 100)):
+    p = w[phase]
+    assert p["jobs"] == jobs and p["done"] == jobs and not p["timed_out"], (phase, p)
+    assert p["jobs_per_s"] > 0 and p["span_s"] > 0, (phase, p)
+    lat = p["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], (phase, lat)
+    cpu = p["cpu_ms_per_job"]
+    for name in ("creation", "configuration", "execution", "publication", "worker-1", "worker-2",
+                 "devbroker", "postgres", "job processes", "bench"):
+        assert name in cpu, (phase, name, cpu)
+    assert cpu["postgres"] > 0 and cpu["job processes"] > 0, (phase, cpu)
+for name in ("creation", "worker-1", "devbroker"):
+    assert w["peak_rss_mib"][name] > 1, w["peak_rss_mib"]
+PY
+echo "bench_test: ok"
