@@ -14,6 +14,8 @@ using model::TimePoint;
 using std::chrono::seconds;
 
 constexpr db::Statement kTryLock{"creation_scheduler_try_lock", "SELECT pg_try_advisory_xact_lock($1)"};
+constexpr db::Statement kRecordError{"creation_scheduler_record_error",
+                                     "UPDATE conveyor.schedule_state SET last_error = $2 WHERE job_type = $1"};
 constexpr db::Statement kNow{"creation_scheduler_now", "SELECT extract(epoch FROM now())::bigint"};
 
 constexpr db::Statement kLockState{
@@ -169,11 +171,16 @@ std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch) {
       if (type.schedule.empty() || !type.enabled || !parameters.handles(type.name)) continue;
       ScheduleRun run;
       try {
-        run = run_one(tx, parameters, type, now, batch, tick.more);
+        // Its own savepoint: a schedule the database refuses (a constraint,
+        // a trigger, a lock timeout) is rolled back alone and the others go on.
+        tx.savepoint([&](db::Tx& one) { run = run_one(one, parameters, type, now, batch, tick.more); });
       } catch (const Error& e) {
-        if (e.code() != errc::bad_input) throw;  // database trouble: the whole pass again later
+        if (e.code() == errc::unavailable) throw;  // the database is away: the whole pass again later
+        run = ScheduleRun{};
         run.job_type = type.name;
         run.error = e.what();  // an unusable schedule: the others go on
+        // Shown by `schedule list`; no row yet for a schedule that never ran.
+        tx.exec(kRecordError, {type.name, run.error});
       }
       if (run.created > 0 || run.skipped > 0 || !run.error.empty()) tick.runs.push_back(std::move(run));
     }
@@ -257,6 +264,43 @@ bool fail_backfill(db::Pool& pool, std::int64_t request_id, const std::string& e
   return pool.transact([&](db::Tx& tx) { return tx.exec(kFailBackfill, {request_id, error}).affected_rows() > 0; });
 }
 
+namespace {
+
+// One upstream job's triggers in one transaction: its downstream jobs, then
+// its pending row done, or failed with the reason when a trigger is refused.
+// The tick counts only what was committed.
+void run_trigger(db::Pool& pool, std::int64_t upstream_id, TriggerTick& tick) {
+  std::string error;
+  int created = 0;
+  pool.transact([&](db::Tx& tx) {
+    error.clear();
+    created = 0;
+    if (tx.exec(kLockPending, {upstream_id}).empty()) return;  // another replica has it
+    const model::SystemParameters parameters = model::load_system_parameters(tx);
+    const model::Job upstream = model::get_job(tx, model::JobId(upstream_id));
+    const auto type = model::load_job_type(tx, upstream.job_type);
+    const nlohmann::json triggers = type ? type->triggers : nlohmann::json::array();
+    for (std::size_t i = 0; i < triggers.size(); ++i) {
+      const std::string downstream = triggers[i].value("job_type", "");
+      if (!parameters.handles(downstream)) return;  // its wave has not come: keep the row for later
+      try {
+        if (model::submit_job(tx, parameters, model::triggered_request(upstream, triggers[i], i)).created) ++created;
+      } catch (const FieldError& e) {  // refused before any SQL ran
+        error += (error.empty() ? "" : "; ") + std::string(e.what());
+      }
+    }
+    tx.exec(error.empty() ? kDonePending : kFailPending,
+            error.empty() ? std::vector<db::Param>{upstream_id} : std::vector<db::Param>{upstream_id, error});
+  });
+  tick.created += created;
+  if (!error.empty()) {
+    ++tick.failed;
+    tick.errors.push_back("job " + std::to_string(upstream_id) + ": " + error);
+  }
+}
+
+}  // namespace
+
 TriggerTick run_triggers(db::Pool& pool, int batch) {
   TriggerTick tick;
   std::vector<std::int64_t> pending;
@@ -269,32 +313,17 @@ TriggerTick run_triggers(db::Pool& pool, int batch) {
   if (!accepting) return tick;
   tick.more = static_cast<int>(pending.size()) >= batch;
   for (const auto upstream_id : pending) {
-    pool.transact([&](db::Tx& tx) {
-      if (tx.exec(kLockPending, {upstream_id}).empty()) return;  // another replica has it
-      const model::SystemParameters parameters = model::load_system_parameters(tx);
-      const model::Job upstream = model::get_job(tx, model::JobId(upstream_id));
-      const auto type = model::load_job_type(tx, upstream.job_type);
-      const nlohmann::json triggers = type ? type->triggers : nlohmann::json::array();
-      std::string error;
-      int created = 0;
-      for (std::size_t i = 0; i < triggers.size(); ++i) {
-        const std::string downstream = triggers[i].value("job_type", "");
-        if (!parameters.handles(downstream)) return;  // its wave has not come: keep the row for later
-        try {
-          if (model::submit_job(tx, parameters, model::triggered_request(upstream, triggers[i], i)).created) ++created;
-        } catch (const FieldError& e) {  // refused before any SQL ran
-          error += (error.empty() ? "" : "; ") + std::string(e.what());
-        }
-      }
-      tick.created += created;
-      if (error.empty()) {
-        tx.exec(kDonePending, {upstream_id});
-      } else {
-        tx.exec(kFailPending, {upstream_id, error});
-        ++tick.failed;
-        tick.errors.push_back("job " + std::to_string(upstream_id) + ": " + error);
-      }
-    });
+    try {
+      run_trigger(pool, upstream_id, tick);
+    } catch (const Error& e) {
+      if (e.code() == errc::unavailable) throw;  // the database is away: the whole pass again later
+      // The database refused this upstream's triggers (its transaction rolled
+      // back): kept as failed with the reason, the other upstream jobs go on.
+      const std::string error = e.what();
+      pool.transact([&](db::Tx& tx) { tx.exec(kFailPending, {upstream_id, error}); });
+      ++tick.failed;
+      tick.errors.push_back("job " + std::to_string(upstream_id) + ": " + error);
+    }
   }
   return tick;
 }

@@ -12,14 +12,20 @@
 // 001's waves) or for a paused schedule; conveyor.schedule_state.last_slot
 // stays, so the runs missed meanwhile follow the type's catch-up policy once
 // it may run again. Setting system_parameters.schedule_catchup_start[type]
-// to a new date starts the schedule again from that date.
+// to a new date starts the schedule again from that date. Each schedule runs
+// in a savepoint of the pass: one the database refuses (a constraint, a
+// trigger, a lock timeout) is rolled back alone, its error kept in
+// schedule_state.last_error and returned; the others go on. Only the database
+// being away (errc::unavailable) ends the pass.
 //
 // Triggers: conveyor.trigger_pending rows (written with the upstream's move
 // to done), oldest first, each in its own transaction with SKIP LOCKED, so
 // replicas share them. A downstream type outside job_types_list (or the
 // system paused) leaves the row for later; a downstream job that cannot be
-// created (its schema refuses the params) marks the row failed with the
-// reason: a dead letter an operator can see and retry (failed_at = NULL).
+// created (its schema refuses the params, or the database refuses the
+// insert: that transaction is rolled back and the row failed in another)
+// marks the row failed with the reason: a dead letter an operator can see and
+// retry (failed_at = NULL); the next upstream job goes on.
 //
 // Backfills (issue 13, item 11): conveyor.backfill_request rows, written by
 // `conveyor schedule backfill --apply`. Each call takes the oldest open

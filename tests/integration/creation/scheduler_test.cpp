@@ -239,6 +239,57 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 2; }, 20s)) << stack.logs_tail();
 }
 
+// The database refusing one schedule's run (here a trigger on conveyor.job,
+// standing in for a constraint, a lock timeout or any error of the
+// database) rolls back that schedule alone: the schedules after it in the
+// pass and the triggers still run; the error is in its schedule_state and
+// the log with its name. An upstream job whose downstream insert is refused
+// the same way is kept as failed, and the next upstream job goes on.
+TEST_F(Scheduler, ADatabaseErrorInOneScheduleOrTriggerLeavesTheOthersRunning) {
+  // "a-broken" sorts first: before the fix its error ended each whole pass.
+  Stack stack(options(json::array({type("a-broken", {{"schedule", "@every 1s"}, {"catchup_policy", "latest"}}),
+                                   type("tick", {{"schedule", "@every 1s"}, {"catchup_policy", "latest"}}),
+                                   type("up-bad", {{"triggers", {{{"job_type", "a-broken"}}}}}),
+                                   type("up", {{"triggers", {{{"job_type", "down"}}}}}), type("down")})));
+  // Its first run is made, so its schedule_state row exists; then the database refuses it.
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'a-broken'") >= 1; }, 20s)) << stack.logs_tail();
+  stack.db().exec(
+      "CREATE FUNCTION conveyor.test_refuse_broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+      "IF NEW.job_type = 'a-broken' THEN RAISE EXCEPTION 'test: a-broken refused'; END IF; RETURN NEW; END $$");
+  stack.db().exec("CREATE TRIGGER test_refuse_broken BEFORE INSERT ON conveyor.job FOR EACH ROW "
+                  "EXECUTE FUNCTION conveyor.test_refuse_broken()");
+  const int broken = count(stack, "job_type = 'a-broken'");
+  const int ticks = count(stack, "job_type = 'tick'");
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'tick'") >= ticks + 3; }, 20s))
+      << "the next schedule runs on: " << stack.logs_tail();
+  EXPECT_EQ(count(stack, "job_type = 'a-broken'"), broken);
+  EXPECT_NE(stack.db()
+                .query_value("SELECT coalesce(last_error, '') FROM conveyor.schedule_state WHERE job_type = 'a-broken'")
+                .find("test: a-broken refused"),
+            std::string::npos);
+  EXPECT_NE(stack.logs_tail(400).find("schedule a-broken: "), std::string::npos) << stack.logs_tail();
+
+  auto done = [&](const std::string& type_name) {
+    const std::string id =
+        stack.db().query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type_name + "') RETURNING id");
+    for (const char* st : {"configured", "ready", "queued", "started", "processed", "done"})
+      stack.db().exec("UPDATE conveyor.job SET status = '" + std::string(st) + "' WHERE id = " + id);
+    return id;
+  };
+  const std::string bad = done("up-bad");  // pending first: before the fix it ended each pass of the triggers
+  done("up");
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 1; }, 20s)) << stack.logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return stack.db().query_value("SELECT failed_at IS NOT NULL FROM conveyor.trigger_pending WHERE job_id = " +
+                                      bad) == "t";
+      },
+      20s));
+  EXPECT_NE(stack.db().query_value("SELECT last_error FROM conveyor.trigger_pending WHERE job_id = " + bad)
+                .find("test: a-broken refused"),
+            std::string::npos);
+}
+
 // Issue 13, item 11: a backfill is a request conveyor-creation works through
 // in batches; killed with -9 mid-way and started again, it goes on from its
 // last committed batch: every slot has exactly one run, none doubled, and a

@@ -325,6 +325,21 @@ Result Tx::exec_script(std::string_view sql) {
   });
 }
 
+// Plain SAVEPOINT statements, not pqxx::subtransaction: libpqxx 6.4 does not
+// begin a subtransaction for exec_prepared, so nothing would be rolled back.
+// PostgreSQL rolls back to (and releases) the newest savepoint of a name, so
+// nested calls work.
+void Tx::savepoint(const std::function<void(Tx&)>& body) {
+  translating([&] { work(work_).exec("SAVEPOINT conveyor_savepoint"); });
+  try {
+    body(*this);
+  } catch (...) {
+    translating([&] { work(work_).exec("ROLLBACK TO SAVEPOINT conveyor_savepoint"); });
+    throw;
+  }
+  translating([&] { work(work_).exec("RELEASE SAVEPOINT conveyor_savepoint"); });
+}
+
 void Tx::set_actor(std::string_view actor) {
   translating([&] {
     work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor));

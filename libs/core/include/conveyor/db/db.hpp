@@ -170,6 +170,10 @@ class Tx {
   // Recorded as the actor of every status change in this transaction
   // (SET LOCAL conveyor.actor); the history trigger reads it.
   void set_actor(std::string_view actor);
+  // Runs `body` (given this Tx) in a savepoint: if it throws, what it wrote
+  // is rolled back, the error is rethrown, and this transaction stays usable
+  // (one item of a batch failing leaves the others).
+  void savepoint(const std::function<void(Tx&)>& body);
 
   Tx(const Tx&) = delete;
   Tx& operator=(const Tx&) = delete;
