@@ -270,7 +270,8 @@ class MonitorTest : public ::testing::Test {
     std::string stuck;
     (void)ct::wait_until(
         [&] {
-          for (const auto& a : get_json("monitor", "/v1/alerts").at("alerts")) {
+          const json alerts = get_json("monitor", "/v1/alerts");  // kept: the loop reads into it
+          for (const auto& a : alerts.at("alerts")) {
             if (a.at("name") == "jobs_stuck") stuck = a.at("summary").get<std::string>();
           }
           return !stuck.empty();
