@@ -708,7 +708,7 @@ TEST_F(OpsCli, SystemWavesOrdersTypesByDependencyAndStartsThemWaveByWave) {
   // Waves come from the jobs' dependencies: the types no job links (the
   // -container variants here) are in wave 1.
   EXPECT_TRUE(has(r, "wave 1: alloc, alloc-container, fail, flaky, fsc-rlie, fsc-rlie-container, "
-                     "gfsc-container, sleep, sleep-container, sws-wds-container\n"))
+                     "gfsc-container, sleep, sleep-container, sleep-resident, sws-wds-container\n"))
       << r.output;
   EXPECT_TRUE(has(r, "wave 2: sws-wds   (after fsc-rlie)")) << r.output;
   EXPECT_TRUE(has(r, "wave 3: gfsc   (after sws-wds)")) << r.output;
@@ -716,7 +716,7 @@ TEST_F(OpsCli, SystemWavesOrdersTypesByDependencyAndStartsThemWaveByWave) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(db_.query_value("SELECT array_to_string(job_types_list, ',') FROM conveyor.system_parameters"),
             "alloc,alloc-container,fail,flaky,fsc-rlie,fsc-rlie-container,gfsc-container,sleep,"
-            "sleep-container,sws-wds,sws-wds-container");
+            "sleep-container,sleep-resident,sws-wds,sws-wds-container");
   r = conveyor({"system", "waves", "--start", "4"});
   EXPECT_EQ(r.status, 2) << "there are 3 waves: " << r.output;
   r = conveyor({"system", "waves", "--all"});
