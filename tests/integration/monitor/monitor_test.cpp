@@ -268,10 +268,11 @@ class MonitorTest : public ::testing::Test {
   // The monitor's jobs_stuck alert summary once it is raised ("" if not within 10 s).
   std::string stuck_alert() {
     std::string stuck;
+    json alerts;  // a copy: the loop must not read into a destroyed temporary
     (void)ct::wait_until(
         [&] {
-          const json alerts = get_json("monitor", "/v1/alerts");  // kept: the loop reads into it
-          for (const auto& a : alerts.at("alerts")) {
+          alerts = get_json("monitor", "/v1/alerts").at("alerts");
+          for (const auto& a : alerts) {
             if (a.at("name") == "jobs_stuck") stuck = a.at("summary").get<std::string>();
           }
           return !stuck.empty();
