@@ -333,8 +333,12 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
               std::to_string(std::count(in_flight.begin(), in_flight.end(), ',') + 1))
         << "jobs in flight: " << in_flight << "\n" << stack.logs_tail();
   }
-  // Admission capacity is whole: 2 workers x 4 run 8 jobs at once.
-  for (int i = 0; i < 8; ++i) submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 3}}}});
+  // Admission capacity is whole: 2 workers x 4 run 8 jobs at once. The pool
+  // has scaled to 0 by now (min 0), so both workers start afresh; the jobs
+  // last long enough that a worker slow to start on a loaded CI machine
+  // (it took over 3 s once, next to the image build) still finds the other
+  // one's jobs running (teardown waits for them: kept short).
+  for (int i = 0; i < 8; ++i) submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 10}}}});
   EXPECT_TRUE(wait_until(
       [&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 8; }, 60s))
       << stack.logs_tail();
