@@ -274,15 +274,17 @@ TEST(ContainerJobs, AWorkerThatDrainsStopsItsContainerAndTheJobRunsAgain) {
   stack.process("worker-1").signal(SIGTERM);
   EXPECT_EQ(stack.process("worker-1").wait(20s), std::optional<int>(0)) << stack.logs_tail();
   EXPECT_EQ(containers_of(id), "");
-  // Requeued (execution may have admitted it again already), not failed.
+  // Requeued (execution may have admitted it again already), not failed,
+  // and without using a retry: the worker stopped it, not the job itself
+  // (model::kRequeueStoppedRuns, as prepare-for-reboot).
   EXPECT_EQ(stack.db().query_value("SELECT (status IN ('ready', 'queued')) || ' ' || attempt || ' ' || "
                                    "error_subtype FROM conveyor.job WHERE id = " + id),
-            "true 1 worker_shutdown");
+            "true 0 worker_shutdown");
   stack.start("worker-1");
   ASSERT_TRUE(wait_status(stack, id, "done", 60s));
   EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY id) "
                                    "FROM conveyor.job_attempt WHERE job_id = " + id),
-            "0:ready 1:processed");
+            "0:ready 0:processed");
   EXPECT_EQ(containers_of(id), "");
 }
 
