@@ -2,8 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "conveyor/http/openapi.hpp"
 #include "conveyor/logging/logging.hpp"
 #include "conveyor/metrics/metrics.hpp"
+#include "conveyor/metrics/standard.hpp"
 
 namespace conveyor::http {
 namespace {
@@ -23,6 +25,10 @@ std::string check(const std::string& name, const std::function<bool()>& probe) {
 
 void add_admin_routes(Server& server, AdminOptions options) {
   auto shared = std::make_shared<const AdminOptions>(std::move(options));
+  metrics::Registry& registry = shared->registry != nullptr ? *shared->registry : metrics::default_registry();
+  metrics::register_process_metrics(registry);
+  metrics::register_build_info(registry, shared->service, shared->version);
+  metrics::register_known_counters(registry, shared->service);
 
   server.route("GET", "/healthz", [](const Request&) {
     return Response::json({{"status", "ok"}});
@@ -43,15 +49,15 @@ void add_admin_routes(Server& server, AdminOptions options) {
     return Response::json(body, ready ? 200 : 503);
   });
 
-  server.route("GET", "/metrics", [shared](const Request&) {
-    const metrics::Registry& registry =
-        shared->registry != nullptr ? *shared->registry : metrics::default_registry();
+  server.route("GET", "/metrics", [&registry](const Request&) {
     return Response::text(registry.render(), 200, "text/plain; version=0.0.4; charset=utf-8");
   });
 
   server.route("GET", "/version", [shared](const Request&) {
     return Response::json({{"service", shared->service}, {"version", shared->version}});
   });
+
+  add_openapi_route(server, shared->version);
 }
 
 }  // namespace conveyor::http

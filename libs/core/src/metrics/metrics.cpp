@@ -105,6 +105,7 @@ struct Registry::Family {
   std::map<Labels, std::unique_ptr<Counter>> counters;
   std::map<Labels, std::unique_ptr<Gauge>> gauges;
   std::map<Labels, std::unique_ptr<Histogram>> histograms;
+  std::map<Labels, std::function<double()>> readers;  // counter_fn, gauge_fn
 };
 
 void Counter::inc(double amount) {
@@ -171,7 +172,11 @@ Registry::Family& Registry::family(const std::string& name, const std::string& h
 Counter& Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
   check_labels(name, labels, false);
   std::lock_guard lock(mutex_);
-  auto& series = family(name, help, kCounter).counters[labels];
+  Family& f = family(name, help, kCounter);
+  if (f.readers.count(labels) > 0) {
+    throw Error(errc::bad_input, "metric " + name + " already has this series as a reader");
+  }
+  auto& series = f.counters[labels];
   if (!series) series = std::make_unique<Counter>();
   return *series;
 }
@@ -179,7 +184,11 @@ Counter& Registry::counter(const std::string& name, const std::string& help, con
 Gauge& Registry::gauge(const std::string& name, const std::string& help, const Labels& labels) {
   check_labels(name, labels, false);
   std::lock_guard lock(mutex_);
-  auto& series = family(name, help, kGauge).gauges[labels];
+  Family& f = family(name, help, kGauge);
+  if (f.readers.count(labels) > 0) {
+    throw Error(errc::bad_input, "metric " + name + " already has this series as a reader");
+  }
+  auto& series = f.gauges[labels];
   if (!series) series = std::make_unique<Gauge>();
   return *series;
 }
@@ -200,6 +209,27 @@ Histogram& Registry::histogram(const std::string& name, const std::string& help,
   return *series;
 }
 
+void Registry::add_reader(const std::string& name, const std::string& help, int type,
+                          std::function<double()> read, const Labels& labels) {
+  check_labels(name, labels, false);
+  std::lock_guard lock(mutex_);
+  Family& f = family(name, help, type);
+  if ((type == kCounter && f.counters.count(labels) > 0) || (type == kGauge && f.gauges.count(labels) > 0)) {
+    throw Error(errc::bad_input, "metric " + name + " already has this series as a value, not a reader");
+  }
+  f.readers[labels] = std::move(read);
+}
+
+void Registry::counter_fn(const std::string& name, const std::string& help, std::function<double()> read,
+                          const Labels& labels) {
+  add_reader(name, help, kCounter, std::move(read), labels);
+}
+
+void Registry::gauge_fn(const std::string& name, const std::string& help, std::function<double()> read,
+                        const Labels& labels) {
+  add_reader(name, help, kGauge, std::move(read), labels);
+}
+
 std::string Registry::render() const {
   std::lock_guard lock(mutex_);
   std::string out;
@@ -211,6 +241,9 @@ std::string Registry::render() const {
     }
     for (const auto& [labels, g] : f->gauges) {
       out += name + label_text(labels) + " " + format_value(g->value()) + "\n";
+    }
+    for (const auto& [labels, read] : f->readers) {
+      out += name + label_text(labels) + " " + format_value(read()) + "\n";
     }
     for (const auto& [labels, h] : f->histograms) {
       const Histogram::Snapshot s = h->snapshot();

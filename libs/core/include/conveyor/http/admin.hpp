@@ -4,7 +4,9 @@
 //   GET /readyz   200 "ready"; 200 "degraded" when only the broker is down
 //                 (the service works on its database poll); 503 "not ready"
 //                 when the database is down or the service is draining
-//   GET /metrics  Prometheus text format 0.0.4
+//   GET /metrics  Prometheus text format 0.0.4: the registry, to which
+//                 add_admin_routes adds process_*, conveyor_build_info and
+//                 the service's known counters at 0 (metrics/standard.hpp)
 //   GET /version  {"service","version"}
 #include <functional>
 #include <string>

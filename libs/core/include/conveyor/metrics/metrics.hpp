@@ -10,6 +10,7 @@
 // Metrics are owned by their Registry; references stay valid for its life.
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,12 +80,22 @@ class Registry {
                        const std::vector<double>& buckets = default_buckets(),
                        const Labels& labels = {});
 
+  // A series whose value `read` returns at each render (process_* metrics
+  // read from /proc). Registering it again replaces the reader. `read` runs
+  // under the registry's lock: it must be quick and must not use the registry.
+  void counter_fn(const std::string& name, const std::string& help, std::function<double()> read,
+                  const Labels& labels = {});
+  void gauge_fn(const std::string& name, const std::string& help, std::function<double()> read,
+                const Labels& labels = {});
+
   // Text exposition format 0.0.4; families sorted by name, series by labels.
   std::string render() const;
 
  private:
   struct Family;
   Family& family(const std::string& name, const std::string& help, int type);
+  void add_reader(const std::string& name, const std::string& help, int type,
+                  std::function<double()> read, const Labels& labels);
 
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Family>> families_;
