@@ -21,7 +21,12 @@ packages=(
 # kustomize too old for the overlays; check.sh says so if it is the one found.
 commands=(
   kubectl:kubernetes-client node:nodejs npm:npm docker-compose:docker-compose
+  promtool:prometheus  # promtool checks /metrics and deploy/observability (see install_quietly)
 )
+# Packages whose install would start (and enable) a server nobody asked
+# for: Debian's prometheus runs one. They are installed in a second step
+# with every service start refused (policy-rc.d exit 101) and disabled after.
+quiet_packages=(prometheus)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -50,6 +55,27 @@ else
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_quietly() {
+  local policy=/usr/sbin/policy-rc.d made_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod 755 "$policy"
+    made_policy=1
+  fi
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" ||
+    { [[ $made_policy -eq 0 ]] || "${as_root[@]}" rm -f "$policy"; return 1; }
+  [[ $made_policy -eq 0 ]] || "${as_root[@]}" rm -f "$policy"
+  if [[ -d /run/systemd/system ]]; then
+    "${as_root[@]}" systemctl disable --now "$@" >/dev/null 2>&1 || true
+  fi
+}
+plain=() quiet=()
+for p in "${missing[@]}"; do
+  if [[ " ${quiet_packages[*]} " == *" $p "* ]]; then quiet+=("$p"); else plain+=("$p"); fi
+done
+if [[ ${#plain[@]} -gt 0 ]]; then
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${plain[@]}"
+fi
+if [[ ${#quiet[@]} -gt 0 ]]; then install_quietly "${quiet[@]}"; fi
 echo "deps: done"
