@@ -1015,6 +1015,12 @@ void Server::route(const std::string& method, const std::string& pattern, Handle
   impl_->routes.push_back(std::move(r));
 }
 
+std::vector<Server::RouteInfo> Server::routes() const {
+  std::vector<RouteInfo> out;
+  for (const Route& r : impl_->routes) out.push_back({r.method, r.pattern});
+  return out;
+}
+
 void Server::set_guard(Guard guard) {
   if (impl_->started) throw Error(errc::internal, "guard set after start()");
   impl_->guard = std::move(guard);
@@ -1038,6 +1044,10 @@ void Server::start() {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   });
+  // A response goes out in two writes (headers, body): without TCP_NODELAY
+  // (inherited by every accepted socket) the body of a kept-alive exchange
+  // waits for the client's delayed ACK, 40 ms per request.
+  server.set_tcp_nodelay(true);
 
   auto plain = [&impl](const httplib::Request& in, httplib::Response& out) {
     impl.dispatch(in, out, in.body, !in.body.empty());
@@ -1086,6 +1096,9 @@ void Server::start() {
   while (!server.is_running() && !impl.loop_exited) std::this_thread::sleep_for(std::chrono::microseconds(200));
   logging::get("http")->info("listening on {}:{}{}", impl.host, bound,
                              impl.tls ? " (HTTPS only)" : "");
+  std::string listed;
+  for (const RouteInfo& r : routes()) listed += (listed.empty() ? "" : ", ") + r.method + " " + r.pattern;
+  logging::get("http")->info("routes: {}", listed);
 }
 
 int Server::port() const { return impl_->port; }
