@@ -286,6 +286,34 @@ std::string compile_error(const json& schema) {
 
 std::vector<std::string> schema_problems(const json& schema, const json& value);
 
+// One parameter of params_schema.properties (`pf` names it): a name that can
+// be a placeholder, a type, and the keywords the project checks itself.
+void check_param_schema(const Parser& p, const std::string& pf, const std::string& name, const json& prop) {
+  if (kBuiltins.count(name))
+    p.fail(pf, "'" + name + "' is a built-in placeholder and cannot be a parameter");
+  static const std::regex name_ok("^[A-Za-z_][A-Za-z0-9_]*$");
+  if (!std::regex_match(name, name_ok))
+    p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
+  if (!prop.is_object()) p.fail(pf, "must be an object");
+  if (!prop.contains("type")) p.fail(pf + ".type", "required");
+  if (!prop["type"].is_string() || !kParamTypes.count(prop["type"].get<std::string>())) {
+    p.fail(pf + ".type", "must be one of string, integer, number, boolean, array, object");
+  }
+  if (prop.contains("enum") && (!prop["enum"].is_array() || prop["enum"].empty())) {
+    p.fail(pf + ".enum", "must be a non-empty array");
+  }
+  for (const char* k : {"minimum", "maximum"}) {
+    if (prop.contains(k) && !prop[k].is_number()) p.fail(pf + "." + k, "must be a number");
+  }
+  for (const char* k : {"minLength", "maxLength"}) {
+    if (prop.contains(k) &&
+        !(prop[k].is_number_unsigned() || (prop[k].is_number_integer() && prop[k] >= 0))) {
+      p.fail(pf + "." + k, "must be a non-negative integer");
+    }
+  }
+  check_subschema(p, pf, prop);
+}
+
 void check_params_schema(const Parser& p, const json& schema) {
   const std::string f = "params_schema";
   if (!schema.is_object()) p.fail(f, "must be an object");
@@ -308,30 +336,7 @@ void check_params_schema(const Parser& p, const json& schema) {
   json props = member(schema, "properties", json::object());
   if (!props.is_object()) p.fail(f + ".properties", "must be an object");
   for (const auto& [name, prop] : props.items()) {
-    const std::string pf = f + ".properties." + name;
-    if (kBuiltins.count(name))
-      p.fail(pf, "'" + name + "' is a built-in placeholder and cannot be a parameter");
-    static const std::regex name_ok("^[A-Za-z_][A-Za-z0-9_]*$");
-    if (!std::regex_match(name, name_ok))
-      p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
-    if (!prop.is_object()) p.fail(pf, "must be an object");
-    if (!prop.contains("type")) p.fail(pf + ".type", "required");
-    if (!prop["type"].is_string() || !kParamTypes.count(prop["type"].get<std::string>())) {
-      p.fail(pf + ".type", "must be one of string, integer, number, boolean, array, object");
-    }
-    if (prop.contains("enum") && (!prop["enum"].is_array() || prop["enum"].empty())) {
-      p.fail(pf + ".enum", "must be a non-empty array");
-    }
-    for (const char* k : {"minimum", "maximum"}) {
-      if (prop.contains(k) && !prop[k].is_number()) p.fail(pf + "." + k, "must be a number");
-    }
-    for (const char* k : {"minLength", "maxLength"}) {
-      if (prop.contains(k) &&
-          !(prop[k].is_number_unsigned() || (prop[k].is_number_integer() && prop[k] >= 0))) {
-        p.fail(pf + "." + k, "must be a non-negative integer");
-      }
-    }
-    check_subschema(p, pf, prop);
+    check_param_schema(p, f + ".properties." + name, name, prop);
   }
   if (schema.contains("definitions")) {
     if (!schema["definitions"].is_object())
@@ -684,29 +689,13 @@ nlohmann::json JobType::to_json() const {
   };
 }
 
-JobType parse_job_type(const nlohmann::json& j) {
-  if (!j.is_object()) throw Error(errc::bad_input, "job type: must be a JSON object");
-  if (!j.contains("name") || !j["name"].is_string()) {
-    throw Error(errc::bad_input, "job type: name: required, a string");
-  }
-  JobType t;
-  t.name = j["name"].get<std::string>();
-  Parser p(t.name);
-  if (!std::regex_match(t.name, name_re())) {
-    p.fail("name", "must match ^[a-z][a-z0-9_-]{0,62}$ (lower case, digits, '-' and '_')");
-  }
-  for (const auto& [k, v] : j.items()) {
-    if (std::find(kFields.begin(), kFields.end(), k) == kFields.end()) {
-      p.fail(k, "unknown field" + suggestion(k, kFields));
-    }
-  }
-  auto has = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+namespace {
 
-  if (has("enabled")) {
-    if (!j["enabled"].is_boolean()) p.fail("enabled", "must be true or false");
-    t.enabled = j["enabled"].get<bool>();
-  }
-  if (has("image")) {
+bool present(const json& j, const char* k) { return j.contains(k) && !j[k].is_null(); }
+
+// image, resources and network: what a container job has and a process job must not.
+void parse_container_fields(const Parser& p, const json& j, JobType& t) {
+  if (present(j, "image")) {
     t.image = p.string(j["image"], "image");
     // It becomes an argument of `podman run`: a reference, never an option.
     static const std::regex image_re("^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$");
@@ -715,7 +704,7 @@ JobType parse_job_type(const nlohmann::json& j) {
                       "(letters, digits and . _ / : @ + -, not starting with '-')");
     }
   }
-  if (has("resources")) {
+  if (present(j, "resources")) {
     const auto& r = j["resources"];
     if (!r.is_object()) p.fail("resources", "must be an object such as {\"cpus\": 1, \"memory_mb\": 512}");
     for (const auto& [k, v] : r.items()) {
@@ -732,7 +721,7 @@ JobType parse_job_type(const nlohmann::json& j) {
       }
     }
   }
-  if (has("network")) {
+  if (present(j, "network")) {
     if (!j["network"].is_boolean()) p.fail("network", "must be true or false");
     t.network = j["network"].get<bool>();
   }
@@ -740,7 +729,11 @@ JobType parse_job_type(const nlohmann::json& j) {
     p.fail("resources", "limits apply to container jobs only: set image, or remove resources");
   if (t.image.empty() && t.network)
     p.fail("network", "applies to container jobs only (a process job has the host's network)");
-  if (has("runner")) {
+}
+
+// runner and command: what the worker starts, and how.
+void parse_runner_and_command(const Parser& p, const json& j, JobType& t) {
+  if (present(j, "runner")) {
     t.runner = p.string(j["runner"], "runner");
     if (t.runner != "process" && t.runner != "resident") {
       p.fail("runner", "must be \"process\" (a process per job) or \"resident\" (one program "
@@ -749,7 +742,7 @@ JobType parse_job_type(const nlohmann::json& j) {
     if (t.runner == "resident" && !t.image.empty())
       p.fail("runner", "\"resident\" runs a process on the worker: remove image, or use \"process\"");
   }
-  if (has("command")) {
+  if (present(j, "command")) {
     const auto& c = j["command"];
     if (!c.is_array()) p.fail("command", "must be an array of strings (argv template)");
     for (std::size_t i = 0; i < c.size(); ++i)
@@ -759,29 +752,36 @@ JobType parse_job_type(const nlohmann::json& j) {
     p.fail("command", "required (a non-empty argv) when there is no image");
   if (!t.command.empty() && t.command[0].empty())
     p.fail("command[0]", "the program must not be empty");
+}
 
-  if (has("timeout_s"))
+// timeout, attempts, back-off, priority, concurrency limit and pool.
+void parse_run_limits(const Parser& p, const json& j, JobType& t) {
+  if (present(j, "timeout_s"))
     t.timeout_s = p.integer(j["timeout_s"], "timeout_s", 1, "must be a positive integer");
-  if (has("max_attempts"))
+  if (present(j, "max_attempts"))
     t.max_attempts = p.integer(j["max_attempts"], "max_attempts", 1, "must be an integer >= 1");
-  if (has("retry_backoff_s")) {
+  if (present(j, "retry_backoff_s")) {
     t.retry_backoff_s =
         p.integer(j["retry_backoff_s"], "retry_backoff_s", 0, "must be an integer >= 0");
   }
-  if (has("priority")) {
+  if (present(j, "priority")) {
     t.priority =
         p.integer(j["priority"], "priority", std::numeric_limits<int>::min(), "must be an integer");
   }
-  if (has("concurrency_limit")) {
+  if (present(j, "concurrency_limit")) {
     t.concurrency_limit = p.integer(j["concurrency_limit"], "concurrency_limit", 1,
                                     "must be a positive integer or null (no limit)");
   }
-  if (has("pool")) {
+  if (present(j, "pool")) {
     t.pool = p.string(j["pool"], "pool");
     static const std::regex pool_re("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
     if (!std::regex_match(t.pool, pool_re)) p.fail("pool", "must be a pool name ([A-Za-z0-9._-])");
   }
-  if (has("schedule")) {
+}
+
+// schedule and its catch-up policy and window.
+void parse_schedule_fields(const Parser& p, const json& j, JobType& t) {
+  if (present(j, "schedule")) {
     t.schedule = p.string(j["schedule"], "schedule");
     if (!t.schedule.empty()) {
       try {
@@ -791,41 +791,33 @@ JobType parse_job_type(const nlohmann::json& j) {
       }
     }
   }
-  if (has("catchup_policy")) {
+  if (present(j, "catchup_policy")) {
     t.catchup_policy = p.string(j["catchup_policy"], "catchup_policy");
     if (!parse_catchup_policy(t.catchup_policy)) p.fail("catchup_policy", "must be one of all, latest, none, collapse");
   }
-  if (has("catchup_window_s")) {
+  if (present(j, "catchup_window_s")) {
     t.catchup_window_s = p.integer(j["catchup_window_s"], "catchup_window_s", 1,
                                    "must be a positive integer or null");
   }
-  if (has("triggers")) t.triggers = trigger_json(p, j["triggers"]);
-  if (has("sinks")) {
-    if (!j["sinks"].is_array()) p.fail("sinks", "must be an array");
-    for (std::size_t i = 0; i < j["sinks"].size(); ++i)
-      t.sinks.push_back(parse_sink(p, j["sinks"][i], i));
-  }
-  if (has("params_schema")) {
-    check_params_schema(p, j["params_schema"]);
-    t.params_schema = j["params_schema"];
-  }
-  if (has("env")) {
-    if (!j["env"].is_object()) p.fail("env", "must be an object of strings");
-    static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
-    for (const auto& [k, v] : j["env"].items()) {
-      if (!std::regex_match(k, env_name))
-        p.fail("env." + k, "is not a valid environment variable name");
-      else if (reserved_env_name(k))
-        p.fail("env." + k, "is reserved: PG* and CONVEYOR_* variables never reach a job "
-                           "(the worker's database settings and Conveyor's own)");
-      if (!v.is_string()) p.fail("env." + k, "must be a string");
-      t.env[k] = v.get<std::string>();
-    }
-  }
-  if (has("description")) t.description = p.string(j["description"], "description");
+}
 
-  // Typo protection for the command: each placeholder must be a built-in or a
-  // declared parameter (when the schema declares any).
+void parse_env(const Parser& p, const json& env, JobType& t) {
+  if (!env.is_object()) p.fail("env", "must be an object of strings");
+  static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
+  for (const auto& [k, v] : env.items()) {
+    if (!std::regex_match(k, env_name))
+      p.fail("env." + k, "is not a valid environment variable name");
+    else if (reserved_env_name(k))
+      p.fail("env." + k, "is reserved: PG* and CONVEYOR_* variables never reach a job "
+                         "(the worker's database settings and Conveyor's own)");
+    if (!v.is_string()) p.fail("env." + k, "must be a string");
+    t.env[k] = v.get<std::string>();
+  }
+}
+
+// Typo protection for the command: each placeholder must be a built-in or a
+// declared parameter (when the schema declares any).
+void check_command_placeholders(const Parser& p, const JobType& t) {
   const json props = member(t.params_schema, "properties", json::object());
   const bool declared = t.params_schema.contains("properties");
   for (std::size_t i = 0; i < t.command.size(); ++i) {
@@ -849,6 +841,49 @@ JobType parse_job_type(const nlohmann::json& j) {
                     }()));
     }
   }
+}
+
+}  // namespace
+
+// Each check fails with the first problem found, in the order of the fields
+// below (the order the error messages have always come in).
+JobType parse_job_type(const nlohmann::json& j) {
+  if (!j.is_object()) throw Error(errc::bad_input, "job type: must be a JSON object");
+  if (!j.contains("name") || !j["name"].is_string()) {
+    throw Error(errc::bad_input, "job type: name: required, a string");
+  }
+  JobType t;
+  t.name = j["name"].get<std::string>();
+  Parser p(t.name);
+  if (!std::regex_match(t.name, name_re())) {
+    p.fail("name", "must match ^[a-z][a-z0-9_-]{0,62}$ (lower case, digits, '-' and '_')");
+  }
+  for (const auto& [k, v] : j.items()) {
+    if (std::find(kFields.begin(), kFields.end(), k) == kFields.end()) {
+      p.fail(k, "unknown field" + suggestion(k, kFields));
+    }
+  }
+  if (present(j, "enabled")) {
+    if (!j["enabled"].is_boolean()) p.fail("enabled", "must be true or false");
+    t.enabled = j["enabled"].get<bool>();
+  }
+  parse_container_fields(p, j, t);
+  parse_runner_and_command(p, j, t);
+  parse_run_limits(p, j, t);
+  parse_schedule_fields(p, j, t);
+  if (present(j, "triggers")) t.triggers = trigger_json(p, j["triggers"]);
+  if (present(j, "sinks")) {
+    if (!j["sinks"].is_array()) p.fail("sinks", "must be an array");
+    for (std::size_t i = 0; i < j["sinks"].size(); ++i)
+      t.sinks.push_back(parse_sink(p, j["sinks"][i], i));
+  }
+  if (present(j, "params_schema")) {
+    check_params_schema(p, j["params_schema"]);
+    t.params_schema = j["params_schema"];
+  }
+  if (present(j, "env")) parse_env(p, j["env"], t);
+  if (present(j, "description")) t.description = p.string(j["description"], "description");
+  check_command_placeholders(p, t);
   return t;
 }
 
@@ -882,6 +917,95 @@ std::vector<JobType> parse_job_types_file(const nlohmann::json& j) {
   return out;
 }
 
+namespace {
+
+// `required` with null counted as absent.
+void check_required(const json& schema, const json& params, std::vector<std::string>& problems) {
+  if (!schema.contains("required") || !schema["required"].is_array()) return;
+  for (const auto& r : schema["required"]) {
+    if (r.is_string() &&
+        (!params.contains(r.get<std::string>()) || params[r.get<std::string>()].is_null())) {
+      problems.push_back("params." + r.get<std::string>() + ": required");
+    }
+  }
+}
+
+// One declared, non-null parameter `f` against its property schema: type,
+// enum, bounds and lengths, in the project's own words.
+void check_param(const std::string& f, const json& prop, const json& value,
+                 std::vector<std::string>& problems) {
+  const json type_j = member(prop, "type", "");
+  const std::string type = type_j.is_string() ? type_j.get<std::string>() : "";
+  if (!type.empty() && !has_type(value, type)) {
+    problems.push_back(f + ": expected " + article(type));
+    return;
+  }
+  if (prop.contains("enum") && prop["enum"].is_array()) {
+    const auto& e = prop["enum"];
+    if (std::find(e.begin(), e.end(), value) == e.end()) {
+      problems.push_back(f + ": must be one of " + e.dump() + " (got " + value.dump() + ")");
+    }
+  }
+  if (value.is_number()) {
+    const double d = value.get<double>();
+    if (prop.contains("minimum") && prop["minimum"].is_number() &&
+        d < prop["minimum"].get<double>()) {
+      problems.push_back(f + ": must be >= " + prop["minimum"].dump() + " (got " + value.dump() +
+                         ")");
+    }
+    if (prop.contains("maximum") && prop["maximum"].is_number() &&
+        d > prop["maximum"].get<double>()) {
+      problems.push_back(f + ": must be <= " + prop["maximum"].dump() + " (got " + value.dump() +
+                         ")");
+    }
+  }
+  if (value.is_string()) {
+    const auto len = utf8_length(value.get<std::string>());
+    if (prop.contains("minLength") && prop["minLength"].is_number() &&
+        len < prop["minLength"].get<std::size_t>()) {
+      problems.push_back(f + ": must be at least " + prop["minLength"].dump() +
+                         " character(s) long");
+    }
+    if (prop.contains("maxLength") && prop["maxLength"].is_number() &&
+        len > prop["maxLength"].get<std::size_t>()) {
+      problems.push_back(f + ": must be at most " + prop["maxLength"].dump() +
+                         " character(s) long");
+    }
+  }
+}
+
+// The declared parameters left for the full JSON Schema check. A parameter
+// already reported is not reported twice; a null one is absent; one too
+// long for a regex its schema (or a shared definition it may $ref) reads is
+// reported here and left out.
+json left_for_full_check(const json& schema, const json& props, const json& params,
+                         std::vector<std::string>& problems) {
+  json rest = json::object();
+  for (const auto& [name, value] : params.items()) {
+    const std::string f = "params." + name;
+    const bool reported = std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
+      return p.compare(0, f.size() + 1, f + ":") == 0;
+    });
+    if (!value.is_null() && !reported && props.contains(name)) rest[name] = value;
+  }
+  json outside_properties = schema;
+  outside_properties.erase("properties");
+  const bool shared_regex = reads_with_regex(outside_properties);
+  for (auto it = rest.begin(); it != rest.end();) {
+    if (shared_regex || reads_with_regex(props[it.key()])) {
+      if (auto p = too_long_for_regex(it.value(), "params." + it.key()); !p.empty()) {
+        problems.push_back(std::move(p));
+        it = rest.erase(it);
+        continue;
+      }
+    }
+    ++it;
+  }
+  return rest;
+}
+
+}  // namespace
+
 std::vector<std::string> validate_params(const nlohmann::json& schema,
                                          const nlohmann::json& params) {
   // The project's own messages for the common keywords first (type, enum,
@@ -896,85 +1020,16 @@ std::vector<std::string> validate_params(const nlohmann::json& schema,
   const json props = member(schema, "properties", json::object());
   const json additional_j = member(schema, "additionalProperties", true);
   const bool additional = !additional_j.is_boolean() || additional_j.get<bool>();
-  if (schema.contains("required") && schema["required"].is_array()) {
-    for (const auto& r : schema["required"]) {
-      if (r.is_string() &&
-          (!params.contains(r.get<std::string>()) || params[r.get<std::string>()].is_null())) {
-        problems.push_back("params." + r.get<std::string>() + ": required");
-      }
-    }
-  }
+  check_required(schema, params, problems);
   for (const auto& [name, value] : params.items()) {
-    const std::string f = "params." + name;
     if (!props.contains(name)) {
-      if (!additional) problems.push_back(f + ": unknown parameter");
+      if (!additional) problems.push_back("params." + name + ": unknown parameter");
       continue;
     }
-    const json& prop = props[name];
     if (value.is_null()) continue;  // absent; `required` reported it if needed
-    const json type_j = member(prop, "type", "");
-    const std::string type = type_j.is_string() ? type_j.get<std::string>() : "";
-    if (!type.empty() && !has_type(value, type)) {
-      problems.push_back(f + ": expected " + article(type));
-      continue;
-    }
-    if (prop.contains("enum") && prop["enum"].is_array()) {
-      const auto& e = prop["enum"];
-      if (std::find(e.begin(), e.end(), value) == e.end()) {
-        problems.push_back(f + ": must be one of " + e.dump() + " (got " + value.dump() + ")");
-      }
-    }
-    if (value.is_number()) {
-      const double d = value.get<double>();
-      if (prop.contains("minimum") && prop["minimum"].is_number() &&
-          d < prop["minimum"].get<double>()) {
-        problems.push_back(f + ": must be >= " + prop["minimum"].dump() + " (got " + value.dump() +
-                           ")");
-      }
-      if (prop.contains("maximum") && prop["maximum"].is_number() &&
-          d > prop["maximum"].get<double>()) {
-        problems.push_back(f + ": must be <= " + prop["maximum"].dump() + " (got " + value.dump() +
-                           ")");
-      }
-    }
-    if (value.is_string()) {
-      const auto len = utf8_length(value.get<std::string>());
-      if (prop.contains("minLength") && prop["minLength"].is_number() &&
-          len < prop["minLength"].get<std::size_t>()) {
-        problems.push_back(f + ": must be at least " + prop["minLength"].dump() +
-                           " character(s) long");
-      }
-      if (prop.contains("maxLength") && prop["maxLength"].is_number() &&
-          len > prop["maxLength"].get<std::size_t>()) {
-        problems.push_back(f + ": must be at most " + prop["maxLength"].dump() +
-                           " character(s) long");
-      }
-    }
+    check_param("params." + name, props[name], value, problems);
   }
-  // A parameter already reported above is not reported twice; a null one is
-  // absent, as above.
-  json rest = json::object();
-  for (const auto& [name, value] : params.items()) {
-    const std::string f = "params." + name;
-    const bool reported = std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
-      return p.compare(0, f.size() + 1, f + ":") == 0;
-    });
-    if (!value.is_null() && !reported && props.contains(name)) rest[name] = value;
-  }
-  // A parameter's own schema, or a shared definition it may $ref.
-  json outside_properties = schema;
-  outside_properties.erase("properties");
-  const bool shared_regex = reads_with_regex(outside_properties);
-  for (auto it = rest.begin(); it != rest.end();) {
-    if (shared_regex || reads_with_regex(props[it.key()])) {
-      if (auto p = too_long_for_regex(it.value(), "params." + it.key()); !p.empty()) {
-        problems.push_back(std::move(p));
-        it = rest.erase(it);
-        continue;
-      }
-    }
-    ++it;
-  }
+  const json rest = left_for_full_check(schema, props, params, problems);
   json full = schema;
   full.erase("required");  // reported above, with null counted as absent
   full["additionalProperties"] = true;
