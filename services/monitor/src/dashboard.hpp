@@ -1,9 +1,8 @@
 #pragma once
-// The monitor's web dashboard (DESIGN §1): `GET /` on the monitor's port, one
-// self-contained HTML page (no script, refreshes itself every 5 s) with the
-// alerts firing, jobs by status, the service instances and the workers, read
-// from PostgreSQL on each request. `GET /v1/alerts` gives the alerts as JSON.
-// Every value is HTML-escaped. Thread-safe: reads only.
+// The monitor's web console (DESIGN §1; issue 15): the pages of
+// console/console.hpp (overview at `GET /`, jobs, a job, services, queues,
+// alerts) and `GET /v1/alerts` (the alerts as JSON). Every value is
+// HTML-escaped with html_escape. Thread-safe: handlers read per request.
 //
 // Who may look (issue 12): every route but /login needs a reader token,
 // as a bearer header or as the HttpOnly, SameSite=Strict session cookie that
@@ -23,7 +22,7 @@ std::string html_escape(const std::string& text);
 // The session cookie's name (runtime::ServiceSpec::auth_cookie).
 inline constexpr const char* kSessionCookie = "conveyor_session";
 
-// Adds GET /, GET /v1/alerts and the login routes to ctx.http().
+// Adds the console's pages, GET /v1/alerts and the login routes to ctx.http().
 void add_dashboard_routes(runtime::Context& ctx);
 
 }  // namespace conveyor::monitor

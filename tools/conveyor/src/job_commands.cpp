@@ -20,6 +20,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/job_control.hpp"
+#include "conveyor/model/job_logs.hpp"
 #include "conveyor/model/submission.hpp"
 #include "conveyor/model/system_parameters.hpp"
 
@@ -677,9 +678,7 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
   const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
   db::Pool pool(pool_options(ctx));
   const model::Job job = pool.transact([&](db::Tx& tx) { return model::get_job(tx, resolve_job_id(tx, o.positional[0])); });
-  const fs::path file =
-      model::job_log_dir(ctx.config.get_string("CONVEYOR_DATA_DIR"), model::job_log_month(job), job.id.value()) /
-      "logs.txt";
+  const fs::path file = model::job_log_file(ctx.config.get_string("CONVEYOR_DATA_DIR"), job);
   std::ifstream in(file);
   if (!in && following && still_running(job.status)) {
     follow(ctx, pool, job.id, file, 0);  // it has not run yet: its log appears once it does

@@ -11,6 +11,7 @@
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_control.hpp"
+#include "conveyor/model/queue.hpp"
 
 namespace conveyor::cli {
 
@@ -29,29 +30,6 @@ constexpr const char* kQueueUsage =
     "                 error_checked); a dry run unless --apply\n";
 
 
-constexpr db::Statement kQueues{
-    "cli_queues",
-    "WITH names AS ("
-    "  SELECT 'job_type' AS kind, name FROM conveyor.job_type"
-    "  UNION SELECT 'pool', pool FROM conveyor.job_type"
-    "  UNION SELECT kind, name FROM conveyor.queue_state),"
-    " counts AS ("
-    "  SELECT job_type, conveyor.job_pool(config) AS pool, status, count(*) AS n"
-    "  FROM conveyor.job WHERE status IN ('ready', 'queued', 'started') GROUP BY 1, 2, 3)"
-    "SELECT n.kind, n.name,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'ready'), 0)::bigint AS ready,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'queued'), 0)::bigint AS queued,"
-    "  coalesce(sum(c.n) FILTER (WHERE c.status = 'started'), 0)::bigint AS started,"
-    "  coalesce(qs.paused, false) AS paused, coalesce(qs.reason, '') AS reason,"
-    "  coalesce(qs.paused_by, '') AS paused_by, coalesce(" CONVEYOR_RFC3339("qs.paused_at") ", '') AS paused_at,"
-    "  coalesce(qs.drained_count, 0) AS drained "
-    "FROM names n"
-    " LEFT JOIN counts c ON (n.kind = 'job_type' AND c.job_type = n.name) OR (n.kind = 'pool' AND c.pool = n.name)"
-    " LEFT JOIN conveyor.queue_state qs ON qs.kind = n.kind AND qs.name = n.name "
-    "WHERE ($1::text IS NULL OR (n.kind = $1::text AND n.name = $2::text)) "
-    "GROUP BY n.kind, n.name, qs.paused, qs.reason, qs.paused_by, qs.paused_at, qs.drained_count "
-    "ORDER BY n.kind DESC, n.name"};
-
 // One queue's jobs by status, and how long its oldest ready job has waited
 // (runbook 002's "Latency"), plus the day's done and failed.
 constexpr db::Statement kQueueDetail{
@@ -68,20 +46,6 @@ constexpr db::Statement kQueueDetail{
     "FROM conveyor.job WHERE ($1 = 'job_type' AND job_type = $2) "
     "   OR ($1 = 'pool' AND conveyor.job_pool(config) = $2)"};
 
-constexpr db::Statement kKnownQueue{
-    "cli_queue_known",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.job_type WHERE ($1 = 'job_type' AND name = $2) "
-    "                                                  OR ($1 = 'pool' AND pool = $2))"};
-
-constexpr db::Statement kPauseQueue{
-    "cli_queue_pause",
-    "INSERT INTO conveyor.queue_state (kind, name, paused, reason, paused_at, paused_by) "
-    "VALUES ($1, $2, true, $3, now(), conveyor.current_actor()) "
-    "ON CONFLICT (kind, name) DO UPDATE SET paused = true, reason = EXCLUDED.reason, "
-    "  paused_at = CASE WHEN conveyor.queue_state.paused THEN conveyor.queue_state.paused_at ELSE now() END, "
-    "  paused_by = EXCLUDED.paused_by "
-    "RETURNING (xmax = 0) AS inserted"};
-
 // A pool's jobs: the pool their configuration chose, or their type's.
 constexpr db::Statement kDrainCandidates{
     "cli_queue_drain_candidates",
@@ -95,11 +59,6 @@ constexpr db::Statement kCountDrained{
     "cli_queue_count_drained",
     "INSERT INTO conveyor.queue_state (kind, name, drained_count) VALUES ($1, $2, $3) "
     "ON CONFLICT (kind, name) DO UPDATE SET drained_count = conveyor.queue_state.drained_count + EXCLUDED.drained_count"};
-
-constexpr db::Statement kResumeQueue{
-    "cli_queue_resume",
-    "UPDATE conveyor.queue_state SET paused = false, reason = NULL, paused_at = NULL, paused_by = NULL "
-    "WHERE kind = $1 AND name = $2 AND paused RETURNING 1"};
 
 // ------------------------------------------------------------------ queue
 
@@ -118,21 +77,8 @@ QueueName queue_name(const Options& o, const std::string& command) {
   return type ? QueueName{"job_type", *type} : QueueName{"pool", *pool};
 }
 
-void require_known(db::Tx& tx, const QueueName& q) {
-  if (!tx.exec(kKnownQueue, {q.kind, q.name})[0][0].as_bool()) {
-    throw Error(errc::not_found, q.kind == "job_type"
-                                     ? "no job type named '" + q.name + "' (see `conveyor job-type list`)"
-                                     : "no job type runs in pool '" + q.name + "' (see `conveyor queue list`)");
-  }
-}
-
-json queue_row(const db::Row& r) {
-  return {{"kind", r["kind"].as_string()},       {"name", r["name"].as_string()},
-          {"ready", r["ready"].as_int()},         {"queued", r["queued"].as_int()},
-          {"started", r["started"].as_int()},     {"paused", r["paused"].as_bool()},
-          {"reason", r["reason"].as_string()},    {"paused_by", r["paused_by"].as_string()},
-          {"paused_at", r["paused_at"].as_string()}, {"drained", r["drained"].as_int()}};
-}
+// The checks and statements live in libs/core (model/queue.hpp), shared with the console.
+void require_known(db::Tx& tx, const QueueName& q) { model::require_known_queue(tx, {q.kind, q.name}); }
 
 int queue_list(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "queue list", {});
@@ -140,7 +86,7 @@ int queue_list(Context& ctx, const std::vector<std::string>& args) {
   db::Pool pool(pool_options(ctx));
   const json queues = pool.transact([](db::Tx& tx) {
     json out = json::array();
-    for (const db::Row r : tx.exec(kQueues, {nullptr, nullptr})) out.push_back(queue_row(r));
+    for (const auto& q : model::list_queues(tx)) out.push_back(q);
     return out;
   });
   if (ctx.json) {
@@ -168,7 +114,7 @@ int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
   const json d = pool.transact(
       [&](db::Tx& tx) {
         require_known(tx, q);
-        json out = queue_row(tx.exec(kQueues, {q.kind, q.name})[0]);
+        json out = model::list_queues(tx, model::QueueRef{q.kind, q.name})[0];
         const db::Result detail = tx.exec(kQueueDetail, {q.kind, q.name});  // a Row points into its Result
         const db::Row r = detail[0];
         for (const char* k : {"initialized", "configured", "processed", "external_error", "error_checked",
@@ -216,12 +162,11 @@ int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) 
   const QueueName q = queue_name(o, command);
   db::Pool pool(pool_options(ctx));
   const bool changed = pool.transact([&](db::Tx& tx) {
-    require_known(tx, q);
     if (pause) {
-      tx.exec(kPauseQueue, {q.kind, q.name, o.get("--reason")});
+      model::pause_queue(tx, {q.kind, q.name}, o.get("--reason"));
       return true;
     }
-    return !tx.exec(kResumeQueue, {q.kind, q.name}).empty();
+    return model::resume_queue(tx, {q.kind, q.name});
   });
   const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;
   if (pause) {

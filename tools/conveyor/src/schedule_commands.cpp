@@ -12,6 +12,7 @@
 #include "cli.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "conveyor/model/queue.hpp"
 #include "conveyor/model/schedule.hpp"
 #include "conveyor/model/submission.hpp"
 #include "conveyor/model/system_parameters.hpp"
@@ -42,18 +43,6 @@ constexpr db::Statement kStates{
     "  coalesce(paused_reason, '') AS paused_reason FROM conveyor.schedule_state"};
 
 constexpr db::Statement kNow{"cli_schedule_now", "SELECT extract(epoch FROM now())::bigint"};
-
-constexpr db::Statement kPause{
-    "cli_schedule_pause",
-    "INSERT INTO conveyor.schedule_state (job_type, last_slot, paused, paused_reason, paused_by) "
-    "VALUES ($1, now(), true, $2, conveyor.current_actor()) "
-    "ON CONFLICT (job_type) DO UPDATE SET paused = true, paused_reason = EXCLUDED.paused_reason, "
-    "  paused_by = EXCLUDED.paused_by, updated_at = now()"};
-
-constexpr db::Statement kResume{
-    "cli_schedule_resume",
-    "UPDATE conveyor.schedule_state SET paused = false, paused_reason = NULL, paused_by = NULL, updated_at = now() "
-    "WHERE job_type = $1 AND paused RETURNING 1"};
 
 constexpr db::Statement kInsertBackfill{
     "cli_backfill_insert",
@@ -87,12 +76,8 @@ TimePoint time_option(const std::string& option, const std::string& value) {
   }
 }
 
-model::JobType scheduled_type(db::Tx& tx, const std::string& name) {
-  const auto t = model::load_job_type(tx, name);
-  if (!t) throw Error(errc::not_found, "job type '" + name + "' does not exist (see `conveyor job-type list`)");
-  if (t->schedule.empty()) throw Error(errc::conflict, "job type '" + name + "' has no schedule");
-  return *t;
-}
+// Shared with the console (libs/core model/queue.hpp).
+model::JobType scheduled_type(db::Tx& tx, const std::string& name) { return model::require_scheduled(tx, name); }
 
 json backfill_rows(db::Tx& tx, bool all);
 void print_backfills(std::ostream& out, const json& rows);
@@ -163,8 +148,7 @@ int pause(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.size() != 1) throw FieldError("TYPE", "schedule pause: one job TYPE is required\n" + std::string(kScheduleUsage));
   db::Pool pool(pool_options(ctx));
   pool.transact([&](db::Tx& tx) {
-    scheduled_type(tx, o.positional[0]);
-    tx.exec(kPause, {o.positional[0], o.get("--reason")});
+    model::pause_schedule(tx, o.positional[0], o.get("--reason"));
   });
   ctx.out << "schedule " << o.positional[0] << " paused: no run is created until `conveyor schedule resume "
           << o.positional[0] << "`\n";
@@ -176,8 +160,7 @@ int resume(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.size() != 1) throw FieldError("TYPE", "schedule resume: one job TYPE is required\n" + std::string(kScheduleUsage));
   db::Pool pool(pool_options(ctx));
   const bool resumed = pool.transact([&](db::Tx& tx) {
-    scheduled_type(tx, o.positional[0]);
-    return !tx.exec(kResume, {o.positional[0]}).empty();
+    return model::resume_schedule(tx, o.positional[0]);
   });
   ctx.out << "schedule " << o.positional[0]
           << (resumed ? " resumed: the slots it missed follow its catch-up policy\n" : " was not paused\n");

@@ -313,7 +313,12 @@ std::optional<Role> required_role(std::string_view method, std::string_view rout
   if (route == "/login" || (method == "POST" && route == "/logout")) {
     return console ? std::nullopt : std::optional<Role>(Role::operator_);
   }
-  if (method == "GET" || method == "HEAD") return Role::reader;
+  if (method == "GET" || method == "HEAD") return Role::reader;  // the console's pages too
+  // The console's actions (cancel, retry, pause, resume): an operator's.
+  if (method == "POST" && (route.starts_with("/jobs/") || route.starts_with("/queues/") ||
+                           route.starts_with("/schedules/"))) {
+    return Role::operator_;
+  }
   if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" ||
                            route == "/v1/jobs/{id}/retry")) {
     return Role::submitter;  // the handlers check a submitter's ownership
