@@ -50,7 +50,7 @@ constexpr db::Statement kTriggerFailures{
 
 constexpr db::Statement kScheduleErrors{
     "monitor_alert_schedule_errors",
-    "SELECT coalesce(string_agg(job_type, ', ' ORDER BY job_type), '') FROM conveyor.schedule_state "
+    "SELECT coalesce(string_agg(job_type, ', ' ORDER BY job_type), ''), count(*) FROM conveyor.schedule_state "
     "WHERE last_error IS NOT NULL"};
 
 std::string first(const std::vector<std::string>& items, std::size_t n = 5) {
@@ -64,8 +64,11 @@ int rank(const std::string& severity) { return severity == "critical" ? 0 : seve
 
 }  // namespace
 
-std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p) {
+std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p, metrics::Registry* gauges) {
   std::vector<Alert> out;
+  auto measure = [gauges](const char* name, const char* help, double value) {
+    if (gauges != nullptr) gauges->gauge(name, help).set(value);
+  };
   std::vector<std::string> down;
   for (const db::Row r : tx.exec(kDownInstances)) {
     down.push_back(r[0].as_string() + " (" + std::to_string(r[1].as_int()) + " s)");
@@ -81,6 +84,10 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
   }
   {
     const db::Result r = tx.exec(kOutbox);  // a Row points into its Result
+    measure("conveyor_outbox_stuck_events", "events unsent for over 60 s (alert outbox_stuck)",
+            static_cast<double>(r[0][0].as_int()));
+    measure("conveyor_outbox_oldest_unsent_seconds", "age of the oldest event unsent for over 60 s, else 0",
+            static_cast<double>(r[0][1].as_int()));
     if (r[0][0].as_int() > 0) {
       out.push_back({"outbox_stuck", "critical",
                      std::to_string(r[0][0].as_int()) + " event(s) unsent for over 60 s (oldest " +
@@ -95,6 +102,8 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
       secs.push_back(s);
     }
     const db::Result r = tx.exec(kStuckJobs, {statuses, secs});
+    measure("conveyor_jobs_stuck", "jobs still not moving after their event was re-emitted (alert jobs_stuck)",
+            static_cast<double>(r[0][0].as_int()));
     if (r[0][0].as_int() > 0) {
       out.push_back({"jobs_stuck", "warning",
                      std::to_string(r[0][0].as_int()) +
@@ -105,6 +114,8 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
   }
   {
     const db::Result r = tx.exec(kLostWorkers);
+    measure("conveyor_workers_lost_last_hour", "workers marked lost in the last hour (alert workers_lost)",
+            static_cast<double>(r[0][0].as_int()));
     if (r[0][0].as_int() > 0) {
       out.push_back({"workers_lost", "warning",
                      std::to_string(r[0][0].as_int()) + " worker(s) lost in the last hour: " + r[0][1].as_string()});
@@ -112,6 +123,8 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
   }
   {
     const db::Result r = tx.exec(kTriggerFailures);
+    measure("conveyor_triggers_failed", "done jobs whose downstream jobs could not be created (alert trigger_failed)",
+            static_cast<double>(r[0][0].as_int()));
     if (r[0][0].as_int() > 0) {
       out.push_back({"trigger_failed", "warning",
                      std::to_string(r[0][0].as_int()) + " done job(s) whose downstream jobs could not be created "
@@ -121,11 +134,15 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p)
   }
   {
     const db::Result r = tx.exec(kScheduleErrors);
+    measure("conveyor_schedules_in_error", "schedules whose last pass failed (alert schedule_error)",
+            static_cast<double>(r[0][1].as_int()));
     if (!r[0][0].as_string().empty()) {
       out.push_back({"schedule_error", "warning",
                      "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
     }
   }
+  measure("conveyor_accepting_new_jobs", "system_parameters.accepting_new_jobs: 1 or 0 (alert not_accepting)",
+          p.accepting_new_jobs ? 1 : 0);
   if (!p.accepting_new_jobs) {
     out.push_back({"not_accepting", "info",
                    "not accepting new jobs: " +

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
+#include "conveyor/metrics/metrics.hpp"
 #include "conveyor/model/system_parameters.hpp"
 
 namespace conveyor::monitor {
@@ -37,7 +38,15 @@ struct Alert {
   nlohmann::json to_json() const { return {{"name", name}, {"severity", severity}, {"summary", summary}}; }
 };
 
-// Firing now, most severe first.
-std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& parameters);
+// Firing now, most severe first. With `gauges`, also sets the quantities
+// each alert tests, so that the Prometheus rules of
+// deploy/observability/conveyor-alerts.yml can test the same (all 0 when
+// nothing is wrong): conveyor_service_instances (set by the gauge pass),
+// conveyor_outbox_stuck_events, conveyor_outbox_oldest_unsent_seconds,
+// conveyor_jobs_stuck, conveyor_workers_lost_last_hour,
+// conveyor_triggers_failed, conveyor_schedules_in_error and
+// conveyor_accepting_new_jobs.
+std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& parameters,
+                                   metrics::Registry* gauges = nullptr);
 
 }  // namespace conveyor::monitor

@@ -25,7 +25,8 @@ constexpr db::Statement kJobsByStatus{
     "monitor_jobs_by_status", "SELECT status, count(*) AS n FROM conveyor.job GROUP BY status"};
 constexpr db::Statement kWorkersByStatus{
     "monitor_workers_by_status",
-    "SELECT status, count(*) AS n FROM conveyor.worker GROUP BY status"};
+    "SELECT status, count(*) AS n, coalesce(sum(running), 0) AS running,"
+    " coalesce(sum(concurrency), 0) AS concurrency FROM conveyor.worker GROUP BY status"};
 // The live status, as GET /v1/services shows it.
 constexpr db::Statement kInstancesByStatus{
     "monitor_instances_by_status",
@@ -211,7 +212,7 @@ bool Monitor::scan() {
 void Monitor::check_alerts() {
   part("alerts", [&] {
     const auto firing = ctx_.db().transact(
-        [&](db::Tx& tx) { return evaluate_alerts(tx, model::load_system_parameters(tx)); });
+        [&](db::Tx& tx) { return evaluate_alerts(tx, model::load_system_parameters(tx), &ctx_.metrics()); });
     std::map<std::string, std::pair<std::string, std::string>> now;
     for (const auto& a : firing) now[a.name] = {a.summary, a.severity};
     auto& metrics = ctx_.metrics();
@@ -296,14 +297,23 @@ void Monitor::update_gauges() {
     std::map<std::string, double> jobs;
     std::map<std::string, double> workers;
     std::map<std::pair<std::string, std::string>, double> instances;
+    double busy = 0;
+    double capacity = 0;
     ctx_.db().transact([&](db::Tx& tx) {
       jobs.clear();
       workers.clear();
       instances.clear();
       for (const db::Row r : tx.exec(kJobsByStatus))
         jobs[r["status"].as_string()] = r["n"].as_double();
-      for (const db::Row r : tx.exec(kWorkersByStatus))
+      busy = capacity = 0;
+      for (const db::Row r : tx.exec(kWorkersByStatus)) {
         workers[r["status"].as_string()] = r["n"].as_double();
+        // Slots of workers that still run jobs: busy versus capacity.
+        if (r["status"].as_string() == "active" || r["status"].as_string() == "draining") {
+          busy += r["running"].as_double();
+          capacity += r["concurrency"].as_double();
+        }
+      }
       for (const db::Row r : tx.exec(kInstancesByStatus)) {
         instances[{r["service"].as_string(), r["live_status"].as_string()}] = r["n"].as_double();
       }
@@ -317,6 +327,8 @@ void Monitor::update_gauges() {
       m.gauge("conveyor_workers", "workers (conveyor.worker rows) by status", {{"status", status}})
           .set(workers[status]);
     }
+    m.gauge("conveyor_worker_slots_busy", "jobs running on active and draining workers").set(busy);
+    m.gauge("conveyor_worker_slots", "job slots (concurrency) of active and draining workers").set(capacity);
     // Every status of every service seen so far, so a series drops to 0
     // rather than freezing at its last value.
     for (const auto& [key, n] : instances) instance_series_.insert({key.first, key.second});

@@ -41,6 +41,12 @@ constexpr db::Statement kListWorkers{
     "WHERE ($1::text IS NULL OR pool = $1::text) AND ($2::text IS NULL OR status = $2::text) "
     "ORDER BY name"};
 
+// Live instances with an address: draining ones still serve /metrics.
+constexpr db::Statement kScrapeTargets{
+    "monitor_scrape_targets",
+    "SELECT id, service, host, version, live_status, http_address FROM conveyor.service_instance_live "
+    "WHERE live_status IN ('up', 'draining') AND http_address IS NOT NULL ORDER BY service, id"};
+
 constexpr std::array<std::string_view, 5> kInstanceStatuses = {"up", "draining", "down", "stopped", "replaced"};
 constexpr std::array<std::string_view, 4> kWorkerStatuses = {"active", "draining", "stopped",
                                                              "lost"};
@@ -164,7 +170,24 @@ nlohmann::json list_workers(db::Tx& tx, const WorkerQuery& query) {
   return {{"workers", workers}};
 }
 
+nlohmann::json scrape_targets(db::Tx& tx) {
+  nlohmann::json groups = nlohmann::json::array();
+  for (const db::Row r : tx.exec(kScrapeTargets)) {
+    nlohmann::json labels = {{"service", r["service"].as_string()},
+                             {"instance", r["id"].as_string()},
+                             {"__meta_conveyor_status", r["live_status"].as_string()}};
+    // Prometheus label values are strings: absent ones are left out, not null.
+    if (!r["version"].is_null()) labels["__meta_conveyor_version"] = r["version"].as_string();
+    if (!r["host"].is_null()) labels["__meta_conveyor_host"] = r["host"].as_string();
+    groups.push_back({{"targets", {r["http_address"].as_string()}}, {"labels", std::move(labels)}});
+  }
+  return groups;
+}
+
 void add_routes(runtime::Context& ctx) {
+  ctx.http().route("GET", "/v1/sd", [&ctx](const http::Request&) {
+    return http::Response::json(ctx.db().transact([](db::Tx& tx) { return scrape_targets(tx); }));
+  });
   ctx.http().route("GET", "/v1/services", [&ctx](const http::Request& req) {
     const ServiceQuery query = parse_service_query(req.query);
     return http::Response::json(ctx.db().transact([&](db::Tx& tx) { return list_services(tx, query); }));

@@ -4,7 +4,9 @@
 //       with its live status (an `up` or `draining` row whose heartbeat is
 //       older than system_parameters.service_heartbeat_timeout_s shows
 //       `down` even before the reconciler marks it), version and uptime;
-//   GET /v1/workers?pool=&status=      every conveyor.worker row.
+//   GET /v1/workers?pool=&status=      every conveyor.worker row;
+//   GET /v1/sd                          Prometheus HTTP service discovery:
+//       the /metrics address of every live instance, workers included.
 // Bad query values are 400 problem+json naming the parameter.
 // Thread-safe: stateless functions; handlers use the runtime's pool.
 #include <chrono>
@@ -46,7 +48,14 @@ nlohmann::json list_services(db::Tx& tx, const ServiceQuery& query);
 //   started_at, last_heartbeat, heartbeat_age_s, version}]} ordered by name.
 nlohmann::json list_workers(db::Tx& tx, const WorkerQuery& query);
 
-// Adds GET /v1/services and GET /v1/workers to the service's HTTP server.
+// Prometheus HTTP SD (https://prometheus.io/docs/prometheus/latest/http_sd/):
+// [{"targets": ["host:port"], "labels": {"service", "instance",
+//   "__meta_conveyor_version", "__meta_conveyor_host", "__meta_conveyor_status"}}]
+// one group per live (up or draining) instance that recorded the address
+// it listens on, ordered by service then instance id.
+nlohmann::json scrape_targets(db::Tx& tx);
+
+// Adds GET /v1/services, GET /v1/workers and GET /v1/sd to the service's HTTP server.
 void add_routes(runtime::Context& ctx);
 
 }  // namespace conveyor::monitor

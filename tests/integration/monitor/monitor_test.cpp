@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -1036,6 +1037,91 @@ TEST_F(MonitorTest, AReadyJobOfAPausedPoolIsNeitherReemittedNorStuck) {
   EXPECT_EQ(stuck.rfind("1 job(s)", 0), 0u) << "the paused pool's job is not stuck: " << stuck;
   EXPECT_NE(stuck.find("job " + stalled), std::string::npos) << stuck;
   EXPECT_EQ(reemitted(paused), 0) << "a paused pool's job is waiting, not stalled";
+}
+
+// Issue 15, item 3: GET /v1/sd is Prometheus HTTP service discovery: one
+// target group per live instance with the address it listens on (recorded
+// by the runtime once it listens), each target serving /metrics with the
+// process_* series and conveyor_build_info. Down, stopped and replaced
+// instances are left out; it needs a reader token like every /v1 route.
+TEST_F(MonitorTest, ServiceDiscoveryListsTheMetricsAddressOfEveryLiveInstance) {
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-gone', 'lost', now())");
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat, http_address) VALUES "
+           "('w-gone', 'conveyor-worker', 'up', now(), '127.0.0.1:1'), "
+           "('creation-old', 'conveyor-creation', 'stopped', now(), '127.0.0.1:2'), "
+           "('creation-silent', 'conveyor-creation', 'up', now() - interval '1 hour', '127.0.0.1:3')");
+  start_monitor();
+  start("configuration", "conveyor-configuration");
+
+  const auto anonymous = conveyor::http::http_request(
+      "GET", "http://127.0.0.1:" + std::to_string(ports_.at("monitor")) + "/v1/sd", "", {}, 2s);
+  EXPECT_EQ(anonymous.status, 401) << anonymous.body;
+
+  const json groups = get_json("monitor", "/v1/sd");
+  ASSERT_TRUE(groups.is_array()) << groups.dump();
+  std::map<std::string, json> by_instance;
+  for (const auto& g : groups) by_instance[g.at("labels").at("instance").get<std::string>()] = g;
+  EXPECT_EQ(by_instance.size(), 2u) << "only the two live processes: " << groups.dump();
+  for (const std::string name : {"monitor", "configuration"}) {
+    ASSERT_TRUE(by_instance.contains(name)) << groups.dump();
+    const json& g = by_instance[name];
+    const std::string address = "127.0.0.1:" + std::to_string(ports_.at(name));
+    EXPECT_EQ(g.at("targets"), json::array({address})) << g.dump();
+    const std::string service = "conveyor-" + name;
+    EXPECT_EQ(g.at("labels").at("service"), service);
+    EXPECT_FALSE(g.at("labels").at("__meta_conveyor_version").get<std::string>().empty());
+    // The target is what Prometheus will scrape: its /metrics answers.
+    const auto m = conveyor::http::http_request("GET", "http://" + address + "/metrics", "", {}, 2s);
+    ASSERT_EQ(m.status, 200);
+    EXPECT_NE(m.body.find("conveyor_build_info{service=\"" + service + "\",version="), std::string::npos);
+    EXPECT_NE(m.body.find("\nprocess_resident_memory_bytes "), std::string::npos);
+    EXPECT_NE(m.body.find("\nprocess_cpu_seconds_total "), std::string::npos);
+  }
+  // A stopped process leaves discovery.
+  ASSERT_EQ(procs_["configuration"]->stop(10s), 0);
+  procs_.erase("configuration");
+  EXPECT_TRUE(ct::wait_until([&] { return get_json("monitor", "/v1/sd").size() == 1; }, 10s))
+      << get_json("monitor", "/v1/sd").dump();
+}
+
+// Issue 15, item 2: alerts resolve once their cause is gone. A worker
+// instance that stopped heartbeating is down (service_down, critical); once
+// the pool marks its worker lost it is replaced, so service_down resolves
+// and workers_lost (warning) fires; an hour later the loss is old news and
+// workers_lost resolves too. The gauges the Prometheus rules test follow.
+TEST_F(MonitorTest, AlertsResolveOnceTheirCauseIsGone) {
+  // The worker row's heartbeat is fresh (as if its monitor thread still
+  // beat), so the reconciler does not mark it lost itself: the pool will.
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+           "('w-silent', 'active', now() + interval '1 hour')");
+  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+           "('w-silent', 'conveyor-worker', now() - interval '10 minutes')");
+  start_monitor();
+  auto firing = [&] {
+    std::set<std::string> names;
+    const json alerts = get_json("monitor", "/v1/alerts").at("alerts");  // a copy: not into a temporary
+    for (const auto& a : alerts) names.insert(a.at("name").get<std::string>());
+    return names;
+  };
+  const std::string down_series = R"(conveyor_alerts_firing{alert="service_down",severity="critical"})";
+  const std::string lost_series = R"(conveyor_alerts_firing{alert="workers_lost",severity="warning"})";
+  EXPECT_TRUE(firing().contains("service_down"));
+  ASSERT_TRUE(ct::wait_until([&] { return metric("monitor", down_series) == 1; }, 10s)) << logs();
+  EXPECT_EQ(metric("monitor", R"(conveyor_service_instances{service="conveyor-worker",status="down"})"), 1);
+
+  db_.exec("UPDATE conveyor.worker SET status = 'lost', last_heartbeat = now() WHERE name = 'w-silent'");
+  EXPECT_FALSE(firing().contains("service_down")) << "a replaced worker is history";
+  EXPECT_TRUE(firing().contains("workers_lost"));
+  ASSERT_TRUE(ct::wait_until([&] { return metric("monitor", down_series) == 0; }, 10s)) << logs();
+  EXPECT_TRUE(ct::wait_until([&] { return metric("monitor", lost_series) == 1; }, 10s));
+  EXPECT_EQ(metric("monitor", "conveyor_workers_lost_last_hour"), 1);
+
+  db_.exec("UPDATE conveyor.worker SET last_heartbeat = now() - interval '2 hours' WHERE name = 'w-silent'");
+  EXPECT_TRUE(firing().empty()) << get_json("monitor", "/v1/alerts").dump();
+  EXPECT_TRUE(ct::wait_until([&] { return metric("monitor", lost_series) == 0; }, 10s));
+  EXPECT_EQ(metric("monitor", "conveyor_workers_lost_last_hour"), 0);
+  EXPECT_EQ(metric("monitor", "conveyor_outbox_stuck_events"), 0);
+  EXPECT_EQ(metric("monitor", "conveyor_accepting_new_jobs"), 1);
 }
 
 }  // namespace

@@ -50,6 +50,10 @@ constexpr db::Statement kHeartbeat{
     "runtime_heartbeat",
     "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = $3,"
     " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
+// Where this instance's admin endpoints answer (host:port), for the
+// monitor's Prometheus service discovery (GET /v1/sd); written once it listens.
+constexpr db::Statement kSetHttpAddress{
+    "runtime_set_http_address", "UPDATE conveyor.service_instance SET http_address = $2 WHERE id = $1"};
 // NOTIFYs of the job status trigger: one per new status of a statement,
 // the payload the status ("queued"). A stage wakes on the statuses it acts on.
 constexpr const char* kJobStatusChannel = "conveyor_job_status";
@@ -84,6 +88,15 @@ std::string host_name() {
   char buf[256] = {};
   if (gethostname(buf, sizeof buf - 1) != 0) return "unknown-host";
   return buf;
+}
+
+// host:port others reach this instance on: CONVEYOR_HTTP_HOST when it names
+// one address, else (a wildcard) the host name; an IPv6 address in brackets.
+std::string http_address(const std::string& bind_host, int port) {
+  std::string host = bind_host;
+  if (host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]") host = host_name();
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  return host + ":" + std::to_string(port);
 }
 
 // SQLSTATEs of a database where `conveyor db init/migrate` never ran.
@@ -279,6 +292,10 @@ class Service final : public Context {
     setup(*this);
 
     server_->start();
+    pool_->transact([&](db::Tx& tx) {
+      tx.exec(kSetHttpAddress,
+              {instance_id_, http_address(config_.get_string("CONVEYOR_HTTP_HOST"), server_->port())});
+    });
     log_->info("{} {} listening on {}:{} as instance {}", spec_.name, CONVEYOR_VERSION, server_->host(),
                server_->port(), instance_id_);
 
