@@ -11,6 +11,7 @@ packages=(
   postgresql-15 postgresql-client-15 kcat curl procps
   zlib1g-dev libbrotli-dev  # the fuzz test builds compression bombs (tests/fuzz)
   openssl  # the workerpool cluster test makes a TLS certificate for its fake API server
+  python3  # tests/deploy/observability.sh reads the Grafana dashboard's queries
   chromium  # the console's browser test (tests/browser), driven by puppeteer-core from npm
   clang-format  # tools/format and the ctest style_format (.clang-format; Debian 12: version 14)
 )
