@@ -307,6 +307,7 @@ std::chrono::seconds parse_expiry(std::string_view text) {
 std::optional<Role> required_role(std::string_view method, std::string_view route,
                                   bool metrics_open, bool console) {
   if (route == "/healthz" || route == "/readyz" || route == "/version") return std::nullopt;
+  if (route == "/openapi.json") return std::nullopt;  // the API's description: no secret in it
   if (route == "/metrics") return metrics_open ? std::nullopt : std::optional<Role>(Role::reader);
   // The console's login page, form and logout: open where there is a
   // console (or no one could log in), an operator's anywhere else.

@@ -10,7 +10,7 @@
 //   operator   everything (parameters, queues, job types, any job)
 // What each route needs is decided here, once (required_role): a route that
 // is not listed needs an operator, so a new route is closed by default.
-// /healthz, /readyz and /version are open; /metrics is open unless the
+// /healthz, /readyz, /version and /openapi.json are open; /metrics is open unless the
 // service is configured otherwise (CONVEYOR_METRICS_REQUIRE_TOKEN).
 //
 // The token never reaches a log: messages name the token's row, or say that

@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -121,6 +122,14 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   void route(const std::string& method, const std::string& pattern, Handler handler);
+  struct RouteInfo {
+    std::string method;   // "GET"
+    std::string pattern;  // "/v1/jobs/{id}"
+  };
+  // The routes added so far, in the order added. start() logs them
+  // ("routes: GET /healthz, ..."); the OpenAPI test compares that list
+  // with deploy/api/openapi.json.
+  std::vector<RouteInfo> routes() const;
   // Checks every request before its handler (auth::make_guard). Set before
   // start(); after that, throws.
   void set_guard(Guard guard);
