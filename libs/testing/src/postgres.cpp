@@ -224,6 +224,10 @@ bool PostgresCluster::launch(int port, std::string* error) {
     opts += " -c fsync=off -c full_page_writes=off";
     if (!options_.durable_commits) opts += " -c synchronous_commit=off";
   }
+  // For profiling, e.g. "-c shared_preload_libraries=pg_stat_statements".
+  if (const char* extra = std::getenv("CONVEYOR_TEST_PG_OPTIONS"); extra != nullptr && *extra != '\0') {
+    opts += std::string(" ") + extra;
+  }
   auto r = run(pg_command("pg_ctl", {"-D", (dir / "data").string(), "-l", log_file().string(), "-w",
                                      "-t", "60", "-o", opts, "start"}));
   if (r.status == 0) return true;

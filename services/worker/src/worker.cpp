@@ -18,6 +18,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/worker.hpp"
+#include "finish_batch.hpp"
 #include "job_files.hpp"
 
 #ifndef CONVEYOR_WORKER_VERSION
@@ -413,6 +414,7 @@ void Worker::start() {
     ctx_.log()->info("container jobs cannot run here: {}", runtime_why_);
   }
   ctx_.metrics().gauge("conveyor_worker_running", "jobs this worker is running").set(0);
+  finishes_ = std::make_unique<FinishBatch>(ctx_.db(), worker_id_);
   monitor_ = std::thread([this] { monitor_main(); });
   if (runtime_) sweeper_ = std::thread([this] { sweeper_main(); });
 }
@@ -923,65 +925,91 @@ nlohmann::json usage_json(const AttemptCost& c, const std::string& source) {
           {"source", source.empty() ? json(nullptr) : json(source)}};
 }
 
+namespace {
+
+// The status an outcome's statement left the job in: "" when the job was no
+// longer this worker's to set, nullopt when it could not be recorded.
+std::optional<std::string> status_of(const std::optional<db::Result>& written) {
+  if (!written) return std::nullopt;
+  if (written->empty()) return std::string();
+  return (*written)[0][0].as_string();
+}
+
+}  // namespace
+
+std::optional<std::string> Worker::write_processed(Job& job, const std::string& result,
+                                                   const AttemptCost& cost) {
+  const FinishBatch::Written w = finishes_->write({job.id, job.attempt, result, cost});
+  if (w.committed) return w.moved ? "processed" : "";
+  // The batch failed: this job alone, with the retries of every outcome.
+  return status_of(
+      write_outcome(job, kFinishProcessed, {job.id, worker_id_, result}, cost, w.in_doubt));
+}
+
+std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome& outcome,
+                                                 const AttemptCost& cost) {
+  std::string subtype = "exit_code";
+  std::string message;
+  if (outcome.timed_out) {
+    subtype = "timeout";
+    message = fmt::format("killed after timeout of {} s",
+                          job.config.value("timeout_s", json(0)).dump());
+  } else if (!outcome.error_message.empty()) {
+    subtype = outcome.error_subtype;  // a resident job's result or its program's death
+    message = outcome.error_message;
+  } else if (outcome.spawn_error) {
+    message = *outcome.spawn_error + " (exit code 127)";
+  } else if (outcome.exit_code) {
+    message = fmt::format("exited with code {}", *outcome.exit_code);
+  } else {
+    message = fmt::format("killed by {}", describe_signal(outcome.term_signal.value_or(0)));
+  }
+  double backoff_s = 30;
+  if (auto b = job.config.find("retry_backoff_s"); b != job.config.end() && b->is_number()) {
+    backoff_s = std::max(0.0, b->get<double>());
+  }
+  return status_of(
+      write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost));
+}
+
 void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::string& logs,
                         const std::vector<std::string>& outputs, const AttemptCost& cost) {
   const auto duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
           .count();
+  std::optional<std::string> status;
   std::string outcome_label;
-  std::optional<db::Result> written;
   if (outcome.stopped == StopReason::canceled) {
-    written = write_outcome(job, kFinishCanceled, {job.id, worker_id_}, cost);
+    status = status_of(write_outcome(job, kFinishCanceled, {job.id, worker_id_}, cost));
     outcome_label = "canceled";
   } else if (outcome.stopped == StopReason::shutdown) {
     // The job did not fail, the worker left: it runs again elsewhere without
     // using a retry (the rule prepare-for-reboot follows too).
-    written = write_outcome(job, model::kRequeueStoppedRuns,
-                            {job.id, worker_id_, "worker_shutdown", "worker shut down"}, cost);
+    status = status_of(write_outcome(job, model::kRequeueStoppedRuns,
+                                     {job.id, worker_id_, "worker_shutdown", "worker shut down"},
+                                     cost));
     outcome_label = "requeued";
   } else if (!outcome.timed_out && outcome.exit_code == 0) {
-    json result = {{"exit_code", 0},  {"outputs", outputs},
-                   {"log_dir", logs}, {"duration_ms", duration_ms},
-                   {"worker", name_}, {"attempt", job.attempt}};
-    written = write_outcome(job, kFinishProcessed, {job.id, worker_id_, result.dump()}, cost);
+    const json result = {{"exit_code", 0},  {"outputs", outputs},
+                         {"log_dir", logs}, {"duration_ms", duration_ms},
+                         {"worker", name_}, {"attempt", job.attempt}};
+    status = write_processed(job, result.dump(), cost);
     outcome_label = "processed";
   } else {
-    std::string subtype = "exit_code";
-    std::string message;
-    if (outcome.timed_out) {
-      subtype = "timeout";
-      message = fmt::format("killed after timeout of {} s",
-                            job.config.value("timeout_s", json(0)).dump());
-    } else if (!outcome.error_message.empty()) {
-      subtype = outcome.error_subtype;  // a resident job's result or its program's death
-      message = outcome.error_message;
-    } else if (outcome.spawn_error) {
-      message = *outcome.spawn_error + " (exit code 127)";
-    } else if (outcome.exit_code) {
-      message = fmt::format("exited with code {}", *outcome.exit_code);
-    } else {
-      message = fmt::format("killed by {}", describe_signal(outcome.term_signal.value_or(0)));
-    }
-    double backoff_s = 30;
-    if (auto b = job.config.find("retry_backoff_s"); b != job.config.end() && b->is_number()) {
-      backoff_s = std::max(0.0, b->get<double>());
-    }
-    written =
-        write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost);
-    outcome_label = !written || written->empty() ? "failed" : (*written)[0][0].as_string();
+    status = write_failure(job, outcome, cost);
+    outcome_label = status.value_or("").empty() ? "failed" : *status;
     if (outcome_label == "ready") outcome_label = "retried";
   }
-  if (!written) {
+  if (!status) {
     outcome_label = "unrecorded";
-  } else if (written->empty()) {
+  } else if (status->empty()) {
     // The reconciler requeued it (we looked lost) or an operator moved it:
     // its status is no longer ours to set.
     ctx_.log()->warn("job {} is no longer started by worker {}; its result is dropped", job.id,
                      name_);
     outcome_label = "dropped";
   } else {
-    ctx_.log()->info("job {} ({}) ended {} after {} ms", job.id, job.type,
-                     (*written)[0][0].as_string(), duration_ms);
+    ctx_.log()->info("job {} ({}) ended {} after {} ms", job.id, job.type, *status, duration_ms);
   }
   ctx_.metrics()
       .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
@@ -1010,9 +1038,8 @@ void Worker::fail_internal(Job& job, const std::string& subtype, const std::stri
 // (model::reap_lost_workers: missing from running_jobs, or this worker lost).
 std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statement& statement,
                                                 const std::vector<db::Param>& params,
-                                                const AttemptCost& cost) {
+                                                const AttemptCost& cost, bool in_doubt) {
   std::chrono::milliseconds backoff{100};
-  bool in_doubt = false;
   for (int attempt = 1;; ++attempt) {
     try {
       db::Result rows = ctx_.db().transact([&](db::Tx& tx) {

@@ -45,6 +45,8 @@ nlohmann::json usage_json(const AttemptCost& cost, const std::string& source);
 
 inline constexpr const char* kServiceName = "conveyor-worker";
 
+class FinishBatch;
+
 // runtime::service_schema() plus the worker's keys: CONVEYOR_WORKER_NAME,
 // CONVEYOR_WORKER_CONCURRENCY, CONVEYOR_WORKER_POOL, CONVEYOR_KILL_GRACE_MS.
 config::Schema schema();
@@ -86,7 +88,13 @@ class Worker {
                      const std::optional<std::string>& image_digest);
   std::optional<db::Result> write_outcome(const Job& job, const db::Statement& statement,
                                           const std::vector<db::Param>& params,
-                                          const AttemptCost& cost);
+                                          const AttemptCost& cost, bool in_doubt = false);
+  // finish_job's two common outcomes: the status written ("" when the job
+  // was no longer ours), or nullopt when it could not be recorded.
+  std::optional<std::string> write_processed(Job& job, const std::string& result,
+                                             const AttemptCost& cost);
+  std::optional<std::string> write_failure(Job& job, const ProcessOutcome& outcome,
+                                           const AttemptCost& cost);
   void shutdown();
   void stop_threads();
   // Container jobs (container.hpp).
@@ -146,6 +154,7 @@ class Worker {
   bool monitor_stop_ = false;
   std::thread monitor_;
   std::thread sweeper_;  // container sweeps (runtime calls), on monitor_cv_ too
+  std::unique_ptr<FinishBatch> finishes_;  // group commit of processed outcomes (after start())
   ResidentPool residents_;  // the programs of "runner": "resident" types
   std::atomic<StopReason> sweep_stop_{StopReason::none};
 };

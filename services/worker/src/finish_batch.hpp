@@ -1,0 +1,58 @@
+#pragma once
+// Group commit of a worker's successful outcomes. Job threads that finish
+// while another is writing queue up, and the next writer records all of them
+// in one statement and one commit (its trigger fires once per batch), instead
+// of one transaction per job. Only the common case, processed, goes this way;
+// failures, cancels and requeues keep their own statements.
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conveyor/db/db.hpp"
+#include "worker.hpp"
+
+namespace conveyor::worker {
+
+class FinishBatch {
+ public:
+  struct Item {
+    std::int64_t job_id = 0;
+    int attempt = 0;
+    std::string result;  // the job's result JSON
+    AttemptCost cost;
+  };
+  struct Written {
+    bool committed = false;  // false: the batch failed; write the item alone
+    bool moved = false;      // committed and the job was still ours: now processed
+    bool in_doubt = false;   // the failed commit may have gone through
+  };
+
+  FinishBatch(db::Pool& pool, std::int64_t worker_id) : pool_(pool), worker_id_(worker_id) {}
+
+  // Blocks until the item's batch committed or failed. Never retries: a
+  // failed batch is retried by each caller alone, with its own back-off.
+  Written write(const Item& item);
+
+  std::uint64_t batches() const;
+
+ private:
+  struct Pending {
+    const Item* item;
+    Written written;
+    bool done = false;
+  };
+  void write_batch(const std::vector<Pending*>& batch);
+
+  db::Pool& pool_;
+  const std::int64_t worker_id_;
+  mutable std::mutex mutex_;
+  std::condition_variable done_cv_;
+  std::vector<Pending*> queue_;
+  bool writing_ = false;
+  std::uint64_t batches_ = 0;
+};
+
+}  // namespace conveyor::worker
