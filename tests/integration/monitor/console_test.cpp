@@ -136,7 +136,7 @@ TEST_F(ConsoleTest, AReaderMayLookButOnlyAnOperatorMayActAndOnlyFromTheConsole) 
   const auto refused = call("POST", "/jobs/" + id + "/cancel", reader_);
   EXPECT_EQ(refused.status, 403) << refused.body;
   EXPECT_EQ(call("POST", "/queues/job_type/x/pause", reader_).status, 403);
-  EXPECT_EQ(call("POST", "/schedules/x/pause", reader_).status, 403);
+  EXPECT_EQ(call("POST", "/queues/schedule/x/pause", reader_).status, 403);
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id), "initialized");
   // A reader sees no buttons; an operator does.
   EXPECT_EQ(page("/jobs/" + id).find("data-post="), std::string::npos);
@@ -224,7 +224,8 @@ TEST_F(ConsoleTest, EveryPageRendersAndAQueuePausesAndResumes) {
   EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleepy'"),
             "f");
   EXPECT_EQ(call("POST", "/queues/job_type/nosuch/pause", operator_).status, 404);
-  EXPECT_EQ(call("POST", "/schedules/sleepy/pause", operator_).status, 409) << "sleepy has no schedule";
+  EXPECT_EQ(call("POST", "/queues/schedule/sleepy/pause", operator_).status, 409) << "sleepy has no schedule";
+  EXPECT_EQ(call("POST", "/queues/nonsense/sleepy/pause", operator_).status, 400);
 }
 
 }  // namespace

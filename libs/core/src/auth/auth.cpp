@@ -316,8 +316,7 @@ std::optional<Role> required_role(std::string_view method, std::string_view rout
   }
   if (method == "GET" || method == "HEAD") return Role::reader;  // the console's pages too
   // The console's actions (cancel, retry, pause, resume): an operator's.
-  if (method == "POST" && (route.starts_with("/jobs/") || route.starts_with("/queues/") ||
-                           route.starts_with("/schedules/"))) {
+  if (method == "POST" && (route.starts_with("/jobs/") || route.starts_with("/queues/"))) {
     return Role::operator_;
   }
   if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" ||

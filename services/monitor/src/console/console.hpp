@@ -10,14 +10,21 @@
 //   POST /jobs/{id}/cancel, /jobs/{id}/retry            (operator)
 //   GET /services         current instances and workers (?all=1: history)
 //   GET /queues           queues and schedules
-//   POST /queues/{kind}/{name}/pause|resume             (operator)
-//   POST /schedules/{type}/pause|resume                 (operator)
+//   POST /queues/{kind}/{name}/pause|resume             (operator; kind
+//                         job_type, pool, or schedule: the type's schedule)
 //   GET /alerts           firing now
 // Reads need a reader, actions an operator (auth::required_role). Actions
 // call the same model functions as the REST API and the CLI.
+#include <string>
+#include <vector>
+
+#include "../alerts.hpp"
 #include "conveyor/runtime/runtime.hpp"
 
 namespace conveyor::monitor::console {
+
+// The alerts as a table (overview and /alerts); "none firing" when empty.
+std::string alerts_table(const std::vector<Alert>& firing);
 
 void add_overview_routes(runtime::Context& ctx);
 void add_jobs_routes(runtime::Context& ctx);

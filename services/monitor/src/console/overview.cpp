@@ -109,14 +109,7 @@ std::string capacity(db::Tx& tx) {
 
 std::string alerts_summary(db::Tx& tx) {
   const auto firing = evaluate_alerts(tx, model::load_system_parameters(tx));
-  std::string h = "<h2>Alerts firing (" + std::to_string(firing.size()) + ")</h2>";
-  if (firing.empty()) return h + "<p class=\"muted\">none</p>";
-  h += "<table><tr><th>severity</th><th>alert</th><th>summary</th></tr>";
-  for (const auto& a : firing) {
-    h += "<tr class=\"" + html_escape(a.severity) + "\"><td>" + html_escape(a.severity) + "</td><td>" +
-         html_escape(a.name) + "</td><td>" + html_escape(a.summary) + "</td></tr>";
-  }
-  return h + "</table>";
+  return "<h2>Alerts firing (" + std::to_string(firing.size()) + ")</h2>" + alerts_table(firing);
 }
 
 }  // namespace

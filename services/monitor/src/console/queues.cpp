@@ -47,7 +47,7 @@ std::string schedule_row(db::Tx& tx, const http::Request& req, const model::JobT
   std::string state = !t.enabled ? "disabled" : rows.empty() ? "not started" : paused ? "paused" : "active";
   if (paused && !rows[0]["paused_reason"].as_string().empty()) state += " (" + rows[0]["paused_reason"].as_string() + ")";
   if (!rows.empty() && !rows[0]["last_error"].as_string().empty()) state += "; error: " + rows[0]["last_error"].as_string();
-  const std::string path = "/schedules/" + query_string({{"t", t.name}}).substr(2) + (paused ? "/resume" : "/pause");
+  const std::string path = "/queues/schedule/" + query_string({{"t", t.name}}).substr(2) + (paused ? "/resume" : "/pause");
   return "<tr><td>" + html_escape(t.name) + "</td><td>" + html_escape(t.schedule) + "</td><td>" +
          html_escape(t.catchup_policy) + "</td><td>" +
          (rows.empty() ? "-" : html_escape(short_time(rows[0]["last_slot"].as_string()))) + "</td><td>" +
@@ -72,36 +72,30 @@ db::TxOptions as_requester(const http::Request& req) {
   return o;
 }
 
+// A queue's kind is job_type or pool (conveyor.queue_state); kind "schedule"
+// pauses the schedule of the job type `name` (conveyor.schedule_state).
+bool pause_or_resume(db::Tx& tx, const model::QueueRef& q, bool pause, const std::string& reason) {
+  if (q.kind == "schedule") {
+    if (!pause) return model::resume_schedule(tx, q.name);
+    model::pause_schedule(tx, q.name, reason);
+    return true;
+  }
+  if (!pause) return model::resume_queue(tx, q);
+  model::pause_queue(tx, q, reason);
+  return true;
+}
+
 void add_actions(runtime::Context& ctx) {
-  auto queue = [&ctx](const http::Request& req, bool pause) {
+  auto act = [&ctx](const http::Request& req, bool pause) {
     const model::QueueRef q{req.path_param("kind"), req.path_param("name")};
     const bool changed = ctx.db().transact(
-        [&](db::Tx& tx) {
-          if (!pause) return model::resume_queue(tx, q);
-          model::pause_queue(tx, q, "paused from the console by " + req.principal);
-          return true;
-        },
+        [&](db::Tx& tx) { return pause_or_resume(tx, q, pause, "paused from the console by " + req.principal); },
         as_requester(req));
     ctx.log()->info("console: {} {} {} {}", req.principal, pause ? "paused" : "resumed", q.kind, q.name);
     return http::Response::json({{"kind", q.kind}, {"name", q.name}, {"paused", pause}, {"changed", changed}});
   };
-  auto schedule = [&ctx](const http::Request& req, bool pause) {
-    const std::string type = req.path_param("type");
-    const bool changed = ctx.db().transact(
-        [&](db::Tx& tx) {
-          if (!pause) return model::resume_schedule(tx, type);
-          model::pause_schedule(tx, type, "paused from the console by " + req.principal);
-          return true;
-        },
-        as_requester(req));
-    ctx.log()->info("console: {} {} schedule {}", req.principal, pause ? "paused" : "resumed", type);
-    return http::Response::json({{"job_type", type}, {"paused", pause}, {"changed", changed}});
-  };
-  ctx.http().route("POST", "/queues/{kind}/{name}/pause", [queue](const http::Request& r) { return queue(r, true); });
-  ctx.http().route("POST", "/queues/{kind}/{name}/resume", [queue](const http::Request& r) { return queue(r, false); });
-  ctx.http().route("POST", "/schedules/{type}/pause", [schedule](const http::Request& r) { return schedule(r, true); });
-  ctx.http().route("POST", "/schedules/{type}/resume",
-                   [schedule](const http::Request& r) { return schedule(r, false); });
+  ctx.http().route("POST", "/queues/{kind}/{name}/pause", [act](const http::Request& r) { return act(r, true); });
+  ctx.http().route("POST", "/queues/{kind}/{name}/resume", [act](const http::Request& r) { return act(r, false); });
 }
 
 }  // namespace

@@ -59,6 +59,8 @@ std::string workers_table(const json& workers, bool all) {
   return h + "</table>";
 }
 
+}  // namespace
+
 std::string alerts_table(const std::vector<Alert>& firing) {
   if (firing.empty()) return "<p class=\"muted\">no alert is firing</p>";
   std::string h = "<table id=\"alerts\"><tr><th>severity</th><th>alert</th><th>summary</th></tr>";
@@ -68,8 +70,6 @@ std::string alerts_table(const std::vector<Alert>& firing) {
   }
   return h + "</table>";
 }
-
-}  // namespace
 
 void add_services_routes(runtime::Context& ctx) {
   ctx.http().route("GET", "/services", [&ctx](const http::Request& req) {
