@@ -100,70 +100,72 @@ constexpr db::Statement kPausedQueues{
     "cli_system_paused_queues",
     "SELECT kind, name, coalesce(reason, '') FROM conveyor.queue_state WHERE paused ORDER BY kind, name"};
 
-// Every job type and pool there is, with the jobs waiting and running in it.
-int status(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "system status", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
-  db::Pool pool(pool_options(ctx));
-  db::TxOptions snapshot;
-  snapshot.isolation = db::Isolation::repeatable_read;
-  const json s = pool.transact(
-      [](db::Tx& tx) {
-        const model::SystemParameters p = model::load_system_parameters(tx);
-        json out = {{"accepting_new_jobs", p.accepting_new_jobs},
-                    {"not_accepting_reason", p.not_accepting_reason},
-                    {"max_number_of_worker_instances", p.max_number_of_worker_instances},
-                    {"min_number_of_worker_instances", p.min_number_of_worker_instances},
-                    {"jobs", json::object()},
-                    {"workers", json::object()},
-                    {"services", json::object()},
-                    {"paused_queues", json::array()}};
-        for (const db::Row r : tx.exec(kJobCounts)) out["jobs"][r[0].as_string()] = r[1].as_int();
-        for (const db::Row r : tx.exec(kWorkerCounts)) {
-          out["workers"][r[0].as_string()] = {{"count", r[1].as_int()}, {"running", r[2].as_int()},
-                                              {"capacity", r[3].as_int()}};
-        }
-        std::int64_t broker_up = 0, broker_down = 0;
-        for (const db::Row r : tx.exec(kServices)) {
-          // "up" stays the count of live instances, as before.
-          out["services"][r["service"].as_string()] = {
-              {"state", r["state"].as_string()},   {"up", r["live"].as_int()},
-              {"live", r["live"].as_int()},         {"down", r["down"].as_int()},
-              {"replaced", r["replaced"].as_int()}, {"stopped", r["stopped"].as_int()},
-              {"broker_down", r["broker_down"].as_int()}};
-          broker_down += r["broker_down"].as_int();
-          broker_up += r["broker_up"].as_int();
-        }
-        // The CLI reached the database to say any of this; the broker is
-        // reported as the live services see it (their heartbeats).
-        out["database"] = "up";
-        out["broker"] = {{"state", broker_down > 0 ? "down" : broker_up > 0 ? "up" : "unknown"},
-                         {"instances_up", broker_up},
-                         {"instances_down", broker_down}};
-        const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
-        const db::Row ob = outbox[0];
-        out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
-        const db::Result attention = tx.exec(kAttention);  // a Row points into its Result
-        out["triggers"] = {{"failed", attention[0][0].as_int()}, {"pending", attention[0][1].as_int()}};
-        out["schedules"] = {{"in_error", attention[0][2].as_int()}, {"paused", attention[0][3].as_int()}};
-        for (const db::Row r : tx.exec(kPausedQueues)) {
-          out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
-                                          {"reason", r[2].as_string()}});
-        }
-        // A wave run conveyor-monitor advances (`system waves --auto`).
-        const auto run = model::load_wave_run(tx);
-        out["waves"] = run && run->state == "running"
-                           ? json{{"current", run->current}, {"of", run->waves.size()}, {"backlog", run->backlog},
-                                  {"threshold", run->threshold}, {"run", run->id}}
-                           : json();
-        return out;
-      },
-      snapshot);
-  if (ctx.json) {
-    ctx.out << s.dump() << "\n";
-    return kExitOk;
+// The live services (conveyor.service_health) and the broker as their
+// heartbeats see it, into `out`.
+void read_service_status(db::Tx& tx, json& out) {
+  std::int64_t broker_up = 0, broker_down = 0;
+  for (const db::Row r : tx.exec(kServices)) {
+    // "up" stays the count of live instances, as before.
+    out["services"][r["service"].as_string()] = {
+        {"state", r["state"].as_string()},   {"up", r["live"].as_int()},
+        {"live", r["live"].as_int()},         {"down", r["down"].as_int()},
+        {"replaced", r["replaced"].as_int()}, {"stopped", r["stopped"].as_int()},
+        {"broker_down", r["broker_down"].as_int()}};
+    broker_down += r["broker_down"].as_int();
+    broker_up += r["broker_up"].as_int();
   }
-  std::ostream& out = ctx.out;
+  // The CLI reached the database to say any of this; the broker is
+  // reported as the live services see it (their heartbeats).
+  out["database"] = "up";
+  out["broker"] = {{"state", broker_down > 0 ? "down" : broker_up > 0 ? "up" : "unknown"},
+                   {"instances_up", broker_up},
+                   {"instances_down", broker_down}};
+}
+
+// What may need an operator: the outbox, failed triggers, schedules in
+// error, paused queues, and a wave run in progress, into `out`.
+void read_attention_status(db::Tx& tx, json& out) {
+  const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
+  const db::Row ob = outbox[0];
+  out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
+  const db::Result attention = tx.exec(kAttention);  // a Row points into its Result
+  out["triggers"] = {{"failed", attention[0][0].as_int()}, {"pending", attention[0][1].as_int()}};
+  out["schedules"] = {{"in_error", attention[0][2].as_int()}, {"paused", attention[0][3].as_int()}};
+  for (const db::Row r : tx.exec(kPausedQueues)) {
+    out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
+                                    {"reason", r[2].as_string()}});
+  }
+  // A wave run conveyor-monitor advances (`system waves --auto`).
+  const auto run = model::load_wave_run(tx);
+  out["waves"] = run && run->state == "running"
+                     ? json{{"current", run->current}, {"of", run->waves.size()}, {"backlog", run->backlog},
+                            {"threshold", run->threshold}, {"run", run->id}}
+                     : json();
+}
+
+// One consistent snapshot of the system, as `system status --json` prints it.
+json read_status(db::Tx& tx) {
+  const model::SystemParameters p = model::load_system_parameters(tx);
+  json out = {{"accepting_new_jobs", p.accepting_new_jobs},
+              {"not_accepting_reason", p.not_accepting_reason},
+              {"max_number_of_worker_instances", p.max_number_of_worker_instances},
+              {"min_number_of_worker_instances", p.min_number_of_worker_instances},
+              {"jobs", json::object()},
+              {"workers", json::object()},
+              {"services", json::object()},
+              {"paused_queues", json::array()}};
+  for (const db::Row r : tx.exec(kJobCounts)) out["jobs"][r[0].as_string()] = r[1].as_int();
+  for (const db::Row r : tx.exec(kWorkerCounts)) {
+    out["workers"][r[0].as_string()] = {{"count", r[1].as_int()}, {"running", r[2].as_int()},
+                                        {"capacity", r[3].as_int()}};
+  }
+  read_service_status(tx, out);
+  read_attention_status(tx, out);
+  return out;
+}
+
+// Intake, jobs, workers and services of `s` (read_status), one line each.
+void print_status_load(std::ostream& out, const json& s) {
   out << "accepting new jobs : "
       << (s["accepting_new_jobs"].get<bool>()
               ? std::string("yes")
@@ -196,6 +198,10 @@ int status(Context& ctx, const std::vector<std::string>& args) {
     out << ")";
   }
   out << "\n";
+}
+
+// The database, broker, outbox, triggers, schedules, paused queues and waves.
+void print_status_health(std::ostream& out, const json& s) {
   out << "database           : up\n";
   out << "broker             : ";
   if (s["broker"]["state"] == "down") {
@@ -228,6 +234,22 @@ int status(Context& ctx, const std::vector<std::string>& args) {
     out << "waves              : " << s["waves"]["current"] << " of " << s["waves"]["of"] << " (auto; backlog "
         << s["waves"]["backlog"] << ", next wave at " << s["waves"]["threshold"] << " or less)\n";
   }
+}
+
+// Every job type and pool there is, with the jobs waiting and running in it.
+int status(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "system status", {});
+  if (!o.positional.empty()) throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
+  db::Pool pool(pool_options(ctx));
+  db::TxOptions snapshot;
+  snapshot.isolation = db::Isolation::repeatable_read;
+  const json s = pool.transact([](db::Tx& tx) { return read_status(tx); }, snapshot);
+  if (ctx.json) {
+    ctx.out << s.dump() << "\n";
+    return kExitOk;
+  }
+  print_status_load(ctx.out, s);
+  print_status_health(ctx.out, s);
   return kExitOk;
 }
 
@@ -416,6 +438,113 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+json wave_run_json(const model::WaveRun& r) {
+  return json{{"id", r.id},         {"waves", r.waves},           {"current", r.current},
+              {"threshold", r.threshold}, {"state", r.state},     {"backlog", r.backlog},
+              {"started_by", r.started_by}, {"started_at", r.started_at}, {"updated_at", r.updated_at}};
+}
+
+// What `system waves` reads: the waves, the types handled now, the run.
+struct WavesSeen {
+  model::JobTypeWaves layers;
+  std::optional<std::vector<std::string>> handled;
+  std::optional<model::WaveRun> run;
+};
+
+// --auto: a wave run conveyor-monitor advances.
+int waves_auto(Context& ctx, const Options& o, db::Pool& pool) {
+  const std::int64_t threshold = int_option(o, "--threshold", 0, 0, std::numeric_limits<std::int64_t>::max());
+  const model::WaveRun r = pool.transact([&](db::Tx& tx) { return model::start_waves(tx, threshold); });
+  if (ctx.json) {
+    ctx.out << wave_run_json(r).dump() << "\n";
+    return kExitOk;
+  }
+  ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted ("
+          << join_names(r.waves[0]) << "); conveyor-monitor moves to the next wave once this one's jobs in "
+          << "initialized..started (held or paused ready ones aside) are at most " << r.threshold
+          << ", and admits every job type after the last\n";
+  return kExitOk;
+}
+
+// --stop: ends the wave run, leaving job_types_list as it is.
+int waves_stop(Context& ctx, db::Pool& pool) {
+  const auto r = pool.transact([](db::Tx& tx) { return model::stop_waves(tx); });
+  if (!r) {
+    ctx.err << "system waves --stop: no wave run is running\n";
+    return kExitFailed;
+  }
+  if (ctx.json) {
+    ctx.out << wave_run_json(*r).dump() << "\n";
+    return kExitOk;
+  }
+  ctx.out << "wave run " << r->id << " stopped at wave " << r->current << " of " << r->waves.size()
+          << "; job_types_list stays " << join_names(model::admitted_types(r->waves, static_cast<std::size_t>(r->current)))
+          << " (`conveyor system waves --start N` or `--all` from here)\n";
+  return kExitOk;
+}
+
+// --start N or --all: job_types_list set by hand.
+int waves_set(Context& ctx, const Options& o, db::Pool& pool, const WavesSeen& g) {
+  const auto& layers = g.layers.waves;
+  // The monitor would overwrite the operator's list at its next wave.
+  if (g.run && g.run->state == "running") {
+    ctx.err << "system waves: a wave run is active (started by " << g.run->started_by << " at "
+            << display_time(g.run->started_at) << ", wave " << g.run->current << " of " << g.run->waves.size()
+            << "); stop it first: conveyor system waves --stop\n";
+    return kExitFailed;
+  }
+  json value = nullptr;
+  std::string what = "every job type";
+  if (!o.has("--all")) {
+    const auto n = int_option(o, "--start", 1, 1, static_cast<std::int64_t>(std::max<std::size_t>(1, layers.size())));
+    const std::vector<std::string> list = model::admitted_types(layers, static_cast<std::size_t>(n));
+    value = list;
+    what = "waves 1.." + std::to_string(n) + ": " + join_names(list);
+  }
+  pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, {{"job_types_list", value}}); });
+  ctx.out << "job_types_list set to " << what << "\n";
+  return kExitOk;
+}
+
+// No mode: the waves, what is handled now and the run, with what to do next.
+int waves_show(Context& ctx, const WavesSeen& g) {
+  const auto& layers = g.layers.waves;
+  if (ctx.json) {
+    ctx.out << json{{"waves", layers},
+                    {"job_types_list", g.handled ? json(*g.handled) : json()},
+                    {"run", g.run ? wave_run_json(*g.run) : json()}}
+                   .dump()
+            << "\n";
+    return kExitOk;
+  }
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    std::set<std::string> after;
+    for (const auto& t : layers[i]) {
+      for (const auto& [type, ups] : g.layers.upstream) {
+        if (type == t) after.insert(ups.begin(), ups.end());
+      }
+    }
+    ctx.out << "wave " << i + 1 << ": " << join_names(layers[i])
+            << (after.empty() ? "" : "   (after " + join_names(std::vector<std::string>(after.begin(), after.end())) + ")")
+            << "\n";
+  }
+  ctx.out << "job_types_list now: " << (g.handled ? join_names(*g.handled) : std::string("every job type")) << "\n";
+  if (g.run) {
+    ctx.out << "wave run " << g.run->id << ": " << g.run->state << ", wave " << g.run->current << " of "
+            << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
+            << "), started by " << g.run->started_by << " at " << display_time(g.run->started_at) << "\n";
+  }
+  ctx.out << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
+          << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";
+  return kExitOk;
+}
+
 // Runbook 001 "starting the system after a long downtime": the job types in
 // waves by their dependencies (model::job_type_waves); --start N sets
 // job_types_list to waves 1..N, so the later ones wait until the earlier
@@ -428,101 +557,14 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
   if (modes > 1) throw FieldError("--start", "system waves: one of --start N, --all, --auto, --stop");
   if (o.get("--threshold") && !o.has("--auto")) throw FieldError("--threshold", "system waves: --threshold goes with --auto");
   db::Pool pool(pool_options(ctx));
-  auto join = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-    return s;
-  };
-  auto run_json = [](const model::WaveRun& r) {
-    return json{{"id", r.id},         {"waves", r.waves},           {"current", r.current},
-                {"threshold", r.threshold}, {"state", r.state},     {"backlog", r.backlog},
-                {"started_by", r.started_by}, {"started_at", r.started_at}, {"updated_at", r.updated_at}};
-  };
-  if (o.has("--auto")) {
-    const std::int64_t threshold = int_option(o, "--threshold", 0, 0, std::numeric_limits<std::int64_t>::max());
-    const model::WaveRun r = pool.transact([&](db::Tx& tx) { return model::start_waves(tx, threshold); });
-    if (ctx.json) {
-      ctx.out << run_json(r).dump() << "\n";
-      return kExitOk;
-    }
-    ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted ("
-            << join(r.waves[0]) << "); conveyor-monitor moves to the next wave once this one's jobs in "
-            << "initialized..started (held or paused ready ones aside) are at most " << r.threshold
-            << ", and admits every job type after the last\n";
-    return kExitOk;
-  }
-  if (o.has("--stop")) {
-    const auto r = pool.transact([](db::Tx& tx) { return model::stop_waves(tx); });
-    if (!r) {
-      ctx.err << "system waves --stop: no wave run is running\n";
-      return kExitFailed;
-    }
-    if (ctx.json) {
-      ctx.out << run_json(*r).dump() << "\n";
-      return kExitOk;
-    }
-    ctx.out << "wave run " << r->id << " stopped at wave " << r->current << " of " << r->waves.size()
-            << "; job_types_list stays " << join(model::admitted_types(r->waves, static_cast<std::size_t>(r->current)))
-            << " (`conveyor system waves --start N` or `--all` from here)\n";
-    return kExitOk;
-  }
-  struct Seen {
-    model::JobTypeWaves layers;
-    std::optional<std::vector<std::string>> handled;
-    std::optional<model::WaveRun> run;
-  };
-  const Seen g = pool.transact([](db::Tx& tx) {
-    return Seen{model::job_type_waves(tx), model::load_system_parameters(tx).job_types_list, model::load_wave_run(tx)};
+  if (o.has("--auto")) return waves_auto(ctx, o, pool);
+  if (o.has("--stop")) return waves_stop(ctx, pool);
+  const WavesSeen g = pool.transact([](db::Tx& tx) {
+    return WavesSeen{model::job_type_waves(tx), model::load_system_parameters(tx).job_types_list,
+                     model::load_wave_run(tx)};
   });
-  const auto& layers = g.layers.waves;
-  if (o.get("--start") || o.has("--all")) {
-    // The monitor would overwrite the operator's list at its next wave.
-    if (g.run && g.run->state == "running") {
-      ctx.err << "system waves: a wave run is active (started by " << g.run->started_by << " at "
-              << display_time(g.run->started_at) << ", wave " << g.run->current << " of " << g.run->waves.size()
-              << "); stop it first: conveyor system waves --stop\n";
-      return kExitFailed;
-    }
-    json value = nullptr;
-    std::string what = "every job type";
-    if (!o.has("--all")) {
-      const auto n = int_option(o, "--start", 1, 1, static_cast<std::int64_t>(std::max<std::size_t>(1, layers.size())));
-      const std::vector<std::string> list = model::admitted_types(layers, static_cast<std::size_t>(n));
-      value = list;
-      what = "waves 1.." + std::to_string(n) + ": " + join(list);
-    }
-    pool.transact([&](db::Tx& tx) { model::patch_system_parameters(tx, {{"job_types_list", value}}); });
-    ctx.out << "job_types_list set to " << what << "\n";
-    return kExitOk;
-  }
-  if (ctx.json) {
-    ctx.out << json{{"waves", layers},
-                    {"job_types_list", g.handled ? json(*g.handled) : json()},
-                    {"run", g.run ? run_json(*g.run) : json()}}
-                   .dump()
-            << "\n";
-    return kExitOk;
-  }
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    std::set<std::string> after;
-    for (const auto& t : layers[i]) {
-      for (const auto& [type, ups] : g.layers.upstream) {
-        if (type == t) after.insert(ups.begin(), ups.end());
-      }
-    }
-    ctx.out << "wave " << i + 1 << ": " << join(layers[i])
-            << (after.empty() ? "" : "   (after " + join(std::vector<std::string>(after.begin(), after.end())) + ")")
-            << "\n";
-  }
-  ctx.out << "job_types_list now: " << (g.handled ? join(*g.handled) : std::string("every job type")) << "\n";
-  if (g.run) {
-    ctx.out << "wave run " << g.run->id << ": " << g.run->state << ", wave " << g.run->current << " of "
-            << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
-            << "), started by " << g.run->started_by << " at " << display_time(g.run->started_at) << "\n";
-  }
-  ctx.out << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
-          << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";
-  return kExitOk;
+  if (o.get("--start") || o.has("--all")) return waves_set(ctx, o, pool, g);
+  return waves_show(ctx, g);
 }
 
 }  // namespace

@@ -397,10 +397,11 @@ std::string Source::to_string() const {
   return "default";
 }
 
-Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_files,
-            const std::map<std::string, std::string>& environment) {
-  std::vector<std::string> problems;
-  Config config;
+namespace {
+
+// Every name a file or the environment may set: the keys, and NAME_FILE for
+// the secrets that may be read from a file.
+std::vector<std::string> known_names(const Schema& schema) {
   std::vector<std::string> known;
   for (const Key& key : schema.keys()) {
     known.push_back(key.name);
@@ -408,17 +409,20 @@ Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_
       known.push_back(key.name + std::string(kFileSuffix));
     }
   }
+  return known;
+}
 
-  std::map<std::string, Value> values;
-  for (const Key& key : schema.keys()) {
-    if (key.default_value) values[key.name] = Value{*key.default_value, Source{}, {}};
-  }
-  for (const auto& file : env_files) read_env_file(file, schema, values, problems, known);
+// The CONVEYOR_* variables of the environment over `values`. Returns the
+// warnings for unknown names: the environment is shared with other tools,
+// so an unknown name is not an error.
+std::vector<std::string> read_environment(const Schema& schema, const std::map<std::string, std::string>& environment,
+                                          const std::vector<std::string>& known,
+                                          std::map<std::string, Value>& values, std::vector<std::string>& problems) {
+  std::vector<std::string> warnings;
   LayerKeys environment_layer;
   for (const auto& [name, value] : environment) {
     if (name.rfind(kPrefix, 0) != 0) continue;
     if (schema.find(name) == nullptr && secret_file_target(schema, name) == nullptr) {
-      // The environment is shared with other tools, so only warn.
       std::string warning = name + " (from environment): unknown key, ignored";
       const std::string hint = not_secret_hint(schema, name);
       const std::string suggestion = closest_match(name, known);
@@ -427,13 +431,30 @@ Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_
       } else if (!suggestion.empty()) {
         warning += "; did you mean " + suggestion + "?";
       }
-      config.warnings_.push_back(warning);
+      warnings.push_back(warning);
       continue;
     }
     set_value(schema, name, value, Source{Source::Kind::environment, {}, 0, {}}, {}, values,
               environment_layer);
   }
   environment_layer.check(problems);
+  return warnings;
+}
+
+}  // namespace
+
+Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_files,
+            const std::map<std::string, std::string>& environment) {
+  std::vector<std::string> problems;
+  Config config;
+  const std::vector<std::string> known = known_names(schema);
+
+  std::map<std::string, Value> values;
+  for (const Key& key : schema.keys()) {
+    if (key.default_value) values[key.name] = Value{*key.default_value, Source{}, {}};
+  }
+  for (const auto& file : env_files) read_env_file(file, schema, values, problems, known);
+  config.warnings_ = read_environment(schema, environment, known, values, problems);
 
   for (const Key& key : schema.keys()) {
     auto it = values.find(key.name);
