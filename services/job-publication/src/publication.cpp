@@ -165,7 +165,8 @@ void publish_kafka(const nlohmann::json& sink, const JobRecord& job, const std::
   if (settings.producer == nullptr) {
     sink_failure("kafka sink " + topic + ": no broker configured (CONVEYOR_KAFKA_BROKERS is empty)");
   }
-  const std::array<bus::Message, 1> messages{bus::Message{topic, std::to_string(job.id), body}};
+  const std::array<bus::Message, 1> messages{bus::Message{
+      topic, std::to_string(job.id), body, {{bus::kContentTypeHeader, bus::kStructuredContentType}}}};
   const auto acked = settings.producer->send_batch(messages, std::chrono::seconds(10));
   if (acked.empty() || !acked[0]) sink_failure("kafka sink " + topic + ": not acknowledged within 10 s");
 }

@@ -24,7 +24,7 @@ RelayOptions relay_options(const TestDatabase& db, const Broker& broker, const s
   o.database_url = db.url();
   o.brokers = broker.bootstrap();
   o.topic_prefix = prefix;
-  o.source = "conveyor-test";
+  o.source = "conveyor-relay-test";  // only for rows that name no writer
   o.poll_interval = 200ms;
   return o;
 }
@@ -34,7 +34,11 @@ std::vector<CloudEvent> read_events(Consumer& consumer, std::size_t count, std::
   std::vector<CloudEvent> out;
   wait_until(
       [&] {
-        for (auto& m : consumer.poll(100, 100ms)) out.push_back(decode(m.value));
+        for (auto& m : consumer.poll(100, 100ms)) {
+          // The Kafka binding's structured mode: SDKs read the envelope by this header.
+          EXPECT_EQ(m.headers, (Headers{{"content-type", "application/cloudevents+json"}})) << m.value;
+          out.push_back(decode(m.value));
+        }
         return out.size() >= count;
       },
       timeout);
@@ -64,6 +68,8 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
   EXPECT_EQ(events[0].type, "io.conveyor.job.initialized");
   EXPECT_EQ(events[1].type, "io.conveyor.job.configured");
   EXPECT_EQ(events[1].subject, id);
+  // source: the program that made the change (TestDatabase::exec's session
+  // is application_name conveyor-test), not the relay that published it.
   EXPECT_EQ(events[1].source, "conveyor-test");
   EXPECT_EQ(events[1].data.at("from_status"), "initialized");
   EXPECT_EQ(events[1].data.at("to_status"), "configured");
@@ -72,10 +78,11 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
   EXPECT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
 
   // Woken by NOTIFY: a later change arrives without a restart.
-  db.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
+  db.exec("SET LOCAL application_name = 'psql'; UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
   auto more = read_events(*consumer, 1, 20s);
   ASSERT_EQ(more.size(), 1u);
   EXPECT_EQ(more[0].type, "io.conveyor.job.ready");
+  EXPECT_EQ(more[0].source, "psql") << "a change made by hand names its session";
   EXPECT_TRUE(relay.stats().leader);
 }
 

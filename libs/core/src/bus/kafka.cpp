@@ -89,6 +89,21 @@ int to_ms(std::chrono::milliseconds d) {
   return static_cast<int>(std::clamp<std::int64_t>(d.count(), 0, 24 * 3600 * 1000));
 }
 
+// The record headers of a consumed message (a value-less header reads as "").
+Headers headers_of(rd_kafka_message_t* msg) {
+  Headers out;
+  rd_kafka_headers_t* headers = nullptr;  // owned by msg
+  if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR) return out;
+  const char* name = nullptr;
+  const void* value = nullptr;
+  std::size_t size = 0;
+  for (std::size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+       ++i) {
+    out.emplace_back(name, value != nullptr ? std::string(static_cast<const char*>(value), size) : "");
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string topic_name(const std::string& prefix, std::string_view suffix) {
@@ -153,13 +168,23 @@ struct Producer::Impl {
   // until there is room or the deadline passes.
   rd_kafka_resp_err_t produce(const Message& m, std::uint64_t seq, Clock::time_point deadline) {
     for (;;) {
+      // librdkafka owns the headers once the message is enqueued, not before.
+      rd_kafka_headers_t* headers = nullptr;
+      if (!m.headers.empty()) {
+        headers = rd_kafka_headers_new(m.headers.size());
+        for (const auto& [name, value] : m.headers) {
+          rd_kafka_header_add(headers, name.data(), static_cast<ssize_t>(name.size()), value.data(),
+                              static_cast<ssize_t>(value.size()));
+        }
+      }
       rd_kafka_resp_err_t err = rd_kafka_producev(
           rk, RD_KAFKA_V_TOPIC(m.topic.c_str()),
           RD_KAFKA_V_KEY(m.key.empty() ? nullptr : m.key.data(), m.key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq))),
           RD_KAFKA_V_END);
+      if (err != RD_KAFKA_RESP_ERR_NO_ERROR && headers != nullptr) rd_kafka_headers_destroy(headers);
       if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || Clock::now() >= deadline) return err;
       rd_kafka_poll(rk, 10);
     }
@@ -328,6 +353,7 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
     m.partition = msg->partition;
     m.offset = msg->offset;
     if (msg->key != nullptr) m.key.assign(static_cast<const char*>(msg->key), msg->key_len);
+    m.headers = headers_of(msg);
     m.size = msg->len;
     m.oversized = msg->len > impl_->max_message_bytes;
     if (msg->payload != nullptr && !m.oversized) {

@@ -15,7 +15,8 @@ constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid(
 constexpr db::Statement kUnsent{
     "relay_unsent",
     "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, "
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_backend_pid() "
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_backend_pid(), "
+    "coalesce(source, '') "
     "FROM conveyor.outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"};
 constexpr db::Statement kMarkSent{
     "relay_mark_sent",
@@ -109,13 +110,16 @@ std::size_t Relay::run_once() {
               }
               CloudEvent ev;
               ev.id = row[0].as_string();
-              ev.source = options_.source;
+              // Who made the change (the outbox row's application_name,
+              // migration 20261218010100), not this relay; older rows have none.
+              ev.source = row[8].as_string().empty() ? options_.source : row[8].as_string();
               ev.type = row[3].as_string();
               ev.subject = row[4].as_string();
               ev.time = row[6].as_string();
               ev.data = nlohmann::json::parse(row[5].view());
               rows.push_back({row[0].as_int(),
-                              {topic_name(options_.topic_prefix, row[1].view()), row[2].as_string(), encode(ev)}});
+                              {topic_name(options_.topic_prefix, row[1].view()), row[2].as_string(), encode(ev),
+                               {{kContentTypeHeader, kStructuredContentType}}}});
             }
           },
           no_retry());

@@ -14,6 +14,11 @@
 namespace conveyor::bus {
 
 inline constexpr int kEventSchemaVersion = 1;
+// The Kafka protocol binding's structured mode: every event record carries
+// the header `content-type: application/cloudevents+json`, which is how the
+// CloudEvents SDKs (and kcat users) know the value is a whole envelope.
+inline constexpr const char* kContentTypeHeader = "content-type";
+inline constexpr const char* kStructuredContentType = "application/cloudevents+json";
 // Limits on a received envelope, checked before it is parsed: larger or
 // deeper messages are refused (decode throws), never recursed into.
 inline constexpr std::size_t kMaxEventBytes = 1024 * 1024;

@@ -11,14 +11,19 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace conveyor::bus {
+
+// Record headers, in order (Kafka allows a name more than once).
+using Headers = std::vector<std::pair<std::string, std::string>>;
 
 struct Message {
   std::string topic;
   std::string key;
   std::string value;
+  Headers headers{};
 };
 
 struct ReceivedMessage {
@@ -26,6 +31,7 @@ struct ReceivedMessage {
   std::int32_t partition = 0;
   std::int64_t offset = 0;
   std::string key;
+  Headers headers;         // as the record carries them
   std::string value;       // empty when oversized
   std::size_t size = 0;    // of the value as the broker sent it
   bool oversized = false;  // larger than ConsumerOptions::max_message_bytes: not copied

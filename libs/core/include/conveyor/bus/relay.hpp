@@ -19,7 +19,9 @@ struct RelayOptions {
   std::string database_url;
   std::string brokers;
   std::string topic_prefix = "conveyor";
-  std::string source = "conveyor";  // CloudEvent source
+  // CloudEvent source of outbox rows that do not name the program that
+  // wrote them (rows from before migration 20261218010100).
+  std::string source = "conveyor";
   std::size_t batch_size = 500;
   std::chrono::milliseconds poll_interval{1000};  // fallback when no notify arrives
   std::chrono::milliseconds send_timeout{10000};

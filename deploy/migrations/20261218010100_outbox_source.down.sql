@@ -1,0 +1,1 @@
+ALTER TABLE conveyor.outbox DROP COLUMN source;
