@@ -133,6 +133,39 @@ TEST(JobPath, AJobInsertedByRawSqlIsDone) {
   EXPECT_TRUE(hook.delivered(id));
 }
 
+// A resident type through the whole path: configuration carries its runner
+// into the config, each worker starts the program once, every job is done
+// with its own log and result, and each job's outputs name the program that
+// served it.
+TEST(JobPath, ResidentJobsAreDoneThroughEveryStageOnOneProgramStartPerWorker) {
+  Stack::Options o;
+  o.workers = 1;
+  Stack stack(o);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 12; ++i) {
+    auto j = submit(stack, {{"job_type", "sleep-resident"}, {"params", {{"seconds", 0}}}});
+    ids.push_back(std::to_string(j.at("id").get<std::int64_t>()));
+  }
+  ASSERT_TRUE(wait_until([&] { return all_terminal(stack); }, 90s)) << stack.logs_tail();
+  std::set<int> pids;
+  for (const auto& id : ids) {
+    ASSERT_EQ(status_of(stack, id), "done") << "job " << id << "\n" << stack.logs_tail();
+    EXPECT_EQ(stack.db().query_value("SELECT config->>'runner' FROM conveyor.job WHERE id = " + id), "resident");
+    const json result =
+        json::parse(stack.db().query_value("SELECT result::text FROM conveyor.job WHERE id = " + id));
+    const std::filesystem::path log_dir = result.at("log_dir").get<std::string>();
+    const std::string logs = conveyor::testing::read_text(log_dir / "logs.txt");
+    EXPECT_NE(logs.find(" stdout done\n"), std::string::npos) << logs;
+    // Only this job's lines: one "sleeping" line.
+    EXPECT_EQ(logs.find("sleeping", logs.find("sleeping") + 1), std::string::npos) << logs;
+    const auto outputs = result.at("outputs");
+    ASSERT_EQ(outputs.size(), 1u) << result;
+    pids.insert(json::parse(conveyor::testing::read_text(outputs[0].get<std::string>())).at("pid").get<int>());
+  }
+  EXPECT_EQ(pids.size(), 1u) << "one program start on the one worker serves every job";
+  expect_valid_histories(stack);
+}
+
 TEST(JobPath, ASinkThatFailsTwiceThenSucceedsEndsDoneThroughErrorChecked) {
   Webhook hook(2);
   auto o = with_endpoint(hook.url());

@@ -16,6 +16,7 @@
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job_config.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/worker.hpp"
 #include "finish_batch.hpp"
@@ -244,6 +245,7 @@ struct Worker::Job {
   int attempt = 0;
   int max_attempts = 1;
   json config;
+  model::JobConfig cfg;  // config, parsed by run_job
   json params;
   std::string month;
   bool ran_before = false;  // an earlier run of this job was claimed (by any worker)
@@ -258,11 +260,11 @@ struct Worker::Job {
 // Configuration renders argv once, with the attempt of that moment; a retry
 // does not pass through configuration again, so "{attempt}" in the type's
 // command (kept as config.command_template) is rendered again here.
-void Worker::rerender_attempt(const Job& job, const fs::path& out_dir, json& argv) {
-  auto t = job.config.find("command_template");
-  if (t == job.config.end() || !t->is_array()) return;
-  const bool uses_attempt = std::any_of(t->begin(), t->end(), [](const json& a) {
-    return a.is_string() && a.get<std::string>().find("{attempt}") != std::string::npos;
+void Worker::rerender_attempt(const Job& job, const fs::path& out_dir,
+                              std::vector<std::string>& argv) {
+  const auto& t = job.cfg.command_template;
+  const bool uses_attempt = std::any_of(t.begin(), t.end(), [](const std::string& a) {
+    return a.find("{attempt}") != std::string::npos;
   });
   if (!uses_attempt) return;
   try {
@@ -271,12 +273,8 @@ void Worker::rerender_attempt(const Job& job, const fs::path& out_dir, json& arg
     c.job_id = job.id;
     c.attempt = job.attempt;
     c.output_dir = out_dir.string();
-    if (auto in = job.config.find("inputs"); in != job.config.end() && in->is_array()) {
-      for (const auto& p : *in) {
-        if (p.is_string()) c.inputs.push_back(p.get<std::string>());
-      }
-    }
-    argv = model::render_argv(t->get<std::vector<std::string>>(), c);
+    c.inputs = job.cfg.inputs;
+    argv = model::render_argv(t, c);
   } catch (const std::exception& e) {
     ctx_.log()->warn("job {}: cannot re-render the command for attempt {} ({}); using config.argv",
                      job.id, job.attempt, e.what());
@@ -652,182 +650,36 @@ void Worker::monitor_main() {
 
 // ---------------------------------------------------------------- one job
 
+namespace {
+
+// As the type wrote it ("1", "0.5"), for the messages of a timeout.
+std::string timeout_text(const json& config) { return config.value("timeout_s", json(0)).dump(); }
+
+}  // namespace
+
+// What one attempt runs with, prepared before it starts.
+struct Worker::Attempt {
+  fs::path out_dir;  // on this host
+  fs::path logs;     // the job's log folder
+  std::string image;
+  ProcessOptions options;
+  std::map<std::string, std::string> job_env;  // a container's whole environment
+  json meta;                                   // metadata.json
+  std::optional<std::string> image_digest;
+};
+
 void Worker::run_job(const std::shared_ptr<Job>& job) {
   try {
-    fs::path out_dir = output_dir(data_dir_, job->id);
-    if (auto o = job->config.find("output_dir");
-        o != job->config.end() && o->is_string() && !o->get<std::string>().empty()) {
-      out_dir = o->get<std::string>();  // what configuration put in the argv
-    }
-    const fs::path logs = log_dir(data_dir_, job->month, job->id);
-    std::error_code ec;
-    fs::create_directories(out_dir, ec);
-    if (ec) throw Error(errc::internal, "cannot create " + out_dir.string() + ": " + ec.message());
-    LogFile log(logs / "logs.txt");
-
-    ProcessOptions options;
-    if (!job->config.is_object()) throw Error(errc::bad_input, "job config is not an object");
-    const std::string image = job->config.value("image", std::string());
-    // What the job's program sees as its output dir: the host's, or the
-    // mount point inside its container.
-    const std::string seen_out_dir = model::argv_output_dir(image, out_dir.string());
-    json argv = job->config.value("argv", json());
-    rerender_attempt(*job, seen_out_dir, argv);
-    // A container job without a command runs its image's own entrypoint.
-    if (!argv.is_array() || (argv.empty() && image.empty())) {
-      throw Error(errc::bad_input, "job config has no argv (an array of strings)");
-    }
-    for (const auto& a : argv) {
-      if (!a.is_string()) throw Error(errc::bad_input, "job config argv holds a non-string");
-      options.argv.push_back(a.get<std::string>());
-    }
-    std::map<std::string, std::string> type_env;
-    if (auto it = job->config.find("env"); it != job->config.end() && it->is_object()) {
-      for (const auto& [k, v] : it->items()) {
-        type_env[k] = v.is_string() ? v.get<std::string>() : v.dump();
-      }
-    }
-    const std::map<std::string, std::string> own = {
-        {"CONVEYOR_JOB_ID", std::to_string(job->id)},
-        {"CONVEYOR_JOB_ATTEMPT", std::to_string(job->attempt)},
-        {"CONVEYOR_OUTPUT_DIR", seen_out_dir},
-    };
-    // The type's env without PG* and CONVEYOR_* (reserved), and the job's
-    // own variables: a container's whole environment besides its image's;
-    // a process gets the minimal base under them.
-    std::vector<std::string> refused_env;
-    const auto job_env = job_environment({}, type_env, own, &refused_env);
-    options.env = job_environment(base_env_, type_env, own);
-    options.cwd = out_dir;
-    options.kill_grace = kill_grace_;
-    options.shutdown_kill_grace = shutdown_kill_grace_;
-    if (auto t = job->config.find("timeout_s");
-        t != job->config.end() && t->is_number() && t->get<double>() > 0) {
-      options.timeout = std::chrono::milliseconds(
-          static_cast<std::int64_t>(std::llround(t->get<double>() * 1000.0)));
-    }
-
-    json meta = {
-        {"job_id", job->id},
-        {"job_type", job->type},
-        {"argv", argv},
-        {"image", image},
-        {"attempt", job->attempt},
-        {"max_attempts", job->max_attempts},
-        {"worker", name_},
-        {"worker_id", worker_id_},
-        {"output_dir", out_dir.string()},
-        {"env", redact_env(job_env)},
-        {"params", job->params},
-    };
+    job->cfg = model::parse_job_config(job->config);
+    Attempt attempt = prepare_attempt(*job);
+    LogFile log(attempt.logs / "logs.txt");
     log.write("conveyor", fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1,
                                       job->max_attempts, name_,
-                                      image.empty() ? "" : "image " + image + " ", argv.dump()));
-    if (!refused_env.empty()) {
-      // Names only: a value may be a secret.
-      std::string names;
-      for (const auto& n : refused_env) names += (names.empty() ? "" : ", ") + n;
-      log.write(
-          "conveyor",
-          "env " + names + " not set: PG* and CONVEYOR_* variables are not the job type's to set");
-      ctx_.log()->warn(
-          "job {}: its type's env sets {}, which a job does not get (PG* and "
-          "CONVEYOR_* are reserved)",
-          job->id, names);
-    }
-    const auto on_line = [&](std::string_view stream, std::string_view line) {
-      log.write(stream, line);
-    };
-    std::optional<std::string> image_digest;
+                                      attempt.image.empty() ? "" : "image " + attempt.image + " ",
+                                      attempt.meta["argv"].dump()));
+    note_refused_env(*job, log);
     ProcessOutcome outcome;
-    try {
-      if (job->config.value("runner", std::string()) == "resident") {
-        outcome = residents_.run(options,
-                                 {.id = job->id, .attempt = job->attempt, .type = job->type,
-                                  .params = job->params, .out_dir = out_dir,
-                                  .program_dir = data_dir_ / "run" / "resident", .log = ctx_.log()},
-                                 job->stop, on_line);
-      } else if (image.empty()) {
-        outcome = run_process(options, job->stop, on_line);
-      } else {
-        outcome = run_in_container(*job, out_dir, options.argv, job_env, options, log, meta);
-        image_digest = meta.value("image_digest", std::string());
-      }
-    } catch (const ContainerError& e) {
-      if (const StopReason stop = job->stop.load(); stop != StopReason::none) {
-        // Canceled or shut down while the image was pulled: that, not a failure.
-        outcome.stopped = stop;
-        outcome.started = outcome.ended = std::chrono::system_clock::now();
-        log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
-                                                           : "the worker shut down before the container started");
-        finish_job(*job, outcome, logs.string(), {}, AttemptCost{});
-        job->finished = true;
-        job_done_.notify_all();
-        ctx_.wake();
-        return;
-      }
-      log.write("conveyor", e.what());
-      if (auto d = meta.find("image_digest"); d != meta.end() && d->is_string()) {
-        image_digest = d->get<std::string>();
-      }
-      meta["message"] = e.what();
-      write_json_file(logs / "metadata.json", meta);
-      ctx_.log()->error("job {}: {}", job->id, e.what());
-      fail_internal(*job, e.subtype(), e.what(), image_digest);
-      job->finished = true;
-      job_done_.notify_all();
-      ctx_.wake();
-      return;
-    }
-    free_slot(*job);
-    ctx_.metrics()
-        .counter("conveyor_worker_process_wakeups_total",
-                 "wake-ups of the waits for job programs (output, exit, deadlines, stop checks)")
-        .inc(outcome.wakeups);
-    if (outcome.spawn_error) log.write("conveyor", *outcome.spawn_error + " (exit code 127)");
-
-    std::string ending;
-    if (outcome.timed_out) {
-      ending = fmt::format("killed after timeout of {} s",
-                           job->config.value("timeout_s", json(0)).dump());
-    } else if (outcome.stopped == StopReason::canceled) {
-      ending = "killed: the job was canceled";
-    } else if (outcome.stopped == StopReason::shutdown) {
-      ending = "killed: the worker shut down";
-    } else if (!outcome.error_message.empty()) {
-      ending = outcome.error_message;
-    } else if (outcome.exit_code) {
-      ending = fmt::format("exited with code {}", *outcome.exit_code);
-    } else if (outcome.term_signal) {
-      ending = fmt::format("killed by {}", describe_signal(*outcome.term_signal));
-    }
-    log.write("conveyor", ending);
-
-    const auto outputs = list_outputs(out_dir);
-    const auto duration_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
-            .count();
-    const AttemptCost cost = attempt_cost(outcome, image_digest);
-    meta.update({
-        {"exit_code", outcome.exit_code ? json(*outcome.exit_code) : json(nullptr)},
-        {"signal",
-         outcome.term_signal ? json(describe_signal(*outcome.term_signal)) : json(nullptr)},
-        {"timed_out", outcome.timed_out},
-        {"canceled", outcome.stopped == StopReason::canceled},
-        {"message", ending},
-        {"started_at", rfc3339_ms(outcome.started)},
-        {"ended_at", rfc3339_ms(outcome.ended)},
-        {"duration_ms", duration_ms},
-        {"usage", usage_json(cost, outcome.usage.source)},
-        {"outputs", outputs},
-    });
-    write_json_file(logs / "metadata.json", meta);
-
-    ctx_.metrics()
-        .histogram("conveyor_worker_job_duration_seconds", "run time of job processes",
-                   {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400})
-        .observe(static_cast<double>(duration_ms) / 1000.0);
-    finish_job(*job, outcome, logs.string(), outputs, cost);
+    if (run_attempt(*job, attempt, log, outcome)) record_attempt(*job, attempt, log, outcome);
   } catch (const std::exception& e) {
     ctx_.log()->error("job {}: {}", job->id, e.what());
     fail_internal(*job, "worker_error", e.what(), std::nullopt);
@@ -835,6 +687,157 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
   job->finished = true;
   job_done_.notify_all();
   ctx_.wake();  // a slot is free: claim again
+}
+
+// The folders, command, environment and limits of the job's attempt.
+Worker::Attempt Worker::prepare_attempt(Job& job) {
+  Attempt a;
+  // What configuration put in the argv, else the worker's default.
+  a.out_dir = job.cfg.output_dir.empty() ? output_dir(data_dir_, job.id) : fs::path(job.cfg.output_dir);
+  a.logs = log_dir(data_dir_, job.month, job.id);
+  std::error_code ec;
+  fs::create_directories(a.out_dir, ec);
+  if (ec) throw Error(errc::internal, "cannot create " + a.out_dir.string() + ": " + ec.message());
+  a.image = job.cfg.image;
+  // What the job's program sees as its output dir: the host's, or the
+  // mount point inside its container.
+  const std::string seen_out_dir = model::argv_output_dir(a.image, a.out_dir.string());
+  a.options.argv = job.cfg.argv;
+  rerender_attempt(job, seen_out_dir, a.options.argv);
+  // A container job without a command runs its image's own entrypoint.
+  if (a.options.argv.empty() && a.image.empty()) {
+    throw Error(errc::bad_input, "job config has no argv (an array of strings)");
+  }
+  const std::map<std::string, std::string> own = {
+      {"CONVEYOR_JOB_ID", std::to_string(job.id)},
+      {"CONVEYOR_JOB_ATTEMPT", std::to_string(job.attempt)},
+      {"CONVEYOR_OUTPUT_DIR", seen_out_dir},
+  };
+  // The type's env without PG* and CONVEYOR_* (reserved), and the job's
+  // own variables: a container's whole environment besides its image's;
+  // a process gets the minimal base under them.
+  a.job_env = job_environment({}, job.cfg.env, own);
+  a.options.env = job_environment(base_env_, job.cfg.env, own);
+  a.options.cwd = a.out_dir;
+  a.options.kill_grace = kill_grace_;
+  a.options.shutdown_kill_grace = shutdown_kill_grace_;
+  a.options.timeout = job.cfg.timeout();
+  a.meta = {
+      {"job_id", job.id},           {"job_type", job.type},
+      {"argv", a.options.argv},     {"image", a.image},
+      {"attempt", job.attempt},     {"max_attempts", job.max_attempts},
+      {"worker", name_},            {"worker_id", worker_id_},
+      {"output_dir", a.out_dir.string()}, {"env", redact_env(a.job_env)},
+      {"params", job.params},
+  };
+  return a;
+}
+
+// The type's env names a job does not get, in its log and the worker's:
+// names only, as a value may be a secret.
+void Worker::note_refused_env(const Job& job, LogFile& log) {
+  std::vector<std::string> refused;
+  job_environment({}, job.cfg.env, {}, &refused);
+  if (refused.empty()) return;
+  std::string names;
+  for (const auto& n : refused) names += (names.empty() ? "" : ", ") + n;
+  log.write("conveyor",
+            "env " + names + " not set: PG* and CONVEYOR_* variables are not the job type's to set");
+  ctx_.log()->warn(
+      "job {}: its type's env sets {}, which a job does not get (PG* and CONVEYOR_* are reserved)",
+      job.id, names);
+}
+
+// Runs the attempt as a resident job, a process or a container. Returns
+// false when the job has already been finished here (a container that could
+// not start).
+bool Worker::run_attempt(Job& job, Attempt& a, LogFile& log, ProcessOutcome& outcome) {
+  const auto on_line = [&](std::string_view stream, std::string_view line) {
+    log.write(stream, line);
+  };
+  try {
+    if (job.cfg.runner == "resident") {
+      outcome = residents_.run(a.options,
+                               {.id = job.id, .attempt = job.attempt, .type = job.type,
+                                .params = job.params, .out_dir = a.out_dir,
+                                .program_dir = data_dir_ / "run" / "resident", .log = ctx_.log()},
+                               job.stop, on_line);
+    } else if (a.image.empty()) {
+      outcome = run_process(a.options, job.stop, on_line);
+    } else {
+      outcome = run_in_container(job, a.out_dir, a.options.argv, a.job_env, a.options, log, a.meta);
+      a.image_digest = a.meta.value("image_digest", std::string());
+    }
+    return true;
+  } catch (const ContainerError& e) {
+    if (const StopReason stop = job.stop.load(); stop != StopReason::none) {
+      // Canceled or shut down while the image was pulled: that, not a failure.
+      outcome.stopped = stop;
+      outcome.started = outcome.ended = std::chrono::system_clock::now();
+      log.write("conveyor", stop == StopReason::canceled
+                                ? "canceled before the container started"
+                                : "the worker shut down before the container started");
+      finish_job(job, outcome, a.logs.string(), {}, AttemptCost{});
+      return false;
+    }
+    log.write("conveyor", e.what());
+    if (auto d = a.meta.find("image_digest"); d != a.meta.end() && d->is_string()) {
+      a.image_digest = d->get<std::string>();
+    }
+    a.meta["message"] = e.what();
+    write_json_file(a.logs / "metadata.json", a.meta);
+    ctx_.log()->error("job {}: {}", job.id, e.what());
+    fail_internal(job, e.subtype(), e.what(), a.image_digest);
+    return false;
+  }
+}
+
+// How the attempt ended, in words, for its log and metadata.
+std::string Worker::ending_of(const Job& job, const ProcessOutcome& outcome) {
+  if (outcome.timed_out) return fmt::format("killed after timeout of {} s", timeout_text(job.config));
+  if (outcome.stopped == StopReason::canceled) return "killed: the job was canceled";
+  if (outcome.stopped == StopReason::shutdown) return "killed: the worker shut down";
+  if (!outcome.error_message.empty()) return outcome.error_message;
+  if (outcome.exit_code) return fmt::format("exited with code {}", *outcome.exit_code);
+  if (outcome.term_signal) return fmt::format("killed by {}", describe_signal(*outcome.term_signal));
+  return "";
+}
+
+// The attempt's files (log, metadata.json), metrics and outcome.
+void Worker::record_attempt(Job& job, Attempt& a, LogFile& log, const ProcessOutcome& outcome) {
+  free_slot(job);
+  ctx_.metrics()
+      .counter("conveyor_worker_process_wakeups_total",
+               "wake-ups of the waits for job programs (output, exit, deadlines, stop checks)")
+      .inc(outcome.wakeups);
+  if (outcome.spawn_error) log.write("conveyor", *outcome.spawn_error + " (exit code 127)");
+  const std::string ending = ending_of(job, outcome);
+  log.write("conveyor", ending);
+
+  const auto outputs = list_outputs(a.out_dir);
+  const auto duration_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
+          .count();
+  const AttemptCost cost = attempt_cost(outcome, a.image_digest);
+  a.meta.update({
+      {"exit_code", outcome.exit_code ? json(*outcome.exit_code) : json(nullptr)},
+      {"signal",
+       outcome.term_signal ? json(describe_signal(*outcome.term_signal)) : json(nullptr)},
+      {"timed_out", outcome.timed_out},
+      {"canceled", outcome.stopped == StopReason::canceled},
+      {"message", ending},
+      {"started_at", rfc3339_ms(outcome.started)},
+      {"ended_at", rfc3339_ms(outcome.ended)},
+      {"duration_ms", duration_ms},
+      {"usage", usage_json(cost, outcome.usage.source)},
+      {"outputs", outputs},
+  });
+  write_json_file(a.logs / "metadata.json", a.meta);
+  ctx_.metrics()
+      .histogram("conveyor_worker_job_duration_seconds", "run time of job processes",
+                 {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400})
+      .observe(static_cast<double>(duration_ms) / 1000.0);
+  finish_job(job, outcome, a.logs.string(), outputs, cost);
 }
 
 // The container path of run_job: removes what an earlier attempt of this
@@ -845,7 +848,7 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
                                         const std::map<std::string, std::string>& env,
                                         const ProcessOptions& options, LogFile& log, json& meta) {
   if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
-  const std::string image = job.config.value("image", std::string());
+  const std::string& image = job.cfg.image;
   // Nothing runs twice: whatever container an earlier run of this job left
   // (a worker killed -9, a reboot) goes before this attempt starts. A first
   // run has none to look for.
@@ -880,16 +883,9 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
   spec.argv = argv;
   spec.env = env;
   spec.host_output_dir = out_dir;
-  if (auto in = job.config.find("inputs"); in != job.config.end() && in->is_array()) {
-    for (const auto& p : *in) {
-      if (p.is_string()) spec.inputs.push_back(p.get<std::string>());
-    }
-  }
-  if (auto r = job.config.find("resources"); r != job.config.end() && r->is_object()) {
-    spec.resources.cpus = r->value("cpus", 0.0);
-    spec.resources.memory_mb = r->value("memory_mb", std::int64_t{0});
-  }
-  spec.network = job.config.value("network", false);
+  spec.inputs = job.cfg.inputs;
+  spec.resources = job.cfg.resources;
+  spec.network = job.cfg.network;
   spec.user = container_user_;
   spec.keep_id = container_keep_id_;
   spec.cgroup_parent = container_cgroup(cgroup_base_, installation_, job.id, job.attempt);
@@ -952,8 +948,7 @@ std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome&
   std::string message;
   if (outcome.timed_out) {
     subtype = "timeout";
-    message = fmt::format("killed after timeout of {} s",
-                          job.config.value("timeout_s", json(0)).dump());
+    message = fmt::format("killed after timeout of {} s", timeout_text(job.config));
   } else if (!outcome.error_message.empty()) {
     subtype = outcome.error_subtype;  // a resident job's result or its program's death
     message = outcome.error_message;
@@ -964,10 +959,7 @@ std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome&
   } else {
     message = fmt::format("killed by {}", describe_signal(outcome.term_signal.value_or(0)));
   }
-  double backoff_s = 30;
-  if (auto b = job.config.find("retry_backoff_s"); b != job.config.end() && b->is_number()) {
-    backoff_s = std::max(0.0, b->get<double>());
-  }
+  const double backoff_s = std::max(0.0, job.cfg.retry_backoff_s);
   return status_of(
       write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost));
 }

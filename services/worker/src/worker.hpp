@@ -80,8 +80,15 @@ class Worker {
   void heartbeat();
   void reap_finished();
   void monitor_main();
+  struct Attempt;
   void run_job(const std::shared_ptr<Job>& job);
-  void rerender_attempt(const Job& job, const std::filesystem::path& out_dir, nlohmann::json& argv);
+  Attempt prepare_attempt(Job& job);
+  void note_refused_env(const Job& job, LogFile& log);
+  bool run_attempt(Job& job, Attempt& attempt, LogFile& log, ProcessOutcome& outcome);
+  void record_attempt(Job& job, Attempt& attempt, LogFile& log, const ProcessOutcome& outcome);
+  static std::string ending_of(const Job& job, const ProcessOutcome& outcome);
+  void rerender_attempt(const Job& job, const std::filesystem::path& out_dir,
+                        std::vector<std::string>& argv);
   void finish_job(Job& job, const ProcessOutcome& outcome, const std::string& log_dir,
                   const std::vector<std::string>& outputs, const AttemptCost& cost);
   void fail_internal(Job& job, const std::string& subtype, const std::string& message,
