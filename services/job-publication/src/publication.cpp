@@ -18,6 +18,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/model/job_config.hpp"
 
 namespace conveyor::publication {
 namespace {
@@ -327,12 +328,18 @@ Outcome deliver(const db::Row& row, const model::SystemParameters& params, const
   job.params = nlohmann::json::parse(row["params"].view());
   job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
   job.time = row["now"].as_string();
-  const auto config = row["config"].is_null() ? nlohmann::json::object() : nlohmann::json::parse(row["config"].view());
   const std::string body = event_json(job);
 
   std::vector<std::string> failures;
-  if (const auto sinks = config.find("sinks"); sinks != config.end() && sinks->is_array()) {
-    for (const auto& sink : *sinks) {
+  model::JobConfig config;
+  try {
+    if (!row["config"].is_null()) config = model::parse_job_config(nlohmann::json::parse(row["config"].view()));
+  } catch (const std::exception& e) {
+    // A config no sink can be read from: that job fails, not the batch.
+    failures.emplace_back(std::string("job config: ") + e.what());
+  }
+  {
+    for (const auto& sink : config.sinks) {
       try {
         publish_to_sink(sink, job, body, params, settings);
       } catch (const Error& e) {
