@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 
+#include "alert_history.hpp"
 #include "alerts.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
@@ -211,8 +212,11 @@ bool Monitor::scan() {
 
 void Monitor::check_alerts() {
   part("alerts", [&] {
-    const auto firing = ctx_.db().transact(
-        [&](db::Tx& tx) { return evaluate_alerts(tx, model::load_system_parameters(tx), &ctx_.metrics()); });
+    const auto firing = ctx_.db().transact([&](db::Tx& tx) {
+      auto now_firing = evaluate_alerts(tx, model::load_system_parameters(tx), &ctx_.metrics());
+      record_alert_history(tx, now_firing);  // for the console's recent alerts
+      return now_firing;
+    });
     std::map<std::string, std::pair<std::string, std::string>> now;
     for (const auto& a : firing) now[a.name] = {a.summary, a.severity};
     auto& metrics = ctx_.metrics();

@@ -895,7 +895,7 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
 
   const auto page = get("monitor", "/");
   EXPECT_EQ(page.status, 200);
-  EXPECT_NE(page.body.find("<title>Conveyor</title>"), std::string::npos);
+  EXPECT_NE(page.body.find("Conveyor</title>"), std::string::npos);
   EXPECT_NE(page.body.find("maintenance &lt;tonight&gt;"), std::string::npos) << "escaped, never raw HTML";
   EXPECT_EQ(page.body.find("<tonight>"), std::string::npos);
   EXPECT_NE(page.body.find("execution-9"), std::string::npos);
@@ -947,7 +947,7 @@ TEST_F(MonitorTest, AReplacedWorkerRaisesNoServiceDownAlert) {
       },
       5s));
   EXPECT_EQ(metric("monitor", R"(conveyor_service_instances{service="conveyor-worker",status="down"})"), 0);
-  const auto page = get("monitor", "/");
+  const auto page = get("monitor", "/services");  // the console's services page
   EXPECT_NE(page.body.find("<td>conveyor-worker</td><td class=\"idle\">idle</td>"), std::string::npos) << page.body;
 }
 
@@ -1122,6 +1122,15 @@ TEST_F(MonitorTest, AlertsResolveOnceTheirCauseIsGone) {
   EXPECT_EQ(metric("monitor", "conveyor_workers_lost_last_hour"), 0);
   EXPECT_EQ(metric("monitor", "conveyor_outbox_stuck_events"), 0);
   EXPECT_EQ(metric("monitor", "conveyor_accepting_new_jobs"), 1);
+  // The console's recent alerts: each fired once and is resolved now.
+  ASSERT_TRUE(ct::wait_until(
+      [&] {
+        return db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE resolved_at IS NULL") == "0";
+      },
+      10s))
+      << db_.query_value("SELECT string_agg(name, ',') FROM conveyor.alert_event WHERE resolved_at IS NULL");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE name = 'service_down'"), "1");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE name = 'workers_lost'"), "1");
 }
 
 }  // namespace

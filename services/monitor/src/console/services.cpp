@@ -1,4 +1,5 @@
 // GET /services (instances and workers) and GET /alerts.
+#include "../alert_history.hpp"
 #include "../alerts.hpp"
 #include "../dashboard.hpp"
 #include "../registry.hpp"
@@ -71,6 +72,24 @@ std::string alerts_table(const std::vector<Alert>& firing) {
   return h + "</table>";
 }
 
+namespace {
+
+std::string recent_alerts_table(const std::vector<PastAlert>& recent) {
+  if (recent.empty()) return "<p class=\"muted\">no alert fired in the last 24 hours</p>";
+  std::string h =
+      "<table id=\"recent-alerts\"><tr><th>severity</th><th>alert</th><th>fired</th><th>resolved</th>"
+      "<th>summary</th></tr>";
+  for (const auto& a : recent) {
+    h += "<tr class=\"" + html_escape(a.severity) + "\"><td>" + html_escape(a.severity) + "</td><td>" +
+         html_escape(a.name) + "</td><td>" + html_escape(a.fired_at) + "</td><td>" +
+         (a.resolved_at.empty() ? std::string("firing") : html_escape(a.resolved_at)) + "</td><td>" +
+         html_escape(a.summary) + "</td></tr>";
+  }
+  return h + "</table>";
+}
+
+}  // namespace
+
 void add_services_routes(runtime::Context& ctx) {
   ctx.http().route("GET", "/services", [&ctx](const http::Request& req) {
     const bool all = req.query_param("all") == "1";
@@ -86,12 +105,15 @@ void add_services_routes(runtime::Context& ctx) {
     return html_page(req, "/services", "Workers and services", body);
   });
   ctx.http().route("GET", "/alerts", [&ctx](const http::Request& req) {
-    const auto firing = ctx.db().transact(
-        [](db::Tx& tx) { return evaluate_alerts(tx, model::load_system_parameters(tx)); });
+    const auto [firing, recent] = ctx.db().transact([](db::Tx& tx) {
+      return std::make_pair(evaluate_alerts(tx, model::load_system_parameters(tx)), recent_alerts(tx));
+    });
     return html_page(req, "/alerts", "Alerts",
-                     "<h2>Firing now</h2>" + alerts_table(firing) +
-                         "<p class=\"muted\">Alerts are evaluated afresh on each request; the monitor logs when each "
-                         "starts and stops firing and posts the change to CONVEYOR_ALERT_WEBHOOK_URL.</p>");
+                     "<h2>Firing now</h2>" + alerts_table(firing) + "<h2>Recent (last 24 hours)</h2>" +
+                         recent_alerts_table(recent) +
+                         "<p class=\"muted\">Alerts are evaluated afresh on each request; the monitor records when "
+                         "each starts and stops firing, logs it and posts the change to "
+                         "CONVEYOR_ALERT_WEBHOOK_URL.</p>");
   });
 }
 
