@@ -3,6 +3,6 @@
 #include "creation.hpp"
 
 int main(int argc, char** argv) {
-  return conveyor::runtime::run(argc, argv, conveyor::creation::service_spec(),
-                                conveyor::creation::setup, conveyor::creation::loop);
+  return conveyor::runtime::run(argc, argv, conveyor::creation::service_spec(), conveyor::creation::setup,
+                                conveyor::creation::loop);
 }

@@ -6,11 +6,10 @@
 
 int main(int argc, char** argv) {
   using namespace conveyor;
-  runtime::ServiceSpec spec{
-      .name = worker::kServiceName,
-      .schema = worker::schema(),
-      .wake_on = {"io.conveyor.job.queued", "io.conveyor.job.cancel_requested"},
-      .consumer_group = "conveyor-worker"};
+  runtime::ServiceSpec spec{.name = worker::kServiceName,
+                            .schema = worker::schema(),
+                            .wake_on = {"io.conveyor.job.queued", "io.conveyor.job.cancel_requested"},
+                            .consumer_group = "conveyor-worker"};
   std::unique_ptr<worker::Worker> w;
   return runtime::run(
       argc, argv, std::move(spec),

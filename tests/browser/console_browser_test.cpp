@@ -37,18 +37,18 @@ TEST(ConsoleBrowser, AnOperatorFindsARunningJobWatchesItsLogAndCancelsIt) {
   const json long_job = conveyor::e2e::submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 120}}}});
   const std::string id = std::to_string(long_job.at("id").get<std::int64_t>());
   ASSERT_TRUE(ct::wait_until([&] { return conveyor::e2e::status_of(stack, id) == "started"; }, 60s))
-      << "job " << id << " is " << conveyor::e2e::status_of(stack, id) << "\n" << stack.logs_tail();
+      << "job " << id << " is " << conveyor::e2e::status_of(stack, id) << "\n"
+      << stack.logs_tail();
 
   const fs::path shots = BROWSER_ARTIFACTS_DIR;
   fs::create_directories(shots);
-  const auto browser = ct::run(
-      {"node", std::string(BROWSER_SOURCE_DIR) + "/console_test.js"},
-      {{"NODE_PATH", (work / "npm" / "node_modules").string()},
-       {"CONSOLE_URL", "http://127.0.0.1:" + std::to_string(stack.port("monitor"))},
-       {"TOKEN", stack.api_token()},
-       {"JOB_ID", id},
-       {"SHOTS_DIR", shots.string()}},
-      180s);
+  const auto browser = ct::run({"node", std::string(BROWSER_SOURCE_DIR) + "/console_test.js"},
+                               {{"NODE_PATH", (work / "npm" / "node_modules").string()},
+                                {"CONSOLE_URL", "http://127.0.0.1:" + std::to_string(stack.port("monitor"))},
+                                {"TOKEN", stack.api_token()},
+                                {"JOB_ID", id},
+                                {"SHOTS_DIR", shots.string()}},
+                               180s);
   EXPECT_EQ(browser.status, 0) << browser.output << "\n" << stack.logs_tail();
 
   // What the browser saw is what the database holds.

@@ -37,19 +37,18 @@ class Auth : public ::testing::Test {
   }
 
   // A request to service `name` of `stack` with `token` ("" for none).
-  static conveyor::http::ClientResponse call(ct::Stack& stack, const std::string& name,
-                                             const std::string& method, const std::string& path,
-                                             const std::string& token, const std::string& body = "",
+  static conveyor::http::ClientResponse call(ct::Stack& stack, const std::string& name, const std::string& method,
+                                             const std::string& path, const std::string& token,
+                                             const std::string& body = "",
                                              std::map<std::string, std::string> headers = {}) {
     if (!token.empty()) headers["Authorization"] = "Bearer " + token;
     if (!body.empty()) headers.emplace("Content-Type", "application/json");
-    return conveyor::http::http_request(
-        method, "http://127.0.0.1:" + std::to_string(stack.port(name)) + path, body, headers, 5s);
+    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(stack.port(name)) + path, body,
+                                        headers, 5s);
   }
 
-  static conveyor::http::ClientResponse api(ct::Stack& stack, const std::string& method,
-                                            const std::string& path, const std::string& token,
-                                            const std::string& body = "") {
+  static conveyor::http::ClientResponse api(ct::Stack& stack, const std::string& method, const std::string& path,
+                                            const std::string& token, const std::string& body = "") {
     return call(stack, "creation", method, path, token, body);
   }
 
@@ -82,9 +81,12 @@ TEST_F(Auth, EachRoleGetsWhatItMayAndNoMore) {
   }
 
   // No token: 401 naming what is missing, for reads and writes alike.
-  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
-           {"GET", "/v1/jobs"}, {"GET", "/v1/job-types"}, {"GET", "/v1/parameters"},
-           {"POST", "/v1/jobs"}, {"PATCH", "/v1/parameters"}, {"POST", "/v1/jobs/1/cancel"}}) {
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{{"GET", "/v1/jobs"},
+                                                                                     {"GET", "/v1/job-types"},
+                                                                                     {"GET", "/v1/parameters"},
+                                                                                     {"POST", "/v1/jobs"},
+                                                                                     {"PATCH", "/v1/parameters"},
+                                                                                     {"POST", "/v1/jobs/1/cancel"}}) {
     const std::string body = method == "GET" ? "" : "{}";
     const auto r = api(stack, method, path, "", body);
     const json p = refused(r, 401);
@@ -92,10 +94,8 @@ TEST_F(Auth, EachRoleGetsWhatItMayAndNoMore) {
     EXPECT_THAT(p.value("detail", ""), HasSubstr("Authorization: Bearer")) << method << " " << path;
   }
   // Another scheme, or something that is not one of our tokens: 401 too.
-  EXPECT_EQ(call(stack, "creation", "GET", "/v1/jobs", "", "", {{"Authorization", "Basic YWxpY2U6eA=="}}).status,
-            401);
-  EXPECT_THAT(refused(api(stack, "GET", "/v1/jobs", "not-a-token"), 401).value("detail", ""),
-              HasSubstr("cvt_"));
+  EXPECT_EQ(call(stack, "creation", "GET", "/v1/jobs", "", "", {{"Authorization", "Basic YWxpY2U6eA=="}}).status, 401);
+  EXPECT_THAT(refused(api(stack, "GET", "/v1/jobs", "not-a-token"), 401).value("detail", ""), HasSubstr("cvt_"));
   EXPECT_THAT(refused(api(stack, "GET", "/v1/jobs", conveyor::auth::new_token()), 401).value("detail", ""),
               HasSubstr("not known"));
 
@@ -107,8 +107,8 @@ TEST_F(Auth, EachRoleGetsWhatItMayAndNoMore) {
   }
 
   // Submitting: submitter and operator; a reader gets 403 naming both roles.
-  const json p = refused(api(stack, "POST", "/v1/jobs", reader, R"({"job_type": "sleep", "params": {"seconds": 0}})"),
-                         403);
+  const json p =
+      refused(api(stack, "POST", "/v1/jobs", reader, R"({"job_type": "sleep", "params": {"seconds": 0}})"), 403);
   EXPECT_THAT(p.value("detail", ""), HasSubstr("reader"));
   EXPECT_THAT(p.value("detail", ""), HasSubstr("submitter"));
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job"), "0");
@@ -134,8 +134,7 @@ TEST_F(Auth, EachRoleGetsWhatItMayAndNoMore) {
   EXPECT_EQ(json::parse(api(stack, "GET", "/v1/parameters", ops).body).at("publication_endpoint_url"),
             "http://hook:s3cret@hooks.example/in");
   for (const auto& t : {reader, alice}) {
-    const std::string shown =
-        json::parse(api(stack, "GET", "/v1/parameters", t).body).at("publication_endpoint_url");
+    const std::string shown = json::parse(api(stack, "GET", "/v1/parameters", t).body).at("publication_endpoint_url");
     EXPECT_THAT(shown, Not(HasSubstr("s3cret")));
     EXPECT_THAT(shown, HasSubstr("hooks.example"));
   }
@@ -168,8 +167,7 @@ TEST_F(Auth, ExpiredAndRevokedTokensAre401AndTheHistoryNamesTheToken) {
   ASSERT_EQ(revoke.status, 0) << revoke.output;
   EXPECT_THAT(refused(api(stack, "GET", "/v1/jobs", gone), 401).value("detail", ""), HasSubstr("revoked"));
   // last_used_at was recorded for a token in use.
-  EXPECT_EQ(stack.db().query_value("SELECT last_used_at IS NOT NULL FROM conveyor.api_token WHERE name = 'gone'"),
-            "t");
+  EXPECT_EQ(stack.db().query_value("SELECT last_used_at IS NOT NULL FROM conveyor.api_token WHERE name = 'gone'"), "t");
 
   // A cancel through the API: the history's actor is the token's name, and
   // `conveyor job inspect` shows it.
@@ -249,9 +247,9 @@ TEST_F(Auth, TheMonitorNeedsAReaderAndItsLoginSetsAStrictCookie) {
   EXPECT_EQ(wrong.status, 401);
   EXPECT_EQ(wrong.headers.count("set-cookie"), 0u);
   // The form's post without JavaScript is a form body: refused, never read.
-  EXPECT_EQ(monitor("POST", "/login", "", "token=" + reader, {{"Content-Type", "application/x-www-form-urlencoded"}})
-                .status,
-            415);
+  EXPECT_EQ(
+      monitor("POST", "/login", "", "token=" + reader, {{"Content-Type", "application/x-www-form-urlencoded"}}).status,
+      415);
 
   auto log_in = [&] {
     const auto login = monitor("POST", "/login", "", json{{"token", reader}}.dump());
@@ -270,7 +268,8 @@ TEST_F(Auth, TheMonitorNeedsAReaderAndItsLoginSetsAStrictCookie) {
   const std::string session = pair.substr(pair.find('=') + 1);
   EXPECT_EQ(call(stack, "creation", "GET", "/v1/jobs", session).status, 401);
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.console_session WHERE token_name = 'wall-screen' "
-                                   "AND session_sha256 = '" + conveyor::auth::token_sha256(session) + "'"),
+                                   "AND session_sha256 = '" +
+                                   conveyor::auth::token_sha256(session) + "'"),
             "1");
   const auto page = monitor("GET", "/", "", "", {{"Cookie", pair}, {"Accept", "text/html"}});
   EXPECT_EQ(page.status, 200);

@@ -150,7 +150,7 @@ class WebhookReceiver {
       try {
         const auto event = json::parse(r.body);
         events_[std::stoll(event.at("subject").get<std::string>())].push_back(event.at("id").get<std::string>() +
-                                                                             " at " + utc_now());
+                                                                              " at " + utc_now());
       } catch (const std::exception& e) {
         malformed_.push_back(std::string(e.what()) + ": " + r.body.substr(0, 200));
       }
@@ -179,8 +179,8 @@ class WebhookReceiver {
 // published to the receiver and to a file catalog.
 struct JobTypesFile : conveyor::e2e::SleepTypeFile {
   explicit JobTypesFile(const std::string& webhook_url)
-      : SleepTypeFile(60, 5, json::array({json{{"kind", "webhook"}, {"url", webhook_url}},
-                                          conveyor::e2e::file_sink()})) {}
+      : SleepTypeFile(60, 5,
+                      json::array({json{{"kind", "webhook"}, {"url", webhook_url}}, conveyor::e2e::file_sink()})) {}
 };
 
 // ---------------------------------------------------------------- submitting
@@ -221,11 +221,10 @@ PostResult post_job(const ApiUrl& api, const json& body, const std::string& key,
   std::string last;
   while (true) {
     try {
-      auto r = conveyor::http::http_request("POST", api.get() + "/v1/jobs", body.dump(),
-                                            {{"Content-Type", "application/json"},
-                                             {"Authorization", "Bearer " + api.token()},
-                                             {"Idempotency-Key", key}},
-                                            3s);
+      auto r = conveyor::http::http_request(
+          "POST", api.get() + "/v1/jobs", body.dump(),
+          {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + api.token()}, {"Idempotency-Key", key}},
+          3s);
       if (r.status == 200 || r.status == 201) {
         out.id = json::parse(r.body).at("id").get<std::int64_t>();
         return out;
@@ -275,7 +274,8 @@ class Submitter {
 
  private:
   void main() {
-    const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / kJobsPerSecond));
+    const auto period =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1.0 / kJobsPerSecond));
     auto next = Clock::now();
     for (int i = 0; !stop_; ++i) {
       const double seconds = static_cast<double>(rng_() % 31) / 100.0;
@@ -393,8 +393,9 @@ std::string describe_unfinished(Stack& stack) {
   std::ostringstream out;
   try {
     out << "not terminal, by status:";
-    for (const auto& r : stack.db().query(std::string("SELECT status, count(*) FROM conveyor.job WHERE status NOT IN ") +
-                                          kTerminal + " GROUP BY 1 ORDER BY 1")) {
+    for (const auto& r :
+         stack.db().query(std::string("SELECT status, count(*) FROM conveyor.job WHERE status NOT IN ") + kTerminal +
+                          " GROUP BY 1 ORDER BY 1")) {
       out << " " << r[0] << "=" << r[1];
     }
     out << "\nfirst of them (id status attempt updated_s_ago error | worker: name status pid running "
@@ -419,9 +420,10 @@ std::string describe_unfinished(Stack& stack) {
     }
     for (std::size_t i = 0; i < rows.size() && i < 3; ++i) {
       out << "  history of job " << rows[i][0] << ":";
-      for (const auto& h : stack.db().query(
-               "SELECT coalesce(from_status, '(insert)'), to_status, actor, to_char(at, 'HH24:MI:SS.MS') "
-               "FROM conveyor.job_status_change WHERE job_id = " + rows[i][0] + " ORDER BY id")) {
+      for (const auto& h :
+           stack.db().query("SELECT coalesce(from_status, '(insert)'), to_status, actor, to_char(at, 'HH24:MI:SS.MS') "
+                            "FROM conveyor.job_status_change WHERE job_id = " +
+                            rows[i][0] + " ORDER BY id")) {
         out << " " << h[0] << "->" << h[1] << " (" << h[2] << " " << h[3] << ")";
       }
       out << "\n";
@@ -525,7 +527,8 @@ class Driver {
 
   // Sleeps `seconds` (pacing, not synchronisation), supervising meanwhile.
   void pause(double seconds) {
-    const auto until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+    const auto until =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
     while (Clock::now() < until) {
       supervise();
       std::this_thread::sleep_until(std::min(until, Clock::now() + 250ms));
@@ -536,7 +539,8 @@ class Driver {
   // PostgreSQL or the broker back) and the recovery probe is done or given up.
   void inject(const Fault& f) {
     ++faults_;
-    const std::string label = f.kind == "kill" ? "kill -9 " + f.detail : f.kind + (f.detail.empty() ? "" : " " + f.detail);
+    const std::string label =
+        f.kind == "kill" ? "kill -9 " + f.detail : f.kind + (f.detail.empty() ? "" : " " + f.detail);
     Clock::time_point over;
     if (f.kind == "kill") {
       over = kill(f.detail);
@@ -565,7 +569,8 @@ class Driver {
       auto t = Clock::now();
       stack_.postgres().stop(mode);
       log_("postgres stopped (" + fixed1(seconds_since(t)) + " s)");
-      std::this_thread::sleep_until(t + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(down)));
+      std::this_thread::sleep_until(t +
+                                    std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(down)));
       t = Clock::now();
       stack_.postgres().start();
       over = Clock::now();
@@ -704,8 +709,8 @@ class Driver {
       log_("recovered from " + label + " in " + fixed1(s) + " s (probe " + status + ")");
     } else {
       ++unrecovered_;
-      log_("NOT recovered from " + label + " within " +
-           fixed1(std::chrono::duration<double>(kProbeBound).count()) + " s: probe " + status);
+      log_("NOT recovered from " + label + " within " + fixed1(std::chrono::duration<double>(kProbeBound).count()) +
+           " s: probe " + status);
     }
   }
 
@@ -735,8 +740,9 @@ void expect_no_transition_twice(Stack& stack) {
   // Joined here rather than in SQL: the planner cannot estimate the jsonb key
   // and picks a nested loop that grows with the square of the run.
   std::map<std::string, std::vector<std::string>> attempt_of;  // change id -> attempts of its events
-  for (const auto& e : stack.db().query("SELECT payload->>'change_id', coalesce(payload->>'attempt', '?') "
-                                        "FROM conveyor.outbox WHERE topic = 'jobs' AND payload->>'reemitted' IS NULL")) {
+  for (const auto& e :
+       stack.db().query("SELECT payload->>'change_id', coalesce(payload->>'attempt', '?') "
+                        "FROM conveyor.outbox WHERE topic = 'jobs' AND payload->>'reemitted' IS NULL")) {
     attempt_of[e[0]].push_back(e[1]);
   }
   std::map<std::tuple<std::string, std::string, std::string, std::string>, int> seen;
@@ -745,8 +751,9 @@ void expect_no_transition_twice(Stack& stack) {
                                         "FROM conveyor.job_status_change ORDER BY id")) {
     auto it = attempt_of.find(c[0]);
     if (it == attempt_of.end()) {
-      if (++missing <= 5) ADD_FAILURE() << "job " << c[1] << ": " << c[2] << " -> " << c[3] << " (change " << c[0]
-                                        << ") has no event in the outbox";
+      if (++missing <= 5)
+        ADD_FAILURE() << "job " << c[1] << ": " << c[2] << " -> " << c[3] << " (change " << c[0]
+                      << ") has no event in the outbox";
       continue;
     }
     if (it->second.size() > 1 && ++doubled <= 5) {
@@ -793,7 +800,8 @@ void expect_published_exactly_once(Stack& stack, const WebhookReceiver& receiver
     if (it == events.end() || it->second.empty()) {
       if (++wrong <= 20) ADD_FAILURE() << "done job " << id << " delivered no event";
     } else if (it->second.front().substr(0, it->second.front().find(' ')) != expected) {
-      if (++wrong <= 20) ADD_FAILURE() << "done job " << id << " delivered " << it->second.front() << ", not " << expected;
+      if (++wrong <= 20)
+        ADD_FAILURE() << "done job " << id << " delivered " << it->second.front() << ", not " << expected;
     }
     if (!std::filesystem::exists(catalog / ("job-" + row[0] + ".json")) && ++wrong <= 20) {
       ADD_FAILURE() << "done job " << id << " has no catalog entry";
@@ -811,9 +819,9 @@ TEST(Chaos, SteadyJobStreamUnderSeededFaults) {
   {
     std::string kinds;
     for (const auto& k : settings.kinds) kinds += (kinds.empty() ? "" : ",") + k;
-    std::cout << "[chaos] seconds=" << settings.seconds << " faults=" << kinds << " (replay: CONVEYOR_CHAOS_SEED="
-              << settings.seed << " CONVEYOR_CHAOS_SECONDS=" << settings.seconds << " CONVEYOR_CHAOS_FAULTS=" << kinds
-              << ")" << std::endl;
+    std::cout << "[chaos] seconds=" << settings.seconds << " faults=" << kinds
+              << " (replay: CONVEYOR_CHAOS_SEED=" << settings.seed << " CONVEYOR_CHAOS_SECONDS=" << settings.seconds
+              << " CONVEYOR_CHAOS_FAULTS=" << kinds << ")" << std::endl;
   }
   if (settings.ctest_seconds > 0 && settings.seconds > settings.ctest_seconds) {
     std::cout << "[chaos] warning: ctest's TIMEOUT was configured for " << settings.ctest_seconds
@@ -835,15 +843,14 @@ TEST(Chaos, SteadyJobStreamUnderSeededFaults) {
   // thresholds of 15 s so that the reconciler acts within the run.
   o.setup_sql =
       "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, worker_heartbeat_timeout_s = 3, "
-      "min_number_of_worker_instances = 1, max_number_of_worker_instances = " + std::to_string(kMaxWorkers) +
-      ", worker_concurrency = " + std::to_string(kConcurrency) +
+      "min_number_of_worker_instances = 1, max_number_of_worker_instances = " +
+      std::to_string(kMaxWorkers) + ", worker_concurrency = " + std::to_string(kConcurrency) +
       ", stall_initialized_s = 15, stall_configured_s = 15, stall_ready_s = 15, stall_queued_s = 15, "
       "stall_processed_s = 15, stall_error_checked_s = 15";
   const auto setup = Clock::now();
   Stack stack(o);
-  std::cout << "[chaos] stack up in " << fixed1(seconds_since(setup)) << " s (postgres port "
-            << stack.postgres().port() << ", broker " << stack.broker().bootstrap() << ", data " << stack.data_dir()
-            << ")" << std::endl;
+  std::cout << "[chaos] stack up in " << fixed1(seconds_since(setup)) << " s (postgres port " << stack.postgres().port()
+            << ", broker " << stack.broker().bootstrap() << ", data " << stack.data_dir() << ")" << std::endl;
 
   Log log;
   log.start();
@@ -931,8 +938,9 @@ TEST(Chaos, SteadyJobStreamUnderSeededFaults) {
   EXPECT_EQ(holding, 0) << "jobs still holding admission capacity\n" << describe_unfinished(stack);
   const bool idle = wait_until(
       [&] {
-        return count(stack, "SELECT coalesce(sum(running), 0) FROM conveyor.worker "
-                            "WHERE status IN ('active','draining')") == 0;
+        return count(stack,
+                     "SELECT coalesce(sum(running), 0) FROM conveyor.worker "
+                     "WHERE status IN ('active','draining')") == 0;
       },
       10s);
   EXPECT_TRUE(idle) << "workers still report running jobs:\n" << describe_unfinished(stack);

@@ -29,8 +29,7 @@ using namespace std::chrono_literals;
 const std::string kImage = "localhost/conveyor-example-task:dev";
 
 std::map<std::string, std::string> podman_env() {
-  return {{"CONTAINERS_CONF", std::string(CONVEYOR_SOURCE_DIR) + "/deploy/podman/containers.conf"},
-          {"HOME", "/root"}};
+  return {{"CONTAINERS_CONF", std::string(CONVEYOR_SOURCE_DIR) + "/deploy/podman/containers.conf"}, {"HOME", "/root"}};
 }
 
 conveyor::testing::RunResult podman(const std::vector<std::string>& args) {
@@ -43,8 +42,7 @@ conveyor::testing::RunResult podman(const std::vector<std::string>& args) {
 
 // Containers (running or not) that carry the job's label.
 std::string containers_of(const std::string& job_id) {
-  auto r = podman({"ps", "--all", "--filter", "label=io.conveyor.job-id=" + job_id, "--format",
-                   "{{.Names}}"});
+  auto r = podman({"ps", "--all", "--filter", "label=io.conveyor.job-id=" + job_id, "--format", "{{.Names}}"});
   EXPECT_EQ(r.status, 0) << r.output;
   std::string out = r.output;
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
@@ -66,8 +64,8 @@ bool wait_status(Stack& stack, const std::string& id, const std::string& status,
                  std::chrono::milliseconds timeout = 60s) {
   const bool ok = wait_until([&] { return status_of(stack, id) == status; }, timeout);
   if (!ok) {
-    ADD_FAILURE() << "job " << id << " is " << status_of(stack, id) << ", expected " << status
-                  << "\n" << stack.logs_tail();
+    ADD_FAILURE() << "job " << id << " is " << status_of(stack, id) << ", expected " << status << "\n"
+                  << stack.logs_tail();
   }
   return ok;
 }
@@ -86,8 +84,8 @@ json metadata(Stack& stack, const std::string& id) {
 bool wait_container_running(const std::string& id) {
   return wait_until(
       [&] {
-        auto r = podman({"ps", "--filter", "label=io.conveyor.job-id=" + id, "--filter",
-                         "status=running", "--format", "{{.Names}}"});
+        auto r = podman({"ps", "--filter", "label=io.conveyor.job-id=" + id, "--filter", "status=running", "--format",
+                         "{{.Names}}"});
         return r.status == 0 && r.output.find("conveyor-job-" + id + "-") != std::string::npos;
       },
       60s);
@@ -102,8 +100,8 @@ std::string image_id(const std::string& ref) {
 
 TEST(ContainerJobs, AContainerChainIsDoneWithItsOutputInTheCatalogAndItsLogs) {
   Stack stack(options());
-  const auto up = id_of(submit(stack, {{"job_type", "fsc-rlie-container"},
-                                       {"params", {{"tile", "32TLR"}, {"date", "2026-01-01"}}}}));
+  const auto up = id_of(
+      submit(stack, {{"job_type", "fsc-rlie-container"}, {"params", {{"tile", "32TLR"}, {"date", "2026-01-01"}}}}));
   const auto down = id_of(submit(stack, {{"job_type", "sws-wds-container"},
                                          {"params", {{"tile", "32TLR"}, {"date", "2026-01-01"}}},
                                          {"depends_on", {std::stoll(up)}}}));
@@ -134,12 +132,13 @@ TEST(ContainerJobs, AContainerChainIsDoneWithItsOutputInTheCatalogAndItsLogs) {
   EXPECT_EQ(meta.value("image_digest", "").rfind("sha256:", 0), 0u) << meta.dump();
   EXPECT_EQ(meta.value("container", ""), "conveyor-job-" + up + "-0");
   EXPECT_EQ(meta["usage"].value("source", ""), "cgroup") << meta.dump();
-  EXPECT_EQ(meta["argv"].dump(), json({"product", "--kind", "fsc-rlie", "--tile", "32TLR", "--date",
-                                       "2026-01-01", "--out", "/conveyor/output/"})
+  EXPECT_EQ(meta["argv"].dump(), json({"product", "--kind", "fsc-rlie", "--tile", "32TLR", "--date", "2026-01-01",
+                                       "--out", "/conveyor/output/"})
                                      .dump());
   // The attempt's row: the image and the digest that ran, and what it cost.
   EXPECT_EQ(stack.db().query_value("SELECT image || ' ' || image_digest || ' ' || outcome || ' ' || "
-                                   "(wall_ms IS NOT NULL) FROM conveyor.job_attempt WHERE job_id = " + up),
+                                   "(wall_ms IS NOT NULL) FROM conveyor.job_attempt WHERE job_id = " +
+                                   up),
             kImage + " " + meta.value("image_digest", "") + " processed true");
   // Output files belong to the container's user, not root.
   struct stat st {};
@@ -222,8 +221,7 @@ TEST(ContainerJobs, ACancelBySqlStopsTheContainerAndEndsCanceled) {
   stack.db().exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + id);
   ASSERT_TRUE(wait_status(stack, id, "canceled", 30s));
   EXPECT_EQ(containers_of(id), "");
-  EXPECT_EQ(stack.db().query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id),
-            "canceled");
+  EXPECT_EQ(stack.db().query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "canceled");
 }
 
 TEST(ContainerJobs, ATimeoutEndsTheJobAsForAProcessAndRemovesTheContainer) {
@@ -261,7 +259,8 @@ TEST(ContainerJobs, AWorkerKilledMinusNineLeavesNoContainerAndTheJobIsDoneOnce) 
                                    " AND to_status = 'processed'"),
             "1");
   EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY id) "
-                                   "FROM conveyor.job_attempt WHERE job_id = " + id),
+                                   "FROM conveyor.job_attempt WHERE job_id = " +
+                                   id),
             "0:lost 1:processed");
 }
 
@@ -278,12 +277,14 @@ TEST(ContainerJobs, AWorkerThatDrainsStopsItsContainerAndTheJobRunsAgain) {
   // and without using a retry: the worker stopped it, not the job itself
   // (model::kRequeueStoppedRuns, as prepare-for-reboot).
   EXPECT_EQ(stack.db().query_value("SELECT (status IN ('ready', 'queued')) || ' ' || attempt || ' ' || "
-                                   "error_subtype FROM conveyor.job WHERE id = " + id),
+                                   "error_subtype FROM conveyor.job WHERE id = " +
+                                   id),
             "true 0 worker_shutdown");
   stack.start("worker-1");
   ASSERT_TRUE(wait_status(stack, id, "done", 60s));
   EXPECT_EQ(stack.db().query_value("SELECT string_agg(attempt || ':' || outcome, ' ' ORDER BY id) "
-                                   "FROM conveyor.job_attempt WHERE job_id = " + id),
+                                   "FROM conveyor.job_attempt WHERE job_id = " +
+                                   id),
             "0:ready 0:processed");
   EXPECT_EQ(containers_of(id), "");
 }
@@ -294,7 +295,8 @@ TEST(ContainerJobs, ChangingImageTagsLiveRunsTheNextJobOnTheNewTagWhileTheRunnin
   const fs::path ctx = fs::temp_directory_path() / conveyor::testing::unique_name("v2-context");
   fs::create_directories(ctx);
   {
-    std::ofstream(ctx / "Containerfile") << "FROM " << kImage << "\nLABEL io.conveyor.test=" << ctx.filename().string() << "\n";
+    std::ofstream(ctx / "Containerfile") << "FROM " << kImage << "\nLABEL io.conveyor.test=" << ctx.filename().string()
+                                         << "\n";
   }
   auto built = podman({"build", "-q", "-t", v2, ctx.string()});
   ASSERT_EQ(built.status, 0) << built.output;
@@ -309,8 +311,7 @@ TEST(ContainerJobs, ChangingImageTagsLiveRunsTheNextJobOnTheNewTagWhileTheRunnin
   const auto reloads = [&] {
     const auto log = conveyor::testing::read_text(stack.data_dir() / "configuration.log");
     std::size_t n = 0;
-    for (auto at = log.find("system parameters"); at != std::string::npos;
-         at = log.find("system parameters", at + 1)) {
+    for (auto at = log.find("system parameters"); at != std::string::npos; at = log.find("system parameters", at + 1)) {
       ++n;
     }
     return n;
@@ -334,8 +335,7 @@ TEST(ContainerJobs, ChangingImageTagsLiveRunsTheNextJobOnTheNewTagWhileTheRunnin
 }
 
 TEST(ContainerJobs, AnImageThatDoesNotExistEndsInternalErrorImagePull) {
-  Stack stack(options(
-      "UPDATE conveyor.system_parameters SET image_tags = '{\"sleep-container\": \"no-such-tag\"}';"));
+  Stack stack(options("UPDATE conveyor.system_parameters SET image_tags = '{\"sleep-container\": \"no-such-tag\"}';"));
   const auto id = id_of(submit(stack, {{"job_type", "sleep-container"}, {"params", {{"seconds", 0}}}}));
   ASSERT_TRUE(wait_status(stack, id, "internal_error", 120s));
   EXPECT_EQ(stack.db().query_value("SELECT error_subtype FROM conveyor.job WHERE id = " + id), "image_pull");

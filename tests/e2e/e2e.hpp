@@ -57,8 +57,7 @@ class SleepTypeFile {
 inline json file_sink() { return json{{"kind", "file"}, {"dir", "catalog"}}; }
 
 inline json submit(const testing::Stack& stack, const json& body, int expect_status = 201) {
-  auto r = http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
-                              stack.api_headers(true));
+  auto r = http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(), stack.api_headers(true));
   EXPECT_EQ(r.status, expect_status) << r.body;
   return json::parse(r.body);
 }

@@ -51,17 +51,17 @@ struct JobTypesFile : conveyor::e2e::SleepTypeFile {
 
 // The whole system with a worker pool instead of fixed workers, and the
 // monitor; heartbeats every second, a worker lost after 3 s of silence.
-Stack::Options elastic(const JobTypesFile& types, int max_workers, int concurrency,
-                       const std::string& extra_sql = "") {
+Stack::Options elastic(const JobTypesFile& types, int max_workers, int concurrency, const std::string& extra_sql = "") {
   Stack::Options o;
   o.workers = 0;
   o.services = {"creation", "configuration", "execution", "publication", "monitor", "workerpool"};
   o.job_types_file = types.path();
   o.env = {{"CONVEYOR_WORKERPOOL_SCALE_DOWN_DELAY_MS", "2000"}};
-  o.setup_sql = "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
-                "worker_heartbeat_timeout_s = 3, min_number_of_worker_instances = 0, "
-                "max_number_of_worker_instances = " + std::to_string(max_workers) +
-                ", worker_concurrency = " + std::to_string(concurrency) + extra_sql;
+  o.setup_sql =
+      "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
+      "worker_heartbeat_timeout_s = 3, min_number_of_worker_instances = 0, "
+      "max_number_of_worker_instances = " +
+      std::to_string(max_workers) + ", worker_concurrency = " + std::to_string(concurrency) + extra_sql;
   return o;
 }
 
@@ -171,12 +171,12 @@ class Submitter {
 TEST(Faults, CancelAndRestartBySql) {
   JobTypesFile types;
   Stack stack(elastic(types, 1, 2));
-  auto id = std::to_string(submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 6.25}}}})
-                               .at("id")
-                               .get<std::int64_t>());
+  auto id = std::to_string(
+      submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 6.25}}}}).at("id").get<std::int64_t>());
   const std::string process = "conveyor-example-task sleep 6.25";
   ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "started" && process_running(process); }, 60s))
-      << status_of(stack, id) << "\n" << stack.logs_tail();
+      << status_of(stack, id) << "\n"
+      << stack.logs_tail();
 
   auto t = Clock::now();
   stack.db().exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + id);
@@ -186,13 +186,13 @@ TEST(Faults, CancelAndRestartBySql) {
 
   t = Clock::now();
   stack.db().exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + id);
-  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "started"; }, 30s))
-      << status_of(stack, id) << "\n" << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "started"; }, 30s)) << status_of(stack, id) << "\n"
+                                                                                  << stack.logs_tail();
   report("restart by SQL (canceled_at = null) -> started again", ms_since(t));
   ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 60s)) << stack.logs_tail();
 
-  auto history = stack.db().query("SELECT to_status FROM conveyor.job_status_change WHERE job_id = " + id +
-                                  " ORDER BY id");
+  auto history =
+      stack.db().query("SELECT to_status FROM conveyor.job_status_change WHERE job_id = " + id + " ORDER BY id");
   std::string walk;
   for (const auto& h : history) walk += h[0] + " ";
   EXPECT_EQ(walk,
@@ -249,16 +249,15 @@ TEST(Faults, AWorkerKilledDuringARunHasItsJobsRequeued) {
   JobTypesFile types;
   Stack stack(elastic(types, 2, 2));
   for (int i = 0; i < 8; ++i) submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 4}}}});
-  ASSERT_TRUE(wait_until(
-      [&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") >= 2; }, 60s))
+  ASSERT_TRUE(
+      wait_until([&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") >= 2; }, 60s))
       << stack.logs_tail();
   auto victim = stack.db().query(
       "SELECT w.id, w.pid, w.name FROM conveyor.worker w JOIN conveyor.job j ON j.worker_id = w.id "
       "WHERE j.status = 'started' ORDER BY j.id LIMIT 1");
   ASSERT_EQ(victim.size(), 1u);
   const std::string worker_id = victim[0][0];
-  auto jobs = stack.db().query("SELECT id FROM conveyor.job WHERE status = 'started' AND worker_id = " +
-                               worker_id);
+  auto jobs = stack.db().query("SELECT id FROM conveyor.job WHERE status = 'started' AND worker_id = " + worker_id);
   ASSERT_FALSE(jobs.empty());
   std::string ids;
   for (const auto& j : jobs) ids += (ids.empty() ? "" : ",") + j[0];
@@ -331,7 +330,8 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
     EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE id IN (" + in_flight +
                                      ") AND attempt = 0 AND status = 'done'"),
               std::to_string(std::count(in_flight.begin(), in_flight.end(), ',') + 1))
-        << "jobs in flight: " << in_flight << "\n" << stack.logs_tail();
+        << "jobs in flight: " << in_flight << "\n"
+        << stack.logs_tail();
   }
   // Admission capacity is whole: 2 workers x 4 run 8 jobs at once. The pool
   // has scaled to 0 by now (min 0), so both workers start afresh; the jobs
@@ -339,8 +339,8 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
   // (it took over 3 s once, next to the image build) still finds the other
   // one's jobs running (teardown waits for them: kept short).
   for (int i = 0; i < 8; ++i) submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 10}}}});
-  EXPECT_TRUE(wait_until(
-      [&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 8; }, 60s))
+  EXPECT_TRUE(
+      wait_until([&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 8; }, 60s))
       << stack.logs_tail();
   expect_no_transition_twice(stack);
 }
@@ -391,8 +391,8 @@ TEST(Faults, KillingEachServiceDuringAThousandJobRunLosesNothing) {
   submitter.join();
   EXPECT_EQ(submitter.submitted(), 1000);
   auto t = Clock::now();
-  ASSERT_TRUE(wait_until([&] { return done_count(stack) == 1000; }, 240s))
-      << done_count(stack) << " done\n" << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return done_count(stack) == 1000; }, 240s)) << done_count(stack) << " done\n"
+                                                                           << stack.logs_tail();
   std::cout << "[recovery] last kill -> all 1000 done: " << ms_since(t) << " ms after the submitter finished"
             << std::endl;
   EXPECT_EQ(count(stack, "SELECT count(*) FROM conveyor.job"), 1000) << "a resent request made a second job";
@@ -421,12 +421,13 @@ TEST(Faults, TheBrokerDownForTwentySeconds) {
 
   stack.broker().resume();
   const auto up = Clock::now();
-  ASSERT_TRUE(wait_until([&] { return done_count(stack) == 300; }, 120s))
-      << done_count(stack) << " done\n" << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return done_count(stack) == 300; }, 120s)) << done_count(stack) << " done\n"
+                                                                          << stack.logs_tail();
   report("broker back -> all 300 jobs done", ms_since(up));
-  ASSERT_TRUE(wait_until(
-      [&] { return count(stack, "SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == 0; }, 60s))
-      << "the outbox drains once the broker is back\n" << stack.logs_tail();
+  ASSERT_TRUE(
+      wait_until([&] { return count(stack, "SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == 0; }, 60s))
+      << "the outbox drains once the broker is back\n"
+      << stack.logs_tail();
   report("broker back -> outbox drained", ms_since(up));
   expect_no_transition_twice(stack);
 }
@@ -435,9 +436,8 @@ TEST(Faults, TheBrokerDownForTwentySeconds) {
 TEST(Faults, TwoReplicasOfEveryServiceOnAThousandJobs) {
   JobTypesFile types;
   auto o = elastic(types, 3, 4);
-  o.services = {"creation",    "creation-2",  "configuration", "configuration-2",
-                "execution",   "execution-2", "publication",   "publication-2",
-                "monitor",     "monitor-2",   "workerpool",    "workerpool-2"};
+  o.services = {"creation",    "creation-2",    "configuration", "configuration-2", "execution",  "execution-2",
+                "publication", "publication-2", "monitor",       "monitor-2",       "workerpool", "workerpool-2"};
   Stack stack(o);
   const std::string api2 = "http://127.0.0.1:" + std::to_string(stack.port("creation-2"));
   auto t = Clock::now();
@@ -449,9 +449,10 @@ TEST(Faults, TwoReplicasOfEveryServiceOnAThousandJobs) {
         return done_count(stack) == 1000;
       },
       240s))
-      << done_count(stack) << " done\n" << stack.logs_tail();
-  std::cout << "[replicas] 1000 jobs submitted through two APIs and done in " << ms_since(t)
-            << " ms; at most " << peak_workers << " worker processes" << std::endl;
+      << done_count(stack) << " done\n"
+      << stack.logs_tail();
+  std::cout << "[replicas] 1000 jobs submitted through two APIs and done in " << ms_since(t) << " ms; at most "
+            << peak_workers << " worker processes" << std::endl;
   submitter.join();
   EXPECT_LE(peak_workers, 3) << "two pools never run more than max_number_of_worker_instances workers";
   EXPECT_EQ(count(stack, "SELECT count(*) FROM conveyor.job"), 1000);

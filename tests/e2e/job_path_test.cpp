@@ -101,8 +101,8 @@ TEST(JobPath, ThreeHundredMixedJobsEndInTheirExpectedStatus) {
   expect_valid_histories(stack);
 
   // Every done job has its log directory, its webhook and its manifest.
-  auto done = stack.db().query(
-      "SELECT id, result->>'log_dir', job_type FROM conveyor.job WHERE status = 'done' ORDER BY id");
+  auto done =
+      stack.db().query("SELECT id, result->>'log_dir', job_type FROM conveyor.job WHERE status = 'done' ORDER BY id");
   EXPECT_EQ(done.size(), 270u);
   for (const auto& row : done) {
     std::filesystem::path log_dir = row[1];
@@ -114,12 +114,12 @@ TEST(JobPath, ThreeHundredMixedJobsEndInTheirExpectedStatus) {
   }
   // flaky jobs succeeded on their second attempt; fail jobs say why.
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE job_type = 'flaky' AND attempt = 1"), "30");
-  EXPECT_EQ(stack.db().query_value(
-                "SELECT count(*) FROM conveyor.job WHERE job_type = 'fail' AND error_message IS NOT NULL"),
-            "30");
+  EXPECT_EQ(
+      stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE job_type = 'fail' AND error_message IS NOT NULL"),
+      "30");
   // Downstream products read the upstream product.
-  auto gfsc = stack.db().query_value(
-      "SELECT config->>'argv' FROM conveyor.job WHERE job_type = 'gfsc' ORDER BY id LIMIT 1");
+  auto gfsc =
+      stack.db().query_value("SELECT config->>'argv' FROM conveyor.job WHERE job_type = 'gfsc' ORDER BY id LIMIT 1");
   EXPECT_NE(gfsc.find("fsc-rlie"), std::string::npos) << gfsc;
 }
 
@@ -128,8 +128,8 @@ TEST(JobPath, AJobInsertedByRawSqlIsDone) {
   Stack stack(with_endpoint(hook.url()));
   auto id = stack.db().query_value(
       "INSERT INTO conveyor.job (job_type, params) VALUES ('sleep', '{\"seconds\": 0}') RETURNING id");
-  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 60s))
-      << status_of(stack, id) << "\n" << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 60s)) << status_of(stack, id) << "\n"
+                                                                               << stack.logs_tail();
   EXPECT_TRUE(hook.delivered(id));
 }
 
@@ -151,8 +151,7 @@ TEST(JobPath, ResidentJobsAreDoneThroughEveryStageOnOneProgramStartPerWorker) {
   for (const auto& id : ids) {
     ASSERT_EQ(status_of(stack, id), "done") << "job " << id << "\n" << stack.logs_tail();
     EXPECT_EQ(stack.db().query_value("SELECT config->>'runner' FROM conveyor.job WHERE id = " + id), "resident");
-    const json result =
-        json::parse(stack.db().query_value("SELECT result::text FROM conveyor.job WHERE id = " + id));
+    const json result = json::parse(stack.db().query_value("SELECT result::text FROM conveyor.job WHERE id = " + id));
     const std::filesystem::path log_dir = result.at("log_dir").get<std::string>();
     const std::string logs = conveyor::testing::read_text(log_dir / "logs.txt");
     EXPECT_NE(logs.find(" stdout done\n"), std::string::npos) << logs;
@@ -173,8 +172,8 @@ TEST(JobPath, ASinkThatFailsTwiceThenSucceedsEndsDoneThroughErrorChecked) {
   Stack stack(o);
   auto j = submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 0}}}});
   auto id = std::to_string(j.at("id").get<std::int64_t>());
-  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 90s))
-      << status_of(stack, id) << "\n" << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 90s)) << status_of(stack, id) << "\n"
+                                                                               << stack.logs_tail();
   EXPECT_EQ(hook.attempts(id), 3);
   auto history = stack.db().query(
       "SELECT to_status, coalesce(message, ''), actor, at FROM conveyor.job_status_change WHERE job_id = " + id +
@@ -197,8 +196,7 @@ TEST(JobPath, BadRequestsGetProblemJsonAndTheServiceKeepsServing) {
   o.services = {"creation"};
   Stack stack(o);
   auto post = [&](const std::string& body) {
-    return conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body,
-                                        stack.api_headers(true));
+    return conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body, stack.api_headers(true));
   };
   struct Case {
     std::string body;

@@ -40,16 +40,17 @@ Stack::Options whole_system(const SleepTypeFile& types) {
   o.workers = 0;
   o.services = {"creation", "configuration", "execution", "publication", "monitor", "workerpool"};
   o.job_types_file = types.path();
-  o.setup_sql = "UPDATE conveyor.system_parameters SET min_number_of_worker_instances = 1, "
-                "max_number_of_worker_instances = 1";
+  o.setup_sql =
+      "UPDATE conveyor.system_parameters SET min_number_of_worker_instances = 1, "
+      "max_number_of_worker_instances = 1";
   return o;
 }
 
 std::string done_job(Stack& stack) {
   const auto j = submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 0}}}});
   const std::string id = std::to_string(j.at("id").get<std::int64_t>());
-  EXPECT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 90s))
-      << status_of(stack, id) << "\n" << stack.logs_tail();
+  EXPECT_TRUE(wait_until([&] { return status_of(stack, id) == "done"; }, 90s)) << status_of(stack, id) << "\n"
+                                                                               << stack.logs_tail();
   return id;
 }
 
@@ -77,9 +78,8 @@ TEST(Observability, PromtoolAcceptsTheMetricsOfEveryDiscoveredProcess) {
   Stack stack(whole_system(types));
   done_job(stack);  // so histograms and labelled counters have values too
 
-  const std::set<std::string> services = {"conveyor-creation",    "conveyor-configuration",
-                                          "conveyor-execution",   "conveyor-publication",
-                                          "conveyor-monitor",     "conveyor-workerpool",
+  const std::set<std::string> services = {"conveyor-creation",    "conveyor-configuration", "conveyor-execution",
+                                          "conveyor-publication", "conveyor-monitor",       "conveyor-workerpool",
                                           "conveyor-worker"};
   const json groups = discovered(stack, services);
   ASSERT_EQ(groups.size(), services.size()) << groups.dump();
@@ -89,9 +89,9 @@ TEST(Observability, PromtoolAcceptsTheMetricsOfEveryDiscoveredProcess) {
     const auto r = conveyor::http::http_request("GET", "http://" + target + "/metrics", "", {}, 5s);
     ASSERT_EQ(r.status, 200) << service << " at " << target;
     EXPECT_NE(r.body.find("conveyor_build_info{service=\"" + service + "\""), std::string::npos) << service;
-    for (const char* name : {"process_cpu_seconds_total", "process_resident_memory_bytes",
-                             "process_virtual_memory_bytes", "process_start_time_seconds",
-                             "process_open_fds", "process_max_fds"}) {
+    for (const char* name :
+         {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+          "process_start_time_seconds", "process_open_fds", "process_max_fds"}) {
       EXPECT_NE(r.body.find(std::string("\n") + name + " "), std::string::npos) << service << ": " << name;
     }
     const fs::path file = stack.data_dir() / (service + ".metrics");
@@ -107,12 +107,9 @@ TEST(Observability, PromtoolAcceptsTheMetricsOfEveryDiscoveredProcess) {
 
 // The stage that makes each change of a job's hot path (DESIGN §3).
 const std::map<std::string, std::string> kSourceOf = {
-    {"io.conveyor.job.initialized", "conveyor-creation"},
-    {"io.conveyor.job.configured", "conveyor-configuration"},
-    {"io.conveyor.job.ready", "conveyor-configuration"},
-    {"io.conveyor.job.queued", "conveyor-execution"},
-    {"io.conveyor.job.started", "conveyor-worker"},
-    {"io.conveyor.job.processed", "conveyor-worker"},
+    {"io.conveyor.job.initialized", "conveyor-creation"}, {"io.conveyor.job.configured", "conveyor-configuration"},
+    {"io.conveyor.job.ready", "conveyor-configuration"},  {"io.conveyor.job.queued", "conveyor-execution"},
+    {"io.conveyor.job.started", "conveyor-worker"},       {"io.conveyor.job.processed", "conveyor-worker"},
     {"io.conveyor.job.done", "conveyor-publication"},
 };
 
@@ -133,8 +130,7 @@ TEST(Observability, EveryEventOfAJobIsAStructuredCloudEventNamingItsService) {
         for (const auto& m : consumer.poll(100, 200ms)) {
           const json envelope = json::parse(m.value);
           if (envelope.value("subject", "") != id) continue;
-          EXPECT_EQ(m.headers, (conveyor::bus::Headers{{"content-type", "application/cloudevents+json"}}))
-              << m.value;
+          EXPECT_EQ(m.headers, (conveyor::bus::Headers{{"content-type", "application/cloudevents+json"}})) << m.value;
           const auto event = conveyor::bus::decode(m.value);  // validates the envelope
           ids.insert(event.id);
           by_type[event.type] = envelope;
@@ -142,7 +138,8 @@ TEST(Observability, EveryEventOfAJobIsAStructuredCloudEventNamingItsService) {
         return by_type.contains("io.conveyor.job.done");
       },
       60s))
-      << "events seen: " << by_type.size() << "\n" << stack.logs_tail();
+      << "events seen: " << by_type.size() << "\n"
+      << stack.logs_tail();
 
   for (const auto& [type, source] : kSourceOf) {
     ASSERT_TRUE(by_type.contains(type)) << type << " was not on the topic";

@@ -37,8 +37,8 @@ class ChainTypesFile {
                 {"command", {"conveyor-example-task", "sleep", "{seconds}"}},
                 {"timeout_s", 60},
                 {"params_schema", schema}};
-      t["triggers"] = next.empty() ? json::array()
-                                   : json::array({{{"job_type", next}, {"params", {{"seconds", 0.2}}}}});
+      t["triggers"] =
+          next.empty() ? json::array() : json::array({{{"job_type", next}, {"params", {{"seconds", 0.2}}}}});
       return t;
     };
     std::ofstream(path_) << json{{"job_types", {type("wa", "wb"), type("wb", "wc"), type("wc", "")}}}.dump(2);
@@ -111,20 +111,21 @@ TEST(Waves, ThreeWaveChainAdvancesByItself) {
   auto queued_before = [&](const std::string& type, const std::string& history_id) {
     return stack.db().query_value(
         "SELECT count(*) FROM conveyor.job_status_change c JOIN conveyor.job j ON j.id = c.job_id, "
-        "conveyor.system_parameters_history h WHERE h.id = " + history_id + " AND j.job_type = '" + type +
-        "' AND c.to_status = 'queued' AND c.at < h.changed_at");
+        "conveyor.system_parameters_history h WHERE h.id = " +
+        history_id + " AND j.job_type = '" + type + "' AND c.to_status = 'queued' AND c.at < h.changed_at");
   };
   EXPECT_EQ(queued_before("wb", wave2), "0") << "a wb job was queued before wave 2";
   EXPECT_EQ(queued_before("wc", wave3), "0") << "a wc job was queued before wave 3";
   // And the whole chain ran: 8 wa, 6 + 8 wb, one wc for each wb.
   EXPECT_TRUE(wait_until(
       [&] {
-        return stack.db().query_value(
-                   "SELECT count(*) FROM conveyor.job WHERE job_type = 'wc' AND status = 'done'") == "14";
+        return stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE job_type = 'wc' AND status = 'done'") ==
+               "14";
       },
       60s))
-      << stack.db().query_value("SELECT string_agg(job_type || ' ' || status || ' ' || n, ', ') FROM ("
-                                "SELECT job_type, status, count(*) AS n FROM conveyor.job GROUP BY 1, 2) c");
+      << stack.db().query_value(
+             "SELECT string_agg(job_type || ' ' || status || ' ' || n, ', ') FROM ("
+             "SELECT job_type, status, count(*) AS n FROM conveyor.job GROUP BY 1, 2) c");
 
   const auto status = stack.cli({"system", "status"});
   EXPECT_EQ(status.output.find("(auto"), std::string::npos) << "a finished run is not shown: " << status.output;

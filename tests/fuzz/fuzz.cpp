@@ -142,8 +142,8 @@ std::string problem_violation(const RawResponse& r, bool head) {
   media = media.substr(0, media.find(';'));
   while (!media.empty() && media.back() == ' ') media.pop_back();
   if (media != "application/problem+json") {
-    return "error " + std::to_string(r.status) +
-           " is not application/problem+json (Content-Type: '" + r.header("content-type") + "')";
+    return "error " + std::to_string(r.status) + " is not application/problem+json (Content-Type: '" +
+           r.header("content-type") + "')";
   }
   if (head) return "";
   const json body = json::parse(r.body, nullptr, false);
@@ -153,8 +153,7 @@ std::string problem_violation(const RawResponse& r, bool head) {
   const auto title = body.find("title");
   if (title == body.end() || !title->is_string()) return "problem without a string 'title'";
   const auto status = body.find("status");
-  if (status == body.end() || !status->is_number_integer() ||
-      status->get<std::int64_t>() != r.status) {
+  if (status == body.end() || !status->is_number_integer() || status->get<std::int64_t>() != r.status) {
     return "problem 'status' missing or not " + std::to_string(r.status);
   }
   const auto detail = body.find("detail");
@@ -176,8 +175,7 @@ std::string judge(const Case& c, const RawResponse& r) {
   }
   if (c.forbid.count(s) != 0) return "got " + std::to_string(s) + ", which this case must not get";
   if (c.expect_error && s < 400)
-    return "expected an error (4xx" + std::string(c.invented_method ? " or 501" : "") + "), got " +
-           std::to_string(s);
+    return "expected an error (4xx" + std::string(c.invented_method ? " or 501" : "") + "), got " + std::to_string(s);
   if (s >= 400) {
     const bool head = c.request.raw.empty() && c.request.method == "HEAD";
     return problem_violation(r, head);
@@ -237,9 +235,8 @@ bool Runner::run(std::size_t index, const Case& c) {
   // sets its own Authorization: the fuzzed bytes reach the handlers, not
   // only the guard (issue 12). Raw cases are sent exactly as written.
   RawRequest request = c.request;
-  const bool has_auth = std::any_of(request.headers.begin(), request.headers.end(), [](const auto& h) {
-    return strcasecmp(h.first.c_str(), "authorization") == 0;
-  });
+  const bool has_auth = std::any_of(request.headers.begin(), request.headers.end(),
+                                    [](const auto& h) { return strcasecmp(h.first.c_str(), "authorization") == 0; });
   if (request.raw.empty() && !has_auth) {
     request.headers.emplace_back("Authorization", "Bearer " + stack_.api_token());
   }
@@ -254,9 +251,7 @@ bool Runner::run(std::size_t index, const Case& c) {
   ClassStats& s = stats_[c.klass];
   ++s.sent;
   ++cases_;
-  std::string outcome = r.ok          ? std::to_string(r.status)
-                        : r.timed_out ? "timeout"
-                                      : (r.no_bytes ? "closed" : "broken");
+  std::string outcome = r.ok ? std::to_string(r.status) : r.timed_out ? "timeout" : (r.no_bytes ? "closed" : "broken");
   ++s.outcomes[outcome];
   if (!r.ok && why.empty()) ++s.closed;
   if (!why.empty()) {
@@ -269,9 +264,8 @@ bool Runner::run(std::size_t index, const Case& c) {
   const double took = std::chrono::duration<double>(Clock::now() - t0).count();
   s.seconds += took;
   if (took > 2.0 && ++slow_ <= 20) {
-    std::cout << "[fuzz] slow: " << test_ << label() << " case=" << index << " class=" << c.klass
-              << " (" << c.note << ") took " << std::fixed << std::setprecision(1) << took << " s"
-              << std::endl;
+    std::cout << "[fuzz] slow: " << test_ << label() << " case=" << index << " class=" << c.klass << " (" << c.note
+              << ") took " << std::fixed << std::setprecision(1) << took << " s" << std::endl;
   }
   // Worth waiting a moment for the process to exit: no answer (other than
   // an allowed close) or a 5xx.
@@ -279,26 +273,24 @@ bool Runner::run(std::size_t index, const Case& c) {
   return survived(index, c, bytes, (!r.ok && !allowed_close) || r.status >= 500);
 }
 
-void Runner::report(std::size_t index, const Case& c, const std::string& bytes,
-                    const RawResponse& r, const std::string& why) {
+void Runner::report(std::size_t index, const Case& c, const std::string& bytes, const RawResponse& r,
+                    const std::string& why) {
   // In detail: the first 3 failures of each class, 40 in all; then one
   // line each for the next hundred.
   if (reported_ >= 40 || reported_by_class_[c.klass] >= 3) {
     if (++one_liners_ <= 100) {
-      std::cout << "[fuzz] FAIL " << test_ << label() << " case=" << index << " class=" << c.klass
-                << " (" << c.note << "): " << dump(why, 300) << std::endl;
+      std::cout << "[fuzz] FAIL " << test_ << label() << " case=" << index << " class=" << c.klass << " (" << c.note
+                << "): " << dump(why, 300) << std::endl;
     }
     return;
   }
   ++reported_;
   ++reported_by_class_[c.klass];
   std::ostringstream m;
-  m << "[fuzz] FAIL " << test_ << label() << " seed=" << seed_ << " case=" << index
-    << " class=" << c.klass << " (" << c.note << "): " << why << "\n  request: " << dump(bytes, 500)
-    << "\n  response: ";
+  m << "[fuzz] FAIL " << test_ << label() << " seed=" << seed_ << " case=" << index << " class=" << c.klass << " ("
+    << c.note << "): " << why << "\n  request: " << dump(bytes, 500) << "\n  response: ";
   if (r.ok) {
-    m << r.status_line << " | Content-Type: " << r.header("content-type") << " | "
-      << dump(r.body, 300);
+    m << r.status_line << " | Content-Type: " << r.header("content-type") << " | " << dump(r.body, 300);
   } else {
     m << "(none) " << r.error;
   }
@@ -316,13 +308,13 @@ bool Runner::survived(std::size_t index, const Case& c, const std::string& bytes
   ++failures_;
   ++failed_classes_[c.klass + " (crash)"];
   std::ostringstream m;
-  m << "[fuzz] conveyor-" << process_ << " DIED (" << describe_exit(status) << ") on " << test_
-    << " seed=" << seed_ << " case=" << index << " class=" << c.klass << " (" << c.note
-    << ")\n  request: " << dump(bytes, 500) << "\n  " << reproduce(index) << "\n  its log ends:\n"
+  m << "[fuzz] conveyor-" << process_ << " DIED (" << describe_exit(status) << ") on " << test_ << " seed=" << seed_
+    << " case=" << index << " class=" << c.klass << " (" << c.note << ")\n  request: " << dump(bytes, 500) << "\n  "
+    << reproduce(index) << "\n  its log ends:\n"
     << log_tail(stack_, process_);
   ADD_FAILURE() << m.str();
-  std::cout << "[fuzz] conveyor-" << process_ << " died (" << describe_exit(status) << ") at case "
-            << index << " class=" << c.klass << std::endl;
+  std::cout << "[fuzz] conveyor-" << process_ << " died (" << describe_exit(status) << ") at case " << index
+            << " class=" << c.klass << std::endl;
   if (restarts_ >= max_restarts_) {
     ADD_FAILURE() << "[fuzz] " << test_ << ": conveyor-" << process_ << " died " << (restarts_ + 1)
                   << " times; the remaining cases are not sent. " << reproduce(std::nullopt);
@@ -335,8 +327,8 @@ bool Runner::survived(std::size_t index, const Case& c, const std::string& bytes
     ADD_FAILURE() << "[fuzz] conveyor-" << process_ << " could not be started again: " << e.what();
     return false;
   }
-  std::cout << "[fuzz] conveyor-" << process_ << " started again (restart " << restarts_
-            << " of at most " << max_restarts_ << ")" << std::endl;
+  std::cout << "[fuzz] conveyor-" << process_ << " started again (restart " << restarts_ << " of at most "
+            << max_restarts_ << ")" << std::endl;
   sample_memory();
   return true;
 }
@@ -350,44 +342,39 @@ void Runner::expect_alive(const std::string& after) {
   testing::ChildProcess& p = stack_.process(process_);
   if (!p.running()) {
     ADD_FAILURE() << "[fuzz] conveyor-" << process_ << " is not running after " << after << " ("
-                  << describe_exit(p.wait(0ms)) << "); " << reproduce(std::nullopt)
-                  << "\n  its log ends:\n"
+                  << describe_exit(p.wait(0ms)) << "); " << reproduce(std::nullopt) << "\n  its log ends:\n"
                   << log_tail(stack_, process_);
     return;
   }
   const RawResponse r = get(port(), "/healthz", 2s);
   if (!r.ok || r.status != 200) {
-    ADD_FAILURE() << "[fuzz] conveyor-" << process_
-                  << " did not answer GET /healthz within 2 s after " << after << ": "
+    ADD_FAILURE() << "[fuzz] conveyor-" << process_ << " did not answer GET /healthz within 2 s after " << after << ": "
                   << (r.ok ? r.status_line : r.error) << "; " << reproduce(std::nullopt);
   }
 }
 
 void Runner::expect_memory_below(long limit_mb) {
   sample_memory();
-  std::cout << "[fuzz] " << test_ << ": conveyor-" << process_ << " VmRSS " << last_rss_kb_ / 1024
-            << " MB, peak VmHWM " << peak_hwm_kb_ / 1024 << " MB (bound " << limit_mb << " MB"
-            << (restarts_ > 0 ? ", over " + std::to_string(restarts_ + 1) + " incarnations"
-                              : std::string())
-            << ")" << std::endl;
+  std::cout << "[fuzz] " << test_ << ": conveyor-" << process_ << " VmRSS " << last_rss_kb_ / 1024 << " MB, peak VmHWM "
+            << peak_hwm_kb_ / 1024 << " MB (bound " << limit_mb << " MB"
+            << (restarts_ > 0 ? ", over " + std::to_string(restarts_ + 1) + " incarnations" : std::string()) << ")"
+            << std::endl;
   EXPECT_LT(peak_hwm_kb_, limit_mb * 1024)
-      << "[fuzz] " << test_ << ": the resident set of conveyor-" << process_ << " peaked at "
-      << peak_hwm_kb_ / 1024 << " MB (VmHWM), over the " << limit_mb << " MB bound; "
-      << reproduce(std::nullopt);
+      << "[fuzz] " << test_ << ": the resident set of conveyor-" << process_ << " peaked at " << peak_hwm_kb_ / 1024
+      << " MB (VmHWM), over the " << limit_mb << " MB bound; " << reproduce(std::nullopt);
 }
 
 void Runner::summary() {
   const double secs = std::chrono::duration<double>(Clock::now() - started_).count();
   std::ostringstream out;
-  out << "[fuzz] " << test_ << label() << " seed=" << seed_ << ": " << cases_ << " cases in "
-      << std::fixed << std::setprecision(1) << secs << " s, " << failures_ << " failures, "
-      << restarts_ << " restarts\n";
-  out << "[fuzz]   " << std::left << std::setw(18) << "class" << std::right << std::setw(6)
-      << "sent" << std::setw(8) << "failed" << std::setw(8) << "secs"
+  out << "[fuzz] " << test_ << label() << " seed=" << seed_ << ": " << cases_ << " cases in " << std::fixed
+      << std::setprecision(1) << secs << " s, " << failures_ << " failures, " << restarts_ << " restarts\n";
+  out << "[fuzz]   " << std::left << std::setw(18) << "class" << std::right << std::setw(6) << "sent" << std::setw(8)
+      << "failed" << std::setw(8) << "secs"
       << "  outcomes\n";
   for (const auto& [klass, s] : stats_) {
-    out << "[fuzz]   " << std::left << std::setw(18) << klass << std::right << std::setw(6)
-        << s.sent << std::setw(8) << s.failed << std::setw(8) << s.seconds << "  ";
+    out << "[fuzz]   " << std::left << std::setw(18) << klass << std::right << std::setw(6) << s.sent << std::setw(8)
+        << s.failed << std::setw(8) << s.seconds << "  ";
     for (const auto& [outcome, n] : s.outcomes) out << outcome << "x" << n << " ";
     out << "\n";
   }
@@ -418,8 +405,7 @@ FuzzTypes::FuzzTypes() {
       {"retry_backoff_s", 0},
       {"params_schema", {{"type", "object"}}},
   });
-  path_ = (std::filesystem::temp_directory_path() / (testing::unique_name("fuzz-types") + ".json"))
-              .string();
+  path_ = (std::filesystem::temp_directory_path() / (testing::unique_name("fuzz-types") + ".json")).string();
   std::ofstream(path_) << file.dump(2);
 }
 
@@ -500,8 +486,7 @@ std::string deflate_bomb(const std::string& prefix, std::size_t inflated, bool g
   constexpr std::size_t kBlock = 1 << 20;
   const std::string spaces(kBlock, ' ');
   z_stream z{};
-  if (deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_RLE) != Z_OK)
-    throw std::runtime_error("deflateInit2 failed");
+  if (deflateInit2(&z, 9, Z_DEFLATED, -15, 9, Z_RLE) != Z_OK) throw std::runtime_error("deflateInit2 failed");
   std::string stream = deflate_raw(z, prefix, Z_FULL_FLUSH);
   std::uint32_t crc = static_cast<std::uint32_t>(
       crc32(0L, reinterpret_cast<const Bytef*>(prefix.data()), static_cast<uInt>(prefix.size())));
@@ -524,12 +509,12 @@ std::string deflate_bomb(const std::string& prefix, std::size_t inflated, bool g
   }
   const std::string_view rest(spaces.data(), left);
   stream += deflate_raw(z, rest, Z_FINISH);
-  crc = static_cast<std::uint32_t>(crc32_combine(
-      crc, crc32(0L, reinterpret_cast<const Bytef*>(rest.data()), static_cast<uInt>(left)),
-      static_cast<z_off_t>(left)));
-  adler = static_cast<std::uint32_t>(adler32_combine(
-      adler, adler32(1L, reinterpret_cast<const Bytef*>(rest.data()), static_cast<uInt>(left)),
-      static_cast<z_off_t>(left)));
+  crc = static_cast<std::uint32_t>(
+      crc32_combine(crc, crc32(0L, reinterpret_cast<const Bytef*>(rest.data()), static_cast<uInt>(left)),
+                    static_cast<z_off_t>(left)));
+  adler = static_cast<std::uint32_t>(
+      adler32_combine(adler, adler32(1L, reinterpret_cast<const Bytef*>(rest.data()), static_cast<uInt>(left)),
+                      static_cast<z_off_t>(left)));
   deflateEnd(&z);
 
   std::string out;
@@ -546,9 +531,7 @@ std::string deflate_bomb(const std::string& prefix, std::size_t inflated, bool g
   return out;
 }
 
-std::string gzip_of(std::string_view data) {
-  return deflate_bomb(std::string(data), data.size(), true);
-}
+std::string gzip_of(std::string_view data) { return deflate_bomb(std::string(data), data.size(), true); }
 
 bool have_brotli() {
 #ifdef CONVEYOR_FUZZ_BROTLI
@@ -632,8 +615,7 @@ std::size_t metric_series(const std::string& text, const std::string& name) {
 RawResponse get(int port, const std::string& path, std::chrono::milliseconds timeout) {
   ExchangeOptions o;
   o.timeout = timeout;
-  return exchange(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                  o);
+  return exchange(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", o);
 }
 
 std::string describe_exit(std::optional<int> status) {
@@ -648,11 +630,9 @@ std::string describe_exit(std::optional<int> status) {
 std::string log_tail(testing::Stack& stack, const std::string& process, std::size_t lines) {
   std::ifstream in(stack.data_dir() / (process + ".log"));
   std::vector<std::string> all;
-  for (std::string l; std::getline(in, l);)
-    all.push_back(l.size() > 400 ? l.substr(0, 400) + "..." : l);
+  for (std::string l; std::getline(in, l);) all.push_back(l.size() > 400 ? l.substr(0, 400) + "..." : l);
   std::string out;
-  for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i)
-    out += "    " + all[i] + "\n";
+  for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) out += "    " + all[i] + "\n";
   return out;
 }
 

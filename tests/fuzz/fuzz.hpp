@@ -95,8 +95,7 @@ Memory memory_of(int pid);
 // process is started again, at most `max_restarts` times.
 class Runner {
  public:
-  Runner(testing::Stack& stack, std::string test, std::string process = "creation",
-         int max_restarts = 4);
+  Runner(testing::Stack& stack, std::string test, std::string process = "creation", int max_restarts = 4);
 
   // Whether case `index` is to be sent (CONVEYOR_FUZZ_ONLY).
   static bool selected(std::size_t index);
@@ -129,12 +128,11 @@ class Runner {
   struct ClassStats {
     std::size_t sent = 0;
     std::size_t failed = 0;
-    std::size_t closed = 0;  // answered by closing (allowed for malformed framing)
-    double seconds = 0;      // spent sending, answering and judging
+    std::size_t closed = 0;                       // answered by closing (allowed for malformed framing)
+    double seconds = 0;                           // spent sending, answering and judging
     std::map<std::string, std::size_t> outcomes;  // "400", "closed", "no answer"...
   };
-  void report(std::size_t index, const Case& c, const std::string& bytes, const RawResponse& r,
-              const std::string& why);
+  void report(std::size_t index, const Case& c, const std::string& bytes, const RawResponse& r, const std::string& why);
   // After a case: was the process killed by it? Reports and restarts.
   bool survived(std::size_t index, const Case& c, const std::string& bytes, bool suspicious);
 
@@ -169,8 +167,7 @@ class FuzzTypes {
   ~FuzzTypes();
   FuzzTypes(const FuzzTypes&) = delete;
   FuzzTypes& operator=(const FuzzTypes&) = delete;
-  testing::Stack::Options options(std::vector<std::string> services = {"creation"},
-                                  int workers = 0) const;
+  testing::Stack::Options options(std::vector<std::string> services = {"creation"}, int workers = 0) const;
 
  private:
   std::string path_;
@@ -199,8 +196,7 @@ std::optional<double> metric_sum(const std::string& text, const std::string& nam
 std::size_t metric_series(const std::string& text, const std::string& name);
 
 // GET `path` on 127.0.0.1:port through the raw client.
-RawResponse get(int port, const std::string& path,
-                std::chrono::milliseconds timeout = std::chrono::seconds(5));
+RawResponse get(int port, const std::string& path, std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
 // "signal 11 (Segmentation fault)" or "exit 1" from a ChildProcess status.
 std::string describe_exit(std::optional<int> status);

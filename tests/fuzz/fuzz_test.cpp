@@ -81,8 +81,8 @@ TEST(Fuzz, DeepNesting) {
   const std::size_t mixed = jitter(rng, 60000);    // <= 300 KB
   const std::string any = "{\"job_type\":\"fuzz-any\",\"params\":{\"a\":";
   std::vector<Case> cases;
-  auto add = [&](const std::string& note, const std::string& method, const std::string& target,
-                 const std::string& body, std::set<int> expect) {
+  auto add = [&](const std::string& note, const std::string& method, const std::string& target, const std::string& body,
+                 std::set<int> expect) {
     Case c = make_case("deep_nesting", note, json_post(method, target, body), std::move(expect));
     c.timeout = 30s;
     cases.push_back(std::move(c));
@@ -92,35 +92,29 @@ TEST(Fuzz, DeepNesting) {
   add("fuzz-any params nested " + std::to_string(objects) + " deep (objects)", "POST", "/v1/jobs",
       any + nested(rng, objects, Nest::objects) + "}}", {400});
   add("sleep params nested " + std::to_string(mixed) + " deep (mixed)", "POST", "/v1/jobs",
-      "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + nested(rng, mixed, Nest::mixed) + "}}",
-      {400});
+      "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + nested(rng, mixed, Nest::mixed) + "}}", {400});
   add("the whole body nested " + std::to_string(arrays) + " deep", "POST", "/v1/jobs",
       nested(rng, arrays, Nest::arrays), {400});
   add("depends_on nested " + std::to_string(arrays) + " deep", "POST", "/v1/jobs",
       "{\"job_type\":\"sleep\",\"depends_on\":" + nested(rng, arrays, Nest::arrays) + "}", {400});
-  add("PATCH image_tags nested " + std::to_string(objects) + " deep (objects)", "PATCH",
-      "/v1/parameters",
-      "{\"image_tags\":{\"worker\":" + nested(rng, objects, Nest::objects, "\"1.0\"") + "}}",
-      {400});
-  add("PATCH image_tags nested " + std::to_string(arrays) + " deep (arrays)", "PATCH",
-      "/v1/parameters",
+  add("PATCH image_tags nested " + std::to_string(objects) + " deep (objects)", "PATCH", "/v1/parameters",
+      "{\"image_tags\":{\"worker\":" + nested(rng, objects, Nest::objects, "\"1.0\"") + "}}", {400});
+  add("PATCH image_tags nested " + std::to_string(arrays) + " deep (arrays)", "PATCH", "/v1/parameters",
       "{\"image_tags\":{\"worker\":" + nested(rng, arrays, Nest::arrays, "\"1.0\"") + "}}", {400});
-  add("PATCH schedule_catchup_start nested " + std::to_string(mixed) + " deep", "PATCH",
-      "/v1/parameters",
+  add("PATCH schedule_catchup_start nested " + std::to_string(mixed) + " deep", "PATCH", "/v1/parameters",
       "{\"schedule_catchup_start\":{\"x\":" + nested(rng, mixed, Nest::mixed) + "}}", {400});
-  add("fuzz-any params nested 3000 deep (PostgreSQL's jsonb limit without ours)", "POST",
-      "/v1/jobs", any + nested(rng, 3000, Nest::arrays) + "}}", {400});
-  add("fuzz-any params nested 1000 deep (objects)", "POST", "/v1/jobs",
-      any + nested(rng, 1000, Nest::objects) + "}}", {400});
+  add("fuzz-any params nested 3000 deep (PostgreSQL's jsonb limit without ours)", "POST", "/v1/jobs",
+      any + nested(rng, 3000, Nest::arrays) + "}}", {400});
+  add("fuzz-any params nested 1000 deep (objects)", "POST", "/v1/jobs", any + nested(rng, 1000, Nest::objects) + "}}",
+      {400});
   add("PATCH image_tags nested 3000 deep", "PATCH", "/v1/parameters",
       "{\"image_tags\":{\"worker\":" + nested(rng, 3000, Nest::mixed, "\"1.0\"") + "}}", {400});
-  add("unclosed arrays " + std::to_string(arrays) + " deep", "POST", "/v1/jobs",
-      any + std::string(arrays, '['), {400});
+  add("unclosed arrays " + std::to_string(arrays) + " deep", "POST", "/v1/jobs", any + std::string(arrays, '['), {400});
   add("fuzz-any params nested 100 deep (above a ~64 limit: no 5xx)", "POST", "/v1/jobs",
       any + nested(rng, 100, Nest::mixed) + "}}", {});
   // Control: shallow nesting is accepted (the limit is not absurdly low).
-  add("fuzz-any params nested 16 deep (accepted)", "POST", "/v1/jobs",
-      any + nested(rng, 16, Nest::mixed) + "}}", {200, 201});
+  add("fuzz-any params nested 16 deep (accepted)", "POST", "/v1/jobs", any + nested(rng, 16, Nest::mixed) + "}}",
+      {200, 201});
 
   run_all(runner, cases);
   runner.expect_alive("the deep nesting cases");
@@ -145,49 +139,41 @@ TEST(Fuzz, BodyLimits) {
     if (c.timeout < 60s) c.timeout = 60s;
     cases.push_back(std::move(c));
   };
-  add(make_case("", "Content-Length body of 1 MiB + 1",
-                json_post("POST", "/v1/jobs", padded_submit(kMiB + 1)), {413}));
-  add(make_case("", "Content-Length body of 2 MiB",
-                json_post("POST", "/v1/jobs", padded_submit(2 * kMiB)), {413}));
+  add(make_case("", "Content-Length body of 1 MiB + 1", json_post("POST", "/v1/jobs", padded_submit(kMiB + 1)), {413}));
+  add(make_case("", "Content-Length body of 2 MiB", json_post("POST", "/v1/jobs", padded_submit(2 * kMiB)), {413}));
   {
-    Case c = make_case("", "chunked body of 2 MiB",
-                       json_post("POST", "/v1/jobs", padded_submit(2 * kMiB)), {413});
+    Case c = make_case("", "chunked body of 2 MiB", json_post("POST", "/v1/jobs", padded_submit(2 * kMiB)), {413});
     c.request.framing = RawRequest::Framing::chunked;
     c.request.chunk_sizes = chunks;
     add(std::move(c));
   }
   {
-    Case c = make_case("", "chunked body of 24 MiB",
-                       json_post("POST", "/v1/jobs", padded_submit(24 * kMiB)), {413});
+    Case c = make_case("", "chunked body of 24 MiB", json_post("POST", "/v1/jobs", padded_submit(24 * kMiB)), {413});
     c.request.framing = RawRequest::Framing::chunked;
     c.request.chunk_sizes = chunks;
     add(std::move(c));
   }
   {
     std::string body = "{\"image_tags\":{\"worker\":\"" + std::string(2 * kMiB, 'x') + "\"}}";
-    Case c = make_case("", "PATCH chunked body of 2 MiB",
-                       json_post("PATCH", "/v1/parameters", body), {413});
+    Case c = make_case("", "PATCH chunked body of 2 MiB", json_post("PATCH", "/v1/parameters", body), {413});
     c.request.framing = RawRequest::Framing::chunked;
     c.request.chunk_sizes = chunks;
     add(std::move(c));
   }
   const std::size_t gz_inflated = 250 * kMiB;
   const std::string gz = deflate_bomb(small, gz_inflated, true);
-  std::cout << "[fuzz] BodyLimits: gzip bomb " << gz.size() / 1024 << " KB inflating to "
-            << gz_inflated / kMiB << " MiB" << std::endl;
+  std::cout << "[fuzz] BodyLimits: gzip bomb " << gz.size() / 1024 << " KB inflating to " << gz_inflated / kMiB
+            << " MiB" << std::endl;
   {
     RawRequest r = json_post("POST", "/v1/jobs", gz);
     r.headers.emplace_back("Content-Encoding", "gzip");
-    add(make_case("",
-                  "gzip body of " + std::to_string(gz.size() / 1024) + " KB inflating to 250 MiB",
-                  r, {413, 415}));
+    add(make_case("", "gzip body of " + std::to_string(gz.size() / 1024) + " KB inflating to 250 MiB", r, {413, 415}));
     r.framing = RawRequest::Framing::chunked;
     r.chunk_sizes = chunks;
     add(make_case("", "the same gzip body, chunked", r, {413, 415}));
   }
   {
-    RawRequest r = json_post("PATCH", "/v1/parameters",
-                             deflate_bomb("{\"log_retention_days\":30}", 64 * kMiB, true));
+    RawRequest r = json_post("PATCH", "/v1/parameters", deflate_bomb("{\"log_retention_days\":30}", 64 * kMiB, true));
     r.headers.emplace_back("Content-Encoding", "gzip");
     add(make_case("", "PATCH gzip body inflating to 64 MiB", r, {413, 415}));
   }
@@ -200,14 +186,12 @@ TEST(Fuzz, BodyLimits) {
     const std::size_t br_inflated = 1024 * kMiB;
     const auto t0 = Clock::now();
     const std::string br = brotli_bomb(small, br_inflated);
-    std::cout << "[fuzz] BodyLimits: brotli bomb " << br.size() / 1024 << " KB inflating to "
-              << br_inflated / kMiB << " MiB (made in "
-              << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()
+    std::cout << "[fuzz] BodyLimits: brotli bomb " << br.size() / 1024 << " KB inflating to " << br_inflated / kMiB
+              << " MiB (made in " << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count()
               << " ms)" << std::endl;
     RawRequest r = json_post("POST", "/v1/jobs", br);
     r.headers.emplace_back("Content-Encoding", "br");
-    add(make_case("", "br body of " + std::to_string(br.size() / 1024) + " KB inflating to 1 GiB",
-                  r, {413, 415}));
+    add(make_case("", "br body of " + std::to_string(br.size() / 1024) + " KB inflating to 1 GiB", r, {413, 415}));
   } else {
     std::cout << "[fuzz] BodyLimits: built without libbrotlienc: no br case" << std::endl;
   }
@@ -234,8 +218,7 @@ TEST(Fuzz, BodyLimits) {
     c.forbid = {413};
     add(std::move(c));
   }
-  add(make_case("", "512 KiB submission", json_post("POST", "/v1/jobs", padded_submit(512 * 1024)),
-                {200, 201}));
+  add(make_case("", "512 KiB submission", json_post("POST", "/v1/jobs", padded_submit(512 * 1024)), {200, 201}));
 
   run_all(runner, cases);
   runner.expect_alive("the body limit cases");
@@ -291,8 +274,7 @@ TEST(Fuzz, Slowloris) {
   long slowest = 0;
   const auto started = Clock::now();
   while (Clock::now() - started < attack) {
-    const auto at =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+    const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
     const RawResponse r = get(port, "/healthz", 2s);
     ++probes;
     slowest = std::max<long>(slowest, static_cast<long>(r.elapsed.count()));
@@ -309,19 +291,17 @@ TEST(Fuzz, Slowloris) {
   cv.notify_all();
   attacker.join();
 
-  std::cout << "[fuzz] Slowloris seed=" << runner.seed() << ": " << connections
-            << " connections, a byte every " << pace.count() << " ms for "
-            << std::chrono::duration_cast<std::chrono::seconds>(attack).count() << " s; "
-            << opened.load() << " opened, " << dropped.load() << " dropped by the server; "
-            << probes << " probes of /healthz, " << failed.size() << " failed, slowest " << slowest
-            << " ms" << std::endl;
+  std::cout << "[fuzz] Slowloris seed=" << runner.seed() << ": " << connections << " connections, a byte every "
+            << pace.count() << " ms for " << std::chrono::duration_cast<std::chrono::seconds>(attack).count() << " s; "
+            << opened.load() << " opened, " << dropped.load() << " dropped by the server; " << probes
+            << " probes of /healthz, " << failed.size() << " failed, slowest " << slowest << " ms" << std::endl;
   if (!failed.empty()) {
     std::string list;
     for (std::size_t i = 0; i < failed.size() && i < 10; ++i) list += "\n  " + failed[i];
     ADD_FAILURE() << "[fuzz] Slowloris: " << failed.size() << " of " << probes
                   << " GET /healthz probes got no 200 within 2 s while " << connections
-                  << " connections sent a header byte every " << pace.count() << " ms:" << list
-                  << "\n  " << runner.reproduce(std::nullopt);
+                  << " connections sent a header byte every " << pace.count() << " ms:" << list << "\n  "
+                  << runner.reproduce(std::nullopt);
   }
   runner.expect_alive("the slow connections closed");
 }
@@ -341,8 +321,7 @@ TEST(Fuzz, MetricsCardinality) {
     Case c;
     c.klass = "invented_method";
     const std::string method = invented_method(rng);
-    const std::string path =
-        rng.chance(0.5) ? "/v1/jobs" : "/x" + std::to_string(rng.below(1000000));
+    const std::string path = rng.chance(0.5) ? "/v1/jobs" : "/x" + std::to_string(rng.below(1000000));
     c.note = method + " " + path;
     c.request.method = method;
     c.request.target = path;
@@ -354,18 +333,16 @@ TEST(Fuzz, MetricsCardinality) {
   ASSERT_TRUE(after.ok && after.status == 200) << after.error;
   const std::string series = "conveyor_http_requests_total";
   std::cout << "[fuzz] MetricsCardinality: /metrics " << before.body.size() / 1024 << " KB with "
-            << metric_series(before.body, series) << " " << series << " series before, "
-            << after.body.size() / 1024 << " KB with " << metric_series(after.body, series)
-            << " after " << kRequests << " requests with invented methods" << std::endl;
+            << metric_series(before.body, series) << " " << series << " series before, " << after.body.size() / 1024
+            << " KB with " << metric_series(after.body, series) << " after " << kRequests
+            << " requests with invented methods" << std::endl;
   EXPECT_LT(after.body.size(), 200u * 1024)
-      << "[fuzz] MetricsCardinality: /metrics grew from " << before.body.size() << " to "
-      << after.body.size() << " bytes (" << metric_series(after.body, series) << " " << series
-      << " series): a label per invented method; " << runner.reproduce(std::nullopt);
-  const std::size_t grown =
-      metric_series(after.body, series) -
-      std::min(metric_series(after.body, series), metric_series(before.body, series));
-  EXPECT_LE(grown, 50u) << "[fuzz] MetricsCardinality: " << grown << " new " << series
-                        << " series after " << kRequests
+      << "[fuzz] MetricsCardinality: /metrics grew from " << before.body.size() << " to " << after.body.size()
+      << " bytes (" << metric_series(after.body, series) << " " << series << " series): a label per invented method; "
+      << runner.reproduce(std::nullopt);
+  const std::size_t grown = metric_series(after.body, series) -
+                            std::min(metric_series(after.body, series), metric_series(before.body, series));
+  EXPECT_LE(grown, 50u) << "[fuzz] MetricsCardinality: " << grown << " new " << series << " series after " << kRequests
                         << " requests with invented methods (their methods must share a label); "
                         << runner.reproduce(std::nullopt);
   runner.expect_alive("the invented methods");
@@ -381,42 +358,32 @@ TEST(Fuzz, SmallOnes) {
   Rng rng = Rng::for_case(runner.seed(), "SmallOnes", 0);
   const std::string sleep_params = "\"params\":{\"seconds\":0}";
   std::vector<Case> cases;
-  auto add = [&](const std::string& klass, const std::string& note, RawRequest r,
-                 std::set<int> expect) {
+  auto add = [&](const std::string& klass, const std::string& note, RawRequest r, std::set<int> expect) {
     cases.push_back(make_case(klass, note, std::move(r), std::move(expect)));
   };
   const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
-  for (const std::uint64_t k :
-       {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{2 + rng.below(1u << 30)}}) {
+  for (const std::uint64_t k : {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{2 + rng.below(1u << 30)}}) {
     const std::string p = std::to_string(max - k);
     add("priority", "priority " + p + " (2^64-" + std::to_string(k + 1) + ")",
-        json_post("POST", "/v1/jobs",
-                  "{\"job_type\":\"sleep\"," + sleep_params + ",\"priority\":" + p + "}"),
-        {400});
+        json_post("POST", "/v1/jobs", "{\"job_type\":\"sleep\"," + sleep_params + ",\"priority\":" + p + "}"), {400});
   }
   for (const char* p : {"9223372036854775808", "2147483648", "-2147483649", "1e400", "1.0"}) {
     add("priority", std::string("priority ") + p,
-        json_post("POST", "/v1/jobs",
-                  "{\"job_type\":\"sleep\"," + sleep_params + ",\"priority\":" + p + "}"),
-        {400});
+        json_post("POST", "/v1/jobs", "{\"job_type\":\"sleep\"," + sleep_params + ",\"priority\":" + p + "}"), {400});
   }
   add("priority", "depends_on [2^64-1]",
-      json_post(
-          "POST", "/v1/jobs",
-          "{\"job_type\":\"sleep\"," + sleep_params + ",\"depends_on\":[18446744073709551615]}"),
+      json_post("POST", "/v1/jobs",
+                "{\"job_type\":\"sleep\"," + sleep_params + ",\"depends_on\":[18446744073709551615]}"),
       {400});
 
   add("nul", "job_type \"sleep\\u0000x\"",
-      json_post("POST", "/v1/jobs", "{\"job_type\":\"sleep\\u0000x\"," + sleep_params + "}"),
+      json_post("POST", "/v1/jobs", "{\"job_type\":\"sleep\\u0000x\"," + sleep_params + "}"), {400});
+  add("nul", "job_type \"\\u0000\"", json_post("POST", "/v1/jobs", "{\"job_type\":\"\\u0000\"," + sleep_params + "}"),
       {400});
-  add("nul", "job_type \"\\u0000\"",
-      json_post("POST", "/v1/jobs", "{\"job_type\":\"\\u0000\"," + sleep_params + "}"), {400});
   add("nul", "a NUL in a params value",
-      json_post("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"s\":\"a\\u0000b\"}}"),
-      {400, 422});
+      json_post("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"s\":\"a\\u0000b\"}}"), {400, 422});
   add("nul", "a NUL in a params key",
-      json_post("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"a\\u0000\":1}}"),
-      {400, 422});
+      json_post("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"a\\u0000\":1}}"), {400, 422});
   add("nul", "a NUL in a tile",
       json_post("POST", "/v1/jobs",
                 "{\"job_type\":\"fsc-rlie\",\"params\":{\"tile\":\"T\\u0000X\",\"date\":\"2026-01-"
@@ -449,23 +416,19 @@ TEST(Fuzz, SmallOnes) {
         json_post("POST", "/v1/jobs", any + nested(rng, depth, Nest::objects) + "}}"), {400});
   }
   add("pg_depth", "image_tags nested 3000 deep",
-      json_post("PATCH", "/v1/parameters",
-                "{\"image_tags\":{\"w\":" + nested(rng, 3000, Nest::mixed, "\"x\"") + "}}"),
+      json_post("PATCH", "/v1/parameters", "{\"image_tags\":{\"w\":" + nested(rng, 3000, Nest::mixed, "\"x\"") + "}}"),
       {400});
 
   const std::string body = "{\"job_type\":\"sleep\"," + sleep_params + "}";
-  for (const char* ct : {"text/plain", "text/plain; charset=utf-8", "text/html", "application/xml",
-                         "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz",
-                         "application/octet-stream"}) {
-    add("content_type", std::string("POST /v1/jobs as ") + ct,
-        json_post("POST", "/v1/jobs", body, ct), {415});
+  for (const char* ct :
+       {"text/plain", "text/plain; charset=utf-8", "text/html", "application/xml", "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=xyz", "application/octet-stream"}) {
+    add("content_type", std::string("POST /v1/jobs as ") + ct, json_post("POST", "/v1/jobs", body, ct), {415});
   }
   add("content_type", "PATCH /v1/parameters as text/plain",
       json_post("PATCH", "/v1/parameters", "{\"log_retention_days\":30}", "text/plain"), {415});
   add("content_type", "PATCH /v1/parameters as application/x-www-form-urlencoded",
-      json_post("PATCH", "/v1/parameters", "log_retention_days=30",
-                "application/x-www-form-urlencoded"),
-      {415});
+      json_post("PATCH", "/v1/parameters", "log_retention_days=30", "application/x-www-form-urlencoded"), {415});
 
   // A Range answer that is an error must still be problem+json (judge()).
   for (const char* path : {"/healthz", "/v1/jobs/999999", "/nope", "/v1/jobs/abc"}) {
@@ -505,8 +468,7 @@ TEST(Fuzz, RandomRequests) {
 // The admin endpoints of every other service (the same HTTP server).
 TEST(Fuzz, OtherServices) {
   FuzzTypes types;
-  Stack stack(
-      types.options({"creation", "configuration", "execution", "publication", "monitor"}, 1));
+  Stack stack(types.options({"creation", "configuration", "execution", "publication", "monitor"}, 1));
   constexpr std::size_t kCases = 150;
   for (const std::string& name : stack.names()) {
     if (name == "creation") continue;  // RandomRequests
@@ -548,8 +510,7 @@ bool rejected(const std::string& value, bool* escapes) {
 }
 
 std::string envelope(const std::string& type, const std::string& time, const std::string& data) {
-  std::string e = "{\"specversion\":\"1.0\",\"id\":\"fuzz-" +
-                  std::to_string(std::hash<std::string>{}(data) % 100000) +
+  std::string e = "{\"specversion\":\"1.0\",\"id\":\"fuzz-" + std::to_string(std::hash<std::string>{}(data) % 100000) +
                   "\",\"source\":\"fuzz\",\"type\":\"" + type + "\",\"subject\":\"1\"";
   if (!time.empty()) e += ",\"time\":\"" + time + "\"";
   if (!data.empty()) e += ",\"data\":" + data;
@@ -559,20 +520,18 @@ std::string envelope(const std::string& type, const std::string& time, const std
 // Random events: garbage, non-JSON, wrong types, odd but valid envelopes.
 std::string random_event(Rng& rng, std::string* what) {
   static const std::vector<std::string> attrs = {
-      "specversion",   "id",  "source", "type", "subject", "time", "datacontenttype",
-      "schemaversion", "data"};
+      "specversion", "id", "source", "type", "subject", "time", "datacontenttype", "schemaversion", "data"};
   static const std::vector<std::string> wrong = {
       "1",  "1.0",   "true",        "null",     "[]", "{}", "\"\"", "\"x\"", "18446744073709551615",
       "-1", "1e400", "\"\\u0000\"", "[\"1.0\"]"};
-  json base = {
-      {"specversion", "1.0"},
-      {"id", "fuzz-" + std::to_string(rng.below(1000000))},
-      {"source", "fuzz"},
-      {"type", rng.pick(std::vector<std::string>{"io.conveyor.job.done", "io.conveyor.job.queued",
-                                                 "io.conveyor.parameters.changed", "x"})},
-      {"subject", std::to_string(rng.below(100))},
-      {"time", "2026-01-01T00:00:00Z"},
-      {"data", {{"job_id", rng.below(100)}}}};
+  json base = {{"specversion", "1.0"},
+               {"id", "fuzz-" + std::to_string(rng.below(1000000))},
+               {"source", "fuzz"},
+               {"type", rng.pick(std::vector<std::string>{"io.conveyor.job.done", "io.conveyor.job.queued",
+                                                          "io.conveyor.parameters.changed", "x"})},
+               {"subject", std::to_string(rng.below(100))},
+               {"time", "2026-01-01T00:00:00Z"},
+               {"data", {{"job_id", rng.below(100)}}}};
   switch (rng.below(6)) {
     case 0: {
       std::string s(rng.below(4096), '\0');
@@ -582,12 +541,11 @@ std::string random_event(Rng& rng, std::string* what) {
     }
     case 1:
       *what = "not JSON";
-      return rng.pick(std::vector<std::string>{"", "hello", "{", "<event/>",
-                                               "{\"specversion\":", "\xff\xfe", "null x"});
+      return rng.pick(
+          std::vector<std::string>{"", "hello", "{", "<event/>", "{\"specversion\":", "\xff\xfe", "null x"});
     case 2:
       *what = "JSON, not an object";
-      return rng.pick(std::vector<std::string>{"[]", "1", "\"event\"", "null", "true",
-                                               "[{\"specversion\":\"1.0\"}]"});
+      return rng.pick(std::vector<std::string>{"[]", "1", "\"event\"", "null", "true", "[{\"specversion\":\"1.0\"}]"});
     case 3: {
       const std::string attr = rng.pick(attrs);
       const std::string v = rng.pick(wrong);
@@ -617,9 +575,8 @@ std::string random_event(Rng& rng, std::string* what) {
           *what = "data_base64";
           break;
         case 2:
-          e["time"] = rng.pick(
-              std::vector<std::string>{"yesterday", "2026-13-45T99:99:99Z", "2026-01-01T00:00:00.Z",
-                                       "2026-01-01T00:00:00.123456789012345678901234567890Z"});
+          e["time"] = rng.pick(std::vector<std::string>{"yesterday", "2026-13-45T99:99:99Z", "2026-01-01T00:00:00.Z",
+                                                        "2026-01-01T00:00:00.123456789012345678901234567890Z"});
           *what = "time " + e["time"].get<std::string>();
           break;
         case 3:
@@ -642,8 +599,8 @@ TEST(Fuzz, PoisonEvents) {
   Stack stack(types.options({"creation", "configuration", "execution", "publication"}, 2));
   const std::uint64_t seed = run_seed();
   Rng rng = Rng::for_case(seed, "PoisonEvents", 0);
-  const std::string reproduce = "reproduce: CONVEYOR_FUZZ_SEED=" + std::to_string(seed) +
-                                " ctest --preset dev -R 'Fuzz\\.PoisonEvents$' -V";
+  const std::string reproduce =
+      "reproduce: CONVEYOR_FUZZ_SEED=" + std::to_string(seed) + " ctest --preset dev -R 'Fuzz\\.PoisonEvents$' -V";
   namespace bus = conveyor::bus;
   const std::string jobs = bus::topic_name(stack.topic_prefix(), bus::kJobsTopic);
   const std::string params = bus::topic_name(stack.topic_prefix(), bus::kParametersTopic);
@@ -671,8 +628,7 @@ TEST(Fuzz, PoisonEvents) {
   };
 
   // Warm-up: every process's parameters consumer counts one invalid event.
-  std::vector<Poison> warm = {
-      {params, "warm-up", "fuzz warm-up: not JSON", "warm-up", true, false}};
+  std::vector<Poison> warm = {{params, "warm-up", "fuzz warm-up: not JSON", "warm-up", true, false}};
   send(warm);
   ASSERT_TRUE(warm[0].acked) << "the devbroker did not take the warm-up event";
   const bool warmed = wait_until(
@@ -683,8 +639,7 @@ TEST(Fuzz, PoisonEvents) {
         return true;
       },
       60s);
-  ASSERT_TRUE(warmed) << "not every process counted the warm-up event in " << invalid << ":\n"
-                      << stack.logs_tail();
+  ASSERT_TRUE(warmed) << "not every process counted the warm-up event in " << invalid << ":\n" << stack.logs_tail();
   std::map<std::string, double> baseline;
   for (const auto& n : names) baseline[n] = counter(n, invalid);
 
@@ -694,10 +649,8 @@ TEST(Fuzz, PoisonEvents) {
   for (char& d : digits) d = static_cast<char>('0' + rng.below(10));
   const std::string time_bomb =
       envelope("io.conveyor.job.done", "2026-01-01T00:00:00." + digits + "Z", "{\"job_id\":1}");
-  const std::string deep_bomb =
-      envelope("io.conveyor.job.done", "", nested(rng, 150000, Nest::arrays));
-  const std::string deep_objects =
-      envelope("io.conveyor.job.done", "", nested(rng, 100000, Nest::objects));
+  const std::string deep_bomb = envelope("io.conveyor.job.done", "", nested(rng, 150000, Nest::arrays));
+  const std::string deep_objects = envelope("io.conveyor.job.done", "", nested(rng, 100000, Nest::objects));
   for (const auto& topic : {jobs, params}) {
     poison.push_back({topic, "1", time_bomb, "time with 200k fraction digits", false, false});
     poison.push_back({topic, "1", deep_bomb, "data nested 150k deep (arrays)", false, false});
@@ -713,8 +666,7 @@ TEST(Fuzz, PoisonEvents) {
     const bool surely = rejected(value, &escapes);
     if (escapes) {
       ++escaping;
-      std::cout << "[fuzz] PoisonEvents: decode() throws a non-conveyor exception for: " << what
-                << std::endl;
+      std::cout << "[fuzz] PoisonEvents: decode() throws a non-conveyor exception for: " << what << std::endl;
     }
     const std::string topic = rng.pick(std::vector<std::string>{jobs, params, params, control});
     const std::string key = rng.chance(0.2) ? std::string() : std::to_string(rng.below(50));
@@ -724,10 +676,8 @@ TEST(Fuzz, PoisonEvents) {
   for (char& ch : noise) ch = static_cast<char>(rng.below(256));
   poison.push_back({params, "big", noise, "1.5 MiB of random bytes", true, false});
   poison.push_back({jobs, "big", noise, "1.5 MiB of random bytes", true, false});
-  poison.push_back(
-      {params, "big",
-       envelope("io.conveyor.job.done", "", json(std::string(3 * kMiB / 2, 'x')).dump()),
-       "a valid event with 1.5 MiB of data", false, false});
+  poison.push_back({params, "big", envelope("io.conveyor.job.done", "", json(std::string(3 * kMiB / 2, 'x')).dump()),
+                    "a valid event with 1.5 MiB of data", false, false});
   poison.push_back({params, "sentinel", "fuzz sentinel: not JSON", "the sentinel", true, false});
   send(poison);
 
@@ -735,8 +685,8 @@ TEST(Fuzz, PoisonEvents) {
   std::size_t sent = 0;
   for (const auto& p : poison) {
     if (!p.acked) {
-      std::cout << "[fuzz] PoisonEvents: the devbroker did not take: " << p.what << " ("
-                << p.value.size() << " bytes) on " << p.topic << std::endl;
+      std::cout << "[fuzz] PoisonEvents: the devbroker did not take: " << p.what << " (" << p.value.size()
+                << " bytes) on " << p.topic << std::endl;
       continue;
     }
     ++sent;
@@ -761,24 +711,20 @@ TEST(Fuzz, PoisonEvents) {
     auto& p = stack.process(n);
     if (!p.running()) {
       dead.push_back(n);
-      ADD_FAILURE() << "[fuzz] PoisonEvents: conveyor " << n << " DIED ("
-                    << describe_exit(p.wait(0ms)) << ") on the poison events; " << reproduce
-                    << "\n  its log ends:\n"
+      ADD_FAILURE() << "[fuzz] PoisonEvents: conveyor " << n << " DIED (" << describe_exit(p.wait(0ms))
+                    << ") on the poison events; " << reproduce << "\n  its log ends:\n"
                     << log_tail(stack, n);
       continue;
     }
     const double now = counter(n, invalid);
-    std::cout << "[fuzz] PoisonEvents: " << n << " " << invalid << " +" << (now - baseline[n])
-              << std::endl;
+    std::cout << "[fuzz] PoisonEvents: " << n << " " << invalid << " +" << (now - baseline[n]) << std::endl;
     EXPECT_GE(now, baseline[n] + static_cast<double>(expected))
-        << "[fuzz] PoisonEvents: " << n << " counted " << (now - baseline[n]) << " of at least "
-        << expected << " invalid events on " << params
-        << " within 90 s (a consumer stuck on a message?); " << reproduce;
+        << "[fuzz] PoisonEvents: " << n << " counted " << (now - baseline[n]) << " of at least " << expected
+        << " invalid events on " << params << " within 90 s (a consumer stuck on a message?); " << reproduce;
   }
-  EXPECT_EQ(escaping, 0u)
-      << "[fuzz] PoisonEvents: bus::decode threw exceptions that are not conveyor::Error "
-         "(the runtime's consumer catches only those); "
-      << reproduce;
+  EXPECT_EQ(escaping, 0u) << "[fuzz] PoisonEvents: bus::decode threw exceptions that are not conveyor::Error "
+                             "(the runtime's consumer catches only those); "
+                          << reproduce;
 
   // A dead service is started again: consumers read from the earliest
   // offset, so a poison that killed it must not kill it again.
@@ -791,15 +737,13 @@ TEST(Fuzz, PoisonEvents) {
     }
     if (wait_until([&] { return !stack.process(n).running(); }, 15s)) {
       ADD_FAILURE() << "[fuzz] PoisonEvents: " << n << " died again after a restart ("
-                    << describe_exit(stack.process(n).wait(0ms))
-                    << "): it re-reads the poison; its log ends:\n"
+                    << describe_exit(stack.process(n).wait(0ms)) << "): it re-reads the poison; its log ends:\n"
                     << log_tail(stack, n);
     }
   }
   for (const auto& n : names) {
     if (!stack.process(n).running()) {
-      ADD_FAILURE() << "[fuzz] PoisonEvents: " << n
-                    << " is not running: the job path cannot be checked";
+      ADD_FAILURE() << "[fuzz] PoisonEvents: " << n << " is not running: the job path cannot be checked";
       return;
     }
   }
@@ -810,31 +754,26 @@ TEST(Fuzz, PoisonEvents) {
   for (int i = 0; i < 3; ++i) {
     const auto r = conveyor::http::http_request(
         "POST", stack.api_url() + "/v1/jobs",
-        "{\"job_type\":\"fuzz-any\",\"params\":{\"i\":" + std::to_string(i) + "}}",
-        stack.api_headers(true));
+        "{\"job_type\":\"fuzz-any\",\"params\":{\"i\":" + std::to_string(i) + "}}", stack.api_headers(true));
     ASSERT_EQ(r.status, 201) << r.body;
     ids.push_back(std::to_string(json::parse(r.body).at("id").get<std::int64_t>()));
   }
   const std::string list = ids[0] + "," + ids[1] + "," + ids[2];
   const bool done = wait_until(
       [&] {
-        return stack.db().query_value(
-                   "SELECT count(*) FROM conveyor.job WHERE status = 'done' AND id IN (" + list +
-                   ")") == "3";
+        return stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE status = 'done' AND id IN (" + list +
+                                      ")") == "3";
       },
       120s);
-  EXPECT_TRUE(done)
-      << "[fuzz] PoisonEvents: jobs " << list << " submitted after the poison did not reach done: "
-      << stack.db().query_value(
-             "SELECT string_agg(id || '=' || status, ' ') FROM conveyor.job WHERE id IN (" + list +
-             ")")
-      << "; " << reproduce << "\n"
-      << stack.logs_tail();
+  EXPECT_TRUE(done) << "[fuzz] PoisonEvents: jobs " << list << " submitted after the poison did not reach done: "
+                    << stack.db().query_value(
+                           "SELECT string_agg(id || '=' || status, ' ') FROM conveyor.job WHERE id IN (" + list + ")")
+                    << "; " << reproduce << "\n"
+                    << stack.logs_tail();
   for (const auto& n : names) {
     const RawResponse r = get(stack.port(n), "/healthz", 2s);
-    EXPECT_TRUE(r.ok && r.status == 200)
-        << "[fuzz] PoisonEvents: " << n
-        << " does not answer /healthz: " << (r.ok ? r.status_line : r.error);
+    EXPECT_TRUE(r.ok && r.status == 200) << "[fuzz] PoisonEvents: " << n
+                                         << " does not answer /healthz: " << (r.ok ? r.status_line : r.error);
   }
 }
 

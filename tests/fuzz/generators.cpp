@@ -48,8 +48,7 @@ const std::vector<std::string> kJobTypes = {"sleep", "fail", "flaky", "fsc-rlie"
 // A concrete path for a route pattern.
 std::string concrete(Rng& rng, const std::string& pattern) {
   std::string out = pattern;
-  if (auto p = out.find("{id}"); p != std::string::npos)
-    out.replace(p, 4, std::to_string(rng.between(1, 40)));
+  if (auto p = out.find("{id}"); p != std::string::npos) out.replace(p, 4, std::to_string(rng.between(1, 40)));
   if (auto p = out.find("{name}"); p != std::string::npos) out.replace(p, 6, rng.pick(kJobTypes));
   return out;
 }
@@ -148,8 +147,7 @@ json random_value(Rng& rng, int depth) {
     }
     default: {
       json o = json::object();
-      for (std::size_t i = rng.below(4); i > 0; --i)
-        o[valid_text(rng, 3)] = random_value(rng, depth - 1);
+      for (std::size_t i = rng.below(4); i > 0; --i) o[valid_text(rng, 3)] = random_value(rng, depth - 1);
       return o;
     }
   }
@@ -157,8 +155,7 @@ json random_value(Rng& rng, int depth) {
 
 json valid_params(Rng& rng, const std::string& type) {
   if (type == "sleep") return {{"seconds", rng.between(0, 3)}};
-  if (type == "fsc-rlie")
-    return {{"tile", "T" + std::to_string(rng.between(10, 99)) + "ABC"}, {"date", "2026-01-01"}};
+  if (type == "fsc-rlie") return {{"tile", "T" + std::to_string(rng.between(10, 99)) + "ABC"}, {"date", "2026-01-01"}};
   if (type == "fuzz-any") {
     json o = json::object();
     for (std::size_t i = rng.below(4); i > 0; --i) o[valid_text(rng, 3)] = random_value(rng, 3);
@@ -172,8 +169,7 @@ json valid_submit(Rng& rng) {
   json b = {{"job_type", type}, {"params", valid_params(rng, type)}};
   if (rng.chance(0.3)) b["priority"] = rng.between(-100, 100);
   if (rng.chance(0.2)) b["depends_on"] = json::array({rng.between(1, 30)});
-  if (rng.chance(0.2))
-    b["not_before"] = "2026-0" + std::to_string(rng.between(1, 9)) + "-15T10:00:00Z";
+  if (rng.chance(0.2)) b["not_before"] = "2026-0" + std::to_string(rng.between(1, 9)) + "-15T10:00:00Z";
   return b;
 }
 
@@ -190,16 +186,15 @@ const std::vector<Atom>& atoms() {
   static const std::vector<Atom> a = [] {
     std::vector<Atom> v;
     for (const auto& p : kValidPieces) v.push_back({p, false, false, false});
-    for (const char* p : {"\xff", "\xfe", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-                          "\xe6\x97", "\x80", "\xf8\x88\x80\x80\x80", "\xc3"}) {
+    for (const char* p : {"\xff", "\xfe", "\xc0\x80", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe6\x97", "\x80",
+                          "\xf8\x88\x80\x80\x80", "\xc3"}) {
       v.push_back({p, false, true, false});
     }
     for (const char* p : {"\\u00e9", "\\ud83d\\ude00", "\\u2028", "\\uffff", "\\/", "\\b\\f"}) {
       v.push_back({p, true, false, false});
     }
     v.push_back({"\\u0000", true, false, true});
-    for (const char* p :
-         {"\\ud800", "\\udc00x", "\\ud800\\u0041", "\\x41", "\\u12", "\\U0001F600", "\\a"}) {
+    for (const char* p : {"\\ud800", "\\udc00x", "\\ud800\\u0041", "\\x41", "\\u12", "\\U0001F600", "\\a"}) {
       v.push_back({p, true, true, false});
     }
     return v;
@@ -254,17 +249,15 @@ Case valid_case(Rng& rng) {
     case 2: {
       c.note = "a valid submission";
       c.request = json_request("POST", "/v1/jobs", valid_submit(rng).dump());
-      if (rng.chance(0.3))
-        c.request.headers.emplace_back("Idempotency-Key", "key-" + std::to_string(rng.below(50)));
+      if (rng.chance(0.3)) c.request.headers.emplace_back("Idempotency-Key", "key-" + std::to_string(rng.below(50)));
       break;
     }
     case 3: {
       c.note = "a valid listing";
-      std::string q = "/v1/jobs?page=" + std::to_string(rng.between(1, 3)) +
-                      "&size=" + std::to_string(rng.between(1, 100));
+      std::string q =
+          "/v1/jobs?page=" + std::to_string(rng.between(1, 3)) + "&size=" + std::to_string(rng.between(1, 100));
       if (rng.chance(0.5))
-        q += "&status=" +
-             rng.pick(std::vector<std::string>{"initialized", "done", "failed", "queued"});
+        q += "&status=" + rng.pick(std::vector<std::string>{"initialized", "done", "failed", "queued"});
       if (rng.chance(0.5)) q += "&type=" + rng.pick(kJobTypes);
       c.request = get_request(q);
       break;
@@ -275,22 +268,19 @@ Case valid_case(Rng& rng) {
       break;
     case 5:
       c.note = "cancel or retry";
-      c.request = json_request(
-          "POST", concrete(rng, rng.chance(0.5) ? "/v1/jobs/{id}/cancel" : "/v1/jobs/{id}/retry"),
-          "", "");
+      c.request =
+          json_request("POST", concrete(rng, rng.chance(0.5) ? "/v1/jobs/{id}/cancel" : "/v1/jobs/{id}/retry"), "", "");
       break;
     case 6:
       c.note = "job types";
-      c.request =
-          get_request(rng.chance(0.5) ? "/v1/job-types" : concrete(rng, "/v1/job-types/{name}"));
+      c.request = get_request(rng.chance(0.5) ? "/v1/job-types" : concrete(rng, "/v1/job-types/{name}"));
       break;
     case 7:
       c.note = "parameters";
       c.request = get_request("/v1/parameters");
       break;
     case 8: {
-      const std::string path =
-          rng.pick(std::vector<std::string>{"/healthz", "/readyz", "/metrics", "/version"});
+      const std::string path = rng.pick(std::vector<std::string>{"/healthz", "/readyz", "/metrics", "/version"});
       c.note = "admin " + path;
       c.request = get_request(path);
       c.allow_503 = path == "/readyz";
@@ -298,8 +288,7 @@ Case valid_case(Rng& rng) {
     }
     default: {
       const Route& r = rng.pick(routes());
-      if (std::find(r.methods.begin(), r.methods.end(), "GET") == r.methods.end())
-        return valid_case(rng);
+      if (std::find(r.methods.begin(), r.methods.end(), "GET") == r.methods.end()) return valid_case(rng);
       c.note = "HEAD " + r.pattern;
       c.request = get_request(concrete(rng, r.pattern), "HEAD");
       c.allow_503 = r.pattern == "/readyz";
@@ -312,9 +301,8 @@ Case bad_json_case(Rng& rng) {
   Case c;
   c.klass = "bad_json";
   const bool patch = rng.chance(0.3);
-  std::string base =
-      patch ? json({{"image_tags", {{"worker", "1.2.3"}}}, {"log_retention_days", 30}}).dump()
-            : valid_submit(rng).dump();
+  std::string base = patch ? json({{"image_tags", {{"worker", "1.2.3"}}}, {"log_retention_days", 30}}).dump()
+                           : valid_submit(rng).dump();
   static const std::vector<std::string> fixed = {
       "",
       "{",
@@ -391,13 +379,11 @@ Case bad_json_case(Rng& rng) {
 
 // A value of the wrong type for a field that wants `want`.
 std::string wrong_value(Rng& rng, const std::string& want) {
-  std::vector<std::string> options = {"\"text\"", "12",        "1.5",       "true", "[]",
-                                      "{}",       "[1,\"a\"]", "{\"x\":1}", "\"\""};
+  std::vector<std::string> options = {"\"text\"", "12", "1.5", "true", "[]", "{}", "[1,\"a\"]", "{\"x\":1}", "\"\""};
   std::vector<std::string> out;
   for (const auto& o : options) {
     const json v = json::parse(o);
-    const bool is = (want == "string" && v.is_string()) ||
-                    (want == "integer" && v.is_number_integer()) ||
+    const bool is = (want == "string" && v.is_string()) || (want == "integer" && v.is_number_integer()) ||
                     (want == "object" && v.is_object()) || (want == "array" && v.is_array()) ||
                     (want == "boolean" && v.is_boolean());
     if (!is) out.push_back(o);
@@ -438,8 +424,8 @@ Case wrong_types_case(Rng& rng) {
         c.note = "PATCH with a body that is not an object";
         break;
       case 2:
-        body = rng.pick(std::vector<std::string>{
-            "{\"id\":2}", "{\"updated_at\":\"2026-01-01T00:00:00Z\"}", "{\"updated_by\":\"x\"}"});
+        body = rng.pick(std::vector<std::string>{"{\"id\":2}", "{\"updated_at\":\"2026-01-01T00:00:00Z\"}",
+                                                 "{\"updated_by\":\"x\"}"});
         c.note = "PATCH a read-only column";
         break;
       default: {
@@ -460,24 +446,21 @@ Case wrong_types_case(Rng& rng) {
       c.note = "job_type of the wrong type";
       break;
     case 1:
-      b["params"] =
-          json::parse(rng.pick(std::vector<std::string>{"[]", "\"x\"", "7", "true", "[{}]"}));
+      b["params"] = json::parse(rng.pick(std::vector<std::string>{"[]", "\"x\"", "7", "true", "[{}]"}));
       c.note = "params not an object";
       break;
     case 2:
-      b["priority"] = json::parse(
-          rng.pick(std::vector<std::string>{"\"high\"", "1.5", "true", "[]", "{}", "\"1\""}));
+      b["priority"] = json::parse(rng.pick(std::vector<std::string>{"\"high\"", "1.5", "true", "[]", "{}", "\"1\""}));
       c.note = "priority not an integer";
       break;
     case 3:
-      b["depends_on"] = json::parse(
-          rng.pick(std::vector<std::string>{"\"1\"", "1", "{\"a\":1}", "true", "[\"1\"]", "[1.5]",
-                                            "[-1]", "[0]", "[true]", "[null]", "[[1]]", "[{}]"}));
+      b["depends_on"] = json::parse(rng.pick(std::vector<std::string>{
+          "\"1\"", "1", "{\"a\":1}", "true", "[\"1\"]", "[1.5]", "[-1]", "[0]", "[true]", "[null]", "[[1]]", "[{}]"}));
       c.note = "depends_on of the wrong type";
       break;
     case 4:
-      b["not_before"] = json::parse(rng.pick(std::vector<std::string>{
-          "12", "true", "[]", "{}", "\"yesterday\"", "\"2026-01-01\"", "\"10:00\"", "\"\""}));
+      b["not_before"] = json::parse(rng.pick(
+          std::vector<std::string>{"12", "true", "[]", "{}", "\"yesterday\"", "\"2026-01-01\"", "\"10:00\"", "\"\""}));
       c.note = "not_before not a date-time";
       break;
     case 5:
@@ -485,18 +468,16 @@ Case wrong_types_case(Rng& rng) {
       c.note = "an unknown field";
       break;
     case 6:
-      c.request =
-          json_request("POST", "/v1/jobs",
-                       rng.pick(std::vector<std::string>{"[]", "\"sleep\"", "1", "null", "true",
-                                                         "[{\"job_type\":\"sleep\"}]"}));
+      c.request = json_request(
+          "POST", "/v1/jobs",
+          rng.pick(std::vector<std::string>{"[]", "\"sleep\"", "1", "null", "true", "[{\"job_type\":\"sleep\"}]"}));
       c.note = "a body that is not an object";
       return c;
     default:
       b.erase("job_type");
       c.note = "no job_type";
   }
-  c.request =
-      json_request("POST", "/v1/jobs", b.dump(-1, ' ', false, json::error_handler_t::replace));
+  c.request = json_request("POST", "/v1/jobs", b.dump(-1, ' ', false, json::error_handler_t::replace));
   return c;
 }
 
@@ -564,8 +545,7 @@ Number huge_number(Rng& rng) {
     n.id = u >= 1 && u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
   } else if (n.valid_json && v.is_number_integer()) {
     const auto i = v.get<std::int64_t>();
-    n.int32 = i >= std::numeric_limits<std::int32_t>::min() &&
-              i <= std::numeric_limits<std::int32_t>::max();
+    n.int32 = i >= std::numeric_limits<std::int32_t>::min() && i <= std::numeric_limits<std::int32_t>::max();
     n.id = i >= 1;
   }
   return n;
@@ -578,34 +558,30 @@ Case huge_numbers_case(Rng& rng) {
   switch (rng.below(7)) {
     case 0:
       c.note = "priority " + n.text;
-      c.request = json_request(
-          "POST", "/v1/jobs",
-          "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"priority\":" + n.text + "}");
+      c.request = json_request("POST", "/v1/jobs",
+                               "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"priority\":" + n.text + "}");
       if (!n.valid_json || !n.int32) c.expect = {400};
       break;
     case 1:
       c.note = "depends_on [" + n.text + "]";
-      c.request = json_request(
-          "POST", "/v1/jobs",
-          "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"depends_on\":[" + n.text + "]}");
+      c.request = json_request("POST", "/v1/jobs",
+                               "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"depends_on\":[" + n.text + "]}");
       if (!n.valid_json || !n.id) c.expect = {400};
       break;
     case 2:
       c.note = "sleep seconds " + n.text;
-      c.request = json_request("POST", "/v1/jobs",
-                               "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + n.text + "}}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + n.text + "}}");
       if (!n.valid_json) c.expect = {400};
       break;
     case 3:
       c.note = "fuzz-any params number " + n.text;
-      c.request = json_request("POST", "/v1/jobs",
-                               "{\"job_type\":\"fuzz-any\",\"params\":{\"n\":" + n.text + "}}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"n\":" + n.text + "}}");
       if (!n.valid_json) c.expect = {400};
       break;
     case 4: {
-      const std::string field = rng.pick(std::vector<std::string>{
-          "log_retention_days", "job_retention_days", "outbox_retention_hours",
-          "publication_max_attempts", "worker_concurrency"});
+      const std::string field =
+          rng.pick(std::vector<std::string>{"log_retention_days", "job_retention_days", "outbox_retention_hours",
+                                            "publication_max_attempts", "worker_concurrency"});
       c.note = "PATCH " + field + " " + n.text;
       c.request = json_request("PATCH", "/v1/parameters", "{\"" + field + "\":" + n.text + "}");
       if (!n.valid_json) {
@@ -624,13 +600,11 @@ Case huge_numbers_case(Rng& rng) {
     default: {
       c.note = "not_before with out-of-range fields";
       const std::string t = rng.pick(std::vector<std::string>{
-          "2026-13-45T99:99:99Z", "0000-00-00T00:00:00Z", "9999-12-31T23:59:60Z",
-          "2026-02-30T00:00:00+99:99", "2026-01-01T00:00:00.999999999Z", "2026-01-01T24:00:00Z",
-          "1000000-01-01T00:00:00Z"});
+          "2026-13-45T99:99:99Z", "0000-00-00T00:00:00Z", "9999-12-31T23:59:60Z", "2026-02-30T00:00:00+99:99",
+          "2026-01-01T00:00:00.999999999Z", "2026-01-01T24:00:00Z", "1000000-01-01T00:00:00Z"});
       c.note = "not_before " + t;
-      c.request = json_request(
-          "POST", "/v1/jobs",
-          "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"not_before\":\"" + t + "\"}");
+      c.request = json_request("POST", "/v1/jobs",
+                               "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0},\"not_before\":\"" + t + "\"}");
     }
   }
   return c;
@@ -650,8 +624,7 @@ Case unicode_case(Rng& rng) {
       const Literal k = unicode_literal(rng);
       c.note = "fuzz-any params " + k.text + ":" + l.text;
       c.request =
-          json_request("POST", "/v1/jobs",
-                       "{\"job_type\":\"fuzz-any\",\"params\":{" + k.text + ":" + l.text + "}}");
+          json_request("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{" + k.text + ":" + l.text + "}}");
       if (l.invalid || k.invalid) {
         c.expect = {400};
       } else if (l.nul || k.nul) {
@@ -661,9 +634,9 @@ Case unicode_case(Rng& rng) {
     }
     case 2:
       c.note = "fsc-rlie tile " + l.text;
-      c.request = json_request("POST", "/v1/jobs",
-                               "{\"job_type\":\"fsc-rlie\",\"params\":{\"tile\":" + l.text +
-                                   ",\"date\":\"2026-01-01\"}}");
+      c.request =
+          json_request("POST", "/v1/jobs",
+                       "{\"job_type\":\"fsc-rlie\",\"params\":{\"tile\":" + l.text + ",\"date\":\"2026-01-01\"}}");
       if (l.invalid) {
         c.expect = {400};
       } else if (l.nul) {
@@ -671,11 +644,9 @@ Case unicode_case(Rng& rng) {
       }
       break;
     case 3: {
-      const std::string field =
-          rng.pick(std::vector<std::string>{"not_accepting_reason", "image_tags"});
-      const std::string body = field == "image_tags"
-                                   ? "{\"image_tags\":{" + l.text + ":" + l.text + "}}"
-                                   : "{\"not_accepting_reason\":" + l.text + "}";
+      const std::string field = rng.pick(std::vector<std::string>{"not_accepting_reason", "image_tags"});
+      const std::string body = field == "image_tags" ? "{\"image_tags\":{" + l.text + ":" + l.text + "}}"
+                                                     : "{\"not_accepting_reason\":" + l.text + "}";
       c.note = "PATCH " + field + " " + l.text;
       c.request = json_request("PATCH", "/v1/parameters", body);
       if (l.invalid) {
@@ -688,11 +659,9 @@ Case unicode_case(Rng& rng) {
     case 4: {
       std::string b = unicode_bytes(rng);
       // A line break would end the header (malformed_http covers that).
-      b.erase(std::remove_if(b.begin(), b.end(), [](char ch) { return ch == '\r' || ch == '\n'; }),
-              b.end());
+      b.erase(std::remove_if(b.begin(), b.end(), [](char ch) { return ch == '\r' || ch == '\n'; }), b.end());
       c.note = "Idempotency-Key " + dump(b, 60);
-      c.request =
-          json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0}}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"params\":{\"seconds\":0}}");
       c.request.headers.emplace_back("Idempotency-Key", b);
       break;
     }
@@ -704,8 +673,7 @@ Case unicode_case(Rng& rng) {
     }
     default: {
       const std::string b = unicode_bytes(rng);
-      const std::string key =
-          rng.pick(std::vector<std::string>{"type", "status", "page", "size", b});
+      const std::string key = rng.pick(std::vector<std::string>{"type", "status", "page", "size", b});
       c.note = "query " + dump(key, 20) + "=" + dump(b, 60);
       c.request = get_request("/v1/jobs?" + percent_encode(key) + "=" + percent_encode(b));
     }
@@ -739,35 +707,29 @@ Case deep_nesting_case(Rng& rng) {
   switch (rng.below(6)) {
     case 0:
       where = "fuzz-any params";
-      c.request = json_request("POST", "/v1/jobs",
-                               "{\"job_type\":\"fuzz-any\",\"params\":{\"a\":" + deep + "}}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{\"a\":" + deep + "}}");
       break;
     case 1:
       where = "sleep params";
-      c.request = json_request("POST", "/v1/jobs",
-                               "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + deep + "}}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"params\":{\"seconds\":" + deep + "}}");
       break;
     case 2:
       where = "PATCH image_tags";
-      c.request =
-          json_request("PATCH", "/v1/parameters", "{\"image_tags\":{\"worker\":" + deep + "}}");
+      c.request = json_request("PATCH", "/v1/parameters", "{\"image_tags\":{\"worker\":" + deep + "}}");
       break;
     case 3:
       where = "PATCH schedule_catchup_start";
-      c.request = json_request("PATCH", "/v1/parameters",
-                               "{\"schedule_catchup_start\":{\"x\":" + deep + "}}");
+      c.request = json_request("PATCH", "/v1/parameters", "{\"schedule_catchup_start\":{\"x\":" + deep + "}}");
       break;
     case 4:
       where = "depends_on";
-      c.request =
-          json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"depends_on\":" + deep + "}");
+      c.request = json_request("POST", "/v1/jobs", "{\"job_type\":\"sleep\",\"depends_on\":" + deep + "}");
       break;
     default:
       where = "the whole body";
       c.request = json_request("POST", "/v1/jobs", deep);
   }
-  c.note =
-      where + " nested " + std::to_string(depth) + " deep (" + kinds[static_cast<int>(kind)] + ")";
+  c.note = where + " nested " + std::to_string(depth) + " deep (" + kinds[static_cast<int>(kind)] + ")";
   if (depth >= 1000) c.expect = {400};
   c.timeout = 20s;
   return c;
@@ -807,16 +769,13 @@ Case wrong_method_case(Rng& rng) {
 
 std::string make_invented_method(Rng& rng) {
   static const std::string upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-  static const std::string token =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~";
+  static const std::string token = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~";
   while (true) {
     std::string m;
     const std::size_t n = 1 + rng.below(12);
     const bool plain = rng.chance(0.7);
-    for (std::size_t i = 0; i < n; ++i)
-      m += plain ? upper[rng.below(upper.size())] : token[rng.below(token.size())];
-    if (std::find(kAllKnownMethods.begin(), kAllKnownMethods.end(), m) == kAllKnownMethods.end())
-      return m;
+    for (std::size_t i = 0; i < n; ++i) m += plain ? upper[rng.below(upper.size())] : token[rng.below(token.size())];
+    if (std::find(kAllKnownMethods.begin(), kAllKnownMethods.end(), m) == kAllKnownMethods.end()) return m;
   }
 }
 
@@ -824,8 +783,8 @@ Case invented_method_case(Rng& rng) {
   Case c;
   c.klass = "invented_method";
   const std::string method = make_invented_method(rng);
-  const std::string path = rng.chance(0.7) ? concrete(rng, rng.pick(routes()).pattern)
-                                           : "/" + percent_encode(valid_text(rng, 3));
+  const std::string path =
+      rng.chance(0.7) ? concrete(rng, rng.pick(routes()).pattern) : "/" + percent_encode(valid_text(rng, 3));
   c.note = method + " " + path;
   if (rng.chance(0.3)) {
     c.request = json_request(method, path, valid_submit(rng).dump());
@@ -845,11 +804,10 @@ Case content_type_case(Rng& rng) {
   const std::size_t kind = rng.below(10);
   std::string ct;
   if (kind < 6) {
-    ct = rng.pick(std::vector<std::string>{
-        "text/plain", "text/plain; charset=utf-8", "text/html", "application/xml", "text/xml",
-        "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz",
-        "application/octet-stream", "image/png", "application/javascript", "application/yaml",
-        "text/csv"});
+    ct = rng.pick(std::vector<std::string>{"text/plain", "text/plain; charset=utf-8", "text/html", "application/xml",
+                                           "text/xml", "application/x-www-form-urlencoded",
+                                           "multipart/form-data; boundary=xyz", "application/octet-stream", "image/png",
+                                           "application/javascript", "application/yaml", "text/csv"});
     c.expect = {415};
   } else if (kind < 9) {
     ct = rng.pick(std::vector<std::string>{"application/json", "application/json; charset=utf-8",
@@ -859,8 +817,7 @@ Case content_type_case(Rng& rng) {
   }
   c.note = (patch ? "PATCH /v1/parameters" : "POST /v1/jobs") + std::string(" Content-Type: ") +
            (ct.empty() ? "(none)" : ct);
-  c.request =
-      json_request(patch ? "PATCH" : "POST", patch ? "/v1/parameters" : "/v1/jobs", body, ct);
+  c.request = json_request(patch ? "PATCH" : "POST", patch ? "/v1/parameters" : "/v1/jobs", body, ct);
   return c;
 }
 
@@ -868,15 +825,12 @@ Case content_type_case(Rng& rng) {
 std::string make_padded_submit(std::size_t size) {
   const std::string head = "{\"job_type\":\"fuzz-any\",\"params\":{\"pad\":\"";
   const std::string tail = "\"}}";
-  return head +
-         std::string(size > head.size() + tail.size() ? size - head.size() - tail.size() : 0, 'a') +
-         tail;
+  return head + std::string(size > head.size() + tail.size() ? size - head.size() - tail.size() : 0, 'a') + tail;
 }
 
 std::vector<std::size_t> chunk_sizes(Rng& rng) {
   std::vector<std::size_t> sizes;
-  for (std::size_t i = 1 + rng.below(8); i > 0; --i)
-    sizes.push_back(1 + rng.below(rng.chance(0.3) ? 64 : 65536));
+  for (std::size_t i = 1 + rng.below(8); i > 0; --i) sizes.push_back(1 + rng.below(rng.chance(0.3) ? 64 : 65536));
   return sizes;
 }
 
@@ -896,8 +850,8 @@ Case body_limits_case(Rng& rng) {
       const std::size_t size = kMiB + 1 + rng.below(2 * kMiB);
       c.note = "chunked body of " + std::to_string(size) + " bytes";
       const bool patch = rng.chance(0.2);
-      c.request = json_request(patch ? "PATCH" : "POST", patch ? "/v1/parameters" : "/v1/jobs",
-                               make_padded_submit(size));
+      c.request =
+          json_request(patch ? "PATCH" : "POST", patch ? "/v1/parameters" : "/v1/jobs", make_padded_submit(size));
       c.request.framing = RawRequest::Framing::chunked;
       c.request.chunk_sizes = chunk_sizes(rng);
       c.expect = {413};
@@ -1015,8 +969,7 @@ Case malformed_http_case(Rng& rng) {
       break;
     case 2: {
       const std::size_t n = 8000 + rng.below(40000);
-      c.request.raw =
-          "GET /v1/jobs?type=" + std::string(n, 'x') + " HTTP/1.1\r\nConnection: close\r\n\r\n";
+      c.request.raw = "GET /v1/jobs?type=" + std::string(n, 'x') + " HTTP/1.1\r\nConnection: close\r\n\r\n";
       c.note = "request line of " + std::to_string(n) + " bytes";
       break;
     }
@@ -1032,9 +985,8 @@ Case malformed_http_case(Rng& rng) {
         headers = "X-Big: " + std::string(n, 'v') + "\r\n";
         c.note = "a header of " + std::to_string(n) + " bytes";
       }
-      c.request.raw =
-          "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" +
-          headers + "Content-Length: " + cl + "\r\nConnection: close\r\n\r\n" + ok_body;
+      c.request.raw = "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + headers +
+                      "Content-Length: " + cl + "\r\nConnection: close\r\n\r\n" + ok_body;
       break;
     }
     default: {
@@ -1092,18 +1044,17 @@ Case routes_case(Rng& rng) {
                                                "/v1/jobs/%00"});
       break;
     case 1:
-      path = "/v1/jobs/" + rng.pick(std::vector<std::string>{
-                               "abc", "-1", "0", "1.5", "1e3", "0x10", "+1", "%201",
-                               "99999999999999999999", "9223372036854775807", "9223372036854775808",
-                               "18446744073709551615", "%20", "1%00", "%F0%9F%98%80", ""});
+      path = "/v1/jobs/" +
+             rng.pick(std::vector<std::string>{"abc", "-1", "0", "1.5", "1e3", "0x10", "+1", "%201",
+                                               "99999999999999999999", "9223372036854775807", "9223372036854775808",
+                                               "18446744073709551615", "%20", "1%00", "%F0%9F%98%80", ""});
       if (rng.chance(0.5)) path += rng.chance(0.5) ? "/cancel" : "/retry";
       break;
     case 2: {
-      static const std::vector<std::string> keys = {"status", "type", "page",    "size",
-                                                    "x",      "",     "status[]"};
-      static const std::vector<std::string> values = {
-          "",       "done", "DONE", "nope", "0",   "-1", "1.5", "101",
-          "100000", "%zz",  "%00",  "%FF",  "a+b", "1&", "=",   "%F0%9F%98%80"};
+      static const std::vector<std::string> keys = {"status", "type", "page", "size", "x", "", "status[]"};
+      static const std::vector<std::string> values = {"",    "done", "DONE",   "nope",        "0",   "-1",
+                                                      "1.5", "101",  "100000", "%zz",         "%00", "%FF",
+                                                      "a+b", "1&",   "=",      "%F0%9F%98%80"};
       path = "/v1/jobs?";
       for (std::size_t i = 1 + rng.below(4); i > 0; --i) {
         path += rng.pick(keys) + "=" + rng.pick(values) + (i > 1 ? "&" : "");
@@ -1112,21 +1063,19 @@ Case routes_case(Rng& rng) {
     }
     case 3: {
       path = "/";
-      for (std::size_t i = 1 + rng.below(6); i > 0; --i)
-        path += percent_encode(valid_text(rng, 2)) + "/";
+      for (std::size_t i = 1 + rng.below(6); i > 0; --i) path += percent_encode(valid_text(rng, 2)) + "/";
       break;
     }
     case 4:
       path = "/v1/" + std::string(100 + rng.below(7000), 'a');
       break;
     default:
-      path = concrete(rng, rng.pick(routes()).pattern) + "?" + percent_encode(valid_text(rng, 4)) +
-             "=" + percent_encode(valid_text(rng, 4));
+      path = concrete(rng, rng.pick(routes()).pattern) + "?" + percent_encode(valid_text(rng, 4)) + "=" +
+             percent_encode(valid_text(rng, 4));
   }
   const std::string method = rng.chance(0.8) ? "GET" : "POST";
   c.note = method + " " + dump(path, 80);
-  c.request =
-      method == "GET" ? get_request(path) : json_request("POST", path, valid_submit(rng).dump());
+  c.request = method == "GET" ? get_request(path) : json_request("POST", path, valid_submit(rng).dump());
   c.allow_503 = path.rfind("/readyz", 0) == 0;
   return c;
 }
@@ -1134,13 +1083,12 @@ Case routes_case(Rng& rng) {
 Case range_case(Rng& rng) {
   Case c;
   c.klass = "range";
-  const std::string path = rng.pick(std::vector<std::string>{
-      "/healthz", "/version", "/metrics", "/v1/jobs", "/v1/jobs/999999", "/v1/job-types",
-      "/v1/parameters", "/nope", "/v1/jobs?size=0", "/v1/job-types/nope"});
+  const std::string path = rng.pick(std::vector<std::string>{"/healthz", "/version", "/metrics", "/v1/jobs",
+                                                             "/v1/jobs/999999", "/v1/job-types", "/v1/parameters",
+                                                             "/nope", "/v1/jobs?size=0", "/v1/job-types/nope"});
   std::string range = rng.pick(std::vector<std::string>{
-      "bytes=0-5", "bytes=100000-", "bytes=-5", "bytes=5-1", "bytes=abc", "bytes=", "items=0-1",
-      "bytes=0-0,2-3", "bytes=-0", "bytes=99999999999999999999-", "bytes=0-1,0-1,0-1,0-1,0-1,0-1",
-      "bytes=1-2, 3-4"});
+      "bytes=0-5", "bytes=100000-", "bytes=-5", "bytes=5-1", "bytes=abc", "bytes=", "items=0-1", "bytes=0-0,2-3",
+      "bytes=-0", "bytes=99999999999999999999-", "bytes=0-1,0-1,0-1,0-1,0-1,0-1", "bytes=1-2, 3-4"});
   if (rng.chance(0.1)) {
     range = "bytes=";
     for (std::size_t i = 0; i < 500; ++i) range += std::string(i ? "," : "") + "0-0";
@@ -1155,26 +1103,23 @@ Case headers_case(Rng& rng) {
   Case c;
   c.klass = "headers";
   const bool post = rng.chance(0.6);
-  c.request =
-      post ? json_request("POST", "/v1/jobs", valid_submit(rng).dump()) : get_request("/v1/jobs");
+  c.request = post ? json_request("POST", "/v1/jobs", valid_submit(rng).dump()) : get_request("/v1/jobs");
   std::string name;
   std::string value;
   switch (rng.below(8)) {
     case 0:
       name = "Idempotency-Key";
-      value =
-          rng.pick(std::vector<std::string>{"", " ", std::string(300, 'k'), std::string(10000, 'k'),
-                                            "\t\t", "a b", "\x01\x02", "\xff\xfe", "%00"});
+      value = rng.pick(std::vector<std::string>{"", " ", std::string(300, 'k'), std::string(10000, 'k'), "\t\t", "a b",
+                                                "\x01\x02", "\xff\xfe", "%00"});
       break;
     case 1:
       name = "Accept-Encoding";
-      value = rng.pick(
-          std::vector<std::string>{"gzip", "br", "deflate", "gzip;q=0, br;q=0", "*", "zstd", "x"});
+      value = rng.pick(std::vector<std::string>{"gzip", "br", "deflate", "gzip;q=0, br;q=0", "*", "zstd", "x"});
       break;
     case 2:
       name = "Accept";
-      value = rng.pick(std::vector<std::string>{"application/xml", "text/html", "*/*", "",
-                                                "application/problem+json", "image/*;q=x"});
+      value = rng.pick(std::vector<std::string>{"application/xml", "text/html", "*/*", "", "application/problem+json",
+                                                "image/*;q=x"});
       break;
     case 3:
       name = "Content-Encoding";
@@ -1184,13 +1129,11 @@ Case headers_case(Rng& rng) {
       c.request.add_host = false;
       if (rng.chance(0.5)) {
         name = "Host";
-        value =
-            rng.pick(std::vector<std::string>{"", "evil.example", "[::1]:99999", "a b", "\xff"});
+        value = rng.pick(std::vector<std::string>{"", "evil.example", "[::1]:99999", "a b", "\xff"});
       }
       break;
     case 5:
-      name = rng.pick(std::vector<std::string>{"X-Forwarded-For", "Cookie", "Authorization",
-                                               "Origin", "Referer"});
+      name = rng.pick(std::vector<std::string>{"X-Forwarded-For", "Cookie", "Authorization", "Origin", "Referer"});
       value = valid_text(rng, 10);
       break;
     case 6:
@@ -1199,13 +1142,11 @@ Case headers_case(Rng& rng) {
       break;
     default:
       name = "Connection";
-      value = rng.pick(
-          std::vector<std::string>{"keep-alive, close", "upgrade", "Upgrade, HTTP2-Settings", "x"});
+      value = rng.pick(std::vector<std::string>{"keep-alive, close", "upgrade", "Upgrade, HTTP2-Settings", "x"});
   }
   // Header values end at a line break: keep them on one line.
-  value.erase(
-      std::remove_if(value.begin(), value.end(), [](char ch) { return ch == '\r' || ch == '\n'; }),
-      value.end());
+  value.erase(std::remove_if(value.begin(), value.end(), [](char ch) { return ch == '\r' || ch == '\n'; }),
+              value.end());
   if (!name.empty()) c.request.headers.emplace_back(name, value);
   c.note = (post ? "POST /v1/jobs " : "GET /v1/jobs ") +
            (name.empty() ? std::string("without Host") : name + ": " + dump(value, 40));
@@ -1255,10 +1196,8 @@ Case admin_case(Rng& rng) {
       break;
     case 2: {
       c.klass = "wrong_method";
-      const std::string method =
-          rng.pick(std::vector<std::string>{"POST", "PUT", "PATCH", "DELETE"});
-      c.request = rng.chance(0.5) ? json_request(method, path, valid_submit(rng).dump())
-                                  : get_request(path, method);
+      const std::string method = rng.pick(std::vector<std::string>{"POST", "PUT", "PATCH", "DELETE"});
+      c.request = rng.chance(0.5) ? json_request(method, path, valid_submit(rng).dump()) : get_request(path, method);
       c.note = method + " " + path;
       c.expect = {405};
       break;

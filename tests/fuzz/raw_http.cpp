@@ -18,8 +18,7 @@ namespace conveyor::fuzz {
 namespace {
 
 int remaining_ms(Clock::time_point deadline) {
-  const auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left <= 0) return 0;
   return left > 1000000 ? 1000000 : static_cast<int>(left);
 }
@@ -108,8 +107,7 @@ bool RawConnection::connect(int port, Clock::time_point deadline) {
   socklen_t len = sizeof err;
   ::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
   if (n < 0 || err != 0) {
-    error_ =
-        "connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(n < 0 ? errno : err);
+    error_ = "connect to 127.0.0.1:" + std::to_string(port) + ": " + std::strerror(n < 0 ? errno : err);
     close();
     return false;
   }
@@ -124,8 +122,8 @@ bool RawConnection::write(std::string_view data, Clock::time_point deadline) {
     const int n = ::poll(&p, 1, remaining_ms(deadline));
     if (n == 0) {
       timed_out_ = true;
-      error_ = "timed out writing the request (" + std::to_string(sent) + " of " +
-               std::to_string(data.size()) + " bytes sent)";
+      error_ = "timed out writing the request (" + std::to_string(sent) + " of " + std::to_string(data.size()) +
+               " bytes sent)";
       return false;
     }
     if (n < 0) {
@@ -136,16 +134,15 @@ bool RawConnection::write(std::string_view data, Clock::time_point deadline) {
     if ((p.revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       // The server answered (or gave up) before reading everything: stop
       // writing, what it said is read by read_response().
-      error_ = "the server answered or closed after " + std::to_string(sent) + " of " +
-               std::to_string(data.size()) + " bytes";
+      error_ = "the server answered or closed after " + std::to_string(sent) + " of " + std::to_string(data.size()) +
+               " bytes";
       return false;
     }
     const std::size_t chunk = std::min<std::size_t>(data.size() - sent, 256 * 1024);
     const ssize_t w = ::send(fd_, data.data() + sent, chunk, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      error_ = std::string("send: ") + std::strerror(errno) + " after " + std::to_string(sent) +
-               " bytes";
+      error_ = std::string("send: ") + std::strerror(errno) + " after " + std::to_string(sent) + " bytes";
       return false;
     }
     sent += static_cast<std::size_t>(w);
@@ -199,8 +196,7 @@ bool RawConnection::peer_closed() {
   return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-RawResponse RawConnection::read_response(Clock::time_point deadline, bool head_request,
-                                         std::size_t max_body) {
+RawResponse RawConnection::read_response(Clock::time_point deadline, bool head_request, std::size_t max_body) {
   RawResponse out;
   const auto started = Clock::now();
   auto finish = [&](std::string why) {
@@ -233,8 +229,8 @@ RawResponse RawConnection::read_response(Clock::time_point deadline, bool head_r
           return finish(reset_ ? "connection reset before any response byte"
                                : "connection closed before any response byte");
         }
-        return finish(timed_out_ ? "timed out reading the response headers (" +
-                                       std::to_string(buffer_.size()) + " bytes so far)"
+        return finish(timed_out_ ? "timed out reading the response headers (" + std::to_string(buffer_.size()) +
+                                       " bytes so far)"
                                  : "connection closed inside the response headers");
       }
       any_byte = true;
@@ -308,8 +304,7 @@ RawResponse RawConnection::read_response(Clock::time_point deadline, bool head_r
         out.ok = true;
         return finish("");
       }
-      if (out.body.size() + size > max_body)
-        return finish("response body larger than the test's limit");
+      if (out.body.size() + size > max_body) return finish("response body larger than the test's limit");
       while (buffer_.size() < size + 2) {
         if (!fill(deadline)) return finish("response body cut inside a chunk");
       }
@@ -326,12 +321,10 @@ RawResponse RawConnection::read_response(Clock::time_point deadline, bool head_r
     } catch (const std::exception&) {
       return finish("bad Content-Length in the response: " + dump(cl, 40));
     }
-    if (length > max_body)
-      return finish("response Content-Length " + cl + " larger than the test's limit");
+    if (length > max_body) return finish("response Content-Length " + cl + " larger than the test's limit");
     while (buffer_.size() < length) {
       if (!fill(deadline)) {
-        return finish("response body cut at " + std::to_string(buffer_.size()) + " of " + cl +
-                      " bytes");
+        return finish("response body cut at " + std::to_string(buffer_.size()) + " of " + cl + " bytes");
       }
     }
     out.body = buffer_.substr(0, length);
@@ -384,8 +377,7 @@ std::string serialise(const RawRequest& r) {
       std::size_t pos = 0;
       std::size_t i = 0;
       while (pos < r.body.size()) {
-        std::size_t n =
-            r.chunk_sizes.empty() ? r.body.size() : r.chunk_sizes[i++ % r.chunk_sizes.size()];
+        std::size_t n = r.chunk_sizes.empty() ? r.body.size() : r.chunk_sizes[i++ % r.chunk_sizes.size()];
         n = std::max<std::size_t>(1, std::min(n, r.body.size() - pos));
         char size[32];
         std::snprintf(size, sizeof size, "%zx\r\n", n);
@@ -451,8 +443,7 @@ std::string dump(std::string_view bytes, std::size_t max) {
         }
     }
   }
-  if (out.size() >= max && bytes.size() > 0)
-    out += "... (" + std::to_string(bytes.size()) + " bytes in all)";
+  if (out.size() >= max && bytes.size() > 0) out += "... (" + std::to_string(bytes.size()) + " bytes in all)";
   return out;
 }
 

@@ -84,14 +84,18 @@ double parse_duration(const std::string& text) {
 // Parses argv into `s`; returns an exit code when the program should stop
 // here (0 after --help, 2 for a bad command line).
 std::optional<int> parse_args(int argc, char** argv, Settings& s) {
-  CLI::App app{"conveyor-bench: throughput, latency at a fixed rate, CPU per job and peak memory of the job path, "
-               "on a stack of its own (private PostgreSQL, devbroker, services, workers)."};
+  CLI::App app{
+      "conveyor-bench: throughput, latency at a fixed rate, CPU per job and peak memory of the job path, "
+      "on a stack of its own (private PostgreSQL, devbroker, services, workers)."};
   app.add_option("--workload", s.workload, "process, resident, chain or all")
-      ->check(CLI::IsMember({"process", "resident", "chain", "all"}))->capture_default_str();
+      ->check(CLI::IsMember({"process", "resident", "chain", "all"}))
+      ->capture_default_str();
   app.add_option("--jobs", s.jobs, "throughput phase: jobs submitted at once (0: skip the phase)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--rate", s.rate, "latency phase: jobs per second, submitted on schedule (open loop)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--duration", s.duration, "latency phase length: 20s, 500ms, 2m (0: skip the phase)")
       ->capture_default_str();
   app.add_option("--workers", s.workers, "conveyor-worker processes")->check(CLI::Range(1, 64))->capture_default_str();
@@ -107,7 +111,8 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
   app.add_option("--job-types", s.job_types, "job types file (default: MIGRATIONS_DIR/../config/job-types.json)")
       ->check(CLI::ExistingFile);
   app.add_option("--timeout", s.timeout_s, "seconds to wait for a phase's jobs to finish")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
     s.duration_s = parse_duration(s.duration);
@@ -148,8 +153,8 @@ Unit submit_unit(const Stack& stack, const Workload& w, int n) {
   for (const auto& type : w.types) {
     Json body{{"job_type", type}, {"params", unit_params(w.params, n)}};
     if (u.last != 0) body["depends_on"] = {u.last};
-    auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(),
-                                          stack.api_headers(true), std::chrono::seconds(30));
+    auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(), stack.api_headers(true),
+                                          std::chrono::seconds(30));
     if (r.status != 201) {
       throw std::runtime_error("submitting a " + type + " job failed: HTTP " + std::to_string(r.status) + " " + r.body);
     }
@@ -175,8 +180,8 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
       for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
         if (rate > 0) {
           // Pacing the schedule (not waiting for a condition): the open loop.
-          std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
-                                                    std::chrono::duration<double>(i / rate)));
+          std::this_thread::sleep_until(
+              start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate)));
         }
         try {
           units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i);
@@ -326,9 +331,12 @@ Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, cons
 Json phase_json(const Phase& p) {
   Json cpu = Json::object();
   for (const auto& [name, ms] : p.cpu_ms) cpu[name] = p.jobs > 0 ? ms / static_cast<double>(p.jobs) : 0.0;
-  return {{"units", p.units},       {"jobs", p.jobs},
-          {"done", p.done},         {"timed_out", p.timed_out},
-          {"submit_s", p.submit_s}, {"span_s", p.span_s},
+  return {{"units", p.units},
+          {"jobs", p.jobs},
+          {"done", p.done},
+          {"timed_out", p.timed_out},
+          {"submit_s", p.submit_s},
+          {"span_s", p.span_s},
           {"jobs_per_s", p.span_s > 0 ? static_cast<double>(p.done) / p.span_s : 0.0},
           {"latency_ms", {{"p50", p.p50}, {"p95", p.p95}, {"p99", p.p99}, {"max", p.max}}},
           {"cpu_ms_per_job", cpu}};
@@ -341,7 +349,8 @@ Json run_workload(Stack& stack, conveyor::db::Session& db, const Workload& w, co
   const bool warmed = conveyor::testing::wait_until(
       [&] { return finished_jobs(db, warm.first, warm.last).finished >= static_cast<std::int64_t>(w.types.size()); },
       std::chrono::seconds(120));
-  if (!warmed) throw std::runtime_error("the " + w.name + " warm-up did not finish within 120 s:\n" + stack.logs_tail());
+  if (!warmed)
+    throw std::runtime_error("the " + w.name + " warm-up did not finish within 120 s:\n" + stack.logs_tail());
   const double per_unit = static_cast<double>(w.types.size());
   if (s.jobs > 0) {
     const int units = std::max(1, static_cast<int>(std::lround(s.jobs / per_unit)));
@@ -394,7 +403,8 @@ std::vector<Workload> pick_workloads(const Settings& s, const Json& types, Json&
   if (want("resident")) {
     if (const Json* t = find_type(types, "sleep-resident")) {
       // Its params: seconds 0 when it takes seconds, else none.
-      const bool seconds = t->value("params_schema", Json::object()).value("properties", Json::object()).contains("seconds");
+      const bool seconds =
+          t->value("params_schema", Json::object()).value("properties", Json::object()).contains("seconds");
       out.push_back({"resident", {"sleep-resident"}, seconds ? Json{{"seconds", 0}} : Json::object()});
     } else {
       skip("resident", "no sleep-resident job type");
@@ -413,13 +423,13 @@ std::vector<Workload> pick_workloads(const Settings& s, const Json& types, Json&
 // ---------------------------------------------------------------- report
 
 void print_phase_line(const Json& p, const std::string& what) {
-  std::printf("  %-10s %5lld jobs, %5lld done%s: %7.1f jobs/s over %6.2f s (submission %.2f s); "
-              "latency p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-              what.c_str(), p["jobs"].get<long long>(), p["done"].get<long long>(),
-              p["timed_out"].get<bool>() ? " [TIMED OUT]" : "", p["jobs_per_s"].get<double>(),
-              p["span_s"].get<double>(), p["submit_s"].get<double>(), p["latency_ms"]["p50"].get<double>(),
-              p["latency_ms"]["p95"].get<double>(), p["latency_ms"]["p99"].get<double>(),
-              p["latency_ms"]["max"].get<double>());
+  std::printf(
+      "  %-10s %5lld jobs, %5lld done%s: %7.1f jobs/s over %6.2f s (submission %.2f s); "
+      "latency p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+      what.c_str(), p["jobs"].get<long long>(), p["done"].get<long long>(),
+      p["timed_out"].get<bool>() ? " [TIMED OUT]" : "", p["jobs_per_s"].get<double>(), p["span_s"].get<double>(),
+      p["submit_s"].get<double>(), p["latency_ms"]["p50"].get<double>(), p["latency_ms"]["p95"].get<double>(),
+      p["latency_ms"]["p99"].get<double>(), p["latency_ms"]["max"].get<double>());
 }
 
 // One line per process: CPU ms per job in each phase, peak memory.
@@ -454,7 +464,8 @@ void print_report(const Json& report) {
     std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
     if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
     if (w.contains("latency")) {
-      print_phase_line(w["latency"], "at " + std::to_string(std::lround(w["latency"]["rate_jobs_per_s"].get<double>())) + "/s");
+      print_phase_line(w["latency"],
+                       "at " + std::to_string(std::lround(w["latency"]["rate_jobs_per_s"].get<double>())) + "/s");
     }
     print_cpu_table(w);
   }
@@ -483,31 +494,35 @@ void resolve_paths(Settings& s) {
   // Stack and TestDatabase read the migrations from CONVEYOR_MIGRATIONS_DIR.
   if (!s.migrations_dir.empty()) ::setenv("CONVEYOR_MIGRATIONS_DIR", s.migrations_dir.c_str(), 1);
   if (s.migrations_dir.empty()) s.migrations_dir = conveyor::testing::migrations_dir().string();
-  if (s.job_types.empty()) s.job_types = (fs::path(s.migrations_dir).parent_path() / "config" / "job-types.json").string();
+  if (s.job_types.empty())
+    s.job_types = (fs::path(s.migrations_dir).parent_path() / "config" / "job-types.json").string();
 }
 
 Json settings_json(const Settings& s) {
-  return {{"workload", s.workload},     {"jobs", s.jobs},
-          {"rate", s.rate},             {"duration_s", s.duration_s},
-          {"workers", s.workers},       {"submitters", s.submitters},
+  return {{"workload", s.workload},
+          {"jobs", s.jobs},
+          {"rate", s.rate},
+          {"duration_s", s.duration_s},
+          {"workers", s.workers},
+          {"submitters", s.submitters},
           {"durable_postgres", !s.fast_db},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
-          {"migrations_dir", s.migrations_dir}, {"job_types", s.job_types}};
+          {"migrations_dir", s.migrations_dir},
+          {"job_types", s.job_types}};
 }
 
 int run(Settings& s) {
   resolve_paths(s);
-  Json report{{"settings", settings_json(s)},
-              {"machine", {{"nproc", static_cast<int>(std::thread::hardware_concurrency())},
-                           {"loadavg_at_start", loadavg()}}},
-              {"workloads", Json::array()},
-              {"skipped", Json::array()}};
+  Json report{
+      {"settings", settings_json(s)},
+      {"machine", {{"nproc", static_cast<int>(std::thread::hardware_concurrency())}, {"loadavg_at_start", loadavg()}}},
+      {"workloads", Json::array()},
+      {"skipped", Json::array()}};
   const auto workloads = pick_workloads(s, read_json(s.job_types), report["skipped"]);
   // A webhook receiver in this process, as the endpoint of every webhook sink.
   conveyor::http::Server hook("127.0.0.1", 0);
-  hook.route("POST", "/hook", [](const conveyor::http::Request&) {
-    return conveyor::http::Response::json(Json::object());
-  });
+  hook.route("POST", "/hook",
+             [](const conveyor::http::Request&) { return conveyor::http::Response::json(Json::object()); });
   hook.start();
   Stack::Options o;
   o.workers = s.workers;
@@ -528,7 +543,8 @@ int run(Settings& s) {
   else print_report(report);
   bool timed_out = false;
   for (const auto& w : report["workloads"]) {
-    for (const char* p : {"throughput", "latency"}) timed_out = timed_out || (w.contains(p) && w[p]["timed_out"].get<bool>());
+    for (const char* p : {"throughput", "latency"})
+      timed_out = timed_out || (w.contains(p) && w[p]["timed_out"].get<bool>());
   }
   return timed_out ? 1 : 0;
 }

@@ -35,7 +35,7 @@ ProcSnapshot::ProcSnapshot() {
     if (f.size() < 15) continue;
     Stat s;
     s.ppid = std::atoi(f[1].c_str());
-    s.own_ms = (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) * tick_ms;             // utime, stime
+    s.own_ms = (std::atof(f[11].c_str()) + std::atof(f[12].c_str())) * tick_ms;              // utime, stime
     s.reaped_children_ms = (std::atof(f[13].c_str()) + std::atof(f[14].c_str())) * tick_ms;  // cutime, cstime
     const int pid = std::atoi(name.c_str());
     stats_[pid] = s;

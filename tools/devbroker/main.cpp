@@ -46,8 +46,7 @@ int real_bind(int fd, const sockaddr* addr, socklen_t len) {
 }
 
 bool is_loopback_any_port_tcp(int fd, const sockaddr* addr, socklen_t len) {
-  if (addr == nullptr || len < static_cast<socklen_t>(sizeof(sockaddr_in)) ||
-      addr->sa_family != AF_INET) {
+  if (addr == nullptr || len < static_cast<socklen_t>(sizeof(sockaddr_in)) || addr->sa_family != AF_INET) {
     return false;
   }
   sockaddr_in in{};
@@ -61,8 +60,7 @@ bool is_loopback_any_port_tcp(int fd, const sockaddr* addr, socklen_t len) {
 }  // namespace
 
 extern "C" int bind(int fd, const sockaddr* addr, socklen_t len) noexcept {
-  if (g_next_port.load() == 0 || g_ports_left.load() <= 0 ||
-      !is_loopback_any_port_tcp(fd, addr, len)) {
+  if (g_next_port.load() == 0 || g_ports_left.load() <= 0 || !is_loopback_any_port_tcp(fd, addr, len)) {
     return real_bind(fd, addr, len);
   }
   sockaddr_in in{};
@@ -119,8 +117,8 @@ int parse_int(const std::string& option, const std::string& text, int min, int m
   } catch (const std::logic_error&) {
     // Reported below with the option's name.
   }
-  usage_error(option + ": expected an integer in [" + std::to_string(min) + ", " +
-              std::to_string(max) + "], got '" + text + "'");
+  usage_error(option + ": expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got '" +
+              text + "'");
 }
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -165,8 +163,8 @@ Args parse_args(int argc, char** argv) {
     }
   }
   if (args.port != 0 && args.port + args.brokers - 1 > 65535) {
-    usage_error("--port: ports " + std::to_string(args.port) + ".." +
-                std::to_string(args.port + args.brokers - 1) + " exceed 65535");
+    usage_error("--port: ports " + std::to_string(args.port) + ".." + std::to_string(args.port + args.brokers - 1) +
+                " exceed 65535");
   }
   return args;
 }
@@ -242,8 +240,7 @@ int main(int argc, char** argv) {
   if (args.port != 0) {
     int busy = 0;
     if (int err = check_ports_free(args.port, args.brokers, &busy); err != 0) {
-      std::cerr << "conveyor-devbroker: cannot listen on 127.0.0.1:" << busy << ": "
-                << std::strerror(err) << "\n";
+      std::cerr << "conveyor-devbroker: cannot listen on 127.0.0.1:" << busy << ": " << std::strerror(err) << "\n";
       return 1;
     }
   }
@@ -252,8 +249,7 @@ int main(int argc, char** argv) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   // log_level 4: warnings and worse; hides the notice that this handle has
   // no bootstrap.servers (it only hosts the cluster, it never connects).
-  for (const auto& [name, value] :
-       {std::pair{"client.id", "conveyor-devbroker"}, std::pair{"log_level", "4"}}) {
+  for (const auto& [name, value] : {std::pair{"client.id", "conveyor-devbroker"}, std::pair{"log_level", "4"}}) {
     if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
       std::cerr << "conveyor-devbroker: " << name << ": " << errstr << "\n";
       return 1;
@@ -290,8 +286,7 @@ int main(int argc, char** argv) {
 
   int replication = args.brokers < 3 ? args.brokers : 3;
   for (const auto& topic : args.topics) {
-    rd_kafka_resp_err_t err =
-        rd_kafka_mock_topic_create(cluster, topic.c_str(), args.partitions, replication);
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(cluster, topic.c_str(), args.partitions, replication);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       std::cerr << "conveyor-devbroker: topic " << topic << ": " << rd_kafka_err2str(err) << "\n";
       rd_kafka_mock_cluster_destroy(cluster);

@@ -71,8 +71,7 @@ int sleep_cmd(const std::vector<std::string>& args) {
   try {
     std::size_t used = 0;
     seconds = std::stod(args[0], &used);
-    if (used != args[0].size() || !std::isfinite(seconds) || seconds < 0)
-      throw std::invalid_argument("");
+    if (used != args[0].size() || !std::isfinite(seconds) || seconds < 0) throw std::invalid_argument("");
   } catch (const std::exception&) {
     return usage("sleep: '" + args[0] + "' is not a non-negative number of seconds");
   }
@@ -85,24 +84,20 @@ int sleep_cmd(const std::vector<std::string>& args) {
   std::cout << "sleeping " << seconds << "s (pid " << getpid() << ")" << std::endl;
   using clock = std::chrono::steady_clock;
   const auto start = clock::now();
-  const auto end =
-      start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+  const auto end = start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
   auto next_report = start + std::chrono::seconds(1);
   while (clock::now() < end) {
     if (g_signal != 0) {
       const int sig = g_signal;
       std::cout << "received " << (sig == SIGTERM ? "SIGTERM" : "SIGINT") << " after "
-                << std::chrono::duration<double>(clock::now() - start).count() << "s, stopping"
-                << std::endl;
+                << std::chrono::duration<double>(clock::now() - start).count() << "s, stopping" << std::endl;
       return 128 + sig;  // 143 for SIGTERM, as a shell would report it
     }
     // Short steps so a signal is answered promptly.
-    std::this_thread::sleep_for(
-        std::min<clock::duration>(std::chrono::milliseconds(50), end - clock::now()));
+    std::this_thread::sleep_for(std::min<clock::duration>(std::chrono::milliseconds(50), end - clock::now()));
     if (clock::now() >= next_report && clock::now() < end) {
-      std::cout << "slept "
-                << std::chrono::duration_cast<std::chrono::seconds>(clock::now() - start).count()
-                << "s of " << seconds << "s" << std::endl;
+      std::cout << "slept " << std::chrono::duration_cast<std::chrono::seconds>(clock::now() - start).count() << "s of "
+                << seconds << "s" << std::endl;
       next_report += std::chrono::seconds(1);
     }
   }
@@ -188,22 +183,16 @@ int product_cmd(const std::vector<std::string>& args) {
       return true;
     };
     bool ok = true;
-    if (a == "--kind")
-      ok = value(kind);
-    else if (a == "--tile")
-      ok = value(tile);
-    else if (a == "--date")
-      ok = value(date);
-    else if (a == "--out")
-      ok = value(out);
+    if (a == "--kind") ok = value(kind);
+    else if (a == "--tile") ok = value(tile);
+    else if (a == "--date") ok = value(date);
+    else if (a == "--out") ok = value(out);
     else if (a == "--input") {
       std::string p;
       ok = value(p);
       inputs.push_back(p);
-    } else if (a.rfind("--", 0) == 0)
-      return usage("product: unknown option " + a);
-    else
-      inputs.push_back(a);  // {inputs} expands to bare paths
+    } else if (a.rfind("--", 0) == 0) return usage("product: unknown option " + a);
+    else inputs.push_back(a);  // {inputs} expands to bare paths
     if (!ok) return usage("product: " + a + " needs a value");
   }
   if (kind.empty() || tile.empty() || date.empty() || out.empty()) {
@@ -211,15 +200,14 @@ int product_cmd(const std::vector<std::string>& args) {
   }
   // These become a file name: refuse anything that could leave DIR.
   static const std::regex safe("^[A-Za-z0-9][A-Za-z0-9._-]*$");
-  const std::pair<const char*, const std::string*> named[] = {
-      {"--kind", &kind}, {"--tile", &tile}, {"--date", &date}};
+  const std::pair<const char*, const std::string*> named[] = {{"--kind", &kind}, {"--tile", &tile}, {"--date", &date}};
   for (const auto& [name, v] : named) {
     if (!std::regex_match(*v, safe)) {
       return usage(std::string("product: ") + name + " '" + *v + "' must be [A-Za-z0-9._-]");
     }
   }
-  std::cout << "product " << kind << " for tile " << tile << " on " << date << ": " << inputs.size()
-            << " input(s)" << std::endl;
+  std::cout << "product " << kind << " for tile " << tile << " on " << date << ": " << inputs.size() << " input(s)"
+            << std::endl;
 
   std::vector<InputInfo> read;
   for (const auto& in : inputs) {
@@ -260,11 +248,8 @@ int product_cmd(const std::vector<std::string>& args) {
     std::cerr << "cannot create output directory " << out << ": " << ec.message() << std::endl;
     return 1;
   }
-  nlohmann::json doc = {{"kind", kind},
-                        {"tile", tile},
-                        {"date", date},
-                        {"created_at", utc_now()},
-                        {"inputs", nlohmann::json::array()}};
+  nlohmann::json doc = {
+      {"kind", kind}, {"tile", tile}, {"date", date}, {"created_at", utc_now()}, {"inputs", nlohmann::json::array()}};
   for (const auto& r : read) {
     doc["inputs"].push_back({{"path", r.path}, {"size", r.size}, {"fnv1a", hex(r.fnv1a)}});
   }
@@ -331,8 +316,7 @@ struct ResidentJob {
 };
 
 void emit(const nlohmann::json& message) {
-  std::cout << message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n"
-            << std::flush;
+  std::cout << message.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
 }
 
 void job_log(std::int64_t id, const std::string& text) { emit({{"id", id}, {"log", text}}); }
@@ -346,8 +330,8 @@ void complete(const ResidentJob& job) {
     return;
   }
   if (p.value("oversized", false)) {
-    std::cout << "{\"id\":" << job.id << ",\"status\":\"done\",\"outputs\":\""
-              << std::string(2 * 1024 * 1024, 'x') << "\"}" << std::endl;
+    std::cout << "{\"id\":" << job.id << ",\"status\":\"done\",\"outputs\":\"" << std::string(2 * 1024 * 1024, 'x')
+              << "\"}" << std::endl;
     return;
   }
   if (auto f = p.find("fail"); f != p.end() && f->is_string()) {
@@ -355,9 +339,8 @@ void complete(const ResidentJob& job) {
     return;
   }
   ++resident_served;
-  const nlohmann::json outputs = {{"pid", getpid()},
-                                  {"served", resident_served},
-                                  {"in_flight", job.in_flight_at_start}};
+  const nlohmann::json outputs = {
+      {"pid", getpid()}, {"served", resident_served}, {"in_flight", job.in_flight_at_start}};
   std::error_code ec;
   if (!job.out_dir.empty() && fs::is_directory(job.out_dir, ec)) {
     std::ofstream(fs::path(job.out_dir) / "resident.json") << outputs.dump() << "\n";
@@ -376,9 +359,8 @@ void take(const std::string& line, std::map<std::int64_t, ResidentJob>& jobs) {
   if (auto c = m.find("cancel"); c != m.end() && c->is_number_integer()) {
     const auto it = jobs.find(c->get<std::int64_t>());
     if (it == jobs.end() || it->second.params.value("ignore_cancel", false)) return;
-    emit({{"id", it->first},
-          {"status", "failed"},
-          {"error", "stopped: " + m.value("reason", std::string("canceled"))}});
+    emit(
+        {{"id", it->first}, {"status", "failed"}, {"error", "stopped: " + m.value("reason", std::string("canceled"))}});
     jobs.erase(it);
     return;
   }
@@ -391,11 +373,10 @@ void take(const std::string& line, std::map<std::int64_t, ResidentJob>& jobs) {
     seconds = std::max(0.0, s->get<double>());
   }
   job.due = std::chrono::steady_clock::now() +
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                std::chrono::duration<double>(seconds));
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(seconds));
   job.in_flight_at_start = jobs.size() + 1;
-  job_log(job.id, "sleeping " + std::to_string(seconds) + "s (pid " + std::to_string(getpid()) +
-                      ", " + std::to_string(job.in_flight_at_start) + " in flight)");
+  job_log(job.id, "sleeping " + std::to_string(seconds) + "s (pid " + std::to_string(getpid()) + ", " +
+                      std::to_string(job.in_flight_at_start) + " in flight)");
   if (auto s = job.params.find("stray"); s != job.params.end() && s->is_string()) {
     std::cout << s->get<std::string>() << std::endl;
   }
@@ -428,8 +409,7 @@ int resident_cmd() {
       continue;
     }
     pollfd p{0, POLLIN, 0};
-    const auto wait =
-        std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
     if (::poll(&p, 1, static_cast<int>(std::min<long long>(wait, 60'000))) <= 0) continue;
     char chunk[65536];
     const ssize_t n = ::read(0, chunk, sizeof chunk);

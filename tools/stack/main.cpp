@@ -138,8 +138,7 @@ fs::path choose_pg_dir(const fs::path& dir) {
     std::ostringstream name;
     name << "conveyor-" << std::hex << std::hash<std::string>{}(dir.string());
     pg = fs::path("/tmp") / name.str() / "pg";
-    std::cout << "postgres: user postgres cannot reach " << dir.string() << "; using " << pg.string()
-              << "\n";
+    std::cout << "postgres: user postgres cannot reach " << dir.string() << "; using " << pg.string() << "\n";
   }
   write_atomically(dir / "pg-location", pg.string() + "\n");
   return pg;
@@ -162,8 +161,7 @@ void ensure_database(const ct::PostgresCluster& cluster, const std::string& name
   if (exists()) return;
   auto r = ct::psql(admin, "CREATE DATABASE \"" + name + "\"");
   if (r.status != 0 && !exists()) {  // another `up` may have created it meanwhile
-    throw conveyor::Error(conveyor::errc::unavailable,
-                          "CREATE DATABASE " + name + " failed: " + r.output);
+    throw conveyor::Error(conveyor::errc::unavailable, "CREATE DATABASE " + name + " failed: " + r.output);
   }
   std::cout << "postgres: created database " << name << "\n";
 }
@@ -247,15 +245,13 @@ int up(const Args& args) {
   o.ephemeral = args.ephemeral;
   ct::PostgresCluster cluster(o);
   if (was_running) {
-    std::cout << "postgres: already running on port " << cluster.port() << " (" << pg_dir.string()
-              << ")\n";
+    std::cout << "postgres: already running on port " << cluster.port() << " (" << pg_dir.string() << ")\n";
     if (args.pg_port != 0 && args.pg_port != cluster.port()) {
       std::cout << "postgres: note: --pg-port " << args.pg_port
                 << " ignored; run `conveyor-stack down` first to change it\n";
     }
   } else {
-    std::cout << "postgres: started on port " << cluster.port() << " (" << pg_dir.string()
-              << ")\n";
+    std::cout << "postgres: started on port " << cluster.port() << " (" << pg_dir.string() << ")\n";
   }
   ensure_database(cluster, "conveyor");
 
@@ -305,8 +301,7 @@ int status(const Args& args) {
   }
   const fs::path broker_dir = args.dir / "broker";
   if (auto pid = running_broker(broker_dir)) {
-    std::cout << "devbroker: running pid " << *pid << " at "
-              << read_trimmed(broker_dir / "bootstrap") << "\n";
+    std::cout << "devbroker: running pid " << *pid << " at " << read_trimmed(broker_dir / "bootstrap") << "\n";
   } else {
     std::cout << "devbroker: stopped\n";
     all = false;

@@ -63,8 +63,7 @@ Broker::~Broker() {
     try {
       stop();
     } catch (const std::exception& e) {
-      std::cerr << "conveyor::testing: stopping devbroker in " << options_.dir << ": " << e.what()
-                << "\n";
+      std::cerr << "conveyor::testing: stopping devbroker in " << options_.dir << ": " << e.what() << "\n";
     }
   } else if (process_) {
     process_.reset();  // detached: ChildProcess leaves it running
@@ -121,8 +120,8 @@ void Broker::start() {
     std::string why = exited ? "exited" : "wrote no " + file.string() + " within 10 s";
     process_->stop();
     process_.reset();
-    throw Error(errc::unavailable, "conveyor-devbroker (" + exe.string() + ") " +
-                                       why + "; log " + log.string() + ":\n" + read_trimmed(log));
+    throw Error(errc::unavailable, "conveyor-devbroker (" + exe.string() + ") " + why + "; log " + log.string() +
+                                       ":\n" + read_trimmed(log));
   }
   bootstrap_ = read_trimmed(file);
 }

@@ -40,7 +40,8 @@ std::string random_hex(int n) {
 std::string repository(std::string image) {
   if (const auto at = image.find('@'); at != std::string::npos) image.resize(at);
   const auto slash = image.rfind('/');
-  if (const auto colon = image.rfind(':'); colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
+  if (const auto colon = image.rfind(':');
+      colon != std::string::npos && (slash == std::string::npos || colon > slash)) {
     image.resize(colon);
   }
   return slash == std::string::npos ? image : image.substr(image.rfind('/') + 1);
@@ -208,9 +209,12 @@ FakeKubernetes::FakeKubernetes(Options options)
     const std::string name = pod.value("metadata", json::object()).value("name", "");
     const json spec = pod.value("spec", json::object());
     std::string invalid;
-    if (pod.value("kind", "") != "Pod" || pod.value("apiVersion", "") != "v1") invalid = "kind/apiVersion must be Pod/v1";
-    else if (!dns_subdomain(name)) invalid = "metadata.name: Invalid value: \"" + name + "\": a lowercase RFC 1123 subdomain";
-    else if (req.matches[1] != o_.namespace_name) invalid = "namespace " + std::string(req.matches[1]) + " is not served";
+    if (pod.value("kind", "") != "Pod" || pod.value("apiVersion", "") != "v1")
+      invalid = "kind/apiVersion must be Pod/v1";
+    else if (!dns_subdomain(name))
+      invalid = "metadata.name: Invalid value: \"" + name + "\": a lowercase RFC 1123 subdomain";
+    else if (req.matches[1] != o_.namespace_name)
+      invalid = "namespace " + std::string(req.matches[1]) + " is not served";
     else if (!spec.contains("containers") || !spec["containers"].is_array() || spec["containers"].empty()) {
       invalid = "spec.containers: Required value";
     } else if (spec.value("restartPolicy", "Always") != "Never") {
@@ -262,8 +266,11 @@ FakeKubernetes::FakeKubernetes(Options options)
       for (const auto& [k, v] : want) match = match && labels.contains(k) && labels[k] == v;
       if (match) items.push_back(pod_json(name));
     }
-    reply(res, 200, json{{"kind", "PodList"}, {"apiVersion", "v1"},
-                         {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}}, {"items", items}});
+    reply(res, 200,
+          json{{"kind", "PodList"},
+               {"apiVersion", "v1"},
+               {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}},
+               {"items", items}});
     record(req.method, req.path, 200, "");
   });
 
@@ -332,7 +339,8 @@ void FakeKubernetes::start_pod(const std::string& name) {
   for (const json& var : container.value("env", json::array())) {
     if (var.contains("value")) env[var.value("name", "")] = var["value"].get<std::string>();
   }
-  e.proc.process = launch(exe->second, env, o_.log_dir.empty() ? std::filesystem::path() : o_.log_dir / (name + ".log"));
+  e.proc.process =
+      launch(exe->second, env, o_.log_dir.empty() ? std::filesystem::path() : o_.log_dir / (name + ".log"));
   e.phase = "Running";
 }
 
@@ -345,16 +353,15 @@ nlohmann::json FakeKubernetes::pod_json(const std::string& name) const {
   if (e.deletion_timestamp) pod["metadata"]["deletionTimestamp"] = *e.deletion_timestamp;
   json state;
   if (e.proc.exit_status) {
-    state = {{"terminated", {{"exitCode", *e.proc.exit_status},
-                             {"reason", *e.proc.exit_status == 0 ? "Completed" : "Error"}}}};
+    state = {{"terminated",
+              {{"exitCode", *e.proc.exit_status}, {"reason", *e.proc.exit_status == 0 ? "Completed" : "Error"}}}};
   } else if (e.proc.process) {
     state = {{"running", {{"startedAt", e.created}}}};
   } else {
     state = {{"waiting", {{"reason", e.waiting_reason.empty() ? "ContainerCreating" : e.waiting_reason}}}};
   }
   const std::string cname = pod["spec"]["containers"][0].value("name", "worker");
-  pod["status"] = {{"phase", e.phase},
-                   {"containerStatuses", json::array({{{"name", cname}, {"state", state}}})}};
+  pod["status"] = {{"phase", e.phase}, {"containerStatuses", json::array({{{"name", cname}, {"state", state}}})}};
   return pod;
 }
 
@@ -376,16 +383,12 @@ void FakeKubernetes::tick() {
 }
 
 std::string FakeKubernetes::error_body(int status, const std::string& message) const {
-  static const std::map<int, std::string> reasons = {{400, "BadRequest"}, {401, "Unauthorized"}, {403, "Forbidden"},
-                                                     {404, "NotFound"},   {409, "AlreadyExists"}, {422, "Invalid"},
-                                                     {500, "InternalError"}, {503, "ServiceUnavailable"}};
+  static const std::map<int, std::string> reasons = {
+      {400, "BadRequest"},    {401, "Unauthorized"}, {403, "Forbidden"},     {404, "NotFound"},
+      {409, "AlreadyExists"}, {422, "Invalid"},      {500, "InternalError"}, {503, "ServiceUnavailable"}};
   const auto r = reasons.find(status);
-  return json{{"kind", "Status"},
-              {"apiVersion", "v1"},
-              {"metadata", json::object()},
-              {"status", "Failure"},
-              {"message", message},
-              {"reason", r == reasons.end() ? "Unknown" : r->second},
+  return json{{"kind", "Status"},    {"apiVersion", "v1"}, {"metadata", json::object()},
+              {"status", "Failure"}, {"message", message}, {"reason", r == reasons.end() ? "Unknown" : r->second},
               {"code", status}}
       .dump();
 }
@@ -424,7 +427,8 @@ std::filesystem::path FakeKubernetes::write_kubeconfig(const std::filesystem::pa
       {"current-context", "fake"},
       {"clusters", {{{"name", "fake"}, {"cluster", cluster}}}},
       {"users", {{{"name", "pool"}, {"user", {{"token", o_.token}}}}}},
-      {"contexts", {{{"name", "fake"}, {"context", {{"cluster", "fake"}, {"user", "pool"}, {"namespace", o_.namespace_name}}}}}},
+      {"contexts",
+       {{{"name", "fake"}, {"context", {{"cluster", "fake"}, {"user", "pool"}, {"namespace", o_.namespace_name}}}}}},
   };
   std::ofstream(file) << config.dump(2);
   return file;
@@ -481,7 +485,8 @@ FakeNomad::FakeNomad(Options options)
     for (auto [k, v] : job->second.env) {
       for (const auto& [mk, mv] : meta) {
         const std::string var = "${NOMAD_META_" + mk + "}";
-        for (auto pos = v.find(var); pos != std::string::npos; pos = v.find(var, pos + mv.size())) v.replace(pos, var.size(), mv);
+        for (auto pos = v.find(var); pos != std::string::npos; pos = v.find(var, pos + mv.size()))
+          v.replace(pos, var.size(), mv);
       }
       env[k] = v;
     }
@@ -489,10 +494,13 @@ FakeNomad::FakeNomad(Options options)
     for (char& c : log_name) c = c == '/' ? '_' : c;
     e.proc.process = launch(job->second.executable, env,
                             o_.log_dir.empty() ? std::filesystem::path() : o_.log_dir / (log_name + ".log"));
-    reply(res, 200, json{{"Index", e.index}, {"JobCreateIndex", e.index}, {"EvalCreateIndex", e.index},
-                         {"EvalID", random_hex(8) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(4) +
-                                        "-" + random_hex(12)},
-                         {"DispatchedJobID", id}});
+    reply(res, 200,
+          json{{"Index", e.index},
+               {"JobCreateIndex", e.index},
+               {"EvalCreateIndex", e.index},
+               {"EvalID",
+                random_hex(8) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(12)},
+               {"DispatchedJobID", id}});
     record(req.method, req.path, 200, "dispatched " + id);
   });
 
@@ -560,8 +568,13 @@ nlohmann::json FakeNomad::stub(const std::string& id) const {
   const std::string group = job == jobs_.end() ? "worker" : job->second.group;
   const bool dead = e.proc.exit_status.has_value();
   const int exit = e.proc.exit_status.value_or(0);
-  json summary = {{"Queued", 0}, {"Starting", 0}, {"Running", dead ? 0 : 1}, {"Complete", dead && exit == 0 ? 1 : 0},
-                  {"Failed", dead && exit != 0 ? 1 : 0}, {"Lost", 0}, {"Unknown", 0}};
+  json summary = {{"Queued", 0},
+                  {"Starting", 0},
+                  {"Running", dead ? 0 : 1},
+                  {"Complete", dead && exit == 0 ? 1 : 0},
+                  {"Failed", dead && exit != 0 ? 1 : 0},
+                  {"Lost", 0},
+                  {"Unknown", 0}};
   return json{{"ID", id},
               {"ParentID", e.parent},
               {"Name", id},
@@ -580,9 +593,7 @@ void FakeNomad::tick() {
 
 std::string FakeNomad::error_body(int, const std::string& message) const { return message; }
 
-bool FakeNomad::authorized(const std::string&, const std::string& nomad_token) const {
-  return nomad_token == o_.token;
-}
+bool FakeNomad::authorized(const std::string&, const std::string& nomad_token) const { return nomad_token == o_.token; }
 
 std::vector<FakeNomad::Dispatch> FakeNomad::dispatches() const {
   std::lock_guard lock(mu_);

@@ -113,8 +113,8 @@ bool pid_alive(long pid) {
 RunResult psql(const std::string& url, const std::string& sql) {
   fs::path bin = pg_bindir() / "psql";
   if (!fs::exists(bin)) bin = "psql";
-  return run({bin.string(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql},
-             {}, std::chrono::seconds(60));
+  return run({bin.string(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql}, {},
+             std::chrono::seconds(60));
 }
 
 bool PostgresCluster::reachable_by_postgres(const fs::path& dir) {
@@ -141,11 +141,9 @@ bool PostgresCluster::running_in(const fs::path& dir) { return port_in(dir).has_
 
 bool PostgresCluster::stop_in(const fs::path& dir) {
   if (!running_in(dir)) return false;
-  auto r = run(pg_command("pg_ctl", {"-D", (dir / "data").string(), "-m", "fast", "-w", "-t", "60",
-                                     "stop"}));
+  auto r = run(pg_command("pg_ctl", {"-D", (dir / "data").string(), "-m", "fast", "-w", "-t", "60", "stop"}));
   if (r.status != 0 && running_in(dir)) {
-    throw Error(errc::unavailable,
-                "pg_ctl stop in " + dir.string() + " failed: " + tail(r.output));
+    throw Error(errc::unavailable, "pg_ctl stop in " + dir.string() + " failed: " + tail(r.output));
   }
   return true;
 }
@@ -155,10 +153,9 @@ PostgresCluster::PostgresCluster(Options options) : options_(std::move(options))
   const fs::path dir = fs::absolute(options_.dir);
   options_.dir = dir;
   if (!reachable_by_postgres(dir)) {
-    throw Error(errc::unavailable,
-                "PostgreSQL runs as user postgres, which cannot reach " + dir.string() +
-                    " (a parent directory is not traversable): make the parents "
-                    "traversable (chmod o+x) or use a directory under /tmp");
+    throw Error(errc::unavailable, "PostgreSQL runs as user postgres, which cannot reach " + dir.string() +
+                                       " (a parent directory is not traversable): make the parents "
+                                       "traversable (chmod o+x) or use a directory under /tmp");
   }
   const fs::path data = dir / "data";
   const fs::path run_dir = dir / "run";
@@ -175,12 +172,11 @@ PostgresCluster::PostgresCluster(Options options) : options_(std::move(options))
   if (!fs::exists(data / "PG_VERSION")) {
     std::error_code ec;
     fs::remove_all(data, ec);  // a half-done initdb
-    auto r = run(pg_command("initdb", {"-D", data.string(), "-U", "postgres", "--auth=trust",
-                                       "--no-sync", "-E", "UTF8", "--locale=C.UTF-8",
-                                       "--no-instructions"}));
+    auto r = run(pg_command("initdb", {"-D", data.string(), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
+                                       "--locale=C.UTF-8", "--no-instructions"}));
     if (r.status != 0) {
-      throw Error(errc::unavailable, "initdb -D " + data.string() + " failed (exit " +
-                                         std::to_string(r.status) + "): " + tail(r.output));
+      throw Error(errc::unavailable,
+                  "initdb -D " + data.string() + " failed (exit " + std::to_string(r.status) + "): " + tail(r.output));
     }
   }
   // A crashed cluster leaves a stale postmaster.pid; PostgreSQL handles it.
@@ -218,8 +214,8 @@ bool PostgresCluster::launch(int port, std::string* error) {
   if (socket_dir.find('\'') != std::string::npos) {
     throw Error(errc::bad_input, "PostgresCluster: dir may not contain a quote: " + dir.string());
   }
-  std::string opts = "-p " + std::to_string(port) + " -k '" + socket_dir +
-                     "' -c listen_addresses=127.0.0.1 -c max_connections=200";
+  std::string opts =
+      "-p " + std::to_string(port) + " -k '" + socket_dir + "' -c listen_addresses=127.0.0.1 -c max_connections=200";
   if (options_.ephemeral) {
     opts += " -c fsync=off -c full_page_writes=off";
     if (!options_.durable_commits) opts += " -c synchronous_commit=off";
@@ -228,8 +224,8 @@ bool PostgresCluster::launch(int port, std::string* error) {
   if (const char* extra = std::getenv("CONVEYOR_TEST_PG_OPTIONS"); extra != nullptr && *extra != '\0') {
     opts += std::string(" ") + extra;
   }
-  auto r = run(pg_command("pg_ctl", {"-D", (dir / "data").string(), "-l", log_file().string(), "-w",
-                                     "-t", "60", "-o", opts, "start"}));
+  auto r = run(pg_command(
+      "pg_ctl", {"-D", (dir / "data").string(), "-l", log_file().string(), "-w", "-t", "60", "-o", opts, "start"}));
   if (r.status == 0) return true;
   *error = "pg_ctl start failed (exit " + std::to_string(r.status) + "): " + tail(r.output) + "\n" +
            log_file().string() + ":\n" + tail(read_file(log_file()));
@@ -246,8 +242,7 @@ void PostgresCluster::start(std::chrono::milliseconds port_wait) {
   bool started = false;
   while (!(started = launch(port_, &error))) {
     // Only a port held by someone else is worth waiting for.
-    if (error.find("Address already in use") == std::string::npos ||
-        std::chrono::steady_clock::now() >= deadline) {
+    if (error.find("Address already in use") == std::string::npos || std::chrono::steady_clock::now() >= deadline) {
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // retry pacing
@@ -269,8 +264,8 @@ void PostgresCluster::stop(StopMode mode) {
   const char* m = mode == StopMode::immediate ? "immediate" : "fast";
   auto r = run(pg_command("pg_ctl", {"-D", (options_.dir / "data").string(), "-m", m, "-w", "-t", "60", "stop"}));
   if (r.status != 0 && running()) {
-    throw Error(errc::unavailable, std::string("pg_ctl stop -m ") + m + " in " + options_.dir.string() +
-                                       " failed: " + tail(r.output));
+    throw Error(errc::unavailable,
+                std::string("pg_ctl stop -m ") + m + " in " + options_.dir.string() + " failed: " + tail(r.output));
   }
 }
 
@@ -280,8 +275,7 @@ PostgresCluster::~PostgresCluster() {
     stop();
   } catch (const std::exception& e) {
     // A destructor cannot throw; say what was left behind.
-    std::cerr << "conveyor::testing: stopping PostgreSQL in " << options_.dir << ": " << e.what()
-              << "\n";
+    std::cerr << "conveyor::testing: stopping PostgreSQL in " << options_.dir << ": " << e.what() << "\n";
   }
 }
 

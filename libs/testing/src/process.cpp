@@ -49,8 +49,7 @@ struct ExecPlan {
   std::vector<char*> argv;
   std::vector<char*> envp;
 
-  ExecPlan(const std::vector<std::string>& args, const std::map<std::string, std::string>& env)
-      : argv_storage(args) {
+  ExecPlan(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) : argv_storage(args) {
     std::map<std::string, std::string> merged;
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       std::string entry(*e);
@@ -77,8 +76,7 @@ int open_output(const std::filesystem::path& path) {
 
 // Child side after fork(): only async-signal-safe calls. Reports an exec
 // failure's errno through `report_fd` (close-on-exec, so success closes it).
-[[noreturn]] void exec_child(const ExecPlan& plan, bool detach, int in_fd, int out_fd, int err_fd,
-                             int report_fd) {
+[[noreturn]] void exec_child(const ExecPlan& plan, bool detach, int in_fd, int out_fd, int err_fd, int report_fd) {
   if (detach) {
     ::setsid();
   } else {
@@ -107,8 +105,8 @@ int open_output(const std::filesystem::path& path) {
 }
 
 // Forks and execs; returns the pid or throws naming argv[0].
-int spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
-          bool detach, int out_fd, int err_fd) {
+int spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env, bool detach, int out_fd,
+          int err_fd) {
   if (argv.empty()) throw Error(errc::bad_input, "cannot start a process: empty argv");
   ExecPlan plan(argv, env);
   int in_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -138,8 +136,7 @@ int spawn(const std::vector<std::string>& argv, const std::map<std::string, std:
   if (n == static_cast<ssize_t>(sizeof child_errno)) {
     int status = 0;
     ::waitpid(pid, &status, 0);
-    throw Error(errc::not_found,
-                "cannot execute " + describe(argv) + ": " + std::strerror(child_errno));
+    throw Error(errc::not_found, "cannot execute " + describe(argv) + ": " + std::strerror(child_errno));
   }
   return pid;
 }
@@ -251,8 +248,7 @@ int ChildProcess::stop(std::chrono::milliseconds grace) {
   // The leader is gone; children it left in its group get the rest of the
   // grace period, then SIGKILL.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  if (!wait_until([this] { return !group_alive(pid_); },
-                  std::max(left, std::chrono::milliseconds(100)))) {
+  if (!wait_until([this] { return !group_alive(pid_); }, std::max(left, std::chrono::milliseconds(100)))) {
     ::kill(-pid_, SIGKILL);
     wait_until([this] { return !group_alive(pid_); }, std::chrono::seconds(5));
   }
@@ -301,9 +297,8 @@ RunResult run(const std::vector<std::string>& argv, const std::map<std::string, 
       ::kill(-pid, SIGKILL);
       ::waitpid(pid, &status, 0);
       ::close(pipe_fds[0]);
-      throw Error(errc::timeout, describe(argv) + " did not finish within " +
-                                     std::to_string(timeout.count()) + " ms; output: " +
-                                     result.output);
+      throw Error(errc::timeout, describe(argv) + " did not finish within " + std::to_string(timeout.count()) +
+                                     " ms; output: " + result.output);
     }
   }
   // Drain what is already buffered, without waiting for writers to close.
@@ -381,8 +376,7 @@ std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};
   static thread_local std::mt19937 rng{std::random_device{}()};
   std::ostringstream out;
-  out << prefix << '_' << ::getpid() << '_' << counter.fetch_add(1) << '_' << std::hex
-      << (rng() & 0xffffffU);
+  out << prefix << '_' << ::getpid() << '_' << counter.fetch_add(1) << '_' << std::hex << (rng() & 0xffffffU);
   return out.str();
 }
 

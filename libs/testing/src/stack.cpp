@@ -72,9 +72,8 @@ Stack::Stack(Options options) : options_(std::move(options)) {
   };
   for (const auto& [k, v] : options_.env) env_[k] = v;
   if (options_.apply_job_types) {
-    auto file = options_.job_types_file.empty()
-                    ? migrations_dir().parent_path() / "config" / "job-types.json"
-                    : options_.job_types_file;
+    auto file = options_.job_types_file.empty() ? migrations_dir().parent_path() / "config" / "job-types.json"
+                                                : options_.job_types_file;
     auto r = cli({"job-type", "apply", "--yes", file.string()});
     if (r.status != 0) throw std::runtime_error("applying job types failed: " + r.output);
   }
@@ -107,9 +106,7 @@ PostgresCluster& Stack::postgres() {
   return *postgres_;
 }
 
-std::map<std::string, std::string> Stack::api_headers(bool json_body) const {
-  return bearer(api_token_, json_body);
-}
+std::map<std::string, std::string> Stack::api_headers(bool json_body) const { return bearer(api_token_, json_body); }
 
 std::string Stack::api_url() const { return "http://127.0.0.1:" + std::to_string(port("creation")); }
 

@@ -29,8 +29,8 @@ std::map<std::string, std::string> read_env_file(const fs::path& path) {
   std::ifstream in(path);
   if (!in) {
     throw Error(errc::not_found, "CONVEYOR_TESTENV_DIR is set but " + path.string() +
-                                     " cannot be read: run `conveyor-stack up --dir " +
-                                     path.parent_path().string() + "` first");
+                                     " cannot be read: run `conveyor-stack up --dir " + path.parent_path().string() +
+                                     "` first");
   }
   std::map<std::string, std::string> out;
   for (std::string line; std::getline(in, line);) {
@@ -39,8 +39,7 @@ std::map<std::string, std::string> read_env_file(const fs::path& path) {
     auto eq = line.find('=');
     if (eq == std::string::npos) continue;
     std::string value = line.substr(eq + 1);
-    if (value.size() >= 2 && (value.front() == '\'' || value.front() == '"') &&
-        value.back() == value.front()) {
+    if (value.size() >= 2 && (value.front() == '\'' || value.front() == '"') && value.back() == value.front()) {
       value = value.substr(1, value.size() - 2);
     }
     out[line.substr(0, eq)] = value;
@@ -123,8 +122,7 @@ std::string quote_ident(const std::string& name) {
 void admin_sql(const std::string& admin_url, const std::string& sql) {
   auto r = psql(admin_url, sql);
   if (r.status != 0) {
-    throw Error(errc::unavailable, "psql `" + sql + "` failed (exit " + std::to_string(r.status) +
-                                       "): " + r.output);
+    throw Error(errc::unavailable, "psql `" + sql + "` failed (exit " + std::to_string(r.status) + "): " + r.output);
   }
 }
 
@@ -140,9 +138,7 @@ TestEnv& TestEnv::get() {
 
 std::string TestEnv::admin_url() const { return url("postgres"); }
 
-std::string TestEnv::url(const std::string& database) const {
-  return state().url_base + "/" + database;
-}
+std::string TestEnv::url(const std::string& database) const { return state().url_base + "/" + database; }
 
 fs::path migrations_dir() {
   if (const char* env = std::getenv("CONVEYOR_MIGRATIONS_DIR"); env != nullptr && *env != '\0') {

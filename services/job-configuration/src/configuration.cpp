@@ -19,8 +19,8 @@ constexpr db::Statement kSelectInitialized{
     "WHERE status = 'initialized' AND canceled_at IS NULL "
     "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
 
-constexpr db::Statement kExistingIds{
-    "configuration_existing_ids", "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+constexpr db::Statement kExistingIds{"configuration_existing_ids",
+                                     "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
 // A whole batch's outcome in one statement: per job (arrays in step) the
 // new status, and the config and max_attempts to write ('' and 0: keep),
@@ -70,8 +70,7 @@ class BatchMoves {
   int apply(db::Tx& tx) const {
     if (ids_.empty()) return 0;
     return static_cast<int>(
-        tx.exec(kApplyBatch, {ids_, statuses_, configs_, max_attempts_, subtypes_, messages_, from_})
-            .affected_rows());
+        tx.exec(kApplyBatch, {ids_, statuses_, configs_, max_attempts_, subtypes_, messages_, from_}).affected_rows());
   }
 
  private:
@@ -197,8 +196,7 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
       {"output_dir", host_output_dir},
       {"sinks", sinks},
       {"pool", type.pool},
-      {"concurrency_limit",
-       type.concurrency_limit ? nlohmann::json(*type.concurrency_limit) : nlohmann::json(nullptr)},
+      {"concurrency_limit", type.concurrency_limit ? nlohmann::json(*type.concurrency_limit) : nlohmann::json(nullptr)},
   };
 }
 
@@ -333,8 +331,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   settings.data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
   settings.batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
   auto moved = [&ctx](const char* step) {
-    return &ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration",
-                                  {{"step", step}});
+    return &ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration", {{"step", step}});
   };
   runtime::StageStep configure;
   configure.name = "configure";
@@ -347,9 +344,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   configure.moved = moved("configure");
   runtime::StageStep ready;
   ready.name = "ready";
-  ready.claim = [](db::Tx&, const runtime::Pass& pass) {
-    return runtime::Claim{kSelectDecided, {pass.batch_size}};
-  };
+  ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
   ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return ready_claimed(tx, rows, settings);
   };

@@ -68,8 +68,7 @@ db::TxOptions as_requester(const Request& req) {
   return o;
 }
 
-constexpr db::Statement kSubmittedBy{
-    "creation_submitted_by", "SELECT submitted_by FROM conveyor.job WHERE id = $1"};
+constexpr db::Statement kSubmittedBy{"creation_submitted_by", "SELECT submitted_by FROM conveyor.job WHERE id = $1"};
 
 // A submitter may cancel and retry only the jobs it submitted; readers
 // never get here (the guard), operators may touch any job. An unknown job
@@ -81,27 +80,25 @@ void require_owner(db::Tx& tx, const Request& req, model::JobId id) {
   if (rows.empty()) return;
   const std::string owner = rows[0]["submitted_by"].as_string();
   if (owner != auth::actor_of(who->name)) {
-    throw Error(errc::forbidden,
-                "token '" + who->name + "' (submitter) may cancel or retry only the jobs it "
-                "submitted; job " + std::to_string(id.value()) + " was submitted by " +
-                (owner.empty() ? std::string("someone else") : owner));
+    throw Error(errc::forbidden, "token '" + who->name +
+                                     "' (submitter) may cancel or retry only the jobs it "
+                                     "submitted; job " +
+                                     std::to_string(id.value()) + " was submitted by " +
+                                     (owner.empty() ? std::string("someone else") : owner));
   }
 }
 
 // One bucket per token: `CONVEYOR_SUBMIT_RATE` submissions a second, in
 // bursts of up to `CONVEYOR_SUBMIT_BURST` (0: no limit).
 auth::RateLimiter& submit_limiter(runtime::Context& ctx) {
-  static auth::RateLimiter limiter(
-      static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_RATE")),
-      static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_BURST")));
+  static auth::RateLimiter limiter(static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_RATE")),
+                                   static_cast<double>(ctx.config().get_int("CONVEYOR_SUBMIT_BURST")));
   return limiter;
 }
 
 Response submit(runtime::Context& ctx, const Request& req) {
   if (const std::int64_t wait = submit_limiter(ctx).take(req.principal); wait > 0) {
-    ctx.metrics()
-        .counter("conveyor_http_rate_limited_total", "Submissions refused by the per-token rate limit.")
-        .inc();
+    ctx.metrics().counter("conveyor_http_rate_limited_total", "Submissions refused by the per-token rate limit.").inc();
     Response r = http::problem(429, http::reason_phrase(429),
                                "token '" + req.principal + "' submits faster than " +
                                    std::to_string(ctx.config().get_int("CONVEYOR_SUBMIT_RATE")) +
@@ -114,15 +111,13 @@ Response submit(runtime::Context& ctx, const Request& req) {
 
   const auto parameters = ctx.parameters();
   if (!parameters->accepting_new_jobs) {
-    const std::string reason = parameters->not_accepting_reason.empty()
-                                   ? "no reason given"
-                                   : parameters->not_accepting_reason;
+    const std::string reason =
+        parameters->not_accepting_reason.empty() ? "no reason given" : parameters->not_accepting_reason;
     throw Error(errc::unavailable, "not accepting new jobs: " + reason);
   }
 
   const model::SubmitResult result =
-      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); },
-                        as_requester(req));
+      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); }, as_requester(req));
   if (result.created) {
     ctx.metrics()
         .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.",
@@ -136,19 +131,16 @@ Response submit(runtime::Context& ctx, const Request& req) {
 
 Response list(runtime::Context& ctx, const Request& req) {
   const ListQuery query = parse_list_query(req.query);
-  const model::JobPage page = ctx.db().transact([&](db::Tx& tx) { return model::list_jobs(tx, query); },
-                                         snapshot());
+  const model::JobPage page = ctx.db().transact([&](db::Tx& tx) { return model::list_jobs(tx, query); }, snapshot());
   nlohmann::json items = nlohmann::json::array();
   for (const auto& j : page.items) items.push_back(j.to_json());
-  return Response::json(
-      {{"items", items}, {"page", query.page}, {"size", query.size}, {"total", page.total}});
+  return Response::json({{"items", items}, {"page", query.page}, {"size", query.size}, {"total", page.total}});
 }
 
 Response get(runtime::Context& ctx, const Request& req) {
   const model::JobId id = parse_job_id(req.path_param("id"));
-  return Response::json(ctx.db().transact(
-      [&](db::Tx& tx) { return job_with_history(tx, model::get_job(tx, id)); },
-      snapshot()));
+  return Response::json(
+      ctx.db().transact([&](db::Tx& tx) { return job_with_history(tx, model::get_job(tx, id)); }, snapshot()));
 }
 
 Response cancel(runtime::Context& ctx, const Request& req) {
@@ -208,11 +200,8 @@ Response job_type(runtime::Context& ctx, const Request& req) {
 // Read from the database rather than the snapshot, so a client sees its own
 // change (or an operator's SQL) at once.
 nlohmann::json current_parameters(runtime::Context& ctx, const Request& req) {
-  nlohmann::json j = ctx.db()
-                         .transact([](db::Tx& tx) { return model::load_system_parameters(tx); })
-                         .to_json();
-  if (!sees_sink_secrets(req) && j.contains("publication_endpoint_url") &&
-      j["publication_endpoint_url"].is_string()) {
+  nlohmann::json j = ctx.db().transact([](db::Tx& tx) { return model::load_system_parameters(tx); }).to_json();
+  if (!sees_sink_secrets(req) && j.contains("publication_endpoint_url") && j["publication_endpoint_url"].is_string()) {
     j["publication_endpoint_url"] = logging::redact_url(j["publication_endpoint_url"].get<std::string>());
   }
   return j;
@@ -292,11 +281,13 @@ void loop(runtime::Context& ctx) {
                       run.created, run.skipped);
           }
           if (!run.error.empty()) log->error("schedule {}: {}", run.job_type, run.error);
-          metrics.counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
-                          {{"job_type", run.job_type}, {"outcome", "created"}})
+          metrics
+              .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                       {{"job_type", run.job_type}, {"outcome", "created"}})
               .inc(run.created);
-          metrics.counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
-                          {{"job_type", run.job_type}, {"outcome", "skipped"}})
+          metrics
+              .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                       {{"job_type", run.job_type}, {"outcome", "skipped"}})
               .inc(static_cast<double>(run.skipped));
         }
       }
@@ -320,8 +311,9 @@ void loop(runtime::Context& ctx) {
           const int failures = ++backfill_failures[b->request_id];
           log->error("backfill {} of {}: batch rolled back ({} of {} in a row): {}", b->request_id, b->job_type,
                      failures, kBackfillMaxFailures, logging::redact_url(b->error));
-          metrics.counter("conveyor_backfill_failures_total", "backfill batches rolled back by an error",
-                          {{"job_type", b->job_type}})
+          metrics
+              .counter("conveyor_backfill_failures_total", "backfill batches rolled back by an error",
+                       {{"job_type", b->job_type}})
               .inc();
           if (failures >= kBackfillMaxFailures) {
             const std::string reason = "failed " + std::to_string(failures) + " batches in a row: " + b->error;
@@ -332,10 +324,11 @@ void loop(runtime::Context& ctx) {
           }
         } else {
           backfill_failures.erase(b->request_id);
-          log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id,
-                    b->job_type, b->created, b->skipped, b->state);
+          log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id, b->job_type,
+                    b->created, b->skipped, b->state);
           if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
-          metrics.counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
+          metrics
+              .counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
               .inc(b->created);
         }
       }

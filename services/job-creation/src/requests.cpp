@@ -28,21 +28,18 @@ const char* json_type_name(const nlohmann::json& j) {
   return "null";
 }
 
-[[noreturn]] void wrong_type(const std::string& field, const char* expected,
-                             const nlohmann::json& got) {
+[[noreturn]] void wrong_type(const std::string& field, const char* expected, const nlohmann::json& got) {
   throw http::FieldError(field, field + ": expected " + expected + ", got " + json_type_name(got));
 }
 
 // An integer JSON value in [min, max]. nlohmann keeps integers above
 // INT64_MAX as unsigned; get<int64_t>() would wrap them to negatives.
-std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::int64_t min,
-                        std::int64_t max) {
-  const bool too_large = j.is_number_unsigned() &&
-                         j.get<std::uint64_t>() > static_cast<std::uint64_t>(max);
+std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::int64_t min, std::int64_t max) {
+  const bool too_large = j.is_number_unsigned() && j.get<std::uint64_t>() > static_cast<std::uint64_t>(max);
   const std::int64_t v = too_large ? max : j.get<std::int64_t>();
   if (too_large || v < min || v > max) {
-    throw http::FieldError(field, field + ": " + j.dump() + " is out of range (" +
-                                      std::to_string(min) + " to " + std::to_string(max) + ")");
+    throw http::FieldError(field, field + ": " + j.dump() + " is out of range (" + std::to_string(min) + " to " +
+                                      std::to_string(max) + ")");
   }
   return v;
 }
@@ -51,18 +48,16 @@ std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::
 
 bool is_rfc3339(const std::string& s) { return text::is_rfc3339(s, /*allow_space=*/true); }
 
-SubmitRequest parse_submit(const nlohmann::json& body,
-                           const std::optional<std::string>& idempotency_key) {
+SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key) {
   if (!body.is_object()) {
-    throw http::FieldError("body", std::string("body: expected a JSON object, got ") +
-                                       json_type_name(body));
+    throw http::FieldError("body", std::string("body: expected a JSON object, got ") + json_type_name(body));
   }
-  static const std::set<std::string> known = {"job_type", "params", "priority", "depends_on",
-                                              "not_before"};
+  static const std::set<std::string> known = {"job_type", "params", "priority", "depends_on", "not_before"};
   for (const auto& [key, value] : body.items()) {
     if (!known.contains(key)) {
-      throw http::FieldError(key, key + ": unknown field (expected job_type, params, priority, "
-                                        "depends_on, not_before)");
+      throw http::FieldError(key, key +
+                                      ": unknown field (expected job_type, params, priority, "
+                                      "depends_on, not_before)");
     }
   }
 
@@ -80,8 +75,8 @@ SubmitRequest parse_submit(const nlohmann::json& body,
 
   if (const auto p = body.find("priority"); p != body.end() && !p->is_null()) {
     if (!p->is_number_integer()) wrong_type("priority", "an integer", *p);
-    r.priority = static_cast<int>(integer_in(*p, "priority", std::numeric_limits<int>::min(),
-                                             std::numeric_limits<int>::max()));
+    r.priority =
+        static_cast<int>(integer_in(*p, "priority", std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
   }
 
   if (const auto d = body.find("depends_on"); d != body.end() && !d->is_null()) {
@@ -90,8 +85,7 @@ SubmitRequest parse_submit(const nlohmann::json& body,
       const auto& e = (*d)[i];
       const std::string field = "depends_on[" + std::to_string(i) + "]";
       if (!e.is_number_integer()) wrong_type(field, "a job id (positive integer)", e);
-      r.depends_on.push_back(
-          integer_in(e, field, 1, std::numeric_limits<std::int64_t>::max()));
+      r.depends_on.push_back(integer_in(e, field, 1, std::numeric_limits<std::int64_t>::max()));
     }
   }
 
@@ -111,9 +105,8 @@ SubmitRequest parse_submit(const nlohmann::json& body,
       throw http::FieldError("Idempotency-Key", "Idempotency-Key: must not be empty");
     }
     if (idempotency_key->size() > kMaxIdempotencyKey) {
-      throw http::FieldError("Idempotency-Key", "Idempotency-Key: longer than " +
-                                                    std::to_string(kMaxIdempotencyKey) +
-                                                    " characters");
+      throw http::FieldError("Idempotency-Key",
+                             "Idempotency-Key: longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
     }
     r.idempotency_key = idempotency_key;
   }
@@ -131,8 +124,7 @@ ListQuery parse_list_query(const std::map<std::string, std::string>& query) {
         for (const auto s : model::kAllStatuses) {
           names += (names.empty() ? "" : ", ") + std::string(model::to_string(s));
         }
-        throw http::FieldError("status", "status: unknown status '" + value + "' (one of " +
-                                             names + ")");
+        throw http::FieldError("status", "status: unknown status '" + value + "' (one of " + names + ")");
       }
     } else if (key == "type") {
       if (!value.empty()) q.job_type = value;
@@ -143,14 +135,14 @@ ListQuery parse_list_query(const std::map<std::string, std::string>& query) {
     } else if (key == "size") {
       const auto v = parse_int(value, 1, kMaxPageSize);
       if (!v) {
-        throw http::FieldError("size", "size: expected an integer from 1 to " +
-                                           std::to_string(kMaxPageSize) + ", got '" + value +
-                                           "'");
+        throw http::FieldError(
+            "size", "size: expected an integer from 1 to " + std::to_string(kMaxPageSize) + ", got '" + value + "'");
       }
       q.size = *v;
     } else {
-      throw http::FieldError(key, key + ": unknown query parameter (expected status, type, "
-                                        "page, size)");
+      throw http::FieldError(key, key +
+                                      ": unknown query parameter (expected status, type, "
+                                      "page, size)");
     }
   }
   return q;

@@ -26,8 +26,7 @@ using model::kMaxIdempotencyKey;
 using model::kMaxPageSize;
 
 // Parses the body (already parsed as JSON) and the Idempotency-Key header.
-SubmitRequest parse_submit(const nlohmann::json& body,
-                           const std::optional<std::string>& idempotency_key);
+SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key);
 
 // GET /v1/jobs?status=&type=&page=&size=
 ListQuery parse_list_query(const std::map<std::string, std::string>& query);

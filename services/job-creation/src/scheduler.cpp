@@ -18,11 +18,10 @@ constexpr db::Statement kRecordError{"creation_scheduler_record_error",
                                      "UPDATE conveyor.schedule_state SET last_error = $2 WHERE job_type = $1"};
 constexpr db::Statement kNow{"creation_scheduler_now", "SELECT extract(epoch FROM now())::bigint"};
 
-constexpr db::Statement kLockState{
-    "creation_schedule_state_lock",
-    "SELECT extract(epoch FROM last_slot)::bigint AS last_slot, paused, "
-    "  extract(epoch FROM catchup_start_applied)::bigint AS catchup_start_applied "
-    "FROM conveyor.schedule_state WHERE job_type = $1 FOR UPDATE"};
+constexpr db::Statement kLockState{"creation_schedule_state_lock",
+                                   "SELECT extract(epoch FROM last_slot)::bigint AS last_slot, paused, "
+                                   "  extract(epoch FROM catchup_start_applied)::bigint AS catchup_start_applied "
+                                   "FROM conveyor.schedule_state WHERE job_type = $1 FOR UPDATE"};
 
 constexpr db::Statement kInsertState{
     "creation_schedule_state_insert",
@@ -93,7 +92,8 @@ std::optional<TimePoint> catchup_start(const model::SystemParameters& p, const s
     if (!v.is_string()) throw Error(errc::bad_input, "not a string");
     return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
   } catch (const Error&) {
-    error = "schedule_catchup_start." + type + ": '" + value + "' is not a date like 2026-01-01 or 2026-01-01T06:00:00Z";
+    error =
+        "schedule_catchup_start." + type + ": '" + value + "' is not a date like 2026-01-01 or 2026-01-01T06:00:00Z";
     return std::nullopt;
   }
 }
@@ -123,7 +123,8 @@ ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::J
   const auto policy = model::parse_catchup_policy(type.catchup_policy).value_or(model::CatchupPolicy::latest);
   const std::optional<seconds> window =
       type.catchup_window_s ? std::optional(seconds(*type.catchup_window_s)) : std::nullopt;
-  const model::DuePlan plan = model::plan_due(schedule, last, now, policy, window, static_cast<std::size_t>(batch), kOnTime);
+  const model::DuePlan plan =
+      model::plan_due(schedule, last, now, policy, window, static_cast<std::size_t>(batch), kOnTime);
   std::optional<std::int64_t> last_job;
   run.skipped = plan.skipped;
   for (const TimePoint slot : plan.create) {
@@ -218,7 +219,8 @@ std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch) {
       tick.state = "running";
       try {
         const auto type = model::load_job_type(tx, tick.job_type);
-        if (!type || type->schedule.empty()) throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
+        if (!type || type->schedule.empty())
+          throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
         const model::Schedule schedule = model::Schedule::parse(type->schedule);
         if ((*request)["policy"].as_string() == "collapse") {
           const model::SlotRange range = model::slots_between(schedule, from, to);

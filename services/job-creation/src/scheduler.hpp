@@ -96,8 +96,8 @@ std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch);
 bool fail_backfill(db::Pool& pool, std::int64_t request_id, const std::string& error);
 
 struct TriggerTick {
-  int created = 0;      // downstream jobs created
-  int failed = 0;       // pending rows marked failed
+  int created = 0;  // downstream jobs created
+  int failed = 0;   // pending rows marked failed
   std::vector<std::string> errors;
   bool more = false;
 };

@@ -16,15 +16,13 @@ namespace {
 constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
 
 // In flight = admitted and not finished: what the workers have or will have.
-constexpr db::Statement kInFlight{
-    "execution_in_flight",
-    "SELECT job_type, count(*) AS n FROM conveyor.job "
-    "WHERE status IN ('queued', 'started') GROUP BY job_type"};
+constexpr db::Statement kInFlight{"execution_in_flight",
+                                  "SELECT job_type, count(*) AS n FROM conveyor.job "
+                                  "WHERE status IN ('queued', 'started') GROUP BY job_type"};
 
 // Read live from job_type (not job.config) so a changed limit applies at once.
 constexpr db::Statement kLimits{
-    "execution_limits",
-    "SELECT name, concurrency_limit FROM conveyor.job_type WHERE concurrency_limit IS NOT NULL"};
+    "execution_limits", "SELECT name, concurrency_limit FROM conveyor.job_type WHERE concurrency_limit IS NOT NULL"};
 
 // The filters every candidate passes: conveyor.job_admission_eligible (the
 // one rule: ready, not canceled, not held, not_before passed, a type of $1
@@ -32,9 +30,11 @@ constexpr db::Statement kLimits{
 // their limit. Excluding full types in SQL keeps a long run of one limited
 // type from hiding the jobs behind it. The status test is repeated outside
 // the function so the planner matches job_ready_idx.
-#define CONVEYOR_CANDIDATE_FILTER(j)                                                   \
-  j ".status = 'ready' AND conveyor.job_admission_eligible(" j ", now(), $1::text[]) " \
-  "AND " j ".job_type <> ALL($2::text[]) "
+// clang-format off: the SQL reads as SQL.
+#define CONVEYOR_CANDIDATE_FILTER(j)                           \
+  j ".status = 'ready' AND conveyor.job_admission_eligible(" j \
+    ", now(), $1::text[]) "                                    \
+    "AND " j ".job_type <> ALL($2::text[]) "
 
 // Admission order is conveyor.effective_priority DESC, created_at, id (the
 // one aging rule). $3 how many.
@@ -42,9 +42,8 @@ constexpr db::Statement kLimits{
 // At rate 0 that is priority DESC, created_at, id: a walk of job_ready_idx
 // that stops after $3 rows.
 constexpr db::Statement kCandidates{
-    "execution_candidates",
-    "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER("j")
-    "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"};
+    "execution_candidates", "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
+                                "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"};
 
 // At rate $4 > 0 no index holds the order (it moves with now()), and sorting
 // every ready job costs 0.5 s per pass at 100,000 of them. But within one
@@ -68,6 +67,7 @@ constexpr db::Statement kCandidatesAged{
     "ORDER BY conveyor.effective_priority(j.priority, j.created_at, $4::float8) DESC, j.created_at, j.id "
     "LIMIT $3 FOR UPDATE OF j SKIP LOCKED"};
 #undef CONVEYOR_CANDIDATE_FILTER
+// clang-format on
 
 constexpr db::Statement kSetQueued{
     "execution_set_queued",
@@ -170,8 +170,7 @@ runtime::ServiceSpec spec() {
 
 void setup(runtime::Context& ctx) {
   const auto p = ctx.parameters();
-  ctx.log()->info("execution: pool capacity {} x {}", p->max_number_of_worker_instances,
-                  p->worker_concurrency);
+  ctx.log()->info("execution: pool capacity {} x {}", p->max_number_of_worker_instances, p->worker_concurrency);
 }
 
 runtime::StageLoop stage_loop(runtime::Context& ctx) {

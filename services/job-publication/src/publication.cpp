@@ -61,20 +61,19 @@ constexpr db::Statement kRecordOutcomes{
 // belong to other stages), with when their back-off ends:
 // last change + conveyor.retry_backoff (min(base * 2^(n-1), max)) for n
 // publication failures. $1 base ms, $2 max ms.
-#define CONVEYOR_PUBLICATION_DUE_SQL                                                              \
+#define CONVEYOR_PUBLICATION_DUE_SQL                                                                        \
   "SELECT j.id, lc.at + conveyor.retry_backoff($1::bigint / 1000.0, f.n::int, $2::bigint / 1000.0) AS due " \
-  "FROM conveyor.job j "                                                                          \
-  "CROSS JOIN LATERAL (SELECT count(*) AS n FROM conveyor.job_status_change c "                   \
-  "  WHERE c.job_id = j.id AND c.from_status = 'processed' AND c.to_status = 'external_error') f " \
-  "CROSS JOIN LATERAL (SELECT l.from_status, l.at FROM conveyor.job_status_change l "             \
-  "  WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) lc "                                     \
+  "FROM conveyor.job j "                                                                                    \
+  "CROSS JOIN LATERAL (SELECT count(*) AS n FROM conveyor.job_status_change c "                             \
+  "  WHERE c.job_id = j.id AND c.from_status = 'processed' AND c.to_status = 'external_error') f "          \
+  "CROSS JOIN LATERAL (SELECT l.from_status, l.at FROM conveyor.job_status_change l "                       \
+  "  WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) lc "                                                 \
   "WHERE j.status = 'external_error' AND j.canceled_at IS NULL AND lc.from_status = 'processed' "
 
-constexpr db::Statement kRetryDue{
-    "publication_retry_due",
-    "SELECT d.id FROM conveyor.job j2 JOIN (" CONVEYOR_PUBLICATION_DUE_SQL
-    ") d ON d.id = j2.id WHERE d.due <= clock_timestamp() "
-    "ORDER BY d.id LIMIT $3 FOR UPDATE OF j2 SKIP LOCKED"};
+constexpr db::Statement kRetryDue{"publication_retry_due",
+                                  "SELECT d.id FROM conveyor.job j2 JOIN (" CONVEYOR_PUBLICATION_DUE_SQL
+                                  ") d ON d.id = j2.id WHERE d.due <= clock_timestamp() "
+                                  "ORDER BY d.id LIMIT $3 FOR UPDATE OF j2 SKIP LOCKED"};
 
 constexpr db::Statement kNextRetry{
     "publication_next_retry",
@@ -166,14 +165,13 @@ void publish_kafka(const nlohmann::json& sink, const JobRecord& job, const std::
   if (settings.producer == nullptr) {
     sink_failure("kafka sink " + topic + ": no broker configured (CONVEYOR_KAFKA_BROKERS is empty)");
   }
-  const std::array<bus::Message, 1> messages{bus::Message{
-      topic, std::to_string(job.id), body, {{bus::kContentTypeHeader, bus::kStructuredContentType}}}};
+  const std::array<bus::Message, 1> messages{
+      bus::Message{topic, std::to_string(job.id), body, {{bus::kContentTypeHeader, bus::kStructuredContentType}}}};
   const auto acked = settings.producer->send_batch(messages, std::chrono::seconds(10));
   if (acked.empty() || !acked[0]) sink_failure("kafka sink " + topic + ": not acknowledged within 10 s");
 }
 
-void publish_file(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                  const Settings& settings) {
+void publish_file(const nlohmann::json& sink, const JobRecord& job, const std::string& body, const Settings& settings) {
   const std::string dir_setting = setting(sink, "dir");
   if (dir_setting.empty()) sink_failure("file sink: no dir");
   std::filesystem::path dir(dir_setting);
@@ -211,8 +209,7 @@ std::optional<std::string> webhook_host(const std::string& url) {
   if (authority_end == std::string::npos) authority_end = url.size();
   std::string_view authority(url);
   authority = authority.substr(authority_begin, authority_end - authority_begin);
-  if (const auto at = authority.rfind('@'); at != std::string_view::npos)
-    authority.remove_prefix(at + 1);
+  if (const auto at = authority.rfind('@'); at != std::string_view::npos) authority.remove_prefix(at + 1);
   std::string_view host;
   std::string_view port;
   if (!authority.empty() && authority.front() == '[') {
@@ -243,9 +240,8 @@ std::optional<std::string> webhook_host(const std::string& url) {
     });
     if (!name_chars) return std::nullopt;
   }
-  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) {
-        return std::isdigit(static_cast<unsigned char>(c));
-      })) {
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
     return std::nullopt;
   }
   std::string canonical = model::canonical_host(host);
@@ -253,8 +249,7 @@ std::optional<std::string> webhook_host(const std::string& url) {
   return canonical;
 }
 
-std::optional<std::string> sink_refusal(const std::string& url,
-                                        const model::SystemParameters& params) {
+std::optional<std::string> sink_refusal(const std::string& url, const model::SystemParameters& params) {
   if (!params.sink_allowed_hosts || params.sink_allowed_hosts->empty()) return std::nullopt;
   const auto host = webhook_host(url);
   if (!host) {
@@ -269,8 +264,8 @@ std::optional<std::string> sink_refusal(const std::string& url,
 std::string hmac_sha256_hex(const std::string& key, const std::string& body) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
   unsigned int length = 0;
-  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-           reinterpret_cast<const unsigned char*>(body.data()), body.size(), digest.data(), &length) == nullptr) {
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(body.data()),
+           body.size(), digest.data(), &length) == nullptr) {
     throw Error(errc::internal, "HMAC-SHA256 failed");
   }
   static constexpr char kHex[] = "0123456789abcdef";
@@ -309,8 +304,7 @@ std::string event_json(const JobRecord& job) {
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings) {
   const std::string kind = setting(sink, "kind");
-  if (kind == "webhook")
-    publish_webhook(sink, job, body, params, settings.http);
+  if (kind == "webhook") publish_webhook(sink, job, body, params, settings.http);
   else if (kind == "kafka") publish_kafka(sink, job, body, settings);
   else if (kind == "file") publish_file(sink, job, body, settings);
   else sink_failure("unknown sink kind '" + kind + "'");
@@ -403,7 +397,8 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
   // Delivered outside any transaction: no row lock is held while a sink answers.
   std::vector<db::Row> rows;
   for (const auto row : claimed) rows.push_back(row);
-  std::sort(rows.begin(), rows.end(), [](const db::Row& a, const db::Row& b) { return a["id"].as_int() < b["id"].as_int(); });
+  std::sort(rows.begin(), rows.end(),
+            [](const db::Row& a, const db::Row& b) { return a["id"].as_int() < b["id"].as_int(); });
   for (const db::Row& row : rows) unrecorded.push_back(deliver(row, params, settings));
   moved += record(pool, unrecorded);
   return moved;
@@ -461,7 +456,8 @@ runtime::ServiceSpec spec() {
 void setup(runtime::Context& ctx) {
   const auto released = ctx.db().transact(
       [&](db::Tx& tx) { return tx.exec(kReleaseOwnClaims, {ctx.instance_id()}).affected_rows(); }, tx_options());
-  if (released > 0) ctx.log()->info("publication: {} job(s) claimed by this instance's last run are free again", released);
+  if (released > 0)
+    ctx.log()->info("publication: {} job(s) claimed by this instance's last run are free again", released);
   ctx.log()->info("publication: data dir {}, kafka sinks {}", ctx.config().get_string("CONVEYOR_DATA_DIR"),
                   ctx.producer() != nullptr ? "enabled" : "disabled (no broker)");
 }

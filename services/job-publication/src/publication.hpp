@@ -50,8 +50,8 @@ namespace conveyor::publication {
 inline constexpr const char* kServiceName = "conveyor-publication";
 
 struct Settings {
-  std::filesystem::path data_dir;  // CONVEYOR_DATA_DIR: base of relative file-sink dirs
-  int batch_size = 20;             // jobs claimed per pass
+  std::filesystem::path data_dir;                // CONVEYOR_DATA_DIR: base of relative file-sink dirs
+  int batch_size = 20;                           // jobs claimed per pass
   std::chrono::milliseconds claim{300000};       // CONVEYOR_PUBLICATION_CLAIM_MS
   std::string instance;                          // the claimer's instance id
   std::chrono::milliseconds backoff_base{1000};  // CONVEYOR_PUBLICATION_BACKOFF_BASE_MS
@@ -89,8 +89,7 @@ std::optional<std::string> webhook_host(const std::string& url);
 // Why params.sink_allowed_hosts refuses a delivery to `url` (naming the
 // host, never the URL, whose path or userinfo may hold a secret); nullopt
 // when the delivery may go. An empty or unset list allows every URL.
-std::optional<std::string> sink_refusal(const std::string& url,
-                                        const model::SystemParameters& params);
+std::optional<std::string> sink_refusal(const std::string& url, const model::SystemParameters& params);
 
 // Publishes `body` to one sink; throws Error naming the sink and the problem.
 // A webhook refused by sink_allowed_hosts is a sink failure like any other

@@ -127,9 +127,10 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p,
             static_cast<double>(r[0][0].as_int()));
     if (r[0][0].as_int() > 0) {
       out.push_back({"trigger_failed", "warning",
-                     std::to_string(r[0][0].as_int()) + " done job(s) whose downstream jobs could not be created "
-                                                        "(first: job " + std::to_string(r[0][1].as_int()) +
-                         "; conveyor.trigger_pending.last_error)"});
+                     std::to_string(r[0][0].as_int()) +
+                         " done job(s) whose downstream jobs could not be created "
+                         "(first: job " +
+                         std::to_string(r[0][1].as_int()) + "; conveyor.trigger_pending.last_error)"});
     }
   }
   {
@@ -137,8 +138,8 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p,
     measure("conveyor_schedules_in_error", "schedules whose last pass failed (alert schedule_error)",
             static_cast<double>(r[0][1].as_int()));
     if (!r[0][0].as_string().empty()) {
-      out.push_back({"schedule_error", "warning",
-                     "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
+      out.push_back(
+          {"schedule_error", "warning", "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
     }
   }
   measure("conveyor_accepting_new_jobs", "system_parameters.accepting_new_jobs: 1 or 0 (alert not_accepting)",
@@ -148,7 +149,8 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p,
                    "not accepting new jobs: " +
                        (p.not_accepting_reason.empty() ? std::string("no reason given") : p.not_accepting_reason)});
   }
-  std::stable_sort(out.begin(), out.end(), [](const Alert& a, const Alert& b) { return rank(a.severity) < rank(b.severity); });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const Alert& a, const Alert& b) { return rank(a.severity) < rank(b.severity); });
   return out;
 }
 

@@ -22,8 +22,8 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr db::Statement kJobsByStatus{
-    "monitor_jobs_by_status", "SELECT status, count(*) AS n FROM conveyor.job GROUP BY status"};
+constexpr db::Statement kJobsByStatus{"monitor_jobs_by_status",
+                                      "SELECT status, count(*) AS n FROM conveyor.job GROUP BY status"};
 constexpr db::Statement kWorkersByStatus{
     "monitor_workers_by_status",
     "SELECT status, count(*) AS n, coalesce(sum(running), 0) AS running,"
@@ -87,8 +87,7 @@ void Monitor::part(const char* name, F&& fn) {
     // The database may be briefly away: the next scan retries this part.
     ctx_.log()->error("reconciler part '{}' failed: {}", name, logging::redact_url(e.what()));
     ctx_.metrics()
-        .counter("conveyor_monitor_errors_total", "reconciler parts that failed, by part",
-                 {{"part", name}})
+        .counter("conveyor_monitor_errors_total", "reconciler parts that failed, by part", {{"part", name}})
         .inc();
   }
 }
@@ -103,10 +102,8 @@ bool Monitor::scan() {
     const auto r = reap_workers(ctx_.db(), seconds(params->worker_heartbeat_timeout_s), batch_);
     if (!r) return;
     if (!r->lost_workers.empty()) {
-      log->warn("lost workers (no heartbeat for {} s): {}", params->worker_heartbeat_timeout_s,
-                join(r->lost_workers));
-      metrics
-          .counter("conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler")
+      log->warn("lost workers (no heartbeat for {} s): {}", params->worker_heartbeat_timeout_s, join(r->lost_workers));
+      metrics.counter("conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler")
           .inc(static_cast<double>(r->lost_workers.size()));
     }
     const int recovered = r->requeued + r->failed + r->canceled;
@@ -120,12 +117,9 @@ bool Monitor::scan() {
                    "started jobs that their live worker no longer ran, recovered")
           .inc(r->orphaned);
       const char* help = "started jobs of lost workers recovered by the reconciler, by outcome";
-      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "requeued"}})
-          .inc(r->requeued);
-      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "failed"}})
-          .inc(r->failed);
-      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "canceled"}})
-          .inc(r->canceled);
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "requeued"}}).inc(r->requeued);
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "failed"}}).inc(r->failed);
+      metrics.counter("conveyor_monitor_recovered_jobs_total", help, {{"outcome", "canceled"}}).inc(r->canceled);
     }
     if (recovered >= batch_) more_ = true;
   });
@@ -135,11 +129,9 @@ bool Monitor::scan() {
     if (!r || r->canceled == 0) return;
     std::string detail;
     for (const auto& [from, n] : r->from) {
-      detail += (detail.empty() ? "" : ", ") + std::string(model::to_string(from)) + ": " +
-                std::to_string(n);
+      detail += (detail.empty() ? "" : ", ") + std::string(model::to_string(from)) + ": " + std::to_string(n);
       metrics
-          .counter("conveyor_monitor_canceled_total",
-                   "jobs the reconciler moved to canceled, by the status they left",
+          .counter("conveyor_monitor_canceled_total", "jobs the reconciler moved to canceled, by the status they left",
                    {{"from_status", std::string(model::to_string(from))}})
           .inc(n);
     }
@@ -150,44 +142,36 @@ bool Monitor::scan() {
   part("restarts", [&] {
     const auto r = apply_restarts(ctx_.db(), batch_);
     if (!r || *r == 0) return;
-    log->info(
-        "restarted {} canceled job(s) whose canceled_at was set back to null (-> initialized)", *r);
-    metrics.counter("conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler")
-        .inc(*r);
+    log->info("restarted {} canceled job(s) whose canceled_at was set back to null (-> initialized)", *r);
+    metrics.counter("conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler").inc(*r);
     if (*r >= batch_) more_ = true;
   });
 
   part("stalled", [&] {
     for (const auto& [status, threshold] : params->stall_threshold_s) {
-      const auto n =
-          reemit_stalled(ctx_.db(), status, seconds(threshold), batch_, params->job_types_list);
+      const auto n = reemit_stalled(ctx_.db(), status, seconds(threshold), batch_, params->job_types_list);
       if (!n) return;  // another replica holds the lock: it does this part
       if (*n == 0) continue;
       const std::string name(model::to_string(status));
-      log->info("re-emitted the {} event of {} job(s) not moved for over {} s", name, *n,
-                threshold);
+      log->info("re-emitted the {} event of {} job(s) not moved for over {} s", name, *n, threshold);
       metrics
-          .counter("conveyor_monitor_reemitted_total",
-                   "job events re-emitted for stalled jobs, by status", {{"status", name}})
+          .counter("conveyor_monitor_reemitted_total", "job events re-emitted for stalled jobs, by status",
+                   {{"status", name}})
           .inc(*n);
       if (*n >= batch_) more_ = true;
     }
   });
 
   part("instances", [&] {
-    const auto r = reconcile_instances(ctx_.db(), seconds(params->service_heartbeat_timeout_s),
-                                       kInstanceRetention);
+    const auto r = reconcile_instances(ctx_.db(), seconds(params->service_heartbeat_timeout_s), kInstanceRetention);
     if (!r) return;
     if (!r->marked_down.empty()) {
-      log->warn("service instances down (no heartbeat for {} s): {}",
-                params->service_heartbeat_timeout_s, join(r->marked_down));
-      metrics
-          .counter("conveyor_monitor_instances_down_total",
-                   "service instances marked down by the reconciler")
+      log->warn("service instances down (no heartbeat for {} s): {}", params->service_heartbeat_timeout_s,
+                join(r->marked_down));
+      metrics.counter("conveyor_monitor_instances_down_total", "service instances marked down by the reconciler")
           .inc(static_cast<double>(r->marked_down.size()));
     }
-    if (r->purged > 0)
-      log->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
+    if (r->purged > 0) log->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
   });
 
   // Runbook 001's restart in waves (`conveyor system waves --auto`): the next
@@ -196,11 +180,11 @@ bool Monitor::scan() {
     const auto step = ctx_.db().transact([](db::Tx& tx) { return model::advance_waves(tx); });
     if (!step) return;
     if (step->done) {
-      log->info("wave run {}: wave {} drained (backlog {}); done, every job type admitted again",
-                step->run_id, step->from, step->backlog);
+      log->info("wave run {}: wave {} drained (backlog {}); done, every job type admitted again", step->run_id,
+                step->from, step->backlog);
     } else {
-      log->info("wave run {}: wave {} drained (backlog {}); wave {} admitted", step->run_id, step->from,
-                step->backlog, step->to);
+      log->info("wave run {}: wave {} drained (backlog {}); wave {} admitted", step->run_id, step->from, step->backlog,
+                step->to);
       more_ = true;  // the next wave may be drained already
     }
     metrics.counter("conveyor_monitor_wave_steps_total", "waves advanced by the monitor").inc();
@@ -234,21 +218,23 @@ void Monitor::check_alerts() {
         ctx_.log()->info("alert {} resolved", name);
         changes.push_back({{"status", "resolved"}, {"name", name}, {"severity", v.second}, {"summary", v.first}});
       }
-      metrics.gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
-                    {{"alert", name}, {"severity", v.second}})
+      metrics
+          .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+                 {{"alert", name}, {"severity", v.second}})
           .set(now.count(name) ? 1 : 0);
     }
     for (const auto& [name, v] : now) {
-      metrics.gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
-                    {{"alert", name}, {"severity", v.second}})
+      metrics
+          .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+                 {{"alert", name}, {"severity", v.second}})
           .set(1);
     }
     firing_ = std::move(now);
     if (alert_webhook_.empty()) return;
     for (const auto& change : changes) {
       try {
-        const auto r = http::http_request("POST", alert_webhook_, change.dump(),
-                                          {{"Content-Type", "application/json"}}, std::chrono::seconds(2));
+        const auto r = http::http_request("POST", alert_webhook_, change.dump(), {{"Content-Type", "application/json"}},
+                                          std::chrono::seconds(2));
         if (r.status >= 300) throw Error(errc::unavailable, "answered " + std::to_string(r.status));
       } catch (const Error& e) {
         ctx_.log()->error("alert webhook: {} not delivered: {}", change["name"].get<std::string>(),
@@ -277,7 +263,8 @@ bool Monitor::purge() {
       }
       ctx_.log()->info("retention: deleted {} job(s) finished more than {} day(s) ago, with their history and outputs",
                        r->jobs.size(), params->job_retention_days);
-      metrics.counter("conveyor_monitor_purged_total", help, {{"kind", "jobs"}}).inc(static_cast<double>(r->jobs.size()));
+      metrics.counter("conveyor_monitor_purged_total", help, {{"kind", "jobs"}})
+          .inc(static_cast<double>(r->jobs.size()));
       more = static_cast<int>(r->jobs.size()) >= batch_;
     }
     if (r->workers > 0) {
@@ -307,8 +294,7 @@ void Monitor::update_gauges() {
       jobs.clear();
       workers.clear();
       instances.clear();
-      for (const db::Row r : tx.exec(kJobsByStatus))
-        jobs[r["status"].as_string()] = r["n"].as_double();
+      for (const db::Row r : tx.exec(kJobsByStatus)) jobs[r["status"].as_string()] = r["n"].as_double();
       busy = capacity = 0;
       for (const db::Row r : tx.exec(kWorkersByStatus)) {
         workers[r["status"].as_string()] = r["n"].as_double();

@@ -13,14 +13,13 @@ constexpr db::Statement kTryLock{"monitor_try_lock", "SELECT pg_try_advisory_xac
 
 // Pending cancels (canceled_at set, not yet final). A started job is taken
 // only when no live worker runs it: a live worker kills the process itself.
-constexpr db::Statement kCancelCandidates{
-    "monitor_cancel_candidates",
-    "SELECT j.id FROM conveyor.job j "
-    "WHERE j.canceled_at IS NOT NULL AND j.status NOT IN ('done', 'canceled') "
-    "  AND (j.status <> 'started' OR NOT EXISTS ("
-    "       SELECT 1 FROM conveyor.worker w "
-    "       WHERE w.id = j.worker_id AND w.status IN ('active', 'draining'))) "
-    "ORDER BY j.canceled_at, j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
+constexpr db::Statement kCancelCandidates{"monitor_cancel_candidates",
+                                          "SELECT j.id FROM conveyor.job j "
+                                          "WHERE j.canceled_at IS NOT NULL AND j.status NOT IN ('done', 'canceled') "
+                                          "  AND (j.status <> 'started' OR NOT EXISTS ("
+                                          "       SELECT 1 FROM conveyor.worker w "
+                                          "       WHERE w.id = j.worker_id AND w.status IN ('active', 'draining'))) "
+                                          "ORDER BY j.canceled_at, j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
 
 // Runbook 000's restart: `UPDATE conveyor.job SET canceled_at = null` on a
 // canceled job (the status trigger sets canceled_at whenever a job becomes
@@ -69,8 +68,7 @@ constexpr db::Statement kReemitStalled{
     "  RETURNING 1)"
     " SELECT count(*) AS n FROM emitted"};
 
-constexpr db::Statement kNotifyOutbox{"monitor_notify_outbox",
-                                      "SELECT pg_notify('conveyor_outbox', '')"};
+constexpr db::Statement kNotifyOutbox{"monitor_notify_outbox", "SELECT pg_notify('conveyor_outbox', '')"};
 
 constexpr db::Statement kMarkInstancesDown{"monitor_mark_instances_down",
                                            "UPDATE conveyor.service_instance SET status = 'down' "
@@ -96,10 +94,9 @@ constexpr db::Statement kPurgeJobs{
     "  ORDER BY j.updated_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)"
     "DELETE FROM conveyor.job j USING doomed WHERE j.id = doomed.id RETURNING j.id"};
 
-constexpr db::Statement kPurgeWorkers{
-    "monitor_purge_workers",
-    "DELETE FROM conveyor.worker WHERE status IN ('stopped', 'lost') "
-    "AND last_heartbeat < now() - make_interval(secs => $1::float8)"};
+constexpr db::Statement kPurgeWorkers{"monitor_purge_workers",
+                                      "DELETE FROM conveyor.worker WHERE status IN ('stopped', 'lost') "
+                                      "AND last_heartbeat < now() - make_interval(secs => $1::float8)"};
 
 bool try_lock(db::Tx& tx, std::int64_t key) { return tx.exec(kTryLock, {key})[0][0].as_bool(); }
 
@@ -107,8 +104,7 @@ double seconds(std::chrono::seconds s) { return static_cast<double>(s.count()); 
 
 }  // namespace
 
-std::optional<model::ReapResult> reap_workers(db::Pool& pool,
-                                              std::chrono::seconds heartbeat_timeout, int limit) {
+std::optional<model::ReapResult> reap_workers(db::Pool& pool, std::chrono::seconds heartbeat_timeout, int limit) {
   return pool.transact([&](db::Tx& tx) -> std::optional<model::ReapResult> {
     if (!try_lock(tx, kLostWorkersLockKey)) return std::nullopt;
     return model::reap_lost_workers(tx, heartbeat_timeout, limit);
@@ -140,21 +136,19 @@ std::optional<int> apply_restarts(db::Pool& pool, int limit) {
   });
 }
 
-std::optional<int> reemit_stalled(db::Pool& pool, model::JobStatus status,
-                                  std::chrono::seconds threshold, int limit,
+std::optional<int> reemit_stalled(db::Pool& pool, model::JobStatus status, std::chrono::seconds threshold, int limit,
                                   const std::optional<std::vector<std::string>>& job_types_list) {
   return pool.transact([&](db::Tx& tx) -> std::optional<int> {
     if (!try_lock(tx, kStalledLockKey)) return std::nullopt;
-    const db::Result r = tx.exec(kReemitStalled, {std::string(model::to_string(status)),
-                                                  seconds(threshold), limit, job_types_list});
+    const db::Result r =
+        tx.exec(kReemitStalled, {std::string(model::to_string(status)), seconds(threshold), limit, job_types_list});
     const auto n = static_cast<int>(r[0][0].as_int());
     if (n > 0) tx.exec(kNotifyOutbox);  // delivered at commit: the relay wakes
     return n;
   });
 }
 
-std::optional<InstancePass> reconcile_instances(db::Pool& pool,
-                                                std::chrono::seconds heartbeat_timeout,
+std::optional<InstancePass> reconcile_instances(db::Pool& pool, std::chrono::seconds heartbeat_timeout,
                                                 std::chrono::seconds retention) {
   return pool.transact([&](db::Tx& tx) -> std::optional<InstancePass> {
     if (!try_lock(tx, kInstancesLockKey)) return std::nullopt;
@@ -179,8 +173,7 @@ std::optional<RetentionPass> purge_expired(db::Pool& pool, std::chrono::seconds 
 }
 
 std::vector<std::string> purge_log_months(const std::filesystem::path& data_dir,
-                                          std::chrono::system_clock::time_point now,
-                                          std::chrono::seconds retention) {
+                                          std::chrono::system_clock::time_point now, std::chrono::seconds retention) {
   namespace fs = std::filesystem;
   using namespace std::chrono;
   std::vector<std::string> removed;

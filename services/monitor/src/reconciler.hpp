@@ -38,8 +38,7 @@ inline constexpr std::int64_t kRetentionLockKey = 0x63766d6f6e50;    // "cvmonP"
 // a. Marks workers whose heartbeat is older than `heartbeat_timeout` lost
 //    and recovers the started jobs of lost, stopped or missing workers
 //    (model::reap_lost_workers), at most `limit` jobs.
-std::optional<model::ReapResult> reap_workers(db::Pool& pool,
-                                              std::chrono::seconds heartbeat_timeout, int limit);
+std::optional<model::ReapResult> reap_workers(db::Pool& pool, std::chrono::seconds heartbeat_timeout, int limit);
 
 struct CancelPass {
   int canceled = 0;                      // jobs moved to canceled
@@ -64,8 +63,7 @@ std::optional<int> apply_restarts(db::Pool& pool, int limit);
 //    and ready jobs admission holds on purpose (not_before in the future, a
 //    type outside `job_types_list`, a paused type or pool). Returns how
 //    many, at most `limit`.
-std::optional<int> reemit_stalled(db::Pool& pool, model::JobStatus status,
-                                  std::chrono::seconds threshold, int limit,
+std::optional<int> reemit_stalled(db::Pool& pool, model::JobStatus status, std::chrono::seconds threshold, int limit,
                                   const std::optional<std::vector<std::string>>& job_types_list);
 
 struct InstancePass {
@@ -75,8 +73,7 @@ struct InstancePass {
 // e. Service instances `up` or `draining` whose last_heartbeat is older than
 //    `heartbeat_timeout` become `down`; instances stopped or down for more
 //    than `retention` are deleted.
-std::optional<InstancePass> reconcile_instances(db::Pool& pool,
-                                                std::chrono::seconds heartbeat_timeout,
+std::optional<InstancePass> reconcile_instances(db::Pool& pool, std::chrono::seconds heartbeat_timeout,
                                                 std::chrono::seconds retention);
 
 struct RetentionPass {
@@ -96,7 +93,6 @@ std::optional<RetentionPass> purge_expired(db::Pool& pool, std::chrono::seconds 
 // sees the workers' data dir (one host, or a shared volume); elsewhere the
 // folder is missing and nothing happens.
 std::vector<std::string> purge_log_months(const std::filesystem::path& data_dir,
-                                          std::chrono::system_clock::time_point now,
-                                          std::chrono::seconds retention);
+                                          std::chrono::system_clock::time_point now, std::chrono::seconds retention);
 
 }  // namespace conveyor::monitor

@@ -48,8 +48,7 @@ constexpr db::Statement kScrapeTargets{
     "WHERE live_status IN ('up', 'draining') AND http_address IS NOT NULL ORDER BY service, id"};
 
 constexpr std::array<std::string_view, 5> kInstanceStatuses = {"up", "draining", "down", "stopped", "replaced"};
-constexpr std::array<std::string_view, 4> kWorkerStatuses = {"active", "draining", "stopped",
-                                                             "lost"};
+constexpr std::array<std::string_view, 4> kWorkerStatuses = {"active", "draining", "stopped", "lost"};
 
 template <std::size_t N>
 std::string one_of(const std::array<std::string_view, N>& values) {
@@ -62,21 +61,18 @@ template <std::size_t N>
 std::string parse_enum(const std::string& key, const std::string& value,
                        const std::array<std::string_view, N>& values) {
   if (std::find(values.begin(), values.end(), value) == values.end()) {
-    throw http::FieldError(
-        key, key + ": unknown status '" + value + "' (one of " + one_of(values) + ")");
+    throw http::FieldError(key, key + ": unknown status '" + value + "' (one of " + one_of(values) + ")");
   }
   return value;
 }
 
 // Names of services and pools: [a-z0-9._-], 1..100 characters.
 std::string parse_name(const std::string& key, const std::string& value) {
-  const bool ok =
-      !value.empty() && value.size() <= 100 && std::all_of(value.begin(), value.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-      });
+  const bool ok = !value.empty() && value.size() <= 100 && std::all_of(value.begin(), value.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+  });
   if (!ok) {
-    throw http::FieldError(
-        key, key + ": '" + value + "' is not a name (1 to 100 of a-z, 0-9, '.', '_', '-')");
+    throw http::FieldError(key, key + ": '" + value + "' is not a name (1 to 100 of a-z, 0-9, '.', '_', '-')");
   }
   return value;
 }
@@ -194,8 +190,7 @@ void add_routes(runtime::Context& ctx) {
   });
   ctx.http().route("GET", "/v1/workers", [&ctx](const http::Request& req) {
     const WorkerQuery query = parse_worker_query(req.query);
-    return http::Response::json(
-        ctx.db().transact([&](db::Tx& tx) { return list_workers(tx, query); }));
+    return http::Response::json(ctx.db().transact([&](db::Tx& tx) { return list_workers(tx, query); }));
   });
 }
 

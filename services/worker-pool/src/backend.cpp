@@ -68,7 +68,7 @@ std::string trimmed(std::string s) {
 // service-account tokens rotate). A file that cannot be read sends no token:
 // the API answers 401, which names the problem in the log.
 std::function<std::map<std::string, std::string>()> bearer_from_file(fs::path file, std::string header,
-                                                                      std::string prefix) {
+                                                                     std::string prefix) {
   return [file = std::move(file), header = std::move(header), prefix = std::move(prefix)] {
     std::map<std::string, std::string> h;
     if (const auto token = slurp(file, 64 * 1024)) h[header] = prefix + trimmed(*token);
@@ -84,13 +84,12 @@ std::function<std::map<std::string, std::string>()> fixed_header(std::string hea
 
 // The element of a kubeconfig list ("clusters", "users", "contexts") named
 // `name`, its inner object (key `inner`).
-Json named(const Json& config, const char* list, const std::string& name, const char* inner,
-           const std::string& file) {
+Json named(const Json& config, const char* list, const std::string& name, const char* inner, const std::string& file) {
   for (const Json& e : config.value(list, Json::array())) {
     if (json_string(e, "name") == name && e.contains(inner) && e[inner].is_object()) return e[inner];
   }
-  throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): no " + std::string(list) + " entry named '" +
-                                        name + "'");
+  throw Error(errc::invalid_config,
+              "CONVEYOR_KUBECONFIG (" + file + "): no " + std::string(list) + " entry named '" + name + "'");
 }
 
 // Files written from a kubeconfig's data fields, in one private directory.
@@ -109,7 +108,8 @@ std::string kube_file(const Json& obj, const std::string& key, const fs::path& d
                       const std::string& file) {
   if (const std::string data = json_string(obj, (key + "-data").c_str()); !data.empty()) {
     const auto decoded = text::base64_decode(data);
-    if (!decoded) throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): " + key + "-data is not base64");
+    if (!decoded)
+      throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): " + key + "-data is not base64");
     return priv.write(key + ".pem", *decoded).string();
   }
   const std::string path = json_string(obj, key.c_str());
@@ -139,7 +139,8 @@ KubernetesBackendOptions from_kubeconfig(const std::string& file) {
   o.api.name = "kubernetes API";
   o.api.base_url = json_string(cluster, "server");
   while (!o.api.base_url.empty() && o.api.base_url.back() == '/') o.api.base_url.pop_back();
-  if (o.api.base_url.empty()) throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): cluster has no server");
+  if (o.api.base_url.empty())
+    throw Error(errc::invalid_config, "CONVEYOR_KUBECONFIG (" + file + "): cluster has no server");
   o.api.tls.ca_file = kube_file(cluster, "certificate-authority", dir, priv, file);
   o.api.tls.verify = !cluster.value("insecure-skip-tls-verify", false);
   o.api.tls.client_cert_file = kube_file(user, "client-certificate", dir, priv, file);

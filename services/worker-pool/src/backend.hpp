@@ -77,8 +77,8 @@ class Backend {
 // What a LocalBackend needs; filled from the pool's configuration by make_backend().
 // The database URL of the workers (CONVEYOR_WORKER_DATABASE_URL, else the pool's).
 struct WorkerDatabase {
-  std::string url;                  // used when `file` is empty
-  std::filesystem::path file;       // a secret file holding the URL
+  std::string url;             // used when `file` is empty
+  std::filesystem::path file;  // a secret file holding the URL
 };
 
 struct LocalBackendOptions {
@@ -118,12 +118,12 @@ WorkerDatabase worker_database(const config::Config& config, bool* shared);
 std::unique_ptr<Backend> make_local_backend(LocalBackendOptions options);
 
 struct KubernetesBackendOptions {
-  ApiEndpoint api;                // the API server, bearer token, CA
-  std::string namespace_name;     // where the pool's pods and the PodTemplate live
-  std::string pod_template;       // PodTemplate name (CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE)
-  std::string pool;               // CONVEYOR_WORKER_POOL
+  ApiEndpoint api;                              // the API server, bearer token, CA
+  std::string namespace_name;                   // where the pool's pods and the PodTemplate live
+  std::string pod_template;                     // PodTemplate name (CONVEYOR_WORKERPOOL_KUBERNETES_POD_TEMPLATE)
+  std::string pool;                             // CONVEYOR_WORKER_POOL
   std::chrono::milliseconds kill_grace{10000};  // gracePeriodSeconds of a DELETE
-  std::filesystem::path private_dir;  // files written from a kubeconfig; removed with the backend
+  std::filesystem::path private_dir;            // files written from a kubeconfig; removed with the backend
 };
 std::unique_ptr<Backend> make_kubernetes_backend(KubernetesBackendOptions options);
 

@@ -47,8 +47,7 @@ int spawn_child(const SpawnOptions& options) {
 
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   if (!options.log_file.empty()) {
-    posix_spawn_file_actions_addopen(&actions, 1, options.log_file.c_str(),
-                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_addopen(&actions, 1, options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
   }
   // The pool's own descriptors (database, broker, HTTP) stay the pool's.
@@ -66,13 +65,11 @@ int spawn_child(const SpawnOptions& options) {
   posix_spawnattr_setsigdefault(&attr, &all);
 
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, options.executable.c_str(), &actions, &attr, argv.data(),
-                               envp.data());
+  const int rc = ::posix_spawn(&pid, options.executable.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
-    throw Error(errc::unavailable,
-                fmt::format("cannot start {}: {}", options.executable.string(), std::strerror(rc)));
+    throw Error(errc::unavailable, fmt::format("cannot start {}: {}", options.executable.string(), std::strerror(rc)));
   }
   return pid;
 }
@@ -108,8 +105,8 @@ std::optional<ExitStatus> try_reap(int pid) {
 
 bool send_signal(int pid, int sig) { return pid > 0 && ::kill(pid, sig) == 0; }
 
-std::optional<fs::path> find_executable(const std::string& configured, const std::string& name,
-                                        const fs::path& self, const std::string& path) {
+std::optional<fs::path> find_executable(const std::string& configured, const std::string& name, const fs::path& self,
+                                        const std::string& path) {
   // A path is taken as it is; a bare name is looked up on PATH, as a shell would.
   if (configured.find('/') != std::string::npos) {
     if (is_executable_file(configured)) return fs::path(configured);
@@ -117,16 +114,14 @@ std::optional<fs::path> find_executable(const std::string& configured, const std
   }
   const std::string wanted = configured.empty() ? name : configured;
   if (configured.empty() && !self.empty()) {
-    for (const fs::path& candidate :
-         {self.parent_path() / name, self.parent_path().parent_path() / "worker" / name}) {
+    for (const fs::path& candidate : {self.parent_path() / name, self.parent_path().parent_path() / "worker" / name}) {
       if (is_executable_file(candidate)) return candidate;
     }
   }
   std::size_t start = 0;
   while (start <= path.size()) {
     const std::size_t colon = path.find(':', start);
-    const std::string dir =
-        path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    const std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
     if (!dir.empty()) {
       const fs::path candidate = fs::path(dir) / wanted;
       if (is_executable_file(candidate)) return candidate;

@@ -14,8 +14,8 @@
 namespace conveyor::workerpool {
 
 struct SpawnOptions {
-  std::filesystem::path executable;  // absolute, or relative to the current directory
-  std::vector<std::string> args;     // after argv[0] (argv[0] is the executable's file name)
+  std::filesystem::path executable;        // absolute, or relative to the current directory
+  std::vector<std::string> args;           // after argv[0] (argv[0] is the executable's file name)
   std::map<std::string, std::string> env;  // the complete environment
   // Empty: stdout and stderr are inherited; else both are appended to this file.
   std::filesystem::path log_file;
@@ -48,10 +48,8 @@ bool send_signal(int pid, int sig);
 // directory of `self` (/proc/self/exe: an installed image), then in
 // `self`/../worker (the build tree), then on `path` (PATH). nullopt when
 // none is an executable file.
-std::optional<std::filesystem::path> find_executable(const std::string& configured,
-                                                     const std::string& name,
-                                                     const std::filesystem::path& self,
-                                                     const std::string& path);
+std::optional<std::filesystem::path> find_executable(const std::string& configured, const std::string& name,
+                                                     const std::filesystem::path& self, const std::string& path);
 
 // A new 0700 directory under $TMPDIR named <prefix>XXXXXX; `what` names its
 // purpose in the error. Throws Error(unavailable).

@@ -40,18 +40,30 @@ std::string api_message(const std::string& body) {
 
 std::string reason_phrase(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "";
   }
 }
 
@@ -87,8 +99,8 @@ Json ApiClient::call(const std::string& method, const std::string& path, const J
 
 std::chrono::milliseconds Backoff::failed(Clock::time_point now) {
   ++failures_;
-  const auto wait = std::min<std::chrono::milliseconds>(
-      std::chrono::milliseconds(1000LL << std::min(failures_ - 1, 5)), std::chrono::seconds(30));
+  const auto wait = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000LL << std::min(failures_ - 1, 5)),
+                                                        std::chrono::seconds(30));
   until_ = now + wait;
   return wait;
 }

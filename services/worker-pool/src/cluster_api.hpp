@@ -35,7 +35,10 @@ struct ApiEndpoint {
 class ApiError : public Error {
  public:
   ApiError(int status, const std::string& message)
-      : Error(status == 404 ? errc::not_found : status == 409 ? errc::conflict : errc::unavailable, message),
+      : Error(status == 404   ? errc::not_found
+              : status == 409 ? errc::conflict
+                              : errc::unavailable,
+              message),
         status_(status) {}
   int status() const noexcept { return status_; }
 
@@ -75,7 +78,10 @@ class Backoff {
   bool ready(Clock::time_point now = Clock::now()) const { return !until_ || now >= *until_; }
   // Records a failure; returns the wait before the next try.
   std::chrono::milliseconds failed(Clock::time_point now = Clock::now());
-  void succeeded() { failures_ = 0; until_.reset(); }
+  void succeeded() {
+    failures_ = 0;
+    until_.reset();
+  }
   int failures() const { return failures_; }
 
  private:

@@ -39,7 +39,8 @@ std::vector<ExitedWorker> ClusterBackend::reap() {
     const auto pending = removals_;
     for (const std::string& id : pending) request_removal(id);
     std::vector<ExitedWorker> out = list();
-    if (backoff_.failures() > 0) log_->info("{} answers again (after {} failed call(s))", api_name_, backoff_.failures());
+    if (backoff_.failures() > 0)
+      log_->info("{} answers again (after {} failed call(s))", api_name_, backoff_.failures());
     backoff_.succeeded();
     return out;
   } catch (const Error& e) {

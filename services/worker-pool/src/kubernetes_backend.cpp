@@ -97,7 +97,8 @@ class KubernetesBackend final : public ClusterBackend {
       const std::string pod_name = json_string(meta, "name");
       if (pod_name.empty()) continue;
       const Json annotations = meta.value("annotations", Json::object());
-      if (const std::string pool = json_string(annotations, kPoolAnnotation); !pool.empty() && pool != o_.pool) continue;
+      if (const std::string pool = json_string(annotations, kPoolAnnotation); !pool.empty() && pool != o_.pool)
+        continue;
       listed.insert(pod_name);
       std::string worker = json_string(annotations, kWorkerNameAnnotation);
       if (worker.empty()) worker = pod_name;

@@ -45,8 +45,8 @@ class LocalBackend final : public Backend {
       std::error_code ec;
       fs::create_directories(options_.log_dir, ec);
       if (ec) {
-        throw Error(errc::invalid_config, "CONVEYOR_WORKERPOOL_LOG_DIR: cannot create " +
-                                              options_.log_dir.string() + ": " + ec.message());
+        throw Error(errc::invalid_config,
+                    "CONVEYOR_WORKERPOOL_LOG_DIR: cannot create " + options_.log_dir.string() + ": " + ec.message());
       }
     }
     for (const fs::path& file : options_.env_files) env_files_.push_back(worker_env_file(file));
@@ -79,8 +79,7 @@ class LocalBackend final : public Backend {
     if (!options_.log_dir.empty()) o.log_file = options_.log_dir / (name + ".log");
     const int pid = spawn_child(o);
     children_[name] = Child{pid, Clock::now(), std::nullopt, false};
-    log_->info("started worker {} (pid {}){}", name, pid,
-               o.log_file.empty() ? "" : ", log " + o.log_file.string());
+    log_->info("started worker {} (pid {}){}", name, pid, o.log_file.empty() ? "" : ", log " + o.log_file.string());
   }
 
   void drain(const std::string& name) override {
@@ -94,8 +93,8 @@ class LocalBackend final : public Backend {
     if (it == children_.end() || it->second.kill_at) return;
     send_signal(it->second.pid, SIGTERM);
     it->second.kill_at = Clock::now() + options_.kill_grace;
-    log_->warn("stopping worker {} (pid {}): SIGTERM, SIGKILL in {} ms if it is still there", name,
-               it->second.pid, options_.kill_grace.count());
+    log_->warn("stopping worker {} (pid {}): SIGTERM, SIGKILL in {} ms if it is still there", name, it->second.pid,
+               options_.kill_grace.count());
   }
 
   std::vector<ExitedWorker> reap() override {
@@ -191,8 +190,7 @@ class LocalBackend final : public Backend {
     }
     const fs::path copy = private_dir_ / (std::to_string(env_files_.size() + 1) + "-" + file.filename().string());
     write_private_file(copy, text);
-    log_->info("env file {} sets conveyor-workerpool keys: workers get {} without them", file.string(),
-               copy.string());
+    log_->info("env file {} sets conveyor-workerpool keys: workers get {} without them", file.string(), copy.string());
     return copy;
   }
 

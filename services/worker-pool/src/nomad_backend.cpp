@@ -39,7 +39,8 @@ Counts counts(const Json& stub) {
 
 class NomadBackend final : public ClusterBackend {
  public:
-  explicit NomadBackend(NomadBackendOptions o) : ClusterBackend(o.api.name, "dispatched job"), o_(std::move(o)), api_(o_.api) {
+  explicit NomadBackend(NomadBackendOptions o)
+      : ClusterBackend(o.api.name, "dispatched job"), o_(std::move(o)), api_(o_.api) {
     query_ = "namespace=" + url_encode(o_.namespace_name);
     if (!o_.region.empty()) query_ += "&region=" + url_encode(o_.region);
     log_->info("nomad backend: API {}, namespace {}, workers are dispatches of job {}", o_.api.base_url,

@@ -29,8 +29,8 @@ namespace conveyor::workerpool {
 struct ActiveWorker {
   std::int64_t id = 0;
   std::string name;
-  int running = 0;         // jobs it runs (as of its last heartbeat)
-  double started_at = 0;   // epoch seconds; larger = newer
+  int running = 0;        // jobs it runs (as of its last heartbeat)
+  double started_at = 0;  // epoch seconds; larger = newer
 };
 
 struct ScalingInput {
@@ -49,8 +49,8 @@ struct ScalingInput {
 struct ScalingPlan {
   int live = 0;
   int desired = 0;
-  int spawn = 0;                      // workers to start now
-  std::vector<ActiveWorker> drain;    // rows to set draining now
+  int spawn = 0;                          // workers to start now
+  std::vector<ActiveWorker> drain;        // rows to set draining now
   std::vector<std::string> stop_pending;  // own starting workers to stop (over max with too few rows)
   // What was decided and why, with the numbers; empty when nothing changes.
   std::string message;

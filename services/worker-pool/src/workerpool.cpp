@@ -25,10 +25,9 @@ constexpr db::Statement kHoldsLock{
 // The pool's demand: admission (conveyor-execution) moves ready -> queued
 // only up to max_number_of_worker_instances x worker_concurrency, so what
 // is queued or started is what workers are needed for.
-constexpr db::Statement kDemand{
-    "workerpool_demand",
-    "SELECT count(*) FROM conveyor.job "
-    "WHERE status IN ('queued', 'started') AND conveyor.job_pool(config) = $1"};
+constexpr db::Statement kDemand{"workerpool_demand",
+                                "SELECT count(*) FROM conveyor.job "
+                                "WHERE status IN ('queued', 'started') AND conveyor.job_pool(config) = $1"};
 
 // The pool's live and draining rows, plus the rows of our own workers
 // whatever their state (to tell registered from still starting, and to
@@ -41,8 +40,7 @@ constexpr db::Statement kWorkers{
     "WHERE (pool = $1 AND status IN ('active', 'draining')) OR name = ANY($2::text[])"};
 
 // Scale-down: the worker claims nothing more and exits once idle.
-constexpr db::Statement kDrain{
-    "workerpool_drain", "SELECT * FROM conveyor.drain_worker($1)"};
+constexpr db::Statement kDrain{"workerpool_drain", "SELECT * FROM conveyor.drain_worker($1)"};
 
 constexpr const char* kLostHelp = "workers this process marked lost (its own worker exited, or heartbeat timeout)";
 
@@ -182,7 +180,7 @@ std::vector<std::filesystem::path> env_file_args(int argc, char** argv) noexcept
 
 struct WorkerPool::Observed {
   std::int64_t demand = 0;
-  std::vector<ActiveWorker> active;       // the pool's active rows with a fresh heartbeat
+  std::vector<ActiveWorker> active;        // the pool's active rows with a fresh heartbeat
   int draining = 0;                        // the pool's draining rows with a fresh heartbeat
   std::map<std::string, std::string> own;  // own worker name -> its row's status
 };
@@ -212,8 +210,8 @@ WorkerPool::WorkerPool(runtime::Context& ctx, std::unique_ptr<Backend> backend)
   m.counter("conveyor_workerpool_drained_total", "workers set draining by this process");
   m.counter("conveyor_workerpool_lost_total", kLostHelp);
   m.gauge("conveyor_workerpool_leader", "1 while this process is the pool's leader");
-  ctx_.log()->info("worker pool '{}' ({} backend, lock key {}): standing by until it holds the lead",
-                   pool_, backend_->kind(), lock_key_);
+  ctx_.log()->info("worker pool '{}' ({} backend, lock key {}): standing by until it holds the lead", pool_,
+                   backend_->kind(), lock_key_);
 }
 
 WorkerPool::~WorkerPool() = default;
@@ -269,16 +267,14 @@ void WorkerPool::tick() {
     if (row != seen.own.end()) {
       if (registered_.insert(w.name).second) failed_starts_ = 0;
       if (row->second == "lost") {
-        ctx_.log()->warn("{} is marked lost but its process still runs (hung): stopping it",
-                         who(w.name, w.pid));
+        ctx_.log()->warn("{} is marked lost but its process still runs (hung): stopping it", who(w.name, w.pid));
         backend_->terminate(w.name);
       }
       continue;
     }
     const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - w.spawned);
     if (age > start_timeout_) {
-      ctx_.log()->warn("{} has not registered {} ms after its start: stopping it", who(w.name, w.pid),
-                       age.count());
+      ctx_.log()->warn("{} has not registered {} ms after its start: stopping it", who(w.name, w.pid), age.count());
       backend_->terminate(w.name);
       continue;
     }
@@ -294,9 +290,11 @@ void WorkerPool::tick() {
   const ScalingPlan plan = scaler_.plan(in, now);
   auto& m = ctx_.metrics();
   const auto workers_help = "workers of the pool by state (pending: started, not registered)";
-  m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "active"}}).set(static_cast<double>(in.active.size()));
+  m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "active"}})
+      .set(static_cast<double>(in.active.size()));
   m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "draining"}}).set(seen.draining);
-  m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "pending"}}).set(static_cast<double>(in.pending.size()));
+  m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "pending"}})
+      .set(static_cast<double>(in.pending.size()));
   m.gauge("conveyor_workerpool_desired_workers", "workers the scaling rule asks for").set(plan.desired);
   m.gauge("conveyor_workerpool_demand_jobs", "jobs of the pool that are queued or started")
       .set(static_cast<double>(seen.demand));
@@ -366,8 +364,7 @@ void WorkerPool::collect_exits() {
       ctx_.log()->info("{} exited: {}", who(e.name, e.pid), e.how);
       continue;
     }
-    ctx_.log()->warn("{} exited: {}{}", who(e.name, e.pid), e.how,
-                     registered ? "" : " before it registered");
+    ctx_.log()->warn("{} exited: {}{}", who(e.name, e.pid), e.how, registered ? "" : " before it registered");
     if (!registered) failed_start();
   }
   mark_gone();
@@ -394,9 +391,10 @@ void WorkerPool::mark_gone() {
   if (r.lost_workers.empty()) return;
   std::string list;
   for (const auto& n : r.lost_workers) list += (list.empty() ? "" : ", ") + n;
-  ctx_.log()->warn("marked {} exited worker(s) lost at once: {}; their jobs: {} requeued (attempt + 1), {} "
-                   "internal_error (worker_lost, attempts spent), {} canceled",
-                   r.lost_workers.size(), list, r.requeued, r.failed, r.canceled);
+  ctx_.log()->warn(
+      "marked {} exited worker(s) lost at once: {}; their jobs: {} requeued (attempt + 1), {} "
+      "internal_error (worker_lost, attempts spent), {} canceled",
+      r.lost_workers.size(), list, r.requeued, r.failed, r.canceled);
   ctx_.metrics().counter("conveyor_workerpool_lost_total", kLostHelp).inc(static_cast<double>(r.lost_workers.size()));
 }
 
@@ -413,21 +411,19 @@ void WorkerPool::failed_start() {
 void WorkerPool::reap_lost() {
   const auto params = ctx_.parameters();
   const auto timeout = std::chrono::seconds(params->worker_heartbeat_timeout_s);
-  const model::ReapResult r =
-      ctx_.db().transact([&](db::Tx& tx) { return model::reap_lost_workers(tx, timeout); });
+  const model::ReapResult r = ctx_.db().transact([&](db::Tx& tx) { return model::reap_lost_workers(tx, timeout); });
   if (!r.lost_workers.empty()) {
     std::string names;
     for (const auto& n : r.lost_workers) names += (names.empty() ? "" : ", ") + n;
-    ctx_.log()->warn("marked {} worker(s) lost: no heartbeat for {} s: {}", r.lost_workers.size(),
-                     timeout.count(), names);
-    ctx_.metrics()
-        .counter("conveyor_workerpool_lost_total", kLostHelp)
-        .inc(static_cast<double>(r.lost_workers.size()));
+    ctx_.log()->warn("marked {} worker(s) lost: no heartbeat for {} s: {}", r.lost_workers.size(), timeout.count(),
+                     names);
+    ctx_.metrics().counter("conveyor_workerpool_lost_total", kLostHelp).inc(static_cast<double>(r.lost_workers.size()));
   }
   if (r.requeued + r.failed + r.canceled > 0) {
-    ctx_.log()->warn("jobs of lost or stopped workers: {} requeued (attempt + 1), {} internal_error "
-                     "(worker_lost, attempts spent), {} canceled",
-                     r.requeued, r.failed, r.canceled);
+    ctx_.log()->warn(
+        "jobs of lost or stopped workers: {} requeued (attempt + 1), {} internal_error "
+        "(worker_lost, attempts spent), {} canceled",
+        r.requeued, r.failed, r.canceled);
   }
 }
 
@@ -437,7 +433,8 @@ WorkerPool::Observed WorkerPool::observe(const model::SystemParameters& params) 
   return ctx_.db().transact([&](db::Tx& tx) {
     Observed o;
     o.demand = tx.exec(kDemand, {pool_})[0][0].as_int();
-    for (const auto row : tx.exec(kWorkers, {pool_, own_names, static_cast<double>(params.worker_heartbeat_timeout_s)})) {
+    for (const auto row :
+         tx.exec(kWorkers, {pool_, own_names, static_cast<double>(params.worker_heartbeat_timeout_s)})) {
       const std::string name = row["name"].as_string();
       const std::string status = row["status"].as_string();
       if (std::find(own_names.begin(), own_names.end(), name) != own_names.end()) o.own[name] = status;
@@ -472,8 +469,8 @@ void WorkerPool::spawn_workers(int n) {
   const auto now = Clock::now();
   if (hold_spawns_until_ && now < *hold_spawns_until_) {
     ctx_.log()->debug("not starting {} worker(s) yet: backing off after {} failed start(s) ({} ms left)", n,
-                     failed_starts_,
-                     std::chrono::duration_cast<std::chrono::milliseconds>(*hold_spawns_until_ - now).count());
+                      failed_starts_,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(*hold_spawns_until_ - now).count());
     return;
   }
   hold_spawns_until_.reset();

@@ -94,10 +94,10 @@ class WorkerPool {
   bool leader_ = false;
   bool standby_logged_ = false;
   Scaler scaler_;
-  std::uint64_t seq_ = 0;              // names of own workers: <instance>-<pid>-<seq>
-  std::set<std::string> registered_;   // own workers seen with a conveyor.worker row
-  std::set<std::string> gone_;         // own workers that exited, their rows not yet marked lost
-  int failed_starts_ = 0;              // consecutive own workers that died before registering
+  std::uint64_t seq_ = 0;             // names of own workers: <instance>-<pid>-<seq>
+  std::set<std::string> registered_;  // own workers seen with a conveyor.worker row
+  std::set<std::string> gone_;        // own workers that exited, their rows not yet marked lost
+  int failed_starts_ = 0;             // consecutive own workers that died before registering
   std::optional<Clock::time_point> hold_spawns_until_;
 };
 

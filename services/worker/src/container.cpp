@@ -49,12 +49,11 @@ struct CallResult {
 constexpr std::size_t kMaxOutLines = 10'000;
 constexpr std::size_t kMaxErrLines = 8;
 
-CallResult call(const RuntimeCalls& calls, std::vector<std::string> args,
-                std::chrono::milliseconds timeout, const std::atomic<StopReason>& stop) {
+CallResult call(const RuntimeCalls& calls, std::vector<std::string> args, std::chrono::milliseconds timeout,
+                const std::atomic<StopReason>& stop) {
   ProcessOptions o;
   o.argv.push_back(calls.runtime.program);
-  o.argv.insert(o.argv.end(), std::make_move_iterator(args.begin()),
-                std::make_move_iterator(args.end()));
+  o.argv.insert(o.argv.end(), std::make_move_iterator(args.begin()), std::make_move_iterator(args.end()));
   o.env = calls.env;
   o.cwd = "/";
   o.timeout = timeout;
@@ -93,8 +92,7 @@ std::vector<std::string> rm_args(const RuntimeCalls& calls) {
 bool rm_ok(const CallResult& r) {
   if (r.ok()) return true;
   for (const auto& l : r.err) {
-    if (l.find("No such container") != std::string::npos ||
-        l.find("no such container") != std::string::npos) {
+    if (l.find("No such container") != std::string::npos || l.find("no such container") != std::string::npos) {
       return true;
     }
   }
@@ -120,8 +118,7 @@ std::string joined(const std::vector<std::string>& lines) {
 }
 
 // `image inspect` of podman and docker: an array of objects.
-std::optional<ImageInfo> inspect_image(const RuntimeCalls& calls, const std::string& reference,
-                                       std::string& error) {
+std::optional<ImageInfo> inspect_image(const RuntimeCalls& calls, const std::string& reference, std::string& error) {
   auto r = call(calls, {"image", "inspect", reference});  // a JSON array, podman and docker
   if (!r.ok()) {
     error = r.error_text();
@@ -140,8 +137,7 @@ std::optional<ImageInfo> inspect_image(const RuntimeCalls& calls, const std::str
     if (!info.id.empty() && info.id.rfind("sha256:", 0) != 0) info.id = "sha256:" + info.id;
     info.digest = i.value("Digest", std::string());
     if (info.digest.empty()) {
-      if (auto d = i.find("RepoDigests"); d != i.end() && d->is_array() && !d->empty() &&
-                                          (*d)[0].is_string()) {
+      if (auto d = i.find("RepoDigests"); d != i.end() && d->is_array() && !d->empty() && (*d)[0].is_string()) {
         const auto rd = (*d)[0].get<std::string>();
         const auto at = rd.find('@');
         info.digest = at == std::string::npos ? rd : rd.substr(at + 1);
@@ -202,8 +198,7 @@ class EnvFile {
     const int fd = ::mkstemp(templ.data());
     if (fd < 0) {
       throw ContainerError("container_runtime",
-                           "cannot create the container's environment file in " + templ + ": " +
-                               std::strerror(errno));
+                           "cannot create the container's environment file in " + templ + ": " + std::strerror(errno));
     }
     path_ = templ;
     const std::string text = env_file_text(env);
@@ -215,8 +210,8 @@ class EnvFile {
       if (n <= 0) {
         ::close(fd);
         ::unlink(path_.c_str());
-        throw ContainerError("container_runtime", "cannot write the container's environment file " +
-                                                      path_.string() + ": " + std::strerror(errno));
+        throw ContainerError("container_runtime", "cannot write the container's environment file " + path_.string() +
+                                                      ": " + std::strerror(errno));
       }
       p += n;
       left -= static_cast<std::size_t>(n);
@@ -242,9 +237,8 @@ constexpr const char* kProxyVariables[] = {"http_proxy", "https_proxy", "ftp_pro
 
 bool env_name(std::string_view k) {
   if (k.empty() || std::isdigit(static_cast<unsigned char>(k.front()))) return false;
-  return std::all_of(k.begin(), k.end(), [](char c) {
-    return c == '_' || std::isalnum(static_cast<unsigned char>(c));
-  });
+  return std::all_of(k.begin(), k.end(),
+                     [](char c) { return c == '_' || std::isalnum(static_cast<unsigned char>(c)); });
 }
 
 bool cgroup_v2() { return fs::exists("/sys/fs/cgroup/cgroup.controllers"); }
@@ -291,8 +285,7 @@ std::optional<ContainerRuntime> find_runtime(const std::string& configured, std:
     return std::nullopt;
   };
   auto kind_of = [](const std::string& program) {
-    return fs::path(program).filename().string().find("docker") != std::string::npos ? "docker"
-                                                                                      : "podman";
+    return fs::path(program).filename().string().find("docker") != std::string::npos ? "docker" : "podman";
   };
   if (!configured.empty()) {
     if (auto p = on_path(configured)) return ContainerRuntime{*p, kind_of(*p)};
@@ -302,13 +295,13 @@ std::optional<ContainerRuntime> find_runtime(const std::string& configured, std:
   for (const char* name : {"podman", "docker"}) {
     if (auto p = on_path(name)) return ContainerRuntime{*p, kind_of(*p)};
   }
-  why = "no container runtime: neither podman nor docker is on PATH (install podman, or set "
-        "CONVEYOR_CONTAINER_RUNTIME)";
+  why =
+      "no container runtime: neither podman nor docker is on PATH (install podman, or set "
+      "CONVEYOR_CONTAINER_RUNTIME)";
   return std::nullopt;
 }
 
-std::map<std::string, std::string> runtime_client_environment(
-    const std::map<std::string, std::string>& worker_env) {
+std::map<std::string, std::string> runtime_client_environment(const std::map<std::string, std::string>& worker_env) {
   std::map<std::string, std::string> env;
   for (const auto& [k, v] : worker_env) {
     if (!model::reserved_env_name(k)) env.emplace(k, v);
@@ -328,8 +321,8 @@ std::string container_name(std::int64_t job_id, int attempt) {
   return fmt::format("conveyor-job-{}-{}", job_id, attempt);
 }
 
-std::string container_cgroup(const std::string& base, const std::string& installation,
-                             std::int64_t job_id, int attempt) {
+std::string container_cgroup(const std::string& base, const std::string& installation, std::int64_t job_id,
+                             int attempt) {
   if (base.empty()) return {};
   std::string b = base;
   while (!b.empty() && b.back() == '/') b.pop_back();
@@ -350,8 +343,8 @@ std::vector<std::string> run_arguments(const ContainerSpec& s) {
   label(kLabelWorker, s.worker);
   // Signals go through `stop`, not through the client; the image was
   // resolved (and pulled) before; nothing runs as root or gains privileges.
-  a.insert(a.end(), {"--sig-proxy=false", "--pull=never", "--user", s.user, "--cap-drop=ALL",
-                     "--security-opt", "no-new-privileges"});
+  a.insert(a.end(), {"--sig-proxy=false", "--pull=never", "--user", s.user, "--cap-drop=ALL", "--security-opt",
+                     "no-new-privileges"});
   if (s.keep_id) a.push_back("--userns=keep-id");
   a.push_back("--network");
   a.push_back(s.network ? "bridge" : "none");
@@ -396,8 +389,7 @@ std::vector<std::string> run_arguments(const ContainerSpec& s) {
   return a;
 }
 
-ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference,
-                        const std::atomic<StopReason>& stop) {
+ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference, const std::atomic<StopReason>& stop) {
   std::string error;
   if (auto info = inspect_image(calls, reference, error)) return *info;
   auto pulled = call(calls, {"pull", "--quiet", reference}, calls.pull_timeout, stop);
@@ -405,13 +397,11 @@ ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference,
     throw ContainerError("image_pull", "pulling image '" + reference + "' was interrupted");
   }
   if (!pulled.ok()) {
-    throw ContainerError("image_pull", "cannot pull image '" + reference +
-                                           "': " + pulled.error_text());
+    throw ContainerError("image_pull", "cannot pull image '" + reference + "': " + pulled.error_text());
   }
   auto info = inspect_image(calls, reference, error);
   if (!info) {
-    throw ContainerError("image_pull",
-                         "image '" + reference + "' pulled but cannot be inspected: " + error);
+    throw ContainerError("image_pull", "image '" + reference + "' pulled but cannot be inspected: " + error);
   }
   return *info;
 }
@@ -449,9 +439,8 @@ class Helpers {
 
 }  // namespace
 
-ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec,
-                             const ProcessOptions& process, const std::atomic<StopReason>& stop,
-                             const LineSink& on_line) {
+ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
+                             const std::atomic<StopReason>& stop, const LineSink& on_line) {
   const std::string name = container_name(spec.job_id, spec.attempt);
   // The environment file: private to this worker's user, removed after the run.
   EnvFile env_file(spec.env, spec.env_dir);
@@ -504,8 +493,8 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   client_exited = true;
   helpers.join();
   // Gone already after a normal end (--rm). Anything else may have left it.
-  const bool abnormal = outcome.timed_out || outcome.stopped != StopReason::none ||
-                        outcome.term_signal || outcome.exit_code.value_or(0) >= 125;
+  const bool abnormal = outcome.timed_out || outcome.stopped != StopReason::none || outcome.term_signal ||
+                        outcome.exit_code.value_or(0) >= 125;
   if (abnormal) {
     auto a = rm_args(calls);
     a.push_back(name);
@@ -522,22 +511,17 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   // exit code like any other. 126 and 127 (the container's command not
   // executable, not found) mean what they mean for a process.
   const bool runtime_said_error =
-      !last_err.empty() && (last_err.back().rfind("Error: ", 0) == 0 ||
-                            last_err.back().rfind("docker: Error", 0) == 0);
-  if (outcome.exit_code == 125 && runtime_said_error && !outcome.timed_out &&
-      outcome.stopped == StopReason::none) {
+      !last_err.empty() && (last_err.back().rfind("Error: ", 0) == 0 || last_err.back().rfind("docker: Error", 0) == 0);
+  if (outcome.exit_code == 125 && runtime_said_error && !outcome.timed_out && outcome.stopped == StopReason::none) {
     std::string said;
     for (const auto& l : last_err) said += (said.empty() ? "" : "; ") + l;
-    throw ContainerError("container_runtime",
-                         "the container runtime could not run the container (exit 125): " + said);
+    throw ContainerError("container_runtime", "the container runtime could not run the container (exit 125): " + said);
   }
   return outcome;
 }
 
-std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
-                                              const std::string& installation,
-                                              std::optional<std::int64_t> job_id,
-                                              const std::atomic<StopReason>* stop) {
+std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls, const std::string& installation,
+                                              std::optional<std::int64_t> job_id, const std::atomic<StopReason>* stop) {
   std::vector<std::string> args = {"ps", "--all", "--no-trunc", "--filter",
                                    std::string("label=") + kLabelInstallation + "=" + installation};
   if (job_id) {
@@ -575,10 +559,8 @@ std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
   return out;
 }
 
-std::vector<std::string> remove_containers(const RuntimeCalls& calls,
-                                           const std::vector<LabeledContainer>& containers,
-                                           const std::string& cgroup_base,
-                                           const std::string& installation,
+std::vector<std::string> remove_containers(const RuntimeCalls& calls, const std::vector<LabeledContainer>& containers,
+                                           const std::string& cgroup_base, const std::string& installation,
                                            const std::atomic<StopReason>* stop) {
   std::vector<std::string> removed;
   if (containers.empty()) return removed;
@@ -596,9 +578,8 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls,
 }
 
 std::string cgroup_manager(const RuntimeCalls& calls) {
-  const auto r = call(calls, {"info", "--format", calls.runtime.kind == "docker"
-                                                      ? "{{.CgroupDriver}}"
-                                                      : "{{.Host.CgroupManager}}"});
+  const auto r = call(
+      calls, {"info", "--format", calls.runtime.kind == "docker" ? "{{.CgroupDriver}}" : "{{.Host.CgroupManager}}"});
   if (!r.ok() || r.out.empty()) return {};
   return r.out.front();
 }
@@ -622,8 +603,7 @@ Usage take_cgroup_usage(const std::string& cgroup) {
         break;
       }
     }
-    if (auto peak = number_file(fs::path("/sys/fs/cgroup/memory") / rel /
-                                "memory.max_usage_in_bytes")) {
+    if (auto peak = number_file(fs::path("/sys/fs/cgroup/memory") / rel / "memory.max_usage_in_bytes")) {
       u.max_rss_kb = *peak / 1024;
     }
   }

@@ -63,15 +63,15 @@ struct ContainerSpec {
   int attempt = 0;
   std::string job_type;
   std::string worker;
-  std::string image;                      // what to run: the image id from resolve_image
-  std::vector<std::string> argv;          // empty: the image's own entrypoint and command
-  std::map<std::string, std::string> env; // the container's whole environment (besides the image's)
+  std::string image;                       // what to run: the image id from resolve_image
+  std::vector<std::string> argv;           // empty: the image's own entrypoint and command
+  std::map<std::string, std::string> env;  // the container's whole environment (besides the image's)
   // Set: the variables of `env` go through this file (--env-file), so that
   // their values are not in the runtime client's command line, which every
   // user of the host can read in /proc. A value with a newline cannot be in
   // the file and stays --env. run_container writes it (mode 0600).
   std::filesystem::path env_file;
-  std::filesystem::path env_dir;  // where run_container writes it; empty: $TMPDIR or /tmp
+  std::filesystem::path env_dir;          // where run_container writes it; empty: $TMPDIR or /tmp
   std::filesystem::path host_output_dir;  // mounted read-write at model::kContainerOutputDir
   std::vector<std::string> inputs;        // host paths, mounted read-only at the same path
   model::Resources resources;
@@ -85,8 +85,8 @@ struct ContainerSpec {
 std::string container_name(std::int64_t job_id, int attempt);
 // "/<base>/<installation>-job-<id>-<attempt>": a cgroup of its own per attempt,
 // whose counters still hold the container's usage once it is gone.
-std::string container_cgroup(const std::string& base, const std::string& installation,
-                             std::int64_t job_id, int attempt);
+std::string container_cgroup(const std::string& base, const std::string& installation, std::int64_t job_id,
+                             int attempt);
 
 // The `run` command line (without the runtime program), in the order given
 // to the runtime. Pure; unit-tested.
@@ -109,17 +109,15 @@ struct RuntimeCalls {
 // Inspects `reference`; pulls it when it is not present, then inspects
 // again. Throws ContainerError("image_pull") naming the image and what the
 // runtime said. `stop` aborts a pull (cancel, shutdown).
-ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference,
-                        const std::atomic<StopReason>& stop);
+ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference, const std::atomic<StopReason>& stop);
 
 // Runs the container attached, to its end, like run_process (same outcome
 // rules; exit code 125 from the runtime itself throws
 // ContainerError("container_runtime") with its message). Stopping goes
 // through the runtime (stop -t, then rm -f). Fills outcome.usage from the
 // spec's cgroup, which it removes afterwards.
-ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec,
-                             const ProcessOptions& process, const std::atomic<StopReason>& stop,
-                             const LineSink& on_line);
+ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
+                             const std::atomic<StopReason>& stop, const LineSink& on_line);
 
 // A container of this installation found on the host.
 struct LabeledContainer {
@@ -130,16 +128,13 @@ struct LabeledContainer {
 };
 // The containers of `installation` (by label), running or not; those of
 // one job when job_id is given. `stop` (set) aborts the runtime call.
-std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls,
-                                              const std::string& installation,
+std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls, const std::string& installation,
                                               std::optional<std::int64_t> job_id = std::nullopt,
                                               const std::atomic<StopReason>* stop = nullptr);
 // Removes them (rm --force), with their cgroups under `cgroup_base`.
 // Returns the names removed.
-std::vector<std::string> remove_containers(const RuntimeCalls& calls,
-                                           const std::vector<LabeledContainer>& containers,
-                                           const std::string& cgroup_base,
-                                           const std::string& installation,
+std::vector<std::string> remove_containers(const RuntimeCalls& calls, const std::vector<LabeledContainer>& containers,
+                                           const std::string& cgroup_base, const std::string& installation,
                                            const std::atomic<StopReason>* stop = nullptr);
 
 // The environment of the runtime client (podman, docker) the worker runs:
@@ -147,8 +142,7 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls,
 // settings (PG*). The client needs the rest (XDG_RUNTIME_DIR, DOCKER_HOST,
 // CONTAINERS_CONF, proxies for pulls); none of it reaches a container,
 // whose environment is the env file's (see run_container).
-std::map<std::string, std::string> runtime_client_environment(
-    const std::map<std::string, std::string>& worker_env);
+std::map<std::string, std::string> runtime_client_environment(const std::map<std::string, std::string>& worker_env);
 
 // The text of a container's environment file: KEY=VALUE lines of the
 // variables of `env` whose value has no newline (those go on the command

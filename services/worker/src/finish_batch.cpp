@@ -82,7 +82,10 @@ void FinishBatch::write_batch(const std::vector<Pending*>& batch) {
     db::TxOptions once;
     once.max_attempts = 1;  // the callers retry, each alone
     const db::Result moved = pool_.transact(
-        [&](db::Tx& tx) { return tx.exec(kFinishProcessedBatch, {rows.dump(), worker_id_}); }, once);
+        [&](db::Tx& tx) {
+          return tx.exec(kFinishProcessedBatch, {rows.dump(), worker_id_});
+        },
+        once);
     std::map<std::int64_t, bool> ours;
     for (const auto row : moved) ours[row[0].as_int()] = true;
     std::lock_guard lock(mutex_);

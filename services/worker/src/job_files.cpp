@@ -18,18 +18,15 @@ fs::path log_dir(const fs::path& data_dir, const std::string& month, std::int64_
   return model::job_log_dir(data_dir, month, job_id);
 }
 
-fs::path output_dir(const fs::path& data_dir, std::int64_t job_id) {
-  return model::job_output_dir(data_dir, job_id);
-}
+fs::path output_dir(const fs::path& data_dir, std::int64_t job_id) { return model::job_output_dir(data_dir, job_id); }
 
 std::string rfc3339_ms(std::chrono::system_clock::time_point t) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch());
   const std::time_t secs = static_cast<std::time_t>(ms.count() / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     static_cast<int>(ms.count() % 1000));
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                     tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms.count() % 1000));
 }
 
 bool is_secret_name(std::string_view name) {
@@ -52,8 +49,7 @@ std::vector<std::string> list_outputs(const fs::path& dir) {
   std::vector<std::string> files;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return files;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it); it.increment(ec)) {
     if (it->is_regular_file(ec)) files.push_back(fs::absolute(it->path()).string());
   }
   std::sort(files.begin(), files.end());
@@ -65,8 +61,8 @@ LogFile::LogFile(const fs::path& path) : path_(path) {
   fs::create_directories(path.parent_path(), ec);
   out_.open(path, std::ios::out | std::ios::app | std::ios::binary);
   if (!out_) {
-    throw Error(errc::internal, "cannot open the job log " + path.string() +
-                                    (ec ? ": " + ec.message() : std::string(": open failed")));
+    throw Error(errc::internal,
+                "cannot open the job log " + path.string() + (ec ? ": " + ec.message() : std::string(": open failed")));
   }
 }
 

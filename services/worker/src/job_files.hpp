@@ -18,8 +18,7 @@
 
 namespace conveyor::worker {
 
-std::filesystem::path log_dir(const std::filesystem::path& data_dir, const std::string& month,
-                              std::int64_t job_id);
+std::filesystem::path log_dir(const std::filesystem::path& data_dir, const std::string& month, std::int64_t job_id);
 std::filesystem::path output_dir(const std::filesystem::path& data_dir, std::int64_t job_id);
 
 // "2026-11-22T10:11:12.345Z"

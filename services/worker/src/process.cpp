@@ -60,8 +60,7 @@ void make_pipe(Pipe& p) {
   // CLOEXEC: several job threads spawn concurrently; one job's pipe must not
   // leak into another job's process (it would hold the pipe open).
   if (::pipe2(fds.data(), O_CLOEXEC) != 0) {
-    throw Error(errc::internal,
-                std::string("cannot create a pipe for the job's output: ") + std::strerror(errno));
+    throw Error(errc::internal, std::string("cannot create a pipe for the job's output: ") + std::strerror(errno));
   }
   // Never 0-2 (a worker started with a closed stdio): the child's dup2
   // onto 0-2 must not overwrite the other end.
@@ -223,8 +222,7 @@ class ChildStack {
  public:
   static constexpr std::size_t kSize = 64 * 1024;
   ChildStack()
-      : base_(::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-                     -1, 0)) {}
+      : base_(::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0)) {}
   ~ChildStack() {
     if (base_ != MAP_FAILED) ::munmap(base_, kSize);
   }
@@ -273,9 +271,13 @@ int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& erro
   for (const auto& [k, v] : options.env) env_strings.push_back(k + "=" + v);
   const auto argv = c_strings(argv_strings);
   const auto envp = c_strings(env_strings);
-  ChildArgs args{.program = program->c_str(), .argv = argv.data(), .envp = envp.data(),
-                 .cwd = options.cwd.c_str(), .stdout_fd = out.write.get(),
-                 .stderr_fd = err.write.get(), .parent = ::getpid()};
+  ChildArgs args{.program = program->c_str(),
+                 .argv = argv.data(),
+                 .envp = envp.data(),
+                 .cwd = options.cwd.c_str(),
+                 .stdout_fd = out.write.get(),
+                 .stderr_fd = err.write.get(),
+                 .parent = ::getpid()};
   ChildStack stack;
   if (!stack.ok()) {
     error = "cannot execute '" + options.argv[0] + "': no memory for its start";
@@ -310,7 +312,9 @@ namespace {
 class Watch {
  public:
   Watch(const ProcessOptions& options, int pid, Pipe& out, Pipe& err, ProcessOutcome& outcome)
-      : options_(options), pid_(pid), outcome_(outcome),
+      : options_(options),
+        pid_(pid),
+        outcome_(outcome),
         streams_{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}} {
     // The exit wakes poll() through a pidfd. Without one (a kernel before
     // 5.3) the exit is noticed on a short tick once the pipes are closed.
@@ -375,8 +379,7 @@ class Watch {
     siginfo_t info{};
     // WNOWAIT: the exited leader stays a zombie while we kill what is left
     // of its group, so the group id cannot be reused in between.
-    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
-        info.si_pid != pid_) {
+    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid_) {
       return;
     }
     ::kill(-pid_, SIGKILL);
@@ -402,8 +405,7 @@ class Watch {
   void enforce_limits(Clock::time_point now, StopReason requested) {
     if (!kill_at_ && requested != StopReason::none) {
       outcome_.stopped = requested;
-      terminate(now, requested == StopReason::shutdown ? options_.shutdown_kill_grace
-                                                       : options_.kill_grace);
+      terminate(now, requested == StopReason::shutdown ? options_.shutdown_kill_grace : options_.kill_grace);
     } else if (!kill_at_ && deadline_ && now >= *deadline_) {
       outcome_.timed_out = true;
       terminate(now, options_.kill_grace);
@@ -469,12 +471,10 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
   return outcome;
 }
 
-std::map<std::string, std::string> job_base_environment(
-    const std::map<std::string, std::string>& worker_env) {
+std::map<std::string, std::string> job_base_environment(const std::map<std::string, std::string>& worker_env) {
   std::map<std::string, std::string> env;
   const auto path = worker_env.find("PATH");
-  env["PATH"] = path != worker_env.end() && !path->second.empty() ? path->second
-                                                                  : "/usr/local/bin:/usr/bin:/bin";
+  env["PATH"] = path != worker_env.end() && !path->second.empty() ? path->second : "/usr/local/bin:/usr/bin:/bin";
   // Programs (and their libraries) expect a HOME; the worker's is where its
   // user's tools are installed. "/" when the worker has none.
   const auto home = worker_env.find("HOME");
@@ -485,10 +485,10 @@ std::map<std::string, std::string> job_base_environment(
   return env;
 }
 
-std::map<std::string, std::string> job_environment(
-    const std::map<std::string, std::string>& base,
-    const std::map<std::string, std::string>& type_env,
-    const std::map<std::string, std::string>& own, std::vector<std::string>* refused) {
+std::map<std::string, std::string> job_environment(const std::map<std::string, std::string>& base,
+                                                   const std::map<std::string, std::string>& type_env,
+                                                   const std::map<std::string, std::string>& own,
+                                                   std::vector<std::string>* refused) {
   std::map<std::string, std::string> env = base;
   for (const auto& [k, v] : type_env) {
     if (model::reserved_env_name(k)) {

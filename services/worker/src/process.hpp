@@ -88,8 +88,7 @@ using LineSink = std::function<void(std::string_view stream, std::string_view li
 // exited). So a worker killed -9 leaves no job running behind it, while the
 // reconciler requeues that job elsewhere. The exit wakes the wait through a
 // pidfd: no tick once the program's pipes are closed.
-ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
-                           const LineSink& on_line);
+ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop, const LineSink& on_line);
 
 // The environment a job's program starts from, taken from the worker's own
 // (`worker_env`): PATH (a default when unset), HOME (the worker's, else
@@ -98,15 +97,14 @@ ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<Stop
 // URL, API tokens, TLS files), not its database settings (PG*), not any
 // other secret it was started with. The job type's `env` and the job's own
 // variables go on top (job_environment).
-std::map<std::string, std::string> job_base_environment(
-    const std::map<std::string, std::string>& worker_env);
+std::map<std::string, std::string> job_base_environment(const std::map<std::string, std::string>& worker_env);
 
 // `base`, then the type's `type_env` without its reserved names (their names
 // go to `refused`, when given), then `own` (CONVEYOR_JOB_ID, ...), each
 // layer winning over the one before.
-std::map<std::string, std::string> job_environment(
-    const std::map<std::string, std::string>& base,
-    const std::map<std::string, std::string>& type_env,
-    const std::map<std::string, std::string>& own, std::vector<std::string>* refused = nullptr);
+std::map<std::string, std::string> job_environment(const std::map<std::string, std::string>& base,
+                                                   const std::map<std::string, std::string>& type_env,
+                                                   const std::map<std::string, std::string>& own,
+                                                   std::vector<std::string>* refused = nullptr);
 
 }  // namespace conveyor::worker

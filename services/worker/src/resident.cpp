@@ -59,8 +59,7 @@ std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) {
     const char* name = sigabbrev_np(WTERMSIG(status));
-    return name ? std::string("was killed by SIG") + name
-                : "was killed by signal " + std::to_string(WTERMSIG(status));
+    return name ? std::string("was killed by SIG") + name : "was killed by signal " + std::to_string(WTERMSIG(status));
   }
   return "ended";
 }
@@ -95,16 +94,14 @@ std::optional<std::int64_t> leading_id(std::string_view s) {
 bool send_line(int fd, const std::string& line, Clock::time_point deadline) {
   std::size_t sent = 0;
   while (sent < line.size()) {
-    const ssize_t n =
-        ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) return false;
       pollfd p{fd, POLLOUT, 0};
       ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
@@ -126,13 +123,13 @@ struct Spawned {
 // (only async-signal-safe calls after it). The program gets its own process
 // group (killing it kills what it started) and dies with the thread that
 // started it (PR_SET_PDEATHSIG): that thread lives as long as the program.
-Spawned spawn_program(const std::vector<std::string>& argv,
-                      const std::map<std::string, std::string>& env, const fs::path& cwd) {
+Spawned spawn_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                      const fs::path& cwd) {
   std::array<int, 2> in{-1, -1};
   std::array<int, 2> out{-1, -1};
   std::array<int, 2> err{-1, -1};
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in.data()) != 0 ||
-      ::pipe2(out.data(), O_CLOEXEC) != 0 || ::pipe2(err.data(), O_CLOEXEC) != 0) {
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in.data()) != 0 || ::pipe2(out.data(), O_CLOEXEC) != 0 ||
+      ::pipe2(err.data(), O_CLOEXEC) != 0) {
     const std::string why = std::strerror(errno);
     for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) {
       if (fd >= 0) ::close(fd);
@@ -207,8 +204,7 @@ struct InFlight {
 // notices its death; job threads send their own lines. Thread-safe.
 class ResidentProgram {
  public:
-  ResidentProgram(std::string type, std::vector<std::string> argv,
-                  std::map<std::string, std::string> env, fs::path dir,
+  ResidentProgram(std::string type, std::vector<std::string> argv, std::map<std::string, std::string> env, fs::path dir,
                   std::chrono::milliseconds kill_grace, std::shared_ptr<spdlog::logger> log)
       : type_(std::move(type)),
         argv_(std::move(argv)),
@@ -229,8 +225,8 @@ class ResidentProgram {
   ResidentProgram(const ResidentProgram&) = delete;
   ResidentProgram& operator=(const ResidentProgram&) = delete;
 
-  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job,
-                     const std::atomic<StopReason>& stop, const LineSink& on_line);
+  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+                     const LineSink& on_line);
 
  private:
   void supervise();
@@ -255,18 +251,17 @@ class ResidentProgram {
   std::mutex mutex_;
   std::condition_variable wake_;  // the supervisor: a job waits, or stopping
   std::map<std::int64_t, std::shared_ptr<InFlight>> in_flight_;
-  pid_t pid_ = -1;            // unreaped while set: a kill cannot hit another process
+  pid_t pid_ = -1;             // unreaped while set: a kill cannot hit another process
   std::shared_ptr<Fd> stdin_;  // set while the program runs
-  int generation_ = 0;        // counts starts
-  std::string kill_reason_;   // why we killed the running program, if we did
-  std::string last_stderr_;   // its last words, for the jobs its death fails
+  int generation_ = 0;         // counts starts
+  std::string kill_reason_;    // why we killed the running program, if we did
+  std::string last_stderr_;    // its last words, for the jobs its death fails
   bool stopping_ = false;
   std::mutex write_mutex_;  // one line at a time on its stdin
   std::thread thread_;
 };
 
-void ResidentProgram::finish(InFlight& f, bool succeeded, std::string subtype,
-                             std::string message) {
+void ResidentProgram::finish(InFlight& f, bool succeeded, std::string subtype, std::string message) {
   if (f.done) return;
   f.done = true;
   f.succeeded = succeeded;
@@ -309,8 +304,7 @@ void ResidentProgram::stray(std::string_view stream, std::string_view line) {
 void ResidentProgram::on_oversized(std::string_view head) {
   const auto id = leading_id(head);
   const auto it = id ? in_flight_.find(*id) : in_flight_.end();
-  const std::string what = fmt::format("{} (pid {}) wrote a line longer than {} bytes", name(),
-                                       pid_, kResidentMaxLine);
+  const std::string what = fmt::format("{} (pid {}) wrote a line longer than {} bytes", name(), pid_, kResidentMaxLine);
   if (it == in_flight_.end()) {
     if (log_) log_->warn("{} naming no job in flight: dropped", what);
     return;
@@ -352,8 +346,7 @@ void ResidentProgram::on_output(std::string_view stream, std::string_view line) 
   }
   InFlight& f = *it->second;
   auto protocol_error = [&](const std::string& what) {
-    finish(f, false, "resident_protocol",
-           fmt::format("{} wrote an invalid message for job {}: {}", name(), id, what));
+    finish(f, false, "resident_protocol", fmt::format("{} wrote an invalid message for job {}: {}", name(), id, what));
   };
   if (auto log = m.find("log"); log != m.end()) {
     if (!log->is_string()) return protocol_error("\"log\" must be a string");
@@ -399,8 +392,7 @@ void ResidentProgram::supervise() {
       next_start = Clock::now() + backoff;
       if (!stopping_ && log_) {
         log_->warn("{}: next start in {} ms ({} short run(s) in a row)", name(),
-                   std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count(),
-                   crashes);
+                   std::chrono::duration_cast<std::chrono::milliseconds>(backoff).count(), crashes);
       }
     }
   }
@@ -439,8 +431,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
     std::string buffer;
     bool oversized = false;  // dropping the rest of a line over the limit
   };
-  std::array<Stream, 2> streams{Stream{"stdout", p.out.get(), {}, false},
-                                Stream{"stderr", p.err.get(), {}, false}};
+  std::array<Stream, 2> streams{Stream{"stdout", p.out.get(), {}, false}, Stream{"stderr", p.err.get(), {}, false}};
   auto emit = [&](Stream& s, bool all) {
     std::size_t start = 0;
     for (std::size_t nl; (nl = s.buffer.find('\n', start)) != std::string::npos; start = nl + 1) {
@@ -505,8 +496,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
     read_available(false);
     siginfo_t info{};
     // WNOWAIT: it stays a zombie (pid_ still ours to kill) until we are done.
-    if (::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == p.pid) {
+    if (::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == p.pid) {
       // What is left in the pipes (from it or what it started) is its last output.
       ::kill(-p.pid, SIGKILL);
       read_available(true);
@@ -515,8 +505,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
       break;
     }
   }
-  const std::string how = kill_reason_.empty() ? describe_status(status)
-                                               : "was killed: " + kill_reason_;
+  const std::string how = kill_reason_.empty() ? describe_status(status) : "was killed: " + kill_reason_;
   std::string message = fmt::format("the {} (pid {}) {} while the job ran", name(), p.pid, how);
   if (!last_stderr_.empty()) message += "; its last stderr line: " + last_stderr_;
   const bool had_jobs = std::any_of(in_flight_.begin(), in_flight_.end(), [&](const auto& kv) {
@@ -530,8 +519,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
   }
   if (log_ && !stopping_) {
     if (had_jobs || kill_reason_.empty()) {
-      log_->warn("the {} (pid {}) {}{}", name(), p.pid, how,
-                 had_jobs ? ": its jobs in flight failed" : "");
+      log_->warn("the {} (pid {}) {}{}", name(), p.pid, how, had_jobs ? ": its jobs in flight failed" : "");
     }
   }
   pid_ = -1;
@@ -548,8 +536,7 @@ void ResidentProgram::stop_program(std::unique_lock<std::mutex>& lock, Spawned& 
   const auto kill_at = Clock::now() + kill_grace_;
   while (Clock::now() < kill_at) {
     siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == p.pid) {
+    if (::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == p.pid) {
       return;
     }
     // Its output is not read any more: drain it so it cannot block on a full pipe.
@@ -580,8 +567,7 @@ ProcessOutcome ResidentProgram::run(const ProcessOptions& options, const Residen
                {"params", job.params},
                {"out_dir", job.out_dir.string()},
                {"deadline_ms", options.timeout ? json(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          (outcome.started + *options.timeout)
-                                                              .time_since_epoch())
+                                                          (outcome.started + *options.timeout).time_since_epoch())
                                                           .count())
                                                : json(nullptr)}};
   const std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -592,11 +578,10 @@ ProcessOutcome ResidentProgram::run(const ProcessOptions& options, const Residen
   std::unique_lock lock(mutex_);
   if (text.size() > kResidentMaxLine) {
     finish(*f, false, "resident_protocol",
-           fmt::format("job {}'s message to the {} is {} bytes, over the {} bytes of a line",
-                       job.id, name(), text.size(), kResidentMaxLine));
+           fmt::format("job {}'s message to the {} is {} bytes, over the {} bytes of a line", job.id, name(),
+                       text.size(), kResidentMaxLine));
   } else if (!in_flight_.emplace(job.id, f).second) {
-    finish(*f, false, "resident_protocol",
-           fmt::format("job {} is already in flight on the {}", job.id, name()));
+    finish(*f, false, "resident_protocol", fmt::format("job {} is already in flight on the {}", job.id, name()));
   } else {
     wake_.notify_all();
   }
@@ -634,8 +619,7 @@ ProcessOutcome ResidentProgram::run(const ProcessOptions& options, const Residen
       const char* reason = requested == StopReason::canceled   ? "canceled"
                            : requested == StopReason::shutdown ? "shutdown"
                                                                : "timeout";
-      const auto grace = requested == StopReason::shutdown ? options.shutdown_kill_grace
-                                                           : options.kill_grace;
+      const auto grace = requested == StopReason::shutdown ? options.shutdown_kill_grace : options.kill_grace;
       kill_at = now + grace;
       const std::string cancel = json{{"cancel", job.id}, {"reason", reason}}.dump() + "\n";
       const auto fd = stdin_;
@@ -652,8 +636,8 @@ ProcessOutcome ResidentProgram::run(const ProcessOptions& options, const Residen
     }
     if (now >= kill_at) {
       if (f->generation == generation_) {
-        kill_locked(fmt::format("job {} did not stop within the kill grace after its cancel ({})",
-                                job.id, outcome.timed_out ? "timeout" : "stop"));
+        kill_locked(fmt::format("job {} did not stop within the kill grace after its cancel ({})", job.id,
+                                outcome.timed_out ? "timeout" : "stop"));
       }
       kill_at = Clock::time_point::max();  // its death ends the job
       continue;
@@ -710,8 +694,8 @@ ProcessOutcome ResidentPool::run(const ProcessOptions& options, const ResidentJo
     std::lock_guard lock(mutex_);
     auto& slot = programs_[key];
     if (!slot) {
-      slot = std::make_shared<ResidentProgram>(job.type, options.argv, env, job.program_dir,
-                                               options.kill_grace, job.log);
+      slot =
+          std::make_shared<ResidentProgram>(job.type, options.argv, env, job.program_dir, options.kill_grace, job.log);
     }
     program = slot;
   }

@@ -74,8 +74,8 @@ class ResidentPool {
   // job's log lines, from the program's reader thread, never after run()
   // returned. The outcome: exit_code 0 for "done"; error_subtype and
   // error_message set for anything else but a timeout or a stop.
-  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job,
-                     const std::atomic<StopReason>& stop, const LineSink& on_line);
+  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+                     const LineSink& on_line);
 
  private:
   std::mutex mutex_;

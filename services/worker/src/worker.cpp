@@ -63,20 +63,18 @@ constexpr db::Statement kRequeueOrphans{
 // $4: the jobs this worker runs, read inside this transaction, so that
 // running_jobs_at (its now()) is never later than the list (the reconciler
 // recovers started jobs missing from it; model::reap_lost_workers).
-constexpr db::Statement kHeartbeat{
-    "worker_heartbeat",
-    "UPDATE conveyor.worker SET last_heartbeat = now(), running = $2, concurrency = $3, "
-    "  running_jobs = $4::bigint[], running_jobs_at = now(), "
-    "  status = CASE WHEN status = 'lost' THEN 'active' ELSE status END "
-    "WHERE id = $1 RETURNING status"};
+constexpr db::Statement kHeartbeat{"worker_heartbeat",
+                                   "UPDATE conveyor.worker SET last_heartbeat = now(), running = $2, concurrency = $3, "
+                                   "  running_jobs = $4::bigint[], running_jobs_at = now(), "
+                                   "  status = CASE WHEN status = 'lost' THEN 'active' ELSE status END "
+                                   "WHERE id = $1 RETURNING status"};
 
 // By itself: alive, so from lost too (conveyor.drain_worker).
 constexpr db::Statement kMarkDraining{"worker_mark_draining", "SELECT * FROM conveyor.drain_worker($1, true)"};
 
-constexpr db::Statement kMarkStopped{
-    "worker_mark_stopped",
-    "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
-    "  last_heartbeat = now() WHERE id = $1"};
+constexpr db::Statement kMarkStopped{"worker_mark_stopped",
+                                     "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
+                                     "  last_heartbeat = now() WHERE id = $1"};
 
 // Claims and opens a row in conveyor.job_attempt for each claimed job ($4:
 // the worker's name).
@@ -115,12 +113,11 @@ constexpr db::Statement kClaim{
 
 // Closes an attempt's row with what it cost; in the transaction that
 // records the job's outcome. $3: the status the attempt left the job in.
-constexpr db::Statement kCloseAttempt{
-    "worker_close_attempt",
-    "UPDATE conveyor.job_attempt SET ended_at = now(), outcome = $3, exit_code = $4, "
-    "  image_digest = coalesce($5, image_digest), wall_ms = $6, cpu_user_ms = $7, "
-    "  cpu_system_ms = $8, max_rss_kb = $9 "
-    "WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"};
+constexpr db::Statement kCloseAttempt{"worker_close_attempt",
+                                      "UPDATE conveyor.job_attempt SET ended_at = now(), outcome = $3, exit_code = $4, "
+                                      "  image_digest = coalesce($5, image_digest), wall_ms = $6, cpu_user_ms = $7, "
+                                      "  cpu_system_ms = $8, max_rss_kb = $9 "
+                                      "WHERE job_id = $1 AND attempt = $2 AND ended_at IS NULL"};
 
 // Which of the containers found on this host no `started` attempt owns.
 constexpr db::Statement kStaleContainers{
@@ -129,24 +126,21 @@ constexpr db::Statement kStaleContainers{
     "WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = c.job_id "
     "                  AND j.status = 'started' AND j.attempt = c.attempt)"};
 
-constexpr db::Statement kInstallation{"worker_installation",
-                                      "SELECT id FROM conveyor.installation"};
+constexpr db::Statement kInstallation{"worker_installation", "SELECT id FROM conveyor.installation"};
 
 // Jobs to stop: their cancel was asked, or they are no longer started by this
 // worker (the reaper requeued them while it looked lost, or an operator
 // moved them): their result would be dropped anyway.
-constexpr db::Statement kCanceled{
-    "worker_canceled_jobs",
-    "SELECT j.id FROM unnest($1::bigint[]) AS r(id) "
-    "LEFT JOIN conveyor.job j ON j.id = r.id "
-    "WHERE j.id IS NULL OR j.canceled_at IS NOT NULL OR j.status <> 'started' "
-    "   OR j.worker_id IS DISTINCT FROM $2::bigint"};
+constexpr db::Statement kCanceled{"worker_canceled_jobs",
+                                  "SELECT j.id FROM unnest($1::bigint[]) AS r(id) "
+                                  "LEFT JOIN conveyor.job j ON j.id = r.id "
+                                  "WHERE j.id IS NULL OR j.canceled_at IS NOT NULL OR j.status <> 'started' "
+                                  "   OR j.worker_id IS DISTINCT FROM $2::bigint"};
 
-constexpr db::Statement kFinishProcessed{
-    "worker_finish_processed",
-    "UPDATE conveyor.job SET status = 'processed', result = $3::jsonb, "
-    "  error_subtype = NULL, error_message = NULL "
-    "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
+constexpr db::Statement kFinishProcessed{"worker_finish_processed",
+                                         "UPDATE conveyor.job SET status = 'processed', result = $3::jsonb, "
+                                         "  error_subtype = NULL, error_message = NULL "
+                                         "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
 // Retry while attempts remain (conveyor.retry_backoff: retry_backoff_s *
 // 2^attempt, capped at an hour), else failed. A job whose cancel was asked meanwhile ends
@@ -164,10 +158,9 @@ constexpr db::Statement kFinishFailure{
     "  error_subtype = $4, error_message = $5 "
     "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
-constexpr db::Statement kFinishCanceled{
-    "worker_finish_canceled",
-    "UPDATE conveyor.job SET status = 'canceled' "
-    "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
+constexpr db::Statement kFinishCanceled{"worker_finish_canceled",
+                                        "UPDATE conveyor.job SET status = 'canceled' "
+                                        "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
 constexpr db::Statement kFinishInternal{
     "worker_finish_internal",
@@ -260,12 +253,10 @@ struct Worker::Job {
 // Configuration renders argv once, with the attempt of that moment; a retry
 // does not pass through configuration again, so "{attempt}" in the type's
 // command (kept as config.command_template) is rendered again here.
-void Worker::rerender_attempt(const Job& job, const fs::path& out_dir,
-                              std::vector<std::string>& argv) {
+void Worker::rerender_attempt(const Job& job, const fs::path& out_dir, std::vector<std::string>& argv) {
   const auto& t = job.cfg.command_template;
-  const bool uses_attempt = std::any_of(t.begin(), t.end(), [](const std::string& a) {
-    return a.find("{attempt}") != std::string::npos;
-  });
+  const bool uses_attempt =
+      std::any_of(t.begin(), t.end(), [](const std::string& a) { return a.find("{attempt}") != std::string::npos; });
   if (!uses_attempt) return;
   try {
     model::ArgvContext c;
@@ -276,8 +267,8 @@ void Worker::rerender_attempt(const Job& job, const fs::path& out_dir,
     c.inputs = job.cfg.inputs;
     argv = model::render_argv(t, c);
   } catch (const std::exception& e) {
-    ctx_.log()->warn("job {}: cannot re-render the command for attempt {} ({}); using config.argv",
-                     job.id, job.attempt, e.what());
+    ctx_.log()->warn("job {}: cannot re-render the command for attempt {} ({}); using config.argv", job.id, job.attempt,
+                     e.what());
   }
 }
 
@@ -326,16 +317,15 @@ void Worker::setup_containers() {
   }
   unsigned long uid = 0;
   unsigned long gid = 0;
-  if (std::sscanf(user.c_str(), "%lu:%lu", &uid, &gid) != 2 ||
-      user != fmt::format("{}:{}", uid, gid)) {
+  if (std::sscanf(user.c_str(), "%lu:%lu", &uid, &gid) != 2 || user != fmt::format("{}:{}", uid, gid)) {
     throw Error(errc::bad_input,
-                "CONVEYOR_CONTAINER_USER: expected uid:gid in numbers (e.g. 10001:10001), got '" +
-                    user + "'");
+                "CONVEYOR_CONTAINER_USER: expected uid:gid in numbers (e.g. 10001:10001), got '" + user + "'");
   }
   if (uid == 0 || gid == 0) {
     throw Error(errc::bad_input,
                 "CONVEYOR_CONTAINER_USER: container jobs never run as root (uid 0) or in its group "
-                "(gid 0), got '" + user + "'");
+                "(gid 0), got '" +
+                    user + "'");
   }
   container_user_ = user;
   // A worker running as root gives each output dir to that user; a rootless
@@ -351,10 +341,11 @@ void Worker::setup_containers() {
     if (!cgroup_base_.empty()) {
       const auto manager = cgroup_manager(calls);
       if (manager != "cgroupfs") {
-        ctx_.log()->info("{} uses the '{}' cgroup manager: container jobs get no cgroup of their "
-                         "own (CONVEYOR_CONTAINER_CGROUP_PARENT needs cgroupfs), so no CPU or "
-                         "memory figures",
-                         runtime->program, manager.empty() ? "unknown" : manager);
+        ctx_.log()->info(
+            "{} uses the '{}' cgroup manager: container jobs get no cgroup of their "
+            "own (CONVEYOR_CONTAINER_CGROUP_PARENT needs cgroupfs), so no CPU or "
+            "memory figures",
+            runtime->program, manager.empty() ? "unknown" : manager);
         cgroup_base_.clear();
       }
     }
@@ -376,9 +367,8 @@ std::size_t Worker::running_count() {
 
 int Worker::busy_slots() {
   std::lock_guard lock(mutex_);
-  return static_cast<int>(std::count_if(jobs_.begin(), jobs_.end(), [](const auto& kv) {
-    return !kv.second->slot_free && !kv.second->finished;
-  }));
+  return static_cast<int>(std::count_if(jobs_.begin(), jobs_.end(),
+                                        [](const auto& kv) { return !kv.second->slot_free && !kv.second->finished; }));
 }
 
 // Called the moment a job's program has exited: the claim loop fills the
@@ -390,24 +380,20 @@ void Worker::free_slot(Job& job) {
 void Worker::start() {
   const int pid = static_cast<int>(::getpid());
   worker_id_ = ctx_.db().transact([&](db::Tx& tx) {
-    auto id = tx.exec(kRegister, {name_, hostname(), pid, pool_, concurrency(),
-                                  std::string(CONVEYOR_WORKER_VERSION)})[0][0]
-                  .as_int();
+    auto id =
+        tx.exec(kRegister, {name_, hostname(), pid, pool_, concurrency(), std::string(CONVEYOR_WORKER_VERSION)})[0][0]
+            .as_int();
     installation_ = tx.exec(kInstallation, {})[0][0].as_string();
     const auto orphans = tx.exec(kRequeueOrphans, {id}).size();
     if (orphans > 0) {
-      ctx_.log()->warn("requeued {} job(s) left started by an earlier run of worker {}", orphans,
-                       name_);
+      ctx_.log()->warn("requeued {} job(s) left started by an earlier run of worker {}", orphans, name_);
     }
     return id;
   });
-  ctx_.log()->info("worker {} (id {}) started: pool {}, concurrency {}{}, data dir {}", name_,
-                   worker_id_, pool_, concurrency(),
-                   configured_concurrency_ == 0 ? " (from system_parameters)" : "",
-                   data_dir_.string());
+  ctx_.log()->info("worker {} (id {}) started: pool {}, concurrency {}{}, data dir {}", name_, worker_id_, pool_,
+                   concurrency(), configured_concurrency_ == 0 ? " (from system_parameters)" : "", data_dir_.string());
   if (runtime_) {
-    ctx_.log()->info("container jobs run with {} as user {}", runtime_->runtime.program,
-                     container_user_);
+    ctx_.log()->info("container jobs run with {} as user {}", runtime_->runtime.program, container_user_);
   } else {
     ctx_.log()->info("container jobs cannot run here: {}", runtime_why_);
   }
@@ -458,8 +444,7 @@ void Worker::claim() {
     job->params = json::parse(row["params"].view(), nullptr, false);
     job->month = row["month"].as_string();
     job->ran_before = row["ran_before"].as_bool();
-    ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1,
-                     job->max_attempts);
+    ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1, job->max_attempts);
     // A retried job can be claimed again before reap_finished() saw its first
     // attempt end: replace that entry, and join its thread outside the lock.
     std::shared_ptr<Job> previous;
@@ -540,8 +525,7 @@ void Worker::heartbeat() {
       std::lock_guard lock(mutex_);
       for (const auto& [id, job] : jobs_) running.push_back(id);
     }
-    return tx.exec(kHeartbeat, {worker_id_, static_cast<int>(running.size()), concurrency(),
-                                running});
+    return tx.exec(kHeartbeat, {worker_id_, static_cast<int>(running.size()), concurrency(), running});
   });
   if (rows.empty()) {
     ctx_.log()->warn("worker row {} is gone; heartbeats are lost until restart", worker_id_);
@@ -567,8 +551,7 @@ void Worker::sweep_containers() {
     ids.push_back(c.job_id);
     attempts.push_back(c.attempt);
   }
-  const auto rows = ctx_.db().transact(
-      [&](db::Tx& tx) { return tx.exec(kStaleContainers, {ids, attempts}); });
+  const auto rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(kStaleContainers, {ids, attempts}); });
   std::set<std::pair<std::int64_t, int>> stale;
   for (auto row : rows) stale.emplace(row[0].as_int(), static_cast<int>(row[1].as_int()));
   std::vector<LabeledContainer> victims;
@@ -576,8 +559,7 @@ void Worker::sweep_containers() {
     if (stale.count({c.job_id, c.attempt})) victims.push_back(c);
   }
   if (victims.empty()) return;
-  const auto removed =
-      remove_containers(*runtime_, victims, cgroup_base_, installation_, &sweep_stop_);
+  const auto removed = remove_containers(*runtime_, victims, cgroup_base_, installation_, &sweep_stop_);
   for (const auto& name : removed) {
     ctx_.log()->warn("removed container {}: no started attempt owns it (its worker died?)", name);
   }
@@ -673,10 +655,9 @@ void Worker::run_job(const std::shared_ptr<Job>& job) {
     job->cfg = model::parse_job_config(job->config);
     Attempt attempt = prepare_attempt(*job);
     LogFile log(attempt.logs / "logs.txt");
-    log.write("conveyor", fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1,
-                                      job->max_attempts, name_,
-                                      attempt.image.empty() ? "" : "image " + attempt.image + " ",
-                                      attempt.meta["argv"].dump()));
+    log.write("conveyor",
+              fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1, job->max_attempts, name_,
+                          attempt.image.empty() ? "" : "image " + attempt.image + " ", attempt.meta["argv"].dump()));
     note_refused_env(*job, log);
     ProcessOutcome outcome;
     if (run_attempt(*job, attempt, log, outcome)) record_attempt(*job, attempt, log, outcome);
@@ -723,11 +704,16 @@ Worker::Attempt Worker::prepare_attempt(Job& job) {
   a.options.shutdown_kill_grace = shutdown_kill_grace_;
   a.options.timeout = job.cfg.timeout();
   a.meta = {
-      {"job_id", job.id},           {"job_type", job.type},
-      {"argv", a.options.argv},     {"image", a.image},
-      {"attempt", job.attempt},     {"max_attempts", job.max_attempts},
-      {"worker", name_},            {"worker_id", worker_id_},
-      {"output_dir", a.out_dir.string()}, {"env", redact_env(a.job_env)},
+      {"job_id", job.id},
+      {"job_type", job.type},
+      {"argv", a.options.argv},
+      {"image", a.image},
+      {"attempt", job.attempt},
+      {"max_attempts", job.max_attempts},
+      {"worker", name_},
+      {"worker_id", worker_id_},
+      {"output_dir", a.out_dir.string()},
+      {"env", redact_env(a.job_env)},
       {"params", job.params},
   };
   return a;
@@ -741,26 +727,26 @@ void Worker::note_refused_env(const Job& job, LogFile& log) {
   if (refused.empty()) return;
   std::string names;
   for (const auto& n : refused) names += (names.empty() ? "" : ", ") + n;
-  log.write("conveyor",
-            "env " + names + " not set: PG* and CONVEYOR_* variables are not the job type's to set");
-  ctx_.log()->warn(
-      "job {}: its type's env sets {}, which a job does not get (PG* and CONVEYOR_* are reserved)",
-      job.id, names);
+  log.write("conveyor", "env " + names + " not set: PG* and CONVEYOR_* variables are not the job type's to set");
+  ctx_.log()->warn("job {}: its type's env sets {}, which a job does not get (PG* and CONVEYOR_* are reserved)", job.id,
+                   names);
 }
 
 // Runs the attempt as a resident job, a process or a container. Returns
 // false when the job has already been finished here (a container that could
 // not start).
 bool Worker::run_attempt(Job& job, Attempt& a, LogFile& log, ProcessOutcome& outcome) {
-  const auto on_line = [&](std::string_view stream, std::string_view line) {
-    log.write(stream, line);
-  };
+  const auto on_line = [&](std::string_view stream, std::string_view line) { log.write(stream, line); };
   try {
     if (job.cfg.runner == "resident") {
       outcome = residents_.run(a.options,
-                               {.id = job.id, .attempt = job.attempt, .type = job.type,
-                                .params = job.params, .out_dir = a.out_dir,
-                                .program_dir = data_dir_ / "run" / "resident", .log = ctx_.log()},
+                               {.id = job.id,
+                                .attempt = job.attempt,
+                                .type = job.type,
+                                .params = job.params,
+                                .out_dir = a.out_dir,
+                                .program_dir = data_dir_ / "run" / "resident",
+                                .log = ctx_.log()},
                                job.stop, on_line);
     } else if (a.image.empty()) {
       outcome = run_process(a.options, job.stop, on_line);
@@ -774,9 +760,8 @@ bool Worker::run_attempt(Job& job, Attempt& a, LogFile& log, ProcessOutcome& out
       // Canceled or shut down while the image was pulled: that, not a failure.
       outcome.stopped = stop;
       outcome.started = outcome.ended = std::chrono::system_clock::now();
-      log.write("conveyor", stop == StopReason::canceled
-                                ? "canceled before the container started"
-                                : "the worker shut down before the container started");
+      log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
+                                                         : "the worker shut down before the container started");
       finish_job(job, outcome, a.logs.string(), {}, AttemptCost{});
       return false;
     }
@@ -816,13 +801,11 @@ void Worker::record_attempt(Job& job, Attempt& a, LogFile& log, const ProcessOut
 
   const auto outputs = list_outputs(a.out_dir);
   const auto duration_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
-          .count();
+      std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started).count();
   const AttemptCost cost = attempt_cost(outcome, a.image_digest);
   a.meta.update({
       {"exit_code", outcome.exit_code ? json(*outcome.exit_code) : json(nullptr)},
-      {"signal",
-       outcome.term_signal ? json(describe_signal(*outcome.term_signal)) : json(nullptr)},
+      {"signal", outcome.term_signal ? json(describe_signal(*outcome.term_signal)) : json(nullptr)},
       {"timed_out", outcome.timed_out},
       {"canceled", outcome.stopped == StopReason::canceled},
       {"message", ending},
@@ -843,10 +826,9 @@ void Worker::record_attempt(Job& job, Attempt& a, LogFile& log, const ProcessOut
 // The container path of run_job: removes what an earlier attempt of this
 // job left on this host, resolves the image (pulling it), gives the output
 // dir to the container's user, then runs it. Records the image in `meta`.
-ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
-                                        const std::vector<std::string>& argv,
-                                        const std::map<std::string, std::string>& env,
-                                        const ProcessOptions& options, LogFile& log, json& meta) {
+ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir, const std::vector<std::string>& argv,
+                                        const std::map<std::string, std::string>& env, const ProcessOptions& options,
+                                        LogFile& log, json& meta) {
   if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
   const std::string& image = job.cfg.image;
   // Nothing runs twice: whatever container an earlier run of this job left
@@ -864,13 +846,12 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
   meta["image_digest"] = info.digest;
   meta["container"] = container_name(job.id, job.attempt);
   meta["runtime"] = runtime_->runtime.program;
-  log.write("conveyor", fmt::format("container {} from {} ({})", container_name(job.id, job.attempt),
-                                    image, info.digest));
+  log.write("conveyor",
+            fmt::format("container {} from {} ({})", container_name(job.id, job.attempt), image, info.digest));
   if (chown_outputs_to_) {
     if (::chown(out_dir.c_str(), chown_outputs_to_->first, chown_outputs_to_->second) != 0) {
-      throw ContainerError("container_runtime",
-                           fmt::format("cannot give {} to the container's user {}: {}",
-                                       out_dir.string(), container_user_, std::strerror(errno)));
+      throw ContainerError("container_runtime", fmt::format("cannot give {} to the container's user {}: {}",
+                                                            out_dir.string(), container_user_, std::strerror(errno)));
     }
   }
   ContainerSpec spec;
@@ -891,17 +872,14 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir,
   spec.cgroup_parent = container_cgroup(cgroup_base_, installation_, job.id, job.attempt);
   spec.env_dir = env_dir();
   return run_container(*runtime_, spec, options, job.stop,
-                       [&](std::string_view stream, std::string_view line) {
-                         log.write(stream, line);
-                       });
+                       [&](std::string_view stream, std::string_view line) { log.write(stream, line); });
 }
 
 AttemptCost attempt_cost(const ProcessOutcome& outcome, const std::optional<std::string>& digest) {
   AttemptCost c;
   c.exit_code = outcome.exit_code;
   if (digest && !digest->empty()) c.image_digest = *digest;
-  c.wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
-                  .count();
+  c.wall_ms = std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started).count();
   auto ms = [](const std::optional<double>& s) -> std::optional<std::int64_t> {
     if (!s) return std::nullopt;
     return static_cast<std::int64_t>(std::llround(*s * 1000.0));
@@ -933,17 +911,14 @@ std::optional<std::string> status_of(const std::optional<db::Result>& written) {
 
 }  // namespace
 
-std::optional<std::string> Worker::write_processed(Job& job, const std::string& result,
-                                                   const AttemptCost& cost) {
+std::optional<std::string> Worker::write_processed(Job& job, const std::string& result, const AttemptCost& cost) {
   const FinishBatch::Written w = finishes_->write({job.id, job.attempt, result, cost});
   if (w.committed) return w.moved ? "processed" : "";
   // The batch failed: this job alone, with the retries of every outcome.
-  return status_of(
-      write_outcome(job, kFinishProcessed, {job.id, worker_id_, result}, cost, w.in_doubt));
+  return status_of(write_outcome(job, kFinishProcessed, {job.id, worker_id_, result}, cost, w.in_doubt));
 }
 
-std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome& outcome,
-                                                 const AttemptCost& cost) {
+std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome& outcome, const AttemptCost& cost) {
   std::string subtype = "exit_code";
   std::string message;
   if (outcome.timed_out) {
@@ -960,15 +935,13 @@ std::optional<std::string> Worker::write_failure(Job& job, const ProcessOutcome&
     message = fmt::format("killed by {}", describe_signal(outcome.term_signal.value_or(0)));
   }
   const double backoff_s = std::max(0.0, job.cfg.retry_backoff_s);
-  return status_of(
-      write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost));
+  return status_of(write_outcome(job, kFinishFailure, {job.id, worker_id_, backoff_s, subtype, message}, cost));
 }
 
 void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::string& logs,
                         const std::vector<std::string>& outputs, const AttemptCost& cost) {
   const auto duration_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started)
-          .count();
+      std::chrono::duration_cast<std::chrono::milliseconds>(outcome.ended - outcome.started).count();
   std::optional<std::string> status;
   std::string outcome_label;
   if (outcome.stopped == StopReason::canceled) {
@@ -978,12 +951,10 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
     // The job did not fail, the worker left: it runs again elsewhere without
     // using a retry (the rule prepare-for-reboot follows too).
     status = status_of(write_outcome(job, model::kRequeueStoppedRuns,
-                                     {job.id, worker_id_, "worker_shutdown", "worker shut down"},
-                                     cost));
+                                     {job.id, worker_id_, "worker_shutdown", "worker shut down"}, cost));
     outcome_label = "requeued";
   } else if (!outcome.timed_out && outcome.exit_code == 0) {
-    const json result = {{"exit_code", 0},  {"outputs", outputs},
-                         {"log_dir", logs}, {"duration_ms", duration_ms},
+    const json result = {{"exit_code", 0},  {"outputs", outputs},    {"log_dir", logs}, {"duration_ms", duration_ms},
                          {"worker", name_}, {"attempt", job.attempt}};
     status = write_processed(job, result.dump(), cost);
     outcome_label = "processed";
@@ -997,15 +968,13 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
   } else if (status->empty()) {
     // The reconciler requeued it (we looked lost) or an operator moved it:
     // its status is no longer ours to set.
-    ctx_.log()->warn("job {} is no longer started by worker {}; its result is dropped", job.id,
-                     name_);
+    ctx_.log()->warn("job {} is no longer started by worker {}; its result is dropped", job.id, name_);
     outcome_label = "dropped";
   } else {
     ctx_.log()->info("job {} ({}) ended {} after {} ms", job.id, job.type, *status, duration_ms);
   }
   ctx_.metrics()
-      .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
-               {{"outcome", outcome_label}})
+      .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome", {{"outcome", outcome_label}})
       .inc();
 }
 
@@ -1013,11 +982,12 @@ void Worker::fail_internal(Job& job, const std::string& subtype, const std::stri
                            const std::optional<std::string>& image_digest) {
   AttemptCost cost;
   cost.image_digest = image_digest;
-  const auto written =
-      write_outcome(job, kFinishInternal, {job.id, worker_id_, subtype, message}, cost);
+  const auto written = write_outcome(job, kFinishInternal, {job.id, worker_id_, subtype, message}, cost);
   ctx_.metrics()
       .counter("conveyor_worker_jobs_total", "jobs this worker ran, by outcome",
-               {{"outcome", !written ? "unrecorded" : written->empty() ? "dropped" : "internal_error"}})
+               {{"outcome", !written           ? "unrecorded"
+                            : written->empty() ? "dropped"
+                                               : "internal_error"}})
       .inc();
 }
 
@@ -1029,8 +999,8 @@ void Worker::fail_internal(Job& job, const std::string& subtype, const std::stri
 // past the deadline stop_threads() sets; the reconciler then recovers the job
 // (model::reap_lost_workers: missing from running_jobs, or this worker lost).
 std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statement& statement,
-                                                const std::vector<db::Param>& params,
-                                                const AttemptCost& cost, bool in_doubt) {
+                                                const std::vector<db::Param>& params, const AttemptCost& cost,
+                                                bool in_doubt) {
   std::chrono::milliseconds backoff{100};
   for (int attempt = 1;; ++attempt) {
     try {
@@ -1038,9 +1008,8 @@ std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statem
         auto r = tx.exec(statement, params);
         // The attempt's row, in the same transaction: the status it led to.
         if (!r.empty()) {
-          tx.exec(kCloseAttempt, {job.id, job.attempt, r[0][0].as_string(), cost.exit_code,
-                                  cost.image_digest, cost.wall_ms, cost.cpu_user_ms,
-                                  cost.cpu_system_ms, cost.max_rss_kb});
+          tx.exec(kCloseAttempt, {job.id, job.attempt, r[0][0].as_string(), cost.exit_code, cost.image_digest,
+                                  cost.wall_ms, cost.cpu_user_ms, cost.cpu_system_ms, cost.max_rss_kb});
         }
         return r;
       });
@@ -1051,33 +1020,29 @@ std::optional<db::Result> Worker::write_outcome(const Job& job, const db::Statem
       return rows;
     } catch (const db::DbError& e) {
       in_doubt = in_doubt || e.sqlstate() == "08007";
-      const bool transient =
-          e.retriable() || e.code() == errc::unavailable || e.code() == errc::timeout;
+      const bool transient = e.retriable() || e.code() == errc::unavailable || e.code() == errc::timeout;
       if (!transient) {
-        ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it",
-                          job.id, e.what());
+        ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it", job.id, e.what());
         return std::nullopt;
       }
       if (attempt == 1 || attempt % 20 == 0) {
-        ctx_.log()->warn("job {}: recording its outcome failed (attempt {}), retrying: {}", job.id,
-                         attempt, e.what());
+        ctx_.log()->warn("job {}: recording its outcome failed (attempt {}), retrying: {}", job.id, attempt, e.what());
       }
       ctx_.metrics()
-          .counter("conveyor_worker_outcome_retries_total",
-                   "failed attempts to record a job's outcome, retried")
+          .counter("conveyor_worker_outcome_retries_total", "failed attempts to record a job's outcome, retried")
           .inc();
     } catch (const std::exception& e) {
-      ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it",
-                        job.id, e.what());
+      ctx_.log()->error("job {}: cannot record its outcome ({}); the reconciler will recover it", job.id, e.what());
       return std::nullopt;
     }
     std::unique_lock lock(outcome_mutex_);
     const auto wake = std::chrono::steady_clock::now() + backoff;
     outcome_cv_.wait_until(lock, outcome_deadline_ ? std::min(wake, *outcome_deadline_) : wake);
     if (outcome_deadline_ && std::chrono::steady_clock::now() >= *outcome_deadline_) {
-      ctx_.log()->error("job {}: outcome not recorded before the worker stopped; the reconciler "
-                        "will recover it",
-                        job.id);
+      ctx_.log()->error(
+          "job {}: outcome not recorded before the worker stopped; the reconciler "
+          "will recover it",
+          job.id);
       return std::nullopt;
     }
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
@@ -1098,18 +1063,15 @@ void Worker::shutdown() {
   {
     std::unique_lock lock(mutex_);
     if (!jobs_.empty()) {
-      ctx_.log()->info("waiting up to {} ms for {} running job(s)", drain_wait_.count(),
-                       jobs_.size());
+      ctx_.log()->info("waiting up to {} ms for {} running job(s)", drain_wait_.count(), jobs_.size());
     }
     job_done_.wait_until(lock, grace_end, [this] {
-      return std::all_of(jobs_.begin(), jobs_.end(),
-                         [](const auto& kv) { return kv.second->finished.load(); });
+      return std::all_of(jobs_.begin(), jobs_.end(), [](const auto& kv) { return kv.second->finished.load(); });
     });
     for (auto& [id, job] : jobs_) {
       StopReason expected = StopReason::none;
       if (!job->finished && job->stop.compare_exchange_strong(expected, StopReason::shutdown)) {
-        ctx_.log()->warn("job {} still running after the shutdown grace: stopping and requeueing",
-                         id);
+        ctx_.log()->warn("job {} still running after the shutdown grace: stopping and requeueing", id);
       }
     }
   }
@@ -1127,8 +1089,7 @@ void Worker::stop_threads() {
   {
     // Jobs stopped now still get a moment to record that they were requeued.
     std::lock_guard lock(outcome_mutex_);
-    outcome_deadline_ = std::chrono::steady_clock::now() + shutdown_kill_grace_ +
-                        std::chrono::milliseconds(1000);
+    outcome_deadline_ = std::chrono::steady_clock::now() + shutdown_kill_grace_ + std::chrono::milliseconds(1000);
   }
   outcome_cv_.notify_all();
   std::vector<std::shared_ptr<Job>> jobs;

@@ -87,21 +87,18 @@ class Worker {
   bool run_attempt(Job& job, Attempt& attempt, LogFile& log, ProcessOutcome& outcome);
   void record_attempt(Job& job, Attempt& attempt, LogFile& log, const ProcessOutcome& outcome);
   static std::string ending_of(const Job& job, const ProcessOutcome& outcome);
-  void rerender_attempt(const Job& job, const std::filesystem::path& out_dir,
-                        std::vector<std::string>& argv);
+  void rerender_attempt(const Job& job, const std::filesystem::path& out_dir, std::vector<std::string>& argv);
   void finish_job(Job& job, const ProcessOutcome& outcome, const std::string& log_dir,
                   const std::vector<std::string>& outputs, const AttemptCost& cost);
   void fail_internal(Job& job, const std::string& subtype, const std::string& message,
                      const std::optional<std::string>& image_digest);
   std::optional<db::Result> write_outcome(const Job& job, const db::Statement& statement,
-                                          const std::vector<db::Param>& params,
-                                          const AttemptCost& cost, bool in_doubt = false);
+                                          const std::vector<db::Param>& params, const AttemptCost& cost,
+                                          bool in_doubt = false);
   // finish_job's two common outcomes: the status written ("" when the job
   // was no longer ours), or nullopt when it could not be recorded.
-  std::optional<std::string> write_processed(Job& job, const std::string& result,
-                                             const AttemptCost& cost);
-  std::optional<std::string> write_failure(Job& job, const ProcessOutcome& outcome,
-                                           const AttemptCost& cost);
+  std::optional<std::string> write_processed(Job& job, const std::string& result, const AttemptCost& cost);
+  std::optional<std::string> write_failure(Job& job, const ProcessOutcome& outcome, const AttemptCost& cost);
   void shutdown();
   void stop_threads();
   // Container jobs (container.hpp).
@@ -110,10 +107,9 @@ class Worker {
   void sweeper_main();
   std::filesystem::path env_dir() const;
   void remove_stale_env_files();
-  ProcessOutcome run_in_container(Job& job, const std::filesystem::path& out_dir,
-                                  const std::vector<std::string>& argv,
-                                  const std::map<std::string, std::string>& env,
-                                  const ProcessOptions& options, LogFile& log, nlohmann::json& meta);
+  ProcessOutcome run_in_container(Job& job, const std::filesystem::path& out_dir, const std::vector<std::string>& argv,
+                                  const std::map<std::string, std::string>& env, const ProcessOptions& options,
+                                  LogFile& log, nlohmann::json& meta);
 
   runtime::Context& ctx_;
   std::string name_;
@@ -160,9 +156,9 @@ class Worker {
   std::condition_variable monitor_cv_;
   bool monitor_stop_ = false;
   std::thread monitor_;
-  std::thread sweeper_;  // container sweeps (runtime calls), on monitor_cv_ too
+  std::thread sweeper_;                    // container sweeps (runtime calls), on monitor_cv_ too
   std::unique_ptr<FinishBatch> finishes_;  // group commit of processed outcomes (after start())
-  ResidentPool residents_;  // the programs of "runner": "resident" types
+  ResidentPool residents_;                 // the programs of "runner": "resident" types
   std::atomic<StopReason> sweep_stop_{StopReason::none};
 };
 

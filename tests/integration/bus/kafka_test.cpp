@@ -22,8 +22,7 @@ namespace ct = conveyor::testing;
 // Group joins on the mock cluster take a few seconds.
 constexpr auto kWait = 30s;
 
-std::vector<Message> make_batch(const std::string& topic, int keys, int per_key,
-                                const std::string& tag) {
+std::vector<Message> make_batch(const std::string& topic, int keys, int per_key, const std::string& tag) {
   std::vector<Message> batch;
   for (int seq = 0; seq < per_key; ++seq) {
     for (int k = 0; k < keys; ++k) {
@@ -39,8 +38,7 @@ ProducerOptions producer_options(const std::string& brokers) {
   return o;
 }
 
-ConsumerOptions consumer_options(const ct::Broker& broker, const std::string& group,
-                                 const std::string& topic) {
+ConsumerOptions consumer_options(const ct::Broker& broker, const std::string& group, const std::string& topic) {
   ConsumerOptions o;
   o.brokers = broker.bootstrap();
   o.group_id = group;
@@ -79,8 +77,8 @@ TEST(Kafka, RecordHeadersArriveAsProduced) {
   const std::string topic = topic_name(ct::unique_name("headers"), kJobsTopic);
   Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
   Producer producer(producer_options(broker.bootstrap()));
-  const Headers headers = {{"content-type", "application/cloudevents+json"}, {"x-trace", "a"},
-                           {"x-trace", "b"}, {"x-empty", ""}};
+  const Headers headers = {
+      {"content-type", "application/cloudevents+json"}, {"x-trace", "a"}, {"x-trace", "b"}, {"x-empty", ""}};
   std::vector<Message> batch = {{topic, "k", "with", headers}, {topic, "k", "without"}};
   ASSERT_TRUE(all_true(producer.send_batch(batch, 20s)));
   const auto got = receive(consumer, 2);
@@ -162,8 +160,7 @@ TEST(Kafka, KcatReadsWhatTheProducerSent) {
   std::vector<Message> batch = {{topic, "k1", R"({"n":1})"}, {topic, "k2", R"({"n":2})"}};
   ASSERT_TRUE(all_true(producer.send_batch(batch, 20s)));
 
-  auto result = ct::run(
-      {"kcat", "-b", broker.bootstrap(), "-C", "-t", topic, "-e", "-q", "-f", "%k=%s\\n"}, {}, 60s);
+  auto result = ct::run({"kcat", "-b", broker.bootstrap(), "-C", "-t", topic, "-e", "-q", "-f", "%k=%s\\n"}, {}, 60s);
   ASSERT_EQ(result.status, 0) << result.output;
   EXPECT_THAT(result.output, HasSubstr(R"(k1={"n":1})"));
   EXPECT_THAT(result.output, HasSubstr(R"(k2={"n":2})"));

@@ -75,7 +75,8 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
   EXPECT_EQ(events[1].data.at("to_status"), "configured");
   EXPECT_EQ(events[1].data.at("job_id").get<std::int64_t>(), std::stoll(id));
   EXPECT_FALSE(events[1].time.empty());
-  EXPECT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+  EXPECT_TRUE(wait_until(
+      [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
 
   // Woken by NOTIFY: a later change arrives without a restart.
   db.exec("SET LOCAL application_name = 'psql'; UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
@@ -114,14 +115,14 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   second.start();
 
   constexpr int kJobs = 200;
-  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, " +
-          std::to_string(kJobs) + ")");
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, " + std::to_string(kJobs) + ")");
   db.exec("UPDATE conveyor.job SET status = 'configured'");
   const std::size_t expected = 2 * kJobs;
   auto consumer = consumer_for(broker, topic_name(prefix, kJobsTopic));
   auto events = read_events(*consumer, expected, 30s);
   // Nothing more arrives once every row is sent.
-  ASSERT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
   for (auto& m : consumer->poll(1000, 500ms)) events.push_back(decode(m.value));
   EXPECT_EQ(events.size(), expected);
   std::set<std::string> ids;

@@ -17,9 +17,7 @@ class DbCli : public ::testing::Test {
     env.emplace("CONVEYOR_MIGRATIONS_DIR", conveyor::testing::migrations_dir().string());
     return conveyor::testing::run(argv, env);
   }
-  static bool has(const RunResult& r, const std::string& text) {
-    return r.output.find(text) != std::string::npos;
-  }
+  static bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
   TestDatabase db_{false};
 };
 
@@ -105,8 +103,8 @@ TEST_F(DbCli, ClearErrorsForMissingDatabaseUrlAndBadConfig) {
 }
 
 TEST_F(DbCli, ConfigShowMasksThePassword) {
-  auto r = conveyor({"config", "show"},
-                    {{"CONVEYOR_DATABASE_URL", "postgresql://app:s3cret-pw@db.example:5432/conveyor"}});
+  auto r =
+      conveyor({"config", "show"}, {{"CONVEYOR_DATABASE_URL", "postgresql://app:s3cret-pw@db.example:5432/conveyor"}});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_FALSE(has(r, "s3cret-pw")) << r.output;
   EXPECT_TRUE(has(r, "CONVEYOR_DATABASE_URL")) << r.output;

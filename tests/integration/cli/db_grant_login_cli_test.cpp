@@ -86,15 +86,16 @@ class GrantLogin : public ::testing::Test {
 TEST_F(GrantLogin, CreatesALoginInItsRoleThatConnectsAndReadsButCannotWrite) {
   const std::string login = new_login();
   const std::string password = "Reader-pw_0123456789";
-  const auto r = conveyor({"db", "grant-login", login, "--role", "conveyor_reader", "--password-file",
-                           password_file("reader", password)});
+  const auto r = conveyor(
+      {"db", "grant-login", login, "--role", "conveyor_reader", "--password-file", password_file("reader", password)});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("login " + login + " created: member of conveyor_reader"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find(password), std::string::npos) << "the password was printed";
 
   EXPECT_TRUE(member(login, "conveyor_reader"));
   EXPECT_EQ(db_.query_value("SELECT rolcanlogin AND rolinherit AND NOT rolsuper AND NOT rolcreaterole "
-                            "FROM pg_roles WHERE rolname = '" + login + "'"),
+                            "FROM pg_roles WHERE rolname = '" +
+                            login + "'"),
             "t");
   // Stored as a SCRAM verifier: the server never saw the password.
   const std::string stored = db_.query_value("SELECT rolpassword FROM pg_authid WHERE rolname = '" + login + "'");
@@ -140,7 +141,9 @@ TEST_F(GrantLogin, ConcurrentRunsForOneNewLoginBothSucceed) {
   const std::string login = new_login();
   const std::string file = password_file("pw", "racing-password");
   RunResult a, b;
-  std::thread other([&] { a = conveyor({"db", "grant-login", login, "--role", "conveyor_reader", "--password-file", file}); });
+  std::thread other([&] {
+    a = conveyor({"db", "grant-login", login, "--role", "conveyor_reader", "--password-file", file});
+  });
   b = conveyor({"db", "grant-login", login, "--role", "conveyor_reader", "--password-file", file});
   other.join();
   EXPECT_EQ(a.status, 0) << a.output;
@@ -175,8 +178,8 @@ TEST_F(GrantLogin, RefusesOtherRolesBadNamesAndPowerfulRoles) {
   // An existing role that owns objects, or belongs to another role, would
   // carry more than one service's grants: refused, and left as it was.
   const std::string owner = new_login();
-  db_.exec("CREATE ROLE " + owner + " LOGIN; CREATE TABLE public." + owner + "_t (x int); ALTER TABLE public." +
-           owner + "_t OWNER TO " + owner);
+  db_.exec("CREATE ROLE " + owner + " LOGIN; CREATE TABLE public." + owner + "_t (x int); ALTER TABLE public." + owner +
+           "_t OWNER TO " + owner);
   refused({owner, "--role", "conveyor_reader", "--password-file", file}, "owns objects");
   db_.exec("DROP TABLE public." + owner + "_t");
   const std::string member = new_login();
@@ -221,8 +224,8 @@ TEST(GrantLoginScram, TheServerAuthenticatesThePasswordAndRefusesAnother) {
     }
   };
   // The reload is asynchronous: wait until a password-less login is refused.
-  ASSERT_TRUE(conveyor::testing::wait_until([&] { return refused(url_as(db.url(), login)); },
-                                            std::chrono::seconds(20)));
+  ASSERT_TRUE(
+      conveyor::testing::wait_until([&] { return refused(url_as(db.url(), login)); }, std::chrono::seconds(20)));
   EXPECT_TRUE(refused(url_as(db.url(), login, "wrong-password")));
   const auto [user, uses_reader] = who_am_i(url_as(db.url(), login, "correct%20horse%20battery%20staple"));
   EXPECT_EQ(user, login);

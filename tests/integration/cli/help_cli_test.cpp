@@ -19,9 +19,7 @@ namespace {
 namespace fs = std::filesystem;
 using conveyor::testing::RunResult;
 
-bool has(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 std::vector<std::string> lines(const std::string& text) {
   std::vector<std::string> out;
@@ -43,8 +41,7 @@ std::string joined(const std::vector<std::string>& v) {
 
 // The CLI's stdout alone (stderr dropped), run with nothing in the
 // environment but PATH and `env`: no CONVEYOR_DATABASE_URL, no config.
-RunResult conveyor_stdout(const std::vector<std::string>& args,
-                          const std::vector<std::string>& env = {}) {
+RunResult conveyor_stdout(const std::vector<std::string>& args, const std::vector<std::string>& env = {}) {
   std::vector<std::string> argv{"/usr/bin/env", "-i", "PATH=/usr/bin:/bin"};
   argv.insert(argv.end(), env.begin(), env.end());
   argv.insert(argv.end(), {"/bin/sh", "-c", "\"$0\" \"$@\" 2>/dev/null", CONVEYOR_CLI_PATH});
@@ -65,8 +62,8 @@ TEST(HelpCli, EveryNounAndVerbHasHelp) {
   std::vector<std::string> nouns;
   for (const auto& n : candidates({""}))
     if (n != "help" && n != "version" && n != "completion") nouns.push_back(n);
-  for (const char* expected : {"db", "config", "job-type", "job", "worker", "params", "system",
-                               "queue", "events", "schedule", "token"}) {
+  for (const char* expected :
+       {"db", "config", "job-type", "job", "worker", "params", "system", "queue", "events", "schedule", "token"}) {
     EXPECT_TRUE(contains(nouns, expected)) << expected << " not listed: " << joined(nouns);
   }
   for (const auto& noun : nouns) {
@@ -83,10 +80,8 @@ TEST(HelpCli, EveryNounAndVerbHasHelp) {
       for (const char* help : {"--help", "-h"}) {
         const RunResult r = conveyor_stdout({noun, verb, help});
         EXPECT_EQ(r.status, 0) << noun << " " << verb << " " << help << ": " << r.output;
-        EXPECT_TRUE(has(r.output, "usage"))
-            << noun << " " << verb << " " << help << ": " << r.output;
-        EXPECT_TRUE(has(r.output, "conveyor " + noun + " "))
-            << noun << " " << verb << ": " << r.output;
+        EXPECT_TRUE(has(r.output, "usage")) << noun << " " << verb << " " << help << ": " << r.output;
+        EXPECT_TRUE(has(r.output, "conveyor " + noun + " ")) << noun << " " << verb << ": " << r.output;
       }
     }
   }
@@ -104,13 +99,11 @@ TEST(HelpCli, EveryNounAndVerbHasHelp) {
 
   // Help even when the configuration does not load; the command itself still says why it cannot
   // run.
-  const RunResult broken_help =
-      conveyor_stdout({"job", "ls", "--help"}, {"CONVEYOR_HTTP_PORT=not-a-port"});
+  const RunResult broken_help = conveyor_stdout({"job", "ls", "--help"}, {"CONVEYOR_HTTP_PORT=not-a-port"});
   EXPECT_EQ(broken_help.status, 0) << broken_help.output;
   EXPECT_TRUE(has(broken_help.output, "usage: conveyor job ls")) << broken_help.output;
-  const RunResult broken =
-      conveyor::testing::run({"/usr/bin/env", "-i", "PATH=/usr/bin:/bin",
-                              "CONVEYOR_HTTP_PORT=not-a-port", CONVEYOR_CLI_PATH, "job", "ls"});
+  const RunResult broken = conveyor::testing::run(
+      {"/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "CONVEYOR_HTTP_PORT=not-a-port", CONVEYOR_CLI_PATH, "job", "ls"});
   EXPECT_EQ(broken.status, 1) << broken.output;
   EXPECT_TRUE(has(broken.output, "CONVEYOR_HTTP_PORT")) << broken.output;
 
@@ -139,8 +132,7 @@ class ShellCli : public ::testing::Test {
   }
   // COMPREPLY of the bash script's function after `conveyor WORDS` (the
   // last word is the one being completed), one candidate a line.
-  std::vector<std::string> bash_complete(const fs::path& file,
-                                         const std::vector<std::string>& words) {
+  std::vector<std::string> bash_complete(const fs::path& file, const std::vector<std::string>& words) {
     std::string line = "source '" + file.string() + "' && COMP_WORDS=('" + CONVEYOR_CLI_PATH + "'";
     for (const auto& w : words) line += " '" + w + "'";
     line += ") && COMP_CWORD=" + std::to_string(words.size()) +
@@ -156,29 +148,26 @@ TEST_F(ShellCli, CompletionScriptsListEveryCommand) {
   const fs::path bash = script("bash");
   const RunResult syntax = conveyor::testing::run({"/bin/bash", "-n", bash.string()});
   EXPECT_EQ(syntax.status, 0) << syntax.output;
-  const RunResult registered = conveyor::testing::run(
-      {"/bin/bash", "-c", "source '" + bash.string() + "' && complete -p conveyor"});
+  const RunResult registered =
+      conveyor::testing::run({"/bin/bash", "-c", "source '" + bash.string() + "' && complete -p conveyor"});
   EXPECT_TRUE(has(registered.output, "-F _conveyor")) << registered.output;
 
   EXPECT_EQ(bash_complete(bash, {"jo"}), (std::vector<std::string>{"job", "job-type"}));
   EXPECT_EQ(bash_complete(bash, {"job", "pa"}), (std::vector<std::string>{"patch"}));
-  EXPECT_EQ(bash_complete(bash, {"job", "patch", "--set"}),
-            (std::vector<std::string>{"--set-param"}));
-  EXPECT_EQ(bash_complete(bash, {"--json", "queue", "drain", "--a"}),
-            (std::vector<std::string>{"--apply"}));
+  EXPECT_EQ(bash_complete(bash, {"job", "patch", "--set"}), (std::vector<std::string>{"--set-param"}));
+  EXPECT_EQ(bash_complete(bash, {"--json", "queue", "drain", "--a"}), (std::vector<std::string>{"--apply"}));
   EXPECT_EQ(bash_complete(bash, {"db", "gr"}), (std::vector<std::string>{"grant-login"}));
   EXPECT_EQ(bash_complete(bash, {"completion", ""}), (std::vector<std::string>{"bash", "zsh"}));
   // After an option that takes a value nothing is offered: bash completes file names.
   EXPECT_TRUE(bash_complete(bash, {"job", "patch", "--params-file", ""}).empty());
   // Every noun, and every verb of every noun, as the CLI's tables have them.
   const auto nouns = bash_complete(bash, {""});
-  for (const char* n : {"db", "config", "job-type", "job", "worker", "params", "system", "queue",
-                        "events", "schedule", "token", "help", "completion"}) {
+  for (const char* n : {"db", "config", "job-type", "job", "worker", "params", "system", "queue", "events", "schedule",
+                        "token", "help", "completion"}) {
     EXPECT_TRUE(contains(nouns, n)) << n << " missing: " << joined(nouns);
   }
   const auto job_verbs = bash_complete(bash, {"job", ""});
-  for (const char* v : {"ls", "inspect", "submit", "cancel", "retry", "logs", "kill", "set-status",
-                        "patch", "stats"}) {
+  for (const char* v : {"ls", "inspect", "submit", "cancel", "retry", "logs", "kill", "set-status", "patch", "stats"}) {
     EXPECT_TRUE(contains(job_verbs, v)) << v << " missing: " << joined(job_verbs);
   }
 
@@ -186,8 +175,8 @@ TEST_F(ShellCli, CompletionScriptsListEveryCommand) {
   const fs::path zsh = script("zsh");
   EXPECT_TRUE(has(conveyor::testing::read_text(zsh), "#compdef conveyor"));
   if (fs::exists("/usr/bin/zsh") || fs::exists("/bin/zsh")) {
-    const RunResult z = conveyor::testing::run(
-        {fs::exists("/usr/bin/zsh") ? "/usr/bin/zsh" : "/bin/zsh", "-n", zsh.string()});
+    const RunResult z =
+        conveyor::testing::run({fs::exists("/usr/bin/zsh") ? "/usr/bin/zsh" : "/bin/zsh", "-n", zsh.string()});
     EXPECT_EQ(z.status, 0) << z.output;
   }
 }
@@ -199,22 +188,20 @@ TEST_F(ShellCli, LongOperationsShowProgressOnATerminalOnly) {
   conveyor::testing::TestDatabase db(/*migrate=*/false);
   const std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", db.url()}};
   const auto on_terminal = [&](const std::string& command) {
-    return conveyor::testing::run(
-        {"/usr/bin/script", "-qec", "'" CONVEYOR_CLI_PATH "' " + command, "/dev/null"}, env);
+    return conveyor::testing::run({"/usr/bin/script", "-qec", "'" CONVEYOR_CLI_PATH "' " + command, "/dev/null"}, env);
   };
   ASSERT_EQ(conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"db", "init"}, env).status, 0);
   const RunResult migrate = on_terminal("db migrate");
   EXPECT_EQ(migrate.status, 0) << migrate.output;
   EXPECT_TRUE(has(migrate.output, "\rdb migrate: 0 s")) << migrate.output;
-  EXPECT_TRUE(has(migrate.output, "\r\x1b[Kdatabase migrated"))
-      << "the line is cleared: " << migrate.output;
+  EXPECT_TRUE(has(migrate.output, "\r\x1b[Kdatabase migrated")) << "the line is cleared: " << migrate.output;
 
   const RunResult backup = on_terminal("system backup '" + (dir_ / "a.dump").string() + "'");
   EXPECT_EQ(backup.status, 0) << backup.output;
   EXPECT_TRUE(has(backup.output, "\rsystem backup: 0 s")) << backup.output;
 
-  const RunResult piped = conveyor::testing::run_cli(
-      CONVEYOR_CLI_PATH, {"system", "backup", (dir_ / "b.dump").string()}, env);
+  const RunResult piped =
+      conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"system", "backup", (dir_ / "b.dump").string()}, env);
   EXPECT_EQ(piped.status, 0) << piped.output;
   EXPECT_TRUE(has(piped.output, "backup written")) << piped.output;
   EXPECT_FALSE(has(piped.output, "system backup:")) << piped.output;

@@ -77,10 +77,12 @@ TEST_F(JobHoldCli, JobHoldAndReleaseAreRecorded) {
 
   // One history row per real change, with who made it.
   EXPECT_EQ(db_.query_value("SELECT string_agg(field || ':' || (actor LIKE 'conveyor-cli:%')::text, ',' ORDER BY id) "
-                            "FROM conveyor.job_audit WHERE job_id = " + ready),
+                            "FROM conveyor.job_audit WHERE job_id = " +
+                            ready),
             "hold:true,release:true");
   EXPECT_EQ(db_.query_value("SELECT (old_value IS NULL AND new_value IS NOT NULL)::text FROM conveyor.job_audit "
-                            "WHERE field = 'hold' AND job_id = " + ready),
+                            "WHERE field = 'hold' AND job_id = " +
+                            ready),
             "true");
 }
 

@@ -83,11 +83,11 @@ TEST_F(JobPatchCli, JobPatchSetParamIsADryRunThenValidatesAndRecordsTheChange) {
   // Values the type's schema refuses: named as params.<key>, refused (a bad
   // value: exit 2) in the dry run and with --apply, and nothing changes (the
   // status path neither).
-  for (const auto& bad : std::vector<std::pair<std::string, std::string>>{
-           {"seconds=-1", "params.seconds: must be >= 0"},
-           {"seconds=soon", "params.seconds: expected a number"},
-           {"secs=1", "params.secs: unknown parameter"},
-           {"seconds=null", "params.seconds: required"}}) {
+  for (const auto& bad :
+       std::vector<std::pair<std::string, std::string>>{{"seconds=-1", "params.seconds: must be >= 0"},
+                                                        {"seconds=soon", "params.seconds: expected a number"},
+                                                        {"secs=1", "params.secs: unknown parameter"},
+                                                        {"seconds=null", "params.seconds: required"}}) {
     for (const bool apply : {false, true}) {
       std::vector<std::string> extra{"--set-param", bad.first, "--to", "error_checked,initialized"};
       if (apply) extra.insert(extra.end(), {"--apply", "--yes"});
@@ -108,9 +108,9 @@ TEST_F(JobPatchCli, JobPatchSetParamIsADryRunThenValidatesAndRecordsTheChange) {
   EXPECT_TRUE(has(r, "changed 1 job(s)")) << r.output;
   EXPECT_EQ(params_of(id), json({{"seconds", 1}}));
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id), "initialized");
-  const auto rows = db_.query(
-      "SELECT field, old_value::text, new_value::text, actor FROM conveyor.job_audit WHERE job_id = " + id +
-      " ORDER BY id");
+  const auto rows =
+      db_.query("SELECT field, old_value::text, new_value::text, actor FROM conveyor.job_audit WHERE job_id = " + id +
+                " ORDER BY id");
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0][0], "params");
   EXPECT_EQ(json::parse(rows[0][1]), json({{"seconds", 5}}));
@@ -124,8 +124,8 @@ TEST_F(JobPatchCli, JobPatchSetParamIsADryRunThenValidatesAndRecordsTheChange) {
   // not been configured yet).
   const fs::path file = dir_ / "params.json";
   std::ofstream(file) << R"({"seconds": 2.5})";
-  r = conveyor({"job", "patch", "--status", "initialized", "--ids", id, "--params-file", file.string(), "--apply",
-                "--yes"});
+  r = conveyor(
+      {"job", "patch", "--status", "initialized", "--ids", id, "--params-file", file.string(), "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(params_of(id), json({{"seconds", 2.5}}));
   EXPECT_EQ(audit_count(id), "2");
@@ -138,8 +138,8 @@ TEST_F(JobPatchCli, JobPatchSetParamIsADryRunThenValidatesAndRecordsTheChange) {
   EXPECT_TRUE(has(r, "already rendered")) << r.output;
   const std::string started = insert_job(R"({"seconds": 5})");
   walk(started, {"configured", "ready", "queued", "started"});
-  r = conveyor({"job", "patch", "--status", "started", "--ids", started, "--set-param", "seconds=1", "--apply",
-                "--yes"});
+  r = conveyor(
+      {"job", "patch", "--status", "started", "--ids", started, "--set-param", "seconds=1", "--apply", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "cancel it first")) << r.output;
   // A ready job may start afresh with new params in the same change.
@@ -157,8 +157,10 @@ TEST_F(JobPatchCli, APsqlUpdateOfParamsIsAuditedAndInspectShowsIt) {
   // A person in psql: the database user is the actor.
   db_.exec("UPDATE conveyor.job SET params = '{\"seconds\": 7}' WHERE id = " + id);
   // A script that names itself.
-  db_.exec("BEGIN; SET LOCAL conveyor.actor = 'runbook-001:alice'; "
-           "UPDATE conveyor.job SET params = '{\"seconds\": 8}' WHERE id = " + id + "; COMMIT");
+  db_.exec(
+      "BEGIN; SET LOCAL conveyor.actor = 'runbook-001:alice'; "
+      "UPDATE conveyor.job SET params = '{\"seconds\": 8}' WHERE id = " +
+      id + "; COMMIT");
   // Writing the same value again is no change.
   db_.exec("UPDATE conveyor.job SET params = '{\"seconds\": 8}' WHERE id = " + id);
   // config: its first write (NULL -> a value) is the configuration, not an
@@ -184,7 +186,8 @@ TEST_F(JobPatchCli, APsqlUpdateOfParamsIsAuditedAndInspectShowsIt) {
   EXPECT_TRUE(has(r, "    config.argv: [\"sleep\",\"8\"] -> [\"sleep\",\"9\"]\n")) << r.output;
   EXPECT_TRUE(has(r, "    params.note: (absent) -> \"nnnn")) << r.output;
   EXPECT_TRUE(has(r, "n…\n")) << "a long value is cut: " << r.output;
-  const std::string changes = r.output.substr(r.output.find("changes:"), r.output.find("attempts:") - r.output.find("changes:"));
+  const std::string changes =
+      r.output.substr(r.output.find("changes:"), r.output.find("attempts:") - r.output.find("changes:"));
   EXPECT_EQ(changes.find(long_note), std::string::npos) << changes;
   std::istringstream lines(changes);
   for (std::string l; std::getline(lines, l);) {
@@ -251,8 +254,8 @@ TEST_F(JobPatchCli, TheConfigurationServicesFirstConfigWriteIsNoEditButItsRolesL
   const bool readied = ct::wait_until(
       [&] { return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id) == "ready"; }, 30s);
   EXPECT_EQ(service.stop(10s), 0);
-  ASSERT_TRUE(readied) << "job " << id << " is "
-                       << db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id) << "\n"
+  ASSERT_TRUE(readied) << "job " << id << " is " << db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id)
+                       << "\n"
                        << ct::read_text(dir_ / "configuration.log");
   EXPECT_NE(db_.query_value("SELECT config IS NOT NULL FROM conveyor.job WHERE id = " + id), "f");
   EXPECT_EQ(audit_count(id), "0");
@@ -262,8 +265,8 @@ TEST_F(JobPatchCli, TheConfigurationServicesFirstConfigWriteIsNoEditButItsRolesL
   EXPECT_EQ(db_.query_value("SELECT field || ' ' || actor FROM conveyor.job_audit WHERE job_id = " + id),
             "config " + login);
   // Nobody writes the audit but the trigger.
-  const auto forged = ct::psql(login_url, "INSERT INTO conveyor.job_audit (job_id, field) VALUES (" + id +
-                                              ", 'params')");
+  const auto forged =
+      ct::psql(login_url, "INSERT INTO conveyor.job_audit (job_id, field) VALUES (" + id + ", 'params')");
   EXPECT_NE(forged.status, 0) << forged.output;
   EXPECT_TRUE(forged.output.find("permission denied") != std::string::npos) << forged.output;
 }

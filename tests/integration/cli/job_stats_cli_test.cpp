@@ -43,12 +43,13 @@ class JobStatsCli : public CliTest {
   void add_attempt(const std::string& job, int n, const std::string& ended_ago, const std::string& usage,
                    const std::string& outcome = "processed") {
     const std::string ended = ended_ago.empty() ? "NULL" : "now() - interval '" + ended_ago + "'";
-    db_.exec("INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker, started_at, ended_at, "
-             "  outcome, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb) "
-             "SELECT id, " + std::to_string(n) + ", job_type, 'worker-a', coalesce(" + ended +
-             ", now()) - interval '1 minute', " + ended + ", " +
-             (ended_ago.empty() ? "NULL" : "'" + outcome + "'") + ", " + usage +
-             " FROM conveyor.job WHERE id = " + job);
+    db_.exec(
+        "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker, started_at, ended_at, "
+        "  outcome, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb) "
+        "SELECT id, " +
+        std::to_string(n) + ", job_type, 'worker-a', coalesce(" + ended + ", now()) - interval '1 minute', " + ended +
+        ", " + (ended_ago.empty() ? "NULL" : "'" + outcome + "'") + ", " + usage +
+        " FROM conveyor.job WHERE id = " + job);
   }
   // sleep: 5 attempts with usage, one lost without, one still running, all
   // in the last hour; fail: 2 attempts three days ago.
@@ -129,14 +130,21 @@ TEST_F(JobStatsCli, ABadSinceIsAUsageErrorNamingTheOption) {
 
 TEST_F(JobStatsCli, InspectListsTheAttemptsWithImageAndDigest) {
   const std::string job = insert_job("gfsc");
-  db_.exec("INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker_id, worker, image, image_digest, "
-           "  started_at, ended_at, outcome, exit_code, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb) VALUES "
-           "(" + job + ", 0, 'gfsc', NULL, 'worker-a', 'registry.example/gfsc:2.1', 'sha256:0a1b2c', "
-           "  '2026-12-03 10:00:00+00', '2026-12-03 10:00:03+00', 'ready', 1, 3000, 900, 100, 1024), "
-           "(" + job + ", 1, 'gfsc', NULL, 'worker-b', 'registry.example/gfsc:2.1', 'sha256:0a1b2c', "
-           "  '2026-12-03 10:01:00+00', '2026-12-03 10:02:01+00', 'processed', 0, 61000, 45000, 5000, 217498), "
-           "(" + job + ", 2, 'gfsc', NULL, 'worker-c', 'registry.example/gfsc:2.1', NULL, "
-           "  '2026-12-03 10:03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
+  db_.exec(
+      "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker_id, worker, image, image_digest, "
+      "  started_at, ended_at, outcome, exit_code, wall_ms, cpu_user_ms, cpu_system_ms, max_rss_kb) VALUES "
+      "(" +
+      job +
+      ", 0, 'gfsc', NULL, 'worker-a', 'registry.example/gfsc:2.1', 'sha256:0a1b2c', "
+      "  '2026-12-03 10:00:00+00', '2026-12-03 10:00:03+00', 'ready', 1, 3000, 900, 100, 1024), "
+      "(" +
+      job +
+      ", 1, 'gfsc', NULL, 'worker-b', 'registry.example/gfsc:2.1', 'sha256:0a1b2c', "
+      "  '2026-12-03 10:01:00+00', '2026-12-03 10:02:01+00', 'processed', 0, 61000, 45000, 5000, 217498), "
+      "(" +
+      job +
+      ", 2, 'gfsc', NULL, 'worker-c', 'registry.example/gfsc:2.1', NULL, "
+      "  '2026-12-03 10:03:00+00', NULL, NULL, NULL, NULL, NULL, NULL, NULL)");
 
   const auto r = conveyor({"job", "inspect", job});
   ASSERT_EQ(r.status, 0) << r.output;
@@ -144,14 +152,17 @@ TEST_F(JobStatsCli, InspectListsTheAttemptsWithImageAndDigest) {
   EXPECT_EQ(row(r, "ATTEMPT"), "ATTEMPT | WORKER | STARTED | ENDED | OUTCOME | EXIT | WALL | CPU | PEAK MEM | IMAGE")
       << r.output;
   // Counted from 1 as people count (stored from 0), times with their zone.
-  EXPECT_EQ(row(r, "1"), "1 | worker-a | 2026-12-03 10:00:00 UTC | 2026-12-03 10:00:03 UTC | ready | 1 | 3.0s | "
-                         "1.0s | 1.0 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
+  EXPECT_EQ(row(r, "1"),
+            "1 | worker-a | 2026-12-03 10:00:00 UTC | 2026-12-03 10:00:03 UTC | ready | 1 | 3.0s | "
+            "1.0s | 1.0 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
       << r.output;
-  EXPECT_EQ(row(r, "2"), "2 | worker-b | 2026-12-03 10:01:00 UTC | 2026-12-03 10:02:01 UTC | processed | 0 | "
-                         "1m01s | 50.0s | 212.4 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
+  EXPECT_EQ(row(r, "2"),
+            "2 | worker-b | 2026-12-03 10:01:00 UTC | 2026-12-03 10:02:01 UTC | processed | 0 | "
+            "1m01s | 50.0s | 212.4 MiB | registry.example/gfsc:2.1 (sha256:0a1b2c)")
       << r.output;
-  EXPECT_EQ(row(r, "3"), "3 | worker-c | 2026-12-03 10:03:00 UTC | - | (running) | - | - | - | - | "
-                         "registry.example/gfsc:2.1")
+  EXPECT_EQ(row(r, "3"),
+            "3 | worker-c | 2026-12-03 10:03:00 UTC | - | (running) | - | - | - | - | "
+            "registry.example/gfsc:2.1")
       << r.output;
 
   const json j = conveyor_json({"job", "inspect", job});

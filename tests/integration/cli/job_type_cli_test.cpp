@@ -18,9 +18,7 @@ using conveyor::testing::RunResult;
 using conveyor::testing::TestDatabase;
 using nlohmann::json;
 
-bool has(const RunResult& r, const std::string& text) {
-  return r.output.find(text) != std::string::npos;
-}
+bool has(const RunResult& r, const std::string& text) { return r.output.find(text) != std::string::npos; }
 
 // A scratch directory per test.
 class WithDir : public ::testing::Test {
@@ -55,8 +53,7 @@ class JobTypeCli : public WithDir {
              {{{"name", "alpha"},
                {"command", {"echo", "{word}"}},
                {"timeout_s", 60},
-               {"params_schema",
-                {{"type", "object"}, {"properties", {{"word", {{"type", "string"}}}}}}},
+               {"params_schema", {{"type", "object"}, {"properties", {{"word", {{"type", "string"}}}}}}},
                {"env", {{"LANG", "C"}}},
                {"sinks", {{{"kind", "file"}, {"dir", "catalog"}}}}},
               {{"name", "beta"}, {"command", {"true"}}, {"max_attempts", 3}}}}};
@@ -74,10 +71,8 @@ TEST_F(JobTypeCli, ApplyYesStoresTheTypesAndListShowsThem) {
   EXPECT_TRUE(has(r, "applied 2 change(s)")) << r.output;
   EXPECT_EQ(count_types(), 2);
   EXPECT_EQ(db_.query_value("SELECT timeout_s FROM conveyor.job_type WHERE name = 'alpha'"), "60");
-  EXPECT_EQ(db_.query_value("SELECT env->>'LANG' FROM conveyor.job_type WHERE name = 'alpha'"),
-            "C");
-  EXPECT_EQ(db_.query_value("SELECT command->>1 FROM conveyor.job_type WHERE name = 'alpha'"),
-            "{word}");
+  EXPECT_EQ(db_.query_value("SELECT env->>'LANG' FROM conveyor.job_type WHERE name = 'alpha'"), "C");
+  EXPECT_EQ(db_.query_value("SELECT command->>1 FROM conveyor.job_type WHERE name = 'alpha'"), "{word}");
 
   r = conveyor({"job-type", "list"});
   ASSERT_EQ(r.status, 0) << r.output;
@@ -171,8 +166,7 @@ TEST_F(JobTypeCli, TheShippedExampleFileApplies) {
                             "(resources->>'memory_mb') || ' ' || network FROM conveyor.job_type "
                             "WHERE name = 'fsc-rlie-container'"),
             "localhost/conveyor-example-task:dev 1 256 false");
-  EXPECT_EQ(db_.query_value("SELECT max_attempts FROM conveyor.job_type WHERE name = 'flaky'"),
-            "2");
+  EXPECT_EQ(db_.query_value("SELECT max_attempts FROM conveyor.job_type WHERE name = 'flaky'"), "2");
 }
 
 // ------------------------------------------------------------ the example task
@@ -185,8 +179,7 @@ class ExampleTask : public WithDir {
     return conveyor::testing::run(argv);
   }
   // The shipped type `name`, rendered as the configuration service would.
-  std::vector<std::string> argv_of(const std::string& name,
-                                   const conveyor::model::ArgvContext& ctx) {
+  std::vector<std::string> argv_of(const std::string& name, const conveyor::model::ArgvContext& ctx) {
     std::ifstream in(CONVEYOR_JOB_TYPES_FILE);
     std::stringstream ss;
     ss << in.rdbuf();

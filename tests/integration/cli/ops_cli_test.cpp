@@ -308,7 +308,8 @@ TEST_F(OpsCli, JobCancelAndRetry) {
   EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + running), "t");
   EXPECT_EQ(status_of(errored), "canceled");
   EXPECT_EQ(db_.query_value("SELECT string_agg(to_status, ' ' ORDER BY id) FROM conveyor.job_status_change "
-                            "WHERE job_id = " + errored),
+                            "WHERE job_id = " +
+                            errored),
             "initialized internal_error error_checked canceled");
   EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + waiting +
                             " ORDER BY id DESC LIMIT 1"),
@@ -332,8 +333,10 @@ TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "it has not run yet")) << r.output;
 
-  const std::string month = db_.query_value("SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
-                                            "FROM conveyor.job WHERE id = " + id);
+  const std::string month = db_.query_value(
+      "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
+      "FROM conveyor.job WHERE id = " +
+      id);
   const fs::path dir = data_dir_ / "logs" / month / ("job-" + id);
   fs::create_directories(dir);
   std::ofstream(dir / "logs.txt") << "line one\nline two\nline three\n";
@@ -353,12 +356,17 @@ TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {
   auto r = conveyor({"job", "set-status", stuck, "--to", "error_checked,ready", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "job " + stuck + ": external_error -> error_checked -> ready")) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT status || ' ' || coalesce(error_subtype, '-') FROM conveyor.job WHERE id = " +
-                            stuck),
-            "ready -") << "the error is history now";
+  EXPECT_EQ(
+      db_.query_value("SELECT status || ' ' || coalesce(error_subtype, '-') FROM conveyor.job WHERE id = " + stuck),
+      "ready -")
+      << "the error is history now";
   EXPECT_EQ(db_.query_value("SELECT string_agg(to_status || ':' || actor, ' ' ORDER BY id) FROM "
-                            "conveyor.job_status_change WHERE job_id = " + stuck + " AND id > (SELECT min(id) "
-                            "FROM conveyor.job_status_change WHERE job_id = " + stuck + " AND to_status = "
+                            "conveyor.job_status_change WHERE job_id = " +
+                            stuck +
+                            " AND id > (SELECT min(id) "
+                            "FROM conveyor.job_status_change WHERE job_id = " +
+                            stuck +
+                            " AND to_status = "
                             "'external_error')"),
             "error_checked:conveyor-cli:root ready:conveyor-cli:root");
 
@@ -392,8 +400,8 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
   EXPECT_TRUE(has(r, "dry run: nothing changed")) << r.output;
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'internal_error'"), "5");
 
-  r = conveyor({"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready",
-                "--apply"});
+  r = conveyor(
+      {"job", "patch", "--status", "internal_error", "--type", "sleep", "--to", "error_checked,ready", "--apply"});
   EXPECT_EQ(r.status, 1) << "no terminal: refuses without --yes: " << r.output;
   EXPECT_TRUE(has(r, "refusing to change 4 job(s)")) << r.output;
   EXPECT_TRUE(has(r, "job patch will touch:")) << r.output;
@@ -422,8 +430,8 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
   // Runbook 001's selections: by ids, and by a field of the params.
   const std::string tile_a = insert_job("sleep", R"({"seconds": 0, "tile": "T31TCH"})");
   const std::string tile_b = insert_job("sleep", R"({"seconds": 0, "tile": "T32ULU"})");
-  r = conveyor({"job", "patch", "--status", "initialized", "--param", "tile=T31TCH", "--to", "canceled", "--apply",
-                "--yes"});
+  r = conveyor(
+      {"job", "patch", "--status", "initialized", "--param", "tile=T31TCH", "--to", "canceled", "--apply", "--yes"});
   EXPECT_TRUE(has(r, "changed 1 job(s)")) << r.output;
   EXPECT_EQ(status_of(tile_a), "canceled");
   EXPECT_EQ(status_of(tile_b), "initialized");
@@ -474,8 +482,10 @@ TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
 TEST_F(OpsCli, JobLogsFollowPrintsWhatIsAppendedUntilTheJobStopsRunning) {
   const std::string id = insert_job();
   walk(id, {"configured", "ready", "queued", "started"});
-  const std::string month = db_.query_value("SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
-                                            "FROM conveyor.job WHERE id = " + id);
+  const std::string month = db_.query_value(
+      "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
+      "FROM conveyor.job WHERE id = " +
+      id);
   const fs::path dir = data_dir_ / "logs" / month / ("job-" + id);
   fs::create_directories(dir);
   std::ofstream(dir / "logs.txt") << "first\n";
@@ -604,8 +614,9 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   insert_job();
   walk(insert_job("fail", "{}"), {"internal_error"});
   insert_worker("w1", "active", "0 seconds");
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
-           "('c1', 'conveyor-creation', now()), ('c2', 'conveyor-creation', now() - interval '1 hour')");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+      "('c1', 'conveyor-creation', now()), ('c2', 'conveyor-creation', now() - interval '1 hour')");
   const json s = conveyor_json({"system", "status"});
   EXPECT_EQ(s.at("jobs").at("initialized"), 2);
   EXPECT_EQ(s.at("jobs").at("internal_error"), 1);
@@ -646,8 +657,10 @@ TEST_F(OpsCli, PrepareForRebootRequeuesRunningJobsOnceTheWorkersAreStopped) {
   EXPECT_EQ(status_of(cancel_asked), "canceled");
   EXPECT_EQ(status_of(untouched), "initialized");
   EXPECT_EQ(db_.query_value("SELECT attempt::text || ' ' || coalesce(worker_id::text, '-') FROM conveyor.job "
-                            "WHERE id = " + started),
-            "0 -") << "as if it had not run";
+                            "WHERE id = " +
+                            started),
+            "0 -")
+      << "as if it had not run";
   // The same rule as a worker's own shutdown (model::kRequeueStoppedRuns):
   // the run that was stopped says why; a job that had not started keeps its fields.
   EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job WHERE id = " + started), "reboot");
@@ -700,15 +713,19 @@ TEST_F(OpsCli, SystemWavesOrdersTypesByDependencyAndStartsThemWaveByWave) {
   const std::string fsc = insert_job("fsc-rlie", R"({"tile": "T1", "date": "2026-11-30"})");
   const std::string sws = db_.query_value(
       "INSERT INTO conveyor.job (job_type, params, depends_on) VALUES ('sws-wds', '{\"tile\": \"T1\", "
-      "\"date\": \"2026-11-30\"}', ARRAY[" + fsc + "]::bigint[]) RETURNING id");
-  db_.exec("INSERT INTO conveyor.job (job_type, params, depends_on) VALUES ('gfsc', '{\"tile\": \"T1\", "
-           "\"date\": \"2026-11-30\"}', ARRAY[" + sws + "]::bigint[])");
+      "\"date\": \"2026-11-30\"}', ARRAY[" +
+      fsc + "]::bigint[]) RETURNING id");
+  db_.exec(
+      "INSERT INTO conveyor.job (job_type, params, depends_on) VALUES ('gfsc', '{\"tile\": \"T1\", "
+      "\"date\": \"2026-11-30\"}', ARRAY[" +
+      sws + "]::bigint[])");
   auto r = conveyor({"system", "waves"});
   ASSERT_EQ(r.status, 0) << r.output;
   // Waves come from the jobs' dependencies: the types no job links (the
   // -container variants here) are in wave 1.
-  EXPECT_TRUE(has(r, "wave 1: alloc, alloc-container, fail, flaky, fsc-rlie, fsc-rlie-container, "
-                     "gfsc-container, sleep, sleep-container, sleep-resident, sws-wds-container\n"))
+  EXPECT_TRUE(has(r,
+                  "wave 1: alloc, alloc-container, fail, flaky, fsc-rlie, fsc-rlie-container, "
+                  "gfsc-container, sleep, sleep-container, sleep-resident, sws-wds-container\n"))
       << r.output;
   EXPECT_TRUE(has(r, "wave 2: sws-wds   (after fsc-rlie)")) << r.output;
   EXPECT_TRUE(has(r, "wave 3: gfsc   (after sws-wds)")) << r.output;
@@ -756,8 +773,7 @@ TEST_F(OpsCli, QueuePauseAndResumePersistInQueueState) {
   r = conveyor({"queue", "resume", "--type", "sleep"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "job type sleep resumed")) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"),
-            "f");
+  EXPECT_EQ(db_.query_value("SELECT paused FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"), "f");
   r = conveyor({"queue", "resume", "--type", "sleep"});
   EXPECT_TRUE(has(r, "was not paused")) << r.output;
 }
@@ -794,8 +810,9 @@ TEST_F(OpsCli, QueueDrainCancelsWhatIsNotRunningAfterADryRun) {
   r = conveyor({"queue", "drain", "--pool", "default", "--status", "failed", "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(status_of(failed), "canceled") << "through error_checked";
-  EXPECT_EQ(db_.query_value("SELECT drained_count FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"),
-            "2");
+  EXPECT_EQ(
+      db_.query_value("SELECT drained_count FROM conveyor.queue_state WHERE kind = 'job_type' AND name = 'sleep'"),
+      "2");
   r = conveyor({"queue", "drain", "--type", "sleep", "--status", "started"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "'started' cannot be drained")) << r.output;
@@ -893,17 +910,16 @@ TEST(EventsCli, TailPrintsTheJobEventsFromTheBeginningAndFiltersByJob) {
 
   const std::map<std::string, std::string> env{{"CONVEYOR_KAFKA_BROKERS", broker.bootstrap()},
                                                {"CONVEYOR_TOPIC_PREFIX", prefix}};
-  auto r = conveyor::testing::run({CONVEYOR_CLI_PATH, "events", "tail", "--topic", "jobs", "--from-beginning",
-                                   "--count", "3", "--for", "60"},
-                                  env);
+  auto r = conveyor::testing::run(
+      {CONVEYOR_CLI_PATH, "events", "tail", "--topic", "jobs", "--from-beginning", "--count", "3", "--for", "60"}, env);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "2026-12-01T10:00:00Z io.conveyor.job.done job 7 processed -> done (tester)")) << r.output;
   EXPECT_TRUE(has(r, "job 9 processed -> done")) << r.output;
   EXPECT_TRUE(has(r, "skipping a malformed message at " + topic)) << r.output;
 
-  r = conveyor::testing::run({CONVEYOR_CLI_PATH, "--json", "events", "tail", "--from-beginning", "--job", "8",
-                              "--count", "1", "--for", "60"},
-                             env);
+  r = conveyor::testing::run(
+      {CONVEYOR_CLI_PATH, "--json", "events", "tail", "--from-beginning", "--job", "8", "--count", "1", "--for", "60"},
+      env);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, R"("subject":"8")")) << r.output;
   EXPECT_FALSE(has(r, R"("subject":"7")")) << r.output;

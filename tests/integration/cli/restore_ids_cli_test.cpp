@@ -53,16 +53,13 @@ TEST_F(RestoreIdsCli, SystemRestoreCleanNeverReusesAnId) {
 
   r = conveyor({"system", "restore", file.string(), "--clean", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3")
-      << "the backup's jobs are back";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3") << "the backup's jobs are back";
   EXPECT_TRUE(has(r, "job ids continue from " + std::to_string(on_disk + 1))) << r.output;
 
   const std::int64_t job = insert_job();
   EXPECT_GT(job, max_job) << "a removed job's id was handed out again";
   EXPECT_EQ(job, on_disk + 1) << "the id of a job folder on disk was handed out again";
-  EXPECT_GT(number("SELECT max(id) FROM conveyor.job_status_change WHERE job_id = " +
-                   std::to_string(job)),
-            max_change);
+  EXPECT_GT(number("SELECT max(id) FROM conveyor.job_status_change WHERE job_id = " + std::to_string(job)), max_change);
   EXPECT_GT(number("SELECT max(id) FROM conveyor.outbox"), max_outbox);
 
   // A second restore with nothing new still never goes back.
@@ -92,11 +89,11 @@ TEST_F(RestoreIdsCli, RestoreStopsTheBackupsWorkerRowsAndRequeuesTheirJobs) {
 
   r = conveyor({"system", "restore", file.string(), "--clean", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_TRUE(has(r, "1 running worker row(s) marked stopped; 1 started or queued job(s) back to ready"))
-      << r.output;
+  EXPECT_TRUE(has(r, "1 running worker row(s) marked stopped; 1 started or queued job(s) back to ready")) << r.output;
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-at-backup'"), "stopped");
   EXPECT_EQ(db_.query_value("SELECT status || ' ' || attempt || ' ' || coalesce(worker_id::text, '-') "
-                            "FROM conveyor.job WHERE id = " + job),
+                            "FROM conveyor.job WHERE id = " +
+                            job),
             "ready 0 -");
 }
 

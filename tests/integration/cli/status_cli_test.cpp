@@ -28,8 +28,7 @@ class StatusCli : public CliTest {
     return json::parse(r.output);
   }
   // A service instance with a heartbeat `age` old and a recorded `status`.
-  void instance(const std::string& id, const std::string& service, const std::string& status,
-                const std::string& age) {
+  void instance(const std::string& id, const std::string& service, const std::string& status, const std::string& age) {
     db_.exec("INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) VALUES ('" + id + "', '" +
              service + "', '" + status + "', now() - interval '" + age + "')");
   }

@@ -97,9 +97,9 @@ TEST_F(TokenCli, CreatePrintsTheTokenAloneOnStdoutAndStoresOnlyItsSha256) {
   EXPECT_EQ(rows[0][5], "t");
   // Not the token, nor its random part, in any column of any row.
   const std::string random_part = token.substr(4);
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.api_token t WHERE strpos(t::text, '" + random_part +
-                            "') > 0"),
-            "0");
+  EXPECT_EQ(
+      db_.query_value("SELECT count(*) FROM conveyor.api_token t WHERE strpos(t::text, '" + random_part + "') > 0"),
+      "0");
 
   // Every create prints a new token.
   const std::string second = create("ci-deploy-2", "reader");
@@ -186,14 +186,16 @@ TEST_F(TokenCli, ListShowsEveryTokenWithItsStateAndNeverAHash) {
   ASSERT_EQ(conveyor_split({"token", "create", "delta", "--role", "reader", "--expires", "1d"}).status, 0);
   // bravo: revoked; charlie: expired an hour ago, used once; delta: expires tomorrow.
   ASSERT_EQ(conveyor({"token", "revoke", "bravo"}).status, 0);
-  db_.exec("UPDATE conveyor.api_token SET expires_at = now() - interval '1 hour', "
-           "last_used_at = '2026-01-02T03:04:05.678Z' WHERE name = 'charlie'");
+  db_.exec(
+      "UPDATE conveyor.api_token SET expires_at = now() - interval '1 hour', "
+      "last_used_at = '2026-01-02T03:04:05.678Z' WHERE name = 'charlie'");
 
   const auto r = conveyor({"token", "list"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(row(r, "NAME"), "NAME | ROLE | STATE | CREATED | EXPIRES | LAST USED | CREATED BY") << r.output;
-  const std::regex alpha("alpha \\| reader \\| active \\| \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\| never \\| "
-                         "never \\| conveyor-cli:.+");
+  const std::regex alpha(
+      "alpha \\| reader \\| active \\| \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\| never \\| "
+      "never \\| conveyor-cli:.+");
   EXPECT_TRUE(std::regex_match(row(r, "alpha"), alpha)) << r.output;
   EXPECT_TRUE(has(row(r, "bravo"), "bravo | submitter | revoked |")) << r.output;
   EXPECT_TRUE(has(row(r, "charlie"), "charlie | operator | expired |")) << r.output;

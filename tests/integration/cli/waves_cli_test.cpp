@@ -48,7 +48,8 @@ TEST_F(WavesCli, WavesAutoStartsWaveOneAndStopStops) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "wave 1 of 3 admitted (wa)")) << r.output;
   EXPECT_EQ(types_list(), "{wa}");
-  EXPECT_EQ(db_.query_value("SELECT current || ' ' || threshold || ' ' || state FROM conveyor.wave_run"), "1 5 running");
+  EXPECT_EQ(db_.query_value("SELECT current || ' ' || threshold || ' ' || state FROM conveyor.wave_run"),
+            "1 5 running");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.system_parameters_history "
                             "WHERE 'job_types_list' = ANY(changed_keys) AND new_values->'job_types_list' = '[\"wa\"]'"),
             "1")
@@ -136,9 +137,8 @@ TEST_F(WavesCli, TheMonitorsRoleAdvancesTheRunWaveByWaveToEveryType) {
 // so that job still counts.
 TEST_F(WavesCli, HeldOrPausedReadyJobsDoNotHoldTheRunBack) {
   auto ready_job = [&](const std::string& pool, const std::string& not_before) {
-    const std::string id =
-        db_.query_value("INSERT INTO conveyor.job (job_type, not_before, config) VALUES ('wa', " +
-                        not_before + ", '{\"pool\": \"" + pool + "\"}') RETURNING id");
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type, not_before, config) VALUES ('wa', " +
+                                           not_before + ", '{\"pool\": \"" + pool + "\"}') RETURNING id");
     db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
     db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
     return id;
@@ -168,8 +168,7 @@ TEST_F(WavesCli, HeldOrPausedReadyJobsDoNotHoldTheRunBack) {
   EXPECT_EQ(types_list(), "{wa,wb}");
 
   // A paused job type is the same; wave 2's job of type wb waits paused.
-  const std::string id =
-      db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('wb') RETURNING id");
+  const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('wb') RETURNING id");
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
   db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
   EXPECT_FALSE(step()) << "wb's ready job counts while wb is not paused";

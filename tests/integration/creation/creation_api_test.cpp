@@ -74,15 +74,13 @@ class CreationApi : public ::testing::Test {
     return s.str();
   }
 
-  ClientResponse request(const std::string& method, const std::string& path,
-                         const std::string& body = "",
+  ClientResponse request(const std::string& method, const std::string& path, const std::string& body = "",
                          std::map<std::string, std::string> headers = {}) {
     if (!body.empty()) headers.emplace("Content-Type", "application/json");
     // An operator token unless the test sends its own (issue 12).
     if (token_.empty()) token_ = ct::create_api_token(db_.url(), "creation-test-operator", "operator");
     headers.emplace("Authorization", "Bearer " + token_);
-    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path,
-                                        body, headers);
+    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path, body, headers);
   }
 
   // Submits and expects 201; returns the job.
@@ -107,8 +105,7 @@ class CreationApi : public ::testing::Test {
   static json problem(const ClientResponse& r, int status) {
     EXPECT_EQ(r.status, status) << r.body;
     const auto ct_it = r.headers.find("content-type");
-    EXPECT_TRUE(ct_it != r.headers.end() &&
-                ct_it->second.find("application/problem+json") != std::string::npos)
+    EXPECT_TRUE(ct_it != r.headers.end() && ct_it->second.find("application/problem+json") != std::string::npos)
         << r.body;
     auto body = json::parse(r.body, nullptr, false);
     EXPECT_FALSE(body.is_discarded()) << r.body;
@@ -161,8 +158,7 @@ TEST_F(CreationApi, SubmitCreatesAnInitializedJobAndTheIdempotencyKeyReturnsIt) 
   EXPECT_EQ(second.at("priority"), -5);
   EXPECT_EQ(second.at("depends_on"), json::array({id}));
   EXPECT_EQ(second.at("not_before"), "2030-01-02T03:04:05.000000Z");
-  EXPECT_EQ(db_.query_value("SELECT depends_on::text FROM conveyor.job WHERE id = " +
-                            second.at("id").dump()),
+  EXPECT_EQ(db_.query_value("SELECT depends_on::text FROM conveyor.job WHERE id = " + second.at("id").dump()),
             "{" + std::to_string(id) + "}");
 }
 
@@ -177,9 +173,7 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   EXPECT_EQ(p.value("field", ""), "params") << p;
   EXPECT_TRUE(contains(p, "params: expected an object")) << p;
 
-  p = problem(request("POST", "/v1/jobs",
-                      R"({"job_type": "sleep", "params": {"seconds": 1}, "priority": "x"})"),
-              400);
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}, "priority": "x"})"), 400);
   EXPECT_EQ(p.value("field", ""), "priority") << p;
 
   p = problem(request("POST", "/v1/jobs", R"({"params": {}})"), 400);
@@ -191,8 +185,7 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "depends_on": [1, -2]})"), 400);
   EXPECT_EQ(p.value("field", ""), "depends_on[1]") << p;
 
-  p = problem(request("POST", "/v1/jobs",
-                      R"({"job_type": "sleep", "params": {"seconds": 1}, "not_before": "soon"})"),
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}, "not_before": "soon"})"),
               400);
   EXPECT_EQ(p.value("field", ""), "not_before") << p;
 
@@ -208,8 +201,7 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   p = problem(request("POST", "/v1/jobs", R"({"job_type": "retired"})"), 422);
   EXPECT_TRUE(contains(p, "unknown job type 'retired'")) << p;
 
-  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": "a"}})"),
-              422);
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": "a"}})"), 422);
   EXPECT_EQ(p.value("field", ""), "params") << p;
   EXPECT_TRUE(contains(p, "seconds")) << p;
   EXPECT_FALSE(p.value("errors", json::array()).empty()) << p;
@@ -221,8 +213,7 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   EXPECT_TRUE(contains(p, "424242")) << p;
 
   // The server refuses bodies over 1 MiB before any handler sees them.
-  const std::string big = R"({"job_type": "sleep", "params": {"pad": ")" +
-                          std::string(2 * 1024 * 1024, 'x') + R"("}})";
+  const std::string big = R"({"job_type": "sleep", "params": {"pad": ")" + std::string(2 * 1024 * 1024, 'x') + R"("}})";
   problem(request("POST", "/v1/jobs", big), 413);
 
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
@@ -236,14 +227,12 @@ TEST_F(CreationApi, ParametersGateSubmissions) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(db_.query_value("SELECT accepting_new_jobs FROM conveyor.system_parameters"), "f");
   // The change is the token's doing (issue 12), not the service's.
-  EXPECT_EQ(db_.query_value("SELECT updated_by FROM conveyor.system_parameters"),
-            "api:creation-test-operator");
+  EXPECT_EQ(db_.query_value("SELECT updated_by FROM conveyor.system_parameters"), "api:creation-test-operator");
   r = request("GET", "/v1/parameters");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(r.body).at("accepting_new_jobs"), false) << r.body;
 
-  json p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}})"),
-                   503);
+  json p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1}})"), 503);
   EXPECT_TRUE(contains(p, "maintenance until 14:00")) << p;
 
   // Bad patches name the column and change nothing.
@@ -370,8 +359,7 @@ TEST_F(CreationApi, CancelStopsJobsThatAreNotRunning) {
   r = request("POST", "/v1/jobs/" + std::to_string(running) + "/cancel");
   ASSERT_EQ(r.status, 202) << r.body;
   EXPECT_EQ(status_of(running), "started");
-  EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " +
-                            std::to_string(running)),
+  EXPECT_EQ(db_.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + std::to_string(running)),
             "t");
 
   // An error status goes through error_checked.
@@ -380,7 +368,8 @@ TEST_F(CreationApi, CancelStopsJobsThatAreNotRunning) {
   r = request("POST", "/v1/jobs/" + std::to_string(failed) + "/cancel");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(db_.query_value("SELECT string_agg(to_status, ',' ORDER BY id) FROM "
-                            "conveyor.job_status_change WHERE job_id = " + std::to_string(failed) +
+                            "conveyor.job_status_change WHERE job_id = " +
+                            std::to_string(failed) +
                             " AND id > (SELECT max(id) FROM conveyor.job_status_change WHERE "
                             "to_status = 'failed')"),
             "error_checked,canceled");
@@ -391,8 +380,10 @@ TEST_F(CreationApi, CancelStopsJobsThatAreNotRunning) {
 TEST_F(CreationApi, RetryRestartsFailedAndCanceledJobs) {
   const std::int64_t id = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
   advance(id, {"configured", "ready", "queued", "started"});
-  db_.exec("UPDATE conveyor.job SET status = 'failed', attempt = 1, error_subtype = 'exit_code', "
-           "error_message = 'exited with 1' WHERE id = " + std::to_string(id));
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'failed', attempt = 1, error_subtype = 'exit_code', "
+      "error_message = 'exited with 1' WHERE id = " +
+      std::to_string(id));
 
   auto r = request("POST", "/v1/jobs/" + std::to_string(id) + "/retry");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -417,8 +408,10 @@ TEST_F(CreationApi, RetryRestartsFailedAndCanceledJobs) {
   // Failed in publication: resumes at processed, keeping the result.
   const std::int64_t pub = submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}}).at("id");
   advance(pub, {"configured", "ready", "queued", "started", "processed"});
-  db_.exec("UPDATE conveyor.job SET status = 'internal_error', error_subtype = "
-           "'publication_failed' WHERE id = " + std::to_string(pub));
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'internal_error', error_subtype = "
+      "'publication_failed' WHERE id = " +
+      std::to_string(pub));
   r = request("POST", "/v1/jobs/" + std::to_string(pub) + "/retry");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(r.body).at("status"), "processed");
@@ -446,34 +439,28 @@ TEST_F(CreationApi, HostileBodiesAreRefusedAndTheServiceLives) {
   ASSERT_LT(deep.size(), 300u * 1024);
   EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs", deep), 400), "nested deeper than 64"));
   // ... and nested image_tags in PATCH /v1/parameters.
-  EXPECT_TRUE(contains(
-      problem(request("PATCH", "/v1/parameters", R"({"image_tags": )" + nest(50000) + "}"), 400),
-      "nested deeper than 64"));
+  EXPECT_TRUE(contains(problem(request("PATCH", "/v1/parameters", R"({"image_tags": )" + nest(50000) + "}"), 400),
+                       "nested deeper than 64"));
   const json shallow = problem(request("PATCH", "/v1/parameters", R"({"image_tags": {"tile": {"v": 1}}})"), 400);
   EXPECT_EQ(shallow.value("field", ""), "image_tags") << shallow.dump();
   EXPECT_TRUE(contains(shallow, "image_tags.tile: expected a string")) << shallow.dump();
 
   // A priority of 2^64 - k was stored as -k.
   for (const char* p : {"18446744073709551615", "18446744073709551000", "2147483648", "-2147483649"}) {
-    const json body = problem(
-        request("POST", "/v1/jobs", std::string(R"({"job_type": "other", "priority": )") + p + "}"), 400);
+    const json body =
+        problem(request("POST", "/v1/jobs", std::string(R"({"job_type": "other", "priority": )") + p + "}"), 400);
     EXPECT_EQ(body.value("field", ""), "priority") << p << ": " << body.dump();
   }
   // A NUL inside a string truncated it ("sleep\u0000x" submitted "sleep").
-  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs",
-                                       R"({"job_type": "other\u0000x", "params": {}})"),
-                               400),
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs", R"({"job_type": "other\u0000x", "params": {}})"), 400),
                        "NUL character"));
-  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs",
-                                       R"({"job_type": "other", "params": {"k\u0000": 1}})"),
-                               400),
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs", R"({"job_type": "other", "params": {"k\u0000": 1}})"), 400),
                        "NUL character"));
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0") << "nothing was stored";
 
   // Non-JSON content types are refused (and with them simple cross-site posts).
-  const auto text = conveyor::http::http_request(
-      "POST", "http://127.0.0.1:" + std::to_string(port_) + "/v1/jobs",
-      R"({"job_type": "other"})", {{"Content-Type", "text/plain"}});
+  const auto text = conveyor::http::http_request("POST", "http://127.0.0.1:" + std::to_string(port_) + "/v1/jobs",
+                                                 R"({"job_type": "other"})", {{"Content-Type", "text/plain"}});
   problem(text, 415);
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
 

@@ -76,8 +76,11 @@ class Scheduler : public ::testing::Test {
   // query, so the hour cannot turn between them.
   static std::pair<std::string, std::string> hours(Stack& s, int from_ago, int to_ago) {
     const auto row = s.db().query(
-        "SELECT to_char(h - make_interval(hours => " + std::to_string(from_ago) + "), f), "
-        "to_char(h - make_interval(hours => " + std::to_string(to_ago) + "), f) "
+        "SELECT to_char(h - make_interval(hours => " + std::to_string(from_ago) +
+        "), f), "
+        "to_char(h - make_interval(hours => " +
+        std::to_string(to_ago) +
+        "), f) "
         "FROM (SELECT date_trunc('hour', now() AT TIME ZONE 'UTC') AS h, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"' AS f) x");
     return {row.at(0).at(0), row.at(0).at(1)};
   }
@@ -124,8 +127,8 @@ class RowHold {
 
 TEST_F(Scheduler, AnEveryScheduleCreatesOneRunPerSlotWithItsSlotInTheKeyAndParams) {
   json props = {{"scheduled_for", {{"type", "string"}}}};
-  Stack stack(options(json::array({type("tick", {{"schedule", "@every 1s"},
-                                                 {"params_schema", {{"type", "object"}, {"properties", props}}}})})));
+  Stack stack(options(json::array(
+      {type("tick", {{"schedule", "@every 1s"}, {"params_schema", {{"type", "object"}, {"properties", props}}}})})));
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'tick'") >= 3; }, 20s)) << stack.logs_tail();
   auto rows = stack.db().query(
       "SELECT idempotency_key, params->>'scheduled_for' FROM conveyor.job WHERE job_type = 'tick' ORDER BY id");
@@ -146,17 +149,18 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
       "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object("
       "'all-hourly', s, 'latest-hourly', s, 'windowed', s) FROM (SELECT to_char(date_trunc('hour', now() AT TIME "
       "ZONE 'UTC') - interval '5 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS s) x";
-  Stack stack(options(json::array({type("all-hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "all"}}),
-                                   type("latest-hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "latest"}}),
-                                   type("windowed", {{"schedule", "0 * * * *"},
-                                                     {"catchup_policy", "all"},
-                                                     {"catchup_window_s", 7200}})}),
-                      setup));
+  Stack stack(options(
+      json::array(
+          {type("all-hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "all"}}),
+           type("latest-hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "latest"}}),
+           type("windowed", {{"schedule", "0 * * * *"}, {"catchup_policy", "all"}, {"catchup_window_s", 7200}})}),
+      setup));
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'all-hourly'") == 5; }, 20s)) << stack.logs_tail();
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'latest-hourly'") == 1; }, 20s)) << stack.logs_tail();
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'windowed'") == 2; }, 20s)) << stack.logs_tail();
-  EXPECT_EQ(stack.db().query_value("SELECT skipped_count FROM conveyor.schedule_state WHERE job_type = 'latest-hourly'"),
-            "4");
+  EXPECT_EQ(
+      stack.db().query_value("SELECT skipped_count FROM conveyor.schedule_state WHERE job_type = 'latest-hourly'"),
+      "4");
   EXPECT_EQ(stack.db().query_value(
                 "SELECT idempotency_key = 'schedule:' || to_char(date_trunc('hour', now() AT TIME ZONE 'UTC'), "
                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM conveyor.job WHERE job_type = 'latest-hourly'"),
@@ -165,7 +169,9 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
   // Passes go on; nothing is created twice.
   const std::string scans = stack.db().query_value("SELECT max(updated_at) FROM conveyor.schedule_state");
   ASSERT_TRUE(wait_until(
-      [&] { return stack.db().query_value("SELECT max(updated_at) > '" + scans + "' FROM conveyor.schedule_state") == "t"; },
+      [&] {
+        return stack.db().query_value("SELECT max(updated_at) > '" + scans + "' FROM conveyor.schedule_state") == "t";
+      },
       10s));
   EXPECT_EQ(count(stack, "job_type = 'all-hourly'"), 5);
 
@@ -201,8 +207,8 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
        type("bad-up", {{"triggers", {{{"job_type", "down"}, {"params", {{"tile", "{nope}"}}}}}}}),
        type("down", {{"params_schema", down_schema}})})));
   auto done = [&](const std::string& type_name, const std::string& params) {
-    const std::string id = stack.db().query_value("INSERT INTO conveyor.job (job_type, params) VALUES ('" +
-                                                  type_name + "', '" + params + "') RETURNING id");
+    const std::string id = stack.db().query_value("INSERT INTO conveyor.job (job_type, params) VALUES ('" + type_name +
+                                                  "', '" + params + "') RETURNING id");
     for (const char* s : {"configured", "ready", "queued", "started", "processed", "done"})
       stack.db().exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + id);
     return id;
@@ -213,8 +219,8 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
                                    "array_to_string(depends_on, ',') || ' ' || idempotency_key "
                                    "FROM conveyor.job WHERE job_type = 'down'"),
             "T31TCH " + up + " " + up + " trigger:" + up + ":0");
-  ASSERT_TRUE(wait_until(
-      [&] { return stack.db().query_value("SELECT count(*) FROM conveyor.trigger_pending") == "0"; }, 10s));
+  ASSERT_TRUE(
+      wait_until([&] { return stack.db().query_value("SELECT count(*) FROM conveyor.trigger_pending") == "0"; }, 10s));
 
   const std::string bad = done("bad-up", "{}");
   ASSERT_TRUE(wait_until(
@@ -224,7 +230,8 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
       },
       20s))
       << stack.logs_tail();
-  EXPECT_NE(stack.db().query_value("SELECT last_error FROM conveyor.trigger_pending WHERE job_id = " + bad)
+  EXPECT_NE(stack.db()
+                .query_value("SELECT last_error FROM conveyor.trigger_pending WHERE job_id = " + bad)
                 .find("has no param 'nope'"),
             std::string::npos);
   EXPECT_EQ(count(stack, "job_type = 'down'"), 1);
@@ -256,8 +263,9 @@ TEST_F(Scheduler, ADatabaseErrorInOneScheduleOrTriggerLeavesTheOthersRunning) {
   stack.db().exec(
       "CREATE FUNCTION conveyor.test_refuse_broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
       "IF NEW.job_type = 'a-broken' THEN RAISE EXCEPTION 'test: a-broken refused'; END IF; RETURN NEW; END $$");
-  stack.db().exec("CREATE TRIGGER test_refuse_broken BEFORE INSERT ON conveyor.job FOR EACH ROW "
-                  "EXECUTE FUNCTION conveyor.test_refuse_broken()");
+  stack.db().exec(
+      "CREATE TRIGGER test_refuse_broken BEFORE INSERT ON conveyor.job FOR EACH ROW "
+      "EXECUTE FUNCTION conveyor.test_refuse_broken()");
   const int broken = count(stack, "job_type = 'a-broken'");
   const int ticks = count(stack, "job_type = 'tick'");
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'tick'") >= ticks + 3; }, 20s))
@@ -285,7 +293,8 @@ TEST_F(Scheduler, ADatabaseErrorInOneScheduleOrTriggerLeavesTheOthersRunning) {
                                       bad) == "t";
       },
       20s));
-  EXPECT_NE(stack.db().query_value("SELECT last_error FROM conveyor.trigger_pending WHERE job_id = " + bad)
+  EXPECT_NE(stack.db()
+                .query_value("SELECT last_error FROM conveyor.trigger_pending WHERE job_id = " + bad)
                 .find("test: a-broken refused"),
             std::string::npos);
 }
@@ -300,12 +309,15 @@ TEST_F(Scheduler, BackfillWorksInBatchesAndResumesAfterACrash) {
   o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "1500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
   Stack stack(o);
   const auto [from, to] = hours(stack, 60, 26);  // 35 hourly slots, both ends included
-  const std::string in_range = "job_type = 'hourly' AND idempotency_key BETWEEN 'schedule:" + from +
-                               "' AND 'schedule:" + to + "'";
+  const std::string in_range =
+      "job_type = 'hourly' AND idempotency_key BETWEEN 'schedule:" + from + "' AND 'schedule:" + to + "'";
   // Three slots already have their run: the first, the 11th and the 21st (from `from`, not now()).
-  stack.db().exec("INSERT INTO conveyor.job (job_type, idempotency_key) SELECT 'hourly', 'schedule:' || "
-                  "to_char(('" + from + "'::timestamptz AT TIME ZONE 'UTC') + make_interval(hours => n), "
-                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM unnest(ARRAY[0, 10, 20]) n");
+  stack.db().exec(
+      "INSERT INTO conveyor.job (job_type, idempotency_key) SELECT 'hourly', 'schedule:' || "
+      "to_char(('" +
+      from +
+      "'::timestamptz AT TIME ZONE 'UTC') + make_interval(hours => n), "
+      "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM unnest(ARRAY[0, 10, 20]) n");
   auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("35 slot(s) of hourly"), std::string::npos) << r.output;
@@ -363,7 +375,8 @@ TEST_F(Scheduler, CollapseCreatesOneRunCarryingTheRange) {
       "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object('collapsed', "
       "to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '5 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))";
   Stack stack(options(
-      json::array({type("collapsed", {{"schedule", "0 * * * *"}, {"catchup_policy", "collapse"}, {"params_schema", schema}})}),
+      json::array(
+          {type("collapsed", {{"schedule", "0 * * * *"}, {"catchup_policy", "collapse"}, {"params_schema", schema}})}),
       setup));
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'collapsed'") >= 1; }, 20s)) << stack.logs_tail();
   // (The hour may have turned meanwhile; the run's own range is what counts.)
@@ -382,20 +395,22 @@ TEST_F(Scheduler, CollapseCreatesOneRunCarryingTheRange) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("24 slot(s)"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("key backfill:" + from + ".." + to), std::string::npos) << r.output;
-  r = stack.cli({"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply",
-                 "--yes"});
+  r = stack.cli(
+      {"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   ASSERT_TRUE(wait_until([&] { return backfill(stack, "1", "state") == "done"; }, 20s)) << stack.logs_tail();
   EXPECT_EQ(backfill(stack, "1", "created_count::text || ' ' || skipped_count"), "1 0");
   EXPECT_EQ(stack.db().query_value("SELECT params = jsonb_build_object('scheduled_from', '" + from +
-                                   "'::text, 'scheduled_to', '" + to + "'::text, 'slot_count', 24) "
-                                   "FROM conveyor.job WHERE idempotency_key = 'backfill:" + from + ".." + to + "'"),
+                                   "'::text, 'scheduled_to', '" + to +
+                                   "'::text, 'slot_count', 24) "
+                                   "FROM conveyor.job WHERE idempotency_key = 'backfill:" +
+                                   from + ".." + to + "'"),
             "t");
   EXPECT_EQ(count(stack, "job_type = 'collapsed' AND idempotency_key LIKE 'schedule:%'"), 0) << "no run per slot";
 
   // The same range again: its run exists, nothing is doubled.
-  r = stack.cli({"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply",
-                 "--yes"});
+  r = stack.cli(
+      {"schedule", "backfill", "collapsed", "--from", from, "--to", to, "--policy", "collapse", "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   ASSERT_TRUE(wait_until([&] { return backfill(stack, "2", "state") == "done"; }, 20s)) << stack.logs_tail();
   EXPECT_EQ(backfill(stack, "2", "created_count::text || ' ' || skipped_count"), "0 1");
@@ -417,8 +432,9 @@ TEST_F(Scheduler, ACanceledBackfillStops) {
   auto cancel = std::async(std::launch::async, [&] { return stack.cli({"schedule", "cancel-backfill", "1"}); });
   ASSERT_TRUE(wait_until(
       [&] {
-        return stack.db().query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                      "AND wait_event_type = 'Lock'") != "0";
+        return stack.db().query_value(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'") != "0";
       },
       20s));
   hold.release();
@@ -428,7 +444,8 @@ TEST_F(Scheduler, ACanceledBackfillStops) {
   const std::string created = backfill(stack, "1", "created_count");
   EXPECT_LT(std::stoi(created), 50);
   wait_passes(stack, 3);  // passes go on: none takes the canceled request
-  EXPECT_EQ(backfill(stack, "1", "state || ' ' || created_count || ' ' || (canceled_by <> '')"), "canceled " + created + " true");
+  EXPECT_EQ(backfill(stack, "1", "state || ' ' || created_count || ' ' || (canceled_by <> '')"),
+            "canceled " + created + " true");
   EXPECT_EQ(std::to_string(count(stack, "job_type = 'hourly' AND idempotency_key <= 'schedule:" + to + "'")), created);
 
   r = stack.cli({"schedule", "cancel-backfill", "1"});
@@ -444,18 +461,21 @@ TEST_F(Scheduler, ACanceledBackfillStops) {
 // kBackfillMaxFailures (5) failed batches in a row the request is failed with
 // the error.
 TEST_F(Scheduler, ABackfillThatKeepsFailingIsFailedAndDoesNotStopTheTriggers) {
-  auto o = options(json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}}),
-                                type("up", {{"triggers", {{{"job_type", "down"}, {"params", json::object()}}}}}),
-                                type("down")}));
+  auto o = options(
+      json::array({type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "none"}}),
+                   type("up", {{"triggers", {{{"job_type", "down"}, {"params", json::object()}}}}}), type("down")}));
   o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "500"}, {"CONVEYOR_BACKFILL_BATCH_SIZE", "10"}};
   Stack stack(o);
   const auto [from, to] = hours(stack, 30, 21);  // 10 slots
   stack.db().exec(
       "CREATE FUNCTION conveyor.test_refuse_slot() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-      "IF NEW.idempotency_key = 'schedule:" + from + "' THEN RAISE EXCEPTION 'test: slot refused'; END IF; "
+      "IF NEW.idempotency_key = 'schedule:" +
+      from +
+      "' THEN RAISE EXCEPTION 'test: slot refused'; END IF; "
       "RETURN NEW; END $$");
-  stack.db().exec("CREATE TRIGGER test_refuse_slot BEFORE INSERT ON conveyor.job FOR EACH ROW "
-                  "EXECUTE FUNCTION conveyor.test_refuse_slot()");
+  stack.db().exec(
+      "CREATE TRIGGER test_refuse_slot BEFORE INSERT ON conveyor.job FOR EACH ROW "
+      "EXECUTE FUNCTION conveyor.test_refuse_slot()");
   auto r = stack.cli({"schedule", "backfill", "hourly", "--from", from, "--to", to, "--apply", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
 

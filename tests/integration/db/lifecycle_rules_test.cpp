@@ -23,16 +23,14 @@ class LifecycleRulesTest : public ::testing::Test {
   // A job moved to `status` along the hot path (triggers on), of type `type`
   // with config `config` (JSON text, or "NULL").
   std::string ready_job(const std::string& type, const std::string& config = "'{}'") {
-    const std::string id =
-        db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type + "') RETURNING id");
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type + "') RETURNING id");
     db_.exec("UPDATE conveyor.job SET status = 'configured', config = " + config + " WHERE id = " + id);
     db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
     return id;
   }
 
   // Whether admission may take the job at `as_of` for job_types_list `types`.
-  std::string eligible(const std::string& id, const std::string& as_of = "now()",
-                       const std::string& types = "NULL") {
+  std::string eligible(const std::string& id, const std::string& as_of = "now()", const std::string& types = "NULL") {
     return db_.query_value("SELECT conveyor.job_admission_eligible(j, " + as_of + ", " + types +
                            ") FROM conveyor.job j WHERE id = " + id);
   }
@@ -58,8 +56,9 @@ TEST_F(LifecycleRulesTest, AdmissionRefusesHeldPausedBackedOffCanceledAndUnhandl
   const auto backed_off = ready_job("a");
   const auto canceled = ready_job("a");
   db_.exec("UPDATE conveyor.job SET held_at = now() WHERE id = " + held);
-  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'b', true), "
-           "('pool', 'gpu', true), ('pool', 'default', false)");
+  db_.exec(
+      "INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'b', true), "
+      "('pool', 'gpu', true), ('pool', 'default', false)");
   db_.exec("UPDATE conveyor.job SET not_before = now() + interval '1 hour' WHERE id = " + backed_off);
   // canceled_at set on a ready job: the cancel is pending, admission leaves it.
   db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + canceled);
@@ -113,11 +112,12 @@ TEST_F(LifecycleRulesTest, OneStatementWritesOneHistoryRowAndOneEventPerChangedJ
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE topic = 'jobs'"), "30");
 
   // Half change status, half already are where they are asked to be.
-  db_.exec("SET LOCAL conveyor.actor = 'bob'; "
-           "UPDATE conveyor.job SET status = 'internal_error', error_subtype = 'boom', "
-           "error_message = 'it broke' WHERE id <= 10; "
-           "UPDATE conveyor.job SET status = CASE WHEN id <= 15 THEN 'configured' ELSE status END "
-           "WHERE id > 10");
+  db_.exec(
+      "SET LOCAL conveyor.actor = 'bob'; "
+      "UPDATE conveyor.job SET status = 'internal_error', error_subtype = 'boom', "
+      "error_message = 'it broke' WHERE id <= 10; "
+      "UPDATE conveyor.job SET status = CASE WHEN id <= 15 THEN 'configured' ELSE status END "
+      "WHERE id > 10");
   db_.exec("UPDATE conveyor.job SET priority = priority + 1, reemitted_at = now()");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change"), "45");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE topic = 'jobs'"), "45");
@@ -261,8 +261,7 @@ TEST_F(LifecycleRulesTest, EachServiceRoleMayCallItsRules) {
   EXPECT_EQ(as("conveyor_worker", "SELECT count(*) FROM conveyor.drain_worker(" + w2 + ", true)"), "1");
   EXPECT_EQ(as("conveyor_execution", "UPDATE conveyor.job SET status = 'queued' RETURNING status"), "queued")
       << "the statement triggers write history and outbox as the mover";
-  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change ORDER BY id DESC LIMIT 1"),
-            "postgres")
+  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change ORDER BY id DESC LIMIT 1"), "postgres")
       << "session_user, as the row trigger recorded it";
 }
 
@@ -274,12 +273,11 @@ TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
                                  "WHERE indrelid = 'conveyor.job'::regclass")) {
     names.insert(r[0]);
   }
-  EXPECT_EQ(names, (std::set<std::string>{
-                       "conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
-                       "conveyor.job_ready_idx", "conveyor.job_queued_idx", "conveyor.job_active_idx",
-                       "conveyor.job_started_worker_idx", "conveyor.job_restart_requested_idx",
-                       "conveyor.job_cancel_pending_idx", "conveyor.job_finished_updated_idx",
-                       "conveyor.job_depends_on_idx"}));
+  EXPECT_EQ(names, (std::set<std::string>{"conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
+                                          "conveyor.job_ready_idx", "conveyor.job_queued_idx",
+                                          "conveyor.job_active_idx", "conveyor.job_started_worker_idx",
+                                          "conveyor.job_restart_requested_idx", "conveyor.job_cancel_pending_idx",
+                                          "conveyor.job_finished_updated_idx", "conveyor.job_depends_on_idx"}));
 }
 
 }  // namespace

@@ -27,8 +27,8 @@ TEST(Pool, ParametersAndResultsRoundTrip) {
   Pool pool(opts(db));
   static constexpr Statement kEcho{"echo", "SELECT $1::bigint, $2::text, $3::bool, $4::bigint[], $5::text, $6::float8"};
   auto r = pool.transact([](Tx& tx) {
-    return tx.exec(kEcho, {std::int64_t{42}, "it's \"quoted\"", true, std::vector<std::int64_t>{1, 2, 3},
-                           nullptr, 2.5});
+    return tx.exec(kEcho,
+                   {std::int64_t{42}, "it's \"quoted\"", true, std::vector<std::int64_t>{1, 2, 3}, nullptr, 2.5});
   });
   ASSERT_EQ(r.size(), 1);
   EXPECT_EQ(r[0][0].as<std::int64_t>(), 42);
@@ -103,7 +103,7 @@ TEST(Pool, RetriesASerializationFailureByRunningTheWholeFunctionAgain) {
   Pool pool(opts(db));
   int calls = 0;
   static constexpr Statement kFail{"fail_40001",
-                            "DO $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$"};
+                                   "DO $$ BEGIN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END $$"};
   static constexpr Statement kOne{"one", "SELECT 1"};
   int got = pool.transact([&](Tx& tx) {
     if (++calls == 1) tx.exec(kFail);
@@ -115,7 +115,13 @@ TEST(Pool, RetriesASerializationFailureByRunningTheWholeFunctionAgain) {
   TxOptions once;
   once.max_attempts = 1;
   calls = 0;
-  EXPECT_THROW(pool.transact([&](Tx& tx) { ++calls; tx.exec(kFail); }, once), DbError);
+  EXPECT_THROW(pool.transact(
+                   [&](Tx& tx) {
+                     ++calls;
+                     tx.exec(kFail);
+                   },
+                   once),
+               DbError);
   EXPECT_EQ(calls, 1);
 }
 

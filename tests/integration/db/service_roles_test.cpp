@@ -39,9 +39,9 @@ using namespace std::chrono_literals;
 
 constexpr const char* kPermissionDenied = "42501";
 
-const std::vector<std::string> kServiceRoles = {
-    "conveyor_creation",   "conveyor_configuration", "conveyor_execution", "conveyor_worker",
-    "conveyor_publication", "conveyor_workerpool",   "conveyor_monitor"};
+const std::vector<std::string> kServiceRoles = {"conveyor_creation", "conveyor_configuration", "conveyor_execution",
+                                                "conveyor_worker",   "conveyor_publication",   "conveyor_workerpool",
+                                                "conveyor_monitor"};
 
 // `url` (postgresql://user@host:port/db from the test environment) with another user.
 std::string with_user(const std::string& url, const std::string& user) {
@@ -62,9 +62,9 @@ void admin(const std::string& sql) {
 class LoginRoles {
  public:
   LoginRoles() : prefix_(ct::unique_name("svc")) {
-    for (const std::string role : {"conveyor_creation", "conveyor_configuration", "conveyor_execution",
-                                   "conveyor_worker", "conveyor_publication", "conveyor_workerpool",
-                                   "conveyor_monitor", "conveyor_reader"}) {
+    for (const std::string role :
+         {"conveyor_creation", "conveyor_configuration", "conveyor_execution", "conveyor_worker",
+          "conveyor_publication", "conveyor_workerpool", "conveyor_monitor", "conveyor_reader"}) {
       const std::string login = prefix_ + "_" + role.substr(std::string("conveyor_").size());
       admin("CREATE ROLE \"" + login + "\" LOGIN IN ROLE " + role);
       logins_[role] = login;
@@ -94,8 +94,7 @@ db::TxOptions once() {
 // A connection as one login role; literal SQL (constants of this test only).
 class As {
  public:
-  As(std::string url, std::string role)
-      : url_(std::move(url)), role_(std::move(role)), session_(url_, "roles-test") {}
+  As(std::string url, std::string role) : url_(std::move(url)), role_(std::move(role)), session_(url_, "roles-test") {}
   db::Result run(const std::string& sql) {
     return session_.transact([&](db::Tx& tx) { return tx.exec_script(sql); }, once());
   }
@@ -116,11 +115,11 @@ class As {
   // 6.4 leaves it out of its insufficient_privilege exception), and expects
   // 42501; one session per statement, so a refusal leaves nothing behind.
   void expect_denied(const std::string& sql) {
-    const ct::RunResult r = ct::run({"psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-v",
-                                     "VERBOSITY=verbose", "-d", url_, "-c", sql},
-                                    {}, 60s);
+    const ct::RunResult r = ct::run(
+        {"psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-d", url_, "-c", sql}, {},
+        60s);
     const auto at = r.output.find("ERROR:  ");
-    const std::string state = r.status == 0 ? "(none: it succeeded)"
+    const std::string state = r.status == 0             ? "(none: it succeeded)"
                               : at == std::string::npos ? r.output
                                                         : r.output.substr(at + 8, 5);
     EXPECT_EQ(state, kPermissionDenied) << role_ << " should be refused: " << sql << "\n  " << r.output;
@@ -147,8 +146,7 @@ class ServiceRoles : public ::testing::Test {
 
   // A job of `type` walked (as the owner) along `path` from initialized.
   std::string job(const std::vector<std::string>& path, const std::string& type = "plain") {
-    const std::string id =
-        db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type + "') RETURNING id");
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type + "') RETURNING id");
     for (const auto& status : path) {
       db_.exec("UPDATE conveyor.job SET status = '" + status + "' WHERE id = " + id);
     }
@@ -160,7 +158,8 @@ class ServiceRoles : public ::testing::Test {
   std::string last_change(const std::string& id) {
     return db_.query_value(
         "SELECT coalesce(from_status, '-') || '>' || to_status || ' by ' || actor "
-        "FROM conveyor.job_status_change WHERE job_id = " + id + " ORDER BY id DESC LIMIT 1");
+        "FROM conveyor.job_status_change WHERE job_id = " +
+        id + " ORDER BY id DESC LIMIT 1");
   }
 
   ct::TestDatabase db_;
@@ -201,13 +200,16 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
     auto s = as(role);
     s->expect_allowed(
         "INSERT INTO conveyor.service_instance (id, service, host, pid, version, image_tag, started_at, "
-        "last_heartbeat, status) VALUES ('" + role + "-1', '" + role + "', 'h', 1, 'v', 't', now(), now(), 'up') "
+        "last_heartbeat, status) VALUES ('" +
+        role + "-1', '" + role +
+        "', 'h', 1, 'v', 't', now(), now(), 'up') "
         "ON CONFLICT (id) DO UPDATE SET service = EXCLUDED.service, host = EXCLUDED.host, pid = EXCLUDED.pid, "
         "version = EXCLUDED.version, image_tag = EXCLUDED.image_tag, started_at = now(), "
         "last_heartbeat = now(), status = EXCLUDED.status");
     s->expect_allowed(
         "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = 'up', "
-        "status = CASE WHEN status = 'down' THEN 'up' ELSE status END WHERE id = '" + role + "-1'");
+        "status = CASE WHEN status = 'down' THEN 'up' ELSE status END WHERE id = '" +
+        role + "-1'");
     EXPECT_NO_THROW(s->session().transact([](db::Tx& tx) { return model::load_system_parameters(tx); }));
 
     // The guard: an active reader token passes and its last_used_at is refreshed.
@@ -226,7 +228,8 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
               "t");
     // A token is not something a service writes.
     s->expect_denied("UPDATE conveyor.api_token SET revoked_at = NULL");
-    s->expect_denied("INSERT INTO conveyor.api_token (name, token_sha256, role) VALUES ('x', repeat('a', 64), 'operator')");
+    s->expect_denied(
+        "INSERT INTO conveyor.api_token (name, token_sha256, role) VALUES ('x', repeat('a', 64), 'operator')");
 
     // The relay: an unsent event is published and marked sent; a sent one
     // past the retention is purged.
@@ -286,7 +289,8 @@ TEST_F(ServiceRoles, CreationSubmitsCancelsRetriesAndPatchesButCannotDeleteHisto
                      r.job_type = "plain";
                      r.idempotency_key = "roles-1";
                      return model::submit_job(tx, model::load_system_parameters(tx), r);
-                   }).created);
+                   })
+                   .created);
 
   // Cancel (canceled_at, then the status), then retry (a restart at initialized).
   EXPECT_TRUE(pool.transact([&](db::Tx& tx) { return model::cancel_job(tx, submitted.job.id); }).completed);
@@ -305,8 +309,7 @@ TEST_F(ServiceRoles, CreationSubmitsCancelsRetriesAndPatchesButCannotDeleteHisto
   s->expect_allowed(
       "INSERT INTO conveyor.schedule_state (job_type, last_slot, catchup_start_applied) "
       "VALUES ('plain', now(), NULL) ON CONFLICT (job_type) DO NOTHING");
-  s->expect_allowed(
-      "SELECT paused FROM conveyor.schedule_state WHERE job_type = 'plain' FOR UPDATE");
+  s->expect_allowed("SELECT paused FROM conveyor.schedule_state WHERE job_type = 'plain' FOR UPDATE");
   s->expect_allowed(
       "UPDATE conveyor.schedule_state SET last_slot = now(), next_slot = now(), created_count = created_count + 1, "
       "last_error = NULL, updated_at = now() WHERE job_type = 'plain'");
@@ -338,8 +341,10 @@ TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {
   s->expect_allowed(
       "SELECT id FROM conveyor.job WHERE status = 'initialized' AND canceled_at IS NULL "
       "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED");
-  s->expect_allowed("UPDATE conveyor.job SET status = 'configured', config = '{\"argv\": [\"true\"]}', "
-                    "max_attempts = 2 WHERE id = " + id + " AND status = 'initialized'");
+  s->expect_allowed(
+      "UPDATE conveyor.job SET status = 'configured', config = '{\"argv\": [\"true\"]}', "
+      "max_attempts = 2 WHERE id = " +
+      id + " AND status = 'initialized'");
   EXPECT_EQ(field(id, "status"), "configured");
   EXPECT_EQ(last_change(id), "initialized>configured by " + roles_.login("conveyor_configuration"));
   s->expect_allowed("UPDATE conveyor.job SET status = 'ready', config = '{}' WHERE id = " + id);
@@ -356,9 +361,11 @@ TEST_F(ServiceRoles, ExecutionAdmitsButCannotPauseOrReprioritise) {
   auto s = as("conveyor_execution");
   s->expect_allowed("SELECT kind, name FROM conveyor.queue_state WHERE paused");
   s->expect_allowed("SELECT name, concurrency_limit FROM conveyor.job_type WHERE concurrency_limit IS NOT NULL");
-  s->expect_allowed("SELECT id FROM conveyor.job WHERE status = 'ready' ORDER BY priority DESC, created_at, id "
-                    "LIMIT 10 FOR UPDATE SKIP LOCKED");
-  s->expect_allowed("UPDATE conveyor.job SET status = 'queued' WHERE id = ANY(ARRAY[" + id + "]::bigint[]) "
+  s->expect_allowed(
+      "SELECT id FROM conveyor.job WHERE status = 'ready' ORDER BY priority DESC, created_at, id "
+      "LIMIT 10 FOR UPDATE SKIP LOCKED");
+  s->expect_allowed("UPDATE conveyor.job SET status = 'queued' WHERE id = ANY(ARRAY[" + id +
+                    "]::bigint[]) "
                     "AND status = 'ready'");
   EXPECT_EQ(field(id, "status"), "queued");
 
@@ -386,16 +393,24 @@ TEST_F(ServiceRoles, WorkerClaimsAndEndsItsJobsButNothingElse) {
                      "ORDER BY priority DESC, id LIMIT 5 FOR UPDATE SKIP LOCKED) AND status = 'queued' "
                      "RETURNING id, attempt, job_type), "
                      "attempts AS (INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker_id, worker, "
-                     "image, started_at) SELECT id, attempt, job_type, " + worker_id + ", 'w1', NULL, now() FROM claimed) "
+                     "image, started_at) SELECT id, attempt, job_type, " +
+                     worker_id +
+                     ", 'w1', NULL, now() FROM claimed) "
                      "SELECT id FROM claimed"),
             queued);
   EXPECT_EQ(last_change(queued), "queued>started by " + roles_.login("conveyor_worker"));
-  s->expect_allowed("UPDATE conveyor.worker SET last_heartbeat = now(), running = 1, concurrency = 2, "
-                    "running_jobs = ARRAY[" + queued + "]::bigint[], running_jobs_at = now() WHERE id = " + worker_id);
-  s->expect_allowed("UPDATE conveyor.job_attempt SET ended_at = now(), outcome = 'processed', exit_code = 0, "
-                    "wall_ms = 1 WHERE job_id = " + queued + " AND ended_at IS NULL");
-  s->expect_allowed("UPDATE conveyor.job SET status = 'processed', result = '{\"ok\": true}', error_subtype = NULL, "
-                    "error_message = NULL WHERE id = " + queued + " AND status = 'started' AND worker_id = " + worker_id);
+  s->expect_allowed(
+      "UPDATE conveyor.worker SET last_heartbeat = now(), running = 1, concurrency = 2, "
+      "running_jobs = ARRAY[" +
+      queued + "]::bigint[], running_jobs_at = now() WHERE id = " + worker_id);
+  s->expect_allowed(
+      "UPDATE conveyor.job_attempt SET ended_at = now(), outcome = 'processed', exit_code = 0, "
+      "wall_ms = 1 WHERE job_id = " +
+      queued + " AND ended_at IS NULL");
+  s->expect_allowed(
+      "UPDATE conveyor.job SET status = 'processed', result = '{\"ok\": true}', error_subtype = NULL, "
+      "error_message = NULL WHERE id = " +
+      queued + " AND status = 'started' AND worker_id = " + worker_id);
   EXPECT_EQ(field(queued, "status"), "processed");
 
   // Not: parameters, job types, pauses, other columns of a job, jobs that
@@ -422,15 +437,20 @@ TEST_F(ServiceRoles, WorkerClaimsAndEndsItsJobsButNothingElse) {
 TEST_F(ServiceRoles, PublicationEndsProcessedJobsAndFiresTriggers) {
   const std::string id = job(kToProcessed, "chained");
   auto s = as("conveyor_publication");
-  s->expect_allowed("SELECT id, result::text FROM conveyor.job WHERE status = 'processed' AND canceled_at IS NULL "
-                    "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED");
+  s->expect_allowed(
+      "SELECT id, result::text FROM conveyor.job WHERE status = 'processed' AND canceled_at IS NULL "
+      "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED");
   s->expect_allowed("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                     " AND from_status = 'processed' AND to_status = 'external_error'");
   // The claim that keeps other replicas off a job while it is delivered.
-  s->expect_allowed("UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes', "
-                    "publication_claimed_by = 'p1' WHERE id = " + id);
-  s->expect_allowed("UPDATE conveyor.job SET status = 'done', error_subtype = NULL, error_message = NULL "
-                    "WHERE id = " + id + " AND status = 'processed'");
+  s->expect_allowed(
+      "UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes', "
+      "publication_claimed_by = 'p1' WHERE id = " +
+      id);
+  s->expect_allowed(
+      "UPDATE conveyor.job SET status = 'done', error_subtype = NULL, error_message = NULL "
+      "WHERE id = " +
+      id + " AND status = 'processed'");
   EXPECT_EQ(field(id, "status"), "done");
   // record_trigger_pending ran as this role: the downstream job is queued for creation.
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.trigger_pending WHERE job_id = " + id), "1");
@@ -445,11 +465,15 @@ TEST_F(ServiceRoles, PublicationEndsProcessedJobsAndFiresTriggers) {
 
 TEST_F(ServiceRoles, WorkerPoolReapsAndDrainsButCannotRegisterOrDeleteWorkers) {
   const std::string id = job(kToQueued);
-  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('gone', 'active', now() - interval '1 hour');"
-           "INSERT INTO conveyor.worker (name, status) VALUES ('alive', 'active');"
-           "UPDATE conveyor.job SET status = 'started', worker_id = (SELECT id FROM conveyor.worker WHERE name = 'gone') "
-           "WHERE id = " + id + ";"
-           "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker) VALUES (" + id + ", 0, 'plain', 'gone')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('gone', 'active', now() - interval '1 hour');"
+      "INSERT INTO conveyor.worker (name, status) VALUES ('alive', 'active');"
+      "UPDATE conveyor.job SET status = 'started', worker_id = (SELECT id FROM conveyor.worker WHERE name = 'gone') "
+      "WHERE id = " +
+      id +
+      ";"
+      "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker) VALUES (" +
+      id + ", 0, 'plain', 'gone')");
   db::PoolOptions po;
   po.url = url_of("conveyor_workerpool");
   po.size = 1;
@@ -460,8 +484,9 @@ TEST_F(ServiceRoles, WorkerPoolReapsAndDrainsButCannotRegisterOrDeleteWorkers) {
   EXPECT_EQ(db_.query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "lost");
 
   auto s = as("conveyor_workerpool");
-  s->expect_allowed("SELECT count(*) FROM conveyor.job WHERE status IN ('queued', 'started') "
-                    "AND coalesce(config->>'pool', 'default') = 'default'");
+  s->expect_allowed(
+      "SELECT count(*) FROM conveyor.job WHERE status IN ('queued', 'started') "
+      "AND coalesce(config->>'pool', 'default') = 'default'");
   s->expect_allowed("UPDATE conveyor.worker SET status = 'draining' WHERE name = 'alive' AND status = 'active'");
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'alive'"), "draining");
 
@@ -480,10 +505,12 @@ TEST_F(ServiceRoles, MonitorReconcilesAndDeletesWhatItRetainsButNotJobTypesOrPar
   db_.exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + restart);
   const std::string old = job({"canceled"});
   // (Setting only updated_at fires no status trigger.)
-  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '400 days' WHERE id = " + old + ";"
-           "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('stopped', 'stopped', now() - interval '30 days');"
-           "INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) "
-           "VALUES ('old', 'conveyor-x', 'down', now() - interval '30 days')");
+  db_.exec(
+      "UPDATE conveyor.job SET updated_at = now() - interval '400 days' WHERE id = " + old +
+      ";"
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('stopped', 'stopped', now() - interval '30 days');"
+      "INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) "
+      "VALUES ('old', 'conveyor-x', 'down', now() - interval '30 days')");
   db::PoolOptions po;
   po.url = url_of("conveyor_monitor");
   po.size = 1;
@@ -491,7 +518,8 @@ TEST_F(ServiceRoles, MonitorReconcilesAndDeletesWhatItRetainsButNotJobTypesOrPar
   EXPECT_TRUE(pool.transact([&](db::Tx& tx) { return model::finish_cancel(tx, model::JobId(std::stoll(cancel))); })
                   .has_value());
   EXPECT_EQ(field(cancel, "status"), "canceled");
-  EXPECT_TRUE(pool.transact([&](db::Tx& tx) { return model::restart_canceled(tx, model::JobId(std::stoll(restart))); }));
+  EXPECT_TRUE(
+      pool.transact([&](db::Tx& tx) { return model::restart_canceled(tx, model::JobId(std::stoll(restart))); }));
   EXPECT_EQ(field(restart, "status"), "initialized");
   EXPECT_NO_THROW(pool.transact([](db::Tx& tx) { return model::reap_lost_workers(tx, std::chrono::seconds(30)); }));
 
@@ -501,8 +529,9 @@ TEST_F(ServiceRoles, MonitorReconcilesAndDeletesWhatItRetainsButNotJobTypesOrPar
   s->expect_allowed("SELECT count(*) FROM conveyor.trigger_pending WHERE failed_at IS NOT NULL");
   s->expect_allowed("SELECT count(*) FROM conveyor.schedule_state WHERE last_error IS NOT NULL");
   s->expect_allowed("SELECT 1 FROM conveyor.queue_state WHERE paused");
-  s->expect_allowed("UPDATE conveyor.service_instance SET status = 'down' WHERE status IN ('up', 'draining') "
-                    "AND last_heartbeat < now() - interval '1 hour'");
+  s->expect_allowed(
+      "UPDATE conveyor.service_instance SET status = 'down' WHERE status IN ('up', 'draining') "
+      "AND last_heartbeat < now() - interval '1 hour'");
   // Retention, as the reconciler's purge: the job goes with its history (cascade).
   EXPECT_EQ(s->value("WITH doomed AS (SELECT j.id FROM conveyor.job j "
                      "WHERE j.status IN ('done', 'canceled', 'failed', 'internal_error') "
@@ -511,10 +540,12 @@ TEST_F(ServiceRoles, MonitorReconcilesAndDeletesWhatItRetainsButNotJobTypesOrPar
                      "DELETE FROM conveyor.job j USING doomed WHERE j.id = doomed.id RETURNING j.id"),
             old);
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + old), "0");
-  s->expect_allowed("DELETE FROM conveyor.worker WHERE status IN ('stopped', 'lost') "
-                    "AND last_heartbeat < now() - interval '7 days'");
-  s->expect_allowed("DELETE FROM conveyor.service_instance WHERE status IN ('stopped', 'down') "
-                    "AND last_heartbeat < now() - interval '7 days'");
+  s->expect_allowed(
+      "DELETE FROM conveyor.worker WHERE status IN ('stopped', 'lost') "
+      "AND last_heartbeat < now() - interval '7 days'");
+  s->expect_allowed(
+      "DELETE FROM conveyor.service_instance WHERE status IN ('stopped', 'down') "
+      "AND last_heartbeat < now() - interval '7 days'");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.worker WHERE name = 'stopped'"), "0");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance WHERE id = 'old'"), "0");
 
@@ -537,7 +568,8 @@ TEST_F(ServiceRoles, ReaderReadsEveryTableAndWritesNone) {
   for (const auto& t : tables) {
     const std::string table = "conveyor." + t[0];
     if (t[0] == "api_token") {
-      s->expect_allowed("SELECT name, role, created_at, created_by, expires_at, revoked_at, last_used_at FROM " + table);
+      s->expect_allowed("SELECT name, role, created_at, created_by, expires_at, revoked_at, last_used_at FROM " +
+                        table);
       s->expect_denied("SELECT token_sha256 FROM " + table);
     } else if (t[0] == "console_session") {
       s->expect_allowed("SELECT token_name, created_at, expires_at FROM " + table);
@@ -559,17 +591,20 @@ TEST_F(ServiceRoles, ReaderReadsEveryTableAndWritesNone) {
 // its job with the grants it already had (UPDATE (status) of worker).
 TEST_F(ServiceRoles, WorkerPoolMarksItsExitedWorkerLostAndRecoversItsJob) {
   const std::string id = job(kToQueued);
-  db_.exec("INSERT INTO conveyor.worker (name, status) VALUES ('killed', 'active');"
-           "UPDATE conveyor.job SET status = 'started', worker_id = (SELECT id FROM conveyor.worker WHERE name = 'killed') "
-           "WHERE id = " + id + ";"
-           "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker) VALUES (" + id + ", 0, 'plain', 'killed')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status) VALUES ('killed', 'active');"
+      "UPDATE conveyor.job SET status = 'started', worker_id = (SELECT id FROM conveyor.worker WHERE name = 'killed') "
+      "WHERE id = " +
+      id +
+      ";"
+      "INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker) VALUES (" +
+      id + ", 0, 'plain', 'killed')");
   db::PoolOptions po;
   po.url = url_of("conveyor_workerpool");
   po.size = 1;
   db::Pool pool(po);
-  const auto gone = pool.transact([](db::Tx& tx) {
-    return model::mark_workers_gone(tx, {"killed"}, std::chrono::seconds(30));
-  });
+  const auto gone =
+      pool.transact([](db::Tx& tx) { return model::mark_workers_gone(tx, {"killed"}, std::chrono::seconds(30)); });
   EXPECT_EQ(gone.lost_workers, std::vector<std::string>{"killed"});
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'killed'"), "lost");
   EXPECT_EQ(field(id, "status"), "internal_error");  // max_attempts 1
@@ -647,20 +682,18 @@ class ServicesUnderTheirRoles : public ServiceRoles {
       if (*p) (*p)->stop(10s);
     }
     if (HasFailure()) {
-      std::cerr << "conveyor-creation log:\n" << ct::read_text(dir_ / "creation.log")
-                << "\nconveyor-worker log:\n" << ct::read_text(dir_ / "worker.log");
+      std::cerr << "conveyor-creation log:\n"
+                << ct::read_text(dir_ / "creation.log") << "\nconveyor-worker log:\n"
+                << ct::read_text(dir_ / "worker.log");
     }
     std::error_code ec;
     fs::remove_all(dir_, ec);
   }
 
   std::map<std::string, std::string> env_for(const std::string& role) {
-    return {{"CONVEYOR_DATABASE_URL", url_of(role)},
-            {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-            {"CONVEYOR_TOPIC_PREFIX", prefix_},
-            {"CONVEYOR_DATA_DIR", (dir_ / "data").string()},
-            {"CONVEYOR_POLL_INTERVAL_MS", "200"},
-            {"CONVEYOR_LOG_LEVEL", "debug"}};
+    return {{"CONVEYOR_DATABASE_URL", url_of(role)}, {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+            {"CONVEYOR_TOPIC_PREFIX", prefix_},      {"CONVEYOR_DATA_DIR", (dir_ / "data").string()},
+            {"CONVEYOR_POLL_INTERVAL_MS", "200"},    {"CONVEYOR_LOG_LEVEL", "debug"}};
   }
 
   ct::Broker broker_;
@@ -674,8 +707,11 @@ TEST_F(ServicesUnderTheirRoles, CreationServesASubmitAndTheWorkerRunsTheJob) {
   const int port = ct::free_port();
   auto env = env_for("conveyor_creation");
   env["CONVEYOR_HTTP_PORT"] = std::to_string(port);
-  creation_ = std::make_unique<ct::ChildProcess>(ct::ChildProcess::Options{
-      .argv = {CONVEYOR_CREATION_PATH}, .env = env, .stdout_file = dir_ / "creation.log", .stderr_file = {}, .detach = false});
+  creation_ = std::make_unique<ct::ChildProcess>(ct::ChildProcess::Options{.argv = {CONVEYOR_CREATION_PATH},
+                                                                           .env = env,
+                                                                           .stdout_file = dir_ / "creation.log",
+                                                                           .stderr_file = {},
+                                                                           .detach = false});
   const std::string base = "http://127.0.0.1:" + std::to_string(port);
   ASSERT_TRUE(ct::wait_until(
       [&] {
@@ -701,21 +737,29 @@ TEST_F(ServicesUnderTheirRoles, CreationServesASubmitAndTheWorkerRunsTheJob) {
   // Its heartbeat row, written as its role.
   EXPECT_TRUE(ct::wait_until(
       [&] {
-        return db_.query_value("SELECT count(*) FROM conveyor.service_instance WHERE service = 'conveyor-creation' "
-                               "AND status = 'up'") == "1";
+        return db_.query_value(
+                   "SELECT count(*) FROM conveyor.service_instance WHERE service = 'conveyor-creation' "
+                   "AND status = 'up'") == "1";
       },
       10s));
 
   // The stages before the worker, as the owner; the worker claims and runs it.
-  db_.exec("UPDATE conveyor.job SET status = 'configured', config = '{\"argv\": [\"true\"]}' WHERE id = " + id + ";"
-           "UPDATE conveyor.job SET status = 'ready' WHERE id = " + id + ";"
-           "UPDATE conveyor.job SET status = 'queued' WHERE id = " + id);
+  db_.exec("UPDATE conveyor.job SET status = 'configured', config = '{\"argv\": [\"true\"]}' WHERE id = " + id +
+           ";"
+           "UPDATE conveyor.job SET status = 'ready' WHERE id = " +
+           id +
+           ";"
+           "UPDATE conveyor.job SET status = 'queued' WHERE id = " +
+           id);
   auto wenv = env_for("conveyor_worker");
   wenv["CONVEYOR_HTTP_PORT"] = std::to_string(ct::free_port());
   wenv["CONVEYOR_WORKER_NAME"] = ct::unique_name("w");
   if (const char* path = std::getenv("PATH")) wenv["PATH"] = path;
-  worker_ = std::make_unique<ct::ChildProcess>(ct::ChildProcess::Options{
-      .argv = {CONVEYOR_WORKER_BIN}, .env = wenv, .stdout_file = dir_ / "worker.log", .stderr_file = {}, .detach = false});
+  worker_ = std::make_unique<ct::ChildProcess>(ct::ChildProcess::Options{.argv = {CONVEYOR_WORKER_BIN},
+                                                                         .env = wenv,
+                                                                         .stdout_file = dir_ / "worker.log",
+                                                                         .stderr_file = {},
+                                                                         .detach = false});
   EXPECT_TRUE(ct::wait_until([&] { return field(id, "status") == "processed"; }, 30s))
       << "job " << id << " is " << field(id, "status");
   EXPECT_EQ(last_change(id), "started>processed by conveyor-worker");

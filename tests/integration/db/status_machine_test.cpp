@@ -22,22 +22,17 @@ namespace {
 using model::JobStatus;
 using model::kAllStatuses;
 
-constexpr db::Statement kInsertJob{"test_insert_job",
-                                   "INSERT INTO conveyor.job (job_type) VALUES ($1) RETURNING id"};
-constexpr db::Statement kSetStatus{"test_set_status",
-                                   "UPDATE conveyor.job SET status = $2 WHERE id = $1"};
+constexpr db::Statement kInsertJob{"test_insert_job", "INSERT INTO conveyor.job (job_type) VALUES ($1) RETURNING id"};
+constexpr db::Statement kSetStatus{"test_set_status", "UPDATE conveyor.job SET status = $2 WHERE id = $1"};
 // Same SQL under another name: used while triggers are off.
-constexpr db::Statement kForceStatus{"test_force_status",
-                                     "UPDATE conveyor.job SET status = $2 WHERE id = $1"};
-constexpr db::Statement kHistory{
-    "test_history",
-    "SELECT id, coalesce(from_status, ''), to_status, actor, coalesce(error_subtype, ''),"
-    "       coalesce(message, '')"
-    "  FROM conveyor.job_status_change WHERE job_id = $1 ORDER BY id"};
-constexpr db::Statement kOutbox{
-    "test_outbox",
-    "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, sent_at IS NULL"
-    "  FROM conveyor.outbox WHERE topic = $1 AND key = $2 ORDER BY id"};
+constexpr db::Statement kForceStatus{"test_force_status", "UPDATE conveyor.job SET status = $2 WHERE id = $1"};
+constexpr db::Statement kHistory{"test_history",
+                                 "SELECT id, coalesce(from_status, ''), to_status, actor, coalesce(error_subtype, ''),"
+                                 "       coalesce(message, '')"
+                                 "  FROM conveyor.job_status_change WHERE job_id = $1 ORDER BY id"};
+constexpr db::Statement kOutbox{"test_outbox",
+                                "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, sent_at IS NULL"
+                                "  FROM conveyor.outbox WHERE topic = $1 AND key = $2 ORDER BY id"};
 
 struct HistoryRow {
   std::int64_t id;
@@ -70,8 +65,7 @@ class StatusMachineTest : public ::testing::Test {
   }
 
   std::int64_t insert_job(const std::string& type = "test_type") {
-    return pool_.transact([&](db::Tx& tx) { return tx.exec(kInsertJob, {type})[0][0].as_int(); },
-                          once());
+    return pool_.transact([&](db::Tx& tx) { return tx.exec(kInsertJob, {type})[0][0].as_int(); }, once());
   }
 
   // Puts the job in `status` with triggers off (no check, no history, no
@@ -87,8 +81,8 @@ class StatusMachineTest : public ::testing::Test {
         [&](db::Tx& tx) {
           std::vector<HistoryRow> rows;
           for (db::Row r : tx.exec(kHistory, {job_id})) {
-            rows.push_back({r[0].as_int(), r[1].as_string(), r[2].as_string(), r[3].as_string(),
-                            r[4].as_string(), r[5].as_string()});
+            rows.push_back({r[0].as_int(), r[1].as_string(), r[2].as_string(), r[3].as_string(), r[4].as_string(),
+                            r[5].as_string()});
           }
           return rows;
         },
@@ -100,8 +94,8 @@ class StatusMachineTest : public ::testing::Test {
         [&](db::Tx& tx) {
           std::vector<OutboxRow> rows;
           for (db::Row r : tx.exec(kOutbox, {topic, key})) {
-            rows.push_back({r[0].as_int(), r[1].as_string(), r[2].as_string(), r[3].as_string(),
-                            r[4].as_string(), nlohmann::json::parse(r[5].view()), r[6].as_bool()});
+            rows.push_back({r[0].as_int(), r[1].as_string(), r[2].as_string(), r[3].as_string(), r[4].as_string(),
+                            nlohmann::json::parse(r[5].view()), r[6].as_bool()});
           }
           return rows;
         },
@@ -126,8 +120,7 @@ class StatusMachineTest : public ::testing::Test {
 
 TEST_F(StatusMachineTest, SqlTransitionTableEqualsTheModel) {
   std::set<std::pair<std::string, std::string>> sql;
-  for (const auto& row : db_.query(
-           "SELECT coalesce(from_status, ''), to_status FROM conveyor.job_status_transition")) {
+  for (const auto& row : db_.query("SELECT coalesce(from_status, ''), to_status FROM conveyor.job_status_transition")) {
     ASSERT_EQ(row.size(), 2u);
     EXPECT_TRUE(sql.emplace(row[0], row[1]).second) << "duplicate " << row[0] << " -> " << row[1];
   }
@@ -146,8 +139,7 @@ TEST_F(StatusMachineTest, SqlTransitionTableEqualsTheModel) {
 }
 
 TEST_F(StatusMachineTest, SqlStatusListEqualsTheModel) {
-  auto rows = db_.query(
-      "SELECT name, is_final::text, is_error::text FROM conveyor.job_status ORDER BY position");
+  auto rows = db_.query("SELECT name, is_final::text, is_error::text FROM conveyor.job_status ORDER BY position");
   ASSERT_EQ(rows.size(), kAllStatuses.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const JobStatus s = kAllStatuses[i];
@@ -168,8 +160,7 @@ TEST_F(StatusMachineTest, TriggerAcceptsExactlyTheModelTransitions) {
   for (JobStatus from : kAllStatuses) {
     for (JobStatus to : kAllStatuses) {
       if (from == to) continue;  // a no-op, tested below
-      const auto pair =
-          std::string(model::to_string(from)) + " -> " + std::string(model::to_string(to));
+      const auto pair = std::string(model::to_string(from)) + " -> " + std::string(model::to_string(to));
       std::optional<db::DbError> refused;
       try {
         pool_.transact(
@@ -182,13 +173,11 @@ TEST_F(StatusMachineTest, TriggerAcceptsExactlyTheModelTransitions) {
         refused = e;
       }
       if (model::is_valid_transition(from, to)) {
-        EXPECT_FALSE(refused.has_value())
-            << pair << " refused: " << (refused ? refused->what() : "");
+        EXPECT_FALSE(refused.has_value()) << pair << " refused: " << (refused ? refused->what() : "");
         ++accepted;
       } else {
         ASSERT_TRUE(refused.has_value()) << pair << " was accepted";
-        EXPECT_EQ(refused->sqlstate(), db::kInvalidTransitionState)
-            << pair << ": " << refused->what();
+        EXPECT_EQ(refused->sqlstate(), db::kInvalidTransitionState) << pair << ": " << refused->what();
         EXPECT_EQ(refused->code(), errc::invalid_transition) << pair;
         EXPECT_NE(std::string(refused->what()).find(pair), std::string::npos) << refused->what();
       }
@@ -206,8 +195,7 @@ TEST_F(StatusMachineTest, InsertAcceptsOnlyInitializedOrCanceled) {
     } else {
       ASSERT_TRUE(err.has_value()) << model::to_string(s);
       EXPECT_EQ(err->sqlstate(), "CV001");
-      EXPECT_NE(std::string(err->what()).find("invalid initial status"), std::string::npos)
-          << err->what();
+      EXPECT_NE(std::string(err->what()).find("invalid initial status"), std::string::npos) << err->what();
     }
   }
 }
@@ -221,15 +209,13 @@ TEST_F(StatusMachineTest, InitializedToDoneIsRefusedInRawSql) {
   EXPECT_NE(msg.find("initialized"), std::string::npos) << msg;
   EXPECT_NE(msg.find("done"), std::string::npos) << msg;
   EXPECT_NE(msg.find(std::to_string(id)), std::string::npos) << msg;
-  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + std::to_string(id)),
-            "initialized");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + std::to_string(id)), "initialized");
   EXPECT_EQ(history(id).size(), 1u);  // only the insert
 }
 
 TEST_F(StatusMachineTest, UnknownStatusIsRefusedTheSameWay) {
   const std::int64_t id = insert_job();
-  auto err =
-      error_of("UPDATE conveyor.job SET status = 'finished' WHERE id = " + std::to_string(id));
+  auto err = error_of("UPDATE conveyor.job SET status = 'finished' WHERE id = " + std::to_string(id));
   ASSERT_TRUE(err.has_value());
   EXPECT_EQ(err->sqlstate(), "CV001");
   EXPECT_NE(std::string(err->what()).find("finished"), std::string::npos) << err->what();
@@ -238,8 +224,8 @@ TEST_F(StatusMachineTest, UnknownStatusIsRefusedTheSameWay) {
 // ------------------------------------------------------------ history and outbox
 
 TEST_F(StatusMachineTest, InsertWritesHistoryAndEvent) {
-  const std::int64_t id = pool_.transact(
-      [&](db::Tx& tx) { return tx.exec(kInsertJob, {"ingest"})[0][0].as_int(); }, once("creator"));
+  const std::int64_t id =
+      pool_.transact([&](db::Tx& tx) { return tx.exec(kInsertJob, {"ingest"})[0][0].as_int(); }, once("creator"));
   auto h = history(id);
   ASSERT_EQ(h.size(), 1u);
   EXPECT_EQ(h[0].from, "");
@@ -292,9 +278,7 @@ TEST_F(StatusMachineTest, ValidTransitionWritesOneHistoryRowAndOneEvent) {
   EXPECT_TRUE(e.payload.at("at").is_string());
 
   // Actor through SET LOCAL in raw SQL, as a person in psql would.
-  db_.exec(
-      "SET LOCAL conveyor.actor = 'alice'; UPDATE conveyor.job SET status = 'ready' WHERE id = " +
-      key);
+  db_.exec("SET LOCAL conveyor.actor = 'alice'; UPDATE conveyor.job SET status = 'ready' WHERE id = " + key);
   h = history(id);
   ASSERT_EQ(h.size(), 3u);
   EXPECT_EQ(h[2].from, "configured");
@@ -306,17 +290,11 @@ TEST_F(StatusMachineTest, ValidTransitionWritesOneHistoryRowAndOneEvent) {
   EXPECT_EQ(events[2].payload.at("actor"), "alice");
 
   // Same-status update: not refused, not recorded.
-  const std::string updated_before =
-      db_.query_value("SELECT updated_at::text FROM conveyor.job WHERE id = " + key);
-  pool_.transact(
-      [&](db::Tx& tx) {
-        EXPECT_EQ(tx.exec(kSetStatus, {id, "ready"}).affected_rows(), 1);
-      },
-      once());
+  const std::string updated_before = db_.query_value("SELECT updated_at::text FROM conveyor.job WHERE id = " + key);
+  pool_.transact([&](db::Tx& tx) { EXPECT_EQ(tx.exec(kSetStatus, {id, "ready"}).affected_rows(), 1); }, once());
   EXPECT_EQ(history(id).size(), 3u);
   EXPECT_EQ(outbox("jobs", key).size(), 3u);
-  EXPECT_EQ(db_.query_value("SELECT updated_at::text FROM conveyor.job WHERE id = " + key),
-            updated_before);
+  EXPECT_EQ(db_.query_value("SELECT updated_at::text FROM conveyor.job WHERE id = " + key), updated_before);
 }
 
 TEST_F(StatusMachineTest, ErrorStatusCarriesSubtypeAndMessage) {
@@ -376,14 +354,10 @@ TEST_F(StatusMachineTest, CanceledAtChangesEmitCancelAndRestartRequests) {
 
 TEST_F(StatusMachineTest, SystemParametersUpdateIsRecordedAndAnnounced) {
   ASSERT_EQ(db_.query_value("SELECT count(*) FROM conveyor.system_parameters"), "1");
-  ASSERT_EQ(
-      db_.query_value("SELECT max_number_of_worker_instances FROM conveyor.system_parameters"),
-      "4");
+  ASSERT_EQ(db_.query_value("SELECT max_number_of_worker_instances FROM conveyor.system_parameters"), "4");
 
   pool_.transact(
-      [&](db::Tx& tx) {
-        tx.exec_script("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 3");
-      },
+      [&](db::Tx& tx) { tx.exec_script("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 3"); },
       once("ops-alice"));
 
   auto hist = db_.query(
@@ -392,21 +366,18 @@ TEST_F(StatusMachineTest, SystemParametersUpdateIsRecordedAndAnnounced) {
       "       new_values->>'max_number_of_worker_instances'"
       "  FROM conveyor.system_parameters_history ORDER BY id");
   ASSERT_EQ(hist.size(), 1u);
-  EXPECT_EQ(hist[0],
-            (std::vector<std::string>{"ops-alice", "max_number_of_worker_instances", "4", "3"}));
+  EXPECT_EQ(hist[0], (std::vector<std::string>{"ops-alice", "max_number_of_worker_instances", "4", "3"}));
   EXPECT_EQ(db_.query_value("SELECT updated_by FROM conveyor.system_parameters"), "ops-alice");
 
   auto events = outbox("parameters", "system_parameters");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].type, "io.conveyor.parameters.changed");
   EXPECT_EQ(events[0].payload.at("schema_version"), 1);
-  EXPECT_EQ(events[0].payload.at("changed_keys"),
-            nlohmann::json::array({"max_number_of_worker_instances"}));
+  EXPECT_EQ(events[0].payload.at("changed_keys"), nlohmann::json::array({"max_number_of_worker_instances"}));
   EXPECT_EQ(events[0].payload.at("new_values").at("max_number_of_worker_instances"), 3);
 
   // Runbook 001's waves: the job types the system handles.
-  db_.exec(
-      "UPDATE conveyor.system_parameters SET job_types_list = ARRAY['fsc_rlie_job', 'rlies1_job']");
+  db_.exec("UPDATE conveyor.system_parameters SET job_types_list = ARRAY['fsc_rlie_job', 'rlies1_job']");
   events = outbox("parameters", "system_parameters");
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[1].payload.at("new_values").at("job_types_list"),

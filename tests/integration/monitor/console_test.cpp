@@ -31,9 +31,12 @@ class ConsoleTest : public ::testing::Test {
     port_ = ct::free_port();
     ct::ChildProcess::Options o;
     o.argv = {ct::executable("conveyor-monitor").string()};
-    o.env = {{"CONVEYOR_DATABASE_URL", db_.url()},        {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-             {"CONVEYOR_TOPIC_PREFIX", ct::unique_name("con")}, {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
-             {"CONVEYOR_DATA_DIR", (dir_ / "data").string()},  {"CONVEYOR_INSTANCE_ID", "monitor"}};
+    o.env = {{"CONVEYOR_DATABASE_URL", db_.url()},
+             {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+             {"CONVEYOR_TOPIC_PREFIX", ct::unique_name("con")},
+             {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
+             {"CONVEYOR_DATA_DIR", (dir_ / "data").string()},
+             {"CONVEYOR_INSTANCE_ID", "monitor"}};
     o.stdout_file = dir_ / "monitor.log";
     monitor_ = std::make_unique<ct::ChildProcess>(o);
     reader_ = ct::create_api_token(db_.url(), "console-reader", "reader");
@@ -65,8 +68,7 @@ class ConsoleTest : public ::testing::Test {
       headers["Content-Type"] = "application/json";
       body = "{}";
     }
-    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path, body, headers,
-                                        5s);
+    return conveyor::http::http_request(method, "http://127.0.0.1:" + std::to_string(port_) + path, body, headers, 5s);
   }
 
   std::string page(const std::string& path) {
@@ -102,10 +104,14 @@ class ConsoleTest : public ::testing::Test {
 // markup, on every page that shows them.
 TEST_F(ConsoleTest, MarkupInAJobsValuesIsEscapedOnEveryPage) {
   const std::string id = insert_job("x", ", params", ", '{\"note\": \"</pre><script>alert(2)</script>\"}'");
-  db_.exec("UPDATE conveyor.job SET error_subtype = '<b>bold</b>', error_message = '<script>alert(1)</script> & "
-           "\"quoted\"' WHERE id = " + id);
-  const std::string created = db_.query_value("SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM "
-                                              "conveyor.job WHERE id = " + id);
+  db_.exec(
+      "UPDATE conveyor.job SET error_subtype = '<b>bold</b>', error_message = '<script>alert(1)</script> & "
+      "\"quoted\"' WHERE id = " +
+      id);
+  const std::string created = db_.query_value(
+      "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM "
+      "conveyor.job WHERE id = " +
+      id);
   const fs::path log_dir = dir_ / "data" / "logs" / created / ("job-" + id);
   fs::create_directories(log_dir);
   std::ofstream(log_dir / "logs.txt") << "line one\n<img src=x onerror=alert(3)>\n";
@@ -115,7 +121,8 @@ TEST_F(ConsoleTest, MarkupInAJobsValuesIsEscapedOnEveryPage) {
     EXPECT_EQ(body.find("<script>alert"), std::string::npos) << path << ":\n" << body;
     EXPECT_EQ(body.find("<b>bold"), std::string::npos) << path;
     EXPECT_NE(body.find("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;quoted&quot;"), std::string::npos)
-        << path << ":\n" << body;
+        << path << ":\n"
+        << body;
   }
   const std::string job = page("/jobs/" + id);
   EXPECT_NE(job.find("&lt;/pre&gt;&lt;script&gt;alert(2)"), std::string::npos) << job;

@@ -37,14 +37,12 @@ constexpr const char* kReconcilerMigration = "20261122000300_reconciler";
 using conveyor::testing::read_text;
 
 long ms_since(Clock::time_point t) {
-  return static_cast<long>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count());
 }
 
 // ---------------------------------------------------------------- migration
 
-bool column_exists(const ct::TestDatabase& db, const std::string& table,
-                   const std::string& column) {
+bool column_exists(const ct::TestDatabase& db, const std::string& table, const std::string& column) {
   return db.query_value(
              "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'conveyor' "
              "AND table_name = '" +
@@ -56,25 +54,19 @@ TEST(ReconcilerMigration, AJobThatBecomesCanceledAlwaysHasCanceledAt) {
   // By a status change...
   const auto a = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
   db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + a);
-  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + a),
-            "t");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + a), "t");
   // ... even when the same statement clears it ...
   const auto b = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
   db.exec("UPDATE conveyor.job SET status = 'canceled', canceled_at = NULL WHERE id = " + b);
-  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + b),
-            "t");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + b), "t");
   // ... by an insert as canceled; and a given canceled_at is kept.
-  const auto c = db.query_value(
-      "INSERT INTO conveyor.job (job_type, status) VALUES ('t', 'canceled') RETURNING id");
-  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + c),
-            "t");
+  const auto c = db.query_value("INSERT INTO conveyor.job (job_type, status) VALUES ('t', 'canceled') RETURNING id");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + c), "t");
   const auto d = db.query_value(
       "INSERT INTO conveyor.job (job_type, canceled_at) VALUES ('t', '2020-01-01T00:00:00Z') "
       "RETURNING id");
   db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + d);
-  EXPECT_EQ(db.query_value(
-                "SELECT canceled_at = '2020-01-01T00:00:00Z' FROM conveyor.job WHERE id = " + d),
-            "t");
+  EXPECT_EQ(db.query_value("SELECT canceled_at = '2020-01-01T00:00:00Z' FROM conveyor.job WHERE id = " + d), "t");
   // Clearing canceled_at afterwards (the restart request) is allowed, also
   // in a statement that repeats the status.
   db.exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + a);
@@ -86,14 +78,11 @@ TEST(ReconcilerMigration, AJobThatBecomesCanceledAlwaysHasCanceledAt) {
   for (const char* s : {"configured", "ready", "queued", "started", "processed", "done"}) {
     db.exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + e);
   }
-  EXPECT_THROW(db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + e),
-               std::exception);
+  EXPECT_THROW(db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + e), std::exception);
   // New columns, with their defaults.
   EXPECT_EQ(db.query_value("SELECT reemitted_at IS NULL FROM conveyor.job WHERE id = " + a), "t");
-  EXPECT_EQ(db.query_value("SELECT service_heartbeat_timeout_s FROM conveyor.system_parameters"),
-            "30");
-  EXPECT_THROW(db.exec("UPDATE conveyor.system_parameters SET service_heartbeat_timeout_s = 0"),
-               std::exception);
+  EXPECT_EQ(db.query_value("SELECT service_heartbeat_timeout_s FROM conveyor.system_parameters"), "30");
+  EXPECT_THROW(db.exec("UPDATE conveyor.system_parameters SET service_heartbeat_timeout_s = 0"), std::exception);
 }
 
 TEST(ReconcilerMigration, UpDownUpBackfillsCanceledJobsAndRestoresTheTrigger) {
@@ -129,26 +118,21 @@ TEST(ReconcilerMigration, UpDownUpBackfillsCanceledJobsAndRestoresTheTrigger) {
   EXPECT_TRUE(column_exists(db, "job", "reemitted_at"));
   EXPECT_TRUE(column_exists(db, "system_parameters", "service_heartbeat_timeout_s"));
   // Backfilled, so it is not mistaken for a restart request; and no event for it.
-  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + old),
-            "t");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + old), "t");
   EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox"), outbox_before);
 
   const auto down = m.rollback();
   ASSERT_EQ(down.names, std::vector<std::string>{kReconcilerMigration});
   EXPECT_FALSE(column_exists(db, "job", "reemitted_at"));
   EXPECT_FALSE(column_exists(db, "system_parameters", "service_heartbeat_timeout_s"));
-  const auto after_down =
-      db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  const auto after_down = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
   db.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + after_down);
-  EXPECT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + after_down),
-            "t")
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NULL FROM conveyor.job WHERE id = " + after_down), "t")
       << "canceled_at is no longer stamped";
 
   EXPECT_EQ(m.migrate().names, std::vector<std::string>{kReconcilerMigration});
   EXPECT_TRUE(m.status().up_to_date());
-  EXPECT_EQ(
-      db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + after_down),
-      "t");
+  EXPECT_EQ(db.query_value("SELECT canceled_at IS NOT NULL FROM conveyor.job WHERE id = " + after_down), "t");
   std::error_code ec;
   fs::remove_all(dir, ec);
 }
@@ -175,8 +159,7 @@ class MonitorTest : public ::testing::Test {
 
   // Starts `exe` ("conveyor-monitor") as process `name`; `extra` overrides
   // the environment. Returns once /readyz answers 200.
-  void start(const std::string& name, const std::string& exe,
-             const std::map<std::string, std::string>& extra = {}) {
+  void start(const std::string& name, const std::string& exe, const std::map<std::string, std::string>& extra = {}) {
     ports_[name] = ct::free_port();
     std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", db_.url()},
                                            {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
@@ -208,8 +191,7 @@ class MonitorTest : public ::testing::Test {
     ASSERT_TRUE(ready) << name << " did not become ready:\n" << logs();
   }
 
-  void start_monitor(const std::string& name = "monitor",
-                     const std::map<std::string, std::string>& extra = {}) {
+  void start_monitor(const std::string& name = "monitor", const std::map<std::string, std::string>& extra = {}) {
     start(name, "conveyor-monitor", extra);
   }
 
@@ -217,8 +199,8 @@ class MonitorTest : public ::testing::Test {
   // /readyz, /version and /metrics needs one).
   conveyor::http::ClientResponse get(const std::string& name, const std::string& path) {
     if (token_.empty()) token_ = ct::create_api_token(db_.url(), "monitor-test-reader", "reader");
-    return conveyor::http::http_request(
-        "GET", "http://127.0.0.1:" + std::to_string(ports_.at(name)) + path, "", ct::bearer(token_), 2s);
+    return conveyor::http::http_request("GET", "http://127.0.0.1:" + std::to_string(ports_.at(name)) + path, "",
+                                        ct::bearer(token_), 2s);
   }
 
   json get_json(const std::string& name, const std::string& path) {
@@ -232,8 +214,7 @@ class MonitorTest : public ::testing::Test {
   double metric(const std::string& name, const std::string& series) {
     std::istringstream in(get(name, "/metrics").body);
     for (std::string line; std::getline(in, line);) {
-      if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-          line[series.size()] == ' ') {
+      if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 && line[series.size()] == ' ') {
         return std::stod(line.substr(series.size() + 1));
       }
     }
@@ -244,8 +225,7 @@ class MonitorTest : public ::testing::Test {
   // the reconciler would do to the state as it is now, it has done.
   void wait_scans(const std::string& name, int n) {
     const double start = metric(name, "conveyor_monitor_scans_total");
-    ASSERT_TRUE(ct::wait_until(
-        [&] { return metric(name, "conveyor_monitor_scans_total") >= start + n; }, 10s));
+    ASSERT_TRUE(ct::wait_until([&] { return metric(name, "conveyor_monitor_scans_total") >= start + n; }, 10s));
   }
 
   std::string q(const std::string& sql) const { return db_.query_value(sql); }
@@ -256,10 +236,8 @@ class MonitorTest : public ::testing::Test {
 
   ::testing::AssertionResult reaches(const std::string& id, const std::string& expected,
                                      std::chrono::milliseconds timeout = 15s) const {
-    if (ct::wait_until([&] { return status(id) == expected; }, timeout))
-      return ::testing::AssertionSuccess();
-    return ::testing::AssertionFailure()
-           << "job " << id << " is " << status(id) << ", expected " << expected;
+    if (ct::wait_until([&] { return status(id) == expected; }, timeout)) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "job " << id << " is " << status(id) << ", expected " << expected;
   }
 
   std::string insert_job(const std::string& type = "t", int max_attempts = 1) const {
@@ -283,8 +261,7 @@ class MonitorTest : public ::testing::Test {
   }
   // Moves a job through `statuses` by SQL, as the stages would.
   void advance(const std::string& id, const std::vector<std::string>& statuses) const {
-    for (const auto& s : statuses)
-      db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + id);
+    for (const auto& s : statuses) db_.exec("UPDATE conveyor.job SET status = '" + s + "' WHERE id = " + id);
   }
   // The job's history as "from>to" steps, e.g. ">initialized,initialized>canceled".
   std::string history(const std::string& id) const {
@@ -294,14 +271,12 @@ class MonitorTest : public ::testing::Test {
         id);
   }
   std::string last_actor(const std::string& id) const {
-    return q("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + id +
-             " ORDER BY id DESC LIMIT 1");
+    return q("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + id + " ORDER BY id DESC LIMIT 1");
   }
 
   std::string logs() const {
     std::string out;
-    for (const auto& [name, p] : procs_)
-      out += "---- " + name + "\n" + read_text(dir_ / (name + ".log"));
+    for (const auto& [name, p] : procs_) out += "---- " + name + "\n" + read_text(dir_ / (name + ".log"));
     return out;
   }
 
@@ -334,17 +309,15 @@ TEST_F(MonitorTest, CancelBySqlEndsJobsCanceledFromEveryStageAndNullRestartsThem
       "error_message = 'exit 3', result = '{\"exit_code\": 3}' WHERE id = " +
       failed);
   const auto external = insert_job();
-  db_.exec(
-      "UPDATE conveyor.job SET status = 'external_error', error_subtype = 'input' WHERE id = " +
-      external);
+  db_.exec("UPDATE conveyor.job SET status = 'external_error', error_subtype = 'input' WHERE id = " + external);
   const auto processed = insert_job();
   advance(processed, {"configured", "ready", "queued", "started", "processed"});
   const auto checked = insert_job();
   advance(checked, {"internal_error", "error_checked"});
   const auto done = insert_job();
   advance(done, {"configured", "ready", "queued", "started", "processed", "done"});
-  const std::string ids = initialized + "," + configured + "," + ready + "," + queued + "," +
-                          failed + "," + external + "," + processed + "," + checked + "," + done;
+  const std::string ids = initialized + "," + configured + "," + ready + "," + queued + "," + failed + "," + external +
+                          "," + processed + "," + checked + "," + done;
 
   // Warm-up: the first cancel also waits for the event consumer to join its group.
   const auto warm_up = insert_job();
@@ -354,10 +327,7 @@ TEST_F(MonitorTest, CancelBySqlEndsJobsCanceledFromEveryStageAndNullRestartsThem
   const auto t = Clock::now();
   db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id IN (" + ids + ")");
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return q("SELECT count(*) FROM conveyor.job WHERE status = 'canceled' AND id IN (" + ids +
-                 ")") == "8";
-      },
+      [&] { return q("SELECT count(*) FROM conveyor.job WHERE status = 'canceled' AND id IN (" + ids + ")") == "8"; },
       10s))
       << q("SELECT string_agg(id || ':' || status, ' ') FROM conveyor.job");
   const long cancel_ms = ms_since(t);
@@ -367,8 +337,7 @@ TEST_F(MonitorTest, CancelBySqlEndsJobsCanceledFromEveryStageAndNullRestartsThem
   EXPECT_EQ(history(initialized), ">initialized,initialized>canceled");
   EXPECT_EQ(history(configured), ">initialized,initialized>configured,configured>canceled");
   EXPECT_EQ(history(ready), ">initialized,initialized>configured,configured>ready,ready>canceled");
-  EXPECT_EQ(history(queued),
-            ">initialized,initialized>configured,configured>ready,ready>queued,queued>canceled");
+  EXPECT_EQ(history(queued), ">initialized,initialized>configured,configured>ready,ready>queued,queued>canceled");
   EXPECT_EQ(history(failed),
             ">initialized,initialized>configured,configured>ready,ready>queued,queued>started,"
             "started>failed,"
@@ -395,16 +364,14 @@ TEST_F(MonitorTest, CancelBySqlEndsJobsCanceledFromEveryStageAndNullRestartsThem
   db_.exec("UPDATE conveyor.job SET canceled_at = NULL WHERE id = " + failed);
   ASSERT_TRUE(reaches(failed, "initialized", 10s));
   const long restart_ms = ms_since(t2);
-  std::cout << "[ measure  ] restart by SQL (canceled_at = null) -> initialized: " << restart_ms
-            << " ms\n";
+  std::cout << "[ measure  ] restart by SQL (canceled_at = null) -> initialized: " << restart_ms << " ms\n";
   RecordProperty("restart_ms", std::to_string(restart_ms));
   EXPECT_EQ(field(failed, "attempt"), "0");
   EXPECT_EQ(field(failed,
                   "error_subtype IS NULL AND error_message IS NULL AND result IS NULL "
                   "AND worker_id IS NULL AND canceled_at IS NULL"),
             "t");
-  EXPECT_TRUE(history(failed).ends_with(",error_checked>canceled,canceled>initialized"))
-      << history(failed);
+  EXPECT_TRUE(history(failed).ends_with(",error_checked>canceled,canceled>initialized")) << history(failed);
   EXPECT_EQ(last_actor(failed), "conveyor-monitor");
   // The scan that restarted `failed` saw `by_status` canceled with canceled_at set.
   EXPECT_EQ(status(by_status), "canceled");
@@ -428,8 +395,7 @@ TEST_F(MonitorTest, StartedJobsOfAWorkerWithAStaleHeartbeatAreRecovered) {
   auto started_on = [&](const std::string& worker, int max_attempts, bool cancel) {
     const auto id = insert_job("t", max_attempts);
     advance(id, {"configured", "ready", "queued"});
-    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker +
-             " WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker + " WHERE id = " + id);
     if (cancel) db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + id);
     return id;
   };
@@ -444,8 +410,7 @@ TEST_F(MonitorTest, StartedJobsOfAWorkerWithAStaleHeartbeatAreRecovered) {
   ASSERT_TRUE(reaches(retried, "ready"));
   ASSERT_TRUE(reaches(spent, "internal_error"));
   ASSERT_TRUE(reaches(canceled, "canceled"));
-  std::cout << "[ measure  ] monitor start -> jobs of a stale worker recovered: " << ms_since(t)
-            << " ms\n";
+  std::cout << "[ measure  ] monitor start -> jobs of a stale worker recovered: " << ms_since(t) << " ms\n";
 
   EXPECT_EQ(field(retried, "attempt"), "1");
   EXPECT_EQ(field(retried, "error_subtype"), "worker_lost");
@@ -468,8 +433,7 @@ TEST_F(MonitorTest, StartedJobsOfAWorkerWithAStaleHeartbeatAreRecovered) {
   ASSERT_TRUE(reaches(live_canceled, "canceled"));
   ASSERT_TRUE(reaches(live_running, "internal_error"));
   const long lost_ms = ms_since(t2);
-  std::cout << "[ measure  ] last heartbeat -> started jobs recovered (timeout 2 s): " << lost_ms
-            << " ms\n";
+  std::cout << "[ measure  ] last heartbeat -> started jobs recovered (timeout 2 s): " << lost_ms << " ms\n";
   EXPECT_GE(lost_ms, 1500) << "not before the heartbeat timeout";
   EXPECT_EQ(q("SELECT status FROM conveyor.worker WHERE id = " + live), "lost");
 
@@ -506,8 +470,7 @@ TEST_F(MonitorTest, StartedJobsThatTheirLiveWorkerNoLongerRunsAreRecovered) {
   auto started_on = [&](const std::string& worker, int max_attempts) {
     const auto id = insert_job("t", max_attempts);
     advance(id, {"configured", "ready", "queued"});
-    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker +
-             " WHERE id = " + id);
+    db_.exec("UPDATE conveyor.job SET status = 'started', worker_id = " + worker + " WHERE id = " + id);
     return id;
   };
   const auto orphan = started_on(live, 3);
@@ -563,8 +526,7 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
   ASSERT_TRUE(reaches(canary, "ready"));
   ASSERT_TRUE(ct::wait_until(
       [&] {
-        const int rows = std::stoi(
-            q("SELECT count(*) FROM conveyor.outbox WHERE topic IN ('jobs', 'parameters')"));
+        const int rows = std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE topic IN ('jobs', 'parameters')"));
         return q("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0" &&
                metric("configuration", "conveyor_events_consumed_total") >= rows;
       },
@@ -585,8 +547,8 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
   ASSERT_EQ(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + lost + "'"), "0");
   ASSERT_TRUE(reaches(lost, "ready", 20s));
   const long healed_ms = ms_since(t);
-  std::cout << "[ measure  ] lost event -> re-emitted -> configured (stall_initialized_s = 1): "
-            << healed_ms << " ms\n";
+  std::cout << "[ measure  ] lost event -> re-emitted -> configured (stall_initialized_s = 1): " << healed_ms
+            << " ms\n";
   RecordProperty("lost_event_healed_ms", std::to_string(healed_ms));
 
   const auto reemits = db_.query(
@@ -599,8 +561,7 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
   EXPECT_EQ(reemits[0][1], "true");
   EXPECT_EQ(reemits[0][2], lost);
   EXPECT_EQ(reemits[0][3], "initialized");
-  EXPECT_EQ(reemits[0][4],
-            q("SELECT min(id) FROM conveyor.job_status_change WHERE job_id = " + lost));
+  EXPECT_EQ(reemits[0][4], q("SELECT min(id) FROM conveyor.job_status_change WHERE job_id = " + lost));
   EXPECT_EQ(reemits[0][5], lost);
   EXPECT_EQ(field(lost, "reemitted_at IS NOT NULL"), "t");
   // Configured only after the threshold, and by the re-emitted event: the
@@ -643,31 +604,21 @@ TEST_F(MonitorTest, ServiceRegistryShowsDownInstancesAndTheirReturn) {
         {{"CONVEYOR_HEARTBEAT_INTERVAL_MS", "200"}, {"CONVEYOR_IMAGE_TAG", "tag-7"}});
 
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return q("SELECT status FROM conveyor.service_instance WHERE id = 'fake-1'") == "down";
-      },
-      10s));
+      [&] { return q("SELECT status FROM conveyor.service_instance WHERE id = 'fake-1'") == "down"; }, 10s));
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return q("SELECT count(*) FROM conveyor.service_instance WHERE id LIKE 'old-%'") == "0";
-      },
-      10s))
+      [&] { return q("SELECT count(*) FROM conveyor.service_instance WHERE id LIKE 'old-%'") == "0"; }, 10s))
       << "rows stopped or down for over a day are purged";
-  EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'recent-stopped'"),
-            "stopped");
+  EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'recent-stopped'"), "stopped");
 
   json all = get_json("monitor", "/v1/services");
   std::map<std::string, json> by_id;
   for (const auto& s : all["services"]) by_id[s["instance_id"].get<std::string>()] = s;
-  ASSERT_TRUE(by_id.contains("fake-1") && by_id.contains("monitor") &&
-              by_id.contains("configuration"))
-      << all.dump();
+  ASSERT_TRUE(by_id.contains("fake-1") && by_id.contains("monitor") && by_id.contains("configuration")) << all.dump();
   EXPECT_EQ(by_id["fake-1"]["status"], "down");
   EXPECT_EQ(by_id["fake-1"]["service"], "conveyor-fake");
   EXPECT_EQ(by_id["fake-1"]["version"], "1.2.3");
   EXPECT_EQ(by_id["fake-1"]["pid"], 7);
-  EXPECT_NEAR(by_id["fake-1"]["uptime_s"].get<double>(), 3600.0, 5.0)
-      << "started 2 h ago, silent for 1 h";
+  EXPECT_NEAR(by_id["fake-1"]["uptime_s"].get<double>(), 3600.0, 5.0) << "started 2 h ago, silent for 1 h";
   EXPECT_GE(by_id["fake-1"]["heartbeat_age_s"].get<double>(), 3599.0);
   const json& cfg = by_id["configuration"];
   EXPECT_EQ(cfg["status"], "up");
@@ -687,23 +638,18 @@ TEST_F(MonitorTest, ServiceRegistryShowsDownInstancesAndTheirReturn) {
   json down = get_json("monitor", "/v1/services?status=down");
   ASSERT_EQ(down["services"].size(), 1u) << down.dump();
   EXPECT_EQ(down["services"][0]["instance_id"], "fake-1");
-  for (const std::string bad : {"/v1/services?status=sleeping", "/v1/services?service=Bad%20Name",
-                                "/v1/services?colour=red"}) {
+  for (const std::string bad :
+       {"/v1/services?status=sleeping", "/v1/services?service=Bad%20Name", "/v1/services?colour=red"}) {
     const auto r = get("monitor", bad);
     EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
     EXPECT_NE(r.headers.at("content-type").find("application/problem+json"), std::string::npos);
   }
-  EXPECT_EQ(json::parse(get("monitor", "/v1/services?status=sleeping").body).value("field", ""),
-            "status");
-  EXPECT_EQ(json::parse(get("monitor", "/v1/services?colour=red").body).value("field", ""),
-            "colour");
+  EXPECT_EQ(json::parse(get("monitor", "/v1/services?status=sleeping").body).value("field", ""), "status");
+  EXPECT_EQ(json::parse(get("monitor", "/v1/services?colour=red").body).value("field", ""), "colour");
 
   // Gauges.
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return metric("monitor",
-                      "conveyor_service_instances{service=\"conveyor-fake\",status=\"down\"}") == 1;
-      },
+      [&] { return metric("monitor", "conveyor_service_instances{service=\"conveyor-fake\",status=\"down\"}") == 1; },
       5s));
   EXPECT_TRUE(ct::wait_until(
       [&] {
@@ -719,23 +665,13 @@ TEST_F(MonitorTest, ServiceRegistryShowsDownInstancesAndTheirReturn) {
   procs_["configuration"]->signal(SIGSTOP);
   const auto t = Clock::now();
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") ==
-               "down";
-      },
-      10s));
-  std::cout << "[ measure  ] heartbeat stopped -> instance down (timeout 2 s): " << ms_since(t)
-            << " ms\n";
-  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"],
-            "down");
+      [&] { return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") == "down"; }, 10s));
+  std::cout << "[ measure  ] heartbeat stopped -> instance down (timeout 2 s): " << ms_since(t) << " ms\n";
+  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"], "down");
   procs_["configuration"]->signal(SIGCONT);
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") == "up";
-      },
-      10s));
-  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"],
-            "up");
+      [&] { return q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'") == "up"; }, 10s));
+  EXPECT_EQ(get_json("monitor", "/v1/services?service=configuration")["services"][0]["status"], "up");
   // Still up after more scans: it is heartbeating.
   wait_scans("monitor", 3);
   EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'configuration'"), "up");
@@ -758,20 +694,17 @@ TEST_F(MonitorTest, TwoReplicasReemitAStalledJobOncePerThresholdPeriod) {
   start_monitor("monitor-1", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
   start_monitor("monitor-2", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
   const auto id = insert_job();  // nothing configures it: it stalls
-  const std::string reemits =
-      "FROM conveyor.outbox WHERE key = '" + id + "' AND payload ? 'reemitted'";
+  const std::string reemits = "FROM conveyor.outbox WHERE key = '" + id + "' AND payload ? 'reemitted'";
   ASSERT_TRUE(ct::wait_until([&] { return std::stoi(q("SELECT count(*) " + reemits)) >= 4; }, 15s));
   EXPECT_EQ(status(id), "initialized");
 
   // Consecutive re-emits at least a threshold (1 s) apart; a doubled one
   // would be milliseconds after its twin.
-  const auto gaps =
-      db_.query("SELECT extract(epoch FROM created_at - lag(created_at) OVER (ORDER BY id)) " +
-                reemits + " ORDER BY id");
+  const auto gaps = db_.query("SELECT extract(epoch FROM created_at - lag(created_at) OVER (ORDER BY id)) " + reemits +
+                              " ORDER BY id");
   ASSERT_GE(gaps.size(), 4u);
   for (std::size_t i = 1; i < gaps.size(); ++i) {
-    EXPECT_GE(std::stod(gaps[i][0]), 0.95)
-        << "re-emit " << i << " came " << gaps[i][0] << " s after the previous one";
+    EXPECT_GE(std::stod(gaps[i][0]), 0.95) << "re-emit " << i << " came " << gaps[i][0] << " s after the previous one";
   }
   // Both replicas were scanning all along.
   EXPECT_GT(metric("monitor-1", "conveyor_monitor_scans_total"), 10);
@@ -779,8 +712,7 @@ TEST_F(MonitorTest, TwoReplicasReemitAStalledJobOncePerThresholdPeriod) {
   EXPECT_EQ(history(id), ">initialized");
 
   auto reemitted = [&](const std::string& job) {
-    return std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + job +
-                       "' AND payload ? 'reemitted'"));
+    return std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE key = '" + job + "' AND payload ? 'reemitted'"));
   };
   EXPECT_GE(reemitted(ready), 3);
   EXPECT_EQ(reemitted(later), 0) << "backing off (not_before)";
@@ -799,16 +731,17 @@ TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNee
   advance(old_failed, {"configured", "ready", "queued", "started", "failed"});
   const auto needed = insert_job();
   advance(needed, {"configured", "ready", "queued", "started", "processed", "done"});
-  const auto child = q("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + needed +
-                       "]::bigint[]) RETURNING id");
+  const auto child =
+      q("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + needed + "]::bigint[]) RETURNING id");
   const auto recent = insert_job();
   advance(recent, {"configured", "ready", "queued", "started", "processed", "done"});
   const auto old_waiting = insert_job();
   // Status changes stamp updated_at; a plain UPDATE of it ages the rows.
   db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '2 days' WHERE id IN (" + old_done + ", " +
            old_failed + ", " + needed + ", " + old_waiting + ")");
-  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
-           "('gone', 'stopped', now() - interval '2 days'), ('live', 'active', now())");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+      "('gone', 'stopped', now() - interval '2 days'), ('live', 'active', now())");
   const fs::path data = dir_ / "data";
   fs::create_directories(data / "outputs" / ("job-" + old_done));
   std::ofstream(data / "outputs" / ("job-" + old_done) / "product.tif") << "x";
@@ -824,8 +757,7 @@ TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNee
       [&] { return q("SELECT count(*) FROM conveyor.job WHERE id IN (" + old_done + ", " + old_failed + ")") == "0"; },
       15s))
       << logs();
-  EXPECT_EQ(q("SELECT count(*) FROM conveyor.job_status_change WHERE job_id IN (" + old_done + ", " + old_failed +
-              ")"),
+  EXPECT_EQ(q("SELECT count(*) FROM conveyor.job_status_change WHERE job_id IN (" + old_done + ", " + old_failed + ")"),
             "0")
       << "their history went with them";
   EXPECT_EQ(status(needed), "done") << "a job in progress depends on it";
@@ -843,7 +775,8 @@ TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNee
   // Once the child is finished too, the job it needed goes at the next pass.
   advance(child, {"canceled"});
   db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '2 days' WHERE id = " + child);
-  EXPECT_TRUE(ct::wait_until([&] { return q("SELECT count(*) FROM conveyor.job WHERE id IN (" + needed + ", " + child + ")") == "0"; }, 15s))
+  EXPECT_TRUE(ct::wait_until(
+      [&] { return q("SELECT count(*) FROM conveyor.job WHERE id IN (" + needed + ", " + child + ")") == "0"; }, 15s))
       << logs();
 }
 
@@ -868,14 +801,16 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
         }
       },
       10s));
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
-           "('execution-9', 'conveyor-execution', now() - interval '10 minutes')");
-  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-lost', 'lost', now() - "
-           "interval '5 minutes')");
-  db_.exec("UPDATE conveyor.system_parameters SET accepting_new_jobs = false, not_accepting_reason = "
-           "'maintenance <tonight>'");
-  start_monitor("monitor",
-                {{"CONVEYOR_ALERT_WEBHOOK_URL", "http://127.0.0.1:" + std::to_string(hook_port) + "/hook"}});
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+      "('execution-9', 'conveyor-execution', now() - interval '10 minutes')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-lost', 'lost', now() - "
+      "interval '5 minutes')");
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET accepting_new_jobs = false, not_accepting_reason = "
+      "'maintenance <tonight>'");
+  start_monitor("monitor", {{"CONVEYOR_ALERT_WEBHOOK_URL", "http://127.0.0.1:" + std::to_string(hook_port) + "/hook"}});
 
   const json alerts = get_json("monitor", "/v1/alerts").at("alerts");
   std::vector<std::string> names;
@@ -888,8 +823,8 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
       [&] { return metric("monitor", R"(conveyor_alerts_firing{alert="service_down",severity="critical"})") == 1; },
       10s))
       << logs();
-  ASSERT_TRUE(ct::wait_until([&] { return read_text(received).find(R"("name":"workers_lost")") != std::string::npos; },
-                             10s))
+  ASSERT_TRUE(
+      ct::wait_until([&] { return read_text(received).find(R"("name":"workers_lost")") != std::string::npos; }, 10s))
       << logs();
   EXPECT_NE(read_text(received).find(R"("status":"firing")"), std::string::npos);
 
@@ -919,10 +854,12 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
 // `replaced`, and no critical alert keeps firing for it (before, service_down
 // fired until retention purged the row a day later).
 TEST_F(MonitorTest, AReplacedWorkerRaisesNoServiceDownAlert) {
-  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
-           "('w-killed', 'lost', now() - interval '10 minutes')");
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
-           "('w-killed', 'conveyor-worker', now() - interval '10 minutes')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+      "('w-killed', 'lost', now() - interval '10 minutes')");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+      "('w-killed', 'conveyor-worker', now() - interval '10 minutes')");
   start_monitor();
   wait_scans("monitor", 2);
   EXPECT_EQ(q("SELECT status FROM conveyor.service_instance WHERE id = 'w-killed'"), "down")
@@ -955,10 +892,11 @@ TEST_F(MonitorTest, AReplacedWorkerRaisesNoServiceDownAlert) {
 // live) on GET /v1/services, and service_missing fires. A service with a
 // live and a silent instance is degraded, and only the silent one is down.
 TEST_F(MonitorTest, AStoppedServiceIsDownAndAlerts) {
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) VALUES "
-           "('execution-1', 'conveyor-execution', 'stopped', now() - interval '1 minute'), "
-           "('creation-1', 'conveyor-creation', 'up', now() + interval '1 hour'), "
-           "('creation-2', 'conveyor-creation', 'up', now() - interval '10 minutes')");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) VALUES "
+      "('execution-1', 'conveyor-execution', 'stopped', now() - interval '1 minute'), "
+      "('creation-1', 'conveyor-creation', 'up', now() + interval '1 hour'), "
+      "('creation-2', 'conveyor-creation', 'up', now() - interval '10 minutes')");
   start_monitor();
   const json services = get_json("monitor", "/v1/services");
   std::map<std::string, json> health;
@@ -993,7 +931,8 @@ TEST_F(MonitorTest, AHeldJobIsNotReemitted) {
   const auto stalled = insert_job("t");
   for (const auto& id : {held, stalled}) advance(id, {"configured", "ready"});
   db_.exec("UPDATE conveyor.job SET held_at = now(), reemitted_at = now() - interval '30 minutes' WHERE id = " + held);
-  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '1 hour' WHERE id IN (" + held + ", " + stalled + ")");
+  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '1 hour' WHERE id IN (" + held + ", " + stalled +
+           ")");
   start_monitor("monitor", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
 
   auto reemitted = [&](const std::string& job) {
@@ -1024,8 +963,10 @@ TEST_F(MonitorTest, AReadyJobOfAPausedPoolIsNeitherReemittedNorStuck) {
   for (const auto& id : {paused, stalled}) advance(id, {"configured", "ready"});
   db_.exec("UPDATE conveyor.job SET config = '{\"pool\": \"gpu\"}' WHERE id = " + paused);
   db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('pool', 'gpu', true)");
-  db_.exec("UPDATE conveyor.job SET updated_at = now() - interval '1 hour', "
-           "reemitted_at = now() - interval '30 minutes' WHERE id IN (" + paused + ", " + stalled + ")");
+  db_.exec(
+      "UPDATE conveyor.job SET updated_at = now() - interval '1 hour', "
+      "reemitted_at = now() - interval '30 minutes' WHERE id IN (" +
+      paused + ", " + stalled + ")");
   start_monitor("monitor", {{"CONVEYOR_POLL_INTERVAL_MS", "50"}});
 
   auto reemitted = [&](const std::string& job) {
@@ -1046,10 +987,11 @@ TEST_F(MonitorTest, AReadyJobOfAPausedPoolIsNeitherReemittedNorStuck) {
 // instances are left out; it needs a reader token like every /v1 route.
 TEST_F(MonitorTest, ServiceDiscoveryListsTheMetricsAddressOfEveryLiveInstance) {
   db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-gone', 'lost', now())");
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat, http_address) VALUES "
-           "('w-gone', 'conveyor-worker', 'up', now(), '127.0.0.1:1'), "
-           "('creation-old', 'conveyor-creation', 'stopped', now(), '127.0.0.1:2'), "
-           "('creation-silent', 'conveyor-creation', 'up', now() - interval '1 hour', '127.0.0.1:3')");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat, http_address) VALUES "
+      "('w-gone', 'conveyor-worker', 'up', now(), '127.0.0.1:1'), "
+      "('creation-old', 'conveyor-creation', 'stopped', now(), '127.0.0.1:2'), "
+      "('creation-silent', 'conveyor-creation', 'up', now() - interval '1 hour', '127.0.0.1:3')");
   start_monitor();
   start("configuration", "conveyor-configuration");
 
@@ -1092,10 +1034,12 @@ TEST_F(MonitorTest, ServiceDiscoveryListsTheMetricsAddressOfEveryLiveInstance) {
 TEST_F(MonitorTest, AlertsResolveOnceTheirCauseIsGone) {
   // The worker row's heartbeat is fresh (as if its monitor thread still
   // beat), so the reconciler does not mark it lost itself: the pool will.
-  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
-           "('w-silent', 'active', now() + interval '1 hour')");
-  db_.exec("INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
-           "('w-silent', 'conveyor-worker', now() - interval '10 minutes')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES "
+      "('w-silent', 'active', now() + interval '1 hour')");
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
+      "('w-silent', 'conveyor-worker', now() - interval '10 minutes')");
   start_monitor();
   auto firing = [&] {
     std::set<std::string> names;
@@ -1124,9 +1068,7 @@ TEST_F(MonitorTest, AlertsResolveOnceTheirCauseIsGone) {
   EXPECT_EQ(metric("monitor", "conveyor_accepting_new_jobs"), 1);
   // The console's recent alerts: each fired once and is resolved now.
   ASSERT_TRUE(ct::wait_until(
-      [&] {
-        return db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE resolved_at IS NULL") == "0";
-      },
+      [&] { return db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE resolved_at IS NULL") == "0"; },
       10s))
       << db_.query_value("SELECT string_agg(name, ',') FROM conveyor.alert_event WHERE resolved_at IS NULL");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE name = 'service_down'"), "1");

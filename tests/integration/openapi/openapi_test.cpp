@@ -122,9 +122,11 @@ TEST(OpenApiDocument, IsAnOpenApi31DocumentWhoseSchemasAndRolesAreChecked) {
     for (const auto& [method, op] : item.items()) {
       if (!kMethods.contains(method)) continue;
       const std::string at = upper(method) + " " + path;
-      if (!operation_ids.insert(op.value("operationId", "")).second) problems.insert(at + ": operationId missing or repeated");
+      if (!operation_ids.insert(op.value("operationId", "")).second)
+        problems.insert(at + ": operationId missing or repeated");
       const std::string role = op.value("x-conveyor-role", "");
-      if (!kRoles.contains(role)) problems.insert(at + ": x-conveyor-role '" + role + "' is not one of" + join(kRoles, " "));
+      if (!kRoles.contains(role))
+        problems.insert(at + ": x-conveyor-role '" + role + "' is not one of" + join(kRoles, " "));
       const std::string policy = policy_role(method, path, serves_console(item));
       if (role != policy) {
         problems.insert(at + ": x-conveyor-role is " + role + " but auth::required_role says " + policy);
@@ -153,7 +155,8 @@ TEST(OpenApiDocument, IsAnOpenApi31DocumentWhoseSchemasAndRolesAreChecked) {
       }
       const std::regex placeholder("\\{([^}]+)\\}");
       for (auto m = std::sregex_iterator(path.begin(), path.end(), placeholder); m != std::sregex_iterator(); ++m) {
-        if (!declared.contains((*m)[1].str())) problems.insert(at + ": path parameter {" + (*m)[1].str() + "} not declared");
+        if (!declared.contains((*m)[1].str()))
+          problems.insert(at + ": path parameter {" + (*m)[1].str() + "} not declared");
       }
     }
   }
@@ -228,9 +231,9 @@ TEST_F(OpenApiServices, EveryRegisteredRouteIsDocumentedAndEveryDocumentedRouteI
                         std::inserter(undocumented, undocumented.end()));
     std::set_difference(documented.begin(), documented.end(), registered.begin(), registered.end(),
                         std::inserter(unserved, unserved.end()));
-    EXPECT_TRUE(undocumented.empty())
-        << service << " serves routes that deploy/api/openapi.json does not document (add them; "
-        << "deploy/api/README.md says how):" << join(undocumented);
+    EXPECT_TRUE(undocumented.empty()) << service
+                                      << " serves routes that deploy/api/openapi.json does not document (add them; "
+                                      << "deploy/api/README.md says how):" << join(undocumented);
     EXPECT_TRUE(unserved.empty()) << "deploy/api/openapi.json gives " << service
                                   << " routes it does not serve (x-conveyor-services):" << join(unserved);
   }
@@ -248,8 +251,9 @@ TEST_F(OpenApiServices, EveryServiceServesTheDocumentWithItsVersion) {
     const json differences = json::diff(doc_, served);
     EXPECT_TRUE(differences.empty()) << name << " serves another document than deploy/api/openapi.json "
                                      << "(rebuild?); JSON patch from the file to it, first 5 changes: "
-                                     << json(std::vector<json>(differences.begin(), differences.begin() +
-                                                                std::min<std::ptrdiff_t>(5, differences.size())))
+                                     << json(std::vector<json>(
+                                                 differences.begin(),
+                                                 differences.begin() + std::min<std::ptrdiff_t>(5, differences.size())))
                                             .dump();
   }
 }
@@ -264,7 +268,8 @@ std::vector<std::string> check_answer(const SchemaCheck& check, const json& op, 
   if (!responses.contains(status)) {
     return {what + ": answered " + status + ", which is not among the documented responses: " + r.body.substr(0, 300)};
   }
-  const json& documented = responses[status].contains("$ref") ? check.resolve(responses[status]["$ref"]) : responses[status];
+  const json& documented =
+      responses[status].contains("$ref") ? check.resolve(responses[status]["$ref"]) : responses[status];
   if (!documented.contains("content")) return {};
   const auto type_it = r.headers.find("content-type");
   const std::string type = type_it == r.headers.end() ? "" : type_it->second.substr(0, type_it->second.find(';'));
@@ -289,7 +294,8 @@ TEST_F(OpenApiServices, EveryDocumentedRouteAnswersAsDocumented) {
   const SchemaCheck check(doc_);
   // Path parameters: a job the submitter owns (cancel and retry check
   // ownership); the others take the document's example.
-  const ClientResponse submitted = call("creation", "POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 0}})", "submitter");
+  const ClientResponse submitted =
+      call("creation", "POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 0}})", "submitter");
   ASSERT_EQ(submitted.status, 201) << submitted.body;
   const std::map<std::string, std::string> path_values = {{"id", json::parse(submitted.body).at("id").dump()}};
   // Bodies: the document's example, except where it cannot hold a secret.
@@ -310,33 +316,38 @@ TEST_F(OpenApiServices, EveryDocumentedRouteAnswersAsDocumented) {
         if (p.value("in", "") != "path") continue;
         const std::string name = p.at("name");
         const auto known = path_values.find(name);
-        const std::string value = known != path_values.end() ? known->second
-                                  : p.contains("example") ? (p["example"].is_string() ? p["example"].get<std::string>() : p["example"].dump())
-                                                          : "";
+        const std::string value =
+            known != path_values.end() ? known->second
+            : p.contains("example") ? (p["example"].is_string() ? p["example"].get<std::string>() : p["example"].dump())
+                                    : "";
         if (value.empty()) problems.push_back(route + ": give path parameter {" + name + "} an example");
         target.replace(target.find("{" + name + "}"), name.size() + 2, value);
       }
       std::string body;
       if (bodies.contains(route)) body = bodies.at(route).dump();
-      else if (op.contains("requestBody")) body = op["requestBody"]["content"]["application/json"].value("example", json::object()).dump();
+      else if (op.contains("requestBody"))
+        body = op["requestBody"]["content"]["application/json"].value("example", json::object()).dump();
       const std::string role = op.at("x-conveyor-role");
       for (const auto& process : processes) {
         const std::string at = route + " on " + service_of_.at(process);
         // Refusals first: they must not change anything (the guard answers before the handler).
         if (role != "public") {
           const ClientResponse anonymous = call(process, upper(method), target, body, "public");
-          if (anonymous.status != 401) problems.push_back(at + " without a token: " + std::to_string(anonymous.status) + ", not 401");
+          if (anonymous.status != 401)
+            problems.push_back(at + " without a token: " + std::to_string(anonymous.status) + ", not 401");
           for (auto& p : check_answer(check, op, at + " without a token", anonymous)) problems.push_back(p);
           if (const std::string below = role_below(role); !below.empty()) {
             const ClientResponse refused = call(process, upper(method), target, body, below);
-            if (refused.status != 403) problems.push_back(at + " as " + below + ": " + std::to_string(refused.status) + ", not 403");
+            if (refused.status != 403)
+              problems.push_back(at + " as " + below + ": " + std::to_string(refused.status) + ", not 403");
             for (auto& p : check_answer(check, op, at + " as " + below, refused)) problems.push_back(p);
           }
         }
         const ClientResponse answer = call(process, upper(method), target, body, role == "public" ? "public" : role);
         ++calls;
         if (answer.status >= 300 && answer.status != 303) {
-          problems.push_back(at + " as " + role + ": " + std::to_string(answer.status) + " " + answer.body.substr(0, 300));
+          problems.push_back(at + " as " + role + ": " + std::to_string(answer.status) + " " +
+                             answer.body.substr(0, 300));
         }
         for (auto& p : check_answer(check, op, at + " as " + role, answer)) problems.push_back(p);
       }
@@ -363,10 +374,11 @@ TEST_F(OpenApiServices, DocumentedQueryParametersAreAccepted) {
         if (p.value("in", "") != "query") continue;
         json schema = p.at("schema");
         if (schema.contains("$ref")) schema = check.resolve(schema["$ref"]);
-        json value = p.contains("example") ? p["example"]
-                     : schema.contains("enum") ? schema["enum"][0]
+        json value = p.contains("example")        ? p["example"]
+                     : schema.contains("enum")    ? schema["enum"][0]
                      : schema.contains("default") ? schema["default"]
-                     : schema.contains("minimum") ? schema["minimum"] : json("x");
+                     : schema.contains("minimum") ? schema["minimum"]
+                                                  : json("x");
         query += (query.empty() ? "?" : "&") + p.at("name").get<std::string>() + "=" +
                  (value.is_string() ? value.get<std::string>() : value.dump());
       }

@@ -15,10 +15,9 @@ constexpr int kMaxDepth = 64;
 
 const std::set<std::string>& known_keywords() {
   static const std::set<std::string> keywords = {
-      "type",     "enum",    "const",       "properties", "required",  "additionalProperties",
-      "items",    "allOf",   "minimum",     "maximum",    "minLength", "maxLength",
-      "$ref",     "description", "format",  "examples",   "example",   "default",
-      "title"};
+      "type",    "enum",    "const",     "properties", "required", "additionalProperties", "items",  "allOf",
+      "minimum", "maximum", "minLength", "maxLength",  "$ref",     "description",          "format", "examples",
+      "example", "default", "title"};
   return keywords;
 }
 
@@ -46,8 +45,7 @@ bool fits_type(const json& schema, const json& v) {
   return std::any_of(t.begin(), t.end(), [&](const json& one) { return has_type(v, one.get<std::string>()); });
 }
 
-void check_bounds(const json& schema, const json& value, const std::string& where,
-                  std::vector<std::string>& problems) {
+void check_bounds(const json& schema, const json& value, const std::string& where, std::vector<std::string>& problems) {
   if (value.is_number()) {
     const double v = value.get<double>();
     if (schema.contains("minimum") && v < schema["minimum"].get<double>()) {
@@ -156,7 +154,8 @@ void SchemaCheck::check_schema(const json& schema, const std::string& where, int
   }
   for (const auto& [keyword, value] : schema.items()) {
     if (!known_keywords().contains(keyword)) {
-      problems.push_back(where + ": keyword '" + keyword + "' is not checked by the test's SchemaCheck "
+      problems.push_back(where + ": keyword '" + keyword +
+                         "' is not checked by the test's SchemaCheck "
                          "(tests/integration/openapi/schema_subset.hpp): use another or add it there");
     }
   }

@@ -36,10 +36,10 @@ class SchemaCheck {
   const nlohmann::json& resolve(const std::string& ref) const;
 
  private:
-  void validate(const nlohmann::json& schema, const nlohmann::json& value, const std::string& where,
-                int depth, std::vector<std::string>& problems) const;
-  void validate_object(const nlohmann::json& schema, const nlohmann::json& value, const std::string& where,
-                       int depth, std::vector<std::string>& problems) const;
+  void validate(const nlohmann::json& schema, const nlohmann::json& value, const std::string& where, int depth,
+                std::vector<std::string>& problems) const;
+  void validate_object(const nlohmann::json& schema, const nlohmann::json& value, const std::string& where, int depth,
+                       std::vector<std::string>& problems) const;
   void check_schema(const nlohmann::json& schema, const std::string& where, int depth,
                     std::vector<std::string>& problems) const;
   const nlohmann::json& root_;

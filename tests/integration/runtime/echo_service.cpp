@@ -20,9 +20,8 @@ int main(int argc, char** argv) {
     ctx.http().route("GET", "/count", [&](const http::Request&) {
       return http::Response::json({{"wakeups", wakeups.load()}});
     });
-    ctx.http().route("GET", "/parameters", [&ctx](const http::Request&) {
-      return http::Response::json(ctx.parameters()->to_json());
-    });
+    ctx.http().route("GET", "/parameters",
+                     [&ctx](const http::Request&) { return http::Response::json(ctx.parameters()->to_json()); });
   };
   auto loop = [&](runtime::Context& ctx) {
     const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");

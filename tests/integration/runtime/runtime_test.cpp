@@ -122,8 +122,8 @@ TEST_F(RuntimeTest, ServesAdminRoutesAndRegistersItsInstance) {
   EXPECT_EQ(rows[0][2], std::to_string(service_->pid()));
   EXPECT_EQ(rows[0][3], "dev");
 
-  const std::string beat = db_.query_value("SELECT last_heartbeat::text FROM conveyor.service_instance WHERE id = '" +
-                                           instance_ + "'");
+  const std::string beat =
+      db_.query_value("SELECT last_heartbeat::text FROM conveyor.service_instance WHERE id = '" + instance_ + "'");
   EXPECT_TRUE(wait_until(
       [&] {
         return db_.query_value("SELECT last_heartbeat > '" + beat +
@@ -143,8 +143,7 @@ TEST_F(RuntimeTest, AJobEventOfAWatchedTypeWakesTheLoop) {
   const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
 
-  EXPECT_TRUE(wait_until([&] { return wakeups() > before; }, 20s))
-      << "no wake-up after the job became configured";
+  EXPECT_TRUE(wait_until([&] { return wakeups() > before; }, 20s)) << "no wake-up after the job became configured";
   auto metrics = http_request("GET", url("/metrics")).body;
   EXPECT_NE(metrics.find("conveyor_service_wakeups_total"), std::string::npos);
   EXPECT_NE(metrics.find("conveyor_events_consumed_total"), std::string::npos);
@@ -230,8 +229,7 @@ TEST_F(RuntimeTest, ReadinessFollowsTheBrokerWithinSeconds) {
   ASSERT_TRUE(wait_until([&] { return readyz().value("status", "") == "ready"; }, 20s));
   broker_.stop();
   const auto stopped = std::chrono::steady_clock::now();
-  ASSERT_TRUE(wait_until([&] { return readyz()["checks"].value("broker", "") == "down"; }, 10s))
-      << readyz().dump();
+  ASSERT_TRUE(wait_until([&] { return readyz()["checks"].value("broker", "") == "down"; }, 10s)) << readyz().dump();
   std::cout << "[recovery] broker stopped -> readyz says down: "
             << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stopped).count()
             << " ms" << std::endl;
@@ -240,8 +238,7 @@ TEST_F(RuntimeTest, ReadinessFollowsTheBrokerWithinSeconds) {
   EXPECT_EQ(nlohmann::json::parse(r.body).value("status", ""), "degraded");
   EXPECT_TRUE(wait_until(
       [&] {
-        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") ==
-               "down";
+        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") == "down";
       },
       10s));
 
@@ -253,8 +250,7 @@ TEST_F(RuntimeTest, ReadinessFollowsTheBrokerWithinSeconds) {
             << " ms" << std::endl;
   EXPECT_TRUE(wait_until(
       [&] {
-        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") ==
-               "up";
+        return db_.query_value("SELECT broker FROM conveyor.service_instance WHERE id = '" + instance_ + "'") == "up";
       },
       10s));
 }
@@ -265,8 +261,7 @@ TEST_F(RuntimeTest, SigtermDrainsAndExitsZero) {
   auto status = service_->wait(20s);
   ASSERT_TRUE(status.has_value()) << "still running 20 s after SIGTERM";
   EXPECT_EQ(*status, 0);
-  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.service_instance WHERE id = '" + instance_ + "'"),
-            "stopped");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.service_instance WHERE id = '" + instance_ + "'"), "stopped");
 }
 
 TEST_F(RuntimeTest, ABadConfigValueExitsOneNamingTheKey) {
@@ -284,9 +279,9 @@ TEST_F(RuntimeTest, CheckProbesTheRunningInstanceAndNeverStartsOne) {
   // Nothing running: not ready, at once, and no instance was registered.
   auto before = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--check"}, env(), 30s);
   EXPECT_EQ(before.status, 1) << before.output;
-  EXPECT_NE(before.output.find("conveyor-echo --check: not ready: GET http://127.0.0.1:" + std::to_string(port_) +
-                               "/readyz"),
-            std::string::npos)
+  EXPECT_NE(
+      before.output.find("conveyor-echo --check: not ready: GET http://127.0.0.1:" + std::to_string(port_) + "/readyz"),
+      std::string::npos)
       << before.output;
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance WHERE id = '" + instance_ + "'"), "0");
 
@@ -312,8 +307,9 @@ TEST_F(RuntimeTest, CheckProbesTheRunningInstanceAndNeverStartsOne) {
   bad["CONVEYOR_HTTP_PORT"] = "abc";
   auto invalid = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH, "--check"}, bad, 30s);
   EXPECT_EQ(invalid.status, 1);
-  EXPECT_NE(invalid.output.find("cannot check: invalid configuration (1 problem): CONVEYOR_HTTP_PORT (from environment)"),
-            std::string::npos)
+  EXPECT_NE(
+      invalid.output.find("cannot check: invalid configuration (1 problem): CONVEYOR_HTTP_PORT (from environment)"),
+      std::string::npos)
       << invalid.output;
   // Still exactly the one instance the test started.
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance"), "1");
@@ -321,13 +317,12 @@ TEST_F(RuntimeTest, CheckProbesTheRunningInstanceAndNeverStartsOne) {
 
 TEST(RuntimeStartup, AnUnmigratedDatabaseFailsWithAClearMessage) {
   TestDatabase db(/*migrate=*/false);
-  auto result = conveyor::testing::run({CONVEYOR_ECHO_SERVICE_PATH},
-                                       {{"CONVEYOR_DATABASE_URL", db.url()},
-                                        {"CONVEYOR_HTTP_PORT", std::to_string(conveyor::testing::free_port())}},
-                                       30s);
+  auto result = conveyor::testing::run(
+      {CONVEYOR_ECHO_SERVICE_PATH},
+      {{"CONVEYOR_DATABASE_URL", db.url()}, {"CONVEYOR_HTTP_PORT", std::to_string(conveyor::testing::free_port())}},
+      30s);
   EXPECT_EQ(result.status, 1);
-  EXPECT_NE(result.output.find("database not migrated: run `conveyor db migrate`"), std::string::npos)
-      << result.output;
+  EXPECT_NE(result.output.find("database not migrated: run `conveyor db migrate`"), std::string::npos) << result.output;
 }
 
 }  // namespace

@@ -72,7 +72,8 @@ TEST_F(ConfigurationTest, InitializedJobBecomesReadyWithItsArgvRendered) {
   EXPECT_EQ(c.at("sinks")[0].at("dir"), "catalog");
   EXPECT_EQ(db_.query_value("SELECT max_attempts FROM conveyor.job WHERE id = " + id), "3");
   EXPECT_EQ(db_.query_value("SELECT DISTINCT actor FROM conveyor.job_status_change WHERE from_status IS NOT NULL "
-                            "AND job_id = " + id),
+                            "AND job_id = " +
+                            id),
             "conveyor-configuration");
 }
 
@@ -113,7 +114,8 @@ TEST_F(ConfigurationTest, FailedDependencyFailsTheDownstreamJob) {
   EXPECT_NE(message.find("failed"), std::string::npos) << message;
   // The history row carries the subtype too.
   EXPECT_EQ(db_.query_value("SELECT error_subtype FROM conveyor.job_status_change WHERE to_status = "
-                            "'internal_error' AND job_id = " + down),
+                            "'internal_error' AND job_id = " +
+                            down),
             "dependency_failed");
 }
 
@@ -128,8 +130,10 @@ TEST_F(ConfigurationTest, BadJobsEndInInternalErrorWithASubtypeNamingTheProblem)
 
   ASSERT_TRUE(reaches(good, "ready"));
   const auto subtype = [&](const std::string& id) {
-    return db_.query_value("SELECT coalesce(error_subtype, '') || ': ' || coalesce(error_message, '') "
-                           "FROM conveyor.job WHERE id = " + id);
+    return db_.query_value(
+        "SELECT coalesce(error_subtype, '') || ': ' || coalesce(error_message, '') "
+        "FROM conveyor.job WHERE id = " +
+        id);
   };
   ASSERT_TRUE(reaches(unknown, "internal_error"));
   EXPECT_EQ(subtype(unknown).rfind("unknown_job_type: ", 0), 0u) << subtype(unknown);

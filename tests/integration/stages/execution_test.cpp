@@ -19,16 +19,16 @@ class ExecutionTest : public StageTest {
   }
   // A job already configured, as conveyor-configuration leaves it.
   std::string ready_job(const std::string& type, int priority = 0, const std::string& not_before = "NULL") const {
-    const auto id = db_.query_value(
-        "INSERT INTO conveyor.job (job_type, priority, not_before, config) VALUES ('" + type + "', " +
-        std::to_string(priority) + ", " + not_before + ", '{\"pool\": \"default\"}') RETURNING id");
+    const auto id =
+        db_.query_value("INSERT INTO conveyor.job (job_type, priority, not_before, config) VALUES ('" + type + "', " +
+                        std::to_string(priority) + ", " + not_before + ", '{\"pool\": \"default\"}') RETURNING id");
     db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
     db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
     return id;
   }
   int count(const std::string& type, const std::string& st) const {
-    return std::stoi(db_.query_value("SELECT count(*) FROM conveyor.job WHERE job_type = '" + type +
-                                     "' AND status = '" + st + "'"));
+    return std::stoi(
+        db_.query_value("SELECT count(*) FROM conveyor.job WHERE job_type = '" + type + "' AND status = '" + st + "'"));
   }
   // What a worker does with an admitted job: it runs and ends, freeing its slot.
   void complete(const std::string& id) const {
@@ -98,8 +98,9 @@ TEST_F(ExecutionTest, TypesOutsideJobTypesListWaitUntilTheListAllowsThem) {
 }
 
 TEST_F(ExecutionTest, PausedJobTypeIsNotAdmitted) {
-  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused, reason, paused_at, paused_by) "
-           "VALUES ('job_type', 'other', true, 'maintenance', now(), 'test')");
+  db_.exec(
+      "INSERT INTO conveyor.queue_state (kind, name, paused, reason, paused_at, paused_by) "
+      "VALUES ('job_type', 'other', true, 'maintenance', now(), 'test')");
   const auto paused = ready_job("other", 10);
   const auto marker = ready_job("free");
   start(CONVEYOR_EXECUTION_PATH);
@@ -131,7 +132,8 @@ TEST_F(ExecutionTest, NotBeforeIsRespectedAndWakesTheLoopWithoutPolling) {
   ASSERT_TRUE(reaches(later, "queued", 15s));
   EXPECT_EQ(db_.query_value("SELECT (c.at >= j.not_before)::text FROM conveyor.job j "
                             "JOIN conveyor.job_status_change c ON c.job_id = j.id AND c.to_status = 'queued' "
-                            "WHERE j.id = " + later),
+                            "WHERE j.id = " +
+                            later),
             "true");
 }
 
@@ -164,8 +166,9 @@ TEST_F(ExecutionTest, AHeldReadyJobIsNotAdmittedUntilReleased) {
 // arriving. Back-dating created_at stands in for the wait, so the test is
 // deterministic and quick; capacity 1 makes each admission a visible choice.
 TEST_F(ExecutionTest, AgingAdmitsALowPriorityJobWithinItsBound) {
-  db_.exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1, worker_concurrency = 1, "
-           "priority_aging_per_minute = 1");
+  db_.exec(
+      "UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1, worker_concurrency = 1, "
+      "priority_aging_per_minute = 1");
   const auto low = ready_job("free", 0);
   // Waited 5 minutes: effective priority 5, below every new job of 10 for
   // five more minutes, a margin no loaded CI machine eats up.
@@ -221,32 +224,33 @@ TEST_F(ExecutionTest, PerTypeLimitHeldExactlyWithTwoExecutionReplicas) {
   constexpr int kJobs = 200;
   db_.exec("INSERT INTO conveyor.job_type (name, command, concurrency_limit) VALUES ('triple', '[\"true\"]', 3)");
   db_.exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 8, worker_concurrency = 4");
-  db_.exec("INSERT INTO conveyor.job (job_type, config) SELECT 'triple', '{\"pool\": \"default\"}' "
-           "FROM generate_series(1, " + std::to_string(kJobs) + ");"
-           "UPDATE conveyor.job SET status = 'configured' WHERE job_type = 'triple';"
-           "UPDATE conveyor.job SET status = 'ready' WHERE job_type = 'triple'");
+  db_.exec(
+      "INSERT INTO conveyor.job (job_type, config) SELECT 'triple', '{\"pool\": \"default\"}' "
+      "FROM generate_series(1, " +
+      std::to_string(kJobs) +
+      ");"
+      "UPDATE conveyor.job SET status = 'configured' WHERE job_type = 'triple';"
+      "UPDATE conveyor.job SET status = 'ready' WHERE job_type = 'triple'");
   // Small batches and a short poll: many admission passes race each other.
   const std::map<std::string, std::string> fast{{"CONVEYOR_POLL_INTERVAL_MS", "20ms"}, {"CONVEYOR_BATCH_SIZE", "2"}};
   start(CONVEYOR_EXECUTION_PATH, fast);
   conveyor::testing::ChildProcess::Options second;
   second.argv = {CONVEYOR_EXECUTION_PATH};
-  second.env = {{"CONVEYOR_DATABASE_URL", db_.url()},
-                {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-                {"CONVEYOR_TOPIC_PREFIX", prefix_},
-                {"CONVEYOR_HTTP_PORT", "0"},
-                {"CONVEYOR_DATA_DIR", data_dir().string()},
-                {"CONVEYOR_INSTANCE_ID", conveyor::testing::unique_name("stage2")},
-                {"CONVEYOR_POLL_INTERVAL_MS", "20ms"},
-                {"CONVEYOR_BATCH_SIZE", "2"}};
+  second.env = {
+      {"CONVEYOR_DATABASE_URL", db_.url()},       {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+      {"CONVEYOR_TOPIC_PREFIX", prefix_},         {"CONVEYOR_HTTP_PORT", "0"},
+      {"CONVEYOR_DATA_DIR", data_dir().string()}, {"CONVEYOR_INSTANCE_ID", conveyor::testing::unique_name("stage2")},
+      {"CONVEYOR_POLL_INTERVAL_MS", "20ms"},      {"CONVEYOR_BATCH_SIZE", "2"}};
   second.stdout_file = dir_ / "second.log";
   conveyor::testing::ChildProcess replica(second);
 
   // The workers: everything admitted runs and ends, one step per look.
   const bool all_done = wait_until(
       [&] {
-        db_.exec("UPDATE conveyor.job SET status = 'done' WHERE job_type = 'triple' AND status = 'processed';"
-                 "UPDATE conveyor.job SET status = 'processed' WHERE job_type = 'triple' AND status = 'started';"
-                 "UPDATE conveyor.job SET status = 'started' WHERE job_type = 'triple' AND status = 'queued'");
+        db_.exec(
+            "UPDATE conveyor.job SET status = 'done' WHERE job_type = 'triple' AND status = 'processed';"
+            "UPDATE conveyor.job SET status = 'processed' WHERE job_type = 'triple' AND status = 'started';"
+            "UPDATE conveyor.job SET status = 'started' WHERE job_type = 'triple' AND status = 'queued'");
         return count("triple", "done") == kJobs;
       },
       180s);

@@ -58,9 +58,9 @@ class PublicationTest : public StageTest {
   std::string processed_job(const json& sinks) const {
     const json config = {{"sinks", sinks}};
     const json result = {{"exit_code", 0}, {"outputs", {"/data/outputs/x.tif"}}};
-    const auto id = db_.query_value(
-        "INSERT INTO conveyor.job (job_type, params, config) VALUES ('tile', '{\"tile\": \"T31\"}', '" +
-        config.dump() + "') RETURNING id");
+    const auto id =
+        db_.query_value("INSERT INTO conveyor.job (job_type, params, config) VALUES ('tile', '{\"tile\": \"T31\"}', '" +
+                        config.dump() + "') RETURNING id");
     for (const char* s : {"configured", "ready", "queued", "started"}) {
       db_.exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + id);
     }
@@ -68,8 +68,7 @@ class PublicationTest : public StageTest {
     return id;
   }
   void start_publication() {
-    start(CONVEYOR_PUBLICATION_PATH,
-          {{kSecretVar, kSecret}, {"CONVEYOR_PUBLICATION_BACKOFF_BASE_MS", "100ms"}});
+    start(CONVEYOR_PUBLICATION_PATH, {{kSecretVar, kSecret}, {"CONVEYOR_PUBLICATION_BACKOFF_BASE_MS", "100ms"}});
   }
   std::string count_in_history(const std::string& id, const std::string& to) const {
     return db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
@@ -145,8 +144,8 @@ TEST_F(PublicationTest, AWebhookIsDeliveredWithoutHoldingTheJobsRowLock) {
     return http::Response::json(json{{"ok", true}});
   });
   server.start();
-  const auto id = processed_job(json::array(
-      {{{"kind", "webhook"}, {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"}}}));
+  const auto id = processed_job(
+      json::array({{{"kind", "webhook"}, {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"}}}));
   start_publication();
   {
     std::unique_lock lock(mutex);
@@ -240,9 +239,9 @@ TEST_F(PublicationTest, MissingSecretIsASinkFailureNotAnUnsignedRequest) {
   start_publication();
   ASSERT_TRUE(reaches(id, "internal_error"));
   EXPECT_TRUE(receiver.requests().empty());
-  EXPECT_NE(db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + id)
-                .find("CONVEYOR_NOT_SET_ANYWHERE"),
-            std::string::npos);
+  EXPECT_NE(
+      db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + id).find("CONVEYOR_NOT_SET_ANYWHERE"),
+      std::string::npos);
 }
 
 db::PoolOptions pool_options(const std::string& url) {
@@ -266,23 +265,21 @@ TEST_F(PublicationTest, AWebhookToAHostOutsideTheAllowListIsRefusedAndLogged) {
   } catch (const FieldError& e) {
     EXPECT_EQ(e.field(), "sink_allowed_hosts") << e.what();
   }
-  patch_parameters(db_.url(), {{"sink_allowed_hosts", {"hooks.example.org", ".example.net"}},
-                               {"publication_max_attempts", 1}});
+  patch_parameters(db_.url(),
+                   {{"sink_allowed_hosts", {"hooks.example.org", ".example.net"}}, {"publication_max_attempts", 1}});
   {
     db::Pool pool(pool_options(db_.url()));
     const auto p = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
     ASSERT_TRUE(p.sink_allowed_hosts.has_value());
-    EXPECT_EQ(*p.sink_allowed_hosts,
-              (std::vector<std::string>{"hooks.example.org", ".example.net"}));
+    EXPECT_EQ(*p.sink_allowed_hosts, (std::vector<std::string>{"hooks.example.org", ".example.net"}));
     EXPECT_EQ(p.to_json().at("sink_allowed_hosts"), json({"hooks.example.org", ".example.net"}));
   }
   Receiver receiver;
-  db_.exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + receiver.url() +
-           "'");
+  db_.exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + receiver.url() + "'");
   // The allowed name as userinfo: the request would go to 127.0.0.1.
   const std::string port = receiver.url().substr(std::string("http://127.0.0.1:").size());
-  const auto by_url = processed_job(json::array(
-      {{{"kind", "webhook"}, {"url", "http://hooks.example.org:s3cret@127.0.0.1:" + port}}}));
+  const auto by_url =
+      processed_job(json::array({{{"kind", "webhook"}, {"url", "http://hooks.example.org:s3cret@127.0.0.1:" + port}}}));
   const auto by_endpoint = processed_job(json::array({{{"kind", "webhook"}}}));
   start_publication();
   ASSERT_TRUE(reaches(by_url, "internal_error"));
@@ -291,21 +288,18 @@ TEST_F(PublicationTest, AWebhookToAHostOutsideTheAllowListIsRefusedAndLogged) {
 
   for (const auto& [id, source] :
        {std::pair{by_url, "settings.url"}, std::pair{by_endpoint, "publication_endpoint_url"}}) {
-    const auto row =
-        db_.query("SELECT error_subtype, error_message FROM conveyor.job WHERE id = " + id);
+    const auto row = db_.query("SELECT error_subtype, error_message FROM conveyor.job WHERE id = " + id);
     ASSERT_EQ(row.size(), 1u);
     EXPECT_EQ(row[0][0], "publication_failed");
-    EXPECT_NE(
-        row[0][1].find(std::string("webhook sink (") + source +
-                       "): delivery to host '127.0.0.1' refused: it is not in sink_allowed_hosts"),
-        std::string::npos)
+    EXPECT_NE(row[0][1].find(std::string("webhook sink (") + source +
+                             "): delivery to host '127.0.0.1' refused: it is not in sink_allowed_hosts"),
+              std::string::npos)
         << row[0][1];
     EXPECT_EQ(row[0][1].find("s3cret"), std::string::npos) << row[0][1];
   }
   // The service's log says which host was refused, for which job, and why.
   const std::string log = read_text(log_path());
-  EXPECT_NE(log.find("job " + by_url +
-                     ": webhook sink (settings.url): delivery to host '127.0.0.1' refused"),
+  EXPECT_NE(log.find("job " + by_url + ": webhook sink (settings.url): delivery to host '127.0.0.1' refused"),
             std::string::npos)
       << log;
   EXPECT_NE(log.find("job " + by_endpoint +

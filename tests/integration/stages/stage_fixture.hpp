@@ -47,14 +47,11 @@ class StageTest : public ::testing::Test {
   // Starts `binary` against this test's database and broker; `extra`
   // overrides or adds CONVEYOR_* values.
   void start(const std::string& binary, const std::map<std::string, std::string>& extra = {}) {
-    std::map<std::string, std::string> env{{"CONVEYOR_DATABASE_URL", db_.url()},
-                                           {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-                                           {"CONVEYOR_TOPIC_PREFIX", prefix_},
-                                           {"CONVEYOR_HTTP_PORT", "0"},
-                                           {"CONVEYOR_DATA_DIR", data_dir().string()},
-                                           {"CONVEYOR_INSTANCE_ID", conveyor::testing::unique_name("stage")},
-                                           {"CONVEYOR_POLL_INTERVAL_MS", "500ms"},
-                                           {"CONVEYOR_LOG_LEVEL", "debug"}};
+    std::map<std::string, std::string> env{
+        {"CONVEYOR_DATABASE_URL", db_.url()},       {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+        {"CONVEYOR_TOPIC_PREFIX", prefix_},         {"CONVEYOR_HTTP_PORT", "0"},
+        {"CONVEYOR_DATA_DIR", data_dir().string()}, {"CONVEYOR_INSTANCE_ID", conveyor::testing::unique_name("stage")},
+        {"CONVEYOR_POLL_INTERVAL_MS", "500ms"},     {"CONVEYOR_LOG_LEVEL", "debug"}};
     for (const auto& [k, v] : extra) env[k] = v;
     conveyor::testing::ChildProcess::Options o;
     o.argv = {binary};

@@ -24,8 +24,7 @@ ct::ChildProcess::Options command(std::vector<std::string> argv) {
 }
 
 std::string database_count(const std::string& name) {
-  auto r = ct::psql(ct::TestEnv::get().admin_url(),
-                    "SELECT count(*) FROM pg_database WHERE datname = '" + name + "'");
+  auto r = ct::psql(ct::TestEnv::get().admin_url(), "SELECT count(*) FROM pg_database WHERE datname = '" + name + "'");
   EXPECT_EQ(r.status, 0) << r.output;
   while (!r.output.empty() && r.output.back() == '\n') r.output.pop_back();
   return r.output;
@@ -53,8 +52,7 @@ TEST(TestDatabase, IsUsableAndDroppedOnDestruction) {
 
 TEST(TestDatabase, MigratedDatabaseHasTheSchema) {
   ct::TestDatabase db;
-  EXPECT_EQ(db.query_value("SELECT count(*) > 0 FROM pg_namespace WHERE nspname = 'conveyor'"),
-            "t");
+  EXPECT_EQ(db.query_value("SELECT count(*) > 0 FROM pg_namespace WHERE nspname = 'conveyor'"), "t");
 }
 
 TEST(TestDatabase, TwoDatabasesAreDistinct) {
@@ -108,8 +106,7 @@ TEST(ChildProcess, MissingExecutableThrowsNamingIt) {
     ct::ChildProcess p(command({"/nonexistent/conveyor-nothing"}));
     FAIL() << "expected an exception";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/conveyor-nothing"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/conveyor-nothing"), std::string::npos) << e.what();
   }
 }
 

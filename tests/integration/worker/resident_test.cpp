@@ -60,37 +60,32 @@ class ResidentTest : public ::testing::Test {
         .stderr_file = {},
         .detach = false,
     });
-    ASSERT_TRUE(wait_until([&] { return db_.query_value(
-                                            "SELECT status FROM conveyor.worker WHERE name = '" +
-                                            name_ + "'") == "active"; },
-                           30s))
+    ASSERT_TRUE(wait_until(
+        [&] { return db_.query_value("SELECT status FROM conveyor.worker WHERE name = '" + name_ + "'") == "active"; },
+        30s))
         << read_text(data_dir_ / "worker.log");
   }
 
   // A resident job of type 'resident-test' with these params, in `queued`.
   std::int64_t queue_job(const json& params, int timeout_s = 60) {
-    const json config = {{"argv", {"conveyor-example-task", "--resident"}},
-                         {"runner", "resident"},
-                         {"timeout_s", timeout_s}};
-    const std::string id = db_.query_value(
-        "INSERT INTO conveyor.job (job_type, params) VALUES ('resident-test', '" + params.dump() +
-        "'::jsonb) RETURNING id");
-    db_.exec("UPDATE conveyor.job SET status = 'configured', config = '" + config.dump() +
-             "'::jsonb WHERE id = " + id + ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " +
-             id + ";\nUPDATE conveyor.job SET status = 'queued' WHERE id = " + id + ";");
+    const json config = {
+        {"argv", {"conveyor-example-task", "--resident"}}, {"runner", "resident"}, {"timeout_s", timeout_s}};
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type, params) VALUES ('resident-test', '" +
+                                           params.dump() + "'::jsonb) RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured', config = '" + config.dump() + "'::jsonb WHERE id = " + id +
+             ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id +
+             ";\nUPDATE conveyor.job SET status = 'queued' WHERE id = " + id + ";");
     return std::stoll(id);
   }
 
   std::string field(std::int64_t id, const std::string& column) {
-    return db_.query_value("SELECT " + column + " FROM conveyor.job WHERE id = " +
-                           std::to_string(id));
+    return db_.query_value("SELECT " + column + " FROM conveyor.job WHERE id = " + std::to_string(id));
   }
 
   bool wait_status(std::int64_t id, const std::string& status, std::chrono::milliseconds t = 30s) {
     if (wait_until([&] { return field(id, "status") == status; }, t)) return true;
-    ADD_FAILURE() << "job " << id << " is " << field(id, "status") << " ("
-                  << field(id, "coalesce(error_message, '')") << "), expected " << status
-                  << "; worker log:\n"
+    ADD_FAILURE() << "job " << id << " is " << field(id, "status") << " (" << field(id, "coalesce(error_message, '')")
+                  << "), expected " << status << "; worker log:\n"
                   << read_text(data_dir_ / "worker.log");
     return false;
   }
@@ -102,8 +97,7 @@ class ResidentTest : public ::testing::Test {
 
   // What the program wrote for a done job: {"pid", "served", "in_flight"}.
   json served(std::int64_t id) {
-    return json::parse(
-        read_text(data_dir_ / "outputs" / ("job-" + std::to_string(id)) / "resident.json"));
+    return json::parse(read_text(data_dir_ / "outputs" / ("job-" + std::to_string(id)) / "resident.json"));
   }
 
   // The program's pid as the job's first log line says it ("... (pid N, ...").
@@ -172,8 +166,7 @@ TEST_F(ResidentTest, AJobThatDoesNotStopAfterItsTimeoutIsKilledAndTheNextRunsOnA
   const auto next = queue_job({{"seconds", 0}});
   ASSERT_TRUE(wait_status(next, "processed"));
   EXPECT_NE(served(next)["pid"].get<int>(), old_pid);
-  EXPECT_NE(read_text(data_dir_ / "worker.log").find("did not stop within the kill grace"),
-            std::string::npos);
+  EXPECT_NE(read_text(data_dir_ / "worker.log").find("did not stop within the kill grace"), std::string::npos);
 }
 
 TEST_F(ResidentTest, CancelStopsOnlyThatJobAndTheProgramServesTheOthers) {
@@ -199,8 +192,7 @@ TEST_F(ResidentTest, AProgramThatCrashesFailsItsJobClearlyAndIsRestarted) {
   ASSERT_TRUE(wait_status(crash, "failed"));
   EXPECT_EQ(field(crash, "error_subtype"), "resident_program");
   const std::string message = field(crash, "error_message");
-  EXPECT_NE(message.find("the resident program of resident-test (pid "), std::string::npos)
-      << message;
+  EXPECT_NE(message.find("the resident program of resident-test (pid "), std::string::npos) << message;
   EXPECT_NE(message.find("was killed by SIGABRT while the job ran"), std::string::npos) << message;
   EXPECT_NE(message.find("crashing on purpose"), std::string::npos) << message;
 
@@ -218,15 +210,13 @@ TEST_F(ResidentTest, AMalformedOrOversizedResultFailsOnlyItsJob) {
   ASSERT_TRUE(wait_status(malformed, "failed"));
   EXPECT_EQ(field(malformed, "error_subtype"), "resident_protocol");
   EXPECT_NE(field(malformed, "error_message")
-                .find("resident program of resident-test wrote a malformed line for job " +
-                      std::to_string(malformed)),
+                .find("resident program of resident-test wrote a malformed line for job " + std::to_string(malformed)),
             std::string::npos)
       << field(malformed, "error_message");
   ASSERT_TRUE(wait_status(oversized, "failed"));
   EXPECT_EQ(field(oversized, "error_subtype"), "resident_protocol");
   EXPECT_NE(field(oversized, "error_message")
-                .find("wrote a line longer than 1048576 bytes for job " +
-                      std::to_string(oversized)),
+                .find("wrote a line longer than 1048576 bytes for job " + std::to_string(oversized)),
             std::string::npos)
       << field(oversized, "error_message");
 

@@ -57,8 +57,7 @@ class WorkerTest : public ::testing::Test {
   }
 
   // `argv_prefix` runs the worker through another program (setpriv).
-  void start_worker(std::map<std::string, std::string> extra = {},
-                    std::vector<std::string> argv_prefix = {}) {
+  void start_worker(std::map<std::string, std::string> extra = {}, std::vector<std::string> argv_prefix = {}) {
     std::string path = CONVEYOR_EXAMPLE_TASK_DIR;
     if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
     std::map<std::string, std::string> env = {
@@ -86,8 +85,7 @@ class WorkerTest : public ::testing::Test {
     });
     ASSERT_TRUE(wait_until(
         [&] {
-          return db_.query_value("SELECT status FROM conveyor.worker WHERE name = " +
-                                 sql_literal(name_)) == "active";
+          return db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)) == "active";
         },
         30s))
         << "worker did not register; its log:\n"
@@ -96,27 +94,22 @@ class WorkerTest : public ::testing::Test {
 
   // Inserts a job and walks it to `queued` the way the stages would.
   std::int64_t queue_job(const json& config, int max_attempts = 1) {
-    const std::string id =
-        db_.query_value("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('test', " +
-                        std::to_string(max_attempts) + ") RETURNING id");
-    db_.exec("UPDATE conveyor.job SET status = 'configured', config = " +
-             sql_literal(config.dump()) + "::jsonb WHERE id = " + id +
-             ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id +
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('test', " +
+                                           std::to_string(max_attempts) + ") RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured', config = " + sql_literal(config.dump()) +
+             "::jsonb WHERE id = " + id + ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id +
              ";\nUPDATE conveyor.job SET status = 'queued' WHERE id = " + id + ";");
     return std::stoll(id);
   }
 
   std::string job_field(std::int64_t id, const std::string& column) {
-    return db_.query_value("SELECT " + column +
-                           " FROM conveyor.job WHERE id = " + std::to_string(id));
+    return db_.query_value("SELECT " + column + " FROM conveyor.job WHERE id = " + std::to_string(id));
   }
 
-  bool wait_status(std::int64_t id, const std::string& status,
-                   std::chrono::milliseconds timeout = 30s) {
+  bool wait_status(std::int64_t id, const std::string& status, std::chrono::milliseconds timeout = 30s) {
     const bool ok = wait_until([&] { return job_field(id, "status") == status; }, timeout);
     if (!ok) {
-      ADD_FAILURE() << "job " << id << " is " << job_field(id, "status") << ", expected " << status
-                    << "; worker log:\n"
+      ADD_FAILURE() << "job " << id << " is " << job_field(id, "status") << ", expected " << status << "; worker log:\n"
                     << read_text(data_dir_ / "worker.log");
     }
     return ok;
@@ -137,9 +130,7 @@ class WorkerTest : public ::testing::Test {
     return out;
   }
 
-  static bool process_running(const std::string& pattern) {
-    return testing::run({"pgrep", "-f", pattern}).status == 0;
-  }
+  static bool process_running(const std::string& pattern) { return testing::run({"pgrep", "-f", pattern}).status == 0; }
 
   testing::TestDatabase db_;
   testing::Broker broker_;
@@ -151,9 +142,8 @@ class WorkerTest : public ::testing::Test {
 
 TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
   start_worker();
-  const auto id = queue_job({{"argv", {"env"}},
-                             {"env", {{"API_TOKEN", "hunter2"}, {"PLAIN_SETTING", "visible"}}},
-                             {"timeout_s", 30}});
+  const auto id = queue_job(
+      {{"argv", {"env"}}, {"env", {{"API_TOKEN", "hunter2"}, {"PLAIN_SETTING", "visible"}}}, {"timeout_s", 30}});
   const auto touch = queue_job({{"argv", {"touch", "product.tif"}}});
   ASSERT_TRUE(wait_status(id, "processed"));
   ASSERT_TRUE(wait_status(touch, "processed"));
@@ -172,8 +162,7 @@ TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
 
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   EXPECT_NE(logs.find(" conveyor attempt 1 of 1 on worker " + name_), std::string::npos) << logs;
-  EXPECT_NE(logs.find(" stdout CONVEYOR_JOB_ID=" + std::to_string(id) + "\n"), std::string::npos)
-      << logs;
+  EXPECT_NE(logs.find(" stdout CONVEYOR_JOB_ID=" + std::to_string(id) + "\n"), std::string::npos) << logs;
   EXPECT_NE(logs.find(" stdout CONVEYOR_JOB_ATTEMPT=0\n"), std::string::npos) << logs;
   EXPECT_NE(logs.find(" stdout PLAIN_SETTING=visible\n"), std::string::npos) << logs;
   EXPECT_NE(logs.find(" conveyor exited with code 0"), std::string::npos) << logs;
@@ -203,19 +192,16 @@ TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
   EXPECT_EQ(read_text(job_log_dir(id) / "metadata.json").find("hunter2"), std::string::npos);
 
   // A file written in the working directory is listed as an output.
-  const std::string product =
-      (data_dir_ / "outputs" / ("job-" + std::to_string(touch)) / "product.tif").string();
+  const std::string product = (data_dir_ / "outputs" / ("job-" + std::to_string(touch)) / "product.tif").string();
   const json touch_result = json::parse(job_field(touch, "result::text"));
   EXPECT_EQ(touch_result["outputs"], json::array({product}));
   EXPECT_TRUE(fs::exists(product));
 
   const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
   ASSERT_EQ(metrics.status, 200);
-  EXPECT_NE(metrics.body.find("conveyor_worker_jobs_total{outcome=\"processed\"} 2"),
-            std::string::npos)
+  EXPECT_NE(metrics.body.find("conveyor_worker_jobs_total{outcome=\"processed\"} 2"), std::string::npos)
       << metrics.body;
-  EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 2"), std::string::npos)
-      << metrics.body;
+  EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 2"), std::string::npos) << metrics.body;
   EXPECT_NE(metrics.body.find("conveyor_worker_running "), std::string::npos) << metrics.body;
 }
 
@@ -258,8 +244,7 @@ void expect_clean_job_env(const std::map<std::string, std::string>& env, const s
   for (const auto& [k, v] : env) {
     EXPECT_NE(k.rfind("PG", 0), 0u) << "the job got " << k << "\n" << logs;
     if (k.rfind("CONVEYOR_", 0) == 0) {
-      EXPECT_TRUE(k == "CONVEYOR_JOB_ID" || k == "CONVEYOR_JOB_ATTEMPT" ||
-                  k == "CONVEYOR_OUTPUT_DIR")
+      EXPECT_TRUE(k == "CONVEYOR_JOB_ID" || k == "CONVEYOR_JOB_ATTEMPT" || k == "CONVEYOR_OUTPUT_DIR")
           << "the job got " << k << "\n"
           << logs;
     }
@@ -270,8 +255,7 @@ void expect_clean_job_env(const std::map<std::string, std::string>& env, const s
     EXPECT_EQ(logs.find(secret), std::string::npos) << secret << " in\n" << logs;
   }
   // The type's refused names are said, without their values.
-  EXPECT_NE(logs.find(" conveyor env CONVEYOR_DATABASE_URL, PGPASSWORD not set"), std::string::npos)
-      << logs;
+  EXPECT_NE(logs.find(" conveyor env CONVEYOR_DATABASE_URL, PGPASSWORD not set"), std::string::npos) << logs;
 }
 
 TEST_F(WorkerTest, AJobsEnvironmentHoldsNothingOfTheWorkersButThePathAndLocale) {
@@ -282,13 +266,8 @@ TEST_F(WorkerTest, AJobsEnvironmentHoldsNothingOfTheWorkersButThePathAndLocale) 
   const auto env = printed_env(logs);
   expect_clean_job_env(env, logs);
   // Exactly the minimal base, the type's variable and the job's own.
-  std::set<std::string> expected = {"CONVEYOR_JOB_ATTEMPT",
-                                    "CONVEYOR_JOB_ID",
-                                    "CONVEYOR_OUTPUT_DIR",
-                                    "HOME",
-                                    "PATH",
-                                    "TYPE_SETTING",
-                                    "TZ"};
+  std::set<std::string> expected = {
+      "CONVEYOR_JOB_ATTEMPT", "CONVEYOR_JOB_ID", "CONVEYOR_OUTPUT_DIR", "HOME", "PATH", "TYPE_SETTING", "TZ"};
   // The test runner's locale and TMPDIR reach the worker, and so its jobs.
   for (const char* k : {"LANG", "LC_ALL", "TMPDIR"}) {
     if (std::getenv(k) != nullptr) expected.insert(k);
@@ -312,13 +291,11 @@ TEST_F(WorkerTest, AProcessJobCannotReadTheWorkersEnvironmentInProc) {
   auto extra = kWorkerSecrets;
   extra["CONVEYOR_CONTAINER_RUNTIME"] = "/nonexistent/podman";  // no rootless podman for nobody
   start_worker(extra, as_user);
-  const auto id = queue_job(
-      {{"argv", {"/bin/sh", "-c", "echo ppid=$PPID; tr '\\0' '\\n' < /proc/$PPID/environ"}}});
+  const auto id = queue_job({{"argv", {"/bin/sh", "-c", "echo ppid=$PPID; tr '\\0' '\\n' < /proc/$PPID/environ"}}});
   ASSERT_TRUE(wait_status(id, "failed"));
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   // Its parent is the worker, whose environment it may not read.
-  EXPECT_NE(logs.find(" stdout ppid=" + std::to_string(worker_->pid()) + "\n"), std::string::npos)
-      << logs;
+  EXPECT_NE(logs.find(" stdout ppid=" + std::to_string(worker_->pid()) + "\n"), std::string::npos) << logs;
   EXPECT_NE(logs.find("Permission denied"), std::string::npos) << logs;
   EXPECT_EQ(logs.find("secret-of-the-worker"), std::string::npos) << logs;
   EXPECT_EQ(logs.find("CONVEYOR_DATABASE_URL"), std::string::npos) << logs;
@@ -356,8 +333,7 @@ TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {
 
 TEST_F(WorkerTest, FailureWithAttemptsLeftIsRetriedWithBackoff) {
   start_worker();
-  const auto id =
-      queue_job({{"argv", {"conveyor-example-task", "fail", "3"}}, {"retry_backoff_s", 60}}, 3);
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "fail", "3"}}, {"retry_backoff_s", 60}}, 3);
   ASSERT_TRUE(wait_status(id, "ready"));
   EXPECT_EQ(job_field(id, "attempt"), "1");
   EXPECT_EQ(job_field(id, "error_subtype"), "exit_code");
@@ -402,8 +378,8 @@ TEST_F(WorkerTest, FailureWithoutAttemptsLeftFails) {
   EXPECT_EQ(job_field(id, "attempt"), "0");
   EXPECT_EQ(job_field(id, "error_subtype"), "exit_code");
   EXPECT_EQ(job_field(id, "error_message"), "exited with code 4");
-  EXPECT_EQ(db_.query_value("SELECT message FROM conveyor.job_status_change WHERE job_id = " +
-                            std::to_string(id) + " AND to_status = 'failed'"),
+  EXPECT_EQ(db_.query_value("SELECT message FROM conveyor.job_status_change WHERE job_id = " + std::to_string(id) +
+                            " AND to_status = 'failed'"),
             "exited with code 4");
   const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
   EXPECT_EQ(meta["exit_code"], 4);
@@ -413,12 +389,10 @@ TEST_F(WorkerTest, ProgramThatCannotBeExecutedExits127WithAClearMessage) {
   start_worker();
   const auto id = queue_job({{"argv", {"conveyor-no-such-program", "x"}}});
   ASSERT_TRUE(wait_status(id, "failed"));
-  EXPECT_NE(job_field(id, "error_message").find("cannot execute 'conveyor-no-such-program'"),
-            std::string::npos)
+  EXPECT_NE(job_field(id, "error_message").find("cannot execute 'conveyor-no-such-program'"), std::string::npos)
       << job_field(id, "error_message");
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
-  EXPECT_NE(logs.find("cannot execute 'conveyor-no-such-program': No such file or directory"),
-            std::string::npos)
+  EXPECT_NE(logs.find("cannot execute 'conveyor-no-such-program': No such file or directory"), std::string::npos)
       << logs;
   const json meta = json::parse(read_text(job_log_dir(id) / "metadata.json"));
   EXPECT_EQ(meta["exit_code"], 127);
@@ -466,8 +440,7 @@ TEST_F(WorkerTest, AWorkerKilledMinusNineLeavesNoJobProcessBehind) {
 
   ASSERT_EQ(::kill(worker_->pid(), SIGKILL), 0);
   ASSERT_TRUE(worker_->wait(10s).has_value());
-  EXPECT_TRUE(wait_until([&] { return !process_running(pattern); }, 5s))
-      << "the job's program outlived its worker";
+  EXPECT_TRUE(wait_until([&] { return !process_running(pattern); }, 5s)) << "the job's program outlived its worker";
   EXPECT_EQ(job_field(id, "status"), "started") << "left for the reconciler (missed heartbeats)";
 }
 
@@ -484,8 +457,7 @@ class RowHold {
       db::Session session(url, "worker-test-hold");
       bool told = false;
       session.transact([&](db::Tx& tx) {
-        tx.exec_script("SELECT 1 FROM conveyor.job WHERE id = " + std::to_string(id) +
-                       " FOR UPDATE");
+        tx.exec_script("SELECT 1 FROM conveyor.job WHERE id = " + std::to_string(id) + " FOR UPDATE");
         if (!told) held.set_value();
         told = true;
         release_.get_future().wait();
@@ -521,8 +493,7 @@ TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten)
   {
     RowHold hold(db_.url(), first);
     ASSERT_EQ(testing::run({"pkill", "-x", "-f", "sleep " + secs}).status, 0);
-    EXPECT_TRUE(wait_status(second, "processed"))
-        << "the second job waited for the first one's outcome";
+    EXPECT_TRUE(wait_status(second, "processed")) << "the second job waited for the first one's outcome";
     EXPECT_EQ(job_field(first, "status"), "started") << "the first outcome was held up";
   }
   ASSERT_TRUE(wait_status(first, "failed"));
@@ -553,8 +524,7 @@ TEST_F(WorkerTest, ConcurrencyComesFromTheSystemParametersAndFollowsThem) {
   const std::string row = "SELECT concurrency FROM conveyor.worker WHERE name = " + sql_literal(name_);
   EXPECT_EQ(db_.query_value(row), "3");
   db_.exec("UPDATE conveyor.system_parameters SET worker_concurrency = 7");
-  EXPECT_TRUE(wait_until([&] { return db_.query_value(row) == "7"; }, 20s))
-      << "still " << db_.query_value(row);
+  EXPECT_TRUE(wait_until([&] { return db_.query_value(row) == "7"; }, 20s)) << "still " << db_.query_value(row);
 }
 
 TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {
@@ -563,11 +533,8 @@ TEST_F(WorkerTest, SigtermWithAnIdleWorkerExitsZeroAndMarksItStopped) {
   auto status = worker_->wait(30s);
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(*status, 0) << read_text(data_dir_ / "worker.log");
-  EXPECT_EQ(
-      db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)),
-      "stopped");
-  EXPECT_EQ(db_.query_value("SELECT stopped_at IS NOT NULL FROM conveyor.worker WHERE name = " +
-                            sql_literal(name_)),
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)), "stopped");
+  EXPECT_EQ(db_.query_value("SELECT stopped_at IS NOT NULL FROM conveyor.worker WHERE name = " + sql_literal(name_)),
             "t");
 }
 
@@ -592,9 +559,11 @@ TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJobWithoutUsingARetry) {
 
   // The next run (a short one) completes on the same, single attempt.
   const std::string sid = std::to_string(id);
-  db_.exec("UPDATE conveyor.job SET status = 'queued', "
-           "config = jsonb_set(config, '{argv}', '[\"conveyor-example-task\", \"sleep\", \"0\"]') "
-           "WHERE id = " + sid);
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'queued', "
+      "config = jsonb_set(config, '{argv}', '[\"conveyor-example-task\", \"sleep\", \"0\"]') "
+      "WHERE id = " +
+      sid);
   start_worker();
   ASSERT_TRUE(wait_status(id, "processed"));
   EXPECT_EQ(job_field(id, "attempt"), "0");
@@ -602,7 +571,8 @@ TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJobWithoutUsingARetry) {
   // Both runs are in the history under the same attempt number: the stopped
   // one closed as ready, then the one that completed.
   EXPECT_EQ(db_.query_value("SELECT string_agg(attempt || ':' || outcome, ',' ORDER BY id) "
-                            "FROM conveyor.job_attempt WHERE job_id = " + sid),
+                            "FROM conveyor.job_attempt WHERE job_id = " +
+                            sid),
             "0:ready,0:processed");
 }
 
@@ -612,19 +582,17 @@ TEST_F(WorkerTest, OperatorDrainStopsClaimingAndExitsWhenIdle) {
   auto status = worker_->wait(30s);
   ASSERT_TRUE(status.has_value()) << "a drained idle worker should exit";
   EXPECT_EQ(*status, 0);
-  EXPECT_EQ(
-      db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)),
-      "stopped");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)), "stopped");
 }
 
 TEST_F(WorkerTest, HeartbeatUpdatesTheWorkerRow) {
   start_worker();
-  const std::string first = db_.query_value(
-      "SELECT last_heartbeat FROM conveyor.worker WHERE name = " + sql_literal(name_));
+  const std::string first =
+      db_.query_value("SELECT last_heartbeat FROM conveyor.worker WHERE name = " + sql_literal(name_));
   EXPECT_TRUE(wait_until(
       [&] {
-        return db_.query_value("SELECT last_heartbeat FROM conveyor.worker WHERE name = " +
-                               sql_literal(name_)) != first;
+        return db_.query_value("SELECT last_heartbeat FROM conveyor.worker WHERE name = " + sql_literal(name_)) !=
+               first;
       },
       10s));
   auto row = db_.query(

@@ -30,7 +30,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-
 // The worker pod's shape, as deploy/kubernetes ships it (reduced to what a
 // worker needs here): its configuration from a ConfigMap by envFrom.
 json pod_template(const std::string& image) {
@@ -76,9 +75,10 @@ class ClusterPoolTest : public ::testing::Test {
     env["CONVEYOR_WORKERPOOL_API_TIMEOUT_MS"] = "1000";
     env["CONVEYOR_SHUTDOWN_GRACE_MS"] = "10000";
     o.env = env;
-    o.setup_sql = "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
-                  "worker_heartbeat_timeout_s = 3, worker_concurrency = 1, min_number_of_worker_instances = " +
-                  std::to_string(min) + ", max_number_of_worker_instances = " + std::to_string(max);
+    o.setup_sql =
+        "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
+        "worker_heartbeat_timeout_s = 3, worker_concurrency = 1, min_number_of_worker_instances = " +
+        std::to_string(min) + ", max_number_of_worker_instances = " + std::to_string(max);
     stack_ = std::make_unique<Stack>(std::move(o));
   }
 
@@ -108,7 +108,8 @@ class ClusterPoolTest : public ::testing::Test {
       k["users"][0]["user"]["token"] = token;
       std::ofstream(kubeconfig) << k.dump();
     }
-    start_stack(min, max, {{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"}, {"CONVEYOR_KUBECONFIG", kubeconfig.string()}});
+    start_stack(min, max,
+                {{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"}, {"CONVEYOR_KUBECONFIG", kubeconfig.string()}});
     kube_->put_config_map("conveyor-config", worker_env());
     stack().start("workerpool");
   }
@@ -119,9 +120,10 @@ class ClusterPoolTest : public ::testing::Test {
     nomad_ = std::make_unique<FakeNomad>(no);
     fs::create_directories(dir_);
     std::ofstream(dir_ / "nomad-token") << token << "\n";
-    start_stack(min, max, {{"CONVEYOR_WORKERPOOL_BACKEND", "nomad"},
-                           {"CONVEYOR_WORKERPOOL_NOMAD_ADDR", nomad_->url()},
-                           {"CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE", (dir_ / "nomad-token").string()}});
+    start_stack(min, max,
+                {{"CONVEYOR_WORKERPOOL_BACKEND", "nomad"},
+                 {"CONVEYOR_WORKERPOOL_NOMAD_ADDR", nomad_->url()},
+                 {"CONVEYOR_WORKERPOOL_NOMAD_TOKEN_FILE", (dir_ / "nomad-token").string()}});
     FakeNomad::ParameterizedJob job;
     job.id = "conveyor-worker";
     job.meta_required = {"worker_name", "pool"};
@@ -186,7 +188,12 @@ TEST_F(ClusterPoolTest, KubernetesScalesToMaxDrainsAndDeletesOnlyCompletedPods) 
   start_kubernetes(0, 3);
   insert_sleeps(9, 1.5);
   int peak = 0;
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_pods()); return active() == 3 && started() == 3; }, 30s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_pods());
+        return active() == 3 && started() == 3;
+      },
+      30s))
       << stack().logs_tail();
   const auto pods = kube_->pods();
   ASSERT_FALSE(pods.empty());
@@ -201,14 +208,26 @@ TEST_F(ClusterPoolTest, KubernetesScalesToMaxDrainsAndDeletesOnlyCompletedPods) 
   // Live: max 3 -> 1 while all three are busy. Two drain: they finish the
   // job they run, take no other and exit 0; their pods complete.
   stack().db().exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1");
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_pods()); return live_pods() == 1; }, 30s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_pods());
+        return live_pods() == 1;
+      },
+      30s))
       << stack().logs_tail();
   EXPECT_EQ(stack().db().query_value("SELECT max(attempt) FROM conveyor.job"), "0") << "no job was interrupted";
   stack().db().exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 3");
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_pods()); return done() == 9; }, 60s)) << stack().logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_pods());
+        return done() == 9;
+      },
+      60s))
+      << stack().logs_tail();
   ASSERT_TRUE(wait_until([&] { return kube_->pods().empty(); }, 30s)) << stack().logs_tail();
   EXPECT_LE(peak, 3) << "never more pods than max_number_of_worker_instances";
-  EXPECT_EQ(count("SELECT count(*) FROM conveyor.job_status_change WHERE to_status = 'started'"), 9) << "each job ran once";
+  EXPECT_EQ(count("SELECT count(*) FROM conveyor.job_status_change WHERE to_status = 'started'"), 9)
+      << "each job ran once";
   const auto d = deletes(*kube_);
   EXPECT_FALSE(d.empty());
   for (const auto& note : d) {
@@ -226,15 +245,21 @@ TEST_F(ClusterPoolTest, KubernetesLostWorkerPodIsDeletedAndReplaced) {
   const auto victim = kube_->pods().front();
   ASSERT_GT(victim.pid, 0);
   ASSERT_EQ(::kill(victim.pid, SIGSTOP), 0);
-  ASSERT_TRUE(wait_until([&] {
-    const auto d = deletes(*kube_);
-    return std::find(d.begin(), d.end(), "deleted Running pod " + victim.name) != d.end();
-  }, 20s)) << stack().logs_tail();
-  ASSERT_TRUE(wait_until([&] {
-    const auto pods = kube_->pods();
-    return active() == 2 && live_pods() == 2 &&
-           std::none_of(pods.begin(), pods.end(), [&](const auto& p) { return p.name == victim.name; });
-  }, 30s)) << stack().logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto d = deletes(*kube_);
+        return std::find(d.begin(), d.end(), "deleted Running pod " + victim.name) != d.end();
+      },
+      20s))
+      << stack().logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto pods = kube_->pods();
+        return active() == 2 && live_pods() == 2 &&
+               std::none_of(pods.begin(), pods.end(), [&](const auto& p) { return p.name == victim.name; });
+      },
+      30s))
+      << stack().logs_tail();
   EXPECT_EQ(deletes(*kube_), std::vector<std::string>{"deleted Running pod " + victim.name})
       << "only the lost worker's pod was deleted";
   EXPECT_EQ(count("SELECT count(*) FROM conveyor.worker WHERE status = 'lost'"), 1);
@@ -263,8 +288,9 @@ TEST_F(ClusterPoolTest, KubernetesApiErrorsAreLoggedWithBackoffAndThePoolRecover
   EXPECT_NE(log.find("worker start(s) in a row failed"), std::string::npos) << "spawns back off too: " << log;
   EXPECT_TRUE(pool_running());
   // Parameters live: min 2, max 2.
-  stack().db().exec("UPDATE conveyor.system_parameters SET min_number_of_worker_instances = 2, "
-                    "max_number_of_worker_instances = 2");
+  stack().db().exec(
+      "UPDATE conveyor.system_parameters SET min_number_of_worker_instances = 2, "
+      "max_number_of_worker_instances = 2");
   ASSERT_TRUE(wait_until([&] { return active() == 2 && live_pods() == 2; }, 30s)) << stack().logs_tail();
   EXPECT_LE(live_pods(), 2);
 }
@@ -291,8 +317,13 @@ TEST_F(ClusterPoolTest, KubernetesRestartedPoolAdoptsRunningPods) {
   stack().start("workerpool");
   ASSERT_TRUE(wait_until([&] { return pool_log().find("adopted worker") != std::string::npos; }, 20s))
       << stack().logs_tail();
-  ASSERT_TRUE(wait_until([&] { return stack().db().query_value(
-      "SELECT count(*) FROM conveyor.service_instance WHERE service = 'conveyor-workerpool' AND status = 'up'") == "1"; }, 10s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return stack().db().query_value(
+                   "SELECT count(*) FROM conveyor.service_instance WHERE service = 'conveyor-workerpool' AND status = 'up'") ==
+               "1";
+      },
+      10s));
   // A few ticks: nothing new is created.
   const auto posts = [&] {
     int n = 0;
@@ -309,9 +340,9 @@ TEST_F(ClusterPoolTest, KubernetesRestartedPoolAdoptsRunningPods) {
 // _PORT, with the service account's token, CA and namespace.
 TEST_F(ClusterPoolTest, KubernetesInClusterOverTls) {
   fs::create_directories(dir_ / "sa");
-  const auto r = run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                      "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", (dir_ / "key.pem").string(), "-out",
-                      (dir_ / "sa" / "ca.crt").string()});
+  const auto r = run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                      "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", (dir_ / "key.pem").string(),
+                      "-out", (dir_ / "sa" / "ca.crt").string()});
   ASSERT_EQ(r.status, 0) << r.output;
   std::ofstream(dir_ / "sa" / "token") << "fake-kubernetes-token\n";
   std::ofstream(dir_ / "sa" / "namespace") << "conveyor";
@@ -324,10 +355,11 @@ TEST_F(ClusterPoolTest, KubernetesInClusterOverTls) {
   kube_ = std::make_unique<FakeKubernetes>(ko);
   kube_->put_pod_template(pod_template("conveyor-worker:dev"));
   const std::string port = kube_->url().substr(kube_->url().rfind(':') + 1);
-  start_stack(1, 1, {{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"},
-                     {"CONVEYOR_WORKERPOOL_KUBERNETES_SERVICE_ACCOUNT_DIR", (dir_ / "sa").string()},
-                     {"KUBERNETES_SERVICE_HOST", "127.0.0.1"},
-                     {"KUBERNETES_SERVICE_PORT", port}});
+  start_stack(1, 1,
+              {{"CONVEYOR_WORKERPOOL_BACKEND", "kubernetes"},
+               {"CONVEYOR_WORKERPOOL_KUBERNETES_SERVICE_ACCOUNT_DIR", (dir_ / "sa").string()},
+               {"KUBERNETES_SERVICE_HOST", "127.0.0.1"},
+               {"KUBERNETES_SERVICE_PORT", port}});
   kube_->put_config_map("conveyor-config", worker_env());
   stack().start("workerpool");
   ASSERT_TRUE(wait_until([&] { return active() == 1 && live_pods() == 1; }, 30s)) << stack().logs_tail();
@@ -342,14 +374,29 @@ TEST_F(ClusterPoolTest, NomadScalesToMaxAndDrainsWithoutStoppingADispatch) {
   start_nomad(0, 3);
   insert_sleeps(8, 1.5);
   int peak = 0;
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_dispatches()); return active() == 3; }, 30s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_dispatches());
+        return active() == 3;
+      },
+      30s))
       << stack().logs_tail();
   stack().db().exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1");
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_dispatches()); return live_dispatches() <= 1; }, 30s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_dispatches());
+        return live_dispatches() <= 1;
+      },
+      30s))
       << stack().logs_tail();
   EXPECT_EQ(stack().db().query_value("SELECT max(attempt) FROM conveyor.job"), "0") << "no job was interrupted";
   stack().db().exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 3");
-  ASSERT_TRUE(wait_until([&] { peak = std::max(peak, live_dispatches()); return done() == 8; }, 60s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        peak = std::max(peak, live_dispatches());
+        return done() == 8;
+      },
+      60s))
       << stack().logs_tail();
   ASSERT_TRUE(wait_until([&] { return live_dispatches() == 0; }, 30s)) << stack().logs_tail();
   EXPECT_LE(peak, 3);

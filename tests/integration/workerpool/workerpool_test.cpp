@@ -95,8 +95,9 @@ TEST(WorkerPoolRule, DrainingWorkersStillCountAgainstMax) {
   in.draining = 1;
   p = s.plan(in, t);
   EXPECT_EQ(p.spawn, 1);
-  EXPECT_EQ(p.message, "scaling up 1 -> 2: demand 40 jobs, concurrency 2, min 0, max 3 (1 draining or exiting "
-                       "still count against max)");
+  EXPECT_EQ(p.message,
+            "scaling up 1 -> 2: demand 40 jobs, concurrency 2, min 0, max 3 (1 draining or exiting "
+            "still count against max)");
 }
 
 TEST(WorkerPoolRule, AboveMaxDrainsAtOnceAndStopsStartingWorkersLast) {
@@ -176,7 +177,6 @@ TEST(WorkerPoolRule, WorkersLogInWithTheirOwnDatabaseUrl) {
 
 // ---------------------------------------------------------------- the service
 
-
 using conveyor::testing::read_text;
 
 class WorkerPoolTest : public ::testing::Test {
@@ -201,10 +201,12 @@ class WorkerPoolTest : public ::testing::Test {
              {"CONVEYOR_WORKERPOOL_SCALE_DOWN_DELAY_MS", "1000"},
              {"CONVEYOR_WORKERPOOL_KILL_GRACE_MS", "2000"},
              {"CONVEYOR_SHUTDOWN_GRACE_MS", "10000"}};
-    o.setup_sql = "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
-                  "worker_heartbeat_timeout_s = " + std::to_string(heartbeat_timeout_s) +
-                  ", worker_concurrency = 1, min_number_of_worker_instances = " +
-                  std::to_string(min) + ", max_number_of_worker_instances = " + std::to_string(max);
+    o.setup_sql =
+        "UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1, "
+        "worker_heartbeat_timeout_s = " +
+        std::to_string(heartbeat_timeout_s) +
+        ", worker_concurrency = 1, min_number_of_worker_instances = " + std::to_string(min) +
+        ", max_number_of_worker_instances = " + std::to_string(max);
     stack_ = std::make_unique<Stack>(std::move(o));
   }
 
@@ -214,8 +216,9 @@ class WorkerPoolTest : public ::testing::Test {
   int active() { return count("SELECT count(*) FROM conveyor.worker WHERE status = 'active'"); }
   int done() { return count("SELECT count(*) FROM conveyor.job WHERE status = 'done'"); }
   int in_error() {
-    return count("SELECT count(*) FROM conveyor.job_status_change "
-                 "WHERE to_status IN ('failed', 'internal_error', 'external_error', 'canceled')");
+    return count(
+        "SELECT count(*) FROM conveyor.job_status_change "
+        "WHERE to_status IN ('failed', 'internal_error', 'external_error', 'canceled')");
   }
 
   // Worker processes of a pool: its process group without the pool itself
@@ -228,8 +231,9 @@ class WorkerPoolTest : public ::testing::Test {
   }
 
   void insert_sleeps(int n, double seconds) {
-    std::string sql = "INSERT INTO conveyor.job (job_type, params) SELECT 'sleep', '{\"seconds\": " +
-                      std::to_string(seconds) + "}'::jsonb FROM generate_series(1, " + std::to_string(n) + ")";
+    std::string sql =
+        "INSERT INTO conveyor.job (job_type, params) SELECT 'sleep', '{\"seconds\": " + std::to_string(seconds) +
+        "}'::jsonb FROM generate_series(1, " + std::to_string(n) + ")";
     stack().db().exec(sql);
   }
 
@@ -264,9 +268,21 @@ TEST_F(WorkerPoolTest, BacklogScalesUpToMaxNeverBeyondThenDownToMin) {
     peak_processes = std::max(peak_processes, processes());
   };
   const auto t = SteadyClock::now();
-  ASSERT_TRUE(wait_until([&] { sample(); return active() == 3; }, 20s)) << stack().logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        sample();
+        return active() == 3;
+      },
+      20s))
+      << stack().logs_tail();
   const auto up_ms = std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - t).count();
-  ASSERT_TRUE(wait_until([&] { sample(); return done() == 8; }, 40s)) << stack().logs_tail();
+  ASSERT_TRUE(wait_until(
+      [&] {
+        sample();
+        return done() == 8;
+      },
+      40s))
+      << stack().logs_tail();
   EXPECT_LE(peak_active, 3);
   EXPECT_LE(peak_processes, 3);
 
@@ -319,11 +335,10 @@ TEST_F(WorkerPoolTest, KeepsMinWorkersAndReplacesAHungOne) {
 TEST_F(WorkerPoolTest, AWorkerKilledWithSigkillIsReplacedBeforeTheHeartbeatTimeout) {
   start(1, 1, {"configuration", "execution", "publication", "workerpool"}, 60);
   insert_sleeps(1, 3);
-  ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 1; },
-                         20s))
+  ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 1; }, 20s))
       << stack().logs_tail();
-  const auto victim = stack().db().query(
-      "SELECT w.name, w.pid FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id");
+  const auto victim =
+      stack().db().query("SELECT w.name, w.pid FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id");
   ASSERT_EQ(victim.size(), 1u);
   const std::string name = victim[0][0];
   const auto t = SteadyClock::now();
@@ -333,12 +348,11 @@ TEST_F(WorkerPoolTest, AWorkerKilledWithSigkillIsReplacedBeforeTheHeartbeatTimeo
   // (attempt 1), and another worker active.
   ASSERT_TRUE(wait_until(
       [&] {
-        return stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + name + "'") ==
-                   "lost" &&
-               count("SELECT count(*) FROM conveyor.job_status_change WHERE from_status = 'started' AND "
-                     "to_status = 'ready'") == 1 &&
-               count("SELECT count(*) FROM conveyor.worker WHERE status = 'active' AND name <> '" + name + "'") ==
-                   1;
+        return stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + name + "'") == "lost" &&
+               count(
+                   "SELECT count(*) FROM conveyor.job_status_change WHERE from_status = 'started' AND "
+                   "to_status = 'ready'") == 1 &&
+               count("SELECT count(*) FROM conveyor.worker WHERE status = 'active' AND name <> '" + name + "'") == 1;
       },
       10s))
       << stack().logs_tail();
@@ -361,8 +375,7 @@ TEST_F(WorkerPoolTest, LoweringMaxDrainsBusyWorkersAndRaisingItGrows) {
   start(0, 3);
   insert_sleeps(10, 2);
   ASSERT_TRUE(wait_until(
-      [&] { return active() == 3 && count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 3; },
-      20s))
+      [&] { return active() == 3 && count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 3; }, 20s))
       << stack().logs_tail();
 
   auto t = SteadyClock::now();
@@ -397,11 +410,10 @@ TEST_F(WorkerPoolTest, LoweringMaxDrainsBusyWorkersAndRaisingItGrows) {
 TEST_F(WorkerPoolTest, AJobOfAKilledWorkerIsRequeuedAndDone) {
   start(0, 1);
   insert_sleeps(1, 3);
-  ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 1; },
-                         20s))
+  ASSERT_TRUE(wait_until([&] { return count("SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 1; }, 20s))
       << stack().logs_tail();
-  const auto victim = stack().db().query(
-      "SELECT w.name, w.pid FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id");
+  const auto victim =
+      stack().db().query("SELECT w.name, w.pid FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id");
   ASSERT_EQ(victim.size(), 1u);
   const auto t = SteadyClock::now();
   ASSERT_EQ(::kill(std::stoi(victim[0][1]), SIGKILL), 0);
@@ -413,8 +425,7 @@ TEST_F(WorkerPoolTest, AJobOfAKilledWorkerIsRequeuedAndDone) {
   EXPECT_EQ(count("SELECT count(*) FROM conveyor.job_status_change WHERE from_status = 'started' AND "
                   "to_status = 'ready'"),
             1);
-  EXPECT_EQ(stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + victim[0][0] + "'"),
-            "lost");
+  EXPECT_EQ(stack().db().query_value("SELECT status FROM conveyor.worker WHERE name = '" + victim[0][0] + "'"), "lost");
   EXPECT_EQ(count("SELECT count(*) FROM conveyor.worker"), 2) << "the killed worker and its replacement";
 }
 
@@ -478,7 +489,9 @@ TEST_F(WorkerPoolTest, WorkersGetTheEnvFilesWithoutThePoolKeys) {
       .detach = false,
   });
   ASSERT_TRUE(wait_until(
-      [&] { return count("SELECT count(*) FROM conveyor.worker WHERE status = 'active' AND name LIKE 'filepool-%'") == 1; },
+      [&] {
+        return count("SELECT count(*) FROM conveyor.worker WHERE status = 'active' AND name LIKE 'filepool-%'") == 1;
+      },
       20s))
       << read_text(dir_ / "filepool.log");
   const std::string log = read_text(dir_ / "filepool.log");
@@ -496,9 +509,10 @@ TEST(WorkerPoolStart, AClusterBackendWithoutItsSettingsFailsWithAClearMessage) {
   const fs::path dir = fs::temp_directory_path() / testing::unique_name("workerpool-start");
   fs::create_directories(dir);
   std::ofstream(dir / "config.yaml") << "apiVersion: v1\nkind: Config\nclusters: []\n";
-  const std::map<std::string, std::string> base = {
-      {"CONVEYOR_DATABASE_URL", db.url()}, {"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_HTTP_PORT", "0"},
-      {"KUBERNETES_SERVICE_HOST", ""}};
+  const std::map<std::string, std::string> base = {{"CONVEYOR_DATABASE_URL", db.url()},
+                                                   {"CONVEYOR_KAFKA_BROKERS", ""},
+                                                   {"CONVEYOR_HTTP_PORT", "0"},
+                                                   {"KUBERNETES_SERVICE_HOST", ""}};
   const auto start = [&](std::map<std::string, std::string> env) {
     for (const auto& [k, v] : base) env.emplace(k, v);
     return testing::run({testing::executable("conveyor-workerpool").string()}, env, 30s);

@@ -85,12 +85,9 @@ TEST(CloudEvent, EncodeSurvivesInvalidUtf8InData) {
 }
 
 TEST(CloudEvent, DecodeAcceptsUnknownExtensionsAndMissingOptionals) {
-  json envelope = {{"specversion", "1.0"},
-                   {"id", "x"},
-                   {"source", "/other"},
-                   {"type", "com.example.thing"},
-                   {"traceparent", "00-abc-def-01"},
-                   {"partitionkey", 7}};
+  json envelope = {
+      {"specversion", "1.0"},           {"id", "x"},        {"source", "/other"}, {"type", "com.example.thing"},
+      {"traceparent", "00-abc-def-01"}, {"partitionkey", 7}};
   CloudEvent out = decode(envelope.dump());
   EXPECT_EQ(out.id, "x");
   EXPECT_EQ(out.schemaversion, 1);  // events from before versioning
@@ -118,8 +115,7 @@ TEST(CloudEvent, RejectsMissingRequiredAttributes) {
   for (const char* name : {"specversion", "id", "source", "type"}) {
     json envelope = valid();
     envelope.erase(name);
-    EXPECT_THAT(rejection(envelope.dump()),
-                HasSubstr(std::string("missing required attribute '") + name + "'"));
+    EXPECT_THAT(rejection(envelope.dump()), HasSubstr(std::string("missing required attribute '") + name + "'"));
   }
 }
 
@@ -127,8 +123,7 @@ TEST(CloudEvent, RejectsNonStringRequiredAttributes) {
   for (const char* name : {"specversion", "id", "source", "type"}) {
     json envelope = valid();
     envelope[name] = 17;
-    EXPECT_THAT(rejection(envelope.dump()),
-                HasSubstr(std::string("attribute '") + name + "' must be a string"));
+    EXPECT_THAT(rejection(envelope.dump()), HasSubstr(std::string("attribute '") + name + "' must be a string"));
   }
 }
 
@@ -136,8 +131,7 @@ TEST(CloudEvent, RejectsEmptyRequiredAttributes) {
   for (const char* name : {"id", "source", "type"}) {
     json envelope = valid();
     envelope[name] = "";
-    EXPECT_THAT(rejection(envelope.dump()),
-                HasSubstr(std::string("attribute '") + name + "' must not be empty"));
+    EXPECT_THAT(rejection(envelope.dump()), HasSubstr(std::string("attribute '") + name + "' must not be empty"));
   }
 }
 
@@ -153,8 +147,7 @@ TEST(CloudEvent, RejectsNonIntegerSchemaVersion) {
   for (json bad : {json("1"), json(1.5), json(true), json::object()}) {
     json envelope = valid();
     envelope["schemaversion"] = bad;
-    EXPECT_THAT(rejection(envelope.dump()),
-                HasSubstr("attribute 'schemaversion' must be an integer"));
+    EXPECT_THAT(rejection(envelope.dump()), HasSubstr("attribute 'schemaversion' must be an integer"));
   }
   json envelope = valid();
   envelope["schemaversion"] = 0;
@@ -165,8 +158,7 @@ TEST(CloudEvent, RejectsNonStringOptionalAttributes) {
   for (const char* name : {"subject", "time", "datacontenttype"}) {
     json envelope = valid();
     envelope[name] = 5;
-    EXPECT_THAT(rejection(envelope.dump()),
-                HasSubstr(std::string("attribute '") + name + "' must be a string"));
+    EXPECT_THAT(rejection(envelope.dump()), HasSubstr(std::string("attribute '") + name + "' must be a string"));
   }
 }
 

@@ -53,8 +53,7 @@ TEST(ParseOptions, TakesAValueAfterAnEqualsSignOrAsTheNextArgument) {
   const Options apart = parse_options({"--status", "failed"}, "job ls", {"--status"});
   EXPECT_EQ(apart.get("--status"), "failed");
   EXPECT_TRUE(apart.positional.empty());
-  EXPECT_EQ(parse_options({"--params={\"a\": [1, 2]}"}, "job submit", {"--params"}).get("--params"),
-            "{\"a\": [1, 2]}")
+  EXPECT_EQ(parse_options({"--params={\"a\": [1, 2]}"}, "job submit", {"--params"}).get("--params"), "{\"a\": [1, 2]}")
       << "a value keeps its own = and brackets";
   EXPECT_EQ(parse_options({"--priority", "-5"}, "job submit", {"--priority"}).get("--priority"), "-5");
   EXPECT_EQ(parse_options({}, "job ls", {"--status"}).get("--status"), std::nullopt);

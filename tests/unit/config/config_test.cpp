@@ -46,8 +46,7 @@ class ConfigTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
-  const std::map<std::string, std::string> db_env_{
-      {"CONVEYOR_DATABASE_URL", "postgresql://localhost/conveyor"}};
+  const std::map<std::string, std::string> db_env_{{"CONVEYOR_DATABASE_URL", "postgresql://localhost/conveyor"}};
 };
 
 TEST_F(ConfigTest, DefaultsApplyWhenNothingIsSet) {
@@ -108,8 +107,8 @@ TEST_F(ConfigTest, EnvFileSyntax) {
 TEST_F(ConfigTest, ValidationErrorNamesKeyAndSource) {
   const auto f = write("04_local.env", "# local\n\nCONVEYOR_HTTP_PORT=abc\n");
   const std::string message = load_error(core_schema(), {f}, db_env_);
-  EXPECT_THAT(message, HasSubstr("CONVEYOR_HTTP_PORT (from " + f.string() +
-                                 ":3): expected an integer 0..65535, got 'abc'"));
+  EXPECT_THAT(message,
+              HasSubstr("CONVEYOR_HTTP_PORT (from " + f.string() + ":3): expected an integer 0..65535, got 'abc'"));
 }
 
 TEST_F(ConfigTest, AllProblemsAreReportedAtOnce) {
@@ -121,10 +120,10 @@ TEST_F(ConfigTest, AllProblemsAreReportedAtOnce) {
   const std::string message = load_error(core_schema(), {f}, env);
   EXPECT_THAT(message, HasSubstr("5 problems"));
   EXPECT_THAT(message, HasSubstr("CONVEYOR_DATABASE_URL: required but not set"));
-  EXPECT_THAT(message, HasSubstr("CONVEYOR_HTTP_PORT (from " + f.string() +
-                                 ":1): expected an integer 0..65535, got '70000'"));
-  EXPECT_THAT(message, HasSubstr("CONVEYOR_LOG_FORMAT (from " + f.string() +
-                                 ":2): expected one of json, text, got 'xml'"));
+  EXPECT_THAT(message,
+              HasSubstr("CONVEYOR_HTTP_PORT (from " + f.string() + ":1): expected an integer 0..65535, got '70000'"));
+  EXPECT_THAT(message,
+              HasSubstr("CONVEYOR_LOG_FORMAT (from " + f.string() + ":2): expected one of json, text, got 'xml'"));
   EXPECT_THAT(message, HasSubstr(f.string() + ":3: expected KEY=VALUE"));
   EXPECT_THAT(message, HasSubstr("CONVEYOR_LOG_LEVEL (from environment): expected one of "
                                  "trace, debug, info, warn, error, got 'loud'"));
@@ -181,8 +180,7 @@ TEST_F(ConfigTest, SecretValuesNeverAppearInErrors) {
 }
 
 TEST_F(ConfigTest, MaskSecretHandlesConninfoAndUrls) {
-  EXPECT_EQ(mask_secret("host=db user=app password=s3cret dbname=x"),
-            "host=db user=app password=**** dbname=x");
+  EXPECT_EQ(mask_secret("host=db user=app password=s3cret dbname=x"), "host=db user=app password=**** dbname=x");
   EXPECT_EQ(mask_secret("postgresql://app@db/x?password=s3cret&sslmode=require"),
             "postgresql://app@db/x?password=****&sslmode=require");
   EXPECT_EQ(mask_secret("postgresql://localhost/x"), "postgresql://localhost/x");
@@ -199,8 +197,11 @@ TEST_F(ConfigTest, ServiceKeysOfEveryType) {
   schema.add({.name = "CONVEYOR_POLL", .type = Type::duration_ms, .default_value = "5s"})
       .add({.name = "CONVEYOR_DRY_RUN", .type = Type::boolean, .default_value = "false"})
       .add({.name = "CONVEYOR_SINK_URL", .type = Type::url, .default_value = ""})
-      .add({.name = "CONVEYOR_HTTP_PORT", .type = Type::integer, .default_value = "8181",
-            .min = 0, .max = 65535});  // a service changing a core default
+      .add({.name = "CONVEYOR_HTTP_PORT",
+            .type = Type::integer,
+            .default_value = "8181",
+            .min = 0,
+            .max = 65535});  // a service changing a core default
   auto env = db_env_;
   env["CONVEYOR_DRY_RUN"] = "Yes";
   env["CONVEYOR_SINK_URL"] = "http://sink:9000/hook";
@@ -254,8 +255,7 @@ TEST_F(ConfigTest, EnvFileNamesASecretFileRelativeToItself) {
   const Config c = load(core_schema(), {f}, {});
   EXPECT_EQ(c.get_string("CONVEYOR_DATABASE_URL"), "postgresql://svc@db/conveyor");
   EXPECT_EQ(c.source("CONVEYOR_DATABASE_URL").to_string(),
-            "file " + (dir_ / "secrets/db-url").string() + " (CONVEYOR_DATABASE_URL_FILE from " + f.string() +
-                ":2)");
+            "file " + (dir_ / "secrets/db-url").string() + " (CONVEYOR_DATABASE_URL_FILE from " + f.string() + ":2)");
 }
 
 TEST_F(ConfigTest, KeyAndItsFileKeyInOneLayerAreAnError) {
@@ -266,8 +266,8 @@ TEST_F(ConfigTest, KeyAndItsFileKeyInOneLayerAreAnError) {
               HasSubstr("CONVEYOR_DATABASE_URL (from environment) and CONVEYOR_DATABASE_URL_FILE (from "
                         "environment) are both set: set one"));
 
-  const auto f = write("both.env", "CONVEYOR_DATABASE_URL=postgresql://a@db/x\nCONVEYOR_DATABASE_URL_FILE=" +
-                                       secret.string() + "\n");
+  const auto f = write(
+      "both.env", "CONVEYOR_DATABASE_URL=postgresql://a@db/x\nCONVEYOR_DATABASE_URL_FILE=" + secret.string() + "\n");
   EXPECT_THAT(load_error(core_schema(), {f}, {}),
               HasSubstr("CONVEYOR_DATABASE_URL (from " + f.string() + ":1) and CONVEYOR_DATABASE_URL_FILE (from " +
                         f.string() + ":2) are both set: set one"));
@@ -327,9 +327,9 @@ TEST_F(ConfigTest, OnlySecretKeysAreReadFromFiles) {
                                          "CONVEYOR_HTTP_PORT is not a secret"));
 
   const auto f = write("port.env", "CONVEYOR_HTTP_PORT_FILE=" + port.string() + "\n");
-  EXPECT_THAT(load_error(core_schema(), {f}, db_env_),
-              HasSubstr("CONVEYOR_HTTP_PORT_FILE (from " + f.string() + ":1): unknown key; CONVEYOR_HTTP_PORT is "
-                        "not a secret"));
+  EXPECT_THAT(load_error(core_schema(), {f}, db_env_), HasSubstr("CONVEYOR_HTTP_PORT_FILE (from " + f.string() +
+                                                                 ":1): unknown key; CONVEYOR_HTTP_PORT is "
+                                                                 "not a secret"));
   // A typo of a file key is still suggested.
   env = db_env_;
   env["CONVEYOR_DATABASE_URL_FIEL"] = port.string();
@@ -357,14 +357,13 @@ TEST_F(ConfigTest, AccessorsRejectKeysOutsideTheSchema) {
 }
 
 TEST(EnvFileArgs, SplitsRepeatedFlags) {
-  const char* argv[] = {"conveyor", "--env-file", "/a.env", "job", "--env-file=/b.env", "ls",
-                        "--", "--env-file", "kept"};
+  const char* argv[] = {"conveyor", "--env-file", "/a.env",     "job", "--env-file=/b.env",
+                        "ls",       "--",         "--env-file", "kept"};
   const EnvFileArgs parsed = split_env_file_args(9, argv);
   ASSERT_EQ(parsed.env_files.size(), 2u);
   EXPECT_EQ(parsed.env_files[0], "/a.env");
   EXPECT_EQ(parsed.env_files[1], "/b.env");
-  EXPECT_EQ(parsed.args,
-            (std::vector<std::string>{"conveyor", "job", "ls", "--", "--env-file", "kept"}));
+  EXPECT_EQ(parsed.args, (std::vector<std::string>{"conveyor", "job", "ls", "--", "--env-file", "kept"}));
   EXPECT_THROW(split_env_file_args(std::vector<std::string>{"--env-file"}), Error);
 }
 

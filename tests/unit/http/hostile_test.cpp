@@ -92,23 +92,18 @@ class HostileTest : public ::testing::Test {
   void start(Server::Options o = {}) {
     o.registry = &registry_;
     server_ = std::make_unique<Server>("127.0.0.1", 0, o);
-    add_admin_routes(*server_, AdminOptions{"conveyor-test", "1", [] { return true; }, nullptr,
-                                            &registry_});
+    add_admin_routes(*server_, AdminOptions{"conveyor-test", "1", [] { return true; }, nullptr, &registry_});
     server_->route("POST", "/v1/jobs", [](const Request& req) {
       return Response::json({{"bytes", req.body.size()}}, 201);
     });
     server_->route("POST", "/v1/jobs/{id}/cancel", [](const Request& req) {
       return Response::json({{"canceled", req.path_param("id")}, {"bytes", req.body.size()}});
     });
-    server_->route("GET", "/v1/data", [](const Request&) {
-      return Response::json({{"data", std::string(100, 'd')}});
-    });
+    server_->route("GET", "/v1/data", [](const Request&) { return Response::json({{"data", std::string(100, 'd')}}); });
     server_->start();
   }
   int port() const { return server_->port(); }
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(port()) + path;
-  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port()) + path; }
   std::string exchange(const std::string& request, std::chrono::milliseconds timeout = 5s) {
     Raw c(port());
     EXPECT_TRUE(c.connected());
@@ -156,8 +151,8 @@ TEST_F(HostileTest, CompressedBodiesAreRefusedNotInflated) {
   start();
   for (const char* encoding : {"gzip", "br", "deflate", "GZIP"}) {
     const std::string r = exchange(std::string("POST /v1/jobs HTTP/1.1\r\nHost: x\r\n") +
-                                   "Content-Type: application/json\r\nContent-Encoding: " +
-                                   encoding + "\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00");
+                                   "Content-Type: application/json\r\nContent-Encoding: " + encoding +
+                                   "\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00");
     expect_problem(r, 415);
     EXPECT_THAT(body_of(r), HasSubstr("uncompressed"));
   }
@@ -169,14 +164,13 @@ TEST_F(HostileTest, CompressedBodiesAreRefusedNotInflated) {
 
 TEST_F(HostileTest, BodiesMustSayTheyAreJson) {
   start();
-  auto post = [&](const std::string& path, const std::string& content_type,
-                  const std::string& body) {
+  auto post = [&](const std::string& path, const std::string& content_type, const std::string& body) {
     std::string r = "POST " + path + " HTTP/1.1\r\nHost: x\r\n";
     if (!content_type.empty()) r += "Content-Type: " + content_type + "\r\n";
     return exchange(r + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
   };
-  for (const char* type : {"text/plain", "application/x-www-form-urlencoded",
-                           "multipart/form-data; boundary=x", "application/xml"}) {
+  for (const char* type :
+       {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml"}) {
     const std::string r = post("/v1/jobs", type, "{}");
     expect_problem(r, 415);
     EXPECT_THAT(body_of(r), HasSubstr("application/json"));
@@ -266,8 +260,7 @@ TEST_F(HostileTest, ConnectionsBeyondTheCapAre503AndTheRestServe) {
 TEST_F(HostileTest, InventedMethodsDoNotGrowTheMetrics) {
   start();
   for (int i = 0; i < 300; ++i) {
-    const std::string r =
-        exchange("M" + std::to_string(i) + "X /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2s);
+    const std::string r = exchange("M" + std::to_string(i) + "X /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2s);
     EXPECT_GE(status_of(r), 400) << r;
     EXPECT_THAT(r, HasSubstr("application/problem+json"));
   }
@@ -279,18 +272,15 @@ TEST_F(HostileTest, InventedMethodsDoNotGrowTheMetrics) {
 
 TEST_F(HostileTest, RangeHeadersAreIgnored) {
   start();
-  for (const char* range : {"bytes=0-5", "bytes=99999-", "bytes=5-1", "bytes=0-1,4-5",
-                            "chars=1-2"}) {
-    const std::string r =
-        exchange(std::string("GET /v1/data HTTP/1.1\r\nHost: x\r\nRange: ") + range + "\r\n\r\n");
+  for (const char* range : {"bytes=0-5", "bytes=99999-", "bytes=5-1", "bytes=0-1,4-5", "chars=1-2"}) {
+    const std::string r = exchange(std::string("GET /v1/data HTTP/1.1\r\nHost: x\r\nRange: ") + range + "\r\n\r\n");
     EXPECT_EQ(status_of(r), 200) << range << ": " << r.substr(0, 200);
     EXPECT_TRUE(nlohmann::json::parse(body_of(r), nullptr, false).is_object()) << range;
   }
   // A huge Range header never reaches a backtracking regex.
   std::string huge = "bytes=0-1";
   while (huge.size() < 8000) huge += ",0-1";
-  EXPECT_EQ(status_of(exchange("GET /v1/data HTTP/1.1\r\nHost: x\r\nRange: " + huge + "\r\n\r\n")),
-            200);
+  EXPECT_EQ(status_of(exchange("GET /v1/data HTTP/1.1\r\nHost: x\r\nRange: " + huge + "\r\n\r\n")), 200);
 }
 
 TEST_F(HostileTest, OversizedHeadersAreRefused) {

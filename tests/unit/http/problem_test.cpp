@@ -44,16 +44,11 @@ TEST_P(ProblemMapping, ErrcMapsToStatusAndType) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllCodes, ProblemMapping,
-    ::testing::Values(Case{errc::bad_input, 400, "bad_input"},
-                      Case{errc::invalid_config, 400, "invalid_config"},
-                      Case{errc::not_found, 404, "not_found"},
-                      Case{errc::conflict, 409, "conflict"},
-                      Case{errc::invalid_transition, 409, "invalid_transition"},
-                      Case{errc::locked, 423, "locked"},
-                      Case{errc::forbidden, 403, "forbidden"},
-                      Case{errc::unavailable, 503, "unavailable"},
-                      Case{errc::timeout, 504, "timeout"},
-                      Case{errc::internal, 500, "internal"}),
+    ::testing::Values(Case{errc::bad_input, 400, "bad_input"}, Case{errc::invalid_config, 400, "invalid_config"},
+                      Case{errc::not_found, 404, "not_found"}, Case{errc::conflict, 409, "conflict"},
+                      Case{errc::invalid_transition, 409, "invalid_transition"}, Case{errc::locked, 423, "locked"},
+                      Case{errc::forbidden, 403, "forbidden"}, Case{errc::unavailable, 503, "unavailable"},
+                      Case{errc::timeout, 504, "timeout"}, Case{errc::internal, 500, "internal"}),
     // Named by the problem type: stable test names (the default prints the
     // bytes of the struct, a pointer included, which change from run to run).
     [](const ::testing::TestParamInfo<Case>& p) { return std::string(p.param.type); });
@@ -98,9 +93,8 @@ TEST(Problem, UnknownExceptionIsGeneric500) {
 TEST(Problem, ExplicitProblemBody) {
   const Response r = problem(413, "Payload Too Large", "too big \"really\"", "body");
   EXPECT_EQ(r.status, 413);
-  EXPECT_EQ(r.body,
-            R"({"type":"https://conveyor.dev/problems/payload_too_large","title":"Payload Too Large",)"
-            R"("status":413,"detail":"too big \"really\"","field":"body"})");
+  EXPECT_EQ(r.body, R"({"type":"https://conveyor.dev/problems/payload_too_large","title":"Payload Too Large",)"
+                    R"("status":413,"detail":"too big \"really\"","field":"body"})");
 }
 
 }  // namespace

@@ -34,26 +34,21 @@ class ServerTest : public ::testing::Test {
                                            [this] { return broker_up_.load(); }, &registry_});
     server_.route("GET", "/v1/jobs/{id}", [](const Request& req) {
       if (req.path_param("id") == "404") throw Error(errc::not_found, "job 404 does not exist");
-      return Response::json({{"id", req.path_param("id")}, {"view", req.query_param("view", "short")},
+      return Response::json({{"id", req.path_param("id")},
+                             {"view", req.query_param("view", "short")},
                              {"trace", req.header("X-TRACE").value_or("")}});
     });
-    server_.route("GET", "/v1/jobs/special", [](const Request&) {
-      return Response::json({{"special", true}});
-    });
+    server_.route("GET", "/v1/jobs/special", [](const Request&) { return Response::json({{"special", true}}); });
     server_.route("POST", "/v1/jobs", [](const Request& req) {
       const nlohmann::json body = req.json();
       return Response::json({{"got", body}}, 201);
     });
-    server_.route("POST", "/v1/boom", [](const Request&) -> Response {
-      throw std::runtime_error("secret internals");
-    });
+    server_.route("POST", "/v1/boom", [](const Request&) -> Response { throw std::runtime_error("secret internals"); });
     server_.start();
     ASSERT_GT(server_.port(), 0);
   }
 
-  std::string url(const std::string& path) const {
-    return "http://127.0.0.1:" + std::to_string(server_.port()) + path;
-  }
+  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(server_.port()) + path; }
 
   static nlohmann::json json_of(const ClientResponse& r) { return nlohmann::json::parse(r.body); }
 

@@ -177,10 +177,9 @@ class TlsTest : public ::testing::Test {
     std::string pattern = (fs::temp_directory_path() / "conveyor-tls-XXXXXX").string();
     ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
     dir_ = pattern;
-    const auto r =
-        conveyor::testing::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
-                                "1", "-subj", "/CN=127.0.0.1", "-addext",
-                                "subjectAltName=IP:127.0.0.1", "-keyout", key(), "-out", cert()});
+    const auto r = conveyor::testing::run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                           "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                                           "-keyout", key(), "-out", cert()});
     ASSERT_EQ(r.status, 0) << r.output;
   }
   static void TearDownTestSuite() {
@@ -195,17 +194,12 @@ class TlsTest : public ::testing::Test {
     o.tls_cert_file = cert();
     o.tls_key_file = key();
     server_ = std::make_unique<Server>("127.0.0.1", 0, o);
-    add_admin_routes(*server_,
-                     AdminOptions{"conveyor-test", "1", [] { return true; }, nullptr, &registry_});
-    server_->route("GET", "/v1/data", [](const Request&) {
-      return Response::json({{"data", "over tls"}});
-    });
+    add_admin_routes(*server_, AdminOptions{"conveyor-test", "1", [] { return true; }, nullptr, &registry_});
+    server_->route("GET", "/v1/data", [](const Request&) { return Response::json({{"data", "over tls"}}); });
     server_->route("POST", "/v1/jobs", [](const Request& req) {
       return Response::json({{"bytes", req.body.size()}}, 201);
     });
-    server_->route("GET", "/v1/big", [](const Request&) {
-      return Response::text(std::string(16 * 1024 * 1024, 'b'));
-    });
+    server_->route("GET", "/v1/big", [](const Request&) { return Response::text(std::string(16 * 1024 * 1024, 'b')); });
     server_->start();
   }
   int port() const { return server_->port(); }
@@ -232,8 +226,7 @@ TEST_F(TlsTest, HttpsAnswersWithTheBody) {
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(nlohmann::json::parse(r.body)["data"], "over tls");
   // A body is read through TLS as well.
-  const ClientResponse posted =
-      http_request("POST", url("/v1/jobs"), R"({"type":"x"})", {}, 5s, trusting());
+  const ClientResponse posted = http_request("POST", url("/v1/jobs"), R"({"type":"x"})", {}, 5s, trusting());
   EXPECT_EQ(posted.status, 201);
   EXPECT_EQ(nlohmann::json::parse(posted.body)["bytes"], 12);
 }
@@ -262,8 +255,7 @@ TEST_F(TlsTest, PlainHttpGetsNoHttpAnswerAndTheServerKeepsServing) {
   }
   // The http client asking in plain HTTP: a transport error, not a status.
   try {
-    const auto r =
-        http_request("GET", "http://127.0.0.1:" + std::to_string(port()) + "/healthz", "", {}, 5s);
+    const auto r = http_request("GET", "http://127.0.0.1:" + std::to_string(port()) + "/healthz", "", {}, 5s);
     ADD_FAILURE() << "plain HTTP was answered " << r.status;
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), errc::unavailable) << e.what();
@@ -423,8 +415,8 @@ TEST_F(TlsFilesTest, UnusableFilesAreRefusedAtConstruction) {
 
   // A key of another certificate.
   const std::string other = (dir_ / "other.pem").string();
-  auto r = conveyor::testing::run({"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                                   "ec_paramgen_curve:P-256", "-out", other});
+  auto r = conveyor::testing::run(
+      {"openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", other});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_THAT(refusal(cert(), other), HasSubstr("does not belong to the certificate"));
 
@@ -441,12 +433,11 @@ TEST_F(TlsFilesTest, UnusableFilesAreRefusedAtConstruction) {
 TEST_F(TlsTest, TheHealthProbeAsksOverHttps) {
   start();
   const std::string port = std::to_string(this->port());
-  const config::Config config =
-      config::load(runtime::service_schema(), {},
-                   {{"CONVEYOR_DATABASE_URL", "postgresql://conveyor@db.invalid/conveyor"},
-                    {"CONVEYOR_HTTP_PORT", port},
-                    {"CONVEYOR_TLS_CERT_FILE", cert()},
-                    {"CONVEYOR_TLS_KEY_FILE", key()}});
+  const config::Config config = config::load(runtime::service_schema(), {},
+                                             {{"CONVEYOR_DATABASE_URL", "postgresql://conveyor@db.invalid/conveyor"},
+                                              {"CONVEYOR_HTTP_PORT", port},
+                                              {"CONVEYOR_TLS_CERT_FILE", cert()},
+                                              {"CONVEYOR_TLS_KEY_FILE", key()}});
   EXPECT_EQ(runtime::readyz_url(config, 0), "https://127.0.0.1:" + port + "/readyz");
   const runtime::CheckResult r = runtime::check_ready(config, 0);
   EXPECT_TRUE(r.ok) << r.message;

@@ -39,8 +39,8 @@ TEST(Logging, JsonFormatIsOneEscapedObjectPerLine) {
   EXPECT_EQ(first["level"], "info");
   EXPECT_EQ(first["service"], "conveyor-test");
   EXPECT_EQ(first["logger"], "db");
-  EXPECT_TRUE(std::regex_match(first["time"].get<std::string>(),
-                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")))
+  EXPECT_TRUE(
+      std::regex_match(first["time"].get<std::string>(), std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")))
       << first["time"];
   const auto second = nlohmann::json::parse(lines[1]);
   EXPECT_EQ(second["level"], "warn");
@@ -64,8 +64,7 @@ TEST(Logging, ParseNames) {
 }
 
 TEST(Logging, RedactUrl) {
-  EXPECT_EQ(redact_url("postgresql://u:p@h:5432/db?sslmode=require"),
-            "postgresql://u:****@h:5432/db?sslmode=require");
+  EXPECT_EQ(redact_url("postgresql://u:p@h:5432/db?sslmode=require"), "postgresql://u:****@h:5432/db?sslmode=require");
   EXPECT_EQ(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
   EXPECT_EQ(redact_url("host=h password=p user=u"), "host=h password=**** user=u");
   // Issue 9: the client key's passphrase is a secret too, and libpq allows

@@ -69,8 +69,7 @@ TEST(Metrics, HistogramWithoutLabels) {
 
 TEST(Metrics, LabelValuesAndHelpAreEscaped) {
   Registry r;
-  r.counter("odd_total", "Help with \\ and\nnewline.", {{"a", "back\\slash"}, {"b", "q\"uote\nnl"}})
-      .inc();
+  r.counter("odd_total", "Help with \\ and\nnewline.", {{"a", "back\\slash"}, {"b", "q\"uote\nnl"}}).inc();
   EXPECT_EQ(r.render(),
             "# HELP odd_total Help with \\\\ and\\nnewline.\n"
             "# TYPE odd_total counter\n"

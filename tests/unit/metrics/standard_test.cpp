@@ -29,8 +29,7 @@ TEST(StandardMetrics, ProcessMetricsAreReadFromProcAtEachRender) {
   EXPECT_NE(before.find("# TYPE process_cpu_seconds_total counter\n"), std::string::npos) << before;
   EXPECT_NE(before.find("# TYPE process_open_fds gauge\n"), std::string::npos) << before;
   EXPECT_GT(value_of(before, "process_resident_memory_bytes"), 1024 * 1024);
-  EXPECT_GE(value_of(before, "process_virtual_memory_bytes"),
-            value_of(before, "process_resident_memory_bytes"));
+  EXPECT_GE(value_of(before, "process_virtual_memory_bytes"), value_of(before, "process_resident_memory_bytes"));
   const double started = value_of(before, "process_start_time_seconds");
   const double now = static_cast<double>(std::time(nullptr));
   EXPECT_GT(started, now - 3600) << "this test process started within the hour";
@@ -48,8 +47,7 @@ TEST(StandardMetrics, ProcessMetricsAreReadFromProcAtEachRender) {
 TEST(StandardMetrics, BuildInfoIsOneWithServiceAndVersion) {
   Registry r;
   register_build_info(r, "conveyor-test", "1.2.3");
-  EXPECT_NE(r.render().find("conveyor_build_info{service=\"conveyor-test\",version=\"1.2.3\"} 1\n"),
-            std::string::npos)
+  EXPECT_NE(r.render().find("conveyor_build_info{service=\"conveyor-test\",version=\"1.2.3\"} 1\n"), std::string::npos)
       << r.render();
 }
 

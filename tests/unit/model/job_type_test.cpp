@@ -197,8 +197,7 @@ TEST(JobTypeParse, ParamsSchemaIsChecked) {
   j["params_schema"] = {{"properties", {{"tile", {{"type", "text"}}}}}};
   EXPECT_NE(parse_error(j).find("params_schema.properties.tile.type"), std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"patern", "x"}}}}}};
-  EXPECT_NE(parse_error(j).find("unsupported keyword 'patern' (did you mean 'pattern'?)"),
-            std::string::npos);
+  EXPECT_NE(parse_error(j).find("unsupported keyword 'patern' (did you mean 'pattern'?)"), std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}}}}}, {"required", {"date"}}};
   EXPECT_NE(parse_error(j).find("params_schema.required"), std::string::npos);
   j["params_schema"] = {{"properties", {{"job_id", {{"type", "string"}}}}}};
@@ -251,26 +250,18 @@ TEST(JobTypeFile, ShippedExampleFileParses) {
 TEST(JobTypeParse, FullJsonSchemaBelowEachParameterIsCheckedWhenApplied) {
   json j = minimal();
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", "([a-z]"}}}}}};
-  EXPECT_NE(
-      parse_error(j).find("params_schema.properties.tile.pattern: not a valid regular expression"),
-      std::string::npos);
-  j["params_schema"] = {
-      {"properties", {{"tile", {{"type", "string"}, {"pattern", std::string(300, 'a')}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: at most 256 characters"),
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: not a valid regular expression"),
             std::string::npos);
+  j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"pattern", std::string(300, 'a')}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.pattern: at most 256 characters"), std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"format", "email"}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.format: must be one of date"),
-            std::string::npos);
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.format: must be one of date"), std::string::npos);
   j["params_schema"] = {
-      {"properties",
-       {{"tile",
-         {{"type", "object"}, {"properties", {{"x", {{"type", "integer"}, {"maxium", 3}}}}}}}}}};
-  EXPECT_NE(parse_error(j).find(
-                "params_schema.properties.tile.properties.x: unsupported keyword 'maxium'"),
+      {"properties", {{"tile", {{"type", "object"}, {"properties", {{"x", {{"type", "integer"}, {"maxium", 3}}}}}}}}}};
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.properties.x: unsupported keyword 'maxium'"),
             std::string::npos);
   j["params_schema"] = {{"properties", {{"tile", {{"type", "string"}, {"default", 5}}}}}};
-  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.default: params.tile:"),
-            std::string::npos);
+  EXPECT_NE(parse_error(j).find("params_schema.properties.tile.default: params.tile:"), std::string::npos);
 }
 
 // ------------------------------------------------------------ validate_params
@@ -295,36 +286,29 @@ bool has_problem(const std::vector<std::string>& problems, const std::string& te
 
 TEST(ValidateParams, AcceptsValidParams) {
   EXPECT_TRUE(validate_params(kSchema, {{"seconds", 1.5}}).empty());
-  EXPECT_TRUE(validate_params(kSchema, {{"seconds", 3600},
-                                        {"count", 2},
-                                        {"tile", "32TLR"},
-                                        {"mode", "fast"},
-                                        {"dry", true},
-                                        {"list", {1, 2}}})
-                  .empty());
   EXPECT_TRUE(
-      validate_params(kSchema, {{"seconds", 1}, {"count", 2.0}}).empty());  // 2.0 is an integer
-  EXPECT_TRUE(validate_params(json::object(), {{"anything", 1}}).empty());  // no schema
+      validate_params(
+          kSchema,
+          {{"seconds", 3600}, {"count", 2}, {"tile", "32TLR"}, {"mode", "fast"}, {"dry", true}, {"list", {1, 2}}})
+          .empty());
+  EXPECT_TRUE(validate_params(kSchema, {{"seconds", 1}, {"count", 2.0}}).empty());  // 2.0 is an integer
+  EXPECT_TRUE(validate_params(json::object(), {{"anything", 1}}).empty());          // no schema
 }
 
 TEST(ValidateParams, ReportsEachProblemNamingTheParameter) {
   EXPECT_TRUE(has_problem(validate_params(kSchema, json::object()), "params.seconds: required"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", "5"}}),
-                          "params.seconds: expected a number"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", "5"}}), "params.seconds: expected a number"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", -1}}), "params.seconds: must be >= 0"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 5000}}), "params.seconds: must be <= 3600"));
   EXPECT_TRUE(
-      has_problem(validate_params(kSchema, {{"seconds", -1}}), "params.seconds: must be >= 0"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 5000}}),
-                          "params.seconds: must be <= 3600"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"count", 1.5}}),
-                          "params.count: expected an integer"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"tile", "32T"}}),
-                          "params.tile: must be at least"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"mode", "medium"}}),
-                          "params.mode: must be one of"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"dry", "yes"}}),
-                          "params.dry: expected a boolean"));
-  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"secs", 1}}),
-                          "params.secs: unknown parameter"));
+      has_problem(validate_params(kSchema, {{"seconds", 1}, {"count", 1.5}}), "params.count: expected an integer"));
+  EXPECT_TRUE(
+      has_problem(validate_params(kSchema, {{"seconds", 1}, {"tile", "32T"}}), "params.tile: must be at least"));
+  EXPECT_TRUE(
+      has_problem(validate_params(kSchema, {{"seconds", 1}, {"mode", "medium"}}), "params.mode: must be one of"));
+  EXPECT_TRUE(
+      has_problem(validate_params(kSchema, {{"seconds", 1}, {"dry", "yes"}}), "params.dry: expected a boolean"));
+  EXPECT_TRUE(has_problem(validate_params(kSchema, {{"seconds", 1}, {"secs", 1}}), "params.secs: unknown parameter"));
   EXPECT_TRUE(has_problem(validate_params(kSchema, json::array()), "params: expected an object"));
   const auto many = validate_params(kSchema, {{"count", "x"}, {"extra", 1}});
   EXPECT_EQ(many.size(), 3u);
@@ -338,8 +322,7 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
       {"type", "object"},
       {"properties",
        {{"tile", {{"type", "string"}, {"pattern", "^[0-9]{2}[A-Z]{3}$"}, {"default", "32TLR"}}},
-        {"dates",
-         {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}, {"minItems", 1}}},
+        {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}, {"minItems", 1}}},
         {"area",
          {{"type", "object"},
           {"properties",
@@ -354,29 +337,21 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
                                        {"dates", {"2026-11-30", "2026-12-01"}},
                                        {"area", {{"west", 5.5}, {"corners", {1, 2.0}}}}})
                   .empty());
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32tlr"}}),
-                          "params.tile: failed to match regex"));
-  EXPECT_TRUE(has_problem(
-      validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-11-30", "yesterday"}}}),
-      "params.dates[1]: string should be a valid date"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-13-01"}}}),
-                          "params.dates[0]"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32tlr"}}), "params.tile: failed to match regex"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-11-30", "yesterday"}}}),
+                          "params.dates[1]: string should be a valid date"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {"2026-13-01"}}}), "params.dates[0]"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {3}}}), "params.dates[0]"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", json::array()}}), "params.dates:"));
   EXPECT_TRUE(
-      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", {3}}}), "params.dates[0]"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"dates", json::array()}}),
-                          "params.dates:"));
-  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", -200}}}}),
-                          "params.area.west:"));
+      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", -200}}}}), "params.area.west:"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"corners", {1}}}}}),
+                          "params.area:"));  // west is required
   EXPECT_TRUE(
-      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"corners", {1}}}}}),
-                  "params.area:"));  // west is required
-  EXPECT_TRUE(has_problem(
-      validate_params(schema,
-                      {{"tile", "32TLR"}, {"area", {{"west", 1}, {"corners", {1, "two"}}}}}),
-      "params.area.corners[1]:"));
-  EXPECT_TRUE(has_problem(
-      validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"north", 2}}}}),
-      "params.area:"));  // additionalProperties false
+      has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"corners", {1, "two"}}}}}),
+                  "params.area.corners[1]:"));
+  EXPECT_TRUE(has_problem(validate_params(schema, {{"tile", "32TLR"}, {"area", {{"west", 1}, {"north", 2}}}}),
+                          "params.area:"));  // additionalProperties false
   // The project's own messages are unchanged and not repeated by the validator.
   const auto own = validate_params(schema, {{"tile", 5}});
   ASSERT_EQ(own.size(), 1u) << own.front();
@@ -388,12 +363,11 @@ TEST(ValidateParams, PatternItemsFormatAndNestedObjectsAreEnforced) {
 // one submitted job could take conveyor-creation down.
 TEST(ValidateParams, AValueTooLongForARegexIsRefusedNotMatched) {
   json j = minimal();
-  j["params_schema"] = {
-      {"type", "object"},
-      {"properties",
-       {{"tile", {{"type", "string"}, {"pattern", "^[a-z]+$"}}},
-        {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}}},
-        {"note", {{"type", "string"}}}}}};
+  j["params_schema"] = {{"type", "object"},
+                        {"properties",
+                         {{"tile", {{"type", "string"}, {"pattern", "^[a-z]+$"}}},
+                          {"dates", {{"type", "array"}, {"items", {{"type", "string"}, {"format", "date"}}}}},
+                          {"note", {{"type", "string"}}}}}};
   const json schema = parse_job_type(j).params_schema;
   const std::string huge(200000, 'a');
   const std::string digits(200000, '1');
@@ -411,9 +385,8 @@ TEST(ValidateParams, AValueTooLongForARegexIsRefusedNotMatched) {
 
   // A schema that reads nothing with a regex takes any length.
   json plain = minimal();
-  plain["params_schema"] = {
-      {"type", "object"},
-      {"properties", {{"tile", {{"type", "string"}}}, {"note", {{"type", "string"}}}}}};
+  plain["params_schema"] = {{"type", "object"},
+                            {"properties", {{"tile", {{"type", "string"}}}, {"note", {{"type", "string"}}}}}};
   EXPECT_TRUE(validate_params(parse_job_type(plain).params_schema, {{"tile", huge}, {"note", huge}}).empty());
 }
 
@@ -433,22 +406,19 @@ TEST(RenderArgv, ExpandsBuiltinsAndInputs) {
   ctx.attempt = 1;
   ctx.output_dir = "/data/outputs/job-42/";
   ctx.inputs = {"/in/a.json", "/in/b c.json"};
-  const auto argv = render_argv(
-      {"tool", "--job={job_id}", "{attempt}", "--out", "{output_dir}", "{inputs}", "end"}, ctx);
-  EXPECT_EQ(argv,
-            (std::vector<std::string>{"tool", "--job=42", "1", "--out", "/data/outputs/job-42/",
-                                      "/in/a.json", "/in/b c.json", "end"}));
+  const auto argv =
+      render_argv({"tool", "--job={job_id}", "{attempt}", "--out", "{output_dir}", "{inputs}", "end"}, ctx);
+  EXPECT_EQ(argv, (std::vector<std::string>{"tool", "--job=42", "1", "--out", "/data/outputs/job-42/", "/in/a.json",
+                                            "/in/b c.json", "end"}));
   ctx.inputs.clear();
   EXPECT_EQ(render_argv({"tool", "{inputs}"}, ctx), (std::vector<std::string>{"tool"}));
 }
 
 TEST(RenderArgv, RendersValuesByType) {
   ArgvContext ctx;
-  ctx.params = {{"n", 3},      {"x", 2.5},        {"b", false},
-                {"s", "text"}, {"a", {1, "two"}}, {"o", {{"k", 1}}}};
+  ctx.params = {{"n", 3}, {"x", 2.5}, {"b", false}, {"s", "text"}, {"a", {1, "two"}}, {"o", {{"k", 1}}}};
   EXPECT_EQ(render_argv({"{n}", "{x}", "{b}", "{s}", "{a}", "{o}", "n={n},s={s}"}, ctx),
-            (std::vector<std::string>{"3", "2.5", "false", "text", R"([1,"two"])", R"({"k":1})",
-                                      "n=3,s=text"}));
+            (std::vector<std::string>{"3", "2.5", "false", "text", R"([1,"two"])", R"({"k":1})", "n=3,s=text"}));
 }
 
 TEST(RenderArgv, DoubledBracesAreLiteral) {
@@ -481,8 +451,7 @@ TEST(JobTypeParse, ARunnerIsProcessOrResidentAndAResidentCommandHasNoPerJobPlace
   EXPECT_EQ(t.runner, "resident");
   EXPECT_EQ(parse_job_type(t.to_json()).to_json(), t.to_json());
   j["runner"] = "daemon";
-  EXPECT_NE(parse_error(j).find("job type 'warm': runner: must be \"process\""), std::string::npos)
-      << parse_error(j);
+  EXPECT_NE(parse_error(j).find("job type 'warm': runner: must be \"process\""), std::string::npos) << parse_error(j);
   j["runner"] = "resident";
   j["command"] = {"tool", "--tile", "{job_id}"};
   EXPECT_NE(parse_error(j).find("command[2]: placeholder {job_id}: a resident type's command is "
@@ -491,7 +460,6 @@ TEST(JobTypeParse, ARunnerIsProcessOrResidentAndAResidentCommandHasNoPerJobPlace
       << parse_error(j);
   j["command"] = {"tool"};
   j["image"] = "tool:1";
-  EXPECT_NE(parse_error(j).find("runner: \"resident\" runs a process on the worker"),
-            std::string::npos)
+  EXPECT_NE(parse_error(j).find("runner: \"resident\" runs a process on the worker"), std::string::npos)
       << parse_error(j);
 }

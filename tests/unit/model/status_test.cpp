@@ -19,8 +19,7 @@ const std::map<S, std::set<S>>& design_table() {
       {S::configured, {S::ready, S::internal_error, S::canceled}},
       {S::ready, {S::queued, S::internal_error, S::canceled}},
       {S::queued, {S::started, S::ready, S::internal_error, S::canceled}},
-      {S::started,
-       {S::processed, S::ready, S::failed, S::internal_error, S::external_error, S::canceled}},
+      {S::started, {S::processed, S::ready, S::failed, S::internal_error, S::external_error, S::canceled}},
       {S::processed, {S::done, S::external_error, S::internal_error, S::canceled}},
       {S::failed, {S::error_checked}},
       {S::internal_error, {S::error_checked}},
@@ -37,8 +36,7 @@ TEST(JobStatus, EveryPairMatchesTheDesignTable) {
   for (S from : kAllStatuses) {
     const auto& allowed = design_table().at(from);
     for (S to : kAllStatuses) {
-      EXPECT_EQ(is_valid_transition(from, to), allowed.count(to) == 1)
-          << to_string(from) << " -> " << to_string(to);
+      EXPECT_EQ(is_valid_transition(from, to), allowed.count(to) == 1) << to_string(from) << " -> " << to_string(to);
     }
   }
 }
@@ -56,11 +54,9 @@ TEST(JobStatus, AllowedFromListsTheRowInOrder) {
 }
 
 TEST(JobStatus, HotPathIsAllowed) {
-  const std::vector<S> path = {S::initialized, S::configured, S::ready, S::queued,
-                               S::started,     S::processed,  S::done};
+  const std::vector<S> path = {S::initialized, S::configured, S::ready, S::queued, S::started, S::processed, S::done};
   for (std::size_t i = 1; i < path.size(); ++i) {
-    EXPECT_TRUE(is_valid_transition(path[i - 1], path[i]))
-        << to_string(path[i - 1]) << " -> " << to_string(path[i]);
+    EXPECT_TRUE(is_valid_transition(path[i - 1], path[i])) << to_string(path[i - 1]) << " -> " << to_string(path[i]);
   }
 }
 

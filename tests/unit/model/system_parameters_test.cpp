@@ -49,8 +49,7 @@ TEST(SinkAllowedHosts, AddressesMatchWholeAndIpv6InAnyForm) {
   const auto p = with_hosts({"127.0.0.1", "[::1]", "2001:db8::1"});
   EXPECT_TRUE(p.sink_host_allowed("127.0.0.1"));
   EXPECT_FALSE(p.sink_host_allowed("127.0.0.2"));
-  EXPECT_FALSE(
-      p.sink_host_allowed("127.1"));  // another spelling: refused, never wrongly let through
+  EXPECT_FALSE(p.sink_host_allowed("127.1"));  // another spelling: refused, never wrongly let through
   EXPECT_TRUE(p.sink_host_allowed("::1"));
   EXPECT_TRUE(p.sink_host_allowed("[0:0:0:0:0:0:0:1]"));
   EXPECT_TRUE(p.sink_host_allowed("2001:DB8:0::1"));
@@ -67,13 +66,13 @@ TEST(SinkAllowedHosts, CanonicalHost) {
 
 TEST(SinkAllowedHosts, EntriesAreHostNamesAddressesOrSuffixes) {
   std::string why;
-  for (const char* ok : {"hooks.example.org", ".example.org", "localhost", "127.0.0.1", "::1",
-                         "[2001:db8::1]", "my_host-1.internal", "example.org."}) {
+  for (const char* ok : {"hooks.example.org", ".example.org", "localhost", "127.0.0.1", "::1", "[2001:db8::1]",
+                         "my_host-1.internal", "example.org."}) {
     EXPECT_TRUE(valid_sink_host_entry(ok, why)) << ok << ": " << why;
   }
-  for (const char* bad : {"", ".", "https://hooks.example.org", "hooks.example.org:443",
-                          "hooks.example.org/path", "*.example.org", "user@hooks.example.org",
-                          "hooks example.org", "a..b", ".0.1", "[::1]:80", "hooks.example.org\n"}) {
+  for (const char* bad :
+       {"", ".", "https://hooks.example.org", "hooks.example.org:443", "hooks.example.org/path", "*.example.org",
+        "user@hooks.example.org", "hooks example.org", "a..b", ".0.1", "[::1]:80", "hooks.example.org\n"}) {
     why.clear();
     EXPECT_FALSE(valid_sink_host_entry(bad, why)) << "'" << bad << "' was accepted";
     EXPECT_FALSE(why.empty()) << bad;

@@ -42,15 +42,13 @@ TEST(WebhookHost, TheHostIsWhatTheClientConnectsTo) {
 
 TEST(WebhookHost, WhatCannotBeReadIsNoHost) {
   for (const std::string& bad : std::vector<std::string>{
-           "", "hooks.example.org", "ftp://hooks.example.org/", "file:///etc/passwd", "http:///x",
-           "http://@/x", "http://hooks.example.org:/x", "http://hooks.example.org:80:81/",
-           "http://hooks.example.org:http/", "http://hooks.example.org:123456/",
-           "http://hooks%2eexample.org/", "http://hooks.example.org%00.evil.com/",
-           std::string("http://allowed.example\0.evil.com/", 33), "http://all owed.example/",
-           "http://[::1/", "http://[::1]x/", "http://[evil.com]/", " http://hooks.example.org/",
+           "", "hooks.example.org", "ftp://hooks.example.org/", "file:///etc/passwd", "http:///x", "http://@/x",
+           "http://hooks.example.org:/x", "http://hooks.example.org:80:81/", "http://hooks.example.org:http/",
+           "http://hooks.example.org:123456/", "http://hooks%2eexample.org/", "http://hooks.example.org%00.evil.com/",
+           std::string("http://allowed.example\0.evil.com/", 33), "http://all owed.example/", "http://[::1/",
+           "http://[::1]x/", "http://[evil.com]/", " http://hooks.example.org/",
            "http://xn--hks-qoa.example.org\xC3\xB6/"}) {
-    EXPECT_FALSE(webhook_host(bad).has_value())
-        << "'" << bad << "' gave " << webhook_host(bad).value_or("");
+    EXPECT_FALSE(webhook_host(bad).has_value()) << "'" << bad << "' gave " << webhook_host(bad).value_or("");
   }
 }
 
@@ -77,11 +75,10 @@ TEST(SinkRefusal, HostileUrlsAreRefusedNamingTheHostOnly) {
   EXPECT_EQ(refused->find("path-token"), std::string::npos) << *refused;
 
   for (const char* url :
-       {"http://evil.com#@allowed.example", "http://evil.com?@allowed.example",
-        "http://allowed.example.evil.com/", "http://evilallowed.example/",
-        "http://hooks.example.org/", "http://hooks.example.org.evil.com/",
-        "http://EVIL.com:80/allowed.example", "http://allowed.example%00.evil.com/",
-        "http://[::1]/", "gopher://allowed.example/"}) {
+       {"http://evil.com#@allowed.example", "http://evil.com?@allowed.example", "http://allowed.example.evil.com/",
+        "http://evilallowed.example/", "http://hooks.example.org/", "http://hooks.example.org.evil.com/",
+        "http://EVIL.com:80/allowed.example", "http://allowed.example%00.evil.com/", "http://[::1]/",
+        "gopher://allowed.example/"}) {
     EXPECT_TRUE(sink_refusal(url, p)) << url << " was let through";
   }
 }

@@ -75,8 +75,7 @@ TEST_F(CheckTest, AWildcardListenAddressIsAskedOnLoopback) {
     EXPECT_EQ(readyz_url(config, 0), "http://127.0.0.1:" + port_ + "/readyz") << host;
     EXPECT_TRUE(check_ready(config, 0).ok) << host;
   }
-  EXPECT_EQ(readyz_url(load({{"CONVEYOR_HTTP_PORT", "9"}, {"CONVEYOR_HTTP_HOST", "::1"}}), 0),
-            "http://[::1]:9/readyz");
+  EXPECT_EQ(readyz_url(load({{"CONVEYOR_HTTP_PORT", "9"}, {"CONVEYOR_HTTP_HOST", "::1"}}), 0), "http://[::1]:9/readyz");
 }
 
 TEST_F(CheckTest, TheServicesDefaultPortAppliesWhenThePortIsNotSet) {

@@ -46,8 +46,7 @@ TEST(ContainerArgs, NameLabelsUserAndNoNetworkByDefault) {
   EXPECT_EQ(after(a, "--name"), "conveyor-job-391-2");
   EXPECT_EQ(container_name(391, 2), "conveyor-job-391-2");
   for (const char* label : {"io.conveyor.installation=a1b2c3", "io.conveyor.job-id=391",
-                            "io.conveyor.job-type=fsc-rlie", "io.conveyor.attempt=2",
-                            "io.conveyor.worker=w-1"}) {
+                            "io.conveyor.job-type=fsc-rlie", "io.conveyor.attempt=2", "io.conveyor.worker=w-1"}) {
     EXPECT_EQ(count(a, label), 1u) << label;
   }
   EXPECT_EQ(after(a, "--user"), "10001:10001");
@@ -85,8 +84,9 @@ TEST(ContainerArgs, WithAnEnvFileNoValueIsOnTheCommandLineButOneWithANewline) {
 TEST(ContainerArgs, APathWithAColonMountsAndOneWithACommaIsRefusedByName) {
   auto s = spec();
   s.inputs = {"/data/outputs/job-7/fsc_2026-01-01T10:00:00.json"};
-  EXPECT_EQ(count(run_arguments(s), "type=bind,source=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,"
-                                    "target=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,readonly"),
+  EXPECT_EQ(count(run_arguments(s),
+                  "type=bind,source=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,"
+                  "target=/data/outputs/job-7/fsc_2026-01-01T10:00:00.json,readonly"),
             1u);
   s.inputs = {"/data/outputs/job-7/a,b.json"};
   try {

@@ -41,8 +41,7 @@ TEST(JobEnvironment, TheBaseIsMinimal) {
                                                 {"TZ", "UTC"},
                                                 {"TMPDIR", "/scratch"}}));
   // A worker with nothing set still gives its jobs a PATH and a HOME.
-  EXPECT_EQ(job_base_environment({{"SECRET_X", "x"}}),
-            (Env{{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"HOME", "/"}}));
+  EXPECT_EQ(job_base_environment({{"SECRET_X", "x"}}), (Env{{"PATH", "/usr/local/bin:/usr/bin:/bin"}, {"HOME", "/"}}));
 }
 
 TEST(JobEnvironment, TheTypeCannotSetPgOrConveyorNames) {
@@ -55,16 +54,15 @@ TEST(JobEnvironment, TheTypeCannotSetPgOrConveyorNames) {
   EXPECT_FALSE(reserved_env_name("pgpassword"));
 
   std::vector<std::string> refused;
-  const Env env = job_environment(job_base_environment(kWorker),
-                                  {{"GDAL_CACHEMAX", "512"},
-                                   {"PATH", "/type/bin"},
-                                   {"PGPASSWORD", "type-pw"},
-                                   {"CONVEYOR_JOB_ID", "999"},
-                                   {"CONVEYOR_DATABASE_URL", "postgresql://x"}},
-                                  {{"CONVEYOR_JOB_ID", "7"},
-                                   {"CONVEYOR_JOB_ATTEMPT", "0"},
-                                   {"CONVEYOR_OUTPUT_DIR", "/data/outputs/job-7"}},
-                                  &refused);
+  const Env env = job_environment(
+      job_base_environment(kWorker),
+      {{"GDAL_CACHEMAX", "512"},
+       {"PATH", "/type/bin"},
+       {"PGPASSWORD", "type-pw"},
+       {"CONVEYOR_JOB_ID", "999"},
+       {"CONVEYOR_DATABASE_URL", "postgresql://x"}},
+      {{"CONVEYOR_JOB_ID", "7"}, {"CONVEYOR_JOB_ATTEMPT", "0"}, {"CONVEYOR_OUTPUT_DIR", "/data/outputs/job-7"}},
+      &refused);
   EXPECT_EQ(env, (Env{{"PATH", "/type/bin"},
                       {"HOME", "/home/conveyor"},
                       {"LANG", "C.UTF-8"},
@@ -74,8 +72,7 @@ TEST(JobEnvironment, TheTypeCannotSetPgOrConveyorNames) {
                       {"CONVEYOR_JOB_ID", "7"},
                       {"CONVEYOR_JOB_ATTEMPT", "0"},
                       {"CONVEYOR_OUTPUT_DIR", "/data/outputs/job-7"}}));
-  EXPECT_EQ(refused,
-            (std::vector<std::string>{"CONVEYOR_DATABASE_URL", "CONVEYOR_JOB_ID", "PGPASSWORD"}));
+  EXPECT_EQ(refused, (std::vector<std::string>{"CONVEYOR_DATABASE_URL", "CONVEYOR_JOB_ID", "PGPASSWORD"}));
 }
 
 TEST(JobEnvironment, TheRuntimeClientKeepsWhatItNeedsButNoConveyorOrPgVariable) {

@@ -53,8 +53,7 @@ TEST(RunProcess, AProgramNotOnThePathExits127WithASpawnError) {
   const auto r = run(options_for({"conveyor-no-such-program"}));
   EXPECT_EQ(r.outcome.exit_code, 127);
   ASSERT_TRUE(r.outcome.spawn_error.has_value());
-  EXPECT_EQ(*r.outcome.spawn_error,
-            "cannot execute 'conveyor-no-such-program': No such file or directory");
+  EXPECT_EQ(*r.outcome.spawn_error, "cannot execute 'conveyor-no-such-program': No such file or directory");
 }
 
 // A file that passes every check the parent can make (a regular, executable
@@ -62,16 +61,15 @@ TEST(RunProcess, AProgramNotOnThePathExits127WithASpawnError) {
 // and it must still come back as a spawn error, not as a program that
 // exited 127 by itself.
 TEST(RunProcess, AnExecFailureOnlyTheChildSeesIsASpawnErrorWith127) {
-  const fs::path bad = fs::temp_directory_path() / ("conveyor-not-a-program-" +
-                                                    std::to_string(::getpid()));
-  std::ofstream(bad) << "\x7f" << "garbage, no #! line and no ELF header\n";
+  const fs::path bad = fs::temp_directory_path() / ("conveyor-not-a-program-" + std::to_string(::getpid()));
+  std::ofstream(bad) << "\x7f"
+                     << "garbage, no #! line and no ELF header\n";
   fs::permissions(bad, fs::perms::owner_all);
   const auto r = run(options_for({bad.string()}));
   fs::remove(bad);
   EXPECT_EQ(r.outcome.exit_code, 127);
   ASSERT_TRUE(r.outcome.spawn_error.has_value()) << "the exec failure was not reported as such";
-  EXPECT_EQ(*r.outcome.spawn_error,
-            "cannot execute '" + bad.string() + "': Exec format error");
+  EXPECT_EQ(*r.outcome.spawn_error, "cannot execute '" + bad.string() + "': Exec format error");
 }
 
 TEST(RunProcess, ACwdThatCannotBeEnteredIsASpawnErrorWith127) {
@@ -121,8 +119,7 @@ TEST(RunProcess, TheProgramStartsWithDefaultSignalsAndAnEmptyMask) {
   const auto r = run(options_for({"grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"}));
   ::pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
   ::signal(SIGUSR1, SIG_DFL);
-  EXPECT_EQ(r.out, (std::vector<std::string>{"SigBlk:\t0000000000000000",
-                                             "SigIgn:\t0000000000000000"}));
+  EXPECT_EQ(r.out, (std::vector<std::string>{"SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"}));
 }
 
 TEST(RunProcess, ATimeoutKillsTheWholeGroupAndRusageIsRecorded) {
@@ -164,17 +161,15 @@ TEST(RunProcess, DISABLED_CpuPerSpawn) {
   auto cpu_ms = [](int who) {
     rusage ru{};
     ::getrusage(who, &ru);
-    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
   };
   const double self0 = cpu_ms(RUSAGE_SELF);
   const double children0 = cpu_ms(RUSAGE_CHILDREN);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < kRuns; ++i) ASSERT_EQ(run(options_for({"sleep", "0"})).outcome.exit_code, 0);
   const double wall = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("per spawn of `sleep 0` (%d runs): worker CPU %.3f ms, child CPU %.3f ms, wall %.3f ms\n",
-              kRuns, (cpu_ms(RUSAGE_SELF) - self0) / kRuns,
-              (cpu_ms(RUSAGE_CHILDREN) - children0) / kRuns, wall / kRuns);
+  std::printf("per spawn of `sleep 0` (%d runs): worker CPU %.3f ms, child CPU %.3f ms, wall %.3f ms\n", kRuns,
+              (cpu_ms(RUSAGE_SELF) - self0) / kRuns, (cpu_ms(RUSAGE_CHILDREN) - children0) / kRuns, wall / kRuns);
 }
 
 }  // namespace

@@ -226,8 +226,8 @@ bool is_help_flag(const std::string& a) { return a == "--help" || a == "-h"; }
   std::string known;
   for (const auto& k : with_value) known += (known.empty() ? "" : ", ") + k + " VALUE";
   for (const auto& k : flags) known += (known.empty() ? "" : ", ") + k;
-  throw FieldError(name, command + ": unknown option " + name +
-                             (known.empty() ? " (it takes none)" : " (expected " + known + ")"));
+  throw FieldError(
+      name, command + ": unknown option " + name + (known.empty() ? " (it takes none)" : " (expected " + known + ")"));
 }
 
 }  // namespace
@@ -294,15 +294,15 @@ Options parse_options(const std::vector<std::string>& args, const std::string& c
   return o;
 }
 
-std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback,
-                        std::int64_t min, std::int64_t max) {
+std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback, std::int64_t min,
+                        std::int64_t max) {
   const auto v = o.get(name);
   if (!v) return fallback;
   std::int64_t n = 0;
   const auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
   if (ec != std::errc() || end != v->data() + v->size() || n < min || n > max) {
-    throw FieldError(name, name + ": expected an integer from " + std::to_string(min) + " to " +
-                               std::to_string(max) + ", got '" + *v + "'");
+    throw FieldError(name, name + ": expected an integer from " + std::to_string(min) + " to " + std::to_string(max) +
+                               ", got '" + *v + "'");
   }
   return n;
 }
@@ -331,7 +331,8 @@ std::string display_time(const std::optional<std::string>& t) {
 }
 
 void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& ids, std::size_t limit) {
-  const std::vector<std::int64_t> shown(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(std::min(limit, ids.size())));
+  const std::vector<std::int64_t> shown(ids.begin(),
+                                        ids.begin() + static_cast<std::ptrdiff_t>(std::min(limit, ids.size())));
   std::vector<std::vector<std::string>> rows;
   for (const auto& j : model::load_jobs(tx, shown)) {
     rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)),
@@ -450,11 +451,17 @@ void print_table(std::ostream& out, const std::vector<std::string>& headers,
 namespace {
 
 // Every noun: run_cli runs them, help and completion list them from here.
-constexpr SubcommandEntry kNouns[] = {
-    {"db", db_command},         {"config", config_command}, {"job-type", job_type_command},
-    {"job", job_command},       {"worker", worker_command}, {"params", params_command},
-    {"system", system_command}, {"queue", queue_command},   {"events", events_command},
-    {"schedule", schedule_command}, {"token", token_command}};
+constexpr SubcommandEntry kNouns[] = {{"db", db_command},
+                                      {"config", config_command},
+                                      {"job-type", job_type_command},
+                                      {"job", job_command},
+                                      {"worker", worker_command},
+                                      {"params", params_command},
+                                      {"system", system_command},
+                                      {"queue", queue_command},
+                                      {"events", events_command},
+                                      {"schedule", schedule_command},
+                                      {"token", token_command}};
 
 const SubcommandEntry* find_noun(const std::string& name) {
   for (const auto& n : kNouns)

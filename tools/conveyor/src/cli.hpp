@@ -78,9 +78,9 @@ db::PoolOptions pool_options(const Context& ctx);
 // naming the command and the option (Error(bad_input), exit 2), so a typo
 // never runs a command with a default.
 struct Options {
-  std::map<std::string, std::string> values;  // "--status" -> "failed" (given twice: the last)
+  std::map<std::string, std::string> values;                 // "--status" -> "failed" (given twice: the last)
   std::map<std::string, std::vector<std::string>> repeated;  // every value, in order (--set-param)
-  std::set<std::string> flags;                // "--yes"
+  std::set<std::string> flags;                               // "--yes"
   std::vector<std::string> positional;
   std::optional<std::string> get(const std::string& name) const;
   bool has(const std::string& name) const { return flags.count(name) > 0; }
@@ -95,8 +95,8 @@ struct Options {
 Options parse_options(const std::vector<std::string>& args, const std::string& command,
                       const std::set<std::string>& with_value, const std::set<std::string>& flags = {});
 // An integer option within [min, max], or Error(bad_input) naming it.
-std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback,
-                        std::int64_t min, std::int64_t max);
+std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback, std::int64_t min,
+                        std::int64_t max);
 // Asks "<question> [y/N]" on a terminal; without one, refuses (returns false
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);

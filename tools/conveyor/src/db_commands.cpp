@@ -101,7 +101,10 @@ int applied(Context& ctx, db::Migrator& m) {
   if (ctx.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& a : list) {
-      j.push_back({{"id", a.id}, {"name", a.name}, {"comment", a.comment}, {"group_id", a.group_id},
+      j.push_back({{"id", a.id},
+                   {"name", a.name},
+                   {"comment", a.comment},
+                   {"group_id", a.group_id},
                    {"migrated_at", a.migrated_at}});
     }
     ctx.out << j.dump() << "\n";
@@ -174,15 +177,14 @@ std::string scram_sha256_verifier(const std::string& password) {
   std::array<unsigned char, 16> salt{};
   std::array<unsigned char, SHA256_DIGEST_LENGTH> salted{}, client_key{}, stored_key{}, server_key{};
   unsigned int length = 0;
-  const bool ok =
-      RAND_bytes(salt.data(), salt.size()) == 1 &&
-      PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt.data(), salt.size(),
-                        kIterations, EVP_sha256(), salted.size(), salted.data()) == 1 &&
-      HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Client Key"), 10,
-           client_key.data(), &length) != nullptr &&
-      SHA256(client_key.data(), client_key.size(), stored_key.data()) != nullptr &&
-      HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Server Key"), 10,
-           server_key.data(), &length) != nullptr;
+  const bool ok = RAND_bytes(salt.data(), salt.size()) == 1 &&
+                  PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt.data(), salt.size(),
+                                    kIterations, EVP_sha256(), salted.size(), salted.data()) == 1 &&
+                  HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Client Key"),
+                       10, client_key.data(), &length) != nullptr &&
+                  SHA256(client_key.data(), client_key.size(), stored_key.data()) != nullptr &&
+                  HMAC(EVP_sha256(), salted.data(), salted.size(), reinterpret_cast<const unsigned char*>("Server Key"),
+                       10, server_key.data(), &length) != nullptr;
   OPENSSL_cleanse(salted.data(), salted.size());
   if (!ok) throw Error(errc::internal, "cannot compute the SCRAM-SHA-256 verifier (OpenSSL)");
   return "SCRAM-SHA-256$" + std::to_string(kIterations) + ":" + base64(salt.data(), salt.size()) + "$" +
@@ -192,8 +194,8 @@ std::string scram_sha256_verifier(const std::string& password) {
 // Roles are cluster-wide while advisory locks are per database: the lock
 // serialises grant-login runs on one database (two migrate jobs), and the
 // exception handler below covers a CREATE ROLE racing from elsewhere.
-constexpr db::Statement kGrantLoginLock{
-    "cli_grant_login_lock", "SELECT pg_advisory_xact_lock(hashtext('conveyor.db.grant-login'))"};
+constexpr db::Statement kGrantLoginLock{"cli_grant_login_lock",
+                                        "SELECT pg_advisory_xact_lock(hashtext('conveyor.db.grant-login'))"};
 constexpr db::Statement kRoleInfo{
     "cli_grant_login_role_info",
     "SELECT rolcanlogin, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls AS powerful, "
@@ -247,8 +249,10 @@ constexpr db::Statement kIsMember{"cli_grant_login_is_member", "SELECT pg_has_ro
 
 int grant_login(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "db grant-login", {"--role", "--password-file"}, {"--no-password"});
-  if (o.positional.size() != 1 || !o.get("--role") || (o.get("--password-file").has_value() == o.has("--no-password"))) {
-    ctx.err << "usage: conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n";
+  if (o.positional.size() != 1 || !o.get("--role") ||
+      (o.get("--password-file").has_value() == o.has("--no-password"))) {
+    ctx.err
+        << "usage: conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n";
     return kExitUsage;
   }
   const std::string login = o.positional[0];
@@ -282,7 +286,8 @@ int grant_login(Context& ctx, const std::vector<std::string>& args) {
       throw Error(errc::conflict, "refusing to change role " + login +
                                       ": it owns objects (tables, schemas, databases or functions here) or is a "
                                       "member of a role other than the eight service roles, so it would carry "
-                                      "more than " + role + "'s grants; choose a new login name");
+                                      "more than " +
+                                      role + "'s grants; choose a new login name");
     }
     tx.exec(kGrantLoginSettings, {login, role, verifier});
     tx.exec(kGrantLogin);
@@ -293,8 +298,7 @@ int grant_login(Context& ctx, const std::vector<std::string>& args) {
   });
   const std::string password = verifier.empty() ? "no password" : "password from " + *o.get("--password-file");
   if (ctx.json) {
-    ctx.out << nlohmann::json{{"login", login}, {"role", role}, {"created", created},
-                              {"password", !verifier.empty()}}
+    ctx.out << nlohmann::json{{"login", login}, {"role", role}, {"created", created}, {"password", !verifier.empty()}}
                    .dump()
             << "\n";
   } else {

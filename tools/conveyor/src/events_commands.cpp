@@ -41,7 +41,8 @@ std::string describe(const bus::CloudEvent& e) {
     if (d.value("reemitted", false)) line += " [re-emitted]";
     if (d.contains("changed_keys") && d["changed_keys"].is_array()) {
       std::string keys;
-      for (const auto& k : d["changed_keys"]) keys += (keys.empty() ? "" : ",") + (k.is_string() ? k.get<std::string>() : k.dump());
+      for (const auto& k : d["changed_keys"])
+        keys += (keys.empty() ? "" : ",") + (k.is_string() ? k.get<std::string>() : k.dump());
       line += " " + keys;
     }
     if (d.contains("actor") && d["actor"].is_string()) line += " (" + d["actor"].get<std::string>() + ")";
@@ -51,14 +52,16 @@ std::string describe(const bus::CloudEvent& e) {
 
 int tail(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "events tail", {"--topic", "--job", "--count", "--for"}, {"--from-beginning"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "events tail: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "events tail: unexpected argument '" + o.positional[0] + "'");
   const std::string which = o.get("--topic").value_or("all");
   const std::string prefix = ctx.config.get_string("CONVEYOR_TOPIC_PREFIX");
   std::vector<std::string> topics;
   for (const char* t : {bus::kJobsTopic, bus::kParametersTopic, bus::kControlTopic}) {
     if (which == "all" || which == t) topics.push_back(bus::topic_name(prefix, t));
   }
-  if (topics.empty()) throw FieldError("--topic", "--topic: expected jobs, parameters, control or all, got '" + which + "'");
+  if (topics.empty())
+    throw FieldError("--topic", "--topic: expected jobs, parameters, control or all, got '" + which + "'");
   const auto job = o.get("--job");
   if (job && job->find_first_not_of("0123456789") != std::string::npos) {
     throw FieldError("--job", "--job: '" + *job + "' is not a job id");
@@ -66,7 +69,8 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
   const std::int64_t count = int_option(o, "--count", 0, 0, 1'000'000'000);
   const std::int64_t seconds = int_option(o, "--for", 0, 0, 31'536'000);
   const std::string brokers = ctx.config.get_string("CONVEYOR_KAFKA_BROKERS");
-  if (brokers.empty()) throw Error(errc::invalid_config, "CONVEYOR_KAFKA_BROKERS is not set: export it or `. .conveyor/env`");
+  if (brokers.empty())
+    throw Error(errc::invalid_config, "CONVEYOR_KAFKA_BROKERS is not set: export it or `. .conveyor/env`");
 
   bus::ConsumerOptions co;
   co.brokers = brokers;
@@ -107,8 +111,7 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int events_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "events", kEventsUsage,
-                  {{"tail", tail}});
+  return dispatch(ctx, args, "events", kEventsUsage, {{"tail", tail}});
 }
 
 }  // namespace conveyor::cli

@@ -59,16 +59,15 @@ constexpr db::Statement kJobIdExists{"cli_job_id_exists", "SELECT 1 FROM conveyo
 // apply locks each job and changes it only if it is still in that status.
 // $1 status, $2 type, $3/$4 created_at range, $5 ids, $6/$7 a param's value
 // as text (runbook 001 selects by ids and by fields of the job's JSON).
-#define CONVEYOR_PATCH_WHERE                                                   \
-  "WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "           \
-  "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) "          \
-  "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) "           \
-  "  AND ($5::bigint[] IS NULL OR id = ANY($5::bigint[])) "                    \
+#define CONVEYOR_PATCH_WHERE                                          \
+  "WHERE status = $1 AND ($2::text IS NULL OR job_type = $2::text) "  \
+  "  AND ($3::timestamptz IS NULL OR created_at >= $3::timestamptz) " \
+  "  AND ($4::timestamptz IS NULL OR created_at < $4::timestamptz) "  \
+  "  AND ($5::bigint[] IS NULL OR id = ANY($5::bigint[])) "           \
   "  AND ($6::text IS NULL OR params->>$6::text = $7::text) "
-constexpr db::Statement kPatchCandidates{
-    "cli_job_patch_candidates", "SELECT id FROM conveyor.job " CONVEYOR_PATCH_WHERE "ORDER BY id LIMIT $8"};
-constexpr db::Statement kPatchCount{"cli_job_patch_count",
-                                    "SELECT count(*) FROM conveyor.job " CONVEYOR_PATCH_WHERE};
+constexpr db::Statement kPatchCandidates{"cli_job_patch_candidates",
+                                         "SELECT id FROM conveyor.job " CONVEYOR_PATCH_WHERE "ORDER BY id LIMIT $8"};
+constexpr db::Statement kPatchCount{"cli_job_patch_count", "SELECT count(*) FROM conveyor.job " CONVEYOR_PATCH_WHERE};
 #undef CONVEYOR_PATCH_WHERE
 
 constexpr db::Statement kWorkerName{"cli_worker_name", "SELECT name FROM conveyor.worker WHERE id = $1"};
@@ -181,8 +180,10 @@ std::int64_t duration_option(const std::string& option, const std::string& value
   const std::string unit(end, last);
   const std::int64_t factor = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86'400 : 0;
   if (ec != std::errc() || n <= 0 || factor == 0 || n > kMaxSeconds / factor) {
-    throw FieldError(option, option + ": expected a duration such as 30m, 24h or 7d (a positive whole number of "
-                                      "s, m, h or d), got '" + value + "'");
+    throw FieldError(option, option +
+                                 ": expected a duration such as 30m, 24h or 7d (a positive whole number of "
+                                 "s, m, h or d), got '" +
+                                 value + "'");
   }
   return n * factor;
 }
@@ -210,18 +211,10 @@ struct Attempt {
   }
   json to_json() const {
     auto j = [](const auto& v) { return v ? json(*v) : json(nullptr); };
-    return {{"attempt", attempt},
-            {"worker_id", j(worker_id)},
-            {"worker", j(worker)},
-            {"image", j(image)},
-            {"image_digest", j(image_digest)},
-            {"started_at", started_at},
-            {"ended_at", j(ended_at)},
-            {"outcome", j(outcome)},
-            {"exit_code", j(exit_code)},
-            {"wall_ms", j(wall_ms)},
-            {"cpu_user_ms", j(cpu_user_ms)},
-            {"cpu_system_ms", j(cpu_system_ms)},
+    return {{"attempt", attempt},         {"worker_id", j(worker_id)},       {"worker", j(worker)},
+            {"image", j(image)},          {"image_digest", j(image_digest)}, {"started_at", started_at},
+            {"ended_at", j(ended_at)},    {"outcome", j(outcome)},           {"exit_code", j(exit_code)},
+            {"wall_ms", j(wall_ms)},      {"cpu_user_ms", j(cpu_user_ms)},   {"cpu_system_ms", j(cpu_system_ms)},
             {"max_rss_kb", j(max_rss_kb)}};
   }
 };
@@ -249,8 +242,7 @@ std::vector<Attempt> load_attempts(db::Tx& tx, model::JobId id) {
 // Exact ids only. Job ids are dense, so every substring of an id is another
 // job's id: `job kill 91` meant for 391 must not reach job 91 (issue 13).
 model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
-  const bool digits = !arg.empty() && arg.size() <= 18 &&
-                      arg.find_first_not_of("0123456789") == std::string::npos;
+  const bool digits = !arg.empty() && arg.size() <= 18 && arg.find_first_not_of("0123456789") == std::string::npos;
   if (!digits) throw FieldError("ID", "'" + arg + "' is not a job id (digits)");
   const std::int64_t exact = std::stoll(arg);
   if (exact <= 0 || tx.exec(kJobIdExists, {exact}).empty()) {
@@ -299,10 +291,9 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
     std::string error = j.error_subtype.value_or("");
     if (j.error_message) error += (error.empty() ? "" : ": ") + *j.error_message;
     if (error.size() > 60) error = error.substr(0, 57) + "...";
-    rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)),
-                    attempt_text(j), std::to_string(j.priority),
-                    j.worker_id ? std::to_string(*j.worker_id) : "-", short_time(j.updated_at),
-                    j.canceled_at ? "yes" : "", j.held_at ? "HELD" : "", error});
+    rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)), attempt_text(j),
+                    std::to_string(j.priority), j.worker_id ? std::to_string(*j.worker_id) : "-",
+                    short_time(j.updated_at), j.canceled_at ? "yes" : "", j.held_at ? "HELD" : "", error});
   }
   print_table(ctx.out, {"ID", "TYPE", "STATUS", "ATTEMPT", "PRIORITY", "WORKER", "UPDATED", "CANCEL", "HELD", "ERROR"},
               rows);
@@ -315,7 +306,8 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
 
 int inspect(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job inspect", {});
-  if (o.positional.size() != 1) throw FieldError("ID", "job inspect: one job ID is required\n" + std::string(kJobUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("ID", "job inspect: one job ID is required\n" + std::string(kJobUsage));
   db::Pool pool(pool_options(ctx));
   db::TxOptions snapshot;
   snapshot.isolation = db::Isolation::repeatable_read;
@@ -379,8 +371,7 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
   ctx.out << "\nhistory:\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& c : seen.history) {
-    rows.push_back({short_time(c.at),
-                    c.from_status ? std::string(model::to_string(*c.from_status)) : "(insert)",
+    rows.push_back({short_time(c.at), c.from_status ? std::string(model::to_string(*c.from_status)) : "(insert)",
                     std::string(model::to_string(c.to_status)), c.actor,
                     c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
   }
@@ -401,8 +392,8 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
     const std::string worker = a.worker ? *a.worker : or_dash(a.worker_id, [](auto id) { return std::to_string(id); });
     rows.push_back({std::to_string(a.attempt + 1), worker, short_time(a.started_at), short_time(a.ended_at),
                     a.outcome.value_or(a.ended_at ? "-" : "(running)"),
-                    or_dash(a.exit_code, [](auto c) { return std::to_string(c); }),
-                    or_dash(a.wall_ms, human_ms), or_dash(a.cpu_ms(), human_ms), or_dash(a.max_rss_kb, human_kib),
+                    or_dash(a.exit_code, [](auto c) { return std::to_string(c); }), or_dash(a.wall_ms, human_ms),
+                    or_dash(a.cpu_ms(), human_ms), or_dash(a.max_rss_kb, human_kib),
                     a.image ? *a.image + (a.image_digest ? " (" + *a.image_digest + ")" : "") : "-"});
   }
   print_table(ctx.out, {"ATTEMPT", "WORKER", "STARTED", "ENDED", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK MEM", "IMAGE"},
@@ -451,10 +442,11 @@ json read_params(const Options& o) {
 }
 
 int submit(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job submit",
-                                  {"--params", "--params-file", "--priority", "--depends-on", "--not-before",
-                                   "--idempotency-key"});
-  if (o.positional.size() != 1) throw FieldError("TYPE", "job submit: one job TYPE is required\n" + std::string(kJobUsage));
+  const Options o =
+      parse_options(args, "job submit",
+                    {"--params", "--params-file", "--priority", "--depends-on", "--not-before", "--idempotency-key"});
+  if (o.positional.size() != 1)
+    throw FieldError("TYPE", "job submit: one job TYPE is required\n" + std::string(kJobUsage));
   model::SubmitRequest r;
   r.job_type = o.positional[0];
   r.params = read_params(o);
@@ -472,8 +464,8 @@ int submit(Context& ctx, const std::vector<std::string>& args) {
   r.not_before = o.get("--not-before");
   r.idempotency_key = o.get("--idempotency-key");
   if (r.idempotency_key && (r.idempotency_key->empty() || r.idempotency_key->size() > model::kMaxIdempotencyKey)) {
-    throw FieldError("--idempotency-key", "--idempotency-key: 1 to " + std::to_string(model::kMaxIdempotencyKey) +
-                                              " characters");
+    throw FieldError("--idempotency-key",
+                     "--idempotency-key: 1 to " + std::to_string(model::kMaxIdempotencyKey) + " characters");
   }
   db::Pool pool(pool_options(ctx));
   const model::SubmitResult result = pool.transact([&](db::Tx& tx) {
@@ -569,21 +561,24 @@ int each_job(Context& ctx, const std::vector<std::string>& ids, const std::strin
 
 int cancel(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job cancel", {}, {"--yes"});
-  return each_job(ctx, need_ids(o, "cancel"), "cancel", [](db::Tx& tx, model::JobId id) {
-    const model::JobStatus before = model::get_job(tx, id).status;
-    const model::CancelResult r = model::cancel_job(tx, id);
-    json out = r.job.to_json();
-    const std::string n = "job " + std::to_string(id.value());
-    if (!r.completed) {
-      out["text"] = n + ": cancel requested; it is running, its worker stops it (status " +
-                    std::string(model::to_string(r.job.status)) + ")";
-    } else if (before == model::JobStatus::canceled) {
-      out["text"] = n + ": already canceled";
-    } else {
-      out["text"] = n + ": " + std::string(model::to_string(before)) + " -> canceled";
-    }
-    return out;
-  }, ask_unless_yes(o, "cancel"));
+  return each_job(
+      ctx, need_ids(o, "cancel"), "cancel",
+      [](db::Tx& tx, model::JobId id) {
+        const model::JobStatus before = model::get_job(tx, id).status;
+        const model::CancelResult r = model::cancel_job(tx, id);
+        json out = r.job.to_json();
+        const std::string n = "job " + std::to_string(id.value());
+        if (!r.completed) {
+          out["text"] = n + ": cancel requested; it is running, its worker stops it (status " +
+                        std::string(model::to_string(r.job.status)) + ")";
+        } else if (before == model::JobStatus::canceled) {
+          out["text"] = n + ": already canceled";
+        } else {
+          out["text"] = n + ": " + std::string(model::to_string(before)) + " -> canceled";
+        }
+        return out;
+      },
+      ask_unless_yes(o, "cancel"));
 }
 
 // For commands that do not ask first: a named empty question rather than
@@ -593,14 +588,17 @@ const std::optional<std::string> kNoQuestion;
 
 int retry(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job retry", {});
-  return each_job(ctx, need_ids(o, "retry"), "retry", [](db::Tx& tx, model::JobId id) {
-    const model::JobStatus before = model::get_job(tx, id).status;
-    const model::Job j = model::retry_job(tx, id);
-    json out = j.to_json();
-    out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + " -> " +
-                  std::string(model::to_string(j.status));
-    return out;
-  }, kNoQuestion);
+  return each_job(
+      ctx, need_ids(o, "retry"), "retry",
+      [](db::Tx& tx, model::JobId id) {
+        const model::JobStatus before = model::get_job(tx, id).status;
+        const model::Job j = model::retry_job(tx, id);
+        json out = j.to_json();
+        out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + " -> " +
+                      std::string(model::to_string(j.status));
+        return out;
+      },
+      kNoQuestion);
 }
 
 // Issue 13, item 9: `job hold` and `job release` (model::hold_job /
@@ -611,8 +609,8 @@ json hold_one(db::Tx& tx, model::JobId id, bool hold) {
   const std::string status(model::to_string(r.job.status));
   std::string text;
   if (hold && r.changed) {
-    text = n + ": held (" + status + "); admission skips it until `conveyor job release " +
-           std::to_string(id.value()) + "`";
+    text = n + ": held (" + status + "); admission skips it until `conveyor job release " + std::to_string(id.value()) +
+           "`";
   } else if (hold) {
     text = n + ": already held since " + r.job.held_at.value_or("?");
   } else {
@@ -625,14 +623,16 @@ json hold_one(db::Tx& tx, model::JobId id, bool hold) {
 
 int hold(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job hold", {});
-  return each_job(ctx, need_ids(o, "hold"), "hold",
-                  [](db::Tx& tx, model::JobId id) { return hold_one(tx, id, true); }, kNoQuestion);
+  return each_job(
+      ctx, need_ids(o, "hold"), "hold", [](db::Tx& tx, model::JobId id) { return hold_one(tx, id, true); },
+      kNoQuestion);
 }
 
 int release(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job release", {});
-  return each_job(ctx, need_ids(o, "release"), "release",
-                  [](db::Tx& tx, model::JobId id) { return hold_one(tx, id, false); }, kNoQuestion);
+  return each_job(
+      ctx, need_ids(o, "release"), "release", [](db::Tx& tx, model::JobId id) { return hold_one(tx, id, false); },
+      kNoQuestion);
 }
 
 bool still_running(model::JobStatus s) {
@@ -677,7 +677,8 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.size() != 1) throw FieldError("ID", "job logs: one job ID is required\n" + std::string(kJobUsage));
   const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
   db::Pool pool(pool_options(ctx));
-  const model::Job job = pool.transact([&](db::Tx& tx) { return model::get_job(tx, resolve_job_id(tx, o.positional[0])); });
+  const model::Job job =
+      pool.transact([&](db::Tx& tx) { return model::get_job(tx, resolve_job_id(tx, o.positional[0])); });
   const fs::path file = model::job_log_file(ctx.config.get_string("CONVEYOR_DATA_DIR"), job);
   std::ifstream in(file);
   if (!in && following && still_running(job.status)) {
@@ -685,12 +686,13 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (!in) {
-    throw Error(errc::not_found, "job " + std::to_string(job.id.value()) + " (" +
-                                     std::string(model::to_string(job.status)) + ") has no log at " + file.string() +
-                                     (job.status == model::JobStatus::initialized || job.status == model::JobStatus::configured ||
-                                              job.status == model::JobStatus::ready || job.status == model::JobStatus::queued
-                                          ? ": it has not run yet"
-                                          : " (is CONVEYOR_DATA_DIR the workers' data dir?)"));
+    throw Error(errc::not_found,
+                "job " + std::to_string(job.id.value()) + " (" + std::string(model::to_string(job.status)) +
+                    ") has no log at " + file.string() +
+                    (job.status == model::JobStatus::initialized || job.status == model::JobStatus::configured ||
+                             job.status == model::JobStatus::ready || job.status == model::JobStatus::queued
+                         ? ": it has not run yet"
+                         : " (is CONVEYOR_DATA_DIR the workers' data dir?)"));
   }
   if (tail == 0) {
     if (in.peek() != std::ifstream::traits_type::eof()) ctx.out << in.rdbuf();
@@ -719,45 +721,52 @@ int kill(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job kill", {}, {"--cleanup", "--yes"});
   const fs::path data_dir = ctx.config.get_string("CONVEYOR_DATA_DIR");
   const bool cleanup = o.has("--cleanup");
-  return each_job(ctx, need_ids(o, "kill"), "kill", [&](db::Tx& tx, model::JobId id) {
-    const model::Job before = model::get_job(tx, id);
-    std::string n = "job " + std::to_string(id.value());
-    json out;
-    if (before.status == model::JobStatus::done) {
-      out = before.to_json();
-      out["text"] = n + ": done, nothing to kill";
-    } else {
-      const model::CancelResult r = model::cancel_job(tx, id);
-      out = r.job.to_json();
-      out["text"] = n + (r.completed ? ": " + std::string(model::to_string(before.status)) + " -> canceled"
-                                     : ": killing it (its worker stops the process group)");
-      if (cleanup && !r.completed) {
-        out["text"] = out["text"].get<std::string>() + "; outputs kept while it runs: run again with --cleanup";
-      }
-    }
-    const bool running = out.value("status", "") == "started";
-    if (cleanup && !running) {
-      std::error_code ec;
-      const fs::path dir = model::job_output_dir(data_dir, id.value());
-      const auto removed = fs::remove_all(dir, ec);
-      if (ec) throw Error(errc::unavailable, n + ": could not remove " + dir.string() + ": " + ec.message());
-      out["cleaned"] = removed > 0;
-      out["text"] = out["text"].get<std::string>() +
-                    (removed > 0 ? "; removed " + dir.string() : "; no outputs to remove");
-    }
-    return out;
-  }, ask_unless_yes(o, "kill"));
+  return each_job(
+      ctx, need_ids(o, "kill"), "kill",
+      [&](db::Tx& tx, model::JobId id) {
+        const model::Job before = model::get_job(tx, id);
+        std::string n = "job " + std::to_string(id.value());
+        json out;
+        if (before.status == model::JobStatus::done) {
+          out = before.to_json();
+          out["text"] = n + ": done, nothing to kill";
+        } else {
+          const model::CancelResult r = model::cancel_job(tx, id);
+          out = r.job.to_json();
+          out["text"] = n + (r.completed ? ": " + std::string(model::to_string(before.status)) + " -> canceled"
+                                         : ": killing it (its worker stops the process group)");
+          if (cleanup && !r.completed) {
+            out["text"] = out["text"].get<std::string>() + "; outputs kept while it runs: run again with --cleanup";
+          }
+        }
+        const bool running = out.value("status", "") == "started";
+        if (cleanup && !running) {
+          std::error_code ec;
+          const fs::path dir = model::job_output_dir(data_dir, id.value());
+          const auto removed = fs::remove_all(dir, ec);
+          if (ec) throw Error(errc::unavailable, n + ": could not remove " + dir.string() + ": " + ec.message());
+          out["cleaned"] = removed > 0;
+          out["text"] =
+              out["text"].get<std::string>() + (removed > 0 ? "; removed " + dir.string() : "; no outputs to remove");
+        }
+        return out;
+      },
+      ask_unless_yes(o, "kill"));
 }
 
 int set_status(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job set-status", {"--to"}, {"--yes"});
   const auto path = status_path(o);
-  return each_job(ctx, need_ids(o, "set-status"), "set-status", [&](db::Tx& tx, model::JobId id) {
-    const model::JobStatus before = model::get_job(tx, id).status;
-    json out = model::set_status(tx, id, path).to_json();
-    out["text"] = "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + path_text(path);
-    return out;
-  }, ask_unless_yes(o, "change the status of"));
+  return each_job(
+      ctx, need_ids(o, "set-status"), "set-status",
+      [&](db::Tx& tx, model::JobId id) {
+        const model::JobStatus before = model::get_job(tx, id).status;
+        json out = model::set_status(tx, id, path).to_json();
+        out["text"] =
+            "job " + std::to_string(id.value()) + ": " + std::string(model::to_string(before)) + path_text(path);
+        return out;
+      },
+      ask_unless_yes(o, "change the status of"));
 }
 
 // `--set-param KEY=VALUE` (repeatable; VALUE is JSON, else text, as in
@@ -798,15 +807,17 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
                                   {"--status", "--type", "--since", "--until", "--to", "--limit", "--ids", "--param",
                                    "--set-param", "--params-file"},
                                   {"--apply", "--yes"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
   const auto status = o.get("--status");
   if (!status) throw FieldError("--status", "job patch: --status is required (the status the jobs are in now)");
   const model::JobStatus from = status_option("--status", *status);
   const json change = params_change(o);
   const bool edits_params = !change.empty();
   if (!o.get("--to") && !edits_params) {
-    throw FieldError("--to", "job patch: nothing to change: give --to STATUS[,STATUS...], --set-param KEY=VALUE "
-                             "or --params-file FILE");
+    throw FieldError("--to",
+                     "job patch: nothing to change: give --to STATUS[,STATUS...], --set-param KEY=VALUE "
+                     "or --params-file FILE");
   }
   const auto path = o.get("--to") ? status_path(o) : std::vector<model::JobStatus>{};
   const std::int64_t limit = int_option(o, "--limit", 10'000, 1, 1'000'000);
@@ -815,15 +826,16 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   for (const auto to : path) {
     if (!model::is_valid_transition(at, to)) {
       throw Error(errc::invalid_transition, std::string(model::to_string(at)) + " -> " +
-                                                std::string(model::to_string(to)) + " is not allowed by the status machine");
+                                                std::string(model::to_string(to)) +
+                                                " is not allowed by the status machine");
     }
     at = to;
   }
   // The params are written at the end of the path: that status must let them change.
   if (edits_params) {
     if (const auto reason = model::params_frozen_reason(at)) {
-      throw Error(errc::conflict, "job patch: the params of a " + std::string(model::to_string(at)) +
-                                      " job cannot change: " + *reason);
+      throw Error(errc::conflict,
+                  "job patch: the params of a " + std::string(model::to_string(at)) + " job cannot change: " + *reason);
     }
   }
   std::optional<std::vector<std::int64_t>> only_ids;
@@ -840,12 +852,18 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   std::optional<std::string> param_key, param_value;
   if (const auto kv = o.get("--param")) {
     const auto eq = kv->find('=');
-    if (eq == std::string::npos || eq == 0) throw FieldError("--param", "--param: expected KEY=VALUE, got '" + *kv + "'");
+    if (eq == std::string::npos || eq == 0)
+      throw FieldError("--param", "--param: expected KEY=VALUE, got '" + *kv + "'");
     param_key = kv->substr(0, eq);
     param_value = kv->substr(eq + 1);
   }
-  const std::vector<db::Param> filter{std::string(model::to_string(from)), o.get("--type"), o.get("--since"),
-                                      o.get("--until"), only_ids, param_key, param_value};
+  const std::vector<db::Param> filter{std::string(model::to_string(from)),
+                                      o.get("--type"),
+                                      o.get("--since"),
+                                      o.get("--until"),
+                                      only_ids,
+                                      param_key,
+                                      param_value};
   db::Pool pool(pool_options(ctx));
   auto select = [&](db::Tx& tx) {
     std::vector<db::Param> p = filter;
@@ -860,8 +878,8 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
                            (edits_params ? (path.empty() ? ", params " : "; params ") + change.dump() : "");
   std::string sample;
   for (std::size_t i = 0; i < ids.size() && i < 10; ++i) sample += (i ? ", " : "") + std::to_string(ids[i]);
-  talk << total << " job(s) match (" << what << ")" << (ids.empty() ? "" : ": " + sample + (ids.size() > 10 ? ", ..." : ""))
-       << "\n";
+  talk << total << " job(s) match (" << what << ")"
+       << (ids.empty() ? "" : ": " + sample + (ids.size() > 10 ? ", ..." : "")) << "\n";
   if (total > static_cast<std::int64_t>(ids.size())) {
     talk << "only the oldest " << ids.size() << " would change (--limit " << limit << ")\n";
   }
@@ -906,11 +924,12 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   }
   if (!o.has("--yes")) {
     // Before it asks, the jobs it would change, as the other destructive commands show them.
-    talk << "job patch will touch:\n" << pool.transact([&](db::Tx& tx) {
-      std::ostringstream table;
-      print_jobs(table, tx, ids);
-      return table.str();
-    });
+    talk << "job patch will touch:\n"
+         << pool.transact([&](db::Tx& tx) {
+              std::ostringstream table;
+              print_jobs(table, tx, ids);
+              return table.str();
+            });
     if (!confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?")) {
       talk << "not applied: nothing changed\n";
       return kExitFailed;
@@ -942,18 +961,20 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
 // computed by PostgreSQL.
 int stats(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job stats", {"--type", "--since"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "job stats: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "job stats: unexpected argument '" + o.positional[0] + "'");
   const auto type = o.get("--type");
   const auto since = o.get("--since");
-  const std::optional<std::int64_t> since_s =
-      since ? std::optional(duration_option("--since", *since)) : std::nullopt;
+  const std::optional<std::int64_t> since_s = since ? std::optional(duration_option("--since", *since)) : std::nullopt;
   db::Pool pool(pool_options(ctx));
   const db::Result result = pool.transact([&](db::Tx& tx) { return tx.exec(kAttemptStats, {type, since_s}); });
 
   if (ctx.json) {
     json items = json::array();
     for (const db::Row r : result) {
-      auto value = [&](const char* column) { return r[column].is_null() ? json(nullptr) : json(r[column].as_double()); };
+      auto value = [&](const char* column) {
+        return r[column].is_null() ? json(nullptr) : json(r[column].as_double());
+      };
       auto pair = [&](const char* p50, const char* p95) { return json{{"p50", value(p50)}, {"p95", value(p95)}}; };
       items.push_back({{"job_type", r["job_type"].as_string()},
                        {"attempts", r["attempts"].as_int()},
@@ -961,8 +982,10 @@ int stats(Context& ctx, const std::vector<std::string>& args) {
                        {"cpu_ms", pair("cpu_p50", "cpu_p95")},
                        {"max_rss_kb", pair("rss_p50", "rss_p95")}});
     }
-    ctx.out << json{{"items", items}, {"type", type ? json(*type) : json(nullptr)},
-                    {"since", since ? json(*since) : json(nullptr)}}.dump()
+    ctx.out << json{{"items", items},
+                    {"type", type ? json(*type) : json(nullptr)},
+                    {"since", since ? json(*since) : json(nullptr)}}
+                   .dump()
             << "\n";
     return kExitOk;
   }
@@ -976,12 +999,11 @@ int stats(Context& ctx, const std::vector<std::string>& args) {
   for (const db::Row r : result) {
     auto cell = [&](const char* column, auto format) { return or_dash(r[column].opt<double>(), format); };
     total += r["attempts"].as_int();
-    rows.push_back({r["job_type"].as_string(), std::to_string(r["attempts"].as_int()),
-                    cell("wall_p50", human_ms), cell("wall_p95", human_ms), cell("cpu_p50", human_ms),
-                    cell("cpu_p95", human_ms), cell("rss_p50", human_kib), cell("rss_p95", human_kib)});
+    rows.push_back({r["job_type"].as_string(), std::to_string(r["attempts"].as_int()), cell("wall_p50", human_ms),
+                    cell("wall_p95", human_ms), cell("cpu_p50", human_ms), cell("cpu_p95", human_ms),
+                    cell("rss_p50", human_kib), cell("rss_p95", human_kib)});
   }
-  print_table(ctx.out, {"TYPE", "ATTEMPTS", "WALL P50", "WALL P95", "CPU P50", "CPU P95", "MEM P50", "MEM P95"},
-              rows);
+  print_table(ctx.out, {"TYPE", "ATTEMPTS", "WALL P50", "WALL P95", "CPU P50", "CPU P95", "MEM P50", "MEM P95"}, rows);
   ctx.out << total << " finished attempt(s)" << scope << "; CPU is user + system, MEM the peak resident set\n";
   return kExitOk;
 }
@@ -990,7 +1012,20 @@ int stats(Context& ctx, const std::vector<std::string>& args) {
 
 int job_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "job", kJobUsage,
-                  {{"ls", ls}, {"list", ls}, {"inspect", inspect}, {"show", inspect}, {"submit", submit}, {"cancel", cancel}, {"retry", retry}, {"hold", hold}, {"release", release}, {"logs", logs}, {"kill", kill}, {"set-status", set_status}, {"patch", patch}, {"stats", stats}});
+                  {{"ls", ls},
+                   {"list", ls},
+                   {"inspect", inspect},
+                   {"show", inspect},
+                   {"submit", submit},
+                   {"cancel", cancel},
+                   {"retry", retry},
+                   {"hold", hold},
+                   {"release", release},
+                   {"logs", logs},
+                   {"kill", kill},
+                   {"set-status", set_status},
+                   {"patch", patch},
+                   {"stats", stats}});
 }
 
 }  // namespace conveyor::cli

@@ -38,8 +38,7 @@ struct Diff {
   std::size_t changes() const { return added.size() + changed.size(); }
 };
 
-Diff compute_diff(const std::vector<model::JobType>& wanted,
-                  const std::vector<model::JobType>& current) {
+Diff compute_diff(const std::vector<model::JobType>& wanted, const std::vector<model::JobType>& current) {
   std::map<std::string, json> in_db;
   for (const auto& t : current) in_db[t.name] = t.to_json();
   Diff d;
@@ -59,10 +58,8 @@ Diff compute_diff(const std::vector<model::JobType>& wanted,
       const json old_v = it->second.contains(k) ? it->second[k] : json();
       if (old_v != v) fields.push_back({k, old_v, v});
     }
-    if (fields.empty())
-      d.unchanged.push_back(t.name);
-    else
-      d.changed.emplace_back(t, std::move(fields));
+    if (fields.empty()) d.unchanged.push_back(t.name);
+    else d.changed.emplace_back(t, std::move(fields));
   }
   for (const auto& t : current) {
     if (!in_file.count(t.name)) d.not_in_file.push_back(t.name);
@@ -88,13 +85,12 @@ void print_diff(std::ostream& out, const std::string& file, const Diff& d) {
   for (const auto& [t, fields] : d.changed) {
     out << "  ~ " << t.name << " (changed)\n";
     for (const auto& c : fields)
-      out << "      " << c.field << ": " << c.old_value.dump() << " -> " << c.new_value.dump()
-          << "\n";
+      out << "      " << c.field << ": " << c.old_value.dump() << " -> " << c.new_value.dump() << "\n";
   }
   for (const auto& n : d.unchanged) out << "  = " << n << " (unchanged)\n";
   for (const auto& n : d.not_in_file) out << "  ? " << n << " (not in file: left alone)\n";
-  out << d.changes() << " change(s): " << d.added.size() << " added, " << d.changed.size()
-      << " changed, " << d.unchanged.size() << " unchanged\n";
+  out << d.changes() << " change(s): " << d.added.size() << " added, " << d.changed.size() << " changed, "
+      << d.unchanged.size() << " unchanged\n";
 }
 
 // Reads and validates FILE; Error(bad_input) naming the file and the field.
@@ -122,18 +118,15 @@ int apply(Context& ctx, const std::vector<std::string>& args) {
   const std::string file = o.positional.empty() ? "" : o.positional[0];
   const bool yes = o.has("--yes") || o.has("-y");
   const bool dry_run = o.has("--dry-run");
-  if (file.empty())
-    throw Error(errc::bad_input, "job-type apply: FILE is required\n" + std::string(kJobTypeUsage));
+  if (file.empty()) throw Error(errc::bad_input, "job-type apply: FILE is required\n" + std::string(kJobTypeUsage));
 
   const auto wanted = read_file(file);  // before touching the database: a bad file writes nothing
   db::Pool pool(pool_options(ctx));
   const auto current = pool.transact([](db::Tx& tx) { return model::load_job_types(tx); });
   const Diff d = compute_diff(wanted, current);
   // Under --json stdout holds only the diff document; prompts and notes go to stderr.
-  if (ctx.json)
-    ctx.out << diff_json(file, d).dump() << "\n";
-  else
-    print_diff(ctx.out, file, d);
+  if (ctx.json) ctx.out << diff_json(file, d).dump() << "\n";
+  else print_diff(ctx.out, file, d);
 
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
   if (d.changes() == 0) {
@@ -151,10 +144,9 @@ int apply(Context& ctx, const std::vector<std::string>& args) {
   pool.transact([&](db::Tx& tx) {
     // What is written must be what was shown: someone may have applied in between.
     if (diff_json(file, compute_diff(wanted, model::load_job_types(tx))) != diff_json(file, d)) {
-      throw Error(
-          errc::conflict,
-          "job types changed in the database since the diff was shown; nothing written, run "
-          "the apply again");
+      throw Error(errc::conflict,
+                  "job types changed in the database since the diff was shown; nothing written, run "
+                  "the apply again");
     }
     for (const auto& t : d.added) model::upsert_job_type(tx, t);
     for (const auto& [t, fields] : d.changed) model::upsert_job_type(tx, t);
@@ -184,13 +176,11 @@ int list(Context& ctx, const std::vector<std::string>& args) {
   for (const auto& t : types) {
     std::string sinks;
     for (const auto& s : t.sinks) sinks += (sinks.empty() ? "" : ",") + s.kind;
-    rows.push_back({t.name, t.enabled ? "yes" : "no", std::to_string(t.priority),
-                    std::to_string(t.timeout_s) + "s", std::to_string(t.max_attempts),
-                    t.concurrency_limit ? std::to_string(*t.concurrency_limit) : "-",
+    rows.push_back({t.name, t.enabled ? "yes" : "no", std::to_string(t.priority), std::to_string(t.timeout_s) + "s",
+                    std::to_string(t.max_attempts), t.concurrency_limit ? std::to_string(*t.concurrency_limit) : "-",
                     sinks.empty() ? "-" : sinks});
   }
-  print_table(ctx.out, {"NAME", "ENABLED", "PRIORITY", "TIMEOUT", "ATTEMPTS", "LIMIT", "SINKS"},
-              rows);
+  print_table(ctx.out, {"NAME", "ENABLED", "PRIORITY", "TIMEOUT", "ATTEMPTS", "LIMIT", "SINKS"}, rows);
   return kExitOk;
 }
 
@@ -209,7 +199,8 @@ int show(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int job_type_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "job-type", kJobTypeUsage, {{"apply", apply}, {"list", list}, {"ls", list}, {"show", show}});
+  return dispatch(ctx, args, "job-type", kJobTypeUsage,
+                  {{"apply", apply}, {"list", list}, {"ls", list}, {"show", show}});
 }
 
 }  // namespace conveyor::cli

@@ -45,7 +45,8 @@ std::string text(const json& v) { return v.is_string() ? v.get<std::string>() : 
 
 int list(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "params list", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "params list: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "params list: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   const json row = pool.transact([](db::Tx& tx) { return load_row(tx); });
   if (ctx.json) {
@@ -59,14 +60,15 @@ int list(Context& ctx, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& name : model::patchable_parameters()) rows.push_back({name, text(row.value(name, json()))});
   print_table(ctx.out, {"PARAMETER", "VALUE"}, rows);
-  ctx.out << "last changed " << text(row.value("updated_at", json())) << " by "
-          << text(row.value("updated_by", json())) << "\n";
+  ctx.out << "last changed " << text(row.value("updated_at", json())) << " by " << text(row.value("updated_by", json()))
+          << "\n";
   return kExitOk;
 }
 
 int get(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "params get", {});
-  if (o.positional.size() != 1) throw FieldError("NAME", "params get: one parameter NAME is required\n" + std::string(kParamsUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("NAME", "params get: one parameter NAME is required\n" + std::string(kParamsUsage));
   const std::string& name = o.positional[0];
   if (!is_parameter(name)) throw FieldError(name, name + ": not a system parameter (see `conveyor params list`)");
   db::Pool pool(pool_options(ctx));
@@ -77,7 +79,8 @@ int get(Context& ctx, const std::vector<std::string>& args) {
 
 int set(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "params set", {});
-  if (o.positional.empty()) throw FieldError("NAME=VALUE", "params set: NAME=VALUE is required\n" + std::string(kParamsUsage));
+  if (o.positional.empty())
+    throw FieldError("NAME=VALUE", "params set: NAME=VALUE is required\n" + std::string(kParamsUsage));
   // NAME=VALUE pairs, or one parameter as NAME VALUE (runbook 001:
   // `params set image_tags '{"fsc-rlie":"v2"}'`).
   std::vector<std::pair<std::string, std::string>> pairs;
@@ -106,7 +109,8 @@ int set(Context& ctx, const std::vector<std::string>& args) {
   });
   if (ctx.json) {
     json changes = json::object();
-    for (const auto& [name, v] : patch.items()) changes[name] = {{"old", before.value(name, json())}, {"new", after.value(name, json())}};
+    for (const auto& [name, v] : patch.items())
+      changes[name] = {{"old", before.value(name, json())}, {"new", after.value(name, json())}};
     ctx.out << changes.dump() << "\n";
     return kExitOk;
   }
@@ -121,8 +125,7 @@ int set(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int params_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "params", kParamsUsage,
-                  {{"list", list}, {"ls", list}, {"get", get}, {"set", set}});
+  return dispatch(ctx, args, "params", kParamsUsage, {{"list", list}, {"ls", list}, {"get", get}, {"set", set}});
 }
 
 }  // namespace conveyor::cli

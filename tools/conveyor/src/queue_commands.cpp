@@ -29,7 +29,6 @@ constexpr const char* kQueueUsage =
     "                 configured, ready, queued; also failed, internal_error, external_error,\n"
     "                 error_checked); a dry run unless --apply\n";
 
-
 // One queue's jobs by status, and how long its oldest ready job has waited
 // (runbook 002's "Latency"), plus the day's done and failed.
 constexpr db::Statement kQueueDetail{
@@ -70,9 +69,12 @@ struct QueueName {
 QueueName queue_name(const Options& o, const std::string& command) {
   const auto type = o.get("--type");
   const auto pool = o.get("--pool");
-  if (!o.positional.empty()) throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "' (use --type T or --pool P)");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0],
+                     command + ": unexpected argument '" + o.positional[0] + "' (use --type T or --pool P)");
   if (type.has_value() == pool.has_value()) {
-    throw FieldError("--type", command + ": give exactly one of --type JOB_TYPE or --pool POOL\n" + std::string(kQueueUsage));
+    throw FieldError("--type",
+                     command + ": give exactly one of --type JOB_TYPE or --pool POOL\n" + std::string(kQueueUsage));
   }
   return type ? QueueName{"job_type", *type} : QueueName{"pool", *pool};
 }
@@ -82,7 +84,8 @@ void require_known(db::Tx& tx, const QueueName& q) { model::require_known_queue(
 
 int queue_list(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "queue list", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "queue list: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "queue list: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   const json queues = pool.transact([](db::Tx& tx) {
     json out = json::array();
@@ -96,7 +99,8 @@ int queue_list(Context& ctx, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& q : queues) {
     std::string paused = q["paused"].get<bool>() ? "yes" : "no";
-    if (q["paused"].get<bool>() && !q["reason"].get<std::string>().empty()) paused += " (" + q["reason"].get<std::string>() + ")";
+    if (q["paused"].get<bool>() && !q["reason"].get<std::string>().empty())
+      paused += " (" + q["reason"].get<std::string>() + ")";
     rows.push_back({q["kind"].get<std::string>() == "job_type" ? "type" : "pool", q["name"].get<std::string>(),
                     std::to_string(q["ready"].get<std::int64_t>()), std::to_string(q["queued"].get<std::int64_t>()),
                     std::to_string(q["started"].get<std::int64_t>()), paused});
@@ -117,8 +121,8 @@ int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
         json out = model::list_queues(tx, model::QueueRef{q.kind, q.name})[0];
         const db::Result detail = tx.exec(kQueueDetail, {q.kind, q.name});  // a Row points into its Result
         const db::Row r = detail[0];
-        for (const char* k : {"initialized", "configured", "processed", "external_error", "error_checked",
-                              "done_daily", "failed_daily"}) {
+        for (const char* k : {"initialized", "configured", "processed", "external_error", "error_checked", "done_daily",
+                              "failed_daily"}) {
           out[k] = r[k].as_int();
         }
         out["latency_s"] = r["latency_s"].as_double();
@@ -157,8 +161,9 @@ int queue_inspect(Context& ctx, const std::vector<std::string>& args) {
 
 int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) {
   const std::string command = pause ? "queue pause" : "queue resume";
-  const Options o = parse_options(args, command, pause ? std::set<std::string>{"--type", "--pool", "--reason"}
-                                                       : std::set<std::string>{"--type", "--pool"});
+  const Options o = parse_options(
+      args, command,
+      pause ? std::set<std::string>{"--type", "--pool", "--reason"} : std::set<std::string>{"--type", "--pool"});
   const QueueName q = queue_name(o, command);
   db::Pool pool(pool_options(ctx));
   const bool changed = pool.transact([&](db::Tx& tx) {
@@ -209,7 +214,8 @@ int queue_drain(Context& ctx, const std::vector<std::string>& args) {
   });
   const std::vector<std::int64_t>& ids = selected.first;
   const std::string& table = selected.second;
-  if (ids.size() > 100'000) throw FieldError("--status", "queue drain: more than 100000 jobs: drain one status at a time");
+  if (ids.size() > 100'000)
+    throw FieldError("--status", "queue drain: more than 100000 jobs: drain one status at a time");
   std::string list;
   for (const auto& st : statuses) list += (list.empty() ? "" : ",") + st;
   const std::string what = (q.kind == "job_type" ? "job type " : "pool ") + q.name;

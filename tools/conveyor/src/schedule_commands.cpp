@@ -84,25 +84,26 @@ void print_backfills(std::ostream& out, const json& rows);
 
 int list(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule list", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "schedule list: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "schedule list: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   json open_backfills;
   const json out = pool.transact([&](db::Tx& tx) {
     open_backfills = backfill_rows(tx, false);
     std::map<std::string, json> states;
     for (const db::Row r : tx.exec(kStates)) {
-      states[r["job_type"].as_string()] = {{"last_slot", r["last_slot"].as_string()},
-                                           {"next_slot", r["next_slot"].as_string()},
-                                           {"created", r["created_count"].as_int()},
-                                           {"skipped", r["skipped_count"].as_int()},
-                                           {"last_error", r["last_error"].as_string()},
-                                           {"paused", r["paused"].as_bool()},
-                                           {"paused_reason", r["paused_reason"].as_string()}};
+      states[r["job_type"].as_string()] = {
+          {"last_slot", r["last_slot"].as_string()},        {"next_slot", r["next_slot"].as_string()},
+          {"created", r["created_count"].as_int()},         {"skipped", r["skipped_count"].as_int()},
+          {"last_error", r["last_error"].as_string()},      {"paused", r["paused"].as_bool()},
+          {"paused_reason", r["paused_reason"].as_string()}};
     }
     json rows = json::array();
     for (const auto& t : model::load_job_types(tx)) {
       if (t.schedule.empty()) continue;
-      json row = {{"job_type", t.name}, {"schedule", t.schedule}, {"catchup_policy", t.catchup_policy},
+      json row = {{"job_type", t.name},
+                  {"schedule", t.schedule},
+                  {"catchup_policy", t.catchup_policy},
                   {"catchup_window_s", t.catchup_window_s ? json(*t.catchup_window_s) : json()},
                   {"enabled", t.enabled}};
       const auto it = states.find(t.name);
@@ -124,16 +125,21 @@ int list(Context& ctx, const std::vector<std::string>& args) {
     const json& st = r["state"];
     std::string status = !r["enabled"].get<bool>() ? "disabled" : st.is_null() ? "not started" : "active";
     if (!st.is_null() && st["paused"].get<bool>()) {
-      status = "paused" + (st["paused_reason"].get<std::string>().empty() ? "" : " (" + st["paused_reason"].get<std::string>() + ")");
+      status =
+          "paused" +
+          (st["paused_reason"].get<std::string>().empty() ? "" : " (" + st["paused_reason"].get<std::string>() + ")");
     }
-    if (!st.is_null() && !st["last_error"].get<std::string>().empty()) status += "; error: " + st["last_error"].get<std::string>();
-    rows.push_back({r["job_type"].get<std::string>(), r["schedule"].get<std::string>(),
-                    r["catchup_policy"].get<std::string>() +
-                        (r["catchup_window_s"].is_null() ? "" : " (" + std::to_string(r["catchup_window_s"].get<int>()) + "s)"),
-                    st.is_null() ? "N/A" : display_time(st["last_slot"].get<std::string>()),
-                    st.is_null() || st["next_slot"].get<std::string>().empty() ? "N/A" : display_time(st["next_slot"].get<std::string>()),
-                    st.is_null() ? "0" : std::to_string(st["created"].get<std::int64_t>()),
-                    st.is_null() ? "0" : std::to_string(st["skipped"].get<std::int64_t>()), status});
+    if (!st.is_null() && !st["last_error"].get<std::string>().empty())
+      status += "; error: " + st["last_error"].get<std::string>();
+    rows.push_back(
+        {r["job_type"].get<std::string>(), r["schedule"].get<std::string>(),
+         r["catchup_policy"].get<std::string>() +
+             (r["catchup_window_s"].is_null() ? "" : " (" + std::to_string(r["catchup_window_s"].get<int>()) + "s)"),
+         st.is_null() ? "N/A" : display_time(st["last_slot"].get<std::string>()),
+         st.is_null() || st["next_slot"].get<std::string>().empty() ? "N/A"
+                                                                    : display_time(st["next_slot"].get<std::string>()),
+         st.is_null() ? "0" : std::to_string(st["created"].get<std::int64_t>()),
+         st.is_null() ? "0" : std::to_string(st["skipped"].get<std::int64_t>()), status});
   }
   print_table(ctx.out, {"TYPE", "SPEC", "CATCH-UP", "PREV", "NEXT", "CREATED", "SKIPPED", "STATUS"}, rows);
   if (!open_backfills.empty()) {
@@ -145,11 +151,10 @@ int list(Context& ctx, const std::vector<std::string>& args) {
 
 int pause(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule pause", {"--reason"});
-  if (o.positional.size() != 1) throw FieldError("TYPE", "schedule pause: one job TYPE is required\n" + std::string(kScheduleUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("TYPE", "schedule pause: one job TYPE is required\n" + std::string(kScheduleUsage));
   db::Pool pool(pool_options(ctx));
-  pool.transact([&](db::Tx& tx) {
-    model::pause_schedule(tx, o.positional[0], o.get("--reason"));
-  });
+  pool.transact([&](db::Tx& tx) { model::pause_schedule(tx, o.positional[0], o.get("--reason")); });
   ctx.out << "schedule " << o.positional[0] << " paused: no run is created until `conveyor schedule resume "
           << o.positional[0] << "`\n";
   return kExitOk;
@@ -157,11 +162,10 @@ int pause(Context& ctx, const std::vector<std::string>& args) {
 
 int resume(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule resume", {});
-  if (o.positional.size() != 1) throw FieldError("TYPE", "schedule resume: one job TYPE is required\n" + std::string(kScheduleUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("TYPE", "schedule resume: one job TYPE is required\n" + std::string(kScheduleUsage));
   db::Pool pool(pool_options(ctx));
-  const bool resumed = pool.transact([&](db::Tx& tx) {
-    return model::resume_schedule(tx, o.positional[0]);
-  });
+  const bool resumed = pool.transact([&](db::Tx& tx) { return model::resume_schedule(tx, o.positional[0]); });
   ctx.out << "schedule " << o.positional[0]
           << (resumed ? " resumed: the slots it missed follow its catch-up policy\n" : " was not paused\n");
   return kExitOk;
@@ -170,14 +174,16 @@ int resume(Context& ctx, const std::vector<std::string>& args) {
 std::string backfill_policy(const Options& o) {
   const std::string policy = o.get("--policy").value_or("all");
   if (policy != "all" && policy != "collapse") {
-    throw FieldError("--policy", "--policy: '" + policy + "' is not all (a run per slot) or collapse (one run for the range)");
+    throw FieldError("--policy",
+                     "--policy: '" + policy + "' is not all (a run per slot) or collapse (one run for the range)");
   }
   return policy;
 }
 
 int backfill(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule backfill", {"--from", "--to", "--policy"}, {"--apply", "--yes"});
-  if (o.positional.size() != 1) throw FieldError("TYPE", "schedule backfill: one job TYPE is required\n" + std::string(kScheduleUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("TYPE", "schedule backfill: one job TYPE is required\n" + std::string(kScheduleUsage));
   const auto from_text = o.get("--from");
   if (!from_text) throw FieldError("--from", "schedule backfill: --from TIME is required");
   const TimePoint from = time_option("--from", *from_text);
@@ -200,16 +206,20 @@ int backfill(Context& ctx, const std::vector<std::string>& args) {
   });
   const std::int64_t slots = plan.slots.count;
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
-  talk << slots << " slot(s) of " << plan.type.name << " (" << plan.type.schedule << ") in ["
-       << model::format_utc(from) << ", " << model::format_utc(plan.to) << "]";
-  if (slots > 0) talk << ": first " << model::format_utc(plan.slots.first) << ", last " << model::format_utc(plan.slots.last);
+  talk << slots << " slot(s) of " << plan.type.name << " (" << plan.type.schedule << ") in [" << model::format_utc(from)
+       << ", " << model::format_utc(plan.to) << "]";
+  if (slots > 0)
+    talk << ": first " << model::format_utc(plan.slots.first) << ", last " << model::format_utc(plan.slots.last);
   talk << "\n";
   if (slots > 0 && policy == "collapse") {
-    talk << "collapse: one run for them all, key " << *model::collapsed_request(plan.type, plan.slots).idempotency_key << "\n";
+    talk << "collapse: one run for them all, key " << *model::collapsed_request(plan.type, plan.slots).idempotency_key
+         << "\n";
   }
   if (slots == 0 || !o.has("--apply")) {
-    if (slots > 0) talk << "dry run: nothing requested; add --apply to have conveyor-creation create the runs not created yet\n";
-    if (ctx.json) ctx.out << json{{"slots", slots}, {"policy", policy}, {"request", nullptr}, {"applied", false}}.dump() << "\n";
+    if (slots > 0)
+      talk << "dry run: nothing requested; add --apply to have conveyor-creation create the runs not created yet\n";
+    if (ctx.json)
+      ctx.out << json{{"slots", slots}, {"policy", policy}, {"request", nullptr}, {"applied", false}}.dump() << "\n";
     return kExitOk;
   }
   const std::string what = policy == "collapse" ? "one run for " + std::to_string(slots) + " slot(s)"
@@ -219,11 +229,13 @@ int backfill(Context& ctx, const std::vector<std::string>& args) {
     return kExitFailed;
   }
   const std::int64_t id = pool.transact([&](db::Tx& tx) {
-    return tx.exec(kInsertBackfill, {plan.type.name, model::format_utc(from), model::format_utc(plan.to), policy,
-                                     model::format_utc(from - std::chrono::seconds(1)), slots})[0][0]
+    return tx
+        .exec(kInsertBackfill, {plan.type.name, model::format_utc(from), model::format_utc(plan.to), policy,
+                                model::format_utc(from - std::chrono::seconds(1)), slots})[0][0]
         .as_int();
   });
-  if (ctx.json) ctx.out << json{{"slots", slots}, {"policy", policy}, {"request", id}, {"applied", true}}.dump() << "\n";
+  if (ctx.json)
+    ctx.out << json{{"slots", slots}, {"policy", policy}, {"request", id}, {"applied", true}}.dump() << "\n";
   talk << "backfill " << id << " requested: conveyor-creation creates " << what
        << " in batches (a slot that has a run is skipped); follow it with `conveyor schedule backfills`, stop it with "
           "`conveyor schedule cancel-backfill "
@@ -259,8 +271,9 @@ void print_backfills(std::ostream& out, const json& rows) {
     if (!r["last_error"].get<std::string>().empty()) state += ": " + r["last_error"].get<std::string>();
     table.push_back({std::to_string(r["id"].get<std::int64_t>()), r["job_type"].get<std::string>(),
                      r["from"].get<std::string>() + ".." + r["to"].get<std::string>(), r["policy"].get<std::string>(),
-                     r["policy"] == "collapse" ? std::to_string(r["slots"].get<std::int64_t>()) + " slot(s) in 1 run"
-                                               : std::to_string(done) + "/" + std::to_string(r["slots"].get<std::int64_t>()),
+                     r["policy"] == "collapse"
+                         ? std::to_string(r["slots"].get<std::int64_t>()) + " slot(s) in 1 run"
+                         : std::to_string(done) + "/" + std::to_string(r["slots"].get<std::int64_t>()),
                      std::to_string(r["created"].get<std::int64_t>()), std::to_string(r["skipped"].get<std::int64_t>()),
                      state, r["requested_by"].get<std::string>()});
   }
@@ -269,7 +282,8 @@ void print_backfills(std::ostream& out, const json& rows) {
 
 int backfills(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule backfills", {}, {"--all"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "schedule backfills: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "schedule backfills: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   const json rows = pool.transact([&](db::Tx& tx) { return backfill_rows(tx, o.has("--all")); });
   if (ctx.json) {
@@ -277,7 +291,8 @@ int backfills(Context& ctx, const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (rows.empty()) {
-    ctx.out << (o.has("--all") ? "no backfill requests\n" : "no open backfill requests (--all: the finished ones too)\n");
+    ctx.out << (o.has("--all") ? "no backfill requests\n"
+                               : "no open backfill requests (--all: the finished ones too)\n");
     return kExitOk;
   }
   print_backfills(ctx.out, rows);
@@ -286,14 +301,16 @@ int backfills(Context& ctx, const std::vector<std::string>& args) {
 
 int cancel_backfill(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "schedule cancel-backfill", {});
-  if (o.positional.size() != 1) throw FieldError("ID", "schedule cancel-backfill: one backfill ID is required\n" + std::string(kScheduleUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("ID", "schedule cancel-backfill: one backfill ID is required\n" + std::string(kScheduleUsage));
   std::int64_t id = 0;
   try {
     std::size_t used = 0;
     id = std::stoll(o.positional[0], &used);
     if (used != o.positional[0].size() || id <= 0) throw std::invalid_argument("id");
   } catch (const std::exception&) {
-    throw FieldError("ID", "schedule cancel-backfill: '" + o.positional[0] + "' is not a backfill id (see `conveyor schedule backfills`)");
+    throw FieldError("ID", "schedule cancel-backfill: '" + o.positional[0] +
+                               "' is not a backfill id (see `conveyor schedule backfills`)");
   }
   db::Pool pool(pool_options(ctx));
   // Waits for a batch in flight (it holds the row): what it created stays.
@@ -301,8 +318,11 @@ int cancel_backfill(Context& ctx, const std::vector<std::string>& args) {
     const auto r = tx.exec(kCancelBackfill, {id});
     if (!r.empty()) return {{"created", r[0]["created_count"].as_int()}, {"slots", r[0]["slot_count"].as_int()}};
     const auto state = tx.exec(kBackfillState, {id});
-    if (state.empty()) throw Error(errc::not_found, "backfill " + std::to_string(id) + " does not exist (see `conveyor schedule backfills --all`)");
-    throw Error(errc::conflict, "backfill " + std::to_string(id) + " is " + state[0][0].as_string() + ": nothing to cancel");
+    if (state.empty())
+      throw Error(errc::not_found,
+                  "backfill " + std::to_string(id) + " does not exist (see `conveyor schedule backfills --all`)");
+    throw Error(errc::conflict,
+                "backfill " + std::to_string(id) + " is " + state[0][0].as_string() + ": nothing to cancel");
   });
   if (ctx.json) {
     ctx.out << json{{"id", id}, {"state", "canceled"}, {"created", done["created"]}}.dump() << "\n";
@@ -317,8 +337,13 @@ int cancel_backfill(Context& ctx, const std::vector<std::string>& args) {
 
 int schedule_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "schedule", kScheduleUsage,
-                  {{"list", list}, {"ls", list}, {"pause", pause}, {"resume", resume}, {"backfill", backfill},
-                   {"backfills", backfills}, {"cancel-backfill", cancel_backfill}});
+                  {{"list", list},
+                   {"ls", list},
+                   {"pause", pause},
+                   {"resume", resume},
+                   {"backfill", backfill},
+                   {"backfills", backfills},
+                   {"cancel-backfill", cancel_backfill}});
 }
 
 }  // namespace conveyor::cli

@@ -67,15 +67,13 @@ constexpr db::Statement kWorkerCounts{
 // Each service's health by the one live-status rule
 // (conveyor.service_health, migration 20261210000100_service_health), with
 // the broker as each live instance saw it at its last heartbeat.
-constexpr db::Statement kServices{
-    "cli_system_services",
-    "SELECT service, state, live, down, replaced, stopped, broker_down, broker_up "
-    "FROM conveyor.service_health ORDER BY service"};
+constexpr db::Statement kServices{"cli_system_services",
+                                  "SELECT service, state, live, down, replaced, stopped, broker_down, broker_up "
+                                  "FROM conveyor.service_health ORDER BY service"};
 
-constexpr db::Statement kOutbox{
-    "cli_system_outbox",
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
-    "FROM conveyor.outbox WHERE sent_at IS NULL"};
+constexpr db::Statement kOutbox{"cli_system_outbox",
+                                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
+                                "FROM conveyor.outbox WHERE sent_at IS NULL"};
 
 // What waits on an operator: dead letters of triggers, schedules in error.
 constexpr db::Statement kAttention{
@@ -106,18 +104,22 @@ void read_service_status(db::Tx& tx, json& out) {
   std::int64_t broker_up = 0, broker_down = 0;
   for (const db::Row r : tx.exec(kServices)) {
     // "up" stays the count of live instances, as before.
-    out["services"][r["service"].as_string()] = {
-        {"state", r["state"].as_string()},   {"up", r["live"].as_int()},
-        {"live", r["live"].as_int()},         {"down", r["down"].as_int()},
-        {"replaced", r["replaced"].as_int()}, {"stopped", r["stopped"].as_int()},
-        {"broker_down", r["broker_down"].as_int()}};
+    out["services"][r["service"].as_string()] = {{"state", r["state"].as_string()},
+                                                 {"up", r["live"].as_int()},
+                                                 {"live", r["live"].as_int()},
+                                                 {"down", r["down"].as_int()},
+                                                 {"replaced", r["replaced"].as_int()},
+                                                 {"stopped", r["stopped"].as_int()},
+                                                 {"broker_down", r["broker_down"].as_int()}};
     broker_down += r["broker_down"].as_int();
     broker_up += r["broker_up"].as_int();
   }
   // The CLI reached the database to say any of this; the broker is
   // reported as the live services see it (their heartbeats).
   out["database"] = "up";
-  out["broker"] = {{"state", broker_down > 0 ? "down" : broker_up > 0 ? "up" : "unknown"},
+  out["broker"] = {{"state", broker_down > 0 ? "down"
+                             : broker_up > 0 ? "up"
+                                             : "unknown"},
                    {"instances_up", broker_up},
                    {"instances_down", broker_down}};
 }
@@ -132,15 +134,17 @@ void read_attention_status(db::Tx& tx, json& out) {
   out["triggers"] = {{"failed", attention[0][0].as_int()}, {"pending", attention[0][1].as_int()}};
   out["schedules"] = {{"in_error", attention[0][2].as_int()}, {"paused", attention[0][3].as_int()}};
   for (const db::Row r : tx.exec(kPausedQueues)) {
-    out["paused_queues"].push_back({{"kind", r[0].as_string()}, {"name", r[1].as_string()},
-                                    {"reason", r[2].as_string()}});
+    out["paused_queues"].push_back(
+        {{"kind", r[0].as_string()}, {"name", r[1].as_string()}, {"reason", r[2].as_string()}});
   }
   // A wave run conveyor-monitor advances (`system waves --auto`).
   const auto run = model::load_wave_run(tx);
-  out["waves"] = run && run->state == "running"
-                     ? json{{"current", run->current}, {"of", run->waves.size()}, {"backlog", run->backlog},
-                            {"threshold", run->threshold}, {"run", run->id}}
-                     : json();
+  out["waves"] = run && run->state == "running" ? json{{"current", run->current},
+                                                       {"of", run->waves.size()},
+                                                       {"backlog", run->backlog},
+                                                       {"threshold", run->threshold},
+                                                       {"run", run->id}}
+                                                : json();
 }
 
 // One consistent snapshot of the system, as `system status --json` prints it.
@@ -156,8 +160,8 @@ json read_status(db::Tx& tx) {
               {"paused_queues", json::array()}};
   for (const db::Row r : tx.exec(kJobCounts)) out["jobs"][r[0].as_string()] = r[1].as_int();
   for (const db::Row r : tx.exec(kWorkerCounts)) {
-    out["workers"][r[0].as_string()] = {{"count", r[1].as_int()}, {"running", r[2].as_int()},
-                                        {"capacity", r[3].as_int()}};
+    out["workers"][r[0].as_string()] = {
+        {"count", r[1].as_int()}, {"running", r[2].as_int()}, {"capacity", r[3].as_int()}};
   }
   read_service_status(tx, out);
   read_attention_status(tx, out);
@@ -167,11 +171,12 @@ json read_status(db::Tx& tx) {
 // Intake, jobs, workers and services of `s` (read_status), one line each.
 void print_status_load(std::ostream& out, const json& s) {
   out << "accepting new jobs : "
-      << (s["accepting_new_jobs"].get<bool>()
-              ? std::string("yes")
-              : "NO (" + (s["not_accepting_reason"].get<std::string>().empty() ? std::string("no reason given")
-                                                                                : s["not_accepting_reason"].get<std::string>()) +
-                    ")")
+      << (s["accepting_new_jobs"].get<bool>() ? std::string("yes")
+                                              : "NO (" +
+                                                    (s["not_accepting_reason"].get<std::string>().empty()
+                                                         ? std::string("no reason given")
+                                                         : s["not_accepting_reason"].get<std::string>()) +
+                                                    ")")
       << "\n";
   out << "jobs               :";
   for (const auto& [name, n] : s["jobs"].items()) {
@@ -192,7 +197,10 @@ void print_status_load(std::ostream& out, const json& s) {
   for (const auto& [name, v] : s["services"].items()) {
     const std::string state = v["state"].get<std::string>();
     out << "\n  " << name << " "
-        << (state == "degraded" ? "DEGRADED" : state == "down" ? "DOWN" : state) << " (" << v["live"] << " live";
+        << (state == "degraded" ? "DEGRADED"
+            : state == "down"   ? "DOWN"
+                                : state)
+        << " (" << v["live"] << " live";
     if (v["down"].get<std::int64_t>() > 0) out << ", " << v["down"] << " down";
     if (v["replaced"].get<std::int64_t>() > 0) out << ", " << v["replaced"] << " replaced (history)";
     out << ")";
@@ -239,7 +247,8 @@ void print_status_health(std::ostream& out, const json& s) {
 // Every job type and pool there is, with the jobs waiting and running in it.
 int status(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system status", {});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "system status: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   db::TxOptions snapshot;
   snapshot.isolation = db::Isolation::repeatable_read;
@@ -255,8 +264,10 @@ int status(Context& ctx, const std::vector<std::string>& args) {
 
 int set_accepting(Context& ctx, const std::vector<std::string>& args, bool accepting) {
   const std::string command = accepting ? "system unpause" : "system pause";
-  const Options o = parse_options(args, command, accepting ? std::set<std::string>{} : std::set<std::string>{"--reason"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "'");
+  const Options o =
+      parse_options(args, command, accepting ? std::set<std::string>{} : std::set<std::string>{"--reason"});
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], command + ": unexpected argument '" + o.positional[0] + "'");
   json patch = {{"accepting_new_jobs", accepting}};
   if (accepting) {
     patch["not_accepting_reason"] = nullptr;
@@ -284,7 +295,8 @@ int set_accepting(Context& ctx, const std::vector<std::string>& args, bool accep
 // this; after the reboot the jobs run again as if they had not started.
 int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system prepare-for-reboot", {}, {"--force", "--yes"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "system prepare-for-reboot: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "system prepare-for-reboot: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   const auto [live, started, queued] = pool.transact([](db::Tx& tx) {
     std::vector<std::string> names;
@@ -311,14 +323,14 @@ int prepare_for_reboot(Context& ctx, const std::vector<std::string>& args) {
     ctx.out << json{{"requeued", r.requeued}, {"canceled", r.canceled}, {"stopped_workers", r.stopped_workers}}.dump()
             << "\n";
   }
-  talk << "ready for reboot: " << r.requeued << " job(s) back to ready, " << r.canceled << " canceled (cancel was asked), "
-       << r.stopped_workers.size() << " worker row(s) stopped; start the system again after the reboot\n";
+  talk << "ready for reboot: " << r.requeued << " job(s) back to ready, " << r.canceled
+       << " canceled (cancel was asked), " << r.stopped_workers.size()
+       << " worker row(s) stopped; start the system again after the reboot\n";
   return kExitOk;
 }
 
 int pause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, false); }
 int unpause(Context& ctx, const std::vector<std::string>& args) { return set_accepting(ctx, args, true); }
-
 
 // Runs a PostgreSQL client program with argv as given (never a shell) and
 // the connection in PG* variables (db::libpq_environment), not on its
@@ -340,7 +352,8 @@ int run_program(const Context& ctx, const std::vector<std::string>& argv) {
   cargv.push_back(nullptr);
   pid_t pid = 0;
   if (const int rc = ::posix_spawnp(&pid, cargv[0], nullptr, nullptr, cargv.data(), cenv.data()); rc != 0) {
-    throw Error(errc::unavailable, argv[0] + ": cannot start: " + std::strerror(rc) + " (install postgresql-client-15)");
+    throw Error(errc::unavailable,
+                argv[0] + ": cannot start: " + std::strerror(rc) + " (install postgresql-client-15)");
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
@@ -354,7 +367,8 @@ int run_program(const Context& ctx, const std::vector<std::string>& argv) {
 // replace objects (--clean) without dropping the schema by hand.
 int backup(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system backup", {});
-  if (o.positional.size() != 1) throw FieldError("FILE", "system backup: one FILE is required\n" + std::string(kSystemUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("FILE", "system backup: one FILE is required\n" + std::string(kSystemUsage));
   const std::string& file = o.positional[0];
   const auto start = std::chrono::steady_clock::now();
   const int rc = [&] {
@@ -365,7 +379,8 @@ int backup(Context& ctx, const std::vector<std::string>& args) {
     });
     return run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + file});
   }();
-  if (rc != 0) throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): " + file + " is not a backup");
+  if (rc != 0)
+    throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): " + file + " is not a backup");
   std::error_code ec;
   const auto size = std::filesystem::file_size(file, ec);
   ctx.out << "backup written to " << file << " (" << (ec ? 0 : size) << " bytes, "
@@ -376,7 +391,8 @@ int backup(Context& ctx, const std::vector<std::string>& args) {
 
 int restore(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system restore", {}, {"--clean", "--yes"});
-  if (o.positional.size() != 1) throw FieldError("FILE", "system restore: one FILE is required\n" + std::string(kSystemUsage));
+  if (o.positional.size() != 1)
+    throw FieldError("FILE", "system restore: one FILE is required\n" + std::string(kSystemUsage));
   const std::string& file = o.positional[0];
   if (!std::filesystem::is_regular_file(file)) throw FieldError("FILE", "system restore: " + file + " is not a file");
   const bool clean = o.has("--clean");
@@ -408,13 +424,14 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
     return run_program(ctx, argv);
   }();
   if (rc != 0) {
-    throw Error(errc::unavailable, "pg_restore failed (exit " + std::to_string(rc) +
-                                       "); it ran in one transaction, so nothing was changed" +
-                                       (empty_database
-                                            ? " (into a new cluster: if a role conveyor_... does not exist, run "
-                                              "`conveyor db migrate` on any database of this cluster first; it "
-                                              "creates the service roles the backup's grants name)"
-                                            : clean ? "" : " (a database that is not empty needs --clean)"));
+    throw Error(errc::unavailable,
+                "pg_restore failed (exit " + std::to_string(rc) +
+                    "); it ran in one transaction, so nothing was changed" +
+                    (empty_database ? " (into a new cluster: if a role conveyor_... does not exist, run "
+                                      "`conveyor db migrate` on any database of this cluster first; it "
+                                      "creates the service roles the backup's grants name)"
+                     : clean        ? ""
+                                    : " (a database that is not empty needs --clean)"));
   }
   // The backup's worker rows and their started or queued jobs belong to
   // processes of the time of the backup, which run no more (the services are
@@ -430,7 +447,8 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
     ctx.out << "the backup's " << ghosts.stopped_workers.size() << " running worker row(s) marked stopped; "
             << ghosts.requeued << " started or queued job(s) back to ready, " << ghosts.canceled << " canceled\n";
   }
-  ctx.out << "restored " << file << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
+  ctx.out << "restored " << file
+          << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
           << "`conveyor params set job_types_list=...`)\n";
   for (const model::SequenceAdvance& a : advanced) {
     if (a.sequence == model::kJobIdSequence) ctx.out << "job ids continue from " << a.last_value + 1 << "\n";
@@ -445,9 +463,15 @@ std::string join_names(const std::vector<std::string>& v) {
 }
 
 json wave_run_json(const model::WaveRun& r) {
-  return json{{"id", r.id},         {"waves", r.waves},           {"current", r.current},
-              {"threshold", r.threshold}, {"state", r.state},     {"backlog", r.backlog},
-              {"started_by", r.started_by}, {"started_at", r.started_at}, {"updated_at", r.updated_at}};
+  return json{{"id", r.id},
+              {"waves", r.waves},
+              {"current", r.current},
+              {"threshold", r.threshold},
+              {"state", r.state},
+              {"backlog", r.backlog},
+              {"started_by", r.started_by},
+              {"started_at", r.started_at},
+              {"updated_at", r.updated_at}};
 }
 
 // What `system waves` reads: the waves, the types handled now, the run.
@@ -465,8 +489,8 @@ int waves_auto(Context& ctx, const Options& o, db::Pool& pool) {
     ctx.out << wave_run_json(r).dump() << "\n";
     return kExitOk;
   }
-  ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted ("
-          << join_names(r.waves[0]) << "); conveyor-monitor moves to the next wave once this one's jobs in "
+  ctx.out << "wave run " << r.id << " started: wave 1 of " << r.waves.size() << " admitted (" << join_names(r.waves[0])
+          << "); conveyor-monitor moves to the next wave once this one's jobs in "
           << "initialized..started (held or paused ready ones aside) are at most " << r.threshold
           << ", and admits every job type after the last\n";
   return kExitOk;
@@ -484,7 +508,8 @@ int waves_stop(Context& ctx, db::Pool& pool) {
     return kExitOk;
   }
   ctx.out << "wave run " << r->id << " stopped at wave " << r->current << " of " << r->waves.size()
-          << "; job_types_list stays " << join_names(model::admitted_types(r->waves, static_cast<std::size_t>(r->current)))
+          << "; job_types_list stays "
+          << join_names(model::admitted_types(r->waves, static_cast<std::size_t>(r->current)))
           << " (`conveyor system waves --start N` or `--all` from here)\n";
   return kExitOk;
 }
@@ -531,7 +556,8 @@ int waves_show(Context& ctx, const WavesSeen& g) {
       }
     }
     ctx.out << "wave " << i + 1 << ": " << join_names(layers[i])
-            << (after.empty() ? "" : "   (after " + join_names(std::vector<std::string>(after.begin(), after.end())) + ")")
+            << (after.empty() ? ""
+                              : "   (after " + join_names(std::vector<std::string>(after.begin(), after.end())) + ")")
             << "\n";
   }
   ctx.out << "job_types_list now: " << (g.handled ? join_names(*g.handled) : std::string("every job type")) << "\n";
@@ -540,8 +566,9 @@ int waves_show(Context& ctx, const WavesSeen& g) {
             << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
             << "), started by " << g.run->started_by << " at " << display_time(g.run->started_at) << "\n";
   }
-  ctx.out << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
-          << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";
+  ctx.out
+      << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
+      << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";
   return kExitOk;
 }
 
@@ -552,10 +579,13 @@ int waves_show(Context& ctx, const WavesSeen& g) {
 // conveyor-monitor advances by itself (model::advance_waves); --stop ends it.
 int waves(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system waves", {"--start", "--threshold"}, {"--all", "--auto", "--stop"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "system waves: unexpected argument '" + o.positional[0] + "'");
-  const int modes = (o.get("--start") ? 1 : 0) + (o.has("--all") ? 1 : 0) + (o.has("--auto") ? 1 : 0) + (o.has("--stop") ? 1 : 0);
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "system waves: unexpected argument '" + o.positional[0] + "'");
+  const int modes =
+      (o.get("--start") ? 1 : 0) + (o.has("--all") ? 1 : 0) + (o.has("--auto") ? 1 : 0) + (o.has("--stop") ? 1 : 0);
   if (modes > 1) throw FieldError("--start", "system waves: one of --start N, --all, --auto, --stop");
-  if (o.get("--threshold") && !o.has("--auto")) throw FieldError("--threshold", "system waves: --threshold goes with --auto");
+  if (o.get("--threshold") && !o.has("--auto"))
+    throw FieldError("--threshold", "system waves: --threshold goes with --auto");
   db::Pool pool(pool_options(ctx));
   if (o.has("--auto")) return waves_auto(ctx, o, pool);
   if (o.has("--stop")) return waves_stop(ctx, pool);
@@ -571,8 +601,13 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
 
 int system_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "system", kSystemUsage,
-                  {{"status", status}, {"pause", pause}, {"unpause", unpause}, {"prepare-for-reboot", prepare_for_reboot},
-                   {"backup", backup}, {"restore", restore}, {"waves", waves}});
+                  {{"status", status},
+                   {"pause", pause},
+                   {"unpause", unpause},
+                   {"prepare-for-reboot", prepare_for_reboot},
+                   {"backup", backup},
+                   {"restore", restore},
+                   {"waves", waves}});
 }
 
 }  // namespace conveyor::cli

@@ -37,9 +37,7 @@ constexpr db::Statement kWorkers{
     "  AND ($3::text IS NULL OR w.name = $3::text OR coalesce(w.host, '') || '/' || w.pid = $3::text) "
     "ORDER BY w.pool, w.name"};
 
-constexpr db::Statement kDrain{
-    "cli_worker_drain",
-    "SELECT * FROM conveyor.drain_worker($1) AS running"};
+constexpr db::Statement kDrain{"cli_worker_drain", "SELECT * FROM conveyor.drain_worker($1) AS running"};
 
 // 3725.4 -> "1h2m5s"
 std::string duration(double seconds) {
@@ -79,9 +77,9 @@ std::vector<WorkerRow> load(db::Pool& pool, const std::optional<std::string>& po
     std::vector<WorkerRow> rows;
     for (const db::Row r : tx.exec(kWorkers, {pool_name, all, name})) {
       rows.push_back({r["id"].as_int(), r["name"].as_string(), r["host"].as_string(), r["pool"].as_string(),
-                      r["status"].as_string(), r["version"].as_string(), r["pid"].as<int>(),
-                      r["concurrency"].as<int>(), r["running"].as<int>(), r["uptime_s"].as_double(),
-                      r["heartbeat_age_s"].as_double(), r["alive"].as_bool()});
+                      r["status"].as_string(), r["version"].as_string(), r["pid"].as<int>(), r["concurrency"].as<int>(),
+                      r["running"].as<int>(), r["uptime_s"].as_double(), r["heartbeat_age_s"].as_double(),
+                      r["alive"].as_bool()});
     }
     return rows;
   });
@@ -89,7 +87,8 @@ std::vector<WorkerRow> load(db::Pool& pool, const std::optional<std::string>& po
 
 int list(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "worker list", {"--pool"}, {"--all"});
-  if (!o.positional.empty()) throw FieldError(o.positional[0], "worker list: unexpected argument '" + o.positional[0] + "'");
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "worker list: unexpected argument '" + o.positional[0] + "'");
   db::Pool pool(pool_options(ctx));
   const auto workers = load(pool, o.get("--pool"), o.has("--all"), std::nullopt);
   if (ctx.json) {
@@ -100,9 +99,8 @@ int list(Context& ctx, const std::vector<std::string>& args) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& w : workers) {
-    const std::string status = w.status == "active" || w.status == "draining"
-                                   ? (w.alive ? w.status : w.status + " (no heartbeat)")
-                                   : w.status;
+    const std::string status =
+        w.status == "active" || w.status == "draining" ? (w.alive ? w.status : w.status + " (no heartbeat)") : w.status;
     rows.push_back({w.host, std::to_string(w.pid), w.name, w.pool, std::to_string(w.concurrency),
                     std::to_string(w.running), status, duration(w.uptime_s), duration(w.heartbeat_age_s) + " ago"});
   }
@@ -113,11 +111,12 @@ int list(Context& ctx, const std::vector<std::string>& args) {
 
 WorkerRow one(db::Pool& pool, const std::string& command, const std::vector<std::string>& positional) {
   if (positional.size() != 1) {
-    throw FieldError("NAME", "worker " + command + ": one worker NAME (or HOST/PID) is required\n" +
-                                 std::string(kWorkerUsage));
+    throw FieldError("NAME",
+                     "worker " + command + ": one worker NAME (or HOST/PID) is required\n" + std::string(kWorkerUsage));
   }
   const auto rows = load(pool, std::nullopt, true, positional[0]);
-  if (rows.empty()) throw Error(errc::not_found, "no worker named '" + positional[0] + "' (see `conveyor worker list --all`)");
+  if (rows.empty())
+    throw Error(errc::not_found, "no worker named '" + positional[0] + "' (see `conveyor worker list --all`)");
   if (rows.size() > 1) throw FieldError("NAME", "'" + positional[0] + "' names several workers: use the NAME column");
   return rows[0];
 }
@@ -175,8 +174,7 @@ int drain(Context& ctx, const std::vector<std::string>& args) {
 }  // namespace
 
 int worker_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "worker", kWorkerUsage,
-                  {{"list", list}, {"ls", list}, {"ping", ping}, {"drain", drain}});
+  return dispatch(ctx, args, "worker", kWorkerUsage, {{"list", list}, {"ls", list}, {"ping", ping}, {"drain", drain}});
 }
 
 }  // namespace conveyor::cli

@@ -16,11 +16,10 @@
 namespace conveyor::auth {
 namespace {
 
-constexpr db::Statement kInsertToken{
-    "auth_insert_token",
-    "INSERT INTO conveyor.api_token (name, token_sha256, role, expires_at) "
-    "VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision)) "
-    "ON CONFLICT (name) DO NOTHING RETURNING name"};
+constexpr db::Statement kInsertToken{"auth_insert_token",
+                                     "INSERT INTO conveyor.api_token (name, token_sha256, role, expires_at) "
+                                     "VALUES ($1, $2, $3, now() + make_interval(secs => $4::double precision)) "
+                                     "ON CONFLICT (name) DO NOTHING RETURNING name"};
 
 constexpr db::Statement kListTokens{
     "auth_list_tokens",
@@ -33,10 +32,9 @@ constexpr db::Statement kListTokens{
     "     ELSE 'active' END AS state "
     "FROM conveyor.api_token ORDER BY name"};
 
-constexpr db::Statement kRevokeToken{
-    "auth_revoke_token",
-    "UPDATE conveyor.api_token SET revoked_at = now() "
-    "WHERE name = $1 AND revoked_at IS NULL RETURNING name"};
+constexpr db::Statement kRevokeToken{"auth_revoke_token",
+                                     "UPDATE conveyor.api_token SET revoked_at = now() "
+                                     "WHERE name = $1 AND revoked_at IS NULL RETURNING name"};
 
 // One round trip: the token's row and its state, and last_used_at brought
 // up to date when it is more than a minute old (a write per request would
@@ -73,8 +71,8 @@ constexpr db::Statement kCheckSession{
     "FROM conveyor.console_session s JOIN conveyor.api_token t ON t.name = s.token_name "
     "WHERE s.session_sha256 = $1"};
 
-constexpr db::Statement kDeleteSession{
-    "auth_delete_session", "DELETE FROM conveyor.console_session WHERE session_sha256 = $1"};
+constexpr db::Statement kDeleteSession{"auth_delete_session",
+                                       "DELETE FROM conveyor.console_session WHERE session_sha256 = $1"};
 
 constexpr std::string_view kTokenPrefix = "cvt_";
 constexpr std::string_view kSessionPrefix = "cvs_";
@@ -136,8 +134,7 @@ bool valid_name(std::string_view name) {
 }
 
 std::string base64url(const unsigned char* data, std::size_t n) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   std::uint32_t acc = 0;
   int bits = 0;
@@ -185,9 +182,7 @@ http::Response unauthorized(const std::string& detail) {
   return r;
 }
 
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
+bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 }  // namespace
 
@@ -279,9 +274,7 @@ std::vector<TokenInfo> list_tokens(db::Tx& tx) {
   return out;
 }
 
-bool revoke_token(db::Tx& tx, const std::string& name) {
-  return !tx.exec(kRevokeToken, {name}).empty();
-}
+bool revoke_token(db::Tx& tx, const std::string& name) { return !tx.exec(kRevokeToken, {name}).empty(); }
 
 std::chrono::seconds parse_expiry(std::string_view text) {
   const std::string t(text);
@@ -294,8 +287,8 @@ std::chrono::seconds parse_expiry(std::string_view text) {
   else if (unit == "h") factor = 3600;
   else if (unit == "d") factor = 86400;
   if (digits == 0 || digits > 9 || factor == 0) {
-    throw FieldError("expires", "'" + t.substr(0, 40) +
-                                    "' is not a lifetime: use a number and s, m, h or d (e.g. 30d)");
+    throw FieldError("expires",
+                     "'" + t.substr(0, 40) + "' is not a lifetime: use a number and s, m, h or d (e.g. 30d)");
   }
   const std::int64_t n = std::stoll(t.substr(0, digits));
   if (n <= 0) throw FieldError("expires", "a token's lifetime must be positive");
@@ -304,8 +297,7 @@ std::chrono::seconds parse_expiry(std::string_view text) {
   return std::chrono::seconds(n * factor);
 }
 
-std::optional<Role> required_role(std::string_view method, std::string_view route,
-                                  bool metrics_open, bool console) {
+std::optional<Role> required_role(std::string_view method, std::string_view route, bool metrics_open, bool console) {
   if (route == "/healthz" || route == "/readyz" || route == "/version") return std::nullopt;
   if (route == "/openapi.json") return std::nullopt;  // the API's description: no secret in it
   if (route == "/metrics") return metrics_open ? std::nullopt : std::optional<Role>(Role::reader);
@@ -319,8 +311,7 @@ std::optional<Role> required_role(std::string_view method, std::string_view rout
   if (method == "POST" && (route.starts_with("/jobs/") || route.starts_with("/queues/"))) {
     return Role::operator_;
   }
-  if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" ||
-                           route == "/v1/jobs/{id}/retry")) {
+  if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" || route == "/v1/jobs/{id}/retry")) {
     return Role::submitter;  // the handlers check a submitter's ownership
   }
   return Role::operator_;  // parameters, queues, job types and anything new
@@ -337,9 +328,8 @@ std::string request_actor(const http::Request& request) {
   return request.principal.empty() ? std::string() : actor_of(request.principal);
 }
 
-std::optional<http::Response> authenticate(db::Pool& pool, std::string_view token, Role need,
-                                           std::string_view what, bool from_cookie,
-                                           Identity* out) {
+std::optional<http::Response> authenticate(db::Pool& pool, std::string_view token, Role need, std::string_view what,
+                                           bool from_cookie, Identity* out) {
   // Bounded before hashing or querying: a token is 47 characters.
   if (token.size() > 256 || !starts_with(token, kTokenPrefix)) {
     return unauthorized("the token is not a Conveyor API token (they start with cvt_)");
@@ -347,13 +337,13 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
   const std::string hash = token_sha256(token);
   auto& unknown = unknown_hashes();
   const bool known_unknown = unknown.contains(hash);
-  const auto rows = known_unknown ? db::Result()
-                                  : pool.transact([&](db::Tx& tx) { return tx.exec(kCheckToken, {hash}); });
+  const auto rows =
+      known_unknown ? db::Result() : pool.transact([&](db::Tx& tx) { return tx.exec(kCheckToken, {hash}); });
   if (rows.empty()) {
     if (!known_unknown) unknown.add(hash);
     if (const auto left_out = unknown.may_log()) {
-      logging::get("auth")->warn("{}: refused an unknown token ({} more refusals of unknown tokens not logged)",
-                                 what, *left_out);
+      logging::get("auth")->warn("{}: refused an unknown token ({} more refusals of unknown tokens not logged)", what,
+                                 *left_out);
     }
     return unauthorized(from_cookie ? "the login has no valid token any more: log in again"
                                     : "the token is not known (mistyped, or from another "
@@ -371,8 +361,8 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
   const Role role = parse_role(row["role"].view()).value_or(Role::reader);
   if (!allows(role, need)) {
     return http::problem(403, http::reason_phrase(403),
-                         "token '" + name + "' has the role " + std::string(to_string(role)) +
-                             "; " + std::string(what) + " needs " + std::string(to_string(need)) +
+                         "token '" + name + "' has the role " + std::string(to_string(role)) + "; " +
+                             std::string(what) + " needs " + std::string(to_string(need)) +
                              (need == Role::operator_ ? "" : " or higher"));
   }
   if (out != nullptr) *out = Identity{name, role};
@@ -407,8 +397,7 @@ std::optional<http::Response> authenticate_session(db::Pool& pool, std::string_v
   if (session.size() > 256 || !starts_with(session, kSessionPrefix)) {
     return unauthorized("the session cookie is not one of ours: log in again at /login");
   }
-  const auto rows = pool.transact(
-      [&](db::Tx& tx) { return tx.exec(kCheckSession, {token_sha256(session)}); });
+  const auto rows = pool.transact([&](db::Tx& tx) { return tx.exec(kCheckSession, {token_sha256(session)}); });
   if (rows.empty()) return unauthorized("the session has ended: log in again at /login");
   const auto row = rows[0];
   const std::string name = row["name"].as_string();
@@ -448,8 +437,7 @@ http::Guard make_guard(db::Pool& pool, GuardOptions options) {
     } else if (!session.empty()) {
       if (auto refused = authenticate_session(pool, session, *need, what, &who)) return refused;
     } else if (header) {
-      return unauthorized(
-          "the Authorization header must be 'Bearer <token>' (other schemes are not accepted)");
+      return unauthorized("the Authorization header must be 'Bearer <token>' (other schemes are not accepted)");
     } else {
       // A browser asking for a page of a service with a login goes there.
       const auto accept = request.header("Accept");
@@ -460,7 +448,8 @@ http::Guard make_guard(db::Pool& pool, GuardOptions options) {
       }
       return unauthorized(
           "this route needs a token: send 'Authorization: Bearer <token>' (create one with "
-          "`conveyor token create NAME --role " + std::string(to_string(*need)) + "`)");
+          "`conveyor token create NAME --role " +
+          std::string(to_string(*need)) + "`)");
     }
     request.principal = who.name;
     request.role = std::string(to_string(who.role));

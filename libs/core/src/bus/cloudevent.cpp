@@ -10,9 +10,7 @@ namespace {
 
 using nlohmann::json;
 
-[[noreturn]] void reject(const std::string& what) {
-  throw Error(errc::bad_input, "cloudevent: " + what);
-}
+[[noreturn]] void reject(const std::string& what) { throw Error(errc::bad_input, "cloudevent: " + what); }
 
 // A required context attribute: present, a string, not empty.
 std::string required_string(const json& envelope, const char* name) {
@@ -115,8 +113,8 @@ CloudEvent decode(std::string_view message) {
   if (auto it = envelope.find("data"); it != envelope.end()) {
     // In the JSON format, data of a non-JSON content type is carried as a string.
     if (!is_json_content_type(event.datacontenttype) && !it->is_string() && !it->is_null()) {
-      reject("attribute 'data' must be a string for datacontenttype '" + event.datacontenttype +
-             "', not " + it->type_name());
+      reject("attribute 'data' must be a string for datacontenttype '" + event.datacontenttype + "', not " +
+             it->type_name());
     }
     event.data = std::move(*it);  // depth is bounded by the parse; no copy anyway
   }

@@ -30,8 +30,7 @@ using ConfPtr = std::unique_ptr<rd_kafka_conf_t, ConfDeleter>;
 
 void set(rd_kafka_conf_t* conf, const std::string& name, const std::string& value) {
   char errstr[512];
-  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) !=
-      RD_KAFKA_CONF_OK) {
+  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
     throw Error(errc::invalid_config, "kafka: " + name + ": " + errstr);
   }
 }
@@ -131,8 +130,7 @@ struct Producer::Impl {
     auto seq = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(msg->_private));
     bool ok = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR;
     if (!ok) {
-      logger()->warn("kafka: delivery to {} failed: {}", rd_kafka_topic_name(msg->rkt),
-                     rd_kafka_err2str(msg->err));
+      logger()->warn("kafka: delivery to {} failed: {}", rd_kafka_topic_name(msg->rkt), rd_kafka_err2str(msg->err));
     }
     if (seq < self->batch_first || seq >= self->batch_first + self->results.size()) return;
     self->results[seq - self->batch_first] = ok;
@@ -178,12 +176,10 @@ struct Producer::Impl {
         }
       }
       rd_kafka_resp_err_t err = rd_kafka_producev(
-          rk, RD_KAFKA_V_TOPIC(m.topic.c_str()),
-          RD_KAFKA_V_KEY(m.key.empty() ? nullptr : m.key.data(), m.key.size()),
-          RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()),
-          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq))),
-          RD_KAFKA_V_END);
+          rk, RD_KAFKA_V_TOPIC(m.topic.c_str()), RD_KAFKA_V_KEY(m.key.empty() ? nullptr : m.key.data(), m.key.size()),
+          RD_KAFKA_V_VALUE(const_cast<char*>(m.value.data()), m.value.size()), RD_KAFKA_V_HEADERS(headers),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<std::uintptr_t>(seq))), RD_KAFKA_V_END);
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR && headers != nullptr) rd_kafka_headers_destroy(headers);
       if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || Clock::now() >= deadline) return err;
       rd_kafka_poll(rk, 10);
@@ -200,14 +196,12 @@ Producer::~Producer() {
   if (impl_->rk == nullptr) return;
   std::lock_guard lock(impl_->mutex);
   if (rd_kafka_flush(impl_->rk, 5000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    logger()->warn("kafka: producer closed with {} message(s) undelivered",
-                   rd_kafka_outq_len(impl_->rk));
+    logger()->warn("kafka: producer closed with {} message(s) undelivered", rd_kafka_outq_len(impl_->rk));
   }
   rd_kafka_destroy(impl_->rk);
 }
 
-std::vector<bool> Producer::send_batch(std::span<const Message> messages,
-                                       std::chrono::milliseconds timeout) {
+std::vector<bool> Producer::send_batch(std::span<const Message> messages, std::chrono::milliseconds timeout) {
   std::lock_guard lock(impl_->mutex);
   Impl& p = *impl_;
   const auto deadline = Clock::now() + timeout;
@@ -222,8 +216,7 @@ std::vector<bool> Producer::send_batch(std::span<const Message> messages,
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       ++p.outstanding;
     } else {
-      logger()->warn("kafka: cannot enqueue message for {}: {}", messages[i].topic,
-                     rd_kafka_err2str(err));
+      logger()->warn("kafka: cannot enqueue message for {}: {}", messages[i].topic, rd_kafka_err2str(err));
     }
   }
   while (p.outstanding > 0) {
@@ -301,8 +294,7 @@ Consumer::Consumer(const ConsumerOptions& options) : impl_(std::make_unique<Impl
   impl_->rk = new_handle(RD_KAFKA_CONSUMER, std::move(conf));
   rd_kafka_poll_set_consumer(impl_->rk);
 
-  rd_kafka_topic_partition_list_t* topics =
-      rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
+  rd_kafka_topic_partition_list_t* topics = rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size()));
   for (const auto& topic : options.topics) {
     rd_kafka_topic_partition_list_add(topics, topic.c_str(), RD_KAFKA_PARTITION_UA);
   }
@@ -331,8 +323,7 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
     // Wait only for the first message; then take what is already fetched.
     int wait_ms = 0;
     if (out.empty()) {
-      wait_ms =
-          to_ms(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+      wait_ms = to_ms(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
     }
     rd_kafka_message_t* msg = rd_kafka_consumer_poll(impl_->rk, wait_ms);
     if (msg == nullptr) break;
@@ -342,8 +333,7 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
     }
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       logger()->warn("kafka: consume{}{}: {}", msg->rkt != nullptr ? " from " : "",
-                     msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "",
-                     rd_kafka_message_errstr(msg));
+                     msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "", rd_kafka_message_errstr(msg));
       rd_kafka_message_destroy(msg);
       if (out.empty() && Clock::now() >= deadline) break;
       continue;
@@ -371,8 +361,7 @@ bool Consumer::broker_up() const noexcept { return impl_->broker_up.load(); }
 
 void Consumer::commit() {
   if (impl_->pending.empty()) return;
-  rd_kafka_topic_partition_list_t* offsets =
-      rd_kafka_topic_partition_list_new(static_cast<int>(impl_->pending.size()));
+  rd_kafka_topic_partition_list_t* offsets = rd_kafka_topic_partition_list_new(static_cast<int>(impl_->pending.size()));
   for (const auto& [where, next] : impl_->pending) {
     rd_kafka_topic_partition_list_add(offsets, where.first.c_str(), where.second)->offset = next;
   }

@@ -77,8 +77,7 @@ std::size_t Relay::run_once() {
     if (!im.leader) {
       if (!im.session.try_advisory_lock(options_.lock_key)) return 0;
       im.leader = true;
-      im.backend_pid = im.session.transact([](db::Tx& tx) { return tx.exec(kBackendPid)[0][0].as_int(); },
-                                           no_retry());
+      im.backend_pid = im.session.transact([](db::Tx& tx) { return tx.exec(kBackendPid)[0][0].as_int(); }, no_retry());
       stats_.leader = true;
       log->info("relay is the leader (backend {})", im.backend_pid);
     }
@@ -118,7 +117,9 @@ std::size_t Relay::run_once() {
               ev.time = row[6].as_string();
               ev.data = nlohmann::json::parse(row[5].view());
               rows.push_back({row[0].as_int(),
-                              {topic_name(options_.topic_prefix, row[1].view()), row[2].as_string(), encode(ev),
+                              {topic_name(options_.topic_prefix, row[1].view()),
+                               row[2].as_string(),
+                               encode(ev),
                                {{kContentTypeHeader, kStructuredContentType}}}});
             }
           },

@@ -117,18 +117,16 @@ std::string validate(const Key& key, const std::string& raw, std::int64_t& numbe
       return "";
     case Type::duration_ms:
       if (!parse_duration_ms(raw, number) || number < key.min || number > key.max) {
-        return "expected a duration (e.g. 500ms, 5s, 2m, 1h)" + range_text(key) + " in ms, got '" +
-               shown + "'";
+        return "expected a duration (e.g. 500ms, 5s, 2m, 1h)" + range_text(key) + " in ms, got '" + shown + "'";
       }
       return "";
     case Type::url: {
       if (raw.empty() && key.default_value && key.default_value->empty()) return "";
       const auto sep = raw.find("://");
-      const bool scheme_ok =
-          sep != std::string::npos && sep > 0 &&
-          std::all_of(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(sep), [](char c) {
-            return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
-          });
+      const bool scheme_ok = sep != std::string::npos && sep > 0 &&
+                             std::all_of(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(sep), [](char c) {
+                               return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.';
+                             });
       if (!scheme_ok || sep + 3 >= raw.size()) {
         return "expected a URL like scheme://host/path, got '" + shown + "'";
       }
@@ -171,16 +169,15 @@ struct LayerKeys {
     for (const auto& [name, where] : by_file) {
       auto it = direct.find(name);
       if (it == direct.end()) continue;
-      problems.push_back(name + " (from " + it->second + ") and " + name + std::string(kFileSuffix) +
-                         " (from " + where + ") are both set: set one");
+      problems.push_back(name + " (from " + it->second + ") and " + name + std::string(kFileSuffix) + " (from " +
+                         where + ") are both set: set one");
     }
   }
 };
 
 // Records a value of `layer`: KEY=value, or KEY_FILE=path for a secret key.
 void set_value(const Schema& schema, const std::string& name, const std::string& value, Source source,
-               const std::filesystem::path& relative_to, std::map<std::string, Value>& values,
-               LayerKeys& layer) {
+               const std::filesystem::path& relative_to, std::map<std::string, Value>& values, LayerKeys& layer) {
   const std::string where = source.to_string();
   if (const Key* key = secret_file_target(schema, name)) {
     if (value.empty()) return;  // KEY_FILE= : not set
@@ -199,8 +196,8 @@ void set_value(const Schema& schema, const std::string& name, const std::string&
 // "" or the problem. The problem names the file, never its content.
 std::string resolve_secret_file(const Key& key, Value& value) {
   const std::filesystem::path& path = value.source.file;
-  const std::string prefix = key.name + std::string(kFileSuffix) + " (from " + value.file_where +
-                             "): cannot read " + path.string() + ": ";
+  const std::string prefix =
+      key.name + std::string(kFileSuffix) + " (from " + value.file_where + "): cannot read " + path.string() + ": ";
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   if (ec) return prefix + ec.message();
@@ -254,9 +251,8 @@ bool unquote(std::string_view text, std::string& out) {
   return true;
 }
 
-void read_env_file(const std::filesystem::path& file, const Schema& schema,
-                   std::map<std::string, Value>& values, std::vector<std::string>& problems,
-                   const std::vector<std::string>& known) {
+void read_env_file(const std::filesystem::path& file, const Schema& schema, std::map<std::string, Value>& values,
+                   std::vector<std::string>& problems, const std::vector<std::string>& known) {
   std::ifstream in(file);
   if (!in) {
     problems.push_back(file.string() + ": cannot read env file");
@@ -296,8 +292,7 @@ void read_env_file(const std::filesystem::path& file, const Schema& schema,
       problems.push_back(problem);
       continue;
     }
-    set_value(schema, name, value, Source{Source::Kind::file, file, number, {}}, file.parent_path(), values,
-              layer);
+    set_value(schema, name, value, Source{Source::Kind::file, file, number, {}}, file.parent_path(), values, layer);
   }
   layer.check(problems);
 }
@@ -319,8 +314,7 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 }  // namespace
 
 Schema& Schema::add(Key key) {
-  auto it = std::find_if(keys_.begin(), keys_.end(),
-                         [&](const Key& existing) { return existing.name == key.name; });
+  auto it = std::find_if(keys_.begin(), keys_.end(), [&](const Key& existing) { return existing.name == key.name; });
   if (it != keys_.end()) {
     *it = std::move(key);
   } else {
@@ -368,12 +362,9 @@ Schema core_schema() {
   schema.add({.name = "CONVEYOR_DATA_DIR",
               .default_value = "/var/lib/conveyor",
               .help = "where job logs and local state are kept"});
-  schema.add({.name = "CONVEYOR_TOPIC_PREFIX",
-              .default_value = "conveyor",
-              .help = "prefix of every Kafka topic name"});
-  schema.add({.name = "CONVEYOR_INSTANCE_ID",
-              .default_value = "",
-              .help = "name of this instance; empty: host-pid"});
+  schema.add(
+      {.name = "CONVEYOR_TOPIC_PREFIX", .default_value = "conveyor", .help = "prefix of every Kafka topic name"});
+  schema.add({.name = "CONVEYOR_INSTANCE_ID", .default_value = "", .help = "name of this instance; empty: host-pid"});
   schema.add({.name = "CONVEYOR_MIGRATIONS_DIR",
               .default_value = "",
               .help = "directory of SQL migrations; empty: the built-in one"});
@@ -416,8 +407,8 @@ std::vector<std::string> known_names(const Schema& schema) {
 // warnings for unknown names: the environment is shared with other tools,
 // so an unknown name is not an error.
 std::vector<std::string> read_environment(const Schema& schema, const std::map<std::string, std::string>& environment,
-                                          const std::vector<std::string>& known,
-                                          std::map<std::string, Value>& values, std::vector<std::string>& problems) {
+                                          const std::vector<std::string>& known, std::map<std::string, Value>& values,
+                                          std::vector<std::string>& problems) {
   std::vector<std::string> warnings;
   LayerKeys environment_layer;
   for (const auto& [name, value] : environment) {
@@ -434,8 +425,7 @@ std::vector<std::string> read_environment(const Schema& schema, const std::map<s
       warnings.push_back(warning);
       continue;
     }
-    set_value(schema, name, value, Source{Source::Kind::environment, {}, 0, {}}, {}, values,
-              environment_layer);
+    set_value(schema, name, value, Source{Source::Kind::environment, {}, 0, {}}, {}, values, environment_layer);
   }
   environment_layer.check(problems);
   return warnings;
@@ -471,9 +461,8 @@ Config load(const Schema& schema, const std::vector<std::filesystem::path>& env_
     Config::Entry entry{key, it->second.raw, it->second.source};
     const std::string problem = validate(key, entry.raw, entry.number, entry.flag);
     if (!problem.empty()) {
-      const std::string from = entry.source.kind == Source::Kind::default_value
-                                   ? " (default)"
-                                   : " (from " + entry.source.to_string() + ")";
+      const std::string from =
+          entry.source.kind == Source::Kind::default_value ? " (default)" : " (from " + entry.source.to_string() + ")";
       problems.push_back(key.name + from + ": " + problem);
       continue;
     }
@@ -528,8 +517,7 @@ std::vector<std::tuple<std::string, std::string, std::string>> Config::show() co
   std::vector<std::tuple<std::string, std::string, std::string>> rows;
   rows.reserve(entries_.size());
   for (const Entry& e : entries_) {
-    rows.emplace_back(e.key.name, e.key.secret ? mask_secret(e.raw) : e.raw,
-                      e.source.to_string());
+    rows.emplace_back(e.key.name, e.key.secret ? mask_secret(e.raw) : e.raw, e.source.to_string());
   }
   return rows;
 }

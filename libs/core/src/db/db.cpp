@@ -90,17 +90,15 @@ auto translating(F&& f) -> decltype(f()) {
     return f();
   } catch (const pqxx::in_doubt_error& e) {
     throw DbError(errc::unavailable,
-                  std::string("database: connection lost during commit, outcome unknown: ") + e.what(),
-                  "08007", false);
+                  std::string("database: connection lost during commit, outcome unknown: ") + e.what(), "08007", false);
   } catch (const pqxx::broken_connection& e) {
-    throw DbError(errc::unavailable, std::string("database: connection lost: ") + server_message(e.what()),
-                  "08006", true);
+    throw DbError(errc::unavailable, std::string("database: connection lost: ") + server_message(e.what()), "08006",
+                  true);
   } catch (const pqxx::sql_error& e) {
     throw translate_sql_error(e);
   } catch (const pqxx::statement_completion_unknown& e) {
-    throw DbError(errc::unavailable,
-                  std::string("database: statement outcome unknown: ") + server_message(e.what()), "40003",
-                  false);
+    throw DbError(errc::unavailable, std::string("database: statement outcome unknown: ") + server_message(e.what()),
+                  "40003", false);
   } catch (const pqxx::serialization_failure& e) {
     throw DbError(errc::conflict, server_message(e.what()), "40001", true);
   } catch (const pqxx::deadlock_detected& e) {
@@ -228,8 +226,7 @@ class Connection {
     prepared_.insert(std::move(name));
   }
 
-  void run(const TxOptions& options, const std::string& default_actor,
-           const std::function<void(Tx&)>& fn) {
+  void run(const TxOptions& options, const std::string& default_actor, const std::function<void(Tx&)>& fn) {
     translating([&] {
       switch (options.isolation) {
         case Isolation::read_committed: {
@@ -272,8 +269,7 @@ class Connection {
 
  private:
   template <typename W>
-  void body(W& w, const TxOptions& options, const std::string& default_actor,
-            const std::function<void(Tx&)>& fn) {
+  void body(W& w, const TxOptions& options, const std::string& default_actor, const std::function<void(Tx&)>& fn) {
     Tx tx(*this, static_cast<pqxx::transaction_base*>(&w));
     const std::string& actor = options.actor.empty() ? default_actor : options.actor;
     if (!actor.empty()) tx.set_actor(actor);
@@ -293,9 +289,7 @@ namespace {
 pqxx::transaction_base& work(void* p) { return *static_cast<pqxx::transaction_base*>(p); }
 }  // namespace
 
-Result Tx::exec(const Statement& s, std::initializer_list<Param> params) {
-  return exec(s, std::vector<Param>(params));
-}
+Result Tx::exec(const Statement& s, std::initializer_list<Param> params) { return exec(s, std::vector<Param>(params)); }
 
 Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
   return translating([&] {
@@ -306,8 +300,8 @@ Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
       // libpq sends C strings: a NUL would silently cut the value short
       // ("sleep\0x" stored as "sleep"). Refuse it, whoever passes it.
       if (p.text() && p.text()->find('\0') != std::string::npos) {
-        throw DbError(errc::bad_input, "a value contains a NUL character, which PostgreSQL cannot store",
-                      "22021", false);
+        throw DbError(errc::bad_input, "a value contains a NUL character, which PostgreSQL cannot store", "22021",
+                      false);
       }
       values.push_back(p.text() ? p.text()->c_str() : nullptr);
     }
@@ -341,9 +335,7 @@ void Tx::savepoint(const std::function<void(Tx&)>& body) {
 }
 
 void Tx::set_actor(std::string_view actor) {
-  translating([&] {
-    work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor));
-  });
+  translating([&] { work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor)); });
 }
 
 // ------------------------------------------------------------------- retry
@@ -392,10 +384,8 @@ class Lease {
     std::unique_lock lock(st_.mu);
     auto deadline = std::chrono::steady_clock::now() + o.acquire_timeout;
     while (st_.idle.empty() && st_.total >= o.size) {
-      if (st_.cv.wait_until(lock, deadline) == std::cv_status::timeout && st_.idle.empty() &&
-          st_.total >= o.size) {
-        throw DbError(errc::timeout, "database: no connection free in the pool within the acquire timeout",
-                      "", false);
+      if (st_.cv.wait_until(lock, deadline) == std::cv_status::timeout && st_.idle.empty() && st_.total >= o.size) {
+        throw DbError(errc::timeout, "database: no connection free in the pool within the acquire timeout", "", false);
       }
     }
     if (!st_.idle.empty()) {
@@ -497,9 +487,7 @@ void Session::advisory_unlock(std::int64_t key) {
   });
 }
 
-void Session::listen(std::string_view channel) {
-  ensure(conn_, url_, application_name_).listen(std::string(channel));
-}
+void Session::listen(std::string_view channel) { ensure(conn_, url_, application_name_).listen(std::string(channel)); }
 
 bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
   return !wait_for_notifications(timeout).empty();

@@ -18,34 +18,29 @@ namespace {
 constexpr std::int64_t kMigrationLockKey = 0x436f6e764d696772;
 
 constexpr Statement kTakeLock{"migrations_take_lock", "SELECT pg_advisory_xact_lock($1)"};
-constexpr Statement kLockTimeout{"migrations_lock_timeout",
-                                 "SELECT set_config('lock_timeout', $1, true)"};
-constexpr Statement kIsInitialized{
-    "migrations_is_initialized",
-    "SELECT to_regclass('conveyor.schema_migrations') IS NOT NULL "
-    "AND to_regclass('conveyor.schema_migration_lock') IS NOT NULL"};
+constexpr Statement kLockTimeout{"migrations_lock_timeout", "SELECT set_config('lock_timeout', $1, true)"};
+constexpr Statement kIsInitialized{"migrations_is_initialized",
+                                   "SELECT to_regclass('conveyor.schema_migrations') IS NOT NULL "
+                                   "AND to_regclass('conveyor.schema_migration_lock') IS NOT NULL"};
 constexpr Statement kApplied{
     "migrations_applied",
     "SELECT id, name, comment, group_id, " CONVEYOR_RFC3339("migrated_at") " FROM conveyor.schema_migrations "
     "ORDER BY id DESC"};
-constexpr Statement kLockState{
-    "migrations_lock_state",
-    "SELECT locked, coalesce(locked_by, ''), coalesce(locked_at::text, '') "
-    "FROM conveyor.schema_migration_lock WHERE id FOR UPDATE"};
+constexpr Statement kLockState{"migrations_lock_state",
+                               "SELECT locked, coalesce(locked_by, ''), coalesce(locked_at::text, '') "
+                               "FROM conveyor.schema_migration_lock WHERE id FOR UPDATE"};
 constexpr Statement kNextGroup{"migrations_next_group",
                                "SELECT coalesce(max(group_id), 0) + 1 FROM conveyor.schema_migrations"};
-constexpr Statement kRecord{
-    "migrations_record",
-    "INSERT INTO conveyor.schema_migrations (name, comment, group_id) VALUES ($1, $2, $3)"};
+constexpr Statement kRecord{"migrations_record",
+                            "INSERT INTO conveyor.schema_migrations (name, comment, group_id) VALUES ($1, $2, $3)"};
 constexpr Statement kLastGroup{
     "migrations_last_group",
     "SELECT id, name, comment, group_id FROM conveyor.schema_migrations "
     "WHERE group_id = (SELECT max(group_id) FROM conveyor.schema_migrations) ORDER BY id DESC"};
 constexpr Statement kForget{"migrations_forget", "DELETE FROM conveyor.schema_migrations WHERE id = $1"};
-constexpr Statement kSetLock{
-    "migrations_set_lock",
-    "UPDATE conveyor.schema_migration_lock SET locked = $1, "
-    "locked_at = CASE WHEN $1 THEN now() END, locked_by = CASE WHEN $1 THEN $2 END WHERE id"};
+constexpr Statement kSetLock{"migrations_set_lock",
+                             "UPDATE conveyor.schema_migration_lock SET locked = $1, "
+                             "locked_at = CASE WHEN $1 THEN now() END, locked_by = CASE WHEN $1 THEN $2 END WHERE id"};
 
 constexpr std::string_view kInitSql = R"sql(
 CREATE SCHEMA IF NOT EXISTS conveyor;
@@ -75,8 +70,7 @@ std::string read_file(const std::filesystem::path& p) {
 
 void require_initialized(Tx& tx) {
   if (!tx.exec(kIsInitialized)[0][0].as_bool()) {
-    throw Error(errc::not_found,
-                "the database has no migration tables: run `conveyor db init` first");
+    throw Error(errc::not_found, "the database has no migration tables: run `conveyor db init` first");
   }
 }
 
@@ -85,17 +79,15 @@ void require_unlocked(Tx& tx, const char* what) {
   auto r = tx.exec(kLockState);
   if (!r.empty() && r[0][0].as_bool()) {
     std::string by = r[0][1].as_string();
-    throw Error(errc::locked, std::string("migrations are locked") + (by.empty() ? "" : " by " + by) +
-                                  " since " + r[0][2].as_string() + ": " + what +
-                                  " refused; run `conveyor db unlock` first");
+    throw Error(errc::locked, std::string("migrations are locked") + (by.empty() ? "" : " by " + by) + " since " +
+                                  r[0][2].as_string() + ": " + what + " refused; run `conveyor db unlock` first");
   }
 }
 
 std::vector<AppliedMigration> read_applied(Tx& tx) {
   std::vector<AppliedMigration> out;
   for (auto row : tx.exec(kApplied)) {
-    out.push_back({row[0].as_int(), row[1].as_string(), row[2].as_string(), row[3].as_int(),
-                   row[4].as_string()});
+    out.push_back({row[0].as_int(), row[1].as_string(), row[2].as_string(), row[3].as_int(), row[4].as_string()});
   }
   return out;
 }
@@ -143,8 +135,8 @@ std::vector<MigrationFile> Migrator::files() const {
   std::set<std::string> seen;
   for (auto& [full, f] : by_name) {
     if (f.up.empty() || f.down.empty()) {
-      throw Error(errc::bad_input, "migration " + full + " in " + dir_.string() + " has no " +
-                                       (f.up.empty() ? "up" : "down") + " file");
+      throw Error(errc::bad_input,
+                  "migration " + full + " in " + dir_.string() + " has no " + (f.up.empty() ? "up" : "down") + " file");
     }
     if (!seen.insert(f.name).second) {
       throw Error(errc::bad_input, "two migrations share the number " + f.name + " in " + dir_.string());
@@ -183,8 +175,8 @@ MigrationStatus Migrator::status() {
           st.group_id = applied.front().group_id;
           st.last_applied = applied.front().name + "_" + applied.front().comment;
         }
-        auto lock = tx.exec(Statement{"migrations_lock_peek",
-                                      "SELECT locked FROM conveyor.schema_migration_lock WHERE id"});
+        auto lock =
+            tx.exec(Statement{"migrations_lock_peek", "SELECT locked FROM conveyor.schema_migration_lock WHERE id"});
         st.locked = !lock.empty() && lock[0][0].as_bool();
         return st;
       },
@@ -257,14 +249,12 @@ GroupResult Migrator::rollback() {
           std::string full = name + "_" + row[2].as_string();
           auto it = by_name.find(name);
           if (it == by_name.end()) {
-            throw Error(errc::not_found, "cannot roll back " + full + ": its down file is not in " +
-                                             dir_.string());
+            throw Error(errc::not_found, "cannot roll back " + full + ": its down file is not in " + dir_.string());
           }
           try {
             tx.exec_script(read_file(it->second.down));
           } catch (const Error& e) {
-            throw Error(e.code(),
-                        "rollback " + it->second.down.filename().string() + " failed: " + e.what());
+            throw Error(e.code(), "rollback " + it->second.down.filename().string() + " failed: " + e.what());
           }
           tx.exec(kForget, {row[0].as_int()});
           out.group_id = row[3].as_int();
@@ -304,8 +294,8 @@ std::filesystem::path Migrator::create(const std::filesystem::path& dir, const s
   }
   static const std::regex kComment("^[a-z0-9_]{1,80}$");
   if (!std::regex_match(c, kComment)) {
-    throw Error(errc::bad_input, "migration name '" + comment +
-                                     "': use letters, digits, '-' or '_' (at most 80 characters)");
+    throw Error(errc::bad_input,
+                "migration name '" + comment + "': use letters, digits, '-' or '_' (at most 80 characters)");
   }
   std::time_t now = std::time(nullptr);
   std::tm tm{};

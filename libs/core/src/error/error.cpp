@@ -17,9 +17,7 @@ const std::error_category& conveyor_category() noexcept {
   return category;
 }
 
-std::error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), conveyor_category()};
-}
+std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), conveyor_category()}; }
 
 const char* to_string(errc e) noexcept {
   switch (e) {

@@ -30,9 +30,7 @@ void add_admin_routes(Server& server, AdminOptions options) {
   metrics::register_build_info(registry, shared->service, shared->version);
   metrics::register_known_counters(registry, shared->service);
 
-  server.route("GET", "/healthz", [](const Request&) {
-    return Response::json({{"status", "ok"}});
-  });
+  server.route("GET", "/healthz", [](const Request&) { return Response::json({{"status", "ok"}}); });
 
   server.route("GET", "/readyz", [shared](const Request&) {
     const std::string db = check("database", shared->db_ready);
@@ -43,8 +41,7 @@ void add_admin_routes(Server& server, AdminOptions options) {
     // the database it can do nothing: not ready.
     const bool ready = db != "down" && reason.empty();
     const char* status = !ready ? "not ready" : broker == "down" ? "degraded" : "ready";
-    nlohmann::json body = {{"status", status},
-                           {"checks", {{"database", db}, {"broker", broker}}}};
+    nlohmann::json body = {{"status", status}, {"checks", {{"database", db}, {"broker", broker}}}};
     if (!reason.empty()) body["reason"] = reason;
     return Response::json(body, ready ? 200 : 503);
   });

@@ -91,10 +91,8 @@ class SigpipeBlocked {
 
 }  // namespace
 
-ClientResponse http_request(const std::string& method, const std::string& url,
-                            const std::string& body,
-                            const std::map<std::string, std::string>& headers,
-                            std::chrono::milliseconds timeout) {
+ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,
+                            const std::map<std::string, std::string>& headers, std::chrono::milliseconds timeout) {
   return http_request(method, url, body, headers, timeout, TlsOptions{});
 }
 
@@ -128,12 +126,11 @@ ClientResponse send_on(httplib::Client& client, const ParsedUrl& parsed, const s
   }();
   if (!result) {
     const auto error = result.error();
-    const bool timed_out =
-        error == httplib::Error::ConnectionTimeout ||
-        (error == httplib::Error::Read && std::chrono::steady_clock::now() - started >= timeout);
-    const std::string what = method + " " + logging::redact_url(url) + ": " +
-                             (timed_out ? "timed out after " + std::to_string(timeout.count()) + " ms"
-                                        : httplib::to_string(error));
+    const bool timed_out = error == httplib::Error::ConnectionTimeout ||
+                           (error == httplib::Error::Read && std::chrono::steady_clock::now() - started >= timeout);
+    const std::string what =
+        method + " " + logging::redact_url(url) + ": " +
+        (timed_out ? "timed out after " + std::to_string(timeout.count()) + " ms" : httplib::to_string(error));
     throw Error(timed_out ? errc::timeout : errc::unavailable, what);
   }
   ClientResponse response;

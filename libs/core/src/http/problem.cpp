@@ -40,8 +40,7 @@ std::string type_name_for(int status) {
   }
 }
 
-Response make(const std::string& type, int status, std::string title, std::string detail,
-              std::string field) {
+Response make(const std::string& type, int status, std::string title, std::string detail, std::string field) {
   nlohmann::ordered_json body;
   body["type"] = kTypeBase + type;
   body["title"] = std::move(title);
@@ -129,30 +128,24 @@ Response problem_from(const std::exception& error) {
   if (const auto* e = dynamic_cast<const Error*>(&error)) {
     const int status = status_for(e->code());
     if (status == 500) {
-      logging::get("http")->error("internal error while serving a request: {}",
-                                  logging::redact_url(e->what()));
-      return problem(errc::internal, 500, reason_phrase(500),
-                     "the server failed to handle the request; see its log");
+      logging::get("http")->error("internal error while serving a request: {}", logging::redact_url(e->what()));
+      return problem(errc::internal, 500, reason_phrase(500), "the server failed to handle the request; see its log");
     }
     std::string field;
     if (const auto* f = dynamic_cast<const FieldError*>(e)) field = f->field();
     return problem(e->code(), status, reason_phrase(status), e->what(), std::move(field));
   }
   if (dynamic_cast<const nlohmann::json::parse_error*>(&error) != nullptr) {
-    return problem(errc::bad_input, 400, reason_phrase(400),
-                   std::string("malformed JSON: ") + error.what());
+    return problem(errc::bad_input, 400, reason_phrase(400), std::string("malformed JSON: ") + error.what());
   }
   // type_error / out_of_range come from reading a request body's fields
   // (a string where a number belongs, a missing member).
   if (dynamic_cast<const nlohmann::json::type_error*>(&error) != nullptr ||
       dynamic_cast<const nlohmann::json::out_of_range*>(&error) != nullptr) {
-    return problem(errc::bad_input, 400, reason_phrase(400),
-                   std::string("invalid JSON document: ") + error.what());
+    return problem(errc::bad_input, 400, reason_phrase(400), std::string("invalid JSON document: ") + error.what());
   }
-  logging::get("http")->error("unexpected exception while serving a request: {}",
-                              logging::redact_url(error.what()));
-  return problem(errc::internal, 500, reason_phrase(500),
-                 "the server failed to handle the request; see its log");
+  logging::get("http")->error("unexpected exception while serving a request: {}", logging::redact_url(error.what()));
+  return problem(errc::internal, 500, reason_phrase(500), "the server failed to handle the request; see its log");
 }
 
 }  // namespace conveyor::http

@@ -73,8 +73,7 @@ struct Route {
   Handler handler;
   int literals = 0;  // more literal segments = more specific = preferred
 
-  bool matches(const std::vector<std::string>& path,
-               std::map<std::string, std::string>* params) const {
+  bool matches(const std::vector<std::string>& path, std::map<std::string, std::string>* params) const {
     if (path.size() != segments.size()) return false;
     for (std::size_t i = 0; i < path.size(); ++i) {
       if (is_placeholder(segments[i])) {
@@ -121,9 +120,7 @@ std::string openssl_reason() {
 // write(), and a write to a connection the peer has reset raises SIGPIPE,
 // whose default action ends the process. The socket is non-blocking; the
 // BIO never closes it (the server does).
-int socket_of(BIO* bio) {
-  return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio)));
-}
+int socket_of(BIO* bio) { return static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(bio))); }
 
 bool retryable(int error) { return error == EAGAIN || error == EWOULDBLOCK || error == EINTR; }
 
@@ -192,8 +189,7 @@ void require_readable(const char* key, const std::string& path) {
 TlsContext make_tls_context(const Server::Options& o) {
   if (o.tls_cert_file.empty() && o.tls_key_file.empty()) return nullptr;
   if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
-    throw Error(errc::invalid_config, std::string(o.tls_cert_file.empty() ? kKeyKey : kCertKey) +
-                                          " is set but " +
+    throw Error(errc::invalid_config, std::string(o.tls_cert_file.empty() ? kKeyKey : kCertKey) + " is set but " +
                                           (o.tls_cert_file.empty() ? kCertKey : kKeyKey) +
                                           " is not: set both (HTTPS) or neither (plain HTTP)");
   }
@@ -210,8 +206,7 @@ TlsContext make_tls_context(const Server::Options& o) {
                           "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
                           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
-  SSL_CTX_set_options(
-      ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   // A response is written piece by piece (httplib retries the rest).
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE);
   // An encrypted key would make OpenSSL ask for a passphrase on the
@@ -219,18 +214,16 @@ TlsContext make_tls_context(const Server::Options& o) {
   SSL_CTX_set_default_passwd_cb(ctx.get(), [](char*, int, int, void*) { return 0; });
   if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.tls_cert_file.c_str()) != 1) {
     throw Error(errc::invalid_config, std::string(kCertKey) + ": " + o.tls_cert_file +
-                                          " holds no usable PEM certificate (" + openssl_reason() +
-                                          ")");
+                                          " holds no usable PEM certificate (" + openssl_reason() + ")");
   }
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), o.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
     throw Error(errc::invalid_config, std::string(kKeyKey) + ": " + o.tls_key_file +
-                                          " holds no usable unencrypted PEM private key (" +
-                                          openssl_reason() + ")");
+                                          " holds no usable unencrypted PEM private key (" + openssl_reason() + ")");
   }
   if (SSL_CTX_check_private_key(ctx.get()) != 1) {
     throw Error(errc::invalid_config, std::string(kKeyKey) + ": the key in " + o.tls_key_file +
-                                          " does not belong to the certificate in " + kCertKey +
-                                          " (" + o.tls_cert_file + ")");
+                                          " does not belong to the certificate in " + kCertKey + " (" +
+                                          o.tls_cert_file + ")");
   }
   ERR_clear_error();
   return ctx;
@@ -303,8 +296,7 @@ class ConnectionStream final : public httplib::Stream {
            const_cast<ConnectionStream*>(this)->wait(POLLIN, next_read_deadline());
   }
   bool is_writable() const override {
-    return const_cast<ConnectionStream*>(this)->wait(POLLOUT,
-                                                     Clock::now() + options_.write_timeout);
+    return const_cast<ConnectionStream*>(this)->wait(POLLOUT, Clock::now() + options_.write_timeout);
   }
 
   ssize_t read(char* ptr, size_t size) override {
@@ -339,28 +331,22 @@ class ConnectionStream final : public httplib::Stream {
       if (tls_broken_) return -1;  // nothing more may go out after a fatal TLS error
       if (size == 0) return 0;
       const int n = static_cast<int>(std::min<std::size_t>(size, INT_MAX));
-      const int written = tls_call(Clock::now() + options_.write_timeout,
-                                   [&] { return SSL_write(ssl_.get(), ptr, n); });
+      const int written =
+          tls_call(Clock::now() + options_.write_timeout, [&] { return SSL_write(ssl_.get(), ptr, n); });
       return written > 0 ? written : -1;
     }
     if (!wait(POLLOUT, Clock::now() + options_.write_timeout)) return -1;
     return ::send(fd_, ptr, size, MSG_NOSIGNAL);
   }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    address(::getpeername, ip, port);
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    address(::getsockname, ip, port);
-  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { address(::getpeername, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { address(::getsockname, ip, port); }
   socket_t socket() const override { return fd_; }
 
  private:
   static constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
 
-  Clock::time_point next_read_deadline() const {
-    return std::min(deadline_, Clock::now() + options_.read_timeout);
-  }
+  Clock::time_point next_read_deadline() const { return std::min(deadline_, Clock::now() + options_.read_timeout); }
 
   // Polls in short slices so that a stopping server is noticed.
   bool wait(short events, Clock::time_point until) {
@@ -425,9 +411,8 @@ class ConnectionStream final : public httplib::Stream {
         failure_ = Failure::closed;
         return false;
       }
-      const int n = tls_call(next_read_deadline(), [this] {
-        return SSL_read(ssl_.get(), buffer_.data(), static_cast<int>(buffer_.size()));
-      });
+      const int n = tls_call(next_read_deadline(),
+                             [this] { return SSL_read(ssl_.get(), buffer_.data(), static_cast<int>(buffer_.size())); });
       if (n <= 0) return false;
       end_ = static_cast<std::size_t>(n);
       return true;
@@ -579,8 +564,7 @@ class ElasticPool final : public httplib::TaskQueue {
     std::unique_lock lock(mu_);
     for (;;) {
       ++idle_;
-      const bool woken = cv_.wait_for(lock, std::chrono::seconds(30),
-                                      [this] { return stopping_ || !jobs_.empty(); });
+      const bool woken = cv_.wait_for(lock, std::chrono::seconds(30), [this] { return stopping_ || !jobs_.empty(); });
       --idle_;
       if (!jobs_.empty()) {
         std::function<void()> fn = std::move(jobs_.front());
@@ -633,8 +617,7 @@ class GuardedServer final : public httplib::Server {
       ConnectionStream stream(sock, options_, [this] { return svr_sock_ == INVALID_SOCKET; });
       // A handshake that does not finish within the header deadline (a
       // slow or silent client, plain HTTP on this port) closes the connection.
-      const bool secured =
-          tls_ == nullptr || stream.start_tls(tls_, Clock::now() + options_.header_timeout);
+      const bool secured = tls_ == nullptr || stream.start_tls(tls_, Clock::now() + options_.header_timeout);
       std::size_t left = secured ? keep_alive_max_count_ : 0;
       while (left > 0 && svr_sock_ != INVALID_SOCKET && stream.wait_next_request()) {
         stream.begin_request();
@@ -658,11 +641,9 @@ class GuardedServer final : public httplib::Server {
   // Over the cap: a short 503 without reading the request, then close.
   void reject(socket_t sock) {
     const Response r = problem(503, reason_phrase(503),
-                               "too many connections (" + std::to_string(options_.max_connections) +
-                                   "); try again");
-    const std::string head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " +
-                             r.content_type + "\r\nContent-Length: " +
-                             std::to_string(r.body.size()) +
+                               "too many connections (" + std::to_string(options_.max_connections) + "); try again");
+    const std::string head = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + r.content_type +
+                             "\r\nContent-Length: " + std::to_string(r.body.size()) +
                              "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
     const std::string all = head + r.body;
     if (tls_ == nullptr) {
@@ -672,8 +653,7 @@ class GuardedServer final : public httplib::Server {
     // Over TLS the answer needs a handshake first; a short one, as this
     // thread is the one kept for answering connections over the cap.
     ConnectionStream stream(sock, options_, [this] { return svr_sock_ == INVALID_SOCKET; });
-    const auto until =
-        Clock::now() + std::min<Clock::duration>(options_.header_timeout, std::chrono::seconds(2));
+    const auto until = Clock::now() + std::min<Clock::duration>(options_.header_timeout, std::chrono::seconds(2));
     if (stream.start_tls(tls_, until)) {
       (void)stream.write(all.data(), all.size());
       stream.finish_tls();
@@ -688,8 +668,7 @@ class GuardedServer final : public httplib::Server {
 bool is_json_media_type(std::string_view content_type) {
   std::string media = lower(content_type.substr(0, content_type.find(';')));
   while (!media.empty() && (media.back() == ' ' || media.back() == '\t')) media.pop_back();
-  return media == "application/json" ||
-         (media.size() > 5 && media.compare(media.size() - 5, 5, "+json") == 0);
+  return media == "application/json" || (media.size() > 5 && media.compare(media.size() - 5, 5, "+json") == 0);
 }
 
 bool takes_body(std::string_view method) {
@@ -774,8 +753,7 @@ struct Server::Impl {
         registry(o.registry != nullptr ? o.registry : &metrics::default_registry()) {}
 
   // `body_declared`: the request announced a body (it may not have been read).
-  void dispatch(const httplib::Request& in, httplib::Response& out, const std::string& body,
-                bool body_declared) {
+  void dispatch(const httplib::Request& in, httplib::Response& out, const std::string& body, bool body_declared) {
     const auto started_at = std::chrono::steady_clock::now();
     const std::vector<std::string> segments = split_path(in.path);
     // HEAD is served by the GET route (httplib drops the body).
@@ -801,8 +779,7 @@ struct Server::Impl {
       } else {
         std::string allow;
         for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
-        response = problem(405, reason_phrase(405),
-                           "method " + in.method + " is not allowed on " + in.path);
+        response = problem(405, reason_phrase(405), "method " + in.method + " is not allowed on " + in.path);
         response.headers["Allow"] = allow;
       }
     } else if (takes_body(method) &&
@@ -830,16 +807,14 @@ struct Server::Impl {
         response = problem_from(e);
       } catch (...) {
         // Not a std::exception: nothing to say about it, but still an answer.
-        logging::get("http")->error("non-standard exception from handler of {} {}", in.method,
-                                    best->pattern);
-        response = problem(errc::internal, 500, reason_phrase(500),
-                           "the server failed to handle the request; see its log");
+        logging::get("http")->error("non-standard exception from handler of {} {}", in.method, best->pattern);
+        response =
+            problem(errc::internal, 500, reason_phrase(500), "the server failed to handle the request; see its log");
       }
       const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - started_at;
       registry
-          ->histogram("conveyor_http_request_duration_seconds",
-                      "Time spent in HTTP handlers, by route pattern.", metrics::default_buckets(),
-                      {{"method", method_label(method)}, {"route", best->pattern}})
+          ->histogram("conveyor_http_request_duration_seconds", "Time spent in HTTP handlers, by route pattern.",
+                      metrics::default_buckets(), {{"method", method_label(method)}, {"route", best->pattern}})
           .observe(elapsed.count());
     }
 
@@ -853,9 +828,7 @@ struct Server::Impl {
     request_counted = true;
     registry
         ->counter("conveyor_http_requests_total", "HTTP requests answered, by status code.",
-                  {{"code", std::to_string(status)},
-                   {"method", method_label(method)},
-                   {"route", route}})
+                  {{"code", std::to_string(status)}, {"method", method_label(method)}, {"route", route}})
         .inc();
   }
 
@@ -882,9 +855,8 @@ struct Server::Impl {
     }
     switch (out.status) {
       case 408:
-        detail = "the request did not arrive within " +
-                 std::to_string(options.header_timeout.count()) + " ms (headers) / " +
-                 std::to_string(options.body_timeout.count()) + " ms (body)";
+        detail = "the request did not arrive within " + std::to_string(options.header_timeout.count()) +
+                 " ms (headers) / " + std::to_string(options.body_timeout.count()) + " ms (body)";
         break;
       case 413:
         detail = "request body is larger than " + std::to_string(options.max_body_bytes) + " bytes";
@@ -918,9 +890,9 @@ struct Server::Impl {
     if (!encoding.empty() && encoding != "identity") {
       // Never inflate: a small compressed body can grow to gigabytes.
       serving.close_after = true;
-      reply(in, out, problem(415, reason_phrase(415),
-                             "Content-Encoding '" + encoding.substr(0, 100) +
-                                 "' is not accepted: send the body uncompressed"));
+      reply(in, out,
+            problem(415, reason_phrase(415),
+                    "Content-Encoding '" + encoding.substr(0, 100) + "' is not accepted: send the body uncompressed"));
       return httplib::Server::HandlerResponse::Handled;
     }
     // A method we serve nowhere (an invented one, HTTP/2's PRI) is answered
@@ -951,8 +923,7 @@ struct Server::Impl {
 
   // Reads the body through httplib's content reader, stopping as soon as it
   // grows past the limit, then dispatches.
-  void with_body(const httplib::Request& in, httplib::Response& out,
-                 const httplib::ContentReader& reader) {
+  void with_body(const httplib::Request& in, httplib::Response& out, const httplib::ContentReader& reader) {
     std::string body;
     bool too_large = false;
     const bool read = reader([&](const char* data, std::size_t n) {
@@ -969,8 +940,7 @@ struct Server::Impl {
     }
     // The rest of the body is unread: this connection cannot carry another request.
     serving.close_after = true;
-    const auto failure =
-        serving.stream != nullptr ? serving.stream->failure() : ConnectionStream::Failure::none;
+    const auto failure = serving.stream != nullptr ? serving.stream->failure() : ConnectionStream::Failure::none;
     int status = 400;
     if (too_large || out.status == 413 || failure == ConnectionStream::Failure::body_too_large) {
       status = 413;
@@ -1010,8 +980,7 @@ void Server::route(const std::string& method, const std::string& pattern, Handle
   }
   Route r{method, pattern, split_path(pattern), std::move(handler), 0};
   r.literals = static_cast<int>(
-      std::count_if(r.segments.begin(), r.segments.end(),
-                    [](const std::string& s) { return !is_placeholder(s); }));
+      std::count_if(r.segments.begin(), r.segments.end(), [](const std::string& s) { return !is_placeholder(s); }));
   impl_->routes.push_back(std::move(r));
 }
 
@@ -1052,8 +1021,9 @@ void Server::start() {
   auto plain = [&impl](const httplib::Request& in, httplib::Response& out) {
     impl.dispatch(in, out, in.body, !in.body.empty());
   };
-  auto reading = [&impl](const httplib::Request& in, httplib::Response& out,
-                         const httplib::ContentReader& reader) { impl.with_body(in, out, reader); };
+  auto reading = [&impl](const httplib::Request& in, httplib::Response& out, const httplib::ContentReader& reader) {
+    impl.with_body(in, out, reader);
+  };
   const char* any = ".*";
   server.Get(any, plain);
   server.Post(any, reading);
@@ -1062,15 +1032,10 @@ void Server::start() {
   server.Delete(any, reading);
   server.Options(any, plain);
   server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [&impl](const httplib::Request& in, httplib::Response& out) {
-        return impl.on_error(in, out);
-      }));
-  server.set_pre_routing_handler([&impl](const httplib::Request& in, httplib::Response& out) {
-    return impl.before_body(in, out);
-  });
-  server.set_logger([&impl](const httplib::Request& in, const httplib::Response& out) {
-    impl.on_logged(in, out);
-  });
+      [&impl](const httplib::Request& in, httplib::Response& out) { return impl.on_error(in, out); }));
+  server.set_pre_routing_handler(
+      [&impl](const httplib::Request& in, httplib::Response& out) { return impl.before_body(in, out); });
+  server.set_logger([&impl](const httplib::Request& in, const httplib::Response& out) { impl.on_logged(in, out); });
 
   int bound;
   if (impl.requested_port == 0) {
@@ -1079,8 +1044,7 @@ void Server::start() {
     bound = server.bind_to_port(impl.host, impl.requested_port) ? impl.requested_port : -1;
   }
   if (bound < 0) {
-    throw Error(errc::unavailable, "cannot listen on " + impl.host + ":" +
-                                       std::to_string(impl.requested_port) +
+    throw Error(errc::unavailable, "cannot listen on " + impl.host + ":" + std::to_string(impl.requested_port) +
                                        " (address in use or not local?)");
   }
   impl.port = bound;
@@ -1094,8 +1058,7 @@ void Server::start() {
   // stop() is a no-op until the accept loop has marked itself running, so
   // wait for that (a few microseconds) to make start();stop() safe.
   while (!server.is_running() && !impl.loop_exited) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  logging::get("http")->info("listening on {}:{}{}", impl.host, bound,
-                             impl.tls ? " (HTTPS only)" : "");
+  logging::get("http")->info("listening on {}:{}{}", impl.host, bound, impl.tls ? " (HTTPS only)" : "");
   std::string listed;
   for (const RouteInfo& r : routes()) listed += (listed.empty() ? "" : ", ") + r.method + " " + r.pattern;
   logging::get("http")->info("routes: {}", listed);

@@ -57,9 +57,8 @@ std::string rfc3339_utc_ms(spdlog::log_clock::time_point tp) {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[40];
-  const auto n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                               tm.tm_min, tm.tm_sec, static_cast<int>(millis.count()));
+  const auto n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                               tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis.count()));
   return std::string(buf, static_cast<std::size_t>(n));
 }
 
@@ -77,14 +76,11 @@ class JsonFormatter final : public spdlog::formatter {
     line["service"] = service_;
     line["logger"] = std::string(msg.logger_name.data(), msg.logger_name.size());
     line["msg"] = std::string(msg.payload.data(), msg.payload.size());
-    const std::string text =
-        line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    const std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     dest.append(text.data(), text.data() + text.size());
   }
 
-  std::unique_ptr<spdlog::formatter> clone() const override {
-    return std::make_unique<JsonFormatter>(service_);
-  }
+  std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<JsonFormatter>(service_); }
 
  private:
   std::string service_;
@@ -107,8 +103,8 @@ State& state() {
 
 std::unique_ptr<spdlog::formatter> make_formatter(const State& s) {
   if (s.format == Format::json) return std::make_unique<JsonFormatter>(s.service);
-  return std::make_unique<spdlog::pattern_formatter>(
-      "%Y-%m-%dT%H:%M:%S.%eZ %-5l [" + s.service + "/%n] %v", spdlog::pattern_time_type::utc);
+  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %-5l [" + s.service + "/%n] %v",
+                                                     spdlog::pattern_time_type::utc);
 }
 
 // Caller holds s.mutex.
@@ -134,8 +130,8 @@ Level parse_level(std::string_view text) {
   if (text == "info") return Level::info;
   if (text == "warn") return Level::warn;
   if (text == "error") return Level::error;
-  throw Error(errc::bad_input, "unknown log level '" + std::string(text) +
-                                   "' (expected trace, debug, info, warn or error)");
+  throw Error(errc::bad_input,
+              "unknown log level '" + std::string(text) + "' (expected trace, debug, info, warn or error)");
 }
 
 void setup(Format format, Level level, const std::string& service) {
@@ -187,8 +183,8 @@ std::string redact_url(std::string_view text) {
   for (const std::string_view key : {std::string_view("password"), std::string_view("sslpassword")}) {
     std::size_t pos = 0;
     while ((pos = out.find(key, pos)) != std::string::npos) {
-      const bool at_word_start = pos == 0 || out[pos - 1] == ' ' || out[pos - 1] == '?' ||
-                                 out[pos - 1] == '&' || out[pos - 1] == '\t';
+      const bool at_word_start =
+          pos == 0 || out[pos - 1] == ' ' || out[pos - 1] == '?' || out[pos - 1] == '&' || out[pos - 1] == '\t';
       std::size_t value_begin = pos + key.size();
       while (value_begin < out.size() && (out[value_begin] == ' ' || out[value_begin] == '\t')) {
         ++value_begin;

@@ -69,8 +69,7 @@ std::string escape_help(const std::string& help) {
 }
 
 // {a="1",b="2"} with an optional extra label last (le for buckets).
-std::string label_text(const Labels& labels, const std::string& extra_name = "",
-                       const std::string& extra_value = "") {
+std::string label_text(const Labels& labels, const std::string& extra_name = "", const std::string& extra_value = "") {
   if (labels.empty() && extra_name.empty()) return "";
   std::string out = "{";
   bool first = true;
@@ -145,9 +144,7 @@ Histogram::Snapshot Histogram::snapshot() const {
   return s;
 }
 
-std::vector<double> default_buckets() {
-  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-}
+std::vector<double> default_buckets() { return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}; }
 
 Registry::Registry() = default;
 Registry::~Registry() = default;
@@ -163,8 +160,8 @@ Registry::Family& Registry::family(const std::string& name, const std::string& h
     f->help = help;
     it = families_.emplace(name, std::move(f)).first;
   } else if (it->second->type != type) {
-    throw Error(errc::bad_input, "metric " + name + " is already a " +
-                                     type_name(it->second->type) + ", not a " + type_name(type));
+    throw Error(errc::bad_input,
+                "metric " + name + " is already a " + type_name(it->second->type) + ", not a " + type_name(type));
   }
   return *it->second;
 }
@@ -193,8 +190,8 @@ Gauge& Registry::gauge(const std::string& name, const std::string& help, const L
   return *series;
 }
 
-Histogram& Registry::histogram(const std::string& name, const std::string& help,
-                               const std::vector<double>& buckets, const Labels& labels) {
+Histogram& Registry::histogram(const std::string& name, const std::string& help, const std::vector<double>& buckets,
+                               const Labels& labels) {
   check_labels(name, labels, true);
   std::lock_guard lock(mutex_);
   Family& f = family(name, help, kHistogram);
@@ -209,8 +206,8 @@ Histogram& Registry::histogram(const std::string& name, const std::string& help,
   return *series;
 }
 
-void Registry::add_reader(const std::string& name, const std::string& help, int type,
-                          std::function<double()> read, const Labels& labels) {
+void Registry::add_reader(const std::string& name, const std::string& help, int type, std::function<double()> read,
+                          const Labels& labels) {
   check_labels(name, labels, false);
   std::lock_guard lock(mutex_);
   Family& f = family(name, help, type);
@@ -251,8 +248,7 @@ std::string Registry::render() const {
         out += name + "_bucket" + label_text(labels, "le", format_value(s.bounds[i])) + " " +
                std::to_string(s.cumulative[i]) + "\n";
       }
-      out += name + "_bucket" + label_text(labels, "le", "+Inf") + " " + std::to_string(s.count) +
-             "\n";
+      out += name + "_bucket" + label_text(labels, "le", "+Inf") + " " + std::to_string(s.count) + "\n";
       out += name + "_sum" + label_text(labels) + " " + format_value(s.sum) + "\n";
       out += name + "_count" + label_text(labels) + " " + std::to_string(s.count) + "\n";
     }

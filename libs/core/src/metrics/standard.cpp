@@ -48,9 +48,7 @@ double cpu_seconds() {
   return (stat_field(f, 14) + stat_field(f, 15)) / clock_ticks();  // utime + stime
 }
 
-double resident_bytes() {
-  return stat_field(stat_fields(), 24) * static_cast<double>(sysconf(_SC_PAGESIZE));
-}
+double resident_bytes() { return stat_field(stat_fields(), 24) * static_cast<double>(sysconf(_SC_PAGESIZE)); }
 
 double virtual_bytes() { return stat_field(stat_fields(), 23); }
 
@@ -71,8 +69,7 @@ double start_time_seconds() {
 double open_fds() {
   std::error_code ec;
   double n = 0;
-  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
-       it.increment(ec)) {
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end; it.increment(ec)) {
     ++n;
   }
   // The iterator's own descriptor is one of them while it runs.
@@ -98,47 +95,84 @@ struct KnownCounter {
 // first registration's help is the one rendered.
 const std::vector<KnownCounter>& known_counters() {
   static const std::vector<KnownCounter> known = {
-      {"conveyor-creation", "conveyor_http_rate_limited_total",
-       "Submissions refused by the per-token rate limit.", nullptr, {}},
-      {"conveyor-creation", "conveyor_trigger_jobs_created_total", "downstream jobs created by triggers",
-       nullptr, {}},
-      {"conveyor-creation", "conveyor_trigger_failures_total",
-       "upstream jobs whose triggers could not be created", nullptr, {}},
-      {"conveyor-creation", "conveyor_creation_passes_total", "passes over schedules and triggers", nullptr,
+      {"conveyor-creation",
+       "conveyor_http_rate_limited_total",
+       "Submissions refused by the per-token rate limit.",
+       nullptr,
        {}},
-      {"conveyor-configuration", "conveyor_configuration_jobs_total", "jobs moved by configuration", "step",
+      {"conveyor-creation", "conveyor_trigger_jobs_created_total", "downstream jobs created by triggers", nullptr, {}},
+      {"conveyor-creation",
+       "conveyor_trigger_failures_total",
+       "upstream jobs whose triggers could not be created",
+       nullptr,
+       {}},
+      {"conveyor-creation", "conveyor_creation_passes_total", "passes over schedules and triggers", nullptr, {}},
+      {"conveyor-configuration",
+       "conveyor_configuration_jobs_total",
+       "jobs moved by configuration",
+       "step",
        {"configure", "ready"}},
       {"conveyor-execution", "conveyor_execution_admitted_total", "jobs moved ready -> queued", nullptr, {}},
-      {"conveyor-publication", "conveyor_publication_jobs_total",
-       "jobs moved out of processed or external_error by publication", nullptr, {}},
+      {"conveyor-publication",
+       "conveyor_publication_jobs_total",
+       "jobs moved out of processed or external_error by publication",
+       nullptr,
+       {}},
       {"conveyor-worker", "conveyor_worker_errors_total", "failed claim/cancel cycles", nullptr, {}},
-      {"conveyor-worker", "conveyor_worker_stale_containers_removed_total",
-       "containers of this installation removed because no started attempt owned them", nullptr, {}},
-      {"conveyor-worker", "conveyor_worker_process_wakeups_total",
-       "wake-ups of the waits for job programs (output, exit, deadlines, stop checks)", nullptr, {}},
-      {"conveyor-worker", "conveyor_worker_jobs_total", "jobs this worker ran, by outcome", "outcome",
+      {"conveyor-worker",
+       "conveyor_worker_stale_containers_removed_total",
+       "containers of this installation removed because no started attempt owned them",
+       nullptr,
+       {}},
+      {"conveyor-worker",
+       "conveyor_worker_process_wakeups_total",
+       "wake-ups of the waits for job programs (output, exit, deadlines, stop checks)",
+       nullptr,
+       {}},
+      {"conveyor-worker",
+       "conveyor_worker_jobs_total",
+       "jobs this worker ran, by outcome",
+       "outcome",
        {"processed", "retried", "failed", "canceled", "requeued", "internal_error", "dropped", "unrecorded"}},
-      {"conveyor-worker", "conveyor_worker_outcome_retries_total",
-       "failed attempts to record a job's outcome, retried", nullptr, {}},
+      {"conveyor-worker",
+       "conveyor_worker_outcome_retries_total",
+       "failed attempts to record a job's outcome, retried",
+       nullptr,
+       {}},
       {"conveyor-workerpool", "conveyor_workerpool_errors_total", "ticks that failed", nullptr, {}},
-      {"conveyor-monitor", "conveyor_monitor_errors_total", "reconciler parts that failed, by part", "part",
-       {"lost_workers", "cancels", "restarts", "stalled", "instances", "waves", "alerts", "retention",
-        "gauges"}},
-      {"conveyor-monitor", "conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler",
-       nullptr, {}},
-      {"conveyor-monitor", "conveyor_monitor_orphaned_jobs_total",
-       "started jobs that their live worker no longer ran, recovered", nullptr, {}},
-      {"conveyor-monitor", "conveyor_monitor_recovered_jobs_total",
-       "started jobs of lost workers recovered by the reconciler, by outcome", "outcome",
+      {"conveyor-monitor",
+       "conveyor_monitor_errors_total",
+       "reconciler parts that failed, by part",
+       "part",
+       {"lost_workers", "cancels", "restarts", "stalled", "instances", "waves", "alerts", "retention", "gauges"}},
+      {"conveyor-monitor", "conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler", nullptr, {}},
+      {"conveyor-monitor",
+       "conveyor_monitor_orphaned_jobs_total",
+       "started jobs that their live worker no longer ran, recovered",
+       nullptr,
+       {}},
+      {"conveyor-monitor",
+       "conveyor_monitor_recovered_jobs_total",
+       "started jobs of lost workers recovered by the reconciler, by outcome",
+       "outcome",
        {"requeued", "failed", "canceled"}},
-      {"conveyor-monitor", "conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler",
-       nullptr, {}},
-      {"conveyor-monitor", "conveyor_monitor_instances_down_total",
-       "service instances marked down by the reconciler", nullptr, {}},
+      {"conveyor-monitor",
+       "conveyor_monitor_restarted_total",
+       "canceled jobs restarted by the reconciler",
+       nullptr,
+       {}},
+      {"conveyor-monitor",
+       "conveyor_monitor_instances_down_total",
+       "service instances marked down by the reconciler",
+       nullptr,
+       {}},
       {"conveyor-monitor", "conveyor_monitor_wave_steps_total", "waves advanced by the monitor", nullptr, {}},
       {"conveyor-monitor", "conveyor_monitor_scans_total", "reconciler scans", nullptr, {}},
-      {"conveyor-monitor", "conveyor_monitor_alert_webhook_failures_total",
-       "alert changes the webhook did not take", nullptr, {}},
+      {"conveyor-monitor",
+       "conveyor_monitor_alert_webhook_failures_total",
+       "alert changes the webhook did not take",
+       nullptr,
+       {}},
   };
   return known;
 }
@@ -146,8 +180,7 @@ const std::vector<KnownCounter>& known_counters() {
 }  // namespace
 
 void register_process_metrics(Registry& registry) {
-  registry.counter_fn("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-                      cpu_seconds);
+  registry.counter_fn("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu_seconds);
   registry.gauge_fn("process_resident_memory_bytes", "Resident memory size in bytes.", resident_bytes);
   registry.gauge_fn("process_virtual_memory_bytes", "Virtual memory size in bytes.", virtual_bytes);
   const double started = start_time_seconds();  // fixed for the process's life

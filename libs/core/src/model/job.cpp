@@ -106,11 +106,7 @@ nlohmann::json StatusChange::to_json() const {
 
 nlohmann::json AuditEntry::to_json() const {
   return {
-      {"at", at},
-      {"actor", actor},
-      {"field", field},
-      {"old_value", old_value},
-      {"new_value", new_value},
+      {"at", at}, {"actor", actor}, {"field", field}, {"old_value", old_value}, {"new_value", new_value},
   };
 }
 

@@ -18,16 +18,15 @@ constexpr db::Statement kRequestCancel{
     "model_job_control_request_cancel",
     "UPDATE conveyor.job SET canceled_at = now() WHERE id = $1 AND canceled_at IS NULL"};
 
-constexpr db::Statement kMoveStatus{
-    "model_job_control_move", "UPDATE conveyor.job SET status = $3 WHERE id = $1 AND status = $2"};
+constexpr db::Statement kMoveStatus{"model_job_control_move",
+                                    "UPDATE conveyor.job SET status = $3 WHERE id = $1 AND status = $2"};
 
 // A fresh run: attempts, errors and the previous result are forgotten; the
 // configuration service writes config again.
-constexpr db::Statement kRestart{
-    "model_job_control_restart",
-    "UPDATE conveyor.job SET status = 'initialized', attempt = 0, error_subtype = NULL, "
-    "error_message = NULL, result = NULL, worker_id = NULL, canceled_at = NULL "
-    "WHERE id = $1 AND status = $2"};
+constexpr db::Statement kRestart{"model_job_control_restart",
+                                 "UPDATE conveyor.job SET status = 'initialized', attempt = 0, error_subtype = NULL, "
+                                 "error_message = NULL, result = NULL, worker_id = NULL, canceled_at = NULL "
+                                 "WHERE id = $1 AND status = $2"};
 
 // Publication failed: publish the result already there again.
 constexpr db::Statement kResumeProcessed{
@@ -36,12 +35,11 @@ constexpr db::Statement kResumeProcessed{
     "canceled_at = NULL WHERE id = $1 AND status = 'error_checked'"};
 
 // The current run starts at the job's last move to initialized.
-constexpr db::Statement kProcessedInCurrentRun{
-    "model_job_control_processed_in_current_run",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.job_status_change c "
-    "WHERE c.job_id = $1 AND c.to_status = 'processed' AND c.id > coalesce("
-    "(SELECT max(s.id) FROM conveyor.job_status_change s "
-    "WHERE s.job_id = $1 AND s.to_status = 'initialized'), 0))"};
+constexpr db::Statement kProcessedInCurrentRun{"model_job_control_processed_in_current_run",
+                                               "SELECT EXISTS (SELECT 1 FROM conveyor.job_status_change c "
+                                               "WHERE c.job_id = $1 AND c.to_status = 'processed' AND c.id > coalesce("
+                                               "(SELECT max(s.id) FROM conveyor.job_status_change s "
+                                               "WHERE s.job_id = $1 AND s.to_status = 'initialized'), 0))"};
 
 // An operator's step out of error_checked or canceled: the error is
 // history, and canceled_at would make every stage skip the job.
@@ -52,9 +50,8 @@ constexpr db::Statement kOperatorMove{
     "  not_before = CASE WHEN $3 = 'ready' THEN NULL ELSE not_before END "
     "WHERE id = $1 AND status = $2"};
 
-constexpr db::Statement kSetParams{
-    "model_job_control_set_params",
-    "UPDATE conveyor.job SET params = $2::jsonb WHERE id = $1 AND status = $3"};
+constexpr db::Statement kSetParams{"model_job_control_set_params",
+                                   "UPDATE conveyor.job SET params = $2::jsonb WHERE id = $1 AND status = $3"};
 
 std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
 
@@ -67,8 +64,7 @@ std::optional<Locked> lock_job(db::Tx& tx, JobId id) {
   const auto rows = tx.exec(kLockJob, {id.value()});
   if (rows.empty()) return std::nullopt;
   const auto status = parse_status(rows[0]["status"].view());
-  if (!status)
-    throw Error(errc::internal, "database: unknown job status " + rows[0]["status"].as_string());
+  if (!status) throw Error(errc::internal, "database: unknown job status " + rows[0]["status"].as_string());
   return Locked{*status, rows[0]["cancel_requested"].as_bool()};
 }
 
@@ -86,8 +82,7 @@ Job must_load(db::Tx& tx, JobId id) {
 
 // A conditional update on a row we hold locked: not matching is a bug.
 void move(db::Tx& tx, JobId id, JobStatus from, JobStatus to) {
-  const auto r =
-      tx.exec(kMoveStatus, {id.value(), std::string(to_string(from)), std::string(to_string(to))});
+  const auto r = tx.exec(kMoveStatus, {id.value(), std::string(to_string(from)), std::string(to_string(to))});
   if (r.affected_rows() != 1) {
     throw Error(errc::conflict, job_name(id) + " is no longer " + std::string(to_string(from)));
   }
@@ -155,14 +150,12 @@ Job retry_job(db::Tx& tx, JobId id) {
       if (processed) {
         check_affected(tx.exec(kResumeProcessed, {id.value()}), id, "resume at processed");
       } else {
-        check_affected(tx.exec(kRestart, {id.value(), "error_checked"}), id,
-                       "restart at initialized");
+        check_affected(tx.exec(kRestart, {id.value(), "error_checked"}), id, "restart at initialized");
       }
       break;
     }
     case JobStatus::canceled:
-      if (!restart_canceled(tx, id))
-        throw Error(errc::conflict, job_name(id) + ": could not restart at initialized");
+      if (!restart_canceled(tx, id)) throw Error(errc::conflict, job_name(id) + ": could not restart at initialized");
       break;
     default:
       throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) +
@@ -236,8 +229,8 @@ nlohmann::json patched_params(db::Tx& tx, const Job& job, const nlohmann::json& 
   }
   const auto problems = validate_params(type->params_schema, params);
   if (!problems.empty()) {
-    std::string detail = job_name(job.id) + ": the new params do not match the schema of job type '" +
-                         job.job_type + "': ";
+    std::string detail =
+        job_name(job.id) + ": the new params do not match the schema of job type '" + job.job_type + "': ";
     for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
     throw UnprocessableError("params", detail, problems);
   }
@@ -251,8 +244,8 @@ ParamsChange patch_params(db::Tx& tx, JobId id, const nlohmann::json& patch, std
                                     std::string(to_string(*expected)) + ": left alone");
   }
   if (const auto reason = params_frozen_reason(status)) {
-    throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) +
-                                    ": its params cannot change: " + *reason);
+    throw Error(errc::conflict,
+                job_name(id) + " is " + std::string(to_string(status)) + ": its params cannot change: " + *reason);
   }
   ParamsChange change{must_load(tx, id), {}, false};
   const nlohmann::json params = patched_params(tx, change.before, patch);
@@ -274,9 +267,8 @@ constexpr db::Statement kLockForHold{
 constexpr db::Statement kSetHeld{"model_job_control_hold",
                                  "UPDATE conveyor.job SET held_at = now() WHERE id = $1 AND held_at IS NULL"};
 
-constexpr db::Statement kClearHeld{
-    "model_job_control_release",
-    "UPDATE conveyor.job SET held_at = NULL WHERE id = $1 AND held_at IS NOT NULL"};
+constexpr db::Statement kClearHeld{"model_job_control_release",
+                                   "UPDATE conveyor.job SET held_at = NULL WHERE id = $1 AND held_at IS NOT NULL"};
 
 struct HoldState {
   JobStatus status;

@@ -29,31 +29,15 @@ using json = nlohmann::json;
 const std::set<std::string, std::less<>> kBuiltins = {"job_id", "attempt", "output_dir", "inputs"};
 
 const std::vector<std::string> kFields = {
-    "name",
-    "enabled",
-    "command",
-    "image",
-    "runner",
-    "resources",
-    "network",
-    "timeout_s",
-    "max_attempts",
-    "retry_backoff_s",
-    "priority",
-    "concurrency_limit",
-    "pool",
-    "schedule",
-    "catchup_policy",
-    "catchup_window_s",
-    "triggers",
-    "sinks",
-    "params_schema",
-    "env",
+    "name",         "enabled",         "command",        "image",
+    "runner",       "resources",       "network",        "timeout_s",
+    "max_attempts", "retry_backoff_s", "priority",       "concurrency_limit",
+    "pool",         "schedule",        "catchup_policy", "catchup_window_s",
+    "triggers",     "sinks",           "params_schema",  "env",
     "description",
 };
 
-const std::set<std::string, std::less<>> kParamTypes = {"string",  "integer", "number",
-                                                        "boolean", "array",   "object"};
+const std::set<std::string, std::less<>> kParamTypes = {"string", "integer", "number", "boolean", "array", "object"};
 
 // Levenshtein distance, for "did you mean" on unknown fields.
 std::size_t distance(const std::string& a, const std::string& b) {
@@ -62,8 +46,7 @@ std::size_t distance(const std::string& a, const std::string& b) {
   for (std::size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (std::size_t j = 1; j <= b.size(); ++j) {
-      cur[j] =
-          std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
     }
     std::swap(prev, cur);
   }
@@ -99,8 +82,7 @@ class Parser {
     throw Error(errc::bad_input, "job type '" + type_ + "': " + field + ": " + what);
   }
 
-  int integer(const json& v, const std::string& field, long long min,
-              const std::string& what) const {
+  int integer(const json& v, const std::string& field, long long min, const std::string& what) const {
     if (!v.is_number_integer()) fail(field, what);
     const auto n = v.get<long long>();
     if (n < min || n > std::numeric_limits<int>::max()) fail(field, what);
@@ -121,8 +103,7 @@ const std::regex& name_re() {
 }
 
 // Placeholder names used by one template argument; throws on malformed braces.
-std::vector<std::string> placeholders(const std::string& arg,
-                                      const std::function<void(const std::string&)>& bad) {
+std::vector<std::string> placeholders(const std::string& arg, const std::function<void(const std::string&)>& bad) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < arg.size(); ++i) {
     if (arg[i] == '{') {
@@ -237,26 +218,23 @@ void check_subschema(const Parser& p, const std::string& f, const json& schema) 
   if (schema.contains("pattern")) check_pattern(p, f + ".pattern", schema["pattern"]);
   if (schema.contains("format")) {
     const json& fm = schema["format"];
-    if (!fm.is_string() ||
-        std::find(kFormats.begin(), kFormats.end(), fm.get<std::string>()) == kFormats.end()) {
+    if (!fm.is_string() || std::find(kFormats.begin(), kFormats.end(), fm.get<std::string>()) == kFormats.end()) {
       p.fail(f + ".format", "must be one of date, time, date-time (others are not checked)");
     }
   }
-  for (const char* k : {"items", "additionalItems", "contains", "propertyNames", "not", "if",
-                        "then", "else", "additionalProperties"}) {
+  for (const char* k :
+       {"items", "additionalItems", "contains", "propertyNames", "not", "if", "then", "else", "additionalProperties"}) {
     if (!schema.contains(k)) continue;
     const json& sub = schema[k];
     if (sub.is_array() && std::string(k) == "items") {
-      for (std::size_t i = 0; i < sub.size(); ++i)
-        check_subschema(p, f + ".items[" + std::to_string(i) + "]", sub[i]);
+      for (std::size_t i = 0; i < sub.size(); ++i) check_subschema(p, f + ".items[" + std::to_string(i) + "]", sub[i]);
     } else {
       check_subschema(p, f + "." + k, sub);
     }
   }
   for (const char* k : {"allOf", "anyOf", "oneOf"}) {
     if (!schema.contains(k)) continue;
-    if (!schema[k].is_array() || schema[k].empty())
-      p.fail(f + "." + k, "must be a non-empty array of schemas");
+    if (!schema[k].is_array() || schema[k].empty()) p.fail(f + "." + k, "must be a non-empty array of schemas");
     for (std::size_t i = 0; i < schema[k].size(); ++i) {
       check_subschema(p, f + "." + k + "[" + std::to_string(i) + "]", schema[k][i]);
     }
@@ -289,11 +267,9 @@ std::vector<std::string> schema_problems(const json& schema, const json& value);
 // One parameter of params_schema.properties (`pf` names it): a name that can
 // be a placeholder, a type, and the keywords the project checks itself.
 void check_param_schema(const Parser& p, const std::string& pf, const std::string& name, const json& prop) {
-  if (kBuiltins.count(name))
-    p.fail(pf, "'" + name + "' is a built-in placeholder and cannot be a parameter");
+  if (kBuiltins.count(name)) p.fail(pf, "'" + name + "' is a built-in placeholder and cannot be a parameter");
   static const std::regex name_ok("^[A-Za-z_][A-Za-z0-9_]*$");
-  if (!std::regex_match(name, name_ok))
-    p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
+  if (!std::regex_match(name, name_ok)) p.fail(pf, "a parameter name must match [A-Za-z_][A-Za-z0-9_]*");
   if (!prop.is_object()) p.fail(pf, "must be an object");
   if (!prop.contains("type")) p.fail(pf + ".type", "required");
   if (!prop["type"].is_string() || !kParamTypes.count(prop["type"].get<std::string>())) {
@@ -306,8 +282,7 @@ void check_param_schema(const Parser& p, const std::string& pf, const std::strin
     if (prop.contains(k) && !prop[k].is_number()) p.fail(pf + "." + k, "must be a number");
   }
   for (const char* k : {"minLength", "maxLength"}) {
-    if (prop.contains(k) &&
-        !(prop[k].is_number_unsigned() || (prop[k].is_number_integer() && prop[k] >= 0))) {
+    if (prop.contains(k) && !(prop[k].is_number_unsigned() || (prop[k].is_number_integer() && prop[k] >= 0))) {
       p.fail(pf + "." + k, "must be a non-negative integer");
     }
   }
@@ -320,16 +295,14 @@ void check_params_schema(const Parser& p, const json& schema) {
   if (schema.empty()) return;  // no schema: any params object
   // The top level stays the project's own: an object of named parameters
   // (they become command placeholders); below each parameter, JSON Schema.
-  static const std::vector<std::string> top = {
-      "type",        "properties", "required",    "additionalProperties",
-      "description", "title",      "definitions", "$comment"};
+  static const std::vector<std::string> top = {"type",        "properties", "required",    "additionalProperties",
+                                               "description", "title",      "definitions", "$comment"};
   for (const auto& [k, v] : schema.items()) {
     if (std::find(top.begin(), top.end(), k) == top.end()) {
       p.fail(f, "unsupported keyword '" + k + "'" + suggestion(k, top));
     }
   }
-  if (schema.contains("type") && schema["type"] != "object")
-    p.fail(f + ".type", "must be \"object\"");
+  if (schema.contains("type") && schema["type"] != "object") p.fail(f + ".type", "must be \"object\"");
   if (schema.contains("additionalProperties") && !schema["additionalProperties"].is_boolean()) {
     p.fail(f + ".additionalProperties", "must be true or false");
   }
@@ -339,8 +312,7 @@ void check_params_schema(const Parser& p, const json& schema) {
     check_param_schema(p, f + ".properties." + name, name, prop);
   }
   if (schema.contains("definitions")) {
-    if (!schema["definitions"].is_object())
-      p.fail(f + ".definitions", "must be an object of schemas");
+    if (!schema["definitions"].is_object()) p.fail(f + ".definitions", "must be an object of schemas");
     for (const auto& [name, sub] : schema["definitions"].items()) {
       check_subschema(p, f + ".definitions." + name, sub);
     }
@@ -374,14 +346,10 @@ Sink parse_sink(const Parser& p, const json& j, std::size_t index) {
   Sink s;
   s.kind = p.string(j["kind"], f + ".kind");
   std::vector<std::string> allowed;
-  if (s.kind == "webhook")
-    allowed = {"url", "secret_env", "timeout_ms"};
-  else if (s.kind == "kafka")
-    allowed = {"topic"};
-  else if (s.kind == "file")
-    allowed = {"dir"};
-  else
-    p.fail(f + ".kind", "'" + s.kind + "' is not a sink kind (webhook, kafka or file)");
+  if (s.kind == "webhook") allowed = {"url", "secret_env", "timeout_ms"};
+  else if (s.kind == "kafka") allowed = {"topic"};
+  else if (s.kind == "file") allowed = {"dir"};
+  else p.fail(f + ".kind", "'" + s.kind + "' is not a sink kind (webhook, kafka or file)");
   for (const auto& [k, v] : j.items()) {
     if (k == "kind") continue;
     if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
@@ -395,19 +363,16 @@ Sink parse_sink(const Parser& p, const json& j, std::size_t index) {
     if (st.contains("url")) {
       const std::string url = p.string(st["url"], f + ".url");
       if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
-        p.fail(f + ".url",
-               "must start with http:// or https:// (omit it to use publication_endpoint_url)");
+        p.fail(f + ".url", "must start with http:// or https:// (omit it to use publication_endpoint_url)");
       }
     }
     if (st.contains("secret_env")) {
       static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
-      if (!st["secret_env"].is_string() ||
-          !std::regex_match(st["secret_env"].get<std::string>(), env_name)) {
+      if (!st["secret_env"].is_string() || !std::regex_match(st["secret_env"].get<std::string>(), env_name)) {
         p.fail(f + ".secret_env", "must be the name of an environment variable");
       }
     }
-    if (st.contains("timeout_ms"))
-      p.integer(st["timeout_ms"], f + ".timeout_ms", 1, "must be a positive integer");
+    if (st.contains("timeout_ms")) p.integer(st["timeout_ms"], f + ".timeout_ms", 1, "must be a positive integer");
   } else if (s.kind == "kafka") {
     if (!st.contains("topic")) p.fail(f + ".topic", "required for a kafka sink");
     static const std::regex topic_re("^[A-Za-z0-9._-]{1,249}$");
@@ -420,8 +385,7 @@ Sink parse_sink(const Parser& p, const json& j, std::size_t index) {
     const std::string dir = p.string(st["dir"], f + ".dir");
     if (dir.empty()) p.fail(f + ".dir", "must not be empty");
     if (dir.find('{') != std::string::npos || dir.find('}') != std::string::npos) {
-      p.fail(f + ".dir",
-             "placeholders are not supported in sinks (a relative dir is under CONVEYOR_DATA_DIR)");
+      p.fail(f + ".dir", "placeholders are not supported in sinks (a relative dir is under CONVEYOR_DATA_DIR)");
     }
   }
   return s;
@@ -442,16 +406,15 @@ json trigger_json(const Parser& p, const json& triggers) {
         !std::regex_match(t["job_type"].get<std::string>(), name_re())) {
       p.fail(f + ".job_type", "must be a job type name");
     }
-    if (t.contains("params") && !t["params"].is_object())
-      p.fail(f + ".params", "must be an object");
+    if (t.contains("params") && !t["params"].is_object()) p.fail(f + ".params", "must be an object");
   }
   return triggers;
 }
 
 // Code points, not bytes, for minLength/maxLength.
 std::size_t utf8_length(const std::string& s) {
-  return static_cast<std::size_t>(std::count_if(
-      s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+  return static_cast<std::size_t>(
+      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 bool has_type(const json& v, const std::string& type) {
@@ -459,8 +422,7 @@ bool has_type(const json& v, const std::string& type) {
   if (type == "integer") {
     if (v.is_number_integer()) return true;
     // JSON Schema counts 3.0 as an integer.
-    return v.is_number_float() && std::isfinite(v.get<double>()) &&
-           v.get<double>() == std::floor(v.get<double>());
+    return v.is_number_float() && std::isfinite(v.get<double>()) && v.get<double>() == std::floor(v.get<double>());
   }
   if (type == "number") return v.is_number();
   if (type == "boolean") return v.is_boolean();
@@ -534,8 +496,7 @@ std::vector<std::string> schema_problems(const json& schema, const json& value) 
   const auto is_summary = [](const valijson::ValidationResults::Error& e) {
     for (const char* s :
          {"Failed to validate item #", "Failed to validate against schema associated with",
-          "Failed to validate against additional properties schema",
-          "Failed to validate against child schema #"}) {
+          "Failed to validate against additional properties schema", "Failed to validate against child schema #"}) {
       if (e.description.rfind(s, 0) == 0) return true;
     }
     return false;
@@ -547,13 +508,11 @@ std::vector<std::string> schema_problems(const json& schema, const json& value) 
   };
   for (const auto& e : errors) {
     // valijson checks a format on a value of the wrong type too; the type is the problem.
-    if (e.description.rfind("String should be a valid", 0) == 0 && wrong_type_at(e.context))
-      continue;
-    const bool summarises_another =
-        is_summary(e) && std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
-          return !is_summary(o) && o.context.size() >= e.context.size() &&
-                 std::equal(e.context.begin(), e.context.end(), o.context.begin());
-        });
+    if (e.description.rfind("String should be a valid", 0) == 0 && wrong_type_at(e.context)) continue;
+    const bool summarises_another = is_summary(e) && std::any_of(errors.begin(), errors.end(), [&](const auto& o) {
+                                      return !is_summary(o) && o.context.size() >= e.context.size() &&
+                                             std::equal(e.context.begin(), e.context.end(), o.context.begin());
+                                    });
     if (summarises_another) continue;
     std::string problem = params_path(e.context) + ": " + reworded(e.description);
     if (std::find(problems.begin(), problems.end(), problem) == problems.end()) {
@@ -618,13 +577,11 @@ JobType from_row(const db::Row& r) {
   j["max_attempts"] = r["max_attempts"].as_int();
   j["retry_backoff_s"] = r["retry_backoff_s"].as_int();
   j["priority"] = r["priority"].as_int();
-  j["concurrency_limit"] =
-      r["concurrency_limit"].is_null() ? json() : json(r["concurrency_limit"].as_int());
+  j["concurrency_limit"] = r["concurrency_limit"].is_null() ? json() : json(r["concurrency_limit"].as_int());
   j["pool"] = r["pool"].as_string();
   j["schedule"] = r["schedule"].as_string();
   j["catchup_policy"] = r["catchup_policy"].as_string();
-  j["catchup_window_s"] =
-      r["catchup_window_s"].is_null() ? json() : json(r["catchup_window_s"].as_int());
+  j["catchup_window_s"] = r["catchup_window_s"].is_null() ? json() : json(r["catchup_window_s"].as_int());
   j["triggers"] = json::parse(r["triggers"].view());
   j["sinks"] = json::parse(r["sinks"].view());
   j["params_schema"] = json::parse(r["params_schema"].view());
@@ -647,9 +604,7 @@ nlohmann::json Resources::to_json() const {
   return j;
 }
 
-bool reserved_env_name(std::string_view name) {
-  return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_";
-}
+bool reserved_env_name(std::string_view name) { return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_"; }
 
 std::string argv_output_dir(const std::string& image, const std::string& host_output_dir) {
   return image.empty() ? host_output_dir : std::string(kContainerOutputDir);
@@ -700,8 +655,9 @@ void parse_container_fields(const Parser& p, const json& j, JobType& t) {
     // It becomes an argument of `podman run`: a reference, never an option.
     static const std::regex image_re("^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$");
     if (!t.image.empty() && !std::regex_match(t.image, image_re)) {
-      p.fail("image", "must be an image reference such as registry.example/tool:1.0 "
-                      "(letters, digits and . _ / : @ + -, not starting with '-')");
+      p.fail("image",
+             "must be an image reference such as registry.example/tool:1.0 "
+             "(letters, digits and . _ / : @ + -, not starting with '-')");
     }
   }
   if (present(j, "resources")) {
@@ -736,8 +692,10 @@ void parse_runner_and_command(const Parser& p, const json& j, JobType& t) {
   if (present(j, "runner")) {
     t.runner = p.string(j["runner"], "runner");
     if (t.runner != "process" && t.runner != "resident") {
-      p.fail("runner", "must be \"process\" (a process per job) or \"resident\" (one program "
-                       "per worker, fed jobs as JSON lines), got \"" + t.runner + "\"");
+      p.fail("runner",
+             "must be \"process\" (a process per job) or \"resident\" (one program "
+             "per worker, fed jobs as JSON lines), got \"" +
+                 t.runner + "\"");
     }
     if (t.runner == "resident" && !t.image.empty())
       p.fail("runner", "\"resident\" runs a process on the worker: remove image, or use \"process\"");
@@ -748,29 +706,24 @@ void parse_runner_and_command(const Parser& p, const json& j, JobType& t) {
     for (std::size_t i = 0; i < c.size(); ++i)
       t.command.push_back(p.string(c[i], "command[" + std::to_string(i) + "]"));
   }
-  if (t.command.empty() && t.image.empty())
-    p.fail("command", "required (a non-empty argv) when there is no image");
-  if (!t.command.empty() && t.command[0].empty())
-    p.fail("command[0]", "the program must not be empty");
+  if (t.command.empty() && t.image.empty()) p.fail("command", "required (a non-empty argv) when there is no image");
+  if (!t.command.empty() && t.command[0].empty()) p.fail("command[0]", "the program must not be empty");
 }
 
 // timeout, attempts, back-off, priority, concurrency limit and pool.
 void parse_run_limits(const Parser& p, const json& j, JobType& t) {
-  if (present(j, "timeout_s"))
-    t.timeout_s = p.integer(j["timeout_s"], "timeout_s", 1, "must be a positive integer");
+  if (present(j, "timeout_s")) t.timeout_s = p.integer(j["timeout_s"], "timeout_s", 1, "must be a positive integer");
   if (present(j, "max_attempts"))
     t.max_attempts = p.integer(j["max_attempts"], "max_attempts", 1, "must be an integer >= 1");
   if (present(j, "retry_backoff_s")) {
-    t.retry_backoff_s =
-        p.integer(j["retry_backoff_s"], "retry_backoff_s", 0, "must be an integer >= 0");
+    t.retry_backoff_s = p.integer(j["retry_backoff_s"], "retry_backoff_s", 0, "must be an integer >= 0");
   }
   if (present(j, "priority")) {
-    t.priority =
-        p.integer(j["priority"], "priority", std::numeric_limits<int>::min(), "must be an integer");
+    t.priority = p.integer(j["priority"], "priority", std::numeric_limits<int>::min(), "must be an integer");
   }
   if (present(j, "concurrency_limit")) {
-    t.concurrency_limit = p.integer(j["concurrency_limit"], "concurrency_limit", 1,
-                                    "must be a positive integer or null (no limit)");
+    t.concurrency_limit =
+        p.integer(j["concurrency_limit"], "concurrency_limit", 1, "must be a positive integer or null (no limit)");
   }
   if (present(j, "pool")) {
     t.pool = p.string(j["pool"], "pool");
@@ -796,8 +749,7 @@ void parse_schedule_fields(const Parser& p, const json& j, JobType& t) {
     if (!parse_catchup_policy(t.catchup_policy)) p.fail("catchup_policy", "must be one of all, latest, none, collapse");
   }
   if (present(j, "catchup_window_s")) {
-    t.catchup_window_s = p.integer(j["catchup_window_s"], "catchup_window_s", 1,
-                                   "must be a positive integer or null");
+    t.catchup_window_s = p.integer(j["catchup_window_s"], "catchup_window_s", 1, "must be a positive integer or null");
   }
 }
 
@@ -805,11 +757,11 @@ void parse_env(const Parser& p, const json& env, JobType& t) {
   if (!env.is_object()) p.fail("env", "must be an object of strings");
   static const std::regex env_name("^[A-Za-z_][A-Za-z0-9_]*$");
   for (const auto& [k, v] : env.items()) {
-    if (!std::regex_match(k, env_name))
-      p.fail("env." + k, "is not a valid environment variable name");
+    if (!std::regex_match(k, env_name)) p.fail("env." + k, "is not a valid environment variable name");
     else if (reserved_env_name(k))
-      p.fail("env." + k, "is reserved: PG* and CONVEYOR_* variables never reach a job "
-                         "(the worker's database settings and Conveyor's own)");
+      p.fail("env." + k,
+             "is reserved: PG* and CONVEYOR_* variables never reach a job "
+             "(the worker's database settings and Conveyor's own)");
     if (!v.is_string()) p.fail("env." + k, "must be a string");
     t.env[k] = v.get<std::string>();
   }
@@ -822,18 +774,17 @@ void check_command_placeholders(const Parser& p, const JobType& t) {
   const bool declared = t.params_schema.contains("properties");
   for (std::size_t i = 0; i < t.command.size(); ++i) {
     const std::string f = "command[" + std::to_string(i) + "]";
-    for (const auto& name :
-         placeholders(t.command[i], [&](const std::string& what) { p.fail(f, what); })) {
+    for (const auto& name : placeholders(t.command[i], [&](const std::string& what) { p.fail(f, what); })) {
       // A resident program starts once for many jobs: nothing of one job
       // can be in its command (each job's params come on its stdin).
       if (t.runner == "resident") {
-        p.fail(f, "placeholder {" + name + "}: a resident type's command is started once for "
-                  "many jobs, so it takes no per-job placeholders (each job's params, id and "
-                  "output dir come on the program's stdin)");
+        p.fail(f, "placeholder {" + name +
+                      "}: a resident type's command is started once for "
+                      "many jobs, so it takes no per-job placeholders (each job's params, id and "
+                      "output dir come on the program's stdin)");
       }
       if (kBuiltins.count(name) || !declared || props.contains(name)) continue;
-      p.fail(f, "placeholder {" + name +
-                    "} is neither a parameter in params_schema.properties nor one of " +
+      p.fail(f, "placeholder {" + name + "} is neither a parameter in params_schema.properties nor one of " +
                     "{job_id}, {attempt}, {output_dir}, {inputs}" + suggestion(name, [&] {
                       std::vector<std::string> known(kBuiltins.begin(), kBuiltins.end());
                       for (const auto& [k, v] : props.items()) known.push_back(k);
@@ -874,8 +825,7 @@ JobType parse_job_type(const nlohmann::json& j) {
   if (present(j, "triggers")) t.triggers = trigger_json(p, j["triggers"]);
   if (present(j, "sinks")) {
     if (!j["sinks"].is_array()) p.fail("sinks", "must be an array");
-    for (std::size_t i = 0; i < j["sinks"].size(); ++i)
-      t.sinks.push_back(parse_sink(p, j["sinks"][i], i));
+    for (std::size_t i = 0; i < j["sinks"].size(); ++i) t.sinks.push_back(parse_sink(p, j["sinks"][i], i));
   }
   if (present(j, "params_schema")) {
     check_params_schema(p, j["params_schema"]);
@@ -892,12 +842,10 @@ std::vector<JobType> parse_job_types_file(const nlohmann::json& j) {
   if (j.is_object()) {
     for (const auto& [k, v] : j.items()) {
       if (k != "job_types" && k != "description") {
-        throw Error(errc::bad_input,
-                    "unknown top-level field '" + k + "' (expected \"job_types\")");
+        throw Error(errc::bad_input, "unknown top-level field '" + k + "' (expected \"job_types\")");
       }
     }
-    if (!j.contains("job_types"))
-      throw Error(errc::bad_input, "job_types: required, an array of job types");
+    if (!j.contains("job_types")) throw Error(errc::bad_input, "job_types: required, an array of job types");
     list = &j["job_types"];
   }
   if (!list->is_array()) throw Error(errc::bad_input, "job_types: must be an array of job types");
@@ -910,8 +858,7 @@ std::vector<JobType> parse_job_types_file(const nlohmann::json& j) {
     }
     out.push_back(parse_job_type(item));
     if (!names.insert(out.back().name).second) {
-      throw Error(errc::bad_input,
-                  "job type '" + out.back().name + "': name: defined twice in the file");
+      throw Error(errc::bad_input, "job type '" + out.back().name + "': name: defined twice in the file");
     }
   }
   return out;
@@ -923,8 +870,7 @@ namespace {
 void check_required(const json& schema, const json& params, std::vector<std::string>& problems) {
   if (!schema.contains("required") || !schema["required"].is_array()) return;
   for (const auto& r : schema["required"]) {
-    if (r.is_string() &&
-        (!params.contains(r.get<std::string>()) || params[r.get<std::string>()].is_null())) {
+    if (r.is_string() && (!params.contains(r.get<std::string>()) || params[r.get<std::string>()].is_null())) {
       problems.push_back("params." + r.get<std::string>() + ": required");
     }
   }
@@ -932,8 +878,7 @@ void check_required(const json& schema, const json& params, std::vector<std::str
 
 // One declared, non-null parameter `f` against its property schema: type,
 // enum, bounds and lengths, in the project's own words.
-void check_param(const std::string& f, const json& prop, const json& value,
-                 std::vector<std::string>& problems) {
+void check_param(const std::string& f, const json& prop, const json& value, std::vector<std::string>& problems) {
   const json type_j = member(prop, "type", "");
   const std::string type = type_j.is_string() ? type_j.get<std::string>() : "";
   if (!type.empty() && !has_type(value, type)) {
@@ -948,28 +893,20 @@ void check_param(const std::string& f, const json& prop, const json& value,
   }
   if (value.is_number()) {
     const double d = value.get<double>();
-    if (prop.contains("minimum") && prop["minimum"].is_number() &&
-        d < prop["minimum"].get<double>()) {
-      problems.push_back(f + ": must be >= " + prop["minimum"].dump() + " (got " + value.dump() +
-                         ")");
+    if (prop.contains("minimum") && prop["minimum"].is_number() && d < prop["minimum"].get<double>()) {
+      problems.push_back(f + ": must be >= " + prop["minimum"].dump() + " (got " + value.dump() + ")");
     }
-    if (prop.contains("maximum") && prop["maximum"].is_number() &&
-        d > prop["maximum"].get<double>()) {
-      problems.push_back(f + ": must be <= " + prop["maximum"].dump() + " (got " + value.dump() +
-                         ")");
+    if (prop.contains("maximum") && prop["maximum"].is_number() && d > prop["maximum"].get<double>()) {
+      problems.push_back(f + ": must be <= " + prop["maximum"].dump() + " (got " + value.dump() + ")");
     }
   }
   if (value.is_string()) {
     const auto len = utf8_length(value.get<std::string>());
-    if (prop.contains("minLength") && prop["minLength"].is_number() &&
-        len < prop["minLength"].get<std::size_t>()) {
-      problems.push_back(f + ": must be at least " + prop["minLength"].dump() +
-                         " character(s) long");
+    if (prop.contains("minLength") && prop["minLength"].is_number() && len < prop["minLength"].get<std::size_t>()) {
+      problems.push_back(f + ": must be at least " + prop["minLength"].dump() + " character(s) long");
     }
-    if (prop.contains("maxLength") && prop["maxLength"].is_number() &&
-        len > prop["maxLength"].get<std::size_t>()) {
-      problems.push_back(f + ": must be at most " + prop["maxLength"].dump() +
-                         " character(s) long");
+    if (prop.contains("maxLength") && prop["maxLength"].is_number() && len > prop["maxLength"].get<std::size_t>()) {
+      problems.push_back(f + ": must be at most " + prop["maxLength"].dump() + " character(s) long");
     }
   }
 }
@@ -983,9 +920,8 @@ json left_for_full_check(const json& schema, const json& props, const json& para
   json rest = json::object();
   for (const auto& [name, value] : params.items()) {
     const std::string f = "params." + name;
-    const bool reported = std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
-      return p.compare(0, f.size() + 1, f + ":") == 0;
-    });
+    const bool reported = std::any_of(problems.begin(), problems.end(),
+                                      [&](const std::string& p) { return p.compare(0, f.size() + 1, f + ":") == 0; });
     if (!value.is_null() && !reported && props.contains(name)) rest[name] = value;
   }
   json outside_properties = schema;
@@ -1006,8 +942,7 @@ json left_for_full_check(const json& schema, const json& props, const json& para
 
 }  // namespace
 
-std::vector<std::string> validate_params(const nlohmann::json& schema,
-                                         const nlohmann::json& params) {
+std::vector<std::string> validate_params(const nlohmann::json& schema, const nlohmann::json& params) {
   // The project's own messages for the common keywords first (type, enum,
   // bounds, lengths, required, unknown names), then JSON Schema in full
   // (valijson) for the rest: pattern, format, items, nested objects, ...
@@ -1037,14 +972,12 @@ std::vector<std::string> validate_params(const nlohmann::json& schema,
   return problems;
 }
 
-std::vector<std::string> render_argv(const std::vector<std::string>& templ,
-                                     const ArgvContext& ctx) {
+std::vector<std::string> render_argv(const std::vector<std::string>& templ, const ArgvContext& ctx) {
   std::vector<std::string> argv;
   for (std::size_t i = 0; i < templ.size(); ++i) {
     const std::string& arg = templ[i];
     auto bad = [&](const std::string& what) {
-      throw Error(errc::bad_input,
-                  "command argument " + std::to_string(i) + " (\"" + arg + "\"): " + what);
+      throw Error(errc::bad_input, "command argument " + std::to_string(i) + " (\"" + arg + "\"): " + what);
     };
     if (arg == "{inputs}") {
       argv.insert(argv.end(), ctx.inputs.begin(), ctx.inputs.end());
@@ -1067,14 +1000,10 @@ std::vector<std::string> render_argv(const std::vector<std::string>& templ,
       if (close == std::string::npos) bad("unterminated '{' (write '{{' for a literal brace)");
       const std::string name = arg.substr(k + 1, close - k - 1);
       k = close;
-      if (name == "job_id")
-        out += std::to_string(ctx.job_id);
-      else if (name == "attempt")
-        out += std::to_string(ctx.attempt);
-      else if (name == "output_dir")
-        out += ctx.output_dir;
-      else if (name == "inputs")
-        out += json(ctx.inputs).dump();  // inside a larger argument: a JSON array
+      if (name == "job_id") out += std::to_string(ctx.job_id);
+      else if (name == "attempt") out += std::to_string(ctx.attempt);
+      else if (name == "output_dir") out += ctx.output_dir;
+      else if (name == "inputs") out += json(ctx.inputs).dump();  // inside a larger argument: a JSON array
       else if (ctx.params.is_object() && ctx.params.contains(name) && !ctx.params[name].is_null()) {
         out += render_value(ctx.params[name]);
       } else {
@@ -1100,11 +1029,27 @@ std::optional<JobType> load_job_type(db::Tx& tx, const std::string& name) {
 
 void upsert_job_type(db::Tx& tx, const JobType& t) {
   const json j = t.to_json();
-  tx.exec(kUpsert, {t.name, t.enabled, j["command"].dump(), t.image, t.timeout_s, t.max_attempts,
-                    t.retry_backoff_s, t.priority, t.concurrency_limit, t.pool, t.schedule,
-                    t.catchup_policy, t.catchup_window_s, t.triggers.dump(), j["sinks"].dump(),
-                    t.params_schema.dump(), j["env"].dump(), t.description,
-                    j["resources"].dump(), t.network, t.runner});
+  tx.exec(kUpsert, {t.name,
+                    t.enabled,
+                    j["command"].dump(),
+                    t.image,
+                    t.timeout_s,
+                    t.max_attempts,
+                    t.retry_backoff_s,
+                    t.priority,
+                    t.concurrency_limit,
+                    t.pool,
+                    t.schedule,
+                    t.catchup_policy,
+                    t.catchup_window_s,
+                    t.triggers.dump(),
+                    j["sinks"].dump(),
+                    t.params_schema.dump(),
+                    j["env"].dump(),
+                    t.description,
+                    j["resources"].dump(),
+                    t.network,
+                    t.runner});
 }
 
 }  // namespace conveyor::model

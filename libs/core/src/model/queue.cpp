@@ -88,11 +88,16 @@ json list_queues(db::Tx& tx, const std::optional<QueueRef>& only) {
   const std::optional<std::string> kind = only ? std::optional<std::string>(only->kind) : std::nullopt;
   const std::optional<std::string> name = only ? std::optional<std::string>(only->name) : std::nullopt;
   for (const db::Row r : tx.exec(kQueues, {kind, name})) {
-    out.push_back({{"kind", r["kind"].as_string()},       {"name", r["name"].as_string()},
-                   {"ready", r["ready"].as_int()},        {"queued", r["queued"].as_int()},
-                   {"started", r["started"].as_int()},    {"paused", r["paused"].as_bool()},
-                   {"reason", r["reason"].as_string()},   {"paused_by", r["paused_by"].as_string()},
-                   {"paused_at", r["paused_at"].as_string()}, {"drained", r["drained"].as_int()}});
+    out.push_back({{"kind", r["kind"].as_string()},
+                   {"name", r["name"].as_string()},
+                   {"ready", r["ready"].as_int()},
+                   {"queued", r["queued"].as_int()},
+                   {"started", r["started"].as_int()},
+                   {"paused", r["paused"].as_bool()},
+                   {"reason", r["reason"].as_string()},
+                   {"paused_by", r["paused_by"].as_string()},
+                   {"paused_at", r["paused_at"].as_string()},
+                   {"drained", r["drained"].as_int()}});
   }
   return out;
 }

@@ -93,11 +93,20 @@ seconds parse_every(const std::string& text, const std::string& spec) {
     if (j == i || j == spec.size()) bad(text, "expected @every <N>(s|m|h|d)...");
     const long long n = std::stoll(spec.substr(i, j - i));
     switch (spec[j]) {
-      case 's': total += seconds(n); break;
-      case 'm': total += minutes(n); break;
-      case 'h': total += hours(n); break;
-      case 'd': total += days(n); break;
-      default: bad(text, std::string("unknown unit '") + spec[j] + "' (s, m, h or d)");
+      case 's':
+        total += seconds(n);
+        break;
+      case 'm':
+        total += minutes(n);
+        break;
+      case 'h':
+        total += hours(n);
+        break;
+      case 'd':
+        total += days(n);
+        break;
+      default:
+        bad(text, std::string("unknown unit '") + spec[j] + "' (s, m, h or d)");
     }
     i = j + 1;
   }
@@ -124,12 +133,14 @@ Schedule Schedule::parse(const std::string& text) {
       cur += c;
     }
   }
-  if (fields.size() != 5) bad(text, "expected '@every <N>(s|m|h|d)' or 5 cron fields, got " + std::to_string(fields.size()));
+  if (fields.size() != 5)
+    bad(text, "expected '@every <N>(s|m|h|d)' or 5 cron fields, got " + std::to_string(fields.size()));
   parse_field(text, {"minute", 0, 59, nullptr, 0}, fields[0], s.minutes_);
   parse_field(text, {"hour", 0, 23, nullptr, 0}, fields[1], s.hours_);
   s.any_day_of_month_ = parse_field(text, {"day-of-month", 1, 31, nullptr, 0}, fields[2], s.days_);
   parse_field(text, {"month", 1, 12, kMonths.data(), kMonths.size()}, fields[3], s.months_);
-  s.any_day_of_week_ = parse_field(text, {"day-of-week", 0, 6, kWeekdays.data(), kWeekdays.size()}, fields[4], s.weekdays_);
+  s.any_day_of_week_ =
+      parse_field(text, {"day-of-week", 0, 6, kWeekdays.data(), kWeekdays.size()}, fields[4], s.weekdays_);
   return s;
 }
 

@@ -79,8 +79,7 @@ SequenceMarks sequence_marks(db::Tx& tx) {
 std::int64_t highest_job_id_on_disk(const fs::path& data_dir) {
   std::int64_t highest = highest_in(data_dir / "outputs");
   std::error_code ec;
-  for (fs::directory_iterator month(data_dir / "logs", ec), end; !ec && month != end;
-       month.increment(ec)) {
+  for (fs::directory_iterator month(data_dir / "logs", ec), end; !ec && month != end; month.increment(ec)) {
     highest = std::max(highest, highest_in(month->path()));
   }
   return highest;
@@ -95,8 +94,7 @@ std::vector<SequenceAdvance> advance_sequences(db::Tx& tx, const SequenceMarks& 
   }
   std::vector<SequenceAdvance> out;
   for (const db::Row r : tx.exec(kAdvanceSequences, {names, values})) {
-    out.push_back(
-        {.sequence = r[0].as_string(), .restored = r[1].as_int(), .last_value = r[2].as_int()});
+    out.push_back({.sequence = r[0].as_string(), .restored = r[1].as_int(), .last_value = r[2].as_int()});
   }
   return out;
 }

@@ -14,8 +14,7 @@ constexpr std::size_t index(JobStatus s) noexcept { return static_cast<std::size
 
 // Each row lists its targets in kAllStatuses order, so allowed_from() can
 // return a span into it directly.
-constexpr std::array kFromInitialized = {S::configured, S::internal_error, S::external_error,
-                                         S::canceled};
+constexpr std::array kFromInitialized = {S::configured, S::internal_error, S::external_error, S::canceled};
 constexpr std::array kFromConfigured = {S::ready, S::internal_error, S::canceled};
 constexpr std::array kFromReady = {S::queued, S::internal_error, S::canceled};
 constexpr std::array kFromQueued = {S::ready, S::started, S::internal_error, S::canceled};
@@ -23,8 +22,7 @@ constexpr std::array kFromStarted = {S::ready,          S::processed,      S::fa
                                      S::internal_error, S::external_error, S::canceled};
 constexpr std::array kFromProcessed = {S::done, S::internal_error, S::external_error, S::canceled};
 constexpr std::array kFromError = {S::error_checked};  // failed, internal_error, external_error
-constexpr std::array kFromErrorChecked = {S::initialized, S::configured, S::ready, S::processed,
-                                          S::canceled};
+constexpr std::array kFromErrorChecked = {S::initialized, S::configured, S::ready, S::processed, S::canceled};
 constexpr std::array kFromCanceled = {S::initialized};
 
 constexpr std::array<std::string_view, 12> kNames = {
@@ -38,9 +36,8 @@ constexpr bool sorted(std::span<const JobStatus> row) {
   }
   return true;
 }
-static_assert(sorted(kFromInitialized) && sorted(kFromConfigured) && sorted(kFromReady) &&
-              sorted(kFromQueued) && sorted(kFromStarted) && sorted(kFromProcessed) &&
-              sorted(kFromErrorChecked));
+static_assert(sorted(kFromInitialized) && sorted(kFromConfigured) && sorted(kFromReady) && sorted(kFromQueued) &&
+              sorted(kFromStarted) && sorted(kFromProcessed) && sorted(kFromErrorChecked));
 static_assert(index(JobStatus::canceled) + 1 == kNames.size());
 
 }  // namespace
@@ -57,9 +54,7 @@ std::optional<JobStatus> parse_status(std::string_view name) noexcept {
   return std::nullopt;
 }
 
-bool is_valid_initial(JobStatus to) noexcept {
-  return to == JobStatus::initialized || to == JobStatus::canceled;
-}
+bool is_valid_initial(JobStatus to) noexcept { return to == JobStatus::initialized || to == JobStatus::canceled; }
 
 std::span<const JobStatus> allowed_from(JobStatus from) noexcept {
   switch (from) {
@@ -103,8 +98,6 @@ bool is_final(JobStatus s) noexcept {
   return s == S::done || s == S::canceled || s == S::failed || s == S::internal_error;
 }
 
-bool is_error(JobStatus s) noexcept {
-  return s == S::failed || s == S::internal_error || s == S::external_error;
-}
+bool is_error(JobStatus s) noexcept { return s == S::failed || s == S::internal_error || s == S::external_error; }
 
 }  // namespace conveyor::model

@@ -9,13 +9,12 @@
 namespace conveyor::model {
 namespace {
 
-constexpr db::Statement kExistingJobs{
-    "model_existing_jobs", "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+constexpr db::Statement kExistingJobs{"model_existing_jobs",
+                                      "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
 // Checked on its own so that a value PostgreSQL refuses (2026-13-45) is
 // reported against not_before rather than as a failed insert.
-constexpr db::Statement kCheckTimestamp{"model_check_timestamp",
-                                        "SELECT $1::timestamptz IS NOT NULL"};
+constexpr db::Statement kCheckTimestamp{"model_check_timestamp", "SELECT $1::timestamptz IS NOT NULL"};
 
 // NULL idempotency keys never conflict (NULLs are distinct in a unique constraint).
 constexpr db::Statement kInsertJob{
@@ -26,8 +25,7 @@ constexpr db::Statement kInsertJob{
     "ON CONFLICT (job_type, idempotency_key) DO NOTHING RETURNING id"};
 
 constexpr db::Statement kJobByIdempotencyKey{
-    "model_job_by_idempotency_key",
-    "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
+    "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
 
 constexpr db::Statement kCountJobs{
     "model_count_jobs",
@@ -55,17 +53,15 @@ std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
 
 }  // namespace
 
-SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters,
-                        const SubmitRequest& request) {
+SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request) {
   const auto type = load_job_type(tx, request.job_type);
   if (!type || !type->enabled) {
     throw UnprocessableError("job_type",
-                             "job_type: unknown job type '" + request.job_type + "'" +
-                                 (type ? " (disabled)" : ""));
+                             "job_type: unknown job type '" + request.job_type + "'" + (type ? " (disabled)" : ""));
   }
   if (!parameters.handles(request.job_type)) {
-    throw UnprocessableError("job_type", "job_type: job type '" + request.job_type +
-                                             "' is not in system_parameters.job_types_list");
+    throw UnprocessableError(
+        "job_type", "job_type: job type '" + request.job_type + "' is not in system_parameters.job_types_list");
   }
   const auto problems = validate_params(type->params_schema, request.params);
   if (!problems.empty()) {
@@ -93,15 +89,13 @@ SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters,
       tx.exec(kCheckTimestamp, {*request.not_before});
     } catch (const db::DbError& e) {
       if (e.code() != errc::bad_input) throw;
-      throw FieldError("not_before", "not_before: '" + *request.not_before +
-                                               "' is not a valid date-time: " + e.what());
+      throw FieldError("not_before", "not_before: '" + *request.not_before + "' is not a valid date-time: " + e.what());
     }
   }
 
   const auto inserted = tx.exec(
       kInsertJob, {request.job_type, request.params.dump(), request.priority.value_or(type->priority),
-                   std::max(1, type->max_attempts), request.depends_on, request.not_before,
-                   request.idempotency_key});
+                   std::max(1, type->max_attempts), request.depends_on, request.not_before, request.idempotency_key});
   if (!inserted.empty()) {
     return {must_load(tx, JobId(inserted[0][0].as_int())), true};
   }
@@ -119,8 +113,7 @@ JobPage list_jobs(db::Tx& tx, const JobQuery& query) {
   JobPage page;
   page.total = tx.exec(kCountJobs, {status, query.job_type})[0][0].as_int();
   std::vector<std::int64_t> ids;
-  for (const db::Row r :
-       tx.exec(kListJobIds, {status, query.job_type, query.size, (query.page - 1) * query.size})) {
+  for (const db::Row r : tx.exec(kListJobIds, {status, query.job_type, query.size, (query.page - 1) * query.size})) {
     ids.push_back(r[0].as_int());
   }
   page.items = load_jobs(tx, ids);
@@ -172,8 +165,8 @@ SubmitRequest triggered_request(const Job& upstream, const nlohmann::json& trigg
     } else {
       throw FieldError("triggers[" + std::to_string(index) + "].params." + key,
                        "trigger " + std::to_string(index) + " of job type '" + upstream.job_type + "': params." + key +
-                           " takes {" + name + "}, but job " + std::to_string(upstream.id.value()) +
-                           " has no param '" + name + "'");
+                           " takes {" + name + "}, but job " + std::to_string(upstream.id.value()) + " has no param '" +
+                           name + "'");
     }
   }
   return r;

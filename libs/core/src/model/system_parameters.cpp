@@ -32,9 +32,12 @@ constexpr db::Statement kSelectParameters{
 
 // The stall_<status>_s columns, by the status they watch.
 constexpr std::pair<JobStatus, std::string_view> kStallColumns[] = {
-    {JobStatus::initialized, "stall_initialized_s"},   {JobStatus::configured, "stall_configured_s"},
-    {JobStatus::ready, "stall_ready_s"},               {JobStatus::queued, "stall_queued_s"},
-    {JobStatus::processed, "stall_processed_s"},       {JobStatus::error_checked, "stall_error_checked_s"},
+    {JobStatus::initialized, "stall_initialized_s"},
+    {JobStatus::configured, "stall_configured_s"},
+    {JobStatus::ready, "stall_ready_s"},
+    {JobStatus::queued, "stall_queued_s"},
+    {JobStatus::processed, "stall_processed_s"},
+    {JobStatus::error_checked, "stall_error_checked_s"},
 };
 
 std::string lower(std::string_view s) {
@@ -46,9 +49,8 @@ std::string lower(std::string_view s) {
 // Only digits and dots: an IPv4 address (or a number inet_aton would take
 // for one), never a DNS name under a suffix.
 bool numeric_host(std::string_view h) {
-  return !h.empty() && std::all_of(h.begin(), h.end(), [](char c) {
-    return c == '.' || std::isdigit(static_cast<unsigned char>(c));
-  });
+  return !h.empty() && std::all_of(h.begin(), h.end(),
+                                   [](char c) { return c == '.' || std::isdigit(static_cast<unsigned char>(c)); });
 }
 
 }  // namespace
@@ -107,12 +109,10 @@ bool valid_sink_host_entry(std::string_view entry, std::string& why) {
   std::string_view last;
   while (true) {
     const auto dot = name.find('.', start);
-    const auto label =
-        name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-    const bool ok =
-        !label.empty() && label.size() <= 63 && std::all_of(label.begin(), label.end(), [](char c) {
-          return c == '-' || c == '_' || std::isalnum(static_cast<unsigned char>(c));
-        });
+    const auto label = name.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
+    const bool ok = !label.empty() && label.size() <= 63 && std::all_of(label.begin(), label.end(), [](char c) {
+      return c == '-' || c == '_' || std::isalnum(static_cast<unsigned char>(c));
+    });
     if (!ok) {
       why = "is not a host name (" + kForm + ")";
       return false;
@@ -171,8 +171,7 @@ nlohmann::json SystemParameters::to_json() const {
           {"service_heartbeat_timeout_s", service_heartbeat_timeout_s},
           {"publication_endpoint_url", publication_endpoint_url},
           {"publication_max_attempts", publication_max_attempts},
-          {"sink_allowed_hosts",
-           sink_allowed_hosts ? nlohmann::json(*sink_allowed_hosts) : nlohmann::json(nullptr)},
+          {"sink_allowed_hosts", sink_allowed_hosts ? nlohmann::json(*sink_allowed_hosts) : nlohmann::json(nullptr)},
           {"image_tags", image_tags},
           {"log_retention_days", log_retention_days},
           {"job_retention_days", job_retention_days},
@@ -206,8 +205,7 @@ SystemParameters load_system_parameters(db::Tx& tx) {
   p.publication_endpoint_url = row["publication_endpoint_url"].as_string();
   p.publication_max_attempts = row["publication_max_attempts"].as<int>();
   if (!row["sink_allowed_hosts"].is_null()) {
-    p.sink_allowed_hosts = nlohmann::json::parse(row["sink_allowed_hosts"].as_string())
-                               .get<std::vector<std::string>>();
+    p.sink_allowed_hosts = nlohmann::json::parse(row["sink_allowed_hosts"].as_string()).get<std::vector<std::string>>();
   }
   p.image_tags = nlohmann::json::parse(row["image_tags"].as_string());
   p.log_retention_days = row["log_retention_days"].as<int>();

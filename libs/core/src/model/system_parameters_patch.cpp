@@ -52,10 +52,8 @@ struct CrossCheck {
   const char* columns[2];
 };
 constexpr CrossCheck kCrossChecks[] = {
-    {"system_parameters_min_le_max_workers",
-     {"min_number_of_worker_instances", "max_number_of_worker_instances"}},
-    {"system_parameters_heartbeat_timeout_gt_interval",
-     {"worker_heartbeat_timeout_s", "worker_heartbeat_interval_s"}},
+    {"system_parameters_min_le_max_workers", {"min_number_of_worker_instances", "max_number_of_worker_instances"}},
+    {"system_parameters_heartbeat_timeout_gt_interval", {"worker_heartbeat_timeout_s", "worker_heartbeat_interval_s"}},
 };
 
 const char* cast_of(Kind k) {
@@ -87,8 +85,8 @@ const std::string& patch_sql() {
     for (const auto& c : kColumns) {
       if (!first) s += ", ";
       first = false;
-      s += std::string(c.name) + " = CASE WHEN $" + std::to_string(n) + "::boolean THEN $" +
-           std::to_string(n + 1) + "::" + cast_of(c.kind) + " ELSE " + c.name + " END";
+      s += std::string(c.name) + " = CASE WHEN $" + std::to_string(n) + "::boolean THEN $" + std::to_string(n + 1) +
+           "::" + cast_of(c.kind) + " ELSE " + c.name + " END";
       n += 2;
     }
     return s + " WHERE id";
@@ -100,8 +98,7 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
   const std::string field = c.name;
   switch (c.kind) {
     case Kind::integer:
-      if (!v.is_number_integer() || v.get<std::int64_t>() < INT32_MIN ||
-          v.get<std::int64_t>() > INT32_MAX) {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < INT32_MIN || v.get<std::int64_t>() > INT32_MAX) {
         throw FieldError(field, field + ": expected an integer");
       }
       return v.get<std::int64_t>();
@@ -138,8 +135,7 @@ db::Param value_param(const Column& c, const nlohmann::json& v) {
       if (!v.is_object()) throw FieldError(field, field + ": expected an object");
       for (const auto& [key, value] : v.items()) {
         if (!value.is_string()) {
-          throw FieldError(field, field + "." + key + ": expected a string, got " +
-                                      value.type_name());
+          throw FieldError(field, field + "." + key + ": expected a string, got " + value.type_name());
         }
       }
       return v.dump();

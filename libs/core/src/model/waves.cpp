@@ -36,16 +36,17 @@ constexpr db::Statement kInsertRun{
     "model_wave_run_insert",
     "INSERT INTO conveyor.wave_run (waves, threshold) VALUES ($1::jsonb, $2) "
     "ON CONFLICT ((true)) WHERE state = 'running' DO NOTHING "
-    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at")};
+    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339(
+        "started_at") ", " CONVEYOR_RFC3339("updated_at")};
 
 constexpr db::Statement kStopRun{
     "model_wave_run_stop",
     "UPDATE conveyor.wave_run SET state = 'stopped', updated_at = now() WHERE state = 'running' "
-    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339("started_at") ", " CONVEYOR_RFC3339("updated_at")};
+    "RETURNING id, waves::text, current, threshold, state, started_by, " CONVEYOR_RFC3339(
+        "started_at") ", " CONVEYOR_RFC3339("updated_at")};
 
 constexpr db::Statement kMoveRun{
-    "model_wave_run_move",
-    "UPDATE conveyor.wave_run SET current = $2, state = $3, updated_at = now() WHERE id = $1"};
+    "model_wave_run_move", "UPDATE conveyor.wave_run SET current = $2, state = $3, updated_at = now() WHERE id = $1"};
 
 // The backlog of a wave: its jobs not yet processed that can still progress.
 // Left out, as they would never drain and the run would never advance: a job
@@ -54,12 +55,11 @@ constexpr db::Statement kMoveRun{
 // or of a paused type or pool. It is asked at 'infinity': a back-off
 // not_before ends, so that job still counts; the wave's types are the run's
 // choice, so job_types_list is not applied (NULL).
-constexpr db::Statement kBacklog{
-    "model_wave_backlog",
-    "SELECT count(*) FROM conveyor.job j WHERE j.job_type = ANY($1::text[]) "
-    "AND j.status IN ('initialized', 'configured', 'ready', 'queued', 'started') "
-    "AND j.canceled_at IS NULL "
-    "AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, 'infinity', NULL))"};
+constexpr db::Statement kBacklog{"model_wave_backlog",
+                                 "SELECT count(*) FROM conveyor.job j WHERE j.job_type = ANY($1::text[]) "
+                                 "AND j.status IN ('initialized', 'configured', 'ready', 'queued', 'started') "
+                                 "AND j.canceled_at IS NULL "
+                                 "AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, 'infinity', NULL))"};
 
 WaveRun to_run(const db::Row r) {
   WaveRun w;
@@ -87,9 +87,8 @@ std::int64_t backlog_of(db::Tx& tx, const std::vector<std::string>& types) {
 // (migration 20261210000400) and no other parameter. The row's CHECKs judge
 // it and its trigger records the history and the parameters event, as for
 // patch_system_parameters; the names come from job_type_waves.
-constexpr db::Statement kSetTypesList{
-    "model_wave_set_job_types_list",
-    "UPDATE conveyor.system_parameters SET job_types_list = $1::text[] WHERE id"};
+constexpr db::Statement kSetTypesList{"model_wave_set_job_types_list",
+                                      "UPDATE conveyor.system_parameters SET job_types_list = $1::text[] WHERE id"};
 
 void admit(db::Tx& tx, const std::optional<std::vector<std::string>>& list) { tx.exec(kSetTypesList, {list}); }
 
@@ -163,7 +162,8 @@ std::optional<WaveRun> load_wave_run(db::Tx& tx) {
 }
 
 WaveRun start_waves(db::Tx& tx, std::int64_t threshold) {
-  if (threshold < 0) throw FieldError("threshold", "wave threshold must be 0 or more, got " + std::to_string(threshold));
+  if (threshold < 0)
+    throw FieldError("threshold", "wave threshold must be 0 or more, got " + std::to_string(threshold));
   const JobTypeWaves layers = job_type_waves(tx);
   if (layers.waves.empty()) throw Error(errc::not_found, "no enabled job type: there are no waves to run");
   const db::Result r = tx.exec(kInsertRun, {json(layers.waves).dump(), threshold});

@@ -3,21 +3,19 @@
 namespace conveyor::model {
 namespace {
 
-constexpr db::Statement kMarkLost{
-    "model_mark_workers_lost",
-    "UPDATE conveyor.worker SET status = 'lost' "
-    "WHERE status IN ('active', 'draining') "
-    "  AND last_heartbeat < now() - make_interval(secs => $1::float8) "
-    "RETURNING name"};
+constexpr db::Statement kMarkLost{"model_mark_workers_lost",
+                                  "UPDATE conveyor.worker SET status = 'lost' "
+                                  "WHERE status IN ('active', 'draining') "
+                                  "  AND last_heartbeat < now() - make_interval(secs => $1::float8) "
+                                  "RETURNING name"};
 
 // Workers whose process is known to have ended (the pool reaped its own
 // child): lost at once, whatever their heartbeat. A row already stopped or
 // lost (a clean exit, the heartbeat rule first) is left as it is.
-constexpr db::Statement kMarkGone{
-    "model_mark_workers_gone",
-    "UPDATE conveyor.worker SET status = 'lost' "
-    "WHERE status IN ('active', 'draining') AND name = ANY($1::text[]) "
-    "RETURNING name"};
+constexpr db::Statement kMarkGone{"model_mark_workers_gone",
+                                  "UPDATE conveyor.worker SET status = 'lost' "
+                                  "WHERE status IN ('active', 'draining') AND name = ANY($1::text[]) "
+                                  "RETURNING name"};
 
 // The started jobs that no worker runs any more, in one statement (one
 // rule for what becomes of them): those of workers that are lost, stopped
@@ -63,10 +61,9 @@ constexpr db::Statement kRecoverJobs{
     "  FROM recovered r WHERE a.job_id = r.id AND a.attempt = r.attempt AND a.ended_at IS NULL) "
     "SELECT status, subtype FROM recovered"};
 
-constexpr db::Statement kStopWorkers{
-    "model_reboot_stop_workers",
-    "UPDATE conveyor.worker SET status = 'stopped', stopped_at = now(), running = 0 "
-    "WHERE status IN ('active', 'draining') RETURNING name"};
+constexpr db::Statement kStopWorkers{"model_reboot_stop_workers",
+                                     "UPDATE conveyor.worker SET status = 'stopped', stopped_at = now(), running = 0 "
+                                     "WHERE status IN ('active', 'draining') RETURNING name"};
 
 }  // namespace
 
@@ -85,9 +82,8 @@ const db::Statement kRequeueStoppedRuns{
 RebootPreparation prepare_for_reboot(db::Tx& tx) {
   RebootPreparation out;
   for (const db::Row r : tx.exec(kStopWorkers)) out.stopped_workers.push_back(r[0].as_string());
-  for (const db::Row r : tx.exec(kRequeueStoppedRuns,
-                                 {nullptr, nullptr, "reboot",
-                                  "requeued by conveyor system prepare-for-reboot"})) {
+  for (const db::Row r :
+       tx.exec(kRequeueStoppedRuns, {nullptr, nullptr, "reboot", "requeued by conveyor system prepare-for-reboot"})) {
     if (r[0].as_string() == "canceled") ++out.canceled;
     else ++out.requeued;
   }
@@ -122,8 +118,8 @@ ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout,
   return out;
 }
 
-ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names,
-                             std::chrono::seconds heartbeat_timeout, int limit) {
+ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names, std::chrono::seconds heartbeat_timeout,
+                             int limit) {
   ReapResult out;
   if (names.empty()) return out;
   for (auto row : tx.exec(kMarkGone, {names})) out.lost_workers.push_back(row[0].as_string());

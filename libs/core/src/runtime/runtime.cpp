@@ -46,14 +46,13 @@ constexpr db::Statement kUpsertInstance{
 // An instance the monitor marked `down` (missed heartbeats) is back: $2 is
 // `up`, or `draining` once SIGTERM came.
 // $3: the broker as this instance sees it ('up', 'down'; NULL without one).
-constexpr db::Statement kHeartbeat{
-    "runtime_heartbeat",
-    "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = $3,"
-    " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
+constexpr db::Statement kHeartbeat{"runtime_heartbeat",
+                                   "UPDATE conveyor.service_instance SET last_heartbeat = now(), broker = $3,"
+                                   " status = CASE WHEN status = 'down' THEN $2::text ELSE status END WHERE id = $1"};
 // Where this instance's admin endpoints answer (host:port), for the
 // monitor's Prometheus service discovery (GET /v1/sd); written once it listens.
-constexpr db::Statement kSetHttpAddress{
-    "runtime_set_http_address", "UPDATE conveyor.service_instance SET http_address = $2 WHERE id = $1"};
+constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
+                                        "UPDATE conveyor.service_instance SET http_address = $2 WHERE id = $1"};
 // NOTIFYs of the job status trigger: one per new status of a statement,
 // the payload the status ("queued"). A stage wakes on the statuses it acts on.
 constexpr const char* kJobStatusChannel = "conveyor_job_status";
@@ -221,14 +220,13 @@ class Service final : public Context {
     up_ = &registry_.gauge("conveyor_up", "1 while the service runs");
     wakeups_ = &registry_.counter("conveyor_service_wakeups_total",
                                   "wake-ups taken by the service loop (events, parameter changes)");
-    notify_wakeups_ = &registry_.counter("conveyor_notify_wakeups_total",
-                                         "wake-ups from PostgreSQL NOTIFY of a watched job status");
+    notify_wakeups_ =
+        &registry_.counter("conveyor_notify_wakeups_total", "wake-ups from PostgreSQL NOTIFY of a watched job status");
     listen_reconnects_ = &registry_.counter("conveyor_listen_reconnects_total",
                                             "times the LISTEN connection was opened again after a loss");
     events_consumed_ = &registry_.counter("conveyor_events_consumed_total", "Kafka events read by the runtime");
     bad_events_ = &registry_.counter("conveyor_events_invalid_total", "Kafka events that were not valid CloudEvents");
-    parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total",
-                                            "reads of conveyor.system_parameters");
+    parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total", "reads of conveyor.system_parameters");
 
     db::PoolOptions pool_options;
     pool_options.url = config_.get_string("CONVEYOR_DATABASE_URL");
@@ -254,14 +252,14 @@ class Service final : public Context {
       reload_parameters();
     } catch (const db::DbError& e) {
       if (not_migrated(e)) {
-        throw Error(errc::unavailable, "database not migrated: run `conveyor db migrate` (" +
-                                           std::string(e.what()) + ")");
+        throw Error(errc::unavailable,
+                    "database not migrated: run `conveyor db migrate` (" + std::string(e.what()) + ")");
       }
       throw;
     } catch (const Error& e) {
       if (e.code() == errc::not_found) {
-        throw Error(errc::unavailable, "database not migrated: run `conveyor db migrate` (" +
-                                           std::string(e.what()) + ")");
+        throw Error(errc::unavailable,
+                    "database not migrated: run `conveyor db migrate` (" + std::string(e.what()) + ")");
       }
       throw;
     }
@@ -293,8 +291,7 @@ class Service final : public Context {
 
     server_->start();
     pool_->transact([&](db::Tx& tx) {
-      tx.exec(kSetHttpAddress,
-              {instance_id_, http_address(config_.get_string("CONVEYOR_HTTP_HOST"), server_->port())});
+      tx.exec(kSetHttpAddress, {instance_id_, http_address(config_.get_string("CONVEYOR_HTTP_HOST"), server_->port())});
     });
     log_->info("{} {} listening on {}:{} as instance {}", spec_.name, CONVEYOR_VERSION, server_->host(),
                server_->port(), instance_id_);
@@ -379,8 +376,7 @@ class Service final : public Context {
             bad_events_->inc();
             std::string what = e.what();
             if (what.size() > 300) what = what.substr(0, 300) + "...";
-            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset,
-                       what);
+            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset, what);
           }
         }
         if (reload) {
@@ -456,8 +452,8 @@ class Service final : public Context {
         listening = false;
         session.reset();
         if (!lost) {
-          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)",
-                     kJobStatusChannel, logging::redact_url(e.what()));
+          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)", kJobStatusChannel,
+                     logging::redact_url(e.what()));
         }
         lost = true;
         std::unique_lock lock(exit_mu_);
@@ -477,8 +473,7 @@ class Service final : public Context {
     auto next_reload = Clock::now() + reload_every();
     std::unique_lock lock(exit_mu_);
     while (!exit_) {
-      exit_cv_.wait_until(lock, std::min(next_heartbeat, next_reload),
-                          [this] { return exit_ || heartbeat_now_; });
+      exit_cv_.wait_until(lock, std::min(next_heartbeat, next_reload), [this] { return exit_ || heartbeat_now_; });
       if (exit_) break;
       if (heartbeat_now_) {
         // The broker state changed: tell the registry now, not at the next beat.
@@ -490,8 +485,9 @@ class Service final : public Context {
       if (now >= next_heartbeat) {
         try {
           const char* state = stopping_ ? "draining" : "up";
-          const db::Result r =
-              pool_->transact([&](db::Tx& tx) { return tx.exec(kHeartbeat, {instance_id_, state, broker_state()}); });
+          const db::Result r = pool_->transact([&](db::Tx& tx) {
+            return tx.exec(kHeartbeat, {instance_id_, state, broker_state()});
+          });
           if (r.affected_rows() == 0) write_instance(state, false);
         } catch (const Error& e) {
           rlog->warn("heartbeat failed: {}", logging::redact_url(e.what()));
@@ -582,17 +578,15 @@ class Service final : public Context {
       stopping_ = true;
     }
     wake_cv_.notify_all();
-    {
-      std::lock_guard lock(exit_mu_);
-    }
+    { std::lock_guard lock(exit_mu_); }
     exit_cv_.notify_all();
   }
 
   void write_instance(const std::string& status, bool log_failure) {
     try {
       pool_->transact([&](db::Tx& tx) {
-        tx.exec(kUpsertInstance, {instance_id_, spec_.name, host_name(), static_cast<int>(getpid()),
-                                  CONVEYOR_VERSION, config_.get_string("CONVEYOR_IMAGE_TAG"), status});
+        tx.exec(kUpsertInstance, {instance_id_, spec_.name, host_name(), static_cast<int>(getpid()), CONVEYOR_VERSION,
+                                  config_.get_string("CONVEYOR_IMAGE_TAG"), status});
       });
     } catch (const Error& e) {
       if (!log_failure) throw;

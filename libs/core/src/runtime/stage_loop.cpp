@@ -37,8 +37,8 @@ int StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass) {
 }
 
 int StageLoop::pass(Context& ctx) {
-  const int batch_size = options_.batch_size > 0 ? options_.batch_size
-                                                 : static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  const int batch_size =
+      options_.batch_size > 0 ? options_.batch_size : static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
   // One snapshot for the whole pass: every step sees the same parameters.
   const auto parameters = ctx.parameters();
   const Pass pass{ctx, batch_size, *parameters};

@@ -47,8 +47,7 @@ std::string check_limits(std::string_view t, const JsonLimits& limits) {
       in_string = true;
     } else if (c == '[' || c == '{') {
       if (++depth > limits.max_depth) {
-        return "nested deeper than " + std::to_string(limits.max_depth) + " levels at byte " +
-               std::to_string(i);
+        return "nested deeper than " + std::to_string(limits.max_depth) + " levels at byte " + std::to_string(i);
       }
     } else if (c == ']' || c == '}') {
       --depth;  // unbalanced brackets are the parser's to report
@@ -62,8 +61,7 @@ std::string check_limits(std::string_view t, const JsonLimits& limits) {
 nlohmann::json parse_json(std::string_view t, const JsonLimits& limits) {
   if (t.size() > limits.max_bytes) {
     throw Error(errc::bad_input, "JSON document of " + std::to_string(t.size()) +
-                                     " bytes is larger than the limit of " +
-                                     std::to_string(limits.max_bytes));
+                                     " bytes is larger than the limit of " + std::to_string(limits.max_bytes));
   }
   if (std::string problem = check_limits(t, limits); !problem.empty()) {
     throw Error(errc::bad_input, "JSON document refused: " + problem);
@@ -84,8 +82,7 @@ bool is_rfc3339(std::string_view s, bool allow_space, std::size_t max_fraction_d
   }
   const char t = s[10];
   if (t != 'T' && t != 't' && !(allow_space && t == ' ')) return false;
-  if (!digits(s, 11, 2) || s[13] != ':' || !digits(s, 14, 2) || s[16] != ':' ||
-      !digits(s, 17, 2)) {
+  if (!digits(s, 11, 2) || s[13] != ':' || !digits(s, 14, 2) || s[16] != ':' || !digits(s, 17, 2)) {
     return false;
   }
   if (!in(number(s, 5, 2), 1, 12) || !in(number(s, 8, 2), 1, 31) || !in(number(s, 11, 2), 0, 23) ||
@@ -121,8 +118,10 @@ std::optional<std::string> base64_decode(std::string_view s) {
     else if (c == '+') v = 62;
     else if (c == '/') v = 63;
     else if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
-    else if (c == '=') { ++pad; continue; }
-    else return std::nullopt;
+    else if (c == '=') {
+      ++pad;
+      continue;
+    } else return std::nullopt;
     if (pad > 0) return std::nullopt;  // data after padding
     acc = (acc << 6) | static_cast<std::uint32_t>(v);
     bits += 6;

@@ -20,8 +20,7 @@ using json = nlohmann::json;
 constexpr std::uint64_t kLogBytes = 64 * 1024;  // the page shows at most the last 64 KiB
 
 constexpr db::Statement kUpstream{
-    "console_job_upstream",
-    "SELECT id, job_type, status FROM conveyor.job WHERE id = ANY($1::bigint[]) ORDER BY id"};
+    "console_job_upstream", "SELECT id, job_type, status FROM conveyor.job WHERE id = ANY($1::bigint[]) ORDER BY id"};
 // The GIN index on depends_on (retention's) answers @>.
 constexpr db::Statement kDownstream{
     "console_job_downstream",
@@ -29,7 +28,8 @@ constexpr db::Statement kDownstream{
 
 model::JobId job_id(const http::Request& req) {
   const std::string& id = req.path_param("id");
-  if (!std::regex_match(id, std::regex("[0-9]{1,18}"))) throw FieldError("id", "id: '" + id.substr(0, 40) + "' is not a job id");
+  if (!std::regex_match(id, std::regex("[0-9]{1,18}")))
+    throw FieldError("id", "id: '" + id.substr(0, 40) + "' is not a job id");
   return model::JobId(std::stoll(id));
 }
 
@@ -100,8 +100,7 @@ std::string summary(const http::Request& req, const model::Job& j) {
 // with textContent, so a log line is never markup.
 std::string live_script(const model::Job& j, std::uint64_t offset) {
   if (model::is_final(j.status)) return "";
-  return "<script>(() => { let offset = " + std::to_string(offset) + "; const id = " +
-         std::to_string(j.id.value()) +
+  return "<script>(() => { let offset = " + std::to_string(offset) + "; const id = " + std::to_string(j.id.value()) +
          ";\nconst tick = async () => {\n"
          "  const r = await fetch('/jobs/' + id + '/log?offset=' + offset, {credentials: 'same-origin'});\n"
          "  if (!r.ok) return setTimeout(tick, 2000);\n"
@@ -161,8 +160,11 @@ void add_job_page_routes(runtime::Context& ctx) {
     const model::Job j = ctx.db().transact([&](db::Tx& tx) { return model::get_job(tx, id); });
     const auto tail = model::read_log_tail(model::job_log_file(ctx.config().get_string("CONVEYOR_DATA_DIR"), j),
                                            offset.empty() ? 0 : std::stoull(offset), kLogBytes);
-    return http::Response::json({{"status", model::to_string(j.status)}, {"final", model::is_final(j.status)},
-                                 {"exists", tail.exists}, {"from", tail.from}, {"offset", tail.size},
+    return http::Response::json({{"status", model::to_string(j.status)},
+                                 {"final", model::is_final(j.status)},
+                                 {"exists", tail.exists},
+                                 {"from", tail.from},
+                                 {"offset", tail.size},
                                  {"text", tail.text}});
   });
   ctx.http().route("POST", "/jobs/{id}/cancel", [&ctx](const http::Request& req) { return act(ctx, req, true); });

@@ -94,8 +94,11 @@ std::string filter_form(db::Tx& tx, const Filters& f) {
   return "<form class=\"filters\" method=\"get\" action=\"/jobs\">" + select("status", statuses, f.status) +
          select("type", types, f.type) + "<label>since <input type=\"datetime-local\" name=\"since\" value=\"" +
          html_escape(f.since) + "\"></label><label>until <input type=\"datetime-local\" name=\"until\" value=\"" +
-         html_escape(f.until) + "\"></label><input type=\"search\" name=\"q\" placeholder=\"error message or subtype\" "
-         "value=\"" + html_escape(f.text) + "\"><button type=\"submit\">Filter</button> <a href=\"/jobs\">clear</a> "
+         html_escape(f.until) +
+         "\"></label><input type=\"search\" name=\"q\" placeholder=\"error message or subtype\" "
+         "value=\"" +
+         html_escape(f.text) +
+         "\"><button type=\"submit\">Filter</button> <a href=\"/jobs\">clear</a> "
          "<span class=\"muted\">(times in UTC)</span></form>";
 }
 
@@ -125,8 +128,8 @@ std::string jobs_page(db::Tx& tx, const Filters& f) {
   }
   h += "</table>";
   if (rows.empty()) h += "<p class=\"muted\">no job matches</p>";
-  const std::string keep = query_string({{"status", f.status}, {"type", f.type}, {"since", f.since},
-                                         {"until", f.until}, {"q", f.text}});
+  const std::string keep =
+      query_string({{"status", f.status}, {"type", f.type}, {"since", f.since}, {"until", f.until}, {"q", f.text}});
   if (!f.before.empty()) h += "<a href=\"/jobs?" + html_escape(keep) + "\">« newest</a> ";
   if (rows.size() > kPageSize) {
     h += "<a id=\"older\" href=\"/jobs?" + html_escape(query_string({{"before", last_id}})) +

@@ -28,10 +28,9 @@ constexpr db::Statement kThroughput{
     "    AS depth_change "
     "FROM conveyor.job_status_change WHERE at > now() - make_interval(secs => $2::int) GROUP BY 1"};
 
-constexpr db::Statement kNowStep{
-    "console_now_step",
-    "SELECT floor(extract(epoch FROM now()) / $1)::bigint,"
-    "  (SELECT count(*) FROM conveyor.job WHERE status IN ('ready', 'queued'))"};
+constexpr db::Statement kNowStep{"console_now_step",
+                                 "SELECT floor(extract(epoch FROM now()) / $1)::bigint,"
+                                 "  (SELECT count(*) FROM conveyor.job WHERE status IN ('ready', 'queued'))"};
 
 constexpr db::Statement kCapacity{
     "console_capacity",
@@ -65,7 +64,9 @@ std::vector<Series> throughput(db::Tx& tx, const Window& w) {
     depth[i] = std::max(0.0, d);
     d -= change[i];
   }
-  return {{"submitted", "#36c", submitted}, {"done", "#393", done}, {"failed", "#c33", failed},
+  return {{"submitted", "#36c", submitted},
+          {"done", "#393", done},
+          {"failed", "#c33", failed},
           {"queue depth", "#c80", depth}};
 }
 

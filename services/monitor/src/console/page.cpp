@@ -37,15 +37,17 @@ constexpr std::string_view kScript =
     "  b.disabled = false; if (out) out.textContent = detail;"
     "});";
 
-constexpr std::array<std::pair<std::string_view, std::string_view>, 5> kNav = {{
-    {"/", "Overview"}, {"/jobs", "Jobs"}, {"/services", "Workers &amp; services"},
-    {"/queues", "Queues &amp; schedules"}, {"/alerts", "Alerts"}}};
+constexpr std::array<std::pair<std::string_view, std::string_view>, 5> kNav = {{{"/", "Overview"},
+                                                                                {"/jobs", "Jobs"},
+                                                                                {"/services", "Workers &amp; services"},
+                                                                                {"/queues", "Queues &amp; schedules"},
+                                                                                {"/alerts", "Alerts"}}};
 
 std::string nav(const http::Request& req, std::string_view active) {
   std::string h = "<nav><b style=\"color:#fff\">Conveyor</b>";
   for (const auto& [path, label] : kNav) {
-    h += "<a href=\"" + std::string(path) + "\"" + (path == active ? " class=\"on\"" : "") + ">" +
-         std::string(label) + "</a>";
+    h += "<a href=\"" + std::string(path) + "\"" + (path == active ? " class=\"on\"" : "") + ">" + std::string(label) +
+         "</a>";
   }
   h += "<span class=\"who\">" + html_escape(req.principal.empty() ? "" : req.principal + " (" + req.role + ")") +
        "</span></nav>";
@@ -81,8 +83,8 @@ bool is_operator(const http::Request& req) { return req.role == "operator"; }
 std::string action_button(const http::Request& req, const std::string& path, std::string_view label,
                           std::string_view confirm) {
   if (!is_operator(req)) return "";
-  return "<button data-post=\"" + html_escape(path) + "\" data-confirm=\"" + html_escape(std::string(confirm)) +
-         "\">" + html_escape(std::string(label)) + "</button><span class=\"err\"></span> ";
+  return "<button data-post=\"" + html_escape(path) + "\" data-confirm=\"" + html_escape(std::string(confirm)) + "\">" +
+         html_escape(std::string(label)) + "</button><span class=\"err\"></span> ";
 }
 
 void require_same_origin(const http::Request& req) {

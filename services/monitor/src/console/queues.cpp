@@ -21,8 +21,9 @@ constexpr db::Statement kScheduleStates{
     "coalesce(paused_reason, '') AS paused_reason FROM conveyor.schedule_state WHERE job_type = $1"};
 
 std::string queues_table(const http::Request& req, const json& queues) {
-  std::string h = "<h2>Queues</h2><table id=\"queues\"><tr><th>kind</th><th>name</th><th>ready</th><th>queued</th>"
-                  "<th>started</th><th>state</th><th></th></tr>";
+  std::string h =
+      "<h2>Queues</h2><table id=\"queues\"><tr><th>kind</th><th>name</th><th>ready</th><th>queued</th>"
+      "<th>started</th><th>state</th><th></th></tr>";
   for (const auto& q : queues) {
     const std::string kind = q["kind"], name = q["name"];
     const bool paused = q["paused"];
@@ -33,10 +34,10 @@ std::string queues_table(const http::Request& req, const json& queues) {
                                : "running";
     if (paused && !q["reason"].get<std::string>().empty()) state += " (" + q["reason"].get<std::string>() + ")";
     h += "<tr><td>" + html_escape(kind) + "</td><td>" + html_escape(name) + "</td><td>" +
-         std::to_string(q["ready"].get<std::int64_t>()) + "</td><td>" + std::to_string(q["queued"].get<std::int64_t>()) +
-         "</td><td>" + std::to_string(q["started"].get<std::int64_t>()) + "</td><td class=\"" +
-         (paused ? "warning" : "") + "\">" + html_escape(state) + "</td><td>" +
-         action_button(req, path, paused ? "Resume" : "Pause") + "</td></tr>";
+         std::to_string(q["ready"].get<std::int64_t>()) + "</td><td>" +
+         std::to_string(q["queued"].get<std::int64_t>()) + "</td><td>" +
+         std::to_string(q["started"].get<std::int64_t>()) + "</td><td class=\"" + (paused ? "warning" : "") + "\">" +
+         html_escape(state) + "</td><td>" + action_button(req, path, paused ? "Resume" : "Pause") + "</td></tr>";
   }
   return h + "</table>";
 }
@@ -45,9 +46,12 @@ std::string schedule_row(db::Tx& tx, const http::Request& req, const model::JobT
   const auto rows = tx.exec(kScheduleStates, {t.name});
   const bool paused = !rows.empty() && rows[0]["paused"].as_bool();
   std::string state = !t.enabled ? "disabled" : rows.empty() ? "not started" : paused ? "paused" : "active";
-  if (paused && !rows[0]["paused_reason"].as_string().empty()) state += " (" + rows[0]["paused_reason"].as_string() + ")";
-  if (!rows.empty() && !rows[0]["last_error"].as_string().empty()) state += "; error: " + rows[0]["last_error"].as_string();
-  const std::string path = "/queues/schedule/" + query_string({{"t", t.name}}).substr(2) + (paused ? "/resume" : "/pause");
+  if (paused && !rows[0]["paused_reason"].as_string().empty())
+    state += " (" + rows[0]["paused_reason"].as_string() + ")";
+  if (!rows.empty() && !rows[0]["last_error"].as_string().empty())
+    state += "; error: " + rows[0]["last_error"].as_string();
+  const std::string path =
+      "/queues/schedule/" + query_string({{"t", t.name}}).substr(2) + (paused ? "/resume" : "/pause");
   return "<tr><td>" + html_escape(t.name) + "</td><td>" + html_escape(t.schedule) + "</td><td>" +
          html_escape(t.catchup_policy) + "</td><td>" +
          (rows.empty() ? "-" : html_escape(short_time(rows[0]["last_slot"].as_string()))) + "</td><td>" +
@@ -62,7 +66,8 @@ std::string schedules_table(db::Tx& tx, const http::Request& req) {
   }
   if (rows.empty()) return "<h2>Schedules</h2><p class=\"muted\">no job type has a schedule</p>";
   return "<h2>Schedules</h2><table id=\"schedules\"><tr><th>job type</th><th>schedule</th><th>catch-up</th>"
-         "<th>last slot</th><th>next slot</th><th>state</th><th></th></tr>" + rows + "</table>";
+         "<th>last slot</th><th>next slot</th><th>state</th><th></th></tr>" +
+         rows + "</table>";
 }
 
 db::TxOptions as_requester(const http::Request& req) {

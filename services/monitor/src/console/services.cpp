@@ -19,13 +19,12 @@ std::string cell(const json& v) {
 
 // Stopped instances and workers, and workers the pool replaced, are history:
 // shown with ?all=1 only, and never a service down.
-bool current(const json& status) {
-  return status != "stopped" && status != "replaced";
-}
+bool current(const json& status) { return status != "stopped" && status != "replaced"; }
 
 std::string health_table(const json& health) {
-  std::string h = "<h2>Services</h2><table><tr><th>service</th><th>state</th><th>live</th><th>down</th>"
-                  "<th>stopped</th><th>replaced</th></tr>";
+  std::string h =
+      "<h2>Services</h2><table><tr><th>service</th><th>state</th><th>live</th><th>down</th>"
+      "<th>stopped</th><th>replaced</th></tr>";
   for (const auto& v : health) {
     h += "<tr><td>" + cell(v["service"]) + "</td><td class=\"" + cell(v["state"]) + "\">" + cell(v["state"]) +
          "</td><td>" + cell(v["live"]) + "</td><td>" + cell(v["down"]) + "</td><td>" + cell(v["stopped"]) +
@@ -35,8 +34,9 @@ std::string health_table(const json& health) {
 }
 
 std::string instances_table(const json& services, bool all) {
-  std::string h = "<h2>Service instances</h2><table id=\"instances\"><tr><th>service</th><th>instance</th>"
-                  "<th>status</th><th>version</th><th>host/pid</th><th>uptime s</th><th>heartbeat age s</th></tr>";
+  std::string h =
+      "<h2>Service instances</h2><table id=\"instances\"><tr><th>service</th><th>instance</th>"
+      "<th>status</th><th>version</th><th>host/pid</th><th>uptime s</th><th>heartbeat age s</th></tr>";
   for (const auto& i : services) {
     if (!all && !current(i["status"])) continue;
     h += "<tr><td>" + cell(i["service"]) + "</td><td>" + cell(i["instance_id"]) + "</td><td class=\"" +
@@ -48,13 +48,14 @@ std::string instances_table(const json& services, bool all) {
 }
 
 std::string workers_table(const json& workers, bool all) {
-  std::string h = "<h2>Workers</h2><table id=\"workers\"><tr><th>name</th><th>pool</th><th>status</th>"
-                  "<th>busy / slots</th><th>host/pid</th><th>version</th><th>heartbeat age s</th></tr>";
+  std::string h =
+      "<h2>Workers</h2><table id=\"workers\"><tr><th>name</th><th>pool</th><th>status</th>"
+      "<th>busy / slots</th><th>host/pid</th><th>version</th><th>heartbeat age s</th></tr>";
   for (const auto& w : workers) {
     if (!all && !current(w["status"])) continue;
     h += "<tr><td>" + cell(w["name"]) + "</td><td>" + cell(w["pool"]) + "</td><td class=\"" + cell(w["status"]) +
-         "\">" + cell(w["status"]) + "</td><td>" + cell(w["running"]) + " / " + cell(w["concurrency"]) +
-         "</td><td>" + cell(w["host"]) + "/" + cell(w["pid"]) + "</td><td>" + cell(w["version"]) + "</td><td>" +
+         "\">" + cell(w["status"]) + "</td><td>" + cell(w["running"]) + " / " + cell(w["concurrency"]) + "</td><td>" +
+         cell(w["host"]) + "/" + cell(w["pid"]) + "</td><td>" + cell(w["version"]) + "</td><td>" +
          cell(w["heartbeat_age_s"]) + "</td></tr>";
   }
   return h + "</table>";

@@ -26,8 +26,8 @@ std::string polyline(const Series& s, double top_value) {
     const double y = kTop + h - h * (top_value > 0 ? s.values[i] / top_value : 0);
     points += number(x) + "," + number(y) + " ";
   }
-  return "<polyline fill=\"none\" stroke-width=\"1.5\" stroke=\"" + html_escape(s.color) + "\" points=\"" +
-         points + "\"><title>" + html_escape(s.name) + "</title></polyline>";
+  return "<polyline fill=\"none\" stroke-width=\"1.5\" stroke=\"" + html_escape(s.color) + "\" points=\"" + points +
+         "\"><title>" + html_escape(s.name) + "</title></polyline>";
 }
 
 }  // namespace
@@ -44,11 +44,11 @@ std::string line_chart(const std::string& title, const std::string& from_label, 
                   "\" font-size=\"11\" font-family=\"sans-serif\"><title>" + html_escape(title) + "</title>";
   h += "<text x=\"" + number(kLeft) + "\" y=\"14\" font-weight=\"bold\">" + html_escape(title) + "</text>";
   h += "<line x1=\"" + number(kLeft) + "\" y1=\"" + number(kTop) + "\" x2=\"" + number(kLeft) + "\" y2=\"" + base +
-       "\" stroke=\"#999\"/><line x1=\"" + number(kLeft) + "\" y1=\"" + base + "\" x2=\"" +
-       number(kWidth - kRight) + "\" y2=\"" + base + "\" stroke=\"#999\"/>";
+       "\" stroke=\"#999\"/><line x1=\"" + number(kLeft) + "\" y1=\"" + base + "\" x2=\"" + number(kWidth - kRight) +
+       "\" y2=\"" + base + "\" stroke=\"#999\"/>";
   h += "<text x=\"" + number(kLeft - 4) + "\" y=\"" + number(kTop + 4) + "\" text-anchor=\"end\">" +
-       html_escape(number(top).substr(0, number(top).find('.'))) + "</text><text x=\"" + number(kLeft - 4) +
-       "\" y=\"" + base + "\" text-anchor=\"end\">0</text>";
+       html_escape(number(top).substr(0, number(top).find('.'))) + "</text><text x=\"" + number(kLeft - 4) + "\" y=\"" +
+       base + "\" text-anchor=\"end\">0</text>";
   h += "<text x=\"" + number(kLeft) + "\" y=\"" + number(kHeight - kBottom + 14) + "\">" + html_escape(from_label) +
        "</text><text x=\"" + number(kWidth - kRight) + "\" y=\"" + number(kHeight - kBottom + 14) +
        "\" text-anchor=\"end\">now</text>";

@@ -8,7 +8,7 @@ namespace conveyor::monitor::console {
 
 struct Series {
   std::string name;
-  std::string color;  // a CSS colour of our own, not user input
+  std::string color;           // a CSS colour of our own, not user input
   std::vector<double> values;  // one per step, oldest first
 };
 

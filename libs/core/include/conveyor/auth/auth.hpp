@@ -40,9 +40,7 @@ std::string_view to_string(Role role);
 // nullopt for anything but "reader", "submitter" and "operator".
 std::optional<Role> parse_role(std::string_view text);
 // Whether a token of role `have` may do what needs `need`.
-constexpr bool allows(Role have, Role need) {
-  return static_cast<int>(have) >= static_cast<int>(need);
-}
+constexpr bool allows(Role have, Role need) { return static_cast<int>(have) >= static_cast<int>(need); }
 
 // A new random token: "cvt_" and 43 characters of base64url (256 bits).
 std::string new_token();
@@ -90,8 +88,8 @@ struct Identity {
 // The role a request needs: nullopt when the route is open to anyone.
 // `metrics_open`: whether /metrics needs no token; `console`: whether the
 // service has a browser login (/login, POST /logout open).
-std::optional<Role> required_role(std::string_view method, std::string_view route,
-                                  bool metrics_open, bool console = false);
+std::optional<Role> required_role(std::string_view method, std::string_view route, bool metrics_open,
+                                  bool console = false);
 
 // The Identity the server's guard put on a request (nullopt: an open route).
 std::optional<Identity> identity_of(const http::Request& request);
@@ -104,9 +102,8 @@ std::string request_actor(const http::Request& request);
 // Checks a presented token: nullopt when it is active and its role allows
 // `need` (and then *out, when given, is its identity), else the 401 or 403
 // answer. `what` names what was asked, for the answer and the log.
-std::optional<http::Response> authenticate(db::Pool& pool, std::string_view token, Role need,
-                                           std::string_view what, bool from_cookie = false,
-                                           Identity* out = nullptr);
+std::optional<http::Response> authenticate(db::Pool& pool, std::string_view token, Role need, std::string_view what,
+                                           bool from_cookie = false, Identity* out = nullptr);
 
 // The console's login (the monitor). A session is made for a token that
 // authenticate() accepted and returned as "cvs_..." (the browser's cookie;

@@ -27,7 +27,7 @@ inline constexpr int kMaxEventDepth = 100;
 struct CloudEvent {
   std::string id;
   std::string source;
-  std::string type;  // e.g. "io.conveyor.job.processed"
+  std::string type;     // e.g. "io.conveyor.job.processed"
   std::string subject;  // job id, or empty
   std::string time;     // RFC 3339, or empty
   std::string datacontenttype = "application/json";

@@ -48,7 +48,7 @@ struct ProducerOptions {
 class Producer {
  public:
   explicit Producer(const ProducerOptions& options);  // throws Error(invalid_config)
-  ~Producer();  // flushes for up to 5 s
+  ~Producer();                                        // flushes for up to 5 s
   Producer(const Producer&) = delete;
   Producer& operator=(const Producer&) = delete;
 
@@ -77,7 +77,7 @@ struct ConsumerOptions {
 class Consumer {
  public:
   explicit Consumer(const ConsumerOptions& options);  // throws Error(invalid_config)
-  ~Consumer();  // leaves the group without committing anything more
+  ~Consumer();                                        // leaves the group without committing anything more
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
 

@@ -39,7 +39,7 @@ struct Key {
   std::string name{};
   Type type = Type::string;
   std::optional<std::string> default_value{};  // nullopt: required
-  bool secret = false;  // masked by Config::show(); may be read from <name>_FILE
+  bool secret = false;                         // masked by Config::show(); may be read from <name>_FILE
   std::string help{};
   std::int64_t min = INT64_MIN;  // integer and duration_ms (in ms)
   std::int64_t max = INT64_MAX;

@@ -27,8 +27,7 @@
 // for SQL written as string literals: every reader sees the same instant
 // whatever the session's time zone (the CLI's display_time() shows it as
 // "2026-11-22 10:00:00 UTC"). `col` is a string literal: a column name.
-#define CONVEYOR_RFC3339(col) \
-  "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+#define CONVEYOR_RFC3339(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 namespace conveyor::db {
 
@@ -41,16 +40,16 @@ struct Statement {
 // One bound parameter, sent as text (PostgreSQL casts it to the column type).
 class Param {
  public:
-  Param(std::nullptr_t) {}  // NOLINT(google-explicit-constructor): SQL NULL
-  Param(std::int64_t v) : text_(std::to_string(v)) {}         // NOLINT
-  Param(int v) : text_(std::to_string(v)) {}                  // NOLINT
-  Param(double v);                                            // NOLINT
-  Param(bool v) : text_(v ? "true" : "false") {}              // NOLINT
-  Param(std::string v) : text_(std::move(v)) {}               // NOLINT
-  Param(std::string_view v) : text_(std::string(v)) {}        // NOLINT
-  Param(const char* v) : text_(std::string(v)) {}             // NOLINT
-  Param(const std::vector<std::int64_t>& v);                  // NOLINT: bigint[] literal
-  Param(const std::vector<std::string>& v);                   // NOLINT: text[] literal
+  Param(std::nullptr_t) {}                              // NOLINT(google-explicit-constructor): SQL NULL
+  Param(std::int64_t v) : text_(std::to_string(v)) {}   // NOLINT
+  Param(int v) : text_(std::to_string(v)) {}            // NOLINT
+  Param(double v);                                      // NOLINT
+  Param(bool v) : text_(v ? "true" : "false") {}        // NOLINT
+  Param(std::string v) : text_(std::move(v)) {}         // NOLINT
+  Param(std::string_view v) : text_(std::string(v)) {}  // NOLINT
+  Param(const char* v) : text_(std::string(v)) {}       // NOLINT
+  Param(const std::vector<std::int64_t>& v);            // NOLINT: bigint[] literal
+  Param(const std::vector<std::string>& v);             // NOLINT: text[] literal
   template <typename T>
   Param(const std::optional<T>& v) {  // NOLINT
     if (v) *this = Param(*v);
@@ -122,8 +121,12 @@ class Result {
    public:
     Iterator(const Result* r, int i) : r_(r), i_(i) {}
     Row operator*() const { return (*r_)[i_]; }
-    Iterator& operator++() { ++i_; return *this; }
+    Iterator& operator++() {
+      ++i_;
+      return *this;
+    }
     bool operator!=(const Iterator& o) const { return i_ != o.i_; }
+
    private:
     const Result* r_;
     int i_;

@@ -40,7 +40,7 @@ struct MigrationStatus {
 };
 
 struct GroupResult {
-  std::int64_t group_id = 0;  // 0 when nothing was done
+  std::int64_t group_id = 0;       // 0 when nothing was done
   std::vector<std::string> names;  // full names, in order applied / rolled back
 };
 
@@ -60,8 +60,8 @@ class Migrator {
   MigrationStatus status();
   std::vector<MigrationFile> pending();
   std::vector<AppliedMigration> applied();  // newest first
-  GroupResult migrate();                     // Error(locked) while locked
-  GroupResult rollback();                    // Error(locked) while locked
+  GroupResult migrate();                    // Error(locked) while locked
+  GroupResult rollback();                   // Error(locked) while locked
   void lock(const std::string& by);
   void unlock();
 

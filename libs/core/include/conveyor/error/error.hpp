@@ -58,8 +58,7 @@ class FieldError : public Error {
 // lists each finding when there are several.
 class UnprocessableError : public FieldError {
  public:
-  UnprocessableError(std::string field, const std::string& message,
-                     std::vector<std::string> problems = {})
+  UnprocessableError(std::string field, const std::string& message, std::vector<std::string> problems = {})
       : FieldError(std::move(field), message), problems_(std::move(problems)) {}
   const std::vector<std::string>& problems() const noexcept { return problems_; }
 

@@ -28,8 +28,7 @@ struct TlsOptions {
 // the connection times out, Error(errc::unavailable) for other transport
 // failures and Error(errc::bad_input) for a malformed URL; the message names
 // the method and URL (password redacted).
-ClientResponse http_request(const std::string& method, const std::string& url,
-                            const std::string& body = "",
+ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body = "",
                             const std::map<std::string, std::string>& headers = {},
                             std::chrono::milliseconds timeout = std::chrono::seconds(10));
 ClientResponse http_request(const std::string& method, const std::string& url, const std::string& body,

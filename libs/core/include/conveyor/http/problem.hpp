@@ -24,8 +24,7 @@ using FieldError = conveyor::FieldError;
 // where <name> is the errc name for the status (bad_input, not_found...).
 Response problem(int status, std::string title, std::string detail, std::string field = "");
 // Same with an explicit errc for the type URI.
-Response problem(errc code, int status, std::string title, std::string detail,
-                 std::string field = "");
+Response problem(errc code, int status, std::string title, std::string detail, std::string field = "");
 Response problem_from(const std::exception& error);
 
 int status_for(errc code) noexcept;

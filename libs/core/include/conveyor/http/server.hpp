@@ -63,8 +63,7 @@ struct Response {
   std::map<std::string, std::string> headers;
 
   static Response json(const nlohmann::json& body, int status = 200);
-  static Response text(std::string body, int status = 200,
-                       std::string content_type = "text/plain; charset=utf-8");
+  static Response text(std::string body, int status = 200, std::string content_type = "text/plain; charset=utf-8");
 };
 
 using Handler = std::function<Response(const Request&)>;

@@ -44,7 +44,7 @@ class Gauge {
 class Histogram {
  public:
   struct Snapshot {
-    std::vector<double> bounds;           // upper bounds, ascending, without +Inf
+    std::vector<double> bounds;             // upper bounds, ascending, without +Inf
     std::vector<std::uint64_t> cumulative;  // one per bound, then +Inf (= count)
     double sum = 0;
     std::uint64_t count = 0;
@@ -77,8 +77,7 @@ class Registry {
   Counter& counter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge& gauge(const std::string& name, const std::string& help, const Labels& labels = {});
   Histogram& histogram(const std::string& name, const std::string& help,
-                       const std::vector<double>& buckets = default_buckets(),
-                       const Labels& labels = {});
+                       const std::vector<double>& buckets = default_buckets(), const Labels& labels = {});
 
   // A series whose value `read` returns at each render (process_* metrics
   // read from /proc). Registering it again replaces the reader. `read` runs
@@ -94,8 +93,8 @@ class Registry {
  private:
   struct Family;
   Family& family(const std::string& name, const std::string& help, int type);
-  void add_reader(const std::string& name, const std::string& help, int type,
-                  std::function<double()> read, const Labels& labels);
+  void add_reader(const std::string& name, const std::string& help, int type, std::function<double()> read,
+                  const Labels& labels);
 
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Family>> families_;

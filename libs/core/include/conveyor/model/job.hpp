@@ -85,8 +85,7 @@ std::vector<AuditEntry> load_audit(db::Tx& tx, JobId id);
 // <data_dir>/logs/<YYYY-MM>/job-<id>/ (DESIGN §6: logs.txt, metadata.json),
 // YYYY-MM the month the job was created in UTC, so every attempt of a job
 // writes to one folder. Written by the worker, read by `conveyor job logs`.
-std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const std::string& month,
-                                  std::int64_t job_id);
+std::filesystem::path job_log_dir(const std::filesystem::path& data_dir, const std::string& month, std::int64_t job_id);
 // <data_dir>/outputs/job-<id>/: the files a job wrote (`{outputs}`), the
 // inputs of its downstream jobs. `conveyor job kill --cleanup` removes it.
 std::filesystem::path job_output_dir(const std::filesystem::path& data_dir, std::int64_t job_id);

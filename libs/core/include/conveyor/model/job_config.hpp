@@ -30,7 +30,7 @@ struct JobConfig {
   int max_attempts = 1;
   double retry_backoff_s = 30;  // base of conveyor.retry_backoff
   std::vector<std::string> inputs;
-  std::string output_dir;  // empty: the worker's default for the job
+  std::string output_dir;                          // empty: the worker's default for the job
   nlohmann::json sinks = nlohmann::json::array();  // each an object with "kind"
   std::string pool = "default";                    // conveyor.job_pool's answer
   std::optional<std::int64_t> concurrency_limit;

@@ -14,7 +14,7 @@ namespace conveyor::model {
 std::filesystem::path job_log_file(const std::filesystem::path& data_dir, const Job& job);
 
 struct LogTail {
-  bool exists = false;    // false: no logs.txt (the job has not run, or another data dir)
+  bool exists = false;     // false: no logs.txt (the job has not run, or another data dir)
   std::uint64_t size = 0;  // the file's size when read: the offset to read on from
   std::uint64_t from = 0;  // where `text` starts in the file
   std::string text;        // at most max_bytes, starting at a line when cut

@@ -26,8 +26,8 @@ struct Sink {
 // A container job's limits (JobType::resources); 0: no limit. Container
 // jobs only: a process job type that sets them is refused.
 struct Resources {
-  double cpus = 0;              // CPUs, fractions allowed ("--cpus")
-  std::int64_t memory_mb = 0;   // MiB ("--memory"); at least 6, the runtimes' minimum
+  double cpus = 0;             // CPUs, fractions allowed ("--cpus")
+  std::int64_t memory_mb = 0;  // MiB ("--memory"); at least 6, the runtimes' minimum
   bool empty() const { return cpus == 0 && memory_mb == 0; }
   nlohmann::json to_json() const;
 };
@@ -44,8 +44,8 @@ struct JobType {
   // "process": the command runs once per job. "resident": each worker starts
   // it once and hands it jobs as JSON lines (README, "Resident job programs").
   std::string runner = "process";
-  Resources resources;               // container jobs only
-  bool network = false;              // container jobs only: the runtime's default network
+  Resources resources;   // container jobs only
+  bool network = false;  // container jobs only: the runtime's default network
   int timeout_s = 3600;
   int max_attempts = 1;
   int retry_backoff_s = 30;

@@ -37,9 +37,9 @@ class Schedule {
   std::chrono::seconds every_{0};  // > 0: an @every schedule
   std::bitset<60> minutes_;
   std::bitset<24> hours_;
-  std::bitset<32> days_;      // 1..31
-  std::bitset<13> months_;    // 1..12
-  std::bitset<7> weekdays_;   // 0 = Sunday
+  std::bitset<32> days_;     // 1..31
+  std::bitset<13> months_;   // 1..12
+  std::bitset<7> weekdays_;  // 0 = Sunday
   bool any_day_of_month_ = true;
   bool any_day_of_week_ = true;
 };
@@ -61,9 +61,9 @@ struct SlotRange {
 };
 
 struct DuePlan {
-  std::vector<TimePoint> create;  // slots to create a job for, oldest first
+  std::vector<TimePoint> create;       // slots to create a job for, oldest first
   std::optional<SlotRange> collapsed;  // collapse: one run for these due slots (not in `create`)
-  std::int64_t skipped = 0;       // due slots not created (policy, window)
+  std::int64_t skipped = 0;            // due slots not created (policy, window)
   // The new last slot: the newest due slot dealt with (created or skipped);
   // `after` when nothing is due. With `all` and a full batch, the last
   // created one, so the next tick goes on from there.
@@ -76,8 +76,7 @@ struct DuePlan {
 // (policy none) when now - slot <= on_time. The search looks back at most
 // 400 days, so a schedule untouched for longer skips what lies before that.
 DuePlan plan_due(const Schedule& schedule, TimePoint after, TimePoint now, CatchupPolicy policy,
-                 std::optional<std::chrono::seconds> window, std::size_t max_create,
-                 std::chrono::seconds on_time);
+                 std::optional<std::chrono::seconds> window, std::size_t max_create, std::chrono::seconds on_time);
 
 // The slots of `schedule` in [from, to]: how many, the first and the last
 // (count 0: none). Walks them all, without keeping them: a year of a

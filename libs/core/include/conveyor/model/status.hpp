@@ -26,10 +26,9 @@ enum class JobStatus {
 };
 
 inline constexpr std::array<JobStatus, 12> kAllStatuses = {
-    JobStatus::initialized,    JobStatus::configured,     JobStatus::ready,
-    JobStatus::queued,         JobStatus::started,        JobStatus::processed,
-    JobStatus::done,           JobStatus::failed,         JobStatus::internal_error,
-    JobStatus::external_error, JobStatus::error_checked,  JobStatus::canceled,
+    JobStatus::initialized,    JobStatus::configured,     JobStatus::ready,         JobStatus::queued,
+    JobStatus::started,        JobStatus::processed,      JobStatus::done,          JobStatus::failed,
+    JobStatus::internal_error, JobStatus::external_error, JobStatus::error_checked, JobStatus::canceled,
 };
 
 std::string_view to_string(JobStatus s) noexcept;

@@ -61,8 +61,8 @@ std::optional<WaveRun> stop_waves(db::Tx& tx);
 
 struct WaveStep {
   std::int64_t run_id = 0;
-  int from = 0;           // the wave that drained
-  int to = 0;             // the wave admitted now; 0 when the run is done
+  int from = 0;  // the wave that drained
+  int to = 0;    // the wave admitted now; 0 when the run is done
   std::int64_t backlog = 0;
   bool done = false;
 };

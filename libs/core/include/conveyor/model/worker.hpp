@@ -17,10 +17,10 @@ namespace conveyor::model {
 
 struct ReapResult {
   std::vector<std::string> lost_workers;  // names marked lost by this call
-  int requeued = 0;  // started jobs moved back to ready (attempt + 1)
-  int failed = 0;    // started jobs moved to internal_error (worker_lost): attempts spent
-  int canceled = 0;  // started jobs whose cancel was asked: moved to canceled
-  int orphaned = 0;  // of those three, jobs of live workers that no longer ran them (step 3)
+  int requeued = 0;                       // started jobs moved back to ready (attempt + 1)
+  int failed = 0;                         // started jobs moved to internal_error (worker_lost): attempts spent
+  int canceled = 0;                       // started jobs whose cancel was asked: moved to canceled
+  int orphaned = 0;                       // of those three, jobs of live workers that no longer ran them (step 3)
 };
 
 // 1. Marks `active` and `draining` workers whose last_heartbeat is older than
@@ -43,8 +43,8 @@ ReapResult reap_lost_workers(db::Tx& tx, std::chrono::seconds heartbeat_timeout,
 // heartbeat timeout, then recovers started jobs exactly as steps 2 and 3 of
 // reap_lost_workers() do (same statement; `heartbeat_timeout` is step 3's).
 // Rows already stopped or lost are left alone, so a clean exit changes nothing.
-ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names,
-                             std::chrono::seconds heartbeat_timeout, int limit = 1000);
+ReapResult mark_workers_gone(db::Tx& tx, const std::vector<std::string>& names, std::chrono::seconds heartbeat_timeout,
+                             int limit = 1000);
 
 // The one rule for a run stopped on purpose, not by a fault of the job: a
 // worker's own shutdown and prepare_for_reboot() both use this statement (a

@@ -38,7 +38,7 @@ bool wants_check(int argc, const char* const* argv);
 // The whole `--check` command: loads the configuration from argv and the
 // environment, runs check_ready() and prints one line (stdout when ready,
 // stderr otherwise) prefixed with `service`. Returns 0 when ready, 1 otherwise.
-int check_main(int argc, const char* const* argv, const std::string& service,
-               const config::Schema& schema, int default_http_port);
+int check_main(int argc, const char* const* argv, const std::string& service, const config::Schema& schema,
+               int default_http_port);
 
 }  // namespace conveyor::runtime

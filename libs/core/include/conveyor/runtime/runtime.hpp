@@ -36,7 +36,7 @@ class Producer;
 namespace conveyor::runtime {
 
 struct ServiceSpec {
-  std::string name;  // "conveyor-creation"
+  std::string name;                               // "conveyor-creation"
   config::Schema schema = config::core_schema();  // add the service's own keys
   // CloudEvent types that wake this service ("io.conveyor.job.initialized"),
   // from Kafka and, for status events, from NOTIFY. Empty: no job-event

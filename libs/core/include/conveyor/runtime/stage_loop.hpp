@@ -27,8 +27,8 @@ namespace conveyor::runtime {
 // What one pass of a step sees; valid during the pass.
 struct Pass {
   Context& ctx;
-  int batch_size;                              // rows one pass may claim
-  const model::SystemParameters& parameters;   // one snapshot per pass
+  int batch_size;                             // rows one pass may claim
+  const model::SystemParameters& parameters;  // one snapshot per pass
 };
 
 // The statement that claims a batch (ordered, LIMIT, FOR UPDATE SKIP
@@ -58,9 +58,9 @@ struct StageStep {
 };
 
 struct StageLoopOptions {
-  std::string name;                  // "configuration": in log lines
-  std::vector<StageStep> steps;      // run in this order in every pass
-  int batch_size = 0;                // 0: CONVEYOR_BATCH_SIZE
+  std::string name;              // "configuration": in log lines
+  std::vector<StageStep> steps;  // run in this order in every pass
+  int batch_size = 0;            // 0: CONVEYOR_BATCH_SIZE
 };
 
 class StageLoop {

@@ -28,7 +28,7 @@ class ChildProcess {
     std::map<std::string, std::string> env;  // added to (and overriding) our environment
     std::filesystem::path stdout_file;       // empty: inherit
     std::filesystem::path stderr_file;       // empty: same as stdout_file, or inherit
-    bool detach = false;  // new session, not killed by the destructor (tools/dev)
+    bool detach = false;                     // new session, not killed by the destructor (tools/dev)
   };
   explicit ChildProcess(Options options);  // throws std::runtime_error naming argv[0]
   ~ChildProcess();
@@ -56,8 +56,7 @@ struct RunResult {
   int status = -1;
   std::string output;
 };
-RunResult run(const std::vector<std::string>& argv,
-              const std::map<std::string, std::string>& env = {},
+RunResult run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
               std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
 // Runs the conveyor CLI (`cli` is its path) with `args` and `env`; the output
@@ -100,7 +99,7 @@ class PostgresCluster {
  public:
   struct Options {
     std::filesystem::path dir;
-    int port = 0;             // 0: the port it had last time if free, else a free port
+    int port = 0;               // 0: the port it had last time if free, else a free port
     bool keep_running = false;  // destructor leaves it running (tools/dev)
     bool ephemeral = false;     // fsync off: fast, but a crash may lose data (tests)
     // With ephemeral: synchronous_commit stays on, so that stop(immediate) (a
@@ -153,9 +152,9 @@ class PostgresCluster {
 class Broker {
  public:
   struct Options {
-    std::filesystem::path dir;  // empty: a fresh temp dir
-    int port = 0;               // 0: a free port
-    bool detach = false;        // tools/dev: survives this process
+    std::filesystem::path dir;           // empty: a fresh temp dir
+    int port = 0;                        // 0: a free port
+    bool detach = false;                 // tools/dev: survives this process
     std::filesystem::path executable{};  // empty: devbroker_path()
   };
   Broker();
