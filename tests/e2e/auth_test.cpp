@@ -273,7 +273,8 @@ TEST_F(Auth, TheMonitorNeedsAReaderAndItsLoginSetsAStrictCookie) {
             "1");
   const auto page = monitor("GET", "/", "", "", {{"Cookie", pair}, {"Accept", "text/html"}});
   EXPECT_EQ(page.status, 200);
-  EXPECT_THAT(page.body, HasSubstr("<h1>Conveyor</h1>"));
+  EXPECT_THAT(page.body, HasSubstr("<h1>Overview</h1>"));  // the console, signed in
+  EXPECT_THAT(page.body, HasSubstr("wall-screen (reader)"));
   EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}}).status, 200);
   // A proxy's own Authorization scheme does not hide the session.
   EXPECT_EQ(monitor("GET", "/v1/alerts", "", "", {{"Cookie", pair}, {"Authorization", "Basic eDp5"}}).status, 200);

@@ -554,7 +554,12 @@ TEST_F(ServiceRoles, MonitorReconcilesAndDeletesWhatItRetainsButNotJobTypesOrPar
   s->expect_denied("UPDATE conveyor.job_type SET enabled = false");
   s->expect_denied("INSERT INTO conveyor.job (job_type) VALUES ('plain')");
   s->expect_denied("UPDATE conveyor.job SET params = '{}' WHERE id = " + cancel);
-  s->expect_denied("UPDATE conveyor.queue_state SET paused = false");
+  // The console pauses and resumes queues and schedules (migration
+  // 20261218009000_console): their pause columns only.
+  s->expect_allowed("UPDATE conveyor.queue_state SET paused = false, reason = NULL");
+  s->expect_allowed("UPDATE conveyor.schedule_state SET paused = false, paused_reason = NULL");
+  s->expect_denied("UPDATE conveyor.schedule_state SET last_slot = now()");
+  s->expect_denied("DELETE FROM conveyor.queue_state");
 }
 
 TEST_F(ServiceRoles, ReaderReadsEveryTableAndWritesNone) {
