@@ -219,6 +219,9 @@ Literal unicode_literal(Rng& rng) {
     } else {
       const std::string q = quote_raw(a.text);
       inner += q.substr(1, q.size() - 2);
+      // A truncated sequence ("\xe6\x97") must stay invalid: without a
+      // stop the next atom ("\x80") could complete it into valid UTF-8.
+      if (a.invalid) inner += 'x';
     }
     l.invalid = l.invalid || a.invalid;
     l.nul = l.nul || a.nul;
