@@ -22,6 +22,7 @@
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/stack.hpp"
@@ -602,7 +603,10 @@ TEST(Fuzz, PoisonEvents) {
   const std::string reproduce =
       "reproduce: CONVEYOR_FUZZ_SEED=" + std::to_string(seed) + " ctest --preset dev -R 'Fuzz\\.PoisonEvents$' -V";
   namespace bus = conveyor::bus;
-  const std::string jobs = bus::topic_name(stack.topic_prefix(), bus::kJobsTopic);
+  // Two job event topics, so every stage's job consumer gets poison: done
+  // (creation, configuration) and processed (execution, publication).
+  const std::string jobs = bus::job_event_topic(stack.topic_prefix(), "io.conveyor.job.done");
+  const std::string processed = bus::job_event_topic(stack.topic_prefix(), "io.conveyor.job.processed");
   const std::string params = bus::topic_name(stack.topic_prefix(), bus::kParametersTopic);
   const std::string control = bus::topic_name(stack.topic_prefix(), bus::kControlTopic);
 
@@ -651,7 +655,7 @@ TEST(Fuzz, PoisonEvents) {
       envelope("io.conveyor.job.done", "2026-01-01T00:00:00." + digits + "Z", "{\"job_id\":1}");
   const std::string deep_bomb = envelope("io.conveyor.job.done", "", nested(rng, 150000, Nest::arrays));
   const std::string deep_objects = envelope("io.conveyor.job.done", "", nested(rng, 100000, Nest::objects));
-  for (const auto& topic : {jobs, params}) {
+  for (const auto& topic : {jobs, processed, params}) {
     poison.push_back({topic, "1", time_bomb, "time with 200k fraction digits", false, false});
     poison.push_back({topic, "1", deep_bomb, "data nested 150k deep (arrays)", false, false});
     poison.push_back({topic, "2", deep_objects, "data nested 100k deep (objects)", false, false});
@@ -668,7 +672,7 @@ TEST(Fuzz, PoisonEvents) {
       ++escaping;
       std::cout << "[fuzz] PoisonEvents: decode() throws a non-conveyor exception for: " << what << std::endl;
     }
-    const std::string topic = rng.pick(std::vector<std::string>{jobs, params, params, control});
+    const std::string topic = rng.pick(std::vector<std::string>{jobs, processed, params, params, control});
     const std::string key = rng.chance(0.2) ? std::string() : std::to_string(rng.below(50));
     poison.push_back({topic, key, std::move(value), what, surely, false});
   }

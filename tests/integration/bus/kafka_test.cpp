@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/testing/testing.hpp"
 
@@ -65,16 +66,11 @@ bool all_true(const std::vector<bool>& flags) {
   return std::all_of(flags.begin(), flags.end(), [](bool b) { return b; });
 }
 
-TEST(Kafka, TopicNameJoinsPrefixAndSuffix) {
-  EXPECT_EQ(topic_name("conveyor", kJobsTopic), "conveyor.jobs");
-  EXPECT_EQ(topic_name("t_1", kControlTopic), "t_1.control");
-}
-
 // Record headers (Kafka record batch v2) go through the devbroker and back
 // unchanged, in order, a repeated name and an empty value included.
 TEST(Kafka, RecordHeadersArriveAsProduced) {
   ct::Broker broker;
-  const std::string topic = topic_name(ct::unique_name("headers"), kJobsTopic);
+  const std::string topic = job_event_topic(ct::unique_name("headers"), "io.conveyor.job.queued");
   Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
   Producer producer(producer_options(broker.bootstrap()));
   const Headers headers = {
@@ -91,7 +87,7 @@ TEST(Kafka, RecordHeadersArriveAsProduced) {
 
 TEST(Kafka, ProducedBatchIsAckedAndConsumedInOrderPerKey) {
   ct::Broker broker;
-  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  const std::string topic = job_event_topic(ct::unique_name("kafka"), "io.conveyor.job.queued");
   // The consumer subscribes before the topic exists, as a service does on a
   // fresh cluster.
   Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
@@ -120,7 +116,7 @@ TEST(Kafka, ProducedBatchIsAckedAndConsumedInOrderPerKey) {
 
 TEST(Kafka, CommittedMessagesAreNotRedeliveredButUncommittedAre) {
   ct::Broker broker;
-  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  const std::string topic = job_event_topic(ct::unique_name("kafka"), "io.conveyor.job.queued");
   const std::string group = ct::unique_name("group");
   Producer producer(producer_options(broker.bootstrap()));
 
@@ -153,6 +149,32 @@ TEST(Kafka, CommittedMessagesAreNotRedeliveredButUncommittedAre) {
   EXPECT_NO_THROW(second.commit());  // nothing new: a no-op
 }
 
+// One topic per job event type: a service subscribes to the topics of its
+// types at start, most of which no event reached yet. The consumer makes
+// them (allow.auto.create.topics), and the first event of a rare type, sent
+// later, arrives like any other; only the subscribed topics are read.
+TEST(Kafka, AConsumerOfTopicsThatDoNotExistYetGetsTheirFirstEvents) {
+  ct::Broker broker;
+  const std::string prefix = ct::unique_name("kafka");
+  ConsumerOptions o =
+      consumer_options(broker, ct::unique_name("group"), job_event_topic(prefix, "io.conveyor.job.queued"));
+  o.topics.push_back(job_event_topic(prefix, "io.conveyor.job.cancel_requested"));
+  Consumer consumer(o);
+  EXPECT_TRUE(consumer.poll(10, 2s).empty());
+
+  Producer producer(producer_options(broker.bootstrap()));
+  std::vector<Message> batch = {{job_event_topic(prefix, "io.conveyor.job.started"), "7", "not subscribed"},
+                                {job_event_topic(prefix, "io.conveyor.job.cancel_requested"), "7", "rare"},
+                                {job_event_topic(prefix, "io.conveyor.job.queued"), "8", "common"}};
+  ASSERT_TRUE(all_true(producer.send_batch(batch, 20s)));
+  auto got = receive(consumer, 2);
+  ASSERT_EQ(got.size(), 2u);
+  for (auto& m : consumer.poll(10, 1s)) got.push_back(std::move(m));
+  std::set<std::string> values;
+  for (const auto& m : got) values.insert(m.value);
+  EXPECT_EQ(values, (std::set<std::string>{"rare", "common"}));
+}
+
 TEST(Kafka, KcatReadsWhatTheProducerSent) {
   ct::Broker broker;
   const std::string topic = topic_name(ct::unique_name("kafka"), kParametersTopic);
@@ -170,7 +192,7 @@ TEST(Kafka, KcatReadsWhatTheProducerSent) {
 // producer must carry on (the restarted broker forgot its producer ids).
 TEST(Kafka, ProducerCarriesOnAfterBrokerRestart) {
   ct::Broker broker;
-  const std::string topic = topic_name(ct::unique_name("kafka"), kJobsTopic);
+  const std::string topic = job_event_topic(ct::unique_name("kafka"), "io.conveyor.job.queued");
   const std::string before = broker.bootstrap();
   Producer producer(producer_options(before));
   ASSERT_TRUE(all_true(producer.send_batch(make_batch(topic, 2, 2, "before"), 20s)));
@@ -188,7 +210,7 @@ TEST(Kafka, ProducerCarriesOnAfterBrokerRestart) {
 
 TEST(Kafka, UnreachableBrokerReportsEveryMessageUnsentAtTimeout) {
   Producer producer(producer_options("127.0.0.1:" + std::to_string(ct::free_port())));
-  std::vector<Message> batch = {{"t.jobs", "k", "v1"}, {"t.jobs", "k", "v2"}};
+  std::vector<Message> batch = {{"t.job.queued", "k", "v1"}, {"t.job.queued", "k", "v2"}};
   auto start = std::chrono::steady_clock::now();
   auto acked = producer.send_batch(batch, 500ms);
   EXPECT_EQ(acked, (std::vector<bool>{false, false}));

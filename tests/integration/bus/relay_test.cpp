@@ -1,14 +1,17 @@
 // The outbox relay with a real PostgreSQL and a real devbroker: a status
-// change made by raw SQL reaches Kafka as a CloudEvent, rows are marked sent
-// only after the broker acked, and a second relay does not publish twice.
+// change made by raw SQL reaches Kafka as a CloudEvent on the topic of its
+// type, rows are marked sent only after the broker acked, and a second relay
+// does not publish twice.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
 #include "conveyor/bus/relay.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/testing/testing.hpp"
 
 namespace conveyor::bus {
@@ -29,8 +32,11 @@ RelayOptions relay_options(const TestDatabase& db, const Broker& broker, const s
   return o;
 }
 
-// Reads events of `topic` until `count` arrived or the timeout passes.
-std::vector<CloudEvent> read_events(Consumer& consumer, std::size_t count, std::chrono::milliseconds timeout) {
+// Reads events until `count` arrived or the timeout passes, in the order
+// they were written (the outbox id: one job's events of different types are
+// on different topics, so they may arrive in any order).
+std::vector<CloudEvent> read_events(Consumer& consumer, const std::string& prefix, std::size_t count,
+                                    std::chrono::milliseconds timeout) {
   std::vector<CloudEvent> out;
   wait_until(
       [&] {
@@ -38,18 +44,24 @@ std::vector<CloudEvent> read_events(Consumer& consumer, std::size_t count, std::
           // The Kafka binding's structured mode: SDKs read the envelope by this header.
           EXPECT_EQ(m.headers, (Headers{{"content-type", "application/cloudevents+json"}})) << m.value;
           out.push_back(decode(m.value));
+          EXPECT_EQ(m.topic, job_event_topic(prefix, out.back().type)) << "one topic per event type";
+          EXPECT_EQ(m.key, out.back().subject) << "key = job id";
         }
         return out.size() >= count;
       },
       timeout);
+  std::sort(out.begin(), out.end(),
+            [](const CloudEvent& a, const CloudEvent& b) { return std::stoll(a.id) < std::stoll(b.id); });
   return out;
 }
 
-std::unique_ptr<Consumer> consumer_for(const Broker& broker, const std::string& topic) {
+// A consumer of the topics of these job event types.
+std::unique_ptr<Consumer> consumer_for(const Broker& broker, const std::string& prefix,
+                                       const std::vector<std::string>& types) {
   ConsumerOptions c;
   c.brokers = broker.bootstrap();
   c.group_id = conveyor::testing::unique_name("grp");
-  c.topics = {topic};
+  c.topics = job_event_topics(prefix, types);
   return std::make_unique<Consumer>(c);
 }
 
@@ -62,8 +74,10 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
 
   Relay relay(relay_options(db, broker, prefix));
   relay.start();
-  auto consumer = consumer_for(broker, topic_name(prefix, kJobsTopic));
-  auto events = read_events(*consumer, 2, 20s);
+  auto configured = consumer_for(broker, prefix, {"io.conveyor.job.configured"});
+  auto consumer = consumer_for(broker, prefix,
+                               {"io.conveyor.job.initialized", "io.conveyor.job.configured", "io.conveyor.job.ready"});
+  auto events = read_events(*consumer, prefix, 2, 20s);
   ASSERT_EQ(events.size(), 2u);
   EXPECT_EQ(events[0].type, "io.conveyor.job.initialized");
   EXPECT_EQ(events[1].type, "io.conveyor.job.configured");
@@ -80,11 +94,17 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
 
   // Woken by NOTIFY: a later change arrives without a restart.
   db.exec("SET LOCAL application_name = 'psql'; UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
-  auto more = read_events(*consumer, 1, 20s);
+  auto more = read_events(*consumer, prefix, 1, 20s);
   ASSERT_EQ(more.size(), 1u);
   EXPECT_EQ(more[0].type, "io.conveyor.job.ready");
   EXPECT_EQ(more[0].source, "psql") << "a change made by hand names its session";
   EXPECT_TRUE(relay.stats().leader);
+
+  // The consumer of one type reads that type's event and nothing else.
+  auto only = read_events(*configured, prefix, 1, 20s);
+  for (auto& m : configured->poll(10, 1s)) only.push_back(decode(m.value));
+  ASSERT_EQ(only.size(), 1u);
+  EXPECT_EQ(only[0].type, "io.conveyor.job.configured");
 }
 
 TEST(Relay, RowsStayUnsentWhileTheBrokerIsDownAndGoOutWhenItReturns) {
@@ -118,8 +138,9 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, " + std::to_string(kJobs) + ")");
   db.exec("UPDATE conveyor.job SET status = 'configured'");
   const std::size_t expected = 2 * kJobs;
-  auto consumer = consumer_for(broker, topic_name(prefix, kJobsTopic));
-  auto events = read_events(*consumer, expected, 30s);
+  auto consumer = consumer_for(broker, prefix,
+                               {"io.conveyor.job.initialized", "io.conveyor.job.configured", "io.conveyor.job.ready"});
+  auto events = read_events(*consumer, prefix, expected, 30s);
   // Nothing more arrives once every row is sent.
   ASSERT_TRUE(wait_until(
       [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
@@ -131,7 +152,7 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   EXPECT_EQ(second.stats().published.load(), 0u);
   EXPECT_FALSE(second.stats().leader.load());
 
-  // Per job, events arrive in the order the changes were made (key = job id).
+  // Per job, the event ids (the outbox's) follow the order of the changes.
   std::map<std::string, std::vector<std::string>> by_job;
   for (const auto& e : events) by_job[e.subject].push_back(e.type);
   for (const auto& [job, types] : by_job) {
@@ -144,7 +165,7 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   first.stop();
   ASSERT_TRUE(wait_until([&] { return second.stats().leader.load(); }, 10s));
   db.exec("UPDATE conveyor.job SET status = 'ready'");
-  auto after = read_events(*consumer, kJobs, 30s);
+  auto after = read_events(*consumer, prefix, kJobs, 30s);
   EXPECT_EQ(after.size(), static_cast<std::size_t>(kJobs));
   EXPECT_EQ(second.stats().published.load(), static_cast<std::uint64_t>(kJobs));
 }

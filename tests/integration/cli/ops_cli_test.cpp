@@ -4,6 +4,7 @@
 // while they are down, and every assertion reads PostgreSQL afterwards.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/testing/testing.hpp"
 #include "cli_test.hpp"
 
@@ -890,7 +892,7 @@ TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {
 TEST(EventsCli, TailPrintsTheJobEventsFromTheBeginningAndFiltersByJob) {
   conveyor::testing::Broker broker;
   const std::string prefix = conveyor::testing::unique_name("tail");
-  const std::string topic = conveyor::bus::topic_name(prefix, conveyor::bus::kJobsTopic);
+  const std::string topic = conveyor::bus::job_event_topic(prefix, "io.conveyor.job.done");
   std::vector<conveyor::bus::Message> messages;
   for (int job = 7; job <= 9; ++job) {
     conveyor::bus::CloudEvent e;
@@ -927,6 +929,16 @@ TEST(EventsCli, TailPrintsTheJobEventsFromTheBeginningAndFiltersByJob) {
   r = conveyor::testing::run({CONVEYOR_CLI_PATH, "events", "tail", "--topic", "job"}, env);
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "--topic: expected jobs, parameters, control or all")) << r.output;
+
+  // One topic per job event type, then parameters and control.
+  r = conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"--json", "events", "topics"}, env);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto topics = nlohmann::json::parse(r.output).get<std::vector<std::string>>();
+  EXPECT_EQ(topics, conveyor::bus::all_topics(prefix));
+  EXPECT_EQ(topics.size(), 12u + 4u + 2u) << r.output;
+  EXPECT_NE(std::find(topics.begin(), topics.end(), topic), topics.end()) << r.output;
+  EXPECT_NE(std::find(topics.begin(), topics.end(), prefix + ".job.cancel_requested"), topics.end()) << r.output;
+  EXPECT_EQ(topics.back(), prefix + ".control");
 }
 
 }  // namespace

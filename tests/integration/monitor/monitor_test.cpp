@@ -23,6 +23,7 @@
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/stack.hpp"
 #include "conveyor/testing/testing.hpp"
+#include "configuration.hpp"
 
 namespace {
 
@@ -526,7 +527,12 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
   ASSERT_TRUE(reaches(canary, "ready"));
   ASSERT_TRUE(ct::wait_until(
       [&] {
-        const int rows = std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE topic IN ('jobs', 'parameters')"));
+        // It reads the parameters and the job events of its wake_on types only.
+        std::string types;
+        for (const auto& type : conveyor::configuration::spec().wake_on)
+          types += (types.empty() ? "'" : ",'") + type + "'";
+        const int rows =
+            std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE topic = 'parameters' OR type IN (" + types + ")"));
         return q("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0" &&
                metric("configuration", "conveyor_events_consumed_total") >= rows;
       },

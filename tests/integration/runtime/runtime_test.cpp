@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/testing/testing.hpp"
@@ -149,6 +150,50 @@ TEST_F(RuntimeTest, AJobEventOfAWatchedTypeWakesTheLoop) {
   EXPECT_NE(metrics.find("conveyor_events_consumed_total"), std::string::npos);
 }
 
+// Issue 14: every service read every job event (one topic for all: 42
+// deliveries per job over the six services). Now a service reads the topics
+// of its wake_on types only: the echo service (wake_on configured) reads the
+// configured events of two jobs and none of the initialized, ready and
+// queued events on the other topics.
+TEST_F(RuntimeTest, TheJobConsumerReadsOnlyTheTopicsOfItsWakeOnTypes) {
+  start();
+  ASSERT_TRUE(wait_until([&] { return wakeups() >= 1; }, 10s));
+  auto consumed = [&] {
+    const std::string m = http_request("GET", url("/metrics")).body;
+    const std::string name = "\nconveyor_events_consumed_total ";  // the sample, not the HELP line
+    const auto at = m.find(name);
+    return at == std::string::npos ? -1L : std::stol(m.substr(at + name.size()));
+  };
+  ASSERT_EQ(consumed(), 0);
+  // One job through four types; the service's relay publishes each to its topic.
+  const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
+  for (const char* status : {"configured", "ready", "queued"}) {
+    db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
+  }
+  conveyor::bus::ConsumerOptions o;
+  o.brokers = broker_.bootstrap();
+  o.group_id = conveyor::testing::unique_name("others");
+  o.topics = conveyor::bus::job_event_topics(
+      prefix_, {"io.conveyor.job.initialized", "io.conveyor.job.ready", "io.conveyor.job.queued"});
+  conveyor::bus::Consumer others(o);
+  std::size_t on_other_topics = 0;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        on_other_topics += others.poll(10, 200ms).size();
+        return on_other_topics >= 3;
+      },
+      30s))
+      << "the other types' events were not on their topics";
+  ASSERT_TRUE(wait_until([&] { return consumed() >= 1; }, 20s));
+  // A second configured event, published after the others were on the
+  // broker: once it is read, a subscription to their topics would have
+  // read them too.
+  const std::string second = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + second);
+  ASSERT_TRUE(wait_until([&] { return consumed() >= 2; }, 20s));
+  EXPECT_EQ(consumed(), 2) << "it read events of types it does not wake on";
+}
+
 TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {
   start();
   auto concurrency = [&] {
@@ -191,10 +236,10 @@ TEST_F(RuntimeTest, PoisonedEventsAreSkippedCountedAndCommitted) {
   po.extra = {{"message.max.bytes", "10000000"}};  // the 2 MiB message must reach the broker
   conveyor::bus::Producer producer(po);
   std::vector<conveyor::bus::Message> messages;
-  for (const char* topic : {conveyor::bus::kJobsTopic, conveyor::bus::kParametersTopic}) {
-    for (const auto& p : poison) {
-      messages.push_back({conveyor::bus::topic_name(prefix_, topic), "1", p});
-    }
+  // The topic of the type it wakes on, and the parameters topic.
+  for (const std::string& topic : {conveyor::bus::job_event_topic(prefix_, "io.conveyor.job.configured"),
+                                   conveyor::bus::topic_name(prefix_, conveyor::bus::kParametersTopic)}) {
+    for (const auto& p : poison) messages.push_back({topic, "1", p});
   }
   for (const bool acked : producer.send_batch(messages, 20s)) ASSERT_TRUE(acked);
 

@@ -132,7 +132,7 @@ TEST(Broker, BootstrapAnswersMetadata) {
   auto r = ct::run({"kcat", "-L", "-b", broker.bootstrap(), "-m", "10"}, {}, 30s);
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("broker"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("conveyor.jobs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("conveyor.parameters"), std::string::npos) << r.output;
 }
 
 TEST(Broker, RestartKeepsTheAddress) {

@@ -1,7 +1,6 @@
 // `conveyor events tail`: the CloudEvents on the Kafka topics, as they come
-// (DESIGN §5, §6). A consumer group of its own per run that never commits,
-// so tailing takes nothing from the services. Stops on Ctrl-C, after --count
-// events or after --for seconds.
+// (DESIGN §5, §6); `--topic jobs` is the topic of every job event type. A consumer group of its own per run that never
+// commits, so tailing takes nothing from the services. Stops on Ctrl-C, after --count events or after --for seconds.
 #include <unistd.h>
 
 #include <chrono>
@@ -12,6 +11,7 @@
 #include "cli.hpp"
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 
 namespace conveyor::cli {
@@ -24,8 +24,10 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kEventsUsage =
     "usage: conveyor events tail [--topic jobs|parameters|control|all] [--from-beginning]\n"
     "                            [--job ID] [--count N] [--for SECONDS]\n"
-    "Prints one line per event (--json: the CloudEvents envelope) until Ctrl-C,\n"
-    "N events or SECONDS seconds.\n";
+    "       conveyor events topics\n"
+    "tail prints one line per event (--json: the CloudEvents envelope) until Ctrl-C,\n"
+    "N events or SECONDS seconds; --topic jobs is every job event type's topic\n"
+    "(<prefix>.job.<type>). topics lists every topic, one a line.\n";
 
 // "io.conveyor.job.done job 3 processed -> done (conveyor-publication)"
 std::string describe(const bus::CloudEvent& e) {
@@ -50,18 +52,22 @@ std::string describe(const bus::CloudEvent& e) {
   return line;
 }
 
+// The topics of --topic `which`; jobs: the topic of every job event type
+// the database emits (topics.hpp).
+std::vector<std::string> tail_topics(const std::string& prefix, const std::string& which) {
+  if (which == "all") return bus::all_topics(prefix);
+  if (which == bus::kJobsTopic) return bus::job_event_topics(prefix, bus::job_event_types());
+  if (which == bus::kParametersTopic || which == bus::kControlTopic) return {bus::topic_name(prefix, which)};
+  throw FieldError("--topic", "--topic: expected jobs, parameters, control or all, got '" + which + "'");
+}
+
 int tail(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "events tail", {"--topic", "--job", "--count", "--for"}, {"--from-beginning"});
   if (!o.positional.empty())
     throw FieldError(o.positional[0], "events tail: unexpected argument '" + o.positional[0] + "'");
   const std::string which = o.get("--topic").value_or("all");
   const std::string prefix = ctx.config.get_string("CONVEYOR_TOPIC_PREFIX");
-  std::vector<std::string> topics;
-  for (const char* t : {bus::kJobsTopic, bus::kParametersTopic, bus::kControlTopic}) {
-    if (which == "all" || which == t) topics.push_back(bus::topic_name(prefix, t));
-  }
-  if (topics.empty())
-    throw FieldError("--topic", "--topic: expected jobs, parameters, control or all, got '" + which + "'");
+  const std::vector<std::string> topics = tail_topics(prefix, which);
   const auto job = o.get("--job");
   if (job && job->find_first_not_of("0123456789") != std::string::npos) {
     throw FieldError("--job", "--job: '" + *job + "' is not a job id");
@@ -108,10 +114,25 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Every topic, one a line (--json: an array): for a broker that does not
+// create topics on first use.
+int topics(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "events topics", {});
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "events topics: unexpected argument '" + o.positional[0] + "'");
+  const std::vector<std::string> names = bus::all_topics(ctx.config.get_string("CONVEYOR_TOPIC_PREFIX"));
+  if (ctx.json) {
+    ctx.out << json(names).dump() << "\n";
+  } else {
+    for (const std::string& name : names) ctx.out << name << "\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int events_command(Context& ctx, const std::vector<std::string>& args) {
-  return dispatch(ctx, args, "events", kEventsUsage, {{"tail", tail}});
+  return dispatch(ctx, args, "events", kEventsUsage, {{"tail", tail}, {"topics", topics}});
 }
 
 }  // namespace conveyor::cli

@@ -105,10 +105,6 @@ Headers headers_of(rd_kafka_message_t* msg) {
 
 }  // namespace
 
-std::string topic_name(const std::string& prefix, std::string_view suffix) {
-  return prefix + "." + std::string(suffix);
-}
-
 // ---------------------------------------------------------------- producer
 
 struct Producer::Impl {
@@ -282,8 +278,12 @@ Consumer::Consumer(const ConsumerOptions& options) : impl_(std::make_unique<Impl
   set(conf.get(), "fetch.wait.max.ms", "10");
   set(conf.get(), "session.timeout.ms", "10000");
   set(conf.get(), "heartbeat.interval.ms", "1000");
-  // A consumer may start before the first event of its topic was produced.
+  // A consumer may start before the first event of its topic was produced
+  // (one topic per job event type: some types are rare). Where the broker
+  // does not create topics on first use, a topic made later is found by the
+  // next metadata refresh: every 10 s, not librdkafka's 5 min.
   set(conf.get(), "allow.auto.create.topics", "true");
+  set(conf.get(), "topic.metadata.refresh.interval.ms", "10000");
   // Broker state for readiness (broker_up()), within a second or two.
   set(conf.get(), "statistics.interval.ms", "1000");
   for (const auto& [name, value] : options.extra) set(conf.get(), name, value);
@@ -329,6 +329,15 @@ std::vector<ReceivedMessage> Consumer::poll(std::size_t max, std::chrono::millis
     if (msg == nullptr) break;
     if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
       rd_kafka_message_destroy(msg);
+      continue;
+    }
+    if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+      // A subscribed topic that does not exist yet (a job event type never
+      // emitted, on a broker that does not create topics on first use):
+      // librdkafka says so once and subscribes when a metadata refresh finds it.
+      logger()->info("kafka: {}; consumed once it exists", rd_kafka_message_errstr(msg));
+      rd_kafka_message_destroy(msg);
+      if (out.empty() && Clock::now() >= deadline) break;
       continue;
     }
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {

@@ -1,7 +1,10 @@
 // The outbox relay (see relay.hpp for the contract).
 #include "conveyor/bus/relay.hpp"
 
+#include <optional>
+
 #include "conveyor/bus/cloudevent.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/db/db.hpp"
 #include "conveyor/logging/logging.hpp"
 
@@ -34,19 +37,123 @@ db::TxOptions no_retry() {
   return o;
 }
 
+struct OutboxRow {
+  std::int64_t id;
+  Message msg;
+};
+
+// The Kafka record of one kUnsent row: a CloudEvent on the topic of its
+// type (topics.hpp), keyed as the row says (a job's id).
+Message message_of(const db::Row& row, const RelayOptions& options) {
+  CloudEvent ev;
+  ev.id = row[0].as_string();
+  // Who made the change (the outbox row's application_name, migration
+  // 20261218010100), not this relay; older rows have none.
+  ev.source = row[8].as_string().empty() ? options.source : row[8].as_string();
+  ev.type = row[3].as_string();
+  ev.subject = row[4].as_string();
+  ev.time = row[6].as_string();
+  ev.data = nlohmann::json::parse(row[5].view());
+  return {topic_for(options.topic_prefix, row[1].view(), ev.type),
+          row[2].as_string(),
+          encode(ev),
+          {{kContentTypeHeader, kStructuredContentType}}};
+}
+
 }  // namespace
 
+// Used by the relay's thread, or by run_once() outside it, never both at once.
 struct Relay::Impl {
-  explicit Impl(const RelayOptions& o) : session(o.database_url, "conveyor-relay") {}
+  Impl(const RelayOptions& o, RelayStats& s) : options(o), stats(s), session(o.database_url, "conveyor-relay") {}
+  const RelayOptions& options;
+  RelayStats& stats;
   db::Session session;
   std::unique_ptr<Producer> producer;
   bool leader = false;
   bool listening = false;
   std::int64_t backend_pid = 0;  // the session that holds the lock
   std::chrono::steady_clock::time_point last_purge{};
+
+  // Takes the lock if free, then LISTENs and makes the producer once.
+  // Returns whether this relay is the leader.
+  bool lead() {
+    if (!leader) {
+      if (!session.try_advisory_lock(options.lock_key)) return false;
+      leader = true;
+      backend_pid = session.transact([](db::Tx& tx) { return tx.exec(kBackendPid)[0][0].as_int(); }, no_retry());
+      stats.leader = true;
+      logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
+    }
+    if (!listening) {
+      session.listen(kChannel);
+      listening = true;
+    }
+    if (!producer) {
+      ProducerOptions po;
+      po.brokers = options.brokers;
+      po.client_id = "conveyor-relay";
+      producer = std::make_unique<Producer>(po);
+    }
+    return true;
+  }
+
+  // The next batch of unsent rows; nullopt when the session was replaced
+  // under us (the lock went with the old one).
+  std::optional<std::vector<OutboxRow>> unsent() {
+    std::vector<OutboxRow> rows;
+    bool lost = false;
+    session.transact(
+        [&](db::Tx& tx) {
+          for (auto row : tx.exec(kUnsent, {static_cast<std::int64_t>(options.batch_size)})) {
+            if (row[7].as_int() != backend_pid) {
+              lost = true;
+              return;
+            }
+            rows.push_back({row[0].as_int(), message_of(row, options)});
+          }
+        },
+        no_retry());
+    if (lost) return std::nullopt;
+    return rows;
+  }
+
+  // Sends `rows` and marks the acked ones sent; returns how many were.
+  std::size_t send(const std::vector<OutboxRow>& rows) {
+    std::vector<Message> msgs;
+    msgs.reserve(rows.size());
+    for (const auto& r : rows) msgs.push_back(r.msg);
+    const auto acked = producer->send_batch(msgs, options.send_timeout);
+    std::vector<std::int64_t> sent;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (acked[i]) sent.push_back(rows[i].id);
+    }
+    if (!sent.empty()) session.transact([&](db::Tx& tx) { tx.exec(kMarkSent, {sent}); }, no_retry());
+    stats.published += sent.size();
+    stats.batches += 1;
+    if (sent.size() < rows.size()) {
+      stats.failed += rows.size() - sent.size();
+      logging::get("relay")->warn("relay: broker did not ack {} of {} events; they stay in the outbox and are retried",
+                                  rows.size() - sent.size(), rows.size());
+    }
+    return sent.size();
+  }
+
+  void purge_if_due() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_purge <= std::chrono::minutes(1)) return;
+    last_purge = now;
+    session.transact([](db::Tx& tx) { tx.exec(kPurge); }, no_retry());
+  }
+
+  // Leadership ends with the session: the next pass starts afresh.
+  void give_up() {
+    leader = listening = false;
+    stats.leader = false;
+    session.reset();
+  }
 };
 
-Relay::Relay(RelayOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>(options_)) {}
+Relay::Relay(RelayOptions options) : options_(std::move(options)), impl_(std::make_unique<Impl>(options_, stats_)) {}
 
 Relay::~Relay() { stop(); }
 
@@ -72,100 +179,26 @@ void Relay::stop() {
 
 std::size_t Relay::run_once() {
   auto& im = *impl_;
-  auto log = logging::get("relay");
   try {
-    if (!im.leader) {
-      if (!im.session.try_advisory_lock(options_.lock_key)) return 0;
-      im.leader = true;
-      im.backend_pid = im.session.transact([](db::Tx& tx) { return tx.exec(kBackendPid)[0][0].as_int(); }, no_retry());
-      stats_.leader = true;
-      log->info("relay is the leader (backend {})", im.backend_pid);
-    }
-    if (!im.listening) {
-      im.session.listen(kChannel);
-      im.listening = true;
-    }
-    if (!im.producer) {
-      ProducerOptions po;
-      po.brokers = options_.brokers;
-      po.client_id = "conveyor-relay";
-      im.producer = std::make_unique<Producer>(po);
-    }
+    if (!im.lead()) return 0;
     std::size_t published = 0;
     for (;;) {
-      struct Row {
-        std::int64_t id;
-        Message msg;
-      };
-      std::vector<Row> rows;
-      bool lost = false;
-      im.session.transact(
-          [&](db::Tx& tx) {
-            auto r = tx.exec(kUnsent, {static_cast<std::int64_t>(options_.batch_size)});
-            for (auto row : r) {
-              if (row[7].as_int() != im.backend_pid) {
-                lost = true;
-                return;
-              }
-              CloudEvent ev;
-              ev.id = row[0].as_string();
-              // Who made the change (the outbox row's application_name,
-              // migration 20261218010100), not this relay; older rows have none.
-              ev.source = row[8].as_string().empty() ? options_.source : row[8].as_string();
-              ev.type = row[3].as_string();
-              ev.subject = row[4].as_string();
-              ev.time = row[6].as_string();
-              ev.data = nlohmann::json::parse(row[5].view());
-              rows.push_back({row[0].as_int(),
-                              {topic_name(options_.topic_prefix, row[1].view()),
-                               row[2].as_string(),
-                               encode(ev),
-                               {{kContentTypeHeader, kStructuredContentType}}}});
-            }
-          },
-          no_retry());
-      if (lost) {
-        // The session was replaced under us: the lock went with the old one.
-        log->warn("relay lost its database session; giving up leadership");
-        im.leader = im.listening = false;
-        stats_.leader = false;
-        im.session.reset();
+      const std::optional<std::vector<OutboxRow>> rows = im.unsent();
+      if (!rows) {
+        logging::get("relay")->warn("relay lost its database session; giving up leadership");
+        im.give_up();
         return published;
       }
-      if (rows.empty()) break;
-      std::vector<Message> msgs;
-      msgs.reserve(rows.size());
-      for (auto& r : rows) msgs.push_back(r.msg);
-      auto acked = im.producer->send_batch(msgs, options_.send_timeout);
-      std::vector<std::int64_t> sent;
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        if (acked[i]) sent.push_back(rows[i].id);
-      }
-      if (!sent.empty()) {
-        im.session.transact([&](db::Tx& tx) { tx.exec(kMarkSent, {sent}); }, no_retry());
-      }
-      published += sent.size();
-      stats_.published += sent.size();
-      stats_.batches += 1;
-      if (sent.size() < rows.size()) {
-        stats_.failed += rows.size() - sent.size();
-        log->warn("relay: broker did not ack {} of {} events; they stay in the outbox and are retried",
-                  rows.size() - sent.size(), rows.size());
-        break;
-      }
-      if (rows.size() < options_.batch_size) break;
+      if (rows->empty()) break;
+      const std::size_t sent = im.send(*rows);
+      published += sent;
+      if (sent < rows->size() || rows->size() < options_.batch_size) break;
     }
-    auto now = std::chrono::steady_clock::now();
-    if (now - im.last_purge > std::chrono::minutes(1)) {
-      im.last_purge = now;
-      im.session.transact([](db::Tx& tx) { tx.exec(kPurge); }, no_retry());
-    }
+    im.purge_if_due();
     return published;
   } catch (const db::DbError& e) {
-    log->warn("relay: database: {}; will reconnect", e.what());
-    im.leader = im.listening = false;
-    stats_.leader = false;
-    im.session.reset();
+    logging::get("relay")->warn("relay: database: {}; will reconnect", e.what());
+    im.give_up();
     return 0;
   }
 }
@@ -194,9 +227,7 @@ void Relay::loop() {
       }
     } catch (const Error& e) {
       log->error("relay: {}", e.what());
-      impl_->leader = impl_->listening = false;
-      stats_.leader = false;
-      impl_->session.reset();
+      impl_->give_up();
       next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
     }
   }

@@ -19,6 +19,7 @@
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
 #include "conveyor/bus/relay.hpp"
+#include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/admin.hpp"
 #include "conveyor/runtime/check.hpp"
@@ -56,7 +57,6 @@ constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
 // NOTIFYs of the job status trigger: one per new status of a statement,
 // the payload the status ("queued"). A stage wakes on the statuses it acts on.
 constexpr const char* kJobStatusChannel = "conveyor_job_status";
-constexpr std::string_view kJobEventPrefix = "io.conveyor.job.";
 // Events only wake, so their offsets may lag: committed at most this often
 // (and on the way out), not after every poll.
 constexpr milliseconds kCommitInterval{1000};
@@ -216,7 +216,29 @@ class Service final : public Context {
     // The signal thread first: a SIGTERM during start-up stays pending
     // (blocked) until it runs, and then makes the loop return at once.
     signal_thread_ = std::thread([this] { signal_loop(); });
+    register_metrics();
+    open_database();
+    write_instance("up", true);
+    start_http(setup);
+    if (!brokers_.empty()) {
+      bus::RelayOptions relay_options;
+      relay_options.database_url = config_.get_string("CONVEYOR_DATABASE_URL");
+      relay_options.brokers = brokers_;
+      relay_options.topic_prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
+      relay_options.source = spec_.name;
+      relay_ = std::make_unique<bus::Relay>(std::move(relay_options));
+      relay_->start();
+      start_consumers();
+    }
+    // The millisecond path: a NOTIFY of a watched status wakes the loop
+    // without Kafka (which then only confirms, or stands in while the
+    // database connection is re-made).
+    if (!spec_.wake_on.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
+    timer_thread_ = std::thread([this] { timer_loop(); });
+    up_->set(1);
+  }
 
+  void register_metrics() {
     up_ = &registry_.gauge("conveyor_up", "1 while the service runs");
     wakeups_ = &registry_.counter("conveyor_service_wakeups_total",
                                   "wake-ups taken by the service loop (events, parameter changes)");
@@ -227,7 +249,11 @@ class Service final : public Context {
     events_consumed_ = &registry_.counter("conveyor_events_consumed_total", "Kafka events read by the runtime");
     bad_events_ = &registry_.counter("conveyor_events_invalid_total", "Kafka events that were not valid CloudEvents");
     parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total", "reads of conveyor.system_parameters");
+  }
 
+  // The pool, the instance id, the producer and the first read of the
+  // system parameters, which says when the database was never migrated.
+  void open_database() {
     db::PoolOptions pool_options;
     pool_options.url = config_.get_string("CONVEYOR_DATABASE_URL");
     pool_options.size = static_cast<std::size_t>(config_.get_int("CONVEYOR_DB_POOL_SIZE"));
@@ -251,21 +277,21 @@ class Service final : public Context {
     try {
       reload_parameters();
     } catch (const db::DbError& e) {
-      if (not_migrated(e)) {
-        throw Error(errc::unavailable,
-                    "database not migrated: run `conveyor db migrate` (" + std::string(e.what()) + ")");
-      }
+      if (not_migrated(e)) throw not_migrated_error(e);
       throw;
     } catch (const Error& e) {
-      if (e.code() == errc::not_found) {
-        throw Error(errc::unavailable,
-                    "database not migrated: run `conveyor db migrate` (" + std::string(e.what()) + ")");
-      }
+      if (e.code() == errc::not_found) throw not_migrated_error(e);
       throw;
     }
+  }
 
-    write_instance("up", true);
+  static Error not_migrated_error(const std::exception& e) {
+    return Error(errc::unavailable, "database not migrated: run `conveyor db migrate` (" + std::string(e.what()) + ")");
+  }
 
+  // The admin routes, the guard and the service's own routes (setup), then
+  // listening, and the address written for the monitor's discovery.
+  void start_http(const std::function<void(Context&)>& setup) {
     http::Server::Options server_options;
     server_options.tls_cert_file = config_.get_string("CONVEYOR_TLS_CERT_FILE");
     server_options.tls_key_file = config_.get_string("CONVEYOR_TLS_KEY_FILE");
@@ -295,30 +321,13 @@ class Service final : public Context {
     });
     log_->info("{} {} listening on {}:{} as instance {}", spec_.name, CONVEYOR_VERSION, server_->host(),
                server_->port(), instance_id_);
-
-    if (!brokers_.empty()) {
-      bus::RelayOptions relay_options;
-      relay_options.database_url = config_.get_string("CONVEYOR_DATABASE_URL");
-      relay_options.brokers = brokers_;
-      relay_options.topic_prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
-      relay_options.source = spec_.name;
-      relay_ = std::make_unique<bus::Relay>(std::move(relay_options));
-      relay_->start();
-      start_consumers();
-    }
-
-    // The millisecond path: a NOTIFY of a watched status wakes the loop
-    // without Kafka (which then only confirms, or stands in while the
-    // database connection is re-made).
-    if (!spec_.wake_on.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
-
-    timer_thread_ = std::thread([this] { timer_loop(); });
-    up_->set(1);
   }
 
-  // Jobs events go to a group shared by the replicas (one of them wakes and
-  // SKIP LOCKED spreads the work anyway); parameter events to a group of
-  // this instance alone, because every replica must reload.
+  // Job events go to a group shared by the replicas (one of them wakes and
+  // SKIP LOCKED spreads the work anyway), read from the topics of the
+  // wake_on types only (one topic per job event type, bus/topics.hpp), so
+  // no service reads an event it does not act on; parameter events to a
+  // group of this instance alone, because every replica must reload.
   void start_consumers() {
     const std::string prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
     const std::string group = spec_.consumer_group.empty() ? spec_.name : spec_.consumer_group;
@@ -331,14 +340,12 @@ class Service final : public Context {
     parameters.client_id = instance_id_;
     consumer_threads_.emplace_back([this, parameters] { consume(parameters); });
 
-    if (!spec_.wake_on.empty()) {
-      bus::ConsumerOptions jobs;
-      jobs.brokers = brokers_;
-      jobs.group_id = group;
-      jobs.topics = {bus::topic_name(prefix, bus::kJobsTopic)};
-      jobs.client_id = instance_id_;
-      consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
-    }
+    bus::ConsumerOptions jobs;
+    jobs.brokers = brokers_;
+    jobs.group_id = group;
+    jobs.topics = bus::job_event_topics(prefix, {spec_.wake_on.begin(), spec_.wake_on.end()});
+    jobs.client_id = instance_id_;
+    if (!jobs.topics.empty()) consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
   }
 
   // Events only wake the service: the work is read from the database. So a
@@ -442,7 +449,7 @@ class Service final : public Context {
           wake();
         }
         for (const db::Notification& n : session.wait_for_notifications(kListenSlice)) {
-          if (spec_.wake_on.contains(std::string(kJobEventPrefix) + n.payload)) {
+          if (spec_.wake_on.contains(std::string(bus::kJobEventTypePrefix) + n.payload)) {
             notify_wakeups_->inc();
             wake();
             break;

@@ -96,11 +96,4 @@ class Consumer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Topic names: "<prefix>.<suffix>", suffix one of kJobsTopic... The prefix
-// (CONVEYOR_TOPIC_PREFIX, default "conveyor") keeps test runs apart.
-inline constexpr const char* kJobsTopic = "jobs";
-inline constexpr const char* kParametersTopic = "parameters";
-inline constexpr const char* kControlTopic = "control";
-std::string topic_name(const std::string& prefix, std::string_view suffix);
-
 }  // namespace conveyor::bus

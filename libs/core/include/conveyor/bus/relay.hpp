@@ -1,6 +1,7 @@
 #pragma once
-// The outbox relay: publishes conveyor.outbox rows to Kafka and marks them
-// sent only after the broker acked them. Leader-elected with a session
+// The outbox relay: publishes conveyor.outbox rows to Kafka, each on the
+// topic of its type (topic_for in topics.hpp: a job event on
+// "<prefix>.job.<name>"), and marks them sent only after the broker acked them. Leader-elected with a session
 // advisory lock, so any number of relays may run and one publishes; woken by
 // pg_notify('conveyor_outbox'), with a poll interval as a fallback.
 // Owns one thread; start()/stop() from the owner's thread.

@@ -39,8 +39,9 @@ struct ServiceSpec {
   std::string name;                               // "conveyor-creation"
   config::Schema schema = config::core_schema();  // add the service's own keys
   // CloudEvent types that wake this service ("io.conveyor.job.initialized"),
-  // from Kafka and, for status events, from NOTIFY. Empty: no job-event
-  // consumer and no LISTEN. Parameter changes always wake it.
+  // from Kafka (its job-event consumer reads the topics of these types only)
+  // and, for status events, from NOTIFY. Empty: no job-event consumer and no
+  // LISTEN. Parameter changes always wake it.
   std::set<std::string> wake_on;
   // Consumer group; empty: the service name (replicas share the wake-ups).
   std::string consumer_group;
