@@ -10,6 +10,8 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -439,13 +441,33 @@ class Helpers {
 
 }  // namespace
 
-ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
-                             const std::atomic<StopReason>& stop, const LineSink& on_line) {
-  const std::string name = container_name(spec.job_id, spec.attempt);
+// One container's run, from start_container to finish_container: what its
+// stop hooks (on the reactor thread), their helper threads and its end
+// share. Owned through shared_ptr by whoever waits for it.
+class ContainerRun {
+ public:
+  ContainerRun(const RuntimeCalls& runtime, const ContainerSpec& spec)
+      : calls(runtime),
+        name(container_name(spec.job_id, spec.attempt)),
+        cgroup(spec.cgroup_parent),
+        env_file(spec.env, spec.env_dir) {}
+
+  const RuntimeCalls& calls;
+  const std::string name;
+  const std::string cgroup;
   // The environment file: private to this worker's user, removed after the run.
-  EnvFile env_file(spec.env, spec.env_dir);
+  EnvFile env_file;
+  std::atomic<bool> client_exited{false};
+  std::deque<std::string> last_err;  // what the runtime said, should it fail itself (reactor thread, then the finisher)
+  Helpers helpers;                   // last: joined before the rest goes
+};
+
+std::shared_ptr<ContainerRun> start_container(const RuntimeCalls& calls, const ContainerSpec& spec,
+                                              const ProcessOptions& process, const std::atomic<StopReason>& stop,
+                                              LineSink on_line, ContainerExit on_exit) {
+  auto run = std::make_shared<ContainerRun>(calls, spec);
   ContainerSpec with_file = spec;
-  with_file.env_file = env_file.path();
+  with_file.env_file = run->env_file.path();
   ProcessOptions o = process;
   o.argv = {calls.runtime.program};
   const auto args = run_arguments(with_file);
@@ -455,53 +477,64 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   o.env = calls.env;
   for (const char* k : kProxyVariables) o.env.erase(k);
 
-  // Stop requests run the runtime in the background: the run loop keeps
-  // reading the container's output meanwhile. A stop asked while the
-  // container is still being created finds no container: it is asked again
-  // until it is done or the client has exited.
-  std::atomic<bool> client_exited{false};
-  Helpers helpers;
-  o.terminate = [&](std::chrono::milliseconds grace) {
+  // Stop requests run the runtime in the background (the hooks are called
+  // on the reactor thread and return at once): the reactor keeps reading
+  // the container's output meanwhile. A stop asked while the container is
+  // still being created finds no container: it is asked again until it is
+  // done or the client has exited. The hooks hold the run by a plain
+  // pointer: its owner keeps it until finish_container, after the exit.
+  ContainerRun* r = run.get();
+  o.terminate = [r](std::chrono::milliseconds grace) {
     // Whole seconds, rounded down: the container is killed within the grace.
     const auto seconds = std::max<std::int64_t>(0, grace.count() / 1000);
-    helpers.start([&calls, &client_exited, name, seconds] {
-      for (int i = 0; i < 50 && !client_exited; ++i) {
-        if (call(calls, {"stop", "--time", std::to_string(seconds), name}).ok()) return;
+    r->helpers.start([r, seconds] {
+      for (int i = 0; i < 50 && !r->client_exited; ++i) {
+        if (call(r->calls, {"stop", "--time", std::to_string(seconds), r->name}).ok()) return;
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
       }
     });
   };
-  o.kill = [&] {
-    helpers.start([&calls, name] {
-      auto a = rm_args(calls);
-      a.push_back(name);
-      call(calls, std::move(a));
+  o.kill = [r] {
+    r->helpers.start([r] {
+      auto a = rm_args(r->calls);
+      a.push_back(r->name);
+      call(r->calls, std::move(a));
     });
   };
   // The runtime's own stop timer kills the container within the grace; the
   // client is killed (and the container removed) only if it still waits.
   o.kill_margin = std::chrono::milliseconds(1500);
 
-  std::deque<std::string> last_err;  // what the runtime said, should it fail itself
-  ProcessOutcome outcome = run_process(o, stop, [&](std::string_view stream, std::string_view line) {
-    on_line(stream, line);
-    if (stream == "stderr") {
-      last_err.emplace_back(line.substr(0, 500));
-      if (last_err.size() > 3) last_err.pop_front();
-    }
-  });
-  client_exited = true;
-  helpers.join();
+  Reactor::instance().start(
+      std::move(o), &stop,
+      [r, on_line = std::move(on_line)](std::string_view stream, std::string_view line) {
+        on_line(stream, line);
+        if (stream == "stderr") {
+          r->last_err.emplace_back(line.substr(0, 500));
+          if (r->last_err.size() > 3) r->last_err.pop_front();
+        }
+      },
+      [run, on_exit = std::move(on_exit)](ProcessOutcome outcome) mutable {
+        run->client_exited = true;
+        on_exit(std::move(run), std::move(outcome));
+      });
+  return run;
+}
+
+ProcessOutcome finish_container(ContainerRun& run, ProcessOutcome outcome) {
+  const RuntimeCalls& calls = run.calls;
+  run.client_exited = true;
+  run.helpers.join();
   // Gone already after a normal end (--rm). Anything else may have left it.
   const bool abnormal = outcome.timed_out || outcome.stopped != StopReason::none || outcome.term_signal ||
                         outcome.exit_code.value_or(0) >= 125;
   if (abnormal) {
     auto a = rm_args(calls);
-    a.push_back(name);
+    a.push_back(run.name);
     call(calls, std::move(a));
   }
-  if (!spec.cgroup_parent.empty()) {
-    outcome.usage = take_cgroup_usage(spec.cgroup_parent);
+  if (!run.cgroup.empty()) {
+    outcome.usage = take_cgroup_usage(run.cgroup);
   } else {
     outcome.usage = Usage{};
   }
@@ -510,6 +543,7 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
   // Error ..."). A program of the container that exits 125 itself is an
   // exit code like any other. 126 and 127 (the container's command not
   // executable, not found) mean what they mean for a process.
+  const auto& last_err = run.last_err;
   const bool runtime_said_error =
       !last_err.empty() && (last_err.back().rfind("Error: ", 0) == 0 || last_err.back().rfind("docker: Error", 0) == 0);
   if (outcome.exit_code == 125 && runtime_said_error && !outcome.timed_out && outcome.stopped == StopReason::none) {
@@ -518,6 +552,16 @@ ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spe
     throw ContainerError("container_runtime", "the container runtime could not run the container (exit 125): " + said);
   }
   return outcome;
+}
+
+ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
+                             const std::atomic<StopReason>& stop, const LineSink& on_line) {
+  std::promise<ProcessOutcome> exited;
+  auto outcome = exited.get_future();
+  const auto run =
+      start_container(calls, spec, process, stop, on_line,
+                      [&exited](std::shared_ptr<ContainerRun>, ProcessOutcome o) { exited.set_value(std::move(o)); });
+  return finish_container(*run, outcome.get());
 }
 
 std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls, const std::string& installation,

@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -111,11 +112,29 @@ struct RuntimeCalls {
 // runtime said. `stop` aborts a pull (cancel, shutdown).
 ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference, const std::atomic<StopReason>& stop);
 
-// Runs the container attached, to its end, like run_process (same outcome
-// rules; exit code 125 from the runtime itself throws
-// ContainerError("container_runtime") with its message). Stopping goes
-// through the runtime (stop -t, then rm -f). Fills outcome.usage from the
-// spec's cgroup, which it removes afterwards.
+// One container's run (container.cpp), between start_container and
+// finish_container.
+class ContainerRun;
+// Called on the reactor thread once the runtime client has exited: must
+// return at once (hand both to a thread that calls finish_container).
+using ContainerExit = std::function<void(std::shared_ptr<ContainerRun> run, ProcessOutcome client)>;
+
+// Starts the container attached on the Reactor, like Reactor::start: its
+// output goes to `on_line`, cancel, timeout and shutdown stop it through
+// the runtime (stop -t, then rm -f; from short-lived helper threads, only
+// while it is being stopped). `calls` and `stop` must outlive the run.
+// Throws ContainerError when its environment file cannot be written.
+std::shared_ptr<ContainerRun> start_container(const RuntimeCalls& calls, const ContainerSpec& spec,
+                                              const ProcessOptions& process, const std::atomic<StopReason>& stop,
+                                              LineSink on_line, ContainerExit on_exit);
+// The container's outcome from its client's: removes what an abnormal end
+// left, fills outcome.usage from the spec's cgroup (and removes it). Exit
+// code 125 from the runtime itself throws ContainerError("container_runtime")
+// with its message. Blocks (runtime calls): not on the reactor thread.
+ProcessOutcome finish_container(ContainerRun& run, ProcessOutcome client);
+
+// start_container, waiting for the exit, then finish_container, on the
+// calling thread: the container to its end, like run_process.
 ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
                              const std::atomic<StopReason>& stop, const LineSink& on_line);
 

@@ -1,8 +1,8 @@
 #pragma once
-// Group commit of a worker's successful outcomes. Job threads that finish
-// while another is writing queue up, and the next writer records all of them
-// in one statement and one commit (its trigger fires once per batch), instead
-// of one transaction per job. Only the common case, processed, goes this way;
+// Group commit of a worker's successful outcomes. Threads (the worker's
+// executor) that finish a job while another is writing queue up, and the
+// next writer records all of them in one statement and one commit (its
+// trigger fires once per batch), instead of one transaction per job. Only the common case, processed, goes this way;
 // failures, cancels and requeues keep their own statements.
 #include <condition_variable>
 #include <cstdint>

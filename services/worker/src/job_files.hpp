@@ -33,8 +33,9 @@ nlohmann::json redact_env(const std::map<std::string, std::string>& env);
 // Absolute paths of the regular files under dir (recursive), sorted.
 std::vector<std::string> list_outputs(const std::filesystem::path& dir);
 
-// Appends timestamped lines to logs.txt. Owned by one job's thread; the
-// mutex makes write() safe should a second thread log into the same file.
+// Appends timestamped lines to logs.txt. Owned by one job; its program's
+// lines come from the reactor thread, the worker's from the executor; the
+// mutex makes write() safe should two threads log into it at once.
 class LogFile {
  public:
   // Creates the directory; appends to an existing file (a retried job).

@@ -1,9 +1,10 @@
 #include "process.hpp"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -17,11 +18,17 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <future>
+#include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "fd.hpp"
 
 namespace conveyor::worker {
 namespace {
@@ -32,24 +39,6 @@ using Clock = std::chrono::steady_clock;
 // grow the worker's memory without bound.
 constexpr std::size_t kMaxLine = 64 * 1024;
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int* out() { return &fd_; }
-
- private:
-  int fd_ = -1;
-};
-
 struct Pipe {
   Fd read;
   Fd write;
@@ -57,8 +46,8 @@ struct Pipe {
 
 void make_pipe(Pipe& p) {
   std::array<int, 2> fds{-1, -1};
-  // CLOEXEC: several job threads spawn concurrently; one job's pipe must not
-  // leak into another job's process (it would hold the pipe open).
+  // CLOEXEC: other threads of the worker fork too (resident programs); one
+  // job's pipe must not leak into another program (it would hold it open).
   if (::pipe2(fds.data(), O_CLOEXEC) != 0) {
     throw Error(errc::internal, std::string("cannot create a pipe for the job's output: ") + std::strerror(errno));
   }
@@ -71,8 +60,8 @@ void make_pipe(Pipe& p) {
       fd = moved;
     }
   }
-  *p.read.out() = fds[0];
-  *p.write.out() = fds[1];
+  p.read.reset(fds[0]);
+  p.write.reset(fds[1]);
   ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
 }
 
@@ -98,24 +87,6 @@ void emit_lines(Stream& s, const LineSink& on_line, bool flush_all) {
   if (flush_all && !s.buffer.empty()) {
     on_line(s.name, s.buffer);
     s.buffer.clear();
-  }
-}
-
-// Reads what is available; closes the fd at end of file.
-void read_available(Stream& s, const LineSink& on_line) {
-  std::array<char, 8192> chunk{};
-  while (s.fd->get() >= 0) {
-    ssize_t n = ::read(s.fd->get(), chunk.data(), chunk.size());
-    if (n > 0) {
-      s.buffer.append(chunk.data(), static_cast<std::size_t>(n));
-      emit_lines(s, on_line, false);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    // End of file (or a read error, which ends the stream the same way).
-    emit_lines(s, on_line, true);
-    s.fd->reset();
   }
 }
 
@@ -257,7 +228,7 @@ class AllSignalsBlocked {
 // space, and this thread sleeps until the child has executed the program
 // or given up, so what the child reports in ChildArgs is known on return.
 // The caller's thread is the child's parent for PR_SET_PDEATHSIG: it must
-// live as long as the program (run_process does: it returns after the exit).
+// live as long as the program (the reactor's thread: as long as the process).
 int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& error) {
   int resolve_error = 0;
   const auto program = resolve_program(options.argv[0], resolve_error);
@@ -305,170 +276,362 @@ int spawn(const ProcessOptions& options, Pipe& out, Pipe& err, std::string& erro
 
 }  // namespace
 
+// One program the reactor watches, from its spawn until its exit has been
+// reaped and its output read. Lives on the heap (its streams point at its
+// pipes); touched by the reactor thread only once start() handed it over.
+struct Reactor::Run {
+  ProcessOptions options;
+  const std::atomic<StopReason>* stop = nullptr;
+  LineSink on_line;
+  ExitSink on_exit;
+  ProcessOutcome outcome;
+  Pipe out;
+  Pipe err;
+  std::array<Stream, 2> streams{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}};
+  Fd pidfd;
+  bool pidfd_ready = false;  // the pidfd said the program exited
+  std::optional<Clock::time_point> deadline;
+  std::optional<Clock::time_point> kill_at;
+  bool killed = false;
+  bool exited = false;
+  Clock::time_point drain_until{};
+  bool touched = false;  // this wake-up was (also) for this program
+
+  bool streams_open() const { return out.read.get() >= 0 || err.read.get() >= 0; }
+  // The next thing to act on: the timeout, the SIGKILL after the grace,
+  // the end of the output drain.
+  std::optional<Clock::time_point> next_due() const {
+    if (exited) return drain_until;
+    if (!kill_at) return deadline;
+    if (!killed) return kill_at;
+    return std::nullopt;
+  }
+};
+
 namespace {
 
-// One started program, watched by run_process until it has exited and its
-// output is read.
-class Watch {
+// Only without a pidfd (a kernel before 5.3): how often a child whose pipes
+// are closed is checked for its exit.
+constexpr std::chrono::milliseconds kExitTick{5};
+// What one wake-up reads of one pipe at most, so that a program writing
+// without pause cannot starve the others (epoll reports it again).
+constexpr int kReadsPerWake = 16;
+
+// epoll's data: which program (its id) and which of its descriptors.
+enum Kind : std::uint64_t { kStdout = 0, kStderr = 1, kPidfd = 2 };
+constexpr std::uint64_t kWakeTag = 0;  // the eventfd; program ids start at 1
+std::uint64_t tag(std::uint64_t id, Kind kind) { return id << 2 | kind; }
+
+}  // namespace
+
+class Reactor::Loop {
  public:
-  Watch(const ProcessOptions& options, int pid, Pipe& out, Pipe& err, ProcessOutcome& outcome)
-      : options_(options),
-        pid_(pid),
-        outcome_(outcome),
-        streams_{Stream{"stdout", &out.read, {}}, Stream{"stderr", &err.read, {}}} {
-    // The exit wakes poll() through a pidfd. Without one (a kernel before
-    // 5.3) the exit is noticed on a short tick once the pipes are closed.
-    *pidfd_.out() = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (options.timeout) deadline_ = Clock::now() + *options.timeout;
+  Loop() {
+    epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+    event_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (epoll_.get() < 0 || event_.get() < 0) {
+      throw Error(errc::internal, std::string("cannot create the worker's reactor: ") + std::strerror(errno));
+    }
+    watch(event_.get(), kWakeTag);
+    // Detached: the loop lives as long as the process (see Reactor).
+    std::thread([this] { main(); }).detach();
   }
 
-  // Waits for the next event (output, exit, a deadline, or the stop tick)
-  // and handles it. Returns false once there is nothing left to watch.
-  bool step(const std::atomic<StopReason>& stop, const LineSink& on_line) {
-    wait_event();
-    ++outcome_.wakeups;
-    for (auto& s : streams_) read_available(s, on_line);
-    const auto now = Clock::now();
-    if (!exited_) reap_if_exited(now);
-    if (!exited_) enforce_limits(now, stop.load());
-    return !(exited_ && (!streams_open() || now >= drain_until_));
+  void add(std::unique_ptr<Run> run) {
+    {
+      std::lock_guard lock(mutex_);
+      incoming_.push_back(std::move(run));
+    }
+    ++running_;
+    signal();
   }
 
-  void flush(const LineSink& on_line) {
-    for (auto& s : streams_) emit_lines(s, on_line, true);
+  void signal() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(event_.get(), &one, sizeof one);  // EAGAIN: a wake is pending anyway
   }
+
+  std::size_t running() const { return running_.load(); }
 
  private:
-  bool streams_open() const { return streams_[0].fd->get() >= 0 || streams_[1].fd->get() >= 0; }
-
-  // Stop requests (cancel, shutdown) come from other threads through an
-  // atomic: they are looked at on this tick.
-  static constexpr std::chrono::milliseconds kStopTick{100};
-  // Only without a pidfd: how often a closed-pipe child is checked for exit.
-  static constexpr std::chrono::milliseconds kExitTick{5};
-
-  void wait_event() {
-    std::array<pollfd, 3> pfds{};
-    nfds_t n = 0;
-    for (auto& s : streams_) {
-      if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
+  void main() {
+    // Signals are the worker's main thread's business; the reactor only
+    // ever sees EINTR-free waits.
+    sigset_t all;
+    sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, nullptr);
+    std::array<epoll_event, 64> events{};
+    while (true) {
+      const int n = ::epoll_wait(epoll_.get(), events.data(), static_cast<int>(events.size()), wait_ms());
+      for (int i = 0; i < n; ++i) on_event(events[static_cast<std::size_t>(i)].data.u64);
+      step(Clock::now());
     }
-    if (!exited_ && pidfd_.get() >= 0) pfds[n++] = pollfd{pidfd_.get(), POLLIN, 0};
-    ::poll(pfds.data(), n, static_cast<int>(wait_ms().count()));
   }
 
-  // Until the next thing to act on: the timeout, the SIGKILL after the
-  // grace, the end of the output drain; at most the stop tick.
-  std::chrono::milliseconds wait_ms() const {
-    auto wait = kStopTick;
-    if (!exited_ && pidfd_.get() < 0 && !streams_open()) wait = kExitTick;
+  void watch(int fd, std::uint64_t data) {
+    epoll_event e{};
+    e.events = EPOLLIN;
+    e.data.u64 = data;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &e) != 0) {
+      throw Error(errc::internal, std::string("cannot watch a job program's descriptor: ") + std::strerror(errno));
+    }
+  }
+
+  // Stops watching and closes `fd` (removed before the close: a copy of it
+  // in a child being forked elsewhere must not keep reporting it).
+  void unwatch(Fd& fd) {
+    if (fd.get() < 0) return;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd.get(), nullptr);
+    fd.reset();
+  }
+
+  void on_event(std::uint64_t data) {
+    if (data == kWakeTag) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] const auto n = ::read(event_.get(), &count, sizeof count);
+      take_incoming();
+      return;
+    }
+    const auto it = runs_.find(data >> 2);
+    if (it == runs_.end()) return;
+    Run& r = *it->second;
+    r.touched = true;
+    const auto kind = static_cast<Kind>(data & 3);
+    if (kind == kPidfd) {
+      r.pidfd_ready = true;
+    } else {
+      read_stream(r, r.streams[kind]);
+    }
+  }
+
+  // Reads what the pipe holds; at its end, emits the last line and closes it.
+  void read_stream(Run& r, Stream& s) {
+    std::array<char, 8192> chunk{};
+    for (int reads = 0; s.fd->get() >= 0 && reads < kReadsPerWake; ++reads) {
+      const ssize_t n = ::read(s.fd->get(), chunk.data(), chunk.size());
+      if (n > 0) {
+        s.buffer.append(chunk.data(), static_cast<std::size_t>(n));
+        emit_lines(s, r.on_line, false);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      // End of file (or a read error, which ends the stream the same way).
+      emit_lines(s, r.on_line, true);
+      unwatch(*s.fd);
+    }
+  }
+
+  void take_incoming() {
+    std::vector<std::unique_ptr<Run>> runs;
+    {
+      std::lock_guard lock(mutex_);
+      runs.swap(incoming_);
+    }
+    for (auto& r : runs) begin(std::move(r));
+  }
+
+  // Spawns the program on this thread (its parent for PR_SET_PDEATHSIG).
+  void begin(std::unique_ptr<Run> run) {
+    Run& r = *run;
+    r.outcome.started = std::chrono::system_clock::now();
+    std::string error;
+    int pid = -1;
+    if (r.options.argv.empty() || r.options.argv[0].empty()) {
+      error = "cannot execute the job: its argv is empty";
+    } else {
+      pid = spawn(r.options, r.out, r.err, error);
+    }
+    r.out.write.reset();
+    r.err.write.reset();
+    if (pid < 0) {
+      r.outcome.spawn_error = error;
+      r.outcome.exit_code = 127;
+      end(r);
+      return;
+    }
+    r.outcome.pid = pid;
+    // The exit wakes the loop through a pidfd. Without one (a kernel
+    // before 5.3) the exit is noticed on a short tick once the pipes are
+    // closed.
+    r.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (r.options.timeout) r.deadline = Clock::now() + *r.options.timeout;
+    const std::uint64_t id = next_id_++;
+    try {
+      watch(r.out.read.get(), tag(id, kStdout));
+      watch(r.err.read.get(), tag(id, kStderr));
+      if (r.pidfd.get() >= 0) watch(r.pidfd.get(), tag(id, kPidfd));
+    } catch (const Error&) {
+      // Cannot happen short of running out of memory: watch it the way a
+      // kernel without pidfds is watched (the exit tick), output unread.
+      unwatch(r.out.read);
+      unwatch(r.err.read);
+      unwatch(r.pidfd);
+    }
+    runs_.emplace(id, std::move(run));
+  }
+
+  // Acts on what is due for every program: exits, stop requests, deadlines.
+  void step(Clock::time_point now) {
+    for (auto it = runs_.begin(); it != runs_.end();) {
+      Run& r = *it->second;
+      if (const auto due = r.next_due(); due && *due <= now) r.touched = true;
+      if (!r.exited && (r.pidfd_ready || r.pidfd.get() < 0)) reap_if_exited(r, now);
+      if (!r.exited && enforce_limits(r, now)) r.touched = true;
+      if (r.touched) {
+        ++r.outcome.wakeups;
+        r.touched = false;
+      }
+      if (r.exited && (!r.streams_open() || now >= r.drain_until)) {
+        end(r);
+        it = runs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Until the nearest deadline of any program; -1: none.
+  int wait_ms() const {
     std::optional<Clock::time_point> next;
-    if (exited_) {
-      next = drain_until_;
-    } else if (!kill_at_) {
-      next = deadline_;
-    } else if (!killed_) {
-      next = kill_at_;
+    const auto now = Clock::now();
+    for (const auto& [id, run] : runs_) {
+      auto due = run->next_due();
+      if (!run->exited && run->pidfd.get() < 0 && !run->streams_open()) {
+        due = std::min(due.value_or(Clock::time_point::max()), now + kExitTick);
+      }
+      if (due && (!next || *due < *next)) next = due;
     }
-    if (!next) return wait;
-    const auto left = std::max(*next - Clock::now(), Clock::duration::zero());
-    return std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(left));
+    if (!next) return -1;
+    const auto left = std::max(*next - now, Clock::duration::zero());
+    return static_cast<int>(std::min<std::int64_t>(std::chrono::ceil<std::chrono::milliseconds>(left).count(),
+                                                   std::numeric_limits<int>::max()));
   }
 
-  void reap_if_exited(Clock::time_point now) {
+  void reap_if_exited(Run& r, Clock::time_point now) {
+    const int pid = r.outcome.pid;
     siginfo_t info{};
     // WNOWAIT: the exited leader stays a zombie while we kill what is left
     // of its group, so the group id cannot be reused in between.
-    if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid_) {
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid) {
+      r.pidfd_ready = false;
       return;
     }
-    ::kill(-pid_, SIGKILL);
+    ::kill(-pid, SIGKILL);
     int status = 0;
     struct rusage ru {};
-    while (::wait4(pid_, &status, 0, &ru) < 0 && errno == EINTR) {
+    while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
     }
     auto seconds = [](const timeval& t) {
       return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
     };
-    outcome_.usage.cpu_user_s = seconds(ru.ru_utime);
-    outcome_.usage.cpu_system_s = seconds(ru.ru_stime);
-    outcome_.usage.max_rss_kb = static_cast<std::int64_t>(ru.ru_maxrss);  // KiB on Linux
-    outcome_.usage.source = "rusage";
-    if (WIFEXITED(status)) outcome_.exit_code = WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) outcome_.term_signal = WTERMSIG(status);
-    outcome_.ended = std::chrono::system_clock::now();
-    exited_ = true;
-    pidfd_.reset();
-    drain_until_ = now + std::chrono::seconds(2);
+    ProcessOutcome& o = r.outcome;
+    o.usage.cpu_user_s = seconds(ru.ru_utime);
+    o.usage.cpu_system_s = seconds(ru.ru_stime);
+    o.usage.max_rss_kb = static_cast<std::int64_t>(ru.ru_maxrss);  // KiB on Linux
+    o.usage.source = "rusage";
+    if (WIFEXITED(status)) o.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) o.term_signal = WTERMSIG(status);
+    o.ended = std::chrono::system_clock::now();
+    r.exited = true;
+    unwatch(r.pidfd);
+    // What is in the pipes now is read below; what the group's survivors
+    // (a process that left the group) still write, for a moment longer.
+    for (auto& s : r.streams) read_stream(r, s);
+    r.drain_until = now + std::chrono::seconds(2);
   }
 
-  void enforce_limits(Clock::time_point now, StopReason requested) {
-    if (!kill_at_ && requested != StopReason::none) {
-      outcome_.stopped = requested;
-      terminate(now, requested == StopReason::shutdown ? options_.shutdown_kill_grace : options_.kill_grace);
-    } else if (!kill_at_ && deadline_ && now >= *deadline_) {
-      outcome_.timed_out = true;
-      terminate(now, options_.kill_grace);
-    } else if (kill_at_ && !killed_ && now >= *kill_at_) {
-      if (options_.kill) options_.kill();
-      ::kill(-pid_, SIGKILL);
-      killed_ = true;
+  // True when it acted (a stop request, the timeout, the end of a grace).
+  bool enforce_limits(Run& r, Clock::time_point now) {
+    const StopReason requested = r.stop != nullptr ? r.stop->load() : StopReason::none;
+    if (!r.kill_at && requested != StopReason::none) {
+      r.outcome.stopped = requested;
+      terminate(r, now, requested == StopReason::shutdown ? r.options.shutdown_kill_grace : r.options.kill_grace);
+      return true;
     }
+    if (!r.kill_at && r.deadline && now >= *r.deadline) {
+      r.outcome.timed_out = true;
+      terminate(r, now, r.options.kill_grace);
+      return true;
+    }
+    if (r.kill_at && !r.killed && now >= *r.kill_at) {
+      if (r.options.kill) r.options.kill();
+      ::kill(-r.outcome.pid, SIGKILL);
+      r.killed = true;
+      return true;
+    }
+    return false;
   }
 
-  void terminate(Clock::time_point now, std::chrono::milliseconds grace) {
-    if (options_.terminate) {
-      options_.terminate(grace);
+  static void terminate(Run& r, Clock::time_point now, std::chrono::milliseconds grace) {
+    if (r.options.terminate) {
+      r.options.terminate(grace);
     } else {
-      ::kill(-pid_, SIGTERM);
+      ::kill(-r.outcome.pid, SIGTERM);
     }
-    kill_at_ = now + grace + options_.kill_margin;
+    r.kill_at = now + grace + r.options.kill_margin;
   }
 
-  const ProcessOptions& options_;
-  const int pid_;
-  ProcessOutcome& outcome_;
-  std::array<Stream, 2> streams_;
-  Fd pidfd_;
-  std::optional<Clock::time_point> deadline_;
-  std::optional<Clock::time_point> kill_at_;
-  bool killed_ = false;
-  bool exited_ = false;
-  Clock::time_point drain_until_{};
+  // The program is done: its last partial lines, then its outcome.
+  void end(Run& r) {
+    for (auto& s : r.streams) {
+      emit_lines(s, r.on_line, true);
+      unwatch(*s.fd);
+    }
+    unwatch(r.pidfd);
+    if (r.outcome.ended == std::chrono::system_clock::time_point{}) r.outcome.ended = std::chrono::system_clock::now();
+    --running_;
+    r.on_exit(std::move(r.outcome));
+  }
+
+  Fd epoll_;
+  Fd event_;
+  std::mutex mutex_;  // guards incoming_
+  std::vector<std::unique_ptr<Run>> incoming_;
+  std::atomic<std::size_t> running_{0};
+  // The reactor thread's alone.
+  std::map<std::uint64_t, std::unique_ptr<Run>> runs_;
+  std::uint64_t next_id_ = 1;
 };
 
-}  // namespace
+Reactor::Reactor() : loop_(std::make_unique<Loop>()) {}
+
+Reactor& Reactor::instance() {
+  // Never destroyed: its thread must outlive every program it started.
+  static Reactor* const reactor = new Reactor();
+  return *reactor;
+}
+
+void Reactor::start(ProcessOptions options, const std::atomic<StopReason>* stop, LineSink on_line, ExitSink on_exit) {
+  auto run = std::make_unique<Run>();
+  if (!options.argv.empty() && !options.argv[0].empty()) {
+    make_pipe(run->out);
+    make_pipe(run->err);
+  }
+  run->options = std::move(options);
+  run->stop = stop;
+  run->on_line = std::move(on_line);
+  run->on_exit = std::move(on_exit);
+  loop_->add(std::move(run));
+}
+
+void Reactor::wake() { loop_->signal(); }
+
+std::size_t Reactor::running() const { return loop_->running(); }
+
+bool request_stop(std::atomic<StopReason>& stop, StopReason reason) {
+  StopReason expected = StopReason::none;
+  if (!stop.compare_exchange_strong(expected, reason)) return false;
+  Reactor::instance().wake();
+  return true;
+}
 
 ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop,
                            const LineSink& on_line) {
-  ProcessOutcome outcome;
-  outcome.started = std::chrono::system_clock::now();
-  if (options.argv.empty() || options.argv[0].empty()) {
-    outcome.spawn_error = "cannot execute the job: its argv is empty";
-    outcome.exit_code = 127;
-    outcome.ended = std::chrono::system_clock::now();
-    return outcome;
-  }
-  Pipe out;
-  Pipe err;
-  make_pipe(out);
-  make_pipe(err);
-  std::string error;
-  const int pid = spawn(options, out, err, error);
-  out.write.reset();
-  err.write.reset();
-  if (pid < 0) {
-    outcome.spawn_error = error;
-    outcome.exit_code = 127;
-    outcome.ended = std::chrono::system_clock::now();
-    return outcome;
-  }
-  outcome.pid = pid;
-  Watch watch(options, pid, out, err, outcome);
-  while (watch.step(stop, on_line)) {
-  }
-  watch.flush(on_line);
-  return outcome;
+  std::promise<ProcessOutcome> done;
+  auto outcome = done.get_future();
+  Reactor::instance().start(options, &stop, on_line, [&done](ProcessOutcome o) { done.set_value(std::move(o)); });
+  return outcome.get();
 }
 
 std::map<std::string, std::string> job_base_environment(const std::map<std::string, std::string>& worker_env) {

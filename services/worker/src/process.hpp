@@ -1,14 +1,17 @@
 #pragma once
-// Runs one job's program as a child process: argv executed directly (never
+// Runs job programs as child processes: argv executed directly (never
 // through a shell) in its own process group, stdout/stderr read line by line,
 // the timeout enforced with SIGTERM then SIGKILL to the whole group, and
-// stop requests (cancel, shutdown) honoured the same way.
+// stop requests (cancel, shutdown) honoured the same way. Every program of
+// the worker process is watched by one Reactor thread (epoll), not by a
+// thread of its own.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,8 +20,13 @@
 namespace conveyor::worker {
 
 // Why a process was asked to stop before it exited by itself. Set by other
-// threads (the cancel watcher, the shutdown path); read by run_process.
+// threads (the cancel watcher, the shutdown path) through request_stop(),
+// which wakes the reactor; read by the reactor.
 enum class StopReason : int { none = 0, canceled = 1, shutdown = 2 };
+
+// Sets `stop` to `reason` unless a reason is set already, then wakes the
+// reactor so that it acts on it now. True when this call set it.
+bool request_stop(std::atomic<StopReason>& stop, StopReason reason);
 
 struct ProcessOptions {
   std::vector<std::string> argv;                     // argv[0] is looked up in PATH
@@ -33,8 +41,8 @@ struct ProcessOptions {
   // container outlives the `podman run` client). Unset: SIGTERM, then
   // SIGKILL after the grace, to the process group. Set: terminate(grace)
   // instead of SIGTERM, and kill() then SIGKILL to the group once the grace
-  // and kill_margin have passed. Called on the run_process thread: they
-  // must return at once (start what they do in the background).
+  // and kill_margin have passed. Called on the reactor thread: they must
+  // return at once (start what they do in the background).
   std::function<void(std::chrono::milliseconds grace)> terminate;
   std::function<void()> kill;
   std::chrono::milliseconds kill_margin{0};
@@ -65,29 +73,67 @@ struct ProcessOutcome {
   std::chrono::system_clock::time_point started;
   std::chrono::system_clock::time_point ended;
   Usage usage;
-  // How often the wait for the program woke up (output, exit, deadlines,
-  // the stop tick): a sleeping program with closed pipes costs a few, not
-  // one every 5 ms.
+  // How often the reactor woke up for this program (its output, its exit,
+  // its deadlines, a stop request for it): a sleeping program with closed
+  // pipes costs a few, not one every 5 ms.
   int wakeups = 0;
 };
 
 // Called for every complete line (without the newline) and for a last
-// partial line; stream is "stdout" or "stderr". Called from the calling thread.
+// partial line (a line over 64 KiB comes in pieces); stream is "stdout" or
+// "stderr". Called on the reactor thread: it must not block for long.
 using LineSink = std::function<void(std::string_view stream, std::string_view line)>;
 
-// Runs the process to its end on the calling thread. `stop` may be set from
-// another thread at any time. Never throws for a failure of the program
-// itself (see ProcessOutcome); throws conveyor::Error(internal) when the
-// pipes cannot be created.
+// Called on the reactor thread once the program has exited and its output
+// is read: it must return at once (hand the outcome to another thread).
+using ExitSink = std::function<void(ProcessOutcome outcome)>;
+
+// The thread that starts and watches every job program of this process:
+// one epoll loop over the programs' pipes and pidfds (the exit), woken by
+// an eventfd for new programs and stop requests, sleeping until the nearest
+// deadline (a timeout, the SIGKILL after a grace). Process-wide and never
+// destroyed: its thread is the parent of every program it spawns, and
+// PR_SET_PDEATHSIG kills a program when the thread that started it goes
+// away, so it must live as long as the worker. Thread-safe.
+class Reactor {
+ public:
+  static Reactor& instance();
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  // Starts `options` on the reactor thread and watches it to its end, then
+  // calls `on_exit` (a program that cannot be executed: at once, with
+  // spawn_error set and exit code 127). `stop` (may be null) must outlive
+  // the run; set it with request_stop(). Throws conveyor::Error(internal)
+  // when the pipes cannot be created. Never call it from on_line/on_exit
+  // and wait on the result there.
+  void start(ProcessOptions options, const std::atomic<StopReason>* stop, LineSink on_line, ExitSink on_exit);
+  // Makes the reactor look at every stop flag now.
+  void wake();
+  // Programs started and not yet ended (for tests and metrics).
+  std::size_t running() const;
+
+ private:
+  Reactor();
+  struct Run;
+  class Loop;
+  std::unique_ptr<Loop> loop_;
+};
+
+// Runs the process to its end on the reactor and waits for it on the
+// calling thread (the runtime's short calls: podman inspect, pull, rm; the
+// tests). `stop` may be set from another thread (request_stop) at any
+// time. Never throws for a failure of the program itself (see
+// ProcessOutcome); throws conveyor::Error(internal) when the pipes cannot
+// be created. Must not be called on the reactor thread.
 //
 // The program is started directly with clone(CLONE_VM | CLONE_VFORK) and
 // execve (no shell, no trampoline: a few hundred microseconds of the
-// worker's CPU). The job's program dies with the worker: before execve the
-// child asks the kernel for SIGKILL when the thread that started it goes
-// away (PR_SET_PDEATHSIG; this thread, which lives until the program has
-// exited). So a worker killed -9 leaves no job running behind it, while the
-// reconciler requeues that job elsewhere. The exit wakes the wait through a
-// pidfd: no tick once the program's pipes are closed.
+// worker's CPU) by the reactor thread. The job's program dies with the
+// worker: before execve the child asks the kernel for SIGKILL when the
+// thread that started it goes away (PR_SET_PDEATHSIG; the reactor's, which
+// lives as long as the process). So a worker killed -9 leaves no job
+// running behind it, while the reconciler requeues that job elsewhere.
 ProcessOutcome run_process(const ProcessOptions& options, const std::atomic<StopReason>& stop, const LineSink& on_line);
 
 // The environment a job's program starts from, taken from the worker's own

@@ -20,6 +20,7 @@
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/text/text.hpp"
+#include "fd.hpp"
 
 namespace conveyor::worker {
 
@@ -38,22 +39,6 @@ constexpr auto kMaxBackoff = std::chrono::seconds(30);
 constexpr auto kStopTick = std::chrono::milliseconds(50);
 // stderr is only ever a stray line: cut into pieces like a process job's.
 constexpr std::size_t kMaxStderrLine = 64 * 1024;
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));

@@ -19,6 +19,7 @@
 #include "conveyor/model/job_config.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/worker.hpp"
+#include "executor.hpp"
 #include "finish_batch.hpp"
 #include "job_files.hpp"
 
@@ -33,6 +34,12 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// The executor's threads at most, whatever the concurrency: a job's program
+// runs on the reactor; these only prepare and record jobs.
+constexpr int kMaxExecutorThreads = 8;
+// Container jobs' setup and end (image pulls, runtime calls), at once.
+constexpr int kContainerThreads = 4;
 
 // ---------------------------------------------------------------- statements
 
@@ -232,13 +239,24 @@ config::Schema schema() {
 
 // ---------------------------------------------------------------- job
 
+// What one attempt runs with, prepared before it starts.
+struct Worker::Attempt {
+  fs::path out_dir;  // on this host
+  fs::path logs;     // the job's log folder
+  std::string image;
+  ProcessOptions options;
+  std::map<std::string, std::string> job_env;  // a container's whole environment
+  json meta;                                   // metadata.json
+  std::optional<std::string> image_digest;
+};
+
 struct Worker::Job {
   std::int64_t id = 0;
   std::string type;
   int attempt = 0;
   int max_attempts = 1;
   json config;
-  model::JobConfig cfg;  // config, parsed by run_job
+  model::JobConfig cfg;  // config, parsed by begin_job
   json params;
   std::string month;
   bool ran_before = false;  // an earlier run of this job was claimed (by any worker)
@@ -247,6 +265,11 @@ struct Worker::Job {
   // one's files and outcome are still being written.
   std::atomic<bool> slot_free{false};
   std::atomic<bool> finished{false};
+  // Set by begin_job, used by the steps after it (never at once by two threads).
+  std::unique_ptr<Attempt> run;
+  std::unique_ptr<LogFile> log;
+  // Resident and container jobs only: the thread that waits for them.
+  // Assigned and joined under the worker's mutex_.
   std::thread thread;
 };
 
@@ -399,6 +422,13 @@ void Worker::start() {
   }
   ctx_.metrics().gauge("conveyor_worker_running", "jobs this worker is running").set(0);
   finishes_ = std::make_unique<FinishBatch>(ctx_.db(), worker_id_);
+  Reactor::instance();  // its thread now: a worker that cannot have one does not start
+  // Enough threads that a job's files and outcome do not wait for another
+  // job's; the group commit (FinishBatch) batches what they record at once.
+  executor_ = std::make_unique<Executor>(std::clamp(concurrency(), 2, kMaxExecutorThreads));
+  // Container jobs' image pulls and runtime calls can take minutes: their
+  // own threads, so that process jobs never wait behind a pull.
+  if (runtime_) containers_ = std::make_unique<Executor>(kContainerThreads);
   monitor_ = std::thread([this] { monitor_main(); });
   if (runtime_) sweeper_ = std::thread([this] { sweeper_main(); });
 }
@@ -446,7 +476,8 @@ void Worker::claim() {
     job->ran_before = row["ran_before"].as_bool();
     ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1, job->max_attempts);
     // A retried job can be claimed again before reap_finished() saw its first
-    // attempt end: replace that entry, and join its thread outside the lock.
+    // attempt end: replace that entry, and join its thread (if it has one)
+    // outside the lock.
     std::shared_ptr<Job> previous;
     {
       std::lock_guard lock(mutex_);
@@ -455,9 +486,9 @@ void Worker::claim() {
         jobs_.erase(it);
       }
       jobs_.emplace(job->id, job);
-      job->thread = std::thread([this, job] { run_job(job); });
     }
-    if (previous && previous->thread.joinable()) previous->thread.join();
+    if (previous) join_thread(*previous);
+    executor_->post([this, job] { begin_job(job); });
   }
   ctx_.metrics()
       .gauge("conveyor_worker_running", "jobs this worker is running")
@@ -477,9 +508,7 @@ void Worker::reap_finished() {
       }
     }
   }
-  for (auto& job : done) {
-    if (job->thread.joinable()) job->thread.join();
-  }
+  for (auto& job : done) join_thread(*job);
   if (!done.empty()) {
     ctx_.metrics()
         .gauge("conveyor_worker_running", "jobs this worker is running")
@@ -509,8 +538,7 @@ void Worker::check_cancels() {
     // the old run, and stopping the new one would cancel a job nobody
     // canceled.
     if (it == jobs_.end() || it->second != asked[it->first]) continue;
-    StopReason expected = StopReason::none;
-    if (it->second->stop.compare_exchange_strong(expected, StopReason::canceled)) {
+    if (request_stop(it->second->stop, StopReason::canceled)) {
       ctx_.log()->info("job {} canceled: stopping its process group", it->first);
     }
   }
@@ -639,33 +667,88 @@ std::string timeout_text(const json& config) { return config.value("timeout_s", 
 
 }  // namespace
 
-// What one attempt runs with, prepared before it starts.
-struct Worker::Attempt {
-  fs::path out_dir;  // on this host
-  fs::path logs;     // the job's log folder
-  std::string image;
-  ProcessOptions options;
-  std::map<std::string, std::string> job_env;  // a container's whole environment
-  json meta;                                   // metadata.json
-  std::optional<std::string> image_digest;
-};
-
-void Worker::run_job(const std::shared_ptr<Job>& job) {
+// On the executor: the job's files and command, then its program on the
+// reactor; what waits for a resident or container job goes to a thread of
+// its own.
+void Worker::begin_job(const std::shared_ptr<Job>& job) {
   try {
     job->cfg = model::parse_job_config(job->config);
-    Attempt attempt = prepare_attempt(*job);
-    LogFile log(attempt.logs / "logs.txt");
-    log.write("conveyor",
-              fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1, job->max_attempts, name_,
-                          attempt.image.empty() ? "" : "image " + attempt.image + " ", attempt.meta["argv"].dump()));
-    note_refused_env(*job, log);
-    ProcessOutcome outcome;
-    if (run_attempt(*job, attempt, log, outcome)) record_attempt(*job, attempt, log, outcome);
+    job->run = std::make_unique<Attempt>(prepare_attempt(*job));
+    const Attempt& a = *job->run;
+    job->log = std::make_unique<LogFile>(a.logs / "logs.txt");
+    job->log->write("conveyor",
+                    fmt::format("attempt {} of {} on worker {}: {}{}", job->attempt + 1, job->max_attempts, name_,
+                                a.image.empty() ? "" : "image " + a.image + " ", a.meta["argv"].dump()));
+    note_refused_env(*job, *job->log);
+    if (job->cfg.runner == "resident") {
+      std::lock_guard lock(mutex_);
+      job->thread = std::thread([this, job] { run_on_thread(job); });
+      return;
+    }
+    if (!a.image.empty()) {
+      if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
+      containers_->post([this, job] { begin_container(job); });
+      return;
+    }
+    LogFile* log = job->log.get();
+    Reactor::instance().start(
+        a.options, &job->stop, [log](std::string_view stream, std::string_view line) { log->write(stream, line); },
+        [this, job](ProcessOutcome outcome) {
+          free_slot(*job);
+          executor_->post([this, job, outcome = std::move(outcome)] { complete_job(job, outcome); });
+        });
+  } catch (const ContainerError& e) {
+    container_failed(*job, *job->run, *job->log, e);
+    end_job(*job);
+  } catch (const std::exception& e) {
+    ctx_.log()->error("job {}: {}", job->id, e.what());
+    fail_internal(*job, "worker_error", e.what(), std::nullopt);
+    end_job(*job);
+  }
+}
+
+// On the executor, once the program has exited: the attempt's files and outcome.
+void Worker::complete_job(const std::shared_ptr<Job>& job, const ProcessOutcome& outcome) {
+  try {
+    record_attempt(*job, *job->run, *job->log, outcome);
   } catch (const std::exception& e) {
     ctx_.log()->error("job {}: {}", job->id, e.what());
     fail_internal(*job, "worker_error", e.what(), std::nullopt);
   }
-  job->finished = true;
+  end_job(*job);
+}
+
+// A resident job, on its own thread (ResidentPool::run waits for its
+// result on the calling thread).
+void Worker::run_on_thread(const std::shared_ptr<Job>& job) {
+  try {
+    const ProcessOutcome outcome = run_resident(*job, *job->run, *job->log);
+    record_attempt(*job, *job->run, *job->log, outcome);
+  } catch (const std::exception& e) {
+    ctx_.log()->error("job {}: {}", job->id, e.what());
+    fail_internal(*job, "worker_error", e.what(), std::nullopt);
+  }
+  end_job(*job);
+}
+
+// A resident or container job's thread, once the job has ended.
+void Worker::join_thread(Job& job) {
+  std::thread thread;
+  {
+    std::lock_guard lock(mutex_);
+    thread = std::move(job.thread);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+void Worker::end_job(Job& job) {
+  job.log.reset();  // its logs.txt is complete
+  job.run.reset();
+  {
+    // Under the lock: shutdown() and stop_threads() wait on job_done_ with it.
+    std::lock_guard lock(mutex_);
+    job.finished = true;
+  }
   job_done_.notify_all();
   ctx_.wake();  // a slot is free: claim again
 }
@@ -732,49 +815,40 @@ void Worker::note_refused_env(const Job& job, LogFile& log) {
                    names);
 }
 
-// Runs the attempt as a resident job, a process or a container. Returns
-// false when the job has already been finished here (a container that could
-// not start).
-bool Worker::run_attempt(Job& job, Attempt& a, LogFile& log, ProcessOutcome& outcome) {
-  const auto on_line = [&](std::string_view stream, std::string_view line) { log.write(stream, line); };
-  try {
-    if (job.cfg.runner == "resident") {
-      outcome = residents_.run(a.options,
-                               {.id = job.id,
-                                .attempt = job.attempt,
-                                .type = job.type,
-                                .params = job.params,
-                                .out_dir = a.out_dir,
-                                .program_dir = data_dir_ / "run" / "resident",
-                                .log = ctx_.log()},
-                               job.stop, on_line);
-    } else if (a.image.empty()) {
-      outcome = run_process(a.options, job.stop, on_line);
-    } else {
-      outcome = run_in_container(job, a.out_dir, a.options.argv, a.job_env, a.options, log, a.meta);
-      a.image_digest = a.meta.value("image_digest", std::string());
-    }
-    return true;
-  } catch (const ContainerError& e) {
-    if (const StopReason stop = job.stop.load(); stop != StopReason::none) {
-      // Canceled or shut down while the image was pulled: that, not a failure.
-      outcome.stopped = stop;
-      outcome.started = outcome.ended = std::chrono::system_clock::now();
-      log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
-                                                         : "the worker shut down before the container started");
-      finish_job(job, outcome, a.logs.string(), {}, AttemptCost{});
-      return false;
-    }
-    log.write("conveyor", e.what());
-    if (auto d = a.meta.find("image_digest"); d != a.meta.end() && d->is_string()) {
-      a.image_digest = d->get<std::string>();
-    }
-    a.meta["message"] = e.what();
-    write_json_file(a.logs / "metadata.json", a.meta);
-    ctx_.log()->error("job {}: {}", job.id, e.what());
-    fail_internal(job, e.subtype(), e.what(), a.image_digest);
-    return false;
+// A resident job's attempt, on the calling thread until its result.
+ProcessOutcome Worker::run_resident(Job& job, Attempt& a, LogFile& log) {
+  return residents_.run(a.options,
+                        {.id = job.id,
+                         .attempt = job.attempt,
+                         .type = job.type,
+                         .params = job.params,
+                         .out_dir = a.out_dir,
+                         .program_dir = data_dir_ / "run" / "resident",
+                         .log = ctx_.log()},
+                        job.stop, [&log](std::string_view stream, std::string_view line) { log.write(stream, line); });
+}
+
+// A container job that could not run for a reason of Conveyor's, or was
+// stopped before its container started: finished here.
+void Worker::container_failed(Job& job, Attempt& a, LogFile& log, const ContainerError& e) {
+  if (const StopReason stop = job.stop.load(); stop != StopReason::none) {
+    // Canceled or shut down while the image was pulled: that, not a failure.
+    ProcessOutcome outcome;
+    outcome.stopped = stop;
+    outcome.started = outcome.ended = std::chrono::system_clock::now();
+    log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
+                                                       : "the worker shut down before the container started");
+    finish_job(job, outcome, a.logs.string(), {}, AttemptCost{});
+    return;
   }
+  log.write("conveyor", e.what());
+  if (auto d = a.meta.find("image_digest"); d != a.meta.end() && d->is_string()) {
+    a.image_digest = d->get<std::string>();
+  }
+  a.meta["message"] = e.what();
+  write_json_file(a.logs / "metadata.json", a.meta);
+  ctx_.log()->error("job {}: {}", job.id, e.what());
+  fail_internal(job, e.subtype(), e.what(), a.image_digest);
 }
 
 // How the attempt ended, in words, for its log and metadata.
@@ -823,12 +897,12 @@ void Worker::record_attempt(Job& job, Attempt& a, LogFile& log, const ProcessOut
   finish_job(job, outcome, a.logs.string(), outputs, cost);
 }
 
-// The container path of run_job: removes what an earlier attempt of this
-// job left on this host, resolves the image (pulling it), gives the output
-// dir to the container's user, then runs it. Records the image in `meta`.
-ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir, const std::vector<std::string>& argv,
-                                        const std::map<std::string, std::string>& env, const ProcessOptions& options,
-                                        LogFile& log, json& meta) {
+// What a container job needs before its container starts (blocking:
+// runtime calls): removes what an earlier attempt of this job left on this
+// host, resolves the image (pulling it), gives the output dir to the
+// container's user. Records the image in `meta`. Throws ContainerError.
+ContainerSpec Worker::container_spec(Job& job, const fs::path& out_dir, const std::vector<std::string>& argv,
+                                     const std::map<std::string, std::string>& env, LogFile& log, json& meta) {
   if (!runtime_) throw ContainerError("container_runtime", runtime_why_);
   const std::string& image = job.cfg.image;
   // Nothing runs twice: whatever container an earlier run of this job left
@@ -871,8 +945,56 @@ ProcessOutcome Worker::run_in_container(Job& job, const fs::path& out_dir, const
   spec.keep_id = container_keep_id_;
   spec.cgroup_parent = container_cgroup(cgroup_base_, installation_, job.id, job.attempt);
   spec.env_dir = env_dir();
-  return run_container(*runtime_, spec, options, job.stop,
-                       [&](std::string_view stream, std::string_view line) { log.write(stream, line); });
+  return spec;
+}
+
+// On the container executor: the image and the container's start; its
+// end comes back through complete_container.
+void Worker::begin_container(const std::shared_ptr<Job>& job) {
+  Attempt& a = *job->run;
+  LogFile& log = *job->log;
+  try {
+    try {
+      if (job->stop.load() != StopReason::none) throw ContainerError("container_runtime", "stopped before it started");
+      const ContainerSpec spec = container_spec(*job, a.out_dir, a.options.argv, a.job_env, log, a.meta);
+      a.image_digest = a.meta.value("image_digest", std::string());
+      start_container(
+          *runtime_, spec, a.options, job->stop,
+          [&log](std::string_view stream, std::string_view line) { log.write(stream, line); },
+          [this, job](std::shared_ptr<ContainerRun> run, ProcessOutcome client) {
+            free_slot(*job);
+            containers_->post([this, job, run = std::move(run), client = std::move(client)] {
+              complete_container(job, *run, client);
+            });
+          });
+      return;
+    } catch (const ContainerError& e) {
+      container_failed(*job, a, log, e);
+    }
+  } catch (const std::exception& e) {
+    ctx_.log()->error("job {}: {}", job->id, e.what());
+    fail_internal(*job, "worker_error", e.what(), std::nullopt);
+  }
+  end_job(*job);
+}
+
+// On the container executor, once the runtime client has exited.
+void Worker::complete_container(const std::shared_ptr<Job>& job, ContainerRun& run, const ProcessOutcome& client) {
+  Attempt& a = *job->run;
+  LogFile& log = *job->log;
+  try {
+    std::optional<ProcessOutcome> outcome;
+    try {
+      outcome = finish_container(run, client);
+    } catch (const ContainerError& e) {
+      container_failed(*job, a, log, e);
+    }
+    if (outcome) record_attempt(*job, a, log, *outcome);
+  } catch (const std::exception& e) {
+    ctx_.log()->error("job {}: {}", job->id, e.what());
+    fail_internal(*job, "worker_error", e.what(), std::nullopt);
+  }
+  end_job(*job);
 }
 
 AttemptCost attempt_cost(const ProcessOutcome& outcome, const std::optional<std::string>& digest) {
@@ -1069,8 +1191,7 @@ void Worker::shutdown() {
       return std::all_of(jobs_.begin(), jobs_.end(), [](const auto& kv) { return kv.second->finished.load(); });
     });
     for (auto& [id, job] : jobs_) {
-      StopReason expected = StopReason::none;
-      if (!job->finished && job->stop.compare_exchange_strong(expected, StopReason::shutdown)) {
+      if (!job->finished && request_stop(job->stop, StopReason::shutdown)) {
         ctx_.log()->warn("job {} still running after the shutdown grace: stopping and requeueing", id);
       }
     }
@@ -1094,25 +1215,28 @@ void Worker::stop_threads() {
   outcome_cv_.notify_all();
   std::vector<std::shared_ptr<Job>> jobs;
   {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     for (auto& [id, job] : jobs_) {
-      StopReason expected = StopReason::none;
-      job->stop.compare_exchange_strong(expected, StopReason::shutdown);
+      request_stop(job->stop, StopReason::shutdown);
       jobs.push_back(job);
     }
+    // Every job to its end: its program stopped, its outcome recorded (or
+    // given up at outcome_deadline_).
+    job_done_.wait(
+        lock, [&] { return std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->finished.load(); }); });
   }
-  for (auto& job : jobs) {
-    if (job->thread.joinable()) job->thread.join();
-  }
+  for (auto& job : jobs) join_thread(*job);
   {
     std::lock_guard lock(mutex_);
     jobs_.clear();
   }
+  containers_.reset();  // nothing is left for them to run
+  executor_.reset();
   {
     std::lock_guard lock(monitor_mutex_);
     monitor_stop_ = true;
   }
-  sweep_stop_ = StopReason::shutdown;
+  request_stop(sweep_stop_, StopReason::shutdown);
   monitor_cv_.notify_all();
   if (monitor_.joinable()) monitor_.join();
   if (sweeper_.joinable()) sweeper_.join();

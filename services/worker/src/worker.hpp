@@ -46,15 +46,18 @@ nlohmann::json usage_json(const AttemptCost& cost, const std::string& source);
 inline constexpr const char* kServiceName = "conveyor-worker";
 
 class FinishBatch;
+class Executor;
 
 // runtime::service_schema() plus the worker's keys: CONVEYOR_WORKER_NAME,
 // CONVEYOR_WORKER_CONCURRENCY, CONVEYOR_WORKER_POOL, CONVEYOR_KILL_GRACE_MS.
 config::Schema schema();
 
 // One worker instance. Created in the runtime's setup(), driven by loop() on
-// the main thread; owns one thread per running job and a monitor thread
-// (heartbeat, cancel checks). Public methods are called from the main
-// thread only; internal state shared with the threads is guarded.
+// the main thread. Its jobs' programs run on the process's Reactor (one
+// thread for all of them); the blocking parts of a job (its files, its
+// outcome) on a small Executor; a monitor thread heartbeats and checks
+// cancels. Resident jobs still wait on a thread each (see the README). Public methods are called from the main thread
+// only; internal state shared with the threads is guarded.
 class Worker {
  public:
   explicit Worker(runtime::Context& ctx);
@@ -81,10 +84,20 @@ class Worker {
   void reap_finished();
   void monitor_main();
   struct Attempt;
-  void run_job(const std::shared_ptr<Job>& job);
+  // A job's steps: begin_job (executor) prepares it and starts its program
+  // on the reactor, or hands it to a thread of its own (resident,
+  // container: run_on_thread); complete_job (executor) records it.
+  void begin_job(const std::shared_ptr<Job>& job);
+  void complete_job(const std::shared_ptr<Job>& job, const ProcessOutcome& outcome);
+  void run_on_thread(const std::shared_ptr<Job>& job);
+  void begin_container(const std::shared_ptr<Job>& job);
+  void complete_container(const std::shared_ptr<Job>& job, ContainerRun& run, const ProcessOutcome& client);
+  void end_job(Job& job);
+  void join_thread(Job& job);
   Attempt prepare_attempt(Job& job);
   void note_refused_env(const Job& job, LogFile& log);
-  bool run_attempt(Job& job, Attempt& attempt, LogFile& log, ProcessOutcome& outcome);
+  ProcessOutcome run_resident(Job& job, Attempt& attempt, LogFile& log);
+  void container_failed(Job& job, Attempt& attempt, LogFile& log, const ContainerError& e);
   void record_attempt(Job& job, Attempt& attempt, LogFile& log, const ProcessOutcome& outcome);
   static std::string ending_of(const Job& job, const ProcessOutcome& outcome);
   void rerender_attempt(const Job& job, const std::filesystem::path& out_dir, std::vector<std::string>& argv);
@@ -107,9 +120,8 @@ class Worker {
   void sweeper_main();
   std::filesystem::path env_dir() const;
   void remove_stale_env_files();
-  ProcessOutcome run_in_container(Job& job, const std::filesystem::path& out_dir, const std::vector<std::string>& argv,
-                                  const std::map<std::string, std::string>& env, const ProcessOptions& options,
-                                  LogFile& log, nlohmann::json& meta);
+  ContainerSpec container_spec(Job& job, const std::filesystem::path& out_dir, const std::vector<std::string>& argv,
+                               const std::map<std::string, std::string>& env, LogFile& log, nlohmann::json& meta);
 
   runtime::Context& ctx_;
   std::string name_;
@@ -158,6 +170,8 @@ class Worker {
   std::thread monitor_;
   std::thread sweeper_;                    // container sweeps (runtime calls), on monitor_cv_ too
   std::unique_ptr<FinishBatch> finishes_;  // group commit of processed outcomes (after start())
+  std::unique_ptr<Executor> executor_;     // prepares and records jobs (after start(), until stop_threads())
+  std::unique_ptr<Executor> containers_;   // container jobs' setup and end (with a runtime only)
   ResidentPool residents_;                 // the programs of "runner": "resident" types
   std::atomic<StopReason> sweep_stop_{StopReason::none};
 };

@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -322,6 +324,43 @@ TEST_F(WorkerTest, AContainerJobsEnvironmentHoldsNothingOfTheWorkers) {
   EXPECT_EQ(env.at("CONVEYOR_OUTPUT_DIR"), "/conveyor/output/");
 }
 
+// The container path where no container runtime is at hand: a stand-in
+// for podman (a script: the `run` client executes the job's argv itself,
+// `stop` sends it SIGTERM). A container job's client runs on the reactor
+// like a process job; its cancel stops it through the runtime's `stop`.
+TEST_F(WorkerTest, AContainerJobsClientRunsOnTheReactorAndACancelStopsItThroughTheRuntime) {
+  const fs::path runtime = data_dir_ / "runtime" / "podman";
+  fs::create_directories(runtime.parent_path());
+  std::ofstream(runtime) << "#!/bin/sh\n"
+                            "dir=$(dirname \"$0\")\n"
+                            "case \"$1\" in\n"
+                            "  info) echo systemd ;;\n"
+                            "  image) echo '[{\"Id\":\"sha256:0123\",\"Digest\":\"sha256:4567\"}]' ;;\n"
+                            "  stop) echo \"$4\" >> \"$dir/stopped\"; kill -TERM \"$(cat \"$dir/$4.pid\")\" ;;\n"
+                            "  run) name=$4\n"
+                            "    while [ \"$1\" != sha256:0123 ]; do shift; done; shift\n"
+                            "    echo $$ > \"$dir/$name.pid\"\n"
+                            "    exec \"$@\" ;;\n"
+                            "esac\n";
+  fs::permissions(runtime, fs::perms::owner_all);
+  start_worker({{"CONVEYOR_CONTAINER_RUNTIME", runtime.string()}, {"CONVEYOR_CONTAINER_CGROUP_PARENT", ""}});
+  const auto done = queue_job({{"image", "localhost/stand-in:1"}, {"argv", {"echo", "from the container"}}});
+  ASSERT_TRUE(wait_status(done, "processed"));
+  const std::string logs = read_text(job_log_dir(done) / "logs.txt");
+  EXPECT_NE(logs.find(" stdout from the container\n"), std::string::npos) << logs;
+
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "7";
+  const auto id = queue_job({{"image", "localhost/stand-in:1"}, {"argv", {"sleep", secs}}});
+  ASSERT_TRUE(wait_status(id, "started"));
+  ASSERT_TRUE(wait_until([&] { return process_running("^sleep " + secs + "$"); }, 10s));
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + std::to_string(id));
+  ASSERT_TRUE(wait_status(id, "canceled", 15s));
+  EXPECT_FALSE(process_running("^sleep " + secs + "$"));
+  EXPECT_NE(read_text(runtime.parent_path() / "stopped").find("conveyor-job-" + std::to_string(id) + "-0"),
+            std::string::npos)
+      << "not stopped through the runtime";
+}
+
 TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {
   start_worker();
   const auto id = queue_job({{"argv", {"echo", "hello world; echo injected", "$HOME"}}});
@@ -514,6 +553,58 @@ TEST_F(WorkerTest, AProgramThatClosedItsOutputIsWaitedForWithoutATick) {
   const auto at = metrics.body.find(name);
   ASSERT_NE(at, std::string::npos) << metrics.body;
   EXPECT_LE(std::stod(metrics.body.substr(at + name.size())), 50.0);
+}
+
+// Issue 14: no thread per job. 32 jobs sleeping three seconds run at once
+// (concurrency 32) on the worker's reactor: the worker has no more threads
+// while they run than once it had run one job, and all 32 end processed.
+TEST_F(WorkerTest, ThirtyTwoJobsAtOnceAddNoThreadPerJob) {
+  constexpr int kJobs = 32;
+  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", std::to_string(kJobs)}});
+  const fs::path tasks = "/proc/" + std::to_string(worker_->pid()) + "/task";
+  auto threads = [&] {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(tasks, ec), end; !ec && it != end; it.increment(ec)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  const std::size_t settled = threads();
+  // All queued in one go, so that they can all be claimed at once.
+  std::string ids;
+  for (const auto& row : db_.query("INSERT INTO conveyor.job (job_type, max_attempts) SELECT 'test', 1 "
+                                   "FROM generate_series(1, " +
+                                   std::to_string(kJobs) + ") RETURNING id")) {
+    ids += (ids.empty() ? "" : ",") + row[0];
+  }
+  const std::string which = " WHERE id IN (" + ids + ");\n";
+  db_.exec("UPDATE conveyor.job SET status = 'configured', config = " +
+           sql_literal(json{{"argv", {"sleep", "3"}}}.dump()) + "::jsonb" + which +
+           "UPDATE conveyor.job SET status = 'ready'" + which + "UPDATE conveyor.job SET status = 'queued'" + which);
+  const std::string count =
+      "SELECT count(*) FILTER (WHERE status = 'started') || ' ' || "
+      "count(*) FILTER (WHERE status = 'processed') FROM conveyor.job WHERE id IN (" +
+      ids + ")";
+  std::size_t most_threads = 0;
+  int most_started = 0;
+  const bool all_done = wait_until(
+      [&] {
+        most_threads = std::max(most_threads, threads());
+        std::istringstream in(db_.query_value(count));
+        int started = 0;
+        int processed = 0;
+        in >> started >> processed;
+        most_started = std::max(most_started, started);
+        return processed == kJobs;
+      },
+      60s);
+  EXPECT_TRUE(all_done) << db_.query_value(count) << "; worker log:\n" << read_text(data_dir_ / "worker.log");
+  EXPECT_GE(most_started, kJobs / 2) << "the jobs did not run at once";
+  // A little slack for threads the worker's libraries start on their own.
+  EXPECT_LE(most_threads, settled + 2) << "from " << settled << " threads to " << most_threads << " with " << kJobs
+                                       << " jobs running";
+  std::printf("worker threads: %zu after one job, at most %zu with up to %d of %d jobs running at once\n", settled,
+              most_threads, most_started, kJobs);
 }
 
 // The worker's capacity is the system parameter when it is given none of

@@ -1,16 +1,20 @@
-// run_process (services/worker/src/process.cpp): how a job's program is
-// started and watched. Real processes; no database.
+// run_process and the Reactor (services/worker/src/process.cpp): how a
+// job's program is started and watched. Real processes; no database.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,6 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 using conveyor::worker::ProcessOptions;
 using conveyor::worker::ProcessOutcome;
+using conveyor::worker::Reactor;
+using conveyor::worker::request_stop;
 using conveyor::worker::run_process;
 using conveyor::worker::StopReason;
 using namespace std::chrono_literals;
@@ -152,6 +158,115 @@ TEST(RunProcess, AnExitAfterThePipesClosedIsAWakeUpNotATick) {
   const auto r = run(options_for({"sh", "-c", "exec >&- 2>&-; sleep 0.5"}));
   EXPECT_EQ(r.outcome.exit_code, 0);
   EXPECT_LE(r.outcome.wakeups, 25) << "the wait polls instead of waiting for the exit";
+}
+
+std::size_t thread_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// Outcomes of programs started on the reactor, as they come.
+class Outcomes {
+ public:
+  void add(ProcessOutcome o) {
+    {
+      std::lock_guard lock(mutex_);
+      outcomes_.push_back(std::move(o));
+    }
+    cv_.notify_all();
+  }
+  // Waits up to `timeout` for `n` outcomes, calling `meanwhile` every 20 ms.
+  bool wait(
+      std::size_t n, std::chrono::milliseconds timeout, const std::function<void()>& meanwhile = [] {}) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::unique_lock lock(mutex_);
+    while (outcomes_.size() < n && std::chrono::steady_clock::now() < deadline) {
+      lock.unlock();
+      meanwhile();
+      lock.lock();
+      cv_.wait_for(lock, 20ms, [&] { return outcomes_.size() >= n; });
+    }
+    return outcomes_.size() >= n;
+  }
+  std::vector<ProcessOutcome> all() {
+    std::lock_guard lock(mutex_);
+    return outcomes_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<ProcessOutcome> outcomes_;
+};
+
+// Issue 14: no thread per job. 32 programs sleeping a second at once run on
+// the reactor's one thread: this process has no more threads while they
+// run than before they started, and they end together (a second, not 32).
+TEST(Reactor, ThirtyTwoProgramsAtOnceAddNoThread) {
+  constexpr std::size_t kPrograms = 32;
+  auto& reactor = Reactor::instance();
+  const std::size_t before = thread_count();
+  Outcomes done;
+  std::atomic<StopReason> stop{StopReason::none};
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < kPrograms; ++i) {
+    reactor.start(
+        options_for({"sleep", "1"}), &stop, [](std::string_view, std::string_view) {},
+        [&](ProcessOutcome o) { done.add(std::move(o)); });
+  }
+  std::size_t most = 0;
+  std::size_t most_running = 0;
+  ASSERT_TRUE(done.wait(kPrograms, 20s, [&] {
+    most = std::max(most, thread_count());
+    most_running = std::max(most_running, reactor.running());
+  }));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LE(most, before) << "threads grew while " << kPrograms << " programs ran";
+  EXPECT_GT(most_running, kPrograms / 2) << "they did not run at once";
+  EXPECT_LT(took, 8s) << "they ran one after the other";
+  for (const auto& o : done.all()) {
+    EXPECT_EQ(o.exit_code, 0);
+    EXPECT_FALSE(o.spawn_error.has_value());
+  }
+  EXPECT_EQ(reactor.running(), 0u);
+}
+
+// A stop request wakes the reactor at once (an eventfd, no tick): the
+// program is stopped as soon as it is asked, and the wait for it is a few
+// wake-ups.
+TEST(Reactor, AStopRequestFromAnotherThreadStopsTheProgramAtOnce) {
+  std::atomic<StopReason> stop{StopReason::none};
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool up = false;
+  Outcomes done;
+  auto o = options_for({"sh", "-c", "echo up; exec sleep 30"});
+  o.kill_grace = 5s;
+  Reactor::instance().start(
+      o, &stop,
+      [&](std::string_view, std::string_view line) {
+        if (line != "up") return;
+        {
+          std::lock_guard lock(mutex);
+          up = true;
+        }
+        cv.notify_all();
+      },
+      [&](ProcessOutcome outcome) { done.add(std::move(outcome)); });
+  {
+    std::unique_lock lock(mutex);
+    ASSERT_TRUE(cv.wait_for(lock, 10s, [&] { return up; }));
+  }
+  const auto asked = std::chrono::steady_clock::now();
+  ASSERT_TRUE(request_stop(stop, StopReason::canceled));
+  EXPECT_FALSE(request_stop(stop, StopReason::shutdown)) << "a second request replaced the first";
+  ASSERT_TRUE(done.wait(1, 10s));
+  EXPECT_LT(std::chrono::steady_clock::now() - asked, 2s);
+  const auto outcome = done.all().front();
+  EXPECT_EQ(outcome.stopped, StopReason::canceled);
+  EXPECT_EQ(outcome.term_signal, SIGTERM);
+  EXPECT_LE(outcome.wakeups, 6);
 }
 
 // Not a check: what one `sleep 0` costs the worker (this process) and in
