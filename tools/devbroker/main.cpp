@@ -223,28 +223,19 @@ bool ports_as_requested(const std::string& bootstrap, int first, int n) {
   return true;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  Args args = parse_args(argc, argv);
-
-  // Block the stop signals before librdkafka starts its threads, so they
-  // inherit the mask and only sigwait() below sees them.
+// Blocks SIGTERM and SIGINT in this thread (and the threads it starts) and
+// returns them, for sigwait().
+sigset_t block_stop_signals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  return stop_signals;
+}
 
-  if (args.port != 0) {
-    int busy = 0;
-    if (int err = check_ports_free(args.port, args.brokers, &busy); err != 0) {
-      std::cerr << "conveyor-devbroker: cannot listen on 127.0.0.1:" << busy << ": " << std::strerror(err) << "\n";
-      return 1;
-    }
-  }
-
+// The handle that hosts the mock cluster; nullptr (said on stderr) if it cannot be made.
+rd_kafka_t* new_cluster_handle() {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   // log_level 4: warnings and worse; hides the notice that this handle has
@@ -252,15 +243,17 @@ int main(int argc, char** argv) {
   for (const auto& [name, value] : {std::pair{"client.id", "conveyor-devbroker"}, std::pair{"log_level", "4"}}) {
     if (rd_kafka_conf_set(conf, name, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK) {
       std::cerr << "conveyor-devbroker: " << name << ": " << errstr << "\n";
-      return 1;
+      return nullptr;
     }
   }
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  if (rk == nullptr) {
-    std::cerr << "conveyor-devbroker: cannot create the mock cluster's handle: " << errstr << "\n";
-    return 1;
-  }
+  if (rk == nullptr) std::cerr << "conveyor-devbroker: cannot create the mock cluster's handle: " << errstr << "\n";
+  return rk;
+}
 
+// The mock cluster's brokers, on the ports asked for (--port); nullptr (said
+// on stderr) if it cannot start there.
+rd_kafka_mock_cluster_t* start_cluster(rd_kafka_t* rk, const Args& args) {
   g_ports_left.store(args.port != 0 ? args.brokers : 0);
   g_next_port.store(args.port);
   rd_kafka_mock_cluster_t* cluster = rd_kafka_mock_cluster_new(rk, args.brokers);
@@ -272,46 +265,72 @@ int main(int argc, char** argv) {
       std::cerr << ": bind 127.0.0.1:" << args.port << ": " << std::strerror(e);
     }
     std::cerr << "\n";
-    rd_kafka_destroy(rk);
-    return 1;
+    return nullptr;
   }
-  std::string bootstrap = rd_kafka_mock_cluster_bootstraps(cluster);
+  const std::string bootstrap = rd_kafka_mock_cluster_bootstraps(cluster);
   if (args.port != 0 && !ports_as_requested(bootstrap, args.port, args.brokers)) {
     std::cerr << "conveyor-devbroker: asked for port " << args.port << " but the mock cluster"
               << " listens on " << bootstrap << "\n";
     rd_kafka_mock_cluster_destroy(cluster);
-    rd_kafka_destroy(rk);
-    return 1;
+    return nullptr;
   }
+  return cluster;
+}
 
+bool create_topics(rd_kafka_mock_cluster_t* cluster, const Args& args) {
   int replication = args.brokers < 3 ? args.brokers : 3;
   for (const auto& topic : args.topics) {
     rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(cluster, topic.c_str(), args.partitions, replication);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       std::cerr << "conveyor-devbroker: topic " << topic << ": " << rd_kafka_err2str(err) << "\n";
-      rd_kafka_mock_cluster_destroy(cluster);
-      rd_kafka_destroy(rk);
-      return 1;
+      return false;
     }
   }
+  return true;
+}
 
+// The bootstrap servers to --bootstrap-file and stdout, where the starter waits for them.
+bool publish_bootstrap(rd_kafka_mock_cluster_t* cluster, const Args& args) {
+  const std::string bootstrap = rd_kafka_mock_cluster_bootstraps(cluster);
   if (!args.bootstrap_file.empty() && !write_atomically(args.bootstrap_file, bootstrap)) {
     std::cerr << "conveyor-devbroker: --bootstrap-file " << args.bootstrap_file
               << ": cannot write: " << std::strerror(errno) << "\n";
-    rd_kafka_mock_cluster_destroy(cluster);
-    rd_kafka_destroy(rk);
-    return 1;
+    return false;
   }
   std::cout << bootstrap << std::endl;  // endl: readers wait for this line
+  return true;
+}
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+}  // namespace
 
-  rd_kafka_mock_cluster_destroy(cluster);
+int main(int argc, char** argv) {
+  Args args = parse_args(argc, argv);
+
+  // Block the stop signals before librdkafka starts its threads, so they
+  // inherit the mask and only sigwait() below sees them.
+  const sigset_t stop_signals = block_stop_signals();
+  std::signal(SIGPIPE, SIG_IGN);
+
+  if (args.port != 0) {
+    int busy = 0;
+    if (int err = check_ports_free(args.port, args.brokers, &busy); err != 0) {
+      std::cerr << "conveyor-devbroker: cannot listen on 127.0.0.1:" << busy << ": " << std::strerror(err) << "\n";
+      return 1;
+    }
+  }
+  rd_kafka_t* rk = new_cluster_handle();
+  if (rk == nullptr) return 1;
+  rd_kafka_mock_cluster_t* cluster = start_cluster(rk, args);
+  const bool serving = cluster != nullptr && create_topics(cluster, args) && publish_bootstrap(cluster, args);
+  if (serving) {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+  }
+  if (cluster != nullptr) rd_kafka_mock_cluster_destroy(cluster);
   rd_kafka_destroy(rk);
-  if (!args.bootstrap_file.empty()) {
+  if (serving && !args.bootstrap_file.empty()) {
     std::error_code ec;
     std::filesystem::remove(args.bootstrap_file, ec);
   }
-  return 0;
+  return serving ? 0 : 1;
 }

@@ -172,44 +172,52 @@ std::string utc_now() {
   return s;
 }
 
-int product_cmd(const std::vector<std::string>& args) {
+// What `product` was asked for.
+struct ProductArgs {
   std::string kind, tile, date, out;
   std::vector<std::string> inputs;
+};
+
+// Reads `product`'s options into `a`; 0, or usage()'s exit code.
+int parse_product_args(const std::vector<std::string>& args, ProductArgs& a) {
   for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
+    const std::string& arg = args[i];
     auto value = [&](std::string& into) {
       if (i + 1 >= args.size()) return false;
       into = args[++i];
       return true;
     };
     bool ok = true;
-    if (a == "--kind") ok = value(kind);
-    else if (a == "--tile") ok = value(tile);
-    else if (a == "--date") ok = value(date);
-    else if (a == "--out") ok = value(out);
-    else if (a == "--input") {
+    if (arg == "--kind") ok = value(a.kind);
+    else if (arg == "--tile") ok = value(a.tile);
+    else if (arg == "--date") ok = value(a.date);
+    else if (arg == "--out") ok = value(a.out);
+    else if (arg == "--input") {
       std::string p;
       ok = value(p);
-      inputs.push_back(p);
-    } else if (a.rfind("--", 0) == 0) return usage("product: unknown option " + a);
-    else inputs.push_back(a);  // {inputs} expands to bare paths
-    if (!ok) return usage("product: " + a + " needs a value");
+      a.inputs.push_back(p);
+    } else if (arg.rfind("--", 0) == 0) return usage("product: unknown option " + arg);
+    else a.inputs.push_back(arg);  // {inputs} expands to bare paths
+    if (!ok) return usage("product: " + arg + " needs a value");
   }
-  if (kind.empty() || tile.empty() || date.empty() || out.empty()) {
+  if (a.kind.empty() || a.tile.empty() || a.date.empty() || a.out.empty()) {
     return usage("product: --kind, --tile, --date and --out are required");
   }
   // These become a file name: refuse anything that could leave DIR.
   static const std::regex safe("^[A-Za-z0-9][A-Za-z0-9._-]*$");
-  const std::pair<const char*, const std::string*> named[] = {{"--kind", &kind}, {"--tile", &tile}, {"--date", &date}};
+  const std::pair<const char*, const std::string*> named[] = {
+      {"--kind", &a.kind}, {"--tile", &a.tile}, {"--date", &a.date}};
   for (const auto& [name, v] : named) {
     if (!std::regex_match(*v, safe)) {
       return usage(std::string("product: ") + name + " '" + *v + "' must be [A-Za-z0-9._-]");
     }
   }
-  std::cout << "product " << kind << " for tile " << tile << " on " << date << ": " << inputs.size() << " input(s)"
-            << std::endl;
+  return 0;
+}
 
-  std::vector<InputInfo> read;
+// Reads every input (a file, or every regular file of a directory: an
+// upstream job's output) into `read`; 0, or kExitInput.
+int read_inputs(const std::vector<std::string>& inputs, std::vector<InputInfo>& read) {
   for (const auto& in : inputs) {
     std::error_code ec;
     const fs::path p(in);
@@ -241,19 +249,26 @@ int product_cmd(const std::vector<std::string>& args) {
       read.push_back(info);
     }
   }
+  return 0;
+}
 
+// Writes OUT/<kind>_<tile>_<date>.json naming the inputs read; 0, or 1.
+int write_product(const ProductArgs& a, const std::vector<InputInfo>& read) {
   std::error_code ec;
-  fs::create_directories(out, ec);
+  fs::create_directories(a.out, ec);
   if (ec) {
-    std::cerr << "cannot create output directory " << out << ": " << ec.message() << std::endl;
+    std::cerr << "cannot create output directory " << a.out << ": " << ec.message() << std::endl;
     return 1;
   }
-  nlohmann::json doc = {
-      {"kind", kind}, {"tile", tile}, {"date", date}, {"created_at", utc_now()}, {"inputs", nlohmann::json::array()}};
+  nlohmann::json doc = {{"kind", a.kind},
+                        {"tile", a.tile},
+                        {"date", a.date},
+                        {"created_at", utc_now()},
+                        {"inputs", nlohmann::json::array()}};
   for (const auto& r : read) {
     doc["inputs"].push_back({{"path", r.path}, {"size", r.size}, {"fnv1a", hex(r.fnv1a)}});
   }
-  const fs::path file = fs::path(out) / (kind + "_" + tile + "_" + date + ".json");
+  const fs::path file = fs::path(a.out) / (a.kind + "_" + a.tile + "_" + a.date + ".json");
   // Write then rename, so a reader never sees half a product.
   const fs::path tmp = file.string() + ".tmp";
   {
@@ -271,6 +286,16 @@ int product_cmd(const std::vector<std::string>& args) {
   }
   std::cout << "wrote " << file.string() << std::endl;
   return 0;
+}
+
+int product_cmd(const std::vector<std::string>& args) {
+  ProductArgs a;
+  if (const int rc = parse_product_args(args, a); rc != 0) return rc;
+  std::cout << "product " << a.kind << " for tile " << a.tile << " on " << a.date << ": " << a.inputs.size()
+            << " input(s)" << std::endl;
+  std::vector<InputInfo> read;
+  if (const int rc = read_inputs(a.inputs, read); rc != 0) return rc;
+  return write_product(a, read);
 }
 
 }  // namespace

@@ -564,6 +564,67 @@ int complete(const std::vector<std::string>& words, std::ostream& out) {
   return kExitOk;
 }
 
+// The command's words with --json taken out (it sets `json`); `help NOUN
+// [VERB]` becomes `NOUN [VERB] --help`.
+std::vector<std::string> command_words(const std::vector<std::string>& split_args, bool& json) {
+  std::vector<std::string> args;
+  json = false;
+  for (const auto& a : split_args) {
+    if (a == "--json") json = true;
+    else args.push_back(a);
+  }
+  if (args.size() > 1 && is_help(args[0]) && find_noun(args[1])) {
+    args.erase(args.begin());
+    args.emplace_back("--help");
+  }
+  return args;
+}
+
+// `conveyor completion bash|zsh`: the script to source.
+int completion_script(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (args.size() == 2 && args[1] == "bash") return out << kBashCompletion, kExitOk;
+  if (args.size() == 2 && args[1] == "zsh") return out << kZshCompletion, kExitOk;
+  if (args.size() == 2 && is_help(args[1])) return out << "usage: conveyor completion bash|zsh\n", kExitOk;
+  err << "usage: conveyor completion bash|zsh   (bash: source <(conveyor completion bash))\n";
+  return kExitUsage;
+}
+
+// Help needs no configuration: when it cannot be loaded, help still prints
+// (with the defaults), and a command that goes on to need the database
+// reports why (g_config_error).
+config::Config load_cli_config(const std::vector<std::filesystem::path>& env_files, bool wants_help) {
+  g_config_error = nullptr;
+  try {
+    return config::load(cli_schema(), env_files, config::process_environment());
+  } catch (const Error&) {
+    if (!wants_help) throw;
+    g_config_error = std::current_exception();
+    return config::load(cli_schema(), {}, {});
+  }
+}
+
+// Runs the command `args` names (after the built-in ones: help, completion, version).
+int run_command(const config::EnvFileArgs& split, std::ostream& out, std::ostream& err) {
+  bool json = false;
+  const std::vector<std::string> args = command_words(split.args, json);
+  if (args.empty() || is_help(args[0])) {
+    (args.empty() ? err : out) << kUsage;
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  if (args[0] == "completion") return completion_script(args, out, err);
+  if (args[0] == "version" || args[0] == "--version") {
+    out << "conveyor " << CONVEYOR_CLI_VERSION << "\n";
+    return kExitOk;
+  }
+  Context ctx{load_cli_config(split.env_files, std::any_of(args.begin(), args.end(), is_help)), json, out, err};
+  if (!g_config_error)
+    for (const auto& w : ctx.config.warnings()) err << "conveyor: warning: " << w << "\n";
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (const auto* noun = find_noun(args[0])) return noun->run(ctx, rest);
+  err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
+  return kExitUsage;
+}
+
 }  // namespace
 
 int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::ostream& err) {
@@ -571,53 +632,7 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
     if (!raw_args.empty() && raw_args[0] == "__complete") {
       return complete(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), out);
     }
-    auto split = config::split_env_file_args(raw_args);
-    std::vector<std::string> args;
-    bool json = false;
-    for (auto& a : split.args) {
-      if (a == "--json") json = true;
-      else args.push_back(a);
-    }
-    // `help NOUN [VERB]` is `NOUN [VERB] --help`.
-    if (args.size() > 1 && is_help(args[0]) && find_noun(args[1])) {
-      args.erase(args.begin());
-      args.emplace_back("--help");
-    }
-    if (args.empty() || is_help(args[0])) {
-      (args.empty() ? err : out) << kUsage;
-      return args.empty() ? kExitUsage : kExitOk;
-    }
-    if (args[0] == "completion") {
-      if (args.size() == 2 && args[1] == "bash") return out << kBashCompletion, kExitOk;
-      if (args.size() == 2 && args[1] == "zsh") return out << kZshCompletion, kExitOk;
-      if (args.size() == 2 && is_help(args[1])) return out << "usage: conveyor completion bash|zsh\n", kExitOk;
-      err << "usage: conveyor completion bash|zsh   (bash: source <(conveyor completion bash))\n";
-      return kExitUsage;
-    }
-    if (args[0] == "version" || args[0] == "--version") {
-      out << "conveyor " << CONVEYOR_CLI_VERSION << "\n";
-      return kExitOk;
-    }
-    // Help needs no configuration: when it cannot be loaded, help still
-    // prints, and a command that goes on to need the database reports why.
-    const bool wants_help = std::any_of(args.begin(), args.end(), is_help);
-    g_config_error = nullptr;
-    auto loaded = [&] {
-      try {
-        return config::load(cli_schema(), split.env_files, config::process_environment());
-      } catch (const Error&) {
-        if (!wants_help) throw;
-        g_config_error = std::current_exception();
-        return config::load(cli_schema(), {}, {});
-      }
-    };
-    Context ctx{loaded(), json, out, err};
-    if (!g_config_error)
-      for (const auto& w : ctx.config.warnings()) err << "conveyor: warning: " << w << "\n";
-    std::vector<std::string> rest(args.begin() + 1, args.end());
-    if (const auto* noun = find_noun(args[0])) return noun->run(ctx, rest);
-    err << "conveyor: unknown command '" << args[0] << "'\n\n" << kUsage;
-    return kExitUsage;
+    return run_command(config::split_env_file_args(raw_args), out, err);
   } catch (const HelpRequested&) {  // a command outside dispatch: the overall usage
     out << kUsage;
     return kExitOk;

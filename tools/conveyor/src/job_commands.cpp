@@ -304,23 +304,22 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
-int inspect(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "job inspect", {});
-  if (o.positional.size() != 1)
-    throw FieldError("ID", "job inspect: one job ID is required\n" + std::string(kJobUsage));
+// What `job inspect` shows of one job, read in one snapshot.
+struct JobView {
+  model::Job job;
+  std::vector<model::StatusChange> history;
+  std::vector<model::AuditEntry> audit;
+  std::vector<Attempt> attempts;
+  std::optional<std::string> worker;  // the name of the worker it is on, when known
+};
+
+JobView read_job_view(Context& ctx, const std::string& id_arg) {
   db::Pool pool(pool_options(ctx));
   db::TxOptions snapshot;
   snapshot.isolation = db::Isolation::repeatable_read;
-  struct Seen {
-    model::Job job;
-    std::vector<model::StatusChange> history;
-    std::vector<model::AuditEntry> audit;
-    std::vector<Attempt> attempts;
-    std::optional<std::string> worker;
-  };
-  const Seen seen = pool.transact(
+  return pool.transact(
       [&](db::Tx& tx) {
-        Seen s{model::get_job(tx, resolve_job_id(tx, o.positional[0])), {}, {}, {}, std::nullopt};
+        JobView s{model::get_job(tx, resolve_job_id(tx, id_arg)), {}, {}, {}, std::nullopt};
         s.history = model::load_history(tx, s.job.id);
         s.audit = model::load_audit(tx, s.job.id);
         s.attempts = load_attempts(tx, s.job.id);
@@ -331,20 +330,24 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
         return s;
       },
       snapshot);
+}
+
+json job_view_json(const JobView& seen) {
+  json out = seen.job.to_json();
+  out["history"] = json::array();
+  for (const auto& c : seen.history) out["history"].push_back(c.to_json());
+  out["audit"] = json::array();
+  for (const auto& a : seen.audit) out["audit"].push_back(a.to_json());
+  out["attempts"] = json::array();
+  for (const auto& a : seen.attempts) out["attempts"].push_back(a.to_json());
+  return out;
+}
+
+// "Status          : running", one line per field of the job.
+void print_job_fields(std::ostream& out, const JobView& seen) {
   const model::Job& j = seen.job;
-  if (ctx.json) {
-    json out = j.to_json();
-    out["history"] = json::array();
-    for (const auto& c : seen.history) out["history"].push_back(c.to_json());
-    out["audit"] = json::array();
-    for (const auto& a : seen.audit) out["audit"].push_back(a.to_json());
-    out["attempts"] = json::array();
-    for (const auto& a : seen.attempts) out["attempts"].push_back(a.to_json());
-    ctx.out << out.dump() << "\n";
-    return kExitOk;
-  }
   auto line = [&](const std::string& k, const std::string& v) {
-    ctx.out << k << std::string(k.size() < 16 ? 16 - k.size() : 1, ' ') << ": " << v << "\n";
+    out << k << std::string(k.size() < 16 ? 16 - k.size() : 1, ' ') << ": " << v << "\n";
   };
   line("ID", std::to_string(j.id.value()));
   line("Type", j.job_type);
@@ -368,27 +371,36 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
                     ? j.error_subtype.value_or("-") + (j.error_message ? ": " + *j.error_message : "")
                     : "-");
   line("Result", j.result.is_null() ? "-" : j.result.dump());
-  ctx.out << "\nhistory:\n";
+}
+
+void print_job_history(std::ostream& out, const std::vector<model::StatusChange>& history) {
+  out << "\nhistory:\n";
   std::vector<std::vector<std::string>> rows;
-  for (const auto& c : seen.history) {
+  for (const auto& c : history) {
     rows.push_back({short_time(c.at), c.from_status ? std::string(model::to_string(*c.from_status)) : "(insert)",
                     std::string(model::to_string(c.to_status)), c.actor,
                     c.error_subtype.value_or("") + (c.message ? (c.error_subtype ? ": " : "") + *c.message : "")});
   }
-  print_table(ctx.out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
-  // conveyor.job_audit: edits of params and config, by the CLI or by SQL.
-  // One line per change, then its changed keys, each value cut to keep a line
-  // within 100 columns (--json has them whole).
-  ctx.out << "\nchanges:\n";
-  if (seen.audit.empty()) ctx.out << "  -\n";
-  for (const auto& a : seen.audit) {
-    ctx.out << "  " << short_time(a.at) << "  " << a.actor << "  " << a.field << "\n";
-    for (const auto& c : value_changes(a.field, a.old_value, a.new_value, 96)) ctx.out << "    " << c << "\n";
+  print_table(out, {"AT", "FROM", "TO", "ACTOR", "NOTE"}, rows);
+}
+
+// conveyor.job_audit: edits of params and config, by the CLI or by SQL.
+// One line per change, then its changed keys, each value cut to keep a line
+// within 100 columns (--json has them whole).
+void print_job_changes(std::ostream& out, const std::vector<model::AuditEntry>& audit) {
+  out << "\nchanges:\n";
+  if (audit.empty()) out << "  -\n";
+  for (const auto& a : audit) {
+    out << "  " << short_time(a.at) << "  " << a.actor << "  " << a.field << "\n";
+    for (const auto& c : value_changes(a.field, a.old_value, a.new_value, 96)) out << "    " << c << "\n";
   }
-  // Counted from 1 like the Attempt field above (stored from 0; --json keeps the stored number).
-  ctx.out << "\nattempts:\n";
-  rows.clear();
-  for (const auto& a : seen.attempts) {
+}
+
+// Counted from 1 like the Attempt field (stored from 0; --json keeps the stored number).
+void print_job_attempts(std::ostream& out, const std::vector<Attempt>& attempts) {
+  out << "\nattempts:\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& a : attempts) {
     const std::string worker = a.worker ? *a.worker : or_dash(a.worker_id, [](auto id) { return std::to_string(id); });
     rows.push_back({std::to_string(a.attempt + 1), worker, short_time(a.started_at), short_time(a.ended_at),
                     a.outcome.value_or(a.ended_at ? "-" : "(running)"),
@@ -396,8 +408,23 @@ int inspect(Context& ctx, const std::vector<std::string>& args) {
                     or_dash(a.cpu_ms(), human_ms), or_dash(a.max_rss_kb, human_kib),
                     a.image ? *a.image + (a.image_digest ? " (" + *a.image_digest + ")" : "") : "-"});
   }
-  print_table(ctx.out, {"ATTEMPT", "WORKER", "STARTED", "ENDED", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK MEM", "IMAGE"},
+  print_table(out, {"ATTEMPT", "WORKER", "STARTED", "ENDED", "OUTCOME", "EXIT", "WALL", "CPU", "PEAK MEM", "IMAGE"},
               rows);
+}
+
+int inspect(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "job inspect", {});
+  if (o.positional.size() != 1)
+    throw FieldError("ID", "job inspect: one job ID is required\n" + std::string(kJobUsage));
+  const JobView seen = read_job_view(ctx, o.positional[0]);
+  if (ctx.json) {
+    ctx.out << job_view_json(seen).dump() << "\n";
+    return kExitOk;
+  }
+  print_job_fields(ctx.out, seen);
+  print_job_history(ctx.out, seen.history);
+  print_job_changes(ctx.out, seen.audit);
+  print_job_attempts(ctx.out, seen.attempts);
   return kExitOk;
 }
 
@@ -796,6 +823,196 @@ std::string params_diff(const json& before, const json& after) {
   return text.empty() ? "params unchanged" : text;
 }
 
+// What `job patch` was asked, checked before anything is read: which jobs
+// (the filter of kPatchCandidates and kPatchCount) and how they change.
+struct PatchRequest {
+  model::JobStatus from;               // --status
+  std::vector<model::JobStatus> path;  // --to, empty when only the params change
+  model::JobStatus at;                 // where the path ends: the params are written there
+  json change;                         // the params' merge patch; {} for none
+  std::int64_t limit;                  // --limit
+  std::vector<db::Param> filter;       // $1 to $7 of kPatchCandidates and kPatchCount
+  bool edits_params() const { return !change.empty(); }
+};
+
+// Where PATH leads from FROM; throws at the first step the status machine
+// refuses. Checked before counting, so a typo in --to never shows a count
+// for nothing.
+model::JobStatus path_end(model::JobStatus from, const std::vector<model::JobStatus>& path) {
+  model::JobStatus at = from;
+  for (const auto to : path) {
+    if (!model::is_valid_transition(at, to)) {
+      throw Error(errc::invalid_transition, std::string(model::to_string(at)) + " -> " +
+                                                std::string(model::to_string(to)) +
+                                                " is not allowed by the status machine");
+    }
+    at = to;
+  }
+  return at;
+}
+
+// --ids ID,ID: only these jobs (nullopt: any).
+std::optional<std::vector<std::int64_t>> ids_option(const Options& o) {
+  const auto list = o.get("--ids");
+  if (!list) return std::nullopt;
+  std::vector<std::int64_t> ids;
+  std::stringstream ss(*list);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (item.empty() || item.size() > 18 || item.find_first_not_of("0123456789") != std::string::npos) {
+      throw FieldError("--ids", "--ids: '" + item + "' is not a job id");
+    }
+    ids.push_back(std::stoll(item));
+  }
+  return ids;
+}
+
+// --param KEY=VALUE: only the jobs whose params->>KEY is VALUE (nullopt: any).
+std::pair<std::optional<std::string>, std::optional<std::string>> param_filter(const Options& o) {
+  const auto kv = o.get("--param");
+  if (!kv) return {std::nullopt, std::nullopt};
+  const auto eq = kv->find('=');
+  if (eq == std::string::npos || eq == 0) throw FieldError("--param", "--param: expected KEY=VALUE, got '" + *kv + "'");
+  return {kv->substr(0, eq), kv->substr(eq + 1)};
+}
+
+PatchRequest read_patch_request(const Options& o) {
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
+  const auto status = o.get("--status");
+  if (!status) throw FieldError("--status", "job patch: --status is required (the status the jobs are in now)");
+  const model::JobStatus from = status_option("--status", *status);
+  json change = params_change(o);
+  if (!o.get("--to") && change.empty()) {
+    throw FieldError("--to",
+                     "job patch: nothing to change: give --to STATUS[,STATUS...], --set-param KEY=VALUE "
+                     "or --params-file FILE");
+  }
+  auto path = o.get("--to") ? status_path(o) : std::vector<model::JobStatus>{};
+  const std::int64_t limit = int_option(o, "--limit", 10'000, 1, 1'000'000);
+  const model::JobStatus at = path_end(from, path);
+  // The params are written at the end of the path: that status must let them change.
+  if (!change.empty()) {
+    if (const auto reason = model::params_frozen_reason(at)) {
+      throw Error(errc::conflict,
+                  "job patch: the params of a " + std::string(model::to_string(at)) + " job cannot change: " + *reason);
+    }
+  }
+  const auto only_ids = ids_option(o);
+  const auto [param_key, param_value] = param_filter(o);
+  std::vector<db::Param> filter{std::string(model::to_string(from)),
+                                o.get("--type"),
+                                o.get("--since"),
+                                o.get("--until"),
+                                only_ids,
+                                param_key,
+                                param_value};
+  return PatchRequest{from, std::move(path), at, std::move(change), limit, std::move(filter)};
+}
+
+// "failed -> initialized; params {...}": what the patch does, for its messages.
+std::string patch_text(const PatchRequest& r) {
+  return std::string(model::to_string(r.from)) + path_text(r.path) +
+         (r.edits_params() ? (r.path.empty() ? ", params " : "; params ") + r.change.dump() : "");
+}
+
+// The jobs a patch would change (the oldest, up to its limit) and how many match in all.
+struct PatchMatch {
+  std::vector<std::int64_t> ids;
+  std::int64_t total;
+};
+
+PatchMatch match_patch(db::Pool& pool, const PatchRequest& r) {
+  return pool.transact([&](db::Tx& tx) {
+    std::vector<db::Param> p = r.filter;
+    p.emplace_back(r.limit);
+    std::vector<std::int64_t> ids;
+    for (const db::Row row : tx.exec(kPatchCandidates, p)) ids.push_back(row[0].as_int());
+    return PatchMatch{ids, tx.exec(kPatchCount, r.filter)[0][0].as_int()};
+  });
+}
+
+void print_patch_match(std::ostream& talk, const PatchRequest& r, const PatchMatch& m) {
+  std::string sample;
+  for (std::size_t i = 0; i < m.ids.size() && i < 10; ++i) sample += (i ? ", " : "") + std::to_string(m.ids[i]);
+  talk << m.total << " job(s) match (" << patch_text(r) << ")"
+       << (m.ids.empty() ? "" : ": " + sample + (m.ids.size() > 10 ? ", ..." : "")) << "\n";
+  if (m.total > static_cast<std::int64_t>(m.ids.size())) {
+    talk << "only the oldest " << m.ids.size() << " would change (--limit " << r.limit << ")\n";
+  }
+}
+
+// New params: each job's ({"id", "old", "new"}), checked against its type's
+// schema now, so the dry run already shows what --apply would refuse (the
+// apply checks again under the row locks). Prints the first ten changes;
+// throws when a job cannot take the new params.
+json new_params(Context& ctx, std::ostream& talk, db::Pool& pool, const PatchRequest& r,
+                const std::vector<std::int64_t>& ids) {
+  json params_json = json::array();
+  if (!r.edits_params() || ids.empty()) return params_json;
+  std::vector<std::string> refused;
+  pool.transact([&](db::Tx& tx) {
+    params_json = json::array();
+    refused.clear();
+    for (const auto& j : model::load_jobs(tx, ids)) {
+      try {
+        const json after = model::patched_params(tx, j, r.change);
+        params_json.push_back({{"id", j.id.value()}, {"old", j.params}, {"new", after}});
+      } catch (const Error& e) {
+        if (e.code() != errc::bad_input && e.code() != errc::not_found) throw;
+        refused.push_back(e.what());
+      }
+    }
+  });
+  for (std::size_t i = 0; i < params_json.size() && i < 10; ++i) {
+    talk << "  job " << params_json[i]["id"] << ": " << params_diff(params_json[i]["old"], params_json[i]["new"])
+         << "\n";
+  }
+  if (params_json.size() > 10) talk << "  ... and " << params_json.size() - 10 << " more\n";
+  if (!refused.empty()) {
+    for (std::size_t i = 0; i < refused.size() && i < 10; ++i) ctx.err << "conveyor: " << refused[i] << "\n";
+    throw Error(errc::bad_input, "job patch: nothing changed: " + std::to_string(refused.size()) +
+                                     " job(s) cannot take the new params (see above)");
+  }
+  return params_json;
+}
+
+// With --json, the outcome on stdout: {"matched", "ids", "applied"[, "params"]}.
+void print_patch_json(Context& ctx, const PatchRequest& r, const PatchMatch& m, const json& params, bool applied) {
+  if (!ctx.json) return;
+  json out{{"matched", m.total}, {"ids", m.ids}, {"applied", applied}};
+  if (r.edits_params()) out["params"] = params;
+  ctx.out << out.dump() << "\n";
+}
+
+// Before it asks, the jobs it would change, as the other destructive commands show them.
+bool confirm_patch(Context& ctx, std::ostream& talk, db::Pool& pool, const std::vector<std::int64_t>& ids) {
+  talk << "job patch will touch:\n"
+       << pool.transact([&](db::Tx& tx) {
+            std::ostringstream table;
+            print_jobs(table, tx, ids);
+            return table.str();
+          });
+  return confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?");
+}
+
+// Every job in one transaction, each through the status machine and then its
+// params; one refusal changes none.
+void apply_patch(db::Pool& pool, const PatchRequest& r, const std::vector<std::int64_t>& ids) {
+  try {
+    Progress progress("job patch");
+    pool.transact([&](db::Tx& tx) {
+      std::size_t done = 0;
+      for (const auto id : ids) {
+        if (!r.path.empty()) model::set_status(tx, model::JobId(id), r.path, r.from);
+        if (r.edits_params()) model::patch_params(tx, model::JobId(id), r.change, r.at);
+        progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
+      }
+    });
+  } catch (const Error& e) {
+    throw Error(e.code(), "nothing changed: " + std::string(e.what()) + "; run the patch again to see the count now");
+  }
+}
+
 // Runbook 001's update_jobs_status in bulk, the safe way: a dry run by
 // default showing the count; --apply asks (or --yes), then changes exactly
 // the jobs counted, in one transaction, each through the status machine.
@@ -807,153 +1024,24 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
                                   {"--status", "--type", "--since", "--until", "--to", "--limit", "--ids", "--param",
                                    "--set-param", "--params-file"},
                                   {"--apply", "--yes"});
-  if (!o.positional.empty())
-    throw FieldError(o.positional[0], "job patch: unexpected argument '" + o.positional[0] + "' (filters are options)");
-  const auto status = o.get("--status");
-  if (!status) throw FieldError("--status", "job patch: --status is required (the status the jobs are in now)");
-  const model::JobStatus from = status_option("--status", *status);
-  const json change = params_change(o);
-  const bool edits_params = !change.empty();
-  if (!o.get("--to") && !edits_params) {
-    throw FieldError("--to",
-                     "job patch: nothing to change: give --to STATUS[,STATUS...], --set-param KEY=VALUE "
-                     "or --params-file FILE");
-  }
-  const auto path = o.get("--to") ? status_path(o) : std::vector<model::JobStatus>{};
-  const std::int64_t limit = int_option(o, "--limit", 10'000, 1, 1'000'000);
-  // Checked before counting, so a typo in --to never shows a count for nothing.
-  model::JobStatus at = from;
-  for (const auto to : path) {
-    if (!model::is_valid_transition(at, to)) {
-      throw Error(errc::invalid_transition, std::string(model::to_string(at)) + " -> " +
-                                                std::string(model::to_string(to)) +
-                                                " is not allowed by the status machine");
-    }
-    at = to;
-  }
-  // The params are written at the end of the path: that status must let them change.
-  if (edits_params) {
-    if (const auto reason = model::params_frozen_reason(at)) {
-      throw Error(errc::conflict,
-                  "job patch: the params of a " + std::string(model::to_string(at)) + " job cannot change: " + *reason);
-    }
-  }
-  std::optional<std::vector<std::int64_t>> only_ids;
-  if (const auto list = o.get("--ids")) {
-    only_ids.emplace();
-    std::stringstream ss(*list);
-    for (std::string item; std::getline(ss, item, ',');) {
-      if (item.empty() || item.size() > 18 || item.find_first_not_of("0123456789") != std::string::npos) {
-        throw FieldError("--ids", "--ids: '" + item + "' is not a job id");
-      }
-      only_ids->push_back(std::stoll(item));
-    }
-  }
-  std::optional<std::string> param_key, param_value;
-  if (const auto kv = o.get("--param")) {
-    const auto eq = kv->find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw FieldError("--param", "--param: expected KEY=VALUE, got '" + *kv + "'");
-    param_key = kv->substr(0, eq);
-    param_value = kv->substr(eq + 1);
-  }
-  const std::vector<db::Param> filter{std::string(model::to_string(from)),
-                                      o.get("--type"),
-                                      o.get("--since"),
-                                      o.get("--until"),
-                                      only_ids,
-                                      param_key,
-                                      param_value};
+  const PatchRequest r = read_patch_request(o);
   db::Pool pool(pool_options(ctx));
-  auto select = [&](db::Tx& tx) {
-    std::vector<db::Param> p = filter;
-    p.emplace_back(limit);
-    std::vector<std::int64_t> ids;
-    for (const db::Row r : tx.exec(kPatchCandidates, p)) ids.push_back(r[0].as_int());
-    return std::pair{ids, tx.exec(kPatchCount, filter)[0][0].as_int()};
-  };
-  const auto [ids, total] = pool.transact(select);
+  const PatchMatch m = match_patch(pool, r);
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
-  const std::string what = std::string(model::to_string(from)) + path_text(path) +
-                           (edits_params ? (path.empty() ? ", params " : "; params ") + change.dump() : "");
-  std::string sample;
-  for (std::size_t i = 0; i < ids.size() && i < 10; ++i) sample += (i ? ", " : "") + std::to_string(ids[i]);
-  talk << total << " job(s) match (" << what << ")"
-       << (ids.empty() ? "" : ": " + sample + (ids.size() > 10 ? ", ..." : "")) << "\n";
-  if (total > static_cast<std::int64_t>(ids.size())) {
-    talk << "only the oldest " << ids.size() << " would change (--limit " << limit << ")\n";
-  }
-  // New params: each job's, checked against its type's schema now, so the
-  // dry run already shows what --apply would refuse (the apply checks again
-  // under the row locks).
-  json params_json = json::array();
-  if (edits_params && !ids.empty()) {
-    std::vector<std::string> refused;
-    pool.transact([&](db::Tx& tx) {
-      params_json = json::array();
-      refused.clear();
-      for (const auto& j : model::load_jobs(tx, ids)) {
-        try {
-          const json after = model::patched_params(tx, j, change);
-          params_json.push_back({{"id", j.id.value()}, {"old", j.params}, {"new", after}});
-        } catch (const Error& e) {
-          if (e.code() != errc::bad_input && e.code() != errc::not_found) throw;
-          refused.push_back(e.what());
-        }
-      }
-    });
-    for (std::size_t i = 0; i < params_json.size() && i < 10; ++i) {
-      talk << "  job " << params_json[i]["id"] << ": " << params_diff(params_json[i]["old"], params_json[i]["new"])
-           << "\n";
-    }
-    if (params_json.size() > 10) talk << "  ... and " << params_json.size() - 10 << " more\n";
-    if (!refused.empty()) {
-      for (std::size_t i = 0; i < refused.size() && i < 10; ++i) ctx.err << "conveyor: " << refused[i] << "\n";
-      throw Error(errc::bad_input, "job patch: nothing changed: " + std::to_string(refused.size()) +
-                                       " job(s) cannot take the new params (see above)");
-    }
-  }
-  if (ids.empty() || !o.has("--apply")) {
-    if (ctx.json) {
-      json out{{"matched", total}, {"ids", ids}, {"applied", false}};
-      if (edits_params) out["params"] = params_json;
-      ctx.out << out.dump() << "\n";
-    }
-    if (!ids.empty()) talk << "dry run: nothing changed; add --apply to change them\n";
+  print_patch_match(talk, r, m);
+  const json params = new_params(ctx, talk, pool, r, m.ids);
+  if (m.ids.empty() || !o.has("--apply")) {
+    print_patch_json(ctx, r, m, params, false);
+    if (!m.ids.empty()) talk << "dry run: nothing changed; add --apply to change them\n";
     return kExitOk;
   }
-  if (!o.has("--yes")) {
-    // Before it asks, the jobs it would change, as the other destructive commands show them.
-    talk << "job patch will touch:\n"
-         << pool.transact([&](db::Tx& tx) {
-              std::ostringstream table;
-              print_jobs(table, tx, ids);
-              return table.str();
-            });
-    if (!confirm(ctx, talk, "change " + std::to_string(ids.size()) + " job(s)?")) {
-      talk << "not applied: nothing changed\n";
-      return kExitFailed;
-    }
+  if (!o.has("--yes") && !confirm_patch(ctx, talk, pool, m.ids)) {
+    talk << "not applied: nothing changed\n";
+    return kExitFailed;
   }
-  try {
-    Progress progress("job patch");
-    pool.transact([&](db::Tx& tx) {
-      std::size_t done = 0;
-      for (const auto id : ids) {
-        if (!path.empty()) model::set_status(tx, model::JobId(id), path, from);
-        if (edits_params) model::patch_params(tx, model::JobId(id), change, at);
-        progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
-      }
-    });
-  } catch (const Error& e) {
-    throw Error(e.code(), "nothing changed: " + std::string(e.what()) + "; run the patch again to see the count now");
-  }
-  if (ctx.json) {
-    json out{{"matched", total}, {"ids", ids}, {"applied", true}};
-    if (edits_params) out["params"] = params_json;
-    ctx.out << out.dump() << "\n";
-  }
-  talk << "changed " << ids.size() << " job(s): " << what << "\n";
+  apply_patch(pool, r, m.ids);
+  print_patch_json(ctx, r, m, params, true);
+  talk << "changed " << m.ids.size() << " job(s): " << patch_text(r) << "\n";
   return kExitOk;
 }
 

@@ -183,25 +183,46 @@ int queue_pause(Context& ctx, const std::vector<std::string>& args, bool pause) 
   return kExitOk;
 }
 
+// --status S,S: the statuses a drain cancels (default: not yet started).
+std::vector<std::string> drain_statuses(const Options& o) {
+  const auto given = o.get("--status");
+  if (!given) return {"initialized", "configured", "ready", "queued"};
+  static const std::set<std::string> drainable = {"initialized", "configured",     "ready",          "queued",
+                                                  "failed",      "internal_error", "external_error", "error_checked"};
+  std::vector<std::string> statuses;
+  std::stringstream ss(*given);
+  for (std::string st; std::getline(ss, st, ',');) {
+    if (!drainable.count(st)) {
+      throw FieldError("--status", "--status: '" + st +
+                                       "' cannot be drained (initialized, configured, ready, queued, failed, "
+                                       "internal_error, external_error, error_checked; a running job: `conveyor job "
+                                       "cancel`)");
+    }
+    statuses.push_back(st);
+  }
+  return statuses;
+}
+
+// Cancels the jobs in one transaction; how many are canceled now (a running
+// one is canceled by its worker later).
+std::int64_t drain_jobs(db::Pool& pool, const QueueName& q, const std::vector<std::int64_t>& ids) {
+  Progress progress("queue drain");
+  return pool.transact([&](db::Tx& tx) {
+    std::int64_t n = 0;
+    std::size_t done = 0;
+    for (const auto id : ids) {
+      if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
+      progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
+    }
+    tx.exec(kCountDrained, {q.kind, q.name, n});
+    return n;
+  });
+}
+
 int queue_drain(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "queue drain", {"--type", "--pool", "--status"}, {"--apply", "--yes"});
   const QueueName q = queue_name(o, "queue drain");
-  std::vector<std::string> statuses = {"initialized", "configured", "ready", "queued"};
-  if (const auto given = o.get("--status")) {
-    static const std::set<std::string> drainable = {"initialized", "configured",     "ready",          "queued",
-                                                    "failed",      "internal_error", "external_error", "error_checked"};
-    statuses.clear();
-    std::stringstream ss(*given);
-    for (std::string st; std::getline(ss, st, ',');) {
-      if (!drainable.count(st)) {
-        throw FieldError("--status", "--status: '" + st +
-                                         "' cannot be drained (initialized, configured, ready, queued, failed, "
-                                         "internal_error, external_error, error_checked; a running job: `conveyor job "
-                                         "cancel`)");
-      }
-      statuses.push_back(st);
-    }
-  }
+  const std::vector<std::string> statuses = drain_statuses(o);
   db::Pool pool(pool_options(ctx));
   // The jobs it would cancel, listed in the same snapshot as counted.
   const auto selected = pool.transact([&](db::Tx& tx) {
@@ -230,19 +251,7 @@ int queue_drain(Context& ctx, const std::vector<std::string>& args) {
     talk << "not applied: nothing changed\n";
     return kExitFailed;
   }
-  const std::int64_t drained = [&] {
-    Progress progress("queue drain");
-    return pool.transact([&](db::Tx& tx) {
-      std::int64_t n = 0;
-      std::size_t done = 0;
-      for (const auto id : ids) {
-        if (model::cancel_job(tx, model::JobId(id)).completed) ++n;  // not running: canceled now
-        progress.set(std::to_string(++done) + " of " + std::to_string(ids.size()) + " job(s)");
-      }
-      tx.exec(kCountDrained, {q.kind, q.name, n});
-      return n;
-    });
-  }();
+  const std::int64_t drained = drain_jobs(pool, q, ids);
   if (ctx.json) ctx.out << json{{"matched", ids.size()}, {"drained", drained}}.dump() << "\n";
   talk << "drained " << drained << " job(s) of " << what << " (canceled; `conveyor job retry` brings one back)\n";
   return kExitOk;

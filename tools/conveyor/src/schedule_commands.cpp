@@ -82,55 +82,53 @@ model::JobType scheduled_type(db::Tx& tx, const std::string& name) { return mode
 json backfill_rows(db::Tx& tx, bool all);
 void print_backfills(std::ostream& out, const json& rows);
 
-int list(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "schedule list", {});
-  if (!o.positional.empty())
-    throw FieldError(o.positional[0], "schedule list: unexpected argument '" + o.positional[0] + "'");
-  db::Pool pool(pool_options(ctx));
-  json open_backfills;
-  const json out = pool.transact([&](db::Tx& tx) {
-    open_backfills = backfill_rows(tx, false);
-    std::map<std::string, json> states;
-    for (const db::Row r : tx.exec(kStates)) {
-      states[r["job_type"].as_string()] = {
-          {"last_slot", r["last_slot"].as_string()},        {"next_slot", r["next_slot"].as_string()},
-          {"created", r["created_count"].as_int()},         {"skipped", r["skipped_count"].as_int()},
-          {"last_error", r["last_error"].as_string()},      {"paused", r["paused"].as_bool()},
-          {"paused_reason", r["paused_reason"].as_string()}};
-    }
-    json rows = json::array();
-    for (const auto& t : model::load_job_types(tx)) {
-      if (t.schedule.empty()) continue;
-      json row = {{"job_type", t.name},
-                  {"schedule", t.schedule},
-                  {"catchup_policy", t.catchup_policy},
-                  {"catchup_window_s", t.catchup_window_s ? json(*t.catchup_window_s) : json()},
-                  {"enabled", t.enabled}};
-      const auto it = states.find(t.name);
-      row["state"] = it == states.end() ? json() : it->second;
-      row["backfills"] = json::array();  // its open backfill requests
-      for (const auto& b : open_backfills) {
-        if (b["job_type"] == t.name) row["backfills"].push_back(b);
-      }
-      rows.push_back(row);
-    }
-    return rows;
-  });
-  if (ctx.json) {
-    ctx.out << out.dump() << "\n";
-    return kExitOk;
+// Each scheduled job type with its schedule state and its open backfills.
+json schedule_rows(db::Tx& tx, const json& open_backfills) {
+  std::map<std::string, json> states;
+  for (const db::Row r : tx.exec(kStates)) {
+    states[r["job_type"].as_string()] = {
+        {"last_slot", r["last_slot"].as_string()},        {"next_slot", r["next_slot"].as_string()},
+        {"created", r["created_count"].as_int()},         {"skipped", r["skipped_count"].as_int()},
+        {"last_error", r["last_error"].as_string()},      {"paused", r["paused"].as_bool()},
+        {"paused_reason", r["paused_reason"].as_string()}};
   }
-  std::vector<std::vector<std::string>> rows;
-  for (const auto& r : out) {
-    const json& st = r["state"];
-    std::string status = !r["enabled"].get<bool>() ? "disabled" : st.is_null() ? "not started" : "active";
-    if (!st.is_null() && st["paused"].get<bool>()) {
-      status =
-          "paused" +
-          (st["paused_reason"].get<std::string>().empty() ? "" : " (" + st["paused_reason"].get<std::string>() + ")");
+  json rows = json::array();
+  for (const auto& t : model::load_job_types(tx)) {
+    if (t.schedule.empty()) continue;
+    json row = {{"job_type", t.name},
+                {"schedule", t.schedule},
+                {"catchup_policy", t.catchup_policy},
+                {"catchup_window_s", t.catchup_window_s ? json(*t.catchup_window_s) : json()},
+                {"enabled", t.enabled}};
+    const auto it = states.find(t.name);
+    row["state"] = it == states.end() ? json() : it->second;
+    row["backfills"] = json::array();  // its open backfill requests
+    for (const auto& b : open_backfills) {
+      if (b["job_type"] == t.name) row["backfills"].push_back(b);
     }
-    if (!st.is_null() && !st["last_error"].get<std::string>().empty())
-      status += "; error: " + st["last_error"].get<std::string>();
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// "active", "disabled", "not started" or "paused (reason)", and its last error.
+std::string schedule_status(const json& r) {
+  const json& st = r["state"];
+  std::string status = !r["enabled"].get<bool>() ? "disabled" : st.is_null() ? "not started" : "active";
+  if (!st.is_null() && st["paused"].get<bool>()) {
+    status =
+        "paused" +
+        (st["paused_reason"].get<std::string>().empty() ? "" : " (" + st["paused_reason"].get<std::string>() + ")");
+  }
+  if (!st.is_null() && !st["last_error"].get<std::string>().empty())
+    status += "; error: " + st["last_error"].get<std::string>();
+  return status;
+}
+
+void print_schedules(std::ostream& out, const json& schedules) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : schedules) {
+    const json& st = r["state"];
     rows.push_back(
         {r["job_type"].get<std::string>(), r["schedule"].get<std::string>(),
          r["catchup_policy"].get<std::string>() +
@@ -139,9 +137,26 @@ int list(Context& ctx, const std::vector<std::string>& args) {
          st.is_null() || st["next_slot"].get<std::string>().empty() ? "N/A"
                                                                     : display_time(st["next_slot"].get<std::string>()),
          st.is_null() ? "0" : std::to_string(st["created"].get<std::int64_t>()),
-         st.is_null() ? "0" : std::to_string(st["skipped"].get<std::int64_t>()), status});
+         st.is_null() ? "0" : std::to_string(st["skipped"].get<std::int64_t>()), schedule_status(r)});
   }
-  print_table(ctx.out, {"TYPE", "SPEC", "CATCH-UP", "PREV", "NEXT", "CREATED", "SKIPPED", "STATUS"}, rows);
+  print_table(out, {"TYPE", "SPEC", "CATCH-UP", "PREV", "NEXT", "CREATED", "SKIPPED", "STATUS"}, rows);
+}
+
+int list(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "schedule list", {});
+  if (!o.positional.empty())
+    throw FieldError(o.positional[0], "schedule list: unexpected argument '" + o.positional[0] + "'");
+  db::Pool pool(pool_options(ctx));
+  json open_backfills;
+  const json out = pool.transact([&](db::Tx& tx) {
+    open_backfills = backfill_rows(tx, false);
+    return schedule_rows(tx, open_backfills);
+  });
+  if (ctx.json) {
+    ctx.out << out.dump() << "\n";
+    return kExitOk;
+  }
+  print_schedules(ctx.out, out);
   if (!open_backfills.empty()) {
     ctx.out << "\n";
     print_backfills(ctx.out, open_backfills);
@@ -180,23 +195,17 @@ std::string backfill_policy(const Options& o) {
   return policy;
 }
 
-int backfill(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "schedule backfill", {"--from", "--to", "--policy"}, {"--apply", "--yes"});
-  if (o.positional.size() != 1)
-    throw FieldError("TYPE", "schedule backfill: one job TYPE is required\n" + std::string(kScheduleUsage));
-  const auto from_text = o.get("--from");
-  if (!from_text) throw FieldError("--from", "schedule backfill: --from TIME is required");
-  const TimePoint from = time_option("--from", *from_text);
-  const std::string policy = backfill_policy(o);
-  db::Pool pool(pool_options(ctx));
-  struct Plan {
-    model::JobType type;
-    model::SlotRange slots;
-    TimePoint to;
-  };
-  // Counted, not kept: a request may cover any number of slots (conveyor-creation works in batches).
-  const Plan plan = pool.transact([&](db::Tx& tx) {
-    Plan p{scheduled_type(tx, o.positional[0]), {}, TimePoint{}};
+// What a backfill would request: the type's slots in [from, to].
+struct BackfillPlan {
+  model::JobType type;
+  model::SlotRange slots;
+  TimePoint to;
+};
+
+// Counted, not kept: a request may cover any number of slots (conveyor-creation works in batches).
+BackfillPlan plan_backfill(db::Pool& pool, const Options& o, TimePoint from) {
+  return pool.transact([&](db::Tx& tx) {
+    BackfillPlan p{scheduled_type(tx, o.positional[0]), {}, TimePoint{}};
     const TimePoint now{std::chrono::seconds(tx.exec(kNow)[0][0].as_int())};
     p.to = o.get("--to") ? time_option("--to", *o.get("--to")) : now;
     if (p.to > now) throw FieldError("--to", "--to: the future is the scheduler's, not a backfill's");
@@ -204,8 +213,10 @@ int backfill(Context& ctx, const std::vector<std::string>& args) {
     p.slots = model::slots_between(model::Schedule::parse(p.type.schedule), from, p.to);
     return p;
   });
+}
+
+void print_backfill_plan(std::ostream& talk, const BackfillPlan& plan, TimePoint from, const std::string& policy) {
   const std::int64_t slots = plan.slots.count;
-  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
   talk << slots << " slot(s) of " << plan.type.name << " (" << plan.type.schedule << ") in [" << model::format_utc(from)
        << ", " << model::format_utc(plan.to) << "]";
   if (slots > 0)
@@ -215,6 +226,21 @@ int backfill(Context& ctx, const std::vector<std::string>& args) {
     talk << "collapse: one run for them all, key " << *model::collapsed_request(plan.type, plan.slots).idempotency_key
          << "\n";
   }
+}
+
+int backfill(Context& ctx, const std::vector<std::string>& args) {
+  const Options o = parse_options(args, "schedule backfill", {"--from", "--to", "--policy"}, {"--apply", "--yes"});
+  if (o.positional.size() != 1)
+    throw FieldError("TYPE", "schedule backfill: one job TYPE is required\n" + std::string(kScheduleUsage));
+  const auto from_text = o.get("--from");
+  if (!from_text) throw FieldError("--from", "schedule backfill: --from TIME is required");
+  const TimePoint from = time_option("--from", *from_text);
+  const std::string policy = backfill_policy(o);
+  db::Pool pool(pool_options(ctx));
+  const BackfillPlan plan = plan_backfill(pool, o, from);
+  const std::int64_t slots = plan.slots.count;
+  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+  print_backfill_plan(talk, plan, from, policy);
   if (slots == 0 || !o.has("--apply")) {
     if (slots > 0)
       talk << "dry run: nothing requested; add --apply to have conveyor-creation create the runs not created yet\n";

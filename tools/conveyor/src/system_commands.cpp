@@ -389,6 +389,63 @@ int backup(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// The job id sequence's floor raised to the highest job folder on disk, so
+// that no id of a job that left files is handed out again.
+void raise_to_job_folders(Context& ctx, model::SequenceMarks& floors) {
+  auto& job_floor = floors[model::kJobIdSequence];
+  job_floor = std::max(job_floor, model::highest_job_id_on_disk(ctx.config.get_string("CONVEYOR_DATA_DIR")));
+}
+
+// pg_restore of FILE into DBNAME in one transaction; throws, saying why
+// nothing changed, when it fails.
+void run_pg_restore(Context& ctx, const std::string& dbname, const std::string& file, bool clean, bool empty_database) {
+  // pg_restore needs the database named; the rest of the connection comes from PG*.
+  std::vector<std::string> argv = {"pg_restore", "--no-owner", "--single-transaction", "--exit-on-error",
+                                   "--dbname=" + dbname};
+  if (clean) {
+    argv.push_back("--clean");
+    argv.push_back("--if-exists");
+  }
+  argv.push_back(file);
+  const int rc = [&] {
+    Progress progress("system restore");
+    return run_program(ctx, argv);
+  }();
+  if (rc != 0) {
+    throw Error(errc::unavailable,
+                "pg_restore failed (exit " + std::to_string(rc) +
+                    "); it ran in one transaction, so nothing was changed" +
+                    (empty_database ? " (into a new cluster: if a role conveyor_... does not exist, run "
+                                      "`conveyor db migrate` on any database of this cluster first; it "
+                                      "creates the service roles the backup's grants name)"
+                     : clean        ? ""
+                                    : " (a database that is not empty needs --clean)"));
+  }
+}
+
+// The backup's worker rows and their started or queued jobs belong to
+// processes of the time of the backup, which run no more (the services are
+// stopped for a restore): the same rule as before a reboot, so after
+// `start` the jobs run again and no pool counts a ghost worker as capacity
+// until its heartbeat times out. The sequences move past `floors`.
+void settle_restored(Context& ctx, const std::string& file, const model::SequenceMarks& floors) {
+  model::RebootPreparation ghosts;
+  const auto advanced = db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) {
+    ghosts = model::prepare_for_reboot(tx);
+    return model::advance_sequences(tx, floors);
+  });
+  if (!ghosts.stopped_workers.empty() || ghosts.requeued > 0 || ghosts.canceled > 0) {
+    ctx.out << "the backup's " << ghosts.stopped_workers.size() << " running worker row(s) marked stopped; "
+            << ghosts.requeued << " started or queued job(s) back to ready, " << ghosts.canceled << " canceled\n";
+  }
+  ctx.out << "restored " << file
+          << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
+          << "`conveyor params set job_types_list=...`)\n";
+  for (const model::SequenceAdvance& a : advanced) {
+    if (a.sequence == model::kJobIdSequence) ctx.out << "job ids continue from " << a.last_value + 1 << "\n";
+  }
+}
+
 int restore(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system restore", {}, {"--clean", "--yes"});
   if (o.positional.size() != 1)
@@ -409,50 +466,9 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   model::SequenceMarks floors =
       db::Pool(pool_options(ctx)).transact([](db::Tx& tx) { return model::sequence_marks(tx); });
   const bool empty_database = floors.empty();  // no Conveyor sequence: nothing to --clean
-  auto& job_floor = floors[model::kJobIdSequence];
-  job_floor = std::max(job_floor, model::highest_job_id_on_disk(ctx.config.get_string("CONVEYOR_DATA_DIR")));
-  // pg_restore needs the database named; the rest of the connection comes from PG*.
-  std::vector<std::string> argv = {"pg_restore", "--no-owner", "--single-transaction", "--exit-on-error",
-                                   "--dbname=" + dbname->second};
-  if (clean) {
-    argv.push_back("--clean");
-    argv.push_back("--if-exists");
-  }
-  argv.push_back(file);
-  const int rc = [&] {
-    Progress progress("system restore");
-    return run_program(ctx, argv);
-  }();
-  if (rc != 0) {
-    throw Error(errc::unavailable,
-                "pg_restore failed (exit " + std::to_string(rc) +
-                    "); it ran in one transaction, so nothing was changed" +
-                    (empty_database ? " (into a new cluster: if a role conveyor_... does not exist, run "
-                                      "`conveyor db migrate` on any database of this cluster first; it "
-                                      "creates the service roles the backup's grants name)"
-                     : clean        ? ""
-                                    : " (a database that is not empty needs --clean)"));
-  }
-  // The backup's worker rows and their started or queued jobs belong to
-  // processes of the time of the backup, which run no more (the services are
-  // stopped for a restore): the same rule as before a reboot, so after
-  // `start` the jobs run again and no pool counts a ghost worker as capacity
-  // until its heartbeat times out.
-  model::RebootPreparation ghosts;
-  const auto advanced = db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) {
-    ghosts = model::prepare_for_reboot(tx);
-    return model::advance_sequences(tx, floors);
-  });
-  if (!ghosts.stopped_workers.empty() || ghosts.requeued > 0 || ghosts.canceled > 0) {
-    ctx.out << "the backup's " << ghosts.stopped_workers.size() << " running worker row(s) marked stopped; "
-            << ghosts.requeued << " started or queued job(s) back to ready, " << ghosts.canceled << " canceled\n";
-  }
-  ctx.out << "restored " << file
-          << "; start the services again (`tools/dev start`; after a long stop: runbook 001's waves, "
-          << "`conveyor params set job_types_list=...`)\n";
-  for (const model::SequenceAdvance& a : advanced) {
-    if (a.sequence == model::kJobIdSequence) ctx.out << "job ids continue from " << a.last_value + 1 << "\n";
-  }
+  raise_to_job_folders(ctx, floors);
+  run_pg_restore(ctx, dbname->second, file, clean, empty_database);
+  settle_restored(ctx, file, floors);
   return kExitOk;
 }
 
