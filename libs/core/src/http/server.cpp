@@ -759,58 +759,15 @@ struct Server::Impl {
     // HEAD is served by the GET route (httplib drops the body).
     const std::string method = in.method == "HEAD" ? "GET" : in.method;
 
-    const Route* best = nullptr;
     std::vector<std::string> allowed;
-    for (const Route& r : routes) {
-      if (!r.matches(segments, nullptr)) continue;
-      if (r.method != method) {
-        if (std::find(allowed.begin(), allowed.end(), r.method) == allowed.end()) {
-          allowed.push_back(r.method);
-        }
-        continue;
-      }
-      if (best == nullptr || r.literals > best->literals) best = &r;
-    }
-
+    const Route* best = find_route(segments, method, allowed);
     Response response;
     if (best == nullptr) {
-      if (allowed.empty()) {
-        response = problem(404, reason_phrase(404), "no route for " + in.path);
-      } else {
-        std::string allow;
-        for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
-        response = problem(405, reason_phrase(405), "method " + in.method + " is not allowed on " + in.path);
-        response.headers["Allow"] = allow;
-      }
-    } else if (takes_body(method) &&
-               (in.has_header("Content-Type") ? !is_json_media_type(in.get_header_value("Content-Type"))
-                                              : body_declared)) {
-      const std::string type = in.get_header_value("Content-Type");
-      response = problem(415, reason_phrase(415),
-                         (type.empty() ? std::string("a request body without a Content-Type")
-                                       : "Content-Type '" + type.substr(0, 100) + "'") +
-                             " is not accepted on " + best->pattern + ": send application/json");
+      response = no_route(in, allowed);
+    } else if (refuses_media_type(in, method, body_declared)) {
+      response = unsupported_media_type(in, *best);
     } else {
-      Request request;
-      request.method = in.method;
-      request.path = in.path;
-      request.body = body;
-      request.route = best->pattern;
-      for (const auto& [name, value] : in.headers) request.headers[lower(name)] = value;
-      for (const auto& [name, value] : in.params) request.query[name] = value;
-      best->matches(segments, &request.path_params);
-      try {
-        std::optional<Response> refused;
-        if (guard) refused = guard(request);
-        response = refused ? std::move(*refused) : best->handler(request);
-      } catch (const std::exception& e) {
-        response = problem_from(e);
-      } catch (...) {
-        // Not a std::exception: nothing to say about it, but still an answer.
-        logging::get("http")->error("non-standard exception from handler of {} {}", in.method, best->pattern);
-        response =
-            problem(errc::internal, 500, reason_phrase(500), "the server failed to handle the request; see its log");
-      }
+      response = answer(*best, to_request(in, body, *best, segments));
       const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - started_at;
       registry
           ->histogram("conveyor_http_request_duration_seconds", "Time spent in HTTP handlers, by route pattern.",
@@ -822,6 +779,135 @@ struct Server::Impl {
     for (const auto& [name, value] : response.headers) out.set_header(name, value);
     out.set_content(response.body, response.content_type);
     count(in.method, response.status, best != nullptr ? best->pattern : "unmatched");
+  }
+
+  // The route of `method` for the path with the most literal segments
+  // (nullptr: none); `allowed` gets the methods other routes of the path take.
+  const Route* find_route(const std::vector<std::string>& segments, const std::string& method,
+                          std::vector<std::string>& allowed) const {
+    const Route* best = nullptr;
+    for (const Route& r : routes) {
+      if (!r.matches(segments, nullptr)) continue;
+      if (r.method != method) {
+        if (std::find(allowed.begin(), allowed.end(), r.method) == allowed.end()) {
+          allowed.push_back(r.method);
+        }
+        continue;
+      }
+      if (best == nullptr || r.literals > best->literals) best = &r;
+    }
+    return best;
+  }
+
+  // 404 when no route has the path, else 405 naming the methods it allows.
+  static Response no_route(const httplib::Request& in, const std::vector<std::string>& allowed) {
+    if (allowed.empty()) return problem(404, reason_phrase(404), "no route for " + in.path);
+    std::string allow;
+    for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    Response response = problem(405, reason_phrase(405), "method " + in.method + " is not allowed on " + in.path);
+    response.headers["Allow"] = allow;
+    return response;
+  }
+
+  // A body that is not JSON, or a body without a Content-Type, on a method that takes one.
+  static bool refuses_media_type(const httplib::Request& in, const std::string& method, bool body_declared) {
+    return takes_body(method) &&
+           (in.has_header("Content-Type") ? !is_json_media_type(in.get_header_value("Content-Type")) : body_declared);
+  }
+
+  static Response unsupported_media_type(const httplib::Request& in, const Route& route) {
+    const std::string type = in.get_header_value("Content-Type");
+    return problem(415, reason_phrase(415),
+                   (type.empty() ? std::string("a request body without a Content-Type")
+                                 : "Content-Type '" + type.substr(0, 100) + "'") +
+                       " is not accepted on " + route.pattern + ": send application/json");
+  }
+
+  static Request to_request(const httplib::Request& in, const std::string& body, const Route& route,
+                            const std::vector<std::string>& segments) {
+    Request request;
+    request.method = in.method;
+    request.path = in.path;
+    request.body = body;
+    request.route = route.pattern;
+    for (const auto& [name, value] : in.headers) request.headers[lower(name)] = value;
+    for (const auto& [name, value] : in.params) request.query[name] = value;
+    route.matches(segments, &request.path_params);
+    return request;
+  }
+
+  // The guard's refusal, else the route's answer; an exception is answered
+  // as a problem.
+  Response answer(const Route& route, Request request) const {
+    try {
+      std::optional<Response> refused;
+      if (guard) refused = guard(request);
+      return refused ? std::move(*refused) : route.handler(request);
+    } catch (const std::exception& e) {
+      return problem_from(e);
+    } catch (...) {
+      // Not a std::exception: nothing to say about it, but still an answer.
+      logging::get("http")->error("non-standard exception from handler of {} {}", request.method, route.pattern);
+      return problem(errc::internal, 500, reason_phrase(500), "the server failed to handle the request; see its log");
+    }
+  }
+
+  // Worker threads, body limit and socket options, before the handlers and the bind.
+  void configure_sockets() {
+    const std::size_t threads = std::max<std::size_t>(1, options.threads);
+    // One more thread than connections allowed, so that the connection over
+    // the cap is answered 503 at once.
+    const std::size_t max_threads = std::max(threads, options.max_connections + 1);
+    server.new_task_queue = [threads, max_threads] { return new ElasticPool(threads, max_threads); };
+    server.set_payload_max_length(options.max_body_bytes);
+    // httplib's default adds SO_REUSEPORT, which would let a second process
+    // silently share our port; SO_REUSEADDR alone allows quick restarts only.
+    server.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    // A response goes out in two writes (headers, body): without TCP_NODELAY
+    // (inherited by every accepted socket) the body of a kept-alive exchange
+    // waits for the client's delayed ACK, 40 ms per request.
+    server.set_tcp_nodelay(true);
+  }
+
+  // Every method and path goes to dispatch (through with_body when a body
+  // may come); errors, the pre-routing check and the access log to theirs.
+  void install_handlers() {
+    auto plain = [this](const httplib::Request& in, httplib::Response& out) {
+      dispatch(in, out, in.body, !in.body.empty());
+    };
+    auto reading = [this](const httplib::Request& in, httplib::Response& out, const httplib::ContentReader& reader) {
+      with_body(in, out, reader);
+    };
+    const char* any = ".*";
+    server.Get(any, plain);
+    server.Post(any, reading);
+    server.Put(any, reading);
+    server.Patch(any, reading);
+    server.Delete(any, reading);
+    server.Options(any, plain);
+    server.set_error_handler(httplib::Server::HandlerWithResponse(
+        [this](const httplib::Request& in, httplib::Response& out) { return on_error(in, out); }));
+    server.set_pre_routing_handler(
+        [this](const httplib::Request& in, httplib::Response& out) { return before_body(in, out); });
+    server.set_logger([this](const httplib::Request& in, const httplib::Response& out) { on_logged(in, out); });
+  }
+
+  // The port now listening (any free one when 0 was asked for).
+  int bind_port() {
+    int bound;
+    if (requested_port == 0) {
+      bound = server.bind_to_any_port(host);
+    } else {
+      bound = server.bind_to_port(host, requested_port) ? requested_port : -1;
+    }
+    if (bound < 0) {
+      throw Error(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(requested_port) +
+                                         " (address in use or not local?)");
+    }
+    return bound;
   }
 
   void count(const std::string& method, int status, const std::string& route) {
@@ -999,54 +1085,9 @@ void Server::start() {
   if (impl_->stopped) throw Error(errc::internal, "http::Server cannot be restarted after stop()");
   if (impl_->started) return;
   Impl& impl = *impl_;
-  httplib::Server& server = impl.server;
-
-  const std::size_t threads = std::max<std::size_t>(1, impl.options.threads);
-  // One more thread than connections allowed, so that the connection over
-  // the cap is answered 503 at once.
-  const std::size_t max_threads = std::max(threads, impl.options.max_connections + 1);
-  server.new_task_queue = [threads, max_threads] { return new ElasticPool(threads, max_threads); };
-  server.set_payload_max_length(impl.options.max_body_bytes);
-  // httplib's default adds SO_REUSEPORT, which would let a second process
-  // silently share our port; SO_REUSEADDR alone allows quick restarts only.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  // A response goes out in two writes (headers, body): without TCP_NODELAY
-  // (inherited by every accepted socket) the body of a kept-alive exchange
-  // waits for the client's delayed ACK, 40 ms per request.
-  server.set_tcp_nodelay(true);
-
-  auto plain = [&impl](const httplib::Request& in, httplib::Response& out) {
-    impl.dispatch(in, out, in.body, !in.body.empty());
-  };
-  auto reading = [&impl](const httplib::Request& in, httplib::Response& out, const httplib::ContentReader& reader) {
-    impl.with_body(in, out, reader);
-  };
-  const char* any = ".*";
-  server.Get(any, plain);
-  server.Post(any, reading);
-  server.Put(any, reading);
-  server.Patch(any, reading);
-  server.Delete(any, reading);
-  server.Options(any, plain);
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [&impl](const httplib::Request& in, httplib::Response& out) { return impl.on_error(in, out); }));
-  server.set_pre_routing_handler(
-      [&impl](const httplib::Request& in, httplib::Response& out) { return impl.before_body(in, out); });
-  server.set_logger([&impl](const httplib::Request& in, const httplib::Response& out) { impl.on_logged(in, out); });
-
-  int bound;
-  if (impl.requested_port == 0) {
-    bound = server.bind_to_any_port(impl.host);
-  } else {
-    bound = server.bind_to_port(impl.host, impl.requested_port) ? impl.requested_port : -1;
-  }
-  if (bound < 0) {
-    throw Error(errc::unavailable, "cannot listen on " + impl.host + ":" + std::to_string(impl.requested_port) +
-                                       " (address in use or not local?)");
-  }
+  impl.configure_sockets();
+  impl.install_handlers();
+  const int bound = impl.bind_port();
   impl.port = bound;
   impl.started = true;
   // The socket already listens, so connections queue in its backlog until
@@ -1057,7 +1098,7 @@ void Server::start() {
   });
   // stop() is a no-op until the accept loop has marked itself running, so
   // wait for that (a few microseconds) to make start();stop() safe.
-  while (!server.is_running() && !impl.loop_exited) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (!impl.server.is_running() && !impl.loop_exited) std::this_thread::sleep_for(std::chrono::microseconds(200));
   logging::get("http")->info("listening on {}:{}{}", impl.host, bound, impl.tls ? " (HTTPS only)" : "");
   std::string listed;
   for (const RouteInfo& r : routes()) listed += (listed.empty() ? "" : ", ") + r.method + " " + r.pattern;
