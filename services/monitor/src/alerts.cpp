@@ -62,13 +62,13 @@ std::string first(const std::vector<std::string>& items, std::size_t n = 5) {
 
 int rank(const std::string& severity) { return severity == "critical" ? 0 : severity == "warning" ? 1 : 2; }
 
-}  // namespace
+// Sets a gauge of what an alert looks at; nothing when `gauges` is null.
+void measure(metrics::Registry* gauges, const char* name, const char* help, double value) {
+  if (gauges != nullptr) gauges->gauge(name, help).set(value);
+}
 
-std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p, metrics::Registry* gauges) {
-  std::vector<Alert> out;
-  auto measure = [gauges](const char* name, const char* help, double value) {
-    if (gauges != nullptr) gauges->gauge(name, help).set(value);
-  };
+// service_down and service_missing.
+void check_services(db::Tx& tx, std::vector<Alert>& out) {
   std::vector<std::string> down;
   for (const db::Row r : tx.exec(kDownInstances)) {
     down.push_back(r[0].as_string() + " (" + std::to_string(r[1].as_int()) + " s)");
@@ -82,73 +82,96 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p,
   if (!missing.empty()) {
     out.push_back({"service_missing", "critical", "no live instance of " + first(missing, 10)});
   }
-  {
-    const db::Result r = tx.exec(kOutbox);  // a Row points into its Result
-    measure("conveyor_outbox_stuck_events", "events unsent for over 60 s (alert outbox_stuck)",
-            static_cast<double>(r[0][0].as_int()));
-    measure("conveyor_outbox_oldest_unsent_seconds", "age of the oldest event unsent for over 60 s, else 0",
-            static_cast<double>(r[0][1].as_int()));
-    if (r[0][0].as_int() > 0) {
-      out.push_back({"outbox_stuck", "critical",
-                     std::to_string(r[0][0].as_int()) + " event(s) unsent for over 60 s (oldest " +
-                         std::to_string(r[0][1].as_int()) + " s): is the broker reachable?"});
-    }
+}
+
+void check_outbox(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out) {
+  const db::Result r = tx.exec(kOutbox);  // a Row points into its Result
+  measure(gauges, "conveyor_outbox_stuck_events", "events unsent for over 60 s (alert outbox_stuck)",
+          static_cast<double>(r[0][0].as_int()));
+  measure(gauges, "conveyor_outbox_oldest_unsent_seconds", "age of the oldest event unsent for over 60 s, else 0",
+          static_cast<double>(r[0][1].as_int()));
+  if (r[0][0].as_int() > 0) {
+    out.push_back({"outbox_stuck", "critical",
+                   std::to_string(r[0][0].as_int()) + " event(s) unsent for over 60 s (oldest " +
+                       std::to_string(r[0][1].as_int()) + " s): is the broker reachable?"});
   }
-  {
-    std::vector<std::string> statuses;
-    std::vector<std::int64_t> secs;
-    for (const auto& [status, s] : p.stall_threshold_s) {
-      statuses.emplace_back(model::to_string(status));
-      secs.push_back(s);
-    }
-    const db::Result r = tx.exec(kStuckJobs, {statuses, secs});
-    measure("conveyor_jobs_stuck", "jobs still not moving after their event was re-emitted (alert jobs_stuck)",
-            static_cast<double>(r[0][0].as_int()));
-    if (r[0][0].as_int() > 0) {
-      out.push_back({"jobs_stuck", "warning",
-                     std::to_string(r[0][0].as_int()) +
-                         " job(s) still not moving after their event was re-emitted (first: job " +
-                         std::to_string(r[0][1].as_int()) + ", " + r[0][2].as_string() +
-                         "): is the service of that stage running?"});
-    }
+}
+
+void check_stuck_jobs(db::Tx& tx, const model::SystemParameters& p, metrics::Registry* gauges,
+                      std::vector<Alert>& out) {
+  std::vector<std::string> statuses;
+  std::vector<std::int64_t> secs;
+  for (const auto& [status, s] : p.stall_threshold_s) {
+    statuses.emplace_back(model::to_string(status));
+    secs.push_back(s);
   }
-  {
-    const db::Result r = tx.exec(kLostWorkers);
-    measure("conveyor_workers_lost_last_hour", "workers marked lost in the last hour (alert workers_lost)",
-            static_cast<double>(r[0][0].as_int()));
-    if (r[0][0].as_int() > 0) {
-      out.push_back({"workers_lost", "warning",
-                     std::to_string(r[0][0].as_int()) + " worker(s) lost in the last hour: " + r[0][1].as_string()});
-    }
+  const db::Result r = tx.exec(kStuckJobs, {statuses, secs});
+  measure(gauges, "conveyor_jobs_stuck", "jobs still not moving after their event was re-emitted (alert jobs_stuck)",
+          static_cast<double>(r[0][0].as_int()));
+  if (r[0][0].as_int() > 0) {
+    out.push_back({"jobs_stuck", "warning",
+                   std::to_string(r[0][0].as_int()) +
+                       " job(s) still not moving after their event was re-emitted (first: job " +
+                       std::to_string(r[0][1].as_int()) + ", " + r[0][2].as_string() +
+                       "): is the service of that stage running?"});
   }
-  {
-    const db::Result r = tx.exec(kTriggerFailures);
-    measure("conveyor_triggers_failed", "done jobs whose downstream jobs could not be created (alert trigger_failed)",
-            static_cast<double>(r[0][0].as_int()));
-    if (r[0][0].as_int() > 0) {
-      out.push_back({"trigger_failed", "warning",
-                     std::to_string(r[0][0].as_int()) +
-                         " done job(s) whose downstream jobs could not be created "
-                         "(first: job " +
-                         std::to_string(r[0][1].as_int()) + "; conveyor.trigger_pending.last_error)"});
-    }
+}
+
+void check_lost_workers(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out) {
+  const db::Result r = tx.exec(kLostWorkers);
+  measure(gauges, "conveyor_workers_lost_last_hour", "workers marked lost in the last hour (alert workers_lost)",
+          static_cast<double>(r[0][0].as_int()));
+  if (r[0][0].as_int() > 0) {
+    out.push_back({"workers_lost", "warning",
+                   std::to_string(r[0][0].as_int()) + " worker(s) lost in the last hour: " + r[0][1].as_string()});
   }
-  {
-    const db::Result r = tx.exec(kScheduleErrors);
-    measure("conveyor_schedules_in_error", "schedules whose last pass failed (alert schedule_error)",
-            static_cast<double>(r[0][1].as_int()));
-    if (!r[0][0].as_string().empty()) {
-      out.push_back(
-          {"schedule_error", "warning", "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
-    }
+}
+
+void check_trigger_failures(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out) {
+  const db::Result r = tx.exec(kTriggerFailures);
+  measure(gauges, "conveyor_triggers_failed",
+          "done jobs whose downstream jobs could not be created (alert trigger_failed)",
+          static_cast<double>(r[0][0].as_int()));
+  if (r[0][0].as_int() > 0) {
+    out.push_back({"trigger_failed", "warning",
+                   std::to_string(r[0][0].as_int()) +
+                       " done job(s) whose downstream jobs could not be created "
+                       "(first: job " +
+                       std::to_string(r[0][1].as_int()) + "; conveyor.trigger_pending.last_error)"});
   }
-  measure("conveyor_accepting_new_jobs", "system_parameters.accepting_new_jobs: 1 or 0 (alert not_accepting)",
+}
+
+void check_schedule_errors(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out) {
+  const db::Result r = tx.exec(kScheduleErrors);
+  measure(gauges, "conveyor_schedules_in_error", "schedules whose last pass failed (alert schedule_error)",
+          static_cast<double>(r[0][1].as_int()));
+  if (!r[0][0].as_string().empty()) {
+    out.push_back(
+        {"schedule_error", "warning", "schedules in error: " + r[0][0].as_string() + " (`conveyor schedule list`)"});
+  }
+}
+
+void check_accepting(const model::SystemParameters& p, metrics::Registry* gauges, std::vector<Alert>& out) {
+  measure(gauges, "conveyor_accepting_new_jobs", "system_parameters.accepting_new_jobs: 1 or 0 (alert not_accepting)",
           p.accepting_new_jobs ? 1 : 0);
   if (!p.accepting_new_jobs) {
     out.push_back({"not_accepting", "info",
                    "not accepting new jobs: " +
                        (p.not_accepting_reason.empty() ? std::string("no reason given") : p.not_accepting_reason)});
   }
+}
+
+}  // namespace
+
+std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p, metrics::Registry* gauges) {
+  std::vector<Alert> out;
+  check_services(tx, out);
+  check_outbox(tx, gauges, out);
+  check_stuck_jobs(tx, p, gauges, out);
+  check_lost_workers(tx, gauges, out);
+  check_trigger_failures(tx, gauges, out);
+  check_schedule_errors(tx, gauges, out);
+  check_accepting(p, gauges, out);
   std::stable_sort(out.begin(), out.end(),
                    [](const Alert& a, const Alert& b) { return rank(a.severity) < rank(b.severity); });
   return out;

@@ -94,15 +94,25 @@ void Monitor::part(const char* name, F&& fn) {
 
 bool Monitor::scan() {
   const auto params = ctx_.parameters();
-  auto& metrics = ctx_.metrics();
-  auto log = ctx_.log();
   more_ = false;
+  recover_lost_workers(*params);
+  finish_cancels();
+  restart_uncanceled();
+  reemit_stalled_jobs(*params);
+  mark_instances(*params);
+  advance_wave_run();
+  ctx_.metrics().counter("conveyor_monitor_scans_total", "reconciler scans").inc();
+  return more_;
+}
 
+void Monitor::recover_lost_workers(const model::SystemParameters& params) {
   part("lost_workers", [&] {
-    const auto r = reap_workers(ctx_.db(), seconds(params->worker_heartbeat_timeout_s), batch_);
+    auto& metrics = ctx_.metrics();
+    auto log = ctx_.log();
+    const auto r = reap_workers(ctx_.db(), seconds(params.worker_heartbeat_timeout_s), batch_);
     if (!r) return;
     if (!r->lost_workers.empty()) {
-      log->warn("lost workers (no heartbeat for {} s): {}", params->worker_heartbeat_timeout_s, join(r->lost_workers));
+      log->warn("lost workers (no heartbeat for {} s): {}", params.worker_heartbeat_timeout_s, join(r->lost_workers));
       metrics.counter("conveyor_monitor_workers_lost_total", "workers marked lost by the reconciler")
           .inc(static_cast<double>(r->lost_workers.size()));
     }
@@ -123,75 +133,83 @@ bool Monitor::scan() {
     }
     if (recovered >= batch_) more_ = true;
   });
+}
 
+void Monitor::finish_cancels() {
   part("cancels", [&] {
     const auto r = apply_cancels(ctx_.db(), batch_);
     if (!r || r->canceled == 0) return;
     std::string detail;
     for (const auto& [from, n] : r->from) {
       detail += (detail.empty() ? "" : ", ") + std::string(model::to_string(from)) + ": " + std::to_string(n);
-      metrics
+      ctx_.metrics()
           .counter("conveyor_monitor_canceled_total", "jobs the reconciler moved to canceled, by the status they left",
                    {{"from_status", std::string(model::to_string(from))}})
           .inc(n);
     }
-    log->info("canceled {} job(s) whose canceled_at is set ({})", r->canceled, detail);
+    ctx_.log()->info("canceled {} job(s) whose canceled_at is set ({})", r->canceled, detail);
     if (r->canceled >= batch_) more_ = true;
   });
+}
 
+void Monitor::restart_uncanceled() {
   part("restarts", [&] {
     const auto r = apply_restarts(ctx_.db(), batch_);
     if (!r || *r == 0) return;
-    log->info("restarted {} canceled job(s) whose canceled_at was set back to null (-> initialized)", *r);
-    metrics.counter("conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler").inc(*r);
+    ctx_.log()->info("restarted {} canceled job(s) whose canceled_at was set back to null (-> initialized)", *r);
+    ctx_.metrics().counter("conveyor_monitor_restarted_total", "canceled jobs restarted by the reconciler").inc(*r);
     if (*r >= batch_) more_ = true;
   });
+}
 
+void Monitor::reemit_stalled_jobs(const model::SystemParameters& params) {
   part("stalled", [&] {
-    for (const auto& [status, threshold] : params->stall_threshold_s) {
-      const auto n = reemit_stalled(ctx_.db(), status, seconds(threshold), batch_, params->job_types_list);
+    for (const auto& [status, threshold] : params.stall_threshold_s) {
+      const auto n = reemit_stalled(ctx_.db(), status, seconds(threshold), batch_, params.job_types_list);
       if (!n) return;  // another replica holds the lock: it does this part
       if (*n == 0) continue;
       const std::string name(model::to_string(status));
-      log->info("re-emitted the {} event of {} job(s) not moved for over {} s", name, *n, threshold);
-      metrics
+      ctx_.log()->info("re-emitted the {} event of {} job(s) not moved for over {} s", name, *n, threshold);
+      ctx_.metrics()
           .counter("conveyor_monitor_reemitted_total", "job events re-emitted for stalled jobs, by status",
                    {{"status", name}})
           .inc(*n);
       if (*n >= batch_) more_ = true;
     }
   });
+}
 
+void Monitor::mark_instances(const model::SystemParameters& params) {
   part("instances", [&] {
-    const auto r = reconcile_instances(ctx_.db(), seconds(params->service_heartbeat_timeout_s), kInstanceRetention);
+    const auto r = reconcile_instances(ctx_.db(), seconds(params.service_heartbeat_timeout_s), kInstanceRetention);
     if (!r) return;
     if (!r->marked_down.empty()) {
-      log->warn("service instances down (no heartbeat for {} s): {}", params->service_heartbeat_timeout_s,
-                join(r->marked_down));
-      metrics.counter("conveyor_monitor_instances_down_total", "service instances marked down by the reconciler")
+      ctx_.log()->warn("service instances down (no heartbeat for {} s): {}", params.service_heartbeat_timeout_s,
+                       join(r->marked_down));
+      ctx_.metrics()
+          .counter("conveyor_monitor_instances_down_total", "service instances marked down by the reconciler")
           .inc(static_cast<double>(r->marked_down.size()));
     }
-    if (r->purged > 0) log->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
+    if (r->purged > 0) ctx_.log()->info("purged {} service instance row(s) stopped or down for over a day", r->purged);
   });
+}
 
-  // Runbook 001's restart in waves (`conveyor system waves --auto`): the next
-  // wave once the current one drained to the run's threshold.
+// Runbook 001's restart in waves (`conveyor system waves --auto`): the next
+// wave once the current one drained to the run's threshold.
+void Monitor::advance_wave_run() {
   part("waves", [&] {
     const auto step = ctx_.db().transact([](db::Tx& tx) { return model::advance_waves(tx); });
     if (!step) return;
     if (step->done) {
-      log->info("wave run {}: wave {} drained (backlog {}); done, every job type admitted again", step->run_id,
-                step->from, step->backlog);
+      ctx_.log()->info("wave run {}: wave {} drained (backlog {}); done, every job type admitted again", step->run_id,
+                       step->from, step->backlog);
     } else {
-      log->info("wave run {}: wave {} drained (backlog {}); wave {} admitted", step->run_id, step->from, step->backlog,
-                step->to);
+      ctx_.log()->info("wave run {}: wave {} drained (backlog {}); wave {} admitted", step->run_id, step->from,
+                       step->backlog, step->to);
       more_ = true;  // the next wave may be drained already
     }
-    metrics.counter("conveyor_monitor_wave_steps_total", "waves advanced by the monitor").inc();
+    ctx_.metrics().counter("conveyor_monitor_wave_steps_total", "waves advanced by the monitor").inc();
   });
-
-  metrics.counter("conveyor_monitor_scans_total", "reconciler scans").inc();
-  return more_;
 }
 
 void Monitor::check_alerts() {

@@ -64,6 +64,13 @@ class Monitor {
  private:
   template <typename F>
   void part(const char* name, F&& fn);
+  // The parts of a scan, a to f above; each sets more_ when it filled its batch.
+  void recover_lost_workers(const model::SystemParameters& params);
+  void finish_cancels();
+  void restart_uncanceled();
+  void reemit_stalled_jobs(const model::SystemParameters& params);
+  void mark_instances(const model::SystemParameters& params);
+  void advance_wave_run();
 
   runtime::Context& ctx_;
   int batch_;
