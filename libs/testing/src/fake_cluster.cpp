@@ -36,6 +36,11 @@ std::string random_hex(int n) {
   return out;
 }
 
+// A random id in the shape of a UUID: 8-4-4-4-12 hex digits.
+std::string random_uuid() {
+  return random_hex(8) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(12);
+}
+
 // The repository of an image reference: "localhost/conveyor-worker:1a2b" -> "conveyor-worker".
 std::string repository(std::string image) {
   if (const auto at = image.find('@'); at != std::string::npos) image.resize(at);
@@ -183,130 +188,138 @@ FakeKubernetes::FakeKubernetes(Options options)
     : FakeApiServer(FakeApiServer::Options{options.cert_file, options.key_file}), o_(std::move(options)) {
   const std::string ns = "/api/v1/namespaces/([^/]+)";
   auto& s = server();
-
-  s.Get(ns + "/podtemplates/([^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string name = req.matches[2];
-    const auto it = templates_.find(name);
-    if (req.matches[1] != o_.namespace_name || it == templates_.end()) {
-      reply(res, 404, json::parse(error_body(404, "podtemplates \"" + name + "\" not found")));
-    } else {
-      reply(res, 200, it->second);
-    }
-    record(req.method, req.path, res.status, "");
-  });
-
-  s.Post(ns + "/pods", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    json pod;
-    try {
-      pod = json::parse(req.body);
-    } catch (const json::exception& e) {
-      reply(res, 400, json::parse(error_body(400, std::string("invalid JSON: ") + e.what())));
-      record(req.method, req.path, 400, "bad json");
-      return;
-    }
-    const std::string name = pod.value("metadata", json::object()).value("name", "");
-    const json spec = pod.value("spec", json::object());
-    std::string invalid;
-    if (pod.value("kind", "") != "Pod" || pod.value("apiVersion", "") != "v1")
-      invalid = "kind/apiVersion must be Pod/v1";
-    else if (!dns_subdomain(name))
-      invalid = "metadata.name: Invalid value: \"" + name + "\": a lowercase RFC 1123 subdomain";
-    else if (req.matches[1] != o_.namespace_name)
-      invalid = "namespace " + std::string(req.matches[1]) + " is not served";
-    else if (!spec.contains("containers") || !spec["containers"].is_array() || spec["containers"].empty()) {
-      invalid = "spec.containers: Required value";
-    } else if (spec.value("restartPolicy", "Always") != "Never") {
-      invalid = "this fake only runs restartPolicy Never pods";
-    }
-    for (const json& c : spec.value("containers", json::array())) {
-      if (!c.contains("image") || !c["image"].is_string()) invalid = "spec.containers[].image: Required value";
-    }
-    if (!invalid.empty()) {
-      reply(res, 422, json::parse(error_body(422, "Pod \"" + name + "\" is invalid: " + invalid)));
-      record(req.method, req.path, 422, invalid);
-      return;
-    }
-    if (pods_.contains(name)) {
-      reply(res, 409, json::parse(error_body(409, "pods \"" + name + "\" already exists")));
-      record(req.method, req.path, 409, "exists");
-      return;
-    }
-    Entry& e = pods_[name];
-    e.manifest = pod;
-    e.created = now_rfc3339();
-    e.uid = random_hex(8) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(12);
-    ++resource_version_;
-    start_pod(name);
-    reply(res, 201, pod_json(name));
-    record(req.method, req.path, 201, "created " + name);
-  });
-
-  s.Get(ns + "/pods", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    // Equality-based selectors only: a=b,c==d.
-    std::map<std::string, std::string> want;
-    std::stringstream sel(req.get_param_value("labelSelector"));
-    for (std::string term; std::getline(sel, term, ',');) {
-      const auto eq = term.find('=');
-      if (eq == std::string::npos || term.find("!=") != std::string::npos) {
-        reply(res, 400, json::parse(error_body(400, "unable to parse requirement: " + term)));
-        record(req.method, req.path, 400, "selector");
-        return;
-      }
-      std::string value = term.substr(eq + 1);
-      if (!value.empty() && value.front() == '=') value.erase(0, 1);
-      want[term.substr(0, eq)] = value;
-    }
-    json items = json::array();
-    for (const auto& [name, e] : pods_) {
-      const json labels = e.manifest["metadata"].value("labels", json::object());
-      bool match = req.matches[1] == o_.namespace_name;
-      for (const auto& [k, v] : want) match = match && labels.contains(k) && labels[k] == v;
-      if (match) items.push_back(pod_json(name));
-    }
-    reply(res, 200,
-          json{{"kind", "PodList"},
-               {"apiVersion", "v1"},
-               {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}},
-               {"items", items}});
-    record(req.method, req.path, 200, "");
-  });
-
-  s.Delete(ns + "/pods/([^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string name = req.matches[2];
-    auto it = pods_.find(name);
-    if (req.matches[1] != o_.namespace_name || it == pods_.end()) {
-      reply(res, 404, json::parse(error_body(404, "pods \"" + name + "\" not found")));
-      record(req.method, req.path, 404, "");
-      return;
-    }
-    long grace = 30;
-    if (!req.body.empty()) {
-      try {
-        grace = json::parse(req.body).value("gracePeriodSeconds", 30L);
-      } catch (const json::exception&) {
-        reply(res, 400, json::parse(error_body(400, "invalid DeleteOptions")));
-        return;
-      }
-    }
-    const json before = pod_json(name);
-    const std::string phase = it->second.phase;
-    Entry& e = it->second;
-    if (!e.proc.process || e.proc.exit_status) {
-      pods_.erase(it);  // nothing runs: gone at once
-    } else {
-      if (!e.deletion_timestamp) e.deletion_timestamp = now_rfc3339();
-      stop_process(e.proc, std::chrono::seconds(grace));
-    }
-    ++resource_version_;
-    reply(res, 200, before);
-    record(req.method, req.path, 200, "deleted " + phase + " pod " + name);
-  });
-
+  s.Get(ns + "/podtemplates/([^/]+)",
+        [this](const httplib::Request& req, httplib::Response& res) { read_pod_template(req, res); });
+  s.Post(ns + "/pods", [this](const httplib::Request& req, httplib::Response& res) { create_pod(req, res); });
+  s.Get(ns + "/pods", [this](const httplib::Request& req, httplib::Response& res) { list_pods(req, res); });
+  s.Delete(ns + "/pods/([^/]+)", [this](const httplib::Request& req, httplib::Response& res) { delete_pod(req, res); });
   start();
+}
+
+void FakeKubernetes::read_pod_template(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string name = req.matches[2];
+  const auto it = templates_.find(name);
+  if (req.matches[1] != o_.namespace_name || it == templates_.end()) {
+    reply(res, 404, json::parse(error_body(404, "podtemplates \"" + name + "\" not found")));
+  } else {
+    reply(res, 200, it->second);
+  }
+  record(req.method, req.path, res.status, "");
+}
+
+// Why the API server would refuse to create `pod` in namespace `ns` ("": it would not).
+std::string FakeKubernetes::invalid_pod(const json& pod, const std::string& ns) const {
+  const std::string name = pod.value("metadata", json::object()).value("name", "");
+  const json spec = pod.value("spec", json::object());
+  std::string invalid;
+  if (pod.value("kind", "") != "Pod" || pod.value("apiVersion", "") != "v1") invalid = "kind/apiVersion must be Pod/v1";
+  else if (!dns_subdomain(name))
+    invalid = "metadata.name: Invalid value: \"" + name + "\": a lowercase RFC 1123 subdomain";
+  else if (ns != o_.namespace_name) invalid = "namespace " + ns + " is not served";
+  else if (!spec.contains("containers") || !spec["containers"].is_array() || spec["containers"].empty()) {
+    invalid = "spec.containers: Required value";
+  } else if (spec.value("restartPolicy", "Always") != "Never") {
+    invalid = "this fake only runs restartPolicy Never pods";
+  }
+  for (const json& c : spec.value("containers", json::array())) {
+    if (!c.contains("image") || !c["image"].is_string()) invalid = "spec.containers[].image: Required value";
+  }
+  return invalid;
+}
+
+void FakeKubernetes::create_pod(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  json pod;
+  try {
+    pod = json::parse(req.body);
+  } catch (const json::exception& e) {
+    reply(res, 400, json::parse(error_body(400, std::string("invalid JSON: ") + e.what())));
+    record(req.method, req.path, 400, "bad json");
+    return;
+  }
+  const std::string name = pod.value("metadata", json::object()).value("name", "");
+  if (const std::string invalid = invalid_pod(pod, req.matches[1]); !invalid.empty()) {
+    reply(res, 422, json::parse(error_body(422, "Pod \"" + name + "\" is invalid: " + invalid)));
+    record(req.method, req.path, 422, invalid);
+    return;
+  }
+  if (pods_.contains(name)) {
+    reply(res, 409, json::parse(error_body(409, "pods \"" + name + "\" already exists")));
+    record(req.method, req.path, 409, "exists");
+    return;
+  }
+  Entry& e = pods_[name];
+  e.manifest = pod;
+  e.created = now_rfc3339();
+  e.uid = random_uuid();
+  ++resource_version_;
+  start_pod(name);
+  reply(res, 201, pod_json(name));
+  record(req.method, req.path, 201, "created " + name);
+}
+
+void FakeKubernetes::list_pods(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  // Equality-based selectors only: a=b,c==d.
+  std::map<std::string, std::string> want;
+  std::stringstream sel(req.get_param_value("labelSelector"));
+  for (std::string term; std::getline(sel, term, ',');) {
+    const auto eq = term.find('=');
+    if (eq == std::string::npos || term.find("!=") != std::string::npos) {
+      reply(res, 400, json::parse(error_body(400, "unable to parse requirement: " + term)));
+      record(req.method, req.path, 400, "selector");
+      return;
+    }
+    std::string value = term.substr(eq + 1);
+    if (!value.empty() && value.front() == '=') value.erase(0, 1);
+    want[term.substr(0, eq)] = value;
+  }
+  json items = json::array();
+  for (const auto& [name, e] : pods_) {
+    const json labels = e.manifest["metadata"].value("labels", json::object());
+    bool match = req.matches[1] == o_.namespace_name;
+    for (const auto& [k, v] : want) match = match && labels.contains(k) && labels[k] == v;
+    if (match) items.push_back(pod_json(name));
+  }
+  reply(res, 200,
+        json{{"kind", "PodList"},
+             {"apiVersion", "v1"},
+             {"metadata", {{"resourceVersion", std::to_string(resource_version_)}}},
+             {"items", items}});
+  record(req.method, req.path, 200, "");
+}
+
+void FakeKubernetes::delete_pod(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string name = req.matches[2];
+  auto it = pods_.find(name);
+  if (req.matches[1] != o_.namespace_name || it == pods_.end()) {
+    reply(res, 404, json::parse(error_body(404, "pods \"" + name + "\" not found")));
+    record(req.method, req.path, 404, "");
+    return;
+  }
+  long grace = 30;
+  if (!req.body.empty()) {
+    try {
+      grace = json::parse(req.body).value("gracePeriodSeconds", 30L);
+    } catch (const json::exception&) {
+      reply(res, 400, json::parse(error_body(400, "invalid DeleteOptions")));
+      return;
+    }
+  }
+  const json before = pod_json(name);
+  const std::string phase = it->second.phase;
+  Entry& e = it->second;
+  if (!e.proc.process || e.proc.exit_status) {
+    pods_.erase(it);  // nothing runs: gone at once
+  } else {
+    if (!e.deletion_timestamp) e.deletion_timestamp = now_rfc3339();
+    stop_process(e.proc, std::chrono::seconds(grace));
+  }
+  ++resource_version_;
+  reply(res, 200, before);
+  record(req.method, req.path, 200, "deleted " + phase + " pod " + name);
 }
 
 FakeKubernetes::~FakeKubernetes() {
@@ -439,117 +452,122 @@ std::filesystem::path FakeKubernetes::write_kubeconfig(const std::filesystem::pa
 FakeNomad::FakeNomad(Options options)
     : FakeApiServer(FakeApiServer::Options{options.cert_file, options.key_file}), o_(std::move(options)) {
   auto& s = server();
-
-  s.Post("/v1/job/(.+)/dispatch", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string job_id = req.matches[1];
-    const std::string ns = req.has_param("namespace") ? req.get_param_value("namespace") : "default";
-    const auto job = jobs_.find(job_id);
-    if (job == jobs_.end() || job->second.namespace_name != ns) {
-      res.status = 404;
-      res.set_content("job not found", "text/plain");
-      record(req.method, req.path, 404, "");
-      return;
-    }
-    json body;
-    try {
-      body = json::parse(req.body);
-    } catch (const json::exception&) {
-      res.status = 400;
-      res.set_content("failed to decode request body", "text/plain");
-      record(req.method, req.path, 400, "");
-      return;
-    }
-    std::map<std::string, std::string> meta;
-    const json given = body.value("Meta", json::object());
-    for (const auto& [k, v] : given.items()) {
-      if (v.is_string()) meta[k] = v.get<std::string>();
-    }
-    std::string missing;
-    for (const std::string& key : job->second.meta_required) {
-      if (!meta.contains(key)) missing += (missing.empty() ? "" : ", ") + key;
-    }
-    if (!missing.empty()) {
-      res.status = 400;
-      res.set_content("Dispatch did not provide required meta keys: [" + missing + "]", "text/plain");
-      record(req.method, req.path, 400, "meta");
-      return;
-    }
-    const std::string id = fmt::format("{}/dispatch-{}-{}", job_id, std::time(nullptr), random_hex(8));
-    Entry& e = dispatched_[id];
-    e.parent = job_id;
-    e.namespace_name = ns;
-    e.meta = meta;
-    e.index = ++index_;
-    std::map<std::string, std::string> env;
-    for (auto [k, v] : job->second.env) {
-      for (const auto& [mk, mv] : meta) {
-        const std::string var = "${NOMAD_META_" + mk + "}";
-        for (auto pos = v.find(var); pos != std::string::npos; pos = v.find(var, pos + mv.size()))
-          v.replace(pos, var.size(), mv);
-      }
-      env[k] = v;
-    }
-    std::string log_name = id;
-    for (char& c : log_name) c = c == '/' ? '_' : c;
-    e.proc.process = launch(job->second.executable, env,
-                            o_.log_dir.empty() ? std::filesystem::path() : o_.log_dir / (log_name + ".log"));
-    reply(res, 200,
-          json{{"Index", e.index},
-               {"JobCreateIndex", e.index},
-               {"EvalCreateIndex", e.index},
-               {"EvalID",
-                random_hex(8) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(4) + "-" + random_hex(12)},
-               {"DispatchedJobID", id}});
-    record(req.method, req.path, 200, "dispatched " + id);
-  });
-
-  s.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string prefix = req.get_param_value("prefix");
-    const std::string ns = req.has_param("namespace") ? req.get_param_value("namespace") : "default";
-    json out = json::array();
-    for (const auto& [id, e] : dispatched_) {
-      if (id.starts_with(prefix) && e.namespace_name == ns) out.push_back(stub(id));
-    }
-    reply(res, 200, out);
-    record(req.method, req.path, 200, "");
-  });
-
-  // Nomad answers an unknown job with 404 and plain text.
-  const auto not_found = [this](const httplib::Request& req, httplib::Response& res) {
-    res.status = 404;
-    res.set_content("job not found", "text/plain");
-    record(req.method, req.path, 404, "");
-  };
-
-  s.Get("/v1/job/(.+)", [this, not_found](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string id = req.matches[1];
-    const auto it = dispatched_.find(id);
-    if (it == dispatched_.end()) return not_found(req, res);
-    json job = stub(id);
-    job.erase("JobSummary");
-    job["Meta"] = it->second.meta;
-    job["Dispatched"] = true;
-    reply(res, 200, job);
-    record(req.method, req.path, 200, "");
-  });
-
-  s.Delete("/v1/job/(.+)", [this, not_found](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard lock(mu_);
-    const std::string id = req.matches[1];
-    const auto it = dispatched_.find(id);
-    if (it == dispatched_.end()) return not_found(req, res);
-    const std::string status = stub(id)["Status"];
-    it->second.stopped = true;
-    const auto job = jobs_.find(it->second.parent);
-    stop_process(it->second.proc, job == jobs_.end() ? std::chrono::milliseconds(5000) : job->second.kill_timeout);
-    reply(res, 200, json{{"EvalID", random_hex(8)}, {"EvalCreateIndex", ++index_}, {"JobModifyIndex", index_}});
-    record(req.method, req.path, 200, "stopped " + status + " job " + id);
-  });
-
+  s.Post("/v1/job/(.+)/dispatch",
+         [this](const httplib::Request& req, httplib::Response& res) { dispatch_job(req, res); });
+  s.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) { list_jobs(req, res); });
+  s.Get("/v1/job/(.+)", [this](const httplib::Request& req, httplib::Response& res) { read_job(req, res); });
+  s.Delete("/v1/job/(.+)", [this](const httplib::Request& req, httplib::Response& res) { stop_job(req, res); });
   start();
+}
+
+// Nomad answers an unknown job with 404 and plain text.
+void FakeNomad::job_not_found(const httplib::Request& req, httplib::Response& res) {
+  res.status = 404;
+  res.set_content("job not found", "text/plain");
+  record(req.method, req.path, 404, "");
+}
+
+void FakeNomad::dispatch_job(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string job_id = req.matches[1];
+  const std::string ns = req.has_param("namespace") ? req.get_param_value("namespace") : "default";
+  const auto job = jobs_.find(job_id);
+  if (job == jobs_.end() || job->second.namespace_name != ns) return job_not_found(req, res);
+  json body;
+  try {
+    body = json::parse(req.body);
+  } catch (const json::exception&) {
+    res.status = 400;
+    res.set_content("failed to decode request body", "text/plain");
+    record(req.method, req.path, 400, "");
+    return;
+  }
+  std::map<std::string, std::string> meta;
+  const json given = body.value("Meta", json::object());
+  for (const auto& [k, v] : given.items()) {
+    if (v.is_string()) meta[k] = v.get<std::string>();
+  }
+  std::string missing;
+  for (const std::string& key : job->second.meta_required) {
+    if (!meta.contains(key)) missing += (missing.empty() ? "" : ", ") + key;
+  }
+  if (!missing.empty()) {
+    res.status = 400;
+    res.set_content("Dispatch did not provide required meta keys: [" + missing + "]", "text/plain");
+    record(req.method, req.path, 400, "meta");
+    return;
+  }
+  const std::string id = fmt::format("{}/dispatch-{}-{}", job_id, std::time(nullptr), random_hex(8));
+  Entry& e = dispatched_[id];
+  e.parent = job_id;
+  e.namespace_name = ns;
+  e.meta = meta;
+  e.index = ++index_;
+  start_dispatched(id, job->second);
+  reply(res, 200,
+        json{{"Index", e.index},
+             {"JobCreateIndex", e.index},
+             {"EvalCreateIndex", e.index},
+             {"EvalID", random_uuid()},
+             {"DispatchedJobID", id}});
+  record(req.method, req.path, 200, "dispatched " + id);
+}
+
+// Runs the task of dispatched job `id`: `job`'s executable, with its env's
+// ${NOMAD_META_<key>} replaced by the dispatch's meta.
+void FakeNomad::start_dispatched(const std::string& id, const ParameterizedJob& job) {
+  Entry& e = dispatched_[id];
+  std::map<std::string, std::string> env;
+  for (auto [k, v] : job.env) {
+    for (const auto& [mk, mv] : e.meta) {
+      const std::string var = "${NOMAD_META_" + mk + "}";
+      for (auto pos = v.find(var); pos != std::string::npos; pos = v.find(var, pos + mv.size()))
+        v.replace(pos, var.size(), mv);
+    }
+    env[k] = v;
+  }
+  std::string log_name = id;
+  for (char& c : log_name) c = c == '/' ? '_' : c;
+  e.proc.process =
+      launch(job.executable, env, o_.log_dir.empty() ? std::filesystem::path() : o_.log_dir / (log_name + ".log"));
+}
+
+void FakeNomad::list_jobs(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string prefix = req.get_param_value("prefix");
+  const std::string ns = req.has_param("namespace") ? req.get_param_value("namespace") : "default";
+  json out = json::array();
+  for (const auto& [id, e] : dispatched_) {
+    if (id.starts_with(prefix) && e.namespace_name == ns) out.push_back(stub(id));
+  }
+  reply(res, 200, out);
+  record(req.method, req.path, 200, "");
+}
+
+void FakeNomad::read_job(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string id = req.matches[1];
+  const auto it = dispatched_.find(id);
+  if (it == dispatched_.end()) return job_not_found(req, res);
+  json job = stub(id);
+  job.erase("JobSummary");
+  job["Meta"] = it->second.meta;
+  job["Dispatched"] = true;
+  reply(res, 200, job);
+  record(req.method, req.path, 200, "");
+}
+
+void FakeNomad::stop_job(const httplib::Request& req, httplib::Response& res) {
+  std::lock_guard lock(mu_);
+  const std::string id = req.matches[1];
+  const auto it = dispatched_.find(id);
+  if (it == dispatched_.end()) return job_not_found(req, res);
+  const std::string status = stub(id)["Status"];
+  it->second.stopped = true;
+  const auto job = jobs_.find(it->second.parent);
+  stop_process(it->second.proc, job == jobs_.end() ? std::chrono::milliseconds(5000) : job->second.kill_timeout);
+  reply(res, 200, json{{"EvalID", random_hex(8)}, {"EvalCreateIndex", ++index_}, {"JobModifyIndex", index_}});
+  record(req.method, req.path, 200, "stopped " + status + " job " + id);
 }
 
 FakeNomad::~FakeNomad() {

@@ -42,25 +42,30 @@ ScalingPlan Scaler::plan(const ScalingInput& in, Clock::time_point now) {
   p.desired = desired_workers(in.demand, in.concurrency, in.min_workers, in.max_workers);
   const auto numbers = fmt::format("demand {} jobs, concurrency {}, min {}, max {}", in.demand,
                                    std::max(1, in.concurrency), in.min_workers, in.max_workers);
-
   if (p.live < p.desired) {
     over_since_.reset();
-    // max_number_of_worker_instances caps processes: a worker still
-    // draining its jobs holds its place until it exits.
-    const int room = std::max(0, in.max_workers) - p.live - std::max(0, in.draining);
-    p.spawn = std::clamp(p.desired - p.live, 0, std::max(0, room));
-    if (p.spawn == 0) return p;
-    p.message = fmt::format("scaling up {} -> {}: {}", p.live, p.live + p.spawn, numbers);
-    if (p.spawn < p.desired - p.live) {
-      p.message += fmt::format(" ({} draining or exiting still count against max)", in.draining);
-    }
-    return p;
-  }
-  if (p.live <= p.desired) {
+    plan_up(p, in, numbers);
+  } else if (p.live <= p.desired) {
     over_since_.reset();
-    return p;
+  } else {
+    plan_down(p, in, now, numbers);
   }
+  return p;
+}
 
+void Scaler::plan_up(ScalingPlan& p, const ScalingInput& in, const std::string& numbers) {
+  // max_number_of_worker_instances caps processes: a worker still
+  // draining its jobs holds its place until it exits.
+  const int room = std::max(0, in.max_workers) - p.live - std::max(0, in.draining);
+  p.spawn = std::clamp(p.desired - p.live, 0, std::max(0, room));
+  if (p.spawn == 0) return;
+  p.message = fmt::format("scaling up {} -> {}: {}", p.live, p.live + p.spawn, numbers);
+  if (p.spawn < p.desired - p.live) {
+    p.message += fmt::format(" ({} draining or exiting still count against max)", in.draining);
+  }
+}
+
+void Scaler::plan_down(ScalingPlan& p, const ScalingInput& in, Clock::time_point now, const std::string& numbers) {
   int excess = 0;
   bool over_max = false;
   std::string why;
@@ -72,7 +77,7 @@ ScalingPlan Scaler::plan(const ScalingInput& in, Clock::time_point now) {
   } else {
     if (!over_since_) over_since_ = now;
     const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(now - *over_since_);
-    if (held < delay_) return p;  // wait: the backlog may come back
+    if (held < delay_) return;  // wait: the backlog may come back
     excess = p.live - p.desired;
     why = fmt::format("more than needed for {} ms", held.count());
   }
@@ -88,7 +93,7 @@ ScalingPlan Scaler::plan(const ScalingInput& in, Clock::time_point now) {
       p.stop_pending.push_back(in.pending[in.pending.size() - 1 - static_cast<std::size_t>(i)]);
     }
   }
-  if (p.drain.empty() && p.stop_pending.empty()) return p;
+  if (p.drain.empty() && p.stop_pending.empty()) return;
   over_since_.reset();
   const int target = p.live - static_cast<int>(p.drain.size() + p.stop_pending.size());
   p.message = fmt::format("scaling down {} -> {} ({}): {}; draining {}", p.live, target, why, numbers,
@@ -96,7 +101,6 @@ ScalingPlan Scaler::plan(const ScalingInput& in, Clock::time_point now) {
   if (!p.stop_pending.empty()) {
     p.message += fmt::format("; stopping {} starting worker(s)", p.stop_pending.size());
   }
-  return p;
 }
 
 }  // namespace conveyor::workerpool

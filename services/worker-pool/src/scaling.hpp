@@ -74,6 +74,10 @@ class Scaler {
   void reset() { over_since_.reset(); }
 
  private:
+  // plan() when live is below desired, and above it.
+  void plan_up(ScalingPlan& p, const ScalingInput& in, const std::string& numbers);
+  void plan_down(ScalingPlan& p, const ScalingInput& in, Clock::time_point now, const std::string& numbers);
+
   std::chrono::milliseconds delay_;
   std::optional<Clock::time_point> over_since_;
 };

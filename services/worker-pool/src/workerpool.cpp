@@ -54,9 +54,11 @@ std::string who(const std::string& name, int pid) {
 
 // ---------------------------------------------------------------- configuration
 
-config::Schema schema() {
+namespace {
+
+// Which pool, on which backend.
+void add_pool_keys(config::Schema& s) {
   using config::Type;
-  config::Schema s = runtime::service_schema();
   s.add({.name = "CONVEYOR_WORKER_POOL",
          .default_value = "default",
          .help = "the pool this process keeps workers for: jobs whose config.pool is this name"});
@@ -72,6 +74,10 @@ config::Schema schema() {
          .help = "kubernetes/nomad: timeout of one call to the orchestrator's API",
          .min = 100,
          .max = 300'000});
+}
+
+// The kubernetes backend.
+void add_kubernetes_keys(config::Schema& s) {
   s.add({.name = "CONVEYOR_KUBECONFIG",
          .default_value = "",
          .help = "kubernetes: a kubeconfig in JSON form (kubectl config view --raw --minify --flatten -o json); "
@@ -86,6 +92,11 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKERPOOL_KUBERNETES_SERVICE_ACCOUNT_DIR",
          .default_value = "/var/run/secrets/kubernetes.io/serviceaccount",
          .help = "kubernetes, in-cluster: where the service account's token, ca.crt and namespace are"});
+}
+
+// The nomad backend.
+void add_nomad_keys(config::Schema& s) {
+  using config::Type;
   s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_ADDR",
          .type = Type::url,
          .default_value = "http://127.0.0.1:4646",
@@ -109,6 +120,11 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKERPOOL_NOMAD_REGION",
          .default_value = "",
          .help = "nomad: region of the worker job; empty: the agent's"});
+}
+
+// What the workers it starts are given.
+void add_worker_keys(config::Schema& s) {
+  using config::Type;
   s.add({.name = "CONVEYOR_WORKER_EXECUTABLE",
          .default_value = "",
          .help = "conveyor-worker to start; empty: next to conveyor-workerpool, else ../worker/, else PATH"});
@@ -124,6 +140,11 @@ config::Schema schema() {
                  "system_parameters.worker_concurrency",
          .min = 0,
          .max = 1024});
+}
+
+// When workers are stopped, and where they log.
+void add_lifecycle_keys(config::Schema& s) {
+  using config::Type;
   s.add({.name = "CONVEYOR_WORKERPOOL_START_TIMEOUT_MS",
          .type = Type::duration_ms,
          .default_value = "30000",
@@ -145,6 +166,17 @@ config::Schema schema() {
   s.add({.name = "CONVEYOR_WORKERPOOL_LOG_DIR",
          .default_value = "",
          .help = "empty: workers log where the pool logs; else each to <dir>/<worker name>.log"});
+}
+
+}  // namespace
+
+config::Schema schema() {
+  config::Schema s = runtime::service_schema();
+  add_pool_keys(s);
+  add_kubernetes_keys(s);
+  add_nomad_keys(s);
+  add_worker_keys(s);
+  add_lifecycle_keys(s);
   return s;
 }
 
@@ -235,6 +267,29 @@ void WorkerPool::run() {
 }
 
 void WorkerPool::tick() {
+  reload_parameters();
+  const auto params = ctx_.parameters();
+  collect_exits();
+  if (!hold_leadership()) return;
+  reap_lost();
+  const Observed seen = observe(*params);
+
+  const auto now = Clock::now();
+  ScalingInput in;
+  const int exiting = check_own_workers(seen, now, in.pending);
+  in.demand = seen.demand;
+  in.concurrency = concurrency(*params);
+  in.min_workers = params->min_number_of_worker_instances;
+  in.max_workers = params->max_number_of_worker_instances;
+  in.active = seen.active;
+  in.draining = seen.draining + exiting;
+
+  const ScalingPlan plan = scaler_.plan(in, now);
+  set_gauges(in, seen, plan);
+  act(plan);
+}
+
+void WorkerPool::reload_parameters() {
   try {
     // Also on the parameters event and the runtime's timer; here too, so
     // `UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1`
@@ -243,20 +298,16 @@ void WorkerPool::tick() {
   } catch (const Error& e) {
     ctx_.log()->warn("reloading system parameters failed (using the last ones): {}", e.what());
   }
-  const auto params = ctx_.parameters();
-  collect_exits();
-  if (!hold_leadership()) return;
-  reap_lost();
-  const Observed seen = observe(*params);
+}
 
-  // Own workers: registered, still starting (pending), starting for too
-  // long, or hung (their row is lost but the process runs).
-  const auto now = Clock::now();
+// Own workers: registered, still starting (pending), starting for too long,
+// or hung (their row is lost but the process runs). Stops the late and the
+// hung ones, lists the pending ones (oldest first) and returns how many are
+// on their way out (their row says stopped or lost, or we are stopping
+// them): not capacity, but still processes.
+int WorkerPool::check_own_workers(const Observed& seen, Clock::time_point now, std::vector<std::string>& pending) {
   std::vector<OwnWorker> own = backend_->workers();
   std::sort(own.begin(), own.end(), [](const OwnWorker& a, const OwnWorker& b) { return a.spawned < b.spawned; });
-  ScalingInput in;
-  // Own processes that are on their way out (their row says stopped or
-  // lost, or we are stopping them): not capacity, but still processes.
   int exiting = 0;
   for (const OwnWorker& w : own) {
     const auto row = seen.own.find(w.name);
@@ -278,16 +329,12 @@ void WorkerPool::tick() {
       backend_->terminate(w.name);
       continue;
     }
-    in.pending.push_back(w.name);
+    pending.push_back(w.name);
   }
-  in.demand = seen.demand;
-  in.concurrency = concurrency(*params);
-  in.min_workers = params->min_number_of_worker_instances;
-  in.max_workers = params->max_number_of_worker_instances;
-  in.active = seen.active;
-  in.draining = seen.draining + exiting;
+  return exiting;
+}
 
-  const ScalingPlan plan = scaler_.plan(in, now);
+void WorkerPool::set_gauges(const ScalingInput& in, const Observed& seen, const ScalingPlan& plan) {
   auto& m = ctx_.metrics();
   const auto workers_help = "workers of the pool by state (pending: started, not registered)";
   m.gauge("conveyor_workerpool_workers", workers_help, {{"state", "active"}})
@@ -298,7 +345,6 @@ void WorkerPool::tick() {
   m.gauge("conveyor_workerpool_desired_workers", "workers the scaling rule asks for").set(plan.desired);
   m.gauge("conveyor_workerpool_demand_jobs", "jobs of the pool that are queued or started")
       .set(static_cast<double>(seen.demand));
-  act(plan);
 }
 
 // ---------------------------------------------------------------- leadership

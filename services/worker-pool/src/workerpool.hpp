@@ -79,6 +79,9 @@ class WorkerPool {
   void failed_start();
   void reap_lost();
   Observed observe(const model::SystemParameters& params);
+  void reload_parameters();
+  int check_own_workers(const Observed& seen, Clock::time_point now, std::vector<std::string>& pending);
+  void set_gauges(const ScalingInput& in, const Observed& seen, const ScalingPlan& plan);
   void act(const ScalingPlan& plan);
   void spawn_workers(int n);
   int concurrency(const model::SystemParameters& params) const;

@@ -32,7 +32,9 @@
 
 namespace httplib {
 class Server;
-}
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace conveyor::testing {
 
@@ -148,6 +150,12 @@ class FakeKubernetes final : public FakeApiServer {
   bool authorized(const std::string& authorization, const std::string& nomad_token) const override;
   nlohmann::json pod_json(const std::string& name) const;
   void start_pod(const std::string& name);
+  std::string invalid_pod(const nlohmann::json& pod, const std::string& ns) const;
+  // The routes' handlers, each under mu_.
+  void read_pod_template(const httplib::Request& req, httplib::Response& res);
+  void create_pod(const httplib::Request& req, httplib::Response& res);
+  void list_pods(const httplib::Request& req, httplib::Response& res);
+  void delete_pod(const httplib::Request& req, httplib::Response& res);
 
   Options o_;
   struct Entry {
@@ -204,6 +212,13 @@ class FakeNomad final : public FakeApiServer {
   std::string error_body(int status, const std::string& message) const override;
   bool authorized(const std::string& authorization, const std::string& nomad_token) const override;
   nlohmann::json stub(const std::string& id) const;
+  void start_dispatched(const std::string& id, const ParameterizedJob& job);
+  void job_not_found(const httplib::Request& req, httplib::Response& res);
+  // The routes' handlers, each under mu_.
+  void dispatch_job(const httplib::Request& req, httplib::Response& res);
+  void list_jobs(const httplib::Request& req, httplib::Response& res);
+  void read_job(const httplib::Request& req, httplib::Response& res);
+  void stop_job(const httplib::Request& req, httplib::Response& res);
 
   Options o_;
   struct Entry {
