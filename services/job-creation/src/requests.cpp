@@ -48,7 +48,10 @@ std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::
 
 bool is_rfc3339(const std::string& s) { return text::is_rfc3339(s, /*allow_space=*/true); }
 
-SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key) {
+namespace {
+
+// The body is an object of known fields only.
+void check_submit_fields(const nlohmann::json& body) {
   if (!body.is_object()) {
     throw http::FieldError("body", std::string("body: expected a JSON object, got ") + json_type_name(body));
   }
@@ -60,13 +63,57 @@ SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::
                                       "depends_on, not_before)");
     }
   }
+}
 
-  SubmitRequest r;
+std::string job_type_field(const nlohmann::json& body) {
   const auto type = body.find("job_type");
   if (type == body.end()) throw http::FieldError("job_type", "job_type: required");
   if (!type->is_string()) wrong_type("job_type", "a string", *type);
-  r.job_type = type->get<std::string>();
-  if (r.job_type.empty()) throw http::FieldError("job_type", "job_type: must not be empty");
+  std::string job_type = type->get<std::string>();
+  if (job_type.empty()) throw http::FieldError("job_type", "job_type: must not be empty");
+  return job_type;
+}
+
+// depends_on: an array of job ids (positive integers).
+std::vector<std::int64_t> depends_on_field(const nlohmann::json& d) {
+  if (!d.is_array()) wrong_type("depends_on", "an array of job ids", d);
+  std::vector<std::int64_t> ids;
+  for (std::size_t i = 0; i < d.size(); ++i) {
+    const auto& e = d[i];
+    const std::string field = "depends_on[" + std::to_string(i) + "]";
+    if (!e.is_number_integer()) wrong_type(field, "a job id (positive integer)", e);
+    ids.push_back(integer_in(e, field, 1, std::numeric_limits<std::int64_t>::max()));
+  }
+  return ids;
+}
+
+std::string not_before_field(const nlohmann::json& n) {
+  if (!n.is_string()) wrong_type("not_before", "an RFC 3339 date-time string", n);
+  auto s = n.get<std::string>();
+  if (!is_rfc3339(s)) {
+    throw http::FieldError("not_before", "not_before: '" + s +
+                                             "' is not an RFC 3339 date-time "
+                                             "(e.g. 2026-11-22T10:00:00Z)");
+  }
+  return s;
+}
+
+void check_idempotency_key(const std::string& key) {
+  if (key.empty()) {
+    throw http::FieldError("Idempotency-Key", "Idempotency-Key: must not be empty");
+  }
+  if (key.size() > kMaxIdempotencyKey) {
+    throw http::FieldError("Idempotency-Key",
+                           "Idempotency-Key: longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
+  }
+}
+
+}  // namespace
+
+SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key) {
+  check_submit_fields(body);
+  SubmitRequest r;
+  r.job_type = job_type_field(body);
 
   if (const auto p = body.find("params"); p != body.end() && !p->is_null()) {
     if (!p->is_object()) wrong_type("params", "an object", *p);
@@ -79,35 +126,10 @@ SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::
         static_cast<int>(integer_in(*p, "priority", std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
   }
 
-  if (const auto d = body.find("depends_on"); d != body.end() && !d->is_null()) {
-    if (!d->is_array()) wrong_type("depends_on", "an array of job ids", *d);
-    for (std::size_t i = 0; i < d->size(); ++i) {
-      const auto& e = (*d)[i];
-      const std::string field = "depends_on[" + std::to_string(i) + "]";
-      if (!e.is_number_integer()) wrong_type(field, "a job id (positive integer)", e);
-      r.depends_on.push_back(integer_in(e, field, 1, std::numeric_limits<std::int64_t>::max()));
-    }
-  }
-
-  if (const auto n = body.find("not_before"); n != body.end() && !n->is_null()) {
-    if (!n->is_string()) wrong_type("not_before", "an RFC 3339 date-time string", *n);
-    auto s = n->get<std::string>();
-    if (!is_rfc3339(s)) {
-      throw http::FieldError("not_before", "not_before: '" + s +
-                                               "' is not an RFC 3339 date-time "
-                                               "(e.g. 2026-11-22T10:00:00Z)");
-    }
-    r.not_before = std::move(s);
-  }
-
+  if (const auto d = body.find("depends_on"); d != body.end() && !d->is_null()) r.depends_on = depends_on_field(*d);
+  if (const auto n = body.find("not_before"); n != body.end() && !n->is_null()) r.not_before = not_before_field(*n);
   if (idempotency_key) {
-    if (idempotency_key->empty()) {
-      throw http::FieldError("Idempotency-Key", "Idempotency-Key: must not be empty");
-    }
-    if (idempotency_key->size() > kMaxIdempotencyKey) {
-      throw http::FieldError("Idempotency-Key",
-                             "Idempotency-Key: longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
-    }
+    check_idempotency_key(*idempotency_key);
     r.idempotency_key = idempotency_key;
   }
   return r;
