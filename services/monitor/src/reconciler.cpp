@@ -89,7 +89,8 @@ constexpr db::Statement kPurgeJobs{
     "  WHERE j.status IN ('done', 'canceled', 'failed', 'internal_error')"
     "    AND j.updated_at < now() - make_interval(secs => $1::float8)"
     "    AND NOT (j.status = 'canceled' AND j.canceled_at IS NULL)"
-    "    AND NOT EXISTS (SELECT 1 FROM conveyor.job d WHERE d.depends_on @> ARRAY[j.id]"
+    // depends_on <> '{}': job_depends_on_idx's predicate (migration 20261219000000).
+    "    AND NOT EXISTS (SELECT 1 FROM conveyor.job d WHERE d.depends_on @> ARRAY[j.id] AND d.depends_on <> '{}'"
     "                    AND d.status NOT IN ('done', 'canceled', 'failed', 'internal_error'))"
     "  ORDER BY j.updated_at LIMIT $2 FOR UPDATE OF j SKIP LOCKED)"
     "DELETE FROM conveyor.job j USING doomed WHERE j.id = doomed.id RETURNING j.id"};

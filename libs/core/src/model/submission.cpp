@@ -16,13 +16,14 @@ constexpr db::Statement kExistingJobs{"model_existing_jobs",
 // reported against not_before rather than as a failed insert.
 constexpr db::Statement kCheckTimestamp{"model_check_timestamp", "SELECT $1::timestamptz IS NOT NULL"};
 
-// NULL idempotency keys never conflict (NULLs are distinct in a unique constraint).
+// Only keyed jobs are in the unique index (job_type_idempotency_key_key, partial
+// since migration 20261219000000): a job without a key never conflicts.
 constexpr db::Statement kInsertJob{
     "model_insert_job",
     "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
     "idempotency_key) "
     "VALUES ($1, $2::jsonb, $3, $4, $5::bigint[], $6::timestamptz, $7) "
-    "ON CONFLICT (job_type, idempotency_key) DO NOTHING RETURNING id"};
+    "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"};
 
 constexpr db::Statement kJobByIdempotencyKey{
     "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};

@@ -24,7 +24,9 @@ constexpr db::Statement kUpstream{
 // The GIN index on depends_on (retention's) answers @>.
 constexpr db::Statement kDownstream{
     "console_job_downstream",
-    "SELECT id, job_type, status FROM conveyor.job WHERE depends_on @> ARRAY[$1::bigint] ORDER BY id LIMIT 101"};
+    // depends_on <> '{}': job_depends_on_idx's predicate (migration 20261219000000).
+    "SELECT id, job_type, status FROM conveyor.job WHERE depends_on @> ARRAY[$1::bigint] AND depends_on <> '{}' "
+    "ORDER BY id LIMIT 101"};
 
 model::JobId job_id(const http::Request& req) {
   const std::string& id = req.path_param("id");
