@@ -1,5 +1,6 @@
 #include "creation.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <string>
@@ -262,81 +263,120 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
 
 void setup(runtime::Context& ctx) { register_routes(ctx.http(), ctx); }
 
+namespace {
+
+// One pass over the schedules; returns whether a schedule has more runs due
+// than one batch created.
+bool run_schedule_pass(runtime::Context& ctx, int batch) {
+  auto log = ctx.log();
+  auto& metrics = ctx.metrics();
+  const auto tick = run_schedules(ctx.db(), batch);
+  if (!tick) return false;  // another replica holds the scheduler lock
+  for (const auto& run : tick->runs) {
+    if (run.created > 0 || run.skipped > 0) {
+      log->info("schedule {}: created {} run(s), skipped {} (catch-up policy or window)", run.job_type, run.created,
+                run.skipped);
+    }
+    if (!run.error.empty()) log->error("schedule {}: {}", run.job_type, run.error);
+    metrics
+        .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                 {{"job_type", run.job_type}, {"outcome", "created"}})
+        .inc(run.created);
+    metrics
+        .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
+                 {{"job_type", run.job_type}, {"outcome", "skipped"}})
+        .inc(static_cast<double>(run.skipped));
+  }
+  return tick->more;
+}
+
+// One pass over the pending triggers; returns whether more are pending than
+// one batch took.
+bool run_trigger_pass(runtime::Context& ctx, int batch) {
+  auto log = ctx.log();
+  auto& metrics = ctx.metrics();
+  const TriggerTick t = run_triggers(ctx.db(), batch);
+  if (t.created > 0) log->info("triggers: created {} downstream job(s)", t.created);
+  for (const auto& e : t.errors) log->error("trigger failed (kept in conveyor.trigger_pending): {}", e);
+  metrics.counter("conveyor_trigger_jobs_created_total", "downstream jobs created by triggers").inc(t.created);
+  metrics.counter("conveyor_trigger_failures_total", "upstream jobs whose triggers could not be created").inc(t.failed);
+  return t.more;
+}
+
+// One batch of one backfill request. A request whose batch keeps failing is
+// marked failed after kBackfillMaxFailures in a row (`failures` counts them,
+// by request), so it cannot stop the schedules and triggers.
+void run_backfill_pass(runtime::Context& ctx, int batch, std::map<std::int64_t, int>& failures) {
+  auto log = ctx.log();
+  auto& metrics = ctx.metrics();
+  const auto b = run_backfills(ctx.db(), batch);
+  if (!b) return;
+  if (!b->rolled_back) {
+    failures.erase(b->request_id);
+    log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id, b->job_type,
+              b->created, b->skipped, b->state);
+    if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
+    metrics.counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
+        .inc(b->created);
+    return;
+  }
+  const int in_a_row = ++failures[b->request_id];
+  log->error("backfill {} of {}: batch rolled back ({} of {} in a row): {}", b->request_id, b->job_type, in_a_row,
+             kBackfillMaxFailures, logging::redact_url(b->error));
+  metrics
+      .counter("conveyor_backfill_failures_total", "backfill batches rolled back by an error",
+               {{"job_type", b->job_type}})
+      .inc();
+  if (in_a_row < kBackfillMaxFailures) return;
+  const std::string reason = "failed " + std::to_string(in_a_row) + " batches in a row: " + b->error;
+  if (fail_backfill(ctx.db(), b->request_id, reason)) {
+    log->error("backfill {} of {} marked failed: {}", b->request_id, b->job_type, reason);
+  }
+  failures.erase(b->request_id);
+}
+
+}  // namespace
+
+// Schedules and backfills are due by time: they run once per poll interval
+// (at once again while a schedule has more due runs than a batch). Triggers
+// are due when a job is done: they run on every wake-up too, which is one
+// indexed read of conveyor.trigger_pending when none is pending. So a burst
+// of done jobs without triggers costs creation one short query per wake-up,
+// not a pass over every schedule and parameter.
 void loop(runtime::Context& ctx) {
+  using Clock = std::chrono::steady_clock;
+  using std::chrono::milliseconds;
   const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
   const int batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
   const int backfill_batch = static_cast<int>(ctx.config().get_int("CONVEYOR_BACKFILL_BATCH_SIZE"));
   auto log = ctx.log();
-  auto& metrics = ctx.metrics();
-  std::chrono::milliseconds timeout(0);
   std::map<std::int64_t, int> backfill_failures;  // batches rolled back in a row, by request
+  Clock::time_point timed_due = Clock::now();
+  milliseconds timeout(0);
   do {
-    bool more = false;
+    bool schedules_more = false;
+    bool triggers_more = false;
+    const bool timed = Clock::now() >= timed_due;
     try {
-      if (const auto tick = run_schedules(ctx.db(), batch)) {
-        more = tick->more;
-        for (const auto& run : tick->runs) {
-          if (run.created > 0 || run.skipped > 0) {
-            log->info("schedule {}: created {} run(s), skipped {} (catch-up policy or window)", run.job_type,
-                      run.created, run.skipped);
-          }
-          if (!run.error.empty()) log->error("schedule {}: {}", run.job_type, run.error);
-          metrics
-              .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
-                       {{"job_type", run.job_type}, {"outcome", "created"}})
-              .inc(run.created);
-          metrics
-              .counter("conveyor_schedule_runs_total", "scheduled runs, by job type and outcome",
-                       {{"job_type", run.job_type}, {"outcome", "skipped"}})
-              .inc(static_cast<double>(run.skipped));
-        }
-      }
-      const TriggerTick t = run_triggers(ctx.db(), batch);
-      more = more || t.more;
-      if (t.created > 0) log->info("triggers: created {} downstream job(s)", t.created);
-      for (const auto& e : t.errors) log->error("trigger failed (kept in conveyor.trigger_pending): {}", e);
-      metrics.counter("conveyor_trigger_jobs_created_total", "downstream jobs created by triggers").inc(t.created);
-      metrics.counter("conveyor_trigger_failures_total", "upstream jobs whose triggers could not be created")
-          .inc(t.failed);
+      if (timed) schedules_more = run_schedule_pass(ctx, batch);
+      triggers_more = run_trigger_pass(ctx, batch);
     } catch (const Error& e) {
       // The database may be briefly away: the next pass retries.
       log->error("schedules and triggers: {}", logging::redact_url(e.what()));
     }
-    // Backfills in their own try: a request whose batch keeps failing must
-    // not stop the schedules and triggers above.
-    try {
-      // One batch of one backfill request per pass: the poll interval throttles them.
-      if (const auto b = run_backfills(ctx.db(), backfill_batch)) {
-        if (b->rolled_back) {
-          const int failures = ++backfill_failures[b->request_id];
-          log->error("backfill {} of {}: batch rolled back ({} of {} in a row): {}", b->request_id, b->job_type,
-                     failures, kBackfillMaxFailures, logging::redact_url(b->error));
-          metrics
-              .counter("conveyor_backfill_failures_total", "backfill batches rolled back by an error",
-                       {{"job_type", b->job_type}})
-              .inc();
-          if (failures >= kBackfillMaxFailures) {
-            const std::string reason = "failed " + std::to_string(failures) + " batches in a row: " + b->error;
-            if (fail_backfill(ctx.db(), b->request_id, reason)) {
-              log->error("backfill {} of {} marked failed: {}", b->request_id, b->job_type, reason);
-            }
-            backfill_failures.erase(b->request_id);
-          }
-        } else {
-          backfill_failures.erase(b->request_id);
-          log->info("backfill {} of {}: created {} run(s), {} slot(s) already had one; {}", b->request_id, b->job_type,
-                    b->created, b->skipped, b->state);
-          if (!b->error.empty()) log->error("backfill {} of {} failed: {}", b->request_id, b->job_type, b->error);
-          metrics
-              .counter("conveyor_backfill_runs_total", "runs created by backfill requests", {{"job_type", b->job_type}})
-              .inc(b->created);
-        }
+    if (timed) {
+      // Backfills in their own try: a request whose batch keeps failing must
+      // not stop the schedules and triggers above.
+      try {
+        run_backfill_pass(ctx, backfill_batch, backfill_failures);
+      } catch (const Error& e) {
+        log->error("backfills: {}", logging::redact_url(e.what()));
       }
-    } catch (const Error& e) {
-      log->error("backfills: {}", logging::redact_url(e.what()));
+      ctx.metrics().counter("conveyor_creation_passes_total", "passes over schedules and triggers").inc();
+      timed_due = schedules_more ? Clock::now() : Clock::now() + poll;
     }
-    metrics.counter("conveyor_creation_passes_total", "passes over schedules and triggers").inc();
-    timeout = more ? std::chrono::milliseconds(0) : poll;
+    const auto until_timed = std::chrono::duration_cast<milliseconds>(timed_due - Clock::now());
+    timeout = triggers_more ? milliseconds(0) : std::clamp(until_timed, milliseconds(0), poll);
   } while (ctx.wait_for_work(timeout));
 }
 

@@ -306,11 +306,12 @@ void run_trigger(db::Pool& pool, std::int64_t upstream_id, TriggerTick& tick) {
 TriggerTick run_triggers(db::Pool& pool, int batch) {
   TriggerTick tick;
   std::vector<std::int64_t> pending;
+  // The pending rows first: most wake-ups (a done job without triggers)
+  // find none and end here, without reading the parameters.
   const bool accepting = pool.transact([&](db::Tx& tx) {
-    if (!model::load_system_parameters(tx).accepting_new_jobs) return false;
     pending.clear();
     for (const db::Row r : tx.exec(kPendingTriggers, {batch})) pending.push_back(r[0].as_int());
-    return true;
+    return pending.empty() || model::load_system_parameters(tx).accepting_new_jobs;
   });
   if (!accepting) return tick;
   tick.more = static_cast<int>(pending.size()) >= batch;
