@@ -62,6 +62,7 @@ struct Settings {
   std::string migrations_dir;
   std::string job_types;
   double timeout_s = 600;
+  bool profile_sql = false;
 };
 
 // "20s", "500ms", "2m" or a bare number of seconds.
@@ -103,6 +104,9 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
   app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
   app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
   app.add_flag("--json", s.json, "print the report as JSON instead of tables");
+  app.add_flag("--profile-sql", s.profile_sql,
+               "per phase: statements and trigger functions by time per job (pg_stat_statements), commits and WAL "
+               "per job");
   app.add_option("--bin-dir", s.bin_dir, "run the conveyor-* executables (and devbroker) of this directory")
       ->check(CLI::ExistingDirectory);
   app.add_option("--migrations-dir", s.migrations_dir,
@@ -148,13 +152,15 @@ Json unit_params(const Json& params, int n) {
   return out;
 }
 
-Unit submit_unit(const Stack& stack, const Workload& w, int n) {
+// Each submitter keeps its connection (a client that opened one per request
+// measured creation's TCP accept and the handshake, not its API).
+Unit submit_unit(const Stack& stack, const Workload& w, int n, conveyor::http::KeepAliveClient& client) {
   Unit u;
   for (const auto& type : w.types) {
     Json body{{"job_type", type}, {"params", unit_params(w.params, n)}};
     if (u.last != 0) body["depends_on"] = {u.last};
-    auto r = conveyor::http::http_request("POST", stack.api_url() + "/v1/jobs", body.dump(), stack.api_headers(true),
-                                          std::chrono::seconds(30));
+    auto r = client.request("POST", stack.api_url() + "/v1/jobs", body.dump(), stack.api_headers(true),
+                            std::chrono::seconds(30));
     if (r.status != 201) {
       throw std::runtime_error("submitting a " + type + " job failed: HTTP " + std::to_string(r.status) + " " + r.body);
     }
@@ -177,6 +183,7 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
+      conveyor::http::KeepAliveClient client;
       for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
         if (rate > 0) {
           // Pacing the schedule (not waiting for a condition): the open loop.
@@ -184,7 +191,7 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
               start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate)));
         }
         try {
-          units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i);
+          units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i, client);
         } catch (const std::exception& e) {
           std::lock_guard lock(error_mutex);
           error = e.what();
@@ -240,6 +247,7 @@ struct Phase {
   double p50 = 0, p95 = 0, p99 = 0, max = 0;
   bool timed_out = false;
   std::map<std::string, double> cpu_ms;  // CPU of each process over the phase
+  Json sql;                              // --profile-sql: where PostgreSQL's time went
 };
 
 void read_unit_times(conveyor::db::Session& db, const std::vector<Unit>& units, Phase& p) {
@@ -298,6 +306,64 @@ std::map<std::string, double> cpu_between(const CpuReading& before, const CpuRea
   return out;
 }
 
+// ---------------------------------------------------------------- SQL profile
+
+// --profile-sql: the private cluster loads pg_stat_statements and tracks
+// PL/pgSQL functions (trigger functions included); each phase starts from
+// reset counters and reports per job.
+constexpr const char* kProfilePgOptions =
+    "-c shared_preload_libraries=pg_stat_statements -c track_functions=pl -c pg_stat_statements.track=all";
+constexpr conveyor::db::Statement kProfileReset{
+    "bench_profile_reset",
+    "SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal'), pg_stat_clear_snapshot()"};
+constexpr conveyor::db::Statement kProfileTotals{
+    "bench_profile_totals",
+    "SELECT (SELECT sum(xact_commit) FROM pg_stat_database)::float8, "
+    "(SELECT wal_bytes FROM pg_stat_wal)::float8, (SELECT wal_records FROM pg_stat_wal)::float8, "
+    "(SELECT sum(total_exec_time) FROM pg_stat_statements WHERE toplevel)::float8"};
+constexpr conveyor::db::Statement kProfileStatements{
+    "bench_profile_statements",
+    "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), sum(calls)::float8, sum(total_exec_time)::float8, "
+    "bool_or(toplevel) FROM pg_stat_statements GROUP BY 1, queryid ORDER BY 3 DESC LIMIT 15"};
+constexpr conveyor::db::Statement kProfileFunctions{
+    "bench_profile_functions",
+    "SELECT schemaname || '.' || funcname, calls::float8, total_time::float8, self_time::float8 "
+    "FROM pg_stat_user_functions ORDER BY total_time DESC LIMIT 10"};
+
+void profile_reset(conveyor::db::Session& db) {
+  db.transact([](conveyor::db::Tx& tx) { tx.exec(kProfileReset); });
+}
+
+// Per job: commits, WAL, top-level statement time; the statements and
+// functions that took the most, in ms per job.
+Json profile_read(conveyor::db::Session& db, std::int64_t jobs) {
+  const double n = jobs > 0 ? static_cast<double>(jobs) : 1.0;
+  return db.transact([&](conveyor::db::Tx& tx) {
+    Json out;
+    const auto t = tx.exec(kProfileTotals);
+    auto num = [](const conveyor::db::Row& r, int c) { return r[c].is_null() ? 0.0 : r[c].as_double(); };
+    out["commits_per_job"] = num(t[0], 0) / n;
+    out["wal_kb_per_job"] = num(t[0], 1) / 1024 / n;
+    out["wal_records_per_job"] = num(t[0], 2) / n;
+    out["statement_ms_per_job"] = num(t[0], 3) / n;
+    out["statements"] = Json::array();
+    for (const auto r : tx.exec(kProfileStatements)) {
+      out["statements"].push_back({{"query", r[0].as_string()},
+                                   {"calls_per_job", num(r, 1) / n},
+                                   {"ms_per_job", num(r, 2) / n},
+                                   {"toplevel", r[3].as_bool()}});
+    }
+    out["functions"] = Json::array();
+    for (const auto r : tx.exec(kProfileFunctions)) {
+      out["functions"].push_back({{"function", r[0].as_string()},
+                                  {"calls_per_job", num(r, 1) / n},
+                                  {"total_ms_per_job", num(r, 2) / n},
+                                  {"self_ms_per_job", num(r, 3) / n}});
+    }
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------- phases
 
 Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, const std::string& name, int units,
@@ -305,6 +371,7 @@ Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, cons
   Phase p;
   p.name = name;
   p.units = units;
+  if (s.profile_sql) profile_reset(db);
   const auto before = read_cpu(stack);
   auto [submitted, submit_s] = submit_units(stack, w, units, rate, s.submitters);
   p.submit_s = submit_s;
@@ -322,6 +389,7 @@ Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, cons
       },
       std::chrono::milliseconds(static_cast<std::int64_t>(s.timeout_s * 1000)));
   p.cpu_ms = cpu_between(before, read_cpu(stack));
+  if (s.profile_sql) p.sql = profile_read(db, p.jobs);
   p.timed_out = !all;
   p.done = f.done;
   read_unit_times(db, submitted, p);
@@ -339,13 +407,15 @@ Json phase_json(const Phase& p) {
           {"span_s", p.span_s},
           {"jobs_per_s", p.span_s > 0 ? static_cast<double>(p.done) / p.span_s : 0.0},
           {"latency_ms", {{"p50", p.p50}, {"p95", p.p95}, {"p99", p.p99}, {"max", p.max}}},
-          {"cpu_ms_per_job", cpu}};
+          {"cpu_ms_per_job", cpu},
+          {"sql", p.sql}};
 }
 
 // Runs one workload: a warm-up unit, the throughput phase, the latency phase.
 Json run_workload(Stack& stack, conveyor::db::Session& db, const Workload& w, const Settings& s) {
   Json out{{"workload", w.name}, {"job_types", w.types}};
-  const auto warm = submit_unit(stack, w, -1);  // warm-up: consumer groups joined, programs started
+  conveyor::http::KeepAliveClient warm_client;
+  const auto warm = submit_unit(stack, w, -1, warm_client);  // warm-up: consumer groups joined, programs started
   const bool warmed = conveyor::testing::wait_until(
       [&] { return finished_jobs(db, warm.first, warm.last).finished >= static_cast<std::int64_t>(w.types.size()); },
       std::chrono::seconds(120));
@@ -453,6 +523,24 @@ void print_cpu_table(const Json& w) {
   std::printf("  %-22s %18.2f %18.2f\n", "total (no jobs, bench)", total_t, total_l);
 }
 
+void print_sql_profile(const Json& p, const std::string& what) {
+  if (!p.contains("sql") || p["sql"].is_null()) return;
+  const Json& q = p["sql"];
+  std::printf("  SQL (%s): %.1f commits, %.1f WAL records, %.1f KB WAL, %.2f ms of top-level statements per job\n",
+              what.c_str(), q["commits_per_job"].get<double>(), q["wal_records_per_job"].get<double>(),
+              q["wal_kb_per_job"].get<double>(), q["statement_ms_per_job"].get<double>());
+  std::printf("    %9s %8s  %s\n", "ms/job", "calls/job", "statement (nested: inside a trigger or function)");
+  for (const auto& st : q["statements"]) {
+    std::printf("    %9.3f %8.2f  %s%s\n", st["ms_per_job"].get<double>(), st["calls_per_job"].get<double>(),
+                st["toplevel"].get<bool>() ? "" : "(nested) ", st["query"].get<std::string>().c_str());
+  }
+  std::printf("    %9s %8s %9s  %s\n", "ms/job", "calls/job", "self ms", "function");
+  for (const auto& f : q["functions"]) {
+    std::printf("    %9.3f %8.2f %9.3f  %s\n", f["total_ms_per_job"].get<double>(), f["calls_per_job"].get<double>(),
+                f["self_ms_per_job"].get<double>(), f["function"].get<std::string>().c_str());
+  }
+}
+
 void print_report(const Json& report) {
   const auto& st = report["settings"];
   std::printf("conveyor-bench: %d cores, load %s; PostgreSQL %s; %d workers; executables %s\n",
@@ -468,6 +556,8 @@ void print_report(const Json& report) {
                        "at " + std::to_string(std::lround(w["latency"]["rate_jobs_per_s"].get<double>())) + "/s");
     }
     print_cpu_table(w);
+    if (w.contains("throughput")) print_sql_profile(w["throughput"], "throughput");
+    if (w.contains("latency")) print_sql_profile(w["latency"], "latency");
   }
   for (const auto& s : report["skipped"]) {
     std::printf("\n%s workload skipped: %s\n", s["workload"].get<std::string>().c_str(),
@@ -506,6 +596,7 @@ Json settings_json(const Settings& s) {
           {"workers", s.workers},
           {"submitters", s.submitters},
           {"durable_postgres", !s.fast_db},
+          {"profile_sql", s.profile_sql},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
           {"migrations_dir", s.migrations_dir},
           {"job_types", s.job_types}};
@@ -536,6 +627,13 @@ int run(Settings& s) {
   }
   o.setup_sql = "UPDATE conveyor.system_parameters SET publication_endpoint_url = 'http://127.0.0.1:" +
                 std::to_string(hook.port()) + "/hook'";
+  if (s.profile_sql) {
+    // The private cluster's server options (libs/testing reads them at start).
+    std::string pg_options = kProfilePgOptions;
+    if (const char* extra = std::getenv("CONVEYOR_TEST_PG_OPTIONS")) pg_options += std::string(" ") + extra;
+    ::setenv("CONVEYOR_TEST_PG_OPTIONS", pg_options.c_str(), 1);
+    o.setup_sql += "; CREATE EXTENSION IF NOT EXISTS pg_stat_statements";
+  }
   Stack stack(o);
   conveyor::db::Session db(stack.db().url(), "conveyor-bench");  // the one connection that polls
   for (const auto& w : workloads) report["workloads"].push_back(run_workload(stack, db, w, s));
