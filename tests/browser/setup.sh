@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Puts what the browser test needs in place, once: Debian's chromium (through
-# tools/deps.sh) and the pinned puppeteer-core (`npm ci` of this folder's
-# lockfile into WORK_DIR/npm, again only when the lockfile or node changed).
+# tools/deps.sh) and the pinned puppeteer-core (tools/npm-ci-pinned: `npm ci`
+# of this folder's lockfile into WORK_DIR/npm, again only when the lockfile
+# or node changed).
 # Usage: setup.sh WORK_DIR. Prints nothing on success but its progress.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,13 +14,4 @@ if ! command -v chromium >/dev/null || ! command -v node >/dev/null || ! command
   "$root/tools/deps.sh"
 fi
 
-npm_dir=$work/npm
-mkdir -p "$npm_dir"
-stamp=$( (cat "$here/package.json" "$here/package-lock.json"; node --version) | sha256sum | cut -c1-16)
-if [[ ! -f $npm_dir/.stamp || $(cat "$npm_dir/.stamp") != "$stamp" || ! -d $npm_dir/node_modules ]]; then
-  cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
-  rm -rf "$npm_dir/node_modules"
-  echo "browser: npm ci in $npm_dir"
-  (cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$stamp" >"$npm_dir/.stamp"
-fi
+"$root/tools/npm-ci-pinned" "$here" "$work/npm"

@@ -82,18 +82,12 @@ echo "deploy: kubectl $kubectl_version (kustomize $kustomize_version), node $(no
 
 # Pinned validators: npm ci again only when the lockfile (or node) changed.
 npm_dir=$work/npm
-mkdir -p "$npm_dir"
-stamp=$( (cat "$here/package.json" "$here/package-lock.json"; node --version) | sha256sum | cut -c1-16)
-if [[ ! -f $npm_dir/.stamp || $(cat "$npm_dir/.stamp") != "$stamp" || ! -d $npm_dir/node_modules ]]; then
-  cp "$here/package.json" "$here/package-lock.json" "$npm_dir/"
-  rm -rf "$npm_dir/node_modules"
-  echo "deploy: npm ci in $npm_dir"
-  if ! err=$(cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error 2>&1 >/dev/null); then
-    fail "tools: npm ci of tests/deploy/package-lock.json failed (is the npm registry reachable?)" "$(tail -5 <<<"$err")"
-    echo "deploy: $passed passed, $failed failed"
-    exit 1
-  fi
-  echo "$stamp" >"$npm_dir/.stamp"
+if npm_out=$("$root/tools/npm-ci-pinned" "$here" "$npm_dir" 2>&1); then
+  [[ -z $npm_out ]] || echo "deploy: $npm_out"
+else
+  fail "tools: npm ci of tests/deploy/package-lock.json failed (is the npm registry reachable?)" "$(tail -5 <<<"$npm_out")"
+  echo "deploy: $passed passed, $failed failed"
+  exit 1
 fi
 export NODE_PATH=$npm_dir/node_modules
 

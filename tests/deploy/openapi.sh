@@ -13,14 +13,7 @@ document=$root/deploy/api/openapi.json
 scratch=${1:?usage: openapi.sh <scratch dir>}
 command -v npm >/dev/null && command -v node >/dev/null || "$root/tools/deps.sh"
 
-mkdir -p "$scratch"
-stamp=$( (cat "$here/openapi/package.json" "$here/openapi/package-lock.json"; node --version) | sha256sum | cut -c1-16)
-if [[ ! -f $scratch/.stamp || $(cat "$scratch/.stamp") != "$stamp" || ! -d $scratch/node_modules ]]; then
-  cp "$here/openapi/package.json" "$here/openapi/package-lock.json" "$scratch/"
-  rm -rf "$scratch/node_modules"
-  (cd "$scratch" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  echo "$stamp" >"$scratch/.stamp"
-fi
+"$root/tools/npm-ci-pinned" "$here/openapi" "$scratch" >/dev/null
 validate=$scratch/node_modules/.bin/validate-api
 
 out=$("$validate" "$document" 2>&1) || { echo "$out"; echo "not ok - $document is not a valid OpenAPI document"; exit 1; }
