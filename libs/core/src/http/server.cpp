@@ -870,6 +870,12 @@ struct Server::Impl {
     // (inherited by every accepted socket) the body of a kept-alive exchange
     // waits for the client's delayed ACK, 40 ms per request.
     server.set_tcp_nodelay(true);
+    // Requests served on one kept-alive connection before it is closed
+    // (cpp-httplib's default is 5: a client such as a submitter or the
+    // console would pay a new TCP handshake, and auth, every fifth request).
+    // As nginx's keepalive_requests; a connection idle past
+    // keep_alive_timeout is closed anyway.
+    server.set_keep_alive_max_count(1000);
   }
 
   // Every method and path goes to dispatch (through with_body when a body
