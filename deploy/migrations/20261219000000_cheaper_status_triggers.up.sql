@@ -37,6 +37,11 @@
 --   idempotency_key IS NOT NULL`). WAL per job of the 7 status changes
 --   (pgbench, one statement per change, 2 clients): 102 records and 10.6 KB
 --   before this migration, 82 records and 8.7 KB after.
+-- * The stage loops' wake-up: one channel per status,
+--   conveyor_job_status_<status>, instead of conveyor_job_status for all. A
+--   service listens to its wake_on statuses only, so it is no longer sent
+--   (and woken by) the other statuses' notifications: about 7 notifications
+--   per job reached each of the six listening services before.
 -- * record_job_audit ran for every UPDATE naming config (configuration's
 --   batch, once per job) to find nothing to record: a WHEN clause now skips
 --   the call unless params, a set config or held_at changed.
@@ -103,7 +108,8 @@ COMMENT ON FUNCTION conveyor.refuse_status_change(bigint, text, text) IS
   'raises CV001 for a status change conveyor.job_status_transition does not list (issue 14)';
 
 -- record_status_changes of 20261215000000_lifecycle_rules, with the status
--- machine checked first, over the statement's changed rows.
+-- machine checked first, over the statement's changed rows, and the
+-- notification of each new status on its own channel.
 CREATE OR REPLACE FUNCTION conveyor.record_status_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -184,7 +190,7 @@ BEGIN
 
   IF v_statuses IS NOT NULL THEN
     PERFORM pg_notify('conveyor_outbox', '');
-    PERFORM pg_notify('conveyor_job_status', s) FROM unnest(v_statuses) s;
+    PERFORM pg_notify('conveyor_job_status_' || s, s) FROM unnest(v_statuses) s;
   END IF;
   RETURN NULL;
 END

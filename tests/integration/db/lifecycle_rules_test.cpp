@@ -176,13 +176,19 @@ TEST_F(LifecycleRulesTest, OneStatementWritesOneHistoryRowAndOneEventPerChangedJ
 }
 
 // Listeners only need a wake-up: one conveyor_outbox notification per
-// statement, and conveyor_job_status once per new status, naming it.
-TEST_F(LifecycleRulesTest, AStatementNotifiesOncePerNewStatus) {
+// statement, and one per new status on that status's own channel
+// (conveyor_job_status_<status>, payload the status), so a listener of other
+// statuses is sent nothing (migration 20261219000000).
+TEST_F(LifecycleRulesTest, AStatementNotifiesOncePerNewStatusOnItsChannel) {
   db_.exec("INSERT INTO conveyor.job (job_type) SELECT 't' FROM generate_series(1, 6)");
   db::Session listener(db_.url());
-  listener.listen("conveyor_job_status");
+  listener.listen("conveyor_job_status_configured");
+  listener.listen("conveyor_job_status_canceled");
   listener.listen("conveyor_outbox");
   (void)listener.wait_for_notifications(0ms);
+  db::Session other(db_.url());
+  other.listen("conveyor_job_status_ready");
+  (void)other.wait_for_notifications(0ms);
 
   db_.exec("UPDATE conveyor.job SET status = CASE WHEN id <= 4 THEN 'configured' ELSE 'canceled' END");
   std::vector<db::Notification> got;
@@ -195,8 +201,9 @@ TEST_F(LifecycleRulesTest, AStatementNotifiesOncePerNewStatus) {
 
   std::multiset<std::string> seen;
   for (const auto& n : got) seen.insert(n.channel + ":" + n.payload);
-  EXPECT_EQ(seen, (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status:configured",
-                                              "conveyor_job_status:canceled"}));
+  EXPECT_EQ(seen, (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_configured:configured",
+                                              "conveyor_job_status_canceled:canceled"}));
+  EXPECT_TRUE(other.wait_for_notifications(200ms).empty()) << "a listener of ready was sent another status";
 }
 
 // One back-off formula for the worker's retries (base retry_backoff_s, cap an

@@ -56,7 +56,11 @@ constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
                                         "UPDATE conveyor.service_instance SET http_address = $2 WHERE id = $1"};
 // NOTIFYs of the job status trigger: one per new status of a statement,
 // the payload the status ("queued"). A stage wakes on the statuses it acts on.
-constexpr const char* kJobStatusChannel = "conveyor_job_status";
+// The status trigger notifies conveyor_job_status_<status> once per new
+// status of a statement (conveyor.record_status_changes, migration
+// 20261219000000): a service listens to the channels of its wake_on
+// statuses only, so the other statuses' notifications never reach it.
+constexpr const char* kJobStatusChannelPrefix = "conveyor_job_status_";
 // Events only wake, so their offsets may lag: committed at most this often
 // (and on the way out), not after every poll.
 constexpr milliseconds kCommitInterval{1000};
@@ -431,6 +435,14 @@ class Service final : public Context {
   void listen_loop() {
     auto rlog = logging::get("runtime");
     db::Session session(config_.get_string("CONVEYOR_DATABASE_URL"), spec_.name + "-listen");
+    std::vector<std::string> channels;
+    for (const std::string& type : spec_.wake_on) {
+      if (type.starts_with(bus::kJobEventTypePrefix)) {
+        channels.push_back(kJobStatusChannelPrefix + type.substr(std::string_view(bus::kJobEventTypePrefix).size()));
+      }
+    }
+    std::string listened;
+    for (const std::string& c : channels) listened += (listened.empty() ? "" : ", ") + c;
     bool listening = false;
     bool lost = false;
     milliseconds retry = kListenRetryMin;
@@ -438,28 +450,26 @@ class Service final : public Context {
       try {
         if (!listening || !session.is_open()) {
           session.reset();  // a re-made connection has no LISTEN: start afresh
-          session.listen(kJobStatusChannel);
+          for (const std::string& channel : channels) session.listen(channel);
           listening = true;
           retry = kListenRetryMin;
           if (lost) {
             listen_reconnects_->inc();
-            rlog->info("listening to {} again", kJobStatusChannel);
+            rlog->info("listening to {} again", listened);
           }
           lost = false;
           wake();
         }
-        for (const db::Notification& n : session.wait_for_notifications(kListenSlice)) {
-          if (spec_.wake_on.contains(std::string(bus::kJobEventTypePrefix) + n.payload)) {
-            notify_wakeups_->inc();
-            wake();
-            break;
-          }
+        // Every channel listened to is a status of wake_on.
+        if (!session.wait_for_notifications(kListenSlice).empty()) {
+          notify_wakeups_->inc();
+          wake();
         }
       } catch (const std::exception& e) {
         listening = false;
         session.reset();
         if (!lost) {
-          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)", kJobStatusChannel,
+          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)", listened,
                      logging::redact_url(e.what()));
         }
         lost = true;

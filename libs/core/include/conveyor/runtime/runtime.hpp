@@ -8,8 +8,9 @@
 // stop taking work, finish what is in flight, commit, exit 0.
 //
 // Wake-ups come from PostgreSQL first: a service with wake_on LISTENs on
-// conveyor_job_status (one NOTIFY per new status, payload the status) on a
-// connection of its own, re-made with back-off when lost; its Kafka event
+// conveyor_job_status_<status> for each status of its wake_on (the status
+// trigger notifies each new status of a statement once, payload the status)
+// on a connection of its own, re-made with back-off when lost; its Kafka event
 // wakes it too, whichever comes first, and the poll stays as the fallback.
 // Stage services run their loop as a StageLoop (stage_loop.hpp).
 //
