@@ -189,6 +189,61 @@ std::optional<ScheduleTick> run_schedules(db::Pool& pool, int batch) {
   });
 }
 
+namespace {
+
+// The first open backfill request of a handled type that no other replica
+// holds, locked; nullopt when there is none. The result owns the row.
+std::optional<db::Result> lock_open_backfill(db::Tx& tx, const model::SystemParameters& parameters) {
+  for (const db::Row r : tx.exec(kOpenBackfills)) {
+    if (!parameters.handles(r["job_type"].as_string())) continue;
+    db::Result locked = tx.exec(kLockBackfill, {r["id"].as_int()});
+    if (!locked.empty()) return locked;  // else another replica has it, or it was canceled meanwhile
+  }
+  return std::nullopt;
+}
+
+// One batch of the locked request's runs, from its cursor: one run of the
+// whole range (collapse), else up to `batch` slots. Returns the new cursor;
+// tick.state becomes done once the range is covered. A request refused
+// before any SQL ran (the schema, an unusable schedule) ends failed with the
+// reason, and the runs of this batch so far stay.
+TimePoint create_backfill_runs(db::Tx& tx, const model::SystemParameters& parameters, const db::Row& request, int batch,
+                               BackfillTick& tick) {
+  const TimePoint from = at(request["from_slot"].as_int());
+  const TimePoint to = at(request["to_slot"].as_int());
+  TimePoint cursor = at(request["next_after"].as_int());
+  try {
+    const auto type = model::load_job_type(tx, tick.job_type);
+    if (!type || type->schedule.empty())
+      throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
+    const model::Schedule schedule = model::Schedule::parse(type->schedule);
+    auto count = [&](bool created) {
+      if (created) ++tick.created;
+      else ++tick.skipped;
+    };
+    if (request["policy"].as_string() == "collapse") {
+      const model::SlotRange range = model::slots_between(schedule, from, to);
+      if (range.count > 0) count(model::submit_job(tx, parameters, model::collapsed_request(*type, range)).created);
+      cursor = to;
+    } else {
+      for (int n = 0; n < batch; ++n) {
+        const TimePoint slot = schedule.next_after(cursor);
+        if (slot > to) break;
+        count(model::submit_job(tx, parameters, model::scheduled_request(*type, slot)).created);
+        cursor = slot;
+      }
+    }
+    if (cursor >= to || schedule.next_after(cursor) > to) tick.state = "done";
+  } catch (const Error& e) {
+    if (e.code() != errc::bad_input) throw;
+    tick.state = "failed";
+    tick.error = e.what();
+  }
+  return cursor;
+}
+
+}  // namespace
+
 std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch) {
   // The request being worked on, known outside the transaction: a batch that
   // rolls back is reported against it rather than thrown, so the caller can
@@ -199,53 +254,15 @@ std::optional<BackfillTick> run_backfills(db::Pool& pool, int batch) {
       current.reset();
       const model::SystemParameters parameters = model::load_system_parameters(tx);
       if (!parameters.accepting_new_jobs) return std::nullopt;
-      std::optional<db::Result> locked;  // owns the row `request` points into
-      std::optional<db::Row> request;
-      for (const db::Row r : tx.exec(kOpenBackfills)) {
-        if (!parameters.handles(r["job_type"].as_string())) continue;
-        locked = tx.exec(kLockBackfill, {r["id"].as_int()});
-        if (locked->empty()) continue;  // another replica has it, or it was canceled meanwhile
-        request = (*locked)[0];
-        break;
-      }
-      if (!request) return std::nullopt;
+      const std::optional<db::Result> locked = lock_open_backfill(tx, parameters);
+      if (!locked) return std::nullopt;
+      const db::Row request = (*locked)[0];
       BackfillTick tick;
-      tick.request_id = (*request)["id"].as_int();
-      tick.job_type = (*request)["job_type"].as_string();
-      current = tick;
-      const TimePoint from = at((*request)["from_slot"].as_int());
-      const TimePoint to = at((*request)["to_slot"].as_int());
-      TimePoint cursor = at((*request)["next_after"].as_int());
+      tick.request_id = request["id"].as_int();
+      tick.job_type = request["job_type"].as_string();
       tick.state = "running";
-      try {
-        const auto type = model::load_job_type(tx, tick.job_type);
-        if (!type || type->schedule.empty())
-          throw Error(errc::bad_input, "job type '" + tick.job_type + "' has no schedule now");
-        const model::Schedule schedule = model::Schedule::parse(type->schedule);
-        if ((*request)["policy"].as_string() == "collapse") {
-          const model::SlotRange range = model::slots_between(schedule, from, to);
-          if (range.count > 0) {
-            if (model::submit_job(tx, parameters, model::collapsed_request(*type, range)).created) ++tick.created;
-            else ++tick.skipped;
-          }
-          cursor = to;
-        } else {
-          for (int n = 0; n < batch; ++n) {
-            const TimePoint slot = schedule.next_after(cursor);
-            if (slot > to) break;
-            if (model::submit_job(tx, parameters, model::scheduled_request(*type, slot)).created) ++tick.created;
-            else ++tick.skipped;
-            cursor = slot;
-          }
-        }
-        if (cursor >= to || schedule.next_after(cursor) > to) tick.state = "done";
-      } catch (const Error& e) {
-        // Refused before any SQL ran (the schema, an unusable schedule): the
-        // runs of this batch so far stay, the request stops with the reason.
-        if (e.code() != errc::bad_input) throw;
-        tick.state = "failed";
-        tick.error = e.what();
-      }
+      current = tick;
+      const TimePoint cursor = create_backfill_runs(tx, parameters, request, batch, tick);
       tx.exec(kAdvanceBackfill, {tick.request_id, epoch(cursor), tick.created, tick.skipped, tick.state,
                                  tick.error.empty() ? db::Param(nullptr) : db::Param(tick.error)});
       return tick;
