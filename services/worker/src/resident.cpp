@@ -35,7 +35,8 @@ namespace {
 constexpr auto kHealthyRun = std::chrono::seconds(10);
 constexpr auto kFirstBackoff = std::chrono::milliseconds(100);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
-// How often a waiting job looks at its stop flag (set without a notify).
+// How often the supervisor looks at its jobs' stop flags (set without a
+// notify) and deadlines.
 constexpr auto kStopTick = std::chrono::milliseconds(50);
 // stderr is only ever a stray line: cut into pieces like a process job's.
 constexpr std::size_t kMaxStderrLine = 64 * 1024;
@@ -71,30 +72,6 @@ std::optional<std::int64_t> leading_id(std::string_view s) {
   }
   if (digits == 0) return std::nullopt;
   return id;
-}
-
-// Writes all of `line` to the program's stdin (a socket: a dead reader is
-// EPIPE, not a SIGPIPE that would end the worker). False when the program
-// did not take it before `deadline` or cannot take it any more.
-bool send_line(int fd, const std::string& line, Clock::time_point deadline) {
-  std::size_t sent = 0;
-  while (sent < line.size()) {
-    const ssize_t n = ::send(fd, line.data() + sent, line.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<std::size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      if (left <= 0) return false;
-      pollfd p{fd, POLLOUT, 0};
-      ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1000)));
-      continue;
-    }
-    return false;
-  }
-  return true;
 }
 
 struct Spawned {
@@ -172,21 +149,33 @@ Spawned spawn_program(const std::vector<std::string>& argv, const std::map<std::
 
 // ---------------------------------------------------------------- program
 
-// One job on a program, from run() until its result is read.
+// One job on a program, from start() until its result is read (or its
+// stop or timeout before it was sent). Moved on by the program's
+// supervisor (ResidentProgram::drive), under the program's mutex.
 struct InFlight {
   std::int64_t id = 0;
-  const LineSink* on_line = nullptr;
+  LineSink on_line;
+  ExitSink on_exit;
+  std::string text;  // its line to the program
+  const std::atomic<StopReason>* stop = nullptr;
+  std::chrono::milliseconds kill_grace{0};
+  std::chrono::milliseconds shutdown_kill_grace{0};
+  std::optional<Clock::time_point> deadline;
+  Clock::time_point kill_at = Clock::time_point::max();  // set once its cancel was sent
+  bool cancel_sent = false;
   int generation = 0;  // the program start it was sent to; 0: not sent
-  bool done = false;
+  bool done = false;   // its result (or its program's death) came
+  bool ended = false;  // stopped or timed out before it was sent
   bool succeeded = false;
   std::string error_subtype;
   std::string error_message;
-  std::condition_variable cv;
+  ProcessOutcome outcome;
 };
 
 // One running (or restarting) program of a job type. Its supervisor thread
-// starts it when a job waits for it, reads its stdout and stderr, and
-// notices its death; job threads send their own lines. Thread-safe.
+// starts it when a job waits for it, reads its stdout and stderr, writes
+// its stdin, notices its death and moves its jobs on (drive): no thread
+// per job. Thread-safe.
 class ResidentProgram {
  public:
   ResidentProgram(std::string type, std::vector<std::string> argv, std::map<std::string, std::string> env, fs::path dir,
@@ -210,8 +199,8 @@ class ResidentProgram {
   ResidentProgram(const ResidentProgram&) = delete;
   ResidentProgram& operator=(const ResidentProgram&) = delete;
 
-  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
-                     const LineSink& on_line);
+  void start(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+             LineSink on_line, ExitSink on_exit);
 
  private:
   void supervise();
@@ -224,6 +213,12 @@ class ResidentProgram {
   void finish(InFlight& f, bool succeeded, std::string subtype, std::string message);
   void fail_sent(int generation, const std::string& message);
   void kill_locked(const std::string& why);
+  void program_ended(pid_t pid, int status);
+  void drive(std::unique_lock<std::mutex>& lock);
+  void step(InFlight& f, Clock::time_point now);
+  void send(const std::string& line, Clock::time_point now);
+  void flush_stdin(Clock::time_point now);
+  static void complete(InFlight& f);
   std::string name() const { return "resident program of " + type_; }
 
   const std::string type_;
@@ -242,7 +237,10 @@ class ResidentProgram {
   std::string kill_reason_;    // why we killed the running program, if we did
   std::string last_stderr_;    // its last words, for the jobs its death fails
   bool stopping_ = false;
-  std::mutex write_mutex_;  // one line at a time on its stdin
+  // What its stdin has not taken yet, and since when (it is killed when it
+  // does not read for longer than the kill grace and a second).
+  std::string outbox_;
+  Clock::time_point outbox_since_{};
   std::thread thread_;
 };
 
@@ -252,7 +250,6 @@ void ResidentProgram::finish(InFlight& f, bool succeeded, std::string subtype, s
   f.succeeded = succeeded;
   f.error_subtype = std::move(subtype);
   f.error_message = std::move(message);
-  f.cv.notify_all();
 }
 
 void ResidentProgram::fail_sent(int generation, const std::string& message) {
@@ -280,7 +277,7 @@ void ResidentProgram::stray(std::string_view stream, std::string_view line) {
     }
   }
   if (sent == 1) {
-    (*only->on_line)(stream, line);
+    only->on_line(stream, line);
   } else if (log_) {
     log_->warn("{} (pid {}) {}: {}", name(), pid_, stream, line.substr(0, 4096));
   }
@@ -336,14 +333,14 @@ void ResidentProgram::on_output(std::string_view stream, std::string_view line) 
   if (auto log = m.find("log"); log != m.end()) {
     if (!log->is_string()) return protocol_error("\"log\" must be a string");
     const std::string s = m.value("stream", std::string("stdout"));
-    (*f.on_line)(s == "stderr" ? "stderr" : "stdout", log->get_ref<const std::string&>());
+    f.on_line(s == "stderr" ? "stderr" : "stdout", log->get_ref<const std::string&>());
     return;
   }
   const auto status = m.find("status");
   if (status == m.end()) return protocol_error("it needs \"log\" or \"status\"");
   if (*status == "done") {
     if (auto o = m.find("outputs"); o != m.end() && !o->is_null()) {
-      (*f.on_line)("conveyor", "result outputs: " + o->dump());
+      f.on_line("conveyor", "result outputs: " + o->dump());
     }
     finish(f, true, "", "");
   } else if (*status == "failed") {
@@ -358,16 +355,23 @@ void ResidentProgram::on_output(std::string_view stream, std::string_view line) 
 }
 
 // Runs while the pool lives: (re)starts the program whenever a job waits
-// for it, with a back-off after a short-lived run.
+// for it, with a back-off after a short-lived run; moves waiting jobs on
+// meanwhile (their stop or timeout).
 void ResidentProgram::supervise() {
   std::unique_lock lock(mutex_);
   int crashes = 0;
   Clock::time_point next_start = Clock::now();
   while (true) {
-    wake_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+    drive(lock);
     if (stopping_) return;
-    if (wake_.wait_until(lock, next_start, [&] { return stopping_; })) return;
-    if (in_flight_.empty()) continue;
+    if (in_flight_.empty()) {
+      wake_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+      continue;
+    }
+    if (const auto now = Clock::now(); now < next_start) {
+      wake_.wait_until(lock, std::min(next_start, now + kStopTick));
+      continue;
+    }
     const auto started = Clock::now();
     start_program(lock);
     const bool short_run = Clock::now() - started < kHealthyRun;
@@ -405,7 +409,6 @@ void ResidentProgram::start_program(std::unique_lock<std::mutex>& lock) {
   kill_reason_.clear();
   last_stderr_.clear();
   if (log_) log_->info("{} started (pid {}, start {})", name(), p.pid, generation);
-  for (auto& [id, f] : in_flight_) f->cv.notify_all();
   read_until_exit(lock, p);
 }
 
@@ -464,16 +467,19 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
   };
   int status = 0;
   while (true) {
-    std::array<pollfd, 2> pfds{};
+    drive(lock);
+    std::array<pollfd, 3> pfds{};
     nfds_t n = 0;
     for (auto& s : streams) {
       if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
     }
+    const bool reads = n > 0;
+    if (!outbox_.empty() && stdin_) pfds[n++] = pollfd{stdin_->get(), POLLOUT, 0};
     const bool stopping = stopping_;
     lock.unlock();
     if (stopping) stop_program(lock, p);  // returns with the program exited, unlocked
-    if (n > 0) {
-      ::poll(pfds.data(), n, 100);
+    if (reads) {
+      ::poll(pfds.data(), n, static_cast<int>(kStopTick.count()));
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -490,8 +496,14 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
       break;
     }
   }
+  program_ended(p.pid, status);
+}
+
+// The program (pid) ended with `status`: the jobs sent to it fail, saying
+// why, and so does the worker's log. Locked.
+void ResidentProgram::program_ended(pid_t pid, int status) {
   const std::string how = kill_reason_.empty() ? describe_status(status) : "was killed: " + kill_reason_;
-  std::string message = fmt::format("the {} (pid {}) {} while the job ran", name(), p.pid, how);
+  std::string message = fmt::format("the {} (pid {}) {} while the job ran", name(), pid, how);
   if (!last_stderr_.empty()) message += "; its last stderr line: " + last_stderr_;
   const bool had_jobs = std::any_of(in_flight_.begin(), in_flight_.end(), [&](const auto& kv) {
     return kv.second->generation == generation_ && !kv.second->done;
@@ -504,11 +516,12 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
   }
   if (log_ && !stopping_) {
     if (had_jobs || kill_reason_.empty()) {
-      log_->warn("the {} (pid {}) {}{}", name(), p.pid, how, had_jobs ? ": its jobs in flight failed" : "");
+      log_->warn("the {} (pid {}) {}{}", name(), pid, how, had_jobs ? ": its jobs in flight failed" : "");
     }
   }
   pid_ = -1;
   stdin_.reset();
+  outbox_.clear();
 }
 
 // The pool is going away: EOF on its stdin asks it to exit; after the kill
@@ -539,111 +552,141 @@ void ResidentProgram::stop_program(std::unique_lock<std::mutex>& lock, Spawned& 
   lock.unlock();
 }
 
-ProcessOutcome ResidentProgram::run(const ProcessOptions& options, const ResidentJob& job,
-                                    const std::atomic<StopReason>& stop, const LineSink& on_line) {
-  ProcessOutcome outcome;
-  outcome.started = std::chrono::system_clock::now();
-  const auto begin = Clock::now();
-  std::optional<Clock::time_point> deadline;
-  if (options.timeout) deadline = begin + *options.timeout;
+void ResidentProgram::start(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+                            LineSink on_line, ExitSink on_exit) {
+  auto f = std::make_shared<InFlight>();
+  f->outcome.started = std::chrono::system_clock::now();
   json line = {{"id", job.id},
                {"attempt", job.attempt},
                {"job_type", job.type},
                {"params", job.params},
                {"out_dir", job.out_dir.string()},
                {"deadline_ms", options.timeout ? json(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          (outcome.started + *options.timeout).time_since_epoch())
+                                                          (f->outcome.started + *options.timeout).time_since_epoch())
                                                           .count())
                                                : json(nullptr)}};
-  const std::string text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-
-  auto f = std::make_shared<InFlight>();
+  f->text = line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   f->id = job.id;
-  f->on_line = &on_line;
-  std::unique_lock lock(mutex_);
-  if (text.size() > kResidentMaxLine) {
-    finish(*f, false, "resident_protocol",
-           fmt::format("job {}'s message to the {} is {} bytes, over the {} bytes of a line", job.id, name(),
-                       text.size(), kResidentMaxLine));
-  } else if (!in_flight_.emplace(job.id, f).second) {
-    finish(*f, false, "resident_protocol", fmt::format("job {} is already in flight on the {}", job.id, name()));
-  } else {
-    wake_.notify_all();
-  }
-  // When the program is killed for this job: set once its cancel was sent.
-  auto kill_at = Clock::time_point::max();
-  bool cancel_sent = false;
-  while (!f->done) {
-    const auto now = Clock::now();
-    // Send it once the program runs.
-    if (f->generation == 0 && stdin_) {
-      f->generation = generation_;
-      const auto fd = stdin_;
-      lock.unlock();
-      bool ok;
-      {
-        std::lock_guard w(write_mutex_);
-        ok = send_line(fd->get(), text, now + kill_grace_ + std::chrono::seconds(1));
-      }
-      lock.lock();
-      if (!ok && f->generation == generation_) {
-        kill_locked(fmt::format("it did not read job {} from its stdin", job.id));
-      }
-      continue;
+  f->on_line = std::move(on_line);
+  f->on_exit = std::move(on_exit);
+  f->stop = &stop;
+  f->kill_grace = options.kill_grace;
+  f->shutdown_kill_grace = options.shutdown_kill_grace;
+  if (options.timeout) f->deadline = Clock::now() + *options.timeout;
+  {
+    std::lock_guard lock(mutex_);
+    if (f->text.size() > kResidentMaxLine) {
+      finish(*f, false, "resident_protocol",
+             fmt::format("job {}'s message to the {} is {} bytes, over the {} bytes of a line", job.id, name(),
+                         f->text.size(), kResidentMaxLine));
+    } else if (!in_flight_.emplace(job.id, f).second) {
+      finish(*f, false, "resident_protocol", fmt::format("job {} is already in flight on the {}", job.id, name()));
+    } else {
+      wake_.notify_all();
+      return;
     }
-    const StopReason requested = stop.load();
-    const bool timed_out = deadline && now >= *deadline;
-    if (!cancel_sent && (requested != StopReason::none || timed_out)) {
-      cancel_sent = true;
-      if (requested != StopReason::none) {
-        outcome.stopped = requested;
-      } else {
-        outcome.timed_out = true;
-      }
-      if (f->generation == 0) break;  // never sent: nothing to stop
-      const char* reason = requested == StopReason::canceled   ? "canceled"
-                           : requested == StopReason::shutdown ? "shutdown"
-                                                               : "timeout";
-      const auto grace = requested == StopReason::shutdown ? options.shutdown_kill_grace : options.kill_grace;
-      kill_at = now + grace;
-      const std::string cancel = json{{"cancel", job.id}, {"reason", reason}}.dump() + "\n";
-      const auto fd = stdin_;
-      const int generation = f->generation;
-      if (fd && generation == generation_) {
-        lock.unlock();
-        {
-          std::lock_guard w(write_mutex_);
-          send_line(fd->get(), cancel, now + grace);
-        }
-        lock.lock();
-      }
-      continue;
-    }
-    if (now >= kill_at) {
-      if (f->generation == generation_) {
-        kill_locked(fmt::format("job {} did not stop within the kill grace after its cancel ({})", job.id,
-                                outcome.timed_out ? "timeout" : "stop"));
-      }
-      kill_at = Clock::time_point::max();  // its death ends the job
-      continue;
-    }
-    auto wake = now + kStopTick;
-    if (deadline && !cancel_sent) wake = std::min(wake, *deadline);
-    wake = std::min(wake, kill_at);
-    f->cv.wait_until(lock, wake);
   }
-  if (auto it = in_flight_.find(job.id); it != in_flight_.end() && it->second == f) {
-    in_flight_.erase(it);
+  complete(*f);
+}
+
+// Moves every job in flight on (step), writes what the program's stdin can
+// take, and ends the jobs that are over. Called by the supervisor, locked;
+// unlocks to hand the ended jobs over.
+void ResidentProgram::drive(std::unique_lock<std::mutex>& lock) {
+  const auto now = Clock::now();
+  std::vector<std::shared_ptr<InFlight>> over;
+  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+    if (!it->second->done && !it->second->ended) step(*it->second, now);
+    if (it->second->done || it->second->ended) {
+      over.push_back(it->second);
+      it = in_flight_.erase(it);
+    } else {
+      ++it;
+    }
   }
+  flush_stdin(now);
+  if (over.empty()) return;
   lock.unlock();
-  outcome.ended = std::chrono::system_clock::now();
-  if (f->done && f->succeeded && outcome.stopped == StopReason::none && !outcome.timed_out) {
-    outcome.exit_code = 0;
-  } else if (f->done && !f->succeeded) {
-    outcome.error_subtype = f->error_subtype;
-    outcome.error_message = f->error_message;
+  for (auto& f : over) complete(*f);
+  lock.lock();
+}
+
+// One job: sent once the program runs; on a stop or its timeout, its
+// cancel line, and the program killed if the job has not ended after the
+// grace (its death then ends the job).
+void ResidentProgram::step(InFlight& f, Clock::time_point now) {
+  if (f.generation == 0 && stdin_) {
+    f.generation = generation_;
+    send(f.text, now);
   }
-  return outcome;
+  const StopReason requested = f.stop->load();
+  const bool timed_out = f.deadline && now >= *f.deadline;
+  if (!f.cancel_sent && (requested != StopReason::none || timed_out)) {
+    f.cancel_sent = true;
+    if (requested != StopReason::none) {
+      f.outcome.stopped = requested;
+    } else {
+      f.outcome.timed_out = true;
+    }
+    if (f.generation == 0) {
+      f.ended = true;  // never sent: nothing to stop
+      return;
+    }
+    const char* reason = requested == StopReason::canceled   ? "canceled"
+                         : requested == StopReason::shutdown ? "shutdown"
+                                                             : "timeout";
+    f.kill_at = now + (requested == StopReason::shutdown ? f.shutdown_kill_grace : f.kill_grace);
+    if (f.generation == generation_ && stdin_) send(json{{"cancel", f.id}, {"reason", reason}}.dump() + "\n", now);
+    return;
+  }
+  if (now >= f.kill_at) {
+    if (f.generation == generation_) {
+      kill_locked(fmt::format("job {} did not stop within the kill grace after its cancel ({})", f.id,
+                              f.outcome.timed_out ? "timeout" : "stop"));
+    }
+    f.kill_at = Clock::time_point::max();  // its death ends the job
+  }
+}
+
+void ResidentProgram::send(const std::string& line, Clock::time_point now) {
+  if (outbox_.empty()) outbox_since_ = now;
+  outbox_ += line;
+}
+
+// Writes what the program's stdin (a socket: a dead reader is EPIPE, not a
+// SIGPIPE that would end the worker) takes without blocking. A program
+// that does not read it for longer than the kill grace and a second is
+// killed.
+void ResidentProgram::flush_stdin(Clock::time_point now) {
+  while (!outbox_.empty() && stdin_) {
+    const ssize_t n = ::send(stdin_->get(), outbox_.data(), outbox_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      outbox_.erase(0, static_cast<std::size_t>(n));
+      outbox_since_ = now;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    outbox_.clear();  // it cannot take any more: its death fails its jobs
+    return;
+  }
+  if (!outbox_.empty() && now - outbox_since_ > kill_grace_ + std::chrono::seconds(1)) {
+    outbox_.clear();
+    kill_locked("it did not read its stdin");
+  }
+}
+
+// Hands the job's outcome over (ExitSink), unlocked.
+void ResidentProgram::complete(InFlight& f) {
+  ProcessOutcome outcome = std::move(f.outcome);
+  outcome.ended = std::chrono::system_clock::now();
+  if (f.done && f.succeeded && outcome.stopped == StopReason::none && !outcome.timed_out) {
+    outcome.exit_code = 0;
+  } else if (f.done && !f.succeeded) {
+    outcome.error_subtype = f.error_subtype;
+    outcome.error_message = f.error_message;
+  }
+  f.on_exit(std::move(outcome));
 }
 
 // ---------------------------------------------------------------- pool
@@ -655,14 +698,15 @@ ResidentPool::~ResidentPool() {
   programs_.clear();  // each stops its program
 }
 
-ProcessOutcome ResidentPool::run(const ProcessOptions& options, const ResidentJob& job,
-                                 const std::atomic<StopReason>& stop, const LineSink& on_line) {
+void ResidentPool::start(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+                         LineSink on_line, ExitSink on_exit) {
   if (options.argv.empty() || options.argv[0].empty()) {
     ProcessOutcome o;
     o.started = o.ended = std::chrono::system_clock::now();
     o.error_subtype = "resident_program";
     o.error_message = "cannot start the resident program of " + job.type + ": its argv is empty";
-    return o;
+    on_exit(std::move(o));
+    return;
   }
   std::map<std::string, std::string> env = options.env;
   for (const char* own : {"CONVEYOR_JOB_ID", "CONVEYOR_JOB_ATTEMPT", "CONVEYOR_OUTPUT_DIR"}) {
@@ -684,7 +728,7 @@ ProcessOutcome ResidentPool::run(const ProcessOptions& options, const ResidentJo
     }
     program = slot;
   }
-  return program->run(options, job, stop, on_line);
+  program->start(options, job, stop, std::move(on_line), std::move(on_exit));
 }
 
 }  // namespace conveyor::worker

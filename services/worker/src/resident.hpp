@@ -13,8 +13,8 @@
 //                      {"id":42,"status":"failed","error":"why"}
 //
 // One ResidentPool per worker; it owns one ResidentProgram per job type
-// (and command/env: a changed type gets a new program). Thread-safe: run()
-// is called from every job's thread at once.
+// (and command/env: a changed type gets a new program), each with one
+// supervisor thread that serves all of its jobs. Thread-safe.
 #include <sys/types.h>
 
 #include <atomic>
@@ -64,18 +64,21 @@ class ResidentPool {
   ResidentPool(const ResidentPool&) = delete;
   ResidentPool& operator=(const ResidentPool&) = delete;
 
-  // Runs one job on the type's program (started on first use, restarted
-  // when it died), on the calling thread until its result, its timeout
+  // Starts one job on the type's program (started on first use, restarted
+  // when it died) and returns; the job runs until its result, its timeout
   // (options.timeout: a cancel line, then the program is killed after
-  // options.kill_grace), or `stop` (the same, reason canceled or shutdown).
-  // options.argv and options.env start the program (CONVEYOR_JOB_ID,
-  // CONVEYOR_JOB_ATTEMPT and CONVEYOR_OUTPUT_DIR are left out: they are
-  // per job); options.cwd is ignored (job.program_dir). `on_line` gets the
-  // job's log lines, from the program's reader thread, never after run()
-  // returned. The outcome: exit_code 0 for "done"; error_subtype and
-  // error_message set for anything else but a timeout or a stop.
-  ProcessOutcome run(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
-                     const LineSink& on_line);
+  // options.kill_grace), or `stop` (the same, reason canceled or shutdown;
+  // looked at every 50 ms). options.argv and options.env start the program
+  // (CONVEYOR_JOB_ID, CONVEYOR_JOB_ATTEMPT and CONVEYOR_OUTPUT_DIR are left
+  // out: they are per job); options.cwd is ignored (job.program_dir).
+  // `on_line` gets the job's log lines, from the program's supervisor
+  // thread, never after `on_exit`; `on_exit` gets the outcome, from that
+  // thread (or this one, for a job that cannot be sent), and must return
+  // at once. `stop` must outlive the job. The outcome: exit_code 0 for
+  // "done"; error_subtype and error_message set for anything else but a
+  // timeout or a stop.
+  void start(const ProcessOptions& options, const ResidentJob& job, const std::atomic<StopReason>& stop,
+             LineSink on_line, ExitSink on_exit);
 
  private:
   std::mutex mutex_;

@@ -268,9 +268,6 @@ struct Worker::Job {
   // Set by begin_job, used by the steps after it (never at once by two threads).
   std::unique_ptr<Attempt> run;
   std::unique_ptr<LogFile> log;
-  // Resident and container jobs only: the thread that waits for them.
-  // Assigned and joined under the worker's mutex_.
-  std::thread thread;
 };
 
 // Configuration renders argv once, with the attempt of that moment; a retry
@@ -476,18 +473,12 @@ void Worker::claim() {
     job->ran_before = row["ran_before"].as_bool();
     ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1, job->max_attempts);
     // A retried job can be claimed again before reap_finished() saw its first
-    // attempt end: replace that entry, and join its thread (if it has one)
-    // outside the lock.
-    std::shared_ptr<Job> previous;
+    // attempt end: replace that entry.
     {
       std::lock_guard lock(mutex_);
-      if (auto it = jobs_.find(job->id); it != jobs_.end()) {
-        previous = it->second;
-        jobs_.erase(it);
-      }
+      jobs_.erase(job->id);
       jobs_.emplace(job->id, job);
     }
-    if (previous) join_thread(*previous);
     executor_->post([this, job] { begin_job(job); });
   }
   ctx_.metrics()
@@ -508,7 +499,6 @@ void Worker::reap_finished() {
       }
     }
   }
-  for (auto& job : done) join_thread(*job);
   if (!done.empty()) {
     ctx_.metrics()
         .gauge("conveyor_worker_running", "jobs this worker is running")
@@ -668,8 +658,8 @@ std::string timeout_text(const json& config) { return config.value("timeout_s", 
 }  // namespace
 
 // On the executor: the job's files and command, then its program on the
-// reactor; what waits for a resident or container job goes to a thread of
-// its own.
+// reactor, its line to its resident program, or its container's setup on
+// the container executor.
 void Worker::begin_job(const std::shared_ptr<Job>& job) {
   try {
     job->cfg = model::parse_job_config(job->config);
@@ -681,8 +671,7 @@ void Worker::begin_job(const std::shared_ptr<Job>& job) {
                                 a.image.empty() ? "" : "image " + a.image + " ", a.meta["argv"].dump()));
     note_refused_env(*job, *job->log);
     if (job->cfg.runner == "resident") {
-      std::lock_guard lock(mutex_);
-      job->thread = std::thread([this, job] { run_on_thread(job); });
+      start_resident(job);
       return;
     }
     if (!a.image.empty()) {
@@ -693,10 +682,7 @@ void Worker::begin_job(const std::shared_ptr<Job>& job) {
     LogFile* log = job->log.get();
     Reactor::instance().start(
         a.options, &job->stop, [log](std::string_view stream, std::string_view line) { log->write(stream, line); },
-        [this, job](ProcessOutcome outcome) {
-          free_slot(*job);
-          executor_->post([this, job, outcome = std::move(outcome)] { complete_job(job, outcome); });
-        });
+        exit_sink(job));
   } catch (const ContainerError& e) {
     container_failed(*job, *job->run, *job->log, e);
     end_job(*job);
@@ -718,27 +704,14 @@ void Worker::complete_job(const std::shared_ptr<Job>& job, const ProcessOutcome&
   end_job(*job);
 }
 
-// A resident job, on its own thread (ResidentPool::run waits for its
-// result on the calling thread).
-void Worker::run_on_thread(const std::shared_ptr<Job>& job) {
-  try {
-    const ProcessOutcome outcome = run_resident(*job, *job->run, *job->log);
-    record_attempt(*job, *job->run, *job->log, outcome);
-  } catch (const std::exception& e) {
-    ctx_.log()->error("job {}: {}", job->id, e.what());
-    fail_internal(*job, "worker_error", e.what(), std::nullopt);
-  }
-  end_job(*job);
-}
-
-// A resident or container job's thread, once the job has ended.
-void Worker::join_thread(Job& job) {
-  std::thread thread;
-  {
-    std::lock_guard lock(mutex_);
-    thread = std::move(job.thread);
-  }
-  if (thread.joinable()) thread.join();
+// Where a job's program (or resident job) hands its outcome over, on the
+// reactor or a resident program's supervisor: the slot is free at once,
+// the outcome is recorded on the executor.
+ExitSink Worker::exit_sink(const std::shared_ptr<Job>& job) {
+  return [this, job](ProcessOutcome outcome) {
+    free_slot(*job);
+    executor_->post([this, job, outcome = std::move(outcome)] { complete_job(job, outcome); });
+  };
 }
 
 void Worker::end_job(Job& job) {
@@ -815,17 +788,20 @@ void Worker::note_refused_env(const Job& job, LogFile& log) {
                    names);
 }
 
-// A resident job's attempt, on the calling thread until its result.
-ProcessOutcome Worker::run_resident(Job& job, Attempt& a, LogFile& log) {
-  return residents_.run(a.options,
-                        {.id = job.id,
-                         .attempt = job.attempt,
-                         .type = job.type,
-                         .params = job.params,
-                         .out_dir = a.out_dir,
-                         .program_dir = data_dir_ / "run" / "resident",
-                         .log = ctx_.log()},
-                        job.stop, [&log](std::string_view stream, std::string_view line) { log.write(stream, line); });
+// A resident job: sent to its type's program, whose supervisor ends it.
+void Worker::start_resident(const std::shared_ptr<Job>& job) {
+  const Attempt& a = *job->run;
+  LogFile* log = job->log.get();
+  residents_.start(
+      a.options,
+      {.id = job->id,
+       .attempt = job->attempt,
+       .type = job->type,
+       .params = job->params,
+       .out_dir = a.out_dir,
+       .program_dir = data_dir_ / "run" / "resident",
+       .log = ctx_.log()},
+      job->stop, [log](std::string_view stream, std::string_view line) { log->write(stream, line); }, exit_sink(job));
 }
 
 // A container job that could not run for a reason of Conveyor's, or was
@@ -1225,7 +1201,6 @@ void Worker::stop_threads() {
     job_done_.wait(
         lock, [&] { return std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->finished.load(); }); });
   }
-  for (auto& job : jobs) join_thread(*job);
   {
     std::lock_guard lock(mutex_);
     jobs_.clear();

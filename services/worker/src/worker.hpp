@@ -56,8 +56,8 @@ config::Schema schema();
 // the main thread. Its jobs' programs run on the process's Reactor (one
 // thread for all of them); the blocking parts of a job (its files, its
 // outcome) on a small Executor; a monitor thread heartbeats and checks
-// cancels. Resident jobs still wait on a thread each (see the README). Public methods are called from the main thread
-// only; internal state shared with the threads is guarded.
+// cancels; each resident program has a supervisor thread for all its jobs. Public methods are called from the main
+// thread only; internal state shared with the threads is guarded.
 class Worker {
  public:
   explicit Worker(runtime::Context& ctx);
@@ -85,18 +85,18 @@ class Worker {
   void monitor_main();
   struct Attempt;
   // A job's steps: begin_job (executor) prepares it and starts its program
-  // on the reactor, or hands it to a thread of its own (resident,
-  // container: run_on_thread); complete_job (executor) records it.
+  // on the reactor, sends it to its resident program, or hands it to the
+  // container executor (begin_container); complete_job (executor) records
+  // it once exit_sink got its outcome.
   void begin_job(const std::shared_ptr<Job>& job);
   void complete_job(const std::shared_ptr<Job>& job, const ProcessOutcome& outcome);
-  void run_on_thread(const std::shared_ptr<Job>& job);
+  ExitSink exit_sink(const std::shared_ptr<Job>& job);
+  void start_resident(const std::shared_ptr<Job>& job);
   void begin_container(const std::shared_ptr<Job>& job);
   void complete_container(const std::shared_ptr<Job>& job, ContainerRun& run, const ProcessOutcome& client);
   void end_job(Job& job);
-  void join_thread(Job& job);
   Attempt prepare_attempt(Job& job);
   void note_refused_env(const Job& job, LogFile& log);
-  ProcessOutcome run_resident(Job& job, Attempt& attempt, LogFile& log);
   void container_failed(Job& job, Attempt& attempt, LogFile& log, const ContainerError& e);
   void record_attempt(Job& job, Attempt& attempt, LogFile& log, const ProcessOutcome& outcome);
   static std::string ending_of(const Job& job, const ProcessOutcome& outcome);

@@ -7,7 +7,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -16,6 +18,7 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "conveyor/testing/testing.hpp"
 
@@ -151,6 +154,41 @@ TEST_F(ResidentTest, TheProgramsJobsCountAgainstTheWorkersConcurrency) {
   }
   // The program had two jobs at once (it is not one at a time), never three.
   EXPECT_EQ(most, 2u) << read_text(data_dir_ / "worker.log");
+}
+
+// Issue 14: no thread per job. 24 resident jobs of three seconds in flight
+// at once on one program (concurrency 24): the worker has no more threads
+// while they run than once it had run one (the program's supervisor
+// serves them all).
+TEST_F(ResidentTest, TwentyFourJobsInFlightAddNoThreadPerJob) {
+  constexpr int kJobs = 24;
+  start_worker(kJobs);
+  const fs::path tasks = "/proc/" + std::to_string(worker_->pid()) + "/task";
+  auto threads = [&] {
+    std::size_t n = 0;
+    std::error_code ec;
+    for (fs::directory_iterator it(tasks, ec), end; !ec && it != end; it.increment(ec)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(wait_status(queue_job({{"seconds", 0}}), "processed"));
+  const std::size_t settled = threads();
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < kJobs; ++i) ids.push_back(queue_job({{"seconds", 3}}));
+  std::size_t most_threads = 0;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        most_threads = std::max(most_threads, threads());
+        return std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return field(id, "status") == "processed"; });
+      },
+      60s))
+      << read_text(data_dir_ / "worker.log");
+  std::size_t most_in_flight = 0;
+  for (auto id : ids)
+    most_in_flight = std::max<std::size_t>(most_in_flight, served(id)["in_flight"].get<std::size_t>());
+  EXPECT_GE(most_in_flight, static_cast<std::size_t>(kJobs / 2)) << "the jobs were not in flight at once";
+  EXPECT_LE(most_threads, settled + 2) << "from " << settled << " threads to " << most_threads;
+  std::printf("worker threads: %zu after one resident job, at most %zu with up to %zu of %d in flight\n", settled,
+              most_threads, most_in_flight, kJobs);
 }
 
 TEST_F(ResidentTest, AJobThatDoesNotStopAfterItsTimeoutIsKilledAndTheNextRunsOnANewProgram) {
