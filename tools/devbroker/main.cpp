@@ -89,18 +89,19 @@ constexpr const char* kUsage =
     "  --brokers N          number of brokers (default 1)\n"
     "  --partitions N       partitions of each created topic (default 6)\n"
     "  --topics a,b,c       topics to create at start\n"
-    "                       (default conveyor.jobs,conveyor.parameters,conveyor.control)\n"
+    "                       (default conveyor.parameters,conveyor.control)\n"
     "  --bootstrap-file P   also write the bootstrap address to file P (atomically)\n"
     "  --help               this text\n"
     "\n"
-    "Other topics are created on first use (producer metadata request or a\n"
-    "consumer with allow.auto.create.topics=true) with 4 partitions.\n";
+    "Other topics, such as the job event topics conveyor.job.<type>, are\n"
+    "created on first use (producer metadata request or a consumer with\n"
+    "allow.auto.create.topics=true) with 4 partitions.\n";
 
 struct Args {
   int port = 0;
   int brokers = 1;
   int partitions = 6;
-  std::vector<std::string> topics{"conveyor.jobs", "conveyor.parameters", "conveyor.control"};
+  std::vector<std::string> topics{"conveyor.parameters", "conveyor.control"};
   std::string bootstrap_file;
 };
 
