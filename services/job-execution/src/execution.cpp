@@ -41,9 +41,14 @@ constexpr db::Statement kLimits{
 //
 // At rate 0 that is priority DESC, created_at, id: a walk of job_ready_idx
 // that stops after $3 rows.
+//
+// Planned per call (plan_per_call): a generic plan cannot know $3 is small
+// and sorts every ready job (evaluating the filter on each) instead.
 constexpr db::Statement kCandidates{
-    "execution_candidates", "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
-                                "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"};
+    "execution_candidates",
+    "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
+        "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    true};
 
 // At rate $4 > 0 no index holds the order (it moves with now()), and sorting
 // every ready job costs 0.5 s per pass at 100,000 of them. But within one
@@ -65,7 +70,8 @@ constexpr db::Statement kCandidatesAged{
     "JOIN conveyor.job j ON j.id = oldest.id "
     "WHERE " CONVEYOR_CANDIDATE_FILTER("j")
     "ORDER BY conveyor.effective_priority(j.priority, j.created_at, $4::float8) DESC, j.created_at, j.id "
-    "LIMIT $3 FOR UPDATE OF j SKIP LOCKED"};
+    "LIMIT $3 FOR UPDATE OF j SKIP LOCKED",
+    true};
 #undef CONVEYOR_CANDIDATE_FILTER
 // clang-format on
 

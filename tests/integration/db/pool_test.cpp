@@ -41,6 +41,28 @@ TEST(Pool, ParametersAndResultsRoundTrip) {
   EXPECT_THROW(r[0]["no_such_column"], Error);
 }
 
+// A plan_per_call statement is sent unnamed each time (planned with its
+// values: no generic plan can stick to it); a plain one is prepared once.
+TEST(Pool, APlanPerCallStatementIsNeverPreparedAndStillTakesParameters) {
+  TestDatabase db(false);
+  PoolOptions o = opts(db);
+  o.size = 1;  // one connection: the prepared statements below are its own
+  Pool pool(o);
+  static constexpr Statement kPrepared{"pool_test_prepared", "SELECT $1::bigint + 1"};
+  static constexpr Statement kPerCall{"pool_test_per_call", "SELECT $1::bigint + 2", true};
+  static constexpr Statement kNamed{"pool_test_names", "SELECT name FROM pg_prepared_statements ORDER BY name"};
+  const auto names = pool.transact([](Tx& tx) {
+    for (int i = 0; i < 7; ++i) {  // past the five calls after which a generic plan may be kept
+      EXPECT_EQ(tx.exec(kPrepared, {std::int64_t{i}})[0][0].as_int(), i + 1);
+      EXPECT_EQ(tx.exec(kPerCall, {std::int64_t{i}})[0][0].as_int(), i + 2);
+    }
+    std::vector<std::string> out;
+    for (const auto r : tx.exec(kNamed)) out.push_back(r[0].as_string());
+    return out;
+  });
+  EXPECT_EQ(names, (std::vector<std::string>{"pool_test_names", "pool_test_prepared"}));
+}
+
 TEST(Pool, SqlErrorsBecomeConveyorErrorsWithTheirSqlstate) {
   TestDatabase db(false);
   Pool pool(opts(db));

@@ -293,7 +293,7 @@ Result Tx::exec(const Statement& s, std::initializer_list<Param> params) { retur
 
 Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
   return translating([&] {
-    conn_.prepare_once(s);
+    if (!s.plan_per_call) conn_.prepare_once(s);
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const auto& p : params) {
@@ -306,7 +306,9 @@ Result Tx::exec(const Statement& s, const std::vector<Param>& params) {
       values.push_back(p.text() ? p.text()->c_str() : nullptr);
     }
     auto impl = std::make_shared<Result::Impl>();
-    impl->r = work(work_).exec_prepared(std::string(s.name), pqxx::prepare::make_dynamic_params(values));
+    impl->r = s.plan_per_call
+                  ? work(work_).exec_params(std::string(s.sql), pqxx::prepare::make_dynamic_params(values))
+                  : work(work_).exec_prepared(std::string(s.name), pqxx::prepare::make_dynamic_params(values));
     return Result(std::move(impl));
   });
 }
