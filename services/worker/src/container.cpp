@@ -10,7 +10,6 @@
 #include <cstring>
 #include <deque>
 #include <fstream>
-#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -410,7 +409,7 @@ ImageInfo resolve_image(const RuntimeCalls& calls, const std::string& reference,
 
 namespace {
 
-// The threads run_container starts for stop requests: joined when it ends,
+// The threads a container's stop hooks start: joined when it ends,
 // whatever way it ends. A helper never throws (a failure is logged in the
 // attempt's outcome by what follows: the kill, then rm).
 class Helpers {
@@ -552,16 +551,6 @@ ProcessOutcome finish_container(ContainerRun& run, ProcessOutcome outcome) {
     throw ContainerError("container_runtime", "the container runtime could not run the container (exit 125): " + said);
   }
   return outcome;
-}
-
-ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
-                             const std::atomic<StopReason>& stop, const LineSink& on_line) {
-  std::promise<ProcessOutcome> exited;
-  auto outcome = exited.get_future();
-  const auto run =
-      start_container(calls, spec, process, stop, on_line,
-                      [&exited](std::shared_ptr<ContainerRun>, ProcessOutcome o) { exited.set_value(std::move(o)); });
-  return finish_container(*run, outcome.get());
 }
 
 std::vector<LabeledContainer> list_containers(const RuntimeCalls& calls, const std::string& installation,

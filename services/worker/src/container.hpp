@@ -70,9 +70,9 @@ struct ContainerSpec {
   // Set: the variables of `env` go through this file (--env-file), so that
   // their values are not in the runtime client's command line, which every
   // user of the host can read in /proc. A value with a newline cannot be in
-  // the file and stays --env. run_container writes it (mode 0600).
+  // the file and stays --env. start_container writes it (mode 0600).
   std::filesystem::path env_file;
-  std::filesystem::path env_dir;          // where run_container writes it; empty: $TMPDIR or /tmp
+  std::filesystem::path env_dir;          // where start_container writes it; empty: $TMPDIR or /tmp
   std::filesystem::path host_output_dir;  // mounted read-write at model::kContainerOutputDir
   std::vector<std::string> inputs;        // host paths, mounted read-only at the same path
   model::Resources resources;
@@ -133,11 +133,6 @@ std::shared_ptr<ContainerRun> start_container(const RuntimeCalls& calls, const C
 // with its message. Blocks (runtime calls): not on the reactor thread.
 ProcessOutcome finish_container(ContainerRun& run, ProcessOutcome client);
 
-// start_container, waiting for the exit, then finish_container, on the
-// calling thread: the container to its end, like run_process.
-ProcessOutcome run_container(const RuntimeCalls& calls, const ContainerSpec& spec, const ProcessOptions& process,
-                             const std::atomic<StopReason>& stop, const LineSink& on_line);
-
 // A container of this installation found on the host.
 struct LabeledContainer {
   std::string id;
@@ -160,7 +155,7 @@ std::vector<std::string> remove_containers(const RuntimeCalls& calls, const std:
 // the worker's own without its configuration (CONVEYOR_*) and database
 // settings (PG*). The client needs the rest (XDG_RUNTIME_DIR, DOCKER_HOST,
 // CONTAINERS_CONF, proxies for pulls); none of it reaches a container,
-// whose environment is the env file's (see run_container).
+// whose environment is the env file's (see start_container).
 std::map<std::string, std::string> runtime_client_environment(const std::map<std::string, std::string>& worker_env);
 
 // The text of a container's environment file: KEY=VALUE lines of the
