@@ -92,7 +92,9 @@ commands:
                 a dry run unless --apply, which requests them from conveyor-creation (batched, resumable)
   schedule backfills [--all] / schedule cancel-backfill ID
   events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
-                the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS)
+                the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS);
+                jobs: the topic of every job event type, <prefix>.job.<type>
+  events topics   every topic, one a line (to create them where the broker does not on first use)
   token create NAME --role reader|submitter|operator [--expires 30d]
                 a REST API token, printed once on stdout (only its SHA-256 is stored)
   token list          API tokens: role, state (active, expired, revoked), created, expires, last used
