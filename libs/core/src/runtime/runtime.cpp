@@ -352,6 +352,39 @@ class Service final : public Context {
     if (!jobs.topics.empty()) consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
   }
 
+  struct Taken {
+    bool wake_up = false;  // an event of a wake_on type
+    bool reload = false;   // a parameters event
+  };
+
+  // What a batch of messages asks for; counts each, and skips (logs,
+  // counts) those that are not valid CloudEvents.
+  Taken take(const std::vector<bus::ReceivedMessage>& messages, const bus::ConsumerOptions& options) {
+    Taken taken;
+    for (const bus::ReceivedMessage& m : messages) {
+      events_consumed_->inc();
+      try {
+        if (m.oversized) {
+          throw Error(errc::bad_input, "message of " + std::to_string(m.size) + " bytes is larger than the limit of " +
+                                           std::to_string(options.max_message_bytes));
+        }
+        const bus::CloudEvent event = bus::decode(m.value);
+        if (m.topic == parameters_topic_) {
+          taken.reload = true;
+        } else if (spec_.wake_on.contains(event.type)) {
+          taken.wake_up = true;
+        }
+      } catch (const std::exception& e) {
+        bad_events_->inc();
+        std::string what = e.what();
+        if (what.size() > 300) what = what.substr(0, 300) + "...";
+        logging::get("runtime")->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset,
+                                      what);
+      }
+    }
+    return taken;
+  }
+
   // Events only wake the service: the work is read from the database. So a
   // message that cannot be read (too large, too deep, not a CloudEvent) is
   // skipped, logged and counted, and its offset committed with the rest:
@@ -367,30 +400,8 @@ class Service final : public Context {
         if (!consumer) consumer = std::make_unique<bus::Consumer>(options);
         const std::vector<bus::ReceivedMessage> messages = consumer->poll(256, milliseconds(200));
         note_broker(consumer->broker_up());
-        bool wake_up = false;
-        bool reload = false;
-        for (const bus::ReceivedMessage& m : messages) {
-          events_consumed_->inc();
-          try {
-            if (m.oversized) {
-              throw Error(errc::bad_input, "message of " + std::to_string(m.size) +
-                                               " bytes is larger than the limit of " +
-                                               std::to_string(options.max_message_bytes));
-            }
-            const bus::CloudEvent event = bus::decode(m.value);
-            if (m.topic == parameters_topic_) {
-              reload = true;
-            } else if (spec_.wake_on.contains(event.type)) {
-              wake_up = true;
-            }
-          } catch (const std::exception& e) {
-            bad_events_->inc();
-            std::string what = e.what();
-            if (what.size() > 300) what = what.substr(0, 300) + "...";
-            rlog->warn("skipping an invalid event at {}[{}]@{}: {}", m.topic, m.partition, m.offset, what);
-          }
-        }
-        if (reload) {
+        const Taken taken = take(messages, options);
+        if (taken.reload) {
           try {
             reload_parameters();
             log_->info("system parameters reloaded (event)");
@@ -398,9 +409,8 @@ class Service final : public Context {
             // The timer retries; the wake-up below still happens.
             rlog->warn("reloading system parameters failed: {}", logging::redact_url(e.what()));
           }
-          wake_up = true;
         }
-        if (wake_up) wake();
+        if (taken.wake_up || taken.reload) wake();
         // Events only wake: the work is read from the database, so the
         // offsets may move as soon as the wake-up is taken, and a commit
         // lost in a crash only repeats wake-ups. So not after every poll
