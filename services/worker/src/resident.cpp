@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -194,6 +195,7 @@ class ResidentProgram {
       stopping_ = true;
     }
     wake_.notify_all();
+    poke();
     if (thread_.joinable()) thread_.join();
   }
   ResidentProgram(const ResidentProgram&) = delete;
@@ -220,6 +222,12 @@ class ResidentProgram {
   void flush_stdin(Clock::time_point now);
   static void complete(InFlight& f);
   std::string name() const { return "resident program of " + type_; }
+  // Ends the supervisor's wait on the program's pipes at once (a job to send).
+  void wait_for_output(std::array<pollfd, 4>& pfds, nfds_t n, bool reads);
+  void poke() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t n = ::write(poke_.get(), &one, sizeof one);
+  }
 
   const std::string type_;
   const std::vector<std::string> argv_;
@@ -241,6 +249,10 @@ class ResidentProgram {
   // does not read for longer than the kill grace and a second).
   std::string outbox_;
   Clock::time_point outbox_since_{};
+  // Written by poke(): part of the supervisor's poll, so a job handed over
+  // is sent to the program at once, not at the next stop tick (50 ms: that
+  // capped a worker's four slots at 80 no-op jobs a second).
+  Fd poke_{::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
   std::thread thread_;
 };
 
@@ -468,7 +480,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
   int status = 0;
   while (true) {
     drive(lock);
-    std::array<pollfd, 3> pfds{};
+    std::array<pollfd, 4> pfds{};
     nfds_t n = 0;
     for (auto& s : streams) {
       if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
@@ -478,11 +490,7 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
     const bool stopping = stopping_;
     lock.unlock();
     if (stopping) stop_program(lock, p);  // returns with the program exited, unlocked
-    if (reads) {
-      ::poll(pfds.data(), n, static_cast<int>(kStopTick.count()));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    wait_for_output(pfds, n, reads);
     lock.lock();
     read_available(false);
     siginfo_t info{};
@@ -497,6 +505,20 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
     }
   }
   program_ended(p.pid, status);
+}
+
+// Waits, unlocked, for output on the program's pipes (pfds[0, n)), room on
+// its stdin, a poke (a job to send) or the stop tick; with no pipe left
+// open, a short sleep.
+void ResidentProgram::wait_for_output(std::array<pollfd, 4>& pfds, nfds_t n, bool reads) {
+  if (!reads) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return;
+  }
+  pfds[n++] = pollfd{poke_.get(), POLLIN, 0};
+  ::poll(pfds.data(), n, static_cast<int>(kStopTick.count()));
+  std::uint64_t pokes = 0;
+  [[maybe_unused]] const ssize_t drained = ::read(poke_.get(), &pokes, sizeof pokes);
 }
 
 // The program (pid) ended with `status`: the jobs sent to it fail, saying
@@ -583,6 +605,7 @@ void ResidentProgram::start(const ProcessOptions& options, const ResidentJob& jo
       finish(*f, false, "resident_protocol", fmt::format("job {} is already in flight on the {}", job.id, name()));
     } else {
       wake_.notify_all();
+      poke();
       return;
     }
   }
