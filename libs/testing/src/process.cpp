@@ -387,6 +387,16 @@ std::string read_text(const std::filesystem::path& path) {
   return out.str();
 }
 
+std::size_t thread_count(int pid) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
 RunResult run_cli(const std::string& cli, const std::vector<std::string>& args,
                   const std::map<std::string, std::string>& env) {
   std::vector<std::string> argv{cli};

@@ -163,13 +163,7 @@ TEST_F(ResidentTest, TheProgramsJobsCountAgainstTheWorkersConcurrency) {
 TEST_F(ResidentTest, TwentyFourJobsInFlightAddNoThreadPerJob) {
   constexpr int kJobs = 24;
   start_worker(kJobs);
-  const fs::path tasks = "/proc/" + std::to_string(worker_->pid()) + "/task";
-  auto threads = [&] {
-    std::size_t n = 0;
-    std::error_code ec;
-    for (fs::directory_iterator it(tasks, ec), end; !ec && it != end; it.increment(ec)) ++n;
-    return n;
-  };
+  auto threads = [&] { return testing::thread_count(worker_->pid()); };
   ASSERT_TRUE(wait_status(queue_job({{"seconds", 0}}), "processed"));
   const std::size_t settled = threads();
   std::vector<std::int64_t> ids;

@@ -566,13 +566,7 @@ TEST_F(WorkerTest, AProgramThatClosedItsOutputIsWaitedForWithoutATick) {
 TEST_F(WorkerTest, ThirtyTwoJobsAtOnceAddNoThreadPerJob) {
   constexpr int kJobs = 32;
   start_worker({{"CONVEYOR_WORKER_CONCURRENCY", std::to_string(kJobs)}});
-  const fs::path tasks = "/proc/" + std::to_string(worker_->pid()) + "/task";
-  auto threads = [&] {
-    std::size_t n = 0;
-    std::error_code ec;
-    for (fs::directory_iterator it(tasks, ec), end; !ec && it != end; it.increment(ec)) ++n;
-    return n;
-  };
+  auto threads = [&] { return testing::thread_count(worker_->pid()); };
   ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
   const std::size_t settled = threads();
   // All queued in one go, so that they can all be claimed at once.

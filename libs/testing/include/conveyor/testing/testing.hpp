@@ -68,6 +68,9 @@ RunResult run_cli(const std::string& cli, const std::vector<std::string>& args,
 // The whole content of a file; "" when it cannot be read.
 std::string read_text(const std::filesystem::path& path);
 
+// How many threads process `pid` has now (/proc/<pid>/task); 0 when it is gone.
+std::size_t thread_count(int pid);
+
 // Runs `sql` with psql (-X -q -A -t, ON_ERROR_STOP) against `url`. For what a
 // transaction cannot do (CREATE/DROP DATABASE); tests and tools only.
 RunResult psql(const std::string& url, const std::string& sql);
