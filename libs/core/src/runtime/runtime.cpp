@@ -22,6 +22,7 @@
 #include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/admin.hpp"
+#include "conveyor/model/status.hpp"
 #include "conveyor/runtime/check.hpp"
 
 #ifndef CONVEYOR_VERSION
@@ -61,6 +62,16 @@ constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
 // 20261219000000): a service listens to the channels of its wake_on
 // statuses only, so the other statuses' notifications never reach it.
 constexpr const char* kJobStatusChannelPrefix = "conveyor_job_status_";
+
+// The NOTIFY channel of an event type, when the database notifies it: the
+// types of job statuses ("io.conveyor.job.queued"). The others (a cancel or
+// restart request, a re-emit) come from Kafka only.
+std::optional<std::string> notify_channel(std::string_view type) {
+  if (!type.starts_with(bus::kJobEventTypePrefix)) return std::nullopt;
+  const std::string_view status = type.substr(std::string_view(bus::kJobEventTypePrefix).size());
+  if (!model::parse_status(status)) return std::nullopt;
+  return kJobStatusChannelPrefix + std::string(status);
+}
 // Events only wake, so their offsets may lag: committed at most this often
 // (and on the way out), not after every poll.
 constexpr milliseconds kCommitInterval{1000};
@@ -357,6 +368,19 @@ class Service final : public Context {
     bool reload = false;   // a parameters event
   };
 
+  // A job event wakes the loop unless NOTIFY already did: a status change
+  // committed while the listener is connected is notified on its status
+  // channel within a millisecond, and its event, 10-20 ms later, would only
+  // run a pass that finds the work done. So it wakes when the listener is
+  // not connected, when its type has no channel (a cancel or restart
+  // request), and when it is a re-emit (the reconciler writes outbox rows
+  // without changing a status, so nothing is notified).
+  bool event_wakes(const bus::CloudEvent& event) const {
+    if (!listening_.load() || !notify_channel(event.type)) return true;
+    const auto reemitted = event.data.is_object() ? event.data.find("reemitted") : event.data.end();
+    return reemitted != event.data.end() && reemitted->is_boolean() && reemitted->get<bool>();
+  }
+
   // What a batch of messages asks for; counts each, and skips (logs,
   // counts) those that are not valid CloudEvents.
   Taken take(const std::vector<bus::ReceivedMessage>& messages, const bus::ConsumerOptions& options) {
@@ -372,7 +396,7 @@ class Service final : public Context {
         if (m.topic == parameters_topic_) {
           taken.reload = true;
         } else if (spec_.wake_on.contains(event.type)) {
-          taken.wake_up = true;
+          taken.wake_up = taken.wake_up || event_wakes(event);
         }
       } catch (const std::exception& e) {
         bad_events_->inc();
@@ -447,10 +471,9 @@ class Service final : public Context {
     db::Session session(config_.get_string("CONVEYOR_DATABASE_URL"), spec_.name + "-listen");
     std::vector<std::string> channels;
     for (const std::string& type : spec_.wake_on) {
-      if (type.starts_with(bus::kJobEventTypePrefix)) {
-        channels.push_back(kJobStatusChannelPrefix + type.substr(std::string_view(bus::kJobEventTypePrefix).size()));
-      }
+      if (auto channel = notify_channel(type)) channels.push_back(std::move(*channel));
     }
+    if (channels.empty()) return;  // only types that Kafka alone carries
     std::string listened;
     for (const std::string& c : channels) listened += (listened.empty() ? "" : ", ") + c;
     bool listening = false;
@@ -462,6 +485,7 @@ class Service final : public Context {
           session.reset();  // a re-made connection has no LISTEN: start afresh
           for (const std::string& channel : channels) session.listen(channel);
           listening = true;
+          listening_ = true;
           retry = kListenRetryMin;
           if (lost) {
             listen_reconnects_->inc();
@@ -477,6 +501,7 @@ class Service final : public Context {
         }
       } catch (const std::exception& e) {
         listening = false;
+        listening_ = false;
         session.reset();
         if (!lost) {
           rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)", listened,
@@ -683,6 +708,7 @@ class Service final : public Context {
   metrics::Counter* wakeups_ = nullptr;
   metrics::Counter* events_consumed_ = nullptr;
   metrics::Counter* notify_wakeups_ = nullptr;
+  std::atomic<bool> listening_{false};  // the NOTIFY listener is connected
   metrics::Counter* listen_reconnects_ = nullptr;
   metrics::Counter* bad_events_ = nullptr;
   metrics::Counter* parameter_reloads_ = nullptr;

@@ -23,32 +23,39 @@ StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)) {
   }
 }
 
-int StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass) {
-  if (step.run) return step.run(pass);
+StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass) {
+  if (step.run) {
+    const int n = step.run(pass);
+    return {n, n >= pass.batch_size};
+  }
   return ctx.db().transact(
-      [&](db::Tx& tx) {
+      [&](db::Tx& tx) -> StepResult {
         const std::optional<Claim> claim = step.claim(tx, pass);
-        if (!claim) return 0;
+        if (!claim) return {};
         const db::Result rows = tx.exec(claim->statement, claim->params);
-        if (rows.empty()) return 0;
-        return step.apply(tx, rows, pass);
+        if (rows.empty()) return {};
+        const int moved = step.apply(tx, rows, pass);
+        return {moved, moved > 0 && static_cast<int>(rows.size()) >= pass.batch_size};
       },
       stage_tx_options(ctx));
 }
 
-int StageLoop::pass(Context& ctx) {
+int StageLoop::pass(Context& ctx) { return run_pass(ctx).moved; }
+
+StageLoop::StepResult StageLoop::run_pass(Context& ctx) {
   const int batch_size =
       options_.batch_size > 0 ? options_.batch_size : static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
   // One snapshot for the whole pass: every step sees the same parameters.
   const auto parameters = ctx.parameters();
   const Pass pass{ctx, batch_size, *parameters};
-  int moved = 0;
+  StepResult total;
   for (const StageStep& step : options_.steps) {
-    const int n = run_step(ctx, step, pass);
-    if (step.moved != nullptr && n > 0) step.moved->inc(n);
-    moved += n;
+    const StepResult r = run_step(ctx, step, pass);
+    if (step.moved != nullptr && r.moved > 0) step.moved->inc(r.moved);
+    total.moved += r.moved;
+    total.full = total.full || r.full;
   }
-  return moved;
+  return total;
 }
 
 milliseconds StageLoop::next_wait(Context& ctx, milliseconds poll) {
@@ -66,8 +73,12 @@ void StageLoop::run(Context& ctx) {
   do {
     wait = poll;
     try {
-      // A full batch may have left more behind: pass again until one is idle.
-      while (pass(ctx) > 0 && !ctx.stopping()) {
+      // A full batch may have left more behind: pass again while a step
+      // claimed as many rows as it could. A batch that was not full took
+      // everything there was; what changed since is notified, so the next
+      // wait returns at once (an idle pass after each would cost every
+      // wake-up a transaction per step for nothing).
+      while (run_pass(ctx).full && !ctx.stopping()) {
       }
       wait = next_wait(ctx, poll);
     } catch (const std::exception& e) {

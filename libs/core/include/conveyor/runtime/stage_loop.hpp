@@ -3,7 +3,7 @@
 // (configuration, execution, publication): a pass claims a batch of jobs
 // (FOR UPDATE SKIP LOCKED, ordered, at most CONVEYOR_BATCH_SIZE) and applies
 // the stage's transition to the whole batch in the same transaction; passes
-// repeat while one moved something; then the loop waits for a wake-up
+// repeat while a step moved a whole batch (more may wait); then the loop waits for a wake-up
 // (PostgreSQL NOTIFY or a Kafka event, whichever comes first, see
 // runtime.hpp), the fallback poll, or the moment a step says work becomes
 // due. A failed pass (lost connection, PostgreSQL restart) is logged and
@@ -71,17 +71,22 @@ class StageLoop {
   // name as actor). Returns the jobs moved; throws on a database error.
   int pass(Context& ctx);
 
-  // The service loop: passes until one moves nothing, then waits for a
+  // The service loop: passes while a step moves a whole batch, then waits for a
   // wake-up, the poll (CONVEYOR_POLL_INTERVAL_MS) or the earliest next_due.
   // Returns once ctx.stopping(). Errors are logged and retried next pass.
   void run(Context& ctx);
 
-  // The wait after an idle pass: the poll, or sooner when a step's work
+  // The wait after the passes: the poll, or sooner when a step's work
   // becomes due sooner.
   std::chrono::milliseconds next_wait(Context& ctx, std::chrono::milliseconds poll);
 
  private:
-  int run_step(Context& ctx, const StageStep& step, const Pass& pass);
+  struct StepResult {
+    int moved = 0;
+    bool full = false;  // moved something and claimed a whole batch: more may wait
+  };
+  StepResult run_step(Context& ctx, const StageStep& step, const Pass& pass);
+  StepResult run_pass(Context& ctx);
   StageLoopOptions options_;
 };
 
