@@ -14,7 +14,8 @@ int main(int argc, char** argv) {
   runtime::ServiceSpec spec;
   spec.name = "conveyor-echo";
   spec.schema = runtime::service_schema();
-  spec.wake_on = {"io.conveyor.job.configured"};
+  // A status (notified and on Kafka) and a request (on Kafka only).
+  spec.wake_on = {"io.conveyor.job.configured", "io.conveyor.job.cancel_requested"};
 
   auto setup = [&](runtime::Context& ctx) {
     ctx.http().route("GET", "/count", [&](const http::Request&) {

@@ -92,6 +92,14 @@ class RuntimeTest : public ::testing::Test {
     return nlohmann::json::parse(http_request("GET", url("/count"), "", reader()).body).at("wakeups").get<long>();
   }
 
+  // A counter of /metrics without labels; -1 when it is not there.
+  long counter(const std::string& name) const {
+    const std::string m = http_request("GET", url("/metrics")).body;
+    const std::string sample = "\n" + name + " ";  // the sample, not the HELP line
+    const auto at = m.find(sample);
+    return at == std::string::npos ? -1L : std::stol(m.substr(at + sample.size()));
+  }
+
   TestDatabase db_;
   Broker broker_;
   std::string prefix_ = conveyor::testing::unique_name("rt");
@@ -158,12 +166,7 @@ TEST_F(RuntimeTest, AJobEventOfAWatchedTypeWakesTheLoop) {
 TEST_F(RuntimeTest, TheJobConsumerReadsOnlyTheTopicsOfItsWakeOnTypes) {
   start();
   ASSERT_TRUE(wait_until([&] { return wakeups() >= 1; }, 10s));
-  auto consumed = [&] {
-    const std::string m = http_request("GET", url("/metrics")).body;
-    const std::string name = "\nconveyor_events_consumed_total ";  // the sample, not the HELP line
-    const auto at = m.find(name);
-    return at == std::string::npos ? -1L : std::stol(m.substr(at + name.size()));
-  };
+  auto consumed = [&] { return counter("conveyor_events_consumed_total"); };
   ASSERT_EQ(consumed(), 0);
   // One job through four types; the service's relay publishes each to its topic.
   const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
@@ -194,6 +197,38 @@ TEST_F(RuntimeTest, TheJobConsumerReadsOnlyTheTopicsOfItsWakeOnTypes) {
   EXPECT_EQ(consumed(), 2) << "it read events of types it does not wake on";
 }
 
+// Issue 14: each status change woke a stage twice, by its NOTIFY and 10-20 ms
+// later by its Kafka event, whose pass found the work done. With the
+// listener connected the event no longer wakes the loop; an event NOTIFY
+// does not carry (a cancel request) still does.
+TEST_F(RuntimeTest, AStatusChangeWakesTheLoopOnceAndOnlyKafkaOnlyEventsWakeItFromKafka) {
+  start();
+  auto configured = [&](const std::string& key) {
+    const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('echo', '" +
+                                           key + "') RETURNING id");
+    db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+    return id;
+  };
+  // A first job, read both ways: the listener is connected and the
+  // consumer has joined its group.
+  configured("first");
+  ASSERT_TRUE(wait_until(
+      [&] { return counter("conveyor_notify_wakeups_total") >= 1 && counter("conveyor_events_consumed_total") >= 1; },
+      30s));
+  const long before = wakeups();
+
+  const std::string second = configured("second");
+  ASSERT_TRUE(wait_until([&] { return counter("conveyor_events_consumed_total") >= 2; }, 20s))
+      << "the second job's configured event was not read";
+  // A cancel request comes from Kafka alone, after the configured event was
+  // read: once its wake-up is counted, a wake-up by that event would be too.
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + second);
+  ASSERT_TRUE(wait_until([&] { return counter("conveyor_events_consumed_total") >= 3; }, 20s))
+      << "the cancel request was not read";
+  ASSERT_TRUE(wait_until([&] { return wakeups() >= before + 2; }, 20s)) << "the cancel request did not wake the loop";
+  EXPECT_EQ(wakeups(), before + 2) << "the configured event woke the loop again after its NOTIFY";
+}
+
 TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {
   start();
   auto concurrency = [&] {
@@ -213,12 +248,7 @@ TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {
 TEST_F(RuntimeTest, PoisonedEventsAreSkippedCountedAndCommitted) {
   start();
   ASSERT_TRUE(wait_until([&] { return wakeups() >= 1; }, 10s));
-  auto invalid = [&] {
-    const std::string m = http_request("GET", url("/metrics")).body;
-    const std::string name = "\nconveyor_events_invalid_total ";  // the sample, not the HELP line
-    const auto at = m.find(name);
-    return at == std::string::npos ? -1L : std::stol(m.substr(at + name.size()));
-  };
+  auto invalid = [&] { return counter("conveyor_events_invalid_total"); };
   const std::string head = R"({"specversion":"1.0","id":"p","source":"fuzz","type":"io.conveyor.job.configured",)";
   std::string deep = head + R"("data":)";
   for (int i = 0; i < 150000; ++i) deep += "[";
