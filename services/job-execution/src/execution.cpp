@@ -154,13 +154,9 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
 }
 
 std::optional<std::chrono::milliseconds> next_not_before(db::Pool& pool) {
-  return pool.transact(
-      [](db::Tx& tx) -> std::optional<std::chrono::milliseconds> {
-        const auto r = tx.exec(kNextNotBefore);
-        if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
-        return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
-      },
-      tx_options());
+  const auto r = pool.exec_idempotent(kNextNotBefore);
+  if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
+  return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
 }
 
 runtime::ServiceSpec spec() {

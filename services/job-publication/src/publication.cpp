@@ -414,13 +414,9 @@ int retry_claimed(db::Tx& tx, const db::Result& due) {
 }
 
 std::optional<std::chrono::milliseconds> next_retry(db::Pool& pool, const Settings& settings) {
-  return pool.transact(
-      [&](db::Tx& tx) -> std::optional<std::chrono::milliseconds> {
-        const auto r = tx.exec(kNextRetry, {settings.backoff_base.count(), settings.backoff_max.count()});
-        if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
-        return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
-      },
-      tx_options());
+  const auto r = pool.exec_idempotent(kNextRetry, {settings.backoff_base.count(), settings.backoff_max.count()});
+  if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
+  return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
 }
 
 runtime::ServiceSpec spec() {

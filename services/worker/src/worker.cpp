@@ -519,7 +519,7 @@ void Worker::check_cancels() {
     }
   }
   if (ids.empty()) return;
-  auto rows = ctx_.db().transact([&](db::Tx& tx) { return tx.exec(kCanceled, {ids, worker_id_}); });
+  auto rows = ctx_.db().exec_idempotent(kCanceled, {ids, worker_id_});
   std::lock_guard lock(mutex_);
   for (auto row : rows) {
     auto it = jobs_.find(row[0].as_int());

@@ -337,8 +337,7 @@ std::optional<http::Response> authenticate(db::Pool& pool, std::string_view toke
   const std::string hash = token_sha256(token);
   auto& unknown = unknown_hashes();
   const bool known_unknown = unknown.contains(hash);
-  const auto rows =
-      known_unknown ? db::Result() : pool.transact([&](db::Tx& tx) { return tx.exec(kCheckToken, {hash}); });
+  const auto rows = known_unknown ? db::Result() : pool.exec_idempotent(kCheckToken, {hash});
   if (rows.empty()) {
     if (!known_unknown) unknown.add(hash);
     if (const auto left_out = unknown.may_log()) {

@@ -203,12 +203,19 @@ class Receiver final : public pqxx::notification_receiver {
 // or a Session; used by one thread at a time.
 class Connection {
  public:
-  Connection(const std::string& url, const std::string& application_name) {
+  // session_actor: the actor of every transaction on this connection that
+  // names no other, set once for the session (a transaction naming another
+  // sets it locally), so a transaction costs no set_config round trip.
+  Connection(const std::string& url, const std::string& application_name, const std::string& session_actor = "")
+      : session_actor_(session_actor) {
     translating([&] {
       conn_ = std::make_unique<pqxx::connection>(url);
-      if (!application_name.empty()) {
+      if (!application_name.empty() || !session_actor.empty()) {
         pqxx::nontransaction n(*conn_);
-        n.exec_params("SELECT set_config('application_name', $1, false)", application_name);
+        n.exec_params(
+            "SELECT CASE WHEN $1 <> '' THEN set_config('application_name', $1, false) END, "
+            "CASE WHEN $2 <> '' THEN set_config('conveyor.actor', $2, false) END",
+            application_name, session_actor);
       }
     });
   }
@@ -248,6 +255,16 @@ class Connection {
     });
   }
 
+  // One statement outside any transaction block: PostgreSQL runs it in an
+  // implicit transaction of its own.
+  Result run_alone(const Statement& s, const std::vector<Param>& params) {
+    return translating([&] {
+      pqxx::nontransaction n(*conn_);
+      Tx tx(*this, static_cast<pqxx::transaction_base*>(&n));
+      return tx.exec(s, params);
+    });
+  }
+
   void listen(const std::string& channel) {
     if (receivers_.count(channel)) return;
     translating([&] { receivers_[channel] = std::make_unique<Receiver>(*conn_, channel, received_); });
@@ -272,11 +289,12 @@ class Connection {
   void body(W& w, const TxOptions& options, const std::string& default_actor, const std::function<void(Tx&)>& fn) {
     Tx tx(*this, static_cast<pqxx::transaction_base*>(&w));
     const std::string& actor = options.actor.empty() ? default_actor : options.actor;
-    if (!actor.empty()) tx.set_actor(actor);
+    if (!actor.empty() && actor != session_actor_) tx.set_actor(actor);
     fn(tx);
     w.commit();
   }
 
+  std::string session_actor_;
   std::unique_ptr<pqxx::connection> conn_;
   std::set<std::string> prepared_;
   std::map<std::string, std::unique_ptr<Receiver>> receivers_;
@@ -398,7 +416,7 @@ class Lease {
     ++st_.total;
     lock.unlock();
     try {
-      conn_ = std::make_unique<Connection>(o.url, o.application_name);
+      conn_ = std::make_unique<Connection>(o.url, o.application_name, o.actor);
     } catch (...) {
       std::lock_guard g(st_.mu);
       --st_.total;
@@ -430,6 +448,15 @@ void Pool::run(const TxOptions& options, const std::function<void(Tx&)>& fn) {
     Lease lease(*state_, options_);
     lease->run(options, options_.actor, fn);
   });
+}
+
+Result Pool::exec_idempotent(const Statement& s, const std::vector<Param>& params, int max_attempts) {
+  std::optional<Result> out;
+  with_retries(max_attempts, [&] {
+    Lease lease(*state_, options_);
+    out.emplace(lease->run_alone(s, params));
+  });
+  return std::move(*out);
 }
 
 bool Pool::ping() noexcept {

@@ -234,6 +234,14 @@ class Pool {
       return std::move(*out);
     }
   }
+  // One statement in an implicit transaction of its own (autocommit): one
+  // round trip, where transact costs three (BEGIN, the statement, COMMIT).
+  // Only for a statement whose repetition is harmless (a read, or a write
+  // that repeats to the same result): a connection lost during it leaves
+  // unknown whether it committed, and it is retried like transact, up to
+  // max_attempts. Any other write belongs in transact, where a connection
+  // lost before COMMIT means nothing was written. The pool's actor applies.
+  Result exec_idempotent(const Statement& s, const std::vector<Param>& params = {}, int max_attempts = 5);
   // True when a connection answers `SELECT 1` within the acquire timeout.
   bool ping() noexcept;
   const PoolOptions& options() const noexcept { return options_; }
