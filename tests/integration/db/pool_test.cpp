@@ -167,6 +167,28 @@ TEST(Pool, RecordsTheActorForTheTransaction) {
   TxOptions o;
   o.actor = "someone-else";
   EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }, o), "someone-else");
+  // The pool's actor is its connections' session setting (no set_config per
+  // transaction): another actor lasts for its own transaction only.
+  EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }), "pool-test");
+  EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "pool-test");
+}
+
+// exec_idempotent: each statement is a transaction of its own, committed
+// when it ends, and a failed one leaves its connection usable.
+TEST(Pool, AnIdempotentStatementIsATransactionOfItsOwn) {
+  TestDatabase db(false);
+  PoolOptions o = opts(db);
+  o.size = 1;  // the same connection each time
+  Pool pool(o);
+  static constexpr Statement kXid{"xid", "SELECT pg_current_xact_id()::text"};
+  const std::string first = pool.exec_idempotent(kXid)[0][0].as_string();
+  EXPECT_NE(pool.exec_idempotent(kXid)[0][0].as_string(), first);
+  static constexpr Statement kWrite{"write", "CREATE TABLE IF NOT EXISTS alone (n int)"};
+  pool.exec_idempotent(kWrite);
+  db.exec("INSERT INTO alone VALUES (1)");  // another session sees it: it was committed
+  static constexpr Statement kBad{"bad", "SELECT 1 / $1::int"};
+  EXPECT_THROW(pool.exec_idempotent(kBad, {0}), DbError);
+  EXPECT_EQ(pool.exec_idempotent(kBad, {1})[0][0].as_int(), 1) << "the connection is usable after an error";
 }
 
 TEST(Pool, WaitsForAFreeConnectionAndTimesOut) {
