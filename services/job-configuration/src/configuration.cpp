@@ -13,11 +13,16 @@ namespace conveyor::configuration {
 namespace {
 
 // Jobs to configure. Canceled jobs are left to the reconciler (DESIGN §3).
+// The jobs each step takes; its claim and its probe (is there any?) share it.
+#define CONVEYOR_INITIALIZED_JOBS "FROM conveyor.job WHERE status = 'initialized' AND canceled_at IS NULL "
+
 constexpr db::Statement kSelectInitialized{
     "configuration_select_initialized",
-    "SELECT id, job_type, params::text AS params, depends_on, attempt FROM conveyor.job "
-    "WHERE status = 'initialized' AND canceled_at IS NULL "
+    "SELECT id, job_type, params::text AS params, depends_on, attempt " CONVEYOR_INITIALIZED_JOBS
     "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
+
+constexpr db::Statement kAnyInitialized{"configuration_any_initialized",
+                                        "SELECT 1 " CONVEYOR_INITIALIZED_JOBS "LIMIT 1"};
 
 constexpr db::Statement kExistingIds{"configuration_existing_ids",
                                      "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
@@ -40,14 +45,18 @@ constexpr db::Statement kApplyBatch{
 // Configured jobs whose dependencies are all decided (done, or ended in a way
 // that fails the job, or missing). Filtering in SQL keeps jobs that wait on
 // long upstream chains from filling every batch and starving the others.
+#define CONVEYOR_DECIDED_JOBS                                                    \
+  "FROM conveyor.job j "                                                         \
+  "WHERE j.status = 'configured' AND j.canceled_at IS NULL "                     \
+  "AND NOT EXISTS (SELECT 1 FROM conveyor.job u WHERE u.id = ANY(j.depends_on) " \
+  "                AND u.status NOT IN ('done', 'failed', 'canceled', 'internal_error')) "
+
 constexpr db::Statement kSelectDecided{
     "configuration_select_decided",
-    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt "
-    "FROM conveyor.job j "
-    "WHERE j.status = 'configured' AND j.canceled_at IS NULL "
-    "AND NOT EXISTS (SELECT 1 FROM conveyor.job u WHERE u.id = ANY(j.depends_on) "
-    "                AND u.status NOT IN ('done', 'failed', 'canceled', 'internal_error')) "
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
     "ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
+
+constexpr db::Statement kAnyDecided{"configuration_any_decided", "SELECT 1 " CONVEYOR_DECIDED_JOBS "LIMIT 1"};
 
 constexpr db::Statement kDependencies{
     "configuration_dependencies",
@@ -338,6 +347,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   configure.claim = [](db::Tx&, const runtime::Pass& pass) {
     return runtime::Claim{kSelectInitialized, {pass.batch_size}};
   };
+  configure.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyInitialized, {}}; };
   configure.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
     return configure_claimed(tx, rows, pass.parameters, settings);
   };
@@ -345,6 +355,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   runtime::StageStep ready;
   ready.name = "ready";
   ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
+  ready.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyDecided, {}}; };
   ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return ready_claimed(tx, rows, settings);
   };

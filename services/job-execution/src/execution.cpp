@@ -44,6 +44,14 @@ constexpr db::Statement kLimits{
 //
 // Planned per call (plan_per_call): a generic plan cannot know $3 is small
 // and sorts every ready job (evaluating the filter on each) instead.
+// Whether any job is admissible, types at their limit aside: when none is,
+// a wake-up (a slot freed, a job started) costs one round trip, not the
+// locked pass.
+constexpr db::Statement kAnyAdmissible{
+    "execution_any_admissible",
+    "SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' AND conveyor.job_admission_eligible(j, now(), $1::text[]) "
+    "LIMIT 1"};
+
 constexpr db::Statement kCandidates{
     "execution_candidates",
     "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
@@ -185,6 +193,9 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   };
   admit.apply = [admission](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return admission->apply(tx, rows);
+  };
+  admit.probe = [](const runtime::Pass& pass) {
+    return runtime::Claim{kAnyAdmissible, {pass.parameters.job_types_list}};
   };
   // A backed-off job becomes admissible without any event: wake for it.
   admit.next_due = [](runtime::Context& c) { return next_not_before(c.db()); };

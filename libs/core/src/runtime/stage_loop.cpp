@@ -28,6 +28,10 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
     const int n = step.run(pass);
     return {n, n >= pass.batch_size};
   }
+  if (step.probe) {
+    const Claim probe = step.probe(pass);
+    if (ctx.db().exec_idempotent(probe.statement, probe.params).empty()) return {};
+  }
   return ctx.db().transact(
       [&](db::Tx& tx) -> StepResult {
         const std::optional<Claim> claim = step.claim(tx, pass);

@@ -47,6 +47,14 @@ struct StageStep {
   // transition over the whole batch, as one set-based statement where the
   // stage allows. Returns the number of jobs moved.
   std::function<int(db::Tx&, const db::Result&, const Pass&)> apply;
+  // Optional: a cheap read, run alone (db::Pool::exec_idempotent, one round
+  // trip) before the step's transaction: when it returns no row, nothing
+  // can be claimed and the transaction (BEGIN, the claim's statements,
+  // COMMIT) is skipped. Most wake-ups find no work for a given step (it was
+  // for another step, or a replica took it), and then cost one round trip.
+  // It may match more than the claim, never less: what it misses waits for
+  // the next wake-up or the poll.
+  std::function<Claim(const Pass&)> probe{};
   // Instead of claim + apply in one transaction: a pass of the step's own
   // (publication claims, commits, delivers, then records). Returns jobs moved.
   std::function<int(const Pass&)> run{};
