@@ -42,6 +42,11 @@ for phase, jobs in (("throughput", 20), ("latency", 100)):
                  "devbroker", "postgres", "job processes", "bench"):
         assert name in cpu, (phase, name, cpu)
     assert cpu["postgres"] > 0 and cpu["job processes"] > 0, (phase, cpu)
+    # Where the latency goes: one entry per hop of the hot path, in order.
+    hops = [h["status"] for h in p["hops"]]
+    assert hops == ["configured", "ready", "queued", "started", "processed", "done"], (phase, hops)
+    for h in p["hops"]:
+        assert h["changes"] == jobs and 0 <= h["p50_ms"] <= h["p99_ms"], (phase, h)
 for name in ("creation", "worker-1", "devbroker"):
     assert w["peak_rss_mib"][name] > 1, w["peak_rss_mib"]
 PY

@@ -224,6 +224,18 @@ constexpr conveyor::db::Statement kUnitTimes{
     "JOIN conveyor.job f ON f.id = u.first_id "
     "LEFT JOIN conveyor.job_status_change d ON d.job_id = u.last_id AND d.to_status = 'done'"};
 
+// Where the latency goes: per status of the hot path, the time from the
+// job's previous status change to this one (each change's `at` is its
+// transaction's start), over the phase's jobs $1..$2.
+constexpr conveyor::db::Statement kHops{
+    "bench_hops",
+    "SELECT h.to_status, count(*), "
+    "percentile_cont(0.5) WITHIN GROUP (ORDER BY h.ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY h.ms) "
+    "FROM (SELECT c.to_status, extract(epoch FROM c.at - lag(c.at) OVER (PARTITION BY c.job_id ORDER BY c.id)) * 1000 "
+    "      AS ms FROM conveyor.job_status_change c WHERE c.job_id BETWEEN $1 AND $2) h "
+    "JOIN conveyor.job_status s ON s.name = h.to_status "
+    "WHERE h.ms IS NOT NULL GROUP BY h.to_status, s.position ORDER BY s.position"};
+
 struct Finished {
   std::int64_t finished = 0;  // done, failed, canceled or internal_error
   std::int64_t done = 0;
@@ -248,7 +260,21 @@ struct Phase {
   bool timed_out = false;
   std::map<std::string, double> cpu_ms;  // CPU of each process over the phase
   Json sql;                              // --profile-sql: where PostgreSQL's time went
+  Json hops = Json::array();             // per status: latency from the previous change
 };
+
+void read_hops(conveyor::db::Session& db, std::int64_t first, std::int64_t last, Phase& p) {
+  db.transact([&](conveyor::db::Tx& tx) {
+    for (const auto r : tx.exec(kHops, {first, last})) {
+      Json hop = Json::object();
+      hop["status"] = r[0].as_string();
+      hop["changes"] = r[1].as_int();
+      hop["p50_ms"] = r[2].as_double();
+      hop["p99_ms"] = r[3].as_double();
+      p.hops.push_back(std::move(hop));
+    }
+  });
+}
 
 void read_unit_times(conveyor::db::Session& db, const std::vector<Unit>& units, Phase& p) {
   std::vector<std::int64_t> firsts, lasts;
@@ -393,6 +419,7 @@ Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, cons
   p.timed_out = !all;
   p.done = f.done;
   read_unit_times(db, submitted, p);
+  read_hops(db, first, last, p);
   return p;
 }
 
@@ -408,6 +435,7 @@ Json phase_json(const Phase& p) {
           {"jobs_per_s", p.span_s > 0 ? static_cast<double>(p.done) / p.span_s : 0.0},
           {"latency_ms", {{"p50", p.p50}, {"p95", p.p95}, {"p99", p.p99}, {"max", p.max}}},
           {"cpu_ms_per_job", cpu},
+          {"hops", p.hops},
           {"sql", p.sql}};
 }
 
@@ -450,9 +478,11 @@ Json read_json(const fs::path& file) {
 }
 
 const Json* find_type(const Json& types, const std::string& name) {
-  if (!types.contains("job_types")) return nullptr;
-  for (const auto& t : types["job_types"]) {
-    if (t.value("name", "") == name) return &t;
+  const auto list = types.find("job_types");
+  if (list == types.end()) return nullptr;
+  for (const auto& t : *list) {
+    const auto n = t.find("name");
+    if (n != t.end() && n->is_string() && n->get_ref<const std::string&>() == name) return &t;
   }
   return nullptr;
 }
@@ -500,6 +530,13 @@ void print_phase_line(const Json& p, const std::string& what) {
       p["timed_out"].get<bool>() ? " [TIMED OUT]" : "", p["jobs_per_s"].get<double>(), p["span_s"].get<double>(),
       p["submit_s"].get<double>(), p["latency_ms"]["p50"].get<double>(), p["latency_ms"]["p95"].get<double>(),
       p["latency_ms"]["p99"].get<double>(), p["latency_ms"]["max"].get<double>());
+  if (!p.contains("hops") || p["hops"].empty()) return;
+  std::printf("  %-10s", "  by hop");
+  for (const auto& h : p["hops"]) {
+    std::printf(" %s %.1f/%.0f", h["status"].get<std::string>().c_str(), h["p50_ms"].get<double>(),
+                h["p99_ms"].get<double>());
+  }
+  std::printf(" (ms from the previous status, p50/p99)\n");
 }
 
 // One line per process: CPU ms per job in each phase, peak memory.
