@@ -51,7 +51,8 @@ class LoopContext final : public Context {
   std::shared_ptr<const model::SystemParameters> parameters_;
 };
 
-constexpr db::Statement kClaim{"claim", "SELECT id FROM item WHERE NOT done ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
+constexpr db::Statement kClaim{"claim",
+                               "SELECT id FROM item WHERE NOT done ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
 constexpr db::Statement kApply{"apply", "UPDATE item SET done = true WHERE id = ANY($1::int[])"};
 constexpr db::Statement kAny{"any", "SELECT 1 FROM item WHERE NOT done LIMIT 1"};
 
