@@ -83,6 +83,21 @@ constexpr db::Statement kMarkStopped{"worker_mark_stopped",
                                      "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
                                      "  last_heartbeat = now() WHERE id = $1"};
 
+// The queued jobs this worker may run: of its pool, and container jobs only
+// when it has a container runtime (the placeholders of the two). The claim
+// and its probe share it.
+#define CONVEYOR_CLAIMABLE_JOBS(pool, containers)                      \
+  "FROM conveyor.job WHERE status = 'queued' AND canceled_at IS NULL " \
+  "AND conveyor.job_pool(config) = " pool " AND (" containers          \
+  "::boolean OR "                                                      \
+  "coalesce(config->>'image', '') = '') "
+
+// Whether there is any (run alone, one round trip): the other workers woken
+// by the same queued job usually find it taken, and then need no claim
+// transaction.
+constexpr db::Statement kAnyClaimable{"worker_any_claimable",
+                                      "SELECT 1 " CONVEYOR_CLAIMABLE_JOBS("$1", "$2") "LIMIT 1"};
+
 // Claims and opens a row in conveyor.job_attempt for each claimed job ($4:
 // the worker's name).
 constexpr db::Statement kClaim{
@@ -92,11 +107,7 @@ constexpr db::Statement kClaim{
     // ARRAY(...), not IN (...): as a semi join's inner side the LIMIT ...
     // SKIP LOCKED subquery is run again per outer row and claimed every
     // queued job, past the worker's concurrency (found by ResidentTest).
-    "WHERE id = ANY(ARRAY(SELECT id FROM conveyor.job "
-    "             WHERE status = 'queued' AND canceled_at IS NULL "
-    "               AND conveyor.job_pool(config) = $2 "
-    // A worker without a container runtime leaves container jobs to others.
-    "               AND ($5::boolean OR coalesce(config->>'image', '') = '') "
+    "WHERE id = ANY(ARRAY(SELECT id " CONVEYOR_CLAIMABLE_JOBS("$2", "$5")
     "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)) "
     "  AND status = 'queued' "
     // A worker the pool (or an operator) set draining, or the reaper marked
@@ -458,6 +469,7 @@ void Worker::loop() {
 void Worker::claim() {
   const int free = concurrency() - busy_slots();
   if (free <= 0) return;
+  if (ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) return;
   auto rows = ctx_.db().transact([&](db::Tx& tx) {
     return tx.exec(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
   });
