@@ -323,13 +323,13 @@ void run_trigger(db::Pool& pool, std::int64_t upstream_id, TriggerTick& tick) {
 TriggerTick run_triggers(db::Pool& pool, int batch) {
   TriggerTick tick;
   std::vector<std::int64_t> pending;
-  // The pending rows first: most wake-ups (a done job without triggers)
-  // find none and end here, without reading the parameters.
-  const bool accepting = pool.transact([&](db::Tx& tx) {
-    pending.clear();
-    for (const db::Row r : tx.exec(kPendingTriggers, {batch})) pending.push_back(r[0].as_int());
-    return pending.empty() || model::load_system_parameters(tx).accepting_new_jobs;
-  });
+  // The pending rows first, read alone (one round trip): most wake-ups (a
+  // done job without triggers) find none and end here, with no transaction
+  // and without reading the parameters.
+  for (const db::Row r : pool.exec_idempotent(kPendingTriggers, {batch})) pending.push_back(r[0].as_int());
+  if (pending.empty()) return tick;
+  const bool accepting =
+      pool.transact([&](db::Tx& tx) { return model::load_system_parameters(tx).accepting_new_jobs; });
   if (!accepting) return tick;
   tick.more = static_cast<int>(pending.size()) >= batch;
   for (const auto upstream_id : pending) {
