@@ -10,8 +10,10 @@
 // Wake-ups come from PostgreSQL first: a service with wake_on LISTENs on
 // conveyor_job_status_<status> for each status of its wake_on (the status
 // trigger notifies each new status of a statement once, payload the status)
-// on a connection of its own, re-made with back-off when lost; its Kafka event
-// wakes it too, whichever comes first, and the poll stays as the fallback.
+// on a connection of its own, re-made with back-off when lost. A Kafka job
+// event wakes it only when NOTIFY could not have: the listener is down, the
+// type has no channel (cancel_requested, restart_requested, released), or the
+// event is a re-emit. The poll stays as the fallback.
 // Stage services run their loop as a StageLoop (stage_loop.hpp).
 //
 // Events only wake a service; the work itself is read from PostgreSQL (the

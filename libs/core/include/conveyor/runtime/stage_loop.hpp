@@ -4,7 +4,7 @@
 // (FOR UPDATE SKIP LOCKED, ordered, at most CONVEYOR_BATCH_SIZE) and applies
 // the stage's transition to the whole batch in the same transaction; passes
 // repeat while a step moved a whole batch (more may wait); then the loop waits for a wake-up
-// (PostgreSQL NOTIFY or a Kafka event, whichever comes first, see
+// (PostgreSQL NOTIFY, or a Kafka event where NOTIFY cannot wake, see
 // runtime.hpp), the fallback poll, or the moment a step says work becomes
 // due. A failed pass (lost connection, PostgreSQL restart) is logged and
 // retried at the next wake-up or poll; it never ends the service.
