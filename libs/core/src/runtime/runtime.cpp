@@ -144,7 +144,11 @@ class Service final : public Context {
     return params_;
   }
 
+  // Reloads run one at a time (the event consumer and the timer both
+  // reload): otherwise a read that began before a change could be stored
+  // after a read that began after it, and the old values would stay.
   void reload_parameters() override {
+    std::lock_guard reloading(reload_mu_);
     auto fresh = std::make_shared<const model::SystemParameters>(
         pool_->transact([](db::Tx& tx) { return model::load_system_parameters(tx); }));
     {
@@ -428,7 +432,9 @@ class Service final : public Context {
         if (taken.reload) {
           try {
             reload_parameters();
-            log_->info("system parameters reloaded (event)");
+            // The version names what was read: an event may be older than
+            // the change the operator is waiting for.
+            log_->info("system parameters reloaded (event): as of {}", parameters()->updated_at);
           } catch (const std::exception& e) {
             // The timer retries; the wake-up below still happens.
             rlog->warn("reloading system parameters failed: {}", logging::redact_url(e.what()));
@@ -551,7 +557,7 @@ class Service final : public Context {
           const std::string before = parameters()->updated_at;
           reload_parameters();
           if (parameters()->updated_at != before) {
-            log_->info("system parameters changed (timer)");
+            log_->info("system parameters changed (timer): as of {}", parameters()->updated_at);
             wake();
           }
         } catch (const Error& e) {
@@ -714,6 +720,7 @@ class Service final : public Context {
   metrics::Counter* parameter_reloads_ = nullptr;
 
   mutable std::mutex params_mu_;
+  std::mutex reload_mu_;
   std::shared_ptr<const model::SystemParameters> params_;
 
   std::atomic<bool> stopping_{false};
