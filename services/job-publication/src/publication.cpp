@@ -371,11 +371,9 @@ int record(db::Pool& pool, std::vector<Outcome>& outcomes) {
     subtypes.push_back(o.subtype);
     messages.push_back(o.message);
   }
-  const auto moved = pool.transact(
-      [&](db::Tx& tx) {
-        return tx.exec(kRecordOutcomes, {ids, attempts, statuses, subtypes, messages}).affected_rows();
-      },
-      tx_options());
+  // One statement, its own transaction; a failure keeps the outcomes for the
+  // next pass (the statement changes only jobs still processed and claimed).
+  const auto moved = pool.exec_once(kRecordOutcomes, {ids, attempts, statuses, subtypes, messages}).affected_rows();
   outcomes.clear();
   return static_cast<int>(moved);
 }
@@ -387,12 +385,8 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
   // What a failed pass delivered but could not record is recorded first,
   // without delivering it again (its claim still keeps others off it).
   int moved = record(pool, unrecorded);
-  const db::Result claimed = pool.transact(
-      [&](db::Tx& tx) {
-        return tx.exec(kClaimProcessed,
-                       {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
-      },
-      tx_options());
+  const db::Result claimed = pool.exec_once(
+      kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
   if (claimed.empty()) return moved;
   // Delivered outside any transaction: no row lock is held while a sink answers.
   std::vector<db::Row> rows;

@@ -79,13 +79,8 @@ void FinishBatch::write_batch(const std::vector<Pending*>& batch) {
   nlohmann::json rows = nlohmann::json::array();
   for (const Pending* p : batch) rows.push_back(row_of(*p->item));
   try {
-    db::TxOptions once;
-    once.max_attempts = 1;  // the callers retry, each alone
-    const db::Result moved = pool_.transact(
-        [&](db::Tx& tx) {
-          return tx.exec(kFinishProcessedBatch, {rows.dump(), worker_id_});
-        },
-        once);
+    // Not retried here: the callers retry, each alone.
+    const db::Result moved = pool_.exec_once(kFinishProcessedBatch, {rows.dump(), worker_id_});
     std::map<std::int64_t, bool> ours;
     for (const auto row : moved) ours[row[0].as_int()] = true;
     std::lock_guard lock(mutex_);

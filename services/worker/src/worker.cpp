@@ -470,9 +470,9 @@ void Worker::claim() {
   const int free = concurrency() - busy_slots();
   if (free <= 0) return;
   if (ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) return;
-  auto rows = ctx_.db().transact([&](db::Tx& tx) {
-    return tx.exec(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
-  });
+  // One statement, its own transaction. A claim whose commit is in doubt is
+  // the reconciler's: the jobs are missing from this worker's running_jobs.
+  auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
   for (auto row : rows) {
     auto job = std::make_shared<Job>();
     job->id = row["id"].as_int();
@@ -735,7 +735,10 @@ void Worker::end_job(Job& job) {
     job.finished = true;
   }
   job_done_.notify_all();
-  ctx_.wake();  // a slot is free: claim again
+  // The slot is free: claim again, unless free_slot() already woke the loop
+  // for it when the program exited (a wake-up more would cost a probe). A
+  // draining worker wakes to see whether it is done.
+  if (!job.slot_free.exchange(true) || draining_) ctx_.wake();
 }
 
 // The folders, command, environment and limits of the job's attempt.

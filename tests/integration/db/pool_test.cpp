@@ -191,6 +191,45 @@ TEST(Pool, AnIdempotentStatementIsATransactionOfItsOwn) {
   EXPECT_EQ(pool.exec_idempotent(kBad, {1})[0][0].as_int(), 1) << "the connection is usable after an error";
 }
 
+// exec_once: a statement that is its own transaction, retried only where it
+// certainly did not commit; a connection lost under it is in doubt (08007),
+// as a lost COMMIT is, and not retried.
+TEST(Pool, AStatementCommittedAloneIsRetriedOnlyWhereItCertainlyDidNotCommit) {
+  TestDatabase db(false);
+  PoolOptions o = opts(db);
+  o.size = 1;  // the same connection each time
+  Pool pool(o);
+  static constexpr Statement kXid{"xid", "SELECT pg_current_xact_id()::text"};
+  const std::string first = pool.exec_once(kXid)[0][0].as_string();
+  EXPECT_NE(pool.exec_once(kXid)[0][0].as_string(), first);
+
+  // A serialization failure rolled it back: run again (the sequence is not
+  // rolled back, so the second run passes).
+  db.exec(
+      "CREATE SEQUENCE once_seq; "
+      "CREATE FUNCTION fail_first() RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE n bigint := nextval('once_seq'); "
+      "BEGIN IF n = 1 THEN RAISE EXCEPTION 'simulated conflict' USING ERRCODE = '40001'; END IF; RETURN n; END $$");
+  static constexpr Statement kFailFirst{"fail_first", "SELECT fail_first()"};
+  EXPECT_EQ(pool.exec_once(kFailFirst)[0][0].as_int(), 2);
+
+  // The connection lost: whether the statement committed is unknown.
+  static constexpr Statement kPid{"pid", "SELECT pg_backend_pid()"};
+  const auto pid = pool.exec_once(kPid)[0][0].as_int();
+  db.exec("SELECT pg_terminate_backend(" + std::to_string(pid) + ")");
+  try {
+    pool.exec_once(kFailFirst);
+    ADD_FAILURE() << "a statement on a lost connection did not throw";
+  } catch (const DbError& e) {
+    EXPECT_EQ(e.sqlstate(), "08007") << e.what();
+    EXPECT_FALSE(e.retriable());
+  }
+  EXPECT_EQ(db.query_value("SELECT last_value FROM once_seq"), "2") << "it was not run again";
+  EXPECT_NE(pool.exec_once(kPid)[0][0].as_int(), pid) << "the next one runs on a new connection";
+  // The pool's actor applies.
+  static constexpr Statement kActor{"actor", "SELECT current_setting('conveyor.actor', true)"};
+  EXPECT_EQ(pool.exec_once(kActor)[0][0].as_string(), "pool-test");
+}
+
 TEST(Pool, WaitsForAFreeConnectionAndTimesOut) {
   TestDatabase db(false);
   PoolOptions o = opts(db);

@@ -459,6 +459,25 @@ Result Pool::exec_idempotent(const Statement& s, const std::vector<Param>& param
   return std::move(*out);
 }
 
+Result Pool::exec_once(const Statement& s, const std::vector<Param>& params) {
+  std::optional<Result> out;
+  // Retried only where it certainly did not commit: failing to connect, a
+  // deadlock or a serialization failure.
+  with_retries(5, [&] {
+    Lease lease(*state_, options_);
+    try {
+      out.emplace(lease->run_alone(s, params));
+    } catch (const DbError& e) {
+      if (e.sqlstate() != "08006") throw;
+      throw DbError(
+          errc::unavailable,
+          "database: connection lost during a statement committed alone, outcome unknown: " + std::string(e.what()),
+          "08007", false);
+    }
+  });
+  return std::move(*out);
+}
+
 bool Pool::ping() noexcept {
   try {
     static constexpr Statement kPing{"conveyor_ping", "SELECT 1"};

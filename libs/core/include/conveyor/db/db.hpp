@@ -242,6 +242,16 @@ class Pool {
   // max_attempts. Any other write belongs in transact, where a connection
   // lost before COMMIT means nothing was written. The pool's actor applies.
   Result exec_idempotent(const Statement& s, const std::vector<Param>& params = {}, int max_attempts = 5);
+  // One statement that is a whole transaction on its own (a claim, a batch
+  // of moves written by one statement), in an implicit transaction: one
+  // round trip instead of three. A connection lost during it leaves unknown
+  // whether it committed, as a lost COMMIT does: it throws what a lost
+  // COMMIT throws (SQLSTATE 08007, not retried), so the caller's in-doubt
+  // handling (or the reconciler) applies to both. It is retried only where
+  // it certainly did not commit (no connection, a deadlock, a
+  // serialization failure).
+  // The pool's actor applies.
+  Result exec_once(const Statement& s, const std::vector<Param>& params = {});
   // True when a connection answers `SELECT 1` within the acquire timeout.
   bool ping() noexcept;
   const PoolOptions& options() const noexcept { return options_; }
