@@ -44,14 +44,6 @@ constexpr db::Statement kLimits{
 //
 // Planned per call (plan_per_call): a generic plan cannot know $3 is small
 // and sorts every ready job (evaluating the filter on each) instead.
-// Whether any job is admissible, types at their limit aside: when none is,
-// a wake-up (a slot freed, a job started) costs one round trip, not the
-// locked pass.
-constexpr db::Statement kAnyAdmissible{
-    "execution_any_admissible",
-    "SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' AND conveyor.job_admission_eligible(j, now(), $1::text[]) "
-    "LIMIT 1"};
-
 constexpr db::Statement kCandidates{
     "execution_candidates",
     "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
@@ -87,13 +79,18 @@ constexpr db::Statement kSetQueued{
     "execution_set_queued",
     "UPDATE conveyor.job SET status = 'queued' WHERE id = ANY($1::bigint[]) AND status = 'ready'"};
 
-// The next back-off to end among ready jobs that are admissible then (a held
-// or canceled one, or one of a paused type or pool, is not: no timer for it).
-constexpr db::Statement kNextNotBefore{
-    "execution_next_not_before",
-    "SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint AS ms "
-    "FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
-    "AND conveyor.job_admission_eligible(j, j.not_before, NULL)"};
+// The probe of each wake-up, one round trip: whether any job is admissible,
+// types at their limit aside (when none is, a wake-up, a slot freed, costs no
+// locked pass), and in how many ms the next back-off ends among ready jobs
+// that are admissible then (a held or canceled one, or one of a paused type
+// or pool, is not: no timer for it).
+constexpr db::Statement kProbe{
+    "execution_probe",
+    "SELECT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' "
+    "               AND conveyor.job_admission_eligible(j, now(), $1::text[])) AS admissible, "
+    "  (SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint "
+    "   FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
+    "   AND conveyor.job_admission_eligible(j, j.not_before, NULL)) AS next_ms"};
 
 db::TxOptions tx_options() {
   db::TxOptions o;
@@ -161,10 +158,20 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
       tx_options());
 }
 
-std::optional<std::chrono::milliseconds> next_not_before(db::Pool& pool) {
-  const auto r = pool.exec_idempotent(kNextNotBefore);
-  if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
-  return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
+std::optional<std::chrono::milliseconds> Probe::read(const db::Result& r) {
+  admissible_ = !r.empty() && r[0]["admissible"].as_bool();
+  due_.reset();
+  if (!r.empty() && !r[0]["next_ms"].is_null()) {
+    due_ = std::chrono::steady_clock::now() +
+           std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["next_ms"].as_int()));
+  }
+  return next_due();
+}
+
+std::optional<std::chrono::milliseconds> Probe::next_due() const {
+  if (!due_) return std::nullopt;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(*due_ - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(1));
 }
 
 runtime::ServiceSpec spec() {
@@ -172,9 +179,9 @@ runtime::ServiceSpec spec() {
   s.name = kServiceName;
   s.schema = runtime::service_schema();
   // New work (a ready or released job), and everything that frees a slot.
-  s.wake_on = {"io.conveyor.job.ready",    "io.conveyor.job.processed", "io.conveyor.job.failed",
-               "io.conveyor.job.canceled", "io.conveyor.job.started",   "io.conveyor.job.internal_error",
-               "io.conveyor.job.released"};
+  // Not started: queued -> started leaves the jobs in flight as they were.
+  s.wake_on = {"io.conveyor.job.ready",    "io.conveyor.job.processed",      "io.conveyor.job.failed",
+               "io.conveyor.job.canceled", "io.conveyor.job.internal_error", "io.conveyor.job.released"};
   return s;
 }
 
@@ -194,11 +201,15 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   admit.apply = [admission](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return admission->apply(tx, rows);
   };
-  admit.probe = [](const runtime::Pass& pass) {
-    return runtime::Claim{kAnyAdmissible, {pass.parameters.job_types_list}};
+  // One read per wake-up: whether to run the locked pass, and when the next
+  // back-off ends (a backed-off job becomes admissible with no event).
+  auto probe = std::make_shared<Probe>();
+  admit.probe = [](const runtime::Pass& pass) { return runtime::Claim{kProbe, {pass.parameters.job_types_list}}; };
+  admit.probed = [probe](const db::Result& r) {
+    probe->read(r);
+    return probe->admissible();
   };
-  // A backed-off job becomes admissible without any event: wake for it.
-  admit.next_due = [](runtime::Context& c) { return next_not_before(c.db()); };
+  admit.next_due = [probe](runtime::Context&) { return probe->next_due(); };
   admit.moved = &ctx.metrics().counter("conveyor_execution_admitted_total", "jobs moved ready -> queued");
   runtime::StageLoopOptions options;
   options.name = "admission";

@@ -50,9 +50,22 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
 // The service's StageLoop: one admit step, woken early for the next back-off end.
 runtime::StageLoop stage_loop(runtime::Context& ctx);
 
-// Time until the earliest future not_before of a ready job, if any, so the
-// loop wakes up when a backed-off job becomes admissible.
-std::optional<std::chrono::milliseconds> next_not_before(db::Pool& pool);
+// The read of each wake-up, one round trip: whether any ready job is
+// admissible now (types at their limit aside), and when the earliest
+// not_before of an admissible ready job ends, so the loop wakes up when a
+// backed-off job becomes admissible. Not thread-safe: one loop's.
+class Probe {
+ public:
+  // Takes the probe's row (the StageLoop runs the statement, kProbe).
+  std::optional<std::chrono::milliseconds> read(const db::Result& row);
+  bool admissible() const { return admissible_; }
+  // Time until the next back-off ends, from now; nullopt: none.
+  std::optional<std::chrono::milliseconds> next_due() const;
+
+ private:
+  bool admissible_ = false;
+  std::optional<std::chrono::steady_clock::time_point> due_;
+};
 
 runtime::ServiceSpec spec();
 void setup(runtime::Context& ctx);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <memory>
 #include <stdexcept>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -119,6 +120,38 @@ TEST(StageLoop, AProbeThatFindsNothingSkipsTheStepsTransaction) {
   EXPECT_EQ(loop.pass(ctx), 1);
   EXPECT_EQ(counts.probes.load(), 2);
   EXPECT_EQ(counts.claims.load(), 1);
+}
+
+// A probe whose row answers more than "is there work" (execution's: whether
+// any job is admissible, and when the next back-off ends) is read by the
+// step's probed(): its false skips the transaction although a row came back.
+TEST(StageLoop, AProbedRowSaysWhetherTheStepRuns) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  LoopContext ctx(db.url());
+  Counts counts;
+  static constexpr db::Statement kCount{"count", "SELECT count(*) FILTER (WHERE NOT done) AS open FROM item"};
+  std::vector<std::int64_t> seen;
+  StageStep step = item_step(counts, false);
+  step.probe = [&counts](const Pass&) {
+    ++counts.probes;
+    return Claim{kCount, {}};
+  };
+  step.probed = [&seen](const db::Result& r) {
+    seen.push_back(r[0]["open"].as_int());
+    return seen.back() > 0;
+  };
+  StageLoopOptions o;
+  o.name = "items";
+  o.batch_size = 2;
+  o.steps.push_back(std::move(step));
+  StageLoop loop(std::move(o));
+  EXPECT_EQ(loop.pass(ctx), 0);
+  EXPECT_EQ(counts.claims.load(), 0) << "the claim ran although probed() said no";
+  db.exec("INSERT INTO item (id) VALUES (1)");
+  EXPECT_EQ(loop.pass(ctx), 1);
+  EXPECT_EQ(counts.claims.load(), 1);
+  EXPECT_EQ(seen, (std::vector<std::int64_t>{0, 1}));
 }
 
 }  // namespace

@@ -30,7 +30,8 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
   }
   if (step.probe) {
     const Claim probe = step.probe(pass);
-    if (ctx.db().exec_idempotent(probe.statement, probe.params).empty()) return {};
+    const db::Result found = ctx.db().exec_idempotent(probe.statement, probe.params);
+    if (step.probed ? !step.probed(found) : found.empty()) return {};
   }
   return ctx.db().transact(
       [&](db::Tx& tx) -> StepResult {

@@ -55,6 +55,9 @@ struct StageStep {
   // It may match more than the claim, never less: what it misses waits for
   // the next wake-up or the poll.
   std::function<Claim(const Pass&)> probe{};
+  // Optional: reads the probe's result instead of "any row": returns whether
+  // there is work. Lets one probe also answer next_due (a row with both).
+  std::function<bool(const db::Result&)> probed{};
   // Instead of claim + apply in one transaction: a pass of the step's own
   // (publication claims, commits, delivers, then records). Returns jobs moved.
   std::function<int(const Pass&)> run{};
