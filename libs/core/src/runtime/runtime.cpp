@@ -352,11 +352,19 @@ class Service final : public Context {
     const std::string group = spec_.consumer_group.empty() ? spec_.name : spec_.consumer_group;
     parameters_topic_ = bus::topic_name(prefix, bus::kParametersTopic);
 
+    // How long the broker may hold a fetch that finds nothing. A broker
+    // answers as soon as a message arrives, but a mock one (the devbroker)
+    // waits the whole time, and every consumer's empty fetches cost the
+    // broker and the service a wake-up each: 100 a second at 10 ms. So 10 ms
+    // only where an event is the wake-up (a type with no NOTIFY channel: a
+    // cancel request); 250 ms where NOTIFY wakes first and the event is the
+    // fallback; 500 ms for parameters, which no job waits on.
     bus::ConsumerOptions parameters;
     parameters.brokers = brokers_;
     parameters.group_id = group + "." + instance_id_;
     parameters.topics = {parameters_topic_};
     parameters.client_id = instance_id_;
+    parameters.extra["fetch.wait.max.ms"] = "500";
     consumer_threads_.emplace_back([this, parameters] { consume(parameters); });
 
     bus::ConsumerOptions jobs;
@@ -364,6 +372,9 @@ class Service final : public Context {
     jobs.group_id = group;
     jobs.topics = bus::job_event_topics(prefix, {spec_.wake_on.begin(), spec_.wake_on.end()});
     jobs.client_id = instance_id_;
+    const bool notified = std::all_of(spec_.wake_on.begin(), spec_.wake_on.end(),
+                                      [](const std::string& type) { return notify_channel(type).has_value(); });
+    if (notified) jobs.extra["fetch.wait.max.ms"] = "250";
     if (!jobs.topics.empty()) consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
   }
 
