@@ -333,11 +333,18 @@ TEST(Faults, APostgresRestartDuringARunLeavesNoJobStarted) {
         << "jobs in flight: " << in_flight << "\n"
         << stack.logs_tail();
   }
-  // Admission capacity is whole: 2 workers x 4 run 8 jobs at once. The pool
-  // has scaled to 0 by now (min 0), so both workers start afresh; the jobs
-  // last long enough that a worker slow to start on a loaded CI machine
-  // (it took over 3 s once, next to the image build) still finds the other
-  // one's jobs running (teardown waits for them: kept short).
+  // Admission capacity is whole: 2 workers x 4 run 8 jobs at once. First the
+  // pool scales to 0 (min 0), so both workers start afresh: submitted while a
+  // worker is being drained (the scale-down delay ending as they arrive), a
+  // draining worker holds its place against max until its job ends, and only
+  // 4 run at first (seen in CI). The jobs last long enough that a worker slow
+  // to start on a loaded CI machine (it took over 3 s once, next to the image
+  // build) still finds the other one's jobs running (teardown waits for them:
+  // kept short).
+  ASSERT_TRUE(wait_until(
+      [&] { return count(stack, "SELECT count(*) FROM conveyor.worker WHERE status IN ('active', 'draining')") == 0; },
+      60s))
+      << stack.logs_tail();
   for (int i = 0; i < 8; ++i) submit(stack, {{"job_type", "sleep"}, {"params", {{"seconds", 10}}}});
   EXPECT_TRUE(
       wait_until([&] { return count(stack, "SELECT count(*) FROM conveyor.job WHERE status = 'started'") == 8; }, 60s))
