@@ -15,14 +15,19 @@ namespace {
 
 constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
 
-// In flight = admitted and not finished: what the workers have or will have.
-constexpr db::Statement kInFlight{"execution_in_flight",
-                                  "SELECT job_type, count(*) AS n FROM conveyor.job "
-                                  "WHERE status IN ('queued', 'started') GROUP BY job_type"};
-
-// Read live from job_type (not job.config) so a changed limit applies at once.
-constexpr db::Statement kLimits{
-    "execution_limits", "SELECT name, concurrency_limit FROM conveyor.job_type WHERE concurrency_limit IS NOT NULL"};
+// In flight = admitted and not finished: what the workers have or will have,
+// by type, and each limited type's concurrency_limit (read live from
+// job_type, not job.config, so a changed limit applies at once), in one
+// read: a type may have jobs in flight, a limit, or both. Read after the
+// admission lock, in a statement of its own, so that it sees what the
+// admission before it committed.
+constexpr db::Statement kInFlightAndLimits{
+    "execution_in_flight_and_limits",
+    "SELECT coalesce(f.job_type, l.name) AS job_type, coalesce(f.n, 0) AS n, l.concurrency_limit "
+    "FROM (SELECT job_type, count(*) AS n FROM conveyor.job "
+    "      WHERE status IN ('queued', 'started') GROUP BY job_type) f "
+    "FULL JOIN (SELECT name, concurrency_limit FROM conveyor.job_type "
+    "           WHERE concurrency_limit IS NOT NULL) l ON l.name = f.job_type"};
 
 // The filters every candidate passes: conveyor.job_admission_eligible (the
 // one rule: ready, not canceled, not held, not_before passed, a type of $1
@@ -105,15 +110,15 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
   tx.exec(kAdmissionLock, {kAdmissionLockKey});
 
   in_flight_.clear();
+  limits_.clear();
   total_ = 0;
-  for (const auto r : tx.exec(kInFlight)) {
-    in_flight_[r["job_type"].as_string()] = r["n"].as_int();
+  for (const auto r : tx.exec(kInFlightAndLimits)) {
+    const std::string type = r["job_type"].as_string();
+    in_flight_[type] = r["n"].as_int();
     total_ += r["n"].as_int();
+    if (!r["concurrency_limit"].is_null()) limits_[type] = r["concurrency_limit"].as_int();
   }
   if (total_ >= capacity_) return std::nullopt;
-
-  limits_.clear();
-  for (const auto r : tx.exec(kLimits)) limits_[r["name"].as_string()] = r["concurrency_limit"].as_int();
 
   // Paused types and pools are conveyor.job_admission_eligible's to exclude.
   std::vector<std::string> full_types;

@@ -124,6 +124,30 @@ TEST(Relay, RowsStayUnsentWhileTheBrokerIsDownAndGoOutWhenItReturns) {
   EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0");
 }
 
+// Each round is one statement: it marks the previous batch sent and reads
+// the next, so a run ends with a round that marks the last batch and finds
+// nothing. Nothing acked is left unsent, and nothing is sent twice.
+TEST(Relay, ARunSendsEveryBatchAndLeavesNothingAckedUnsent) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.batch_size = 3;
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, 7)");
+  auto consumer = consumer_for(broker, prefix, {"io.conveyor.job.initialized"});
+  Relay relay(opts);
+  EXPECT_EQ(relay.run_once(), 7u);
+  EXPECT_EQ(relay.stats().batches, 3u) << "3 + 3 + 1";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0");
+  EXPECT_EQ(relay.run_once(), 0u) << "marked rows are not read again";
+  auto events = read_events(*consumer, prefix, 7, 20s);
+  for (auto& m : consumer->poll(10, 500ms)) events.push_back(decode(m.value));
+  ASSERT_EQ(events.size(), 7u) << "each event once";
+  std::set<std::string> ids;
+  for (const auto& e : events) ids.insert(e.id);
+  EXPECT_EQ(ids.size(), 7u);
+}
+
 TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   TestDatabase db;
   Broker broker;

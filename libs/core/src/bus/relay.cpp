@@ -15,15 +15,18 @@ namespace {
 constexpr const char* kChannel = "conveyor_outbox";
 
 constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid()"};
-constexpr db::Statement kUnsent{
-    "relay_unsent",
+// One statement per round, run alone (one round trip): marks sent the rows
+// the broker acked in the round before ($2), and reads the next batch of
+// unsent rows ($1 at most). The read sees the outbox as it was before the
+// mark, so the rows just marked are left out by id.
+constexpr db::Statement kMarkAndRead{
+    "relay_mark_and_read",
+    "WITH marked AS (UPDATE conveyor.outbox SET sent_at = clock_timestamp() "
+    "                WHERE id = ANY($2::bigint[]) AND sent_at IS NULL RETURNING id) "
     "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, "
     "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_backend_pid(), "
     "coalesce(source, '') "
-    "FROM conveyor.outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1"};
-constexpr db::Statement kMarkSent{
-    "relay_mark_sent",
-    "UPDATE conveyor.outbox SET sent_at = clock_timestamp() WHERE id = ANY($1::bigint[]) AND sent_at IS NULL"};
+    "FROM conveyor.outbox WHERE sent_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"};
 // Keeps the outbox small (DESIGN §8): sent rows older than the retention go, in batches.
 constexpr db::Statement kPurge{
     "relay_purge",
@@ -31,18 +34,12 @@ constexpr db::Statement kPurge{
     " SELECT id FROM conveyor.outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval("
     "  hours => (SELECT outbox_retention_hours FROM conveyor.system_parameters WHERE id)) LIMIT 5000)"};
 
-db::TxOptions no_retry() {
-  db::TxOptions o;
-  o.max_attempts = 1;  // a broken session may have lost the lock: never retry silently
-  return o;
-}
-
 struct OutboxRow {
   std::int64_t id;
   Message msg;
 };
 
-// The Kafka record of one kUnsent row: a CloudEvent on the topic of its
+// The Kafka record of one kMarkAndRead row: a CloudEvent on the topic of its
 // type (topics.hpp), keyed as the row says (a job's id).
 Message message_of(const db::Row& row, const RelayOptions& options) {
   CloudEvent ev;
@@ -80,7 +77,7 @@ struct Relay::Impl {
     if (!leader) {
       if (!session.try_advisory_lock(options.lock_key)) return false;
       leader = true;
-      backend_pid = session.transact([](db::Tx& tx) { return tx.exec(kBackendPid)[0][0].as_int(); }, no_retry());
+      backend_pid = session.exec_alone(kBackendPid)[0][0].as_int();
       stats.leader = true;
       logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
     }
@@ -97,28 +94,21 @@ struct Relay::Impl {
     return true;
   }
 
-  // The next batch of unsent rows; nullopt when the session was replaced
-  // under us (the lock went with the old one).
-  std::optional<std::vector<OutboxRow>> unsent() {
+  // Marks `acked` sent and reads the next batch of unsent rows, at most
+  // `limit`; nullopt when the session was replaced under us (the lock went
+  // with the old one). A statement that fails leaves `acked` unsent: they
+  // are sent again (at least once).
+  std::optional<std::vector<OutboxRow>> mark_and_read(const std::vector<std::int64_t>& acked, std::size_t limit) {
     std::vector<OutboxRow> rows;
-    bool lost = false;
-    session.transact(
-        [&](db::Tx& tx) {
-          for (auto row : tx.exec(kUnsent, {static_cast<std::int64_t>(options.batch_size)})) {
-            if (row[7].as_int() != backend_pid) {
-              lost = true;
-              return;
-            }
-            rows.push_back({row[0].as_int(), message_of(row, options)});
-          }
-        },
-        no_retry());
-    if (lost) return std::nullopt;
+    for (auto row : session.exec_alone(kMarkAndRead, {static_cast<std::int64_t>(limit), acked})) {
+      if (row[7].as_int() != backend_pid) return std::nullopt;
+      rows.push_back({row[0].as_int(), message_of(row, options)});
+    }
     return rows;
   }
 
-  // Sends `rows` and marks the acked ones sent; returns how many were.
-  std::size_t send(const std::vector<OutboxRow>& rows) {
+  // Sends `rows`; returns the ids the broker acked.
+  std::vector<std::int64_t> send(const std::vector<OutboxRow>& rows) {
     std::vector<Message> msgs;
     msgs.reserve(rows.size());
     for (const auto& r : rows) msgs.push_back(r.msg);
@@ -127,7 +117,6 @@ struct Relay::Impl {
     for (std::size_t i = 0; i < rows.size(); ++i) {
       if (acked[i]) sent.push_back(rows[i].id);
     }
-    if (!sent.empty()) session.transact([&](db::Tx& tx) { tx.exec(kMarkSent, {sent}); }, no_retry());
     stats.published += sent.size();
     stats.batches += 1;
     if (sent.size() < rows.size()) {
@@ -135,14 +124,14 @@ struct Relay::Impl {
       logging::get("relay")->warn("relay: broker did not ack {} of {} events; they stay in the outbox and are retried",
                                   rows.size() - sent.size(), rows.size());
     }
-    return sent.size();
+    return sent;
   }
 
   void purge_if_due() {
     const auto now = std::chrono::steady_clock::now();
     if (now - last_purge <= std::chrono::minutes(1)) return;
     last_purge = now;
-    session.transact([](db::Tx& tx) { tx.exec(kPurge); }, no_retry());
+    session.exec_alone(kPurge);
   }
 
   // Leadership ends with the session: the next pass starts afresh.
@@ -182,17 +171,23 @@ std::size_t Relay::run_once() {
   try {
     if (!im.lead()) return 0;
     std::size_t published = 0;
+    // Each round marks the previous round's acked rows and reads the next:
+    // one statement per batch, and a last one that marks and finds nothing.
+    std::vector<std::int64_t> acked;
     for (;;) {
-      const std::optional<std::vector<OutboxRow>> rows = im.unsent();
+      const std::optional<std::vector<OutboxRow>> rows = im.mark_and_read(acked, options_.batch_size);
       if (!rows) {
         logging::get("relay")->warn("relay lost its database session; giving up leadership");
         im.give_up();
         return published;
       }
       if (rows->empty()) break;
-      const std::size_t sent = im.send(*rows);
-      published += sent;
-      if (sent < rows->size() || rows->size() < options_.batch_size) break;
+      acked = im.send(*rows);
+      published += acked.size();
+      if (acked.size() < rows->size()) {
+        im.mark_and_read(acked, 0);  // the broker is in trouble: keep what it acked, retry the rest later
+        break;
+      }
     }
     im.purge_if_due();
     return published;

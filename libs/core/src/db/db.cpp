@@ -519,6 +519,16 @@ void Session::run(const TxOptions& options, const std::function<void(Tx&)>& fn) 
   });
 }
 
+Result Session::exec_alone(const Statement& s, const std::vector<Param>& params) {
+  auto& c = ensure(conn_, url_, application_name_);
+  try {
+    return c.run_alone(s, params);
+  } catch (const DbError&) {
+    if (!c.is_open()) conn_.reset();
+    throw;
+  }
+}
+
 bool Session::try_advisory_lock(std::int64_t key) {
   auto& c = ensure(conn_, url_, application_name_);
   return translating([&] {

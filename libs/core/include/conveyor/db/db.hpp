@@ -289,6 +289,10 @@ class Session {
       return std::move(*out);
     }
   }
+  // One statement in an implicit transaction of its own: one round trip, not
+  // retried (a lost connection leaves unknown whether a write committed; the
+  // caller decides). Session-level state (locks, LISTENs) is this session's.
+  Result exec_alone(const Statement& s, const std::vector<Param>& params = {});
   // Session-level advisory lock (pg_try_advisory_lock); held until unlock or
   // until the connection closes. Reconnecting loses it: check is_open().
   bool try_advisory_lock(std::int64_t key);
