@@ -38,7 +38,7 @@ constexpr db::Statement kInFlightAndLimits{
 // clang-format off: the SQL reads as SQL.
 #define CONVEYOR_CANDIDATE_FILTER(j)                           \
   j ".status = 'ready' AND conveyor.job_admission_eligible(" j \
-    ", now(), $1::text[]) "                                    \
+    ", now(), $1::text[], (SELECT conveyor.paused_queues())) " \
     "AND " j ".job_type <> ALL($2::text[]) "
 
 // Admission order is conveyor.effective_priority DESC, created_at, id (the
@@ -92,10 +92,11 @@ constexpr db::Statement kSetQueued{
 constexpr db::Statement kProbe{
     "execution_probe",
     "SELECT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' "
-    "               AND conveyor.job_admission_eligible(j, now(), $1::text[])) AS admissible, "
+    "               AND conveyor.job_admission_eligible(j, now(), $1::text[], "
+    "                                                   (SELECT conveyor.paused_queues()))) AS admissible, "
     "  (SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint "
     "   FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
-    "   AND conveyor.job_admission_eligible(j, j.not_before, NULL)) AS next_ms"};
+    "   AND conveyor.job_admission_eligible(j, j.not_before, NULL, (SELECT conveyor.paused_queues()))) AS next_ms"};
 
 db::TxOptions tx_options() {
   db::TxOptions o;

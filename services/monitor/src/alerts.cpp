@@ -35,7 +35,7 @@ constexpr db::Statement kStuckJobs{
     "JOIN unnest($1::text[], $2::bigint[]) AS t(status, secs) ON t.status = j.status "
     "WHERE j.status NOT IN ('done', 'canceled', 'failed') AND j.reemitted_at > j.updated_at "
     "  AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, now(), "
-    "       (SELECT p.job_types_list FROM conveyor.system_parameters p))) "
+    "       (SELECT p.job_types_list FROM conveyor.system_parameters p), (SELECT conveyor.paused_queues()))) "
     "  AND j.updated_at < now() - make_interval(secs => 2 * t.secs)"};
 
 constexpr db::Statement kLostWorkers{

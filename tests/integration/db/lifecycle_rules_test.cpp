@@ -30,9 +30,17 @@ class LifecycleRulesTest : public ::testing::Test {
   }
 
   // Whether admission may take the job at `as_of` for job_types_list `types`.
+  // Asked both ways: with the paused set read by the function on each row
+  // (no fourth argument) and handed in once per statement, as the services
+  // do; the two must agree.
   std::string eligible(const std::string& id, const std::string& as_of = "now()", const std::string& types = "NULL") {
-    return db_.query_value("SELECT conveyor.job_admission_eligible(j, " + as_of + ", " + types +
-                           ") FROM conveyor.job j WHERE id = " + id);
+    const std::string per_row = db_.query_value("SELECT conveyor.job_admission_eligible(j, " + as_of + ", " + types +
+                                                ") FROM conveyor.job j WHERE id = " + id);
+    const std::string per_statement =
+        db_.query_value("SELECT conveyor.job_admission_eligible(j, " + as_of + ", " + types +
+                        ", (SELECT conveyor.paused_queues())) FROM conveyor.job j WHERE id = " + id);
+    EXPECT_EQ(per_row, per_statement) << "job " << id;
+    return per_statement;
   }
 
   testing::TestDatabase db_;
@@ -99,6 +107,30 @@ TEST_F(LifecycleRulesTest, AdmissionRuleIsInlinedAndUsesTheReadyIndex) {
   for (const auto& row : plan) text += row[0] + "\n";
   EXPECT_NE(text.find("job_ready_idx"), std::string::npos) << text;
   EXPECT_EQ(text.find("job_admission_eligible"), std::string::npos) << "inlined:\n" << text;
+}
+
+// Migration 20261221000000_paused_once_per_statement: handed the paused set
+// as a subquery, the rule stays inlined and the set is read once per
+// statement (an InitPlan), not once per ready job through queue_paused.
+TEST_F(LifecycleRulesTest, ThePausedSetIsReadOncePerStatement) {
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 'a' FROM generate_series(1, 3000)");
+  for (int i = 0; i < 20; ++i) ready_job("a");
+  db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'b', true)");
+  db_.exec("ANALYZE conveyor.job");
+  const auto plan = db_.query(
+      "EXPLAIN (VERBOSE) SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
+      "AND conveyor.job_admission_eligible(j, now(), NULL, (SELECT conveyor.paused_queues())) "
+      "ORDER BY j.priority DESC, j.created_at, j.id LIMIT 10");
+  std::string text;
+  for (const auto& row : plan) text += row[0] + "\n";
+  EXPECT_NE(text.find("job_ready_idx"), std::string::npos) << text;
+  EXPECT_NE(text.find("InitPlan"), std::string::npos) << "read once:\n" << text;
+  EXPECT_EQ(text.find("job_admission_eligible"), std::string::npos) << "inlined:\n" << text;
+  EXPECT_EQ(text.find("queue_paused"), std::string::npos) << "no call per row:\n" << text;
+
+  EXPECT_EQ(db_.query_value("SELECT conveyor.paused_queues()"), "{job_type:b}");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.queue_paused('b', 'default')"), "t");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.queue_paused('a', 'default')"), "f");
 }
 
 // Statement-level triggers: one multi-row UPDATE writes exactly one history

@@ -59,7 +59,8 @@ constexpr db::Statement kBacklog{"model_wave_backlog",
                                  "SELECT count(*) FROM conveyor.job j WHERE j.job_type = ANY($1::text[]) "
                                  "AND j.status IN ('initialized', 'configured', 'ready', 'queued', 'started') "
                                  "AND j.canceled_at IS NULL "
-                                 "AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, 'infinity', NULL))"};
+                                 "AND (j.status <> 'ready' OR conveyor.job_admission_eligible(j, 'infinity', NULL, "
+                                 "(SELECT conveyor.paused_queues())))"};
 
 WaveRun to_run(const db::Row r) {
   WaveRun w;
