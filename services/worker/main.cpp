@@ -8,7 +8,7 @@ int main(int argc, char** argv) {
   using namespace conveyor;
   runtime::ServiceSpec spec{.name = worker::kServiceName,
                             .schema = worker::schema(),
-                            .wake_on = {"io.conveyor.job.queued", "io.conveyor.job.cancel_requested"},
+                            .wake_on = {worker::kQueuedEvent, worker::kCancelRequestedEvent},
                             .consumer_group = "conveyor-worker"};
   std::unique_ptr<worker::Worker> w;
   return runtime::run(

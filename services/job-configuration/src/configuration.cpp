@@ -58,11 +58,27 @@ constexpr db::Statement kSelectDecided{
 
 constexpr db::Statement kAnyDecided{"configuration_any_decided", "SELECT 1 " CONVEYOR_DECIDED_JOBS "LIMIT 1"};
 
+// Among the jobs a configure batch just moved to configured ($1, still
+// locked by this transaction), those already decided: readied in the same
+// transaction, with no wake-up, probe or claim of their own.
+constexpr db::Statement kSelectDecidedAmong{
+    "configuration_select_decided_among",
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
+    "AND j.id = ANY($1::bigint[]) ORDER BY j.id"};
+
 constexpr db::Statement kDependencies{
     "configuration_dependencies",
     "SELECT id, status, result::text AS result FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
 std::shared_ptr<spdlog::logger> log() { return logging::get("configuration"); }
+
+// What wakes each step: a new job; a configured job, or a terminal status
+// of a job that configured jobs may wait on.
+std::set<std::string> configure_woken_by() { return {"io.conveyor.job.initialized"}; }
+std::set<std::string> ready_woken_by() {
+  return {"io.conveyor.job.configured", "io.conveyor.job.done", "io.conveyor.job.failed", "io.conveyor.job.canceled",
+          "io.conveyor.job.internal_error"};
+}
 
 // What one batch does to its jobs, collected row by row and written by one
 // statement (kApplyBatch).
@@ -80,6 +96,14 @@ class BatchMoves {
     if (ids_.empty()) return 0;
     return static_cast<int>(
         tx.exec(kApplyBatch, {ids_, statuses_, configs_, max_attempts_, subtypes_, messages_, from_}).affected_rows());
+  }
+  // The jobs this batch moves to `status`.
+  std::vector<std::int64_t> moved_to(const char* status) const {
+    std::vector<std::int64_t> out;
+    for (std::size_t i = 0; i < ids_.size(); ++i) {
+      if (statuses_[i] == status) out.push_back(ids_[i]);
+    }
+    return out;
   }
 
  private:
@@ -319,20 +343,30 @@ void ready_job(const db::Row& row, const std::map<std::int64_t, Dependency>& dep
 
 }  // namespace
 
-int configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
-                      const Settings& settings) {
-  std::map<std::string, CachedType> types;  // per batch: a changed type applies to the next
-  const std::set<std::int64_t> existing = existing_dependencies(tx, rows);
-  BatchMoves moves("initialized");
-  for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);
-  return moves.apply(tx);
-}
-
 int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings) {
   const auto deps = batch_dependencies(tx, rows);
   BatchMoves moves("configured");
   for (const auto row : rows) ready_job(row, deps, settings, moves);
   return moves.apply(tx);
+}
+
+Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
+                        const Settings& settings) {
+  std::map<std::string, CachedType> types;  // per batch: a changed type applies to the next
+  const std::set<std::int64_t> existing = existing_dependencies(tx, rows);
+  BatchMoves moves("initialized");
+  for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);
+  Moved out;
+  out.configured = moves.apply(tx);
+  // The jobs with nothing to wait for (most of them) go on to ready now: the
+  // same rule as the ready step's, one commit instead of two. Each status
+  // change still has its history row and event.
+  const std::vector<std::int64_t> configured = moves.moved_to("configured");
+  if (!configured.empty()) {
+    const db::Result decided = tx.exec(kSelectDecidedAmong, {configured});
+    if (!decided.empty()) out.readied = ready_claimed(tx, decided, settings);
+  }
+  return out;
 }
 
 runtime::StageLoop stage_loop(runtime::Context& ctx) {
@@ -348,10 +382,16 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
     return runtime::Claim{kSelectInitialized, {pass.batch_size}};
   };
   configure.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyInitialized, {}}; };
-  configure.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
-    return configure_claimed(tx, rows, pass.parameters, settings);
+  auto* readied = moved("ready");
+  configure.apply = [settings, readied](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
+    const Moved m = configure_claimed(tx, rows, pass.parameters, settings);
+    // Counted before the commit, like every step's moves (a failed commit
+    // is rare and retried).
+    if (m.readied > 0) readied->inc(m.readied);
+    return m.configured;
   };
   configure.moved = moved("configure");
+  configure.woken_by = configure_woken_by();
   runtime::StageStep ready;
   ready.name = "ready";
   ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
@@ -359,7 +399,8 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return ready_claimed(tx, rows, settings);
   };
-  ready.moved = moved("ready");
+  ready.moved = readied;
+  ready.woken_by = ready_woken_by();
   runtime::StageLoopOptions options;
   options.name = "configuration";
   options.steps = {std::move(configure), std::move(ready)};
@@ -373,9 +414,8 @@ runtime::ServiceSpec spec() {
   runtime::ServiceSpec s;
   s.name = kServiceName;
   s.schema = runtime::service_schema();
-  // configured jobs wait on their dependencies' terminal statuses.
-  s.wake_on = {"io.conveyor.job.initialized", "io.conveyor.job.configured", "io.conveyor.job.done",
-               "io.conveyor.job.failed",      "io.conveyor.job.canceled",   "io.conveyor.job.internal_error"};
+  s.wake_on = configure_woken_by();
+  s.wake_on.merge(ready_woken_by());
   return s;
 }
 

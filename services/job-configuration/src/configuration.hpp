@@ -41,10 +41,19 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
                               const Settings& settings, std::int64_t job_id, int attempt,
                               const nlohmann::json& job_params, const std::vector<std::string>& inputs);
 
+// What one configure batch moved.
+struct Moved {
+  int configured = 0;  // initialized -> configured | internal_error
+  int readied = 0;     // of those configured, -> ready | internal_error at once
+};
+
 // initialized -> configured | internal_error for the claimed `rows`
-// (kSelectInitialized), written by one statement. Returns the jobs moved.
-int configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
-                      const Settings& settings);
+// (kSelectInitialized), written by one statement; then, in the same
+// transaction, ready_claimed for those of them whose dependencies are all
+// decided already (no dependencies, most jobs), so that they reach ready with
+// one commit.
+Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
+                        const Settings& settings);
 
 // configured -> ready (argv re-rendered with the dependencies' outputs) |
 // internal_error (dependency_failed, dependency_missing) for the claimed
@@ -52,7 +61,8 @@ int configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemPar
 // statement. Returns the jobs moved.
 int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings);
 
-// The service's StageLoop: the configure step, then the ready step.
+// The service's StageLoop: the configure step (and the ready move of what it
+// configured with nothing to wait for), then the ready step.
 runtime::StageLoop stage_loop(runtime::Context& ctx);
 
 // Both steps once; returns the number of jobs moved.

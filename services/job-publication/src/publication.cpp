@@ -23,6 +23,11 @@
 namespace conveyor::publication {
 namespace {
 
+// The events that wake publication: a job to deliver, a failed delivery
+// (whose back-off begins).
+constexpr const char* kProcessedEvent = "io.conveyor.job.processed";
+constexpr const char* kExternalErrorEvent = "io.conveyor.job.external_error";
+
 // Claims a batch of processed jobs for $2 ms for instance $3: other replicas
 // skip them while they are delivered outside any transaction; a claim never
 // recorded (this process died) ends and the job is delivered again.
@@ -439,7 +444,7 @@ runtime::ServiceSpec spec() {
                 .default_value = "60s",
                 .help = "longest back-off between publication attempts",
                 .min = 1});
-  s.wake_on = {"io.conveyor.job.processed", "io.conveyor.job.external_error"};
+  s.wake_on = {kProcessedEvent, kExternalErrorEvent};
   return s;
 }
 
@@ -475,6 +480,9 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   // Back-offs end without any event: wake for the next one.
   retry.next_due = [settings](runtime::Context& c) { return next_retry(c.db(), *settings); };
   retry.moved = &moved;
+  // A job enters its back-off by becoming external_error; a processed job
+  // is not the retry step's (nor is its back-off moved by one).
+  retry.woken_by = {kExternalErrorEvent};
   runtime::StageStep publish;
   publish.name = "publish";
   // Delivered but not recorded yet (a failed pass): recorded by the next one.
@@ -483,6 +491,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
     return publish_batch(pass.ctx.db(), pass.parameters, *settings, *unrecorded);
   };
   publish.moved = &moved;
+  publish.woken_by = {kProcessedEvent};
   runtime::StageLoopOptions options;
   options.name = "publication";
   options.steps = {std::move(retry), std::move(publish)};

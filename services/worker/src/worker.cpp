@@ -444,17 +444,27 @@ void Worker::start() {
 // ---------------------------------------------------------------- main loop
 
 void Worker::loop() {
+  runtime::Wake wake;  // the first claim probes
   while (true) {
+    // A NOTIFY of queued jobs only: new work, and nothing about this
+    // worker's jobs (a cancel request wakes it from Kafka; a requeue by the
+    // reaper is found within a poll interval, even while NOTIFYs keep the
+    // poll itself from timing out).
+    const bool only_queued = !wake.anything && wake.types == std::set<std::string>{kQueuedEvent};
     try {
       reap_finished();
-      check_cancels();
+      const auto now = std::chrono::steady_clock::now();
+      if (!only_queued || now - last_cancel_check_ >= poll_interval_) {
+        last_cancel_check_ = now;
+        check_cancels();
+      }
       if (draining_) {
         if (running_count() == 0) {
           ctx_.log()->info("worker {} drained by an operator; exiting", name_);
           break;
         }
       } else {
-        claim();
+        claim(only_queued);
       }
     } catch (const std::exception& e) {
       // The database may be briefly unreachable; the next wake-up or poll tries again.
@@ -462,14 +472,19 @@ void Worker::loop() {
       ctx_.metrics().counter("conveyor_worker_errors_total", "failed claim/cancel cycles").inc();
     }
     if (!ctx_.wait_for_work(poll_interval_)) break;
+    wake = ctx_.last_wake();
   }
   shutdown();
 }
 
-void Worker::claim() {
+void Worker::claim(bool queued_notified) {
   const int free = concurrency() - busy_slots();
   if (free <= 0) return;
-  if (ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) return;
+  // The probe spares a claim (a write, with its triggers) on a wake-up that
+  // is likely to find nothing: a slot freed, a poll. After a NOTIFY of
+  // queued jobs it would be one more round trip before the claim: each
+  // worker of the pool would probe, find the job, and claim anyway.
+  if (!queued_notified && ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) return;
   // One statement, its own transaction. A claim whose commit is in doubt is
   // the reconciler's: the jobs are missing from this worker's running_jobs.
   auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});

@@ -44,6 +44,9 @@ AttemptCost attempt_cost(const ProcessOutcome& outcome, const std::optional<std:
 nlohmann::json usage_json(const AttemptCost& cost, const std::string& source);
 
 inline constexpr const char* kServiceName = "conveyor-worker";
+// What wakes a worker: jobs to claim, and cancel requests of its jobs.
+inline constexpr const char* kQueuedEvent = "io.conveyor.job.queued";
+inline constexpr const char* kCancelRequestedEvent = "io.conveyor.job.cancel_requested";
 
 class FinishBatch;
 class Executor;
@@ -78,7 +81,9 @@ class Worker {
   std::size_t running_count();  // jobs this worker has started and not yet finished
   int busy_slots();             // of those, the ones whose program still runs
   void free_slot(Job& job);
-  void claim();
+  // Claims what its free slots can take. `queued_notified`: the wake-up was
+  // a NOTIFY of queued jobs, so the claim goes first, with no probe.
+  void claim(bool queued_notified);
   void check_cancels();
   void heartbeat();
   void reap_finished();
@@ -150,8 +155,9 @@ class Worker {
   std::string cgroup_base_;
   std::chrono::milliseconds sweep_interval_{0};
 
-  std::atomic<bool> draining_{false};  // an operator set the row to 'draining', or SIGTERM
-  std::atomic<bool> stopped_{false};   // the row is marked stopped
+  std::chrono::steady_clock::time_point last_cancel_check_{};  // the loop's thread only
+  std::atomic<bool> draining_{false};                          // an operator set the row to 'draining', or SIGTERM
+  std::atomic<bool> stopped_{false};                           // the row is marked stopped
 
   std::mutex mutex_;  // guards jobs_
   std::condition_variable job_done_;

@@ -2,6 +2,7 @@
 // the wake-ups it takes, and two routes expose what the runtime gives it.
 // With CONVEYOR_POLL_INTERVAL_MS large, every count is an event wake-up.
 #include <atomic>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,8 @@
 int main(int argc, char** argv) {
   using namespace conveyor;
   std::atomic<long> wakeups{0};
+  std::mutex last_mu;
+  nlohmann::json last_wake;  // what ended the last wait (runtime::Wake)
 
   runtime::ServiceSpec spec;
   spec.name = "conveyor-echo";
@@ -19,14 +22,22 @@ int main(int argc, char** argv) {
 
   auto setup = [&](runtime::Context& ctx) {
     ctx.http().route("GET", "/count", [&](const http::Request&) {
-      return http::Response::json({{"wakeups", wakeups.load()}});
+      std::lock_guard lock(last_mu);
+      return http::Response::json({{"wakeups", wakeups.load()}, {"last_wake", last_wake}});
     });
     ctx.http().route("GET", "/parameters",
                      [&ctx](const http::Request&) { return http::Response::json(ctx.parameters()->to_json()); });
   };
   auto loop = [&](runtime::Context& ctx) {
     const auto poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
-    while (ctx.wait_for_work(poll)) ++wakeups;
+    while (ctx.wait_for_work(poll)) {
+      const runtime::Wake wake = ctx.last_wake();
+      {
+        std::lock_guard lock(last_mu);
+        last_wake = {{"anything", wake.anything}, {"types", wake.types}};
+      }
+      ++wakeups;
+    }
   };
   return runtime::run(argc, argv, spec, setup, loop);
 }

@@ -91,6 +91,10 @@ class RuntimeTest : public ::testing::Test {
   long wakeups() const {
     return nlohmann::json::parse(http_request("GET", url("/count"), "", reader()).body).at("wakeups").get<long>();
   }
+  // What ended the service loop's last wait: {"anything", "types"}.
+  nlohmann::json last_wake() const {
+    return nlohmann::json::parse(http_request("GET", url("/count"), "", reader()).body).at("last_wake");
+  }
 
   // A counter of /metrics without labels; -1 when it is not there.
   long counter(const std::string& name) const {
@@ -227,6 +231,20 @@ TEST_F(RuntimeTest, AStatusChangeWakesTheLoopOnceAndOnlyKafkaOnlyEventsWakeItFro
       << "the cancel request was not read";
   ASSERT_TRUE(wait_until([&] { return wakeups() >= before + 2; }, 20s)) << "the cancel request did not wake the loop";
   EXPECT_EQ(wakeups(), before + 2) << "the configured event woke the loop again after its NOTIFY";
+}
+
+// A wake-up by NOTIFY says which statuses were notified, so that a stage
+// runs only the steps they concern; any other wake-up (here a cancel
+// request, from Kafka) says anything.
+TEST_F(RuntimeTest, AWakeUpByNotifyNamesItsEventTypes) {
+  start();
+  const std::string id =
+      db_.query_value("INSERT INTO conveyor.job (job_type, idempotency_key) VALUES ('echo', 'w') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + id);
+  const nlohmann::json by_notify = {{"anything", false}, {"types", {"io.conveyor.job.configured"}}};
+  ASSERT_TRUE(wait_until([&] { return last_wake() == by_notify; }, 30s)) << last_wake().dump();
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + id);
+  ASSERT_TRUE(wait_until([&] { return last_wake().at("anything").get<bool>(); }, 20s)) << last_wake().dump();
 }
 
 TEST_F(RuntimeTest, ParameterChangesAreSeenWithoutARestart) {

@@ -6,7 +6,11 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <set>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -25,8 +29,11 @@ using conveyor::testing::TestDatabase;
 // waits once after its passes; the first wait ends it.
 class LoopContext final : public Context {
  public:
-  explicit LoopContext(const std::string& url)
-      : config_(config::load(service_schema(), {}, {{"CONVEYOR_DATABASE_URL", url}})),
+  // `poll_ms`: CONVEYOR_POLL_INTERVAL_MS (a minute: no step runs for want
+  // of one in these tests, unless they ask).
+  explicit LoopContext(const std::string& url, const std::string& poll_ms = "60000")
+      : config_(config::load(service_schema(), {},
+                             {{"CONVEYOR_DATABASE_URL", url}, {"CONVEYOR_POLL_INTERVAL_MS", poll_ms}})),
         pool_(db::PoolOptions{.url = url, .size = 2, .actor = "stage-loop-test"}),
         parameters_(std::make_shared<model::SystemParameters>()) {}
   const std::string& service() const override { return name_; }
@@ -40,7 +47,21 @@ class LoopContext final : public Context {
   std::shared_ptr<const model::SystemParameters> parameters() const override { return parameters_; }
   void reload_parameters() override {}
   bool stopping() const override { return false; }
-  bool wait_for_work(std::chrono::milliseconds) override { return false; }
+  // Returns the scripted wake-ups one by one, each after `between_` (the
+  // time between two notifications of a busy system), then false (the
+  // loop ends).
+  bool wait_for_work(std::chrono::milliseconds) override {
+    if (script_.empty()) return false;
+    std::this_thread::sleep_for(between_);
+    last_ = script_.front();
+    script_.erase(script_.begin());
+    return true;
+  }
+  Wake last_wake() const override { return last_; }
+  void script(std::vector<Wake> wakes, std::chrono::milliseconds between = std::chrono::milliseconds(0)) {
+    script_ = std::move(wakes);
+    between_ = between;
+  }
   void wake() override {}
   void set_ready(bool, const std::string&) override {}
 
@@ -50,7 +71,13 @@ class LoopContext final : public Context {
   db::Pool pool_;
   metrics::Registry registry_;
   std::shared_ptr<const model::SystemParameters> parameters_;
+  std::vector<Wake> script_;
+  std::chrono::milliseconds between_{0};
+  Wake last_;
 };
+
+// A NOTIFY wake-up of these job event types only.
+Wake notified(std::set<std::string> types) { return Wake{.anything = false, .types = std::move(types)}; }
 
 constexpr db::Statement kClaim{"claim",
                                "SELECT id FROM item WHERE NOT done ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
@@ -62,9 +89,10 @@ struct Counts {
   std::atomic<int> probes{0};
 };
 
-StageStep item_step(Counts& counts, bool with_probe) {
+StageStep item_step(Counts& counts, bool with_probe, std::set<std::string> woken_by = {}) {
   StageStep step;
   step.name = "item";
+  step.woken_by = std::move(woken_by);
   step.claim = [&counts](db::Tx&, const Pass& pass) {
     ++counts.claims;
     return Claim{kClaim, {pass.batch_size}};
@@ -83,13 +111,16 @@ StageStep item_step(Counts& counts, bool with_probe) {
   return step;
 }
 
-StageLoop item_loop(Counts& counts, bool with_probe) {
+// A loop of `steps` over the items, in batches of two.
+StageLoop loop_of(std::vector<StageStep> steps) {
   StageLoopOptions o;
   o.name = "items";
   o.batch_size = 2;
-  o.steps.push_back(item_step(counts, with_probe));
+  o.steps = std::move(steps);
   return StageLoop(std::move(o));
 }
+
+StageLoop item_loop(Counts& counts, bool with_probe) { return loop_of({item_step(counts, with_probe)}); }
 
 // Issue 14: every wake-up ran one more, idle pass after its last useful one
 // (a transaction per step for nothing). Five items in batches of two: two
@@ -141,17 +172,91 @@ TEST(StageLoop, AProbedRowSaysWhetherTheStepRuns) {
     seen.push_back(r[0]["open"].as_int());
     return seen.back() > 0;
   };
-  StageLoopOptions o;
-  o.name = "items";
-  o.batch_size = 2;
-  o.steps.push_back(std::move(step));
-  StageLoop loop(std::move(o));
+  StageLoop loop = loop_of({std::move(step)});
   EXPECT_EQ(loop.pass(ctx), 0);
   EXPECT_EQ(counts.claims.load(), 0) << "the claim ran although probed() said no";
   db.exec("INSERT INTO item (id) VALUES (1)");
   EXPECT_EQ(loop.pass(ctx), 1);
   EXPECT_EQ(counts.claims.load(), 1);
   EXPECT_EQ(seen, (std::vector<std::int64_t>{0, 1}));
+}
+
+// Issue 14: every wake-up probed every step, although a NOTIFY names what
+// changed. A step runs after a NOTIFY of one of its woken_by types, and
+// after anything else (the first pass, a poll, a Kafka event, wake()).
+TEST(StageLoop, ANotifyWakesOnlyTheStepsItConcerns) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  LoopContext ctx(db.url());
+  Counts a;
+  Counts b;
+  StageStep step_a = item_step(a, true, {"io.conveyor.job.a"});
+  StageStep step_b = item_step(b, true, {"io.conveyor.job.b"});
+  ctx.script({notified({"io.conveyor.job.a"}), notified({"io.conveyor.job.b"}), notified({"io.conveyor.job.c"}),
+              notified({"io.conveyor.job.a", "io.conveyor.job.b"}), Wake{}});
+  loop_of({std::move(step_a), std::move(step_b)}).run(ctx);
+  EXPECT_EQ(a.probes.load(), 4) << "first pass, a, a+b, anything";
+  EXPECT_EQ(b.probes.load(), 4) << "first pass, b, a+b, anything";
+}
+
+// A failed pass leaves work that the next notification may not name: the
+// pass after it runs every step.
+TEST(StageLoop, ThePassAfterAFailedOneRunsEveryStep) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  db.exec("INSERT INTO item (id) VALUES (1)");
+  LoopContext ctx(db.url());
+  Counts a;
+  std::atomic<int> failures{1};
+  StageStep step = item_step(a, true, {"io.conveyor.job.a"});
+  step.probe = [&a, &failures](const Pass&) {
+    ++a.probes;
+    if (failures.fetch_sub(1) > 0) throw std::runtime_error("connection lost");
+    return Claim{kAny, {}};
+  };
+  ctx.script({notified({"io.conveyor.job.b"}), notified({"io.conveyor.job.b"})});
+  loop_of({std::move(step)}).run(ctx);
+  EXPECT_EQ(a.probes.load(), 2) << "the failed first pass, then the retry a NOTIFY of b brought";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM item WHERE done"), "1");
+}
+
+// NOTIFYs of other steps' work may come faster than the poll, so that the
+// wait never times out: a step still runs once per poll interval. Here the
+// poll is 20 ms and a NOTIFY of b comes every 15 ms: after 60 ms, step a
+// (never notified) ran again at least once.
+TEST(StageLoop, AStepNeverNotifiedStillRunsOncePerPollInterval) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  LoopContext ctx(db.url(), "20");
+  Counts a;
+  const Wake b = notified({"io.conveyor.job.b"});
+  ctx.script({b, b, b, b}, std::chrono::milliseconds(15));
+  loop_of({item_step(a, true, {"io.conveyor.job.a"})}).run(ctx);
+  EXPECT_GE(a.probes.load(), 2) << "the first pass, then at least one for the poll";
+}
+
+// next_due reads what only its own step changes: it is asked after the
+// passes in which that step ran, and its answer stands in between.
+TEST(StageLoop, NextDueIsAskedOnlyAfterItsStepRan) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  LoopContext ctx(db.url());
+  Counts a;
+  std::atomic<int> asked{0};
+  StageStep step = item_step(a, true, {"io.conveyor.job.a"});
+  step.next_due = [&asked](Context&) -> std::optional<std::chrono::milliseconds> {
+    ++asked;
+    return std::chrono::milliseconds(60'000);
+  };
+  StageLoop loop = loop_of({std::move(step)});
+  ctx.script({notified({"io.conveyor.job.b"}), notified({"io.conveyor.job.a"})});
+  loop.run(ctx);
+  EXPECT_EQ(a.probes.load(), 2) << "first pass and a";
+  EXPECT_EQ(asked.load(), 2) << "after the first pass and after a; not after b";
+  const auto wait = loop.next_wait(ctx, std::chrono::milliseconds(120'000));
+  EXPECT_GT(wait, std::chrono::milliseconds(50'000)) << "the last answer stands";
+  EXPECT_LE(wait, std::chrono::milliseconds(60'000));
+  EXPECT_EQ(asked.load(), 2);
 }
 
 }  // namespace

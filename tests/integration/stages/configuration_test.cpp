@@ -75,6 +75,17 @@ TEST_F(ConfigurationTest, InitializedJobBecomesReadyWithItsArgvRendered) {
                             "AND job_id = " +
                             id),
             "conveyor-configuration");
+  // Issue 14: a job with nothing to wait for is configured and readied by
+  // one transaction (one commit, no wake-up between), each change still
+  // with its own history row and event.
+  EXPECT_EQ(db_.query_value("SELECT count(DISTINCT xmin::text) FROM conveyor.job_status_change "
+                            "WHERE to_status IN ('configured', 'ready') AND job_id = " +
+                            id),
+            "1");
+  EXPECT_EQ(db_.query_value("SELECT string_agg(type, ',' ORDER BY id) FROM conveyor.outbox "
+                            "WHERE type IN ('io.conveyor.job.configured', 'io.conveyor.job.ready') AND key = '" +
+                            id + "'"),
+            "io.conveyor.job.configured,io.conveyor.job.ready");
 }
 
 TEST_F(ConfigurationTest, DependentJobWaitsThenGetsTheUpstreamOutputsAsInputs) {

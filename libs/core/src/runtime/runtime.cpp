@@ -166,14 +166,40 @@ class Service final : public Context {
     wake_cv_.wait_for(lock, timeout, [this] { return pending_ || stopping_.load(); });
     if (stopping_) return false;
     if (pending_) wakeups_->inc();
+    // A timeout is the poll: anything may have changed.
+    last_wake_ = pending_ ? std::move(pending_wake_) : Wake{};
+    pending_wake_ = Wake{.anything = false, .types = {}};
     pending_ = false;
     return true;
+  }
+
+  Wake last_wake() const override {
+    std::lock_guard lock(wake_mu_);
+    return last_wake_;
   }
 
   void wake() override {
     {
       std::lock_guard lock(wake_mu_);
       pending_ = true;
+      pending_wake_.anything = true;
+    }
+    wake_cv_.notify_all();
+  }
+
+  // A wake-up by NOTIFY: the status channels that were notified.
+  void wake_for(const std::vector<db::Notification>& notifications) {
+    {
+      std::lock_guard lock(wake_mu_);
+      pending_ = true;
+      for (const db::Notification& n : notifications) {
+        if (n.channel.starts_with(kJobStatusChannelPrefix)) {
+          pending_wake_.types.insert(std::string(bus::kJobEventTypePrefix) +
+                                     n.channel.substr(std::string_view(kJobStatusChannelPrefix).size()));
+        } else {
+          pending_wake_.anything = true;
+        }
+      }
     }
     wake_cv_.notify_all();
   }
@@ -512,9 +538,10 @@ class Service final : public Context {
           wake();
         }
         // Every channel listened to is a status of wake_on.
-        if (!session.wait_for_notifications(kListenSlice).empty()) {
+        const std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
+        if (!notified.empty()) {
           notify_wakeups_->inc();
-          wake();
+          wake_for(notified);
         }
       } catch (const std::exception& e) {
         listening = false;
@@ -735,9 +762,11 @@ class Service final : public Context {
   std::shared_ptr<const model::SystemParameters> params_;
 
   std::atomic<bool> stopping_{false};
-  std::mutex wake_mu_;
+  mutable std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool pending_ = true;  // the first wait returns at once: an initial scan
+  Wake pending_wake_;    // what the pending wake-up is for (anything, at first)
+  Wake last_wake_;
 
   std::mutex ready_mu_;
   std::string not_ready_reason_;
@@ -758,6 +787,11 @@ class Service final : public Context {
 };
 
 }  // namespace
+
+bool Wake::concerns(const std::set<std::string>& step_types) const {
+  if (anything || step_types.empty()) return true;
+  return std::any_of(types.begin(), types.end(), [&](const std::string& t) { return step_types.contains(t); });
+}
 
 config::Schema service_schema() {
   using config::Type;

@@ -15,7 +15,7 @@ db::TxOptions stage_tx_options(const Context& ctx) {
   return o;
 }
 
-StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)) {
+StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)), state_(options_.steps.size()) {
   for (const StageStep& step : options_.steps) {
     if (!step.run && (!step.claim || !step.apply)) {
       throw Error(errc::internal, "stage step '" + step.name + "' needs claim and apply, or run");
@@ -45,16 +45,23 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
       stage_tx_options(ctx));
 }
 
-int StageLoop::pass(Context& ctx) { return run_pass(ctx).moved; }
+int StageLoop::pass(Context& ctx) { return run_pass(ctx, Wake{}, milliseconds(0)).moved; }
 
-StageLoop::StepResult StageLoop::run_pass(Context& ctx) {
+StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, milliseconds poll) {
   const int batch_size =
       options_.batch_size > 0 ? options_.batch_size : static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
   // One snapshot for the whole pass: every step sees the same parameters.
   const auto parameters = ctx.parameters();
   const Pass pass{ctx, batch_size, *parameters};
   StepResult total;
-  for (const StageStep& step : options_.steps) {
+  const auto now = std::chrono::steady_clock::now();
+  for (std::size_t i = 0; i < options_.steps.size(); ++i) {
+    const StageStep& step = options_.steps[i];
+    StepState& state = state_[i];
+    const bool due = state.due && *state.due <= now;
+    if (!wake.concerns(step.woken_by) && !due && now - state.last_run < poll) continue;
+    state.ran = true;
+    state.last_run = now;
     const StepResult r = run_step(ctx, step, pass);
     if (step.moved != nullptr && r.moved > 0) step.moved->inc(r.moved);
     total.moved += r.moved;
@@ -64,10 +71,22 @@ StageLoop::StepResult StageLoop::run_pass(Context& ctx) {
 }
 
 milliseconds StageLoop::next_wait(Context& ctx, milliseconds poll) {
+  const auto now = std::chrono::steady_clock::now();
   milliseconds wait = poll;
-  for (const StageStep& step : options_.steps) {
+  for (std::size_t i = 0; i < options_.steps.size(); ++i) {
+    const StageStep& step = options_.steps[i];
     if (!step.next_due) continue;
-    if (const auto due = step.next_due(ctx)) wait = std::min(wait, std::max(*due, milliseconds(1)));
+    // A step that did not run since it was last asked changed nothing its
+    // next_due reads: its earlier answer stands.
+    StepState& state = state_[i];
+    if (state.ran) {
+      const auto due = step.next_due(ctx);
+      state.due = due ? std::optional(now + *due) : std::nullopt;
+      state.ran = false;
+    }
+    if (state.due) {
+      wait = std::min(wait, std::max(std::chrono::ceil<milliseconds>(*state.due - now), milliseconds(1)));
+    }
   }
   return wait;
 }
@@ -75,23 +94,30 @@ milliseconds StageLoop::next_wait(Context& ctx, milliseconds poll) {
 void StageLoop::run(Context& ctx) {
   const milliseconds poll = ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
   milliseconds wait = poll;
-  do {
+  Wake wake;  // the first pass runs every step
+  for (;;) {
     wait = poll;
+    bool failed = false;
     try {
       // A full batch may have left more behind: pass again while a step
       // claimed as many rows as it could. A batch that was not full took
       // everything there was; what changed since is notified, so the next
       // wait returns at once (an idle pass after each would cost every
       // wake-up a transaction per step for nothing).
-      while (run_pass(ctx).full && !ctx.stopping()) {
+      while (run_pass(ctx, wake, poll).full && !ctx.stopping()) {
       }
       wait = next_wait(ctx, poll);
     } catch (const std::exception& e) {
       // The database may be briefly away (a restart, a lost connection): the
       // next wake-up or poll retries; nothing was half-applied.
       ctx.log()->error("{} pass failed: {}", options_.name, logging::redact_url(e.what()));
+      failed = true;
     }
-  } while (ctx.wait_for_work(wait));
+    if (!ctx.wait_for_work(wait)) break;
+    // After a failed pass, the next runs every step: the work the failed
+    // step left is not what the next notification will name.
+    wake = failed ? Wake{} : ctx.last_wake();
+  }
 }
 
 }  // namespace conveyor::runtime

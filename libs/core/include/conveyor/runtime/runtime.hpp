@@ -56,6 +56,17 @@ struct ServiceSpec {
   std::string auth_cookie{};
 };
 
+// What ended the last wait_for_work: the job event types whose NOTIFY woke
+// it, or anything (a poll, a Kafka event, a parameters change, wake(), a
+// re-made listener, the first wait), after which any step may have work.
+struct Wake {
+  bool anything = true;
+  std::set<std::string> types;  // "io.conveyor.job.initialized"; only when !anything
+  // Whether a step woken by `step_types` (empty: by every wake-up) may have
+  // work now.
+  bool concerns(const std::set<std::string>& step_types) const;
+};
+
 // What a running service sees. Owned by run(); every member is thread-safe.
 class Context {
  public:
@@ -78,6 +89,9 @@ class Context {
   // Blocks until a wake-up (event, parameters change, wake()) or `timeout`;
   // returns false once the service is stopping.
   virtual bool wait_for_work(std::chrono::milliseconds timeout) = 0;
+  // What ended the last wait_for_work (for the thread that waits). A
+  // context that cannot tell says anything.
+  virtual Wake last_wake() const { return {}; }
   virtual void wake() = 0;
   // Marks the instance not ready (/readyz 503) with a reason, e.g. while draining.
   virtual void set_ready(bool ready, const std::string& reason = "") = 0;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,8 +63,16 @@ struct StageStep {
   // (publication claims, commits, delivers, then records). Returns jobs moved.
   std::function<int(const Pass&)> run{};
   // Optional: time until work becomes due with no event (a back-off ending),
-  // asked once the passes found nothing more to do.
+  // asked after the passes in which this step ran; a step that did not run
+  // keeps the moment it gave last.
   std::function<std::optional<std::chrono::milliseconds>(Context&)> next_due{};
+  // The job event types after which this step may have work (its NOTIFY
+  // wakes the service). A wake-up by NOTIFY of none of them skips the step,
+  // probe included, unless its next_due has come or it has not run for a
+  // poll interval (a busy service's NOTIFYs may keep the poll from ever
+  // timing out). A poll, a Kafka event or wake() runs every step. Empty:
+  // every wake-up runs it.
+  std::set<std::string> woken_by{};
   // Counts the jobs this step moved; null: not counted.
   metrics::Counter* moved = nullptr;
 };
@@ -97,8 +106,16 @@ class StageLoop {
     bool full = false;  // moved something and claimed a whole batch: more may wait
   };
   StepResult run_step(Context& ctx, const StageStep& step, const Pass& pass);
-  StepResult run_pass(Context& ctx);
+  // The steps that `wake` concerns, whose next_due came or that did not run
+  // for `poll`; records which ran (for next_wait).
+  StepResult run_pass(Context& ctx, const Wake& wake, std::chrono::milliseconds poll);
+  struct StepState {
+    bool ran = true;                                           // since next_wait last asked its next_due
+    std::optional<std::chrono::steady_clock::time_point> due;  // its last next_due
+    std::chrono::steady_clock::time_point last_run{};
+  };
   StageLoopOptions options_;
+  std::vector<StepState> state_;  // per step
 };
 
 // The transaction options of a stage: the service's name as actor of every
