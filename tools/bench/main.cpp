@@ -207,10 +207,15 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
 
 // ---------------------------------------------------------------- database
 
+// The bench's own statements while a phase runs (its poll) carry this
+// comment after their first word (pg_stat_statements drops a leading one):
+// --profile-sql leaves them out.
+#define CONVEYOR_BENCH_TAG "/* conveyor-bench */"
+
 constexpr conveyor::db::Statement kFinishedCount{
-    "bench_finished",
-    "SELECT count(*) FILTER (WHERE status IN ('done', 'failed', 'canceled', 'internal_error')), "
-    "count(*) FILTER (WHERE status = 'done') FROM conveyor.job WHERE id BETWEEN $1 AND $2"};
+    "bench_finished", "SELECT " CONVEYOR_BENCH_TAG
+                      " count(*) FILTER (WHERE status IN ('done', 'failed', 'canceled', 'internal_error')), "
+                      "count(*) FILTER (WHERE status = 'done') FROM conveyor.job WHERE id BETWEEN $1 AND $2"};
 
 // Per unit: first job's created_at -> last job's done, PostgreSQL's clock.
 constexpr conveyor::db::Statement kUnitTimes{
@@ -241,11 +246,10 @@ struct Finished {
   std::int64_t done = 0;
 };
 
+// One statement, run alone: no BEGIN and COMMIT of the bench's in the profile.
 Finished finished_jobs(conveyor::db::Session& db, std::int64_t first, std::int64_t last) {
-  return db.transact([&](conveyor::db::Tx& tx) {
-    auto r = tx.exec(kFinishedCount, {first, last});
-    return Finished{r[0][0].as_int(), r[0][1].as_int()};
-  });
+  const auto r = db.exec_alone(kFinishedCount, {first, last});
+  return Finished{r[0][0].as_int(), r[0][1].as_int()};
 }
 
 // The result of one phase of one workload.
@@ -342,11 +346,19 @@ constexpr const char* kProfilePgOptions =
 constexpr conveyor::db::Statement kProfileReset{
     "bench_profile_reset",
     "SELECT pg_stat_statements_reset(), pg_stat_reset(), pg_stat_reset_shared('wal'), pg_stat_clear_snapshot()"};
+// Commits, WAL, and the top-level statements (each a round trip) and their
+// time, the bench's own polls left out.
+#define CONVEYOR_NOT_BENCH "query NOT LIKE '%" CONVEYOR_BENCH_TAG "%'"
 constexpr conveyor::db::Statement kProfileTotals{
     "bench_profile_totals",
-    "SELECT (SELECT sum(xact_commit) FROM pg_stat_database)::float8, "
+    "SELECT ((SELECT sum(xact_commit) FROM pg_stat_database)"
+    "  - (SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE NOT (" CONVEYOR_NOT_BENCH
+    ")))::float8, "
     "(SELECT wal_bytes FROM pg_stat_wal)::float8, (SELECT wal_records FROM pg_stat_wal)::float8, "
-    "(SELECT sum(total_exec_time) FROM pg_stat_statements WHERE toplevel)::float8"};
+    "(SELECT sum(total_exec_time) FROM pg_stat_statements WHERE toplevel AND " CONVEYOR_NOT_BENCH
+    ")::float8, "
+    "(SELECT sum(calls) FROM pg_stat_statements WHERE toplevel AND " CONVEYOR_NOT_BENCH ")::float8"};
+#undef CONVEYOR_NOT_BENCH
 constexpr conveyor::db::Statement kProfileStatements{
     "bench_profile_statements",
     "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 110), sum(calls)::float8, sum(total_exec_time)::float8, "
@@ -360,7 +372,7 @@ void profile_reset(conveyor::db::Session& db) {
   db.transact([](conveyor::db::Tx& tx) { tx.exec(kProfileReset); });
 }
 
-// Per job: commits, WAL, top-level statement time; the statements and
+// Per job: commits, WAL, top-level statements and their time; the statements and
 // functions that took the most, in ms per job.
 Json profile_read(conveyor::db::Session& db, std::int64_t jobs) {
   const double n = jobs > 0 ? static_cast<double>(jobs) : 1.0;
@@ -372,6 +384,9 @@ Json profile_read(conveyor::db::Session& db, std::int64_t jobs) {
     out["wal_kb_per_job"] = num(t[0], 1) / 1024 / n;
     out["wal_records_per_job"] = num(t[0], 2) / n;
     out["statement_ms_per_job"] = num(t[0], 3) / n;
+    // Each a round trip (BEGIN and COMMIT included): a count, not a time,
+    // so it does not move with the machine's load.
+    out["statements_per_job"] = num(t[0], 4) / n;
     out["statements"] = Json::array();
     for (const auto r : tx.exec(kProfileStatements)) {
       out["statements"].push_back({{"query", r[0].as_string()},
@@ -563,9 +578,11 @@ void print_cpu_table(const Json& w) {
 void print_sql_profile(const Json& p, const std::string& what) {
   if (!p.contains("sql") || p["sql"].is_null()) return;
   const Json& q = p["sql"];
-  std::printf("  SQL (%s): %.1f commits, %.1f WAL records, %.1f KB WAL, %.2f ms of top-level statements per job\n",
-              what.c_str(), q["commits_per_job"].get<double>(), q["wal_records_per_job"].get<double>(),
-              q["wal_kb_per_job"].get<double>(), q["statement_ms_per_job"].get<double>());
+  std::printf(
+      "  SQL (%s): %.1f commits, %.1f WAL records, %.1f KB WAL, %.1f top-level statements taking %.2f ms per job\n",
+      what.c_str(), q["commits_per_job"].get<double>(), q["wal_records_per_job"].get<double>(),
+      q["wal_kb_per_job"].get<double>(), q["statements_per_job"].get<double>(),
+      q["statement_ms_per_job"].get<double>());
   std::printf("    %9s %8s  %s\n", "ms/job", "calls/job", "statement (nested: inside a trigger or function)");
   for (const auto& st : q["statements"]) {
     std::printf("    %9.3f %8.2f  %s%s\n", st["ms_per_job"].get<double>(), st["calls_per_job"].get<double>(),
