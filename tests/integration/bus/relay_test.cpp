@@ -148,6 +148,37 @@ TEST(Relay, ARunSendsEveryBatchAndLeavesNothingAckedUnsent) {
   EXPECT_EQ(ids.size(), 7u);
 }
 
+// Issue 14: the relay's thread ran two statements per wake-up, one to read
+// and send, one to mark what was acked and find nothing more. Now a wake-up's
+// acked rows are marked by the next one's statement, or by stop(), before
+// the lock goes, so that the next leader does not send them again.
+TEST(Relay, TheLastAckedRowsAreMarkedByTheNextStatementOrByStop) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.poll_interval = 60s;  // only NOTIFY and stop() run statements here
+  auto consumer = consumer_for(broker, prefix, {"io.conveyor.job.initialized", "io.conveyor.job.configured"});
+  Relay relay(opts);
+  relay.start();
+  ASSERT_TRUE(wait_until([&] { return relay.stats().leader.load(); }, 10s));
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, 5)");
+  ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 5; }, 20s));
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "5")
+      << "acked, to be marked by the next statement";
+  db.exec("UPDATE conveyor.job SET status = 'configured'");
+  ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 10; }, 20s));
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL "
+                           "AND type = 'io.conveyor.job.initialized'"),
+            "0")
+      << "marked by the round that read the configured events";
+  relay.stop();
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0") << "marked by stop()";
+  Relay next(opts);
+  EXPECT_EQ(next.run_once(), 0u) << "the next leader sends nothing again";
+  EXPECT_EQ(read_events(*consumer, prefix, 10, 20s).size(), 10u);
+}
+
 TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   TestDatabase db;
   Broker broker;

@@ -68,6 +68,9 @@ struct Relay::Impl {
   std::unique_ptr<Producer> producer;
   bool leader = false;
   bool listening = false;
+  // Acked by the broker, not yet marked sent: the next round's statement
+  // marks them (at least once: if this relay dies first, they go again).
+  std::vector<std::int64_t> unmarked;
   std::int64_t backend_pid = 0;  // the session that holds the lock
   std::chrono::steady_clock::time_point last_purge{};
 
@@ -134,8 +137,16 @@ struct Relay::Impl {
     session.exec_alone(kPurge);
   }
 
-  // Leadership ends with the session: the next pass starts afresh.
+  // Marks the acked rows sent now, reading nothing.
+  void settle() {
+    if (unmarked.empty() || !leader) return;
+    if (mark_and_read(unmarked, 0)) unmarked.clear();
+  }
+
+  // Leadership ends with the session: the next pass starts afresh, and the
+  // rows acked but not marked are sent again by the next leader.
   void give_up() {
+    unmarked.clear();
     leader = listening = false;
     stats.leader = false;
     session.reset();
@@ -157,6 +168,11 @@ void Relay::stop() {
   if (thread_.joinable()) thread_.join();
   if (impl_->leader) {
     try {
+      impl_->settle();  // before the lock goes: the next leader must not send them again
+    } catch (const Error& e) {
+      logging::get("relay")->warn("marking the last acked events sent failed: {}", e.what());
+    }
+    try {
       impl_->session.advisory_unlock(options_.lock_key);
     } catch (const Error& e) {
       logging::get("relay")->warn("releasing the relay lock failed: {}", e.what());
@@ -166,28 +182,34 @@ void Relay::stop() {
   }
 }
 
-std::size_t Relay::run_once() {
+std::size_t Relay::run_once() { return run(true); }
+
+std::size_t Relay::run(bool settle) {
   auto& im = *impl_;
   try {
     if (!im.lead()) return 0;
     std::size_t published = 0;
     // Each round marks the previous round's acked rows and reads the next:
-    // one statement per batch, and a last one that marks and finds nothing.
-    std::vector<std::int64_t> acked;
+    // one statement per batch. A batch smaller than the limit took all
+    // there was: unless asked to settle, its acked rows wait for the next
+    // run's statement (the next wake-up, at the latest the poll) instead of
+    // a statement of their own that would find nothing more.
     for (;;) {
-      const std::optional<std::vector<OutboxRow>> rows = im.mark_and_read(acked, options_.batch_size);
+      const std::optional<std::vector<OutboxRow>> rows = im.mark_and_read(im.unmarked, options_.batch_size);
       if (!rows) {
         logging::get("relay")->warn("relay lost its database session; giving up leadership");
         im.give_up();
         return published;
       }
+      im.unmarked.clear();
       if (rows->empty()) break;
-      acked = im.send(*rows);
-      published += acked.size();
-      if (acked.size() < rows->size()) {
-        im.mark_and_read(acked, 0);  // the broker is in trouble: keep what it acked, retry the rest later
+      im.unmarked = im.send(*rows);
+      published += im.unmarked.size();
+      if (im.unmarked.size() < rows->size()) {
+        im.settle();  // the broker is in trouble: keep what it acked, retry the rest later
         break;
       }
+      if (rows->size() < options_.batch_size && !settle) break;
     }
     im.purge_if_due();
     return published;
@@ -205,12 +227,12 @@ void Relay::loop() {
   while (!stopping_) {
     try {
       if (std::chrono::steady_clock::now() >= next_poll) {
-        run_once();
+        run(false);
         next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
       }
       if (impl_->listening) {
         if (impl_->session.wait_for_notification(slice)) {
-          run_once();
+          run(false);
           next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
         }
       } else {

@@ -43,12 +43,17 @@ class Relay {
   void start();
   void stop();
   // One pass outside the thread: if leadership can be taken, publishes every
-  // unsent row in batches; returns the number published. For tests and tools.
+  // unsent row in batches and marks them sent; returns the number
+  // published. For tests and tools.
   std::size_t run_once();
   const RelayStats& stats() const noexcept { return stats_; }
 
  private:
   void loop();
+  // A pass: run_once, or, without `settle`, leaving the last batch's acked
+  // rows to be marked by the next pass's first statement (the thread's
+  // passes: one statement per wake-up instead of two). stop() marks them.
+  std::size_t run(bool settle);
   struct Impl;
   RelayOptions options_;
   RelayStats stats_;
