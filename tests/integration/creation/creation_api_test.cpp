@@ -146,6 +146,9 @@ TEST_F(CreationApi, SubmitCreatesAnInitializedJobAndTheIdempotencyKeyReturnsIt) 
               {{"Idempotency-Key", "batch-1/item-7"}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(json::parse(r.body).at("id"), id);
+  // The new job comes from the INSERT's RETURNING, the existing one from a
+  // read: field for field the same document.
+  EXPECT_EQ(json::parse(r.body), job);
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1");
 
   // Another key, explicit priority, a dependency and a start time.

@@ -6,15 +6,8 @@ namespace conveyor::model {
 namespace {
 
 // Timestamps leave the database as RFC 3339 text in UTC (CONVEYOR_RFC3339, db.hpp).
-constexpr db::Statement kLoadJobs{
-    "model_load_jobs",
-    "SELECT id, job_type, status, priority, attempt, max_attempts, params::text, config::text, "
-    "result::text, depends_on, worker_id, " CONVEYOR_RFC3339("canceled_at") " AS canceled_at, "
-    CONVEYOR_RFC3339("held_at") " AS held_at, "
-    CONVEYOR_RFC3339("not_before") " AS not_before, " CONVEYOR_RFC3339("created_at")
-    " AS created_at, " CONVEYOR_RFC3339("updated_at") " AS updated_at, idempotency_key, "
-    "error_subtype, error_message "
-    "FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+constexpr db::Statement kLoadJobs{"model_load_jobs",
+                                  "SELECT " CONVEYOR_JOB_COLUMNS " FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
 constexpr db::Statement kLoadHistory{
     "model_load_job_history",
@@ -43,6 +36,8 @@ nlohmann::json or_null(const std::optional<T>& v) {
   return *v;
 }
 
+}  // namespace
+
 Job job_from_row(const db::Row& r) {
   Job j;
   j.id = JobId(r["id"].as_int());
@@ -66,8 +61,6 @@ Job job_from_row(const db::Row& r) {
   j.error_message = r["error_message"].opt<std::string>();
   return j;
 }
-
-}  // namespace
 
 nlohmann::json Job::to_json() const {
   return {

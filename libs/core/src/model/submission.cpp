@@ -23,7 +23,9 @@ constexpr db::Statement kInsertJob{
     "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
     "idempotency_key) "
     "VALUES ($1, $2::jsonb, $3, $4, $5::bigint[], $6::timestamptz, $7) "
-    "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"};
+    "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    // The job as inserted, BEFORE triggers included: no read back.
+    "RETURNING " CONVEYOR_JOB_COLUMNS};
 
 constexpr db::Statement kJobByIdempotencyKey{
     "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
@@ -97,9 +99,7 @@ SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const Su
   const auto inserted = tx.exec(
       kInsertJob, {request.job_type, request.params.dump(), request.priority.value_or(type->priority),
                    std::max(1, type->max_attempts), request.depends_on, request.not_before, request.idempotency_key});
-  if (!inserted.empty()) {
-    return {must_load(tx, JobId(inserted[0][0].as_int())), true};
-  }
+  if (!inserted.empty()) return {job_from_row(inserted[0]), true};
   // Conflict: ON CONFLICT waited for the other insert to commit, and this
   // statement's fresh snapshot sees its row.
   const auto existing = tx.exec(kJobByIdempotencyKey, {request.job_type, request.idempotency_key});

@@ -74,6 +74,18 @@ struct AuditEntry {
   nlohmann::json to_json() const;  // {at, actor, field, old_value, new_value}
 };
 
+// The columns job_from_row reads, as a SELECT list or a RETURNING list of
+// conveyor.job (timestamps as RFC 3339 text in UTC).
+#define CONVEYOR_JOB_COLUMNS \
+  "id, job_type, status, priority, attempt, max_attempts, params::text AS params, config::text AS config, "     \
+  "result::text AS result, depends_on, worker_id, " CONVEYOR_RFC3339("canceled_at") " AS canceled_at, "         \
+  CONVEYOR_RFC3339("held_at") " AS held_at, " CONVEYOR_RFC3339("not_before") " AS not_before, "                 \
+  CONVEYOR_RFC3339("created_at") " AS created_at, " CONVEYOR_RFC3339("updated_at") " AS updated_at, "           \
+  "idempotency_key, error_subtype, error_message"
+
+// A job from a row of CONVEYOR_JOB_COLUMNS.
+Job job_from_row(const db::Row& row);
+
 std::optional<Job> load_job(db::Tx& tx, JobId id);
 // The jobs that exist among `ids`, in the order of `ids`.
 std::vector<Job> load_jobs(db::Tx& tx, const std::vector<std::int64_t>& ids);
