@@ -386,12 +386,22 @@ int record(db::Pool& pool, std::vector<Outcome>& outcomes) {
 }  // namespace
 
 int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
-                  std::vector<Outcome>& unrecorded) {
+                  PublishState& state) {
+  std::vector<Outcome>& unrecorded = state.unrecorded;
   // What a failed pass delivered but could not record is recorded first,
   // without delivering it again (its claim still keeps others off it).
   int moved = record(pool, unrecorded);
+  if (state.claim_in_doubt) {
+    // Nothing of this instance is delivered or unrecorded now: a claim of
+    // its own is the one in doubt (e2e_chaos: PostgreSQL stopped during the
+    // claim, the job then waited the whole claim, 5 min).
+    pool.exec_once(kReleaseOwnClaims, {settings.instance});
+    state.claim_in_doubt = false;
+  }
+  state.claim_in_doubt = true;  // until the claim's rows are in hand
   const db::Result claimed = pool.exec_once(
       kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
+  state.claim_in_doubt = false;
   if (claimed.empty()) return moved;
   // Delivered outside any transaction: no row lock is held while a sink answers.
   std::vector<db::Row> rows;
@@ -485,10 +495,11 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   retry.woken_by = {kExternalErrorEvent};
   runtime::StageStep publish;
   publish.name = "publish";
-  // Delivered but not recorded yet (a failed pass): recorded by the next one.
-  auto unrecorded = std::make_shared<std::vector<Outcome>>();
-  publish.run = [settings, client, unrecorded](const runtime::Pass& pass) {
-    return publish_batch(pass.ctx.db(), pass.parameters, *settings, *unrecorded);
+  // Delivered but not recorded yet, or a claim in doubt (a failed pass):
+  // dealt with by the next one.
+  auto state = std::make_shared<PublishState>();
+  publish.run = [settings, client, state](const runtime::Pass& pass) {
+    return publish_batch(pass.ctx.db(), pass.parameters, *settings, *state);
   };
   publish.moved = &moved;
   publish.woken_by = {kProcessedEvent};

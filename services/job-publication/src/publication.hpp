@@ -108,13 +108,22 @@ struct Outcome {
   std::string message;
 };
 
-// One publication pass: records `unrecorded` (outcomes a failed pass
-// delivered but did not record), claims up to batch_size processed jobs,
+// What the publish step keeps from one pass to the next (its thread only).
+struct PublishState {
+  // Outcomes a failed pass delivered but did not record.
+  std::vector<Outcome> unrecorded;
+  // A claim statement failed: it may have committed (the connection went
+  // during it), and its jobs would wait CONVEYOR_PUBLICATION_CLAIM_MS.
+  bool claim_in_doubt = false;
+};
+
+// One publication pass: records `state.unrecorded`; after a claim in doubt,
+// frees this instance's claims (between passes it delivers nothing, so any
+// claim of its own is such a one); claims up to batch_size processed jobs,
 // delivers them outside any transaction and records the outcomes in one
-// statement. What cannot be recorded stays in `unrecorded` (then this
+// statement. What cannot be recorded stays in `state.unrecorded` (then this
 // throws). Returns the jobs moved.
-int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings,
-                  std::vector<Outcome>& unrecorded);
+int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings, PublishState& state);
 
 // external_error (from processed) whose back-off passed, claimed as `due`
 // (kRetryDue) -> error_checked -> processed. Returns the jobs moved.

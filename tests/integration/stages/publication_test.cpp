@@ -91,6 +91,30 @@ TEST(PublicationUnit, BackoffDoublesUpToTheMaximum) {
   EXPECT_EQ(publication::backoff(s, 40), 60000ms);
 }
 
+// A claim statement that failed may still have committed (PostgreSQL
+// stopped during it; e2e_chaos found it): its job, claimed by this instance,
+// waited the whole claim (5 min). The next pass frees the claims of its own
+// first, and delivers it.
+TEST_F(PublicationTest, AClaimInDoubtIsFreedByTheNextPass) {
+  const auto id = processed_job(json::array());
+  db_.exec(
+      "UPDATE conveyor.job SET publication_claimed_by = 'pub-test', "
+      "publication_claimed_until = now() + interval '5 minutes' WHERE id = " +
+      id);
+  db::Pool pool(db::PoolOptions{.url = db_.url(), .size = 1, .actor = "conveyor-publication"});
+  const auto params = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+  publication::Settings settings;
+  settings.data_dir = data_dir();
+  settings.instance = "pub-test";
+  publication::PublishState state;
+  EXPECT_EQ(publication::publish_batch(pool, params, settings, state), 0) << "claimed: left alone";
+  EXPECT_EQ(status(id), "processed");
+  state.claim_in_doubt = true;
+  EXPECT_EQ(publication::publish_batch(pool, params, settings, state), 1);
+  EXPECT_EQ(status(id), "done");
+  EXPECT_FALSE(state.claim_in_doubt);
+}
+
 TEST_F(PublicationTest, WebhookAndFileSinksThenDone) {
   Receiver receiver;
   const auto id = processed_job(json::array({
