@@ -22,12 +22,15 @@ set -e
 [[ $rc -eq 2 ]] || fail "an unknown option exited $rc, not 2"
 [[ $err == *"--no-such-option"* ]] || fail "the error does not name the option: $err"
 
-# A tiny run: every field of the report.
-json=$("$bench" --workload process --jobs 20 --rate 50 --duration 2s --json) || fail "the tiny run exited $?"
+# A tiny run: every field of the report. The throughput phase submits in
+# batches (POST /v1/jobs/batch: 7, 7 and 6 jobs), the latency phase one by one.
+json=$("$bench" --workload process --jobs 20 --batch 7 --concurrency 6 --rate 50 --duration 2s --json) ||
+  fail "the tiny run exited $?"
 python3 - "$json" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["settings"]["durable_postgres"] is True, r["settings"]
+assert r["settings"]["batch"] == 7 and r["settings"]["concurrency"] == 6, r["settings"]
 assert r["machine"]["nproc"] >= 1
 [w] = r["workloads"]
 assert w["workload"] == "process", w

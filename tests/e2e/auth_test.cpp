@@ -214,8 +214,17 @@ TEST_F(Auth, SubmissionsAreRateLimitedPerToken) {
   ASSERT_NE(retry_after, limited->headers.end());
   EXPECT_GE(std::stoi(retry_after->second), 1);
   EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job"), std::to_string(created));
-  // Another token has its own bucket.
-  EXPECT_EQ(api(stack, "POST", "/v1/jobs", calm, body).status, 201);
+  // Another token has its own bucket. A batch takes one unit per job: three
+  // at once take the burst, three more are refused (unless three seconds
+  // passed), and more than the burst never fit.
+  const std::string three = R"({"jobs": [)" + body + "," + body + "," + body + "]}";
+  EXPECT_EQ(api(stack, "POST", "/v1/jobs/batch", calm, three).status, 201);
+  const json again = refused(api(stack, "POST", "/v1/jobs/batch", calm, three), 429);
+  EXPECT_THAT(again.value("detail", ""), HasSubstr("'calm'"));
+  const std::string four = R"({"jobs": [)" + body + "," + body + "," + body + "," + body + "]}";
+  const json too_many = refused(api(stack, "POST", "/v1/jobs/batch", calm, four), 400);
+  EXPECT_THAT(too_many.value("detail", ""), HasSubstr("CONVEYOR_SUBMIT_BURST=3"));
+  EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE submitted_by = 'api:calm'"), "3");
   // Reads are not limited.
   for (int i = 0; i < 5; ++i) EXPECT_EQ(api(stack, "GET", "/v1/jobs", fast).status, 200);
 }

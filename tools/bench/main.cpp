@@ -7,7 +7,8 @@
 // for each workload (a `sleep 0` process job, a resident no-op job, a chain
 // of three job types each depending on the previous):
 //  1. throughput: --jobs jobs submitted at once through the REST API by
-//     --submitters threads; jobs done / (first created_at .. last done);
+//     --submitters threads (--batch jobs per request, POST /v1/jobs/batch,
+//     for one-type workloads); jobs done / (first created_at .. last done);
 //  2. latency: jobs submitted open loop at --rate jobs/s for --duration (on
 //     schedule, whatever is done); p50/p95/p99 of created_at -> done, both
 //     PostgreSQL's clock (a chain: its first job's created_at -> its last
@@ -55,6 +56,8 @@ struct Settings {
   double duration_s = 20;
   int workers = 2;
   int submitters = 4;
+  int batch = 1;
+  int concurrency = 0;  // 0: system_parameters.worker_concurrency's default
   std::string type = "sleep";
   bool fast_db = false;
   bool json = false;
@@ -101,6 +104,14 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
       ->capture_default_str();
   app.add_option("--workers", s.workers, "conveyor-worker processes")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--submitters", s.submitters, "submitting threads")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--batch", s.batch,
+                 "throughput phase: jobs per request (POST /v1/jobs/batch when more than 1; one-type workloads)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--concurrency", s.concurrency,
+                 "jobs each worker runs at once (system_parameters.worker_concurrency; 0: its default, 4)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
   app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
   app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
   app.add_flag("--json", s.json, "print the report as JSON instead of tables");
@@ -170,11 +181,34 @@ Unit submit_unit(const Stack& stack, const Workload& w, int n, conveyor::http::K
   return u;
 }
 
+// Units [first, first + count) of a one-type workload in one POST
+// /v1/jobs/batch, into `units`.
+void submit_batch(const Stack& stack, const Workload& w, int first, int count, conveyor::http::KeepAliveClient& client,
+                  std::vector<Unit>& units) {
+  Json jobs = Json::array();
+  for (int n = first; n < first + count; ++n) {
+    jobs.push_back({{"job_type", w.types.front()}, {"params", unit_params(w.params, n)}});
+  }
+  auto r = client.request("POST", stack.api_url() + "/v1/jobs/batch", Json{{"jobs", jobs}}.dump(),
+                          stack.api_headers(true), std::chrono::seconds(60));
+  if (r.status != 201) {
+    throw std::runtime_error("submitting a batch of " + std::to_string(count) + " failed: HTTP " +
+                             std::to_string(r.status) + " " + r.body.substr(0, 500));
+  }
+  const Json items = Json::parse(r.body).at("items");
+  for (int i = 0; i < count; ++i) {
+    const auto id = items.at(static_cast<std::size_t>(i)).at("job").at("id").get<std::int64_t>();
+    units[static_cast<std::size_t>(first + i)] = {id, id};
+  }
+}
+
 // Submits `count` units from `threads` threads: all at once when `rate` is
-// 0, else unit i at start + i / rate (open loop: a late unit does not delay
-// the schedule of the next). Returns the units and the submission time.
+// 0 (`batch` units per request when more than 1, for one-type workloads),
+// else unit i at start + i / rate (open loop: a late unit does not delay the
+// schedule of the next). Returns the units and the submission time.
 std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Workload& w, int count, double rate,
-                                                  int threads) {
+                                                  int threads, int batch) {
+  const int step = rate == 0 && w.types.size() == 1 ? batch : 1;
   std::vector<Unit> units(static_cast<std::size_t>(count));
   std::atomic<int> next{0};
   std::mutex error_mutex;
@@ -184,14 +218,15 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
       conveyor::http::KeepAliveClient client;
-      for (int i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+      for (int i = next.fetch_add(step); i < count; i = next.fetch_add(step)) {
         if (rate > 0) {
           // Pacing the schedule (not waiting for a condition): the open loop.
           std::this_thread::sleep_until(
               start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate)));
         }
         try {
-          units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i, client);
+          if (step > 1) submit_batch(stack, w, i, std::min(step, count - i), client, units);
+          else units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i, client);
         } catch (const std::exception& e) {
           std::lock_guard lock(error_mutex);
           error = e.what();
@@ -414,7 +449,7 @@ Phase run_phase(Stack& stack, conveyor::db::Session& db, const Workload& w, cons
   p.units = units;
   if (s.profile_sql) profile_reset(db);
   const auto before = read_cpu(stack);
-  auto [submitted, submit_s] = submit_units(stack, w, units, rate, s.submitters);
+  auto [submitted, submit_s] = submit_units(stack, w, units, rate, s.submitters, s.batch);
   p.submit_s = submit_s;
   std::int64_t first = submitted.front().first, last = submitted.front().last;
   for (const auto& u : submitted) {
@@ -597,11 +632,15 @@ void print_sql_profile(const Json& p, const std::string& what) {
 
 void print_report(const Json& report) {
   const auto& st = report["settings"];
-  std::printf("conveyor-bench: %d cores, load %s; PostgreSQL %s; %d workers; executables %s\n",
-              report["machine"]["nproc"].get<int>(), report["machine"]["loadavg_at_start"].get<std::string>().c_str(),
-              st["durable_postgres"].get<bool>() ? "durable (fsync on, synchronous_commit on)"
-                                                 : "--fast-db (fsync off, synchronous_commit off)",
-              st["workers"].get<int>(), st["bin_dir"].get<std::string>().c_str());
+  std::printf(
+      "conveyor-bench: %d cores, load %s; PostgreSQL %s; %d workers (concurrency %s); %d submitters, %d jobs "
+      "per request; executables %s\n",
+      report["machine"]["nproc"].get<int>(), report["machine"]["loadavg_at_start"].get<std::string>().c_str(),
+      st["durable_postgres"].get<bool>() ? "durable (fsync on, synchronous_commit on)"
+                                         : "--fast-db (fsync off, synchronous_commit off)",
+      st["workers"].get<int>(),
+      st["concurrency"].get<int>() > 0 ? std::to_string(st["concurrency"].get<int>()).c_str() : "default",
+      st["submitters"].get<int>(), st["batch"].get<int>(), st["bin_dir"].get<std::string>().c_str());
   for (const auto& w : report["workloads"]) {
     std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
     if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
@@ -649,6 +688,8 @@ Json settings_json(const Settings& s) {
           {"duration_s", s.duration_s},
           {"workers", s.workers},
           {"submitters", s.submitters},
+          {"batch", s.batch},
+          {"concurrency", s.concurrency},
           {"durable_postgres", !s.fast_db},
           {"profile_sql", s.profile_sql},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
@@ -676,11 +717,13 @@ int run(Settings& s) {
   o.bin_dir = s.bin_dir;
   o.job_types_file = s.job_types;
   o.env["CONVEYOR_LOG_LEVEL"] = "warn";
+  o.env["CONVEYOR_SUBMIT_RATE"] = "0";  // the per-token limit (200/s by default) would cap the bench
   for (const char* k : {"CONTAINERS_CONF", "DOCKER_HOST", "HOME"}) {
     if (const char* v = std::getenv(k)) o.env[k] = v;
   }
   o.setup_sql = "UPDATE conveyor.system_parameters SET publication_endpoint_url = 'http://127.0.0.1:" +
-                std::to_string(hook.port()) + "/hook'";
+                std::to_string(hook.port()) + "/hook'" +
+                (s.concurrency > 0 ? ", worker_concurrency = " + std::to_string(s.concurrency) : std::string());
   if (s.profile_sql) {
     // The private cluster's server options (libs/testing reads them at start).
     std::string pg_options = kProfilePgOptions;

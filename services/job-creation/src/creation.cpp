@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -97,8 +98,15 @@ auth::RateLimiter& submit_limiter(runtime::Context& ctx) {
   return limiter;
 }
 
-Response submit(runtime::Context& ctx, const Request& req) {
-  if (const std::int64_t wait = submit_limiter(ctx).take(req.principal); wait > 0) {
+// The token's rate: `jobs` units of it, or a 429 to return.
+std::optional<Response> rate_limited(runtime::Context& ctx, const Request& req, std::size_t jobs) {
+  auto& limiter = submit_limiter(ctx);
+  if (limiter.rate() > 0 && static_cast<double>(jobs) > limiter.burst()) {
+    throw FieldError("jobs", "jobs: " + std::to_string(jobs) +
+                                 " jobs in one request, more than a token may submit at once (CONVEYOR_SUBMIT_BURST=" +
+                                 std::to_string(ctx.config().get_int("CONVEYOR_SUBMIT_BURST")) + ")");
+  }
+  if (const std::int64_t wait = limiter.take(req.principal, static_cast<double>(jobs)); wait > 0) {
     ctx.metrics().counter("conveyor_http_rate_limited_total", "Submissions refused by the per-token rate limit.").inc();
     Response r = http::problem(429, http::reason_phrase(429),
                                "token '" + req.principal + "' submits faster than " +
@@ -107,27 +115,58 @@ Response submit(runtime::Context& ctx, const Request& req) {
     r.headers["Retry-After"] = std::to_string(wait);
     return r;
   }
-  const nlohmann::json body = req.json();  // malformed: 400 via problem_from
-  const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
+  return std::nullopt;
+}
 
-  const auto parameters = ctx.parameters();
-  if (!parameters->accepting_new_jobs) {
+// accepting_new_jobs: 503 when off, naming the operator's reason.
+void require_accepting(const model::SystemParameters& parameters) {
+  if (!parameters.accepting_new_jobs) {
     const std::string reason =
-        parameters->not_accepting_reason.empty() ? "no reason given" : parameters->not_accepting_reason;
+        parameters.not_accepting_reason.empty() ? "no reason given" : parameters.not_accepting_reason;
     throw Error(errc::unavailable, "not accepting new jobs: " + reason);
   }
+}
 
+void count_submitted(runtime::Context& ctx, const std::string& job_type) {
+  ctx.metrics()
+      .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.", {{"job_type", job_type}})
+      .inc();
+}
+
+Response submit(runtime::Context& ctx, const Request& req) {
+  if (auto refused = rate_limited(ctx, req, 1)) return *refused;
+  const nlohmann::json body = req.json();  // malformed: 400 via problem_from
+  const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
+  const auto parameters = ctx.parameters();
+  require_accepting(*parameters);
   const model::SubmitResult result =
       ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); }, as_requester(req));
-  if (result.created) {
-    ctx.metrics()
-        .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.",
-                 {{"job_type", request.job_type}})
-        .inc();
-  }
+  if (result.created) count_submitted(ctx, request.job_type);
   Response r = Response::json(result.job.to_json(), result.created ? 201 : 200);
   r.headers["Location"] = "/v1/jobs/" + std::to_string(result.job.id.value());
   return r;
+}
+
+// POST /v1/jobs/batch: all of the jobs in one transaction, or none. 201 when
+// it created any, 200 when every one existed already (idempotency keys).
+Response submit_batch(runtime::Context& ctx, const Request& req) {
+  const nlohmann::json body = req.json();
+  const std::vector<SubmitRequest> requests = parse_submit_batch(body);
+  if (auto refused = rate_limited(ctx, req, requests.size())) return *refused;
+  const auto parameters = ctx.parameters();
+  require_accepting(*parameters);
+  const auto results =
+      ctx.db().transact([&](db::Tx& tx) { return model::submit_jobs(tx, *parameters, requests); }, as_requester(req));
+  nlohmann::json items = nlohmann::json::array();
+  std::int64_t created = 0;
+  for (const auto& result : results) {
+    if (result.created) {
+      ++created;
+      count_submitted(ctx, result.job.job_type);
+    }
+    items.push_back({{"created", result.created}, {"job", result.job.to_json()}});
+  }
+  return Response::json({{"items", items}, {"created", created}}, created > 0 ? 201 : 200);
 }
 
 Response list(runtime::Context& ctx, const Request& req) {
@@ -250,6 +289,7 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
     return with_422([&ctx, fn](const Request& req) { return fn(ctx, req); });
   };
   server.route("POST", "/v1/jobs", bind(submit));
+  server.route("POST", "/v1/jobs/batch", bind(submit_batch));
   server.route("GET", "/v1/jobs", bind(list));
   server.route("GET", "/v1/jobs/{id}", bind(get));
   server.route("POST", "/v1/jobs/{id}/cancel", bind(cancel));

@@ -98,13 +98,11 @@ std::string not_before_field(const nlohmann::json& n) {
   return s;
 }
 
-void check_idempotency_key(const std::string& key) {
-  if (key.empty()) {
-    throw http::FieldError("Idempotency-Key", "Idempotency-Key: must not be empty");
-  }
+// `field`: the header (Idempotency-Key), or a batch item's idempotency_key.
+void check_idempotency_key(const std::string& key, const std::string& field = "Idempotency-Key") {
+  if (key.empty()) throw http::FieldError(field, field + ": must not be empty");
   if (key.size() > kMaxIdempotencyKey) {
-    throw http::FieldError("Idempotency-Key",
-                           "Idempotency-Key: longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
+    throw http::FieldError(field, field + ": longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
   }
 }
 
@@ -133,6 +131,43 @@ SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::
     r.idempotency_key = idempotency_key;
   }
   return r;
+}
+
+std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body) {
+  if (!body.is_object()) wrong_type("body", "a JSON object", body);
+  for (const auto& [key, value] : body.items()) {
+    if (key != "jobs") throw http::FieldError(key, key + ": unknown field (expected jobs)");
+  }
+  const auto jobs = body.find("jobs");
+  if (jobs == body.end()) throw http::FieldError("jobs", "jobs: required");
+  if (!jobs->is_array()) wrong_type("jobs", "an array of jobs", *jobs);
+  if (jobs->empty()) throw http::FieldError("jobs", "jobs: must not be empty");
+  if (jobs->size() > model::kMaxBatchJobs) {
+    throw http::FieldError("jobs", "jobs: " + std::to_string(jobs->size()) + " jobs; at most " +
+                                       std::to_string(model::kMaxBatchJobs) + " per request");
+  }
+  std::vector<SubmitRequest> requests;
+  requests.reserve(jobs->size());
+  for (std::size_t i = 0; i < jobs->size(); ++i) {
+    const std::string name = "jobs[" + std::to_string(i) + "]";
+    nlohmann::json item = (*jobs)[i];
+    if (!item.is_object()) wrong_type(name, "a job (a JSON object)", item);
+    try {
+      std::optional<std::string> key;
+      if (const auto k = item.find("idempotency_key"); k != item.end()) {
+        if (!k->is_null()) {
+          if (!k->is_string()) wrong_type("idempotency_key", "a string", *k);
+          key = k->get<std::string>();
+          check_idempotency_key(*key, "idempotency_key");
+        }
+        item.erase("idempotency_key");
+      }
+      requests.push_back(parse_submit(item, key));
+    } catch (const http::FieldError& e) {
+      rethrow_within(name + ".", e);
+    }
+  }
+  return requests;
 }
 
 ListQuery parse_list_query(const std::map<std::string, std::string>& query) {

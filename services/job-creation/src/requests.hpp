@@ -28,6 +28,11 @@ using model::kMaxPageSize;
 // Parses the body (already parsed as JSON) and the Idempotency-Key header.
 SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key);
 
+// POST /v1/jobs/batch: {"jobs": [...]}, 1 to model::kMaxBatchJobs items,
+// each a submission's body plus an optional "idempotency_key" (the header's
+// value for that job). A problem names its item: "jobs[2].priority: ...".
+std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body);
+
 // GET /v1/jobs?status=&type=&page=&size=
 ListQuery parse_list_query(const std::map<std::string, std::string>& query);
 

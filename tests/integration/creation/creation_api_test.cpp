@@ -44,6 +44,9 @@ class CreationApi : public ::testing::Test {
              {"CONVEYOR_TOPIC_PREFIX", ct::unique_name("creation")},
              {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
              {"CONVEYOR_DATA_DIR", std::filesystem::temp_directory_path().string()},
+             // The rate limit has its own test (e2e Auth); here it would
+             // only make the batch test's 1000 jobs depend on timing.
+             {"CONVEYOR_SUBMIT_RATE", "0"},
              {"CONVEYOR_LOG_LEVEL", "debug"}};
     o.stdout_file = log_;
     service_ = std::make_unique<ct::ChildProcess>(o);
@@ -222,6 +225,95 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "0");
   EXPECT_EQ(request("GET", "/healthz").status, 200);
   submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}});
+}
+
+// POST /v1/jobs/batch: every job in one transaction and one statement, in
+// the request's order; an idempotency key per item; any problem names its
+// item and creates nothing.
+TEST_F(CreationApi, ABatchCreatesEveryJobInOneTransactionOrNone) {
+  const json batch = {
+      {"jobs",
+       {{{"job_type", "sleep"}, {"params", {{"seconds", 1}}}},
+        {{"job_type", "other"}, {"priority", 7}, {"idempotency_key", "nightly/2026-12-04"}},
+        {{"job_type", "sleep"}, {"params", {{"seconds", 2}}}, {"not_before", "2030-01-02T03:04:05Z"}}}}};
+  auto r = request("POST", "/v1/jobs/batch", batch.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  json body = json::parse(r.body);
+  EXPECT_EQ(body.at("created"), 3);
+  ASSERT_EQ(body.at("items").size(), 3u);
+  std::vector<std::int64_t> ids;
+  for (const auto& item : body.at("items")) {
+    EXPECT_TRUE(item.at("created").get<bool>());
+    EXPECT_EQ(item.at("job").at("status"), "initialized");
+    ids.push_back(item.at("job").at("id").get<std::int64_t>());
+  }
+  // In the request's order: each item's own fields, the type's defaults.
+  EXPECT_LT(ids[0], ids[1]);
+  EXPECT_LT(ids[1], ids[2]);
+  EXPECT_EQ(body["items"][0]["job"]["params"], json({{"seconds", 1}}));
+  EXPECT_EQ(body["items"][0]["job"]["priority"], 3);
+  EXPECT_EQ(body["items"][1]["job"]["job_type"], "other");
+  EXPECT_EQ(body["items"][1]["job"]["priority"], 7);
+  EXPECT_EQ(body["items"][1]["job"]["idempotency_key"], "nightly/2026-12-04");
+  EXPECT_EQ(body["items"][2]["job"]["not_before"], "2030-01-02T03:04:05.000000Z");
+  // Each document is the job as a read returns it.
+  for (std::size_t i = 0; i < 3; ++i) {
+    const json read = json::parse(request("GET", "/v1/jobs/" + std::to_string(ids[i])).body);
+    EXPECT_EQ(read.at("status"), "initialized");
+    EXPECT_EQ(read.at("params"), body["items"][i]["job"]["params"]);
+    EXPECT_EQ(read.at("created_at"), body["items"][i]["job"]["created_at"]);
+  }
+  // One transaction: one xmin for the jobs, and a history row and an event each.
+  EXPECT_EQ(db_.query_value("SELECT count(DISTINCT xmin::text) FROM conveyor.job"), "1");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE to_status = 'initialized'"), "3");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE type = 'io.conveyor.job.initialized'"), "3");
+
+  // Again: the keyed job is the first one (created false), the others are new.
+  r = request("POST", "/v1/jobs/batch", batch.dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  body = json::parse(r.body);
+  EXPECT_EQ(body.at("created"), 2);
+  EXPECT_TRUE(body["items"][0]["created"].get<bool>());
+  EXPECT_FALSE(body["items"][1]["created"].get<bool>());
+  EXPECT_EQ(body["items"][1]["job"]["id"], ids[1]);
+  EXPECT_TRUE(body["items"][2]["created"].get<bool>());
+  // Only keyed jobs that exist: 200, nothing created.
+  r = request("POST", "/v1/jobs/batch",
+              json({{"jobs", {{{"job_type", "other"}, {"idempotency_key", "nightly/2026-12-04"}}}}}).dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body).at("created"), 0);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "5");
+
+  // Any problem: its item named, nothing created.
+  const auto refused = [&](const json& jobs, int status, const std::string& field, const std::string& text) {
+    const json p = problem(request("POST", "/v1/jobs/batch", json({{"jobs", jobs}}).dump()), status);
+    EXPECT_EQ(p.value("field", ""), field) << p;
+    EXPECT_TRUE(contains(p, text)) << p;
+  };
+  const json ok = {{"job_type", "sleep"}, {"params", {{"seconds", 1}}}};
+  refused({ok, {{"job_type", "nope"}}}, 422, "jobs[1].job_type", "jobs[1].job_type: unknown job type 'nope'");
+  refused({ok, ok, {{"job_type", "sleep"}, {"params", {{"seconds", "a"}}}}}, 422, "jobs[2].params", "seconds");
+  refused({ok, {{"job_type", "sleep"}, {"params", {{"seconds", 1}}}, {"depends_on", {ids[0], 424242}}}}, 422,
+          "jobs[1].depends_on", "no such job(s): 424242");
+  refused({{{"job_type", "other"}, {"idempotency_key", "k"}}, {{"job_type", "other"}, {"idempotency_key", "k"}}}, 422,
+          "jobs[1].idempotency_key", "the same as jobs[0]'s");
+  refused({ok, {{"job_type", "sleep"}, {"priority", "high"}}}, 400, "jobs[1].priority", "expected an integer");
+  refused({ok, {{"job_type", "sleep"}, {"colour", "red"}}}, 400, "jobs[1].colour", "unknown field");
+  refused({ok, {{"job_type", "other"}, {"idempotency_key", ""}}}, 400, "jobs[1].idempotency_key", "must not be empty");
+  refused({ok, 42}, 400, "jobs[1]", "jobs[1]: expected a job (a JSON object), got an integer");
+  refused(json::array(), 400, "jobs", "must not be empty");
+  refused(json::array_t(1001, ok), 400, "jobs", "at most 1000 per request");
+  json p = problem(request("POST", "/v1/jobs/batch", R"({"jobs": {"job_type": "sleep"}})"), 400);
+  EXPECT_EQ(p.value("field", ""), "jobs") << p;
+  p = problem(request("POST", "/v1/jobs/batch", R"([{"job_type": "sleep"}])"), 400);
+  EXPECT_EQ(p.value("field", ""), "body") << p;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "5");
+
+  // 1000 jobs, the most a request may carry, in one go.
+  r = request("POST", "/v1/jobs/batch", json({{"jobs", json::array_t(1000, ok)}}).dump());
+  ASSERT_EQ(r.status, 201) << r.body.substr(0, 300);
+  EXPECT_EQ(json::parse(r.body).at("created"), 1000);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1005");
 }
 
 TEST_F(CreationApi, ParametersGateSubmissions) {

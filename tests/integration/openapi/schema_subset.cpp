@@ -17,7 +17,7 @@ const std::set<std::string>& known_keywords() {
   static const std::set<std::string> keywords = {
       "type",    "enum",    "const",     "properties", "required", "additionalProperties", "items",  "allOf",
       "minimum", "maximum", "minLength", "maxLength",  "$ref",     "description",          "format", "examples",
-      "example", "default", "title"};
+      "example", "default", "title",     "minItems",   "maxItems"};
   return keywords;
 }
 
@@ -53,6 +53,15 @@ void check_bounds(const json& schema, const json& value, const std::string& wher
     }
     if (schema.contains("maximum") && v > schema["maximum"].get<double>()) {
       problems.push_back(where + ": " + value.dump() + " is above the maximum " + schema["maximum"].dump());
+    }
+  }
+  if (value.is_array()) {
+    const auto n = static_cast<std::int64_t>(value.size());
+    if (schema.contains("minItems") && n < schema["minItems"].get<std::int64_t>()) {
+      problems.push_back(where + ": fewer items than minItems " + schema["minItems"].dump());
+    }
+    if (schema.contains("maxItems") && n > schema["maxItems"].get<std::int64_t>()) {
+      problems.push_back(where + ": more items than maxItems " + schema["maxItems"].dump());
     }
   }
   if (value.is_string()) {

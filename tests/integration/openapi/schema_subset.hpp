@@ -5,7 +5,7 @@
 //
 // Keywords checked: type (a name or a list), enum, const, properties,
 // required, additionalProperties (bool or schema), items, allOf, minimum,
-// maximum, minLength, maxLength, $ref ("#/..." into the document).
+// maximum, minLength, maxLength, minItems, maxItems, $ref ("#/..." into the document).
 // Annotations are ignored: description, format, examples, example, default,
 // title. Any other keyword is an error of the document (check_schema), so
 // the document cannot use a keyword this check would silently skip.

@@ -311,7 +311,8 @@ std::optional<Role> required_role(std::string_view method, std::string_view rout
   if (method == "POST" && (route.starts_with("/jobs/") || route.starts_with("/queues/"))) {
     return Role::operator_;
   }
-  if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/{id}/cancel" || route == "/v1/jobs/{id}/retry")) {
+  if (method == "POST" && (route == "/v1/jobs" || route == "/v1/jobs/batch" || route == "/v1/jobs/{id}/cancel" ||
+                           route == "/v1/jobs/{id}/retry")) {
     return Role::submitter;  // the handlers check a submitter's ownership
   }
   return Role::operator_;  // parameters, queues, job types and anything new
@@ -458,7 +459,7 @@ http::Guard make_guard(db::Pool& pool, GuardOptions options) {
 
 RateLimiter::RateLimiter(double rate, double burst) : rate_(rate), burst_(std::max(1.0, burst)) {}
 
-std::int64_t RateLimiter::take(const std::string& key) {
+std::int64_t RateLimiter::take(const std::string& key, double units) {
   if (rate_ <= 0) return 0;  // no limit
   const auto now = std::chrono::steady_clock::now();
   std::lock_guard lock(mu_);
@@ -467,11 +468,11 @@ std::int64_t RateLimiter::take(const std::string& key) {
   const std::chrono::duration<double> elapsed = now - b.at;
   b.tokens = std::min(burst_, b.tokens + elapsed.count() * rate_);
   b.at = now;
-  if (b.tokens >= 1.0) {
-    b.tokens -= 1.0;
+  if (b.tokens >= units) {
+    b.tokens -= units;
     return 0;
   }
-  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil((1.0 - b.tokens) / rate_)));
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil((units - b.tokens) / rate_)));
 }
 
 }  // namespace conveyor::auth

@@ -48,4 +48,11 @@ const char* to_string(errc e) noexcept {
   return "unknown";
 }
 
+void rethrow_within(const std::string& prefix, const FieldError& e) {
+  if (const auto* u = dynamic_cast<const UnprocessableError*>(&e)) {
+    throw UnprocessableError(prefix + u->field(), prefix + u->what(), u->problems());
+  }
+  throw FieldError(prefix + e.field(), prefix + e.what());
+}
+
 }  // namespace conveyor

@@ -1,7 +1,9 @@
 #include "conveyor/model/submission.hpp"
 
 #include <algorithm>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job_type.hpp"
@@ -16,15 +18,22 @@ constexpr db::Statement kExistingJobs{"model_existing_jobs",
 // reported against not_before rather than as a failed insert.
 constexpr db::Statement kCheckTimestamp{"model_check_timestamp", "SELECT $1::timestamptz IS NOT NULL"};
 
-// Only keyed jobs are in the unique index (job_type_idempotency_key_key, partial
-// since migration 20261219000000): a job without a key never conflicts.
-constexpr db::Statement kInsertJob{
-    "model_insert_job",
+// Every submission, of one job or of a batch: one statement. Rows go in in
+// the order of `n`, so their ids (the column's default) ascend with it.
+// Only keyed jobs are in the unique index (job_type_idempotency_key_key,
+// partial since migration 20261219000000): a job without a key never
+// conflicts, and a keyed one that does is not returned.
+constexpr db::Statement kInsertJobs{
+    "model_insert_jobs",
     "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
     "idempotency_key) "
-    "VALUES ($1, $2::jsonb, $3, $4, $5::bigint[], $6::timestamptz, $7) "
+    "SELECT r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}'), r.not_before, "
+    "r.idempotency_key "
+    "FROM jsonb_to_recordset($1::jsonb) AS r(n int, job_type text, params jsonb, priority int, max_attempts int, "
+    "depends_on bigint[], not_before timestamptz, idempotency_key text) "
+    "ORDER BY r.n "
     "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-    // The job as inserted, BEFORE triggers included: no read back.
+    // The jobs as inserted, BEFORE triggers included: no read back.
     "RETURNING " CONVEYOR_JOB_COLUMNS};
 
 constexpr db::Statement kJobByIdempotencyKey{
@@ -56,57 +65,157 @@ std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
 
 }  // namespace
 
-SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request) {
-  const auto type = load_job_type(tx, request.job_type);
-  if (!type || !type->enabled) {
-    throw UnprocessableError("job_type",
-                             "job_type: unknown job type '" + request.job_type + "'" + (type ? " (disabled)" : ""));
+namespace {
+
+// The job type a request names, checked: it exists, is enabled and is in
+// job_types_list, and the params match its schema. `types` keeps the
+// types a batch has looked up.
+const JobType& checked_type(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request,
+                            std::map<std::string, JobType>& types) {
+  auto known = types.find(request.job_type);
+  if (known == types.end()) {
+    const auto type = load_job_type(tx, request.job_type);
+    if (!type || !type->enabled) {
+      throw UnprocessableError("job_type",
+                               "job_type: unknown job type '" + request.job_type + "'" + (type ? " (disabled)" : ""));
+    }
+    if (!parameters.handles(request.job_type)) {
+      throw UnprocessableError(
+          "job_type", "job_type: job type '" + request.job_type + "' is not in system_parameters.job_types_list");
+    }
+    known = types.emplace(request.job_type, *type).first;
   }
-  if (!parameters.handles(request.job_type)) {
-    throw UnprocessableError(
-        "job_type", "job_type: job type '" + request.job_type + "' is not in system_parameters.job_types_list");
-  }
-  const auto problems = validate_params(type->params_schema, request.params);
+  const auto problems = validate_params(known->second.params_schema, request.params);
   if (!problems.empty()) {
     std::string detail = "params do not match the schema of job type '" + request.job_type + "': ";
     for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
     throw UnprocessableError("params", detail, problems);
   }
-  if (!request.depends_on.empty()) {
-    std::vector<std::int64_t> found;
-    for (const db::Row r : tx.exec(kExistingJobs, {request.depends_on})) {
-      found.push_back(r[0].as_int());
-    }
+  return known->second;
+}
+
+void check_not_before(db::Tx& tx, const SubmitRequest& request) {
+  if (!request.not_before) return;
+  try {
+    tx.exec(kCheckTimestamp, {*request.not_before});
+  } catch (const db::DbError& e) {
+    if (e.code() != errc::bad_input) throw;
+    throw FieldError("not_before", "not_before: '" + *request.not_before + "' is not a valid date-time: " + e.what());
+  }
+}
+
+// The error `e` of the request at `index` of a batch, naming the item.
+[[noreturn]] void rethrow_for_item(std::size_t index, const FieldError& e) {
+  rethrow_within("jobs[" + std::to_string(index) + "].", e);
+}
+
+// Every depends_on of the requests names an existing job: one query for all.
+void check_dependencies(db::Tx& tx, const std::vector<SubmitRequest>& requests, bool batch) {
+  std::vector<std::int64_t> ids;
+  for (const auto& r : requests) ids.insert(ids.end(), r.depends_on.begin(), r.depends_on.end());
+  if (ids.empty()) return;
+  std::vector<std::int64_t> found;
+  for (const db::Row r : tx.exec(kExistingJobs, {ids})) found.push_back(r[0].as_int());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
     std::string missing;
-    for (const auto id : request.depends_on) {
+    for (const auto id : requests[i].depends_on) {
       if (std::find(found.begin(), found.end(), id) == found.end()) {
         missing += (missing.empty() ? "" : ", ") + std::to_string(id);
       }
     }
-    if (!missing.empty()) {
-      throw UnprocessableError("depends_on", "depends_on: no such job(s): " + missing);
-    }
+    if (missing.empty()) continue;
+    const UnprocessableError e("depends_on", "depends_on: no such job(s): " + missing);
+    if (batch) rethrow_for_item(i, e);
+    throw e;
   }
-  if (request.not_before) {
-    try {
-      tx.exec(kCheckTimestamp, {*request.not_before});
-    } catch (const db::DbError& e) {
-      if (e.code() != errc::bad_input) throw;
-      throw FieldError("not_before", "not_before: '" + *request.not_before + "' is not a valid date-time: " + e.what());
-    }
-  }
+}
 
-  const auto inserted = tx.exec(
-      kInsertJob, {request.job_type, request.params.dump(), request.priority.value_or(type->priority),
-                   std::max(1, type->max_attempts), request.depends_on, request.not_before, request.idempotency_key});
-  if (!inserted.empty()) return {job_from_row(inserted[0]), true};
-  // Conflict: ON CONFLICT waited for the other insert to commit, and this
-  // statement's fresh snapshot sees its row.
+// Two requests of a batch with the same job type and idempotency key would
+// be one job: refused, naming both.
+void check_distinct_keys(const std::vector<SubmitRequest>& requests) {
+  std::map<std::pair<std::string, std::string>, std::size_t> seen;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (!requests[i].idempotency_key) continue;
+    const auto [it, fresh] = seen.try_emplace({requests[i].job_type, *requests[i].idempotency_key}, i);
+    if (fresh) continue;
+    rethrow_for_item(
+        i, UnprocessableError("idempotency_key", "idempotency_key: the same as jobs[" + std::to_string(it->second) +
+                                                     "]'s (job type '" + requests[i].job_type + "')"));
+  }
+}
+
+// The job an earlier submission created with this request's key.
+Job job_with_key(db::Tx& tx, const SubmitRequest& request) {
+  // ON CONFLICT waited for the other insert to commit, and this statement's
+  // fresh snapshot sees its row.
   const auto existing = tx.exec(kJobByIdempotencyKey, {request.job_type, request.idempotency_key});
   if (existing.empty()) {
     throw Error(errc::conflict, "a job with the same Idempotency-Key was being created; try again");
   }
-  return {must_load(tx, JobId(existing[0][0].as_int())), false};
+  return must_load(tx, JobId(existing[0][0].as_int()));
+}
+
+// Validates every request (the first problem found is thrown; in a batch
+// it names its item) and inserts them in one statement.
+std::vector<SubmitResult> submit_all(db::Tx& tx, const SystemParameters& parameters,
+                                     const std::vector<SubmitRequest>& requests, bool batch) {
+  if (batch) check_distinct_keys(requests);
+  std::map<std::string, JobType> types;
+  nlohmann::json rows = nlohmann::json::array();
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto& request = requests[i];
+    try {
+      const JobType& type = checked_type(tx, parameters, request, types);
+      check_not_before(tx, request);
+      rows.push_back(
+          {{"n", i},
+           {"job_type", request.job_type},
+           {"params", request.params},
+           {"priority", request.priority.value_or(type.priority)},
+           {"max_attempts", std::max(1, type.max_attempts)},
+           {"depends_on", request.depends_on},
+           {"not_before", request.not_before ? nlohmann::json(*request.not_before) : nlohmann::json()},
+           {"idempotency_key", request.idempotency_key ? nlohmann::json(*request.idempotency_key) : nlohmann::json()}});
+    } catch (const FieldError& e) {
+      if (batch) rethrow_for_item(i, e);
+      throw;
+    }
+  }
+  check_dependencies(tx, requests, batch);
+
+  // The inserted jobs in id order, which is the requests' order; a keyed
+  // request may be missing (its key exists: that job is returned instead).
+  std::vector<Job> inserted;
+  for (const db::Row r : tx.exec(kInsertJobs, {rows.dump()})) inserted.push_back(job_from_row(r));
+  std::sort(inserted.begin(), inserted.end(), [](const Job& a, const Job& b) { return a.id < b.id; });
+  std::vector<SubmitResult> results;
+  results.reserve(requests.size());
+  std::size_t next = 0;
+  for (const auto& request : requests) {
+    const bool same = next < inserted.size() && inserted[next].job_type == request.job_type &&
+                      inserted[next].idempotency_key == request.idempotency_key;
+    if (same) {
+      results.push_back({std::move(inserted[next++]), true});
+    } else if (request.idempotency_key) {
+      results.push_back({job_with_key(tx, request), false});
+    } else {
+      throw Error(errc::internal,
+                  "a submitted job was not inserted in its request's order (" + std::to_string(results.size()) + ")");
+    }
+  }
+  return results;
+}
+
+}  // namespace
+
+SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request) {
+  return std::move(submit_all(tx, parameters, {request}, false).front());
+}
+
+std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parameters,
+                                      const std::vector<SubmitRequest>& requests) {
+  if (requests.empty()) return {};
+  return submit_all(tx, parameters, requests, true);
 }
 
 JobPage list_jobs(db::Tx& tx, const JobQuery& query) {

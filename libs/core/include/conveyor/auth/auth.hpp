@@ -129,12 +129,14 @@ struct GuardOptions {
 http::Guard make_guard(db::Pool& pool, GuardOptions options);
 
 // A token bucket per key (a token's name): `rate` per second, bursts of
-// `burst`. take() returns 0 when a unit was taken, or the seconds to wait
-// before one will be there (for Retry-After). Thread-safe.
+// `burst`. take() returns 0 when `units` were taken (all or none), or the
+// seconds to wait before they will be there (for Retry-After); more units
+// than the burst are never there. Thread-safe.
 class RateLimiter {
  public:
   RateLimiter(double rate, double burst);
-  std::int64_t take(const std::string& key);
+  std::int64_t take(const std::string& key, double units = 1.0);
+  double burst() const { return burst_; }
   double rate() const { return rate_; }
 
  private:

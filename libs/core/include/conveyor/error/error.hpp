@@ -66,6 +66,11 @@ class UnprocessableError : public FieldError {
   std::vector<std::string> problems_;
 };
 
+// Throws `e` again, as its own class (an UnprocessableError stays one),
+// about a field of an item: field and message prefixed with `prefix`
+// ("jobs[3]." makes "params: ..." "jobs[3].params: ...").
+[[noreturn]] void rethrow_within(const std::string& prefix, const FieldError& e);
+
 }  // namespace conveyor
 
 template <>

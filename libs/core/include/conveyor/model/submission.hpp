@@ -45,6 +45,15 @@ struct SubmitResult {
 // look at accepting_new_jobs: the caller decides what a pause means for it.
 SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request);
 
+// A batch (POST /v1/jobs/batch): every request is checked as submit_job
+// checks one, and a problem names its item ("jobs[3].params: ..."); two
+// requests with the same job type and idempotency key are refused. Then all
+// are inserted in one statement, in the caller's transaction: all or none.
+// The results are in the requests' order.
+inline constexpr std::size_t kMaxBatchJobs = 1000;
+std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parameters,
+                                      const std::vector<SubmitRequest>& requests);
+
 // Filters of a job listing; newest first.
 struct JobQuery {
   std::optional<JobStatus> status;
