@@ -8,7 +8,8 @@
 // of three job types each depending on the previous):
 //  1. throughput: --jobs jobs submitted at once through the REST API by
 //     --submitters threads (--batch jobs per request, POST /v1/jobs/batch,
-//     for one-type workloads); jobs done / (first created_at .. last done);
+//     a chain's jobs each `after` the one before); jobs done / (first
+//     created_at .. last done);
 //  2. latency: jobs submitted open loop at --rate jobs/s for --duration (on
 //     schedule, whatever is done); p50/p95/p99 of created_at -> done, both
 //     PostgreSQL's clock (a chain: its first job's created_at -> its last
@@ -105,7 +106,7 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
   app.add_option("--workers", s.workers, "conveyor-worker processes")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--submitters", s.submitters, "submitting threads")->check(CLI::Range(1, 256))->capture_default_str();
   app.add_option("--batch", s.batch,
-                 "throughput phase: jobs per request (POST /v1/jobs/batch when more than 1; one-type workloads)")
+                 "throughput phase: jobs per request (POST /v1/jobs/batch when more than 1; whole chains)")
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
   app.add_option("--concurrency", s.concurrency,
@@ -181,34 +182,41 @@ Unit submit_unit(const Stack& stack, const Workload& w, int n, conveyor::http::K
   return u;
 }
 
-// Units [first, first + count) of a one-type workload in one POST
-// /v1/jobs/batch, into `units`.
+// Units [first, first + count) in one POST /v1/jobs/batch, into `units`;
+// a chain's jobs each after the one before (its `after`).
 void submit_batch(const Stack& stack, const Workload& w, int first, int count, conveyor::http::KeepAliveClient& client,
                   std::vector<Unit>& units) {
   Json jobs = Json::array();
   for (int n = first; n < first + count; ++n) {
-    jobs.push_back({{"job_type", w.types.front()}, {"params", unit_params(w.params, n)}});
+    for (std::size_t t = 0; t < w.types.size(); ++t) {
+      Json job{{"job_type", w.types[t]}, {"params", unit_params(w.params, n)}};
+      if (t > 0) job["after"] = {jobs.size() - 1};
+      jobs.push_back(std::move(job));
+    }
   }
   auto r = client.request("POST", stack.api_url() + "/v1/jobs/batch", Json{{"jobs", jobs}}.dump(),
                           stack.api_headers(true), std::chrono::seconds(60));
   if (r.status != 201) {
-    throw std::runtime_error("submitting a batch of " + std::to_string(count) + " failed: HTTP " +
+    throw std::runtime_error("submitting a batch of " + std::to_string(jobs.size()) + " failed: HTTP " +
                              std::to_string(r.status) + " " + r.body.substr(0, 500));
   }
   const Json items = Json::parse(r.body).at("items");
+  const std::size_t per_unit = w.types.size();
   for (int i = 0; i < count; ++i) {
-    const auto id = items.at(static_cast<std::size_t>(i)).at("job").at("id").get<std::int64_t>();
-    units[static_cast<std::size_t>(first + i)] = {id, id};
+    const auto at = static_cast<std::size_t>(i) * per_unit;
+    units[static_cast<std::size_t>(first + i)] = {items.at(at).at("job").at("id").get<std::int64_t>(),
+                                                  items.at(at + per_unit - 1).at("job").at("id").get<std::int64_t>()};
   }
 }
 
 // Submits `count` units from `threads` threads: all at once when `rate` is
-// 0 (`batch` units per request when more than 1, for one-type workloads),
+// 0 (in requests of `batch` jobs, whole units, when more than 1),
 // else unit i at start + i / rate (open loop: a late unit does not delay the
 // schedule of the next). Returns the units and the submission time.
 std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Workload& w, int count, double rate,
                                                   int threads, int batch) {
-  const int step = rate == 0 && w.types.size() == 1 ? batch : 1;
+  const int per_unit = static_cast<int>(w.types.size());
+  const int step = rate == 0 && batch > 1 ? std::max(1, batch / per_unit) : 1;
   std::vector<Unit> units(static_cast<std::size_t>(count));
   std::atomic<int> next{0};
   std::mutex error_mutex;
@@ -225,7 +233,7 @@ std::pair<std::vector<Unit>, double> submit_units(const Stack& stack, const Work
               start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(i / rate)));
         }
         try {
-          if (step > 1) submit_batch(stack, w, i, std::min(step, count - i), client, units);
+          if (rate == 0 && batch > 1) submit_batch(stack, w, i, std::min(step, count - i), client, units);
           else units[static_cast<std::size_t>(i)] = submit_unit(stack, w, i, client);
         } catch (const std::exception& e) {
           std::lock_guard lock(error_mutex);

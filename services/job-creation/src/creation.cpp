@@ -150,6 +150,11 @@ Response submit(runtime::Context& ctx, const Request& req) {
 // POST /v1/jobs/batch: all of the jobs in one transaction, or none. 201 when
 // it created any, 200 when every one existed already (idempotency keys).
 Response submit_batch(runtime::Context& ctx, const Request& req) {
+  if (req.header("Idempotency-Key")) {
+    // Ignored, a retried batch would create every job again.
+    throw FieldError("Idempotency-Key",
+                     "Idempotency-Key: not taken by POST /v1/jobs/batch; give each job its own idempotency_key");
+  }
   const nlohmann::json body = req.json();
   const std::vector<SubmitRequest> requests = parse_submit_batch(body);
   if (auto refused = rate_limited(ctx, req, requests.size())) return *refused;

@@ -60,7 +60,7 @@ void check_submit_fields(const nlohmann::json& body) {
     if (!known.contains(key)) {
       throw http::FieldError(key, key +
                                       ": unknown field (expected job_type, params, priority, "
-                                      "depends_on, not_before)");
+                                      "depends_on, not_before; in a batch, idempotency_key and after too)");
     }
   }
 }
@@ -87,6 +87,19 @@ std::vector<std::int64_t> depends_on_field(const nlohmann::json& d) {
   return ids;
 }
 
+// after (a batch item's): indices of earlier items of the batch, below `index`.
+std::vector<std::size_t> after_field(const nlohmann::json& a, std::size_t index) {
+  if (!a.is_array()) wrong_type("after", "an array of indices of earlier jobs of this batch", a);
+  std::vector<std::size_t> items;
+  for (std::size_t j = 0; j < a.size(); ++j) {
+    const std::string field = "after[" + std::to_string(j) + "]";
+    if (!a[j].is_number_integer()) wrong_type(field, "an index of an earlier job of this batch", a[j]);
+    if (index == 0) throw http::FieldError(field, field + ": the first job of a batch has no earlier one");
+    items.push_back(static_cast<std::size_t>(integer_in(a[j], field, 0, static_cast<std::int64_t>(index) - 1)));
+  }
+  return items;
+}
+
 std::string not_before_field(const nlohmann::json& n) {
   if (!n.is_string()) wrong_type("not_before", "an RFC 3339 date-time string", n);
   auto s = n.get<std::string>();
@@ -103,6 +116,11 @@ void check_idempotency_key(const std::string& key, const std::string& field = "I
   if (key.empty()) throw http::FieldError(field, field + ": must not be empty");
   if (key.size() > kMaxIdempotencyKey) {
     throw http::FieldError(field, field + ": longer than " + std::to_string(kMaxIdempotencyKey) + " characters");
+  }
+  try {
+    (void)nlohmann::json(key).dump();  // what the insert sends
+  } catch (const nlohmann::json::type_error&) {
+    throw http::FieldError(field, field + ": not valid UTF-8");
   }
 }
 
@@ -162,7 +180,13 @@ std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body) {
         }
         item.erase("idempotency_key");
       }
+      std::vector<std::size_t> after;
+      if (const auto a = item.find("after"); a != item.end()) {
+        if (!a->is_null()) after = after_field(*a, i);
+        item.erase("after");
+      }
       requests.push_back(parse_submit(item, key));
+      requests.back().after = std::move(after);
     } catch (const http::FieldError& e) {
       rethrow_within(name + ".", e);
     }

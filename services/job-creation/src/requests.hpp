@@ -30,7 +30,8 @@ SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::
 
 // POST /v1/jobs/batch: {"jobs": [...]}, 1 to model::kMaxBatchJobs items,
 // each a submission's body plus an optional "idempotency_key" (the header's
-// value for that job). A problem names its item: "jobs[2].priority: ...".
+// value for that job) and "after" (indices of earlier items it depends on).
+// A problem names its item: "jobs[2].priority: ...".
 std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body);
 
 // GET /v1/jobs?status=&type=&page=&size=

@@ -218,6 +218,12 @@ TEST_F(CreationApi, BadRequestsAreProblemsNamingTheFieldAndTheServiceKeepsServin
   EXPECT_EQ(p.value("field", ""), "depends_on") << p;
   EXPECT_TRUE(contains(p, "424242")) << p;
 
+  // A missing dependency is found before a date PostgreSQL refuses.
+  p = problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"seconds": 1},
+                                              "depends_on": [424242], "not_before": "2026-02-30T00:00:00Z"})"),
+              422);
+  EXPECT_EQ(p.value("field", ""), "depends_on") << p;
+
   // The server refuses bodies over 1 MiB before any handler sees them.
   const std::string big = R"({"job_type": "sleep", "params": {"pad": ")" + std::string(2 * 1024 * 1024, 'x') + R"("}})";
   problem(request("POST", "/v1/jobs", big), 413);
@@ -301,9 +307,17 @@ TEST_F(CreationApi, ABatchCreatesEveryJobInOneTransactionOrNone) {
   refused({ok, {{"job_type", "sleep"}, {"colour", "red"}}}, 400, "jobs[1].colour", "unknown field");
   refused({ok, {{"job_type", "other"}, {"idempotency_key", ""}}}, 400, "jobs[1].idempotency_key", "must not be empty");
   refused({ok, 42}, 400, "jobs[1]", "jobs[1]: expected a job (a JSON object), got an integer");
+  refused({ok, {{"job_type", "other"}, {"after", {1}}}}, 400, "jobs[1].after[0]", "out of range (0 to 0)");
+  refused({{{"job_type", "other"}, {"after", {0}}}}, 400, "jobs[0].after[0]",
+          "the first job of a batch has no earlier");
+  refused({ok, {{"job_type", "other"}, {"after", "0"}}}, 400, "jobs[1].after", "expected an array");
   refused(json::array(), 400, "jobs", "must not be empty");
   refused(json::array_t(1001, ok), 400, "jobs", "at most 1000 per request");
-  json p = problem(request("POST", "/v1/jobs/batch", R"({"jobs": {"job_type": "sleep"}})"), 400);
+  // A batch's keys are its items': the header would be ignored, and a
+  // retried batch would create every job again.
+  json p = problem(request("POST", "/v1/jobs/batch", json({{"jobs", {ok}}}).dump(), {{"Idempotency-Key", "k"}}), 400);
+  EXPECT_EQ(p.value("field", ""), "Idempotency-Key") << p;
+  p = problem(request("POST", "/v1/jobs/batch", R"({"jobs": {"job_type": "sleep"}})"), 400);
   EXPECT_EQ(p.value("field", ""), "jobs") << p;
   p = problem(request("POST", "/v1/jobs/batch", R"([{"job_type": "sleep"}])"), 400);
   EXPECT_EQ(p.value("field", ""), "body") << p;
@@ -314,6 +328,26 @@ TEST_F(CreationApi, ABatchCreatesEveryJobInOneTransactionOrNone) {
   ASSERT_EQ(r.status, 201) << r.body.substr(0, 300);
   EXPECT_EQ(json::parse(r.body).at("created"), 1000);
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "1005");
+
+  // A chain in one request: each job depends on the ones it is after, and
+  // on what its depends_on names; one transaction still.
+  r = request(
+      "POST", "/v1/jobs/batch",
+      json({{"jobs",
+             {ok,
+              {{"job_type", "other"}, {"after", {0}}},
+              {{"job_type", "sleep"}, {"params", {{"seconds", 1}}}, {"after", {1, 0}}, {"depends_on", {ids[0]}}}}}})
+          .dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  body = json::parse(r.body);
+  const auto chain0 = body["items"][0]["job"]["id"].get<std::int64_t>();
+  const auto chain1 = body["items"][1]["job"]["id"].get<std::int64_t>();
+  EXPECT_TRUE(body["items"][0]["job"]["depends_on"].empty());
+  EXPECT_EQ(body["items"][1]["job"]["depends_on"], json::array({chain0}));
+  EXPECT_EQ(body["items"][2]["job"]["depends_on"], json::array({ids[0], chain1, chain0}));
+  EXPECT_EQ(
+      db_.query_value("SELECT count(DISTINCT xmin::text) FROM conveyor.job WHERE id >= " + std::to_string(chain0)),
+      "1");
 }
 
 TEST_F(CreationApi, ParametersGateSubmissions) {

@@ -155,55 +155,109 @@ Job job_with_key(db::Tx& tx, const SubmitRequest& request) {
   return must_load(tx, JobId(existing[0][0].as_int()));
 }
 
-// Validates every request (the first problem found is thrown; in a batch
-// it names its item) and inserts them in one statement.
-std::vector<SubmitResult> submit_all(db::Tx& tx, const SystemParameters& parameters,
-                                     const std::vector<SubmitRequest>& requests, bool batch) {
-  if (batch) check_distinct_keys(requests);
-  std::map<std::string, JobType> types;
-  nlohmann::json rows = nlohmann::json::array();
+// Runs `check(index, request)` on each request; in a batch, a problem
+// names its item.
+template <typename Check>
+void check_each(const std::vector<SubmitRequest>& requests, bool batch, Check check) {
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    const auto& request = requests[i];
     try {
-      const JobType& type = checked_type(tx, parameters, request, types);
-      check_not_before(tx, request);
-      rows.push_back(
-          {{"n", i},
-           {"job_type", request.job_type},
-           {"params", request.params},
-           {"priority", request.priority.value_or(type.priority)},
-           {"max_attempts", std::max(1, type.max_attempts)},
-           {"depends_on", request.depends_on},
-           {"not_before", request.not_before ? nlohmann::json(*request.not_before) : nlohmann::json()},
-           {"idempotency_key", request.idempotency_key ? nlohmann::json(*request.idempotency_key) : nlohmann::json()}});
+      check(i, requests[i]);
     } catch (const FieldError& e) {
       if (batch) rethrow_for_item(i, e);
       throw;
     }
   }
-  check_dependencies(tx, requests, batch);
+}
 
-  // The inserted jobs in id order, which is the requests' order; a keyed
-  // request may be missing (its key exists: that job is returned instead).
+// `after` names earlier items of a batch only.
+void check_after(std::size_t index, const SubmitRequest& request, bool batch) {
+  if (!batch && !request.after.empty()) throw FieldError("after", "after: only for jobs of a batch");
+  for (std::size_t j = 0; j < request.after.size(); ++j) {
+    if (request.after[j] >= index) {
+      throw FieldError("after[" + std::to_string(j) + "]",
+                       "after[" + std::to_string(j) + "]: " + std::to_string(request.after[j]) +
+                           " is not an earlier job of this batch (" +
+                           (index == 0 ? std::string("the first has none") : "0 to " + std::to_string(index - 1)) +
+                           ")");
+    }
+  }
+}
+
+// Inserts `rows` (the requests at `items`, in their order) in one statement
+// and puts each one's result at its index of `results`. The rows go in in
+// their order, so the ids ascend with it; a keyed request may be missing
+// (its key exists: that job is its result).
+void insert_rows(db::Tx& tx, const std::vector<SubmitRequest>& requests, const std::vector<std::size_t>& items,
+                 const nlohmann::json& rows, std::vector<std::optional<SubmitResult>>& results) {
   std::vector<Job> inserted;
   for (const db::Row r : tx.exec(kInsertJobs, {rows.dump()})) inserted.push_back(job_from_row(r));
   std::sort(inserted.begin(), inserted.end(), [](const Job& a, const Job& b) { return a.id < b.id; });
-  std::vector<SubmitResult> results;
-  results.reserve(requests.size());
   std::size_t next = 0;
-  for (const auto& request : requests) {
+  for (const auto i : items) {
+    const auto& request = requests[i];
     const bool same = next < inserted.size() && inserted[next].job_type == request.job_type &&
                       inserted[next].idempotency_key == request.idempotency_key;
     if (same) {
-      results.push_back({std::move(inserted[next++]), true});
+      results[i] = SubmitResult{std::move(inserted[next++]), true};
     } else if (request.idempotency_key) {
-      results.push_back({job_with_key(tx, request), false});
+      results[i] = SubmitResult{job_with_key(tx, request), false};
     } else {
       throw Error(errc::internal,
-                  "a submitted job was not inserted in its request's order (" + std::to_string(results.size()) + ")");
+                  "a submitted job was not inserted in its request's order (" + std::to_string(i) + ")");
     }
   }
-  return results;
+}
+
+// Validates every request and inserts them. The checks run in phases (in a
+// batch: keys, then each item's type, params and after, then every
+// depends_on, then each not_before), so the problem answered is the first of
+// the first phase that finds one; for one job, the order of its fields'
+// checks is that of the API's documentation. Items go in by level of
+// `after`, one statement a level, so an item's ids of `after` are known.
+std::vector<SubmitResult> submit_all(db::Tx& tx, const SystemParameters& parameters,
+                                     const std::vector<SubmitRequest>& requests, bool batch) {
+  if (batch) check_distinct_keys(requests);
+  std::map<std::string, JobType> types;
+  std::vector<nlohmann::json> rows(requests.size());
+  std::vector<std::size_t> level(requests.size(), 0);
+  check_each(requests, batch, [&](std::size_t i, const SubmitRequest& request) {
+    const JobType& type = checked_type(tx, parameters, request, types);
+    check_after(i, request, batch);
+    for (const auto k : request.after) level[i] = std::max(level[i], level[k] + 1);
+    rows[i] = {
+        {"n", i},
+        {"job_type", request.job_type},
+        {"params", request.params},
+        {"priority", request.priority.value_or(type.priority)},
+        {"max_attempts", std::max(1, type.max_attempts)},
+        {"not_before", request.not_before ? nlohmann::json(*request.not_before) : nlohmann::json()},
+        {"idempotency_key", request.idempotency_key ? nlohmann::json(*request.idempotency_key) : nlohmann::json()}};
+  });
+  check_dependencies(tx, requests, batch);
+  check_each(requests, batch, [&](std::size_t, const SubmitRequest& request) { check_not_before(tx, request); });
+
+  std::vector<std::optional<SubmitResult>> results(requests.size());
+  const std::size_t levels = requests.empty() ? 0 : *std::max_element(level.begin(), level.end()) + 1;
+  for (std::size_t l = 0; l < levels; ++l) {
+    std::vector<std::size_t> items;
+    nlohmann::json batch_rows = nlohmann::json::array();
+    for (std::size_t i = 0; i < requests.size(); ++i) {
+      if (level[i] != l) continue;
+      std::vector<std::int64_t> depends_on = requests[i].depends_on;
+      for (const auto k : requests[i].after) {
+        const auto id = results[k]->job.id.value();
+        if (std::find(depends_on.begin(), depends_on.end(), id) == depends_on.end()) depends_on.push_back(id);
+      }
+      rows[i]["depends_on"] = depends_on;
+      items.push_back(i);
+      batch_rows.push_back(std::move(rows[i]));
+    }
+    insert_rows(tx, requests, items, batch_rows, results);
+  }
+  std::vector<SubmitResult> out;
+  out.reserve(results.size());
+  for (auto& r : results) out.push_back(std::move(*r));
+  return out;
 }
 
 }  // namespace

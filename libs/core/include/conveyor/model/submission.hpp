@@ -32,6 +32,9 @@ struct SubmitRequest {
   std::vector<std::int64_t> depends_on;
   std::optional<std::string> not_before;  // RFC 3339
   std::optional<std::string> idempotency_key;
+  // In a batch: the earlier items of the same batch this job depends on, by
+  // index; their ids join depends_on once they are inserted.
+  std::vector<std::size_t> after;
 };
 
 struct SubmitResult {
@@ -48,8 +51,9 @@ SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const Su
 // A batch (POST /v1/jobs/batch): every request is checked as submit_job
 // checks one, and a problem names its item ("jobs[3].params: ..."); two
 // requests with the same job type and idempotency key are refused. Then all
-// are inserted in one statement, in the caller's transaction: all or none.
-// The results are in the requests' order.
+// are inserted in the caller's transaction, all or none: one statement, or
+// one per level of `after` (a chain of three: three). The results are in the
+// requests' order.
 inline constexpr std::size_t kMaxBatchJobs = 1000;
 std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parameters,
                                       const std::vector<SubmitRequest>& requests);
