@@ -15,6 +15,7 @@
 #include "conveyor/model/ids.hpp"
 #include "conveyor/model/status.hpp"
 #include "conveyor/model/submission.hpp"
+#include "conveyor/model/submission_json.hpp"
 
 namespace conveyor::creation {
 
@@ -25,14 +26,9 @@ using model::kDefaultPageSize;
 using model::kMaxIdempotencyKey;
 using model::kMaxPageSize;
 
-// Parses the body (already parsed as JSON) and the Idempotency-Key header.
-SubmitRequest parse_submit(const nlohmann::json& body, const std::optional<std::string>& idempotency_key);
-
-// POST /v1/jobs/batch: {"jobs": [...]}, 1 to model::kMaxBatchJobs items,
-// each a submission's body plus an optional "idempotency_key" (the header's
-// value for that job) and "after" (indices of earlier items it depends on).
-// A problem names its item: "jobs[2].priority: ...".
-std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body);
+// The bodies of POST /v1/jobs and POST /v1/jobs/batch (the CLI's too).
+using model::parse_submit;
+using model::parse_submit_batch;
 
 // GET /v1/jobs?status=&type=&page=&size=
 ListQuery parse_list_query(const std::map<std::string, std::string>& query);

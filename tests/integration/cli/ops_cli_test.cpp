@@ -117,6 +117,44 @@ TEST_F(OpsCli, JobSubmitValidatesLikeTheApiAndHonoursTheIdempotencyKey) {
   EXPECT_EQ(j.at("created"), true);
 }
 
+// `job submit --file`: the body of POST /v1/jobs/batch, one transaction.
+TEST_F(OpsCli, JobSubmitFileCreatesABatchInOneTransactionOrNothing) {
+  const fs::path file = data_dir_ / "jobs.json";
+  std::ofstream(file) << R"({"jobs": [{"job_type": "sleep", "params": {"seconds": 1}},
+    {"job_type": "sleep", "params": {"seconds": 2}, "after": [0], "idempotency_key": "batch-1"}]})";
+  auto r = conveyor({"job", "submit", "--file", file.string()});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "2 of 2 job(s) created")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "2");
+  EXPECT_EQ(db_.query_value("SELECT depends_on = ARRAY[(SELECT min(id) FROM conveyor.job)] FROM conveyor.job "
+                            "WHERE idempotency_key = 'batch-1'"),
+            "t");
+  // Again: the keyed job exists, the other is new.
+  const json j = conveyor_json({"job", "submit", "--file", file.string()});
+  EXPECT_EQ(j.at("created"), 1);
+  EXPECT_TRUE(j.at("items")[0].at("created").get<bool>());
+  EXPECT_FALSE(j.at("items")[1].at("created").get<bool>());
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3");
+
+  // A bad item: named, and nothing created.
+  std::ofstream(file) << R"({"jobs": [{"job_type": "sleep", "params": {"seconds": 1}},
+    {"job_type": "sleep", "params": {"seconds": "x"}}]})";
+  r = conveyor({"job", "submit", "--file", file.string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "jobs[1].params")) << r.output;
+  std::ofstream(file) << "{not json";
+  r = conveyor({"job", "submit", "--file", file.string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "is not valid JSON")) << r.output;
+  r = conveyor({"job", "submit", "sleep", "--file", file.string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "give no TYPE and no other option")) << r.output;
+  r = conveyor({"job", "submit", "--file", (data_dir_ / "missing.json").string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "cannot read")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3");
+}
+
 TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   for (int i = 0; i < 5; ++i) insert_job();
   const std::string failed = insert_job("fail", "{}");

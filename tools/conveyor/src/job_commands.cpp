@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <iostream>
 #include <ostream>
 #include <sstream>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "conveyor/model/job_control.hpp"
 #include "conveyor/model/job_logs.hpp"
 #include "conveyor/model/submission.hpp"
+#include "conveyor/model/submission_json.hpp"
 #include "conveyor/model/system_parameters.hpp"
 
 namespace conveyor::cli {
@@ -36,6 +38,8 @@ constexpr const char* kJobUsage =
     "       conveyor job inspect ID\n"
     "       conveyor job submit TYPE [--params JSON | --params-file FILE] [--priority N]\n"
     "                         [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]\n"
+    "       conveyor job submit --file FILE   (FILE, or - for stdin: {\"jobs\": [...]} as POST /v1/jobs/batch\n"
+    "                         takes it; up to 1000 jobs in one transaction, all or none)\n"
     "       conveyor job cancel ID... [--yes]\n"
     "       conveyor job retry ID...\n"
     "       conveyor job hold ID...      (admission skips it until released; recorded in its changes)\n"
@@ -468,10 +472,57 @@ json read_params(const Options& o) {
   }
 }
 
+// The system parameters, or Error(unavailable) while submissions are paused.
+model::SystemParameters accepting_parameters(db::Tx& tx) {
+  model::SystemParameters p = model::load_system_parameters(tx);
+  if (!p.accepting_new_jobs) {
+    throw Error(errc::unavailable, "not accepting new jobs: " +
+                                       (p.not_accepting_reason.empty() ? "no reason given" : p.not_accepting_reason) +
+                                       " (`conveyor system unpause` accepts them again)");
+  }
+  return p;
+}
+
+// `job submit --file FILE`: the jobs of a POST /v1/jobs/batch body (FILE
+// "-": standard input), all in one transaction or none.
+int submit_file(Context& ctx, const Options& o) {
+  const std::string file = *o.get("--file");
+  if (!o.positional.empty() || o.values.size() > 1) {
+    throw FieldError("--file", "job submit --file: the jobs come from the file; give no TYPE and no other option");
+  }
+  std::stringstream text;
+  if (file == "-") {
+    text << std::cin.rdbuf();
+  } else {
+    std::ifstream in(file);
+    if (!in) throw FieldError("--file", "--file: cannot read " + file);
+    text << in.rdbuf();
+  }
+  const json body = json::parse(text.str(), nullptr, false);
+  if (body.is_discarded()) throw FieldError("--file", "--file: " + file + " is not valid JSON");
+  const std::vector<model::SubmitRequest> requests = model::parse_submit_batch(body);
+  db::Pool pool(pool_options(ctx));
+  const auto results =
+      pool.transact([&](db::Tx& tx) { return model::submit_jobs(tx, accepting_parameters(tx), requests); });
+  json items = json::array();
+  std::int64_t created = 0;
+  for (const auto& r : results) {
+    created += r.created ? 1 : 0;
+    items.push_back({{"created", r.created}, {"job", r.job.to_json()}});
+    if (ctx.json) continue;
+    ctx.out << (r.created ? "submitted job " : "existing job ") << r.job.id.value() << " (" << r.job.job_type
+            << (r.created ? ")" : ", idempotency key '" + r.job.idempotency_key.value_or("") + "')") << "\n";
+  }
+  if (ctx.json) ctx.out << json({{"items", items}, {"created", created}}).dump() << "\n";
+  else ctx.out << created << " of " << results.size() << " job(s) created\n";
+  return kExitOk;
+}
+
 int submit(Context& ctx, const std::vector<std::string>& args) {
-  const Options o =
-      parse_options(args, "job submit",
-                    {"--params", "--params-file", "--priority", "--depends-on", "--not-before", "--idempotency-key"});
+  const Options o = parse_options(
+      args, "job submit",
+      {"--params", "--params-file", "--priority", "--depends-on", "--not-before", "--idempotency-key", "--file"});
+  if (o.get("--file")) return submit_file(ctx, o);
   if (o.positional.size() != 1)
     throw FieldError("TYPE", "job submit: one job TYPE is required\n" + std::string(kJobUsage));
   model::SubmitRequest r;
@@ -495,15 +546,8 @@ int submit(Context& ctx, const std::vector<std::string>& args) {
                      "--idempotency-key: 1 to " + std::to_string(model::kMaxIdempotencyKey) + " characters");
   }
   db::Pool pool(pool_options(ctx));
-  const model::SubmitResult result = pool.transact([&](db::Tx& tx) {
-    const model::SystemParameters p = model::load_system_parameters(tx);
-    if (!p.accepting_new_jobs) {
-      throw Error(errc::unavailable, "not accepting new jobs: " +
-                                         (p.not_accepting_reason.empty() ? "no reason given" : p.not_accepting_reason) +
-                                         " (`conveyor system unpause` accepts them again)");
-    }
-    return model::submit_job(tx, p, r);
-  });
+  const model::SubmitResult result =
+      pool.transact([&](db::Tx& tx) { return model::submit_job(tx, accepting_parameters(tx), r); });
   if (ctx.json) {
     json out = result.job.to_json();
     out["created"] = result.created;
