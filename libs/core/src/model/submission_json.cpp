@@ -33,7 +33,7 @@ std::int64_t integer_in(const nlohmann::json& j, const std::string& field, std::
   const std::int64_t v = too_large ? max : j.get<std::int64_t>();
   if (too_large || v < min || v > max) {
     throw FieldError(field, field + ": " + j.dump() + " is out of range (" + std::to_string(min) + " to " +
-                                      std::to_string(max) + ")");
+                                std::to_string(max) + ")");
   }
   return v;
 }
@@ -47,8 +47,8 @@ void check_submit_fields(const nlohmann::json& body) {
   for (const auto& [key, value] : body.items()) {
     if (!known.contains(key)) {
       throw FieldError(key, key +
-                                      ": unknown field (expected job_type, params, priority, "
-                                      "depends_on, not_before; in a batch, idempotency_key and after too)");
+                                ": unknown field (expected job_type, params, priority, "
+                                "depends_on, not_before; in a batch, idempotency_key and after too)");
     }
   }
 }
@@ -93,8 +93,8 @@ std::string not_before_field(const nlohmann::json& n) {
   auto s = n.get<std::string>();
   if (!text::is_rfc3339(s, /*allow_space=*/true)) {
     throw FieldError("not_before", "not_before: '" + s +
-                                             "' is not an RFC 3339 date-time "
-                                             "(e.g. 2026-11-22T10:00:00Z)");
+                                       "' is not an RFC 3339 date-time "
+                                       "(e.g. 2026-11-22T10:00:00Z)");
   }
   return s;
 }
@@ -111,7 +111,6 @@ void check_idempotency_key(const std::string& key, const std::string& field = "I
     throw FieldError(field, field + ": not valid UTF-8");
   }
 }
-
 
 }  // namespace
 
@@ -151,7 +150,7 @@ std::vector<SubmitRequest> parse_submit_batch(const nlohmann::json& body) {
   if (jobs->empty()) throw FieldError("jobs", "jobs: must not be empty");
   if (jobs->size() > model::kMaxBatchJobs) {
     throw FieldError("jobs", "jobs: " + std::to_string(jobs->size()) + " jobs; at most " +
-                                       std::to_string(model::kMaxBatchJobs) + " per request");
+                                 std::to_string(model::kMaxBatchJobs) + " per request");
   }
   std::vector<SubmitRequest> requests;
   requests.reserve(jobs->size());
