@@ -6,12 +6,14 @@ fail() { echo "bench_test: $*" >&2; exit 1; }
 
 # --help: usage on stdout, exit 0, quickly, and no stack started (no
 # PostgreSQL or devbroker child, no temp dir of a stack).
-before=$(ls -d /tmp/conveyor-e2e* 2>/dev/null | wc -l)
+# (Counted by a glob: `ls` of no match would fail the script under pipefail.)
+stacks() { local d=(/tmp/conveyor-e2e*); [[ -e ${d[0]} ]] && echo "${#d[@]}" || echo 0; }
+before=$(stacks)
 start=$SECONDS
 out=$("$bench" --help) || fail "--help exited $?"
 [[ $out == *"--workload"* && $out == *"--fast-db"* && $out == *"--json"* ]] || fail "--help printed no usage: $out"
 (( SECONDS - start < 5 )) || fail "--help took $((SECONDS - start)) s: it ran something"
-after=$(ls -d /tmp/conveyor-e2e* 2>/dev/null | wc -l)
+after=$(stacks)
 (( after <= before )) || fail "--help made a stack directory under /tmp"
 
 # An unknown option: exit 2 and its name on stderr.
@@ -24,13 +26,17 @@ set -e
 
 # A tiny run: every field of the report. The throughput phase submits in
 # batches (POST /v1/jobs/batch: 7, 7 and 6 jobs), the latency phase one by one.
-json=$("$bench" --workload process --jobs 20 --batch 7 --concurrency 6 --rate 50 --duration 2s --json) ||
+# The webhook sink takes 30 ms to answer (--sink-delay), so no job's done hop is
+# shorter.
+json=$("$bench" --workload process --jobs 20 --batch 7 --concurrency 6 --rate 50 --duration 2s --sink-delay 30 \
+  --json) ||
   fail "the tiny run exited $?"
 python3 - "$json" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["settings"]["durable_postgres"] is True, r["settings"]
 assert r["settings"]["batch"] == 7 and r["settings"]["concurrency"] == 6, r["settings"]
+assert r["settings"]["sink_delay_ms"] == 30, r["settings"]
 assert r["machine"]["nproc"] >= 1
 [w] = r["workloads"]
 assert w["workload"] == "process", w
@@ -50,6 +56,7 @@ for phase, jobs in (("throughput", 20), ("latency", 100)):
     assert hops == ["configured", "ready", "queued", "started", "processed", "done"], (phase, hops)
     for h in p["hops"]:
         assert h["changes"] == jobs and 0 <= h["p50_ms"] <= h["p99_ms"], (phase, h)
+    assert p["hops"][-1]["p50_ms"] >= 30, ("the sink answers in 30 ms", phase, p["hops"][-1])
 for name in ("creation", "worker-1", "devbroker"):
     assert w["peak_rss_mib"][name] > 1, w["peak_rss_mib"]
 PY

@@ -67,6 +67,7 @@ struct Settings {
   std::string job_types;
   double timeout_s = 600;
   bool profile_sql = false;
+  int sink_delay_ms = 0;  // how long the webhook receiver takes to answer
 };
 
 // "20s", "500ms", "2m" or a bare number of seconds.
@@ -115,6 +116,10 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
       ->capture_default_str();
   app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
   app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
+  app.add_option("--sink-delay", s.sink_delay_ms,
+                 "ms the webhook receiver (every job's sink) takes to answer, as a remote sink would")
+      ->check(CLI::Range(0, 10000))
+      ->capture_default_str();
   app.add_flag("--json", s.json, "print the report as JSON instead of tables");
   app.add_flag("--profile-sql", s.profile_sql,
                "per phase: statements and trigger functions by time per job (pg_stat_statements), commits and WAL "
@@ -642,13 +647,14 @@ void print_report(const Json& report) {
   const auto& st = report["settings"];
   std::printf(
       "conveyor-bench: %d cores, load %s; PostgreSQL %s; %d workers (concurrency %s); %d submitters, %d jobs "
-      "per request; executables %s\n",
+      "per request; sink answers in %d ms; executables %s\n",
       report["machine"]["nproc"].get<int>(), report["machine"]["loadavg_at_start"].get<std::string>().c_str(),
       st["durable_postgres"].get<bool>() ? "durable (fsync on, synchronous_commit on)"
                                          : "--fast-db (fsync off, synchronous_commit off)",
       st["workers"].get<int>(),
       st["concurrency"].get<int>() > 0 ? std::to_string(st["concurrency"].get<int>()).c_str() : "default",
-      st["submitters"].get<int>(), st["batch"].get<int>(), st["bin_dir"].get<std::string>().c_str());
+      st["submitters"].get<int>(), st["batch"].get<int>(), st["sink_delay_ms"].get<int>(),
+      st["bin_dir"].get<std::string>().c_str());
   for (const auto& w : report["workloads"]) {
     std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
     if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
@@ -700,6 +706,7 @@ Json settings_json(const Settings& s) {
           {"concurrency", s.concurrency},
           {"durable_postgres", !s.fast_db},
           {"profile_sql", s.profile_sql},
+          {"sink_delay_ms", s.sink_delay_ms},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
           {"migrations_dir", s.migrations_dir},
           {"job_types", s.job_types}};
@@ -715,8 +722,12 @@ int run(Settings& s) {
   const auto workloads = pick_workloads(s, read_json(s.job_types), report["skipped"]);
   // A webhook receiver in this process, as the endpoint of every webhook sink.
   conveyor::http::Server hook("127.0.0.1", 0);
-  hook.route("POST", "/hook",
-             [](const conveyor::http::Request&) { return conveyor::http::Response::json(Json::object()); });
+  // One thread per connection: deliveries on several connections overlap.
+  const auto delay = std::chrono::milliseconds(s.sink_delay_ms);
+  hook.route("POST", "/hook", [delay](const conveyor::http::Request&) {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+    return conveyor::http::Response::json(Json::object());
+  });
   hook.start();
   Stack::Options o;
   o.workers = s.workers;

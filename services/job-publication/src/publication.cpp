@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "conveyor/bus/cloudevent.hpp"
@@ -93,6 +95,13 @@ constexpr db::Statement kReleaseOwnClaims{
     "publication_release_own_claims",
     "UPDATE conveyor.job SET publication_claimed_until = NULL "
     "WHERE publication_claimed_by = $1 AND publication_claimed_until IS NOT NULL"};
+
+// Claims of instance $2 on jobs $1 that were not delivered (the pass ran
+// out of time): free for the next pass at once.
+constexpr db::Statement kReleaseClaims{
+    "publication_release_claims",
+    "UPDATE conveyor.job SET publication_claimed_until = NULL "
+    "WHERE id = ANY($1::bigint[]) AND publication_claimed_by = $2 AND status = 'processed'"};
 
 // external_error -> error_checked -> processed for a batch (two statements,
 // the status machine's two steps).
@@ -307,9 +316,9 @@ std::string event_json(const JobRecord& job) {
 }
 
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                     const model::SystemParameters& params, const Settings& settings) {
+                     const model::SystemParameters& params, const Settings& settings, http::KeepAliveClient* client) {
   const std::string kind = setting(sink, "kind");
-  if (kind == "webhook") publish_webhook(sink, job, body, params, settings.http);
+  if (kind == "webhook") publish_webhook(sink, job, body, params, client);
   else if (kind == "kafka") publish_kafka(sink, job, body, settings);
   else if (kind == "file") publish_file(sink, job, body, settings);
   else sink_failure("unknown sink kind '" + kind + "'");
@@ -317,30 +326,46 @@ void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std
 
 namespace {
 
-// One claimed job delivered to every sink: done, or the error its failures
-// make (external_error, or internal_error at publication_max_attempts).
-Outcome deliver(const db::Row& row, const model::SystemParameters& params, const Settings& settings) {
+// A claimed job, read from its row on the pass's thread (db rows stay there).
+struct Claimed {
   JobRecord job;
-  job.id = row["id"].as_int();
-  job.job_type = row["job_type"].as_string();
-  job.attempt = static_cast<int>(row["attempt"].as_int());
-  job.params = nlohmann::json::parse(row["params"].view());
-  job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
-  job.time = row["now"].as_string();
-  const std::string body = event_json(job);
+  std::string body;  // the CloudEvent JSON
+  std::optional<model::JobConfig> config;
+  std::string config_error;  // why config is absent
+  std::int64_t failures = 0;
+};
 
-  std::vector<std::string> failures;
-  model::JobConfig config;
+Claimed read_claimed(const db::Row& row) {
+  Claimed c;
+  c.job.id = row["id"].as_int();
+  c.job.job_type = row["job_type"].as_string();
+  c.job.attempt = static_cast<int>(row["attempt"].as_int());
+  c.job.params = nlohmann::json::parse(row["params"].view());
+  c.job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
+  c.job.time = row["now"].as_string();
+  c.body = event_json(c.job);
+  c.failures = row["failures"].as_int();
   try {
-    if (!row["config"].is_null()) config = model::parse_job_config(nlohmann::json::parse(row["config"].view()));
+    c.config = row["config"].is_null() ? model::JobConfig{}
+                                       : model::parse_job_config(nlohmann::json::parse(row["config"].view()));
   } catch (const std::exception& e) {
     // A config no sink can be read from: that job fails, not the batch.
-    failures.emplace_back(std::string("job config: ") + e.what());
+    c.config_error = std::string("job config: ") + e.what();
   }
-  {
-    for (const auto& sink : config.sinks) {
+  return c;
+}
+
+// One claimed job delivered to every sink: done, or the error its failures
+// make (external_error, or internal_error at publication_max_attempts).
+Outcome deliver(const Claimed& c, const model::SystemParameters& params, const Settings& settings,
+                http::KeepAliveClient* client) {
+  const JobRecord& job = c.job;
+  std::vector<std::string> failures;
+  if (!c.config) failures.push_back(c.config_error);
+  else {
+    for (const auto& sink : c.config->sinks) {
       try {
-        publish_to_sink(sink, job, body, params, settings);
+        publish_to_sink(sink, job, c.body, params, settings, client);
       } catch (const Error& e) {
         failures.emplace_back(e.what());
       } catch (const std::exception& e) {
@@ -352,7 +377,7 @@ Outcome deliver(const db::Row& row, const model::SystemParameters& params, const
   if (failures.empty()) return {job.id, job.attempt, "done", "", ""};
   std::string message;
   for (const auto& f : failures) message += (message.empty() ? "" : "; ") + f;
-  const auto attempt_no = row["failures"].as_int() + 1;
+  const auto attempt_no = c.failures + 1;
   if (attempt_no >= params.publication_max_attempts) {
     message = "publication failed " + std::to_string(attempt_no) + " times (publication_max_attempts " +
               std::to_string(params.publication_max_attempts) + "): " + message;
@@ -361,6 +386,41 @@ Outcome deliver(const db::Row& row, const model::SystemParameters& params, const
   }
   log()->warn("job {}: processed -> external_error (attempt {}): {}", job.id, attempt_no, message);
   return {job.id, job.attempt, "external_error", "sink_failed", message};
+}
+
+// Delivers `claimed` on up to delivery_concurrency lanes at once, each with
+// its own webhook client; the outcomes come back in `claimed`'s order. No
+// delivery starts after `last_start` (half the claim: slow sinks must not
+// outlast it, or another replica would deliver the same jobs): the jobs not
+// started have an outcome with an empty status.
+std::vector<Outcome> deliver_all(const std::vector<Claimed>& claimed, const model::SystemParameters& params,
+                                 const Settings& settings, PublishState& state,
+                                 std::chrono::steady_clock::time_point last_start) {
+  const std::size_t lanes =
+      std::min(claimed.size(), static_cast<std::size_t>(std::max(1, settings.delivery_concurrency)));
+  while (state.clients.size() < lanes) state.clients.push_back(std::make_unique<http::KeepAliveClient>());
+  std::vector<Outcome> outcomes(claimed.size());
+  std::atomic<std::size_t> next{0};
+  const auto lane = [&](std::size_t k) {
+    for (std::size_t i = next++; i < claimed.size(); i = next++) {
+      if (std::chrono::steady_clock::now() > last_start) {
+        outcomes[i] = {claimed[i].job.id, claimed[i].job.attempt, "", "", ""};
+        continue;
+      }
+      try {
+        outcomes[i] = deliver(claimed[i], params, settings, state.clients[k].get());
+      } catch (const std::exception& e) {
+        // Not a sink's failure (memory, a thread): the job is tried again.
+        outcomes[i] = {claimed[i].job.id, claimed[i].job.attempt, "external_error", "sink_failed",
+                       std::string("delivery failed: ") + e.what()};
+      }
+    }
+  };
+  std::vector<std::jthread> threads;
+  for (std::size_t k = 1; k < lanes; ++k) threads.emplace_back(lane, k);
+  lane(0);
+  threads.clear();  // joins
+  return outcomes;
 }
 
 // Writes `outcomes` in one statement and forgets them once committed.
@@ -399,16 +459,28 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
     state.claim_in_doubt = false;
   }
   state.claim_in_doubt = true;  // until the claim's rows are in hand
+  const auto last_start = std::chrono::steady_clock::now() + settings.claim / 2;
   const db::Result claimed = pool.exec_once(
       kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
   state.claim_in_doubt = false;
   if (claimed.empty()) return moved;
   // Delivered outside any transaction: no row lock is held while a sink answers.
-  std::vector<db::Row> rows;
-  for (const auto row : claimed) rows.push_back(row);
-  std::sort(rows.begin(), rows.end(),
-            [](const db::Row& a, const db::Row& b) { return a["id"].as_int() < b["id"].as_int(); });
-  for (const db::Row& row : rows) unrecorded.push_back(deliver(row, params, settings));
+  std::vector<Claimed> jobs;
+  for (const auto row : claimed) jobs.push_back(read_claimed(row));
+  std::sort(jobs.begin(), jobs.end(), [](const Claimed& a, const Claimed& b) { return a.job.id < b.job.id; });
+  std::vector<std::int64_t> not_started;
+  for (Outcome& o : deliver_all(jobs, params, settings, state, last_start)) {
+    if (o.status.empty()) not_started.push_back(o.id);
+    else unrecorded.push_back(std::move(o));
+  }
+  if (!not_started.empty()) {
+    log()->warn(
+        "publication: {} claimed job(s) not delivered within half the claim ({} ms); released for the next pass",
+        not_started.size(), settings.claim.count());
+    state.claim_in_doubt = true;  // if this fails, the next pass frees every claim of its own
+    pool.exec_once(kReleaseClaims, {not_started, settings.instance});
+    state.claim_in_doubt = false;
+  }
   moved += record(pool, unrecorded);
   return moved;
 }
@@ -434,10 +506,16 @@ runtime::ServiceSpec spec() {
   s.schema = runtime::service_schema();
   s.schema.add({.name = "CONVEYOR_PUBLICATION_BATCH_SIZE",
                 .type = config::Type::integer,
-                .default_value = "20",
+                .default_value = "100",
                 .help = "jobs claimed per publication pass (delivered outside the transaction)",
                 .min = 1,
                 .max = 10000});
+  s.schema.add({.name = "CONVEYOR_PUBLICATION_CONCURRENCY",
+                .type = config::Type::integer,
+                .default_value = "8",
+                .help = "jobs of a pass delivered at once, each lane on its own kept-alive connections",
+                .min = 1,
+                .max = 64});
   s.schema.add({.name = "CONVEYOR_PUBLICATION_CLAIM_MS",
                 .type = config::Type::duration_ms,
                 .default_value = "5m",
@@ -474,11 +552,9 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   settings->claim = ctx.config().get_duration("CONVEYOR_PUBLICATION_CLAIM_MS");
   settings->backoff_base = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_BASE_MS");
   settings->backoff_max = ctx.config().get_duration("CONVEYOR_PUBLICATION_BACKOFF_MAX_MS");
+  settings->delivery_concurrency = static_cast<int>(ctx.config().get_int("CONVEYOR_PUBLICATION_CONCURRENCY"));
   settings->producer = ctx.producer();
   settings->instance = ctx.instance_id();
-  // Owned by the loop's thread, like the claims it delivers.
-  auto client = std::make_shared<http::KeepAliveClient>();
-  settings->http = client.get();
   auto& moved = ctx.metrics().counter("conveyor_publication_jobs_total",
                                       "jobs moved out of processed or external_error by publication");
   runtime::StageStep retry;
@@ -498,7 +574,7 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   // Delivered but not recorded yet, or a claim in doubt (a failed pass):
   // dealt with by the next one.
   auto state = std::make_shared<PublishState>();
-  publish.run = [settings, client, state](const runtime::Pass& pass) {
+  publish.run = [settings, state](const runtime::Pass& pass) {
     return publish_batch(pass.ctx.db(), pass.parameters, *settings, *state);
   };
   publish.moved = &moved;

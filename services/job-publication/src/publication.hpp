@@ -15,7 +15,8 @@
 // Delivery is at-least-once and holds no row lock: a pass claims a batch of
 // processed jobs (FOR UPDATE SKIP LOCKED, then publication_claimed_until for
 // CONVEYOR_PUBLICATION_CLAIM_MS, so replicas skip them), commits, delivers
-// (webhooks on kept-alive connections), then records every outcome in one
+// on CONVEYOR_PUBLICATION_CONCURRENCY lanes at once (webhooks on kept-alive
+// connections, one client per lane), then records every outcome in one
 // statement conditional on the job still being processed in that attempt.
 // A database failure after delivery does not publish again: the outcomes
 // are kept and recorded by the next pass. A crash of this process in that
@@ -24,25 +25,24 @@
 // (job, attempt) is stable across such repeats to help them. Functions are
 // safe to call from any thread with their own arguments.
 #include <chrono>
-#include <set>
-#include <utility>
 #include <filesystem>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
+#include "conveyor/http/client.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/runtime/runtime.hpp"
 #include "conveyor/runtime/stage_loop.hpp"
 
 namespace conveyor::bus {
 class Producer;
-}
-namespace conveyor::http {
-class KeepAliveClient;
 }
 
 namespace conveyor::publication {
@@ -51,13 +51,13 @@ inline constexpr const char* kServiceName = "conveyor-publication";
 
 struct Settings {
   std::filesystem::path data_dir;                // CONVEYOR_DATA_DIR: base of relative file-sink dirs
-  int batch_size = 20;                           // jobs claimed per pass
+  int batch_size = 100;                          // jobs claimed per pass
+  int delivery_concurrency = 8;                  // jobs of a pass delivered at once (each on its own connection)
   std::chrono::milliseconds claim{300000};       // CONVEYOR_PUBLICATION_CLAIM_MS
   std::string instance;                          // the claimer's instance id
   std::chrono::milliseconds backoff_base{1000};  // CONVEYOR_PUBLICATION_BACKOFF_BASE_MS
   std::chrono::milliseconds backoff_max{60000};  // CONVEYOR_PUBLICATION_BACKOFF_MAX_MS
   bus::Producer* producer = nullptr;             // kafka sinks; null: they fail
-  http::KeepAliveClient* http = nullptr;         // webhook connections; null: one per request
 };
 
 // Hex HMAC-SHA256 of `body` with `key` (the webhook signature).
@@ -92,11 +92,13 @@ std::optional<std::string> webhook_host(const std::string& url);
 std::optional<std::string> sink_refusal(const std::string& url, const model::SystemParameters& params);
 
 // Publishes `body` to one sink; throws Error naming the sink and the problem.
+// Webhooks go on `client`'s kept-alive connections (null: one per request).
 // A webhook refused by sink_allowed_hosts is a sink failure like any other
 // (retried with back-off until publication_max_attempts), so an operator
 // who corrects the list in time lets it through.
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                     const model::SystemParameters& params, const Settings& settings);
+                     const model::SystemParameters& params, const Settings& settings,
+                     http::KeepAliveClient* client = nullptr);
 
 // What delivering one claimed job came to: done, or external_error /
 // internal_error with the subtype and message.
@@ -115,13 +117,17 @@ struct PublishState {
   // A claim statement failed: it may have committed (the connection went
   // during it), and its jobs would wait CONVEYOR_PUBLICATION_CLAIM_MS.
   bool claim_in_doubt = false;
+  // One webhook client per delivery lane (made on first use): a lane's
+  // connections are kept alive from pass to pass.
+  std::vector<std::unique_ptr<http::KeepAliveClient>> clients;
 };
 
 // One publication pass: records `state.unrecorded`; after a claim in doubt,
 // frees this instance's claims (between passes it delivers nothing, so any
 // claim of its own is such a one); claims up to batch_size processed jobs,
-// delivers them outside any transaction and records the outcomes in one
-// statement. What cannot be recorded stays in `state.unrecorded` (then this
+// delivers them outside any transaction, up to delivery_concurrency at once
+// (one slow sink holds one lane, not the pass), and records the outcomes in
+// one statement. What cannot be recorded stays in `state.unrecorded` (then this
 // throws). Returns the jobs moved.
 int publish_batch(db::Pool& pool, const model::SystemParameters& params, const Settings& settings, PublishState& state);
 

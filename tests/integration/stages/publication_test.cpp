@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -186,6 +187,80 @@ TEST_F(PublicationTest, AWebhookIsDeliveredWithoutHoldingTheJobsRowLock) {
   ASSERT_TRUE(reaches(id, "done"));
   EXPECT_EQ(count_in_history(id, "done"), "1");
   server.stop();
+}
+
+// The jobs of a pass are delivered on CONVEYOR_PUBLICATION_CONCURRENCY
+// lanes at once: a receiver that answers only once three requests are in
+// flight together gets all three (delivered one after another, the first
+// would wait for the others until the sink's timeout and fail).
+TEST_F(PublicationTest, TheJobsOfAPassAreDeliveredConcurrently) {
+  constexpr int kJobs = 3;
+  std::mutex mutex;
+  std::condition_variable cv;
+  int in_flight = 0;
+  int most = 0;
+  int answered_ok = 0;
+  http::Server server("127.0.0.1", 0);
+  server.route("POST", "/hook", [&](const http::Request&) {
+    std::unique_lock lock(mutex);
+    most = std::max(most, ++in_flight);
+    cv.notify_all();
+    const bool together = cv.wait_for(lock, 3s, [&] { return most >= kJobs; });
+    --in_flight;
+    if (!together) return http::Response::text("alone", 500);
+    ++answered_ok;
+    return http::Response::json(json{{"ok", true}});
+  });
+  server.start();
+  const json sinks =
+      json::array({{{"kind", "webhook"}, {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"}}});
+  std::vector<std::string> ids;
+  for (int i = 0; i < kJobs; ++i) ids.push_back(processed_job(sinks));
+  start(CONVEYOR_PUBLICATION_PATH, {{"CONVEYOR_PUBLICATION_CONCURRENCY", std::to_string(kJobs)}});
+  for (const auto& id : ids) {
+    ASSERT_TRUE(reaches(id, "done"));
+    EXPECT_EQ(count_in_history(id, "external_error"), "0") << "job " << id << " was delivered alone";
+  }
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(most, kJobs);
+  EXPECT_EQ(answered_ok, kJobs);
+}
+
+// No delivery starts after half the claim (CONVEYOR_PUBLICATION_CLAIM_MS):
+// a claim must not end while its jobs are delivered, or another replica
+// would deliver them again. The jobs not started are released at once, and
+// the next pass delivers them.
+TEST_F(PublicationTest, JobsNotStartedWithinHalfTheClaimAreReleasedForTheNextPass) {
+  std::atomic<int> requests{0};
+  http::Server server("127.0.0.1", 0);
+  server.route("POST", "/hook", [&](const http::Request&) {
+    // The first delivery outlasts half the claim (1 s of 2 s).
+    if (requests++ == 0) std::this_thread::sleep_for(1500ms);
+    return http::Response::json(json{{"ok", true}});
+  });
+  server.start();
+  const json sinks =
+      json::array({{{"kind", "webhook"}, {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"}}});
+  const auto first = processed_job(sinks);
+  const auto second = processed_job(sinks);
+  db::Pool pool(db::PoolOptions{.url = db_.url(), .size = 1, .actor = "conveyor-publication"});
+  const auto params = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+  publication::Settings settings;
+  settings.data_dir = data_dir();
+  settings.instance = "pub-test";
+  settings.claim = 2000ms;
+  settings.delivery_concurrency = 1;
+  publication::PublishState state;
+  EXPECT_EQ(publication::publish_batch(pool, params, settings, state), 1);
+  EXPECT_EQ(status(first), "done");
+  EXPECT_EQ(status(second), "processed");
+  EXPECT_EQ(db_.query_value("SELECT coalesce(publication_claimed_until::text, 'free') FROM conveyor.job WHERE id = " +
+                            second),
+            "free");
+  EXPECT_EQ(requests.load(), 1);
+  EXPECT_EQ(publication::publish_batch(pool, params, settings, state), 1);
+  EXPECT_EQ(status(second), "done");
+  EXPECT_EQ(requests.load(), 2);
 }
 
 TEST_F(PublicationTest, WebhookWithoutUrlUsesTheSystemEndpoint) {
