@@ -13,6 +13,16 @@
 namespace conveyor::execution {
 namespace {
 
+// What wakes admission: new work (a ready or released job), and everything
+// that frees a slot. Not started: queued -> started leaves the jobs in
+// flight as they were.
+constexpr const char* kReadyEvent = "io.conveyor.job.ready";
+constexpr const char* kReleasedEvent = "io.conveyor.job.released";
+constexpr const char* kProcessedEvent = "io.conveyor.job.processed";
+constexpr const char* kFailedEvent = "io.conveyor.job.failed";
+constexpr const char* kCanceledEvent = "io.conveyor.job.canceled";
+constexpr const char* kInternalErrorEvent = "io.conveyor.job.internal_error";
+
 constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
 
 // In flight = admitted and not finished: what the workers have or will have,
@@ -108,6 +118,7 @@ db::TxOptions tx_options() {
 
 std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemParameters& params, int batch_size) {
   capacity_ = static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
+  left_waiting_ = true;  // until this pass shows otherwise (it may fail half-way)
   tx.exec(kAdmissionLock, {kAdmissionLockKey});
 
   in_flight_.clear();
@@ -128,6 +139,9 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
   }
 
   const std::int64_t room = std::min<std::int64_t>(batch_size, capacity_ - total_);
+  room_ = room;
+  // Jobs of a full type wait for a slot of their type (the probe counts them).
+  left_waiting_ = !full_types.empty();
   if (params.priority_aging_per_minute > 0) {
     return runtime::Claim{kCandidatesAged, {params.job_types_list, full_types, room, params.priority_aging_per_minute}};
   }
@@ -135,11 +149,19 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
 }
 
 int Admission::apply(db::Tx& tx, const db::Result& candidates) {
+  // All the room taken: more may be ready behind these.
+  if (static_cast<std::int64_t>(candidates.size()) >= room_) left_waiting_ = true;
   std::vector<std::int64_t> admit;
   for (const auto r : candidates) {
-    if (total_ >= capacity_) break;
+    if (total_ >= capacity_) {
+      left_waiting_ = true;
+      break;
+    }
     const std::string type = r["job_type"].as_string();
-    if (full(type)) continue;  // filled up earlier in this batch
+    if (full(type)) {  // filled up earlier in this batch
+      left_waiting_ = true;
+      continue;
+    }
     admit.push_back(r["id"].as_int());
     ++in_flight_[type];
     ++total_;
@@ -184,10 +206,7 @@ runtime::ServiceSpec spec() {
   runtime::ServiceSpec s;
   s.name = kServiceName;
   s.schema = runtime::service_schema();
-  // New work (a ready or released job), and everything that frees a slot.
-  // Not started: queued -> started leaves the jobs in flight as they were.
-  s.wake_on = {"io.conveyor.job.ready",    "io.conveyor.job.processed",      "io.conveyor.job.failed",
-               "io.conveyor.job.canceled", "io.conveyor.job.internal_error", "io.conveyor.job.released"};
+  s.wake_on = {kReadyEvent, kProcessedEvent, kFailedEvent, kCanceledEvent, kInternalErrorEvent, kReleasedEvent};
   return s;
 }
 
@@ -216,6 +235,13 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
     return probe->admissible();
   };
   admit.next_due = [probe](runtime::Context&) { return probe->next_due(); };
+  // A slot freed (a job left queued or started) admits a job only while
+  // admissible jobs wait for one: at a low rate each job is admitted as it
+  // becomes ready, and its end then costs no probe. A new ready job is
+  // notified (ready, released) and runs the step as before.
+  admit.woken_by = {kReadyEvent, kReleasedEvent, kProcessedEvent, kFailedEvent, kCanceledEvent, kInternalErrorEvent};
+  admit.woken_while_waiting = {kProcessedEvent, kFailedEvent, kCanceledEvent, kInternalErrorEvent};
+  admit.waiting = [admission, probe] { return probe->admissible() && admission->left_waiting(); };
   admit.moved = &ctx.metrics().counter("conveyor_execution_admitted_total", "jobs moved ready -> queued");
   runtime::StageLoopOptions options;
   options.name = "admission";

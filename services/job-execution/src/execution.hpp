@@ -34,9 +34,15 @@ class Admission {
  public:
   std::optional<runtime::Claim> claim(db::Tx& tx, const model::SystemParameters& params, int batch_size);
   int apply(db::Tx& tx, const db::Result& candidates);
+  // Whether the last pass may have left admissible jobs for want of a slot
+  // (the pool or a type's limit was full, or it took all the room it had):
+  // only then can a freed slot admit one. True until a pass says otherwise.
+  bool left_waiting() const { return left_waiting_; }
 
  private:
   bool full(const std::string& type);
+  bool left_waiting_ = true;
+  std::int64_t room_ = 0;
   std::int64_t capacity_ = 0;
   std::int64_t total_ = 0;
   std::map<std::string, std::int64_t> in_flight_;

@@ -405,7 +405,7 @@ int Worker::busy_slots() {
 // Called the moment a job's program has exited: the claim loop fills the
 // slot at once instead of after the outcome is written.
 void Worker::free_slot(Job& job) {
-  if (!job.slot_free.exchange(true)) ctx_.wake();
+  if (!job.slot_free.exchange(true)) ctx_.wake_because(kSlotFreedWake);
 }
 
 void Worker::start() {
@@ -446,15 +446,20 @@ void Worker::start() {
 void Worker::loop() {
   runtime::Wake wake;  // the first claim probes
   while (true) {
-    // A NOTIFY of queued jobs only: new work, and nothing about this
-    // worker's jobs (a cancel request wakes it from Kafka; a requeue by the
-    // reaper is found within a poll interval, even while NOTIFYs keep the
-    // poll itself from timing out).
-    const bool only_queued = !wake.anything && wake.types == std::set<std::string>{kQueuedEvent};
+    // A NOTIFY of queued jobs or a slot this worker freed, and nothing else:
+    // new work or room for it, and nothing about this worker's other jobs (a
+    // cancel request wakes it from Kafka; a requeue by the reaper is found
+    // within a poll interval, even while wake-ups keep the poll itself from
+    // timing out; the monitor thread also checks every 500 ms).
+    const bool only_claim = !wake.anything && std::all_of(wake.types.begin(), wake.types.end(), [](const auto& t) {
+      return t == kQueuedEvent || t == kSlotFreedWake;
+    });
+    const bool queued_notified = !wake.anything && wake.types.contains(kQueuedEvent);
+    const bool only_slot_freed = only_claim && !queued_notified;
     try {
       reap_finished();
       const auto now = std::chrono::steady_clock::now();
-      if (!only_queued || now - last_cancel_check_ >= poll_interval_) {
+      if (!only_claim || now - last_cancel_check_ >= poll_interval_) {
         last_cancel_check_ = now;
         check_cancels();
       }
@@ -464,7 +469,7 @@ void Worker::loop() {
           break;
         }
       } else {
-        claim(only_queued);
+        claim(queued_notified, only_slot_freed);
       }
     } catch (const std::exception& e) {
       // The database may be briefly unreachable; the next wake-up or poll tries again.
@@ -477,17 +482,33 @@ void Worker::loop() {
   shutdown();
 }
 
-void Worker::claim(bool queued_notified) {
+void Worker::claim(bool queued_notified, bool only_slot_freed) {
   const int free = concurrency() - busy_slots();
-  if (free <= 0) return;
+  if (free <= 0) {
+    jobs_left_ = true;  // not known: whatever is queued waits for a slot
+    return;
+  }
+  // A freed slot finds work only if the last claim may have left some: when
+  // it took less than it asked, nothing more was queued then, and whatever
+  // was queued since was notified (a wake-up with queued) or is found by the
+  // poll. Skipped, a finished job costs no statement here.
+  if (only_slot_freed && !jobs_left_) return;
   // The probe spares a claim (a write, with its triggers) on a wake-up that
   // is likely to find nothing: a slot freed, a poll. After a NOTIFY of
   // queued jobs it would be one more round trip before the claim: each
   // worker of the pool would probe, find the job, and claim anyway.
-  if (!queued_notified && ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) return;
+  if (!queued_notified) {
+    ctx_.metrics().counter("conveyor_worker_claim_probes_total", "reads of whether any job is claimable").inc();
+    if (ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) {
+      jobs_left_ = false;
+      return;
+    }
+  }
+  jobs_left_ = true;  // until the claim's answer says otherwise
   // One statement, its own transaction. A claim whose commit is in doubt is
   // the reconciler's: the jobs are missing from this worker's running_jobs.
   auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
+  jobs_left_ = static_cast<int>(rows.size()) >= free;
   for (auto row : rows) {
     auto job = std::make_shared<Job>();
     job->id = row["id"].as_int();
@@ -753,7 +774,9 @@ void Worker::end_job(Job& job) {
   // The slot is free: claim again, unless free_slot() already woke the loop
   // for it when the program exited (a wake-up more would cost a probe). A
   // draining worker wakes to see whether it is done.
-  if (!job.slot_free.exchange(true) || draining_) ctx_.wake();
+  const bool freed_now = !job.slot_free.exchange(true);
+  if (draining_) ctx_.wake();
+  else if (freed_now) ctx_.wake_because(kSlotFreedWake);
 }
 
 // The folders, command, environment and limits of the job's attempt.

@@ -47,6 +47,8 @@ inline constexpr const char* kServiceName = "conveyor-worker";
 // What wakes a worker: jobs to claim, and cancel requests of its jobs.
 inline constexpr const char* kQueuedEvent = "io.conveyor.job.queued";
 inline constexpr const char* kCancelRequestedEvent = "io.conveyor.job.cancel_requested";
+// The wake_because() reason of a slot freed by a job of this worker.
+inline constexpr const char* kSlotFreedWake = "conveyor.worker.slot_freed";
 
 class FinishBatch;
 class Executor;
@@ -83,7 +85,9 @@ class Worker {
   void free_slot(Job& job);
   // Claims what its free slots can take. `queued_notified`: the wake-up was
   // a NOTIFY of queued jobs, so the claim goes first, with no probe.
-  void claim(bool queued_notified);
+  // `only_slot_freed`: a slot of its own freed and nothing else woke it, so
+  // it claims only if the last claim may have left jobs queued.
+  void claim(bool queued_notified, bool only_slot_freed);
   void check_cancels();
   void heartbeat();
   void reap_finished();
@@ -156,8 +160,9 @@ class Worker {
   std::chrono::milliseconds sweep_interval_{0};
 
   std::chrono::steady_clock::time_point last_cancel_check_{};  // the loop's thread only
-  std::atomic<bool> draining_{false};                          // an operator set the row to 'draining', or SIGTERM
-  std::atomic<bool> stopped_{false};                           // the row is marked stopped
+  bool jobs_left_ = true;              // the last claim may have left jobs queued (the loop's thread only)
+  std::atomic<bool> draining_{false};  // an operator set the row to 'draining', or SIGTERM
+  std::atomic<bool> stopped_{false};   // the row is marked stopped
 
   std::mutex mutex_;  // guards jobs_
   std::condition_variable job_done_;

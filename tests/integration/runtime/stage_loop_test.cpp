@@ -199,6 +199,32 @@ TEST(StageLoop, ANotifyWakesOnlyTheStepsItConcerns) {
   EXPECT_EQ(b.probes.load(), 4) << "first pass, b, a+b, anything";
 }
 
+// Issue 14: admission probed after every job's end (a freed slot), though a
+// freed slot can admit a job only while one waits for it. A NOTIFY of only
+// woken_while_waiting types runs the step while waiting() says so; one that
+// also names another of its types, or anything, runs it regardless.
+TEST(StageLoop, ATypeThatMattersOnlyWhileJobsWaitRunsTheStepOnlyThen) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  LoopContext ctx(db.url());
+  Counts a;
+  std::atomic<bool> waiting{false};
+  StageStep step = item_step(a, true, {"io.conveyor.job.ready", "io.conveyor.job.processed"});
+  step.woken_while_waiting = {"io.conveyor.job.processed"};
+  step.waiting = [&waiting] { return waiting.load(); };
+  const Wake freed = notified({"io.conveyor.job.processed"});
+  // Jobs wait from the second probe on (its pass left some behind).
+  step.probe = [&a, &waiting](const Pass&) {
+    waiting = ++a.probes >= 2;
+    return Claim{kAny, {}};
+  };
+  ctx.script({freed, notified({"io.conveyor.job.ready", "io.conveyor.job.processed"}), freed,
+              notified({"io.conveyor.job.other"}), Wake{}});
+  loop_of({std::move(step)}).run(ctx);
+  EXPECT_EQ(a.probes.load(), 4) << "the first pass; (a freed slot, nothing waiting: skipped); ready+processed; a "
+                                   "freed slot while jobs wait; (another type: skipped); anything";
+}
+
 // A failed pass leaves work that the next notification may not name: the
 // pass after it runs every step.
 TEST(StageLoop, ThePassAfterAFailedOneRunsEveryStep) {

@@ -58,6 +58,32 @@ TEST_F(ExecutionTest, AdmitsByPriorityThenAge) {
             "conveyor-execution");
 }
 
+// Issue 14: a job's end (processed) runs admission only while jobs wait for
+// a slot. Here they do, with the poll a minute away: each end admits the
+// job waiting at once, for want of a slot of the pool (capacity 2) and then
+// of its type (limit 1).
+TEST_F(ExecutionTest, AFreedSlotAdmitsTheJobWaitingForItWithoutThePoll) {
+  db_.exec("UPDATE conveyor.system_parameters SET max_number_of_worker_instances = 1, worker_concurrency = 2");
+  const auto first = ready_job("free");
+  const auto second = ready_job("free");
+  const auto third = ready_job("free");
+  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
+  ASSERT_TRUE(reaches(second, "queued"));
+  EXPECT_EQ(status(third), "ready");
+  complete(first);
+  ASSERT_TRUE(reaches(third, "queued", 10s));
+  complete(second);
+  complete(third);
+  const auto a = ready_job("limited");
+  ASSERT_TRUE(reaches(a, "queued", 10s));
+  const auto b = ready_job("limited");
+  const auto marker = ready_job("free");
+  ASSERT_TRUE(reaches(marker, "queued", 10s)) << "a pass ran after b was ready";
+  EXPECT_EQ(status(b), "ready");
+  complete(a);
+  ASSERT_TRUE(reaches(b, "queued", 10s));
+}
+
 TEST_F(ExecutionTest, ConcurrencyLimitOneAdmitsOneAtATime) {
   const auto a = ready_job("limited");
   const auto b = ready_job("limited");

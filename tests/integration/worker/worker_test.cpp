@@ -544,6 +544,26 @@ TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten)
   EXPECT_EQ(job_field(first, "error_message"), "killed by SIGTERM");
 }
 
+// Issue 14: a freed slot probed the queue after every job, though at a low
+// rate nothing waits: each job comes with its NOTIFY of queued, which claims
+// without a probe. Eight jobs one after another (the poll a minute away), each
+// claimed with a slot to spare, cost no probe after the first wake-up's;
+// before, one each. (A claim that fills every free slot may have left jobs
+// queued: then a freed slot probes, ASlotIsRefilled... above.)
+TEST_F(WorkerTest, AJobEndingWithNothingQueuedCostsNoProbe) {
+  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "2"}, {"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
+  const auto probes = [&] {
+    const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
+    const std::string name = "\nconveyor_worker_claim_probes_total ";
+    const auto at = metrics.body.find(name);
+    return at == std::string::npos ? 0.0 : std::stod(metrics.body.substr(at + name.size()));
+  };
+  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  const double before = probes();
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  EXPECT_EQ(probes() - before, 0.0) << "worker log:\n" << read_text(data_dir_ / "worker.log");
+}
+
 // Issue 14: the worker waits for a program's exit on the exit itself (a
 // pidfd), not on a 5 ms tick once the program's output is closed: a job
 // that closes its output and sleeps for a second costs its stop checks (one

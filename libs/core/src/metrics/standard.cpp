@@ -134,6 +134,7 @@ const std::vector<KnownCounter>& known_counters() {
        "jobs this worker ran, by outcome",
        "outcome",
        {"processed", "retried", "failed", "canceled", "requeued", "internal_error", "dropped", "unrecorded"}},
+      {"conveyor-worker", "conveyor_worker_claim_probes_total", "reads of whether any job is claimable", nullptr, {}},
       {"conveyor-worker",
        "conveyor_worker_outcome_retries_total",
        "failed attempts to record a job's outcome, retried",

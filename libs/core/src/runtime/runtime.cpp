@@ -187,6 +187,15 @@ class Service final : public Context {
     wake_cv_.notify_all();
   }
 
+  void wake_because(const std::string& reason) override {
+    {
+      std::lock_guard lock(wake_mu_);
+      pending_ = true;
+      pending_wake_.types.insert(reason);
+    }
+    wake_cv_.notify_all();
+  }
+
   // A wake-up by NOTIFY: the status channels that were notified.
   void wake_for(const std::vector<db::Notification>& notifications) {
     {

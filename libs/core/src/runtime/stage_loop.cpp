@@ -45,6 +45,15 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
       stage_tx_options(ctx));
 }
 
+bool StageLoop::concerns(const StageStep& step, const Wake& wake) {
+  if (!wake.concerns(step.woken_by)) return false;
+  if (wake.anything || !step.waiting || step.waiting()) return true;
+  // Nothing waits: only the types that bring work of their own count.
+  return std::any_of(wake.types.begin(), wake.types.end(), [&](const std::string& t) {
+    return (step.woken_by.empty() || step.woken_by.contains(t)) && !step.woken_while_waiting.contains(t);
+  });
+}
+
 int StageLoop::pass(Context& ctx) { return run_pass(ctx, Wake{}, milliseconds(0)).moved; }
 
 StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, milliseconds poll) {
@@ -59,7 +68,7 @@ StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, millis
     const StageStep& step = options_.steps[i];
     StepState& state = state_[i];
     const bool due = state.due && *state.due <= now;
-    if (!wake.concerns(step.woken_by) && !due && now - state.last_run < poll) continue;
+    if (!concerns(step, wake) && !due && now - state.last_run < poll) continue;
     state.ran = true;
     state.last_run = now;
     const StepResult r = run_step(ctx, step, pass);

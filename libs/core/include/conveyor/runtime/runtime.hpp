@@ -57,11 +57,13 @@ struct ServiceSpec {
 };
 
 // What ended the last wait_for_work: the job event types whose NOTIFY woke
-// it, or anything (a poll, a Kafka event, a parameters change, wake(), a
-// re-made listener, the first wait), after which any step may have work.
+// it, and the reasons given to wake_because(); or anything (a poll, a Kafka
+// event, a parameters change, wake(), a re-made listener, the first wait),
+// after which any step may have work.
 struct Wake {
   bool anything = true;
-  std::set<std::string> types;  // "io.conveyor.job.initialized"; only when !anything
+  // "io.conveyor.job.initialized", or a wake_because() reason; only when !anything
+  std::set<std::string> types;
   // Whether a step woken by `step_types` (empty: by every wake-up) may have
   // work now.
   bool concerns(const std::set<std::string>& step_types) const;
@@ -93,6 +95,13 @@ class Context {
   // context that cannot tell says anything.
   virtual Wake last_wake() const { return {}; }
   virtual void wake() = 0;
+  // A wake-up for a reason of the service's own (a worker's freed slot): it
+  // joins last_wake().types instead of making it anything. A context that
+  // cannot tell wakes for anything.
+  virtual void wake_because(const std::string& reason) {
+    (void)reason;
+    wake();
+  }
   // Marks the instance not ready (/readyz 503) with a reason, e.g. while draining.
   virtual void set_ready(bool ready, const std::string& reason = "") = 0;
 };

@@ -73,6 +73,12 @@ struct StageStep {
   // timing out). A poll, a Kafka event or wake() runs every step. Empty:
   // every wake-up runs it.
   std::set<std::string> woken_by{};
+  // Optional: those of woken_by that bring work only while `waiting` says
+  // so (admission: a freed slot matters only while jobs wait for one). A
+  // wake-up by NOTIFY of these alone skips the step while `waiting` returns
+  // false, under the same terms as woken_by.
+  std::set<std::string> woken_while_waiting{};
+  std::function<bool()> waiting{};
   // Counts the jobs this step moved; null: not counted.
   metrics::Counter* moved = nullptr;
 };
@@ -109,6 +115,8 @@ class StageLoop {
   // The steps that `wake` concerns, whose next_due came or that did not run
   // for `poll`; records which ran (for next_wait).
   StepResult run_pass(Context& ctx, const Wake& wake, std::chrono::milliseconds poll);
+  // Whether `wake` may have brought `step` work (woken_by, woken_while_waiting).
+  static bool concerns(const StageStep& step, const Wake& wake);
   struct StepState {
     bool ran = true;                                           // since next_wait last asked its next_due
     std::optional<std::chrono::steady_clock::time_point> due;  // its last next_due
