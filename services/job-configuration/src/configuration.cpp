@@ -56,7 +56,14 @@ constexpr db::Statement kSelectDecided{
     "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
     "ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
 
-constexpr db::Statement kAnyDecided{"configuration_any_decided", "SELECT 1 " CONVEYOR_DECIDED_JOBS "LIMIT 1"};
+// The ready step's probe: whether a configured job is decided (work now),
+// and whether any configured job waits at all (for an upstream job's end:
+// only then does an end wake the step).
+constexpr db::Statement kAnyDecided{
+    "configuration_any_decided",
+    "SELECT EXISTS (SELECT 1 " CONVEYOR_DECIDED_JOBS
+    ") AS decided, "
+    "EXISTS (SELECT 1 FROM conveyor.job WHERE status = 'configured' AND canceled_at IS NULL) AS waiting"};
 
 // Among the jobs a configure batch just moved to configured ($1, still
 // locked by this transaction), those already decided: readied in the same
@@ -75,9 +82,14 @@ std::shared_ptr<spdlog::logger> log() { return logging::get("configuration"); }
 // What wakes each step: a new job; a configured job, or a terminal status
 // of a job that configured jobs may wait on.
 std::set<std::string> configure_woken_by() { return {"io.conveyor.job.initialized"}; }
-std::set<std::string> ready_woken_by() {
-  return {"io.conveyor.job.configured", "io.conveyor.job.done", "io.conveyor.job.failed", "io.conveyor.job.canceled",
+std::set<std::string> upstream_end_types() {
+  return {"io.conveyor.job.done", "io.conveyor.job.failed", "io.conveyor.job.canceled",
           "io.conveyor.job.internal_error"};
+}
+std::set<std::string> ready_woken_by() {
+  auto types = upstream_end_types();
+  types.insert("io.conveyor.job.configured");
+  return types;
 }
 
 // What one batch does to its jobs, collected row by row and written by one
@@ -383,11 +395,16 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   };
   configure.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyInitialized, {}}; };
   auto* readied = moved("ready");
-  configure.apply = [settings, readied](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
+  // Whether configured jobs may wait for an upstream job's end (the loop's
+  // thread only): true until the ready step's probe finds none, and again
+  // once a configure pass leaves one configured.
+  auto waiting = std::make_shared<bool>(true);
+  configure.apply = [settings, readied, waiting](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
     const Moved m = configure_claimed(tx, rows, pass.parameters, settings);
     // Counted before the commit, like every step's moves (a failed commit
     // is rare and retried).
     if (m.readied > 0) readied->inc(m.readied);
+    if (m.readied < m.configured) *waiting = true;
     return m.configured;
   };
   configure.moved = moved("configure");
@@ -396,11 +413,19 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   ready.name = "ready";
   ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
   ready.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyDecided, {}}; };
+  ready.probed = [waiting](const db::Result& r) {
+    *waiting = r.empty() || r[0]["waiting"].as_bool();
+    return !r.empty() && r[0]["decided"].as_bool();
+  };
   ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return ready_claimed(tx, rows, settings);
   };
   ready.moved = readied;
   ready.woken_by = ready_woken_by();
+  // An upstream job's end readies a job only while one waits: at a low rate,
+  // with no dependencies, a job's end costs no probe here.
+  ready.woken_while_waiting = upstream_end_types();
+  ready.waiting = [waiting] { return *waiting; };
   runtime::StageLoopOptions options;
   options.name = "configuration";
   options.steps = {std::move(configure), std::move(ready)};

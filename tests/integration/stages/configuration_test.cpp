@@ -195,6 +195,22 @@ TEST_F(StageWakeTest, AJobMovesOnNotifyWithNoBrokerAndNoPoll) {
   EXPECT_TRUE(reaches(woken, "ready", 5s)) << "not woken by NOTIFY (the poll is 60 s)";
 }
 
+// Issue 14: an upstream job's end (done) wakes the ready step only while a
+// configured job waits. The first job leaves none waiting (its probe says
+// so); the downstream one, configured later, waits, and its upstream's end
+// readies it with no broker and the poll a minute away.
+TEST_F(StageWakeTest, AnUpstreamEndReadiesTheJobWaitingForItWithNoBrokerAndNoPoll) {
+  start_without_broker();
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+  ASSERT_TRUE(reaches(insert_job("tile", R"({"tile": "0"})"), "ready", 5s));
+  const auto up = insert_job("tile", R"({"tile": "A"})");
+  const auto down = insert_job("tile", R"({"tile": "B"})", "{" + up + "}");
+  ASSERT_TRUE(reaches(up, "ready", 5s));
+  ASSERT_TRUE(reaches(down, "configured", 5s));
+  finish(up, "done");
+  EXPECT_TRUE(reaches(down, "ready", 5s)) << "not woken by the upstream job's end (the poll is 60 s)";
+}
+
 TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
   start_without_broker();
   ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";

@@ -59,7 +59,7 @@ TEST_F(ExecutionTest, AdmitsByPriorityThenAge) {
 }
 
 // Issue 14: a job's end (processed) runs admission only while jobs wait for
-// a slot. Here they do, with the poll a minute away: each end admits the
+// a slot. Here they do, with the poll a minute away and no broker: each end admits the
 // job waiting at once, for want of a slot of the pool (capacity 2) and then
 // of its type (limit 1).
 TEST_F(ExecutionTest, AFreedSlotAdmitsTheJobWaitingForItWithoutThePoll) {
@@ -67,7 +67,8 @@ TEST_F(ExecutionTest, AFreedSlotAdmitsTheJobWaitingForItWithoutThePoll) {
   const auto first = ready_job("free");
   const auto second = ready_job("free");
   const auto third = ready_job("free");
-  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
+  // No broker: no parameters event wakes it either.
+  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
   ASSERT_TRUE(reaches(second, "queued"));
   EXPECT_EQ(status(third), "ready");
   complete(first);
