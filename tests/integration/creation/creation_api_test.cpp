@@ -299,6 +299,15 @@ TEST_F(CreationApi, ABatchCreatesEveryJobInOneTransactionOrNone) {
   const json ok = {{"job_type", "sleep"}, {"params", {{"seconds", 1}}}};
   refused({ok, {{"job_type", "nope"}}}, 422, "jobs[1].job_type", "jobs[1].job_type: unknown job type 'nope'");
   refused({ok, ok, {{"job_type", "sleep"}, {"params", {{"seconds", "a"}}}}}, 422, "jobs[2].params", "seconds");
+  // Each entry of a 422's errors names its item too.
+  const json bad_params =
+      problem(request("POST", "/v1/jobs/batch",
+                      json({{"jobs", {ok, {{"job_type", "sleep"}, {"params", {{"seconds", "a"}}}}}}}).dump()),
+              422);
+  ASSERT_FALSE(bad_params.value("errors", json::array()).empty()) << bad_params;
+  for (const auto& e : bad_params["errors"]) {
+    EXPECT_TRUE(e.get<std::string>().starts_with("jobs[1].params.seconds")) << bad_params;
+  }
   refused({ok, {{"job_type", "sleep"}, {"params", {{"seconds", 1}}}, {"depends_on", {ids[0], 424242}}}}, 422,
           "jobs[1].depends_on", "no such job(s): 424242");
   refused({{{"job_type", "other"}, {"idempotency_key", "k"}}, {{"job_type", "other"}, {"idempotency_key", "k"}}}, 422,

@@ -50,7 +50,10 @@ const char* to_string(errc e) noexcept {
 
 void rethrow_within(const std::string& prefix, const FieldError& e) {
   if (const auto* u = dynamic_cast<const UnprocessableError*>(&e)) {
-    throw UnprocessableError(prefix + u->field(), prefix + u->what(), u->problems());
+    std::vector<std::string> problems;
+    problems.reserve(u->problems().size());
+    for (const std::string& p : u->problems()) problems.push_back(prefix + p);
+    throw UnprocessableError(prefix + u->field(), prefix + u->what(), std::move(problems));
   }
   throw FieldError(prefix + e.field(), prefix + e.what());
 }

@@ -67,8 +67,9 @@ class UnprocessableError : public FieldError {
 };
 
 // Throws `e` again, as its own class (an UnprocessableError stays one),
-// about a field of an item: field and message prefixed with `prefix`
-// ("jobs[3]." makes "params: ..." "jobs[3].params: ...").
+// about a field of an item: field, message and each of an
+// UnprocessableError's problems prefixed with `prefix` ("jobs[3]." makes
+// "params: ..." "jobs[3].params: ...").
 [[noreturn]] void rethrow_within(const std::string& prefix, const FieldError& e);
 
 }  // namespace conveyor
