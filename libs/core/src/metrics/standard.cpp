@@ -93,8 +93,8 @@ struct KnownCounter {
 
 // The help texts are the ones the services pass when they increment: the
 // first registration's help is the one rendered.
-const std::vector<KnownCounter>& known_counters() {
-  static const std::vector<KnownCounter> known = {
+std::vector<KnownCounter> stage_and_worker_counters() {
+  return {
       {"conveyor-creation",
        "conveyor_http_rate_limited_total",
        "Submissions refused by the per-token rate limit.",
@@ -141,6 +141,11 @@ const std::vector<KnownCounter>& known_counters() {
        nullptr,
        {}},
       {"conveyor-workerpool", "conveyor_workerpool_errors_total", "ticks that failed", nullptr, {}},
+  };
+}
+
+std::vector<KnownCounter> monitor_counters() {
+  return {
       {"conveyor-monitor",
        "conveyor_monitor_errors_total",
        "reconciler parts that failed, by part",
@@ -175,6 +180,14 @@ const std::vector<KnownCounter>& known_counters() {
        nullptr,
        {}},
   };
+}
+
+const std::vector<KnownCounter>& known_counters() {
+  static const std::vector<KnownCounter> known = [] {
+    std::vector<KnownCounter> all = stage_and_worker_counters();
+    for (KnownCounter& c : monitor_counters()) all.push_back(std::move(c));
+    return all;
+  }();
   return known;
 }
 
