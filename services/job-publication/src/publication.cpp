@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -130,8 +131,19 @@ std::string setting(const nlohmann::json& sink, const char* key) {
 
 [[noreturn]] void sink_failure(const std::string& what) { throw Error(errc::unavailable, what); }
 
+// `timeout`, cut to end by `deadline` (the claim's end, less a margin): a
+// delivery must not outlast its claim, or another replica would deliver the
+// job again. None left: the sink is not tried (a failure, retried later).
+std::chrono::milliseconds within(std::chrono::milliseconds timeout, Clock::time_point deadline,
+                                 const std::string& sink) {
+  if (deadline == Clock::time_point::max()) return timeout;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  if (left.count() <= 0) sink_failure(sink + ": not tried, the claim on the job is ending");
+  return std::min(timeout, left);
+}
+
 void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                     const model::SystemParameters& params, http::KeepAliveClient* client) {
+                     const model::SystemParameters& params, http::KeepAliveClient* client, Clock::time_point deadline) {
   std::string url = setting(sink, "url");
   std::string source = "settings.url";
   if (url.empty()) {
@@ -160,6 +172,7 @@ void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std
   if (const auto it = sink.find("timeout_ms"); it != sink.end() && it->is_number_integer() && it->get<int>() > 0) {
     timeout = std::chrono::milliseconds(it->get<int>());
   }
+  timeout = within(timeout, deadline, "webhook sink " + shown);
   http::ClientResponse response;
   try {
     response = client != nullptr ? client->request("POST", url, body, headers, timeout)
@@ -172,8 +185,8 @@ void publish_webhook(const nlohmann::json& sink, const JobRecord& job, const std
   }
 }
 
-void publish_kafka(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                   const Settings& settings) {
+void publish_kafka(const nlohmann::json& sink, const JobRecord& job, const std::string& body, const Settings& settings,
+                   Clock::time_point deadline) {
   const std::string topic = setting(sink, "topic");
   if (topic.empty()) sink_failure("kafka sink: no topic");
   if (settings.producer == nullptr) {
@@ -181,7 +194,8 @@ void publish_kafka(const nlohmann::json& sink, const JobRecord& job, const std::
   }
   const std::array<bus::Message, 1> messages{
       bus::Message{topic, std::to_string(job.id), body, {{bus::kContentTypeHeader, bus::kStructuredContentType}}}};
-  const auto acked = settings.producer->send_batch(messages, std::chrono::seconds(10));
+  const auto acked =
+      settings.producer->send_batch(messages, within(std::chrono::seconds(10), deadline, "kafka sink " + topic));
   if (acked.empty() || !acked[0]) sink_failure("kafka sink " + topic + ": not acknowledged within 10 s");
 }
 
@@ -316,10 +330,11 @@ std::string event_json(const JobRecord& job) {
 }
 
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
-                     const model::SystemParameters& params, const Settings& settings, http::KeepAliveClient* client) {
+                     const model::SystemParameters& params, const Settings& settings, http::KeepAliveClient* client,
+                     Clock::time_point deadline) {
   const std::string kind = setting(sink, "kind");
-  if (kind == "webhook") publish_webhook(sink, job, body, params, client);
-  else if (kind == "kafka") publish_kafka(sink, job, body, settings);
+  if (kind == "webhook") publish_webhook(sink, job, body, params, client, deadline);
+  else if (kind == "kafka") publish_kafka(sink, job, body, settings, deadline);
   else if (kind == "file") publish_file(sink, job, body, settings);
   else sink_failure("unknown sink kind '" + kind + "'");
 }
@@ -331,7 +346,7 @@ struct Claimed {
   JobRecord job;
   std::string body;  // the CloudEvent JSON
   std::optional<model::JobConfig> config;
-  std::string config_error;  // why config is absent
+  std::string config_error;  // why config (or the event) is absent
   std::int64_t failures = 0;
 };
 
@@ -340,11 +355,17 @@ Claimed read_claimed(const db::Row& row) {
   c.job.id = row["id"].as_int();
   c.job.job_type = row["job_type"].as_string();
   c.job.attempt = static_cast<int>(row["attempt"].as_int());
-  c.job.params = nlohmann::json::parse(row["params"].view());
-  c.job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
   c.job.time = row["now"].as_string();
-  c.body = event_json(c.job);
   c.failures = row["failures"].as_int();
+  try {
+    c.job.params = nlohmann::json::parse(row["params"].view());
+    c.job.result = row["result"].is_null() ? nlohmann::json() : nlohmann::json::parse(row["result"].view());
+    c.body = event_json(c.job);
+  } catch (const std::exception& e) {
+    // A job whose event cannot be made fails, not the batch.
+    c.config_error = std::string("job params or result: ") + e.what();
+    return c;
+  }
   try {
     c.config = row["config"].is_null() ? model::JobConfig{}
                                        : model::parse_job_config(nlohmann::json::parse(row["config"].view()));
@@ -358,14 +379,14 @@ Claimed read_claimed(const db::Row& row) {
 // One claimed job delivered to every sink: done, or the error its failures
 // make (external_error, or internal_error at publication_max_attempts).
 Outcome deliver(const Claimed& c, const model::SystemParameters& params, const Settings& settings,
-                http::KeepAliveClient* client) {
+                http::KeepAliveClient* client, Clock::time_point deadline) {
   const JobRecord& job = c.job;
   std::vector<std::string> failures;
   if (!c.config) failures.push_back(c.config_error);
   else {
     for (const auto& sink : c.config->sinks) {
       try {
-        publish_to_sink(sink, job, c.body, params, settings, client);
+        publish_to_sink(sink, job, c.body, params, settings, client, deadline);
       } catch (const Error& e) {
         failures.emplace_back(e.what());
       } catch (const std::exception& e) {
@@ -388,14 +409,24 @@ Outcome deliver(const Claimed& c, const model::SystemParameters& params, const S
   return {job.id, job.attempt, "external_error", "sink_failed", message};
 }
 
+// When the deliveries of a claim taken at `claimed_at` must start by (half
+// the claim) and end by (nine tenths of it: the claim itself is stamped by
+// the database a little later).
+struct ClaimTimes {
+  Clock::time_point last_start;
+  Clock::time_point deadline;
+  ClaimTimes(Clock::time_point claimed_at, std::chrono::milliseconds claim)
+      : last_start(claimed_at + claim / 2), deadline(claimed_at + claim * 9 / 10) {}
+};
+
 // Delivers `claimed` on up to delivery_concurrency lanes at once, each with
 // its own webhook client; the outcomes come back in `claimed`'s order. No
-// delivery starts after `last_start` (half the claim: slow sinks must not
-// outlast it, or another replica would deliver the same jobs): the jobs not
-// started have an outcome with an empty status.
+// delivery starts after times.last_start, and none waits past
+// times.deadline (slow sinks must not outlast the claim, or another replica
+// would deliver the same jobs): the jobs not started have an outcome with an
+// empty status. A lane that cannot be started leaves its share to the others.
 std::vector<Outcome> deliver_all(const std::vector<Claimed>& claimed, const model::SystemParameters& params,
-                                 const Settings& settings, PublishState& state,
-                                 std::chrono::steady_clock::time_point last_start) {
+                                 const Settings& settings, PublishState& state, const ClaimTimes& times) {
   const std::size_t lanes =
       std::min(claimed.size(), static_cast<std::size_t>(std::max(1, settings.delivery_concurrency)));
   while (state.clients.size() < lanes) state.clients.push_back(std::make_unique<http::KeepAliveClient>());
@@ -403,21 +434,28 @@ std::vector<Outcome> deliver_all(const std::vector<Claimed>& claimed, const mode
   std::atomic<std::size_t> next{0};
   const auto lane = [&](std::size_t k) {
     for (std::size_t i = next++; i < claimed.size(); i = next++) {
-      if (std::chrono::steady_clock::now() > last_start) {
+      if (Clock::now() > times.last_start) {
         outcomes[i] = {claimed[i].job.id, claimed[i].job.attempt, "", "", ""};
         continue;
       }
       try {
-        outcomes[i] = deliver(claimed[i], params, settings, state.clients[k].get());
+        outcomes[i] = deliver(claimed[i], params, settings, state.clients[k].get(), times.deadline);
       } catch (const std::exception& e) {
-        // Not a sink's failure (memory, a thread): the job is tried again.
+        // Not a sink's failure (memory): the job is tried again.
         outcomes[i] = {claimed[i].job.id, claimed[i].job.attempt, "external_error", "sink_failed",
                        std::string("delivery failed: ") + e.what()};
       }
     }
   };
   std::vector<std::jthread> threads;
-  for (std::size_t k = 1; k < lanes; ++k) threads.emplace_back(lane, k);
+  for (std::size_t k = 1; k < lanes; ++k) {
+    try {
+      threads.emplace_back(lane, k);
+    } catch (const std::system_error& e) {
+      log()->warn("publication: {} of {} delivery lanes started: {}", k, lanes, e.what());
+      break;
+    }
+  }
   lane(0);
   threads.clear();  // joins
   return outcomes;
@@ -459,7 +497,7 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
     state.claim_in_doubt = false;
   }
   state.claim_in_doubt = true;  // until the claim's rows are in hand
-  const auto last_start = std::chrono::steady_clock::now() + settings.claim / 2;
+  const ClaimTimes times(Clock::now(), settings.claim);
   const db::Result claimed = pool.exec_once(
       kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
   state.claim_in_doubt = false;
@@ -469,7 +507,7 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
   for (const auto row : claimed) jobs.push_back(read_claimed(row));
   std::sort(jobs.begin(), jobs.end(), [](const Claimed& a, const Claimed& b) { return a.job.id < b.job.id; });
   std::vector<std::int64_t> not_started;
-  for (Outcome& o : deliver_all(jobs, params, settings, state, last_start)) {
+  for (Outcome& o : deliver_all(jobs, params, settings, state, times)) {
     if (o.status.empty()) not_started.push_back(o.id);
     else unrecorded.push_back(std::move(o));
   }

@@ -49,6 +49,8 @@ namespace conveyor::publication {
 
 inline constexpr const char* kServiceName = "conveyor-publication";
 
+using Clock = std::chrono::steady_clock;
+
 struct Settings {
   std::filesystem::path data_dir;                // CONVEYOR_DATA_DIR: base of relative file-sink dirs
   int batch_size = 100;                          // jobs claimed per pass
@@ -93,12 +95,14 @@ std::optional<std::string> sink_refusal(const std::string& url, const model::Sys
 
 // Publishes `body` to one sink; throws Error naming the sink and the problem.
 // Webhooks go on `client`'s kept-alive connections (null: one per request).
+// A webhook's or Kafka sink's wait is cut to end by `deadline` (its claim's
+// end); with none left the sink fails without being tried.
 // A webhook refused by sink_allowed_hosts is a sink failure like any other
 // (retried with back-off until publication_max_attempts), so an operator
 // who corrects the list in time lets it through.
 void publish_to_sink(const nlohmann::json& sink, const JobRecord& job, const std::string& body,
                      const model::SystemParameters& params, const Settings& settings,
-                     http::KeepAliveClient* client = nullptr);
+                     http::KeepAliveClient* client = nullptr, Clock::time_point deadline = Clock::time_point::max());
 
 // What delivering one claimed job came to: done, or external_error /
 // internal_error with the subtype and message.

@@ -472,7 +472,10 @@ void Worker::loop() {
         claim(queued_notified, only_slot_freed);
       }
     } catch (const std::exception& e) {
-      // The database may be briefly unreachable; the next wake-up or poll tries again.
+      // The database may be briefly unreachable; the next wake-up or poll
+      // tries again, and claims after a freed slot (what this cycle was
+      // woken for may be queued still).
+      jobs_left_ = true;
       ctx_.log()->error("worker cycle failed: {}", e.what());
       ctx_.metrics().counter("conveyor_worker_errors_total", "failed claim/cancel cycles").inc();
     }
@@ -491,8 +494,11 @@ void Worker::claim(bool queued_notified, bool only_slot_freed) {
   // A freed slot finds work only if the last claim may have left some: when
   // it took less than it asked, nothing more was queued then, and whatever
   // was queued since was notified (a wake-up with queued) or is found by the
-  // poll. Skipped, a finished job costs no statement here.
-  if (only_slot_freed && !jobs_left_) return;
+  // poll. Skipped, a finished job costs no statement here. Not for longer
+  // than a poll interval: freed slots may keep the poll from timing out.
+  const auto now = std::chrono::steady_clock::now();
+  if (only_slot_freed && !jobs_left_ && now - last_claim_ < poll_interval_) return;
+  last_claim_ = now;
   // The probe spares a claim (a write, with its triggers) on a wake-up that
   // is likely to find nothing: a slot freed, a poll. After a NOTIFY of
   // queued jobs it would be one more round trip before the claim: each

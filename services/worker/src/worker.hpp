@@ -160,9 +160,10 @@ class Worker {
   std::chrono::milliseconds sweep_interval_{0};
 
   std::chrono::steady_clock::time_point last_cancel_check_{};  // the loop's thread only
-  bool jobs_left_ = true;              // the last claim may have left jobs queued (the loop's thread only)
-  std::atomic<bool> draining_{false};  // an operator set the row to 'draining', or SIGTERM
-  std::atomic<bool> stopped_{false};   // the row is marked stopped
+  bool jobs_left_ = true;  // the last claim may have left jobs queued (the loop's thread only)
+  std::chrono::steady_clock::time_point last_claim_{};  // of the last probe or claim (the loop's thread only)
+  std::atomic<bool> draining_{false};                   // an operator set the row to 'draining', or SIGTERM
+  std::atomic<bool> stopped_{false};                    // the row is marked stopped
 
   std::mutex mutex_;  // guards jobs_
   std::condition_variable job_done_;

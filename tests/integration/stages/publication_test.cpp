@@ -263,6 +263,43 @@ TEST_F(PublicationTest, JobsNotStartedWithinHalfTheClaimAreReleasedForTheNextPas
   EXPECT_EQ(requests.load(), 2);
 }
 
+// A delivery that started in time must still end before its claim does: a
+// webhook that never answers is given up at nine tenths of the claim (here
+// 3.6 of 4 s), the job goes to external_error, and the claim never ends
+// while the request is open.
+TEST_F(PublicationTest, ADeliveryNeverOutlastsItsClaim) {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool release = false;
+  http::Server server("127.0.0.1", 0);
+  server.route("POST", "/hook", [&](const http::Request&) {
+    std::unique_lock lock(mutex);
+    cv.wait_for(lock, 60s, [&] { return release; });
+    return http::Response::json(json{{"ok", true}});
+  });
+  server.start();
+  const auto id = processed_job(json::array({{{"kind", "webhook"},
+                                              {"url", "http://127.0.0.1:" + std::to_string(server.port()) + "/hook"},
+                                              {"timeout_ms", 60000}}}));
+  db::Pool pool(db::PoolOptions{.url = db_.url(), .size = 1, .actor = "conveyor-publication"});
+  const auto params = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+  publication::Settings settings;
+  settings.data_dir = data_dir();
+  settings.instance = "pub-test";
+  settings.claim = 4000ms;
+  publication::PublishState state;
+  const auto began = std::chrono::steady_clock::now();
+  EXPECT_EQ(publication::publish_batch(pool, params, settings, state), 1);
+  EXPECT_LT(std::chrono::steady_clock::now() - began, settings.claim) << "the delivery outlasted the claim";
+  EXPECT_EQ(status(id), "external_error");
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  cv.notify_all();
+  server.stop();
+}
+
 TEST_F(PublicationTest, WebhookWithoutUrlUsesTheSystemEndpoint) {
   Receiver receiver;
   db_.exec("UPDATE conveyor.system_parameters SET publication_endpoint_url = '" + receiver.url() + "'");

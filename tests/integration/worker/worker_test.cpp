@@ -528,7 +528,8 @@ class RowHold {
 // (its row locked by the test); before, the slot stayed taken until the
 // outcome was committed.
 TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten) {
-  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "1"}});
+  // The poll a minute away: the freed slot itself claims the waiting job.
+  start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "1"}, {"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
   const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "5";
   const auto first = queue_job({{"argv", {"sleep", secs}}});
   ASSERT_TRUE(wait_status(first, "started"));
@@ -560,6 +561,7 @@ TEST_F(WorkerTest, AJobEndingWithNothingQueuedCostsNoProbe) {
   };
   ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
   const double before = probes();
+  ASSERT_GE(before, 1.0) << "the first wake-up probes: is the counter exposed?";
   for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
   EXPECT_EQ(probes() - before, 0.0) << "worker log:\n" << read_text(data_dir_ / "worker.log");
 }
