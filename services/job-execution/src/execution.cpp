@@ -51,6 +51,11 @@ constexpr db::Statement kInFlightAndLimits{
     ", now(), $1::text[], (SELECT conveyor.paused_queues())) " \
     "AND " j ".job_type <> ALL($2::text[]) "
 
+// What admission needs of a candidate: its type (limits), and to assign it a
+// worker, its pool and whether it runs in a container.
+#define CONVEYOR_CANDIDATE_COLUMNS \
+  "j.id, j.job_type, conveyor.job_pool(j.config) AS pool, coalesce(j.config->>'image', '') <> '' AS container"
+
 // Admission order is conveyor.effective_priority DESC, created_at, id (the
 // one aging rule). $3 how many.
 //
@@ -61,7 +66,7 @@ constexpr db::Statement kInFlightAndLimits{
 // and sorts every ready job (evaluating the filter on each) instead.
 constexpr db::Statement kCandidates{
     "execution_candidates",
-    "SELECT j.id, j.job_type FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
+    "SELECT " CONVEYOR_CANDIDATE_COLUMNS " FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
         "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED",
     true};
 
@@ -78,7 +83,7 @@ constexpr db::Statement kCandidatesAged{
     " SELECT (SELECT l.priority FROM conveyor.job l WHERE l.status = 'ready' AND l.priority < level.priority"
     "         ORDER BY l.priority DESC LIMIT 1)"
     " FROM level WHERE level.priority IS NOT NULL) "
-    "SELECT j.id, j.job_type FROM level "
+    "SELECT " CONVEYOR_CANDIDATE_COLUMNS " FROM level "
     "CROSS JOIN LATERAL (SELECT c.id FROM conveyor.job c "
     "  WHERE c.priority = level.priority AND " CONVEYOR_CANDIDATE_FILTER("c")
     "  ORDER BY c.created_at, c.id LIMIT $3) oldest "
@@ -88,11 +93,26 @@ constexpr db::Statement kCandidatesAged{
     "LIMIT $3 FOR UPDATE OF j SKIP LOCKED",
     true};
 #undef CONVEYOR_CANDIDATE_FILTER
+#undef CONVEYOR_CANDIDATE_COLUMNS
 // clang-format on
 
+// $2 each job's assigned worker, 0 for none (Assignment): the status
+// trigger wakes that worker alone (conveyor.queued_channel).
 constexpr db::Statement kSetQueued{
     "execution_set_queued",
-    "UPDATE conveyor.job SET status = 'queued' WHERE id = ANY($1::bigint[]) AND status = 'ready'"};
+    "UPDATE conveyor.job j SET status = 'queued', worker_id = nullif(a.worker_id, 0) "
+    "FROM unnest($1::bigint[], $2::bigint[]) AS a (id, worker_id) WHERE j.id = a.id AND j.status = 'ready'"};
+
+// The free slots of each active worker with any: its concurrency less the
+// jobs assigned to it (queued) or that it runs (started). Read after the
+// admission lock, so the assignments of the admission before count.
+constexpr db::Statement kWorkerRoom{
+    "execution_worker_room",
+    "SELECT w.id, w.pool, w.concurrency - coalesce(l.n, 0) AS free FROM conveyor.worker w "
+    "LEFT JOIN (SELECT worker_id, count(*) AS n FROM conveyor.job "
+    "           WHERE status IN ('queued', 'started') AND worker_id IS NOT NULL GROUP BY worker_id) l "
+    "  ON l.worker_id = w.id "
+    "WHERE w.status = 'active' AND w.concurrency > coalesce(l.n, 0)"};
 
 // The probe of each wake-up, one round trip: whether any job is admissible,
 // types at their limit aside (when none is, a wake-up, a slot freed, costs no
@@ -167,7 +187,33 @@ int Admission::apply(db::Tx& tx, const db::Result& candidates) {
     ++total_;
   }
   if (admit.empty()) return 0;
-  return static_cast<int>(tx.exec(kSetQueued, {admit}).affected_rows());
+  Assignment assignment;
+  assignment.read(tx.exec(kWorkerRoom));
+  std::vector<std::int64_t> workers;
+  workers.reserve(admit.size());
+  for (const auto r : candidates) {
+    if (workers.size() == admit.size()) break;
+    if (r["id"].as_int() != admit[workers.size()]) continue;  // not admitted
+    workers.push_back(r["container"].as_bool() ? 0 : assignment.take(r["pool"].as_string()));
+  }
+  return static_cast<int>(tx.exec(kSetQueued, {admit, workers}).affected_rows());
+}
+
+void Assignment::read(const db::Result& rows) {
+  pools_.clear();
+  for (const auto r : rows) pools_[r["pool"].as_string()].push_back({r["free"].as_int(), r["id"].as_int()});
+}
+
+std::int64_t Assignment::take(const std::string& pool) {
+  const auto p = pools_.find(pool);
+  if (p == pools_.end()) return 0;
+  // The most free slots; of equals, the lowest id (the order they were read in does not matter).
+  const auto most = std::max_element(p->second.begin(), p->second.end(), [](const auto& a, const auto& b) {
+    return a.free < b.free || (a.free == b.free && a.id > b.id);
+  });
+  if (most == p->second.end() || most->free <= 0) return 0;
+  --most->free;
+  return most->id;
 }
 
 bool Admission::full(const std::string& type) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/model/system_parameters.hpp"
@@ -24,6 +25,27 @@ namespace conveyor::execution {
 inline constexpr const char* kServiceName = "conveyor-execution";
 // pg_advisory_xact_lock key of admission ("cvexec" in ASCII).
 inline constexpr std::int64_t kAdmissionLockKey = 0x637665786563;
+
+// Whom each admitted job is assigned to: of the active workers of its pool,
+// the one with the most free slots (so a batch spreads over the pool), which
+// the status trigger then wakes alone (conveyor.queued_channel); a job no
+// worker has room for goes to none, and every worker is woken. Only a hint:
+// a worker claims another's job once that one is gone or has left it queued
+// for 2 s (services/worker).
+class Assignment {
+ public:
+  // Rows of id, pool and free (slots), one per active worker with any.
+  void read(const db::Result& rows);
+  // The worker for a job of `pool`, one of whose slots it takes; 0 for none.
+  std::int64_t take(const std::string& pool);
+
+ private:
+  struct Room {
+    std::int64_t free = 0;
+    std::int64_t id = 0;
+  };
+  std::map<std::string, std::vector<Room>> pools_;
+};
 
 // One admission pass, split as the StageLoop runs it: claim takes the
 // admission lock, reads the in-flight counts and limits and says which ready

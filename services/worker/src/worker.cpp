@@ -77,26 +77,41 @@ constexpr db::Statement kHeartbeat{"worker_heartbeat",
                                    "WHERE id = $1 RETURNING status"};
 
 // By itself: alive, so from lost too (conveyor.drain_worker).
+// The channel of the queued jobs assigned to this worker ($1 its id).
+constexpr db::Statement kQueuedChannel{"worker_queued_channel", "SELECT conveyor.queued_channel($1)"};
+
 constexpr db::Statement kMarkDraining{"worker_mark_draining", "SELECT * FROM conveyor.drain_worker($1, true)"};
 
 constexpr db::Statement kMarkStopped{"worker_mark_stopped",
                                      "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
                                      "  last_heartbeat = now() WHERE id = $1"};
 
-// The queued jobs this worker may run: of its pool, and container jobs only
-// when it has a container runtime (the placeholders of the two). The claim
-// and its probe share it.
-#define CONVEYOR_CLAIMABLE_JOBS(pool, containers)                      \
+// The queued jobs this worker may run: of its pool, container jobs only when
+// it has a container runtime, and of those assigned to a worker
+// (execution's Assignment) its own, and another's only once that worker is no
+// longer active or has left the job queued for 2 s (it hangs, or was full
+// after all): an assignment only says whom to wake. The placeholders: this
+// worker's id, pool, and whether it runs containers. The claim and its probe
+// share it.
+// clang-format off: the SQL reads as SQL.
+#define CONVEYOR_CLAIMABLE_JOBS(worker, pool, containers)              \
   "FROM conveyor.job WHERE status = 'queued' AND canceled_at IS NULL " \
-  "AND conveyor.job_pool(config) = " pool " AND (" containers          \
-  "::boolean OR "                                                      \
-  "coalesce(config->>'image', '') = '') "
+  "AND conveyor.job_pool(config) = " pool                              \
+  " "                                                                  \
+  "AND (" containers                                                   \
+  "::boolean OR coalesce(config->>'image', '') = '') "                 \
+  "AND (worker_id IS NULL OR worker_id = " worker                      \
+  " "                                                                  \
+  "     OR updated_at < now() - interval '2 seconds' "                 \
+  "     OR NOT EXISTS (SELECT 1 FROM conveyor.worker w "               \
+  "                    WHERE w.id = conveyor.job.worker_id AND w.status = 'active')) "
+// clang-format on
 
 // Whether there is any (run alone, one round trip): the other workers woken
 // by the same queued job usually find it taken, and then need no claim
 // transaction.
 constexpr db::Statement kAnyClaimable{"worker_any_claimable",
-                                      "SELECT 1 " CONVEYOR_CLAIMABLE_JOBS("$1", "$2") "LIMIT 1"};
+                                      "SELECT 1 " CONVEYOR_CLAIMABLE_JOBS("$1::bigint", "$2", "$3") "LIMIT 1"};
 
 // Claims and opens a row in conveyor.job_attempt for each claimed job ($4:
 // the worker's name).
@@ -107,7 +122,7 @@ constexpr db::Statement kClaim{
     // ARRAY(...), not IN (...): as a semi join's inner side the LIMIT ...
     // SKIP LOCKED subquery is run again per outer row and claimed every
     // queued job, past the worker's concurrency (found by ResidentTest).
-    "WHERE id = ANY(ARRAY(SELECT id " CONVEYOR_CLAIMABLE_JOBS("$2", "$5")
+    "WHERE id = ANY(ARRAY(SELECT id " CONVEYOR_CLAIMABLE_JOBS("$1", "$2", "$5")
     "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)) "
     "  AND status = 'queued' "
     // A worker the pool (or an operator) set draining, or the reaper marked
@@ -415,12 +430,15 @@ void Worker::start() {
         tx.exec(kRegister, {name_, hostname(), pid, pool_, concurrency(), std::string(CONVEYOR_WORKER_VERSION)})[0][0]
             .as_int();
     installation_ = tx.exec(kInstallation, {})[0][0].as_string();
+    queued_channel_ = tx.exec(kQueuedChannel, {id})[0][0].as_string();
     const auto orphans = tx.exec(kRequeueOrphans, {id}).size();
     if (orphans > 0) {
       ctx_.log()->warn("requeued {} job(s) left started by an earlier run of worker {}", orphans, name_);
     }
     return id;
   });
+  // Admission assigns jobs to this worker and wakes it alone, on this channel.
+  ctx_.listen_also(queued_channel_, kQueuedEvent);
   ctx_.log()->info("worker {} (id {}) started: pool {}, concurrency {}{}, data dir {}", name_, worker_id_, pool_,
                    concurrency(), configured_concurrency_ == 0 ? " (from system_parameters)" : "", data_dir_.string());
   if (runtime_) {
@@ -501,11 +519,12 @@ void Worker::claim(bool queued_notified, bool only_slot_freed) {
   last_claim_ = now;
   // The probe spares a claim (a write, with its triggers) on a wake-up that
   // is likely to find nothing: a slot freed, a poll. After a NOTIFY of
-  // queued jobs it would be one more round trip before the claim: each
-  // worker of the pool would probe, find the job, and claim anyway.
+  // queued jobs it would be one more round trip before the claim: the job
+  // was assigned to this worker (its own channel), or to none (every worker
+  // is told, and all but one find it taken).
   if (!queued_notified) {
     ctx_.metrics().counter("conveyor_worker_claim_probes_total", "reads of whether any job is claimable").inc();
-    if (ctx_.db().exec_idempotent(kAnyClaimable, {pool_, runtime_.has_value()}).empty()) {
+    if (ctx_.db().exec_idempotent(kAnyClaimable, {worker_id_, pool_, runtime_.has_value()}).empty()) {
       jobs_left_ = false;
       return;
     }
@@ -515,6 +534,8 @@ void Worker::claim(bool queued_notified, bool only_slot_freed) {
   // the reconciler's: the jobs are missing from this worker's running_jobs.
   auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
   jobs_left_ = static_cast<int>(rows.size()) >= free;
+  if (rows.empty())
+    ctx_.metrics().counter("conveyor_worker_empty_claims_total", "claims that found no job to take").inc();
   for (auto row : rows) {
     auto job = std::make_shared<Job>();
     job->id = row["id"].as_int();

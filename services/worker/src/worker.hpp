@@ -146,6 +146,7 @@ class Worker {
   std::filesystem::path data_dir_;
   std::map<std::string, std::string> base_env_;  // a job's minimal base environment (job_base_environment)
   std::int64_t worker_id_ = 0;
+  std::string queued_channel_;  // conveyor.queued_channel(worker_id_)
 
   // Container jobs: the runtime (none found: image jobs end internal_error
   // with why), this installation's id (the containers' label), the user

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -236,6 +237,40 @@ TEST_F(LifecycleRulesTest, AStatementNotifiesOncePerNewStatusOnItsChannel) {
   EXPECT_EQ(seen, (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_configured:configured",
                                               "conveyor_job_status_canceled:canceled"}));
   EXPECT_TRUE(other.wait_for_notifications(200ms).empty()) << "a listener of ready was sent another status";
+}
+
+// A queued job assigned to a worker (admission's Assignment, migration
+// 20261222000000_assigned_queue) is notified on that worker's channel alone,
+// once per statement; a job assigned to none on the channel every worker
+// hears.
+TEST_F(LifecycleRulesTest, AQueuedJobIsNotifiedToItsWorkerAloneOrToAllWhenItHasNone) {
+  const auto a = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('a') RETURNING id");
+  const auto b = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('b') RETURNING id");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(ready_job("t"));
+
+  db::Session listener(db_.url());
+  for (const std::string& channel : {std::string("conveyor_job_status_queued"), "conveyor_job_queued_for_" + a}) {
+    listener.listen(channel);
+  }
+  (void)listener.wait_for_notifications(0ms);
+  db::Session other(db_.url());
+  other.listen("conveyor_job_queued_for_" + b);
+  (void)other.wait_for_notifications(0ms);
+
+  db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = CASE id WHEN " + ids[0] + " THEN " + a + " WHEN " +
+           ids[1] + " THEN NULL ELSE " + b + " END");
+  std::set<std::string> seen;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (seen.size() < 2 && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& n : listener.wait_for_notifications(1s)) seen.insert(n.channel + ":" + n.payload);
+  }
+  EXPECT_EQ(seen,
+            (std::set<std::string>{"conveyor_job_status_queued:queued", "conveyor_job_queued_for_" + a + ":queued"}));
+  const auto to_b = other.wait_for_notifications(1s);
+  ASSERT_EQ(to_b.size(), 1u) << "b is told once for its two jobs";
+  EXPECT_EQ(to_b[0].channel, "conveyor_job_queued_for_" + b);
+  EXPECT_EQ(db_.query_value("SELECT conveyor.queued_channel(NULL)"), "conveyor_job_status_queued");
 }
 
 // One back-off formula for the worker's retries (base retry_backoff_s, cap an

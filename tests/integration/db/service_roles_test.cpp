@@ -368,6 +368,12 @@ TEST_F(ServiceRoles, ExecutionAdmitsButCannotPauseOrReprioritise) {
                     "]::bigint[]) "
                     "AND status = 'ready'");
   EXPECT_EQ(field(id, "status"), "queued");
+  // It assigns each job a worker: it reads the workers' pools and room, not their hosts.
+  const std::string next = job({"configured", "ready"});
+  s->expect_allowed("SELECT id, pool, concurrency, status FROM conveyor.worker");
+  s->expect_allowed("UPDATE conveyor.job SET status = 'queued', worker_id = NULL WHERE id = " + next);
+  EXPECT_EQ(field(next, "status"), "queued");
+  s->expect_denied("SELECT host FROM conveyor.worker");
 
   s->expect_denied("UPDATE conveyor.job SET priority = 99 WHERE id = " + id);
   s->expect_denied("UPDATE conveyor.job SET not_before = now() WHERE id = " + id);

@@ -58,6 +58,42 @@ TEST_F(ExecutionTest, AdmitsByPriorityThenAge) {
             "conveyor-execution");
 }
 
+// Issue 14, the worker herd: admission assigns each job it queues to one
+// worker of the job's pool with a free slot, the one with the most room, so
+// that only that worker is woken. A job no worker has room for, and a
+// container job, is queued for any worker. A lost worker, or a worker of
+// another pool, gets none.
+TEST_F(ExecutionTest, EachAdmittedJobIsAssignedToTheWorkerWithTheMostRoom) {
+  const auto worker = [&](const std::string& name, int concurrency, const std::string& status,
+                          const std::string& pool = "default") {
+    return db_.query_value("INSERT INTO conveyor.worker (name, pool, concurrency, status) VALUES ('" + name + "', '" +
+                           pool + "', " + std::to_string(concurrency) + ", '" + status + "') RETURNING id");
+  };
+  const auto one = worker("one", 1, "active");
+  const auto two = worker("two", 2, "active");
+  worker("lost", 8, "lost");
+  worker("gpu", 8, "active", "gpu");
+  std::vector<std::string> jobs;
+  for (int i = 0; i < 4; ++i) jobs.push_back(ready_job("free"));
+  const auto container = db_.query_value(
+      "INSERT INTO conveyor.job (job_type, config) VALUES ('free', "
+      "'{\"pool\": \"default\", \"image\": \"docker.io/library/alpine:3\"}') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + container);
+  db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + container);
+  start(CONVEYOR_EXECUTION_PATH);
+  for (const auto& id : jobs) ASSERT_TRUE(reaches(id, "queued"));
+  ASSERT_TRUE(reaches(container, "queued"));
+
+  const auto assigned = [&](const std::string& worker_id) {
+    return db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'queued' AND worker_id " +
+                           (worker_id.empty() ? std::string("IS NULL") : "= " + worker_id));
+  };
+  EXPECT_EQ(assigned(two), "2") << "two free slots";
+  EXPECT_EQ(assigned(one), "1");
+  EXPECT_EQ(assigned(""), "2") << "the job no worker had room for, and the container job";
+  EXPECT_EQ(db_.query_value("SELECT worker_id IS NULL FROM conveyor.job WHERE id = " + container), "t");
+}
+
 // Issue 14: a job's end (processed) runs admission only while jobs wait for
 // a slot. Here they do, with the poll a minute away and no broker: each end admits the
 // job waiting at once, for want of a slot of the pool (capacity 2) and then

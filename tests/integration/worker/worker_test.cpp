@@ -58,50 +58,83 @@ class WorkerTest : public ::testing::Test {
     fs::remove_all(data_dir_, ec);
   }
 
-  // `argv_prefix` runs the worker through another program (setpriv).
-  void start_worker(std::map<std::string, std::string> extra = {}, std::vector<std::string> argv_prefix = {}) {
+  // The environment of a worker named `name`, on a port of its own, with
+  // `extra` over it.
+  std::map<std::string, std::string> worker_env(const std::string& name,
+                                                const std::map<std::string, std::string>& extra) const {
     std::string path = CONVEYOR_EXAMPLE_TASK_DIR;
     if (const char* p = std::getenv("PATH")) path += std::string(":") + p;
     std::map<std::string, std::string> env = {
         {"CONVEYOR_DATABASE_URL", db_.url()},
         {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-        {"CONVEYOR_TOPIC_PREFIX", testing::unique_name("wt")},
+        {"CONVEYOR_TOPIC_PREFIX", topic_prefix_},
         {"CONVEYOR_DATA_DIR", data_dir_.string()},
         {"CONVEYOR_HTTP_PORT", std::to_string(testing::free_port())},
-        {"CONVEYOR_WORKER_NAME", name_},
+        {"CONVEYOR_WORKER_NAME", name},
         {"CONVEYOR_WORKER_CONCURRENCY", "2"},
         {"CONVEYOR_KILL_GRACE_MS", "1000"},
         {"CONVEYOR_POLL_INTERVAL_MS", "500"},
         {"CONVEYOR_LOG_LEVEL", "debug"},
         {"PATH", path},
     };
-    for (auto& [k, v] : extra) env[k] = v;
-    http_port_ = env["CONVEYOR_HTTP_PORT"];
+    for (const auto& [k, v] : extra) env[k] = v;
+    return env;
+  }
+
+  // Runs a worker with `env` (`argv_prefix`: through another program, such
+  // as setpriv); null, with a failure, if it does not register.
+  std::unique_ptr<testing::ChildProcess> launch_worker(const std::map<std::string, std::string>& env,
+                                                       std::vector<std::string> argv_prefix, const fs::path& log) {
     argv_prefix.push_back(CONVEYOR_WORKER_BIN);
-    worker_ = std::make_unique<testing::ChildProcess>(testing::ChildProcess::Options{
+    auto worker = std::make_unique<testing::ChildProcess>(testing::ChildProcess::Options{
         .argv = argv_prefix,
         .env = env,
-        .stdout_file = data_dir_ / "worker.log",
+        .stdout_file = log,
         .stderr_file = {},
         .detach = false,
     });
-    ASSERT_TRUE(wait_until(
-        [&] {
-          return db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name_)) == "active";
-        },
-        30s))
-        << "worker did not register; its log:\n"
-        << read_text(data_dir_ / "worker.log");
+    const std::string name = env.at("CONVEYOR_WORKER_NAME");
+    if (!wait_until(
+            [&] {
+              return db_.query_value("SELECT status FROM conveyor.worker WHERE name = " + sql_literal(name)) ==
+                     "active";
+            },
+            30s)) {
+      ADD_FAILURE() << "worker " << name << " did not register; its log:\n" << read_text(log);
+      return nullptr;
+    }
+    return worker;
   }
 
-  // Inserts a job and walks it to `queued` the way the stages would.
-  std::int64_t queue_job(const json& config, int max_attempts = 1) {
+  void start_worker(const std::map<std::string, std::string>& extra = {}, std::vector<std::string> argv_prefix = {}) {
+    const auto env = worker_env(name_, extra);
+    http_port_ = env.at("CONVEYOR_HTTP_PORT");
+    worker_ = launch_worker(env, std::move(argv_prefix), data_dir_ / "worker.log");
+    ASSERT_TRUE(worker_);
+  }
+
+  // A counter's value on the /metrics of the worker on `port`; -1 if it is not exposed.
+  static double counter(const std::string& port, const std::string& name) {
+    const auto metrics = http::http_request("GET", "http://127.0.0.1:" + port + "/metrics");
+    const std::string sample = "\n" + name + " ";  // the sample, not # HELP
+    const auto at = metrics.body.find(sample);
+    return at == std::string::npos ? -1.0 : std::stod(metrics.body.substr(at + sample.size()));
+  }
+
+  // Inserts a job and walks it to `ready` the way the stages would.
+  std::int64_t ready_job(const json& config, int max_attempts = 1) {
     const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type, max_attempts) VALUES ('test', " +
                                            std::to_string(max_attempts) + ") RETURNING id");
     db_.exec("UPDATE conveyor.job SET status = 'configured', config = " + sql_literal(config.dump()) +
-             "::jsonb WHERE id = " + id + ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id +
-             ";\nUPDATE conveyor.job SET status = 'queued' WHERE id = " + id + ";");
+             "::jsonb WHERE id = " + id + ";\nUPDATE conveyor.job SET status = 'ready' WHERE id = " + id + ";");
     return std::stoll(id);
+  }
+
+  // ... and on to `queued`, for any worker (no assignment).
+  std::int64_t queue_job(const json& config, int max_attempts = 1) {
+    const auto id = ready_job(config, max_attempts);
+    db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + std::to_string(id));
+    return id;
   }
 
   std::string job_field(std::int64_t id, const std::string& column) {
@@ -137,6 +170,7 @@ class WorkerTest : public ::testing::Test {
   testing::TestDatabase db_;
   testing::Broker broker_;
   std::string name_ = testing::unique_name("worker");
+  std::string topic_prefix_ = testing::unique_name("wt");
   fs::path data_dir_;
   std::unique_ptr<testing::ChildProcess> worker_;
   std::string http_port_;
@@ -564,6 +598,72 @@ TEST_F(WorkerTest, AJobEndingWithNothingQueuedCostsNoProbe) {
   ASSERT_GE(before, 1.0) << "the first wake-up probes: is the counter exposed?";
   for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
   EXPECT_EQ(probes() - before, 0.0) << "worker log:\n" << read_text(data_dir_ / "worker.log");
+}
+
+// Issue 14, the worker herd: a job admission assigned to a worker
+// (worker_id of a queued job) wakes that worker alone. With two workers, each
+// of eight jobs queued one at a time, to either in turn, is run by the worker
+// it was assigned to, and no claim of either finds nothing. Jobs queued for any worker (no
+// assignment, as before) wake both, and the one that loses claims in vain:
+// what every job cost before.
+TEST_F(WorkerTest, AQueuedJobWakesOnlyTheWorkerItIsAssignedTo) {
+  const std::map<std::string, std::string> quiet = {{"CONVEYOR_POLL_INTERVAL_MS", "60000"}};
+  start_worker(quiet);
+  const auto other_env = worker_env(name_ + "-b", quiet);
+  const auto other = launch_worker(other_env, {}, data_dir_ / "worker-b.log");
+  ASSERT_TRUE(other);
+  const std::string other_port = other_env.at("CONVEYOR_HTTP_PORT");
+  const auto empty_claims = [&] {
+    return counter(http_port_, "conveyor_worker_empty_claims_total") +
+           counter(other_port, "conveyor_worker_empty_claims_total");
+  };
+  ASSERT_EQ(empty_claims(), 0.0) << "both expose the counter, at 0";
+
+  const std::vector<std::string> workers = {
+      db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_)),
+      db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_ + "-b"))};
+  for (int i = 0; i < 8; ++i) {
+    const auto id = std::to_string(ready_job({{"argv", {"true"}}}));
+    const auto& assigned = workers[i % 2];
+    db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = " + assigned + " WHERE id = " + id);
+    ASSERT_TRUE(wait_status(std::stoll(id), "processed"));
+    EXPECT_EQ(db_.query_value("SELECT worker_id FROM conveyor.job_attempt WHERE job_id = " + id), assigned);
+  }
+  EXPECT_EQ(empty_claims(), 0.0) << "worker logs:\n"
+                                 << read_text(data_dir_ / "worker.log") << read_text(data_dir_ / "worker-b.log");
+
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  EXPECT_GE(empty_claims(), 3.0) << "a job queued for any worker wakes both";
+}
+
+// An assignment only says whom to wake: a job assigned to a worker that is
+// no longer active is claimed by another at once (its poll), and one assigned
+// to an active worker that does not take it (it hangs) once it has waited
+// 2 s, never before.
+TEST_F(WorkerTest, AJobItsAssignedWorkerDoesNotTakeIsRunByAnother) {
+  start_worker();
+  const auto ghost = db_.query_value(
+      "INSERT INTO conveyor.worker (name, concurrency, status) VALUES ('ghost', 4, 'active') RETURNING id");
+  const auto gone = db_.query_value(
+      "INSERT INTO conveyor.worker (name, concurrency, status) VALUES ('gone', 4, 'lost') RETURNING id");
+  const auto assign = [&](const std::string& worker_id) {
+    const auto id = ready_job({{"argv", {"true"}}});
+    db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = " + worker_id +
+             " WHERE id = " + std::to_string(id));
+    return id;
+  };
+  const auto of_gone = assign(gone);
+  const auto of_ghost = assign(ghost);
+  ASSERT_TRUE(wait_status(of_gone, "processed"));
+  ASSERT_TRUE(wait_status(of_ghost, "processed"));
+  const std::string mine = db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_));
+  EXPECT_EQ(job_field(of_gone, "worker_id"), mine);
+  EXPECT_EQ(job_field(of_ghost, "worker_id"), mine);
+  const auto waited = db_.query_value(
+      "SELECT extract(epoch FROM max(at) FILTER (WHERE to_status = 'started') - "
+      "max(at) FILTER (WHERE to_status = 'queued')) >= 2 FROM conveyor.job_status_change WHERE job_id = " +
+      std::to_string(of_ghost));
+  EXPECT_EQ(waited, "t") << "taken from an active worker before its 2 s";
 }
 
 // Issue 14: the worker waits for a program's exit on the exit itself (a

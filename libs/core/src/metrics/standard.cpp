@@ -135,6 +135,7 @@ std::vector<KnownCounter> stage_and_worker_counters() {
        "outcome",
        {"processed", "retried", "failed", "canceled", "requeued", "internal_error", "dropped", "unrecorded"}},
       {"conveyor-worker", "conveyor_worker_claim_probes_total", "reads of whether any job is claimable", nullptr, {}},
+      {"conveyor-worker", "conveyor_worker_empty_claims_total", "claims that found no job to take", nullptr, {}},
       {"conveyor-worker",
        "conveyor_worker_outcome_retries_total",
        "failed attempts to record a job's outcome, retried",

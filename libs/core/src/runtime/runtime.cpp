@@ -9,6 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string_view>
@@ -196,13 +197,20 @@ class Service final : public Context {
     wake_cv_.notify_all();
   }
 
+  void listen_also(const std::string& channel, const std::string& type) override {
+    if (listen_thread_.joinable()) throw Error(errc::internal, "listen_also after the listener started: " + channel);
+    own_channels_[channel] = type;
+  }
+
   // A wake-up by NOTIFY: the status channels that were notified.
   void wake_for(const std::vector<db::Notification>& notifications) {
     {
       std::lock_guard lock(wake_mu_);
       pending_ = true;
       for (const db::Notification& n : notifications) {
-        if (n.channel.starts_with(kJobStatusChannelPrefix)) {
+        if (const auto own = own_channels_.find(n.channel); own != own_channels_.end()) {
+          pending_wake_.types.insert(own->second);
+        } else if (n.channel.starts_with(kJobStatusChannelPrefix)) {
           pending_wake_.types.insert(std::string(bus::kJobEventTypePrefix) +
                                      n.channel.substr(std::string_view(kJobStatusChannelPrefix).size()));
         } else {
@@ -287,7 +295,7 @@ class Service final : public Context {
     // The millisecond path: a NOTIFY of a watched status wakes the loop
     // without Kafka (which then only confirms, or stands in while the
     // database connection is re-made).
-    if (!spec_.wake_on.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
+    if (!spec_.wake_on.empty() || !own_channels_.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
     timer_thread_ = std::thread([this] { timer_loop(); });
     up_->set(1);
   }
@@ -525,6 +533,7 @@ class Service final : public Context {
     for (const std::string& type : spec_.wake_on) {
       if (auto channel = notify_channel(type)) channels.push_back(std::move(*channel));
     }
+    for (const auto& own : own_channels_) channels.push_back(own.first);
     if (channels.empty()) return;  // only types that Kafka alone carries
     std::string listened;
     for (const std::string& c : channels) listened += (listened.empty() ? "" : ", ") + c;
@@ -546,7 +555,7 @@ class Service final : public Context {
           lost = false;
           wake();
         }
-        // Every channel listened to is a status of wake_on.
+        // Every channel listened to is a status of wake_on, or the service's own.
         const std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
         if (!notified.empty()) {
           notify_wakeups_->inc();
@@ -762,6 +771,9 @@ class Service final : public Context {
   metrics::Counter* events_consumed_ = nullptr;
   metrics::Counter* notify_wakeups_ = nullptr;
   std::atomic<bool> listening_{false};  // the NOTIFY listener is connected
+  // listen_also's channels and the event type each stands for: written in
+  // setup(), before the listener thread starts, then only read.
+  std::map<std::string, std::string> own_channels_;
   metrics::Counter* listen_reconnects_ = nullptr;
   metrics::Counter* bad_events_ = nullptr;
   metrics::Counter* parameter_reloads_ = nullptr;

@@ -102,6 +102,14 @@ class Context {
     (void)reason;
     wake();
   }
+  // Also LISTENs on `channel` (a channel of the service's own, named by the
+  // database: a worker's conveyor.queued_channel), whose notifications wake
+  // the loop as events of `type` do. In setup() only, before the listener
+  // starts. A context that cannot listen ignores it: the poll finds the work.
+  virtual void listen_also(const std::string& channel, const std::string& type) {
+    (void)channel;
+    (void)type;
+  }
   // Marks the instance not ready (/readyz 503) with a reason, e.g. while draining.
   virtual void set_ready(bool ready, const std::string& reason = "") = 0;
 };
