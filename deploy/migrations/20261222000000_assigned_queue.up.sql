@@ -7,8 +7,8 @@
 --
 -- * Admission (services/job-execution, Assignment) sets a queued job's
 --   worker_id to an active worker of its pool with a free slot (concurrency
---   less its queued and started jobs), the most free first, so a batch
---   spreads over the pool. A job that finds no slot (every worker full, none
+--   less its queued and started jobs) and a heartbeat within two intervals,
+--   the most free first, so a batch spreads over the pool. A job that finds no slot (every worker full, none
 --   registered yet) and a container job (whether a worker has a container
 --   runtime is the worker's to know) are queued assigned to nobody, as
 --   before. It reads the workers' pools, room and status, nothing else.
@@ -18,7 +18,7 @@
 --   (conveyor.queued_channel).
 -- * The worker claims its own jobs, jobs assigned to nobody, and any job
 --   whose worker is no longer active (drained, stopped, lost) or has left it
---   queued for more than 2 s (a worker that hangs, or was full after all):
+--   queued for more than 1 s (a worker that hangs, or was full after all):
 --   an assignment is a hint, never a lock, so no job waits on a worker that
 --   will not run it (services/worker, CONVEYOR_CLAIMABLE_JOBS).
 --

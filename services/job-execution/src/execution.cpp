@@ -105,14 +105,18 @@ constexpr db::Statement kSetQueued{
 
 // The free slots of each active worker with any: its concurrency less the
 // jobs assigned to it (queued) or that it runs (started). Read after the
-// admission lock, so the assignments of the admission before count.
+// admission lock, so the assignments of the admission before count. Only a
+// worker that beat within $1 seconds (two heartbeat intervals): one that
+// died is active until the reaper's timeout, and, claiming nothing, would
+// look the freest of all.
 constexpr db::Statement kWorkerRoom{
     "execution_worker_room",
     "SELECT w.id, w.pool, w.concurrency - coalesce(l.n, 0) AS free FROM conveyor.worker w "
     "LEFT JOIN (SELECT worker_id, count(*) AS n FROM conveyor.job "
     "           WHERE status IN ('queued', 'started') AND worker_id IS NOT NULL GROUP BY worker_id) l "
     "  ON l.worker_id = w.id "
-    "WHERE w.status = 'active' AND w.concurrency > coalesce(l.n, 0)"};
+    "WHERE w.status = 'active' AND w.concurrency > coalesce(l.n, 0) "
+    "  AND w.last_heartbeat > now() - make_interval(secs => $1::float8)"};
 
 // The probe of each wake-up, one round trip: whether any job is admissible,
 // types at their limit aside (when none is, a wake-up, a slot freed, costs no
@@ -138,6 +142,7 @@ db::TxOptions tx_options() {
 
 std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemParameters& params, int batch_size) {
   capacity_ = static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
+  heartbeat_interval_s_ = std::max(1, params.worker_heartbeat_interval_s);
   left_waiting_ = true;  // until this pass shows otherwise (it may fail half-way)
   tx.exec(kAdmissionLock, {kAdmissionLockKey});
 
@@ -188,7 +193,7 @@ int Admission::apply(db::Tx& tx, const db::Result& candidates) {
   }
   if (admit.empty()) return 0;
   Assignment assignment;
-  assignment.read(tx.exec(kWorkerRoom));
+  assignment.read(tx.exec(kWorkerRoom, {2.0 * heartbeat_interval_s_}));
   std::vector<std::int64_t> workers;
   workers.reserve(admit.size());
   for (const auto r : candidates) {

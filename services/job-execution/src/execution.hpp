@@ -31,7 +31,7 @@ inline constexpr std::int64_t kAdmissionLockKey = 0x637665786563;
 // the status trigger then wakes alone (conveyor.queued_channel); a job no
 // worker has room for goes to none, and every worker is woken. Only a hint:
 // a worker claims another's job once that one is gone or has left it queued
-// for 2 s (services/worker).
+// for 1 s (services/worker). Only workers whose heartbeat is recent get jobs.
 class Assignment {
  public:
   // Rows of id, pool and free (slots), one per active worker with any.
@@ -67,6 +67,7 @@ class Admission {
   std::int64_t room_ = 0;
   std::int64_t capacity_ = 0;
   std::int64_t total_ = 0;
+  int heartbeat_interval_s_ = 5;  // the workers' (system parameters), read by claim
   std::map<std::string, std::int64_t> in_flight_;
   std::map<std::string, std::int64_t> limits_;
 };

@@ -76,10 +76,10 @@ constexpr db::Statement kHeartbeat{"worker_heartbeat",
                                    "  status = CASE WHEN status = 'lost' THEN 'active' ELSE status END "
                                    "WHERE id = $1 RETURNING status"};
 
-// By itself: alive, so from lost too (conveyor.drain_worker).
 // The channel of the queued jobs assigned to this worker ($1 its id).
 constexpr db::Statement kQueuedChannel{"worker_queued_channel", "SELECT conveyor.queued_channel($1)"};
 
+// By itself: alive, so from lost too (conveyor.drain_worker).
 constexpr db::Statement kMarkDraining{"worker_mark_draining", "SELECT * FROM conveyor.drain_worker($1, true)"};
 
 constexpr db::Statement kMarkStopped{"worker_mark_stopped",
@@ -89,7 +89,7 @@ constexpr db::Statement kMarkStopped{"worker_mark_stopped",
 // The queued jobs this worker may run: of its pool, container jobs only when
 // it has a container runtime, and of those assigned to a worker
 // (execution's Assignment) its own, and another's only once that worker is no
-// longer active or has left the job queued for 2 s (it hangs, or was full
+// longer active or has left the job queued for 1 s (it hangs, or was full
 // after all): an assignment only says whom to wake. The placeholders: this
 // worker's id, pool, and whether it runs containers. The claim and its probe
 // share it.
@@ -102,7 +102,7 @@ constexpr db::Statement kMarkStopped{"worker_mark_stopped",
   "::boolean OR coalesce(config->>'image', '') = '') "                 \
   "AND (worker_id IS NULL OR worker_id = " worker                      \
   " "                                                                  \
-  "     OR updated_at < now() - interval '2 seconds' "                 \
+  "     OR updated_at < now() - interval '1 second'  "                 \
   "     OR NOT EXISTS (SELECT 1 FROM conveyor.worker w "               \
   "                    WHERE w.id = conveyor.job.worker_id AND w.status = 'active')) "
 // clang-format on

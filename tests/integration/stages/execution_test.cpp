@@ -61,8 +61,9 @@ TEST_F(ExecutionTest, AdmitsByPriorityThenAge) {
 // Issue 14, the worker herd: admission assigns each job it queues to one
 // worker of the job's pool with a free slot, the one with the most room, so
 // that only that worker is woken. A job no worker has room for, and a
-// container job, is queued for any worker. A lost worker, or a worker of
-// another pool, gets none.
+// container job (admitted first here, when every worker has room), is
+// queued for any worker. A lost worker, one whose heartbeat is old (it may
+// have died), and a worker of another pool, get none.
 TEST_F(ExecutionTest, EachAdmittedJobIsAssignedToTheWorkerWithTheMostRoom) {
   const auto worker = [&](const std::string& name, int concurrency, const std::string& status,
                           const std::string& pool = "default") {
@@ -73,10 +74,12 @@ TEST_F(ExecutionTest, EachAdmittedJobIsAssignedToTheWorkerWithTheMostRoom) {
   const auto two = worker("two", 2, "active");
   worker("lost", 8, "lost");
   worker("gpu", 8, "active", "gpu");
+  const auto silent = worker("silent", 8, "active");
+  db_.exec("UPDATE conveyor.worker SET last_heartbeat = now() - interval '1 hour' WHERE id = " + silent);
   std::vector<std::string> jobs;
   for (int i = 0; i < 4; ++i) jobs.push_back(ready_job("free"));
   const auto container = db_.query_value(
-      "INSERT INTO conveyor.job (job_type, config) VALUES ('free', "
+      "INSERT INTO conveyor.job (job_type, priority, config) VALUES ('free', 9, "
       "'{\"pool\": \"default\", \"image\": \"docker.io/library/alpine:3\"}') RETURNING id");
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + container);
   db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + container);
@@ -91,6 +94,7 @@ TEST_F(ExecutionTest, EachAdmittedJobIsAssignedToTheWorkerWithTheMostRoom) {
   EXPECT_EQ(assigned(two), "2") << "two free slots";
   EXPECT_EQ(assigned(one), "1");
   EXPECT_EQ(assigned(""), "2") << "the job no worker had room for, and the container job";
+  EXPECT_EQ(assigned(silent), "0");
   EXPECT_EQ(db_.query_value("SELECT worker_id IS NULL FROM conveyor.job WHERE id = " + container), "t");
 }
 

@@ -417,7 +417,11 @@ class Service final : public Context {
     jobs.client_id = instance_id_;
     const bool notified = std::all_of(spec_.wake_on.begin(), spec_.wake_on.end(),
                                       [](const std::string& type) { return notify_channel(type).has_value(); });
-    if (notified) jobs.extra["fetch.wait.max.ms"] = "250";
+    if (spec_.event_fetch_wait.count() > 0) {
+      jobs.extra["fetch.wait.max.ms"] = std::to_string(spec_.event_fetch_wait.count());
+    } else if (notified) {
+      jobs.extra["fetch.wait.max.ms"] = "250";
+    }
     if (!jobs.topics.empty()) consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
   }
 

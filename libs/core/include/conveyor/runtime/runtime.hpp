@@ -48,6 +48,13 @@ struct ServiceSpec {
   std::set<std::string> wake_on;
   // Consumer group; empty: the service name (replicas share the wake-ups).
   std::string consumer_group;
+  // How long a fetch of job events may wait on an empty topic
+  // (fetch.wait.max.ms). 0: 10 ms when an event of wake_on is the only
+  // wake-up of its type (it has no NOTIFY channel), else 250 ms. A service
+  // that finds that work by other means sets more: the devbroker answers an
+  // empty fetch only when the wait ends, so 10 ms costs 100 fetches a second
+  // (a real broker answers as soon as an event comes).
+  std::chrono::milliseconds event_fetch_wait{0};
   int default_http_port = 0;  // used when CONVEYOR_HTTP_PORT is not set; 0: any free port
   // Every route but /healthz, /readyz, /version (and /metrics unless
   // CONVEYOR_METRICS_REQUIRE_TOKEN) needs a token (auth.hpp). A service
