@@ -88,6 +88,6 @@ BEGIN
   RETURN NULL;
 END
 $$;
-REVOKE SELECT (id, pool, concurrency, status) ON conveyor.worker FROM conveyor_execution;
+REVOKE SELECT (id, pool, concurrency, status, last_heartbeat) ON conveyor.worker FROM conveyor_execution;
 REVOKE UPDATE (worker_id) ON conveyor.job FROM conveyor_execution;
 DROP FUNCTION conveyor.queued_channel(bigint);

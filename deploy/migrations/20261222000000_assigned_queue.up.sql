@@ -11,7 +11,7 @@
 --   the most free first, so a batch spreads over the pool. A job that finds no slot (every worker full, none
 --   registered yet) and a container job (whether a worker has a container
 --   runtime is the worker's to know) are queued assigned to nobody, as
---   before. It reads the workers' pools, room and status, nothing else.
+--   before. It reads the workers' pools, room, status and heartbeat, nothing else.
 -- * The status trigger notifies a queued job on its worker's channel,
 --   conveyor_job_queued_for_<worker id>, and a job assigned to nobody on
 --   conveyor_job_status_queued, which every worker still hears
@@ -38,7 +38,7 @@ COMMENT ON FUNCTION conveyor.queued_channel(bigint) IS
   'the NOTIFY channel of a queued job assigned to this worker (NULL: to none, heard by every worker) (issue 14)';
 
 GRANT UPDATE (worker_id) ON conveyor.job TO conveyor_execution;
-GRANT SELECT (id, pool, concurrency, status) ON conveyor.worker TO conveyor_execution;
+GRANT SELECT (id, pool, concurrency, status, last_heartbeat) ON conveyor.worker TO conveyor_execution;
 
 -- record_status_changes of 20261219000000_cheaper_status_triggers, with a
 -- queued job notified on its worker's channel.

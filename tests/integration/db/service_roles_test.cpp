@@ -28,6 +28,7 @@
 #include "conveyor/model/system_parameters.hpp"
 #include "conveyor/model/worker.hpp"
 #include "conveyor/testing/testing.hpp"
+#include "execution.hpp"
 
 namespace conveyor {
 namespace {
@@ -368,11 +369,21 @@ TEST_F(ServiceRoles, ExecutionAdmitsButCannotPauseOrReprioritise) {
                     "]::bigint[]) "
                     "AND status = 'ready'");
   EXPECT_EQ(field(id, "status"), "queued");
-  // It assigns each job a worker: it reads the workers' pools and room, not their hosts.
+  // Admission's own pass, as the service runs it: it assigns the job to the
+  // registered worker, reading the workers' pools, room and heartbeats (not
+  // their hosts).
   const std::string next = job({"configured", "ready"});
-  s->expect_allowed("SELECT id, pool, concurrency, status FROM conveyor.worker");
-  s->expect_allowed("UPDATE conveyor.job SET status = 'queued', worker_id = NULL WHERE id = " + next);
+  const std::string worker = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('w-admit') RETURNING id");
+  {
+    db::PoolOptions po;
+    po.url = url_of("conveyor_execution");
+    po.size = 1;
+    db::Pool pool(po);
+    const auto params = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+    EXPECT_EQ(execution::admit_batch(pool, params, 10), 1);
+  }
   EXPECT_EQ(field(next, "status"), "queued");
+  EXPECT_EQ(field(next, "worker_id"), worker);
   s->expect_denied("SELECT host FROM conveyor.worker");
 
   s->expect_denied("UPDATE conveyor.job SET priority = 99 WHERE id = " + id);
