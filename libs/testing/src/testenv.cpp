@@ -12,6 +12,7 @@
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/db/migrations.hpp"
+#include "conveyor/http/client.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/testing/testing.hpp"
 
@@ -222,6 +223,18 @@ std::map<std::string, std::string> bearer(const std::string& token, bool json_bo
   std::map<std::string, std::string> h{{"Authorization", "Bearer " + token}};
   if (json_body) h["Content-Type"] = "application/json";
   return h;
+}
+
+double metric_sample(const std::string& address, const std::string& name) {
+  http::ClientResponse metrics;
+  try {
+    metrics = http::http_request("GET", "http://" + address + "/metrics");
+  } catch (const std::exception&) {
+    return -1.0;
+  }
+  const std::string line = "\n" + name + " ";  // the sample, not # HELP
+  const auto at = metrics.body.find(line);
+  return at == std::string::npos ? -1.0 : std::stod(metrics.body.substr(at + line.size()));
 }
 
 }  // namespace conveyor::testing

@@ -409,6 +409,9 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   };
   configure.moved = moved("configure");
   configure.woken_by = configure_woken_by();
+  // A new job is as good as certain work: its NOTIFY runs the transaction
+  // without the probe (empty only when a replica took the job first).
+  configure.unprobed_after = configure_woken_by();
   runtime::StageStep ready;
   ready.name = "ready";
   ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
@@ -423,8 +426,13 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   ready.moved = readied;
   ready.woken_by = ready_woken_by();
   // An upstream job's end readies a job only while one waits: at a low rate,
-  // with no dependencies, a job's end costs no probe here.
+  // with no dependencies, a job's end costs no probe here. Nor does a job
+  // becoming configured: only this service configures jobs, and it readies
+  // those with nothing to wait for in the same transaction, so its own
+  // NOTIFY of configured brings the step work only when one was left
+  // waiting (configure.apply then says so).
   ready.woken_while_waiting = upstream_end_types();
+  ready.woken_while_waiting.insert("io.conveyor.job.configured");
   ready.waiting = [waiting] { return *waiting; };
   runtime::StageLoopOptions options;
   options.name = "configuration";

@@ -25,19 +25,46 @@ constexpr const char* kInternalErrorEvent = "io.conveyor.job.internal_error";
 
 constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
 
-// In flight = admitted and not finished: what the workers have or will have,
-// by type, and each limited type's concurrency_limit (read live from
-// job_type, not job.config, so a changed limit applies at once), in one
-// read: a type may have jobs in flight, a limit, or both. Read after the
-// admission lock, in a statement of its own, so that it sees what the
-// admission before it committed.
-constexpr db::Statement kInFlightAndLimits{
-    "execution_in_flight_and_limits",
-    "SELECT coalesce(f.job_type, l.name) AS job_type, coalesce(f.n, 0) AS n, l.concurrency_limit "
-    "FROM (SELECT job_type, count(*) AS n FROM conveyor.job "
-    "      WHERE status IN ('queued', 'started') GROUP BY job_type) f "
+// The earliest back-off end among ready jobs admissible then, in ms from
+// now (NULL: none). A held or canceled job, or one of a paused type or
+// pool, is not admissible then: no timer for it.
+#define CONVEYOR_NEXT_BACKOFF_MS                                                              \
+  "(SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint " \
+  " FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "       \
+  " AND conveyor.job_admission_eligible(j, j.not_before, NULL, (SELECT conveyor.paused_queues())))"
+
+// What a pass decides on, in one read after the admission lock (a
+// statement of its own, so that it sees what the admission before it
+// committed), one row per item by kind:
+// * 'type': in flight (admitted and not finished: what the workers have or
+//   will have) by type, and each limited type's concurrency_limit, read live
+//   from job_type (not job.config, so a changed limit applies at once): a
+//   type may have jobs in flight, a limit, or both;
+// * 'worker': the free slots of each active worker with any, its
+//   concurrency less the jobs assigned to it (queued) or that it runs
+//   (started), so the assignments of the admission before count. Only a
+//   worker that beat within $1 seconds (two heartbeat intervals): one that
+//   died is active until the reaper's timeout, and, claiming nothing, would
+//   look the freest of all;
+// * 'due': when the next back-off ends (CONVEYOR_NEXT_BACKOFF_MS), as the
+//   probe says, for a pass the probe did not precede.
+constexpr db::Statement kAdmissionState{
+    "execution_admission_state",
+    "WITH f AS (SELECT job_type, worker_id, count(*) AS n FROM conveyor.job "
+    "           WHERE status IN ('queued', 'started') GROUP BY job_type, worker_id) "
+    "SELECT 'type' AS kind, coalesce(t.job_type, l.name) AS name, NULL::bigint AS id, coalesce(t.n, 0) AS n, "
+    "       l.concurrency_limit::bigint AS n_limit "
+    "FROM (SELECT job_type, sum(n)::bigint AS n FROM f GROUP BY job_type) t "
     "FULL JOIN (SELECT name, concurrency_limit FROM conveyor.job_type "
-    "           WHERE concurrency_limit IS NOT NULL) l ON l.name = f.job_type"};
+    "           WHERE concurrency_limit IS NOT NULL) l ON l.name = t.job_type "
+    "UNION ALL "
+    "SELECT 'worker', w.pool, w.id, w.concurrency - coalesce(b.n, 0), NULL FROM conveyor.worker w "
+    "LEFT JOIN (SELECT worker_id, sum(n)::bigint AS n FROM f WHERE worker_id IS NOT NULL GROUP BY worker_id) b "
+    "  ON b.worker_id = w.id "
+    "WHERE w.status = 'active' AND w.concurrency > coalesce(b.n, 0) "
+    "  AND w.last_heartbeat > now() - make_interval(secs => $1::float8) "
+    "UNION ALL "
+    "SELECT 'due', NULL, NULL, " CONVEYOR_NEXT_BACKOFF_MS ", NULL"};
 
 // The filters every candidate passes: conveyor.job_admission_eligible (the
 // one rule: ready, not canceled, not held, not_before passed, a type of $1
@@ -103,34 +130,17 @@ constexpr db::Statement kSetQueued{
     "UPDATE conveyor.job j SET status = 'queued', worker_id = nullif(a.worker_id, 0) "
     "FROM unnest($1::bigint[], $2::bigint[]) AS a (id, worker_id) WHERE j.id = a.id AND j.status = 'ready'"};
 
-// The free slots of each active worker with any: its concurrency less the
-// jobs assigned to it (queued) or that it runs (started). Read after the
-// admission lock, so the assignments of the admission before count. Only a
-// worker that beat within $1 seconds (two heartbeat intervals): one that
-// died is active until the reaper's timeout, and, claiming nothing, would
-// look the freest of all.
-constexpr db::Statement kWorkerRoom{
-    "execution_worker_room",
-    "SELECT w.id, w.pool, w.concurrency - coalesce(l.n, 0) AS free FROM conveyor.worker w "
-    "LEFT JOIN (SELECT worker_id, count(*) AS n FROM conveyor.job "
-    "           WHERE status IN ('queued', 'started') AND worker_id IS NOT NULL GROUP BY worker_id) l "
-    "  ON l.worker_id = w.id "
-    "WHERE w.status = 'active' AND w.concurrency > coalesce(l.n, 0) "
-    "  AND w.last_heartbeat > now() - make_interval(secs => $1::float8)"};
-
-// The probe of each wake-up, one round trip: whether any job is admissible,
-// types at their limit aside (when none is, a wake-up, a slot freed, costs no
-// locked pass), and in how many ms the next back-off ends among ready jobs
-// that are admissible then (a held or canceled one, or one of a paused type
-// or pool, is not: no timer for it).
+// The probe of a wake-up that may bring no work (a poll, a Kafka event),
+// one round trip: whether any job is admissible, types at their limit aside
+// (when none is, the wake-up costs no locked pass), and in how many ms the
+// next back-off ends.
 constexpr db::Statement kProbe{
     "execution_probe",
     "SELECT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' "
     "               AND conveyor.job_admission_eligible(j, now(), $1::text[], "
-    "                                                   (SELECT conveyor.paused_queues()))) AS admissible, "
-    "  (SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint "
-    "   FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
-    "   AND conveyor.job_admission_eligible(j, j.not_before, NULL, (SELECT conveyor.paused_queues()))) AS next_ms"};
+    "                                                   (SELECT conveyor.paused_queues()))) AS admissible, " CONVEYOR_NEXT_BACKOFF_MS
+    " AS next_ms"};
+#undef CONVEYOR_NEXT_BACKOFF_MS
 
 db::TxOptions tx_options() {
   db::TxOptions o;
@@ -142,19 +152,9 @@ db::TxOptions tx_options() {
 
 std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemParameters& params, int batch_size) {
   capacity_ = static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
-  heartbeat_interval_s_ = std::max(1, params.worker_heartbeat_interval_s);
   left_waiting_ = true;  // until this pass shows otherwise (it may fail half-way)
   tx.exec(kAdmissionLock, {kAdmissionLockKey});
-
-  in_flight_.clear();
-  limits_.clear();
-  total_ = 0;
-  for (const auto r : tx.exec(kInFlightAndLimits)) {
-    const std::string type = r["job_type"].as_string();
-    in_flight_[type] = r["n"].as_int();
-    total_ += r["n"].as_int();
-    if (!r["concurrency_limit"].is_null()) limits_[type] = r["concurrency_limit"].as_int();
-  }
+  read_state(tx.exec(kAdmissionState, {2.0 * std::max(1, params.worker_heartbeat_interval_s)}));
   if (total_ >= capacity_) return std::nullopt;
 
   // Paused types and pools are conveyor.job_admission_eligible's to exclude.
@@ -192,21 +192,18 @@ int Admission::apply(db::Tx& tx, const db::Result& candidates) {
     ++total_;
   }
   if (admit.empty()) return 0;
-  Assignment assignment;
-  assignment.read(tx.exec(kWorkerRoom, {2.0 * heartbeat_interval_s_}));
   std::vector<std::int64_t> workers;
   workers.reserve(admit.size());
   for (const auto r : candidates) {
     if (workers.size() == admit.size()) break;
     if (r["id"].as_int() != admit[workers.size()]) continue;  // not admitted
-    workers.push_back(r["container"].as_bool() ? 0 : assignment.take(r["pool"].as_string()));
+    workers.push_back(r["container"].as_bool() ? 0 : assignment_.take(r["pool"].as_string()));
   }
   return static_cast<int>(tx.exec(kSetQueued, {admit, workers}).affected_rows());
 }
 
-void Assignment::read(const db::Result& rows) {
-  pools_.clear();
-  for (const auto r : rows) pools_[r["pool"].as_string()].push_back({r["free"].as_int(), r["id"].as_int()});
+void Assignment::add(const std::string& pool, std::int64_t id, std::int64_t free) {
+  pools_[pool].push_back({free, id});
 }
 
 std::int64_t Assignment::take(const std::string& pool) {
@@ -237,17 +234,46 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
       tx_options());
 }
 
-std::optional<std::chrono::milliseconds> Probe::read(const db::Result& r) {
-  admissible_ = !r.empty() && r[0]["admissible"].as_bool();
-  due_.reset();
-  if (!r.empty() && !r[0]["next_ms"].is_null()) {
-    due_ = std::chrono::steady_clock::now() +
-           std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["next_ms"].as_int()));
+void Admission::read_state(const db::Result& rows) {
+  in_flight_.clear();
+  limits_.clear();
+  assignment_ = Assignment{};
+  total_ = 0;
+  // This pass judges what waits (left_waiting_), whether a probe came first or not.
+  admissible_ = true;
+  for (const auto r : rows) {
+    const std::string kind = r["kind"].as_string();
+    if (kind == "type") {
+      const std::string type = r["name"].as_string();
+      in_flight_[type] = r["n"].as_int();
+      total_ += r["n"].as_int();
+      if (!r["n_limit"].is_null()) limits_[type] = r["n_limit"].as_int();
+    } else if (kind == "worker") {
+      assignment_.add(r["name"].as_string(), r["id"].as_int(), r["n"].as_int());
+    } else if (kind == "due") {
+      read_due(r["n"]);
+    }
   }
-  return next_due();
 }
 
-std::optional<std::chrono::milliseconds> Probe::next_due() const {
+bool Admission::read_probe(const db::Result& r) {
+  admissible_ = !r.empty() && r[0]["admissible"].as_bool();
+  if (r.empty()) {
+    due_.reset();
+  } else {
+    read_due(r[0]["next_ms"]);
+  }
+  return admissible_;
+}
+
+void Admission::read_due(const db::Field& next_ms) {
+  due_.reset();
+  if (!next_ms.is_null()) {
+    due_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max<std::int64_t>(1, next_ms.as_int()));
+  }
+}
+
+std::optional<std::chrono::milliseconds> Admission::next_due() const {
   if (!due_) return std::nullopt;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(*due_ - std::chrono::steady_clock::now());
   return std::max(left, std::chrono::milliseconds(1));
@@ -277,22 +303,24 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   admit.apply = [admission](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
     return admission->apply(tx, rows);
   };
-  // One read per wake-up: whether to run the locked pass, and when the next
-  // back-off ends (a backed-off job becomes admissible with no event).
-  auto probe = std::make_shared<Probe>();
+  // A wake-up that may bring no work (a poll, a Kafka event) reads first
+  // whether any job is admissible; the read also says when the next back-off
+  // ends (a backed-off job becomes admissible with no event), as each pass's
+  // state read does.
   admit.probe = [](const runtime::Pass& pass) { return runtime::Claim{kProbe, {pass.parameters.job_types_list}}; };
-  admit.probed = [probe](const db::Result& r) {
-    probe->read(r);
-    return probe->admissible();
-  };
-  admit.next_due = [probe](runtime::Context&) { return probe->next_due(); };
+  admit.probed = [admission](const db::Result& r) { return admission->read_probe(r); };
+  admit.next_due = [admission](runtime::Context&) { return admission->next_due(); };
   // A slot freed (a job left queued or started) admits a job only while
   // admissible jobs wait for one: at a low rate each job is admitted as it
   // becomes ready, and its end then costs no probe. A new ready job is
   // notified (ready, released) and runs the step as before.
   admit.woken_by = {kReadyEvent, kReleasedEvent, kProcessedEvent, kFailedEvent, kCanceledEvent, kInternalErrorEvent};
   admit.woken_while_waiting = {kProcessedEvent, kFailedEvent, kCanceledEvent, kInternalErrorEvent};
-  admit.waiting = [admission, probe] { return probe->admissible() && admission->left_waiting(); };
+  admit.waiting = [admission] { return admission->waiting(); };
+  // Each of these brings work as good as certainly: a job became ready, or a
+  // slot was freed while admissible jobs waited for one (woken_while_waiting).
+  // So the locked pass runs at once, without the probe.
+  admit.unprobed_after = admit.woken_by;
   admit.moved = &ctx.metrics().counter("conveyor_execution_admitted_total", "jobs moved ready -> queued");
   runtime::StageLoopOptions options;
   options.name = "admission";

@@ -34,8 +34,8 @@ inline constexpr std::int64_t kAdmissionLockKey = 0x637665786563;
 // for 1 s (services/worker). Only workers whose heartbeat is recent get jobs.
 class Assignment {
  public:
-  // Rows of id, pool and free (slots), one per active worker with any.
-  void read(const db::Result& rows);
+  // An active worker of `pool` with `free` slots.
+  void add(const std::string& pool, std::int64_t id, std::int64_t free);
   // The worker for a job of `pool`, one of whose slots it takes; 0 for none.
   std::int64_t take(const std::string& pool);
 
@@ -48,28 +48,42 @@ class Assignment {
 };
 
 // One admission pass, split as the StageLoop runs it: claim takes the
-// admission lock, reads the in-flight counts and limits and says which ready
-// jobs to claim (nullopt: the pool is full); apply admits the claimed
-// candidates that still fit, in one statement. Not thread-safe: one pass at
-// a time.
+// admission lock, reads the in-flight counts, limits, the workers' room and
+// the next back-off end in one statement, and says which ready jobs to claim
+// (nullopt: the pool is full); apply admits the claimed candidates that
+// still fit, each assigned a worker, in one statement. Also what the loop
+// knows between passes: whether admissible jobs wait for a slot, and when
+// the next back-off ends (from the probe, or the last pass). Not
+// thread-safe: one pass at a time.
 class Admission {
  public:
   std::optional<runtime::Claim> claim(db::Tx& tx, const model::SystemParameters& params, int batch_size);
   int apply(db::Tx& tx, const db::Result& candidates);
+  // Takes the probe's row (kProbe: admissible, next_ms); returns whether
+  // any ready job is admissible now, types at their limit aside.
+  bool read_probe(const db::Result& row);
   // Whether the last pass may have left admissible jobs for want of a slot
   // (the pool or a type's limit was full, or it took all the room it had):
   // only then can a freed slot admit one. True until a pass says otherwise.
   bool left_waiting() const { return left_waiting_; }
+  // left_waiting, unless a probe since found nothing admissible.
+  bool waiting() const { return admissible_ && left_waiting_; }
+  // Time until the next back-off ends, from now; nullopt: none.
+  std::optional<std::chrono::milliseconds> next_due() const;
 
  private:
+  void read_state(const db::Result& rows);
+  void read_due(const db::Field& next_ms);
   bool full(const std::string& type);
   bool left_waiting_ = true;
+  bool admissible_ = false;
+  std::optional<std::chrono::steady_clock::time_point> due_;
   std::int64_t room_ = 0;
   std::int64_t capacity_ = 0;
   std::int64_t total_ = 0;
-  int heartbeat_interval_s_ = 5;  // the workers' (system parameters), read by claim
   std::map<std::string, std::int64_t> in_flight_;
   std::map<std::string, std::int64_t> limits_;
+  Assignment assignment_;
 };
 
 // ready -> queued for up to batch_size jobs in one transaction. Returns the
@@ -78,23 +92,6 @@ int admit_batch(db::Pool& pool, const model::SystemParameters& params, int batch
 
 // The service's StageLoop: one admit step, woken early for the next back-off end.
 runtime::StageLoop stage_loop(runtime::Context& ctx);
-
-// The read of each wake-up, one round trip: whether any ready job is
-// admissible now (types at their limit aside), and when the earliest
-// not_before of an admissible ready job ends, so the loop wakes up when a
-// backed-off job becomes admissible. Not thread-safe: one loop's.
-class Probe {
- public:
-  // Takes the probe's row (the StageLoop runs the statement, kProbe).
-  std::optional<std::chrono::milliseconds> read(const db::Result& row);
-  bool admissible() const { return admissible_; }
-  // Time until the next back-off ends, from now; nullopt: none.
-  std::optional<std::chrono::milliseconds> next_due() const;
-
- private:
-  bool admissible_ = false;
-  std::optional<std::chrono::steady_clock::time_point> due_;
-};
 
 runtime::ServiceSpec spec();
 void setup(runtime::Context& ctx);

@@ -44,6 +44,15 @@ class LifecycleRulesTest : public ::testing::Test {
     return per_statement;
   }
 
+  // What `listener` hears within a second, and 200 ms after that, as
+  // "channel:payload".
+  static std::multiset<std::string> heard(db::Session& listener) {
+    std::multiset<std::string> seen;
+    for (const auto& n : listener.wait_for_notifications(1s)) seen.insert(n.channel + ":" + n.payload);
+    for (const auto& n : listener.wait_for_notifications(200ms)) seen.insert(n.channel + ":" + n.payload);
+    return seen;
+  }
+
   testing::TestDatabase db_;
 };
 
@@ -258,25 +267,42 @@ TEST_F(LifecycleRulesTest, AQueuedJobIsNotifiedToItsWorkerAloneOrToAllWhenItHasN
   other.listen("conveyor_job_queued_for_" + b);
   (void)other.wait_for_notifications(0ms);
 
-  // What the listener hears within a second of the last statement.
-  const auto heard = [&] {
-    std::multiset<std::string> seen;
-    for (const auto& n : listener.wait_for_notifications(1s)) seen.insert(n.channel + ":" + n.payload);
-    for (const auto& n : listener.wait_for_notifications(200ms)) seen.insert(n.channel + ":" + n.payload);
-    return seen;
-  };
   // Assigned jobs only: the channel of all workers stays silent.
   db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = CASE id WHEN " + ids[0] + " THEN " + a + " ELSE " +
            b + " END WHERE id IN (" + ids[0] + ", " + ids[2] + ", " + ids[3] + ")");
-  EXPECT_EQ(heard(), (std::multiset<std::string>{"conveyor_job_queued_for_" + a + ":queued"}));
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_job_queued_for_" + a + ":queued"}));
   const auto to_b = other.wait_for_notifications(1s);
   ASSERT_EQ(to_b.size(), 1u) << "b is told once for its two jobs";
   EXPECT_EQ(to_b[0].channel, "conveyor_job_queued_for_" + b);
   // A job of no worker: every worker.
   db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = NULL WHERE id = " + ids[1]);
-  EXPECT_EQ(heard(), (std::multiset<std::string>{"conveyor_job_status_queued:queued"}));
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_job_status_queued:queued"}));
   EXPECT_TRUE(other.wait_for_notifications(200ms).empty());
   EXPECT_EQ(db_.query_value("SELECT conveyor.queued_channel(NULL)"), "conveyor_job_status_queued");
+}
+
+// A worker that stops being active leaves the jobs assigned to it to the
+// others (migration 20261223000000_left_assignments): its change of status
+// wakes every worker, once, when it leaves queued jobs, whoever makes it
+// (here the pool's role, which may not read jobs). A worker that leaves
+// none, and a heartbeat, wake nobody.
+TEST_F(LifecycleRulesTest, AWorkerThatStopsBeingActiveWakesTheOthersForTheJobsItLeaves) {
+  const auto a = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('a') RETURNING id");
+  const auto b = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('b') RETURNING id");
+  const auto first = ready_job("t");
+  const auto second = ready_job("t");
+  db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = " + a + " WHERE id IN (" + first + ", " + second +
+           ")");
+  db::Session listener(db_.url());
+  listener.listen("conveyor_job_status_queued");
+  (void)listener.wait_for_notifications(0ms);
+  db_.exec("SELECT conveyor.drain_worker(" + b + ")");
+  EXPECT_TRUE(heard(listener).empty()) << "b left no job";
+  db_.exec("UPDATE conveyor.worker SET last_heartbeat = now() WHERE id = " + a);
+  EXPECT_TRUE(heard(listener).empty()) << "a heartbeat";
+  db_.exec("BEGIN; SET LOCAL ROLE conveyor_workerpool; SELECT conveyor.drain_worker(" + a + "); COMMIT;");
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_job_status_queued:queued"}));
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE id = " + a), "draining");
 }
 
 // One back-off formula for the worker's retries (base retry_backoff_s, cap an

@@ -199,6 +199,25 @@ TEST(StageLoop, ANotifyWakesOnlyTheStepsItConcerns) {
   EXPECT_EQ(b.probes.load(), 4) << "first pass, b, a+b, anything";
 }
 
+// Issue 14: a NOTIFY that all but promises a step work (a job just entered
+// the status it claims: unprobed_after) runs its transaction without the
+// probe; any other wake-up probes first. One item: the first pass takes it.
+TEST(StageLoop, ANotifyThatPromisesWorkSkipsTheProbe) {
+  TestDatabase db(false);
+  db.exec("CREATE TABLE item (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)");
+  db.exec("INSERT INTO item (id) VALUES (1)");
+  LoopContext ctx(db.url());
+  Counts a;
+  StageStep step = item_step(a, true, {"io.conveyor.job.a", "io.conveyor.job.b"});
+  step.unprobed_after = {"io.conveyor.job.a"};
+  ctx.script({notified({"io.conveyor.job.a"}), notified({"io.conveyor.job.b"}),
+              notified({"io.conveyor.job.a", "io.conveyor.job.b"}), Wake{}});
+  loop_of({std::move(step)}).run(ctx);
+  EXPECT_EQ(a.probes.load(), 3) << "the first pass, b, anything; not a, nor a+b";
+  EXPECT_EQ(a.claims.load(), 3) << "the first pass, a, a+b (b's and anything's probes found nothing)";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM item WHERE done"), "1");
+}
+
 // Issue 14: admission probed after every job's end (a freed slot), though a
 // freed slot can admit a job only while one waits for it. A NOTIFY of only
 // woken_while_waiting types runs the step while waiting() says so; one that

@@ -211,6 +211,26 @@ TEST_F(StageWakeTest, AnUpstreamEndReadiesTheJobWaitingForItWithNoBrokerAndNoPol
   EXPECT_TRUE(reaches(down, "ready", 5s)) << "not woken by the upstream job's end (the poll is 60 s)";
 }
 
+// Issue 14: a job with nothing to wait for costs configuration no probe. Its
+// initialized NOTIFY runs the configure transaction at once (it readies the
+// job too), and the NOTIFY of configured that this commit sends itself wakes
+// the ready step only while a configured job waits. The second job is a
+// marker: once it is ready, the first job's NOTIFYs have been taken.
+TEST_F(StageWakeTest, AJobWithNothingToWaitForCostsNoProbe) {
+  start_without_broker();
+  const std::string configure = "conveyor_stage_probes_total{step=\"configure\"}";
+  const std::string ready = "conveyor_stage_probes_total{step=\"ready\"}";
+  ASSERT_TRUE(wait_until([&] { return sample(configure) >= 1.0 && sample(ready) >= 1.0; }, 10s))
+      << "the first pass probes every step";
+  ASSERT_TRUE(listening());
+  const double configure_before = sample(configure);
+  const double ready_before = sample(ready);
+  ASSERT_TRUE(reaches(insert_job("tile", R"({"tile": "A"})"), "ready", 5s));
+  ASSERT_TRUE(reaches(insert_job("tile", R"({"tile": "B"})"), "ready", 5s));
+  EXPECT_EQ(sample(configure), configure_before) << "a NOTIFY of initialized probed";
+  EXPECT_EQ(sample(ready), ready_before) << "the service's own NOTIFY of configured probed";
+}
+
 TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
   start_without_broker();
   ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";

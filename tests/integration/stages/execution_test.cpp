@@ -204,6 +204,29 @@ TEST_F(ExecutionTest, NotBeforeIsRespectedAndWakesTheLoopWithoutPolling) {
             "true");
 }
 
+// Issue 14: a NOTIFY of ready is as good as certain work, so admission runs
+// its locked pass at once, without the probe; that pass's own read says when
+// the next back-off ends. No broker, and the poll an hour away: a job ready
+// now and one ready with a not_before 2 s ahead are admitted, the second at
+// its not_before by the timer alone. Only the timer's wake-up probes.
+TEST_F(ExecutionTest, AReadyJobCostsNoProbeAndThePassTimesTheNextBackOff) {
+  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "1h"}});
+  const std::string probes = "conveyor_stage_probes_total{step=\"admit\"}";
+  ASSERT_TRUE(wait_until([&] { return sample(probes) >= 1.0; }, 10s)) << "the first pass probes";
+  ASSERT_TRUE(listening());
+  const double before = sample(probes);
+  ASSERT_TRUE(reaches(ready_job("free"), "queued", 5s));
+  EXPECT_EQ(sample(probes), before) << "a NOTIFY of ready probed";
+  const auto later = ready_job("free", 0, "now() + interval '2 seconds'");
+  ASSERT_TRUE(reaches(later, "queued", 10s)) << "the pass that saw it ready set no timer";
+  EXPECT_EQ(db_.query_value("SELECT (c.at >= j.not_before)::text FROM conveyor.job j "
+                            "JOIN conveyor.job_status_change c ON c.job_id = j.id AND c.to_status = 'queued' "
+                            "WHERE j.id = " +
+                            later),
+            "true");
+  EXPECT_EQ(sample(probes), before + 1) << "the timer's wake-up probes, the NOTIFY of ready does not";
+}
+
 // Issue 13, item 9: a held job is skipped like a canceled one
 // (conveyor.job_admissible), however high its priority; clearing held_at
 // (here by SQL, as `conveyor job release` does) emits

@@ -50,7 +50,7 @@ class StageTest : public ::testing::Test {
     std::map<std::string, std::string> env{
         {"CONVEYOR_DATABASE_URL", db_.url()},       {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
         {"CONVEYOR_TOPIC_PREFIX", prefix_},         {"CONVEYOR_HTTP_PORT", "0"},
-        {"CONVEYOR_DATA_DIR", data_dir().string()}, {"CONVEYOR_INSTANCE_ID", conveyor::testing::unique_name("stage")},
+        {"CONVEYOR_DATA_DIR", data_dir().string()}, {"CONVEYOR_INSTANCE_ID", instance_},
         {"CONVEYOR_POLL_INTERVAL_MS", "500ms"},     {"CONVEYOR_LOG_LEVEL", "debug"}};
     for (const auto& [k, v] : extra) env[k] = v;
     conveyor::testing::ChildProcess::Options o;
@@ -58,6 +58,29 @@ class StageTest : public ::testing::Test {
     o.env = env;
     o.stdout_file = log_path();
     service_ = std::make_unique<conveyor::testing::ChildProcess>(o);
+  }
+
+  // A sample's value on the service's /metrics ("conveyor_stage_probes_total{step=\"admit\"}"); -1
+  // while the service does not serve it (yet).
+  double sample(const std::string& name) const {
+    const std::string address = db_.query_value(
+        "SELECT coalesce(http_address, '') FROM conveyor.service_instance WHERE id = '" + instance_ + "'");
+    return address.empty() ? -1.0 : conveyor::testing::metric_sample(address, name);
+  }
+
+  // Waits until the service LISTENs (its -listen connection has run LISTEN):
+  // from then on a status change wakes it without the poll.
+  ::testing::AssertionResult listening(std::chrono::milliseconds timeout = 10s) const {
+    if (wait_until(
+            [&] {
+              return db_.query_value(
+                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND application_name LIKE '%-listen' AND query ILIKE 'LISTEN%'") != "0";
+            },
+            timeout)) {
+      return ::testing::AssertionSuccess();
+    }
+    return ::testing::AssertionFailure() << "the service never listened";
   }
 
   std::string status(const std::string& id) const {
@@ -88,6 +111,7 @@ class StageTest : public ::testing::Test {
   fs::path dir_;
   std::string prefix_;
   std::unique_ptr<conveyor::testing::ChildProcess> service_;
+  std::string instance_ = conveyor::testing::unique_name("stage");
 };
 
 }  // namespace conveyor::stages_test

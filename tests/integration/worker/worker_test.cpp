@@ -116,15 +116,7 @@ class WorkerTest : public ::testing::Test {
   // A counter's value on the /metrics of the worker on `port`; -1 if it is
   // not exposed, or the worker does not answer (yet: it registers first).
   static double counter(const std::string& port, const std::string& name) {
-    http::ClientResponse metrics;
-    try {
-      metrics = http::http_request("GET", "http://127.0.0.1:" + port + "/metrics");
-    } catch (const std::exception&) {
-      return -1.0;
-    }
-    const std::string sample = "\n" + name + " ";  // the sample, not # HELP
-    const auto at = metrics.body.find(sample);
-    return at == std::string::npos ? -1.0 : std::stod(metrics.body.substr(at + sample.size()));
+    return conveyor::testing::metric_sample("127.0.0.1:" + port, name);
   }
 
   // Inserts a job and walks it to `ready` the way the stages would.

@@ -93,7 +93,7 @@ struct KnownCounter {
 
 // The help texts are the ones the services pass when they increment: the
 // first registration's help is the one rendered.
-std::vector<KnownCounter> stage_and_worker_counters() {
+std::vector<KnownCounter> stage_counters() {
   return {
       {"conveyor-creation",
        "conveyor_http_rate_limited_total",
@@ -112,12 +112,27 @@ std::vector<KnownCounter> stage_and_worker_counters() {
        "jobs moved by configuration",
        "step",
        {"configure", "ready"}},
+      {"conveyor-configuration",
+       "conveyor_stage_probes_total",
+       "reads of whether a step has work, before its transaction",
+       "step",
+       {"configure", "ready"}},
       {"conveyor-execution", "conveyor_execution_admitted_total", "jobs moved ready -> queued", nullptr, {}},
+      {"conveyor-execution",
+       "conveyor_stage_probes_total",
+       "reads of whether a step has work, before its transaction",
+       "step",
+       {"admit"}},
       {"conveyor-publication",
        "conveyor_publication_jobs_total",
        "jobs moved out of processed or external_error by publication",
        nullptr,
        {}},
+  };
+}
+
+std::vector<KnownCounter> worker_counters() {
+  return {
       {"conveyor-worker", "conveyor_worker_errors_total", "failed claim/cancel cycles", nullptr, {}},
       {"conveyor-worker",
        "conveyor_worker_stale_containers_removed_total",
@@ -185,7 +200,8 @@ std::vector<KnownCounter> monitor_counters() {
 
 const std::vector<KnownCounter>& known_counters() {
   static const std::vector<KnownCounter> known = [] {
-    std::vector<KnownCounter> all = stage_and_worker_counters();
+    std::vector<KnownCounter> all = stage_counters();
+    for (KnownCounter& c : worker_counters()) all.push_back(std::move(c));
     for (KnownCounter& c : monitor_counters()) all.push_back(std::move(c));
     return all;
   }();

@@ -23,12 +23,16 @@ StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)), s
   }
 }
 
-StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass) {
+StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, const Pass& pass, bool probing) {
   if (step.run) {
     const int n = step.run(pass);
     return {n, n >= pass.batch_size};
   }
-  if (step.probe) {
+  if (step.probe && probing) {
+    ctx.metrics()
+        .counter("conveyor_stage_probes_total", "reads of whether a step has work, before its transaction",
+                 {{"step", step.name}})
+        .inc();
     const Claim probe = step.probe(pass);
     const db::Result found = ctx.db().exec_idempotent(probe.statement, probe.params);
     if (step.probed ? !step.probed(found) : found.empty()) return {};
@@ -54,6 +58,11 @@ bool StageLoop::concerns(const StageStep& step, const Wake& wake) {
   });
 }
 
+bool StageLoop::skips_probe(const StageStep& step, const Wake& wake) {
+  return !wake.anything && std::any_of(wake.types.begin(), wake.types.end(),
+                                       [&](const std::string& t) { return step.unprobed_after.contains(t); });
+}
+
 int StageLoop::pass(Context& ctx) { return run_pass(ctx, Wake{}, milliseconds(0)).moved; }
 
 StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, milliseconds poll) {
@@ -71,7 +80,10 @@ StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, millis
     if (!concerns(step, wake) && !due && now - state.last_run < poll) continue;
     state.ran = true;
     state.last_run = now;
-    const StepResult r = run_step(ctx, step, pass);
+    // A step run for its next_due or the poll probes: the NOTIFY was not
+    // about its work.
+    const bool probe = !concerns(step, wake) || !skips_probe(step, wake);
+    const StepResult r = run_step(ctx, step, pass, probe);
     if (step.moved != nullptr && r.moved > 0) step.moved->inc(r.moved);
     total.moved += r.moved;
     total.full = total.full || r.full;

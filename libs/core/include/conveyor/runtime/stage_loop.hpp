@@ -79,6 +79,13 @@ struct StageStep {
   // false, under the same terms as woken_by.
   std::set<std::string> woken_while_waiting{};
   std::function<bool()> waiting{};
+  // Optional: those of woken_by whose NOTIFY all but promises the step work
+  // (a job just entered the status it claims, or a slot was freed while jobs
+  // waited for one): a wake-up by NOTIFY of one of them runs the transaction
+  // without the probe, one round trip fewer. It finds nothing only when a
+  // replica took the work first. A poll, a Kafka event or wake() still
+  // probes; probed() is not called when the probe is skipped.
+  std::set<std::string> unprobed_after{};
   // Counts the jobs this step moved; null: not counted.
   metrics::Counter* moved = nullptr;
 };
@@ -111,12 +118,14 @@ class StageLoop {
     int moved = 0;
     bool full = false;  // moved something and claimed a whole batch: more may wait
   };
-  StepResult run_step(Context& ctx, const StageStep& step, const Pass& pass);
+  StepResult run_step(Context& ctx, const StageStep& step, const Pass& pass, bool probing);
   // The steps that `wake` concerns, whose next_due came or that did not run
   // for `poll`; records which ran (for next_wait).
   StepResult run_pass(Context& ctx, const Wake& wake, std::chrono::milliseconds poll);
   // Whether `wake` may have brought `step` work (woken_by, woken_while_waiting).
   static bool concerns(const StageStep& step, const Wake& wake);
+  // Whether `wake` is a NOTIFY that lets `step` skip its probe (unprobed_after).
+  static bool skips_probe(const StageStep& step, const Wake& wake);
   struct StepState {
     bool ran = true;                                           // since next_wait last asked its next_due
     std::optional<std::chrono::steady_clock::time_point> due;  // its last next_due

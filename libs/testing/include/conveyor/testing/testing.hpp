@@ -228,6 +228,11 @@ std::string create_api_token(const std::string& url, const std::string& name, co
 // when `json_body`.
 std::map<std::string, std::string> bearer(const std::string& token, bool json_body = false);
 
+// The value of sample `name` (`conveyor_stage_probes_total{step="admit"}`)
+// on the /metrics of the service at `address` (host:port); -1 when it is
+// not exposed or the service does not answer (yet).
+double metric_sample(const std::string& address, const std::string& name);
+
 // A name unique in this run, e.g. for topic prefixes: "<prefix>_<pid>_<n>_<rand>".
 std::string unique_name(const std::string& prefix);
 
