@@ -284,8 +284,8 @@ runtime::ServiceSpec service_spec() {
                    .help = "slots of a backfill request created per pass (one batch per poll interval)",
                    .min = 1,
                    .max = 100000});
-  // A done job may have triggers to fire; the 1 s poll is the fallback.
-  spec.wake_on = {"io.conveyor.job.done"};
+  // No job event wakes it: a done job whose type has triggers notifies
+  // kTriggerPendingChannel (setup), and the 1 s poll is the fallback.
   return spec;
 }
 
@@ -306,7 +306,10 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
   server.route("PATCH", "/v1/parameters", bind(patch));
 }
 
-void setup(runtime::Context& ctx) { register_routes(ctx.http(), ctx); }
+void setup(runtime::Context& ctx) {
+  register_routes(ctx.http(), ctx);
+  ctx.listen_also(kTriggerPendingChannel, kTriggerPendingWake);
+}
 
 namespace {
 
@@ -340,6 +343,7 @@ bool run_schedule_pass(runtime::Context& ctx, int batch) {
 bool run_trigger_pass(runtime::Context& ctx, int batch) {
   auto log = ctx.log();
   auto& metrics = ctx.metrics();
+  metrics.counter("conveyor_creation_trigger_passes_total", "reads of the pending triggers").inc();
   const TriggerTick t = run_triggers(ctx.db(), batch);
   if (t.created > 0) log->info("triggers: created {} downstream job(s)", t.created);
   for (const auto& e : t.errors) log->error("trigger failed (kept in conveyor.trigger_pending): {}", e);
@@ -384,10 +388,10 @@ void run_backfill_pass(runtime::Context& ctx, int batch, std::map<std::int64_t, 
 
 // Schedules and backfills are due by time: they run once per poll interval
 // (at once again while a schedule has more due runs than a batch). Triggers
-// are due when a job is done: they run on every wake-up too, which is one
-// indexed read of conveyor.trigger_pending when none is pending. So a burst
-// of done jobs without triggers costs creation one short query per wake-up,
-// not a pass over every schedule and parameter.
+// are due when a job of a type with triggers is done (its row in
+// conveyor.trigger_pending notifies kTriggerPendingChannel): they run on
+// every wake-up, one indexed read of conveyor.trigger_pending. A done job
+// of a type without triggers wakes nothing here.
 void loop(runtime::Context& ctx) {
   using Clock = std::chrono::steady_clock;
   using std::chrono::milliseconds;

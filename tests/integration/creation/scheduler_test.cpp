@@ -246,6 +246,44 @@ TEST_F(Scheduler, ADoneJobCreatesItsTriggeredJobsOnceAndABadTriggerIsKeptAsADead
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 2; }, 20s)) << stack.logs_tail();
 }
 
+// Issue 14: creation read conveyor.trigger_pending after every job's done.
+// Now only a done job whose type has triggers wakes it (its pending row
+// NOTIFYs conveyor_trigger_pending): with the poll a minute away, a done job
+// of a type without triggers makes no trigger pass, and the next one of a
+// type with triggers makes one, which creates its downstream job.
+TEST_F(Scheduler, OnlyADoneJobWithTriggersWakesTheTriggerPass) {
+  Stack::Options o = options(json::array(
+      {type("plain"), type("up", {{"triggers", {{{"job_type", "down"}, {"params", json::object()}}}}}), type("down")}));
+  o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "60000"}};
+  Stack stack(o);
+  const auto passes = [&] {
+    return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")),
+                                            "conveyor_creation_trigger_passes_total");
+  };
+  ASSERT_TRUE(wait_until([&] { return passes() >= 1.0; }, 10s)) << "the first pass";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return stack.db().query_value(
+                   "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                   "'conveyor-creation-listen' AND query ILIKE 'LISTEN%'") != "0";
+      },
+      10s))
+      << "creation never listened";
+  const double before = passes();
+  auto done = [&](const std::string& type_name) {
+    const std::string id =
+        stack.db().query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type_name + "') RETURNING id");
+    for (const char* s : {"configured", "ready", "queued", "started", "processed", "done"})
+      stack.db().exec("UPDATE conveyor.job SET status = '" + std::string(s) + "' WHERE id = " + id);
+  };
+  done("plain");
+  done("up");
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 1; }, 10s))
+      << "not woken by the trigger's NOTIFY (the poll is a minute)\n"
+      << stack.logs_tail();
+  EXPECT_EQ(passes(), before + 1) << "the plain job's done woke the trigger pass";
+}
+
 // The database refusing one schedule's run (here a trigger on conveyor.job,
 // standing in for a constraint, a lock timeout or any error of the
 // database) rolls back that schedule alone: the schedules after it in the

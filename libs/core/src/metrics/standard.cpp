@@ -107,6 +107,7 @@ std::vector<KnownCounter> stage_counters() {
        nullptr,
        {}},
       {"conveyor-creation", "conveyor_creation_passes_total", "passes over schedules and triggers", nullptr, {}},
+      {"conveyor-creation", "conveyor_creation_trigger_passes_total", "reads of the pending triggers", nullptr, {}},
       {"conveyor-configuration",
        "conveyor_configuration_jobs_total",
        "jobs moved by configuration",
