@@ -9,8 +9,9 @@
 namespace conveyor::creation {
 
 inline constexpr const char* kServiceName = "conveyor-creation";
-// NOTIFYed when a done job's triggers become pending (conveyor.record_trigger_pending,
-// migration 20261223000100_trigger_pending_wakes); creation LISTENs on it.
+// NOTIFYed when a done job's triggers become pending (an insert into
+// conveyor.trigger_pending, migration 20261223000100_trigger_pending_wakes);
+// creation LISTENs on it.
 inline constexpr const char* kTriggerPendingChannel = "conveyor_trigger_pending";
 // The wake-up reason that channel gives (Context::listen_also).
 inline constexpr const char* kTriggerPendingWake = "trigger_pending";
