@@ -278,8 +278,8 @@ constexpr conveyor::db::Statement kUnitTimes{
     "LEFT JOIN conveyor.job_status_change d ON d.job_id = u.last_id AND d.to_status = 'done'"};
 
 // Where the latency goes: per status of the hot path, the time from the
-// job's previous status change to this one (each change's `at` is its
-// transaction's start), over the phase's jobs $1..$2.
+// job's previous status change to this one (each change's `at` is when the
+// status trigger wrote it, clock_timestamp()), over the phase's jobs $1..$2.
 constexpr conveyor::db::Statement kHops{
     "bench_hops",
     "SELECT h.to_status, count(*), "

@@ -100,6 +100,8 @@ class BatchMoves {
   void move(std::int64_t id, const char* to, const nlohmann::json& config, std::int64_t max_attempts = 0) {
     add(id, to, config.dump(), max_attempts, "", "");
   }
+  // To `to` with the config it has.
+  void move(std::int64_t id, const char* to) { add(id, to, "", 0, "", ""); }
   void fail(std::int64_t id, const std::string& subtype, const std::string& message) {
     log()->warn("job {}: {} -> internal_error ({}): {}", id, from_, subtype, message);
     add(id, "internal_error", "", 0, subtype, message);
@@ -372,11 +374,27 @@ Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemP
   out.configured = moves.apply(tx);
   // The jobs with nothing to wait for (most of them) go on to ready now: the
   // same rule as the ready step's, one commit instead of two. Each status
-  // change still has its history row and event.
-  const std::vector<std::int64_t> configured = moves.moved_to("configured");
-  if (!configured.empty()) {
-    const db::Result decided = tx.exec(kSelectDecidedAmong, {configured});
-    if (!decided.empty()) out.readied = ready_claimed(tx, decided, settings);
+  // change still has its history row and event. A job with no dependencies
+  // is decided (it is locked since the claim, which found it not canceled),
+  // and ready with the config just written: no read. One with dependencies
+  // is decided if they have all ended (kSelectDecidedAmong).
+  std::set<std::int64_t> with_dependencies;
+  for (const auto row : rows) {
+    if (!row["depends_on"].as_int_array().empty()) with_dependencies.insert(row["id"].as_int());
+  }
+  BatchMoves ready("configured");
+  std::vector<std::int64_t> waiting;
+  for (const std::int64_t id : moves.moved_to("configured")) {
+    if (with_dependencies.contains(id)) {
+      waiting.push_back(id);
+    } else {
+      ready.move(id, "ready");
+    }
+  }
+  out.readied = ready.apply(tx);
+  if (!waiting.empty()) {
+    const db::Result decided = tx.exec(kSelectDecidedAmong, {waiting});
+    if (!decided.empty()) out.readied += ready_claimed(tx, decided, settings);
   }
   return out;
 }

@@ -111,6 +111,39 @@ TEST_F(ConfigurationTest, DependentJobWaitsThenGetsTheUpstreamOutputsAsInputs) {
                                 outputs[0].get<std::string>(), outputs[1].get<std::string>()}));
 }
 
+// One configure pass readies, in its own transaction, a job with no
+// dependencies (with no read: issue 14) and one whose dependency is done
+// (with its outputs as inputs); one whose dependency still runs stays
+// configured. The history rows of one transaction share its xmin.
+TEST_F(ConfigurationTest, AConfigurePassReadiesWhatHasNothingToWaitFor) {
+  start(CONVEYOR_CONFIGURATION_PATH);
+  const auto done = insert_job("tile", R"({"tile": "U"})");
+  const auto running = insert_job("tile", R"({"tile": "R"})");
+  ASSERT_TRUE(reaches(done, "ready"));
+  ASSERT_TRUE(reaches(running, "ready"));
+  finish(done, "done", json::array({out_dir(done) + "u.tif"}));
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + running);
+  // One statement: one configure batch (unless a pass lands between rows).
+  const auto ids = db_.query(
+      "INSERT INTO conveyor.job (job_type, params, depends_on) VALUES "
+      "('tile', '{\"tile\": \"A\"}', '{}'), ('tile', '{\"tile\": \"B\"}', '{" +
+      done + "}'), ('tile', '{\"tile\": \"C\"}', '{" + running + "}') RETURNING id");
+  ASSERT_EQ(ids.size(), 3u);
+  const std::string plain = ids[0][0], decided = ids[1][0], waiting = ids[2][0];
+  ASSERT_TRUE(reaches(plain, "ready"));
+  ASSERT_TRUE(reaches(decided, "ready"));
+  ASSERT_TRUE(reaches(waiting, "configured"));
+  EXPECT_EQ(config(decided).at("inputs"), json::array({out_dir(done) + "u.tif"}));
+  for (const auto& id : {plain, decided}) {
+    EXPECT_EQ(history(id), ">initialized,initialized>configured,configured>ready") << "job " << id;
+    EXPECT_EQ(db_.query_value("SELECT count(DISTINCT xmin::text) FROM conveyor.job_status_change WHERE job_id = " + id +
+                              " AND to_status IN ('configured', 'ready')"),
+              "1")
+        << "job " << id << " was readied in another transaction";
+  }
+  EXPECT_EQ(status(waiting), "configured");
+}
+
 TEST_F(ConfigurationTest, FailedDependencyFailsTheDownstreamJob) {
   start(CONVEYOR_CONFIGURATION_PATH);
   const auto up = insert_job("tile", R"({"tile": "A"})");
