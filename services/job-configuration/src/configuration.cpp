@@ -443,12 +443,11 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   };
   ready.moved = readied;
   ready.woken_by = ready_woken_by();
-  // An upstream job's end readies a job only while one waits: at a low rate,
-  // with no dependencies, a job's end costs no probe here. Nor does a job
-  // becoming configured: only this service configures jobs, and it readies
-  // those with nothing to wait for in the same transaction, so its own
-  // NOTIFY of configured brings the step work only when one was left
-  // waiting (configure.apply then says so).
+  // An upstream job's end readies a job only while one waits (at a low rate,
+  // with no dependencies, it costs no probe), and so does the NOTIFY of
+  // configured its own commit sends: configure readies what has nothing to
+  // wait for in its transaction, and says when it left a job waiting. An
+  // operator's move from error_checked to configured waits for the poll.
   ready.woken_while_waiting = upstream_end_types();
   ready.woken_while_waiting.insert("io.conveyor.job.configured");
   ready.waiting = [waiting] { return *waiting; };

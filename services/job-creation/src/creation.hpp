@@ -22,9 +22,10 @@ runtime::ServiceSpec service_spec();
 // ctx must outlive the server. Handlers are thread-safe.
 void register_routes(http::Server& server, runtime::Context& ctx);
 
-// runtime::run callbacks: setup registers the routes on ctx.http(); loop
-// runs the schedules and triggers (scheduler.hpp) every poll interval, at
-// once on a job done event, until the stop.
+// runtime::run callbacks: setup registers the routes on ctx.http() and
+// listens on kTriggerPendingChannel; loop runs the schedules and triggers
+// (scheduler.hpp) every poll interval, at once when triggers become
+// pending, until the stop.
 void setup(runtime::Context& ctx);
 void loop(runtime::Context& ctx);
 

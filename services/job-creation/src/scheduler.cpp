@@ -323,9 +323,9 @@ void run_trigger(db::Pool& pool, std::int64_t upstream_id, TriggerTick& tick) {
 TriggerTick run_triggers(db::Pool& pool, int batch) {
   TriggerTick tick;
   std::vector<std::int64_t> pending;
-  // The pending rows first, read alone (one round trip): most wake-ups (a
-  // done job without triggers) find none and end here, with no transaction
-  // and without reading the parameters.
+  // The pending rows first, read alone (one round trip): a wake-up that
+  // finds none (the poll, mostly) ends here, with no transaction and
+  // without reading the parameters.
   for (const db::Row r : pool.exec_idempotent(kPendingTriggers, {batch})) pending.push_back(r[0].as_int());
   if (pending.empty()) return tick;
   const bool accepting =

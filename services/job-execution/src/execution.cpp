@@ -33,6 +33,16 @@ constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_ad
   " FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "       \
   " AND conveyor.job_admission_eligible(j, j.not_before, NULL, (SELECT conveyor.paused_queues())))"
 
+// Whether any ready job is admissible now, types at their limit aside;
+// `types` is job_types_list's parameter; _OF: of the job types `of` only.
+#define CONVEYOR_ANY_ADMISSIBLE_WHERE(types, more)                                                                   \
+  "EXISTS (SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' "                                                   \
+  "        AND conveyor.job_admission_eligible(j, now(), " types "::text[], (SELECT conveyor.paused_queues()))" more \
+  ")"
+#define CONVEYOR_ANY_ADMISSIBLE(types) CONVEYOR_ANY_ADMISSIBLE_WHERE(types, "")
+#define CONVEYOR_ANY_ADMISSIBLE_OF(types, of) \
+  CONVEYOR_ANY_ADMISSIBLE_WHERE(types, " AND j.job_type = ANY(" of "::text[])")
+
 // What a pass decides on, in one read after the admission lock (a
 // statement of its own, so that it sees what the admission before it
 // committed), one row per item by kind:
@@ -46,8 +56,11 @@ constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_ad
 //   worker that beat within $1 seconds (two heartbeat intervals): one that
 //   died is active until the reaper's timeout, and, claiming nothing, would
 //   look the freest of all;
-// * 'due': when the next back-off ends (CONVEYOR_NEXT_BACKOFF_MS), as the
-//   probe says, for a pass the probe did not precede.
+// * 'due' and 'admissible': when the next back-off ends
+//   (CONVEYOR_NEXT_BACKOFF_MS) and whether any job is admissible now for
+//   job_types_list $2 (1 or 0), as the probe says, for a pass the probe did
+//   not precede: a timer for a backed-off job, and whether a freed slot may
+//   admit one (Admission::waiting).
 constexpr db::Statement kAdmissionState{
     "execution_admission_state",
     "WITH f AS (SELECT job_type, worker_id, count(*) AS n FROM conveyor.job "
@@ -64,7 +77,10 @@ constexpr db::Statement kAdmissionState{
     "WHERE w.status = 'active' AND w.concurrency > coalesce(b.n, 0) "
     "  AND w.last_heartbeat > now() - make_interval(secs => $1::float8) "
     "UNION ALL "
-    "SELECT 'due', NULL, NULL, " CONVEYOR_NEXT_BACKOFF_MS ", NULL"};
+    "SELECT 'due', NULL, NULL, " CONVEYOR_NEXT_BACKOFF_MS
+    ", NULL "
+    "UNION ALL "
+    "SELECT 'admissible', NULL, NULL, (" CONVEYOR_ANY_ADMISSIBLE("$2") ")::int::bigint, NULL"};
 
 // The filters every candidate passes: conveyor.job_admission_eligible (the
 // one rule: ready, not canceled, not held, not_before passed, a type of $1
@@ -130,17 +146,21 @@ constexpr db::Statement kSetQueued{
     "UPDATE conveyor.job j SET status = 'queued', worker_id = nullif(a.worker_id, 0) "
     "FROM unnest($1::bigint[], $2::bigint[]) AS a (id, worker_id) WHERE j.id = a.id AND j.status = 'ready'"};
 
+// Whether a job of the types at their limit ($2) is ready and admissible
+// but for its limit: only then does a freed slot of such a type admit one.
+constexpr db::Statement kFullTypeWaits{"execution_full_type_waits",
+                                       "SELECT " CONVEYOR_ANY_ADMISSIBLE_OF("$1", "$2") " AS waits"};
+
 // The probe of a wake-up that may bring no work (a poll, a Kafka event),
 // one round trip: whether any job is admissible, types at their limit aside
 // (when none is, the wake-up costs no locked pass), and in how many ms the
 // next back-off ends.
-constexpr db::Statement kProbe{
-    "execution_probe",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.status = 'ready' "
-    "               AND conveyor.job_admission_eligible(j, now(), $1::text[], "
-    "                                                   (SELECT conveyor.paused_queues()))) AS admissible, " CONVEYOR_NEXT_BACKOFF_MS
-    " AS next_ms"};
+constexpr db::Statement kProbe{"execution_probe", "SELECT " CONVEYOR_ANY_ADMISSIBLE(
+                                                      "$1") " AS admissible, " CONVEYOR_NEXT_BACKOFF_MS " AS next_ms"};
 #undef CONVEYOR_NEXT_BACKOFF_MS
+#undef CONVEYOR_ANY_ADMISSIBLE_OF
+#undef CONVEYOR_ANY_ADMISSIBLE
+#undef CONVEYOR_ANY_ADMISSIBLE_WHERE
 
 db::TxOptions tx_options() {
   db::TxOptions o;
@@ -154,8 +174,13 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
   capacity_ = static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
   left_waiting_ = true;  // until this pass shows otherwise (it may fail half-way)
   tx.exec(kAdmissionLock, {kAdmissionLockKey});
-  read_state(tx.exec(kAdmissionState, {2.0 * std::max(1, params.worker_heartbeat_interval_s)}));
-  if (total_ >= capacity_) return std::nullopt;
+  read_state(tx.exec(kAdmissionState, {2.0 * std::max(1, params.worker_heartbeat_interval_s), params.job_types_list}));
+  if (total_ >= capacity_) {
+    // Nothing is admitted: whether jobs wait for a slot is whether any is
+    // admissible (read with the state).
+    left_waiting_ = admissible_;
+    return std::nullopt;
+  }
 
   // Paused types and pools are conveyor.job_admission_eligible's to exclude.
   std::vector<std::string> full_types;
@@ -165,8 +190,10 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
 
   const std::int64_t room = std::min<std::int64_t>(batch_size, capacity_ - total_);
   room_ = room;
-  // Jobs of a full type wait for a slot of their type (the probe counts them).
-  left_waiting_ = !full_types.empty();
+  // Jobs of a full type wait for a slot of their type, if there are any:
+  // one read, only while a type is at its limit.
+  left_waiting_ =
+      !full_types.empty() && tx.exec(kFullTypeWaits, {params.job_types_list, full_types})[0]["waits"].as_bool();
   if (params.priority_aging_per_minute > 0) {
     return runtime::Claim{kCandidatesAged, {params.job_types_list, full_types, room, params.priority_aging_per_minute}};
   }
@@ -239,8 +266,6 @@ void Admission::read_state(const db::Result& rows) {
   limits_.clear();
   assignment_ = Assignment{};
   total_ = 0;
-  // This pass judges what waits (left_waiting_), whether a probe came first or not.
-  admissible_ = true;
   for (const auto r : rows) {
     const std::string kind = r["kind"].as_string();
     if (kind == "type") {
@@ -252,6 +277,8 @@ void Admission::read_state(const db::Result& rows) {
       assignment_.add(r["name"].as_string(), r["id"].as_int(), r["n"].as_int());
     } else if (kind == "due") {
       read_due(r["n"]);
+    } else if (kind == "admissible") {
+      admissible_ = r["n"].as_int() != 0;
     }
   }
 }

@@ -260,15 +260,8 @@ TEST_F(Scheduler, OnlyADoneJobWithTriggersWakesTheTriggerPass) {
     return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")),
                                             "conveyor_creation_trigger_passes_total");
   };
-  ASSERT_TRUE(wait_until([&] { return passes() >= 1.0; }, 10s)) << "the first pass";
-  ASSERT_TRUE(wait_until(
-      [&] {
-        return stack.db().query_value(
-                   "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                   "'conveyor-creation-listen' AND query ILIKE 'LISTEN%'") != "0";
-      },
-      10s))
-      << "creation never listened";
+  // The first pass, and the one the listener's wake-up runs once it LISTENs.
+  ASSERT_TRUE(wait_until([&] { return passes() >= 2.0; }, 10s)) << "the first two passes";
   const double before = passes();
   auto done = [&](const std::string& type_name) {
     const std::string id =

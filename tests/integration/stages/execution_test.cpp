@@ -212,8 +212,10 @@ TEST_F(ExecutionTest, NotBeforeIsRespectedAndWakesTheLoopWithoutPolling) {
 TEST_F(ExecutionTest, AReadyJobCostsNoProbeAndThePassTimesTheNextBackOff) {
   start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "1h"}});
   const std::string probes = "conveyor_stage_probes_total{step=\"admit\"}";
-  ASSERT_TRUE(wait_until([&] { return sample(probes) >= 1.0; }, 10s)) << "the first pass probes";
-  ASSERT_TRUE(listening());
+  // The first pass probes, and so does the pass the listener's wake-up runs
+  // once it has LISTENed on every channel: from then on only NOTIFYs and
+  // the timer wake it.
+  ASSERT_TRUE(wait_until([&] { return sample(probes) >= 2.0; }, 10s)) << "the first two passes probe";
   const double before = sample(probes);
   ASSERT_TRUE(reaches(ready_job("free"), "queued", 5s));
   EXPECT_EQ(sample(probes), before) << "a NOTIFY of ready probed";
@@ -225,6 +227,24 @@ TEST_F(ExecutionTest, AReadyJobCostsNoProbeAndThePassTimesTheNextBackOff) {
                             later),
             "true");
   EXPECT_EQ(sample(probes), before + 1) << "the timer's wake-up probes, the NOTIFY of ready does not";
+}
+
+// Issue 14: a job's end (a freed slot) runs admission only while jobs wait
+// for one. A type at its limit with none of its jobs ready leaves none
+// waiting: the end of another type's job then costs no transaction. The
+// marker's ready NOTIFY runs the one pass counted.
+TEST_F(ExecutionTest, AFreedSlotCostsNoPassWhileATypeAtItsLimitHasNoJobReady) {
+  start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "1h"}});
+  const std::string probes = "conveyor_stage_probes_total{step=\"admit\"}";
+  const std::string passes = "conveyor_stage_transactions_total{step=\"admit\"}";
+  ASSERT_TRUE(wait_until([&] { return sample(probes) >= 2.0; }, 10s)) << "the first two passes probe";
+  ASSERT_TRUE(reaches(ready_job("limited"), "queued", 5s));  // its type is at its limit (1)
+  const auto free_job = ready_job("free");
+  ASSERT_TRUE(reaches(free_job, "queued", 5s));
+  const double before = sample(passes);
+  complete(free_job);
+  ASSERT_TRUE(reaches(ready_job("free"), "queued", 5s));
+  EXPECT_EQ(sample(passes), before + 1) << "the freed slot ran a pass, though no job waited for one";
 }
 
 // Issue 13, item 9: a held job is skipped like a canceled one

@@ -68,21 +68,6 @@ class StageTest : public ::testing::Test {
     return address.empty() ? -1.0 : conveyor::testing::metric_sample(address, name);
   }
 
-  // Waits until the service LISTENs (its -listen connection has run LISTEN):
-  // from then on a status change wakes it without the poll.
-  ::testing::AssertionResult listening(std::chrono::milliseconds timeout = 10s) const {
-    if (wait_until(
-            [&] {
-              return db_.query_value(
-                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                         "AND application_name LIKE '%-listen' AND query ILIKE 'LISTEN%'") != "0";
-            },
-            timeout)) {
-      return ::testing::AssertionSuccess();
-    }
-    return ::testing::AssertionFailure() << "the service never listened";
-  }
-
   std::string status(const std::string& id) const {
     return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id);
   }

@@ -37,6 +37,10 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
     const db::Result found = ctx.db().exec_idempotent(probe.statement, probe.params);
     if (step.probed ? !step.probed(found) : found.empty()) return {};
   }
+  ctx.metrics()
+      .counter("conveyor_stage_transactions_total", "transactions a step ran to claim and move jobs",
+               {{"step", step.name}})
+      .inc();
   return ctx.db().transact(
       [&](db::Tx& tx) -> StepResult {
         const std::optional<Claim> claim = step.claim(tx, pass);
@@ -59,8 +63,13 @@ bool StageLoop::concerns(const StageStep& step, const Wake& wake) {
 }
 
 bool StageLoop::skips_probe(const StageStep& step, const Wake& wake) {
-  return !wake.anything && std::any_of(wake.types.begin(), wake.types.end(),
-                                       [&](const std::string& t) { return step.unprobed_after.contains(t); });
+  if (wake.anything) return false;
+  // Only a type that concerns the step now: one of woken_while_waiting only
+  // while jobs wait.
+  const bool waiting = !step.waiting || step.waiting();
+  return std::any_of(wake.types.begin(), wake.types.end(), [&](const std::string& t) {
+    return step.unprobed_after.contains(t) && (waiting || !step.woken_while_waiting.contains(t));
+  });
 }
 
 int StageLoop::pass(Context& ctx) { return run_pass(ctx, Wake{}, milliseconds(0)).moved; }
@@ -82,7 +91,7 @@ StageLoop::StepResult StageLoop::run_pass(Context& ctx, const Wake& wake, millis
     state.last_run = now;
     // A step run for its next_due or the poll probes: the NOTIFY was not
     // about its work.
-    const bool probe = !concerns(step, wake) || !skips_probe(step, wake);
+    const bool probe = !skips_probe(step, wake);
     const StepResult r = run_step(ctx, step, pass, probe);
     if (step.moved != nullptr && r.moved > 0) step.moved->inc(r.moved);
     total.moved += r.moved;
