@@ -53,6 +53,13 @@ class LifecycleRulesTest : public ::testing::Test {
     return seen;
   }
 
+  // The plan of `sql` (EXPLAIN `options`), one line per row.
+  std::string plan(const std::string& sql, const std::string& options = "") {
+    std::string text;
+    for (const auto& row : db_.query("EXPLAIN " + options + sql)) text += row[0] + "\n";
+    return text;
+  }
+
   testing::TestDatabase db_;
 };
 
@@ -109,14 +116,30 @@ TEST_F(LifecycleRulesTest, AdmissionRuleIsInlinedAndUsesTheReadyIndex) {
   db_.exec("INSERT INTO conveyor.job (job_type) SELECT 'a' FROM generate_series(1, 3000)");
   for (int i = 0; i < 20; ++i) ready_job("a");
   db_.exec("ANALYZE conveyor.job");
-  const auto plan = db_.query(
-      "EXPLAIN SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
+  const std::string text = plan(
+      "SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
       "AND conveyor.job_admission_eligible(j, now(), NULL) "
       "ORDER BY j.priority DESC, j.created_at, j.id LIMIT 10");
-  std::string text;
-  for (const auto& row : plan) text += row[0] + "\n";
   EXPECT_NE(text.find("job_ready_idx"), std::string::npos) << text;
   EXPECT_EQ(text.find("job_admission_eligible"), std::string::npos) << "inlined:\n" << text;
+}
+
+// Migration 20261223000200_ready_not_before_index: admission's question,
+// when the next back-off ends (execution's CONVEYOR_NEXT_BACKOFF_MS), is one
+// probe of job_ready_not_before_idx, not a walk of every ready job.
+TEST_F(LifecycleRulesTest, TheNextBackOffEndIsOneIndexProbe) {
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 'a' FROM generate_series(1, 3000)");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) ids.push_back(ready_job("a"));
+  db_.exec("UPDATE conveyor.job SET not_before = now() + interval '1 hour' WHERE id IN (" + ids[0] + ", " + ids[1] +
+           ")");
+  db_.exec("ANALYZE conveyor.job");
+  const std::string text = plan(
+      "SELECT ceil(extract(epoch FROM (min(j.not_before) - clock_timestamp())) * 1000)::bigint "
+      "FROM conveyor.job j WHERE j.status = 'ready' AND j.not_before > clock_timestamp() "
+      "AND conveyor.job_admission_eligible(j, j.not_before, NULL, (SELECT conveyor.paused_queues()))");
+  EXPECT_NE(text.find("job_ready_not_before_idx"), std::string::npos) << text;
+  EXPECT_NE(text.find("Limit"), std::string::npos) << "min() as the first row of the index:\n" << text;
 }
 
 // Migration 20261221000000_paused_once_per_statement: handed the paused set
@@ -127,12 +150,11 @@ TEST_F(LifecycleRulesTest, ThePausedSetIsReadOncePerStatement) {
   for (int i = 0; i < 20; ++i) ready_job("a");
   db_.exec("INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'b', true)");
   db_.exec("ANALYZE conveyor.job");
-  const auto plan = db_.query(
-      "EXPLAIN (VERBOSE) SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
+  const std::string text = plan(
+      "SELECT j.id FROM conveyor.job j WHERE j.status = 'ready' "
       "AND conveyor.job_admission_eligible(j, now(), NULL, (SELECT conveyor.paused_queues())) "
-      "ORDER BY j.priority DESC, j.created_at, j.id LIMIT 10");
-  std::string text;
-  for (const auto& row : plan) text += row[0] + "\n";
+      "ORDER BY j.priority DESC, j.created_at, j.id LIMIT 10",
+      "(VERBOSE) ");
   EXPECT_NE(text.find("job_ready_idx"), std::string::npos) << text;
   EXPECT_NE(text.find("InitPlan"), std::string::npos) << "read once:\n" << text;
   EXPECT_EQ(text.find("job_admission_eligible"), std::string::npos) << "inlined:\n" << text;
@@ -372,18 +394,21 @@ TEST_F(LifecycleRulesTest, EachServiceRoleMayCallItsRules) {
 }
 
 // Only the indexes the hot path needs (migration 20261215000100_job_indexes):
-// every index is one more write per non-HOT status change.
+// every index is one more write per non-HOT status change (a partial one
+// when the new row matches it: job_ready_not_before_idx, migration
+// 20261223000200, only ready jobs with a not_before).
 TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
   std::set<std::string> names;
   for (const auto& r : db_.query("SELECT indexrelid::regclass::text FROM pg_index "
                                  "WHERE indrelid = 'conveyor.job'::regclass")) {
     names.insert(r[0]);
   }
-  EXPECT_EQ(names, (std::set<std::string>{"conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
-                                          "conveyor.job_ready_idx", "conveyor.job_queued_idx",
-                                          "conveyor.job_active_idx", "conveyor.job_started_worker_idx",
-                                          "conveyor.job_restart_requested_idx", "conveyor.job_cancel_pending_idx",
-                                          "conveyor.job_finished_updated_idx", "conveyor.job_depends_on_idx"}));
+  EXPECT_EQ(names,
+            (std::set<std::string>{"conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
+                                   "conveyor.job_ready_idx", "conveyor.job_queued_idx", "conveyor.job_active_idx",
+                                   "conveyor.job_started_worker_idx", "conveyor.job_restart_requested_idx",
+                                   "conveyor.job_cancel_pending_idx", "conveyor.job_ready_not_before_idx",
+                                   "conveyor.job_finished_updated_idx", "conveyor.job_depends_on_idx"}));
 }
 
 }  // namespace
