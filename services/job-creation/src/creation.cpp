@@ -309,6 +309,8 @@ void register_routes(http::Server& server, runtime::Context& ctx) {
 void setup(runtime::Context& ctx) {
   register_routes(ctx.http(), ctx);
   ctx.listen_also(kTriggerPendingChannel, kTriggerPendingWake);
+  // Heard only while a job type has triggers (the loop's timed passes say).
+  ctx.set_listened(kTriggerPendingChannel, false);
 }
 
 namespace {
@@ -391,7 +393,10 @@ void run_backfill_pass(runtime::Context& ctx, int batch, std::map<std::int64_t, 
 // are due when a job of a type with triggers is done (its row in
 // conveyor.trigger_pending notifies kTriggerPendingChannel): they run on
 // every wake-up, one indexed read of conveyor.trigger_pending. A done job
-// of a type without triggers wakes nothing here.
+// of a type without triggers wakes nothing here. The channel is heard only
+// while some job type has triggers (read once per poll interval): a
+// listening connection costs PostgreSQL a wake-up on every notifying
+// commit, whatever the channel.
 void loop(runtime::Context& ctx) {
   using Clock = std::chrono::steady_clock;
   using std::chrono::milliseconds;
@@ -407,7 +412,10 @@ void loop(runtime::Context& ctx) {
     bool triggers_more = false;
     const bool timed = Clock::now() >= timed_due;
     try {
-      if (timed) schedules_more = run_schedule_pass(ctx, batch);
+      if (timed) {
+        ctx.set_listened(kTriggerPendingChannel, any_triggers(ctx.db()));
+        schedules_more = run_schedule_pass(ctx, batch);
+      }
       triggers_more = run_trigger_pass(ctx, batch);
     } catch (const Error& e) {
       // The database may be briefly away: the next pass retries.

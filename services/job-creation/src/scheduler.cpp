@@ -39,6 +39,8 @@ constexpr db::Statement kUpdateState{
 constexpr db::Statement kPendingTriggers{
     "creation_pending_triggers",
     "SELECT job_id FROM conveyor.trigger_pending WHERE failed_at IS NULL ORDER BY created_at, job_id LIMIT $1"};
+constexpr db::Statement kAnyTriggers{
+    "creation_any_triggers", "SELECT EXISTS (SELECT 1 FROM conveyor.job_type WHERE jsonb_array_length(triggers) > 0)"};
 constexpr db::Statement kLockPending{
     "creation_lock_pending_trigger",
     "SELECT 1 FROM conveyor.trigger_pending WHERE job_id = $1 AND failed_at IS NULL FOR UPDATE SKIP LOCKED"};
@@ -347,5 +349,7 @@ TriggerTick run_triggers(db::Pool& pool, int batch) {
   }
   return tick;
 }
+
+bool any_triggers(db::Pool& pool) { return pool.exec_idempotent(kAnyTriggers)[0][0].as_bool(); }
 
 }  // namespace conveyor::creation

@@ -104,4 +104,9 @@ struct TriggerTick {
 
 TriggerTick run_triggers(db::Pool& pool, int batch);
 
+// Whether any job type has triggers: only then can a done job leave a
+// pending trigger (conveyor.record_trigger_pending), and only then does
+// creation listen for them. One read.
+bool any_triggers(db::Pool& pool);
+
 }  // namespace conveyor::creation

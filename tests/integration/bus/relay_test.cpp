@@ -179,6 +179,32 @@ TEST(Relay, TheLastAckedRowsAreMarkedByTheNextStatementOrByStop) {
   EXPECT_EQ(read_events(*consumer, prefix, 10, 20s).size(), 10u);
 }
 
+// Issue 14: PostgreSQL 15 signals every listening backend on every
+// notifying commit, so the relay of a service, which has a listener anyway,
+// LISTENs on nothing: its owner hears kOutboxChannel and calls notify().
+TEST(Relay, ARelayWokenByItsOwnerListensToNothingAndRunsWhenNotified) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.poll_interval = 1h;  // only the first pass and notify() run it
+  opts.woken_by_owner = true;
+  const auto unsent = [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"); };
+  db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+  Relay relay(opts);
+  relay.start();
+  ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 1; }, 20s)) << "the first pass";
+  EXPECT_TRUE(relay.leader());
+
+  db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");  // notifies conveyor_outbox
+  EXPECT_FALSE(wait_until([&] { return relay.stats().published.load() > 1; }, 1s))
+      << "the relay's session heard the NOTIFY: it listens";
+  relay.notify();
+  ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 2; }, 20s)) << "notify() runs a pass";
+  relay.stop();
+  EXPECT_EQ(unsent(), "0");
+}
+
 TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   TestDatabase db;
   Broker broker;

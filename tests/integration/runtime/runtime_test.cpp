@@ -49,17 +49,20 @@ class RuntimeTest : public ::testing::Test {
   }
 
   std::map<std::string, std::string> env() const {
-    return {{"CONVEYOR_DATABASE_URL", db_.url()},
-            {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
-            {"CONVEYOR_TOPIC_PREFIX", prefix_},
-            {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
-            {"CONVEYOR_DATA_DIR", dir_.string()},
-            {"CONVEYOR_INSTANCE_ID", instance_},
-            // Only events wake the loop, so its count proves they arrive.
-            {"CONVEYOR_POLL_INTERVAL_MS", "1h"},
-            {"CONVEYOR_HEARTBEAT_INTERVAL_MS", "100ms"},
-            {"CONVEYOR_LOG_LEVEL", "debug"}};
+    std::map<std::string, std::string> e = {{"CONVEYOR_DATABASE_URL", db_.url()},
+                                            {"CONVEYOR_KAFKA_BROKERS", broker_.bootstrap()},
+                                            {"CONVEYOR_TOPIC_PREFIX", prefix_},
+                                            {"CONVEYOR_HTTP_PORT", std::to_string(port_)},
+                                            {"CONVEYOR_DATA_DIR", dir_.string()},
+                                            {"CONVEYOR_INSTANCE_ID", instance_},
+                                            // Only events wake the loop, so its count proves they arrive.
+                                            {"CONVEYOR_POLL_INTERVAL_MS", "1h"},
+                                            {"CONVEYOR_HEARTBEAT_INTERVAL_MS", "100ms"},
+                                            {"CONVEYOR_LOG_LEVEL", "debug"}};
+    for (const auto& [k, v] : extra_env_) e[k] = v;
+    return e;
   }
+  std::map<std::string, std::string> extra_env_;
 
   fs::path log_path() const { return dir_ / "service.log"; }
   std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
@@ -199,6 +202,37 @@ TEST_F(RuntimeTest, TheJobConsumerReadsOnlyTheTopicsOfItsWakeOnTypes) {
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + second);
   ASSERT_TRUE(wait_until([&] { return consumed() >= 2; }, 20s));
   EXPECT_EQ(consumed(), 2) << "it read events of types it does not wake on";
+}
+
+// Issue 14: the relay's own LISTEN connection was one more backend that
+// PostgreSQL 15 signals on every notifying commit. The service's listener
+// now hears the outbox channel for it while it leads: with the relay's poll
+// an hour away, each change still reaches Kafka.
+TEST_F(RuntimeTest, TheServiceListenerWakesTheRelay) {
+  extra_env_["CONVEYOR_RELAY_POLL_INTERVAL_MS"] = "1h";
+  const auto unsent = [&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"); };
+  const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
+  start();
+  // The first pass sends it; the next, which only a NOTIFY heard by the
+  // listener can start now, marks it sent.
+  ASSERT_TRUE(wait_until([&] { return unsent() == "0"; }, 20s)) << "no pass after the first";
+  conveyor::bus::ConsumerOptions o;
+  o.brokers = broker_.bootstrap();
+  o.group_id = conveyor::testing::unique_name("relay");
+  o.topics = conveyor::bus::job_event_topics(prefix_, {"io.conveyor.job.configured", "io.conveyor.job.ready"});
+  conveyor::bus::Consumer consumer(o);
+  std::size_t read = 0;
+  for (const char* status : {"configured", "ready"}) {
+    db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
+    const std::size_t before = read;
+    EXPECT_TRUE(wait_until(
+        [&] {
+          read += consumer.poll(10, 200ms).size();
+          return read > before;
+        },
+        20s))
+        << status << " was not published";
+  }
 }
 
 // Issue 14: each status change woke a stage twice, by its NOTIFY and 10-20 ms

@@ -2,6 +2,7 @@
 #include "conveyor/bus/relay.hpp"
 
 #include <optional>
+#include <utility>
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/topics.hpp"
@@ -11,8 +12,6 @@
 namespace conveyor::bus {
 
 namespace {
-
-constexpr const char* kChannel = "conveyor_outbox";
 
 constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid()"};
 // One statement per round, run alone (one round trip): marks sent the rows
@@ -84,8 +83,8 @@ struct Relay::Impl {
       stats.leader = true;
       logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
     }
-    if (!listening) {
-      session.listen(kChannel);
+    if (!listening && !options.woken_by_owner) {
+      session.listen(kOutboxChannel);
       listening = true;
     }
     if (!producer) {
@@ -165,6 +164,7 @@ void Relay::start() {
 
 void Relay::stop() {
   stopping_ = true;
+  notify_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (impl_->leader) {
     try {
@@ -183,6 +183,20 @@ void Relay::stop() {
 }
 
 std::size_t Relay::run_once() { return run(true); }
+
+void Relay::notify() {
+  {
+    std::lock_guard lock(notify_mu_);
+    notified_ = true;
+  }
+  notify_cv_.notify_all();
+}
+
+bool Relay::wait_for_owner(std::chrono::milliseconds slice) {
+  std::unique_lock lock(notify_mu_);
+  notify_cv_.wait_for(lock, slice, [this] { return notified_ || stopping_.load(); });
+  return std::exchange(notified_, false) && !stopping_;
+}
 
 std::size_t Relay::run(bool settle) {
   auto& im = *impl_;
@@ -230,8 +244,9 @@ void Relay::loop() {
         run(false);
         next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
       }
-      if (impl_->listening) {
-        if (impl_->session.wait_for_notification(slice)) {
+      const bool woken_by_owner = options_.woken_by_owner && impl_->leader;
+      if (impl_->listening || woken_by_owner) {
+        if (woken_by_owner ? wait_for_owner(slice) : impl_->session.wait_for_notification(slice)) {
           run(false);
           next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
         }

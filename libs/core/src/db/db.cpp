@@ -270,6 +270,11 @@ class Connection {
     translating([&] { receivers_[channel] = std::make_unique<Receiver>(*conn_, channel, received_); });
   }
 
+  // The receiver's end UNLISTENs (it is the channel's only one).
+  void unlisten(const std::string& channel) {
+    translating([&] { receivers_.erase(channel); });
+  }
+
   std::vector<Notification> wait_for_notifications(std::chrono::milliseconds timeout) {
     return translating([&] {
       received_.clear();
@@ -546,6 +551,10 @@ void Session::advisory_unlock(std::int64_t key) {
 }
 
 void Session::listen(std::string_view channel) { ensure(conn_, url_, application_name_).listen(std::string(channel)); }
+
+void Session::unlisten(std::string_view channel) {
+  if (conn_) conn_->unlisten(std::string(channel));
+}
 
 bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
   return !wait_for_notifications(timeout).empty();

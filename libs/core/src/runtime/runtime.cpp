@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <set>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -200,6 +201,26 @@ class Service final : public Context {
   void listen_also(const std::string& channel, const std::string& type) override {
     if (listen_thread_.joinable()) throw Error(errc::internal, "listen_also after the listener started: " + channel);
     own_channels_[channel] = type;
+    listening_gauge(channel).set(1);
+  }
+
+  void set_listened(const std::string& channel, bool listened) override {
+    if (!own_channels_.contains(channel)) throw Error(errc::internal, "set_listened of an unknown channel: " + channel);
+    {
+      std::lock_guard lock(listen_mu_);
+      if (listened) {
+        set_aside_.erase(channel);
+      } else {
+        set_aside_.insert(channel);
+      }
+    }
+    listening_gauge(channel).set(listened ? 1 : 0);
+  }
+
+  metrics::Gauge& listening_gauge(const std::string& channel) {
+    return registry_.gauge("conveyor_listen_wanted",
+                           "1 while the service wants to LISTEN on this channel of its own (listen_also)",
+                           {{"channel", channel}});
   }
 
   // A wake-up by NOTIFY: the status channels that were notified.
@@ -288,6 +309,9 @@ class Service final : public Context {
       relay_options.brokers = brokers_;
       relay_options.topic_prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
       relay_options.source = spec_.name;
+      relay_options.poll_interval = config_.get_duration("CONVEYOR_RELAY_POLL_INTERVAL_MS");
+      // The listener below hears the relay's channel while it leads.
+      relay_options.woken_by_owner = !listen_channels().empty();
       relay_ = std::make_unique<bus::Relay>(std::move(relay_options));
       relay_->start();
       start_consumers();
@@ -295,7 +319,7 @@ class Service final : public Context {
     // The millisecond path: a NOTIFY of a watched status wakes the loop
     // without Kafka (which then only confirms, or stands in while the
     // database connection is re-made).
-    if (!spec_.wake_on.empty() || !own_channels_.empty()) listen_thread_ = std::thread([this] { listen_loop(); });
+    if (!listen_channels().empty()) listen_thread_ = std::thread([this] { listen_loop(); });
     timer_thread_ = std::thread([this] { timer_loop(); });
     up_->set(1);
   }
@@ -525,53 +549,88 @@ class Service final : public Context {
     }
   }
 
-  // LISTEN on a connection of its own, until stopping: a notification whose
-  // status is in wake_on wakes the loop. A lost connection (terminated
-  // backend, PostgreSQL restart) is re-made with back-off, and the loop is
-  // woken once after, for what changed meanwhile. Waits in short slices so
-  // shutdown never waits long for it.
-  void listen_loop() {
-    auto rlog = logging::get("runtime");
-    db::Session session(config_.get_string("CONVEYOR_DATABASE_URL"), spec_.name + "-listen");
+  // The channels of the wake_on statuses, and the service's own (listened
+  // or not). None when Kafka alone carries its wake-up types: then no
+  // listener runs, and the relay (if any) listens for itself.
+  std::vector<std::string> listen_channels() const {
     std::vector<std::string> channels;
     for (const std::string& type : spec_.wake_on) {
       if (auto channel = notify_channel(type)) channels.push_back(std::move(*channel));
     }
     for (const auto& own : own_channels_) channels.push_back(own.first);
-    if (channels.empty()) return;  // only types that Kafka alone carries
-    std::string listened;
-    for (const std::string& c : channels) listened += (listened.empty() ? "" : ", ") + c;
-    bool listening = false;
+    return channels;
+  }
+
+  // What the listener should LISTEN to now: the wake_on channels, the own
+  // channels not set aside (set_listened), and kOutboxChannel while this
+  // process's relay leads (RelayOptions::woken_by_owner: the relay then
+  // needs no listening connection of its own).
+  std::set<std::string> wanted_channels() const {
+    std::set<std::string> wanted;
+    for (const std::string& type : spec_.wake_on) {
+      if (auto channel = notify_channel(type)) wanted.insert(std::move(*channel));
+    }
+    {
+      std::lock_guard lock(listen_mu_);
+      for (const auto& own : own_channels_) {
+        if (!set_aside_.contains(own.first)) wanted.insert(own.first);
+      }
+    }
+    if (relay_ && relay_->leader()) wanted.insert(bus::kOutboxChannel);
+    return wanted;
+  }
+
+  // LISTEN on a connection of its own, until stopping: a notification of a
+  // wake_on status or an own channel wakes the loop, one of the outbox the
+  // relay. PostgreSQL 15 signals every listening backend of the database on
+  // every notifying commit, whatever the channel, so the connection listens
+  // only to what this process wants now, and is closed while that is
+  // nothing. A lost connection (terminated backend, PostgreSQL restart) is
+  // re-made with back-off, and the loop is woken once after, for what
+  // changed meanwhile. Waits in short slices so shutdown never waits long,
+  // and a change of what is wanted takes effect within one.
+  void listen_loop() {
+    auto rlog = logging::get("runtime");
+    db::Session session(config_.get_string("CONVEYOR_DATABASE_URL"), spec_.name + "-listen");
+    std::set<std::string> listened;  // on `session`; empty: no connection
     bool lost = false;
     milliseconds retry = kListenRetryMin;
     while (!stopping_) {
       try {
-        if (!listening || !session.is_open()) {
-          session.reset();  // a re-made connection has no LISTEN: start afresh
-          for (const std::string& channel : channels) session.listen(channel);
-          listening = true;
-          listening_ = true;
+        const std::set<std::string> wanted = wanted_channels();
+        if (wanted.empty()) {
+          session.reset();
+          listened.clear();
+          listening_ = false;
+          std::unique_lock lock(exit_mu_);
+          exit_cv_.wait_for(lock, kListenSlice, [this] { return stopping_.load(); });
+          continue;
+        }
+        if (!session.is_open()) listened.clear();  // a re-made connection has no LISTEN
+        if (listen_to(session, listened, wanted)) {
           retry = kListenRetryMin;
           if (lost) {
             listen_reconnects_->inc();
-            rlog->info("listening to {} again", listened);
+            rlog->info("listening to {} again", join(wanted));
           }
           lost = false;
-          wake();
         }
-        // Every channel listened to is a status of wake_on, or the service's own.
-        const std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
+        listening_ = true;
+        std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
+        if (std::erase_if(notified, [](const db::Notification& n) { return n.channel == bus::kOutboxChannel; }) > 0) {
+          relay_->notify();
+        }
         if (!notified.empty()) {
           notify_wakeups_->inc();
           wake_for(notified);
         }
       } catch (const std::exception& e) {
-        listening = false;
+        listened.clear();
         listening_ = false;
         session.reset();
         if (!lost) {
-          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)", listened,
-                     logging::redact_url(e.what()));
+          rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)",
+                     join(wanted_channels()), logging::redact_url(e.what()));
         }
         lost = true;
         std::unique_lock lock(exit_mu_);
@@ -579,6 +638,41 @@ class Service final : public Context {
         retry = std::min(retry * 2, kListenRetryMax);
       }
     }
+  }
+
+  // LISTENs to what is wanted and not listened, UNLISTENs the rest; returns
+  // whether the connection is new. What was notified before a LISTEN was
+  // missed: a new connection wakes the loop for anything (if it hears more
+  // than the outbox), a channel added to one wakes it for that channel, and
+  // the outbox channel runs a relay pass.
+  bool listen_to(db::Session& session, std::set<std::string>& listened, const std::set<std::string>& wanted) {
+    const bool fresh = listened.empty();
+    std::vector<db::Notification> added;
+    for (const std::string& channel : wanted) {
+      if (listened.contains(channel)) continue;
+      session.listen(channel);
+      if (channel == bus::kOutboxChannel) {
+        relay_->notify();
+      } else {
+        added.push_back({channel, ""});
+      }
+    }
+    for (const std::string& channel : listened) {
+      if (!wanted.contains(channel)) session.unlisten(channel);
+    }
+    listened = wanted;
+    if (fresh && !added.empty()) {
+      wake();
+    } else if (!added.empty()) {
+      wake_for(added);
+    }
+    return fresh;
+  }
+
+  static std::string join(const std::set<std::string>& channels) {
+    std::string out;
+    for (const std::string& c : channels) out += (out.empty() ? "" : ", ") + c;
+    return out;
   }
 
   // Heartbeats and the parameter reload timer, until shutdown() (it keeps
@@ -778,6 +872,9 @@ class Service final : public Context {
   // listen_also's channels and the event type each stands for: written in
   // setup(), before the listener thread starts, then only read.
   std::map<std::string, std::string> own_channels_;
+  // The own channels the service does not want heard now (set_listened).
+  mutable std::mutex listen_mu_;
+  std::set<std::string> set_aside_;  // guarded by listen_mu_
   metrics::Counter* listen_reconnects_ = nullptr;
   metrics::Counter* bad_events_ = nullptr;
   metrics::Counter* parameter_reloads_ = nullptr;
@@ -823,6 +920,8 @@ config::Schema service_schema() {
   config::Schema schema = config::core_schema();
   schema.add(make_key("CONVEYOR_POLL_INTERVAL_MS", Type::duration_ms, "1000",
                       "fallback scan interval when no event wakes the service", 1, 3600000));
+  schema.add(make_key("CONVEYOR_RELAY_POLL_INTERVAL_MS", Type::duration_ms, "1000",
+                      "how often the outbox relay looks for unsent events when no NOTIFY wakes it", 10, 3600000));
   schema.add(make_key("CONVEYOR_BATCH_SIZE", Type::integer, "200", "rows handled per transaction", 1, 10000));
   schema.add(make_key("CONVEYOR_DB_POOL_SIZE", Type::integer, "4", "database connections of the pool", 1, 64));
   schema.add(make_key("CONVEYOR_IMAGE_TAG", Type::string, "dev", "image tag this instance runs (reported only)"));

@@ -3,18 +3,23 @@
 // topic of its type (topic_for in topics.hpp: a job event on
 // "<prefix>.job.<name>"), and marks them sent only after the broker acked them. Leader-elected with a session
 // advisory lock, so any number of relays may run and one publishes; woken by
-// pg_notify('conveyor_outbox'), with a poll interval as a fallback.
-// Owns one thread; start()/stop() from the owner's thread.
+// pg_notify('conveyor_outbox') (kOutboxChannel), with a poll interval as a
+// fallback. Owns one thread; start()/stop() from the owner's thread.
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "conveyor/bus/kafka.hpp"
 
 namespace conveyor::bus {
+
+// Notified by the status and parameter triggers with every outbox row.
+inline constexpr const char* kOutboxChannel = "conveyor_outbox";
 
 struct RelayOptions {
   std::string database_url;
@@ -27,6 +32,13 @@ struct RelayOptions {
   std::chrono::milliseconds poll_interval{1000};  // fallback when no notify arrives
   std::chrono::milliseconds send_timeout{10000};
   std::int64_t lock_key = 0x436f6e7665796f72;  // "Conveyor"
+  // The owner hears kOutboxChannel on a LISTEN connection it has anyway
+  // (runtime's listener) while leader() holds, and calls notify(): the relay
+  // then LISTENs on nothing. PostgreSQL 15 signals every listening backend
+  // of the database on every notifying commit, whatever the channel, so
+  // each listening connection fewer saves a wake-up and a transaction in
+  // PostgreSQL per notifying commit (about six per job).
+  bool woken_by_owner = false;
 };
 
 struct RelayStats {
@@ -46,10 +58,16 @@ class Relay {
   // unsent row in batches and marks them sent; returns the number
   // published. For tests and tools.
   std::size_t run_once();
+  // With woken_by_owner: outbox rows were notified; the thread runs a pass.
+  void notify();
+  // Whether this relay holds the lock (and so wants kOutboxChannel heard).
+  bool leader() const noexcept { return stats_.leader.load(); }
   const RelayStats& stats() const noexcept { return stats_; }
 
  private:
   void loop();
+  // Waits up to `slice` for notify() (woken_by_owner); true if it came.
+  bool wait_for_owner(std::chrono::milliseconds slice);
   // A pass: run_once, or, without `settle`, leaving the last batch's acked
   // rows to be marked by the next pass's first statement (the thread's
   // passes: one statement per wake-up instead of two). stop() marks them.
@@ -59,6 +77,9 @@ class Relay {
   RelayStats stats_;
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> stopping_{false};
+  std::mutex notify_mu_;
+  std::condition_variable notify_cv_;
+  bool notified_ = false;  // guarded by notify_mu_
   std::thread thread_;
 };
 

@@ -298,6 +298,8 @@ class Session {
   bool try_advisory_lock(std::int64_t key);
   void advisory_unlock(std::int64_t key);
   void listen(std::string_view channel);
+  // UNLISTEN: notifications of `channel` no longer reach this session.
+  void unlisten(std::string_view channel);
   // Waits up to `timeout` for a notification on a listened channel; true if
   // at least one arrived. All pending notifications are consumed.
   bool wait_for_notification(std::chrono::milliseconds timeout);

@@ -117,6 +117,17 @@ class Context {
     (void)channel;
     (void)type;
   }
+  // Whether a channel of listen_also is to be heard now (it is from
+  // listen_also on). PostgreSQL 15 signals every listening backend on every
+  // notifying commit, whatever the channel, so a service that has nothing
+  // to hear there now sets it aside; with nothing left to hear, its
+  // listener closes its connection. Any thread; takes effect within a
+  // quarter second, and a channel heard again wakes the loop once for
+  // what it missed.
+  virtual void set_listened(const std::string& channel, bool listened) {
+    (void)channel;
+    (void)listened;
+  }
   // Marks the instance not ready (/readyz 503) with a reason, e.g. while draining.
   virtual void set_ready(bool ready, const std::string& reason = "") = 0;
 };
