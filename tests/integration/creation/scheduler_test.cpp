@@ -259,12 +259,19 @@ TEST_F(Scheduler, OnlyADoneJobWithTriggersWakesTheTriggerPass) {
   const auto sample = [&](const std::string& name) {
     return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")), name);
   };
-  // The first pass, and the one the listener's wake-up runs once it LISTENs.
-  ASSERT_TRUE(wait_until([&] { return sample("conveyor_creation_trigger_passes_total") >= 2.0; }, 10s))
-      << "the first two passes";
-  // Wake-ups by NOTIFY alone: a Kafka event (the start-up's parameters)
-  // may still wake the loop.
-  const double before = sample("conveyor_notify_wakeups_total");
+  // Wake-ups by NOTIFY alone (a Kafka event, the start-up's parameters, may
+  // still wake the loop), once the listener hears the channel: a NOTIFY of
+  // it by hand has woken creation.
+  const auto notified = [&] { return sample("conveyor_notify_wakeups_total"); };
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const double seen = notified();
+        stack.db().exec("SELECT pg_notify('conveyor_trigger_pending', '')");
+        return wait_until([&] { return notified() > seen; }, 300ms);
+      },
+      20s))
+      << "creation never heard conveyor_trigger_pending";
+  const double before = notified();
   auto done = [&](const std::string& type_name) {
     const std::string id =
         stack.db().query_value("INSERT INTO conveyor.job (job_type) VALUES ('" + type_name + "') RETURNING id");
@@ -276,7 +283,7 @@ TEST_F(Scheduler, OnlyADoneJobWithTriggersWakesTheTriggerPass) {
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 1; }, 10s))
       << "not woken by the trigger's NOTIFY (the poll is a minute)\n"
       << stack.logs_tail();
-  EXPECT_EQ(sample("conveyor_notify_wakeups_total"), before + 1) << "the plain job's done woke creation";
+  EXPECT_EQ(notified(), before + 1) << "the plain job's done woke creation";
 }
 
 // Issue 14: PostgreSQL 15 signals every listening backend on every
@@ -288,25 +295,33 @@ TEST_F(Scheduler, CreationListensForTriggersOnlyWhileATypeHasThem) {
   Stack::Options o = options(json::array({type("up"), type("down")}));
   o.env = {{"CONVEYOR_POLL_INTERVAL_MS", "200"}};
   Stack stack(o);
-  const auto wanted = [&] {
-    return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")),
-                                            "conveyor_listen_wanted{channel=\"conveyor_trigger_pending\"}");
+  const auto sample = [&](const std::string& name) {
+    return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")), name);
   };
-  const auto passes = [&] {
-    return conveyor::testing::metric_sample("127.0.0.1:" + std::to_string(stack.port("creation")),
-                                            "conveyor_creation_passes_total");
+  const auto wanted = [&] { return sample("conveyor_listen_wanted{channel=\"conveyor_trigger_pending\"}"); };
+  // Whether a NOTIFY of the channel, by hand, wakes creation within `within`.
+  const auto heard = [&](std::chrono::milliseconds within) {
+    const double seen = sample("conveyor_notify_wakeups_total");
+    stack.db().exec("SELECT pg_notify('conveyor_trigger_pending', '')");
+    return wait_until([&] { return sample("conveyor_notify_wakeups_total") > seen; }, within);
   };
-  ASSERT_TRUE(wait_until([&] { return passes() >= 1.0; }, 20s)) << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return sample("conveyor_creation_passes_total") >= 1.0; }, 20s)) << stack.logs_tail();
   EXPECT_EQ(wanted(), 0.0) << "no type has triggers";
+  EXPECT_FALSE(heard(1s)) << "it listens with no type having triggers";
+
   stack.db().exec(
       "UPDATE conveyor.job_type SET triggers = '[{\"job_type\": \"down\", \"params\": {}}]' WHERE name = 'up'");
-  ASSERT_TRUE(wait_until([&] { return wanted() == 1.0; }, 10s)) << "the next timed pass did not listen";
+  ASSERT_TRUE(wait_until([&] { return wanted() == 1.0; }, 10s)) << "the next timed pass did not want it";
+  EXPECT_TRUE(wait_until([&] { return heard(300ms); }, 10s)) << "it does not listen";
   const std::string id = stack.db().query_value("INSERT INTO conveyor.job (job_type) VALUES ('up') RETURNING id");
   for (const char* st : {"configured", "ready", "queued", "started", "processed", "done"})
     stack.db().exec("UPDATE conveyor.job SET status = '" + std::string(st) + "' WHERE id = " + id);
   EXPECT_TRUE(wait_until([&] { return count(stack, "job_type = 'down'") == 1; }, 10s)) << stack.logs_tail();
+
   stack.db().exec("UPDATE conveyor.job_type SET triggers = '[]' WHERE name = 'up'");
-  EXPECT_TRUE(wait_until([&] { return wanted() == 0.0; }, 10s)) << "still listening with no triggers left";
+  ASSERT_TRUE(wait_until([&] { return wanted() == 0.0; }, 10s)) << "still wanted with no triggers left";
+  // The listener drops the channel within a slice (250 ms).
+  EXPECT_TRUE(wait_until([&] { return !heard(500ms); }, 10s)) << "still listening with no triggers left";
 }
 
 // The database refusing one schedule's run (here a trigger on conveyor.job,

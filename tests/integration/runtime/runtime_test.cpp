@@ -213,8 +213,8 @@ TEST_F(RuntimeTest, TheServiceListenerWakesTheRelay) {
   const auto unsent = [&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"); };
   const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
   start();
-  // The first pass sends it; the next, which only a NOTIFY heard by the
-  // listener can start now, marks it sent.
+  // The first pass sends it; the next, which only the listener can start
+  // now (its notify() once it LISTENs for the relay), marks it sent.
   ASSERT_TRUE(wait_until([&] { return unsent() == "0"; }, 20s)) << "no pass after the first";
   conveyor::bus::ConsumerOptions o;
   o.brokers = broker_.bootstrap();

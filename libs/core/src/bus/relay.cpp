@@ -163,7 +163,10 @@ void Relay::start() {
 }
 
 void Relay::stop() {
-  stopping_ = true;
+  {
+    std::lock_guard lock(notify_mu_);
+    stopping_ = true;
+  }
   notify_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (impl_->leader) {

@@ -277,9 +277,12 @@ class Connection {
 
   std::vector<Notification> wait_for_notifications(std::chrono::milliseconds timeout) {
     return translating([&] {
-      received_.clear();
-      long us = static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(timeout).count());
-      conn_->await_notification(us / 1000000, us % 1000000);
+      // libpqxx hands the receivers what arrives during any statement (a
+      // LISTEN, an UNLISTEN): those are returned at once, not dropped.
+      if (received_.empty()) {
+        long us = static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(timeout).count());
+        conn_->await_notification(us / 1000000, us % 1000000);
+      }
       // Drain whatever else is already queued, without waiting.
       while (conn_->get_notifs() > 0) {
       }
@@ -561,9 +564,14 @@ bool Session::wait_for_notification(std::chrono::milliseconds timeout) {
 }
 
 std::vector<Notification> Session::wait_for_notifications(std::chrono::milliseconds timeout) {
-  auto& c = ensure(conn_, url_, application_name_);
+  // Never a new connection here: it would LISTEN to nothing, and its waits
+  // would hear nothing, silently. The caller LISTENs again.
+  if (!is_open()) {
+    conn_.reset();
+    throw DbError(errc::unavailable, "the listening connection is closed", "08003", true);
+  }
   try {
-    return c.wait_for_notifications(timeout);
+    return conn_->wait_for_notifications(timeout);
   } catch (const DbError&) {
     conn_.reset();
     throw;

@@ -206,13 +206,11 @@ class Service final : public Context {
 
   void set_listened(const std::string& channel, bool listened) override {
     if (!own_channels_.contains(channel)) throw Error(errc::internal, "set_listened of an unknown channel: " + channel);
-    {
-      std::lock_guard lock(listen_mu_);
-      if (listened) {
-        set_aside_.erase(channel);
-      } else {
-        set_aside_.insert(channel);
-      }
+    std::lock_guard lock(listen_mu_);
+    if (listened) {
+      set_aside_.erase(channel);
+    } else {
+      set_aside_.insert(channel);
     }
     listening_gauge(channel).set(listened ? 1 : 0);
   }
@@ -595,7 +593,9 @@ class Service final : public Context {
     std::set<std::string> listened;  // on `session`; empty: no connection
     bool lost = false;
     milliseconds retry = kListenRetryMin;
-    while (!stopping_) {
+    // Until shutdown() joins it, not until stopping_: while the loop drains,
+    // the relay still leads and hears its channel here.
+    while (!listener_stop_) {
       try {
         const std::set<std::string> wanted = wanted_channels();
         if (wanted.empty()) {
@@ -603,11 +603,15 @@ class Service final : public Context {
           listened.clear();
           listening_ = false;
           std::unique_lock lock(exit_mu_);
-          exit_cv_.wait_for(lock, kListenSlice, [this] { return stopping_.load(); });
+          exit_cv_.wait_for(lock, kListenSlice, [this] { return listener_stop_.load(); });
           continue;
         }
         if (!session.is_open()) listened.clear();  // a re-made connection has no LISTEN
-        if (listen_to(session, listened, wanted)) {
+        const bool fresh = listen_to(session, listened, wanted);
+        // libpqxx skips a LISTEN on a connection that broke, and swallows an
+        // UNLISTEN's error: a connection lost meanwhile starts afresh.
+        if (!session.is_open()) throw Error(errc::unavailable, "connection lost while changing LISTENs");
+        if (fresh) {
           retry = kListenRetryMin;
           if (lost) {
             listen_reconnects_->inc();
@@ -634,7 +638,7 @@ class Service final : public Context {
         }
         lost = true;
         std::unique_lock lock(exit_mu_);
-        exit_cv_.wait_for(lock, retry, [this] { return stopping_.load(); });
+        exit_cv_.wait_for(lock, retry, [this] { return listener_stop_.load(); });
         retry = std::min(retry * 2, kListenRetryMax);
       }
     }
@@ -819,6 +823,11 @@ class Service final : public Context {
     for (std::thread& t : consumer_threads_) {
       if (t.joinable()) t.join();
     }
+    {
+      std::lock_guard lock(exit_mu_);
+      listener_stop_ = true;
+    }
+    exit_cv_.notify_all();
     if (listen_thread_.joinable()) listen_thread_.join();
     if (relay_) {
       relay_->stop();
@@ -868,7 +877,8 @@ class Service final : public Context {
   metrics::Counter* wakeups_ = nullptr;
   metrics::Counter* events_consumed_ = nullptr;
   metrics::Counter* notify_wakeups_ = nullptr;
-  std::atomic<bool> listening_{false};  // the NOTIFY listener is connected
+  std::atomic<bool> listening_{false};      // the NOTIFY listener is connected
+  std::atomic<bool> listener_stop_{false};  // set by shutdown(), before it joins the listener
   // listen_also's channels and the event type each stands for: written in
   // setup(), before the listener thread starts, then only read.
   std::map<std::string, std::string> own_channels_;
@@ -921,7 +931,9 @@ config::Schema service_schema() {
   schema.add(make_key("CONVEYOR_POLL_INTERVAL_MS", Type::duration_ms, "1000",
                       "fallback scan interval when no event wakes the service", 1, 3600000));
   schema.add(make_key("CONVEYOR_RELAY_POLL_INTERVAL_MS", Type::duration_ms, "1000",
-                      "how often the outbox relay looks for unsent events when no NOTIFY wakes it", 10, 3600000));
+                      "how often the outbox relay looks for unsent events when no NOTIFY wakes it, and how often a "
+                      "relay that does not lead tries to (so it bounds the take-over after a leader dies)",
+                      10, 3600000));
   schema.add(make_key("CONVEYOR_BATCH_SIZE", Type::integer, "200", "rows handled per transaction", 1, 10000));
   schema.add(make_key("CONVEYOR_DB_POOL_SIZE", Type::integer, "4", "database connections of the pool", 1, 64));
   schema.add(make_key("CONVEYOR_IMAGE_TAG", Type::string, "dev", "image tag this instance runs (reported only)"));
