@@ -18,7 +18,8 @@ namespace {
 
 constexpr db::Statement kSelectInitialized{
     "configuration_select_initialized",
-    "SELECT id, job_type, params::text AS params, depends_on, attempt " CONVEYOR_INITIALIZED_JOBS
+    "SELECT id, job_type, params::text AS params, depends_on, attempt, "
+    "(SELECT t.xmin::text FROM conveyor.job_type t WHERE t.name = job.job_type) AS type_version " CONVEYOR_INITIALIZED_JOBS
     "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
 
 constexpr db::Statement kAnyInitialized{"configuration_any_initialized",
@@ -147,14 +148,8 @@ std::set<std::int64_t> existing_dependencies(db::Tx& tx, const db::Result& rows)
   return existing;
 }
 
-// A job type as read for one batch: the type, or why it cannot be used.
-struct CachedType {
-  std::optional<model::JobType> type;
-  std::string problem;
-};
-
-CachedType lookup_type(db::Tx& tx, const std::string& name) {
-  CachedType out;
+TypeRead lookup_type(db::Tx& tx, const std::string& name) {
+  TypeRead out;
   try {
     out.type = model::load_job_type(tx, name);
   } catch (const Error& e) {
@@ -250,18 +245,28 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
 namespace {
 
 // One initialized job: its config, or the internal_error that says why not.
-void configure_job(db::Tx& tx, const db::Row& row, std::map<std::string, CachedType>& types,
-                   const std::set<std::int64_t>& existing, const model::SystemParameters& params,
-                   const Settings& settings, BatchMoves& moves) {
+// The type of a claimed row: the one read before if its version is the
+// row's (an unknown type has none, and is read each time).
+const TypeRead& row_type(db::Tx& tx, const db::Row& row, TypeCache& cache) {
+  const std::string name = row["job_type"].as_string();
+  const std::string version = row["type_version"].as_string();
+  auto it = cache.types.find(name);
+  if (it != cache.types.end() && !version.empty() && it->second.version == version) return it->second;
+  TypeRead read = lookup_type(tx, name);
+  read.version = version;
+  ++cache.reads;
+  return cache.types.insert_or_assign(name, std::move(read)).first->second;
+}
+
+void configure_job(db::Tx& tx, const db::Row& row, TypeCache& types, const std::set<std::int64_t>& existing,
+                   const model::SystemParameters& params, const Settings& settings, BatchMoves& moves) {
   const std::int64_t id = row["id"].as_int();
   const std::string type_name = row["job_type"].as_string();
   const auto job_params = nlohmann::json::parse(row["params"].view());
   const auto depends_on = row["depends_on"].as_int_array();
   const int attempt = static_cast<int>(row["attempt"].as_int());
 
-  auto it = types.find(type_name);
-  if (it == types.end()) it = types.emplace(type_name, lookup_type(tx, type_name)).first;
-  const CachedType& cached = it->second;
+  const TypeRead& cached = row_type(tx, row, types);
   if (!cached.type) return moves.fail(id, "unknown_job_type", cached.problem);
   const auto problems = model::validate_params(cached.type->params_schema, job_params);
   if (!problems.empty()) {
@@ -365,8 +370,7 @@ int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings) 
 }
 
 Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
-                        const Settings& settings) {
-  std::map<std::string, CachedType> types;  // per batch: a changed type applies to the next
+                        const Settings& settings, TypeCache& types) {
   const std::set<std::int64_t> existing = existing_dependencies(tx, rows);
   BatchMoves moves("initialized");
   for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);
@@ -417,8 +421,14 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   // thread only): true until the ready step's probe finds none, and again
   // once a configure pass leaves one configured.
   auto waiting = std::make_shared<bool>(true);
-  configure.apply = [settings, readied, waiting](db::Tx& tx, const db::Result& rows, const runtime::Pass& pass) {
-    const Moved m = configure_claimed(tx, rows, pass.parameters, settings);
+  auto types = std::make_shared<TypeCache>();  // the loop's thread only
+  auto* type_reads = &ctx.metrics().counter("conveyor_configuration_type_reads_total",
+                                            "job type rows read to configure jobs (again only when the row changed)");
+  configure.apply = [settings, readied, waiting, types, type_reads](db::Tx& tx, const db::Result& rows,
+                                                                    const runtime::Pass& pass) {
+    const std::uint64_t reads = types->reads;
+    const Moved m = configure_claimed(tx, rows, pass.parameters, settings, *types);
+    type_reads->inc(static_cast<double>(types->reads - reads));
     // Counted before the commit, like every step's moves (a failed commit
     // is rare and retried).
     if (m.readied > 0) readied->inc(m.readied);

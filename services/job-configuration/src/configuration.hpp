@@ -47,13 +47,29 @@ struct Moved {
   int readied = 0;     // of those configured, -> ready | internal_error at once
 };
 
+// A job type as configuration read it, or why it cannot be used, and the
+// version (the job_type row's xmin) it was read at.
+struct TypeRead {
+  std::optional<model::JobType> type;
+  std::string problem;
+  std::string version;
+};
+
+// The job types read so far, kept from batch to batch: a claimed row names
+// its type's version (kSelectInitialized), and a type is read again only
+// when that changed. `reads` counts the reads.
+struct TypeCache {
+  std::map<std::string, TypeRead> types;
+  std::uint64_t reads = 0;
+};
+
 // initialized -> configured | internal_error for the claimed `rows`
 // (kSelectInitialized), written by one statement; then, in the same
 // transaction, ready_claimed for those of them whose dependencies are all
 // decided already (no dependencies, most jobs), so that they reach ready with
 // one commit.
 Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
-                        const Settings& settings);
+                        const Settings& settings, TypeCache& types);
 
 // configured -> ready (argv re-rendered with the dependencies' outputs) |
 // internal_error (dependency_failed, dependency_missing) for the claimed

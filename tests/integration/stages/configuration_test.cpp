@@ -144,6 +144,29 @@ TEST_F(ConfigurationTest, AConfigurePassReadiesWhatHasNothingToWaitFor) {
   EXPECT_EQ(status(waiting), "configured");
 }
 
+// Issue 14: each configure pass read its jobs' types again, one round trip
+// per job at a low rate. A type is now read again only when its row
+// changed (the claim names its version, the row's xmin): the second job of
+// the same type costs no read, and a change to the type applies to the
+// next job.
+TEST_F(ConfigurationTest, AJobTypeIsReadAgainOnlyWhenItChanged) {
+  start(CONVEYOR_CONFIGURATION_PATH);
+  const auto reads = [&] { return sample("conveyor_configuration_type_reads_total"); };
+  const auto first = insert_job("tile", R"({"tile": "a"})");
+  ASSERT_TRUE(reaches(first, "ready"));
+  EXPECT_EQ(reads(), 1.0);
+  const auto second = insert_job("tile", R"({"tile": "b"})");
+  ASSERT_TRUE(reaches(second, "ready"));
+  EXPECT_EQ(reads(), 1.0) << "an unchanged type was read again";
+  EXPECT_EQ(config(second).at("argv").at(0), "tool");
+
+  db_.exec(R"(UPDATE conveyor.job_type SET command = '["tool2", "{tile}"]' WHERE name = 'tile')");
+  const auto third = insert_job("tile", R"({"tile": "c"})");
+  ASSERT_TRUE(reaches(third, "ready"));
+  EXPECT_EQ(reads(), 2.0);
+  EXPECT_EQ(config(third).at("argv"), json({"tool2", "c"})) << "the changed type did not apply";
+}
+
 TEST_F(ConfigurationTest, FailedDependencyFailsTheDownstreamJob) {
   start(CONVEYOR_CONFIGURATION_PATH);
   const auto up = insert_job("tile", R"({"tile": "A"})");
