@@ -403,24 +403,19 @@ Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemP
   return out;
 }
 
-runtime::StageLoop stage_loop(runtime::Context& ctx) {
-  Settings settings;
-  settings.data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
-  settings.batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
-  auto moved = [&ctx](const char* step) {
-    return &ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration", {{"step", step}});
-  };
+namespace {
+
+// The configure step. `waiting`: whether configured jobs may wait for an
+// upstream job's end (the loop's thread only): true until the ready step's
+// probe finds none, and again once a configure pass leaves one configured.
+runtime::StageStep configure_step(runtime::Context& ctx, const Settings& settings, metrics::Counter* readied,
+                                  const std::shared_ptr<bool>& waiting) {
   runtime::StageStep configure;
   configure.name = "configure";
   configure.claim = [](db::Tx&, const runtime::Pass& pass) {
     return runtime::Claim{kSelectInitialized, {pass.batch_size}};
   };
   configure.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyInitialized, {}}; };
-  auto* readied = moved("ready");
-  // Whether configured jobs may wait for an upstream job's end (the loop's
-  // thread only): true until the ready step's probe finds none, and again
-  // once a configure pass leaves one configured.
-  auto waiting = std::make_shared<bool>(true);
   auto types = std::make_shared<TypeCache>();  // the loop's thread only
   auto* type_reads = &ctx.metrics().counter("conveyor_configuration_type_reads_total",
                                             "job type rows read to configure jobs (again only when the row changed)");
@@ -435,11 +430,26 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
     if (m.readied < m.configured) *waiting = true;
     return m.configured;
   };
-  configure.moved = moved("configure");
   configure.woken_by = configure_woken_by();
   // A new job is as good as certain work: its NOTIFY runs the transaction
   // without the probe (empty only when a replica took the job first).
   configure.unprobed_after = configure_woken_by();
+  return configure;
+}
+
+}  // namespace
+
+runtime::StageLoop stage_loop(runtime::Context& ctx) {
+  Settings settings;
+  settings.data_dir = std::filesystem::absolute(ctx.config().get_string("CONVEYOR_DATA_DIR"));
+  settings.batch_size = static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"));
+  auto moved = [&ctx](const char* step) {
+    return &ctx.metrics().counter("conveyor_configuration_jobs_total", "jobs moved by configuration", {{"step", step}});
+  };
+  auto* readied = moved("ready");
+  auto waiting = std::make_shared<bool>(true);
+  runtime::StageStep configure = configure_step(ctx, settings, readied, waiting);
+  configure.moved = moved("configure");
   runtime::StageStep ready;
   ready.name = "ready";
   ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
