@@ -24,18 +24,6 @@ constexpr const char* kCanceledEvent = "io.conveyor.job.canceled";
 constexpr const char* kInternalErrorEvent = "io.conveyor.job.internal_error";
 
 constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_advisory_xact_lock($1)"};
-// The same, and for the rest of the pass's transaction the settings under
-// which kCandidates is planned once per connection, as a generic plan that
-// walks job_ready_idx and stops at the room. PostgreSQL 15's generic plan
-// otherwise sorts every ready job (the estimate of LIMIT $3 is a fraction
-// of them): 21-28 ms at 20,000 ready jobs. Planned per call instead, it
-// cost 0.45-0.95 ms of planning per pass. enable_sort only weighs a sort
-// against its alternatives: a statement with none (the aged order) still
-// sorts, so kCandidatesAged's pass takes kAdmissionLock.
-constexpr db::Statement kAdmissionLockForCandidates{
-    "execution_admission_lock_candidates",
-    "SELECT pg_advisory_xact_lock($1), set_config('enable_sort', 'off', true), "
-    "set_config('plan_cache_mode', 'force_generic_plan', true)"};
 
 // The earliest back-off end among ready jobs admissible then, in ms from
 // now (NULL: none). A held or canceled job, or one of a paused type or
@@ -115,12 +103,15 @@ constexpr db::Statement kAdmissionState{
 // one aging rule). $3 how many.
 //
 // At rate 0 that is priority DESC, created_at, id: a walk of job_ready_idx
-// that stops after $3 rows. Prepared, and run after
-// kAdmissionLockForCandidates, so it is planned once per connection.
+// that stops after $3 rows.
+//
+// Planned per call (plan_per_call): a generic plan cannot know $3 is small
+// and sorts every ready job (evaluating the filter on each) instead.
 constexpr db::Statement kCandidates{
     "execution_candidates",
     "SELECT " CONVEYOR_CANDIDATE_COLUMNS " FROM conveyor.job j WHERE " CONVEYOR_CANDIDATE_FILTER(
-        "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED"};
+        "j") "ORDER BY j.priority DESC, j.created_at, j.id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    true};
 
 // At rate $4 > 0 no index holds the order (it moves with now()), and sorting
 // every ready job costs 0.5 s per pass at 100,000 of them. But within one
@@ -182,8 +173,7 @@ db::TxOptions tx_options() {
 std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemParameters& params, int batch_size) {
   capacity_ = static_cast<std::int64_t>(params.max_number_of_worker_instances) * params.worker_concurrency;
   left_waiting_ = true;  // until this pass shows otherwise (it may fail half-way)
-  const bool aged = params.priority_aging_per_minute > 0;
-  tx.exec(aged ? kAdmissionLock : kAdmissionLockForCandidates, {kAdmissionLockKey});
+  tx.exec(kAdmissionLock, {kAdmissionLockKey});
   read_state(tx.exec(kAdmissionState, {2.0 * std::max(1, params.worker_heartbeat_interval_s), params.job_types_list}));
   if (total_ >= capacity_) {
     // Nothing is admitted: whether jobs wait for a slot is whether any is
@@ -204,7 +194,7 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
   // one read, only while a type is at its limit.
   left_waiting_ =
       !full_types.empty() && tx.exec(kFullTypeWaits, {params.job_types_list, full_types})[0]["waits"].as_bool();
-  if (aged) {
+  if (params.priority_aging_per_minute > 0) {
     return runtime::Claim{kCandidatesAged, {params.job_types_list, full_types, room, params.priority_aging_per_minute}};
   }
   return runtime::Claim{kCandidates, {params.job_types_list, full_types, room}};

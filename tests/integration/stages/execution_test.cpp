@@ -5,9 +5,6 @@
 // moves them on.
 #include <nlohmann/json.hpp>
 
-#include "conveyor/db/db.hpp"
-#include "conveyor/model/system_parameters.hpp"
-#include "execution.hpp"
 #include "stage_fixture.hpp"
 
 namespace conveyor::stages_test {
@@ -385,40 +382,6 @@ TEST_F(ExecutionTest, PerTypeLimitHeldExactlyWithTwoExecutionReplicas) {
         WHERE j.job_type = 'triple') steps)");
   EXPECT_EQ(most_in_flight, "3");
   EXPECT_EQ(replica.stop(10s), 0) << read_text(dir_ / "second.log");
-}
-
-// Issue 14: admission's candidates were planned on every pass (0.45-0.95
-// ms of planning), because PostgreSQL 15's generic plan sorted every ready
-// job. Under the settings the pass's lock statement sets, the generic plan
-// (made once per connection: it names $1, not the pass's values) walks
-// job_ready_idx and stops at the room.
-TEST(AdmissionPlan, TheCandidatesGenericPlanWalksTheReadyIndex) {
-  conveyor::testing::TestDatabase db;
-  db.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES ('free', '["true"]'))");
-  db.exec("INSERT INTO conveyor.job (job_type, config) SELECT 'free', '{}' FROM generate_series(1, 5000)");
-  db.exec("UPDATE conveyor.job SET status = 'configured'");
-  db.exec("UPDATE conveyor.job SET status = 'ready'");
-  db.exec("ANALYZE conveyor.job");
-  db::PoolOptions po;
-  po.url = db.url();
-  po.size = 1;
-  db::Pool pool(po);
-  const auto params = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
-  const std::string plan = pool.transact([&](db::Tx& tx) {
-    execution::Admission admission;
-    const auto claim = admission.claim(tx, params, 2);
-    EXPECT_TRUE(claim.has_value());
-    if (!claim) return std::string();
-    EXPECT_EQ(tx.exec(claim->statement, claim->params).size(), 2u);
-    std::string text;
-    for (const auto r : tx.exec_script("EXPLAIN (COSTS OFF) EXECUTE execution_candidates(NULL, '{}', 2)")) {
-      text += r[0].as_string() + "\n";
-    }
-    return text;
-  });
-  EXPECT_NE(plan.find("ANY ($1)"), std::string::npos) << "not the generic plan:\n" << plan;
-  EXPECT_NE(plan.find("Index Scan using job_ready_idx"), std::string::npos) << plan;
-  EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
 }
 
 }  // namespace
