@@ -384,5 +384,37 @@ TEST_F(ExecutionTest, PerTypeLimitHeldExactlyWithTwoExecutionReplicas) {
   EXPECT_EQ(replica.stop(10s), 0) << read_text(dir_ / "second.log");
 }
 
+// Issue 14: admission's candidates were planned on every pass (0.45-0.95
+// ms of planning), because PostgreSQL 15's generic plan sorted every ready
+// job. conveyor.admission_candidates plans them once per connection, under
+// settings of its own, as a walk of job_ready_idx that stops at the room:
+// auto_explain shows the plan of the statement inside it.
+TEST(AdmissionPlan, TheCandidatesAreAGenericWalkOfTheReadyIndex) {
+  conveyor::testing::TestDatabase db;
+  db.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES ('free', '["true"]'))");
+  db.exec("INSERT INTO conveyor.job (job_type, config) SELECT 'free', '{}' FROM generate_series(1, 5000)");
+  db.exec("UPDATE conveyor.job SET status = 'configured'");
+  db.exec("UPDATE conveyor.job SET status = 'ready'");
+  db.exec("ANALYZE conveyor.job");
+  const auto r = conveyor::testing::psql(
+      db.url(),
+      "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+      "SET auto_explain.log_level = notice; SET client_min_messages = notice; "
+      "SELECT count(*) FROM conveyor.admission_candidates(NULL, '{}', 2); "
+      "SELECT count(*) FROM conveyor.admission_candidates(NULL, '{}', 2);");
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The last plan of the statement inside the function.
+  const auto at = r.output.rfind("FROM conveyor.job j");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  const std::string plan = r.output.substr(at, r.output.find("Query Text:", at) - at);
+  EXPECT_NE(plan.find("Index Scan using job_ready_idx"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("ANY ($1)"), std::string::npos) << "not the generic plan:\n" << plan;
+  EXPECT_EQ(plan.find("Sort"), std::string::npos) << plan;
+  // Its settings ended with it.
+  EXPECT_EQ(db.query_value("SELECT current_setting('enable_sort') "
+                           "FROM (SELECT count(*) FROM conveyor.admission_candidates(NULL, '{}', 1)) c"),
+            "on");
+}
+
 }  // namespace
 }  // namespace conveyor::stages_test
