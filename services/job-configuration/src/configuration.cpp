@@ -244,20 +244,24 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
 
 namespace {
 
-// One initialized job: its config, or the internal_error that says why not.
 // The type of a claimed row: the one read before if its version is the
-// row's (an unknown type has none, and is read each time).
+// row's. An unknown type has no version: it is read once per batch.
 const TypeRead& row_type(db::Tx& tx, const db::Row& row, TypeCache& cache) {
   const std::string name = row["job_type"].as_string();
   const std::string version = row["type_version"].as_string();
   auto it = cache.types.find(name);
-  if (it != cache.types.end() && !version.empty() && it->second.version == version) return it->second;
+  if (it != cache.types.end() && it->second.version == version &&
+      (!version.empty() || it->second.batch == cache.batch)) {
+    return it->second;
+  }
   TypeRead read = lookup_type(tx, name);
   read.version = version;
+  read.batch = cache.batch;
   ++cache.reads;
   return cache.types.insert_or_assign(name, std::move(read)).first->second;
 }
 
+// One initialized job: its config, or the internal_error that says why not.
 void configure_job(db::Tx& tx, const db::Row& row, TypeCache& types, const std::set<std::int64_t>& existing,
                    const model::SystemParameters& params, const Settings& settings, BatchMoves& moves) {
   const std::int64_t id = row["id"].as_int();
@@ -371,6 +375,7 @@ int ready_claimed(db::Tx& tx, const db::Result& rows, const Settings& settings) 
 
 Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
                         const Settings& settings, TypeCache& types) {
+  ++types.batch;
   const std::set<std::int64_t> existing = existing_dependencies(tx, rows);
   BatchMoves moves("initialized");
   for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);

@@ -47,20 +47,24 @@ struct Moved {
   int readied = 0;     // of those configured, -> ready | internal_error at once
 };
 
-// A job type as configuration read it, or why it cannot be used, and the
-// version (the job_type row's xmin) it was read at.
+// A job type as configuration read it, or why it cannot be used, the
+// version (the job_type row's xmin) it was read at ("" for no row), and the
+// batch that read it.
 struct TypeRead {
   std::optional<model::JobType> type;
   std::string problem;
   std::string version;
+  std::uint64_t batch = 0;
 };
 
 // The job types read so far, kept from batch to batch: a claimed row names
 // its type's version (kSelectInitialized), and a type is read again only
-// when that changed. `reads` counts the reads.
+// when that changed (an unknown one, once per batch). `reads` counts the
+// reads; `batch` numbers the batches.
 struct TypeCache {
   std::map<std::string, TypeRead> types;
   std::uint64_t reads = 0;
+  std::uint64_t batch = 0;
 };
 
 // initialized -> configured | internal_error for the claimed `rows`

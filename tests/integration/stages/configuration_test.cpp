@@ -167,6 +167,17 @@ TEST_F(ConfigurationTest, AJobTypeIsReadAgainOnlyWhenItChanged) {
   EXPECT_EQ(config(third).at("argv"), json({"tool2", "c"})) << "the changed type did not apply";
 }
 
+// A type with no row has no version to keep it by: it is read once per
+// batch, not once per job.
+TEST_F(ConfigurationTest, AnUnknownTypeIsReadOncePerBatch) {
+  for (int i = 0; i < 3; ++i) insert_job("no-such-type");
+  const auto last = insert_job("no-such-type");
+  start(CONVEYOR_CONFIGURATION_PATH);
+  ASSERT_TRUE(reaches(last, "internal_error"));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'internal_error'"), "4");
+  EXPECT_EQ(sample("conveyor_configuration_type_reads_total"), 1.0) << "the four jobs of one batch";
+}
+
 TEST_F(ConfigurationTest, FailedDependencyFailsTheDownstreamJob) {
   start(CONVEYOR_CONFIGURATION_PATH);
   const auto up = insert_job("tile", R"({"tile": "A"})");
