@@ -194,10 +194,14 @@ std::optional<runtime::Claim> Admission::claim(db::Tx& tx, const model::SystemPa
   // one read, only while a type is at its limit.
   left_waiting_ =
       !full_types.empty() && tx.exec(kFullTypeWaits, {params.job_types_list, full_types})[0]["waits"].as_bool();
-  if (params.priority_aging_per_minute > 0) {
-    return runtime::Claim{kCandidatesAged, {params.job_types_list, full_types, room, params.priority_aging_per_minute}};
-  }
-  return runtime::Claim{kCandidates, {params.job_types_list, full_types, room}};
+  return candidates_claim(params.job_types_list, full_types, room, params.priority_aging_per_minute);
+}
+
+runtime::Claim candidates_claim(const std::optional<std::vector<std::string>>& job_types,
+                                const std::vector<std::string>& full_types, std::int64_t room,
+                                double aging_per_minute) {
+  if (aging_per_minute > 0) return runtime::Claim{kCandidatesAged, {job_types, full_types, room, aging_per_minute}};
+  return runtime::Claim{kCandidates, {job_types, full_types, room}};
 }
 
 int Admission::apply(db::Tx& tx, const db::Result& candidates) {

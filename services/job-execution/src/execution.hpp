@@ -47,6 +47,14 @@ class Assignment {
   std::map<std::string, std::vector<Room>> pools_;
 };
 
+// The claim of admission's candidates: the next `room` ready jobs admission
+// may queue (conveyor.job_admission_eligible, of no type in `full_types`),
+// in admission order, locked. At aging 0, conveyor.admission_candidates
+// (its filter in the migration); above, a statement of this service's
+// (its filter in execution.cpp): both must take the same jobs.
+runtime::Claim candidates_claim(const std::optional<std::vector<std::string>>& job_types,
+                                const std::vector<std::string>& full_types, std::int64_t room, double aging_per_minute);
+
 // One admission pass, split as the StageLoop runs it: claim takes the
 // admission lock, reads the in-flight counts, limits, the workers' room and
 // the next back-off end in one statement, and says which ready jobs to claim

@@ -5,6 +5,7 @@
 // moves them on.
 #include <nlohmann/json.hpp>
 
+#include "execution.hpp"
 #include "stage_fixture.hpp"
 
 namespace conveyor::stages_test {
@@ -414,6 +415,57 @@ TEST(AdmissionPlan, TheCandidatesAreAGenericWalkOfTheReadyIndex) {
   EXPECT_EQ(db.query_value("SELECT current_setting('enable_sort') "
                            "FROM (SELECT count(*) FROM conveyor.admission_candidates(NULL, '{}', 1)) c"),
             "on");
+}
+
+// The candidate filter is written twice: in conveyor.admission_candidates
+// (the migration, aging 0) and in execution.cpp's aged statement. With an
+// aging too small to move any job, both must claim the same jobs in the
+// same order, among ready jobs of every kind the filter excludes: held,
+// canceled, backing off, of a paused type or pool, outside
+// job_types_list, of a full type, and of another priority.
+TEST(AdmissionPlan, TheAgedCandidatesAreTheCandidatesWhenNothingAges) {
+  conveyor::testing::TestDatabase db;
+  db.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES
+             ('a', '["true"]'), ('b', '["true"]'), ('c', '["true"]'), ('full', '["true"]'))");
+  db.exec(R"(INSERT INTO conveyor.job (job_type, priority, config)
+             SELECT (ARRAY['a', 'b', 'c', 'full'])[1 + g % 4], g % 3,
+                    CASE WHEN g % 5 = 0 THEN '{"pool": "gpu"}' ELSE '{}' END::jsonb
+             FROM generate_series(1, 120) g)");
+  db.exec("UPDATE conveyor.job SET status = 'configured'");
+  db.exec("UPDATE conveyor.job SET status = 'ready'");
+  db.exec("UPDATE conveyor.job SET held_at = now() WHERE id % 7 = 0");
+  db.exec("UPDATE conveyor.job SET not_before = now() + interval '1 hour' WHERE id % 11 = 0");
+  db.exec("UPDATE conveyor.job SET not_before = now() - interval '1 hour' WHERE id % 13 = 0");
+  db.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id % 17 = 0");
+  db.exec(
+      "INSERT INTO conveyor.queue_state (kind, name, paused) VALUES ('job_type', 'c', true), ('pool', 'gpu', true)");
+
+  db::PoolOptions po;
+  po.url = db.url();
+  db::Pool pool(po);
+  const auto ids = [&](const runtime::Claim& claim) {
+    return pool.transact([&](db::Tx& tx) {
+      std::vector<std::int64_t> out;
+      for (auto row : tx.exec(claim.statement, claim.params)) out.push_back(row["id"].as_int());
+      return out;
+    });
+  };
+  struct Case {
+    std::optional<std::vector<std::string>> job_types;
+    std::vector<std::string> full;
+    std::int64_t room;
+  };
+  for (const Case& c : {Case{std::nullopt, {}, 200}, Case{std::nullopt, {"full"}, 200},
+                        Case{std::vector<std::string>{"a", "full"}, {"full"}, 200}, Case{std::nullopt, {"full"}, 7}}) {
+    const auto plain = ids(execution::candidates_claim(c.job_types, c.full, c.room, 0));
+    const auto aged = ids(execution::candidates_claim(c.job_types, c.full, c.room, 1e-12));
+    EXPECT_FALSE(plain.empty());
+    EXPECT_EQ(plain, aged) << "room " << c.room << ", full " << c.full.size();
+  }
+  // The filter excludes something in each of those ways.
+  const auto all = ids(execution::candidates_claim(std::nullopt, {}, 200, 0));
+  EXPECT_LT(all.size(), 120u);
+  EXPECT_GT(all.size(), 30u);
 }
 
 }  // namespace
