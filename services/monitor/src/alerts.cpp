@@ -21,10 +21,9 @@ constexpr db::Statement kMissingServices{
     "monitor_alert_missing_services",
     "SELECT service FROM conveyor.service_health WHERE state = 'down' ORDER BY service"};
 
-constexpr db::Statement kOutbox{
-    "monitor_alert_outbox",
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint FROM conveyor.outbox "
-    "WHERE sent_at IS NULL AND created_at < now() - interval '60 seconds'"};
+constexpr db::Statement kOutbox{"monitor_alert_outbox",
+                                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint "
+                                "FROM conveyor.outbox_unsent() WHERE created_at < now() - interval '60 seconds'"};
 
 // Re-emitted (so stalled and not held on purpose) and still not moved. A
 // ready job admission may not take (conveyor.job_admission_eligible: held,

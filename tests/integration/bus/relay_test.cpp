@@ -1,17 +1,22 @@
 // The outbox relay with a real PostgreSQL and a real devbroker: a status
 // change made by raw SQL reaches Kafka as a CloudEvent on the topic of its
-// type, rows are marked sent only after the broker acked, and a second relay
+// type, rows count as sent only after the broker acked, and a second relay
 // does not publish twice.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <future>
 #include <map>
 #include <set>
+#include <thread>
 
 #include "conveyor/bus/cloudevent.hpp"
 #include "conveyor/bus/kafka.hpp"
 #include "conveyor/bus/relay.hpp"
 #include "conveyor/bus/topics.hpp"
+#include "conveyor/db/db.hpp"
+#include "conveyor/db/migrations.hpp"
 #include "conveyor/testing/testing.hpp"
 
 namespace conveyor::bus {
@@ -89,8 +94,7 @@ TEST(Relay, RawSqlStatusChangeReachesKafkaAsACloudEvent) {
   EXPECT_EQ(events[1].data.at("to_status"), "configured");
   EXPECT_EQ(events[1].data.at("job_id").get<std::int64_t>(), std::stoll(id));
   EXPECT_FALSE(events[1].time.empty());
-  EXPECT_TRUE(wait_until(
-      [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+  EXPECT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0"; }, 10s));
 
   // Woken by NOTIFY: a later change arrives without a restart.
   db.exec("SET LOCAL application_name = 'psql'; UPDATE conveyor.job SET status = 'ready' WHERE id = " + id);
@@ -117,16 +121,16 @@ TEST(Relay, RowsStayUnsentWhileTheBrokerIsDownAndGoOutWhenItReturns) {
   db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
   Relay relay(opts);
   EXPECT_EQ(relay.run_once(), 0u);
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "1")
-      << "an event the broker did not ack is not marked sent";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "1")
+      << "an event the broker did not ack is not sent";
   broker->restart();
   EXPECT_TRUE(wait_until([&] { return relay.run_once() == 1; }, 30s));
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0");
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0");
 }
 
-// Each round is one statement: it marks the previous batch sent and reads
-// the next, so a run ends with a round that marks the last batch and finds
-// nothing. Nothing acked is left unsent, and nothing is sent twice.
+// Each round is one statement: it saves the place the previous batch
+// reached and reads the next, so a run ends with a round that saves the
+// last batch's place and finds nothing. Nothing acked is left unsent, and nothing is sent twice.
 TEST(Relay, ARunSendsEveryBatchAndLeavesNothingAckedUnsent) {
   TestDatabase db;
   Broker broker;
@@ -138,8 +142,8 @@ TEST(Relay, ARunSendsEveryBatchAndLeavesNothingAckedUnsent) {
   Relay relay(opts);
   EXPECT_EQ(relay.run_once(), 7u);
   EXPECT_EQ(relay.stats().batches, 3u) << "3 + 3 + 1";
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0");
-  EXPECT_EQ(relay.run_once(), 0u) << "marked rows are not read again";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0");
+  EXPECT_EQ(relay.run_once(), 0u) << "sent rows are not read again";
   auto events = read_events(*consumer, prefix, 7, 20s);
   for (auto& m : consumer->poll(10, 500ms)) events.push_back(decode(m.value));
   ASSERT_EQ(events.size(), 7u) << "each event once";
@@ -164,16 +168,16 @@ TEST(Relay, TheLastAckedRowsAreMarkedByTheNextStatementOrByStop) {
   ASSERT_TRUE(wait_until([&] { return relay.stats().leader.load(); }, 10s));
   db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, 5)");
   ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 5; }, 20s));
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "5")
-      << "acked, to be marked by the next statement";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "5")
+      << "acked, to be saved by the next statement";
   db.exec("UPDATE conveyor.job SET status = 'configured'");
   ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 10; }, 20s));
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL "
-                           "AND type = 'io.conveyor.job.initialized'"),
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent() u JOIN conveyor.outbox o USING (id) "
+                           "WHERE o.type = 'io.conveyor.job.initialized'"),
             "0")
-      << "marked by the round that read the configured events";
+      << "saved by the round that read the configured events";
   relay.stop();
-  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"), "0") << "marked by stop()";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0") << "saved by stop()";
   Relay next(opts);
   EXPECT_EQ(next.run_once(), 0u) << "the next leader sends nothing again";
   EXPECT_EQ(read_events(*consumer, prefix, 10, 20s).size(), 10u);
@@ -189,7 +193,7 @@ TEST(Relay, ARelayWokenByItsOwnerListensToNothingAndRunsWhenNotified) {
   auto opts = relay_options(db, broker, prefix);
   opts.poll_interval = 1h;  // only the first pass and notify() run it
   opts.woken_by_owner = true;
-  const auto unsent = [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"); };
+  const auto unsent = [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"); };
   db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
   Relay relay(opts);
   relay.start();
@@ -223,8 +227,7 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
                                {"io.conveyor.job.initialized", "io.conveyor.job.configured", "io.conveyor.job.ready"});
   auto events = read_events(*consumer, prefix, expected, 30s);
   // Nothing more arrives once every row is sent.
-  ASSERT_TRUE(wait_until(
-      [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 10s));
+  ASSERT_TRUE(wait_until([&] { return db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0"; }, 10s));
   for (auto& m : consumer->poll(1000, 500ms)) events.push_back(decode(m.value));
   EXPECT_EQ(events.size(), expected);
   std::set<std::string> ids;
@@ -249,6 +252,131 @@ TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   auto after = read_events(*consumer, prefix, kJobs, 30s);
   EXPECT_EQ(after.size(), static_cast<std::size_t>(kJobs));
   EXPECT_EQ(second.stats().published.load(), static_cast<std::uint64_t>(kJobs));
+}
+
+// Issue 14: the relay keeps its place as snapshots, not as an id: sequence
+// ids commit out of order. A transaction holds a lower id open while later
+// ones commit and are sent, across several pages of a window; its event is
+// sent when it commits, each event goes once, and no outbox row is ever
+// written twice (a row version's xmin is the transaction that inserted it).
+TEST(Relay, AnEventThatCommitsAfterHigherIdsIsSentOnceWhenItCommits) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.batch_size = 3;
+  auto consumer = consumer_for(broker, prefix, {"io.conveyor.job.initialized"});
+  Relay relay(opts);
+
+  db::PoolOptions po;
+  po.url = db.url();
+  po.size = 1;
+  db::Pool pool(po);
+  std::promise<void> inserted, release;
+  std::thread late([&] {
+    pool.transact([&](db::Tx& tx) {
+      tx.exec_script("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+      inserted.set_value();
+      release.get_future().wait();
+    });
+  });
+  inserted.get_future().wait();
+  const auto late_id = db.query_value("SELECT last_value FROM conveyor.outbox_id_seq");
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, 7)");
+  EXPECT_EQ(relay.run_once(), 7u) << "the committed ones, in pages of 3";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0")
+      << "the open transaction's row is not visible yet";
+  release.set_value();
+  late.join();
+  EXPECT_EQ(db.query_value("SELECT string_agg(id::text, ',') FROM conveyor.outbox_unsent()"), late_id)
+      << "committed after the window that passed its id";
+  db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+  EXPECT_EQ(relay.run_once(), 2u) << "the late one and a new one";
+  EXPECT_EQ(relay.run_once(), 0u);
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0");
+
+  auto events = read_events(*consumer, prefix, 9, 20s);
+  for (auto& m : consumer->poll(10, 500ms)) events.push_back(decode(m.value));
+  std::set<std::string> ids;
+  for (const auto& e : events) ids.insert(e.id);
+  EXPECT_EQ(events.size(), 9u);
+  EXPECT_EQ(ids.size(), 9u) << "each event once";
+  EXPECT_TRUE(ids.count(late_id));
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox "
+                           "WHERE xmin::text::bigint <> txid::text::bigint % 4294967296"),
+            "0")
+      << "an outbox row was updated";
+}
+
+// A relay that fails between a send and the save of its place leaves the
+// place it saved: the next leader sends those events again (at least
+// once), and nothing is lost. Here the save fails (a trigger refuses it).
+TEST(Relay, TheNextLeaderSendsAgainWhatWasSentButNotSaved) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  db.exec("INSERT INTO conveyor.job (job_type) SELECT 'sleep' FROM generate_series(1, 4)");
+  db.exec(
+      "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RAISE 'refused'; END$$;"
+      "CREATE TRIGGER refuse BEFORE UPDATE ON conveyor.outbox_relay FOR EACH ROW EXECUTE FUNCTION refuse()");
+  Relay first(relay_options(db, broker, prefix));
+  first.run_once();
+  EXPECT_EQ(first.stats().published.load(), 4u);
+  EXPECT_FALSE(first.stats().leader.load()) << "a failed statement ends the leadership";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "4");
+  db.exec("DROP TRIGGER refuse ON conveyor.outbox_relay");
+  Relay next(relay_options(db, broker, prefix));
+  EXPECT_EQ(next.run_once(), 4u) << "sent again";
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"), "0");
+}
+
+// Migration 20261225000000: a row unsent before it is sent after it, a row
+// sent before it is not sent again; its down gives a sent_at to what the
+// relay's place says was sent, and leaves the rest unsent.
+TEST(RelayMigration, WhatWasUnsentBeforeIsSentAfterAndTheDownKeepsWhatWasSent) {
+  namespace fs = std::filesystem;
+  constexpr std::string_view kOurs = "20261225000000_outbox_snapshot_relay";
+  TestDatabase db(false);
+  Broker broker;
+  const fs::path dir = fs::temp_directory_path() / conveyor::testing::unique_name("migr");
+  fs::create_directories(dir);
+  std::vector<fs::path> ours;
+  for (const auto& e : fs::directory_iterator(conveyor::testing::migrations_dir())) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(kOurs)) {
+      ours.push_back(e.path());
+    } else if (name < kOurs) {
+      fs::copy_file(e.path(), dir / e.path().filename());
+    }
+  }
+  ASSERT_EQ(ours.size(), 2u);
+  db::Migrator m(db.url(), dir);
+  m.init();
+  m.migrate();
+  db.exec(
+      "INSERT INTO conveyor.outbox (topic, key, type, payload, sent_at) "
+      "VALUES ('jobs', '1', 'io.conveyor.job.initialized', '{}', now());"
+      "INSERT INTO conveyor.outbox (topic, key, type, payload) "
+      "VALUES ('jobs', '2', 'io.conveyor.job.initialized', '{}')");
+  const auto unsent_before = db.query_value("SELECT id FROM conveyor.outbox WHERE sent_at IS NULL");
+
+  for (const auto& p : ours) fs::copy_file(p, dir / p.filename());
+  m.migrate();
+  EXPECT_EQ(db.query_value("SELECT string_agg(id::text, ',') FROM conveyor.outbox_unsent()"), unsent_before);
+  auto prefix = conveyor::testing::unique_name("t");
+  Relay relay(relay_options(db, broker, prefix));
+  EXPECT_EQ(relay.run_once(), 1u) << "the row unsent before the migration, only";
+  EXPECT_EQ(relay.run_once(), 0u);
+  db.exec(
+      "INSERT INTO conveyor.outbox (topic, key, type, payload) "
+      "VALUES ('jobs', '3', 'io.conveyor.job.initialized', '{}')");
+  const auto unsent_after = db.query_value("SELECT max(id) FROM conveyor.outbox");
+
+  m.rollback();
+  EXPECT_EQ(db.query_value("SELECT string_agg(id::text, ',') FROM conveyor.outbox WHERE sent_at IS NULL"),
+            unsent_after);
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'outbox_unsent_idx'"), "1");
+  fs::remove_all(dir);
 }
 
 }  // namespace

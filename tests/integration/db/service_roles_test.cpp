@@ -232,11 +232,11 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
     s->expect_denied(
         "INSERT INTO conveyor.api_token (name, token_sha256, role) VALUES ('x', repeat('a', 64), 'operator')");
 
-    // The relay: an unsent event is published and marked sent; a sent one
-    // past the retention is purged.
+    // The relay: two unsent events are published and the relay saves its
+    // place; the one past the retention, now sent, is purged.
     db_.exec(
         "INSERT INTO conveyor.outbox (topic, key, type, payload) VALUES ('jobs', '1', 'io.conveyor.test', '{}');"
-        "INSERT INTO conveyor.outbox (topic, key, type, payload, sent_at) "
+        "INSERT INTO conveyor.outbox (topic, key, type, payload, created_at) "
         "VALUES ('jobs', '1', 'io.conveyor.old', '{}', now() - interval '30 days')");
     {
       bus::RelayOptions ro;
@@ -248,7 +248,7 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
       EXPECT_TRUE(ct::wait_until(
           [&] {
             relay.run_once();
-            return db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0";
+            return db_.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0";
           },
           20s))
           << role << " could not publish the outbox";
@@ -786,8 +786,8 @@ TEST_F(ServicesUnderTheirRoles, CreationServesASubmitAndTheWorkerRunsTheJob) {
       << "job " << id << " is " << field(id, "status");
   EXPECT_EQ(last_change(id), "started>processed by conveyor-worker");
   EXPECT_EQ(db_.query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "processed");
-  EXPECT_TRUE(ct::wait_until(
-      [&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0"; }, 20s))
+  EXPECT_TRUE(
+      ct::wait_until([&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0"; }, 20s))
       << "the relay (whichever service leads) publishes as its role";
 
   EXPECT_EQ(worker_->stop(10s), 0) << "conveyor-worker did not drain cleanly";

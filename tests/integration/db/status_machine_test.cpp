@@ -30,9 +30,10 @@ constexpr db::Statement kHistory{"test_history",
                                  "SELECT id, coalesce(from_status, ''), to_status, actor, coalesce(error_subtype, ''),"
                                  "       coalesce(message, '')"
                                  "  FROM conveyor.job_status_change WHERE job_id = $1 ORDER BY id"};
-constexpr db::Statement kOutbox{"test_outbox",
-                                "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, sent_at IS NULL"
-                                "  FROM conveyor.outbox WHERE topic = $1 AND key = $2 ORDER BY id"};
+constexpr db::Statement kOutbox{
+    "test_outbox",
+    "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, id IN (SELECT id FROM conveyor.outbox_unsent())"
+    "  FROM conveyor.outbox WHERE topic = $1 AND key = $2 ORDER BY id"};
 
 struct HistoryRow {
   std::int64_t id;

@@ -533,7 +533,7 @@ TEST_F(MonitorTest, ALostEventIsHealedByTheReemit) {
           types += (types.empty() ? "'" : ",'") + type + "'";
         const int rows =
             std::stoi(q("SELECT count(*) FROM conveyor.outbox WHERE topic = 'parameters' OR type IN (" + types + ")"));
-        return q("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL") == "0" &&
+        return q("SELECT count(*) FROM conveyor.outbox_unsent()") == "0" &&
                metric("configuration", "conveyor_events_consumed_total") >= rows;
       },
       15s));

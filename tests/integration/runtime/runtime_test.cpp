@@ -210,7 +210,7 @@ TEST_F(RuntimeTest, TheJobConsumerReadsOnlyTheTopicsOfItsWakeOnTypes) {
 // an hour away, each change still reaches Kafka.
 TEST_F(RuntimeTest, TheServiceListenerWakesTheRelay) {
   extra_env_["CONVEYOR_RELAY_POLL_INTERVAL_MS"] = "1h";
-  const auto unsent = [&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE sent_at IS NULL"); };
+  const auto unsent = [&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"); };
   const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
   start();
   // The first pass sends it; the next, which only the listener can start

@@ -73,7 +73,7 @@ constexpr db::Statement kServices{"cli_system_services",
 
 constexpr db::Statement kOutbox{"cli_system_outbox",
                                 "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
-                                "FROM conveyor.outbox WHERE sent_at IS NULL"};
+                                "FROM conveyor.outbox_unsent()"};
 
 // What waits on an operator: dead letters of triggers, schedules in error.
 constexpr db::Statement kAttention{

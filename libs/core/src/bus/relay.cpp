@@ -14,44 +14,68 @@ namespace conveyor::bus {
 namespace {
 
 constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid()"};
-// One statement per round, run alone (one round trip): marks sent the rows
-// the broker acked in the round before ($2), and reads the next batch of
-// unsent rows ($1 at most). The read sees the outbox as it was before the
-// mark, so the rows just marked are left out by id.
-constexpr db::Statement kMarkAndRead{
-    "relay_mark_and_read",
-    "WITH marked AS (UPDATE conveyor.outbox SET sent_at = clock_timestamp() "
-    "                WHERE id = ANY($2::bigint[]) AND sent_at IS NULL RETURNING id) "
-    "SELECT id, topic, key, type, coalesce(subject, ''), payload::text, "
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_backend_pid(), "
-    "coalesce(source, '') "
-    "FROM conveyor.outbox WHERE sent_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1"};
-// Keeps the outbox small (DESIGN §8): sent rows older than the retention go, in batches.
-constexpr db::Statement kPurge{
-    "relay_purge",
-    "DELETE FROM conveyor.outbox WHERE id IN ("
-    " SELECT id FROM conveyor.outbox WHERE sent_at IS NOT NULL AND sent_at < now() - make_interval("
-    "  hours => (SELECT outbox_retention_hours FROM conveyor.system_parameters WHERE id)) LIMIT 5000)"};
+// Where the relay stands (migration 20261225000000): conveyor.outbox_relay.
+constexpr db::Statement kReadPlace{"relay_read_place",
+                                   "SELECT sent::text, coalesce(window_end::text, ''), window_after "
+                                   "FROM conveyor.outbox_relay"};
+// One statement per round, run alone (one round trip): saves the relay's
+// place when it moved ($5: $2-$4), and reads the next rows of the window
+// ($3, or a new one: this statement's snapshot), $1 at most, through
+// conveyor.outbox_unsent, the one rule of "unsent". Always one row: the
+// window's snapshot and the session's pid, with the outbox row's columns
+// NULL when there is none.
+constexpr db::Statement kSaveAndRead{
+    "relay_save_and_read",
+    "WITH saved AS (UPDATE conveyor.outbox_relay SET sent = $2::pg_snapshot, "
+    "                window_end = nullif($3::text, '')::pg_snapshot, window_after = $4::bigint "
+    "                WHERE $5::boolean RETURNING 1), "
+    "w AS (SELECT coalesce(nullif($3, '')::pg_snapshot, pg_current_snapshot()) AS s) "
+    "SELECT w.s::text, pg_backend_pid(), o.id, o.topic, o.key, o.type, coalesce(o.subject, ''), o.payload::text, "
+    "to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), coalesce(o.source, '') "
+    "FROM w LEFT JOIN LATERAL ("
+    " SELECT o.* FROM conveyor.outbox_unsent($2::pg_snapshot, nullif($3::text, '')::pg_snapshot, $4::bigint, w.s, "
+    "                                      $1::bigint) u "
+    " JOIN conveyor.outbox o ON o.id = u.id) o ON true "
+    "ORDER BY o.id"};
+// Keeps the outbox small (DESIGN §8): sent rows older than the retention
+// go, in batches. Rows from before migration 20261225000000 have no txid
+// and were sent.
+constexpr db::Statement kPurge{"relay_purge",
+                               "DELETE FROM conveyor.outbox WHERE id IN ("
+                               " SELECT o.id FROM conveyor.outbox o, conveyor.outbox_relay r"
+                               " WHERE o.created_at < now() - make_interval("
+                               "  hours => (SELECT outbox_retention_hours FROM conveyor.system_parameters WHERE id))"
+                               " AND (o.txid IS NULL OR pg_visible_in_snapshot(o.txid, r.sent)) LIMIT 5000)"};
 
 struct OutboxRow {
   std::int64_t id;
   Message msg;
 };
 
-// The Kafka record of one kMarkAndRead row: a CloudEvent on the topic of its
+// Where the relay stands in the outbox (conveyor.outbox_relay's columns):
+// everything `sent` sees was sent, and of the window `window_end` (empty:
+// none) the rows up to `window_after`.
+struct Place {
+  std::string sent;
+  std::string window_end;
+  std::int64_t window_after = 0;
+  bool operator==(const Place&) const = default;
+};
+
+// The Kafka record of one kSaveAndRead row: a CloudEvent on the topic of its
 // type (topics.hpp), keyed as the row says (a job's id).
 Message message_of(const db::Row& row, const RelayOptions& options) {
   CloudEvent ev;
-  ev.id = row[0].as_string();
+  ev.id = row[2].as_string();
   // Who made the change (the outbox row's application_name, migration
   // 20261218010100), not this relay; older rows have none.
-  ev.source = row[8].as_string().empty() ? options.source : row[8].as_string();
-  ev.type = row[3].as_string();
-  ev.subject = row[4].as_string();
-  ev.time = row[6].as_string();
-  ev.data = nlohmann::json::parse(row[5].view());
-  return {topic_for(options.topic_prefix, row[1].view(), ev.type),
-          row[2].as_string(),
+  ev.source = row[9].as_string().empty() ? options.source : row[9].as_string();
+  ev.type = row[5].as_string();
+  ev.subject = row[6].as_string();
+  ev.time = row[8].as_string();
+  ev.data = nlohmann::json::parse(row[7].view());
+  return {topic_for(options.topic_prefix, row[3].view(), ev.type),
+          row[4].as_string(),
           encode(ev),
           {{kContentTypeHeader, kStructuredContentType}}};
 }
@@ -67,19 +91,24 @@ struct Relay::Impl {
   std::unique_ptr<Producer> producer;
   bool leader = false;
   bool listening = false;
-  // Acked by the broker, not yet marked sent: the next round's statement
-  // marks them (at least once: if this relay dies first, they go again).
-  std::vector<std::int64_t> unmarked;
+  // Where the relay stands in conveyor.outbox_relay, and where it stands
+  // after the rows the broker acked since: the next round's statement
+  // saves `place` (at least once: if this relay dies first, the rows since
+  // `saved` go again).
+  Place saved;
+  Place place;
   std::int64_t backend_pid = 0;  // the session that holds the lock
   std::chrono::steady_clock::time_point last_purge{};
 
-  // Takes the lock if free, then LISTENs and makes the producer once.
-  // Returns whether this relay is the leader.
+  // Takes the lock if free, reads the relay's place, then LISTENs and makes
+  // the producer once. Returns whether this relay is the leader.
   bool lead() {
     if (!leader) {
       if (!session.try_advisory_lock(options.lock_key)) return false;
       leader = true;
       backend_pid = session.exec_alone(kBackendPid)[0][0].as_int();
+      const auto result = session.exec_alone(kReadPlace);
+      saved = place = Place{result[0][0].as_string(), result[0][1].as_string(), result[0][2].as_int()};
       stats.leader = true;
       logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
     }
@@ -96,35 +125,59 @@ struct Relay::Impl {
     return true;
   }
 
-  // Marks `acked` sent and reads the next batch of unsent rows, at most
-  // `limit`; nullopt when the session was replaced under us (the lock went
-  // with the old one). A statement that fails leaves `acked` unsent: they
-  // are sent again (at least once).
-  std::optional<std::vector<OutboxRow>> mark_and_read(const std::vector<std::int64_t>& acked, std::size_t limit) {
+  // A page of the window: its rows and the window's snapshot.
+  struct Page {
     std::vector<OutboxRow> rows;
-    for (auto row : session.exec_alone(kMarkAndRead, {static_cast<std::int64_t>(limit), acked})) {
-      if (row[7].as_int() != backend_pid) return std::nullopt;
-      rows.push_back({row[0].as_int(), message_of(row, options)});
+    std::string window_end;
+  };
+
+  // Saves `place` and reads the next rows of its window, at most `limit`;
+  // nullopt when the session was replaced under us (the lock went with the
+  // old one). A statement that fails saves nothing: the rows since `saved`
+  // are sent again (at least once).
+  std::optional<Page> save_and_read(std::size_t limit) {
+    Page page;
+    const auto result = session.exec_alone(kSaveAndRead, {static_cast<std::int64_t>(limit), place.sent,
+                                                          place.window_end, place.window_after, !(place == saved)});
+    for (auto row : result) {
+      if (row[1].as_int() != backend_pid) return std::nullopt;
+      page.window_end = row[0].as_string();
+      if (!row[2].is_null()) page.rows.push_back({row[2].as_int(), message_of(row, options)});
     }
-    return rows;
+    saved = place;
+    return page;
   }
 
-  // Sends `rows`; returns the ids the broker acked.
-  std::vector<std::int64_t> send(const std::vector<OutboxRow>& rows) {
-    std::vector<Message> msgs;
-    msgs.reserve(rows.size());
-    for (const auto& r : rows) msgs.push_back(r.msg);
-    const auto acked = producer->send_batch(msgs, options.send_timeout);
-    std::vector<std::int64_t> sent;
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-      if (acked[i]) sent.push_back(rows[i].id);
+  // Sends `page`, and moves `place` past what the broker acked in order:
+  // past the window when the page was its last (`last`) and all of it went.
+  // Returns how many rows the broker acked.
+  std::size_t send(const Page& page, bool last) {
+    if (page.rows.empty()) {  // the window ended with the page before
+      if (last && !place.window_end.empty()) place = Place{page.window_end, "", 0};
+      return 0;
     }
-    stats.published += sent.size();
+    std::vector<Message> msgs;
+    msgs.reserve(page.rows.size());
+    for (const auto& r : page.rows) msgs.push_back(r.msg);
+    const auto acked = producer->send_batch(msgs, options.send_timeout);
+    std::size_t sent = 0;
+    std::size_t in_order = 0;  // acked before the first one that was not
+    for (std::size_t i = 0; i < page.rows.size(); ++i) {
+      if (!acked[i]) continue;
+      ++sent;
+      if (in_order == i) ++in_order;
+    }
+    if (in_order == page.rows.size() && last) {
+      place = Place{page.window_end, "", 0};
+    } else if (in_order > 0) {
+      place = Place{place.sent, page.window_end, page.rows[in_order - 1].id};
+    }
+    stats.published += sent;
     stats.batches += 1;
-    if (sent.size() < rows.size()) {
-      stats.failed += rows.size() - sent.size();
+    if (sent < page.rows.size()) {
+      stats.failed += page.rows.size() - sent;
       logging::get("relay")->warn("relay: broker did not ack {} of {} events; they stay in the outbox and are retried",
-                                  rows.size() - sent.size(), rows.size());
+                                  page.rows.size() - sent, page.rows.size());
     }
     return sent;
   }
@@ -136,16 +189,15 @@ struct Relay::Impl {
     session.exec_alone(kPurge);
   }
 
-  // Marks the acked rows sent now, reading nothing.
+  // Saves the relay's place now, reading nothing.
   void settle() {
-    if (unmarked.empty() || !leader) return;
-    if (mark_and_read(unmarked, 0)) unmarked.clear();
+    if (place == saved || !leader) return;
+    save_and_read(0);
   }
 
-  // Leadership ends with the session: the next pass starts afresh, and the
-  // rows acked but not marked are sent again by the next leader.
+  // Leadership ends with the session: the next pass starts afresh from the
+  // place saved, and the rows acked since are sent again by the next leader.
   void give_up() {
-    unmarked.clear();
     leader = listening = false;
     stats.leader = false;
     session.reset();
@@ -206,27 +258,27 @@ std::size_t Relay::run(bool settle) {
   try {
     if (!im.lead()) return 0;
     std::size_t published = 0;
-    // Each round marks the previous round's acked rows and reads the next:
-    // one statement per batch. A batch smaller than the limit took all
-    // there was: unless asked to settle, its acked rows wait for the next
-    // run's statement (the next wake-up, at the latest the poll) instead of
-    // a statement of their own that would find nothing more.
+    // Each round saves the place the previous round reached and reads the
+    // next rows: one statement per batch. A batch smaller than the limit
+    // took all there was: unless asked to settle, its place waits for the
+    // next run's statement (the next wake-up, at the latest the poll)
+    // instead of a statement of its own that would find nothing more.
     for (;;) {
-      const std::optional<std::vector<OutboxRow>> rows = im.mark_and_read(im.unmarked, options_.batch_size);
-      if (!rows) {
+      const std::optional<Impl::Page> page = im.save_and_read(options_.batch_size);
+      if (!page) {
         logging::get("relay")->warn("relay lost its database session; giving up leadership");
         im.give_up();
         return published;
       }
-      im.unmarked.clear();
-      if (rows->empty()) break;
-      im.unmarked = im.send(*rows);
-      published += im.unmarked.size();
-      if (im.unmarked.size() < rows->size()) {
+      const bool last = page->rows.size() < options_.batch_size;
+      if (page->rows.empty() && im.place.window_end.empty()) break;
+      const std::size_t sent = im.send(*page, last);
+      published += sent;
+      if (sent < page->rows.size()) {
         im.settle();  // the broker is in trouble: keep what it acked, retry the rest later
         break;
       }
-      if (rows->size() < options_.batch_size && !settle) break;
+      if (last && !settle) break;
     }
     im.purge_if_due();
     return published;

@@ -1,10 +1,12 @@
 #pragma once
 // The outbox relay: publishes conveyor.outbox rows to Kafka, each on the
 // topic of its type (topic_for in topics.hpp: a job event on
-// "<prefix>.job.<name>"), and marks them sent only after the broker acked them. Leader-elected with a session
-// advisory lock, so any number of relays may run and one publishes; woken by
-// pg_notify('conveyor_outbox') (kOutboxChannel), with a poll interval as a
-// fallback. Owns one thread; start()/stop() from the owner's thread.
+// "<prefix>.job.<name>"), and counts them sent only after the broker acked
+// them. It writes no outbox row: it keeps its place in conveyor.outbox_relay
+// as snapshots (migration 20261225000000), and conveyor.outbox_unsent() says
+// what is unsent. Leader-elected with a session advisory lock, so any number of relays may run and one publishes; woken
+// by pg_notify('conveyor_outbox') (kOutboxChannel), with a poll interval as a fallback. Owns one thread; start()/stop()
+// from the owner's thread.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -55,7 +57,7 @@ class Relay {
   void start();
   void stop();
   // One pass outside the thread: if leadership can be taken, publishes every
-  // unsent row in batches and marks them sent; returns the number
+  // unsent row in batches and saves its place; returns the number
   // published. For tests and tools.
   std::size_t run_once();
   // With woken_by_owner: outbox rows were notified; the thread runs a pass.
@@ -68,9 +70,10 @@ class Relay {
   void loop();
   // Waits up to `slice` for notify() (woken_by_owner); true if it came.
   bool wait_for_owner(std::chrono::milliseconds slice);
-  // A pass: run_once, or, without `settle`, leaving the last batch's acked
-  // rows to be marked by the next pass's first statement (the thread's
-  // passes: one statement per wake-up instead of two). stop() marks them.
+  // A pass: run_once, or, without `settle`, leaving the place the last
+  // batch reached to be saved by the next pass's first statement (the
+  // thread's passes: one statement per wake-up instead of two). stop()
+  // saves it.
   std::size_t run(bool settle);
   struct Impl;
   RelayOptions options_;
