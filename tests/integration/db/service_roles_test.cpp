@@ -192,7 +192,7 @@ TEST_F(ServiceRoles, EveryRoleExistsAndCannotLogInItself) {
 }
 
 // What libs/core does in every service: heartbeats, parameters, the auth
-// guard's token check, and the outbox relay (read, mark sent, purge).
+// guard's token check, and the outbox relay (read, save its place, purge).
 TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
   ct::Broker broker;
   const std::string token = ct::create_api_token(db_.url(), "roles-reader", "reader");

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <set>
 #include <tuple>
@@ -423,6 +424,14 @@ void run_pg_restore(Context& ctx, const std::string& dbname, const std::string& 
   }
 }
 
+// The outbox relay's place and the outbox's transaction ids, renumbered
+// when the backup came from a cluster whose ids are past this one's
+// (migration 20261225000000); a backup from before it has neither: the
+// migration run after the restore numbers them.
+constexpr db::Statement kHasOutboxRenumber{"cli_has_outbox_renumber",
+                                           "SELECT to_regprocedure('conveyor.outbox_renumber()') IS NOT NULL"};
+constexpr db::Statement kOutboxRenumber{"cli_outbox_renumber", "SELECT conveyor.outbox_renumber()"};
+
 // The backup's worker rows and their started or queued jobs belong to
 // processes of the time of the backup, which run no more (the services are
 // stopped for a restore): the same rule as before a reboot, so after
@@ -430,10 +439,19 @@ void run_pg_restore(Context& ctx, const std::string& dbname, const std::string& 
 // until its heartbeat times out. The sequences move past `floors`.
 void settle_restored(Context& ctx, const std::string& file, const model::SequenceMarks& floors) {
   model::RebootPreparation ghosts;
+  std::optional<std::int64_t> renumbered;
   const auto advanced = db::Pool(pool_options(ctx)).transact([&](db::Tx& tx) {
     ghosts = model::prepare_for_reboot(tx);
+    if (tx.exec(kHasOutboxRenumber)[0][0].as_bool()) {
+      const auto r = tx.exec(kOutboxRenumber);
+      if (!r[0][0].is_null()) renumbered = r[0][0].as_int();
+    }
     return model::advance_sequences(tx, floors);
   });
+  if (renumbered) {
+    ctx.out << "the backup's transaction ids were past this cluster's: the outbox relay starts afresh, " << *renumbered
+            << " unsent event(s) to send\n";
+  }
   if (!ghosts.stopped_workers.empty() || ghosts.requeued > 0 || ghosts.canceled > 0) {
     ctx.out << "the backup's " << ghosts.stopped_workers.size() << " running worker row(s) marked stopped; "
             << ghosts.requeued << " started or queued job(s) back to ready, " << ghosts.canceled << " canceled\n";

@@ -14,28 +14,31 @@ namespace conveyor::bus {
 namespace {
 
 constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid()"};
-// Where the relay stands (migration 20261225000000): conveyor.outbox_relay.
+// Where the relay stands (migration 20261225000000): conveyor.outbox_relay,
+// and whether that place is of this cluster's transaction ids (not past
+// them, as it would be after a restore into another cluster).
 constexpr db::Statement kReadPlace{"relay_read_place",
-                                   "SELECT sent::text, coalesce(window_end::text, ''), window_after "
+                                   "SELECT sent::text, coalesce(window_end::text, ''), window_after, "
+                                   "pg_snapshot_xmax(coalesce(window_end, sent)) "
+                                   "  <= pg_snapshot_xmax(pg_current_snapshot()) "
                                    "FROM conveyor.outbox_relay"};
 // One statement per round, run alone (one round trip): saves the relay's
-// place when it moved ($5: $2-$4), and reads the next rows of the window
-// ($3, or a new one: this statement's snapshot), $1 at most, through
-// conveyor.outbox_unsent, the one rule of "unsent". Always one row: the
-// window's snapshot and the session's pid, with the outbox row's columns
-// NULL when there is none.
+// place when it moved ($5: $2-$4) and this is still the session that holds
+// the lock ($6), and reads the next rows of the window ($3, or a new one:
+// this statement's snapshot), $1 at most, through conveyor.outbox_unsent,
+// the one rule of "unsent". Always one row: the window's snapshot, the
+// session's pid and whether the place was saved, with the outbox row's
+// columns NULL when there is none.
 constexpr db::Statement kSaveAndRead{
     "relay_save_and_read",
     "WITH saved AS (UPDATE conveyor.outbox_relay SET sent = $2::pg_snapshot, "
     "                window_end = nullif($3::text, '')::pg_snapshot, window_after = $4::bigint "
-    "                WHERE $5::boolean RETURNING 1), "
-    "w AS (SELECT coalesce(nullif($3, '')::pg_snapshot, pg_current_snapshot()) AS s) "
-    "SELECT w.s::text, pg_backend_pid(), o.id, o.topic, o.key, o.type, coalesce(o.subject, ''), o.payload::text, "
+    "                WHERE $5::boolean AND pg_backend_pid() = $6::int RETURNING 1), "
+    "w AS (SELECT coalesce(nullif($3::text, '')::pg_snapshot, pg_current_snapshot()) AS s) "
+    "SELECT w.s::text, pg_backend_pid(), (SELECT count(*) FROM saved), o.id, o.topic, o.key, o.type, coalesce(o.subject, ''), o.payload::text, "
     "to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), coalesce(o.source, '') "
-    "FROM w LEFT JOIN LATERAL ("
-    " SELECT o.* FROM conveyor.outbox_unsent($2::pg_snapshot, nullif($3::text, '')::pg_snapshot, $4::bigint, w.s, "
-    "                                      $1::bigint) u "
-    " JOIN conveyor.outbox o ON o.id = u.id) o ON true "
+    "FROM w LEFT JOIN LATERAL conveyor.outbox_unsent($2::pg_snapshot, nullif($3::text, '')::pg_snapshot, "
+    "                                                $4::bigint, w.s, $1::bigint) o ON true "
     "ORDER BY o.id"};
 // Keeps the outbox small (DESIGN §8): sent rows older than the retention
 // go, in batches. Rows from before migration 20261225000000 have no txid
@@ -66,16 +69,16 @@ struct Place {
 // type (topics.hpp), keyed as the row says (a job's id).
 Message message_of(const db::Row& row, const RelayOptions& options) {
   CloudEvent ev;
-  ev.id = row[2].as_string();
+  ev.id = row[3].as_string();
   // Who made the change (the outbox row's application_name, migration
   // 20261218010100), not this relay; older rows have none.
-  ev.source = row[9].as_string().empty() ? options.source : row[9].as_string();
-  ev.type = row[5].as_string();
-  ev.subject = row[6].as_string();
-  ev.time = row[8].as_string();
-  ev.data = nlohmann::json::parse(row[7].view());
-  return {topic_for(options.topic_prefix, row[3].view(), ev.type),
-          row[4].as_string(),
+  ev.source = row[10].as_string().empty() ? options.source : row[10].as_string();
+  ev.type = row[6].as_string();
+  ev.subject = row[7].as_string();
+  ev.time = row[9].as_string();
+  ev.data = nlohmann::json::parse(row[8].view());
+  return {topic_for(options.topic_prefix, row[4].view(), ev.type),
+          row[5].as_string(),
           encode(ev),
           {{kContentTypeHeader, kStructuredContentType}}};
 }
@@ -99,6 +102,7 @@ struct Relay::Impl {
   Place place;
   std::int64_t backend_pid = 0;  // the session that holds the lock
   std::chrono::steady_clock::time_point last_purge{};
+  std::chrono::steady_clock::time_point last_refusal{};
 
   // Takes the lock if free, reads the relay's place, then LISTENs and makes
   // the producer once. Returns whether this relay is the leader.
@@ -107,8 +111,10 @@ struct Relay::Impl {
       if (!session.try_advisory_lock(options.lock_key)) return false;
       leader = true;
       backend_pid = session.exec_alone(kBackendPid)[0][0].as_int();
-      const auto result = session.exec_alone(kReadPlace);
-      saved = place = Place{result[0][0].as_string(), result[0][1].as_string(), result[0][2].as_int()};
+      if (!read_place()) {
+        give_up();
+        return false;
+      }
       stats.leader = true;
       logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
     }
@@ -125,6 +131,26 @@ struct Relay::Impl {
     return true;
   }
 
+  // Reads the place saved. False, said loudly (once a minute), when it is
+  // past this cluster's transaction ids: every new row would count as sent.
+  bool read_place() {
+    const auto result = session.exec_alone(kReadPlace);
+    if (result.size() != 1)
+      throw Error(errc::internal, "conveyor.outbox_relay has no row: the outbox relay has no place to keep");
+    saved = place = Place{result[0][0].as_string(), result[0][1].as_string(), result[0][2].as_int()};
+    if (result[0][3].as_bool()) return true;
+    const auto now = std::chrono::steady_clock::now();
+    if (last_refusal == std::chrono::steady_clock::time_point{} || now - last_refusal > std::chrono::minutes(1)) {
+      last_refusal = now;
+      logging::get("relay")->error(
+          "the relay's place in conveyor.outbox_relay ({}) is past this cluster's transaction ids (was the database "
+          "restored into another cluster?): no event is published until it is reset (README, 'The outbox relay "
+          "after a restore')",
+          place.window_end.empty() ? place.sent : place.window_end);
+    }
+    return false;
+  }
+
   // A page of the window: its rows and the window's snapshot.
   struct Page {
     std::vector<OutboxRow> rows;
@@ -137,12 +163,14 @@ struct Relay::Impl {
   // are sent again (at least once).
   std::optional<Page> save_and_read(std::size_t limit) {
     Page page;
+    const bool moved = !(place == saved);
     const auto result = session.exec_alone(kSaveAndRead, {static_cast<std::int64_t>(limit), place.sent,
-                                                          place.window_end, place.window_after, !(place == saved)});
+                                                          place.window_end, place.window_after, moved, backend_pid});
     for (auto row : result) {
-      if (row[1].as_int() != backend_pid) return std::nullopt;
+      // Another session (the lock went with the old one), or the place's row gone.
+      if (row[1].as_int() != backend_pid || (moved && row[2].as_int() != 1)) return std::nullopt;
       page.window_end = row[0].as_string();
-      if (!row[2].is_null()) page.rows.push_back({row[2].as_int(), message_of(row, options)});
+      if (!row[3].is_null()) page.rows.push_back({row[3].as_int(), message_of(row, options)});
     }
     saved = place;
     return page;
@@ -225,7 +253,7 @@ void Relay::stop() {
     try {
       impl_->settle();  // before the lock goes: the next leader must not send them again
     } catch (const Error& e) {
-      logging::get("relay")->warn("marking the last acked events sent failed: {}", e.what());
+      logging::get("relay")->warn("saving the relay's place after the last acked events failed: {}", e.what());
     }
     try {
       impl_->session.advisory_unlock(options_.lock_key);
