@@ -65,7 +65,8 @@ CREATE TABLE conveyor.outbox_relay (
   id           boolean PRIMARY KEY DEFAULT true CHECK (id),
   sent         pg_snapshot NOT NULL,
   window_end   pg_snapshot,
-  window_after bigint NOT NULL DEFAULT 0
+  window_after bigint NOT NULL DEFAULT 0,
+  CHECK (window_end IS NOT NULL OR window_after = 0)
 );
 
 -- This statement's snapshot, made blind to this transaction itself: a
@@ -113,7 +114,8 @@ DECLARE
   v_xmax xid8   := pg_snapshot_xmax(outbox_unsent.sent);
   v_xip  xid8[] := ARRAY(SELECT pg_snapshot_xip(outbox_unsent.sent));
 BEGIN
-  IF outbox_unsent.page_end IS NOT NULL AND outbox_unsent.window_after > 0 THEN
+  IF outbox_unsent.page_end IS NOT NULL AND outbox_unsent.window_end IS NOT NULL
+     AND outbox_unsent.window_after > 0 THEN
     RETURN QUERY
     SELECT o.* FROM conveyor.outbox o
     WHERE o.id > outbox_unsent.window_after
@@ -148,30 +150,36 @@ GRANT SELECT, UPDATE ON conveyor.outbox_relay TO
 GRANT SELECT ON conveyor.outbox_relay TO conveyor_reader;
 
 -- After a restore into another cluster (`conveyor system restore` calls
--- it): the backup's transaction ids, in the outbox and in the relay's
--- place, may be past this cluster's, and every new row would count as
--- sent (the relay refuses to lead then). Renumbers them: what the place
--- says is unsent gets this transaction's id, the rest '1' (seen by any
--- snapshot: sent), and the place starts here. Returns the rows left
--- unsent; NULL when the ids are this cluster's (nothing to do).
+-- it, with the services stopped): the backup's transaction ids, in the
+-- outbox and in the relay's place, may be past this cluster's, and every
+-- new row would count as sent (the relay refuses to lead then). Renumbers
+-- them: what the place says is unsent, and what this transaction wrote,
+-- gets this transaction's id; the rest '1' (seen by any snapshot: sent);
+-- and the place starts here. Rewrites the outbox (about 5 s per million
+-- rows). A row written by this cluster while the relay refused counts as
+-- sent: stop the services before. Returns the rows left to send; NULL
+-- when the ids are this cluster's (nothing to do).
 CREATE FUNCTION conveyor.outbox_renumber()
 RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
-  v_next xid8 := pg_snapshot_xmax(pg_current_snapshot());
-  v_unsent bigint;
+  v_me   xid8 := pg_current_xact_id();
+  v_next xid8;
+  v_left bigint;
 BEGIN
   LOCK TABLE conveyor.outbox IN SHARE ROW EXCLUSIVE MODE;  -- no event written meanwhile
+  v_next := pg_snapshot_xmax(pg_current_snapshot());
   IF NOT EXISTS (SELECT 1 FROM conveyor.outbox_relay
                  WHERE pg_snapshot_xmax(coalesce(window_end, sent)) > v_next)
-     AND NOT EXISTS (SELECT 1 FROM conveyor.outbox WHERE txid >= v_next) THEN
+     AND NOT EXISTS (SELECT 1 FROM conveyor.outbox WHERE txid >= v_next AND txid <> v_me) THEN
     RETURN NULL;
   END IF;
-  UPDATE conveyor.outbox SET txid = pg_current_xact_id() WHERE id IN (SELECT id FROM conveyor.outbox_unsent());
-  GET DIAGNOSTICS v_unsent = ROW_COUNT;
-  UPDATE conveyor.outbox SET txid = '1' WHERE txid IS DISTINCT FROM pg_current_xact_id();
+  UPDATE conveyor.outbox SET txid = v_me
+  WHERE id IN (SELECT id FROM conveyor.outbox_unsent()) AND txid IS DISTINCT FROM v_me;
+  UPDATE conveyor.outbox SET txid = '1' WHERE txid IS DISTINCT FROM v_me AND txid IS DISTINCT FROM '1';
   UPDATE conveyor.outbox_relay SET sent = conveyor.snapshot_without_me(), window_end = NULL, window_after = 0;
-  RETURN v_unsent;
+  SELECT count(*) INTO v_left FROM conveyor.outbox WHERE txid = v_me;
+  RETURN v_left;
 END
 $$;

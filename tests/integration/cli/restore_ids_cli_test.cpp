@@ -90,6 +90,10 @@ TEST_F(RestoreIdsCli, RestoreStopsTheBackupsWorkerRowsAndRequeuesTheirJobs) {
   r = conveyor({"system", "restore", file.string(), "--clean", "--yes"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "1 running worker row(s) marked stopped; 1 started or queued job(s) back to ready")) << r.output;
+  // Into the same cluster: the outbox's transaction ids are this cluster's,
+  // and the requeue's own events do not make them look otherwise.
+  EXPECT_FALSE(has(r, "transaction ids were past")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE txid = '1'"), "0") << "nothing renumbered";
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = 'w-at-backup'"), "stopped");
   EXPECT_EQ(db_.query_value("SELECT status || ' ' || attempt || ' ' || coalesce(worker_id::text, '-') "
                             "FROM conveyor.job WHERE id = " +

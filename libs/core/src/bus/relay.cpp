@@ -15,12 +15,15 @@ namespace {
 
 constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid()"};
 // Where the relay stands (migration 20261225000000): conveyor.outbox_relay,
-// and whether that place is of this cluster's transaction ids (not past
-// them, as it would be after a restore into another cluster).
+// and whether that place and the outbox's rows are of this cluster's
+// transaction ids (not past them, as after a restore into another cluster;
+// one probe of outbox_txid_idx).
 constexpr db::Statement kReadPlace{"relay_read_place",
                                    "SELECT sent::text, coalesce(window_end::text, ''), window_after, "
                                    "pg_snapshot_xmax(coalesce(window_end, sent)) "
                                    "  <= pg_snapshot_xmax(pg_current_snapshot()) "
+                                   "AND NOT EXISTS (SELECT 1 FROM conveyor.outbox "
+                                   "  WHERE txid >= pg_snapshot_xmax(pg_current_snapshot())) "
                                    "FROM conveyor.outbox_relay"};
 // One statement per round, run alone (one round trip): saves the relay's
 // place when it moved ($5: $2-$4) and this is still the session that holds
@@ -109,12 +112,12 @@ struct Relay::Impl {
   bool lead() {
     if (!leader) {
       if (!session.try_advisory_lock(options.lock_key)) return false;
-      leader = true;
       backend_pid = session.exec_alone(kBackendPid)[0][0].as_int();
       if (!read_place()) {
-        give_up();
+        session.advisory_unlock(options.lock_key);  // another relay may be able to; this one tries again later
         return false;
       }
+      leader = true;
       stats.leader = true;
       logging::get("relay")->info("relay is the leader (backend {})", backend_pid);
     }
@@ -131,22 +134,26 @@ struct Relay::Impl {
     return true;
   }
 
-  // Reads the place saved. False, said loudly (once a minute), when it is
-  // past this cluster's transaction ids: every new row would count as sent.
+  // Reads the place saved. False, said loudly (once a minute), when there
+  // is none, or it or the outbox is past this cluster's transaction ids:
+  // every new row would count as sent.
   bool read_place() {
     const auto result = session.exec_alone(kReadPlace);
-    if (result.size() != 1)
-      throw Error(errc::internal, "conveyor.outbox_relay has no row: the outbox relay has no place to keep");
-    saved = place = Place{result[0][0].as_string(), result[0][1].as_string(), result[0][2].as_int()};
-    if (result[0][3].as_bool()) return true;
+    const char* why = nullptr;
+    if (result.size() != 1) {
+      why = "conveyor.outbox_relay has no row: the relay has no place to keep";
+    } else {
+      saved = place = Place{result[0][0].as_string(), result[0][1].as_string(), result[0][2].as_int()};
+      if (result[0][3].as_bool()) return true;
+      why =
+          "the relay's place (conveyor.outbox_relay) or the outbox is past this cluster's transaction ids (a "
+          "backup restored into another cluster?): every new event would count as sent. Stop the services and run "
+          "SELECT conveyor.outbox_renumber() (README, backup and restore)";
+    }
     const auto now = std::chrono::steady_clock::now();
     if (last_refusal == std::chrono::steady_clock::time_point{} || now - last_refusal > std::chrono::minutes(1)) {
       last_refusal = now;
-      logging::get("relay")->error(
-          "the relay's place in conveyor.outbox_relay ({}) is past this cluster's transaction ids (was the database "
-          "restored into another cluster?): no event is published until it is reset (README, 'The outbox relay "
-          "after a restore')",
-          place.window_end.empty() ? place.sent : place.window_end);
+      logging::get("relay")->error("relay: not publishing: {}", why);
     }
     return false;
   }
@@ -167,8 +174,11 @@ struct Relay::Impl {
     const auto result = session.exec_alone(kSaveAndRead, {static_cast<std::int64_t>(limit), place.sent,
                                                           place.window_end, place.window_after, moved, backend_pid});
     for (auto row : result) {
-      // Another session (the lock went with the old one), or the place's row gone.
-      if (row[1].as_int() != backend_pid || (moved && row[2].as_int() != 1)) return std::nullopt;
+      if (row[1].as_int() != backend_pid) return std::nullopt;  // another session: the lock went with the old one
+      if (moved && row[2].as_int() != 1) {
+        logging::get("relay")->warn("relay: its place (conveyor.outbox_relay) could not be saved: the row is gone");
+        return std::nullopt;
+      }
       page.window_end = row[0].as_string();
       if (!row[3].is_null()) page.rows.push_back({row[3].as_int(), message_of(row, options)});
     }
