@@ -209,12 +209,6 @@ TEST(Pool, AnActorIsSetOnlyWhenItChangesAndWhatIsRolledBackIsSetAgain) {
   EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "pool-test") << "a statement alone: the pool's";
   EXPECT_EQ(actor_in("a"), "a");
   EXPECT_EQ(pool.exec_once(kActor)[0][0].as_string(), "pool-test");
-  // A statement that records no actor leaves the connection's as it is.
-  static constexpr Statement kAnyActor{"any_actor", "SELECT current_setting('conveyor.actor', true)", false, true};
-  EXPECT_EQ(actor_in("a"), "a");
-  EXPECT_EQ(pool.exec_idempotent(kAnyActor)[0][0].as_string(), "a");
-  pool.transact([](Tx& tx) { tx.exec(kTamper); }, a);
-  EXPECT_EQ(actor_in("a"), "tampered") << "still the connection's last: not set again";
 }
 
 // exec_idempotent: each statement is a transaction of its own, committed

@@ -50,9 +50,7 @@ constexpr db::Statement kCheckToken{
     "        AND (expires_at IS NULL OR expires_at > now()) "
     "        AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') "
     "      RETURNING 1) "
-    "SELECT name, role, revoked, expired, expires_at, (SELECT count(*) FROM u) AS touched FROM t",
-    false,
-    true};  // any_actor: last_used_at records none
+    "SELECT name, role, revoked, expired, expires_at, (SELECT count(*) FROM u) AS touched FROM t"};
 
 // A console session for a token, at most `ttl` long and never past the
 // token's own expiry; expired sessions are swept on the way.

@@ -260,13 +260,12 @@ class Connection {
 
   // One statement outside any transaction block: PostgreSQL runs it in an
   // implicit transaction of its own.
-  // In its own implicit transaction, as the connection's default actor
-  // (Statement::any_actor: as whichever it has).
+  // In its own implicit transaction, as the connection's default actor.
   Result run_alone(const Statement& s, const std::vector<Param>& params) {
     return translating([&] {
       pqxx::nontransaction n(*conn_);
       Tx tx(*this, static_cast<pqxx::transaction_base*>(&n));
-      if (session_actor_ != default_actor_ && !s.any_actor) {
+      if (session_actor_ != default_actor_) {
         session_actor_.reset();
         tx.set_session_actor(default_actor_);
         session_actor_ = default_actor_;

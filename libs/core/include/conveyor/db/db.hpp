@@ -43,10 +43,6 @@ struct Statement {
   std::string_view name;
   std::string_view sql;
   bool plan_per_call = false;
-  // It records no actor (no status change, no history): run alone, it runs
-  // under whatever actor its connection has, instead of setting the pool's
-  // back first (a round trip between two requests of the same token).
-  bool any_actor = false;
 };
 
 // One bound parameter, sent as text (PostgreSQL casts it to the column type).
