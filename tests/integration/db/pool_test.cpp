@@ -3,7 +3,6 @@
 // session features the relay relies on (advisory locks, LISTEN/NOTIFY).
 #include <gtest/gtest.h>
 
-#include <stdexcept>
 #include <thread>
 
 #include "conveyor/db/db.hpp"
@@ -169,46 +168,9 @@ TEST(Pool, RecordsTheActorForTheTransaction) {
   o.actor = "someone-else";
   EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }, o), "someone-else");
   // The pool's actor is its connections' session setting (no set_config per
-  // transaction): another actor holds for the transactions that name it.
+  // transaction): another actor lasts for its own transaction only.
   EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }), "pool-test");
   EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "pool-test");
-}
-
-// Issue 14: a transaction naming the actor its connection had last costs
-// no set_config round trip (a creation request per token). The setting is
-// the session's, so a rolled-back one, a statement run alone and a
-// transaction of the pool's actor each find the actor they must.
-TEST(Pool, AnActorIsSetOnlyWhenItChangesAndWhatIsRolledBackIsSetAgain) {
-  TestDatabase db(false);
-  PoolOptions po = opts(db);
-  po.size = 1;  // one connection: each transaction sees the last one's session
-  Pool pool(po);
-  static constexpr Statement kActor{"actor", "SELECT current_setting('conveyor.actor', true)"};
-  static constexpr Statement kTamper{"tamper", "SELECT set_config('conveyor.actor', 'tampered', false)"};
-  const auto actor_in = [&](const std::string& actor) {
-    TxOptions o;
-    o.actor = actor;
-    return pool.transact([](Tx& tx) { return tx.exec(kActor)[0][0].as_string(); }, o);
-  };
-  EXPECT_EQ(actor_in("a"), "a");
-  TxOptions a;
-  a.actor = "a";
-  pool.transact([](Tx& tx) { tx.exec(kTamper); }, a);
-  EXPECT_EQ(actor_in("a"), "tampered") << "the same actor again: not set again";
-  EXPECT_EQ(actor_in("b"), "b");
-  EXPECT_EQ(actor_in(""), "pool-test");
-  a.max_attempts = 1;
-  EXPECT_THROW(pool.transact(
-                   [](Tx& tx) {
-                     EXPECT_EQ(tx.exec(kActor)[0][0].as_string(), "a");
-                     throw std::runtime_error("rolled back");
-                   },
-                   a),
-               std::runtime_error);
-  EXPECT_EQ(actor_in("a"), "a") << "set again: the rollback took it back";
-  EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "pool-test") << "a statement alone: the pool's";
-  EXPECT_EQ(actor_in("a"), "a");
-  EXPECT_EQ(pool.exec_once(kActor)[0][0].as_string(), "pool-test");
 }
 
 // exec_idempotent: each statement is a transaction of its own, committed

@@ -204,13 +204,10 @@ class Receiver final : public pqxx::notification_receiver {
 class Connection {
  public:
   // session_actor: the actor of every transaction on this connection that
-  // names no other, and of every statement run alone. The session's
-  // conveyor.actor is set for the session, and changed (for the session,
-  // inside the transaction) only when a transaction names another actor
-  // than the last one: a transaction costs no set_config round trip while
-  // its actor is the connection's last (a creation request per token).
+  // names no other, set once for the session (a transaction naming another
+  // sets it locally), so a transaction costs no set_config round trip.
   Connection(const std::string& url, const std::string& application_name, const std::string& session_actor = "")
-      : default_actor_(session_actor), session_actor_(session_actor) {
+      : session_actor_(session_actor) {
     translating([&] {
       conn_ = std::make_unique<pqxx::connection>(url);
       if (!application_name.empty() || !session_actor.empty()) {
@@ -260,16 +257,10 @@ class Connection {
 
   // One statement outside any transaction block: PostgreSQL runs it in an
   // implicit transaction of its own.
-  // In its own implicit transaction, as the connection's default actor.
   Result run_alone(const Statement& s, const std::vector<Param>& params) {
     return translating([&] {
       pqxx::nontransaction n(*conn_);
       Tx tx(*this, static_cast<pqxx::transaction_base*>(&n));
-      if (session_actor_ != default_actor_) {
-        session_actor_.reset();
-        tx.set_session_actor(default_actor_);
-        session_actor_ = default_actor_;
-      }
       return tx.exec(s, params);
     });
   }
@@ -306,21 +297,12 @@ class Connection {
   void body(W& w, const TxOptions& options, const std::string& default_actor, const std::function<void(Tx&)>& fn) {
     Tx tx(*this, static_cast<pqxx::transaction_base*>(&w));
     const std::string& actor = options.actor.empty() ? default_actor : options.actor;
-    const bool change = session_actor_ != actor;
-    if (change) {
-      // Unknown until the commit: a transaction rolled back takes the
-      // setting back with it.
-      session_actor_.reset();
-      tx.set_session_actor(actor);
-    }
+    if (!actor.empty() && actor != session_actor_) tx.set_actor(actor);
     fn(tx);
     w.commit();
-    if (change) session_actor_ = actor;
   }
 
-  std::string default_actor_;
-  // The session's conveyor.actor now; nullopt: not known (set again).
-  std::optional<std::string> session_actor_;
+  std::string session_actor_;
   std::unique_ptr<pqxx::connection> conn_;
   std::set<std::string> prepared_;
   std::map<std::string, std::unique_ptr<Receiver>> receivers_;
@@ -382,10 +364,6 @@ void Tx::savepoint(const std::function<void(Tx&)>& body) {
 
 void Tx::set_actor(std::string_view actor) {
   translating([&] { work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor)); });
-}
-
-void Tx::set_session_actor(std::string_view actor) {
-  translating([&] { work(work_).exec_params("SELECT set_config('conveyor.actor', $1, false)", std::string(actor)); });
 }
 
 // ------------------------------------------------------------------- retry

@@ -192,8 +192,6 @@ class Tx {
  private:
   friend class Connection;
   Tx(Connection& c, void* work) : conn_(c), work_(work) {}
-  // For the session (SET, not SET LOCAL): the connection keeps track.
-  void set_session_actor(std::string_view actor);
   Connection& conn_;
   void* work_;  // pqxx::transaction_base
 };
