@@ -63,8 +63,7 @@ constexpr db::Statement kAdmissionLock{"execution_admission_lock", "SELECT pg_ad
 //   admit one (Admission::waiting).
 constexpr db::Statement kAdmissionState{
     "execution_admission_state",
-    "WITH f AS (SELECT job_type, worker_id, count(*) AS n FROM conveyor.job "
-    "           WHERE status IN ('queued', 'started') GROUP BY job_type, worker_id) "
+    "WITH f AS (SELECT job_type, worker_id, n FROM conveyor.jobs_in_flight()) "
     "SELECT 'type' AS kind, coalesce(t.job_type, l.name) AS name, NULL::bigint AS id, coalesce(t.n, 0) AS n, "
     "       l.concurrency_limit::bigint AS n_limit "
     "FROM (SELECT job_type, sum(n)::bigint AS n FROM f GROUP BY job_type) t "

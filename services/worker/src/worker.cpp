@@ -86,32 +86,17 @@ constexpr db::Statement kMarkStopped{"worker_mark_stopped",
                                      "UPDATE conveyor.worker SET status = 'stopped', running = 0, stopped_at = now(), "
                                      "  last_heartbeat = now() WHERE id = $1"};
 
-// The queued jobs this worker may run: of its pool, container jobs only when
-// it has a container runtime, and of those assigned to a worker
-// (execution's Assignment) its own, and another's only once that worker is no
-// longer active or has left the job queued for 1 s (it hangs, or was full
-// after all): an assignment only says whom to wake. The placeholders: this
-// worker's id, pool, and whether it runs containers. The claim and its probe
-// share it.
-// clang-format off: the SQL reads as SQL.
-#define CONVEYOR_CLAIMABLE_JOBS(worker, pool, containers)              \
-  "FROM conveyor.job WHERE status = 'queued' AND canceled_at IS NULL " \
-  "AND conveyor.job_pool(config) = " pool                              \
-  " "                                                                  \
-  "AND (" containers                                                   \
-  "::boolean OR coalesce(config->>'image', '') = '') "                 \
-  "AND (worker_id IS NULL OR worker_id = " worker                      \
-  " "                                                                  \
-  "     OR updated_at < now() - interval '1 second'  "                 \
-  "     OR NOT EXISTS (SELECT 1 FROM conveyor.worker w "               \
-  "                    WHERE w.id = conveyor.job.worker_id AND w.status = 'active')) "
-// clang-format on
-
+// The queued jobs this worker may run are conveyor.claimable_jobs (migration
+// 20261226000000): of its pool, its own or no one's (or a stale
+// assignment's), container jobs only with a container runtime. Its
+// arguments: this worker's id, pool, whether it runs containers, how many,
+// and whether to lock them.
+//
 // Whether there is any (run alone, one round trip): the other workers woken
 // by the same queued job usually find it taken, and then need no claim
 // transaction.
 constexpr db::Statement kAnyClaimable{"worker_any_claimable",
-                                      "SELECT 1 " CONVEYOR_CLAIMABLE_JOBS("$1::bigint", "$2", "$3") "LIMIT 1"};
+                                      "SELECT 1 FROM conveyor.claimable_jobs($1, $2, $3, 1, false)"};
 
 // Claims and opens a row in conveyor.job_attempt for each claimed job ($4:
 // the worker's name).
@@ -122,8 +107,7 @@ constexpr db::Statement kClaim{
     // ARRAY(...), not IN (...): as a semi join's inner side the LIMIT ...
     // SKIP LOCKED subquery is run again per outer row and claimed every
     // queued job, past the worker's concurrency (found by ResidentTest).
-    "WHERE id = ANY(ARRAY(SELECT id " CONVEYOR_CLAIMABLE_JOBS("$1", "$2", "$5")
-    "             ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED)) "
+    "WHERE id = ANY(ARRAY(SELECT conveyor.claimable_jobs($1, $2, $5, $3, true))) "
     "  AND status = 'queued' "
     // A worker the pool (or an operator) set draining, or the reaper marked
     // lost, claims nothing, even before its next heartbeat notices.

@@ -411,5 +411,130 @@ TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
                                    "conveyor.job_finished_updated_idx", "conveyor.job_depends_on_idx"}));
 }
 
+// Issue 14 (migration 20261226000000): the passes that scan the job table by
+// status walk the status index plainly. Every job below went through each
+// status, and only five are in each of queued, started and processed: the
+// index entries of the others are dead. The statistics say every job is
+// queued, which is where the planner took a bitmap scan (or, with bitmap
+// scans off, a sequential one). A plain index scan marks the dead entries it
+// visits; so the second call of each function reads a few pages, where a
+// bitmap scan reads every page a dead entry points to, again and again.
+class StatusScanTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES ('free', '["true"]'))");
+    db_.exec("INSERT INTO conveyor.job (job_type, config) SELECT 'free', '{}' FROM generate_series(1, 3000)");
+    for (const char* s : {"configured", "ready", "queued"})
+      db_.exec(std::string("UPDATE conveyor.job SET status = '") + s + "'");
+    db_.exec("ANALYZE conveyor.job");
+    // Five stay queued, five started, five processed; the rest are done.
+    db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id % 600 <> 0");
+    db_.exec("UPDATE conveyor.job SET status = 'processed' WHERE id % 600 NOT IN (0, 1)");
+    db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id % 600 NOT IN (0, 1, 2)");
+  }
+
+  struct Plan {
+    std::string text;   // the plan auto_explain gave
+    long buffers = -1;  // the shared buffers it read
+  };
+
+  // The plan of the statement `inner` (its first words) inside `call`, the
+  // second time `call` runs in a session.
+  Plan second_plan(const std::string& call, const std::string& inner) {
+    const auto r = conveyor::testing::psql(
+        db_.url(),
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+        "SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on; SET auto_explain.log_timing = off; "
+        "SET auto_explain.log_level = notice; SET client_min_messages = notice; " +
+            call + "; " + call + ";");
+    EXPECT_EQ(r.status, 0) << r.output;
+    Plan p;
+    const auto at = r.output.rfind(inner);
+    if (at == std::string::npos) {
+      ADD_FAILURE() << "no plan of " << inner << " in:\n" << r.output;
+      return p;
+    }
+    p.text = r.output.substr(at, r.output.find("Query Text:", at) - at);
+    const std::string hit = "Buffers: shared hit=";
+    if (const auto b = p.text.find(hit); b != std::string::npos) p.buffers = std::stol(p.text.substr(b + hit.size()));
+    return p;
+  }
+
+  // What a walk of the status index reads once its dead entries are marked:
+  // the index's leaf pages (6,000 dead entries of each status walked) and
+  // the live rows' pages, 30-50. A bitmap or sequential scan reads 300 or
+  // more.
+  static constexpr long kFewPages = 100;
+
+  void expect_plain_walk(const Plan& p, long most_buffers) {
+    EXPECT_NE(p.text.find("Index Scan using"), std::string::npos) << p.text;
+    EXPECT_EQ(p.text.find("Bitmap"), std::string::npos) << p.text;
+    EXPECT_EQ(p.text.find("Seq Scan on job"), std::string::npos) << p.text;
+    EXPECT_GE(p.buffers, 0) << p.text;
+    EXPECT_LE(p.buffers, most_buffers) << p.text;
+  }
+
+  conveyor::testing::TestDatabase db_;
+};
+
+TEST_F(StatusScanTest, AdmissionCountsTheJobsInFlightByAPlainWalk) {
+  expect_plain_walk(second_plan("SELECT sum(n) FROM conveyor.jobs_in_flight()", "SELECT j.job_type, j.worker_id"),
+                    kFewPages);
+  EXPECT_EQ(db_.query_value("SELECT sum(n) FROM conveyor.jobs_in_flight()"), "10");
+}
+
+TEST_F(StatusScanTest, AWorkerFindsItsClaimableJobsByAPlainWalk) {
+  const std::string worker = db_.query_value("INSERT INTO conveyor.worker (name) VALUES ('w') RETURNING id");
+  const Plan claim =
+      second_plan("SELECT count(*) FROM conveyor.claimable_jobs(" + worker + ", 'default', false, 3, true)",
+                  "SELECT j.id FROM conveyor.job j");
+  // conveyor.job_claimable_by is inlined, not called (and planned) per row.
+  EXPECT_EQ(claim.text.find("job_claimable_by(j.*"), std::string::npos) << claim.text;
+  expect_plain_walk(claim, kFewPages);
+  // A job another active worker was just assigned is its; once that worker
+  // is lost, it is anyone's.
+  const std::string other =
+      db_.query_value("INSERT INTO conveyor.worker (name, status) VALUES ('other', 'active') RETURNING id");
+  db_.exec("UPDATE conveyor.job SET worker_id = " + other + ", updated_at = now() WHERE status = 'queued'");
+  const std::string mine = "SELECT count(*) FROM conveyor.claimable_jobs(" + worker + ", 'default', false, 9, false)";
+  EXPECT_EQ(db_.query_value(mine), "0");
+  db_.exec("UPDATE conveyor.worker SET status = 'lost' WHERE id = " + other);
+  EXPECT_EQ(db_.query_value(mine), "5");
+  // Claim order and room: the first three queued by priority, then id.
+  db_.exec(
+      "UPDATE conveyor.job SET priority = 5 WHERE id = (SELECT max(id) FROM conveyor.job WHERE status = 'queued')");
+  EXPECT_EQ(
+      db_.query_value("SELECT string_agg(c::text, ',') FROM conveyor.claimable_jobs(" + worker +
+                      ", 'default', false, 3, false) c"),
+      db_.query_value("SELECT string_agg(id::text, ',') FROM (SELECT id FROM conveyor.job WHERE status = 'queued' "
+                      "ORDER BY priority DESC, id LIMIT 3) q"));
+  // Another pool, or a job of a container for a worker without a runtime, is not its.
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.claimable_jobs(" + worker + ", 'gpu', false, 9, false)"),
+            "0");
+  db_.exec("UPDATE conveyor.job SET config = '{\"image\": \"alpine\"}' WHERE status = 'queued'");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.claimable_jobs(" + worker + ", 'default', false, 9, false)"),
+            "0");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.claimable_jobs(" + worker + ", 'default', true, 9, false)"),
+            "5");
+}
+
+TEST_F(StatusScanTest, PublicationClaimsTheOldestProcessedJobsByAPlainWalk) {
+  expect_plain_walk(second_plan("SELECT count(*) FROM conveyor.publishable_jobs(3)", "SELECT j.id FROM conveyor.job j"),
+                    kFewPages);
+  // Oldest first, not by id: the started job of the lowest id, processed
+  // last, comes last.
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'done' WHERE id = (SELECT min(id) FROM conveyor.job WHERE status = 'processed')");
+  const std::string latest = db_.query_value(
+      "UPDATE conveyor.job SET status = 'processed' WHERE id = (SELECT min(id) FROM conveyor.job WHERE status = 'started') "
+      "RETURNING id");
+  EXPECT_EQ(latest, "1");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.publishable_jobs(9)"), "5");
+  EXPECT_EQ(db_.query_value("SELECT (array_agg(c))[5] FROM conveyor.publishable_jobs(9) c"), latest);
+  // One claimed by a replica whose claim runs is not publishable.
+  db_.exec("UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes' WHERE id = " + latest);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.publishable_jobs(9)"), "4");
+}
+
 }  // namespace
 }  // namespace conveyor

@@ -406,8 +406,8 @@ TEST_F(ServiceRoles, WorkerClaimsAndEndsItsJobsButNothingElse) {
   s->expect_allowed("SELECT id FROM conveyor.installation");
   // The claim: queued -> started, and an attempt row.
   EXPECT_EQ(s->value("WITH claimed AS (UPDATE conveyor.job SET status = 'started', worker_id = " + worker_id +
-                     " WHERE id IN (SELECT id FROM conveyor.job WHERE status = 'queued' AND canceled_at IS NULL "
-                     "ORDER BY priority DESC, id LIMIT 5 FOR UPDATE SKIP LOCKED) AND status = 'queued' "
+                     " WHERE id = ANY(ARRAY(SELECT conveyor.claimable_jobs(" + worker_id +
+                     ", 'default', false, 5, true))) AND status = 'queued' "
                      "RETURNING id, attempt, job_type), "
                      "attempts AS (INSERT INTO conveyor.job_attempt (job_id, attempt, job_type, worker_id, worker, "
                      "image, started_at) SELECT id, attempt, job_type, " +
@@ -454,9 +454,7 @@ TEST_F(ServiceRoles, WorkerClaimsAndEndsItsJobsButNothingElse) {
 TEST_F(ServiceRoles, PublicationEndsProcessedJobsAndFiresTriggers) {
   const std::string id = job(kToProcessed, "chained");
   auto s = as("conveyor_publication");
-  s->expect_allowed(
-      "SELECT id, result::text FROM conveyor.job WHERE status = 'processed' AND canceled_at IS NULL "
-      "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED");
+  s->expect_allowed("SELECT id, result::text FROM conveyor.job WHERE id IN (SELECT conveyor.publishable_jobs(10))");
   s->expect_allowed("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                     " AND from_status = 'processed' AND to_status = 'external_error'");
   // The claim that keeps other replicas off a job while it is delivered.
