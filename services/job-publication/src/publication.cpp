@@ -31,24 +31,21 @@ namespace {
 constexpr const char* kProcessedEvent = "io.conveyor.job.processed";
 constexpr const char* kExternalErrorEvent = "io.conveyor.job.external_error";
 
-// Claims a batch of processed jobs ($1 at most, oldest first:
-// conveyor.publishable_jobs, migration 20261226000000) for $2 ms for
-// instance $3: other replicas skip them while they are delivered outside
-// any transaction; a claim never recorded (this process died) ends and the
-// job is delivered again.
-// `failures`: the publication attempts so far (external_error rows that
-// left processed).
+// Claims a batch of processed jobs ($1 at most, oldest first) for $2 ms for
+// instance $3 (conveyor.claim_publishable, migration 20261226000000): other
+// replicas skip them while they are delivered outside any transaction; a
+// claim never recorded (this process died) ends and the job is delivered
+// again. `failures`: the publication attempts so far (external_error rows
+// that left processed).
 constexpr db::Statement kClaimProcessed{
     "publication_claim_processed",
-    R"(UPDATE conveyor.job j SET publication_claimed_until = clock_timestamp() + $2::bigint * interval '1 millisecond',
-                                publication_claimed_by = $3
-       WHERE j.id = ANY(ARRAY(SELECT conveyor.publishable_jobs($1)))
-       RETURNING j.id, j.job_type, j.attempt, j.params::text AS params, j.config::text AS config,
-                 j.result::text AS result,
-                 to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now,
-                 (SELECT count(*) FROM conveyor.job_status_change f
-                  WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
-                   AS failures)"};
+    R"(SELECT j.id, j.job_type, j.attempt, j.params::text AS params, j.config::text AS config,
+              j.result::text AS result,
+              to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now,
+              (SELECT count(*) FROM conveyor.job_status_change f
+               WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
+                AS failures
+       FROM conveyor.claim_publishable($1, $2, $3) j)"};
 
 // The outcomes of a batch's deliveries in one statement: per job (arrays in
 // step) its attempt, new status (done, external_error, internal_error) and

@@ -531,9 +531,20 @@ TEST_F(StatusScanTest, PublicationClaimsTheOldestProcessedJobsByAPlainWalk) {
   EXPECT_EQ(latest, "1");
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.publishable_jobs(9)"), "5");
   EXPECT_EQ(db_.query_value("SELECT (array_agg(c))[5] FROM conveyor.publishable_jobs(9) c"), latest);
-  // One claimed by a replica whose claim runs is not publishable.
-  db_.exec("UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes' WHERE id = " + latest);
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.publishable_jobs(9)"), "4");
+  // The claim takes the oldest four for its replica, by the primary key;
+  // what a replica claimed is not publishable until its claim ends.
+  const Plan claim =
+      second_plan("SELECT count(*) FROM conveyor.claim_publishable(2, 0, 'p0')", "UPDATE conveyor.job j");
+  EXPECT_EQ(claim.text.find("Seq Scan on job"), std::string::npos) << claim.text;
+  EXPECT_EQ(
+      db_.query_value("SELECT string_agg(id::text, ',' ORDER BY id) FROM conveyor.claim_publishable(4, 300000, 'p1')"),
+      db_.query_value("SELECT string_agg(id::text, ',' ORDER BY id) FROM conveyor.job WHERE status = 'processed' "
+                      "AND id <> " +
+                      latest));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE publication_claimed_by = 'p1' "
+                            "AND publication_claimed_until > now() + interval '4 minutes'"),
+            "4");
+  EXPECT_EQ(db_.query_value("SELECT string_agg(c::text, ',') FROM conveyor.publishable_jobs(9) c"), latest);
 }
 
 }  // namespace
