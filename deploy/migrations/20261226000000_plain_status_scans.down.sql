@@ -1,4 +1,5 @@
 -- Undoes 20261226000000_plain_status_scans.up.sql.
+ALTER FUNCTION conveyor.record_status_changes() RESET ALL;
 DROP FUNCTION conveyor.claim_publishable(bigint, bigint, text);
 DROP FUNCTION conveyor.publishable_jobs(bigint);
 DROP FUNCTION conveyor.claimable_jobs(bigint, text, boolean, bigint, boolean);

@@ -22,10 +22,14 @@
 -- * a generic plan, made once per connection and kept by PL/pgSQL
 --   (plan_cache_mode).
 -- The settings are the function's (SET clauses). They end with the call,
--- so no other statement of the transaction, and no trigger it fires, is
--- planned under them. The statuses walked here hold what is admitted and
--- not yet run or published: bounded by the workers' slots, or by what
--- the sinks have not taken yet.
+-- so no other statement of the transaction is planned under them. A
+-- trigger fired inside the call would be: conveyor.claim_publishable's
+-- update fires the status trigger, and PL/pgSQL keeps the plans it makes
+-- for the session. So conveyor.record_status_changes gets settings of its
+-- own (at the end of this file): its plans are the same whoever fires it.
+-- The statuses walked here hold what is admitted and not yet run or
+-- published: bounded by the workers' slots, or by what the sinks have not
+-- taken yet.
 
 -- The jobs admitted and not finished, by type and worker: what the workers
 -- have or will have (services/job-execution, kAdmissionState).
@@ -111,7 +115,9 @@ COMMENT ON FUNCTION conveyor.claimable_jobs(bigint, text, boolean, bigint, boole
 -- locked: not canceled, and not claimed by a replica whose claim still
 -- runs (services/job-publication, kClaimProcessed). Oldest is by
 -- updated_at, the order of job_active_idx (status, updated_at): the walk
--- stops at `room` however many jobs wait for a sink that is down.
+-- stops at `room` however many jobs wait for a sink that is down. Ties
+-- (the jobs one transaction moved share its now()) come in index order:
+-- a second key would sort every job of a tie before the limit.
 CREATE FUNCTION conveyor.publishable_jobs(room bigint)
 RETURNS SETOF bigint
 LANGUAGE plpgsql
@@ -124,7 +130,7 @@ BEGIN
   SELECT j.id FROM conveyor.job j
   WHERE j.status = 'processed' AND j.canceled_at IS NULL
     AND (j.publication_claimed_until IS NULL OR j.publication_claimed_until <= clock_timestamp())
-  ORDER BY j.updated_at, j.id
+  ORDER BY j.updated_at
   LIMIT publishable_jobs.room
   FOR UPDATE OF j SKIP LOCKED;
 END
@@ -159,3 +165,10 @@ $$;
 
 COMMENT ON FUNCTION conveyor.claim_publishable(bigint, bigint, text) IS
   'claims the processed jobs publication delivers next, oldest first (issue 14)';
+
+-- The status trigger plans its statements under the server's settings,
+-- whatever the function that fires it set (see the top of this file).
+ALTER FUNCTION conveyor.record_status_changes()
+  SET enable_seqscan = on
+  SET enable_bitmapscan = on
+  SET plan_cache_mode = auto;

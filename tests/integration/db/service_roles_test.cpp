@@ -457,7 +457,9 @@ TEST_F(ServiceRoles, PublicationEndsProcessedJobsAndFiresTriggers) {
   s->expect_allowed("SELECT id, result::text FROM conveyor.job WHERE id IN (SELECT conveyor.publishable_jobs(10))");
   s->expect_allowed("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id +
                     " AND from_status = 'processed' AND to_status = 'external_error'");
-  // The claim that keeps other replicas off a job while it is delivered.
+  // The claim that keeps other replicas off a job while it is delivered: the
+  // function the service calls, then by hand.
+  EXPECT_EQ(s->value("SELECT id FROM conveyor.claim_publishable(10, 300000, 'p1')"), id);
   s->expect_allowed(
       "UPDATE conveyor.job SET publication_claimed_until = now() + interval '5 minutes', "
       "publication_claimed_by = 'p1' WHERE id = " +
