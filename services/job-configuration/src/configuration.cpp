@@ -28,20 +28,14 @@ constexpr db::Statement kAnyInitialized{"configuration_any_initialized",
 constexpr db::Statement kExistingIds{"configuration_existing_ids",
                                      "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
 
-// A whole batch's outcome in one statement: per job (arrays in step) the
-// new status, and the config and max_attempts to write ('' and 0: keep),
-// the error subtype and message of an internal_error. $7: the status the
-// batch was claimed in (a job moved meanwhile is left alone).
-constexpr db::Statement kApplyBatch{
-    "configuration_apply_batch",
-    "UPDATE conveyor.job j SET status = v.to_status,"
-    " config = coalesce(nullif(v.config, '')::jsonb, j.config),"
-    " max_attempts = coalesce(nullif(v.max_attempts, 0)::int, j.max_attempts),"
-    " error_subtype = CASE WHEN v.to_status = 'internal_error' THEN v.subtype ELSE j.error_subtype END,"
-    " error_message = CASE WHEN v.to_status = 'internal_error' THEN v.message ELSE j.error_message END "
-    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])"
-    " AS v(id, to_status, config, max_attempts, subtype, message) "
-    "WHERE j.id = v.id AND j.status = $7"};
+// A whole batch's outcome in one statement (conveyor.apply_configuration):
+// per job (arrays in step) the new status, and the config and max_attempts
+// to write ('' and 0: keep), the error subtype and message of an
+// internal_error. $1: the status the batch was claimed in (a job moved
+// meanwhile is left alone). Returns the jobs moved.
+constexpr db::Statement kApplyBatch{"configuration_apply_batch",
+                                    "SELECT conveyor.apply_configuration($1, $2::bigint[], $3::text[], $4::text[], "
+                                    "$5::bigint[], $6::text[], $7::text[])"};
 
 // Configured jobs whose dependencies are all decided (done, or ended in a way
 // that fails the job, or missing). Filtering in SQL keeps jobs that wait on
@@ -110,7 +104,7 @@ class BatchMoves {
   int apply(db::Tx& tx) const {
     if (ids_.empty()) return 0;
     return static_cast<int>(
-        tx.exec(kApplyBatch, {ids_, statuses_, configs_, max_attempts_, subtypes_, messages_, from_}).affected_rows());
+        tx.exec(kApplyBatch, {from_, ids_, statuses_, configs_, max_attempts_, subtypes_, messages_})[0][0].as_int());
   }
   // The jobs this batch moves to `status`.
   std::vector<std::int64_t> moved_to(const char* status) const {

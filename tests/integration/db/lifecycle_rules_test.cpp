@@ -585,5 +585,72 @@ TEST_F(StatusScanTest, TheStatusTriggerPlansAlikeWhateverFiresIt) {
   EXPECT_EQ(scans(after_claim.text), scans(alone.text)) << after_claim.text << "\n---\n" << alone.text;
 }
 
+// Issue 14: at a low rate each status change is a statement of its own,
+// and the status trigger's cost was per statement it ran more than per
+// row: the check, the history and outbox insert, and a PERFORM per kind
+// of NOTIFY (five for a job queued). It runs two now, the check and one
+// that inserts and notifies (20261227000000_fewer_plans_and_statements).
+// auto_explain logs every statement a call runs.
+TEST_F(StatusScanTest, AStatusChangeRunsTwoStatementsInTheTrigger) {
+  const auto statements = [&](const std::string& change) {
+    const auto r = conveyor::testing::psql(
+        db_.url(),
+        "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; "
+        "SET auto_explain.log_level = notice; SET client_min_messages = notice; " +
+            change);
+    EXPECT_EQ(r.status, 0) << r.output;
+    // The first words of each statement logged, but the change itself
+    // (last) and conveyor.queued_channel's body (a SQL function, run per
+    // queued job's worker).
+    std::vector<std::string> texts;
+    for (std::size_t at = 0; (at = r.output.find("Query Text:", at)) != std::string::npos; ++at) {
+      const auto start = r.output.find_first_not_of(" \n", at + 11);
+      const std::string text = r.output.substr(start, 36);
+      if (text.rfind("SELECT CASE WHEN worker_id IS NULL", 0) != 0) texts.push_back(text);
+    }
+    if (!texts.empty()) texts.pop_back();
+    return texts;
+  };
+  const std::string queued = db_.query_value("SELECT min(id) FROM conveyor.job WHERE status = 'queued'");
+  for (const std::string& change : {"UPDATE conveyor.job SET status = 'ready' WHERE id = " + queued,
+                                    "UPDATE conveyor.job SET status = 'queued' WHERE id = " + queued}) {
+    const auto texts = statements(change);
+    ASSERT_EQ(texts.size(), 2u) << change << ":\n" << ::testing::PrintToString(texts);
+    EXPECT_EQ(texts[0].rfind("SELECT n.id, o.status AS from_status", 0), 0u) << texts[0];
+    EXPECT_EQ(texts[1].rfind("WITH changed AS", 0), 0u) << texts[1];
+  }
+  const auto inserted = statements("INSERT INTO conveyor.job (job_type) VALUES ('free')");
+  ASSERT_EQ(inserted.size(), 2u) << ::testing::PrintToString(inserted);
+  EXPECT_EQ(inserted[1].rfind("WITH changed AS", 0), 0u) << inserted[1];
+}
+
+// Issue 14: configuration's batch was a prepared UPDATE ... FROM unnest()
+// with its status as a parameter. A generic plan guesses ten rows of
+// unnest and looked dearer than a custom one, so PostgreSQL planned it anew
+// at every call (2,862 plans in 2,935 calls in conveyor-bench at 100/s,
+// 0.27 ms each); made while the table was small, its plan was a sequential
+// scan. conveyor.apply_configuration plans it once per session (the status
+// stays a parameter in the plan) and finds the batch by the primary key.
+TEST_F(StatusScanTest, ConfigurationsBatchIsPlannedOnceAndFindsItsJobsByThePrimaryKey) {
+  const auto ids = db_.query("SELECT id FROM conveyor.job WHERE status = 'queued' ORDER BY id LIMIT 2");
+  ASSERT_EQ(ids.size(), 2u);
+  const std::string done = db_.query_value("SELECT min(id) FROM conveyor.job WHERE status = 'done'");
+  const auto call = [&](const std::string& queued) {
+    return "SELECT conveyor.apply_configuration('queued', '{" + queued + "," + done +
+           "}', '{ready,ready}', '{\"\",\"\"}', '{0,0}', '{\"\",\"\"}', '{\"\",\"\"}')";
+  };
+  const Plan p = second_plan(call(ids[0][0]), "UPDATE conveyor.job j SET status = v.to_status");
+  EXPECT_NE(p.text.find("Index Scan using job_pkey on job j"), std::string::npos) << p.text;
+  EXPECT_EQ(p.text.find("Seq Scan on job "), std::string::npos) << p.text;
+  EXPECT_NE(p.text.find("(status = $1)"), std::string::npos) << "a custom plan:\n" << p.text;
+  EXPECT_GE(p.buffers, 0) << p.text;
+  EXPECT_LE(p.buffers, 40) << p.text;
+  // Only the jobs still in the status given move; the count is returned.
+  EXPECT_EQ(db_.query_value(call(ids[1][0])), "1");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + ids[1][0]), "ready");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + done), "done");
+  EXPECT_EQ(db_.query_value(call(ids[1][0])), "0") << "a job no longer queued moved again";
+}
+
 }  // namespace
 }  // namespace conveyor
