@@ -62,8 +62,9 @@ BEGIN
       UNION
       SELECT 'conveyor_job_status_' || e.to_status, e.to_status FROM events e WHERE e.to_status <> 'queued'
       UNION
-      SELECT conveyor.queued_channel(n.worker_id), 'queued' FROM new_rows n
-      WHERE n.status = 'queued' AND EXISTS (SELECT 1 FROM events e WHERE e.to_status = 'queued'))
+      SELECT conveyor.queued_channel(q.worker_id), 'queued'
+      FROM (SELECT DISTINCT n.worker_id FROM new_rows n WHERE n.status = 'queued') q
+      WHERE EXISTS (SELECT 1 FROM events e WHERE e.to_status = 'queued'))
     SELECT count(pg_notify(ch.channel, ch.payload)) FROM channels ch INTO v_sent;
   ELSE
     -- An UPDATE that changes no status (a re-emit, a cancel request, a
@@ -111,8 +112,9 @@ BEGIN
       UNION
       SELECT 'conveyor_job_status_' || e.to_status, e.to_status FROM events e WHERE e.to_status <> 'queued'
       UNION
-      SELECT conveyor.queued_channel(n.worker_id), 'queued' FROM new_rows n
-      WHERE n.status = 'queued' AND EXISTS (SELECT 1 FROM events e WHERE e.to_status = 'queued'))
+      SELECT conveyor.queued_channel(q.worker_id), 'queued'
+      FROM (SELECT DISTINCT n.worker_id FROM new_rows n WHERE n.status = 'queued') q
+      WHERE EXISTS (SELECT 1 FROM events e WHERE e.to_status = 'queued'))
     SELECT count(pg_notify(ch.channel, ch.payload)) FROM channels ch INTO v_sent;
   END IF;
   RETURN NULL;

@@ -363,7 +363,10 @@ void Tx::savepoint(const std::function<void(Tx&)>& body) {
 }
 
 void Tx::set_actor(std::string_view actor) {
-  translating([&] { work(work_).exec_params("SELECT set_config('conveyor.actor', $1, true)", std::string(actor)); });
+  // Prepared once per connection: creation sets the actor of every request
+  // (api:<token>); unnamed, it was parsed and planned each time.
+  static constexpr Statement kSetActor{"conveyor_set_actor", "SELECT set_config('conveyor.actor', $1, true)"};
+  exec(kSetActor, {std::string(actor)});
 }
 
 // ------------------------------------------------------------------- retry
