@@ -25,6 +25,9 @@ constexpr db::Statement kOutbox{"monitor_alert_outbox",
                                 "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::bigint "
                                 "FROM conveyor.outbox_unsent() WHERE created_at < now() - interval '60 seconds'"};
 
+// Why the relay refuses to publish, or NULL (the relay's own rule).
+constexpr db::Statement kRelayRefusal{"monitor_alert_relay_refusal", "SELECT conveyor.outbox_relay_refusal()"};
+
 // Re-emitted (so stalled and not held on purpose) and still not moved. A
 // ready job admission may not take (conveyor.job_admission_eligible: held,
 // backing off, of an unhandled or paused type or pool) is waiting, not stuck.
@@ -94,6 +97,23 @@ void check_outbox(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out
                    std::to_string(r[0][0].as_int()) + " event(s) unsent for over 60 s (oldest " +
                        std::to_string(r[0][1].as_int()) + " s): is the broker reachable?"});
   }
+}
+
+// A relay that refuses to publish: outbox_stuck cannot see it, since a
+// place past the cluster's ids counts every event as sent.
+void check_relay(db::Tx& tx, metrics::Registry* gauges, std::vector<Alert>& out) {
+  const db::Result r = tx.exec(kRelayRefusal);
+  const bool refused = !r[0][0].is_null();
+  measure(gauges, "conveyor_outbox_relay_refusing",
+          "1 while the outbox relay refuses to publish (alert outbox_refused)", refused ? 1.0 : 0.0);
+  if (!refused) return;
+  const std::string why = r[0][0].as_string();
+  out.push_back({"outbox_refused", "critical",
+                 why == "past_cluster_ids"
+                     ? "no event is published: the relay's place or the outbox is past this cluster's transaction "
+                       "ids (a backup restored into another cluster?). Stop the services, run SELECT "
+                       "conveyor.outbox_renumber(), start them"
+                     : "no event is published: the relay has no place (" + why + ": conveyor.outbox_relay is empty)"});
 }
 
 void check_stuck_jobs(db::Tx& tx, const model::SystemParameters& p, metrics::Registry* gauges,
@@ -166,6 +186,7 @@ std::vector<Alert> evaluate_alerts(db::Tx& tx, const model::SystemParameters& p,
   std::vector<Alert> out;
   check_services(tx, out);
   check_outbox(tx, gauges, out);
+  check_relay(tx, gauges, out);
   check_stuck_jobs(tx, p, gauges, out);
   check_lost_workers(tx, gauges, out);
   check_trigger_failures(tx, gauges, out);

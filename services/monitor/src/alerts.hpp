@@ -10,6 +10,9 @@
 //                              too (conveyor.service_health state down; idle
 //                              workers are not missing)
 //   outbox_stuck     critical  events unsent for over 60 s (broker away?)
+//   outbox_refused   critical  the relay refuses to publish
+//                              (conveyor.outbox_relay_refusal: its place past
+//                              the cluster's transaction ids, or none)
 //   jobs_stuck       warning   jobs re-emitted for being stalled that still
 //                              have not moved after twice their threshold
 //   workers_lost     warning   workers marked lost in the last hour
@@ -43,6 +46,7 @@ struct Alert {
 // deploy/observability/conveyor-alerts.yml can test the same (all 0 when
 // nothing is wrong): conveyor_service_instances (set by the gauge pass),
 // conveyor_outbox_stuck_events, conveyor_outbox_oldest_unsent_seconds,
+// conveyor_outbox_relay_refusing,
 // conveyor_jobs_stuck, conveyor_workers_lost_last_hour,
 // conveyor_triggers_failed, conveyor_schedules_in_error and
 // conveyor_accepting_new_jobs.

@@ -666,8 +666,15 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   EXPECT_EQ(s.at("services").at("conveyor-creation").at("down"), 1) << "stale heartbeat shows down";
   EXPECT_GT(s.at("outbox").at("unsent").get<int>(), 0) << "no relay runs: the events wait";
   EXPECT_EQ(s.at("triggers").at("failed"), 0);
+  EXPECT_TRUE(s.at("outbox").at("relay_refusal").is_null());
   const auto r = conveyor({"system", "status"});
   EXPECT_TRUE(has(r, "conveyor-creation DEGRADED (1 live, 1 down)")) << r.output;
+  EXPECT_FALSE(has(r, "REFUSES")) << r.output;
+  // A relay place past this cluster's ids (a backup restored by hand into
+  // another cluster): every event counts as sent, and status says why.
+  db_.exec("UPDATE conveyor.outbox_relay SET sent = '4000000002:4000000002:'");
+  EXPECT_EQ(conveyor_json({"system", "status"}).at("outbox").at("relay_refusal"), "past_cluster_ids");
+  EXPECT_TRUE(has(conveyor({"system", "status"}), "the relay REFUSES to publish (past_cluster_ids)"));
 }
 
 // Runbook 003 "preparing for reboot": refused while workers heartbeat; once

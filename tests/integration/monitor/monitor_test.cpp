@@ -1081,4 +1081,34 @@ TEST_F(MonitorTest, AlertsResolveOnceTheirCauseIsGone) {
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.alert_event WHERE name = 'workers_lost'"), "1");
 }
 
+// Stop 32's leftover: a relay that refuses to publish (its place past this
+// cluster's transaction ids, a backup restored into another cluster by
+// hand) counts every event as sent, so outbox_stuck cannot see it. The
+// monitor alerts on the relay's own rule, conveyor.outbox_relay_refusal(),
+// and resolves once conveyor.outbox_renumber() has run.
+TEST_F(MonitorTest, ARelayThatRefusesToPublishAlerts) {
+  start_monitor();
+  const std::string series = R"(conveyor_alerts_firing{alert="outbox_refused",severity="critical"})";
+  const auto refused = [&] {
+    const json alerts = get_json("monitor", "/v1/alerts").at("alerts");
+    for (const auto& a : alerts) {
+      if (a.at("name") == "outbox_refused") return a.at("summary").get<std::string>();
+    }
+    return std::string();
+  };
+  EXPECT_EQ(refused(), "");
+  ASSERT_TRUE(ct::wait_until([&] { return metric("monitor", "conveyor_outbox_relay_refusing") == 0; }, 10s)) << logs();
+
+  db_.exec("UPDATE conveyor.outbox_relay SET sent = '4000000002:4000000002:'");
+  EXPECT_NE(refused().find("conveyor.outbox_renumber()"), std::string::npos) << refused();
+  ASSERT_TRUE(ct::wait_until([&] { return metric("monitor", series) == 1; }, 10s)) << logs();
+  EXPECT_EQ(metric("monitor", "conveyor_outbox_relay_refusing"), 1);
+  EXPECT_EQ(metric("monitor", "conveyor_outbox_stuck_events"), 0) << "the events count as sent";
+
+  db_.exec("SELECT conveyor.outbox_renumber()");
+  EXPECT_EQ(refused(), "");
+  EXPECT_TRUE(ct::wait_until([&] { return metric("monitor", series) == 0; }, 10s)) << logs();
+  EXPECT_EQ(metric("monitor", "conveyor_outbox_relay_refusing"), 0);
+}
+
 }  // namespace

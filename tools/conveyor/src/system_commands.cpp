@@ -72,8 +72,11 @@ constexpr db::Statement kServices{"cli_system_services",
                                   "SELECT service, state, live, down, replaced, stopped, broker_down, broker_up "
                                   "FROM conveyor.service_health ORDER BY service"};
 
+// Unsent events, and why the relay refuses to publish (NULL: it may; a
+// refusing relay counts every event as sent, so `unsent` cannot show it).
 constexpr db::Statement kOutbox{"cli_system_outbox",
-                                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
+                                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8, "
+                                "conveyor.outbox_relay_refusal() "
                                 "FROM conveyor.outbox_unsent()"};
 
 // What waits on an operator: dead letters of triggers, schedules in error.
@@ -130,7 +133,8 @@ void read_service_status(db::Tx& tx, json& out) {
 void read_attention_status(db::Tx& tx, json& out) {
   const db::Result outbox = tx.exec(kOutbox);  // a Row points into its Result
   const db::Row ob = outbox[0];
-  out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}};
+  out["outbox"] = {{"unsent", ob[0].as_int()}, {"oldest_unsent_s", ob[1].as_double()}, {"relay_refusal", nullptr}};
+  if (!ob[2].is_null()) out["outbox"]["relay_refusal"] = ob[2].as_string();
   const db::Result attention = tx.exec(kAttention);  // a Row points into its Result
   out["triggers"] = {{"failed", attention[0][0].as_int()}, {"pending", attention[0][1].as_int()}};
   out["schedules"] = {{"in_error", attention[0][2].as_int()}, {"paused", attention[0][3].as_int()}};
@@ -225,6 +229,10 @@ void print_status_health(std::ostream& out, const json& s) {
   out << "outbox             : " << s["outbox"]["unsent"] << " unsent";
   if (s["outbox"]["unsent"].get<std::int64_t>() > 0) {
     out << ", oldest " << static_cast<long long>(s["outbox"]["oldest_unsent_s"].get<double>()) << " s";
+  }
+  if (s["outbox"]["relay_refusal"].is_string()) {
+    out << "; the relay REFUSES to publish (" << s["outbox"]["relay_refusal"].get<std::string>()
+        << "): stop the services, run SELECT conveyor.outbox_renumber(), start them";
   }
   out << "\n";
   out << "triggers           : " << s["triggers"]["pending"] << " pending, " << s["triggers"]["failed"]

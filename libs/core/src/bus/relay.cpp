@@ -18,12 +18,11 @@ constexpr db::Statement kBackendPid{"relay_backend_pid", "SELECT pg_backend_pid(
 // and whether that place and the outbox's rows are of this cluster's
 // transaction ids (not past them, as after a restore into another cluster;
 // one probe of outbox_txid_idx).
+// The place, and whether the relay may publish from it: the rule is
+// conveyor.outbox_relay_refusal(), which the monitor alerts on.
 constexpr db::Statement kReadPlace{"relay_read_place",
                                    "SELECT sent::text, coalesce(window_end::text, ''), window_after, "
-                                   "pg_snapshot_xmax(coalesce(window_end, sent)) "
-                                   "  <= pg_snapshot_xmax(pg_current_snapshot()) "
-                                   "AND NOT EXISTS (SELECT 1 FROM conveyor.outbox "
-                                   "  WHERE txid >= pg_snapshot_xmax(pg_current_snapshot())) "
+                                   "conveyor.outbox_relay_refusal() IS NULL "
                                    "FROM conveyor.outbox_relay"};
 // One statement per round, run alone (one round trip): saves the relay's
 // place when it moved ($5: $2-$4) and this is still the session that holds
@@ -148,7 +147,7 @@ struct Relay::Impl {
       why =
           "the relay's place (conveyor.outbox_relay) or the outbox is past this cluster's transaction ids (a "
           "backup restored into another cluster?): every new event would count as sent. Stop the services and run "
-          "SELECT conveyor.outbox_renumber() (README, backup and restore)";
+          "SELECT conveyor.outbox_renumber() (README, backup and restore; the monitor's alert outbox_refused)";
     }
     const auto now = std::chrono::steady_clock::now();
     if (last_refusal == std::chrono::steady_clock::time_point{} || now - last_refusal > std::chrono::minutes(1)) {
