@@ -16,7 +16,11 @@ LANGUAGE sql STABLE AS $$
     WHEN NOT EXISTS (SELECT 1 FROM conveyor.outbox_relay) THEN 'no_place'
     WHEN EXISTS (SELECT 1 FROM conveyor.outbox_relay r
                  WHERE pg_snapshot_xmax(coalesce(r.window_end, r.sent)) > pg_snapshot_xmax(pg_current_snapshot()))
-      OR EXISTS (SELECT 1 FROM conveyor.outbox o WHERE o.txid >= pg_snapshot_xmax(pg_current_snapshot()))
+      -- The caller's own events, not yet committed, may carry an id at or
+      -- past its snapshot's xmax: they are not past the cluster's ids.
+      OR EXISTS (SELECT 1 FROM conveyor.outbox o
+                 WHERE o.txid >= pg_snapshot_xmax(pg_current_snapshot())
+                   AND o.txid IS DISTINCT FROM pg_current_xact_id_if_assigned())
       THEN 'past_cluster_ids'
   END
 $$;

@@ -642,7 +642,7 @@ TEST_F(StatusScanTest, ConfigurationsBatchIsPlannedOnceAndFindsItsJobsByThePrima
   const Plan p = second_plan(call(ids[0][0]), "UPDATE conveyor.job j SET status = v.to_status");
   EXPECT_NE(p.text.find("Index Scan using job_pkey on job j"), std::string::npos) << p.text;
   EXPECT_EQ(p.text.find("Seq Scan on job "), std::string::npos) << p.text;
-  EXPECT_NE(p.text.find("(status = $1)"), std::string::npos) << "a custom plan:\n" << p.text;
+  EXPECT_NE(p.text.find("(status = $1)"), std::string::npos) << "not the generic plan:\n" << p.text;
   EXPECT_GE(p.buffers, 0) << p.text;
   EXPECT_LE(p.buffers, 40) << p.text;
   // Only the jobs still in the status given move; the count is returned.
@@ -650,6 +650,30 @@ TEST_F(StatusScanTest, ConfigurationsBatchIsPlannedOnceAndFindsItsJobsByThePrima
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + ids[1][0]), "ready");
   EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + done), "done");
   EXPECT_EQ(db_.query_value(call(ids[1][0])), "0") << "a job no longer queued moved again";
+}
+
+// The same statement on a table PostgreSQL analysed while it was small (a
+// new cluster): there a sequential scan looks cheapest, and a plan made
+// then was kept as the table grew (190 pages for one job in conveyor-bench).
+// Without enable_seqscan = off the generic plan here is "Seq Scan on job j"
+// (checked by hand with PREPARE and force_generic_plan).
+class SmallJobTableTest : public StatusScanTest {
+ protected:
+  void SetUp() override {
+    db_.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES ('free', '["true"]'))");
+    db_.exec("INSERT INTO conveyor.job (job_type) SELECT 'free' FROM generate_series(1, 3)");
+    db_.exec("ANALYZE conveyor.job");
+  }
+};
+
+TEST_F(SmallJobTableTest, ConfigurationsBatchGoesByThePrimaryKeyOnASmallTable) {
+  const std::string id = db_.query_value("SELECT min(id) FROM conveyor.job");
+  const Plan p = second_plan("SELECT conveyor.apply_configuration('initialized', '{" + id +
+                                 "}', '{configured}', '{\"\"}', '{0}', '{\"\"}', '{\"\"}')",
+                             "UPDATE conveyor.job j SET status = v.to_status");
+  EXPECT_NE(p.text.find("Index Scan using job_pkey on job j"), std::string::npos) << p.text;
+  EXPECT_EQ(p.text.find("Seq Scan on job "), std::string::npos) << p.text;
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id), "configured");
 }
 
 }  // namespace

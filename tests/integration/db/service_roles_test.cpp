@@ -349,6 +349,14 @@ TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {
   EXPECT_EQ(field(id, "status"), "configured");
   EXPECT_EQ(last_change(id), "initialized>configured by " + roles_.login("conveyor_configuration"));
   s->expect_allowed("UPDATE conveyor.job SET status = 'ready', config = '{}' WHERE id = " + id);
+  // Its batch statement (issue 14), as the service writes it.
+  const std::string batch = job({});
+  s->expect_allowed("SELECT conveyor.apply_configuration('initialized', ARRAY[" + batch +
+                    "]::bigint[], '{configured}', '{\"{\\\"argv\\\": [\\\"true\\\"]}\"}', '{2}', '{\"\"}', "
+                    "'{\"\"}')");
+  EXPECT_EQ(field(batch, "status"), "configured");
+  EXPECT_EQ(field(batch, "max_attempts"), "2");
+  EXPECT_EQ(last_change(batch), "initialized>configured by " + roles_.login("conveyor_configuration"));
 
   s->expect_denied("UPDATE conveyor.job SET params = '{\"x\": 1}' WHERE id = " + id);
   s->expect_denied("UPDATE conveyor.job SET priority = 99 WHERE id = " + id);

@@ -231,8 +231,10 @@ void print_status_health(std::ostream& out, const json& s) {
     out << ", oldest " << static_cast<long long>(s["outbox"]["oldest_unsent_s"].get<double>()) << " s";
   }
   if (s["outbox"]["relay_refusal"].is_string()) {
-    out << "; the relay REFUSES to publish (" << s["outbox"]["relay_refusal"].get<std::string>()
-        << "): stop the services, run SELECT conveyor.outbox_renumber(), start them";
+    const std::string why = s["outbox"]["relay_refusal"].get<std::string>();
+    out << "; the relay REFUSES to publish (" << why << "): "
+        << (why == "past_cluster_ids" ? "stop the services, run SELECT conveyor.outbox_renumber(), start them"
+                                      : "conveyor.outbox_relay has no row (restore it from a backup)");
   }
   out << "\n";
   out << "triggers           : " << s["triggers"]["pending"] << " pending, " << s["triggers"]["failed"]
