@@ -210,6 +210,31 @@ TEST(Relay, ARelayWokenByItsOwnerListensToNothingAndRunsWhenNotified) {
   EXPECT_EQ(unsent(), "0");
 }
 
+// A change to started notifies no one (conveyor.job_status.notified): the
+// relay sends its event at its poll when no notified change follows.
+TEST(Relay, AnEventOfAChangeThatNotifiesNoOneIsSentAtThePoll) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.poll_interval = 300ms;
+  const std::string id = db.query_value("INSERT INTO conveyor.job (job_type) VALUES ('sleep') RETURNING id");
+  for (const char* status : {"configured", "ready", "queued"}) {
+    db.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
+  }
+  Relay relay(opts);
+  relay.start();
+  ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 4; }, 20s)) << "the first pass";
+  auto consumer = consumer_for(broker, prefix, {"io.conveyor.job.started"});
+
+  db.exec("UPDATE conveyor.job SET status = 'started' WHERE id = " + id);
+  const auto events = read_events(*consumer, prefix, 1, 20s);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].data.at("job_id").get<std::int64_t>(), std::stoll(id));
+  EXPECT_EQ(relay.stats().published.load(), 5u);
+  relay.stop();
+}
+
 TEST(Relay, ASecondRelayDoesNotPublishWhileTheFirstHoldsTheLock) {
   TestDatabase db;
   Broker broker;

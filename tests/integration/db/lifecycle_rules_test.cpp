@@ -303,6 +303,38 @@ TEST_F(LifecycleRulesTest, AQueuedJobIsNotifiedToItsWorkerAloneOrToAllWhenItHasN
   EXPECT_EQ(db_.query_value("SELECT conveyor.queued_channel(NULL)"), "conveyor_job_status_queued");
 }
 
+// No service waits on started (conveyor.job_status.notified, migration
+// 20261228000000): the worker's claim, which only starts jobs, notifies no
+// channel, so its commit wakes no listening backend. Its change is still
+// history and an event, which the relay sends with the next notified change
+// or at its poll. A statement that also makes a notified change notifies
+// that change and conveyor_outbox, as before.
+TEST_F(LifecycleRulesTest, AChangeToStartedNotifiesNoOneAndIsStillAnEvent) {
+  const auto first = ready_job("t");
+  const auto second = ready_job("t");
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id IN (" + first + ", " + second + ")");
+  db::Session listener(db_.url());
+  for (const char* channel : {"conveyor_outbox", "conveyor_job_status_started", "conveyor_job_status_processed"}) {
+    listener.listen(channel);
+  }
+  (void)listener.wait_for_notifications(0ms);
+
+  db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id = " + first);
+  EXPECT_TRUE(heard(listener).empty()) << "a change to started notified";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE type = 'io.conveyor.job.started' AND key = '" +
+                            first + "'"),
+            "1");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE to_status = 'started' AND "
+                            "job_id = " +
+                            first),
+            "1");
+
+  db_.exec("UPDATE conveyor.job SET status = CASE id WHEN " + first +
+           " THEN 'processed' ELSE 'started' END WHERE id IN (" + first + ", " + second + ")");
+  EXPECT_EQ(heard(listener),
+            (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_processed:processed"}));
+}
+
 // A worker that stops being active leaves the jobs assigned to it to the
 // others (migration 20261223000000_left_assignments): its change of status
 // wakes every worker, once, when it leaves queued jobs, whoever makes it

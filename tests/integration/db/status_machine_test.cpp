@@ -140,13 +140,15 @@ TEST_F(StatusMachineTest, SqlTransitionTableEqualsTheModel) {
 }
 
 TEST_F(StatusMachineTest, SqlStatusListEqualsTheModel) {
-  auto rows = db_.query("SELECT name, is_final::text, is_error::text FROM conveyor.job_status ORDER BY position");
+  auto rows = db_.query(
+      "SELECT name, is_final::text, is_error::text, notified::text FROM conveyor.job_status ORDER BY position");
   ASSERT_EQ(rows.size(), kAllStatuses.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const JobStatus s = kAllStatuses[i];
     EXPECT_EQ(rows[i][0], model::to_string(s));
     EXPECT_EQ(rows[i][1] == "true", model::is_final(s)) << rows[i][0];
     EXPECT_EQ(rows[i][2] == "true", model::is_error(s)) << rows[i][0];
+    EXPECT_EQ(rows[i][3] == "true", model::is_notified(s)) << rows[i][0];
   }
 }
 

@@ -100,4 +100,8 @@ bool is_final(JobStatus s) noexcept {
 
 bool is_error(JobStatus s) noexcept { return s == S::failed || s == S::internal_error || s == S::external_error; }
 
+// A commit that notifies wakes every listening backend of the database
+// (PostgreSQL 15): the claim's commit, which only starts jobs, wakes none.
+bool is_notified(JobStatus s) noexcept { return s != S::started; }
+
 }  // namespace conveyor::model

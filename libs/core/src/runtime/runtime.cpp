@@ -66,12 +66,14 @@ constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
 constexpr const char* kJobStatusChannelPrefix = "conveyor_job_status_";
 
 // The NOTIFY channel of an event type, when the database notifies it: the
-// types of job statuses ("io.conveyor.job.queued"). The others (a cancel or
-// restart request, a re-emit) come from Kafka only.
+// types of notified job statuses ("io.conveyor.job.queued";
+// model::is_notified). The others (started, a cancel or restart request, a
+// re-emit) come from Kafka only.
 std::optional<std::string> notify_channel(std::string_view type) {
   if (!type.starts_with(bus::kJobEventTypePrefix)) return std::nullopt;
   const std::string_view status = type.substr(std::string_view(bus::kJobEventTypePrefix).size());
-  if (!model::parse_status(status)) return std::nullopt;
+  const auto parsed = model::parse_status(status);
+  if (!parsed || !model::is_notified(*parsed)) return std::nullopt;
   return kJobStatusChannelPrefix + std::string(status);
 }
 // Events only wake, so their offsets may lag: committed at most this often

@@ -20,7 +20,9 @@
 
 namespace conveyor::bus {
 
-// Notified by the status and parameter triggers with every outbox row.
+// Notified by the status and parameter triggers with their outbox rows, but
+// for a change to a status no service waits on (conveyor.job_status.notified:
+// started), whose row the next notified change or the poll sends.
 inline constexpr const char* kOutboxChannel = "conveyor_outbox";
 
 struct RelayOptions {

@@ -46,5 +46,9 @@ std::span<const JobStatus> allowed_from(JobStatus from) noexcept;
 bool is_final(JobStatus s) noexcept;
 // failed, internal_error, external_error.
 bool is_error(JobStatus s) noexcept;
+// Whether the status trigger notifies a change to `s` (its channel, and
+// conveyor_outbox): every status but started, which no service waits on.
+// Matches conveyor.job_status.notified (migration 20261228000000).
+bool is_notified(JobStatus s) noexcept;
 
 }  // namespace conveyor::model
