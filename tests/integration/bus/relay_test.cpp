@@ -197,6 +197,7 @@ TEST(Relay, ARelayWokenByItsOwnerListensToNothingAndRunsWhenNotified) {
   const auto unsent = [&] { return db.query_value("SELECT count(*) FROM conveyor.outbox_unsent()"); };
   db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
   Relay relay(opts);
+  relay.set_heard(true);  // the owner hears kOutboxChannel: no unheard polls
   relay.start();
   ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 1; }, 20s)) << "the first pass";
   EXPECT_TRUE(relay.leader());
@@ -208,6 +209,34 @@ TEST(Relay, ARelayWokenByItsOwnerListensToNothingAndRunsWhenNotified) {
   ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == 2; }, 20s)) << "notify() runs a pass";
   relay.stop();
   EXPECT_EQ(unsent(), "0");
+}
+
+// An owner that hears no kOutboxChannel (it listens to nothing else) keeps
+// no connection for the relay: the leader then looks every
+// unheard_poll_interval, and again at poll_interval once the owner hears.
+TEST(Relay, ALeaderWhoseOwnerDoesNotHearItsChannelPollsOften) {
+  TestDatabase db;
+  Broker broker;
+  auto prefix = conveyor::testing::unique_name("t");
+  auto opts = relay_options(db, broker, prefix);
+  opts.poll_interval = 1h;
+  opts.unheard_poll_interval = 100ms;
+  opts.woken_by_owner = true;
+  Relay relay(opts);
+  relay.start();
+  ASSERT_TRUE(wait_until([&] { return relay.leader(); }, 20s));
+  for (std::uint64_t n = 1; n <= 3; ++n) {
+    db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+    ASSERT_TRUE(wait_until([&] { return relay.stats().published.load() == n; }, 10s)) << "no poll sent event " << n;
+  }
+  relay.set_heard(true);  // at once: the next poll is an hour after the last pass
+  const auto published = relay.stats().published.load();
+  db.exec("INSERT INTO conveyor.job (job_type) VALUES ('sleep')");
+  EXPECT_FALSE(wait_until([&] { return relay.stats().published.load() > published; }, 1s))
+      << "a relay whose owner hears its channel still polled often";
+  relay.notify();
+  EXPECT_TRUE(wait_until([&] { return relay.stats().published.load() == published + 1; }, 10s));
+  relay.stop();
 }
 
 // A change to started notifies no one (conveyor.job_status.notified): the

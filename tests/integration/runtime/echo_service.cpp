@@ -2,6 +2,7 @@
 // the wake-ups it takes, and two routes expose what the runtime gives it.
 // With CONVEYOR_POLL_INTERVAL_MS large, every count is an event wake-up.
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
@@ -17,8 +18,11 @@ int main(int argc, char** argv) {
   runtime::ServiceSpec spec;
   spec.name = "conveyor-echo";
   spec.schema = runtime::service_schema();
-  // A status (notified and on Kafka) and a request (on Kafka only).
+  // A status (notified and on Kafka) and a request (on Kafka only); with
+  // ECHO_KAFKA_ONLY set, the request alone (a service that hears no status,
+  // as the monitor).
   spec.wake_on = {"io.conveyor.job.configured", "io.conveyor.job.cancel_requested"};
+  if (std::getenv("ECHO_KAFKA_ONLY") != nullptr) spec.wake_on = {"io.conveyor.job.cancel_requested"};
 
   auto setup = [&](runtime::Context& ctx) {
     ctx.http().route("GET", "/count", [&](const http::Request&) {

@@ -99,6 +99,30 @@ class RuntimeTest : public ::testing::Test {
     return nlohmann::json::parse(http_request("GET", url("/count"), "", reader()).body).at("last_wake");
   }
 
+  // Moves job `id` through `statuses`, one change at a time, and expects
+  // each change's event on Kafka within 20 s, before the next.
+  void expect_each_published(const std::string& id, const std::vector<std::string>& statuses) {
+    std::vector<std::string> types;
+    for (const auto& status : statuses) types.push_back("io.conveyor.job." + status);
+    conveyor::bus::ConsumerOptions o;
+    o.brokers = broker_.bootstrap();
+    o.group_id = conveyor::testing::unique_name("published");
+    o.topics = conveyor::bus::job_event_topics(prefix_, types);
+    conveyor::bus::Consumer consumer(o);
+    std::size_t read = 0;
+    for (const auto& status : statuses) {
+      db_.exec("UPDATE conveyor.job SET status = '" + status + "' WHERE id = " + id);
+      const std::size_t before = read;
+      EXPECT_TRUE(wait_until(
+          [&] {
+            read += consumer.poll(10, 200ms).size();
+            return read > before;
+          },
+          20s))
+          << status << " was not published";
+    }
+  }
+
   // A counter of /metrics without labels; -1 when it is not there.
   long counter(const std::string& name) const {
     const std::string m = http_request("GET", url("/metrics")).body;
@@ -216,23 +240,29 @@ TEST_F(RuntimeTest, TheServiceListenerWakesTheRelay) {
   // The first pass sends it; the next, which only the listener can start
   // now (its notify() once it LISTENs for the relay), marks it sent.
   ASSERT_TRUE(wait_until([&] { return unsent() == "0"; }, 20s)) << "no pass after the first";
-  conveyor::bus::ConsumerOptions o;
-  o.brokers = broker_.bootstrap();
-  o.group_id = conveyor::testing::unique_name("relay");
-  o.topics = conveyor::bus::job_event_topics(prefix_, {"io.conveyor.job.configured", "io.conveyor.job.ready"});
-  conveyor::bus::Consumer consumer(o);
-  std::size_t read = 0;
-  for (const char* status : {"configured", "ready"}) {
-    db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
-    const std::size_t before = read;
-    EXPECT_TRUE(wait_until(
-        [&] {
-          read += consumer.poll(10, 200ms).size();
-          return read > before;
-        },
-        20s))
-        << status << " was not published";
-  }
+  expect_each_published(id, {"configured", "ready"});
+}
+
+// Issue 14: a process that hears no status (the monitor, the worker-pool,
+// creation while no type has triggers) kept a LISTEN connection for its
+// relay alone, one more backend that every notifying commit signals. Now it
+// keeps none, and the leading relay looks every
+// CONVEYOR_RELAY_UNHEARD_POLL_INTERVAL_MS: with the relay's poll an hour
+// away, each change still reaches Kafka at once, a change to started
+// (which notifies no one) too.
+TEST_F(RuntimeTest, AServiceThatHearsNoStatusKeepsNoListeningConnectionForItsRelay) {
+  extra_env_["CONVEYOR_RELAY_POLL_INTERVAL_MS"] = "1h";
+  extra_env_["CONVEYOR_RELAY_UNHEARD_POLL_INTERVAL_MS"] = "100ms";
+  extra_env_["ECHO_KAFKA_ONLY"] = "1";
+  const std::string id = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('echo') RETURNING id");
+  start();
+  ASSERT_TRUE(wait_until([&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0"; }, 20s))
+      << "the relay never led";
+  expect_each_published(id, {"configured", "ready", "queued", "started"});
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND (application_name = 'conveyor-echo-listen' OR query ILIKE 'LISTEN%')"),
+            "0")
+      << "a connection listens";
 }
 
 // Issue 14: each status change woke a stage twice, by its NOTIFY and 10-20 ms

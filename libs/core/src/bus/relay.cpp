@@ -1,6 +1,7 @@
 // The outbox relay (see relay.hpp for the contract).
 #include "conveyor/bus/relay.hpp"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -328,23 +329,32 @@ std::size_t Relay::run(bool settle) {
 
 void Relay::loop() {
   auto log = logging::get("relay");
-  auto slice = std::min<std::chrono::milliseconds>(options_.poll_interval, std::chrono::milliseconds(250));
-  auto next_poll = std::chrono::steady_clock::now();
+  const auto slice = std::min<std::chrono::milliseconds>(options_.poll_interval, std::chrono::milliseconds(250));
+  // The next poll is due this long after the last pass, by what wakes the
+  // relay now: a leader whose owner does not hear the outbox channel looks
+  // often (set_heard takes effect at once).
+  const auto poll_interval = [&] {
+    return options_.woken_by_owner && impl_->leader && !heard_
+               ? std::min(options_.unheard_poll_interval, options_.poll_interval)
+               : options_.poll_interval;
+  };
+  auto last_pass = std::chrono::steady_clock::now() - options_.poll_interval;
+  const auto pass = [&] {
+    run(false);
+    last_pass = std::chrono::steady_clock::now();
+  };
   while (!stopping_) {
     try {
-      if (std::chrono::steady_clock::now() >= next_poll) {
-        run(false);
-        next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
-      }
+      if (std::chrono::steady_clock::now() >= last_pass + poll_interval()) pass();
+      const auto until_poll =
+          std::chrono::ceil<std::chrono::milliseconds>(last_pass + poll_interval() - std::chrono::steady_clock::now());
+      const auto wait = std::clamp<std::chrono::milliseconds>(until_poll, std::chrono::milliseconds(1), slice);
       const bool woken_by_owner = options_.woken_by_owner && impl_->leader;
       if (impl_->listening || woken_by_owner) {
-        if (woken_by_owner ? wait_for_owner(slice) : impl_->session.wait_for_notification(slice)) {
-          run(false);
-          next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
-        }
+        if (woken_by_owner ? wait_for_owner(wait) : impl_->session.wait_for_notification(wait)) pass();
       } else {
         // Not the leader (or no session yet): wait for the next try, in slices so stop() is quick.
-        auto until = std::min(next_poll, std::chrono::steady_clock::now() + slice);
+        const auto until = std::chrono::steady_clock::now() + wait;
         while (!stopping_ && std::chrono::steady_clock::now() < until) {
           std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
@@ -352,7 +362,7 @@ void Relay::loop() {
     } catch (const Error& e) {
       log->error("relay: {}", e.what());
       impl_->give_up();
-      next_poll = std::chrono::steady_clock::now() + options_.poll_interval;
+      last_pass = std::chrono::steady_clock::now();
     }
   }
 }

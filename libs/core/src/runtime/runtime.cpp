@@ -310,8 +310,10 @@ class Service final : public Context {
       relay_options.topic_prefix = config_.get_string("CONVEYOR_TOPIC_PREFIX");
       relay_options.source = spec_.name;
       relay_options.poll_interval = config_.get_duration("CONVEYOR_RELAY_POLL_INTERVAL_MS");
-      // The listener below hears the relay's channel while it leads.
-      relay_options.woken_by_owner = !listen_channels().empty();
+      // The listener below hears the relay's channel while it leads and
+      // listens to anything else; otherwise the leader polls.
+      relay_options.woken_by_owner = true;
+      relay_options.unheard_poll_interval = config_.get_duration("CONVEYOR_RELAY_UNHEARD_POLL_INTERVAL_MS");
       relay_ = std::make_unique<bus::Relay>(std::move(relay_options));
       relay_->start();
       start_consumers();
@@ -563,8 +565,10 @@ class Service final : public Context {
 
   // What the listener should LISTEN to now: the wake_on channels, the own
   // channels not set aside (set_listened), and kOutboxChannel while this
-  // process's relay leads (RelayOptions::woken_by_owner: the relay then
-  // needs no listening connection of its own).
+  // process's relay leads, if anything else is heard (the relay has no
+  // listening connection of its own: RelayOptions::woken_by_owner). A
+  // connection for the relay alone would be one more backend that every
+  // notifying commit signals; the relay polls instead.
   std::set<std::string> wanted_channels() const {
     std::set<std::string> wanted;
     for (const std::string& type : spec_.wake_on) {
@@ -576,7 +580,7 @@ class Service final : public Context {
         if (!set_aside_.contains(own.first)) wanted.insert(own.first);
       }
     }
-    if (relay_ && relay_->leader()) wanted.insert(bus::kOutboxChannel);
+    if (relay_ && relay_->leader() && !wanted.empty()) wanted.insert(bus::kOutboxChannel);
     return wanted;
   }
 
@@ -604,6 +608,7 @@ class Service final : public Context {
           session.reset();
           listened.clear();
           listening_ = false;
+          hear_outbox(false);
           std::unique_lock lock(exit_mu_);
           exit_cv_.wait_for(lock, kListenSlice, [this] { return listener_stop_.load(); });
           continue;
@@ -622,6 +627,7 @@ class Service final : public Context {
           lost = false;
         }
         listening_ = true;
+        hear_outbox(listened.contains(bus::kOutboxChannel));
         std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
         if (std::erase_if(notified, [](const db::Notification& n) { return n.channel == bus::kOutboxChannel; }) > 0) {
           relay_->notify();
@@ -633,6 +639,7 @@ class Service final : public Context {
       } catch (const std::exception& e) {
         listened.clear();
         listening_ = false;
+        hear_outbox(false);
         session.reset();
         if (!lost) {
           rlog->warn("LISTEN {}: {}; reconnecting (wake-ups come from Kafka and the poll meanwhile)",
@@ -644,6 +651,11 @@ class Service final : public Context {
         retry = std::min(retry * 2, kListenRetryMax);
       }
     }
+  }
+
+  // Tells the relay whether this listener hears its channel (else it polls).
+  void hear_outbox(bool heard) {
+    if (relay_) relay_->set_heard(heard);
   }
 
   // LISTENs to what is wanted and not listened, UNLISTENs the rest; returns
@@ -935,6 +947,11 @@ config::Schema service_schema() {
   schema.add(make_key("CONVEYOR_RELAY_POLL_INTERVAL_MS", Type::duration_ms, "1000",
                       "how often the outbox relay looks for unsent events when no NOTIFY wakes it, and how often a "
                       "relay that does not lead tries to (so it bounds the take-over after a leader dies)",
+                      10, 3600000));
+  schema.add(make_key("CONVEYOR_RELAY_UNHEARD_POLL_INTERVAL_MS", Type::duration_ms, "100",
+                      "how often the leading outbox relay looks for unsent events in a process that listens to no "
+                      "status (monitor, worker-pool, creation without triggers): it keeps no LISTEN connection "
+                      "for the relay alone, which every notifying commit would wake",
                       10, 3600000));
   schema.add(make_key("CONVEYOR_BATCH_SIZE", Type::integer, "200", "rows handled per transaction", 1, 10000));
   schema.add(make_key("CONVEYOR_DB_POOL_SIZE", Type::integer, "4", "database connections of the pool", 1, 64));

@@ -36,13 +36,16 @@ struct RelayOptions {
   std::chrono::milliseconds poll_interval{1000};  // fallback when no notify arrives
   std::chrono::milliseconds send_timeout{10000};
   std::int64_t lock_key = 0x436f6e7665796f72;  // "Conveyor"
-  // The owner hears kOutboxChannel on a LISTEN connection it has anyway
-  // (runtime's listener) while leader() holds, and calls notify(): the relay
-  // then LISTENs on nothing. PostgreSQL 15 signals every listening backend
-  // of the database on every notifying commit, whatever the channel, so
-  // each listening connection fewer saves a wake-up and a transaction in
-  // PostgreSQL per notifying commit (about six per job).
+  // The relay LISTENs on nothing: its owner hears kOutboxChannel on a
+  // LISTEN connection it has anyway (runtime's listener) while leader()
+  // holds, says so with set_heard(true), and calls notify(). PostgreSQL 15
+  // signals every listening backend of the database on every notifying
+  // commit, whatever the channel, so each listening connection fewer saves
+  // a wake-up in PostgreSQL per notifying commit (five per job). An owner
+  // that listens to nothing else keeps no connection for the relay: while
+  // unheard, the leader looks every unheard_poll_interval instead.
   bool woken_by_owner = false;
+  std::chrono::milliseconds unheard_poll_interval{100};
 };
 
 struct RelayStats {
@@ -64,6 +67,10 @@ class Relay {
   std::size_t run_once();
   // With woken_by_owner: outbox rows were notified; the thread runs a pass.
   void notify();
+  // With woken_by_owner: whether the owner hears kOutboxChannel now (false
+  // until it says so). While it does not, the leader polls every
+  // unheard_poll_interval.
+  void set_heard(bool heard) noexcept { heard_ = heard; }
   // Whether this relay holds the lock (and so wants kOutboxChannel heard).
   bool leader() const noexcept { return stats_.leader.load(); }
   const RelayStats& stats() const noexcept { return stats_; }
@@ -82,6 +89,7 @@ class Relay {
   RelayStats stats_;
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> heard_{false};
   std::mutex notify_mu_;
   std::condition_variable notify_cv_;
   bool notified_ = false;  // guarded by notify_mu_
