@@ -335,6 +335,36 @@ TEST_F(LifecycleRulesTest, AChangeToStartedNotifiesNoOneAndIsStillAnEvent) {
             (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_processed:processed"}));
 }
 
+// Only configuration waits on done, for the configured jobs that depend on
+// the job (migration 20261228000100): a done with none notifies no one, and
+// a done that a configured job waits on is notified, with conveyor_outbox.
+TEST_F(LifecycleRulesTest, ADoneJobIsNotifiedOnlyWhileAConfiguredJobWaitsOnIt) {
+  const auto processed = [&] {
+    const auto id = ready_job("t");
+    for (const char* status : {"queued", "started", "processed"}) {
+      db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
+    }
+    return id;
+  };
+  const auto alone = processed();
+  const auto awaited = processed();
+  const auto waiting = db_.query_value("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + awaited +
+                                       "]::bigint[]) RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + waiting);
+  db::Session listener(db_.url());
+  for (const char* channel : {"conveyor_outbox", "conveyor_job_status_done"}) listener.listen(channel);
+  (void)listener.wait_for_notifications(0ms);
+
+  db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id = " + alone);
+  EXPECT_TRUE(heard(listener).empty()) << "a done nobody waits on notified";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox WHERE type = 'io.conveyor.job.done' AND key = '" +
+                            alone + "'"),
+            "1")
+      << "its event";
+  db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited);
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_done:done"}));
+}
+
 // A worker that stops being active leaves the jobs assigned to it to the
 // others (migration 20261223000000_left_assignments): its change of status
 // wakes every worker, once, when it leaves queued jobs, whoever makes it

@@ -47,8 +47,10 @@ bool is_final(JobStatus s) noexcept;
 // failed, internal_error, external_error.
 bool is_error(JobStatus s) noexcept;
 // Whether the status trigger notifies a change to `s` (its channel, and
-// conveyor_outbox): every status but started, which no service waits on.
-// Matches conveyor.job_status.notified (migration 20261228000000).
+// conveyor_outbox): every status but started, which no service waits on;
+// done only while a configured job depends on the job (20261228000100),
+// which is whenever configuration waits for it. Matches
+// conveyor.job_status.notified (migration 20261228000000).
 bool is_notified(JobStatus s) noexcept;
 
 }  // namespace conveyor::model

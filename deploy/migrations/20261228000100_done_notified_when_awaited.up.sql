@@ -1,0 +1,148 @@
+-- A job's done is notified only while a configured job waits on it.
+--
+-- PostgreSQL 15 signals every listening backend of the database at every
+-- commit that notifies (five in conveyor-bench: configuration, execution,
+-- publication, each worker). Publication's commit of done notified
+-- conveyor_job_status_done and conveyor_outbox, and so woke all of them, for
+-- one listener that needs it only sometimes: configuration, whose ready step
+-- readies the configured jobs whose dependencies have all ended. Execution
+-- frees the slot at processed, and failed, canceled and internal_error stay
+-- notified (they can free slots).
+--
+-- Now done is notified, with conveyor_outbox, only when a configured job
+-- depends on a job the statement made done; else the commit notifies no
+-- one, and the relay sends the event with the next notified change or at
+-- its poll. A configured job that a concurrent transaction commits while
+-- its upstream's done is committing may be missed by both sides' reads:
+-- configuration's ready step then finds it at its own configured NOTIFY or
+-- at its poll (CONVEYOR_POLL_INTERVAL_MS, 1 s); a wake-up may come late,
+-- none is lost.
+--
+COMMENT ON COLUMN conveyor.job_status.notified IS
+  'whether a change to this status is notified (conveyor_job_status_<name>, or for queued '
+  'conveyor.queued_channel, and conveyor_outbox): false for a status no service waits on; '
+  'done only while a configured job depends on the job (20261228000100)';
+
+-- The function of 20261228000000_unwatched_status_notifies_no_one.up.sql,
+-- with that condition on done.
+CREATE OR REPLACE FUNCTION conveyor.record_status_changes() RETURNS trigger
+LANGUAGE plpgsql
+-- Its plans are its own whoever fires it (20261226000000_plain_status_scans).
+SET enable_seqscan = on
+SET enable_bitmapscan = on
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+  v_actor    text := conveyor.current_actor();
+  v_bad      record;
+  v_sent     bigint;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    SELECT n.id, n.status INTO v_bad FROM new_rows n
+    WHERE NOT EXISTS (SELECT 1 FROM conveyor.job_status_transition t
+                      WHERE t.from_status IS NULL AND t.to_status = n.status)
+    ORDER BY n.id LIMIT 1;
+    IF FOUND THEN
+      PERFORM conveyor.refuse_status_change(v_bad.id, NULL, v_bad.status);
+    END IF;
+    WITH changed AS (
+      SELECT n.id, NULL::text AS from_status, n.status, n.job_type, n.attempt, n.priority,
+             n.error_subtype, n.error_message, n.worker_id, s.is_error, s.notified
+      FROM new_rows n JOIN conveyor.job_status s ON s.name = n.status),
+    history AS (
+      INSERT INTO conveyor.job_status_change (job_id, from_status, to_status, actor, error_subtype, message)
+      SELECT c.id, c.from_status, c.status, v_actor,
+             CASE WHEN c.is_error THEN c.error_subtype END,
+             CASE WHEN c.is_error THEN c.error_message END
+      FROM changed c
+      ORDER BY c.id
+      RETURNING id, job_id, from_status, to_status, at, error_subtype),
+    events AS (
+      INSERT INTO conveyor.outbox (topic, key, type, subject, payload)
+      SELECT 'jobs', h.job_id::text, 'io.conveyor.job.' || h.to_status, h.job_id::text,
+             conveyor.job_event_payload(h.job_id, c.job_type, h.from_status, h.to_status, c.attempt,
+                                        c.priority, h.id, h.at, v_actor, h.error_subtype)
+      FROM history h JOIN changed c ON c.id = h.job_id
+      ORDER BY h.id),
+    -- Every changed row is written (a WITH that writes runs to the end,
+    -- read or not), so the channels are the changed rows': those of the
+    -- notified statuses, done only while a configured job waits on one of
+    -- the jobs done, and conveyor_outbox with them. A queued job wakes the
+    -- worker it is assigned to, or, assigned to none, every worker
+    -- (conveyor.queued_channel).
+    channels AS (
+      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
+                  ELSE 'conveyor_job_status_' || c.status END AS channel,
+             c.status AS payload
+      FROM changed c
+      WHERE c.notified
+        AND (c.status <> 'done'
+             OR EXISTS (SELECT 1 FROM conveyor.job w
+                        WHERE w.status = 'configured' AND w.depends_on <> '{}'
+                          AND w.depends_on && ARRAY(SELECT d.id FROM changed d WHERE d.status = 'done'))))
+    SELECT count(pg_notify(ch.channel, ch.payload))
+    FROM (SELECT channel, payload FROM channels
+          UNION SELECT 'conveyor_outbox', '' WHERE EXISTS (SELECT 1 FROM channels)) ch
+    INTO v_sent;
+  ELSE
+    -- An UPDATE that changes no status (a re-emit, a cancel request, a
+    -- params patch) stops here, before anything else runs. Otherwise the
+    -- first changed row the status machine does not allow fails the
+    -- statement.
+    SELECT n.id, o.status AS from_status, n.status,
+           EXISTS (SELECT 1 FROM conveyor.job_status_transition t
+                   WHERE t.from_status = o.status AND t.to_status = n.status) AS allowed
+    INTO v_bad
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE n.status IS DISTINCT FROM o.status
+    ORDER BY 4, n.id LIMIT 1;
+    IF NOT FOUND THEN
+      RETURN NULL;
+    END IF;
+    IF NOT v_bad.allowed THEN
+      PERFORM conveyor.refuse_status_change(v_bad.id, v_bad.from_status, v_bad.status);
+    END IF;
+    WITH changed AS (
+      SELECT n.id, o.status AS from_status, n.status, n.job_type, n.attempt, n.priority,
+             n.error_subtype, n.error_message, n.worker_id, s.is_error, s.notified
+      FROM new_rows n JOIN old_rows o ON o.id = n.id JOIN conveyor.job_status s ON s.name = n.status
+      WHERE n.status IS DISTINCT FROM o.status),
+    history AS (
+      INSERT INTO conveyor.job_status_change (job_id, from_status, to_status, actor, error_subtype, message)
+      SELECT c.id, c.from_status, c.status, v_actor,
+             CASE WHEN c.is_error THEN c.error_subtype END,
+             CASE WHEN c.is_error THEN c.error_message END
+      FROM changed c
+      ORDER BY c.id
+      RETURNING id, job_id, from_status, to_status, at, error_subtype),
+    events AS (
+      INSERT INTO conveyor.outbox (topic, key, type, subject, payload)
+      SELECT 'jobs', h.job_id::text, 'io.conveyor.job.' || h.to_status, h.job_id::text,
+             conveyor.job_event_payload(h.job_id, c.job_type, h.from_status, h.to_status, c.attempt,
+                                        c.priority, h.id, h.at, v_actor, h.error_subtype)
+      FROM history h JOIN changed c ON c.id = h.job_id
+      ORDER BY h.id),
+    -- Every changed row is written (a WITH that writes runs to the end,
+    -- read or not), so the channels are the changed rows': those of the
+    -- notified statuses, done only while a configured job waits on one of
+    -- the jobs done, and conveyor_outbox with them. A queued job wakes the
+    -- worker it is assigned to, or, assigned to none, every worker
+    -- (conveyor.queued_channel).
+    channels AS (
+      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
+                  ELSE 'conveyor_job_status_' || c.status END AS channel,
+             c.status AS payload
+      FROM changed c
+      WHERE c.notified
+        AND (c.status <> 'done'
+             OR EXISTS (SELECT 1 FROM conveyor.job w
+                        WHERE w.status = 'configured' AND w.depends_on <> '{}'
+                          AND w.depends_on && ARRAY(SELECT d.id FROM changed d WHERE d.status = 'done'))))
+    SELECT count(pg_notify(ch.channel, ch.payload))
+    FROM (SELECT channel, payload FROM channels
+          UNION SELECT 'conveyor_outbox', '' WHERE EXISTS (SELECT 1 FROM channels)) ch
+    INTO v_sent;
+  END IF;
+  RETURN NULL;
+END
+$$;
