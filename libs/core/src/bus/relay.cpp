@@ -329,7 +329,8 @@ std::size_t Relay::run(bool settle) {
 
 void Relay::loop() {
   auto log = logging::get("relay");
-  const auto slice = std::min<std::chrono::milliseconds>(options_.poll_interval, std::chrono::milliseconds(250));
+  const auto slice = std::clamp<std::chrono::milliseconds>(options_.poll_interval, std::chrono::milliseconds(1),
+                                                           std::chrono::milliseconds(250));
   // The next poll is due this long after the last pass, by what wakes the
   // relay now: a leader whose owner does not hear the outbox channel looks
   // often (set_heard takes effect at once).
@@ -342,6 +343,7 @@ void Relay::loop() {
   const auto pass = [&] {
     run(false);
     last_pass = std::chrono::steady_clock::now();
+    ++stats_.passes;
   };
   while (!stopping_) {
     try {

@@ -60,9 +60,11 @@ constexpr db::Statement kSetHttpAddress{"runtime_set_http_address",
 // NOTIFYs of the job status trigger: one per new status of a statement,
 // the payload the status ("queued"). A stage wakes on the statuses it acts on.
 // The status trigger notifies conveyor_job_status_<status> once per new
-// status of a statement (conveyor.record_status_changes, migration
-// 20261219000000): a service listens to the channels of its wake_on
-// statuses only, so the other statuses' notifications never reach it.
+// notified status of a statement (conveyor.record_status_changes,
+// migrations 20261219000000 and 20261228000000: not started, and done only
+// while a configured job depends on the job): a service listens to the
+// channels of its wake_on statuses only, so the other statuses'
+// notifications never reach it.
 constexpr const char* kJobStatusChannelPrefix = "conveyor_job_status_";
 
 // The NOTIFY channel of an event type, when the database notifies it: the
@@ -458,8 +460,9 @@ class Service final : public Context {
 
   // A job event wakes the loop unless NOTIFY already did: a status change
   // committed while the listener is connected is notified on its status
-  // channel within a millisecond, and its event, 10-20 ms later, would only
-  // run a pass that finds the work done. So it wakes when the listener is
+  // channel within a millisecond, whenever a service waits on it (a done
+  // with no configured job waiting on it is not: nobody waits), and its
+  // event, 10-20 ms later, would only run a pass that finds the work done. So it wakes when the listener is
   // not connected, when its type has no channel (a cancel or restart
   // request), and when it is a re-emit (the reconciler writes outbox rows
   // without changing a status, so nothing is notified).
@@ -553,7 +556,8 @@ class Service final : public Context {
 
   // The channels of the wake_on statuses, and the service's own (listened
   // or not). None when Kafka alone carries its wake-up types: then no
-  // listener runs, and the relay (if any) listens for itself.
+  // listener runs, and the relay (if any) polls (RelayOptions::
+  // unheard_poll_interval).
   std::vector<std::string> listen_channels() const {
     std::vector<std::string> channels;
     for (const std::string& type : spec_.wake_on) {

@@ -21,8 +21,9 @@
 namespace conveyor::bus {
 
 // Notified by the status and parameter triggers with their outbox rows, but
-// for a change to a status no service waits on (conveyor.job_status.notified:
-// started), whose row the next notified change or the poll sends.
+// for a change no service waits on (conveyor.job_status.notified: started,
+// and done while no configured job waits on the job), whose row the next
+// notified change or the poll sends.
 inline constexpr const char* kOutboxChannel = "conveyor_outbox";
 
 struct RelayOptions {
@@ -52,6 +53,7 @@ struct RelayStats {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> failed{0};
   std::atomic<std::uint64_t> batches{0};
+  std::atomic<std::uint64_t> passes{0};  // the thread's, each counted once it ended
   std::atomic<bool> leader{false};
 };
 

@@ -47,10 +47,12 @@ bool is_final(JobStatus s) noexcept;
 // failed, internal_error, external_error.
 bool is_error(JobStatus s) noexcept;
 // Whether the status trigger notifies a change to `s` (its channel, and
-// conveyor_outbox): every status but started, which no service waits on;
-// done only while a configured job depends on the job (20261228000100),
-// which is whenever configuration waits for it. Matches
-// conveyor.job_status.notified (migration 20261228000000).
+// conveyor_outbox): every status but started, which no service waits on.
+// Done only while a configured job depends on the job (20261228000100): a
+// dependent committed at the same moment as its upstream's done may be
+// seen by neither, and configuration readies it at its own configured
+// NOTIFY or its poll. Matches conveyor.job_status.notified (migration
+// 20261228000000).
 bool is_notified(JobStatus s) noexcept;
 
 }  // namespace conveyor::model

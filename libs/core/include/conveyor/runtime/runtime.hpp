@@ -9,7 +9,9 @@
 //
 // Wake-ups come from PostgreSQL first: a service with wake_on LISTENs on
 // conveyor_job_status_<status> for each status of its wake_on (the status
-// trigger notifies each new status of a statement once, payload the status)
+// trigger notifies each new status of a statement once, payload the status,
+// but started, which no service waits on, and done while no configured job
+// waits on the job)
 // on a connection of its own, re-made with back-off when lost. A Kafka job
 // event wakes it only when NOTIFY could not have: the listener is down, the
 // type has no channel (cancel_requested, restart_requested, released), or the
