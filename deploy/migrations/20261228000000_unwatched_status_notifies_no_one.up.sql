@@ -78,10 +78,12 @@ BEGIN
     channels AS (
       SELECT 'conveyor_outbox' AS channel, '' AS payload WHERE EXISTS (SELECT 1 FROM changed c WHERE c.notified)
       UNION
-      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
-                  ELSE 'conveyor_job_status_' || c.status END,
-             c.status
-      FROM changed c WHERE c.notified)
+      -- Each channel's name once per status (and worker), not per row.
+      SELECT CASE WHEN d.status = 'queued' THEN conveyor.queued_channel(d.worker_id)
+                  ELSE 'conveyor_job_status_' || d.status END,
+             d.status
+      FROM (SELECT DISTINCT c.status, CASE WHEN c.status = 'queued' THEN c.worker_id END AS worker_id
+            FROM changed c WHERE c.notified) d)
     SELECT count(pg_notify(ch.channel, ch.payload)) FROM channels ch INTO v_sent;
   ELSE
     -- An UPDATE that changes no status (a re-emit, a cancel request, a
@@ -129,10 +131,12 @@ BEGIN
     channels AS (
       SELECT 'conveyor_outbox' AS channel, '' AS payload WHERE EXISTS (SELECT 1 FROM changed c WHERE c.notified)
       UNION
-      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
-                  ELSE 'conveyor_job_status_' || c.status END,
-             c.status
-      FROM changed c WHERE c.notified)
+      -- Each channel's name once per status (and worker), not per row.
+      SELECT CASE WHEN d.status = 'queued' THEN conveyor.queued_channel(d.worker_id)
+                  ELSE 'conveyor_job_status_' || d.status END,
+             d.status
+      FROM (SELECT DISTINCT c.status, CASE WHEN c.status = 'queued' THEN c.worker_id END AS worker_id
+            FROM changed c WHERE c.notified) d)
     SELECT count(pg_notify(ch.channel, ch.payload)) FROM channels ch INTO v_sent;
   END IF;
   RETURN NULL;

@@ -71,15 +71,17 @@ BEGIN
     -- worker it is assigned to, or, assigned to none, every worker
     -- (conveyor.queued_channel).
     channels AS (
-      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
-                  ELSE 'conveyor_job_status_' || c.status END AS channel,
-             c.status AS payload
-      FROM changed c
-      WHERE c.notified
-        AND (c.status <> 'done'
-             OR EXISTS (SELECT 1 FROM conveyor.job w
-                        WHERE w.status = 'configured' AND w.depends_on <> '{}'
-                          AND w.depends_on && ARRAY(SELECT d.id FROM changed d WHERE d.status = 'done'))))
+      -- Each channel's name once per status (and worker), not per row.
+      SELECT CASE WHEN d.status = 'queued' THEN conveyor.queued_channel(d.worker_id)
+                  ELSE 'conveyor_job_status_' || d.status END AS channel,
+             d.status AS payload
+      FROM (SELECT DISTINCT c.status, CASE WHEN c.status = 'queued' THEN c.worker_id END AS worker_id
+            FROM changed c
+            WHERE c.notified
+              AND (c.status <> 'done'
+                   OR EXISTS (SELECT 1 FROM conveyor.job w
+                              WHERE w.status = 'configured' AND w.depends_on <> '{}'
+                                AND w.depends_on && ARRAY(SELECT e.id FROM changed e WHERE e.status = 'done')))) d)
     SELECT count(pg_notify(ch.channel, ch.payload))
     FROM (SELECT channel, payload FROM channels
           UNION SELECT 'conveyor_outbox', '' WHERE EXISTS (SELECT 1 FROM channels)) ch
@@ -129,15 +131,17 @@ BEGIN
     -- worker it is assigned to, or, assigned to none, every worker
     -- (conveyor.queued_channel).
     channels AS (
-      SELECT CASE WHEN c.status = 'queued' THEN conveyor.queued_channel(c.worker_id)
-                  ELSE 'conveyor_job_status_' || c.status END AS channel,
-             c.status AS payload
-      FROM changed c
-      WHERE c.notified
-        AND (c.status <> 'done'
-             OR EXISTS (SELECT 1 FROM conveyor.job w
-                        WHERE w.status = 'configured' AND w.depends_on <> '{}'
-                          AND w.depends_on && ARRAY(SELECT d.id FROM changed d WHERE d.status = 'done'))))
+      -- Each channel's name once per status (and worker), not per row.
+      SELECT CASE WHEN d.status = 'queued' THEN conveyor.queued_channel(d.worker_id)
+                  ELSE 'conveyor_job_status_' || d.status END AS channel,
+             d.status AS payload
+      FROM (SELECT DISTINCT c.status, CASE WHEN c.status = 'queued' THEN c.worker_id END AS worker_id
+            FROM changed c
+            WHERE c.notified
+              AND (c.status <> 'done'
+                   OR EXISTS (SELECT 1 FROM conveyor.job w
+                              WHERE w.status = 'configured' AND w.depends_on <> '{}'
+                                AND w.depends_on && ARRAY(SELECT e.id FROM changed e WHERE e.status = 'done')))) d)
     SELECT count(pg_notify(ch.channel, ch.payload))
     FROM (SELECT channel, payload FROM channels
           UNION SELECT 'conveyor_outbox', '' WHERE EXISTS (SELECT 1 FROM channels)) ch
