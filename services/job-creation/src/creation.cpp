@@ -139,8 +139,14 @@ Response submit(runtime::Context& ctx, const Request& req) {
   const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
   const auto parameters = ctx.parameters();
   require_accepting(*parameters);
+  // Most submissions take one round trip (model::submit_job_at_once); the
+  // rest, and whatever it cannot answer alone, the transaction.
+  static model::JobTypeCache types;
+  auto at_once = model::submit_job_at_once(ctx.db(), *parameters, request, auth::request_actor(req), types);
   const model::SubmitResult result =
-      ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); }, as_requester(req));
+      at_once ? std::move(*at_once)
+              : ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); },
+                                  as_requester(req));
   if (result.created) count_submitted(ctx, request.job_type);
   Response r = Response::json(result.job.to_json(), result.created ? 201 : 200);
   r.headers["Location"] = "/v1/jobs/" + std::to_string(result.job.id.value());

@@ -607,6 +607,39 @@ TEST_F(CreationApi, HostileBodiesAreRefusedAndTheServiceLives) {
   submit({{"job_type", "other"}, {"priority", 2147483647}});
 }
 
+// A submission reads its job type once and then checks, in its one
+// statement, that the type's row is unchanged (model::submit_job_at_once):
+// a type changed between two submissions applies to the second.
+TEST_F(CreationApi, AJobTypeChangedBetweenSubmissionsAppliesToTheNext) {
+  const json first = submit({{"job_type", "sleep"}, {"params", {{"seconds", 0}}}});
+  EXPECT_EQ(first.at("priority"), 3);
+  EXPECT_EQ(db_.query_value("SELECT actor FROM conveyor.job_status_change WHERE job_id = " + first.at("id").dump()),
+            "api:creation-test-operator");
+
+  db_.exec("UPDATE conveyor.job_type SET priority = 9, max_attempts = 4 WHERE name = 'sleep'");
+  const json second = submit({{"job_type", "sleep"}, {"params", {{"seconds", 0}}}});
+  EXPECT_EQ(second.at("priority"), 9);
+  EXPECT_EQ(second.at("max_attempts"), 4);
+
+  // A schema that now takes what it refused, and then refuses what it took.
+  db_.exec(
+      "UPDATE conveyor.job_type SET params_schema = "
+      "'{\"properties\": {\"seconds\": {\"type\": \"integer\"}, \"minutes\": {\"type\": \"integer\"}}}' "
+      "WHERE name = 'sleep'");
+  EXPECT_EQ(submit({{"job_type", "sleep"}, {"params", {{"minutes", 1}}}}).at("params"), json({{"minutes", 1}}));
+  db_.exec(
+      "UPDATE conveyor.job_type SET params_schema = "
+      "'{\"properties\": {\"seconds\": {\"type\": \"integer\"}, \"minutes\": {\"type\": \"string\"}}}' "
+      "WHERE name = 'sleep'");
+  EXPECT_TRUE(contains(problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {"minutes": 1}})"), 422),
+                       "params.minutes"));
+
+  db_.exec("UPDATE conveyor.job_type SET enabled = false WHERE name = 'sleep'");
+  EXPECT_TRUE(
+      contains(problem(request("POST", "/v1/jobs", R"({"job_type": "sleep", "params": {}})"), 422), "(disabled)"));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "3");
+}
+
 TEST_F(CreationApi, JobTypesAreListed) {
   auto r = request("GET", "/v1/job-types");
   ASSERT_EQ(r.status, 200) << r.body;

@@ -144,6 +144,14 @@ class ServiceRoles : public ::testing::Test {
 
   std::string url_of(const std::string& role) const { return with_user(db_.url(), roles_.login(role)); }
   std::unique_ptr<As> as(const std::string& role) { return std::make_unique<As>(url_of(role), role); }
+  // A pool of one connection as `role`, whose transactions are `actor`'s.
+  std::unique_ptr<db::Pool> pool_as(const std::string& role, const std::string& actor = "") {
+    db::PoolOptions po;
+    po.url = url_of(role);
+    po.size = 1;
+    po.actor = actor;
+    return std::make_unique<db::Pool>(po);
+  }
 
   // A job of `type` walked (as the owner) along `path` from initialized.
   std::string job(const std::vector<std::string>& path, const std::string& type = "plain") {
@@ -268,11 +276,8 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
 }
 
 TEST_F(ServiceRoles, CreationSubmitsCancelsRetriesAndPatchesButCannotDeleteHistory) {
-  db::PoolOptions po;
-  po.url = url_of("conveyor_creation");
-  po.size = 1;
-  po.actor = "conveyor-creation";
-  db::Pool pool(po);
+  const auto owned = pool_as("conveyor_creation", "conveyor-creation");
+  db::Pool& pool = *owned;
   // Submit: INSERT of the job, and the history trigger writes as this role.
   const auto submitted = pool.transact([](db::Tx& tx) {
     model::SubmitRequest r;
@@ -333,6 +338,87 @@ TEST_F(ServiceRoles, CreationSubmitsCancelsRetriesAndPatchesButCannotDeleteHisto
   s->expect_denied("SELECT * FROM conveyor.worker");
   // Submit, cancel, retry: three rows, none taken away.
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE job_id = " + id), "3");
+}
+
+// POST /v1/jobs's one round trip (model::submit_job_at_once), as
+// conveyor-creation: the request's actor is the history's and submitted_by,
+// and a job type changed since it was read is never used; whatever the
+// statement cannot answer is left to submit_job's transaction.
+TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead) {
+  const auto owned = pool_as("conveyor_creation", "conveyor-creation");
+  db::Pool& pool = *owned;
+  const auto parameters = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+  model::JobTypeCache cache;
+  auto request = [](const std::string& key = "") {
+    model::SubmitRequest r;
+    r.job_type = "plain";
+    if (!key.empty()) r.idempotency_key = key;
+    return r;
+  };
+
+  const auto first = model::submit_job_at_once(pool, parameters, request(), "api:alice", cache);
+  ASSERT_TRUE(first.has_value()) << "the type read, then the job inserted in one statement";
+  const std::string id = std::to_string(first->job.id.value());
+  EXPECT_TRUE(first->created);
+  EXPECT_EQ(first->job.status, model::JobStatus::initialized);
+  EXPECT_EQ(last_change(id), "->initialized by api:alice");
+  EXPECT_EQ(field(id, "submitted_by"), "api:alice");
+  EXPECT_EQ(db_.query_value("SELECT payload->>'actor' FROM conveyor.outbox WHERE subject = '" + id + "'"), "api:alice");
+  ASSERT_TRUE(cache.find("plain").has_value());
+  EXPECT_EQ(cache.find("plain")->version,
+            db_.query_value("SELECT xmin::text FROM conveyor.job_type WHERE name = 'plain'"));
+
+  // No actor of its own: the pool's, as in transact. The setting lasts the
+  // statement only.
+  const auto second = model::submit_job_at_once(pool, parameters, request(), "", cache);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(field(std::to_string(second->job.id.value()), "submitted_by"), "conveyor-creation");
+
+  // The type changed after it was read: nothing inserted, the type
+  // forgotten; the next submission reads it again and gets its new priority.
+  db_.exec("UPDATE conveyor.job_type SET priority = 7 WHERE name = 'plain'");
+  const std::string jobs_before = db_.query_value("SELECT count(*) FROM conveyor.job");
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request(), "api:alice", cache).has_value());
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), jobs_before);
+  EXPECT_FALSE(cache.find("plain").has_value());
+  const auto third = model::submit_job_at_once(pool, parameters, request(), "api:alice", cache);
+  ASSERT_TRUE(third.has_value());
+  EXPECT_EQ(third->job.priority, 7);
+
+  // Disabled after it was read: not inserted; submit_job names the reason.
+  db_.exec("UPDATE conveyor.job_type SET enabled = false WHERE name = 'plain'");
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request(), "api:alice", cache).has_value());
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 1));
+  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, request()); }),
+               UnprocessableError);
+  db_.exec("UPDATE conveyor.job_type SET enabled = true WHERE name = 'plain'");
+
+  // A key that exists: not answered here; submit_job returns its job.
+  const auto keyed = model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache);
+  ASSERT_TRUE(keyed.has_value());
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache).has_value());
+  const auto again = pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, request("once-1")); });
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.job.id, keyed->job.id);
+
+  // What needs checks of its own, and params the type refuses, go to submit_job.
+  auto depends = request();
+  depends.depends_on = {first->job.id.value()};
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, depends, "api:alice", cache).has_value());
+  auto later = request();
+  later.not_before = "2030-01-01T00:00:00Z";
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, later, "api:alice", cache).has_value());
+  db_.exec(
+      "UPDATE conveyor.job_type SET params_schema = "
+      "'{\"properties\": {\"n\": {\"type\": \"integer\"}}, \"additionalProperties\": false}' "
+      "WHERE name = 'plain'");
+  auto extra = request();
+  extra.params = json{{"m", 1}};
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, extra, "api:alice", cache).has_value());
+  auto unknown = request();
+  unknown.job_type = "nonesuch";
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, unknown, "api:alice", cache).has_value());
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 2));
 }
 
 TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {

@@ -545,7 +545,7 @@ constexpr db::Statement kSelectOne{
     "priority, concurrency_limit, pool, schedule, catchup_policy, catchup_window_s, triggers::text "
     "AS triggers, "
     "sinks::text AS sinks, params_schema::text AS params_schema, env::text AS env, description, "
-    "resources::text AS resources, network, runner "
+    "resources::text AS resources, network, runner, xmin::text AS version "
     "FROM conveyor.job_type WHERE name = $1"};
 constexpr db::Statement kUpsert{
     "job_type_upsert",
@@ -1025,6 +1025,12 @@ std::optional<JobType> load_job_type(db::Tx& tx, const std::string& name) {
   const auto rows = tx.exec(kSelectOne, {name});
   if (rows.empty()) return std::nullopt;
   return from_row(rows[0]);
+}
+
+std::optional<VersionedJobType> read_versioned_job_type(db::Pool& pool, const std::string& name) {
+  const auto rows = pool.exec_idempotent(kSelectOne, {name});
+  if (rows.empty()) return std::nullopt;
+  return VersionedJobType{from_row(rows[0]), rows[0]["version"].as_string()};
 }
 
 void upsert_job_type(db::Tx& tx, const JobType& t) {

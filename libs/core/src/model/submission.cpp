@@ -36,6 +36,23 @@ constexpr db::Statement kInsertJobs{
     // The jobs as inserted, BEFORE triggers included: no read back.
     "RETURNING " CONVEYOR_JOB_COLUMNS};
 
+// One job in one statement of its own (submit_job_at_once): the actor set
+// first (a CTE the insert's rows are joined with, so it runs before the
+// row's defaults, submitted_by among them, and the status trigger read
+// it), and the row inserted only while its job type's row is the version
+// the caller read.
+constexpr db::Statement kInsertJobAtOnce{
+    "model_insert_job_at_once",
+    "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)) "
+    "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, idempotency_key) "
+    "SELECT r.job_type, r.params, r.priority, r.max_attempts, r.idempotency_key "
+    "FROM jsonb_to_record($1::jsonb) AS r(job_type text, params jsonb, priority int, max_attempts int, "
+    "idempotency_key text) "
+    "JOIN conveyor.job_type t ON t.name = r.job_type AND t.xmin::text = $3 "
+    "CROSS JOIN actor "
+    "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    "RETURNING " CONVEYOR_JOB_COLUMNS};
+
 constexpr db::Statement kJobByIdempotencyKey{
     "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
 
@@ -67,30 +84,50 @@ std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
 
 namespace {
 
-// The job type a request names, checked: it exists, is enabled and is in
-// job_types_list, and the params match its schema. `types` keeps the
-// types a batch has looked up.
+// That a request may name `type` (nullptr: no such type): it exists, is
+// enabled and is in job_types_list.
+void check_type(const JobType* type, const SystemParameters& parameters, const std::string& name) {
+  if (!type || !type->enabled) {
+    throw UnprocessableError("job_type", "job_type: unknown job type '" + name + "'" + (type ? " (disabled)" : ""));
+  }
+  if (!parameters.handles(name)) {
+    throw UnprocessableError("job_type",
+                             "job_type: job type '" + name + "' is not in system_parameters.job_types_list");
+  }
+}
+
+// That the request's params match its type's schema.
+void check_params(const JobType& type, const SubmitRequest& request) {
+  const auto problems = validate_params(type.params_schema, request.params);
+  if (problems.empty()) return;
+  std::string detail = "params do not match the schema of job type '" + request.job_type + "': ";
+  for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
+  throw UnprocessableError("params", detail, problems);
+}
+
+// The row of the job `request` makes, number `n` of its statement; its
+// depends_on is added when the ids of the jobs of `after` are known.
+nlohmann::json job_row(std::size_t n, const SubmitRequest& request, const JobType& type) {
+  return {{"n", n},
+          {"job_type", request.job_type},
+          {"params", request.params},
+          {"priority", request.priority.value_or(type.priority)},
+          {"max_attempts", std::max(1, type.max_attempts)},
+          {"not_before", request.not_before ? nlohmann::json(*request.not_before) : nlohmann::json()},
+          {"idempotency_key", request.idempotency_key ? nlohmann::json(*request.idempotency_key) : nlohmann::json()}};
+}
+
+// The job type a request names, checked (check_type, check_params). `types`
+// keeps the types a batch has looked up.
 const JobType& checked_type(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request,
                             std::map<std::string, JobType>& types) {
   auto known = types.find(request.job_type);
   if (known == types.end()) {
     const auto type = load_job_type(tx, request.job_type);
-    if (!type || !type->enabled) {
-      throw UnprocessableError("job_type",
-                               "job_type: unknown job type '" + request.job_type + "'" + (type ? " (disabled)" : ""));
-    }
-    if (!parameters.handles(request.job_type)) {
-      throw UnprocessableError(
-          "job_type", "job_type: job type '" + request.job_type + "' is not in system_parameters.job_types_list");
-    }
+    check_type(type ? &*type : nullptr, parameters, request.job_type);
     known = types.emplace(request.job_type, *type).first;
   }
-  const auto problems = validate_params(known->second.params_schema, request.params);
-  if (!problems.empty()) {
-    std::string detail = "params do not match the schema of job type '" + request.job_type + "': ";
-    for (std::size_t i = 0; i < problems.size(); ++i) detail += (i ? "; " : "") + problems[i];
-    throw UnprocessableError("params", detail, problems);
-  }
+  check_params(known->second, request);
   return known->second;
 }
 
@@ -224,14 +261,7 @@ std::vector<SubmitResult> submit_all(db::Tx& tx, const SystemParameters& paramet
     const JobType& type = checked_type(tx, parameters, request, types);
     check_after(i, request, batch);
     for (const auto k : request.after) level[i] = std::max(level[i], level[k] + 1);
-    rows[i] = {
-        {"n", i},
-        {"job_type", request.job_type},
-        {"params", request.params},
-        {"priority", request.priority.value_or(type.priority)},
-        {"max_attempts", std::max(1, type.max_attempts)},
-        {"not_before", request.not_before ? nlohmann::json(*request.not_before) : nlohmann::json()},
-        {"idempotency_key", request.idempotency_key ? nlohmann::json(*request.idempotency_key) : nlohmann::json()}};
+    rows[i] = job_row(i, request, type);
   });
   check_dependencies(tx, requests, batch);
   check_each(requests, batch, [&](std::size_t, const SubmitRequest& request) { check_not_before(tx, request); });
@@ -264,6 +294,60 @@ std::vector<SubmitResult> submit_all(db::Tx& tx, const SystemParameters& paramet
 
 SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request) {
   return std::move(submit_all(tx, parameters, {request}, false).front());
+}
+
+std::optional<VersionedJobType> JobTypeCache::find(const std::string& name) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = types_.find(name);
+  if (it == types_.end()) return std::nullopt;
+  return it->second;
+}
+
+void JobTypeCache::keep(const std::string& name, VersionedJobType type) {
+  const std::lock_guard lock(mutex_);
+  types_.insert_or_assign(name, std::move(type));
+}
+
+void JobTypeCache::forget(const std::string& name) {
+  const std::lock_guard lock(mutex_);
+  types_.erase(name);
+}
+
+std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
+                                               const SubmitRequest& request, const std::string& actor,
+                                               JobTypeCache& cache) {
+  if (!request.depends_on.empty() || request.not_before || !request.after.empty()) return std::nullopt;
+  auto type = cache.find(request.job_type);
+  if (!type) {
+    try {
+      type = read_versioned_job_type(pool, request.job_type);
+    } catch (const Error& e) {
+      if (e.code() != errc::bad_input) throw;
+      return std::nullopt;  // a row edited into something invalid: submit_job reports it
+    }
+    if (!type) return std::nullopt;
+    cache.keep(request.job_type, *type);
+  }
+  try {
+    check_type(&type->type, parameters, request.job_type);
+    check_params(type->type, request);
+  } catch (const UnprocessableError&) {
+    // Perhaps only by the type as it was: submit_job reads it again.
+    cache.forget(request.job_type);
+    return std::nullopt;
+  }
+  // Without an actor of its own, the request is the pool's doing, as in
+  // transact.
+  const std::vector<db::Param> params{job_row(0, request, type->type).dump(),
+                                      actor.empty() ? pool.options().actor : actor, type->version};
+  const db::Result rows = request.idempotency_key ? pool.exec_idempotent(kInsertJobAtOnce, params)
+                                                  : pool.exec_once(kInsertJobAtOnce, params);
+  if (rows.empty()) {
+    // The type's row changed since it was read, or the key exists.
+    cache.forget(request.job_type);
+    return std::nullopt;
+  }
+  return SubmitResult{job_from_row(rows[0]), true};
 }
 
 std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parameters,

@@ -103,6 +103,15 @@ std::vector<std::string> render_argv(const std::vector<std::string>& templ, cons
 // Database access for conveyor.job_type.
 std::vector<JobType> load_job_types(db::Tx& tx);
 std::optional<JobType> load_job_type(db::Tx& tx, const std::string& name);
+// A job type with the version of its row (its xmin as text), which every
+// change to the row changes: whoever keeps the type can check in a later
+// statement that the row is still the one read (submit_job_at_once).
+struct VersionedJobType {
+  JobType type;
+  std::string version;
+};
+// One statement in its own implicit transaction; nullopt: no such type.
+std::optional<VersionedJobType> read_versioned_job_type(db::Pool& pool, const std::string& name);
 void upsert_job_type(db::Tx& tx, const JobType& t);
 
 }  // namespace conveyor::model

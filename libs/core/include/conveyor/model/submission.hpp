@@ -4,9 +4,12 @@
 // inspect`, which works while the services are down). Cancel and retry are
 // in job_control.hpp.
 //
-// Each runs in the caller's transaction; the status triggers write history
-// and outbox rows. Thread-safe: stateless functions.
+// Each runs in the caller's transaction (submit_job_at_once: in a statement
+// of its own); the status triggers write history and outbox rows.
+// Thread-safe: stateless functions, and JobTypeCache locks.
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +50,38 @@ struct SubmitResult {
 // or returns the one with the same (job_type, idempotency_key). Does not
 // look at accepting_new_jobs: the caller decides what a pause means for it.
 SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request);
+
+// The job types submit_job_at_once has read, each with its row's version.
+// Thread-safe.
+class JobTypeCache {
+ public:
+  std::optional<VersionedJobType> find(const std::string& name) const;
+  void keep(const std::string& name, VersionedJobType type);
+  void forget(const std::string& name);
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, VersionedJobType> types_;
+};
+
+// submit_job in one round trip, for the REST API's POST /v1/jobs: one
+// statement, in an implicit transaction of its own, sets `actor` (the
+// request's, as TxOptions::actor would), checks that the job type's row is
+// still the version in `cache` and inserts the job. The type is read (and
+// kept in `cache`) only when `cache` does not have it.
+//
+// nullopt when it cannot answer alone, and the caller runs submit_job in a
+// transaction, which gives the answer and its error: the request has
+// depends_on or not_before (each needs a check of its own), the type is
+// unknown, disabled, changed since it was read (and then forgotten) or
+// refuses the request, or the idempotency key exists. A keyed request is
+// retried like Pool::exec_idempotent (a repeat finds its key and returns
+// nullopt); an unkeyed one like Pool::exec_once: a connection lost during
+// the statement throws SQLSTATE 08007 (outcome unknown), as a lost COMMIT
+// does in submit_job's transaction.
+std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
+                                               const SubmitRequest& request, const std::string& actor,
+                                               JobTypeCache& cache);
 
 // A batch (POST /v1/jobs/batch): every request is checked as submit_job
 // checks one, and a problem names its item ("jobs[3].params: ..."); two
