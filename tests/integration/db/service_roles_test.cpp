@@ -401,13 +401,25 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   EXPECT_FALSE(again.created);
   EXPECT_EQ(again.job.id, keyed->job.id);
 
-  // What needs checks of its own, and params the type refuses, go to submit_job.
+  // depends_on and not_before at once; a dependency that does not exist, a
+  // date PostgreSQL refuses and params the type refuses go to submit_job,
+  // which names them.
   auto depends = request();
   depends.depends_on = {first->job.id.value()};
+  depends.not_before = "2030-01-01T00:00:00Z";
+  const auto dependent = model::submit_job_at_once(pool, parameters, depends, "api:alice", cache);
+  ASSERT_TRUE(dependent.has_value());
+  const std::string dependent_id = std::to_string(dependent->job.id.value());
+  EXPECT_EQ(field(dependent_id, "depends_on::text"), "{" + id + "}");
+  EXPECT_EQ(field(dependent_id, "not_before = '2030-01-01T00:00:00Z'"), "t");
+  depends.depends_on = {first->job.id.value(), 999999};
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, depends, "api:alice", cache).has_value());
+  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, depends); }),
+               UnprocessableError);
   auto later = request();
-  later.not_before = "2030-01-01T00:00:00Z";
+  later.not_before = "2026-13-45";
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, later, "api:alice", cache).has_value());
+  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, later); }), FieldError);
   db_.exec(
       "UPDATE conveyor.job_type SET params_schema = "
       "'{\"properties\": {\"n\": {\"type\": \"integer\"}}, \"additionalProperties\": false}' "
@@ -418,7 +430,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   auto unknown = request();
   unknown.job_type = "nonesuch";
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, unknown, "api:alice", cache).has_value());
-  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 2));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 3));
 }
 
 TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {

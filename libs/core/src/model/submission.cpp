@@ -40,16 +40,21 @@ constexpr db::Statement kInsertJobs{
 // first (a CTE the insert's rows are joined with, so it runs before the
 // row's defaults, submitted_by among them, and the status trigger read
 // it), and the row inserted only while its job type's row is the version
-// the caller read.
+// the caller read and every job it depends on exists.
 constexpr db::Statement kInsertJobAtOnce{
     "model_insert_job_at_once",
     "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)) "
-    "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, idempotency_key) "
-    "SELECT r.job_type, r.params, r.priority, r.max_attempts, r.idempotency_key "
+    "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
+    "idempotency_key) "
+    "SELECT r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}'), r.not_before, "
+    "r.idempotency_key "
     "FROM jsonb_to_record($1::jsonb) AS r(job_type text, params jsonb, priority int, max_attempts int, "
-    "idempotency_key text) "
+    "depends_on bigint[], not_before timestamptz, idempotency_key text) "
     "JOIN conveyor.job_type t ON t.name = r.job_type AND t.xmin::text = $3 "
     "CROSS JOIN actor "
+    // Every job of depends_on exists (submit_job's check_dependencies).
+    "WHERE NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
+    "                  WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) "
     "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     "RETURNING " CONVEYOR_JOB_COLUMNS};
 
@@ -316,7 +321,7 @@ void JobTypeCache::forget(const std::string& name) {
 std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
                                                const SubmitRequest& request, const std::string& actor,
                                                JobTypeCache& cache) {
-  if (!request.depends_on.empty() || request.not_before || !request.after.empty()) return std::nullopt;
+  if (!request.after.empty()) return std::nullopt;  // only in a batch
   auto type = cache.find(request.job_type);
   if (!type) {
     try {
@@ -338,12 +343,20 @@ std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParam
   }
   // Without an actor of its own, the request is the pool's doing, as in
   // transact.
-  const std::vector<db::Param> params{job_row(0, request, type->type).dump(),
-                                      actor.empty() ? pool.options().actor : actor, type->version};
-  const db::Result rows = request.idempotency_key ? pool.exec_idempotent(kInsertJobAtOnce, params)
-                                                  : pool.exec_once(kInsertJobAtOnce, params);
+  nlohmann::json row = job_row(0, request, type->type);
+  row["depends_on"] = request.depends_on;
+  const std::vector<db::Param> params{row.dump(), actor.empty() ? pool.options().actor : actor, type->version};
+  db::Result rows;
+  try {
+    rows = request.idempotency_key ? pool.exec_idempotent(kInsertJobAtOnce, params)
+                                   : pool.exec_once(kInsertJobAtOnce, params);
+  } catch (const db::DbError& e) {
+    if (e.code() != errc::bad_input) throw;
+    return std::nullopt;  // a not_before PostgreSQL refuses: submit_job names it
+  }
   if (rows.empty()) {
-    // The type's row changed since it was read, or the key exists.
+    // The type's row changed since it was read, a job of depends_on does
+    // not exist, or the key exists.
     cache.forget(request.job_type);
     return std::nullopt;
   }

@@ -71,10 +71,10 @@ class JobTypeCache {
 // kept in `cache`) only when `cache` does not have it.
 //
 // nullopt when it cannot answer alone, and the caller runs submit_job in a
-// transaction, which gives the answer and its error: the request has
-// depends_on or not_before (each needs a check of its own), the type is
-// unknown, disabled, changed since it was read (and then forgotten) or
-// refuses the request, or the idempotency key exists. A keyed request is
+// transaction, which gives the answer and its error: the type is unknown,
+// disabled, changed since it was read (and then forgotten) or refuses the
+// request, a job of depends_on does not exist, PostgreSQL refuses the
+// not_before, or the idempotency key exists. A keyed request is
 // retried like Pool::exec_idempotent (a repeat finds its key and returns
 // nullopt); an unkeyed one like Pool::exec_once: a connection lost during
 // the statement throws SQLSTATE 08007 (outcome unknown), as a lost COMMIT
