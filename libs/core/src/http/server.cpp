@@ -355,7 +355,9 @@ class ConnectionStream final : public httplib::Stream {
         failure_ = Failure::closed;
         return false;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+      // Rounded up: truncated, the last wait ended up to 1 ms before
+      // `until` and the deadline was declared early.
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
       if (left.count() <= 0) {
         failure_ = Failure::timeout;
         return false;
