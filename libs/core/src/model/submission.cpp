@@ -301,14 +301,13 @@ SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const Su
   return std::move(submit_all(tx, parameters, {request}, false).front());
 }
 
-std::optional<VersionedJobType> JobTypeCache::find(const std::string& name) const {
+JobTypeCache::Entry JobTypeCache::find(const std::string& name) const {
   const std::lock_guard lock(mutex_);
   const auto it = types_.find(name);
-  if (it == types_.end()) return std::nullopt;
-  return it->second;
+  return it == types_.end() ? nullptr : it->second;
 }
 
-void JobTypeCache::keep(const std::string& name, VersionedJobType type) {
+void JobTypeCache::keep(const std::string& name, Entry type) {
   const std::lock_guard lock(mutex_);
   types_.insert_or_assign(name, std::move(type));
 }
@@ -324,14 +323,16 @@ std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParam
   if (!request.after.empty()) return std::nullopt;  // only in a batch
   auto type = cache.find(request.job_type);
   if (!type) {
+    std::optional<VersionedJobType> read;
     try {
-      type = read_versioned_job_type(pool, request.job_type);
+      read = read_versioned_job_type(pool, request.job_type);
     } catch (const Error& e) {
       if (e.code() != errc::bad_input) throw;
       return std::nullopt;  // a row edited into something invalid: submit_job reports it
     }
-    if (!type) return std::nullopt;
-    cache.keep(request.job_type, *type);
+    if (!read) return std::nullopt;
+    type = std::make_shared<const VersionedJobType>(std::move(*read));
+    cache.keep(request.job_type, type);
   }
   try {
     check_type(&type->type, parameters, request.job_type);

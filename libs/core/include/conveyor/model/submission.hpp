@@ -9,6 +9,7 @@
 // Thread-safe: stateless functions, and JobTypeCache locks.
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -51,17 +52,18 @@ struct SubmitResult {
 // look at accepting_new_jobs: the caller decides what a pause means for it.
 SubmitResult submit_job(db::Tx& tx, const SystemParameters& parameters, const SubmitRequest& request);
 
-// The job types submit_job_at_once has read, each with its row's version.
-// Thread-safe.
+// The job types submit_job_at_once has read, each with its row's version;
+// shared, so a submission copies none. Thread-safe.
 class JobTypeCache {
  public:
-  std::optional<VersionedJobType> find(const std::string& name) const;
-  void keep(const std::string& name, VersionedJobType type);
+  using Entry = std::shared_ptr<const VersionedJobType>;
+  Entry find(const std::string& name) const;  // nullptr: not kept
+  void keep(const std::string& name, Entry type);
   void forget(const std::string& name);
 
  private:
   mutable std::mutex mutex_;
-  std::map<std::string, VersionedJobType> types_;
+  std::map<std::string, Entry> types_;
 };
 
 // submit_job in one round trip, for the REST API's POST /v1/jobs: one
