@@ -2,6 +2,7 @@
 // change made by raw SQL reaches Kafka as a CloudEvent on the topic of its
 // type, rows count as sent only after the broker acked, and a second relay
 // does not publish twice.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 namespace conveyor::bus {
 namespace {
 
+using ::testing::HasSubstr;
 using conveyor::testing::Broker;
 using conveyor::testing::TestDatabase;
 using conveyor::testing::wait_until;
@@ -442,6 +444,49 @@ TEST(RelayMigration, WhatWasUnsentBeforeIsSentAfterAndTheDownKeepsWhatWasSent) {
   EXPECT_EQ(db.query_value("SELECT string_agg(id::text, ',') FROM conveyor.outbox WHERE sent_at IS NULL"),
             unsent_after);
   EXPECT_EQ(db.query_value("SELECT count(*) FROM pg_indexes WHERE indexname = 'outbox_unsent_idx'"), "1");
+  fs::remove_all(dir);
+}
+
+// Migration 20261225000000 reads every row committed before its ALTER's
+// lock, which only READ COMMITTED guarantees: at REPEATABLE READ it
+// refuses to run, naming why, and applies nothing of its group.
+TEST(RelayMigration, RefusesToRunAtRepeatableRead) {
+  namespace fs = std::filesystem;
+  constexpr std::string_view kOurs = "20261225000000_outbox_snapshot_relay";
+  TestDatabase db(false);
+  const fs::path dir = fs::temp_directory_path() / conveyor::testing::unique_name("migr");
+  fs::create_directories(dir);
+  std::vector<fs::path> ours;
+  for (const auto& e : fs::directory_iterator(conveyor::testing::migrations_dir())) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with(kOurs)) ours.push_back(e.path());
+    if (name < kOurs) fs::copy_file(e.path(), dir / e.path().filename());
+  }
+  ASSERT_EQ(ours.size(), 2u);
+  db::Migrator before(db.url(), dir);
+  before.init();
+  before.migrate();
+  for (const auto& p : ours) fs::copy_file(p, dir / p.filename());
+
+  // The session's default isolation, as an operator's PGOPTIONS might set it.
+  const std::string url = db.url();
+  const std::string repeatable = url + (url.find('?') == std::string::npos ? "?" : "&") +
+                                 "options=-c%20default_transaction_isolation%3Drepeatable%5C%20read";
+  db::Migrator at_repeatable_read(repeatable, dir);
+  try {
+    at_repeatable_read.migrate();
+    ADD_FAILURE() << "the migration ran at REPEATABLE READ";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("must run at READ COMMITTED, not repeatable read")) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr(std::string(kOurs))) << e.what();
+  }
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM pg_tables WHERE tablename = 'outbox_relay'"), "0");
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'conveyor' "
+                           "AND table_name = 'outbox' AND column_name = 'txid'"),
+            "0");
+
+  before.migrate();
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM pg_tables WHERE tablename = 'outbox_relay'"), "1");
   fs::remove_all(dir);
 }
 

@@ -272,6 +272,9 @@ TEST_F(ServiceRoles, EveryServiceRoleRunsTheRuntimeTheRelayAndTheAuthGuard) {
     s->expect_denied("DELETE FROM conveyor.job_status_change");
     s->expect_denied("UPDATE conveyor.job_status_change SET actor = 'someone else'");
     s->expect_denied("UPDATE conveyor.outbox SET payload = '{}'");
+    // The fence of migration 20261225000000: a relay of an earlier version,
+    // which marked rows sent_at, fails instead of sending them again.
+    s->expect_denied("UPDATE conveyor.outbox SET sent_at = now()");
   }
 }
 
