@@ -212,22 +212,48 @@ TEST(Pool, AStatementCommittedAloneIsRetriedOnlyWhereItCertainlyDidNotCommit) {
   static constexpr Statement kFailFirst{"fail_first", "SELECT fail_first()"};
   EXPECT_EQ(pool.exec_once(kFailFirst)[0][0].as_int(), 2);
 
-  // The connection lost: whether the statement committed is unknown.
+  // The connection lost during the statement (its backend ends itself):
+  // whether the statement committed is unknown.
   static constexpr Statement kPid{"pid", "SELECT pg_backend_pid()"};
   const auto pid = pool.exec_once(kPid)[0][0].as_int();
-  db.exec("SELECT pg_terminate_backend(" + std::to_string(pid) + ")");
+  db.exec(
+      "CREATE FUNCTION die() RETURNS bigint LANGUAGE plpgsql AS $$ DECLARE n bigint := nextval('once_seq'); "
+      "BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN n; END $$");
+  static constexpr Statement kDie{"die", "SELECT die()"};
   try {
-    pool.exec_once(kFailFirst);
-    ADD_FAILURE() << "a statement on a lost connection did not throw";
+    pool.exec_once(kDie);
+    ADD_FAILURE() << "a statement whose connection was lost did not throw";
   } catch (const DbError& e) {
     EXPECT_EQ(e.sqlstate(), "08007") << e.what();
     EXPECT_FALSE(e.retriable());
   }
-  EXPECT_EQ(db.query_value("SELECT last_value FROM once_seq"), "2") << "it was not run again";
+  EXPECT_EQ(db.query_value("SELECT last_value FROM once_seq"), "3") << "it was not run again";
   EXPECT_NE(pool.exec_once(kPid)[0][0].as_int(), pid) << "the next one runs on a new connection";
   // The pool's actor applies.
   static constexpr Statement kActor{"actor", "SELECT current_setting('conveyor.actor', true)"};
   EXPECT_EQ(pool.exec_once(kActor)[0][0].as_string(), "pool-test");
+}
+
+// An idle connection the server closed (a restart, pg_terminate_backend,
+// an idle timeout) is dropped when it is taken, before anything is sent on
+// it: a statement committed alone then runs on a new connection instead of
+// failing as in doubt (08007).
+TEST(Pool, AnIdleConnectionTheServerClosedIsReplacedBeforeAStatementIsSent) {
+  TestDatabase db(false);
+  PoolOptions o = opts(db);
+  o.size = 1;  // the same connection each time
+  Pool pool(o);
+  static constexpr Statement kPid{"pid", "SELECT pg_backend_pid()"};
+  const auto pid = std::to_string(pool.exec_once(kPid)[0][0].as_int());
+  db.exec("SELECT pg_terminate_backend(" + pid + ")");
+  ASSERT_TRUE(conveyor::testing::wait_until(
+      [&] { return db.query_value("SELECT count(*) FROM pg_stat_activity WHERE pid = " + pid) == "0"; }, 10s))
+      << "the backend did not end";
+  db.exec("CREATE TABLE once_rows (n int)");
+  static constexpr Statement kInsert{"insert", "INSERT INTO once_rows VALUES (1) RETURNING pg_backend_pid()"};
+  const auto result = pool.exec_once(kInsert);
+  EXPECT_NE(std::to_string(result[0][0].as_int()), pid);
+  EXPECT_EQ(db.query_value("SELECT count(*) FROM once_rows"), "1");
 }
 
 TEST(Pool, WaitsForAFreeConnectionAndTimesOut) {

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <pqxx/pqxx>
 #include <set>
@@ -224,6 +225,14 @@ class Connection {
   }
 
   bool is_open() const noexcept { return conn_ && conn_->is_open(); }
+  // Whether the server has said or closed anything on this idle connection
+  // (no LISTEN, nothing sent): after a restart, pg_terminate_backend or an
+  // idle timeout it has, and the connection is dead. One poll, no wait.
+  bool heard_while_idle() const noexcept {
+    if (!is_open()) return true;
+    pollfd p{conn_->sock(), POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0;
+  }
   pqxx::connection& raw() { return *conn_; }
 
   void prepare_once(const Statement& s) {
@@ -419,11 +428,22 @@ class Lease {
         throw DbError(errc::timeout, "database: no connection free in the pool within the acquire timeout", "", false);
       }
     }
-    if (!st_.idle.empty()) {
-      conn_ = std::move(st_.idle.back());
+    // An idle connection the server has closed is dropped here, before a
+    // statement is sent on it: exec_once could not tell its loss from one
+    // during the statement (outcome unknown), where this one certainly
+    // sent nothing.
+    bool dropped = false;
+    while (!st_.idle.empty()) {
+      auto conn = std::move(st_.idle.back());
       st_.idle.pop_back();
-      return;
+      if (!conn->heard_while_idle()) {
+        conn_ = std::move(conn);
+        return;
+      }
+      --st_.total;
+      dropped = true;
     }
+    if (dropped) st_.cv.notify_all();  // their places are free for others waiting
     ++st_.total;
     lock.unlock();
     try {
