@@ -371,8 +371,10 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   EXPECT_EQ(cache.find("plain")->version,
             db_.query_value("SELECT xmin::text FROM conveyor.job_type WHERE name = 'plain'"));
 
-  // No actor of its own: the pool's, as in transact. The setting lasts the
-  // statement only.
+  // The request's actor lasts its statement only: the connection's is the
+  // pool's again. No actor of its own: the pool's, as in transact.
+  static constexpr db::Statement kActor{"test_actor", "SELECT current_setting('conveyor.actor', true)"};
+  EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "conveyor-creation");
   const auto second = model::submit_job_at_once(pool, parameters, request(), "", cache);
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(field(std::to_string(second->job.id.value()), "submitted_by"), "conveyor-creation");
@@ -400,6 +402,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   const auto keyed = model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache);
   ASSERT_TRUE(keyed.has_value());
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache).has_value());
+  EXPECT_NE(cache.find("plain"), nullptr) << "the type is unchanged: kept";
   const auto again = pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, request("once-1")); });
   EXPECT_FALSE(again.created);
   EXPECT_EQ(again.job.id, keyed->job.id);
@@ -417,6 +420,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   EXPECT_EQ(field(dependent_id, "not_before = '2030-01-01T00:00:00Z'"), "t");
   depends.depends_on = {first->job.id.value(), 999999};
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, depends, "api:alice", cache).has_value());
+  EXPECT_NE(cache.find("plain"), nullptr) << "the type is unchanged: kept";
   EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, depends); }),
                UnprocessableError);
   auto later = request();
@@ -429,7 +433,12 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
       "WHERE name = 'plain'");
   auto extra = request();
   extra.params = json{{"m", 1}};
-  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, extra, "api:alice", cache).has_value());
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, extra, "api:alice", cache).has_value())
+      << "the schema changed: the type is read again";
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, extra, "api:alice", cache).has_value())
+      << "the schema refuses the params";
+  EXPECT_EQ(cache.find("plain"), nullptr);
+  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, extra); }), UnprocessableError);
   auto unknown = request();
   unknown.job_type = "nonesuch";
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, unknown, "api:alice", cache).has_value());

@@ -40,23 +40,31 @@ constexpr db::Statement kInsertJobs{
 // first (a CTE the insert's rows are joined with, so it runs before the
 // row's defaults, submitted_by among them, and the status trigger read
 // it), and the row inserted only while its job type's row is the version
-// the caller read and every job it depends on exists.
+// the caller read and every job it depends on exists. Always one row:
+// whether the type's row is that version, and the job's columns, NULL when
+// nothing was inserted.
 constexpr db::Statement kInsertJobAtOnce{
     "model_insert_job_at_once",
-    "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)) "
-    "INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
-    "idempotency_key) "
-    "SELECT r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}'), r.not_before, "
-    "r.idempotency_key "
-    "FROM jsonb_to_record($1::jsonb) AS r(job_type text, params jsonb, priority int, max_attempts int, "
-    "depends_on bigint[], not_before timestamptz, idempotency_key text) "
-    "JOIN conveyor.job_type t ON t.name = r.job_type AND t.xmin::text = $3 "
-    "CROSS JOIN actor "
+    "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)), "
+    "current_type AS (SELECT t.name FROM conveyor.job_type t "
+    "                 WHERE t.name = $1::jsonb->>'job_type' AND t.xmin::text = $3), "
+    "inserted AS ("
+    " INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
+    " idempotency_key) "
+    " SELECT r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}'), r.not_before, "
+    " r.idempotency_key "
+    " FROM jsonb_to_record($1::jsonb) AS r(job_type text, params jsonb, priority int, max_attempts int, "
+    " depends_on bigint[], not_before timestamptz, idempotency_key text) "
+    " JOIN current_type t ON t.name = r.job_type "
+    " CROSS JOIN actor "
     // Every job of depends_on exists (submit_job's check_dependencies).
-    "WHERE NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
-    "                  WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) "
-    "ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
-    "RETURNING " CONVEYOR_JOB_COLUMNS};
+    " WHERE NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
+    "                   WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) "
+    " ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    " RETURNING " CONVEYOR_JOB_COLUMNS
+    ") "
+    "SELECT EXISTS (SELECT 1 FROM current_type) AS type_current, inserted.* "
+    "FROM (VALUES (1)) AS one (n) LEFT JOIN inserted ON true"};
 
 constexpr db::Statement kJobByIdempotencyKey{
     "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
@@ -352,13 +360,15 @@ std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParam
     rows = request.idempotency_key ? pool.exec_idempotent(kInsertJobAtOnce, params)
                                    : pool.exec_once(kInsertJobAtOnce, params);
   } catch (const db::DbError& e) {
+    // Input PostgreSQL refuses (a not_before that is no date, a value out
+    // of a column's range): nothing was committed, and submit_job names it.
     if (e.code() != errc::bad_input) throw;
-    return std::nullopt;  // a not_before PostgreSQL refuses: submit_job names it
+    return std::nullopt;
   }
-  if (rows.empty()) {
-    // The type's row changed since it was read, a job of depends_on does
-    // not exist, or the key exists.
-    cache.forget(request.job_type);
+  if (rows[0]["id"].is_null()) {
+    // The type's row changed since it was read (then it is read again
+    // next time), a job of depends_on does not exist, or the key exists.
+    if (!rows[0]["type_current"].as_bool()) cache.forget(request.job_type);
     return std::nullopt;
   }
   return SubmitResult{job_from_row(rows[0]), true};

@@ -74,9 +74,10 @@ class JobTypeCache {
 //
 // nullopt when it cannot answer alone, and the caller runs submit_job in a
 // transaction, which gives the answer and its error: the type is unknown,
-// disabled, changed since it was read (and then forgotten) or refuses the
-// request, a job of depends_on does not exist, PostgreSQL refuses the
-// not_before, or the idempotency key exists. A keyed request is
+// disabled, not in job_types_list, changed since it was read (and then
+// forgotten) or refuses the params, a job of depends_on does not exist,
+// PostgreSQL refuses the input (a not_before that is no date), the
+// idempotency key exists, or the request is a batch's (`after`). A keyed request is
 // retried like Pool::exec_idempotent (a repeat finds its key and returns
 // nullopt); an unkeyed one like Pool::exec_once: a connection lost during
 // the statement throws SQLSTATE 08007 (outcome unknown), as a lost COMMIT
