@@ -14,13 +14,16 @@ namespace {
 using conveyor::testing::TestDatabase;
 using namespace std::chrono_literals;
 
-PoolOptions opts(const TestDatabase& db) {
+PoolOptions opts(const TestDatabase& db, int size = 2) {
   PoolOptions o;
   o.url = db.url();
-  o.size = 2;
+  o.size = size;
   o.actor = "pool-test";
   return o;
 }
+
+// One connection: each statement runs on the one before's.
+constexpr int kOneConnection = 1;
 
 TEST(Pool, ParametersAndResultsRoundTrip) {
   TestDatabase db(false);
@@ -177,9 +180,7 @@ TEST(Pool, RecordsTheActorForTheTransaction) {
 // when it ends, and a failed one leaves its connection usable.
 TEST(Pool, AnIdempotentStatementIsATransactionOfItsOwn) {
   TestDatabase db(false);
-  PoolOptions o = opts(db);
-  o.size = 1;  // the same connection each time
-  Pool pool(o);
+  Pool pool(opts(db, kOneConnection));
   static constexpr Statement kXid{"xid", "SELECT pg_current_xact_id()::text"};
   const std::string first = pool.exec_idempotent(kXid)[0][0].as_string();
   EXPECT_NE(pool.exec_idempotent(kXid)[0][0].as_string(), first);
@@ -196,9 +197,7 @@ TEST(Pool, AnIdempotentStatementIsATransactionOfItsOwn) {
 // as a lost COMMIT is, and not retried.
 TEST(Pool, AStatementCommittedAloneIsRetriedOnlyWhereItCertainlyDidNotCommit) {
   TestDatabase db(false);
-  PoolOptions o = opts(db);
-  o.size = 1;  // the same connection each time
-  Pool pool(o);
+  Pool pool(opts(db, kOneConnection));
   static constexpr Statement kXid{"xid", "SELECT pg_current_xact_id()::text"};
   const std::string first = pool.exec_once(kXid)[0][0].as_string();
   EXPECT_NE(pool.exec_once(kXid)[0][0].as_string(), first);
@@ -240,9 +239,7 @@ TEST(Pool, AStatementCommittedAloneIsRetriedOnlyWhereItCertainlyDidNotCommit) {
 // failing as in doubt (08007).
 TEST(Pool, AnIdleConnectionTheServerClosedIsReplacedBeforeAStatementIsSent) {
   TestDatabase db(false);
-  PoolOptions o = opts(db);
-  o.size = 1;  // the same connection each time
-  Pool pool(o);
+  Pool pool(opts(db, kOneConnection));
   static constexpr Statement kPid{"pid", "SELECT pg_backend_pid()"};
   const auto pid = std::to_string(pool.exec_once(kPid)[0][0].as_int());
   db.exec("SELECT pg_terminate_backend(" + pid + ")");
