@@ -30,6 +30,15 @@ class LifecycleRulesTest : public ::testing::Test {
     return id;
   }
 
+  // A job of type "t" moved along the hot path to processed.
+  std::string processed_job() {
+    const auto id = ready_job("t");
+    for (const char* status : {"queued", "started", "processed"}) {
+      db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
+    }
+    return id;
+  }
+
   // Whether admission may take the job at `as_of` for job_types_list `types`.
   // Asked both ways: with the paused set read by the function on each row
   // (no fourth argument) and handed in once per statement, as the services
@@ -339,15 +348,8 @@ TEST_F(LifecycleRulesTest, AChangeToStartedNotifiesNoOneAndIsStillAnEvent) {
 // the job (migration 20261228000100): a done with none notifies no one, and
 // a done that a configured job waits on is notified, with conveyor_outbox.
 TEST_F(LifecycleRulesTest, ADoneJobIsNotifiedOnlyWhileAConfiguredJobWaitsOnIt) {
-  const auto processed = [&] {
-    const auto id = ready_job("t");
-    for (const char* status : {"queued", "started", "processed"}) {
-      db_.exec(std::string("UPDATE conveyor.job SET status = '") + status + "' WHERE id = " + id);
-    }
-    return id;
-  };
-  const auto alone = processed();
-  const auto awaited = processed();
+  const auto alone = processed_job();
+  const auto awaited = processed_job();
   const auto waiting = db_.query_value("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + awaited +
                                        "]::bigint[]) RETURNING id");
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id = " + waiting);
@@ -363,6 +365,38 @@ TEST_F(LifecycleRulesTest, ADoneJobIsNotifiedOnlyWhileAConfiguredJobWaitsOnIt) {
       << "its event";
   db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited);
   EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_done:done"}));
+}
+
+// The done check reads the jobs that wait on the job made done, not every
+// job that waits (migration 20261229000000): with 3,000 configured jobs
+// waiting on another upstream, and statistics that say so, the commit that
+// makes a job done scans job_configured_depends_on_idx once, and neither the
+// job table nor job_active_idx (its status index). Before, the planner ANDed
+// that status index with job_depends_on_idx, or read the whole table.
+TEST_F(LifecycleRulesTest, ADoneLooksUpOnlyTheJobsThatWaitOnIt) {
+  const auto upstream = processed_job();
+  const auto awaited = processed_job();
+  db_.exec("INSERT INTO conveyor.job (job_type, depends_on) SELECT 't', ARRAY[" + upstream +
+           "]::bigint[] FROM generate_series(1, 3000)");
+  const auto waiting = db_.query_value("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + awaited +
+                                       "]::bigint[]) RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE status = 'initialized'");
+  db_.exec("ANALYZE conveyor.job");
+  db::Session listener(db_.url());
+  listener.listen("conveyor_job_status_done");
+  (void)listener.wait_for_notifications(0ms);
+
+  // Scans counted in the current transaction (pg_stat_get_xact_numscans:
+  // index scans of an index, sequential scans of a table).
+  const std::string scans =
+      "SELECT pg_stat_get_xact_numscans('conveyor.job_configured_depends_on_idx'::regclass) || ' ' || "
+      "pg_stat_get_xact_numscans('conveyor.job_active_idx'::regclass) || ' ' || "
+      "pg_stat_get_xact_numscans('conveyor.job'::regclass)";
+  // One transaction of a new session: the counts are the UPDATE's.
+  EXPECT_EQ(db_.query_value("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited + "; " + scans), "1 0 0")
+      << "scans of job_configured_depends_on_idx, job_active_idx and the job table";
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_job_status_done:done"}))
+      << "job " << waiting << " waits on it";
 }
 
 // A worker that stops being active leaves the jobs assigned to it to the
@@ -465,12 +499,12 @@ TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
                                  "WHERE indrelid = 'conveyor.job'::regclass")) {
     names.insert(r[0]);
   }
-  EXPECT_EQ(names,
-            (std::set<std::string>{"conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
-                                   "conveyor.job_ready_idx", "conveyor.job_queued_idx", "conveyor.job_active_idx",
-                                   "conveyor.job_started_worker_idx", "conveyor.job_restart_requested_idx",
-                                   "conveyor.job_cancel_pending_idx", "conveyor.job_ready_not_before_idx",
-                                   "conveyor.job_finished_updated_idx", "conveyor.job_depends_on_idx"}));
+  EXPECT_EQ(names, (std::set<std::string>{"conveyor.job_pkey", "conveyor.job_type_idempotency_key_key",
+                                          "conveyor.job_ready_idx", "conveyor.job_queued_idx",
+                                          "conveyor.job_active_idx", "conveyor.job_started_worker_idx",
+                                          "conveyor.job_restart_requested_idx", "conveyor.job_cancel_pending_idx",
+                                          "conveyor.job_ready_not_before_idx", "conveyor.job_finished_updated_idx",
+                                          "conveyor.job_depends_on_idx", "conveyor.job_configured_depends_on_idx"}));
 }
 
 // Issue 14 (migration 20261226000000): the passes that scan the job table by
