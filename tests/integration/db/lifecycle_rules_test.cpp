@@ -370,9 +370,10 @@ TEST_F(LifecycleRulesTest, ADoneJobIsNotifiedOnlyWhileAConfiguredJobWaitsOnIt) {
 // The done check reads the jobs that wait on the job made done, not every
 // job that waits (migration 20261229000000): with 3,000 configured jobs
 // waiting on another upstream, and statistics that say so, the commit that
-// makes a job done scans job_configured_depends_on_idx once, and neither the
-// job table nor job_active_idx (its status index). Before, the planner ANDed
-// that status index with job_depends_on_idx, or read the whole table.
+// makes a job done scans job_configured_depends_on_idx once, job_active_idx
+// (the status index) never, and the job table only through the new index,
+// not sequentially. Before, the planner read the whole table, or ANDed that
+// status index with job_depends_on_idx.
 TEST_F(LifecycleRulesTest, ADoneLooksUpOnlyTheJobsThatWaitOnIt) {
   const auto upstream = processed_job();
   const auto awaited = processed_job();
