@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <random>
 #include <sstream>
@@ -150,26 +151,44 @@ bool group_alive(int pgid) {
 
 }  // namespace
 
+namespace {
+
+// State, parent and process group of /proc/<pid> (`dir`); nullopt when gone.
+struct ProcStat {
+  char state = 0;
+  long ppid = 0;
+  long pgrp = 0;
+};
+std::optional<ProcStat> read_proc_stat(const std::filesystem::path& dir) {
+  std::ifstream in(dir / "stat");
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  // "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 1));
+  ProcStat out;
+  rest >> out.state >> out.ppid >> out.pgrp;
+  return out;
+}
+
+}  // namespace
+
 std::set<int> process_group_members(int pgid) {
   std::set<int> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
     const std::string name = entry.path().filename().string();
     if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat;
-    if (!std::getline(in, stat)) continue;
-    // "pid (comm) state ppid pgrp ..."; comm may hold spaces and parens.
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 1));
-    char state = 0;
-    long ppid = 0;
-    long pgrp = 0;
-    rest >> state >> ppid >> pgrp;
-    if (pgrp == pgid && state != 'Z' && state != 'X') out.insert(std::stoi(name));
+    const auto st = read_proc_stat(entry.path());
+    if (st && st->pgrp == pgid && st->state != 'Z' && st->state != 'X') out.insert(std::stoi(name));
   }
   return out;
+}
+
+int parent_pid(int pid) {
+  const auto st = read_proc_stat(std::filesystem::path("/proc") / std::to_string(pid));
+  return st ? static_cast<int>(st->ppid) : 0;
 }
 
 // ---------------------------------------------------------------- ChildProcess

@@ -223,11 +223,16 @@ class WorkerPoolTest : public ::testing::Test {
 
   // Worker processes of a pool: its process group without the pool itself
   // (jobs run in process groups of their own).
+  // The pool's worker processes: the members of its process group besides
+  // itself whose parent is not a member. A worker's job process is a member
+  // from its clone until its own setpgid, a child of a member; a worker is
+  // the pool's child, or init's once the pool is killed.
   int processes(const std::string& pool = "workerpool") {
     const int pid = stack().process(pool).pid();
     auto members = testing::process_group_members(pid);
     members.erase(pid);
-    return static_cast<int>(members.size());
+    return static_cast<int>(std::count_if(members.begin(), members.end(),
+                                          [&](int m) { return !members.contains(testing::parent_pid(m)); }));
   }
 
   void insert_sleeps(int n, double seconds) {

@@ -77,6 +77,8 @@ RunResult psql(const std::string& url, const std::string& sql);
 
 // Live (non-zombie) members of process group `pgid`, read from /proc.
 std::set<int> process_group_members(int pgid);
+// The parent of process `pid` (/proc/<pid>/stat); 0 when it is gone.
+int parent_pid(int pid);
 
 // A TCP port on 127.0.0.1 that was free when asked.
 int free_port();
