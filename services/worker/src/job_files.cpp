@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <ctime>
 #include <system_error>
 
@@ -45,20 +49,57 @@ nlohmann::json redact_env(const std::map<std::string, std::string>& env) {
   return out;
 }
 
+namespace {
+
+// Appends the regular files under the folder `dir` (named `path`) to
+// `files`: readdir's entry types, a stat only for a link or a file system
+// that gives none. A folder that cannot be read is skipped.
+void add_files(const fs::path& path, std::vector<std::string>& files) {
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return;
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string_view name = entry->d_name;
+    if (name == "." || name == "..") continue;
+    fs::path child = path / name;
+    unsigned char type = entry->d_type;
+    if (type == DT_LNK || type == DT_UNKNOWN) {
+      std::error_code ec;
+      const bool link = type == DT_LNK || fs::is_symlink(fs::symlink_status(child, ec));
+      const fs::file_status st = fs::status(child, ec);  // what it points to
+      type = fs::is_regular_file(st) ? DT_REG : (fs::is_directory(st) && !link ? DT_DIR : DT_UNKNOWN);
+    }
+    if (type == DT_REG) files.push_back(child.string());
+    else if (type == DT_DIR) add_files(child, files);
+  }
+  ::closedir(dir);
+}
+
+}  // namespace
+
 std::vector<std::string> list_outputs(const fs::path& dir) {
   std::vector<std::string> files;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return files;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it); it.increment(ec)) {
-    if (it->is_regular_file(ec)) files.push_back(fs::absolute(it->path()).string());
-  }
+  const fs::path absolute = fs::absolute(dir, ec);
+  if (ec) return files;
+  add_files(absolute, files);
   std::sort(files.begin(), files.end());
   return files;
 }
 
+void make_dirs(const fs::path& dir, std::error_code& ec) {
+  ec.clear();
+  if (::mkdir(dir.c_str(), 0777) == 0) return;
+  const int err = errno;
+  if (err == ENOENT) {  // a parent is missing
+    fs::create_directories(dir, ec);
+  } else if (err != EEXIST || !fs::is_directory(dir, ec)) {
+    if (!ec) ec = std::error_code(err == EEXIST ? ENOTDIR : err, std::generic_category());
+  }
+}
+
 LogFile::LogFile(const fs::path& path) : path_(path) {
   std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
+  make_dirs(path.parent_path(), ec);
   out_.open(path, std::ios::out | std::ios::app | std::ios::binary);
   if (!out_) {
     throw Error(errc::internal,
@@ -75,10 +116,14 @@ void LogFile::write(std::string_view stream, std::string_view line) {
 
 void write_json_file(const fs::path& path, const nlohmann::json& j) {
   std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
   const fs::path tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::out | std::ios::trunc);
+    if (!out && !fs::exists(path.parent_path(), ec)) {  // its folder is made with the log, so seldom
+      make_dirs(path.parent_path(), ec);
+      out.clear();
+      out.open(tmp, std::ios::out | std::ios::trunc);
+    }
     if (!out) throw Error(errc::internal, "cannot write " + tmp.string());
     out << j.dump(2) << '\n';
     if (!out) throw Error(errc::internal, "cannot write " + tmp.string());

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 namespace conveyor::worker {
@@ -30,8 +31,16 @@ bool is_secret_name(std::string_view name);
 // A copy of env with the values of secret-looking names replaced by "****".
 nlohmann::json redact_env(const std::map<std::string, std::string>& env);
 
-// Absolute paths of the regular files under dir (recursive), sorted.
+// Absolute paths of the regular files under dir (recursive; a symbolic
+// link counts as what it points to, and a linked folder is not entered),
+// sorted. None when dir is missing.
 std::vector<std::string> list_outputs(const std::filesystem::path& dir);
+
+// Creates the folder `dir` and, when missing, its parents, as
+// std::filesystem::create_directories does, but asks with one mkdir first:
+// a job's folders are new and their parents exist. Sets `ec` when it cannot,
+// or when something not a folder has the name.
+void make_dirs(const std::filesystem::path& dir, std::error_code& ec);
 
 // Appends timestamped lines to logs.txt. Owned by one job; its program's
 // lines come from the reactor thread, the worker's from the executor; the

@@ -804,7 +804,7 @@ Worker::Attempt Worker::prepare_attempt(Job& job) {
   a.out_dir = job.cfg.output_dir.empty() ? output_dir(data_dir_, job.id) : fs::path(job.cfg.output_dir);
   a.logs = log_dir(data_dir_, job.month, job.id);
   std::error_code ec;
-  fs::create_directories(a.out_dir, ec);
+  make_dirs(a.out_dir, ec);
   if (ec) throw Error(errc::internal, "cannot create " + a.out_dir.string() + ": " + ec.message());
   a.image = job.cfg.image;
   // What the job's program sees as its output dir: the host's, or the

@@ -78,6 +78,23 @@ TEST(CloudEvent, EncodeOmitsEmptyOptionalAttributes) {
   EXPECT_TRUE(out.data.is_null());
 }
 
+// The relay hands over PostgreSQL's jsonb text as it is: the envelope is
+// byte for byte the one the parsed value gives, whatever the text's spacing
+// and key order.
+TEST(CloudEvent, DataGivenAsTextMakesTheSameEnvelopeAsTheParsedValue) {
+  CloudEvent parsed = sample();
+  CloudEvent as_text = sample();
+  as_text.data = nullptr;
+  as_text.data_json = R"({"tile": "T31TCJ", "nested": {"b": [1, 2], "a": null}})";
+  parsed.data = json::parse(as_text.data_json);
+  const std::string text = encode(as_text);
+  EXPECT_EQ(json::parse(text), json::parse(encode(parsed)));
+  EXPECT_EQ(text.rfind(R"({"data":{"tile": "T31TCJ")", 0), 0u) << text;
+  EXPECT_EQ(decode(text).data, parsed.data);
+  as_text.subject.clear();
+  EXPECT_EQ(json::parse(encode(as_text)).count("subject"), 0u);
+}
+
 TEST(CloudEvent, EncodeSurvivesInvalidUtf8InData) {
   CloudEvent event = sample();
   event.data = {{"log", std::string("bad \xff byte")}};

@@ -79,7 +79,7 @@ Message message_of(const db::Row& row, const RelayOptions& options) {
   ev.type = row[6].as_string();
   ev.subject = row[7].as_string();
   ev.time = row[9].as_string();
-  ev.data = nlohmann::json::parse(row[8].view());
+  ev.data_json = row[8].as_string();  // jsonb's text: one valid JSON value, in the database's UTF-8
   return {topic_for(options.topic_prefix, row[4].view(), ev.type),
           row[5].as_string(),
           encode(ev),

@@ -33,6 +33,11 @@ struct CloudEvent {
   std::string datacontenttype = "application/json";
   int schemaversion = kEventSchemaVersion;
   nlohmann::json data;  // object or null
+  // The data as JSON text, sent as it is instead of `data` when not empty.
+  // For a sender that already holds the text of one valid JSON value (the
+  // outbox relay: PostgreSQL's jsonb text), so that no parse and dump runs
+  // per event; the sender vouches for it. decode() never sets it.
+  std::string data_json;
 };
 
 // Serialises to the JSON text of the structured envelope.
