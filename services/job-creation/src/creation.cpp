@@ -139,10 +139,11 @@ Response submit(runtime::Context& ctx, const Request& req) {
   const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
   const auto parameters = ctx.parameters();
   require_accepting(*parameters);
-  // Most submissions take one round trip (model::submit_job_at_once); the
-  // rest, and whatever it cannot answer alone, the transaction.
-  static model::JobTypeCache types;
-  auto at_once = model::submit_job_at_once(ctx.db(), *parameters, request, auth::request_actor(req), types);
+  // Most submissions take one round trip (model::submit_job_at_once), with
+  // the others that come meanwhile (model::SubmitGroup); the rest, and
+  // whatever it cannot answer alone, the transaction.
+  static model::SubmitGroup group(ctx.db());
+  auto at_once = group.submit(*parameters, request, auth::request_actor(req));
   const model::SubmitResult result =
       at_once ? std::move(*at_once)
               : ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); },

@@ -1,6 +1,6 @@
 #include "finish_batch.hpp"
 
-#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 namespace conveyor::worker {
@@ -46,56 +46,26 @@ nlohmann::json row_of(const FinishBatch::Item& item) {
 
 }  // namespace
 
-FinishBatch::Written FinishBatch::write(const Item& item) {
-  Pending mine{&item, {}};
-  std::unique_lock lock(mutex_);
-  queue_.push_back(&mine);
-  while (!mine.done) {
-    if (writing_) {
-      done_cv_.wait(lock);
-      continue;
-    }
-    // Nobody writes: this thread writes everything queued, its own item
-    // included (it may also write later batches of others meanwhile).
-    writing_ = true;
-    std::vector<Pending*> batch;
-    batch.swap(queue_);
-    lock.unlock();
-    write_batch(batch);
-    lock.lock();
-    writing_ = false;
-    ++batches_;
-    done_cv_.notify_all();
-  }
-  return mine.written;
-}
+FinishBatch::FinishBatch(db::Pool& pool, std::int64_t worker_id)
+    : pool_(pool),
+      worker_id_(worker_id),
+      group_([this](const auto& batch, auto& written) { write_batch(batch, written); }) {}
 
-std::uint64_t FinishBatch::batches() const {
-  std::lock_guard lock(mutex_);
-  return batches_;
-}
-
-void FinishBatch::write_batch(const std::vector<Pending*>& batch) {
+void FinishBatch::write_batch(const std::vector<const Item*>& batch, std::vector<Written>& written) {
   nlohmann::json rows = nlohmann::json::array();
-  for (const Pending* p : batch) rows.push_back(row_of(*p->item));
+  for (const Item* item : batch) rows.push_back(row_of(*item));
   try {
     // Not retried here: the callers retry, each alone.
     const db::Result moved = pool_.exec_once(kFinishProcessedBatch, {rows.dump(), worker_id_});
-    std::map<std::int64_t, bool> ours;
-    for (const auto row : moved) ours[row[0].as_int()] = true;
-    std::lock_guard lock(mutex_);
-    for (Pending* p : batch) {
-      p->written = {.committed = true, .moved = ours.contains(p->item->job_id), .in_doubt = false};
-      p->done = true;
+    std::set<std::int64_t> ours;
+    for (const auto row : moved) ours.insert(row[0].as_int());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      written[i] = {.committed = true, .moved = ours.contains(batch[i]->job_id), .in_doubt = false};
     }
   } catch (const std::exception& e) {
     const auto* db_error = dynamic_cast<const db::DbError*>(&e);
     const bool in_doubt = db_error != nullptr && db_error->sqlstate() == "08007";
-    std::lock_guard lock(mutex_);
-    for (Pending* p : batch) {
-      p->written = {.committed = false, .moved = false, .in_doubt = in_doubt};
-      p->done = true;
-    }
+    for (auto& w : written) w = {.committed = false, .moved = false, .in_doubt = in_doubt};
   }
 }
 

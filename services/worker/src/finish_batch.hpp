@@ -4,14 +4,13 @@
 // next writer records all of them in one statement and one commit (its
 // trigger fires once per batch), instead of one transaction per job. Only the common case, processed, goes this way;
 // failures, cancels and requeues keep their own statements.
-#include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "conveyor/db/db.hpp"
+#include "conveyor/db/group_commit.hpp"
 #include "worker.hpp"
 
 namespace conveyor::worker {
@@ -30,29 +29,20 @@ class FinishBatch {
     bool in_doubt = false;   // the failed commit may have gone through
   };
 
-  FinishBatch(db::Pool& pool, std::int64_t worker_id) : pool_(pool), worker_id_(worker_id) {}
+  FinishBatch(db::Pool& pool, std::int64_t worker_id);
 
   // Blocks until the item's batch committed or failed. Never retries: a
   // failed batch is retried by each caller alone, with its own back-off.
-  Written write(const Item& item);
+  Written write(const Item& item) { return group_.write(item); }
 
-  std::uint64_t batches() const;
+  std::uint64_t batches() const { return group_.batches(); }
 
  private:
-  struct Pending {
-    const Item* item;
-    Written written;
-    bool done = false;
-  };
-  void write_batch(const std::vector<Pending*>& batch);
+  void write_batch(const std::vector<const Item*>& batch, std::vector<Written>& written);
 
   db::Pool& pool_;
   const std::int64_t worker_id_;
-  mutable std::mutex mutex_;
-  std::condition_variable done_cv_;
-  std::vector<Pending*> queue_;
-  bool writing_ = false;
-  std::uint64_t batches_ = 0;
+  db::GroupCommit<Item, Written> group_;
 };
 
 }  // namespace conveyor::worker

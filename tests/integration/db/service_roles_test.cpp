@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -132,6 +133,15 @@ class As {
   std::string role_;
   db::Session session_;
 };
+
+// A request for a job of type plain, with `key` as its idempotency key
+// unless empty.
+model::SubmitRequest plain_request(const std::string& key = "") {
+  model::SubmitRequest r;
+  r.job_type = "plain";
+  if (!key.empty()) r.idempotency_key = key;
+  return r;
+}
 
 class ServiceRoles : public ::testing::Test {
  protected:
@@ -352,14 +362,8 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   db::Pool& pool = *owned;
   const auto parameters = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
   model::JobTypeCache cache;
-  auto request = [](const std::string& key = "") {
-    model::SubmitRequest r;
-    r.job_type = "plain";
-    if (!key.empty()) r.idempotency_key = key;
-    return r;
-  };
 
-  const auto first = model::submit_job_at_once(pool, parameters, request(), "api:alice", cache);
+  const auto first = model::submit_job_at_once(pool, parameters, plain_request(), "api:alice", cache);
   ASSERT_TRUE(first.has_value()) << "the type read, then the job inserted in one statement";
   const std::string id = std::to_string(first->job.id.value());
   EXPECT_TRUE(first->created);
@@ -375,7 +379,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   // pool's again. No actor of its own: the pool's, as in transact.
   static constexpr db::Statement kActor{"test_actor", "SELECT current_setting('conveyor.actor', true)"};
   EXPECT_EQ(pool.exec_idempotent(kActor)[0][0].as_string(), "conveyor-creation");
-  const auto second = model::submit_job_at_once(pool, parameters, request(), "", cache);
+  const auto second = model::submit_job_at_once(pool, parameters, plain_request(), "", cache);
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(field(std::to_string(second->job.id.value()), "submitted_by"), "conveyor-creation");
 
@@ -383,34 +387,35 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   // forgotten; the next submission reads it again and gets its new priority.
   db_.exec("UPDATE conveyor.job_type SET priority = 7 WHERE name = 'plain'");
   const std::string jobs_before = db_.query_value("SELECT count(*) FROM conveyor.job");
-  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request(), "api:alice", cache).has_value());
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, plain_request(), "api:alice", cache).has_value());
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), jobs_before);
   EXPECT_EQ(cache.find("plain"), nullptr);
-  const auto third = model::submit_job_at_once(pool, parameters, request(), "api:alice", cache);
+  const auto third = model::submit_job_at_once(pool, parameters, plain_request(), "api:alice", cache);
   ASSERT_TRUE(third.has_value());
   EXPECT_EQ(third->job.priority, 7);
 
   // Disabled after it was read: not inserted; submit_job names the reason.
   db_.exec("UPDATE conveyor.job_type SET enabled = false WHERE name = 'plain'");
-  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request(), "api:alice", cache).has_value());
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, plain_request(), "api:alice", cache).has_value());
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 1));
-  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, request()); }),
+  EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, plain_request()); }),
                UnprocessableError);
   db_.exec("UPDATE conveyor.job_type SET enabled = true WHERE name = 'plain'");
 
   // A key that exists: not answered here; submit_job returns its job.
-  const auto keyed = model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache);
+  const auto keyed = model::submit_job_at_once(pool, parameters, plain_request("once-1"), "api:alice", cache);
   ASSERT_TRUE(keyed.has_value());
-  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, request("once-1"), "api:alice", cache).has_value());
+  EXPECT_FALSE(model::submit_job_at_once(pool, parameters, plain_request("once-1"), "api:alice", cache).has_value());
   EXPECT_NE(cache.find("plain"), nullptr) << "the type is unchanged: kept";
-  const auto again = pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, request("once-1")); });
+  const auto again =
+      pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, plain_request("once-1")); });
   EXPECT_FALSE(again.created);
   EXPECT_EQ(again.job.id, keyed->job.id);
 
   // depends_on and not_before at once; a dependency that does not exist, a
   // date PostgreSQL refuses and params the type refuses go to submit_job,
   // which names them.
-  auto depends = request();
+  auto depends = plain_request();
   depends.depends_on = {first->job.id.value()};
   depends.not_before = "2030-01-01T00:00:00Z";
   const auto dependent = model::submit_job_at_once(pool, parameters, depends, "api:alice", cache);
@@ -423,7 +428,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
   EXPECT_NE(cache.find("plain"), nullptr) << "the type is unchanged: kept";
   EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, depends); }),
                UnprocessableError);
-  auto later = request();
+  auto later = plain_request();
   later.not_before = "2026-13-45";
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, later, "api:alice", cache).has_value());
   EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, later); }), FieldError);
@@ -431,7 +436,7 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
       "UPDATE conveyor.job_type SET params_schema = "
       "'{\"properties\": {\"n\": {\"type\": \"integer\"}}, \"additionalProperties\": false}' "
       "WHERE name = 'plain'");
-  auto extra = request();
+  auto extra = plain_request();
   extra.params = json{{"m", 1}};
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, extra, "api:alice", cache).has_value())
       << "the schema changed: the type is read again";
@@ -439,10 +444,100 @@ TEST_F(ServiceRoles, CreationSubmitsAJobInOneStatementWhileItsTypeIsTheOneItRead
       << "the schema refuses the params";
   EXPECT_EQ(cache.find("plain"), nullptr);
   EXPECT_THROW(pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, extra); }), UnprocessableError);
-  auto unknown = request();
+  auto unknown = plain_request();
   unknown.job_type = "nonesuch";
   EXPECT_FALSE(model::submit_job_at_once(pool, parameters, unknown, "api:alice", cache).has_value());
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), std::to_string(std::stoi(jobs_before) + 3));
+}
+
+// POST /v1/jobs's group commit (model::insert_at_once, model::SubmitGroup):
+// the requests that come while another group is written go in one
+// statement per actor, and each is answered as submit_job_at_once answers
+// it alone.
+TEST_F(ServiceRoles, CreationInsertsAGroupOfSubmissionsInOneStatementEachAnsweredAsAlone) {
+  const auto owned = pool_as("conveyor_creation", "conveyor-creation");
+  db::Pool& pool = *owned;
+  const auto parameters = pool.transact([](db::Tx& tx) { return model::load_system_parameters(tx); });
+  model::JobTypeCache cache;
+  auto prepared = [&](const model::SubmitRequest& r) {
+    auto p = model::prepare_at_once(pool, parameters, r, cache);
+    EXPECT_TRUE(p.has_value()) << "the checks before the statement pass";
+    return p.value_or(model::PreparedSubmit{});
+  };
+  const auto upstream = model::submit_job_at_once(pool, parameters, plain_request(), "api:alice", cache);
+  ASSERT_TRUE(upstream.has_value());
+  const std::int64_t upstream_id = upstream->job.id.value();
+
+  auto missing = plain_request();
+  missing.depends_on = {999999};
+  auto dependent = plain_request();
+  dependent.depends_on = {upstream_id};
+  auto missing_keyed = missing;
+  missing_keyed.idempotency_key = "g-2";
+  const model::PreparedSubmit group[] = {
+      prepared(plain_request()), prepared(plain_request("g-1")), prepared(plain_request("g-1")), prepared(missing),
+      prepared(dependent),       prepared(missing_keyed),        prepared(plain_request("g-2"))};
+  const auto results = model::insert_at_once(
+      pool, {&group[0], &group[1], &group[2], &group[3], &group[4], &group[5], &group[6]}, "api:bob", cache);
+  ASSERT_EQ(results.size(), 7u);
+  EXPECT_FALSE(results[5].has_value()) << "a job of depends_on does not exist";
+  ASSERT_TRUE(results[6].has_value()) << "the key's first request inserted nothing: the second's job";
+  EXPECT_EQ(results[6]->job.idempotency_key, std::optional<std::string>("g-2"));
+  ASSERT_TRUE(results[0].has_value());
+  ASSERT_TRUE(results[1].has_value());
+  EXPECT_FALSE(results[2].has_value()) << "the key the group's second request took: submit_job answers";
+  EXPECT_FALSE(results[3].has_value()) << "a job of depends_on does not exist: submit_job names it";
+  ASSERT_TRUE(results[4].has_value());
+  EXPECT_EQ(results[1]->job.idempotency_key, std::optional<std::string>("g-1"));
+  EXPECT_EQ(results[4]->job.depends_on, std::vector<std::int64_t>{upstream_id});
+  EXPECT_LT(results[0]->job.id, results[1]->job.id) << "ids ascend with the requests";
+  EXPECT_LT(results[1]->job.id, results[4]->job.id);
+  const std::string ids = std::to_string(results[0]->job.id.value()) + "," +
+                          std::to_string(results[1]->job.id.value()) + "," + std::to_string(results[4]->job.id.value());
+  EXPECT_EQ(db_.query_value("SELECT count(DISTINCT xmin::text) FROM conveyor.job WHERE id IN (" + ids + ")"), "1")
+      << "one statement, one transaction";
+  for (const auto& r : {results[0], results[1], results[4]}) {
+    const std::string id = std::to_string(r->job.id.value());
+    EXPECT_EQ(last_change(id), "->initialized by api:bob");
+    EXPECT_EQ(field(id, "submitted_by"), "api:bob");
+  }
+  const auto again = pool.transact([&](db::Tx& tx) { return model::submit_job(tx, parameters, plain_request("g-1")); });
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.job.id, results[1]->job.id);
+
+  // A value PostgreSQL refuses fails the group's statement: nothing of it
+  // inserted, every request left to submit_job, which names the culprit.
+  auto later = plain_request();
+  later.not_before = "2026-13-45";
+  const std::string jobs_before = db_.query_value("SELECT count(*) FROM conveyor.job");
+  const model::PreparedSubmit refused[] = {prepared(plain_request()), prepared(later)};
+  const auto none = model::insert_at_once(pool, {&refused[0], &refused[1]}, "api:bob", cache);
+  EXPECT_FALSE(none[0].has_value());
+  EXPECT_FALSE(none[1].has_value());
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), jobs_before);
+
+  // Threads of two actors through SubmitGroup: every request answered, each
+  // job its own request's actor's, whatever the groups.
+  model::SubmitGroup submissions(pool);
+  std::vector<std::string> made(40);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int k = 0; k < 5; ++k) {
+        const std::string actor = t % 2 == 0 ? "api:even" : "api:odd";
+        const auto r = submissions.submit(parameters, plain_request(), actor);
+        made[static_cast<std::size_t>(t * 5 + k)] = r ? std::to_string(r->job.id.value()) + " " + actor : "none";
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& m : made) {
+    ASSERT_NE(m, "none");
+    const std::string id = m.substr(0, m.find(' '));
+    EXPECT_EQ(field(id, "submitted_by"), m.substr(m.find(' ') + 1)) << m;
+    EXPECT_EQ(last_change(id), "->initialized by " + m.substr(m.find(' ') + 1)) << m;
+  }
+  EXPECT_LE(submissions.groups(), 40u);
 }
 
 TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {

@@ -36,35 +36,39 @@ constexpr db::Statement kInsertJobs{
     // The jobs as inserted, BEFORE triggers included: no read back.
     "RETURNING " CONVEYOR_JOB_COLUMNS};
 
-// One job in one statement of its own (submit_job_at_once): the actor set
-// first (a CTE the insert's rows are joined with, so it runs before the
-// row's defaults, submitted_by among them, and the status trigger read
-// it), and the row inserted only while its job type's row is the version
-// the caller read and every job it depends on exists. Always one row:
-// whether the type's row is that version, and the job's columns, NULL when
-// nothing was inserted.
-constexpr db::Statement kInsertJobAtOnce{
-    "model_insert_job_at_once",
+// Jobs at once (submit_job_at_once, SubmitGroup): one statement of its own
+// for a group of requests with one actor. The actor is set first (a CTE the
+// insert's rows are joined with, so it runs before the rows' defaults,
+// submitted_by among them, and the status trigger read it). A request's job
+// is inserted only while its job type's row is the version its caller read
+// (`type_version`) and every job it depends on exists; rows go in in the
+// order of `n`, so their ids (the column's default) ascend with it.
+//
+// Rows of two kinds: one per request, in the order of `n` (`request_n`,
+// whether its type's row is that version and whether the jobs it depends
+// on exist; the job's columns NULL), then one per job inserted, by id
+// (`request_n` NULL). insert_at_once tells whose job is whose (a FULL JOIN
+// ON false: the two lists side by side, in one result).
+constexpr db::Statement kInsertJobsAtOnce{
+    "model_insert_jobs_at_once",
     "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)), "
-    "current_type AS (SELECT t.name FROM conveyor.job_type t "
-    "                 WHERE t.name = $1::jsonb->>'job_type' AND t.xmin::text = $3), "
-    "inserted AS ("
-    " INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, "
-    " idempotency_key) "
-    " SELECT r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}'), r.not_before, "
-    " r.idempotency_key "
-    " FROM jsonb_to_record($1::jsonb) AS r(job_type text, params jsonb, priority int, max_attempts int, "
-    " depends_on bigint[], not_before timestamptz, idempotency_key text) "
-    " JOIN current_type t ON t.name = r.job_type "
-    " CROSS JOIN actor "
+    "r AS (SELECT r.n, r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}') AS depends_on, "
+    "             r.not_before, r.idempotency_key, t.name IS NOT NULL AS type_current, "
     // Every job of depends_on exists (submit_job's check_dependencies).
-    " WHERE NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
-    "                   WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) "
+    "             NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
+    "                         WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) AS depends_on_exist "
+    "      FROM jsonb_to_recordset($1::jsonb) AS r(n int, job_type text, type_version text, params jsonb, "
+    "           priority int, max_attempts int, depends_on bigint[], not_before timestamptz, idempotency_key text) "
+    "      LEFT JOIN conveyor.job_type t ON t.name = r.job_type AND t.xmin::text = r.type_version), "
+    "inserted AS ("
+    " INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, idempotency_key) "
+    " SELECT r.job_type, r.params, r.priority, r.max_attempts, r.depends_on, r.not_before, r.idempotency_key "
+    " FROM r CROSS JOIN actor WHERE r.type_current AND r.depends_on_exist ORDER BY r.n "
     " ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     " RETURNING " CONVEYOR_JOB_COLUMNS
     ") "
-    "SELECT EXISTS (SELECT 1 FROM current_type) AS type_current, inserted.* "
-    "FROM (VALUES (1)) AS one (n) LEFT JOIN inserted ON true"};
+    "SELECT r.n AS request_n, r.type_current, r.depends_on_exist, i.* "
+    "FROM r FULL JOIN inserted i ON false ORDER BY r.n, i.id"};
 
 constexpr db::Statement kJobByIdempotencyKey{
     "model_job_by_idempotency_key", "SELECT id FROM conveyor.job WHERE job_type = $1 AND idempotency_key = $2"};
@@ -325,9 +329,8 @@ void JobTypeCache::forget(const std::string& name) {
   types_.erase(name);
 }
 
-std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
-                                               const SubmitRequest& request, const std::string& actor,
-                                               JobTypeCache& cache) {
+std::optional<PreparedSubmit> prepare_at_once(db::Pool& pool, const SystemParameters& parameters,
+                                              const SubmitRequest& request, JobTypeCache& cache) {
   if (!request.after.empty()) return std::nullopt;  // only in a batch
   auto type = cache.find(request.job_type);
   if (!type) {
@@ -350,28 +353,137 @@ std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParam
     cache.forget(request.job_type);
     return std::nullopt;
   }
+  PreparedSubmit prepared;
+  prepared.row = job_row(0, request, type->type);
+  prepared.row["depends_on"] = request.depends_on;
+  prepared.row["type_version"] = type->version;
+  prepared.keyed = request.idempotency_key.has_value();
+  return prepared;
+}
+
+namespace {
+
+// Which job of kInsertJobsAtOnce's answer is whose request's. A keyed
+// request's by its key: the first request of the group with a key inserts
+// it, the unique index refuses the others, which submit_job then answers.
+// Jobs without a key never conflict: every such request that passed the
+// checks has one, and their ids ascend with the requests' order.
+std::vector<std::optional<SubmitResult>> whose_jobs(const db::Result& answer,
+                                                    const std::vector<const PreparedSubmit*>& group,
+                                                    JobTypeCache& cache) {
+  std::vector<std::optional<SubmitResult>> results(group.size());
+  std::vector<bool> passed(group.size(), false);
+  std::map<std::pair<std::string, std::string>, Job> keyed;
+  std::vector<Job> unkeyed;  // by id
+  for (const auto row : answer) {
+    if (row["request_n"].is_null()) {
+      Job job = job_from_row(row);
+      if (job.idempotency_key) {
+        keyed.emplace(std::make_pair(job.job_type, *job.idempotency_key), std::move(job));
+      } else {
+        unkeyed.push_back(std::move(job));
+      }
+      continue;
+    }
+    const auto i = static_cast<std::size_t>(row["request_n"].as_int());
+    passed[i] = row["type_current"].as_bool() && row["depends_on_exist"].as_bool();
+    // The type's row changed since it was read: read again next time.
+    if (!row["type_current"].as_bool()) cache.forget(group[i]->row.at("job_type").get<std::string>());
+  }
+  std::size_t next_unkeyed = 0;
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    if (!passed[i]) continue;
+    const nlohmann::json& key = group[i]->row.at("idempotency_key");
+    if (key.is_string()) {
+      const auto it = keyed.find({group[i]->row.at("job_type").get<std::string>(), key.get<std::string>()});
+      if (it == keyed.end()) continue;  // the key exists: submit_job answers
+      results[i] = SubmitResult{std::move(it->second), true};
+      keyed.erase(it);
+    } else {
+      if (next_unkeyed == unkeyed.size()) {
+        throw Error(errc::internal, "submissions at once: fewer jobs inserted than requests without a key");
+      }
+      results[i] = SubmitResult{std::move(unkeyed[next_unkeyed++]), true};
+    }
+  }
+  return results;
+}
+
+}  // namespace
+
+std::vector<std::optional<SubmitResult>> insert_at_once(db::Pool& pool, const std::vector<const PreparedSubmit*>& group,
+                                                        const std::string& actor, JobTypeCache& cache) {
+  std::vector<std::optional<SubmitResult>> results(group.size());
+  if (group.empty()) return results;
+  nlohmann::json rows = nlohmann::json::array();
+  bool keyed = true;
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    nlohmann::json row = group[i]->row;
+    row["n"] = i;
+    rows.push_back(std::move(row));
+    keyed = keyed && group[i]->keyed;
+  }
   // Without an actor of its own, the request is the pool's doing, as in
   // transact.
-  nlohmann::json row = job_row(0, request, type->type);
-  row["depends_on"] = request.depends_on;
-  const std::vector<db::Param> params{row.dump(), actor.empty() ? pool.options().actor : actor, type->version};
-  db::Result rows;
+  const std::vector<db::Param> params{rows.dump(), actor.empty() ? pool.options().actor : actor};
+  db::Result answer;
   try {
-    rows = request.idempotency_key ? pool.exec_idempotent(kInsertJobAtOnce, params)
-                                   : pool.exec_once(kInsertJobAtOnce, params);
+    // Retried only when every job has a key: a repeat finds the keys.
+    answer = keyed ? pool.exec_idempotent(kInsertJobsAtOnce, params) : pool.exec_once(kInsertJobsAtOnce, params);
   } catch (const db::DbError& e) {
     // Input PostgreSQL refuses (a not_before that is no date, a value out
     // of a column's range): nothing was committed, and submit_job names it.
     if (e.code() != errc::bad_input) throw;
-    return std::nullopt;
+    return results;
   }
-  if (rows[0]["id"].is_null()) {
-    // The type's row changed since it was read (then it is read again
-    // next time), a job of depends_on does not exist, or the key exists.
-    if (!rows[0]["type_current"].as_bool()) cache.forget(request.job_type);
-    return std::nullopt;
+  return whose_jobs(answer, group, cache);
+}
+
+std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
+                                               const SubmitRequest& request, const std::string& actor,
+                                               JobTypeCache& cache) {
+  const auto prepared = prepare_at_once(pool, parameters, request, cache);
+  if (!prepared) return std::nullopt;
+  return std::move(insert_at_once(pool, {&*prepared}, actor, cache).front());
+}
+
+// As many groups at once as the pool has connections: a request writes at
+// once while one is free, as it did alone, and waits for the next group only
+// when every connection is writing. One group at a time was worse for few
+// clients (README stop 38): the inserts, one after the other, came as a
+// steady stream of small commits, and every stage after them ran more
+// passes, each smaller.
+SubmitGroup::SubmitGroup(db::Pool& pool)
+    : pool_(pool),
+      group_([this](const auto& batch, auto& outcomes) { write(batch, outcomes); },
+             static_cast<int>(pool.options().size)) {}
+
+std::optional<SubmitResult> SubmitGroup::submit(const SystemParameters& parameters, const SubmitRequest& request,
+                                                const std::string& actor) {
+  const auto prepared = prepare_at_once(pool_, parameters, request, cache_);
+  if (!prepared) return std::nullopt;
+  Outcome outcome = group_.write(Item{&*prepared, &actor});
+  if (outcome.error) std::rethrow_exception(outcome.error);
+  return std::move(outcome.result);
+}
+
+// One statement per actor among the batch's requests (the status trigger
+// records one actor per statement). A statement that fails fails its own
+// requests only: the others' jobs may be committed.
+void SubmitGroup::write(const std::vector<const Item*>& batch, std::vector<Outcome>& outcomes) {
+  std::map<std::string, std::vector<std::size_t>> by_actor;
+  for (std::size_t i = 0; i < batch.size(); ++i) by_actor[*batch[i]->actor].push_back(i);
+  for (const auto& [actor, members] : by_actor) {
+    std::vector<const PreparedSubmit*> group;
+    group.reserve(members.size());
+    for (const auto i : members) group.push_back(batch[i]->prepared);
+    try {
+      auto results = insert_at_once(pool_, group, actor, cache_);
+      for (std::size_t k = 0; k < members.size(); ++k) outcomes[members[k]].result = std::move(results[k]);
+    } catch (...) {
+      for (const auto i : members) outcomes[i].error = std::current_exception();
+    }
   }
-  return SubmitResult{job_from_row(rows[0]), true};
 }
 
 std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parameters,

@@ -8,6 +8,7 @@
 // of its own); the status triggers write history and outbox rows.
 // Thread-safe: stateless functions, and JobTypeCache locks.
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "conveyor/db/db.hpp"
+#include "conveyor/db/group_commit.hpp"
 #include "conveyor/model/ids.hpp"
 #include "conveyor/model/job.hpp"
 #include "conveyor/model/job_type.hpp"
@@ -85,6 +87,51 @@ class JobTypeCache {
 std::optional<SubmitResult> submit_job_at_once(db::Pool& pool, const SystemParameters& parameters,
                                                const SubmitRequest& request, const std::string& actor,
                                                JobTypeCache& cache);
+
+// A request submit_job_at_once can insert: its job's row, checked against
+// its type as `cache` holds it (with the version of the type's row).
+struct PreparedSubmit {
+  nlohmann::json row;
+  bool keyed = false;  // it has an idempotency key
+};
+// The checks of submit_job_at_once, before anything is written; nullopt
+// when it cannot answer alone.
+std::optional<PreparedSubmit> prepare_at_once(db::Pool& pool, const SystemParameters& parameters,
+                                              const SubmitRequest& request, JobTypeCache& cache);
+// The insert of submit_job_at_once for a group of prepared requests of one
+// actor: one statement, one commit, one result per request in its order,
+// each as submit_job_at_once answers it. Retried like Pool::exec_idempotent
+// only when every request has a key.
+std::vector<std::optional<SubmitResult>> insert_at_once(db::Pool& pool, const std::vector<const PreparedSubmit*>& group,
+                                                        const std::string& actor, JobTypeCache& cache);
+
+// submit_job_at_once for the POST /v1/jobs of many threads at once (group
+// commit, db::GroupCommit): a request that comes while another group is
+// written waits for it, then goes in the next group, one statement per
+// actor in it. Alone, it is written at once. Each answer is
+// submit_job_at_once's for its request. Thread-safe.
+class SubmitGroup {
+ public:
+  explicit SubmitGroup(db::Pool& pool);
+  std::optional<SubmitResult> submit(const SystemParameters& parameters, const SubmitRequest& request,
+                                     const std::string& actor);
+  std::uint64_t groups() const { return group_.batches(); }
+
+ private:
+  struct Item {
+    const PreparedSubmit* prepared;
+    const std::string* actor;
+  };
+  struct Outcome {
+    std::optional<SubmitResult> result;
+    std::exception_ptr error;  // its statement's
+  };
+  void write(const std::vector<const Item*>& batch, std::vector<Outcome>& outcomes);
+
+  db::Pool& pool_;
+  JobTypeCache cache_;
+  db::GroupCommit<Item, Outcome> group_;
+};
 
 // A batch (POST /v1/jobs/batch): every request is checked as submit_job
 // checks one, and a problem names its item ("jobs[3].params: ..."); two

@@ -1,0 +1,111 @@
+#pragma once
+// Group commit: threads that come to write while others write queue up,
+// and the next writer writes every queued item at once (one statement, one
+// commit, one trigger call), instead of one transaction each. Nobody waits
+// for a batch to fill: a thread that finds fewer than `max_writers` batches
+// being written writes at once, so an item alone is written as soon as it
+// would be without the group, and under load a batch is whatever queued
+// during the writes before it.
+//
+// The write function gets the batch and fills one outcome per item. When it
+// throws, every caller of that batch gets the exception. Thread-safe.
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace conveyor::db {
+
+template <typename Item, typename Outcome>
+class GroupCommit {
+ public:
+  using Write = std::function<void(const std::vector<const Item*>& batch, std::vector<Outcome>& outcomes)>;
+
+  // At most `max_writers` batches are written at once: with two, one
+  // batch's statement runs while the other's commit waits for its WAL
+  // flush.
+  explicit GroupCommit(Write write, int max_writers = 1)
+      : write_(std::move(write)), max_writers_(std::max(1, max_writers)) {}
+
+  // Blocks until the batch that holds `item` was written; its outcome, or
+  // the write's exception rethrown.
+  Outcome write(const Item& item) {
+    Pending mine{&item, Outcome{}, nullptr, false, false};
+    std::unique_lock lock(mutex_);
+    queue_.push_back(&mine);
+    while (!mine.done) {
+      if (mine.taken || writing_ >= max_writers_) {
+        done_cv_.wait(lock);
+        continue;
+      }
+      // Fewer than max_writers write: this thread writes everything queued,
+      // its own item included (it may also write later batches of others
+      // meanwhile).
+      ++writing_;
+      std::vector<Pending*> batch;
+      batch.swap(queue_);
+      for (Pending* p : batch) p->taken = true;
+      lock.unlock();
+      write_batch(batch);
+      lock.lock();
+      --writing_;
+      ++batches_;
+      for (Pending* p : batch) p->done = true;
+      done_cv_.notify_all();
+    }
+    if (mine.error) std::rethrow_exception(mine.error);
+    return std::move(mine.outcome);
+  }
+
+  // Batches written so far.
+  std::uint64_t batches() const {
+    std::lock_guard lock(mutex_);
+    return batches_;
+  }
+
+  // Items queued for the next batch.
+  std::size_t waiting() const {
+    std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+ private:
+  struct Pending {
+    const Item* item;
+    Outcome outcome{};
+    std::exception_ptr error;
+    bool taken = false;  // in a batch being written
+    bool done = false;
+  };
+
+  // Outside the lock: only this thread touches the batch's outcomes until
+  // they are marked done.
+  void write_batch(const std::vector<Pending*>& batch) {
+    std::vector<const Item*> items;
+    items.reserve(batch.size());
+    for (const Pending* p : batch) items.push_back(p->item);
+    std::vector<Outcome> outcomes(batch.size());
+    try {
+      write_(items, outcomes);
+      for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->outcome = std::move(outcomes[i]);
+    } catch (...) {
+      const std::exception_ptr error = std::current_exception();
+      for (Pending* p : batch) p->error = error;
+    }
+  }
+
+  const Write write_;
+  mutable std::mutex mutex_;
+  std::condition_variable done_cv_;
+  std::vector<Pending*> queue_;
+  const int max_writers_;
+  int writing_ = 0;  // batches being written
+  std::uint64_t batches_ = 0;
+};
+
+}  // namespace conveyor::db
