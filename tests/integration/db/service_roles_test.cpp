@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -516,28 +517,38 @@ TEST_F(ServiceRoles, CreationInsertsAGroupOfSubmissionsInOneStatementEachAnswere
   EXPECT_FALSE(none[1].has_value());
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), jobs_before);
 
-  // Threads of two actors through SubmitGroup: every request answered, each
-  // job its own request's actor's, whatever the groups.
+  // Threads of two actors through SubmitGroup, keyed and not: every
+  // request answered with a job of its own, its actor's and with its params,
+  // whatever the groups.
   model::SubmitGroup submissions(pool);
-  std::vector<std::string> made(40);
+  constexpr int kThreads = 8;
+  constexpr int kEach = 6;
+  std::vector<std::string> made(kThreads * kEach);
   std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      for (int k = 0; k < 5; ++k) {
+      for (int k = 0; k < kEach; ++k) {
+        const int n = t * kEach + k;
         const std::string actor = t % 2 == 0 ? "api:even" : "api:odd";
-        const auto r = submissions.submit(parameters, plain_request(), actor);
-        made[static_cast<std::size_t>(t * 5 + k)] = r ? std::to_string(r->job.id.value()) + " " + actor : "none";
+        auto r = plain_request(k % 2 == 0 ? "" : "t-" + std::to_string(n));
+        r.params = json{{"n", n}};
+        const auto answer = submissions.submit(parameters, r, actor);
+        made[static_cast<std::size_t>(n)] = answer ? std::to_string(answer->job.id.value()) : "none";
       }
     });
   }
   for (auto& th : threads) th.join();
-  for (const auto& m : made) {
-    ASSERT_NE(m, "none");
-    const std::string id = m.substr(0, m.find(' '));
-    EXPECT_EQ(field(id, "submitted_by"), m.substr(m.find(' ') + 1)) << m;
-    EXPECT_EQ(last_change(id), "->initialized by " + m.substr(m.find(' ') + 1)) << m;
+  std::set<std::string> distinct;
+  for (std::size_t n = 0; n < made.size(); ++n) {
+    ASSERT_NE(made[n], "none") << n;
+    const std::string& id = made[n];
+    distinct.insert(id);
+    const std::string actor = (n / kEach) % 2 == 0 ? "api:even" : "api:odd";
+    EXPECT_EQ(field(id, "params->>'n'"), std::to_string(n)) << "request " << n << " got another's job";
+    EXPECT_EQ(field(id, "submitted_by"), actor) << n;
+    EXPECT_EQ(last_change(id), "->initialized by " + actor) << n;
   }
-  EXPECT_LE(submissions.groups(), 40u);
+  EXPECT_EQ(distinct.size(), made.size()) << "no job answered twice";
 }
 
 TEST_F(ServiceRoles, ConfigurationConfiguresButCannotTouchParamsOrParameters) {

@@ -78,9 +78,9 @@ TEST(CloudEvent, EncodeOmitsEmptyOptionalAttributes) {
   EXPECT_TRUE(out.data.is_null());
 }
 
-// The relay hands over PostgreSQL's jsonb text as it is: the envelope is
-// byte for byte the one the parsed value gives, whatever the text's spacing
-// and key order.
+// The relay hands over PostgreSQL's jsonb text as it is: the envelope holds
+// the same values as the one the parsed value gives (the text's spacing
+// and key order are kept), with the data first; a text of null is no data.
 TEST(CloudEvent, DataGivenAsTextMakesTheSameEnvelopeAsTheParsedValue) {
   CloudEvent parsed = sample();
   CloudEvent as_text = sample();
@@ -93,6 +93,8 @@ TEST(CloudEvent, DataGivenAsTextMakesTheSameEnvelopeAsTheParsedValue) {
   EXPECT_EQ(decode(text).data, parsed.data);
   as_text.subject.clear();
   EXPECT_EQ(json::parse(encode(as_text)).count("subject"), 0u);
+  as_text.data_json = "null";
+  EXPECT_EQ(json::parse(encode(as_text)).count("data"), 0u);
 }
 
 TEST(CloudEvent, EncodeSurvivesInvalidUtf8InData) {

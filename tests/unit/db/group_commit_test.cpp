@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -43,6 +44,31 @@ struct Writer {
   }
 };
 
+// The test's threads: on the way out, even by a failed ASSERT, the gate
+// opens and every thread is joined (a joinable thread destroyed aborts).
+struct Threads {
+  Writer& writer;
+  std::vector<std::thread> threads;
+  template <typename F>
+  void run(F f) {
+    threads.emplace_back(std::move(f));
+  }
+  ~Threads() {
+    writer.open_gate();
+    for (auto& t : threads) t.join();
+  }
+};
+
+// Whether the writer began `n` batches, within 10 s.
+bool batches_begun(Writer& w, std::size_t n) {
+  return conveyor::testing::wait_until(
+      [&] {
+        std::lock_guard lock(w.mutex);
+        return w.batches.size() == n;
+      },
+      10s);
+}
+
 TEST(GroupCommit, AnItemAloneIsWrittenAtOnce) {
   Writer w;
   w.open_gate();
@@ -57,20 +83,14 @@ TEST(GroupCommit, ItemsThatComeWhileOneIsWrittenGoInTheNextBatchEachWithItsOutco
   Writer w;
   GroupCommit<int, int> group([&](const auto& b, auto& o) { w.write(b, o); });
   std::vector<int> outcomes(6, 0);
-  std::vector<std::thread> threads;
-  threads.emplace_back([&] { outcomes[0] = group.write(0); });
-  // The first batch is being written (and waits at the gate) ...
-  ASSERT_TRUE(conveyor::testing::wait_until(
-      [&] {
-        std::lock_guard lock(w.mutex);
-        return w.batches.size() == 1;
-      },
-      10s));
-  for (int i = 1; i < 6; ++i) threads.emplace_back([&, i] { outcomes[i] = group.write(i); });
-  // ... while the others queue.
-  ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 5; }, 10s)) << group.waiting();
-  w.open_gate();
-  for (auto& t : threads) t.join();
+  {
+    Threads threads{w, {}};
+    threads.run([&] { outcomes[0] = group.write(0); });
+    ASSERT_TRUE(batches_begun(w, 1));  // the first batch is written (and waits at the gate) ...
+    for (int i = 1; i < 6; ++i) threads.run([&, i] { outcomes[i] = group.write(i); });
+    // ... while the others queue.
+    ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 5; }, 10s)) << group.waiting();
+  }
   EXPECT_EQ(outcomes, (std::vector<int>{0, 10, 20, 30, 40, 50}));
   ASSERT_EQ(w.batches.size(), 2u);
   EXPECT_EQ(w.batches[0], std::vector<int>{0});
@@ -81,28 +101,49 @@ TEST(GroupCommit, ItemsThatComeWhileOneIsWrittenGoInTheNextBatchEachWithItsOutco
 TEST(GroupCommit, UpToMaxWritersBatchesAreWrittenAtOnce) {
   Writer w;
   GroupCommit<int, int> group([&](const auto& b, auto& o) { w.write(b, o); }, 2);
-  auto written = [&](std::size_t n) {
-    return conveyor::testing::wait_until(
-        [&] {
-          std::lock_guard lock(w.mutex);
-          return w.batches.size() == n;
-        },
-        10s);
-  };
-  std::vector<std::thread> threads;
   std::vector<int> outcomes(4, 0);
-  threads.emplace_back([&] { outcomes[0] = group.write(0); });
-  ASSERT_TRUE(written(1));
-  threads.emplace_back([&] { outcomes[1] = group.write(1); });
-  ASSERT_TRUE(written(2)) << "a second writer while the first waits";
-  threads.emplace_back([&] { outcomes[2] = group.write(2); });
-  threads.emplace_back([&] { outcomes[3] = group.write(3); });
-  ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 2; }, 10s)) << "a third waits";
-  w.open_gate();
-  for (auto& t : threads) t.join();
+  {
+    Threads threads{w, {}};
+    threads.run([&] { outcomes[0] = group.write(0); });
+    ASSERT_TRUE(batches_begun(w, 1));
+    threads.run([&] { outcomes[1] = group.write(1); });
+    ASSERT_TRUE(batches_begun(w, 2)) << "a second writer while the first waits";
+    threads.run([&] { outcomes[2] = group.write(2); });
+    threads.run([&] { outcomes[3] = group.write(3); });
+    ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 2; }, 10s)) << "a third waits";
+  }
   EXPECT_EQ(outcomes, (std::vector<int>{0, 10, 20, 30}));
   ASSERT_EQ(w.batches.size(), 3u);
   EXPECT_EQ(w.batches[2].size(), 2u);
+}
+
+// A batch's failure reaches the callers that waited in it, not only the
+// thread that wrote it, and not the batch before.
+TEST(GroupCommit, AFailedWriteReachesEveryCallerThatWaitedInItsBatch) {
+  Writer w;
+  std::atomic<int> calls{0};
+  GroupCommit<int, int> group([&](const auto& b, auto& o) {
+    if (calls++ == 1) throw std::runtime_error("the statement failed");
+    w.write(b, o);
+  });
+  std::vector<std::string> heard(4);
+  {
+    Threads threads{w, {}};
+    auto call = [&](int i) {
+      try {
+        heard[static_cast<std::size_t>(i)] = std::to_string(group.write(i));
+      } catch (const std::runtime_error& e) {
+        heard[static_cast<std::size_t>(i)] = e.what();
+      }
+    };
+    threads.run([&] { call(0); });
+    ASSERT_TRUE(batches_begun(w, 1));
+    for (int i = 1; i < 4; ++i) threads.run([&, i] { call(i); });
+    ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 3; }, 10s));
+  }
+  EXPECT_EQ(heard,
+            (std::vector<std::string>{"0", "the statement failed", "the statement failed", "the statement failed"}));
+  EXPECT_EQ(group.write(5), 50) << "the next batch is written";
 }
 
 TEST(GroupCommit, AFailedWriteFailsEveryCallerOfItsBatchAndNoOther) {

@@ -58,11 +58,13 @@ std::string encode(const CloudEvent& event) {
   if (!event.time.empty()) envelope["time"] = event.time;
   if (!event.datacontenttype.empty()) envelope["datacontenttype"] = event.datacontenttype;
   envelope["schemaversion"] = event.schemaversion;
+  // A text of null is no data, as a null `data` is.
+  const bool data_text = !event.data_json.empty() && event.data_json != "null";
   if (event.data_json.empty() && !event.data.is_null()) envelope["data"] = event.data;
   // replace: a stray invalid UTF-8 byte in a job's output must not make the
   // event unpublishable.
   std::string text = envelope.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (event.data_json.empty()) return text;
+  if (!data_text) return text;
   // The data first, where the sorted keys put it ("data" sorts before
   // "datacontenttype"): the same envelope as a parsed `data` gives.
   return "{\"data\":" + event.data_json + "," + text.substr(1);

@@ -468,12 +468,28 @@ std::optional<SubmitResult> SubmitGroup::submit(const SystemParameters& paramete
 }
 
 // One statement per actor among the batch's requests (the status trigger
-// records one actor per statement). A statement that fails fails its own
-// requests only: the others' jobs may be committed.
+// records one actor per statement), and the keyed requests apart from the
+// others: theirs is retried on a lost connection (insert_at_once), and they
+// alone may wait on a key another transaction holds. A keyed group goes in
+// in the order of its keys. A statement that fails
+// fails its own requests only: the others' jobs may be committed.
 void SubmitGroup::write(const std::vector<const Item*>& batch, std::vector<Outcome>& outcomes) {
-  std::map<std::string, std::vector<std::size_t>> by_actor;
-  for (std::size_t i = 0; i < batch.size(); ++i) by_actor[*batch[i]->actor].push_back(i);
-  for (const auto& [actor, members] : by_actor) {
+  std::map<std::pair<std::string, bool>, std::vector<std::size_t>> by_actor;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    by_actor[{*batch[i]->actor, batch[i]->prepared->keyed}].push_back(i);
+  }
+  for (auto& [actor_keyed, members] : by_actor) {
+    const std::string& actor = actor_keyed.first;
+    if (actor_keyed.second) {
+      // Keys in one order in every group: two groups that take the same
+      // keys wait on each other, never deadlock.
+      const auto key_of = [&](std::size_t i) {
+        const nlohmann::json& row = batch[i]->prepared->row;
+        return std::make_pair(row.at("job_type").get<std::string>(), row.at("idempotency_key").get<std::string>());
+      };
+      std::stable_sort(members.begin(), members.end(),
+                       [&](std::size_t a, std::size_t b) { return key_of(a) < key_of(b); });
+    }
     std::vector<const PreparedSubmit*> group;
     group.reserve(members.size());
     for (const auto i : members) group.push_back(batch[i]->prepared);

@@ -26,9 +26,8 @@ class GroupCommit {
  public:
   using Write = std::function<void(const std::vector<const Item*>& batch, std::vector<Outcome>& outcomes)>;
 
-  // At most `max_writers` batches are written at once: with two, one
-  // batch's statement runs while the other's commit waits for its WAL
-  // flush.
+  // At most `max_writers` batches are written at once (each on a
+  // connection of its own, when the write function takes one).
   explicit GroupCommit(Write write, int max_writers = 1)
       : write_(std::move(write)), max_writers_(std::max(1, max_writers)) {}
 
@@ -44,8 +43,7 @@ class GroupCommit {
         continue;
       }
       // Fewer than max_writers write: this thread writes everything queued,
-      // its own item included (it may also write later batches of others
-      // meanwhile).
+      // its own item included.
       ++writing_;
       std::vector<Pending*> batch;
       batch.swap(queue_);
@@ -84,13 +82,14 @@ class GroupCommit {
   };
 
   // Outside the lock: only this thread touches the batch's outcomes until
-  // they are marked done.
-  void write_batch(const std::vector<Pending*>& batch) {
-    std::vector<const Item*> items;
-    items.reserve(batch.size());
-    for (const Pending* p : batch) items.push_back(p->item);
-    std::vector<Outcome> outcomes(batch.size());
+  // they are marked done. Throws nothing: whatever fails is every caller's
+  // of the batch, and the batch is always marked done.
+  void write_batch(const std::vector<Pending*>& batch) noexcept {
     try {
+      std::vector<const Item*> items;
+      items.reserve(batch.size());
+      for (const Pending* p : batch) items.push_back(p->item);
+      std::vector<Outcome> outcomes(batch.size());
       write_(items, outcomes);
       for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->outcome = std::move(outcomes[i]);
     } catch (...) {

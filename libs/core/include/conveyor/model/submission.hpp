@@ -106,10 +106,11 @@ std::vector<std::optional<SubmitResult>> insert_at_once(db::Pool& pool, const st
                                                         const std::string& actor, JobTypeCache& cache);
 
 // submit_job_at_once for the POST /v1/jobs of many threads at once (group
-// commit, db::GroupCommit): a request that comes while another group is
-// written waits for it, then goes in the next group, one statement per
-// actor in it. Alone, it is written at once. Each answer is
-// submit_job_at_once's for its request. Thread-safe.
+// commit, db::GroupCommit): while as many groups are being written as the
+// pool has connections, a request waits, then goes in the next group: one
+// statement per actor in it, keyed requests apart from the others. Alone,
+// it is written at once. Each answer is submit_job_at_once's for its
+// request. Thread-safe.
 class SubmitGroup {
  public:
   explicit SubmitGroup(db::Pool& pool);
