@@ -50,7 +50,11 @@ for phase, jobs in (("throughput", 20), ("latency", 100)):
     for name in ("creation", "configuration", "execution", "publication", "worker-1", "worker-2",
                  "devbroker", "postgres", "job processes", "bench"):
         assert name in cpu, (phase, name, cpu)
-    assert cpu["postgres"] > 0 and cpu["job processes"] > 0, (phase, cpu)
+    assert cpu["postgres"] > 0, (phase, cpu)
+    # /proc counts CPU in clock ticks (10 ms): the 20 `sleep 0` processes of
+    # the throughput phase (about 0.8 ms each) may take less than one tick
+    # together; the latency phase's 100 take about eight.
+    assert cpu["job processes"] > 0 or jobs < 100, (phase, cpu)
     # Where the latency goes: one entry per hop of the hot path, in order.
     hops = [h["status"] for h in p["hops"]]
     assert hops == ["configured", "ready", "queued", "started", "processed", "done"], (phase, hops)
