@@ -282,7 +282,13 @@ void configure_job(db::Tx& tx, const db::Row& row, TypeCache& types, const std::
   std::vector<std::string> inputs;
   for (const auto dep : depends_on) inputs.push_back(output_dir(settings.data_dir, dep));
   try {
-    moves.move(id, "configured", resolve_config(*cached.type, params, settings, id, attempt, job_params, inputs),
+    // A job with nothing to wait for is decided (locked since the claim,
+    // which found it not canceled): it passes configured on to ready in the
+    // same row version (conveyor.job_status_passage), each change with its
+    // history row and event. The same rule as the ready step's for a job
+    // without dependencies: its argv has nothing to re-render.
+    moves.move(id, depends_on.empty() ? "ready" : "configured",
+               resolve_config(*cached.type, params, settings, id, attempt, job_params, inputs),
                cached.type->max_attempts);
   } catch (const Error& e) {
     if (e.code() != errc::bad_input) throw;
@@ -375,26 +381,11 @@ Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemP
   for (const auto row : rows) configure_job(tx, row, types, existing, params, settings, moves);
   Moved out;
   out.configured = moves.apply(tx);
-  // The jobs with nothing to wait for (most of them) go on to ready now: the
-  // same rule as the ready step's, one commit instead of two. Each status
-  // change still has its history row and event. A job with no dependencies
-  // is decided (it is locked since the claim, which found it not canceled),
-  // and ready with the config just written: no read. One with dependencies
-  // is decided if they have all ended (kSelectDecidedAmong).
-  std::set<std::int64_t> with_dependencies;
-  for (const auto row : rows) {
-    if (!row["depends_on"].as_int_array().empty()) with_dependencies.insert(row["id"].as_int());
-  }
-  BatchMoves ready("configured");
-  std::vector<std::int64_t> waiting;
-  for (const std::int64_t id : moves.moved_to("configured")) {
-    if (with_dependencies.contains(id)) {
-      waiting.push_back(id);
-    } else {
-      ready.move(id, "ready");
-    }
-  }
-  out.readied = ready.apply(tx);
+  // The jobs moved are all the batch's: each is locked since the claim.
+  out.readied = static_cast<int>(moves.moved_to("ready").size());
+  // One with dependencies is decided if they have all ended
+  // (kSelectDecidedAmong): readied in the same transaction.
+  const std::vector<std::int64_t> waiting = moves.moved_to("configured");
   if (!waiting.empty()) {
     const db::Result decided = tx.exec(kSelectDecidedAmong, {waiting});
     if (!decided.empty()) out.readied += ready_claimed(tx, decided, settings);

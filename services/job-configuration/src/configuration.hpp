@@ -43,8 +43,8 @@ nlohmann::json resolve_config(const model::JobType& type, const model::SystemPar
 
 // What one configure batch moved.
 struct Moved {
-  int configured = 0;  // initialized -> configured | internal_error
-  int readied = 0;     // of those configured, -> ready | internal_error at once
+  int configured = 0;  // initialized -> configured | ready (through configured) | internal_error
+  int readied = 0;     // of those, -> ready | internal_error in the same transaction
 };
 
 // A job type as configuration read it, or why it cannot be used, the
@@ -68,10 +68,11 @@ struct TypeCache {
 };
 
 // initialized -> configured | internal_error for the claimed `rows`
-// (kSelectInitialized), written by one statement; then, in the same
-// transaction, ready_claimed for those of them whose dependencies are all
-// decided already (no dependencies, most jobs), so that they reach ready with
-// one commit.
+// (kSelectInitialized), written by one statement, in which a job without
+// dependencies (most jobs) passes configured on to ready: one row version,
+// two changes (conveyor.job_status_passage). Then, in the same
+// transaction, ready_claimed for those with dependencies that have all
+// ended already, so that they too reach ready with one commit.
 Moved configure_claimed(db::Tx& tx, const db::Result& rows, const model::SystemParameters& params,
                         const Settings& settings, TypeCache& types);
 

@@ -714,7 +714,7 @@ TEST_F(StatusScanTest, AStatusChangeRunsTwoStatementsInTheTrigger) {
     const auto texts = statements(change);
     ASSERT_EQ(texts.size(), 2u) << change << ":\n" << ::testing::PrintToString(texts);
     EXPECT_EQ(texts[0].rfind("SELECT n.id, o.status AS from_status", 0), 0u) << texts[0];
-    EXPECT_EQ(texts[1].rfind("WITH changed AS", 0), 0u) << texts[1];
+    EXPECT_EQ(texts[1].rfind("WITH moved AS", 0), 0u) << texts[1];
   }
   const auto inserted = statements("INSERT INTO conveyor.job (job_type) VALUES ('free')");
   ASSERT_EQ(inserted.size(), 2u) << ::testing::PrintToString(inserted);

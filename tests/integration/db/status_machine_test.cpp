@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -175,7 +176,7 @@ TEST_F(StatusMachineTest, TriggerAcceptsExactlyTheModelTransitions) {
       } catch (const db::DbError& e) {
         refused = e;
       }
-      if (model::is_valid_transition(from, to)) {
+      if (model::is_valid_transition(from, to) || model::passes_through(from, to)) {
         EXPECT_FALSE(refused.has_value()) << pair << " refused: " << (refused ? refused->what() : "");
         ++accepted;
       } else {
@@ -186,7 +187,82 @@ TEST_F(StatusMachineTest, TriggerAcceptsExactlyTheModelTransitions) {
       }
     }
   }
-  EXPECT_EQ(accepted, 35 - 2);  // the SQL table's rows minus the two insert rows
+  // The SQL table's rows minus the two insert rows, and the one passage.
+  EXPECT_EQ(accepted, 35 - 2 + 1);
+}
+
+TEST_F(StatusMachineTest, SqlPassagesEqualTheModelAndEachIsTwoTransitions) {
+  std::set<std::tuple<std::string, std::string, std::string>> sql;
+  for (const auto& row : db_.query("SELECT from_status, via_status, to_status FROM conveyor.job_status_passage")) {
+    ASSERT_EQ(row.size(), 3u);
+    sql.emplace(row[0], row[1], row[2]);
+  }
+  std::set<std::tuple<std::string, std::string, std::string>> cpp;
+  for (JobStatus from : kAllStatuses) {
+    for (JobStatus to : kAllStatuses) {
+      if (const auto via = model::passes_through(from, to)) {
+        EXPECT_TRUE(model::is_valid_transition(from, *via) && model::is_valid_transition(*via, to))
+            << model::to_string(from) << " -> " << model::to_string(*via) << " -> " << model::to_string(to);
+        EXPECT_FALSE(model::is_valid_transition(from, to)) << "a passage that is also a transition";
+        cpp.emplace(model::to_string(from), model::to_string(*via), model::to_string(to));
+      }
+    }
+  }
+  EXPECT_EQ(sql, cpp);
+  EXPECT_EQ(cpp.size(), 1u);
+}
+
+// initialized -> ready in one UPDATE (configuration's move of a job with
+// nothing to wait for): one row version, two history rows and two events,
+// in order, each as a single transition would have written it.
+TEST_F(StatusMachineTest, APassageWritesBothChangesInOrderFromOneRowVersion) {
+  const std::int64_t id = insert_job("ingest");
+  const std::int64_t other = insert_job("ingest");
+  const std::string key = std::to_string(id);
+  pool_.transact(
+      [&](db::Tx& tx) {
+        tx.set_actor("conveyor-configuration");
+        // Both rows in one statement: the passage and a plain transition.
+        EXPECT_EQ(tx.exec_script("UPDATE conveyor.job SET status = CASE id WHEN " + key +
+                                 " THEN 'ready' ELSE 'configured' END WHERE id IN (" + key + ", " +
+                                 std::to_string(other) + ")")
+                      .affected_rows(),
+                  2);
+        EXPECT_EQ(std::stoll(tx.exec_script("SELECT n_tup_upd FROM pg_stat_xact_user_tables "
+                                            "WHERE relid = 'conveyor.job'::regclass")[0][0]
+                                 .as_string()),
+                  2);  // a row version per job, not per change
+      },
+      once());
+  const auto h = history(id);
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[1].from, "initialized");
+  EXPECT_EQ(h[1].to, "configured");
+  EXPECT_EQ(h[2].from, "configured");
+  EXPECT_EQ(h[2].to, "ready");
+  EXPECT_EQ(h[2].actor, "conveyor-configuration");
+  EXPECT_LT(h[1].id, h[2].id);
+  const auto events = outbox("jobs", key);
+  ASSERT_EQ(events.size(), 3u);
+  for (int i : {1, 2}) {
+    EXPECT_EQ(events[i].type, "io.conveyor.job." + h[i].to);
+    EXPECT_EQ(events[i].payload.at("from_status"), h[i].from);
+    EXPECT_EQ(events[i].payload.at("to_status"), h[i].to);
+    EXPECT_EQ(events[i].payload.at("change_id"), h[i].id);
+    EXPECT_EQ(events[i].payload.at("job_type"), "ingest");
+    EXPECT_TRUE(events[i].unsent);
+  }
+  EXPECT_LT(events[1].id, events[2].id);
+  const auto plain = history(other);
+  ASSERT_EQ(plain.size(), 2u);
+  EXPECT_EQ(plain[1].to, "configured");
+  EXPECT_EQ(outbox("jobs", std::to_string(other)).size(), 2u);
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.job WHERE id = " + key), "ready");
+
+  // Any other skip is refused: configured -> queued is not a passage.
+  auto err = error_of("UPDATE conveyor.job SET status = 'queued' WHERE id = " + std::to_string(other));
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->sqlstate(), "CV001");
 }
 
 TEST_F(StatusMachineTest, InsertAcceptsOnlyInitializedOrCanceled) {

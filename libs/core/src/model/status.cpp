@@ -91,6 +91,11 @@ bool is_valid_transition(JobStatus from, JobStatus to) noexcept {
   return false;
 }
 
+std::optional<JobStatus> passes_through(JobStatus from, JobStatus to) noexcept {
+  if (from == S::initialized && to == S::ready) return S::configured;
+  return std::nullopt;
+}
+
 // Final = the pipeline will not move the job again by itself: done, canceled
 // and the dead letters (failed, internal_error). external_error is retried
 // automatically, so it is not final. Matches conveyor.job_status.is_final.

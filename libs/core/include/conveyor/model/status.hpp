@@ -39,6 +39,12 @@ std::optional<JobStatus> parse_status(std::string_view name) noexcept;
 bool is_valid_initial(JobStatus to) noexcept;
 // Whether `from -> to` is in the table.
 bool is_valid_transition(JobStatus from, JobStatus to) noexcept;
+// The passage `from -> to`, if it is one: the status it goes through, both
+// legs transitions. An UPDATE may make it at once, and the status trigger
+// records it as its two changes (history rows, events). Only initialized
+// -> configured -> ready: configuration's move of a job with nothing to
+// wait for. Matches conveyor.job_status_passage (migration 20261230000000).
+std::optional<JobStatus> passes_through(JobStatus from, JobStatus to) noexcept;
 // The statuses reachable from `from` in one step, in kAllStatuses order.
 std::span<const JobStatus> allowed_from(JobStatus from) noexcept;
 // No transition leaves a terminal status except through error_checked/restart;
