@@ -1,6 +1,7 @@
 #include "configuration.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <optional>
 #include <set>
@@ -51,14 +52,45 @@ constexpr db::Statement kSelectDecided{
     "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
     "ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
 
-// The ready step's probe: whether a configured job is decided (work now),
-// and whether any configured job waits at all (for an upstream job's end:
-// only then does an end wake the step).
+// The fallback walk's probe: whether a configured job is decided (work
+// now), and whether any configured job waits at all. O(waiting jobs): run at
+// the ready scan's cadence only.
 constexpr db::Statement kAnyDecided{
     "configuration_any_decided",
     "SELECT EXISTS (SELECT 1 " CONVEYOR_DECIDED_JOBS
     ") AS decided, "
     "EXISTS (SELECT 1 FROM conveyor.job WHERE status = 'configured' AND canceled_at IS NULL) AS waiting"};
+
+// The ready step's probe: whether an upstream end left a candidate
+// (conveyor.ready_candidate, written by the status trigger), and whether any
+// configured job waits at all (for an upstream job's end: only then does an
+// end wake the step).
+constexpr db::Statement kAnyCandidate{
+    "configuration_any_candidate",
+    "SELECT EXISTS (SELECT 1 FROM conveyor.ready_candidate) AS decided, "
+    "EXISTS (SELECT 1 FROM conveyor.job WHERE status = 'configured' AND canceled_at IS NULL) AS waiting"};
+
+// The ready step's candidates, $1 at most, locked: a replica's step takes
+// others, and an end that comes meanwhile waits to write its candidate.
+constexpr db::Statement kLockCandidates{
+    "configuration_lock_candidates",
+    "SELECT job_id FROM conveyor.ready_candidate ORDER BY job_id LIMIT $1 FOR UPDATE SKIP LOCKED"};
+
+// Of the locked candidates ($1), those that are not a configured job with
+// every dependency decided are dropped: such a job gets a candidate again
+// when its next dependency ends.
+constexpr db::Statement kDropUndecided{"configuration_drop_undecided",
+                                       "DELETE FROM conveyor.ready_candidate c WHERE c.job_id = ANY($1::bigint[]) "
+                                       "AND NOT EXISTS (SELECT 1 " CONVEYOR_DECIDED_JOBS "AND j.id = c.job_id)"};
+
+// The decided jobs among the candidates ($1), locked.
+constexpr db::Statement kSelectDecidedCandidates{
+    "configuration_select_decided_candidates",
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
+    "AND j.id = ANY($1::bigint[]) ORDER BY j.id FOR UPDATE OF j SKIP LOCKED"};
+
+constexpr db::Statement kDropCandidates{"configuration_drop_candidates",
+                                        "DELETE FROM conveyor.ready_candidate WHERE job_id = ANY($1::bigint[])"};
 
 // Among the jobs a configure batch just moved to configured ($1, still
 // locked by this transaction), those already decided: readied in the same
@@ -427,6 +459,86 @@ runtime::StageStep configure_step(runtime::Context& ctx, const Settings& setting
   return configure;
 }
 
+// Readies `rows` (locked, decided) and drops their candidates.
+int ready_rows(db::Tx& tx, const db::Result& rows, const Settings& settings) {
+  if (rows.empty()) return 0;
+  std::vector<std::int64_t> ids;
+  for (const auto row : rows) ids.push_back(row["id"].as_int());
+  const int moved = ready_claimed(tx, rows, settings);
+  tx.exec(kDropCandidates, {ids});
+  return moved;
+}
+
+// The ready step: the candidates an upstream job's end left, a batch per
+// transaction while batches come full. What it costs follows the ends, not
+// the jobs that wait.
+runtime::StageStep ready_step(const Settings& settings, const std::shared_ptr<bool>& waiting) {
+  runtime::StageStep ready;
+  ready.name = "ready";
+  ready.run = [settings, waiting](const runtime::Pass& pass) {
+    runtime::count_probe(pass.ctx, "ready");
+    const db::Result probed = pass.ctx.db().exec_idempotent(kAnyCandidate, {});
+    *waiting = probed.empty() || probed[0]["waiting"].as_bool();
+    if (probed.empty() || !probed[0]["decided"].as_bool()) return 0;
+    int moved = 0;
+    for (bool full = true; full && !pass.ctx.stopping();) {
+      runtime::count_transaction(pass.ctx, "ready");
+      moved += pass.ctx.db().transact(
+          [&](db::Tx& tx) {
+            std::vector<std::int64_t> ids;
+            for (const auto row : tx.exec(kLockCandidates, {pass.batch_size})) ids.push_back(row[0].as_int());
+            full = static_cast<int>(ids.size()) >= pass.batch_size;
+            if (ids.empty()) return 0;
+            tx.exec(kDropUndecided, {ids});
+            return ready_rows(tx, tx.exec(kSelectDecidedCandidates, {ids}), settings);
+          },
+          runtime::stage_tx_options(pass.ctx));
+    }
+    return moved;
+  };
+  ready.woken_by = ready_woken_by();
+  // An upstream job's end readies a job only while one waits (at a low rate,
+  // with no dependencies, it costs no probe), and so does the NOTIFY of
+  // configured its own commit sends: configure readies what has nothing to
+  // wait for in its transaction, and says when it left a job waiting.
+  ready.woken_while_waiting = upstream_end_types();
+  ready.woken_while_waiting.insert("io.conveyor.job.configured");
+  ready.waiting = [waiting] { return *waiting; };
+  return ready;
+}
+
+// The fallback: every configured job whose dependencies have all ended, as
+// the ready step found them before candidates (O(waiting jobs)), at the
+// loop's first pass and then at most every ten poll intervals, again at
+// once while it fills whole batches. It finds what no end left a candidate
+// for: a job configured by a transaction that did not see its last
+// dependency's end, committed after that end's trigger looked for waiting
+// jobs; and a job an operator moved to configured.
+runtime::StageStep ready_scan_step(runtime::Context& ctx, const Settings& settings,
+                                   const std::shared_ptr<bool>& waiting) {
+  runtime::StageStep scan;
+  scan.name = "ready_scan";
+  const auto every = 10 * ctx.config().get_duration("CONVEYOR_POLL_INTERVAL_MS");
+  auto last = std::make_shared<std::optional<std::chrono::steady_clock::time_point>>();
+  scan.run = [settings, waiting, every, last](const runtime::Pass& pass) {
+    const auto now = std::chrono::steady_clock::now();
+    if (*last && now - **last < every) return 0;
+    runtime::count_probe(pass.ctx, "ready_scan");
+    const db::Result probed = pass.ctx.db().exec_idempotent(kAnyDecided, {});
+    *waiting = probed.empty() || probed[0]["waiting"].as_bool();
+    int moved = 0;
+    if (!probed.empty() && probed[0]["decided"].as_bool()) {
+      runtime::count_transaction(pass.ctx, "ready_scan");
+      moved = pass.ctx.db().transact(
+          [&](db::Tx& tx) { return ready_rows(tx, tx.exec(kSelectDecided, {pass.batch_size}), settings); },
+          runtime::stage_tx_options(pass.ctx));
+    }
+    if (moved < pass.batch_size) *last = now;
+    return moved;
+  };
+  return scan;
+}
+
 }  // namespace
 
 runtime::StageLoop stage_loop(runtime::Context& ctx) {
@@ -440,30 +552,13 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   auto waiting = std::make_shared<bool>(true);
   runtime::StageStep configure = configure_step(ctx, settings, readied, waiting);
   configure.moved = moved("configure");
-  runtime::StageStep ready;
-  ready.name = "ready";
-  ready.claim = [](db::Tx&, const runtime::Pass& pass) { return runtime::Claim{kSelectDecided, {pass.batch_size}}; };
-  ready.probe = [](const runtime::Pass&) { return runtime::Claim{kAnyDecided, {}}; };
-  ready.probed = [waiting](const db::Result& r) {
-    *waiting = r.empty() || r[0]["waiting"].as_bool();
-    return !r.empty() && r[0]["decided"].as_bool();
-  };
-  ready.apply = [settings](db::Tx& tx, const db::Result& rows, const runtime::Pass&) {
-    return ready_claimed(tx, rows, settings);
-  };
+  runtime::StageStep ready = ready_step(settings, waiting);
   ready.moved = readied;
-  ready.woken_by = ready_woken_by();
-  // An upstream job's end readies a job only while one waits (at a low rate,
-  // with no dependencies, it costs no probe), and so does the NOTIFY of
-  // configured its own commit sends: configure readies what has nothing to
-  // wait for in its transaction, and says when it left a job waiting. An
-  // operator's move from error_checked to configured waits for the poll.
-  ready.woken_while_waiting = upstream_end_types();
-  ready.woken_while_waiting.insert("io.conveyor.job.configured");
-  ready.waiting = [waiting] { return *waiting; };
+  runtime::StageStep scan = ready_scan_step(ctx, settings, waiting);
+  scan.moved = readied;
   runtime::StageLoopOptions options;
   options.name = "configuration";
-  options.steps = {std::move(configure), std::move(ready)};
+  options.steps = {std::move(configure), std::move(ready), std::move(scan)};
   options.batch_size = settings.batch_size;
   return runtime::StageLoop(std::move(options));
 }

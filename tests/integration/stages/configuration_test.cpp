@@ -299,6 +299,89 @@ TEST_F(StageWakeTest, AJobWithNothingToWaitForCostsNoProbe) {
   EXPECT_EQ(sample(ready), ready_before) << "the service's own NOTIFY of configured probed";
 }
 
+// Issue 14: an upstream job's end readies the jobs that wait on it without
+// a walk of every waiting job. 300 jobs wait on a job that never ends; the
+// end of another job leaves a candidate for its one dependent
+// (conveyor.ready_candidate, written by the status trigger), which the
+// ready step readies. The walk of every waiting job (the ready_scan step)
+// ran at the first pass only: the poll is a minute, its cadence ten.
+TEST_F(StageWakeTest, AnUpstreamEndReadiesItsDependentWithoutWalkingEveryWaitingJob) {
+  start_without_broker();
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+  const std::string scans = "conveyor_stage_probes_total{step=\"ready_scan\"}";
+  ASSERT_TRUE(wait_until([&] { return sample(scans) >= 1.0; }, 10s)) << "the first pass walks the waiting jobs";
+  const auto never = insert_job("tile", R"({"tile": "N"})");
+  const auto up = insert_job("tile", R"({"tile": "U"})");
+  ASSERT_TRUE(reaches(never, "ready", 5s));
+  ASSERT_TRUE(reaches(up, "ready", 5s));
+  db_.exec(
+      "INSERT INTO conveyor.job (job_type, params, depends_on) SELECT 'tile', "
+      "jsonb_build_object('tile', 'W' || n), '{" +
+      never + "}' FROM generate_series(1, 300) n");
+  const auto down = insert_job("tile", R"({"tile": "D"})", "{" + up + "}");
+  ASSERT_TRUE(reaches(down, "configured", 5s));
+  ASSERT_TRUE(wait_until(
+      [&] { return db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'configured'") == "301"; }, 10s));
+  const double scans_before = sample(scans);
+
+  finish(up, "done");
+  EXPECT_TRUE(reaches(down, "ready", 5s)) << "not readied by its upstream job's end (the poll is 60 s)";
+  EXPECT_EQ(sample(scans), scans_before) << "the ready step walked every waiting job";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'configured'"), "300");
+  EXPECT_TRUE(wait_until([&] { return db_.query_value("SELECT count(*) FROM conveyor.ready_candidate") == "0"; }, 5s))
+      << "a candidate was left behind";
+}
+
+// A job no end left a candidate for (here its upstream ended with the
+// triggers off, as when the job was configured by a transaction that did
+// not see that end, committed after the end's trigger looked) is readied by
+// the walk of every waiting job, ten poll intervals later at most.
+TEST_F(StageWakeTest, AJobNoEndLeftACandidateForIsReadiedByTheWalk) {
+  start(CONVEYOR_CONFIGURATION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "200"}});
+  const auto up = insert_job("tile", R"({"tile": "U"})");
+  const auto down = insert_job("tile", R"({"tile": "D"})", "{" + up + "}");
+  ASSERT_TRUE(reaches(up, "ready", 5s));
+  ASSERT_TRUE(reaches(down, "configured", 5s));
+  db_.exec("SET session_replication_role = replica; UPDATE conveyor.job SET status = 'done' WHERE id = " + up +
+           "; SET session_replication_role = origin");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.ready_candidate"), "0");
+  EXPECT_TRUE(reaches(down, "ready", 10s)) << "the walk did not find it (every 2 s)";
+}
+
+// The status trigger writes a candidate for each configured job that waits
+// on a job the statement ended (any end: done, failed, canceled,
+// internal_error), and none for a statement that ends nothing or ends jobs
+// no one waits on. A candidate already there is kept (its job waits on two).
+TEST_F(ConfigurationTest, AnEndWritesACandidateForEachConfiguredJobThatWaitsOnIt) {
+  const auto a = insert_job("tile", R"({"tile": "A"})");
+  const auto b = insert_job("tile", R"({"tile": "B"})");
+  const auto lone = insert_job("tile", R"({"tile": "L"})");
+  const auto on_a = insert_job("tile", R"({"tile": "X"})", "{" + a + "}");
+  const auto on_both = insert_job("tile", R"({"tile": "Y"})", "{" + a + "," + b + "}");
+  const auto unconfigured = insert_job("tile", R"({"tile": "Z"})", "{" + b + "}");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + on_a + ", " + on_both + ")");
+  const auto candidates = [&] {
+    return db_.query_value(
+        "SELECT coalesce(string_agg(job_id::text, ',' ORDER BY job_id), '') "
+        "FROM conveyor.ready_candidate");
+  };
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + a + ", " + b + ", " + lone + ")");
+  EXPECT_EQ(candidates(), "") << "a statement that ends nothing";
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + lone);
+  EXPECT_EQ(candidates(), "") << "an end no one waits on";
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + a);
+  EXPECT_EQ(candidates(), on_a + "," + on_both);
+  db_.exec("UPDATE conveyor.job SET status = 'internal_error' WHERE id = " + b);
+  EXPECT_EQ(candidates(), on_a + "," + on_both) << "job " << unconfigured << " waits on b but is not configured";
+  // A job an operator moves to configured is one too; configuration's own
+  // move from initialized is not (its pass readies what it can at once).
+  db_.exec("DELETE FROM conveyor.ready_candidate");
+  db_.exec("UPDATE conveyor.job SET status = 'internal_error' WHERE id = " + on_a);
+  db_.exec("UPDATE conveyor.job SET status = 'error_checked' WHERE id = " + on_a);
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + on_a + ", " + unconfigured + ")");
+  EXPECT_EQ(candidates(), on_a);
+}
+
 TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
   start_without_broker();
   ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";

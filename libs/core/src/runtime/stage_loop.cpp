@@ -15,6 +15,19 @@ db::TxOptions stage_tx_options(const Context& ctx) {
   return o;
 }
 
+void count_probe(Context& ctx, const std::string& step) {
+  ctx.metrics()
+      .counter("conveyor_stage_probes_total", "reads of whether a step has work, before its transaction",
+               {{"step", step}})
+      .inc();
+}
+
+void count_transaction(Context& ctx, const std::string& step) {
+  ctx.metrics()
+      .counter("conveyor_stage_transactions_total", "transactions a step ran to claim and move jobs", {{"step", step}})
+      .inc();
+}
+
 StageLoop::StageLoop(StageLoopOptions options) : options_(std::move(options)), state_(options_.steps.size()) {
   for (const StageStep& step : options_.steps) {
     if (!step.run && (!step.claim || !step.apply)) {
@@ -29,18 +42,12 @@ StageLoop::StepResult StageLoop::run_step(Context& ctx, const StageStep& step, c
     return {n, n >= pass.batch_size};
   }
   if (step.probe && probing) {
-    ctx.metrics()
-        .counter("conveyor_stage_probes_total", "reads of whether a step has work, before its transaction",
-                 {{"step", step.name}})
-        .inc();
+    count_probe(ctx, step.name);
     const Claim probe = step.probe(pass);
     const db::Result found = ctx.db().exec_idempotent(probe.statement, probe.params);
     if (step.probed ? !step.probed(found) : found.empty()) return {};
   }
-  ctx.metrics()
-      .counter("conveyor_stage_transactions_total", "transactions a step ran to claim and move jobs",
-               {{"step", step.name}})
-      .inc();
+  count_transaction(ctx, step.name);
   return ctx.db().transact(
       [&](db::Tx& tx) -> StepResult {
         const std::optional<Claim> claim = step.claim(tx, pass);

@@ -139,4 +139,10 @@ class StageLoop {
 // status change it makes.
 db::TxOptions stage_tx_options(const Context& ctx);
 
+// What a step costs, counted by the loop for claim + apply steps, and by a
+// step's own pass (StageStep::run) the same way: a probe (a read of whether
+// it has work, before its transaction) and a transaction that claims.
+void count_probe(Context& ctx, const std::string& step);
+void count_transaction(Context& ctx, const std::string& step);
+
 }  // namespace conveyor::runtime
