@@ -3,8 +3,11 @@
 // the job type, dependency chains waiting for their upstream outputs, and the
 // internal_error subtypes (dependency_failed, unknown_job_type,
 // invalid_params, dependency_missing).
+#include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
 
+#include "conveyor/db/db.hpp"
 #include "stage_fixture.hpp"
 
 namespace conveyor::stages_test {
@@ -380,6 +383,42 @@ TEST_F(ConfigurationTest, AnEndWritesACandidateForEachConfiguredJobThatWaitsOnIt
   db_.exec("UPDATE conveyor.job SET status = 'error_checked' WHERE id = " + on_a);
   db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + on_a + ", " + unconfigured + ")");
   EXPECT_EQ(candidates(), on_a);
+}
+
+// The race the candidate's lock closes. A job waits on two; the first one's
+// end left its candidate. The second one's end writes it again and holds
+// its lock until it commits, so the ready step, whose read does not see
+// that end yet, cannot take the candidate and drop it as undecided: it
+// skips it, and finds it decided once the end committed. (With ON CONFLICT
+// DO NOTHING the step would drop it, and the job would wait for the walk.)
+TEST_F(ConfigurationTest, AnEndThatComesWhileTheReadyStepReadsKeepsItsCandidate) {
+  const auto a = insert_job("tile", R"({"tile": "A"})");
+  const auto b = insert_job("tile", R"({"tile": "B"})");
+  const auto d = insert_job("tile", R"({"tile": "D"})", "{" + a + "," + b + "}");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + a + ", " + b + ", " + d + ")");
+  db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + a);
+  ASSERT_EQ(db_.query_value("SELECT string_agg(job_id::text, ',') FROM conveyor.ready_candidate"), d);
+
+  conveyor::db::Session ender(db_.url(), "test-ender");
+  conveyor::db::Session step(db_.url(), "test-ready-step");
+  std::promise<void> written, release;
+  std::thread end([&] {
+    ender.transact([&](conveyor::db::Tx& tx) {
+      tx.exec_script("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + b);
+      written.set_value();
+      release.get_future().wait();
+    });
+  });
+  written.get_future().wait();
+  step.transact([&](conveyor::db::Tx& tx) {
+    EXPECT_TRUE(
+        tx.exec_script("SELECT job_id FROM conveyor.ready_candidate ORDER BY job_id LIMIT 200 FOR UPDATE SKIP LOCKED")
+            .empty())
+        << "the candidate an uncommitted end wrote again was not locked";
+  });
+  release.set_value();
+  end.join();
+  EXPECT_EQ(db_.query_value("SELECT string_agg(job_id::text, ',') FROM conveyor.ready_candidate"), d);
 }
 
 TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
