@@ -15,14 +15,16 @@
 -- (the look-up of 20261229000000, now returning the ids). The ready step
 -- takes its candidates, readies those whose dependencies have all ended and
 -- drops the rest (each gets a candidate again when its next dependency
--- ends). The walk of every waiting job stays as a fallback, at the step's
--- first pass and then at most every ten poll intervals, for a job an end
--- could not see: configured by a transaction that committed after the
--- end's trigger ran and that did not see the end either. A job moved to
--- configured other than from initialized (an operator's error_checked ->
--- configured) is a candidate too. A candidate is written only while a job
--- waits, so the trigger of a statement that ends nothing, or ends jobs no
--- one waits on, writes nothing.
+-- ends). A configure batch locks its jobs' dependencies FOR SHARE, so a
+-- dependency's end and the batch that configures its dependent cannot miss
+-- each other: one waits for the other's commit and then sees it. A job
+-- moved to configured other than from initialized (an operator's
+-- error_checked -> configured) is a candidate too. The walk of every
+-- waiting job stays as a safety net, at the step's first pass and then at
+-- most every ten poll intervals (for the candidates a crash empties, below).
+-- A candidate is written only while a job waits, so the trigger of a
+-- statement that ends nothing, or ends jobs no one waits on, writes
+-- nothing.
 
 -- Unlogged: a candidate costs no WAL (in conveyor-bench's chain burst, where
 -- two jobs in three wait on another, a logged table cost 5-8% of the

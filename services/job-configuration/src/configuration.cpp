@@ -26,8 +26,16 @@ constexpr db::Statement kSelectInitialized{
 constexpr db::Statement kAnyInitialized{"configuration_any_initialized",
                                         "SELECT 1 " CONVEYOR_INITIALIZED_JOBS "LIMIT 1"};
 
+// The batch's dependencies that exist, locked FOR SHARE until the batch
+// commits: a dependency's end (an UPDATE of its status) and this batch
+// cannot pass each other. If the end came first, this waits for it to
+// commit and the batch's later read (kSelectDecidedAmong) sees it; if
+// this came first, the end waits, and its trigger's read sees the batch's
+// jobs configured and leaves them a candidate (conveyor.ready_candidate).
+// Without the lock both reads could miss the other side, and the job would
+// wait for the ready_scan walk.
 constexpr db::Statement kExistingIds{"configuration_existing_ids",
-                                     "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[])"};
+                                     "SELECT id FROM conveyor.job WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE"};
 
 // A whole batch's outcome in one statement (conveyor.apply_configuration):
 // per job (arrays in step) the new status, and the config and max_attempts

@@ -335,6 +335,45 @@ TEST_F(StageWakeTest, AnUpstreamEndReadiesItsDependentWithoutWalkingEveryWaiting
       << "a candidate was left behind";
 }
 
+// The race the configure batch's lock on its dependencies closes: the
+// upstream job's end is being committed while the downstream job is
+// configured. The batch waits for the end to commit, then sees it, and
+// readies the job in its own transaction; with no lock, neither side saw
+// the other and the job waited for the walk (ten minutes here).
+TEST_F(StageWakeTest, ADependencyEndingWhileItsJobIsConfiguredIsSeenByOneOfThem) {
+  start_without_broker();
+  ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+  const auto up = insert_job("tile", R"({"tile": "U"})");
+  ASSERT_TRUE(reaches(up, "ready", 5s));
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + up);
+  db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id = " + up);
+  db_.exec("UPDATE conveyor.job SET status = 'processed' WHERE id = " + up);
+
+  conveyor::db::Session ender(db_.url(), "test-ender");
+  std::promise<void> ended, release;
+  std::thread end([&] {
+    ender.transact([&](conveyor::db::Tx& tx) {
+      tx.exec_script("UPDATE conveyor.job SET status = 'done' WHERE id = " + up);
+      ended.set_value();
+      release.get_future().wait();
+    });
+  });
+  ended.get_future().wait();
+  const auto down = insert_job("tile", R"({"tile": "D"})", "{" + up + "}");
+  const bool waited = wait_until(
+      [&] {
+        return db_.query_value(
+                   "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND application_name LIKE 'conveyor-configuration%' AND wait_event_type = 'Lock'") == "1";
+      },
+      5s);
+  release.set_value();
+  end.join();
+  ASSERT_TRUE(waited) << "the configure batch did not wait for its dependency's end";
+  EXPECT_TRUE(reaches(down, "ready", 5s)) << "neither side saw the other (the walk is ten minutes away)";
+  EXPECT_EQ(history(down), ">initialized,initialized>configured,configured>ready");
+}
+
 // A job no end left a candidate for (here its upstream ended with the
 // triggers off, as when the job was configured by a transaction that did
 // not see that end, committed after the end's trigger looked) is readied by
