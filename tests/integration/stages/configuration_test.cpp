@@ -15,6 +15,50 @@ namespace {
 
 using nlohmann::json;
 
+// Runs `sql` in a transaction of its own, on a thread of its own, and keeps
+// that transaction open (its row locks held, its writes unseen by others)
+// until release() or the end of the scope. The constructor returns once
+// `sql` has run.
+class OpenTransaction {
+ public:
+  OpenTransaction(const std::string& url, std::string sql) : session_(url, "test-open-transaction") {
+    thread_ = std::thread([this, sql = std::move(sql)] {
+      bool ran = false;
+      try {
+        conveyor::db::TxOptions once;
+        once.max_attempts = 1;
+        session_.transact(
+            [&](conveyor::db::Tx& tx) {
+              tx.exec_script(sql);
+              ran_.set_value();
+              ran = true;
+              release_.get_future().wait();
+            },
+            once);
+      } catch (...) {
+        // Before `sql` ran: the constructor throws it. After: the commit
+        // failed, and the test's own checks see what is missing.
+        if (!ran) ran_.set_exception(std::current_exception());
+      }
+    });
+    ran_.get_future().get();
+  }
+  OpenTransaction(const OpenTransaction&) = delete;
+  OpenTransaction& operator=(const OpenTransaction&) = delete;
+  ~OpenTransaction() { release(); }
+  // Commits it.
+  void release() {
+    if (!thread_.joinable()) return;
+    release_.set_value();
+    thread_.join();
+  }
+
+ private:
+  conveyor::db::Session session_;
+  std::promise<void> ran_, release_;
+  std::thread thread_;
+};
+
 class ConfigurationTest : public StageTest {
  protected:
   void SetUp() override {
@@ -349,16 +393,7 @@ TEST_F(StageWakeTest, ADependencyEndingWhileItsJobIsConfiguredIsSeenByOneOfThem)
   db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id = " + up);
   db_.exec("UPDATE conveyor.job SET status = 'processed' WHERE id = " + up);
 
-  conveyor::db::Session ender(db_.url(), "test-ender");
-  std::promise<void> ended, release;
-  std::thread end([&] {
-    ender.transact([&](conveyor::db::Tx& tx) {
-      tx.exec_script("UPDATE conveyor.job SET status = 'done' WHERE id = " + up);
-      ended.set_value();
-      release.get_future().wait();
-    });
-  });
-  ended.get_future().wait();
+  OpenTransaction end(db_.url(), "UPDATE conveyor.job SET status = 'done' WHERE id = " + up);
   const auto down = insert_job("tile", R"({"tile": "D"})", "{" + up + "}");
   const bool waited = wait_until(
       [&] {
@@ -367,8 +402,7 @@ TEST_F(StageWakeTest, ADependencyEndingWhileItsJobIsConfiguredIsSeenByOneOfThem)
                    "AND application_name LIKE 'conveyor-configuration%' AND wait_event_type = 'Lock'") == "1";
       },
       5s);
-  release.set_value();
-  end.join();
+  end.release();
   ASSERT_TRUE(waited) << "the configure batch did not wait for its dependency's end";
   EXPECT_TRUE(reaches(down, "ready", 5s)) << "neither side saw the other (the walk is ten minutes away)";
   EXPECT_EQ(history(down), ">initialized,initialized>configured,configured>ready");
@@ -438,25 +472,15 @@ TEST_F(ConfigurationTest, AnEndThatComesWhileTheReadyStepReadsKeepsItsCandidate)
   db_.exec("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + a);
   ASSERT_EQ(db_.query_value("SELECT string_agg(job_id::text, ',') FROM conveyor.ready_candidate"), d);
 
-  conveyor::db::Session ender(db_.url(), "test-ender");
+  OpenTransaction end(db_.url(), "UPDATE conveyor.job SET status = 'canceled' WHERE id = " + b);
   conveyor::db::Session step(db_.url(), "test-ready-step");
-  std::promise<void> written, release;
-  std::thread end([&] {
-    ender.transact([&](conveyor::db::Tx& tx) {
-      tx.exec_script("UPDATE conveyor.job SET status = 'canceled' WHERE id = " + b);
-      written.set_value();
-      release.get_future().wait();
-    });
-  });
-  written.get_future().wait();
   step.transact([&](conveyor::db::Tx& tx) {
     EXPECT_TRUE(
         tx.exec_script("SELECT job_id FROM conveyor.ready_candidate ORDER BY job_id LIMIT 200 FOR UPDATE SKIP LOCKED")
             .empty())
         << "the candidate an uncommitted end wrote again was not locked";
   });
-  release.set_value();
-  end.join();
+  end.release();
   EXPECT_EQ(db_.query_value("SELECT string_agg(job_id::text, ',') FROM conveyor.ready_candidate"), d);
 }
 
