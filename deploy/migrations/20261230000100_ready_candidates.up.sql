@@ -15,13 +15,13 @@
 -- (the look-up of 20261229000000, now returning the ids). The ready step
 -- takes its candidates, readies those whose dependencies have all ended and
 -- drops the rest (each gets a candidate again when its next dependency
--- ends). A configure batch locks its jobs' dependencies FOR SHARE, so a
--- dependency's end and the batch that configures its dependent cannot miss
--- each other: one waits for the other's commit and then sees it. A job
--- moved to configured other than from initialized (an operator's
--- error_checked -> configured) is a candidate too. The walk of every
--- waiting job stays as a safety net, at the step's first pass and then at
--- most every ten poll intervals (for the candidates a crash empties, below).
+-- ends). A job moved to configured other than from initialized (an
+-- operator's error_checked -> configured) is a candidate too. The walk of
+-- every waiting job stays, at the step's first pass and then at most once
+-- per poll interval, not at every end: for a job configured by a
+-- transaction that did not see its dependency's end, committed after that
+-- end's trigger looked for waiting jobs, and for the candidates a crash
+-- empties (below).
 -- A candidate is written only while a job waits, so the trigger of a
 -- statement that ends nothing, or ends jobs no one waits on, writes
 -- nothing.
@@ -29,7 +29,7 @@
 -- Unlogged: a candidate costs no WAL (in conveyor-bench's chain burst, where
 -- two jobs in three wait on another, a logged table cost 5-8% of the
 -- throughput). A crash of PostgreSQL, or a standby promoted, empties it:
--- the jobs it named are found by the walk within ten poll intervals.
+-- the jobs it named are found by the walk within a poll interval.
 CREATE UNLOGGED TABLE conveyor.ready_candidate (
   job_id   bigint PRIMARY KEY,
   added_at timestamptz NOT NULL DEFAULT now()

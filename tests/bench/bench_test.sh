@@ -27,9 +27,10 @@ set -e
 # A tiny run: every field of the report. The throughput phase submits in
 # batches (POST /v1/jobs/batch: 7, 7 and 6 jobs), the latency phase one by one.
 # The webhook sink takes 30 ms to answer (--sink-delay), so no job's done hop is
-# shorter.
+# shorter. Five jobs wait through both phases on one that never ends
+# (--waiting): configured before the first, counted in neither.
 json=$("$bench" --workload process --jobs 20 --batch 7 --concurrency 6 --rate 50 --duration 2s --sink-delay 30 \
-  --json) ||
+  --waiting 5 --json) ||
   fail "the tiny run exited $?"
 python3 - "$json" <<'PY'
 import json, sys
@@ -37,6 +38,7 @@ r = json.loads(sys.argv[1])
 assert r["settings"]["durable_postgres"] is True, r["settings"]
 assert r["settings"]["batch"] == 7 and r["settings"]["concurrency"] == 6, r["settings"]
 assert r["settings"]["sink_delay_ms"] == 30, r["settings"]
+assert r["settings"]["waiting"] == 5, r["settings"]
 assert r["machine"]["nproc"] >= 1
 [w] = r["workloads"]
 assert w["workload"] == "process", w

@@ -60,6 +60,7 @@ struct Settings {
   int submitters = 4;
   int batch = 1;
   int concurrency = 0;  // 0: system_parameters.worker_concurrency's default
+  int waiting = 0;      // jobs that wait, through every phase, on a job that never ends
   std::string type = "sleep";
   bool fast_db = false;
   bool json = false;
@@ -114,6 +115,11 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
   app.add_option("--concurrency", s.concurrency,
                  "jobs each worker runs at once (system_parameters.worker_concurrency; 0: its default, 4)")
       ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_option("--waiting", s.waiting,
+                 "jobs configured before the first phase that wait, through every phase, on a job that never ends "
+                 "(a DAG's backlog; sleep jobs)")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
   app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
@@ -699,6 +705,9 @@ void print_report(const Json& report) {
       st["concurrency"].get<int>() > 0 ? std::to_string(st["concurrency"].get<int>()).c_str() : "default",
       st["submitters"].get<int>(), st["batch"].get<int>(), st["sink_delay_ms"].get<int>(),
       st["bin_dir"].get<std::string>().c_str());
+  if (st["waiting"].get<int>() > 0) {
+    std::printf("%d jobs waiting, through every phase, on a job that never ends\n", st["waiting"].get<int>());
+  }
   for (const auto& w : report["workloads"]) {
     std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
     if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
@@ -748,12 +757,37 @@ Json settings_json(const Settings& s) {
           {"submitters", s.submitters},
           {"batch", s.batch},
           {"concurrency", s.concurrency},
+          {"waiting", s.waiting},
           {"durable_postgres", !s.fast_db},
           {"profile_sql", s.profile_sql},
           {"sink_delay_ms", s.sink_delay_ms},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
           {"migrations_dir", s.migrations_dir},
           {"job_types", s.job_types}};
+}
+
+// `n` sleep jobs that depend on one that never ends: it is ready, due in
+// ten years (not_before), so admission never takes it. Submitted before the
+// services start; configuration configures them at its first passes.
+std::string waiting_jobs_sql(int n) {
+  return "INSERT INTO conveyor.job (job_type, params, not_before) "
+         "VALUES ('sleep', '{\"seconds\": 0}', now() + interval '10 years'); "
+         "INSERT INTO conveyor.job (job_type, params, depends_on) "
+         "SELECT 'sleep', '{\"seconds\": 0}', ARRAY[(SELECT max(id) FROM conveyor.job)] "
+         "FROM generate_series(1, " +
+         std::to_string(n) + ")";
+}
+
+// Waits until `n` jobs are configured (the --waiting ones), at most `timeout`.
+bool all_configured(conveyor::db::Session& db, int n, std::chrono::duration<double> timeout) {
+  static constexpr conveyor::db::Statement kConfigured{
+      "bench_configured", CONVEYOR_BENCH_TAG " SELECT count(*) FROM conveyor.job WHERE status = 'configured'"};
+  const auto deadline = Clock::now() + timeout;
+  while (db.transact([](conveyor::db::Tx& tx) { return tx.exec(kConfigured)[0][0].as_int(); }) < n) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a poll of progress, not a synchronisation
+  }
+  return true;
 }
 
 int run(Settings& s) {
@@ -794,8 +828,13 @@ int run(Settings& s) {
     ::setenv("CONVEYOR_TEST_PG_OPTIONS", pg_options.c_str(), 1);
     o.setup_sql += "; CREATE EXTENSION IF NOT EXISTS pg_stat_statements";
   }
+  if (s.waiting > 0) o.setup_sql += "; " + waiting_jobs_sql(s.waiting);
   Stack stack(o);
   conveyor::db::Session db(stack.db().url(), "conveyor-bench");  // the one connection that polls
+  if (s.waiting > 0 && !all_configured(db, s.waiting, std::chrono::duration<double>(s.timeout_s))) {
+    std::cerr << "conveyor-bench: the " << s.waiting << " waiting jobs were not all configured in time\n";
+    return 1;
+  }
   for (const auto& w : workloads) report["workloads"].push_back(run_workload(stack, db, w, s));
   if (s.json) std::cout << report.dump(2) << "\n";
   else print_report(report);
