@@ -89,6 +89,26 @@ double parse_duration(const std::string& text) {
   throw CLI::ValidationError("--duration", "unknown unit '" + unit + "' in '" + text + "' (use ms, s or m)");
 }
 
+// The options of what the report holds and of what runs: the report's
+// form, the SQL profile, the executables, migrations and job types, and the
+// wait for a phase.
+void add_report_and_source_options(CLI::App& app, Settings& s) {
+  app.add_flag("--json", s.json, "print the report as JSON instead of tables");
+  app.add_flag("--profile-sql", s.profile_sql,
+               "per phase: statements and trigger functions by time per job (pg_stat_statements), commits and WAL "
+               "per job");
+  app.add_option("--bin-dir", s.bin_dir, "run the conveyor-* executables (and devbroker) of this directory")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--migrations-dir", s.migrations_dir,
+                 "migrations to apply (default: this build's, or BIN_DIR/../deploy/migrations with --bin-dir)")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--job-types", s.job_types, "job types file (default: MIGRATIONS_DIR/../config/job-types.json)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--timeout", s.timeout_s, "seconds to wait for a phase's jobs to finish")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+}
+
 // Parses argv into `s`; returns an exit code when the program should stop
 // here (0 after --help, 2 for a bad command line).
 std::optional<int> parse_args(int argc, char** argv, Settings& s) {
@@ -127,20 +147,7 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
                  "ms the webhook receiver (every job's sink) takes to answer, as a remote sink would")
       ->check(CLI::Range(0, 10000))
       ->capture_default_str();
-  app.add_flag("--json", s.json, "print the report as JSON instead of tables");
-  app.add_flag("--profile-sql", s.profile_sql,
-               "per phase: statements and trigger functions by time per job (pg_stat_statements), commits and WAL "
-               "per job");
-  app.add_option("--bin-dir", s.bin_dir, "run the conveyor-* executables (and devbroker) of this directory")
-      ->check(CLI::ExistingDirectory);
-  app.add_option("--migrations-dir", s.migrations_dir,
-                 "migrations to apply (default: this build's, or BIN_DIR/../deploy/migrations with --bin-dir)")
-      ->check(CLI::ExistingDirectory);
-  app.add_option("--job-types", s.job_types, "job types file (default: MIGRATIONS_DIR/../config/job-types.json)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--timeout", s.timeout_s, "seconds to wait for a phase's jobs to finish")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
+  add_report_and_source_options(app, s);
   try {
     app.parse(argc, argv);
     s.duration_s = parse_duration(s.duration);
