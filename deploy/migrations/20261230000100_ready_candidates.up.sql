@@ -5,7 +5,7 @@
 -- poll, "which configured jobs have all their dependencies ended?": a walk
 -- of every configured job with a look-up per dependency. With 50,000 jobs
 -- waiting on one running job, 49 ms for the probe and as much for the claim
--- (EXPLAIN ANALYZE), at every end that woke it: a DAG's waiting jobs made
+-- (psql, \timing), at every end that woke it: a DAG's waiting jobs made
 -- every end cost configuration O(waiting), and its configure step waited
 -- behind it.
 --
