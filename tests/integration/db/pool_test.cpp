@@ -44,6 +44,22 @@ TEST(Pool, ParametersAndResultsRoundTrip) {
   EXPECT_THROW(r[0]["no_such_column"], Error);
 }
 
+// No connection of Conveyor's compiles plans (JIT): a pooled one, a session,
+// and one with no application name, whatever the server's default is.
+// The JIT compile of publication's claim cost 5-30 ms a call with a backlog.
+TEST(Pool, NoConnectionCompilesPlans) {
+  TestDatabase db(false);
+  static constexpr Statement kJit{"jit", "SELECT current_setting('jit')"};
+  Pool pool(opts(db));
+  EXPECT_EQ(pool.transact([](Tx& tx) { return tx.exec(kJit)[0][0].as_string(); }), "off");
+  PoolOptions anonymous = opts(db);
+  anonymous.application_name.clear();
+  Pool unnamed(anonymous);
+  EXPECT_EQ(unnamed.transact([](Tx& tx) { return tx.exec(kJit)[0][0].as_string(); }), "off");
+  Session session(db.url(), "");
+  EXPECT_EQ(session.transact([](Tx& tx) { return tx.exec(kJit)[0][0].as_string(); }), "off");
+}
+
 // A plan_per_call statement is sent unnamed each time (planned with its
 // values: no generic plan can stick to it); a plain one is prepared once.
 TEST(Pool, APlanPerCallStatementIsNeverPreparedAndStillTakesParameters) {
