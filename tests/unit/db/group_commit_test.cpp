@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -115,6 +116,62 @@ TEST(GroupCommit, UpToMaxWritersBatchesAreWrittenAtOnce) {
   EXPECT_EQ(outcomes, (std::vector<int>{0, 10, 20, 30}));
   ASSERT_EQ(w.batches.size(), 3u);
   EXPECT_EQ(w.batches[2].size(), 2u);
+}
+
+// A caller waiting in the queue is woken when its own batch is done, not
+// by the batch before it: with every thread woken at each batch, the four
+// callers that wait through two batches would wake twice (9 wake-ups).
+TEST(GroupCommit, AWaitingCallerIsWokenForItsOwnBatchNotForEveryBatch) {
+  std::mutex gates_mutex;
+  std::condition_variable gates_cv;
+  std::size_t gates_open = 0;  // batch n waits until n gates are open
+  std::size_t begun = 0;
+  GroupCommit<int, int> group([&](const auto& b, auto& o) {
+    std::unique_lock lock(gates_mutex);
+    const std::size_t n = ++begun;
+    gates_cv.wait_for(lock, 20s, [&] { return gates_open >= n; });
+    for (std::size_t i = 0; i < b.size(); ++i) o[i] = *b[i] * 10;
+  });
+  auto open_gate = [&] {
+    std::lock_guard lock(gates_mutex);
+    ++gates_open;
+    gates_cv.notify_all();
+  };
+  auto batches_begun_now = [&](std::size_t n) {
+    return conveyor::testing::wait_until(
+        [&] {
+          std::lock_guard lock(gates_mutex);
+          return begun == n;
+        },
+        10s);
+  };
+  std::vector<int> outcomes(6, 0);
+  std::vector<std::thread> threads;
+  struct Join {
+    std::vector<std::thread>& threads;
+    std::function<void()> open_all;
+    ~Join() {
+      open_all();
+      for (auto& t : threads) t.join();
+    }
+  } join{threads, [&] {
+           std::lock_guard lock(gates_mutex);
+           gates_open = 100;
+           gates_cv.notify_all();
+         }};
+  threads.emplace_back([&] { outcomes[0] = group.write(0); });
+  ASSERT_TRUE(batches_begun_now(1));
+  for (int i = 1; i < 6; ++i) threads.emplace_back([&, i] { outcomes[i] = group.write(i); });
+  ASSERT_TRUE(conveyor::testing::wait_until([&] { return group.waiting() == 5; }, 10s));
+  open_gate();  // the first batch ends; the first queued caller writes the five
+  ASSERT_TRUE(batches_begun_now(2));
+  EXPECT_EQ(group.wakeups(), 1u) << "only the caller that writes next was woken";
+  open_gate();
+  for (auto& t : threads) t.join();
+  threads.clear();
+  EXPECT_EQ(outcomes, (std::vector<int>{0, 10, 20, 30, 40, 50}));
+  EXPECT_EQ(group.batches(), 2u);
+  EXPECT_EQ(group.wakeups(), 5u) << "each of the five waiting callers woke once";
 }
 
 // A batch's failure reaches the callers that waited in it, not only the

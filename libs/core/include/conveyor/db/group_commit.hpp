@@ -32,14 +32,18 @@ class GroupCommit {
       : write_(std::move(write)), max_writers_(std::max(1, max_writers)) {}
 
   // Blocks until the batch that holds `item` was written; its outcome, or
-  // the write's exception rethrown.
+  // the write's exception rethrown. A waiting caller is woken once its
+  // batch is done, or when it is first in the queue and a writer's place
+  // has come free: not by every batch written while it waits.
   Outcome write(const Item& item) {
-    Pending mine{&item, Outcome{}, nullptr, false, false};
+    Pending mine;
+    mine.item = &item;
     std::unique_lock lock(mutex_);
     queue_.push_back(&mine);
     while (!mine.done) {
       if (mine.taken || writing_ >= max_writers_) {
-        done_cv_.wait(lock);
+        mine.cv.wait(lock);
+        ++wakeups_;
         continue;
       }
       // Fewer than max_writers write: this thread writes everything queued,
@@ -53,8 +57,15 @@ class GroupCommit {
       lock.lock();
       --writing_;
       ++batches_;
-      for (Pending* p : batch) p->done = true;
-      done_cv_.notify_all();
+      // Under the lock: a caller that sees `done` returns, and its Pending
+      // (on its stack) is gone.
+      for (Pending* p : batch) {
+        p->done = true;
+        if (p != &mine) p->cv.notify_one();
+      }
+      // A writer's place is free: the first caller still queued writes next
+      // (it takes the whole queue).
+      if (!queue_.empty()) queue_.front()->cv.notify_one();
     }
     if (mine.error) std::rethrow_exception(mine.error);
     return std::move(mine.outcome);
@@ -66,6 +77,13 @@ class GroupCommit {
     return batches_;
   }
 
+  // How many times a waiting caller was woken: about once per caller that
+  // waited, however many batches were written meanwhile.
+  std::uint64_t wakeups() const {
+    std::lock_guard lock(mutex_);
+    return wakeups_;
+  }
+
   // Items queued for the next batch.
   std::size_t waiting() const {
     std::lock_guard lock(mutex_);
@@ -74,11 +92,12 @@ class GroupCommit {
 
  private:
   struct Pending {
-    const Item* item;
+    const Item* item = nullptr;
     Outcome outcome{};
     std::exception_ptr error;
     bool taken = false;  // in a batch being written
     bool done = false;
+    std::condition_variable cv;  // its caller's alone
   };
 
   // Outside the lock: only this thread touches the batch's outcomes until
@@ -100,11 +119,11 @@ class GroupCommit {
 
   const Write write_;
   mutable std::mutex mutex_;
-  std::condition_variable done_cv_;
   std::vector<Pending*> queue_;
   const int max_writers_;
   int writing_ = 0;  // batches being written
   std::uint64_t batches_ = 0;
+  std::uint64_t wakeups_ = 0;
 };
 
 }  // namespace conveyor::db
