@@ -338,6 +338,10 @@ TEST_F(StageWakeTest, AJobWithNothingToWaitForCostsNoProbe) {
   // wake-up runs once it has LISTENed on every channel.
   ASSERT_TRUE(wait_until([&] { return sample(configure) >= 2.0 && sample(ready) >= 2.0; }, 10s))
       << "the first two passes probe every step";
+  // The listener's wake-up (probes) may come after them: a marker job's
+  // passes take it.
+  ASSERT_TRUE(listening());
+  ASSERT_TRUE(reaches(insert_job("tile", R"({"tile": "M"})"), "ready", 5s));
   const double configure_before = sample(configure);
   const double ready_before = sample(ready);
   ASSERT_TRUE(reaches(insert_job("tile", R"({"tile": "A"})"), "ready", 5s));
@@ -458,10 +462,13 @@ TEST_F(ConfigurationTest, AnEndThatComesWhileTheReadyStepReadsKeepsItsCandidate)
 TEST_F(StageWakeTest, TheListenConnectionComesBackAfterItsBackendIsTerminated) {
   start_without_broker();
   ASSERT_TRUE(wait_until([&] { return !listener_pid().empty(); }, 10s)) << "the service never listened";
+  ASSERT_TRUE(listening());
   const std::string before = listener_pid();
   db_.query_value("SELECT pg_terminate_backend(" + before + ")::text");
   ASSERT_TRUE(wait_until([&] { return !listener_pid().empty() && listener_pid() != before; }, 10s))
       << "no new LISTEN connection after backend " << before << " was terminated";
+  EXPECT_TRUE(wait_until([&] { return sample("conveyor_listen_reconnects_total") == 1.0; }, 10s));
+  EXPECT_TRUE(listening()) << "conveyor_listening is not 1 again after the reconnect";
 
   const auto woken = insert_job("tile", R"({"tile": "C"})");
   EXPECT_TRUE(reaches(woken, "ready", 5s)) << "not woken by NOTIFY after the reconnect (the poll is 60 s)";

@@ -210,6 +210,7 @@ TEST_F(ExecutionTest, NotBeforeIsRespectedAndWakesTheLoopWithoutPolling) {
 // the next back-off ends. No broker, and the poll an hour away: a job ready
 // now and one ready with a not_before 2 s ahead are admitted, the second at
 // its not_before by the timer alone. Only the timer's wake-up probes.
+// (Before the count, the start-up passes and the listener's wake-up probe.)
 TEST_F(ExecutionTest, AReadyJobCostsNoProbeAndThePassTimesTheNextBackOff) {
   start(CONVEYOR_EXECUTION_PATH, {{"CONVEYOR_KAFKA_BROKERS", ""}, {"CONVEYOR_POLL_INTERVAL_MS", "1h"}});
   const std::string probes = "conveyor_stage_probes_total{step=\"admit\"}";
@@ -217,6 +218,10 @@ TEST_F(ExecutionTest, AReadyJobCostsNoProbeAndThePassTimesTheNextBackOff) {
   // once it has LISTENed on every channel: from then on only NOTIFYs and
   // the timer wake it.
   ASSERT_TRUE(wait_until([&] { return sample(probes) >= 2.0; }, 10s)) << "the first two passes probe";
+  // The listener's wake-up (a probe) may come after them: a marker job's
+  // pass takes it.
+  ASSERT_TRUE(listening());
+  ASSERT_TRUE(reaches(ready_job("free"), "queued", 5s));
   const double before = sample(probes);
   ASSERT_TRUE(reaches(ready_job("free"), "queued", 5s));
   EXPECT_EQ(sample(probes), before) << "a NOTIFY of ready probed";
@@ -239,6 +244,7 @@ TEST_F(ExecutionTest, AFreedSlotCostsNoPassWhileATypeAtItsLimitHasNoJobReady) {
   const std::string probes = "conveyor_stage_probes_total{step=\"admit\"}";
   const std::string passes = "conveyor_stage_transactions_total{step=\"admit\"}";
   ASSERT_TRUE(wait_until([&] { return sample(probes) >= 2.0; }, 10s)) << "the first two passes probe";
+  ASSERT_TRUE(listening());  // its wake-up is taken by the passes below, before the count starts
   ASSERT_TRUE(reaches(ready_job("limited"), "queued", 5s));  // its type is at its limit (1)
   const auto free_job = ready_job("free");
   ASSERT_TRUE(reaches(free_job, "queued", 5s));

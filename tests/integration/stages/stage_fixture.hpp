@@ -68,6 +68,16 @@ class StageTest : public ::testing::Test {
     return address.empty() ? -1.0 : conveyor::testing::metric_sample(address, name);
   }
 
+  // Whether the service's NOTIFY listener LISTENs to every channel it wants
+  // (conveyor_listening), within 10 s. Once it does, it has woken the loop
+  // for what it may have missed: a wake-up that, under load, can come after
+  // the start-up passes. A test that counts passes or probes lets a marker
+  // job through after this, so that its count starts after that wake-up.
+  ::testing::AssertionResult listening() const {
+    if (wait_until([&] { return sample("conveyor_listening") == 1.0; }, 10s)) return ::testing::AssertionSuccess();
+    return ::testing::AssertionFailure() << "the service never listened";
+  }
+
   std::string status(const std::string& id) const {
     return db_.query_value("SELECT status FROM conveyor.job WHERE id = " + id);
   }

@@ -336,6 +336,10 @@ class Service final : public Context {
         &registry_.counter("conveyor_notify_wakeups_total", "wake-ups from PostgreSQL NOTIFY of a watched job status");
     listen_reconnects_ = &registry_.counter("conveyor_listen_reconnects_total",
                                             "times the LISTEN connection was opened again after a loss");
+    listening_gauge_ = &registry_.gauge(
+        "conveyor_listening",
+        "1 while the NOTIFY listener is connected and LISTENs to every channel the service wants (its loop was "
+        "woken for what it may have missed before); 0 while it wants none or reconnects (Kafka and the poll wake it)");
     events_consumed_ = &registry_.counter("conveyor_events_consumed_total", "Kafka events read by the runtime");
     bad_events_ = &registry_.counter("conveyor_events_invalid_total", "Kafka events that were not valid CloudEvents");
     parameter_reloads_ = &registry_.counter("conveyor_parameter_reloads_total", "reads of conveyor.system_parameters");
@@ -611,7 +615,7 @@ class Service final : public Context {
         if (wanted.empty()) {
           session.reset();
           listened.clear();
-          listening_ = false;
+          set_listening(false);
           hear_outbox(false);
           std::unique_lock lock(exit_mu_);
           exit_cv_.wait_for(lock, kListenSlice, [this] { return listener_stop_.load(); });
@@ -630,7 +634,7 @@ class Service final : public Context {
           }
           lost = false;
         }
-        listening_ = true;
+        set_listening(true);
         hear_outbox(listened.contains(bus::kOutboxChannel));
         std::vector<db::Notification> notified = session.wait_for_notifications(kListenSlice);
         if (std::erase_if(notified, [](const db::Notification& n) { return n.channel == bus::kOutboxChannel; }) > 0) {
@@ -642,7 +646,7 @@ class Service final : public Context {
         }
       } catch (const std::exception& e) {
         listened.clear();
-        listening_ = false;
+        set_listening(false);
         hear_outbox(false);
         session.reset();
         if (!lost) {
@@ -655,6 +659,11 @@ class Service final : public Context {
         retry = std::min(retry * 2, kListenRetryMax);
       }
     }
+  }
+
+  void set_listening(bool listening) {
+    listening_ = listening;
+    listening_gauge_->set(listening ? 1 : 0);
   }
 
   // Tells the relay whether this listener hears its channel (else it polls).
@@ -904,6 +913,7 @@ class Service final : public Context {
   mutable std::mutex listen_mu_;
   std::set<std::string> set_aside_;  // guarded by listen_mu_
   metrics::Counter* listen_reconnects_ = nullptr;
+  metrics::Gauge* listening_gauge_ = nullptr;
   metrics::Counter* bad_events_ = nullptr;
   metrics::Counter* parameter_reloads_ = nullptr;
 
