@@ -367,10 +367,18 @@ TEST_F(LifecycleRulesTest, ADoneJobIsNotifiedOnlyWhileAConfiguredJobWaitsOnIt) {
   EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_done:done"}));
 }
 
+// Scans counted in the current transaction (pg_stat_get_xact_numscans:
+// index scans of an index, sequential scans of a table): the waiting jobs'
+// index, the status index, the job table.
+const std::string kDoneLookUpScans =
+    "SELECT pg_stat_get_xact_numscans('conveyor.job_waiting_on_idx'::regclass) || ' ' || "
+    "pg_stat_get_xact_numscans('conveyor.job_active_idx'::regclass) || ' ' || "
+    "pg_stat_get_xact_numscans('conveyor.job'::regclass)";
+
 // The done check reads the jobs that wait on the job made done, not every
 // job that waits (migration 20261229000000): with 3,000 configured jobs
 // waiting on another upstream, and statistics that say so, the commit that
-// makes a job done scans job_configured_depends_on_idx once, job_active_idx
+// makes a job done scans job_waiting_on_idx once, job_active_idx
 // (the status index) never, and the job table only through the new index,
 // not sequentially. Before, the planner read the whole table, or ANDed that
 // status index with job_depends_on_idx.
@@ -387,17 +395,35 @@ TEST_F(LifecycleRulesTest, ADoneLooksUpOnlyTheJobsThatWaitOnIt) {
   listener.listen("conveyor_job_status_done");
   (void)listener.wait_for_notifications(0ms);
 
-  // Scans counted in the current transaction (pg_stat_get_xact_numscans:
-  // index scans of an index, sequential scans of a table).
-  const std::string scans =
-      "SELECT pg_stat_get_xact_numscans('conveyor.job_configured_depends_on_idx'::regclass) || ' ' || "
-      "pg_stat_get_xact_numscans('conveyor.job_active_idx'::regclass) || ' ' || "
-      "pg_stat_get_xact_numscans('conveyor.job'::regclass)";
   // One transaction of a new session: the counts are the UPDATE's.
-  EXPECT_EQ(db_.query_value("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited + "; " + scans), "1 0 0")
-      << "scans of job_configured_depends_on_idx, job_active_idx and the job table";
+  EXPECT_EQ(db_.query_value("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited + "; " + kDoneLookUpScans),
+            "1 0 0")
+      << "scans of job_waiting_on_idx, job_active_idx and the job table";
   EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_job_status_done:done"}))
       << "job " << waiting << " waits on it";
+}
+
+// The same look-up when the statistics are older than a DAG's burst: they
+// were taken over 30,000 jobs without dependencies, then 3,000 jobs with one
+// were configured. The planner, told that no job is configured and none has
+// dependencies, took a bitmap scan of job_active_idx for status =
+// 'configured' and visited every configured job's row at each done, until
+// the waiting jobs' index got a predicate that no other index can serve
+// (migration 20261231000000). Before it this reads "0 1 0".
+TEST_F(LifecycleRulesTest, ADoneLooksUpItsWaitingJobsThroughTheirIndexWhateverTheStatisticsSay) {
+  const auto upstream = processed_job();
+  const auto awaited = processed_job();
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 't' FROM generate_series(1, 30000)");
+  db_.exec("ANALYZE conveyor.job");
+  db_.exec("INSERT INTO conveyor.job (job_type, depends_on) SELECT 't', ARRAY[" + upstream +
+           "]::bigint[] FROM generate_series(1, 3000)");
+  const auto waiting = db_.query_value("INSERT INTO conveyor.job (job_type, depends_on) VALUES ('t', ARRAY[" + awaited +
+                                       "]::bigint[]) RETURNING id");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE status = 'initialized' AND depends_on <> '{}'");
+  EXPECT_EQ(db_.query_value("UPDATE conveyor.job SET status = 'done' WHERE id = " + awaited + "; " + kDoneLookUpScans),
+            "1 0 0")
+      << "scans of job_waiting_on_idx, job_active_idx and the job table";
+  EXPECT_EQ(db_.query_value("SELECT string_agg(job_id::text, ',') FROM conveyor.ready_candidate"), waiting);
 }
 
 // A worker that stops being active leaves the jobs assigned to it to the
@@ -505,7 +531,7 @@ TEST_F(LifecycleRulesTest, JobKeepsOnlyTheIndexesItsQueriesUse) {
                                           "conveyor.job_active_idx", "conveyor.job_started_worker_idx",
                                           "conveyor.job_restart_requested_idx", "conveyor.job_cancel_pending_idx",
                                           "conveyor.job_ready_not_before_idx", "conveyor.job_finished_updated_idx",
-                                          "conveyor.job_depends_on_idx", "conveyor.job_configured_depends_on_idx"}));
+                                          "conveyor.job_depends_on_idx", "conveyor.job_waiting_on_idx"}));
 }
 
 // Issue 14 (migration 20261226000000): the passes that scan the job table by
