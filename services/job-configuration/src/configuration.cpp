@@ -13,18 +13,20 @@
 namespace conveyor::configuration {
 namespace {
 
-// Jobs to configure. Canceled jobs are left to the reconciler (DESIGN §3).
-// The jobs each step takes; its claim and its probe (is there any?) share it.
-#define CONVEYOR_INITIALIZED_JOBS "FROM conveyor.job WHERE status = 'initialized' AND canceled_at IS NULL "
-
+// Jobs to configure, oldest first: conveyor.initialized_jobs (migration
+// 20261231000100) walks the status index, whatever the statistics say, and
+// leaves canceled jobs to the reconciler (DESIGN §3). It locks the batch
+// (SKIP LOCKED); the FOR UPDATE here returns each row's version as locked,
+// not as this statement's snapshot, taken before the call, saw it.
 constexpr db::Statement kSelectInitialized{
     "configuration_select_initialized",
     "SELECT id, job_type, params::text AS params, depends_on, attempt, "
-    "(SELECT t.xmin::text FROM conveyor.job_type t WHERE t.name = job.job_type) AS type_version " CONVEYOR_INITIALIZED_JOBS
-    "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"};
+    "(SELECT t.xmin::text FROM conveyor.job_type t WHERE t.name = job.job_type) AS type_version "
+    "FROM conveyor.job WHERE id = ANY(ARRAY(SELECT conveyor.initialized_jobs($1, true))) "
+    "ORDER BY id FOR UPDATE"};
 
 constexpr db::Statement kAnyInitialized{"configuration_any_initialized",
-                                        "SELECT 1 " CONVEYOR_INITIALIZED_JOBS "LIMIT 1"};
+                                        "SELECT 1 FROM conveyor.initialized_jobs(1, false)"};
 
 // The batch's dependencies that exist. Not locked: a lock on them (FOR
 // SHARE, so that a dependency's end and this batch could not miss each
