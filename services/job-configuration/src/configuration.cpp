@@ -49,27 +49,24 @@ constexpr db::Statement kApplyBatch{"configuration_apply_batch",
                                     "$5::bigint[], $6::text[], $7::text[])"};
 
 // Configured jobs whose dependencies are all decided (done, or ended in a way
-// that fails the job, or missing). Filtering in SQL keeps jobs that wait on
+// that fails the job, or missing): conveyor.decided_job, the rule's one
+// place (migration 20261231000200). Filtering in SQL keeps jobs that wait on
 // long upstream chains from filling every batch and starving the others.
-#define CONVEYOR_DECIDED_JOBS                                                    \
-  "FROM conveyor.job j "                                                         \
-  "WHERE j.status = 'configured' AND j.canceled_at IS NULL "                     \
-  "AND NOT EXISTS (SELECT 1 FROM conveyor.job u WHERE u.id = ANY(j.depends_on) " \
-  "                AND u.status NOT IN ('done', 'failed', 'canceled', 'internal_error')) "
-
+// The fallback walk takes them through conveyor.decided_jobs, a walk of the
+// status index whatever the statistics say, oldest first, locked there; the
+// FOR UPDATE here returns each row as locked.
 constexpr db::Statement kSelectDecided{
     "configuration_select_decided",
-    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
-    "ORDER BY j.id LIMIT $1 FOR UPDATE OF j SKIP LOCKED"};
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt "
+    "FROM conveyor.job j WHERE j.id = ANY(ARRAY(SELECT conveyor.decided_jobs($1, true))) "
+    "ORDER BY j.id FOR UPDATE OF j"};
 
 // The fallback walk's probe: whether a configured job is decided (work
 // now), and whether any configured job waits at all. O(waiting jobs): run at
 // the ready scan's cadence only.
 constexpr db::Statement kAnyDecided{
     "configuration_any_decided",
-    "SELECT EXISTS (SELECT 1 " CONVEYOR_DECIDED_JOBS
-    ") AS decided, "
-    "EXISTS (SELECT 1 FROM conveyor.job WHERE status = 'configured' AND canceled_at IS NULL) AS waiting"};
+    "SELECT EXISTS (SELECT 1 FROM conveyor.decided_jobs(1, false)) AS decided, conveyor.jobs_waiting() AS waiting"};
 
 // The ready step's probe: whether an upstream end left a candidate
 // (conveyor.ready_candidate, written by the status trigger), and whether any
@@ -77,8 +74,7 @@ constexpr db::Statement kAnyDecided{
 // end wake the step).
 constexpr db::Statement kAnyCandidate{
     "configuration_any_candidate",
-    "SELECT EXISTS (SELECT 1 FROM conveyor.ready_candidate) AS decided, "
-    "EXISTS (SELECT 1 FROM conveyor.job WHERE status = 'configured' AND canceled_at IS NULL) AS waiting"};
+    "SELECT EXISTS (SELECT 1 FROM conveyor.ready_candidate) AS decided, conveyor.jobs_waiting() AS waiting"};
 
 // The ready step's candidates, $1 at most, locked: a replica's step takes
 // others, and an end that comes meanwhile waits to write its candidate.
@@ -91,13 +87,13 @@ constexpr db::Statement kLockCandidates{
 // when its next dependency ends.
 constexpr db::Statement kDropUndecided{"configuration_drop_undecided",
                                        "DELETE FROM conveyor.ready_candidate c WHERE c.job_id = ANY($1::bigint[]) "
-                                       "AND NOT EXISTS (SELECT 1 " CONVEYOR_DECIDED_JOBS "AND j.id = c.job_id)"};
+                                       "AND NOT EXISTS (SELECT 1 FROM conveyor.decided_job j WHERE j.id = c.job_id)"};
 
 // The decided jobs among the candidates ($1), locked.
 constexpr db::Statement kSelectDecidedCandidates{
     "configuration_select_decided_candidates",
-    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
-    "AND j.id = ANY($1::bigint[]) ORDER BY j.id FOR UPDATE OF j SKIP LOCKED"};
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt "
+    "FROM conveyor.decided_job j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id FOR UPDATE OF j SKIP LOCKED"};
 
 constexpr db::Statement kDropCandidates{"configuration_drop_candidates",
                                         "DELETE FROM conveyor.ready_candidate WHERE job_id = ANY($1::bigint[])"};
@@ -107,8 +103,8 @@ constexpr db::Statement kDropCandidates{"configuration_drop_candidates",
 // transaction, with no wake-up, probe or claim of their own.
 constexpr db::Statement kSelectDecidedAmong{
     "configuration_select_decided_among",
-    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt " CONVEYOR_DECIDED_JOBS
-    "AND j.id = ANY($1::bigint[]) ORDER BY j.id"};
+    "SELECT j.id, j.params::text AS params, j.config::text AS config, j.depends_on, j.attempt "
+    "FROM conveyor.decided_job j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id"};
 
 constexpr db::Statement kDependencies{
     "configuration_dependencies",

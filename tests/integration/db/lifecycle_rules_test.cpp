@@ -452,6 +452,30 @@ TEST_F(LifecycleRulesTest, ConfigurationTakesNewJobsThroughTheStatusIndexWhateve
       << "oldest first";
 }
 
+// Configuration's ready walk and its probe read the configured jobs through
+// the status index, whatever the statistics say (migration
+// 20261231000200): 2,000 configured jobs, decided, come after 20,000 older
+// ones. The walk ("... ORDER BY j.id LIMIT n") walked the primary key from
+// the first id past every older job, and "is any job configured?" the table
+// from its first page.
+TEST_F(LifecycleRulesTest, TheReadyWalkReadsConfiguredJobsThroughTheStatusIndexWhateverTheStatisticsSay) {
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 't' FROM generate_series(1, 20000)");
+  db_.exec("UPDATE conveyor.job SET status = 'canceled'");
+  db_.exec("INSERT INTO conveyor.job (job_type) SELECT 't' FROM generate_series(1, 2000)");
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE status = 'initialized'");
+  db_.exec("ANALYZE conveyor.job");
+  // Index entries read from the primary key (the walk's), scans of the
+  // status index, sequential scans of the table.
+  const std::string reads =
+      "SELECT pg_stat_get_xact_tuples_returned('conveyor.job_pkey'::regclass) || ' ' || "
+      "pg_stat_get_xact_numscans('conveyor.job_active_idx'::regclass) || ' ' || "
+      "pg_stat_get_xact_numscans('conveyor.job'::regclass)";
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.decided_jobs(100, true); " + reads), "0 1 0")
+      << "primary key entries read, status index scans, sequential scans";
+  EXPECT_EQ(db_.query_value("SELECT conveyor.jobs_waiting(); " + reads), "0 1 0");
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.decided_jobs(5000, false)"), "2000");
+}
+
 // A worker that stops being active leaves the jobs assigned to it to the
 // others (migration 20261223000000_left_assignments): its change of status
 // wakes every worker, once, when it leaves queued jobs, whoever makes it
