@@ -292,6 +292,35 @@ TEST_F(StatusMachineTest, InitializedToDoneIsRefusedInRawSql) {
   EXPECT_EQ(history(id).size(), 1u);  // only the insert
 }
 
+// The status trigger writes the changes and checks them in one statement
+// (20270101000000): a statement with a refused row among allowed ones
+// fails naming its first refused job, and leaves no history, no event and
+// no change of any of its jobs.
+TEST_F(StatusMachineTest, AStatementWithOneRefusedRowWritesNothing) {
+  const std::int64_t first = insert_job();
+  const std::int64_t refused = insert_job();
+  const std::int64_t last = insert_job();
+  db_.exec("UPDATE conveyor.job SET status = 'configured' WHERE id IN (" + std::to_string(first) + ", " +
+           std::to_string(last) + ")");
+  const std::string events_before = db_.query_value("SELECT count(*) FROM conveyor.outbox");
+  // configured -> ready is allowed for two of them; initialized -> ready is
+  // a passage; initialized -> queued is refused.
+  auto err = error_of("UPDATE conveyor.job SET status = CASE WHEN id = " + std::to_string(refused) +
+                      " THEN 'queued' ELSE 'ready' END WHERE id IN (" + std::to_string(first) + ", " +
+                      std::to_string(refused) + ", " + std::to_string(last) + ")");
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->sqlstate(), "CV001");
+  const std::string msg = err->what();
+  EXPECT_NE(msg.find("job " + std::to_string(refused) + ": initialized -> queued"), std::string::npos) << msg;
+  EXPECT_EQ(history(first).size(), 2u);  // initialized, configured
+  EXPECT_EQ(history(refused).size(), 1u);
+  EXPECT_EQ(history(last).size(), 2u);
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.outbox"), events_before);
+  EXPECT_EQ(db_.query_value("SELECT string_agg(status, ',' ORDER BY id) FROM conveyor.job WHERE id IN (" +
+                            std::to_string(first) + ", " + std::to_string(refused) + ", " + std::to_string(last) + ")"),
+            "configured,initialized,configured");
+}
+
 TEST_F(StatusMachineTest, UnknownStatusIsRefusedTheSameWay) {
   const std::int64_t id = insert_job();
   auto err = error_of("UPDATE conveyor.job SET status = 'finished' WHERE id = " + std::to_string(id));
