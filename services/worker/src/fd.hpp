@@ -19,6 +19,8 @@ class Fd {
     return *this;
   }
   int get() const { return fd_; }
+  // Gives up the descriptor without closing it.
+  int release() { return std::exchange(fd_, -1); }
   // Closes what it holds and holds `fd` instead.
   void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);

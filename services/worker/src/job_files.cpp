@@ -3,11 +3,14 @@
 #include <fmt/format.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <system_error>
 
@@ -97,37 +100,62 @@ void make_dirs(const fs::path& dir, std::error_code& ec) {
   }
 }
 
+namespace {
+
+// Writes all of `data` to `fd`. False on an error, with errno set.
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+int open_for_writing(const fs::path& path, int flags) {
+  return ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0666);
+}
+
+}  // namespace
+
 LogFile::LogFile(const fs::path& path) : path_(path) {
   std::error_code ec;
   make_dirs(path.parent_path(), ec);
-  out_.open(path, std::ios::out | std::ios::app | std::ios::binary);
-  if (!out_) {
+  fd_.reset(open_for_writing(path, O_APPEND));
+  if (fd_.get() < 0) {
     throw Error(errc::internal,
-                "cannot open the job log " + path.string() + (ec ? ": " + ec.message() : std::string(": open failed")));
+                "cannot open the job log " + path.string() + ": " + (ec ? ec.message() : std::strerror(errno)));
   }
 }
 
 void LogFile::write(std::string_view stream, std::string_view line) {
+  std::string text = rfc3339_ms(std::chrono::system_clock::now());
+  text.reserve(text.size() + stream.size() + line.size() + 3);
+  text.append(" ").append(stream).append(" ").append(line).append("\n");
+  // One write per line, appended (O_APPEND): `conveyor job logs` (tail)
+  // sees a running job's lines whole. A line that cannot be written is
+  // dropped, as a full disk would drop it.
   std::lock_guard lock(mutex_);
-  out_ << rfc3339_ms(std::chrono::system_clock::now()) << ' ' << stream << ' ' << line << '\n';
-  // Flushed per line so `conveyor job logs` (tail) sees a running job's output.
-  out_.flush();
+  write_all(fd_.get(), text);
 }
 
 void write_json_file(const fs::path& path, const nlohmann::json& j) {
-  std::error_code ec;
   const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::out | std::ios::trunc);
-    if (!out && !fs::exists(path.parent_path(), ec)) {  // its folder is made with the log, so seldom
-      make_dirs(path.parent_path(), ec);
-      out.clear();
-      out.open(tmp, std::ios::out | std::ios::trunc);
-    }
-    if (!out) throw Error(errc::internal, "cannot write " + tmp.string());
-    out << j.dump(2) << '\n';
-    if (!out) throw Error(errc::internal, "cannot write " + tmp.string());
+  Fd out(open_for_writing(tmp, O_TRUNC));
+  if (out.get() < 0 && errno == ENOENT) {  // its folder is made with the log, so seldom
+    std::error_code ec;
+    make_dirs(path.parent_path(), ec);
+    out.reset(open_for_writing(tmp, O_TRUNC));
   }
+  if (out.get() < 0 || !write_all(out.get(), j.dump(2) + "\n")) {
+    throw Error(errc::internal, "cannot write " + tmp.string() + ": " + std::strerror(errno));
+  }
+  if (::close(out.release()) != 0)
+    throw Error(errc::internal, "cannot write " + tmp.string() + ": " + std::strerror(errno));
+  std::error_code ec;
   fs::rename(tmp, path, ec);
   if (ec) throw Error(errc::internal, "cannot rename " + tmp.string() + ": " + ec.message());
 }

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -16,6 +15,8 @@
 #include <string_view>
 #include <system_error>
 #include <vector>
+
+#include "fd.hpp"
 
 namespace conveyor::worker {
 
@@ -42,9 +43,11 @@ std::vector<std::string> list_outputs(const std::filesystem::path& dir);
 // or when something not a folder has the name.
 void make_dirs(const std::filesystem::path& dir, std::error_code& ec);
 
-// Appends timestamped lines to logs.txt. Owned by one job; its program's
-// lines come from the reactor thread, the worker's from the executor; the
-// mutex makes write() safe should two threads log into it at once.
+// Appends timestamped lines to logs.txt, a write(2) each, on a descriptor
+// no program the worker starts inherits (close-on-exec). Owned by one job;
+// its program's lines come from the reactor thread, the worker's from the
+// executor; the mutex makes write() safe should two threads log into it at
+// once.
 class LogFile {
  public:
   // Creates the directory; appends to an existing file (a retried job).
@@ -55,7 +58,7 @@ class LogFile {
 
  private:
   std::mutex mutex_;
-  std::ofstream out_;
+  Fd fd_;
   std::filesystem::path path_;
 };
 
