@@ -212,4 +212,14 @@ std::string invented_method(Rng& rng);
 // A fuzz-any submission of about `size` bytes (a long string in params).
 std::string padded_submit(std::size_t size);
 
+// A JSON string literal of 1-6 random atoms: valid UTF-8 pieces, invalid
+// UTF-8, JSON escapes (U+0000 among them) and invalid escapes (a lone
+// surrogate, "\u12"). `invalid`: no JSON parser may accept it.
+struct UnicodeLiteral {
+  std::string text;  // "\"...\""
+  bool invalid = false;
+  bool nul = false;  // decodes to a string holding U+0000
+};
+UnicodeLiteral unicode_literal(Rng& rng);
+
 }  // namespace conveyor::fuzz

@@ -447,6 +447,33 @@ TEST(Fuzz, SmallOnes) {
   runner.summary();
 }
 
+// The unicode class's oracle: a literal it calls invalid is refused by an
+// independent parser (nlohmann's, strict UTF-8 and surrogates), one it calls
+// valid is accepted, and U+0000 is in the string exactly when it says so.
+// Atoms joined at random once made a valid character from two invalid ones
+// ("\\ud800" then "\\udc00"), and the API rightly answered 201 to a case
+// that expected 400.
+TEST(Fuzz, UnicodeLiteralsAreWhatTheyClaim) {
+  const std::uint64_t seed = run_seed();
+  std::size_t invalid = 0;
+  for (std::size_t i = 0; i < 200000; ++i) {
+    Rng rng = Rng::for_case(seed, "UnicodeLiterals", i);
+    const UnicodeLiteral l = unicode_literal(rng);
+    const json parsed = json::parse(l.text, nullptr, /*allow_exceptions=*/false);
+    const std::string where = "seed=" + std::to_string(seed) + " literal " + std::to_string(i) + ": " + l.text;
+    if (l.invalid) {
+      ++invalid;
+      ASSERT_TRUE(parsed.is_discarded()) << "called invalid but parses, " << where;
+    } else {
+      ASSERT_TRUE(parsed.is_string()) << "called valid but does not parse, " << where;
+      EXPECT_EQ(parsed.get_ref<const std::string&>().find('\0') != std::string::npos, l.nul) << where;
+    }
+  }
+  // Both kinds are drawn often enough to matter.
+  EXPECT_GT(invalid, 50000u);
+  EXPECT_LT(invalid, 180000u);
+}
+
 // The generated mix: CONVEYOR_FUZZ_CASES cases (default 3000) of every class.
 TEST(Fuzz, RandomRequests) {
   FuzzTypes types;

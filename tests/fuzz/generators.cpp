@@ -202,33 +202,35 @@ const std::vector<Atom>& atoms() {
   return a;
 }
 
-struct Literal {
-  std::string text;  // "\"...\""
-  bool invalid = false;
-  bool nul = false;
-};
+}  // namespace
 
-Literal unicode_literal(Rng& rng) {
-  Literal l;
+UnicodeLiteral unicode_literal(Rng& rng) {
+  UnicodeLiteral l;
   std::string inner;
   const std::size_t n = 1 + rng.below(6);
+  bool after_invalid = false;
   for (std::size_t i = 0; i < n; ++i) {
     const Atom& a = rng.pick(atoms());
+    // Two invalid atoms must not make one valid character: "\xe6\x97" and
+    // "\x80" are one, "\ud800" and "\udc00" a surrogate pair, "\u12" and
+    // "a0" one escape. A stop after an invalid atom keeps it invalid (and
+    // one at the end of the string stays there).
+    if (after_invalid) inner += 'x';
     if (a.escape) {
       inner += a.text;
     } else {
       const std::string q = quote_raw(a.text);
       inner += q.substr(1, q.size() - 2);
-      // A truncated sequence ("\xe6\x97") must stay invalid: without a
-      // stop the next atom ("\x80") could complete it into valid UTF-8.
-      if (a.invalid) inner += 'x';
     }
+    after_invalid = a.invalid;
     l.invalid = l.invalid || a.invalid;
     l.nul = l.nul || a.nul;
   }
   l.text = "\"" + inner + "\"";
   return l;
 }
+
+namespace {
 
 // Raw bytes for URLs and headers (UTF-8 or not).
 std::string unicode_bytes(Rng& rng) {
@@ -616,7 +618,7 @@ Case huge_numbers_case(Rng& rng) {
 Case unicode_case(Rng& rng) {
   Case c;
   c.klass = "unicode";
-  const Literal l = unicode_literal(rng);
+  const UnicodeLiteral l = unicode_literal(rng);
   switch (rng.below(7)) {
     case 0:
       c.note = "job_type " + l.text;
@@ -624,7 +626,7 @@ Case unicode_case(Rng& rng) {
       if (l.invalid || l.nul) c.expect = {400};
       break;
     case 1: {
-      const Literal k = unicode_literal(rng);
+      const UnicodeLiteral k = unicode_literal(rng);
       c.note = "fuzz-any params " + k.text + ":" + l.text;
       c.request =
           json_request("POST", "/v1/jobs", "{\"job_type\":\"fuzz-any\",\"params\":{" + k.text + ":" + l.text + "}}");
