@@ -208,6 +208,54 @@ TEST(Kafka, ProducerCarriesOnAfterBrokerRestart) {
   for (const auto& m : got) EXPECT_THAT(m.value, HasSubstr("after:"));
 }
 
+// A batch that times out while the broker is down is answered unsent, and
+// no copy of it stays in librdkafka's queue to be delivered when the broker
+// is back: the caller (the outbox relay) sends those rows again itself, so
+// every retry during an outage would otherwise leave one more copy queued,
+// held in memory and delivered later.
+TEST(Kafka, ABatchThatTimedOutIsNotDeliveredWhenTheBrokerIsBack) {
+  ct::Broker broker;
+  const std::string topic = job_event_topic(ct::unique_name("kafka"), "io.conveyor.job.queued");
+  Producer producer(producer_options(broker.bootstrap()));
+  ASSERT_TRUE(all_true(producer.send_batch(make_batch(topic, 1, 1, "warm"), 20s)));
+
+  broker.stop();
+  for (int i = 0; i < 5; ++i) {
+    const auto acked = producer.send_batch(make_batch(topic, 1, 20, "outage" + std::to_string(i)), 300ms);
+    ASSERT_EQ(acked.size(), 20u);
+    EXPECT_EQ(std::count(acked.begin(), acked.end(), true), 0) << "batch " << i << " acked during the outage";
+  }
+  broker.resume();
+  // One key, one partition: anything still queued from the outage would be
+  // delivered before this batch.
+  const auto after = make_batch(topic, 1, 3, "after");
+  ASSERT_TRUE(all_true(producer.send_batch(after, 20s)));
+
+  Consumer consumer(consumer_options(broker, ct::unique_name("group"), topic));
+  const auto got = receive(consumer, after.size());
+  ASSERT_EQ(got.size(), after.size());
+  for (const auto& m : got) EXPECT_THAT(m.value, HasSubstr("after:"));
+  EXPECT_TRUE(consumer.poll(10, 500ms).empty()) << "more messages than the batch sent after the outage";
+}
+
+// The idempotent producer numbers every message it enqueues; dropping
+// the unsent ones of a batch that timed out must not leave a gap the broker
+// refuses in the next batch (librdkafka bumps the producer's epoch).
+TEST(Kafka, ABatchAfterOneThatTimedOutIsAcked) {
+  ct::Broker broker;
+  const std::string topic = job_event_topic(ct::unique_name("kafka"), "io.conveyor.job.queued");
+  Producer producer(producer_options(broker.bootstrap()));
+  ASSERT_TRUE(all_true(producer.send_batch(make_batch(topic, 1, 1, "warm"), 20s)));
+  for (int i = 0; i < 20; ++i) {
+    // 1-20 ms: some of the batch sent and acked, some in flight, some queued.
+    const auto rushed =
+        producer.send_batch(make_batch(topic, 4, 250, "rushed" + std::to_string(i)), std::chrono::milliseconds(1 + i));
+    const auto next = make_batch(topic, 4, 2, "next" + std::to_string(i));
+    ASSERT_TRUE(all_true(producer.send_batch(next, 20s)))
+        << "round " << i << ": " << std::count(rushed.begin(), rushed.end(), true) << " of the rushed batch acked";
+  }
+}
+
 TEST(Kafka, UnreachableBrokerReportsEveryMessageUnsentAtTimeout) {
   Producer producer(producer_options("127.0.0.1:" + std::to_string(ct::free_port())));
   std::vector<Message> batch = {{"t.job.queued", "k", "v1"}, {"t.job.queued", "k", "v2"}};

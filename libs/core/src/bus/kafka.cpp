@@ -125,7 +125,8 @@ struct Producer::Impl {
     auto* self = static_cast<Impl*>(opaque);
     auto seq = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(msg->_private));
     bool ok = msg->err == RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (!ok) {
+    // Purged by send_batch at its timeout: reported there, once per batch.
+    if (!ok && msg->err != RD_KAFKA_RESP_ERR__PURGE_QUEUE) {
       logger()->warn("kafka: delivery to {} failed: {}", rd_kafka_topic_name(msg->rkt), rd_kafka_err2str(msg->err));
     }
     if (seq < self->batch_first || seq >= self->batch_first + self->results.size()) return;
@@ -156,6 +157,21 @@ struct Producer::Impl {
     rd_kafka_destroy(rk);
     rk = nullptr;
     create();
+  }
+
+  // At a batch's timeout (a broker down): its messages not yet sent leave
+  // librdkafka's queue. The caller has them as unsent and sends them again
+  // (the relay: the same outbox rows, next pass); kept, each retry during an
+  // outage would add one more copy, held in memory and delivered when the
+  // broker is back. Messages already in flight may still be delivered: at
+  // least once, as ever.
+  void drop_queued(std::size_t unanswered) {
+    const rd_kafka_resp_err_t err = rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE);
+    rd_kafka_poll(rk, 0);  // the purged messages' reports
+    logger()->warn("kafka: {} message(s) not acknowledged in time, dropped from the send queue ({}), {} in flight",
+                   unanswered,
+                   err == RD_KAFKA_RESP_ERR_NO_ERROR ? "the caller has them as unsent" : rd_kafka_err2str(err),
+                   rd_kafka_outq_len(rk));
   }
 
   // Enqueues one message; on a full local queue, serves delivery reports
@@ -220,6 +236,7 @@ std::vector<bool> Producer::send_batch(std::span<const Message> messages, std::c
     if (left.count() <= 0) break;
     rd_kafka_poll(p.rk, std::min(to_ms(left), 100));
   }
+  if (p.outstanding > 0) p.drop_queued(p.outstanding);
   // Later reports for this batch's messages still in flight are ignored.
   std::vector<bool> results = std::move(p.results);
   p.results.clear();
