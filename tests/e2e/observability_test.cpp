@@ -1,8 +1,9 @@
 // Observability of the running system (issue 15, item 3), on real processes:
 // every process found through the monitor's Prometheus service discovery
 // serves a /metrics that `promtool check metrics` accepts without a lint
-// remark, and every event of a job on the Kafka topics is a CloudEvent in the
-// Kafka binding's structured mode, naming the service that made the change.
+// remark, every thread of a service or a worker has a name of its own, and
+// every event of a job on the Kafka topics is a CloudEvent in the Kafka
+// binding's structured mode, naming the service that made the change.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -105,6 +106,51 @@ TEST(Observability, PromtoolAcceptsTheMetricsOfEveryDiscoveredProcess) {
     EXPECT_EQ(check.output, "") << service << ": promtool lint remarks";
   }
   if (HasFailure()) std::cerr << stack.logs_tail();
+}
+
+// The names of process `pid`'s threads other than its main thread
+// (/proc/<pid>/task/<tid>/comm).
+std::multiset<std::string> thread_names(int pid) {
+  std::multiset<std::string> names;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    if (task.path().filename() == std::to_string(pid)) continue;
+    std::string name;
+    std::getline(std::ifstream(task.path() / "comm"), name);
+    names.insert(name);
+  }
+  return names;
+}
+
+// `top -H`, `ps -L` and perf name a busy thread by what it does: every thread
+// a service or a worker starts has a name of its own (librdkafka names its
+// own, "rdk:..."); none is left with the process's name.
+TEST(Observability, EveryThreadOfAServiceOrAWorkerIsNamed) {
+  SleepTypeFile types(30, 1, json::array({file_sink()}));
+  Stack::Options o;
+  o.workers = 1;
+  o.services = {"creation", "configuration", "execution", "publication"};
+  o.job_types_file = types.path();
+  Stack stack(o);
+  done_job(stack);  // the job path's threads have all run
+
+  const std::map<std::string, std::set<std::string>> expected = {
+      {"creation", {"signals", "timer", "relay", "kafka-params", "http-accept", "http-0"}},
+      {"configuration", {"signals", "timer", "listen", "relay", "kafka-params", "kafka-jobs", "http-accept"}},
+      {"publication", {"signals", "timer", "listen", "relay", "kafka-params", "kafka-jobs", "http-accept"}},
+      {"worker-1", {"executor-0", "executor-1", "reactor", "monitor", "http-accept"}},
+  };
+  for (const auto& [process, names] : expected) {
+    const int pid = stack.process(process).pid();
+    std::string process_name;
+    std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), process_name);
+    const auto threads = thread_names(pid);
+    std::string listed;
+    for (const auto& t : threads) listed += " " + t;
+    for (const auto& name : names) {
+      EXPECT_TRUE(threads.count(name)) << process << " has no thread " << name << ":" << listed;
+    }
+    EXPECT_EQ(threads.count(process_name), 0u) << process << ": a thread without a name of its own:" << listed;
+  }
 }
 
 // The stage that makes each change of a job's hot path (DESIGN §3).

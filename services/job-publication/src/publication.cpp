@@ -21,6 +21,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/client.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/job_config.hpp"
 
 namespace conveyor::publication {
@@ -445,7 +446,12 @@ std::vector<Outcome> deliver_all(const std::vector<Claimed>& claimed, const mode
   std::vector<std::jthread> threads;
   for (std::size_t k = 1; k < lanes; ++k) {
     try {
-      threads.emplace_back(lane, k);
+      threads.emplace_back(
+          [&lane](std::size_t lane_k) {
+            logging::name_this_thread("deliver-" + std::to_string(lane_k));
+            lane(lane_k);
+          },
+          k);
     } catch (const std::system_error& e) {
       log()->warn("publication: {} of {} delivery lanes started: {}", k, lanes, e.what());
       break;

@@ -8,15 +8,24 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
+
+#include "conveyor/logging/thread_name.hpp"
 
 namespace conveyor::worker {
 
 class Executor {
  public:
-  explicit Executor(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { main(); });
+  // `name`: the threads' names, "<name>-<n>" (logging::name_this_thread).
+  Executor(int threads, const std::string& name) {
+    for (int i = 0; i < std::max(1, threads); ++i) {
+      threads_.emplace_back([this, thread = name + "-" + std::to_string(i)] {
+        logging::name_this_thread(thread);
+        main();
+      });
+    }
   }
   ~Executor() {
     {

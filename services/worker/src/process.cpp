@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "fd.hpp"
 
@@ -334,7 +335,10 @@ class Reactor::Loop {
     }
     watch(event_.get(), kWakeTag);
     // Detached: the loop lives as long as the process (see Reactor).
-    std::thread([this] { main(); }).detach();
+    std::thread([this] {
+      logging::name_this_thread("reactor");
+      main();
+    }).detach();
   }
 
   void add(std::unique_ptr<Run> run) {

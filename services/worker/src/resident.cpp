@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/text/text.hpp"
 #include "fd.hpp"
 
@@ -187,7 +188,10 @@ class ResidentProgram {
         dir_(std::move(dir)),
         kill_grace_(kill_grace),
         log_(std::move(log)) {
-    thread_ = std::thread([this] { supervise(); });
+    thread_ = std::thread([this] {
+      logging::name_this_thread("resident");
+      supervise();
+    });
   }
   ~ResidentProgram() {
     {

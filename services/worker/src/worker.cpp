@@ -16,6 +16,7 @@
 
 #include "conveyor/db/db.hpp"
 #include "conveyor/error/error.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/job_config.hpp"
 #include "conveyor/model/job_type.hpp"
 #include "conveyor/model/worker.hpp"
@@ -442,12 +443,20 @@ void Worker::start() {
   Reactor::instance();  // its thread now: a worker that cannot have one does not start
   // Enough threads that a job's files and outcome do not wait for another
   // job's; the group commit (FinishBatch) batches what they record at once.
-  executor_ = std::make_unique<Executor>(std::clamp(concurrency(), 2, kMaxExecutorThreads));
+  executor_ = std::make_unique<Executor>(std::clamp(concurrency(), 2, kMaxExecutorThreads), "executor");
   // Container jobs' image pulls and runtime calls can take minutes: their
   // own threads, so that process jobs never wait behind a pull.
-  if (runtime_) containers_ = std::make_unique<Executor>(kContainerThreads);
-  monitor_ = std::thread([this] { monitor_main(); });
-  if (runtime_) sweeper_ = std::thread([this] { sweeper_main(); });
+  if (runtime_) containers_ = std::make_unique<Executor>(kContainerThreads, "containers");
+  monitor_ = std::thread([this] {
+    logging::name_this_thread("monitor");
+    monitor_main();
+  });
+  if (runtime_) {
+    sweeper_ = std::thread([this] {
+      logging::name_this_thread("sweeper");
+      sweeper_main();
+    });
+  }
 }
 
 // ---------------------------------------------------------------- main loop

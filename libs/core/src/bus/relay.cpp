@@ -9,6 +9,7 @@
 #include "conveyor/bus/topics.hpp"
 #include "conveyor/db/db.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/logging/thread_name.hpp"
 
 namespace conveyor::bus {
 
@@ -249,7 +250,10 @@ Relay::~Relay() { stop(); }
 void Relay::start() {
   if (thread_.joinable()) return;
   stopping_ = false;
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    logging::name_this_thread("relay");
+    loop();
+  });
 }
 
 void Relay::stop() {

@@ -37,6 +37,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/problem.hpp"
 #include "conveyor/logging/logging.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/metrics/metrics.hpp"
 #include "conveyor/text/text.hpp"
 
@@ -547,7 +548,10 @@ class ElasticPool final : public httplib::TaskQueue {
   void spawn() {  // mu_ held
     const int id = next_id_++;
     ++live_;
-    threads_.emplace(id, std::thread([this, id] { work(id); }));
+    threads_.emplace(id, std::thread([this, id] {
+                       logging::name_this_thread("http-" + std::to_string(id));
+                       work(id);
+                     }));
   }
 
   std::vector<std::thread> take_finished() {  // mu_ held
@@ -1101,6 +1105,7 @@ void Server::start() {
   // The socket already listens, so connections queue in its backlog until
   // the accept loop runs.
   impl.thread = std::thread([&impl] {
+    logging::name_this_thread("http-accept");
     impl.server.listen_after_bind();
     impl.loop_exited = true;
   });

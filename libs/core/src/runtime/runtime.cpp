@@ -24,6 +24,7 @@
 #include "conveyor/bus/topics.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/admin.hpp"
+#include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/status.hpp"
 #include "conveyor/runtime/check.hpp"
 
@@ -300,7 +301,10 @@ class Service final : public Context {
   void start(const std::function<void(Context&)>& setup) {
     // The signal thread first: a SIGTERM during start-up stays pending
     // (blocked) until it runs, and then makes the loop return at once.
-    signal_thread_ = std::thread([this] { signal_loop(); });
+    signal_thread_ = std::thread([this] {
+      logging::name_this_thread("signals");
+      signal_loop();
+    });
     register_metrics();
     open_database();
     write_instance("up", true);
@@ -323,8 +327,16 @@ class Service final : public Context {
     // The millisecond path: a NOTIFY of a watched status wakes the loop
     // without Kafka (which then only confirms, or stands in while the
     // database connection is re-made).
-    if (!listen_channels().empty()) listen_thread_ = std::thread([this] { listen_loop(); });
-    timer_thread_ = std::thread([this] { timer_loop(); });
+    if (!listen_channels().empty()) {
+      listen_thread_ = std::thread([this] {
+        logging::name_this_thread("listen");
+        listen_loop();
+      });
+    }
+    timer_thread_ = std::thread([this] {
+      logging::name_this_thread("timer");
+      timer_loop();
+    });
     up_->set(1);
   }
 
@@ -440,7 +452,10 @@ class Service final : public Context {
     parameters.topics = {parameters_topic_};
     parameters.client_id = instance_id_;
     parameters.extra["fetch.wait.max.ms"] = "500";
-    consumer_threads_.emplace_back([this, parameters] { consume(parameters); });
+    consumer_threads_.emplace_back([this, parameters] {
+      logging::name_this_thread("kafka-params");
+      consume(parameters);
+    });
 
     bus::ConsumerOptions jobs;
     jobs.brokers = brokers_;
@@ -454,7 +469,12 @@ class Service final : public Context {
     } else if (notified) {
       jobs.extra["fetch.wait.max.ms"] = "250";
     }
-    if (!jobs.topics.empty()) consumer_threads_.emplace_back([this, jobs] { consume(jobs); });
+    if (!jobs.topics.empty()) {
+      consumer_threads_.emplace_back([this, jobs] {
+        logging::name_this_thread("kafka-jobs");
+        consume(jobs);
+      });
+    }
   }
 
   struct Taken {
