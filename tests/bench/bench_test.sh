@@ -28,13 +28,28 @@ set -e
 # batches (POST /v1/jobs/batch: 7, 7 and 6 jobs), the latency phase one by one.
 # The webhook sink takes 30 ms to answer (--sink-delay), so no job's done hop is
 # shorter. Five jobs wait through both phases on one that never ends
-# (--waiting): configured before the first, counted in neither.
+# (--waiting): configured before the first, counted in neither. The job
+# folders go to a folder of the run's own under --files-dir, seen while the
+# run lasts and removed after it.
+files=$(mktemp -d)
+trap 'rm -rf "$files" "$files.seen"' EXIT
+( until compgen -G "$files/conveyor-bench-files-*/logs/*/job-*" >/dev/null; do sleep 0.1; done; touch "$files.seen" ) &
+watcher=$!
 json=$("$bench" --workload process --jobs 20 --batch 7 --concurrency 6 --rate 50 --duration 2s --sink-delay 30 \
-  --waiting 5 --json) ||
+  --waiting 5 --files-dir "$files" --json) ||
   fail "the tiny run exited $?"
-python3 - "$json" <<'PY'
+kill "$watcher" 2>/dev/null || true
+[[ -e $files.seen ]] || fail "no job folder under --files-dir $files during the run"
+[[ -z $(ls -A "$files") ]] || fail "--files-dir $files was not cleaned up: $(ls -A "$files")"
+set +e
+err=$("$bench" --files-dir "$files/missing" --jobs 0 --duration 0 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc -ne 0 && $err == *"--files-dir"* ]] || fail "a missing --files-dir was not refused by name ($rc): $err"
+python3 - "$json" "$files" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
+assert r["settings"]["files_dir"] == sys.argv[2], r["settings"]
 assert r["settings"]["durable_postgres"] is True, r["settings"]
 assert r["settings"]["batch"] == 7 and r["settings"]["concurrency"] == 6, r["settings"]
 assert r["settings"]["sink_delay_ms"] == 30, r["settings"]

@@ -17,6 +17,7 @@
 //  3. the CPU milliseconds per job of every process in each phase, from
 //     /proc, and each process's peak memory.
 // It waits for jobs on one database connection, one query per poll.
+// --files-dir puts the job folders on another volume than PostgreSQL's.
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -70,6 +72,7 @@ struct Settings {
   double timeout_s = 600;
   bool profile_sql = false;
   int sink_delay_ms = 0;  // how long the webhook receiver takes to answer
+  std::string files_dir;  // where the job folders go; empty: next to PostgreSQL's
 };
 
 // "20s", "500ms", "2m" or a bare number of seconds.
@@ -143,6 +146,10 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
       ->capture_default_str();
   app.add_option("--type", s.type, "job type of the process workload")->capture_default_str();
   app.add_flag("--fast-db", s.fast_db, "PostgreSQL with fsync and synchronous_commit off (not durable)");
+  app.add_option("--files-dir", s.files_dir,
+                 "put the job folders (the services' and workers' CONVEYOR_DATA_DIR) in a new folder under DIR, "
+                 "e.g. on the volume the workers would use; PostgreSQL stays where it is")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--sink-delay", s.sink_delay_ms,
                  "ms the webhook receiver (every job's sink) takes to answer, as a remote sink would")
       ->check(CLI::Range(0, 10000))
@@ -712,6 +719,9 @@ void print_report(const Json& report) {
       st["concurrency"].get<int>() > 0 ? std::to_string(st["concurrency"].get<int>()).c_str() : "default",
       st["submitters"].get<int>(), st["batch"].get<int>(), st["sink_delay_ms"].get<int>(),
       st["bin_dir"].get<std::string>().c_str());
+  if (!st["files_dir"].get<std::string>().empty()) {
+    std::printf("job folders under %s\n", st["files_dir"].get<std::string>().c_str());
+  }
   if (st["waiting"].get<int>() > 0) {
     std::printf("%d jobs waiting, through every phase, on a job that never ends\n", st["waiting"].get<int>());
   }
@@ -768,6 +778,7 @@ Json settings_json(const Settings& s) {
           {"durable_postgres", !s.fast_db},
           {"profile_sql", s.profile_sql},
           {"sink_delay_ms", s.sink_delay_ms},
+          {"files_dir", s.files_dir},
           {"bin_dir", s.bin_dir.empty() ? "this build" : s.bin_dir},
           {"migrations_dir", s.migrations_dir},
           {"job_types", s.job_types}};
@@ -797,6 +808,26 @@ bool all_configured(conveyor::db::Session& db, int n, std::chrono::duration<doub
   return true;
 }
 
+// --files-dir: a folder of this run's own under the given one, removed at
+// the end (the job folders of every process of the stack).
+struct FilesDir {
+  fs::path path;
+  explicit FilesDir(const std::string& parent) {
+    if (parent.empty()) return;
+    std::string tmpl = (fs::path(parent) / "conveyor-bench-files-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      throw std::runtime_error("--files-dir: cannot make a folder in " + parent + ": " + std::strerror(errno));
+    }
+    path = tmpl;
+  }
+  ~FilesDir() {
+    std::error_code ec;
+    if (!path.empty()) fs::remove_all(path, ec);
+  }
+  FilesDir(const FilesDir&) = delete;
+  FilesDir& operator=(const FilesDir&) = delete;
+};
+
 int run(Settings& s) {
   resolve_paths(s);
   Json report{
@@ -822,6 +853,8 @@ int run(Settings& s) {
   o.job_types_file = s.job_types;
   o.env["CONVEYOR_LOG_LEVEL"] = "warn";
   o.env["CONVEYOR_SUBMIT_RATE"] = "0";  // the per-token limit (200/s by default) would cap the bench
+  const FilesDir files(s.files_dir);
+  if (!files.path.empty()) o.env["CONVEYOR_DATA_DIR"] = files.path.string();
   for (const char* k : {"CONTAINERS_CONF", "DOCKER_HOST", "HOME"}) {
     if (const char* v = std::getenv(k)) o.env[k] = v;
   }
