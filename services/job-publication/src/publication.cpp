@@ -33,19 +33,23 @@ constexpr const char* kProcessedEvent = "io.conveyor.job.processed";
 constexpr const char* kExternalErrorEvent = "io.conveyor.job.external_error";
 
 // Claims a batch of processed jobs ($1 at most, oldest first) for $2 ms for
-// instance $3 (conveyor.claim_publishable, migration 20261226000000): other
-// replicas skip them while they are delivered outside any transaction; a
-// claim never recorded (this process died) ends and the job is delivered
-// again. `failures`: the publication attempts so far (external_error rows
-// that left processed).
-constexpr db::Statement kClaimProcessed{
-    "publication_claim_processed",
-    R"(SELECT j.id, j.job_type, j.attempt, j.params::text AS params, j.config::text AS config,
-              j.result::text AS result,
+// instance $3 (conveyor.claim_publishable, migrations 20261226000000 and
+// 20270102000000): other replicas skip them while they are delivered
+// outside any transaction; a claim never recorded (this process died) ends
+// and the job is delivered again. A job whose config names no sink
+// (conveyor.job_delivers_nothing) is moved to done by the same statement
+// and comes back done, its other columns not read. `failures`: the
+// publication attempts so far (external_error rows that left processed).
+constexpr db::Statement kClaimProcessed{"publication_claim_processed",
+                                        R"(SELECT j.id, j.status = 'done' AS done, j.job_type, j.attempt,
+              CASE WHEN j.status <> 'done' THEN j.params::text END AS params,
+              CASE WHEN j.status <> 'done' THEN j.config::text END AS config,
+              CASE WHEN j.status <> 'done' THEN j.result::text END AS result,
               to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now,
-              (SELECT count(*) FROM conveyor.job_status_change f
-               WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
-                AS failures
+              CASE WHEN j.status <> 'done' THEN
+                (SELECT count(*) FROM conveyor.job_status_change f
+                 WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
+              END AS failures
        FROM conveyor.claim_publishable($1, $2, $3) j)"};
 
 // The outcomes of a batch's deliveries in one statement: per job (arrays in
@@ -502,10 +506,14 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
   const db::Result claimed = pool.exec_once(
       kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
   state.claim_in_doubt = false;
-  if (claimed.empty()) return moved;
-  // Delivered outside any transaction: no row lock is held while a sink answers.
+  // Delivered outside any transaction: no row lock is held while a sink
+  // answers. The jobs that deliver nothing are done already.
   std::vector<Claimed> jobs;
-  for (const auto row : claimed) jobs.push_back(read_claimed(row));
+  for (const auto row : claimed) {
+    if (row["done"].as_bool()) ++moved;
+    else jobs.push_back(read_claimed(row));
+  }
+  if (jobs.empty()) return moved;
   std::sort(jobs.begin(), jobs.end(), [](const Claimed& a, const Claimed& b) { return a.job.id < b.job.id; });
   std::vector<std::int64_t> not_started;
   for (Outcome& o : deliver_all(jobs, params, settings, state, times)) {

@@ -596,7 +596,11 @@ class StatusScanTest : public ::testing::Test {
  protected:
   void SetUp() override {
     db_.exec(R"(INSERT INTO conveyor.job_type (name, command) VALUES ('free', '["true"]'))");
-    db_.exec("INSERT INTO conveyor.job (job_type, config) SELECT 'free', '{}' FROM generate_series(1, 3000)");
+    // Each with a sink, so that publication's claim claims them
+    // (conveyor.job_delivers_nothing).
+    db_.exec(
+        "INSERT INTO conveyor.job (job_type, config) "
+        "SELECT 'free', '{\"sinks\": [{\"kind\": \"webhook\"}]}' FROM generate_series(1, 3000)");
     for (const char* s : {"configured", "ready", "queued"})
       db_.exec(std::string("UPDATE conveyor.job SET status = '") + s + "'");
     db_.exec("ANALYZE conveyor.job");
@@ -731,6 +735,55 @@ TEST_F(StatusScanTest, PublicationClaimsTheOldestProcessedJobsByAPlainWalk) {
                             "AND publication_claimed_until > now() + interval '4 minutes'"),
             "4");
   EXPECT_EQ(db_.query_value("SELECT string_agg(c::text, ',') FROM conveyor.publishable_jobs(9) c"), latest);
+}
+
+// A processed job whose config names no sink (none, null or [], or no
+// config) has nothing to deliver: the claim moves it to done at once, as
+// publication's record of its outcome would (no claim left, the errors of
+// an earlier attempt cleared), and returns it done. Any other "sinks",
+// a list or a value publication will refuse, is claimed as before.
+TEST_F(StatusScanTest, PublicationsClaimMovesTheJobsThatDeliverNothingToDone) {
+  db_.exec("UPDATE conveyor.job SET status = 'done' WHERE status = 'processed'");
+  db_.exec(
+      "UPDATE conveyor.job SET status = 'started' WHERE id = (SELECT min(id) FROM conveyor.job "
+      "WHERE status = 'queued')");  // six started
+  const std::vector<std::pair<std::string, bool>> configs = {
+      {"NULL", true},
+      {"'{}'", true},
+      {"'{\"sinks\": []}'", true},
+      {"'{\"sinks\": null, \"pool\": \"gpu\"}'", true},
+      {"'{\"sinks\": [{\"kind\": \"file\", \"dir\": \"c\"}]}'", false},
+      {"'{\"sinks\": \"catalog\"}'", false},
+  };
+  std::vector<std::string> nothing, claimed;
+  for (const auto& [config, delivers_nothing] : configs) {
+    (delivers_nothing ? nothing : claimed)
+        .push_back(db_.query_value("UPDATE conveyor.job SET status = 'processed', config = " + config +
+                                   ", error_message = 'an earlier attempt' "
+                                   "WHERE id = (SELECT min(id) FROM conveyor.job WHERE status = 'started') "
+                                   "RETURNING id"));
+  }
+  const auto joined = [](const std::vector<std::string>& ids, const std::string& suffix = "") {
+    std::string out;
+    for (const auto& id : ids) out += (out.empty() ? "" : ",") + id + suffix;
+    return out;
+  };
+  EXPECT_EQ(db_.query_value("SELECT string_agg(id || ':' || status, ',' ORDER BY id) "
+                            "FROM conveyor.claim_publishable(9, 300000, 'p1') WHERE status = 'done'"),
+            joined(nothing, ":done"));
+  EXPECT_EQ(db_.query_value("SELECT string_agg(id::text, ',' ORDER BY id) FROM conveyor.job WHERE status = 'done' "
+                            "AND id IN (" +
+                            joined(nothing) +
+                            ") AND publication_claimed_by IS NULL "
+                            "AND publication_claimed_until IS NULL AND error_message IS NULL"),
+            joined(nothing));
+  EXPECT_EQ(db_.query_value("SELECT string_agg(id::text, ',' ORDER BY id) FROM conveyor.job WHERE status = "
+                            "'processed' AND publication_claimed_by = 'p1' AND error_message IS NOT NULL"),
+            joined(claimed));
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job_status_change WHERE from_status = 'processed' "
+                            "AND to_status = 'done' AND job_id IN (" +
+                            joined(nothing) + ")"),
+            "4");
 }
 
 // The status trigger that claim_publishable's update fires plans its
