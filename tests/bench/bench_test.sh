@@ -55,6 +55,8 @@ assert r["settings"]["batch"] == 7 and r["settings"]["concurrency"] == 6, r["set
 assert r["settings"]["sink_delay_ms"] == 30, r["settings"]
 assert r["settings"]["waiting"] == 5, r["settings"]
 assert r["machine"]["nproc"] >= 1
+# The file system of the job folders, e.g. "ext4 (vda, no journal)", "tmpfs".
+assert r["machine"]["files_volume"] not in ("", "unknown"), r["machine"]
 [w] = r["workloads"]
 assert w["workload"] == "process", w
 for phase, jobs in (("throughput", 20), ("latency", 100)):

@@ -719,9 +719,10 @@ void print_report(const Json& report) {
       st["concurrency"].get<int>() > 0 ? std::to_string(st["concurrency"].get<int>()).c_str() : "default",
       st["submitters"].get<int>(), st["batch"].get<int>(), st["sink_delay_ms"].get<int>(),
       st["bin_dir"].get<std::string>().c_str());
-  if (!st["files_dir"].get<std::string>().empty()) {
-    std::printf("job folders under %s\n", st["files_dir"].get<std::string>().c_str());
-  }
+  std::printf(
+      "job folders under %s, on %s\n",
+      st["files_dir"].get<std::string>().empty() ? "the stack's folder" : st["files_dir"].get<std::string>().c_str(),
+      report["machine"]["files_volume"].get<std::string>().c_str());
   if (st["waiting"].get<int>() > 0) {
     std::printf("%d jobs waiting, through every phase, on a job that never ends\n", st["waiting"].get<int>());
   }
@@ -870,6 +871,7 @@ int run(Settings& s) {
   }
   if (s.waiting > 0) o.setup_sql += "; " + waiting_jobs_sql(s.waiting);
   Stack stack(o);
+  report["machine"]["files_volume"] = conveyor::bench::volume_of(files.path.empty() ? stack.data_dir() : files.path);
   conveyor::db::Session db(stack.db().url(), "conveyor-bench");  // the one connection that polls
   if (s.waiting > 0 && !all_configured(db, s.waiting, std::chrono::duration<double>(s.timeout_s))) {
     std::cerr << "conveyor-bench: the " << s.waiting << " waiting jobs were not all configured in time\n";

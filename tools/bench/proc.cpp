@@ -1,6 +1,9 @@
 // /proc readings for conveyor-bench.
 #include "proc.hpp"
 
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -63,6 +66,55 @@ double peak_rss_mib(int pid) {
     if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;  // kB
   }
   return 0;
+}
+
+namespace {
+
+// The block device's name of `dev` ("vda", "loop0"), from its uevent; ""
+// when there is none (tmpfs, overlay).
+std::string device_name(dev_t dev) {
+  std::ifstream in("/sys/dev/block/" + std::to_string(major(dev)) + ":" + std::to_string(minor(dev)) + "/uevent");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("DEVNAME=", 0) == 0) return line.substr(8);
+  }
+  return "";
+}
+
+// Whether jbd2 keeps a journal for `device` (its entries are "vda-8").
+bool journaled(const std::string& device) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/fs/jbd2", ec)) {
+    if (e.path().filename().string().rfind(device + "-", 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string volume_of(const std::filesystem::path& dir) {
+  struct statfs fs {};
+  struct stat st {};
+  if (::statfs(dir.c_str(), &fs) != 0 || ::stat(dir.c_str(), &st) != 0) return "unknown";
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case 0x01021994UL:
+      return "tmpfs";
+    case 0x58465342UL:
+      return "xfs";
+    case 0x9123683EUL:
+      return "btrfs";
+    case 0x794C7630UL:
+      return "overlay";
+    case 0xEF53UL: {
+      const std::string device = device_name(st.st_dev);
+      if (device.empty()) return "ext4";
+      return "ext4 (" + device + (journaled(device) ? ", journaled)" : ", no journal)");
+    }
+    default: {
+      std::ostringstream hex;
+      hex << "file system type 0x" << std::hex << static_cast<unsigned long>(fs.f_type);
+      return hex.str();
+    }
+  }
 }
 
 }  // namespace conveyor::bench

@@ -1,7 +1,9 @@
 #pragma once
 // What /proc says about the processes conveyor-bench measures: CPU time
 // (utime + stime, all threads) and peak resident memory (VmHWM). Linux only.
+#include <filesystem>
 #include <map>
+#include <string>
 
 namespace conveyor::bench {
 
@@ -30,5 +32,12 @@ class ProcSnapshot {
 
 // VmHWM of the process in MiB; 0 when it cannot be read.
 double peak_rss_mib(int pid);
+
+// The file system `dir` is on, for the report: "tmpfs", "xfs", "ext4 (vda,
+// journaled)", "ext4 (vda, no journal)" (the journal from /proc/fs/jbd2,
+// the device from /sys/dev/block), or "unknown" when it cannot be read. On
+// ext4 without a journal a new inode skips every inode freed in the last
+// minute, so a run's files cost more right after another run's clean-up.
+std::string volume_of(const std::filesystem::path& dir);
 
 }  // namespace conveyor::bench
