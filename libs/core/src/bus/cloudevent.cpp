@@ -1,5 +1,6 @@
 #include "conveyor/bus/cloudevent.hpp"
 
+#include <algorithm>
 #include <limits>
 
 #include "conveyor/error/error.hpp"
@@ -47,27 +48,78 @@ bool is_json_content_type(const std::string& content_type) {
 
 }  // namespace
 
+namespace {
+
+// `value` as a JSON string, as json::dump writes it: plain printable ASCII
+// is copied between quotes (every attribute the relay writes: ids, types,
+// sources, times), anything else goes through the library (escapes, UTF-8
+// kept, an invalid byte replaced: a stray byte in a job's output must not
+// make the event unpublishable).
+void append_string(std::string& out, const std::string& value) {
+  const bool plain = std::all_of(value.begin(), value.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7f && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += json(value).dump(-1, ' ', false, json::error_handler_t::replace);
+    return;
+  }
+  out += '"';
+  out += value;
+  out += '"';
+}
+
+}  // namespace
+
+// The attributes in the order of their names, as a JSON object of them
+// would be dumped (data, datacontenttype, id, schemaversion, source,
+// specversion, subject, time, type), written straight into one string: the
+// relay encodes every event of every job.
 std::string encode(const CloudEvent& event) {
-  json envelope = {
-      {"specversion", "1.0"},
-      {"id", event.id},
-      {"source", event.source},
-      {"type", event.type},
+  std::string out;
+  out.reserve(160 + event.data_json.size() + event.id.size() + event.source.size() + event.type.size() +
+              event.subject.size() + event.time.size());
+  out += '{';
+  const auto key = [&out](const char* name) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    out += name;
+    out += "\":";
   };
-  if (!event.subject.empty()) envelope["subject"] = event.subject;
-  if (!event.time.empty()) envelope["time"] = event.time;
-  if (!event.datacontenttype.empty()) envelope["datacontenttype"] = event.datacontenttype;
-  envelope["schemaversion"] = event.schemaversion;
   // A text of null is no data, as a null `data` is.
-  const bool data_text = !event.data_json.empty() && event.data_json != "null";
-  if (event.data_json.empty() && !event.data.is_null()) envelope["data"] = event.data;
-  // replace: a stray invalid UTF-8 byte in a job's output must not make the
-  // event unpublishable.
-  std::string text = envelope.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (!data_text) return text;
-  // The data first, where the sorted keys put it ("data" sorts before
-  // "datacontenttype"): the same envelope as a parsed `data` gives.
-  return "{\"data\":" + event.data_json + "," + text.substr(1);
+  if (!event.data_json.empty()) {
+    if (event.data_json != "null") {
+      key("data");
+      out += event.data_json;
+    }
+  } else if (!event.data.is_null()) {
+    key("data");
+    out += event.data.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+  if (!event.datacontenttype.empty()) {
+    key("datacontenttype");
+    append_string(out, event.datacontenttype);
+  }
+  key("id");
+  append_string(out, event.id);
+  key("schemaversion");
+  out += std::to_string(event.schemaversion);
+  key("source");
+  append_string(out, event.source);
+  key("specversion");
+  out += "\"1.0\"";
+  if (!event.subject.empty()) {
+    key("subject");
+    append_string(out, event.subject);
+  }
+  if (!event.time.empty()) {
+    key("time");
+    append_string(out, event.time);
+  }
+  key("type");
+  append_string(out, event.type);
+  out += '}';
+  return out;
 }
 
 CloudEvent decode(std::string_view message) {

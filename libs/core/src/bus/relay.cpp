@@ -180,24 +180,24 @@ struct Relay::Impl {
         logging::get("relay")->warn("relay: its place (conveyor.outbox_relay) could not be saved: the row is gone");
         return std::nullopt;
       }
-      page.window_end = row[0].as_string();
+      if (page.window_end.empty()) page.window_end = row[0].as_string();  // one snapshot, on every row
       if (!row[3].is_null()) page.rows.push_back({row[3].as_int(), message_of(row, options)});
     }
     saved = place;
     return page;
   }
 
-  // Sends `page`, and moves `place` past what the broker acked in order:
-  // past the window when the page was its last (`last`) and all of it went.
-  // Returns how many rows the broker acked.
-  std::size_t send(const Page& page, bool last) {
+  // Sends `page` (its messages are moved out), and moves `place` past what
+  // the broker acked in order: past the window when the page was its last
+  // (`last`) and all of it went. Returns how many rows the broker acked.
+  std::size_t send(Page& page, bool last) {
     if (page.rows.empty()) {  // the window ended with the page before
       if (last && !place.window_end.empty()) place = Place{page.window_end, "", 0};
       return 0;
     }
     std::vector<Message> msgs;
     msgs.reserve(page.rows.size());
-    for (const auto& r : page.rows) msgs.push_back(r.msg);
+    for (auto& r : page.rows) msgs.push_back(std::move(r.msg));
     const auto acked = producer->send_batch(msgs, options.send_timeout);
     std::size_t sent = 0;
     std::size_t in_order = 0;  // acked before the first one that was not
@@ -306,7 +306,7 @@ std::size_t Relay::run(bool settle) {
     // next run's statement (the next wake-up, at the latest the poll)
     // instead of a statement of its own that would find nothing more.
     for (;;) {
-      const std::optional<Impl::Page> page = im.save_and_read(options_.batch_size);
+      std::optional<Impl::Page> page = im.save_and_read(options_.batch_size);
       if (!page) {
         logging::get("relay")->warn("relay lost its database session; giving up leadership");
         im.give_up();
