@@ -146,62 +146,6 @@ TEST(CloudEvent, EncodeWritesTheBytesOfTheSortedEnvelope) {
   EXPECT_EQ(cases, 216);
 }
 
-// decode(text, data_keys) checks as decode(text) does and keeps of `data`
-// only the members named: the same event, or the same error, for every
-// message; members of other objects (an extension, a nested object in
-// data) are untouched.
-TEST(CloudEvent, DecodingSomeKeysOfDataChecksAsAWholeDecode) {
-  CloudEvent e = sample();
-  e.data = {{"reemitted", true},
-            {"job_id", 7},
-            {"nested", {{"reemitted", false}, {"x", 1}}},
-            {"list", {1, {{"reemitted", 1}}}}};
-  std::vector<std::string> messages = {encode(e)};
-  e.data = {{"job_id", 7}};
-  messages.push_back(encode(e));
-  e.data = nullptr;
-  messages.push_back(encode(e));
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","ext":{"data":{"k":1}},)"
-                     R"("data":{"reemitted":false,"k":{"reemitted":true}}})");
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","data":[{"reemitted":true}]})");
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","data":"text"})");
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","datacontenttype":"text/plain",)"
-                     R"("data":{"reemitted":true}})");
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","time":"yesterday","data":{}})");
-  messages.push_back(R"({"specversion":"2.0","id":"a","source":"s","type":"t"})");
-  messages.push_back(R"({"specversion":"1.0","id":"a","source":"s","type":"t","data":{"reemitted":true})");
-  messages.push_back(R"({"id":"a","data":{"reemitted":true}})");
-  messages.push_back(std::string(80, '[') + std::string(80, ']'));
-  const std::vector<std::string> keys = {"reemitted"};
-  for (const auto& m : messages) {
-    std::string whole_error, some_error;
-    CloudEvent whole, some;
-    try {
-      whole = decode(m);
-    } catch (const Error& err) {
-      whole_error = err.what();
-    }
-    try {
-      some = decode(m, keys);
-    } catch (const Error& err) {
-      some_error = err.what();
-    }
-    EXPECT_EQ(some_error, whole_error) << m;
-    if (!whole_error.empty()) continue;
-    EXPECT_EQ(some.id, whole.id);
-    EXPECT_EQ(some.type, whole.type);
-    EXPECT_EQ(some.time, whole.time);
-    json expected = whole.data;
-    if (expected.is_object()) {
-      for (auto it = expected.begin(); it != expected.end();)
-        it = it.key() == "reemitted" ? std::next(it) : expected.erase(it);
-    }
-    EXPECT_EQ(some.data, expected) << m;
-  }
-  EXPECT_EQ(decode(messages[0], keys).data, json({{"reemitted", true}}));
-  EXPECT_EQ(decode(messages[3], keys).data, json({{"reemitted", false}}));
-}
-
 TEST(CloudEvent, EncodeSurvivesInvalidUtf8InData) {
   CloudEvent event = sample();
   event.data = {{"log", std::string("bad \xff byte")}};

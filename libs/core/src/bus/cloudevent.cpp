@@ -122,46 +122,16 @@ std::string encode(const CloudEvent& event) {
   return out;
 }
 
-namespace {
-
-// The envelope of `message`, within the event limits; `keep` as for
-// text::parse_json.
-json parse_envelope(std::string_view message, const json::parser_callback_t& keep) {
+CloudEvent decode(std::string_view message) {
+  json envelope;
   try {
     text::JsonLimits limits;
     limits.max_bytes = kMaxEventBytes;
     limits.max_depth = kMaxEventDepth;
-    return text::parse_json(message, limits, keep);
+    envelope = text::parse_json(message, limits);
   } catch (const Error& e) {
     reject(e.what());
   }
-}
-
-CloudEvent event_of(json envelope);
-
-}  // namespace
-
-CloudEvent decode(std::string_view message) { return event_of(parse_envelope(message, nullptr)); }
-
-CloudEvent decode(std::string_view message, const std::vector<std::string>& data_keys) {
-  // Which top-level member the parser is in: a key event at depth 1 names
-  // it; members of `data` (depth 2) not in `data_keys` are not built.
-  bool in_data = false;
-  const auto keep = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event != json::parse_event_t::key) return true;
-    if (depth == 1) {
-      in_data = parsed == "data";
-      return true;
-    }
-    if (depth != 2 || !in_data) return true;
-    return std::find(data_keys.begin(), data_keys.end(), parsed.get_ref<const std::string&>()) != data_keys.end();
-  };
-  return event_of(parse_envelope(message, keep));
-}
-
-namespace {
-
-CloudEvent event_of(json envelope) {
   if (!envelope.is_object()) reject(std::string("not a JSON object but ") + envelope.type_name());
 
   std::string specversion = required_string(envelope, "specversion");
@@ -208,7 +178,5 @@ CloudEvent event_of(json envelope) {
   }
   return event;
 }
-
-}  // namespace
 
 }  // namespace conveyor::bus

@@ -507,9 +507,7 @@ class Service final : public Context {
           throw Error(errc::bad_input, "message of " + std::to_string(m.size) + " bytes is larger than the limit of " +
                                            std::to_string(options.max_message_bytes));
         }
-        // Checked whole; of its data only what event_wakes reads is built.
-        static const std::vector<std::string> kWakeDataKeys = {"reemitted"};
-        const bus::CloudEvent event = bus::decode(m.value, kWakeDataKeys);
+        const bus::CloudEvent event = bus::decode(m.value);
         if (m.topic == parameters_topic_) {
           taken.reload = true;
         } else if (spec_.wake_on.contains(event.type)) {

@@ -58,9 +58,7 @@ std::string check_limits(std::string_view t, const JsonLimits& limits) {
 
 }  // namespace
 
-nlohmann::json parse_json(std::string_view t, const JsonLimits& limits) { return parse_json(t, limits, nullptr); }
-
-nlohmann::json parse_json(std::string_view t, const JsonLimits& limits, const nlohmann::json::parser_callback_t& keep) {
+nlohmann::json parse_json(std::string_view t, const JsonLimits& limits) {
   if (t.size() > limits.max_bytes) {
     throw Error(errc::bad_input, "JSON document of " + std::to_string(t.size()) +
                                      " bytes is larger than the limit of " + std::to_string(limits.max_bytes));
@@ -69,7 +67,7 @@ nlohmann::json parse_json(std::string_view t, const JsonLimits& limits, const nl
     throw Error(errc::bad_input, "JSON document refused: " + problem);
   }
   try {
-    return nlohmann::json::parse(t.begin(), t.end(), keep);
+    return nlohmann::json::parse(t.begin(), t.end());
   } catch (const nlohmann::json::exception& e) {
     // parse_error, and out_of_range for a number too large for a double.
     throw Error(errc::bad_input, std::string("malformed JSON: ") + e.what());

@@ -8,7 +8,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -50,9 +49,5 @@ std::string encode(const CloudEvent& event);
 // Linear in the size of the text; nothing recursive runs before the limits
 // are checked.
 CloudEvent decode(std::string_view text);
-// The same checks, keeping of an object `data` only the members named in
-// `data_keys` (the others are read and checked, not built): for a reader
-// that wants one flag of a job event, not its whole payload.
-CloudEvent decode(std::string_view text, const std::vector<std::string>& data_keys);
 
 }  // namespace conveyor::bus

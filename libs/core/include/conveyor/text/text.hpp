@@ -28,10 +28,6 @@ struct JsonLimits {
 // large, nested too deep (with the byte offset), a NUL in a string, or the
 // JSON syntax error.
 nlohmann::json parse_json(std::string_view text, const JsonLimits& limits = {});
-// The same, with nlohmann's parser callback deciding what is kept (a value
-// it discards is still read and checked, but not built).
-nlohmann::json parse_json(std::string_view text, const JsonLimits& limits,
-                          const nlohmann::json::parser_callback_t& keep);
 
 // True for an RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM),
 // 'T' or 't' (or ' ' when allow_space), at most max_fraction_digits digits
