@@ -30,6 +30,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -141,6 +142,10 @@ Args parse_args(int argc, char** argv) {
       std::exit(0);
     }
     std::string value;
+    // Known before its value is looked for: `--bogus` is unknown, not short of a value.
+    static const std::set<std::string> kOptions = {"--port", "--brokers", "--partitions", "--topics",
+                                                   "--bootstrap-file"};
+    if (!kOptions.contains(option.substr(0, option.find('=')))) usage_error("unknown option " + option);
     if (auto eq = option.find('='); option.rfind("--", 0) == 0 && eq != std::string::npos) {
       value = option.substr(eq + 1);
       option.resize(eq);
@@ -157,10 +162,8 @@ Args parse_args(int argc, char** argv) {
       args.partitions = parse_int(option, value, 1, 1000);
     } else if (option == "--topics") {
       args.topics = split_list(value);
-    } else if (option == "--bootstrap-file") {
-      args.bootstrap_file = value;
     } else {
-      usage_error("unknown option " + option);
+      args.bootstrap_file = value;  // --bootstrap-file
     }
   }
   if (args.port != 0 && args.port + args.brokers - 1 > 65535) {

@@ -1,26 +1,60 @@
-// conveyor-webhook-sink --port N --out FILE: accepts POST /hook and appends
+// conveyor-webhook-sink [--port N] [--out FILE]: accepts POST /hook and appends
 // each body (one CloudEvent) as a line of FILE; runs until SIGTERM/SIGINT.
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "conveyor/http/server.hpp"
 
+namespace {
+
+constexpr const char* kUsage =
+    "usage: conveyor-webhook-sink [--port N] [--out FILE]\n\n"
+    "Accepts POST /hook on 127.0.0.1 and appends each body (one CloudEvent) as a line of FILE\n"
+    "(default webhooks.jsonl); prints its URL and runs until SIGTERM or SIGINT.\n\n"
+    "  --port N    port to listen on, 0 (the default) picks a free one\n"
+    "  --out FILE  where the bodies go\n"
+    "  --help, -h  print this help and exit\n";
+
+[[noreturn]] void usage_error(const std::string& what) {
+  std::cerr << "conveyor-webhook-sink: " << what << "\n\n" << kUsage;
+  std::exit(2);
+}
+
+int parse_port(const std::string& text) {
+  std::size_t used = 0;
+  int port = -1;
+  try {
+    port = std::stoi(text, &used);
+  } catch (const std::logic_error&) {
+    used = 0;  // reported below
+  }
+  if (used != text.size() || port < 0 || port > 65535) usage_error("--port: expected 0 to 65535, got '" + text + "'");
+  return port;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   int port = 0;
   std::string out = "webhooks.jsonl";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string a = argv[i];
-    if (a == "--port") port = std::stoi(argv[i + 1]);
-    else if (a == "--out") out = argv[i + 1];
-    else {
-      std::cerr << "usage: conveyor-webhook-sink --port N --out FILE\n";
-      return 2;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
     }
+    if (a != "--port" && a != "--out") usage_error("unknown argument '" + a + "'");
+    if (i + 1 >= argc) usage_error(a + ": missing value");
+    const std::string value = argv[++i];
+    if (a == "--port") port = parse_port(value);
+    else out = value;
   }
   sigset_t set;
   sigemptyset(&set);

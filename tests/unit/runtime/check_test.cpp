@@ -125,12 +125,5 @@ TEST(Check, AServerThatNeverAnswersTimesOut) {
   EXPECT_LT(took, 3s) << r.message;
 }
 
-TEST(Check, WantsCheckLooksAtTheArgumentsOnly) {
-  const char* with[] = {"conveyor-creation", "--env-file", "x.env", "--check"};
-  const char* without[] = {"--check-is-argv0-here", "--env-file", "--check.env"};
-  EXPECT_TRUE(wants_check(4, with));
-  EXPECT_FALSE(wants_check(3, without));
-}
-
 }  // namespace
 }  // namespace conveyor::runtime

@@ -80,19 +80,11 @@ CheckResult check_ready(const config::Config& config, int default_http_port, std
   }
 }
 
-bool wants_check(int argc, const char* const* argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--check") return true;
-  }
-  return false;
-}
-
-int check_main(int argc, const char* const* argv, const std::string& service, const config::Schema& schema,
-               int default_http_port) {
+int check_main(const std::vector<std::filesystem::path>& env_files, const std::string& service,
+               const config::Schema& schema, int default_http_port) {
   CheckResult result;
   try {
-    const config::EnvFileArgs args = config::split_env_file_args(argc, argv);
-    const config::Config config = config::load(schema, args.env_files, config::process_environment());
+    const config::Config config = config::load(schema, env_files, config::process_environment());
     result = check_ready(config, default_http_port);
   } catch (const Error& e) {
     // The configuration is wrong: the service would not start either.

@@ -27,6 +27,7 @@
 #include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/status.hpp"
 #include "conveyor/runtime/check.hpp"
+#include "conveyor/runtime/command_line.hpp"
 
 #ifndef CONVEYOR_VERSION
 #define CONVEYOR_VERSION "0.0.0"
@@ -252,7 +253,7 @@ class Service final : public Context {
 
   // ---------------------------------------------------------------- run()
   // Returns the exit code.
-  int run(int argc, char** argv, const std::function<void(Context&)>& setup,
+  int run(const std::vector<std::filesystem::path>& env_files, const std::function<void(Context&)>& setup,
           const std::function<void(Context&)>& loop) {
     // Before any thread exists, so every thread inherits the mask and only
     // the signal thread sees SIGTERM/SIGINT. Not restored: run() ends the process.
@@ -262,8 +263,7 @@ class Service final : public Context {
     pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
 
     try {
-      const config::EnvFileArgs args = config::split_env_file_args(argc, argv);
-      config_ = config::load(spec_.schema, args.env_files, config::process_environment());
+      config_ = config::load(spec_.schema, env_files, config::process_environment());
     } catch (const Error& e) {
       std::fprintf(stderr, "%s: %s\n", spec_.name.c_str(), e.what());
       return 1;
@@ -1005,10 +1005,29 @@ config::Schema service_schema() {
 
 int run(int argc, char** argv, ServiceSpec spec, const std::function<void(Context&)>& setup,
         const std::function<void(Context&)>& loop) {
-  // The health probe: same configuration, asks the running instance, never starts one.
-  if (wants_check(argc, argv)) return check_main(argc, argv, spec.name, spec.schema, spec.default_http_port);
+  CommandLine line;
+  try {
+    line = parse_command_line(argc, argv);
+  } catch (const Error& e) {
+    // Refused before anything starts (exit 2, as for any misused command).
+    std::fprintf(stderr, "%s: %s\n", spec.name.c_str(), e.what());
+    return 2;
+  }
+  switch (line.action) {
+    case CommandLine::Action::help:
+      std::fputs(help_text(spec.name, spec.schema, spec.default_http_port).c_str(), stdout);
+      return 0;
+    case CommandLine::Action::version:
+      std::printf("%s %s\n", spec.name.c_str(), CONVEYOR_VERSION);
+      return 0;
+    case CommandLine::Action::check:
+      // The health probe: same configuration, asks the running instance, never starts one.
+      return check_main(line.env_files, spec.name, spec.schema, spec.default_http_port);
+    case CommandLine::Action::run:
+      break;
+  }
   Service service(std::move(spec));
-  return service.run(argc, argv, setup, loop);
+  return service.run(line.env_files, setup, loop);
 }
 
 }  // namespace conveyor::runtime

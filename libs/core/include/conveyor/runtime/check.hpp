@@ -5,7 +5,9 @@
 // --env-file, environment), asks the running instance's GET /readyz and
 // never starts the service. Plain functions, thread-safe.
 #include <chrono>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "conveyor/config/config.hpp"
 
@@ -32,13 +34,11 @@ struct CheckResult {
 CheckResult check_ready(const config::Config& config, int default_http_port,
                         std::chrono::milliseconds timeout = std::chrono::seconds(3));
 
-// True when argv (after argv[0]) holds `--check`.
-bool wants_check(int argc, const char* const* argv);
-
-// The whole `--check` command: loads the configuration from argv and the
-// environment, runs check_ready() and prints one line (stdout when ready,
-// stderr otherwise) prefixed with `service`. Returns 0 when ready, 1 otherwise.
-int check_main(int argc, const char* const* argv, const std::string& service, const config::Schema& schema,
-               int default_http_port);
+// The whole `--check` command (command_line.hpp): loads the configuration
+// from `env_files` and the environment, runs check_ready() and prints one
+// line (stdout when ready, stderr otherwise) prefixed with `service`.
+// Returns 0 when ready, 1 otherwise.
+int check_main(const std::vector<std::filesystem::path>& env_files, const std::string& service,
+               const config::Schema& schema, int default_http_port);
 
 }  // namespace conveyor::runtime

@@ -147,8 +147,10 @@ config::Schema service_schema();
 // ctx.stopping() turns true (typically: while (ctx.wait_for_work(poll)) {...}).
 // Returns the process exit code: 0 after a clean drain, 1 on a start-up
 // failure (logged with the reason, e.g. the config key that is wrong).
-// With `--check` among the arguments it starts nothing: it probes the
-// running instance's /readyz and returns 0 or 1 (check.hpp).
+// The command line is read first (command_line.hpp): `--check` probes the
+// running instance's /readyz and returns 0 or 1 (check.hpp), `--help` and
+// `--version` print and return 0, and an argument it does not know returns 2
+// naming it; none of them starts anything.
 int run(int argc, char** argv, ServiceSpec spec, const std::function<void(Context&)>& setup,
         const std::function<void(Context&)>& loop);
 
