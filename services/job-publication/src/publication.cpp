@@ -38,18 +38,17 @@ constexpr const char* kExternalErrorEvent = "io.conveyor.job.external_error";
 // outside any transaction; a claim never recorded (this process died) ends
 // and the job is delivered again. A job whose config names no sink
 // (conveyor.job_delivers_nothing) is moved to done by the same statement
-// and comes back done, its other columns not read. `failures`: the
-// publication attempts so far (external_error rows that left processed).
+// and comes back done, its other columns not read. `failures`: the failed
+// deliveries of the job's current publication run
+// (conveyor.publication_failures, migration 20270103000000; $4: this
+// service's actor).
 constexpr db::Statement kClaimProcessed{"publication_claim_processed",
                                         R"(SELECT j.id, j.status = 'done' AS done, j.job_type, j.attempt,
               CASE WHEN j.status <> 'done' THEN j.params::text END AS params,
               CASE WHEN j.status <> 'done' THEN j.config::text END AS config,
               CASE WHEN j.status <> 'done' THEN j.result::text END AS result,
               to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS now,
-              CASE WHEN j.status <> 'done' THEN
-                (SELECT count(*) FROM conveyor.job_status_change f
-                 WHERE f.job_id = j.id AND f.from_status = 'processed' AND f.to_status = 'external_error')
-              END AS failures
+              CASE WHEN j.status <> 'done' THEN conveyor.publication_failures(j.id, $4) END AS failures
        FROM conveyor.claim_publishable($1, $2, $3) j)"};
 
 // The outcomes of a batch's deliveries in one statement: per job (arrays in
@@ -68,20 +67,20 @@ constexpr db::Statement kRecordOutcomes{
 // external_error jobs that came from processed (other external errors
 // belong to other stages), with when their back-off ends:
 // last change + conveyor.retry_backoff (min(base * 2^(n-1), max)) for n
-// publication failures. $1 base ms, $2 max ms.
-#define CONVEYOR_PUBLICATION_DUE_SQL                                                                        \
-  "SELECT j.id, lc.at + conveyor.retry_backoff($1::bigint / 1000.0, f.n::int, $2::bigint / 1000.0) AS due " \
-  "FROM conveyor.job j "                                                                                    \
-  "CROSS JOIN LATERAL (SELECT count(*) AS n FROM conveyor.job_status_change c "                             \
-  "  WHERE c.job_id = j.id AND c.from_status = 'processed' AND c.to_status = 'external_error') f "          \
-  "CROSS JOIN LATERAL (SELECT l.from_status, l.at FROM conveyor.job_status_change l "                       \
-  "  WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) lc "                                                 \
+// failed deliveries of the current publication run. $1 base ms, $2 max ms,
+// $3 this service's actor (conveyor.publication_failures).
+#define CONVEYOR_PUBLICATION_DUE_SQL                                                  \
+  "SELECT j.id, lc.at + conveyor.retry_backoff($1::bigint / 1000.0, "                 \
+  "  conveyor.publication_failures(j.id, $3)::int, $2::bigint / 1000.0) AS due "      \
+  "FROM conveyor.job j "                                                              \
+  "CROSS JOIN LATERAL (SELECT l.from_status, l.at FROM conveyor.job_status_change l " \
+  "  WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) lc "                           \
   "WHERE j.status = 'external_error' AND j.canceled_at IS NULL AND lc.from_status = 'processed' "
 
 constexpr db::Statement kRetryDue{"publication_retry_due",
                                   "SELECT d.id FROM conveyor.job j2 JOIN (" CONVEYOR_PUBLICATION_DUE_SQL
                                   ") d ON d.id = j2.id WHERE d.due <= clock_timestamp() "
-                                  "ORDER BY d.id LIMIT $3 FOR UPDATE OF j2 SKIP LOCKED"};
+                                  "ORDER BY d.id LIMIT $4 FOR UPDATE OF j2 SKIP LOCKED"};
 
 constexpr db::Statement kNextRetry{
     "publication_next_retry",
@@ -503,8 +502,9 @@ int publish_batch(db::Pool& pool, const model::SystemParameters& params, const S
   }
   state.claim_in_doubt = true;  // until the claim's rows are in hand
   const ClaimTimes times(Clock::now(), settings.claim);
-  const db::Result claimed = pool.exec_once(
-      kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()), settings.instance});
+  const db::Result claimed =
+      pool.exec_once(kClaimProcessed, {settings.batch_size, static_cast<std::int64_t>(settings.claim.count()),
+                                       settings.instance, std::string(kServiceName)});
   state.claim_in_doubt = false;
   // Delivered outside any transaction: no row lock is held while a sink
   // answers. The jobs that deliver nothing are done already.
@@ -542,7 +542,8 @@ int retry_claimed(db::Tx& tx, const db::Result& due) {
 }
 
 std::optional<std::chrono::milliseconds> next_retry(db::Pool& pool, const Settings& settings) {
-  const auto r = pool.exec_idempotent(kNextRetry, {settings.backoff_base.count(), settings.backoff_max.count()});
+  const auto r = pool.exec_idempotent(
+      kNextRetry, {settings.backoff_base.count(), settings.backoff_max.count(), std::string(kServiceName)});
   if (r.empty() || r[0]["ms"].is_null()) return std::nullopt;
   return std::chrono::milliseconds(std::max<std::int64_t>(1, r[0]["ms"].as_int()));
 }
@@ -607,7 +608,9 @@ runtime::StageLoop stage_loop(runtime::Context& ctx) {
   runtime::StageStep retry;
   retry.name = "retry";
   retry.claim = [settings](db::Tx&, const runtime::Pass& pass) {
-    return runtime::Claim{kRetryDue, {settings->backoff_base.count(), settings->backoff_max.count(), pass.batch_size}};
+    return runtime::Claim{
+        kRetryDue,
+        {settings->backoff_base.count(), settings->backoff_max.count(), std::string(kServiceName), pass.batch_size}};
   };
   retry.apply = [](db::Tx& tx, const db::Result& due, const runtime::Pass&) { return retry_claimed(tx, due); };
   // Back-offs end without any event: wake for the next one.

@@ -42,8 +42,7 @@ std::string lower(std::string text) {
 
 // Without any CONVEYOR_* variable: a service that started would fail on its
 // missing database URL (exit 1), not answer.
-const std::map<std::string, std::string> kNoSettings = {{"CONVEYOR_DATABASE_URL", ""},
-                                                        {"CONVEYOR_KAFKA_BROKERS", ""}};
+const std::map<std::string, std::string> kNoSettings = {{"CONVEYOR_DATABASE_URL", ""}, {"CONVEYOR_KAFKA_BROKERS", ""}};
 
 TEST(CommandLine, EveryExecutableAnswersHelp) {
   const auto paths = executables();

@@ -17,6 +17,7 @@
 #include "conveyor/db/db.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/http/server.hpp"
+#include "conveyor/model/job_control.hpp"
 #include "conveyor/model/system_parameters.hpp"
 #include "stage_fixture.hpp"
 
@@ -365,6 +366,33 @@ TEST_F(PublicationTest, MaxAttemptsEndsInInternalError) {
   ASSERT_TRUE(reaches(no_url, "internal_error", 30s));
   EXPECT_NE(db_.query_value("SELECT error_message FROM conveyor.job WHERE id = " + no_url).find("file sink"),
             std::string::npos);
+}
+
+// An operator's retry after the attempt limit (`conveyor job retry`:
+// internal_error -> error_checked -> processed) begins a new publication
+// run with every attempt again (conveyor.publication_failures). Before,
+// the failures of the earlier run still counted: the first failure after
+// the retry ended the job in internal_error at once, with no back-off.
+TEST_F(PublicationTest, AnOperatorsRetryGivesPublicationAFreshSetOfAttempts) {
+  db_.exec("UPDATE conveyor.system_parameters SET publication_max_attempts = 3");
+  Receiver receiver(4);  // 500 four times, then 200
+  const auto id = processed_job(json::array({{{"kind", "webhook"}, {"url", receiver.url()}}}));
+  start_publication();
+  ASSERT_TRUE(reaches(id, "internal_error", 30s));
+  ASSERT_EQ(receiver.requests().size(), 3u);
+
+  db::Pool operator_pool(db::PoolOptions{.url = db_.url(), .size = 1, .actor = "operator"});
+  operator_pool.transact([&](db::Tx& tx) { model::retry_job(tx, model::JobId(std::stoll(id))); });
+  // The fourth request fails and is retried after its back-off; the fifth is delivered.
+  ASSERT_TRUE(reaches(id, "done", 30s)) << history(id);
+  EXPECT_EQ(receiver.requests().size(), 5u);
+  EXPECT_EQ(history(id),
+            ">initialized,initialized>configured,configured>ready,ready>queued,queued>started,started>processed,"
+            "processed>external_error,external_error>error_checked,error_checked>processed,"
+            "processed>external_error,external_error>error_checked,error_checked>processed,"
+            "processed>internal_error,internal_error>error_checked,error_checked>processed,"
+            "processed>external_error,external_error>error_checked,error_checked>processed,processed>done");
+  EXPECT_EQ(db_.query_value("SELECT conveyor.publication_failures(" + id + ", 'conveyor-publication')"), "1");
 }
 
 TEST_F(PublicationTest, MissingSecretIsASinkFailureNotAnUnsignedRequest) {

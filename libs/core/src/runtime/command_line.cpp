@@ -88,8 +88,8 @@ CommandLine parse_command_line(int argc, const char* const* argv) {
 }
 
 std::string help_text(const std::string& service, const config::Schema& schema, int default_http_port) {
-  std::string text = "usage: " + service + " [--env-file FILE]... [--check | --help | --version]\n\n" +
-                     "Runs " + service +
+  std::string text = "usage: " + service + " [--env-file FILE]... [--check | --help | --version]\n\n" + "Runs " +
+                     service +
                      " until SIGTERM or SIGINT, then drains and exits 0.\n\n"
                      "options:\n"
                      "  --env-file FILE  read settings from FILE, KEY=VALUE lines (repeatable: a later file wins,\n"
