@@ -2,6 +2,8 @@
 // grouping, locking and atomic failure.
 #include <gtest/gtest.h>
 
+#include <ctime>
+#include <filesystem>
 #include <fstream>
 
 #include "conveyor/db/migrations.hpp"
@@ -190,6 +192,37 @@ TEST(Migrations, CreateWritesAnUpDownPair) {
   Migrator m("postgresql://unused", dir);
   EXPECT_EQ(m.files().size(), 1u);
   EXPECT_THROW(Migrator::create(dir, "bad;name"), Error);
+  std::filesystem::remove_all(dir);
+}
+
+// A folder may hold migrations numbered ahead of the clock (this project's
+// are): a new one is numbered after the newest, so it sorts and runs last.
+// Before, it took the clock's number and sorted before them: applied out
+// of order, after migrations it was written after.
+TEST(Migrations, CreateNumbersANewMigrationAfterTheNewestInItsFolder) {
+  auto dir = std::filesystem::temp_directory_path() / conveyor::testing::unique_name("create-next");
+  std::filesystem::create_directories(dir);
+  const std::time_t now = 1'700'000'000;  // 2023-11-14T22:13:20Z
+  EXPECT_EQ(next_migration_number(dir, now), "20231114221320") << "an empty folder: the clock";
+  std::ofstream(dir / "20231114221319_older.up.sql") << "";
+  std::ofstream(dir / "README.md") << "not a migration";
+  EXPECT_EQ(next_migration_number(dir, now), "20231114221320") << "older migrations only: the clock";
+  std::ofstream(dir / "20231114221320_same.up.sql") << "";
+  EXPECT_EQ(next_migration_number(dir, now), "20231114221321") << "one at the clock's second";
+  std::ofstream(dir / "20991231235959_ahead.down.sql") << "";
+  EXPECT_EQ(next_migration_number(dir, now), "21000101000000") << "one ahead of the clock, at a year's end";
+
+  // Through create(), in this project's own folder's situation.
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "20991231235959_ahead.up.sql") << "";
+  std::ofstream(dir / "20991231235959_ahead.down.sql") << "";
+  const auto up = Migrator::create(dir, "next one");
+  EXPECT_EQ(up.filename().string(), "21000101000000_next_one.up.sql");
+  Migrator m("postgresql://unused", dir);
+  const auto files = m.files();
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files.back().comment, "next_one") << "the new one sorts last";
   std::filesystem::remove_all(dir);
 }
 

@@ -285,6 +285,38 @@ void Migrator::unlock() {
       once());
 }
 
+namespace {
+
+// <YYYYMMDDHHMMSS> of `t` (UTC).
+std::string migration_number(std::time_t t) {
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char stamp[16];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+  return stamp;
+}
+
+}  // namespace
+
+std::string next_migration_number(const std::filesystem::path& dir, std::time_t now) {
+  // The newest number in `dir`, whatever else the folder holds.
+  static const std::regex kNumbered(R"(^([0-9]{14})_.*\.sql$)");
+  std::string newest;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string file = entry.path().filename().string();
+    std::smatch m;
+    if (std::regex_match(file, m, kNumbered) && m[1].str() > newest) newest = m[1].str();
+  }
+  const std::string at_now = migration_number(now);
+  if (newest < at_now) return at_now;
+  // A clock behind the folder (a migration numbered ahead of time): one
+  // second after the newest, so the new one still runs last.
+  std::tm tm{};
+  if (strptime(newest.c_str(), "%Y%m%d%H%M%S", &tm) == nullptr) return at_now;
+  return migration_number(timegm(&tm) + 1);
+}
+
 std::filesystem::path Migrator::create(const std::filesystem::path& dir, const std::string& comment) {
   std::string c;
   for (char ch : comment) {
@@ -297,12 +329,8 @@ std::filesystem::path Migrator::create(const std::filesystem::path& dir, const s
     throw Error(errc::bad_input,
                 "migration name '" + comment + "': use letters, digits, '-' or '_' (at most 80 characters)");
   }
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char stamp[16];
-  std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
   std::filesystem::create_directories(dir);
+  const std::string stamp = next_migration_number(dir, std::time(nullptr));
   auto up = dir / (std::string(stamp) + "_" + c + ".up.sql");
   auto down = dir / (std::string(stamp) + "_" + c + ".down.sql");
   if (std::filesystem::exists(up) || std::filesystem::exists(down)) {

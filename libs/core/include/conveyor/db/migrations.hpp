@@ -5,6 +5,7 @@
 // conveyor.schema_migration_lock. `migrate` applies every pending migration
 // as one group in one transaction; `rollback` undoes the last group.
 // Not thread-safe; owned by the CLI command that runs it.
+#include <ctime>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -49,6 +50,12 @@ struct GroupResult {
 // in an image.
 std::filesystem::path default_migrations_dir();
 
+// The number of a new migration in `dir`: `now` as YYYYMMDDHHMMSS (UTC),
+// or one second after the newest number in `dir` when that is not earlier,
+// so that a new migration sorts, and runs, after every one there (a folder
+// may hold migrations numbered ahead of the clock).
+std::string next_migration_number(const std::filesystem::path& dir, std::time_t now);
+
 class Migrator {
  public:
   Migrator(std::string url, std::filesystem::path dir);
@@ -65,7 +72,8 @@ class Migrator {
   void lock(const std::string& by);
   void unlock();
 
-  // Writes an empty up/down pair named <now>_<comment> in `dir`; returns the up path.
+  // Writes an empty up/down pair named <number>_<comment> in `dir`
+  // (next_migration_number); returns the up path.
   static std::filesystem::path create(const std::filesystem::path& dir, const std::string& comment);
 
  private:
