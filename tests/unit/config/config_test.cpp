@@ -51,7 +51,7 @@ class ConfigTest : public ::testing::Test {
 
 TEST_F(ConfigTest, DefaultsApplyWhenNothingIsSet) {
   const Config c = load(core_schema(), {}, db_env_);
-  EXPECT_EQ(c.get_int("CONVEYOR_HTTP_PORT"), 8080);
+  EXPECT_EQ(c.get_int("CONVEYOR_HTTP_PORT"), 0);
   EXPECT_EQ(c.get_string("CONVEYOR_HTTP_HOST"), "127.0.0.1");
   EXPECT_EQ(c.get_string("CONVEYOR_LOG_LEVEL"), "info");
   EXPECT_EQ(c.get_string("CONVEYOR_LOG_FORMAT"), "text");
@@ -163,7 +163,7 @@ TEST_F(ConfigTest, SecretsAreMaskedInShow) {
   EXPECT_EQ(rows["CONVEYOR_DATABASE_URL"].first, "postgresql://user:****@db.example:5432/conveyor");
   EXPECT_EQ(rows["CONVEYOR_DATABASE_URL"].second, "environment");
   EXPECT_EQ(rows["CONVEYOR_WEBHOOK_TOKEN"].first, "****");
-  EXPECT_EQ(rows["CONVEYOR_HTTP_PORT"].first, "8080");
+  EXPECT_EQ(rows["CONVEYOR_HTTP_PORT"].first, "0");
   EXPECT_EQ(rows["CONVEYOR_HTTP_PORT"].second, "default");
   // The real value is still available to the program.
   EXPECT_EQ(c.get_string("CONVEYOR_WEBHOOK_TOKEN"), "tok-123");
@@ -321,7 +321,7 @@ TEST_F(ConfigTest, OnlySecretKeysAreReadFromFiles) {
   auto env = db_env_;
   env["CONVEYOR_HTTP_PORT_FILE"] = port.string();
   const Config c = load(core_schema(), {}, env);
-  EXPECT_EQ(c.get_int("CONVEYOR_HTTP_PORT"), 8080);
+  EXPECT_EQ(c.get_int("CONVEYOR_HTTP_PORT"), 0);
   ASSERT_EQ(c.warnings().size(), 1u);
   EXPECT_THAT(c.warnings()[0], HasSubstr("CONVEYOR_HTTP_PORT_FILE (from environment): unknown key, ignored; "
                                          "CONVEYOR_HTTP_PORT is not a secret"));

@@ -343,9 +343,11 @@ Schema core_schema() {
   schema.add({.name = "CONVEYOR_HTTP_HOST",
               .default_value = "127.0.0.1",
               .help = "address the admin/API HTTP server listens on"});
+  // 0 as every service has it (runtime::ServiceSpec::default_http_port):
+  // the schema's default is what `conveyor config show` and --help print.
   schema.add({.name = "CONVEYOR_HTTP_PORT",
               .type = Type::integer,
-              .default_value = "8080",
+              .default_value = "0",
               .help = "HTTP port; 0 picks a free port",
               .min = 0,
               .max = 65535});
