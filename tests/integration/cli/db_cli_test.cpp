@@ -21,6 +21,23 @@ class DbCli : public ::testing::Test {
   TestDatabase db_{false};
 };
 
+// A command run against a database that was never migrated (or is older
+// than the CLI) says what to do, not only PostgreSQL's "relation ... does
+// not exist".
+TEST_F(DbCli, ACommandOnAnUnmigratedDatabaseSaysToMigrate) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"job-type", "list"}, {"job", "ls"}, {"worker", "list"}}) {
+    const auto r = conveyor(args);
+    EXPECT_EQ(r.status, 1) << r.output;
+    EXPECT_TRUE(has(r, "does not exist")) << r.output;
+    EXPECT_TRUE(has(r, "run `conveyor db init` (once) and `conveyor db migrate`")) << args[0] << ":\n" << r.output;
+  }
+  ASSERT_EQ(conveyor({"db", "init"}).status, 0);
+  const auto r = conveyor({"job", "ls"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "run `conveyor db init` (once) and `conveyor db migrate`")) << r.output;
+}
+
 TEST_F(DbCli, RunbookSequenceInitStatusMigrateAppliedRollback) {
   auto r = conveyor({"db", "status"});
   EXPECT_EQ(r.status, 0) << r.output;

@@ -23,6 +23,7 @@
 #include <CLI/CLI.hpp>
 #pragma GCC diagnostic pop
 
+#include "conveyor/db/db.hpp"
 #include "conveyor/error/error.hpp"
 #include "conveyor/model/job.hpp"
 
@@ -638,6 +639,13 @@ int run_cli(const std::vector<std::string>& raw_args, std::ostream& out, std::os
   } catch (const HelpRequested&) {  // a command outside dispatch: the overall usage
     out << kUsage;
     return kExitOk;
+  } catch (const db::DbError& e) {
+    err << "conveyor: error: " << e.what() << "\n";
+    if (db::not_migrated(e)) {
+      err << "conveyor: the database has no Conveyor schema, or an older one than this conveyor: run `conveyor db "
+             "init` (once) and `conveyor db migrate`\n";
+    }
+    return kExitFailed;
   } catch (const Error& e) {
     err << "conveyor: error: " << e.what() << "\n";
     return e.code() == errc::bad_input ? kExitUsage : kExitFailed;

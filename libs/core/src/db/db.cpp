@@ -623,4 +623,10 @@ std::map<std::string, std::string> libpq_environment(const std::string& url) {
   return env;
 }
 
+bool not_migrated(const DbError& e) noexcept {
+  const std::string& state = e.sqlstate();
+  return state == "3F000" /* invalid_schema_name */ || state == "42P01" /* undefined_table */ ||
+         state == "42703" /* undefined_column */ || state == "42883" /* undefined_function */;
+}
+
 }  // namespace conveyor::db

@@ -121,12 +121,6 @@ std::string http_address(const std::string& bind_host, int port) {
   return host + ":" + std::to_string(port);
 }
 
-// SQLSTATEs of a database where `conveyor db init/migrate` never ran.
-bool not_migrated(const db::DbError& e) {
-  return e.sqlstate() == "42P01" /* undefined_table */ || e.sqlstate() == "3F000" /* invalid_schema_name */ ||
-         e.sqlstate() == "42703" /* undefined_column: an older schema */;
-}
-
 // Everything one run() owns. Its members are thread-safe as Context promises;
 // the threads it starts are joined by shutdown() (also called by the
 // destructor, so a start-up failure cleans up too).
@@ -383,7 +377,7 @@ class Service final : public Context {
     try {
       reload_parameters();
     } catch (const db::DbError& e) {
-      if (not_migrated(e)) throw not_migrated_error(e);
+      if (db::not_migrated(e)) throw not_migrated_error(e);
       throw;
     } catch (const Error& e) {
       if (e.code() == errc::not_found) throw not_migrated_error(e);

@@ -168,6 +168,11 @@ inline constexpr std::string_view kInvalidTransitionState = "CV001";
 // SQLSTATE for a refused change on a locked resource (e.g. migration lock).
 inline constexpr std::string_view kLockedState = "CV002";
 
+// Whether `e` says the database lacks Conveyor's schema, or part of it: no
+// `conveyor db init` and `migrate` yet, or migrations older than the
+// program (an undefined schema, table, column or function).
+bool not_migrated(const DbError& e) noexcept;
+
 class Connection;
 
 // One open transaction. Valid only inside Pool::transact / Session::transact.
