@@ -475,6 +475,22 @@ TEST_F(RuntimeTest, CheckProbesTheRunningInstanceAndNeverStartsOne) {
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.service_instance"), "1");
 }
 
+// A database that cannot be reached at start-up is reported once, as a
+// connection that could not be made: before, "connection lost" (nothing
+// was), then a second error from marking a never-registered instance stopped.
+TEST(RuntimeStartup, AnUnreachableDatabaseFailsSayingItCannotConnect) {
+  const int closed = conveyor::testing::free_port();  // nothing listens there
+  auto result = conveyor::testing::run(
+      {CONVEYOR_ECHO_SERVICE_PATH},
+      {{"CONVEYOR_DATABASE_URL", "postgresql://postgres@127.0.0.1:" + std::to_string(closed) + "/conveyor"},
+       {"CONVEYOR_HTTP_PORT", std::to_string(conveyor::testing::free_port())}},
+      30s);
+  EXPECT_EQ(result.status, 1);
+  EXPECT_NE(result.output.find("database: cannot connect: "), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("connection lost"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("marking the instance stopped failed"), std::string::npos) << result.output;
+}
+
 TEST(RuntimeStartup, AnUnmigratedDatabaseFailsWithAClearMessage) {
   TestDatabase db(/*migrate=*/false);
   auto result = conveyor::testing::run(

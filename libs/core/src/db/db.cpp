@@ -209,8 +209,13 @@ class Connection {
   // sets it locally), so a transaction costs no set_config round trip.
   Connection(const std::string& url, const std::string& application_name, const std::string& session_actor = "")
       : session_actor_(session_actor) {
-    translating([&] {
+    try {
       conn_ = std::make_unique<pqxx::connection>(url);
+    } catch (const pqxx::broken_connection& e) {
+      // Never connected: nothing was lost (08001, unable to connect).
+      throw DbError(errc::unavailable, "database: cannot connect: " + server_message(e.what()), "08001", true);
+    }
+    translating([&] {
       // No JIT: Conveyor's statements are short, and a plan whose estimate
       // passes jit_above_cost was compiled at every run. Publication's claim
       // (its estimate grows with the history) took 8-32 ms a call, 5-30 of

@@ -845,6 +845,7 @@ class Service final : public Context {
         tx.exec(kUpsertInstance, {instance_id_, spec_.name, host_name(), static_cast<int>(getpid()), CONVEYOR_VERSION,
                                   config_.get_string("CONVEYOR_IMAGE_TAG"), status});
       });
+      registered_ = true;
     } catch (const Error& e) {
       if (!log_failure) throw;
       throw Error(e.code(), std::string("registering the instance in conveyor.service_instance: ") + e.what());
@@ -891,7 +892,10 @@ class Service final : public Context {
       pthread_kill(signal_thread_.native_handle(), SIGTERM);
       signal_thread_.join();
     }
-    if (pool_ && !instance_id_.empty()) {
+    // Only a registered instance has a row to mark (a start-up that never
+    // reached the database has none, and a second error would only repeat
+    // the first).
+    if (pool_ && registered_) {
       try {
         pool_->transact([this](db::Tx& tx) { tx.exec(kSetInstanceStatus, {instance_id_, "stopped"}); });
       } catch (const Error& e) {
@@ -936,6 +940,7 @@ class Service final : public Context {
   std::shared_ptr<const model::SystemParameters> params_;
 
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> registered_{false};  // a row in conveyor.service_instance is this instance's
   mutable std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool pending_ = true;  // the first wait returns at once: an initial scan
