@@ -121,5 +121,37 @@ TEST(ParseOptions, RunCliRefusesAnUnknownOptionWithExitCodeTwo) {
   EXPECT_THAT(help.str(), HasSubstr("conveyor job ls"));
 }
 
+// One duration rule for the CLI's options: a unit always works; a bare
+// number only where the option's unit is seconds (events tail --for), as
+// "--since 24" could mean hours as well as seconds.
+TEST(DurationOption, TakesAUnitAndBareSecondsWhereTheOptionSaysSo) {
+  EXPECT_EQ(duration_option("--since", "30s"), 30);
+  EXPECT_EQ(duration_option("--since", "10m"), 600);
+  EXPECT_EQ(duration_option("--since", "24h"), 86'400);
+  EXPECT_EQ(duration_option("--since", "7d"), 7 * 86'400);
+  EXPECT_EQ(duration_option("--for", "60", true), 60);
+  EXPECT_EQ(duration_option("--for", "0", true), 0) << "no limit";
+  EXPECT_EQ(duration_option("--for", "10s", true), 10);
+  EXPECT_EQ(duration_option("--for", "2m", true), 120);
+  for (const std::string bad : {"24", "0s", "-5h", "1w", "h", "", "99999999999d"}) {
+    try {
+      duration_option("--since", bad);
+      ADD_FAILURE() << "--since " << bad << " accepted";
+    } catch (const FieldError& e) {
+      EXPECT_EQ(e.field(), "--since");
+      EXPECT_THAT(e.what(), HasSubstr("--since: expected a duration such as 30m, 24h or 7d"));
+      EXPECT_THAT(e.what(), HasSubstr("got '" + bad + "'"));
+    }
+  }
+  for (const std::string bad : {"-1", "10x", "1.5m", "s"}) {
+    try {
+      duration_option("--for", bad, true);
+      ADD_FAILURE() << "--for " << bad << " accepted";
+    } catch (const FieldError& e) {
+      EXPECT_THAT(e.what(), HasSubstr("--for: expected a whole number of seconds or a duration such as 30m"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace conveyor::cli

@@ -92,7 +92,7 @@ commands:
                 the runs of every slot in the range not created yet (collapse: one run for the range);
                 a dry run unless --apply, which requests them from conveyor-creation (batched, resumable)
   schedule backfills [--all] / schedule cancel-backfill ID
-  events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for S]
+  events tail [--topic jobs|parameters|control|all] [--from-beginning] [--job ID] [--count N] [--for 60|30s|10m]
                 the CloudEvents on the topics as they come (needs CONVEYOR_KAFKA_BROKERS);
                 jobs: the topic of every job event type, <prefix>.job.<type>
   events topics   every topic, one a line (to create them where the broker does not on first use)
@@ -308,6 +308,26 @@ std::int64_t int_option(const Options& o, const std::string& name, std::int64_t 
                                ", got '" + *v + "'");
   }
   return n;
+}
+
+std::int64_t duration_option(const std::string& option, const std::string& value, bool bare_seconds) {
+  constexpr std::int64_t kMaxSeconds = 100LL * 365 * 86'400;
+  std::int64_t n = 0;
+  const char* const last = value.data() + value.size();
+  const auto [end, ec] = std::from_chars(value.data(), last, n);
+  const std::string unit(end, last);
+  const bool bare = bare_seconds && unit.empty();
+  const std::int64_t factor = bare || unit == "s" ? 1
+                              : unit == "m"       ? 60
+                              : unit == "h"       ? 3600
+                              : unit == "d"       ? 86'400
+                                                  : 0;
+  if (ec != std::errc() || n < (bare ? 0 : 1) || factor == 0 || n > kMaxSeconds / factor) {
+    throw FieldError(option, option + ": expected " + (bare_seconds ? "a whole number of seconds or " : "") +
+                                 "a duration such as 30m, 24h or 7d (a positive whole number of s, m, h or d), got '" +
+                                 value + "'");
+  }
+  return n * factor;
 }
 
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {

@@ -97,6 +97,11 @@ Options parse_options(const std::vector<std::string>& args, const std::string& c
 // An integer option within [min, max], or Error(bad_input) naming it.
 std::int64_t int_option(const Options& o, const std::string& name, std::int64_t fallback, std::int64_t min,
                         std::int64_t max);
+// A duration option in seconds: a positive whole number of s, m, h or d
+// ("30m", "24h", "7d"; at most about 100 years), or, where `bare_seconds`,
+// also a whole number of seconds, 0 included ("60"). Error(bad_input)
+// naming the option.
+std::int64_t duration_option(const std::string& option, const std::string& value, bool bare_seconds = false);
 // Asks "<question> [y/N]" on a terminal; without one, refuses (returns false
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);

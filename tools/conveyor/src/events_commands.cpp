@@ -23,10 +23,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kEventsUsage =
     "usage: conveyor events tail [--topic jobs|parameters|control|all] [--from-beginning]\n"
-    "                            [--job ID] [--count N] [--for SECONDS]\n"
+    "                            [--job ID] [--count N] [--for SECONDS|DURATION]\n"
     "       conveyor events topics\n"
     "tail prints one line per event (--json: the CloudEvents envelope) until Ctrl-C,\n"
-    "N events or SECONDS seconds; --topic jobs is every job event type's topic\n"
+    "N events, or the --for time (60, 30s, 10m; 0: no limit); --topic jobs is every job event type's topic\n"
     "(<prefix>.job.<type>). topics lists every topic, one a line.\n";
 
 // "io.conveyor.job.done job 3 processed -> done (conveyor-publication)"
@@ -73,7 +73,8 @@ int tail(Context& ctx, const std::vector<std::string>& args) {
     throw FieldError("--job", "--job: '" + *job + "' is not a job id");
   }
   const std::int64_t count = int_option(o, "--count", 0, 0, 1'000'000'000);
-  const std::int64_t seconds = int_option(o, "--for", 0, 0, 31'536'000);
+  const auto for_value = o.get("--for");
+  const std::int64_t seconds = for_value ? duration_option("--for", *for_value, true) : 0;
   const std::string brokers = ctx.config.get_string("CONVEYOR_KAFKA_BROKERS");
   if (brokers.empty())
     throw Error(errc::invalid_config, "CONVEYOR_KAFKA_BROKERS is not set: export it or `. .conveyor/env`");

@@ -175,23 +175,6 @@ std::string or_dash(const std::optional<T>& v, F&& format) {
   return v ? format(*v) : "-";
 }
 
-// "--since 24h": a whole number of s, m, h or d, in seconds (at most ~100 years).
-std::int64_t duration_option(const std::string& option, const std::string& value) {
-  constexpr std::int64_t kMaxSeconds = 100LL * 365 * 86'400;
-  std::int64_t n = 0;
-  const char* const last = value.data() + value.size();
-  const auto [end, ec] = std::from_chars(value.data(), last, n);
-  const std::string unit(end, last);
-  const std::int64_t factor = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86'400 : 0;
-  if (ec != std::errc() || n <= 0 || factor == 0 || n > kMaxSeconds / factor) {
-    throw FieldError(option, option +
-                                 ": expected a duration such as 30m, 24h or 7d (a positive whole number of "
-                                 "s, m, h or d), got '" +
-                                 value + "'");
-  }
-  return n * factor;
-}
-
 // One row of conveyor.job_attempt: where one attempt of a job ran, how it
 // ended and what it cost (usage NULL when the worker could not read it).
 struct Attempt {
