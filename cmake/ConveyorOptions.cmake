@@ -12,3 +12,5 @@ target_compile_options(conveyor_options INTERFACE
   # in 13): a false positive, so the release build can keep -Werror.
   $<$<AND:$<CXX_COMPILER_ID:GNU>,$<VERSION_LESS:$<CXX_COMPILER_VERSION>,13>,$<CONFIG:Release>>:-Wno-restrict>)
 target_compile_features(conveyor_options INTERFACE cxx_std_20)
+# The version every executable prints (--version) and registers, in one place.
+target_compile_definitions(conveyor_options INTERFACE CONVEYOR_VERSION="${PROJECT_VERSION}")

@@ -155,11 +155,15 @@ std::optional<int> parse_args(int argc, char** argv, Settings& s) {
       ->check(CLI::Range(0, 10000))
       ->capture_default_str();
   add_report_and_source_options(app, s);
+  app.set_version_flag("--version", std::string("conveyor-bench ") + CONVEYOR_VERSION, "print the version and exit");
   try {
     app.parse(argc, argv);
     s.duration_s = parse_duration(s.duration);
   } catch (const CLI::CallForHelp&) {
     std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << "\n";
     return 0;
   } catch (const CLI::ParseError& e) {
     std::cerr << "conveyor-bench: " << e.what() << "\nrun conveyor-bench --help for the options\n";

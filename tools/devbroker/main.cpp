@@ -93,6 +93,7 @@ constexpr const char* kUsage =
     "                       (default conveyor.parameters,conveyor.control)\n"
     "  --bootstrap-file P   also write the bootstrap address to file P (atomically)\n"
     "  --help               this text\n"
+    "  --version            the version\n"
     "\n"
     "Other topics, such as the job event topics conveyor.job.<type>, are\n"
     "created on first use (producer metadata request or a consumer with\n"
@@ -139,6 +140,10 @@ Args parse_args(int argc, char** argv) {
     std::string option = argv[i];
     if (option == "--help" || option == "-h") {
       std::cout << kUsage;
+      std::exit(0);
+    }
+    if (option == "--version") {
+      std::cout << "conveyor-devbroker " << CONVEYOR_VERSION << "\n";
       std::exit(0);
     }
     std::string value;

@@ -58,7 +58,8 @@ constexpr const char* kUsage =
     "       conveyor-example-task alloc MB [SECONDS]\n"
     "       conveyor-example-task product --kind NAME --tile TILE --date DATE --out DIR "
     "[--input PATH]... [PATH]...\n"
-    "       conveyor-example-task --resident\n";
+    "       conveyor-example-task --resident\n"
+    "       conveyor-example-task --help | --version\n";
 
 int usage(const std::string& why) {
   std::cerr << "conveyor-example-task: " << why << "\n" << kUsage;
@@ -466,6 +467,10 @@ int main(int argc, char** argv) {
   if (cmd == "--resident" || cmd == "resident") return resident_cmd();
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::cout << kUsage;
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::cout << "conveyor-example-task " << CONVEYOR_VERSION << "\n";
     return 0;
   }
   return usage("unknown subcommand '" + cmd + "'");

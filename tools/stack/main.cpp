@@ -34,6 +34,7 @@ constexpr const char* kUsage =
     "usage: conveyor-stack up --dir DIR [--ephemeral] [--pg-port N] [--broker-port N]\n"
     "       conveyor-stack down --dir DIR\n"
     "       conveyor-stack status --dir DIR\n"
+    "       conveyor-stack --help | --version\n"
     "\n"
     "up      start (or keep) PostgreSQL in DIR/pg and a devbroker in DIR/broker,\n"
     "        create database `conveyor`, write DIR/env (source it)\n"
@@ -71,6 +72,10 @@ Args parse_args(int argc, char** argv) {
   args.command = argv[1];
   if (args.command == "--help" || args.command == "-h" || args.command == "help") {
     std::cout << kUsage;
+    std::exit(0);
+  }
+  if (args.command == "--version") {
+    std::cout << "conveyor-stack " << CONVEYOR_VERSION << "\n";
     std::exit(0);
   }
   if (args.command != "up" && args.command != "down" && args.command != "status") {

@@ -15,12 +15,13 @@
 namespace {
 
 constexpr const char* kUsage =
-    "usage: conveyor-webhook-sink [--port N] [--out FILE]\n\n"
+    "usage: conveyor-webhook-sink [--port N] [--out FILE] | --help | --version\n\n"
     "Accepts POST /hook on 127.0.0.1 and appends each body (one CloudEvent) as a line of FILE\n"
     "(default webhooks.jsonl); prints its URL and runs until SIGTERM or SIGINT.\n\n"
     "  --port N    port to listen on, 0 (the default) picks a free one\n"
     "  --out FILE  where the bodies go\n"
-    "  --help, -h  print this help and exit\n";
+    "  --help, -h  print this help and exit\n"
+    "  --version   print the version and exit\n";
 
 [[noreturn]] void usage_error(const std::string& what) {
   std::cerr << "conveyor-webhook-sink: " << what << "\n\n" << kUsage;
@@ -48,6 +49,10 @@ int main(int argc, char** argv) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       std::cout << kUsage;
+      return 0;
+    }
+    if (a == "--version") {
+      std::cout << "conveyor-webhook-sink " << CONVEYOR_VERSION << "\n";
       return 0;
     }
     if (a != "--port" && a != "--out") usage_error("unknown argument '" + a + "'");

@@ -1,6 +1,6 @@
 // Every executable Conveyor ships, and its two development tools, answer
-// --help and refuse an argument they do not know, by name and with exit 2,
-// before starting anything. A service once ignored its arguments and ran:
+// --help and --version, and refuse an argument they do not know, by name
+// and with exit 2, before starting anything. A service once ignored its arguments and ran:
 // `conveyor-creation --help` started a service; so did the webhook sink.
 #include <gtest/gtest.h>
 
@@ -52,6 +52,14 @@ TEST(CommandLine, EveryExecutableAnswersHelp) {
     EXPECT_EQ(r.status, 0) << exe << ":\n" << r.output;
     EXPECT_NE(lower(r.output).find("usage: "), std::string::npos) << exe << ":\n" << r.output;
     EXPECT_NE(r.output.find(exe.filename().string()), std::string::npos) << exe << ":\n" << r.output;
+  }
+}
+
+TEST(CommandLine, EveryExecutableAnswersVersionWithItsName) {
+  for (const fs::path& exe : executables()) {
+    const auto r = conveyor::testing::run({exe.string(), "--version"}, kNoSettings, 30s);
+    EXPECT_EQ(r.status, 0) << exe << ":\n" << r.output;
+    EXPECT_EQ(r.output, exe.filename().string() + " " + CONVEYOR_VERSION + "\n") << exe;
   }
 }
 

@@ -636,7 +636,7 @@ int run_command(const config::EnvFileArgs& split, std::ostream& out, std::ostrea
   }
   if (args[0] == "completion") return completion_script(args, out, err);
   if (args[0] == "version" || args[0] == "--version") {
-    out << "conveyor " << CONVEYOR_CLI_VERSION << "\n";
+    out << "conveyor " << CONVEYOR_VERSION << "\n";
     return kExitOk;
   }
   Context ctx{load_cli_config(split.env_files, std::any_of(args.begin(), args.end(), is_help)), json, out, err};

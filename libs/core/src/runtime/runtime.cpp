@@ -29,10 +29,6 @@
 #include "conveyor/runtime/check.hpp"
 #include "conveyor/runtime/command_line.hpp"
 
-#ifndef CONVEYOR_VERSION
-#define CONVEYOR_VERSION "0.0.0"
-#endif
-
 namespace conveyor::runtime {
 namespace {
 
