@@ -58,6 +58,26 @@ std::vector<std::string> candidates(const std::vector<std::string>& words) {
   return lines(r.output);
 }
 
+// `conveyor --help` is the one page that names every command (README:
+// "conveyor help lists everything"): each noun's verbs, as the CLI's own
+// tables list them, appear in it, an alias by its other spelling.
+TEST(HelpCli, TheOverallHelpNamesEveryVerbOfEveryNoun) {
+  const RunResult top = conveyor_stdout({"--help"});
+  ASSERT_EQ(top.status, 0) << top.output;
+  const std::map<std::string, std::string> other_spelling = {{"ls", "list"}, {"list", "ls"}, {"show", "inspect"}};
+  for (const auto& noun : candidates({""})) {
+    if (noun == "help" || noun == "version") continue;
+    for (const auto& verb : candidates({noun, ""})) {
+      if (verb == "help") continue;
+      const auto other = other_spelling.find(verb);
+      const bool named = has(top.output, noun + " " + verb) ||
+                         (other != other_spelling.end() && has(top.output, noun + " " + other->second)) ||
+                         (noun == "completion" && has(top.output, "completion bash|zsh"));
+      EXPECT_TRUE(named) << "conveyor --help does not name `" << noun << " " << verb << "`";
+    }
+  }
+}
+
 TEST(HelpCli, EveryNounAndVerbHasHelp) {
   std::vector<std::string> nouns;
   for (const auto& n : candidates({""}))

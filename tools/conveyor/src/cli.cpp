@@ -56,14 +56,16 @@ commands:
   job stats [--type T] [--since D]   count, median and p95 of wall time, CPU and peak memory per type
   job submit TYPE [--params JSON | --params-file FILE] [--priority N]
              [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]
+  job submit --file FILE   a batch ({"jobs": [...]}, - for stdin): up to 1000 jobs, all or none
   job cancel ID... [--yes]   stop jobs wherever they are (canceled_at = now())
   job retry ID...     run failed, errored or canceled jobs again from the right point
+  job hold ID... / job release ID...   admission skips held jobs until they are released
   job logs ID [--tail N] [--follow]   the job's logs.txt (stdout and stderr of every attempt);
                 --follow: what is appended, until the job stops running
   job kill ID... [--cleanup] [--yes]   cancel; --cleanup also removes its outputs once it no longer runs
   job set-status ID... --to S[,S...] [--yes]   move jobs through the status machine (e.g. error_checked,ready)
   job patch --status S [--type T] [--since T] [--until T] [--ids ID,...] [--param K=V] [--to S[,S...]]
-            [--set-param K=V]... [--params-file FILE] [--apply] [--yes]
+            [--set-param K=V]... [--params-file FILE] [--limit N] [--apply] [--yes]
                 bulk status or params change: a dry run showing the count unless --apply;
                 new params are checked against the type's schema and recorded (job inspect)
   worker list [--pool P] [--all]   live workers (--all: stopped and lost too)
@@ -100,8 +102,10 @@ commands:
                 a REST API token, printed once on stdout (only its SHA-256 is stored)
   token list          API tokens: role, state (active, expired, revoked), created, expires, last used
   token revoke NAME   the token gets 401 from now on
-  version       print the version
+  completion bash|zsh   the shell completion script (bash: source <(conveyor completion bash))
+  version       print the version (also --version)
 
+Every `ls` is also `list`, and every `list` also `ls`; `job show` is `job inspect`.
 Job ids are exact (digits). Commands that change jobs or workers (job cancel, kill, set-status,
 patch --apply, queue drain --apply, worker drain) list what they will touch and ask first; --yes
 answers for scripts, and without a terminal they refuse unless --yes is given.
@@ -630,9 +634,13 @@ config::Config load_cli_config(const std::vector<std::filesystem::path>& env_fil
 int run_command(const config::EnvFileArgs& split, std::ostream& out, std::ostream& err) {
   bool json = false;
   const std::vector<std::string> args = command_words(split.args, json);
-  if (args.empty() || is_help(args[0])) {
-    (args.empty() ? err : out) << kUsage;
-    return args.empty() ? kExitUsage : kExitOk;
+  if (args.empty()) {
+    err << "conveyor: missing command\n\n" << kUsage;
+    return kExitUsage;
+  }
+  if (is_help(args[0])) {
+    out << kUsage;
+    return kExitOk;
   }
   if (args[0] == "completion") return completion_script(args, out, err);
   if (args[0] == "version" || args[0] == "--version") {
