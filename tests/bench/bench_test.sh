@@ -59,6 +59,7 @@ assert r["machine"]["nproc"] >= 1
 assert r["machine"]["files_volume"] not in ("", "unknown"), r["machine"]
 [w] = r["workloads"]
 assert w["workload"] == "process", w
+assert w["params"] == {"seconds": 0}, w  # the jobs' params, reported as run
 for phase, jobs in (("throughput", 20), ("latency", 100)):
     p = w[phase]
     assert p["jobs"] == jobs and p["done"] == jobs and not p["timed_out"], (phase, p)

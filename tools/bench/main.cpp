@@ -570,7 +570,7 @@ Json phase_json(const Phase& p) {
 
 // Runs one workload: a warm-up unit, the throughput phase, the latency phase.
 Json run_workload(Stack& stack, conveyor::db::Session& db, const Workload& w, const Settings& s) {
-  Json out{{"workload", w.name}, {"job_types", w.types}};
+  Json out{{"workload", w.name}, {"job_types", w.types}, {"params", w.params}};
   conveyor::http::KeepAliveClient warm_client;
   const auto warm = submit_unit(stack, w, -1, warm_client);  // warm-up: consumer groups joined, programs started
   Finished warmed_up(warm.first);
@@ -631,10 +631,13 @@ std::vector<Workload> pick_workloads(const Settings& s, const Json& types, Json&
   }
   if (want("resident")) {
     if (const Json* t = find_type(types, "sleep-resident")) {
-      // Its params: seconds 0 when it takes seconds, else none.
-      const bool seconds =
-          t->value("params_schema", Json::object()).value("properties", Json::object()).contains("seconds");
-      out.push_back({"resident", {"sleep-resident"}, seconds ? Json{{"seconds", 0}} : Json::object()});
+      // A no-op job: noop when the type takes it (the program answers done
+      // and writes nothing), and seconds 0 when it takes seconds.
+      const Json properties = t->value("params_schema", Json::object()).value("properties", Json::object());
+      Json params = Json::object();
+      if (properties.contains("seconds")) params["seconds"] = 0;
+      if (properties.contains("noop")) params["noop"] = true;
+      out.push_back({"resident", {"sleep-resident"}, params});
     } else {
       skip("resident", "no sleep-resident job type");
     }
@@ -727,11 +730,21 @@ void print_report(const Json& report) {
       "job folders under %s, on %s\n",
       st["files_dir"].get<std::string>().empty() ? "the stack's folder" : st["files_dir"].get<std::string>().c_str(),
       report["machine"]["files_volume"].get<std::string>().c_str());
+  if (report["machine"]["files_volume"].get<std::string>().find("no journal") != std::string::npos) {
+    // fs/ext4/ialloc.c, recently_deleted(): without a journal a new inode
+    // skips, one look-up each, every free inode deleted in the last 60 s
+    // (6 min while its inode-table block is still dirty).
+    std::printf(
+        "  (ext4 without a journal does not reuse an inode for minutes after its deletion, and pays to skip each: "
+        "a run begun within about 6 min of a large clean-up, such as the last run's, is slower; a journaled "
+        "--files-dir is not)\n");
+  }
   if (st["waiting"].get<int>() > 0) {
     std::printf("%d jobs waiting, through every phase, on a job that never ends\n", st["waiting"].get<int>());
   }
   for (const auto& w : report["workloads"]) {
-    std::printf("\nworkload %s (%s)\n", w["workload"].get<std::string>().c_str(), w["job_types"].dump().c_str());
+    std::printf("\nworkload %s (%s, params %s)\n", w["workload"].get<std::string>().c_str(),
+                w["job_types"].dump().c_str(), w["params"].dump().c_str());
     if (w.contains("throughput")) print_phase_line(w["throughput"], "throughput");
     if (w.contains("latency")) {
       print_phase_line(w["latency"],

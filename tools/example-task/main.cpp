@@ -17,7 +17,9 @@
 //                           programs"): reads job lines on stdin, "sleeps"
 //                           params.seconds per job without holding up the
 //                           others, answers cancels, writes one result line
-//                           per job and <out_dir>/resident.json. Test hooks in
+//                           per job and <out_dir>/resident.json; with
+//                           params.noop, answers done at once and writes
+//                           nothing else (the bench's no-op job). Test hooks in
 //                           params: fail (an error text), crash, malformed,
 //                           oversized, ignore_cancel, stray (a non-JSON line)
 #include <poll.h>
@@ -394,6 +396,11 @@ void take(const std::string& line, std::map<std::int64_t, ResidentJob>& jobs) {
   job.id = m.value("id", std::int64_t{0});
   job.out_dir = m.value("out_dir", std::string());
   job.params = m.value("params", nlohmann::json::object());
+  if (job.params.is_object() && job.params.value("noop", false)) {
+    // A no-op job: its answer, and nothing else (no log line, no file).
+    emit({{"id", job.id}, {"status", "done"}});
+    return;
+  }
   double seconds = 0;
   if (auto s = job.params.find("seconds"); s != job.params.end() && s->is_number()) {
     seconds = std::max(0.0, s->get<double>());

@@ -143,6 +143,22 @@ TEST_F(ResidentTest, TwentyJobsRunOnOneProgramStartWithTheirOwnLogs) {
   EXPECT_EQ(result["outputs"].size(), 1u) << result;  // resident.json, listed as for any job
 }
 
+// The bench's resident workload (params.noop): the program answers done
+// and writes nothing, so the job's files are the worker's own.
+TEST_F(ResidentTest, ANoopJobIsAnsweredWithoutALogLineOrAFileOfTheProgram) {
+  start_worker(4);
+  const std::int64_t id = queue_job({{"seconds", 0}, {"noop", true}});
+  ASSERT_TRUE(wait_status(id, "processed"));
+  const std::string text = logs(id);
+  EXPECT_NE(text.find(" conveyor attempt 1 of "), std::string::npos) << text;
+  EXPECT_EQ(text.find(" stdout "), std::string::npos) << text;
+  EXPECT_EQ(text.find("sleeping"), std::string::npos) << text;
+  EXPECT_FALSE(fs::exists(data_dir_ / "outputs" / ("job-" + std::to_string(id)) / "resident.json"));
+  const json result = json::parse(field(id, "result::text"));
+  EXPECT_EQ(result["exit_code"], 0);
+  EXPECT_TRUE(result["outputs"].empty()) << result;
+}
+
 TEST_F(ResidentTest, TheProgramsJobsCountAgainstTheWorkersConcurrency) {
   start_worker(2);
   std::vector<std::int64_t> ids;
