@@ -127,6 +127,14 @@ void require_accepting(const model::SystemParameters& parameters) {
   }
 }
 
+// The parameters a submission's transaction is checked against: the row
+// as this transaction reads it, refusing while not accepting.
+model::SystemParameters parameters_now(db::Tx& tx) {
+  model::SystemParameters parameters = model::load_system_parameters(tx);
+  require_accepting(parameters);
+  return parameters;
+}
+
 void count_submitted(runtime::Context& ctx, const std::string& job_type) {
   ctx.metrics()
       .counter("conveyor_jobs_submitted_total", "Jobs created through the REST API, by type.", {{"job_type", job_type}})
@@ -137,16 +145,19 @@ Response submit(runtime::Context& ctx, const Request& req) {
   if (auto refused = rate_limited(ctx, req, 1)) return *refused;
   const nlohmann::json body = req.json();  // malformed: 400 via problem_from
   const SubmitRequest request = parse_submit(body, req.header("Idempotency-Key"));
-  const auto parameters = ctx.parameters();
-  require_accepting(*parameters);
   // Most submissions take one round trip (model::submit_job_at_once), with
-  // the others that come meanwhile (model::SubmitGroup); the rest, and
-  // whatever it cannot answer alone, the transaction.
+  // the others that come meanwhile (model::SubmitGroup), checked against the
+  // service's copy of the parameters, and inserted only while that copy is
+  // the row's version; the rest, whatever it cannot answer alone, and every
+  // request the copy would refuse, the transaction, against the row itself.
+  // So a pause or an unpause is in effect the moment it commits.
+  const auto parameters = ctx.parameters();
   static model::SubmitGroup group(ctx.db());
-  auto at_once = group.submit(*parameters, request, auth::request_actor(req));
+  std::optional<model::SubmitResult> at_once;
+  if (parameters->accepting_new_jobs) at_once = group.submit(*parameters, request, auth::request_actor(req));
   const model::SubmitResult result =
       at_once ? std::move(*at_once)
-              : ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, *parameters, request); },
+              : ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, parameters_now(tx), request); },
                                   as_requester(req));
   if (result.created) count_submitted(ctx, request.job_type);
   Response r = Response::json(result.job.to_json(), result.created ? 201 : 200);
@@ -165,10 +176,8 @@ Response submit_batch(runtime::Context& ctx, const Request& req) {
   const nlohmann::json body = req.json();
   const std::vector<SubmitRequest> requests = parse_submit_batch(body);
   if (auto refused = rate_limited(ctx, req, requests.size())) return *refused;
-  const auto parameters = ctx.parameters();
-  require_accepting(*parameters);
-  const auto results =
-      ctx.db().transact([&](db::Tx& tx) { return model::submit_jobs(tx, *parameters, requests); }, as_requester(req));
+  const auto results = ctx.db().transact(
+      [&](db::Tx& tx) { return model::submit_jobs(tx, parameters_now(tx), requests); }, as_requester(req));
   nlohmann::json items = nlohmann::json::array();
   std::int64_t created = 0;
   for (const auto& result : results) {

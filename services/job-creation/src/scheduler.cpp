@@ -16,7 +16,7 @@ using std::chrono::seconds;
 constexpr db::Statement kTryLock{"creation_scheduler_try_lock", "SELECT pg_try_advisory_xact_lock($1)"};
 constexpr db::Statement kRecordError{"creation_scheduler_record_error",
                                      "UPDATE conveyor.schedule_state SET last_error = $2 WHERE job_type = $1"};
-constexpr db::Statement kNow{"creation_scheduler_now", "SELECT extract(epoch FROM now())::bigint"};
+constexpr db::Statement kNow{"creation_scheduler_now", model::kScheduleNowSql};
 
 constexpr db::Statement kLockState{"creation_schedule_state_lock",
                                    "SELECT extract(epoch FROM last_slot)::bigint AS last_slot, paused, "

@@ -340,7 +340,7 @@ TEST_F(OpsCli, JobCancelAndRetry) {
   auto r = conveyor({"job", "cancel", waiting, done, running, errored, "--yes"});
   EXPECT_EQ(r.status, 1) << "the done job was refused: " << r.output;
   EXPECT_TRUE(has(r, "job " + waiting + ": initialized -> canceled")) << r.output;
-  EXPECT_TRUE(has(r, "job cancel " + done + ": ")) << r.output;
+  EXPECT_TRUE(has(r, "conveyor: job cancel: job " + done + " is done")) << r.output;
   EXPECT_TRUE(has(r, "job " + running + ": cancel requested")) << r.output;
   EXPECT_EQ(status_of(waiting), "canceled");
   EXPECT_EQ(status_of(done), "done") << "a done job stays done";
@@ -415,6 +415,8 @@ TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {
   r = conveyor({"job", "set-status", done, "--to", "ready", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "done -> ready is not allowed by the status machine")) << r.output;
+  EXPECT_TRUE(has(r, "conveyor: job set-status: job " + done + ": done -> ready"))
+      << "the job named once: " << r.output;
   // The path is checked whole before anything is written.
   r = conveyor({"job", "set-status", stuck, "--to", "queued,done", "--yes"});
   EXPECT_EQ(r.status, 1) << r.output;
@@ -465,6 +467,17 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
   EXPECT_TRUE(has(r, "changed 2 job(s): internal_error -> error_checked -> canceled")) << r.output;
   r = conveyor({"job", "patch", "--status", "canceled", "--until", "2000-01-01T00:00:00Z", "--to", "initialized"});
   EXPECT_TRUE(has(r, "0 job(s) match")) << "--until bounds created_at: " << r.output;
+  // An age is that long ago; anything else is refused naming the option,
+  // before PostgreSQL sees it.
+  r = conveyor({"job", "patch", "--status", "canceled", "--since", "7d", "--to", "initialized"});
+  EXPECT_TRUE(has(r, "2 job(s) match")) << "created within 7 days: " << r.output;
+  r = conveyor({"job", "patch", "--status", "canceled", "--until", "7d", "--to", "initialized"});
+  EXPECT_TRUE(has(r, "0 job(s) match")) << "none created before 7 days ago: " << r.output;
+  for (const std::string bad : {"yesterday", "2026-13-45", "0d"}) {
+    r = conveyor({"job", "patch", "--status", "canceled", "--since", bad, "--to", "initialized"});
+    EXPECT_EQ(r.status, 2) << bad << ": " << r.output;
+    EXPECT_TRUE(has(r, "--since: '" + bad + "' is neither a UTC time")) << r.output;
+  }
   EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job WHERE status = 'canceled'"), "2");
 
   // Runbook 001's selections: by ids, and by a field of the params.
@@ -510,6 +523,20 @@ TEST_F(OpsCli, JobKillCleanupRemovesOutputsOnceTheJobNoLongerRuns) {
   r = conveyor({"job", "kill", running, "--cleanup", "--yes"});
   EXPECT_EQ(r.status, 0) << "idempotent: " << r.output;
   EXPECT_TRUE(has(r, "no outputs to remove")) << r.output;
+  EXPECT_TRUE(has(r, "job " + running + ": already canceled;")) << "not canceled -> canceled: " << r.output;
+
+  // A done job's outputs are its result (published, perhaps the inputs of
+  // the jobs after it): kept, and it says so.
+  const std::string done = insert_job();
+  walk(done, {"configured", "ready", "queued", "started", "processed", "done"});
+  const fs::path products = data_dir_ / "outputs" / ("job-" + done);
+  fs::create_directories(products);
+  std::ofstream(products / "product.tif") << "final";
+  r = conveyor({"job", "kill", done, "--cleanup", "--yes"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "done, nothing to kill; its outputs are kept")) << r.output;
+  EXPECT_TRUE(fs::exists(products / "product.tif"));
+  EXPECT_EQ(status_of(done), "done");
 
   const std::string waiting = insert_job();
   r = conveyor({"job", "kill", waiting, "--yes"});

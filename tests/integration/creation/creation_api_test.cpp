@@ -404,6 +404,32 @@ TEST_F(CreationApi, ParametersGateSubmissions) {
   submit({{"job_type", "other"}});
 }
 
+// Runbook 003's pause "takes effect immediately": a change another process
+// commits (conveyor system pause, params set, psql) gates the next request,
+// though this service hears of it only later, by its event.
+TEST_F(CreationApi, AParameterChangeMadeElsewhereGatesTheNextSubmissionAtOnce) {
+  submit({{"job_type", "sleep"}, {"params", {{"seconds", 1}}}});  // the service's copy is current
+  const std::string job = R"({"job_type": "sleep", "params": {"seconds": 1}})";
+  const std::string batch = R"({"jobs": [{"job_type": "sleep", "params": {"seconds": 1}}]})";
+  for (int round = 0; round < 3; ++round) {
+    db_.exec("UPDATE conveyor.system_parameters SET accepting_new_jobs = false, not_accepting_reason = 'reboot " +
+             std::to_string(round) + "'");
+    json p = problem(request("POST", "/v1/jobs", job), 503);
+    EXPECT_TRUE(contains(p, "reboot " + std::to_string(round))) << p;
+    p = problem(request("POST", "/v1/jobs/batch", batch), 503);
+    EXPECT_TRUE(contains(p, "reboot " + std::to_string(round))) << p;
+    db_.exec("UPDATE conveyor.system_parameters SET accepting_new_jobs = true, not_accepting_reason = NULL");
+    auto r = request("POST", "/v1/jobs", job);
+    EXPECT_EQ(r.status, 201) << "unpaused: " << r.body;
+    r = request("POST", "/v1/jobs/batch", batch);
+    EXPECT_EQ(r.status, 201) << "unpaused: " << r.body;
+  }
+  db_.exec("UPDATE conveyor.system_parameters SET job_types_list = '{other}'");
+  const json p = problem(request("POST", "/v1/jobs", job), 422);
+  EXPECT_TRUE(contains(p, "job_types_list")) << p;
+  EXPECT_EQ(db_.query_value("SELECT count(*) FROM conveyor.job"), "7") << "1 + 3 rounds of 2, none while paused";
+}
+
 TEST_F(CreationApi, ListFiltersAndPaginatesNewestFirst) {
   std::vector<std::int64_t> ids;
   for (int i = 0; i < 5; ++i) {

@@ -133,6 +133,14 @@ TEST_F(Scheduler, AnEveryScheduleCreatesOneRunPerSlotWithItsSlotInTheKeyAndParam
   auto rows = stack.db().query(
       "SELECT idempotency_key, params->>'scheduled_for' FROM conveyor.job WHERE job_type = 'tick' ORDER BY id");
   for (const auto& r : rows) EXPECT_EQ(r[0], "schedule:" + r[1]) << "the slot is the key and the param";
+  // created_at is the now() the scheduler read: a run is created once its
+  // slot's second has begun, not up to half a second before (the epoch was
+  // rounded to whole seconds, not truncated, before stop 44).
+  EXPECT_EQ(stack.db().query_value("SELECT string_agg(params->>'scheduled_for' || ' at ' || created_at, ', ') "
+                                   "FROM conveyor.job WHERE job_type = 'tick' "
+                                   "AND created_at < (params->>'scheduled_for')::timestamptz"),
+            "")
+      << "runs created before their slot";
   EXPECT_EQ(stack.db().query_value("SELECT count(DISTINCT idempotency_key) = count(*) FROM conveyor.job"), "t");
   EXPECT_EQ(stack.db().query_value("SELECT created_count > 0 AND next_slot > last_slot FROM conveyor.schedule_state "
                                    "WHERE job_type = 'tick'"),

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -332,6 +333,33 @@ std::int64_t duration_option(const std::string& option, const std::string& value
                                  value + "'");
   }
   return n * factor;
+}
+
+model::TimePoint time_option(const std::string& option, const std::string& value) {
+  try {
+    return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
+  } catch (const Error&) {
+    throw FieldError(option, option + ": '" + value + "' is not a UTC time like 2026-11-20 or 2026-11-20T06:00:00Z");
+  }
+}
+
+std::string time_or_age_option(const std::string& option, const std::string& value) {
+  if (!value.empty() && std::isdigit(static_cast<unsigned char>(value.front())) && value.size() < 10 &&
+      std::isalpha(static_cast<unsigned char>(value.back()))) {
+    try {
+      const auto age = std::chrono::seconds(duration_option(option, value));
+      return model::format_utc(std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()) - age);
+    } catch (const Error&) {
+    }
+  } else {
+    try {
+      return model::format_utc(time_option(option, value));
+    } catch (const Error&) {
+    }
+  }
+  throw FieldError(option, option + ": '" + value +
+                               "' is neither a UTC time like 2026-11-20 or 2026-11-20T06:00:00Z nor an age "
+                               "like 30m, 24h or 7d");
 }
 
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {

@@ -15,6 +15,7 @@
 
 #include "conveyor/config/config.hpp"
 #include "conveyor/db/db.hpp"
+#include "conveyor/model/schedule.hpp"
 
 namespace conveyor::cli {
 
@@ -102,6 +103,13 @@ std::int64_t int_option(const Options& o, const std::string& name, std::int64_t 
 // also a whole number of seconds, 0 included ("60"). Error(bad_input)
 // naming the option.
 std::int64_t duration_option(const std::string& option, const std::string& value, bool bare_seconds = false);
+// A UTC time option, "2026-11-20" (its midnight) or "2026-11-20T06:00:00Z";
+// Error(bad_input) naming the option.
+model::TimePoint time_option(const std::string& option, const std::string& value);
+// A point in time given as a UTC time (as time_option) or as an age, a
+// duration_option that long before now ("7d"): "2026-11-20T06:00:00Z".
+// Error(bad_input) naming the option and both forms.
+std::string time_or_age_option(const std::string& option, const std::string& value);
 // Asks "<question> [y/N]" on a terminal; without one, refuses (returns false
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);

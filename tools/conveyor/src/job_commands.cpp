@@ -47,12 +47,13 @@ constexpr const char* kJobUsage =
     "       conveyor job logs ID [--tail N] [--follow]\n"
     "       conveyor job kill ID... [--cleanup] [--yes]\n"
     "       conveyor job set-status ID... --to STATUS[,STATUS...] [--yes]\n"
-    "       conveyor job patch --status S [--type T] [--since TIME] [--until TIME] [--ids ID,ID]\n"
+    "       conveyor job patch --status S [--type T] [--since WHEN] [--until WHEN] [--ids ID,ID]\n"
     "                          [--param KEY=VALUE] [--to STATUS[,STATUS...]] [--set-param KEY=VALUE]...\n"
     "                          [--params-file FILE] [--limit N] [--apply] [--yes]\n"
     "       conveyor job stats [--type T] [--since DURATION]\n"
     "IDs are exact job ids. cancel, kill and set-status list the jobs and ask first (--yes: do not ask;\n"
     "without a terminal they refuse unless --yes). DURATION: a number and s, m, h or d (30m, 24h, 7d).\n"
+    "WHEN (of created_at): a UTC time, 2026-11-20 or 2026-11-20T06:00:00Z, or a DURATION ago (7d).\n"
     "job stats: median and p95 of the wall time, CPU and peak memory of finished attempts, by job type.\n"
     "job patch --set-param/--params-file: new params (VALUE is JSON, else text), merged as a JSON merge patch\n"
     "(null removes a key), checked against the type's schema, recorded in the job's changes (job inspect);\n"
@@ -554,6 +555,16 @@ std::optional<std::string> ask_unless_yes(const Options& o, const std::string& v
 // missing) does not hold back the others; exit 1 if any was refused.
 // With `ask` (a destructive command without --yes) it first lists the jobs it
 // will touch and asks; refused (or no terminal), nothing changes and exit 1.
+// A job each_job could not act on: in the JSON answer, or on stderr. A
+// message that names its job ("job 11: failed -> done is not allowed") is
+// not prefixed with the id once more.
+void report_refusal(Context& ctx, json& results, const std::string& command, const std::string& arg,
+                    const std::string& why) {
+  if (ctx.json) results.push_back({{"id", arg}, {"error", why}});
+  else if (why.rfind("job ", 0) == 0) ctx.err << "conveyor: job " << command << ": " << why << "\n";
+  else ctx.err << "conveyor: job " << command << " " << arg << ": " << why << "\n";
+}
+
 template <typename F>
 int each_job(Context& ctx, const std::vector<std::string>& ids, const std::string& command, F&& fn,
              const std::optional<std::string>& ask = std::nullopt) {
@@ -562,8 +573,7 @@ int each_job(Context& ctx, const std::vector<std::string>& ids, const std::strin
   int refused = 0;
   auto refuse = [&](const std::string& arg, const std::string& why) {
     ++refused;
-    if (ctx.json) results.push_back({{"id", arg}, {"error", why}});
-    else ctx.err << "conveyor: job " << command << " " << arg << ": " << why << "\n";
+    report_refusal(ctx, results, command, arg, why);
   };
   std::vector<std::string> todo = ids;
   if (ask) {
@@ -770,7 +780,9 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
 
 // Runbook 003's kill_job: stop it (or keep it from starting); --cleanup
 // removes its outputs once nothing runs it. Idempotent: run it again later
-// with --cleanup. Logs stay: they are the record of what happened.
+// with --cleanup. Logs stay: they are the record of what happened, and so
+// do a done job's outputs: they are its result, published and perhaps the
+// inputs of other jobs.
 int kill(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job kill", {}, {"--cleanup", "--yes"});
   const fs::path data_dir = ctx.config.get_string("CONVEYOR_DATA_DIR");
@@ -783,7 +795,13 @@ int kill(Context& ctx, const std::vector<std::string>& args) {
         json out;
         if (before.status == model::JobStatus::done) {
           out = before.to_json();
-          out["text"] = n + ": done, nothing to kill";
+          out["text"] = n + ": done, nothing to kill" +
+                        (cleanup ? "; its outputs are kept: they are its result (remove them by hand if need be)" : "");
+          return out;
+        }
+        if (before.status == model::JobStatus::canceled) {
+          out = before.to_json();
+          out["text"] = n + ": already canceled";
         } else {
           const model::CancelResult r = model::cancel_job(tx, id);
           out = r.job.to_json();
@@ -926,10 +944,14 @@ PatchRequest read_patch_request(const Options& o) {
   }
   const auto only_ids = ids_option(o);
   const auto [param_key, param_value] = param_filter(o);
+  const auto time = [&](const char* option) -> std::optional<std::string> {
+    const auto v = o.get(option);
+    return v ? std::optional(time_or_age_option(option, *v)) : std::nullopt;
+  };
   std::vector<db::Param> filter{std::string(model::to_string(from)),
                                 o.get("--type"),
-                                o.get("--since"),
-                                o.get("--until"),
+                                time("--since"),
+                                time("--until"),
                                 only_ids,
                                 param_key,
                                 param_value};

@@ -42,7 +42,7 @@ constexpr db::Statement kStates{
     "  created_count, skipped_count, coalesce(last_error, '') AS last_error, paused, "
     "  coalesce(paused_reason, '') AS paused_reason FROM conveyor.schedule_state"};
 
-constexpr db::Statement kNow{"cli_schedule_now", "SELECT extract(epoch FROM now())::bigint"};
+constexpr db::Statement kNow{"cli_schedule_now", model::kScheduleNowSql};
 
 constexpr db::Statement kInsertBackfill{
     "cli_backfill_insert",
@@ -67,14 +67,6 @@ constexpr db::Statement kCancelBackfill{
 
 constexpr db::Statement kBackfillState{"cli_backfill_state",
                                        "SELECT state FROM conveyor.backfill_request WHERE id = $1"};
-
-TimePoint time_option(const std::string& option, const std::string& value) {
-  try {
-    return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
-  } catch (const Error&) {
-    throw FieldError(option, option + ": '" + value + "' is not a UTC time like 2026-11-20 or 2026-11-20T06:00:00Z");
-  }
-}
 
 // Shared with the console (libs/core model/queue.hpp).
 model::JobType scheduled_type(db::Tx& tx, const std::string& name) { return model::require_scheduled(tx, name); }

@@ -41,7 +41,10 @@ constexpr db::Statement kInsertJobs{
 // insert's rows are joined with, so it runs before the rows' defaults,
 // submitted_by among them, and the status trigger read it). A request's job
 // is inserted only while its job type's row is the version its caller read
-// (`type_version`) and every job it depends on exists; rows go in in the
+// (`type_version`), the system parameters it was checked against are the
+// row's version (`parameters_version`: a pause, or a change of
+// job_types_list, is in effect the moment it commits, not when the event
+// reaches the service) and every job it depends on exists; rows go in in the
 // order of `n`, so their ids (the column's default) ascend with it.
 //
 // Rows of two kinds: one per request, in the order of `n` (`request_n`,
@@ -54,20 +57,23 @@ constexpr db::Statement kInsertJobsAtOnce{
     "WITH actor AS (SELECT set_config('conveyor.actor', $2, true)), "
     "r AS (SELECT r.n, r.job_type, r.params, r.priority, r.max_attempts, coalesce(r.depends_on, '{}') AS depends_on, "
     "             r.not_before, r.idempotency_key, t.name IS NOT NULL AS type_current, "
+    "             r.parameters_version IS NOT DISTINCT FROM "
+    "               (SELECT p.xmin::text FROM conveyor.system_parameters p WHERE p.id) AS parameters_current, "
     // Every job of depends_on exists (submit_job's check_dependencies).
     "             NOT EXISTS (SELECT 1 FROM unnest(r.depends_on) AS d(id) "
     "                         WHERE NOT EXISTS (SELECT 1 FROM conveyor.job j WHERE j.id = d.id)) AS depends_on_exist "
-    "      FROM jsonb_to_recordset($1::jsonb) AS r(n int, job_type text, type_version text, params jsonb, "
+    "      FROM jsonb_to_recordset($1::jsonb) AS r(n int, job_type text, type_version text, "
+    "           parameters_version text, params jsonb, "
     "           priority int, max_attempts int, depends_on bigint[], not_before timestamptz, idempotency_key text) "
     "      LEFT JOIN conveyor.job_type t ON t.name = r.job_type AND t.xmin::text = r.type_version), "
     "inserted AS ("
     " INSERT INTO conveyor.job (job_type, params, priority, max_attempts, depends_on, not_before, idempotency_key) "
     " SELECT r.job_type, r.params, r.priority, r.max_attempts, r.depends_on, r.not_before, r.idempotency_key "
-    " FROM r CROSS JOIN actor WHERE r.type_current AND r.depends_on_exist ORDER BY r.n "
+    " FROM r CROSS JOIN actor WHERE r.type_current AND r.parameters_current AND r.depends_on_exist ORDER BY r.n "
     " ON CONFLICT (job_type, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
     " RETURNING " CONVEYOR_JOB_COLUMNS
     ") "
-    "SELECT r.n AS request_n, r.type_current, r.depends_on_exist, i.* "
+    "SELECT r.n AS request_n, r.type_current, r.parameters_current, r.depends_on_exist, i.* "
     "FROM r FULL JOIN inserted i ON false ORDER BY r.n, i.id"};
 
 constexpr db::Statement kJobByIdempotencyKey{
@@ -357,6 +363,7 @@ std::optional<PreparedSubmit> prepare_at_once(db::Pool& pool, const SystemParame
   prepared.row = job_row(0, request, type->type);
   prepared.row["depends_on"] = request.depends_on;
   prepared.row["type_version"] = type->version;
+  prepared.row["parameters_version"] = parameters.version;
   prepared.keyed = request.idempotency_key.has_value();
   return prepared;
 }
@@ -386,7 +393,9 @@ std::vector<std::optional<SubmitResult>> whose_jobs(const db::Result& answer,
       continue;
     }
     const auto i = static_cast<std::size_t>(row["request_n"].as_int());
-    passed[i] = row["type_current"].as_bool() && row["depends_on_exist"].as_bool();
+    // Parameters not current: submit_job, in a transaction that reads them.
+    passed[i] =
+        row["type_current"].as_bool() && row["parameters_current"].as_bool() && row["depends_on_exist"].as_bool();
     // The type's row changed since it was read: read again next time.
     if (!row["type_current"].as_bool()) cache.forget(group[i]->row.at("job_type").get<std::string>());
   }

@@ -27,7 +27,7 @@ constexpr db::Statement kSelectParameters{
     " job_retention_days, outbox_retention_hours,"
     " schedule_catchup_start::text AS schedule_catchup_start, parameter_reload_interval_s,"
     " priority_aging_per_minute,"
-    " to_json(updated_at) #>> '{}' AS updated_at"
+    " to_json(updated_at) #>> '{}' AS updated_at, xmin::text AS version"
     " FROM conveyor.system_parameters WHERE id"};
 
 // The stall_<status>_s columns, by the status they watch.
@@ -215,6 +215,7 @@ SystemParameters load_system_parameters(db::Tx& tx) {
   p.parameter_reload_interval_s = row["parameter_reload_interval_s"].as<int>();
   p.priority_aging_per_minute = row["priority_aging_per_minute"].as<double>();
   p.updated_at = row["updated_at"].as_string();
+  p.version = row["version"].as_string();
   return p;
 }
 

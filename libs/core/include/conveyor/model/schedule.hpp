@@ -19,6 +19,11 @@
 
 namespace conveyor::model {
 
+// The database's clock in whole seconds, truncated: a slot is due once its
+// second has begun, never half a second before it (a cast of the epoch to
+// bigint would round). The scheduler and the CLI read "now" with it.
+inline constexpr std::string_view kScheduleNowSql = "SELECT floor(extract(epoch FROM now()))::bigint";
+
 using TimePoint = std::chrono::sys_seconds;
 
 class Schedule {

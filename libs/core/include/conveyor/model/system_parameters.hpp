@@ -42,6 +42,9 @@ struct SystemParameters {
   // (conveyor.effective_priority). 0: strict priority, then age.
   double priority_aging_per_minute = 0;
   std::string updated_at;
+  // Which version of the row these are (its xmin): a statement that acts on
+  // them can check that they are still the row's (submissions at once).
+  std::string version;
 
   // Whether the system handles this job type now (job_types_list).
   bool handles(const std::string& job_type) const;
