@@ -92,7 +92,7 @@ std::optional<TimePoint> catchup_start(const model::SystemParameters& p, const s
   const std::string value = v.is_string() ? v.get<std::string>() : v.dump();
   try {
     if (!v.is_string()) throw Error(errc::bad_input, "not a string");
-    return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
+    return model::parse_utc_day_or_time(value);
   } catch (const Error&) {
     error =
         "schedule_catchup_start." + type + ": '" + value + "' is not a date like 2026-01-01 or 2026-01-01T06:00:00Z";

@@ -648,6 +648,23 @@ TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
   EXPECT_EQ(r.status, 2) << r.output;  // three words: NAME=VALUE pairs only
   EXPECT_TRUE(has(r, "expected NAME=VALUE (or NAME VALUE for one parameter), got 'image_tags'")) << r.output;
 
+  // A job type that does not exist, and a catch-up start that is no time,
+  // are refused naming them: they would refuse every submission, or stop a
+  // schedule, without a word (a new user's trial, stop 44).
+  r = conveyor({"params", "set", "job_types_list=[\"sleep\",\"nosuch\"]"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "job_types_list: no such job type: 'nosuch'")) << r.output;
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlei": "v3"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "image_tags: no such job type: 'fsc-rlei'")) << r.output;
+  r = conveyor({"params", "set", "schedule_catchup_start", R"({"sleep": "yesterday"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "schedule_catchup_start.sleep: 'yesterday' is not a UTC time")) << r.output;
+  r = conveyor({"params", "set", "schedule_catchup_start", R"({"sleep": "2026-12-01"})"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(conveyor_json({"params", "get", "job_types_list"}), json::parse(R"(["sleep","fail"])"));
+  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie": "v2"})"));
+
   const json all = conveyor_json({"params", "list"});
   EXPECT_EQ(all.at("max_number_of_worker_instances"), 3);
   EXPECT_TRUE(all.contains("stall_queued_s"));

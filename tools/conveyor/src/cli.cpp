@@ -337,7 +337,7 @@ std::int64_t duration_option(const std::string& option, const std::string& value
 
 model::TimePoint time_option(const std::string& option, const std::string& value) {
   try {
-    return model::parse_utc(value.size() == 10 ? value + "T00:00:00Z" : value);
+    return model::parse_utc_day_or_time(value);
   } catch (const Error&) {
     throw FieldError(option, option + ": '" + value + "' is not a UTC time like 2026-11-20 or 2026-11-20T06:00:00Z");
   }

@@ -271,6 +271,10 @@ std::string format_utc(TimePoint t) {
   return buf;
 }
 
+TimePoint parse_utc_day_or_time(const std::string& text) {
+  return parse_utc(text.size() == 10 ? text + "T00:00:00Z" : text);
+}
+
 TimePoint parse_utc(const std::string& text) {
   int y = 0;
   unsigned mo = 0, d = 0;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/schedule.hpp"
 
 namespace conveyor::model {
 namespace {
@@ -162,6 +163,43 @@ std::string blamed_column(const std::string& message, const nlohmann::json& patc
   return patch.size() == 1 ? patch.begin().key() : std::string("body");
 }
 
+constexpr db::Statement kUnknownTypes{
+    "model_parameters_unknown_types",
+    "SELECT coalesce(string_agg(quote_literal(n), ', ' ORDER BY n), '') FROM unnest($1::text[]) AS n "
+    "WHERE NOT EXISTS (SELECT 1 FROM conveyor.job_type t WHERE t.name = n)"};
+
+// What the patch says of job types is about types that exist, and a
+// catch-up start is a point in time: a typo would otherwise refuse every
+// submission (job_types_list), or stop a schedule (schedule_catchup_start),
+// with nothing said to the operator who made it.
+void check_job_type_values(db::Tx& tx, const nlohmann::json& patch) {
+  for (const char* field : {"job_types_list", "image_tags", "schedule_catchup_start"}) {
+    const auto it = patch.find(field);
+    if (it == patch.end() || it->is_null()) continue;
+    std::vector<std::string> names;
+    if (it->is_array()) {
+      for (const auto& n : *it) names.push_back(n.get<std::string>());
+    } else {
+      for (const auto& [name, value] : it->items()) names.push_back(name);
+    }
+    const std::string unknown = tx.exec(kUnknownTypes, {names})[0][0].as_string();
+    if (!unknown.empty()) {
+      throw FieldError(field,
+                       std::string(field) + ": no such job type: " + unknown + " (conveyor job-type list shows them)");
+    }
+  }
+  if (const auto it = patch.find("schedule_catchup_start"); it != patch.end()) {
+    for (const auto& [type, value] : it->items()) {
+      try {
+        parse_utc_day_or_time(value.get<std::string>());
+      } catch (const Error&) {
+        throw FieldError("schedule_catchup_start", "schedule_catchup_start." + type + ": '" + value.get<std::string>() +
+                                                       "' is not a UTC time like 2026-01-01 or 2026-01-01T06:00:00Z");
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const std::vector<std::string>& patchable_parameters() {
@@ -191,6 +229,7 @@ void patch_system_parameters(db::Tx& tx, const nlohmann::json& patch) {
       params.push_back(value_param(c, *it));
     }
   }
+  check_job_type_values(tx, patch);
   static const db::Statement statement{"model_patch_parameters", patch_sql()};
   try {
     tx.exec(statement, params);

@@ -92,5 +92,8 @@ SlotRange slots_between(const Schedule& schedule, TimePoint from, TimePoint to);
 // params) and back; parse throws Error(bad_input).
 std::string format_utc(TimePoint t);
 TimePoint parse_utc(const std::string& text);
+// As parse_utc, or a date alone, "2026-12-01" (its midnight, UTC): how an
+// operator gives a point in time (schedule_catchup_start, --from, --since).
+TimePoint parse_utc_day_or_time(const std::string& text);
 
 }  // namespace conveyor::model
