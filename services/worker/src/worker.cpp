@@ -624,6 +624,13 @@ void Worker::heartbeat() {
     ctx_.log()->warn("worker row {} is gone; heartbeats are lost until restart", worker_id_);
     return;
   }
+  if (rows[0][0].as_string() == "stopped" && !ctx_.stopping()) {
+    // Marked stopped by someone else (system prepare-for-reboot --force, a
+    // restore, psql): it claims nothing, and kept alive it would heartbeat
+    // a row that every list hides. The row is the truth: it stops.
+    ctx_.request_stop(fmt::format("worker {} (row {}) was marked stopped by someone else", name_, worker_id_));
+    return;
+  }
   if (rows[0][0].as_string() == "draining" && !draining_.exchange(true)) {
     ctx_.log()->info("worker {} set to draining: claiming nothing new", name_);
     ctx_.set_ready(false, "draining");

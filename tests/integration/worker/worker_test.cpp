@@ -398,6 +398,21 @@ TEST_F(WorkerTest, AContainerJobsClientRunsOnTheReactorAndACancelStopsItThroughT
       << "not stopped through the runtime";
 }
 
+// system prepare-for-reboot --force (or a restore, or psql) marks a live
+// worker stopped: it stops itself at its next heartbeat and exits 0, rather
+// than heartbeat a row that every list hides (a new user's trial, stop 44).
+TEST_F(WorkerTest, AWorkerMarkedStoppedBySomeoneElseStopsItself) {
+  db_.exec("UPDATE conveyor.system_parameters SET worker_heartbeat_interval_s = 1");
+  start_worker();
+  db_.exec("UPDATE conveyor.worker SET status = 'stopped', stopped_at = now() WHERE name = '" + name_ + "'");
+  const auto status = worker_->wait(30s);
+  ASSERT_TRUE(status.has_value()) << "still running; its log:\n" << read_text(data_dir_ / "worker.log");
+  EXPECT_EQ(*status, 0) << read_text(data_dir_ / "worker.log");
+  EXPECT_NE(read_text(data_dir_ / "worker.log").find("was marked stopped by someone else"), std::string::npos)
+      << read_text(data_dir_ / "worker.log");
+  EXPECT_EQ(db_.query_value("SELECT status FROM conveyor.worker WHERE name = '" + name_ + "'"), "stopped");
+}
+
 TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {
   start_worker();
   const auto id = queue_job({{"argv", {"echo", "hello world; echo injected", "$HOME"}}});

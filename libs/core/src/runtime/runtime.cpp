@@ -157,6 +157,12 @@ class Service final : public Context {
   }
 
   bool stopping() const override { return stopping_.load(); }
+  void request_stop(const std::string& reason) override {
+    log_->warn("stopping: {}", reason);
+    // The signal thread runs the one shutdown path, as for SIGTERM.
+    if (signal_thread_.joinable()) pthread_kill(signal_thread_.native_handle(), SIGTERM);
+    else begin_stop(reason);
+  }
 
   bool wait_for_work(milliseconds timeout) override {
     std::unique_lock lock(wake_mu_);

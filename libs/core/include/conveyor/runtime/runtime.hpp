@@ -97,6 +97,10 @@ class Context {
   // Re-reads the parameters now (e.g. after this service changed them).
   virtual void reload_parameters() = 0;
   virtual bool stopping() const = 0;
+  // Stops the service as SIGTERM does (drain, then exit 0), for a reason of
+  // its own: a worker whose row an operator marked stopped. A context that
+  // cannot stop ignores it.
+  virtual void request_stop(const std::string& reason) { (void)reason; }
   // Blocks until a wake-up (event, parameters change, wake()) or `timeout`;
   // returns false once the service is stopping.
   virtual bool wait_for_work(std::chrono::milliseconds timeout) = 0;
