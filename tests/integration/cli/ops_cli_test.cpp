@@ -790,8 +790,16 @@ TEST_F(OpsCli, SystemBackupAndRestoreIntoAnEmptyDatabaseThenWithClean) {
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "nothing was changed")) << r.output;
   EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "3");
-  // ... and replaced with it.
+  // Refused, naming them, while a worker or a service heartbeats (its rows
+  // would be replaced under it), unless --force (a new user's trial, stop 44).
+  other.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-live', 'active', now())");
   r = restore({file.string(), "--clean", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "1 process(es) still heartbeat (worker w-live)")) << r.output;
+  EXPECT_TRUE(has(r, "nothing was changed")) << r.output;
+  EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "3");
+  // ... and replaced with it.
+  r = restore({file.string(), "--clean", "--yes", "--force"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "4");
   r = restore({(data_dir_ / "missing.dump").string()});

@@ -44,7 +44,9 @@ constexpr const char* kSystemUsage =
     "       conveyor system pause [--reason TEXT]   stop accepting new jobs\n"
     "       conveyor system unpause                 accept new jobs again\n"
     "       conveyor system backup FILE            pg_dump of the database (custom format, compressed)\n"
-    "       conveyor system restore FILE [--clean] [--yes]   pg_restore of a backup (--clean: replace what is there)\n"
+    "       conveyor system restore FILE [--clean] [--force] [--yes]   pg_restore of a backup (--clean: replace what\n"
+    "                                                    is there; refused while services or workers heartbeat,\n"
+    "                                                    unless --force)\n"
     "       conveyor system waves [--start N | --all | --auto [--threshold N] | --stop]\n"
     "                 runbook 001's restart in waves of dependent job types (--auto: the monitor advances them)\n"
     "       conveyor system prepare-for-reboot [--force] [--yes]\n"
@@ -92,6 +94,11 @@ constexpr db::Statement kLiveWorkers{
     "SELECT w.name FROM conveyor.worker w, conveyor.system_parameters p "
     "WHERE w.status IN ('active', 'draining') "
     "  AND w.last_heartbeat > now() - make_interval(secs => p.worker_heartbeat_timeout_s) ORDER BY w.name"};
+
+// The services with a live instance (conveyor.service_health's rule).
+constexpr db::Statement kLiveServices{"cli_system_live_services",
+                                      "SELECT service || ' (' || live || ')' FROM conveyor.service_health "
+                                      "WHERE live > 0 ORDER BY service"};
 
 constexpr db::Statement kRunningJobs{
     "cli_system_running_jobs",
@@ -474,18 +481,31 @@ void settle_restored(Context& ctx, const std::string& file, const model::Sequenc
   }
 }
 
+// A restore replaces the rows live processes work on: a worker's row goes
+// (its heartbeats are lost), and what a service writes meanwhile is lost or
+// mixed with the backup's. Refused, naming them, unless --force.
+bool refuse_restore_while_live(Context& ctx, const Options& o) {
+  if (o.has("--force")) return false;
+  const auto live = db::Pool(pool_options(ctx)).transact([](db::Tx& tx) {
+    std::vector<std::string> names;
+    for (const db::Row r : tx.exec(kLiveWorkers)) names.push_back("worker " + r[0].as_string());
+    for (const db::Row r : tx.exec(kLiveServices)) names.push_back(r[0].as_string());
+    return names;
+  });
+  if (live.empty()) return false;
+  std::string names;
+  for (std::size_t i = 0; i < live.size() && i < 10; ++i) names += (i ? ", " : "") + live[i];
+  ctx.err << "conveyor: " << live.size() << " process(es) still heartbeat (" << names
+          << "): stop the services and workers first (`tools/dev stop`), or pass --force; nothing was changed\n";
+  return true;
+}
+
 int restore(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "system restore", {}, {"--clean", "--yes"});
+  const Options o = parse_options(args, "system restore", {}, {"--clean", "--force", "--yes"});
   if (o.positional.size() != 1)
     throw FieldError("FILE", "system restore: one FILE is required\n" + std::string(kSystemUsage));
   const std::string& file = o.positional[0];
   if (!std::filesystem::is_regular_file(file)) throw FieldError("FILE", "system restore: " + file + " is not a file");
-  const bool clean = o.has("--clean");
-  if (clean && !o.has("--yes") &&
-      !confirm(ctx, ctx.out, "replace the database's Conveyor objects with the backup " + file + "?")) {
-    ctx.out << "not restored: nothing changed\n";
-    return kExitFailed;
-  }
   const auto pg = db::libpq_environment(ctx.database_url());
   const auto dbname = pg.find("PGDATABASE");
   if (dbname == pg.end()) throw Error(errc::invalid_config, "CONVEYOR_DATABASE_URL names no database to restore into");
@@ -494,6 +514,13 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   model::SequenceMarks floors =
       db::Pool(pool_options(ctx)).transact([](db::Tx& tx) { return model::sequence_marks(tx); });
   const bool empty_database = floors.empty();  // no Conveyor sequence: nothing to --clean
+  if (!empty_database && refuse_restore_while_live(ctx, o)) return kExitFailed;
+  const bool clean = o.has("--clean");
+  if (clean && !o.has("--yes") &&
+      !confirm(ctx, ctx.out, "replace the database's Conveyor objects with the backup " + file + "?")) {
+    ctx.out << "not restored: nothing changed\n";
+    return kExitFailed;
+  }
   raise_to_job_folders(ctx, floors);
   run_pg_restore(ctx, dbname->second, file, clean, empty_database);
   settle_restored(ctx, file, floors);
