@@ -450,7 +450,9 @@ runtime::StageStep configure_step(runtime::Context& ctx, const Settings& setting
   configure.apply = [settings, readied, waiting, types, type_reads](db::Tx& tx, const db::Result& rows,
                                                                     const runtime::Pass& pass) {
     const std::uint64_t reads = types->reads;
-    const Moved m = configure_claimed(tx, rows, pass.parameters, settings, *types);
+    // image_tags and job_types_list as they are now, not as last heard.
+    std::optional<model::SystemParameters> fresh;
+    const Moved m = configure_claimed(tx, rows, model::parameters_in(tx, pass.parameters, fresh), settings, *types);
     type_reads->inc(static_cast<double>(types->reads - reads));
     // Counted before the commit, like every step's moves (a failed commit
     // is rare and retried).

@@ -127,10 +127,12 @@ void require_accepting(const model::SystemParameters& parameters) {
   }
 }
 
-// The parameters a submission's transaction is checked against: the row
-// as this transaction reads it, refusing while not accepting.
-model::SystemParameters parameters_now(db::Tx& tx) {
-  model::SystemParameters parameters = model::load_system_parameters(tx);
+// The parameters a submission's transaction is checked against: the row's
+// version as this transaction reads it (model::parameters_in), refusing
+// while not accepting.
+const model::SystemParameters& accepting_in(db::Tx& tx, const model::SystemParameters& copy,
+                                            std::optional<model::SystemParameters>& fresh) {
+  const model::SystemParameters& parameters = model::parameters_in(tx, copy, fresh);
   require_accepting(parameters);
   return parameters;
 }
@@ -157,8 +159,12 @@ Response submit(runtime::Context& ctx, const Request& req) {
   if (parameters->accepting_new_jobs) at_once = group.submit(*parameters, request, auth::request_actor(req));
   const model::SubmitResult result =
       at_once ? std::move(*at_once)
-              : ctx.db().transact([&](db::Tx& tx) { return model::submit_job(tx, parameters_now(tx), request); },
-                                  as_requester(req));
+              : ctx.db().transact(
+                    [&](db::Tx& tx) {
+                      std::optional<model::SystemParameters> fresh;
+                      return model::submit_job(tx, accepting_in(tx, *parameters, fresh), request);
+                    },
+                    as_requester(req));
   if (result.created) count_submitted(ctx, request.job_type);
   Response r = Response::json(result.job.to_json(), result.created ? 201 : 200);
   r.headers["Location"] = "/v1/jobs/" + std::to_string(result.job.id.value());
@@ -176,8 +182,13 @@ Response submit_batch(runtime::Context& ctx, const Request& req) {
   const nlohmann::json body = req.json();
   const std::vector<SubmitRequest> requests = parse_submit_batch(body);
   if (auto refused = rate_limited(ctx, req, requests.size())) return *refused;
+  const auto parameters = ctx.parameters();
   const auto results = ctx.db().transact(
-      [&](db::Tx& tx) { return model::submit_jobs(tx, parameters_now(tx), requests); }, as_requester(req));
+      [&](db::Tx& tx) {
+        std::optional<model::SystemParameters> fresh;
+        return model::submit_jobs(tx, accepting_in(tx, *parameters, fresh), requests);
+      },
+      as_requester(req));
   nlohmann::json items = nlohmann::json::array();
   std::int64_t created = 0;
   for (const auto& result : results) {

@@ -94,6 +94,22 @@ class ConfigurationTest : public StageTest {
   }
 };
 
+// Runbook 001's image tag roll-out: a job configured after `params set
+// image_tags` commits gets the new tag, though the service hears of the
+// change by its event only later (a new user's trial, stop 44).
+TEST_F(ConfigurationTest, AnImageTagSetElsewhereAppliesToTheNextJobAtOnce) {
+  start(CONVEYOR_CONFIGURATION_PATH);
+  const auto first = insert_job("tile", R"({"tile": "A"})");
+  ASSERT_TRUE(reaches(first, "ready"));
+  EXPECT_EQ(config(first).at("image"), "registry:5000/tools/tile:2.5");
+  for (const std::string tag : {"2.6", "2.7", "2.8"}) {
+    db_.exec(R"(UPDATE conveyor.system_parameters SET image_tags = '{"tile": ")" + tag + R"("}')");
+    const auto id = insert_job("tile", R"({"tile": "B"})");
+    ASSERT_TRUE(reaches(id, "ready"));
+    EXPECT_EQ(config(id).at("image"), "registry:5000/tools/tile:" + tag);
+  }
+}
+
 TEST_F(ConfigurationTest, InitializedJobBecomesReadyWithItsArgvRendered) {
   const auto id = insert_job("tile", R"({"tile": "T31 TCH"})");
   start(CONVEYOR_CONFIGURATION_PATH);

@@ -182,6 +182,16 @@ nlohmann::json SystemParameters::to_json() const {
           {"updated_at", updated_at}};
 }
 
+const SystemParameters& parameters_in(db::Tx& tx, const SystemParameters& copy,
+                                      std::optional<SystemParameters>& fresh) {
+  static constexpr db::Statement kVersion{"model_system_parameters_version",
+                                          "SELECT xmin::text FROM conveyor.system_parameters WHERE id"};
+  const db::Result rows = tx.exec(kVersion);
+  if (!copy.version.empty() && !rows.empty() && rows[0][0].as_string() == copy.version) return copy;
+  fresh = load_system_parameters(tx);
+  return *fresh;
+}
+
 SystemParameters load_system_parameters(db::Tx& tx) {
   db::Result rows = tx.exec(kSelectParameters);
   if (rows.empty()) {

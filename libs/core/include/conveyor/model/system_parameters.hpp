@@ -67,6 +67,11 @@ bool valid_sink_host_entry(std::string_view entry, std::string& why);
 
 // Reads the row; throws Error(not_found) when the schema has no row (not migrated).
 SystemParameters load_system_parameters(db::Tx& tx);
+// The parameters as `tx` reads them: `copy` (a service's, from its last
+// reload) while it is the row's version, one probe of the row's xmin; else
+// the row itself, read into `fresh`. So a change committed elsewhere (params
+// set, psql) applies to the next transaction, before its event arrives.
+const SystemParameters& parameters_in(db::Tx& tx, const SystemParameters& copy, std::optional<SystemParameters>& fresh);
 
 // The columns an operator may change (PATCH /v1/parameters, `conveyor params
 // set`), in table order; id, updated_at and updated_by are not among them.
