@@ -372,6 +372,11 @@ TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
   auto r = conveyor({"job", "logs", id});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "it has not run yet")) << r.output;
+  const std::string never = insert_job();
+  walk(never, {"canceled"});
+  r = conveyor({"job", "logs", never});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "it ended before a worker ever started it")) << "not a hint at the data dir: " << r.output;
 
   const std::string month = db_.query_value(
       "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM') "
@@ -685,6 +690,12 @@ TEST_F(OpsCli, SystemPauseRefusesSubmissionsWithTheReasonAndUnpauseAcceptsAgain)
   EXPECT_TRUE(has(r, "not accepting new jobs: planned maintenance 22:00")) << r.output;
   r = conveyor({"system", "status"});
   EXPECT_TRUE(has(r, "accepting new jobs : NO (planned maintenance 22:00)")) << r.output;
+  // Paused again without --reason: the operator's reason stays.
+  r = conveyor({"system", "pause"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "already not accepting new jobs; reason now: planned maintenance 22:00")) << r.output;
+  EXPECT_EQ(db_.query_value("SELECT not_accepting_reason FROM conveyor.system_parameters"),
+            "planned maintenance 22:00");
 
   r = conveyor({"system", "unpause"});
   ASSERT_EQ(r.status, 0) << r.output;

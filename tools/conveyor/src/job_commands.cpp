@@ -741,8 +741,15 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.size() != 1) throw FieldError("ID", "job logs: one job ID is required\n" + std::string(kJobUsage));
   const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
   db::Pool pool(pool_options(ctx));
-  const model::Job job =
-      pool.transact([&](db::Tx& tx) { return model::get_job(tx, resolve_job_id(tx, o.positional[0])); });
+  // Whether a worker ever started it: only then is there a log to find.
+  static constexpr db::Statement kEverStarted{
+      "cli_job_ever_started",
+      "SELECT EXISTS (SELECT 1 FROM conveyor.job_status_change WHERE job_id = $1 AND to_status = 'started')"};
+  const auto [job, ran] = pool.transact([&](db::Tx& tx) {
+    model::Job j = model::get_job(tx, resolve_job_id(tx, o.positional[0]));
+    const bool started = tx.exec(kEverStarted, {j.id.value()})[0][0].as_bool();
+    return std::pair{std::move(j), started};
+  });
   const fs::path file = model::job_log_file(ctx.config.get_string("CONVEYOR_DATA_DIR"), job);
   std::ifstream in(file);
   if (!in && following && still_running(job.status)) {
@@ -750,13 +757,11 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (!in) {
-    throw Error(errc::not_found,
-                "job " + std::to_string(job.id.value()) + " (" + std::string(model::to_string(job.status)) +
-                    ") has no log at " + file.string() +
-                    (job.status == model::JobStatus::initialized || job.status == model::JobStatus::configured ||
-                             job.status == model::JobStatus::ready || job.status == model::JobStatus::queued
-                         ? ": it has not run yet"
-                         : " (is CONVEYOR_DATA_DIR the workers' data dir?)"));
+    throw Error(errc::not_found, "job " + std::to_string(job.id.value()) + " (" +
+                                     std::string(model::to_string(job.status)) + ") has no log at " + file.string() +
+                                     (ran                         ? " (is CONVEYOR_DATA_DIR the workers' data dir?)"
+                                      : still_running(job.status) ? ": it has not run yet"
+                                                                  : ": it ended before a worker ever started it"));
   }
   if (tail == 0) {
     if (in.peek() != std::ifstream::traits_type::eof()) ctx.out << in.rdbuf();

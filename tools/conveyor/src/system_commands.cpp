@@ -294,9 +294,13 @@ int set_accepting(Context& ctx, const std::vector<std::string>& args, bool accep
   }
   db::Pool pool(pool_options(ctx));
   const bool was = pool.transact([&](db::Tx& tx) {
-    const bool before = model::load_system_parameters(tx).accepting_new_jobs;
+    const model::SystemParameters before = model::load_system_parameters(tx);
+    // Paused already and no --reason: the reason the operator gave stays.
+    if (!accepting && !before.accepting_new_jobs && !o.get("--reason") && !before.not_accepting_reason.empty()) {
+      patch["not_accepting_reason"] = before.not_accepting_reason;
+    }
     model::patch_system_parameters(tx, patch);
-    return before;
+    return before.accepting_new_jobs;
   });
   if (accepting) {
     ctx.out << (was ? "already accepting new jobs\n" : "accepting new jobs again\n");
