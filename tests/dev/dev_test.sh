@@ -100,6 +100,9 @@ logs_honours_count() {
   run dev logs execution 0
   expect_rc 2 "logs execution 0"
   [[ ! -s $out ]] || fail "a bad count printed log lines"
+  # The workers have a log each: it says where.
+  run dev logs worker
+  expect_rc 2 "logs worker" && { grep -q "logs/workers/\*.log, one per worker" "$err" || fail "logs worker said: $(cat "$err")"; }
 }
 
 stop_and_start_by_name() {
