@@ -177,6 +177,13 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   r = conveyor({"job", "ls", "--status", "stuck"});
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--status: unknown status 'stuck'")) << r.output;
+  // A type that does not exist is most likely a typo: said, not only 0 jobs.
+  r = conveyor({"job", "ls", "--type", "sleeep"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "0 job(s)")) << r.output;
+  EXPECT_TRUE(has(r, "no job type named 'sleeep'")) << r.output;
+  r = conveyor({"job", "ls", "--type", "sleep", "--status", "done"});
+  EXPECT_FALSE(has(r, "no job type named")) << "an existing type with no job in that status: " << r.output;
   r = conveyor({"job", "ls", "--size", "0"});
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--size: expected an integer from 1 to 500")) << r.output;

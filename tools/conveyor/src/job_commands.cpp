@@ -267,7 +267,19 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
   db::Pool pool(pool_options(ctx));
   db::TxOptions snapshot;
   snapshot.isolation = db::Isolation::repeatable_read;
-  const model::JobPage page = pool.transact([&](db::Tx& tx) { return model::list_jobs(tx, q); }, snapshot);
+  bool known_type = true;
+  const model::JobPage page = pool.transact(
+      [&](db::Tx& tx) {
+        model::JobPage p = model::list_jobs(tx, q);
+        // No job of a type that does not exist: most likely a typo, said on
+        // stderr (a job of a removed type would have been listed).
+        if (p.total == 0 && q.job_type) known_type = model::load_job_type(tx, *q.job_type).has_value();
+        return p;
+      },
+      snapshot);
+  if (!known_type) {
+    ctx.err << "conveyor: job ls: no job type named '" << *q.job_type << "' (see `conveyor job-type list`)\n";
+  }
   if (ctx.json) {
     json items = json::array();
     for (const auto& j : page.items) items.push_back(j.to_json());
