@@ -162,10 +162,15 @@ constexpr db::Statement kCanceled{"worker_canceled_jobs",
                                   "WHERE j.id IS NULL OR j.canceled_at IS NOT NULL OR j.status <> 'started' "
                                   "   OR j.worker_id IS DISTINCT FROM $2::bigint"};
 
-constexpr db::Statement kFinishProcessed{"worker_finish_processed",
-                                         "UPDATE conveyor.job SET status = 'processed', result = $3::jsonb, "
-                                         "  error_subtype = NULL, error_message = NULL "
-                                         "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
+// processed, or done through processed when the job delivers nothing
+// (conveyor.status_after_success, a passage); the status it led to is
+// returned, and the attempt closes with it.
+constexpr db::Statement kFinishProcessed{
+    "worker_finish_processed",
+    "UPDATE conveyor.job SET status = conveyor.status_after_success(canceled_at, config), "
+    "  result = $3::jsonb, "
+    "  error_subtype = NULL, error_message = NULL "
+    "WHERE id = $1 AND status = 'started' AND worker_id = $2 RETURNING status"};
 
 // Retry while attempts remain (conveyor.retry_backoff: retry_backoff_s *
 // 2^attempt, capped at an hour), else failed. A job whose cancel was asked meanwhile ends

@@ -344,6 +344,54 @@ TEST_F(LifecycleRulesTest, AChangeToStartedNotifiesNoOneAndIsStillAnEvent) {
             (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_processed:processed"}));
 }
 
+// Where a run that succeeded goes (conveyor.status_after_success, migration
+// 20270104000000): done through processed when its config names no sink and
+// no cancel was asked, else processed, for publication or the cancel scan.
+// A passage's first leg is history and an event but is not notified: the
+// row is already past it. Its last leg is notified as a plain change is.
+TEST_F(LifecycleRulesTest, ARunThatSucceededIsDoneWhenItDeliversNothingAndItsPassageNotifiesOnlyWhereItEnds) {
+  const auto after = [&](const std::string& canceled_at, const std::string& config) {
+    return db_.query_value("SELECT conveyor.status_after_success(" + canceled_at + ", " + config + ")");
+  };
+  EXPECT_EQ(after("NULL", "NULL"), "done");
+  EXPECT_EQ(after("NULL", "'{\"sinks\": []}'"), "done");
+  EXPECT_EQ(after("NULL", "'{\"sinks\": [{\"kind\": \"webhook\"}]}'"), "processed");
+  EXPECT_EQ(after("now()", "NULL"), "processed") << "a cancel asked is the cancel scan's to end";
+
+  const auto first = ready_job("t");
+  const auto second = ready_job("t");
+  db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id IN (" + first + ", " + second + ")");
+  db_.exec("UPDATE conveyor.job SET status = 'started' WHERE id IN (" + first + ", " + second + ")");
+  db::Session listener(db_.url());
+  for (const char* channel : {"conveyor_outbox", "conveyor_job_status_processed", "conveyor_job_status_configured",
+                              "conveyor_job_status_ready"}) {
+    listener.listen(channel);
+  }
+  (void)listener.wait_for_notifications(0ms);
+
+  db_.exec("UPDATE conveyor.job SET status = 'done' WHERE id = " + first);
+  EXPECT_TRUE(heard(listener).empty()) << "a passage's processed, or a done no one waits on, notified";
+  EXPECT_EQ(db_.query_value("SELECT string_agg(from_status || '>' || to_status, ' ' ORDER BY id) "
+                            "FROM conveyor.job_status_change WHERE job_id = " +
+                            first +
+                            " AND id > (SELECT max(id) FROM conveyor.job_status_change "
+                            "WHERE job_id = " +
+                            first + " AND to_status = 'started')"),
+            "started>processed processed>done");
+  EXPECT_EQ(db_.query_value("SELECT string_agg(type, ' ' ORDER BY id) FROM conveyor.outbox WHERE key = '" + first +
+                            "' AND type IN ('io.conveyor.job.processed', 'io.conveyor.job.done')"),
+            "io.conveyor.job.processed io.conveyor.job.done");
+  db_.exec("UPDATE conveyor.job SET status = 'processed' WHERE id = " + second);
+  EXPECT_EQ(heard(listener),
+            (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_processed:processed"}));
+
+  // initialized -> configured -> ready: ready is notified, configured not.
+  const auto fresh = db_.query_value("INSERT INTO conveyor.job (job_type) VALUES ('t') RETURNING id");
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_outbox:"}));
+  db_.exec("UPDATE conveyor.job SET status = 'ready' WHERE id = " + fresh);
+  EXPECT_EQ(heard(listener), (std::multiset<std::string>{"conveyor_outbox:", "conveyor_job_status_ready:ready"}));
+}
+
 // Only configuration waits on done, for the configured jobs that depend on
 // the job (migration 20261228000100): a done with none notifies no one, and
 // a done that a configured job waits on is notified, with conveyor_outbox.

@@ -187,8 +187,8 @@ TEST_F(StatusMachineTest, TriggerAcceptsExactlyTheModelTransitions) {
       }
     }
   }
-  // The SQL table's rows minus the two insert rows, and the one passage.
-  EXPECT_EQ(accepted, 35 - 2 + 1);
+  // The SQL table's rows minus the two insert rows, and the two passages.
+  EXPECT_EQ(accepted, 35 - 2 + 2);
 }
 
 TEST_F(StatusMachineTest, SqlPassagesEqualTheModelAndEachIsTwoTransitions) {
@@ -209,7 +209,7 @@ TEST_F(StatusMachineTest, SqlPassagesEqualTheModelAndEachIsTwoTransitions) {
     }
   }
   EXPECT_EQ(sql, cpp);
-  EXPECT_EQ(cpp.size(), 1u);
+  EXPECT_EQ(cpp.size(), 2u);
 }
 
 // initialized -> ready in one UPDATE (configuration's move of a job with

@@ -125,7 +125,7 @@ TEST_F(ResidentTest, TwentyJobsRunOnOneProgramStartWithTheirOwnLogs) {
   std::set<int> pids;
   std::set<int> counts;
   for (auto id : ids) {
-    ASSERT_TRUE(wait_status(id, "processed"));
+    ASSERT_TRUE(wait_status(id, "done"));
     const json s = served(id);
     pids.insert(s["pid"].get<int>());
     counts.insert(s["served"].get<int>());
@@ -148,7 +148,7 @@ TEST_F(ResidentTest, TwentyJobsRunOnOneProgramStartWithTheirOwnLogs) {
 TEST_F(ResidentTest, ANoopJobIsAnsweredWithoutALogLineOrAFileOfTheProgram) {
   start_worker(4);
   const std::int64_t id = queue_job({{"seconds", 0}, {"noop", true}});
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   const std::string text = logs(id);
   EXPECT_NE(text.find(" conveyor attempt 1 of "), std::string::npos) << text;
   EXPECT_EQ(text.find(" stdout "), std::string::npos) << text;
@@ -165,7 +165,7 @@ TEST_F(ResidentTest, TheProgramsJobsCountAgainstTheWorkersConcurrency) {
   for (int i = 0; i < 6; ++i) ids.push_back(queue_job({{"seconds", 0.5}}));
   std::size_t most = 0;
   for (auto id : ids) {
-    ASSERT_TRUE(wait_status(id, "processed"));
+    ASSERT_TRUE(wait_status(id, "done"));
     most = std::max<std::size_t>(most, served(id)["in_flight"].get<std::size_t>());
   }
   // The program had two jobs at once (it is not one at a time), never three.
@@ -180,7 +180,7 @@ TEST_F(ResidentTest, TwentyFourJobsInFlightAddNoThreadPerJob) {
   constexpr int kJobs = 24;
   start_worker(kJobs);
   auto threads = [&] { return testing::thread_count(worker_->pid()); };
-  ASSERT_TRUE(wait_status(queue_job({{"seconds", 0}}), "processed"));
+  ASSERT_TRUE(wait_status(queue_job({{"seconds", 0}}), "done"));
   const std::size_t settled = threads();
   std::vector<std::int64_t> ids;
   for (int i = 0; i < kJobs; ++i) ids.push_back(queue_job({{"seconds", 3}}));
@@ -188,7 +188,7 @@ TEST_F(ResidentTest, TwentyFourJobsInFlightAddNoThreadPerJob) {
   EXPECT_TRUE(wait_until(
       [&] {
         most_threads = std::max(most_threads, threads());
-        return std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return field(id, "status") == "processed"; });
+        return std::all_of(ids.begin(), ids.end(), [&](std::int64_t id) { return field(id, "status") == "done"; });
       },
       60s))
       << read_text(data_dir_ / "worker.log");
@@ -212,7 +212,7 @@ TEST_F(ResidentTest, AJobThatDoesNotStopAfterItsTimeoutIsKilledAndTheNextRunsOnA
   EXPECT_TRUE(wait_until([&] { return ::kill(old_pid, 0) != 0; }, 10s)) << "program not killed";
 
   const auto next = queue_job({{"seconds", 0}});
-  ASSERT_TRUE(wait_status(next, "processed"));
+  ASSERT_TRUE(wait_status(next, "done"));
   EXPECT_NE(served(next)["pid"].get<int>(), old_pid);
   EXPECT_NE(read_text(data_dir_ / "worker.log").find("did not stop within the kill grace"), std::string::npos);
 }
@@ -228,8 +228,8 @@ TEST_F(ResidentTest, CancelStopsOnlyThatJobAndTheProgramServesTheOthers) {
   }
   db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + std::to_string(b));
   ASSERT_TRUE(wait_status(b, "canceled", 10s));
-  ASSERT_TRUE(wait_status(a, "processed"));
-  ASSERT_TRUE(wait_status(c, "processed"));
+  ASSERT_TRUE(wait_status(a, "done"));
+  ASSERT_TRUE(wait_status(c, "done"));
   EXPECT_EQ(served(a)["pid"], served(c)["pid"]);
   EXPECT_EQ(served(a)["pid"].get<int>(), pid_in_logs(b)) << "the program was not restarted";
 }
@@ -245,7 +245,7 @@ TEST_F(ResidentTest, AProgramThatCrashesFailsItsJobClearlyAndIsRestarted) {
   EXPECT_NE(message.find("crashing on purpose"), std::string::npos) << message;
 
   const auto next = queue_job({{"seconds", 0}});
-  ASSERT_TRUE(wait_status(next, "processed"));
+  ASSERT_TRUE(wait_status(next, "done"));
   EXPECT_NE(served(next)["pid"].get<int>(), pid_in_logs(crash));
 }
 
@@ -268,7 +268,7 @@ TEST_F(ResidentTest, AMalformedOrOversizedResultFailsOnlyItsJob) {
             std::string::npos)
       << field(oversized, "error_message");
 
-  ASSERT_TRUE(wait_status(slow, "processed"));
+  ASSERT_TRUE(wait_status(slow, "done"));
   EXPECT_EQ(served(slow)["pid"].get<int>(), pid_in_logs(malformed)) << "nothing restarted";
   const auto after = queue_job({{"fail", "no such tile"}});
   ASSERT_TRUE(wait_status(after, "failed"));

@@ -174,13 +174,25 @@ class WorkerTest : public ::testing::Test {
   std::string http_port_;
 };
 
+// A job with nothing to deliver (no sink in its config) is done in the
+// worker's finish, through processed (20270104000000): both changes in its
+// history, its attempt closed as done. One with a sink stays processed,
+// for publication.
 TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
   start_worker();
   const auto id = queue_job(
       {{"argv", {"env"}}, {"env", {{"API_TOKEN", "hunter2"}, {"PLAIN_SETTING", "visible"}}}, {"timeout_s", 30}});
   const auto touch = queue_job({{"argv", {"touch", "product.tif"}}});
-  ASSERT_TRUE(wait_status(id, "processed"));
-  ASSERT_TRUE(wait_status(touch, "processed"));
+  const auto delivered = queue_job({{"argv", {"true"}}, {"sinks", {{{"kind", "webhook"}}}}});
+  ASSERT_TRUE(wait_status(id, "done"));
+  ASSERT_TRUE(wait_status(touch, "done"));
+  ASSERT_TRUE(wait_status(delivered, "processed"));
+  EXPECT_EQ(history(delivered),
+            "->initialized initialized>configured configured>ready ready>queued queued>started started>processed ");
+  EXPECT_EQ(
+      db_.query_value("SELECT string_agg(outcome, ',' ORDER BY job_id) FROM conveyor.job_attempt WHERE job_id IN (" +
+                      std::to_string(id) + ", " + std::to_string(delivered) + ")"),
+      "done,processed");
 
   const json result = json::parse(job_field(id, "result::text"));
   EXPECT_EQ(result["exit_code"], 0);
@@ -190,7 +202,7 @@ TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
   EXPECT_TRUE(result["duration_ms"].is_number());
   EXPECT_EQ(history(id),
             "->initialized initialized>configured configured>ready ready>queued "
-            "queued>started started>processed ");
+            "queued>started started>processed processed>done ");
   EXPECT_EQ(job_field(id, "worker_id"),
             db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_)));
 
@@ -233,9 +245,9 @@ TEST_F(WorkerTest, SuccessfulJobIsProcessedWithLogsMetadataAndResult) {
 
   const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
   ASSERT_EQ(metrics.status, 200);
-  EXPECT_NE(metrics.body.find("conveyor_worker_jobs_total{outcome=\"processed\"} 2"), std::string::npos)
+  EXPECT_NE(metrics.body.find("conveyor_worker_jobs_total{outcome=\"processed\"} 3"), std::string::npos)
       << metrics.body;
-  EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 2"), std::string::npos) << metrics.body;
+  EXPECT_NE(metrics.body.find("conveyor_worker_job_duration_seconds_count 3"), std::string::npos) << metrics.body;
   EXPECT_NE(metrics.body.find("conveyor_worker_running "), std::string::npos) << metrics.body;
 }
 
@@ -295,7 +307,7 @@ void expect_clean_job_env(const std::map<std::string, std::string>& env, const s
 TEST_F(WorkerTest, AJobsEnvironmentHoldsNothingOfTheWorkersButThePathAndLocale) {
   start_worker(kWorkerSecrets);  // its CONVEYOR_DATABASE_URL is set too
   const auto id = queue_job({{"argv", {"env"}}, {"env", kTypeEnv}});
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   const auto env = printed_env(logs);
   expect_clean_job_env(env, logs);
@@ -354,7 +366,7 @@ TEST_F(WorkerTest, AContainerJobsEnvironmentHoldsNothingOfTheWorkers) {
   for (const auto& [k, v] : podman_env) extra[k] = v;
   start_worker(extra);
   const auto id = queue_job({{"image", image}, {"argv", {"env"}}, {"env", kTypeEnv}});
-  ASSERT_TRUE(wait_status(id, "processed", 120s));
+  ASSERT_TRUE(wait_status(id, "done", 120s));
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   const auto env = printed_env(logs);
   expect_clean_job_env(env, logs);
@@ -382,7 +394,7 @@ TEST_F(WorkerTest, AContainerJobsClientRunsOnTheReactorAndACancelStopsItThroughT
   fs::permissions(runtime, fs::perms::owner_all);
   start_worker({{"CONVEYOR_CONTAINER_RUNTIME", runtime.string()}, {"CONVEYOR_CONTAINER_CGROUP_PARENT", ""}});
   const auto done = queue_job({{"image", "localhost/stand-in:1"}, {"argv", {"echo", "from the container"}}});
-  ASSERT_TRUE(wait_status(done, "processed"));
+  ASSERT_TRUE(wait_status(done, "done"));
   const std::string logs = read_text(job_log_dir(done) / "logs.txt");
   EXPECT_NE(logs.find(" stdout from the container\n"), std::string::npos) << logs;
 
@@ -416,7 +428,7 @@ TEST_F(WorkerTest, AWorkerMarkedStoppedBySomeoneElseStopsItself) {
 TEST_F(WorkerTest, ArgumentWithSpacesAndSemicolonIsOneArgument) {
   start_worker();
   const auto id = queue_job({{"argv", {"echo", "hello world; echo injected", "$HOME"}}});
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   EXPECT_NE(logs.find(" stdout hello world; echo injected $HOME\n"), std::string::npos) << logs;
   EXPECT_EQ(logs.find(" stdout injected"), std::string::npos) << logs;
@@ -456,7 +468,7 @@ TEST_F(WorkerTest, RetryRendersTheAttemptPlaceholderAgain) {
   ASSERT_TRUE(wait_status(id, "ready"));
   ASSERT_EQ(job_field(id, "attempt"), "1");
   db_.exec("UPDATE conveyor.job SET status = 'queued' WHERE id = " + std::to_string(id));
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   const std::string logs = read_text(job_log_dir(id) / "logs.txt");
   EXPECT_NE(logs.find(" stdout attempt 1: succeeded\n"), std::string::npos) << logs;
   EXPECT_EQ(json::parse(job_field(id, "result::text"))["attempt"], 1);
@@ -585,7 +597,7 @@ TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten)
   {
     RowHold hold(db_.url(), first);
     ASSERT_EQ(testing::run({"pkill", "-x", "-f", "sleep " + secs}).status, 0);
-    EXPECT_TRUE(wait_status(second, "processed")) << "the second job waited for the first one's outcome";
+    EXPECT_TRUE(wait_status(second, "done")) << "the second job waited for the first one's outcome";
     EXPECT_EQ(job_field(first, "status"), "started") << "the first outcome was held up";
   }
   ASSERT_TRUE(wait_status(first, "failed"));
@@ -606,10 +618,10 @@ TEST_F(WorkerTest, AJobEndingWithNothingQueuedCostsNoProbe) {
     const auto at = metrics.body.find(name);
     return at == std::string::npos ? 0.0 : std::stod(metrics.body.substr(at + name.size()));
   };
-  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
   const double before = probes();
   ASSERT_GE(before, 1.0) << "the first wake-up probes: is the counter exposed?";
-  for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
   EXPECT_EQ(probes() - before, 0.0) << "worker log:\n" << read_text(data_dir_ / "worker.log");
 }
 
@@ -640,13 +652,13 @@ TEST_F(WorkerTest, AQueuedJobWakesOnlyTheWorkerItIsAssignedTo) {
     const auto id = std::to_string(ready_job({{"argv", {"true"}}}));
     const auto& assigned = workers[i % 2];
     db_.exec("UPDATE conveyor.job SET status = 'queued', worker_id = " + assigned + " WHERE id = " + id);
-    ASSERT_TRUE(wait_status(std::stoll(id), "processed"));
+    ASSERT_TRUE(wait_status(std::stoll(id), "done"));
     EXPECT_EQ(db_.query_value("SELECT worker_id FROM conveyor.job_attempt WHERE job_id = " + id), assigned);
   }
   EXPECT_EQ(empty_claims(), 0.0) << "worker logs:\n"
                                  << read_text(data_dir_ / "worker.log") << read_text(data_dir_ / "worker-b.log");
 
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
   EXPECT_TRUE(wait_until([&] { return empty_claims() >= 3.0; }, 10s)) << "a job queued for any worker wakes both";
 }
 
@@ -668,8 +680,8 @@ TEST_F(WorkerTest, AJobItsAssignedWorkerDoesNotTakeIsRunByAnother) {
   };
   const auto of_gone = assign(gone);
   const auto of_ghost = assign(ghost);
-  ASSERT_TRUE(wait_status(of_gone, "processed"));
-  ASSERT_TRUE(wait_status(of_ghost, "processed"));
+  ASSERT_TRUE(wait_status(of_gone, "done"));
+  ASSERT_TRUE(wait_status(of_ghost, "done"));
   const std::string mine = db_.query_value("SELECT id FROM conveyor.worker WHERE name = " + sql_literal(name_));
   EXPECT_EQ(job_field(of_gone, "worker_id"), mine);
   EXPECT_EQ(job_field(of_ghost, "worker_id"), mine);
@@ -692,7 +704,7 @@ TEST_F(WorkerTest, AJobItsAssignedWorkerDoesNotTakeIsRunByAnother) {
 TEST_F(WorkerTest, AProgramThatClosedItsOutputIsWaitedForWithoutATick) {
   start_worker();
   const auto id = queue_job({{"argv", {"sh", "-c", "exec >&- 2>&-; sleep 1"}}});
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
   ASSERT_EQ(metrics.status, 200);
   const std::string name = "\nconveyor_worker_process_wakeups_total ";  // the sample, not # HELP
@@ -708,7 +720,7 @@ TEST_F(WorkerTest, ThirtyTwoJobsAtOnceAddNoThreadPerJob) {
   constexpr int kJobs = 32;
   start_worker({{"CONVEYOR_WORKER_CONCURRENCY", std::to_string(kJobs)}});
   auto threads = [&] { return testing::thread_count(worker_->pid()); };
-  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "processed"));
+  ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
   const std::size_t settled = threads();
   // All queued in one go, so that they can all be claimed at once.
   std::string ids;
@@ -723,7 +735,7 @@ TEST_F(WorkerTest, ThirtyTwoJobsAtOnceAddNoThreadPerJob) {
            "UPDATE conveyor.job SET status = 'ready'" + which + "UPDATE conveyor.job SET status = 'queued'" + which);
   const std::string count =
       "SELECT count(*) FILTER (WHERE status = 'started') || ' ' || "
-      "count(*) FILTER (WHERE status = 'processed') FROM conveyor.job WHERE id IN (" +
+      "count(*) FILTER (WHERE status = 'done') FROM conveyor.job WHERE id IN (" +
       ids + ")";
   std::size_t most_threads = 0;
   int most_started = 0;
@@ -732,10 +744,10 @@ TEST_F(WorkerTest, ThirtyTwoJobsAtOnceAddNoThreadPerJob) {
         most_threads = std::max(most_threads, threads());
         std::istringstream in(db_.query_value(count));
         int started = 0;
-        int processed = 0;
-        in >> started >> processed;
+        int done = 0;
+        in >> started >> done;
         most_started = std::max(most_started, started);
-        return processed == kJobs;
+        return done == kJobs;
       },
       60s);
   EXPECT_TRUE(all_done) << db_.query_value(count) << "; worker log:\n" << read_text(data_dir_ / "worker.log");
@@ -796,15 +808,16 @@ TEST_F(WorkerTest, SigtermAfterGraceRequeuesARunningJobWithoutUsingARetry) {
       "WHERE id = " +
       sid);
   start_worker();
-  ASSERT_TRUE(wait_status(id, "processed"));
+  ASSERT_TRUE(wait_status(id, "done"));
   EXPECT_EQ(job_field(id, "attempt"), "0");
   EXPECT_EQ(json::parse(job_field(id, "result::text"))["attempt"], 0);
   // Both runs are in the history under the same attempt number: the stopped
-  // one closed as ready, then the one that completed.
+  // one closed as ready, then the one that completed (done: it delivers
+  // nothing).
   EXPECT_EQ(db_.query_value("SELECT string_agg(attempt || ':' || outcome, ',' ORDER BY id) "
                             "FROM conveyor.job_attempt WHERE job_id = " +
                             sid),
-            "0:ready,0:processed");
+            "0:ready,0:done");
 }
 
 TEST_F(WorkerTest, OperatorDrainStopsClaimingAndExitsWhenIdle) {

@@ -93,6 +93,7 @@ bool is_valid_transition(JobStatus from, JobStatus to) noexcept {
 
 std::optional<JobStatus> passes_through(JobStatus from, JobStatus to) noexcept {
   if (from == S::initialized && to == S::ready) return S::configured;
+  if (from == S::started && to == S::done) return S::processed;
   return std::nullopt;
 }
 

@@ -41,9 +41,12 @@ bool is_valid_initial(JobStatus to) noexcept;
 bool is_valid_transition(JobStatus from, JobStatus to) noexcept;
 // The passage `from -> to`, if it is one: the status it goes through, both
 // legs transitions. An UPDATE may make it at once, and the status trigger
-// records it as its two changes (history rows, events). Only initialized
-// -> configured -> ready: configuration's move of a job with nothing to
-// wait for. Matches conveyor.job_status_passage (migration 20261230000000).
+// records it as its two changes (history rows, events). initialized ->
+// configured -> ready: configuration's move of a job with nothing to wait
+// for; started -> processed -> done: the worker's finish of a run that
+// succeeded when the job delivers nothing (conveyor.status_after_success).
+// Matches conveyor.job_status_passage (migrations 20261230000000,
+// 20270104000000).
 std::optional<JobStatus> passes_through(JobStatus from, JobStatus to) noexcept;
 // The statuses reachable from `from` in one step, in kAllStatuses order.
 std::span<const JobStatus> allowed_from(JobStatus from) noexcept;
