@@ -100,6 +100,10 @@ std::optional<TimePoint> catchup_start(const model::SystemParameters& p, const s
   }
 }
 
+// A catch-up start is inclusive, as `schedule backfill --from` is: its own
+// slot is due, so the schedule resumes as if its last slot were just before.
+TimePoint resume_at(TimePoint start) { return start - seconds(1); }
+
 ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::JobType& type, TimePoint now, int batch,
                     bool& more) {
   ScheduleRun run;
@@ -111,14 +115,14 @@ ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::J
   std::optional<std::int64_t> applied;
   if (start) applied = epoch(*start);
   if (state.empty()) {
-    last = start.value_or(now);  // a new schedule starts now, or where the operator said
+    last = start ? resume_at(*start) : now;  // a new schedule starts now, or where the operator said
     tx.exec(kInsertState, {type.name, epoch(last), applied});
   } else {
     last = at(state[0]["last_slot"].as_int());
     if (state[0]["paused"].as_bool()) return run;
     const auto before = state[0]["catchup_start_applied"].opt<std::int64_t>();
     const bool new_start = start.has_value() && (!before.has_value() || *before != epoch(*start));
-    if (new_start) last = *start;  // the operator set a new start date
+    if (new_start) last = resume_at(*start);  // the operator set a new start date
     else applied = before;
   }
   const model::Schedule schedule = model::Schedule::parse(type.schedule);

@@ -479,6 +479,12 @@ TEST_F(OpsCli, JobPatchIsADryRunUntilApplyThenChangesExactlyTheCountedJobs) {
   EXPECT_TRUE(has(r, "changed 2 job(s): internal_error -> error_checked -> canceled")) << r.output;
   r = conveyor({"job", "patch", "--status", "canceled", "--until", "2000-01-01T00:00:00Z", "--to", "initialized"});
   EXPECT_TRUE(has(r, "0 job(s) match")) << "--until bounds created_at: " << r.output;
+  EXPECT_FALSE(has(r, "no job type named")) << r.output;
+  // A --type no job type has: a typo, said with the count.
+  r = conveyor({"job", "patch", "--status", "canceled", "--type", "slep", "--to", "initialized"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "0 job(s) match")) << r.output;
+  EXPECT_TRUE(has(r, "job patch: no job type named 'slep'")) << r.output;
   // An age is that long ago; anything else is refused naming the option,
   // before PostgreSQL sees it.
   r = conveyor({"job", "patch", "--status", "canceled", "--since", "7d", "--to", "initialized"});
@@ -643,8 +649,23 @@ TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
   // min > max is refused as a whole: max stays 3 although it came first.
   r = conveyor({"params", "set", "max_number_of_worker_instances=2", "min_number_of_worker_instances=5"});
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_TRUE(has(r, "min_number_of_worker_instances")) << r.output;
+  EXPECT_TRUE(has(r,
+                  "min_number_of_worker_instances: out of range: must satisfy min_number_of_worker_instances <= "
+                  "max_number_of_worker_instances"))
+      << r.output;
   EXPECT_EQ(db_.query_value("SELECT max_number_of_worker_instances FROM conveyor.system_parameters"), "3");
+  // A value out of its range names the range, not the constraint.
+  r = conveyor({"params", "set", "max_number_of_worker_instances=-1"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "max_number_of_worker_instances: out of range: must satisfy max_number_of_worker_instances >= 0"))
+      << r.output;
+  EXPECT_FALSE(has(r, "_check")) << r.output;
+  r = conveyor({"params", "set", "worker_concurrency=0"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r,
+                  "worker_concurrency: out of range: must satisfy (worker_concurrency >= 1) AND "
+                  "(worker_concurrency <= 1024)"))
+      << r.output;
   r = conveyor({"params", "set", "worker_concurrency=many"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "worker_concurrency: expected an integer")) << r.output;

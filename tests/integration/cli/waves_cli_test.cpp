@@ -68,6 +68,10 @@ TEST_F(WavesCli, WavesAutoStartsWaveOneAndStopStops) {
 
   r = conveyor({"system", "waves"});
   EXPECT_TRUE(has(r, "running, wave 1 of 3")) << r.output;
+  // The next step it suggests is one it would take: not --start, refused
+  // while the run is active (a new user's trial, stop 44).
+  EXPECT_FALSE(has(r, "--start 1")) << r.output;
+  EXPECT_TRUE(has(r, "`conveyor system waves --stop` ends it")) << r.output;
 
   r = conveyor({"system", "waves", "--stop"});
   ASSERT_EQ(r.status, 0) << r.output;

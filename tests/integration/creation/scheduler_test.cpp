@@ -152,7 +152,8 @@ TEST_F(Scheduler, AnEveryScheduleCreatesOneRunPerSlotWithItsSlotInTheKeyAndParam
 // Runbook 001 after a long stop: schedule_catchup_start says where each
 // schedule starts again; the policy and the window say what is created.
 TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
-  // Five hourly slots are missed: (start, now] with start 5 h before the last full hour.
+  // Six hourly slots are missed: [start, now] with start 5 h before the last
+  // full hour (the start's own slot is due, as `schedule backfill --from`'s).
   const std::string setup =
       "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object("
       "'all-hourly', s, 'latest-hourly', s, 'windowed', s) FROM (SELECT to_char(date_trunc('hour', now() AT TIME "
@@ -163,12 +164,12 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
            type("latest-hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "latest"}}),
            type("windowed", {{"schedule", "0 * * * *"}, {"catchup_policy", "all"}, {"catchup_window_s", 7200}})}),
       setup));
-  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'all-hourly'") == 5; }, 20s)) << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'all-hourly'") == 6; }, 20s)) << stack.logs_tail();
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'latest-hourly'") == 1; }, 20s)) << stack.logs_tail();
   ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'windowed'") == 2; }, 20s)) << stack.logs_tail();
   EXPECT_EQ(
       stack.db().query_value("SELECT skipped_count FROM conveyor.schedule_state WHERE job_type = 'latest-hourly'"),
-      "4");
+      "5");
   EXPECT_EQ(stack.db().query_value(
                 "SELECT idempotency_key = 'schedule:' || to_char(date_trunc('hour', now() AT TIME ZONE 'UTC'), "
                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM conveyor.job WHERE job_type = 'latest-hourly'"),
@@ -181,7 +182,7 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
         return stack.db().query_value("SELECT max(updated_at) > '" + scans + "' FROM conveyor.schedule_state") == "t";
       },
       10s));
-  EXPECT_EQ(count(stack, "job_type = 'all-hourly'"), 5);
+  EXPECT_EQ(count(stack, "job_type = 'all-hourly'"), 6);
 
   // A new start date (an operator after a downtime) starts the schedule again
   // from there; the slots it already made are not made again.
@@ -189,7 +190,12 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
       "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object('all-hourly', "
       "to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '7 hours', "
       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))");
-  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'all-hourly'") == 7; }, 40s)) << stack.logs_tail();
+  ASSERT_TRUE(wait_until([&] { return count(stack, "job_type = 'all-hourly'") == 8; }, 40s)) << stack.logs_tail();
+  EXPECT_EQ(stack.db().query_value("SELECT count(*) FROM conveyor.job WHERE job_type = 'all-hourly' AND "
+                                   "idempotency_key = 'schedule:' || to_char(date_trunc('hour', now() AT TIME ZONE "
+                                   "'UTC') - interval '7 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"),
+            "1")
+      << "the start's own slot";
 }
 
 TEST_F(Scheduler, NoRunsWhileNotAcceptingOrOutsideTheWaveThenRuns) {
@@ -456,7 +462,7 @@ TEST_F(Scheduler, CollapseCreatesOneRunCarryingTheRange) {
                 {"scheduled_to", {{"type", "string"}}},
                 {"slot_count", {{"type", "integer"}}}};
   json schema = {{"type", "object"}, {"properties", props}, {"additionalProperties", false}};
-  // Catch-up after a stop: the five hourly slots since the start date are due.
+  // Catch-up after a stop: the six hourly slots from the start date on are due.
   const std::string setup =
       "UPDATE conveyor.system_parameters SET schedule_catchup_start = jsonb_build_object('collapsed', "
       "to_char(date_trunc('hour', now() AT TIME ZONE 'UTC') - interval '5 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))";
@@ -469,9 +475,9 @@ TEST_F(Scheduler, CollapseCreatesOneRunCarryingTheRange) {
   EXPECT_EQ(stack.db().query_value("SELECT idempotency_key = 'backfill:' || (params->>'scheduled_from') || '..' || "
                                    "(params->>'scheduled_to') FROM conveyor.job WHERE job_type = 'collapsed'"),
             "t");
-  EXPECT_EQ(stack.db().query_value("SELECT params->>'slot_count' FROM conveyor.job WHERE job_type = 'collapsed'"), "5");
+  EXPECT_EQ(stack.db().query_value("SELECT params->>'slot_count' FROM conveyor.job WHERE job_type = 'collapsed'"), "6");
   EXPECT_EQ(stack.db().query_value("SELECT params->>'scheduled_from' FROM conveyor.job WHERE job_type = 'collapsed'"),
-            hour(stack, 4));
+            hour(stack, 5));
   wait_passes(stack, 3);
   EXPECT_EQ(count(stack, "job_type = 'collapsed'"), 1) << "the catch-up is one run";
 

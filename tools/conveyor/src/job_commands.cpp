@@ -256,6 +256,14 @@ model::JobStatus status_option(const std::string& option, const std::string& val
   return *st;
 }
 
+// For a --type that matched no job: if no job type has that name, most
+// likely a typo, say so on stderr (a job of a removed type would have
+// matched).
+void say_if_no_such_type(Context& ctx, db::Pool& pool, const char* command, const std::optional<std::string>& type) {
+  if (!type || pool.transact([&](db::Tx& tx) { return model::load_job_type(tx, *type).has_value(); })) return;
+  ctx.err << "conveyor: " << command << ": no job type named '" << *type << "' (see `conveyor job-type list`)\n";
+}
+
 int ls(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job ls", {"--status", "--type", "--page", "--size"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "job ls: unexpected argument '" + o.positional[0] + "'");
@@ -267,19 +275,8 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
   db::Pool pool(pool_options(ctx));
   db::TxOptions snapshot;
   snapshot.isolation = db::Isolation::repeatable_read;
-  bool known_type = true;
-  const model::JobPage page = pool.transact(
-      [&](db::Tx& tx) {
-        model::JobPage p = model::list_jobs(tx, q);
-        // No job of a type that does not exist: most likely a typo, said on
-        // stderr (a job of a removed type would have been listed).
-        if (p.total == 0 && q.job_type) known_type = model::load_job_type(tx, *q.job_type).has_value();
-        return p;
-      },
-      snapshot);
-  if (!known_type) {
-    ctx.err << "conveyor: job ls: no job type named '" << *q.job_type << "' (see `conveyor job-type list`)\n";
-  }
+  const model::JobPage page = pool.transact([&](db::Tx& tx) { return model::list_jobs(tx, q); }, snapshot);
+  if (page.total == 0) say_if_no_such_type(ctx, pool, "job ls", q.job_type);
   if (ctx.json) {
     json items = json::array();
     for (const auto& j : page.items) items.push_back(j.to_json());
@@ -1093,6 +1090,7 @@ int patch(Context& ctx, const std::vector<std::string>& args) {
   const PatchRequest r = read_patch_request(o);
   db::Pool pool(pool_options(ctx));
   const PatchMatch m = match_patch(pool, r);
+  if (m.total == 0) say_if_no_such_type(ctx, pool, "job patch", o.get("--type"));
   std::ostream& talk = ctx.json ? ctx.err : ctx.out;
   print_patch_match(talk, r, m);
   const json params = new_params(ctx, talk, pool, r, m.ids);

@@ -641,6 +641,13 @@ int waves_show(Context& ctx, const WavesSeen& g) {
             << g.run->waves.size() << " (backlog " << g.run->backlog << ", threshold " << g.run->threshold
             << "), started by " << g.run->started_by << " at " << display_time(g.run->started_at) << "\n";
   }
+  // While a run is active, --start, --all and --auto are refused: the one
+  // next step is to let it finish or stop it.
+  if (g.run && g.run->state == "running") {
+    ctx.out << "conveyor-monitor advances this run by itself; `conveyor system waves --stop` ends it "
+            << "(then --start N or --all by hand)\n";
+    return kExitOk;
+  }
   ctx.out
       << "start wave by wave: `conveyor system waves --start 1`, then 2, ... once each caught up; `--all` at the end;\n"
       << "or let conveyor-monitor do it: `conveyor system waves --auto [--threshold N]` (`--stop` ends it)\n";

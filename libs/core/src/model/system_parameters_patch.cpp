@@ -1,6 +1,7 @@
 // PATCH /v1/parameters and `conveyor params set`: see system_parameters.hpp.
 #include "conveyor/model/system_parameters.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -163,6 +164,38 @@ std::string blamed_column(const std::string& message, const nlohmann::json& patc
   return patch.size() == 1 ? patch.begin().key() : std::string("body");
 }
 
+constexpr db::Statement kCheckOf{"model_parameters_check_of",
+                                 "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                 "WHERE conrelid = 'conveyor.system_parameters'::regclass AND conname = $1"};
+
+// "(a) AND (b)" is not: its first parenthesis closes before the end.
+bool wrapped_in_parentheses(const std::string& s) {
+  if (s.size() < 2 || s.front() != '(' || s.back() != ')') return false;
+  int depth = 0;
+  for (std::size_t i = 0; i + 1 < s.size(); ++i) {
+    depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
+    if (depth == 0) return false;
+  }
+  return true;
+}
+
+// A CHECK violation as the rule it broke ("must satisfy
+// max_number_of_worker_instances >= 0"), rather than the constraint's
+// name; any other refusal as PostgreSQL put it.
+std::string explained_refusal(db::Tx& tx, const std::string& message) {
+  static const std::string kMarker = "violates check constraint \"";
+  const auto at = message.find(kMarker);
+  if (at == std::string::npos) return message;
+  const auto from = at + kMarker.size();
+  const std::string name = message.substr(from, message.find('"', from) - from);
+  const db::Result def = tx.exec(kCheckOf, {name});
+  if (def.empty()) return message;
+  std::string rule = def[0][0].as_string();  // CHECK ((a >= 0))
+  if (rule.starts_with("CHECK ")) rule = rule.substr(6);
+  while (wrapped_in_parentheses(rule)) rule = rule.substr(1, rule.size() - 2);
+  return "out of range: must satisfy " + rule;
+}
+
 constexpr db::Statement kUnknownTypes{
     "model_parameters_unknown_types",
     "SELECT coalesce(string_agg(quote_literal(n), ', ' ORDER BY n), '') FROM unnest($1::text[]) AS n "
@@ -231,13 +264,18 @@ void patch_system_parameters(db::Tx& tx, const nlohmann::json& patch) {
   }
   check_job_type_values(tx, patch);
   static const db::Statement statement{"model_patch_parameters", patch_sql()};
+  std::optional<std::string> refused;
+  // In a savepoint, so that a refusal can be explained by the constraint it
+  // broke, read from the catalog: the CHECK is the one rule of the range.
   try {
-    tx.exec(statement, params);
+    tx.savepoint([&](db::Tx& inner) { inner.exec(statement, params); });
   } catch (const db::DbError& e) {
     if (e.code() != errc::bad_input) throw;
-    const std::string field = blamed_column(e.what(), patch);
-    throw FieldError(field, field + ": " + e.what());
+    refused = e.what();
   }
+  if (!refused) return;
+  const std::string field = blamed_column(*refused, patch);
+  throw FieldError(field, field + ": " + explained_refusal(tx, *refused));
 }
 
 }  // namespace conveyor::model
