@@ -1,6 +1,6 @@
 #include "finish_batch.hpp"
 
-#include <set>
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace conveyor::worker {
@@ -26,7 +26,7 @@ constexpr db::Statement kFinishProcessedBatch{
     "             max_rss_kb = v.max_rss_kb"
     "           FROM moved m JOIN v ON v.id = m.id"
     "           WHERE a.job_id = m.id AND a.attempt = v.attempt AND a.ended_at IS NULL)"
-    " SELECT id FROM moved"};
+    " SELECT id, status FROM moved"};
 
 template <typename T>
 nlohmann::json or_null(const std::optional<T>& v) {
@@ -58,15 +58,19 @@ void FinishBatch::write_batch(const std::vector<const Item*>& batch, std::vector
   try {
     // Not retried here: the callers retry, each alone.
     const db::Result moved = pool_.exec_once(kFinishProcessedBatch, {rows.dump(), worker_id_});
-    std::set<std::int64_t> ours;
-    for (const auto row : moved) ours.insert(row[0].as_int());
+    std::map<std::int64_t, std::string> ours;
+    for (const auto row : moved) ours.emplace(row[0].as_int(), row[1].as_string());
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      written[i] = {.committed = true, .moved = ours.contains(batch[i]->job_id), .in_doubt = false};
+      const auto it = ours.find(batch[i]->job_id);
+      written[i] = {.committed = true,
+                    .moved = it != ours.end(),
+                    .in_doubt = false,
+                    .status = it != ours.end() ? it->second : std::string()};
     }
   } catch (const std::exception& e) {
     const auto* db_error = dynamic_cast<const db::DbError*>(&e);
     const bool in_doubt = db_error != nullptr && db_error->sqlstate() == "08007";
-    for (auto& w : written) w = {.committed = false, .moved = false, .in_doubt = in_doubt};
+    for (auto& w : written) w = {.committed = false, .moved = false, .in_doubt = in_doubt, .status = {}};
   }
 }
 

@@ -25,8 +25,9 @@ class FinishBatch {
   };
   struct Written {
     bool committed = false;  // false: the batch failed; write the item alone
-    bool moved = false;      // committed and the job was still ours: now processed
+    bool moved = false;      // committed and the job was still ours: now `status`
     bool in_doubt = false;   // the failed commit may have gone through
+    std::string status;      // processed, or done (conveyor.status_after_success)
   };
 
   FinishBatch(db::Pool& pool, std::int64_t worker_id);

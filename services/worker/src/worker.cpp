@@ -1103,7 +1103,7 @@ std::optional<std::string> status_of(const std::optional<db::Result>& written) {
 
 std::optional<std::string> Worker::write_processed(Job& job, const std::string& result, const AttemptCost& cost) {
   const FinishBatch::Written w = finishes_->write({job.id, job.attempt, result, cost});
-  if (w.committed) return w.moved ? "processed" : "";
+  if (w.committed) return w.status;  // "" when the job was no longer ours
   // The batch failed: this job alone, with the retries of every outcome.
   return status_of(write_outcome(job, kFinishProcessed, {job.id, worker_id_, result}, cost, w.in_doubt));
 }

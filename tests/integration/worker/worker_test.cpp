@@ -612,17 +612,22 @@ TEST_F(WorkerTest, ASlotIsRefilledWhenItsProgramExitsNotWhenItsOutcomeIsWritten)
 // queued: then a freed slot probes, ASlotIsRefilled... above.)
 TEST_F(WorkerTest, AJobEndingWithNothingQueuedCostsNoProbe) {
   start_worker({{"CONVEYOR_WORKER_CONCURRENCY", "2"}, {"CONVEYOR_POLL_INTERVAL_MS", "60000"}});
-  const auto probes = [&] {
+  const auto counter = [&](const std::string& metric) {
     const auto metrics = http::http_request("GET", "http://127.0.0.1:" + http_port_ + "/metrics");
-    const std::string name = "\nconveyor_worker_claim_probes_total ";
+    const std::string name = "\n" + metric + " ";
     const auto at = metrics.body.find(name);
     return at == std::string::npos ? 0.0 : std::stod(metrics.body.substr(at + name.size()));
   };
+  const auto probes = [&] { return counter("conveyor_worker_claim_probes_total"); };
+  // A parameters event wakes the loop, which then probes: the setup's may
+  // arrive late on a loaded machine. Those probes are not the jobs'.
+  const auto reloads = [&] { return counter("conveyor_parameter_reloads_total"); };
   ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
   const double before = probes();
+  const double reloads_before = reloads();
   ASSERT_GE(before, 1.0) << "the first wake-up probes: is the counter exposed?";
   for (int i = 0; i < 8; ++i) ASSERT_TRUE(wait_status(queue_job({{"argv", {"true"}}}), "done"));
-  EXPECT_EQ(probes() - before, 0.0) << "worker log:\n" << read_text(data_dir_ / "worker.log");
+  EXPECT_LE(probes() - before, reloads() - reloads_before) << "worker log:\n" << read_text(data_dir_ / "worker.log");
 }
 
 // Issue 14, the worker herd: a job admission assigned to a worker
