@@ -4,3 +4,5 @@
 -- and make the passage.
 DELETE FROM conveyor.job_status_passage WHERE from_status = 'started' AND to_status = 'done';
 DROP FUNCTION conveyor.status_after_success(timestamptz, jsonb);
+REVOKE INSERT, SELECT (job_id) ON conveyor.trigger_pending FROM conveyor_worker;
+REVOKE SELECT (name, triggers) ON conveyor.job_type FROM conveyor_worker;

@@ -48,3 +48,12 @@ COMMENT ON FUNCTION conveyor.status_after_success(timestamptz, jsonb) IS
   'where a started job whose run succeeded goes: done through processed when it delivers nothing and '
   'no cancel was asked, else processed (issue 14)';
 
+
+-- The worker now moves jobs to done, which fires record_trigger_pending
+-- (reads job_type, inserts trigger_pending; its ON CONFLICT (job_id) needs
+-- SELECT on the arbiter column), as publication's move does
+-- (20261204000100_service_roles). Only the two columns it reads: the rest
+-- of a job type (its command, its environment) stays out of the worker's
+-- reach, as before.
+GRANT SELECT (name, triggers) ON conveyor.job_type TO conveyor_worker;
+GRANT INSERT, SELECT (job_id) ON conveyor.trigger_pending TO conveyor_worker;

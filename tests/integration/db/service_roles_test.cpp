@@ -667,7 +667,11 @@ TEST_F(ServiceRoles, WorkerClaimsAndEndsItsJobsButNothingElse) {
   s->expect_denied("INSERT INTO conveyor.job (job_type) VALUES ('plain')");
   s->expect_denied("DELETE FROM conveyor.job WHERE id = " + done);
   s->expect_denied("DELETE FROM conveyor.worker");
+  // A job type's name and triggers only, which its move to done reads
+  // (record_trigger_pending, migration 20270104000000): not its command or env.
   s->expect_denied("SELECT * FROM conveyor.job_type");
+  s->expect_denied("SELECT env FROM conveyor.job_type");
+  s->expect_allowed("SELECT name, triggers FROM conveyor.job_type");
   EXPECT_EQ(s->run("UPDATE conveyor.job SET result = '{\"forged\": true}' WHERE id = " + done).affected_rows(), 0);
   EXPECT_EQ(s->run("UPDATE conveyor.job SET result = '{\"forged\": true}' WHERE id = " + queued).affected_rows(), 0)
       << "a processed job is not the worker's any more";
@@ -1006,10 +1010,11 @@ TEST_F(ServicesUnderTheirRoles, CreationServesASubmitAndTheWorkerRunsTheJob) {
                                                                          .stdout_file = dir_ / "worker.log",
                                                                          .stderr_file = {},
                                                                          .detach = false});
-  EXPECT_TRUE(ct::wait_until([&] { return field(id, "status") == "processed"; }, 30s))
+  // It delivers nothing: done through processed in the worker's finish.
+  EXPECT_TRUE(ct::wait_until([&] { return field(id, "status") == "done"; }, 30s))
       << "job " << id << " is " << field(id, "status");
-  EXPECT_EQ(last_change(id), "started>processed by conveyor-worker");
-  EXPECT_EQ(db_.query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "processed");
+  EXPECT_EQ(last_change(id), "processed>done by conveyor-worker");
+  EXPECT_EQ(db_.query_value("SELECT outcome FROM conveyor.job_attempt WHERE job_id = " + id), "done");
   EXPECT_TRUE(
       ct::wait_until([&] { return db_.query_value("SELECT count(*) FROM conveyor.outbox_unsent()") == "0"; }, 20s))
       << "the relay (whichever service leads) publishes as its role";
