@@ -212,6 +212,32 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   EXPECT_EQ(j.at("history")[5].at("to_status"), "failed");
 }
 
+// A job keeps its last run's error until a run succeeds. While it runs again
+// (requeued by its worker's shutdown, or retried), the error is shown as the
+// last run's, not as the job's; a failed job's error is its own.
+TEST_F(OpsCli, JobLsAndInspectShowAnEarlierRunsErrorAsTheLastRuns) {
+  const std::string running = started_job(insert_worker("w-live", "active", "0 seconds"));
+  db_.exec(
+      "UPDATE conveyor.job SET error_subtype = 'worker_shutdown', error_message = 'worker shut down' "
+      "WHERE id = " +
+      running);
+  const std::string failed = insert_job("fail", "{}");
+  walk(failed, {"configured", "ready", "queued", "started", "failed"});
+  db_.exec("UPDATE conveyor.job SET error_subtype = 'exit_code', error_message = 'exited with code 3' WHERE id = " +
+           failed);
+
+  auto r = conveyor({"job", "ls"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "last run: worker_shutdown: worker shut down")) << r.output;
+  EXPECT_TRUE(has_row(r, {failed, "fail", "failed", "1", "of", "1", "0", "-"})) << r.output;
+  EXPECT_TRUE(has(r, " exit_code: exited with code 3")) << r.output;
+  EXPECT_FALSE(has(r, "last run: exit_code")) << r.output;
+  r = conveyor({"job", "inspect", running});
+  EXPECT_TRUE(has(r, "Error           : last run: worker_shutdown: worker shut down\n")) << r.output;
+  r = conveyor({"job", "inspect", failed});
+  EXPECT_TRUE(has(r, "Error           : exit_code: exited with code 3\n")) << r.output;
+}
+
 // Issue 13: job ids are dense, so every substring of an id is another job's
 // id. `job kill 91` reaches job 91 only, and an id no job has is not found,
 // never guessed from the ids that contain it.

@@ -148,6 +148,18 @@ std::string attempt_text(const model::Job& j) {
   return std::to_string(j.attempt + 1) + " of " + std::to_string(j.max_attempts);
 }
 
+// The job's error as `subtype: message`, or "" when it has none. Only a
+// failed, internal_error or external_error job is in its error now; any
+// other status keeps the error of a run before (a job requeued by its
+// worker's shutdown, or retried after a failure, runs again with it) until
+// a run succeeds, so it is shown as the last run's.
+std::string error_text(const model::Job& j) {
+  if (!j.error_subtype && !j.error_message) return "";
+  std::string text = j.error_subtype.value_or("");
+  if (j.error_message) text += (text.empty() ? "" : ": ") + *j.error_message;
+  return model::is_error(j.status) ? text : "last run: " + text;
+}
+
 std::string fixed(double v, int decimals) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(decimals) << v;
@@ -285,8 +297,7 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& j : page.items) {
-    std::string error = j.error_subtype.value_or("");
-    if (j.error_message) error += (error.empty() ? "" : ": ") + *j.error_message;
+    std::string error = error_text(j);
     if (error.size() > 60) error = error.substr(0, 57) + "...";
     rows.push_back({std::to_string(j.id.value()), j.job_type, std::string(model::to_string(j.status)), attempt_text(j),
                     std::to_string(j.priority), j.worker_id ? std::to_string(*j.worker_id) : "-",
@@ -364,9 +375,8 @@ void print_job_fields(std::ostream& out, const JobView& seen) {
                                   std::to_string(j.id.value()) + ")"
                             : "-");
   line("Idempotency key", j.idempotency_key.value_or("-"));
-  line("Error", j.error_subtype || j.error_message
-                    ? j.error_subtype.value_or("-") + (j.error_message ? ": " + *j.error_message : "")
-                    : "-");
+  const std::string error = error_text(j);
+  line("Error", error.empty() ? "-" : error);
   line("Result", j.result.is_null() ? "-" : j.result.dump());
 }
 
