@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -146,6 +147,90 @@ Spawned spawn_program(const std::vector<std::string>& argv, const std::map<std::
   s.pid = pid;
   return s;
 }
+
+// A program's stdout and stderr, read as they fill and cut into lines, each
+// handed to `line`. A stdout line over kResidentMaxLine is dropped, its head
+// handed to `oversized` (a message that long is refused); a stderr line over
+// kMaxStderrLine is handed on in pieces. The supervisor's, under its lock.
+class OutputLines {
+ public:
+  using Line = std::function<void(std::string_view stream, std::string_view line)>;
+  using Oversized = std::function<void(std::string_view head)>;
+
+  OutputLines(Fd& out, Fd& err, Line line, Oversized oversized)
+      : streams_{Stream{"stdout", &out, {}, false}, Stream{"stderr", &err, {}, false}},
+        line_(std::move(line)),
+        oversized_(std::move(oversized)) {}
+
+  // The pipes still open, as poll entries from pfds[0]; how many.
+  nfds_t add_polls(std::array<pollfd, 4>& pfds) const {
+    nfds_t n = 0;
+    for (const auto& s : streams_) {
+      if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
+    }
+    return n;
+  }
+
+  // Reads what the pipes hold; `last`: the program is gone, so what they
+  // hold now is all there is (a stream ends at EAGAIN too).
+  void read_available(bool last) {
+    for (auto& s : streams_) {
+      while (s.fd->get() >= 0) {
+        const ssize_t r = ::read(s.fd->get(), chunk_.data(), chunk_.size());
+        if (r > 0) {
+          s.buffer.append(chunk_.data(), static_cast<std::size_t>(r));
+          emit(s, false);
+          continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !last) break;
+        emit(s, true);
+        s.fd->reset();
+      }
+    }
+  }
+
+ private:
+  struct Stream {
+    std::string_view name;
+    Fd* fd;
+    std::string buffer;
+    bool oversized = false;  // dropping the rest of a line over the limit
+  };
+
+  // Hands on the whole lines of the buffer; `all`: the rest too (the stream ended).
+  void emit(Stream& s, bool all) {
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = s.buffer.find('\n', start)) != std::string::npos; start = nl + 1) {
+      const std::string_view line = std::string_view(s.buffer).substr(start, nl - start);
+      if (s.oversized) {
+        s.oversized = false;  // its end: the next line is whole again
+      } else {
+        line_(s.name, line);
+      }
+    }
+    s.buffer.erase(0, start);
+    const std::size_t limit = s.name == "stdout" ? kResidentMaxLine : kMaxStderrLine;
+    if (s.buffer.size() > limit) {
+      if (s.name == "stdout") {
+        if (!s.oversized) oversized_(std::string_view(s.buffer).substr(0, 256));
+        s.oversized = true;
+      } else {
+        line_(s.name, s.buffer);
+      }
+      s.buffer.clear();
+    }
+    if (all && !s.buffer.empty()) {
+      if (!s.oversized) line_(s.name, s.buffer);
+      s.buffer.clear();
+    }
+  }
+
+  std::array<Stream, 2> streams_;
+  Line line_;
+  Oversized oversized_;
+  std::array<char, 65536> chunk_{};
+};
 
 }  // namespace
 
@@ -429,66 +514,14 @@ void ResidentProgram::start_program(std::unique_lock<std::mutex>& lock) {
 }
 
 void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawned& p) {
-  struct Stream {
-    std::string_view name;
-    Fd* fd;
-    std::string buffer;
-    bool oversized = false;  // dropping the rest of a line over the limit
-  };
-  std::array<Stream, 2> streams{Stream{"stdout", p.out.get(), {}, false}, Stream{"stderr", p.err.get(), {}, false}};
-  auto emit = [&](Stream& s, bool all) {
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = s.buffer.find('\n', start)) != std::string::npos; start = nl + 1) {
-      const std::string_view line = std::string_view(s.buffer).substr(start, nl - start);
-      if (s.oversized) {
-        s.oversized = false;  // its end: the next line is whole again
-      } else {
-        on_output(s.name, line);
-      }
-    }
-    s.buffer.erase(0, start);
-    const std::size_t limit = s.name == "stdout" ? kResidentMaxLine : kMaxStderrLine;
-    if (s.buffer.size() > limit) {
-      if (s.name == "stdout") {
-        if (!s.oversized) on_oversized(std::string_view(s.buffer).substr(0, 256));
-        s.oversized = true;
-      } else {
-        on_output(s.name, s.buffer);
-      }
-      s.buffer.clear();
-    }
-    if (all && !s.buffer.empty()) {
-      if (!s.oversized) on_output(s.name, s.buffer);
-      s.buffer.clear();
-    }
-  };
-  std::array<char, 65536> chunk{};
-  // Reads what the pipes hold; `last`: the program is gone, so what they
-  // hold now is all there is (a stream ends at EAGAIN too).
-  auto read_available = [&](bool last) {
-    for (auto& s : streams) {
-      while (s.fd->get() >= 0) {
-        const ssize_t r = ::read(s.fd->get(), chunk.data(), chunk.size());
-        if (r > 0) {
-          s.buffer.append(chunk.data(), static_cast<std::size_t>(r));
-          emit(s, false);
-          continue;
-        }
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !last) break;
-        emit(s, true);
-        s.fd->reset();
-      }
-    }
-  };
+  OutputLines output(
+      *p.out, *p.err, [this](std::string_view stream, std::string_view line) { on_output(stream, line); },
+      [this](std::string_view head) { on_oversized(head); });
   int status = 0;
   while (true) {
     drive(lock);
     std::array<pollfd, 4> pfds{};
-    nfds_t n = 0;
-    for (auto& s : streams) {
-      if (s.fd->get() >= 0) pfds[n++] = pollfd{s.fd->get(), POLLIN, 0};
-    }
+    nfds_t n = output.add_polls(pfds);
     const bool reads = n > 0;
     if (!outbox_.empty() && stdin_) pfds[n++] = pollfd{stdin_->get(), POLLOUT, 0};
     const bool stopping = stopping_;
@@ -496,13 +529,13 @@ void ResidentProgram::read_until_exit(std::unique_lock<std::mutex>& lock, Spawne
     if (stopping) stop_program(lock, p);  // returns with the program exited, unlocked
     wait_for_output(pfds, n, reads);
     lock.lock();
-    read_available(false);
+    output.read_available(false);
     siginfo_t info{};
     // WNOWAIT: it stays a zombie (pid_ still ours to kill) until we are done.
     if (::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == p.pid) {
       // What is left in the pipes (from it or what it started) is its last output.
       ::kill(-p.pid, SIGKILL);
-      read_available(true);
+      output.read_available(true);
       while (::waitpid(p.pid, &status, 0) < 0 && errno == EINTR) {
       }
       break;
