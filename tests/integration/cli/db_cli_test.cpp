@@ -1,6 +1,9 @@
 // The `conveyor db` commands of runbook 002, run as a real process.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "conveyor/testing/testing.hpp"
 
 namespace {
@@ -70,10 +73,56 @@ TEST_F(DbCli, RunbookSequenceInitStatusMigrateAppliedRollback) {
   r = conveyor({"--json", "db", "status"});
   EXPECT_TRUE(has(r, "\"up_to_date\":true")) << r.output;
 
+  // Undoing the first group drops every table: named, and asked for (no
+  // terminal here: refused without --yes), refused while a worker
+  // heartbeats, unless --force (a new user's trial, stop 46).
   r = conveyor({"db", "rollback"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "db rollback undoes group #1: ")) << r.output;
+  EXPECT_TRUE(has(r, "it is the first group: its down files drop every Conveyor table")) << r.output;
+  EXPECT_TRUE(has(r, "not rolled back: nothing changed")) << r.output;
+  EXPECT_TRUE(has(conveyor({"db", "status"}), "database is up-to-date"));
+  db_.exec("INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-live', 'active', now())");
+  r = conveyor({"db", "rollback", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "1 process(es) still heartbeat (worker w-live)")) << r.output;
+  EXPECT_TRUE(has(conveyor({"db", "status"}), "database is up-to-date"));
+
+  r = conveyor({"db", "rollback", "--yes", "--force"});
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "rolled back group #1")) << r.output;
   EXPECT_TRUE(has(conveyor({"db", "status"}), "database is out-of-date"));
+  r = conveyor({"db", "rollback", "--yes"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "nothing to roll back")) << r.output;
+}
+
+// A database a newer release migrated (a downgrade's first step): its
+// migrations that this folder does not have are named, and the database is
+// not called up-to-date.
+TEST_F(DbCli, StatusNamesAppliedMigrationsTheFolderDoesNotHave) {
+  namespace fs = std::filesystem;
+  const fs::path newer = fs::temp_directory_path() / conveyor::testing::unique_name("newer-migrations");
+  fs::create_directories(newer);
+  for (const auto& e : fs::directory_iterator(conveyor::testing::migrations_dir())) {
+    fs::copy_file(e.path(), newer / e.path().filename());
+  }
+  std::ofstream(newer / "29991231000000_from_a_newer_release.up.sql") << "SELECT 1;\n";
+  std::ofstream(newer / "29991231000000_from_a_newer_release.down.sql") << "SELECT 1;\n";
+  ASSERT_EQ(conveyor({"db", "init"}).status, 0);
+  ASSERT_EQ(conveyor({"db", "migrate"}, {{"CONVEYOR_MIGRATIONS_DIR", newer.string()}}).status, 0);
+
+  auto r = conveyor({"db", "status"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "applied migration(s) not in " + conveyor::testing::migrations_dir().string() +
+                         ": 1 (29991231000000_from_a_newer_release)"))
+      << r.output;
+  EXPECT_TRUE(has(r, "database is ahead of this release")) << r.output;
+  EXPECT_FALSE(has(r, "up-to-date")) << r.output;
+  r = conveyor({"--json", "db", "status"});
+  EXPECT_TRUE(has(r, R"("unknown":["29991231000000_from_a_newer_release"])")) << r.output;
+  EXPECT_TRUE(has(conveyor({"db", "status"}, {{"CONVEYOR_MIGRATIONS_DIR", newer.string()}}), "database is up-to-date"));
+  fs::remove_all(newer);
 }
 
 TEST_F(DbCli, LockMakesMigrateAndRollbackRefuseWithNonZeroExit) {

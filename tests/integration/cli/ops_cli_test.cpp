@@ -847,10 +847,27 @@ TEST_F(OpsCli, SystemBackupAndRestoreIntoAnEmptyDatabaseThenWithClean) {
   EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.schema_migrations"),
             db_.query_value("SELECT count(*) FROM conveyor.schema_migrations"));
 
-  // Again into a database that is not empty: refused whole without --clean...
+  // An existing backup is not replaced without --force; a dump that fails
+  // leaves it as it was, and says why (a new user's trial, stop 46).
   insert_job();
+  const auto first_size = fs::file_size(file);
   r = conveyor({"system", "backup", file.string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, file.string() + " exists: name another file, or pass --force")) << r.output;
+  r = conveyor({"system", "backup", (data_dir_ / "no-such-folder" / "x.dump").string()});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "no-such-folder is not a folder")) << r.output;
+  r = conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"system", "backup", file.string(), "--force"},
+                                 {{"CONVEYOR_DATABASE_URL", db_.url() + "_no_such_database"}});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "no backup was written; " + file.string() + " is unchanged")) << r.output;
+  EXPECT_FALSE(has(r, "is not a backup")) << r.output;
+  EXPECT_EQ(fs::file_size(file), first_size);
+  EXPECT_FALSE(fs::exists(file.string() + ".partial"));
+  r = conveyor({"system", "backup", file.string(), "--force"});
   ASSERT_EQ(r.status, 0) << r.output;
+
+  // Again into a database that is not empty: refused whole without --clean...
   r = restore({file.string()});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_TRUE(has(r, "nothing was changed")) << r.output;
@@ -869,6 +886,26 @@ TEST_F(OpsCli, SystemBackupAndRestoreIntoAnEmptyDatabaseThenWithClean) {
   EXPECT_EQ(other.query_value("SELECT count(*) FROM conveyor.job"), "4");
   r = restore({(data_dir_ / "missing.dump").string()});
   EXPECT_EQ(r.status, 2) << r.output;
+
+  // Into a database that only `db init` made (runbook 002's first step, or
+  // one rolled back to nothing): it has no worker table to ask, and is not
+  // empty, so --clean (a new user's trial, stop 46).
+  TestDatabase initialized(false);
+  ASSERT_EQ(
+      conveyor::testing::run_cli(CONVEYOR_CLI_PATH, {"db", "init"}, {{"CONVEYOR_DATABASE_URL", initialized.url()}})
+          .status,
+      0);
+  auto restore_into_initialized = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"system", "restore"});
+    return conveyor::testing::run_cli(CONVEYOR_CLI_PATH, args, {{"CONVEYOR_DATABASE_URL", initialized.url()}});
+  };
+  r = restore_into_initialized({file.string()});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_FALSE(has(r, "does not exist")) << r.output;
+  EXPECT_TRUE(has(r, "needs --clean")) << r.output;
+  r = restore_into_initialized({file.string(), "--clean", "--yes"});
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(initialized.query_value("SELECT count(*) FROM conveyor.job"), "4");
 }
 
 // Runbook 001 after a long downtime: job types in waves of dependencies

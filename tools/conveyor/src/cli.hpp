@@ -114,6 +114,16 @@ std::string time_or_age_option(const std::string& option, const std::string& val
 // and says to pass --yes). `talk` is where the question goes.
 bool confirm(Context& ctx, std::ostream& talk, const std::string& question);
 
+// The workers and service instances that heartbeat now ("worker NAME",
+// "conveyor-execution (1)"): they write what a restore replaces or a
+// rollback drops. None where the schema has no such tables yet (a database
+// that `db init` made, or one rolled back to nothing).
+std::vector<std::string> live_processes(db::Tx& tx);
+// Refuses, unless `force`, while live_processes() names any: says which
+// (the first ten), how to stop them and that nothing changed; true when it
+// refused.
+bool refuse_while_live(Context& ctx, db::Pool& pool, bool force);
+
 // An RFC 3339 UTC time as the tables show it, with its zone:
 // "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00 UTC"; none -> "-".
 std::string display_time(const std::optional<std::string>& rfc3339);

@@ -28,7 +28,7 @@ constexpr const char* kDbUsage =
     "       conveyor db applied      list applied migrations with group ids and times\n"
     "       conveyor db create NAME  write an empty up/down migration pair named NAME\n"
     "       conveyor db migrate      apply every pending migration as one group, in one transaction\n"
-    "       conveyor db rollback     undo the last group\n"
+    "       conveyor db rollback     undo the last group (asks; --yes in scripts; --force while services run)\n"
     "       conveyor db lock         refuse migrate and rollback until unlocked\n"
     "       conveyor db unlock       allow migrate and rollback again\n"
     "       conveyor db grant-login LOGIN --role conveyor_<service> (--password-file FILE | --no-password)\n"
@@ -62,6 +62,7 @@ int status(Context& ctx, db::Migrator& m) {
                         {"group_id", st.group_id ? nlohmann::json(*st.group_id) : nlohmann::json()},
                         {"last_applied", st.last_applied},
                         {"locked", st.locked},
+                        {"unknown", st.unknown},
                         {"up_to_date", st.up_to_date()}};
     ctx.out << j.dump() << "\n";
     return kExitOk;
@@ -78,6 +79,14 @@ int status(Context& ctx, db::Migrator& m) {
     ctx.out << "database version: none (no migration applied)\n";
   }
   if (st.locked) ctx.out << "migrations are locked (conveyor db unlock to allow migrate/rollback)\n";
+  if (!st.unknown.empty()) {
+    // A newer release migrated it: this folder can neither undo nor redo those.
+    ctx.out << "applied migration(s) not in " << m.directory().string() << ": " << st.unknown.size() << " ("
+            << join_names(st.unknown)
+            << "), from a newer release: roll them back with that release's CLI and migrations folder\n";
+    ctx.out << (st.pending == 0 ? "database is ahead of this release\n" : "database is out-of-date\n");
+    return kExitOk;
+  }
   ctx.out << (st.up_to_date() ? "database is up-to-date\n" : "database is out-of-date\n");
   return kExitOk;
 }
@@ -372,9 +381,41 @@ int migrate_cmd(Context& ctx, const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Runbook 002's rollback undoes the last group, whose down files drop what
+// it made: named first, and asked for (--yes in scripts). The first group
+// drops every table, and every job, job type, history row and token with
+// them: said so. Refused while services or workers heartbeat (they would
+// write to what goes, or fail), unless --force.
 int rollback_cmd(Context& ctx, const std::vector<std::string>& args) {
-  const auto dir = no_arguments(ctx, args, "rollback");
-  db::Migrator m(ctx.database_url(), dir);
+  const Options o = parse_options(args, "db rollback", {}, {"--yes", "--force"});
+  if (!o.positional.empty()) {
+    throw FieldError(o.positional[0], "db rollback: unexpected argument '" + o.positional[0] + "'");
+  }
+  db::Migrator m(ctx.database_url(), migrations_dir(ctx));
+  m.check_unlocked("rollback");
+  const auto applied = m.applied();  // newest first
+  if (applied.empty()) {
+    ctx.out << "nothing to roll back\n";
+    return kExitOk;
+  }
+  const std::int64_t group = applied.front().group_id;
+  std::vector<std::string> names;
+  for (const auto& a : applied) {
+    if (a.group_id == group) names.push_back(a.name + "_" + a.comment);
+  }
+  std::ostream& talk = ctx.json ? ctx.err : ctx.out;
+  talk << "db rollback undoes group #" << group << ": " << names.size() << " migration(s), newest first ("
+       << join_names(names) << ")\n";
+  if (applied.back().group_id == group) {
+    talk << "it is the first group: its down files drop every Conveyor table, and every job, job type, history "
+            "row and token in them (`conveyor system backup FILE` keeps them)\n";
+  }
+  db::Pool pool(pool_options(ctx));
+  if (refuse_while_live(ctx, pool, o.has("--force"))) return kExitFailed;
+  if (!o.has("--yes") && !confirm(ctx, talk, "roll back group #" + std::to_string(group) + "?")) {
+    talk << "not rolled back: nothing changed\n";
+    return kExitFailed;
+  }
   auto r = m.rollback();
   if (r.names.empty()) {
     ctx.out << "nothing to roll back\n";

@@ -43,7 +43,8 @@ constexpr const char* kSystemUsage =
     "usage: conveyor system status\n"
     "       conveyor system pause [--reason TEXT]   stop accepting new jobs\n"
     "       conveyor system unpause                 accept new jobs again\n"
-    "       conveyor system backup FILE            pg_dump of the database (custom format, compressed)\n"
+    "       conveyor system backup FILE [--force]  pg_dump of the database (custom format, compressed);\n"
+    "                                              --force replaces an existing FILE\n"
     "       conveyor system restore FILE [--clean] [--force] [--yes]   pg_restore of a backup (--clean: replace what\n"
     "                                                    is there; refused while services or workers heartbeat,\n"
     "                                                    unless --force)\n"
@@ -94,6 +95,15 @@ constexpr db::Statement kLiveWorkers{
     "SELECT w.name FROM conveyor.worker w, conveyor.system_parameters p "
     "WHERE w.status IN ('active', 'draining') "
     "  AND w.last_heartbeat > now() - make_interval(secs => p.worker_heartbeat_timeout_s) ORDER BY w.name"};
+
+constexpr db::Statement kNoConveyorSchema{"cli_system_no_conveyor_schema",
+                                          "SELECT to_regnamespace('conveyor') IS NULL"};
+
+// Whether the schema has what kLiveWorkers and kLiveServices read.
+constexpr db::Statement kHasLivenessTables{
+    "cli_system_has_liveness_tables",
+    "SELECT to_regclass('conveyor.worker') IS NOT NULL AND to_regclass('conveyor.system_parameters') IS NOT NULL "
+    "  AND to_regclass('conveyor.service_health') IS NOT NULL"};
 
 // The services with a live instance (conveyor.service_health's rule).
 constexpr db::Statement kLiveServices{"cli_system_live_services",
@@ -386,25 +396,43 @@ int run_program(const Context& ctx, const std::vector<std::string>& argv) {
 
 // Runbook 002 "backup & restore", runbook 001 "reset the database content
 // from a backup". The custom format is compressed and lets pg_restore
-// replace objects (--clean) without dropping the schema by hand.
+// replace objects (--clean) without dropping the schema by hand. Written to
+// FILE.partial and renamed when whole, so a failed dump leaves no file that
+// looks like a backup, and an existing FILE (replaced only with --force) is
+// kept until the new one is complete.
 int backup(Context& ctx, const std::vector<std::string>& args) {
-  const Options o = parse_options(args, "system backup", {});
+  const Options o = parse_options(args, "system backup", {}, {"--force"});
   if (o.positional.size() != 1)
     throw FieldError("FILE", "system backup: one FILE is required\n" + std::string(kSystemUsage));
   const std::string& file = o.positional[0];
+  const std::filesystem::path path(file);
+  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(folder, ec)) {
+    throw FieldError("FILE", "system backup: " + folder.string() + " is not a folder: make it first");
+  }
+  const bool replaces = std::filesystem::exists(path, ec);
+  if (replaces && !o.has("--force")) {
+    throw FieldError("FILE", "system backup: " + file + " exists: name another file, or pass --force to replace it");
+  }
+  const std::string partial = file + ".partial";
   const auto start = std::chrono::steady_clock::now();
   const int rc = [&] {
-    Progress progress("system backup", [&file] {
+    Progress progress("system backup", [&partial] {
       std::error_code size_ec;
-      const auto written = std::filesystem::file_size(file, size_ec);
+      const auto written = std::filesystem::file_size(partial, size_ec);
       return size_ec ? std::string() : std::to_string(written / 1024) + " KiB written";
     });
-    return run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + file});
+    return run_program(ctx, {"pg_dump", "--format=custom", "--compress=9", "--no-owner", "--file=" + partial});
   }();
-  if (rc != 0)
-    throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): " + file + " is not a backup");
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(file, ec);
+  if (rc != 0) {
+    std::filesystem::remove(partial, ec);
+    throw Error(errc::unavailable, "pg_dump failed (exit " + std::to_string(rc) + "): no backup was written" +
+                                       (replaces ? "; " + file + " is unchanged" : ""));
+  }
+  std::filesystem::rename(partial, path, ec);
+  if (ec) throw Error(errc::unavailable, "cannot rename " + partial + " to " + file + ": " + ec.message());
+  const auto size = std::filesystem::file_size(path, ec);
   ctx.out << "backup written to " << file << " (" << (ec ? 0 : size) << " bytes, "
           << std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count()
           << " ms); restore with `conveyor system restore " << file << "`\n";
@@ -485,25 +513,6 @@ void settle_restored(Context& ctx, const std::string& file, const model::Sequenc
   }
 }
 
-// A restore replaces the rows live processes work on: a worker's row goes
-// (its heartbeats are lost), and what a service writes meanwhile is lost or
-// mixed with the backup's. Refused, naming them, unless --force.
-bool refuse_restore_while_live(Context& ctx, const Options& o) {
-  if (o.has("--force")) return false;
-  const auto live = db::Pool(pool_options(ctx)).transact([](db::Tx& tx) {
-    std::vector<std::string> names;
-    for (const db::Row r : tx.exec(kLiveWorkers)) names.push_back("worker " + r[0].as_string());
-    for (const db::Row r : tx.exec(kLiveServices)) names.push_back(r[0].as_string());
-    return names;
-  });
-  if (live.empty()) return false;
-  std::string names;
-  for (std::size_t i = 0; i < live.size() && i < 10; ++i) names += (i ? ", " : "") + live[i];
-  ctx.err << "conveyor: " << live.size() << " process(es) still heartbeat (" << names
-          << "): stop the services and workers first (`tools/dev stop`), or pass --force; nothing was changed\n";
-  return true;
-}
-
 int restore(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "system restore", {}, {"--clean", "--force", "--yes"});
   if (o.positional.size() != 1)
@@ -515,10 +524,14 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   if (dbname == pg.end()) throw Error(errc::invalid_config, "CONVEYOR_DATABASE_URL names no database to restore into");
   // Every id handed out so far, so none is handed out again after the restore
   // (issue 13): the sequences as they are now, and the job folders on disk.
-  model::SequenceMarks floors =
-      db::Pool(pool_options(ctx)).transact([](db::Tx& tx) { return model::sequence_marks(tx); });
-  const bool empty_database = floors.empty();  // no Conveyor sequence: nothing to --clean
-  if (!empty_database && refuse_restore_while_live(ctx, o)) return kExitFailed;
+  db::Pool pool(pool_options(ctx));
+  model::SequenceMarks floors = pool.transact([](db::Tx& tx) { return model::sequence_marks(tx); });
+  // No schema conveyor: nothing to --clean (one that `db init` made is there).
+  const bool empty_database = pool.transact([](db::Tx& tx) { return tx.exec(kNoConveyorSchema)[0][0].as_bool(); });
+  // A restore replaces the rows live processes work on: a worker's row goes
+  // (its heartbeats are lost), and what a service writes meanwhile is lost
+  // or mixed with the backup's.
+  if (!empty_database && refuse_while_live(ctx, pool, o.has("--force"))) return kExitFailed;
   const bool clean = o.has("--clean");
   if (clean && !o.has("--yes") &&
       !confirm(ctx, ctx.out, "replace the database's Conveyor objects with the backup " + file + "?")) {
@@ -680,6 +693,25 @@ int waves(Context& ctx, const std::vector<std::string>& args) {
 }
 
 }  // namespace
+
+std::vector<std::string> live_processes(db::Tx& tx) {
+  if (!tx.exec(kHasLivenessTables)[0][0].as_bool()) return {};
+  std::vector<std::string> names;
+  for (const db::Row r : tx.exec(kLiveWorkers)) names.push_back("worker " + r[0].as_string());
+  for (const db::Row r : tx.exec(kLiveServices)) names.push_back(r[0].as_string());
+  return names;
+}
+
+bool refuse_while_live(Context& ctx, db::Pool& pool, bool force) {
+  if (force) return false;
+  const auto live = pool.transact([](db::Tx& tx) { return live_processes(tx); });
+  if (live.empty()) return false;
+  std::string names;
+  for (std::size_t i = 0; i < live.size() && i < 10; ++i) names += (i ? ", " : "") + live[i];
+  ctx.err << "conveyor: " << live.size() << " process(es) still heartbeat (" << names
+          << "): stop the services and workers first (`tools/dev stop`), or pass --force; nothing was changed\n";
+  return true;
+}
 
 int system_command(Context& ctx, const std::vector<std::string>& args) {
   return dispatch(ctx, args, "system", kSystemUsage,

@@ -171,6 +171,11 @@ MigrationStatus Migrator::status() {
         std::set<std::string> names;
         for (const auto& a : applied) names.insert(a.name);
         for (const auto& f : all) st.pending += names.count(f.name) ? 0 : 1;
+        std::set<std::string> in_folder;
+        for (const auto& f : all) in_folder.insert(f.name);
+        for (const auto& a : applied) {
+          if (!in_folder.count(a.name)) st.unknown.push_back(a.name + "_" + a.comment);
+        }
         if (!applied.empty()) {
           st.group_id = applied.front().group_id;
           st.last_applied = applied.front().name + "_" + applied.front().comment;
@@ -181,6 +186,11 @@ MigrationStatus Migrator::status() {
         return st;
       },
       once());
+}
+
+void Migrator::check_unlocked(const char* what) {
+  Session s(url_, "conveyor-db");
+  s.transact([&](Tx& tx) { require_unlocked(tx, what); }, once());
 }
 
 std::vector<MigrationFile> Migrator::pending() {

@@ -37,6 +37,9 @@ struct MigrationStatus {
   std::optional<std::int64_t> group_id;  // the last applied group
   std::string last_applied;              // full name of the newest applied migration
   bool locked = false;
+  // Applied migrations with no file in the folder, newest first: the
+  // database was migrated by a newer release (or from another folder).
+  std::vector<std::string> unknown;
   bool up_to_date() const { return initialized && pending == 0; }
 };
 
@@ -62,6 +65,7 @@ class Migrator {
 
   // Reads the migration files; throws Error(bad_input) naming a file without its pair.
   std::vector<MigrationFile> files() const;
+  const std::filesystem::path& directory() const { return dir_; }
 
   void init();  // creates schema conveyor and the tracking tables; idempotent
   MigrationStatus status();
@@ -69,6 +73,9 @@ class Migrator {
   std::vector<AppliedMigration> applied();  // newest first
   GroupResult migrate();                    // Error(locked) while locked
   GroupResult rollback();                   // Error(locked) while locked
+  // Error(locked), saying by whom and since when, while locked: before a
+  // command asks about a `what` that would be refused anyway.
+  void check_unlocked(const char* what);
   void lock(const std::string& by);
   void unlock();
 
