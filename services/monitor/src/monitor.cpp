@@ -77,7 +77,8 @@ config::Schema schema() {
 Monitor::Monitor(runtime::Context& ctx)
     : ctx_(ctx),
       batch_(static_cast<int>(ctx.config().get_int("CONVEYOR_BATCH_SIZE"))),
-      alert_webhook_(ctx.config().get_string("CONVEYOR_ALERT_WEBHOOK_URL")) {}
+      alert_webhook_(ctx.config().get_string("CONVEYOR_ALERT_WEBHOOK_URL")),
+      started_(std::chrono::steady_clock::now()) {}
 
 template <typename F>
 void Monitor::part(const char* name, F&& fn) {
@@ -212,55 +213,80 @@ void Monitor::advance_wave_run() {
   });
 }
 
+// A service that starts with the monitor (a stack brought up) has one
+// heartbeat timeout to show itself: until then service_missing is not
+// raised, unless it was open already (before a restart of this monitor).
+void Monitor::hold_back_at_start(db::Tx& tx, const model::SystemParameters& p, std::vector<Alert>& firing) const {
+  if (std::chrono::steady_clock::now() - started_ >= std::chrono::seconds(p.service_heartbeat_timeout_s)) return;
+  const std::vector<std::string> open = open_alerts(tx);
+  std::erase_if(firing, [&](const Alert& a) {
+    return a.name == "service_missing" && std::find(open.begin(), open.end(), a.name) == open.end();
+  });
+}
+
+// Each alert's series in conveyor_alerts_firing: 1 while it fires, 0 once
+// it stopped (a series, once set, stays).
+void Monitor::set_alert_series(const std::vector<Alert>& firing) {
+  auto& metrics = ctx_.metrics();
+  std::map<std::string, std::string> now;
+  for (const auto& a : firing) now[a.name] = a.severity;
+  for (const auto& [name, severity] : alert_series_) {
+    if (!now.count(name)) {
+      metrics
+          .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+                 {{"alert", name}, {"severity", severity}})
+          .set(0);
+    }
+  }
+  for (const auto& [name, severity] : now) {
+    metrics
+        .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
+               {{"alert", name}, {"severity", severity}})
+        .set(1);
+    alert_series_[name] = severity;
+  }
+}
+
+// Logs an alert that started or stopped firing and posts it to the webhook.
+void Monitor::announce(const Alert& a, bool fired) {
+  if (!fired) {
+    ctx_.log()->info("alert {} resolved", a.name);
+  } else if (a.severity == "info") {
+    ctx_.log()->info("alert {} firing: {}", a.name, a.summary);
+  } else {
+    ctx_.log()->warn("alert {} ({}) firing: {}", a.name, a.severity, a.summary);
+  }
+  if (alert_webhook_.empty()) return;
+  const nlohmann::json change = {
+      {"status", fired ? "firing" : "resolved"}, {"name", a.name}, {"severity", a.severity}, {"summary", a.summary}};
+  try {
+    const auto r = http::http_request("POST", alert_webhook_, change.dump(), {{"Content-Type", "application/json"}},
+                                      std::chrono::seconds(2));
+    if (r.status >= 300) throw Error(errc::unavailable, "answered " + std::to_string(r.status));
+  } catch (const Error& e) {
+    ctx_.log()->error("alert webhook: {} not delivered: {}", a.name, logging::redact_url(e.what()));
+    ctx_.metrics()
+        .counter("conveyor_monitor_alert_webhook_failures_total", "alert changes the webhook did not take")
+        .inc();
+  }
+}
+
+// The alerts, evaluated and recorded (conveyor.alert_event) in one
+// transaction; what started or stopped firing is what the record changed,
+// so an alert still firing across a restart of the monitor, or seen by
+// another replica first, is announced once.
 void Monitor::check_alerts() {
   part("alerts", [&] {
-    const auto firing = ctx_.db().transact([&](db::Tx& tx) {
-      auto now_firing = evaluate_alerts(tx, model::load_system_parameters(tx), &ctx_.metrics());
-      record_alert_history(tx, now_firing);  // for the console's recent alerts
-      return now_firing;
+    const auto [firing, changes] = ctx_.db().transact([&](db::Tx& tx) {
+      const model::SystemParameters params = model::load_system_parameters(tx);
+      auto now_firing = evaluate_alerts(tx, params, &ctx_.metrics());
+      hold_back_at_start(tx, params, now_firing);
+      AlertChanges recorded = record_alert_history(tx, now_firing);
+      return std::pair{now_firing, recorded};
     });
-    std::map<std::string, std::pair<std::string, std::string>> now;
-    for (const auto& a : firing) now[a.name] = {a.summary, a.severity};
-    auto& metrics = ctx_.metrics();
-    std::vector<nlohmann::json> changes;
-    for (const auto& [name, v] : now) {
-      const auto before = firing_.find(name);
-      if (before == firing_.end()) {
-        (v.second == "info" ? ctx_.log()->info("alert {} firing: {}", name, v.first)
-                            : ctx_.log()->warn("alert {} ({}) firing: {}", name, v.second, v.first));
-        changes.push_back({{"status", "firing"}, {"name", name}, {"severity", v.second}, {"summary", v.first}});
-      }
-    }
-    for (const auto& [name, v] : firing_) {
-      if (!now.count(name)) {
-        ctx_.log()->info("alert {} resolved", name);
-        changes.push_back({{"status", "resolved"}, {"name", name}, {"severity", v.second}, {"summary", v.first}});
-      }
-      metrics
-          .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
-                 {{"alert", name}, {"severity", v.second}})
-          .set(now.count(name) ? 1 : 0);
-    }
-    for (const auto& [name, v] : now) {
-      metrics
-          .gauge("conveyor_alerts_firing", "alerts firing now (1) or not (0), by alert and severity",
-                 {{"alert", name}, {"severity", v.second}})
-          .set(1);
-    }
-    firing_ = std::move(now);
-    if (alert_webhook_.empty()) return;
-    for (const auto& change : changes) {
-      try {
-        const auto r = http::http_request("POST", alert_webhook_, change.dump(), {{"Content-Type", "application/json"}},
-                                          std::chrono::seconds(2));
-        if (r.status >= 300) throw Error(errc::unavailable, "answered " + std::to_string(r.status));
-      } catch (const Error& e) {
-        ctx_.log()->error("alert webhook: {} not delivered: {}", change["name"].get<std::string>(),
-                          logging::redact_url(e.what()));
-        metrics.counter("conveyor_monitor_alert_webhook_failures_total", "alert changes the webhook did not take")
-            .inc();
-      }
-    }
+    set_alert_series(firing);
+    for (const auto& a : changes.fired) announce(a, true);
+    for (const auto& a : changes.resolved) announce(a, false);
   });
 }
 

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "conveyor/config/config.hpp"
+#include "alerts.hpp"
 #include "conveyor/runtime/runtime.hpp"
 
 namespace conveyor::monitor {
@@ -75,9 +76,14 @@ class Monitor {
   runtime::Context& ctx_;
   int batch_;
   bool more_ = false;
-  // Alerts firing at the last check, by name (summary, severity).
-  std::map<std::string, std::pair<std::string, std::string>> firing_;
+  void hold_back_at_start(db::Tx& tx, const model::SystemParameters& p, std::vector<Alert>& firing) const;
+  void set_alert_series(const std::vector<Alert>& firing);
+  void announce(const Alert& a, bool fired);
+
+  // The severity of each alert's conveyor_alerts_firing series set so far.
+  std::map<std::string, std::string> alert_series_;
   std::string alert_webhook_;
+  std::chrono::steady_clock::time_point started_;
   // (service, status) series set before: zeroed when they disappear.
   std::set<std::pair<std::string, std::string>> instance_series_;
 };

@@ -196,6 +196,27 @@ class MonitorTest : public ::testing::Test {
     start(name, "conveyor-monitor", extra);
   }
 
+  // A webhook receiver on `port` that appends each POST to `received` (a
+  // pager, for the alerts); returns once it listens.
+  std::unique_ptr<ct::ChildProcess> start_alert_sink(int port, const fs::path& received) {
+    ct::ChildProcess::Options o;
+    o.argv = {ct::executable("conveyor-webhook-sink").string(), "--port", std::to_string(port), "--out",
+              received.string()};
+    o.stdout_file = dir_ / "sink.log";
+    auto sink = std::make_unique<ct::ChildProcess>(o);
+    EXPECT_TRUE(ct::wait_until(
+        [&] {
+          try {
+            conveyor::http::http_request("GET", "http://127.0.0.1:" + std::to_string(port) + "/", "", {}, 1s);
+            return true;  // any answer: it listens
+          } catch (const conveyor::Error&) {
+            return false;
+          }
+        },
+        10s));
+    return sink;
+  }
+
   // Sends a reader token (issue 12: every monitor route but /healthz,
   // /readyz, /version and /metrics needs one).
   conveyor::http::ClientResponse get(const std::string& name, const std::string& path) {
@@ -792,21 +813,7 @@ TEST_F(MonitorTest, RetentionDeletesWhatIsPastItsRetentionAndKeepsWhatIsStillNee
 TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
   const int hook_port = ct::free_port();
   const fs::path received = dir_ / "alerts.jsonl";
-  ct::ChildProcess::Options ho;
-  ho.argv = {ct::executable("conveyor-webhook-sink").string(), "--port", std::to_string(hook_port), "--out",
-             received.string()};
-  ho.stdout_file = dir_ / "sink.log";
-  ct::ChildProcess sink(ho);
-  ASSERT_TRUE(ct::wait_until(
-      [&] {
-        try {
-          conveyor::http::http_request("GET", "http://127.0.0.1:" + std::to_string(hook_port) + "/", "", {}, 1s);
-          return true;  // any answer: it listens
-        } catch (const conveyor::Error&) {
-          return false;
-        }
-      },
-      10s));
+  auto sink = start_alert_sink(hook_port, received);
   db_.exec(
       "INSERT INTO conveyor.service_instance (id, service, last_heartbeat) VALUES "
       "('execution-9', 'conveyor-execution', now() - interval '10 minutes')");
@@ -852,7 +859,62 @@ TEST_F(MonitorTest, AlertsFireAndResolveReachTheWebhookAndShowOnTheDashboard) {
       << read_text(received) << logs();
   EXPECT_TRUE(ct::wait_until(
       [&] { return metric("monitor", R"(conveyor_alerts_firing{alert="not_accepting",severity="info"})") == 0; }, 10s));
-  EXPECT_EQ(sink.stop(5s), 0);
+  EXPECT_EQ(sink->stop(5s), 0);
+}
+
+// A new user's trial (stop 46): a stack brought up again paged
+// service_missing for the pool that had not started yet, and a restarted
+// monitor announced again every alert still firing. Now a service has one
+// heartbeat timeout from the monitor's start to show itself, and an alert
+// is announced when its row in conveyor.alert_event opens or closes.
+TEST_F(MonitorTest, AnAlertIsAnnouncedOnceAcrossARestartAndAServiceHasAHeartbeatTimeoutToStart) {
+  const int hook_port = ct::free_port();
+  const fs::path received = dir_ / "alerts.jsonl";
+  auto sink = start_alert_sink(hook_port, received);
+  db_.exec(
+      "INSERT INTO conveyor.service_instance (id, service, status, last_heartbeat) VALUES "
+      "('pool-1', 'conveyor-workerpool', 'stopped', now() - interval '1 hour')");
+  db_.exec(
+      "INSERT INTO conveyor.worker (name, status, last_heartbeat) VALUES ('w-lost', 'lost', now() - "
+      "interval '5 minutes')");
+  const std::map<std::string, std::string> hook = {
+      {"CONVEYOR_ALERT_WEBHOOK_URL", "http://127.0.0.1:" + std::to_string(hook_port) + "/hook"}};
+  auto announced = [&](const std::string& name, const std::string& status) {
+    const std::string text = read_text(received);
+    const std::string needle = R"("name":")" + name + R"(")";
+    int n = 0;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      n += line.find(needle) != std::string::npos && line.find(R"("status":")" + status + R"(")") != std::string::npos;
+    }
+    return n;
+  };
+  const std::string missing_series = R"(conveyor_alerts_firing{alert="service_missing",severity="critical"})";
+  const std::string lost_series = R"(conveyor_alerts_firing{alert="workers_lost",severity="warning"})";
+
+  start_monitor("monitor", hook);
+  ASSERT_TRUE(ct::wait_until([&] { return announced("workers_lost", "firing") == 1; }, 10s)) << logs();
+  wait_scans("monitor", 3);
+  bool missing_now = false;
+  const json alerts = get_json("monitor", "/v1/alerts").at("alerts");  // a copy: not into a temporary
+  for (const auto& a : alerts) missing_now |= a.at("name") == "service_missing";
+  EXPECT_TRUE(missing_now) << "/v1/alerts says what is true now";
+  EXPECT_EQ(announced("service_missing", "firing"), 0) << "within the heartbeat timeout of the monitor's start";
+  EXPECT_EQ(metric("monitor", missing_series), -1);
+
+  ASSERT_EQ(procs_.at("monitor")->stop(10s), 0);
+  procs_.erase("monitor");
+  start_monitor("monitor", hook);
+  ASSERT_TRUE(ct::wait_until([&] { return metric("monitor", lost_series) == 1; }, 10s)) << logs();
+  wait_scans("monitor", 3);
+  EXPECT_EQ(announced("workers_lost", "firing"), 1) << "still firing: not announced again\n" << read_text(received);
+  EXPECT_EQ(announced("workers_lost", "resolved"), 0) << read_text(received);
+
+  // Past the heartbeat timeout, the pool that never came is missing.
+  db_.exec("UPDATE conveyor.system_parameters SET service_heartbeat_timeout_s = 1");
+  ASSERT_TRUE(ct::wait_until([&] { return announced("service_missing", "firing") == 1; }, 10s)) << logs();
+  EXPECT_TRUE(ct::wait_until([&] { return metric("monitor", missing_series) == 1; }, 10s));
+  EXPECT_EQ(sink->stop(5s), 0);
 }
 
 // Issue 13: a worker the pool replaced (its row lost, its instance silent
