@@ -184,6 +184,8 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   EXPECT_TRUE(has(r, "no job type named 'sleeep'")) << r.output;
   r = conveyor({"job", "ls", "--type", "sleep", "--status", "done"});
   EXPECT_FALSE(has(r, "no job type named")) << "an existing type with no job in that status: " << r.output;
+  r = conveyor({"job", "ls", "--size", "4", "--page", "9"});
+  EXPECT_TRUE(has(r, "6 job(s); page 9 is past the last, 2")) << r.output;
   r = conveyor({"job", "ls", "--size", "0"});
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--size: expected an integer from 1 to 500")) << r.output;
@@ -423,6 +425,9 @@ TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
   EXPECT_EQ(r.output, "line one\nline two\nline three\n");
   r = conveyor({"job", "logs", id, "--tail", "2"});
   EXPECT_EQ(r.output, "line two\nline three\n");
+  r = conveyor({"job", "logs", id, "--tail", "0"});
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, "") << "none, as tail -n 0 (it printed the whole log)";
 }
 
 // Runbook 001's update_jobs_status: stuck jobs put back through the status

@@ -307,7 +307,11 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
               rows);
   const std::int64_t pages = (page.total + q.size - 1) / q.size;
   ctx.out << page.total << " job(s)";
-  if (pages > 1) ctx.out << ", page " << q.page << " of " << pages << " (--page N)";
+  if (pages >= 1 && q.page > pages) {
+    ctx.out << "; page " << q.page << " is past the last, " << pages;
+  } else if (pages > 1) {
+    ctx.out << ", page " << q.page << " of " << pages << " (--page N)";
+  }
   ctx.out << "\n";
   return kExitOk;
 }
@@ -758,7 +762,8 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job logs", {"--tail"}, {"--follow", "-f"});
   const bool following = o.has("--follow") || o.has("-f");
   if (o.positional.size() != 1) throw FieldError("ID", "job logs: one job ID is required\n" + std::string(kJobUsage));
-  const std::int64_t tail = int_option(o, "--tail", 0, 0, 100'000'000);
+  // --tail N: the last N lines (0: none, with --follow only what comes); none given: all.
+  const std::int64_t tail = o.get("--tail") ? int_option(o, "--tail", 0, 0, 100'000'000) : -1;
   db::Pool pool(pool_options(ctx));
   // Whether a worker ever started it: only then is there a log to find.
   static constexpr db::Statement kEverStarted{
@@ -782,7 +787,7 @@ int logs(Context& ctx, const std::vector<std::string>& args) {
                                       : still_running(job.status) ? ": it has not run yet"
                                                                   : ": it ended before a worker ever started it"));
   }
-  if (tail == 0) {
+  if (tail < 0) {
     if (in.peek() != std::ifstream::traits_type::eof()) ctx.out << in.rdbuf();
   } else {
     std::deque<std::string> last;
