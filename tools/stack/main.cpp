@@ -5,8 +5,10 @@
 //
 // Layout of DIR:
 //   env            sourceable shell file: CONVEYOR_DATABASE_URL, CONVEYOR_KAFKA_BROKERS, ...
-//   pg-location    where the cluster lives: DIR/pg, or /tmp/conveyor-<hash>/pg
-//                  when the postgres user cannot reach DIR (a 0700 parent)
+//   pg-location    where the cluster lives: DIR/pg, or, when the postgres
+//                  user cannot reach DIR (a 0700 parent), conveyor-<hash>/pg
+//                  under /tmp (--ephemeral), /var/lib/conveyor-stack (root)
+//                  or /var/tmp
 //   broker/        devbroker.pid, bootstrap, devbroker.log, port
 #include <signal.h>
 #include <unistd.h>
@@ -134,16 +136,31 @@ fs::path recorded_pg_dir(const fs::path& dir) {
   return recorded.empty() ? dir / "pg" : fs::path(recorded);
 }
 
-// DIR/pg when the postgres user can reach it, else a directory under /tmp
-// named after DIR (CI clones may live under a 0700 home directory).
-fs::path choose_pg_dir(const fs::path& dir) {
+// Where a cluster goes that the postgres user cannot reach in DIR: /tmp for
+// an ephemeral one (tests); else a folder kept across reboots (Debian
+// empties /tmp at boot, and with it a development stack's jobs):
+// /var/lib/conveyor-stack when it can be made (root), else /var/tmp.
+fs::path fallback_parent(bool ephemeral) {
+  if (ephemeral) return "/tmp";
+  std::error_code ec;
+  const fs::path lib = "/var/lib/conveyor-stack";
+  fs::create_directories(lib, ec);
+  if (!ec && ::access(lib.c_str(), W_OK) == 0) return lib;
+  return "/var/tmp";
+}
+
+// DIR/pg when the postgres user can reach it, else a folder named after DIR
+// under fallback_parent() (clones may live under a 0700 home directory).
+// Once chosen it is recorded in DIR/pg-location and kept.
+fs::path choose_pg_dir(const fs::path& dir, bool ephemeral) {
   if (fs::exists(dir / "pg-location")) return recorded_pg_dir(dir);
   fs::path pg = dir / "pg";
   if (!ct::PostgresCluster::reachable_by_postgres(pg)) {
     std::ostringstream name;
     name << "conveyor-" << std::hex << std::hash<std::string>{}(dir.string());
-    pg = fs::path("/tmp") / name.str() / "pg";
-    std::cout << "postgres: user postgres cannot reach " << dir.string() << "; using " << pg.string() << "\n";
+    pg = fallback_parent(ephemeral) / name.str() / "pg";
+    std::cout << "postgres: user postgres cannot reach " << dir.string() << "; using " << pg.string()
+              << (pg.string().starts_with("/tmp/") ? " (emptied at boot)" : " (kept across reboots)") << "\n";
   }
   write_atomically(dir / "pg-location", pg.string() + "\n");
   return pg;
@@ -241,7 +258,7 @@ bool stop_broker(const fs::path& broker_dir) {
 
 int up(const Args& args) {
   fs::create_directories(args.dir);
-  const fs::path pg_dir = choose_pg_dir(args.dir);
+  const fs::path pg_dir = choose_pg_dir(args.dir, args.ephemeral);
   bool was_running = ct::PostgresCluster::running_in(pg_dir);
   ct::PostgresCluster::Options o;
   o.dir = pg_dir;
