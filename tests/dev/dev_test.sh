@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/dev/dev_test.sh BUILD_DIR: tools/dev as the README and the runbooks
 # use it (issue 13, items 2 and 3), each procedure run as written:
-#   logs_honours_count        `tools/dev logs NAME N`, `-n N`; a bad count exits 2
+#   logs_honours_count        `tools/dev logs NAME N`, `-n N`, `all`; a bad count or no NAME exits 2
 #   stop_and_start_by_name    `tools/dev stop|start NAME`, unknown names refused; `status`
 #   reboot_sequence           jobs, `tools/dev stop`, `conveyor system prepare-for-reboot --yes`,
 #                             `tools/dev start`: every job ends done
@@ -100,6 +100,13 @@ logs_honours_count() {
   run dev logs execution 0
   expect_rc 2 "logs execution 0"
   [[ ! -s $out ]] || fail "a bad count printed log lines"
+  # The whole log (runbook 003 reads it whole), and a NAME is asked for by name.
+  run dev logs execution all
+  expect_rc 0 "logs execution all" && { [[ $(cat "$out") == "$(seq 1 150)" ]] || fail "logs execution all did not print the whole log"; }
+  run dev logs
+  expect_rc 2 "logs" && { grep -q "tools/dev logs: a NAME is required" "$err" || fail "logs without a NAME said: $(cat "$err")"; }
+  run dev restart
+  expect_rc 2 "restart" && { grep -q "tools/dev restart: a NAME is required" "$err" || fail "restart without a NAME said: $(cat "$err")"; }
   # The workers have a log each: it says where.
   run dev logs worker
   expect_rc 2 "logs worker" && { grep -q "logs/workers/\*.log, one per worker" "$err" || fail "logs worker said: $(cat "$err")"; }
