@@ -638,8 +638,12 @@ TEST_F(OpsCli, WorkerListPingAndDrain) {
   EXPECT_TRUE(has(r, "w-live")) << r.output;
   EXPECT_TRUE(has(r, "active (no heartbeat)")) << "w-silent: " << r.output;
   EXPECT_FALSE(has(r, "w-lost")) << r.output;
+  db_.exec("UPDATE conveyor.worker SET running = 3");  // what each last reported
   const json all = conveyor_json({"worker", "list", "--all"});
   ASSERT_EQ(all.size(), 3u);
+  for (const auto& w : all) {
+    EXPECT_EQ(w.at("running"), w.at("name") == "w-lost" ? 0 : 3) << "a lost worker runs nothing: " << w.dump();
+  }
 
   r = conveyor({"worker", "ping", "w-live"});
   EXPECT_EQ(r.status, 0) << r.output;
@@ -781,9 +785,22 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   EXPECT_GT(s.at("outbox").at("unsent").get<int>(), 0) << "no relay runs: the events wait";
   EXPECT_EQ(s.at("triggers").at("failed"), 0);
   EXPECT_TRUE(s.at("outbox").at("relay_refusal").is_null());
-  const auto r = conveyor({"system", "status"});
+  auto r = conveyor({"system", "status"});
   EXPECT_TRUE(has(r, "conveyor-creation DEGRADED (1 live, 1 down)")) << r.output;
   EXPECT_FALSE(has(r, "REFUSES")) << r.output;
+  EXPECT_TRUE(has(r, "alerts             : none firing")) << r.output;
+  // The alerts as the monitor last recorded them, with no API token to
+  // find (runbook 004; a new user's trial, stop 46).
+  db_.exec(
+      "INSERT INTO conveyor.alert_event (name, severity, summary) VALUES "
+      "('workers_lost', 'warning', '1 worker(s) lost in the last hour: w9'), "
+      "('service_missing', 'critical', 'no live instance of conveyor-execution')");
+  r = conveyor({"system", "status"});
+  const auto missing = r.output.find("  critical service_missing since ");
+  EXPECT_NE(missing, std::string::npos) << r.output;
+  EXPECT_LT(missing, r.output.find("  warning workers_lost since ")) << "most severe first: " << r.output;
+  EXPECT_TRUE(has(r, " UTC: no live instance of conveyor-execution")) << r.output;
+  EXPECT_EQ(conveyor_json({"system", "status"}).at("alerts").size(), 2u);
   // A relay place past this cluster's ids (a backup restored by hand into
   // another cluster): every event counts as sent, and status says why.
   db_.exec("UPDATE conveyor.outbox_relay SET sent = '4000000002:4000000002:'");

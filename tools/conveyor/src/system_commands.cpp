@@ -105,15 +105,24 @@ constexpr db::Statement kHasLivenessTables{
     "SELECT to_regclass('conveyor.worker') IS NOT NULL AND to_regclass('conveyor.system_parameters') IS NOT NULL "
     "  AND to_regclass('conveyor.service_health') IS NOT NULL"};
 
-// The services with a live instance (conveyor.service_health's rule).
+// The services with a live instance (conveyor.service_health's rule); the
+// workers, named by kLiveWorkers, left out.
 constexpr db::Statement kLiveServices{"cli_system_live_services",
                                       "SELECT service || ' (' || live || ')' FROM conveyor.service_health "
-                                      "WHERE live > 0 ORDER BY service"};
+                                      "WHERE live > 0 AND service <> 'conveyor-worker' ORDER BY service"};
 
 constexpr db::Statement kRunningJobs{
     "cli_system_running_jobs",
     "SELECT count(*) FILTER (WHERE status = 'started'), count(*) FILTER (WHERE status = 'queued') "
     "FROM conveyor.job WHERE status IN ('started', 'queued')"};
+
+// The alerts firing as conveyor-monitor last recorded them (its alert pass,
+// every CONVEYOR_GAUGE_INTERVAL_MS), most severe first.
+constexpr db::Statement kOpenAlerts{
+    "cli_system_open_alerts",
+    "SELECT name, severity, summary, " CONVEYOR_RFC3339("fired_at") " AS fired_at "
+    "FROM conveyor.alert_event WHERE resolved_at IS NULL "
+    "ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, fired_at"};
 
 constexpr db::Statement kPausedQueues{
     "cli_system_paused_queues",
@@ -158,6 +167,13 @@ void read_attention_status(db::Tx& tx, json& out) {
   for (const db::Row r : tx.exec(kPausedQueues)) {
     out["paused_queues"].push_back(
         {{"kind", r[0].as_string()}, {"name", r[1].as_string()}, {"reason", r[2].as_string()}});
+  }
+  out["alerts"] = json::array();
+  for (const db::Row r : tx.exec(kOpenAlerts)) {
+    out["alerts"].push_back({{"name", r["name"].as_string()},
+                             {"severity", r["severity"].as_string()},
+                             {"summary", r["summary"].as_string()},
+                             {"since", r["fired_at"].as_string()}});
   }
   // A wave run conveyor-monitor advances (`system waves --auto`).
   const auto run = model::load_wave_run(tx);
@@ -270,6 +286,13 @@ void print_status_health(std::ostream& out, const json& s) {
     out << "waves              : " << s["waves"]["current"] << " of " << s["waves"]["of"] << " (auto; backlog "
         << s["waves"]["backlog"] << ", next wave at " << s["waves"]["threshold"] << " or less)\n";
   }
+  out << "alerts             :";
+  if (s["alerts"].empty()) out << " none firing (as conveyor-monitor last recorded)";
+  for (const auto& a : s["alerts"]) {
+    out << "\n  " << a["severity"].get<std::string>() << " " << a["name"].get<std::string>() << " since "
+        << display_time(a["since"].get<std::string>()) << ": " << a["summary"].get<std::string>();
+  }
+  out << "\n";
 }
 
 // Every job type and pool there is, with the jobs waiting and running in it.

@@ -26,7 +26,9 @@ constexpr const char* kWorkerUsage =
 constexpr db::Statement kWorkers{
     "cli_workers",
     "SELECT w.id, w.name, coalesce(w.host, '') AS host, coalesce(w.pid, 0) AS pid, w.pool, w.concurrency, "
-    "  w.running, w.status, coalesce(w.version, '') AS version,"
+    // A stopped or lost worker runs nothing, whatever it last reported.
+    "  CASE WHEN w.status IN ('active', 'draining') THEN w.running ELSE 0 END AS running, w.status,"
+    "  coalesce(w.version, '') AS version,"
     "  extract(epoch FROM (CASE WHEN w.status IN ('active', 'draining') THEN now() "
     "                           ELSE w.last_heartbeat END) - w.started_at)::float8 AS uptime_s,"
     "  extract(epoch FROM now() - w.last_heartbeat)::float8 AS heartbeat_age_s,"

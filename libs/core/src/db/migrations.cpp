@@ -232,7 +232,8 @@ GroupResult Migrator::migrate() {
           try {
             tx.exec_script(read_file(f.up));
           } catch (const Error& e) {
-            throw Error(e.code(), "migration " + f.up.filename().string() + " failed: " + e.what());
+            throw Error(e.code(), "migration " + f.up.filename().string() + " failed: " + e.what() +
+                                      " (nothing was applied: the pending migrations run in one transaction)");
           }
           tx.exec(kRecord, {f.name, f.comment, out.group_id});
           out.names.push_back(f.full_name());
@@ -264,7 +265,8 @@ GroupResult Migrator::rollback() {
           try {
             tx.exec_script(read_file(it->second.down));
           } catch (const Error& e) {
-            throw Error(e.code(), "rollback " + it->second.down.filename().string() + " failed: " + e.what());
+            throw Error(e.code(), "rollback " + it->second.down.filename().string() + " failed: " + e.what() +
+                                      " (nothing was rolled back: the group's down files run in one transaction)");
           }
           tx.exec(kForget, {row[0].as_int()});
           out.group_id = row[3].as_int();
