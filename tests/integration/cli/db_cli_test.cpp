@@ -152,6 +152,13 @@ TEST_F(DbCli, CreateWritesAPairInTheMigrationsDir) {
   }
   EXPECT_EQ(ups, 1);
   EXPECT_EQ(downs, 1);
+  // The same name again: refused, naming the one there (a new user's trial, stop 46).
+  r = conveyor({"db", "create", "add-gardener-project"}, {{"CONVEYOR_MIGRATIONS_DIR", dir.string()}});
+  EXPECT_NE(r.status, 0) << r.output;
+  EXPECT_TRUE(has(r, "a migration named add_gardener_project exists: ")) << r.output;
+  int files = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir)) ++files;
+  EXPECT_EQ(files, 2);
   std::filesystem::remove_all(dir);
 }
 

@@ -342,6 +342,14 @@ std::filesystem::path Migrator::create(const std::filesystem::path& dir, const s
                 "migration name '" + comment + "': use letters, digits, '-' or '_' (at most 80 characters)");
   }
   std::filesystem::create_directories(dir);
+  // Two migrations of one name read as one in `db status` and `applied`.
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 14 && n.substr(14) == "_" + c + ".up.sql") {
+      throw Error(errc::conflict,
+                  "a migration named " + c + " exists: " + e.path().string() + "; name this one otherwise");
+    }
+  }
   const std::string stamp = next_migration_number(dir, std::time(nullptr));
   auto up = dir / (std::string(stamp) + "_" + c + ".up.sql");
   auto down = dir / (std::string(stamp) + "_" + c + ".down.sql");
