@@ -430,6 +430,29 @@ TEST_F(OpsCli, JobLogsPrintsTheLogOfTheJobsMonth) {
   EXPECT_EQ(r.output, "") << "none, as tail -n 0 (it printed the whole log)";
 }
 
+// A job that runs on a live worker is not stuck: set-status may end it (its
+// worker kills the process), not put it back to run beside the process
+// still running (a new user's trial, stop 46: it ran twice and ended
+// canceled). Once its worker is gone it may.
+TEST_F(OpsCli, JobSetStatusRefusesToRequeueAJobItsLiveWorkerRuns) {
+  const std::string live = started_job(insert_worker("w-live", "active", "0 seconds"));
+  auto r = conveyor({"job", "set-status", live, "--to", "ready", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "runs on worker w-live, which is alive: moving it to ready would run it twice")) << r.output;
+  EXPECT_TRUE(has(r, "conveyor job cancel " + live)) << r.output;
+  r = conveyor({"job", "set-status", live, "--to", "processed", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(status_of(live), "started");
+  r = conveyor({"job", "set-status", live, "--to", "failed", "--yes"});
+  EXPECT_EQ(r.status, 0) << "ending it is the worker's to carry out: " << r.output;
+  EXPECT_EQ(status_of(live), "failed");
+
+  const std::string stuck = started_job(insert_worker("w-gone", "active", "1 hour"));
+  r = conveyor({"job", "set-status", stuck, "--to", "ready", "--yes"});
+  EXPECT_EQ(r.status, 0) << "its worker stopped heartbeating: " << r.output;
+  EXPECT_EQ(status_of(stuck), "ready");
+}
+
 // Runbook 001's update_jobs_status: stuck jobs put back through the status
 // machine, each step in the history.
 TEST_F(OpsCli, JobSetStatusWalksTheStatusMachineAndRefusesWhatItForbids) {

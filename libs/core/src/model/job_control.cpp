@@ -165,6 +165,31 @@ Job retry_job(db::Tx& tx, JobId id) {
   return must_load(tx, id);
 }
 
+// The worker that runs job $1 now: its row active or draining and its
+// heartbeat younger than the timeout (the reconciler's rule for a live one).
+constexpr db::Statement kLiveRunner{
+    "model_job_live_runner",
+    "SELECT w.name FROM conveyor.job j JOIN conveyor.worker w ON w.id = j.worker_id "
+    "CROSS JOIN conveyor.system_parameters p "
+    "WHERE j.id = $1 AND j.status = 'started' AND w.status IN ('active', 'draining') "
+    "  AND w.last_heartbeat > now() - make_interval(secs => p.worker_heartbeat_timeout_s)"};
+
+// A started job whose worker is alive still runs: an operator's move may end
+// it (failed, canceled, an error: its worker kills the process), not put it
+// back to run again beside the process still running, nor hand its result
+// on before it has one (a new user's trial, stop 46: the worker claimed it
+// again, and the first run's end was taken for the second's).
+void refuse_while_it_runs(db::Tx& tx, JobId id, JobStatus to) {
+  if (to != JobStatus::ready && to != JobStatus::processed) return;
+  const db::Result runner = tx.exec(kLiveRunner, {id.value()});
+  if (runner.empty()) return;
+  throw Error(errc::conflict, job_name(id) + " runs on worker " + runner[0][0].as_string() +
+                                  ", which is alive: moving it to " + std::string(to_string(to)) + " would " +
+                                  (to == JobStatus::ready ? "run it twice" : "publish a run that has not ended") +
+                                  ". `conveyor job cancel " + std::to_string(id.value()) +
+                                  "` stops it (then `job retry`), or wait for it to end");
+}
+
 Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path, std::optional<JobStatus> expected) {
   if (path.empty()) throw FieldError("status", "no status to move " + job_name(id) + " to");
   JobStatus status = must_lock(tx, id).status;
@@ -172,6 +197,7 @@ Job set_status(db::Tx& tx, JobId id, const std::vector<JobStatus>& path, std::op
     throw Error(errc::conflict, job_name(id) + " is " + std::string(to_string(status)) + " now, not " +
                                     std::string(to_string(*expected)) + ": left alone");
   }
+  if (status == JobStatus::started) refuse_while_it_runs(tx, id, path.front());
   JobStatus from = status;
   for (const JobStatus to : path) {  // the whole path is checked before anything is written
     if (!is_valid_transition(from, to)) {
