@@ -824,6 +824,12 @@ TEST_F(OpsCli, SystemStatusCountsJobsWorkersServicesAndTheOutbox) {
   EXPECT_LT(missing, r.output.find("  warning workers_lost since ")) << "most severe first: " << r.output;
   EXPECT_TRUE(has(r, " UTC: no live instance of conveyor-execution")) << r.output;
   EXPECT_EQ(conveyor_json({"system", "status"}).at("alerts").size(), 2u);
+  // Intake limited to some job types (a wave run, or by hand): said with it.
+  db_.exec("UPDATE conveyor.system_parameters SET job_types_list = '{}'");
+  EXPECT_TRUE(
+      has(conveyor({"system", "status"}), "accepting new jobs : yes, but of no job type: job_types_list is empty"));
+  db_.exec("UPDATE conveyor.system_parameters SET job_types_list = '{sleep,fail}'");
+  EXPECT_TRUE(has(conveyor({"system", "status"}), "yes, of these job types only (job_types_list): sleep, fail"));
   // A relay place past this cluster's ids (a backup restored by hand into
   // another cluster): every event counts as sent, and status says why.
   db_.exec("UPDATE conveyor.outbox_relay SET sent = '4000000002:4000000002:'");
@@ -1124,6 +1130,9 @@ TEST_F(OpsCli, ScheduleListPauseResumeAndBackfillWithoutDoubles) {
   r = conveyor({"schedule", "backfill", "fail", "--from", from, "--to", "2999-01-01"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "--to: the future is the scheduler's")) << r.output;
+  r = conveyor({"schedule", "backfill", "fail", "--from", "2999-01-01"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "--from: the future is the scheduler's")) << "no --to was given: " << r.output;
   r = conveyor({"schedule", "backfill", "fail", "--from", "last tuesday"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "--from: 'last tuesday' is not a UTC time")) << r.output;

@@ -201,7 +201,10 @@ BackfillPlan plan_backfill(db::Pool& pool, const Options& o, TimePoint from) {
     const TimePoint now{std::chrono::seconds(tx.exec(kNow)[0][0].as_int())};
     p.to = o.get("--to") ? time_option("--to", *o.get("--to")) : now;
     if (p.to > now) throw FieldError("--to", "--to: the future is the scheduler's, not a backfill's");
-    if (p.to <= from) throw FieldError("--to", "--to must be after --from");
+    if (p.to <= from) {
+      if (!o.get("--to")) throw FieldError("--from", "--from: the future is the scheduler's, not a backfill's");
+      throw FieldError("--to", "--to must be after --from");
+    }
     p.slots = model::slots_between(model::Schedule::parse(p.type.schedule), from, p.to);
     return p;
   });

@@ -190,6 +190,7 @@ json read_status(db::Tx& tx) {
   const model::SystemParameters p = model::load_system_parameters(tx);
   json out = {{"accepting_new_jobs", p.accepting_new_jobs},
               {"not_accepting_reason", p.not_accepting_reason},
+              {"job_types_list", p.job_types_list ? json(*p.job_types_list) : json()},
               {"max_number_of_worker_instances", p.max_number_of_worker_instances},
               {"min_number_of_worker_instances", p.min_number_of_worker_instances},
               {"jobs", json::object()},
@@ -206,6 +207,12 @@ json read_status(db::Tx& tx) {
   return out;
 }
 
+std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
 // Intake, jobs, workers and services of `s` (read_status), one line each.
 void print_status_load(std::ostream& out, const json& s) {
   out << "accepting new jobs : "
@@ -214,8 +221,14 @@ void print_status_load(std::ostream& out, const json& s) {
                                                     (s["not_accepting_reason"].get<std::string>().empty()
                                                          ? std::string("no reason given")
                                                          : s["not_accepting_reason"].get<std::string>()) +
-                                                    ")")
-      << "\n";
+                                                    ")");
+  // Submissions of any other type are refused (422), as during a wave run.
+  if (s["job_types_list"].is_array()) {
+    out << (s["job_types_list"].empty() ? std::string(", but of no job type: job_types_list is empty")
+                                        : ", of these job types only (job_types_list): " +
+                                              join_names(s["job_types_list"].get<std::vector<std::string>>()));
+  }
+  out << "\n";
   out << "jobs               :";
   for (const auto& [name, n] : s["jobs"].items()) {
     if (n.get<std::int64_t>() > 0) out << " " << name << " " << n.get<std::int64_t>();
@@ -565,12 +578,6 @@ int restore(Context& ctx, const std::vector<std::string>& args) {
   run_pg_restore(ctx, dbname->second, file, clean, empty_database);
   settle_restored(ctx, file, floors);
   return kExitOk;
-}
-
-std::string join_names(const std::vector<std::string>& v) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
-  return s;
 }
 
 json wave_run_json(const model::WaveRun& r) {
