@@ -45,6 +45,9 @@ TEST_F(DbCli, RunbookSequenceInitStatusMigrateAppliedRollback) {
   auto r = conveyor({"db", "status"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "not initialized")) << r.output;
+  r = conveyor({"db", "rollback", "--yes"});
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_TRUE(has(r, "the database has no migration tables: run `conveyor db init` first")) << r.output;
 
   r = conveyor({"db", "init"});
   ASSERT_EQ(r.status, 0) << r.output;

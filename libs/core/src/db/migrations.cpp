@@ -190,7 +190,12 @@ MigrationStatus Migrator::status() {
 
 void Migrator::check_unlocked(const char* what) {
   Session s(url_, "conveyor-db");
-  s.transact([&](Tx& tx) { require_unlocked(tx, what); }, once());
+  s.transact(
+      [&](Tx& tx) {
+        require_initialized(tx);
+        require_unlocked(tx, what);
+      },
+      once());
 }
 
 std::vector<MigrationFile> Migrator::pending() {

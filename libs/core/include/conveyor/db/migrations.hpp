@@ -73,8 +73,9 @@ class Migrator {
   std::vector<AppliedMigration> applied();  // newest first
   GroupResult migrate();                    // Error(locked) while locked
   GroupResult rollback();                   // Error(locked) while locked
-  // Error(locked), saying by whom and since when, while locked: before a
-  // command asks about a `what` that would be refused anyway.
+  // Error(not_found) before `db init`, Error(locked) (by whom, since when)
+  // while locked: before a command asks about a `what` that would be
+  // refused anyway.
   void check_unlocked(const char* what);
   void lock(const std::string& by);
   void unlock();
