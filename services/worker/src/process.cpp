@@ -29,6 +29,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/logging/thread_name.hpp"
 #include "conveyor/model/job_type.hpp"
+#include "child_signals.hpp"
 #include "fd.hpp"
 
 namespace conveyor::worker {
@@ -155,20 +156,15 @@ struct ChildArgs {
 // group (pgid = pid: a timeout or cancel kills the whole tree the job
 // started); SIGKILL when the worker thread that started it goes away (the
 // worker killed -9 included: checked after prctl, since the worker may have
-// died before it); default signal dispositions and an empty mask, whatever
-// the worker's threads block or ignore; stdin /dev/null, stdout/stderr the
+// died before it); default signal dispositions and an empty mask, without a
+// signal that was sent to the worker's group; stdin /dev/null, stdout/stderr the
 // pipes, no other descriptor of the worker's.
 int child_main(void* arg) {
   auto* a = static_cast<ChildArgs*>(arg);
   if (::setpgid(0, 0) != 0) child_fail(a, "setpgid");
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(a, "prctl");
   if (::getppid() != a->parent) ::_exit(137);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);  // EINVAL for some: fine
-  sigset_t empty;
-  sigemptyset(&empty);
-  ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+  reset_signals_of_child();
   const int null_fd = ::open("/dev/null", O_RDONLY);
   if (null_fd < 0) child_fail(a, "open /dev/null");
   if (::dup2(null_fd, 0) < 0 || ::dup2(a->stdout_fd, 1) < 0 || ::dup2(a->stderr_fd, 2) < 0) {

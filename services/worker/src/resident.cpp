@@ -23,6 +23,7 @@
 #include "conveyor/error/error.hpp"
 #include "conveyor/logging/thread_name.hpp"
 #include "conveyor/text/text.hpp"
+#include "child_signals.hpp"
 #include "fd.hpp"
 
 namespace conveyor::worker {
@@ -133,10 +134,7 @@ Spawned spawn_program(const std::vector<std::string>& argv, const std::map<std::
     ::dup2(child_out.get(), 1);
     ::dup2(child_err.get(), 2);
     ::syscall(SYS_close_range, 3U, ~0U, 0U);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    reset_signals_of_child();
     if (::chdir(dir.c_str()) == 0) ::execvpe(c_argv[0], c_argv.data(), c_env.data());
     const char* why = std::strerror(errno);
     [[maybe_unused]] auto w1 = ::write(2, exec_failed.data(), exec_failed.size());

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "child_signals.hpp"
 #include "process.hpp"
 
 namespace {
@@ -126,6 +128,37 @@ TEST(RunProcess, TheProgramStartsWithDefaultSignalsAndAnEmptyMask) {
   ::pthread_sigmask(SIG_UNBLOCK, &block, nullptr);
   ::signal(SIGUSR1, SIG_DFL);
   EXPECT_EQ(r.out, (std::vector<std::string>{"SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"}));
+}
+
+// A signal sent to the worker's process group in the moment before a new
+// child left it (the worker's own SIGTERM, a terminal's ^C) is pending in
+// the child, blocked; it was the worker's and must not end the job. Without
+// the reset the same child dies of it, so the test can tell.
+TEST(ChildSignals, ASignalPendingFromTheWorkersGroupIsNotTheChilds) {
+  auto child_status = [](bool reset) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      sigset_t term;
+      sigemptyset(&term);
+      sigaddset(&term, SIGTERM);
+      ::sigprocmask(SIG_BLOCK, &term, nullptr);
+      ::raise(SIGTERM);  // as if sent to the group it is still in: pending, blocked
+      ::setpgid(0, 0);
+      if (reset) {
+        conveyor::worker::reset_signals_of_child();
+      } else {
+        ::sigprocmask(SIG_UNBLOCK, &term, nullptr);
+      }
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
+  const int without = child_status(false);
+  ASSERT_TRUE(WIFSIGNALED(without) && WTERMSIG(without) == SIGTERM) << "status " << without;
+  const int with = child_status(true);
+  EXPECT_TRUE(WIFEXITED(with) && WEXITSTATUS(with) == 0) << "status " << with;
 }
 
 TEST(RunProcess, ATimeoutKillsTheWholeGroupAndRusageIsRecorded) {
