@@ -117,6 +117,10 @@ constexpr db::Statement kClaim{
     // queued job, past the worker's concurrency (found by ResidentTest).
     "WHERE id = ANY(ARRAY(SELECT conveyor.claimable_jobs($1, $2, $5, $3, true))) "
     "  AND status = 'queued' "
+    // Not a job whose earlier run this worker has not finished (the
+    // reconciler requeued it while its program ran): that run is stopped at
+    // the next cancel check, and its end would be taken for this run's.
+    "  AND id <> ALL($6::bigint[]) "
     // A worker the pool (or an operator) set draining, or the reaper marked
     // lost, claims nothing, even before its next heartbeat notices.
     "  AND EXISTS (SELECT 1 FROM conveyor.worker w WHERE w.id = $1 AND w.status = 'active') "
@@ -157,7 +161,8 @@ constexpr db::Statement kInstallation{"worker_installation", "SELECT id FROM con
 // worker (the reaper requeued them while it looked lost, or an operator
 // moved them): their result would be dropped anyway.
 constexpr db::Statement kCanceled{"worker_canceled_jobs",
-                                  "SELECT j.id FROM unnest($1::bigint[]) AS r(id) "
+                                  "SELECT r.id, j.canceled_at IS NOT NULL AS canceled "
+                                  "FROM unnest($1::bigint[]) AS r(id) "
                                   "LEFT JOIN conveyor.job j ON j.id = r.id "
                                   "WHERE j.id IS NULL OR j.canceled_at IS NOT NULL OR j.status <> 'started' "
                                   "   OR j.worker_id IS DISTINCT FROM $2::bigint"};
@@ -408,6 +413,15 @@ std::size_t Worker::running_count() {
   return jobs_.size();
 }
 
+std::vector<std::int64_t> Worker::unfinished_ids() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::int64_t> ids;
+  for (const auto& [id, job] : jobs_) {
+    if (!job->finished) ids.push_back(id);
+  }
+  return ids;
+}
+
 int Worker::busy_slots() {
   std::lock_guard lock(mutex_);
   return static_cast<int>(std::count_if(jobs_.begin(), jobs_.end(),
@@ -537,7 +551,7 @@ void Worker::claim(bool queued_notified, bool only_slot_freed) {
   jobs_left_ = true;  // until the claim's answer says otherwise
   // One statement, its own transaction. A claim whose commit is in doubt is
   // the reconciler's: the jobs are missing from this worker's running_jobs.
-  auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value()});
+  auto rows = ctx_.db().exec_once(kClaim, {worker_id_, pool_, free, name_, runtime_.has_value(), unfinished_ids()});
   jobs_left_ = static_cast<int>(rows.size()) >= free;
   if (rows.empty())
     ctx_.metrics().counter("conveyor_worker_empty_claims_total", "claims that found no job to take").inc();
@@ -552,8 +566,8 @@ void Worker::claim(bool queued_notified, bool only_slot_freed) {
     job->month = row["month"].as_string();
     job->ran_before = row["ran_before"].as_bool();
     ctx_.log()->info("job {} ({}) started, attempt {} of {}", job->id, job->type, job->attempt + 1, job->max_attempts);
-    // A retried job can be claimed again before reap_finished() saw its first
-    // attempt end: replace that entry.
+    // A retried job can be claimed again once its first attempt finished,
+    // before reap_finished() saw it: replace that entry.
     {
       std::lock_guard lock(mutex_);
       jobs_.erase(job->id);
@@ -608,8 +622,13 @@ void Worker::check_cancels() {
     // the old run, and stopping the new one would cancel a job nobody
     // canceled.
     if (it == jobs_.end() || it->second != asked[it->first]) continue;
-    if (request_stop(it->second->stop, StopReason::canceled)) {
+    if (!request_stop(it->second->stop, StopReason::canceled)) continue;
+    if (row[1].as_bool()) {
       ctx_.log()->info("job {} canceled: stopping its process group", it->first);
+    } else {
+      // Requeued (this worker looked lost), moved by an operator, or gone:
+      // this run's end is no longer the job's.
+      ctx_.log()->warn("job {} is no longer started by worker {}: stopping its process group", it->first, name_);
     }
   }
 }

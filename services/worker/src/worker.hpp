@@ -80,8 +80,9 @@ class Worker {
   struct Job;
 
   int concurrency() const;
-  std::size_t running_count();  // jobs this worker has started and not yet finished
-  int busy_slots();             // of those, the ones whose program still runs
+  std::size_t running_count();                 // jobs this worker has started and not yet finished
+  std::vector<std::int64_t> unfinished_ids();  // jobs whose run here has not finished
+  int busy_slots();                            // of those, the ones whose program still runs
   void free_slot(Job& job);
   // Claims what its free slots can take. `queued_notified`: the wake-up was
   // a NOTIFY of queued jobs, so the claim goes first, with no probe.

@@ -530,6 +530,43 @@ TEST_F(WorkerTest, CancelKillsTheRunningProcessAndEndsCanceled) {
   EXPECT_EQ(meta["canceled"], true);
 }
 
+// The reconciler requeues the jobs of a worker that looked lost (missed
+// heartbeats) though it still runs them. Queued again at once, such a job
+// must not be claimed by the same worker while its first program runs: that
+// program is stopped first, and its end is not taken for the new run's (a
+// job nobody canceled ended "canceled" that way).
+TEST_F(WorkerTest, AJobRequeuedWhileItsProgramRunsIsNotRunTwiceByItsWorker) {
+  start_worker();
+  const std::string secs = "60.00" + std::to_string(::getpid() % 10000) + "5";
+  const std::string pattern = "conveyor-example-task sleep " + secs;
+  const auto id = queue_job({{"argv", {"conveyor-example-task", "sleep", secs}}});
+  const std::string sid = std::to_string(id);
+  ASSERT_TRUE(wait_status(id, "started"));
+  ASSERT_TRUE(wait_until([&] { return process_running(pattern); }, 10s));
+  const std::string first = testing::run({"pgrep", "-f", pattern}).output;
+  const int first_pid = std::stoi(first);
+
+  // What the reconciler does, then configuration and admission: queued again,
+  // in one transaction (no moment for the worker to see it ready).
+  db_.exec("BEGIN; UPDATE conveyor.job SET status = 'ready', worker_id = NULL WHERE id = " + sid +
+           "; UPDATE conveyor.job SET status = 'queued' WHERE id = " + sid + "; COMMIT");
+  const std::string attempts = "SELECT count(*) FROM conveyor.job_attempt WHERE job_id = " + sid;
+  ASSERT_TRUE(wait_until([&] { return db_.query_value(attempts) == "2"; }, 20s)) << history(id);
+  EXPECT_NE(::kill(first_pid, 0), 0) << "the first run's program still runs beside the second";
+  EXPECT_EQ(job_field(id, "status"), "started") << history(id);
+  EXPECT_EQ(history(id).find("canceled"), std::string::npos) << history(id);
+  std::string pids;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        pids = testing::run({"pgrep", "-f", pattern}).output;
+        return std::count(pids.begin(), pids.end(), '\n') == 1;
+      },
+      10s))
+      << "programs of the job: " << pids;
+  db_.exec("UPDATE conveyor.job SET canceled_at = now() WHERE id = " + sid);
+  EXPECT_TRUE(wait_status(id, "canceled", 10s));
+}
+
 // A worker killed -9 takes its jobs' programs with it (PR_SET_PDEATHSIG),
 // even one that never writes (so no broken pipe would stop it): the job is
 // requeued by the reconciler, and must not keep running twice meanwhile.
