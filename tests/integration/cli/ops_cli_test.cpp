@@ -732,9 +732,9 @@ TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
   EXPECT_TRUE(has(r, "max_workers: not a system parameter")) << r.output;
 
   // One parameter as NAME VALUE (runbook 001's image tag roll-out).
-  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie": "v2"})"});
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie-container": "v2"})"});
   EXPECT_EQ(r.status, 0) << r.output;
-  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie": "v2"})"));
+  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie-container": "v2"})"));
   r = conveyor({"params", "set", "image_tags", "{}", "worker_concurrency=2"});
   EXPECT_EQ(r.status, 2) << r.output;  // three words: NAME=VALUE pairs only
   EXPECT_TRUE(has(r, "expected NAME=VALUE (or NAME VALUE for one parameter), got 'image_tags'")) << r.output;
@@ -748,13 +748,23 @@ TEST_F(OpsCli, ParamsSetChangesSeveralInOneTransactionOrNothing) {
   r = conveyor({"params", "set", "image_tags", R"({"fsc-rlei": "v3"})"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "image_tags: no such job type: 'fsc-rlei'")) << r.output;
+  // A tag is a tag, and only a container job type has an image to tag.
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie-container": "v2 --privileged"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "image_tags.fsc-rlie-container: 'v2 --privileged' is not an image tag")) << r.output;
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie-container": "-v2"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "'-v2' is not an image tag")) << r.output;
+  r = conveyor({"params", "set", "image_tags", R"({"fsc-rlie": "v2"})"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_TRUE(has(r, "image_tags: 'fsc-rlie': a process job type (it has no image)")) << r.output;
   r = conveyor({"params", "set", "schedule_catchup_start", R"({"sleep": "yesterday"})"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "schedule_catchup_start.sleep: 'yesterday' is not a UTC time")) << r.output;
   r = conveyor({"params", "set", "schedule_catchup_start", R"({"sleep": "2026-12-01"})"});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(conveyor_json({"params", "get", "job_types_list"}), json::parse(R"(["sleep","fail"])"));
-  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie": "v2"})"));
+  EXPECT_EQ(conveyor_json({"params", "get", "image_tags"}), json::parse(R"({"fsc-rlie-container": "v2"})"));
 
   const json all = conveyor_json({"params", "list"});
   EXPECT_EQ(all.at("max_number_of_worker_instances"), 3);

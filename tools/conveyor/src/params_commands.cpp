@@ -82,7 +82,7 @@ int set(Context& ctx, const std::vector<std::string>& args) {
   if (o.positional.empty())
     throw FieldError("NAME=VALUE", "params set: NAME=VALUE is required\n" + std::string(kParamsUsage));
   // NAME=VALUE pairs, or one parameter as NAME VALUE (runbook 001:
-  // `params set image_tags '{"fsc-rlie":"v2"}'`).
+  // `params set image_tags '{"fsc-rlie-container":"v2"}'`).
   std::vector<std::pair<std::string, std::string>> pairs;
   if (o.positional.size() == 2 && is_parameter(o.positional[0])) {
     pairs.emplace_back(o.positional[0], o.positional[1]);

@@ -606,6 +606,13 @@ nlohmann::json Resources::to_json() const {
 
 bool reserved_env_name(std::string_view name) { return name.substr(0, 2) == "PG" || name.substr(0, 9) == "CONVEYOR_"; }
 
+bool valid_image_tag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 128 || tag.front() == '.' || tag.front() == '-') return false;
+  return std::all_of(tag.begin(), tag.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-';
+  });
+}
+
 std::string argv_output_dir(const std::string& image, const std::string& host_output_dir) {
   return image.empty() ? host_output_dir : std::string(kContainerOutputDir);
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "conveyor/error/error.hpp"
+#include "conveyor/model/job_type.hpp"
 #include "conveyor/model/schedule.hpp"
 
 namespace conveyor::model {
@@ -201,6 +202,32 @@ constexpr db::Statement kUnknownTypes{
     "SELECT coalesce(string_agg(quote_literal(n), ', ' ORDER BY n), '') FROM unnest($1::text[]) AS n "
     "WHERE NOT EXISTS (SELECT 1 FROM conveyor.job_type t WHERE t.name = n)"};
 
+constexpr db::Statement kProcessTypes{
+    "model_parameters_process_types",
+    "SELECT coalesce(string_agg(quote_literal(name), ', ' ORDER BY name), '') FROM conveyor.job_type "
+    "WHERE name = ANY($1::text[]) AND coalesce(image, '') = ''"};
+
+// A tag is a tag (it is put after the type's image, and an image reference
+// is an argument of `podman run`), and only a container job type has an
+// image to tag: a tag for a process job type would change nothing.
+void check_image_tags(db::Tx& tx, const nlohmann::json& tags) {
+  std::vector<std::string> names;
+  for (const auto& [type, value] : tags.items()) {
+    const auto tag = value.get<std::string>();
+    if (!valid_image_tag(tag)) {
+      throw FieldError("image_tags", "image_tags." + type + ": '" + tag.substr(0, 100) +
+                                         "' is not an image tag (letters, digits and _ . -, not starting with . "
+                                         "or -, at most 128 characters, such as 2.1 or v2-rc1)");
+    }
+    names.push_back(type);
+  }
+  const std::string untaggable = tx.exec(kProcessTypes, {names})[0][0].as_string();
+  if (!untaggable.empty()) {
+    throw FieldError("image_tags", "image_tags: " + untaggable +
+                                       ": a process job type (it has no image); a tag applies to container job types");
+  }
+}
+
 // What the patch says of job types is about types that exist, and a
 // catch-up start is a point in time: a typo would otherwise refuse every
 // submission (job_types_list), or stop a schedule (schedule_catchup_start),
@@ -220,6 +247,9 @@ void check_job_type_values(db::Tx& tx, const nlohmann::json& patch) {
       throw FieldError(field,
                        std::string(field) + ": no such job type: " + unknown + " (conveyor job-type list shows them)");
     }
+  }
+  if (const auto it = patch.find("image_tags"); it != patch.end() && it->is_object()) {
+    check_image_tags(tx, *it);
   }
   if (const auto it = patch.find("schedule_catchup_start"); it != patch.end()) {
     for (const auto& [type, value] : it->items()) {

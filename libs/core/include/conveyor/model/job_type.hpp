@@ -91,6 +91,11 @@ struct ArgvContext {
 // before the rule or by SQL.
 bool reserved_env_name(std::string_view name);
 
+// Whether `tag` is an image tag as registries take it (letters, digits,
+// _ . -, not starting with . or -, at most 128): what system_parameters'
+// image_tags may set for a container job type.
+bool valid_image_tag(std::string_view tag);
+
 // What "{output_dir}" renders to for a job: the host dir for a process, the
 // mount point kContainerOutputDir for a job with an image.
 std::string argv_output_dir(const std::string& image, const std::string& host_output_dir);
