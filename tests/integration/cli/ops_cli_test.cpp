@@ -274,6 +274,19 @@ TEST_F(OpsCli, JobIdsMustMatchExactly) {
   r = conveyor({"job", "inspect", "1;DROP"});
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(has(r, "is not a job id")) << r.output;
+
+  // A typo among the ids of a verb of many jobs is a usage error, as for
+  // inspect, and nothing is touched: not even the job named right.
+  for (const std::string verb : {"cancel", "kill", "hold", "release", "retry"}) {
+    const bool asks = verb == "cancel" || verb == "kill";
+    r = asks ? conveyor({"job", verb, "391", "39l", "--yes"}) : conveyor({"job", verb, "391", "39l"});
+    EXPECT_EQ(r.status, 2) << verb << ": " << r.output;
+    EXPECT_TRUE(has(r, "job " + verb + ": '39l' is not a job id (digits); nothing was changed")) << r.output;
+  }
+  r = conveyor({"job", "set-status", "391", "x", "--to", "failed", "--yes"});
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_EQ(status_of("391"), "initialized");
+  EXPECT_EQ(db_.query_value("SELECT held_at IS NULL FROM conveyor.job WHERE id = 391"), "t");
 }
 
 // Issue 13: cancel, kill, set-status and worker drain show what they will

@@ -241,9 +241,13 @@ std::vector<Attempt> load_attempts(db::Tx& tx, model::JobId id) {
 
 // Exact ids only. Job ids are dense, so every substring of an id is another
 // job's id: `job kill 91` meant for 391 must not reach job 91 (issue 13).
-model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
+void check_job_id_syntax(const std::string& arg) {
   const bool digits = !arg.empty() && arg.size() <= 18 && arg.find_first_not_of("0123456789") == std::string::npos;
   if (!digits) throw FieldError("ID", "'" + arg + "' is not a job id (digits)");
+}
+
+model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
+  check_job_id_syntax(arg);
   const std::int64_t exact = std::stoll(arg);
   if (exact <= 0 || tx.exec(kJobIdExists, {exact}).empty()) {
     throw Error(errc::not_found, "no job with id " + arg + " (ids are exact; `conveyor job ls` lists them)");
@@ -254,6 +258,15 @@ model::JobId resolve_job_id(db::Tx& tx, const std::string& arg) {
 std::vector<std::string> need_ids(const Options& o, const std::string& command) {
   if (o.positional.empty()) {
     throw FieldError("ID", "job " + command + ": at least one job ID is required\n" + std::string(kJobUsage));
+  }
+  // A typo is a usage error (exit 2) before any job is touched, as for the
+  // verbs of one job; an id no job has is refused on its own (exit 1).
+  for (const auto& arg : o.positional) {
+    try {
+      check_job_id_syntax(arg);
+    } catch (const FieldError& e) {
+      throw FieldError("ID", "job " + command + ": " + e.what() + "; nothing was changed");
+    }
   }
   return o.positional;
 }
