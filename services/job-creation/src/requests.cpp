@@ -26,15 +26,7 @@ ListQuery parse_list_query(const std::map<std::string, std::string>& query) {
   ListQuery q;
   for (const auto& [key, value] : query) {
     if (key == "status") {
-      if (value.empty()) continue;
-      q.status = model::parse_status(value);
-      if (!q.status) {
-        std::string names;
-        for (const auto s : model::kAllStatuses) {
-          names += (names.empty() ? "" : ", ") + std::string(model::to_string(s));
-        }
-        throw http::FieldError("status", "status: unknown status '" + value + "' (one of " + names + ")");
-      }
+      q.statuses = model::statuses_named(value, "status");  // one, or several: failed,internal_error
     } else if (key == "type") {
       if (!value.empty()) q.job_type = value;
     } else if (key == "page") {

@@ -167,6 +167,11 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   page = conveyor_json({"job", "ls", "--status", "failed"});
   ASSERT_EQ(page.at("items").size(), 1u);
   EXPECT_EQ(page.at("items")[0].at("job_type"), "fail");
+  // Several statuses at once (what is in error), each once.
+  page = conveyor_json({"job", "ls", "--status", "failed,internal_error,initialized,failed"});
+  EXPECT_EQ(page.at("total"), 6);
+  page = conveyor_json({"job", "ls", "--status", "failed,internal_error"});
+  EXPECT_EQ(page.at("total"), 1);
   page = conveyor_json({"job", "ls", "--type", "sleep", "--page", "2", "--size", "4"});
   EXPECT_EQ(page.at("total"), 5);
   EXPECT_EQ(page.at("items").size(), 1u);
@@ -175,6 +180,9 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(has(r, "6 job(s), page 1 of 2")) << r.output;
   r = conveyor({"job", "ls", "--status", "stuck"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(has(r, "--status: unknown status 'stuck'")) << r.output;
+  r = conveyor({"job", "ls", "--status", "failed,stuck"});
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--status: unknown status 'stuck'")) << r.output;
   // A type that does not exist is most likely a typo: said, not only 0 jobs.

@@ -456,6 +456,10 @@ TEST_F(CreationApi, ListFiltersAndPaginatesNewestFirst) {
 
   page = json::parse(request("GET", "/v1/jobs?type=sleep&status=initialized").body);
   EXPECT_EQ(page.at("total"), 3);
+  page = json::parse(request("GET", "/v1/jobs?status=configured,initialized").body);
+  EXPECT_EQ(page.at("total"), 6);
+  page = json::parse(request("GET", "/v1/jobs?type=sleep&status=configured,done").body);
+  EXPECT_EQ(page.at("total"), 2);
 
   page = json::parse(request("GET", "/v1/jobs?type=sleep&size=2&page=2").body);
   EXPECT_EQ(page.at("total"), 5);
@@ -468,6 +472,8 @@ TEST_F(CreationApi, ListFiltersAndPaginatesNewestFirst) {
   EXPECT_TRUE(page.at("items").empty());
 
   json p = problem(request("GET", "/v1/jobs?status=finished"), 400);
+  EXPECT_EQ(p.value("field", ""), "status") << p;
+  p = problem(request("GET", "/v1/jobs?status=done,finished"), 400);
   EXPECT_EQ(p.value("field", ""), "status") << p;
   p = problem(request("GET", "/v1/jobs?size=501"), 400);
   EXPECT_EQ(p.value("field", ""), "size") << p;

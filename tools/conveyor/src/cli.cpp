@@ -51,7 +51,7 @@ commands:
                 validate a job-types file, show the diff with the database, ask, apply in one transaction
   job-type list job types in the database
   job-type show NAME   one job type as JSON
-  job ls [--status S] [--type T] [--page N] [--size N]
+  job ls [--status S[,S...]] [--type T] [--page N] [--size N]
                 jobs, newest first (`job ls --status started`: what runs now)
   job inspect ID      one job with its history and its attempts (image, digest, CPU, memory)
   job stats [--type T] [--since D]   count, median and p95 of wall time, CPU and peak memory per type
@@ -408,7 +408,7 @@ std::vector<std::string> split_lines(const std::string& text) {
   return lines;
 }
 
-// The verb a usage line is about: "       conveyor job ls [--status S]" -> "ls";
+// The verb a usage line is about: "       conveyor job ls [--status S[,S...]]" -> "ls";
 // "" when the line names no command of `noun` (a continuation or a note).
 std::string usage_verb(const std::string& line, const std::string& noun) {
   std::string_view v = line;

@@ -34,7 +34,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr const char* kJobUsage =
-    "usage: conveyor job ls [--status S] [--type T] [--page N] [--size N]\n"
+    "usage: conveyor job ls [--status S[,S...]] [--type T] [--page N] [--size N]\n"
     "       conveyor job inspect ID\n"
     "       conveyor job submit TYPE [--params JSON | --params-file FILE] [--priority N]\n"
     "                         [--depends-on ID,ID] [--not-before TIME] [--idempotency-key K]\n"
@@ -272,13 +272,7 @@ std::vector<std::string> need_ids(const Options& o, const std::string& command) 
 }
 
 model::JobStatus status_option(const std::string& option, const std::string& value) {
-  const auto st = model::parse_status(value);
-  if (!st) {
-    std::string known;
-    for (const auto s : model::kAllStatuses) known += (known.empty() ? "" : ", ") + std::string(model::to_string(s));
-    throw FieldError(option, option + ": unknown status '" + value + "' (one of " + known + ")");
-  }
-  return *st;
+  return model::status_named(value, option);
 }
 
 // For a --type that matched no job: if no job type has that name, most
@@ -293,7 +287,7 @@ int ls(Context& ctx, const std::vector<std::string>& args) {
   const Options o = parse_options(args, "job ls", {"--status", "--type", "--page", "--size"});
   if (!o.positional.empty()) throw FieldError(o.positional[0], "job ls: unexpected argument '" + o.positional[0] + "'");
   model::JobQuery q;
-  if (const auto s = o.get("--status")) q.status = status_option("--status", *s);
+  if (const auto s = o.get("--status")) q.statuses = model::statuses_named(*s, "--status");
   q.job_type = o.get("--type");
   q.page = int_option(o, "--page", 1, 1, 1'000'000'000);
   q.size = int_option(o, "--size", model::kDefaultPageSize, 1, model::kMaxPageSize);

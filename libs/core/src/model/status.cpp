@@ -1,6 +1,9 @@
 #include "conveyor/model/status.hpp"
 
+#include <algorithm>
 #include <cstddef>
+
+#include "conveyor/error/error.hpp"
 
 // The DESIGN §3 table. Its SQL twin is conveyor.job_status_transition in
 // deploy/migrations/20261122000000_initial_schema.up.sql; the integration test
@@ -52,6 +55,26 @@ std::optional<JobStatus> parse_status(std::string_view name) noexcept {
     if (kNames[index(s)] == name) return s;
   }
   return std::nullopt;
+}
+
+JobStatus status_named(std::string_view name, const std::string& field) {
+  if (const auto s = parse_status(name)) return *s;
+  std::string known;
+  for (const JobStatus s : kAllStatuses) known += (known.empty() ? "" : ", ") + std::string(to_string(s));
+  throw FieldError(field, field + ": unknown status '" + std::string(name.substr(0, 100)) + "' (one of " + known + ")");
+}
+
+std::vector<JobStatus> statuses_named(std::string_view list, const std::string& field) {
+  std::vector<JobStatus> out;
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    const std::string_view item = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    if (item.empty()) continue;
+    const JobStatus s = status_named(item, field);
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+  return out;
 }
 
 bool is_valid_initial(JobStatus to) noexcept { return to == JobStatus::initialized || to == JobStatus::canceled; }

@@ -82,12 +82,12 @@ constexpr db::Statement kJobByIdempotencyKey{
 constexpr db::Statement kCountJobs{
     "model_count_jobs",
     "SELECT count(*) FROM conveyor.job "
-    "WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR job_type = $2::text)"};
+    "WHERE ($1::text[] IS NULL OR status = ANY($1::text[])) AND ($2::text IS NULL OR job_type = $2::text)"};
 
 constexpr db::Statement kListJobIds{
     "model_list_job_ids",
     "SELECT id FROM conveyor.job "
-    "WHERE ($1::text IS NULL OR status = $1::text) AND ($2::text IS NULL OR job_type = $2::text) "
+    "WHERE ($1::text[] IS NULL OR status = ANY($1::text[])) AND ($2::text IS NULL OR job_type = $2::text) "
     "ORDER BY id DESC LIMIT $3 OFFSET $4"};
 
 std::string job_name(JobId id) { return "job " + std::to_string(id.value()); }
@@ -96,11 +96,6 @@ Job must_load(db::Tx& tx, JobId id) {
   auto job = load_job(tx, id);
   if (!job) throw Error(errc::not_found, job_name(id) + " does not exist");
   return std::move(*job);
-}
-
-std::optional<std::string> status_text(const std::optional<JobStatus>& s) {
-  if (!s) return std::nullopt;
-  return std::string(to_string(*s));
 }
 
 }  // namespace
@@ -518,7 +513,12 @@ std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parame
 }
 
 JobPage list_jobs(db::Tx& tx, const JobQuery& query) {
-  const auto status = status_text(query.status);
+  db::Param status = nullptr;
+  if (!query.statuses.empty()) {
+    std::vector<std::string> names;
+    for (const JobStatus s : query.statuses) names.emplace_back(to_string(s));
+    status = names;
+  }
   JobPage page;
   page.total = tx.exec(kCountJobs, {status, query.job_type})[0][0].as_int();
   std::vector<std::int64_t> ids;

@@ -6,7 +6,9 @@
 #include <array>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace conveyor::model {
 
@@ -34,6 +36,13 @@ inline constexpr std::array<JobStatus, 12> kAllStatuses = {
 std::string_view to_string(JobStatus s) noexcept;
 // Parses a status name; nullopt for an unknown name.
 std::optional<JobStatus> parse_status(std::string_view name) noexcept;
+
+// parse_status for input: throws FieldError(field) naming the unknown name
+// and every known one.
+JobStatus status_named(std::string_view name, const std::string& field);
+// A comma-separated list of status names ("failed,internal_error"), each
+// once, in the order given; empty items are skipped. Throws as status_named.
+std::vector<JobStatus> statuses_named(std::string_view list, const std::string& field);
 
 // Statuses a job may be inserted with.
 bool is_valid_initial(JobStatus to) noexcept;

@@ -146,7 +146,7 @@ std::vector<SubmitResult> submit_jobs(db::Tx& tx, const SystemParameters& parame
 
 // Filters of a job listing; newest first.
 struct JobQuery {
-  std::optional<JobStatus> status;
+  std::vector<JobStatus> statuses;  // any of them; empty: every status
   std::optional<std::string> job_type;
   std::int64_t page = 1;  // from 1
   std::int64_t size = 50;
