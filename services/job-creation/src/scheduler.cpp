@@ -23,6 +23,12 @@ constexpr db::Statement kLockState{"creation_schedule_state_lock",
                                    "  extract(epoch FROM catchup_start_applied)::bigint AS catchup_start_applied "
                                    "FROM conveyor.schedule_state WHERE job_type = $1 FOR UPDATE"};
 
+// The type's schedule as committed now, read once its state row is locked:
+// `job-type apply` changes both in one transaction, and a pass that waited
+// for that row lock must not act on the schedule it loaded before.
+constexpr db::Statement kCurrentSchedule{"creation_schedule_current",
+                                         "SELECT coalesce(schedule, '') FROM conveyor.job_type WHERE name = $1"};
+
 constexpr db::Statement kInsertState{
     "creation_schedule_state_insert",
     "INSERT INTO conveyor.schedule_state (job_type, last_slot, catchup_start_applied) "
@@ -104,27 +110,45 @@ std::optional<TimePoint> catchup_start(const model::SystemParameters& p, const s
 // slot is due, so the schedule resumes as if its last slot were just before.
 TimePoint resume_at(TimePoint start) { return start - seconds(1); }
 
+// Where a schedule's pass plans from, with its state row locked (inserted
+// for a new schedule); nullopt when it is paused, or changed since the pass
+// loaded it.
+struct PassStart {
+  TimePoint last;
+  std::optional<std::int64_t> applied;  // the catch-up start the state records
+  std::string error;                    // a bad catch-up start
+};
+std::optional<PassStart> lock_state(db::Tx& tx, const model::SystemParameters& p, const model::JobType& type,
+                                    TimePoint now) {
+  const auto state = tx.exec(kLockState, {type.name});
+  const auto current = tx.exec(kCurrentSchedule, {type.name});
+  if (current.empty() || current[0][0].as_string() != type.schedule) return std::nullopt;  // the next pass has it
+  PassStart out{.last = now, .applied = std::nullopt, .error = {}};
+  const auto start = catchup_start(p, type.name, out.error);
+  if (start) out.applied = epoch(*start);
+  if (state.empty()) {
+    out.last = start ? resume_at(*start) : now;  // a new schedule starts now, or where the operator said
+    tx.exec(kInsertState, {type.name, epoch(out.last), out.applied});
+    return out;
+  }
+  out.last = at(state[0]["last_slot"].as_int());
+  if (state[0]["paused"].as_bool()) return std::nullopt;
+  const auto before = state[0]["catchup_start_applied"].opt<std::int64_t>();
+  const bool new_start = start.has_value() && (!before.has_value() || *before != epoch(*start));
+  if (new_start) out.last = resume_at(*start);  // the operator set a new start date
+  else out.applied = before;
+  return out;
+}
+
 ScheduleRun run_one(db::Tx& tx, const model::SystemParameters& p, const model::JobType& type, TimePoint now, int batch,
                     bool& more) {
   ScheduleRun run;
   run.job_type = type.name;
-  const auto state = tx.exec(kLockState, {type.name});
-  std::string start_error;
-  const auto start = catchup_start(p, type.name, start_error);
-  TimePoint last = now;
-  std::optional<std::int64_t> applied;
-  if (start) applied = epoch(*start);
-  if (state.empty()) {
-    last = start ? resume_at(*start) : now;  // a new schedule starts now, or where the operator said
-    tx.exec(kInsertState, {type.name, epoch(last), applied});
-  } else {
-    last = at(state[0]["last_slot"].as_int());
-    if (state[0]["paused"].as_bool()) return run;
-    const auto before = state[0]["catchup_start_applied"].opt<std::int64_t>();
-    const bool new_start = start.has_value() && (!before.has_value() || *before != epoch(*start));
-    if (new_start) last = resume_at(*start);  // the operator set a new start date
-    else applied = before;
-  }
+  const std::optional<PassStart> pass = lock_state(tx, p, type, now);
+  if (!pass) return run;
+  const TimePoint last = pass->last;
+  const std::optional<std::int64_t> applied = pass->applied;
+  const std::string& start_error = pass->error;
   const model::Schedule schedule = model::Schedule::parse(type.schedule);
   const auto policy = model::parse_catchup_policy(type.catchup_policy).value_or(model::CatchupPolicy::latest);
   const std::optional<seconds> window =

@@ -198,6 +198,62 @@ TEST_F(Scheduler, CatchUpFromTheStartDateFollowsEachPolicy) {
       << "the start's own slot";
 }
 
+// A schedule removed, added again or changed by `job-type apply` starts
+// again from now, as a new one: the hours it had no schedule, or the old
+// spec's slots, are not caught up (they were with catch-up policy all), and
+// the next slot shown is the new spec's at once, not after the next pass.
+TEST_F(Scheduler, ARemovedReaddedOrChangedScheduleStartsAgainFromNow) {
+  const json hourly = type("hourly", {{"schedule", "0 * * * *"}, {"catchup_policy", "all"}});
+  Stack stack(options(json::array({hourly})));
+  const std::string state = "SELECT count(*) FROM conveyor.schedule_state WHERE job_type = 'hourly'";
+  ASSERT_TRUE(wait_until([&] { return stack.db().query_value(state) == "1"; }, 20s)) << stack.logs_tail();
+  auto apply = [&](const json& t) {
+    const fs::path file = fs::path(file_).replace_extension(".apply.json");
+    std::ofstream(file) << json{{"job_types", json::array({t})}}.dump(2);
+    const auto r = stack.cli({"job-type", "apply", file.string(), "--yes"});
+    ASSERT_EQ(r.status, 0) << r.output;
+  };
+  // As if its last slot were 5 hours ago, when its schedule was removed;
+  // paused, so that the scheduler does not catch up before the apply.
+  auto five_hours_ago = [&] {
+    ASSERT_EQ(stack.cli({"schedule", "pause", "hourly"}).status, 0);
+    stack.db().exec("UPDATE conveyor.schedule_state SET last_slot = date_trunc('hour', now()) - interval '5 hours'");
+  };
+  five_hours_ago();
+  json unscheduled = hourly;
+  unscheduled.erase("schedule");
+  unscheduled.erase("catchup_policy");
+  apply(unscheduled);
+  EXPECT_EQ(stack.db().query_value(state), "0") << "the state of a removed schedule is gone";
+  // Runs of slots before `since` (a slot after it may fall due while the
+  // test runs, at the turn of an hour).
+  auto caught_up = [&](const std::string& since) {
+    return count(stack, "job_type = 'hourly' AND substr(idempotency_key, 10)::timestamptz < '" + since + "'");
+  };
+  const std::string readded = stack.db().query_value("SELECT now()");
+  apply(hourly);
+  wait_passes(stack, 2);
+  EXPECT_EQ(stack.db().query_value(state), "1");
+  EXPECT_EQ(caught_up(readded), 0) << "the hours without a schedule were caught up";
+
+  // A changed spec: the same, and its next slot at once (after the apply's
+  // now(), which is the row's updated_at).
+  five_hours_ago();
+  json half_past = hourly;
+  half_past["schedule"] = "30 * * * *";
+  const std::string changed = stack.db().query_value("SELECT now()");
+  apply(half_past);
+  EXPECT_EQ(stack.db().query_value("SELECT next_slot = date_trunc('hour', updated_at) + CASE WHEN updated_at < "
+                                   "date_trunc('hour', updated_at) + interval '30 minutes' THEN interval '30 minutes' "
+                                   "ELSE interval '90 minutes' END FROM conveyor.schedule_state"),
+            "t")
+      << stack.db().query_value("SELECT next_slot || ' ' || updated_at FROM conveyor.schedule_state");
+  EXPECT_EQ(stack.db().query_value("SELECT paused FROM conveyor.schedule_state"), "t") << "a pause is kept";
+  ASSERT_EQ(stack.cli({"schedule", "resume", "hourly"}).status, 0);
+  wait_passes(stack, 2);
+  EXPECT_EQ(caught_up(changed), 0) << "the old spec's slots were caught up";
+}
+
 TEST_F(Scheduler, NoRunsWhileNotAcceptingOrOutsideTheWaveThenRuns) {
   Stack stack(options(json::array({type("paused-tick", {{"schedule", "@every 1s"}, {"catchup_policy", "all"}})}),
                       "UPDATE conveyor.system_parameters SET accepting_new_jobs = false"));

@@ -1040,8 +1040,38 @@ std::optional<VersionedJobType> read_versioned_job_type(db::Pool& pool, const st
   return VersionedJobType{from_row(rows[0]), rows[0]["version"].as_string()};
 }
 
+namespace {
+
+constexpr db::Statement kScheduleOf{"job_type_schedule_of",
+                                    "SELECT coalesce(schedule, '') FROM conveyor.job_type WHERE name = $1 FOR UPDATE"};
+constexpr db::Statement kForgetScheduleState{"job_type_forget_schedule_state",
+                                             "DELETE FROM conveyor.schedule_state WHERE job_type = $1"};
+constexpr db::Statement kScheduleNow{"job_type_schedule_now", kScheduleNowSql};
+constexpr db::Statement kRestartScheduleState{
+    "job_type_restart_schedule_state",
+    "UPDATE conveyor.schedule_state SET last_slot = to_timestamp($2), next_slot = to_timestamp($3), "
+    "  updated_at = now() WHERE job_type = $1"};
+
+// A schedule that is removed, added or changed starts again from now, as a
+// new one does: the slots of the old spec, or of the time the type had none,
+// are not caught up (the scheduler's state would otherwise plan from the
+// old last slot). Counts, a pause and its reason are kept across a change.
+void restart_schedule_if_changed(db::Tx& tx, const JobType& t, const std::string& before) {
+  if (before == t.schedule) return;
+  if (before.empty() || t.schedule.empty()) {
+    tx.exec(kForgetScheduleState, {t.name});
+    return;
+  }
+  const TimePoint now{std::chrono::seconds(tx.exec(kScheduleNow)[0][0].as_int())};
+  const TimePoint next = Schedule::parse(t.schedule).next_after(now);
+  tx.exec(kRestartScheduleState, {t.name, now.time_since_epoch().count(), next.time_since_epoch().count()});
+}
+
+}  // namespace
+
 void upsert_job_type(db::Tx& tx, const JobType& t) {
   const json j = t.to_json();
+  const db::Result before = tx.exec(kScheduleOf, {t.name});
   tx.exec(kUpsert, {t.name,
                     t.enabled,
                     j["command"].dump(),
@@ -1063,6 +1093,7 @@ void upsert_job_type(db::Tx& tx, const JobType& t) {
                     j["resources"].dump(),
                     t.network,
                     t.runner});
+  restart_schedule_if_changed(tx, t, before.empty() ? std::string() : before[0][0].as_string());
 }
 
 }  // namespace conveyor::model
