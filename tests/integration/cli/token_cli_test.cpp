@@ -194,12 +194,12 @@ TEST_F(TokenCli, ListShowsEveryTokenWithItsStateAndNeverAHash) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(row(r, "NAME"), "NAME | ROLE | STATE | CREATED | EXPIRES | LAST USED | CREATED BY") << r.output;
   const std::regex alpha(
-      "alpha \\| reader \\| active \\| \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ \\| never \\| "
+      "alpha \\| reader \\| active \\| \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\| never \\| "
       "never \\| conveyor-cli:.+");
   EXPECT_TRUE(std::regex_match(row(r, "alpha"), alpha)) << r.output;
   EXPECT_TRUE(has(row(r, "bravo"), "bravo | submitter | revoked |")) << r.output;
   EXPECT_TRUE(has(row(r, "charlie"), "charlie | operator | expired |")) << r.output;
-  EXPECT_TRUE(has(row(r, "charlie"), "| 2026-01-02T03:04:05Z |")) << r.output;
+  EXPECT_TRUE(has(row(r, "charlie"), "| 2026-01-02 03:04:05 UTC |")) << r.output;
   EXPECT_TRUE(has(row(r, "delta"), "delta | reader | active |")) << r.output;
   EXPECT_FALSE(has(row(r, "delta"), "| never | never |")) << "delta expires: " << r.output;
 

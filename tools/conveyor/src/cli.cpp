@@ -376,13 +376,15 @@ bool confirm(Context& ctx, std::ostream& talk, const std::string& question) {
   return answer == "y" || answer == "Y" || answer == "yes";
 }
 
-std::string display_time(const std::optional<std::string>& t) {
-  if (!t || t->size() < 19) return t.value_or("-");
+std::string display_time(const std::optional<std::string>& t, const char* none) {
+  if (!t) return none;
+  if (t->size() < 19) return *t;
   std::string s = t->substr(0, 19);
   s[10] = ' ';
-  // The model writes every time in UTC (a trailing Z); say so rather than
-  // leave the reader to guess at 3 a.m. whether it is local time.
-  return s + (t->back() == 'Z' ? " UTC" : "");
+  // The model writes every time in UTC; say so rather than leave the reader
+  // to guess at 3 a.m. whether it is local time.
+  const bool utc = t->back() == 'Z' || t->ends_with("+00:00") || t->ends_with("+00");
+  return s + (utc ? " UTC" : "");
 }
 
 void print_jobs(std::ostream& out, db::Tx& tx, const std::vector<std::int64_t>& ids, std::size_t limit) {

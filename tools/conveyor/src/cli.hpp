@@ -124,9 +124,10 @@ std::vector<std::string> live_processes(db::Tx& tx);
 // refused.
 bool refuse_while_live(Context& ctx, db::Pool& pool, bool force);
 
-// An RFC 3339 UTC time as the tables show it, with its zone:
-// "2026-11-22T10:00:00.123456Z" -> "2026-11-22 10:00:00 UTC"; none -> "-".
-std::string display_time(const std::optional<std::string>& rfc3339);
+// An RFC 3339 UTC time as every text output shows it, with its zone:
+// "2026-11-22T10:00:00.123456Z" (or "+00:00") -> "2026-11-22 10:00:00 UTC";
+// none -> `none`. --json keeps the RFC 3339 text.
+std::string display_time(const std::optional<std::string>& rfc3339, const char* none = "-");
 // What a destructive command (job cancel|kill|set-status, queue drain) will
 // touch, before it asks: ID TYPE STATUS CREATED of the first `limit` jobs,
 // then how many more there are. Ids that name no job are left out.

@@ -31,7 +31,7 @@ constexpr const char* kEventsUsage =
 
 // "io.conveyor.job.done job 3 processed -> done (conveyor-publication)"
 std::string describe(const bus::CloudEvent& e) {
-  std::string line = e.time.empty() ? "-" : e.time;
+  std::string line = display_time(e.time.empty() ? std::nullopt : std::optional(e.time));
   line += " " + e.type;
   if (!e.subject.empty()) line += " job " + e.subject;
   const json& d = e.data;

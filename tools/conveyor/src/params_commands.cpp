@@ -60,8 +60,10 @@ int list(Context& ctx, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& name : model::patchable_parameters()) rows.push_back({name, text(row.value(name, json()))});
   print_table(ctx.out, {"PARAMETER", "VALUE"}, rows);
-  ctx.out << "last changed " << text(row.value("updated_at", json())) << " by " << text(row.value("updated_by", json()))
-          << "\n";
+  const json changed = row.value("updated_at", json());
+  ctx.out << "last changed "
+          << display_time(changed.is_string() ? std::optional(changed.get<std::string>()) : std::nullopt) << " by "
+          << text(row.value("updated_by", json())) << "\n";
   return kExitOk;
 }
 

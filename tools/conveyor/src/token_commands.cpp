@@ -32,10 +32,6 @@ constexpr const char* kRoles =
     "reader (every GET), submitter (reader + submit, cancel/retry its own jobs) or operator (everything)";
 
 // "2026-12-04T10:11:12.123456Z" -> "2026-12-04T10:11:12Z": seconds are enough in a table.
-std::string short_time(const std::optional<std::string>& t, const char* none) {
-  if (!t) return none;
-  return t->size() > 19 ? t->substr(0, 19) + "Z" : *t;
-}
 
 json nullable(const std::optional<std::string>& v) { return v ? json(*v) : json(); }
 
@@ -98,7 +94,7 @@ int create(Context& ctx, const std::vector<std::string>& args) {
   ctx.out.flush();
   // On stderr, so that `$(conveyor token create ...)` holds the token alone.
   ctx.err << "conveyor: token '" << info.name << "' created (role " << auth::to_string(info.role) << ", "
-          << (info.expires_at ? "expires " + short_time(info.expires_at, "") : std::string("does not expire"))
+          << (info.expires_at ? "expires " + display_time(info.expires_at, "") : std::string("does not expire"))
           << "); it is shown only this once: only its SHA-256 is stored\n";
   return kExitOk;
 }
@@ -118,8 +114,8 @@ int list(Context& ctx, const std::vector<std::string>& args) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& t : tokens) {
-    rows.push_back({t.name, std::string(auth::to_string(t.role)), t.state, short_time(t.created_at, ""),
-                    short_time(t.expires_at, "never"), short_time(t.last_used_at, "never"), t.created_by});
+    rows.push_back({t.name, std::string(auth::to_string(t.role)), t.state, display_time(t.created_at, ""),
+                    display_time(t.expires_at, "never"), display_time(t.last_used_at, "never"), t.created_by});
   }
   print_table(ctx.out, {"NAME", "ROLE", "STATE", "CREATED", "EXPIRES", "LAST USED", "CREATED BY"}, rows);
   return kExitOk;
@@ -133,7 +129,7 @@ int revoke(Context& ctx, const std::vector<std::string>& args) {
     if (!auth::revoke_token(tx, name)) {
       const auto row = find(tx, name);
       if (!row) throw Error(errc::not_found, "no token named '" + name + "' (see `conveyor token list`)");
-      throw Error(errc::conflict, "token '" + name + "' was already revoked at " + short_time(row->revoked_at, "?"));
+      throw Error(errc::conflict, "token '" + name + "' was already revoked at " + display_time(row->revoked_at, "?"));
     }
     return *find(tx, name);
   });
@@ -142,7 +138,7 @@ int revoke(Context& ctx, const std::vector<std::string>& args) {
     return kExitOk;
   }
   ctx.out << "token '" << info.name << "' (role " << auth::to_string(info.role) << ") revoked at "
-          << short_time(info.revoked_at, "?") << ": requests with it get 401 from now on\n";
+          << display_time(info.revoked_at, "?") << ": requests with it get 401 from now on\n";
   return kExitOk;
 }
 
