@@ -26,6 +26,7 @@ ListQuery parse_list_query(const std::map<std::string, std::string>& query) {
   ListQuery q;
   for (const auto& [key, value] : query) {
     if (key == "status") {
+      if (value.empty()) continue;                          // status=: no filter
       q.statuses = model::statuses_named(value, "status");  // one, or several: failed,internal_error
     } else if (key == "type") {
       if (!value.empty()) q.job_type = value;

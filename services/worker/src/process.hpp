@@ -22,7 +22,9 @@ namespace conveyor::worker {
 // Why a process was asked to stop before it exited by itself. Set by other
 // threads (the cancel watcher, the shutdown path) through request_stop(),
 // which wakes the reactor; read by the reactor.
-enum class StopReason : int { none = 0, canceled = 1, shutdown = 2 };
+// taken: the job is no longer this worker's (the reconciler requeued it, an
+// operator moved it): its program is stopped and its end recorded nowhere.
+enum class StopReason : int { none = 0, canceled = 1, shutdown = 2, taken = 3 };
 
 // Sets `stop` to `reason` unless a reason is set already, then wakes the
 // reactor so that it acts on it now. True when this call set it.

@@ -690,9 +690,10 @@ void ResidentProgram::step(InFlight& f, Clock::time_point now) {
       f.ended = true;  // never sent: nothing to stop
       return;
     }
-    const char* reason = requested == StopReason::canceled   ? "canceled"
-                         : requested == StopReason::shutdown ? "shutdown"
-                                                             : "timeout";
+    // A job taken from this worker is canceled, as far as the program knows.
+    const char* reason = requested == StopReason::shutdown ? "shutdown"
+                         : requested != StopReason::none   ? "canceled"
+                                                           : "timeout";
     f.kill_at = now + (requested == StopReason::shutdown ? f.shutdown_kill_grace : f.kill_grace);
     if (f.generation == generation_ && stdin_) send(json{{"cancel", f.id}, {"reason", reason}}.dump() + "\n", now);
     return;

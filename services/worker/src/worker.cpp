@@ -622,8 +622,9 @@ void Worker::check_cancels() {
     // the old run, and stopping the new one would cancel a job nobody
     // canceled.
     if (it == jobs_.end() || it->second != asked[it->first]) continue;
-    if (!request_stop(it->second->stop, StopReason::canceled)) continue;
-    if (row[1].as_bool()) {
+    const bool canceled = row[1].as_bool();
+    if (!request_stop(it->second->stop, canceled ? StopReason::canceled : StopReason::taken)) continue;
+    if (canceled) {
       ctx_.log()->info("job {} canceled: stopping its process group", it->first);
     } else {
       // Requeued (this worker looked lost), moved by an operator, or gone:
@@ -923,8 +924,9 @@ void Worker::container_failed(Job& job, Attempt& a, LogFile& log, const Containe
     ProcessOutcome outcome;
     outcome.stopped = stop;
     outcome.started = outcome.ended = std::chrono::system_clock::now();
-    log.write("conveyor", stop == StopReason::canceled ? "canceled before the container started"
-                                                       : "the worker shut down before the container started");
+    log.write("conveyor", stop == StopReason::canceled   ? "canceled before the container started"
+                          : stop == StopReason::shutdown ? "the worker shut down before the container started"
+                                                         : "no longer this worker's before the container started");
     finish_job(job, outcome, a.logs.string(), {}, AttemptCost{});
     return;
   }
@@ -943,6 +945,7 @@ std::string Worker::ending_of(const Job& job, const ProcessOutcome& outcome) {
   if (outcome.timed_out) return fmt::format("killed after timeout of {} s", timeout_text(job.config));
   if (outcome.stopped == StopReason::canceled) return "killed: the job was canceled";
   if (outcome.stopped == StopReason::shutdown) return "killed: the worker shut down";
+  if (outcome.stopped == StopReason::taken) return "killed: the job is no longer this worker's (requeued or moved)";
   if (!outcome.error_message.empty()) return outcome.error_message;
   if (outcome.exit_code) return fmt::format("exited with code {}", *outcome.exit_code);
   if (outcome.term_signal) return fmt::format("killed by {}", describe_signal(*outcome.term_signal));
@@ -1156,6 +1159,8 @@ void Worker::finish_job(Job& job, const ProcessOutcome& outcome, const std::stri
   if (outcome.stopped == StopReason::canceled) {
     status = status_of(write_outcome(job, kFinishCanceled, {job.id, worker_id_}, cost));
     outcome_label = "canceled";
+  } else if (outcome.stopped == StopReason::taken) {
+    status = "";  // its status is someone else's now: nothing to write
   } else if (outcome.stopped == StopReason::shutdown) {
     // The job did not fail, the worker left: it runs again elsewhere without
     // using a retry (the rule prepare-for-reboot follows too).

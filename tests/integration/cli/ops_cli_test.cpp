@@ -186,6 +186,9 @@ TEST_F(OpsCli, JobLsFiltersAndPagesAndInspectShowsTheHistory) {
   r = conveyor({"job", "ls", "--status", "failed,stuck"});
   EXPECT_EQ(r.status, 2);
   EXPECT_TRUE(has(r, "--status: unknown status 'stuck'")) << r.output;
+  r = conveyor({"job", "ls", "--status", ","});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_TRUE(has(r, "--status: expected one or more statuses")) << r.output;
   // A type that does not exist is most likely a typo: said, not only 0 jobs.
   r = conveyor({"job", "ls", "--type", "sleeep"});
   EXPECT_EQ(r.status, 0) << r.output;

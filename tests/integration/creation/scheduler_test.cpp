@@ -224,14 +224,21 @@ TEST_F(Scheduler, ARemovedReaddedOrChangedScheduleStartsAgainFromNow) {
   unscheduled.erase("schedule");
   unscheduled.erase("catchup_policy");
   apply(unscheduled);
-  EXPECT_EQ(stack.db().query_value(state), "0") << "the state of a removed schedule is gone";
-  // Runs of slots before `since` (a slot after it may fall due while the
-  // test runs, at the turn of an hour).
+  EXPECT_EQ(stack.db().query_value("SELECT last_slot > now() - interval '1 minute' AND next_slot IS NULL "
+                                   "FROM conveyor.schedule_state"),
+            "t")
+      << "a removed schedule's state starts again from now";
+  // Runs created since `since` for slots before it (a slot after it may
+  // fall due while the test runs, at the turn of an hour, as may one
+  // before the first pause).
   auto caught_up = [&](const std::string& since) {
-    return count(stack, "job_type = 'hourly' AND substr(idempotency_key, 10)::timestamptz < '" + since + "'");
+    return count(stack, "job_type = 'hourly' AND created_at >= '" + since +
+                            "' AND substr(idempotency_key, 10)::timestamptz < '" + since + "'");
   };
   const std::string readded = stack.db().query_value("SELECT now()");
   apply(hourly);
+  EXPECT_EQ(stack.db().query_value("SELECT paused FROM conveyor.schedule_state"), "t") << "a pause is kept";
+  ASSERT_EQ(stack.cli({"schedule", "resume", "hourly"}).status, 0);
   wait_passes(stack, 2);
   EXPECT_EQ(stack.db().query_value(state), "1");
   EXPECT_EQ(caught_up(readded), 0) << "the hours without a schedule were caught up";

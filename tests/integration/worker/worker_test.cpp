@@ -555,6 +555,8 @@ TEST_F(WorkerTest, AJobRequeuedWhileItsProgramRunsIsNotRunTwiceByItsWorker) {
   EXPECT_NE(::kill(first_pid, 0), 0) << "the first run's program still runs beside the second";
   EXPECT_EQ(job_field(id, "status"), "started") << history(id);
   EXPECT_EQ(history(id).find("canceled"), std::string::npos) << history(id);
+  const std::string logs = read_text(job_log_dir(id) / "logs.txt");
+  EXPECT_NE(logs.find("killed: the job is no longer this worker's"), std::string::npos) << logs;
   std::string pids;
   EXPECT_TRUE(wait_until(
       [&] {

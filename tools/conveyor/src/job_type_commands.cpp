@@ -1,6 +1,7 @@
 // `conveyor job-type apply|list|show`: job types as data (DESIGN §4). `apply`
 // works like `terraform apply`: validate the file, show what would change,
 // ask, then write every change in one transaction.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -148,8 +149,13 @@ int apply(Context& ctx, const std::vector<std::string>& args) {
                   "job types changed in the database since the diff was shown; nothing written, run "
                   "the apply again");
     }
-    for (const auto& t : d.added) model::upsert_job_type(tx, t);
-    for (const auto& [t, fields] : d.changed) model::upsert_job_type(tx, t);
+    // In name order, as the scheduler's pass locks schedule states: two
+    // transactions that lock them in the same order cannot deadlock.
+    std::vector<const model::JobType*> writes;
+    for (const auto& t : d.added) writes.push_back(&t);
+    for (const auto& [t, fields] : d.changed) writes.push_back(&t);
+    std::sort(writes.begin(), writes.end(), [](const auto* a, const auto* b) { return a->name < b->name; });
+    for (const auto* t : writes) model::upsert_job_type(tx, *t);
   });
   talk << "applied " << d.changes() << " change(s) from " << file << "\n";
   return kExitOk;

@@ -291,7 +291,8 @@ void print_backfills(std::ostream& out, const json& rows) {
     std::string state = r["state"].get<std::string>();
     if (!r["last_error"].get<std::string>().empty()) state += ": " + r["last_error"].get<std::string>();
     table.push_back({std::to_string(r["id"].get<std::int64_t>()), r["job_type"].get<std::string>(),
-                     r["from"].get<std::string>() + ".." + r["to"].get<std::string>(), r["policy"].get<std::string>(),
+                     display_time(r["from"].get<std::string>()) + " .. " + display_time(r["to"].get<std::string>()),
+                     r["policy"].get<std::string>(),
                      r["policy"] == "collapse"
                          ? std::to_string(r["slots"].get<std::int64_t>()) + " slot(s) in 1 run"
                          : std::to_string(done) + "/" + std::to_string(r["slots"].get<std::int64_t>()),

@@ -88,7 +88,8 @@ constexpr db::Statement kAttention{
     "SELECT (SELECT count(*) FROM conveyor.trigger_pending WHERE failed_at IS NOT NULL), "
     "  (SELECT count(*) FROM conveyor.trigger_pending WHERE failed_at IS NULL), "
     "  (SELECT count(*) FROM conveyor.schedule_state WHERE last_error IS NOT NULL), "
-    "  (SELECT count(*) FROM conveyor.schedule_state WHERE paused)"};
+    "  (SELECT count(*) FROM conveyor.schedule_state s JOIN conveyor.job_type t "
+    "     ON t.name = s.job_type AND t.schedule IS NOT NULL WHERE s.paused)"};
 
 constexpr db::Statement kLiveWorkers{
     "cli_system_live_workers",

@@ -1042,29 +1042,30 @@ std::optional<VersionedJobType> read_versioned_job_type(db::Pool& pool, const st
 
 namespace {
 
-constexpr db::Statement kScheduleOf{"job_type_schedule_of",
-                                    "SELECT coalesce(schedule, '') FROM conveyor.job_type WHERE name = $1 FOR UPDATE"};
-constexpr db::Statement kForgetScheduleState{"job_type_forget_schedule_state",
-                                             "DELETE FROM conveyor.schedule_state WHERE job_type = $1"};
+// NO KEY UPDATE, as the upsert's own lock: the foreign-key checks of the
+// scheduler's inserts (schedule_state, backfill_request) are not blocked.
+constexpr db::Statement kScheduleOf{
+    "job_type_schedule_of", "SELECT coalesce(schedule, '') FROM conveyor.job_type WHERE name = $1 FOR NO KEY UPDATE"};
 constexpr db::Statement kScheduleNow{"job_type_schedule_now", kScheduleNowSql};
 constexpr db::Statement kRestartScheduleState{
     "job_type_restart_schedule_state",
     "UPDATE conveyor.schedule_state SET last_slot = to_timestamp($2), next_slot = to_timestamp($3), "
-    "  updated_at = now() WHERE job_type = $1"};
+    "  last_error = NULL, updated_at = now() WHERE job_type = $1"};
 
-// A schedule that is removed, added or changed starts again from now, as a
-// new one does: the slots of the old spec, or of the time the type had none,
-// are not caught up (the scheduler's state would otherwise plan from the
-// old last slot). Counts, a pause and its reason are kept across a change.
+// A schedule that is removed, added back or changed starts again from now,
+// as a new one does: the slots of the old spec, or of the time the type had
+// none, are not caught up (the scheduler would otherwise plan from the old
+// last slot). The row stays, hidden while the type has no schedule: its
+// counts, a pause and the schedule_catchup_start it applied are kept, so an
+// old start is not applied again (a new one is). A type scheduled for the
+// first time has no row: the scheduler starts it, from its catch-up start
+// if one is set.
 void restart_schedule_if_changed(db::Tx& tx, const JobType& t, const std::string& before) {
   if (before == t.schedule) return;
-  if (before.empty() || t.schedule.empty()) {
-    tx.exec(kForgetScheduleState, {t.name});
-    return;
-  }
   const TimePoint now{std::chrono::seconds(tx.exec(kScheduleNow)[0][0].as_int())};
-  const TimePoint next = Schedule::parse(t.schedule).next_after(now);
-  tx.exec(kRestartScheduleState, {t.name, now.time_since_epoch().count(), next.time_since_epoch().count()});
+  std::optional<std::int64_t> next;
+  if (!t.schedule.empty()) next = Schedule::parse(t.schedule).next_after(now).time_since_epoch().count();
+  tx.exec(kRestartScheduleState, {t.name, now.time_since_epoch().count(), next});
 }
 
 }  // namespace

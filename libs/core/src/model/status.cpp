@@ -74,6 +74,7 @@ std::vector<JobStatus> statuses_named(std::string_view list, const std::string& 
     const JobStatus s = status_named(item, field);
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
   }
+  if (out.empty()) throw FieldError(field, field + ": expected one or more statuses, such as failed,internal_error");
   return out;
 }
 

@@ -27,7 +27,7 @@ constexpr db::Statement kSelectParameters{
     " job_retention_days, outbox_retention_hours,"
     " schedule_catchup_start::text AS schedule_catchup_start, parameter_reload_interval_s,"
     " priority_aging_per_minute,"
-    " to_json(updated_at) #>> '{}' AS updated_at, xmin::text AS version"
+    " " CONVEYOR_RFC3339("updated_at") " AS updated_at, xmin::text AS version"
     " FROM conveyor.system_parameters WHERE id"};
 
 // The stall_<status>_s columns, by the status they watch.

@@ -41,7 +41,8 @@ std::optional<JobStatus> parse_status(std::string_view name) noexcept;
 // and every known one.
 JobStatus status_named(std::string_view name, const std::string& field);
 // A comma-separated list of status names ("failed,internal_error"), each
-// once, in the order given; empty items are skipped. Throws as status_named.
+// once, in the order given; empty items are skipped, and a list of none is
+// refused. Throws as status_named.
 std::vector<JobStatus> statuses_named(std::string_view list, const std::string& field);
 
 // Statuses a job may be inserted with.
