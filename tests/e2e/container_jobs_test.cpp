@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "conveyor/db/db.hpp"
 #include "conveyor/testing/stack.hpp"
 #include "e2e.hpp"
 
@@ -312,7 +313,7 @@ TEST(ContainerJobs, ChangingImageTagsLiveRunsTheNextJobOnTheNewTagWhileTheRunnin
   auto set = stack.cli({"params", "set", "image_tags", R"({"sleep-container":"test-v2"})"});
   ASSERT_EQ(set.status, 0) << set.output;
   const std::string version =
-      "as of " + stack.db().query_value("SELECT to_json(updated_at) #>> '{}' FROM conveyor.system_parameters");
+      "as of " + stack.db().query_value("SELECT " CONVEYOR_RFC3339("updated_at") " FROM conveyor.system_parameters");
   ASSERT_TRUE(wait_until(
       [&] {
         return conveyor::testing::read_text(stack.data_dir() / "configuration.log").find(version) != std::string::npos;
